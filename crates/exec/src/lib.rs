@@ -1,0 +1,571 @@
+//! Runs one bridge task as a child process, and collects the files it declared
+//! as outputs.
+//!
+//! This crate owns exactly two things and knows nothing about documents, stores
+//! or scheduling:
+//!
+//! - [`run`] starts one [`TaskCommand`] in its own process group, with a
+//!   complete, explicit environment, stdin null and stdout/stderr written
+//!   straight to files (no pipes, so nothing can deadlock on a full pipe). It
+//!   waits for the child, a timeout or a cancellation token, whichever comes
+//!   first, and always leaves the process group dead: on a timeout or a cancel
+//!   it sends `SIGTERM` to the whole group, waits [`TaskCommand::kill_grace`],
+//!   then sends `SIGKILL`; after a normal exit it sends `SIGKILL` to whatever
+//!   is left of the group (a background grandchild). The result is a
+//!   [`Finished`]: an [`Outcome`], the sizes of both logs and their last
+//!   [`TaskCommand::tail_bytes`] bytes, read back from the files.
+//! - [`collect_outputs`] matches output globs against the regular files under a
+//!   task's working folder and returns them sorted, each once.
+//!
+//! Data flows one way: the caller builds a [`TaskCommand`], [`run`] turns it
+//! into a [`Finished`], and the caller then calls [`collect_outputs`] on the
+//! same working folder. Nothing here prints; progress is logged with `tracing`
+//! at debug level.
+//!
+//! `run` is meant to be cheap, because a worker may run thousands of trivial
+//! tasks: it starts no threads, never sleeps, and spawns `argv[0]` directly
+//! (no shell) for [`Program::Argv`]. It is Unix-only.
+
+#![warn(missing_docs)]
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use walkdir::WalkDir;
+
+/// What to execute for a task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Program {
+    /// Run `shell -c script`, e.g. `sh -c 'make test'`. The caller chooses the
+    /// shell (usually `"sh"`).
+    Shell {
+        /// The shell to start, looked up on the task's `PATH` if it has no `/`.
+        shell: String,
+        /// The script passed to the shell after `-c`.
+        script: String,
+    },
+    /// Run `argv[0]` with the remaining elements as its arguments, directly,
+    /// with no shell in between. `argv[0]` is looked up on the task's `PATH`
+    /// if it has no `/`. An empty vector fails to start.
+    Argv(Vec<String>),
+}
+
+impl Program {
+    /// The name of the program that will be started, for messages.
+    fn name(&self) -> &str {
+        match self {
+            Program::Shell { shell, .. } => shell,
+            Program::Argv(argv) => argv.first().map_or("", String::as_str),
+        }
+    }
+}
+
+/// Everything needed to run one task.
+#[derive(Debug, Clone)]
+pub struct TaskCommand {
+    /// What to execute.
+    pub program: Program,
+    /// The complete environment of the child: nothing is inherited from the
+    /// worker. Include `PATH` if the program or the script relies on it
+    /// (without it, program lookup falls back to the C library's default
+    /// path, typically `/bin:/usr/bin`).
+    pub env: BTreeMap<String, String>,
+    /// The child's working folder. It must already exist.
+    pub workdir: PathBuf,
+    /// How long the task may run before it is stopped and reported as
+    /// [`Outcome::TimedOut`].
+    pub timeout: Duration,
+    /// The file that receives the child's full stdout (created or truncated).
+    pub stdout_path: PathBuf,
+    /// The file that receives the child's full stderr (created or truncated).
+    pub stderr_path: PathBuf,
+    /// How many trailing bytes of each log [`run`] returns in [`Finished`].
+    pub tail_bytes: usize,
+    /// How long to wait between `SIGTERM` and `SIGKILL` when stopping the
+    /// task's process group after a timeout or a cancel.
+    pub kill_grace: Duration,
+}
+
+/// How a task ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The child exited with this exit code.
+    Exited(i32),
+    /// The child was killed by this signal number (and not by us).
+    Signaled(i32),
+    /// The task ran longer than [`TaskCommand::timeout`] and its process group
+    /// was stopped.
+    TimedOut,
+    /// The cancellation token fired and the task's process group was stopped
+    /// (or the task was never started because the token had already fired).
+    Interrupted,
+    /// The task could not be started (program not found or not executable,
+    /// working folder missing, log file not writable, ...), or, rarely, the
+    /// worker lost track of it after starting it. The message names the
+    /// program or file and the operating system's error.
+    FailedToStart(String),
+}
+
+impl Outcome {
+    /// Whether the task succeeded, that is exited with code 0.
+    pub fn is_success(&self) -> bool {
+        matches!(self, Outcome::Exited(0))
+    }
+}
+
+/// The result of [`run`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finished {
+    /// How the task ended.
+    pub outcome: Outcome,
+    /// The last [`TaskCommand::tail_bytes`] bytes of stdout (fewer if the log
+    /// is shorter).
+    pub stdout_tail: Vec<u8>,
+    /// The last [`TaskCommand::tail_bytes`] bytes of stderr (fewer if the log
+    /// is shorter).
+    pub stderr_tail: Vec<u8>,
+    /// The full size of the stdout log, in bytes.
+    pub stdout_len: u64,
+    /// The full size of the stderr log, in bytes.
+    pub stderr_len: u64,
+    /// How long the task took, from just before spawning until its process
+    /// group was dead.
+    pub duration: Duration,
+}
+
+/// Why the task stopped waiting on its child.
+enum Stop {
+    Exited(ExitStatus),
+    WaitFailed(io::Error),
+    TimedOut,
+    Cancelled,
+}
+
+/// Runs one task to completion and reports how it ended.
+///
+/// The child runs in its own process group (`process_group(0)`) with stdin
+/// null, exactly [`TaskCommand::env`] as its environment, and stdout/stderr
+/// redirected to [`TaskCommand::stdout_path`] and
+/// [`TaskCommand::stderr_path`]. See the [crate docs](crate) for how the group
+/// is stopped. On Linux the child also gets `SIGKILL` if the thread that
+/// spawned it dies (`PR_SET_PDEATHSIG`), so a task does not outlive a worker
+/// that was killed with `SIGKILL`; that covers the child only, not its own
+/// children, and it is tied to the spawning *thread*, so call `run` from a
+/// long-lived runtime thread rather than a temporary blocking thread.
+///
+/// If `cancel` has already fired, the task is not started and the outcome is
+/// [`Outcome::Interrupted`]. If the returned future is dropped early, the
+/// process group is killed with `SIGKILL`.
+///
+/// Never panics: every failure to start is reported as
+/// [`Outcome::FailedToStart`].
+pub async fn run(cmd: &TaskCommand, cancel: CancellationToken) -> Finished {
+    let started = Instant::now();
+    if cancel.is_cancelled() {
+        return finished_without_child(Outcome::Interrupted, started);
+    }
+    let (mut child, logs) = match spawn(cmd) {
+        Ok(spawned) => spawned,
+        Err(message) => {
+            tracing::debug!(%message, "task failed to start");
+            return finished_without_child(Outcome::FailedToStart(message), started);
+        }
+    };
+    // `spawn` only returns a child that has a pid.
+    let pgid = child.id().map(|pid| Pid::from_raw(pid as i32));
+    let guard = GroupGuard { pgid };
+
+    let deadline = started + cmd.timeout;
+    let stop = tokio::select! {
+        // An exit that races with the timeout or the cancel counts as an exit.
+        biased;
+        status = child.wait() => match status {
+            Ok(status) => Stop::Exited(status),
+            Err(error) => Stop::WaitFailed(error),
+        },
+        () = tokio::time::sleep_until(deadline) => Stop::TimedOut,
+        () = cancel.cancelled() => Stop::Cancelled,
+    };
+
+    let outcome = match stop {
+        Stop::Exited(status) => outcome_of(status),
+        Stop::WaitFailed(error) => Outcome::FailedToStart(format!(
+            "could not wait for `{}`: {error}",
+            cmd.program.name()
+        )),
+        Stop::TimedOut => {
+            tracing::debug!(?pgid, timeout = ?cmd.timeout, "task timed out, stopping its group");
+            stop_group(&mut child, pgid, cmd.kill_grace).await;
+            Outcome::TimedOut
+        }
+        Stop::Cancelled => {
+            tracing::debug!(?pgid, "task cancelled, stopping its group");
+            stop_group(&mut child, pgid, cmd.kill_grace).await;
+            Outcome::Interrupted
+        }
+    };
+    // Whatever is left of the group (a background grandchild, say) must not
+    // outlive the task. The guard sends the final SIGKILL.
+    drop(guard);
+
+    let (stdout_tail, stdout_len) = logs.stdout.tail(cmd.tail_bytes);
+    let (stderr_tail, stderr_len) = logs.stderr.tail(cmd.tail_bytes);
+    let finished = Finished {
+        outcome,
+        stdout_tail,
+        stderr_tail,
+        stdout_len,
+        stderr_len,
+        duration: started.elapsed(),
+    };
+    tracing::debug!(outcome = ?finished.outcome, duration = ?finished.duration, "task finished");
+    finished
+}
+
+/// A `Finished` for a task that never ran: empty logs.
+fn finished_without_child(outcome: Outcome, started: Instant) -> Finished {
+    Finished {
+        outcome,
+        stdout_tail: Vec::new(),
+        stderr_tail: Vec::new(),
+        stdout_len: 0,
+        stderr_len: 0,
+        duration: started.elapsed(),
+    }
+}
+
+/// Our own handles on the two log files, kept to read the tails back after
+/// the child exits (the child gets duplicates).
+struct Logs {
+    stdout: LogFile,
+    stderr: LogFile,
+}
+
+/// One log file we can read the end of.
+struct LogFile {
+    path: PathBuf,
+    file: File,
+}
+
+impl LogFile {
+    /// Creates or truncates the log at `path`, returning our handle and the
+    /// child's.
+    fn create(path: &Path) -> Result<(LogFile, Stdio), String> {
+        // Read and write: we read the tail back through our own handle.
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .map_err(|error| format!("could not create log file {}: {error}", path.display()))?;
+        let for_child = file
+            .try_clone()
+            .map_err(|error| format!("could not duplicate log file {}: {error}", path.display()))?;
+        let log = LogFile {
+            path: path.to_owned(),
+            file,
+        };
+        Ok((log, Stdio::from(for_child)))
+    }
+
+    /// The last `max` bytes of the log and its full length. A read error is
+    /// logged and yields what could be read: the task has already run, and its
+    /// outcome matters more than its tail.
+    fn tail(&self, max: usize) -> (Vec<u8>, u64) {
+        let len = match self.file.metadata() {
+            Ok(metadata) => metadata.len(),
+            Err(error) => {
+                tracing::warn!(path = %self.path.display(), %error, "could not read log size");
+                return (Vec::new(), 0);
+            }
+        };
+        let want = usize::try_from(len).map_or(max, |len| len.min(max));
+        let mut buf = vec![0; want];
+        // `want <= len`, so this cannot underflow.
+        let start = len - want as u64;
+        let mut filled = 0;
+        while filled < want {
+            match self.file.read_at(&mut buf[filled..], start + filled as u64) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => {
+                    tracing::warn!(path = %self.path.display(), %error, "could not read log tail");
+                    break;
+                }
+            }
+        }
+        buf.truncate(filled);
+        (buf, len)
+    }
+}
+
+/// Builds the command and starts it. The error is a message naming what could
+/// not be started and why.
+fn spawn(cmd: &TaskCommand) -> Result<(Child, Logs), String> {
+    let mut command = match &cmd.program {
+        Program::Shell { shell, script } => {
+            let mut command = Command::new(shell);
+            command.arg("-c").arg(script);
+            command
+        }
+        Program::Argv(argv) => {
+            let Some((program, args)) = argv.split_first() else {
+                return Err("could not start the task: its argv is empty".to_owned());
+            };
+            let mut command = Command::new(program);
+            command.args(args);
+            command
+        }
+    };
+    let (stdout, stdout_for_child) = LogFile::create(&cmd.stdout_path)?;
+    let (stderr, stderr_for_child) = LogFile::create(&cmd.stderr_path)?;
+    command
+        .env_clear()
+        .envs(&cmd.env)
+        .current_dir(&cmd.workdir)
+        .stdin(Stdio::null())
+        .stdout(stdout_for_child)
+        .stderr(stderr_for_child)
+        .process_group(0)
+        // Reaps the leader if `run` is dropped; `GroupGuard` kills the rest.
+        .kill_on_drop(true);
+    #[cfg(target_os = "linux")]
+    die_with_parent(&mut command);
+
+    tracing::debug!(
+        program = ?cmd.program,
+        workdir = %cmd.workdir.display(),
+        env = ?cmd.env.keys().collect::<Vec<_>>(),
+        timeout = ?cmd.timeout,
+        "spawning task"
+    );
+    let name = cmd.program.name();
+    let child = command.spawn().map_err(|error| {
+        if cmd.workdir.is_dir() {
+            format!("could not start `{name}`: {error}")
+        } else {
+            format!(
+                "could not start `{name}` in {}: the working folder is missing or not a folder ({error})",
+                cmd.workdir.display()
+            )
+        }
+    })?;
+    if child.id().is_none() {
+        return Err(format!("could not start `{name}`: it has no process id"));
+    }
+    Ok((child, Logs { stdout, stderr }))
+}
+
+/// Makes the child receive `SIGKILL` when the worker thread that spawned it
+/// dies, so that a worker killed with `SIGKILL` does not leave tasks behind.
+#[cfg(target_os = "linux")]
+fn die_with_parent(command: &mut Command) {
+    let parent = Pid::from_raw(std::process::id() as i32);
+    // SAFETY: the closure runs in the child between fork and exec, where only
+    // async-signal-safe calls are allowed. It makes exactly two raw syscalls,
+    // prctl(PR_SET_PDEATHSIG) and getppid, allocates nothing and takes no
+    // locks (`Error::from_raw_os_error` does not allocate).
+    #[allow(unsafe_code)]
+    unsafe {
+        command.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+                .map_err(|errno| io::Error::from_raw_os_error(errno as i32))?;
+            // The worker may have died before the prctl took effect; then we
+            // have already been re-parented and must not start at all.
+            if nix::unistd::getppid() != parent {
+                return Err(io::Error::from_raw_os_error(Errno::ESRCH as i32));
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Stops a task's group: `SIGTERM` to all of it, then, if the leader has not
+/// exited within `grace`, `SIGKILL`, and waits for the leader.
+async fn stop_group(child: &mut Child, pgid: Option<Pid>, grace: Duration) {
+    signal_group(pgid, Signal::SIGTERM);
+    let exited = tokio::time::timeout(grace, child.wait()).await;
+    if exited.is_err() {
+        signal_group(pgid, Signal::SIGKILL);
+        if let Err(error) = child.wait().await {
+            tracing::warn!(?pgid, %error, "could not wait for a killed task");
+        }
+    }
+}
+
+/// Sends `signal` to the process group, ignoring a group that is already gone.
+fn signal_group(pgid: Option<Pid>, signal: Signal) {
+    let Some(pgid) = pgid else { return };
+    match killpg(pgid, signal) {
+        Ok(()) | Err(Errno::ESRCH) => {}
+        Err(error) => tracing::warn!(?pgid, ?signal, %error, "could not signal task group"),
+    }
+}
+
+/// Kills the task's process group with `SIGKILL` when dropped: at the end of
+/// [`run`], and also if the `run` future is dropped before the task ends.
+struct GroupGuard {
+    pgid: Option<Pid>,
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        signal_group(self.pgid, Signal::SIGKILL);
+    }
+}
+
+/// Maps a wait status to an outcome.
+fn outcome_of(status: ExitStatus) -> Outcome {
+    if let Some(code) = status.code() {
+        Outcome::Exited(code)
+    } else if let Some(signal) = status.signal() {
+        Outcome::Signaled(signal)
+    } else {
+        // `wait` only reports terminated children, which have one or the other.
+        Outcome::FailedToStart(format!("the task ended with an unknown status: {status}"))
+    }
+}
+
+/// A file under a task's working folder that matched one of its output globs.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct CollectedOutput {
+    /// The path relative to the working folder, `/`-separated, e.g.
+    /// `reports/junit.xml`.
+    pub rel_path: String,
+    /// The full path of the file.
+    pub path: PathBuf,
+}
+
+/// Why [`collect_outputs`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    /// An output glob is not valid glob syntax.
+    #[error("invalid output glob `{glob}`")]
+    BadGlob {
+        /// The glob as written.
+        glob: String,
+        /// What is wrong with it.
+        #[source]
+        source: globset::Error,
+    },
+    /// An output glob is absolute or climbs out with `..`, so it can never
+    /// match a file under the working folder.
+    #[error("output glob `{glob}` points outside the working folder; write it relative to it")]
+    OutsideWorkdir {
+        /// The glob as written.
+        glob: String,
+    },
+    /// The globs are valid one by one but could not be combined.
+    #[error("could not combine the output globs {globs:?}")]
+    GlobSet {
+        /// All the globs.
+        globs: Vec<String>,
+        /// Why they could not be combined.
+        #[source]
+        source: globset::Error,
+    },
+    /// A folder under the working folder could not be read.
+    #[error("could not list outputs under {}", path.display())]
+    Walk {
+        /// The file or folder that could not be read.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: walkdir::Error,
+    },
+    /// A matched file's path is not valid UTF-8, so it cannot be named.
+    #[error("output file {} has a name that is not valid UTF-8", path.display())]
+    NonUtf8Path {
+        /// The file's full path.
+        path: PathBuf,
+    },
+}
+
+/// Finds the regular files under `workdir` that match any of `globs`.
+///
+/// Globs are relative to `workdir` (a leading `./` is allowed) and use
+/// [`globset`] syntax with `literal_separator(true)`: `*` and `?` do not cross
+/// `/`, `**` does (`*.txt` matches only at the top, `**/*.txt` anywhere).
+/// Symbolic links are skipped, never followed, so nothing outside `workdir` is
+/// collected. The result is sorted by [`CollectedOutput::rel_path`] and lists
+/// each file once, however many globs match it. A glob that matches nothing is
+/// not an error; the caller can compare globs against the result to warn.
+pub fn collect_outputs(
+    workdir: &Path,
+    globs: &[String],
+) -> Result<Vec<CollectedOutput>, OutputError> {
+    let set = build_glob_set(globs)?;
+    if globs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut outputs = Vec::new();
+    for entry in WalkDir::new(workdir).follow_links(false).min_depth(1) {
+        let entry = entry.map_err(|source| OutputError::Walk {
+            path: source.path().unwrap_or(workdir).to_owned(),
+            source,
+        })?;
+        // Skips folders and symbolic links (`file_type` does not follow them).
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let Ok(rel) = entry.path().strip_prefix(workdir) else {
+            continue;
+        };
+        if !set.is_match(rel) {
+            continue;
+        }
+        let Some(rel_str) = rel.to_str() else {
+            return Err(OutputError::NonUtf8Path {
+                path: entry.into_path(),
+            });
+        };
+        let rel_path = rel_str.replace(std::path::MAIN_SEPARATOR, "/");
+        outputs.push(CollectedOutput {
+            rel_path,
+            path: entry.into_path(),
+        });
+    }
+    outputs.sort_by(|a, b| a.rel_path.cmp(&b.rel_path));
+    Ok(outputs)
+}
+
+/// Compiles the output globs, naming the first bad one.
+fn build_glob_set(globs: &[String]) -> Result<GlobSet, OutputError> {
+    let mut builder = GlobSetBuilder::new();
+    for glob in globs {
+        let trimmed = glob.strip_prefix("./").unwrap_or(glob);
+        if trimmed.starts_with('/') || trimmed.split('/').any(|part| part == "..") {
+            return Err(OutputError::OutsideWorkdir { glob: glob.clone() });
+        }
+        let compiled = GlobBuilder::new(trimmed)
+            .literal_separator(true)
+            .build()
+            .map_err(|source| OutputError::BadGlob {
+                glob: glob.clone(),
+                source,
+            })?;
+        builder.add(compiled);
+    }
+    builder.build().map_err(|source| OutputError::GlobSet {
+        globs: globs.to_vec(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests;

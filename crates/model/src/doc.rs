@@ -1,0 +1,321 @@
+//! The schema of a batch document on Automerge.
+//!
+//! ```text
+//! ROOT
+//!   schema: "bridge-batch/1"
+//!   batch:  { id, part, parts, created_at, submitted_by, device }
+//!   tasks:  { <task-id>: {
+//!       spec:     "<json>"                       immutable, hashed into the id
+//!       claims:   { <writer>.<n>: { at, lease_until, released_at? } }
+//!       attempts: { <writer>.<n>: "<json>" }      immutable, written once
+//!       cancels:  { <writer>: at }
+//!       retries:  { <writer>.<n>: at }
+//!   } }
+//! ```
+//!
+//! Every container is created in the genesis change by the submitter, so
+//! later writers only add keys that they own to existing maps: two writers
+//! never create the same container concurrently (which would hide one of them
+//! behind an Automerge conflict). Immutable values (the spec, an attempt) are
+//! one JSON string each: written once by one writer and always read whole, so
+//! one op instead of twenty.
+
+use automerge::transaction::{CommitOptions, Transactable};
+use automerge::{
+    AutoCommit, AutomergeError, ObjId, ObjType, ROOT, ReadDoc, ScalarValueRef, ValueRef,
+};
+
+use crate::Millis;
+use crate::facts::{Attempt, Claim, Facts};
+use crate::ids::{BatchId, TaskId, WriterId};
+use crate::spec::TaskSpec;
+
+/// The schema tag of a batch document; documents with another are refused.
+pub const SCHEMA: &str = "bridge-batch/1";
+
+/// Why a document could not be created, read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum DocError {
+    /// Automerge refused an operation.
+    #[error("automerge: {0}")]
+    Automerge(#[from] AutomergeError),
+    /// The document has no header yet (its genesis change has not arrived) or
+    /// a header of another schema.
+    #[error("not a bridge batch document ({0})")]
+    NotABatch(String),
+    /// The task is not in this document.
+    #[error("task {0} is not in this document")]
+    NoSuchTask(TaskId),
+}
+
+/// The header of a batch document, written once in its genesis change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchHeader {
+    /// The batch this document belongs to.
+    pub batch: BatchId,
+    /// Which part of the batch this document holds, from 0.
+    pub part: u32,
+    /// How many documents the batch spans.
+    pub parts: u32,
+    /// When the batch was submitted.
+    pub created_at: Millis,
+    /// Who submitted it (a member id; a device name until members exist).
+    pub submitted_by: String,
+    /// The device it was submitted from.
+    pub device: String,
+}
+
+/// A task as read from one document: its spec and the facts this document holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskRecord {
+    /// The task id (checked against the hash of the spec).
+    pub id: TaskId,
+    /// The task.
+    pub spec: TaskSpec,
+    /// Facts about it held in this document.
+    pub facts: Facts,
+}
+
+/// Something wrong inside a document that was skipped while reading it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The task concerned.
+    pub task: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Creates a batch document holding `tasks`, all in one genesis change made
+/// by `writer`. The caller saves it (`save()`) as the document's first chunk.
+pub fn create(
+    writer: &WriterId,
+    header: &BatchHeader,
+    tasks: &[TaskSpec],
+) -> Result<AutoCommit, DocError> {
+    let mut doc = AutoCommit::new().with_actor(writer.actor());
+    doc.put(ROOT, "schema", SCHEMA)?;
+    let h = doc.put_object(ROOT, "batch", ObjType::Map)?;
+    doc.put(&h, "id", header.batch.as_str())?;
+    doc.put(&h, "part", i64::from(header.part))?;
+    doc.put(&h, "parts", i64::from(header.parts))?;
+    doc.put(&h, "created_at", header.created_at)?;
+    doc.put(&h, "submitted_by", header.submitted_by.as_str())?;
+    doc.put(&h, "device", header.device.as_str())?;
+    let map = doc.put_object(ROOT, "tasks", ObjType::Map)?;
+    for spec in tasks {
+        let task = doc.put_object(&map, spec.id().as_str(), ObjType::Map)?;
+        let json = serde_json::to_string(spec).unwrap_or_default();
+        doc.put(&task, "spec", json)?;
+        for container in ["claims", "attempts", "cancels", "retries"] {
+            doc.put_object(&task, container, ObjType::Map)?;
+        }
+    }
+    commit(&mut doc, header.created_at, "submit");
+    Ok(doc)
+}
+
+/// Closes the pending change with its time (in seconds, as the JS library
+/// records it) and a message.
+pub fn commit(doc: &mut AutoCommit, now: Millis, message: &str) {
+    doc.commit_with(
+        CommitOptions::default()
+            .with_time(now.div_euclid(1000))
+            .with_message(message),
+    );
+}
+
+/// Reads the header; `None` until the genesis change has been applied.
+pub fn read_header(doc: &AutoCommit) -> Result<BatchHeader, DocError> {
+    match get_str(doc, &ROOT, "schema") {
+        Some(s) if s == SCHEMA => {}
+        Some(other) => return Err(DocError::NotABatch(format!("schema `{other}`"))),
+        None => return Err(DocError::NotABatch("no schema".into())),
+    }
+    let h = get_map(doc, &ROOT, "batch").ok_or(DocError::NotABatch("no header".into()))?;
+    let bad = |what: &str| DocError::NotABatch(format!("header field `{what}` is missing"));
+    let batch = get_str(doc, &h, "id")
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad("id"))?;
+    Ok(BatchHeader {
+        batch,
+        part: get_int(doc, &h, "part")
+            .and_then(|p| u32::try_from(p).ok())
+            .ok_or_else(|| bad("part"))?,
+        parts: get_int(doc, &h, "parts")
+            .and_then(|p| u32::try_from(p).ok())
+            .ok_or_else(|| bad("parts"))?,
+        created_at: get_int(doc, &h, "created_at").ok_or_else(|| bad("created_at"))?,
+        submitted_by: get_str(doc, &h, "submitted_by").unwrap_or_default(),
+        device: get_str(doc, &h, "device").unwrap_or_default(),
+    })
+}
+
+/// Reads every task of the document. A task whose spec does not parse or
+/// does not hash to its id is left out and reported as a [`Problem`].
+pub fn read_tasks(doc: &AutoCommit) -> (Vec<TaskRecord>, Vec<Problem>) {
+    let mut records = Vec::new();
+    let mut problems = Vec::new();
+    let Some(map) = get_map(doc, &ROOT, "tasks") else {
+        return (records, problems);
+    };
+    for item in doc.map_range(&map, ..) {
+        let key = item.key.to_string();
+        let problem = |message: String| Problem {
+            task: key.clone(),
+            message,
+        };
+        let ValueRef::Object(ObjType::Map) = item.value else {
+            problems.push(problem("not a map".into()));
+            continue;
+        };
+        match read_task(doc, &item.id(), &key) {
+            Ok(r) => records.push(r),
+            Err(message) => problems.push(problem(message)),
+        }
+    }
+    (records, problems)
+}
+
+fn read_task(doc: &AutoCommit, obj: &ObjId, key: &str) -> Result<TaskRecord, String> {
+    let id: TaskId = key.parse().map_err(|e| format!("{e}"))?;
+    let json = get_str(doc, obj, "spec").ok_or("the spec is missing")?;
+    let spec: TaskSpec =
+        serde_json::from_str(&json).map_err(|e| format!("the spec does not parse: {e}"))?;
+    if spec.id() != id {
+        return Err(format!(
+            "the spec hashes to {}, not to its id: refused",
+            spec.id()
+        ));
+    }
+    let mut facts = Facts::default();
+    if let Some(claims) = get_map(doc, obj, "claims") {
+        for item in doc.map_range(&claims, ..) {
+            if let ValueRef::Object(ObjType::Map) = item.value {
+                let c = item.id();
+                let (Some(at), Some(lease_until)) =
+                    (get_int(doc, &c, "at"), get_int(doc, &c, "lease_until"))
+                else {
+                    continue;
+                };
+                facts.claims.insert(
+                    item.key.to_string(),
+                    Claim {
+                        key: item.key.to_string(),
+                        at,
+                        lease_until,
+                        released_at: get_int(doc, &c, "released_at"),
+                    },
+                );
+            }
+        }
+    }
+    if let Some(attempts) = get_map(doc, obj, "attempts") {
+        for item in doc.map_range(&attempts, ..) {
+            if let ValueRef::Scalar(ScalarValueRef::Str(s)) = &item.value {
+                if let Ok(a) = serde_json::from_str::<Attempt>(s) {
+                    if a.key == item.key {
+                        facts.attempts.insert(a.key.clone(), a);
+                    }
+                }
+            }
+        }
+    }
+    for (name, target) in [
+        ("cancels", &mut facts.cancels),
+        ("retries", &mut facts.retries),
+    ] {
+        if let Some(m) = get_map(doc, obj, name) {
+            for item in doc.map_range(&m, ..) {
+                if let Some(at) = scalar_int(&item.value) {
+                    target.insert(item.key.to_string(), at);
+                }
+            }
+        }
+    }
+    Ok(TaskRecord { id, spec, facts })
+}
+
+fn task_container(doc: &AutoCommit, task: &TaskId, name: &str) -> Result<ObjId, DocError> {
+    let map = get_map(doc, &ROOT, "tasks").ok_or(DocError::NoSuchTask(task.clone()))?;
+    let t = get_map(doc, &map, task.as_str()).ok_or(DocError::NoSuchTask(task.clone()))?;
+    get_map(doc, &t, name).ok_or(DocError::NoSuchTask(task.clone()))
+}
+
+/// Adds a claim (or renews one: the same key, a later lease).
+pub fn put_claim(doc: &mut AutoCommit, task: &TaskId, claim: &Claim) -> Result<(), DocError> {
+    let claims = task_container(doc, task, "claims")?;
+    let c = match get_map(doc, &claims, &claim.key) {
+        Some(c) => c,
+        None => {
+            let c = doc.put_object(&claims, claim.key.as_str(), ObjType::Map)?;
+            doc.put(&c, "at", claim.at)?;
+            c
+        }
+    };
+    doc.put(&c, "lease_until", claim.lease_until)?;
+    if let Some(at) = claim.released_at {
+        doc.put(&c, "released_at", at)?;
+    }
+    Ok(())
+}
+
+/// Records an attempt (once; its key is the claim's).
+pub fn put_attempt(doc: &mut AutoCommit, task: &TaskId, attempt: &Attempt) -> Result<(), DocError> {
+    let attempts = task_container(doc, task, "attempts")?;
+    let json = serde_json::to_string(attempt).unwrap_or_default();
+    doc.put(&attempts, attempt.key.as_str(), json)?;
+    Ok(())
+}
+
+/// Records that `writer` cancelled the task at `at`.
+pub fn put_cancel(
+    doc: &mut AutoCommit,
+    task: &TaskId,
+    writer: &WriterId,
+    at: Millis,
+) -> Result<(), DocError> {
+    let cancels = task_container(doc, task, "cancels")?;
+    doc.put(&cancels, writer.as_str(), at)?;
+    Ok(())
+}
+
+/// Records a retry grant under `key` (`<writer>.<n>`).
+pub fn put_retry(
+    doc: &mut AutoCommit,
+    task: &TaskId,
+    key: &str,
+    at: Millis,
+) -> Result<(), DocError> {
+    let retries = task_container(doc, task, "retries")?;
+    doc.put(&retries, key, at)?;
+    Ok(())
+}
+
+fn get_map(doc: &AutoCommit, obj: &ObjId, key: &str) -> Option<ObjId> {
+    match doc.get(obj, key).ok()?? {
+        (automerge::Value::Object(ObjType::Map), id) => Some(id),
+        _ => None,
+    }
+}
+
+fn get_str(doc: &AutoCommit, obj: &ObjId, key: &str) -> Option<String> {
+    match doc.get(obj, key).ok()?? {
+        (automerge::Value::Scalar(s), _) => s.as_str().map(str::to_owned),
+        _ => None,
+    }
+}
+
+fn get_int(doc: &AutoCommit, obj: &ObjId, key: &str) -> Option<i64> {
+    match doc.get(obj, key).ok()?? {
+        (automerge::Value::Scalar(s), _) => s.as_i64(),
+        _ => None,
+    }
+}
+
+fn scalar_int(v: &ValueRef<'_>) -> Option<i64> {
+    match v {
+        ValueRef::Scalar(ScalarValueRef::Int(i)) => Some(*i),
+        ValueRef::Scalar(ScalarValueRef::Uint(u)) => i64::try_from(*u).ok(),
+        _ => None,
+    }
+}

@@ -1,0 +1,307 @@
+//! Identifiers. Each is a newtype validated when parsed, never a bare string.
+//!
+//! Writer ids are Automerge actor ids made of 8 bytes of big-endian
+//! milliseconds followed by 8 random bytes: unique per writer process (two
+//! writers sharing an actor id poison every later load of the document) and
+//! time-ordered, because a new actor that sorts before the existing ones makes
+//! automerge 0.12 rewrite every actor column (measured: 74.7 s against 2.3 s for
+//! merging 1000 chunks into a 100k-task document).
+
+use std::fmt;
+use std::str::FromStr;
+
+use automerge::ActorId;
+use serde::{Deserialize, Serialize};
+
+use crate::Millis;
+
+/// Why an identifier failed to parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{value}` is not a valid {kind}: {reason}")]
+pub struct IdError {
+    /// What kind of identifier was expected.
+    pub kind: &'static str,
+    /// The offending text.
+    pub value: String,
+    /// What is wrong with it.
+    pub reason: &'static str,
+}
+
+fn is_lower_hex(s: &str) -> bool {
+    s.bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// The id of a task: the first 128 bits of the SHA-256 of its canonical spec,
+/// as 32 lowercase hex digits. The same task submitted twice is one task.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TaskId(String);
+
+impl TaskId {
+    /// Length of a task id in hex digits.
+    pub const LEN: usize = 32;
+
+    /// Builds a task id from a digest (only the first 16 bytes are used).
+    pub fn from_digest(digest: &[u8]) -> TaskId {
+        TaskId(hex::encode(&digest[..16.min(digest.len())]))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The short form shown to people (like a short git hash).
+    pub fn short(&self) -> &str {
+        &self.0[..10]
+    }
+}
+
+impl FromStr for TaskId {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.len() != Self::LEN || !is_lower_hex(s) {
+            return Err(IdError {
+                kind: "task id",
+                value: s.to_owned(),
+                reason: "expected 32 lowercase hex digits",
+            });
+        }
+        Ok(TaskId(s.to_owned()))
+    }
+}
+
+impl TryFrom<String> for TaskId {
+    type Error = IdError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<TaskId> for String {
+    fn from(id: TaskId) -> String {
+        id.0
+    }
+}
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The id of a batch (one submission): 16 hex digits of milliseconds then 16
+/// random hex digits, so batches sort by creation time.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct BatchId(String);
+
+impl BatchId {
+    /// A new batch id created at `now` with the given random bytes.
+    pub fn new(now: Millis, random: [u8; 8]) -> BatchId {
+        BatchId(format!("{:016x}{}", now.max(0), hex::encode(random)))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The short form shown to people: the random half, which tells batches
+    /// of the same day apart.
+    pub fn short(&self) -> &str {
+        &self.0[16..26]
+    }
+}
+
+impl FromStr for BatchId {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.len() != 32 || !is_lower_hex(s) {
+            return Err(IdError {
+                kind: "batch id",
+                value: s.to_owned(),
+                reason: "expected 32 lowercase hex digits",
+            });
+        }
+        Ok(BatchId(s.to_owned()))
+    }
+}
+
+impl TryFrom<String> for BatchId {
+    type Error = IdError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<BatchId> for String {
+    fn from(id: BatchId) -> String {
+        id.0
+    }
+}
+
+impl fmt::Display for BatchId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The id of one Automerge document: a batch id and the part number, as
+/// `<batch>.<part>` (a large batch spans several documents of bounded size).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct DocId {
+    batch: BatchId,
+    part: u32,
+}
+
+impl DocId {
+    /// The document holding part `part` of `batch`.
+    pub fn new(batch: BatchId, part: u32) -> DocId {
+        DocId { batch, part }
+    }
+
+    /// The batch this document belongs to.
+    pub fn batch(&self) -> &BatchId {
+        &self.batch
+    }
+
+    /// The part number within the batch, from 0.
+    pub fn part(&self) -> u32 {
+        self.part
+    }
+}
+
+impl FromStr for DocId {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = |reason| IdError {
+            kind: "document id",
+            value: s.to_owned(),
+            reason,
+        };
+        let (batch, part) = s.split_once('.').ok_or(bad("expected <batch>.<part>"))?;
+        let batch = batch
+            .parse()
+            .map_err(|_| bad("the batch half is not 32 hex digits"))?;
+        if part.is_empty() || part.len() > 6 || !part.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad("the part is not a number"));
+        }
+        let part = part.parse().map_err(|_| bad("the part is not a number"))?;
+        Ok(DocId { batch, part })
+    }
+}
+
+impl TryFrom<String> for DocId {
+    type Error = IdError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<DocId> for String {
+    fn from(id: DocId) -> String {
+        id.to_string()
+    }
+}
+
+impl fmt::Display for DocId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{:04}", self.batch, self.part)
+    }
+}
+
+/// The id of one writer process: the hex form of its Automerge actor id.
+/// Every fact a writer adds sits under a key that starts with this id.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct WriterId(String);
+
+impl WriterId {
+    /// A new writer id made at `now` (milliseconds) with 8 random bytes.
+    pub fn new(now: Millis, random: [u8; 8]) -> WriterId {
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&(now.max(0) as u64).to_be_bytes());
+        bytes[8..].copy_from_slice(&random);
+        WriterId(hex::encode(bytes))
+    }
+
+    /// The Automerge actor id of this writer.
+    pub fn actor(&self) -> ActorId {
+        // The text was validated as 32 hex digits, so decoding cannot fail;
+        // fall back to the raw text rather than panic all the same.
+        match hex::decode(&self.0) {
+            Ok(bytes) => ActorId::from(bytes),
+            Err(_) => ActorId::from(self.0.as_bytes()),
+        }
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The short form shown to people: the random half.
+    pub fn short(&self) -> &str {
+        &self.0[16..24]
+    }
+}
+
+impl FromStr for WriterId {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.len() != 32 || !is_lower_hex(s) {
+            return Err(IdError {
+                kind: "writer id",
+                value: s.to_owned(),
+                reason: "expected 32 lowercase hex digits",
+            });
+        }
+        Ok(WriterId(s.to_owned()))
+    }
+}
+
+impl TryFrom<String> for WriterId {
+    type Error = IdError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<WriterId> for String {
+    fn from(id: WriterId) -> String {
+        id.0
+    }
+}
+
+impl fmt::Display for WriterId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writer_ids_sort_by_time() {
+        let a = WriterId::new(1_000, [0xff; 8]);
+        let b = WriterId::new(1_001, [0x00; 8]);
+        assert!(a < b);
+        assert!(a.actor() < b.actor());
+        assert_eq!(a.actor().to_bytes().len(), 16);
+    }
+
+    #[test]
+    fn ids_round_trip_through_text() {
+        let batch = BatchId::new(1_763_000_000_000, [7; 8]);
+        let doc = DocId::new(batch.clone(), 3);
+        assert_eq!(doc.to_string().parse::<DocId>(), Ok(doc.clone()));
+        assert_eq!(batch.as_str().parse::<BatchId>(), Ok(batch));
+        assert!("xyz".parse::<TaskId>().is_err());
+        assert!("0123".parse::<DocId>().is_err());
+    }
+}

@@ -1,0 +1,37 @@
+//! The task model of bridge: what a task is, the facts workers add about it, and
+//! the status derived from those facts. No I/O at all: bytes and values in and
+//! out, the clock passed in.
+//!
+//! # Layout
+//!
+//! - [`ids`]: identifiers ([`TaskId`], [`BatchId`], [`DocId`], [`WriterId`]) and
+//!   time-ordered Automerge actor ids.
+//! - [`spec`]: [`TaskSpec`], the immutable description of one task, and the
+//!   content hash that gives a task its id.
+//! - [`facts`]: the facts (claims, attempts, cancels, retry grants) that writers
+//!   add; each lives under a key its writer owns, so no value is ever written by
+//!   two writers.
+//! - [`doc`]: the schema of a batch document on Automerge: creating one (the
+//!   genesis change), adding facts to it, reading it back into plain values.
+//! - [`view`]: the workspace view, the union of every document's tasks, and the
+//!   pure status derivation `status(view, now)`.
+//!
+//! Data flows one way: the store loads documents, [`doc::read_tasks`] turns each
+//! into [`doc::TaskRecord`]s, [`view::View`] merges them by task id, and
+//! [`view::View::derive`] gives every task its [`Status`]. Writers call the
+//! `doc::add_*` functions and save the resulting change as a chunk.
+#![warn(missing_docs)]
+
+pub mod doc;
+pub mod facts;
+pub mod ids;
+pub mod spec;
+pub mod view;
+
+pub use facts::{Attempt, Claim, Outcome};
+pub use ids::{BatchId, DocId, TaskId, WriterId};
+pub use spec::{Command, InputRef, TaskSpec};
+pub use view::{Policy, Status, View};
+
+/// Milliseconds since the Unix epoch. Every time in a document is one of these.
+pub type Millis = i64;

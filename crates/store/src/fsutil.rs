@@ -1,0 +1,353 @@
+//! Atomic, create-only file writes and the small file-system helpers every
+//! folder store (a [`Replica`](crate::Replica), a [`DirRemote`](crate::DirRemote))
+//! shares.
+//!
+//! A write goes to `.tmp-<random hex>` in the destination folder, is fsynced,
+//! then hard-linked to its final name. `link(2)` fails if the name exists, so
+//! two processes writing the same content-addressed file never clobber each
+//! other and an existing file is never rewritten; the loser just removes its
+//! temp file. File systems without hard links (FAT on a USB stick) fall back
+//! to `rename` when the final name is absent. The folder is fsynced last. A
+//! process killed at any point leaves at most a `.tmp-*` file, which every
+//! listing ignores.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::names::TMP_PREFIX;
+
+/// What a create-only write found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Placed {
+    /// The file was written by this call.
+    Created,
+    /// A file of that name was already there (same content by construction).
+    AlreadyPresent,
+}
+
+/// A fresh temp file name: `.tmp-` and 16 random hex digits.
+fn temp_name() -> io::Result<String> {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).map_err(io::Error::other)?;
+    Ok(format!("{TMP_PREFIX}{}", hex::encode(bytes)))
+}
+
+/// An open temp file that is removed on drop unless persisted.
+pub(crate) struct TempFile {
+    path: PathBuf,
+    file: Option<File>,
+}
+
+impl TempFile {
+    /// Creates a new temp file in `dir` (which must exist).
+    pub(crate) fn create_in(dir: &Path) -> io::Result<TempFile> {
+        let mut attempts = 0;
+        loop {
+            let path = dir.join(temp_name()?);
+            match OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(file) => {
+                    return Ok(TempFile {
+                        path,
+                        file: Some(file),
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempts < 4 => {
+                    attempts += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The open file.
+    pub(crate) fn file(&mut self) -> io::Result<&mut File> {
+        self.file
+            .as_mut()
+            .ok_or_else(|| io::Error::other("temp file already closed"))
+    }
+
+    /// Flushes the data to disk and closes the file.
+    fn sync_and_close(&mut self) -> io::Result<()> {
+        if let Some(file) = self.file.take() {
+            file.sync_all()?;
+        }
+        Ok(())
+    }
+
+    /// Gives the temp file the name `dest` unless a file of that name exists.
+    pub(crate) fn persist_new(mut self, dest: &Path) -> io::Result<Placed> {
+        self.sync_and_close()?;
+        let placed = match fs::hard_link(&self.path, dest) {
+            Ok(()) => Placed::Created,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Placed::AlreadyPresent,
+            Err(e) if links_unsupported(&e) => {
+                tracing::debug!(path = %dest.display(), error = %e, "hard link refused, falling back to rename");
+                if exists(dest)? {
+                    Placed::AlreadyPresent
+                } else {
+                    // Content-addressed names hold the same bytes whoever
+                    // wins a race here, so a rename over a file that
+                    // appeared meanwhile loses nothing.
+                    fs::rename(&self.path, dest)?;
+                    Placed::Created
+                }
+            }
+            Err(e) => return Err(e),
+        };
+        self.remove();
+        if placed == Placed::Created {
+            sync_parent(dest)?;
+        }
+        Ok(placed)
+    }
+
+    /// Renames the temp file to `dest`, replacing any file there.
+    pub(crate) fn persist_replace(mut self, dest: &Path) -> io::Result<()> {
+        self.sync_and_close()?;
+        fs::rename(&self.path, dest)?;
+        // Nothing left to remove on drop.
+        self.path = PathBuf::new();
+        sync_parent(dest)
+    }
+
+    /// Removes the temp file, ignoring errors (it may be gone after a rename).
+    fn remove(&mut self) {
+        self.file = None;
+        if !self.path.as_os_str().is_empty() {
+            if let Err(e) = fs::remove_file(&self.path)
+                && e.kind() != io::ErrorKind::NotFound
+            {
+                tracing::warn!(path = %self.path.display(), error = %e, "could not remove temp file");
+            }
+            self.path = PathBuf::new();
+        }
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+/// True if a `hard_link` error means the file system has no hard links.
+fn links_unsupported(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::Unsupported | io::ErrorKind::PermissionDenied
+    )
+}
+
+/// True if something exists at `path` (without following a final symlink).
+pub(crate) fn exists(path: &Path) -> io::Result<bool> {
+    match fs::symlink_metadata(path) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes `bytes` to `dir/file_name` atomically, create-only. Creates `dir`
+/// if needed. Does nothing if the file exists.
+pub(crate) fn write_new(dir: &Path, file_name: &str, bytes: &[u8]) -> io::Result<Placed> {
+    let dest = dir.join(file_name);
+    if exists(&dest)? {
+        return Ok(Placed::AlreadyPresent);
+    }
+    ensure_dir(dir)?;
+    let mut tmp = TempFile::create_in(dir)?;
+    tmp.file()?.write_all(bytes)?;
+    tmp.persist_new(&dest)
+}
+
+/// Creates `dir` (and its parents) if missing, fsyncing the parent of a new
+/// folder so the folder itself survives a crash.
+pub(crate) fn ensure_dir(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    fs::create_dir_all(dir)?;
+    sync_parent(dir)
+}
+
+/// Fsyncs the folder holding `path`.
+fn sync_parent(path: &Path) -> io::Result<()> {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => sync_dir(parent),
+        _ => sync_dir(Path::new(".")),
+    }
+}
+
+/// Fsyncs a folder so a new entry in it is durable.
+#[cfg(unix)]
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+    match File::open(dir).and_then(|d| d.sync_all()) {
+        Ok(()) => Ok(()),
+        // Some file systems (certain FUSE and network mounts) cannot fsync a
+        // folder; the data itself was already fsynced.
+        Err(e) if matches!(
+            e.kind(),
+            io::ErrorKind::InvalidInput | io::ErrorKind::Unsupported
+        ) =>
+        {
+            tracing::debug!(dir = %dir.display(), error = %e, "folder fsync not supported");
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Fsyncs a folder so a new entry in it is durable (a no-op where folders
+/// cannot be opened as files).
+#[cfg(not(unix))]
+pub(crate) fn sync_dir(_dir: &Path) -> io::Result<()> {
+    Ok(())
+}
+
+/// Which side of a streaming copy failed.
+#[derive(Debug)]
+pub(crate) enum CopyError {
+    /// Reading the source failed.
+    Read(io::Error),
+    /// Writing the destination failed.
+    Write(io::Error),
+}
+
+/// Copies `src` into `dest` in bounded memory and returns the sha256 hex of
+/// the bytes copied.
+pub(crate) fn copy_hashing(src: &mut impl Read, dest: &mut impl Write) -> Result<String, CopyError> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = match src.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(CopyError::Read(e)),
+        };
+        let data = buf.get(..n).unwrap_or_default();
+        hasher.update(data);
+        dest.write_all(data).map_err(CopyError::Write)?;
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// Hashes a reader in bounded memory.
+pub(crate) fn hash_reader(src: &mut impl Read) -> io::Result<String> {
+    copy_hashing(src, &mut io::sink()).map_err(|e| match e {
+        CopyError::Read(e) | CopyError::Write(e) => e,
+    })
+}
+
+/// What a folder entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// A regular file (or a symlink to one).
+    File,
+    /// A folder (or a symlink to one).
+    Dir,
+    /// Anything else.
+    Other,
+}
+
+/// The visible entries of `dir`: names not starting with `.` (temp files,
+/// `.stfolder` and the like are skipped) that are valid UTF-8. `Ok(None)` if
+/// `dir` does not exist. Uses the file type `read_dir` already returns, so no
+/// per-file `stat` on most systems (symlinks are followed).
+pub(crate) fn visible_entries(dir: &Path) -> io::Result<Option<Vec<(String, Kind)>>> {
+    let read = match fs::read_dir(dir) {
+        Ok(read) => read,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for entry in read {
+        let entry = entry?;
+        let Ok(name) = entry.file_name().into_string() else {
+            tracing::debug!(dir = %dir.display(), name = ?entry.file_name(), "ignoring non-UTF-8 name");
+            continue;
+        };
+        if name.starts_with('.') {
+            continue;
+        }
+        let mut file_type = entry.file_type()?;
+        if file_type.is_symlink() {
+            match fs::metadata(entry.path()) {
+                Ok(meta) => file_type = meta.file_type(),
+                Err(e) => {
+                    tracing::debug!(path = %entry.path().display(), error = %e, "ignoring broken symlink");
+                    continue;
+                }
+            }
+        }
+        let kind = if file_type.is_file() {
+            Kind::File
+        } else if file_type.is_dir() {
+            Kind::Dir
+        } else {
+            Kind::Other
+        };
+        out.push((name, kind));
+    }
+    Ok(Some(out))
+}
+
+/// Reads a whole file; `Ok(None)` if it does not exist.
+pub(crate) fn read_optional(path: &Path) -> io::Result<Option<Vec<u8>>> {
+    match fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_new_is_create_only_and_leaves_no_temp_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("a/b");
+        assert_eq!(write_new(&sub, "f", b"one").unwrap(), Placed::Created);
+        assert_eq!(write_new(&sub, "f", b"two").unwrap(), Placed::AlreadyPresent);
+        assert_eq!(fs::read(sub.join("f")).unwrap(), b"one");
+        let names: Vec<_> = fs::read_dir(&sub)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["f"]);
+    }
+
+    #[test]
+    fn persist_new_loses_to_an_existing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("f");
+        fs::write(&dest, b"first").unwrap();
+        let mut tmp = TempFile::create_in(dir.path()).unwrap();
+        tmp.file().unwrap().write_all(b"second").unwrap();
+        assert_eq!(tmp.persist_new(&dest).unwrap(), Placed::AlreadyPresent);
+        assert_eq!(fs::read(&dest).unwrap(), b"first");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn dropped_temp_files_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let tmp = TempFile::create_in(dir.path()).unwrap();
+        drop(tmp);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn copy_hashing_matches_sha256() {
+        let data = vec![7u8; 1_000_000];
+        let mut out = Vec::new();
+        let hash = copy_hashing(&mut &data[..], &mut out).unwrap();
+        assert_eq!(hash, crate::names::sha256_hex(&data));
+        assert_eq!(out, data);
+    }
+}
