@@ -1,1 +1,56 @@
-fn main() {}
+//! `bridge`: turn CI runners and your own devices into one local-first task
+//! pool. This crate is the glue: the command line, the terminal output and
+//! the worker loop. The task model, the store and process execution live in
+//! the library crates under `crates/`.
+
+mod commands;
+mod error;
+mod output;
+mod taskfile;
+mod worker;
+mod workspace;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::commands::Cli;
+use crate::error::EXIT_ERROR;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.global.verbose, cli.global.quiet);
+    match commands::run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            // A closed pipe (`bridge ls | head`) is not an error.
+            if e.error.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) {
+                return ExitCode::from(0);
+            }
+            eprint!("{e}");
+            ExitCode::from(if e.code == 0 { EXIT_ERROR } else { e.code })
+        }
+    }
+}
+
+fn init_tracing(verbose: u8, quiet: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn,bridge=info,automerge=off",
+        (false, 1) => "info,automerge=off",
+        (false, _) => "debug",
+    };
+    let filter = EnvFilter::try_from_env("BRIDGE_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .without_time()
+        .with_target(false)
+        .init();
+}

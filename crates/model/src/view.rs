@@ -127,6 +127,9 @@ pub struct TaskView {
     pub docs: Vec<DocId>,
     /// When the earliest batch holding it was submitted.
     pub created_at: Millis,
+    /// The document `spec` was read from: the earliest by `(created_at, doc
+    /// id)`, so its name and priority do not depend on the order of merging.
+    pub origin: DocId,
     /// The union of the facts of every document holding it.
     pub facts: Facts,
 }
@@ -175,10 +178,13 @@ impl View {
                     if !t.docs.contains(doc) {
                         t.docs.push(doc.clone());
                         t.docs.sort();
-                        if header.created_at < t.created_at {
+                        // The same id means the same identity fields; the
+                        // labels (name, priority) and the order of lists
+                        // come from the earliest document, ties broken by id.
+                        if (header.created_at, doc) < (t.created_at, &t.origin) {
                             t.created_at = header.created_at;
-                            t.spec.name = r.spec.name;
-                            t.spec.priority = r.spec.priority;
+                            t.origin = doc.clone();
+                            t.spec = r.spec;
                         }
                     }
                 }
@@ -190,6 +196,7 @@ impl View {
                             spec: r.spec,
                             docs: vec![doc.clone()],
                             created_at: header.created_at,
+                            origin: doc.clone(),
                             facts: r.facts,
                         },
                     );

@@ -31,7 +31,8 @@ pub(crate) enum Placed {
 /// A fresh temp file name: `.tmp-` and 16 random hex digits.
 fn temp_name() -> io::Result<String> {
     let mut bytes = [0u8; 8];
-    getrandom::fill(&mut bytes).map_err(io::Error::other)?;
+    getrandom::fill(&mut bytes)
+        .map_err(|e| io::Error::other(format!("no randomness for a temp file name: {e}")))?;
     Ok(format!("{TMP_PREFIX}{}", hex::encode(bytes)))
 }
 
@@ -188,10 +189,11 @@ pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
         Ok(()) => Ok(()),
         // Some file systems (certain FUSE and network mounts) cannot fsync a
         // folder; the data itself was already fsynced.
-        Err(e) if matches!(
-            e.kind(),
-            io::ErrorKind::InvalidInput | io::ErrorKind::Unsupported
-        ) =>
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::InvalidInput | io::ErrorKind::Unsupported
+            ) =>
         {
             tracing::debug!(dir = %dir.display(), error = %e, "folder fsync not supported");
             Ok(())
@@ -218,7 +220,10 @@ pub(crate) enum CopyError {
 
 /// Copies `src` into `dest` in bounded memory and returns the sha256 hex of
 /// the bytes copied.
-pub(crate) fn copy_hashing(src: &mut impl Read, dest: &mut impl Write) -> Result<String, CopyError> {
+pub(crate) fn copy_hashing(
+    src: &mut impl Read,
+    dest: &mut impl Write,
+) -> Result<String, CopyError> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 256 * 1024];
     loop {
@@ -233,13 +238,6 @@ pub(crate) fn copy_hashing(src: &mut impl Read, dest: &mut impl Write) -> Result
         dest.write_all(data).map_err(CopyError::Write)?;
     }
     Ok(hex::encode(hasher.finalize()))
-}
-
-/// Hashes a reader in bounded memory.
-pub(crate) fn hash_reader(src: &mut impl Read) -> io::Result<String> {
-    copy_hashing(src, &mut io::sink()).map_err(|e| match e {
-        CopyError::Read(e) | CopyError::Write(e) => e,
-    })
 }
 
 /// What a folder entry is.
@@ -305,6 +303,7 @@ pub(crate) fn read_optional(path: &Path) -> io::Result<Option<Vec<u8>>> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -313,7 +312,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let sub = dir.path().join("a/b");
         assert_eq!(write_new(&sub, "f", b"one").unwrap(), Placed::Created);
-        assert_eq!(write_new(&sub, "f", b"two").unwrap(), Placed::AlreadyPresent);
+        assert_eq!(
+            write_new(&sub, "f", b"two").unwrap(),
+            Placed::AlreadyPresent
+        );
         assert_eq!(fs::read(sub.join("f")).unwrap(), b"one");
         let names: Vec<_> = fs::read_dir(&sub)
             .unwrap()

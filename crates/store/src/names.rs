@@ -182,7 +182,9 @@ impl<'a> StoreName<'a> {
         match (first, second, third) {
             (FORMAT_NAME, None, None) => Some(StoreName::Format),
             (WORKSPACE_NAME, None, None) => Some(StoreName::Workspace),
-            (BLOBS_DIR, Some(file), None) => blob_file_hash(file).map(|hash| StoreName::Blob { hash }),
+            (BLOBS_DIR, Some(file), None) => {
+                blob_file_hash(file).map(|hash| StoreName::Blob { hash })
+            }
             (CHUNKS_DIR, Some(doc), Some(file)) => {
                 validate_doc_id(doc).ok()?;
                 chunk_file_hash(file).map(|hash| StoreName::Chunk { doc, hash })
@@ -234,6 +236,7 @@ pub(crate) fn workspace_file(id: &str) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

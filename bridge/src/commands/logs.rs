@@ -1,0 +1,93 @@
+//! `bridge logs`: the stdout and stderr of a task's attempt.
+
+use std::io::Write;
+
+use anyhow::anyhow;
+use bridge_model::Attempt;
+use bridge_model::view::canonical_result;
+use bridge_store::BlobId;
+use clap::Args;
+
+use super::GlobalArgs;
+use super::common::{open_session, resolve_task};
+use crate::error::{CliError, CliResult, EXIT_OK};
+use crate::workspace::Session;
+
+/// Print the output of a task's attempt
+///
+/// Shows the attempt that produced the result, or else the latest attempt.
+/// The whole log is printed when its blob is in the local replica; otherwise
+/// the tail kept in the task document.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The task (id, id prefix or name)
+    pub task: String,
+    /// Only stdout
+    #[arg(long, conflicts_with = "stderr")]
+    pub stdout: bool,
+    /// Only stderr
+    #[arg(long)]
+    pub stderr: bool,
+    /// Another attempt, by its key (see `bridge show`)
+    #[arg(long, value_name = "KEY")]
+    pub attempt: Option<String>,
+}
+
+pub fn run(g: &GlobalArgs, args: LogsArgs) -> CliResult<u8> {
+    let session = open_session(g)?;
+    let id = resolve_task(&session, &args.task)?;
+    let Some(t) = session.view().get(&id) else {
+        return Ok(EXIT_OK);
+    };
+    let attempt = match &args.attempt {
+        Some(k) => t.facts.attempts.get(k).ok_or_else(|| {
+            CliError::hint(
+                anyhow!("task {} has no attempt `{k}`", id.short()),
+                "list its attempts with `bridge show`",
+            )
+        })?,
+        None => match canonical_result(&t.facts).or_else(|| {
+            t.facts
+                .attempts
+                .values()
+                .max_by_key(|a| (a.ended_at, a.key.clone()))
+        }) {
+            Some(a) => a,
+            None => {
+                return Err(CliError::hint(
+                    anyhow!("task {} ({}) has not run yet", id.short(), t.spec.name),
+                    "run it with `bridge work`, or `bridge sync` to fetch results from elsewhere",
+                ));
+            }
+        },
+    };
+    let mut out = std::io::stdout().lock();
+    if !args.stderr {
+        out.write_all(&log(&session, attempt, true))?;
+    }
+    if !args.stdout {
+        let err = log(&session, attempt, false);
+        if args.stderr {
+            out.write_all(&err)?;
+        } else {
+            out.flush()?;
+            std::io::stderr().lock().write_all(&err)?;
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+fn log(session: &Session, a: &Attempt, stdout: bool) -> Vec<u8> {
+    let (blob, tail) = if stdout {
+        (&a.stdout_blob, &a.stdout_tail)
+    } else {
+        (&a.stderr_blob, &a.stderr_tail)
+    };
+    if let Some(id) = blob.as_deref().and_then(|b| b.parse::<BlobId>().ok()) {
+        match session.ws.replica.read_blob(&id) {
+            Ok(bytes) => return bytes,
+            Err(e) => tracing::warn!("showing the tail only: {e}"),
+        }
+    }
+    tail.as_bytes().to_vec()
+}

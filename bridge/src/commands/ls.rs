@@ -1,0 +1,120 @@
+//! `bridge ls`: list tasks, with filters.
+
+use bridge_model::Status;
+use clap::Args;
+use serde::Serialize;
+
+use super::GlobalArgs;
+use super::common::{open_session, resolve_batch};
+use crate::error::{CliError, CliResult, EXIT_OK};
+use crate::output::{print_json, print_table};
+use crate::workspace::now_ms;
+
+/// List tasks
+///
+/// JSON (--json): an array of {"id", "name", "status", "batch", "attempts",
+/// "failures", "reason", "command"}, one per task.
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct LsArgs {
+    /// Only tasks with this status (pending, blocked, running, done, failed, cancelled); repeatable
+    #[arg(long, short)]
+    pub status: Vec<Status>,
+    /// Only tasks of this batch (id or prefix)
+    #[arg(long, short)]
+    pub batch: Option<String>,
+    /// Only tasks whose name contains this text
+    #[arg(long, short)]
+    pub name: Option<String>,
+    /// Print JSON for scripts (format above)
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Serialize)]
+struct Row {
+    id: String,
+    name: String,
+    status: Status,
+    batch: String,
+    attempts: usize,
+    failures: u64,
+    reason: Option<String>,
+    command: String,
+}
+
+pub fn run(g: &GlobalArgs, args: LsArgs) -> CliResult<u8> {
+    let session = open_session(g)?;
+    let batch = match &args.batch {
+        None => None,
+        Some(b) => Some(resolve_batch(&session, b).ok_or_else(|| {
+            CliError::hint(
+                anyhow::anyhow!("no single batch matches `{b}`"),
+                "see the batches with `bridge status`",
+            )
+        })?),
+    };
+    let derived = session.view().derive(now_ms(), session.policy);
+    let mut rows = Vec::new();
+    for t in session.view().tasks() {
+        let Some(d) = derived.get(&t.id) else {
+            continue;
+        };
+        if !args.status.is_empty() && !args.status.contains(&d.status) {
+            continue;
+        }
+        if batch
+            .as_ref()
+            .is_some_and(|b| !t.docs.iter().any(|doc| doc.batch() == b))
+        {
+            continue;
+        }
+        if args
+            .name
+            .as_ref()
+            .is_some_and(|n| !t.spec.name.contains(n.as_str()))
+        {
+            continue;
+        }
+        rows.push((
+            t.created_at,
+            Row {
+                id: t.id.to_string(),
+                name: t.spec.name.clone(),
+                status: d.status,
+                batch: t.home().batch().to_string(),
+                attempts: t.facts.attempts.len(),
+                failures: d.failures.0,
+                reason: d.reason.clone(),
+                command: t.spec.command.display(),
+            },
+        ));
+    }
+    rows.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.name.cmp(&b.1.name)));
+    let rows: Vec<Row> = rows.into_iter().map(|(_, r)| r).collect();
+    if args.json {
+        print_json(&rows)?;
+        return Ok(EXIT_OK);
+    }
+    if rows.is_empty() {
+        eprintln!("No tasks match.");
+        return Ok(EXIT_OK);
+    }
+    let table: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.id[..10].to_owned(),
+                r.status.as_str().to_owned(),
+                r.batch[16..26].to_owned(),
+                r.attempts.to_string(),
+                match &r.reason {
+                    Some(why) => format!("{}  ({why})", r.name),
+                    None => r.name.clone(),
+                },
+            ]
+        })
+        .collect();
+    print_table(&["ID", "STATUS", "BATCH", "ATTEMPTS", "NAME"], &table)?;
+    Ok(EXIT_OK)
+}

@@ -1,0 +1,106 @@
+//! The command line: one module per subcommand, each an `Args` struct whose
+//! doc comment is its help text and one `run` function.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::error::CliResult;
+
+mod cancel;
+mod common;
+mod demo;
+mod init;
+mod join;
+mod logs;
+mod ls;
+mod outputs;
+mod retry;
+mod show;
+mod status;
+mod submit;
+mod sync;
+mod work;
+
+const AFTER_HELP: &str = "\
+A workspace is a folder with a bridge.toml; its tasks live in a local replica
+(.bridge/store) and, when a remote is set, in a shared store that devices and
+runners sync with. Every command works offline on the replica.
+
+Start here:
+  bridge init --remote dir:/mnt/shared/pool   create a workspace (the remote is optional)
+  bridge submit tasks.yaml                    submit the tasks of a file
+  bridge work --parallel 4                    run runnable tasks on this device
+  bridge status                               see where things stand
+  bridge sync                                 exchange tasks and results with the remote
+
+Exit codes: 0 ok, 1 error, 2 bad command line, 3 a task failed (work),
+4 remote unreachable (sync), 130 stopped by Ctrl-C/SIGTERM.
+Set BRIDGE_LOG=debug for detailed logs.";
+
+/// Turn CI runners and your own devices into one local-first task pool
+#[derive(Debug, Parser)]
+#[command(name = "bridge", version, after_help = AFTER_HELP, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Use the workspace in this folder instead of searching upwards for bridge.toml
+    #[arg(
+        long,
+        short = 'C',
+        global = true,
+        env = "BRIDGE_WORKSPACE",
+        value_name = "DIR"
+    )]
+    pub workspace: Option<PathBuf>,
+    /// Say more (-v: info, -vv: debug)
+    #[arg(long, short, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Print only errors
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    Init(init::InitArgs),
+    Join(join::JoinArgs),
+    Submit(submit::SubmitArgs),
+    Status(status::StatusArgs),
+    Ls(ls::LsArgs),
+    Show(show::ShowArgs),
+    Logs(logs::LogsArgs),
+    Outputs(outputs::OutputsArgs),
+    Cancel(cancel::CancelArgs),
+    Retry(retry::RetryArgs),
+    Work(work::WorkArgs),
+    Sync(sync::SyncArgs),
+    Demo(demo::DemoArgs),
+}
+
+/// Runs the command; returns the process exit code.
+pub fn run(cli: Cli) -> CliResult<u8> {
+    let g = &cli.global;
+    match cli.command {
+        Command::Init(a) => init::run(g, a),
+        Command::Join(a) => join::run(g, a),
+        Command::Submit(a) => submit::run(g, a),
+        Command::Status(a) => status::run(g, a),
+        Command::Ls(a) => ls::run(g, a),
+        Command::Show(a) => show::run(g, a),
+        Command::Logs(a) => logs::run(g, a),
+        Command::Outputs(a) => outputs::run(g, a),
+        Command::Cancel(a) => cancel::run(g, a),
+        Command::Retry(a) => retry::run(g, a),
+        Command::Work(a) => work::run(g, a),
+        Command::Sync(a) => sync::run(g, a),
+        Command::Demo(a) => demo::run(g, a),
+    }
+}

@@ -1,0 +1,87 @@
+//! `bridge outputs`: copy a task's output files out of the store.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, anyhow};
+use bridge_model::view::canonical_result;
+use bridge_store::BlobId;
+use clap::Args;
+use serde_json::json;
+
+use super::GlobalArgs;
+use super::common::{open_session, resolve_task};
+use crate::error::{CliError, CliResult, EXIT_OK};
+use crate::output::print_json;
+
+/// Copy the output files of a done task into a folder
+///
+/// Copies the files of the canonical result (the first successful attempt)
+/// under their paths relative to the task's working folder.
+#[derive(Debug, Args)]
+pub struct OutputsArgs {
+    /// The task (id, id prefix or name)
+    pub task: String,
+    /// Where to copy the files (created if missing)
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub to: PathBuf,
+    /// Print the copied files as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(g: &GlobalArgs, args: OutputsArgs) -> CliResult<u8> {
+    let session = open_session(g)?;
+    let id = resolve_task(&session, &args.task)?;
+    let Some(t) = session.view().get(&id) else {
+        return Ok(EXIT_OK);
+    };
+    let a = canonical_result(&t.facts).ok_or_else(|| {
+        CliError::hint(
+            anyhow!("task {} ({}) has no result yet", id.short(), t.spec.name),
+            "see its status with `bridge show`; `bridge sync` fetches results from other devices",
+        )
+    })?;
+    let mut copied = Vec::new();
+    for (rel, blob) in &a.outputs {
+        let blob: BlobId = blob
+            .parse()
+            .map_err(|_| anyhow!("output {rel} of task {} names an invalid blob", id.short()))?;
+        if rel.split('/').any(|c| c == ".." || c.is_empty()) || rel.starts_with('/') {
+            return Err(anyhow!(
+                "output path `{rel}` of task {} is not a safe relative path",
+                id.short()
+            )
+            .into());
+        }
+        let dest = args.to.join(rel);
+        session
+            .ws
+            .replica
+            .copy_blob_to(&blob, &dest)
+            .with_context(|| {
+                format!(
+                    "cannot copy output {rel} of task {} to {}",
+                    id.short(),
+                    dest.display()
+                )
+            })
+            .map_err(|e| {
+                CliError::hint(
+                    e,
+                    "run `bridge sync` to fetch the output files from the remote",
+                )
+            })?;
+        copied.push(dest);
+    }
+    if args.json {
+        print_json(&json!({"task": id, "files": copied}))?;
+    } else if !g.quiet {
+        if copied.is_empty() {
+            println!("Task {} ({}) has no output files.", id.short(), t.spec.name);
+        }
+        for c in copied {
+            println!("{}", c.display());
+        }
+    }
+    Ok(EXIT_OK)
+}

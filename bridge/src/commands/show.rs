@@ -1,0 +1,153 @@
+//! `bridge show`: everything known about one task.
+
+use bridge_model::view::canonical_result;
+use clap::Args;
+use serde_json::json;
+
+use super::GlobalArgs;
+use super::common::{open_session, resolve_task};
+use crate::error::{CliResult, EXIT_OK};
+use crate::output::{ago, duration, print_json, timestamp};
+use crate::workspace::now_ms;
+
+/// Show one task: its command, status, claims and every attempt
+///
+/// TASK is a task id, a unique prefix of one (4+ digits), or a task name.
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// The task (id, id prefix or name)
+    pub task: String,
+    /// Print JSON for scripts
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(g: &GlobalArgs, args: ShowArgs) -> CliResult<u8> {
+    let session = open_session(g)?;
+    let id = resolve_task(&session, &args.task)?;
+    let now = now_ms();
+    let derived = session.view().derive(now, session.policy);
+    let Some(t) = session.view().get(&id) else {
+        return Ok(EXIT_OK);
+    };
+    let Some(d) = derived.get(&id) else {
+        return Ok(EXIT_OK);
+    };
+    let result = canonical_result(&t.facts).map(|a| a.key.clone());
+    if args.json {
+        let claims: Vec<_> = t
+            .facts
+            .claims
+            .values()
+            .map(|c| json!({"key": c.key, "at": c.at, "lease_until": c.lease_until, "released_at": c.released_at}))
+            .collect();
+        print_json(&json!({
+            "id": t.id,
+            "name": t.spec.name,
+            "status": d.status,
+            "reason": d.reason,
+            "batch": t.home().batch(),
+            "documents": t.docs,
+            "spec": t.spec,
+            "failures": d.failures.0,
+            "allowed_attempts": d.failures.1,
+            "result": result,
+            "claims": claims,
+            "attempts": t.facts.attempts.values().collect::<Vec<_>>(),
+            "cancels": t.facts.cancels,
+            "retries": t.facts.retries,
+        }))?;
+        return Ok(EXIT_OK);
+    }
+    println!("Task     {} ({})", t.id, t.spec.name);
+    println!(
+        "Status   {}{}",
+        d.status.as_str(),
+        d.reason
+            .as_ref()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default()
+    );
+    println!("Batch    {}", t.home().batch());
+    println!("Command  {}", t.spec.command.display());
+    if !t.spec.env.is_empty() {
+        let env: Vec<_> = t.spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!("Env      {}", env.join(" "));
+    }
+    for i in &t.spec.inputs {
+        println!("Input    {}", i.path);
+    }
+    if !t.spec.outputs.is_empty() {
+        println!("Outputs  {}", t.spec.outputs.join(" "));
+    }
+    println!(
+        "Limits   timeout {}, {} retr{} ({} of {} attempts failed), priority {}",
+        duration(t.spec.timeout_s as i64 * 1000),
+        t.spec.retries,
+        if t.spec.retries == 1 { "y" } else { "ies" },
+        d.failures.0,
+        d.failures.1,
+        t.spec.priority
+    );
+    if !t.spec.runs_on.is_empty() {
+        println!("Runs on  {}", t.spec.runs_on.join(", "));
+    }
+    for need in &t.spec.needs {
+        let st = derived.get(need).map_or("unknown", |d| d.status.as_str());
+        let name = session
+            .view()
+            .get(need)
+            .map_or("?", |n| n.spec.name.as_str());
+        println!("Needs    {} {name} ({st})", need.short());
+    }
+    for (writer, at) in &t.facts.cancels {
+        println!(
+            "Cancel   by {} {}",
+            &writer[16..24.min(writer.len())],
+            ago(*at, now)
+        );
+    }
+    for c in t.facts.claims.values() {
+        if t.facts.attempts.contains_key(&c.key) {
+            continue;
+        }
+        let state = match c.released_at {
+            Some(r) => format!("released {}", ago(r, now)),
+            None => format!("lease ends {}", ago(c.lease_until, now)),
+        };
+        println!("Claim    {} made {}, {state}", c.key, ago(c.at, now));
+    }
+    if t.facts.attempts.is_empty() {
+        println!("Attempts none yet");
+    }
+    let mut attempts: Vec<_> = t.facts.attempts.values().collect();
+    attempts.sort_by_key(|a| (a.ended_at, a.key.clone()));
+    for a in attempts {
+        let code = match (a.exit_code, a.signal) {
+            (Some(c), _) => format!("exit {c}"),
+            (_, Some(s)) => format!("signal {s}"),
+            _ => String::new(),
+        };
+        let mark = if result.as_ref() == Some(&a.key) {
+            "  ← result"
+        } else {
+            ""
+        };
+        println!(
+            "Attempt  {} on {}: {} {} in {}, ended {}{mark}",
+            a.key,
+            if a.device.is_empty() { "?" } else { &a.device },
+            a.outcome.as_str(),
+            code,
+            duration(a.ended_at - a.started_at),
+            timestamp(a.ended_at)
+        );
+        if let Some(m) = &a.message {
+            println!("         {m}");
+        }
+        for (path, _) in &a.outputs {
+            println!("         output {path}");
+        }
+    }
+    Ok(EXIT_OK)
+}

@@ -1,0 +1,125 @@
+//! `bridge status`: counts of tasks per status, overall and per batch.
+
+use std::collections::BTreeMap;
+
+use bridge_model::{BatchId, Status};
+use clap::Args;
+use serde::Serialize;
+
+use super::GlobalArgs;
+use super::common::open_session;
+use crate::error::{CliResult, EXIT_OK};
+use crate::output::{print_json, print_table, timestamp};
+use crate::workspace::now_ms;
+
+/// Show how many tasks are pending, running, done, failed, … per batch
+///
+/// Works offline on the local replica; run `bridge sync` first to see other
+/// devices' and runners' latest results.
+///
+/// JSON (--json): {"workspace", "tasks", "counts": {"pending": N, "blocked": N,
+/// "running": N, "done": N, "failed": N, "cancelled": N}, "batches": [{"id",
+/// "created_at", "submitted_by", "tasks", "counts": {…}}]}
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct StatusArgs {
+    /// Print JSON for scripts (format above)
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Serialize)]
+struct BatchCounts {
+    id: BatchId,
+    created_at: String,
+    submitted_by: String,
+    tasks: usize,
+    counts: BTreeMap<&'static str, usize>,
+}
+
+#[derive(Serialize)]
+struct StatusJson {
+    workspace: String,
+    remote: Option<String>,
+    tasks: usize,
+    counts: BTreeMap<&'static str, usize>,
+    batches: Vec<BatchCounts>,
+}
+
+fn zero_counts() -> BTreeMap<&'static str, usize> {
+    Status::ALL.iter().map(|s| (s.as_str(), 0)).collect()
+}
+
+pub fn run(g: &GlobalArgs, args: StatusArgs) -> CliResult<u8> {
+    let session = open_session(g)?;
+    let derived = session.view().derive(now_ms(), session.policy);
+    let mut counts = zero_counts();
+    let mut batches: BTreeMap<BatchId, BatchCounts> = BTreeMap::new();
+    for (_, h) in session.headers() {
+        batches
+            .entry(h.batch.clone())
+            .or_insert_with(|| BatchCounts {
+                id: h.batch.clone(),
+                created_at: timestamp(h.created_at),
+                submitted_by: h.submitted_by.clone(),
+                tasks: 0,
+                counts: zero_counts(),
+            });
+    }
+    for t in session.view().tasks() {
+        let Some(d) = derived.get(&t.id) else {
+            continue;
+        };
+        *counts.entry(d.status.as_str()).or_default() += 1;
+        if let Some(b) = batches.get_mut(t.home().batch()) {
+            b.tasks += 1;
+            *b.counts.entry(d.status.as_str()).or_default() += 1;
+        }
+    }
+    let report = StatusJson {
+        workspace: session.ws.config.workspace.id.clone(),
+        remote: session.ws.remote_spec().map(str::to_owned),
+        tasks: session.view().len(),
+        counts,
+        batches: batches.into_values().filter(|b| b.tasks > 0).collect(),
+    };
+    if args.json {
+        print_json(&report)?;
+        return Ok(EXIT_OK);
+    }
+    println!(
+        "Workspace {} ({}), {} tasks",
+        report.workspace,
+        report.remote.as_deref().unwrap_or("no remote"),
+        report.tasks
+    );
+    let line: Vec<String> = Status::ALL
+        .iter()
+        .map(|s| format!("{} {}", report.counts[s.as_str()], s.as_str()))
+        .collect();
+    println!("{}\n", line.join(" · "));
+    if report.batches.is_empty() {
+        println!("No tasks yet: submit some with `bridge submit`.");
+        return Ok(EXIT_OK);
+    }
+    let mut header = vec!["BATCH", "SUBMITTED", "BY", "TASKS"];
+    header.extend(Status::ALL.iter().map(|s| s.as_str()));
+    let rows: Vec<Vec<String>> = report
+        .batches
+        .iter()
+        .map(|b| {
+            let mut r = vec![
+                b.id.short().to_owned(),
+                b.created_at.clone(),
+                b.submitted_by.clone(),
+                b.tasks.to_string(),
+            ];
+            r.extend(Status::ALL.iter().map(|s| b.counts[s.as_str()].to_string()));
+            r
+        })
+        .collect();
+    let upper: Vec<String> = header.iter().map(|h| h.to_uppercase()).collect();
+    let upper: Vec<&str> = upper.iter().map(String::as_str).collect();
+    print_table(&upper, &rows)?;
+    Ok(EXIT_OK)
+}

@@ -1,0 +1,381 @@
+//! `bridge submit`: turn a task file, a command, or a command per file into
+//! a batch of tasks in the local replica (then sync when a remote is set).
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, anyhow};
+use bridge_model::doc::{self, BatchHeader};
+use bridge_model::{BatchId, Command, DocId, InputRef, Status, TaskId, TaskSpec};
+use clap::Args;
+use serde::Serialize;
+
+use super::GlobalArgs;
+use super::common::{open_session, sync_and_report};
+use crate::error::{CliError, CliResult, EXIT_OK, HintExt};
+use crate::output::print_json;
+use crate::taskfile::{self, PlannedTask};
+use crate::workspace::{Session, device_name, now_ms, random_bytes};
+
+/// How many tasks one Automerge document holds at most; a larger batch spans
+/// several documents, so loading and editing stay fast.
+pub const MAX_TASKS_PER_DOC: usize = 1000;
+
+/// Submit tasks: from a YAML file, one command, or one command per file
+///
+/// The same task (same command, environment, inputs, limits) is only ever
+/// stored once: submitting it again, here or on another device, adds nothing,
+/// and a task that is already done is a cache hit. Use --rerun to run
+/// identical tasks again.
+///
+/// Examples:
+///   bridge submit tasks.yaml
+///   bridge submit -- python3 simulate.py --seed 7
+///   bridge submit --each 'docs/*.md' --output '*.json' -- python3 embed.py {}
+///
+/// In --each commands, {} is the file, {/} its name, {.} the file without its
+/// extension, {/.} the name without extension and {//} its folder.
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct SubmitArgs {
+    /// A YAML task file (see the README for its fields)
+    #[arg(value_name = "FILE.yaml", conflicts_with = "each")]
+    pub file: Option<PathBuf>,
+    /// The command of a single task (or of each task with --each)
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+    /// Submit one task per file matching this glob (relative to the current folder)
+    #[arg(long, value_name = "GLOB")]
+    pub each: Option<String>,
+    /// The task's name (default: the command)
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Time limit of one attempt, e.g. 90s, 10m, 2h
+    #[arg(long, value_name = "DURATION", default_value = "1h")]
+    pub timeout: String,
+    /// Retries after a failed attempt
+    #[arg(long, default_value_t = 0)]
+    pub retries: u32,
+    /// An input file, copied into the task's folder (repeatable)
+    #[arg(long = "input", value_name = "PATH")]
+    pub inputs: Vec<String>,
+    /// A glob of output files to keep (repeatable)
+    #[arg(long = "output", value_name = "GLOB")]
+    pub outputs: Vec<String>,
+    /// An environment variable KEY=VALUE (repeatable)
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// A label the worker must have (repeatable)
+    #[arg(long = "runs-on", value_name = "LABEL")]
+    pub runs_on: Vec<String>,
+    /// Higher runs first
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub priority: i64,
+    /// Run the tasks again even if identical ones are done
+    #[arg(long)]
+    pub rerun: bool,
+    /// Do not sync with the remote after submitting
+    #[arg(long)]
+    pub offline: bool,
+    /// Print the batch and its tasks as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Serialize)]
+struct SubmittedTask {
+    id: TaskId,
+    name: String,
+    /// `new`, `known` (already submitted) or `cached` (already done).
+    state: &'static str,
+}
+
+#[derive(Serialize)]
+struct Submitted {
+    batch: Option<BatchId>,
+    documents: usize,
+    new: usize,
+    known: usize,
+    cached: usize,
+    tasks: Vec<SubmittedTask>,
+}
+
+pub fn run(g: &GlobalArgs, args: SubmitArgs) -> CliResult<u8> {
+    let plan = plan(&args)?;
+    let mut session = open_session(g)?;
+    let nonce = if args.rerun {
+        Some(hex::encode(random_bytes::<8>()?))
+    } else {
+        None
+    };
+    let specs = to_specs(&session, &plan, nonce)?;
+    let result = submit_specs(&mut session, specs)?;
+    if args.json {
+        print_json(&result)?;
+    } else if !g.quiet {
+        match &result.batch {
+            Some(b) => println!(
+                "Submitted batch {}: {} new task{}{}.",
+                b.short(),
+                result.new,
+                if result.new == 1 { "" } else { "s" },
+                already(&result)
+            ),
+            None => println!("Nothing new to submit{}.", already(&result)),
+        }
+    }
+    if !args.offline {
+        sync_and_report(&mut session, g)?;
+    }
+    Ok(EXIT_OK)
+}
+
+fn already(r: &Submitted) -> String {
+    let mut parts = Vec::new();
+    if r.cached > 0 {
+        parts.push(format!(
+            "{} already done (cache hit; --rerun runs them again)",
+            r.cached
+        ));
+    }
+    if r.known > 0 {
+        parts.push(format!("{} already submitted", r.known));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("; {}", parts.join(", "))
+    }
+}
+
+/// Builds the plan from the file, or from the command line.
+fn plan(args: &SubmitArgs) -> CliResult<Vec<PlannedTask>> {
+    if let Some(file) = &args.file {
+        if !args.command.is_empty() {
+            return Err(CliError::hint(
+                anyhow!("give either a task file or a command after --, not both"),
+                "bridge submit tasks.yaml   or   bridge submit -- CMD ARGS…",
+            ));
+        }
+        return Ok(taskfile::load(file)?);
+    }
+    if args.command.is_empty() {
+        return Err(CliError::hint(
+            anyhow!("nothing to submit"),
+            "bridge submit tasks.yaml, bridge submit -- CMD ARGS…, or bridge submit --each 'GLOB' -- CMD {}",
+        ));
+    }
+    let timeout_s = humantime::parse_duration(&args.timeout)
+        .with_context(|| format!("--timeout {} is not a duration", args.timeout))
+        .hint("write e.g. 90s, 10m or 2h")?
+        .as_secs()
+        .max(1);
+    let mut env = BTreeMap::new();
+    for kv in &args.env {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--env {kv} is not KEY=VALUE"))?;
+        env.insert(k.to_owned(), v.to_owned());
+    }
+    let cwd = std::env::current_dir().context("cannot read the current folder")?;
+    let mut base_inputs = Vec::new();
+    for i in &args.inputs {
+        base_inputs.extend(taskfile::find_inputs(&cwd, i).map_err(|m| anyhow!(m))?);
+    }
+    let make = |argv: Vec<String>, name: String, extra: Option<(String, PathBuf)>| {
+        let mut inputs = base_inputs.clone();
+        inputs.extend(extra);
+        inputs.sort();
+        inputs.dedup();
+        PlannedTask {
+            name,
+            command: command_of(argv),
+            env: env.clone(),
+            inputs,
+            outputs: args.outputs.clone(),
+            timeout_s,
+            retries: args.retries,
+            runs_on: args.runs_on.clone(),
+            priority: args.priority,
+            needs: Vec::new(),
+        }
+    };
+    match &args.each {
+        None => {
+            let name = args.name.clone().unwrap_or_else(|| args.command.join(" "));
+            Ok(vec![make(args.command.clone(), name, None)])
+        }
+        Some(glob) => {
+            let files = taskfile::find_inputs(&cwd, glob).map_err(|m| anyhow!(m))?;
+            Ok(files
+                .into_iter()
+                .map(|(rel, abs)| {
+                    let argv: Vec<String> =
+                        args.command.iter().map(|a| placeholders(a, &rel)).collect();
+                    let name = match &args.name {
+                        Some(n) => placeholders(n, &rel),
+                        None => {
+                            format!("{} {rel}", args.command.first().map_or("", String::as_str))
+                        }
+                    };
+                    make(argv, name, Some((rel, abs)))
+                })
+                .collect())
+        }
+    }
+}
+
+/// A lone argument with spaces is a shell script (as GNU parallel treats
+/// it); otherwise the arguments are the program and its arguments.
+fn command_of(argv: Vec<String>) -> Command {
+    match argv.as_slice() {
+        [one] if one.contains(char::is_whitespace) => Command::Shell {
+            shell: "sh".into(),
+            script: one.clone(),
+        },
+        _ => Command::Argv(argv),
+    }
+}
+
+/// GNU parallel's replacement strings for one file.
+fn placeholders(arg: &str, rel: &str) -> String {
+    let path = Path::new(rel);
+    let name = path.file_name().and_then(|s| s.to_str()).unwrap_or(rel);
+    let dir = path
+        .parent()
+        .and_then(|s| s.to_str())
+        .filter(|s| !s.is_empty())
+        .unwrap_or(".");
+    let no_ext = match rel.rfind('.') {
+        Some(i) if i > rel.rfind('/').map_or(0, |s| s + 1) => &rel[..i],
+        _ => rel,
+    };
+    let name_no_ext = Path::new(name)
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or(name);
+    arg.replace("{//}", dir)
+        .replace("{/.}", name_no_ext)
+        .replace("{/}", name)
+        .replace("{.}", no_ext)
+        .replace("{}", rel)
+}
+
+/// Stores input files as blobs and turns the plan into specs (in plan order,
+/// so every `needs` names an earlier task's id).
+fn to_specs(
+    session: &Session,
+    plan: &[PlannedTask],
+    nonce: Option<String>,
+) -> CliResult<Vec<TaskSpec>> {
+    let mut specs: Vec<TaskSpec> = Vec::with_capacity(plan.len());
+    for t in plan {
+        let mut inputs = Vec::with_capacity(t.inputs.len());
+        for (rel, abs) in &t.inputs {
+            let blob = session.ws.replica.put_blob_file(abs).with_context(|| {
+                format!("cannot store input {} of task `{}`", abs.display(), t.name)
+            })?;
+            inputs.push(InputRef {
+                path: rel.clone(),
+                blob: blob.as_str().to_owned(),
+            });
+        }
+        let needs = t.needs.iter().map(|&i| specs[i].id()).collect();
+        specs.push(TaskSpec {
+            name: t.name.clone(),
+            command: t.command.clone(),
+            env: t.env.clone(),
+            inputs,
+            outputs: t.outputs.clone(),
+            timeout_s: t.timeout_s,
+            retries: t.retries,
+            runs_on: t.runs_on.clone(),
+            priority: t.priority,
+            needs,
+            nonce: nonce.clone(),
+        });
+    }
+    Ok(specs)
+}
+
+/// Adds the specs that are new as a batch of one or more documents and
+/// writes them to the replica.
+fn submit_specs(session: &mut Session, specs: Vec<TaskSpec>) -> CliResult<Submitted> {
+    let now = now_ms();
+    let derived = session.view().derive(now, session.policy);
+    let mut seen = HashSet::new();
+    let mut new_specs = Vec::new();
+    let mut tasks = Vec::new();
+    let (mut known, mut cached) = (0, 0);
+    for spec in specs {
+        let id = spec.id();
+        if !seen.insert(id.clone()) {
+            continue;
+        }
+        let state = match derived.get(&id).map(|d| d.status) {
+            Some(Status::Done) => {
+                cached += 1;
+                "cached"
+            }
+            Some(_) => {
+                known += 1;
+                "known"
+            }
+            None => "new",
+        };
+        tasks.push(SubmittedTask {
+            id,
+            name: spec.name.clone(),
+            state,
+        });
+        if state == "new" {
+            new_specs.push(spec);
+        }
+    }
+    let mut result = Submitted {
+        batch: None,
+        documents: 0,
+        new: new_specs.len(),
+        known,
+        cached,
+        tasks,
+    };
+    if new_specs.is_empty() {
+        return Ok(result);
+    }
+    let batch = BatchId::new(now, random_bytes::<8>()?);
+    let parts = new_specs.chunks(MAX_TASKS_PER_DOC).count() as u32;
+    let device = device_name();
+    for (part, chunk) in new_specs.chunks(MAX_TASKS_PER_DOC).enumerate() {
+        let header = BatchHeader {
+            batch: batch.clone(),
+            part: part as u32,
+            parts,
+            created_at: now,
+            submitted_by: device.clone(),
+            device: device.clone(),
+        };
+        let d = doc::create(&session.writer, &header, chunk)
+            .with_context(|| format!("cannot create the document for batch {batch}"))?;
+        session.add_new_doc(DocId::new(batch.clone(), part as u32), header, d);
+    }
+    session.flush()?;
+    result.batch = Some(batch);
+    result.documents = parts as usize;
+    Ok(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parallel_placeholders() {
+        assert_eq!(placeholders("{}", "a/b.txt"), "a/b.txt");
+        assert_eq!(placeholders("{/}", "a/b.txt"), "b.txt");
+        assert_eq!(placeholders("{.}", "a/b.txt"), "a/b");
+        assert_eq!(placeholders("{/.}", "a/b.txt"), "b");
+        assert_eq!(placeholders("{//}", "a/b.txt"), "a");
+        assert_eq!(placeholders("{.}", "a.d/b"), "a.d/b");
+    }
+}

@@ -1,0 +1,57 @@
+//! `bridge sync`: exchange files with the remote.
+
+use clap::Args;
+use serde_json::json;
+
+use super::GlobalArgs;
+use super::common::{OFFLINE, SyncOutcome, open_session, sync_remote};
+use crate::error::{CliError, CliResult, EXIT_OK};
+use crate::output::print_json;
+
+/// Exchange tasks and results with the remote
+///
+/// Copies to the remote every file it lacks and pulls every file this device
+/// lacks (set union: nothing is overwritten or deleted, and running it twice
+/// is harmless). Exits with code 4 when the remote is unreachable: nothing is
+/// lost, run it again later.
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// Print the outcome as JSON: {"status": "synced"|"offline", "pulled", "pushed"}
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(g: &GlobalArgs, args: SyncArgs) -> CliResult<u8> {
+    let mut session = open_session(g)?;
+    match sync_remote(&mut session, !g.quiet && !args.json)? {
+        SyncOutcome::NoRemote => Err(CliError::hint(
+            anyhow::anyhow!("this workspace has no remote to sync with"),
+            "add `remote = \"dir:PATH\"` under [store] in bridge.toml",
+        )),
+        SyncOutcome::Synced(r) => {
+            if args.json {
+                print_json(
+                    &json!({"status": "synced", "pulled": r.pulled, "pushed": r.pushed, "skipped": r.skipped.len()}),
+                )?;
+            } else if !g.quiet {
+                println!(
+                    "Synced with {}: {} files pulled, {} pushed.",
+                    session.ws.remote_spec().unwrap_or_default(),
+                    r.pulled,
+                    r.pushed
+                );
+            }
+            Ok(EXIT_OK)
+        }
+        SyncOutcome::Offline(why) => {
+            if args.json {
+                print_json(&json!({"status": "offline", "reason": why}))?;
+            } else {
+                eprintln!(
+                    "offline: {why}. Nothing is lost: tasks and results stay in the local replica; run `bridge sync` again later."
+                );
+            }
+            Ok(OFFLINE)
+        }
+    }
+}

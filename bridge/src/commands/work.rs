@@ -1,0 +1,256 @@
+//! `bridge work`: run runnable tasks on this device.
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use anyhow::Context;
+use bridge_model::Outcome;
+use clap::Args;
+use tokio_util::sync::CancellationToken;
+
+use super::GlobalArgs;
+use super::common::{open_session, sync_and_report};
+use crate::error::{CliResult, EXIT_INTERRUPTED, EXIT_OK, EXIT_TASK_FAILED, HintExt};
+use crate::output::duration;
+use crate::worker::{self, Event, WorkOptions};
+use crate::workspace::device_name;
+
+/// Run runnable tasks on this device
+///
+/// Claims tasks nobody is running, runs them N at a time (each in its own
+/// process group, killed whole at its timeout), keeps their logs and
+/// outputs, and records every attempt. Without --follow it exits when nothing
+/// runnable is left. Ctrl-C (or SIGTERM) stops cleanly: running tasks are
+/// stopped and recorded as interrupted, waiting claims are released, and
+/// everything is saved; a second Ctrl-C exits at once.
+///
+/// With a remote, it syncs before and after (and while idle with --follow);
+/// offline it works on the local replica and says so.
+///
+/// Exit codes: 0 all tasks it ran succeeded, 3 some failed, 130 stopped.
+#[derive(Debug, Args)]
+pub struct WorkArgs {
+    /// How many tasks to run at once (default: the number of CPUs)
+    #[arg(long, short = 'j', value_name = "N")]
+    pub parallel: Option<usize>,
+    /// Keep running: wait for new tasks instead of exiting when idle
+    #[arg(long, short)]
+    pub follow: bool,
+    /// With --follow, how often to look for new tasks
+    #[arg(long, value_name = "DURATION", default_value = "5s")]
+    pub poll: String,
+    /// Stop after claiming this many tasks
+    #[arg(long, value_name = "N")]
+    pub max_tasks: Option<usize>,
+    /// A label of this worker, matched against tasks' runs-on (repeatable)
+    #[arg(long = "label", value_name = "LABEL")]
+    pub labels: Vec<String>,
+    /// Do not sync with the remote
+    #[arg(long)]
+    pub offline: bool,
+}
+
+pub fn run(g: &GlobalArgs, args: WorkArgs) -> CliResult<u8> {
+    let mut session = open_session(g)?;
+    let parallel = args
+        .parallel
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let poll = humantime::parse_duration(&args.poll)
+        .with_context(|| format!("--poll {} is not a duration", args.poll))
+        .hint("write e.g. 5s or 1m")?;
+    let mut labels = session.ws.config.worker.labels.clone();
+    labels.extend(args.labels.iter().cloned());
+    labels.extend(default_labels());
+    let opts = WorkOptions {
+        parallel,
+        follow: args.follow,
+        poll,
+        labels,
+        lease: session.ws.config.lease()?,
+        max_tasks: args.max_tasks,
+        device: device_name(),
+    };
+    if !args.offline {
+        sync_and_report(&mut session, g)?;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(parallel.clamp(1, 4))
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let shutdown = CancellationToken::new();
+    let quiet = g.quiet;
+    let offline = args.offline;
+    let report = runtime.block_on(async {
+        watch_signals(shutdown.clone());
+        let mut progress = Progress::new(quiet);
+        let mut on_event = |e: Event| progress.event(e);
+        let mut on_idle = |s: &mut crate::workspace::Session| -> CliResult<()> {
+            if !offline {
+                super::common::sync_remote(s, false)?;
+            }
+            Ok(())
+        };
+        let r = worker::work(
+            &mut session,
+            &opts,
+            shutdown.clone(),
+            &mut on_event,
+            &mut on_idle,
+        )
+        .await;
+        progress.finish();
+        r
+    })?;
+    if !args.offline {
+        sync_and_report(&mut session, g)?;
+    }
+    if !quiet {
+        eprintln!(
+            "{} done, {} failed{}{}.",
+            report.done,
+            report.failed,
+            if report.interrupted > 0 {
+                format!(", {} interrupted", report.interrupted)
+            } else {
+                String::new()
+            },
+            if report.lost_claims > 0 {
+                format!(", {} left to other workers", report.lost_claims)
+            } else {
+                String::new()
+            },
+        );
+    }
+    if shutdown.is_cancelled() {
+        Ok(EXIT_INTERRUPTED)
+    } else if report.failed > 0 {
+        Ok(EXIT_TASK_FAILED)
+    } else {
+        Ok(EXIT_OK)
+    }
+}
+
+/// Labels every worker has: its OS and architecture.
+fn default_labels() -> Vec<String> {
+    vec![
+        std::env::consts::OS.to_owned(),
+        std::env::consts::ARCH.to_owned(),
+    ]
+}
+
+/// Cancels `token` on the first Ctrl-C or SIGTERM; exits at once on the second.
+fn watch_signals(token: CancellationToken) {
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!("cannot listen for SIGTERM: {e}");
+                    return;
+                }
+            };
+        for round in 0..2 {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            if round == 0 {
+                eprintln!(
+                    "stopping: interrupting running tasks and saving (press Ctrl-C again to quit at once)"
+                );
+                token.cancel();
+            } else {
+                std::process::exit(i32::from(EXIT_INTERRUPTED));
+            }
+        }
+    });
+}
+
+/// A progress bar on a terminal; one line per finished task otherwise.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    quiet: bool,
+    done: u64,
+}
+
+impl Progress {
+    fn new(quiet: bool) -> Progress {
+        let tty = std::io::stderr().is_terminal() && std::env::var_os("GITHUB_ACTIONS").is_none();
+        let bar = (tty && !quiet).then(|| {
+            let b = indicatif::ProgressBar::new(0);
+            b.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {wide_msg}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            b.enable_steady_tick(Duration::from_millis(200));
+            b
+        });
+        Progress {
+            bar,
+            quiet,
+            done: 0,
+        }
+    }
+
+    fn event(&mut self, e: Event) {
+        match e {
+            Event::Backlog { left } => {
+                if let Some(b) = &self.bar {
+                    b.set_length(self.done + left as u64);
+                }
+            }
+            Event::Started { name } => {
+                if let Some(b) = &self.bar {
+                    b.set_message(name);
+                }
+            }
+            Event::Finished {
+                name,
+                id,
+                outcome,
+                detail,
+                ms,
+            } => {
+                self.done += 1;
+                let line = match outcome {
+                    Outcome::Success => format!("✓ {name} ({})", duration(ms)),
+                    _ => format!(
+                        "✗ {name}: {}{} ({}) — see `bridge logs {}`",
+                        outcome.as_str(),
+                        if detail.is_empty() {
+                            String::new()
+                        } else {
+                            format!(", {detail}")
+                        },
+                        duration(ms),
+                        id.short()
+                    ),
+                };
+                match &self.bar {
+                    Some(b) => {
+                        b.inc(1);
+                        if outcome != Outcome::Success {
+                            b.println(line);
+                        }
+                    }
+                    None if !self.quiet => eprintln!("{line}"),
+                    None => {}
+                }
+            }
+            Event::Idle => {
+                if let Some(b) = &self.bar {
+                    b.set_message("waiting for tasks…");
+                }
+            }
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}

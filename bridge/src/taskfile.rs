@@ -1,0 +1,580 @@
+//! Task files: the YAML a user submits, parsed and expanded into
+//! [`PlannedTask`]s (matrix expanded, names checked, `needs` resolved and
+//! checked for cycles, inputs found on disk). Turning a plan into task specs
+//! (which needs the blob store) is `submit`'s job.
+//!
+//! ```yaml
+//! defaults:              # optional, for every task below
+//!   timeout: 10m         # "90s", "1h 30m", or a number of seconds
+//!   retries: 1
+//!   shell: bash          # `run` strings go to `<shell> -c`; default sh
+//!   env: { LANG: C.UTF-8 }
+//!   runs-on: [linux]
+//! tasks:
+//!   - name: count ${{ matrix.book }}
+//!     matrix: { book: [alice.txt, moby.txt] }
+//!     run: wc -w < books/${{ matrix.book }} > count.txt
+//!     inputs: [books/${{ matrix.book }}]     # files or globs, relative to this file
+//!     outputs: [count.txt]                   # globs in the task's working folder
+//!   - name: total
+//!     needs: [count ${{ matrix.book }}]      # an entry's name: every task it expands to
+//!     run: [echo, done]                      # a list: the program and its arguments, no shell
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, anyhow, bail};
+use bridge_model::Command;
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+/// The default per-attempt timeout.
+pub const DEFAULT_TIMEOUT_S: u64 = 3600;
+
+/// One task ready to be turned into a spec.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedTask {
+    /// The name after matrix expansion.
+    pub name: String,
+    /// The command.
+    pub command: Command,
+    /// Environment variables.
+    pub env: BTreeMap<String, String>,
+    /// Input files: (path in the working folder, file on disk).
+    pub inputs: Vec<(String, PathBuf)>,
+    /// Output globs.
+    pub outputs: Vec<String>,
+    /// Timeout in seconds.
+    pub timeout_s: u64,
+    /// Retries.
+    pub retries: u32,
+    /// Required worker labels.
+    pub runs_on: Vec<String>,
+    /// Priority.
+    pub priority: i64,
+    /// Indices (into the plan) of the tasks this one needs; always earlier.
+    pub needs: Vec<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct Defaults {
+    timeout: Option<DurationValue>,
+    retries: Option<u32>,
+    shell: Option<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    runs_on: Option<Vec<String>>,
+    priority: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    defaults: Defaults,
+    tasks: Vec<Spanned<Entry>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct Entry {
+    name: String,
+    run: Run,
+    shell: Option<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default)]
+    inputs: Vec<String>,
+    #[serde(default)]
+    outputs: Vec<String>,
+    timeout: Option<DurationValue>,
+    retries: Option<u32>,
+    runs_on: Option<Vec<String>>,
+    priority: Option<i64>,
+    #[serde(default)]
+    needs: Vec<String>,
+    #[serde(default)]
+    matrix: BTreeMap<String, Vec<Scalar>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Run {
+    Script(String),
+    Argv(Vec<String>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum DurationValue {
+    Seconds(u64),
+    Text(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Scalar {
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    Text(String),
+}
+
+impl Scalar {
+    fn text(&self) -> String {
+        match self {
+            Scalar::Int(i) => i.to_string(),
+            Scalar::Float(f) => f.to_string(),
+            Scalar::Bool(b) => b.to_string(),
+            Scalar::Text(s) => s.clone(),
+        }
+    }
+}
+
+fn duration_s(v: &DurationValue) -> Result<u64, String> {
+    match v {
+        DurationValue::Seconds(s) => Ok(*s),
+        DurationValue::Text(t) => humantime::parse_duration(t)
+            .map(|d| d.as_secs().max(1))
+            .map_err(|e| {
+                format!("`{t}` is not a duration ({e}); write e.g. \"90s\", \"10m\" or \"1h\"")
+            }),
+    }
+}
+
+/// Reads and expands a task file.
+pub fn load(path: &Path) -> anyhow::Result<Vec<PlannedTask>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the task file {}", path.display()))?;
+    let base = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    parse_str(&text, &path.display().to_string(), base)
+}
+
+/// Parses task-file text; `origin` names it in errors and `base` is the
+/// folder input paths are relative to.
+pub fn parse_str(text: &str, origin: &str, base: &Path) -> anyhow::Result<Vec<PlannedTask>> {
+    let file: File = serde_saphyr::from_str(text).map_err(|e| {
+        let at = e
+            .location()
+            .map(|l| format!("{origin}:{}:{}", l.line(), l.column()))
+            .unwrap_or_else(|| origin.to_owned());
+        anyhow!("{at}: {}", yaml_message(&e.to_string()))
+    })?;
+    if file.tasks.is_empty() {
+        bail!("{origin}: `tasks` is empty: there is nothing to submit");
+    }
+    expand(&file, origin, base)
+}
+
+/// The first line of a YAML error, without the location that `{at}` already gives.
+fn yaml_message(s: &str) -> &str {
+    let mut m = s.lines().next().unwrap_or(s);
+    m = m.strip_prefix("error: ").unwrap_or(m);
+    if let Some(rest) = m.strip_prefix("line ") {
+        if let Some((_, after)) = rest.split_once(": ") {
+            m = after;
+        }
+    }
+    m
+}
+
+struct Expanded {
+    entry: usize,
+    task: PlannedTask,
+    needs_names: Vec<String>,
+}
+
+fn expand(file: &File, origin: &str, base: &Path) -> anyhow::Result<Vec<PlannedTask>> {
+    let d = &file.defaults;
+    let mut expanded: Vec<Expanded> = Vec::new();
+    let mut entry_names: HashMap<&str, usize> = HashMap::new();
+    for (ei, spanned) in file.tasks.iter().enumerate() {
+        let e = &spanned.value;
+        let at = format!(
+            "{origin}:{}:{}",
+            spanned.referenced.line(),
+            spanned.referenced.column()
+        );
+        if e.name.trim().is_empty() {
+            bail!("{at}: a task has an empty `name`");
+        }
+        if let Some(prev) = entry_names.insert(e.name.as_str(), ei) {
+            let _ = prev;
+            bail!(
+                "{at}: two tasks are named `{}`; names must be unique",
+                e.name
+            );
+        }
+        let fail = |m: String| anyhow!("{at}: task `{}`: {m}", e.name);
+        let timeout_s = match e.timeout.as_ref().or(d.timeout.as_ref()) {
+            Some(v) => duration_s(v).map_err(fail)?,
+            None => DEFAULT_TIMEOUT_S,
+        };
+        if timeout_s == 0 {
+            return Err(fail("the timeout must be at least one second".into()));
+        }
+        let shell = e
+            .shell
+            .clone()
+            .or_else(|| d.shell.clone())
+            .unwrap_or_else(|| "sh".to_owned());
+        for combo in combinations(&e.matrix) {
+            let subst = |s: &str| substitute(s, &combo).map_err(|m| fail(m));
+            let name = if e.name.contains("${{") {
+                subst(&e.name)?
+            } else if combo.is_empty() {
+                e.name.clone()
+            } else {
+                let vars: Vec<_> = combo.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                format!("{}[{}]", e.name, vars.join(","))
+            };
+            let command = match &e.run {
+                Run::Script(s) => Command::Shell {
+                    shell: shell.clone(),
+                    script: subst(s)?,
+                },
+                Run::Argv(a) => {
+                    if a.is_empty() {
+                        return Err(fail("`run` is an empty list".into()));
+                    }
+                    Command::Argv(a.iter().map(|s| subst(s)).collect::<Result<_, _>>()?)
+                }
+            };
+            let mut env = d.env.clone();
+            for (k, v) in &e.env {
+                env.insert(k.clone(), subst(v)?);
+            }
+            let mut inputs = Vec::new();
+            for pattern in &e.inputs {
+                let pattern = subst(pattern)?;
+                inputs.extend(find_inputs(base, &pattern).map_err(|m| fail(m))?);
+            }
+            inputs.sort();
+            inputs.dedup();
+            let outputs = e
+                .outputs
+                .iter()
+                .map(|o| subst(o))
+                .collect::<Result<_, _>>()?;
+            let needs_names = e.needs.iter().map(|n| subst(n)).collect::<Result<_, _>>()?;
+            expanded.push(Expanded {
+                entry: ei,
+                task: PlannedTask {
+                    name,
+                    command,
+                    env,
+                    inputs,
+                    outputs,
+                    timeout_s,
+                    retries: e.retries.or(d.retries).unwrap_or(0),
+                    runs_on: e
+                        .runs_on
+                        .clone()
+                        .or_else(|| d.runs_on.clone())
+                        .unwrap_or_default(),
+                    priority: e.priority.or(d.priority).unwrap_or(0),
+                    needs: Vec::new(),
+                },
+                needs_names,
+            });
+        }
+    }
+    resolve_needs(file, origin, expanded)
+}
+
+/// Resolves `needs` names (an entry's name means all its expansions; an
+/// expanded name means that one task), rejects unknown names and cycles, and
+/// returns the tasks in an order where every task comes after what it needs.
+fn resolve_needs(
+    file: &File,
+    origin: &str,
+    expanded: Vec<Expanded>,
+) -> anyhow::Result<Vec<PlannedTask>> {
+    let mut by_name: HashMap<String, Vec<usize>> = HashMap::new();
+    for (i, x) in expanded.iter().enumerate() {
+        by_name
+            .entry(file.tasks[x.entry].value.name.clone())
+            .or_default()
+            .push(i);
+        if x.task.name != file.tasks[x.entry].value.name {
+            by_name.entry(x.task.name.clone()).or_default().push(i);
+        }
+    }
+    let mut edges: Vec<Vec<usize>> = Vec::with_capacity(expanded.len());
+    for x in &expanded {
+        let mut deps = Vec::new();
+        for n in &x.needs_names {
+            let Some(targets) = by_name.get(n) else {
+                let sp = &file.tasks[x.entry];
+                let known: Vec<_> = file
+                    .tasks
+                    .iter()
+                    .map(|t| format!("`{}`", t.value.name))
+                    .collect();
+                bail!(
+                    "{origin}:{}:{}: task `{}` needs `{n}`, but no task in this file has that name (names: {})",
+                    sp.referenced.line(),
+                    sp.referenced.column(),
+                    x.task.name,
+                    known.join(", ")
+                );
+            };
+            deps.extend(targets.iter().copied());
+        }
+        deps.sort_unstable();
+        deps.dedup();
+        edges.push(deps);
+    }
+    // Depth-first topological sort, reporting the first cycle found.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        New,
+        Active,
+        Done,
+    }
+    let mut marks = vec![Mark::New; expanded.len()];
+    let mut order = Vec::with_capacity(expanded.len());
+    fn visit(
+        i: usize,
+        edges: &[Vec<usize>],
+        marks: &mut [Mark],
+        order: &mut Vec<usize>,
+        path: &mut Vec<usize>,
+    ) -> Result<(), Vec<usize>> {
+        match marks[i] {
+            Mark::Done => return Ok(()),
+            Mark::Active => {
+                let start = path.iter().position(|&p| p == i).unwrap_or(0);
+                let mut cycle = path[start..].to_vec();
+                cycle.push(i);
+                return Err(cycle);
+            }
+            Mark::New => {}
+        }
+        marks[i] = Mark::Active;
+        path.push(i);
+        for &d in &edges[i] {
+            visit(d, edges, marks, order, path)?;
+        }
+        path.pop();
+        marks[i] = Mark::Done;
+        order.push(i);
+        Ok(())
+    }
+    for i in 0..expanded.len() {
+        let mut path = Vec::new();
+        if let Err(cycle) = visit(i, &edges, &mut marks, &mut order, &mut path) {
+            let names: Vec<_> = cycle
+                .iter()
+                .map(|&c| format!("`{}`", expanded[c].task.name))
+                .collect();
+            bail!(
+                "{origin}: the `needs` of these tasks form a cycle: {}",
+                names.join(" → ")
+            );
+        }
+    }
+    let mut position = vec![0usize; expanded.len()];
+    for (pos, &i) in order.iter().enumerate() {
+        position[i] = pos;
+    }
+    let mut out: Vec<PlannedTask> = Vec::with_capacity(expanded.len());
+    for &i in &order {
+        let mut t = expanded[i].task.clone();
+        t.needs = edges[i].iter().map(|&d| position[d]).collect();
+        out.push(t);
+    }
+    Ok(out)
+}
+
+/// Every combination of matrix values, keys in order; one empty combination
+/// when there is no matrix.
+fn combinations(matrix: &BTreeMap<String, Vec<Scalar>>) -> Vec<Vec<(String, String)>> {
+    let mut combos: Vec<Vec<(String, String)>> = vec![Vec::new()];
+    for (k, values) in matrix {
+        let mut next = Vec::with_capacity(combos.len() * values.len());
+        for c in &combos {
+            for v in values {
+                let mut c = c.clone();
+                c.push((k.clone(), v.text()));
+                next.push(c);
+            }
+        }
+        combos = next;
+    }
+    combos
+}
+
+/// Replaces `${{ matrix.KEY }}` with the combination's values.
+fn substitute(s: &str, combo: &[(String, String)]) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(start) = rest.find("${{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 3..];
+        let end = after
+            .find("}}")
+            .ok_or_else(|| format!("`${{{{` without a closing `}}}}` in `{s}`"))?;
+        let expr = after[..end].trim();
+        let key = expr
+            .strip_prefix("matrix.")
+            .ok_or_else(|| format!("`${{{{ {expr} }}}}`: only `matrix.KEY` can be substituted"))?;
+        let value = combo
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v)
+            .ok_or_else(|| format!("`${{{{ {expr} }}}}`: the matrix has no key `{key}`"))?;
+        out.push_str(value);
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Finds the files an input pattern names, relative to `base`.
+pub fn find_inputs(base: &Path, pattern: &str) -> Result<Vec<(String, PathBuf)>, String> {
+    let rel = Path::new(pattern);
+    if rel.is_absolute()
+        || rel
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(format!(
+            "input `{pattern}` must be a path inside the task file's folder (no absolute paths, no `..`)"
+        ));
+    }
+    let is_glob = pattern.contains(['*', '?', '[']);
+    if !is_glob {
+        let path = base.join(rel);
+        if !path.is_file() {
+            return Err(format!(
+                "input file `{pattern}` does not exist (looked for {})",
+                path.display()
+            ));
+        }
+        return Ok(vec![(normalise(pattern), path)]);
+    }
+    let glob = globset::GlobBuilder::new(pattern)
+        .literal_separator(true)
+        .build()
+        .map_err(|e| format!("input `{pattern}` is not a valid glob: {e}"))?
+        .compile_matcher();
+    let mut found = Vec::new();
+    for entry in walkdir::WalkDir::new(base).follow_links(false) {
+        let entry = entry.map_err(|e| format!("cannot read {}: {e}", base.display()))?;
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let Ok(rel) = entry.path().strip_prefix(base) else {
+            continue;
+        };
+        let Some(rel) = rel.to_str() else { continue };
+        let rel = normalise(rel);
+        if glob.is_match(&rel) {
+            found.push((rel, entry.path().to_path_buf()));
+        }
+    }
+    if found.is_empty() {
+        return Err(format!(
+            "input glob `{pattern}` matches no file under {}",
+            base.display()
+        ));
+    }
+    found.sort();
+    Ok(found)
+}
+
+fn normalise(p: &str) -> String {
+    let p = p.replace('\\', "/");
+    p.strip_prefix("./").unwrap_or(&p).to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> anyhow::Result<Vec<PlannedTask>> {
+        parse_str(text, "tasks.yaml", Path::new("."))
+    }
+
+    #[test]
+    fn matrix_expands_and_needs_resolve_in_order() -> anyhow::Result<()> {
+        let plan = parse(
+            "tasks:\n  - name: total\n    needs: [part]\n    run: echo total\n  - name: part\n    matrix: { n: [1, 2, 3] }\n    run: echo ${{ matrix.n }}\n",
+        )?;
+        assert_eq!(plan.len(), 4);
+        assert_eq!(plan[3].name, "total");
+        assert_eq!(plan[3].needs, vec![0, 1, 2]);
+        assert_eq!(plan[0].name, "part[n=1]");
+        assert_eq!(
+            plan[1].command,
+            Command::Shell {
+                shell: "sh".into(),
+                script: "echo 2".into()
+            }
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn unknown_field_names_line_and_column() {
+        let err = parse("tasks:\n  - name: a\n    run: x\n    tiemout: 5\n")
+            .map(|_| ())
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("tasks.yaml:4:"), "{msg}");
+        assert!(msg.contains("tiemout"), "{msg}");
+    }
+
+    #[test]
+    fn malformed_yaml_names_the_place() {
+        let msg = parse("tasks:\n  - name: [a\n")
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(msg.starts_with("tasks.yaml:"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_need_and_cycle_are_refused() {
+        let msg = parse("tasks:\n  - name: a\n    run: x\n    needs: [b]\n")
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("needs `b`"), "{msg}");
+        let msg = parse("tasks:\n  - name: a\n    run: x\n    needs: [b]\n  - name: b\n    run: y\n    needs: [a]\n")
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("cycle"), "{msg}");
+    }
+
+    #[test]
+    fn durations_and_defaults() -> anyhow::Result<()> {
+        let plan = parse(
+            "defaults: { timeout: 5m, retries: 2, shell: bash }\ntasks:\n  - name: a\n    run: x\n  - name: b\n    run: [true]\n    timeout: 7\n",
+        )?;
+        assert_eq!(plan[0].timeout_s, 300);
+        assert_eq!(plan[0].retries, 2);
+        assert_eq!(plan[1].timeout_s, 7);
+        assert_eq!(plan[1].command, Command::Argv(vec!["true".into()]));
+        Ok(())
+    }
+
+    #[test]
+    fn missing_input_is_named() {
+        let msg = parse("tasks:\n  - name: a\n    run: x\n    inputs: [nope.txt]\n")
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("nope.txt") && msg.contains("task `a`"),
+            "{msg}"
+        );
+    }
+}

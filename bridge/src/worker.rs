@@ -1,0 +1,717 @@
+//! The worker loop behind `bridge work`: claim runnable tasks, run them
+//! `parallel` at a time, record each attempt, and stop cleanly.
+//!
+//! # Claiming
+//!
+//! Claims are made in windows: when fewer than `parallel` claimed tasks are
+//! waiting, the worker claims up to `window` more in one change per document,
+//! flushes them (durable and visible to other processes), re-reads the
+//! replica, and releases any claim that lost to an earlier one by the
+//! deterministic `(at, key)` order. The window adapts to task length: about
+//! two seconds of work per slot, between `parallel` and 256 tasks, so short
+//! tasks do not pay a file write each and long ones are not hoarded.
+//!
+//! # Durability
+//!
+//! Attempts are group-committed: written to the replica when 64 are waiting,
+//! 100 ms after the first one, before any new claim, and on exit. A crash
+//! loses at most the attempts of that window; their tasks become runnable
+//! again when the lease runs out (at-least-once, never a lost result that was
+//! reported as stored).
+//!
+//! # Leases
+//!
+//! Every claim this worker holds (running or waiting) is renewed at a third
+//! of the lease, so a worker that dies stops renewing and its tasks are
+//! claimable once the lease and the clock-skew margin have passed.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use bridge_exec::{Program, TaskCommand};
+use bridge_model::facts::Claim;
+use bridge_model::view::canonical_result;
+use bridge_model::{
+    Attempt, Command, DocId, InputRef, Millis, Outcome, TaskId, TaskSpec, View, doc,
+};
+use bridge_store::{BlobId, Replica};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::CliResult;
+use crate::workspace::{Session, now_ms};
+
+/// How many trailing bytes of each log are kept inline in the attempt.
+const TAIL_BYTES: usize = 2048;
+/// Flush attempts when this many are waiting…
+const FLUSH_COUNT: usize = 64;
+/// …or this long after the first one.
+const FLUSH_DELAY: Duration = Duration::from_millis(100);
+/// The most tasks claimed in one window.
+const MAX_WINDOW: usize = 256;
+/// How much work (per slot) a claim window aims to hold.
+const WINDOW_TARGET_MS: f64 = 2000.0;
+/// How long a stopping task gets between SIGTERM and SIGKILL.
+const KILL_GRACE: Duration = Duration::from_secs(2);
+
+/// How a worker behaves.
+#[derive(Debug, Clone)]
+pub struct WorkOptions {
+    /// Tasks run at once.
+    pub parallel: usize,
+    /// Keep waiting for new tasks instead of exiting when none is runnable.
+    pub follow: bool,
+    /// How often to look for new tasks when idle with `follow`.
+    pub poll: Duration,
+    /// This worker's labels, matched against `runs-on`.
+    pub labels: Vec<String>,
+    /// The lease of a claim.
+    pub lease: Duration,
+    /// Stop claiming after this many tasks.
+    pub max_tasks: Option<usize>,
+    /// This device's name, recorded in attempts.
+    pub device: String,
+}
+
+/// What happened to one task, for progress output.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// The task started.
+    Started { name: String },
+    /// The task ended.
+    Finished {
+        name: String,
+        id: TaskId,
+        outcome: Outcome,
+        detail: String,
+        ms: Millis,
+    },
+    /// New runnable tasks were found: how many are known to be left.
+    Backlog { left: usize },
+    /// The worker is idle (with --follow) and will look again.
+    Idle,
+}
+
+/// What a worker did.
+#[derive(Debug, Default, Clone)]
+pub struct WorkReport {
+    /// Attempts that succeeded.
+    pub done: usize,
+    /// Attempts that failed, timed out or could not start.
+    pub failed: usize,
+    /// Tasks stopped by the shutdown.
+    pub interrupted: usize,
+    /// Claims that lost to another worker's earlier claim.
+    pub lost_claims: usize,
+}
+
+struct Held {
+    task: TaskId,
+    doc: DocId,
+    at: Millis,
+}
+
+type Finished = (TaskId, String, Attempt);
+
+/// Runs tasks until none is runnable (or, with `follow`, until `shutdown`).
+/// `on_idle` is called when a follow-mode worker finds nothing to do (a good
+/// moment to sync).
+pub async fn work(
+    session: &mut Session,
+    opts: &WorkOptions,
+    shutdown: CancellationToken,
+    on_event: &mut dyn FnMut(Event),
+    on_idle: &mut dyn FnMut(&mut Session) -> CliResult<()>,
+) -> CliResult<WorkReport> {
+    let parallel = opts.parallel.max(1);
+    let lease_ms = opts.lease.as_millis() as Millis;
+    let replica = Arc::new(session.ws.replica.clone());
+    let work_dir = session.ws.work_dir();
+    std::fs::create_dir_all(&work_dir)
+        .with_context(|| format!("cannot create {}", work_dir.display()))?;
+    let stop_tasks = CancellationToken::new();
+
+    let mut report = WorkReport::default();
+    let mut held: BTreeMap<String, Held> = BTreeMap::new();
+    let mut queue: VecDeque<String> = VecDeque::new();
+    let mut running: JoinSet<Finished> = JoinSet::new();
+    let mut names: HashMap<String, String> = HashMap::new();
+    let mut claimed_total = 0usize;
+    let mut avg_ms: Option<f64> = None;
+    let mut unflushed_attempts = 0usize;
+    let mut flush_at: Option<Instant> = None;
+    let mut renew_at = Instant::now() + opts.lease / 3;
+    let mut stopping = false;
+
+    loop {
+        // 1. Claim more when the queue runs low.
+        let budget_left = opts
+            .max_tasks
+            .map_or(usize::MAX, |m| m.saturating_sub(claimed_total));
+        let mut nothing_runnable = false;
+        if !stopping && queue.len() < parallel && budget_left > 0 {
+            if unflushed_attempts > 0 {
+                // Results first: what other workers re-read must include them.
+                session.flush()?;
+                unflushed_attempts = 0;
+                flush_at = None;
+            }
+            session.refresh()?;
+            let now = now_ms();
+            let derived = session.view().derive(now, session.policy);
+            let candidates: Vec<TaskId> = session
+                .view()
+                .runnable(&derived, &opts.labels)
+                .into_iter()
+                .filter(|id| !held.values().any(|h| &h.task == id))
+                .collect();
+            on_event(Event::Backlog {
+                left: candidates.len(),
+            });
+            let window = match avg_ms {
+                None => parallel,
+                Some(ms) => ((parallel as f64 * WINDOW_TARGET_MS / ms.max(1.0)) as usize)
+                    .clamp(parallel, MAX_WINDOW),
+            };
+            let take = window.min(budget_left).min(candidates.len());
+            if take == 0 {
+                nothing_runnable = true;
+            } else {
+                let mine = claim(session, &candidates[..take], now, lease_ms, &mut held)?;
+                claimed_total += mine.len();
+                session.flush()?;
+                // Another process may have claimed the same tasks: read its
+                // claims and keep only those we won.
+                if session.refresh()? > 0 {
+                    let now = now_ms();
+                    let mut lost = Vec::new();
+                    for key in &mine {
+                        if let Some(h) = held.get(key) {
+                            if session.view().claim_lost(&h.task, key, now, session.policy) {
+                                lost.push(key.clone());
+                            }
+                        }
+                    }
+                    report.lost_claims += lost.len();
+                    release(session, &lost, &mut held, now)?;
+                    session.flush()?;
+                    queue.extend(mine.into_iter().filter(|k| !lost.contains(k)));
+                } else {
+                    queue.extend(mine);
+                }
+            }
+        }
+
+        // 2. Start tasks while slots are free.
+        while running.len() < parallel && !stopping {
+            let Some(key) = queue.pop_front() else { break };
+            let Some(h) = held.get(&key) else { continue };
+            let Some(task) = session.view().get(&h.task) else {
+                continue;
+            };
+            let spec = task.spec.clone();
+            let id = h.task.clone();
+            let need_inputs = need_inputs(session.view(), &spec);
+            names.insert(key.clone(), spec.name.clone());
+            on_event(Event::Started {
+                name: spec.name.clone(),
+            });
+            let job = Job {
+                replica: replica.clone(),
+                work_dir: work_dir.clone(),
+                device: opts.device.clone(),
+                id,
+                key,
+                spec,
+                need_inputs,
+            };
+            running.spawn(job.run(stop_tasks.clone()));
+        }
+
+        // 3. Done, idle, or go on?
+        if running.is_empty() && queue.is_empty() {
+            if stopping || budget_left == 0 || (nothing_runnable && !opts.follow) {
+                break;
+            }
+            if nothing_runnable {
+                session.flush()?;
+                on_idle(session)?;
+                on_event(Event::Idle);
+                tokio::select! {
+                    _ = tokio::time::sleep(opts.poll) => {}
+                    _ = shutdown.cancelled() => { stopping = true; }
+                }
+            }
+            // Otherwise every claim of the window was lost: look again.
+            continue;
+        }
+
+        // 4. Wait for something to happen.
+        let flush_deadline = flush_at.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        tokio::select! {
+            Some(joined) = running.join_next(), if !running.is_empty() => {
+                let (id, key, attempt) = match joined {
+                    Ok(f) => f,
+                    Err(e) => return Err(anyhow::anyhow!("a task runner crashed: {e}").into()),
+                };
+                let Some(h) = held.remove(&key) else { continue };
+                let ms = attempt.ended_at - attempt.started_at;
+                avg_ms = Some(match avg_ms {
+                    None => ms as f64,
+                    Some(a) => 0.8 * a + 0.2 * ms as f64,
+                });
+                match attempt.outcome {
+                    Outcome::Success => report.done += 1,
+                    Outcome::Interrupted => report.interrupted += 1,
+                    _ => report.failed += 1,
+                }
+                let detail = detail_of(&attempt);
+                let outcome = attempt.outcome;
+                session.change(&h.doc, attempt.ended_at, "attempt", |d| doc::put_attempt(d, &id, &attempt))?;
+                session.view_mut().note_attempt(&id, attempt);
+                unflushed_attempts += 1;
+                if flush_at.is_none() {
+                    flush_at = Some(Instant::now() + FLUSH_DELAY);
+                }
+                on_event(Event::Finished {
+                    name: names.remove(&key).unwrap_or_default(),
+                    id,
+                    outcome,
+                    detail,
+                    ms,
+                });
+            }
+            _ = tokio::time::sleep_until(flush_deadline), if flush_at.is_some() => {
+                session.flush()?;
+                unflushed_attempts = 0;
+                flush_at = None;
+            }
+            _ = tokio::time::sleep_until(renew_at) => {
+                renew(session, &held, now_ms() + lease_ms)?;
+                session.flush()?;
+                renew_at = Instant::now() + opts.lease / 3;
+            }
+            _ = shutdown.cancelled(), if !stopping => {
+                stopping = true;
+                stop_tasks.cancel();
+                let waiting: Vec<String> = queue.drain(..).collect();
+                release(session, &waiting, &mut held, now_ms())?;
+                session.flush()?;
+            }
+        }
+        if unflushed_attempts >= FLUSH_COUNT {
+            session.flush()?;
+            unflushed_attempts = 0;
+            flush_at = None;
+        }
+    }
+    let waiting: Vec<String> = queue.drain(..).collect();
+    release(session, &waiting, &mut held, now_ms())?;
+    session.flush()?;
+    Ok(report)
+}
+
+/// Claims `ids`, one change per document; returns the new claim keys.
+fn claim(
+    session: &mut Session,
+    ids: &[TaskId],
+    now: Millis,
+    lease_ms: Millis,
+    held: &mut BTreeMap<String, Held>,
+) -> CliResult<Vec<String>> {
+    let mut by_doc: BTreeMap<DocId, Vec<(TaskId, String)>> = BTreeMap::new();
+    for id in ids {
+        let Some(home) = session.view().get(id).map(|t| t.home().clone()) else {
+            continue;
+        };
+        let key = session.next_key();
+        by_doc.entry(home).or_default().push((id.clone(), key));
+    }
+    let mut keys = Vec::with_capacity(ids.len());
+    for (doc_id, tasks) in by_doc {
+        session.change(&doc_id, now, "claim", |d| {
+            for (id, key) in &tasks {
+                doc::put_claim(d, id, &claim_fact(key, now, now + lease_ms, None))?;
+            }
+            Ok(())
+        })?;
+        for (id, key) in tasks {
+            session
+                .view_mut()
+                .note_claim(&id, claim_fact(&key, now, now + lease_ms, None));
+            held.insert(
+                key.clone(),
+                Held {
+                    task: id,
+                    doc: doc_id.clone(),
+                    at: now,
+                },
+            );
+            keys.push(key);
+        }
+    }
+    Ok(keys)
+}
+
+fn claim_fact(key: &str, at: Millis, lease_until: Millis, released_at: Option<Millis>) -> Claim {
+    Claim {
+        key: key.to_owned(),
+        at,
+        lease_until,
+        released_at,
+    }
+}
+
+/// Gives claims up without running their tasks.
+fn release(
+    session: &mut Session,
+    keys: &[String],
+    held: &mut BTreeMap<String, Held>,
+    now: Millis,
+) -> CliResult<()> {
+    for key in keys {
+        let Some(h) = held.remove(key) else { continue };
+        let fact = claim_fact(key, h.at, now, Some(now));
+        session.change(&h.doc, now, "release", |d| {
+            doc::put_claim(d, &h.task, &fact)
+        })?;
+        session.view_mut().note_claim(&h.task, fact);
+    }
+    Ok(())
+}
+
+/// Extends the lease of every held claim.
+fn renew(
+    session: &mut Session,
+    held: &BTreeMap<String, Held>,
+    lease_until: Millis,
+) -> CliResult<()> {
+    let now = now_ms();
+    let mut by_doc: BTreeMap<&DocId, Vec<(&String, &Held)>> = BTreeMap::new();
+    for (k, h) in held {
+        by_doc.entry(&h.doc).or_default().push((k, h));
+    }
+    for (doc_id, claims) in by_doc {
+        session.change(doc_id, now, "renew", |d| {
+            for (key, h) in &claims {
+                doc::put_claim(d, &h.task, &claim_fact(key, h.at, lease_until, None))?;
+            }
+            Ok(())
+        })?;
+        for (key, h) in claims {
+            session
+                .view_mut()
+                .note_claim(&h.task, claim_fact(key, h.at, lease_until, None));
+        }
+    }
+    Ok(())
+}
+
+fn detail_of(a: &Attempt) -> String {
+    match (a.outcome, a.exit_code, a.signal, &a.message) {
+        (_, _, _, Some(m)) => m.clone(),
+        (Outcome::Failed, Some(c), _, _) => format!("exit code {c}"),
+        (Outcome::Failed, _, Some(s), _) => format!("killed by signal {s}"),
+        (Outcome::TimedOut, ..) => "timed out".to_owned(),
+        _ => String::new(),
+    }
+}
+
+/// One task to run, with everything it needs (owned, so it can run on the
+/// runtime while the loop goes on).
+struct Job {
+    replica: Arc<Replica>,
+    work_dir: PathBuf,
+    device: String,
+    id: TaskId,
+    key: String,
+    spec: TaskSpec,
+    /// The outputs of the tasks it needs, placed under `needs/<name>/`.
+    need_inputs: Vec<InputRef>,
+}
+
+impl Job {
+    async fn run(self, stop: CancellationToken) -> Finished {
+        let started_at = now_ms();
+        // The key's counter part keeps folders of one process apart; the
+        // writer part keeps processes apart.
+        let slug = self.key.replace('.', "-");
+        let dir = self.work_dir.join(format!("{}-{slug}", self.id.short()));
+        let stdout_path = self
+            .work_dir
+            .join(format!("{}-{slug}.stdout", self.id.short()));
+        let stderr_path = self
+            .work_dir
+            .join(format!("{}-{slug}.stderr", self.id.short()));
+        let mut attempt = Attempt {
+            key: self.key.clone(),
+            device: self.device.clone(),
+            started_at,
+            ended_at: started_at,
+            outcome: Outcome::Error,
+            exit_code: None,
+            signal: None,
+            message: None,
+            stdout_tail: String::new(),
+            stderr_tail: String::new(),
+            stdout_blob: None,
+            stderr_blob: None,
+            outputs: BTreeMap::new(),
+            provenance: provenance(&self.device),
+        };
+        if let Err(e) = prepare(&self.replica, &dir, &self.spec, &self.need_inputs).await {
+            attempt.message = Some(format!("{e:#}"));
+            attempt.ended_at = now_ms();
+            let _ = std::fs::remove_dir_all(&dir);
+            return (self.id, self.key, attempt);
+        }
+        let cmd = TaskCommand {
+            program: match &self.spec.command {
+                Command::Shell { shell, script } => Program::Shell {
+                    shell: shell.clone(),
+                    script: script.clone(),
+                },
+                Command::Argv(argv) => Program::Argv(argv.clone()),
+            },
+            env: task_env(&self.spec, &self.id, &self.key, &self.device),
+            workdir: dir.clone(),
+            timeout: Duration::from_secs(self.spec.timeout_s),
+            stdout_path: stdout_path.clone(),
+            stderr_path: stderr_path.clone(),
+            tail_bytes: TAIL_BYTES,
+            kill_grace: KILL_GRACE,
+        };
+        let finished = bridge_exec::run(&cmd, stop).await;
+        attempt.ended_at = now_ms();
+        attempt.stdout_tail = String::from_utf8_lossy(&finished.stdout_tail).into_owned();
+        attempt.stderr_tail = String::from_utf8_lossy(&finished.stderr_tail).into_owned();
+        attempt.outcome = match finished.outcome {
+            bridge_exec::Outcome::Exited(0) => Outcome::Success,
+            bridge_exec::Outcome::Exited(c) => {
+                attempt.exit_code = Some(i64::from(c));
+                Outcome::Failed
+            }
+            bridge_exec::Outcome::Signaled(s) => {
+                attempt.signal = Some(i64::from(s));
+                Outcome::Failed
+            }
+            bridge_exec::Outcome::TimedOut => Outcome::TimedOut,
+            bridge_exec::Outcome::Interrupted => Outcome::Interrupted,
+            bridge_exec::Outcome::FailedToStart(m) => {
+                attempt.message = Some(m);
+                Outcome::Error
+            }
+        };
+        if attempt.outcome == Outcome::Success {
+            attempt.exit_code = Some(0);
+        }
+        // Keeping logs and outputs writes files: do it off the async threads
+        // only when there is something to keep.
+        let needs_io =
+            finished.stdout_len > 0 || finished.stderr_len > 0 || !self.spec.outputs.is_empty();
+        if needs_io {
+            let replica = self.replica.clone();
+            let spec = self.spec.clone();
+            let (lens, paths) = (
+                (finished.stdout_len, finished.stderr_len),
+                (stdout_path.clone(), stderr_path.clone()),
+            );
+            let dir2 = dir.clone();
+            let kept =
+                tokio::task::spawn_blocking(move || keep(&replica, &dir2, &spec, lens, &paths))
+                    .await;
+            match kept {
+                Ok(Ok(k)) => {
+                    attempt.stdout_blob = k.stdout;
+                    attempt.stderr_blob = k.stderr;
+                    attempt.outputs = k.outputs;
+                    if let Some(w) = k.warning {
+                        attempt.message.get_or_insert(w);
+                    }
+                }
+                Ok(Err(e)) => {
+                    // A result whose outputs could not be kept is not a result.
+                    if attempt.outcome == Outcome::Success {
+                        attempt.outcome = Outcome::Error;
+                    }
+                    attempt.message = Some(format!("{e:#}"));
+                }
+                Err(e) => {
+                    attempt.outcome = Outcome::Error;
+                    attempt.message = Some(format!("keeping the outputs crashed: {e}"));
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_file(&stdout_path);
+        let _ = std::fs::remove_file(&stderr_path);
+        (self.id, self.key, attempt)
+    }
+}
+
+/// The outputs of the canonical results of the tasks `spec` needs, as inputs
+/// under `needs/<task name>/` (the name with every character other than
+/// letters, digits, `.`, `_` and `-` replaced by `_`).
+fn need_inputs(view: &View, spec: &TaskSpec) -> Vec<InputRef> {
+    let mut out = Vec::new();
+    for need in &spec.needs {
+        let Some(t) = view.get(need) else { continue };
+        let Some(result) = canonical_result(&t.facts) else {
+            continue;
+        };
+        let dir = safe_name(&t.spec.name);
+        for (rel, blob) in &result.outputs {
+            out.push(InputRef {
+                path: format!("needs/{dir}/{rel}"),
+                blob: blob.clone(),
+            });
+        }
+    }
+    out
+}
+
+/// A task name made safe as one folder name.
+pub fn safe_name(name: &str) -> String {
+    let s: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    match s.as_str() {
+        "" | "." | ".." => "_".to_owned(),
+        _ => s,
+    }
+}
+
+/// Creates the working folder and materialises the inputs.
+async fn prepare(
+    replica: &Arc<Replica>,
+    dir: &Path,
+    spec: &TaskSpec,
+    need_inputs: &[InputRef],
+) -> anyhow::Result<()> {
+    if spec.inputs.is_empty() && need_inputs.is_empty() {
+        tokio::fs::create_dir_all(dir)
+            .await
+            .with_context(|| format!("cannot create the working folder {}", dir.display()))?;
+        return Ok(());
+    }
+    let replica = replica.clone();
+    let dir = dir.to_path_buf();
+    let inputs: Vec<InputRef> = spec.inputs.iter().chain(need_inputs).cloned().collect();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create the working folder {}", dir.display()))?;
+        for input in &inputs {
+            let blob: BlobId = input
+                .blob
+                .parse()
+                .map_err(|_| anyhow::anyhow!("input {} names an invalid blob", input.path))?;
+            if input.path.split('/').any(|c| c == ".." || c.is_empty()) {
+                anyhow::bail!("input path `{}` is not a safe relative path", input.path);
+            }
+            replica
+                .copy_blob_to(&blob, &dir.join(&input.path))
+                .with_context(|| {
+                    format!(
+                        "input {} is not in this replica (run `bridge sync` to fetch it)",
+                        input.path
+                    )
+                })?;
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("materialising inputs crashed: {e}"))?
+}
+
+struct Kept {
+    stdout: Option<String>,
+    stderr: Option<String>,
+    outputs: BTreeMap<String, String>,
+    warning: Option<String>,
+}
+
+/// Stores the logs and the declared outputs as blobs.
+fn keep(
+    replica: &Replica,
+    dir: &Path,
+    spec: &TaskSpec,
+    lens: (u64, u64),
+    paths: &(PathBuf, PathBuf),
+) -> anyhow::Result<Kept> {
+    let blob = |len: u64, path: &Path| -> anyhow::Result<Option<String>> {
+        if len == 0 {
+            return Ok(None);
+        }
+        let id = replica
+            .put_blob_file(path)
+            .with_context(|| format!("cannot store the log {}", path.display()))?;
+        Ok(Some(id.as_str().to_owned()))
+    };
+    let stdout = blob(lens.0, &paths.0)?;
+    let stderr = blob(lens.1, &paths.1)?;
+    let mut outputs = BTreeMap::new();
+    let mut warning = None;
+    if !spec.outputs.is_empty() {
+        let found = bridge_exec::collect_outputs(dir, &spec.outputs)
+            .context("cannot collect the outputs")?;
+        if found.is_empty() {
+            warning = Some(format!(
+                "no file matched the outputs {}",
+                spec.outputs.join(", ")
+            ));
+        }
+        for o in found {
+            let id = replica
+                .put_blob_file(&o.path)
+                .with_context(|| format!("cannot store the output {}", o.rel_path))?;
+            outputs.insert(o.rel_path, id.as_str().to_owned());
+        }
+    }
+    Ok(Kept {
+        stdout,
+        stderr,
+        outputs,
+        warning,
+    })
+}
+
+/// The environment of a task: a few variables of the worker's own (never its
+/// secrets), bridge's, then the task's.
+fn task_env(spec: &TaskSpec, id: &TaskId, key: &str, device: &str) -> BTreeMap<String, String> {
+    const PASS: &[&str] = &[
+        "PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TERM", "TMPDIR", "TZ",
+        "SHELL",
+    ];
+    let mut env: BTreeMap<String, String> = PASS
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| ((*k).to_owned(), v)))
+        .collect();
+    env.insert("BRIDGE_TASK_ID".into(), id.to_string());
+    env.insert("BRIDGE_TASK_NAME".into(), spec.name.clone());
+    env.insert("BRIDGE_ATTEMPT".into(), key.to_owned());
+    env.insert("BRIDGE_DEVICE".into(), device.to_owned());
+    for (k, v) in &spec.env {
+        env.insert(k.clone(), v.clone());
+    }
+    env
+}
+
+fn provenance(device: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("device".to_owned(), device.to_owned()),
+        ("os".to_owned(), std::env::consts::OS.to_owned()),
+        ("arch".to_owned(), std::env::consts::ARCH.to_owned()),
+        ("bridge".to_owned(), env!("CARGO_PKG_VERSION").to_owned()),
+    ])
+}

@@ -1,0 +1,468 @@
+//! The workspace on this device: `bridge.toml`, the local replica under
+//! `.bridge/store`, and a [`Session`] that holds the loaded documents and the
+//! merged [`View`] while a command runs.
+//!
+//! Every write goes through [`Session::change`] then [`Session::flush`]: the
+//! change is made in memory with this process's own actor id, and a flush
+//! writes the new changes of each touched document as one chunk file (a group
+//! commit). That is the one place where files are written, so the later
+//! encryption layer wraps exactly here.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use automerge::AutoCommit;
+use bridge_model::doc::{self, BatchHeader};
+use bridge_model::{DocId, Millis, Policy, View, WriterId};
+use bridge_store::{LoadedDoc, Replica};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{CliError, CliResult, HintExt};
+
+/// The name of the workspace file.
+pub const CONFIG_FILE: &str = "bridge.toml";
+/// The folder, next to `bridge.toml`, holding this device's replica.
+pub const STATE_DIR: &str = ".bridge";
+
+/// `bridge.toml`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The workspace itself.
+    pub workspace: WorkspaceSection,
+    /// Where the shared store is.
+    #[serde(default)]
+    pub store: StoreSection,
+    /// How workers behave.
+    #[serde(default)]
+    pub worker: WorkerSection,
+}
+
+/// `[workspace]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspaceSection {
+    /// The workspace id, shared by every replica and remote.
+    pub id: String,
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSection {
+    /// The remote to sync with, e.g. `dir:/mnt/usb/pool`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<String>,
+}
+
+/// `[worker]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct WorkerSection {
+    /// How long a claim lasts before it must be renewed (e.g. "60s").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<String>,
+    /// How far clocks of devices may disagree (e.g. "30s").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_skew: Option<String>,
+    /// Labels of workers of this workspace, matched against `runs-on`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
+}
+
+impl Config {
+    /// Parses `bridge.toml` text (`path` is only for messages).
+    pub fn parse_str(text: &str, path: &Path) -> CliResult<Config> {
+        toml::from_str(text)
+            .with_context(|| format!("{} is not a valid workspace file", path.display()))
+            .hint("fix the file, or create a new workspace with `bridge init`")
+    }
+
+    /// The lease duration.
+    pub fn lease(&self) -> CliResult<Duration> {
+        parse_duration_setting("worker.lease", self.worker.lease.as_deref(), "60s")
+    }
+
+    /// The derivation policy every replica of this workspace shares.
+    pub fn policy(&self) -> CliResult<Policy> {
+        let skew = parse_duration_setting(
+            "worker.clock-skew",
+            self.worker.clock_skew.as_deref(),
+            "30s",
+        )?;
+        Ok(Policy {
+            clock_skew_ms: skew.as_millis() as Millis,
+        })
+    }
+}
+
+fn parse_duration_setting(key: &str, value: Option<&str>, default: &str) -> CliResult<Duration> {
+    let v = value.unwrap_or(default);
+    humantime::parse_duration(v)
+        .with_context(|| format!("`{key} = \"{v}\"` in {CONFIG_FILE} is not a duration"))
+        .hint("write durations like \"90s\", \"5m\" or \"1h 30m\"")
+}
+
+/// A workspace found on disk.
+#[derive(Debug)]
+pub struct Workspace {
+    /// The folder holding `bridge.toml`.
+    pub root: PathBuf,
+    /// The parsed `bridge.toml`.
+    pub config: Config,
+    /// This device's replica.
+    pub replica: Replica,
+}
+
+impl Workspace {
+    /// Finds the workspace: `dir` if given, else the nearest folder at or
+    /// above the current one that holds `bridge.toml`.
+    pub fn find(dir: Option<&Path>) -> CliResult<Workspace> {
+        let root = match dir {
+            Some(d) => d.to_path_buf(),
+            None => {
+                let cwd = std::env::current_dir().context("cannot read the current folder")?;
+                cwd.ancestors()
+                    .find(|d| d.join(CONFIG_FILE).is_file())
+                    .map(Path::to_path_buf)
+                    .ok_or_else(|| {
+                        CliError::hint(
+                            anyhow!("no {CONFIG_FILE} in {} or any folder above it", cwd.display()),
+                            "create a workspace here with `bridge init`, join a shared store with `bridge join dir:PATH`, or pass --workspace DIR",
+                        )
+                    })?
+            }
+        };
+        Workspace::open(&root)
+    }
+
+    /// Opens the workspace whose `bridge.toml` is in `root`.
+    pub fn open(root: &Path) -> CliResult<Workspace> {
+        let path = root.join(CONFIG_FILE);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))
+            .hint("create a workspace with `bridge init`, or pass --workspace DIR")?;
+        let config = Config::parse_str(&text, &path)?;
+        let store = root.join(STATE_DIR).join("store");
+        let replica = if store.exists() {
+            Replica::open(&store)
+                .with_context(|| format!("cannot open the replica in {}", store.display()))?
+        } else {
+            // A fresh clone of a repository holding bridge.toml: make the
+            // local replica on first use.
+            create_state_dir(root)?;
+            Replica::init(&store, &config.workspace.id)
+                .with_context(|| format!("cannot create the replica in {}", store.display()))?
+        };
+        if replica.workspace_id() != config.workspace.id {
+            return Err(CliError::hint(
+                anyhow!(
+                    "the replica in {} belongs to workspace {}, but {} says {}",
+                    store.display(),
+                    replica.workspace_id(),
+                    path.display(),
+                    config.workspace.id
+                ),
+                "move .bridge/ away and run the command again to start a fresh replica",
+            ));
+        }
+        Ok(Workspace {
+            root: root.to_path_buf(),
+            config,
+            replica,
+        })
+    }
+
+    /// Where task working folders and logs live while tasks run.
+    pub fn work_dir(&self) -> PathBuf {
+        self.root.join(STATE_DIR).join("work")
+    }
+
+    /// The configured remote, if any.
+    pub fn remote_spec(&self) -> Option<&str> {
+        self.config.store.remote.as_deref()
+    }
+}
+
+/// Creates `.bridge/` with a `.gitignore` so the replica never lands in the
+/// user's own git history.
+pub fn create_state_dir(root: &Path) -> CliResult<()> {
+    let dir = root.join(STATE_DIR);
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let ignore = dir.join(".gitignore");
+    if !ignore.exists() {
+        std::fs::write(&ignore, "# bridge's local replica and scratch space\n*\n")
+            .with_context(|| format!("cannot write {}", ignore.display()))?;
+    }
+    Ok(())
+}
+
+/// Writes `bridge.toml` (refusing to overwrite one).
+pub fn write_config(root: &Path, config: &Config) -> CliResult<()> {
+    let path = root.join(CONFIG_FILE);
+    if path.exists() {
+        return Err(CliError::hint(
+            anyhow!("{} already exists", path.display()),
+            "this folder is a workspace already; use it as it is",
+        ));
+    }
+    let body = toml::to_string(config).context("cannot encode bridge.toml")?;
+    let text = format!(
+        "# bridge workspace: see `bridge --help`. Commit this file; .bridge/ is local.\n{body}"
+    );
+    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+/// A new random workspace id.
+pub fn new_workspace_id() -> CliResult<String> {
+    Ok(format!("ws-{}", hex::encode(random_bytes::<12>()?)))
+}
+
+/// Random bytes from the OS.
+pub fn random_bytes<const N: usize>() -> CliResult<[u8; N]> {
+    let mut b = [0u8; N];
+    getrandom::fill(&mut b).map_err(|e| anyhow!("the OS random number generator failed: {e}"))?;
+    Ok(b)
+}
+
+/// Now, in milliseconds since the epoch.
+pub fn now_ms() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as Millis)
+}
+
+/// This device's name: `BRIDGE_DEVICE`, else the host name.
+pub fn device_name() -> String {
+    if let Ok(d) = std::env::var("BRIDGE_DEVICE") {
+        if !d.is_empty() {
+            return d;
+        }
+    }
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "device".to_owned())
+}
+
+/// One document held in memory.
+struct OpenDoc {
+    loaded: LoadedDoc,
+    header: Option<BatchHeader>,
+    /// Our own changes since the last flush, as raw change bytes.
+    unflushed: Vec<u8>,
+    /// Whether this process's actor has been set on the document.
+    actor_set: bool,
+}
+
+/// The documents of a workspace loaded in memory, and the merged view.
+pub struct Session {
+    /// The workspace.
+    pub ws: Workspace,
+    /// This process's writer id (a fresh, time-ordered Automerge actor).
+    pub writer: WriterId,
+    /// The derivation policy.
+    pub policy: Policy,
+    docs: BTreeMap<DocId, OpenDoc>,
+    view: View,
+    seq: u64,
+    warned: BTreeSet<String>,
+}
+
+impl Session {
+    /// Loads every document of the replica.
+    pub fn open(ws: Workspace) -> CliResult<Session> {
+        let policy = ws.config.policy()?;
+        let writer = WriterId::new(now_ms(), random_bytes::<8>()?);
+        let mut s = Session {
+            ws,
+            writer,
+            policy,
+            docs: BTreeMap::new(),
+            view: View::new(),
+            seq: 0,
+            warned: BTreeSet::new(),
+        };
+        s.refresh()?;
+        Ok(s)
+    }
+
+    /// The merged view of every task.
+    pub fn view(&self) -> &View {
+        &self.view
+    }
+
+    /// Every document's header.
+    pub fn headers(&self) -> impl Iterator<Item = (&DocId, &BatchHeader)> {
+        self.docs
+            .iter()
+            .filter_map(|(id, d)| d.header.as_ref().map(|h| (id, h)))
+    }
+
+    /// Applies chunk files that appeared in the replica since the last look
+    /// (written by other processes or pulled by a sync). Returns how many.
+    pub fn refresh(&mut self) -> CliResult<usize> {
+        let replica = self.ws.replica.clone();
+        let replica = &replica;
+        let names = replica.list_docs().with_context(|| {
+            format!("cannot list the documents in {}", replica.root().display())
+        })?;
+        let mut applied = 0;
+        for name in names {
+            let Ok(id) = name.parse::<DocId>() else {
+                self.warn_once(&name, || {
+                    format!("skipped chunks/{name}: not a document id")
+                });
+                continue;
+            };
+            let (n, warnings) = match self.docs.get_mut(&id) {
+                Some(open) => {
+                    let (n, w) = bridge_store::refresh_doc(replica, &name, &mut open.loaded)
+                        .with_context(|| format!("cannot read document {name}"))?;
+                    (n, w)
+                }
+                None => {
+                    let (loaded, w) = bridge_store::load_doc(replica, &name)
+                        .with_context(|| format!("cannot read document {name}"))?;
+                    let n = loaded.applied.len();
+                    self.docs.insert(
+                        id.clone(),
+                        OpenDoc {
+                            loaded,
+                            header: None,
+                            unflushed: Vec::new(),
+                            actor_set: false,
+                        },
+                    );
+                    (n, w)
+                }
+            };
+            for w in warnings {
+                let key = w.path.display().to_string();
+                self.warn_once(&key, || w.to_string());
+            }
+            if n > 0 {
+                applied += n;
+                self.reread(&id);
+            }
+        }
+        Ok(applied)
+    }
+
+    /// Re-reads one document's tasks into the view.
+    fn reread(&mut self, id: &DocId) {
+        let Some(open) = self.docs.get_mut(id) else {
+            return;
+        };
+        if open.header.is_none() {
+            match doc::read_header(&open.loaded.doc) {
+                Ok(h) => open.header = Some(h),
+                // The genesis change has not arrived yet: nothing to show.
+                Err(_) => return,
+            }
+        }
+        let Some(header) = open.header.clone() else {
+            return;
+        };
+        let (records, problems) = doc::read_tasks(&open.loaded.doc);
+        for p in problems {
+            let key = format!("{id}/{}", p.task);
+            self.warn_once(&key, || {
+                format!("skipped task {} in document {id}: {}", p.task, p.message)
+            });
+        }
+        self.view.add_records(id, &header, records);
+    }
+
+    fn warn_once(&mut self, key: &str, message: impl FnOnce() -> String) {
+        if self.warned.insert(key.to_owned()) {
+            tracing::warn!("{}", message());
+        }
+    }
+
+    /// The next fact key of this process (`<writer>.<n>`).
+    pub fn next_key(&mut self) -> String {
+        self.seq += 1;
+        bridge_model::facts::fact_key(&self.writer, self.seq)
+    }
+
+    /// Adds a new document (a genesis change already made).
+    pub fn add_new_doc(&mut self, id: DocId, header: BatchHeader, mut doc: AutoCommit) {
+        let bytes = doc.save();
+        let (records, _) = doc::read_tasks(&doc);
+        self.view.add_records(&id, &header, records);
+        self.docs.insert(
+            id,
+            OpenDoc {
+                loaded: LoadedDoc {
+                    doc,
+                    applied: BTreeSet::new(),
+                    skipped: BTreeSet::new(),
+                },
+                header: Some(header),
+                unflushed: bytes,
+                actor_set: true,
+            },
+        );
+    }
+
+    /// Makes one change to a document in memory, with this process's actor,
+    /// committed at `now`. It reaches the replica at the next [`flush`](Self::flush).
+    pub fn change<T>(
+        &mut self,
+        id: &DocId,
+        now: Millis,
+        message: &str,
+        f: impl FnOnce(&mut AutoCommit) -> Result<T, doc::DocError>,
+    ) -> CliResult<T> {
+        let open = self
+            .docs
+            .get_mut(id)
+            .ok_or_else(|| anyhow!("document {id} is not in the replica"))?;
+        if !open.actor_set {
+            open.loaded.doc.set_actor(self.writer.actor());
+            open.actor_set = true;
+        }
+        let out = match f(&mut open.loaded.doc) {
+            Ok(v) => v,
+            Err(e) => {
+                open.loaded.doc.rollback();
+                return Err(anyhow!(e)
+                    .context(format!("cannot write to document {id}"))
+                    .into());
+            }
+        };
+        doc::commit(&mut open.loaded.doc, now, message);
+        if let Some(change) = open.loaded.doc.get_last_local_change() {
+            open.unflushed.extend_from_slice(change.raw_bytes());
+        }
+        Ok(out)
+    }
+
+    /// The view, for noting facts this process just wrote.
+    pub fn view_mut(&mut self) -> &mut View {
+        &mut self.view
+    }
+
+    /// Writes every document's unflushed changes as one chunk file each
+    /// (atomic and durable: temp file, fsync, link).
+    pub fn flush(&mut self) -> CliResult<()> {
+        for (id, open) in &mut self.docs {
+            if open.unflushed.is_empty() {
+                continue;
+            }
+            let name = self
+                .ws
+                .replica
+                .write_chunk(&id.to_string(), &open.unflushed)
+                .with_context(|| format!("cannot save changes to document {id}"))
+                .hint("check that the disk is writable and not full; nothing already stored was changed")?;
+            open.loaded.applied.insert(name);
+            open.unflushed.clear();
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,176 @@
+//! Loading a document from its chunk files: [`load_doc`] builds an Automerge
+//! document from every chunk of a document, [`refresh_doc`] applies only the
+//! chunks that appeared since.
+//!
+//! Data flow: list `chunks/<doc>/`, read each chunk not yet applied, check its
+//! sha256 against its name, check that Automerge can parse it, then apply all
+//! the good ones in ONE `load_incremental` call (one call per chunk is
+//! quadratic in automerge 0.12). If that call fails, the chunks are applied
+//! one at a time and each one Automerge rejects is skipped, so one bad chunk
+//! never stops the others. Every skipped file becomes a [`StoreWarning`];
+//! nothing is deleted.
+//!
+//! Why the parse check before the batch: `load_incremental` does not fail on
+//! unparsable bytes in the middle of its input. It silently drops everything
+//! from the bad chunk on (automerge 0.12 `load_incremental_log_patches`: a
+//! `Partial` load is only logged, and into an empty document it uses
+//! `OnPartialLoad::Ignore`). Concatenating a garbage chunk would hide every
+//! chunk after it, so each chunk is first parsed on its own with
+//! `OnPartialLoad::Error`. That parse is cheap: an incremental chunk's changes
+//! depend on changes outside it, so they are queued, not applied.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::PathBuf;
+
+use automerge::{AutoCommit, Automerge, AutomergeError, LoadOptions, OnPartialLoad};
+
+use crate::replica::{ListError, ReadError, Replica};
+
+/// A document loaded from a replica.
+#[derive(Debug)]
+pub struct LoadedDoc {
+    /// The document. Its actor is random: the caller sets its own.
+    pub doc: AutoCommit,
+    /// The chunk file names applied to `doc`.
+    pub applied: BTreeSet<String>,
+    /// The chunk file names skipped for good (corrupt or refused by
+    /// Automerge); [`refresh_doc`] does not read them again, since store files
+    /// never change. A new [`load_doc`] tries them again.
+    pub skipped: BTreeSet<String>,
+}
+
+/// A store file that was skipped, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreWarning {
+    /// The file (for a remote file, its remote description and store name).
+    pub path: PathBuf,
+    /// Why it was skipped.
+    pub message: String,
+}
+
+impl fmt::Display for StoreWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "skipped {}: {}", self.path.display(), self.message)
+    }
+}
+
+/// Loads document `doc_id` from every chunk in the replica.
+///
+/// Unreadable chunks are skipped with one warning each; only a failure to
+/// list the document's folder is an error.
+pub fn load_doc(
+    replica: &Replica,
+    doc_id: &str,
+) -> Result<(LoadedDoc, Vec<StoreWarning>), ListError> {
+    let mut loaded = LoadedDoc {
+        doc: AutoCommit::new(),
+        applied: BTreeSet::new(),
+        skipped: BTreeSet::new(),
+    };
+    let (_, warnings) = refresh_doc(replica, doc_id, &mut loaded)?;
+    Ok((loaded, warnings))
+}
+
+/// Applies the chunks of `doc_id` that `loaded` has not seen yet. Returns
+/// how many were applied.
+pub fn refresh_doc(
+    replica: &Replica,
+    doc_id: &str,
+    loaded: &mut LoadedDoc,
+) -> Result<(usize, Vec<StoreWarning>), ListError> {
+    let mut warnings = Vec::new();
+    let mut good: Vec<(String, Vec<u8>)> = Vec::new();
+    for name in replica.list_chunks(doc_id)? {
+        if loaded.applied.contains(&name) || loaded.skipped.contains(&name) {
+            continue;
+        }
+        let path = replica.chunk_path(doc_id, &name);
+        match replica.read_chunk(doc_id, &name) {
+            Ok(bytes) => match check_chunk(&bytes) {
+                Ok(()) => good.push((name, bytes)),
+                Err(e) => {
+                    warnings.push(StoreWarning {
+                        path,
+                        message: format!("not a valid Automerge chunk: {e}"),
+                    });
+                    loaded.skipped.insert(name);
+                }
+            },
+            Err(ReadError::Corrupt {
+                expected, actual, ..
+            }) => {
+                warnings.push(StoreWarning {
+                    path,
+                    message: format!(
+                        "corrupt: its content hashes to {actual}, not {expected}; left in place"
+                    ),
+                });
+                loaded.skipped.insert(name);
+            }
+            Err(ReadError::Missing { .. }) => {
+                // Removed since the listing (compaction): nothing to load.
+                tracing::debug!(path = %path.display(), "chunk vanished while loading");
+            }
+            Err(e) => {
+                // Possibly transient (permissions, I/O): try again next refresh.
+                let message = match std::error::Error::source(&e) {
+                    Some(cause) => format!("could not read it: {cause}"),
+                    None => e.to_string(),
+                };
+                warnings.push(StoreWarning { path, message });
+            }
+        }
+    }
+    if good.is_empty() {
+        return Ok((0, warnings));
+    }
+
+    let concat: Vec<u8> = good.iter().flat_map(|(_, b)| b.iter().copied()).collect();
+    let applied = match loaded.doc.load_incremental(&concat) {
+        Ok(_) => {
+            let n = good.len();
+            loaded
+                .applied
+                .extend(good.into_iter().map(|(name, _)| name));
+            n
+        }
+        Err(e) => {
+            tracing::debug!(doc = doc_id, error = %e, chunks = good.len(), "batch load failed, applying chunks one at a time");
+            // A failed batch into an empty document leaves it untouched; into
+            // a non-empty one it may have applied some changes, which
+            // Automerge then ignores as duplicates below.
+            let mut n = 0;
+            for (name, bytes) in good {
+                match loaded.doc.load_incremental(&bytes) {
+                    Ok(_) => {
+                        loaded.applied.insert(name);
+                        n += 1;
+                    }
+                    Err(e) => {
+                        warnings.push(StoreWarning {
+                            path: replica.chunk_path(doc_id, &name),
+                            message: format!("Automerge refused it: {e}"),
+                        });
+                        loaded.skipped.insert(name);
+                    }
+                }
+            }
+            n
+        }
+    };
+    for w in &warnings {
+        tracing::debug!(%w, "chunk skipped");
+    }
+    Ok((applied, warnings))
+}
+
+/// Checks that `bytes` parse as Automerge chunks on their own. Missing
+/// dependencies are fine (they are in other chunk files).
+fn check_chunk(bytes: &[u8]) -> Result<(), AutomergeError> {
+    let options = LoadOptions::new().on_partial_load(OnPartialLoad::Error);
+    match Automerge::load_with_options(bytes, options) {
+        Ok(_) | Err(AutomergeError::MissingDeps) => Ok(()),
+        Err(e) => Err(e),
+    }
+}

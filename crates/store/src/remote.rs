@@ -1,0 +1,612 @@
+//! Remotes: where a replica's files are copied to and from. Owns the
+//! [`Remote`] trait, the folder backend [`DirRemote`], the in-memory backend
+//! [`MemRemote`] (for tests of this and other crates) and [`parse_remote`],
+//! which turns a spec such as `dir:/mnt/usb/pool` into a remote.
+//!
+//! A remote only speaks store names (`FORMAT`, `workspace`,
+//! `chunks/<doc>/<hash>.chunk`, `blobs/<hash>.blob`); anything else it holds
+//! is invisible. Set-union sync on top of it lives in [`mod@crate::sync`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, PoisonError};
+
+use crate::fsutil::{self, Kind};
+use crate::names::{
+    self, BLOBS_DIR, CHUNKS_DIR, FORMAT_LINE, FORMAT_NAME, StoreName, WORKSPACE_NAME,
+};
+
+/// A place holding the files of a store. Calls are blocking.
+///
+/// A later version adds a git remote (one ref per writer).
+pub trait Remote: Send + Sync {
+    /// A short description for messages, e.g. `dir:/mnt/usb/pool`.
+    fn describe(&self) -> String;
+    /// Every store name the remote holds (`FORMAT`, `workspace`, chunks,
+    /// blobs); never temp files.
+    fn list(&self) -> Result<BTreeSet<String>, RemoteError>;
+    /// The bytes of one file.
+    fn read(&self, name: &str) -> Result<Vec<u8>, RemoteError>;
+    /// Adds files: create-only (an existing file is kept), atomic per file,
+    /// idempotent.
+    fn put(&self, files: &[(String, Vec<u8>)]) -> Result<(), RemoteError>;
+    /// Removes chunks or blobs (compaction only); missing ones are fine.
+    fn remove(&self, names: &[String]) -> Result<(), RemoteError>;
+}
+
+/// Why a remote operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    /// The remote cannot be reached (folder missing, drive not mounted): the
+    /// caller can go on offline.
+    #[error("remote {remote} is unreachable (folder missing or drive not mounted)")]
+    Unreachable {
+        /// The remote.
+        remote: String,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// One file (or folder) of the remote could not be accessed.
+    #[error("could not access {name} on remote {remote}")]
+    Io {
+        /// The remote.
+        remote: String,
+        /// The store name (or folder) accessed.
+        name: String,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The file is not on the remote.
+    #[error("{name} is not on remote {remote}")]
+    NotFound {
+        /// The remote.
+        remote: String,
+        /// The store name.
+        name: String,
+    },
+    /// The remote holds other things and no `FORMAT` file.
+    #[error(
+        "remote {remote} is not a bridge store (no FORMAT file, and the folder is not empty); point it at an empty folder or an existing store"
+    )]
+    NotAStore {
+        /// The remote.
+        remote: String,
+    },
+    /// The remote is the store of another workspace.
+    #[error(
+        "remote {remote} is the store of workspace {found:?}, not {expected:?}; check the remote"
+    )]
+    WrongWorkspace {
+        /// The remote.
+        remote: String,
+        /// This replica's workspace.
+        expected: String,
+        /// The remote's workspace.
+        found: String,
+    },
+    /// The remote's `workspace` file does not hold one valid id.
+    #[error(
+        "remote {remote} has a damaged workspace file (found {found:?}); restore it from a replica"
+    )]
+    BadWorkspaceFile {
+        /// The remote.
+        remote: String,
+        /// The start of its content.
+        found: String,
+    },
+    /// The remote's `FORMAT` is another version.
+    #[error(
+        "remote {remote} has store format {found:?}, not {:?}; upgrade bridge",
+        FORMAT_LINE.trim_end()
+    )]
+    UnknownFormat {
+        /// The remote.
+        remote: String,
+        /// The start of its `FORMAT` file.
+        found: String,
+    },
+    /// A name that is not a store name (or not allowed for this call).
+    #[error("invalid store file name {name:?} for remote {remote}")]
+    InvalidName {
+        /// The remote.
+        remote: String,
+        /// The name.
+        name: String,
+    },
+    /// Bytes put under a content-addressed name do not hash to it.
+    #[error("refusing to put {name} on remote {remote}: its content does not hash to its name")]
+    HashMismatch {
+        /// The remote.
+        remote: String,
+        /// The store name.
+        name: String,
+    },
+}
+
+/// A store in a folder: a USB stick, a Syncthing or NFS folder, or another
+/// replica.
+#[derive(Debug, Clone)]
+pub struct DirRemote {
+    root: PathBuf,
+}
+
+impl DirRemote {
+    /// A remote for the store folder `root`.
+    pub fn new(root: PathBuf) -> Self {
+        DirRemote { root }
+    }
+
+    /// The store folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn unreachable(&self, source: io::Error) -> RemoteError {
+        RemoteError::Unreachable {
+            remote: self.describe(),
+            source,
+        }
+    }
+
+    /// An I/O error on `name`, or `Unreachable` if the whole folder is gone
+    /// (a drive pulled out mid-sync).
+    fn io_error(&self, name: &str, source: io::Error) -> RemoteError {
+        if !self.root.is_dir() {
+            return self.unreachable(source);
+        }
+        if source.kind() == io::ErrorKind::NotFound {
+            return RemoteError::NotFound {
+                remote: self.describe(),
+                name: name.to_owned(),
+            };
+        }
+        RemoteError::Io {
+            remote: self.describe(),
+            name: name.to_owned(),
+            source,
+        }
+    }
+
+    fn invalid_name(&self, name: &str) -> RemoteError {
+        RemoteError::InvalidName {
+            remote: self.describe(),
+            name: name.to_owned(),
+        }
+    }
+
+    /// Visible entries of a sub-folder (empty if missing).
+    fn entries(&self, rel: &str) -> Result<Vec<(String, Kind)>, RemoteError> {
+        fsutil::visible_entries(&self.root.join(rel))
+            .map(Option::unwrap_or_default)
+            .map_err(|e| self.io_error(rel, e))
+    }
+}
+
+impl Remote for DirRemote {
+    fn describe(&self) -> String {
+        format!("dir:{}", self.root.display())
+    }
+
+    /// Lists with `read_dir` only. A folder with no `FORMAT` but other
+    /// visible entries is [`RemoteError::NotAStore`]; hidden entries
+    /// (`.stfolder`, `.tmp-*`) do not count, so an empty Syncthing folder can
+    /// become a store.
+    fn list(&self) -> Result<BTreeSet<String>, RemoteError> {
+        let top = match fsutil::visible_entries(&self.root) {
+            Ok(Some(top)) => top,
+            Ok(None) => {
+                return Err(self.unreachable(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    "the folder does not exist",
+                )));
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotADirectory => {
+                return Err(self.unreachable(e));
+            }
+            Err(e) => return Err(self.io_error(".", e)),
+        };
+        let mut out = BTreeSet::new();
+        let mut foreign = false;
+        for (name, kind) in top {
+            match (name.as_str(), kind) {
+                (FORMAT_NAME | WORKSPACE_NAME, Kind::File) => {
+                    out.insert(name);
+                }
+                (CHUNKS_DIR, Kind::Dir) => {
+                    for (doc, kind) in self.entries(CHUNKS_DIR)? {
+                        if kind != Kind::Dir || names::validate_doc_id(&doc).is_err() {
+                            continue;
+                        }
+                        let rel = format!("{CHUNKS_DIR}/{doc}");
+                        for (file, kind) in self.entries(&rel)? {
+                            if kind == Kind::File && names::chunk_file_hash(&file).is_some() {
+                                out.insert(format!("{rel}/{file}"));
+                            }
+                        }
+                    }
+                }
+                (BLOBS_DIR, Kind::Dir) => {
+                    for (file, kind) in self.entries(BLOBS_DIR)? {
+                        if kind == Kind::File && names::blob_file_hash(&file).is_some() {
+                            out.insert(format!("{BLOBS_DIR}/{file}"));
+                        }
+                    }
+                }
+                _ => foreign = true,
+            }
+        }
+        if foreign && !out.contains(FORMAT_NAME) {
+            return Err(RemoteError::NotAStore {
+                remote: self.describe(),
+            });
+        }
+        Ok(out)
+    }
+
+    fn read(&self, name: &str) -> Result<Vec<u8>, RemoteError> {
+        if StoreName::parse(name).is_none() {
+            return Err(self.invalid_name(name));
+        }
+        fs::read(self.root.join(name)).map_err(|e| self.io_error(name, e))
+    }
+
+    fn put(&self, files: &[(String, Vec<u8>)]) -> Result<(), RemoteError> {
+        // Never create the root: on an unmounted drive that would write to
+        // the mount point's own file system.
+        if !self.root.is_dir() {
+            return Err(self.unreachable(io::Error::new(
+                io::ErrorKind::NotFound,
+                "the folder does not exist",
+            )));
+        }
+        for (name, bytes) in files {
+            let parsed = StoreName::parse(name).ok_or_else(|| self.invalid_name(name))?;
+            if let Some(hash) = parsed.hash()
+                && names::sha256_hex(bytes) != hash
+            {
+                return Err(RemoteError::HashMismatch {
+                    remote: self.describe(),
+                    name: name.clone(),
+                });
+            }
+            let path = self.root.join(name);
+            let (dir, file) = match (path.parent(), path.file_name().and_then(|f| f.to_str())) {
+                (Some(dir), Some(file)) => (dir.to_owned(), file.to_owned()),
+                _ => return Err(self.invalid_name(name)),
+            };
+            fsutil::write_new(&dir, &file, bytes).map_err(|e| self.io_error(name, e))?;
+        }
+        Ok(())
+    }
+
+    fn remove(&self, names: &[String]) -> Result<(), RemoteError> {
+        let mut dirs = BTreeSet::new();
+        for name in names {
+            match StoreName::parse(name) {
+                Some(StoreName::Chunk { .. } | StoreName::Blob { .. }) => {}
+                _ => return Err(self.invalid_name(name)),
+            }
+            let path = self.root.join(name);
+            match fs::remove_file(&path) {
+                Ok(()) => {
+                    if let Some(dir) = path.parent() {
+                        dirs.insert(dir.to_owned());
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound && self.root.is_dir() => {}
+                Err(e) => return Err(self.io_error(name, e)),
+            }
+        }
+        for dir in dirs {
+            fsutil::sync_dir(&dir).map_err(|e| self.io_error(".", e))?;
+        }
+        Ok(())
+    }
+}
+
+/// A remote held in memory, for tests. It can be switched unreachable.
+#[derive(Debug, Default)]
+pub struct MemRemote {
+    files: Mutex<BTreeMap<String, Vec<u8>>>,
+    unreachable: AtomicBool,
+}
+
+impl MemRemote {
+    /// An empty remote.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes every later call fail with [`RemoteError::Unreachable`] (or
+    /// succeed again).
+    pub fn set_reachable(&self, reachable: bool) {
+        self.unreachable.store(!reachable, Ordering::SeqCst);
+    }
+
+    /// Replaces a file, bypassing every check: for tests that corrupt a
+    /// remote.
+    pub fn overwrite(&self, name: &str, bytes: Vec<u8>) {
+        self.files
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(name.to_owned(), bytes);
+    }
+
+    fn check_reachable(&self) -> Result<(), RemoteError> {
+        if self.unreachable.load(Ordering::SeqCst) {
+            Err(RemoteError::Unreachable {
+                remote: self.describe(),
+                source: io::Error::new(io::ErrorKind::NotConnected, "switched off by the test"),
+            })
+        } else {
+            Ok(())
+        }
+    }
+
+    fn files(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Vec<u8>>> {
+        self.files.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Remote for MemRemote {
+    fn describe(&self) -> String {
+        "mem:".to_owned()
+    }
+
+    fn list(&self) -> Result<BTreeSet<String>, RemoteError> {
+        self.check_reachable()?;
+        Ok(self.files().keys().cloned().collect())
+    }
+
+    fn read(&self, name: &str) -> Result<Vec<u8>, RemoteError> {
+        self.check_reachable()?;
+        self.files()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| RemoteError::NotFound {
+                remote: self.describe(),
+                name: name.to_owned(),
+            })
+    }
+
+    fn put(&self, files: &[(String, Vec<u8>)]) -> Result<(), RemoteError> {
+        self.check_reachable()?;
+        for (name, bytes) in files {
+            let parsed = StoreName::parse(name).ok_or_else(|| RemoteError::InvalidName {
+                remote: self.describe(),
+                name: name.clone(),
+            })?;
+            if let Some(hash) = parsed.hash()
+                && names::sha256_hex(bytes) != hash
+            {
+                return Err(RemoteError::HashMismatch {
+                    remote: self.describe(),
+                    name: name.clone(),
+                });
+            }
+        }
+        let mut map = self.files();
+        for (name, bytes) in files {
+            map.entry(name.clone()).or_insert_with(|| bytes.clone());
+        }
+        Ok(())
+    }
+
+    fn remove(&self, names: &[String]) -> Result<(), RemoteError> {
+        self.check_reachable()?;
+        let mut map = self.files();
+        for name in names {
+            match StoreName::parse(name) {
+                Some(StoreName::Chunk { .. } | StoreName::Blob { .. }) => {
+                    map.remove(name);
+                }
+                _ => {
+                    return Err(RemoteError::InvalidName {
+                        remote: self.describe(),
+                        name: name.clone(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why a remote spec could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RemoteSpecError {
+    /// No `scheme:` prefix.
+    #[error("remote {spec:?} has no scheme; supported: {SUPPORTED}")]
+    NoScheme {
+        /// The spec.
+        spec: String,
+    },
+    /// `dir:` with nothing after it.
+    #[error("remote {spec:?} has an empty path; expected dir:PATH")]
+    EmptyPath {
+        /// The spec.
+        spec: String,
+    },
+    /// A scheme planned but not implemented yet.
+    #[error("{scheme}: remotes arrive in a later version; use dir:PATH for now")]
+    NotYetSupported {
+        /// The spec.
+        spec: String,
+        /// The scheme.
+        scheme: String,
+    },
+    /// A scheme this version does not know.
+    #[error("unknown remote scheme {scheme:?} in {spec:?}; supported: {SUPPORTED}")]
+    UnknownScheme {
+        /// The spec.
+        spec: String,
+        /// The scheme.
+        scheme: String,
+    },
+}
+
+/// The remote specs this version understands, for messages.
+const SUPPORTED: &str = "dir:PATH";
+
+/// Parses a remote spec. `dir:PATH` is a folder; a relative `PATH` is
+/// resolved against `base` (the folder of the config that named it, or the
+/// current folder).
+pub fn parse_remote(spec: &str, base: &Path) -> Result<Box<dyn Remote>, RemoteSpecError> {
+    let Some((scheme, rest)) = spec.split_once(':') else {
+        return Err(RemoteSpecError::NoScheme {
+            spec: spec.to_owned(),
+        });
+    };
+    match scheme {
+        "dir" => {
+            if rest.is_empty() {
+                return Err(RemoteSpecError::EmptyPath {
+                    spec: spec.to_owned(),
+                });
+            }
+            let path = Path::new(rest);
+            let root = if path.is_absolute() {
+                path.to_owned()
+            } else {
+                base.join(path)
+            };
+            Ok(Box::new(DirRemote::new(root)))
+        }
+        "git" => Err(RemoteSpecError::NotYetSupported {
+            spec: spec.to_owned(),
+            scheme: scheme.to_owned(),
+        }),
+        _ => Err(RemoteSpecError::UnknownScheme {
+            spec: spec.to_owned(),
+            scheme: scheme.to_owned(),
+        }),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_remote_specs() {
+        let base = Path::new("/base");
+        let r = parse_remote("dir:/mnt/usb/pool", base).unwrap();
+        assert_eq!(r.describe(), "dir:/mnt/usb/pool");
+        let r = parse_remote("dir:pool", base).unwrap();
+        assert_eq!(
+            r.describe(),
+            format!("dir:{}", Path::new("/base").join("pool").display())
+        );
+        let err = parse_remote("git:https://x/y.git", base).err().unwrap();
+        assert!(err.to_string().contains("later version"), "{err}");
+        let err = parse_remote("s3:bucket", base).err().unwrap();
+        assert!(matches!(err, RemoteSpecError::UnknownScheme { .. }));
+        assert!(err.to_string().contains("dir:PATH"), "{err}");
+        assert!(matches!(
+            parse_remote("pool", base).err().unwrap(),
+            RemoteSpecError::NoScheme { .. }
+        ));
+        assert!(matches!(
+            parse_remote("dir:", base).err().unwrap(),
+            RemoteSpecError::EmptyPath { .. }
+        ));
+    }
+
+    #[test]
+    fn dir_remote_checks_names_and_hashes() {
+        let dir = tempfile::tempdir().unwrap();
+        let remote = DirRemote::new(dir.path().to_owned());
+        let h = names::sha256_hex(b"x");
+        assert!(matches!(
+            remote.put(&[("../evil".into(), b"x".to_vec())]),
+            Err(RemoteError::InvalidName { .. })
+        ));
+        assert!(matches!(
+            remote.put(&[(format!("blobs/{h}.blob"), b"y".to_vec())]),
+            Err(RemoteError::HashMismatch { .. })
+        ));
+        remote
+            .put(&[(format!("blobs/{h}.blob"), b"x".to_vec())])
+            .unwrap();
+        assert!(matches!(
+            remote.read("chunks/../../etc/passwd"),
+            Err(RemoteError::InvalidName { .. })
+        ));
+        assert!(matches!(
+            remote.read(&format!("blobs/{}.blob", names::sha256_hex(b"z"))),
+            Err(RemoteError::NotFound { .. })
+        ));
+        assert_eq!(remote.read(&format!("blobs/{h}.blob")).unwrap(), b"x");
+    }
+
+    #[test]
+    fn dir_remote_list_ignores_temp_and_foreign_names_in_a_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let h = names::sha256_hex(b"c");
+        fs::create_dir_all(root.join("chunks/doc")).unwrap();
+        fs::create_dir_all(root.join("blobs")).unwrap();
+        fs::write(root.join("FORMAT"), FORMAT_LINE).unwrap();
+        fs::write(root.join(format!("chunks/doc/{h}.chunk")), b"c").unwrap();
+        fs::write(root.join("chunks/doc/.tmp-0123"), b"partial").unwrap();
+        fs::write(root.join("chunks/doc/notes.txt"), b"?").unwrap();
+        fs::write(root.join("blobs/.tmp-99"), b"partial").unwrap();
+        fs::write(root.join("README"), b"hello").unwrap();
+        let names = DirRemote::new(root.to_owned()).list().unwrap();
+        let expected: BTreeSet<String> = ["FORMAT".to_owned(), format!("chunks/doc/{h}.chunk")]
+            .into_iter()
+            .collect();
+        assert_eq!(names, expected);
+    }
+
+    #[test]
+    fn dir_remote_list_refuses_a_foreign_folder_and_accepts_an_empty_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let remote = DirRemote::new(dir.path().to_owned());
+        fs::create_dir(dir.path().join(".stfolder")).unwrap();
+        assert!(remote.list().unwrap().is_empty());
+        fs::write(dir.path().join("photo.jpg"), b"x").unwrap();
+        assert!(matches!(remote.list(), Err(RemoteError::NotAStore { .. })));
+    }
+
+    #[test]
+    fn dir_remote_never_creates_its_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("not-mounted");
+        let remote = DirRemote::new(root.clone());
+        assert!(matches!(
+            remote.list(),
+            Err(RemoteError::Unreachable { .. })
+        ));
+        assert!(matches!(
+            remote.put(&[("workspace".into(), b"w\n".to_vec())]),
+            Err(RemoteError::Unreachable { .. })
+        ));
+        assert!(matches!(
+            remote.read("FORMAT"),
+            Err(RemoteError::Unreachable { .. })
+        ));
+        assert!(!root.exists());
+    }
+
+    #[test]
+    fn remove_is_idempotent_and_refuses_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let remote = DirRemote::new(dir.path().to_owned());
+        let name = format!("blobs/{}.blob", names::sha256_hex(b"b"));
+        remote.put(&[(name.clone(), b"b".to_vec())]).unwrap();
+        remote.remove(std::slice::from_ref(&name)).unwrap();
+        remote.remove(std::slice::from_ref(&name)).unwrap();
+        assert!(remote.list().unwrap().is_empty());
+        assert!(matches!(
+            remote.remove(&["FORMAT".to_owned()]),
+            Err(RemoteError::InvalidName { .. })
+        ));
+    }
+}

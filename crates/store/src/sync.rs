@@ -1,0 +1,325 @@
+//! Set-union sync between a replica and a remote, and joining a workspace
+//! from a remote.
+//!
+//! [`sync`] checks the remote's `FORMAT` and `workspace` (initialising an
+//! empty remote folder as a store of this workspace), lists both sides, then
+//! pulls every chunk and blob the replica lacks and pushes every one the
+//! remote lacks, blobs first so that a chunk never names a blob its reader
+//! cannot fetch. Pulled bytes are checked against their sha256 name before
+//! they are written; pushed ones are checked when read from the replica. A
+//! corrupt file on either side is skipped with a warning, never copied and
+//! never deleted. Because files are immutable and writes create-only, sync
+//! is idempotent and a killed sync is resumed by running it again.
+
+use std::path::{Path, PathBuf};
+
+use crate::load::StoreWarning;
+use crate::names::{self, FORMAT_LINE, FORMAT_NAME, StoreName, WORKSPACE_NAME};
+use crate::remote::{Remote, RemoteError};
+use crate::replica::{InitError, ListError, ReadError, Replica, WriteError};
+
+/// How far a sync has got: `done` of `total` files copied or skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncProgress {
+    /// Files handled so far.
+    pub done: usize,
+    /// Files to handle in this sync.
+    pub total: usize,
+}
+
+/// What a sync did.
+#[derive(Debug, Default)]
+pub struct SyncReport {
+    /// Files copied from the remote into the replica.
+    pub pulled: usize,
+    /// Files copied from the replica to the remote.
+    pub pushed: usize,
+    /// Files skipped (corrupt, unreadable), one warning each.
+    pub skipped: Vec<StoreWarning>,
+}
+
+/// Why a sync (or a join) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// The remote failed (unreachable, not a store, another workspace, …).
+    #[error("sync with the remote failed")]
+    Remote(#[from] RemoteError),
+    /// The local replica could not be listed.
+    #[error("could not list the local replica")]
+    LocalList(#[source] ListError),
+    /// A pulled file could not be written into the replica.
+    #[error("could not store {name} in the local replica")]
+    LocalWrite {
+        /// The store name.
+        name: String,
+        /// The cause.
+        #[source]
+        source: WriteError,
+    },
+    /// The local replica could not be created (join).
+    #[error("could not create the local replica")]
+    Init(#[from] InitError),
+}
+
+/// Pushes are sent in batches of at most this many files…
+const PUSH_BATCH_FILES: usize = 256;
+/// …or about this many bytes.
+const PUSH_BATCH_BYTES: usize = 32 * 1024 * 1024;
+
+/// Makes the replica and the remote hold the union of their chunks and
+/// blobs. An empty remote folder becomes a store of this workspace.
+/// Progress goes to `progress`; files that cannot be copied are skipped and
+/// reported in [`SyncReport::skipped`].
+pub fn sync(
+    replica: &Replica,
+    remote: &dyn Remote,
+    progress: &mut dyn FnMut(SyncProgress),
+) -> Result<SyncReport, SyncError> {
+    let remote_names = prepare_remote(replica.workspace_id(), remote)?;
+    let local_names = replica.list_store_names().map_err(SyncError::LocalList)?;
+
+    let mut to_pull: Vec<&String> = remote_names
+        .iter()
+        .filter(|n| is_content(n) && !local_names.contains(*n))
+        .collect();
+    let mut to_push: Vec<&String> = local_names
+        .iter()
+        .filter(|n| !remote_names.contains(*n))
+        .collect();
+    to_pull.sort_by_key(|n| (!is_blob(n), *n));
+    to_push.sort_by_key(|n| (!is_blob(n), *n));
+
+    let mut progress = Progress {
+        callback: progress,
+        done: 0,
+        total: to_pull.len() + to_push.len(),
+        reported: None,
+    };
+    let mut report = SyncReport::default();
+    progress.report();
+
+    for name in to_pull {
+        match remote.read(name) {
+            Ok(bytes) => {
+                let expected = StoreName::parse(name).and_then(|n| n.hash());
+                let actual = names::sha256_hex(&bytes);
+                if expected == Some(actual.as_str()) {
+                    replica.put_store_file(name, &bytes).map_err(|source| {
+                        SyncError::LocalWrite {
+                            name: name.clone(),
+                            source,
+                        }
+                    })?;
+                    report.pulled += 1;
+                } else {
+                    report.skipped.push(StoreWarning {
+                        path: remote_path(remote, name),
+                        message: format!(
+                            "corrupt on the remote: its content hashes to {actual}; not copied"
+                        ),
+                    });
+                }
+            }
+            Err(e @ RemoteError::Unreachable { .. }) => return Err(e.into()),
+            Err(e) => report.skipped.push(StoreWarning {
+                path: remote_path(remote, name),
+                message: error_chain(&e),
+            }),
+        }
+        progress.advance(1);
+        progress.report();
+    }
+
+    let mut batch: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut batch_bytes = 0;
+    let mut to_push = to_push.into_iter().peekable();
+    while let Some(name) = to_push.next() {
+        match replica.read_store_file(name) {
+            Ok(bytes) => {
+                batch_bytes += bytes.len();
+                batch.push((name.clone(), bytes));
+            }
+            Err(ReadError::Missing { .. }) => {
+                tracing::debug!(name, "file vanished from the replica during sync");
+                progress.advance(1);
+            }
+            Err(e) => {
+                report.skipped.push(StoreWarning {
+                    path: replica.root().join(name),
+                    message: match e {
+                        ReadError::Corrupt { actual, .. } => format!(
+                            "corrupt in the replica: its content hashes to {actual}; not pushed, left in place"
+                        ),
+                        other => error_chain(&other),
+                    },
+                });
+                progress.advance(1);
+            }
+        }
+        let last = to_push.peek().is_none();
+        if last || batch.len() >= PUSH_BATCH_FILES || batch_bytes >= PUSH_BATCH_BYTES {
+            if !batch.is_empty() {
+                remote.put(&batch)?;
+                report.pushed += batch.len();
+                progress.advance(batch.len());
+                batch.clear();
+                batch_bytes = 0;
+            }
+            progress.report();
+        }
+    }
+    tracing::debug!(
+        remote = remote.describe(),
+        pulled = report.pulled,
+        pushed = report.pushed,
+        skipped = report.skipped.len(),
+        "sync done"
+    );
+    Ok(report)
+}
+
+/// Counts handled files and reports each new count once.
+struct Progress<'a> {
+    callback: &'a mut dyn FnMut(SyncProgress),
+    done: usize,
+    total: usize,
+    reported: Option<usize>,
+}
+
+impl Progress<'_> {
+    fn advance(&mut self, n: usize) {
+        self.done += n;
+    }
+
+    fn report(&mut self) {
+        if self.reported != Some(self.done) {
+            self.reported = Some(self.done);
+            (self.callback)(SyncProgress {
+                done: self.done,
+                total: self.total,
+            });
+        }
+    }
+}
+
+/// Creates a replica in `local_root` for the workspace of `remote`, then
+/// syncs it. The remote must already be a store.
+pub fn join(local_root: &Path, remote: &dyn Remote) -> Result<Replica, SyncError> {
+    join_with_progress(local_root, remote, &mut |_| {}).map(|(replica, _)| replica)
+}
+
+/// [`join`] with progress and the sync report.
+pub fn join_with_progress(
+    local_root: &Path,
+    remote: &dyn Remote,
+    progress: &mut dyn FnMut(SyncProgress),
+) -> Result<(Replica, SyncReport), SyncError> {
+    let workspace = remote_workspace(remote)?;
+    let replica = Replica::init(local_root, &workspace)?;
+    let report = sync(&replica, remote, progress)?;
+    Ok((replica, report))
+}
+
+/// Reads and checks a remote's `FORMAT` and returns its workspace id.
+pub fn remote_workspace(remote: &dyn Remote) -> Result<String, RemoteError> {
+    let not_a_store = |e: RemoteError| match e {
+        RemoteError::NotFound { remote, .. } => RemoteError::NotAStore { remote },
+        other => other,
+    };
+    let format = remote.read(FORMAT_NAME).map_err(not_a_store)?;
+    if format != FORMAT_LINE.as_bytes() {
+        return Err(RemoteError::UnknownFormat {
+            remote: remote.describe(),
+            found: names::preview(&format),
+        });
+    }
+    read_remote_workspace(remote)
+}
+
+/// Reads a remote's `workspace` file.
+fn read_remote_workspace(remote: &dyn Remote) -> Result<String, RemoteError> {
+    let bytes = remote.read(WORKSPACE_NAME).map_err(|e| match e {
+        RemoteError::NotFound { remote, .. } => RemoteError::NotAStore { remote },
+        other => other,
+    })?;
+    names::parse_workspace_file(&bytes).map_err(|found| RemoteError::BadWorkspaceFile {
+        remote: remote.describe(),
+        found,
+    })
+}
+
+/// Checks the remote belongs to `workspace` (initialising an empty one) and
+/// returns its listing.
+fn prepare_remote(
+    workspace: &str,
+    remote: &dyn Remote,
+) -> Result<std::collections::BTreeSet<String>, RemoteError> {
+    let mut listing = remote.list()?;
+    let wrong = |found: String| RemoteError::WrongWorkspace {
+        remote: remote.describe(),
+        expected: workspace.to_owned(),
+        found,
+    };
+    if !listing.contains(FORMAT_NAME) {
+        // Only an empty folder (or one left by a killed initialisation of
+        // this same workspace) becomes a store.
+        if listing.iter().any(|n| n != WORKSPACE_NAME) {
+            return Err(RemoteError::NotAStore {
+                remote: remote.describe(),
+            });
+        }
+        if listing.contains(WORKSPACE_NAME) {
+            let found = read_remote_workspace(remote)?;
+            if found != workspace {
+                return Err(wrong(found));
+            }
+        } else {
+            remote.put(&[(
+                WORKSPACE_NAME.to_owned(),
+                names::workspace_file(workspace).into_bytes(),
+            )])?;
+        }
+        // `workspace` first: a remote with a FORMAT file is complete.
+        remote.put(&[(FORMAT_NAME.to_owned(), FORMAT_LINE.as_bytes().to_vec())])?;
+        tracing::info!(
+            remote = remote.describe(),
+            workspace,
+            "initialised the remote as a store"
+        );
+        listing.insert(FORMAT_NAME.to_owned());
+        listing.insert(WORKSPACE_NAME.to_owned());
+    }
+    // Re-read even after initialising: another process may have won a race.
+    let found = remote_workspace(remote)?;
+    if found != workspace {
+        return Err(wrong(found));
+    }
+    Ok(listing)
+}
+
+/// True for chunk and blob names.
+fn is_content(name: &str) -> bool {
+    StoreName::parse(name).is_some_and(|n| n.hash().is_some())
+}
+
+/// True for blob names.
+fn is_blob(name: &str) -> bool {
+    matches!(StoreName::parse(name), Some(StoreName::Blob { .. }))
+}
+
+/// How a remote file is named in a warning.
+fn remote_path(remote: &dyn Remote, name: &str) -> PathBuf {
+    PathBuf::from(format!("{}/{name}", remote.describe()))
+}
+
+/// An error and its causes on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
+}
