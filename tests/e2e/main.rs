@@ -1,1 +1,14 @@
+//! End-to-end tests: they start the real `bridge` binary as separate,
+//! hermetic "devices" (each its own workspace folder, HOME and environment)
+//! and check what a user would see: exit codes, JSON output, files.
+//!
+//! Nothing here asserts wall-clock timings; waiting for something (a lease
+//! to run out, a worker to pick a task up) is done by polling the CLI a
+//! bounded number of times.
 
+mod cli;
+mod crash;
+mod devices;
+mod errors;
+mod harness;
+mod workers;

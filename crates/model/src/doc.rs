@@ -267,7 +267,9 @@ pub fn put_attempt(doc: &mut AutoCommit, task: &TaskId, attempt: &Attempt) -> Re
     Ok(())
 }
 
-/// Records that `writer` cancelled the task at `at`.
+/// Records that `writer` cancelled the task at `at`. A writer's cancel only
+/// ever moves earlier: the earliest cancel counts (as in [`Facts::union`]), so
+/// a view that re-reads the document agrees with one that reads it afresh.
 pub fn put_cancel(
     doc: &mut AutoCommit,
     task: &TaskId,
@@ -275,6 +277,9 @@ pub fn put_cancel(
     at: Millis,
 ) -> Result<(), DocError> {
     let cancels = task_container(doc, task, "cancels")?;
+    if get_int(doc, &cancels, writer.as_str()).is_some_and(|earlier| earlier <= at) {
+        return Ok(());
+    }
     doc.put(&cancels, writer.as_str(), at)?;
     Ok(())
 }

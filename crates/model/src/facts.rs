@@ -122,7 +122,10 @@ impl Facts {
     /// Adds every fact of `other` (set union). A key present on both sides
     /// keeps the value that sorts greater, so the union does not depend on
     /// the order of merging; by construction a key has one writer, so this
-    /// only matters for a claim seen before and after its writer renewed it.
+    /// only matters for a claim seen before and after its writer renewed or
+    /// released it. A released claim sorts above every unreleased one (a
+    /// release may set `lease_until` back to the release time), so a view
+    /// that re-reads a document agrees with one that reads it afresh.
     pub fn union(&mut self, other: &Facts) {
         for (k, c) in &other.claims {
             match self.claims.get(k) {
@@ -145,8 +148,10 @@ impl Facts {
     }
 }
 
-fn claim_order(c: &Claim) -> (Millis, Option<Millis>) {
-    (c.lease_until, c.released_at)
+/// Claims by one writer under one key only move up this order: renewed
+/// (a later `lease_until`), then released (final).
+fn claim_order(c: &Claim) -> (bool, Millis, Option<Millis>) {
+    (c.released_at.is_some(), c.lease_until, c.released_at)
 }
 
 /// The key of the `n`th fact a writer adds to a task.

@@ -98,6 +98,9 @@ struct Replica {
     next: u64,
     /// Claims this replica made and has not finished or released.
     open: Vec<(TaskId, Claim)>,
+    /// A long-lived view, as a worker process keeps one: every document is
+    /// re-read into it after each change instead of building a new one.
+    live: View,
 }
 
 impl Replica {
@@ -114,6 +117,16 @@ impl Replica {
             docs: BTreeMap::new(),
             next: 0,
             open: Vec::new(),
+            live: View::new(),
+        }
+    }
+
+    /// Re-reads every document into the long-lived view.
+    fn refresh(&mut self) {
+        for (id, am) in &self.docs {
+            let header = doc::read_header(am).expect("a complete document");
+            let (records, _) = doc::read_tasks(am);
+            self.live.add_records(id, &header, records);
         }
     }
 
@@ -186,7 +199,7 @@ enum Op {
     Claim { r: usize, pick: usize, lease: usize },
     /// End a claim this replica holds, as `FINISHES[how]` says.
     Finish { r: usize, pick: usize, how: usize },
-    /// Cancel a task this replica knows.
+    /// Cancel a task this replica knows, in one of its documents.
     Cancel { r: usize, pick: usize },
     /// Grant a retry of a task this replica sees as failed.
     Retry { r: usize, pick: usize },
@@ -408,8 +421,10 @@ fn apply(op: &Op, replicas: &mut [Replica], ledger: &mut Ledger, pool: &[TaskSpe
                     ledger.attempts.insert((task, claim.key), attempt);
                 }
                 Finish::Release => {
+                    // As `bridge work` does: the lease ends now.
                     let (task, claim) = rep.open.swap_remove(i);
                     let released = Claim {
+                        lease_until: now,
                         released_at: Some(now),
                         ..claim
                     };
@@ -435,8 +450,14 @@ fn apply(op: &Op, replicas: &mut [Replica], ledger: &mut Ledger, pool: &[TaskSpe
                 return;
             }
             let task = &ids[pick % ids.len()];
+            // Any document holding the task will do (a replica that knew only
+            // one of them would write there), so one writer's cancels of one
+            // task may sit in several documents.
+            let docs = &view.get(task).expect("listed").docs;
+            let id = &docs[(pick / ids.len()) % docs.len()];
             let writer = rep.writer.clone();
-            let am = rep.home(&view, task);
+            let am = rep.docs.get_mut(id).expect("a document of the view");
+            am.set_actor(writer.actor());
             doc::put_cancel(am, task, &writer, now).expect("put the cancel");
             doc::commit(am, now, "cancel");
             ledger
@@ -488,6 +509,7 @@ fn apply(op: &Op, replicas: &mut [Replica], ledger: &mut Ledger, pool: &[TaskSpe
             for (task, claim) in open {
                 if view.claim_lost(&task, &claim.key, now, policy) {
                     let released = Claim {
+                        lease_until: now,
                         released_at: Some(now),
                         ..claim
                     };
@@ -530,6 +552,9 @@ fn run(randoms: &[[u8; 8]], steps: &[(Millis, Op)], seed: u64) -> End {
     for (dt, op) in steps {
         now += dt;
         apply(op, &mut replicas, &mut ledger, &pool, now);
+        for rep in &mut replicas {
+            rep.refresh();
+        }
     }
 
     // Everyone syncs with everyone, in a random order and by random means.
@@ -569,6 +594,16 @@ fn run(randoms: &[[u8; 8]], steps: &[(Millis, Op)], seed: u64) -> End {
     // in its own random order; at `now` (some leases live) and far later.
     let views: Vec<View> = replicas.iter().map(|r| r.view(Some(&mut rng))).collect();
     let reference = &views[0];
+    // A long-lived view that re-read documents as they changed agrees with a
+    // fresh one.
+    for (i, rep) in replicas.iter_mut().enumerate() {
+        rep.refresh();
+        assert_eq!(rep.live.len(), reference.len());
+        for (a, b) in rep.live.tasks().zip(reference.tasks()) {
+            assert_eq!(a, b, "replica {i}'s long-lived view of {}", b.id);
+        }
+        assert_eq!(rep.live.derive(now, policy), reference.derive(now, policy));
+    }
     for later in [now, now + 1_000_000_000] {
         let expected = reference.derive(later, policy);
         assert_eq!(expected.len(), reference.len());

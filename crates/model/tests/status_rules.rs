@@ -304,6 +304,68 @@ fn a_released_claim_is_pending() {
 }
 
 #[test]
+fn a_view_that_rereads_a_document_sees_a_release_that_shortened_the_lease() {
+    // A worker gives a claim up the way `bridge work` does: `lease_until` set
+    // back to the release time. A long-lived view that read the claim before
+    // and re-reads the document after must agree with a fresh view.
+    let (submitter, worker) = (writer(1), writer(2));
+    let s = spec("make");
+    let id = s.id();
+    let mut d = submit(&submitter, T0, 1, &[s]);
+    let claim = d.claim(&worker, &id, 1, T0, T0 + 600_000);
+    let mut long_lived = view(&[&d]);
+    assert_eq!(status(&long_lived, &id, T0 + 1), Status::Running);
+
+    let released = Claim {
+        lease_until: T0 + 10,
+        released_at: Some(T0 + 10),
+        ..claim.clone()
+    };
+    d.put_claim(&worker, &id, &released, T0 + 10);
+    let header = doc::read_header(&d.am).expect("header");
+    let (records, _) = doc::read_tasks(&d.am);
+    long_lived.add_records(&d.id, &header, records);
+
+    let fresh = view(&[&d]);
+    assert_eq!(
+        fresh.get(&id).expect("task").facts.claims[&claim.key],
+        released
+    );
+    assert_eq!(
+        long_lived.get(&id).expect("task").facts,
+        fresh.get(&id).expect("task").facts
+    );
+    assert_eq!(status(&fresh, &id, T0 + 20), Status::Pending);
+    assert_eq!(status(&long_lived, &id, T0 + 20), Status::Pending);
+}
+
+#[test]
+fn a_view_that_rereads_a_document_sees_a_renewal() {
+    let (submitter, worker) = (writer(1), writer(2));
+    let s = spec("make");
+    let id = s.id();
+    let mut d = submit(&submitter, T0, 1, &[s]);
+    let claim = d.claim(&worker, &id, 1, T0, T0 + 60_000);
+    let mut long_lived = view(&[&d]);
+    let renewed = Claim {
+        lease_until: T0 + 120_000,
+        ..claim
+    };
+    d.put_claim(&worker, &id, &renewed, T0 + 20_000);
+    let header = doc::read_header(&d.am).expect("header");
+    let (records, _) = doc::read_tasks(&d.am);
+    long_lived.add_records(&d.id, &header, records);
+    assert_eq!(
+        long_lived.get(&id).expect("task").facts.claims[&renewed.key],
+        renewed
+    );
+    assert_eq!(
+        status(&long_lived, &id, T0 + 60_000 + SKEW + 1),
+        Status::Running
+    );
+}
+
+#[test]
 fn a_claim_fulfilled_by_an_interrupted_attempt_is_not_live() {
     let (submitter, worker) = (writer(1), writer(2));
     let s = spec("make");
@@ -443,6 +505,29 @@ fn the_earliest_cancel_counts() {
     let v = view(&[&d]);
     assert_eq!(v.get(&id).expect("task").facts.cancels.len(), 2);
     assert_eq!(status(&v, &id, T0 + 200), Status::Cancelled);
+}
+
+#[test]
+fn a_second_cancel_by_the_same_writer_keeps_the_first_time() {
+    // Fresh reads, re-reads into a long-lived view and unions across
+    // documents must all agree: the earliest cancel of a writer counts.
+    let (submitter, worker, member) = (writer(1), writer(2), writer(3));
+    let s = spec("a");
+    let id = s.id();
+    let mut d = submit(&submitter, T0, 1, &[s]);
+    d.cancel(&member, &id, T0 + 100);
+    let mut long_lived = view(&[&d]);
+    d.cancel(&member, &id, T0 + 300);
+    d.run(&worker, &id, 1, T0, T0 + 200, Outcome::Success);
+    let header = doc::read_header(&d.am).expect("header");
+    let (records, _) = doc::read_tasks(&d.am);
+    long_lived.add_records(&d.id, &header, records);
+    let fresh = view(&[&d]);
+    for v in [&fresh, &long_lived] {
+        let t = v.get(&id).expect("task");
+        assert_eq!(t.facts.cancels[member.as_str()], T0 + 100);
+        assert_eq!(status(v, &id, T0 + 400), Status::Cancelled);
+    }
 }
 
 #[test]

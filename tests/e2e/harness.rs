@@ -1,0 +1,414 @@
+//! The test harness: hermetic devices that run the real `bridge` binary.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+/// The binary under test.
+pub const BRIDGE: &str = env!("CARGO_BIN_EXE_bridge");
+
+/// How often [`poll`] looks again.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// How many times [`poll`] looks before giving up (15 s in all).
+pub const POLL_TRIES: usize = 150;
+
+/// A new temporary folder (removed when dropped).
+pub fn temp_dir(prefix: &str) -> TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("bridge-e2e-{prefix}-"))
+        .tempdir()
+        .expect("cannot create a temporary folder")
+}
+
+/// The `dir:` remote of a folder.
+pub fn dir_remote(path: &Path) -> String {
+    format!("dir:{}", path.display())
+}
+
+/// Calls `check` until it returns true, at most [`POLL_TRIES`] times,
+/// [`POLL_INTERVAL`] apart; panics with `what` if it never does.
+pub fn poll(what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..POLL_TRIES {
+        if check() {
+            return;
+        }
+        std::thread::sleep(POLL_INTERVAL);
+    }
+    panic!("gave up waiting for: {what}");
+}
+
+/// A finished `bridge` command.
+#[derive(Debug)]
+pub struct Run {
+    /// The command line, for messages.
+    pub args: Vec<String>,
+    /// The exit code; 128 + the signal when a signal killed it.
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn new(args: Vec<String>, status: ExitStatus, stdout: Vec<u8>, stderr: Vec<u8>) -> Run {
+        Run {
+            args,
+            code: exit_code(status),
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        }
+    }
+
+    /// Panics unless the command exited with `code`.
+    pub fn expect_code(self, code: i32) -> Run {
+        assert_eq!(
+            self.code, code,
+            "`bridge {}` exited with {} (expected {code})\n--- stdout\n{}\n--- stderr\n{}",
+            self.args.join(" "), self.code, self.stdout, self.stderr
+        );
+        self
+    }
+
+    /// stdout parsed as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "`bridge {}` did not print JSON ({e}):\n{}\n--- stderr\n{}",
+                self.args.join(" "),
+                self.stdout,
+                self.stderr
+            )
+        })
+    }
+}
+
+fn exit_code(status: ExitStatus) -> i32 {
+    match (status.code(), status.signal()) {
+        (Some(c), _) => c,
+        (None, Some(s)) => 128 + s,
+        (None, None) => -1,
+    }
+}
+
+/// `bridge status --json`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusReport {
+    pub workspace: String,
+    pub tasks: u64,
+    /// Task counts keyed by status (pending, blocked, running, done, failed, cancelled).
+    pub counts: BTreeMap<String, u64>,
+}
+
+impl StatusReport {
+    fn parse(v: &Value) -> StatusReport {
+        let counts = v["counts"]
+            .as_object()
+            .unwrap_or_else(|| panic!("status --json has no `counts`: {v}"))
+            .iter()
+            .map(|(k, n)| {
+                let n = n
+                    .as_u64()
+                    .unwrap_or_else(|| panic!("count {k} is not a number: {v}"));
+                (k.clone(), n)
+            })
+            .collect::<BTreeMap<_, _>>();
+        for s in [
+            "pending",
+            "blocked",
+            "running",
+            "done",
+            "failed",
+            "cancelled",
+        ] {
+            assert!(counts.contains_key(s), "status --json lacks count {s}: {v}");
+        }
+        StatusReport {
+            workspace: str_field(v, "workspace"),
+            tasks: v["tasks"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("status --json has no `tasks`: {v}")),
+            counts,
+        }
+    }
+
+    /// How many tasks have this status.
+    pub fn count(&self, status: &str) -> u64 {
+        self.counts.get(status).copied().unwrap_or(0)
+    }
+}
+
+/// One row of `bridge ls --json`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Task {
+    pub id: String,
+    pub name: String,
+    pub status: String,
+    pub batch: String,
+    pub attempts: u64,
+}
+
+impl Task {
+    fn parse(v: &Value) -> Task {
+        Task {
+            id: str_field(v, "id"),
+            name: str_field(v, "name"),
+            status: str_field(v, "status"),
+            batch: str_field(v, "batch"),
+            attempts: v["attempts"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("ls row without `attempts`: {v}")),
+        }
+    }
+}
+
+/// A string field of a JSON object (panics if absent).
+pub fn str_field(v: &Value, key: &str) -> String {
+    v[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("no string `{key}` in {v}"))
+        .to_owned()
+}
+
+/// One device: a workspace folder of its own, with its own HOME and config
+/// folder, and a clean environment (PATH only, plus what bridge needs).
+pub struct Device {
+    pub name: String,
+    /// The workspace folder (holds bridge.toml once initialised).
+    pub dir: PathBuf,
+    root: TempDir,
+}
+
+impl Device {
+    /// A new device; its workspace folder exists but is empty.
+    pub fn new(name: &str) -> Device {
+        let root = temp_dir(name);
+        let dir = root.path().join("ws");
+        for d in [dir.clone(), root.path().join("home"), root.path().join("config")] {
+            fs::create_dir_all(&d).expect("cannot create a device folder");
+        }
+        Device {
+            name: name.to_owned(),
+            dir,
+            root,
+        }
+    }
+
+    /// A folder of the device outside its workspace (for scratch files).
+    pub fn scratch(&self, rel: &str) -> PathBuf {
+        self.root.path().join(rel)
+    }
+
+    /// A path inside the workspace.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.join(rel)
+    }
+
+    /// Writes a file inside the workspace (creating folders).
+    pub fn write(&self, rel: &str, text: &str) {
+        let p = self.path(rel);
+        if let Some(parent) = p.parent() {
+            fs::create_dir_all(parent).expect("cannot create a folder");
+        }
+        fs::write(&p, text).unwrap_or_else(|e| panic!("cannot write {}: {e}", p.display()));
+    }
+
+    /// `bridge ARGS` run from `cwd`, with `-C <workspace>` unless `in_workspace` is false.
+    pub fn command_in(&self, cwd: &Path, in_workspace: bool, args: &[&str]) -> Command {
+        let mut c = Command::new(BRIDGE);
+        c.env_clear()
+            .env(
+                "PATH",
+                std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()),
+            )
+            .env("HOME", self.root.path().join("home"))
+            .env("XDG_CONFIG_HOME", self.root.path().join("config"))
+            .env("BRIDGE_DEVICE", &self.name)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .current_dir(cwd)
+            .stdin(Stdio::null());
+        if in_workspace {
+            c.arg("-C").arg(&self.dir);
+        }
+        c.args(args);
+        c
+    }
+
+    /// Runs `bridge ARGS` in the workspace and captures everything.
+    pub fn run(&self, args: &[&str]) -> Run {
+        self.run_cmd(self.command_in(&self.dir, true, args), args)
+    }
+
+    /// Runs `bridge ARGS` from `cwd` without `-C` (workspace found from `cwd`).
+    pub fn run_from(&self, cwd: &Path, args: &[&str]) -> Run {
+        self.run_cmd(self.command_in(cwd, false, args), args)
+    }
+
+    fn run_cmd(&self, mut cmd: Command, args: &[&str]) -> Run {
+        let out = cmd
+            .output()
+            .unwrap_or_else(|e| panic!("cannot start {BRIDGE}: {e}"));
+        Run::new(
+            args.iter().map(|s| (*s).to_owned()).collect(),
+            out.status,
+            out.stdout,
+            out.stderr,
+        )
+    }
+
+    /// Runs `bridge ARGS` and panics unless it exits with 0.
+    pub fn ok(&self, args: &[&str]) -> Run {
+        self.run(args).expect_code(0)
+    }
+
+    /// Starts `bridge ARGS` in the background; its output goes to files.
+    pub fn spawn(&self, label: &str, args: &[&str]) -> Spawned {
+        let out = self.scratch(&format!("{label}.stdout"));
+        let err = self.scratch(&format!("{label}.stderr"));
+        let mut cmd = self.command_in(&self.dir, true, args);
+        cmd.stdout(fs::File::create(&out).expect("cannot create a log file"))
+            .stderr(fs::File::create(&err).expect("cannot create a log file"));
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {BRIDGE}: {e}"));
+        Spawned {
+            args: args.iter().map(|s| (*s).to_owned()).collect(),
+            child: Some(child),
+            out,
+            err,
+        }
+    }
+
+    /// `bridge status --json`.
+    pub fn status(&self) -> StatusReport {
+        StatusReport::parse(&self.ok(&["status", "--json"]).json())
+    }
+
+    /// `bridge ls --json`.
+    pub fn ls(&self) -> Vec<Task> {
+        let v = self.ok(&["ls", "--json"]).json();
+        v.as_array()
+            .unwrap_or_else(|| panic!("ls --json is not an array: {v}"))
+            .iter()
+            .map(Task::parse)
+            .collect()
+    }
+
+    /// The one task with this exact name (panics if there is not exactly one).
+    pub fn task(&self, name: &str) -> Task {
+        let found: Vec<Task> = self.ls().into_iter().filter(|t| t.name == name).collect();
+        assert_eq!(
+            found.len(),
+            1,
+            "{}: expected one task named `{name}`, found {found:?}",
+            self.name
+        );
+        found.into_iter().next().expect("one task")
+    }
+
+    /// `bridge show TASK --json`.
+    pub fn show(&self, task: &str) -> Value {
+        self.ok(&["show", task, "--json"]).json()
+    }
+
+    /// Sets `[worker] lease` and `clock-skew` in bridge.toml.
+    pub fn set_lease(&self, lease: &str, clock_skew: &str) {
+        let path = self.path("bridge.toml");
+        let text = fs::read_to_string(&path).expect("cannot read bridge.toml");
+        let settings = format!("lease = \"{lease}\"\nclock-skew = \"{clock_skew}\"\n");
+        // `bridge init` writes an empty [worker] table; a second one would
+        // be a duplicate key.
+        let new = match text.find("[worker]\n") {
+            Some(at) => {
+                let end = at + "[worker]\n".len();
+                format!("{}{settings}{}", &text[..end], &text[end..])
+            }
+            None => format!("{text}\n[worker]\n{settings}"),
+        };
+        fs::write(&path, new).expect("cannot write bridge.toml");
+    }
+}
+
+/// A `bridge` process running in the background. Dropping it kills it.
+pub struct Spawned {
+    args: Vec<String>,
+    child: Option<Child>,
+    out: PathBuf,
+    err: PathBuf,
+}
+
+impl Spawned {
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Sends SIGKILL and reaps the process.
+    pub fn kill(mut self) -> Run {
+        let mut child = self.child.take().expect("the process is still ours");
+        child.kill().expect("cannot kill the worker");
+        let status = child.wait().expect("cannot reap the worker");
+        self.finish(status)
+    }
+
+    /// Sends SIGTERM (the process keeps running until it stops by itself).
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid().to_string())
+            .status()
+            .expect("cannot run kill");
+        assert!(status.success(), "kill -TERM {} failed", self.pid());
+    }
+
+    /// Waits (bounded) for the process to exit by itself.
+    pub fn wait(mut self) -> Run {
+        let mut child = self.child.take().expect("the process is still ours");
+        let mut status = None;
+        poll(&format!("`bridge {}` to exit", self.args.join(" ")), || {
+            status = child.try_wait().expect("cannot wait for the worker");
+            status.is_some()
+        });
+        let status = status.expect("exited");
+        self.finish(status)
+    }
+
+    fn finish(&self, status: ExitStatus) -> Run {
+        let read = |p: &Path| fs::read(p).unwrap_or_default();
+        Run::new(self.args.clone(), status, read(&self.out), read(&self.err))
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Syncs both devices, round after round, until their `ls --json` and
+/// `status --json` agree (at most `rounds` rounds); returns the agreed list.
+pub fn sync_until_equal(a: &Device, b: &Device, rounds: usize) -> Vec<Task> {
+    for _ in 0..rounds {
+        a.ok(&["sync"]);
+        b.ok(&["sync"]);
+        let (la, lb) = (a.ls(), b.ls());
+        let (sa, sb) = (a.status(), b.status());
+        if la == lb && sa == sb {
+            return la;
+        }
+    }
+    panic!(
+        "{} and {} still disagree after {rounds} sync rounds:\n{:#?}\n{:#?}",
+        a.name,
+        b.name,
+        a.ls(),
+        b.ls()
+    );
+}
