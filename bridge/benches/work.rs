@@ -22,7 +22,8 @@ fn main() {
     let mut bridge_times = Vec::new();
     let mut submit_times = Vec::new();
     for _ in 0..rounds {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| fail(&format!("cannot create a temp dir: {e}")));
+        let dir =
+            tempfile::tempdir().unwrap_or_else(|e| fail(&format!("cannot create a temp dir: {e}")));
         let (submit, work) = bridge_round(bridge, dir.path(), tasks);
         submit_times.push(submit);
         bridge_times.push(work);
@@ -42,17 +43,31 @@ fn main() {
     let b = median(bridge_times);
     let s = median(submit_times);
     println!("{:<28}{:>10}", "runner", "seconds");
-    println!("{:<28}{:>10.3}", "bridge submit (2000 tasks)", s.as_secs_f64());
-    println!("{:<28}{:>10.3}", "bridge work --parallel 2", b.as_secs_f64());
+    println!(
+        "{:<28}{:>10.3}",
+        "bridge submit (2000 tasks)",
+        s.as_secs_f64()
+    );
+    println!(
+        "{:<28}{:>10.3}",
+        "bridge work --parallel 2",
+        b.as_secs_f64()
+    );
     println!("{:<28}{:>10.3}", "xargs -P2", xargs.as_secs_f64());
     match parallel {
         Some(p) => println!("{:<28}{:>10.3}", "GNU parallel -j2", p.as_secs_f64()),
         None => println!("{:<28}{:>10}", "GNU parallel -j2", "missing"),
     }
     println!();
-    println!("bridge / xargs    = {:.2}  (target ≤ 3)", b.as_secs_f64() / xargs.as_secs_f64());
+    println!(
+        "bridge / xargs    = {:.2}  (target ≤ 3)",
+        b.as_secs_f64() / xargs.as_secs_f64()
+    );
     if let Some(p) = parallel {
-        println!("bridge / parallel = {:.2}  (target < 1)", b.as_secs_f64() / p.as_secs_f64());
+        println!(
+            "bridge / parallel = {:.2}  (target < 1)",
+            b.as_secs_f64() / p.as_secs_f64()
+        );
     }
     println!(
         "bridge per task   = {:.2} ms",
@@ -65,10 +80,14 @@ fn bridge_round(bridge: &str, dir: &Path, tasks: usize) -> (Duration, Duration) 
     run(bridge, dir, &["init"]);
     let yaml = format!(
         "tasks:\n  - name: t\n    matrix:\n      i: [{}]\n    run: [\"true\"]\n    env: {{ I: \"${{{{ matrix.i }}}}\" }}\n",
-        (0..tasks).map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
+        (0..tasks)
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     let file = dir.join("tasks.yaml");
-    std::fs::write(&file, yaml).unwrap_or_else(|e| fail(&format!("cannot write {}: {e}", file.display())));
+    std::fs::write(&file, yaml)
+        .unwrap_or_else(|e| fail(&format!("cannot write {}: {e}", file.display())));
     let start = Instant::now();
     run(bridge, dir, &["submit", "--offline", "-q", "tasks.yaml"]);
     let submit = start.elapsed();
@@ -80,8 +99,8 @@ fn bridge_round(bridge: &str, dir: &Path, tasks: usize) -> (Duration, Duration) 
         .current_dir(dir)
         .output()
         .unwrap_or_else(|e| fail(&format!("cannot run bridge status: {e}")));
-    let status: serde_json::Value =
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| fail(&format!("bad status JSON: {e}")));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| fail(&format!("bad status JSON: {e}")));
     let done = status["counts"]["done"].as_u64().unwrap_or(0) as usize;
     if done != tasks {
         fail(&format!("only {done} of {tasks} tasks are done: {status}"));
@@ -128,7 +147,10 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 fn env_or(key: &str, default: usize) -> usize {
-    std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn fail(msg: &str) -> ! {

@@ -435,9 +435,11 @@ impl Session {
                     .into());
             }
         };
-        doc::commit(&mut open.loaded.doc, now, message);
-        if let Some(change) = open.loaded.doc.get_last_local_change() {
-            open.unflushed.extend_from_slice(change.raw_bytes());
+        // An empty change commits nothing; then there is nothing to save.
+        if doc::commit(&mut open.loaded.doc, now, message).is_some() {
+            if let Some(change) = open.loaded.doc.get_last_local_change() {
+                open.unflushed.extend_from_slice(change.raw_bytes());
+            }
         }
         Ok(out)
     }

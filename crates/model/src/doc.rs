@@ -115,13 +115,14 @@ pub fn create(
 }
 
 /// Closes the pending change with its time (in seconds, as the JS library
-/// records it) and a message.
-pub fn commit(doc: &mut AutoCommit, now: Millis, message: &str) {
+/// records it) and a message. Returns the change's hash, or `None` when there
+/// was nothing to commit.
+pub fn commit(doc: &mut AutoCommit, now: Millis, message: &str) -> Option<automerge::ChangeHash> {
     doc.commit_with(
         CommitOptions::default()
             .with_time(now.div_euclid(1000))
             .with_message(message),
-    );
+    )
 }
 
 /// Reads the header; `None` until the genesis change has been applied.
@@ -211,12 +212,11 @@ fn read_task(doc: &AutoCommit, obj: &ObjId, key: &str) -> Result<TaskRecord, Str
     }
     if let Some(attempts) = get_map(doc, obj, "attempts") {
         for item in doc.map_range(&attempts, ..) {
-            if let ValueRef::Scalar(ScalarValueRef::Str(s)) = &item.value {
-                if let Ok(a) = serde_json::from_str::<Attempt>(s) {
-                    if a.key == item.key {
-                        facts.attempts.insert(a.key.clone(), a);
-                    }
-                }
+            if let ValueRef::Scalar(ScalarValueRef::Str(s)) = &item.value
+                && let Ok(a) = serde_json::from_str::<Attempt>(s)
+                && a.key == item.key
+            {
+                facts.attempts.insert(a.key.clone(), a);
             }
         }
     }

@@ -397,11 +397,11 @@ pub fn derive_task(
         claim: None,
         failures: (failures, allowed),
     };
-    if let Some(c) = first_cancel {
-        if success.is_none_or(|s| c < s.ended_at) {
-            d.status = Status::Cancelled;
-            return d;
-        }
+    if let Some(c) = first_cancel
+        && success.is_none_or(|s| c < s.ended_at)
+    {
+        d.status = Status::Cancelled;
+        return d;
     }
     if let Some(s) = success {
         d.status = Status::Done;
