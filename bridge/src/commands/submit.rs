@@ -277,6 +277,7 @@ fn to_specs(
             })?;
             inputs.push(InputRef {
                 path: rel.clone(),
+                sha256: blob.as_str().to_owned(),
                 blob: blob.as_str().to_owned(),
             });
         }

@@ -22,11 +22,11 @@
 
 use automerge::transaction::{CommitOptions, Transactable};
 use automerge::{
-    AutoCommit, AutomergeError, ObjId, ObjType, ROOT, ReadDoc, ScalarValueRef, ValueRef,
+    ActorId, AutoCommit, AutomergeError, ObjId, ObjType, ROOT, ReadDoc, ScalarValueRef, ValueRef,
 };
 
 use crate::Millis;
-use crate::facts::{Attempt, Claim, Facts};
+use crate::facts::{Attempt, Claim, Facts, writer_of};
 use crate::ids::{BatchId, TaskId, WriterId};
 use crate::spec::TaskSpec;
 
@@ -74,6 +74,9 @@ pub struct TaskRecord {
     pub spec: TaskSpec,
     /// Facts about it held in this document.
     pub facts: Facts,
+    /// Whether the task was created by a writer allowed to submit. An
+    /// untrusted task is shown but never run.
+    pub trusted: bool,
 }
 
 /// Something wrong inside a document that was skipped while reading it.
@@ -151,9 +154,35 @@ pub fn read_header(doc: &AutoCommit) -> Result<BatchHeader, DocError> {
     })
 }
 
+/// Who may write what, as the store's signatures establish it. The store
+/// binds every Automerge actor to the member that signed its changes; the
+/// model asks this trait about the roles.
+pub trait Authority {
+    /// Whether changes by `actor` may submit tasks, cancel them and grant
+    /// retries (a member with the `admin` or `submit` role). Claims and
+    /// attempts are open to every member, `worker` included.
+    fn can_submit(&self, actor: &ActorId) -> bool;
+}
+
+/// Trusts every writer: for stores without signatures (tests, tools).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TrustAll;
+
+impl Authority for TrustAll {
+    fn can_submit(&self, _actor: &ActorId) -> bool {
+        true
+    }
+}
+
 /// Reads every task of the document. A task whose spec does not parse or
 /// does not hash to its id is left out and reported as a [`Problem`].
-pub fn read_tasks(doc: &AutoCommit) -> (Vec<TaskRecord>, Vec<Problem>) {
+///
+/// Facts are read only under keys their writer owns: a claim, attempt or
+/// retry grant keyed `<writer>.<n>` counts only when written by actor
+/// `<writer>`, a cancel keyed `<writer>` likewise, and cancels and retry
+/// grants only from writers allowed to submit. A forged fact is ignored,
+/// even when it conflicts with the owner's own value.
+pub fn read_tasks(doc: &AutoCommit, authority: &dyn Authority) -> (Vec<TaskRecord>, Vec<Problem>) {
     let mut records = Vec::new();
     let mut problems = Vec::new();
     let Some(map) = get_map(doc, &ROOT, "tasks") else {
@@ -169,15 +198,57 @@ pub fn read_tasks(doc: &AutoCommit) -> (Vec<TaskRecord>, Vec<Problem>) {
             problems.push(problem("not a map".into()));
             continue;
         };
-        match read_task(doc, &item.id(), &key) {
-            Ok(r) => records.push(r),
+        let task_obj = item.id();
+        let trusted = actor_of(&task_obj).is_some_and(|a| authority.can_submit(a));
+        match read_task(doc, &task_obj, &key, authority) {
+            Ok(mut r) => {
+                r.trusted = trusted;
+                records.push(r)
+            }
             Err(message) => problems.push(problem(message)),
         }
     }
     (records, problems)
 }
 
-fn read_task(doc: &AutoCommit, obj: &ObjId, key: &str) -> Result<TaskRecord, String> {
+fn actor_of(id: &ObjId) -> Option<&ActorId> {
+    match id {
+        ObjId::Id(_, actor, _) => Some(actor),
+        ObjId::Root => None,
+    }
+}
+
+fn is_owner(id: &ObjId, owner: &str) -> bool {
+    actor_of(id).is_some_and(|a| a.to_hex_string() == owner)
+}
+
+/// The value at `obj[key]` written by `owner`, among concurrent values.
+fn owned(
+    doc: &AutoCommit,
+    obj: &ObjId,
+    key: &str,
+    owner: &str,
+) -> Option<(automerge::Value<'static>, ObjId)> {
+    doc.get_all(obj, key)
+        .ok()?
+        .into_iter()
+        .find(|(_, id)| is_owner(id, owner))
+        .map(|(v, id)| (v.into_owned(), id))
+}
+
+fn owned_int(doc: &AutoCommit, obj: &ObjId, key: &str, owner: &str) -> Option<i64> {
+    match owned(doc, obj, key, owner)? {
+        (automerge::Value::Scalar(s), _) => s.as_i64(),
+        _ => None,
+    }
+}
+
+fn read_task(
+    doc: &AutoCommit,
+    obj: &ObjId,
+    key: &str,
+    authority: &dyn Authority,
+) -> Result<TaskRecord, String> {
     let id: TaskId = key.parse().map_err(|e| format!("{e}"))?;
     let json = get_str(doc, obj, "spec").ok_or("the spec is missing")?;
     let spec: TaskSpec =
@@ -191,32 +262,59 @@ fn read_task(doc: &AutoCommit, obj: &ObjId, key: &str) -> Result<TaskRecord, Str
     let mut facts = Facts::default();
     if let Some(claims) = get_map(doc, obj, "claims") {
         for item in doc.map_range(&claims, ..) {
-            if let ValueRef::Object(ObjType::Map) = item.value {
-                let c = item.id();
-                let (Some(at), Some(lease_until)) =
-                    (get_int(doc, &c, "at"), get_int(doc, &c, "lease_until"))
-                else {
-                    continue;
-                };
-                facts.claims.insert(
-                    item.key.to_string(),
-                    Claim {
-                        key: item.key.to_string(),
-                        at,
-                        lease_until,
-                        released_at: get_int(doc, &c, "released_at"),
-                    },
-                );
-            }
+            let key = item.key.to_string();
+            let owner = writer_of(&key).to_owned();
+            let owner = owner.as_str();
+            let c = if item.conflict {
+                match owned(doc, &claims, &key, owner) {
+                    Some((automerge::Value::Object(ObjType::Map), c)) => c,
+                    _ => continue,
+                }
+            } else {
+                match item.value {
+                    ValueRef::Object(ObjType::Map) if is_owner(&item.id(), owner) => item.id(),
+                    _ => continue,
+                }
+            };
+            let (Some(at), Some(lease_until)) = (
+                owned_int(doc, &c, "at", owner),
+                owned_int(doc, &c, "lease_until", owner),
+            ) else {
+                continue;
+            };
+            facts.claims.insert(
+                key.clone(),
+                Claim {
+                    key,
+                    at,
+                    lease_until,
+                    released_at: owned_int(doc, &c, "released_at", owner),
+                },
+            );
         }
     }
     if let Some(attempts) = get_map(doc, obj, "attempts") {
         for item in doc.map_range(&attempts, ..) {
-            if let ValueRef::Scalar(ScalarValueRef::Str(s)) = &item.value
-                && let Ok(a) = serde_json::from_str::<Attempt>(s)
-                && a.key == item.key
+            let key = item.key.to_string();
+            let owner = writer_of(&key).to_owned();
+            let owner = owner.as_str();
+            let json = if item.conflict {
+                match owned(doc, &attempts, &key, owner) {
+                    Some((automerge::Value::Scalar(s), _)) => s.as_str().map(str::to_owned),
+                    _ => None,
+                }
+            } else {
+                match &item.value {
+                    ValueRef::Scalar(ScalarValueRef::Str(s)) if is_owner(&item.id(), owner) => {
+                        Some(s.to_string())
+                    }
+                    _ => None,
+                }
+            };
+            if let Some(a) = json.and_then(|j| serde_json::from_str::<Attempt>(&j).ok())
+                && a.key == key
             {
-                facts.attempts.insert(a.key.clone(), a);
+                facts.attempts.insert(key, a);
             }
         }
     }
@@ -226,13 +324,27 @@ fn read_task(doc: &AutoCommit, obj: &ObjId, key: &str) -> Result<TaskRecord, Str
     ] {
         if let Some(m) = get_map(doc, obj, name) {
             for item in doc.map_range(&m, ..) {
-                if let Some(at) = scalar_int(&item.value) {
-                    target.insert(item.key.to_string(), at);
+                let key = item.key.to_string();
+                let owner = writer_of(&key).to_owned();
+                let owner = owner.as_str();
+                let Some((automerge::Value::Scalar(s), by)) = owned(doc, &m, &key, owner) else {
+                    continue;
+                };
+                if !actor_of(&by).is_some_and(|a| authority.can_submit(a)) {
+                    continue;
+                }
+                if let Some(at) = s.as_i64() {
+                    target.insert(key, at);
                 }
             }
         }
     }
-    Ok(TaskRecord { id, spec, facts })
+    Ok(TaskRecord {
+        id,
+        spec,
+        facts,
+        trusted: true,
+    })
 }
 
 fn task_container(doc: &AutoCommit, task: &TaskId, name: &str) -> Result<ObjId, DocError> {
@@ -313,14 +425,6 @@ fn get_str(doc: &AutoCommit, obj: &ObjId, key: &str) -> Option<String> {
 fn get_int(doc: &AutoCommit, obj: &ObjId, key: &str) -> Option<i64> {
     match doc.get(obj, key).ok()?? {
         (automerge::Value::Scalar(s), _) => s.as_i64(),
-        _ => None,
-    }
-}
-
-fn scalar_int(v: &ValueRef<'_>) -> Option<i64> {
-    match v {
-        ValueRef::Scalar(ScalarValueRef::Int(i)) => Some(*i),
-        ValueRef::Scalar(ScalarValueRef::Uint(u)) => i64::try_from(*u).ok(),
         _ => None,
     }
 }

@@ -44,7 +44,10 @@ impl Command {
 pub struct InputRef {
     /// Where the file appears in the working folder.
     pub path: String,
-    /// The blob holding its content (a content hash).
+    /// The SHA-256 of its content (hex): what the task's identity hashes.
+    pub sha256: String,
+    /// The store file holding it. Not part of the identity: the same content
+    /// stored by two devices may sit in two (encrypted) files.
     pub blob: String,
 }
 
@@ -89,7 +92,7 @@ pub struct TaskSpec {
 struct Identity<'a> {
     command: &'a Command,
     env: &'a BTreeMap<String, String>,
-    inputs: Vec<&'a InputRef>,
+    inputs: Vec<(&'a str, &'a str)>,
     outputs: &'a [String],
     timeout_s: u64,
     retries: u32,
@@ -105,7 +108,11 @@ const TASK_HASH_DOMAIN: &[u8] = b"bridge-task-v1\0";
 impl TaskSpec {
     /// The content-addressed id of this task.
     pub fn id(&self) -> TaskId {
-        let mut inputs: Vec<_> = self.inputs.iter().collect();
+        let mut inputs: Vec<_> = self
+            .inputs
+            .iter()
+            .map(|i| (i.path.as_str(), i.sha256.as_str()))
+            .collect();
         inputs.sort();
         let mut runs_on: Vec<_> = self.runs_on.iter().collect();
         runs_on.sort();
@@ -181,7 +188,8 @@ mod tests {
         let mut d = a.clone();
         d.inputs.push(InputRef {
             path: "a.txt".into(),
-            blob: "00".into(),
+            sha256: "00".into(),
+            blob: "11".into(),
         });
         assert_ne!(a.id(), d.id());
     }

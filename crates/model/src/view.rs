@@ -9,6 +9,7 @@
 //!
 //! # Status rules, in order
 //!
+//! 0. **untrusted**: no writer allowed to submit created it; never run.
 //! 1. **cancelled**: a cancel fact precedes the first success (or there is no
 //!    success).
 //! 2. **done**: an attempt succeeded. The canonical result is the first
@@ -69,17 +70,20 @@ pub enum Status {
     Failed,
     /// Someone cancelled it before it finished.
     Cancelled,
+    /// No writer allowed to submit created it: it is shown, never run.
+    Untrusted,
 }
 
 impl Status {
     /// Every status, in display order.
-    pub const ALL: [Status; 6] = [
+    pub const ALL: [Status; 7] = [
         Status::Pending,
         Status::Blocked,
         Status::Running,
         Status::Done,
         Status::Failed,
         Status::Cancelled,
+        Status::Untrusted,
     ];
 
     /// The status name as shown to people and in JSON.
@@ -91,12 +95,16 @@ impl Status {
             Status::Done => "done",
             Status::Failed => "failed",
             Status::Cancelled => "cancelled",
+            Status::Untrusted => "untrusted",
         }
     }
 
     /// Whether no more work will happen on the task (without a retry).
     pub fn is_final(self) -> bool {
-        matches!(self, Status::Done | Status::Failed | Status::Cancelled)
+        matches!(
+            self,
+            Status::Done | Status::Failed | Status::Cancelled | Status::Untrusted
+        )
     }
 }
 
@@ -132,6 +140,9 @@ pub struct TaskView {
     pub origin: DocId,
     /// The union of the facts of every document holding it.
     pub facts: Facts,
+    /// Whether a writer allowed to submit created it in at least one
+    /// document (the id is the hash of the spec, so any one vouches for it).
+    pub trusted: bool,
 }
 
 impl TaskView {
@@ -175,6 +186,7 @@ impl View {
             match self.tasks.get_mut(&r.id) {
                 Some(t) => {
                     t.facts.union(&r.facts);
+                    t.trusted |= r.trusted;
                     if !t.docs.contains(doc) {
                         t.docs.push(doc.clone());
                         t.docs.sort();
@@ -198,6 +210,7 @@ impl View {
                             created_at: header.created_at,
                             origin: doc.clone(),
                             facts: r.facts,
+                            trusted: r.trusted,
                         },
                     );
                 }
@@ -397,6 +410,11 @@ pub fn derive_task(
         claim: None,
         failures: (failures, allowed),
     };
+    if !task.trusted {
+        d.status = Status::Untrusted;
+        d.reason = Some("not created by a member allowed to submit".into());
+        return d;
+    }
     if let Some(c) = first_cancel
         && success.is_none_or(|s| c < s.ended_at)
     {

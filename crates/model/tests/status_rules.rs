@@ -175,7 +175,7 @@ fn view(docs: &[&Doc]) -> View {
     for d in docs {
         let header = doc::read_header(&d.am).expect("read the header");
         assert_eq!(&header.batch, d.id.batch());
-        let (records, problems) = doc::read_tasks(&d.am);
+        let (records, problems) = doc::read_tasks(&d.am, &doc::TrustAll);
         assert!(problems.is_empty(), "problems in {}: {problems:?}", d.id);
         v.add_records(&d.id, &header, records);
     }
@@ -323,7 +323,7 @@ fn a_view_that_rereads_a_document_sees_a_release_that_shortened_the_lease() {
     };
     d.put_claim(&worker, &id, &released, T0 + 10);
     let header = doc::read_header(&d.am).expect("header");
-    let (records, _) = doc::read_tasks(&d.am);
+    let (records, _) = doc::read_tasks(&d.am, &doc::TrustAll);
     long_lived.add_records(&d.id, &header, records);
 
     let fresh = view(&[&d]);
@@ -353,7 +353,7 @@ fn a_view_that_rereads_a_document_sees_a_renewal() {
     };
     d.put_claim(&worker, &id, &renewed, T0 + 20_000);
     let header = doc::read_header(&d.am).expect("header");
-    let (records, _) = doc::read_tasks(&d.am);
+    let (records, _) = doc::read_tasks(&d.am, &doc::TrustAll);
     long_lived.add_records(&d.id, &header, records);
     assert_eq!(
         long_lived.get(&id).expect("task").facts.claims[&renewed.key],
@@ -520,7 +520,7 @@ fn a_second_cancel_by_the_same_writer_keeps_the_first_time() {
     d.cancel(&member, &id, T0 + 300);
     d.run(&worker, &id, 1, T0, T0 + 200, Outcome::Success);
     let header = doc::read_header(&d.am).expect("header");
-    let (records, _) = doc::read_tasks(&d.am);
+    let (records, _) = doc::read_tasks(&d.am, &doc::TrustAll);
     long_lived.add_records(&d.id, &header, records);
     let fresh = view(&[&d]);
     for v in [&fresh, &long_lived] {
@@ -966,7 +966,7 @@ fn a_forged_task_whose_key_is_not_its_spec_hash_is_a_problem_and_left_out() {
     am.put(&g, "spec", "{not json").expect("put");
     doc::commit(am, T0 + 1, "forge");
 
-    let (records, problems) = doc::read_tasks(&d.am);
+    let (records, problems) = doc::read_tasks(&d.am, &doc::TrustAll);
     let read: Vec<&TaskId> = records.iter().map(|r| &r.id).collect();
     assert_eq!(read, vec![&ih]);
     let mut flagged: Vec<&str> = problems.iter().map(|p| p.task.as_str()).collect();
@@ -1031,7 +1031,7 @@ fn a_forged_attempt_under_another_key_is_ignored() {
 fn a_document_without_its_genesis_is_not_a_batch() {
     let am = AutoCommit::new();
     assert!(doc::read_header(&am).is_err());
-    assert!(doc::read_tasks(&am).0.is_empty());
+    assert!(doc::read_tasks(&am, &doc::TrustAll).0.is_empty());
     let mut other = AutoCommit::new();
     other.put(ROOT, "schema", "something-else/1").expect("put");
     assert!(doc::read_header(&other).is_err());
