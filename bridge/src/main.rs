@@ -40,7 +40,7 @@ fn main() -> ExitCode {
 fn init_tracing(verbose: u8, quiet: bool) {
     use tracing_subscriber::EnvFilter;
     let default = match (quiet, verbose) {
-        (true, _) => "error",
+        (true, _) => "error,automerge=off",
         (false, 0) => "warn,bridge=info,automerge=off",
         (false, 1) => "info,automerge=off",
         (false, _) => "debug",

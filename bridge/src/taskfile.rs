@@ -175,10 +175,10 @@ pub fn parse_str(text: &str, origin: &str, base: &Path) -> anyhow::Result<Vec<Pl
 fn yaml_message(s: &str) -> &str {
     let mut m = s.lines().next().unwrap_or(s);
     m = m.strip_prefix("error: ").unwrap_or(m);
-    if let Some(rest) = m.strip_prefix("line ") {
-        if let Some((_, after)) = rest.split_once(": ") {
-            m = after;
-        }
+    if let Some(rest) = m.strip_prefix("line ")
+        && let Some((_, after)) = rest.split_once(": ")
+    {
+        m = after;
     }
     m
 }
@@ -224,7 +224,7 @@ fn expand(file: &File, origin: &str, base: &Path) -> anyhow::Result<Vec<PlannedT
             .or_else(|| d.shell.clone())
             .unwrap_or_else(|| "sh".to_owned());
         for combo in combinations(&e.matrix) {
-            let subst = |s: &str| substitute(s, &combo).map_err(|m| fail(m));
+            let subst = |s: &str| substitute(s, &combo).map_err(&fail);
             let name = if e.name.contains("${{") {
                 subst(&e.name)?
             } else if combo.is_empty() {
@@ -252,7 +252,7 @@ fn expand(file: &File, origin: &str, base: &Path) -> anyhow::Result<Vec<PlannedT
             let mut inputs = Vec::new();
             for pattern in &e.inputs {
                 let pattern = subst(pattern)?;
-                inputs.extend(find_inputs(base, &pattern).map_err(|m| fail(m))?);
+                inputs.extend(find_inputs(base, &pattern).map_err(&fail)?);
             }
             inputs.sort();
             inputs.dedup();

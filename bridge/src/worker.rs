@@ -117,15 +117,23 @@ struct Held {
 
 type Finished = (TaskId, String, Attempt);
 
+/// What the caller does at the worker's turning points.
+pub trait Hooks {
+    /// Something happened to a task (progress output).
+    fn event(&mut self, event: Event);
+    /// A follow-mode worker found nothing to do: a good moment to sync.
+    fn idle(&mut self, session: &mut Session) -> CliResult<()>;
+    /// Claims or lease renewals were just saved: other workers should see
+    /// them now (push them to the remote).
+    fn claimed(&mut self, session: &mut Session) -> CliResult<()>;
+}
+
 /// Runs tasks until none is runnable (or, with `follow`, until `shutdown`).
-/// `on_idle` is called when a follow-mode worker finds nothing to do (a good
-/// moment to sync).
 pub async fn work(
     session: &mut Session,
     opts: &WorkOptions,
     shutdown: CancellationToken,
-    on_event: &mut dyn FnMut(Event),
-    on_idle: &mut dyn FnMut(&mut Session) -> CliResult<()>,
+    hooks: &mut dyn Hooks,
 ) -> CliResult<WorkReport> {
     let parallel = opts.parallel.max(1);
     let lease_ms = opts.lease.as_millis() as Millis;
@@ -169,7 +177,7 @@ pub async fn work(
                 .into_iter()
                 .filter(|id| !held.values().any(|h| &h.task == id))
                 .collect();
-            on_event(Event::Backlog {
+            hooks.event(Event::Backlog {
                 left: candidates.len(),
             });
             let window = match avg_ms {
@@ -190,10 +198,10 @@ pub async fn work(
                     let now = now_ms();
                     let mut lost = Vec::new();
                     for key in &mine {
-                        if let Some(h) = held.get(key) {
-                            if session.view().claim_lost(&h.task, key, now, session.policy) {
-                                lost.push(key.clone());
-                            }
+                        if let Some(h) = held.get(key)
+                            && session.view().claim_lost(&h.task, key, now, session.policy)
+                        {
+                            lost.push(key.clone());
                         }
                     }
                     report.lost_claims += lost.len();
@@ -203,6 +211,7 @@ pub async fn work(
                 } else {
                     queue.extend(mine);
                 }
+                hooks.claimed(session)?;
             }
         }
 
@@ -217,7 +226,7 @@ pub async fn work(
             let id = h.task.clone();
             let need_inputs = need_inputs(session.view(), &spec);
             names.insert(key.clone(), spec.name.clone());
-            on_event(Event::Started {
+            hooks.event(Event::Started {
                 name: spec.name.clone(),
             });
             let job = Job {
@@ -239,8 +248,8 @@ pub async fn work(
             }
             if nothing_runnable {
                 session.flush()?;
-                on_idle(session)?;
-                on_event(Event::Idle);
+                hooks.idle(session)?;
+                hooks.event(Event::Idle);
                 tokio::select! {
                     _ = tokio::time::sleep(opts.poll) => {}
                     _ = shutdown.cancelled() => { stopping = true; }
@@ -277,7 +286,7 @@ pub async fn work(
                 if flush_at.is_none() {
                     flush_at = Some(Instant::now() + FLUSH_DELAY);
                 }
-                on_event(Event::Finished {
+                hooks.event(Event::Finished {
                     name: names.remove(&key).unwrap_or_default(),
                     id,
                     outcome,
@@ -293,6 +302,7 @@ pub async fn work(
             _ = tokio::time::sleep_until(renew_at) => {
                 renew(session, &held, now_ms() + lease_ms)?;
                 session.flush()?;
+                hooks.claimed(session)?;
                 renew_at = Instant::now() + opts.lease / 3;
             }
             _ = shutdown.cancelled(), if !stopping => {

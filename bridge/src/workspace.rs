@@ -237,10 +237,10 @@ pub fn now_ms() -> Millis {
 
 /// This device's name: `BRIDGE_DEVICE`, else the host name.
 pub fn device_name() -> String {
-    if let Ok(d) = std::env::var("BRIDGE_DEVICE") {
-        if !d.is_empty() {
-            return d;
-        }
+    if let Ok(d) = std::env::var("BRIDGE_DEVICE")
+        && !d.is_empty()
+    {
+        return d;
     }
     nix::unistd::gethostname()
         .ok()
@@ -270,6 +270,8 @@ pub struct Session {
     view: View,
     seq: u64,
     warned: BTreeSet<String>,
+    /// Store names of chunks written since the last [`take_written`](Self::take_written).
+    written: Vec<String>,
 }
 
 impl Session {
@@ -285,6 +287,7 @@ impl Session {
             view: View::new(),
             seq: 0,
             warned: BTreeSet::new(),
+            written: Vec::new(),
         };
         s.refresh()?;
         Ok(s)
@@ -436,10 +439,10 @@ impl Session {
             }
         };
         // An empty change commits nothing; then there is nothing to save.
-        if doc::commit(&mut open.loaded.doc, now, message).is_some() {
-            if let Some(change) = open.loaded.doc.get_last_local_change() {
-                open.unflushed.extend_from_slice(change.raw_bytes());
-            }
+        if doc::commit(&mut open.loaded.doc, now, message).is_some()
+            && let Some(change) = open.loaded.doc.get_last_local_change()
+        {
+            open.unflushed.extend_from_slice(change.raw_bytes());
         }
         Ok(out)
     }
@@ -447,6 +450,12 @@ impl Session {
     /// The view, for noting facts this process just wrote.
     pub fn view_mut(&mut self) -> &mut View {
         &mut self.view
+    }
+
+    /// The store names of the chunk files this process wrote since the last
+    /// call (to push them to the remote right away).
+    pub fn take_written(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.written)
     }
 
     /// Writes every document's unflushed changes as one chunk file each
@@ -462,6 +471,7 @@ impl Session {
                 .write_chunk(&id.to_string(), &open.unflushed)
                 .with_context(|| format!("cannot save changes to document {id}"))
                 .hint("check that the disk is writable and not full; nothing already stored was changed")?;
+            self.written.push(format!("chunks/{id}/{name}"));
             open.loaded.applied.insert(name);
             open.unflushed.clear();
         }

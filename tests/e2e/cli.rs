@@ -10,7 +10,10 @@ fn every_subcommand_has_help_that_says_what_it_does() {
     let cases: &[(&str, &[&str])] = &[
         ("init", &["Create a workspace", "--remote"]),
         ("join", &["Join an existing shared store", "REMOTE"]),
-        ("submit", &["Submit tasks", "--each", "--rerun", "--offline"]),
+        (
+            "submit",
+            &["Submit tasks", "--each", "--rerun", "--offline"],
+        ),
         ("status", &["pending", "running", "--json"]),
         ("ls", &["List tasks", "--status", "--json"]),
         ("show", &["Show one task", "attempt"]),
@@ -59,4 +62,31 @@ fn demo_runs_two_devices_to_a_report() {
     let report =
         fs::read_to_string(dir.join("desktop/results/report.txt")).expect("the demo's report");
     assert!(report.contains("Total:"), "{report}");
+}
+
+/// `--quiet`: "Print only errors". A healthy workspace has none to print.
+#[test]
+fn quiet_commands_print_nothing_on_stderr() {
+    let d = Device::new("hush");
+    d.ok(&["init", "--quiet"]);
+    d.ok(&["submit", "--quiet", "--", "echo", "a"]);
+    d.ok(&["submit", "--quiet", "--", "echo", "b"]);
+    d.ok(&["work", "--quiet"]);
+    // Documents now hold several chunks (tasks, claims, attempts).
+    for args in [
+        &["status", "--quiet"][..],
+        &["ls", "--quiet"],
+        &["submit", "--quiet", "--", "echo", "c"],
+        &["work", "--quiet"],
+    ] {
+        let run = d.ok(args);
+        assert_eq!(
+            run.stderr,
+            "",
+            "`bridge {}` printed on stderr",
+            args.join(" ")
+        );
+    }
+    let st = d.status();
+    assert_eq!((st.tasks, st.count("done")), (3, 3), "{st:?}");
 }

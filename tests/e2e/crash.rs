@@ -9,7 +9,16 @@ fn killed_worker_loses_nothing_and_its_task_is_rerun_after_the_lease() {
     let d = Device::new("crashy");
     d.ok(&["init"]);
     d.set_lease("2s", "1s");
-    d.ok(&["submit", "--name", "quick", "--priority", "10", "--", "echo", "ok"]);
+    d.ok(&[
+        "submit",
+        "--name",
+        "quick",
+        "--priority",
+        "10",
+        "--",
+        "echo",
+        "ok",
+    ]);
     d.ok(&["submit", "--name", "slow", "--", "sleep", "3"]);
 
     let worker = d.spawn("work", &["work", "--parallel", "1"]);
@@ -44,7 +53,11 @@ fn killed_worker_loses_nothing_and_its_task_is_rerun_after_the_lease() {
 
     // A new worker finishes the task; the quick task is left alone.
     let again = d.ok(&["work", "--parallel", "1"]);
-    assert!(again.stderr.contains("1 done, 0 failed"), "{}", again.stderr);
+    assert!(
+        again.stderr.contains("1 done, 0 failed"),
+        "{}",
+        again.stderr
+    );
     let slow = d.show("slow");
     assert_eq!(slow["status"], "done", "{slow}");
     let attempts = slow["attempts"].as_array().expect("attempts");
@@ -92,7 +105,10 @@ fn sigterm_interrupts_the_running_task_and_leaves_it_pending() {
     assert_eq!(attempts.len(), 1, "{show}");
     assert_eq!(attempts[0]["outcome"], "interrupted", "{show}");
     assert_eq!(show["status"], "pending", "{show}");
-    assert_eq!(show["failures"], 0, "an interruption is not a failure: {show}");
+    assert_eq!(
+        show["failures"], 0,
+        "an interruption is not a failure: {show}"
+    );
     let st = d.status();
     assert_eq!(
         (st.count("pending"), st.count("running"), st.count("failed")),

@@ -3,7 +3,9 @@
 use std::collections::BTreeSet;
 use std::fs;
 
-use crate::harness::{Device, dir_remote, str_field, sync_until_equal, temp_dir};
+use crate::harness::{
+    Device, POLL_INTERVAL, POLL_TRIES, dir_remote, poll, str_field, sync_until_equal, temp_dir,
+};
 
 /// Three kinds of tasks: one with an input file, a matrix, and one that
 /// needs both and combines their outputs.
@@ -186,7 +188,10 @@ fn one_task_submitted_offline_on_two_devices_is_one_task() {
     let tasks = a.ls();
     assert_eq!(tasks.len(), 2, "{tasks:#?}");
     assert!(tasks.iter().all(|t| t.name == "echo same"));
-    let new = tasks.iter().find(|t| t.id == new_id).expect("the rerun task");
+    let new = tasks
+        .iter()
+        .find(|t| t.id == new_id)
+        .expect("the rerun task");
     assert_eq!(new.status, "pending");
 }
 
@@ -238,4 +243,55 @@ fn both_devices_run_one_task_offline_and_agree_on_its_result() {
         .expect("the result is one of the attempts")
         .clone();
     assert_eq!(format!("{}\n", str_field(&winner, "device")), contents[0]);
+}
+
+/// README, "Leases and clock skew": a claim holds its task on every device
+/// while its lease is live (renewed every third of the lease), so another
+/// device never steals a live task. The other device can only honour a
+/// claim it can see: the claim, and its renewals, must reach the remote while
+/// the task runs.
+#[test]
+fn a_task_running_on_one_device_shows_running_on_the_other() {
+    let (_shared, a, b) = pair();
+    for d in [&a, &b] {
+        d.set_lease("2s", "1s");
+    }
+    // Longer than lease + skew, so renewals matter too.
+    a.ok(&["submit", "--name", "long", "--", "sleep", "5"]);
+    b.ok(&["sync"]);
+    assert_eq!(b.task("long").status, "pending");
+
+    let mut worker = a.spawn("work", &["work", "--parallel", "1"]);
+    poll("long running on the laptop", || {
+        a.task("long").status == "running"
+    });
+    // What the desktop sees, syncing over and over, while the laptop runs it.
+    let mut seen: Vec<String> = Vec::new();
+    for round in 0.. {
+        if !worker.is_running() {
+            break;
+        }
+        assert!(round < POLL_TRIES, "the laptop's worker does not finish");
+        std::thread::sleep(POLL_INTERVAL);
+        b.ok(&["sync"]);
+        let s = b.task("long").status;
+        if seen.last() != Some(&s) {
+            seen.push(s);
+        }
+    }
+    worker.wait().expect_code(0);
+    b.ok(&["sync"]);
+    assert_eq!(b.task("long").status, "done");
+    // The claim may take a moment to reach the remote (a leading `pending`),
+    // but then the desktop must see the task running, never pending again.
+    let after_first: Vec<&String> = seen.iter().skip_while(|s| *s == "pending").collect();
+    assert_eq!(
+        after_first.first().map(|s| s.as_str()),
+        Some("running"),
+        "the desktop never saw the laptop's live claim; statuses it saw: {seen:?}"
+    );
+    assert!(
+        after_first.iter().all(|s| *s == "running" || *s == "done"),
+        "the desktop saw the live task as runnable again: {seen:?}"
+    );
 }

@@ -91,7 +91,14 @@ fn bad_task_files_are_refused_with_their_place() {
 #[test]
 fn a_command_that_cannot_start_fails_its_task() {
     let d = workspace("nostart");
-    d.ok(&["submit", "--name", "ghost", "--", "/nonexistent/prog", "arg"]);
+    d.ok(&[
+        "submit",
+        "--name",
+        "ghost",
+        "--",
+        "/nonexistent/prog",
+        "arg",
+    ]);
     let run = d.run(&["work"]).expect_code(3);
     assert!(run.stderr.contains("/nonexistent/prog"), "{}", run.stderr);
     let show = d.show("ghost");
@@ -115,7 +122,11 @@ fn an_unreachable_remote_makes_sync_exit_4_and_the_rest_keeps_working() {
 
     let run = d.run(&["sync"]).expect_code(4);
     assert!(run.stderr.contains("offline"), "{}", run.stderr);
-    assert!(run.stderr.contains(&pool.display().to_string()), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&pool.display().to_string()),
+        "{}",
+        run.stderr
+    );
     let json = d.run(&["sync", "--json"]).expect_code(4).json();
     assert_eq!(json["status"], "offline", "{json}");
 
@@ -180,12 +191,18 @@ fn a_corrupt_chunk_is_skipped_with_one_warning_and_left_in_place() {
         .into_iter()
         .filter(|p| p.ends_with(&file_name))
         .collect();
-    assert!(pushed.is_empty(), "the corrupt chunk was pushed: {pushed:?}");
+    assert!(
+        pushed.is_empty(),
+        "the corrupt chunk was pushed: {pushed:?}"
+    );
     let other = Device::new("joiner");
     other.ok(&["join", &remote]);
     let seen = other.ls();
     assert_eq!(seen.len(), 1, "{seen:#?}");
-    assert_eq!((seen[0].name.as_str(), seen[0].status.as_str()), ("two", "done"));
+    assert_eq!(
+        (seen[0].name.as_str(), seen[0].status.as_str()),
+        ("two", "done")
+    );
 }
 
 /// Every file under `dir`.

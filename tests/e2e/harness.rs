@@ -67,9 +67,13 @@ impl Run {
     /// Panics unless the command exited with `code`.
     pub fn expect_code(self, code: i32) -> Run {
         assert_eq!(
-            self.code, code,
+            self.code,
+            code,
             "`bridge {}` exited with {} (expected {code})\n--- stdout\n{}\n--- stderr\n{}",
-            self.args.join(" "), self.code, self.stdout, self.stderr
+            self.args.join(" "),
+            self.code,
+            self.stdout,
+            self.stderr
         );
         self
     }
@@ -188,7 +192,11 @@ impl Device {
     pub fn new(name: &str) -> Device {
         let root = temp_dir(name);
         let dir = root.path().join("ws");
-        for d in [dir.clone(), root.path().join("home"), root.path().join("config")] {
+        for d in [
+            dir.clone(),
+            root.path().join("home"),
+            root.path().join("config"),
+        ] {
             fs::create_dir_all(&d).expect("cannot create a device folder");
         }
         Device {
@@ -345,6 +353,13 @@ impl Spawned {
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().expect("cannot wait for the worker").is_none())
     }
 
     /// Sends SIGKILL and reaps the process.

@@ -113,6 +113,39 @@ pub fn sync_remote(session: &mut Session, show_progress: bool) -> CliResult<Sync
     }
 }
 
+/// Pushes the chunk files this process wrote since the last push (claims,
+/// lease renewals, results) to the remote, so other devices see them without
+/// waiting for a full sync. Best effort: offline, they go with the next sync.
+pub fn push_written(session: &mut Session) -> CliResult<()> {
+    let names = session.take_written();
+    let Some(spec) = session.ws.remote_spec().map(str::to_owned) else {
+        return Ok(());
+    };
+    if names.is_empty() {
+        return Ok(());
+    }
+    let Ok(remote) = bridge_store::parse_remote(&spec, &session.ws.root) else {
+        return Ok(());
+    };
+    let mut files = Vec::with_capacity(names.len());
+    for name in names {
+        let Some((doc, file)) = name
+            .strip_prefix("chunks/")
+            .and_then(|rest| rest.split_once('/'))
+        else {
+            continue;
+        };
+        match session.ws.replica.read_chunk(doc, file) {
+            Ok(bytes) => files.push((name, bytes)),
+            Err(e) => tracing::debug!("not pushing {name}: {e}"),
+        }
+    }
+    if let Err(e) = remote.put(&files) {
+        tracing::debug!("push to {spec} failed, the next sync retries: {e}");
+    }
+    Ok(())
+}
+
 /// Syncs if a remote is set and says so on stderr; never fails on an
 /// unreachable remote.
 pub fn sync_and_report(session: &mut Session, g: &GlobalArgs) -> CliResult<()> {

@@ -28,9 +28,17 @@ pub fn run(g: &GlobalArgs, args: JoinArgs) -> CliResult<u8> {
     std::fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
     let remote = bridge_store::parse_remote(&args.remote, &root)
         .map_err(|e| CliError::hint(anyhow!(e), "a remote looks like dir:PATH"))?;
+    let state_dir = root.join(STATE_DIR);
+    let created_state = !state_dir.exists();
     workspace::create_state_dir(&root)?;
-    let replica_root = root.join(STATE_DIR).join("store");
-    let replica = match bridge_store::join(&replica_root, remote.as_ref()) {
+    let replica_root = state_dir.join("store");
+    let joined = bridge_store::join(&replica_root, remote.as_ref());
+    if joined.is_err() && created_state {
+        // Leave the folder as it was: a half-made replica would only confuse
+        // the next `bridge join`.
+        let _ = std::fs::remove_dir_all(&state_dir);
+    }
+    let replica = match joined {
         Ok(r) => r,
         Err(bridge_store::SyncError::Remote(e @ bridge_store::RemoteError::Unreachable { .. })) => {
             return Err(CliError::hint(

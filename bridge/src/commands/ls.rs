@@ -104,9 +104,9 @@ pub fn run(g: &GlobalArgs, args: LsArgs) -> CliResult<u8> {
         .iter()
         .map(|r| {
             vec![
-                r.id[..10].to_owned(),
+                r.id.get(..10).unwrap_or(&r.id).to_owned(),
                 r.status.as_str().to_owned(),
-                r.batch[16..26].to_owned(),
+                r.batch.get(16..26).unwrap_or(&r.batch).to_owned(),
                 r.attempts.to_string(),
                 match &r.reason {
                     Some(why) => format!("{}  ({why})", r.name),

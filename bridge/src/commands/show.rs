@@ -103,7 +103,7 @@ pub fn run(g: &GlobalArgs, args: ShowArgs) -> CliResult<u8> {
     for (writer, at) in &t.facts.cancels {
         println!(
             "Cancel   by {} {}",
-            &writer[16..24.min(writer.len())],
+            writer.get(16..24).unwrap_or(writer),
             ago(*at, now)
         );
     }
@@ -145,7 +145,7 @@ pub fn run(g: &GlobalArgs, args: ShowArgs) -> CliResult<u8> {
         if let Some(m) = &a.message {
             println!("         {m}");
         }
-        for (path, _) in &a.outputs {
+        for path in a.outputs.keys() {
             println!("         output {path}");
         }
     }

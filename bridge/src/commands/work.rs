@@ -9,11 +9,11 @@ use clap::Args;
 use tokio_util::sync::CancellationToken;
 
 use super::GlobalArgs;
-use super::common::{open_session, sync_and_report};
+use super::common::{open_session, push_written, sync_and_report, sync_remote};
 use crate::error::{CliResult, EXIT_INTERRUPTED, EXIT_OK, EXIT_TASK_FAILED, HintExt};
 use crate::output::duration;
 use crate::worker::{self, Event, WorkOptions};
-use crate::workspace::device_name;
+use crate::workspace::{Session, device_name};
 
 /// Run runnable tasks on this device
 ///
@@ -83,23 +83,12 @@ pub fn run(g: &GlobalArgs, args: WorkArgs) -> CliResult<u8> {
     let offline = args.offline;
     let report = runtime.block_on(async {
         watch_signals(shutdown.clone());
-        let mut progress = Progress::new(quiet);
-        let mut on_event = |e: Event| progress.event(e);
-        let mut on_idle = |s: &mut crate::workspace::Session| -> CliResult<()> {
-            if !offline {
-                super::common::sync_remote(s, false)?;
-            }
-            Ok(())
+        let mut hooks = WorkHooks {
+            progress: Progress::new(quiet),
+            offline,
         };
-        let r = worker::work(
-            &mut session,
-            &opts,
-            shutdown.clone(),
-            &mut on_event,
-            &mut on_idle,
-        )
-        .await;
-        progress.finish();
+        let r = worker::work(&mut session, &opts, shutdown.clone(), &mut hooks).await;
+        hooks.progress.finish();
         r
     })?;
     if !args.offline {
@@ -131,6 +120,33 @@ pub fn run(g: &GlobalArgs, args: WorkArgs) -> CliResult<u8> {
     }
 }
 
+/// Progress output and remote pushes for the worker loop.
+struct WorkHooks {
+    progress: Progress,
+    offline: bool,
+}
+
+impl worker::Hooks for WorkHooks {
+    fn event(&mut self, event: Event) {
+        self.progress.event(event);
+    }
+
+    fn idle(&mut self, session: &mut Session) -> CliResult<()> {
+        if !self.offline {
+            sync_remote(session, false)?;
+        }
+        Ok(())
+    }
+
+    fn claimed(&mut self, session: &mut Session) -> CliResult<()> {
+        if self.offline {
+            session.take_written();
+            return Ok(());
+        }
+        push_written(session)
+    }
+}
+
 /// Labels every worker has: its OS and architecture.
 fn default_labels() -> Vec<String> {
     vec![
@@ -139,20 +155,25 @@ fn default_labels() -> Vec<String> {
     ]
 }
 
-/// Cancels `token` on the first Ctrl-C or SIGTERM; exits at once on the second.
+/// Cancels `token` on the first Ctrl-C or SIGTERM; exits at once on the
+/// second. The handlers are installed before this returns, so a signal that
+/// arrives as soon as work starts is already a clean stop.
 fn watch_signals(token: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut term, mut int) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(t), Ok(i)) => (t, i),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!("cannot listen for SIGTERM/SIGINT: {e}");
+            return;
+        }
+    };
     tokio::spawn(async move {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!("cannot listen for SIGTERM: {e}");
-                    return;
-                }
-            };
         for round in 0..2 {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
+                _ = int.recv() => {}
                 _ = term.recv() => {}
             }
             if round == 0 {
