@@ -21,7 +21,9 @@
 //! - [`load`]: [`load_doc`] / [`refresh_doc`] turn chunk files into an
 //!   Automerge document, skipping bad files with a [`StoreWarning`].
 //! - [`remote`]: the [`Remote`] trait, [`DirRemote`], [`MemRemote`],
-//!   [`parse_remote`].
+//!   [`parse_remote`] and its [`RemoteOptions`].
+//! - [`git`]: [`GitRemote`], a store in branches of a git repository (one
+//!   per writer slot), driven through the `git` CLI.
 //! - [`mod@sync`]: [`sync()`] (set union both ways) and [`join`].
 //!
 //! The files are stored as given: encryption and signatures (DESIGN.md
@@ -33,15 +35,19 @@
 #![warn(missing_docs)]
 
 mod fsutil;
+pub mod git;
 pub mod load;
 pub mod names;
 pub mod remote;
 pub mod replica;
 pub mod sync;
 
-pub use load::{LoadedDoc, StoreWarning, load_doc, refresh_doc};
+pub use git::{GitRemote, PushStats, SlotError, validate_slot};
+pub use load::{ChunkOpener, LoadedDoc, Plain, StoreWarning, load_doc, refresh_doc};
 pub use names::{BlobId, BlobIdError, DocIdError, FORMAT_LINE, WorkspaceIdError, validate_doc_id};
-pub use remote::{DirRemote, MemRemote, Remote, RemoteError, RemoteSpecError, parse_remote};
+pub use remote::{
+    DirRemote, MemRemote, Remote, RemoteError, RemoteOptions, RemoteSpecError, parse_remote,
+};
 pub use replica::{InitError, ListError, OpenError, ReadError, Replica, WriteError};
 pub use sync::{
     SyncError, SyncProgress, SyncReport, join, join_with_progress, remote_workspace, sync,

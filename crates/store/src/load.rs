@@ -3,7 +3,8 @@
 //! chunks that appeared since.
 //!
 //! Data flow: list `chunks/<doc>/`, read each chunk not yet applied, check its
-//! sha256 against its name, check that Automerge can parse it, then apply all
+//! sha256 against its name, open it with the caller's [`ChunkOpener`]
+//! (decrypt and verify, before any parsing), check that Automerge can parse it, then apply all
 //! the good ones in ONE `load_incremental` call (one call per chunk is
 //! quadratic in automerge 0.12). If that call fails, the chunks are applied
 //! one at a time and each one Automerge rejects is skipped, so one bad chunk
@@ -26,6 +27,26 @@ use std::path::PathBuf;
 use automerge::{AutoCommit, Automerge, AutomergeError, LoadOptions, OnPartialLoad};
 
 use crate::replica::{ListError, ReadError, Replica};
+
+/// Turns a chunk file's bytes (already checked against its name) into the
+/// Automerge bytes to apply, or refuses it. The encryption layer implements
+/// this: decrypt, verify the signature and the writer, and only then hand
+/// the changes to Automerge. [`Plain`] passes the bytes through.
+pub trait ChunkOpener {
+    /// Opens chunk `name` of document `doc`; an error is one sentence saying
+    /// why the file is refused.
+    fn open(&self, doc: &str, name: &str, bytes: Vec<u8>) -> Result<Vec<u8>, String>;
+}
+
+/// A [`ChunkOpener`] for stores whose chunks are plain Automerge bytes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Plain;
+
+impl ChunkOpener for Plain {
+    fn open(&self, _doc: &str, _name: &str, bytes: Vec<u8>) -> Result<Vec<u8>, String> {
+        Ok(bytes)
+    }
+}
 
 /// A document loaded from a replica.
 #[derive(Debug)]
@@ -62,13 +83,14 @@ impl fmt::Display for StoreWarning {
 pub fn load_doc(
     replica: &Replica,
     doc_id: &str,
+    opener: &dyn ChunkOpener,
 ) -> Result<(LoadedDoc, Vec<StoreWarning>), ListError> {
     let mut loaded = LoadedDoc {
         doc: AutoCommit::new(),
         applied: BTreeSet::new(),
         skipped: BTreeSet::new(),
     };
-    let (_, warnings) = refresh_doc(replica, doc_id, &mut loaded)?;
+    let (_, warnings) = refresh_doc(replica, doc_id, &mut loaded, opener)?;
     Ok((loaded, warnings))
 }
 
@@ -78,6 +100,7 @@ pub fn refresh_doc(
     replica: &Replica,
     doc_id: &str,
     loaded: &mut LoadedDoc,
+    opener: &dyn ChunkOpener,
 ) -> Result<(usize, Vec<StoreWarning>), ListError> {
     let mut warnings = Vec::new();
     let mut good: Vec<(String, Vec<u8>)> = Vec::new();
@@ -87,15 +110,24 @@ pub fn refresh_doc(
         }
         let path = replica.chunk_path(doc_id, &name);
         match replica.read_chunk(doc_id, &name) {
-            Ok(bytes) => match check_chunk(&bytes) {
-                Ok(()) => good.push((name, bytes)),
-                Err(e) => {
+            Ok(bytes) => match opener.open(doc_id, &name, bytes) {
+                Err(why) => {
                     warnings.push(StoreWarning {
                         path,
-                        message: format!("not a valid Automerge chunk: {e}"),
+                        message: format!("refused: {why}; left in place"),
                     });
                     loaded.skipped.insert(name);
                 }
+                Ok(bytes) => match check_chunk(&bytes) {
+                    Ok(()) => good.push((name, bytes)),
+                    Err(e) => {
+                        warnings.push(StoreWarning {
+                            path,
+                            message: format!("not a valid Automerge chunk: {e}"),
+                        });
+                        loaded.skipped.insert(name);
+                    }
+                },
             },
             Err(ReadError::Corrupt {
                 expected, actual, ..

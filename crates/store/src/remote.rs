@@ -1,7 +1,9 @@
 //! Remotes: where a replica's files are copied to and from. Owns the
 //! [`Remote`] trait, the folder backend [`DirRemote`], the in-memory backend
 //! [`MemRemote`] (for tests of this and other crates) and [`parse_remote`],
-//! which turns a spec such as `dir:/mnt/usb/pool` into a remote.
+//! which turns a spec such as `dir:/mnt/usb/pool` or
+//! `git:https://github.com/o/r.git` into a remote. The git backend,
+//! [`GitRemote`], lives in [`mod@crate::git`].
 //!
 //! A remote only speaks store names (`FORMAT`, `workspace`,
 //! `chunks/<doc>/<hash>.chunk`, `blobs/<hash>.blob`); anything else it holds
@@ -15,13 +17,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use crate::fsutil::{self, Kind};
+use crate::git::{self, GitRemote, SlotError};
 use crate::names::{
     self, BLOBS_DIR, CHUNKS_DIR, FORMAT_LINE, FORMAT_NAME, StoreName, WORKSPACE_NAME,
 };
 
 /// A place holding the files of a store. Calls are blocking.
-///
-/// A later version adds a git remote (one ref per writer).
 pub trait Remote: Send + Sync {
     /// A short description for messages, e.g. `dir:/mnt/usb/pool`.
     fn describe(&self) -> String;
@@ -30,6 +31,21 @@ pub trait Remote: Send + Sync {
     fn list(&self) -> Result<BTreeSet<String>, RemoteError>;
     /// The bytes of one file.
     fn read(&self, name: &str) -> Result<Vec<u8>, RemoteError>;
+    /// The bytes of several files, in the order asked. Files not on the
+    /// remote are left out; any other failure fails the call. Backends
+    /// with a per-call cost (git) read them all at once; the default reads
+    /// them one by one.
+    fn read_many(&self, names: &[String]) -> Result<Vec<(String, Vec<u8>)>, RemoteError> {
+        let mut files = Vec::with_capacity(names.len());
+        for name in names {
+            match self.read(name) {
+                Ok(bytes) => files.push((name.clone(), bytes)),
+                Err(RemoteError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(files)
+    }
     /// Adds files: create-only (an existing file is kept), atomic per file,
     /// idempotent.
     fn put(&self, files: &[(String, Vec<u8>)]) -> Result<(), RemoteError>;
@@ -40,9 +56,10 @@ pub trait Remote: Send + Sync {
 /// Why a remote operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
-    /// The remote cannot be reached (folder missing, drive not mounted): the
-    /// caller can go on offline.
-    #[error("remote {remote} is unreachable (folder missing or drive not mounted)")]
+    /// The remote cannot be reached (folder missing, drive not mounted,
+    /// network down, host unknown or refusing connections): the caller can
+    /// go on offline.
+    #[error("remote {remote} is unreachable")]
     Unreachable {
         /// The remote.
         remote: String,
@@ -126,6 +143,85 @@ pub enum RemoteError {
         /// The store name.
         name: String,
     },
+    /// `git` could not be started: it is not installed or not on `PATH`.
+    #[error("cannot use remote {remote}: git is not installed (or not on PATH); install git")]
+    GitMissing {
+        /// The remote.
+        remote: String,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The git host refused our credentials (or we had none to give).
+    #[error(
+        "remote {remote} refused the credentials: {detail}; check GITHUB_TOKEN, your git credential helper or SSH key, and that it may read and push this repository"
+    )]
+    AuthRefused {
+        /// The remote.
+        remote: String,
+        /// What git said.
+        detail: String,
+    },
+    /// The repository does not exist (hosts also answer so to credentials
+    /// that may not see it).
+    #[error(
+        "remote {remote}: repository not found ({detail}); check the URL, and access if it is private"
+    )]
+    RepoNotFound {
+        /// The remote.
+        remote: String,
+        /// What git said.
+        detail: String,
+    },
+    /// The remote refused a push for a reason retrying does not fix, or
+    /// another process writing the same slot kept winning.
+    #[error("remote {remote} rejected the push to {reference}: {reason}")]
+    PushRejected {
+        /// The remote.
+        remote: String,
+        /// The branch pushed.
+        reference: String,
+        /// Why.
+        reason: String,
+    },
+    /// A git command failed in a way none of the above describes.
+    #[error("{command} failed for remote {remote} ({status}): {detail}")]
+    Git {
+        /// The remote.
+        remote: String,
+        /// The command line, without environment or credentials.
+        command: String,
+        /// The exit status.
+        status: String,
+        /// What git said.
+        detail: String,
+    },
+    /// A git command could not be started or waited for, or its pipes
+    /// failed.
+    #[error("could not run {command} for remote {remote}")]
+    GitIo {
+        /// The remote.
+        remote: String,
+        /// The command line, without environment or credentials.
+        command: String,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl RemoteError {
+    /// True if the error concerns the whole remote (unreachable, refused,
+    /// missing, broken git), false if only the one file named in it.
+    pub fn is_remote_wide(&self) -> bool {
+        !matches!(
+            self,
+            RemoteError::Io { .. }
+                | RemoteError::NotFound { .. }
+                | RemoteError::InvalidName { .. }
+                | RemoteError::HashMismatch { .. }
+        )
+    }
 }
 
 /// A store in a folder: a USB stick, a Syncthing or NFS folder, or another
@@ -202,7 +298,7 @@ impl Remote for DirRemote {
             Ok(None) => {
                 return Err(self.unreachable(io::Error::new(
                     io::ErrorKind::NotFound,
-                    "the folder does not exist",
+                    "the folder does not exist (drive not mounted?)",
                 )));
             }
             Err(e) if e.kind() == io::ErrorKind::NotADirectory => {
@@ -261,7 +357,7 @@ impl Remote for DirRemote {
         if !self.root.is_dir() {
             return Err(self.unreachable(io::Error::new(
                 io::ErrorKind::NotFound,
-                "the folder does not exist",
+                "the folder does not exist (drive not mounted?)",
             )));
         }
         for (name, bytes) in files {
@@ -432,13 +528,20 @@ pub enum RemoteSpecError {
         /// The spec.
         spec: String,
     },
-    /// A scheme planned but not implemented yet.
-    #[error("{scheme}: remotes arrive in a later version; use dir:PATH for now")]
-    NotYetSupported {
+    /// `git:` with nothing after it.
+    #[error("remote {spec:?} has an empty URL; expected git:URL (any URL git accepts)")]
+    EmptyUrl {
         /// The spec.
         spec: String,
-        /// The scheme.
-        scheme: String,
+    },
+    /// The writer slot of [`RemoteOptions`] is not a valid one.
+    #[error("cannot use remote {spec:?}")]
+    InvalidSlot {
+        /// The spec.
+        spec: String,
+        /// The cause.
+        #[source]
+        source: SlotError,
     },
     /// A scheme this version does not know.
     #[error("unknown remote scheme {scheme:?} in {spec:?}; supported: {SUPPORTED}")]
@@ -451,12 +554,46 @@ pub enum RemoteSpecError {
 }
 
 /// The remote specs this version understands, for messages.
-const SUPPORTED: &str = "dir:PATH";
+const SUPPORTED: &str = "dir:PATH, git:URL";
 
-/// Parses a remote spec. `dir:PATH` is a folder; a relative `PATH` is
-/// resolved against `base` (the folder of the config that named it, or the
-/// current folder).
-pub fn parse_remote(spec: &str, base: &Path) -> Result<Box<dyn Remote>, RemoteSpecError> {
+/// What a remote needs beyond its spec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteOptions {
+    /// This writer's slot in a `git:` remote (its branch is
+    /// `refs/heads/bridge/<slot>`): a member, device or runner-shard name,
+    /// `[A-Za-z0-9._-]{1,64}` (see [`validate_slot`](crate::git::validate_slot)).
+    pub writer_slot: String,
+    /// The folder under which `git:` remotes keep their private bare
+    /// repositories, one per URL (`<cache_dir>/<hash of the URL>.git`).
+    pub cache_dir: PathBuf,
+}
+
+impl RemoteOptions {
+    /// The defaults for a workspace at `base`: slot `default`, cache in
+    /// `<base>/.bridge/git-cache`.
+    pub fn for_base(base: &Path) -> RemoteOptions {
+        RemoteOptions {
+            writer_slot: "default".to_owned(),
+            cache_dir: base.join(".bridge").join("git-cache"),
+        }
+    }
+}
+
+/// Parses a remote spec.
+///
+/// - `dir:PATH` is a folder; a relative `PATH` is resolved against `base`
+///   (the folder of the config that named it, or the current folder).
+/// - `git:URL` is a git repository: anything `git` accepts
+///   (`https://github.com/o/r.git`, `git@host:o/r.git`, `file:///srv/r.git`,
+///   `git://host/r`, a path, relative ones resolved against `base`). It
+///   writes branch `refs/heads/bridge/<opts.writer_slot>` and keeps its
+///   private bare repository in `opts.cache_dir`, in a folder named after a
+///   hash of the URL (so two remotes never share one).
+pub fn parse_remote(
+    spec: &str,
+    base: &Path,
+    opts: &RemoteOptions,
+) -> Result<Box<dyn Remote>, RemoteSpecError> {
     let Some((scheme, rest)) = spec.split_once(':') else {
         return Err(RemoteSpecError::NoScheme {
             spec: spec.to_owned(),
@@ -477,10 +614,24 @@ pub fn parse_remote(spec: &str, base: &Path) -> Result<Box<dyn Remote>, RemoteSp
             };
             Ok(Box::new(DirRemote::new(root)))
         }
-        "git" => Err(RemoteSpecError::NotYetSupported {
-            spec: spec.to_owned(),
-            scheme: scheme.to_owned(),
-        }),
+        "git" => {
+            if rest.is_empty() {
+                return Err(RemoteSpecError::EmptyUrl {
+                    spec: spec.to_owned(),
+                });
+            }
+            let url = git::absolute_local_url(rest.to_owned(), Some(base));
+            let key = &names::sha256_hex(url.as_bytes())[..16];
+            let cache = opts.cache_dir.join(format!("{key}.git"));
+            let remote =
+                GitRemote::new(url, opts.writer_slot.clone(), cache).map_err(|source| {
+                    RemoteSpecError::InvalidSlot {
+                        spec: spec.to_owned(),
+                        source,
+                    }
+                })?;
+            Ok(Box::new(remote))
+        }
         _ => Err(RemoteSpecError::UnknownScheme {
             spec: spec.to_owned(),
             scheme: scheme.to_owned(),
@@ -496,24 +647,47 @@ mod tests {
     #[test]
     fn parse_remote_specs() {
         let base = Path::new("/base");
-        let r = parse_remote("dir:/mnt/usb/pool", base).unwrap();
+        let opts = RemoteOptions::for_base(base);
+        assert_eq!(opts.writer_slot, "default");
+        assert_eq!(opts.cache_dir, Path::new("/base/.bridge/git-cache"));
+        let r = parse_remote("dir:/mnt/usb/pool", base, &opts).unwrap();
         assert_eq!(r.describe(), "dir:/mnt/usb/pool");
-        let r = parse_remote("dir:pool", base).unwrap();
+        let r = parse_remote("dir:pool", base, &opts).unwrap();
         assert_eq!(
             r.describe(),
             format!("dir:{}", Path::new("/base").join("pool").display())
         );
-        let err = parse_remote("git:https://x/y.git", base).err().unwrap();
-        assert!(err.to_string().contains("later version"), "{err}");
-        let err = parse_remote("s3:bucket", base).err().unwrap();
-        assert!(matches!(err, RemoteSpecError::UnknownScheme { .. }));
-        assert!(err.to_string().contains("dir:PATH"), "{err}");
+        for (spec, described) in [
+            ("git:https://x/y.git", "git:https://x/y.git"),
+            ("git:git@host:o/r.git", "git:git@host:o/r.git"),
+            ("git:file:///srv/r.git", "git:file:///srv/r.git"),
+            ("git:/srv/r.git", "git:/srv/r.git"),
+            ("git:r.git", "git:/base/r.git"),
+        ] {
+            let r = parse_remote(spec, base, &opts).unwrap();
+            assert_eq!(r.describe(), described);
+        }
+        let err = parse_remote("git:", base, &opts).err().unwrap();
+        assert!(matches!(err, RemoteSpecError::EmptyUrl { .. }));
+        let bad_slot = RemoteOptions {
+            writer_slot: "a/b".into(),
+            ..opts.clone()
+        };
         assert!(matches!(
-            parse_remote("pool", base).err().unwrap(),
+            parse_remote("git:/srv/r.git", base, &bad_slot)
+                .err()
+                .unwrap(),
+            RemoteSpecError::InvalidSlot { .. }
+        ));
+        let err = parse_remote("s3:bucket", base, &opts).err().unwrap();
+        assert!(matches!(err, RemoteSpecError::UnknownScheme { .. }));
+        assert!(err.to_string().contains("dir:PATH, git:URL"), "{err}");
+        assert!(matches!(
+            parse_remote("pool", base, &opts).err().unwrap(),
             RemoteSpecError::NoScheme { .. }
         ));
         assert!(matches!(
-            parse_remote("dir:", base).err().unwrap(),
+            parse_remote("dir:", base, &opts).err().unwrap(),
             RemoteSpecError::EmptyPath { .. }
         ));
     }

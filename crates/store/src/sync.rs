@@ -3,9 +3,10 @@
 //!
 //! [`sync`] checks the remote's `FORMAT` and `workspace` (initialising an
 //! empty remote folder as a store of this workspace), lists both sides, then
-//! pulls every chunk and blob the replica lacks and pushes every one the
-//! remote lacks, blobs first so that a chunk never names a blob its reader
-//! cannot fetch. Pulled bytes are checked against their sha256 name before
+//! pulls every chunk and blob the replica lacks (in batches, through
+//! [`Remote::read_many`]) and pushes every one the remote lacks (in batches,
+//! one [`Remote::put`] each), blobs first so that a chunk never names a blob
+//! its reader cannot fetch. Pulled bytes are checked against their sha256 name before
 //! they are written; pushed ones are checked when read from the replica. A
 //! corrupt file on either side is skipped with a warning, never copied and
 //! never deleted. Because files are immutable and writes create-only, sync
@@ -61,6 +62,8 @@ pub enum SyncError {
     Init(#[from] InitError),
 }
 
+/// Pulls are read in batches of this many files (one `read_many` each).
+const PULL_BATCH_FILES: usize = 256;
 /// Pushes are sent in batches of at most this many files…
 const PUSH_BATCH_FILES: usize = 256;
 /// …or about this many bytes.
@@ -98,35 +101,36 @@ pub fn sync(
     let mut report = SyncReport::default();
     progress.report();
 
-    for name in to_pull {
-        match remote.read(name) {
-            Ok(bytes) => {
-                let expected = StoreName::parse(name).and_then(|n| n.hash());
-                let actual = names::sha256_hex(&bytes);
-                if expected == Some(actual.as_str()) {
-                    replica.put_store_file(name, &bytes).map_err(|source| {
-                        SyncError::LocalWrite {
-                            name: name.clone(),
-                            source,
-                        }
-                    })?;
-                    report.pulled += 1;
-                } else {
-                    report.skipped.push(StoreWarning {
-                        path: remote_path(remote, name),
-                        message: format!(
-                            "corrupt on the remote: its content hashes to {actual}; not copied"
-                        ),
-                    });
+    for pull_batch in to_pull.chunks(PULL_BATCH_FILES) {
+        for (name, result) in read_batch(remote, pull_batch)? {
+            match result {
+                Ok(bytes) => {
+                    let expected = StoreName::parse(name).and_then(|n| n.hash());
+                    let actual = names::sha256_hex(&bytes);
+                    if expected == Some(actual.as_str()) {
+                        replica.put_store_file(name, &bytes).map_err(|source| {
+                            SyncError::LocalWrite {
+                                name: name.clone(),
+                                source,
+                            }
+                        })?;
+                        report.pulled += 1;
+                    } else {
+                        report.skipped.push(StoreWarning {
+                            path: remote_path(remote, name),
+                            message: format!(
+                                "corrupt on the remote: its content hashes to {actual}; not copied"
+                            ),
+                        });
+                    }
                 }
+                Err(e) => report.skipped.push(StoreWarning {
+                    path: remote_path(remote, name),
+                    message: error_chain(&e),
+                }),
             }
-            Err(e @ RemoteError::Unreachable { .. }) => return Err(e.into()),
-            Err(e) => report.skipped.push(StoreWarning {
-                path: remote_path(remote, name),
-                message: error_chain(&e),
-            }),
+            progress.advance(1);
         }
-        progress.advance(1);
         progress.report();
     }
 
@@ -176,6 +180,47 @@ pub fn sync(
         "sync done"
     );
     Ok(report)
+}
+
+/// A file to pull and what reading it gave.
+type PulledFile<'a> = (&'a String, Result<Vec<u8>, RemoteError>);
+
+/// Reads one batch of pulls with [`Remote::read_many`]. If the batch fails
+/// for a reason that concerns one file only, reads file by file so that the
+/// others still arrive and the bad one becomes a warning. Errors about the
+/// whole remote (unreachable, refused, ...) stop the sync.
+fn read_batch<'a>(
+    remote: &dyn Remote,
+    names: &[&'a String],
+) -> Result<Vec<PulledFile<'a>>, RemoteError> {
+    let owned: Vec<String> = names.iter().map(|n| (*n).clone()).collect();
+    match remote.read_many(&owned) {
+        Ok(files) => {
+            let mut files: std::collections::HashMap<String, Vec<u8>> = files.into_iter().collect();
+            Ok(names
+                .iter()
+                .map(|name| {
+                    let result = files.remove(*name).ok_or_else(|| RemoteError::NotFound {
+                        remote: remote.describe(),
+                        name: (*name).clone(),
+                    });
+                    (*name, result)
+                })
+                .collect())
+        }
+        Err(e) if e.is_remote_wide() => Err(e),
+        Err(e) => {
+            tracing::debug!(error = %e, "batched read failed; reading file by file");
+            let mut out = Vec::with_capacity(names.len());
+            for name in names {
+                match remote.read(name) {
+                    Err(e) if e.is_remote_wide() => return Err(e),
+                    result => out.push((*name, result)),
+                }
+            }
+            Ok(out)
+        }
+    }
 }
 
 /// Counts handled files and reports each new count once.

@@ -3,7 +3,7 @@
 use std::fs;
 
 use automerge::{ActorId, AutoCommit};
-use bridge_store::{Replica, load_doc, refresh_doc};
+use bridge_store::{Plain, Replica, load_doc, refresh_doc};
 
 use crate::{chunk_put, get_i64, independent_chunk};
 
@@ -22,7 +22,7 @@ fn load_doc_applies_a_history_of_chunks() {
             .write_chunk("batch", &chunk_put(&mut doc, &format!("k{}", i % 7), i))
             .unwrap();
     }
-    let (loaded, warnings) = load_doc(&replica, "batch").unwrap();
+    let (loaded, warnings) = load_doc(&replica, "batch", &Plain).unwrap();
     assert!(warnings.is_empty(), "{warnings:?}");
     assert_eq!(loaded.applied.len(), 20);
     assert_eq!(get_i64(&loaded.doc, "k0"), Some(14));
@@ -31,7 +31,7 @@ fn load_doc_applies_a_history_of_chunks() {
     assert_eq!(loaded_doc.get_heads(), doc.get_heads());
 
     // A document with no chunks loads empty.
-    let (empty, warnings) = load_doc(&replica, "other").unwrap();
+    let (empty, warnings) = load_doc(&replica, "other", &Plain).unwrap();
     assert!(warnings.is_empty());
     assert!(empty.applied.is_empty());
 }
@@ -54,7 +54,7 @@ fn check_damaged_chunk_is_skipped(damage: impl Fn(&mut Vec<u8>)) {
     damage(&mut bytes);
     fs::write(&path, bytes).unwrap();
 
-    let (loaded, warnings) = load_doc(&replica, "d").unwrap();
+    let (loaded, warnings) = load_doc(&replica, "d", &Plain).unwrap();
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert_eq!(warnings[0].path, path);
     assert!(
@@ -109,7 +109,7 @@ fn garbage_with_a_valid_hash_is_skipped() {
             .unwrap();
     }
 
-    let (loaded, warnings) = load_doc(&replica, "d").unwrap();
+    let (loaded, warnings) = load_doc(&replica, "d", &Plain).unwrap();
     assert_eq!(warnings.len(), garbage.len(), "{warnings:?}");
     for name in &garbage {
         assert!(loaded.skipped.contains(name));
@@ -143,7 +143,7 @@ fn a_chunk_automerge_refuses_is_skipped_by_the_fallback() {
         .write_chunk("d", &independent_chunk("other", 9))
         .unwrap();
 
-    let (loaded, warnings) = load_doc(&replica, "d").unwrap();
+    let (loaded, warnings) = load_doc(&replica, "d", &Plain).unwrap();
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(
         warnings[0].message.contains("Automerge refused"),
@@ -164,11 +164,14 @@ fn refresh_doc_applies_only_new_chunks() {
         .write_chunk("d", &chunk_put(&mut writer, "n", 1))
         .unwrap();
     let bad = replica.write_chunk("d", b"garbage").unwrap();
-    let (mut loaded, warnings) = load_doc(&replica, "d").unwrap();
+    let (mut loaded, warnings) = load_doc(&replica, "d", &Plain).unwrap();
     assert_eq!(warnings.len(), 1);
     assert_eq!(get_i64(&loaded.doc, "n"), Some(1));
 
-    assert_eq!(refresh_doc(&replica, "d", &mut loaded).unwrap().0, 0);
+    assert_eq!(
+        refresh_doc(&replica, "d", &mut loaded, &Plain).unwrap().0,
+        0
+    );
 
     let first = replica
         .write_chunk("d", &chunk_put(&mut writer, "n", 2))
@@ -176,7 +179,7 @@ fn refresh_doc_applies_only_new_chunks() {
     let second = replica
         .write_chunk("d", &chunk_put(&mut writer, "m", 5))
         .unwrap();
-    let (n, warnings) = refresh_doc(&replica, "d", &mut loaded).unwrap();
+    let (n, warnings) = refresh_doc(&replica, "d", &mut loaded, &Plain).unwrap();
     assert_eq!(n, 2);
     assert!(
         warnings.is_empty(),
@@ -187,7 +190,7 @@ fn refresh_doc_applies_only_new_chunks() {
     assert_eq!(get_i64(&loaded.doc, "n"), Some(2));
     assert_eq!(get_i64(&loaded.doc, "m"), Some(5));
 
-    let (n, warnings) = refresh_doc(&replica, "d", &mut loaded).unwrap();
+    let (n, warnings) = refresh_doc(&replica, "d", &mut loaded, &Plain).unwrap();
     assert_eq!((n, warnings.len()), (0, 0));
 }
 
@@ -198,7 +201,7 @@ fn refresh_doc_keeps_the_callers_actor_and_local_changes() {
     replica
         .write_chunk("d", &chunk_put(&mut writer, "a", 1))
         .unwrap();
-    let (mut loaded, _) = load_doc(&replica, "d").unwrap();
+    let (mut loaded, _) = load_doc(&replica, "d", &Plain).unwrap();
     let me = ActorId::from([1u8; 16]);
     loaded.doc.set_actor(me.clone());
     let mine = chunk_put(&mut loaded.doc, "mine", 1);
@@ -209,7 +212,7 @@ fn refresh_doc_keeps_the_callers_actor_and_local_changes() {
 
     // The chunk we wrote ourselves is already in the document: applying it
     // again is harmless.
-    let (n, warnings) = refresh_doc(&replica, "d", &mut loaded).unwrap();
+    let (n, warnings) = refresh_doc(&replica, "d", &mut loaded, &Plain).unwrap();
     assert!(warnings.is_empty(), "{warnings:?}");
     assert_eq!(n, 2);
     assert_eq!(loaded.doc.get_actor(), &me);

@@ -6,8 +6,8 @@ use std::path::Path;
 
 use automerge::AutoCommit;
 use bridge_store::{
-    BlobId, DirRemote, MemRemote, Remote, RemoteError, Replica, SyncError, SyncProgress,
-    SyncReport, join, load_doc, parse_remote, sync,
+    BlobId, DirRemote, MemRemote, Plain, Remote, RemoteError, RemoteOptions, Replica, SyncError,
+    SyncProgress, SyncReport, join, load_doc, parse_remote, sync,
 };
 use proptest::prelude::*;
 
@@ -24,7 +24,7 @@ fn two_replicas_converge_through_a_folder() {
     let b = Replica::init(&dir.path().join("b"), "ws").unwrap();
     let usb = dir.path().join("usb");
     fs::create_dir(&usb).unwrap();
-    let remote = parse_remote("dir:usb", dir.path()).unwrap();
+    let remote = parse_remote("dir:usb", dir.path(), &RemoteOptions::for_base(dir.path())).unwrap();
 
     let mut doc_a = AutoCommit::new();
     for i in 0..5 {
@@ -61,11 +61,11 @@ fn two_replicas_converge_through_a_folder() {
     assert_eq!(b.read_blob(&blob_a).unwrap(), b"output of a");
 
     for replica in [&a, &b] {
-        let (loaded, warnings) = load_doc(replica, "batch").unwrap();
+        let (loaded, warnings) = load_doc(replica, "batch", &Plain).unwrap();
         assert!(warnings.is_empty());
         assert_eq!(get_i64(&loaded.doc, "from-a"), Some(4));
         assert_eq!(get_i64(&loaded.doc, "from-b"), Some(7));
-        let (other, _) = load_doc(replica, "other").unwrap();
+        let (other, _) = load_doc(replica, "other", &Plain).unwrap();
         assert_eq!(get_i64(&other.doc, "x"), Some(1));
     }
 

@@ -1,0 +1,671 @@
+//! The `git:` remote against real `git`: bare repositories in temp folders
+//! over `file://` (and plain paths), one test over `git daemon`, racing
+//! writers, and the errors callers must tell apart. Every git command runs
+//! with `GIT_CONFIG_GLOBAL=/dev/null` and `GIT_CONFIG_NOSYSTEM=1`.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeSet;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use automerge::transaction::Transactable;
+use automerge::{AutoCommit, ROOT, ReadDoc};
+use bridge_store::{
+    BlobId, FORMAT_LINE, GitRemote, Plain, Remote, RemoteError, RemoteOptions, Replica, load_doc,
+    parse_remote, sync,
+};
+
+/// Runs real git hermetically; panics unless it succeeds. Returns stdout.
+fn git(args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("LC_ALL", "C")
+        .env("GIT_AUTHOR_NAME", "test")
+        .env("GIT_AUTHOR_EMAIL", "test@localhost")
+        .env("GIT_COMMITTER_NAME", "test")
+        .env("GIT_COMMITTER_EMAIL", "test@localhost")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A new bare repository at `path`; returns its `file://` URL.
+fn bare_repo(path: &Path) -> String {
+    git(&["init", "--bare", "-q", path.to_str().unwrap()]);
+    format!("file://{}", path.display())
+}
+
+/// A hermetic remote for `url`, slot `slot`, cache `cache`.
+fn remote(url: &str, slot: &str, cache: &Path) -> GitRemote {
+    GitRemote::new(url.to_owned(), slot.to_owned(), cache.to_owned())
+        .unwrap()
+        .with_token(None, None)
+        .with_git_env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .with_git_env("GIT_CONFIG_NOSYSTEM", "1")
+}
+
+/// A blob file: its store name and bytes.
+fn blob(content: &str) -> (String, Vec<u8>) {
+    let bytes = content.as_bytes().to_vec();
+    (BlobId::of_bytes(&bytes).store_name(), bytes)
+}
+
+/// A chunk file of document `doc`: its store name and bytes.
+fn chunk(doc: &str, content: &str) -> (String, Vec<u8>) {
+    let bytes = content.as_bytes().to_vec();
+    let hash = BlobId::of_bytes(&bytes).to_string();
+    (format!("chunks/{doc}/{hash}.chunk"), bytes)
+}
+
+/// The store header files of workspace `ws`.
+fn header(ws: &str) -> Vec<(String, Vec<u8>)> {
+    vec![
+        ("workspace".to_owned(), format!("{ws}\n").into_bytes()),
+        ("FORMAT".to_owned(), FORMAT_LINE.as_bytes().to_vec()),
+    ]
+}
+
+/// `git ls-remote` of a repository: (ref, oid), sorted.
+fn ls_remote(url: &str) -> Vec<(String, String)> {
+    let mut refs: Vec<(String, String)> = git(&["ls-remote", url])
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .map(|(oid, name)| (name.to_owned(), oid.to_owned()))
+        .collect();
+    refs.sort();
+    refs
+}
+
+/// The paths in the tree of `reference` in the bare repository `repo`.
+fn tree_paths(repo: &Path, reference: &str) -> BTreeSet<String> {
+    git(&[
+        "--git-dir",
+        repo.to_str().unwrap(),
+        "ls-tree",
+        "-r",
+        "--name-only",
+        reference,
+    ])
+    .lines()
+    .map(str::to_owned)
+    .collect()
+}
+
+fn names(files: &[(String, Vec<u8>)]) -> BTreeSet<String> {
+    files.iter().map(|(n, _)| n.clone()).collect()
+}
+
+#[test]
+fn put_list_read_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("store.git");
+    let url = bare_repo(&repo);
+    let writer = remote(&url, "laptop", &dir.path().join("cache-w"));
+
+    assert!(writer.list().unwrap().is_empty());
+    let mut files = header("ws");
+    files.extend([
+        blob("one"),
+        blob("two"),
+        chunk("batch-1", "c1"),
+        chunk("batch-1", "c2"),
+    ]);
+    writer.put(&files).unwrap();
+    assert_eq!(writer.push_stats().pushed, 1);
+    assert_eq!(writer.list().unwrap(), names(&files));
+
+    // A reader with its own cache sees the same files and bytes.
+    let reader = remote(&url, "other", &dir.path().join("cache-r"));
+    assert_eq!(reader.list().unwrap(), names(&files));
+    for (name, bytes) in &files {
+        assert_eq!(&reader.read(name).unwrap(), bytes, "{name}");
+    }
+    let wanted: Vec<String> = files.iter().map(|(n, _)| n.clone()).collect();
+    let absent = blob("never put").0;
+    let mut asked = wanted.clone();
+    asked.push(absent.clone());
+    let got = reader.read_many(&asked).unwrap();
+    assert_eq!(got, files);
+    assert!(matches!(
+        reader.read(&absent),
+        Err(RemoteError::NotFound { .. })
+    ));
+
+    // Reading without listing first fetches on demand.
+    let fresh = remote(&url, "fresh", &dir.path().join("cache-f"));
+    assert_eq!(fresh.read("FORMAT").unwrap(), FORMAT_LINE.as_bytes());
+
+    // Idempotent: putting the same files again pushes nothing.
+    let before = ls_remote(&url);
+    writer.put(&files).unwrap();
+    writer.put(&files[2..3]).unwrap();
+    assert_eq!(ls_remote(&url), before);
+    assert_eq!(writer.push_stats().pushed, 1);
+
+    // A file put later is seen by the reader's next list.
+    let later = blob("three");
+    writer.put(std::slice::from_ref(&later)).unwrap();
+    assert!(reader.list().unwrap().contains(&later.0));
+    assert_eq!(reader.read(&later.0).unwrap(), later.1);
+
+    // Names and hashes are checked before anything reaches git.
+    assert!(matches!(
+        writer.put(&[("../evil".into(), b"x".to_vec())]),
+        Err(RemoteError::InvalidName { .. })
+    ));
+    assert!(matches!(
+        writer.put(&[(blob("x").0, b"y".to_vec())]),
+        Err(RemoteError::HashMismatch { .. })
+    ));
+    assert!(matches!(
+        reader.read("chunks/../../etc/passwd"),
+        Err(RemoteError::InvalidName { .. })
+    ));
+    // Nothing of ours is left in the cache but the repository.
+    let leftovers: Vec<String> = std::fs::read_dir(dir.path().join("cache-w"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("bridge-index"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn one_branch_per_slot_each_with_format_and_workspace() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("store.git");
+    let url = bare_repo(&repo);
+    let a = remote(&url, "a", &dir.path().join("cache-a"));
+    let b = remote(&url, "b", &dir.path().join("cache-b"));
+    a.put(&header("ws")).unwrap();
+    a.put(&[blob("from a")]).unwrap();
+    b.list().unwrap();
+    b.put(&[blob("from b")]).unwrap();
+
+    let refs: Vec<String> = ls_remote(&url).into_iter().map(|(r, _)| r).collect();
+    assert_eq!(refs, ["refs/heads/bridge/a", "refs/heads/bridge/b"]);
+    let in_b = tree_paths(&repo, "refs/heads/bridge/b");
+    let expected: BTreeSet<String> = ["FORMAT".to_owned(), "workspace".into(), blob("from b").0]
+        .into_iter()
+        .collect();
+    assert_eq!(in_b, expected);
+    assert_eq!(
+        tree_paths(&repo, "refs/heads/bridge/a"),
+        ["FORMAT".to_owned(), "workspace".into(), blob("from a").0]
+            .into_iter()
+            .collect()
+    );
+    // The union, with FORMAT and workspace once.
+    assert_eq!(a.list().unwrap().len(), 4);
+    assert_eq!(b.list().unwrap(), a.list().unwrap());
+    // Commits are by bridge, whatever the user's config says.
+    let author = git(&[
+        "--git-dir",
+        repo.to_str().unwrap(),
+        "log",
+        "-1",
+        "--format=%an <%ae>",
+        "refs/heads/bridge/b",
+    ]);
+    assert_eq!(author.trim(), "bridge <bridge@localhost>");
+}
+
+/// An Automerge chunk setting `key = value` on `doc`.
+fn chunk_put(doc: &mut AutoCommit, key: &str, value: i64) -> Vec<u8> {
+    let heads = doc.get_heads();
+    doc.put(ROOT, key, value).unwrap();
+    doc.commit();
+    doc.save_after(&heads)
+}
+
+fn get_i64(doc: &AutoCommit, key: &str) -> Option<i64> {
+    doc.get(ROOT, key).unwrap().and_then(|(v, _)| v.as_i64())
+}
+
+/// Two devices, each with its replica and slot, converge through one repo.
+fn converge_through(url: &str, dir: &Path) {
+    let ra = Replica::init(&dir.join("a"), "ws").unwrap();
+    let rb = Replica::init(&dir.join("b"), "ws").unwrap();
+    let ga = remote(url, "device-a", &dir.join("cache-a"));
+    let gb = remote(url, "device-b", &dir.join("cache-b"));
+
+    let mut doc_a = AutoCommit::new();
+    for i in 0..5 {
+        ra.write_chunk("batch", &chunk_put(&mut doc_a, "from-a", i))
+            .unwrap();
+    }
+    let blob_a = ra.put_blob_bytes(b"output of a").unwrap();
+    let mut doc_b = AutoCommit::new();
+    rb.write_chunk("batch", &chunk_put(&mut doc_b, "from-b", 7))
+        .unwrap();
+    let blob_b = rb.put_blob_bytes(b"output of b").unwrap();
+
+    let report = sync(&ra, &ga, &mut |_| {}).unwrap();
+    assert_eq!((report.pulled, report.pushed), (0, 6));
+    let report = sync(&rb, &gb, &mut |_| {}).unwrap();
+    assert_eq!((report.pulled, report.pushed), (6, 2));
+    let report = sync(&ra, &ga, &mut |_| {}).unwrap();
+    assert_eq!((report.pulled, report.pushed), (2, 0));
+    assert!(report.skipped.is_empty());
+    for (replica, remote) in [(&ra, &ga), (&rb, &gb)] {
+        let report = sync(replica, remote, &mut |_| {}).unwrap();
+        assert_eq!((report.pulled, report.pushed), (0, 0));
+    }
+    assert_eq!(
+        ra.list_store_names().unwrap(),
+        rb.list_store_names().unwrap()
+    );
+    assert!(ra.has_blob(&blob_b) && rb.has_blob(&blob_a));
+    for replica in [&ra, &rb] {
+        let (loaded, warnings) = load_doc(replica, "batch", &Plain).unwrap();
+        assert!(warnings.is_empty());
+        assert_eq!(get_i64(&loaded.doc, "from-a"), Some(4));
+        assert_eq!(get_i64(&loaded.doc, "from-b"), Some(7));
+    }
+    assert_eq!(ga.push_stats().rejected + gb.push_stats().rejected, 0);
+}
+
+#[test]
+fn two_replicas_converge_through_a_git_repo() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = bare_repo(&dir.path().join("store.git"));
+    converge_through(&url, dir.path());
+    let refs: Vec<String> = ls_remote(&url).into_iter().map(|(r, _)| r).collect();
+    assert_eq!(
+        refs,
+        ["refs/heads/bridge/device-a", "refs/heads/bridge/device-b"]
+    );
+}
+
+#[test]
+fn eight_writers_with_their_own_slots_never_collide() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = bare_repo(&dir.path().join("store.git"));
+    remote(&url, "init", &dir.path().join("cache-init"))
+        .put(&header("ws"))
+        .unwrap();
+    let barrier = Arc::new(Barrier::new(8));
+    let workers: Vec<_> = (0..8)
+        .map(|w| {
+            let url = url.clone();
+            let barrier = Arc::clone(&barrier);
+            // One cache per writer, as on eight runners.
+            let cache = dir.path().join(format!("cache-{w}"));
+            thread::spawn(move || {
+                let r = remote(&url, &format!("runner-{w}"), &cache);
+                barrier.wait();
+                for i in 0..20 {
+                    r.put(&[blob(&format!("writer {w} file {i}"))]).unwrap();
+                }
+                r.push_stats()
+            })
+        })
+        .collect();
+    for worker in workers {
+        let stats = worker.join().unwrap();
+        assert_eq!(stats.pushed, 20);
+        assert_eq!(stats.rejected, 0, "{stats:?}");
+    }
+    let reader = remote(&url, "reader", &dir.path().join("cache-r"));
+    let listed = reader.list().unwrap();
+    assert_eq!(
+        listed.iter().filter(|n| n.starts_with("blobs/")).count(),
+        160
+    );
+    assert_eq!(ls_remote(&url).len(), 9);
+}
+
+#[test]
+fn two_processes_of_one_slot_both_land() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = bare_repo(&dir.path().join("store.git"));
+    // Two instances sharing one slot and one cache: two processes of one
+    // device.
+    let cache = dir.path().join("cache");
+    let barrier = Arc::new(Barrier::new(2));
+    let racers: Vec<_> = (0..2)
+        .map(|p| {
+            let url = url.clone();
+            let cache = cache.clone();
+            let barrier = Arc::clone(&barrier);
+            thread::spawn(move || {
+                let r = remote(&url, "laptop", &cache);
+                r.list().unwrap();
+                barrier.wait();
+                for i in 0..10 {
+                    r.put(&[blob(&format!("process {p} file {i}"))]).unwrap();
+                }
+                r.push_stats()
+            })
+        })
+        .collect();
+    let stats: Vec<_> = racers.into_iter().map(|r| r.join().unwrap()).collect();
+    assert!(stats.iter().all(|s| s.pushed == 10), "{stats:?}");
+    let reader = remote(&url, "reader", &dir.path().join("cache-r"));
+    let listed = reader.list().unwrap();
+    for p in 0..2 {
+        for i in 0..10 {
+            assert!(listed.contains(&blob(&format!("process {p} file {i}")).0));
+        }
+    }
+    assert_eq!(ls_remote(&url).len(), 1);
+    eprintln!("same-slot race: {stats:?}");
+}
+
+#[test]
+fn a_stale_tip_is_rebuilt_never_overwritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("store.git");
+    let url = bare_repo(&repo);
+    let first = remote(&url, "laptop", &dir.path().join("cache-1"));
+    let second = remote(&url, "laptop", &dir.path().join("cache-2"));
+    first.put(&[blob("base")]).unwrap();
+    second.list().unwrap();
+    // `first` moves the branch; `second` still believes the old tip.
+    first.put(&[blob("from first")]).unwrap();
+    second.put(&[blob("from second")]).unwrap();
+    let stats = second.push_stats();
+    assert_eq!((stats.pushed, stats.rejected), (1, 1), "{stats:?}");
+    let paths = tree_paths(&repo, "refs/heads/bridge/laptop");
+    for content in ["base", "from first", "from second"] {
+        assert!(paths.contains(&blob(content).0), "{content}");
+    }
+    // A branch deleted behind our back (compaction) is recreated.
+    git(&[
+        "--git-dir",
+        repo.to_str().unwrap(),
+        "update-ref",
+        "-d",
+        "refs/heads/bridge/laptop",
+    ]);
+    first.put(&[blob("after deletion")]).unwrap();
+    let paths = tree_paths(&repo, "refs/heads/bridge/laptop");
+    assert_eq!(
+        paths,
+        [blob("after deletion").0]
+            .into_iter()
+            .collect::<BTreeSet<_>>()
+    );
+}
+
+#[test]
+fn remove_takes_files_off_this_slot_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("store.git");
+    let url = bare_repo(&repo);
+    let a = remote(&url, "a", &dir.path().join("cache-a"));
+    let b = remote(&url, "b", &dir.path().join("cache-b"));
+    let shared = blob("in both slots");
+    let (x, y) = (blob("x"), chunk("d", "y"));
+    a.put(&[header("ws"), vec![x.clone(), y.clone(), shared.clone()]].concat())
+        .unwrap();
+    b.list().unwrap();
+    b.put(std::slice::from_ref(&shared)).unwrap();
+
+    a.remove(&[x.0.clone(), blob("never there").0, shared.0.clone()])
+        .unwrap();
+    let in_a = tree_paths(&repo, "refs/heads/bridge/a");
+    assert!(!in_a.contains(&x.0) && !in_a.contains(&shared.0));
+    assert!(in_a.contains(&y.0) && in_a.contains("FORMAT"));
+    let listed = b.list().unwrap();
+    assert!(!listed.contains(&x.0));
+    // Still in b's slot: removing it there is compaction's business.
+    assert!(listed.contains(&shared.0));
+    assert!(matches!(b.read(&x.0), Err(RemoteError::NotFound { .. })));
+
+    let before = ls_remote(&url);
+    a.remove(std::slice::from_ref(&x.0)).unwrap();
+    assert_eq!(
+        ls_remote(&url),
+        before,
+        "removing a missing file pushes nothing"
+    );
+    assert!(matches!(
+        a.remove(&["FORMAT".to_owned()]),
+        Err(RemoteError::InvalidName { .. })
+    ));
+}
+
+#[test]
+fn unreachable_hosts_are_unreachable() {
+    let dir = tempfile::tempdir().unwrap();
+    for url in [
+        "git://127.0.0.1:1/x",
+        "http://127.0.0.1:1/x.git",
+        "https://nonexistent.invalid/x.git",
+    ] {
+        let r = remote(url, "a", &dir.path().join("cache"));
+        let started = Instant::now();
+        let err = r.list().unwrap_err();
+        assert!(
+            matches!(err, RemoteError::Unreachable { .. }),
+            "{url}: {err:?}"
+        );
+        let err = r.put(&[blob("x")]).unwrap_err();
+        assert!(
+            matches!(err, RemoteError::Unreachable { .. }),
+            "{url}: {err:?}"
+        );
+        // No retries on a refused or unknown host: callers go offline fast.
+        assert!(started.elapsed() < Duration::from_secs(20), "{url}");
+    }
+}
+
+#[test]
+fn a_missing_repository_is_repo_not_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such.git");
+    for url in [
+        format!("file://{}", missing.display()),
+        missing.display().to_string(),
+    ] {
+        let r = remote(&url, "a", &dir.path().join("cache"));
+        let err = r.list().unwrap_err();
+        assert!(matches!(err, RemoteError::RepoNotFound { .. }), "{err:?}");
+        assert!(err.to_string().contains("repository not found"), "{err}");
+        assert!(matches!(
+            r.put(&[blob("x")]).unwrap_err(),
+            RemoteError::RepoNotFound { .. }
+        ));
+    }
+}
+
+#[test]
+fn no_git_is_git_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = bare_repo(&dir.path().join("store.git"));
+    let r = remote(&url, "a", &dir.path().join("cache")).with_git_env("PATH", "/nonexistent");
+    let err = r.list().unwrap_err();
+    assert!(matches!(err, RemoteError::GitMissing { .. }), "{err:?}");
+    assert!(err.to_string().contains("install git"), "{err}");
+}
+
+#[test]
+fn parse_remote_wires_git_urls() {
+    let dir = tempfile::tempdir().unwrap();
+    bare_repo(&dir.path().join("store.git"));
+    let opts = RemoteOptions {
+        writer_slot: "laptop".into(),
+        cache_dir: dir.path().join("caches"),
+    };
+    // A relative path is taken from the base folder.
+    let r = parse_remote("git:store.git", dir.path(), &opts).unwrap();
+    assert_eq!(
+        r.describe(),
+        format!("git:{}", dir.path().join("store.git").display())
+    );
+    r.put(&header("ws")).unwrap();
+    assert_eq!(r.list().unwrap().len(), 2);
+    assert_eq!(
+        ls_remote(dir.path().join("store.git").to_str().unwrap())[0].0,
+        "refs/heads/bridge/laptop"
+    );
+    // The private repository lives under the cache folder, one per URL.
+    let caches: Vec<PathBuf> = std::fs::read_dir(&opts.cache_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(caches.len(), 1);
+    assert!(caches[0].join("HEAD").is_file());
+}
+
+/// A `git daemon` on 127.0.0.1, killed on drop.
+struct Daemon {
+    child: Child,
+    port: u16,
+}
+
+impl Daemon {
+    fn start(base: &Path) -> Daemon {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        // `git daemon` would run `git-daemon` as a child that outlives a
+        // kill of `git`: start the real program.
+        let exec_path = git(&["--exec-path"]);
+        let program = Path::new(exec_path.trim()).join("git-daemon");
+        let child = Command::new(program)
+            .args([
+                "--reuseaddr",
+                &format!("--base-path={}", base.display()),
+                "--export-all",
+                "--enable=receive-pack",
+                &format!("--port={port}"),
+                "--listen=127.0.0.1",
+            ])
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let daemon = Daemon { child, port };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "git daemon did not start");
+            thread::sleep(Duration::from_millis(20));
+        }
+        daemon
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn works_over_git_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = dir.path().join("served");
+    let repo = served.join("store.git");
+    bare_repo(&repo);
+    git(&[
+        "--git-dir",
+        repo.to_str().unwrap(),
+        "config",
+        "daemon.receivepack",
+        "true",
+    ]);
+    let daemon = Daemon::start(&served);
+    let url = format!("git://127.0.0.1:{}/store.git", daemon.port);
+
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    converge_through(&url, &work);
+    let refs: Vec<String> = ls_remote(&url).into_iter().map(|(r, _)| r).collect();
+    assert_eq!(
+        refs,
+        ["refs/heads/bridge/device-a", "refs/heads/bridge/device-b"]
+    );
+    let missing = format!("git://127.0.0.1:{}/nope.git", daemon.port);
+    let err = remote(&missing, "a", &dir.path().join("cache-m"))
+        .list()
+        .unwrap_err();
+    assert!(matches!(err, RemoteError::RepoNotFound { .. }), "{err:?}");
+    drop(daemon);
+    // The daemon is gone: the same remote is now unreachable.
+    let err = remote(&url, "device-a", &work.join("cache-a"))
+        .list()
+        .unwrap_err();
+    assert!(matches!(err, RemoteError::Unreachable { .. }), "{err:?}");
+}
+
+/// Timings against a local bare repository. Run with
+/// `cargo test -p bridge-store --release --test git -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement, not a check"]
+fn measure_local_bare_repo() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = bare_repo(&dir.path().join("store.git"));
+    let writer = remote(&url, "w", &dir.path().join("cache-w"));
+    writer.put(&header("ws")).unwrap();
+    let files: Vec<(String, Vec<u8>)> = (0..1000)
+        .map(|i| blob(&format!("{i:04} {}", "x".repeat(1000))))
+        .collect();
+    let t = Instant::now();
+    writer.put(&files).unwrap();
+    eprintln!("put 1000 files (1 KB) in one call: {:?}", t.elapsed());
+
+    let reader = remote(&url, "r", &dir.path().join("cache-r"));
+    let t = Instant::now();
+    let listed = reader.list().unwrap();
+    let list_cold = t.elapsed();
+    let wanted: Vec<String> = listed.iter().cloned().collect();
+    let t = Instant::now();
+    let got = reader.read_many(&wanted).unwrap();
+    let read = t.elapsed();
+    assert_eq!(got.len(), 1002);
+    let t = Instant::now();
+    reader.list().unwrap();
+    let list_warm = t.elapsed();
+    eprintln!(
+        "list of 1002 files: {list_cold:?} (fresh cache), {list_warm:?} (warm); read_many of 1002: {read:?}"
+    );
+    let t = Instant::now();
+    for name in wanted.iter().take(50) {
+        reader.read(name).unwrap();
+    }
+    eprintln!("read one by one: {:?} per file", t.elapsed() / 50);
+
+    let more: Vec<(String, Vec<u8>)> = (0..100)
+        .map(|i| blob(&format!("more {i} {}", "y".repeat(1000))))
+        .collect();
+    let t = Instant::now();
+    writer.put(&more).unwrap();
+    eprintln!("put 100 files in one call: {:?}", t.elapsed());
+    let t = Instant::now();
+    for i in 0..20 {
+        writer.put(&[blob(&format!("single {i}"))]).unwrap();
+    }
+    eprintln!("put 1 file: {:?} per call", t.elapsed() / 20);
+
+    // Sync of a fresh replica pulling everything.
+    let replica = Replica::init(&dir.path().join("replica"), "ws").unwrap();
+    let joiner = remote(&url, "j", &dir.path().join("cache-j"));
+    let t = Instant::now();
+    let report = sync(&replica, &joiner, &mut |_| {}).unwrap();
+    eprintln!(
+        "sync of a fresh replica pulling {} files: {:?}",
+        report.pulled,
+        t.elapsed()
+    );
+}
