@@ -1,0 +1,43 @@
+//! Keys, the signed roster and the sign-then-encrypt envelope of bridge.
+//!
+//! The store is untrusted: every file in it is age-encrypted to the current
+//! members of the workspace and signed by its writer. This crate owns the
+//! cryptography of that rule and nothing else: bytes in, bytes out, no file
+//! I/O, no printing, the clock passed in.
+//!
+//! # Layout
+//!
+//! - [`identity`]: a member's secret [`Identity`] (age X25519 + ed25519), its
+//!   [`PublicKey`], [`MemberId`] and [`Role`], and their text forms.
+//! - [`envelope`]: [`seal`] (sign, then encrypt to the members) and [`open`] /
+//!   [`open_verified`] (decrypt, check the hash, check the header against what
+//!   the caller expects and the roster, verify the signature).
+//! - [`roster`]: the hash-chained, admin-signed [`Epoch`]s of the member list,
+//!   rebuilt and checked by [`Roster::verify`]; who may write what
+//!   ([`Roster::check_writer`]); keyed blob names ([`Roster::blob_name`]).
+//!
+//! Data flows like this: a reader first runs [`Roster::verify`] over the
+//! roster files (pinned root id in hand), then hands every other file to
+//! [`open_verified`] with that roster *before* parsing a byte of its payload.
+//! A writer calls [`seal`] with the latest epoch's recipients and number.
+//!
+//! No key material reaches a `Debug`, `Display` or error message: secret types
+//! implement `Debug` by hand and show only the member id.
+#![warn(missing_docs)]
+
+pub mod envelope;
+pub mod identity;
+pub mod roster;
+
+pub use envelope::{
+    Domain, EnvelopeError, Expect, Header, Opened, open, open_verified, open_verified_with,
+    open_with, seal,
+};
+pub use identity::{
+    Identity, KeyError, MemberId, MemberIdError, PublicKey, PublicKeyError, Role, RoleError,
+};
+pub use roster::{Epoch, EpochError, Member, Removal, Roster, RosterError, RosterWarning};
+
+/// Re-exported so callers can hold [`Identity::to_secret`]'s value without
+/// depending on `secrecy` themselves.
+pub use age::secrecy::{ExposeSecret, SecretString};
