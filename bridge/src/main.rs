@@ -5,8 +5,10 @@
 
 mod commands;
 mod error;
+mod keys;
 mod output;
 mod taskfile;
+mod vault;
 mod worker;
 mod workspace;
 
@@ -19,6 +21,9 @@ use crate::commands::Cli;
 use crate::error::EXIT_ERROR;
 
 fn main() -> ExitCode {
+    // First of all: on GitHub Actions, mask the identity before anything
+    // (even a usage error) can print.
+    keys::mask_on_github();
     let cli = Cli::parse();
     init_tracing(cli.global.verbose, cli.global.quiet);
     match commands::run(cli) {

@@ -102,8 +102,8 @@ struct Entry {
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 enum Run {
-    Script(String),
-    Argv(Vec<String>),
+    Script(Scalar),
+    Argv(Vec<Scalar>),
 }
 
 #[derive(Debug, Deserialize)]
@@ -171,8 +171,24 @@ pub fn parse_str(text: &str, origin: &str, base: &Path) -> anyhow::Result<Vec<Pl
     expand(&file, origin, base)
 }
 
-/// The first line of a YAML error, without the location that `{at}` already gives.
-fn yaml_message(s: &str) -> &str {
+/// The first line of a YAML error, without the location that `{at}` already
+/// gives, and in words a user knows.
+fn yaml_message(s: &str) -> String {
+    let m = yaml_first_line(s);
+    if m.contains("untagged enum Run") {
+        return "`run` must be a string (a shell script) or a list of strings (a program and its arguments)".into();
+    }
+    if m.contains("untagged enum DurationValue") {
+        return "a timeout must be a duration like \"90s\" or \"10m\", or a number of seconds"
+            .into();
+    }
+    if m.contains("untagged enum Scalar") {
+        return "matrix values must be strings, numbers or booleans".into();
+    }
+    m.to_owned()
+}
+
+fn yaml_first_line(s: &str) -> &str {
     let mut m = s.lines().next().unwrap_or(s);
     m = m.strip_prefix("error: ").unwrap_or(m);
     if let Some(rest) = m.strip_prefix("line ")
@@ -236,13 +252,17 @@ fn expand(file: &File, origin: &str, base: &Path) -> anyhow::Result<Vec<PlannedT
             let command = match &e.run {
                 Run::Script(s) => Command::Shell {
                     shell: shell.clone(),
-                    script: subst(s)?,
+                    script: subst(&s.text())?,
                 },
                 Run::Argv(a) => {
                     if a.is_empty() {
                         return Err(fail("`run` is an empty list".into()));
                     }
-                    Command::Argv(a.iter().map(|s| subst(s)).collect::<Result<_, _>>()?)
+                    Command::Argv(
+                        a.iter()
+                            .map(|s| subst(&s.text()))
+                            .collect::<Result<_, _>>()?,
+                    )
                 }
             };
             let mut env = d.env.clone();
@@ -547,7 +567,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(msg.contains("needs `b`"), "{msg}");
-        let msg = parse("tasks:\n  - name: a\n    run: x\n    needs: [b]\n  - name: b\n    run: y\n    needs: [a]\n")
+        let msg = parse("tasks:\n  - name: a\n    run: echo x\n    needs: [b]\n  - name: b\n    run: echo y\n    needs: [a]\n")
             .map(|_| ())
             .unwrap_err()
             .to_string();

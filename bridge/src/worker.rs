@@ -37,12 +37,13 @@ use bridge_model::view::canonical_result;
 use bridge_model::{
     Attempt, Command, DocId, InputRef, Millis, Outcome, TaskId, TaskSpec, View, doc,
 };
-use bridge_store::{BlobId, Replica};
+use bridge_store::BlobId;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::CliResult;
+use crate::vault::Vault;
 use crate::workspace::{Session, now_ms};
 
 /// How many trailing bytes of each log are kept inline in the attempt.
@@ -137,7 +138,7 @@ pub async fn work(
 ) -> CliResult<WorkReport> {
     let parallel = opts.parallel.max(1);
     let lease_ms = opts.lease.as_millis() as Millis;
-    let replica = Arc::new(session.ws.replica.clone());
+    let vault = session.vault.clone();
     let work_dir = session.ws.work_dir();
     std::fs::create_dir_all(&work_dir)
         .with_context(|| format!("cannot create {}", work_dir.display()))?;
@@ -230,7 +231,7 @@ pub async fn work(
                 name: spec.name.clone(),
             });
             let job = Job {
-                replica: replica.clone(),
+                vault: vault.clone(),
                 work_dir: work_dir.clone(),
                 device: opts.device.clone(),
                 id,
@@ -434,7 +435,7 @@ fn detail_of(a: &Attempt) -> String {
 /// One task to run, with everything it needs (owned, so it can run on the
 /// runtime while the loop goes on).
 struct Job {
-    replica: Arc<Replica>,
+    vault: Arc<Vault>,
     work_dir: PathBuf,
     device: String,
     id: TaskId,
@@ -473,7 +474,7 @@ impl Job {
             outputs: BTreeMap::new(),
             provenance: provenance(&self.device),
         };
-        if let Err(e) = prepare(&self.replica, &dir, &self.spec, &self.need_inputs).await {
+        if let Err(e) = prepare(&self.vault, &dir, &self.spec, &self.need_inputs).await {
             attempt.message = Some(format!("{e:#}"));
             attempt.ended_at = now_ms();
             let _ = std::fs::remove_dir_all(&dir);
@@ -524,7 +525,7 @@ impl Job {
         let needs_io =
             finished.stdout_len > 0 || finished.stderr_len > 0 || !self.spec.outputs.is_empty();
         if needs_io {
-            let replica = self.replica.clone();
+            let vault = self.vault.clone();
             let spec = self.spec.clone();
             let (lens, paths) = (
                 (finished.stdout_len, finished.stderr_len),
@@ -532,8 +533,7 @@ impl Job {
             );
             let dir2 = dir.clone();
             let kept =
-                tokio::task::spawn_blocking(move || keep(&replica, &dir2, &spec, lens, &paths))
-                    .await;
+                tokio::task::spawn_blocking(move || keep(&vault, &dir2, &spec, lens, &paths)).await;
             match kept {
                 Ok(Ok(k)) => {
                     attempt.stdout_blob = k.stdout;
@@ -607,7 +607,7 @@ pub fn safe_name(name: &str) -> String {
 
 /// Creates the working folder and materialises the inputs.
 async fn prepare(
-    replica: &Arc<Replica>,
+    vault: &Arc<Vault>,
     dir: &Path,
     spec: &TaskSpec,
     need_inputs: &[InputRef],
@@ -618,7 +618,7 @@ async fn prepare(
             .with_context(|| format!("cannot create the working folder {}", dir.display()))?;
         return Ok(());
     }
-    let replica = replica.clone();
+    let vault = vault.clone();
     let dir = dir.to_path_buf();
     let inputs: Vec<InputRef> = spec.inputs.iter().chain(need_inputs).cloned().collect();
     tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
@@ -632,7 +632,7 @@ async fn prepare(
             if input.path.split('/').any(|c| c == ".." || c.is_empty()) {
                 anyhow::bail!("input path `{}` is not a safe relative path", input.path);
             }
-            replica
+            vault
                 .copy_blob_to(&blob, &dir.join(&input.path))
                 .with_context(|| {
                     format!(
@@ -656,7 +656,7 @@ struct Kept {
 
 /// Stores the logs and the declared outputs as blobs.
 fn keep(
-    replica: &Replica,
+    vault: &Vault,
     dir: &Path,
     spec: &TaskSpec,
     lens: (u64, u64),
@@ -666,7 +666,7 @@ fn keep(
         if len == 0 {
             return Ok(None);
         }
-        let id = replica
+        let (_, id) = vault
             .put_blob_file(path)
             .with_context(|| format!("cannot store the log {}", path.display()))?;
         Ok(Some(id.as_str().to_owned()))
@@ -685,7 +685,7 @@ fn keep(
             ));
         }
         for o in found {
-            let id = replica
+            let (_, id) = vault
                 .put_blob_file(&o.path)
                 .with_context(|| format!("cannot store the output {}", o.rel_path))?;
             outputs.insert(o.rel_path, id.as_str().to_owned());

@@ -10,16 +10,20 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use automerge::AutoCommit;
+use bridge_crypto::MemberId;
 use bridge_model::doc::{self, BatchHeader};
 use bridge_model::{DocId, Millis, Policy, View, WriterId};
 use bridge_store::{LoadedDoc, Replica};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{CliError, CliResult, HintExt};
+use crate::keys;
+use crate::vault::{ROSTER_DOC, Vault};
 
 /// The name of the workspace file.
 pub const CONFIG_FILE: &str = "bridge.toml";
@@ -46,6 +50,8 @@ pub struct Config {
 pub struct WorkspaceSection {
     /// The workspace id, shared by every replica and remote.
     pub id: String,
+    /// The fingerprint (member id) of the key that roots the member roster.
+    pub root: String,
 }
 
 /// `[store]`.
@@ -145,6 +151,13 @@ impl Workspace {
             .with_context(|| format!("cannot read {}", path.display()))
             .hint("create a workspace with `bridge init`, or pass --workspace DIR")?;
         let config = Config::parse_str(&text, &path)?;
+        Workspace::with_config(root, config)
+    }
+
+    /// A workspace whose configuration is in hand (not yet, or not only, in
+    /// `bridge.toml`); creates the local replica on first use.
+    pub fn with_config(root: &Path, config: Config) -> CliResult<Workspace> {
+        let path = root.join(CONFIG_FILE);
         let store = root.join(STATE_DIR).join("store");
         let replica = if store.exists() {
             Replica::open(&store)
@@ -253,7 +266,7 @@ struct OpenDoc {
     loaded: LoadedDoc,
     header: Option<BatchHeader>,
     /// Our own changes since the last flush, as raw change bytes.
-    unflushed: Vec<u8>,
+    unflushed: Vec<Vec<u8>>,
     /// Whether this process's actor has been set on the document.
     actor_set: bool,
 }
@@ -266,6 +279,8 @@ pub struct Session {
     pub writer: WriterId,
     /// The derivation policy.
     pub policy: Policy,
+    /// Encryption and verification of every store file.
+    pub vault: Arc<Vault>,
     docs: BTreeMap<DocId, OpenDoc>,
     view: View,
     seq: u64,
@@ -275,14 +290,34 @@ pub struct Session {
 }
 
 impl Session {
-    /// Loads every document of the replica.
+    /// Loads this device's identity, verifies the roster and loads every
+    /// document of the replica.
     pub fn open(ws: Workspace) -> CliResult<Session> {
+        let identity = keys::load_identity()?;
+        let root: MemberId = ws.config.workspace.root.parse().map_err(|_| {
+            CliError::hint(
+                anyhow!("`root` in {CONFIG_FILE} is not a member id"),
+                "restore bridge.toml from version control",
+            )
+        })?;
+        keys::check_pin(&ws.config.workspace.id, &root)?;
+        let (vault, warnings) = Vault::open(ws.replica.clone(), identity, &root)?;
+        for w in warnings {
+            tracing::warn!("{w}");
+        }
+        Session::with_vault(ws, vault)
+    }
+
+    /// Loads every document of the replica through `vault`.
+    pub fn with_vault(ws: Workspace, vault: Vault) -> CliResult<Session> {
         let policy = ws.config.policy()?;
         let writer = WriterId::new(now_ms(), random_bytes::<8>()?);
+        vault.bind_own_actor(&writer.actor());
         let mut s = Session {
             ws,
             writer,
             policy,
+            vault: Arc::new(vault),
             docs: BTreeMap::new(),
             view: View::new(),
             seq: 0,
@@ -310,11 +345,15 @@ impl Session {
     pub fn refresh(&mut self) -> CliResult<usize> {
         let replica = self.ws.replica.clone();
         let replica = &replica;
+        let vault = self.vault.clone();
         let names = replica.list_docs().with_context(|| {
             format!("cannot list the documents in {}", replica.root().display())
         })?;
         let mut applied = 0;
         for name in names {
+            if name == ROSTER_DOC {
+                continue;
+            }
             let Ok(id) = name.parse::<DocId>() else {
                 self.warn_once(&name, || {
                     format!("skipped chunks/{name}: not a document id")
@@ -323,12 +362,13 @@ impl Session {
             };
             let (n, warnings) = match self.docs.get_mut(&id) {
                 Some(open) => {
-                    let (n, w) = bridge_store::refresh_doc(replica, &name, &mut open.loaded)
-                        .with_context(|| format!("cannot read document {name}"))?;
+                    let (n, w) =
+                        bridge_store::refresh_doc(replica, &name, &mut open.loaded, &*vault)
+                            .with_context(|| format!("cannot read document {name}"))?;
                     (n, w)
                 }
                 None => {
-                    let (loaded, w) = bridge_store::load_doc(replica, &name)
+                    let (loaded, w) = bridge_store::load_doc(replica, &name, &*vault)
                         .with_context(|| format!("cannot read document {name}"))?;
                     let n = loaded.applied.len();
                     self.docs.insert(
@@ -370,7 +410,7 @@ impl Session {
         let Some(header) = open.header.clone() else {
             return;
         };
-        let (records, problems) = doc::read_tasks(&open.loaded.doc, &doc::TrustAll);
+        let (records, problems) = doc::read_tasks(&open.loaded.doc, &*self.vault);
         for p in problems {
             let key = format!("{id}/{}", p.task);
             self.warn_once(&key, || {
@@ -394,8 +434,12 @@ impl Session {
 
     /// Adds a new document (a genesis change already made).
     pub fn add_new_doc(&mut self, id: DocId, header: BatchHeader, mut doc: AutoCommit) {
-        let bytes = doc.save();
-        let (records, _) = doc::read_tasks(&doc, &doc::TrustAll);
+        // The genesis is this process's only change to the new document.
+        let genesis: Vec<Vec<u8>> = doc
+            .get_last_local_change()
+            .map(|c| vec![c.raw_bytes().to_vec()])
+            .unwrap_or_default();
+        let (records, _) = doc::read_tasks(&doc, &*self.vault);
         self.view.add_records(&id, &header, records);
         self.docs.insert(
             id,
@@ -406,7 +450,7 @@ impl Session {
                     skipped: BTreeSet::new(),
                 },
                 header: Some(header),
-                unflushed: bytes,
+                unflushed: genesis,
                 actor_set: true,
             },
         );
@@ -442,7 +486,7 @@ impl Session {
         if doc::commit(&mut open.loaded.doc, now, message).is_some()
             && let Some(change) = open.loaded.doc.get_last_local_change()
         {
-            open.unflushed.extend_from_slice(change.raw_bytes());
+            open.unflushed.push(change.raw_bytes().to_vec());
         }
         Ok(out)
     }
@@ -465,10 +509,13 @@ impl Session {
             if open.unflushed.is_empty() {
                 continue;
             }
+            let sealed =
+                self.vault
+                    .seal_chunk(&id.to_string(), &self.writer.actor(), &open.unflushed)?;
             let name = self
                 .ws
                 .replica
-                .write_chunk(&id.to_string(), &open.unflushed)
+                .write_chunk(&id.to_string(), &sealed)
                 .with_context(|| format!("cannot save changes to document {id}"))
                 .hint("check that the disk is writable and not full; nothing already stored was changed")?;
             self.written.push(format!("chunks/{id}/{name}"));

@@ -34,7 +34,7 @@ fn pair() -> (tempfile::TempDir, Device, Device) {
     let a = Device::new("laptop");
     let b = Device::new("desktop");
     a.ok(&["init", "--remote", &remote]);
-    b.ok(&["join", &remote]);
+    b.join_as(&a, &remote, "submit");
     assert_eq!(a.status().workspace, b.status().workspace);
     (shared, a, b)
 }

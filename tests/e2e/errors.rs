@@ -196,7 +196,7 @@ fn a_corrupt_chunk_is_skipped_with_one_warning_and_left_in_place() {
         "the corrupt chunk was pushed: {pushed:?}"
     );
     let other = Device::new("joiner");
-    other.ok(&["join", &remote]);
+    other.join_as(&d, &remote, "submit");
     let seen = other.ls();
     assert_eq!(seen.len(), 1, "{seen:#?}");
     assert_eq!(

@@ -206,6 +206,23 @@ impl Device {
         }
     }
 
+    /// Joins `admin`'s workspace through `remote` the way a person does: this
+    /// device makes its identity, the admin adds its public key with `role`
+    /// (and syncs), then this device joins pinning the admin's root key.
+    pub fn join_as(&self, admin: &Device, remote: &str, role: &str) {
+        self.ok(&["keygen"]);
+        let me = self.ok(&["whoami", "--json"]).json();
+        let key = me["public_key"]
+            .as_str()
+            .expect("whoami prints a public key");
+        admin.ok(&["members", "add", &self.name, key, "--role", role]);
+        let root = admin.ok(&["whoami", "--json"]).json()["member"]
+            .as_str()
+            .expect("whoami prints a member id")
+            .to_owned();
+        self.ok(&["join", remote, "--root", &root]);
+    }
+
     /// A folder of the device outside its workspace (for scratch files).
     pub fn scratch(&self, rel: &str) -> PathBuf {
         self.root.path().join(rel)

@@ -17,6 +17,18 @@ pub fn open_session(g: &GlobalArgs) -> CliResult<Session> {
     Session::open(Workspace::find(g.workspace.as_deref())?)
 }
 
+/// Opens a remote for the workspace at `root`. In a `git:` remote this
+/// device writes its own ref, named after the device (`BRIDGE_DEVICE` or the
+/// host name).
+pub fn open_remote(
+    spec: &str,
+    root: &std::path::Path,
+) -> Result<Box<dyn bridge_store::Remote>, bridge_store::RemoteSpecError> {
+    let mut opts = bridge_store::RemoteOptions::for_base(root);
+    opts.writer_slot = crate::worker::safe_name(&crate::workspace::device_name());
+    bridge_store::parse_remote(spec, root, &opts)
+}
+
 /// Finds one task by id, unique id prefix (4+ hex digits) or exact name.
 pub fn resolve_task(session: &Session, arg: &str) -> CliResult<TaskId> {
     let view = session.view();
@@ -79,7 +91,7 @@ pub fn sync_remote(session: &mut Session, show_progress: bool) -> CliResult<Sync
     let Some(spec) = session.ws.remote_spec().map(str::to_owned) else {
         return Ok(SyncOutcome::NoRemote);
     };
-    let remote = bridge_store::parse_remote(&spec, &session.ws.root).map_err(|e| {
+    let remote = open_remote(&spec, &session.ws.root).map_err(|e| {
         CliError::hint(
             anyhow!(e),
             "set `remote` under [store] in bridge.toml to `dir:PATH`",
@@ -124,7 +136,7 @@ pub fn push_written(session: &mut Session) -> CliResult<()> {
     if names.is_empty() {
         return Ok(());
     }
-    let Ok(remote) = bridge_store::parse_remote(&spec, &session.ws.root) else {
+    let Ok(remote) = open_remote(&spec, &session.ws.root) else {
         return Ok(());
     };
     let mut files = Vec::with_capacity(names.len());

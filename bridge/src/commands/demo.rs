@@ -77,8 +77,30 @@ pub fn run(_g: &GlobalArgs, args: DemoArgs) -> CliResult<u8> {
 
     step("The laptop creates a workspace whose remote is a shared folder (a USB stick, say):");
     bridge(&exe, &laptop, "laptop", &["init", "--remote", &remote])?;
-    step("The desktop joins the same store:");
-    bridge(&exe, &desktop, "desktop", &["join", &remote])?;
+    step("The desktop makes its identity; the laptop, the workspace's admin, adds its public key:");
+    bridge(&exe, &desktop, "desktop", &["keygen"])?;
+    let desktop_key = whoami(&exe, &desktop, "desktop")?.1;
+    let root = whoami(&exe, &laptop, "laptop")?.0;
+    bridge(
+        &exe,
+        &laptop,
+        "laptop",
+        &[
+            "members",
+            "add",
+            "desktop",
+            &desktop_key,
+            "--role",
+            "submit",
+        ],
+    )?;
+    step("The desktop joins the same store, pinning the laptop's root key:");
+    bridge(
+        &exe,
+        &desktop,
+        "desktop",
+        &["join", &remote, "--root", &root],
+    )?;
     step("The laptop, offline, submits 4 counting tasks and a report that needs them:");
     bridge(
         &exe,
@@ -119,14 +141,41 @@ fn step(text: &str) {
     println!("\n## {text}");
 }
 
+/// The member id and public key of the device living in `dir`.
+fn whoami(exe: &Path, dir: &Path, device: &str) -> CliResult<(String, String)> {
+    let out = device_command(exe, dir, device)
+        .args(["whoami", "--json"])
+        .output()
+        .with_context(|| format!("cannot start {}", exe.display()))?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| {
+        anyhow!(
+            "`bridge whoami --json` on the {device} printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )
+    })?;
+    match (v["member"].as_str(), v["public_key"].as_str()) {
+        (Some(m), Some(k)) => Ok((m.to_owned(), k.to_owned())),
+        _ => Err(anyhow!("`bridge whoami --json` on the {device} printed {v}").into()),
+    }
+}
+
+/// A `bridge` command for the device living in `dir`: its own folder, name
+/// and configuration (so its own identity).
+fn device_command(exe: &Path, dir: &Path, device: &str) -> Command {
+    let mut c = Command::new(exe);
+    c.current_dir(dir)
+        .env("BRIDGE_DEVICE", device)
+        .env("BRIDGE_CONFIG_DIR", dir.join(".config"))
+        .env_remove("BRIDGE_WORKSPACE")
+        .env_remove("BRIDGE_IDENTITY");
+    c
+}
+
 /// Runs `bridge ARGS` as the device living in `dir`, showing the command.
 fn bridge(exe: &Path, dir: &Path, device: &str, args: &[&str]) -> CliResult<()> {
     println!("[{device}]$ bridge {}", args.join(" "));
-    let status = Command::new(exe)
+    let status = device_command(exe, dir, device)
         .args(args)
-        .current_dir(dir)
-        .env("BRIDGE_DEVICE", device)
-        .env_remove("BRIDGE_WORKSPACE")
         .status()
         .with_context(|| format!("cannot start {}", exe.display()))?;
     if !status.success() {

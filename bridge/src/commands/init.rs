@@ -6,7 +6,12 @@ use clap::Args;
 use super::GlobalArgs;
 use super::common::{SyncOutcome, sync_and_report, sync_remote};
 use crate::error::{CliError, CliResult, EXIT_OK};
-use crate::workspace::{self, Config, Session, StoreSection, Workspace, WorkspaceSection};
+use crate::keys;
+use crate::vault::Vault;
+use crate::workspace::{
+    self, Config, Session, StoreSection, Workspace, WorkspaceSection, device_name, now_ms,
+};
+use bridge_crypto::{Identity, Roster};
 
 /// Create a workspace in the current folder
 ///
@@ -28,12 +33,14 @@ pub fn run(g: &GlobalArgs, args: InitArgs) -> CliResult<u8> {
     };
     std::fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
     if let Some(spec) = &args.remote {
-        bridge_store::parse_remote(spec, &root)
+        super::common::open_remote(spec, &root)
             .map_err(|e| CliError::hint(anyhow::anyhow!(e), "a remote looks like dir:PATH"))?;
     }
+    let identity = identity_or_new(g)?;
     let config = Config {
         workspace: WorkspaceSection {
             id: workspace::new_workspace_id()?,
+            root: identity.member_id().to_string(),
         },
         store: StoreSection {
             remote: args.remote.clone(),
@@ -41,7 +48,16 @@ pub fn run(g: &GlobalArgs, args: InitArgs) -> CliResult<u8> {
         worker: Default::default(),
     };
     workspace::write_config(&root, &config)?;
-    let mut session = Session::open(Workspace::open(&root)?)?;
+    keys::check_pin(&config.workspace.id, identity.member_id())?;
+    let ws = Workspace::open(&root)?;
+    // The roster starts with this device as its only admin; its key is the
+    // root every member pins.
+    let (roster, genesis) =
+        Roster::genesis(&identity, &device_name(), &config.workspace.id, now_ms())
+            .map_err(|e| anyhow::anyhow!(e).context("cannot create the member roster"))?;
+    let vault = Vault::new(ws.replica.clone(), identity, roster);
+    vault.write_roster_file(&genesis)?;
+    let mut session = Session::with_vault(ws, vault)?;
     if !g.quiet {
         println!(
             "Created workspace {} in {}",
@@ -67,4 +83,22 @@ pub fn run(g: &GlobalArgs, args: InitArgs) -> CliResult<u8> {
         );
     }
     Ok(EXIT_OK)
+}
+
+/// This device's identity, created (and said so) when it has none yet.
+pub fn identity_or_new(g: &GlobalArgs) -> CliResult<Identity> {
+    let path = keys::identity_path()?;
+    if std::env::var_os(keys::IDENTITY_ENV).is_none() && !path.exists() {
+        let identity = Identity::generate()
+            .map_err(|e| anyhow::anyhow!(e).context("cannot create an identity"))?;
+        let path = keys::save_identity(&identity, false)?;
+        if !g.quiet {
+            println!(
+                "Created this device's identity in {} (keep it secret).",
+                path.display()
+            );
+        }
+        return Ok(identity);
+    }
+    keys::load_identity()
 }

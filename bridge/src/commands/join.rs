@@ -5,19 +5,30 @@ use clap::Args;
 
 use super::GlobalArgs;
 use crate::error::{CliError, CliResult, EXIT_OFFLINE, EXIT_OK};
+use crate::keys;
+use crate::vault::Vault;
 use crate::workspace::{
     self, Config, STATE_DIR, Session, StoreSection, Workspace, WorkspaceSection,
 };
+use bridge_crypto::MemberId;
 
 /// Join an existing shared store from this device
 ///
 /// Reads the store's workspace id, writes bridge.toml here with the store as
 /// its remote, and pulls every task and result into a new local replica.
+///
+/// An admin must have added this device first: run `bridge whoami` here,
+/// then `bridge members add NAME PUBKEY` on an admin's device and sync there.
+/// --root pins the key the roster must be rooted in; a store that shows
+/// another root is refused.
 #[derive(Debug, Args)]
 pub struct JoinArgs {
     /// The shared store, e.g. dir:/mnt/usb/pool
     #[arg(value_name = "REMOTE")]
     pub remote: String,
+    /// The workspace's root key fingerprint (printed by `bridge members add`)
+    #[arg(long, value_name = "MEMBER-ID")]
+    pub root: String,
 }
 
 pub fn run(g: &GlobalArgs, args: JoinArgs) -> CliResult<u8> {
@@ -26,7 +37,14 @@ pub fn run(g: &GlobalArgs, args: JoinArgs) -> CliResult<u8> {
         None => std::env::current_dir().context("cannot read the current folder")?,
     };
     std::fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
-    let remote = bridge_store::parse_remote(&args.remote, &root)
+    let root_id: MemberId = args.root.parse().map_err(|_| {
+        CliError::hint(
+            anyhow!("--root {} is not a member id", args.root),
+            "copy the `--root m…` printed by `bridge members add` on the admin's device",
+        )
+    })?;
+    let identity = super::init::identity_or_new(g)?;
+    let remote = super::common::open_remote(&args.remote, &root)
         .map_err(|e| CliError::hint(anyhow!(e), "a remote looks like dir:PATH"))?;
     let state_dir = root.join(STATE_DIR);
     let created_state = !state_dir.exists();
@@ -57,14 +75,33 @@ pub fn run(g: &GlobalArgs, args: JoinArgs) -> CliResult<u8> {
     let config = Config {
         workspace: WorkspaceSection {
             id: replica.workspace_id().to_owned(),
+            root: root_id.to_string(),
         },
         store: StoreSection {
             remote: Some(args.remote.clone()),
         },
         worker: Default::default(),
     };
+    keys::check_pin(&config.workspace.id, &root_id)?;
+    let ws = Workspace::with_config(&root, config.clone())?;
+    let vault = match Vault::open(ws.replica.clone(), identity, &root_id) {
+        Ok((v, warnings)) => {
+            for w in warnings {
+                tracing::warn!("{w}");
+            }
+            v
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&state_dir);
+            return Err(e);
+        }
+    };
+    if let Err(e) = vault.me() {
+        let _ = std::fs::remove_dir_all(&state_dir);
+        return Err(e);
+    }
     workspace::write_config(&root, &config)?;
-    let session = Session::open(Workspace::open(&root)?)?;
+    let session = Session::with_vault(ws, vault)?;
     if !g.quiet {
         println!(
             "Joined workspace {} through {}: {} tasks known.",

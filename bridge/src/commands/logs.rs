@@ -84,7 +84,7 @@ fn log(session: &Session, a: &Attempt, stdout: bool) -> Vec<u8> {
         (&a.stderr_blob, &a.stderr_tail)
     };
     if let Some(id) = blob.as_deref().and_then(|b| b.parse::<BlobId>().ok()) {
-        match session.ws.replica.read_blob(&id) {
+        match session.vault.read_blob(&id) {
             Ok(bytes) => return bytes,
             Err(e) => tracing::warn!("showing the tail only: {e}"),
         }

@@ -12,14 +12,17 @@ mod common;
 mod demo;
 mod init;
 mod join;
+mod keygen;
 mod logs;
 mod ls;
+mod members;
 mod outputs;
 mod retry;
 mod show;
 mod status;
 mod submit;
 mod sync;
+mod whoami;
 mod work;
 
 const AFTER_HELP: &str = "\
@@ -83,6 +86,9 @@ pub enum Command {
     Work(work::WorkArgs),
     Sync(sync::SyncArgs),
     Demo(demo::DemoArgs),
+    Keygen(keygen::KeygenArgs),
+    Whoami(whoami::WhoamiArgs),
+    Members(members::MembersArgs),
 }
 
 /// Runs the command; returns the process exit code.
@@ -102,5 +108,8 @@ pub fn run(cli: Cli) -> CliResult<u8> {
         Command::Work(a) => work::run(g, a),
         Command::Sync(a) => sync::run(g, a),
         Command::Demo(a) => demo::run(g, a),
+        Command::Keygen(a) => keygen::run(g, a),
+        Command::Whoami(a) => whoami::run(g, a),
+        Command::Members(a) => members::run(g, a),
     }
 }

@@ -55,8 +55,7 @@ pub fn run(g: &GlobalArgs, args: OutputsArgs) -> CliResult<u8> {
         }
         let dest = args.to.join(rel);
         session
-            .ws
-            .replica
+            .vault
             .copy_blob_to(&blob, &dest)
             .with_context(|| {
                 format!(

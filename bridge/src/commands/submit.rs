@@ -272,12 +272,12 @@ fn to_specs(
     for t in plan {
         let mut inputs = Vec::with_capacity(t.inputs.len());
         for (rel, abs) in &t.inputs {
-            let blob = session.ws.replica.put_blob_file(abs).with_context(|| {
+            let (sha256, blob) = session.vault.put_blob_file(abs).with_context(|| {
                 format!("cannot store input {} of task `{}`", abs.display(), t.name)
             })?;
             inputs.push(InputRef {
                 path: rel.clone(),
-                sha256: blob.as_str().to_owned(),
+                sha256,
                 blob: blob.as_str().to_owned(),
             });
         }

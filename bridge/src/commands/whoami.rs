@@ -1,0 +1,33 @@
+//! `bridge whoami`: print this device's public identity.
+
+use clap::Args;
+use serde_json::json;
+
+use super::GlobalArgs;
+use crate::error::{CliResult, EXIT_OK};
+use crate::keys;
+use crate::output::print_json;
+
+/// Print this device's member id and public key
+///
+/// The public key is what an admin passes to `bridge members add`. Nothing
+/// secret is printed.
+#[derive(Debug, Args)]
+pub struct WhoamiArgs {
+    /// Print JSON: {"member", "public_key"}
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(_g: &GlobalArgs, args: WhoamiArgs) -> CliResult<u8> {
+    let identity = keys::load_identity()?;
+    if args.json {
+        print_json(
+            &json!({"member": identity.member_id(), "public_key": identity.public().to_string()}),
+        )?;
+    } else {
+        println!("{}", identity.member_id());
+        println!("{}", identity.public());
+    }
+    Ok(EXIT_OK)
+}

@@ -1,0 +1,193 @@
+//! This device's identity and its pinned workspace roots.
+//!
+//! The identity (an age X25519 key to read, an ed25519 key to sign) lives in
+//! `<config>/identity` with mode 0600, or comes whole from the
+//! `BRIDGE_IDENTITY` environment variable (CI runners). `<config>` is
+//! `$BRIDGE_CONFIG_DIR`, else `$XDG_CONFIG_HOME/bridge`, else
+//! `~/.config/bridge`. `<config>/pins.toml` records, per workspace id, the
+//! fingerprint of the roster's root key this device trusts: a `bridge.toml`
+//! that later names another root is refused.
+//!
+//! Key material never reaches a message: errors say which file or variable,
+//! never what it held.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, anyhow};
+use bridge_crypto::{ExposeSecret, Identity, MemberId};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{CliError, CliResult};
+
+/// The environment variable that may hold the whole identity.
+pub const IDENTITY_ENV: &str = "BRIDGE_IDENTITY";
+
+/// This device's configuration folder.
+pub fn config_dir() -> CliResult<PathBuf> {
+    if let Some(d) = std::env::var_os("BRIDGE_CONFIG_DIR").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(d));
+    }
+    if let Some(d) = std::env::var_os("XDG_CONFIG_HOME").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(d).join("bridge"));
+    }
+    match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        Some(home) => Ok(PathBuf::from(home).join(".config").join("bridge")),
+        None => Err(CliError::hint(
+            anyhow!("cannot find a configuration folder: HOME is not set"),
+            "set BRIDGE_CONFIG_DIR to a folder bridge may write its identity to",
+        )),
+    }
+}
+
+/// The identity file.
+pub fn identity_path() -> CliResult<PathBuf> {
+    Ok(config_dir()?.join("identity"))
+}
+
+/// On GitHub Actions, asks the runner to mask the identity in every log line
+/// before anything else is printed.
+pub fn mask_on_github() {
+    if std::env::var("GITHUB_ACTIONS").as_deref() != Ok("true") {
+        return;
+    }
+    if let Ok(secret) = std::env::var(IDENTITY_ENV) {
+        let secret = secret.trim();
+        if !secret.is_empty() {
+            let mut out = std::io::stdout().lock();
+            // One mask per line of the value, as the runner masks line by line.
+            for line in secret.lines().filter(|l| !l.trim().is_empty()) {
+                let _ = writeln!(out, "::add-mask::{}", line.trim());
+            }
+            let _ = out.flush();
+        }
+    }
+}
+
+/// Loads this device's identity: `BRIDGE_IDENTITY`, else the identity file.
+pub fn load_identity() -> CliResult<Identity> {
+    if let Ok(text) = std::env::var(IDENTITY_ENV) {
+        return Identity::parse(&text).map_err(|e| {
+            CliError::hint(
+                anyhow!("{IDENTITY_ENV} does not hold a bridge identity: {e}"),
+                "set it to the whole line printed by `bridge keygen --print` or `bridge members add-runner`",
+            )
+        });
+    }
+    let path = identity_path()?;
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(CliError::hint(
+                anyhow!(
+                    "this device has no identity yet ({} does not exist)",
+                    path.display()
+                ),
+                "create one with `bridge keygen`",
+            ));
+        }
+        Err(e) => {
+            return Err(anyhow!(e)
+                .context(format!("cannot read {}", path.display()))
+                .into());
+        }
+    };
+    // The file may carry comment lines; the identity is the one other line.
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'))
+        .unwrap_or_default();
+    Identity::parse(line).map_err(|e| {
+        CliError::hint(
+            anyhow!("{} does not hold a bridge identity: {e}", path.display()),
+            "move it away and create a new one with `bridge keygen` (members must then add the new key)",
+        )
+    })
+}
+
+/// Writes `identity` to the identity file, readable by this user only.
+pub fn save_identity(identity: &Identity, overwrite: bool) -> CliResult<PathBuf> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = identity_path()?;
+    let dir = config_dir()?;
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    if path.exists() && !overwrite {
+        return Err(CliError::hint(
+            anyhow!("{} already exists", path.display()),
+            "this device has an identity; `bridge whoami` shows it (--force replaces it, and members must add the new key)",
+        ));
+    }
+    let tmp = dir.join(format!(".identity.tmp-{}", std::process::id()));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("cannot create {}", tmp.display()))?;
+    let secret = identity.to_secret();
+    file.write_all(
+        format!(
+            "# bridge identity: keep it secret\n{}\n",
+            secret.expose_secret()
+        )
+        .as_bytes(),
+    )
+    .and_then(|()| file.sync_all())
+    .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path)
+        .with_context(|| format!("cannot move the identity into {}", path.display()))?;
+    Ok(path)
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Pins {
+    #[serde(default)]
+    workspaces: BTreeMap<String, String>,
+}
+
+fn pins_path() -> CliResult<PathBuf> {
+    Ok(config_dir()?.join("pins.toml"))
+}
+
+fn read_pins() -> CliResult<Pins> {
+    let path = pins_path()?;
+    match std::fs::read_to_string(&path) {
+        Ok(t) => toml::from_str(&t)
+            .with_context(|| format!("{} is not valid", path.display()))
+            .map_err(Into::into),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Pins::default()),
+        Err(e) => Err(anyhow!(e)
+            .context(format!("cannot read {}", path.display()))
+            .into()),
+    }
+}
+
+/// Checks `root` against the root this device pinned for `workspace`, and
+/// pins it when none is (trust on first use, or the root given to `join`).
+pub fn check_pin(workspace: &str, root: &MemberId) -> CliResult<()> {
+    let mut pins = read_pins()?;
+    match pins.workspaces.get(workspace) {
+        Some(pinned) if pinned == root.as_str() => Ok(()),
+        Some(pinned) => Err(CliError::hint(
+            anyhow!(
+                "bridge.toml says the roster root of workspace {workspace} is {root}, but this device pinned {pinned}"
+            ),
+            "someone changed bridge.toml: restore the root this device trusts, or ask an admin",
+        )),
+        None => {
+            pins.workspaces
+                .insert(workspace.to_owned(), root.as_str().to_owned());
+            let path = pins_path()?;
+            let dir = config_dir()?;
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            let text = toml::to_string(&pins).context("cannot encode pins.toml")?;
+            std::fs::write(&path, text)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            Ok(())
+        }
+    }
+}

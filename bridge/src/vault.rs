@@ -1,0 +1,363 @@
+//! The encryption layer over the replica: every chunk and blob is signed by
+//! its writer and age-encrypted to the workspace's current members before it
+//! is written, and decrypted and verified before anything parses it.
+//!
+//! # What is checked when a file is read
+//!
+//! 1. its name is the sha256 of its bytes (the store does this);
+//! 2. it decrypts with this device's key;
+//! 3. its header names this workspace, the document whose folder holds it,
+//!    and a writer who was a member in the epoch it claims and had not been
+//!    removed by then (or whose file the removal accepted);
+//! 4. the signature verifies with that member's key, and the payload matches
+//!    the signed hash;
+//! 5. only then are the changes parsed, and each change's Automerge actor must
+//!    be one the header declares and not bound to another member.
+//!
+//! The roster itself is stored as the chunk files of the reserved document
+//! `roster` (`chunks/roster/<sha256>.chunk`), so any remote that syncs chunks
+//! syncs it.
+//!
+//! Blob files are named by the sha256 of their ciphertext, so a non-member
+//! learns nothing about which plaintexts are equal; tasks identify inputs by
+//! the sha256 of the plaintext, which only members can read.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+
+use anyhow::{Context, anyhow, bail};
+use automerge::ActorId;
+use bridge_crypto::{
+    Domain, EnvelopeError, Expect, Header, Identity, Member, MemberId, Role, Roster, RosterWarning,
+    open_verified_with, open_with, seal,
+};
+use bridge_model::doc::Authority;
+use bridge_store::{BlobId, ChunkOpener, Replica};
+use sha2::{Digest, Sha256};
+
+use crate::error::{CliError, CliResult};
+
+/// The reserved document whose chunks are the roster's epochs.
+pub const ROSTER_DOC: &str = "roster";
+
+/// Signs, encrypts, decrypts and verifies the files of one workspace.
+pub struct Vault {
+    identity: Identity,
+    roster: Roster,
+    workspace: String,
+    replica: Replica,
+    /// Every epoch's data key, which decrypt chunks and blobs.
+    data_keys: Vec<age::x25519::Identity>,
+    /// Automerge actor (hex) → the member that signed it, and their role.
+    bindings: Mutex<HashMap<String, (MemberId, Role)>>,
+}
+
+impl std::fmt::Debug for Vault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vault")
+            .field("member", self.identity.member_id())
+            .field("workspace", &self.workspace)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Vault {
+    /// Reads and verifies the roster in `replica`, rooted in `root`.
+    pub fn open(
+        replica: Replica,
+        identity: Identity,
+        root: &MemberId,
+    ) -> CliResult<(Vault, Vec<RosterWarning>)> {
+        let workspace = replica.workspace_id().to_owned();
+        let files = read_roster_files(&replica)?;
+        let (roster, mut warnings) = Roster::verify(&files, &identity, &workspace, root).map_err(|e| {
+            CliError::hint(
+                anyhow!(e).context(format!("cannot verify the member roster of workspace {workspace}")),
+                "if this device was just added, run `bridge sync`; otherwise ask an admin to add it with `bridge members add`",
+            )
+        })?;
+        // Every epoch is kept sealed to the members of its time and re-sealed
+        // to later members; the copies not meant for this device are normal.
+        warnings.retain(|w| !matches!(w, RosterWarning::NotForUs { .. }));
+        Ok((Vault::new(replica, identity, roster), warnings))
+    }
+
+    /// A vault over a roster already in hand (a new workspace).
+    pub fn new(replica: Replica, identity: Identity, roster: Roster) -> Vault {
+        Vault {
+            workspace: replica.workspace_id().to_owned(),
+            identity,
+            data_keys: roster.data_identities(),
+            roster,
+            replica,
+            bindings: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// This device's identity.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// The verified roster.
+    pub fn roster(&self) -> &Roster {
+        &self.roster
+    }
+
+    /// Replaces the roster after a change this device made.
+    pub fn set_roster(&mut self, roster: Roster) {
+        self.data_keys = roster.data_identities();
+        self.roster = roster;
+    }
+
+    /// This device's entry in the latest epoch.
+    pub fn me(&self) -> CliResult<&Member> {
+        self.roster
+            .latest()
+            .member(self.identity.member_id())
+            .ok_or_else(|| {
+                CliError::hint(
+                    anyhow!(
+                        "this device ({}) is not a member of workspace {}",
+                        self.identity.member_id(),
+                        self.workspace
+                    ),
+                    format!(
+                        "ask an admin to run `bridge members add NAME {}`, then `bridge sync`",
+                        self.identity.public()
+                    ),
+                )
+            })
+    }
+
+    /// Signs and encrypts a chunk of document `doc`: `changes` are raw
+    /// Automerge changes, all made by `actor`.
+    pub fn seal_chunk(
+        &self,
+        doc: &str,
+        actor: &ActorId,
+        changes: &[Vec<u8>],
+    ) -> CliResult<Vec<u8>> {
+        let me = self.me()?;
+        let mut payload = Vec::with_capacity(changes.iter().map(|c| c.len() + 4).sum());
+        for c in changes {
+            let len =
+                u32::try_from(c.len()).map_err(|_| anyhow!("an Automerge change over 4 GiB"))?;
+            payload.extend_from_slice(&len.to_be_bytes());
+            payload.extend_from_slice(c);
+        }
+        let actor_hex = actor.to_hex_string();
+        self.bind(&actor_hex, me.id(), me.role);
+        let header = self.header(Domain::Chunk, doc, vec![actor_hex]);
+        self.seal(&header, &payload)
+    }
+
+    /// Seals a roster file (already sealed by the roster itself) — no-op
+    /// helper kept for symmetry; roster files come sealed from
+    /// [`Roster::add_member`] and friends.
+    fn header(&self, domain: Domain, document: &str, actors: Vec<String>) -> Header {
+        Header {
+            domain,
+            workspace: self.workspace.clone(),
+            document: document.to_owned(),
+            epoch: self.roster.latest().number,
+            writer: self.identity.member_id().clone(),
+            actors,
+            sha256: String::new(),
+        }
+    }
+
+    fn seal(&self, header: &Header, payload: &[u8]) -> CliResult<Vec<u8>> {
+        // To the epoch's data key: every member of this epoch or a later one
+        // can read it; a member removed before it cannot.
+        let recipient = self
+            .roster
+            .data_recipient()
+            .ok_or_else(|| anyhow!("the roster's latest epoch has no data key"))?;
+        seal(&self.identity, &[recipient], header, payload).map_err(|e| {
+            anyhow!(e)
+                .context("cannot encrypt a file for the store")
+                .into()
+        })
+    }
+
+    /// Binds this process's own actor to this device's member entry, so what
+    /// it writes is attributed to it before any file round-trips.
+    pub fn bind_own_actor(&self, actor: &ActorId) {
+        if let Ok(me) = self.me() {
+            self.bind(&actor.to_hex_string(), me.id(), me.role);
+        }
+    }
+
+    fn bind(&self, actor: &str, member: MemberId, role: Role) {
+        if let Ok(mut b) = self.bindings.lock() {
+            b.entry(actor.to_owned()).or_insert((member, role));
+        }
+    }
+
+    /// Stores a file as an encrypted blob. Returns the sha256 of its content
+    /// (what task identities hash) and the blob's store id.
+    pub fn put_blob_file(&self, path: &Path) -> anyhow::Result<(String, BlobId)> {
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        self.put_blob_bytes(&bytes)
+    }
+
+    /// Stores bytes as an encrypted blob (see [`put_blob_file`](Self::put_blob_file)).
+    pub fn put_blob_bytes(&self, bytes: &[u8]) -> anyhow::Result<(String, BlobId)> {
+        self.me().map_err(|e| e.error)?;
+        let header = self.header(Domain::Blob, "", Vec::new());
+        let sealed = self.seal(&header, bytes).map_err(|e| e.error)?;
+        let id = self
+            .replica
+            .put_blob_bytes(&sealed)
+            .context("cannot store an encrypted blob")?;
+        Ok((hex::encode(Sha256::digest(bytes)), id))
+    }
+
+    /// Reads, decrypts and verifies a blob.
+    pub fn read_blob(&self, id: &BlobId) -> anyhow::Result<Vec<u8>> {
+        let sealed = self.replica.read_blob(id)?;
+        let name = id.store_name();
+        let opened = open_with(&self.data_keys, &sealed).map_err(|e| anyhow!("{name}: {e}"))?;
+        let h = &opened.header;
+        if h.domain != Domain::Blob {
+            bail!("{name}: not a blob (it is a {} file)", h.domain);
+        }
+        if h.workspace != self.workspace {
+            bail!(
+                "{name}: belongs to workspace {}, not {}",
+                h.workspace,
+                self.workspace
+            );
+        }
+        // A blob is reached through a verified chunk that names its
+        // ciphertext hash, so any member who ever signed is accepted here.
+        let key = self
+            .roster
+            .epochs()
+            .iter()
+            .find_map(|e| e.member(&h.writer))
+            .map(|m| m.key.clone())
+            .ok_or_else(|| anyhow!("{name}: signed by {}, who was never a member", h.writer))?;
+        opened.verify(&key).map_err(|e| anyhow!("{name}: {e}"))?;
+        Ok(opened.payload)
+    }
+
+    /// Decrypts a blob into `dest` (atomically, creating folders).
+    pub fn copy_blob_to(&self, id: &BlobId, dest: &Path) -> anyhow::Result<()> {
+        let bytes = self.read_blob(id)?;
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        let name = dest.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+        let tmp = dest.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+        std::fs::write(&tmp, &bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+        std::fs::rename(&tmp, dest).with_context(|| format!("cannot write {}", dest.display()))?;
+        Ok(())
+    }
+
+    /// The writer a store file's header names, if this device can decrypt it
+    /// (not verified: for bookkeeping such as a removal's accepted files).
+    pub fn writer_of(&self, sealed: &[u8]) -> Option<MemberId> {
+        open_with(&self.data_keys, sealed)
+            .ok()
+            .map(|o| o.header.writer)
+    }
+
+    /// Writes a sealed roster file into the replica.
+    pub fn write_roster_file(&self, bytes: &[u8]) -> CliResult<()> {
+        self.replica
+            .write_chunk(ROSTER_DOC, bytes)
+            .context("cannot save the roster")?;
+        Ok(())
+    }
+}
+
+fn read_roster_files(replica: &Replica) -> CliResult<Vec<(String, Vec<u8>)>> {
+    let names = replica
+        .list_chunks(ROSTER_DOC)
+        .context("cannot list the roster files")?;
+    let mut files = Vec::with_capacity(names.len());
+    for name in names {
+        match replica.read_chunk(ROSTER_DOC, &name) {
+            Ok(bytes) => files.push((format!("chunks/{ROSTER_DOC}/{name}"), bytes)),
+            Err(e) => tracing::warn!("skipped roster file {name}: {e}"),
+        }
+    }
+    Ok(files)
+}
+
+impl ChunkOpener for Vault {
+    fn open(&self, doc: &str, name: &str, bytes: Vec<u8>) -> Result<Vec<u8>, String> {
+        let file = format!("chunks/{doc}/{name}");
+        let expect = Expect {
+            domain: Domain::Chunk,
+            workspace: &self.workspace,
+            document: Some(doc),
+        };
+        let (opened, member) =
+            open_verified_with(&self.data_keys, &self.roster, &bytes, &file, expect)
+                .map_err(|e: EnvelopeError| e.to_string())?;
+        // Verified: now, and only now, parse the changes.
+        let mut out = Vec::with_capacity(opened.payload.len());
+        let mut rest = opened.payload.as_slice();
+        let mut new_bindings: Vec<String> = Vec::new();
+        let bindings = self
+            .bindings
+            .lock()
+            .map_err(|_| "internal lock poisoned".to_owned())?;
+        while !rest.is_empty() {
+            let (len, tail) = rest
+                .split_first_chunk::<4>()
+                .ok_or("the chunk's framing is truncated")?;
+            let len = u32::from_be_bytes(*len) as usize;
+            if tail.len() < len {
+                return Err("the chunk's framing is truncated".into());
+            }
+            let (frame, tail) = tail.split_at(len);
+            let change = automerge::Change::try_from(frame)
+                .map_err(|e| format!("not an Automerge change: {e}"))?;
+            let actor = change.actor_id().to_hex_string();
+            if !opened.header.actors.contains(&actor) {
+                return Err(format!(
+                    "it holds a change by actor {actor}, which its signer {} did not declare",
+                    member.name
+                ));
+            }
+            match bindings.get(&actor) {
+                Some((m, _)) if *m != member.id() => {
+                    return Err(format!(
+                        "actor {actor} belongs to another member ({m}), not to its signer {}",
+                        member.name
+                    ));
+                }
+                Some(_) => {}
+                None => new_bindings.push(actor),
+            }
+            out.extend_from_slice(frame);
+            rest = tail;
+        }
+        drop(bindings);
+        // Bind the new actors only once the whole chunk is accepted.
+        for actor in new_bindings {
+            self.bind(&actor, member.id(), member.role);
+        }
+        Ok(out)
+    }
+}
+
+impl Authority for Vault {
+    fn can_submit(&self, actor: &ActorId) -> bool {
+        self.bindings
+            .lock()
+            .ok()
+            .and_then(|b| {
+                b.get(&actor.to_hex_string())
+                    .map(|(_, role)| role.can_submit())
+            })
+            .unwrap_or(false)
+    }
+}
