@@ -32,6 +32,7 @@ use bridge_crypto::{
     Domain, EnvelopeError, Expect, Header, Identity, Member, MemberId, Role, Roster, RosterWarning,
     open_verified_with, open_with, seal,
 };
+use bridge_model::WriterId;
 use bridge_model::doc::Authority;
 use bridge_store::{BlobId, ChunkOpener, Replica};
 use sha2::{Digest, Sha256};
@@ -276,6 +277,20 @@ impl Vault {
     }
 }
 
+/// The tag a member's Automerge actor ids carry (bytes 8..16): the first 8
+/// bytes of a domain-separated hash of its member id. A chunk whose changes
+/// use an actor without its signer's tag is refused, so no member can write
+/// under another's actor.
+pub fn member_tag(member: &MemberId) -> [u8; 8] {
+    let digest = Sha256::new()
+        .chain_update(b"bridge-actor-v1\0")
+        .chain_update(member.as_str().as_bytes())
+        .finalize();
+    let mut tag = [0u8; 8];
+    tag.copy_from_slice(&digest[..8]);
+    tag
+}
+
 fn read_roster_files(replica: &Replica) -> CliResult<Vec<(String, Vec<u8>)>> {
     let names = replica
         .list_chunks(ROSTER_DOC)
@@ -321,6 +336,14 @@ impl ChunkOpener for Vault {
             let change = automerge::Change::try_from(frame)
                 .map_err(|e| format!("not an Automerge change: {e}"))?;
             let actor = change.actor_id().to_hex_string();
+            if WriterId::member_tag_of(change.actor_id().to_bytes())
+                != Some(member_tag(&member.id()))
+            {
+                return Err(format!(
+                    "it holds a change by actor {actor}, which is not bound to its signer {}",
+                    member.name
+                ));
+            }
             if !opened.header.actors.contains(&actor) {
                 return Err(format!(
                     "it holds a change by actor {actor}, which its signer {} did not declare",

@@ -311,7 +311,8 @@ impl Session {
     /// Loads every document of the replica through `vault`.
     pub fn with_vault(ws: Workspace, vault: Vault) -> CliResult<Session> {
         let policy = ws.config.policy()?;
-        let writer = WriterId::new(now_ms(), random_bytes::<8>()?);
+        let tag = crate::vault::member_tag(vault.identity().member_id());
+        let writer = WriterId::new(now_ms(), tag, random_bytes::<8>()?);
         vault.bind_own_actor(&writer.actor());
         let mut s = Session {
             ws,

@@ -103,7 +103,7 @@ pub fn run(g: &GlobalArgs, args: ShowArgs) -> CliResult<u8> {
     for (writer, at) in &t.facts.cancels {
         println!(
             "Cancel   by {} {}",
-            writer.get(16..24).unwrap_or(writer),
+            writer.get(32..40).unwrap_or(writer),
             ago(*at, now)
         );
     }

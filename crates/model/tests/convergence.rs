@@ -109,7 +109,7 @@ impl Replica {
         // Time-ordered and distinct: started one millisecond apart.
         let started = T0 + i64::try_from(i).expect("small");
         Replica {
-            writer: WriterId::new(started, random),
+            writer: WriterId::new(started, [7; 8], random),
             labels: if i.is_multiple_of(2) {
                 vec!["gpu".into(), "linux".into()]
             } else {

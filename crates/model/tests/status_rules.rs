@@ -22,7 +22,7 @@ const T0: Millis = 1_763_000_000_000;
 const SKEW: Millis = 30_000;
 
 fn writer(n: u8) -> WriterId {
-    WriterId::new(T0 + i64::from(n), [n; 8])
+    WriterId::new(T0 + i64::from(n), [n; 8], [n; 8])
 }
 
 fn spec(script: &str) -> TaskSpec {
