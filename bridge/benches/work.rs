@@ -4,6 +4,8 @@
 //! Run: `cargo bench -p bridge --bench work` (GNU parallel: `apt-get install
 //! parallel`; it is skipped with a note when missing). Set BRIDGE_BENCH_TASKS
 //! to change the task count and BRIDGE_BENCH_ROUNDS the rounds (median kept).
+//! Set BRIDGE_BENCH_PEER to another `bridge` binary (e.g. a build without
+//! encryption) to time it in the same run and print the ratio.
 //!
 //! bridge keeps its durability here: every attempt is in a fsynced chunk
 //! file before `bridge work` exits, and group commits (at most 64 attempts
@@ -39,6 +41,15 @@ fn main() {
                 .map(|_| time_shell(&format!("seq {tasks} | parallel -j2 true")))
                 .collect(),
         )
+    });
+    let peer = std::env::var("BRIDGE_BENCH_PEER").ok().map(|peer| {
+        let mut times = Vec::new();
+        for _ in 0..rounds {
+            let dir = tempfile::tempdir()
+                .unwrap_or_else(|e| fail(&format!("cannot create a temp dir: {e}")));
+            times.push(bridge_round(&peer, dir.path(), tasks).1);
+        }
+        (peer, median(times))
     });
     let b = median(bridge_times);
     let s = median(submit_times);
@@ -97,6 +108,8 @@ fn bridge_round(bridge: &str, dir: &Path, tasks: usize) -> (Duration, Duration) 
     let out = Command::new(bridge)
         .args(["status", "--json"])
         .current_dir(dir)
+        .env("BRIDGE_CONFIG_DIR", dir.join(".config"))
+        .env_remove("BRIDGE_IDENTITY")
         .output()
         .unwrap_or_else(|e| fail(&format!("cannot run bridge status: {e}")));
     let status: serde_json::Value = serde_json::from_slice(&out.stdout)
@@ -112,6 +125,8 @@ fn run(bridge: &str, dir: &Path, args: &[&str]) {
     let status = Command::new(bridge)
         .args(args)
         .current_dir(dir)
+        .env("BRIDGE_CONFIG_DIR", dir.join(".config"))
+        .env_remove("BRIDGE_IDENTITY")
         .stdout(Stdio::null())
         .status()
         .unwrap_or_else(|e| fail(&format!("cannot run bridge: {e}")));
