@@ -69,7 +69,20 @@ fn main() {
         Some(p) => println!("{:<28}{:>10.3}", "GNU parallel -j2", p.as_secs_f64()),
         None => println!("{:<28}{:>10}", "GNU parallel -j2", "missing"),
     }
+    if let Some((path, p)) = &peer {
+        println!(
+            "{:<28}{:>10.3}  ({path})",
+            "peer bridge work",
+            p.as_secs_f64()
+        );
+    }
     println!();
+    if let Some((_, p)) = &peer {
+        println!(
+            "bridge / peer     = {:.3}",
+            b.as_secs_f64() / p.as_secs_f64()
+        );
+    }
     println!(
         "bridge / xargs    = {:.2}  (target ≤ 3)",
         b.as_secs_f64() / xargs.as_secs_f64()

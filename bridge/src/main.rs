@@ -7,6 +7,7 @@ mod commands;
 mod error;
 mod keys;
 mod output;
+mod publish;
 mod taskfile;
 mod vault;
 mod worker;

@@ -52,6 +52,8 @@ pub struct Vault {
     data_keys: Vec<age::x25519::Identity>,
     /// Automerge actor (hex) → the member that signed it, and their role.
     bindings: Mutex<HashMap<String, (MemberId, Role)>>,
+    /// Store names of blobs written since the last `take_written_blobs`.
+    written_blobs: Mutex<Vec<String>>,
 }
 
 impl std::fmt::Debug for Vault {
@@ -93,6 +95,7 @@ impl Vault {
             roster,
             replica,
             bindings: Mutex::new(HashMap::new()),
+            written_blobs: Mutex::new(Vec::new()),
         }
     }
 
@@ -258,6 +261,14 @@ impl Vault {
         std::fs::write(&tmp, &bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
         std::fs::rename(&tmp, dest).with_context(|| format!("cannot write {}", dest.display()))?;
         Ok(())
+    }
+
+    /// Store names of the blobs written since the last call.
+    pub fn take_written_blobs(&self) -> Vec<String> {
+        self.written_blobs
+            .lock()
+            .map(|mut w| std::mem::take(&mut *w))
+            .unwrap_or_default()
     }
 
     /// The writer a store file's header names, if this device can decrypt it

@@ -43,6 +43,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::CliResult;
+use crate::publish::Publisher;
 use crate::vault::Vault;
 use crate::workspace::{Session, now_ms};
 
@@ -76,6 +77,15 @@ pub struct WorkOptions {
     pub max_tasks: Option<usize>,
     /// This device's name, recorded in attempts.
     pub device: String,
+    /// Stop claiming when a task's expected length no longer fits before
+    /// this instant, and stop everything (as on SIGTERM) when it comes; with
+    /// the whole budget it was computed from.
+    pub deadline: Option<(Instant, Duration)>,
+    /// This runner's shard `(index, count)`: it prefers the tasks that
+    /// rendezvous-hash to it and steals others only when it has none.
+    pub shard: Option<(u32, u32)>,
+    /// Recorded in every attempt, after the device's own (CI run, commit, …).
+    pub provenance: BTreeMap<String, String>,
 }
 
 /// What happened to one task, for progress output.
@@ -90,6 +100,8 @@ pub enum Event {
         outcome: Outcome,
         detail: String,
         ms: Millis,
+        /// The last bytes of its stdout and stderr.
+        tails: (String, String),
     },
     /// New runnable tasks were found: how many are known to be left.
     Backlog { left: usize },
@@ -122,19 +134,20 @@ type Finished = (TaskId, String, Attempt);
 pub trait Hooks {
     /// Something happened to a task (progress output).
     fn event(&mut self, event: Event);
-    /// A follow-mode worker found nothing to do: a good moment to sync.
+    /// A follow-mode worker found nothing to do (without a publisher, a
+    /// good moment to look for new work elsewhere).
     fn idle(&mut self, session: &mut Session) -> CliResult<()>;
-    /// Claims or lease renewals were just saved: other workers should see
-    /// them now (push them to the remote).
-    fn claimed(&mut self, session: &mut Session) -> CliResult<()>;
 }
 
-/// Runs tasks until none is runnable (or, with `follow`, until `shutdown`).
+/// Runs tasks until none is runnable (or, with `follow`, until `shutdown`,
+/// or until the deadline). With a publisher, every claim window is synced
+/// with the remote (to see other workers' claims) and every flush is pushed.
 pub async fn work(
     session: &mut Session,
     opts: &WorkOptions,
     shutdown: CancellationToken,
     hooks: &mut dyn Hooks,
+    mut publisher: Option<&mut Publisher>,
 ) -> CliResult<WorkReport> {
     let parallel = opts.parallel.max(1);
     let lease_ms = opts.lease.as_millis() as Millis;
@@ -169,21 +182,31 @@ pub async fn work(
                 unflushed_attempts = 0;
                 flush_at = None;
             }
-            session.refresh()?;
+            match publisher.as_deref_mut() {
+                Some(p) => {
+                    p.sync(session).await?;
+                }
+                None => {
+                    session.refresh()?;
+                }
+            }
             let now = now_ms();
             let derived = session.view().derive(now, session.policy);
-            let candidates: Vec<TaskId> = session
+            let runnable: Vec<TaskId> = session
                 .view()
                 .runnable(&derived, &opts.labels)
                 .into_iter()
                 .filter(|id| !held.values().any(|h| &h.task == id))
+                .filter(|id| fits_before_deadline(session.view(), id, avg_ms, opts.deadline))
                 .collect();
             hooks.event(Event::Backlog {
-                left: candidates.len(),
+                left: runnable.len(),
             });
-            let window = match avg_ms {
-                None => parallel,
-                Some(ms) => ((parallel as f64 * WINDOW_TARGET_MS / ms.max(1.0)) as usize)
+            let (candidates, stealing) = prefer_shard(runnable, opts.shard);
+            let window = match (avg_ms, stealing) {
+                // A thief takes little, so the owner of the shard is not starved.
+                (_, true) | (None, _) => parallel,
+                (Some(ms), false) => ((parallel as f64 * WINDOW_TARGET_MS / ms.max(1.0)) as usize)
                     .clamp(parallel, MAX_WINDOW),
             };
             let take = window.min(budget_left).min(candidates.len());
@@ -193,9 +216,13 @@ pub async fn work(
                 let mine = claim(session, &candidates[..take], now, lease_ms, &mut held)?;
                 claimed_total += mine.len();
                 session.flush()?;
-                // Another process may have claimed the same tasks: read its
-                // claims and keep only those we won.
-                if session.refresh()? > 0 {
+                // Another worker may have claimed the same tasks: read its
+                // claims (pushing ours) and keep only those we won.
+                let fresh = match publisher.as_deref_mut() {
+                    Some(p) => p.sync(session).await?.is_some_and(|r| r.pulled > 0),
+                    None => session.refresh()? > 0,
+                };
+                if fresh {
                     let now = now_ms();
                     let mut lost = Vec::new();
                     for key in &mine {
@@ -212,7 +239,6 @@ pub async fn work(
                 } else {
                     queue.extend(mine);
                 }
-                hooks.claimed(session)?;
             }
         }
 
@@ -234,6 +260,7 @@ pub async fn work(
                 vault: vault.clone(),
                 work_dir: work_dir.clone(),
                 device: opts.device.clone(),
+                provenance: opts.provenance.clone(),
                 id,
                 key,
                 spec,
@@ -249,7 +276,9 @@ pub async fn work(
             }
             if nothing_runnable {
                 session.flush()?;
-                hooks.idle(session)?;
+                if publisher.is_none() {
+                    hooks.idle(session)?;
+                }
                 hooks.event(Event::Idle);
                 tokio::select! {
                     _ = tokio::time::sleep(opts.poll) => {}
@@ -262,6 +291,11 @@ pub async fn work(
 
         // 4. Wait for something to happen.
         let flush_deadline = flush_at.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        let stop_at = opts
+            .deadline
+            .map_or_else(|| Instant::now() + Duration::from_secs(86_400), |(d, _)| d);
+        let pushing = publisher.as_ref().is_some_and(|p| p.busy());
+        let mut stop_now = false;
         tokio::select! {
             Some(joined) = running.join_next(), if !running.is_empty() => {
                 let (id, key, attempt) = match joined {
@@ -281,6 +315,7 @@ pub async fn work(
                 }
                 let detail = detail_of(&attempt);
                 let outcome = attempt.outcome;
+                let tails = (attempt.stdout_tail.clone(), attempt.stderr_tail.clone());
                 session.change(&h.doc, attempt.ended_at, "attempt", |d| doc::put_attempt(d, &id, &attempt))?;
                 session.view_mut().note_attempt(&id, attempt);
                 unflushed_attempts += 1;
@@ -293,6 +328,7 @@ pub async fn work(
                     outcome,
                     detail,
                     ms,
+                    tails,
                 });
             }
             _ = tokio::time::sleep_until(flush_deadline), if flush_at.is_some() => {
@@ -303,27 +339,105 @@ pub async fn work(
             _ = tokio::time::sleep_until(renew_at) => {
                 renew(session, &held, now_ms() + lease_ms)?;
                 session.flush()?;
-                hooks.claimed(session)?;
                 renew_at = Instant::now() + opts.lease / 3;
             }
-            _ = shutdown.cancelled(), if !stopping => {
-                stopping = true;
-                stop_tasks.cancel();
-                let waiting: Vec<String> = queue.drain(..).collect();
-                release(session, &waiting, &mut held, now_ms())?;
-                session.flush()?;
-            }
+            _ = shutdown.cancelled(), if !stopping => stop_now = true,
+            _ = tokio::time::sleep_until(stop_at), if opts.deadline.is_some() && !stopping => stop_now = true,
+            _ = async {
+                match publisher.as_deref_mut() {
+                    Some(p) => p.in_flight_done().await,
+                    None => std::future::pending().await,
+                }
+            }, if pushing => {}
+        }
+        if stop_now {
+            // Stop: interrupt running tasks (their attempts are recorded as
+            // interrupted when they end) and give up the waiting claims.
+            stopping = true;
+            stop_tasks.cancel();
+            let waiting: Vec<String> = queue.drain(..).collect();
+            release(session, &waiting, &mut held, now_ms())?;
+            session.flush()?;
         }
         if unflushed_attempts >= FLUSH_COUNT {
             session.flush()?;
             unflushed_attempts = 0;
             flush_at = None;
         }
+        if let Some(p) = publisher.as_deref_mut() {
+            p.publish(session);
+        }
     }
     let waiting: Vec<String> = queue.drain(..).collect();
     release(session, &waiting, &mut held, now_ms())?;
     session.flush()?;
+    if let Some(p) = publisher {
+        p.flush(session).await;
+    }
     Ok(report)
+}
+
+/// Whether `id`'s expected length fits before the deadline. The estimate is
+/// its longest earlier attempt, else the average of this run's tasks (each
+/// with a quarter more for safety), else its timeout capped at a quarter of
+/// the whole budget: a task nobody has timed yet is tried while a quarter of
+/// the budget remains, and the deadline still stops it for sure.
+fn fits_before_deadline(
+    view: &View,
+    id: &TaskId,
+    avg_ms: Option<f64>,
+    deadline: Option<(Instant, Duration)>,
+) -> bool {
+    let Some((deadline, budget)) = deadline else {
+        return true;
+    };
+    let Some(task) = view.get(id) else {
+        return false;
+    };
+    let history = task
+        .facts
+        .attempts
+        .values()
+        .map(|a| (a.ended_at - a.started_at).max(0) as u64)
+        .max();
+    let expected = match history.or(avg_ms.map(|a| a as u64)) {
+        Some(ms) => Duration::from_millis(ms + ms / 4),
+        None => Duration::from_secs(task.spec.timeout_s).min(budget / 4),
+    };
+    Instant::now() + expected <= deadline
+}
+
+/// Orders candidates for a sharded runner: the tasks that rendezvous-hash
+/// to its shard, or (when there are none) the others, to steal. Returns the
+/// candidates and whether they are stolen.
+fn prefer_shard(candidates: Vec<TaskId>, shard: Option<(u32, u32)>) -> (Vec<TaskId>, bool) {
+    let Some((index, count)) = shard else {
+        return (candidates, false);
+    };
+    let (mine, others): (Vec<TaskId>, Vec<TaskId>) = candidates
+        .into_iter()
+        .partition(|id| shard_of(id, count) == index);
+    if mine.is_empty() {
+        (others, true)
+    } else {
+        (mine, false)
+    }
+}
+
+/// The shard (of `count`) a task belongs to by rendezvous hashing: the one
+/// with the highest hash of (task, shard). Adding a shard moves only the
+/// tasks the new shard wins.
+pub fn shard_of(id: &TaskId, count: u32) -> u32 {
+    use sha2::{Digest, Sha256};
+    (0..count.max(1))
+        .max_by_key(|s| {
+            let d = Sha256::new()
+                .chain_update(id.as_str().as_bytes())
+                .chain_update(s.to_be_bytes())
+                .finalize();
+            u64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
+        })
+        .unwrap_or(0)
 }
 
 /// Claims `ids`, one change per document; returns the new claim keys.
@@ -438,6 +552,7 @@ struct Job {
     vault: Arc<Vault>,
     work_dir: PathBuf,
     device: String,
+    provenance: BTreeMap<String, String>,
     id: TaskId,
     key: String,
     spec: TaskSpec,
@@ -472,7 +587,11 @@ impl Job {
             stdout_blob: None,
             stderr_blob: None,
             outputs: BTreeMap::new(),
-            provenance: provenance(&self.device),
+            provenance: {
+                let mut p = provenance(&self.device);
+                p.extend(self.provenance.clone());
+                p
+            },
         };
         if let Err(e) = prepare(&self.vault, &dir, &self.spec, &self.need_inputs).await {
             attempt.message = Some(format!("{e:#}"));

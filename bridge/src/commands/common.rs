@@ -12,9 +12,42 @@ use super::GlobalArgs;
 use crate::error::{CliError, CliResult, EXIT_OFFLINE};
 use crate::workspace::{Session, Workspace};
 
-/// Finds the workspace and loads its documents.
+/// Finds the workspace and loads its documents. When the local replica
+/// cannot show this device a roster it belongs to (a fresh clone of a
+/// repository with bridge.toml, a new CI runner, a device just added), it
+/// first pulls the store from the remote, then tries again.
 pub fn open_session(g: &GlobalArgs) -> CliResult<Session> {
-    Session::open(Workspace::find(g.workspace.as_deref())?)
+    let ws = Workspace::find(g.workspace.as_deref())?;
+    let Some(spec) = ws.remote_spec().map(str::to_owned) else {
+        return Session::open(ws);
+    };
+    let root = ws.root.clone();
+    let first = match Session::open(ws) {
+        Ok(s) => match s.vault.me() {
+            Ok(_) => return Ok(s),
+            Err(e) => e,
+        },
+        Err(e) => e,
+    };
+    let ws = Workspace::open(&root)?;
+    let remote = open_remote(&spec, &ws.root).map_err(|e| {
+        CliError::hint(
+            anyhow!(e),
+            "set `remote` under [store] in bridge.toml to dir:PATH or git:URL",
+        )
+    })?;
+    match bridge_store::sync(&ws.replica, remote.as_ref(), &mut |_| {}) {
+        Ok(report) => {
+            for w in &report.skipped {
+                tracing::warn!("{w}");
+            }
+        }
+        Err(e) => {
+            tracing::warn!("cannot fetch the store from {spec}: {e}");
+            return Err(first);
+        }
+    }
+    Session::open(ws)
 }
 
 /// Opens a remote for the workspace at `root`. In a `git:` remote this
@@ -24,8 +57,21 @@ pub fn open_remote(
     spec: &str,
     root: &std::path::Path,
 ) -> Result<Box<dyn bridge_store::Remote>, bridge_store::RemoteSpecError> {
+    open_remote_as(
+        spec,
+        root,
+        &crate::worker::safe_name(&crate::workspace::device_name()),
+    )
+}
+
+/// [`open_remote`] writing the ref of `slot` (a runner shard).
+pub fn open_remote_as(
+    spec: &str,
+    root: &std::path::Path,
+    slot: &str,
+) -> Result<Box<dyn bridge_store::Remote>, bridge_store::RemoteSpecError> {
     let mut opts = bridge_store::RemoteOptions::for_base(root);
-    opts.writer_slot = crate::worker::safe_name(&crate::workspace::device_name());
+    opts.writer_slot = slot.to_owned();
     bridge_store::parse_remote(spec, root, &opts)
 }
 
@@ -123,39 +169,6 @@ pub fn sync_remote(session: &mut Session, show_progress: bool) -> CliResult<Sync
             "check the [store] remote in bridge.toml",
         )),
     }
-}
-
-/// Pushes the chunk files this process wrote since the last push (claims,
-/// lease renewals, results) to the remote, so other devices see them without
-/// waiting for a full sync. Best effort: offline, they go with the next sync.
-pub fn push_written(session: &mut Session) -> CliResult<()> {
-    let names = session.take_written();
-    let Some(spec) = session.ws.remote_spec().map(str::to_owned) else {
-        return Ok(());
-    };
-    if names.is_empty() {
-        return Ok(());
-    }
-    let Ok(remote) = open_remote(&spec, &session.ws.root) else {
-        return Ok(());
-    };
-    let mut files = Vec::with_capacity(names.len());
-    for name in names {
-        let Some((doc, file)) = name
-            .strip_prefix("chunks/")
-            .and_then(|rest| rest.split_once('/'))
-        else {
-            continue;
-        };
-        match session.ws.replica.read_chunk(doc, file) {
-            Ok(bytes) => files.push((name, bytes)),
-            Err(e) => tracing::debug!("not pushing {name}: {e}"),
-        }
-    }
-    if let Err(e) = remote.put(&files) {
-        tracing::debug!("push to {spec} failed, the next sync retries: {e}");
-    }
-    Ok(())
 }
 
 /// Syncs if a remote is set and says so on stderr; never fails on an

@@ -18,6 +18,7 @@ mod ls;
 mod members;
 mod outputs;
 mod retry;
+mod run;
 mod show;
 mod status;
 mod submit;
@@ -84,6 +85,7 @@ pub enum Command {
     Cancel(cancel::CancelArgs),
     Retry(retry::RetryArgs),
     Work(work::WorkArgs),
+    Run(run::RunArgs),
     Sync(sync::SyncArgs),
     Demo(demo::DemoArgs),
     Keygen(keygen::KeygenArgs),
@@ -106,6 +108,7 @@ pub fn run(cli: Cli) -> CliResult<u8> {
         Command::Cancel(a) => cancel::run(g, a),
         Command::Retry(a) => retry::run(g, a),
         Command::Work(a) => work::run(g, a),
+        Command::Run(a) => run::run(g, a),
         Command::Sync(a) => sync::run(g, a),
         Command::Demo(a) => demo::run(g, a),
         Command::Keygen(a) => keygen::run(g, a),

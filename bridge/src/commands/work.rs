@@ -9,9 +9,10 @@ use clap::Args;
 use tokio_util::sync::CancellationToken;
 
 use super::GlobalArgs;
-use super::common::{open_session, push_written, sync_and_report, sync_remote};
+use super::common::{open_session, sync_and_report, sync_remote};
 use crate::error::{CliResult, EXIT_INTERRUPTED, EXIT_OK, EXIT_TASK_FAILED, HintExt};
 use crate::output::duration;
+use crate::publish::Publisher;
 use crate::worker::{self, Event, WorkOptions};
 use crate::workspace::{Session, device_name};
 
@@ -69,6 +70,9 @@ pub fn run(g: &GlobalArgs, args: WorkArgs) -> CliResult<u8> {
         lease: session.ws.config.lease()?,
         max_tasks: args.max_tasks,
         device: device_name(),
+        deadline: None,
+        shard: None,
+        provenance: Default::default(),
     };
     if !args.offline {
         sync_and_report(&mut session, g)?;
@@ -87,7 +91,20 @@ pub fn run(g: &GlobalArgs, args: WorkArgs) -> CliResult<u8> {
             progress: Progress::new(quiet),
             offline,
         };
-        let r = worker::work(&mut session, &opts, shutdown.clone(), &mut hooks).await;
+        let mut publisher = match (offline, session.ws.remote_spec()) {
+            (false, Some(spec)) => super::common::open_remote(spec, &session.ws.root)
+                .ok()
+                .map(|r| Publisher::new(r, session.ws.replica.clone())),
+            _ => None,
+        };
+        let r = worker::work(
+            &mut session,
+            &opts,
+            shutdown.clone(),
+            &mut hooks,
+            publisher.as_mut(),
+        )
+        .await;
         hooks.progress.finish();
         r
     })?;
@@ -137,14 +154,6 @@ impl worker::Hooks for WorkHooks {
         }
         Ok(())
     }
-
-    fn claimed(&mut self, session: &mut Session) -> CliResult<()> {
-        if self.offline {
-            session.take_written();
-            return Ok(());
-        }
-        push_written(session)
-    }
 }
 
 /// Labels every worker has: its OS and architecture.
@@ -158,7 +167,7 @@ fn default_labels() -> Vec<String> {
 /// Cancels `token` on the first Ctrl-C or SIGTERM; exits at once on the
 /// second. The handlers are installed before this returns, so a signal that
 /// arrives as soon as work starts is already a clean stop.
-fn watch_signals(token: CancellationToken) {
+pub fn watch_signals(token: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
     let (mut term, mut int) = match (
         signal(SignalKind::terminate()),
@@ -234,6 +243,7 @@ impl Progress {
                 outcome,
                 detail,
                 ms,
+                ..
             } => {
                 self.done += 1;
                 let line = match outcome {

@@ -1,0 +1,406 @@
+//! `bridge run`: the runner mode. An ephemeral machine (a CI job) syncs the
+//! store, runs a bounded batch of tasks, pushes each result as it lands, and
+//! exits; on GitHub Actions it speaks the runner's conventions.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use bridge_model::{Outcome, Status};
+use clap::Args;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use super::GlobalArgs;
+use super::common::{open_remote_as, open_session};
+use crate::error::{CliError, CliResult, EXIT_INTERRUPTED, EXIT_OFFLINE, EXIT_OK, HintExt};
+use crate::output::{duration, print_json};
+use crate::publish::Publisher;
+use crate::worker::{self, Event, WorkOptions, safe_name};
+use crate::workspace::{Session, device_name, now_ms};
+
+/// Run a bounded batch of tasks on a CI runner, pushing each result, then exit
+///
+/// Syncs the store (a `git:` or `dir:` remote), claims runnable tasks (first
+/// those that hash to this runner's --shard, others only when it has none),
+/// runs them P at a time, pushes every result as it lands, renews the leases
+/// of long tasks, and stops claiming when the budget cannot fit another task
+/// (its longest earlier attempt, else this run's average, each plus a
+/// quarter; a task never timed is tried while a quarter of the budget
+/// remains).
+/// When the budget is spent, or on SIGINT/SIGTERM, it stops within seconds:
+/// running tasks are killed and recorded as interrupted (they become
+/// runnable again), waiting claims are released, and everything is pushed.
+///
+/// The identity comes from BRIDGE_IDENTITY (a worker-role key made by
+/// `bridge members add-runner`). With GITHUB_ACTIONS=true it writes a group
+/// per task to the log, an error annotation per failed task, the step
+/// outputs tasks-done, tasks-failed and tasks-left, and a job summary.
+///
+/// Exit codes: 0 the run ended normally (failed tasks are reported, not
+/// fatal), 1 an error, 4 the remote is unreachable, 130 stopped by a signal.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Wall-clock budget of this run, e.g. 45m (the last seconds are kept for pushing)
+    #[arg(long, value_name = "DURATION", default_value = "45m")]
+    pub budget: String,
+    /// Run at most this many tasks
+    #[arg(long, value_name = "N")]
+    pub max_tasks: Option<usize>,
+    /// Tasks run at once (default: the number of CPUs)
+    #[arg(long, short = 'j', value_name = "P")]
+    pub parallel: Option<usize>,
+    /// This runner's shard, as INDEX/COUNT from 0 (e.g. 2/8)
+    #[arg(long, value_name = "I/K", env = "BRIDGE_SHARD")]
+    pub shard: Option<String>,
+    /// The remote to drain (default: [store] remote in bridge.toml)
+    #[arg(long, value_name = "REMOTE", env = "BRIDGE_REMOTE")]
+    pub remote: Option<String>,
+    /// The ref this runner writes in a git remote (default: <member>-<shard>)
+    #[arg(long, value_name = "NAME")]
+    pub slot: Option<String>,
+    /// A label of this runner, matched against tasks' runs-on (repeatable)
+    #[arg(long = "label", value_name = "LABEL")]
+    pub labels: Vec<String>,
+    /// Print a JSON report at the end
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Seconds kept at the end of the budget for the final push.
+const PUSH_MARGIN: Duration = Duration::from_secs(15);
+
+/// What the run did, for outputs and the summary.
+#[derive(Default)]
+struct Ledger {
+    rows: Vec<(String, Outcome, i64, String)>,
+    done: usize,
+    failed: usize,
+    interrupted: usize,
+}
+
+pub fn run(g: &GlobalArgs, args: RunArgs) -> CliResult<u8> {
+    let started = std::time::Instant::now();
+    let budget = humantime::parse_duration(&args.budget)
+        .with_context(|| format!("--budget {} is not a duration", args.budget))
+        .hint("write e.g. 45m or 1h 30m")?;
+    let shard = args.shard.as_deref().map(parse_shard).transpose()?;
+    let github = std::env::var("GITHUB_ACTIONS").as_deref() == Ok("true");
+    let mut session = open_session(g)?;
+    let spec = args
+        .remote
+        .clone()
+        .or_else(|| session.ws.remote_spec().map(str::to_owned))
+        .ok_or_else(|| {
+            CliError::hint(
+                anyhow!("no remote to drain"),
+                "set `remote` under [store] in bridge.toml, or pass --remote git:URL",
+            )
+        })?;
+    let me = session.vault.me()?.name.clone();
+    let slot = args.slot.clone().unwrap_or_else(|| match shard {
+        Some((i, _)) => safe_name(&format!("{me}-{i}")),
+        None => safe_name(&me),
+    });
+    let remote = open_remote_as(&spec, &session.ws.root, &slot)
+        .map_err(|e| CliError::hint(anyhow!(e), "a remote looks like git:URL or dir:PATH"))?;
+    let mut publisher = Publisher::new(remote, session.ws.replica.clone());
+    let parallel = args
+        .parallel
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(parallel.clamp(1, 4))
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let shutdown = CancellationToken::new();
+    let quiet = g.quiet;
+    let result: CliResult<(worker::WorkReport, Ledger)> = runtime.block_on(async {
+        super::work::watch_signals(shutdown.clone());
+        if publisher.sync(&mut session).await?.is_none() {
+            return Err(CliError::hint(
+                anyhow!("the remote {spec} is unreachable"),
+                "check the URL and the runner's network; nothing was claimed",
+            )
+            .with_code(EXIT_OFFLINE));
+        }
+        let deadline = tokio::time::Instant::now()
+            + budget
+                .saturating_sub(PUSH_MARGIN)
+                .saturating_sub(started.elapsed());
+        let mut labels = session.ws.config.worker.labels.clone();
+        labels.extend(args.labels.iter().cloned());
+        labels.extend([
+            std::env::consts::OS.to_owned(),
+            std::env::consts::ARCH.to_owned(),
+            "runner".to_owned(),
+        ]);
+        let opts = WorkOptions {
+            parallel,
+            follow: false,
+            poll: Duration::from_secs(5),
+            labels,
+            lease: session.ws.config.lease()?,
+            max_tasks: args.max_tasks,
+            device: device_name(),
+            deadline: Some((deadline, budget)),
+            shard,
+            provenance: provenance(),
+        };
+        let mut hooks = RunHooks {
+            github,
+            quiet,
+            ledger: Ledger::default(),
+        };
+        let report = worker::work(
+            &mut session,
+            &opts,
+            shutdown.clone(),
+            &mut hooks,
+            Some(&mut publisher),
+        )
+        .await?;
+        // Land everything, and learn what is left for the summary.
+        publisher.sync(&mut session).await?;
+        Ok((report, hooks.ledger))
+    });
+    let (report, ledger) = result?;
+    let derived = session.view().derive(now_ms(), session.policy);
+    let left = derived
+        .values()
+        .filter(|d| {
+            matches!(
+                d.status,
+                Status::Pending | Status::Running | Status::Blocked
+            )
+        })
+        .count();
+    if github {
+        write_github_files(&ledger, left, started.elapsed())?;
+    }
+    if args.json {
+        print_json(&json!({
+            "done": report.done, "failed": report.failed, "interrupted": report.interrupted,
+            "lost_claims": report.lost_claims, "left": left, "pushes": publisher.pushes,
+            "push_failures": publisher.failures, "seconds": started.elapsed().as_secs_f64(),
+        }))?;
+    } else if !quiet {
+        eprintln!(
+            "run: {} done, {} failed, {} interrupted, {} left in the pool ({} pushes, {:.1}s)",
+            report.done,
+            report.failed,
+            report.interrupted,
+            left,
+            publisher.pushes,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    if publisher.offline {
+        eprintln!(
+            "warning: the last push did not reach the remote; the results are in the local replica only"
+        );
+    }
+    Ok(if shutdown.is_cancelled() {
+        EXIT_INTERRUPTED
+    } else {
+        EXIT_OK
+    })
+}
+
+fn parse_shard(s: &str) -> CliResult<(u32, u32)> {
+    let bad = || {
+        CliError::hint(
+            anyhow!("--shard {s} is not INDEX/COUNT"),
+            "write e.g. --shard 0/4 (indices start at 0)",
+        )
+    };
+    let (i, k) = s.split_once('/').ok_or_else(bad)?;
+    let (i, k): (u32, u32) = (
+        i.trim().parse().map_err(|_| bad())?,
+        k.trim().parse().map_err(|_| bad())?,
+    );
+    if k == 0 || i >= k {
+        return Err(bad());
+    }
+    Ok((i, k))
+}
+
+/// Where an attempt ran, from the CI environment.
+fn provenance() -> BTreeMap<String, String> {
+    let mut p = BTreeMap::new();
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    for (key, var) in [
+        ("ci_run_id", "GITHUB_RUN_ID"),
+        ("ci_run_attempt", "GITHUB_RUN_ATTEMPT"),
+        ("ci_job", "GITHUB_JOB"),
+        ("commit", "GITHUB_SHA"),
+        ("runner_os", "RUNNER_OS"),
+        ("runner_arch", "RUNNER_ARCH"),
+        ("runner_name", "RUNNER_NAME"),
+    ] {
+        if let Some(v) = env(var) {
+            p.insert(key.to_owned(), v);
+        }
+    }
+    if let (Some(server), Some(repo), Some(run)) = (
+        env("GITHUB_SERVER_URL"),
+        env("GITHUB_REPOSITORY"),
+        env("GITHUB_RUN_ID"),
+    ) {
+        p.insert(
+            "ci_run_url".to_owned(),
+            format!("{server}/{repo}/actions/runs/{run}"),
+        );
+    }
+    p
+}
+
+struct RunHooks {
+    github: bool,
+    quiet: bool,
+    ledger: Ledger,
+}
+
+impl worker::Hooks for RunHooks {
+    fn event(&mut self, event: Event) {
+        let Event::Finished {
+            name,
+            id,
+            outcome,
+            detail,
+            ms,
+            tails,
+        } = event
+        else {
+            return;
+        };
+        match outcome {
+            Outcome::Success => self.ledger.done += 1,
+            Outcome::Interrupted => self.ledger.interrupted += 1,
+            _ => self.ledger.failed += 1,
+        }
+        let mut out = std::io::stdout().lock();
+        if self.github {
+            // One collapsible group per task, then an annotation for failures.
+            let _ = writeln!(
+                out,
+                "::group::{} {} ({})",
+                mark(outcome),
+                escape_data(&name),
+                duration(ms)
+            );
+            if !tails.0.is_empty() {
+                let _ = writeln!(out, "{}", tails.0.trim_end());
+            }
+            if !tails.1.is_empty() {
+                let _ = writeln!(out, "--- stderr ---\n{}", tails.1.trim_end());
+            }
+            let _ = writeln!(out, "::endgroup::");
+            if outcome.counts_as_failure() {
+                let _ = writeln!(
+                    out,
+                    "::error title={}::{}",
+                    escape_property(&format!("task {name} {}", outcome.as_str())),
+                    escape_data(&format!("{detail} — bridge logs {}", id.short()))
+                );
+            }
+        } else if !self.quiet {
+            eprintln!(
+                "{} {name} ({}){}",
+                mark(outcome),
+                duration(ms),
+                if detail.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {detail}")
+                }
+            );
+        }
+        self.ledger.rows.push((name, outcome, ms, detail));
+    }
+
+    fn idle(&mut self, _session: &mut Session) -> CliResult<()> {
+        Ok(())
+    }
+}
+
+fn mark(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Success => "✓",
+        Outcome::Interrupted => "⏸",
+        _ => "✗",
+    }
+}
+
+/// Escapes a workflow command's message.
+fn escape_data(s: &str) -> String {
+    s.replace('%', "%25")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A")
+}
+
+/// Escapes a workflow command's property value.
+fn escape_property(s: &str) -> String {
+    escape_data(s).replace(':', "%3A").replace(',', "%2C")
+}
+
+/// Step outputs and the job summary.
+fn write_github_files(ledger: &Ledger, left: usize, elapsed: Duration) -> CliResult<()> {
+    if let Ok(path) = std::env::var("GITHUB_OUTPUT") {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&path)
+            .with_context(|| format!("cannot open GITHUB_OUTPUT {path}"))?;
+        writeln!(
+            f,
+            "tasks-done={}\ntasks-failed={}\ntasks-left={left}",
+            ledger.done, ledger.failed
+        )
+        .with_context(|| format!("cannot write GITHUB_OUTPUT {path}"))?;
+    }
+    if let Ok(path) = std::env::var("GITHUB_STEP_SUMMARY") {
+        let mut md = String::new();
+        let _ = writeln!(md, "### bridge run\n");
+        let _ = writeln!(
+            md,
+            "{} done · {} failed · {} interrupted · **{left} left in the pool** · {}\n",
+            ledger.done,
+            ledger.failed,
+            ledger.interrupted,
+            duration(elapsed.as_millis() as i64)
+        );
+        if !ledger.rows.is_empty() {
+            let _ = writeln!(
+                md,
+                "| task | outcome | duration | detail |\n| --- | --- | --- | --- |"
+            );
+            // The summary is capped at 1 MiB per step: list at most 500 tasks.
+            for (name, outcome, ms, detail) in ledger.rows.iter().take(500) {
+                let cell = |s: &str| s.replace('|', "\\\\|").replace('\n', " ");
+                let _ = writeln!(
+                    md,
+                    "| {} | {} {} | {} | {} |",
+                    cell(name),
+                    mark(*outcome),
+                    outcome.as_str(),
+                    duration(*ms),
+                    cell(detail)
+                );
+            }
+            if ledger.rows.len() > 500 {
+                let _ = writeln!(md, "\n… and {} more.", ledger.rows.len() - 500);
+            }
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&path)
+            .with_context(|| format!("cannot open GITHUB_STEP_SUMMARY {path}"))?;
+        f.write_all(md.as_bytes())
+            .with_context(|| format!("cannot write GITHUB_STEP_SUMMARY {path}"))?;
+    }
+    Ok(())
+}

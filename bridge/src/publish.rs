@@ -1,0 +1,184 @@
+//! Publishing to the remote while a worker runs: every flush's new files
+//! (blobs first, then chunks) are pushed in the background, one push at a
+//! time, coalescing whatever was written meanwhile; a full sync is done when
+//! the worker needs to see other workers' claims.
+//!
+//! When the remote is unreachable the names stay queued: results live in the
+//! local replica and land with the next push that goes through (or the sync
+//! at the end). Nothing is dropped.
+
+use std::sync::Arc;
+
+use bridge_store::{Remote, RemoteError, Replica, SyncError, SyncReport};
+use tokio::task::JoinHandle;
+
+use crate::error::CliResult;
+use crate::workspace::Session;
+
+type PushResult = Result<(), (Vec<String>, RemoteError)>;
+
+/// Pushes a worker's files to its remote.
+pub struct Publisher {
+    remote: Arc<dyn Remote>,
+    replica: Replica,
+    pending: Vec<String>,
+    in_flight: Option<JoinHandle<PushResult>>,
+    /// Pushes that went through.
+    pub pushes: usize,
+    /// Pushes that failed (their files were queued again).
+    pub failures: usize,
+    /// Whether the last exchange with the remote failed because it was unreachable.
+    pub offline: bool,
+}
+
+impl Publisher {
+    /// A publisher for `replica`'s files to `remote`.
+    pub fn new(remote: Box<dyn Remote>, replica: Replica) -> Publisher {
+        Publisher {
+            remote: Arc::from(remote),
+            replica,
+            pending: Vec::new(),
+            in_flight: None,
+            pushes: 0,
+            failures: 0,
+            offline: false,
+        }
+    }
+
+    /// Queues what `session` wrote since the last call and starts a push if
+    /// none is under way.
+    pub fn publish(&mut self, session: &mut Session) {
+        // Blobs first: a reader that gets a chunk should find its blobs.
+        self.pending.extend(session.vault.take_written_blobs());
+        self.pending.extend(session.take_written());
+        self.start_if_idle();
+    }
+
+    fn start_if_idle(&mut self) {
+        if self.in_flight.is_some() || self.pending.is_empty() {
+            return;
+        }
+        let names = std::mem::take(&mut self.pending);
+        let remote = self.remote.clone();
+        let replica = self.replica.clone();
+        self.in_flight = Some(tokio::task::spawn_blocking(move || {
+            let mut files = Vec::with_capacity(names.len());
+            for name in &names {
+                match read_store_file(&replica, name) {
+                    Some(bytes) => files.push((name.clone(), bytes)),
+                    None => tracing::debug!("not pushing {name}: it is not in the replica"),
+                }
+            }
+            remote.put(&files).map_err(|e| (names, e))
+        }));
+    }
+
+    /// Whether a push is under way.
+    pub fn busy(&self) -> bool {
+        self.in_flight.is_some()
+    }
+
+    /// Waits for the push under way, if any, and starts the next one.
+    pub async fn settle_one(&mut self) {
+        let Some(handle) = self.in_flight.take() else {
+            return;
+        };
+        let result = handle.await;
+        self.record(result);
+    }
+
+    /// Pushes what is queued, retrying once if the remote was unreachable,
+    /// and waits until nothing is under way (files stay queued when the remote
+    /// is still unreachable: the final sync tries again).
+    pub async fn flush(&mut self, session: &mut Session) {
+        self.publish(session);
+        self.offline = false;
+        self.start_if_idle();
+        self.settle().await;
+    }
+
+    /// Waits until nothing is under way (pending files stay queued when the
+    /// remote is unreachable).
+    pub async fn settle(&mut self) {
+        while self.in_flight.is_some() {
+            self.settle_one().await;
+        }
+    }
+
+    /// A full set-union sync (after the pushes under way), then applies what
+    /// arrived. Returns `None` when the remote is unreachable.
+    pub async fn sync(&mut self, session: &mut Session) -> CliResult<Option<SyncReport>> {
+        self.settle().await;
+        self.pending.clear();
+        session.take_written();
+        session.vault.take_written_blobs();
+        let remote = self.remote.clone();
+        let replica = self.replica.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            bridge_store::sync(&replica, remote.as_ref(), &mut |_| {})
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("the sync task crashed: {e}"))?;
+        match result {
+            Ok(report) => {
+                self.offline = false;
+                for w in &report.skipped {
+                    tracing::warn!("{w}");
+                }
+                session.refresh()?;
+                Ok(Some(report))
+            }
+            Err(SyncError::Remote(e)) if e.is_remote_wide() => {
+                self.offline = true;
+                tracing::debug!("sync failed, working offline: {e}");
+                Ok(None)
+            }
+            Err(e) => Err(anyhow::anyhow!(e)
+                .context("cannot sync with the remote")
+                .into()),
+        }
+    }
+
+    /// Completes when the push under way ends (for `select!`), recording
+    /// its outcome and starting the next push; pending forever when there is
+    /// none. Safe to drop early: the push stays under way.
+    pub async fn in_flight_done(&mut self) {
+        let Some(handle) = self.in_flight.as_mut() else {
+            return std::future::pending().await;
+        };
+        let result = handle.await;
+        self.in_flight = None;
+        self.record(result);
+    }
+
+    fn record(&mut self, result: Result<PushResult, tokio::task::JoinError>) {
+        match result {
+            Ok(Ok(())) => {
+                self.pushes += 1;
+                self.offline = false;
+            }
+            Ok(Err((names, e))) => {
+                self.failures += 1;
+                self.offline = matches!(e, RemoteError::Unreachable { .. });
+                tracing::debug!("push failed, will retry: {e}");
+                // Keep them for the next push; order does not matter for a
+                // set of immutable files.
+                self.pending.extend(names);
+            }
+            Err(e) => tracing::warn!("the push task crashed: {e}"),
+        }
+        if !self.offline {
+            self.start_if_idle();
+        }
+    }
+}
+
+/// The bytes of a store file in the replica, by store name.
+fn read_store_file(replica: &Replica, name: &str) -> Option<Vec<u8>> {
+    if let Some(rest) = name.strip_prefix("chunks/") {
+        let (doc, file) = rest.split_once('/')?;
+        return replica.read_chunk(doc, file).ok();
+    }
+    let hash = name.strip_prefix("blobs/")?.strip_suffix(".blob")?;
+    replica.read_blob(&hash.parse().ok()?).ok()
+}
