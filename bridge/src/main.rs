@@ -5,6 +5,7 @@
 
 mod commands;
 mod error;
+mod fetch;
 mod keys;
 mod output;
 mod publish;
@@ -25,6 +26,9 @@ fn main() -> ExitCode {
     // First of all: on GitHub Actions, mask the identity before anything
     // (even a usage error) can print.
     keys::mask_on_github();
+    // One TLS crypto provider for every HTTPS client (downloads, the GitHub
+    // API). It fails only if one is already installed, which is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     init_tracing(cli.global.verbose, cli.global.quiet);
     match commands::run(cli) {

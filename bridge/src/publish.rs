@@ -73,6 +73,11 @@ impl Publisher {
         }));
     }
 
+    /// Pushes and rejections counted by the remote (git), if it counts them.
+    pub fn remote_stats(&self) -> Option<bridge_store::PushStats> {
+        self.remote.push_stats()
+    }
+
     /// Whether a push is under way.
     pub fn busy(&self) -> bool {
         self.in_flight.is_some()

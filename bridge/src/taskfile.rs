@@ -1,7 +1,8 @@
 //! Task files: the YAML a user submits, parsed and expanded into
 //! [`PlannedTask`]s (matrix expanded, names checked, `needs` resolved and
-//! checked for cycles, inputs found on disk). Turning a plan into task specs
-//! (which needs the blob store) is `submit`'s job.
+//! checked for cycles, input files found on disk, URL inputs checked).
+//! Turning a plan into task specs (which needs the blob store) is `submit`'s
+//! job.
 //!
 //! ```yaml
 //! defaults:              # optional, for every task below
@@ -16,6 +17,12 @@
 //!     run: wc -w < books/${{ matrix.book }} > count.txt
 //!     inputs: [books/${{ matrix.book }}]     # files or globs, relative to this file
 //!     outputs: [count.txt]                   # globs in the task's working folder
+//!   - name: big
+//!     run: wc -l data/big.csv
+//!     inputs:                                # or a download, checked by its hash
+//!       - url: https://example.org/big.csv
+//!         sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+//!         path: data/big.csv                 # optional: default the URL's last segment
 //!   - name: total
 //!     needs: [count ${{ matrix.book }}]      # an entry's name: every task it expands to
 //!     run: [echo, done]                      # a list: the program and its arguments, no shell
@@ -43,6 +50,9 @@ pub struct PlannedTask {
     pub env: BTreeMap<String, String>,
     /// Input files: (path in the working folder, file on disk).
     pub inputs: Vec<(String, PathBuf)>,
+    /// Inputs the worker downloads (sorted by path, paths distinct from
+    /// each other and from `inputs`).
+    pub url_inputs: Vec<UrlInput>,
     /// Output globs.
     pub outputs: Vec<String>,
     /// Timeout in seconds.
@@ -55,6 +65,100 @@ pub struct PlannedTask {
     pub priority: i64,
     /// Indices (into the plan) of the tasks this one needs; always earlier.
     pub needs: Vec<usize>,
+}
+
+/// An input the worker downloads, checked by its content hash.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct UrlInput {
+    /// Where the file appears in the working folder (a safe relative path).
+    pub path: String,
+    /// An http(s) URL.
+    pub url: String,
+    /// The SHA-256 of its content (64 lowercase hex digits).
+    pub sha256: String,
+}
+
+/// Checks a URL input: an http(s) URL, a SHA-256 (any case), and a safe
+/// relative path, by default the URL's last path segment.
+pub fn url_input(url: &str, sha256: &str, path: Option<&str>) -> Result<UrlInput, String> {
+    let url = url.trim();
+    if !bridge_model::spec::is_http_url(url) {
+        return Err(format!(
+            "input URL `{url}` is not an http:// or https:// URL"
+        ));
+    }
+    let sha256 = sha256.trim().to_ascii_lowercase();
+    if !bridge_model::spec::is_sha256_hex(&sha256) {
+        return Err(format!(
+            "input {url}: sha256 `{sha256}` is not a SHA-256 (64 hex digits; `sha256sum FILE` prints it)"
+        ));
+    }
+    let path = match path {
+        Some(p) => p.to_owned(),
+        None => last_segment(url).ok_or_else(|| {
+            format!("input {url}: the URL does not end in a file name; give a `path`")
+        })?,
+    };
+    let path = safe_relative(&path).map_err(|m| format!("input {url}: {m}"))?;
+    Ok(UrlInput {
+        path,
+        url: url.to_owned(),
+        sha256,
+    })
+}
+
+/// The last segment of a URL's path (no query, no fragment), if any.
+fn last_segment(url: &str) -> Option<String> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.split(['?', '#']).next().unwrap_or(rest);
+    let (_, path) = rest.split_once('/')?;
+    path.rsplit('/')
+        .next()
+        .filter(|s| !s.is_empty() && *s != "." && *s != "..")
+        .map(str::to_owned)
+}
+
+/// `p` normalised (`./` dropped) if it is a relative path that stays inside
+/// the working folder.
+fn safe_relative(p: &str) -> Result<String, String> {
+    let n = normalise(p);
+    let bad = n.is_empty()
+        || n.starts_with('/')
+        || n.split('/').any(|c| c.is_empty() || c == "." || c == "..");
+    if bad {
+        return Err(format!(
+            "path `{p}` must be a relative path inside the task's folder (no absolute paths, no `..`)"
+        ));
+    }
+    Ok(n)
+}
+
+/// Sorts URL inputs, drops exact repeats, and refuses two inputs at one
+/// path (two URL inputs, or a URL input and a file).
+pub fn check_url_inputs(
+    files: &[(String, PathBuf)],
+    urls: &mut Vec<UrlInput>,
+) -> Result<(), String> {
+    urls.sort();
+    // The same content at the same path from two mirrors is one input.
+    urls.dedup_by(|b, a| a.path == b.path && a.sha256 == b.sha256);
+    for pair in urls.windows(2) {
+        if pair[0].path == pair[1].path {
+            return Err(format!(
+                "two URL inputs are placed at `{}` ({} and {})",
+                pair[0].path, pair[0].url, pair[1].url
+            ));
+        }
+    }
+    for u in urls.iter() {
+        if files.iter().any(|(p, _)| *p == u.path) {
+            return Err(format!(
+                "the URL input {} and an input file are both placed at `{}`",
+                u.url, u.path
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -86,7 +190,7 @@ struct Entry {
     #[serde(default)]
     env: BTreeMap<String, String>,
     #[serde(default)]
-    inputs: Vec<String>,
+    inputs: Vec<Spanned<InputEntry>>,
     #[serde(default)]
     outputs: Vec<String>,
     timeout: Option<DurationValue>,
@@ -97,6 +201,22 @@ struct Entry {
     needs: Vec<String>,
     #[serde(default)]
     matrix: BTreeMap<String, Vec<Scalar>>,
+}
+
+/// One entry of `inputs`: a file or glob, or a download.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum InputEntry {
+    Pattern(String),
+    Url(UrlEntry),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UrlEntry {
+    url: String,
+    sha256: String,
+    path: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -181,6 +301,9 @@ fn yaml_message(s: &str) -> String {
     if m.contains("untagged enum DurationValue") {
         return "a timeout must be a duration like \"90s\" or \"10m\", or a number of seconds"
             .into();
+    }
+    if m.contains("untagged enum InputEntry") {
+        return "an input must be a file or glob (a string), or a map `{url, sha256, path}` (path optional)".into();
     }
     if m.contains("untagged enum Scalar") {
         return "matrix values must be strings, numbers or booleans".into();
@@ -270,12 +393,33 @@ fn expand(file: &File, origin: &str, base: &Path) -> anyhow::Result<Vec<PlannedT
                 env.insert(k.clone(), subst(v)?);
             }
             let mut inputs = Vec::new();
-            for pattern in &e.inputs {
-                let pattern = subst(pattern)?;
-                inputs.extend(find_inputs(base, &pattern).map_err(&fail)?);
+            let mut url_inputs = Vec::new();
+            for input in &e.inputs {
+                match &input.value {
+                    InputEntry::Pattern(pattern) => {
+                        let pattern = subst(pattern)?;
+                        inputs.extend(find_inputs(base, &pattern).map_err(&fail)?);
+                    }
+                    InputEntry::Url(u) => {
+                        // Named at the input's own line: a task may have many.
+                        let fail_here = |m: String| {
+                            anyhow!(
+                                "{origin}:{}:{}: task `{name}`: {m}",
+                                input.referenced.line(),
+                                input.referenced.column()
+                            )
+                        };
+                        let path = u.path.as_deref().map(subst).transpose()?;
+                        url_inputs.push(
+                            url_input(&subst(&u.url)?, &subst(&u.sha256)?, path.as_deref())
+                                .map_err(fail_here)?,
+                        );
+                    }
+                }
             }
             inputs.sort();
             inputs.dedup();
+            check_url_inputs(&inputs, &mut url_inputs).map_err(&fail)?;
             let outputs = e
                 .outputs
                 .iter()
@@ -289,6 +433,7 @@ fn expand(file: &File, origin: &str, base: &Path) -> anyhow::Result<Vec<PlannedT
                     command,
                     env,
                     inputs,
+                    url_inputs,
                     outputs,
                     timeout_s,
                     retries: e.retries.or(d.retries).unwrap_or(0),
@@ -583,6 +728,82 @@ mod tests {
         assert_eq!(plan[0].retries, 2);
         assert_eq!(plan[1].timeout_s, 7);
         assert_eq!(plan[1].command, Command::Argv(vec!["true".into()]));
+        Ok(())
+    }
+
+    const SHA: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+
+    #[test]
+    fn url_inputs_take_the_matrix_and_a_default_path() -> anyhow::Result<()> {
+        let plan = parse(&format!(
+            "tasks:\n  - name: n\n    matrix: {{ part: [a, b] }}\n    run: wc -l x\n    inputs:\n      - url: https://h.example/d/${{{{ matrix.part }}}}.csv?v=1\n        sha256: {}\n      - {{ url: 'http://h.example/x', sha256: {SHA}, path: 'in/${{{{ matrix.part }}}}/x' }}\n",
+            SHA.to_uppercase()
+        ))?;
+        assert_eq!(plan.len(), 2);
+        assert_eq!(
+            plan[1].url_inputs,
+            vec![
+                UrlInput {
+                    path: "b.csv".into(),
+                    url: "https://h.example/d/b.csv?v=1".into(),
+                    sha256: SHA.into(),
+                },
+                UrlInput {
+                    path: "in/b/x".into(),
+                    url: "http://h.example/x".into(),
+                    sha256: SHA.into(),
+                },
+            ]
+        );
+        assert!(plan[1].inputs.is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn bad_url_inputs_name_the_line_and_the_task() {
+        let msg = |input: &str| {
+            parse(&format!(
+                "tasks:\n  - name: a\n    run: x\n    inputs:\n      - {input}\n"
+            ))
+            .map(|_| ())
+            .unwrap_err()
+            .to_string()
+        };
+        let m = msg("{ url: 'https://h/x.csv', sha256: abc }");
+        assert!(
+            m.starts_with("tasks.yaml:5:") && m.contains("task `a`") && m.contains("`abc`"),
+            "{m}"
+        );
+        let m = msg(&format!("{{ url: 'ftp://h/x.csv', sha256: {SHA} }}"));
+        assert!(
+            m.starts_with("tasks.yaml:5:") && m.contains("ftp://h/x.csv"),
+            "{m}"
+        );
+        let m = msg(&format!(
+            "{{ url: 'https://h/x', sha256: {SHA}, path: ../x }}"
+        ));
+        assert!(m.contains("`../x`"), "{m}");
+        let m = msg(&format!("{{ url: 'https://h/', sha256: {SHA} }}"));
+        assert!(m.contains("give a `path`"), "{m}");
+        let m = msg(&format!("{{ url: 'https://h/x', sha256: {SHA}, sha: 1 }}"));
+        assert!(
+            m.starts_with("tasks.yaml:5:") && m.contains("{url, sha256, path}"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn two_url_inputs_at_one_path_are_refused_unless_identical() -> anyhow::Result<()> {
+        let other = SHA.replace('9', "8");
+        let text = |sha2: &str| {
+            format!(
+                "tasks:\n  - name: a\n    run: x\n    inputs:\n      - {{ url: 'https://h/x', sha256: {SHA} }}\n      - {{ url: 'https://mirror/x', sha256: {sha2} }}\n"
+            )
+        };
+        let plan = parse(&text(SHA))?;
+        assert_eq!(plan[0].url_inputs.len(), 1, "one content at one path");
+        let m = parse(&text(&other)).map(|_| ()).unwrap_err().to_string();
+        assert!(m.contains("placed at `x`"), "{m}");
         Ok(())
     }
 

@@ -33,6 +33,7 @@ use std::time::Duration;
 use anyhow::Context;
 use bridge_exec::{Program, TaskCommand};
 use bridge_model::facts::Claim;
+use bridge_model::spec::InputSource;
 use bridge_model::view::canonical_result;
 use bridge_model::{
     Attempt, Command, DocId, InputRef, Millis, Outcome, TaskId, TaskSpec, View, doc,
@@ -43,6 +44,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::CliResult;
+use crate::fetch::{FetchConfig, Fetcher};
 use crate::publish::Publisher;
 use crate::vault::Vault;
 use crate::workspace::{Session, now_ms};
@@ -120,6 +122,8 @@ pub struct WorkReport {
     pub interrupted: usize,
     /// Claims that lost to another worker's earlier claim.
     pub lost_claims: usize,
+    /// Milliseconds from the start of `work` to the first task started.
+    pub first_started_ms: Option<u64>,
 }
 
 struct Held {
@@ -156,6 +160,10 @@ pub async fn work(
     std::fs::create_dir_all(&work_dir)
         .with_context(|| format!("cannot create {}", work_dir.display()))?;
     let stop_tasks = CancellationToken::new();
+    // Shared by every task, so that tasks needing the same URL input wait
+    // for one download.
+    let fetcher = Arc::new(Fetcher::new(FetchConfig::from_env()?));
+    let began = Instant::now();
 
     let mut report = WorkReport::default();
     let mut held: BTreeMap<String, Held> = BTreeMap::new();
@@ -258,6 +266,7 @@ pub async fn work(
             });
             let job = Job {
                 vault: vault.clone(),
+                fetcher: fetcher.clone(),
                 work_dir: work_dir.clone(),
                 device: opts.device.clone(),
                 provenance: opts.provenance.clone(),
@@ -267,6 +276,9 @@ pub async fn work(
                 need_inputs,
             };
             running.spawn(job.run(stop_tasks.clone()));
+            report
+                .first_started_ms
+                .get_or_insert_with(|| began.elapsed().as_millis() as u64);
         }
 
         // 3. Done, idle, or go on?
@@ -550,6 +562,7 @@ fn detail_of(a: &Attempt) -> String {
 /// runtime while the loop goes on).
 struct Job {
     vault: Arc<Vault>,
+    fetcher: Arc<Fetcher>,
     work_dir: PathBuf,
     device: String,
     provenance: BTreeMap<String, String>,
@@ -593,8 +606,29 @@ impl Job {
                 p
             },
         };
-        if let Err(e) = prepare(&self.vault, &dir, &self.spec, &self.need_inputs).await {
-            attempt.message = Some(format!("{e:#}"));
+        let prepared = prepare(
+            &self.vault,
+            &self.fetcher,
+            &dir,
+            &self.spec,
+            &self.need_inputs,
+            &stop,
+        )
+        .await;
+        let unprepared = match prepared {
+            Ok(Prepared::Ready) => None,
+            Ok(Prepared::Stopped) => Some((
+                Outcome::Interrupted,
+                "stopped while fetching the inputs".to_owned(),
+            )),
+            // An input that cannot be had (missing blob, failed download,
+            // wrong hash) is not the command failing: the attempt is an
+            // `error`, not `failed`.
+            Err(e) => Some((Outcome::Error, format!("{e:#}"))),
+        };
+        if let Some((outcome, message)) = unprepared {
+            attempt.outcome = outcome;
+            attempt.message = Some(message);
             attempt.ended_at = now_ms();
             let _ = std::fs::remove_dir_all(&dir);
             return (self.id, self.key, attempt);
@@ -694,13 +728,13 @@ fn need_inputs(view: &View, spec: &TaskSpec) -> Vec<InputRef> {
         };
         let dir = safe_name(&t.spec.name);
         for (rel, blob) in &result.outputs {
-            out.push(InputRef {
-                path: format!("needs/{dir}/{rel}"),
-                // Outputs are checked by their store file; needs are part
-                // of the identity by task id, not by content.
-                sha256: String::new(),
-                blob: blob.clone(),
-            });
+            // Outputs are checked by their store file; needs are part of
+            // the identity by task id, not by content.
+            out.push(InputRef::from_blob(
+                format!("needs/{dir}/{rel}"),
+                String::new(),
+                blob.clone(),
+            ));
         }
     }
     out
@@ -724,46 +758,90 @@ pub fn safe_name(name: &str) -> String {
     }
 }
 
-/// Creates the working folder and materialises the inputs.
+/// Whether a task's working folder is ready.
+enum Prepared {
+    /// Every input is in place.
+    Ready,
+    /// The worker is stopping: the task did not start.
+    Stopped,
+}
+
+/// Creates the working folder and materialises the inputs: blobs of the
+/// store first (local, quick, and a missing one fails before any download),
+/// then URL inputs through the fetcher, all at once, until `stop`.
 async fn prepare(
     vault: &Arc<Vault>,
+    fetcher: &Arc<Fetcher>,
     dir: &Path,
     spec: &TaskSpec,
     need_inputs: &[InputRef],
-) -> anyhow::Result<()> {
+    stop: &CancellationToken,
+) -> anyhow::Result<Prepared> {
     if spec.inputs.is_empty() && need_inputs.is_empty() {
         tokio::fs::create_dir_all(dir)
             .await
             .with_context(|| format!("cannot create the working folder {}", dir.display()))?;
-        return Ok(());
+        return Ok(Prepared::Ready);
+    }
+    let mut blobs: Vec<(String, BlobId)> = Vec::new();
+    let mut urls: Vec<(String, String, String)> = Vec::new();
+    for input in spec.inputs.iter().chain(need_inputs) {
+        if input.path.split('/').any(|c| c == ".." || c.is_empty()) {
+            anyhow::bail!("input path `{}` is not a safe relative path", input.path);
+        }
+        match input.source()? {
+            InputSource::Blob(blob) => {
+                let blob: BlobId = blob
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("input {} names an invalid blob", input.path))?;
+                blobs.push((input.path.clone(), blob));
+            }
+            InputSource::Url(url) => {
+                urls.push((input.path.clone(), url.to_owned(), input.sha256.clone()));
+            }
+        }
     }
     let vault = vault.clone();
-    let dir = dir.to_path_buf();
-    let inputs: Vec<InputRef> = spec.inputs.iter().chain(need_inputs).cloned().collect();
+    let root = dir.to_path_buf();
     tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create the working folder {}", dir.display()))?;
-        for input in &inputs {
-            let blob: BlobId = input
-                .blob
-                .parse()
-                .map_err(|_| anyhow::anyhow!("input {} names an invalid blob", input.path))?;
-            if input.path.split('/').any(|c| c == ".." || c.is_empty()) {
-                anyhow::bail!("input path `{}` is not a safe relative path", input.path);
-            }
+        std::fs::create_dir_all(&root)
+            .with_context(|| format!("cannot create the working folder {}", root.display()))?;
+        for (path, blob) in &blobs {
             vault
-                .copy_blob_to(&blob, &dir.join(&input.path))
+                .copy_blob_to(blob, &root.join(path))
                 .with_context(|| {
-                    format!(
-                        "input {} is not in this replica (run `bridge sync` to fetch it)",
-                        input.path
-                    )
+                    format!("input {path} is not in this replica (run `bridge sync` to fetch it)")
                 })?;
         }
         Ok(())
     })
     .await
-    .map_err(|e| anyhow::anyhow!("materialising inputs crashed: {e}"))?
+    .map_err(|e| anyhow::anyhow!("materialising inputs crashed: {e}"))??;
+    if urls.is_empty() {
+        return Ok(Prepared::Ready);
+    }
+    let mut fetches = JoinSet::new();
+    for (path, url, sha256) in urls {
+        let (fetcher, dest) = (fetcher.clone(), dir.join(&path));
+        fetches.spawn(async move {
+            fetcher
+                .materialise(&url, &sha256, &dest)
+                .await
+                .with_context(|| format!("cannot fetch input {path}"))
+        });
+    }
+    loop {
+        tokio::select! {
+            next = fetches.join_next() => match next {
+                None => return Ok(Prepared::Ready),
+                Some(Ok(Ok(()))) => {}
+                // Dropping the set aborts the other downloads.
+                Some(Ok(Err(e))) => return Err(e),
+                Some(Err(e)) => anyhow::bail!("fetching inputs crashed: {e}"),
+            },
+            _ = stop.cancelled() => return Ok(Prepared::Stopped),
+        }
+    }
 }
 
 struct Kept {

@@ -154,7 +154,8 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> CliResult<u8> {
             quiet,
             ledger: Ledger::default(),
         };
-        let report = worker::work(
+        let work_began = started.elapsed();
+        let mut report = worker::work(
             &mut session,
             &opts,
             shutdown.clone(),
@@ -162,6 +163,10 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> CliResult<u8> {
             Some(&mut publisher),
         )
         .await?;
+        // Count from the start of this command, not of the worker loop.
+        report.first_started_ms = report
+            .first_started_ms
+            .map(|ms| ms + work_began.as_millis() as u64);
         // Land everything, and learn what is left for the summary.
         publisher.sync(&mut session).await?;
         Ok((report, hooks.ledger))
@@ -184,7 +189,10 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> CliResult<u8> {
         print_json(&json!({
             "done": report.done, "failed": report.failed, "interrupted": report.interrupted,
             "lost_claims": report.lost_claims, "left": left, "pushes": publisher.pushes,
-            "push_failures": publisher.failures, "seconds": started.elapsed().as_secs_f64(),
+            "push_failures": publisher.failures,
+            "rejected_pushes": publisher.remote_stats().map(|s| s.rejected),
+            "first_task_started_ms": report.first_started_ms,
+            "seconds": started.elapsed().as_secs_f64(),
         }))?;
     } else if !quiet {
         eprintln!(

@@ -32,6 +32,7 @@ pub const MAX_TASKS_PER_DOC: usize = 1000;
 ///   bridge submit tasks.yaml
 ///   bridge submit -- python3 simulate.py --seed 7
 ///   bridge submit --each 'docs/*.md' --output '*.json' -- python3 embed.py {}
+///   bridge submit --input-url 'https://example.org/big.csv#sha256=HEX' -- wc -l big.csv
 ///
 /// In --each commands, {} is the file, {/} its name, {.} the file without its
 /// extension, {/.} the name without extension and {//} its folder.
@@ -59,6 +60,14 @@ pub struct SubmitArgs {
     /// An input file, copied into the task's folder (repeatable)
     #[arg(long = "input", value_name = "PATH")]
     pub inputs: Vec<String>,
+    /// An input the worker downloads and checks by its SHA-256, placed at
+    /// PATH (default: the URL's last segment) (repeatable)
+    #[arg(
+        long = "input-url",
+        value_name = "URL#sha256=HEX[&path=PATH]",
+        conflicts_with = "file"
+    )]
+    pub input_urls: Vec<String>,
     /// A glob of output files to keep (repeatable)
     #[arg(long = "output", value_name = "GLOB")]
     pub outputs: Vec<String>,
@@ -182,6 +191,13 @@ fn plan(args: &SubmitArgs) -> CliResult<Vec<PlannedTask>> {
     for i in &args.inputs {
         base_inputs.extend(taskfile::find_inputs(&cwd, i).map_err(|m| anyhow!(m))?);
     }
+    let url_inputs = args
+        .input_urls
+        .iter()
+        .map(|a| parse_input_url(a))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|m| anyhow!(m))
+        .hint("write --input-url 'https://host/file.csv#sha256=HEX' (sha256sum prints HEX), with &path=data/file.csv to choose its path")?;
     let make = |argv: Vec<String>, name: String, extra: Option<(String, PathBuf)>| {
         let mut inputs = base_inputs.clone();
         inputs.extend(extra);
@@ -192,6 +208,7 @@ fn plan(args: &SubmitArgs) -> CliResult<Vec<PlannedTask>> {
             command: command_of(argv),
             env: env.clone(),
             inputs,
+            url_inputs: url_inputs.clone(),
             outputs: args.outputs.clone(),
             timeout_s,
             retries: args.retries,
@@ -200,14 +217,14 @@ fn plan(args: &SubmitArgs) -> CliResult<Vec<PlannedTask>> {
             needs: Vec::new(),
         }
     };
-    match &args.each {
+    let mut planned = match &args.each {
         None => {
             let name = args.name.clone().unwrap_or_else(|| args.command.join(" "));
-            Ok(vec![make(args.command.clone(), name, None)])
+            vec![make(args.command.clone(), name, None)]
         }
         Some(glob) => {
             let files = taskfile::find_inputs(&cwd, glob).map_err(|m| anyhow!(m))?;
-            Ok(files
+            files
                 .into_iter()
                 .map(|(rel, abs)| {
                     let argv: Vec<String> =
@@ -220,9 +237,37 @@ fn plan(args: &SubmitArgs) -> CliResult<Vec<PlannedTask>> {
                     };
                     make(argv, name, Some((rel, abs)))
                 })
-                .collect())
+                .collect()
+        }
+    };
+    for t in &mut planned {
+        taskfile::check_url_inputs(&t.inputs, &mut t.url_inputs)
+            .map_err(|m| anyhow!("task `{}`: {m}", t.name))?;
+    }
+    Ok(planned)
+}
+
+/// Parses `--input-url URL#sha256=HEX[&path=PATH]`. The fragment, which an
+/// HTTP client never sends, carries the hash (as pip's `#sha256=` does).
+fn parse_input_url(arg: &str) -> Result<taskfile::UrlInput, String> {
+    let (url, fragment) = arg
+        .rsplit_once('#')
+        .ok_or_else(|| format!("--input-url {arg}: the URL has no `#sha256=HEX`"))?;
+    let (mut sha256, mut path) = (None, None);
+    for part in fragment.split('&') {
+        match part.split_once('=') {
+            Some(("sha256", v)) => sha256 = Some(v),
+            Some(("path", v)) => path = Some(v),
+            _ => {
+                return Err(format!(
+                    "--input-url {arg}: `#{fragment}` is not `sha256=HEX` or `sha256=HEX&path=PATH`"
+                ));
+            }
         }
     }
+    let sha256 =
+        sha256.ok_or_else(|| format!("--input-url {arg}: the URL has no `#sha256=HEX`"))?;
+    taskfile::url_input(url, sha256, path)
 }
 
 /// A lone argument with spaces is a shell script (as GNU parallel treats
@@ -275,11 +320,19 @@ fn to_specs(
             let (sha256, blob) = session.vault.put_blob_file(abs).with_context(|| {
                 format!("cannot store input {} of task `{}`", abs.display(), t.name)
             })?;
-            inputs.push(InputRef {
-                path: rel.clone(),
+            inputs.push(InputRef::from_blob(
+                rel.clone(),
                 sha256,
-                blob: blob.as_str().to_owned(),
-            });
+                blob.as_str().to_owned(),
+            ));
+        }
+        for u in &t.url_inputs {
+            let input = InputRef::from_url(u.path.clone(), u.sha256.clone(), u.url.clone());
+            // The model's own check, so that no spec a worker refuses is stored.
+            input
+                .source()
+                .with_context(|| format!("task `{}`", t.name))?;
+            inputs.push(input);
         }
         let needs = t.needs.iter().map(|&i| specs[i].id()).collect();
         specs.push(TaskSpec {
@@ -378,5 +431,33 @@ mod tests {
         assert_eq!(placeholders("{/.}", "a/b.txt"), "b");
         assert_eq!(placeholders("{//}", "a/b.txt"), "a");
         assert_eq!(placeholders("{.}", "a.d/b"), "a.d/b");
+    }
+
+    #[test]
+    fn input_url_argument() -> Result<(), String> {
+        let sha = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+        let u = parse_input_url(&format!("https://h/d/big.csv#sha256={sha}"))?;
+        assert_eq!(
+            (u.url.as_str(), u.path.as_str(), u.sha256.as_str()),
+            ("https://h/d/big.csv", "big.csv", sha)
+        );
+        let u = parse_input_url(&format!(
+            "https://h/get?id=7#sha256={}&path=data/x.csv",
+            sha.to_uppercase()
+        ))?;
+        assert_eq!(
+            (u.url.as_str(), u.path.as_str(), u.sha256.as_str()),
+            ("https://h/get?id=7", "data/x.csv", sha)
+        );
+        for bad in [
+            "https://h/x.csv".to_owned(),
+            "https://h/x.csv#md5=00".to_owned(),
+            "https://h/x.csv#sha256=00".to_owned(),
+            format!("ftp://h/x.csv#sha256={sha}"),
+            format!("https://h/x.csv#sha256={sha}&path=/etc/x"),
+        ] {
+            assert!(parse_input_url(&bad).is_err(), "{bad}");
+        }
+        Ok(())
     }
 }

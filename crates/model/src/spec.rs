@@ -38,17 +38,139 @@ impl Command {
     }
 }
 
-/// An input file: a blob of the store materialised at `path` (relative,
-/// `/`-separated) in the task's working folder.
+/// An input file materialised at `path` (relative, `/`-separated) in the
+/// task's working folder: either a blob of the store, or a file the worker
+/// downloads from `url` (for data sets too large to store).
+///
+/// Exactly one of `blob` and `url` is set; [`InputRef::source`] is the one
+/// place that checks it. `blob` stays a plain string (empty for a URL input)
+/// so that documents written before URL inputs existed read unchanged, and
+/// `url` is left out of the JSON when absent, so their specs hash and
+/// serialise as before.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct InputRef {
     /// Where the file appears in the working folder.
     pub path: String,
     /// The SHA-256 of its content (hex): what the task's identity hashes.
     pub sha256: String,
-    /// The store file holding it. Not part of the identity: the same content
-    /// stored by two devices may sit in two (encrypted) files.
+    /// The store file holding it; empty for a URL input. Not part of the
+    /// identity: the same content stored by two devices may sit in two
+    /// (encrypted) files.
+    #[serde(default)]
     pub blob: String,
+    /// Where the worker downloads it (`http` or `https`). Not part of the
+    /// identity either: the content hash is, so the same data from a mirror
+    /// is the same task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+/// Where an input's content comes from, once checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputSource<'a> {
+    /// A blob of the store (its file name).
+    Blob(&'a str),
+    /// A URL to download, whose content must hash to the input's `sha256`
+    /// (64 lowercase hex digits).
+    Url(&'a str),
+}
+
+/// Why an [`InputRef`] is not usable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InputError {
+    /// Both or neither of `blob` and `url` are set.
+    #[error("input `{path}` must name exactly one of a blob and a URL")]
+    Source {
+        /// The input's path.
+        path: String,
+    },
+    /// The URL is not `http://` or `https://`.
+    #[error("input `{path}`: `{url}` is not an http:// or https:// URL")]
+    Url {
+        /// The input's path.
+        path: String,
+        /// The URL given.
+        url: String,
+    },
+    /// A URL input without a valid SHA-256 to check the download against.
+    #[error("input `{path}` ({url}): `{sha256}` is not a SHA-256 (64 hex digits)")]
+    Sha256 {
+        /// The input's path.
+        path: String,
+        /// The URL given.
+        url: String,
+        /// The hash given.
+        sha256: String,
+    },
+}
+
+impl InputRef {
+    /// An input stored in the store as `blob`.
+    pub fn from_blob(path: String, sha256: String, blob: String) -> InputRef {
+        InputRef {
+            path,
+            sha256,
+            blob,
+            url: None,
+        }
+    }
+
+    /// An input downloaded from `url`; `sha256` is lowercased.
+    pub fn from_url(path: String, sha256: String, url: String) -> InputRef {
+        InputRef {
+            path,
+            sha256: sha256.to_ascii_lowercase(),
+            blob: String::new(),
+            url: Some(url),
+        }
+    }
+
+    /// Where the content comes from: checks that exactly one of `blob` and
+    /// `url` is set, and that a URL is http(s) with a well-formed SHA-256
+    /// (a download is only ever trusted through its hash).
+    pub fn source(&self) -> Result<InputSource<'_>, InputError> {
+        match (self.blob.is_empty(), &self.url) {
+            (false, None) => Ok(InputSource::Blob(&self.blob)),
+            (true, Some(url)) => {
+                if !is_http_url(url) {
+                    return Err(InputError::Url {
+                        path: self.path.clone(),
+                        url: url.clone(),
+                    });
+                }
+                if !is_sha256_hex(&self.sha256) {
+                    return Err(InputError::Sha256 {
+                        path: self.path.clone(),
+                        url: url.clone(),
+                        sha256: self.sha256.clone(),
+                    });
+                }
+                Ok(InputSource::Url(url))
+            }
+            _ => Err(InputError::Source {
+                path: self.path.clone(),
+            }),
+        }
+    }
+}
+
+/// Whether `url` starts with `http://` or `https://` (any case) and names a
+/// host.
+pub fn is_http_url(url: &str) -> bool {
+    let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
+    let rest = if lower.starts_with("https://") {
+        &url[8..]
+    } else if lower.starts_with("http://") {
+        &url[7..]
+    } else {
+        return false;
+    };
+    !rest.is_empty() && !rest.starts_with('/') && !url.chars().any(char::is_whitespace)
+}
+
+/// Whether `s` is 64 lowercase hex digits (a SHA-256 as bridge writes it).
+pub fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// Everything a worker needs to run one task.
@@ -186,12 +308,82 @@ mod tests {
         c.nonce = Some("n".into());
         assert_ne!(a.id(), c.id());
         let mut d = a.clone();
-        d.inputs.push(InputRef {
-            path: "a.txt".into(),
-            sha256: "00".into(),
-            blob: "11".into(),
-        });
+        d.inputs.push(InputRef::from_blob(
+            "a.txt".into(),
+            "00".into(),
+            "11".into(),
+        ));
         assert_ne!(a.id(), d.id());
+    }
+
+    const SHA: &str = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
+
+    #[test]
+    fn url_and_blob_of_the_same_content_are_the_same_task() {
+        let mut a = spec("wc -l data.csv");
+        a.inputs.push(InputRef::from_url(
+            "data.csv".into(),
+            SHA.into(),
+            "https://a.example/d.csv".into(),
+        ));
+        let mut b = a.clone();
+        b.inputs[0].url = Some("http://mirror.example/x/d.csv".into());
+        assert_eq!(a.id(), b.id(), "the URL is a location, not the identity");
+        let mut c = spec("wc -l data.csv");
+        c.inputs.push(InputRef::from_blob(
+            "data.csv".into(),
+            SHA.into(),
+            "blobfile".into(),
+        ));
+        assert_eq!(a.id(), c.id());
+        let mut d = a.clone();
+        d.inputs[0].sha256 = SHA.replace('2', "3");
+        assert_ne!(a.id(), d.id());
+    }
+
+    #[test]
+    fn old_input_json_reads_and_writes_unchanged() -> Result<(), serde_json::Error> {
+        let old = r#"{"path":"a.txt","sha256":"00","blob":"11"}"#;
+        let i: InputRef = serde_json::from_str(old)?;
+        assert_eq!(
+            i,
+            InputRef::from_blob("a.txt".into(), "00".into(), "11".into())
+        );
+        assert_eq!(serde_json::to_string(&i)?, old);
+        let u = InputRef::from_url("d.csv".into(), SHA.into(), "https://h/d.csv".into());
+        let json = serde_json::to_string(&u)?;
+        assert!(json.contains(r#""blob":"""#) && json.contains(r#""url":"https://h/d.csv""#));
+        let without_blob =
+            format!(r#"{{"path":"d.csv","sha256":"{SHA}","url":"https://h/d.csv"}}"#);
+        assert_eq!(serde_json::from_str::<InputRef>(&without_blob)?, u);
+        Ok(())
+    }
+
+    #[test]
+    fn source_wants_exactly_one_of_blob_and_url() {
+        let blob = InputRef::from_blob("a".into(), "00".into(), "b1".into());
+        assert_eq!(blob.source(), Ok(InputSource::Blob("b1")));
+        let url = InputRef::from_url("a".into(), SHA.to_uppercase(), "HTTPS://h/a".into());
+        assert_eq!(url.source(), Ok(InputSource::Url("HTTPS://h/a")));
+        let mut both = url.clone();
+        both.blob = "b1".into();
+        assert!(matches!(both.source(), Err(InputError::Source { .. })));
+        let mut neither = url.clone();
+        neither.url = None;
+        assert!(matches!(neither.source(), Err(InputError::Source { .. })));
+        for bad in [
+            "ftp://h/a",
+            "file:///etc/passwd",
+            "https://",
+            "https:///x",
+            "h/a",
+            "http://h/a b",
+        ] {
+            let i = InputRef::from_url("a".into(), SHA.into(), bad.into());
+            assert!(matches!(i.source(), Err(InputError::Url { .. })), "{bad}");
+        }
+        let short = InputRef::from_url("a".into(), "abc".into(), "https://h/a".into());
+        assert!(matches!(short.source(), Err(InputError::Sha256 { .. })));
     }
 
     #[test]

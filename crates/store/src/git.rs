@@ -912,6 +912,10 @@ impl Remote for GitRemote {
         format!("git:{}", redact_url(&self.url))
     }
 
+    fn push_stats(&self) -> Option<PushStats> {
+        Some(GitRemote::push_stats(self))
+    }
+
     /// Fetches every slot's branch and returns the union of their store
     /// files.
     fn list(&self) -> Result<BTreeSet<String>, RemoteError> {

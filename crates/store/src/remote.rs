@@ -31,6 +31,11 @@ pub trait Remote: Send + Sync {
     fn list(&self) -> Result<BTreeSet<String>, RemoteError>;
     /// The bytes of one file.
     fn read(&self, name: &str) -> Result<Vec<u8>, RemoteError>;
+    /// Counts of pushes so far, for remotes that push (git); `None` for the
+    /// others.
+    fn push_stats(&self) -> Option<crate::git::PushStats> {
+        None
+    }
     /// The bytes of several files, in the order asked. Files not on the
     /// remote are left out; any other failure fails the call. Backends
     /// with a per-call cost (git) read them all at once; the default reads

@@ -1,0 +1,237 @@
+//! Fleet benchmark: K `bridge run` processes (K = 4 and 16, one task at a
+//! time each) drain 1000 tasks that each sleep 0.2 s from a local bare git
+//! repository, then one runner starts on a store holding 10k finished tasks.
+//!
+//! Run: `cargo bench -p bridge --bench fleet` (about two minutes on 2 cores).
+//! BRIDGE_FLEET_TASKS, BRIDGE_FLEET_KS (e.g. "4,16") and
+//! BRIDGE_FLEET_FINISHED (the size of the finished store) change the sizes.
+//!
+//! It prints makespan / ideal (total work / total slots), duplicate
+//! executions, pushes and rejected pushes per runner, and the time from a
+//! runner's process start to its first task started. Targets: makespan ≤ 1.2×
+//! ideal at K = 16, duplicates ≤ 1 %, no rejected push on a writer's own
+//! ref, first task ≤ 1 s.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Instant;
+
+const SLEEP_S: f64 = 0.2;
+
+fn main() {
+    let tasks: usize = env_or("BRIDGE_FLEET_TASKS", 1000);
+    let finished: usize = env_or("BRIDGE_FLEET_FINISHED", 10_000);
+    let ks: Vec<usize> = std::env::var("BRIDGE_FLEET_KS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|k| k.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![4, 16]);
+    let bridge = PathBuf::from(env!("CARGO_BIN_EXE_bridge"));
+    println!(
+        "fleet: {tasks} tasks of `sleep {SLEEP_S}`, K runners × 1 slot, local bare git repository\n"
+    );
+    println!(
+        "{:>3} {:>10} {:>9} {:>7} {:>10} {:>14} {:>16}",
+        "K", "makespan", "ideal", "ratio", "dups", "pushes/runner", "rejected (own)"
+    );
+    for k in ks {
+        let tmp = tempfile::tempdir().unwrap_or_else(|e| fail(&format!("temp dir: {e}")));
+        let fleet = Fleet::new(&bridge, tmp.path());
+        let yaml = format!(
+            "tasks:\n  - name: t\n    matrix:\n      i: [{}]\n    run: [\"sleep\", \"{SLEEP_S}\"]\n    timeout: 1m\n    env: {{ I: \"${{{{ matrix.i }}}}\" }}\n",
+            (0..tasks)
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        fleet.submit(&yaml);
+        let started = Instant::now();
+        let children: Vec<Child> = (0..k).map(|i| fleet.runner(i, k)).collect();
+        let reports: Vec<serde_json::Value> = children.into_iter().map(wait_json).collect();
+        let makespan = started.elapsed().as_secs_f64();
+        let ideal = tasks as f64 * SLEEP_S / k as f64;
+        let successes = fleet.successes();
+        let pushes: f64 = reports
+            .iter()
+            .map(|r| r["pushes"].as_f64().unwrap_or(0.0))
+            .sum::<f64>()
+            / k as f64;
+        let rejected: u64 = reports
+            .iter()
+            .map(|r| r["rejected_pushes"].as_u64().unwrap_or(0))
+            .sum();
+        println!(
+            "{k:>3} {:>9.2}s {:>8.2}s {:>7.2} {:>5} ({:.1}%) {:>10.1} {:>16}",
+            makespan,
+            ideal,
+            makespan / ideal,
+            successes.saturating_sub(tasks),
+            100.0 * successes.saturating_sub(tasks) as f64 / tasks as f64,
+            pushes,
+            rejected
+        );
+    }
+
+    // Start-up on a store holding many finished tasks.
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| fail(&format!("temp dir: {e}")));
+    let fleet = Fleet::new(&bridge, tmp.path());
+    let yaml = format!(
+        "tasks:\n  - name: done\n    matrix:\n      i: [{}]\n    run: [\"true\"]\n    env: {{ I: \"${{{{ matrix.i }}}}\" }}\n",
+        (0..finished)
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    fleet.submit(&yaml);
+    let t = Instant::now();
+    fleet.admin(&["work", "-q", "--parallel", "2"]);
+    eprintln!(
+        "(finished {finished} tasks in {:.1}s)",
+        t.elapsed().as_secs_f64()
+    );
+    fleet.admin(&["submit", "-q", "--name", "new", "--", "true"]);
+    let report = wait_json(fleet.runner(0, 1));
+    let nothing = wait_json(fleet.runner(1, 2));
+    println!(
+        "\nstore with {finished} finished tasks: runner start → first task started {} ms; a runner with nothing to do exits in {:.2}s",
+        report["first_task_started_ms"],
+        nothing["seconds"].as_f64().unwrap_or(f64::NAN)
+    );
+}
+
+/// A bare repository, an admin workspace that submits, and runner folders.
+struct Fleet<'a> {
+    bridge: &'a Path,
+    root: PathBuf,
+    secret: String,
+}
+
+impl<'a> Fleet<'a> {
+    fn new(bridge: &'a Path, root: &Path) -> Fleet<'a> {
+        let store = root.join("store.git");
+        let ok = Command::new("git")
+            .args(["init", "-q", "--bare"])
+            .arg(&store)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            fail("git init --bare failed");
+        }
+        std::fs::create_dir_all(root.join("admin"))
+            .unwrap_or_else(|e| fail(&format!("mkdir: {e}")));
+        let mut f = Fleet {
+            bridge,
+            root: root.to_path_buf(),
+            secret: String::new(),
+        };
+        f.admin(&[
+            "init",
+            "-q",
+            "--remote",
+            &format!("git:{}", store.display()),
+        ]);
+        f.secret = f
+            .admin(&["members", "add-runner", "fleet", "-q"])
+            .trim()
+            .to_owned();
+        f
+    }
+
+    fn command(&self, dir: &Path, config: &Path) -> Command {
+        let mut c = Command::new(self.bridge);
+        c.current_dir(dir)
+            .env("BRIDGE_CONFIG_DIR", config)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env_remove("BRIDGE_IDENTITY")
+            .env_remove("GITHUB_ACTIONS")
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn admin(&self, args: &[&str]) -> String {
+        let out = self
+            .command(&self.root.join("admin"), &self.root.join("admin-config"))
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| fail(&format!("bridge {}: {e}", args.join(" "))));
+        if !out.status.success() {
+            fail(&format!(
+                "bridge {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn submit(&self, yaml: &str) {
+        let file = self.root.join("admin").join("tasks.yaml");
+        std::fs::write(&file, yaml)
+            .unwrap_or_else(|e| fail(&format!("write {}: {e}", file.display())));
+        self.admin(&["submit", "-q", "tasks.yaml"]);
+    }
+
+    /// Starts runner `i` of `k` in a fresh checkout (a copy of bridge.toml).
+    fn runner(&self, i: usize, k: usize) -> Child {
+        let dir = self.root.join(format!("runner-{k}-{i}"));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| fail(&format!("mkdir: {e}")));
+        std::fs::copy(self.root.join("admin/bridge.toml"), dir.join("bridge.toml"))
+            .unwrap_or_else(|e| fail(&format!("copy bridge.toml: {e}")));
+        self.command(&dir, &dir.join(".config"))
+            .env("BRIDGE_IDENTITY", &self.secret)
+            .env("BRIDGE_DEVICE", format!("runner-{i}"))
+            .args(["run", "-q", "--json", "--budget", "30m", "--parallel", "1"])
+            .arg("--shard")
+            .arg(format!("{i}/{k}"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| fail(&format!("spawn bridge run: {e}")))
+    }
+
+    /// Successful attempts over all tasks, after the admin syncs.
+    fn successes(&self) -> usize {
+        self.admin(&["sync", "-q"]);
+        let ls: serde_json::Value = serde_json::from_str(&self.admin(&["ls", "--json"]))
+            .unwrap_or_else(|e| fail(&format!("ls --json: {e}")));
+        let tasks = ls.as_array().cloned().unwrap_or_default();
+        let not_done = tasks.iter().filter(|t| t["status"] != "done").count();
+        if not_done > 0 {
+            fail(&format!(
+                "{not_done} tasks are not done after the fleet drained"
+            ));
+        }
+        // Each success is one attempt: count them through `show`-free data:
+        // attempts minus failures, all attempts of a done trivial task succeed.
+        tasks
+            .iter()
+            .map(|t| t["attempts"].as_u64().unwrap_or(0) as usize)
+            .sum()
+    }
+}
+
+fn wait_json(child: Child) -> serde_json::Value {
+    let out = child
+        .wait_with_output()
+        .unwrap_or_else(|e| fail(&format!("wait for bridge run: {e}")));
+    if !out.status.success() {
+        fail(&format!("bridge run exited with {}", out.status));
+    }
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        fail(&format!(
+            "bridge run --json printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        ))
+    })
+}
+
+fn env_or(key: &str, default: usize) -> usize {
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn fail(msg: &str) -> ! {
+    eprintln!("fleet benchmark failed: {msg}");
+    std::process::exit(1)
+}
