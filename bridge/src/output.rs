@@ -17,9 +17,34 @@ pub fn print_json<T: Serialize>(value: &T) -> CliResult<()> {
     Ok(())
 }
 
+/// Text from a task document made safe for a terminal: control characters
+/// (escape sequences, carriage returns, bells) are shown as `\u{..}` escapes,
+/// so a task's name cannot disguise what the screen shows.
+pub fn safe(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    std::borrow::Cow::Owned(
+        text.chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_unicode().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect(),
+    )
+}
+
 /// Prints rows as a table with aligned columns (the last column is not padded).
 pub fn print_table(header: &[&str], rows: &[Vec<String>]) -> CliResult<()> {
     let cols = header.len();
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| safe(c).into_owned()).collect())
+        .collect();
+    let rows = &rows;
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for r in rows {
         for (i, cell) in r.iter().enumerate().take(cols) {

@@ -249,9 +249,25 @@ impl Vault {
         Ok(opened.payload)
     }
 
-    /// Decrypts a blob into `dest` (atomically, creating folders).
-    pub fn copy_blob_to(&self, id: &BlobId, dest: &Path) -> anyhow::Result<()> {
+    /// Decrypts a blob into `dest` (atomically, creating folders). With
+    /// `sha256`, the content must hash to it (a task input: the task's
+    /// identity names the content, and the blob is only where it is stored).
+    pub fn copy_blob_to(
+        &self,
+        id: &BlobId,
+        dest: &Path,
+        sha256: Option<&str>,
+    ) -> anyhow::Result<()> {
         let bytes = self.read_blob(id)?;
+        if let Some(expected) = sha256.filter(|s| !s.is_empty()) {
+            let actual = hex::encode(Sha256::digest(&bytes));
+            if actual != expected {
+                bail!(
+                    "{} holds content with sha256 {actual}, not the {expected} the task names: refused",
+                    id.store_name()
+                );
+            }
+        }
         if let Some(parent) = dest.parent() {
             std::fs::create_dir_all(parent)
                 .with_context(|| format!("cannot create {}", parent.display()))?;
@@ -352,6 +368,21 @@ impl ChunkOpener for Vault {
             {
                 return Err(format!(
                     "it holds a change by actor {actor}, which is not bound to its signer {}",
+                    member.name
+                ));
+            }
+            // A writer adds values; it never overwrites or deletes another
+            // writer's (every legitimate put replaces at most its own
+            // earlier value). This keeps a member, a runner above all, from
+            // deleting tasks or erasing others' results.
+            let decoded = change.decode();
+            if decoded
+                .operations
+                .iter()
+                .any(|op| op.pred.iter().any(|p| p.1 != *change.actor_id()))
+            {
+                return Err(format!(
+                    "it overwrites or deletes values written by other members (signed by {})",
                     member.name
                 ));
             }

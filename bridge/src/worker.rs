@@ -783,7 +783,7 @@ async fn prepare(
             .with_context(|| format!("cannot create the working folder {}", dir.display()))?;
         return Ok(Prepared::Ready);
     }
-    let mut blobs: Vec<(String, BlobId)> = Vec::new();
+    let mut blobs: Vec<(String, BlobId, String)> = Vec::new();
     let mut urls: Vec<(String, String, String)> = Vec::new();
     for input in spec.inputs.iter().chain(need_inputs) {
         if input.path.split('/').any(|c| c == ".." || c.is_empty()) {
@@ -794,7 +794,7 @@ async fn prepare(
                 let blob: BlobId = blob
                     .parse()
                     .map_err(|_| anyhow::anyhow!("input {} names an invalid blob", input.path))?;
-                blobs.push((input.path.clone(), blob));
+                blobs.push((input.path.clone(), blob, input.sha256.clone()));
             }
             InputSource::Url(url) => {
                 urls.push((input.path.clone(), url.to_owned(), input.sha256.clone()));
@@ -806,11 +806,11 @@ async fn prepare(
     tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
         std::fs::create_dir_all(&root)
             .with_context(|| format!("cannot create the working folder {}", root.display()))?;
-        for (path, blob) in &blobs {
+        for (path, blob, sha256) in &blobs {
             vault
-                .copy_blob_to(blob, &root.join(path))
+                .copy_blob_to(blob, &root.join(path), Some(sha256))
                 .with_context(|| {
-                    format!("input {path} is not in this replica (run `bridge sync` to fetch it)")
+                    format!("cannot materialise input {path} (`bridge sync` fetches missing ones)")
                 })?;
         }
         Ok(())

@@ -185,6 +185,9 @@ pub struct Device {
     /// The workspace folder (holds bridge.toml once initialised).
     pub dir: PathBuf,
     root: TempDir,
+    /// Extra environment variables every command of this device gets
+    /// (e.g. `BRIDGE_IDENTITY` for a CI runner); see [`Device::set_env`].
+    env: Vec<(String, String)>,
 }
 
 impl Device {
@@ -203,6 +206,7 @@ impl Device {
             name: name.to_owned(),
             dir,
             root,
+            env: Vec::new(),
         }
     }
 
@@ -254,6 +258,7 @@ impl Device {
             .env("XDG_CONFIG_HOME", self.root.path().join("config"))
             .env("BRIDGE_DEVICE", &self.name)
             .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .current_dir(cwd)
             .stdin(Stdio::null());
         if in_workspace {
@@ -443,4 +448,63 @@ pub fn sync_until_equal(a: &Device, b: &Device, rounds: usize) -> Vec<Task> {
         a.ls(),
         b.ls()
     );
+}
+
+impl Device {
+    /// Gives every later command of this device `key=value` in its
+    /// environment (replacing an earlier value of `key`).
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_owned(), value.to_owned()));
+    }
+
+    /// Runs `bridge ARGS` in the workspace with extra environment variables
+    /// for this one command.
+    pub fn run_env(&self, env: &[(&str, &str)], args: &[&str]) -> Run {
+        let mut cmd = self.command_in(&self.dir, true, args);
+        cmd.envs(env.iter().copied());
+        self.run_cmd(cmd, args)
+    }
+
+    /// The device's configuration folder (`$XDG_CONFIG_HOME/bridge`).
+    pub fn config_dir(&self) -> PathBuf {
+        self.root.path().join("config").join("bridge")
+    }
+
+    /// The device's identity file (made by `bridge keygen`).
+    pub fn identity_file(&self) -> PathBuf {
+        self.config_dir().join("identity")
+    }
+
+    /// The device's local replica (`.bridge/store` in the workspace).
+    pub fn store(&self) -> PathBuf {
+        self.path(".bridge/store")
+    }
+
+    /// The device's own folder: its workspace, HOME, config and scratch
+    /// files.
+    pub fn root_dir(&self) -> &Path {
+        self.root.path()
+    }
+}
+
+/// Every file under `dir`, recursively (sorted).
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries {
+            let p = e.expect("dir entry").path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
 }

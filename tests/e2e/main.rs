@@ -6,9 +6,13 @@
 //! to run out, a worker to pick a task up) is done by polling the CLI a
 //! bounded number of times.
 
+mod act;
 mod cli;
 mod crash;
 mod devices;
 mod errors;
 mod harness;
+mod runner;
+mod security;
+mod url_inputs;
 mod workers;

@@ -56,7 +56,7 @@ pub fn run(g: &GlobalArgs, args: OutputsArgs) -> CliResult<u8> {
         let dest = args.to.join(rel);
         session
             .vault
-            .copy_blob_to(&blob, &dest)
+            .copy_blob_to(&blob, &dest, None)
             .with_context(|| {
                 format!(
                     "cannot copy output {rel} of task {} to {}",

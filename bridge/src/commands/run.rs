@@ -299,12 +299,17 @@ impl worker::Hooks for RunHooks {
                 escape_data(&name),
                 duration(ms)
             );
+            // A task's output must not be able to issue workflow commands
+            // (`::add-mask::`, `::error::`, …): pause them around it.
+            let token = hex::encode(crate::workspace::random_bytes::<8>().unwrap_or([7; 8]));
+            let _ = writeln!(out, "::stop-commands::{token}");
             if !tails.0.is_empty() {
                 let _ = writeln!(out, "{}", tails.0.trim_end());
             }
             if !tails.1.is_empty() {
                 let _ = writeln!(out, "--- stderr ---\n{}", tails.1.trim_end());
             }
+            let _ = writeln!(out, "::{token}::");
             let _ = writeln!(out, "::endgroup::");
             if outcome.counts_as_failure() {
                 let _ = writeln!(
@@ -316,13 +321,14 @@ impl worker::Hooks for RunHooks {
             }
         } else if !self.quiet {
             eprintln!(
-                "{} {name} ({}){}",
+                "{} {} ({}){}",
                 mark(outcome),
+                crate::output::safe(&name),
                 duration(ms),
                 if detail.is_empty() {
                     String::new()
                 } else {
-                    format!(": {detail}")
+                    format!(": {}", crate::output::safe(&detail))
                 }
             );
         }
@@ -342,11 +348,14 @@ fn mark(outcome: Outcome) -> &'static str {
     }
 }
 
-/// Escapes a workflow command's message.
+/// Escapes a workflow command's message (and any other control character,
+/// which could fake a workflow command or disguise the log).
 fn escape_data(s: &str) -> String {
-    s.replace('%', "%25")
+    let escaped = s
+        .replace('%', "%25")
         .replace('\r', "%0D")
-        .replace('\n', "%0A")
+        .replace('\n', "%0A");
+    crate::output::safe(&escaped).into_owned()
 }
 
 /// Escapes a workflow command's property value.

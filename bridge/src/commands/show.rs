@@ -7,7 +7,7 @@ use serde_json::json;
 use super::GlobalArgs;
 use super::common::{open_session, resolve_task};
 use crate::error::{CliResult, EXIT_OK};
-use crate::output::{ago, duration, print_json, timestamp};
+use crate::output::{ago, duration, print_json, safe, timestamp};
 use crate::workspace::now_ms;
 
 /// Show one task: its command, status, claims and every attempt
@@ -59,7 +59,7 @@ pub fn run(g: &GlobalArgs, args: ShowArgs) -> CliResult<u8> {
         }))?;
         return Ok(EXIT_OK);
     }
-    println!("Task     {} ({})", t.id, t.spec.name);
+    println!("Task     {} ({})", t.id, safe(&t.spec.name));
     println!(
         "Status   {}{}",
         d.status.as_str(),
@@ -69,16 +69,16 @@ pub fn run(g: &GlobalArgs, args: ShowArgs) -> CliResult<u8> {
             .unwrap_or_default()
     );
     println!("Batch    {}", t.home().batch());
-    println!("Command  {}", t.spec.command.display());
+    println!("Command  {}", safe(&t.spec.command.display()));
     if !t.spec.env.is_empty() {
         let env: Vec<_> = t.spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        println!("Env      {}", env.join(" "));
+        println!("Env      {}", safe(&env.join(" ")));
     }
     for i in &t.spec.inputs {
-        println!("Input    {}", i.path);
+        println!("Input    {}", safe(&i.path));
     }
     if !t.spec.outputs.is_empty() {
-        println!("Outputs  {}", t.spec.outputs.join(" "));
+        println!("Outputs  {}", safe(&t.spec.outputs.join(" ")));
     }
     println!(
         "Limits   timeout {}, {} retr{} ({} of {} attempts failed), priority {}",
@@ -98,7 +98,7 @@ pub fn run(g: &GlobalArgs, args: ShowArgs) -> CliResult<u8> {
             .view()
             .get(need)
             .map_or("?", |n| n.spec.name.as_str());
-        println!("Needs    {} {name} ({st})", need.short());
+        println!("Needs    {} {} ({st})", need.short(), safe(name));
     }
     for (writer, at) in &t.facts.cancels {
         println!(
@@ -143,10 +143,10 @@ pub fn run(g: &GlobalArgs, args: ShowArgs) -> CliResult<u8> {
             timestamp(a.ended_at)
         );
         if let Some(m) = &a.message {
-            println!("         {m}");
+            println!("         {}", safe(m));
         }
         for path in a.outputs.keys() {
-            println!("         output {path}");
+            println!("         output {}", safe(path));
         }
     }
     Ok(EXIT_OK)

@@ -246,6 +246,8 @@ impl Progress {
                 ..
             } => {
                 self.done += 1;
+                let name = crate::output::safe(&name).into_owned();
+                let detail = crate::output::safe(&detail).into_owned();
                 let line = match outcome {
                     Outcome::Success => format!("✓ {name} ({})", duration(ms)),
                     _ => format!(

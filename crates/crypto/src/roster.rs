@@ -252,6 +252,13 @@ pub enum EpochError {
     /// Its previous epoch is missing or was rejected.
     #[error("its previous epoch is missing, unreadable or was rejected")]
     Orphan,
+    /// A rival epoch signed by a member whom the kept epoch of the same
+    /// number removes: a removed admin trying to undo its removal.
+    #[error("it is signed by {signer}, whom the epoch it competes with removes: ignored")]
+    RemovedSigner {
+        /// Who signed it.
+        signer: MemberId,
+    },
     /// The naming key or workspace changed, or earlier removals were rewritten.
     #[error("it changes the naming key or workspace, or rewrites earlier removals")]
     Rewrites,
@@ -491,15 +498,33 @@ impl Roster {
                     }),
                 }
             }
-            // Lowest hash wins a fork; the file name only orders copies of
+            // A fork: two admins changed the roster from the same epoch.
+            // A branch signed by a member whom another branch removes loses
+            // (a removed admin cannot undo its removal with a rival epoch);
+            // then the lowest hash wins. The file name only orders copies of
             // the same epoch (e.g. resealed history), which are no fork.
-            valid.sort_by(|a, b| (&a.hash, &a.file).cmp(&(&b.hash, &b.file)));
+            let removed_here: BTreeSet<MemberId> = valid
+                .iter()
+                .flat_map(|c| c.epoch.removed.iter().filter(|r| r.epoch == number))
+                .map(|r| r.member.clone())
+                .collect();
+            valid.sort_by(|a, b| {
+                let rank = |c: &Candidate| removed_here.contains(&c.epoch.signer);
+                (rank(a), &a.hash, &a.file).cmp(&(rank(b), &b.hash, &b.file))
+            });
             let mut valid = valid.into_iter();
             let Some(kept) = valid.next() else {
                 break;
             };
             for other in valid {
-                if other.hash != kept.hash {
+                if other.hash != kept.hash && removed_here.contains(&other.epoch.signer) {
+                    warnings.push(RosterWarning::Skipped {
+                        file: other.file,
+                        reason: EpochError::RemovedSigner {
+                            signer: other.epoch.signer.clone(),
+                        },
+                    });
+                } else if other.hash != kept.hash {
                     warnings.push(RosterWarning::Fork {
                         number,
                         kept: kept.file.clone(),

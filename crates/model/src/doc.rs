@@ -185,7 +185,10 @@ impl Authority for TrustAll {
 pub fn read_tasks(doc: &AutoCommit, authority: &dyn Authority) -> (Vec<TaskRecord>, Vec<Problem>) {
     let mut records = Vec::new();
     let mut problems = Vec::new();
-    let Some(map) = get_map(doc, &ROOT, "tasks") else {
+    // A writer can create a concurrent `tasks` map (or task entry) to hide
+    // the submitter's behind an Automerge conflict: prefer the one a writer
+    // allowed to submit created.
+    let Some(map) = preferred_map(doc, &ROOT, "tasks", authority) else {
         return (records, problems);
     };
     for item in doc.map_range(&map, ..) {
@@ -194,11 +197,21 @@ pub fn read_tasks(doc: &AutoCommit, authority: &dyn Authority) -> (Vec<TaskRecor
             task: key.clone(),
             message,
         };
-        let ValueRef::Object(ObjType::Map) = item.value else {
-            problems.push(problem("not a map".into()));
-            continue;
+        let task_obj = if item.conflict {
+            match preferred_map(doc, &map, &key, authority) {
+                Some(obj) => obj,
+                None => {
+                    problems.push(problem("not a map".into()));
+                    continue;
+                }
+            }
+        } else {
+            let ValueRef::Object(ObjType::Map) = item.value else {
+                problems.push(problem("not a map".into()));
+                continue;
+            };
+            item.id()
         };
-        let task_obj = item.id();
         let trusted = actor_of(&task_obj).is_some_and(|a| authority.can_submit(a));
         match read_task(doc, &task_obj, &key, authority) {
             Ok(mut r) => {
@@ -209,6 +222,26 @@ pub fn read_tasks(doc: &AutoCommit, authority: &dyn Authority) -> (Vec<TaskRecor
         }
     }
     (records, problems)
+}
+
+/// The map at `obj[key]`; among concurrent ones, the first created by a
+/// writer allowed to submit (else the first).
+fn preferred_map(
+    doc: &AutoCommit,
+    obj: &ObjId,
+    key: &str,
+    authority: &dyn Authority,
+) -> Option<ObjId> {
+    let maps: Vec<ObjId> = doc
+        .get_all(obj, key)
+        .ok()?
+        .into_iter()
+        .filter_map(|(v, id)| matches!(v, automerge::Value::Object(ObjType::Map)).then_some(id))
+        .collect();
+    maps.iter()
+        .find(|id| actor_of(id).is_some_and(|a| authority.can_submit(a)))
+        .or(maps.first())
+        .cloned()
 }
 
 fn actor_of(id: &ObjId) -> Option<&ActorId> {
@@ -250,7 +283,20 @@ fn read_task(
     authority: &dyn Authority,
 ) -> Result<TaskRecord, String> {
     let id: TaskId = key.parse().map_err(|e| format!("{e}"))?;
-    let json = get_str(doc, obj, "spec").ok_or("the spec is missing")?;
+    // The spec and the fact containers count only as written by the writer
+    // that created the task: another writer's concurrent value is ignored.
+    let creator = actor_of(obj)
+        .map(ActorId::to_hex_string)
+        .unwrap_or_default();
+    let owned_map = |name: &str| match owned(doc, obj, name, &creator) {
+        Some((automerge::Value::Object(ObjType::Map), id)) => Some(id),
+        _ => None,
+    };
+    let json = match owned(doc, obj, "spec", &creator) {
+        Some((automerge::Value::Scalar(s), _)) => s.as_str().map(str::to_owned),
+        _ => None,
+    }
+    .ok_or("the spec is missing, or was overwritten by a writer that did not create the task")?;
     let spec: TaskSpec =
         serde_json::from_str(&json).map_err(|e| format!("the spec does not parse: {e}"))?;
     if spec.id() != id {
@@ -260,7 +306,7 @@ fn read_task(
         ));
     }
     let mut facts = Facts::default();
-    if let Some(claims) = get_map(doc, obj, "claims") {
+    if let Some(claims) = owned_map("claims") {
         for item in doc.map_range(&claims, ..) {
             let key = item.key.to_string();
             let owner = writer_of(&key).to_owned();
@@ -293,7 +339,7 @@ fn read_task(
             );
         }
     }
-    if let Some(attempts) = get_map(doc, obj, "attempts") {
+    if let Some(attempts) = owned_map("attempts") {
         for item in doc.map_range(&attempts, ..) {
             let key = item.key.to_string();
             let owner = writer_of(&key).to_owned();
@@ -322,7 +368,7 @@ fn read_task(
         ("cancels", &mut facts.cancels),
         ("retries", &mut facts.retries),
     ] {
-        if let Some(m) = get_map(doc, obj, name) {
+        if let Some(m) = owned_map(name) {
             for item in doc.map_range(&m, ..) {
                 let key = item.key.to_string();
                 let owner = writer_of(&key).to_owned();

@@ -143,6 +143,8 @@ pub struct TaskView {
     /// Whether a writer allowed to submit created it in at least one
     /// document (the id is the hash of the spec, so any one vouches for it).
     pub trusted: bool,
+    /// Whether `origin`, the document the spec was taken from, is trusted.
+    pub origin_trusted: bool,
 }
 
 impl TaskView {
@@ -191,11 +193,17 @@ impl View {
                         t.docs.push(doc.clone());
                         t.docs.sort();
                         // The same id means the same identity fields; the
-                        // labels (name, priority) and the order of lists
-                        // come from the earliest document, ties broken by id.
-                        if (header.created_at, doc) < (t.created_at, &t.origin) {
+                        // rest of the spec (name, priority, where inputs are
+                        // stored) comes from a trusted document first (a
+                        // worker could otherwise date a copy earlier and
+                        // point its inputs elsewhere), then the earliest,
+                        // ties broken by id.
+                        if (!r.trusted, header.created_at, doc)
+                            < (!t.origin_trusted, t.created_at, &t.origin)
+                        {
                             t.created_at = header.created_at;
                             t.origin = doc.clone();
+                            t.origin_trusted = r.trusted;
                             t.spec = r.spec;
                         }
                     }
@@ -209,6 +217,7 @@ impl View {
                             docs: vec![doc.clone()],
                             created_at: header.created_at,
                             origin: doc.clone(),
+                            origin_trusted: r.trusted,
                             facts: r.facts,
                             trusted: r.trusted,
                         },

@@ -1,0 +1,794 @@
+//! The runner mode (`bridge run`) against a `git:` remote: CI runners that
+//! share one worker identity drain a pool kept in a bare git repository,
+//! die, are stopped, lose the remote, and speak GitHub's conventions.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+use crate::harness::{Device, Run, Spawned, poll, str_field, temp_dir};
+
+/// `git ARGS` with no user or system configuration; panics unless it succeeds.
+fn git(args: &[&str]) -> String {
+    let out = git_cmd(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run git: {e}"));
+    assert!(
+        out.status.success(),
+        "`git {}` failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn git_cmd(args: &[&str]) -> Command {
+    let mut c = Command::new("git");
+    c.env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .stdin(Stdio::null())
+        .args(args);
+    c
+}
+
+/// Calls `check` until it returns true, 100 ms apart, for at most `limit`
+/// (a bound against hangs, not a timing assertion).
+fn poll_for(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("gave up waiting {limit:?} for: {what}");
+}
+
+/// Waits (at most `limit`) for a background `bridge` to exit by itself.
+fn wait_exit(mut p: Spawned, limit: Duration) -> Run {
+    poll_for("a runner to exit", limit, || !p.is_running());
+    p.wait()
+}
+
+/// A pool: a bare git repository as the remote and an admin device that
+/// created the workspace on it.
+struct Pool {
+    /// Holds the bare repository (and anything else shared).
+    tmp: TempDir,
+    /// The bare repository.
+    bare: PathBuf,
+    /// The remote spec, `git:…`.
+    remote: String,
+    admin: Device,
+}
+
+impl Pool {
+    /// A pool whose remote is the bare repository's plain path.
+    fn new(label: &str) -> Pool {
+        Pool::with_url(label, |bare| bare.display().to_string())
+    }
+
+    /// A pool whose remote is `git:` + `url(bare repository)`.
+    fn with_url(label: &str, url: impl FnOnce(&Path) -> String) -> Pool {
+        let tmp = temp_dir(&format!("{label}-pool"));
+        let bare = tmp.path().join("store.git");
+        git(&["init", "--bare", "-q", &bare.display().to_string()]);
+        let remote = format!("git:{}", url(&bare));
+        Pool::on(tmp, bare, remote, label)
+    }
+
+    fn on(tmp: TempDir, bare: PathBuf, remote: String, label: &str) -> Pool {
+        let admin = Device::new(&format!("{label}-admin"));
+        admin.ok(&["init", "--remote", &remote]);
+        Pool {
+            tmp,
+            bare,
+            remote,
+            admin,
+        }
+    }
+
+    /// A file path shared by the test's processes (outside any workspace).
+    fn shared(&self, rel: &str) -> PathBuf {
+        self.tmp.path().join(rel)
+    }
+
+    /// Submits a YAML task file at the admin; returns `submit --json`.
+    fn submit_yaml(&self, yaml: &str) -> Value {
+        self.admin.write("tasks.yaml", yaml);
+        self.admin.ok(&["submit", "--json", "tasks.yaml"]).json()
+    }
+
+    /// `bridge members add-runner NAME`: the runner's secret identity.
+    fn add_runner(&self, name: &str) -> String {
+        let out = self.admin.ok(&["members", "add-runner", name]);
+        let secret = out.stdout.trim().to_owned();
+        assert!(
+            !secret.is_empty() && !secret.contains('\n'),
+            "add-runner prints one secret line: {out:?}"
+        );
+        secret
+    }
+
+    /// A runner machine: a checkout holding the admin's bridge.toml, with
+    /// `BRIDGE_IDENTITY` set to `secret`.
+    fn runner(&self, name: &str, secret: &str) -> Device {
+        let mut r = Device::new(name);
+        fs::copy(self.admin.path("bridge.toml"), r.path("bridge.toml"))
+            .expect("cannot copy bridge.toml");
+        r.set_env("BRIDGE_IDENTITY", secret);
+        r
+    }
+
+    /// The store's branches in the bare repository.
+    fn refs(&self) -> BTreeSet<String> {
+        self.refs_in(&self.bare)
+    }
+
+    fn refs_in(&self, bare: &Path) -> BTreeSet<String> {
+        git(&[
+            "--git-dir",
+            &bare.display().to_string(),
+            "for-each-ref",
+            "--format=%(refname)",
+            "refs/heads/",
+        ])
+        .lines()
+        .map(str::to_owned)
+        .collect()
+    }
+
+    /// The admin's status after a sync.
+    fn synced_status(&self) -> crate::harness::StatusReport {
+        self.admin.ok(&["sync"]);
+        self.admin.status()
+    }
+}
+
+/// `bridge run` arguments.
+fn run_args(shard: Option<&str>, parallel: usize, json: bool) -> Vec<String> {
+    let mut a: Vec<String> = ["run", "--budget", "5m", "--parallel"]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    a.push(parallel.to_string());
+    if let Some(s) = shard {
+        a.push("--shard".into());
+        a.push(s.into());
+    }
+    if json {
+        a.push("--json".into());
+    }
+    a
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// A YAML file of `n` matrix tasks named `{name}[n=K]`, K from 0, each
+/// running `run` (where `$N` is the matrix value), with extra task keys.
+fn matrix_yaml(name: &str, n: usize, run: &str, extra: &str) -> String {
+    let values: Vec<String> = (0..n).map(|k| k.to_string()).collect();
+    format!(
+        "tasks:\n  - name: {name}\n    matrix: {{ n: [{}] }}\n    run: |\n      N=${{{{ matrix.n }}}}\n      {run}\n{extra}",
+        values.join(", ")
+    )
+}
+
+/// The matrix value of a task named `{name}[n=K]`.
+fn matrix_value(task: &str) -> String {
+    task.split_once("[n=")
+        .and_then(|(_, rest)| rest.strip_suffix(']'))
+        .unwrap_or_else(|| panic!("`{task}` is not a matrix task name"))
+        .to_owned()
+}
+
+/// The outcomes of a task's attempts (`show --json`), with their devices.
+fn attempts(d: &Device, task: &str) -> Vec<(String, String)> {
+    d.show(task)["attempts"]
+        .as_array()
+        .unwrap_or_else(|| panic!("show --json of {task} has no attempts"))
+        .iter()
+        .map(|a| (str_field(a, "outcome"), str_field(a, "device")))
+        .collect()
+}
+
+/// `id → status` of every task a device lists.
+fn statuses(d: &Device) -> BTreeMap<String, String> {
+    d.ls().into_iter().map(|t| (t.id, t.status)).collect()
+}
+
+#[test]
+fn eight_runners_drain_a_git_pool() {
+    const N: usize = 400;
+    const K: usize = 8;
+    let pool = Pool::new("drain");
+    let sub = pool.submit_yaml(&matrix_yaml(
+        "t",
+        N,
+        "echo \"$N\" > out.txt",
+        "    outputs: [out.txt]\n",
+    ));
+    assert_eq!(sub["new"], N, "{sub}");
+    let secret = pool.add_runner("ci");
+
+    let started = Instant::now();
+    let runners: Vec<Device> = (0..K)
+        .map(|i| pool.runner(&format!("drain-r{i}"), &secret))
+        .collect();
+    let procs: Vec<Spawned> = runners
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let args = run_args(Some(&format!("{i}/{K}")), 2, true);
+            r.spawn("run", &strs(&args))
+        })
+        .collect();
+    let mut reported_done = 0;
+    for (i, p) in procs.into_iter().enumerate() {
+        let run = wait_exit(p, Duration::from_secs(300)).expect_code(0);
+        let report = run.json();
+        for key in ["done", "failed", "interrupted", "left", "pushes"] {
+            assert!(
+                report[key].is_u64(),
+                "report of runner {i} lacks {key}: {report}"
+            );
+        }
+        assert_eq!(report["failed"], 0, "runner {i}: {report}");
+        eprintln!("runner {i}: {report}");
+        reported_done += report["done"].as_u64().expect("done");
+    }
+    eprintln!(
+        "{K} runners drained {N} tasks in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+
+    let st = pool.synced_status();
+    assert_eq!((st.tasks, st.count("done")), (N as u64, N as u64), "{st:?}");
+
+    // Successes per task: one attempt of a done task is its success; look
+    // closer only where there are more.
+    let tasks = pool.admin.ls();
+    let mut successes = 0u64;
+    for t in &tasks {
+        assert_eq!(t.status, "done", "{t:?}");
+        if t.attempts == 1 {
+            successes += 1;
+            continue;
+        }
+        let all = attempts(&pool.admin, &t.id);
+        let ok = all.iter().filter(|(o, _)| o == "success").count() as u64;
+        assert!(ok >= 1, "{t:?}: {all:?}");
+        successes += ok;
+    }
+    let duplicates = successes - N as u64;
+    eprintln!("{K} runners ran {N} tasks with {duplicates} duplicate runs");
+    assert!(
+        duplicates * 20 < N as u64,
+        "{duplicates} duplicate runs of {N} tasks"
+    );
+    assert_eq!(
+        reported_done, successes,
+        "every success a runner reported landed in the store"
+    );
+
+    // Every task's output holds its own matrix value.
+    let outs = pool.admin.scratch("outputs");
+    let check_started = Instant::now();
+    // One `bridge outputs` per task, on two threads (each loads the store).
+    std::thread::scope(|s| {
+        for half in tasks.chunks(N.div_ceil(2)) {
+            let (admin, outs) = (&pool.admin, &outs);
+            s.spawn(move || {
+                for t in half {
+                    let to = outs.join(&t.id);
+                    admin.ok(&["outputs", &t.id, "--to", &to.display().to_string()]);
+                    let text = fs::read_to_string(to.join("out.txt"))
+                        .unwrap_or_else(|e| panic!("no out.txt for {}: {e}", t.name));
+                    assert_eq!(text, format!("{}\n", matrix_value(&t.name)), "{t:?}");
+                }
+            });
+        }
+    });
+    eprintln!(
+        "checked {N} outputs in {:.1}s",
+        check_started.elapsed().as_secs_f64()
+    );
+
+    // One branch per runner shard, plus the admin's.
+    let mut expected: BTreeSet<String> = (0..K)
+        .map(|i| format!("refs/heads/bridge/ci-{i}"))
+        .collect();
+    expected.insert("refs/heads/bridge/drain-admin".to_owned());
+    assert_eq!(pool.refs(), expected);
+}
+
+#[test]
+fn a_killed_runner_loses_nothing_and_another_finishes_its_tasks() {
+    const N: usize = 8;
+    let pool = Pool::new("kill");
+    pool.admin.set_lease("2s", "1s");
+    let sub = pool.submit_yaml(&matrix_yaml("s", N, "sleep 2", ""));
+    assert_eq!(sub["new"], N, "{sub}");
+    let secret = pool.add_runner("ci");
+
+    let a = pool.runner("kill-a", &secret);
+    let proc_a = a.spawn("run", &strs(&run_args(Some("0/2"), 2, true)));
+    poll_for(
+        "a first result at the admin while the runner holds more",
+        Duration::from_secs(60),
+        || {
+            let st = pool.synced_status();
+            st.count("done") >= 1 && st.count("running") >= 1
+        },
+    );
+    let killed = proc_a.kill();
+    assert_eq!(killed.code, 128 + 9, "SIGKILL: {killed:?}");
+
+    // Its claims are honoured until the lease (and the clock-skew margin)
+    // runs out; then its tasks are pending again.
+    poll_for(
+        "the dead runner's claims to expire",
+        Duration::from_secs(30),
+        || pool.synced_status().count("running") == 0,
+    );
+    let before = pool.admin.ls();
+    let done_before: BTreeSet<String> = before
+        .iter()
+        .filter(|t| t.status == "done")
+        .map(|t| t.id.clone())
+        .collect();
+    let st = pool.admin.status();
+    assert_eq!(
+        st.count("pending"),
+        (N - done_before.len()) as u64,
+        "{st:?}"
+    );
+    // The results it pushed are in the store, all its own.
+    assert!(!done_before.is_empty());
+    let mut writer = None;
+    for id in &done_before {
+        let show = pool.admin.show(id);
+        let all = show["attempts"].as_array().expect("attempts");
+        assert_eq!(all.len(), 1, "{show}");
+        assert_eq!(all[0]["outcome"], "success", "{show}");
+        assert_eq!(all[0]["device"], "kill-a", "{show}");
+        let key = str_field(&all[0], "key");
+        writer = Some(key.rsplit_once('.').expect("a fact key").0.to_owned());
+    }
+    // The tasks it held: claimed by its process, without an attempt.
+    let writer = writer.expect("the killed runner's writer id");
+    let held: BTreeSet<String> = before
+        .iter()
+        .filter(|t| t.status == "pending")
+        .filter(|t| {
+            let show = pool.admin.show(&t.id);
+            show["claims"]
+                .as_array()
+                .expect("claims")
+                .iter()
+                .any(|c| str_field(c, "key").starts_with(&format!("{writer}.")))
+        })
+        .map(|t| t.id.clone())
+        .collect();
+    eprintln!(
+        "killed runner: {} results pushed, {} tasks held",
+        done_before.len(),
+        held.len()
+    );
+    assert!(!held.is_empty(), "the killed runner held tasks: {before:?}");
+
+    let b = pool.runner("kill-b", &secret);
+    let report = b.ok(&strs(&run_args(Some("1/2"), 4, true))).json();
+    eprintln!("second runner: {report}");
+    assert_eq!(report["failed"], 0, "{report}");
+    assert_eq!(report["left"], 0, "{report}");
+
+    let st = pool.synced_status();
+    assert_eq!((st.tasks, st.count("done")), (N as u64, N as u64), "{st:?}");
+    for t in pool.admin.ls() {
+        let all = attempts(&pool.admin, &t.id);
+        // A pushed result is not run again; every other task, the held
+        // ones included, is done once by the second runner.
+        let by = if done_before.contains(&t.id) {
+            "kill-a"
+        } else {
+            "kill-b"
+        };
+        assert_eq!(
+            all,
+            [("success".to_owned(), by.to_owned())],
+            "{t:?} (held: {})",
+            held.contains(&t.id)
+        );
+    }
+}
+
+#[test]
+fn sigterm_interrupts_the_running_task_and_pushes_the_attempt() {
+    let pool = Pool::new("term");
+    let marker = pool.shared("started");
+    let sub = pool.submit_yaml(&format!(
+        "tasks:\n  - name: long\n    run: touch {} && sleep 60\n",
+        marker.display()
+    ));
+    assert_eq!(sub["new"], 1, "{sub}");
+    let secret = pool.add_runner("ci");
+    let r = pool.runner("term-r", &secret);
+    let proc = r.spawn("run", &strs(&run_args(None, 1, true)));
+    poll_for("the task to start", Duration::from_secs(60), || {
+        marker.exists()
+    });
+
+    let signalled = Instant::now();
+    proc.terminate();
+    let run = wait_exit(proc, Duration::from_secs(60));
+    eprintln!(
+        "the runner exited {:.2}s after SIGTERM",
+        signalled.elapsed().as_secs_f64()
+    );
+    let run = run.expect_code(130);
+    let report = run.json();
+    assert_eq!(report["interrupted"], 1, "{report}");
+    assert_eq!(report["done"], 0, "{report}");
+
+    pool.admin.ok(&["sync"]);
+    let all = attempts(&pool.admin, "long");
+    assert_eq!(
+        all,
+        [("interrupted".to_owned(), "term-r".to_owned())],
+        "the interrupted attempt was pushed"
+    );
+    assert_eq!(pool.admin.task("long").status, "pending");
+}
+
+#[test]
+fn an_offline_laptop_converges_with_runners_and_the_admin() {
+    const N: usize = 8;
+    let pool = Pool::new("laptop");
+    let release = pool.shared("release");
+    // The runners' tasks wait for a file, so the runners are surely still
+    // at work while the laptop syncs.
+    let gate = format!(
+        "i=0; while [ ! -e {} ]; do i=$((i+1)); [ $i -gt 600 ] && exit 1; sleep 0.1; done; echo \"$N\"",
+        release.display()
+    );
+    let sub = pool.submit_yaml(&matrix_yaml("g", N, &gate, "    runs-on: [runner]\n"));
+    assert_eq!(sub["new"], N, "{sub}");
+
+    let laptop = Device::new("laptop");
+    laptop.join_as(&pool.admin, &pool.remote, "submit");
+    assert_eq!(laptop.status().tasks, N as u64);
+
+    let secret = pool.add_runner("ci");
+    let runners: Vec<Device> = (0..2)
+        .map(|i| pool.runner(&format!("laptop-r{i}"), &secret))
+        .collect();
+    let mut procs: Vec<Spawned> = runners
+        .iter()
+        .enumerate()
+        .map(|(i, r)| r.spawn("run", &strs(&run_args(Some(&format!("{i}/2")), 2, true))))
+        .collect();
+
+    // The laptop submits and works its own tasks without a network.
+    laptop.write("mine.yaml", &matrix_yaml("l", 5, "echo \"laptop $N\"", ""));
+    let mine = laptop
+        .ok(&["submit", "--offline", "--json", "mine.yaml"])
+        .json();
+    assert_eq!(mine["new"], 5, "{mine}");
+    let worked = laptop.ok(&["work", "--offline", "--parallel", "2"]);
+    assert!(
+        worked.stderr.contains("5 done, 0 failed"),
+        "{}",
+        worked.stderr
+    );
+    let st = laptop.status();
+    assert_eq!(
+        (st.count("done"), st.count("pending")),
+        (5, N as u64),
+        "{st:?}"
+    );
+
+    // It comes back while the runners are at work.
+    poll_for(
+        "the runners to pick tasks up",
+        Duration::from_secs(60),
+        || pool.synced_status().count("running") > 0,
+    );
+    assert!(procs.iter_mut().all(Spawned::is_running));
+    laptop.ok(&["sync"]);
+    pool.admin.ok(&["sync"]);
+    laptop.ok(&["sync"]);
+    assert!(procs.iter_mut().all(Spawned::is_running));
+
+    fs::write(&release, "").expect("cannot write the release file");
+    for p in procs {
+        let report = wait_exit(p, Duration::from_secs(120)).expect_code(0).json();
+        eprintln!("runner: {report}");
+        assert_eq!(report["failed"], 0, "{report}");
+    }
+
+    let agreed = crate::harness::sync_until_equal(&pool.admin, &laptop, 4);
+    assert_eq!(agreed.len(), N + 5);
+    assert!(agreed.iter().all(|t| t.status == "done"), "{agreed:?}");
+    let fresh = pool.runner("laptop-fresh", &secret);
+    fresh.ok(&["sync"]);
+    let (sa, sl, sf) = (pool.admin.status(), laptop.status(), fresh.status());
+    assert_eq!(sa.counts, sl.counts);
+    assert_eq!(sa.counts, sf.counts);
+    assert_eq!(sa.count("done"), (N + 5) as u64, "{sa:?}");
+    let (la, ll, lf) = (statuses(&pool.admin), statuses(&laptop), statuses(&fresh));
+    assert_eq!(la, ll);
+    assert_eq!(la, lf);
+    assert_eq!(pool.admin.ls(), fresh.ls(), "the same attempts everywhere");
+}
+
+#[test]
+fn a_runner_keeps_its_results_when_the_remote_goes_away() {
+    const N: usize = 12;
+    let pool = Pool::new("gone");
+    let sub = pool.submit_yaml(&matrix_yaml("s", N, "sleep 1", ""));
+    assert_eq!(sub["new"], N, "{sub}");
+    let secret = pool.add_runner("ci");
+    let r = pool.runner("gone-r", &secret);
+    let proc = r.spawn("run", &strs(&run_args(None, 2, true)));
+
+    poll_for(
+        "a first result at the admin",
+        Duration::from_secs(60),
+        || pool.synced_status().count("done") >= 1,
+    );
+    let ls_tree = git(&[
+        "--git-dir",
+        &pool.bare.display().to_string(),
+        "ls-tree",
+        "-r",
+        "--name-only",
+        "refs/heads/bridge/ci",
+    ]);
+    assert!(ls_tree.contains("chunks/"), "{ls_tree}");
+    let moved = pool.shared("moved.git");
+    fs::rename(&pool.bare, &moved).expect("cannot move the bare repository away");
+
+    let run = wait_exit(proc, Duration::from_secs(30));
+    let run = run.expect_code(0);
+    let report = run.json();
+    eprintln!("runner without its remote: {report}");
+    assert_eq!(report["done"], N, "{report}");
+    assert_eq!(report["failed"], 0, "{report}");
+    assert_eq!(report["left"], 0, "{report}");
+    assert!(report["pushes"].is_u64(), "{report}");
+    assert!(
+        run.stderr.contains("did not reach the remote"),
+        "{}",
+        run.stderr
+    );
+    let mine = r.status();
+    assert_eq!(mine.count("done"), N as u64, "{mine:?}");
+
+    fs::rename(&moved, &pool.bare).expect("cannot move the bare repository back");
+    r.ok(&["sync"]);
+    let st = pool.synced_status();
+    assert_eq!((st.tasks, st.count("done")), (N as u64, N as u64), "{st:?}");
+    for t in pool.admin.ls() {
+        assert_eq!(
+            attempts(&pool.admin, &t.id),
+            [("success".to_owned(), "gone-r".to_owned())]
+        );
+    }
+}
+
+#[test]
+fn github_conventions() {
+    let pool = Pool::new("gh");
+    let sub = pool.submit_yaml(
+        "tasks:\n  - name: ok\n    run: echo hello\n  - name: bad\n    run: echo oops >&2; exit 3\n",
+    );
+    assert_eq!(sub["new"], 2, "{sub}");
+    let secret = pool.add_runner("ci");
+    let r = pool.runner("gh-r", &secret);
+    let output = r.scratch("github_output");
+    let summary = r.scratch("github_summary");
+    let (output_s, summary_s) = (output.display().to_string(), summary.display().to_string());
+    let run = r
+        .run_env(
+            &[
+                ("GITHUB_ACTIONS", "true"),
+                ("GITHUB_OUTPUT", &output_s),
+                ("GITHUB_STEP_SUMMARY", &summary_s),
+                ("GITHUB_RUN_ID", "123"),
+                ("GITHUB_SERVER_URL", "https://github.example"),
+                ("GITHUB_REPOSITORY", "o/r"),
+                ("GITHUB_SHA", "abc"),
+                ("RUNNER_OS", "Linux"),
+                ("RUNNER_ARCH", "X64"),
+            ],
+            &strs(&run_args(Some("0/1"), 2, false)),
+        )
+        .expect_code(0);
+    eprintln!("{}", run.stdout);
+
+    let first = run.stdout.lines().next().unwrap_or_default();
+    assert_eq!(first, format!("::add-mask::{secret}"));
+    assert_eq!(run.stdout.matches("::group::").count(), 2, "{}", run.stdout);
+    assert_eq!(
+        run.stdout.matches("::endgroup::").count(),
+        2,
+        "{}",
+        run.stdout
+    );
+    let errors: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("::error title="))
+        .collect();
+    assert_eq!(errors.len(), 1, "{}", run.stdout);
+    assert!(errors[0].contains("bad"), "{}", errors[0]);
+    // Groups open and close in turn.
+    let mut open = false;
+    for l in run.stdout.lines() {
+        if l.starts_with("::group::") {
+            assert!(!open, "nested group: {}", run.stdout);
+            open = true;
+        } else if l == "::endgroup::" {
+            assert!(open, "unopened group: {}", run.stdout);
+            open = false;
+        }
+    }
+    assert!(!open);
+
+    let out = fs::read_to_string(&output).expect("no GITHUB_OUTPUT file");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines.contains(&"tasks-done=1"), "{out}");
+    assert!(lines.contains(&"tasks-failed=1"), "{out}");
+    assert!(lines.iter().any(|l| l.starts_with("tasks-left=")), "{out}");
+
+    let md = fs::read_to_string(&summary).expect("no GITHUB_STEP_SUMMARY file");
+    assert!(md.contains("| task | outcome |"), "{md}");
+    assert!(md.lines().any(|l| l.starts_with("| ok | ")), "{md}");
+    assert!(md.lines().any(|l| l.starts_with("| bad | ")), "{md}");
+
+    pool.admin.ok(&["sync"]);
+    let show = pool.admin.show("ok");
+    let attempts = show["attempts"].as_array().expect("attempts");
+    assert_eq!(attempts.len(), 1, "{show}");
+    let p = &attempts[0]["provenance"];
+    assert_eq!(p["ci_run_id"], "123", "{show}");
+    assert_eq!(
+        p["ci_run_url"], "https://github.example/o/r/actions/runs/123",
+        "{show}"
+    );
+    assert_eq!(p["commit"], "abc", "{show}");
+    assert_eq!(p["runner_os"], "Linux", "{show}");
+    assert_eq!(pool.admin.task("bad").status, "failed");
+}
+
+#[test]
+fn nothing_runnable_exits_at_once() {
+    let pool = Pool::new("idle");
+    let sub = pool.submit_yaml(&matrix_yaml("e", 2, "echo \"$N\"", ""));
+    assert_eq!(sub["new"], 2, "{sub}");
+    pool.admin.ok(&["work"]);
+    let st = pool.synced_status();
+    assert_eq!(st.count("done"), 2, "{st:?}");
+    let secret = pool.add_runner("ci");
+    let r = pool.runner("idle-r", &secret);
+    let started = Instant::now();
+    let report = r.ok(&strs(&run_args(Some("0/1"), 2, true))).json();
+    eprintln!(
+        "a runner with nothing to do took {:.2}s: {report}",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(report["done"], 0, "{report}");
+    assert_eq!(report["left"], 0, "{report}");
+}
+
+/// A `git daemon` serving one folder on 127.0.0.1; killed when dropped.
+struct Daemon {
+    child: Child,
+    port: u16,
+}
+
+impl Daemon {
+    fn start(base: &Path) -> Daemon {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("no free port")
+            .port();
+        let exec_path = git(&["--exec-path"]);
+        let child = Command::new(Path::new(exec_path.trim()).join("git-daemon"))
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .args([
+                "--reuseaddr".to_owned(),
+                format!("--base-path={}", base.display()),
+                "--export-all".to_owned(),
+                "--enable=receive-pack".to_owned(),
+                format!("--port={port}"),
+                "--listen=127.0.0.1".to_owned(),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot start git daemon");
+        let d = Daemon { child, port };
+        let url = d.url("store.git");
+        poll("git daemon to answer", || {
+            git_cmd(&["ls-remote", &url])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        });
+        d
+    }
+
+    fn url(&self, repo: &str) -> String {
+        format!("git://127.0.0.1:{}/{repo}", self.port)
+    }
+
+    fn stop(mut self) {
+        self.child.kill().expect("cannot kill git daemon");
+        self.child.wait().expect("cannot reap git daemon");
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn runners_over_git_daemon() {
+    const N: usize = 20;
+    let tmp = temp_dir("daemon-pool");
+    let bare = tmp.path().join("store.git");
+    git(&["init", "--bare", "-q", &bare.display().to_string()]);
+    git(&[
+        "--git-dir",
+        &bare.display().to_string(),
+        "config",
+        "daemon.receivepack",
+        "true",
+    ]);
+    let daemon = Daemon::start(tmp.path());
+    let remote = format!("git:{}", daemon.url("store.git"));
+    let pool = Pool::on(tmp, bare, remote, "daemon");
+    let sub = pool.submit_yaml(&matrix_yaml("d", N, "echo \"$N\"", ""));
+    assert_eq!(sub["new"], N, "{sub}");
+    let secret = pool.add_runner("ci");
+    let runners: Vec<Device> = (0..2)
+        .map(|i| pool.runner(&format!("daemon-r{i}"), &secret))
+        .collect();
+    let procs: Vec<Spawned> = runners
+        .iter()
+        .enumerate()
+        .map(|(i, r)| r.spawn("run", &strs(&run_args(Some(&format!("{i}/2")), 2, true))))
+        .collect();
+    for p in procs {
+        let report = wait_exit(p, Duration::from_secs(120)).expect_code(0).json();
+        eprintln!("runner over git daemon: {report}");
+        assert_eq!(report["failed"], 0, "{report}");
+    }
+    let st = pool.synced_status();
+    assert_eq!((st.tasks, st.count("done")), (N as u64, N as u64), "{st:?}");
+    let refs = pool.refs();
+    for slot in ["ci-0", "ci-1", "daemon-admin"] {
+        assert!(
+            refs.contains(&format!("refs/heads/bridge/{slot}")),
+            "{refs:?}"
+        );
+    }
+    daemon.stop();
+}
