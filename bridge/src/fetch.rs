@@ -315,6 +315,7 @@ impl Fetcher {
     async fn client(&self) -> Result<&reqwest::Client, FetchError> {
         self.client
             .get_or_try_init(|| async {
+                crate::install_tls_provider();
                 reqwest::Client::builder()
                     .connect_timeout(self.config.connect_timeout)
                     .read_timeout(self.config.read_timeout)

@@ -6,6 +6,7 @@
 mod commands;
 mod error;
 mod fetch;
+mod github;
 mod keys;
 mod output;
 mod publish;
@@ -26,9 +27,7 @@ fn main() -> ExitCode {
     // First of all: on GitHub Actions, mask the identity before anything
     // (even a usage error) can print.
     keys::mask_on_github();
-    // One TLS crypto provider for every HTTPS client (downloads, the GitHub
-    // API). It fails only if one is already installed, which is fine.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    install_tls_provider();
     let cli = Cli::parse();
     init_tracing(cli.global.verbose, cli.global.quiet);
     match commands::run(cli) {
@@ -47,12 +46,20 @@ fn main() -> ExitCode {
     }
 }
 
+/// Installs one TLS crypto provider (ring) for every HTTPS client
+/// (downloads, the GitHub API). Idempotent: a second call finds it installed.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 fn init_tracing(verbose: u8, quiet: bool) {
     use tracing_subscriber::EnvFilter;
     let default = match (quiet, verbose) {
-        (true, _) => "error,automerge=off",
-        (false, 0) => "warn,bridge=info,automerge=off",
-        (false, 1) => "info,automerge=off",
+        // octocrab logs each failed request at error level; bridge reports
+        // it itself, with the call and a hint.
+        (true, _) => "error,automerge=off,octocrab=off",
+        (false, 0) => "warn,bridge=info,automerge=off,octocrab=off",
+        (false, 1) => "info,automerge=off,octocrab=off",
         (false, _) => "debug",
     };
     let filter = EnvFilter::try_from_env("BRIDGE_LOG").unwrap_or_else(|_| EnvFilter::new(default));

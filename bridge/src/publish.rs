@@ -27,9 +27,16 @@ pub struct Publisher {
     pub pushes: usize,
     /// Pushes that failed (their files were queued again).
     pub failures: usize,
-    /// Whether the last exchange with the remote failed because it was unreachable.
+    /// Whether the last exchange with the remote failed (unreachable, gone,
+    /// refused): pushes then wait [`RETRY_AFTER`] before trying again.
     pub offline: bool,
+    /// When the last push failed.
+    failed_at: Option<std::time::Instant>,
 }
+
+/// How long a publisher whose last push failed waits before the next try
+/// (the claim-window syncs and the final sync try regardless).
+const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Publisher {
     /// A publisher for `replica`'s files to `remote`.
@@ -42,6 +49,7 @@ impl Publisher {
             pushes: 0,
             failures: 0,
             offline: false,
+            failed_at: None,
         }
     }
 
@@ -56,6 +64,10 @@ impl Publisher {
 
     fn start_if_idle(&mut self) {
         if self.in_flight.is_some() || self.pending.is_empty() {
+            return;
+        }
+        // After a failure, do not hammer the remote on every loop pass.
+        if self.offline && self.failed_at.is_some_and(|t| t.elapsed() < RETRY_AFTER) {
             return;
         }
         let names = std::mem::take(&mut self.pending);
@@ -92,18 +104,19 @@ impl Publisher {
         self.record(result);
     }
 
-    /// Pushes what is queued, retrying once if the remote was unreachable,
-    /// and waits until nothing is under way (files stay queued when the remote
-    /// is still unreachable: the final sync tries again).
+    /// Pushes what is queued (once more even after a failure) and waits
+    /// until nothing is under way. Files that could not be pushed stay
+    /// queued; they are in the local replica and the next sync sends them.
     pub async fn flush(&mut self, session: &mut Session) {
         self.publish(session);
-        self.offline = false;
+        self.failed_at = None;
         self.start_if_idle();
         self.settle().await;
     }
 
-    /// Waits until nothing is under way (pending files stay queued when the
-    /// remote is unreachable).
+    /// Waits until nothing is under way. Terminates: a failed push is not
+    /// restarted here, and a successful one only starts the next with what
+    /// was already queued.
     pub async fn settle(&mut self) {
         while self.in_flight.is_some() {
             self.settle_one().await;
@@ -114,9 +127,11 @@ impl Publisher {
     /// arrived. Returns `None` when the remote is unreachable.
     pub async fn sync(&mut self, session: &mut Session) -> CliResult<Option<SyncReport>> {
         self.settle().await;
-        self.pending.clear();
-        session.take_written();
-        session.vault.take_written_blobs();
+        // A sync pushes everything the remote lacks; the queue is kept only
+        // in case it fails.
+        let mut queued = std::mem::take(&mut self.pending);
+        queued.extend(session.vault.take_written_blobs());
+        queued.extend(session.take_written());
         let remote = self.remote.clone();
         let replica = self.replica.clone();
         let result = tokio::task::spawn_blocking(move || {
@@ -127,6 +142,10 @@ impl Publisher {
         match result {
             Ok(report) => {
                 self.offline = false;
+                self.failed_at = None;
+                if report.pushed > 0 {
+                    self.pushes += 1;
+                }
                 for w in &report.skipped {
                     tracing::warn!("{w}");
                 }
@@ -134,7 +153,9 @@ impl Publisher {
                 Ok(Some(report))
             }
             Err(SyncError::Remote(e)) if e.is_remote_wide() => {
+                self.pending.extend(queued);
                 self.offline = true;
+                self.failed_at = Some(std::time::Instant::now());
                 tracing::debug!("sync failed, working offline: {e}");
                 Ok(None)
             }
@@ -164,7 +185,10 @@ impl Publisher {
             }
             Ok(Err((names, e))) => {
                 self.failures += 1;
-                self.offline = matches!(e, RemoteError::Unreachable { .. });
+                // Any failure (unreachable, repository gone, token refused)
+                // waits before the next try instead of spinning.
+                self.offline = true;
+                self.failed_at = Some(std::time::Instant::now());
                 tracing::debug!("push failed, will retry: {e}");
                 // Keep them for the next push; order does not matter for a
                 // set of immutable files.

@@ -59,6 +59,8 @@ const FLUSH_DELAY: Duration = Duration::from_millis(100);
 const MAX_WINDOW: usize = 256;
 /// How much work (per slot) a claim window aims to hold.
 const WINDOW_TARGET_MS: f64 = 2000.0;
+/// How long a stopping worker waits for its last push.
+const STOP_PUSH_LIMIT: Duration = Duration::from_secs(3);
 /// How long a stopping task gets between SIGTERM and SIGKILL.
 const KILL_GRACE: Duration = Duration::from_secs(2);
 
@@ -384,7 +386,14 @@ pub async fn work(
     release(session, &waiting, &mut held, now_ms())?;
     session.flush()?;
     if let Some(p) = publisher {
-        p.flush(session).await;
+        if stopping {
+            // Stopping on a signal or at the deadline: the runner's grace
+            // period is short (GitHub kills 10 s after SIGINT). What does not
+            // make it is in the local replica and goes with the next sync.
+            let _ = tokio::time::timeout(STOP_PUSH_LIMIT, p.flush(session)).await;
+        } else {
+            p.flush(session).await;
+        }
     }
     Ok(report)
 }
@@ -430,6 +439,10 @@ fn prefer_shard(candidates: Vec<TaskId>, shard: Option<(u32, u32)>) -> (Vec<Task
         .into_iter()
         .partition(|id| shard_of(id, count) == index);
     if mine.is_empty() {
+        // Steal from the far end of the others' queues: their owners work
+        // from the front, so a thief rarely races them for the same task.
+        let mut others = others;
+        others.reverse();
         (others, true)
     } else {
         (mine, false)

@@ -42,6 +42,10 @@ pub struct Config {
     /// How workers behave.
     #[serde(default)]
     pub worker: WorkerSection,
+    /// The GitHub repository whose Actions runners drain the pool
+    /// (`bridge init --github`, `bridge dispatch`, `bridge usage`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub github: Option<GitHubSection>,
 }
 
 /// `[workspace]`.
@@ -76,6 +80,45 @@ pub struct WorkerSection {
     /// Labels of workers of this workspace, matched against `runs-on`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub labels: Vec<String>,
+}
+
+/// `[github]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct GitHubSection {
+    /// The repository, `OWNER/REPO`.
+    pub repository: String,
+    /// The workflow file that runs `bridge run` (default `bridge.yml`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<String>,
+    /// The branch or tag the workflow runs on (default `main`).
+    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub git_ref: Option<String>,
+    /// Runner minutes bridge's runs may use per calendar month (UTC);
+    /// `bridge dispatch` refuses to go past it without --force.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minutes_budget: Option<u64>,
+    /// How many runners may run at once: the plan's concurrency (GitHub
+    /// Free 20, Pro 40, Team 60; default 20).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_runners: Option<u32>,
+}
+
+impl GitHubSection {
+    /// The workflow file name.
+    pub fn workflow(&self) -> &str {
+        self.workflow.as_deref().unwrap_or("bridge.yml")
+    }
+
+    /// The branch or tag to run the workflow on.
+    pub fn git_ref(&self) -> &str {
+        self.git_ref.as_deref().unwrap_or("main")
+    }
+
+    /// The plan's concurrency.
+    pub fn max_runners(&self) -> u32 {
+        self.max_runners.unwrap_or(20).max(1)
+    }
 }
 
 impl Config {

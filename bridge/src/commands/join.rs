@@ -81,6 +81,7 @@ pub fn run(g: &GlobalArgs, args: JoinArgs) -> CliResult<u8> {
             remote: Some(args.remote.clone()),
         },
         worker: Default::default(),
+        github: None,
     };
     keys::check_pin(&config.workspace.id, &root_id)?;
     let ws = Workspace::with_config(&root, config.clone())?;

@@ -60,18 +60,8 @@ pub enum MembersCommand {
 
 pub fn run(g: &GlobalArgs, args: MembersArgs) -> CliResult<u8> {
     let ws = Workspace::find(g.workspace.as_deref())?;
-    let root = ws
-        .config
-        .workspace
-        .root
-        .parse()
-        .map_err(|_| anyhow!("`root` in bridge.toml is not a member id"))?;
-    keys::check_pin(&ws.config.workspace.id, &root)?;
-    let identity = keys::load_identity()?;
-    let (mut vault, warnings) = Vault::open(ws.replica.clone(), identity, &root)?;
-    for w in warnings {
-        tracing::warn!("{w}");
-    }
+    let root = root_of(&ws)?;
+    let mut vault = open_vault(&ws)?;
     match args.command {
         MembersCommand::Ls { json } => {
             list(vault.roster(), json)?;
@@ -131,14 +121,7 @@ pub fn run(g: &GlobalArgs, args: MembersArgs) -> CliResult<u8> {
             }
         }
         MembersCommand::AddRunner { name } => {
-            let runner = Identity::generate()
-                .map_err(|e| anyhow!(e).context("cannot create an identity"))?;
-            let member = Member {
-                name: name.clone(),
-                key: runner.public(),
-                role: Role::Worker,
-            };
-            change(&mut vault, |r, id| r.add_member(id, member, now_ms()))?;
+            let runner = add_runner(&mut vault, &name)?;
             eprintln!(
                 "Added runner {name} (role worker). Its secret identity follows, printed once:"
             );
@@ -151,12 +134,74 @@ pub fn run(g: &GlobalArgs, args: MembersArgs) -> CliResult<u8> {
     Ok(EXIT_OK)
 }
 
-/// Applies a roster change made by this device (an admin) and saves the new
-/// epoch, plus the earlier epochs re-sealed so new members can verify the chain.
-fn change(
-    vault: &mut Vault,
-    f: impl FnOnce(&Roster, &Identity) -> Result<(Roster, Vec<u8>), bridge_crypto::RosterError>,
-) -> CliResult<()> {
+/// The roster root pinned in `ws`'s bridge.toml, checked against this
+/// device's pin.
+fn root_of(ws: &Workspace) -> CliResult<bridge_crypto::MemberId> {
+    let root = ws
+        .config
+        .workspace
+        .root
+        .parse()
+        .map_err(|_| anyhow!("`root` in bridge.toml is not a member id"))?;
+    keys::check_pin(&ws.config.workspace.id, &root)?;
+    Ok(root)
+}
+
+/// Opens `ws`'s vault with this device's identity, verifying the roster.
+pub fn open_vault(ws: &Workspace) -> CliResult<Vault> {
+    let root = root_of(ws)?;
+    let identity = keys::load_identity()?;
+    let (vault, warnings) = Vault::open(ws.replica.clone(), identity, &root)?;
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
+    Ok(vault)
+}
+
+/// Creates a worker identity for a CI runner, adds it to the roster as
+/// `name` (a new epoch, signed by this device, which must be an admin) and
+/// returns it. The identity is saved nowhere: the caller hands its secret to
+/// the CI system once (`members add-runner` prints it, `init --github`
+/// stores it as a repository secret).
+pub fn add_runner(vault: &mut Vault, name: &str) -> CliResult<Identity> {
+    let runner = new_runner_identity()?;
+    add_runner_identity(vault, name, &runner)?;
+    Ok(runner)
+}
+
+/// A fresh identity for a runner.
+pub fn new_runner_identity() -> CliResult<Identity> {
+    Identity::generate().map_err(|e| anyhow!(e).context("cannot create an identity").into())
+}
+
+/// Adds `runner` to the roster as the worker `name` (see [`add_runner`]).
+pub fn add_runner_identity(vault: &mut Vault, name: &str, runner: &Identity) -> CliResult<()> {
+    let member = Member {
+        name: name.to_owned(),
+        key: runner.public(),
+        role: Role::Worker,
+    };
+    change(vault, |r, id| r.add_member(id, member, now_ms()))
+}
+
+/// A runner name not yet in the roster: `base`, else `base-2`, `base-3`, …
+pub fn free_member_name(vault: &Vault, base: &str) -> String {
+    let latest = vault.roster().latest();
+    (1..)
+        .map(|i| {
+            if i == 1 {
+                base.to_owned()
+            } else {
+                format!("{base}-{i}")
+            }
+        })
+        .find(|n| latest.member_by_name(n).is_none())
+        .unwrap_or_else(|| base.to_owned())
+}
+
+/// Refuses unless this device is an admin of the workspace (only an admin
+/// may change the members).
+pub fn require_admin(vault: &Vault) -> CliResult<()> {
     let me = vault.me()?;
     if !me.role.can_admin() {
         return Err(CliError::hint(
@@ -168,6 +213,16 @@ fn change(
             "ask an admin of the workspace",
         ));
     }
+    Ok(())
+}
+
+/// Applies a roster change made by this device (an admin) and saves the new
+/// epoch, plus the earlier epochs re-sealed so new members can verify the chain.
+fn change(
+    vault: &mut Vault,
+    f: impl FnOnce(&Roster, &Identity) -> Result<(Roster, Vec<u8>), bridge_crypto::RosterError>,
+) -> CliResult<()> {
+    require_admin(vault)?;
     let (roster, file) = f(vault.roster(), vault.identity())
         .map_err(|e| anyhow!(e).context("cannot change the roster"))?;
     vault.write_roster_file(&file)?;

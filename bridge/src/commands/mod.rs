@@ -10,6 +10,7 @@ use crate::error::CliResult;
 mod cancel;
 mod common;
 mod demo;
+mod dispatch;
 mod init;
 mod join;
 mod keygen;
@@ -23,6 +24,7 @@ mod show;
 mod status;
 mod submit;
 mod sync;
+mod usage;
 mod whoami;
 mod work;
 
@@ -37,6 +39,8 @@ Start here:
   bridge work --parallel 4                    run runnable tasks on this device
   bridge status                               see where things stand
   bridge sync                                 exchange tasks and results with the remote
+  bridge init --github OWNER/REPO             let that repository's Actions runners drain the pool
+  bridge dispatch --watch                     start runners for the pending work and follow them
 
 Exit codes: 0 ok, 1 error, 2 bad command line, 3 a task failed (work),
 4 remote unreachable (sync), 130 stopped by Ctrl-C/SIGTERM.
@@ -86,6 +90,8 @@ pub enum Command {
     Retry(retry::RetryArgs),
     Work(work::WorkArgs),
     Run(run::RunArgs),
+    Dispatch(dispatch::DispatchArgs),
+    Usage(usage::UsageArgs),
     Sync(sync::SyncArgs),
     Demo(demo::DemoArgs),
     Keygen(keygen::KeygenArgs),
@@ -109,6 +115,8 @@ pub fn run(cli: Cli) -> CliResult<u8> {
         Command::Retry(a) => retry::run(g, a),
         Command::Work(a) => work::run(g, a),
         Command::Run(a) => run::run(g, a),
+        Command::Dispatch(a) => dispatch::run(g, a),
+        Command::Usage(a) => usage::run(g, a),
         Command::Sync(a) => sync::run(g, a),
         Command::Demo(a) => demo::run(g, a),
         Command::Keygen(a) => keygen::run(g, a),

@@ -167,8 +167,11 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> CliResult<u8> {
         report.first_started_ms = report
             .first_started_ms
             .map(|ms| ms + work_began.as_millis() as u64);
-        // Land everything, and learn what is left for the summary.
-        publisher.sync(&mut session).await?;
+        // Land everything, and learn what is left for the summary (not when
+        // stopped by a signal: the grace period is spent, the worker pushed).
+        if !shutdown.is_cancelled() {
+            publisher.sync(&mut session).await?;
+        }
         Ok((report, hooks.ledger))
     });
     let (report, ledger) = result?;

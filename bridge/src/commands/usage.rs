@@ -1,0 +1,99 @@
+//! `bridge usage`: the runner minutes bridge's GitHub Actions runs used this
+//! month, against the budget in bridge.toml.
+
+use clap::Args;
+use serde_json::json;
+
+use super::GlobalArgs;
+use crate::error::{CliResult, EXIT_OK};
+use crate::github::{self, GitHub, Month, cli_error};
+use crate::output::{print_json, print_table};
+use crate::workspace::Workspace;
+
+/// Show the runner minutes bridge's GitHub Actions runs used this month
+///
+/// Lists the runs of the [github] workflow created in the month (UTC) and
+/// reads each one's timing: the billable time GitHub reports (each job
+/// rounded up to a minute, as GitHub bills), else, where GitHub reports none
+/// (public repositories, self-hosted runners), the jobs' own start and end.
+/// macOS and Windows runners count 10× and 2× against a plan's included
+/// minutes; the figures here are not multiplied. `bridge dispatch` refuses to
+/// go past [github] minutes-budget without --force.
+///
+/// JSON (--json): {"repository", "workflow", "month", "minutes", "budget",
+/// "left", "runs": [{"id", "created_at", "status", "conclusion", "minutes",
+/// "source": "billable"|"jobs"|"run_duration", "html_url"}]}
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+pub struct UsageArgs {
+    /// The month to report, YYYY-MM (default: this month, UTC)
+    #[arg(long, value_name = "YYYY-MM")]
+    pub month: Option<Month>,
+    /// Print JSON for scripts (format above)
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(g: &GlobalArgs, args: UsageArgs) -> CliResult<u8> {
+    let ws = Workspace::find(g.workspace.as_deref())?;
+    let (section, repo) = github::configured(&ws.config)?;
+    let month = args
+        .month
+        .unwrap_or_else(|| Month::of(std::time::SystemTime::now()));
+    let gh = GitHub::connect(&repo)?;
+    let workflow = section.workflow();
+    let runs = gh
+        .month_usage(workflow, month)
+        .map_err(|e| cli_error(e, gh.token_source))?;
+    let minutes: u64 = runs.iter().map(|r| r.minutes).sum();
+    let budget = section.minutes_budget;
+    let left = budget.map(|b| b.saturating_sub(minutes));
+    if args.json {
+        print_json(&json!({
+            "repository": repo.to_string(),
+            "workflow": workflow,
+            "month": month.to_string(),
+            "minutes": minutes,
+            "budget": budget,
+            "left": left,
+            "runs": runs,
+        }))?;
+        return Ok(EXIT_OK);
+    }
+    println!(
+        "{repo}, workflow {workflow}, {month}: {} run(s), {minutes} runner minute(s){}",
+        runs.len(),
+        match (budget, left) {
+            (Some(b), Some(l)) => format!(" of the {b} budgeted ({l} left)"),
+            _ => " (no minutes-budget under [github] in bridge.toml)".to_owned(),
+        }
+    );
+    if runs.is_empty() {
+        return Ok(EXIT_OK);
+    }
+    println!();
+    let rows: Vec<Vec<String>> = runs
+        .iter()
+        .map(|r| {
+            vec![
+                r.id.to_string(),
+                r.created_at.clone(),
+                r.conclusion
+                    .clone()
+                    .or_else(|| r.status.clone())
+                    .unwrap_or_default(),
+                r.minutes.to_string(),
+                serde_json::to_value(r.source)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                r.html_url.clone(),
+            ]
+        })
+        .collect();
+    print_table(
+        &["RUN", "CREATED", "STATUS", "MINUTES", "FROM", "URL"],
+        &rows,
+    )?;
+    Ok(EXIT_OK)
+}

@@ -1,0 +1,665 @@
+//! The GitHub side (`init --github`, `dispatch`, `usage`) against a
+//! validating mock of GitHub's API on 127.0.0.1: prism (npm
+//! `@stoplight/prism-cli`) serving GitHub's own OpenAPI description (npm
+//! `@octokit/openapi`), cut down to the operations bridge calls by
+//! tests/github/make-spec.mjs. `prism mock --errors` answers every request
+//! that breaks the description with an error (422), so each call bridge
+//! makes is checked against GitHub's request schemas; the tests also read
+//! the mock's log to see which calls were made and that none was refused.
+//! Error answers are asked for with `Prefer: code=…` headers, which bridge
+//! adds from `BRIDGE_GITHUB_EXTRA_HEADERS` (a hook for mocks).
+//!
+//! The tools are installed by `.ci/run` (`npm ci` in tests/github); a test
+//! run without them installs them first.
+
+use std::fs;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+use crate::harness::{Device, dir_remote, poll, temp_dir};
+
+/// tests/github: the npm tools and the spec script.
+fn tools_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/github")
+}
+
+/// The subset of GitHub's description, made once per test run.
+fn spec() -> &'static Path {
+    static SPEC: OnceLock<PathBuf> = OnceLock::new();
+    SPEC.get_or_init(|| {
+        let dir = tools_dir();
+        if !dir.join("node_modules/.bin/prism").exists() {
+            let status = Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+                .current_dir(&dir)
+                .stdin(Stdio::null())
+                .status()
+                .unwrap_or_else(|e| {
+                    panic!("cannot run npm (Node.js is needed for these tests): {e}")
+                });
+            assert!(status.success(), "`npm ci` in {} failed", dir.display());
+        }
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("github-api.subset.{}.json", std::process::id()));
+        let run = Command::new("node")
+            .arg(dir.join("make-spec.mjs"))
+            .arg(&out)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run node: {e}"));
+        assert!(
+            run.status.success(),
+            "make-spec.mjs failed:\n{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        out
+    })
+}
+
+/// A prism mock of GitHub's API on a free port of 127.0.0.1; killed when
+/// dropped.
+struct Mock {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+    _dir: TempDir,
+}
+
+impl Mock {
+    fn start() -> Mock {
+        let spec = spec();
+        let dir = temp_dir("prism");
+        let log = dir.path().join("prism.log");
+        // A free port: bind, read it, let it go (prism binds it next).
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("cannot find a free port")
+            .port();
+        let child = Command::new(tools_dir().join("node_modules/.bin/prism"))
+            .args([
+                "mock",
+                "--errors",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
+            .arg(spec)
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(&log).expect("cannot create the mock's log"))
+            .stderr(Stdio::from(
+                fs::File::options()
+                    .append(true)
+                    .open(&log)
+                    .expect("cannot open the mock's log"),
+            ))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start prism: {e}"));
+        let mut mock = Mock {
+            child,
+            port,
+            log,
+            _dir: dir,
+        };
+        // Bounded: prism starts in a second or two on the subset.
+        let start = Instant::now();
+        loop {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok()
+                && mock.log_text().contains("Prism is listening")
+            {
+                break;
+            }
+            if let Ok(Some(status)) = mock.child.try_wait() {
+                panic!("prism exited ({status}):\n{}", mock.log_text());
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "prism did not listen on 127.0.0.1:{port} within 60 s:\n{}",
+                mock.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        mock
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The requests the mock received, as `METHOD /path` (no query).
+    fn requests(&self) -> Vec<String> {
+        self.log_text()
+            .lines()
+            .filter(|l| l.contains("[HTTP SERVER]") && l.contains("Request received"))
+            .filter_map(|l| {
+                let rest = l.split("[HTTP SERVER]").nth(1)?.trim();
+                let mut words = rest.split_whitespace();
+                Some(format!(
+                    "{} {}",
+                    words.next()?.to_uppercase(),
+                    words.next()?
+                ))
+            })
+            .collect()
+    }
+
+    /// How many requests matched `METHOD /path`.
+    fn count(&self, request: &str) -> usize {
+        self.requests().iter().filter(|r| *r == request).count()
+    }
+
+    /// Requests or responses the mock found to break GitHub's description.
+    fn violations(&self) -> Vec<String> {
+        self.log_text()
+            .lines()
+            .filter(|l| {
+                l.contains("did not pass the validation rules")
+                    || l.contains("[VALIDATOR] ✖")
+                    || l.contains("not valid")
+                    || l.contains("NO_PATH_MATCHED")
+            })
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Panics if the mock saw a request or sent a response that breaks the
+    /// description.
+    fn assert_valid(&self) {
+        let v = self.violations();
+        assert!(
+            v.is_empty(),
+            "the mock found requests that break GitHub's API description:\n{}\n--- log\n{}",
+            v.join("\n"),
+            self.log_text()
+        );
+    }
+}
+
+impl Drop for Mock {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A device whose GitHub API is the mock, with a token.
+fn device(name: &str, mock: &Mock) -> Device {
+    let mut d = Device::new(name);
+    d.set_env("GITHUB_TOKEN", "github_pat_test_only");
+    d.set_env("BRIDGE_GITHUB_API", &mock.url());
+    d
+}
+
+const REPO: &str = "octo-org/pool";
+const PUBLIC_KEY: &str = "GET /repos/octo-org/pool/actions/secrets/public-key";
+const PUT_SECRET: &str = "PUT /repos/octo-org/pool/actions/secrets/BRIDGE_IDENTITY";
+const DISPATCH: &str = "POST /repos/octo-org/pool/actions/workflows/bridge.yml/dispatches";
+const LIST_RUNS: &str = "GET /repos/octo-org/pool/actions/workflows/bridge.yml/runs";
+
+/// A workspace set up by `init --github` whose store is a local folder.
+fn github_workspace(name: &str, mock: &Mock) -> (Device, TempDir) {
+    let d = device(name, mock);
+    let store = temp_dir("gh-store");
+    d.ok(&[
+        "init",
+        "--github",
+        REPO,
+        "--remote",
+        &dir_remote(store.path()),
+    ]);
+    (d, store)
+}
+
+#[test]
+fn init_github_via_api_stores_the_sealed_secret_and_commits_the_files() {
+    let mock = Mock::start();
+    let d = device("gh-init-api", &mock);
+    let store = temp_dir("gh-store");
+    let run = d.ok(&[
+        "init",
+        "--github",
+        REPO,
+        "--remote",
+        &dir_remote(store.path()),
+        "--via-api",
+    ]);
+    mock.assert_valid();
+    let contents = |path: &str| format!("/repos/octo-org/pool/contents/{path}");
+    assert_eq!(
+        mock.requests(),
+        vec![
+            PUBLIC_KEY.to_owned(),
+            PUT_SECRET.to_owned(),
+            format!("GET {}", contents(".github%2Fworkflows%2Fbridge.yml")),
+            format!("PUT {}", contents(".github%2Fworkflows%2Fbridge.yml")),
+            format!("GET {}", contents("bridge.toml")),
+            format!("PUT {}", contents("bridge.toml")),
+        ],
+        "{}",
+        mock.log_text()
+    );
+    // What a person needs to know, and the next command.
+    for words in [
+        "BRIDGE_IDENTITY",
+        "Actions: read and write, Secrets: read and write, Contents: read and write",
+        "GitHub's terms",
+        "work related to the repository's",
+        "self-hosted",
+        "runs-on",
+        "bridge dispatch",
+        "git pull",
+    ] {
+        assert!(
+            run.stdout.contains(words),
+            "no `{words}` in:\n{}",
+            run.stdout
+        );
+    }
+    // The identity is never printed.
+    assert!(!run.stdout.contains("AGE-SECRET-KEY"), "{}", run.stdout);
+    assert!(!run.stderr.contains("AGE-SECRET-KEY"), "{}", run.stderr);
+    let toml = fs::read_to_string(d.path("bridge.toml")).expect("bridge.toml");
+    assert!(toml.contains("[github]"), "{toml}");
+    assert!(toml.contains("repository = \"octo-org/pool\""), "{toml}");
+    assert!(toml.contains("minutes-budget = 2000"), "{toml}");
+    // --via-api commits the workflow instead of writing it here.
+    assert!(!d.path(".github/workflows/bridge.yml").exists());
+    let members = d.ok(&["members", "ls", "--json"]).json();
+    let runner = members["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .find(|m| m["name"] == "github-actions")
+        .unwrap_or_else(|| panic!("no runner member: {members}"))
+        .clone();
+    assert_eq!(runner["role"], "worker");
+}
+
+#[test]
+fn init_github_in_a_checkout_writes_the_workflow_and_can_run_again() {
+    let mock = Mock::start();
+    let (d, _store) = github_workspace("gh-init", &mock);
+    mock.assert_valid();
+    assert_eq!(mock.requests(), vec![PUBLIC_KEY, PUT_SECRET]);
+    let template =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../workflows/bridge.yml"))
+            .expect("the workflow template");
+    let written = fs::read_to_string(d.path(".github/workflows/bridge.yml")).expect("the workflow");
+    assert_eq!(written, template);
+    // Again in the same workspace: a second runner identity, the secret
+    // replaced, bridge.toml kept as it is.
+    let before = fs::read_to_string(d.path("bridge.toml")).expect("bridge.toml");
+    let again = d.ok(&["init", "--github", REPO]);
+    assert!(
+        again
+            .stdout
+            .contains("git add bridge.toml .github/workflows/bridge.yml"),
+        "{}",
+        again.stdout
+    );
+    assert_eq!(
+        fs::read_to_string(d.path("bridge.toml")).expect("bridge.toml"),
+        before
+    );
+    let members = d.ok(&["members", "ls", "--json"]).json();
+    let names: Vec<&str> = members["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .filter_map(|m| m["name"].as_str())
+        .collect();
+    assert!(names.contains(&"github-actions-2"), "{members}");
+    // Another repository is refused.
+    let other = d
+        .run(&["init", "--github", "octo-org/other"])
+        .expect_code(1);
+    assert!(
+        other
+            .stderr
+            .contains("set up for GitHub repository octo-org/pool"),
+        "{}",
+        other.stderr
+    );
+    mock.assert_valid();
+}
+
+#[test]
+fn dispatch_starts_the_runners_the_work_needs_and_returns_the_run() {
+    let mock = Mock::start();
+    let (d, _store) = github_workspace("gh-dispatch", &mock);
+    // Nothing pending: no run.
+    let idle = d.ok(&["dispatch", "--json"]).json();
+    assert_eq!(idle["dispatched"], false);
+    assert_eq!(mock.count(DISPATCH), 0);
+    for i in 0..3 {
+        d.ok(&["submit", "--", "sh", "-c", &format!("echo {i}")]);
+    }
+    let out = d.ok(&["dispatch", "--json", "--budget", "30m"]).json();
+    mock.assert_valid();
+    // GitHub's example answer to return_run_details.
+    assert_eq!(out["run_id"], 1, "{out}");
+    assert_eq!(
+        out["html_url"],
+        "https://github.com/octo-org/octo-repo/actions/runs/1"
+    );
+    // 3 tasks of the default 1 h timeout in 30-min runners: one per task.
+    assert_eq!(out["runners"], 3, "{out}");
+    assert_eq!(out["pending_tasks"], 3, "{out}");
+    assert_eq!(mock.count(DISPATCH), 1);
+    // The month's usage was read for the budget first.
+    assert!(mock.count(LIST_RUNS) >= 1, "{}", mock.log_text());
+    // People get the run's page.
+    let human = d.ok(&["dispatch", "--runners", "2"]);
+    assert!(human.stdout.contains("2 runner(s)"), "{}", human.stdout);
+    assert!(
+        human.stdout.contains("Run 1: https://github.com/"),
+        "{}",
+        human.stdout
+    );
+    mock.assert_valid();
+}
+
+#[test]
+fn dispatch_without_run_details_looks_for_the_run() {
+    let mock = Mock::start();
+    let (mut d, _store) = github_workspace("gh-204", &mock);
+    d.ok(&["submit", "--", "true"]);
+    // Older GitHub Enterprise Server answers 204 without the run.
+    d.set_env(
+        "BRIDGE_GITHUB_EXTRA_HEADERS",
+        "actions/create-workflow-dispatch Prefer: code=204",
+    );
+    let before = mock.count(LIST_RUNS);
+    let out = d.ok(&["dispatch", "--json", "--interval", "100ms"]).json();
+    mock.assert_valid();
+    // The mock's only run is from 2020: not this dispatch's. bridge looked a
+    // few times, then points at the workflow's page.
+    assert_eq!(out["run_id"], Value::Null, "{out}");
+    assert_eq!(
+        out["html_url"],
+        "https://github.com/octo-org/pool/actions/workflows/bridge.yml"
+    );
+    assert!(mock.count(LIST_RUNS) >= before + 2, "{}", mock.log_text());
+}
+
+#[test]
+fn dispatch_refuses_to_pass_the_minutes_budget_without_force() {
+    let mock = Mock::start();
+    let (d, _store) = github_workspace("gh-budget", &mock);
+    let path = d.path("bridge.toml");
+    let toml = fs::read_to_string(&path).expect("bridge.toml");
+    fs::write(
+        &path,
+        toml.replace("minutes-budget = 2000", "minutes-budget = 10"),
+    )
+    .expect("bridge.toml");
+    d.ok(&["submit", "--", "true"]);
+    let refused = d.run(&["dispatch"]).expect_code(1);
+    assert!(
+        refused.stderr.contains("not dispatching"),
+        "{}",
+        refused.stderr
+    );
+    // The numbers: 1 runner × 45 min (the timeout says 1 h) + planning.
+    assert!(
+        refused.stderr.contains("about 46 minutes")
+            && refused.stderr.contains("used 0 of the 10 minutes"),
+        "{}",
+        refused.stderr
+    );
+    assert!(refused.stderr.contains("--force"), "{}", refused.stderr);
+    assert_eq!(mock.count(DISPATCH), 0);
+    let forced = d.ok(&["dispatch", "--force"]);
+    assert!(
+        forced.stderr.contains("going on (--force)"),
+        "{}",
+        forced.stderr
+    );
+    assert_eq!(mock.count(DISPATCH), 1);
+    mock.assert_valid();
+}
+
+#[test]
+fn usage_adds_up_the_minutes_of_the_months_runs() {
+    let mock = Mock::start();
+    let (d, _store) = github_workspace("gh-usage", &mock);
+    // GitHub's example run is from January 2020, with 13 billable minutes
+    // (each job rounded up).
+    let out = d.ok(&["usage", "--month", "2020-01", "--json"]).json();
+    mock.assert_valid();
+    assert_eq!(out["minutes"], 13, "{out}");
+    assert_eq!(out["budget"], 2000, "{out}");
+    assert_eq!(out["left"], 1987, "{out}");
+    assert_eq!(out["runs"][0]["source"], "billable", "{out}");
+    assert_eq!(
+        mock.count("GET /repos/octo-org/pool/actions/runs/30433642/timing"),
+        1,
+        "{}",
+        mock.log_text()
+    );
+    // This month has no runs of the mock's.
+    let now = d.ok(&["usage"]);
+    assert!(
+        now.stdout
+            .contains("0 run(s), 0 runner minute(s) of the 2000 budgeted"),
+        "{}",
+        now.stdout
+    );
+    let table = d.ok(&["usage", "--month", "2020-01"]);
+    assert!(table.stdout.contains("30433642"), "{}", table.stdout);
+    mock.assert_valid();
+}
+
+#[test]
+fn a_refused_token_says_which_token_and_permissions() {
+    let mock = Mock::start();
+    let (mut d, _store) = github_workspace("gh-401", &mock);
+    d.ok(&["submit", "--", "true"]);
+    d.set_env("BRIDGE_GITHUB_EXTRA_HEADERS", "Prefer: code=401");
+    let run = d.run(&["dispatch"]).expect_code(1);
+    assert!(
+        run.stderr
+            .contains("the token was refused (HTTP 401: Bad credentials)"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("Hint: set GITHUB_TOKEN to a valid token for octo-org/pool"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("Actions: read and write"),
+        "{}",
+        run.stderr
+    );
+    // `init --github` checks the token before it creates anything.
+    let fresh = device("gh-401-init", &mock);
+    let init = fresh
+        .run_env(
+            &[("BRIDGE_GITHUB_EXTRA_HEADERS", "Prefer: code=401")],
+            &["init", "--github", REPO],
+        )
+        .expect_code(1);
+    assert!(
+        init.stderr.contains(
+            "cannot read the public key for Actions secrets of octo-org/pool: the token was refused"
+        ),
+        "{}",
+        init.stderr
+    );
+    assert!(!fresh.path("bridge.toml").exists());
+    // No token at all.
+    let mut none = Device::new("gh-no-token");
+    none.set_env("BRIDGE_GITHUB_API", &mock.url());
+    let missing = none.run(&["init", "--github", REPO]).expect_code(1);
+    assert!(
+        missing.stderr.contains("no GitHub token"),
+        "{}",
+        missing.stderr
+    );
+    assert!(
+        missing.stderr.contains("GITHUB_TOKEN"),
+        "{}",
+        missing.stderr
+    );
+}
+
+#[test]
+fn a_dispatch_github_refuses_shows_githubs_message() {
+    let mock = Mock::start();
+    let (d, _store) = github_workspace("gh-422", &mock);
+    d.ok(&["submit", "--", "true"]);
+    let run = d
+        .run_env(
+            &[(
+                "BRIDGE_GITHUB_EXTRA_HEADERS",
+                "actions/create-workflow-dispatch Prefer: code=422",
+            )],
+            &["dispatch"],
+        )
+        .expect_code(1);
+    assert!(
+        run.stderr.contains(
+            "GitHub refused it: Workflow does not have 'workflow_dispatch' trigger (HTTP 422)"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("Hint: the workflow must be on that branch"),
+        "{}",
+        run.stderr
+    );
+    // A request that breaks GitHub's description is refused by the mock as
+    // GitHub would: a dispatch takes at most 25 inputs.
+    let mut args = vec!["dispatch".to_owned()];
+    for i in 0..24 {
+        args.push("--input".to_owned());
+        args.push(format!("extra-{i}=x"));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let too_many = d.run(&args).expect_code(1);
+    assert!(
+        too_many.stderr.contains("(HTTP 422)"),
+        "{}",
+        too_many.stderr
+    );
+    assert!(
+        mock.log_text()
+            .contains("must NOT have more than 25 properties"),
+        "{}",
+        mock.log_text()
+    );
+}
+
+#[test]
+fn dispatch_watch_follows_the_pool_until_it_drains() {
+    let mock = Mock::start();
+    let (d, _store) = github_workspace("gh-watch", &mock);
+    d.ok(&[
+        "submit",
+        "--output",
+        "out.txt",
+        "--",
+        "sh",
+        "-c",
+        "echo one > out.txt",
+    ]);
+    d.ok(&["submit", "--", "true"]);
+    let watch = d.spawn("watch", &["dispatch", "--watch", "--interval", "300ms"]);
+    poll("the dispatch", || mock.count(DISPATCH) == 1);
+    // A worker here stands in for the runners.
+    d.ok(&["work", "-j", "2"]);
+    let mut watch = watch;
+    poll("the watch to end", || !watch.is_running());
+    let run = watch.wait().expect_code(0);
+    assert!(
+        run.stdout
+            .contains("The pool is drained: 2 done · 0 failed · 0 left"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("bridge outputs"), "{}", run.stdout);
+    // It followed the run and its jobs.
+    assert!(
+        mock.count("GET /repos/octo-org/pool/actions/runs/1") >= 1,
+        "{}",
+        mock.log_text()
+    );
+    assert!(
+        mock.count("GET /repos/octo-org/pool/actions/runs/1/jobs") >= 1,
+        "{}",
+        mock.log_text()
+    );
+    // Progress lines name the run's and the jobs' states.
+    assert!(
+        run.stderr.contains("run: queued") && run.stderr.contains("jobs: 1 success"),
+        "{}",
+        run.stderr
+    );
+    mock.assert_valid();
+}
+
+#[test]
+fn the_github_commands_explain_themselves() {
+    let d = Device::new("gh-help");
+    let cases: &[(&[&str], &[&str])] = &[
+        (
+            &["init", "--help"],
+            &[
+                "--github",
+                "--via-api",
+                "BRIDGE_IDENTITY",
+                "Secrets: read and write",
+            ],
+        ),
+        (
+            &["dispatch", "--help"],
+            &[
+                "--runners",
+                "auto",
+                "--watch",
+                "--force",
+                "minutes-budget",
+                "max-runners",
+            ],
+        ),
+        (&["usage", "--help"], &["--month", "billable", "--json"]),
+    ];
+    for (args, words) in cases {
+        let run = d.run(args).expect_code(0);
+        for w in *words {
+            assert!(
+                run.stdout.contains(w),
+                "`bridge {}` lacks `{w}`:\n{}",
+                args.join(" "),
+                run.stdout
+            );
+        }
+    }
+    let top = d.run(&["--help"]).expect_code(0);
+    for cmd in ["dispatch", "usage"] {
+        assert!(top.stdout.contains(&format!("  {cmd} ")), "{}", top.stdout);
+    }
+    // Without [github] in bridge.toml, the commands say how to add it.
+    d.ok(&["init"]);
+    let run = d.run(&["usage"]).expect_code(1);
+    assert!(
+        run.stderr.contains("bridge init --github OWNER/REPO"),
+        "{}",
+        run.stderr
+    );
+}
