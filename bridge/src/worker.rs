@@ -309,6 +309,7 @@ pub async fn work(
             .deadline
             .map_or_else(|| Instant::now() + Duration::from_secs(86_400), |(d, _)| d);
         let pushing = publisher.as_ref().is_some_and(|p| p.busy());
+        let push_due = publisher.as_ref().and_then(|p| p.due());
         let mut stop_now = false;
         tokio::select! {
             Some(joined) = running.join_next(), if !running.is_empty() => {
@@ -363,6 +364,12 @@ pub async fn work(
                     None => std::future::pending().await,
                 }
             }, if pushing => {}
+            // Queued results waiting for the push interval.
+            _ = tokio::time::sleep_until(push_due.unwrap_or(stop_at)), if push_due.is_some() => {
+                if let Some(p) = publisher.as_deref_mut() {
+                    p.push_if_due();
+                }
+            }
         }
         if stop_now {
             // Stop: interrupt running tasks (their attempts are recorded as
