@@ -215,7 +215,13 @@ pub async fn work(
             let (candidates, stealing) = prefer_shard(runnable, opts.shard);
             let window = match (avg_ms, stealing) {
                 // A thief takes little, so the owner of the shard is not starved.
-                (_, true) | (None, _) => parallel,
+                (_, true) => parallel,
+                // A runner's own shard is its own: claim it in one window
+                // (each window costs a sync with the remote; thieves take
+                // from the far end, and unstarted claims are released at
+                // the deadline).
+                (_, false) if opts.shard.is_some() => MAX_WINDOW,
+                (None, _) => parallel,
                 (Some(ms), false) => ((parallel as f64 * WINDOW_TARGET_MS / ms.max(1.0)) as usize)
                     .clamp(parallel, MAX_WINDOW),
             };
