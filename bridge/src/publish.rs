@@ -74,7 +74,10 @@ impl Publisher {
         if self.in_flight.is_some() || self.pending.is_empty() {
             return;
         }
-        if self.due().is_some_and(|at| at > tokio::time::Instant::now()) {
+        if self
+            .due()
+            .is_some_and(|at| at > tokio::time::Instant::now())
+        {
             return;
         }
         self.started_at = Some(std::time::Instant::now());

@@ -11,6 +11,7 @@ mod cli;
 mod crash;
 mod devices;
 mod errors;
+mod examples;
 mod github;
 mod harness;
 mod runner;

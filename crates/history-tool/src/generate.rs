@@ -120,6 +120,53 @@ impl Rng {
     }
 }
 
+/// How an author works across all documents: how much, from which day, and
+/// a holiday, so that the timeline has people in it.
+struct Profile {
+    /// A factor on the chance to edit on a given day.
+    level: f64,
+    /// The first day (from the start) the author edits anything.
+    joins: i64,
+    /// Days (from the start) without any edit: [from, to).
+    away: (i64, i64),
+}
+
+impl Profile {
+    fn chance(&self, day: i64) -> f64 {
+        if day < self.joins || (self.away.0..self.away.1).contains(&day) {
+            0.0
+        } else {
+            self.level
+        }
+    }
+}
+
+fn profiles(p: &Params) -> Vec<Profile> {
+    let mut rng = Rng(p.seed ^ 0xA076_1D64_78BD_642F);
+    let days = i64::from(p.days);
+    (0..p.actors)
+        .map(|a| {
+            let level = 0.4 + 0.8 * rng.unit();
+            // The first two authors are there from the start; the others
+            // may join in the first third of the period.
+            let joins = if a < 2 {
+                0
+            } else {
+                rng.below(days as u64 / 3 + 1) as i64
+            };
+            let len = 3 + rng.below(7) as i64;
+            let from = rng.below(days as u64) as i64;
+            // Every other author takes a holiday.
+            let away = if a % 2 == 1 {
+                (from, from + len)
+            } else {
+                (0, 0)
+            };
+            Profile { level, joins, away }
+        })
+        .collect()
+}
+
 /// The author names: well-known names first, then `author-N`.
 fn author_names(k: usize) -> Vec<String> {
     (0..k)
@@ -135,6 +182,7 @@ pub fn generate(p: &Params) -> anyhow::Result<Manifest> {
     std::fs::create_dir_all(&p.dir)
         .with_context(|| format!("cannot create {}", p.dir.display()))?;
     let names = author_names(p.actors);
+    let profiles = profiles(p);
     // Documents are independent (each has its own random stream): make them
     // on every core, then write them in order.
     let threads = std::thread::available_parallelism()
@@ -143,11 +191,11 @@ pub fn generate(p: &Params) -> anyhow::Result<Manifest> {
     let made: Vec<anyhow::Result<(Vec<u8>, DocManifest)>> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
             .map(|t| {
-                let names = &names;
+                let (names, profiles) = (&names, &profiles);
                 scope.spawn(move || {
                     (t..p.docs)
                         .step_by(threads)
-                        .map(|i| (i, generate_doc(p, names, i)))
+                        .map(|i| (i, generate_doc(p, names, profiles, i)))
                         .collect::<Vec<_>>()
                 })
             })
@@ -194,6 +242,7 @@ pub fn generate(p: &Params) -> anyhow::Result<Manifest> {
 fn generate_doc(
     p: &Params,
     names: &[String],
+    profiles: &[Profile],
     index: usize,
 ) -> anyhow::Result<(Vec<u8>, DocManifest)> {
     let mut rng = Rng(p.seed ^ (index as u64).wrapping_mul(0xD1B5_4A32_D192_ED03));
@@ -236,11 +285,11 @@ fn generate_doc(
     let mut doc = base;
     for d in 0..i64::from(p.days) {
         let day = p.start + d;
-        // Less work at weekends (day 0 is a Monday by default, any day works).
+        // Less work on Saturdays and Sundays (1970-01-01 was a Thursday).
         let weekend = (day + 3).rem_euclid(7) >= 5;
         let mut today: Vec<Change> = Vec::new();
         for (a, keen) in keen.iter().enumerate() {
-            let chance = if weekend { keen * 0.2 } else { *keen };
+            let chance = profiles[a].chance(d) * if weekend { keen * 0.2 } else { *keen };
             if rng.unit() >= chance {
                 continue;
             }
@@ -309,8 +358,68 @@ fn edit(doc: &mut AutoCommit, body: &automerge::ObjId, rng: &mut Rng) -> anyhow:
         doc.splice_text(body, at, 4, word)?;
         format!("replace 4 characters with `{word}`")
     } else {
-        let title = format!("{} (rev. {})", rng.pick(TOPICS), rng.below(100));
+        let mut title = format!("{} (rev. {})", rng.pick(TOPICS), rng.below(100));
+        let current = match doc.get(automerge::ROOT, "title")? {
+            Some((v, _)) => v.as_str().unwrap_or_default().to_owned(),
+            None => String::new(),
+        };
+        if title == current {
+            // Putting the same value makes no change (and no history).
+            title.push('+');
+        }
         doc.put(automerge::ROOT, "title", title.as_str())?;
         format!("retitle: {title}")
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::summarize::summarize;
+
+    fn params(docs: usize, actors: usize, days: u32) -> Params {
+        Params {
+            dir: PathBuf::from("unused"),
+            docs,
+            actors,
+            days,
+            start: crate::dates::parse_day("2025-03-03").expect("a date"),
+            seed: 7,
+        }
+    }
+
+    #[test]
+    fn summaries_count_what_was_generated() {
+        let p = params(4, 3, 12);
+        let names = author_names(p.actors);
+        let profiles = profiles(&p);
+        let mut merges = 0;
+        for i in 0..p.docs {
+            let (bytes, made) = generate_doc(&p, &names, &profiles, i).expect("generated");
+            let (again, _) = generate_doc(&p, &names, &profiles, i).expect("generated");
+            assert_eq!(bytes, again, "the same seed makes the same bytes");
+            let mut doc = AutoCommit::load(&bytes).expect("a saved document");
+            let s = summarize(&made.file, &mut doc).expect("summarised");
+            assert_eq!(s.changes, made.changes);
+            assert_eq!(s.final_chars, made.final_chars);
+            assert_eq!(s.title.as_deref(), Some(made.title.as_str()));
+            assert_eq!(s.edits_per_day, made.changes_by_day);
+            let by_author: BTreeMap<String, u64> = s
+                .authors
+                .iter()
+                .map(|a| (a.author.clone(), a.changes))
+                .collect();
+            assert_eq!(by_author, made.changes_by_author);
+            assert_eq!(
+                s.size_over_time.last().map(|p| p.chars),
+                Some(made.final_chars)
+            );
+            assert_eq!(
+                s.size_over_time.last().map(|p| p.changes),
+                Some(made.changes)
+            );
+            merges += s.merges;
+        }
+        assert!(merges > 0, "authors edited concurrently");
+    }
 }
