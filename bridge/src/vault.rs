@@ -157,9 +157,8 @@ impl Vault {
         self.seal(&header, &payload)
     }
 
-    /// Seals a roster file (already sealed by the roster itself) — no-op
-    /// helper kept for symmetry; roster files come sealed from
-    /// [`Roster::add_member`] and friends.
+    /// The header of a file this device writes now (chunks and blobs; roster
+    /// files come sealed from [`Roster::add_member`] and friends).
     fn header(&self, domain: Domain, document: &str, actors: Vec<String>) -> Header {
         Header {
             domain,

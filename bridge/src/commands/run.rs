@@ -107,14 +107,8 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> CliResult<u8> {
     let remote = open_remote_as(&spec, &session.ws.root, &slot)
         .map_err(|e| CliError::hint(anyhow!(e), "a remote looks like git:URL or dir:PATH"))?;
     let mut publisher = Publisher::new(remote, session.ws.replica.clone());
-    let parallel = args
-        .parallel
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(parallel.clamp(1, 4))
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let parallel = super::work::parallel_or_cpus(args.parallel);
+    let runtime = super::work::worker_runtime(parallel)?;
     let shutdown = CancellationToken::new();
     let quiet = g.quiet;
     let result: CliResult<(worker::WorkReport, Ledger)> = runtime.block_on(async {
@@ -130,13 +124,7 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> CliResult<u8> {
             + budget
                 .saturating_sub(PUSH_MARGIN)
                 .saturating_sub(started.elapsed());
-        let mut labels = session.ws.config.worker.labels.clone();
-        labels.extend(args.labels.iter().cloned());
-        labels.extend([
-            std::env::consts::OS.to_owned(),
-            std::env::consts::ARCH.to_owned(),
-            "runner".to_owned(),
-        ]);
+        let labels = super::work::worker_labels(&session, &args.labels, &["runner"]);
         let opts = WorkOptions {
             parallel,
             follow: false,

@@ -53,15 +53,11 @@ pub struct WorkArgs {
 
 pub fn run(g: &GlobalArgs, args: WorkArgs) -> CliResult<u8> {
     let mut session = open_session(g)?;
-    let parallel = args
-        .parallel
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let parallel = parallel_or_cpus(args.parallel);
     let poll = humantime::parse_duration(&args.poll)
         .with_context(|| format!("--poll {} is not a duration", args.poll))
         .hint("write e.g. 5s or 1m")?;
-    let mut labels = session.ws.config.worker.labels.clone();
-    labels.extend(args.labels.iter().cloned());
-    labels.extend(default_labels());
+    let labels = worker_labels(&session, &args.labels, &[]);
     let opts = WorkOptions {
         parallel,
         follow: args.follow,
@@ -77,11 +73,7 @@ pub fn run(g: &GlobalArgs, args: WorkArgs) -> CliResult<u8> {
     if !args.offline {
         sync_and_report(&mut session, g)?;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(parallel.clamp(1, 4))
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = worker_runtime(parallel)?;
     let shutdown = CancellationToken::new();
     let quiet = g.quiet;
     let offline = args.offline;
@@ -156,12 +148,32 @@ impl worker::Hooks for WorkHooks {
     }
 }
 
-/// Labels every worker has: its OS and architecture.
-fn default_labels() -> Vec<String> {
-    vec![
+/// `--parallel`, else the number of CPUs.
+pub fn parallel_or_cpus(parallel: Option<usize>) -> usize {
+    parallel.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+}
+
+/// A worker's labels, matched against tasks' `runs-on`: bridge.toml's
+/// `[worker] labels`, the `--label`s, `extra`, and its OS and architecture.
+pub fn worker_labels(session: &Session, flags: &[String], extra: &[&str]) -> Vec<String> {
+    let mut labels = session.ws.config.worker.labels.clone();
+    labels.extend(flags.iter().cloned());
+    labels.extend(extra.iter().map(|l| (*l).to_owned()));
+    labels.extend([
         std::env::consts::OS.to_owned(),
         std::env::consts::ARCH.to_owned(),
-    ]
+    ]);
+    labels
+}
+
+/// The async runtime a worker runs on: a few threads suffice, since tasks
+/// are processes and the loop mostly waits.
+pub fn worker_runtime(parallel: usize) -> CliResult<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(parallel.clamp(1, 4))
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?)
 }
 
 /// Cancels `token` on the first Ctrl-C or SIGTERM; exits at once on the
