@@ -4,12 +4,14 @@
 //! the library crates under `crates/`.
 
 mod commands;
+mod compact;
 mod error;
 mod fetch;
 mod github;
 mod keys;
 mod output;
 mod publish;
+mod snapshot;
 mod taskfile;
 mod vault;
 mod worker;

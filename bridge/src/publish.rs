@@ -46,6 +46,11 @@ const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
 const PUSH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(750);
 
 impl Publisher {
+    /// The remote it pushes to.
+    pub fn remote(&self) -> &dyn Remote {
+        self.remote.as_ref()
+    }
+
     /// A publisher for `replica`'s files to `remote`.
     pub fn new(remote: Box<dyn Remote>, replica: Replica) -> Publisher {
         Publisher {
@@ -174,8 +179,9 @@ impl Publisher {
         queued.extend(session.take_written());
         let remote = self.remote.clone();
         let replica = self.replica.clone();
+        let vault = session.vault.clone();
         let result = tokio::task::spawn_blocking(move || {
-            bridge_store::sync(&replica, remote.as_ref(), &mut |_| {})
+            crate::compact::sync_store(&vault, &replica, remote.as_ref(), &mut |_| {}, false)
         })
         .await
         .map_err(|e| anyhow::anyhow!("the sync task crashed: {e}"))?;

@@ -24,20 +24,21 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, anyhow, bail};
 use automerge::ActorId;
 use bridge_crypto::{
-    Domain, EnvelopeError, Expect, Header, Identity, Member, MemberId, Role, Roster, RosterWarning,
-    open_verified_with, open_with, seal,
+    Domain, EnvelopeError, Expect, Header, Identity, Member, MemberId, Opened, Role, Roster,
+    RosterWarning, open_verified_with, open_with, seal, verify_signed,
 };
 use bridge_model::WriterId;
 use bridge_model::doc::Authority;
-use bridge_store::{BlobId, ChunkOpener, Replica};
+use bridge_store::{BlobId, ChunkOpener, DocFolder, OpenedEntry, Replica};
 use sha2::{Digest, Sha256};
 
 use crate::error::{CliError, CliResult};
+use crate::snapshot;
 
 /// The reserved document whose chunks are the roster's epochs.
 pub const ROSTER_DOC: &str = "roster";
@@ -54,6 +55,10 @@ pub struct Vault {
     bindings: Mutex<HashMap<String, (MemberId, Role)>>,
     /// Store names of blobs written since the last `take_written_blobs`.
     written_blobs: Mutex<Vec<String>>,
+    /// Verified snapshots opened by this process, by store name.
+    snapshot_indexes: Mutex<HashMap<String, Arc<SnapshotIndex>>>,
+    /// Digests of local chunk files' signed envelopes, by store name.
+    chunk_digests: Mutex<HashMap<String, [u8; 32]>>,
 }
 
 impl std::fmt::Debug for Vault {
@@ -96,6 +101,8 @@ impl Vault {
             replica,
             bindings: Mutex::new(HashMap::new()),
             written_blobs: Mutex::new(Vec::new()),
+            snapshot_indexes: Mutex::new(HashMap::new()),
+            chunk_digests: Mutex::new(HashMap::new()),
         }
     }
 
@@ -331,18 +338,10 @@ fn read_roster_files(replica: &Replica) -> CliResult<Vec<(String, Vec<u8>)>> {
     Ok(files)
 }
 
-impl ChunkOpener for Vault {
-    fn open(&self, doc: &str, name: &str, bytes: Vec<u8>) -> Result<Vec<u8>, String> {
-        let file = format!("chunks/{doc}/{name}");
-        let expect = Expect {
-            domain: Domain::Chunk,
-            workspace: &self.workspace,
-            document: Some(doc),
-        };
-        let (opened, member) =
-            open_verified_with(&self.data_keys, &self.roster, &bytes, &file, expect)
-                .map_err(|e: EnvelopeError| e.to_string())?;
-        // Verified: now, and only now, parse the changes.
+impl Vault {
+    /// Checks the changes of a verified chunk envelope and returns them as
+    /// Automerge bytes (the framing removed).
+    fn accept_changes(&self, opened: &Opened, member: &Member) -> Result<Vec<u8>, String> {
         let mut out = Vec::with_capacity(opened.payload.len());
         let mut rest = opened.payload.as_slice();
         let mut new_bindings: Vec<String> = Vec::new();
@@ -413,6 +412,200 @@ impl ChunkOpener for Vault {
             self.bind(&actor, member.id(), member.role);
         }
         Ok(out)
+    }
+
+    fn expect_chunk<'a>(&'a self, doc: &'a str) -> Expect<'a> {
+        Expect {
+            domain: Domain::Chunk,
+            workspace: &self.workspace,
+            document: Some(doc),
+        }
+    }
+
+    /// Decrypts and verifies chunk file `name` of `doc`; returns its signed
+    /// envelope (what a snapshot bundles) and its writer.
+    pub fn signed_chunk(&self, doc: &str, name: &str, sealed: &[u8]) -> Result<Opened, String> {
+        let file = DocFolder::Chunks.store_name(doc, name);
+        open_verified_with(
+            &self.data_keys,
+            &self.roster,
+            sealed,
+            &file,
+            self.expect_chunk(doc),
+        )
+        .map(|(opened, _)| opened)
+        .map_err(|e| e.to_string())
+    }
+
+    /// Whether `writer` has been removed from the workspace. Their chunks
+    /// stay files (accepted by name at removal) and are never bundled.
+    pub fn is_removed(&self, writer: &MemberId) -> bool {
+        self.roster.latest().removal(writer).is_some()
+    }
+
+    /// Signs and encrypts a snapshot of `doc` bundling `entries` (chunk
+    /// file names and signed envelopes, sorted by name).
+    pub fn seal_snapshot(&self, doc: &str, entries: &[snapshot::Entry]) -> CliResult<Vec<u8>> {
+        self.me()?;
+        let payload = snapshot::encode(entries)
+            .map_err(|e| anyhow!(e).context(format!("cannot encode a snapshot of {doc}")))?;
+        let header = self.header(Domain::Snapshot, doc, Vec::new());
+        self.seal(&header, &payload)
+    }
+
+    /// Opens a snapshot file: every bundled chunk's name, signed envelope,
+    /// and Automerge bytes or why it is refused.
+    fn open_snapshot_entries(
+        &self,
+        doc: &str,
+        folder: DocFolder,
+        name: &str,
+        sealed: &[u8],
+    ) -> Result<Vec<CheckedEntry>, String> {
+        let entries = self.snapshot_entries(doc, folder, name, sealed)?;
+        let mut out = Vec::with_capacity(entries.len());
+        for (entry, signed) in entries {
+            let chunk_file = DocFolder::Chunks.store_name(doc, &entry);
+            let result =
+                verify_signed(&self.roster, signed.clone(), &chunk_file, self.expect_chunk(doc))
+                    .map_err(|e| e.to_string())
+                    .and_then(|(opened, member)| {
+                        if self.is_removed(&member.id()) {
+                            return Err(format!(
+                                "it is signed by {}, a removed member, whose chunks are only accepted as files",
+                                member.name
+                            ));
+                        }
+                        self.accept_changes(&opened, &member)
+                    });
+            out.push((entry, signed, result));
+        }
+        Ok(out)
+    }
+
+    /// Every entry of snapshot file `name` of `doc` (the file itself
+    /// verified), as chunk file name and signed envelope, whether or not
+    /// each entry verifies here: a compaction carries them all over.
+    pub fn snapshot_entries(
+        &self,
+        doc: &str,
+        folder: DocFolder,
+        name: &str,
+        sealed: &[u8],
+    ) -> Result<Vec<snapshot::Entry>, String> {
+        let file = folder.store_name(doc, name);
+        let expect = Expect {
+            domain: Domain::Snapshot,
+            workspace: &self.workspace,
+            document: Some(doc),
+        };
+        let (opened, _) = open_verified_with(&self.data_keys, &self.roster, sealed, &file, expect)
+            .map_err(|e| e.to_string())?;
+        snapshot::decode(&opened.payload)
+    }
+
+    /// The content of snapshot `name` of `doc` (in `folder`, the file
+    /// itself verified):
+    /// each bundled chunk's name and the sha256 of its signed envelope.
+    /// Opened once per process; `None` if it cannot be read or verified.
+    pub fn snapshot_index(
+        &self,
+        folder: DocFolder,
+        doc: &str,
+        name: &str,
+    ) -> Option<Arc<SnapshotIndex>> {
+        let key = folder.store_name(doc, name);
+        if let Some(index) = self.lock_indexes().get(&key) {
+            return Some(Arc::clone(index));
+        }
+        let sealed = self.replica.read_doc_file(folder, doc, name).ok()?;
+        let entries = self
+            .open_snapshot_entries(doc, folder, name, &sealed)
+            .ok()?;
+        Some(self.remember_snapshot(key, &entries))
+    }
+
+    fn remember_snapshot(
+        &self,
+        key: String,
+        entries: &[CheckedEntry],
+    ) -> Arc<SnapshotIndex> {
+        // Every entry, verified here or not: "this snapshot holds that one"
+        // compares all of them, and a chunk file is matched by digest with
+        // its own envelope, which this device verified.
+        let index: SnapshotIndex = entries
+            .iter()
+            .map(|(entry, signed, _)| (entry.clone(), Sha256::digest(signed).into()))
+            .collect();
+        let index = Arc::new(index);
+        self.lock_indexes().insert(key, Arc::clone(&index));
+        index
+    }
+
+    fn lock_indexes(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<SnapshotIndex>>> {
+        self.snapshot_indexes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The sha256 of the signed envelope in local chunk file `name` of
+    /// `doc`, if it decrypts and verifies (remembered per process: files
+    /// never change).
+    pub fn chunk_digest(&self, doc: &str, name: &str) -> Option<[u8; 32]> {
+        let key = DocFolder::Chunks.store_name(doc, name);
+        if let Some(d) = self.lock_digests().get(&key) {
+            return Some(*d);
+        }
+        let sealed = self.replica.read_chunk(doc, name).ok()?;
+        let opened = self.signed_chunk(doc, name, &sealed).ok()?;
+        let digest: [u8; 32] = Sha256::digest(opened.signed_bytes()).into();
+        self.lock_digests().insert(key, digest);
+        Some(digest)
+    }
+
+    fn lock_digests(&self) -> std::sync::MutexGuard<'_, HashMap<String, [u8; 32]>> {
+        self.chunk_digests
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A snapshot entry as read: chunk file name, signed envelope, and its
+/// Automerge bytes or why it is refused.
+type CheckedEntry = (String, Vec<u8>, Result<Vec<u8>, String>);
+
+/// What a verified snapshot bundles: chunk file name → sha256 of its signed
+/// envelope.
+pub type SnapshotIndex = std::collections::BTreeMap<String, [u8; 32]>;
+
+impl ChunkOpener for Vault {
+    fn open(&self, doc: &str, name: &str, bytes: Vec<u8>) -> Result<Vec<u8>, String> {
+        let file = DocFolder::Chunks.store_name(doc, name);
+        let (opened, member) = open_verified_with(
+            &self.data_keys,
+            &self.roster,
+            &bytes,
+            &file,
+            self.expect_chunk(doc),
+        )
+        .map_err(|e: EnvelopeError| e.to_string())?;
+        // Verified: now, and only now, parse the changes.
+        self.accept_changes(&opened, &member)
+    }
+
+    fn open_snapshot(
+        &self,
+        doc: &str,
+        folder: DocFolder,
+        name: &str,
+        bytes: Vec<u8>,
+    ) -> Result<Vec<OpenedEntry>, String> {
+        let entries = self.open_snapshot_entries(doc, folder, name, &bytes)?;
+        self.remember_snapshot(folder.store_name(doc, name), &entries);
+        Ok(entries
+            .into_iter()
+            .map(|(entry, _, result)| (entry, result))
+            .collect())
     }
 }
 

@@ -304,6 +304,24 @@ pub fn device_name() -> String {
         .unwrap_or_else(|| "device".to_owned())
 }
 
+/// Loads this device's identity and verifies the workspace's roster,
+/// without loading any document.
+pub fn open_vault(ws: &Workspace) -> CliResult<Vault> {
+    let identity = keys::load_identity()?;
+    let root: MemberId = ws.config.workspace.root.parse().map_err(|_| {
+        CliError::hint(
+            anyhow!("`root` in {CONFIG_FILE} is not a member id"),
+            "restore bridge.toml from version control",
+        )
+    })?;
+    keys::check_pin(&ws.config.workspace.id, &root)?;
+    let (vault, warnings) = Vault::open(ws.replica.clone(), identity, &root)?;
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
+    Ok(vault)
+}
+
 /// One document held in memory.
 struct OpenDoc {
     loaded: LoadedDoc,
@@ -336,18 +354,7 @@ impl Session {
     /// Loads this device's identity, verifies the roster and loads every
     /// document of the replica.
     pub fn open(ws: Workspace) -> CliResult<Session> {
-        let identity = keys::load_identity()?;
-        let root: MemberId = ws.config.workspace.root.parse().map_err(|_| {
-            CliError::hint(
-                anyhow!("`root` in {CONFIG_FILE} is not a member id"),
-                "restore bridge.toml from version control",
-            )
-        })?;
-        keys::check_pin(&ws.config.workspace.id, &root)?;
-        let (vault, warnings) = Vault::open(ws.replica.clone(), identity, &root)?;
-        for w in warnings {
-            tracing::warn!("{w}");
-        }
+        let vault = open_vault(&ws)?;
         Session::with_vault(ws, vault)
     }
 

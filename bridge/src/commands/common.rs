@@ -144,12 +144,19 @@ pub fn sync_remote(session: &mut Session, show_progress: bool) -> CliResult<Sync
         )
     })?;
     let bar = progress_bar(show_progress);
-    let result = bridge_store::sync(&session.ws.replica, remote.as_ref(), &mut |p| {
-        if let Some(b) = &bar {
-            b.set_length(p.total as u64);
-            b.set_position(p.done as u64);
-        }
-    });
+    let vault = session.vault.clone();
+    let result = crate::compact::sync_store(
+        &vault,
+        &session.ws.replica,
+        remote.as_ref(),
+        &mut |p| {
+            if let Some(b) = &bar {
+                b.set_length(p.total as u64);
+                b.set_position(p.done as u64);
+            }
+        },
+        false,
+    );
     if let Some(b) = bar {
         b.finish_and_clear();
     }

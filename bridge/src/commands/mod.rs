@@ -9,6 +9,7 @@ use crate::error::CliResult;
 
 mod cancel;
 mod common;
+mod compact;
 mod demo;
 mod dispatch;
 mod init;
@@ -93,6 +94,7 @@ pub enum Command {
     Dispatch(dispatch::DispatchArgs),
     Usage(usage::UsageArgs),
     Sync(sync::SyncArgs),
+    Compact(compact::CompactArgs),
     Demo(demo::DemoArgs),
     Keygen(keygen::KeygenArgs),
     Whoami(whoami::WhoamiArgs),
@@ -118,6 +120,7 @@ pub fn run(cli: Cli) -> CliResult<u8> {
         Command::Dispatch(a) => dispatch::run(g, a),
         Command::Usage(a) => usage::run(g, a),
         Command::Sync(a) => sync::run(g, a),
+        Command::Compact(a) => compact::run(g, a),
         Command::Demo(a) => demo::run(g, a),
         Command::Keygen(a) => keygen::run(g, a),
         Command::Whoami(a) => whoami::run(g, a),

@@ -71,6 +71,9 @@ pub struct RunArgs {
 
 /// Seconds kept at the end of the budget for the final push.
 const PUSH_MARGIN: Duration = Duration::from_secs(15);
+/// A runner compacts at the end of a run only with at least this much of
+/// its budget left.
+const RUNNER_COMPACT_MARGIN: Duration = Duration::from_secs(60);
 
 /// What the run did, for outputs and the summary.
 #[derive(Default)]
@@ -159,6 +162,17 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> CliResult<u8> {
         // stopped by a signal: the grace period is spent, the worker pushed).
         if !shutdown.is_cancelled() {
             publisher.sync(&mut session).await?;
+            // Compact only when cheap: a few documents, with budget to spare.
+            if !publisher.offline
+                && budget.saturating_sub(started.elapsed()) > RUNNER_COMPACT_MARGIN
+            {
+                crate::compact::auto(
+                    &session.vault,
+                    &session.ws.replica,
+                    Some(publisher.remote()),
+                    crate::compact::RUNNER_MAX_DOCS,
+                );
+            }
         }
         Ok((report, hooks.ledger))
     });

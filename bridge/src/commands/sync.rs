@@ -7,6 +7,7 @@ use super::GlobalArgs;
 use super::common::{OFFLINE, SyncOutcome, open_session, sync_remote};
 use crate::error::{CliError, CliResult, EXIT_OK};
 use crate::output::print_json;
+use crate::workspace::Session;
 
 /// Exchange tasks and results with the remote
 ///
@@ -29,6 +30,7 @@ pub fn run(g: &GlobalArgs, args: SyncArgs) -> CliResult<u8> {
             "add `remote = \"dir:PATH\"` under [store] in bridge.toml",
         )),
         SyncOutcome::Synced(r) => {
+            auto_compact(&session, false);
             if args.json {
                 print_json(
                     &json!({"status": "synced", "pulled": r.pulled, "pushed": r.pushed, "skipped": r.skipped.len()}),
@@ -54,4 +56,14 @@ pub fn run(g: &GlobalArgs, args: SyncArgs) -> CliResult<u8> {
             Ok(OFFLINE)
         }
     }
+}
+
+/// Compacts the documents past the automatic threshold (see `bridge
+/// compact --help`), with the remote unless `offline`.
+pub fn auto_compact(session: &Session, offline: bool) {
+    let remote = match session.ws.remote_spec() {
+        Some(spec) if !offline => super::common::open_remote(spec, &session.ws.root).ok(),
+        _ => None,
+    };
+    crate::compact::auto(&session.vault, &session.ws.replica, remote.as_deref(), usize::MAX);
 }

@@ -103,6 +103,7 @@ pub fn run(g: &GlobalArgs, args: WorkArgs) -> CliResult<u8> {
     if !args.offline {
         sync_and_report(&mut session, g)?;
     }
+    super::sync::auto_compact(&session, args.offline);
     if !quiet {
         eprintln!(
             "{} done, {} failed{}{}.",

@@ -53,6 +53,10 @@ pub enum Domain {
     Blob,
     /// One epoch of the roster.
     Roster,
+    /// A compacted document: the signed envelopes of many chunks, bundled.
+    Snapshot,
+    /// A device's own cache of a merged document (never leaves the device).
+    Cache,
 }
 
 impl fmt::Display for Domain {
@@ -61,6 +65,8 @@ impl fmt::Display for Domain {
             Domain::Chunk => "chunk",
             Domain::Blob => "blob",
             Domain::Roster => "roster",
+            Domain::Snapshot => "snapshot",
+            Domain::Cache => "cache",
         })
     }
 }
@@ -102,6 +108,13 @@ impl Header {
             Domain::Chunk => {
                 if self.document.is_empty() {
                     return Err(EnvelopeError::Malformed("a chunk header names no document"));
+                }
+            }
+            Domain::Snapshot | Domain::Cache => {
+                if self.document.is_empty() || !self.actors.is_empty() {
+                    return Err(EnvelopeError::Malformed(
+                        "a snapshot or cache header names no document, or names actors",
+                    ));
                 }
             }
             Domain::Blob | Domain::Roster => {
@@ -229,6 +242,13 @@ impl Opened {
 
     /// The signed plaintext, byte for byte as it was sealed; re-encrypting it
     /// to other recipients keeps the writer's signature valid.
+    /// The signed envelope as it was before encryption: what
+    /// [`verify_signed`] accepts. Snapshots bundle these, so every chunk in
+    /// a snapshot keeps its own writer's signature.
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        self.plaintext()
+    }
+
     pub(crate) fn plaintext(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(
             MAGIC.len() + 4 + self.header_bytes.len() + SIG_LEN + self.payload.len(),
@@ -430,7 +450,28 @@ pub fn open_verified_with(
     file: &str,
     expect: Expect<'_>,
 ) -> Result<(Opened, Member), EnvelopeError> {
-    let opened = open_with(keys, sealed)?;
+    check_opened(open_with(keys, sealed)?, roster, file, expect)
+}
+
+/// Like [`open_verified_with`] for an envelope that is already decrypted:
+/// `signed` is what [`Opened::signed_bytes`] returned when it was written
+/// (a chunk carried inside a snapshot). The same rules apply, with `file`
+/// the chunk's own store name.
+pub fn verify_signed(
+    roster: &Roster,
+    signed: Vec<u8>,
+    file: &str,
+    expect: Expect<'_>,
+) -> Result<(Opened, Member), EnvelopeError> {
+    check_opened(parse(signed)?, roster, file, expect)
+}
+
+fn check_opened(
+    opened: Opened,
+    roster: &Roster,
+    file: &str,
+    expect: Expect<'_>,
+) -> Result<(Opened, Member), EnvelopeError> {
     let header = &opened.header;
     if header.domain != expect.domain {
         return Err(EnvelopeError::WrongDomain {

@@ -31,7 +31,7 @@ pub mod roster;
 
 pub use envelope::{
     Domain, EnvelopeError, Expect, Header, Opened, open, open_verified, open_verified_with,
-    open_with, seal,
+    open_with, seal, verify_signed,
 };
 pub use identity::{
     Identity, KeyError, MemberId, MemberIdError, PublicKey, PublicKeyError, Role, RoleError,

@@ -36,9 +36,12 @@
 //!   jittered exponential backoff. Transient network failures are retried the
 //!   same way; a refused or unresolvable host is [`RemoteError::Unreachable`]
 //!   at once, so callers go offline quickly.
-//! - `remove` only removes files from this writer's own branch. A file that
-//!   another slot also holds stays listed: folding other slots' refs away is
-//!   compaction's business (DESIGN.md "Remotes"), not this module's.
+//! - [`Remote::remove`] (compaction, archival, garbage collection) rewrites
+//!   every branch holding the files as one parentless commit of what
+//!   remains, pushed with a lease on the tip just fetched; a branch whose
+//!   writer pushed meanwhile keeps its files until next time. Parentless,
+//!   so that the old history becomes unreachable and the host's own garbage
+//!   collection reclaims it: the repository does not grow with its history.
 //!
 //! Every git command is built by one function ([`GitRemote`]'s `command`)
 //! with a controlled environment (`LC_ALL=C`, no terminal prompts, a fixed
@@ -193,11 +196,10 @@ struct Tree {
     files: BTreeMap<String, String>,
 }
 
-/// What a put or remove changes.
+/// What a put changes.
 #[derive(Clone, Copy)]
 enum Change<'a> {
     Add(&'a [(String, Vec<u8>)]),
-    Remove(&'a [String]),
 }
 
 /// How a push went, when it did not fail for good.
@@ -777,21 +779,6 @@ impl GitRemote {
                     existing.insert(name, id);
                 }
             }
-            Change::Remove(names) => {
-                let gone: BTreeSet<&String> =
-                    names.iter().filter(|n| existing.contains_key(*n)).collect();
-                if gone.is_empty() {
-                    return Ok(None);
-                }
-                count = gone.len();
-                for name in gone {
-                    if let Some(id) = existing.remove(name) {
-                        // Mode 0 removes the path (bare repos refuse
-                        // `update-index --force-remove`).
-                        lines.push_str(&format!("0 {}\t{name}\n", "0".repeat(id.len())));
-                    }
-                }
-            }
         }
         self.ok(
             &["update-index", "--add", "--index-info"],
@@ -801,10 +788,7 @@ impl GitRemote {
         let tree = String::from_utf8_lossy(&self.ok(&["write-tree"], idx, None)?)
             .trim()
             .to_owned();
-        let message = match change {
-            Change::Add(_) => format!("bridge: add {count} files"),
-            Change::Remove(_) => format!("bridge: remove {count} files"),
-        };
+        let message = format!("bridge: add {count} files");
         let mut args = vec![
             "commit-tree",
             "--no-gpg-sign",
@@ -837,7 +821,16 @@ impl GitRemote {
 
     /// Pushes `commit` to this slot's branch with a lease on `base`.
     fn push(&self, commit: &str, base: Option<&str>) -> Result<PushOutcome, RemoteError> {
-        let dst = self.ref_name();
+        self.push_to(self.ref_name(), commit, base)
+    }
+
+    /// Pushes `commit` to branch `dst` with a lease on `base`.
+    fn push_to(
+        &self,
+        dst: String,
+        commit: &str,
+        base: Option<&str>,
+    ) -> Result<PushOutcome, RemoteError> {
         let lease = format!("--force-with-lease={dst}:{}", base.unwrap_or(""));
         let refspec = format!("{commit}:{dst}");
         // --no-verify: a global pre-push hook has no business with our
@@ -1008,19 +1001,129 @@ impl Remote for GitRemote {
         self.commit_and_push(Change::Add(files))
     }
 
-    /// Removes chunks or blobs from this slot's branch only (other slots are
-    /// compaction's business); missing ones are fine.
-    fn remove(&self, names: &[String]) -> Result<(), RemoteError> {
+    /// Removes files from every slot's branch that holds them (compaction,
+    /// archival and garbage collection). Each branch is rewritten as one
+    /// parentless commit of what remains, so the history that held the
+    /// removed files becomes garbage on the host, and pushed with a lease on
+    /// the tip just fetched: a slot whose writer pushed meanwhile is left as
+    /// it is (its files go next time; that writer rebuilds on the rewritten
+    /// tip, see `commit_and_push`). Returns how many names are still held.
+    fn remove(&self, names: &[String]) -> Result<usize, RemoteError> {
         for name in names {
             match StoreName::parse(name) {
-                Some(StoreName::Chunk { .. } | StoreName::Blob { .. }) => {}
+                Some(StoreName::Doc { .. } | StoreName::Blob { .. }) => {}
                 _ => return Err(self.invalid_name(name)),
             }
         }
         if names.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
-        self.commit_and_push(Change::Remove(names))
+        let _write = self
+            .write_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        self.refresh()?;
+        let gone: BTreeSet<&str> = names.iter().map(String::as_str).collect();
+        let holders: Vec<(String, Arc<Tree>)> = self
+            .state()
+            .trees
+            .iter()
+            .filter(|(_, t)| t.files.keys().any(|n| gone.contains(n.as_str())))
+            .map(|(slot, t)| (slot.clone(), Arc::clone(t)))
+            .collect();
+        for (slot, tree) in holders {
+            let mut tree = tree;
+            let mut attempt = 0;
+            loop {
+                let keep: BTreeMap<String, String> = tree
+                    .files
+                    .iter()
+                    .filter(|(n, _)| !gone.contains(n.as_str()))
+                    .map(|(n, id)| (n.clone(), id.clone()))
+                    .collect();
+                let commit = self.commit_tree_of(&keep, "bridge: compact")?;
+                let dst = format!("{REF_PREFIX}{slot}");
+                match self.push_to(dst, &commit, Some(&tree.commit))? {
+                    PushOutcome::Pushed => {
+                        self.pushed.fetch_add(1, Ordering::Relaxed);
+                        let mut state = self.state();
+                        if slot == self.slot {
+                            state.tip = Some(commit.clone());
+                        }
+                        state.trees.insert(
+                            slot.clone(),
+                            Arc::new(Tree {
+                                commit,
+                                files: keep,
+                            }),
+                        );
+                        break;
+                    }
+                    PushOutcome::Stale(reason)
+                        if slot == self.slot && attempt + 1 < MAX_ATTEMPTS =>
+                    {
+                        // Another process of this slot pushed: remove from
+                        // its new tip.
+                        tracing::debug!(
+                            slot,
+                            reason,
+                            "own branch moved during a removal; retrying"
+                        );
+                        attempt += 1;
+                        std::thread::sleep(backoff(attempt));
+                        self.refresh()?;
+                        match self.state().trees.get(&slot) {
+                            Some(t) => tree = Arc::clone(t),
+                            None => break,
+                        }
+                    }
+                    PushOutcome::Stale(reason) => {
+                        tracing::debug!(
+                            slot,
+                            reason,
+                            "branch moved during a removal; left for next time"
+                        );
+                        break;
+                    }
+                    PushOutcome::Transient(error) => return Err(error),
+                }
+            }
+        }
+        let state = self.state();
+        Ok(gone
+            .iter()
+            .filter(|n| state.trees.values().any(|t| t.files.contains_key(**n)))
+            .count())
+    }
+}
+
+impl GitRemote {
+    /// Writes a parentless commit whose tree holds exactly `files` (store
+    /// name → blob id, every blob already in the cache repository).
+    fn commit_tree_of(
+        &self,
+        files: &BTreeMap<String, String>,
+        message: &str,
+    ) -> Result<String, RemoteError> {
+        let index = TempIndex::new(&self.git_dir);
+        let idx = Some(index.path());
+        self.ok(&["read-tree", "--empty"], idx, None)?;
+        let mut lines = String::with_capacity(files.len() * 120);
+        for (name, id) in files {
+            lines.push_str(&format!("100644 {id}\t{name}\n"));
+        }
+        self.ok(
+            &["update-index", "--add", "--index-info"],
+            idx,
+            Some(lines.as_bytes()),
+        )?;
+        let tree = String::from_utf8_lossy(&self.ok(&["write-tree"], idx, None)?)
+            .trim()
+            .to_owned();
+        let args = ["commit-tree", "--no-gpg-sign", tree.as_str(), "-m", message];
+        Ok(String::from_utf8_lossy(&self.ok(&args, None, None)?)
+            .trim()
+            .to_owned())
     }
 }
 

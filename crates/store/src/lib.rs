@@ -43,12 +43,15 @@ pub mod replica;
 pub mod sync;
 
 pub use git::{GitRemote, PushStats, SlotError, validate_slot};
-pub use load::{ChunkOpener, LoadedDoc, Plain, StoreWarning, load_doc, refresh_doc};
-pub use names::{BlobId, BlobIdError, DocIdError, FORMAT_LINE, WorkspaceIdError, validate_doc_id};
+pub use load::{ChunkOpener, LoadedDoc, OpenedEntry, Plain, StoreWarning, load_doc, refresh_doc};
+pub use names::{
+    BlobId, BlobIdError, DocFolder, DocIdError, FORMAT_LINE, WorkspaceIdError, validate_doc_id,
+};
 pub use remote::{
     DirRemote, MemRemote, Remote, RemoteError, RemoteOptions, RemoteSpecError, parse_remote,
 };
 pub use replica::{InitError, ListError, OpenError, ReadError, Replica, WriteError};
 pub use sync::{
     SyncError, SyncProgress, SyncReport, join, join_with_progress, remote_workspace, sync,
+    sync_with,
 };

@@ -2,6 +2,11 @@
 //! document from every chunk of a document, [`refresh_doc`] applies only the
 //! chunks that appeared since.
 //!
+//! Snapshots (`snapshots/<doc>/`, and `archive/<doc>/` for a document
+//! revived after archival) are read first: each bundles chunks under their
+//! own file names, opened by [`ChunkOpener::open_snapshot`]; a chunk file
+//! whose name a snapshot already supplied is not read again.
+//!
 //! Data flow: list `chunks/<doc>/`, read each chunk not yet applied, check its
 //! sha256 against its name, open it with the caller's [`ChunkOpener`]
 //! (decrypt and verify, before any parsing), check that Automerge can parse it, then apply all
@@ -26,6 +31,7 @@ use std::path::PathBuf;
 
 use automerge::{AutoCommit, Automerge, AutomergeError, LoadOptions, OnPartialLoad};
 
+use crate::names::DocFolder;
 use crate::replica::{ListError, ReadError, Replica};
 
 /// Turns a chunk file's bytes (already checked against its name) into the
@@ -36,7 +42,26 @@ pub trait ChunkOpener {
     /// Opens chunk `name` of document `doc`; an error is one sentence saying
     /// why the file is refused.
     fn open(&self, doc: &str, name: &str, bytes: Vec<u8>) -> Result<Vec<u8>, String>;
+
+    /// Opens snapshot file `name` of document `doc` (in `folder`): the
+    /// chunks it bundles, each as its chunk file name and either the
+    /// Automerge bytes to apply or why that chunk is refused. An error
+    /// refuses the whole file.
+    fn open_snapshot(
+        &self,
+        doc: &str,
+        folder: DocFolder,
+        name: &str,
+        bytes: Vec<u8>,
+    ) -> Result<Vec<OpenedEntry>, String> {
+        let _ = (doc, folder, name, bytes);
+        Err("this store cannot read snapshots".to_owned())
+    }
 }
+
+/// A chunk inside a snapshot: its file name, and its Automerge bytes or
+/// why it is refused.
+pub type OpenedEntry = (String, Result<Vec<u8>, String>);
 
 /// A [`ChunkOpener`] for stores whose chunks are plain Automerge bytes.
 #[derive(Debug, Clone, Copy, Default)]
@@ -104,8 +129,64 @@ pub fn refresh_doc(
 ) -> Result<(usize, Vec<StoreWarning>), ListError> {
     let mut warnings = Vec::new();
     let mut good: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut queued: BTreeSet<String> = BTreeSet::new();
+    // Snapshots first: the chunks they bundle need not be read again.
+    for folder in [DocFolder::Snapshots, DocFolder::Archive] {
+        for name in replica.list_doc_files(folder, doc_id)? {
+            if loaded.applied.contains(&name) || loaded.skipped.contains(&name) {
+                continue;
+            }
+            let path = replica.doc_file_path(folder, doc_id, &name);
+            let entries = match replica.read_doc_file(folder, doc_id, &name) {
+                Ok(bytes) => opener.open_snapshot(doc_id, folder, &name, bytes),
+                Err(ReadError::Missing { .. }) => continue,
+                Err(e) => Err(read_problem(&e)),
+            };
+            match entries {
+                Ok(entries) => {
+                    for (entry, result) in entries {
+                        if loaded.applied.contains(&entry)
+                            || loaded.skipped.contains(&entry)
+                            || queued.contains(&entry)
+                        {
+                            continue;
+                        }
+                        let checked = result.and_then(|bytes| {
+                            check_chunk(&bytes)
+                                .map(|()| bytes)
+                                .map_err(|e| format!("not a valid Automerge chunk: {e}"))
+                        });
+                        match checked {
+                            Ok(bytes) => {
+                                queued.insert(entry.clone());
+                                good.push((entry, bytes));
+                            }
+                            Err(why) => {
+                                warnings.push(StoreWarning {
+                                    path: path.join(&entry),
+                                    message: format!("refused: {why}; left in place"),
+                                });
+                                loaded.skipped.insert(entry);
+                            }
+                        }
+                    }
+                    loaded.applied.insert(name);
+                }
+                Err(why) => {
+                    warnings.push(StoreWarning {
+                        path,
+                        message: format!("refused: {why}; left in place"),
+                    });
+                    loaded.skipped.insert(name);
+                }
+            }
+        }
+    }
     for name in replica.list_chunks(doc_id)? {
-        if loaded.applied.contains(&name) || loaded.skipped.contains(&name) {
+        if loaded.applied.contains(&name)
+            || loaded.skipped.contains(&name)
+            || queued.contains(&name)
+        {
             continue;
         }
         let path = replica.chunk_path(doc_id, &name);
@@ -129,14 +210,10 @@ pub fn refresh_doc(
                     }
                 },
             },
-            Err(ReadError::Corrupt {
-                expected, actual, ..
-            }) => {
+            Err(e @ ReadError::Corrupt { .. }) => {
                 warnings.push(StoreWarning {
                     path,
-                    message: format!(
-                        "corrupt: its content hashes to {actual}, not {expected}; left in place"
-                    ),
+                    message: format!("{}; left in place", read_problem(&e)),
                 });
                 loaded.skipped.insert(name);
             }
@@ -146,11 +223,10 @@ pub fn refresh_doc(
             }
             Err(e) => {
                 // Possibly transient (permissions, I/O): try again next refresh.
-                let message = match std::error::Error::source(&e) {
-                    Some(cause) => format!("could not read it: {cause}"),
-                    None => e.to_string(),
-                };
-                warnings.push(StoreWarning { path, message });
+                warnings.push(StoreWarning {
+                    path,
+                    message: read_problem(&e),
+                });
             }
         }
     }
@@ -195,6 +271,19 @@ pub fn refresh_doc(
         tracing::debug!(%w, "chunk skipped");
     }
     Ok((applied, warnings))
+}
+
+/// What went wrong reading a file, in a sentence.
+fn read_problem(e: &ReadError) -> String {
+    match e {
+        ReadError::Corrupt {
+            expected, actual, ..
+        } => format!("corrupt: its content hashes to {actual}, not {expected}"),
+        e => match std::error::Error::source(e) {
+            Some(cause) => format!("could not read it: {cause}"),
+            None => e.to_string(),
+        },
+    }
 }
 
 /// Checks that `bytes` parse as Automerge chunks on their own. Missing

@@ -21,10 +21,16 @@ pub(crate) const FORMAT_NAME: &str = "FORMAT";
 pub(crate) const WORKSPACE_NAME: &str = "workspace";
 /// The folder holding one sub-folder of chunks per document.
 pub(crate) const CHUNKS_DIR: &str = "chunks";
+/// The folder holding one sub-folder of snapshots per live document.
+pub(crate) const SNAPSHOTS_DIR: &str = "snapshots";
+/// The folder holding one sub-folder of snapshots per archived document.
+pub(crate) const ARCHIVE_DIR: &str = "archive";
 /// The folder holding blobs.
 pub(crate) const BLOBS_DIR: &str = "blobs";
 /// File name extension of a chunk.
 pub(crate) const CHUNK_EXT: &str = ".chunk";
+/// File name extension of a snapshot (live or archived).
+pub(crate) const SNAPSHOT_EXT: &str = ".snap";
 /// File name extension of a blob.
 pub(crate) const BLOB_EXT: &str = ".blob";
 /// Prefix of temporary files; every listing ignores them.
@@ -146,9 +152,58 @@ pub fn validate_workspace_id(id: &str) -> Result<(), WorkspaceIdError> {
     }
 }
 
-/// The hash in a chunk file name `<hash>.chunk`, if it is one.
-pub(crate) fn chunk_file_hash(name: &str) -> Option<&str> {
-    name.strip_suffix(CHUNK_EXT).filter(|h| is_hash_hex(h))
+/// The folders of a document's files: its chunks, its snapshots (bundles of
+/// chunks made by compaction) and its archived snapshots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DocFolder {
+    /// `chunks/<doc>/<hash>.chunk`
+    Chunks,
+    /// `snapshots/<doc>/<hash>.snap`
+    Snapshots,
+    /// `archive/<doc>/<hash>.snap`
+    Archive,
+}
+
+impl DocFolder {
+    /// Every folder, in loading order.
+    pub const ALL: [DocFolder; 3] = [DocFolder::Chunks, DocFolder::Snapshots, DocFolder::Archive];
+
+    /// The top-level folder name.
+    pub fn dir(self) -> &'static str {
+        match self {
+            DocFolder::Chunks => CHUNKS_DIR,
+            DocFolder::Snapshots => SNAPSHOTS_DIR,
+            DocFolder::Archive => ARCHIVE_DIR,
+        }
+    }
+
+    /// The file name extension, with its dot.
+    pub fn ext(self) -> &'static str {
+        match self {
+            DocFolder::Chunks => CHUNK_EXT,
+            DocFolder::Snapshots | DocFolder::Archive => SNAPSHOT_EXT,
+        }
+    }
+
+    /// The folder named `dir`, if it is one.
+    pub(crate) fn from_dir(dir: &str) -> Option<DocFolder> {
+        DocFolder::ALL.into_iter().find(|f| f.dir() == dir)
+    }
+
+    /// The hash in a file name of this folder, if it is one.
+    pub fn file_hash(self, name: &str) -> Option<&str> {
+        name.strip_suffix(self.ext()).filter(|h| is_hash_hex(h))
+    }
+
+    /// The store name of file `file` of document `doc` in this folder.
+    pub fn store_name(self, doc: &str, file: &str) -> String {
+        format!("{}/{doc}/{file}", self.dir())
+    }
+
+    /// The file name for content hashing to `hash`.
+    pub fn file_name(self, hash: &str) -> String {
+        format!("{hash}{}", self.ext())
+    }
 }
 
 /// The hash in a blob file name `<hash>.blob`, if it is one.
@@ -163,8 +218,13 @@ pub(crate) enum StoreName<'a> {
     Format,
     /// `workspace`
     Workspace,
-    /// `chunks/<doc>/<hash>.chunk`
-    Chunk { doc: &'a str, hash: &'a str },
+    /// `chunks/<doc>/<hash>.chunk`, `snapshots/<doc>/<hash>.snap` or
+    /// `archive/<doc>/<hash>.snap`
+    Doc {
+        folder: DocFolder,
+        doc: &'a str,
+        hash: &'a str,
+    },
     /// `blobs/<hash>.blob`
     Blob { hash: &'a str },
 }
@@ -185,9 +245,12 @@ impl<'a> StoreName<'a> {
             (BLOBS_DIR, Some(file), None) => {
                 blob_file_hash(file).map(|hash| StoreName::Blob { hash })
             }
-            (CHUNKS_DIR, Some(doc), Some(file)) => {
+            (dir, Some(doc), Some(file)) => {
+                let folder = DocFolder::from_dir(dir)?;
                 validate_doc_id(doc).ok()?;
-                chunk_file_hash(file).map(|hash| StoreName::Chunk { doc, hash })
+                folder
+                    .file_hash(file)
+                    .map(|hash| StoreName::Doc { folder, doc, hash })
             }
             _ => None,
         }
@@ -196,15 +259,10 @@ impl<'a> StoreName<'a> {
     /// The sha256 the content must have, for content-addressed names.
     pub(crate) fn hash(&self) -> Option<&'a str> {
         match *self {
-            StoreName::Chunk { hash, .. } | StoreName::Blob { hash } => Some(hash),
+            StoreName::Doc { hash, .. } | StoreName::Blob { hash } => Some(hash),
             StoreName::Format | StoreName::Workspace => None,
         }
     }
-}
-
-/// The store name of a chunk.
-pub(crate) fn chunk_store_name(doc: &str, file: &str) -> String {
-    format!("{CHUNKS_DIR}/{doc}/{file}")
 }
 
 /// Renders the start of an unexpected file content for an error message.
@@ -270,7 +328,27 @@ mod tests {
         );
         assert_eq!(
             StoreName::parse(&format!("chunks/d/{h}.chunk")),
-            Some(StoreName::Chunk { doc: "d", hash: &h })
+            Some(StoreName::Doc {
+                folder: DocFolder::Chunks,
+                doc: "d",
+                hash: &h
+            })
+        );
+        assert_eq!(
+            StoreName::parse(&format!("snapshots/d/{h}.snap")),
+            Some(StoreName::Doc {
+                folder: DocFolder::Snapshots,
+                doc: "d",
+                hash: &h
+            })
+        );
+        assert_eq!(
+            StoreName::parse(&format!("archive/d/{h}.snap")),
+            Some(StoreName::Doc {
+                folder: DocFolder::Archive,
+                doc: "d",
+                hash: &h
+            })
         );
         for bad in [
             String::new(),
@@ -280,6 +358,8 @@ mod tests {
             format!("blobs/{h}.chunk"),
             format!("blobs/.tmp-{h}.blob"),
             format!("chunks/d/e/{h}.chunk"),
+            format!("snapshots/d/{h}.chunk"),
+            format!("archive/d/{h}.blob"),
             "members/x".into(),
         ] {
             assert_eq!(StoreName::parse(&bad), None, "{bad}");

@@ -19,7 +19,7 @@ use std::sync::{Mutex, PoisonError};
 use crate::fsutil::{self, Kind};
 use crate::git::{self, GitRemote, SlotError};
 use crate::names::{
-    self, BLOBS_DIR, CHUNKS_DIR, FORMAT_LINE, FORMAT_NAME, StoreName, WORKSPACE_NAME,
+    self, BLOBS_DIR, DocFolder, FORMAT_LINE, FORMAT_NAME, StoreName, WORKSPACE_NAME,
 };
 
 /// A place holding the files of a store. Calls are blocking.
@@ -54,8 +54,12 @@ pub trait Remote: Send + Sync {
     /// Adds files: create-only (an existing file is kept), atomic per file,
     /// idempotent.
     fn put(&self, files: &[(String, Vec<u8>)]) -> Result<(), RemoteError>;
-    /// Removes chunks or blobs (compaction only); missing ones are fine.
-    fn remove(&self, names: &[String]) -> Result<(), RemoteError>;
+    /// Removes document files or blobs wherever the remote holds them
+    /// (compaction, archival and garbage collection only; the caller has
+    /// proved them redundant). Missing ones are fine. Returns how many of
+    /// `names` the remote still holds because a writer moved meanwhile (a
+    /// git branch pushed during the removal); a later call removes them.
+    fn remove(&self, names: &[String]) -> Result<usize, RemoteError>;
 }
 
 /// Why a remote operation failed.
@@ -318,14 +322,17 @@ impl Remote for DirRemote {
                 (FORMAT_NAME | WORKSPACE_NAME, Kind::File) => {
                     out.insert(name);
                 }
-                (CHUNKS_DIR, Kind::Dir) => {
-                    for (doc, kind) in self.entries(CHUNKS_DIR)? {
+                (dir, Kind::Dir) if DocFolder::from_dir(dir).is_some() => {
+                    let Some(folder) = DocFolder::from_dir(dir) else {
+                        continue;
+                    };
+                    for (doc, kind) in self.entries(dir)? {
                         if kind != Kind::Dir || names::validate_doc_id(&doc).is_err() {
                             continue;
                         }
-                        let rel = format!("{CHUNKS_DIR}/{doc}");
+                        let rel = format!("{dir}/{doc}");
                         for (file, kind) in self.entries(&rel)? {
-                            if kind == Kind::File && names::chunk_file_hash(&file).is_some() {
+                            if kind == Kind::File && folder.file_hash(&file).is_some() {
                                 out.insert(format!("{rel}/{file}"));
                             }
                         }
@@ -385,11 +392,11 @@ impl Remote for DirRemote {
         Ok(())
     }
 
-    fn remove(&self, names: &[String]) -> Result<(), RemoteError> {
+    fn remove(&self, names: &[String]) -> Result<usize, RemoteError> {
         let mut dirs = BTreeSet::new();
         for name in names {
             match StoreName::parse(name) {
-                Some(StoreName::Chunk { .. } | StoreName::Blob { .. }) => {}
+                Some(StoreName::Doc { .. } | StoreName::Blob { .. }) => {}
                 _ => return Err(self.invalid_name(name)),
             }
             let path = self.root.join(name);
@@ -406,7 +413,7 @@ impl Remote for DirRemote {
         for dir in dirs {
             fsutil::sync_dir(&dir).map_err(|e| self.io_error(".", e))?;
         }
-        Ok(())
+        Ok(0)
     }
 }
 
@@ -498,12 +505,12 @@ impl Remote for MemRemote {
         Ok(())
     }
 
-    fn remove(&self, names: &[String]) -> Result<(), RemoteError> {
+    fn remove(&self, names: &[String]) -> Result<usize, RemoteError> {
         self.check_reachable()?;
         let mut map = self.files();
         for name in names {
             match StoreName::parse(name) {
-                Some(StoreName::Chunk { .. } | StoreName::Blob { .. }) => {
+                Some(StoreName::Doc { .. } | StoreName::Blob { .. }) => {
                     map.remove(name);
                 }
                 _ => {
@@ -514,7 +521,7 @@ impl Remote for MemRemote {
                 }
             }
         }
-        Ok(())
+        Ok(0)
     }
 }
 

@@ -1,11 +1,15 @@
 //! The local replica: a folder on this device holding the store layout
-//! (`FORMAT`, `workspace`, `chunks/<doc>/<hash>.chunk`, `blobs/<hash>.blob`).
+//! (`FORMAT`, `workspace`, `chunks/<doc>/<hash>.chunk`,
+//! `snapshots/<doc>/<hash>.snap`, `archive/<doc>/<hash>.snap`,
+//! `blobs/<hash>.blob`).
 //!
 //! [`Replica`] owns creating and opening that folder, and reading and writing
 //! its content-addressed files. Every write is atomic and create-only (see
 //! `fsutil`); every read checks the bytes against the sha256 in the
-//! file name. Files are never deleted or rewritten here: a corrupt file is
-//! reported and left in place for a person to look at.
+//! file name. Files are never rewritten; they are deleted only through
+//! [`Replica::remove_store_files`], which compaction, archival and garbage
+//! collection call once they have proved the files redundant. A corrupt file
+//! is reported and left in place for a person to look at.
 
 use std::collections::BTreeSet;
 use std::fs::{self, File};
@@ -14,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use crate::fsutil::{self, CopyError, Kind, Placed, TempFile};
 use crate::names::{
-    self, BLOBS_DIR, BlobId, CHUNK_EXT, CHUNKS_DIR, DocIdError, FORMAT_LINE, FORMAT_NAME,
+    self, BLOBS_DIR, BlobId, CHUNKS_DIR, DocFolder, DocIdError, FORMAT_LINE, FORMAT_NAME,
     StoreName, WORKSPACE_NAME, WorkspaceIdError, validate_doc_id,
 };
 use crate::remote::DirRemote;
@@ -395,14 +399,19 @@ impl Replica {
         DirRemote::new(self.root.clone())
     }
 
-    /// The folder of a document's chunks.
-    fn doc_dir(&self, doc: &str) -> PathBuf {
-        self.root.join(CHUNKS_DIR).join(doc)
+    /// The folder of a document's files in `folder`.
+    fn doc_dir_in(&self, folder: DocFolder, doc: &str) -> PathBuf {
+        self.root.join(folder.dir()).join(doc)
     }
 
     /// The path of a chunk file (not checked).
     pub fn chunk_path(&self, doc: &str, name: &str) -> PathBuf {
-        self.doc_dir(doc).join(name)
+        self.doc_file_path(DocFolder::Chunks, doc, name)
+    }
+
+    /// The path of a document file (not checked).
+    pub fn doc_file_path(&self, folder: DocFolder, doc: &str, name: &str) -> PathBuf {
+        self.doc_dir_in(folder, doc).join(name)
     }
 
     /// The path of a blob file (which may not exist).
@@ -413,9 +422,20 @@ impl Replica {
     /// Stores a chunk of document `doc` and returns its file name,
     /// `<sha256>.chunk`. Writing the same bytes twice is a no-op.
     pub fn write_chunk(&self, doc: &str, bytes: &[u8]) -> Result<String, WriteError> {
+        self.write_doc_file(DocFolder::Chunks, doc, bytes)
+    }
+
+    /// Stores a file of document `doc` in `folder` and returns its file
+    /// name (`<sha256><ext>`). Writing the same bytes twice is a no-op.
+    pub fn write_doc_file(
+        &self,
+        folder: DocFolder,
+        doc: &str,
+        bytes: &[u8],
+    ) -> Result<String, WriteError> {
         validate_doc_id(doc)?;
-        let name = format!("{}{CHUNK_EXT}", names::sha256_hex(bytes));
-        let dir = self.doc_dir(doc);
+        let name = folder.file_name(&names::sha256_hex(bytes));
+        let dir = self.doc_dir_in(folder, doc);
         fsutil::write_new(&dir, &name, bytes).map_err(|source| WriteError::Io {
             path: dir.join(&name),
             source,
@@ -423,9 +443,18 @@ impl Replica {
         Ok(name)
     }
 
-    /// The documents that have a chunk folder, sorted.
+    /// The live documents (those with a chunk or a snapshot folder), sorted.
     pub fn list_docs(&self) -> Result<Vec<String>, ListError> {
-        let dir = self.root.join(CHUNKS_DIR);
+        let mut docs = self.list_docs_in(DocFolder::Chunks)?;
+        docs.extend(self.list_docs_in(DocFolder::Snapshots)?);
+        docs.sort();
+        docs.dedup();
+        Ok(docs)
+    }
+
+    /// The documents that have a sub-folder in `folder`, sorted.
+    pub fn list_docs_in(&self, folder: DocFolder) -> Result<Vec<String>, ListError> {
+        let dir = self.root.join(folder.dir());
         let entries = fsutil::visible_entries(&dir)
             .map_err(|source| ListError::Io { path: dir, source })?
             .unwrap_or_default();
@@ -441,27 +470,96 @@ impl Replica {
     /// The chunk file names of document `doc`, sorted. Temp files and names
     /// that are not `<sha256>.chunk` are left out.
     pub fn list_chunks(&self, doc: &str) -> Result<Vec<String>, ListError> {
+        self.list_doc_files(DocFolder::Chunks, doc)
+    }
+
+    /// The file names of document `doc` in `folder`, sorted. Temp files and
+    /// names that are not `<sha256><ext>` are left out.
+    pub fn list_doc_files(&self, folder: DocFolder, doc: &str) -> Result<Vec<String>, ListError> {
         validate_doc_id(doc)?;
-        let dir = self.doc_dir(doc);
+        let dir = self.doc_dir_in(folder, doc);
         let entries = fsutil::visible_entries(&dir)
             .map_err(|source| ListError::Io { path: dir, source })?
             .unwrap_or_default();
-        let mut chunks: Vec<String> = entries
+        let mut files: Vec<String> = entries
             .into_iter()
-            .filter(|(name, kind)| *kind == Kind::File && names::chunk_file_hash(name).is_some())
+            .filter(|(name, kind)| *kind == Kind::File && folder.file_hash(name).is_some())
             .map(|(name, _)| name)
             .collect();
-        chunks.sort();
-        Ok(chunks)
+        files.sort();
+        Ok(files)
     }
 
     /// Reads a chunk and checks that its bytes hash to its name.
     pub fn read_chunk(&self, doc: &str, name: &str) -> Result<Vec<u8>, ReadError> {
+        self.read_doc_file(DocFolder::Chunks, doc, name)
+    }
+
+    /// Reads a document file and checks that its bytes hash to its name.
+    pub fn read_doc_file(
+        &self,
+        folder: DocFolder,
+        doc: &str,
+        name: &str,
+    ) -> Result<Vec<u8>, ReadError> {
         validate_doc_id(doc)?;
-        let hash = names::chunk_file_hash(name).ok_or_else(|| ReadError::InvalidChunkName {
-            name: name.to_owned(),
-        })?;
-        read_verified(&self.chunk_path(doc, name), hash)
+        let hash = folder
+            .file_hash(name)
+            .ok_or_else(|| ReadError::InvalidChunkName {
+                name: name.to_owned(),
+            })?;
+        read_verified(&self.doc_file_path(folder, doc, name), hash)
+    }
+
+    /// Deletes files by store name (compaction, archival and garbage
+    /// collection only; everything else in a store is immutable). Missing
+    /// files are fine. Emptied document folders of archived or snapshot
+    /// documents are removed; chunk folders stay, since a writer may be
+    /// about to add to them. Returns how many files were deleted.
+    pub fn remove_store_files(&self, names: &[String]) -> Result<usize, WriteError> {
+        let mut dirs = BTreeSet::new();
+        let mut removed = 0;
+        for name in names {
+            match StoreName::parse(name) {
+                Some(StoreName::Doc { .. } | StoreName::Blob { .. }) => {}
+                _ => {
+                    return Err(WriteError::InvalidName {
+                        name: name.to_owned(),
+                    });
+                }
+            }
+            let path = self.root.join(name);
+            match fs::remove_file(&path) {
+                Ok(()) => {
+                    removed += 1;
+                    if let Some(dir) = path.parent() {
+                        dirs.insert(dir.to_owned());
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(source) => return Err(WriteError::Io { path, source }),
+            }
+        }
+        for dir in dirs {
+            fsutil::sync_dir(&dir).map_err(|source| WriteError::Io {
+                path: dir.clone(),
+                source,
+            })?;
+            let in_chunks = dir.parent() == Some(self.root.join(CHUNKS_DIR).as_path());
+            if !in_chunks {
+                // Fails harmlessly when the folder is not empty.
+                let _ = fs::remove_dir(&dir);
+            }
+        }
+        Ok(removed)
+    }
+
+    /// How long ago the file of store name `name` arrived in this replica
+    /// (its modification time); `None` if it is missing or the clock is off.
+    pub fn file_age(&self, name: &str) -> Option<std::time::Duration> {
+        StoreName::parse(name)?;
+        let modified = fs::metadata(self.root.join(name)).ok()?.modified().ok()?;
+        modified.elapsed().ok()
     }
 
     /// Stores the content of the file `src` as a blob, hashing while it
@@ -573,7 +671,7 @@ impl Replica {
             name: name.to_owned(),
         })?;
         let (dir, hash) = match parsed {
-            StoreName::Chunk { doc, hash } => (self.doc_dir(doc), hash),
+            StoreName::Doc { folder, doc, hash } => (self.doc_dir_in(folder, doc), hash),
             StoreName::Blob { hash } => (self.root.join(BLOBS_DIR), hash),
             StoreName::Format | StoreName::Workspace => {
                 return Err(WriteError::InvalidName {
@@ -604,12 +702,15 @@ impl Replica {
         read_verified(&self.root.join(name), hash)
     }
 
-    /// All content-addressed store names in this replica (chunks and blobs).
+    /// All content-addressed store names in this replica (chunks,
+    /// snapshots, archived snapshots and blobs).
     pub fn list_store_names(&self) -> Result<BTreeSet<String>, ListError> {
         let mut out = BTreeSet::new();
-        for doc in self.list_docs()? {
-            for chunk in self.list_chunks(&doc)? {
-                out.insert(names::chunk_store_name(&doc, &chunk));
+        for folder in DocFolder::ALL {
+            for doc in self.list_docs_in(folder)? {
+                for file in self.list_doc_files(folder, &doc)? {
+                    out.insert(folder.store_name(&doc, &file));
+                }
             }
         }
         for blob in self.list_blobs()? {

@@ -12,10 +12,11 @@
 //! never deleted. Because files are immutable and writes create-only, sync
 //! is idempotent and a killed sync is resumed by running it again.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use crate::load::StoreWarning;
-use crate::names::{self, FORMAT_LINE, FORMAT_NAME, StoreName, WORKSPACE_NAME};
+use crate::names::{self, DocFolder, FORMAT_LINE, FORMAT_NAME, StoreName, WORKSPACE_NAME};
 use crate::remote::{Remote, RemoteError};
 use crate::replica::{InitError, ListError, ReadError, Replica, WriteError};
 
@@ -78,61 +79,49 @@ pub fn sync(
     remote: &dyn Remote,
     progress: &mut dyn FnMut(SyncProgress),
 ) -> Result<SyncReport, SyncError> {
+    sync_with(replica, remote, progress, &mut |_, _| BTreeSet::new())
+}
+
+/// [`sync`], leaving out the files `redundant` names. Snapshots (live and
+/// archived) are pulled first; then `redundant` is asked, with the replica
+/// holding them and the remote's listing, which store names neither side needs (chunks and older
+/// snapshots that a snapshot provably contains). Those are neither pulled
+/// nor pushed, so a device that missed a compaction does not bring back
+/// what it removed.
+pub fn sync_with(
+    replica: &Replica,
+    remote: &dyn Remote,
+    progress: &mut dyn FnMut(SyncProgress),
+    redundant: &mut dyn FnMut(&Replica, &BTreeSet<String>) -> BTreeSet<String>,
+) -> Result<SyncReport, SyncError> {
     let remote_names = prepare_remote(replica.workspace_id(), remote)?;
     let local_names = replica.list_store_names().map_err(SyncError::LocalList)?;
 
-    let mut to_pull: Vec<&String> = remote_names
+    let (snapshots, mut to_pull): (Vec<&String>, Vec<&String>) = remote_names
         .iter()
         .filter(|n| is_content(n) && !local_names.contains(*n))
-        .collect();
-    let mut to_push: Vec<&String> = local_names
-        .iter()
-        .filter(|n| !remote_names.contains(*n))
-        .collect();
-    to_pull.sort_by_key(|n| (!is_blob(n), *n));
-    to_push.sort_by_key(|n| (!is_blob(n), *n));
-
+        .partition(|n| is_snapshot(n));
     let mut progress = Progress {
         callback: progress,
         done: 0,
-        total: to_pull.len() + to_push.len(),
+        total: snapshots.len(),
         reported: None,
     };
     let mut report = SyncReport::default();
     progress.report();
+    pull(replica, remote, &snapshots, &mut report, &mut progress)?;
 
-    for pull_batch in to_pull.chunks(PULL_BATCH_FILES) {
-        for (name, result) in read_batch(remote, pull_batch)? {
-            match result {
-                Ok(bytes) => {
-                    let expected = StoreName::parse(name).and_then(|n| n.hash());
-                    let actual = names::sha256_hex(&bytes);
-                    if expected == Some(actual.as_str()) {
-                        replica.put_store_file(name, &bytes).map_err(|source| {
-                            SyncError::LocalWrite {
-                                name: name.clone(),
-                                source,
-                            }
-                        })?;
-                        report.pulled += 1;
-                    } else {
-                        report.skipped.push(StoreWarning {
-                            path: remote_path(remote, name),
-                            message: format!(
-                                "corrupt on the remote: its content hashes to {actual}; not copied"
-                            ),
-                        });
-                    }
-                }
-                Err(e) => report.skipped.push(StoreWarning {
-                    path: remote_path(remote, name),
-                    message: error_chain(&e),
-                }),
-            }
-            progress.advance(1);
-        }
-        progress.report();
-    }
+    let skip = redundant(replica, &remote_names);
+    to_pull.retain(|n| !skip.contains(*n));
+    let mut to_push: Vec<&String> = local_names
+        .iter()
+        .filter(|n| !remote_names.contains(*n) && !skip.contains(*n))
+        .collect();
+    to_pull.sort_by_key(|n| (!is_blob(n), *n));
+    to_push.sort_by_key(|n| (!is_blob(n), *n));
+    progress.total += to_pull.len() + to_push.len();
+    progress.report();
+    pull(replica, remote, &to_pull, &mut report, &mut progress)?;
 
     let mut batch: Vec<(String, Vec<u8>)> = Vec::new();
     let mut batch_bytes = 0;
@@ -180,6 +169,50 @@ pub fn sync(
         "sync done"
     );
     Ok(report)
+}
+
+/// Pulls `names` from the remote into the replica, in batches, checking
+/// each file's hash before it is written.
+fn pull(
+    replica: &Replica,
+    remote: &dyn Remote,
+    names: &[&String],
+    report: &mut SyncReport,
+    progress: &mut Progress<'_>,
+) -> Result<(), SyncError> {
+    for pull_batch in names.chunks(PULL_BATCH_FILES) {
+        for (name, result) in read_batch(remote, pull_batch)? {
+            match result {
+                Ok(bytes) => {
+                    let expected = StoreName::parse(name).and_then(|n| n.hash());
+                    let actual = names::sha256_hex(&bytes);
+                    if expected == Some(actual.as_str()) {
+                        replica.put_store_file(name, &bytes).map_err(|source| {
+                            SyncError::LocalWrite {
+                                name: name.clone(),
+                                source,
+                            }
+                        })?;
+                        report.pulled += 1;
+                    } else {
+                        report.skipped.push(StoreWarning {
+                            path: remote_path(remote, name),
+                            message: format!(
+                                "corrupt on the remote: its content hashes to {actual}; not copied"
+                            ),
+                        });
+                    }
+                }
+                Err(e) => report.skipped.push(StoreWarning {
+                    path: remote_path(remote, name),
+                    message: error_chain(&e),
+                }),
+            }
+            progress.advance(1);
+        }
+        progress.report();
+    }
+    Ok(())
 }
 
 /// A file to pull and what reading it gave.
@@ -348,6 +381,16 @@ fn is_content(name: &str) -> bool {
 }
 
 /// True for blob names.
+fn is_snapshot(name: &str) -> bool {
+    matches!(
+        StoreName::parse(name),
+        Some(StoreName::Doc {
+            folder: DocFolder::Snapshots | DocFolder::Archive,
+            ..
+        })
+    )
+}
+
 fn is_blob(name: &str) -> bool {
     matches!(StoreName::parse(name), Some(StoreName::Blob { .. }))
 }

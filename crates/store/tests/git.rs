@@ -402,7 +402,7 @@ fn a_stale_tip_is_rebuilt_never_overwritten() {
 }
 
 #[test]
-fn remove_takes_files_off_this_slot_only() {
+fn remove_takes_files_off_every_slot_with_parentless_commits() {
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().join("store.git");
     let url = bare_repo(&repo);
@@ -415,16 +415,34 @@ fn remove_takes_files_off_this_slot_only() {
     b.list().unwrap();
     b.put(std::slice::from_ref(&shared)).unwrap();
 
-    a.remove(&[x.0.clone(), blob("never there").0, shared.0.clone()])
+    let left = a
+        .remove(&[x.0.clone(), blob("never there").0, shared.0.clone()])
         .unwrap();
+    assert_eq!(left, 0);
     let in_a = tree_paths(&repo, "refs/heads/bridge/a");
     assert!(!in_a.contains(&x.0) && !in_a.contains(&shared.0));
     assert!(in_a.contains(&y.0) && in_a.contains("FORMAT"));
+    // Gone from b's slot too, and both branches lost their history.
+    assert!(!tree_paths(&repo, "refs/heads/bridge/b").contains(&shared.0));
+    for slot in ["a", "b"] {
+        let out = std::process::Command::new("git")
+            .args(["--git-dir"])
+            .arg(&repo)
+            .args(["rev-list", "--count", &format!("refs/heads/bridge/{slot}")])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1", "{slot}");
+    }
     let listed = b.list().unwrap();
-    assert!(!listed.contains(&x.0));
-    // Still in b's slot: removing it there is compaction's business.
-    assert!(listed.contains(&shared.0));
+    assert!(!listed.contains(&x.0) && !listed.contains(&shared.0));
     assert!(matches!(b.read(&x.0), Err(RemoteError::NotFound { .. })));
+
+    // b did not know: its next put rebuilds on the rewritten tip and keeps
+    // what a left.
+    let z = blob("z");
+    b.put(std::slice::from_ref(&z)).unwrap();
+    let listed = a.list().unwrap();
+    assert!(listed.contains(&z.0) && listed.contains(&y.0) && !listed.contains(&shared.0));
 
     let before = ls_remote(&url);
     a.remove(std::slice::from_ref(&x.0)).unwrap();

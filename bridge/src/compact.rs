@@ -1,0 +1,475 @@
+//! Compaction: one snapshot per document in place of its many chunk files,
+//! and the rules that decide which files a snapshot makes redundant.
+//!
+//! A snapshot bundles the signed envelopes of a document's chunks (see
+//! `snapshot`). A file is redundant only when this device has *proved*
+//! that a snapshot it holds contains it:
+//!
+//! - a chunk file, when a snapshot bundles an envelope under the same name
+//!   whose bytes hash to the same sha256 as the chunk's own envelope, which
+//!   this device decrypted and verified;
+//! - a snapshot, when another snapshot of the same document bundles every
+//!   one of its entries (same name, same digest), with a fixed tie-break
+//!   when two bundle exactly the same (archived beats live, then the lower
+//!   file name), so that two devices never delete each other's copy.
+//!
+//! Redundant files are neither pulled nor pushed by a sync (a device that
+//! missed a compaction does not bring back what it removed), and are
+//! deleted from the replica once the snapshot holding them is there. A
+//! chunk whose name a snapshot bundles with *other* content is kept and
+//! pushed: whatever a compactor claims, nothing this device holds is lost.
+//!
+//! Order of a compaction: write the snapshot (atomic, fsynced), then delete
+//! what it holds; on a remote: push the snapshot, check it is listed, then
+//! remove what it holds. A writer active meanwhile adds chunks the
+//! snapshot does not name, which stay. So compaction is safe to run while
+//! runners drain the pool.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use anyhow::Context as _;
+use bridge_store::{DocFolder, Remote, Replica, SyncError, SyncProgress, SyncReport};
+
+use crate::error::CliResult;
+use crate::snapshot::Entry;
+use crate::vault::{ROSTER_DOC, SnapshotIndex, Vault};
+
+/// A live document is due for automatic compaction when it has at least
+/// this many chunk files.
+pub const AUTO_CHUNKS_PER_DOC: usize = 32;
+
+/// On a runner (`bridge run`), automatic compaction at the end of a run
+/// handles at most this many documents, and only with this much budget
+/// left: it must stay cheap next to the tasks.
+pub const RUNNER_MAX_DOCS: usize = 8;
+
+/// What compacting one document did.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct DocOutcome {
+    /// The document.
+    pub document: String,
+    /// The snapshot that holds the document now (store name).
+    pub snapshot: Option<String>,
+    /// Whether this run wrote it.
+    pub written: bool,
+    /// Chunks bundled into it (from chunk files and older snapshots).
+    pub chunks: usize,
+    /// Files it made redundant (chunks and older snapshots).
+    pub redundant: Vec<String>,
+    /// Bytes of the document's files before and after.
+    pub bytes_before: u64,
+    /// See `bytes_before`.
+    pub bytes_after: u64,
+    /// Chunk files left as they are (unreadable here, a removed member's,
+    /// or a name bundled elsewhere with other content).
+    pub kept: usize,
+}
+
+/// The live documents with at least `min_chunks` chunk files (the roster
+/// is never compacted: it is read before any key is known).
+pub fn due_docs(replica: &Replica, min_chunks: usize) -> CliResult<Vec<String>> {
+    let mut due = Vec::new();
+    for doc in replica.list_docs().context("cannot list the documents")? {
+        if doc == ROSTER_DOC {
+            continue;
+        }
+        let chunks = replica
+            .list_chunks(&doc)
+            .with_context(|| format!("cannot list the chunks of {doc}"))?
+            .len();
+        let snapshots = replica
+            .list_doc_files(DocFolder::Snapshots, &doc)
+            .with_context(|| format!("cannot list the snapshots of {doc}"))?
+            .len();
+        if chunks >= min_chunks.max(1) || snapshots > 1 {
+            due.push(doc);
+        }
+    }
+    Ok(due)
+}
+
+/// Writes one snapshot of `doc` into `into` (live snapshots, or the
+/// archive) bundling every chunk and snapshot entry of the document this
+/// device can read, then deletes the files it made redundant. Nothing is
+/// written when the document is already one snapshot in `into` and no
+/// chunk.
+pub fn compact_doc(
+    vault: &Vault,
+    replica: &Replica,
+    doc: &str,
+    into: DocFolder,
+) -> CliResult<DocOutcome> {
+    let mut out = DocOutcome {
+        document: doc.to_owned(),
+        ..DocOutcome::default()
+    };
+    let mut entries: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut sources: Vec<String> = Vec::new();
+    // Chunk files whose envelope no snapshot bundles yet.
+    let mut new_chunks = 0;
+    let mut snapshots_in_into = 0;
+    let mut last_in_into = None;
+    for folder in [DocFolder::Snapshots, DocFolder::Archive] {
+        for name in replica
+            .list_doc_files(folder, doc)
+            .with_context(|| format!("cannot list the snapshots of {doc}"))?
+        {
+            let store_name = folder.store_name(doc, &name);
+            let Ok(sealed) = replica.read_doc_file(folder, doc, &name) else {
+                continue;
+            };
+            out.bytes_before += sealed.len() as u64;
+            match vault.snapshot_entries(doc, folder, &name, &sealed) {
+                Ok(bundled) => {
+                    for (entry, signed) in bundled {
+                        entries.entry(entry).or_insert(signed);
+                    }
+                    if folder == into {
+                        snapshots_in_into += 1;
+                        last_in_into = Some(store_name.clone());
+                    }
+                    sources.push(store_name);
+                }
+                Err(why) => {
+                    tracing::warn!("compaction left {store_name} as it is: {why}");
+                    out.bytes_after += sealed.len() as u64;
+                }
+            }
+        }
+    }
+    for name in replica
+        .list_chunks(doc)
+        .with_context(|| format!("cannot list the chunks of {doc}"))?
+    {
+        let store_name = DocFolder::Chunks.store_name(doc, &name);
+        let Ok(sealed) = replica.read_chunk(doc, &name) else {
+            out.kept += 1;
+            continue;
+        };
+        out.bytes_before += sealed.len() as u64;
+        let opened = match vault.signed_chunk(doc, &name, &sealed) {
+            Ok(o) if !vault.is_removed(&o.header.writer) => o,
+            Ok(_) | Err(_) => {
+                out.kept += 1;
+                out.bytes_after += sealed.len() as u64;
+                continue;
+            }
+        };
+        let signed = opened.signed_bytes();
+        match entries.get(&name) {
+            Some(existing) if *existing != signed => {
+                tracing::warn!(
+                    "compaction kept {store_name}: a snapshot bundles other content under its name"
+                );
+                out.kept += 1;
+                out.bytes_after += sealed.len() as u64;
+                continue;
+            }
+            Some(_) => {}
+            None => new_chunks += 1,
+        }
+        entries.insert(name, signed);
+        sources.push(store_name);
+        out.chunks += 1;
+    }
+    let snapshot_sources = sources.len() - out.chunks;
+    if entries.is_empty() {
+        out.bytes_after = out.bytes_before;
+        return Ok(out);
+    }
+    if new_chunks == 0 && snapshots_in_into == 1 && snapshot_sources == 1 {
+        // Already one snapshot holding everything: the chunk files that
+        // are left are copies of its entries.
+        out.redundant = sources
+            .into_iter()
+            .filter(|s| s.starts_with(DocFolder::Chunks.dir()))
+            .collect();
+        out.bytes_after = out.bytes_before;
+        for name in &out.redundant {
+            if let Some(file) = name.rsplit('/').next()
+                && let Ok(bytes) = replica.read_chunk(doc, file)
+            {
+                out.bytes_after -= bytes.len() as u64;
+            }
+        }
+        out.chunks = 0;
+        out.snapshot = last_in_into;
+        replica
+            .remove_store_files(&out.redundant)
+            .with_context(|| format!("cannot remove the files of {doc} its snapshot holds"))?;
+        return Ok(out);
+    }
+    let list: Vec<Entry> = entries.into_iter().collect();
+    let sealed = vault.seal_snapshot(doc, &list)?;
+    let name = replica
+        .write_doc_file(into, doc, &sealed)
+        .with_context(|| format!("cannot write a snapshot of {doc}"))?;
+    let written = into.store_name(doc, &name);
+    out.bytes_after += sealed.len() as u64;
+    out.redundant = sources.into_iter().filter(|s| *s != written).collect();
+    out.snapshot = Some(written);
+    out.written = true;
+    out.chunks = list.len();
+    replica
+        .remove_store_files(&out.redundant)
+        .with_context(|| format!("cannot remove the files of {doc} the snapshot holds"))?;
+    Ok(out)
+}
+
+/// The store names this device has proved redundant (see the module
+/// docs): local chunks and snapshots a local snapshot holds, and, with
+/// `remote_names`, the remote's chunks that a verified local snapshot
+/// bundles under the same name (not worth pulling; they are removed from
+/// the remote only by a compaction that pulled and compared them).
+pub fn redundant(
+    vault: &Vault,
+    replica: &Replica,
+    remote_names: Option<&BTreeSet<String>>,
+) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut docs: BTreeSet<String> = BTreeSet::new();
+    for folder in [DocFolder::Snapshots, DocFolder::Archive] {
+        docs.extend(replica.list_docs_in(folder).unwrap_or_default());
+    }
+    for doc in docs {
+        let mut snaps: Vec<(DocFolder, String, std::sync::Arc<SnapshotIndex>)> = Vec::new();
+        for folder in [DocFolder::Archive, DocFolder::Snapshots] {
+            for name in replica.list_doc_files(folder, &doc).unwrap_or_default() {
+                if let Some(index) = vault.snapshot_index(folder, &doc, &name) {
+                    snaps.push((folder, name, index));
+                }
+            }
+        }
+        if snaps.is_empty() {
+            continue;
+        }
+        // Snapshots held whole by a preferred other one.
+        for (i, (folder, name, index)) in snaps.iter().enumerate() {
+            let held = snaps.iter().enumerate().any(|(j, (f2, n2, other))| {
+                i != j
+                    && index.iter().all(|(e, d)| other.get(e) == Some(d))
+                    && (other.len() > index.len() || (*f2, n2.as_str()) < (*folder, name.as_str()))
+            });
+            if held {
+                out.insert(folder.store_name(&doc, name));
+            }
+        }
+        let bundled = |entry: &str| snaps.iter().any(|(_, _, ix)| ix.contains_key(entry));
+        let local: BTreeSet<String> = replica
+            .list_chunks(&doc)
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        for name in &local {
+            if !bundled(name) {
+                continue;
+            }
+            if let Some(digest) = vault.chunk_digest(&doc, name)
+                && snaps.iter().any(|(_, _, ix)| ix.get(name) == Some(&digest))
+            {
+                out.insert(DocFolder::Chunks.store_name(&doc, name));
+            }
+        }
+        if let Some(remote) = remote_names {
+            let prefix = format!("{}/{doc}/", DocFolder::Chunks.dir());
+            for store_name in remote.range(prefix.clone()..) {
+                let Some(file) = store_name.strip_prefix(&prefix) else {
+                    break;
+                };
+                if bundled(file) && !local.contains(file) {
+                    out.insert(store_name.clone());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A set-union sync that leaves out, and then deletes from the replica,
+/// what this device's snapshots make redundant. With `pull_covered`, the
+/// remote's chunks bundled in a local snapshot are pulled anyway (a
+/// compaction compares them before removing them from the remote).
+pub fn sync_store(
+    vault: &Vault,
+    replica: &Replica,
+    remote: &dyn Remote,
+    progress: &mut dyn FnMut(SyncProgress),
+    pull_covered: bool,
+) -> Result<SyncReport, SyncError> {
+    let mut prune = BTreeSet::new();
+    let report = bridge_store::sync_with(replica, remote, progress, &mut |r, remote_names| {
+        let skip = redundant(vault, r, (!pull_covered).then_some(remote_names));
+        prune = skip.clone();
+        skip
+    })?;
+    prune_local(replica, &prune);
+    Ok(report)
+}
+
+/// Deletes redundant files from the replica (missing ones are fine).
+pub fn prune_local(replica: &Replica, names: &BTreeSet<String>) {
+    let names: Vec<String> = names.iter().cloned().collect();
+    if let Err(e) = replica.remove_store_files(&names) {
+        tracing::warn!("could not remove redundant files from the replica: {e:#}");
+    }
+}
+
+/// What a compaction run did, over every document it handled.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Report {
+    /// One entry per document handled.
+    pub documents: Vec<DocOutcome>,
+    /// Files removed from the remote.
+    pub remote_removed: usize,
+    /// Redundant files the remote still holds (a writer pushed during the
+    /// removal); the next compaction removes them.
+    pub remote_left: usize,
+    /// Why the remote was not used, if it was not.
+    pub offline: Option<String>,
+}
+
+impl Report {
+    /// Snapshots written.
+    pub fn snapshots(&self) -> usize {
+        self.documents.iter().filter(|d| d.written).count()
+    }
+
+    /// Files made redundant, locally.
+    pub fn redundant(&self) -> usize {
+        self.documents.iter().map(|d| d.redundant.len()).sum()
+    }
+}
+
+/// Which documents a compaction handles.
+#[derive(Debug, Clone, Copy)]
+pub enum Scope {
+    /// Every live document with a chunk beyond its snapshot.
+    All,
+    /// Documents past the automatic threshold, at most this many.
+    Due(usize),
+}
+
+/// Compacts documents of the replica into snapshots and, with a remote,
+/// brings the remote along: pull everything (bundled leftovers included,
+/// to compare them), compact, push the snapshots, check they are listed,
+/// then remove from the remote what they provably hold.
+pub fn run(
+    vault: &Vault,
+    replica: &Replica,
+    remote: Option<&dyn Remote>,
+    scope: Scope,
+    into: DocFolder,
+    only: Option<&BTreeSet<String>>,
+) -> CliResult<Report> {
+    let mut report = Report::default();
+    let mut remote = remote;
+    if let Some(r) = remote
+        && let Err(e) = sync_store(vault, replica, r, &mut |_| {}, true)
+    {
+        match e {
+            SyncError::Remote(e) if e.is_remote_wide() => {
+                report.offline = Some(format!("{e}"));
+                remote = None;
+            }
+            e => {
+                return Err(anyhow::anyhow!(e)
+                    .context("cannot sync before compacting")
+                    .into());
+            }
+        }
+    }
+    let docs = match scope {
+        Scope::All => due_docs(replica, 1)?,
+        Scope::Due(max) => {
+            let mut d = due_docs(replica, AUTO_CHUNKS_PER_DOC)?;
+            d.truncate(max);
+            d
+        }
+    };
+    for doc in docs {
+        if only.is_some_and(|o| !o.contains(&doc)) {
+            continue;
+        }
+        let outcome = compact_doc(vault, replica, &doc, into)?;
+        if outcome.written || !outcome.redundant.is_empty() {
+            report.documents.push(outcome);
+        }
+    }
+    if let Some(r) = remote {
+        remove_from_remote(vault, replica, r, &mut report)?;
+    }
+    Ok(report)
+}
+
+/// Pushes the new snapshots, then removes from the remote the files they
+/// hold, for every document whose snapshot the remote now lists.
+fn remove_from_remote(
+    vault: &Vault,
+    replica: &Replica,
+    remote: &dyn Remote,
+    report: &mut Report,
+) -> CliResult<()> {
+    if report.documents.is_empty() {
+        return Ok(());
+    }
+    match sync_store(vault, replica, remote, &mut |_| {}, true) {
+        Ok(_) => {}
+        Err(SyncError::Remote(e)) if e.is_remote_wide() => {
+            report.offline = Some(format!("{e}"));
+            return Ok(());
+        }
+        Err(e) => {
+            return Err(anyhow::anyhow!(e)
+                .context("cannot push the snapshots")
+                .into());
+        }
+    }
+    let listed = remote
+        .list()
+        .context("cannot list the remote after pushing the snapshots")?;
+    let mut names: Vec<String> = Vec::new();
+    for d in &report.documents {
+        if d.snapshot.as_ref().is_some_and(|s| listed.contains(s)) {
+            names.extend(d.redundant.iter().filter(|n| listed.contains(*n)).cloned());
+        }
+    }
+    if names.is_empty() {
+        return Ok(());
+    }
+    let left = remote
+        .remove(&names)
+        .context("cannot remove compacted files from the remote")?;
+    report.remote_removed = names.len() - left;
+    report.remote_left = left;
+    Ok(())
+}
+
+/// Automatic compaction after a sync or a run: only when some document is
+/// past [`AUTO_CHUNKS_PER_DOC`], at most `max_docs` documents, and never an
+/// error (a failure is a warning; the next run tries again).
+pub fn auto(vault: &Vault, replica: &Replica, remote: Option<&dyn Remote>, max_docs: usize) {
+    match due_docs(replica, AUTO_CHUNKS_PER_DOC) {
+        Ok(due) if due.is_empty() => return,
+        Ok(_) => {}
+        Err(e) => {
+            tracing::debug!("automatic compaction skipped: {e}");
+            return;
+        }
+    }
+    match run(
+        vault,
+        replica,
+        remote,
+        Scope::Due(max_docs),
+        DocFolder::Snapshots,
+        None,
+    ) {
+        Ok(r) => tracing::info!(
+            documents = r.documents.len(),
+            files = r.redundant(),
+            remote_removed = r.remote_removed,
+            "compacted automatically"
+        ),
+        Err(e) => tracing::warn!("automatic compaction failed (it will be tried again): {e}"),
+    }
+}

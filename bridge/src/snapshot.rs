@@ -1,0 +1,150 @@
+//! The payload of a snapshot: the signed envelopes of a document's chunks,
+//! bundled and compressed. Pure: bytes in, bytes out.
+//!
+//! Why not an Automerge `save()` signed by whoever compacted: that would put
+//! every member's changes under the compactor's signature, so a runner
+//! compacting could forge an admin's cancel or another runner's result.
+//! Instead each chunk keeps its writer's own signed envelope (as it was
+//! before encryption, see `bridge_crypto::Opened::signed_bytes`) and its
+//! file name; a reader verifies every one exactly as it verifies a chunk
+//! file. The snapshot file itself is then sealed like any other (signed by
+//! the compactor, encrypted to the epoch's data key), so its content and
+//! size per chunk stay hidden from the host.
+//!
+//! ```text
+//! deflate(
+//!   b"BRIDGE-SNAPSHOT-1\n"
+//!   u32 big-endian number of entries
+//!   per entry: u16 name length, name (`<sha256>.chunk`),
+//!              u32 length, signed envelope bytes
+//! )
+//! ```
+
+use std::io::{Read, Write};
+
+use flate2::Compression;
+use flate2::read::DeflateDecoder;
+use flate2::write::DeflateEncoder;
+
+const MAGIC: &[u8] = b"BRIDGE-SNAPSHOT-1\n";
+/// The largest payload accepted once decompressed: a bound on what a
+/// hostile file can make a reader allocate.
+pub const MAX_PLAIN_LEN: u64 = 2 << 30;
+
+/// One bundled chunk: its file name and its signed envelope.
+pub type Entry = (String, Vec<u8>);
+
+/// Encodes `entries` (sorted by name by the caller, so that equal content
+/// gives equal bytes).
+pub fn encode(entries: &[Entry]) -> std::io::Result<Vec<u8>> {
+    let mut enc = DeflateEncoder::new(Vec::new(), Compression::default());
+    enc.write_all(MAGIC)?;
+    let count = u32::try_from(entries.len()).map_err(|_| too_big("entries"))?;
+    enc.write_all(&count.to_be_bytes())?;
+    for (name, bytes) in entries {
+        let name_len = u16::try_from(name.len()).map_err(|_| too_big("a name"))?;
+        let len = u32::try_from(bytes.len()).map_err(|_| too_big("an entry"))?;
+        enc.write_all(&name_len.to_be_bytes())?;
+        enc.write_all(name.as_bytes())?;
+        enc.write_all(&len.to_be_bytes())?;
+        enc.write_all(bytes)?;
+    }
+    enc.finish()
+}
+
+fn too_big(what: &str) -> std::io::Error {
+    std::io::Error::other(format!("{what} too large for a snapshot"))
+}
+
+/// Decodes a payload; an error says what is wrong with it.
+pub fn decode(payload: &[u8]) -> Result<Vec<Entry>, String> {
+    let mut plain = Vec::new();
+    DeflateDecoder::new(payload)
+        .take(MAX_PLAIN_LEN + 1)
+        .read_to_end(&mut plain)
+        .map_err(|e| format!("the snapshot does not decompress: {e}"))?;
+    if plain.len() as u64 > MAX_PLAIN_LEN {
+        return Err("the snapshot is larger than 2 GiB once decompressed".into());
+    }
+    let mut rest = plain
+        .strip_prefix(MAGIC)
+        .ok_or("the payload is not a bridge snapshot")?;
+    let count = u32::from_be_bytes(take::<4>(&mut rest)?);
+    let mut entries = Vec::new();
+    for _ in 0..count {
+        let name_len = u16::from_be_bytes(take::<2>(&mut rest)?) as usize;
+        let name = take_slice(&mut rest, name_len)?;
+        let name = std::str::from_utf8(name)
+            .ok()
+            .filter(|n| is_chunk_file_name(n))
+            .ok_or("an entry's name is not a chunk file name")?
+            .to_owned();
+        let len = u32::from_be_bytes(take::<4>(&mut rest)?) as usize;
+        let bytes = take_slice(&mut rest, len)?.to_vec();
+        entries.push((name, bytes));
+    }
+    if !rest.is_empty() {
+        return Err("the snapshot has trailing bytes".into());
+    }
+    Ok(entries)
+}
+
+/// `<64 lowercase hex>.chunk`
+fn is_chunk_file_name(name: &str) -> bool {
+    bridge_store::DocFolder::Chunks.file_hash(name).is_some()
+}
+
+fn take<const N: usize>(rest: &mut &[u8]) -> Result<[u8; N], String> {
+    let (head, tail) = rest
+        .split_first_chunk::<N>()
+        .ok_or("the snapshot is truncated")?;
+    *rest = tail;
+    Ok(*head)
+}
+
+fn take_slice<'a>(rest: &mut &'a [u8], n: usize) -> Result<&'a [u8], String> {
+    let (head, tail) = rest
+        .split_at_checked(n)
+        .ok_or("the snapshot is truncated")?;
+    *rest = tail;
+    Ok(head)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(i: u8) -> String {
+        format!("{}.chunk", hex::encode([i; 32]))
+    }
+
+    #[test]
+    fn round_trip() {
+        let entries = vec![(name(1), b"one".to_vec()), (name(2), vec![0; 10_000])];
+        let bytes = encode(&entries).unwrap();
+        assert!(bytes.len() < 200, "compressed: {}", bytes.len());
+        assert_eq!(decode(&bytes).unwrap(), entries);
+        assert_eq!(decode(&encode(&[]).unwrap()).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn bad_payloads_are_errors_not_panics() {
+        let good = encode(&[(name(1), b"one".to_vec())]).unwrap();
+        assert!(decode(b"").is_err());
+        assert!(decode(b"not deflate at all").is_err());
+        let mut enc = DeflateEncoder::new(Vec::new(), Compression::default());
+        enc.write_all(b"BRIDGE-SNAPSHOT-1\n\0\0\0\x05").unwrap();
+        assert!(
+            decode(&enc.finish().unwrap())
+                .unwrap_err()
+                .contains("truncated")
+        );
+        let mut enc = DeflateEncoder::new(Vec::new(), Compression::default());
+        enc.write_all(b"BRIDGE-SNAPSHOT-1\n\0\0\0\x01\0\x03abc\0\0\0\0")
+            .unwrap();
+        assert!(decode(&enc.finish().unwrap()).unwrap_err().contains("name"));
+        for cut in 0..good.len() {
+            let _ = decode(&good[..cut]);
+        }
+    }
+}
