@@ -248,7 +248,8 @@ pub fn redundant(
             let held = snaps.iter().enumerate().any(|(j, (f2, n2, other))| {
                 i != j
                     && index.iter().all(|(e, d)| other.get(e) == Some(d))
-                    && (other.len() > index.len() || (*f2, n2.as_str()) < (*folder, name.as_str()))
+                    && (other.len() > index.len()
+                        || (rank(*f2), n2.as_str()) < (rank(*folder), name.as_str()))
             });
             if held {
                 out.insert(folder.store_name(&doc, name));
@@ -283,6 +284,15 @@ pub fn redundant(
         }
     }
     out
+}
+
+/// Which of two snapshots holding the same entries stays: the archived
+/// one (the document was archived), then the lower file name.
+fn rank(folder: DocFolder) -> u8 {
+    match folder {
+        DocFolder::Archive => 0,
+        DocFolder::Snapshots | DocFolder::Chunks => 1,
+    }
 }
 
 /// A set-union sync that leaves out, and then deletes from the replica,
@@ -349,8 +359,9 @@ pub enum Scope {
     Due(usize),
 }
 
-/// Compacts documents of the replica into snapshots and, with a remote,
-/// brings the remote along: pull everything (bundled leftovers included,
+/// Compacts documents of the replica (those `scope` picks, or exactly
+/// `only`) into snapshots in `into` and, with a remote, brings the remote
+/// along: pull everything (bundled leftovers included,
 /// to compare them), compact, push the snapshots, check they are listed,
 /// then remove from the remote what they provably hold.
 pub fn run(
@@ -378,18 +389,16 @@ pub fn run(
             }
         }
     }
-    let docs = match scope {
-        Scope::All => due_docs(replica, 1)?,
-        Scope::Due(max) => {
+    let docs = match (only, scope) {
+        (Some(only), _) => only.iter().cloned().collect(),
+        (None, Scope::All) => due_docs(replica, 1)?,
+        (None, Scope::Due(max)) => {
             let mut d = due_docs(replica, AUTO_CHUNKS_PER_DOC)?;
             d.truncate(max);
             d
         }
     };
     for doc in docs {
-        if only.is_some_and(|o| !o.contains(&doc)) {
-            continue;
-        }
         let outcome = compact_doc(vault, replica, &doc, into)?;
         if outcome.written || !outcome.redundant.is_empty() {
             report.documents.push(outcome);

@@ -525,11 +525,7 @@ impl Vault {
         Some(self.remember_snapshot(key, &entries))
     }
 
-    fn remember_snapshot(
-        &self,
-        key: String,
-        entries: &[CheckedEntry],
-    ) -> Arc<SnapshotIndex> {
+    fn remember_snapshot(&self, key: String, entries: &[CheckedEntry]) -> Arc<SnapshotIndex> {
         // Every entry, verified here or not: "this snapshot holds that one"
         // compares all of them, and a chunk file is matched by digest with
         // its own envelope, which this device verified.

@@ -446,6 +446,43 @@ impl Session {
         Ok(applied)
     }
 
+    /// Loads the archived documents too (for `show`, `outputs`, `logs` of
+    /// an archived task, and for `gc`). Returns how many were loaded.
+    pub fn load_archived(&mut self) -> CliResult<usize> {
+        let replica = self.ws.replica.clone();
+        let vault = self.vault.clone();
+        let names = replica
+            .list_docs_in(bridge_store::DocFolder::Archive)
+            .context("cannot list the archived documents")?;
+        let mut loaded_docs = 0;
+        for name in names {
+            let Ok(id) = name.parse::<DocId>() else {
+                continue;
+            };
+            if self.docs.contains_key(&id) {
+                continue;
+            }
+            let (loaded, warnings) = bridge_store::load_doc(&replica, &name, &*vault)
+                .with_context(|| format!("cannot read archived document {name}"))?;
+            for w in warnings {
+                let key = w.path.display().to_string();
+                self.warn_once(&key, || w.to_string());
+            }
+            self.docs.insert(
+                id.clone(),
+                OpenDoc {
+                    loaded,
+                    header: None,
+                    unflushed: Vec::new(),
+                    actor_set: false,
+                },
+            );
+            self.reread(&id);
+            loaded_docs += 1;
+        }
+        Ok(loaded_docs)
+    }
+
     /// Re-reads one document's tasks into the view.
     fn reread(&mut self, id: &DocId) {
         let Some(open) = self.docs.get_mut(id) else {

@@ -27,7 +27,7 @@ pub fn run(g: &GlobalArgs, args: CancelArgs) -> CliResult<u8> {
     let mut session = open_session(g)?;
     let now = now_ms();
     let derived = session.view().derive(now, session.policy);
-    let ids: Vec<TaskId> = match resolve_task(&session, &args.target) {
+    let ids: Vec<TaskId> = match resolve_task(&mut session, &args.target) {
         Ok(id) => vec![id],
         Err(task_err) => match resolve_batch(&session, &args.target) {
             Some(b) => session

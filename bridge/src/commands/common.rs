@@ -75,17 +75,15 @@ pub fn open_remote_as(
     bridge_store::parse_remote(spec, root, &opts)
 }
 
-/// Finds one task by id, unique id prefix (4+ hex digits) or exact name.
-pub fn resolve_task(session: &Session, arg: &str) -> CliResult<TaskId> {
-    let view = session.view();
-    let by_id = view.find(arg);
-    let matches: Vec<&TaskView> = if by_id.is_empty() {
-        view.tasks().filter(|t| t.spec.name == arg).collect()
-    } else {
-        by_id
-    };
+/// Finds one task by id, unique id prefix (4+ hex digits) or exact name,
+/// among the live tasks, then among the archived ones.
+pub fn resolve_task(session: &mut Session, arg: &str) -> CliResult<TaskId> {
+    let mut matches = matching_tasks(session, arg);
+    if matches.is_empty() && session.load_archived()? > 0 {
+        matches = matching_tasks(session, arg);
+    }
     match matches.as_slice() {
-        [t] => Ok(t.id.clone()),
+        [(id, _)] => Ok(id.clone()),
         [] => Err(CliError::hint(
             anyhow!("no task has the id or name `{arg}`"),
             "list tasks with `bridge ls`; run `bridge sync` if it was submitted on another device",
@@ -94,7 +92,7 @@ pub fn resolve_task(session: &Session, arg: &str) -> CliResult<TaskId> {
             let names: Vec<String> = many
                 .iter()
                 .take(5)
-                .map(|t| format!("{} ({})", t.id.short(), t.spec.name))
+                .map(|(id, name)| format!("{} ({name})", id.short()))
                 .collect();
             Err(CliError::hint(
                 anyhow!("`{arg}` matches {} tasks: {}", many.len(), names.join(", ")),
@@ -102,6 +100,21 @@ pub fn resolve_task(session: &Session, arg: &str) -> CliResult<TaskId> {
             ))
         }
     }
+}
+
+/// The tasks whose id starts with `arg`, else those named `arg`.
+fn matching_tasks(session: &Session, arg: &str) -> Vec<(TaskId, String)> {
+    let view = session.view();
+    let by_id = view.find(arg);
+    let matches: Vec<&TaskView> = if by_id.is_empty() {
+        view.tasks().filter(|t| t.spec.name == arg).collect()
+    } else {
+        by_id
+    };
+    matches
+        .into_iter()
+        .map(|t| (t.id.clone(), t.spec.name.clone()))
+        .collect()
 }
 
 /// Finds a batch by id or unique prefix of its id or short id.

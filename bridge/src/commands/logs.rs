@@ -34,8 +34,8 @@ pub struct LogsArgs {
 }
 
 pub fn run(g: &GlobalArgs, args: LogsArgs) -> CliResult<u8> {
-    let session = open_session(g)?;
-    let id = resolve_task(&session, &args.task)?;
+    let mut session = open_session(g)?;
+    let id = resolve_task(&mut session, &args.task)?;
     let Some(t) = session.view().get(&id) else {
         return Ok(EXIT_OK);
     };

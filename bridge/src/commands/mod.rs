@@ -7,11 +7,13 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::error::CliResult;
 
+mod archive;
 mod cancel;
 mod common;
 mod compact;
 mod demo;
 mod dispatch;
+mod gc;
 mod init;
 mod join;
 mod keygen;
@@ -95,6 +97,8 @@ pub enum Command {
     Usage(usage::UsageArgs),
     Sync(sync::SyncArgs),
     Compact(compact::CompactArgs),
+    Archive(archive::ArchiveArgs),
+    Gc(gc::GcArgs),
     Demo(demo::DemoArgs),
     Keygen(keygen::KeygenArgs),
     Whoami(whoami::WhoamiArgs),
@@ -121,6 +125,8 @@ pub fn run(cli: Cli) -> CliResult<u8> {
         Command::Usage(a) => usage::run(g, a),
         Command::Sync(a) => sync::run(g, a),
         Command::Compact(a) => compact::run(g, a),
+        Command::Archive(a) => archive::run(g, a),
+        Command::Gc(a) => gc::run(g, a),
         Command::Demo(a) => demo::run(g, a),
         Command::Keygen(a) => keygen::run(g, a),
         Command::Whoami(a) => whoami::run(g, a),

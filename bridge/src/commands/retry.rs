@@ -24,7 +24,7 @@ pub struct RetryArgs {
 
 pub fn run(g: &GlobalArgs, args: RetryArgs) -> CliResult<u8> {
     let mut session = open_session(g)?;
-    let id = resolve_task(&session, &args.task)?;
+    let id = resolve_task(&mut session, &args.task)?;
     let now = now_ms();
     let derived = session.view().derive(now, session.policy);
     let status = derived.get(&id).map(|d| d.status);

@@ -23,8 +23,8 @@ pub struct ShowArgs {
 }
 
 pub fn run(g: &GlobalArgs, args: ShowArgs) -> CliResult<u8> {
-    let session = open_session(g)?;
-    let id = resolve_task(&session, &args.task)?;
+    let mut session = open_session(g)?;
+    let id = resolve_task(&mut session, &args.task)?;
     let now = now_ms();
     let derived = session.view().derive(now, session.policy);
     let Some(t) = session.view().get(&id) else {

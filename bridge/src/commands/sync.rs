@@ -65,5 +65,10 @@ pub fn auto_compact(session: &Session, offline: bool) {
         Some(spec) if !offline => super::common::open_remote(spec, &session.ws.root).ok(),
         _ => None,
     };
-    crate::compact::auto(&session.vault, &session.ws.replica, remote.as_deref(), usize::MAX);
+    crate::compact::auto(
+        &session.vault,
+        &session.ws.replica,
+        remote.as_deref(),
+        usize::MAX,
+    );
 }

@@ -159,7 +159,16 @@ pub(crate) fn write_new(dir: &Path, file_name: &str, bytes: &[u8]) -> io::Result
         return Ok(Placed::AlreadyPresent);
     }
     ensure_dir(dir)?;
-    let mut tmp = TempFile::create_in(dir)?;
+    let mut tmp = match TempFile::create_in(dir) {
+        // Compaction removes emptied document folders; one may have gone
+        // between `ensure_dir` and here. Once the temp file is in, the
+        // folder is not empty and stays.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            ensure_dir(dir)?;
+            TempFile::create_in(dir)?
+        }
+        other => other?,
+    };
     tmp.file()?.write_all(bytes)?;
     tmp.persist_new(&dest)
 }

@@ -443,9 +443,14 @@ impl Replica {
         Ok(name)
     }
 
-    /// The live documents (those with a chunk or a snapshot folder), sorted.
+    /// The live documents (those with a chunk file or a snapshot), sorted.
+    /// An empty chunk folder (left by an archival) does not count.
     pub fn list_docs(&self) -> Result<Vec<String>, ListError> {
         let mut docs = self.list_docs_in(DocFolder::Chunks)?;
+        docs.retain(|doc| {
+            fs::read_dir(self.doc_dir_in(DocFolder::Chunks, doc))
+                .map_or(true, |mut entries| entries.next().is_some())
+        });
         docs.extend(self.list_docs_in(DocFolder::Snapshots)?);
         docs.sort();
         docs.dedup();
@@ -513,9 +518,8 @@ impl Replica {
 
     /// Deletes files by store name (compaction, archival and garbage
     /// collection only; everything else in a store is immutable). Missing
-    /// files are fine. Emptied document folders of archived or snapshot
-    /// documents are removed; chunk folders stay, since a writer may be
-    /// about to add to them. Returns how many files were deleted.
+    /// files are fine, and emptied document folders are removed. Returns
+    /// how many files were deleted.
     pub fn remove_store_files(&self, names: &[String]) -> Result<usize, WriteError> {
         let mut dirs = BTreeSet::new();
         let mut removed = 0;
@@ -545,11 +549,10 @@ impl Replica {
                 path: dir.clone(),
                 source,
             })?;
-            let in_chunks = dir.parent() == Some(self.root.join(CHUNKS_DIR).as_path());
-            if !in_chunks {
-                // Fails harmlessly when the folder is not empty.
-                let _ = fs::remove_dir(&dir);
-            }
+            // An emptied document folder goes, so that an archived document
+            // is no longer listed as live. Fails harmlessly when the folder
+            // is not empty; a writer racing with it retries (`write_new`).
+            let _ = fs::remove_dir(&dir);
         }
         Ok(removed)
     }

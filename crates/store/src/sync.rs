@@ -108,7 +108,6 @@ pub fn sync_with(
         reported: None,
     };
     let mut report = SyncReport::default();
-    progress.report();
     pull(replica, remote, &snapshots, &mut report, &mut progress)?;
 
     let skip = redundant(replica, &remote_names);
