@@ -297,8 +297,11 @@ fn rank(folder: DocFolder) -> u8 {
 
 /// A set-union sync that leaves out, and then deletes from the replica,
 /// what this device's snapshots make redundant. With `pull_covered`, the
-/// remote's chunks bundled in a local snapshot are pulled anyway (a
-/// compaction compares them before removing them from the remote).
+/// remote's chunks bundled in a local snapshot are pulled anyway and
+/// nothing is deleted from the replica: a compaction compares them and
+/// deletes them itself, and only then knows to remove them from the remote
+/// (deleted here, a leftover that a lost lease kept on the remote would
+/// never be removed by any later compaction).
 pub fn sync_store(
     vault: &Vault,
     replica: &Replica,
@@ -312,7 +315,9 @@ pub fn sync_store(
         prune = skip.clone();
         skip
     })?;
-    prune_local(replica, &prune);
+    if !pull_covered {
+        prune_local(replica, &prune);
+    }
     Ok(report)
 }
 
@@ -421,7 +426,9 @@ fn remove_from_remote(
     if report.documents.is_empty() {
         return Ok(());
     }
-    match sync_store(vault, replica, remote, &mut |_| {}, true) {
+    // Not `pull_covered`: the files just compacted are still on the remote
+    // (they go below) and must not be pulled back into the replica.
+    match sync_store(vault, replica, remote, &mut |_| {}, false) {
         Ok(_) => {}
         Err(SyncError::Remote(e)) if e.is_remote_wide() => {
             report.offline = Some(format!("{e}"));

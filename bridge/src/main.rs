@@ -3,6 +3,7 @@
 //! the worker loop. The task model, the store and process execution live in
 //! the library crates under `crates/`.
 
+mod cache;
 mod commands;
 mod compact;
 mod error;

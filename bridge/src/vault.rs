@@ -22,7 +22,7 @@
 //! learns nothing about which plaintexts are equal; tasks identify inputs by
 //! the sha256 of the plaintext, which only members can read.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -461,10 +461,17 @@ impl Vault {
         folder: DocFolder,
         name: &str,
         sealed: &[u8],
+        known: &BTreeSet<String>,
     ) -> Result<Vec<CheckedEntry>, String> {
         let entries = self.snapshot_entries(doc, folder, name, sealed)?;
         let mut out = Vec::with_capacity(entries.len());
         for (entry, signed) in entries {
+            if known.contains(&entry) {
+                // Applied already (from its chunk file, or a cached state):
+                // its bytes are kept for the index, not verified again.
+                out.push((entry, signed, Ok(Vec::new())));
+                continue;
+            }
             let chunk_file = DocFolder::Chunks.store_name(doc, &entry);
             let result =
                 verify_signed(&self.roster, signed.clone(), &chunk_file, self.expect_chunk(doc))
@@ -520,7 +527,7 @@ impl Vault {
         }
         let sealed = self.replica.read_doc_file(folder, doc, name).ok()?;
         let entries = self
-            .open_snapshot_entries(doc, folder, name, &sealed)
+            .open_snapshot_entries(doc, folder, name, &sealed, &BTreeSet::new())
             .ok()?;
         Some(self.remember_snapshot(key, &entries))
     }
@@ -595,8 +602,9 @@ impl ChunkOpener for Vault {
         folder: DocFolder,
         name: &str,
         bytes: Vec<u8>,
+        known: &BTreeSet<String>,
     ) -> Result<Vec<OpenedEntry>, String> {
-        let entries = self.open_snapshot_entries(doc, folder, name, &bytes)?;
+        let entries = self.open_snapshot_entries(doc, folder, name, &bytes, known)?;
         self.remember_snapshot(folder.store_name(doc, name), &entries);
         Ok(entries
             .into_iter()
@@ -607,13 +615,67 @@ impl ChunkOpener for Vault {
 
 impl Authority for Vault {
     fn can_submit(&self, actor: &ActorId) -> bool {
-        self.bindings
-            .lock()
-            .ok()
-            .and_then(|b| {
-                b.get(&actor.to_hex_string())
-                    .map(|(_, role)| role.can_submit())
-            })
-            .unwrap_or(false)
+        let bound = self.bindings.lock().ok().and_then(|b| {
+            b.get(&actor.to_hex_string())
+                .map(|(_, role)| role.can_submit())
+        });
+        // Not bound by a file this process read: the change came from this
+        // device's cache of verified documents, where every actor was
+        // checked against its signer. Its tag names that signer.
+        bound.unwrap_or_else(|| {
+            WriterId::member_tag_of(actor.to_bytes())
+                .and_then(|tag| self.role_of_tag(tag))
+                .is_some_and(|role| role.can_submit())
+        })
+    }
+}
+
+impl Vault {
+    /// The role of the member whose actor tag is `tag` (their latest entry
+    /// in the roster), if any.
+    fn role_of_tag(&self, tag: [u8; 8]) -> Option<Role> {
+        self.roster
+            .epochs()
+            .iter()
+            .rev()
+            .flat_map(|e| e.members.iter())
+            .find(|m| member_tag(&m.id()) == tag)
+            .map(|m| m.role)
+    }
+
+    /// Seals `payload` for this device alone (its own cache): signed by it,
+    /// encrypted to its own key.
+    pub fn seal_private(&self, doc: &str, payload: &[u8]) -> CliResult<Vec<u8>> {
+        let header = self.header(Domain::Cache, doc, Vec::new());
+        seal(
+            &self.identity,
+            &[self.identity.public().recipient().clone()],
+            &header,
+            payload,
+        )
+        .map_err(|e| anyhow!(e).context("cannot encrypt the local cache").into())
+    }
+
+    /// Opens what [`seal_private`](Self::seal_private) sealed for `doc`.
+    pub fn open_private(&self, doc: &str, sealed: &[u8]) -> Result<Vec<u8>, String> {
+        let opened = bridge_crypto::open(&self.identity, sealed).map_err(|e| e.to_string())?;
+        let h = &opened.header;
+        if h.domain != Domain::Cache
+            || h.workspace != self.workspace
+            || h.document != doc
+            || &h.writer != self.identity.member_id()
+        {
+            return Err("not this device's cache of this document".into());
+        }
+        opened
+            .verify(&self.identity.public())
+            .map_err(|e| e.to_string())?;
+        Ok(opened.payload)
+    }
+
+    /// The hash of the roster's latest epoch: a cache made under another
+    /// roster is not used (trust decisions may differ).
+    pub fn roster_hash(&self) -> String {
+        self.roster.latest().hash()
     }
 }

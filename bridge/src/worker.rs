@@ -291,11 +291,20 @@ pub async fn work(
 
         // 3. Done, idle, or go on?
         if running.is_empty() && queue.is_empty() {
+            // The load plan left documents unread: read more before
+            // concluding there is nothing to do.
+            if nothing_runnable && !stopping && budget_left > 0 && session.has_deferred() {
+                session.load_more()?;
+                continue;
+            }
             if stopping || budget_left == 0 || (nothing_runnable && !opts.follow) {
                 break;
             }
             if nothing_runnable {
                 session.flush()?;
+                // Nothing runs: a good moment for a long-lived worker to
+                // start again from compact documents.
+                session.reload_if_due()?;
                 if publisher.is_none() {
                     hooks.idle(session)?;
                 }

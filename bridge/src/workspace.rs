@@ -16,11 +16,13 @@ use std::time::Duration;
 use anyhow::{Context, anyhow};
 use automerge::AutoCommit;
 use bridge_crypto::MemberId;
-use bridge_model::doc::{self, BatchHeader};
+use bridge_model::doc::{self, BatchHeader, TaskRecord};
 use bridge_model::{DocId, Millis, Policy, View, WriterId};
 use bridge_store::{LoadedDoc, Replica};
 use serde::{Deserialize, Serialize};
+use sha2::Digest as _;
 
+use crate::cache;
 use crate::error::{CliError, CliResult, HintExt};
 use crate::keys;
 use crate::vault::{ROSTER_DOC, Vault};
@@ -330,6 +332,70 @@ struct OpenDoc {
     unflushed: Vec<Vec<u8>>,
     /// Whether this process's actor has been set on the document.
     actor_set: bool,
+    /// How many store files the document held when its cache was last
+    /// written or read (0: none).
+    cached_files: usize,
+    /// The saved state `loaded.doc` still has to be parsed from (a
+    /// document taken from this device's cache and unchanged since:
+    /// `loaded.doc` is empty until [`OpenDoc::materialize`]).
+    lazy: Option<Vec<u8>>,
+    /// The tasks the cache held, until they go into the view.
+    cached_records: Option<Vec<TaskRecord>>,
+    /// Warnings about the document's refused files, kept for its cache.
+    warnings: Vec<bridge_store::StoreWarning>,
+}
+
+impl OpenDoc {
+    fn empty() -> OpenDoc {
+        OpenDoc {
+            loaded: LoadedDoc {
+                doc: AutoCommit::new(),
+                applied: BTreeSet::new(),
+                skipped: BTreeSet::new(),
+            },
+            header: None,
+            unflushed: Vec::new(),
+            actor_set: false,
+            cached_files: 0,
+            lazy: None,
+            cached_records: None,
+            warnings: Vec::new(),
+        }
+    }
+
+    fn cached(c: cache::Cached) -> OpenDoc {
+        OpenDoc {
+            cached_files: c.applied.len() + c.skipped.len(),
+            loaded: LoadedDoc {
+                doc: AutoCommit::new(),
+                applied: c.applied,
+                skipped: c.skipped,
+            },
+            header: Some(c.header),
+            lazy: Some(c.saved),
+            cached_records: Some(c.records),
+            warnings: c.warnings,
+            ..OpenDoc::empty()
+        }
+    }
+
+    /// Parses the saved state, if not done yet. A state that does not
+    /// parse is dropped: the document is then read from its files.
+    fn materialize(&mut self) {
+        let Some(saved) = self.lazy.take() else {
+            return;
+        };
+        self.cached_records = None;
+        let applied = std::mem::take(&mut self.loaded.applied);
+        let skipped = std::mem::take(&mut self.loaded.skipped);
+        match cache::materialize(&saved, applied, skipped) {
+            Some(loaded) => self.loaded = loaded,
+            None => {
+                self.cached_files = 0;
+                self.header = None;
+            }
+        }
+    }
 }
 
 /// The documents of a workspace loaded in memory, and the merged view.
@@ -348,18 +414,70 @@ pub struct Session {
     warned: BTreeSet<String>,
     /// Store names of chunks written since the last [`take_written`](Self::take_written).
     written: Vec<String>,
+    /// When the documents were (re)loaded.
+    loaded_at: std::time::Instant,
+    /// How documents not loaded yet are loaded.
+    plan: LoadPlan,
+    /// Unfinished tasks in the documents loaded since the plan last
+    /// stopped loading.
+    open_loaded: usize,
+    /// Whether some live document was left unloaded by the plan.
+    deferred: bool,
 }
 
+/// How a session loads the documents it has not loaded yet.
+#[derive(Debug, Clone)]
+pub enum LoadPlan {
+    /// Every live document: commands that show or change the whole pool.
+    All,
+    /// A runner: documents in an order of its own (hashed with `seed`, so
+    /// that runners start on different documents), stopping once those
+    /// loaded hold `open_tasks` unfinished tasks. A fresh runner on a large
+    /// pool starts its first task after reading one or two documents,
+    /// not all of them; [`Session::load_more`] goes on.
+    UntilOpen {
+        /// Unfinished tasks that are enough to start.
+        open_tasks: usize,
+        /// Orders the documents.
+        seed: String,
+    },
+}
+
+/// How many tasks of `records` have neither a success nor a cancel: what
+/// a runner's load plan counts.
+fn unfinished(records: &[TaskRecord]) -> usize {
+    records
+        .iter()
+        .filter(|r| {
+            r.facts.cancels.is_empty()
+                && !r
+                    .facts
+                    .attempts
+                    .values()
+                    .any(|a| a.outcome == bridge_model::facts::Outcome::Success)
+        })
+        .count()
+}
+
+/// How long a long-lived process keeps its documents before reloading them
+/// (see [`Session::reload`]).
+pub const RELOAD_AFTER: Duration = Duration::from_secs(10 * 60);
+
 impl Session {
-    /// Loads this device's identity, verifies the roster and loads every
-    /// document of the replica.
-    pub fn open(ws: Workspace) -> CliResult<Session> {
+    /// Loads this device's identity, verifies the roster and loads the
+    /// documents of the replica as `plan` says.
+    pub fn open_with(ws: Workspace, plan: LoadPlan) -> CliResult<Session> {
         let vault = open_vault(&ws)?;
-        Session::with_vault(ws, vault)
+        Session::with_plan(ws, vault, plan)
     }
 
     /// Loads every document of the replica through `vault`.
     pub fn with_vault(ws: Workspace, vault: Vault) -> CliResult<Session> {
+        Session::with_plan(ws, vault, LoadPlan::All)
+    }
+
+    /// Loads the documents of the replica through `vault`, as `plan` says.
+    pub fn with_plan(ws: Workspace, vault: Vault, plan: LoadPlan) -> CliResult<Session> {
         let policy = ws.config.policy()?;
         let tag = crate::vault::member_tag(vault.identity().member_id());
         let writer = WriterId::new(now_ms(), tag, random_bytes::<8>()?);
@@ -374,9 +492,36 @@ impl Session {
             seq: 0,
             warned: BTreeSet::new(),
             written: Vec::new(),
+            loaded_at: std::time::Instant::now(),
+            plan,
+            open_loaded: 0,
+            deferred: false,
         };
         s.refresh()?;
         Ok(s)
+    }
+
+    /// Whether the load plan left live documents unloaded.
+    pub fn has_deferred(&self) -> bool {
+        self.deferred
+    }
+
+    /// Loads more of the documents the plan left (another round of it).
+    /// Returns whether any was loaded.
+    pub fn load_more(&mut self) -> CliResult<bool> {
+        let before = self.docs.len();
+        self.open_loaded = 0;
+        self.refresh()?;
+        Ok(self.docs.len() > before)
+    }
+
+    /// Loads every live document from now on.
+    pub fn load_all(&mut self) -> CliResult<()> {
+        self.plan = LoadPlan::All;
+        if self.deferred {
+            self.refresh()?;
+        }
+        Ok(())
     }
 
     /// The merged view of every task.
@@ -400,6 +545,22 @@ impl Session {
         let names = replica.list_docs().with_context(|| {
             format!("cannot list the documents in {}", replica.root().display())
         })?;
+        let cache_dir = cache::dir(&self.ws.root.join(STATE_DIR));
+        let mut names = names;
+        let target = match &self.plan {
+            LoadPlan::All => None,
+            LoadPlan::UntilOpen { open_tasks, seed } => {
+                names.sort_by_cached_key(|n| {
+                    sha2::Sha256::new()
+                        .chain_update(seed.as_bytes())
+                        .chain_update(b"\0")
+                        .chain_update(n.as_bytes())
+                        .finalize()
+                });
+                Some(*open_tasks)
+            }
+        };
+        self.deferred = false;
         let mut applied = 0;
         for name in names {
             if name == ROSTER_DOC {
@@ -411,39 +572,138 @@ impl Session {
                 });
                 continue;
             };
-            let (n, warnings) = match self.docs.get_mut(&id) {
+            if let Some(target) = target
+                && !self.docs.contains_key(&id)
+                && self.open_loaded >= target
+            {
+                self.deferred = true;
+                continue;
+            }
+            let (n, warnings, save, is_new) = match self.docs.get_mut(&id) {
                 Some(open) => {
+                    if open.lazy.is_some() {
+                        let unseen = bridge_store::has_unseen(
+                            replica,
+                            &name,
+                            &open.loaded.applied,
+                            &open.loaded.skipped,
+                        )
+                        .with_context(|| format!("cannot list document {name}"))?;
+                        if !unseen {
+                            continue;
+                        }
+                        open.materialize();
+                    }
                     let (n, w) =
                         bridge_store::refresh_doc(replica, &name, &mut open.loaded, &*vault)
                             .with_context(|| format!("cannot read document {name}"))?;
-                    (n, w)
+                    let files = open.loaded.applied.len() + open.loaded.skipped.len();
+                    (
+                        n,
+                        w,
+                        files >= open.cached_files + cache::REWRITE_AFTER_FILES,
+                        false,
+                    )
                 }
                 None => {
-                    let (loaded, w) = bridge_store::load_doc(replica, &name, &*vault)
-                        .with_context(|| format!("cannot read document {name}"))?;
-                    let n = loaded.applied.len();
-                    self.docs.insert(
-                        id.clone(),
-                        OpenDoc {
-                            loaded,
-                            header: None,
-                            unflushed: Vec::new(),
-                            actor_set: false,
-                        },
+                    let began = std::time::Instant::now();
+                    let mut open = match cache::load(&vault, &cache_dir, &name) {
+                        Some(c) => OpenDoc::cached(c),
+                        None => OpenDoc::empty(),
+                    };
+                    let from_cache = open.lazy.is_some();
+                    for w in open.warnings.clone() {
+                        let key = w.path.display().to_string();
+                        self.warn_once(&key, || w.to_string());
+                    }
+                    let unseen = !from_cache
+                        || bridge_store::has_unseen(
+                            replica,
+                            &name,
+                            &open.loaded.applied,
+                            &open.loaded.skipped,
+                        )
+                        .with_context(|| format!("cannot list document {name}"))?;
+                    if !unseen {
+                        // Nothing new since the cache: its tasks as they are.
+                        if let (Some(header), Some(records)) =
+                            (open.header.clone(), open.cached_records.take())
+                        {
+                            self.open_loaded += unfinished(&records);
+                            self.view.add_records(&id, &header, records);
+                        }
+                        self.docs.insert(id, open);
+                        continue;
+                    }
+                    open.materialize();
+                    let (n, w) =
+                        bridge_store::refresh_doc(replica, &name, &mut open.loaded, &*vault)
+                            .with_context(|| format!("cannot read document {name}"))?;
+                    tracing::debug!(
+                        doc = name,
+                        from_cache,
+                        files_applied = n,
+                        ms = began.elapsed().as_millis(),
+                        "document loaded"
                     );
-                    (n, w)
+                    self.docs.insert(id.clone(), open);
+                    // Loaded with files its cache lacked: cache it, so the
+                    // next start does not open them again.
+                    (n.max(usize::from(from_cache)), w, n > 0, true)
                 }
             };
-            for w in warnings {
+            for w in &warnings {
                 let key = w.path.display().to_string();
                 self.warn_once(&key, || w.to_string());
             }
+            if let Some(open) = self.docs.get_mut(&id) {
+                for w in warnings {
+                    if !open.warnings.iter().any(|o| o.path == w.path) {
+                        open.warnings.push(w);
+                    }
+                }
+            }
             if n > 0 {
                 applied += n;
-                self.reread(&id);
+                let open = self.reread(&id, save.then_some(&cache_dir));
+                if is_new {
+                    self.open_loaded += open;
+                }
             }
         }
         Ok(applied)
+    }
+
+    /// Drops every document from memory and loads them again (from this
+    /// device's cache, so it costs little): what a long-lived process does
+    /// now and then so that its memory stays flat. Automerge documents grow
+    /// with every change applied to them, and archived documents would
+    /// otherwise stay loaded; a reload starts from compact saved states and
+    /// only the live documents. Call it with no task running.
+    pub fn reload(&mut self) -> CliResult<()> {
+        self.flush()?;
+        // Caches are up to date but for the last few files, which the
+        // reload applies (and caches) again.
+        self.docs.clear();
+        self.view = View::new();
+        self.loaded_at = std::time::Instant::now();
+        self.refresh()?;
+        Ok(())
+    }
+
+    /// [`reload`](Self::reload)s when the last load is [`RELOAD_AFTER`] old.
+    /// Returns whether it did.
+    pub fn reload_if_due(&mut self) -> CliResult<bool> {
+        if self.loaded_at.elapsed() < RELOAD_AFTER {
+            return Ok(false);
+        }
+        tracing::debug!("reloading the documents to keep memory flat");
+        // Compact the local replica first, so the reload reads snapshots;
+        // the remote gets them with the next sync.
+        self.flush()?;
+        crate::compact::auto(&self.vault, &self.ws.replica, None, usize::MAX);
+        self.reload()?;
+        Ok(true)
     }
 
     /// Loads the archived documents too (for `show`, `outputs`, `logs` of
@@ -472,33 +732,51 @@ impl Session {
                 id.clone(),
                 OpenDoc {
                     loaded,
-                    header: None,
-                    unflushed: Vec::new(),
-                    actor_set: false,
+                    ..OpenDoc::empty()
                 },
             );
-            self.reread(&id);
+            let _ = self.reread(&id, None);
             loaded_docs += 1;
         }
         Ok(loaded_docs)
     }
 
     /// Re-reads one document's tasks into the view.
-    fn reread(&mut self, id: &DocId) {
+    /// Reads the tasks of document `id` again (and caches it, with
+    /// `save_to`). Returns how many of its tasks are unfinished.
+    fn reread(&mut self, id: &DocId, save_to: Option<&Path>) -> usize {
         let Some(open) = self.docs.get_mut(id) else {
-            return;
+            return 0;
         };
+        open.materialize();
         if open.header.is_none() {
             match doc::read_header(&open.loaded.doc) {
                 Ok(h) => open.header = Some(h),
                 // The genesis change has not arrived yet: nothing to show.
-                Err(_) => return,
+                Err(_) => return 0,
             }
         }
         let Some(header) = open.header.clone() else {
-            return;
+            return 0;
         };
+        let began = std::time::Instant::now();
         let (records, problems) = doc::read_tasks(&open.loaded.doc, &*self.vault);
+        tracing::debug!(doc = %id, tasks = records.len(), ms = began.elapsed().as_millis(), "tasks read");
+        if let Some(dir) = save_to
+            && open.unflushed.is_empty()
+        {
+            cache::save(
+                &self.vault,
+                dir,
+                &id.to_string(),
+                &mut open.loaded,
+                &header,
+                &records,
+                &open.warnings,
+            );
+            open.cached_files = open.loaded.applied.len() + open.loaded.skipped.len();
+        }
+        let open_tasks = unfinished(&records);
         for p in problems {
             let key = format!("{id}/{}", p.task);
             self.warn_once(&key, || {
@@ -506,6 +784,7 @@ impl Session {
             });
         }
         self.view.add_records(id, &header, records);
+        open_tasks
     }
 
     fn warn_once(&mut self, key: &str, message: impl FnOnce() -> String) {
@@ -540,6 +819,7 @@ impl Session {
                 header: Some(header),
                 unflushed: genesis,
                 actor_set: true,
+                ..OpenDoc::empty()
             },
         );
     }
@@ -557,6 +837,7 @@ impl Session {
             .docs
             .get_mut(id)
             .ok_or_else(|| anyhow!("document {id} is not in the replica"))?;
+        open.materialize();
         if !open.actor_set {
             open.loaded.doc.set_actor(self.writer.actor());
             open.actor_set = true;

@@ -10,19 +10,24 @@ use bridge_store::{RemoteError, SyncError, SyncReport};
 
 use super::GlobalArgs;
 use crate::error::{CliError, CliResult, EXIT_OFFLINE};
-use crate::workspace::{Session, Workspace};
+use crate::workspace::{LoadPlan, Session, Workspace};
 
 /// Finds the workspace and loads its documents. When the local replica
 /// cannot show this device a roster it belongs to (a fresh clone of a
 /// repository with bridge.toml, a new CI runner, a device just added), it
 /// first pulls the store from the remote, then tries again.
 pub fn open_session(g: &GlobalArgs) -> CliResult<Session> {
+    open_session_with(g, LoadPlan::All)
+}
+
+/// [`open_session`], loading the documents as `plan` says.
+pub fn open_session_with(g: &GlobalArgs, plan: LoadPlan) -> CliResult<Session> {
     let ws = Workspace::find(g.workspace.as_deref())?;
     let Some(spec) = ws.remote_spec().map(str::to_owned) else {
-        return Session::open(ws);
+        return Session::open_with(ws, plan);
     };
     let root = ws.root.clone();
-    let first = match Session::open(ws) {
+    let first = match Session::open_with(ws, plan.clone()) {
         Ok(s) => match s.vault.me() {
             Ok(_) => return Ok(s),
             Err(e) => e,
@@ -47,7 +52,7 @@ pub fn open_session(g: &GlobalArgs) -> CliResult<Session> {
             return Err(first);
         }
     }
-    Session::open(ws)
+    Session::open_with(ws, plan)
 }
 
 /// Opens a remote for the workspace at `root`. In a `git:` remote this

@@ -14,12 +14,12 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::GlobalArgs;
-use super::common::{open_remote_as, open_session};
+use super::common::{open_remote_as, open_session_with};
 use crate::error::{CliError, CliResult, EXIT_INTERRUPTED, EXIT_OFFLINE, EXIT_OK, HintExt};
 use crate::output::{duration, print_json};
 use crate::publish::Publisher;
 use crate::worker::{self, Event, WorkOptions, safe_name};
-use crate::workspace::{Session, device_name, now_ms};
+use crate::workspace::{LoadPlan, Session, device_name, now_ms};
 
 /// Run a bounded batch of tasks on a CI runner, pushing each result, then exit
 ///
@@ -71,6 +71,9 @@ pub struct RunArgs {
 
 /// Seconds kept at the end of the budget for the final push.
 const PUSH_MARGIN: Duration = Duration::from_secs(15);
+/// Unfinished tasks a runner loads before it starts (more documents are
+/// loaded when these run out).
+const RUNNER_FIRST_LOAD: usize = 1000;
 /// A runner compacts at the end of a run only with at least this much of
 /// its budget left.
 const RUNNER_COMPACT_MARGIN: Duration = Duration::from_secs(60);
@@ -91,7 +94,13 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> CliResult<u8> {
         .hint("write e.g. 45m or 1h 30m")?;
     let shard = args.shard.as_deref().map(parse_shard).transpose()?;
     let github = std::env::var("GITHUB_ACTIONS").as_deref() == Ok("true");
-    let mut session = open_session(g)?;
+    // A fresh runner on a large pool starts after reading the documents it
+    // needs for its first claims, not all of them (the slot orders them).
+    let plan = LoadPlan::UntilOpen {
+        open_tasks: RUNNER_FIRST_LOAD,
+        seed: args.slot.clone().unwrap_or_else(|| format!("{shard:?}")),
+    };
+    let mut session = open_session_with(g, plan)?;
     let spec = args
         .remote
         .clone()
@@ -177,6 +186,8 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> CliResult<u8> {
         Ok((report, hooks.ledger))
     });
     let (report, ledger) = result?;
+    // What is left counts every document.
+    session.load_all()?;
     let derived = session.view().derive(now_ms(), session.policy);
     let left = derived
         .values()

@@ -49,7 +49,7 @@ pub enum DocError {
 }
 
 /// The header of a batch document, written once in its genesis change.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BatchHeader {
     /// The batch this document belongs to.
     pub batch: BatchId,
@@ -66,7 +66,7 @@ pub struct BatchHeader {
 }
 
 /// A task as read from one document: its spec and the facts this document holds.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TaskRecord {
     /// The task id (checked against the hash of the spec).
     pub id: TaskId,

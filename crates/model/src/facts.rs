@@ -14,7 +14,7 @@ use crate::ids::WriterId;
 ///
 /// Only its writer changes it: to renew the lease (a heartbeat) or to release
 /// it without running the task.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claim {
     /// `<writer-id>.<n>`; the attempt that fulfils the claim uses the same key.
     pub key: String,
@@ -105,7 +105,7 @@ pub struct Attempt {
 }
 
 /// All facts known about one task.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Facts {
     /// Claims by key.
     pub claims: BTreeMap<String, Claim>,

@@ -43,7 +43,9 @@ pub mod replica;
 pub mod sync;
 
 pub use git::{GitRemote, PushStats, SlotError, validate_slot};
-pub use load::{ChunkOpener, LoadedDoc, OpenedEntry, Plain, StoreWarning, load_doc, refresh_doc};
+pub use load::{
+    ChunkOpener, LoadedDoc, OpenedEntry, Plain, StoreWarning, has_unseen, load_doc, refresh_doc,
+};
 pub use names::{
     BlobId, BlobIdError, DocFolder, DocIdError, FORMAT_LINE, WorkspaceIdError, validate_doc_id,
 };

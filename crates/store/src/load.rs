@@ -45,7 +45,8 @@ pub trait ChunkOpener {
 
     /// Opens snapshot file `name` of document `doc` (in `folder`): the
     /// chunks it bundles, each as its chunk file name and either the
-    /// Automerge bytes to apply or why that chunk is refused. An error
+    /// Automerge bytes to apply or why that chunk is refused. Chunks named
+    /// in `known` are already applied: they may be left out. An error
     /// refuses the whole file.
     fn open_snapshot(
         &self,
@@ -53,8 +54,9 @@ pub trait ChunkOpener {
         folder: DocFolder,
         name: &str,
         bytes: Vec<u8>,
+        known: &BTreeSet<String>,
     ) -> Result<Vec<OpenedEntry>, String> {
-        let _ = (doc, folder, name, bytes);
+        let _ = (doc, folder, name, bytes, known);
         Err("this store cannot read snapshots".to_owned())
     }
 }
@@ -119,6 +121,26 @@ pub fn load_doc(
     Ok((loaded, warnings))
 }
 
+/// Whether document `doc_id` has a file (snapshot or chunk) in neither
+/// `applied` nor `skipped`: what [`refresh_doc`] would read. Lists only.
+pub fn has_unseen(
+    replica: &Replica,
+    doc_id: &str,
+    applied: &BTreeSet<String>,
+    skipped: &BTreeSet<String>,
+) -> Result<bool, ListError> {
+    for folder in [DocFolder::Snapshots, DocFolder::Archive, DocFolder::Chunks] {
+        if replica
+            .list_doc_files(folder, doc_id)?
+            .iter()
+            .any(|n| !applied.contains(n) && !skipped.contains(n))
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// Applies the chunks of `doc_id` that `loaded` has not seen yet. Returns
 /// how many were applied.
 pub fn refresh_doc(
@@ -138,7 +160,7 @@ pub fn refresh_doc(
             }
             let path = replica.doc_file_path(folder, doc_id, &name);
             let entries = match replica.read_doc_file(folder, doc_id, &name) {
-                Ok(bytes) => opener.open_snapshot(doc_id, folder, &name, bytes),
+                Ok(bytes) => opener.open_snapshot(doc_id, folder, &name, bytes, &loaded.applied),
                 Err(ReadError::Missing { .. }) => continue,
                 Err(e) => Err(read_problem(&e)),
             };

@@ -1,0 +1,170 @@
+//! This device's cache of merged documents (`.bridge/cache/<doc>.cache`),
+//! so that loading a workspace applies only the store files that arrived
+//! since, instead of decrypting, verifying and replaying every chunk.
+//!
+//! A cache file holds an Automerge `save()` of the document as this device
+//! had verified it, its tasks as read from it, and the names of the store
+//! files it already holds (applied or refused). When no new file arrived,
+//! a start uses the tasks as they are and parses nothing else. It is sealed to this device alone (signed by it,
+//! encrypted to its own key) and bound to the roster's latest epoch: under
+//! another roster the trust decisions may differ, so it is not used. A
+//! missing, stale or damaged cache only costs a full load; it is never an
+//! error. Only documents with no unflushed changes are cached, so a cache
+//! never holds a change that is not in a store file.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use automerge::AutoCommit;
+use bridge_model::doc::{BatchHeader, TaskRecord};
+use bridge_store::{LoadedDoc, StoreWarning};
+use serde::{Deserialize, Serialize};
+
+use crate::vault::Vault;
+
+/// A document is cached once this many store files went into it since its
+/// cache was written (or since it was loaded without one).
+pub const REWRITE_AFTER_FILES: usize = 4;
+
+#[derive(Serialize, Deserialize)]
+struct Meta {
+    roster: String,
+    applied: BTreeSet<String>,
+    skipped: BTreeSet<String>,
+    header: BatchHeader,
+    records: Vec<TaskRecord>,
+    #[serde(default)]
+    warnings: Vec<(PathBuf, String)>,
+}
+
+/// A document as cached: the store files it holds, its header and tasks as
+/// read, and its saved Automerge state (loaded only when the document
+/// changes: a warm start that finds nothing new never parses it).
+pub struct Cached {
+    /// Store files applied.
+    pub applied: BTreeSet<String>,
+    /// Store files refused.
+    pub skipped: BTreeSet<String>,
+    /// The document's header.
+    pub header: BatchHeader,
+    /// Its tasks as last read.
+    pub records: Vec<TaskRecord>,
+    /// `AutoCommit::save()` of the document.
+    pub saved: Vec<u8>,
+    /// The warnings about its refused files, shown again on every load
+    /// (the files stay in the store).
+    pub warnings: Vec<StoreWarning>,
+}
+
+/// The cache folder of a workspace's state folder.
+pub fn dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("cache")
+}
+
+fn path(dir: &Path, doc: &str) -> PathBuf {
+    dir.join(format!("{doc}.cache"))
+}
+
+/// The cached state of `doc`, if there is a usable one.
+pub fn load(vault: &Vault, dir: &Path, doc: &str) -> Option<Cached> {
+    let file = path(dir, doc);
+    let sealed = std::fs::read(&file).ok()?;
+    let payload = match vault.open_private(doc, &sealed) {
+        Ok(p) => p,
+        Err(why) => {
+            tracing::debug!(file = %file.display(), why, "cache not used");
+            return None;
+        }
+    };
+    let (len, rest) = payload.split_first_chunk::<4>()?;
+    let (meta, saved) = rest.split_at_checked(u32::from_be_bytes(*len) as usize)?;
+    let meta: Meta = serde_json::from_slice(meta).ok()?;
+    if meta.roster != vault.roster_hash() {
+        tracing::debug!(doc, "cache made under another roster; not used");
+        return None;
+    }
+    Some(Cached {
+        applied: meta.applied,
+        skipped: meta.skipped,
+        header: meta.header,
+        records: meta.records,
+        saved: saved.to_vec(),
+        warnings: meta
+            .warnings
+            .into_iter()
+            .map(|(path, message)| StoreWarning { path, message })
+            .collect(),
+    })
+}
+
+/// Turns a cached state into a loaded document (parsing the saved state).
+pub fn materialize(
+    saved: &[u8],
+    applied: BTreeSet<String>,
+    skipped: BTreeSet<String>,
+) -> Option<LoadedDoc> {
+    match AutoCommit::load(saved) {
+        Ok(doc) => Some(LoadedDoc {
+            doc,
+            applied,
+            skipped,
+        }),
+        Err(e) => {
+            tracing::debug!(error = %e, "cached state does not load; not used");
+            None
+        }
+    }
+}
+
+/// Writes the cache of `doc` (atomically: temp file, then rename). A
+/// failure is logged, never returned: the cache is an optimisation.
+pub fn save(
+    vault: &Vault,
+    dir: &Path,
+    doc: &str,
+    loaded: &mut LoadedDoc,
+    header: &BatchHeader,
+    records: &[TaskRecord],
+    warnings: &[StoreWarning],
+) {
+    let result = (|| -> anyhow::Result<()> {
+        let warnings: Vec<(&Path, &str)> = warnings
+            .iter()
+            .map(|w| (w.path.as_path(), w.message.as_str()))
+            .collect();
+        let meta = serde_json::to_vec(&MetaRef {
+            roster: vault.roster_hash(),
+            applied: &loaded.applied,
+            skipped: &loaded.skipped,
+            header,
+            records,
+            warnings,
+        })?;
+        let saved = loaded.doc.save();
+        let mut payload = Vec::with_capacity(4 + meta.len() + saved.len());
+        payload.extend_from_slice(&u32::try_from(meta.len())?.to_be_bytes());
+        payload.extend_from_slice(&meta);
+        payload.extend_from_slice(&saved);
+        let sealed = vault.seal_private(doc, &payload).map_err(|e| e.error)?;
+        std::fs::create_dir_all(dir)?;
+        let file = path(dir, doc);
+        let tmp = dir.join(format!(".{doc}.tmp-{}", std::process::id()));
+        std::fs::write(&tmp, &sealed)?;
+        std::fs::rename(&tmp, &file)?;
+        Ok(())
+    })();
+    if let Err(e) = result {
+        tracing::debug!(doc, "could not write the document cache: {e:#}");
+    }
+}
+
+/// [`Meta`] borrowed, for writing.
+#[derive(Serialize)]
+struct MetaRef<'a> {
+    roster: String,
+    applied: &'a BTreeSet<String>,
+    skipped: &'a BTreeSet<String>,
+    header: &'a BatchHeader,
+    records: &'a [TaskRecord],
+    warnings: Vec<(&'a Path, &'a str)>,
+}
