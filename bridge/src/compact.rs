@@ -29,6 +29,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::Context as _;
 use bridge_store::{DocFolder, Remote, Replica, SyncError, SyncProgress, SyncReport};
+use sha2::{Digest, Sha256};
 
 use crate::error::CliResult;
 use crate::snapshot::Entry;
@@ -105,10 +106,12 @@ pub fn compact_doc(
     };
     let mut entries: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     let mut sources: Vec<String> = Vec::new();
+    // The size of each source, by store name.
+    let mut sizes: BTreeMap<String, u64> = BTreeMap::new();
     // Chunk files whose envelope no snapshot bundles yet.
     let mut new_chunks = 0;
-    let mut snapshots_in_into = 0;
-    let mut last_in_into = None;
+    // The snapshots in `into`: store name, and each entry's digest.
+    let mut in_into: Vec<(String, BTreeMap<String, [u8; 32]>)> = Vec::new();
     for folder in [DocFolder::Snapshots, DocFolder::Archive] {
         for name in replica
             .list_doc_files(folder, doc)
@@ -121,13 +124,17 @@ pub fn compact_doc(
             out.bytes_before += sealed.len() as u64;
             match vault.snapshot_entries(doc, folder, &name, &sealed) {
                 Ok(bundled) => {
+                    let mut digests = BTreeMap::new();
                     for (entry, signed) in bundled {
+                        if folder == into {
+                            digests.insert(entry.clone(), Sha256::digest(&signed).into());
+                        }
                         entries.entry(entry).or_insert(signed);
                     }
                     if folder == into {
-                        snapshots_in_into += 1;
-                        last_in_into = Some(store_name.clone());
+                        in_into.push((store_name.clone(), digests));
                     }
+                    sizes.insert(store_name.clone(), sealed.len() as u64);
                     sources.push(store_name);
                 }
                 Err(why) => {
@@ -169,31 +176,47 @@ pub fn compact_doc(
             None => new_chunks += 1,
         }
         entries.insert(name, signed);
+        sizes.insert(store_name.clone(), sealed.len() as u64);
         sources.push(store_name);
         out.chunks += 1;
     }
-    let snapshot_sources = sources.len() - out.chunks;
     if entries.is_empty() {
         out.bytes_after = out.bytes_before;
         return Ok(out);
     }
-    if new_chunks == 0 && snapshots_in_into == 1 && snapshot_sources == 1 {
-        // Already one snapshot holding everything: the chunk files that
-        // are left are copies of its entries.
-        out.redundant = sources
-            .into_iter()
-            .filter(|s| s.starts_with(DocFolder::Chunks.dir()))
-            .collect();
-        out.bytes_after = out.bytes_before;
-        for name in &out.redundant {
-            if let Some(file) = name.rsplit('/').next()
-                && let Ok(bytes) = replica.read_chunk(doc, file)
-            {
-                out.bytes_after -= bytes.len() as u64;
-            }
-        }
+    // A snapshot in `into` that already bundles every entry (same names,
+    // same content) stays, and the other files are copies of its entries.
+    // A new snapshot with the same entries would not do: of two snapshots
+    // holding the same entries every device keeps the lower name (see
+    // `redundant`), so the new one could be dropped before it reaches the
+    // remote, and nothing would be removed there, run after run. Of
+    // several such snapshots, the lower name stays, as in `redundant`.
+    let holder = (new_chunks == 0)
+        .then(|| {
+            in_into
+                .iter()
+                .filter(|(_, digests)| {
+                    digests.len() == entries.len()
+                        && digests.iter().all(|(entry, digest)| {
+                            entries.get(entry).is_some_and(|signed| {
+                                <[u8; 32]>::from(Sha256::digest(signed)) == *digest
+                            })
+                        })
+                })
+                .map(|(store_name, _)| store_name.clone())
+                .min()
+        })
+        .flatten();
+    if let Some(holder) = holder {
+        out.redundant = sources.into_iter().filter(|s| *s != holder).collect();
+        out.bytes_after = out.bytes_before
+            - out
+                .redundant
+                .iter()
+                .map(|s| sizes.get(s).copied().unwrap_or(0))
+                .sum::<u64>();
         out.chunks = 0;
-        out.snapshot = last_in_into;
+        out.snapshot = Some(holder);
         replica
             .remove_store_files(&out.redundant)
             .with_context(|| format!("cannot remove the files of {doc} its snapshot holds"))?;
@@ -355,25 +378,15 @@ impl Report {
     }
 }
 
-/// Which documents a compaction handles.
-#[derive(Debug, Clone, Copy)]
-pub enum Scope {
-    /// Every live document with a chunk beyond its snapshot.
-    All,
-    /// Documents past the automatic threshold, at most this many.
-    Due(usize),
-}
-
-/// Compacts documents of the replica (those `scope` picks, or exactly
-/// `only`) into snapshots in `into` and, with a remote, brings the remote
-/// along: pull everything (bundled leftovers included,
+/// Compacts documents of the replica (every one with a chunk beyond its
+/// snapshot, or exactly `only`) into snapshots in `into` and, with a
+/// remote, brings the remote along: pull everything (bundled leftovers included,
 /// to compare them), compact, push the snapshots, check they are listed,
 /// then remove from the remote what they provably hold.
 pub fn run(
     vault: &Vault,
     replica: &Replica,
     remote: Option<&dyn Remote>,
-    scope: Scope,
     into: DocFolder,
     only: Option<&BTreeSet<String>>,
 ) -> CliResult<Report> {
@@ -394,14 +407,9 @@ pub fn run(
             }
         }
     }
-    let docs = match (only, scope) {
-        (Some(only), _) => only.iter().cloned().collect(),
-        (None, Scope::All) => due_docs(replica, 1)?,
-        (None, Scope::Due(max)) => {
-            let mut d = due_docs(replica, AUTO_CHUNKS_PER_DOC)?;
-            d.truncate(max);
-            d
-        }
+    let docs = match only {
+        Some(only) => only.iter().cloned().collect(),
+        None => due_docs(replica, 1)?,
     };
     for doc in docs {
         let outcome = compact_doc(vault, replica, &doc, into)?;
@@ -461,25 +469,28 @@ fn remove_from_remote(
 }
 
 /// Automatic compaction after a sync or a run: only when some document is
-/// past [`AUTO_CHUNKS_PER_DOC`], at most `max_docs` documents, and never an
-/// error (a failure is a warning; the next run tries again).
-pub fn auto(vault: &Vault, replica: &Replica, remote: Option<&dyn Remote>, max_docs: usize) {
-    match due_docs(replica, AUTO_CHUNKS_PER_DOC) {
-        Ok(due) if due.is_empty() => return,
-        Ok(_) => {}
+/// past [`AUTO_CHUNKS_PER_DOC`], at most `max_docs` documents among those
+/// `pick` accepts (runners split the documents by shard, so a fleet ending
+/// together does not compact the same ones), and never an error (a failure
+/// is a warning; the next run tries again).
+pub fn auto(
+    vault: &Vault,
+    replica: &Replica,
+    remote: Option<&dyn Remote>,
+    max_docs: usize,
+    pick: &dyn Fn(&str) -> bool,
+) {
+    let due: BTreeSet<String> = match due_docs(replica, AUTO_CHUNKS_PER_DOC) {
+        Ok(due) => due.into_iter().filter(|d| pick(d)).take(max_docs).collect(),
         Err(e) => {
             tracing::debug!("automatic compaction skipped: {e}");
             return;
         }
+    };
+    if due.is_empty() {
+        return;
     }
-    match run(
-        vault,
-        replica,
-        remote,
-        Scope::Due(max_docs),
-        DocFolder::Snapshots,
-        None,
-    ) {
+    match run(vault, replica, remote, DocFolder::Snapshots, Some(&due)) {
         Ok(r) => tracing::info!(
             documents = r.documents.len(),
             files = r.redundant(),

@@ -475,11 +475,16 @@ fn prefer_shard(candidates: Vec<TaskId>, shard: Option<(u32, u32)>) -> (Vec<Task
 /// with the highest hash of (task, shard). Adding a shard moves only the
 /// tasks the new shard wins.
 pub fn shard_of(id: &TaskId, count: u32) -> u32 {
+    shard_of_name(id.as_str(), count)
+}
+
+/// [`shard_of`] for any name (a document's, to split compaction).
+pub fn shard_of_name(name: &str, count: u32) -> u32 {
     use sha2::{Digest, Sha256};
     (0..count.max(1))
         .max_by_key(|s| {
             let d = Sha256::new()
-                .chain_update(id.as_str().as_bytes())
+                .chain_update(name.as_bytes())
                 .chain_update(s.to_be_bytes())
                 .finalize();
             u64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])

@@ -82,6 +82,11 @@ pub struct WorkerSection {
     /// Labels of workers of this workspace, matched against `runs-on`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub labels: Vec<String>,
+    /// How often a long-lived worker (`bridge work --follow`) compacts and
+    /// reloads its documents when idle, so its memory stays flat (e.g.
+    /// "10m", the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reload_every: Option<String>,
 }
 
 /// `[github]`.
@@ -134,6 +139,15 @@ impl Config {
     /// The lease duration.
     pub fn lease(&self) -> CliResult<Duration> {
         parse_duration_setting("worker.lease", self.worker.lease.as_deref(), "60s")
+    }
+
+    /// How often a long-lived worker reloads (see [`Session::reload`]).
+    pub fn reload_every(&self) -> CliResult<Duration> {
+        parse_duration_setting(
+            "worker.reload-every",
+            self.worker.reload_every.as_deref(),
+            "10m",
+        )
     }
 
     /// The derivation policy every replica of this workspace shares.
@@ -459,10 +473,6 @@ fn unfinished(records: &[TaskRecord]) -> usize {
         .count()
 }
 
-/// How long a long-lived process keeps its documents before reloading them
-/// (see [`Session::reload`]).
-pub const RELOAD_AFTER: Duration = Duration::from_secs(10 * 60);
-
 impl Session {
     /// Loads this device's identity, verifies the roster and loads the
     /// documents of the replica as `plan` says.
@@ -691,17 +701,17 @@ impl Session {
         Ok(())
     }
 
-    /// [`reload`](Self::reload)s when the last load is [`RELOAD_AFTER`] old.
-    /// Returns whether it did.
+    /// [`reload`](Self::reload)s when the last load is older than `[worker]
+    /// reload-every` (default 10 minutes). Returns whether it did.
     pub fn reload_if_due(&mut self) -> CliResult<bool> {
-        if self.loaded_at.elapsed() < RELOAD_AFTER {
+        if self.loaded_at.elapsed() < self.ws.config.reload_every()? {
             return Ok(false);
         }
         tracing::debug!("reloading the documents to keep memory flat");
         // Compact the local replica first, so the reload reads snapshots;
         // the remote gets them with the next sync.
         self.flush()?;
-        crate::compact::auto(&self.vault, &self.ws.replica, None, usize::MAX);
+        crate::compact::auto(&self.vault, &self.ws.replica, None, usize::MAX, &|_| true);
         self.reload()?;
         Ok(true)
     }

@@ -12,7 +12,7 @@ use serde_json::json;
 
 use super::GlobalArgs;
 use super::common::{open_remote, open_session, sync_and_report};
-use crate::compact::{self, Scope};
+use crate::compact;
 use crate::error::{CliResult, EXIT_OK, HintExt};
 use crate::output::print_json;
 use crate::workspace::{Session, now_ms};
@@ -66,7 +66,6 @@ pub fn run(g: &GlobalArgs, args: ArchiveArgs) -> CliResult<u8> {
             &session.vault,
             &session.ws.replica,
             remote.as_deref(),
-            Scope::All,
             DocFolder::Archive,
             Some(&docs),
         )?

@@ -6,7 +6,7 @@ use serde_json::json;
 
 use super::GlobalArgs;
 use super::common::open_remote;
-use crate::compact::{self, Scope};
+use crate::compact;
 use crate::error::{CliResult, EXIT_OK};
 use crate::output::{print_json, print_table};
 use crate::workspace::{Workspace, open_vault};
@@ -52,7 +52,6 @@ pub fn run(g: &GlobalArgs, args: CompactArgs) -> CliResult<u8> {
         &vault,
         &ws.replica,
         remote.as_deref(),
-        Scope::All,
         DocFolder::Snapshots,
         None,
     )?;

@@ -175,11 +175,13 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> CliResult<u8> {
             if !publisher.offline
                 && budget.saturating_sub(started.elapsed()) > RUNNER_COMPACT_MARGIN
             {
+                let (index, count) = shard.unwrap_or((0, 1));
                 crate::compact::auto(
                     &session.vault,
                     &session.ws.replica,
                     Some(publisher.remote()),
                     crate::compact::RUNNER_MAX_DOCS,
+                    &|doc| worker::shard_of_name(doc, count) == index,
                 );
             }
         }

@@ -70,5 +70,6 @@ pub fn auto_compact(session: &Session, offline: bool) {
         &session.ws.replica,
         remote.as_deref(),
         usize::MAX,
+        &|_| true,
     );
 }

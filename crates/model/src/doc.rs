@@ -252,7 +252,43 @@ fn actor_of(id: &ObjId) -> Option<&ActorId> {
 }
 
 fn is_owner(id: &ObjId, owner: &str) -> bool {
-    actor_of(id).is_some_and(|a| a.to_hex_string() == owner)
+    actor_of(id).is_some_and(|a| hex_eq(a.to_bytes(), owner))
+}
+
+/// Whether `hex` is the lowercase hex of `bytes` (without allocating:
+/// this runs for every value read).
+fn hex_eq(bytes: &[u8], hex: &str) -> bool {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let hex = hex.as_bytes();
+    hex.len() == 2 * bytes.len()
+        && bytes.iter().zip(hex.chunks_exact(2)).all(|(b, h)| {
+            h[0] == DIGITS[usize::from(b >> 4)] && h[1] == DIGITS[usize::from(b & 0x0f)]
+        })
+}
+
+/// The fields of map `obj` named in `keys`, each as written by `owner`
+/// (among concurrent values), read in one pass over the map: a field
+/// without a conflict is taken as it is when `owner` wrote it; only a
+/// conflicting one is looked up again.
+fn owned_fields(
+    doc: &AutoCommit,
+    obj: &ObjId,
+    keys: &[&str],
+    owner: &str,
+) -> Vec<Option<(automerge::Value<'static>, ObjId)>> {
+    let mut out = vec![None; keys.len()];
+    for item in doc.map_range(obj, ..) {
+        let Some(i) = keys.iter().position(|k| *k == item.key.as_ref()) else {
+            continue;
+        };
+        out[i] = if item.conflict {
+            owned(doc, obj, keys[i], owner)
+        } else {
+            let id = item.id();
+            is_owner(&id, owner).then(|| (item.value.into_value(), id))
+        };
+    }
+    out
 }
 
 /// The value at `obj[key]` written by `owner`, among concurrent values.
@@ -269,13 +305,6 @@ fn owned(
         .map(|(v, id)| (v.into_owned(), id))
 }
 
-fn owned_int(doc: &AutoCommit, obj: &ObjId, key: &str, owner: &str) -> Option<i64> {
-    match owned(doc, obj, key, owner)? {
-        (automerge::Value::Scalar(s), _) => s.as_i64(),
-        _ => None,
-    }
-}
-
 fn read_task(
     doc: &AutoCommit,
     obj: &ObjId,
@@ -288,11 +317,16 @@ fn read_task(
     let creator = actor_of(obj)
         .map(ActorId::to_hex_string)
         .unwrap_or_default();
-    let owned_map = |name: &str| match owned(doc, obj, name, &creator) {
-        Some((automerge::Value::Object(ObjType::Map), id)) => Some(id),
-        _ => None,
+    const FIELDS: [&str; 5] = ["spec", "claims", "attempts", "cancels", "retries"];
+    let fields = owned_fields(doc, obj, &FIELDS, &creator);
+    let owned_map = |name: &str| {
+        let i = FIELDS.iter().position(|f| *f == name)?;
+        match &fields[i] {
+            Some((automerge::Value::Object(ObjType::Map), id)) => Some(id.clone()),
+            _ => None,
+        }
     };
-    let json = match owned(doc, obj, "spec", &creator) {
+    let json = match &fields[0] {
         Some((automerge::Value::Scalar(s), _)) => s.as_str().map(str::to_owned),
         _ => None,
     }
@@ -322,10 +356,12 @@ fn read_task(
                     _ => continue,
                 }
             };
-            let (Some(at), Some(lease_until)) = (
-                owned_int(doc, &c, "at", owner),
-                owned_int(doc, &c, "lease_until", owner),
-            ) else {
+            let int = |v: &Option<(automerge::Value<'static>, ObjId)>| match v {
+                Some((automerge::Value::Scalar(s), _)) => s.as_i64(),
+                _ => None,
+            };
+            let claim = owned_fields(doc, &c, &["at", "lease_until", "released_at"], owner);
+            let (Some(at), Some(lease_until)) = (int(&claim[0]), int(&claim[1])) else {
                 continue;
             };
             facts.claims.insert(
@@ -334,7 +370,7 @@ fn read_task(
                     key,
                     at,
                     lease_until,
-                    released_at: owned_int(doc, &c, "released_at", owner),
+                    released_at: int(&claim[2]),
                 },
             );
         }
