@@ -12,7 +12,7 @@
 //! size per chunk stay hidden from the host.
 //!
 //! ```text
-//! deflate(
+//! xz(
 //!   b"BRIDGE-SNAPSHOT-1\n"
 //!   u32 big-endian number of entries
 //!   per entry: u16 name length, name (`<sha256>.chunk`),
@@ -22,11 +22,16 @@
 
 use std::io::{Read, Write};
 
-use flate2::Compression;
-use flate2::read::DeflateDecoder;
-use flate2::write::DeflateEncoder;
+use liblzma::read::XzDecoder;
+use liblzma::write::XzEncoder;
 
 const MAGIC: &[u8] = b"BRIDGE-SNAPSHOT-1\n";
+/// The xz preset. Measured on a compacted 1000-task document (879 KB of
+/// signed envelopes): deflate 125 KB, zstd -3 115 KB, zstd -19 101 KB in
+/// 0.5 s, xz -6 94 KB in 0.3 s (decompressed in 5 ms). Signatures and
+/// hashes do not compress; the rest repeats across the whole document,
+/// beyond deflate's 32 KB window.
+const XZ_PRESET: u32 = 6;
 /// The largest payload accepted once decompressed: a bound on what a
 /// hostile file can make a reader allocate.
 pub const MAX_PLAIN_LEN: u64 = 2 << 30;
@@ -37,7 +42,7 @@ pub type Entry = (String, Vec<u8>);
 /// Encodes `entries` (sorted by name by the caller, so that equal content
 /// gives equal bytes).
 pub fn encode(entries: &[Entry]) -> std::io::Result<Vec<u8>> {
-    let mut enc = DeflateEncoder::new(Vec::new(), Compression::default());
+    let mut enc = XzEncoder::new(Vec::new(), XZ_PRESET);
     enc.write_all(MAGIC)?;
     let count = u32::try_from(entries.len()).map_err(|_| too_big("entries"))?;
     enc.write_all(&count.to_be_bytes())?;
@@ -59,7 +64,7 @@ fn too_big(what: &str) -> std::io::Error {
 /// Decodes a payload; an error says what is wrong with it.
 pub fn decode(payload: &[u8]) -> Result<Vec<Entry>, String> {
     let mut plain = Vec::new();
-    DeflateDecoder::new(payload)
+    XzDecoder::new(payload)
         .take(MAX_PLAIN_LEN + 1)
         .read_to_end(&mut plain)
         .map_err(|e| format!("the snapshot does not decompress: {e}"))?;
@@ -131,15 +136,15 @@ mod tests {
     fn bad_payloads_are_errors_not_panics() {
         let good = encode(&[(name(1), b"one".to_vec())]).unwrap();
         assert!(decode(b"").is_err());
-        assert!(decode(b"not deflate at all").is_err());
-        let mut enc = DeflateEncoder::new(Vec::new(), Compression::default());
+        assert!(decode(b"not xz at all").is_err());
+        let mut enc = XzEncoder::new(Vec::new(), 1);
         enc.write_all(b"BRIDGE-SNAPSHOT-1\n\0\0\0\x05").unwrap();
         assert!(
             decode(&enc.finish().unwrap())
                 .unwrap_err()
                 .contains("truncated")
         );
-        let mut enc = DeflateEncoder::new(Vec::new(), Compression::default());
+        let mut enc = XzEncoder::new(Vec::new(), 1);
         enc.write_all(b"BRIDGE-SNAPSHOT-1\n\0\0\0\x01\0\x03abc\0\0\0\0")
             .unwrap();
         assert!(decode(&enc.finish().unwrap()).unwrap_err().contains("name"));

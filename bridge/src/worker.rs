@@ -262,6 +262,17 @@ pub async fn work(
         while running.len() < parallel && !stopping {
             let Some(key) = queue.pop_front() else { break };
             let Some(h) = held.get(&key) else { continue };
+            // Claims that arrived after this one's window was checked (a
+            // later sync) may have won it, or another worker finished it:
+            // check again, just before it would start.
+            if session
+                .view()
+                .claim_lost(&h.task, &key, now_ms(), session.policy)
+            {
+                report.lost_claims += 1;
+                release(session, std::slice::from_ref(&key), &mut held, now_ms())?;
+                continue;
+            }
             let Some(task) = session.view().get(&h.task) else {
                 continue;
             };

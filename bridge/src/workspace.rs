@@ -437,6 +437,9 @@ pub struct Session {
     open_loaded: usize,
     /// Whether some live document was left unloaded by the plan.
     deferred: bool,
+    /// How many roster files the vault was opened with: when more arrive
+    /// (a member added or removed meanwhile), the roster is verified again.
+    roster_files: usize,
 }
 
 /// How a session loads the documents it has not loaded yet.
@@ -506,9 +509,46 @@ impl Session {
             plan,
             open_loaded: 0,
             deferred: false,
+            roster_files: 0,
         };
+        s.roster_files = s.count_roster_files();
         s.refresh()?;
         Ok(s)
+    }
+
+    fn count_roster_files(&self) -> usize {
+        self.ws
+            .replica
+            .list_chunks(ROSTER_DOC)
+            .map_or(0, |l| l.len())
+    }
+
+    /// Verifies the roster again after new roster files arrived (a long
+    /// run would otherwise refuse a new member's files, or accept a removed
+    /// one's, until it ends). Files refused so far are read again. On
+    /// failure the current roster stays, with a warning.
+    fn reopen_vault(&mut self) {
+        self.roster_files = self.count_roster_files();
+        let root = match self.ws.config.workspace.root.parse::<MemberId>() {
+            Ok(r) => r,
+            Err(_) => return,
+        };
+        let identity = self.vault.identity().clone();
+        match Vault::open(self.ws.replica.clone(), identity, &root) {
+            Ok((vault, _)) => {
+                vault.bind_own_actor(&self.writer.actor());
+                self.vault = Arc::new(vault);
+                for open in self.docs.values_mut() {
+                    open.loaded.skipped.clear();
+                    open.warnings.clear();
+                }
+                tracing::debug!("the roster changed; verified it again");
+            }
+            Err(e) => tracing::warn!(
+                "new roster files do not verify; keeping the roster as it was: {}",
+                e.error
+            ),
+        }
     }
 
     /// Whether the load plan left live documents unloaded.
@@ -549,6 +589,9 @@ impl Session {
     /// Applies chunk files that appeared in the replica since the last look
     /// (written by other processes or pulled by a sync). Returns how many.
     pub fn refresh(&mut self) -> CliResult<usize> {
+        if self.count_roster_files() != self.roster_files {
+            self.reopen_vault();
+        }
         let replica = self.ws.replica.clone();
         let replica = &replica;
         let vault = self.vault.clone();

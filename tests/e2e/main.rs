@@ -8,12 +8,14 @@
 
 mod act;
 mod cli;
+mod compaction;
 mod crash;
 mod devices;
 mod errors;
 mod examples;
 mod github;
 mod harness;
+mod longlived;
 mod runner;
 mod security;
 mod url_inputs;

@@ -13,7 +13,8 @@ use crate::workspace::now_ms;
 /// List tasks
 ///
 /// JSON (--json): an array of {"id", "name", "status", "batch", "attempts",
-/// "failures", "reason", "command"}, one per task.
+/// "failures", "reason", "command"}, one per task; with --full, each task
+/// as `bridge show --json` prints it (spec, claims, every attempt).
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct LsArgs {
@@ -29,6 +30,9 @@ pub struct LsArgs {
     /// Print JSON for scripts (format above)
     #[arg(long)]
     pub json: bool,
+    /// With --json: every task in full (an export of the live tasks)
+    #[arg(long, requires = "json")]
+    pub full: bool,
 }
 
 #[derive(Serialize)]
@@ -56,6 +60,7 @@ pub fn run(g: &GlobalArgs, args: LsArgs) -> CliResult<u8> {
     };
     let derived = session.view().derive(now_ms(), session.policy);
     let mut rows = Vec::new();
+    let mut full = Vec::new();
     for t in session.view().tasks() {
         let Some(d) = derived.get(&t.id) else {
             continue;
@@ -76,6 +81,14 @@ pub fn run(g: &GlobalArgs, args: LsArgs) -> CliResult<u8> {
         {
             continue;
         }
+        if args.full {
+            full.push((
+                t.created_at,
+                t.spec.name.clone(),
+                super::show::task_json(t, d),
+            ));
+            continue;
+        }
         rows.push((
             t.created_at,
             Row {
@@ -89,6 +102,12 @@ pub fn run(g: &GlobalArgs, args: LsArgs) -> CliResult<u8> {
                 command: t.spec.command.display(),
             },
         ));
+    }
+    if args.full {
+        full.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
+        let full: Vec<serde_json::Value> = full.into_iter().map(|(_, _, v)| v).collect();
+        print_json(&full)?;
+        return Ok(EXIT_OK);
     }
     rows.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.name.cmp(&b.1.name)));
     let rows: Vec<Row> = rows.into_iter().map(|(_, r)| r).collect();

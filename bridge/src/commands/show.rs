@@ -1,6 +1,6 @@
 //! `bridge show`: everything known about one task.
 
-use bridge_model::view::canonical_result;
+use bridge_model::view::{Derived, TaskView, canonical_result};
 use clap::Args;
 use serde_json::json;
 
@@ -35,28 +35,7 @@ pub fn run(g: &GlobalArgs, args: ShowArgs) -> CliResult<u8> {
     };
     let result = canonical_result(&t.facts).map(|a| a.key.clone());
     if args.json {
-        let claims: Vec<_> = t
-            .facts
-            .claims
-            .values()
-            .map(|c| json!({"key": c.key, "at": c.at, "lease_until": c.lease_until, "released_at": c.released_at}))
-            .collect();
-        print_json(&json!({
-            "id": t.id,
-            "name": t.spec.name,
-            "status": d.status,
-            "reason": d.reason,
-            "batch": t.home().batch(),
-            "documents": t.docs,
-            "spec": t.spec,
-            "failures": d.failures.0,
-            "allowed_attempts": d.failures.1,
-            "result": result,
-            "claims": claims,
-            "attempts": t.facts.attempts.values().collect::<Vec<_>>(),
-            "cancels": t.facts.cancels,
-            "retries": t.facts.retries,
-        }))?;
+        print_json(&task_json(t, d))?;
         return Ok(EXIT_OK);
     }
     println!("Task     {} ({})", t.id, safe(&t.spec.name));
@@ -150,4 +129,31 @@ pub fn run(g: &GlobalArgs, args: ShowArgs) -> CliResult<u8> {
         }
     }
     Ok(EXIT_OK)
+}
+
+/// Everything known about a task, as `show --json` (and `ls --json --full`)
+/// print it.
+pub fn task_json(t: &TaskView, d: &Derived) -> serde_json::Value {
+    let claims: Vec<_> = t
+        .facts
+        .claims
+        .values()
+        .map(|c| json!({"key": c.key, "at": c.at, "lease_until": c.lease_until, "released_at": c.released_at}))
+        .collect();
+    json!({
+        "id": t.id,
+        "name": t.spec.name,
+        "status": d.status,
+        "reason": d.reason,
+        "batch": t.home().batch(),
+        "documents": t.docs,
+        "spec": t.spec,
+        "failures": d.failures.0,
+        "allowed_attempts": d.failures.1,
+        "result": canonical_result(&t.facts).map(|a| a.key.clone()),
+        "claims": claims,
+        "attempts": t.facts.attempts.values().collect::<Vec<_>>(),
+        "cancels": t.facts.cancels,
+        "retries": t.facts.retries,
+    })
 }
