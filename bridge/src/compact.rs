@@ -255,12 +255,41 @@ pub fn redundant(
         docs.extend(replica.list_docs_in(folder).unwrap_or_default());
     }
     for doc in docs {
+        let local: BTreeSet<String> = replica
+            .list_chunks(&doc)
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        let prefix = format!("{}/{doc}/", DocFolder::Chunks.dir());
+        let remote_only: Vec<&String> = remote_names
+            .map(|remote| {
+                remote
+                    .range(prefix.clone()..)
+                    .take_while(|n| n.starts_with(&prefix))
+                    .filter(|n| !local.contains(&n[prefix.len()..]))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let files: Vec<(DocFolder, String)> = [DocFolder::Archive, DocFolder::Snapshots]
+            .into_iter()
+            .flat_map(|folder| {
+                replica
+                    .list_doc_files(folder, &doc)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(move |name| (folder, name))
+            })
+            .collect();
+        // One snapshot and no chunk anywhere: nothing to decide, and no
+        // need to open it (a fresh runner on a compacted store has a
+        // hundred of these).
+        if files.len() <= 1 && local.is_empty() && remote_only.is_empty() {
+            continue;
+        }
         let mut snaps: Vec<(DocFolder, String, std::sync::Arc<SnapshotIndex>)> = Vec::new();
-        for folder in [DocFolder::Archive, DocFolder::Snapshots] {
-            for name in replica.list_doc_files(folder, &doc).unwrap_or_default() {
-                if let Some(index) = vault.snapshot_index(folder, &doc, &name) {
-                    snaps.push((folder, name, index));
-                }
+        for (folder, name) in files {
+            if let Some(index) = vault.snapshot_index(folder, &doc, &name) {
+                snaps.push((folder, name, index));
             }
         }
         if snaps.is_empty() {
@@ -279,11 +308,6 @@ pub fn redundant(
             }
         }
         let bundled = |entry: &str| snaps.iter().any(|(_, _, ix)| ix.contains_key(entry));
-        let local: BTreeSet<String> = replica
-            .list_chunks(&doc)
-            .unwrap_or_default()
-            .into_iter()
-            .collect();
         for name in &local {
             if !bundled(name) {
                 continue;
@@ -294,15 +318,9 @@ pub fn redundant(
                 out.insert(DocFolder::Chunks.store_name(&doc, name));
             }
         }
-        if let Some(remote) = remote_names {
-            let prefix = format!("{}/{doc}/", DocFolder::Chunks.dir());
-            for store_name in remote.range(prefix.clone()..) {
-                let Some(file) = store_name.strip_prefix(&prefix) else {
-                    break;
-                };
-                if bundled(file) && !local.contains(file) {
-                    out.insert(store_name.clone());
-                }
+        for store_name in remote_only {
+            if bundled(&store_name[prefix.len()..]) {
+                out.insert(store_name.clone());
             }
         }
     }

@@ -360,6 +360,14 @@ impl Vault {
             let (frame, tail) = tail.split_at(len);
             let change = automerge::Change::try_from(frame)
                 .map_err(|e| format!("not an Automerge change: {e}"))?;
+            // `try_from` does not check the checksum (bytes 4..8: the
+            // first four of the change hash); a load would refuse it, and
+            // a refused chunk in the middle of a batched load silently
+            // hides the rest. Checked here, the store need not parse every
+            // chunk twice (see `ChunkOpener::checks_changes`).
+            if frame.get(4..8) != Some(&change.hash().0[..4]) {
+                return Err("an Automerge change in it has a wrong checksum".into());
+            }
             let actor = change.actor_id().to_hex_string();
             if WriterId::member_tag_of(change.actor_id().to_bytes())
                 != Some(member_tag(&member.id()))
@@ -582,6 +590,10 @@ type CheckedEntry = (String, Vec<u8>, Result<Vec<u8>, String>);
 pub type SnapshotIndex = std::collections::BTreeMap<String, [u8; 32]>;
 
 impl ChunkOpener for Vault {
+    fn checks_changes(&self) -> bool {
+        true
+    }
+
     fn open(&self, doc: &str, name: &str, bytes: Vec<u8>) -> Result<Vec<u8>, String> {
         let file = DocFolder::Chunks.store_name(doc, name);
         let (opened, member) = open_verified_with(

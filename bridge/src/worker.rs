@@ -213,6 +213,12 @@ pub async fn work(
                 left: runnable.len(),
             });
             let (candidates, stealing) = prefer_shard(runnable, opts.shard);
+            // Before stealing from other shards, read the documents the
+            // load plan left: they hold this shard's tasks too.
+            if (stealing || candidates.is_empty()) && session.has_deferred() {
+                session.load_more()?;
+                continue;
+            }
             let window = match (avg_ms, stealing) {
                 // A thief takes little, so the owner of the shard is not starved.
                 (_, true) => parallel,

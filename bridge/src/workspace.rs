@@ -447,11 +447,13 @@ pub struct Session {
 pub enum LoadPlan {
     /// Every live document: commands that show or change the whole pool.
     All,
-    /// A runner: documents in an order of its own (hashed with `seed`, so
-    /// that runners start on different documents), stopping once those
-    /// loaded hold `open_tasks` unfinished tasks. A fresh runner on a large
-    /// pool starts its first task after reading one or two documents,
-    /// not all of them; [`Session::load_more`] goes on.
+    /// A runner: the newest batch's documents first, in an order of its
+    /// own within a batch (hashed with `seed`, so that runners start on
+    /// different documents), stopping once those loaded hold `open_tasks`
+    /// unfinished tasks. A fresh runner on a large pool starts its first
+    /// task after reading one or two documents, not all of them;
+    /// [`Session::load_more`] goes on (before the runner steals from other
+    /// shards, and before it concludes there is nothing to do).
     UntilOpen {
         /// Unfinished tasks that are enough to start.
         open_tasks: usize,
@@ -603,12 +605,17 @@ impl Session {
         let target = match &self.plan {
             LoadPlan::All => None,
             LoadPlan::UntilOpen { open_tasks, seed } => {
+                // Newest batch first (batch ids start with their creation
+                // time): what someone just submitted, and not the finished
+                // history; within a batch, an order of this runner's own.
                 names.sort_by_cached_key(|n| {
-                    sha2::Sha256::new()
+                    let batch = n.split('.').next().unwrap_or(n).to_owned();
+                    let hash = sha2::Sha256::new()
                         .chain_update(seed.as_bytes())
                         .chain_update(b"\0")
                         .chain_update(n.as_bytes())
-                        .finalize()
+                        .finalize();
+                    (std::cmp::Reverse(batch), hash)
                 });
                 Some(*open_tasks)
             }
