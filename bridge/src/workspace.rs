@@ -462,6 +462,112 @@ pub enum LoadPlan {
     },
 }
 
+/// Reads the tasks of a document held in memory (parsing a lazy one) and
+/// caches it when `save_to` is given. `None` while its genesis change has
+/// not arrived. Free of `Session` so that documents load in parallel.
+fn read_open_doc(
+    vault: &Vault,
+    id: &DocId,
+    open: &mut OpenDoc,
+    save_to: Option<&Path>,
+) -> Option<(BatchHeader, Vec<TaskRecord>, Vec<doc::Problem>)> {
+    open.materialize();
+    if open.header.is_none() {
+        // Err: the genesis change has not arrived yet; nothing to show.
+        open.header = Some(doc::read_header(&open.loaded.doc).ok()?);
+    }
+    let header = open.header.clone()?;
+    let began = std::time::Instant::now();
+    let (records, problems) = doc::read_tasks(&open.loaded.doc, vault);
+    tracing::debug!(doc = %id, tasks = records.len(), ms = began.elapsed().as_millis(), "tasks read");
+    if let Some(dir) = save_to
+        && open.unflushed.is_empty()
+    {
+        cache::save(
+            vault,
+            dir,
+            &id.to_string(),
+            &mut open.loaded,
+            &header,
+            &records,
+            &open.warnings,
+        );
+        open.cached_files = open.loaded.applied.len() + open.loaded.skipped.len();
+    }
+    Some((header, records, problems))
+}
+
+/// A document not in memory before, loaded (from the cache and whatever
+/// files arrived since, or from its files) and read.
+struct NewDoc {
+    open: OpenDoc,
+    /// Store files applied.
+    applied: usize,
+    /// Warnings about its files (the cached ones included).
+    warnings: Vec<bridge_store::StoreWarning>,
+    /// Its tasks, if its header is known.
+    read: Option<(BatchHeader, Vec<TaskRecord>, Vec<doc::Problem>)>,
+}
+
+/// Loads document `name` (see [`NewDoc`]). Free of `Session`, so that
+/// several load in parallel.
+fn load_new_doc(
+    vault: &Vault,
+    replica: &Replica,
+    cache_dir: &Path,
+    id: &DocId,
+    name: &str,
+) -> CliResult<NewDoc> {
+    let began = std::time::Instant::now();
+    let mut open = match cache::load(vault, cache_dir, name) {
+        Some(c) => OpenDoc::cached(c),
+        None => OpenDoc::empty(),
+    };
+    let from_cache = open.lazy.is_some();
+    let mut warnings = open.warnings.clone();
+    let unseen = !from_cache
+        || bridge_store::has_unseen(replica, name, &open.loaded.applied, &open.loaded.skipped)
+            .with_context(|| format!("cannot list document {name}"))?;
+    if !unseen {
+        // Nothing new since the cache: its tasks as they are.
+        let read = match (open.header.clone(), open.cached_records.take()) {
+            (Some(header), Some(records)) => Some((header, records, Vec::new())),
+            _ => None,
+        };
+        return Ok(NewDoc {
+            open,
+            applied: 0,
+            warnings,
+            read,
+        });
+    }
+    open.materialize();
+    let (applied, fresh) = bridge_store::refresh_doc(replica, name, &mut open.loaded, vault)
+        .with_context(|| format!("cannot read document {name}"))?;
+    tracing::debug!(
+        doc = name,
+        from_cache,
+        files_applied = applied,
+        ms = began.elapsed().as_millis(),
+        "document loaded"
+    );
+    for w in fresh {
+        if !open.warnings.iter().any(|o| o.path == w.path) {
+            open.warnings.push(w.clone());
+        }
+        warnings.push(w);
+    }
+    // Loaded with files its cache lacked: cache it, so the next start does
+    // not open them again.
+    let read = read_open_doc(vault, id, &mut open, (applied > 0).then_some(cache_dir));
+    Ok(NewDoc {
+        open,
+        applied,
+        warnings,
+        read,
+    })
+}
+
 /// How many tasks of `records` have neither a success nor a cancel: what
 /// a runner's load plan counts.
 fn unfinished(records: &[TaskRecord]) -> usize {
@@ -621,6 +727,12 @@ impl Session {
             }
         };
         self.deferred = false;
+        // Loading every document: the new ones load in parallel (decrypting,
+        // verifying, parsing and reading are independent per document).
+        let mut prefetched = match target {
+            Some(_) => std::collections::HashMap::new(),
+            None => self.load_new_in_parallel(&names, &cache_dir),
+        };
         let mut applied = 0;
         for name in names {
             if name == ROSTER_DOC {
@@ -639,7 +751,7 @@ impl Session {
                 self.deferred = true;
                 continue;
             }
-            let (n, warnings, save, is_new) = match self.docs.get_mut(&id) {
+            let (n, warnings, save) = match self.docs.get_mut(&id) {
                 Some(open) => {
                     if open.lazy.is_some() {
                         let unseen = bridge_store::has_unseen(
@@ -662,54 +774,23 @@ impl Session {
                         n,
                         w,
                         files >= open.cached_files + cache::REWRITE_AFTER_FILES,
-                        false,
                     )
                 }
                 None => {
-                    let began = std::time::Instant::now();
-                    let mut open = match cache::load(&vault, &cache_dir, &name) {
-                        Some(c) => OpenDoc::cached(c),
-                        None => OpenDoc::empty(),
-                    };
-                    let from_cache = open.lazy.is_some();
-                    for w in open.warnings.clone() {
+                    let loaded = match prefetched.remove(&name) {
+                        Some(result) => result,
+                        None => load_new_doc(&vault, replica, &cache_dir, &id, &name),
+                    }?;
+                    for w in &loaded.warnings {
                         let key = w.path.display().to_string();
                         self.warn_once(&key, || w.to_string());
                     }
-                    let unseen = !from_cache
-                        || bridge_store::has_unseen(
-                            replica,
-                            &name,
-                            &open.loaded.applied,
-                            &open.loaded.skipped,
-                        )
-                        .with_context(|| format!("cannot list document {name}"))?;
-                    if !unseen {
-                        // Nothing new since the cache: its tasks as they are.
-                        if let (Some(header), Some(records)) =
-                            (open.header.clone(), open.cached_records.take())
-                        {
-                            self.open_loaded += unfinished(&records);
-                            self.view.add_records(&id, &header, records);
-                        }
-                        self.docs.insert(id, open);
-                        continue;
+                    self.docs.insert(id.clone(), loaded.open);
+                    if let Some((header, records, problems)) = loaded.read {
+                        self.open_loaded += self.add_read(&id, &header, records, problems);
                     }
-                    open.materialize();
-                    let (n, w) =
-                        bridge_store::refresh_doc(replica, &name, &mut open.loaded, &*vault)
-                            .with_context(|| format!("cannot read document {name}"))?;
-                    tracing::debug!(
-                        doc = name,
-                        from_cache,
-                        files_applied = n,
-                        ms = began.elapsed().as_millis(),
-                        "document loaded"
-                    );
-                    self.docs.insert(id.clone(), open);
-                    // Loaded with files its cache lacked: cache it, so the
-                    // next start does not open them again.
-                    (n.max(usize::from(from_cache)), w, n > 0, true)
+                    applied += loaded.applied;
+                    continue;
                 }
             };
             for w in &warnings {
@@ -725,13 +806,56 @@ impl Session {
             }
             if n > 0 {
                 applied += n;
-                let open = self.reread(&id, save.then_some(&cache_dir));
-                if is_new {
-                    self.open_loaded += open;
-                }
+                self.reread(&id, save.then_some(&cache_dir));
             }
         }
         Ok(applied)
+    }
+
+    /// Loads the documents among `names` that are not in memory yet, on
+    /// as many threads as there are CPUs.
+    fn load_new_in_parallel(
+        &self,
+        names: &[String],
+        cache_dir: &Path,
+    ) -> std::collections::HashMap<String, CliResult<NewDoc>> {
+        let new: Vec<(DocId, &String)> = names
+            .iter()
+            .filter(|n| n.as_str() != ROSTER_DOC)
+            .filter_map(|n| n.parse::<DocId>().ok().map(|id| (id, n)))
+            .filter(|(id, _)| !self.docs.contains_key(id))
+            .collect();
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(new.len());
+        if threads < 2 {
+            return std::collections::HashMap::new();
+        }
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let (vault, replica) = (&*self.vault, &self.ws.replica);
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut out = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some((id, name)) = new.get(i) else {
+                                break;
+                            };
+                            let result = load_new_doc(vault, replica, cache_dir, id, name);
+                            out.push(((*name).clone(), result));
+                        }
+                        out
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .filter_map(|w| w.join().ok())
+                .flatten()
+                .collect()
+        })
     }
 
     /// Drops every document from memory and loads them again (from this
@@ -808,34 +932,22 @@ impl Session {
         let Some(open) = self.docs.get_mut(id) else {
             return 0;
         };
-        open.materialize();
-        if open.header.is_none() {
-            match doc::read_header(&open.loaded.doc) {
-                Ok(h) => open.header = Some(h),
-                // The genesis change has not arrived yet: nothing to show.
-                Err(_) => return 0,
-            }
-        }
-        let Some(header) = open.header.clone() else {
+        let Some((header, records, problems)) = read_open_doc(&self.vault, id, open, save_to)
+        else {
             return 0;
         };
-        let began = std::time::Instant::now();
-        let (records, problems) = doc::read_tasks(&open.loaded.doc, &*self.vault);
-        tracing::debug!(doc = %id, tasks = records.len(), ms = began.elapsed().as_millis(), "tasks read");
-        if let Some(dir) = save_to
-            && open.unflushed.is_empty()
-        {
-            cache::save(
-                &self.vault,
-                dir,
-                &id.to_string(),
-                &mut open.loaded,
-                &header,
-                &records,
-                &open.warnings,
-            );
-            open.cached_files = open.loaded.applied.len() + open.loaded.skipped.len();
-        }
+        self.add_read(id, &header, records, problems)
+    }
+
+    /// Puts a document's tasks, as read, into the view and warns about its
+    /// problems. Returns how many of its tasks are unfinished.
+    fn add_read(
+        &mut self,
+        id: &DocId,
+        header: &BatchHeader,
+        records: Vec<TaskRecord>,
+        problems: Vec<doc::Problem>,
+    ) -> usize {
         let open_tasks = unfinished(&records);
         for p in problems {
             let key = format!("{id}/{}", p.task);
@@ -843,7 +955,7 @@ impl Session {
                 format!("skipped task {} in document {id}: {}", p.task, p.message)
             });
         }
-        self.view.add_records(id, &header, records);
+        self.view.add_records(id, header, records);
         open_tasks
     }
 
