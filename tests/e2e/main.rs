@@ -7,6 +7,7 @@
 //! bounded number of times.
 
 mod act;
+mod archive;
 mod cli;
 mod compaction;
 mod crash;
