@@ -780,14 +780,7 @@ impl GitRemote {
                 }
             }
         }
-        self.ok(
-            &["update-index", "--add", "--index-info"],
-            idx,
-            Some(lines.as_bytes()),
-        )?;
-        let tree = String::from_utf8_lossy(&self.ok(&["write-tree"], idx, None)?)
-            .trim()
-            .to_owned();
+        let tree = self.write_tree(idx, &lines)?;
         let message = format!("bridge: add {count} files");
         let mut args = vec![
             "commit-tree",
@@ -1098,6 +1091,21 @@ impl Remote for GitRemote {
 }
 
 impl GitRemote {
+    /// Applies `--index-info` lines to the temporary index `idx` and writes
+    /// its tree; returns the tree's id.
+    fn write_tree(&self, idx: Option<&Path>, lines: &str) -> Result<String, RemoteError> {
+        self.ok(
+            &["update-index", "--add", "--index-info"],
+            idx,
+            Some(lines.as_bytes()),
+        )?;
+        Ok(
+            String::from_utf8_lossy(&self.ok(&["write-tree"], idx, None)?)
+                .trim()
+                .to_owned(),
+        )
+    }
+
     /// Writes a parentless commit whose tree holds exactly `files` (store
     /// name → blob id, every blob already in the cache repository).
     fn commit_tree_of(
@@ -1112,14 +1120,7 @@ impl GitRemote {
         for (name, id) in files {
             lines.push_str(&format!("100644 {id}\t{name}\n"));
         }
-        self.ok(
-            &["update-index", "--add", "--index-info"],
-            idx,
-            Some(lines.as_bytes()),
-        )?;
-        let tree = String::from_utf8_lossy(&self.ok(&["write-tree"], idx, None)?)
-            .trim()
-            .to_owned();
+        let tree = self.write_tree(idx, &lines)?;
         let args = ["commit-tree", "--no-gpg-sign", tree.as_str(), "-m", message];
         Ok(String::from_utf8_lossy(&self.ok(&args, None, None)?)
             .trim()
