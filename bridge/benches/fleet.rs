@@ -12,9 +12,12 @@
 //! ideal at K = 16, duplicates ≤ 1 %, no rejected push on a writer's own
 //! ref, first task ≤ 1 s.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
+use support::{env_or, fail};
 
 const SLEEP_S: f64 = 0.2;
 
@@ -222,16 +225,4 @@ fn wait_json(child: Child) -> serde_json::Value {
             String::from_utf8_lossy(&out.stdout)
         ))
     })
-}
-
-fn env_or(key: &str, default: usize) -> usize {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn fail(msg: &str) -> ! {
-    eprintln!("fleet benchmark failed: {msg}");
-    std::process::exit(1)
 }

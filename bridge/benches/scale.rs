@@ -45,12 +45,15 @@
 //!
 //! A summary table with every figure and its target ends the run.
 
+mod support;
+
 use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use support::{env_or, fail};
 
 const STATUS_TARGET_S: f64 = 2.0;
 const RSS_TARGET_MB: f64 = 500.0;
@@ -977,16 +980,4 @@ fn epoch_ns() -> u128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos())
-}
-
-fn env_or(key: &str, default: usize) -> usize {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn fail(msg: &str) -> ! {
-    eprintln!("scale benchmark failed: {msg}");
-    std::process::exit(1)
 }

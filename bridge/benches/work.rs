@@ -11,9 +11,12 @@
 //! file before `bridge work` exits, and group commits (at most 64 attempts
 //! or 100 ms) bound what a crash can lose to re-runnable work.
 
+mod support;
+
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use support::{env_or, fail};
 
 fn main() {
     let tasks: usize = env_or("BRIDGE_BENCH_TASKS", 2000);
@@ -172,16 +175,4 @@ fn which(program: &str) -> bool {
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
-}
-
-fn env_or(key: &str, default: usize) -> usize {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn fail(msg: &str) -> ! {
-    eprintln!("benchmark failed: {msg}");
-    std::process::exit(1)
 }
