@@ -19,6 +19,12 @@
 //! chunk whose name a snapshot bundles with *other* content is kept and
 //! pushed: whatever a compactor claims, nothing this device holds is lost.
 //!
+//! One thing is taken on a snapshot's word: a remote chunk that no local
+//! file matches but whose name a verified local snapshot bundles is not
+//! pulled (it is a leftover a compaction has yet to remove). A member with
+//! push access could use that to hide a chunk from devices that never
+//! pulled it; such a member could delete the chunk from the remote anyway.
+//!
 //! Order of a compaction: write the snapshot (atomic, fsynced), then delete
 //! what it holds; on a remote: push the snapshot, check it is listed, then
 //! remove what it holds. A writer active meanwhile adds chunks the
