@@ -17,7 +17,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
-use support::{env_or, fail};
+use support::{bridge_command, env_or, fail};
 
 const SLEEP_S: f64 = 0.2;
 
@@ -140,14 +140,7 @@ impl<'a> Fleet<'a> {
     }
 
     fn command(&self, dir: &Path, config: &Path) -> Command {
-        let mut c = Command::new(self.bridge);
-        c.current_dir(dir)
-            .env("BRIDGE_CONFIG_DIR", config)
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env_remove("BRIDGE_IDENTITY")
-            .env_remove("GITHUB_ACTIONS")
-            .stdin(Stdio::null());
-        c
+        bridge_command(self.bridge, dir, config)
     }
 
     fn admin(&self, args: &[&str]) -> String {

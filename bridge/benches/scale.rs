@@ -53,7 +53,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use support::{env_or, fail};
+use support::{bridge_command, env_or, fail};
 
 const STATUS_TARGET_S: f64 = 2.0;
 const RSS_TARGET_MB: f64 = 500.0;
@@ -430,17 +430,7 @@ impl<'a> Pool<'a> {
     }
 
     fn command(&self, dir: &Path, config: &Path) -> Command {
-        let mut c = Command::new(self.bridge);
-        c.current_dir(dir)
-            .env("BRIDGE_CONFIG_DIR", config)
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env_remove("BRIDGE_IDENTITY")
-            .env_remove("BRIDGE_SHARD")
-            .env_remove("BRIDGE_REMOTE")
-            .env_remove("BRIDGE_WORKSPACE")
-            .env_remove("GITHUB_ACTIONS")
-            .stdin(Stdio::null());
-        c
+        bridge_command(self.bridge, dir, config)
     }
 
     fn admin_command(&self, args: &[&str]) -> Command {

@@ -15,6 +15,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use anyhow::Context as _;
 use automerge::AutoCommit;
 use bridge_model::doc::{BatchHeader, TaskRecord};
 use bridge_store::{LoadedDoc, StoreWarning};
@@ -146,11 +147,12 @@ pub fn save(
         payload.extend_from_slice(&meta);
         payload.extend_from_slice(&saved);
         let sealed = vault.seal_private(doc, &payload).map_err(|e| e.error)?;
-        std::fs::create_dir_all(dir)?;
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let file = path(dir, doc);
         let tmp = dir.join(format!(".{doc}.tmp-{}", std::process::id()));
-        std::fs::write(&tmp, &sealed)?;
-        std::fs::rename(&tmp, &file)?;
+        std::fs::write(&tmp, &sealed).with_context(|| format!("cannot write {}", tmp.display()))?;
+        std::fs::rename(&tmp, &file)
+            .with_context(|| format!("cannot rename {} to {}", tmp.display(), file.display()))?;
         Ok(())
     })();
     if let Err(e) = result {

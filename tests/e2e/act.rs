@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{BRIDGE, Device, str_field, temp_dir};
+use crate::harness::{BRIDGE, Device, git_in, str_field, temp_dir};
 
 /// The repository root (the workspace holding `bridge/`).
 fn repo_root() -> PathBuf {
@@ -58,22 +58,7 @@ fn find_act() -> Option<PathBuf> {
 /// `git ARGS` in `cwd` with no user or system configuration; panics unless
 /// it succeeds.
 fn git(cwd: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .current_dir(cwd)
-        .stdin(Stdio::null())
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run git: {e}"));
-    assert!(
-        out.status.success(),
-        "`git {}` failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    git_in(Some(cwd), args)
 }
 
 /// Copies the folder `from` to `to`, recursively.

@@ -12,36 +12,22 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tempfile::TempDir;
 
 use crate::harness::{
-    Device, Run, Spawned, Task, dir_remote, files_under, str_field, sync_until_equal, temp_dir,
+    Device, Run, Spawned, Task, dir_remote, files_under, git_in, str_field, sync_until_equal,
+    temp_dir,
 };
 
 // ---------------------------------------------------------------------------
 // Helpers
 
-/// `git ARGS` with no user or system configuration; panics unless it succeeds.
+/// `git ARGS`, hermetic; panics unless it succeeds.
 fn git(args: &[&str]) -> String {
-    let out = Command::new("git")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .stdin(Stdio::null())
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run git: {e}"));
-    assert!(
-        out.status.success(),
-        "`git {}` failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    git_in(None, args)
 }
 
 /// A bare git repository holding a store: its branches and their files.

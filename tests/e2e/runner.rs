@@ -12,30 +12,11 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::harness::{Device, Run, Spawned, Task, poll, str_field, temp_dir};
+use crate::harness::{Device, Run, Spawned, Task, git_cmd, git_in, poll, str_field, temp_dir};
 
-/// `git ARGS` with no user or system configuration; panics unless it succeeds.
+/// `git ARGS`, hermetic; panics unless it succeeds.
 fn git(args: &[&str]) -> String {
-    let out = git_cmd(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run git: {e}"));
-    assert!(
-        out.status.success(),
-        "`git {}` failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn git_cmd(args: &[&str]) -> Command {
-    let mut c = Command::new("git");
-    c.env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .stdin(Stdio::null())
-        .args(args);
-    c
+    git_in(None, args)
 }
 
 /// Calls `check` until it returns true, 100 ms apart, for at most `limit`
@@ -865,7 +846,7 @@ impl Daemon {
         let d = Daemon { child, port };
         let url = d.url("store.git");
         poll("git daemon to answer", || {
-            git_cmd(&["ls-remote", &url])
+            git_cmd(None, &["ls-remote", &url])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status()

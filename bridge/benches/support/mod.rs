@@ -1,5 +1,8 @@
 //! Helpers the benchmark binaries share (each includes this module).
 
+use std::path::Path;
+use std::process::{Command, Stdio};
+
 /// The number in environment variable `key`, else `default`.
 pub fn env_or(key: &str, default: usize) -> usize {
     std::env::var(key)
@@ -13,4 +16,21 @@ pub fn env_or(key: &str, default: usize) -> usize {
 pub fn fail(msg: &str) -> ! {
     eprintln!("benchmark failed: {msg}");
     std::process::exit(1)
+}
+
+/// `bridge` run in `dir` with its own config folder (identity, pins), and
+/// none of the caller's bridge, git or GitHub settings leaking in.
+#[allow(dead_code)] // the `work` benchmark has no use for it
+pub fn bridge_command(bridge: &Path, dir: &Path, config: &Path) -> Command {
+    let mut c = Command::new(bridge);
+    c.current_dir(dir)
+        .env("BRIDGE_CONFIG_DIR", config)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env_remove("BRIDGE_IDENTITY")
+        .env_remove("BRIDGE_SHARD")
+        .env_remove("BRIDGE_REMOTE")
+        .env_remove("BRIDGE_WORKSPACE")
+        .env_remove("GITHUB_ACTIONS")
+        .stdin(Stdio::null());
+    c
 }
