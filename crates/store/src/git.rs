@@ -22,14 +22,17 @@
 //!
 //! - [`Remote::list`] fetches the whole namespace shallowly
 //!   (`git fetch --depth=1 --prune <url> +refs/heads/bridge/*:refs/remotes/bridge/*`),
-//!   then lists the tree of every fetched ref (`git ls-tree -r`, cached per
-//!   commit) and returns the union.
+//!   then lists the tree of every changed ref and returns the union. The
+//!   trees are read level by level with `git cat-file --batch` (the root
+//!   trees, then each depth's new subtrees), and the subtrees read last time
+//!   are not read again: a fetch costs a handful of git processes whatever
+//!   the number of writers.
 //! - [`Remote::read_many`] looks names up in that listing (fetching again for
 //!   names it lacks) and reads all blobs through one `git cat-file --batch`.
 //! - [`Remote::put`] and [`Remote::remove`] build a commit on this slot's
-//!   tip without a work tree (temporary index, `read-tree`, blobs through one
-//!   `git fast-import`, `update-index --index-info`, `write-tree`,
-//!   `commit-tree`) and push it with `--force-with-lease` against the tip it
+//!   tip without a work tree or an index: one `git fast-import` writes the
+//!   new blobs and the commit (`from` the tip, `M` lines for the new files),
+//!   then `git push` sends it with `--force-with-lease` against the tip it
 //!   was built on. A rejection means another process of the *same* slot
 //!   pushed meanwhile: fetch that slot, rebuild (files are immutable and
 //!   uniquely named, so "rebase" is re-adding the same paths) and retry with
@@ -54,8 +57,8 @@
 //! Creating the cache repository and fetching into it are serialised by an
 //! advisory file lock (`bridge.lock` in the cache): concurrent shallow
 //! fetches otherwise fail on `shallow.lock`, concurrent inits on each
-//! other's files. Other commands run concurrently; each commit uses its own
-//! temporary index file.
+//! other's files. Other commands run concurrently; each commit is built on
+//! a scratch ref of its own, deleted in the same `fast-import` stream.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::OsString;
@@ -81,6 +84,8 @@ const TRACKING_PREFIX: &str = "refs/remotes/bridge/";
 const MAX_ATTEMPTS: u32 = 6;
 /// The first backoff delay; it doubles on each retry, ±50 % jitter.
 const BACKOFF_BASE_MS: u64 = 50;
+/// How deep below a root tree a store file's folder can be.
+const MAX_TREE_DEPTH: usize = 2;
 /// Longest accepted writer slot.
 pub const MAX_SLOT_LEN: usize = 64;
 /// Committer and author of every commit this remote writes.
@@ -187,6 +192,31 @@ struct State {
     tip: Option<String>,
     /// The store files of each fetched slot.
     trees: BTreeMap<String, Arc<Tree>>,
+    /// The entries of the trees read by the last listing, by tree id: the
+    /// next listing reads only the trees that changed.
+    tree_cache: HashMap<String, Arc<Vec<TreeEntry>>>,
+    /// Hex digits of an object id in the cache repository (40 for SHA-1,
+    /// 64 for SHA-256), once known.
+    oid_hex_len: Option<usize>,
+}
+
+/// One entry of a git tree object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TreeEntry {
+    pub(crate) name: String,
+    pub(crate) oid: String,
+    pub(crate) kind: EntryKind,
+}
+
+/// What a tree entry points to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EntryKind {
+    /// A regular file (mode 100644 or 100755).
+    File,
+    /// A subtree (mode 40000).
+    Tree,
+    /// A symbolic link or a submodule: never a store file.
+    Other,
 }
 
 /// The store files of one commit.
@@ -195,6 +225,9 @@ struct Tree {
     /// Store name → blob id.
     files: BTreeMap<String, String>,
 }
+
+/// A store file: its name and bytes.
+type NamedBytes = (String, Vec<u8>);
 
 /// What a put changes.
 #[derive(Clone, Copy)]
@@ -591,13 +624,13 @@ impl GitRemote {
                 }
             }
         }
-        for (slot, commit) in refs {
-            if trees.contains_key(&slot) {
-                continue;
-            }
-            let args = ["ls-tree", "-r", "-z", commit.as_str()];
-            let files = parse_ls_tree(&self.ok(&args, None, None)?)
-                .map_err(|detail| self.bad_output(&args, detail))?;
+        let changed: Vec<(String, String)> = refs
+            .into_iter()
+            .filter(|(slot, _)| !trees.contains_key(slot))
+            .collect();
+        let commits: Vec<&str> = changed.iter().map(|(_, c)| c.as_str()).collect();
+        let listings = self.list_commits(&commits)?;
+        for ((slot, commit), files) in changed.into_iter().zip(listings) {
             trees.insert(slot, Arc::new(Tree { commit, files }));
         }
         let mut state = self.state();
@@ -613,6 +646,106 @@ impl GitRemote {
         } else {
             self.refresh()
         }
+    }
+
+    /// The store files of each commit, read level by level: one `git
+    /// cat-file --batch` for the root trees, then one per depth for the
+    /// subtrees not already read by the previous listing. A fleet of K
+    /// writers thus costs a handful of git processes per fetch, not K.
+    fn list_commits(&self, commits: &[&str]) -> Result<Vec<BTreeMap<String, String>>, RemoteError> {
+        if commits.is_empty() {
+            return Ok(Vec::new());
+        }
+        let previous = self.state().tree_cache.clone();
+        let roots: Vec<String> = commits.iter().map(|c| format!("{c}^{{tree}}")).collect();
+        let roots = self.read_trees(&roots)?;
+        let mut seen: HashMap<String, Arc<Vec<TreeEntry>>> = HashMap::new();
+        let mut frontier: Vec<Arc<Vec<TreeEntry>>> = roots.clone();
+        // Store names are at most three deep (`chunks/<doc>/<file>`): only
+        // subtrees at depth 1 and 2 can hold any.
+        for _depth in 1..=MAX_TREE_DEPTH {
+            let mut next = Vec::new();
+            let mut missing: Vec<String> = Vec::new();
+            for tree in &frontier {
+                for entry in tree.iter().filter(|e| e.kind == EntryKind::Tree) {
+                    if seen.contains_key(&entry.oid) || missing.contains(&entry.oid) {
+                        continue;
+                    }
+                    match previous.get(&entry.oid) {
+                        Some(known) => {
+                            seen.insert(entry.oid.clone(), Arc::clone(known));
+                            next.push(Arc::clone(known));
+                        }
+                        None => missing.push(entry.oid.clone()),
+                    }
+                }
+            }
+            for (oid, entries) in missing.iter().zip(self.read_trees(&missing)?) {
+                seen.insert(oid.clone(), Arc::clone(&entries));
+                next.push(entries);
+            }
+            frontier = next;
+        }
+        let listings = roots
+            .iter()
+            .map(|root| {
+                let mut files = BTreeMap::new();
+                flatten_tree(root, "", 0, &seen, &mut files);
+                files
+            })
+            .collect();
+        self.state().tree_cache = seen;
+        Ok(listings)
+    }
+
+    /// Reads tree objects (ids, or any name `cat-file` takes) with one
+    /// `git cat-file --batch`.
+    fn read_trees(&self, names: &[String]) -> Result<Vec<Arc<Vec<TreeEntry>>>, RemoteError> {
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut input = String::with_capacity(names.len() * 66);
+        for name in names {
+            input.push_str(name);
+            input.push('\n');
+        }
+        let args = ["cat-file", "--batch"];
+        let out = self.ok(&args, None, Some(input.as_bytes()))?;
+        let objects = parse_cat_file_batch(&out, names.len())
+            .map_err(|detail| self.bad_output(&args, detail))?;
+        let oid_len = self.oid_hex_len()? / 2;
+        names
+            .iter()
+            .zip(objects)
+            .map(|(name, object)| {
+                let bytes = object.ok_or_else(|| {
+                    self.bad_output(&args, format!("tree {name} is missing from the git cache"))
+                })?;
+                parse_tree(&bytes, oid_len)
+                    .map(Arc::new)
+                    .map_err(|detail| self.bad_output(&args, format!("tree {name}: {detail}")))
+            })
+            .collect()
+    }
+
+    /// Hex digits of an object id in the cache repository, asked of git
+    /// once (`rev-parse --show-object-format`).
+    fn oid_hex_len(&self) -> Result<usize, RemoteError> {
+        if let Some(len) = self.state().oid_hex_len {
+            return Ok(len);
+        }
+        self.ensure_repo()?;
+        let args = ["rev-parse", "--show-object-format"];
+        let out = self.ok(&args, None, None)?;
+        let len = match String::from_utf8_lossy(&out).trim() {
+            "sha1" => 40,
+            "sha256" => 64,
+            other => {
+                return Err(self.bad_output(&args, format!("unknown object format {other:?}")));
+            }
+        };
+        self.state().oid_hex_len = Some(len);
+        Ok(len)
     }
 
     /// Fetches this slot's branch only and takes its tip.
@@ -637,26 +770,6 @@ impl GitRemote {
     }
 
     // ---- writing --------------------------------------------------------
-
-    /// Writes blobs with one `git fast-import`; returns their ids in order.
-    fn write_blobs(&self, blobs: &[&[u8]]) -> Result<Vec<String>, RemoteError> {
-        let total: usize = blobs.iter().map(|b| b.len() + 40).sum();
-        let mut input = Vec::with_capacity(total + blobs.len() * 20 + 8);
-        for (i, blob) in blobs.iter().enumerate() {
-            input.extend_from_slice(
-                format!("blob\nmark :{}\ndata {}\n", i + 1, blob.len()).as_bytes(),
-            );
-            input.extend_from_slice(blob);
-            input.push(b'\n');
-        }
-        for i in 1..=blobs.len() {
-            input.extend_from_slice(format!("get-mark :{i}\n").as_bytes());
-        }
-        input.extend_from_slice(b"done\n");
-        let args = ["fast-import", "--quiet", "--done"];
-        let out = self.ok(&args, None, Some(&input))?;
-        parse_oid_lines(&out, blobs.len()).map_err(|detail| self.bad_output(&args, detail))
-    }
 
     /// Builds a commit applying `change` on this slot's tip and pushes it,
     /// rebuilding on the new tip when another process of the slot won.
@@ -713,7 +826,7 @@ impl GitRemote {
         }
     }
 
-    /// Builds the commit of `change` on `base` in a temporary index.
+    /// Builds the commit of `change` on `base` with one `git fast-import`.
     /// Returns `None` when it would change nothing, else the commit and its
     /// store files.
     fn build_commit(
@@ -722,84 +835,131 @@ impl GitRemote {
         base: Option<&str>,
         blob_ids: &mut HashMap<String, String>,
     ) -> Result<Option<Tree>, RemoteError> {
-        let index = TempIndex::new(&self.git_dir);
-        let idx = Some(index.path());
-        match base {
-            Some(commit) => self.ok(&["read-tree", commit], idx, None)?,
-            None => self.ok(&["read-tree", "--empty"], idx, None)?,
+        let mut files = match base {
+            Some(commit) => self.files_of(commit)?,
+            None => BTreeMap::new(),
         };
-        let args = ["ls-files", "-s", "-z"];
-        let mut existing = parse_ls_files(&self.ok(&args, idx, None)?)
-            .map_err(|detail| self.bad_output(&args, detail))?;
-        let mut lines = String::new();
-        let count;
-        match change {
-            Change::Add(files) => {
-                let mut new: Vec<&(String, Vec<u8>)> = Vec::new();
-                let mut seen = BTreeSet::new();
-                for file in files {
-                    if !existing.contains_key(&file.0) && seen.insert(file.0.as_str()) {
-                        new.push(file);
-                    }
-                }
-                if new.is_empty() {
-                    return Ok(None);
-                }
-                let unwritten: Vec<&(String, Vec<u8>)> = new
-                    .iter()
-                    .copied()
-                    .filter(|(name, _)| !blob_ids.contains_key(name))
-                    .collect();
-                if !unwritten.is_empty() {
-                    let bytes: Vec<&[u8]> = unwritten.iter().map(|(_, b)| b.as_slice()).collect();
-                    let ids = self.write_blobs(&bytes)?;
-                    for ((name, _), id) in unwritten.iter().zip(ids) {
-                        blob_ids.insert(name.clone(), id);
-                    }
-                }
-                let mut added: Vec<(String, String)> = Vec::with_capacity(new.len() + 2);
-                for (name, _) in &new {
-                    if let Some(id) = blob_ids.get(name) {
-                        added.push((name.clone(), id.clone()));
-                    }
-                }
-                // Every slot carries FORMAT and workspace: copy them from
-                // another slot into this one's first commit.
-                for special in [FORMAT_NAME, WORKSPACE_NAME] {
-                    if !existing.contains_key(special)
-                        && !seen.contains(special)
-                        && let Some(id) = self.other_slot_blob(special)
-                    {
-                        added.push((special.to_owned(), id));
-                    }
-                }
-                count = added.len();
-                for (name, id) in added {
-                    lines.push_str(&format!("100644 {id}\t{name}\n"));
-                    existing.insert(name, id);
-                }
+        let Change::Add(added) = change;
+        let mut new: Vec<&(String, Vec<u8>)> = Vec::new();
+        let mut seen = BTreeSet::new();
+        for file in added {
+            if !files.contains_key(&file.0) && seen.insert(file.0.as_str()) {
+                new.push(file);
             }
         }
-        let tree = self.write_tree(idx, &lines)?;
-        let message = format!("bridge: add {count} files");
-        let mut args = vec![
-            "commit-tree",
-            "--no-gpg-sign",
-            tree.as_str(),
-            "-m",
-            &message,
-        ];
-        if let Some(base) = base {
-            args.extend(["-p", base]);
+        if new.is_empty() {
+            return Ok(None);
         }
-        let commit = String::from_utf8_lossy(&self.ok(&args, None, None)?)
-            .trim()
-            .to_owned();
-        existing.retain(|name, _| StoreName::parse(name).is_some());
-        Ok(Some(Tree {
-            commit,
-            files: existing,
-        }))
+        // Blobs already written by an earlier try are named by id.
+        let (known, unwritten): (Vec<&NamedBytes>, Vec<&NamedBytes>) = new
+            .into_iter()
+            .partition(|(name, _)| blob_ids.contains_key(name));
+        let mut by_id: Vec<(String, String)> = known
+            .iter()
+            .filter_map(|(name, _)| Some((name.clone(), blob_ids.get(name)?.clone())))
+            .collect();
+        // Every slot carries FORMAT and workspace: copy them from another
+        // slot into this one's first commit.
+        for special in [FORMAT_NAME, WORKSPACE_NAME] {
+            if !files.contains_key(special)
+                && !seen.contains(special)
+                && let Some(id) = self.other_slot_blob(special)
+            {
+                by_id.push((special.to_owned(), id));
+            }
+        }
+        let inline: Vec<(&str, &[u8])> = unwritten
+            .iter()
+            .map(|(name, bytes)| (name.as_str(), bytes.as_slice()))
+            .collect();
+        let message = format!("bridge: add {} files", inline.len() + by_id.len());
+        let (commit, ids) = self.fast_commit(base, &inline, &by_id, &message)?;
+        for ((name, _), id) in inline.iter().zip(ids) {
+            blob_ids.insert((*name).to_owned(), id.clone());
+            files.insert((*name).to_owned(), id);
+        }
+        files.extend(by_id);
+        files.retain(|name, _| StoreName::parse(name).is_some());
+        Ok(Some(Tree { commit, files }))
+    }
+
+    /// The store files of `commit`: from the last listing when it is a
+    /// slot's tip there, else read from the cache repository.
+    fn files_of(&self, commit: &str) -> Result<BTreeMap<String, String>, RemoteError> {
+        let known = self
+            .state()
+            .trees
+            .values()
+            .find(|t| t.commit == commit)
+            .map(|t| t.files.clone());
+        match known {
+            Some(files) => Ok(files),
+            None => Ok(self.list_commits(&[commit])?.pop().unwrap_or_default()),
+        }
+    }
+
+    /// Writes, with one `git fast-import`, the blobs `inline` and a commit
+    /// on `base` (parentless without one) that adds them and the existing
+    /// blobs `by_id` at their names. Returns the commit and the ids of the
+    /// `inline` blobs, in order.
+    ///
+    /// fast-import needs a ref to build on: a private one, named after this
+    /// process, deleted again in the same stream (reset to the null id), so
+    /// that nothing is left behind in the cache repository.
+    fn fast_commit(
+        &self,
+        base: Option<&str>,
+        inline: &[(&str, &[u8])],
+        by_id: &[(String, String)],
+        message: &str,
+    ) -> Result<(String, Vec<String>), RemoteError> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let scratch = format!(
+            "refs/bridge-build/{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let null = "0".repeat(self.oid_hex_len()?);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let total: usize = inline.iter().map(|(_, b)| b.len() + 40).sum();
+        let mut input = Vec::with_capacity(total + (inline.len() + by_id.len()) * 140 + 512);
+        for (i, (_, bytes)) in inline.iter().enumerate() {
+            input.extend_from_slice(
+                format!("blob\nmark :{}\ndata {}\n", i + 1, bytes.len()).as_bytes(),
+            );
+            input.extend_from_slice(bytes);
+            input.push(b'\n');
+        }
+        let mark = inline.len() + 1;
+        input.extend_from_slice(
+            format!(
+                "reset {scratch}\ncommit {scratch}\nmark :{mark}\ncommitter {IDENT_NAME} <{IDENT_EMAIL}> {now} +0000\ndata {}\n{message}\n",
+                message.len() + 1
+            )
+            .as_bytes(),
+        );
+        if let Some(base) = base {
+            input.extend_from_slice(format!("from {base}\n").as_bytes());
+        }
+        for (i, (name, _)) in inline.iter().enumerate() {
+            input.extend_from_slice(format!("M 100644 :{} {name}\n", i + 1).as_bytes());
+        }
+        for (name, id) in by_id {
+            input.extend_from_slice(format!("M 100644 {id} {name}\n").as_bytes());
+        }
+        input.push(b'\n');
+        for i in 1..=mark {
+            input.extend_from_slice(format!("get-mark :{i}\n").as_bytes());
+        }
+        input.extend_from_slice(format!("reset {scratch}\nfrom {null}\n\ndone\n").as_bytes());
+        let args = ["fast-import", "--quiet", "--done"];
+        let out = self.ok(&args, None, Some(&input))?;
+        let mut ids =
+            parse_oid_lines(&out, mark).map_err(|detail| self.bad_output(&args, detail))?;
+        let commit = ids.pop().unwrap_or_default();
+        Ok((commit, ids))
     }
 
     /// The blob of `name` in another slot's tree, if one holds it.
@@ -1034,7 +1194,9 @@ impl Remote for GitRemote {
                     .filter(|(n, _)| !gone.contains(n.as_str()))
                     .map(|(n, id)| (n.clone(), id.clone()))
                     .collect();
-                let commit = self.commit_tree_of(&keep, "bridge: compact")?;
+                let by_id: Vec<(String, String)> =
+                    keep.iter().map(|(n, id)| (n.clone(), id.clone())).collect();
+                let (commit, _) = self.fast_commit(None, &[], &by_id, "bridge: compact")?;
                 let dst = format!("{REF_PREFIX}{slot}");
                 match self.push_to(dst, &commit, Some(&tree.commit))? {
                     PushOutcome::Pushed => {
@@ -1087,73 +1249,6 @@ impl Remote for GitRemote {
             .iter()
             .filter(|n| state.trees.values().any(|t| t.files.contains_key(**n)))
             .count())
-    }
-}
-
-impl GitRemote {
-    /// Applies `--index-info` lines to the temporary index `idx` and writes
-    /// its tree; returns the tree's id.
-    fn write_tree(&self, idx: Option<&Path>, lines: &str) -> Result<String, RemoteError> {
-        self.ok(
-            &["update-index", "--add", "--index-info"],
-            idx,
-            Some(lines.as_bytes()),
-        )?;
-        Ok(
-            String::from_utf8_lossy(&self.ok(&["write-tree"], idx, None)?)
-                .trim()
-                .to_owned(),
-        )
-    }
-
-    /// Writes a parentless commit whose tree holds exactly `files` (store
-    /// name → blob id, every blob already in the cache repository).
-    fn commit_tree_of(
-        &self,
-        files: &BTreeMap<String, String>,
-        message: &str,
-    ) -> Result<String, RemoteError> {
-        let index = TempIndex::new(&self.git_dir);
-        let idx = Some(index.path());
-        self.ok(&["read-tree", "--empty"], idx, None)?;
-        let mut lines = String::with_capacity(files.len() * 120);
-        for (name, id) in files {
-            lines.push_str(&format!("100644 {id}\t{name}\n"));
-        }
-        let tree = self.write_tree(idx, &lines)?;
-        let args = ["commit-tree", "--no-gpg-sign", tree.as_str(), "-m", message];
-        Ok(String::from_utf8_lossy(&self.ok(&args, None, None)?)
-            .trim()
-            .to_owned())
-    }
-}
-
-/// A temporary index file in the cache, removed on drop. Unique per
-/// process and call, so concurrent commits never share one.
-struct TempIndex {
-    path: PathBuf,
-}
-
-impl TempIndex {
-    fn new(git_dir: &Path) -> TempIndex {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        TempIndex {
-            path: git_dir.join(format!("bridge-index-{}-{n}", std::process::id())),
-        }
-    }
-
-    fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for TempIndex {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
-        let mut lock = self.path.clone().into_os_string();
-        lock.push(".lock");
-        let _ = fs::remove_file(lock);
     }
 }
 
@@ -1456,44 +1551,66 @@ pub(crate) fn parse_refs(out: &[u8]) -> Vec<(String, String)> {
         .collect()
 }
 
-/// `ls-tree -r -z` (`<mode> SP <type> SP <oid> TAB <path> NUL`) → the
-/// store names among its blobs and their ids. Other paths are ignored.
-pub(crate) fn parse_ls_tree(out: &[u8]) -> Result<BTreeMap<String, String>, String> {
-    let mut files = BTreeMap::new();
-    for entry in out.split(|b| *b == 0).filter(|e| !e.is_empty()) {
-        let entry = String::from_utf8_lossy(entry);
-        let (meta, path) = entry
-            .split_once('\t')
-            .ok_or_else(|| format!("no tab in ls-tree entry {entry:?}"))?;
-        let mut meta = meta.split(' ');
-        let (_mode, kind, oid) = match (meta.next(), meta.next(), meta.next()) {
-            (Some(m), Some(k), Some(o)) if is_oid(o) => (m, k, o),
-            _ => return Err(format!("bad ls-tree entry {entry:?}")),
-        };
-        if kind == "blob" && StoreName::parse(path).is_some() {
-            files.insert(path.to_owned(), oid.to_owned());
+/// A raw tree object (`<mode> SP <name> NUL <oid bytes>`, repeated) →
+/// its entries; `oid_len` is the length of a binary object id.
+pub(crate) fn parse_tree(bytes: &[u8], oid_len: usize) -> Result<Vec<TreeEntry>, String> {
+    let mut entries = Vec::new();
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let space = rest
+            .iter()
+            .position(|b| *b == b' ')
+            .ok_or_else(|| format!("no mode in entry {}", entries.len()))?;
+        let nul = rest
+            .iter()
+            .position(|b| *b == 0)
+            .filter(|nul| *nul > space)
+            .ok_or_else(|| format!("no name in entry {}", entries.len()))?;
+        let end = nul + 1 + oid_len;
+        if rest.len() < end {
+            return Err(format!("entry {} is truncated", entries.len()));
         }
+        let kind = match &rest[..space] {
+            b"100644" | b"100755" => EntryKind::File,
+            b"40000" => EntryKind::Tree,
+            _ => EntryKind::Other,
+        };
+        let name = String::from_utf8_lossy(&rest[space + 1..nul]).into_owned();
+        let oid = rest[nul + 1..end]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        entries.push(TreeEntry { name, oid, kind });
+        rest = &rest[end..];
     }
-    Ok(files)
+    Ok(entries)
 }
 
-/// `ls-files -s -z` (`<mode> SP <oid> SP <stage> TAB <path> NUL`) → every
-/// path and its blob id.
-pub(crate) fn parse_ls_files(out: &[u8]) -> Result<BTreeMap<String, String>, String> {
-    let mut files = BTreeMap::new();
-    for entry in out.split(|b| *b == 0).filter(|e| !e.is_empty()) {
-        let entry = String::from_utf8_lossy(entry);
-        let (meta, path) = entry
-            .split_once('\t')
-            .ok_or_else(|| format!("no tab in ls-files entry {entry:?}"))?;
-        let oid = meta
-            .split(' ')
-            .nth(1)
-            .filter(|o| is_oid(o))
-            .ok_or_else(|| format!("bad ls-files entry {entry:?}"))?;
-        files.insert(path.to_owned(), oid.to_owned());
+/// Adds the store files under `tree` (found at `prefix`, `depth` folders
+/// down) to `files`, descending into the subtrees in `trees`.
+fn flatten_tree(
+    tree: &[TreeEntry],
+    prefix: &str,
+    depth: usize,
+    trees: &HashMap<String, Arc<Vec<TreeEntry>>>,
+    files: &mut BTreeMap<String, String>,
+) {
+    for entry in tree {
+        let path = format!("{prefix}{}", entry.name);
+        match entry.kind {
+            EntryKind::File => {
+                if StoreName::parse(&path).is_some() {
+                    files.insert(path, entry.oid.clone());
+                }
+            }
+            EntryKind::Tree if depth < MAX_TREE_DEPTH => {
+                if let Some(sub) = trees.get(&entry.oid) {
+                    flatten_tree(sub, &format!("{path}/"), depth + 1, trees, files);
+                }
+            }
+            EntryKind::Tree | EntryKind::Other => {}
+        }
     }
-    Ok(files)
 }
 
 /// `n` object ids, one a line (`fast-import`'s answers to `get-mark`).
@@ -1807,18 +1924,58 @@ mod tests {
     fn output_parsers() {
         let a = "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391";
         let h = crate::names::sha256_hex(b"x");
-        let tree = format!(
-            "100644 blob {a}\tFORMAT\0100644 blob {a}\tblobs/{h}.blob\0100644 blob {a}\tREADME\0160000 commit {a}\tblobs/sub\0"
-        );
-        let files = parse_ls_tree(tree.as_bytes()).unwrap();
-        assert_eq!(
-            files.keys().cloned().collect::<Vec<_>>(),
-            vec!["FORMAT".to_owned(), format!("blobs/{h}.blob")]
-        );
-        assert!(parse_ls_tree(b"garbage\0").is_err());
+        // A raw tree: a file, a store blob, a folder, a symlink, a submodule.
+        let oid = [0xabu8; 20];
+        let mut raw = Vec::new();
+        for (mode, name) in [
+            ("100644", "FORMAT"),
+            ("100755", "x.blob"),
+            ("40000", "blobs"),
+            ("120000", "link"),
+            ("160000", "sub"),
+        ] {
+            raw.extend_from_slice(format!("{mode} {name}\0").as_bytes());
+            raw.extend_from_slice(&oid);
+        }
+        let entries = parse_tree(&raw, 20).unwrap();
+        let kinds: Vec<EntryKind> = entries.iter().map(|e| e.kind).collect();
+        use EntryKind::*;
+        assert_eq!(kinds, vec![File, File, Tree, Other, Other]);
+        assert_eq!(entries[2].name, "blobs");
+        assert_eq!(entries[2].oid, "ab".repeat(20));
+        assert!(parse_tree(&raw[..raw.len() - 1], 20).is_err());
+        assert!(parse_tree(b"100644 no-nul", 20).is_err());
+        assert!(parse_tree(b"", 20).unwrap().is_empty());
 
-        let index = format!("100644 {a} 0\tREADME\0100644 {a} 0\tFORMAT\0");
-        assert_eq!(parse_ls_files(index.as_bytes()).unwrap().len(), 2);
+        // Flattening keeps store names only, at most three deep.
+        let entry = |name: &str, oid: &str, kind| TreeEntry {
+            name: name.to_owned(),
+            oid: oid.to_owned(),
+            kind,
+        };
+        let mut trees = HashMap::new();
+        trees.insert(
+            "b".to_owned(),
+            Arc::new(vec![
+                entry(&format!("{h}.blob"), "1", File),
+                entry("deeper", "b", Tree),
+            ]),
+        );
+        let root = vec![
+            entry("FORMAT", "2", File),
+            entry("README", "3", File),
+            entry("blobs", "b", Tree),
+            entry("chunks", "missing", Tree),
+        ];
+        let mut files = BTreeMap::new();
+        flatten_tree(&root, "", 0, &trees, &mut files);
+        assert_eq!(
+            files.into_iter().collect::<Vec<_>>(),
+            vec![
+                ("FORMAT".to_owned(), "2".to_owned()),
+                (format!("blobs/{h}.blob"), "1".to_owned()),
+            ]
+        );
 
         let refs = format!("{a} refs/remotes/bridge/laptop\n{a} refs/remotes/other/x\n");
         assert_eq!(
