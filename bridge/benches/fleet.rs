@@ -72,6 +72,22 @@ fn main() {
             pushes,
             rejected
         );
+        let spread = |key: &str| {
+            let v: Vec<f64> = reports.iter().filter_map(|r| r[key].as_f64()).collect();
+            let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+            let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            format!("{min:.0}–{max:.0}")
+        };
+        let lost: u64 = reports
+            .iter()
+            .filter_map(|r| r["lost_claims"].as_u64())
+            .sum();
+        println!(
+            "    per runner: tasks done {}, first task at {} ms, exit at {} s; claims lost {lost}",
+            spread("done"),
+            spread("first_task_started_ms"),
+            spread("seconds"),
+        );
     }
 
     // Start-up on a store holding many finished tasks.

@@ -34,6 +34,10 @@ pub struct Publisher {
     failed_at: Option<std::time::Instant>,
     /// When the last background push started.
     started_at: Option<std::time::Instant>,
+    /// How long the last background push took.
+    last_push: std::time::Duration,
+    /// When the last successful sync ended.
+    synced_at: Option<std::time::Instant>,
 }
 
 /// How long a publisher whose last push failed waits before the next try
@@ -44,6 +48,16 @@ const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
 /// this long, and a fleet of runners does not spend its CPU on git (measured:
 /// one push per result made 16 runners on 2 cores 7× slower than ideal).
 const PUSH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(750);
+
+/// Background pushes take at most 1/`PUSH_SHARE` of the time: the interval
+/// grows to this many times the last push's length. A push is slow when the
+/// machine or the host is busy (many runners on few cores, a loaded git
+/// server), and then pushing less often is what helps.
+const PUSH_SHARE: u32 = 10;
+
+/// The longest interval between background pushes, however slow they are:
+/// it bounds what a runner killed without warning loses.
+const PUSH_INTERVAL_MAX: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Publisher {
     /// The remote it pushes to.
@@ -63,6 +77,8 @@ impl Publisher {
             offline: false,
             failed_at: None,
             started_at: None,
+            last_push: std::time::Duration::ZERO,
+            synced_at: None,
         }
     }
 
@@ -102,16 +118,17 @@ impl Publisher {
     }
 
     /// When the queued files may be pushed (`None`: nothing queued, or a push
-    /// is under way and will start the next itself). Not before
-    /// [`PUSH_INTERVAL`] after the last push, nor [`RETRY_AFTER`] after a
-    /// failure.
+    /// is under way and will start the next itself). Not before the push
+    /// interval has passed since the last push started (see [`PUSH_SHARE`]),
+    /// nor [`RETRY_AFTER`] after a failure.
     pub fn due(&self) -> Option<tokio::time::Instant> {
         if self.in_flight.is_some() || self.pending.is_empty() {
             return None;
         }
         let mut wait = std::time::Duration::ZERO;
         if let Some(t) = self.started_at {
-            wait = wait.max(PUSH_INTERVAL.saturating_sub(t.elapsed()));
+            let interval = (self.last_push * PUSH_SHARE).clamp(PUSH_INTERVAL, PUSH_INTERVAL_MAX);
+            wait = wait.max(interval.saturating_sub(t.elapsed()));
         }
         if self.offline
             && let Some(t) = self.failed_at
@@ -189,6 +206,7 @@ impl Publisher {
             Ok(report) => {
                 self.offline = false;
                 self.failed_at = None;
+                self.synced_at = Some(std::time::Instant::now());
                 if report.pushed > 0 {
                     self.pushes += 1;
                 }
@@ -211,6 +229,11 @@ impl Publisher {
         }
     }
 
+    /// Whether the last sync ended less than `age` ago.
+    pub fn synced_within(&self, age: std::time::Duration) -> bool {
+        self.synced_at.is_some_and(|t| t.elapsed() < age)
+    }
+
     /// Completes when the push under way ends (for `select!`), recording
     /// its outcome and starting the next push; pending forever when there is
     /// none. Safe to drop early: the push stays under way.
@@ -224,6 +247,9 @@ impl Publisher {
     }
 
     fn record(&mut self, result: Result<PushResult, tokio::task::JoinError>) {
+        if let Some(t) = self.started_at {
+            self.last_push = t.elapsed();
+        }
         match result {
             Ok(Ok(())) => {
                 self.pushes += 1;

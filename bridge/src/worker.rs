@@ -59,6 +59,8 @@ const FLUSH_DELAY: Duration = Duration::from_millis(100);
 const MAX_WINDOW: usize = 256;
 /// How much work (per slot) a claim window aims to hold.
 const WINDOW_TARGET_MS: f64 = 2000.0;
+/// A sync younger than this is not repeated before claiming.
+const FRESH_SYNC: Duration = Duration::from_secs(1);
 /// How long a stopping worker waits for its last push.
 const STOP_PUSH_LIMIT: Duration = Duration::from_secs(3);
 /// How long a stopping task gets between SIGTERM and SIGKILL.
@@ -193,10 +195,13 @@ pub async fn work(
                 flush_at = None;
             }
             match publisher.as_deref_mut() {
-                Some(p) => {
+                // A sync that just ended (the run's first, or the last
+                // window's) shows what there is to claim well enough: the
+                // sync after claiming checks the claims.
+                Some(p) if !p.synced_within(FRESH_SYNC) => {
                     p.sync(session).await?;
                 }
-                None => {
+                _ => {
                     session.refresh()?;
                 }
             }

@@ -697,6 +697,17 @@ impl Session {
     /// Applies chunk files that appeared in the replica since the last look
     /// (written by other processes or pulled by a sync). Returns how many.
     pub fn refresh(&mut self) -> CliResult<usize> {
+        let began = std::time::Instant::now();
+        let applied = self.refresh_docs()?;
+        tracing::debug!(
+            applied,
+            ms = began.elapsed().as_millis(),
+            "documents refreshed"
+        );
+        Ok(applied)
+    }
+
+    fn refresh_docs(&mut self) -> CliResult<usize> {
         if self.count_roster_files() != self.roster_files {
             self.reopen_vault();
         }
@@ -751,7 +762,7 @@ impl Session {
                 self.deferred = true;
                 continue;
             }
-            let (n, warnings, save) = match self.docs.get_mut(&id) {
+            let (n, warnings, save, read_in_part) = match self.docs.get_mut(&id) {
                 Some(open) => {
                     if open.lazy.is_some() {
                         let unseen = bridge_store::has_unseen(
@@ -766,15 +777,33 @@ impl Session {
                         }
                         open.materialize();
                     }
-                    let (n, w) =
+                    // Log what the new files change, to read only the tasks
+                    // they touch rather than the whole document.
+                    open.loaded.doc.update_diff_cursor();
+                    let applied_here =
                         bridge_store::refresh_doc(replica, &name, &mut open.loaded, &*vault)
-                            .with_context(|| format!("cannot read document {name}"))?;
+                            .with_context(|| format!("cannot read document {name}"));
+                    let touched = match &applied_here {
+                        Ok((n, _)) if *n > 0 => {
+                            doc::touched_tasks(&open.loaded.doc.diff_incremental())
+                        }
+                        _ => None,
+                    };
+                    open.loaded.doc.reset_diff_cursor();
+                    let (n, w) = applied_here?;
                     let files = open.loaded.applied.len() + open.loaded.skipped.len();
-                    (
-                        n,
-                        w,
-                        files >= open.cached_files + cache::REWRITE_AFTER_FILES,
-                    )
+                    let save = files >= open.cached_files + cache::REWRITE_AFTER_FILES;
+                    // The cache is left as it is then: a running process
+                    // reads it only on its next load, which applies what
+                    // came since (and caches the document again).
+                    if n > 0
+                        && let Some(keys) = touched
+                    {
+                        self.reread_tasks(&id, &keys);
+                        (0, w, false, n)
+                    } else {
+                        (n, w, save, 0)
+                    }
                 }
                 None => {
                     let loaded = match prefetched.remove(&name) {
@@ -804,6 +833,7 @@ impl Session {
                     }
                 }
             }
+            applied += read_in_part;
             if n > 0 {
                 applied += n;
                 self.reread(&id, save.then_some(&cache_dir));
@@ -937,6 +967,23 @@ impl Session {
             return 0;
         };
         self.add_read(id, &header, records, problems)
+    }
+
+    /// Reads again only the tasks `keys` of document `id` (those the files
+    /// just applied touched) into the view.
+    fn reread_tasks(&mut self, id: &DocId, keys: &std::collections::BTreeSet<String>) {
+        let Some(open) = self.docs.get(id) else {
+            return;
+        };
+        let Some(header) = open.header.clone() else {
+            // The genesis had not arrived: read it all, header first.
+            self.reread(id, None);
+            return;
+        };
+        let began = std::time::Instant::now();
+        let (records, problems) = doc::read_named_tasks(&open.loaded.doc, &*self.vault, keys);
+        tracing::debug!(doc = %id, tasks = records.len(), ms = began.elapsed().as_millis(), "touched tasks read");
+        self.add_read(id, &header, records, problems);
     }
 
     /// Puts a document's tasks, as read, into the view and warns about its

@@ -20,6 +20,8 @@
 //! one JSON string each: written once by one writer and always read whole, so
 //! one op instead of twenty.
 
+use std::collections::BTreeSet;
+
 use automerge::transaction::{CommitOptions, Transactable};
 use automerge::{
     ActorId, AutoCommit, AutomergeError, ObjId, ObjType, ROOT, ReadDoc, ScalarValueRef, ValueRef,
@@ -183,6 +185,52 @@ impl Authority for TrustAll {
 /// grants only from writers allowed to submit. A forged fact is ignored,
 /// even when it conflicts with the owner's own value.
 pub fn read_tasks(doc: &AutoCommit, authority: &dyn Authority) -> (Vec<TaskRecord>, Vec<Problem>) {
+    read_tasks_where(doc, authority, |_| true)
+}
+
+/// [`read_tasks`] for the tasks named in `keys` only: after a few changes
+/// to a large document, what they touched (see [`touched_tasks`]).
+pub fn read_named_tasks(
+    doc: &AutoCommit,
+    authority: &dyn Authority,
+    keys: &BTreeSet<String>,
+) -> (Vec<TaskRecord>, Vec<Problem>) {
+    read_tasks_where(doc, authority, |key| keys.contains(key))
+}
+
+/// The tasks that `patches` (from [`AutoCommit::diff_incremental`]) touch,
+/// by key; `None` when one touches something else than a task's entry (the
+/// header, or the document's root): then read the whole document.
+pub fn touched_tasks(patches: &[automerge::Patch]) -> Option<BTreeSet<String>> {
+    use automerge::{PatchAction, Prop};
+    let mut keys = BTreeSet::new();
+    for patch in patches {
+        match patch.path.as_slice() {
+            [(root, Prop::Map(tasks))] if *root == ROOT && tasks == "tasks" => {
+                match &patch.action {
+                    PatchAction::PutMap { key, .. } | PatchAction::DeleteMap { key } => {
+                        keys.insert(key.clone())
+                    }
+                    // A conflict or a mark on the tasks map: unknown.
+                    _ => return None,
+                };
+            }
+            [(root, Prop::Map(tasks)), (_, Prop::Map(task)), ..]
+                if *root == ROOT && tasks == "tasks" =>
+            {
+                keys.insert(task.clone());
+            }
+            _ => return None,
+        }
+    }
+    Some(keys)
+}
+
+fn read_tasks_where(
+    doc: &AutoCommit,
+    authority: &dyn Authority,
+    wanted: impl Fn(&str) -> bool,
+) -> (Vec<TaskRecord>, Vec<Problem>) {
     let mut records = Vec::new();
     let mut problems = Vec::new();
     // A writer can create a concurrent `tasks` map (or task entry) to hide
@@ -192,6 +240,9 @@ pub fn read_tasks(doc: &AutoCommit, authority: &dyn Authority) -> (Vec<TaskRecor
         return (records, problems);
     };
     for item in doc.map_range(&map, ..) {
+        if !wanted(item.key.as_ref()) {
+            continue;
+        }
         let key = item.key.to_string();
         let problem = |message: String| Problem {
             task: key.clone(),

@@ -94,7 +94,9 @@ pub fn sync_with(
     progress: &mut dyn FnMut(SyncProgress),
     redundant: &mut dyn FnMut(&Replica, &BTreeSet<String>) -> BTreeSet<String>,
 ) -> Result<SyncReport, SyncError> {
+    let began = std::time::Instant::now();
     let remote_names = prepare_remote(replica.workspace_id(), remote)?;
+    let listed_ms = began.elapsed().as_millis();
     let local_names = replica.list_store_names().map_err(SyncError::LocalList)?;
 
     let (snapshots, mut to_pull): (Vec<&String>, Vec<&String>) = remote_names
@@ -111,6 +113,7 @@ pub fn sync_with(
     pull(replica, remote, &snapshots, &mut report, &mut progress)?;
 
     let skip = redundant(replica, &remote_names);
+    let checked_ms = began.elapsed().as_millis();
     to_pull.retain(|n| !skip.contains(*n));
     let mut to_push: Vec<&String> = local_names
         .iter()
@@ -121,6 +124,7 @@ pub fn sync_with(
     progress.total += to_pull.len() + to_push.len();
     progress.report();
     pull(replica, remote, &to_pull, &mut report, &mut progress)?;
+    let pulled_ms = began.elapsed().as_millis();
 
     let mut batch: Vec<(String, Vec<u8>)> = Vec::new();
     let mut batch_bytes = 0;
@@ -165,6 +169,10 @@ pub fn sync_with(
         pulled = report.pulled,
         pushed = report.pushed,
         skipped = report.skipped.len(),
+        listed_ms,
+        checked_ms,
+        pulled_ms,
+        ms = began.elapsed().as_millis(),
         "sync done"
     );
     Ok(report)
