@@ -4,7 +4,8 @@
 //!
 //! Run: `cargo bench -p bridge --bench fleet` (about two minutes on 2 cores).
 //! BRIDGE_FLEET_TASKS, BRIDGE_FLEET_KS (e.g. "4,16") and
-//! BRIDGE_FLEET_FINISHED (the size of the finished store) change the sizes.
+//! BRIDGE_FLEET_FINISHED (the size of the finished store) change the sizes;
+//! BRIDGE_FLEET_KEEP=1 keeps each fleet's folders (printed) for inspection.
 //!
 //! It prints makespan / ideal (total work / total slots), duplicate
 //! executions, pushes and rejected pushes per runner, and the time from a
@@ -39,6 +40,9 @@ fn main() {
     for k in ks {
         let tmp = tempfile::tempdir().unwrap_or_else(|e| fail(&format!("temp dir: {e}")));
         let fleet = Fleet::new(&bridge, tmp.path());
+        if std::env::var_os("BRIDGE_FLEET_KEEP").is_some() {
+            eprintln!("K = {k}: keeping {}", tmp.path().display());
+        }
         let yaml = format!(
             "tasks:\n  - name: t\n    matrix:\n      i: [{}]\n    run: [\"sleep\", \"{SLEEP_S}\"]\n    timeout: 1m\n    env: {{ I: \"${{{{ matrix.i }}}}\" }}\n",
             (0..tasks)
@@ -88,6 +92,9 @@ fn main() {
             spread("first_task_started_ms"),
             spread("seconds"),
         );
+        if std::env::var_os("BRIDGE_FLEET_KEEP").is_some() {
+            let _ = tmp.keep();
+        }
     }
 
     // Start-up on a store holding many finished tasks.

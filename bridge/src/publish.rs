@@ -47,7 +47,7 @@ const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
 /// The least time between two background pushes: results land within about
 /// this long, and a fleet of runners does not spend its CPU on git (measured:
 /// one push per result made 16 runners on 2 cores 7× slower than ideal).
-const PUSH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(750);
+const PUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Background pushes take at most 1/`PUSH_SHARE` of the time: the interval
 /// grows to this many times the last push's length. A push is slow when the

@@ -14,10 +14,12 @@
 //! # Durability
 //!
 //! Attempts are group-committed: written to the replica when 64 are waiting,
-//! 100 ms after the first one, before any new claim, and on exit. A crash
-//! loses at most the attempts of that window; their tasks become runnable
-//! again when the lease runs out (at-least-once, never a lost result that was
-//! reported as stored).
+//! [`WorkOptions::flush_delay`] after the first one (100 ms for `work`, 1 s
+//! for a runner, whose disk dies with it: what counts there is the push, and
+//! fewer, larger chunk files are what every other runner pulls and applies),
+//! before any new claim, and on exit. A crash loses at most the attempts of
+//! that window; their tasks become runnable again when the lease runs out
+//! (at-least-once, never a lost result that was reported as stored).
 //!
 //! # Leases
 //!
@@ -53,8 +55,8 @@ use crate::workspace::{Session, now_ms};
 const TAIL_BYTES: usize = 2048;
 /// Flush attempts when this many are waiting…
 const FLUSH_COUNT: usize = 64;
-/// …or this long after the first one.
-const FLUSH_DELAY: Duration = Duration::from_millis(100);
+/// …or this long after the first one (`bridge work`).
+pub const FLUSH_DELAY: Duration = Duration::from_millis(100);
 /// The most tasks claimed in one window.
 const MAX_WINDOW: usize = 256;
 /// How much work (per slot) a claim window aims to hold.
@@ -92,6 +94,9 @@ pub struct WorkOptions {
     pub shard: Option<(u32, u32)>,
     /// Recorded in every attempt, after the device's own (CI run, commit, …).
     pub provenance: BTreeMap<String, String>,
+    /// How long after a task ends its attempt may wait to be written with
+    /// others (see the module docs, Durability).
+    pub flush_delay: Duration,
 }
 
 /// What happened to one task, for progress output.
@@ -372,7 +377,7 @@ pub async fn work(
                 session.view_mut().note_attempt(&id, attempt);
                 unflushed_attempts += 1;
                 if flush_at.is_none() {
-                    flush_at = Some(Instant::now() + FLUSH_DELAY);
+                    flush_at = Some(Instant::now() + opts.flush_delay);
                 }
                 hooks.event(Event::Finished {
                     name: names.remove(&key).unwrap_or_default(),

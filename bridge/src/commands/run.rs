@@ -77,6 +77,10 @@ const RUNNER_FIRST_LOAD: usize = 1000;
 /// A runner compacts at the end of a run only with at least this much of
 /// its budget left.
 const RUNNER_COMPACT_MARGIN: Duration = Duration::from_secs(60);
+/// How long a runner's attempts may wait to be written together: its disk
+/// dies with it, so the push (every few seconds) is what makes a result
+/// last, and every other runner pulls and applies each chunk file it writes.
+const RUNNER_FLUSH_DELAY: Duration = Duration::from_secs(1);
 
 /// What the run did, for outputs and the summary.
 #[derive(Default)]
@@ -148,6 +152,7 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> CliResult<u8> {
             deadline: Some((deadline, budget)),
             shard,
             provenance: provenance(),
+            flush_delay: RUNNER_FLUSH_DELAY,
         };
         let mut hooks = RunHooks {
             github,

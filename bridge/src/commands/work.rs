@@ -69,6 +69,7 @@ pub fn run(g: &GlobalArgs, args: WorkArgs) -> CliResult<u8> {
         deadline: None,
         shard: None,
         provenance: Default::default(),
+        flush_delay: worker::FLUSH_DELAY,
     };
     if !args.offline {
         sync_and_report(&mut session, g)?;
