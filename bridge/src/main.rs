@@ -12,6 +12,7 @@ mod github;
 mod keys;
 mod output;
 mod publish;
+mod shard;
 mod snapshot;
 mod taskfile;
 mod vault;

@@ -229,6 +229,11 @@ impl Publisher {
         }
     }
 
+    /// Whether files wait to be pushed (queued, or failed to go).
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty() || self.in_flight.is_some()
+    }
+
     /// Whether the last sync ended less than `age` ago.
     pub fn synced_within(&self, age: std::time::Duration) -> bool {
         self.synced_at.is_some_and(|t| t.elapsed() < age)

@@ -48,6 +48,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::CliResult;
 use crate::fetch::{FetchConfig, Fetcher};
 use crate::publish::Publisher;
+use crate::shard::Shards;
 use crate::vault::Vault;
 use crate::workspace::{Session, now_ms};
 
@@ -89,8 +90,8 @@ pub struct WorkOptions {
     /// this instant, and stop everything (as on SIGTERM) when it comes; with
     /// the whole budget it was computed from.
     pub deadline: Option<(Instant, Duration)>,
-    /// This runner's shard `(index, count)`: it prefers the tasks that
-    /// rendezvous-hash to it and steals others only when it has none.
+    /// This runner's shard `(index, count)`: it prefers the tasks of its
+    /// shard ([`crate::shard`]) and steals others only when it has none.
     pub shard: Option<(u32, u32)>,
     /// Recorded in every attempt, after the device's own (CI run, commit, …).
     pub provenance: BTreeMap<String, String>,
@@ -185,6 +186,7 @@ pub async fn work(
     let mut flush_at: Option<Instant> = None;
     let mut renew_at = Instant::now() + opts.lease / 3;
     let mut stopping = false;
+    let mut shards = opts.shard.map(|(_, count)| Shards::new(count));
 
     loop {
         // 1. Claim more when the queue runs low.
@@ -222,7 +224,11 @@ pub async fn work(
             hooks.event(Event::Backlog {
                 left: runnable.len(),
             });
-            let (candidates, stealing) = prefer_shard(runnable, opts.shard);
+            let (candidates, stealing) = prefer_shard(
+                runnable,
+                opts.shard.map(|(index, _)| index).zip(shards.as_mut()),
+                session.view(),
+            );
             // Before stealing from other shards, read the documents the
             // load plan left: they hold this shard's tasks too.
             if (stealing || candidates.is_empty()) && session.has_deferred() {
@@ -477,16 +483,21 @@ fn fits_before_deadline(
     Instant::now() + expected <= deadline
 }
 
-/// Orders candidates for a sharded runner: the tasks that rendezvous-hash
-/// to its shard, or (when there are none) the others, to steal. Returns the
-/// candidates and whether they are stolen.
-fn prefer_shard(candidates: Vec<TaskId>, shard: Option<(u32, u32)>) -> (Vec<TaskId>, bool) {
-    let Some((index, count)) = shard else {
+/// Orders candidates for a sharded runner: the tasks of its shard (see
+/// [`crate::shard`]), or (when there are none) the others, to steal. Returns
+/// the candidates and whether they are stolen.
+fn prefer_shard(
+    candidates: Vec<TaskId>,
+    shard: Option<(u32, &mut Shards)>,
+    view: &View,
+) -> (Vec<TaskId>, bool) {
+    let Some((index, shards)) = shard else {
         return (candidates, false);
     };
+    shards.prepare(view, &candidates);
     let (mine, others): (Vec<TaskId>, Vec<TaskId>) = candidates
         .into_iter()
-        .partition(|id| shard_of(id, count) == index);
+        .partition(|id| shards.of(id) == index);
     if mine.is_empty() {
         // Steal from the far end of the others' queues: their owners work
         // from the front, so a thief rarely races them for the same task.
@@ -496,27 +507,6 @@ fn prefer_shard(candidates: Vec<TaskId>, shard: Option<(u32, u32)>) -> (Vec<Task
     } else {
         (mine, false)
     }
-}
-
-/// The shard (of `count`) a task belongs to by rendezvous hashing: the one
-/// with the highest hash of (task, shard). Adding a shard moves only the
-/// tasks the new shard wins.
-pub fn shard_of(id: &TaskId, count: u32) -> u32 {
-    shard_of_name(id.as_str(), count)
-}
-
-/// [`shard_of`] for any name (a document's, to split compaction).
-pub fn shard_of_name(name: &str, count: u32) -> u32 {
-    use sha2::{Digest, Sha256};
-    (0..count.max(1))
-        .max_by_key(|s| {
-            let d = Sha256::new()
-                .chain_update(name.as_bytes())
-                .chain_update(s.to_be_bytes())
-                .finalize();
-            u64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
-        })
-        .unwrap_or(0)
 }
 
 /// Claims `ids`, one change per document; returns the new claim keys.

@@ -77,6 +77,9 @@ const RUNNER_FIRST_LOAD: usize = 1000;
 /// A runner compacts at the end of a run only with at least this much of
 /// its budget left.
 const RUNNER_COMPACT_MARGIN: Duration = Duration::from_secs(60);
+/// A sync at most this old at the end of the worker's loop is not repeated
+/// before the summary.
+const FINAL_SYNC_FRESH: Duration = Duration::from_secs(2);
 /// How long a runner's attempts may wait to be written together: its disk
 /// dies with it, so the push (every few seconds) is what makes a result
 /// last, and every other runner pulls and applies each chunk file it writes.
@@ -175,18 +178,29 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> CliResult<u8> {
         // Land everything, and learn what is left for the summary (not when
         // stopped by a signal: the grace period is spent, the worker pushed).
         if !shutdown.is_cancelled() {
-            publisher.sync(&mut session).await?;
-            // Compact only when cheap: a few documents, with budget to spare.
+            // The worker's last look was a sync, and it pushed since: a
+            // fleet ending together need not sync once more each.
+            if !publisher.synced_within(FINAL_SYNC_FRESH) || publisher.has_pending() {
+                publisher.sync(&mut session).await?;
+            }
+            // Compact only when cheap: a few documents, with budget to spare,
+            // and only those whose tasks are all over. Compaction rewrites
+            // the branches of the runners still working on a document (their
+            // next push is then rejected and rebuilt): the last one to touch
+            // it, or the next sync, compacts it.
             if !publisher.offline
                 && budget.saturating_sub(started.elapsed()) > RUNNER_COMPACT_MARGIN
             {
                 let (index, count) = shard.unwrap_or((0, 1));
+                let settled = settled_docs(&session);
                 crate::compact::auto(
                     &session.vault,
                     &session.ws.replica,
                     Some(publisher.remote()),
                     crate::compact::RUNNER_MAX_DOCS,
-                    &|doc| worker::shard_of_name(doc, count) == index,
+                    &|doc| {
+                        settled.contains(doc) && crate::shard::shard_of_name(doc, count) == index
+                    },
                 );
             }
         }
@@ -443,4 +457,26 @@ fn write_github_files(ledger: &Ledger, left: usize, elapsed: Duration) -> CliRes
             .with_context(|| format!("cannot write GITHUB_STEP_SUMMARY {path}"))?;
     }
     Ok(())
+}
+
+/// The loaded documents none of whose tasks is pending, running or blocked.
+fn settled_docs(session: &Session) -> std::collections::HashSet<String> {
+    let derived = session.view().derive(now_ms(), session.policy);
+    let mut busy = std::collections::HashSet::new();
+    for task in session.view().tasks() {
+        let open = derived.get(&task.id).is_some_and(|d| {
+            matches!(
+                d.status,
+                Status::Pending | Status::Running | Status::Blocked
+            )
+        });
+        if open {
+            busy.extend(task.docs.iter().map(ToString::to_string));
+        }
+    }
+    session
+        .headers()
+        .map(|(id, _)| id.to_string())
+        .filter(|id| !busy.contains(id))
+        .collect()
 }

@@ -81,6 +81,23 @@ impl TempFile {
     /// Gives the temp file the name `dest` unless a file of that name exists.
     pub(crate) fn persist_new(mut self, dest: &Path) -> io::Result<Placed> {
         self.sync_and_close()?;
+        let placed = self.link_to(dest)?;
+        if placed == Placed::Created {
+            sync_parent(dest)?;
+        }
+        Ok(placed)
+    }
+
+    /// [`persist_new`](Self::persist_new) for a file whose content the
+    /// caller already made durable, and whose folder it syncs itself.
+    fn place(mut self, dest: &Path) -> io::Result<Placed> {
+        self.file = None;
+        self.link_to(dest)
+    }
+
+    /// Links (or renames) the temp file to `dest` unless a file of that name
+    /// exists, then removes the temp name.
+    fn link_to(&mut self, dest: &Path) -> io::Result<Placed> {
         let placed = match fs::hard_link(&self.path, dest) {
             Ok(()) => Placed::Created,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Placed::AlreadyPresent,
@@ -99,9 +116,6 @@ impl TempFile {
             Err(e) => return Err(e),
         };
         self.remove();
-        if placed == Placed::Created {
-            sync_parent(dest)?;
-        }
         Ok(placed)
     }
 
@@ -171,6 +185,75 @@ pub(crate) fn write_new(dir: &Path, file_name: &str, bytes: &[u8]) -> io::Result
     };
     tmp.file()?.write_all(bytes)?;
     tmp.persist_new(&dest)
+}
+
+/// Writes many files as [`write_new`] does, with two file-system syncs for
+/// the whole batch instead of two fsyncs per file: every file is written to
+/// its temp file, the file system is synced (`syncfs(2)`; elsewhere than
+/// Linux, each temp file is fsynced), then each is linked to its name and
+/// the folders are synced again. As with `write_new`, a file is under its
+/// final name only once its content is durable. Returns each file's outcome,
+/// in order; `Err` names the file that failed.
+pub(crate) fn write_many_new(
+    files: &[(&Path, &str, &[u8])],
+) -> Result<Vec<Placed>, (PathBuf, io::Error)> {
+    let mut placed = vec![Placed::AlreadyPresent; files.len()];
+    let mut written: Vec<(usize, TempFile)> = Vec::new();
+    for (i, (dir, name, bytes)) in files.iter().enumerate() {
+        let dest = dir.join(name);
+        let failed = |e| (dest.clone(), e);
+        if exists(&dest).map_err(failed)? {
+            continue;
+        }
+        ensure_dir(dir).map_err(failed)?;
+        let mut tmp = TempFile::create_in(dir).map_err(failed)?;
+        tmp.file()
+            .and_then(|f| f.write_all(bytes))
+            .map_err(failed)?;
+        written.push((i, tmp));
+    }
+    let mut dirs: Vec<&Path> = Vec::new();
+    for (i, _) in &written {
+        if !dirs.contains(&files[*i].0) {
+            dirs.push(files[*i].0);
+        }
+    }
+    sync_written(&mut written, &dirs)?;
+    for (i, tmp) in written {
+        let dest = files[i].0.join(files[i].1);
+        placed[i] = tmp.place(&dest).map_err(|e| (dest.clone(), e))?;
+    }
+    for dir in dirs {
+        sync_dir(dir).map_err(|e| (dir.to_path_buf(), e))?;
+    }
+    Ok(placed)
+}
+
+/// Makes the temp files of a batch durable: one `syncfs` per folder's file
+/// system on Linux, else an fsync per file.
+fn sync_written(
+    written: &mut [(usize, TempFile)],
+    dirs: &[&Path],
+) -> Result<(), (PathBuf, io::Error)> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        let _ = written;
+        for dir in dirs {
+            let fail = |e: io::Error| (dir.to_path_buf(), e);
+            let folder = File::open(dir).map_err(fail)?;
+            nix::unistd::syncfs(&folder).map_err(|e| fail(io::Error::from(e)))?;
+        }
+        Ok(())
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        let _ = dirs;
+        for (_, tmp) in written.iter_mut() {
+            let path = tmp.path.clone();
+            tmp.sync_and_close().map_err(|e| (path, e))?;
+        }
+        Ok(())
+    }
 }
 
 /// Creates `dir` (and its parents) if missing, fsyncing the parent of a new

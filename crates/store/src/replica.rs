@@ -667,32 +667,60 @@ impl Replica {
         tmp.persist_replace(dest).map_err(write_err)
     }
 
-    /// Stores a file received under store name `name` (a chunk or a blob),
-    /// checking its hash. Returns whether it was new.
-    pub(crate) fn put_store_file(&self, name: &str, bytes: &[u8]) -> Result<bool, WriteError> {
-        let parsed = StoreName::parse(name).ok_or_else(|| WriteError::InvalidName {
-            name: name.to_owned(),
-        })?;
-        let (dir, hash) = match parsed {
-            StoreName::Doc { folder, doc, hash } => (self.doc_dir_in(folder, doc), hash),
-            StoreName::Blob { hash } => (self.root.join(BLOBS_DIR), hash),
-            StoreName::Format | StoreName::Workspace => {
-                return Err(WriteError::InvalidName {
-                    name: name.to_owned(),
-                });
-            }
-        };
-        if names::sha256_hex(bytes) != hash {
-            return Err(WriteError::HashMismatch {
-                name: name.to_owned(),
-            });
+    /// Stores files received under their store names (chunks, snapshots or
+    /// blobs: what a sync pulls), checking each hash, made durable together
+    /// (see `fsutil::write_many_new`). Returns, for each file in order,
+    /// whether it was new, or why it was refused (a bad name or hash); a
+    /// failed write fails the batch.
+    pub(crate) fn put_store_files(
+        &self,
+        files: &[(&String, &[u8])],
+    ) -> Result<Vec<Result<bool, WriteError>>, WriteError> {
+        let mut out: Vec<Result<bool, WriteError>> = Vec::with_capacity(files.len());
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        let mut accepted: Vec<(usize, usize, &str, &[u8])> = Vec::new();
+        for (i, (name, bytes)) in files.iter().enumerate() {
+            let dir = match StoreName::parse(name) {
+                Some(StoreName::Doc { folder, doc, hash }) if names::sha256_hex(bytes) == hash => {
+                    self.doc_dir_in(folder, doc)
+                }
+                Some(StoreName::Blob { hash }) if names::sha256_hex(bytes) == hash => {
+                    self.root.join(BLOBS_DIR)
+                }
+                Some(StoreName::Doc { .. } | StoreName::Blob { .. }) => {
+                    out.push(Err(WriteError::HashMismatch {
+                        name: (*name).clone(),
+                    }));
+                    continue;
+                }
+                _ => {
+                    out.push(Err(WriteError::InvalidName {
+                        name: (*name).clone(),
+                    }));
+                    continue;
+                }
+            };
+            let d = match dirs.iter().position(|x| *x == dir) {
+                Some(d) => d,
+                None => {
+                    dirs.push(dir);
+                    dirs.len() - 1
+                }
+            };
+            let file = name.rsplit('/').next().unwrap_or(name);
+            accepted.push((i, d, file, bytes));
+            out.push(Ok(false));
         }
-        let file = name.rsplit('/').next().unwrap_or(name);
-        let placed = fsutil::write_new(&dir, file, bytes).map_err(|source| WriteError::Io {
-            path: dir.join(file),
-            source,
-        })?;
-        Ok(placed == Placed::Created)
+        let batch: Vec<(&Path, &str, &[u8])> = accepted
+            .iter()
+            .map(|(_, d, file, bytes)| (dirs[*d].as_path(), *file, *bytes))
+            .collect();
+        let placed = fsutil::write_many_new(&batch)
+            .map_err(|(path, source)| WriteError::Io { path, source })?;
+        for ((i, ..), placed) in accepted.iter().zip(placed) {
+            out[*i] = Ok(placed == Placed::Created);
+        }
+        Ok(out)
     }
 
     /// Reads the chunk or blob of store name `name`, checking its hash.

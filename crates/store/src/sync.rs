@@ -188,19 +188,14 @@ fn pull(
     progress: &mut Progress<'_>,
 ) -> Result<(), SyncError> {
     for pull_batch in names.chunks(PULL_BATCH_FILES) {
+        let mut good: Vec<(&String, Vec<u8>)> = Vec::new();
         for (name, result) in read_batch(remote, pull_batch)? {
             match result {
                 Ok(bytes) => {
                     let expected = StoreName::parse(name).and_then(|n| n.hash());
                     let actual = names::sha256_hex(&bytes);
                     if expected == Some(actual.as_str()) {
-                        replica.put_store_file(name, &bytes).map_err(|source| {
-                            SyncError::LocalWrite {
-                                name: name.clone(),
-                                source,
-                            }
-                        })?;
-                        report.pulled += 1;
+                        good.push((name, bytes));
                     } else {
                         report.skipped.push(StoreWarning {
                             path: remote_path(remote, name),
@@ -208,13 +203,32 @@ fn pull(
                                 "corrupt on the remote: its content hashes to {actual}; not copied"
                             ),
                         });
+                        progress.advance(1);
                     }
                 }
-                Err(e) => report.skipped.push(StoreWarning {
-                    path: remote_path(remote, name),
-                    message: error_chain(&e),
-                }),
+                Err(e) => {
+                    report.skipped.push(StoreWarning {
+                        path: remote_path(remote, name),
+                        message: error_chain(&e),
+                    });
+                    progress.advance(1);
+                }
             }
+        }
+        // Written together: one sync of the file system for the batch.
+        let files: Vec<(&String, &[u8])> = good.iter().map(|(n, b)| (*n, b.as_slice())).collect();
+        let written = replica
+            .put_store_files(&files)
+            .map_err(|source| SyncError::LocalWrite {
+                name: files.first().map(|(n, _)| (*n).clone()).unwrap_or_default(),
+                source,
+            })?;
+        for ((name, _), result) in files.iter().zip(written) {
+            result.map_err(|source| SyncError::LocalWrite {
+                name: (*name).clone(),
+                source,
+            })?;
+            report.pulled += 1;
             progress.advance(1);
         }
         progress.report();
