@@ -91,6 +91,15 @@ impl Publisher {
         self.start_if_idle();
     }
 
+    /// Queues what `session` wrote and pushes it as soon as the push under
+    /// way (if any) ends, whatever the interval: claims, which other
+    /// runners must see before they steal.
+    pub fn publish_now(&mut self, session: &mut Session) {
+        self.started_at = None;
+        self.failed_at = None;
+        self.publish(session);
+    }
+
     fn start_if_idle(&mut self) {
         if self.in_flight.is_some() || self.pending.is_empty() {
             return;

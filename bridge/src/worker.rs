@@ -14,7 +14,7 @@
 //! # Durability
 //!
 //! Attempts are group-committed: written to the replica when 64 are waiting,
-//! [`WorkOptions::flush_delay`] after the first one (100 ms for `work`, 1 s
+//! [`WorkOptions::flush_delay`] after the first one (100 ms for `work`, 2 s
 //! for a runner, whose disk dies with it: what counts there is the push, and
 //! fewer, larger chunk files are what every other runner pulls and applies),
 //! before any new claim, and on exit. A crash loses at most the attempts of
@@ -255,8 +255,16 @@ pub async fn work(
                 claimed_total += mine.len();
                 session.flush()?;
                 // Another worker may have claimed the same tasks: read its
-                // claims (pushing ours) and keep only those we won.
+                // claims (pushing ours) and keep only those we won. A
+                // runner's own shard is claimed by no other runner (shards
+                // are disjoint), only perhaps by a thief, who syncs after
+                // claiming and yields to an earlier claim: the owner pushes
+                // its claims at once and starts without waiting for a sync.
                 let fresh = match publisher.as_deref_mut() {
+                    Some(p) if opts.shard.is_some() && !stealing => {
+                        p.publish_now(session);
+                        false
+                    }
                     Some(p) => p.sync(session).await?.is_some_and(|r| r.pulled > 0),
                     None => session.refresh()? > 0,
                 };

@@ -81,9 +81,10 @@ const RUNNER_COMPACT_MARGIN: Duration = Duration::from_secs(60);
 /// before the summary.
 const FINAL_SYNC_FRESH: Duration = Duration::from_secs(2);
 /// How long a runner's attempts may wait to be written together: its disk
-/// dies with it, so the push (every few seconds) is what makes a result
-/// last, and every other runner pulls and applies each chunk file it writes.
-const RUNNER_FLUSH_DELAY: Duration = Duration::from_secs(1);
+/// dies with it, so the push (at least 2 s apart) is what makes a result
+/// last, and every other runner pulls and applies each chunk file it writes:
+/// one per push.
+const RUNNER_FLUSH_DELAY: Duration = Duration::from_secs(2);
 
 /// What the run did, for outputs and the summary.
 #[derive(Default)]
