@@ -16,6 +16,15 @@ use crate::error::CliResult;
 use crate::workspace::Session;
 
 type PushResult = Result<(), (Vec<String>, RemoteError)>;
+/// A sync's remote part and how long it took.
+type SyncDone = (Result<SyncReport, SyncError>, std::time::Duration);
+
+/// A sync whose remote part runs in the background.
+struct Ahead {
+    handle: JoinHandle<SyncDone>,
+    /// The names it took from the queue (queued again if it fails).
+    queued: Vec<String>,
+}
 
 /// Pushes a worker's files to its remote.
 pub struct Publisher {
@@ -38,6 +47,10 @@ pub struct Publisher {
     last_push: std::time::Duration,
     /// When the last successful sync ended.
     synced_at: Option<std::time::Instant>,
+    /// A sync started ahead of need ([`Publisher::start_sync`]).
+    ahead: Option<Ahead>,
+    /// How long the last sync's remote part took.
+    last_sync: std::time::Duration,
 }
 
 /// How long a publisher whose last push failed waits before the next try
@@ -79,6 +92,8 @@ impl Publisher {
             started_at: None,
             last_push: std::time::Duration::ZERO,
             synced_at: None,
+            ahead: None,
+            last_sync: std::time::Duration::ZERO,
         }
     }
 
@@ -101,7 +116,7 @@ impl Publisher {
     }
 
     fn start_if_idle(&mut self) {
-        if self.in_flight.is_some() || self.pending.is_empty() {
+        if self.in_flight.is_some() || self.pending.is_empty() || self.ahead_running() {
             return;
         }
         if self
@@ -131,7 +146,7 @@ impl Publisher {
     /// interval has passed since the last push started (see [`PUSH_SHARE`]),
     /// nor [`RETRY_AFTER`] after a failure.
     pub fn due(&self) -> Option<tokio::time::Instant> {
-        if self.in_flight.is_some() || self.pending.is_empty() {
+        if self.in_flight.is_some() || self.pending.is_empty() || self.ahead_running() {
             return None;
         }
         let mut wait = std::time::Duration::ZERO;
@@ -175,6 +190,11 @@ impl Publisher {
     /// until nothing is under way. Files that could not be pushed stay
     /// queued; they are in the local replica and the next sync sends them.
     pub async fn flush(&mut self, session: &mut Session) {
+        if self.ahead.is_some()
+            && let Err(e) = self.sync(session).await
+        {
+            tracing::debug!("the sync ahead failed: {e}");
+        }
         self.settle().await;
         self.pending.extend(session.vault.take_written_blobs());
         self.pending.extend(session.take_written());
@@ -196,21 +216,22 @@ impl Publisher {
 
     /// A full set-union sync (after the pushes under way), then applies what
     /// arrived. Returns `None` when the remote is unreachable.
+    /// A sync started with [`start_sync`](Self::start_sync) is finished
+    /// instead (what it pulled is applied), however long ago it started.
     pub async fn sync(&mut self, session: &mut Session) -> CliResult<Option<SyncReport>> {
-        self.settle().await;
-        // A sync pushes everything the remote lacks; the queue is kept only
-        // in case it fails.
-        let mut queued = std::mem::take(&mut self.pending);
-        queued.extend(session.vault.take_written_blobs());
-        queued.extend(session.take_written());
-        let remote = self.remote.clone();
-        let replica = self.replica.clone();
-        let vault = session.vault.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            crate::compact::sync_store(&vault, &replica, remote.as_ref(), &mut |_| {}, false)
-        })
-        .await
-        .map_err(|e| anyhow::anyhow!("the sync task crashed: {e}"))?;
+        let ahead = match self.ahead.take() {
+            Some(ahead) => ahead,
+            None => {
+                self.settle().await;
+                self.spawn_sync(session)
+            }
+        };
+        let queued = ahead.queued;
+        let (result, took) = ahead
+            .handle
+            .await
+            .map_err(|e| anyhow::anyhow!("the sync task crashed: {e}"))?;
+        self.last_sync = took;
         match result {
             Ok(report) => {
                 self.offline = false;
@@ -238,9 +259,55 @@ impl Publisher {
         }
     }
 
+    /// Starts a sync in the background, unless one is under way, a push is
+    /// (its own files would race the sync's), or the remote was unreachable
+    /// last time. The next [`sync`](Self::sync) waits for it and applies
+    /// what it pulled: a worker about to run out of claimed tasks looks for
+    /// more while its last ones run. Returns whether it started.
+    pub fn start_sync(&mut self, session: &mut Session) -> bool {
+        if self.ahead.is_some() || self.in_flight.is_some() || self.offline {
+            return false;
+        }
+        self.ahead = Some(self.spawn_sync(session));
+        true
+    }
+
+    /// Whether a sync started ahead has not been applied yet.
+    pub fn syncing(&self) -> bool {
+        self.ahead.is_some()
+    }
+
+    /// How long the remote part of the last sync took.
+    pub fn last_sync(&self) -> std::time::Duration {
+        self.last_sync
+    }
+
+    fn ahead_running(&self) -> bool {
+        self.ahead.as_ref().is_some_and(|a| !a.handle.is_finished())
+    }
+
+    /// Starts the remote part of a sync: it pushes everything the remote
+    /// lacks (the queue is kept only in case it fails) and pulls what the
+    /// replica lacks.
+    fn spawn_sync(&mut self, session: &mut Session) -> Ahead {
+        let mut queued = std::mem::take(&mut self.pending);
+        queued.extend(session.vault.take_written_blobs());
+        queued.extend(session.take_written());
+        let remote = self.remote.clone();
+        let replica = self.replica.clone();
+        let vault = session.vault.clone();
+        let handle = tokio::task::spawn_blocking(move || {
+            let began = std::time::Instant::now();
+            let result =
+                crate::compact::sync_store(&vault, &replica, remote.as_ref(), &mut |_| {}, false);
+            (result, began.elapsed())
+        });
+        Ahead { handle, queued }
+    }
+
     /// Whether files wait to be pushed (queued, or failed to go).
     pub fn has_pending(&self) -> bool {
-        !self.pending.is_empty() || self.in_flight.is_some()
+        !self.pending.is_empty() || self.in_flight.is_some() || self.ahead.is_some()
     }
 
     /// Whether the last sync ended less than `age` ago.

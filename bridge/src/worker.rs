@@ -62,6 +62,11 @@ pub const FLUSH_DELAY: Duration = Duration::from_millis(100);
 const MAX_WINDOW: usize = 256;
 /// How much work (per slot) a claim window aims to hold.
 const WINDOW_TARGET_MS: f64 = 2000.0;
+/// How much longer than the last sync a look-ahead sync is given (a fleet
+/// ending together syncs at once, each slower than alone)…
+const LOOKAHEAD_MARGIN: f64 = 3.0;
+/// …and at least this long, in milliseconds.
+const LOOKAHEAD_MIN_MS: f64 = 2000.0;
 /// A sync younger than this is not repeated before claiming.
 const FRESH_SYNC: Duration = Duration::from_secs(1);
 /// How long a stopping worker waits for its last push.
@@ -205,7 +210,7 @@ pub async fn work(
                 // A sync that just ended (the run's first, or the last
                 // window's) shows what there is to claim well enough: the
                 // sync after claiming checks the claims.
-                Some(p) if !p.synced_within(FRESH_SYNC) => {
+                Some(p) if p.syncing() || !p.synced_within(FRESH_SYNC) => {
                     p.sync(session).await?;
                 }
                 _ => {
@@ -328,6 +333,25 @@ pub async fn work(
             report
                 .first_started_ms
                 .get_or_insert_with(|| began.elapsed().as_millis() as u64);
+        }
+
+        // 2b. Look ahead: when the claimed tasks left would all have started
+        // within about a sync's time, sync in the background, so that the
+        // next window (or finding that nothing is left) does not keep the
+        // slots waiting for the remote.
+        if !stopping
+            && budget_left > 0
+            && !running.is_empty()
+            && let (Some(p), Some(task_ms)) = (publisher.as_deref_mut(), avg_ms)
+            && !p.syncing()
+            && !p.synced_within(FRESH_SYNC)
+        {
+            let left_ms = queue.len() as f64 * task_ms / parallel as f64;
+            let sync_ms =
+                (p.last_sync().as_secs_f64() * 1000.0 * LOOKAHEAD_MARGIN).max(LOOKAHEAD_MIN_MS);
+            if left_ms <= sync_ms {
+                p.start_sync(session);
+            }
         }
 
         // 3. Done, idle, or go on?
