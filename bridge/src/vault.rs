@@ -223,6 +223,11 @@ impl Vault {
             .replica
             .put_blob_bytes(&sealed)
             .context("cannot store an encrypted blob")?;
+        // Queued for the worker's next push, which sends blobs before the
+        // chunks that name them.
+        if let Ok(mut written) = self.written_blobs.lock() {
+            written.push(id.store_name());
+        }
         Ok((hex::encode(Sha256::digest(bytes)), id))
     }
 

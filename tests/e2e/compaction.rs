@@ -654,8 +654,9 @@ fn compaction_during_a_drain_loses_nothing_on_a_git_remote() {
         last.json
     );
     assert_eq!(snaps.keys().cloned().collect::<BTreeSet<_>>(), docs);
+    // Runners write one chunk file per push (every 2 s or so): a few each.
     let bundled = compactions.bundled_chunks();
-    assert!(bundled.len() > 10, "{bundled:?}");
+    assert!(bundled.len() >= K, "{bundled:?}");
     assert!(all.is_disjoint(&bundled));
     // …and the admin's replica likewise.
     let local = store_names(&pool.admin.store());

@@ -400,6 +400,41 @@ mod tests {
     use super::*;
 
     #[test]
+    fn write_many_new_places_a_batch_and_leaves_no_temp_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b/c"));
+        write_new(&a, "old", b"kept").unwrap();
+        let placed = write_many_new(&[
+            (&a, "old", b"new bytes".as_slice()),
+            (&a, "x", b"1"),
+            (&b, "y", b"2"),
+        ])
+        .unwrap();
+        assert_eq!(
+            placed,
+            vec![Placed::AlreadyPresent, Placed::Created, Placed::Created]
+        );
+        assert_eq!(fs::read(a.join("old")).unwrap(), b"kept");
+        assert_eq!(fs::read(a.join("x")).unwrap(), b"1");
+        assert_eq!(fs::read(b.join("y")).unwrap(), b"2");
+        for folder in [&a, &b] {
+            let names: Vec<String> = fs::read_dir(folder)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            assert!(
+                names.iter().all(|n| !n.starts_with(TMP_PREFIX)),
+                "{names:?}"
+            );
+        }
+        // A folder that cannot be created fails the batch, naming the file.
+        fs::write(dir.path().join("file"), b"").unwrap();
+        let blocked = dir.path().join("file/sub");
+        let (path, _) = write_many_new(&[(&blocked, "z", b"3".as_slice())]).unwrap_err();
+        assert_eq!(path, blocked.join("z"));
+    }
+
+    #[test]
     fn write_new_is_create_only_and_leaves_no_temp_files() {
         let dir = tempfile::tempdir().unwrap();
         let sub = dir.path().join("a/b");
