@@ -22,6 +22,8 @@ type SyncDone = (Result<SyncReport, SyncError>, std::time::Duration);
 /// A sync whose remote part runs in the background.
 struct Ahead {
     handle: JoinHandle<SyncDone>,
+    /// Its outcome, once collected by [`Publisher::in_flight_done`].
+    done: Option<Result<SyncDone, tokio::task::JoinError>>,
     /// The names it took from the queue (queued again if it fails).
     queued: Vec<String>,
 }
@@ -172,9 +174,9 @@ impl Publisher {
         self.remote.push_stats()
     }
 
-    /// Whether a push is under way.
+    /// Whether a push, or a sync started ahead, is under way.
     pub fn busy(&self) -> bool {
-        self.in_flight.is_some()
+        self.in_flight.is_some() || self.ahead_running()
     }
 
     /// Waits for the push under way, if any, and starts the next one.
@@ -227,10 +229,11 @@ impl Publisher {
             }
         };
         let queued = ahead.queued;
-        let (result, took) = ahead
-            .handle
-            .await
-            .map_err(|e| anyhow::anyhow!("the sync task crashed: {e}"))?;
+        let done = match ahead.done {
+            Some(done) => done,
+            None => ahead.handle.await,
+        };
+        let (result, took) = done.map_err(|e| anyhow::anyhow!("the sync task crashed: {e}"))?;
         self.last_sync = took;
         match result {
             Ok(report) => {
@@ -282,8 +285,15 @@ impl Publisher {
         self.last_sync
     }
 
+    /// Whether a sync started ahead has not been collected yet.
     fn ahead_running(&self) -> bool {
-        self.ahead.as_ref().is_some_and(|a| !a.handle.is_finished())
+        self.ahead.as_ref().is_some_and(|a| a.done.is_none())
+    }
+
+    /// Whether a sync started ahead has ended and waits to be applied (by
+    /// [`sync`](Self::sync)).
+    pub fn ahead_ready(&self) -> bool {
+        self.ahead.as_ref().is_some_and(|a| a.done.is_some())
     }
 
     /// Starts the remote part of a sync: it pushes everything the remote
@@ -302,7 +312,11 @@ impl Publisher {
                 crate::compact::sync_store(&vault, &replica, remote.as_ref(), &mut |_| {}, false);
             (result, began.elapsed())
         });
-        Ahead { handle, queued }
+        Ahead {
+            handle,
+            done: None,
+            queued,
+        }
     }
 
     /// Whether files wait to be pushed (queued, or failed to go).
@@ -316,9 +330,16 @@ impl Publisher {
     }
 
     /// Completes when the push under way ends (for `select!`), recording
-    /// its outcome and starting the next push; pending forever when there is
-    /// none. Safe to drop early: the push stays under way.
+    /// its outcome and starting the next push, or when the sync started
+    /// ahead ends (then [`ahead_ready`](Self::ahead_ready)); pending forever
+    /// when there is neither. Safe to drop early: both stay under way.
     pub async fn in_flight_done(&mut self) {
+        if let Some(ahead) = self.ahead.as_mut()
+            && ahead.done.is_none()
+        {
+            ahead.done = Some((&mut ahead.handle).await);
+            return;
+        }
         let Some(handle) = self.in_flight.as_mut() else {
             return std::future::pending().await;
         };

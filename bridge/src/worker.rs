@@ -67,8 +67,10 @@ const WINDOW_TARGET_MS: f64 = 2000.0;
 const LOOKAHEAD_MARGIN: f64 = 3.0;
 /// …and at least this long, in milliseconds.
 const LOOKAHEAD_MIN_MS: f64 = 2000.0;
-/// A sync younger than this is not repeated before claiming.
-const FRESH_SYNC: Duration = Duration::from_secs(1);
+/// A sync younger than this is not repeated before claiming (nor at the end
+/// of a run): a look-ahead sync is applied when it ends, up to a few seconds
+/// before the worker runs out of claimed tasks.
+pub const FRESH_SYNC: Duration = Duration::from_secs(5);
 /// How long a stopping worker waits for its last push.
 const STOP_PUSH_LIMIT: Duration = Duration::from_secs(3);
 /// How long a stopping task gets between SIGTERM and SIGKILL.
@@ -466,6 +468,11 @@ pub async fn work(
             flush_at = None;
         }
         if let Some(p) = publisher.as_deref_mut() {
+            // A look-ahead sync that ended: apply what it pulled now, while
+            // tasks run, rather than when the slots are waiting for it.
+            if p.ahead_ready() {
+                p.sync(session).await?;
+            }
             p.publish(session);
         }
     }

@@ -77,9 +77,6 @@ const RUNNER_FIRST_LOAD: usize = 1000;
 /// A runner compacts at the end of a run only with at least this much of
 /// its budget left.
 const RUNNER_COMPACT_MARGIN: Duration = Duration::from_secs(60);
-/// A sync at most this old at the end of the worker's loop is not repeated
-/// before the summary.
-const FINAL_SYNC_FRESH: Duration = Duration::from_secs(2);
 /// How long a runner's attempts may wait to be written together: its disk
 /// dies with it, so the push (at least 2 s apart) is what makes a result
 /// last, and every other runner pulls and applies each chunk file it writes:
@@ -181,7 +178,7 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> CliResult<u8> {
         if !shutdown.is_cancelled() {
             // The worker's last look was a sync, and it pushed since: a
             // fleet ending together need not sync once more each.
-            if !publisher.synced_within(FINAL_SYNC_FRESH) || publisher.has_pending() {
+            if !publisher.synced_within(worker::FRESH_SYNC) || publisher.has_pending() {
                 publisher.sync(&mut session).await?;
             }
             // Compact only when cheap: a few documents, with budget to spare,
