@@ -24,8 +24,9 @@ use crate::workspace::{LoadPlan, Session, device_name, now_ms};
 /// Run a bounded batch of tasks on a CI runner, pushing each result, then exit
 ///
 /// Syncs the store (a `git:` or `dir:` remote), claims runnable tasks (first
-/// those that hash to this runner's --shard, others only when it has none),
-/// runs them P at a time, pushes every result as it lands, renews the leases
+/// those of this runner's --shard: K runners each get an equal share of
+/// every batch, by hashing; others only when it has none), runs them P at a
+/// time, pushes results as they land (a few seconds apart), renews the leases
 /// of long tasks, and stops claiming when the budget cannot fit another task
 /// (its longest earlier attempt, else this run's average, each plus a
 /// quarter; a task never timed is tried while a quarter of the budget
