@@ -1,7 +1,9 @@
 //! Publishing to the remote while a worker runs: every flush's new files
 //! (blobs first, then chunks) are pushed in the background, one push at a
-//! time, coalescing whatever was written meanwhile; a full sync is done when
-//! the worker needs to see other workers' claims.
+//! time, coalescing whatever was written meanwhile, at least 2 s apart; a
+//! full sync is done when the worker needs to see other workers' claims,
+//! and can be started ahead, in the background, when it will soon need to
+//! (pushes wait for it: its files would race the sync's).
 //!
 //! When the remote is unreachable the names stay queued: results live in the
 //! local replica and land with the next push that goes through (or the sync
@@ -218,6 +220,7 @@ impl Publisher {
 
     /// A full set-union sync (after the pushes under way), then applies what
     /// arrived. Returns `None` when the remote is unreachable.
+    ///
     /// A sync started with [`start_sync`](Self::start_sync) is finished
     /// instead (what it pulled is applied), however long ago it started.
     pub async fn sync(&mut self, session: &mut Session) -> CliResult<Option<SyncReport>> {
