@@ -18,7 +18,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
-use support::{bridge_command, env_or, fail};
+use support::{bridge_command, env_or, fail, matrix_yaml, stdout_or_fail};
 
 const SLEEP_S: f64 = 0.2;
 
@@ -43,12 +43,11 @@ fn main() {
         if std::env::var_os("BRIDGE_FLEET_KEEP").is_some() {
             eprintln!("K = {k}: keeping {}", tmp.path().display());
         }
-        let yaml = format!(
-            "tasks:\n  - name: t\n    matrix:\n      i: [{}]\n    run: [\"sleep\", \"{SLEEP_S}\"]\n    timeout: 1m\n    env: {{ I: \"${{{{ matrix.i }}}}\" }}\n",
-            (0..tasks)
-                .map(|i| i.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
+        let yaml = matrix_yaml(
+            "t",
+            tasks,
+            &format!("[\"sleep\", \"{SLEEP_S}\"]"),
+            &["timeout: 1m"],
         );
         fleet.submit(&yaml);
         let started = Instant::now();
@@ -100,13 +99,7 @@ fn main() {
     // Start-up on a store holding many finished tasks.
     let tmp = tempfile::tempdir().unwrap_or_else(|e| fail(&format!("temp dir: {e}")));
     let fleet = Fleet::new(&bridge, tmp.path());
-    let yaml = format!(
-        "tasks:\n  - name: done\n    matrix:\n      i: [{}]\n    run: [\"true\"]\n    env: {{ I: \"${{{{ matrix.i }}}}\" }}\n",
-        (0..finished)
-            .map(|i| i.to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    let yaml = matrix_yaml("done", finished, "[\"true\"]", &[]);
     fleet.submit(&yaml);
     let t = Instant::now();
     fleet.admin(&["work", "-q", "--parallel", "2"]);
@@ -167,19 +160,11 @@ impl<'a> Fleet<'a> {
     }
 
     fn admin(&self, args: &[&str]) -> String {
-        let out = self
-            .command(&self.root.join("admin"), &self.root.join("admin-config"))
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| fail(&format!("bridge {}: {e}", args.join(" "))));
-        if !out.status.success() {
-            fail(&format!(
-                "bridge {} failed: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        stdout_or_fail(
+            self.command(&self.root.join("admin"), &self.root.join("admin-config"))
+                .args(args),
+            &format!("bridge {}", args.join(" ")),
+        )
     }
 
     fn submit(&self, yaml: &str) {

@@ -53,7 +53,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use support::{bridge_command, env_or, fail};
+use support::{bridge_command, env_or, fail, matrix_yaml, stdout_or_fail};
 
 const STATUS_TARGET_S: f64 = 2.0;
 const RSS_TARGET_MB: f64 = 500.0;
@@ -192,13 +192,7 @@ fn scale(
     println!("[{tag}] remote {}", pool.remote);
 
     // 1. Submit.
-    let yaml = format!(
-        "tasks:\n  - name: t\n    matrix:\n      i: [{}]\n    run: [\"true\"]\n    env: {{ I: \"${{{{ matrix.i }}}}\" }}\n",
-        (0..tasks)
-            .map(|i| i.to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    let yaml = matrix_yaml("t", tasks, "[\"true\"]", &[]);
     let file = root.join("admin").join("tasks.yaml");
     std::fs::write(&file, yaml).unwrap_or_else(|e| fail(&format!("write {}: {e}", file.display())));
     let t = Instant::now();
@@ -440,19 +434,10 @@ impl<'a> Pool<'a> {
     }
 
     fn admin(&self, args: &[&str]) -> String {
-        let out = self
-            .admin_command(args)
-            .output()
-            .unwrap_or_else(|e| fail(&format!("bridge {}: {e}", args.join(" "))));
-        if !out.status.success() {
-            fail(&format!(
-                "bridge {} failed ({}): {}",
-                args.join(" "),
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        stdout_or_fail(
+            &mut self.admin_command(args),
+            &format!("bridge {}", args.join(" ")),
+        )
     }
 
     fn admin_measured(&self, args: &[&str]) -> Measured {
@@ -589,21 +574,14 @@ impl Sizes {
 }
 
 fn git(repo: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("--git-dir")
-        .arg(repo)
-        .args(args)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .output()
-        .unwrap_or_else(|e| fail(&format!("git {}: {e}", args.join(" "))));
-    if !out.status.success() {
-        fail(&format!(
-            "git {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    stdout_or_fail(
+        Command::new("git")
+            .arg("--git-dir")
+            .arg(repo)
+            .args(args)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null"),
+        &format!("git {}", args.join(" ")),
+    )
 }
 
 /// The scalar fields of `bridge compact --json` (counts and bytes), without

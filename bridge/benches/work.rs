@@ -16,7 +16,7 @@ mod support;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{env_or, fail};
+use support::{env_or, fail, matrix_yaml};
 
 fn main() {
     let tasks: usize = env_or("BRIDGE_BENCH_TASKS", 2000);
@@ -105,13 +105,7 @@ fn main() {
 /// One round: a fresh workspace, submit, then time `bridge work`.
 fn bridge_round(bridge: &str, dir: &Path, tasks: usize) -> (Duration, Duration) {
     run(bridge, dir, &["init"]);
-    let yaml = format!(
-        "tasks:\n  - name: t\n    matrix:\n      i: [{}]\n    run: [\"true\"]\n    env: {{ I: \"${{{{ matrix.i }}}}\" }}\n",
-        (0..tasks)
-            .map(|i| i.to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    let yaml = matrix_yaml("t", tasks, "[\"true\"]", &[]);
     let file = dir.join("tasks.yaml");
     std::fs::write(&file, yaml)
         .unwrap_or_else(|e| fail(&format!("cannot write {}: {e}", file.display())));

@@ -34,3 +34,36 @@ pub fn bridge_command(bridge: &Path, dir: &Path, config: &Path) -> Command {
         .stdin(Stdio::null());
     c
 }
+
+/// A task file of one matrix task `name` with `count` instances (each with
+/// `I` = its index in its environment) running `run` (a YAML flow list),
+/// plus `extra` lines of the task (e.g. `timeout: 1m`).
+pub fn matrix_yaml(name: &str, count: usize, run: &str, extra: &[&str]) -> String {
+    let values: Vec<String> = (0..count).map(|i| i.to_string()).collect();
+    let mut yaml = format!(
+        "tasks:\n  - name: {name}\n    matrix:\n      i: [{}]\n    run: {run}\n",
+        values.join(", ")
+    );
+    for line in extra {
+        yaml.push_str(&format!("    {line}\n"));
+    }
+    yaml.push_str("    env: { I: \"${{ matrix.i }}\" }\n");
+    yaml
+}
+
+/// Runs `cmd` to completion and returns its stdout; ends the benchmark,
+/// naming `what` and showing stderr, if it cannot start or fails.
+#[allow(dead_code)] // the `work` benchmark has no use for it
+pub fn stdout_or_fail(cmd: &mut Command, what: &str) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| fail(&format!("{what}: {e}")));
+    if !out.status.success() {
+        fail(&format!(
+            "{what} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

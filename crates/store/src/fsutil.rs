@@ -210,6 +210,12 @@ pub(crate) fn write_many_new(
         tmp.file()
             .and_then(|f| f.write_all(bytes))
             .map_err(failed)?;
+        // `syncfs` needs no handle: close it, so a batch holds no more
+        // descriptors than one file.
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            tmp.file = None;
+        }
         written.push((i, tmp));
     }
     let mut dirs: Vec<&Path> = Vec::new();
