@@ -17,6 +17,7 @@ mod examples;
 mod github;
 mod harness;
 mod longlived;
+mod membership;
 mod runner;
 mod security;
 mod url_inputs;
