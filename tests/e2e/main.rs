@@ -18,6 +18,7 @@ mod github;
 mod harness;
 mod longlived;
 mod membership;
+mod membership_prop;
 mod runner;
 mod security;
 mod url_inputs;
