@@ -181,9 +181,9 @@ impl Pool {
     }
 
     fn step(&mut self, rng: &mut Rng) {
-        match rng.below(13) {
+        match rng.below(16) {
             // Submit from the admin or a current submitter.
-            0..=2 => {
+            0..=3 => {
                 let subs = self.current(|a| a.role == Role::Submit);
                 let who = subs.get(rng.below(subs.len() + 1)).copied();
                 let name = self.fresh_name("t");
@@ -192,7 +192,7 @@ impl Pool {
                     .ok(&["submit", "--name", &name, "--", "echo", &name]);
             }
             // Work on a current device (runners: `bridge run`).
-            3..=4 => {
+            4..=6 => {
                 let who = self.any_current(rng);
                 self.log.push(format!("{} works", self.label(who)));
                 let is_runner = who.is_some_and(|i| self.actors[i].role == Role::Worker);
@@ -204,29 +204,29 @@ impl Pool {
                 self.dev(who).ok(args);
             }
             // A worker killed with SIGKILL wherever it is.
-            5 => {
+            7 => {
                 let who = self.any_current(rng);
                 self.log.push(format!("{} works, killed -9", self.label(who)));
                 let p = self.dev(who).spawn("killed-work", &["work"]);
                 p.kill();
             }
-            6 => {
+            8 => {
                 let who = self.any_current(rng);
                 self.log.push(format!("{} compacts", self.label(who)));
                 self.dev(who).ok(&["compact"]);
             }
-            7 => {
+            9 => {
                 let who = self.any_current(rng);
                 self.log.push(format!("{} archives", self.label(who)));
                 self.dev(who).ok(&["archive", "--older-than", "0s"]);
             }
-            8 => {
+            10 => {
                 let who = self.any_current(rng);
                 self.log.push(format!("{} collects garbage", self.label(who)));
                 self.dev(who).ok(&["gc", "--grace", "0s"]);
             }
-            9 => {
-                if self.actors.len() < 6 {
+            11 => {
+                if self.actors.len() < 8 {
                     let runner = rng.below(2) == 0;
                     self.log.push(format!(
                         "admin adds a {}",
@@ -239,7 +239,7 @@ impl Pool {
                     }
                 }
             }
-            10 => {
+            12 => {
                 let cur = self.current(|_| true);
                 if let Some(&i) = cur.get(rng.below(cur.len())) {
                     let name = self.actors[i].name.clone();
@@ -248,7 +248,7 @@ impl Pool {
                     self.actors[i].removed = true;
                 }
             }
-            11 => {
+            13 => {
                 let runners = self.current(|a| a.role == Role::Worker);
                 if let Some(&i) = runners.get(rng.below(runners.len())) {
                     let name = self.actors[i].name.clone();
@@ -350,6 +350,17 @@ impl Pool {
             }
         }
         self.assert_no_marker();
+        eprintln!(
+            "seed {}: {} steps, {} results kept, {} removals or rotations, {} hostile attempts",
+            self.seed,
+            self.log.iter().filter(|l| !l.contains("evil")).count(),
+            self.ever_done.len(),
+            self.log
+                .iter()
+                .filter(|l| l.contains("removes") || l.contains("rotates"))
+                .count(),
+            self.log.iter().filter(|l| l.contains("evil")).count(),
+        );
     }
 }
 
@@ -396,6 +407,6 @@ fn membership_changes_never_lose_a_result_nor_run_an_untrusted_task() {
         Err(_) => vec![1, 2, 3],
     };
     for seed in seeds {
-        run_seed(seed, 30, base.path());
+        run_seed(seed, 40, base.path());
     }
 }
