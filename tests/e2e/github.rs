@@ -321,9 +321,21 @@ fn init_github_in_a_checkout_writes_the_workflow_and_can_run_again() {
     d.ok(&["submit", "--name", "kept", "--", "echo", "kept"]);
     d.ok(&["work"]);
     let rotated = d.ok(&["members", "rotate-runner", "github-actions", "--github"]);
-    assert!(rotated.stdout.contains("BRIDGE_IDENTITY"), "{}", rotated.stdout);
-    assert!(!rotated.stdout.contains("BRIDGE-IDENTITY-1:"), "{}", rotated.stdout);
-    assert!(!rotated.stderr.contains("BRIDGE-IDENTITY-1:"), "{}", rotated.stderr);
+    assert!(
+        rotated.stdout.contains("BRIDGE_IDENTITY"),
+        "{}",
+        rotated.stdout
+    );
+    assert!(
+        !rotated.stdout.contains("BRIDGE-IDENTITY-1:"),
+        "{}",
+        rotated.stdout
+    );
+    assert!(
+        !rotated.stderr.contains("BRIDGE-IDENTITY-1:"),
+        "{}",
+        rotated.stderr
+    );
     assert_eq!(mock.count(PUT_SECRET), 2, "{}", mock.log_text());
     let members = d.ok(&["members", "ls", "--json"]).json();
     let names: Vec<&str> = members["members"]
@@ -334,9 +346,16 @@ fn init_github_in_a_checkout_writes_the_workflow_and_can_run_again() {
         .collect();
     assert!(names.contains(&"github-actions"), "{members}");
     assert!(!names.contains(&"github-actions-2"), "{members}");
-    assert_eq!(members["removed"].as_array().map(Vec::len), Some(1), "{members}");
+    assert_eq!(
+        members["removed"].as_array().map(Vec::len),
+        Some(1),
+        "{members}"
+    );
     let pinned = fs::read_to_string(d.path("bridge.toml")).expect("bridge.toml");
-    assert!(pinned.contains(&format!("roster = \"{}:", members["epoch"])), "{pinned}");
+    assert!(
+        pinned.contains(&format!("roster = \"{}:", members["epoch"])),
+        "{pinned}"
+    );
     assert_eq!(d.task("kept").status, "done");
     // Another repository is refused.
     let other = d

@@ -206,7 +206,8 @@ impl Pool {
             // A worker killed with SIGKILL wherever it is.
             7 => {
                 let who = self.any_current(rng);
-                self.log.push(format!("{} works, killed -9", self.label(who)));
+                self.log
+                    .push(format!("{} works, killed -9", self.label(who)));
                 let p = self.dev(who).spawn("killed-work", &["work"]);
                 p.kill();
             }
@@ -222,7 +223,8 @@ impl Pool {
             }
             10 => {
                 let who = self.any_current(rng);
-                self.log.push(format!("{} collects garbage", self.label(who)));
+                self.log
+                    .push(format!("{} collects garbage", self.label(who)));
                 self.dev(who).ok(&["gc", "--grace", "0s"]);
             }
             11 => {
@@ -290,12 +292,23 @@ impl Pool {
             let script = self.marker_script(&name);
             let dev = &self.actors[i].dev;
             // Whatever these print: a removed device may fail or succeed.
-            dev.run(&["submit", "--offline", "--name", &name, "--", "sh", "-c", &script]);
+            dev.run(&[
+                "submit",
+                "--offline",
+                "--name",
+                &name,
+                "--",
+                "sh",
+                "-c",
+                &script,
+            ]);
             dev.run(&["sync"]);
         } else if let Some(&i) = workers.get(rng.below(workers.len())) {
             let name = self.fresh_name("wevil");
-            self.log
-                .push(format!("worker {} tries to submit {name}", self.actors[i].name));
+            self.log.push(format!(
+                "worker {} tries to submit {name}",
+                self.actors[i].name
+            ));
             let script = self.marker_script(&name);
             let run = self.actors[i]
                 .dev
