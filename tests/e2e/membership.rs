@@ -292,7 +292,20 @@ fn a_roster_rolled_back_by_a_removed_member_is_refused() {
         .as_str()
         .expect("a public key")
         .to_owned();
-    a.ok(&["members", "add", "mem-rb-new", &d_key]);
+    let added = a.ok(&["members", "add", "mem-rb-new", &d_key]);
+    // The join line it prints carries the anchor bridge.toml now pins.
+    let pinned_now = fs::read_to_string(a.path("bridge.toml")).expect("bridge.toml");
+    let anchor = pinned_now
+        .lines()
+        .find_map(|l| l.strip_prefix("roster = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .expect("a pin after members add");
+    assert!(
+        added.stdout.contains(&format!("--roster {anchor}")),
+        "{}",
+        added.stdout
+    );
+    assert!(added.stderr.contains("commit and push"), "{}", added.stderr);
     a.ok(&["sync"]);
     b.ok(&["sync"]);
     let before = roster_files(&store);
