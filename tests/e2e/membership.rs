@@ -376,3 +376,54 @@ fn a_roster_rolled_back_by_a_removed_member_is_refused() {
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(!marker.exists(), "a removed member's task ran");
 }
+
+#[test]
+fn a_pin_naming_another_or_a_malformed_epoch_is_refused() {
+    let a = Device::new("mem-pin-admin");
+    let (_shared, _remote) = shared(&a, "mem-pin");
+    a.ok(&["submit", "--name", "t", "--", "echo", "t"]);
+    let path = a.path("bridge.toml");
+    let good = fs::read_to_string(&path).expect("bridge.toml");
+    let pin = good
+        .lines()
+        .find_map(|l| l.strip_prefix("roster = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .expect("init pins epoch 0")
+        .to_owned();
+    assert!(pin.starts_with("0:"), "{pin}");
+
+    // Epoch 0 under another hash: a replaced or forked roster.
+    let other = format!("0:{}", "ab".repeat(32));
+    fs::write(&path, good.replace(&pin, &other)).expect("write bridge.toml");
+    let run = a.run(&["status"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("another epoch 0"), "{}", run.stderr);
+    let work = a.run(&["work"]);
+    assert_eq!(work.code, 1, "{}", work.stderr);
+    assert_eq!(a.run(&["ls", "--json"]).code, 1);
+
+    // A later epoch than the store holds.
+    let later = format!("5:{}", "ab".repeat(32));
+    fs::write(&path, good.replace(&pin, &later)).expect("write bridge.toml");
+    let run = a.run(&["status"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("older than epoch 5") && run.stderr.contains("rolled back"),
+        "{}",
+        run.stderr
+    );
+
+    // Not an anchor at all: the file and the field are named.
+    fs::write(&path, good.replace(&pin, "five")).expect("write bridge.toml");
+    let run = a.run(&["status"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("`roster` under [workspace]") && run.stderr.contains("bridge.toml"),
+        "{}",
+        run.stderr
+    );
+
+    fs::write(&path, &good).expect("write bridge.toml");
+    a.ok(&["work"]);
+    assert_eq!(status_of(&a, "t"), "done");
+}
