@@ -176,8 +176,10 @@ fn refuse(stale: Stale, anchor: &Anchor, whose: &str) -> CliError {
                 anchor.number,
                 short(&anchor.hash),
             ),
-            "run `bridge sync`; if the roster stays old, an admin's device still has the newer epoch: \
-             run `bridge sync` there to put it back, and check who can write to the store",
+            "run `bridge sync`; if this device's or runner's key was removed or rotated (an old \
+             BRIDGE_IDENTITY), it cannot read the newer roster: use its current identity; otherwise \
+             the store was rolled back: `bridge sync` on an admin's device puts the newer epoch back \
+             (and check who can write to the store)",
         ),
         Stale::Other { have } => CliError::hint(
             anyhow!(

@@ -21,7 +21,10 @@ use crate::workspace::{CONFIG_FILE, Session, Workspace, now_ms};
 /// Roles: admin (manage members, submit, work), submit (submit and work),
 /// worker (claim and report results only: a CI runner's key). Every change
 /// starts a new roster epoch, signed by an admin; files written later are
-/// encrypted to the members of that epoch only.
+/// encrypted to the members of that epoch only. Every change also pins the
+/// new epoch in bridge.toml (`[workspace] roster = "EPOCH:HASH"`): commit
+/// and push it, so that runners and new clones refuse a store whose roster
+/// was rolled back (someone with write access deleting newer epochs).
 #[derive(Debug, Args)]
 pub struct MembersArgs {
     #[command(subcommand)]
