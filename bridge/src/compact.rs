@@ -67,8 +67,8 @@ pub struct DocOutcome {
     pub bytes_before: u64,
     /// See `bytes_before`.
     pub bytes_after: u64,
-    /// Chunk files left as they are (unreadable here, a removed member's,
-    /// or a name bundled elsewhere with other content).
+    /// Chunk files left as they are (unreadable or refused here, or a name
+    /// bundled elsewhere with other content).
     pub kept: usize,
 }
 
@@ -161,8 +161,10 @@ pub fn compact_doc(
         };
         out.bytes_before += sealed.len() as u64;
         let opened = match vault.signed_chunk(doc, &name, &sealed) {
-            Ok(o) if !vault.is_removed(&o.header.writer) => o,
-            Ok(_) | Err(_) => {
+            // A removed member's chunk verifies only if their removal
+            // accepted its envelope, which stays accepted inside a snapshot.
+            Ok(o) => o,
+            Err(_) => {
                 out.kept += 1;
                 out.bytes_after += sealed.len() as u64;
                 continue;

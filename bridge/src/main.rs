@@ -8,6 +8,7 @@ mod commands;
 mod compact;
 mod error;
 mod fetch;
+mod freshness;
 mod github;
 mod keys;
 mod output;

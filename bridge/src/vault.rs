@@ -30,7 +30,7 @@ use anyhow::{Context, anyhow, bail};
 use automerge::ActorId;
 use bridge_crypto::{
     Domain, EnvelopeError, Expect, Header, Identity, Member, MemberId, Opened, Role, Roster,
-    RosterWarning, open_verified_with, open_with, seal, verify_signed,
+    RosterWarning, accepted_key, open_verified_with, open_with, seal, verify_signed,
 };
 use bridge_model::WriterId;
 use bridge_model::doc::Authority;
@@ -298,14 +298,6 @@ impl Vault {
             .unwrap_or_default()
     }
 
-    /// The writer a store file's header names, if this device can decrypt it
-    /// (not verified: for bookkeeping such as a removal's accepted files).
-    pub fn writer_of(&self, sealed: &[u8]) -> Option<MemberId> {
-        open_with(&self.data_keys, sealed)
-            .ok()
-            .map(|o| o.header.writer)
-    }
-
     /// Writes a sealed roster file into the replica.
     pub fn write_roster_file(&self, bytes: &[u8]) -> CliResult<()> {
         self.replica
@@ -450,10 +442,79 @@ impl Vault {
         .map_err(|e| e.to_string())
     }
 
-    /// Whether `writer` has been removed from the workspace. Their chunks
-    /// stay files (accepted by name at removal) and are never bundled.
-    pub fn is_removed(&self, writer: &MemberId) -> bool {
-        self.roster.latest().removal(writer).is_some()
+    /// Every file of the replica that `member` signed and that verifies
+    /// now, as the [`bridge_crypto::accepted_key`] a removal lists: their
+    /// chunk files, their snapshot files (live and archived: a runner
+    /// compacts, and its snapshots hold everyone's chunks) and the chunks of
+    /// theirs bundled in anyone's snapshot. Blobs are not listed: a blob is
+    /// read through a verified chunk that names it, whoever signed it.
+    pub fn files_signed_by(&self, member: &MemberId) -> CliResult<SignedFiles> {
+        let mut out = SignedFiles::default();
+        let replica = &self.replica;
+        let mut docs: BTreeSet<String> = BTreeSet::new();
+        for folder in [DocFolder::Chunks, DocFolder::Snapshots, DocFolder::Archive] {
+            docs.extend(
+                replica
+                    .list_docs_in(folder)
+                    .with_context(|| format!("cannot list the documents in {}", folder.dir()))?,
+            );
+        }
+        docs.remove(ROSTER_DOC);
+        for doc in &docs {
+            for name in replica
+                .list_chunks(doc)
+                .with_context(|| format!("cannot list the chunks of {doc}"))?
+            {
+                let Ok(sealed) = replica.read_chunk(doc, &name) else {
+                    continue;
+                };
+                if let Ok(opened) = self.signed_chunk(doc, &name, &sealed)
+                    && &opened.header.writer == member
+                {
+                    out.keys.insert(accepted_key(&opened.signed_bytes()));
+                    out.chunk_files += 1;
+                }
+            }
+            for folder in [DocFolder::Snapshots, DocFolder::Archive] {
+                for name in replica
+                    .list_doc_files(folder, doc)
+                    .with_context(|| format!("cannot list the snapshots of {doc}"))?
+                {
+                    let Ok(sealed) = replica.read_doc_file(folder, doc, &name) else {
+                        continue;
+                    };
+                    let file = folder.store_name(doc, &name);
+                    let expect = Expect {
+                        domain: Domain::Snapshot,
+                        workspace: &self.workspace,
+                        document: Some(doc),
+                    };
+                    let Ok((opened, _)) =
+                        open_verified_with(&self.data_keys, &self.roster, &sealed, &file, expect)
+                    else {
+                        continue;
+                    };
+                    if &opened.header.writer == member {
+                        out.keys.insert(accepted_key(&opened.signed_bytes()));
+                        out.snapshot_files += 1;
+                    }
+                    let Ok(entries) = snapshot::decode(&opened.payload) else {
+                        continue;
+                    };
+                    for (entry, signed) in entries {
+                        let chunk_file = DocFolder::Chunks.store_name(doc, &entry);
+                        if let Ok((opened, by)) =
+                            verify_signed(&self.roster, signed, &chunk_file, self.expect_chunk(doc))
+                            && &by.id() == member
+                            && out.keys.insert(accepted_key(&opened.signed_bytes()))
+                        {
+                            out.bundled_chunks += 1;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Signs and encrypts a snapshot of `doc` bundling `entries` (chunk
@@ -486,18 +547,16 @@ impl Vault {
                 continue;
             }
             let chunk_file = DocFolder::Chunks.store_name(doc, &entry);
-            let result =
-                verify_signed(&self.roster, signed.clone(), &chunk_file, self.expect_chunk(doc))
-                    .map_err(|e| e.to_string())
-                    .and_then(|(opened, member)| {
-                        if self.is_removed(&member.id()) {
-                            return Err(format!(
-                                "it is signed by {}, a removed member, whose chunks are only accepted as files",
-                                member.name
-                            ));
-                        }
-                        self.accept_changes(&opened, &member)
-                    });
+            let result = verify_signed(
+                &self.roster,
+                signed.clone(),
+                &chunk_file,
+                self.expect_chunk(doc),
+            )
+            .map_err(|e| e.to_string())
+            // A removed member's entry passed `check_writer`: its
+            // envelope is one their removal accepted.
+            .and_then(|(opened, member)| self.accept_changes(&opened, &member));
             out.push((entry, signed, result));
         }
         Ok(out)
@@ -584,6 +643,19 @@ impl Vault {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+}
+
+/// What [`Vault::files_signed_by`] found.
+#[derive(Debug, Default)]
+pub struct SignedFiles {
+    /// Each file's [`bridge_crypto::accepted_key`].
+    pub keys: BTreeSet<String>,
+    /// Chunk files among them.
+    pub chunk_files: usize,
+    /// Snapshot files (live or archived) among them.
+    pub snapshot_files: usize,
+    /// Chunks bundled in snapshots (and not also a chunk file here).
+    pub bundled_chunks: usize,
 }
 
 /// A snapshot entry as read: chunk file name, signed envelope, and its

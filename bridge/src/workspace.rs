@@ -58,6 +58,11 @@ pub struct WorkspaceSection {
     pub id: String,
     /// The fingerprint (member id) of the key that roots the member roster.
     pub root: String,
+    /// The newest roster epoch an admin made, as `EPOCH:HASH`, written by
+    /// every change of the members: a device refuses a store whose roster
+    /// does not reach it (see `freshness`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roster: Option<String>,
 }
 
 /// `[store]`.
@@ -335,6 +340,7 @@ pub fn open_vault(ws: &Workspace) -> CliResult<Vault> {
     for w in warnings {
         tracing::warn!("{w}");
     }
+    crate::freshness::check(ws, vault.roster())?;
     Ok(vault)
 }
 
@@ -642,7 +648,11 @@ impl Session {
             Err(_) => return,
         };
         let identity = self.vault.identity().clone();
-        match Vault::open(self.ws.replica.clone(), identity, &root) {
+        let opened = Vault::open(self.ws.replica.clone(), identity, &root).and_then(|(v, w)| {
+            crate::freshness::check(&self.ws, v.roster())?;
+            Ok((v, w))
+        });
+        match opened {
             Ok((vault, _)) => {
                 vault.bind_own_actor(&self.writer.actor());
                 self.vault = Arc::new(vault);

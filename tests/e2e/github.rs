@@ -296,21 +296,47 @@ fn init_github_in_a_checkout_writes_the_workflow_and_can_run_again() {
             .expect("the workflow template");
     let written = fs::read_to_string(d.path(".github/workflows/bridge.yml")).expect("the workflow");
     assert_eq!(written, template);
-    // Again in the same workspace: a second runner identity, the secret
-    // replaced, bridge.toml kept as it is.
+    // Again in the same workspace: refused before anything changes (a
+    // second runner identity would leave the first one a member nobody
+    // holds the key of), pointing at rotate-runner.
     let before = fs::read_to_string(d.path("bridge.toml")).expect("bridge.toml");
-    let again = d.ok(&["init", "--github", REPO]);
+    let members_before = d.ok(&["members", "ls", "--json"]).json();
+    let again = d.run(&["init", "--github", REPO]).expect_code(1);
     assert!(
         again
-            .stdout
-            .contains("git add bridge.toml .github/workflows/bridge.yml"),
+            .stderr
+            .contains("bridge members rotate-runner github-actions --github"),
         "{}",
-        again.stdout
+        again.stderr
     );
     assert_eq!(
         fs::read_to_string(d.path("bridge.toml")).expect("bridge.toml"),
         before
     );
+    assert_eq!(d.ok(&["members", "ls", "--json"]).json(), members_before);
+    assert_eq!(mock.count(PUT_SECRET), 1, "{}", mock.log_text());
+
+    // The rotation: a new identity stored as the secret, the old one
+    // retired, bridge.toml pinning the new roster epoch.
+    d.ok(&["submit", "--name", "kept", "--", "echo", "kept"]);
+    d.ok(&["work"]);
+    let rotated = d.ok(&["members", "rotate-runner", "github-actions", "--github"]);
+    assert!(
+        rotated.stdout.contains("BRIDGE_IDENTITY"),
+        "{}",
+        rotated.stdout
+    );
+    assert!(
+        !rotated.stdout.contains("BRIDGE-IDENTITY-1:"),
+        "{}",
+        rotated.stdout
+    );
+    assert!(
+        !rotated.stderr.contains("BRIDGE-IDENTITY-1:"),
+        "{}",
+        rotated.stderr
+    );
+    assert_eq!(mock.count(PUT_SECRET), 2, "{}", mock.log_text());
     let members = d.ok(&["members", "ls", "--json"]).json();
     let names: Vec<&str> = members["members"]
         .as_array()
@@ -318,7 +344,19 @@ fn init_github_in_a_checkout_writes_the_workflow_and_can_run_again() {
         .iter()
         .filter_map(|m| m["name"].as_str())
         .collect();
-    assert!(names.contains(&"github-actions-2"), "{members}");
+    assert!(names.contains(&"github-actions"), "{members}");
+    assert!(!names.contains(&"github-actions-2"), "{members}");
+    assert_eq!(
+        members["removed"].as_array().map(Vec::len),
+        Some(1),
+        "{members}"
+    );
+    let pinned = fs::read_to_string(d.path("bridge.toml")).expect("bridge.toml");
+    assert!(
+        pinned.contains(&format!("roster = \"{}:", members["epoch"])),
+        "{pinned}"
+    );
+    assert_eq!(d.task("kept").status, "done");
     // Another repository is refused.
     let other = d
         .run(&["init", "--github", "octo-org/other"])

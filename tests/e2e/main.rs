@@ -17,6 +17,8 @@ mod examples;
 mod github;
 mod harness;
 mod longlived;
+mod membership;
+mod membership_prop;
 mod runner;
 mod security;
 mod url_inputs;

@@ -352,6 +352,29 @@ fn new_batch_at(writer: &WriterId, task: TaskSpec, created_at: i64) -> (String, 
     (DocId::new(batch, 0).to_string(), change)
 }
 
+/// What a leaked runner key can do although `bridge submit` refuses it (a
+/// modified binary): put a batch of its own, properly signed with its key,
+/// into the runner's replica; the next sync pushes it.
+fn submit_as_worker(r: &Device, secret: &str, root: &str, name: &str, script: &str) {
+    let me = Identity::parse(secret).expect("a runner identity");
+    let workspace = r.status().workspace;
+    let roster = roster_in(&r.store(), &me, &workspace, root);
+    let writer = writer_for(me.member_id());
+    let (doc, change) = new_batch(&writer, shell_task(name, script));
+    let header = chunk_header(
+        &workspace,
+        &doc,
+        roster.latest().number,
+        me.member_id(),
+        vec![writer.to_string()],
+    );
+    let sealed = age_encrypt(
+        &roster.data_recipient().expect("a data key"),
+        &forge_plaintext(&header, &me, &frame(&[change])),
+    );
+    put_chunk(&r.store(), &doc, &sealed);
+}
+
 /// A chunk's header and its changes.
 type ChunkParts = (Header, Vec<Vec<u8>>);
 
@@ -700,7 +723,13 @@ fn a_runner_can_work_but_its_own_tasks_are_untrusted_and_never_run() {
     let marker_dir = temp_dir("sec-untrusted-marker");
     let marker = marker_dir.path().join("untrusted-ran");
     let script = format!("touch untrusted-ran; touch {}", marker.display());
-    r.ok(&["submit", "--name", "from-runner", "--", "sh", "-c", &script]);
+    let refused = r
+        .run(&["submit", "--name", "from-runner", "--", "sh", "-c", &script])
+        .expect_code(1);
+    assert!(refused.stderr.contains("worker role"), "{}", refused.stderr);
+    // A leaked key in a modified binary writes the batch anyway.
+    submit_as_worker(&r, &secret, &root, "from-runner", &script);
+    r.ok(&["sync"]);
     a.ok(&["sync"]);
     let status = a.ok(&["status", "--json"]).json();
     assert_eq!(status["counts"]["untrusted"], 1, "{status}");
@@ -1194,8 +1223,9 @@ fn key_material_never_reaches_the_output() {
     }
     runs.push(r.run_env(&debug, &["-vv", "work"]).expect_code(0));
     runs.push(
+        // Refused (a worker key cannot submit), with nothing secret said.
         r.run_env(&debug, &["-vv", "submit", "--name", "u", "--", "true"])
-            .expect_code(0),
+            .expect_code(1),
     );
     runs.push(
         a.run_env(&debug, &["-vv", "members", "add", "--help"])
@@ -2214,7 +2244,8 @@ fn untrusted_task_names_cannot_drive_the_terminal() {
     r.set_env("BRIDGE_IDENTITY", &secret);
     r.ok(&["join", &remote, "--root", &root]);
     let name = "deploy\u{1b}[2K\r\u{1b}[8mhidden\u{7}";
-    r.ok(&["submit", "--name", name, "--", "true"]);
+    submit_as_worker(&r, &secret, &root, name, "true");
+    r.ok(&["sync"]);
     a.ok(&["sync"]);
     let id = a.ls()[0].id.clone();
     assert_eq!(a.task(name).status, "untrusted");

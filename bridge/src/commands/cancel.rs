@@ -25,6 +25,7 @@ pub struct CancelArgs {
 
 pub fn run(g: &GlobalArgs, args: CancelArgs) -> CliResult<u8> {
     let mut session = open_session(g)?;
+    super::members::require_submitter(&session.vault, "cancel tasks")?;
     let now = now_ms();
     let derived = session.view().derive(now, session.policy);
     let ids: Vec<TaskId> = match resolve_task(&mut session, &args.target) {

@@ -113,6 +113,7 @@ fn create(
         workspace: WorkspaceSection {
             id: workspace::new_workspace_id()?,
             root: identity.member_id().to_string(),
+            roster: None,
         },
         store: StoreSection { remote },
         worker: Default::default(),
@@ -128,6 +129,7 @@ fn create(
             .map_err(|e| anyhow::anyhow!(e).context("cannot create the member roster"))?;
     let vault = Vault::new(ws.replica.clone(), identity, roster);
     vault.write_roster_file(&genesis)?;
+    crate::freshness::pin(root, &crate::freshness::Anchor::latest(vault.roster()))?;
     if !g.quiet {
         println!(
             "Created workspace {} in {}",
@@ -180,6 +182,26 @@ fn init_github(g: &GlobalArgs, args: &InitArgs, root: &Path, repo: &RepoSlug) ->
             }
         };
         let vault = members::open_vault(&ws)?;
+        // A second `init --github` would add another runner and replace the
+        // secret, leaving the first runner a member nobody holds the key
+        // of; removing that one by hand is how results used to get lost.
+        if let Some(runner) = vault.roster().latest().members.iter().find(|m| {
+            m.role == bridge_crypto::Role::Worker
+                && (m.name == RUNNER_NAME || m.name.starts_with(&format!("{RUNNER_NAME}-")))
+        }) {
+            return Err(CliError::hint(
+                anyhow!(
+                    "{} is set up for GitHub Actions already: its runner identity is {}",
+                    root.display(),
+                    runner.name
+                ),
+                format!(
+                    "to issue a new runner identity (and keep every result of the old one), run \
+                     `bridge members rotate-runner {} --github`",
+                    runner.name
+                ),
+            ));
+        }
         (ws, vault)
     } else {
         let remote = args.remote.clone().unwrap_or_else(|| repo.git_remote());
@@ -212,7 +234,7 @@ fn init_github(g: &GlobalArgs, args: &InitArgs, root: &Path, repo: &RepoSlug) ->
     let wrote = gh
         .put_secret(github::IDENTITY_SECRET, &key.key_id, &sealed)
         .map_err(|e| cli_error(e, gh.token_source))?;
-    members::add_runner_identity(&mut vault, &name, &runner)?;
+    members::add_runner_identity(&ws, &mut vault, &name, &runner)?;
     drop(runner);
     let epoch = vault.roster().latest().number;
 

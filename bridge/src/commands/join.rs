@@ -29,6 +29,11 @@ pub struct JoinArgs {
     /// The workspace's root key fingerprint (printed by `bridge members add`)
     #[arg(long, value_name = "MEMBER-ID")]
     pub root: String,
+    /// The newest roster epoch the admin made, EPOCH:HASH (printed by
+    /// `bridge members add`): a store whose roster does not reach it was
+    /// rolled back and is refused
+    #[arg(long, value_name = "EPOCH:HASH")]
+    pub roster: Option<String>,
 }
 
 pub fn run(g: &GlobalArgs, args: JoinArgs) -> CliResult<u8> {
@@ -76,6 +81,7 @@ pub fn run(g: &GlobalArgs, args: JoinArgs) -> CliResult<u8> {
         workspace: WorkspaceSection {
             id: replica.workspace_id().to_owned(),
             root: root_id.to_string(),
+            roster: args.roster.clone(),
         },
         store: StoreSection {
             remote: Some(args.remote.clone()),
@@ -97,7 +103,10 @@ pub fn run(g: &GlobalArgs, args: JoinArgs) -> CliResult<u8> {
             return Err(e);
         }
     };
-    if let Err(e) = vault.me() {
+    if let Err(e) = crate::freshness::pinned(&ws)
+        .and_then(|_| crate::freshness::check(&ws, vault.roster()))
+        .and_then(|()| vault.me().map(|_| ()))
+    {
         let _ = std::fs::remove_dir_all(&state_dir);
         return Err(e);
     }

@@ -1,26 +1,30 @@
 //! `bridge members`: the workspace's roster of members and their roles.
 
-use std::collections::BTreeSet;
-
 use anyhow::anyhow;
-use bridge_crypto::{ExposeSecret, Identity, Member, PublicKey, Role, Roster};
+use bridge_crypto::{ExposeSecret, Identity, Member, MemberId, PublicKey, Role, Roster};
+use bridge_store::SyncError;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
 use super::GlobalArgs;
-use super::common::sync_and_report;
-use crate::error::{CliError, CliResult, EXIT_OK};
+use super::common::{open_remote, sync_and_report};
+use crate::error::{CliError, CliResult, EXIT_OFFLINE, EXIT_OK};
+use crate::freshness::{self, Anchor};
+use crate::github::GitHub;
 use crate::keys;
 use crate::output::{print_json, print_table};
-use crate::vault::{ROSTER_DOC, Vault};
-use crate::workspace::{Session, Workspace, now_ms};
+use crate::vault::Vault;
+use crate::workspace::{CONFIG_FILE, Session, Workspace, now_ms};
 
 /// Manage who may read, submit to and work for this workspace
 ///
 /// Roles: admin (manage members, submit, work), submit (submit and work),
 /// worker (claim and report results only: a CI runner's key). Every change
 /// starts a new roster epoch, signed by an admin; files written later are
-/// encrypted to the members of that epoch only.
+/// encrypted to the members of that epoch only. Every change also pins the
+/// new epoch in bridge.toml (`[workspace] roster = "EPOCH:HASH"`): commit
+/// and push it, so that runners and new clones refuse a store whose roster
+/// was rolled back (someone with write access deleting newer epochs).
 #[derive(Debug, Args)]
 pub struct MembersArgs {
     #[command(subcommand)]
@@ -47,14 +51,41 @@ pub enum MembersCommand {
     },
     /// Remove a member: later files are encrypted without them and their
     /// later signatures are refused
+    ///
+    /// Syncs first (when a remote is set), then keeps every file the member
+    /// signed until now valid (loose, compacted into snapshots or
+    /// archived): their results stay. A file they push after this removal
+    /// reaches the remote is refused.
     Remove {
         /// The member's name
         name: String,
+        /// Do not sync first: files the member pushed that this device has
+        /// not pulled yet will be refused (their results lost)
+        #[arg(long)]
+        offline: bool,
     },
     /// Create a worker identity for a CI runner, add it, and print its secret once
     AddRunner {
         /// A name for the runner (unique)
         name: String,
+    },
+    /// Replace a runner's identity (leaked, or routine rotation): issue a
+    /// new worker identity under the same name, retire the old one, keep
+    /// every result it pushed
+    ///
+    /// Syncs first, like `members remove`. The new secret is printed once,
+    /// or with --github stored as the repository secret BRIDGE_IDENTITY of
+    /// the [github] repository (sealed with its public key, never printed).
+    RotateRunner {
+        /// The runner's name (a member with the worker role)
+        name: String,
+        /// Store the new identity as the Actions secret of the repository in
+        /// bridge.toml's [github] section instead of printing it
+        #[arg(long)]
+        github: bool,
+        /// Do not sync first (see `members remove --offline`)
+        #[arg(long)]
+        offline: bool,
     },
 }
 
@@ -83,55 +114,220 @@ pub fn run(g: &GlobalArgs, args: MembersArgs) -> CliResult<u8> {
                 key,
                 role,
             };
-            change(&mut vault, |r, id| r.add_member(id, member, now_ms()))?;
+            let anchor = change(&ws, &mut vault, |r, id| r.add_member(id, member, now_ms()))?;
             if !g.quiet {
                 println!(
                     "Added {name} as {} (epoch {}).",
                     role.as_str(),
-                    vault.roster().latest().number
+                    anchor.number
                 );
                 let remote = ws.config.store.remote.as_deref().unwrap_or("dir:PATH");
-                println!("On that device: bridge join {remote} --root {root}");
+                println!("On that device: bridge join {remote} --root {root} --roster {anchor}");
+                pinned_note(&anchor);
             }
         }
-        MembersCommand::Remove { name } => {
-            let gone = vault
-                .roster()
-                .latest()
-                .member_by_name(&name)
-                .map(Member::id)
-                .ok_or_else(|| {
-                    CliError::hint(
-                        anyhow!("no member is named `{name}`"),
-                        "see the members with `bridge members ls`",
-                    )
-                })?;
-            // The removed member's files that are here now stay valid; any
-            // other file they sign later is refused.
-            let accepted = files_signed_by(&ws, &vault, &gone)?;
-            let n = accepted.len();
-            change(&mut vault, |r, id| {
-                r.remove_member(id, &name, accepted, now_ms())
-            })?;
+        MembersCommand::Remove { name, offline } => {
+            require_admin(&vault)?;
+            let gone = member_named(&vault, &name)?.id();
+            vault = sync_before_removal(&ws, vault, offline, &name)?;
+            let anchor = retire(&ws, &mut vault, &name, &gone, g.quiet)?;
             if !g.quiet {
                 println!(
-                    "Removed {name} (epoch {}); {n} of their files stay valid, later ones are refused.",
-                    vault.roster().latest().number
+                    "Removed {name} (epoch {}); files they sign from now on are refused.",
+                    anchor.number
                 );
+                pinned_note(&anchor);
             }
         }
         MembersCommand::AddRunner { name } => {
-            let runner = add_runner(&mut vault, &name)?;
+            let (runner, anchor) = add_runner(&ws, &mut vault, &name)?;
             eprintln!(
                 "Added runner {name} (role worker). Its secret identity follows, printed once:"
             );
             eprintln!("store it as the CI secret BRIDGE_IDENTITY now; it is not saved anywhere.");
             println!("{}", runner.to_secret().expose_secret());
+            if !g.quiet {
+                pinned_note(&anchor);
+            }
+        }
+        MembersCommand::RotateRunner {
+            name,
+            github,
+            offline,
+        } => {
+            rotate_runner(g, &ws, vault, &name, github, offline)?;
+            let vault = open_vault(&ws)?;
+            let mut session = Session::with_vault(ws, vault)?;
+            sync_and_report(&mut session, g)?;
+            return Ok(EXIT_OK);
         }
     }
     let mut session = Session::with_vault(ws, vault)?;
     sync_and_report(&mut session, g)?;
     Ok(EXIT_OK)
+}
+
+/// Tells the admin that bridge.toml changed and why it must be pushed.
+fn pinned_note(anchor: &Anchor) {
+    eprintln!(
+        "{CONFIG_FILE} now pins roster epoch {}: commit and push it, so that runners and new clones \
+         refuse a store whose roster was rolled back to before this change.",
+        anchor.number
+    );
+}
+
+/// The member called `name` in the latest epoch.
+fn member_named<'a>(vault: &'a Vault, name: &str) -> CliResult<&'a Member> {
+    vault.roster().latest().member_by_name(name).ok_or_else(|| {
+        CliError::hint(
+            anyhow!("no member is named `{name}`"),
+            "see the members with `bridge members ls`",
+        )
+    })
+}
+
+/// Pulls what the remote holds before a member is removed, so that every
+/// file they pushed until now is seen and stays accepted. An unreachable
+/// remote refuses the removal unless `offline` (their files the remote
+/// holds and this device lacks would be refused everywhere, and their
+/// results recomputed). Returns the vault over the roster as synced.
+fn sync_before_removal(
+    ws: &Workspace,
+    vault: Vault,
+    offline: bool,
+    name: &str,
+) -> CliResult<Vault> {
+    let Some(spec) = ws.remote_spec().filter(|_| !offline) else {
+        return Ok(vault);
+    };
+    let remote = open_remote(spec, &ws.root).map_err(|e| {
+        CliError::hint(
+            anyhow!(e),
+            "set `remote` under [store] in bridge.toml to dir:PATH or git:URL",
+        )
+    })?;
+    match crate::compact::sync_store(&vault, &ws.replica, remote.as_ref(), &mut |_| {}, false) {
+        Ok(report) => {
+            for w in &report.skipped {
+                tracing::warn!("{w}");
+            }
+        }
+        Err(SyncError::Remote(e)) if e.is_remote_wide() => {
+            return Err(CliError::hint(
+                anyhow!(e).context(format!(
+                    "cannot sync with {spec} before removing {name}, so the files {name} pushed there would be refused"
+                )),
+                "retry when the store is reachable, or pass --offline to remove them now and keep only the files this device holds",
+            )
+            .with_code(EXIT_OFFLINE));
+        }
+        Err(e) => {
+            return Err(CliError::hint(
+                anyhow!(e).context(format!("cannot sync with {spec} before removing {name}")),
+                "check the [store] remote in bridge.toml, or pass --offline",
+            ));
+        }
+    }
+    // The sync may have brought roster changes made elsewhere.
+    drop(vault);
+    open_vault(ws)
+}
+
+/// Removes the member `name` (id `gone`), accepting every file they signed
+/// that this replica holds. Returns the new epoch.
+fn retire(
+    ws: &Workspace,
+    vault: &mut Vault,
+    name: &str,
+    gone: &MemberId,
+    quiet: bool,
+) -> CliResult<Anchor> {
+    let found = vault.files_signed_by(gone)?;
+    if !quiet {
+        eprintln!(
+            "{name} signed {} chunk files, {} snapshots and {} compacted chunks here: all stay valid.",
+            found.chunk_files, found.snapshot_files, found.bundled_chunks
+        );
+    }
+    let accepted = found.keys;
+    change(ws, vault, |r, id| {
+        r.remove_member(id, name, accepted, now_ms())
+    })
+}
+
+/// `members rotate-runner`: a new identity for the worker `name`, the old
+/// one retired with every file it signed accepted.
+fn rotate_runner(
+    g: &GlobalArgs,
+    ws: &Workspace,
+    vault: Vault,
+    name: &str,
+    github: bool,
+    offline: bool,
+) -> CliResult<()> {
+    require_admin(&vault)?;
+    let old = member_named(&vault, name)?.clone();
+    if old.role != Role::Worker {
+        return Err(CliError::hint(
+            anyhow!(
+                "{name} is a member with the {} role, not a runner (worker)",
+                old.role.as_str()
+            ),
+            "rotate-runner replaces runner identities; for a device, run `bridge members remove` and add its new key",
+        ));
+    }
+    // Check the repository before anything changes: a refused secret must
+    // leave the old runner in place.
+    let target = if github {
+        let (section, repo) = crate::github::configured(&ws.config)?;
+        let gh = GitHub::connect(&repo)?;
+        let key = gh
+            .public_key()
+            .map_err(|e| crate::github::cli_error(e, gh.token_source))?;
+        Some((section, repo, gh, key))
+    } else {
+        None
+    };
+    let mut vault = sync_before_removal(ws, vault, offline, name)?;
+    let runner = new_runner_identity()?;
+    if let Some((_, repo, gh, key)) = &target {
+        let sealed = crate::github::seal(&key.key, runner.to_secret().expose_secret().as_bytes())
+            .map_err(|e| {
+            CliError::hint(
+                anyhow!(e).context(format!("cannot seal the runner identity for {repo}")),
+                "the answer to GET /repos/{owner}/{repo}/actions/secrets/public-key was not a key",
+            )
+        })?;
+        gh.put_secret(crate::github::IDENTITY_SECRET, &key.key_id, &sealed)
+            .map_err(|e| crate::github::cli_error(e, gh.token_source))?;
+    }
+    retire(ws, &mut vault, name, &old.id(), g.quiet)?;
+    let anchor = add_runner_identity(ws, &mut vault, name, &runner)?;
+    match &target {
+        Some((_, repo, _, _)) => {
+            if !g.quiet {
+                println!(
+                    "Rotated runner {name}: the new identity is the Actions secret {} of {repo}; \
+                     the old one is retired (epoch {}), its results stay.",
+                    crate::github::IDENTITY_SECRET,
+                    anchor.number
+                );
+            }
+        }
+        None => {
+            eprintln!(
+                "Rotated runner {name}: the old identity is retired (epoch {}), its results stay. \
+                 The new secret identity follows, printed once:",
+                anchor.number
+            );
+            eprintln!("store it as the CI secret BRIDGE_IDENTITY now; it is not saved anywhere.");
+            println!("{}", runner.to_secret().expose_secret());
+        }
+    }
+    if !g.quiet {
+        pinned_note(&anchor);
+    }
+    Ok(())
 }
 
 /// The roster root pinned in `ws`'s bridge.toml, checked against this
@@ -147,15 +343,10 @@ fn root_of(ws: &Workspace) -> CliResult<bridge_crypto::MemberId> {
     Ok(root)
 }
 
-/// Opens `ws`'s vault with this device's identity, verifying the roster.
+/// Opens `ws`'s vault with this device's identity, verifying the roster
+/// (and its freshness).
 pub fn open_vault(ws: &Workspace) -> CliResult<Vault> {
-    let root = root_of(ws)?;
-    let identity = keys::load_identity()?;
-    let (vault, warnings) = Vault::open(ws.replica.clone(), identity, &root)?;
-    for w in warnings {
-        tracing::warn!("{w}");
-    }
-    Ok(vault)
+    crate::workspace::open_vault(ws)
 }
 
 /// Creates a worker identity for a CI runner, adds it to the roster as
@@ -163,10 +354,10 @@ pub fn open_vault(ws: &Workspace) -> CliResult<Vault> {
 /// returns it. The identity is saved nowhere: the caller hands its secret to
 /// the CI system once (`members add-runner` prints it, `init --github`
 /// stores it as a repository secret).
-pub fn add_runner(vault: &mut Vault, name: &str) -> CliResult<Identity> {
+pub fn add_runner(ws: &Workspace, vault: &mut Vault, name: &str) -> CliResult<(Identity, Anchor)> {
     let runner = new_runner_identity()?;
-    add_runner_identity(vault, name, &runner)?;
-    Ok(runner)
+    let anchor = add_runner_identity(ws, vault, name, &runner)?;
+    Ok((runner, anchor))
 }
 
 /// A fresh identity for a runner.
@@ -175,13 +366,18 @@ pub fn new_runner_identity() -> CliResult<Identity> {
 }
 
 /// Adds `runner` to the roster as the worker `name` (see [`add_runner`]).
-pub fn add_runner_identity(vault: &mut Vault, name: &str, runner: &Identity) -> CliResult<()> {
+pub fn add_runner_identity(
+    ws: &Workspace,
+    vault: &mut Vault,
+    name: &str,
+    runner: &Identity,
+) -> CliResult<Anchor> {
     let member = Member {
         name: name.to_owned(),
         key: runner.public(),
         role: Role::Worker,
     };
-    change(vault, |r, id| r.add_member(id, member, now_ms()))
+    change(ws, vault, |r, id| r.add_member(id, member, now_ms()))
 }
 
 /// A runner name not yet in the roster: `base`, else `base-2`, `base-3`, …
@@ -216,12 +412,33 @@ pub fn require_admin(vault: &Vault) -> CliResult<()> {
     Ok(())
 }
 
+/// Refuses unless this device may submit work (admin or submit role): a
+/// worker's (a CI runner's key) tasks, cancels and retries are ignored by
+/// every device, so `what` would only seem to succeed.
+pub fn require_submitter(vault: &Vault, what: &str) -> CliResult<()> {
+    let me = vault.me()?;
+    if !me.role.can_submit() {
+        return Err(CliError::hint(
+            anyhow!(
+                "this device is {} with the {} role, which cannot {what}: every device would ignore it",
+                me.name,
+                me.role.as_str()
+            ),
+            "a runner's key only claims tasks and reports results; ask an admin of the workspace \
+             (`bridge members ls` lists them) to do it, or to add this device with --role submit",
+        ));
+    }
+    Ok(())
+}
+
 /// Applies a roster change made by this device (an admin) and saves the new
-/// epoch, plus the earlier epochs re-sealed so new members can verify the chain.
+/// epoch, plus the earlier epochs re-sealed so new members can verify the
+/// chain; pins the new epoch in bridge.toml (see `freshness`) and returns it.
 fn change(
+    ws: &Workspace,
     vault: &mut Vault,
     f: impl FnOnce(&Roster, &Identity) -> Result<(Roster, Vec<u8>), bridge_crypto::RosterError>,
-) -> CliResult<()> {
+) -> CliResult<Anchor> {
     require_admin(vault)?;
     let (roster, file) = f(vault.roster(), vault.identity())
         .map_err(|e| anyhow!(e).context("cannot change the roster"))?;
@@ -233,30 +450,10 @@ fn change(
         vault.write_roster_file(&older)?;
     }
     vault.set_roster(roster);
-    Ok(())
-}
-
-/// Store names of the chunk files signed by `member`.
-fn files_signed_by(
-    ws: &Workspace,
-    vault: &Vault,
-    member: &bridge_crypto::MemberId,
-) -> CliResult<BTreeSet<String>> {
-    let mut out = BTreeSet::new();
-    for doc in ws.replica.list_docs().map_err(|e| anyhow!(e))? {
-        if doc == ROSTER_DOC {
-            continue;
-        }
-        for name in ws.replica.list_chunks(&doc).map_err(|e| anyhow!(e))? {
-            let Ok(bytes) = ws.replica.read_chunk(&doc, &name) else {
-                continue;
-            };
-            if vault.writer_of(&bytes).as_ref() == Some(member) {
-                out.insert(format!("chunks/{doc}/{name}"));
-            }
-        }
-    }
-    Ok(out)
+    let anchor = Anchor::latest(vault.roster());
+    freshness::pin(&ws.root, &anchor)?;
+    freshness::check(ws, vault.roster())?;
+    Ok(anchor)
 }
 
 fn list(roster: &Roster, json: bool) -> CliResult<()> {

@@ -24,6 +24,7 @@ pub struct RetryArgs {
 
 pub fn run(g: &GlobalArgs, args: RetryArgs) -> CliResult<u8> {
     let mut session = open_session(g)?;
+    super::members::require_submitter(&session.vault, "retry tasks")?;
     let id = resolve_task(&mut session, &args.task)?;
     let now = now_ms();
     let derived = session.view().derive(now, session.policy);

@@ -112,6 +112,7 @@ struct Submitted {
 pub fn run(g: &GlobalArgs, args: SubmitArgs) -> CliResult<u8> {
     let plan = plan(&args)?;
     let mut session = open_session(g)?;
+    super::members::require_submitter(&session.vault, "submit tasks")?;
     let nonce = if args.rerun {
         Some(hex::encode(random_bytes::<8>()?))
     } else {

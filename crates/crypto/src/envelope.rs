@@ -496,7 +496,9 @@ fn check_opened(
         });
     }
     let member = roster
-        .check_writer(&header.writer, header.epoch, file)?
+        .check_writer_of(&header.writer, header.epoch, file, || {
+            Some(crate::roster::accepted_key(&opened.signed_bytes()))
+        })?
         .clone();
     opened.verify(&member.key)?;
     Ok((opened, member))

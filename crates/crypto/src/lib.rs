@@ -36,7 +36,9 @@ pub use envelope::{
 pub use identity::{
     Identity, KeyError, MemberId, MemberIdError, PublicKey, PublicKeyError, Role, RoleError,
 };
-pub use roster::{Epoch, EpochError, Member, Removal, Roster, RosterError, RosterWarning};
+pub use roster::{
+    Epoch, EpochError, Member, Removal, Roster, RosterError, RosterWarning, accepted_key,
+};
 
 /// Re-exported so callers can hold [`Identity::to_secret`]'s value without
 /// depending on `secrecy` themselves.

@@ -25,8 +25,10 @@
 //! caller stores those files next to the new epoch.
 //!
 //! Removing a member records a [`Removal`]: files the member wrote under
-//! earlier epochs stay valid only if their store names are in its `accepted`
-//! set; anything they sign later is refused. A removed key is never re-added.
+//! earlier epochs stay valid only if they are in its `accepted` set, named
+//! by [`accepted_key`] (the sha256 of the signed envelope, so a chunk stays
+//! accepted whether it lies loose or inside a snapshot, live or archived);
+//! anything they sign later is refused. A removed key is never re-added.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -66,8 +68,10 @@ pub struct Removal {
     pub member: MemberId,
     /// The epoch that removed them (the first epoch they are not in).
     pub epoch: u64,
-    /// Store names of files the removed member wrote before removal that stay
-    /// valid; every other file they signed is refused.
+    /// The files the removed member wrote before removal that stay valid:
+    /// each as [`accepted_key`] of its signed envelope (or, in rosters made
+    /// before that form, its store name); every other file they signed is
+    /// refused.
     pub accepted: BTreeSet<String>,
 }
 
@@ -762,6 +766,19 @@ impl Roster {
         epoch: u64,
         file: &str,
     ) -> Result<&Member, EnvelopeError> {
+        self.check_writer_of(writer, epoch, file, || None)
+    }
+
+    /// [`Roster::check_writer`] for a file whose signed envelope is in hand:
+    /// `accepted_key` gives its [`accepted_key`] (computed only if the writer
+    /// was removed), which a removal may list instead of the store name.
+    pub fn check_writer_of(
+        &self,
+        writer: &MemberId,
+        epoch: u64,
+        file: &str,
+        accepted_key: impl FnOnce() -> Option<String>,
+    ) -> Result<&Member, EnvelopeError> {
         let removal = self.latest().removal(writer);
         if let Some(r) = removal
             && epoch >= r.epoch
@@ -781,6 +798,7 @@ impl Roster {
         };
         if let Some(r) = removal
             && !r.accepted.contains(file)
+            && !accepted_key().is_some_and(|k| r.accepted.contains(&k))
         {
             return Err(EnvelopeError::RemovedWriter {
                 name: member.name.clone(),
@@ -798,6 +816,15 @@ impl Roster {
             .and_then(|e| e.member(id))
             .map_or_else(|| id.to_string(), |m| m.name.clone())
     }
+}
+
+/// How a [`Removal`] names a file it accepts: `sha256:` and the hex sha256
+/// of the file's signed envelope ([`Opened::signed_bytes`]). The same
+/// envelope is accepted as a loose file, re-encrypted under another name, or
+/// bundled in a snapshot; a removed member cannot make another envelope with
+/// the same hash.
+pub fn accepted_key(signed_envelope: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(signed_envelope)))
 }
 
 /// Signs `epoch` as `signer` and seals it to the epoch's own members.

@@ -551,3 +551,38 @@ fn random_roster_files_never_panic() {
         }
     }
 }
+
+/// A removal that accepts a file by the hash of its signed envelope keeps
+/// it valid under any store name and inside a snapshot (verify_signed),
+/// while any other envelope the removed member signs is refused.
+#[test]
+fn removal_accepts_signed_envelopes_by_hash_wherever_they_lie() {
+    let root = id();
+    let bob = id();
+    let (r0, _) = Roster::genesis(&root, "root", WS, 1).unwrap();
+    let (r1, _) = r0
+        .add_member(&root, member("bob", &bob, Role::Submit), 2)
+        .unwrap();
+    let kept = chunk(&bob, &r1, 1, b"kept");
+    let other = chunk(&bob, &r1, 1, b"other");
+    let signed = open(&root, &kept).unwrap().signed_bytes();
+    let accepted: BTreeSet<String> = [accepted_key(&signed)].into();
+    let (r2, _) = r1.remove_member(&root, "bob", accepted, 3).unwrap();
+
+    for name in ["chunks/doc/a.age", "chunks/doc/renamed.age"] {
+        let (_, by) = open_verified(&root, &r2, &kept, name, EXPECT).unwrap();
+        assert_eq!(by.name, "bob");
+    }
+    let (_, by) =
+        crate::envelope::verify_signed(&r2, signed.clone(), "chunks/doc/x", EXPECT).unwrap();
+    assert_eq!(by.name, "bob");
+
+    let err = open_verified(&root, &r2, &other, "chunks/doc/a.age", EXPECT).unwrap_err();
+    assert!(
+        matches!(err, EnvelopeError::RemovedWriter { epoch: 2, .. }),
+        "{err}"
+    );
+    let other_signed = open(&root, &other).unwrap().signed_bytes();
+    assert!(crate::envelope::verify_signed(&r2, other_signed, "chunks/doc/x", EXPECT).is_err());
+    assert_ne!(accepted_key(&signed), accepted_key(b"tampered"));
+}

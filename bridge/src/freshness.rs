@@ -1,0 +1,334 @@
+//! Roster freshness: a device never trusts a roster older than one it has
+//! reason to know of.
+//!
+//! The roster is a signed hash chain, so nobody without an admin key can
+//! forge an epoch. But the store is only a set of files: whoever can write
+//! to it (a shared folder, a git repository someone may still push to)
+//! can *delete* the newest epochs. A member removed in epoch N who deletes
+//! the files of epoch N leaves a valid chain that ends at N-1, where they
+//! are still a member; a device that only knows the store would accept
+//! their tasks and run them. Two anchors close that:
+//!
+//! - **The pin in bridge.toml** (`[workspace] roster = "N:HASH"`): every
+//!   roster change an admin makes (`members add/remove/add-runner/
+//!   rotate-runner`, `init --github`) writes the new epoch's number and hash
+//!   there. bridge.toml lives in the repository the admin controls, next to
+//!   the `root` it already pins; every fresh CI runner and new clone reads
+//!   it before it trusts the store. A verified chain that does not hold
+//!   epoch N with that hash is refused: it was rolled back (or is not
+//!   synced yet, or was forked by a removed admin).
+//! - **What this device has seen**: the newest epoch this device verified,
+//!   per workspace, in its configuration folder (`roster-seen.toml`, next
+//!   to `pins.toml`, so it survives a fresh replica or a re-clone). A chain
+//!   that ends before it, or holds another epoch under its number, is
+//!   refused the same way.
+//!
+//! What still holds and what does not: a member who can push to the store
+//! but not to the branch bridge.toml is on (a protected default branch)
+//! cannot roll the roster back for anyone. One who can also rewrite
+//! bridge.toml can roll it back for devices that have never seen the newer
+//! epoch (fresh runners and clones), but not for devices that have.
+//! A `dir:` workspace has no shared bridge.toml: each device's anchor is the
+//! `--roster` given to `bridge join` (printed by `members add`) and what it
+//! has seen since.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use anyhow::{Context, anyhow};
+use bridge_crypto::Roster;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{CliError, CliResult};
+use crate::keys;
+use crate::workspace::{CONFIG_FILE, Workspace};
+
+/// One roster epoch, by number and hash: `N:HEX-SHA256`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Anchor {
+    /// The epoch number.
+    pub number: u64,
+    /// The hex sha256 of its canonical bytes.
+    pub hash: String,
+}
+
+impl Anchor {
+    /// The latest epoch of `roster`.
+    pub fn latest(roster: &Roster) -> Anchor {
+        let latest = roster.latest();
+        Anchor {
+            number: latest.number,
+            hash: latest.hash(),
+        }
+    }
+
+    /// Whether `roster` holds this epoch: `Ok`, or why not.
+    fn check(&self, roster: &Roster) -> Result<(), Stale> {
+        match roster.epoch(self.number) {
+            None => Err(Stale::Older {
+                have: Anchor::latest(roster),
+            }),
+            Some(e) if e.hash() != self.hash => Err(Stale::Other { have: e.hash() }),
+            Some(_) => Ok(()),
+        }
+    }
+}
+
+impl fmt::Display for Anchor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.number, self.hash)
+    }
+}
+
+impl FromStr for Anchor {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Anchor, String> {
+        let bad = || format!("`{s}` is not EPOCH:HASH (a number, a colon, 64 hex digits)");
+        let (n, h) = s.split_once(':').ok_or_else(bad)?;
+        let number = n.parse().map_err(|_| bad())?;
+        if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad());
+        }
+        Ok(Anchor {
+            number,
+            hash: h.to_ascii_lowercase(),
+        })
+    }
+}
+
+/// How a verified roster misses an anchor.
+enum Stale {
+    /// The chain ends before the anchor's epoch.
+    Older { have: Anchor },
+    /// The chain holds another epoch under the anchor's number.
+    Other { have: String },
+}
+
+/// The roster pinned in `ws`'s bridge.toml, if any.
+pub fn pinned(ws: &Workspace) -> CliResult<Option<Anchor>> {
+    let Some(text) = ws.config.workspace.roster.as_deref() else {
+        return Ok(None);
+    };
+    text.parse().map(Some).map_err(|e: String| {
+        CliError::hint(
+            anyhow!(
+                "`roster` under [workspace] in {}: {e}",
+                ws.root.join(CONFIG_FILE).display()
+            ),
+            "restore bridge.toml from version control; an admin's `bridge members ls` prints the latest epoch",
+        )
+    })
+}
+
+/// Refuses `roster` if it is older than what bridge.toml pins or this
+/// device has seen (see the module docs); otherwise remembers its latest
+/// epoch as seen.
+pub fn check(ws: &Workspace, roster: &Roster) -> CliResult<()> {
+    let workspace = &ws.config.workspace.id;
+    if let Some(pin) = pinned(ws)? {
+        pin.check(roster).map_err(|s| {
+            refuse(
+                s,
+                &pin,
+                &format!("{} pins", ws.root.join(CONFIG_FILE).display()),
+            )
+        })?;
+    }
+    let path = match seen_path() {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::debug!("no record of the roster this device has seen: {}", e.error);
+            return Ok(());
+        }
+    };
+    let mut seen = read_seen(&path);
+    let now = Anchor::latest(roster);
+    if let Some(before) = seen.get(workspace).and_then(|t| t.parse::<Anchor>().ok()) {
+        before.check(roster).map_err(|s| {
+            refuse(
+                s,
+                &before,
+                &format!("this device has seen ({})", path.display()),
+            )
+        })?;
+        if before.number >= now.number {
+            return Ok(());
+        }
+    }
+    seen.insert(workspace.clone(), now.to_string());
+    if let Err(e) = write_seen(&path, &seen) {
+        tracing::warn!("cannot remember the roster epoch this device verified: {e:#}");
+    }
+    Ok(())
+}
+
+fn refuse(stale: Stale, anchor: &Anchor, whose: &str) -> CliError {
+    match stale {
+        Stale::Older { have } => CliError::hint(
+            anyhow!(
+                "the store's member roster ends at epoch {} ({}), older than epoch {} that {whose} ({}): \
+                 it was rolled back (someone deleted newer roster files) or is not synced yet; nothing from it is trusted",
+                have.number,
+                short(&have.hash),
+                anchor.number,
+                short(&anchor.hash),
+            ),
+            "run `bridge sync`; if this device's or runner's key was removed or rotated (an old \
+             BRIDGE_IDENTITY), it cannot read the newer roster: use its current identity; otherwise \
+             the store was rolled back: `bridge sync` on an admin's device puts the newer epoch back \
+             (and check who can write to the store)",
+        ),
+        Stale::Other { have } => CliError::hint(
+            anyhow!(
+                "the store's member roster has another epoch {} ({}) than the one {whose} ({}): \
+                 a forked or replaced roster; nothing from it is trusted",
+                anchor.number,
+                short(&have),
+                short(&anchor.hash),
+            ),
+            "if two admins changed the members at the same time, an admin makes one more change \
+             (for example `bridge members add`) and commits bridge.toml; otherwise ask an admin",
+        ),
+    }
+}
+
+fn short(hash: &str) -> &str {
+    hash.get(..12).unwrap_or(hash)
+}
+
+fn seen_path() -> CliResult<PathBuf> {
+    Ok(keys::config_dir()?.join("roster-seen.toml"))
+}
+
+#[derive(Default, Serialize, Deserialize)]
+struct Seen {
+    #[serde(default)]
+    workspaces: BTreeMap<String, String>,
+}
+
+fn read_seen(path: &Path) -> BTreeMap<String, String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => match toml::from_str::<Seen>(&text) {
+            Ok(s) => s.workspaces,
+            Err(e) => {
+                tracing::warn!("ignored {}: it is not valid ({e})", path.display());
+                BTreeMap::new()
+            }
+        },
+        Err(_) => BTreeMap::new(),
+    }
+}
+
+fn write_seen(path: &Path, workspaces: &BTreeMap<String, String>) -> anyhow::Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| anyhow!("{} has no folder", path.display()))?;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let text = toml::to_string(&Seen {
+        workspaces: workspaces.clone(),
+    })
+    .context("cannot encode the roster epochs seen")?;
+    // Atomic: two commands finishing together leave one whole file.
+    let tmp = dir.join(format!(".roster-seen.tmp-{}", std::process::id()));
+    std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+/// Writes `anchor` as `roster` under [workspace] in `root`'s bridge.toml,
+/// keeping the rest of the file (and its comments) as it is.
+pub fn pin(root: &Path, anchor: &Anchor) -> CliResult<()> {
+    let path = root.join(CONFIG_FILE);
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let new = with_pin(&text, anchor);
+    // What is written must still parse as a workspace file.
+    crate::workspace::Config::parse_str(&new, &path)?;
+    let tmp = root.join(format!(".{CONFIG_FILE}.tmp-{}", std::process::id()));
+    std::fs::write(&tmp, &new).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+/// `text` (a bridge.toml) with `roster = "ANCHOR"` in its [workspace]
+/// table: the existing line replaced, else one added after the header.
+fn with_pin(text: &str, anchor: &Anchor) -> String {
+    let line = format!("roster = \"{anchor}\"");
+    let mut out: Vec<String> = Vec::new();
+    let mut table = String::new();
+    let mut done = false;
+    let mut header_at = None;
+    for l in text.lines() {
+        let t = l.trim();
+        if t.starts_with('[') {
+            table = t.to_owned();
+            if t == "[workspace]" {
+                header_at = Some(out.len());
+            }
+        } else if table == "[workspace]"
+            && !done
+            && t.strip_prefix("roster")
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        {
+            out.push(line.clone());
+            done = true;
+            continue;
+        }
+        out.push(l.to_owned());
+    }
+    if !done {
+        match header_at {
+            Some(at) => out.insert(at + 1, line),
+            None => {
+                out.push(String::new());
+                out.push("[workspace]".to_owned());
+                out.push(line);
+            }
+        }
+    }
+    let mut s = out.join("\n");
+    s.push('\n');
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn anchors_parse_and_print() {
+        let h = "ab".repeat(32);
+        let a: Anchor = format!("7:{h}").parse().unwrap();
+        assert_eq!(a.number, 7);
+        assert_eq!(a.to_string(), format!("7:{h}"));
+        for bad in [
+            "",
+            "7",
+            ":",
+            "x:ab",
+            &format!("7:{}", "g".repeat(64)),
+            "7:abc",
+        ] {
+            assert!(bad.parse::<Anchor>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_pin_replaces_or_joins_the_workspace_table() {
+        let a: Anchor = format!("3:{}", "0".repeat(64)).parse().unwrap();
+        let text = "# keep me\n[workspace]\nid = \"w\"\nroot = \"m\"\n\n[store]\nroster = \"not this one\"\n";
+        let once = with_pin(text, &a);
+        assert_eq!(
+            once,
+            format!(
+                "# keep me\n[workspace]\nroster = \"{a}\"\nid = \"w\"\nroot = \"m\"\n\n[store]\nroster = \"not this one\"\n"
+            )
+        );
+        let b: Anchor = format!("4:{}", "1".repeat(64)).parse().unwrap();
+        let twice = with_pin(&once, &b);
+        assert_eq!(twice, once.replace(&a.to_string(), &b.to_string()));
+    }
+}
