@@ -98,6 +98,16 @@ pub fn load(vault: &Vault, dir: &Path, doc: &str) -> Option<Cached> {
     })
 }
 
+/// Removes the cache of `doc` (a file it lists as refused was repaired:
+/// the next load reads the document's files again). Best effort.
+pub fn forget(dir: &Path, doc: &str) {
+    match std::fs::remove_file(path(dir, doc)) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::debug!(doc, "could not remove the document cache: {e}"),
+    }
+}
+
 /// Turns a cached state into a loaded document (parsing the saved state).
 pub fn materialize(
     saved: &[u8],

@@ -728,6 +728,19 @@ impl GitRemote {
             .collect()
     }
 
+    /// The size of each object (`None`: missing), with one `git cat-file
+    /// --batch-check`, which reads no content.
+    fn object_sizes(&self, ids: &[&str]) -> Result<Vec<Option<u64>>, RemoteError> {
+        let mut input = String::with_capacity(ids.len() * 65);
+        for id in ids {
+            input.push_str(id);
+            input.push('\n');
+        }
+        let args = ["cat-file", "--batch-check"];
+        let out = self.ok(&args, None, Some(input.as_bytes()))?;
+        parse_batch_check(&out, ids.len()).map_err(|detail| self.bad_output(&args, detail))
+    }
+
     /// Hex digits of an object id in the cache repository, asked of git
     /// once (`rev-parse --show-object-format`).
     fn oid_hex_len(&self) -> Result<usize, RemoteError> {
@@ -1110,6 +1123,22 @@ impl Remote for GitRemote {
         }
         if found.is_empty() {
             return Ok(Vec::new());
+        }
+        // Sizes first (issue 12, item 16): a junk object of gigabytes on
+        // the remote is refused before `cat-file --batch` reads it whole.
+        let ids: Vec<&str> = found.iter().map(|(_, id)| id.as_str()).collect();
+        for ((name, _), size) in found.iter().zip(self.object_sizes(&ids)?) {
+            let limit = StoreName::parse(name).map_or(0, |n| n.max_bytes());
+            if let Some(size) = size
+                && size > limit
+            {
+                return Err(RemoteError::TooLarge {
+                    remote: self.describe(),
+                    name: name.clone(),
+                    size,
+                    limit,
+                });
+            }
         }
         let mut input = String::with_capacity(found.len() * 65);
         for (_, id) in &found {
@@ -1624,6 +1653,27 @@ pub(crate) fn parse_oid_lines(out: &[u8], n: usize) -> Result<Vec<String>, Strin
         ));
     }
     Ok(ids)
+}
+
+/// `cat-file --batch-check` output for `n` requests: `<oid> SP <type> SP
+/// <size> LF` or `<oid> SP missing LF` → each size, in order.
+pub(crate) fn parse_batch_check(out: &[u8], n: usize) -> Result<Vec<Option<u64>>, String> {
+    let text = String::from_utf8_lossy(out);
+    let sizes: Vec<Option<u64>> = text
+        .lines()
+        .map(|line| match line.split(' ').collect::<Vec<_>>().as_slice() {
+            [_, "missing"] => Ok(None),
+            [_, _, size] => size
+                .parse()
+                .map(Some)
+                .map_err(|_| format!("bad cat-file header {line:?}")),
+            _ => Err(format!("bad cat-file header {line:?}")),
+        })
+        .collect::<Result<_, _>>()?;
+    if sizes.len() != n {
+        return Err(format!("expected {n} cat-file answers, got {}", sizes.len()));
+    }
+    Ok(sizes)
 }
 
 /// `cat-file --batch` output for `n` requests: `<oid> SP <type> SP <size>

@@ -38,6 +38,10 @@ pub struct SyncReport {
     pub pushed: usize,
     /// Files skipped (corrupt, unreadable), one warning each.
     pub skipped: Vec<StoreWarning>,
+    /// Files of the replica that were damaged (their bytes did not hash to
+    /// their name) and were replaced by the remote's verified copy: each
+    /// one deserves one warning, and a loader that skipped it reads it again.
+    pub repaired: Vec<StoreWarning>,
 }
 
 /// Why a sync (or a join) failed.
@@ -98,6 +102,8 @@ pub fn sync_with(
     let remote_names = prepare_remote(replica.workspace_id(), remote)?;
     let listed_ms = began.elapsed().as_millis();
     let local_names = replica.list_store_names().map_err(SyncError::LocalList)?;
+    let mut report = SyncReport::default();
+    repair(replica, remote, &remote_names, &mut report)?;
 
     let (snapshots, mut to_pull): (Vec<&String>, Vec<&String>) = remote_names
         .iter()
@@ -109,7 +115,6 @@ pub fn sync_with(
         total: snapshots.len(),
         reported: None,
     };
-    let mut report = SyncReport::default();
     pull(replica, remote, &snapshots, &mut report, &mut progress)?;
 
     let skip = redundant(replica, &remote_names);
@@ -224,14 +229,81 @@ fn pull(
                 source,
             })?;
         for ((name, _), result) in files.iter().zip(written) {
-            result.map_err(|source| SyncError::LocalWrite {
-                name: (*name).clone(),
-                source,
-            })?;
-            report.pulled += 1;
+            match result {
+                Ok(_) => report.pulled += 1,
+                // Refused for this file alone (a symbolic link in the
+                // replica where its folder should be): the others go on.
+                Err(e) => report.skipped.push(StoreWarning {
+                    path: replica.root().join(name),
+                    message: format!("not copied from the remote: {}", error_chain(&e)),
+                }),
+            }
             progress.advance(1);
         }
         progress.report();
+    }
+    Ok(())
+}
+
+/// Replaces the replica's files noted as damaged (see
+/// [`Replica::damaged_names`]) by the remote's copies, when those hash to
+/// their names. A remote copy that does not is never used: the damaged file
+/// stays, noted, for another remote or a person.
+fn repair(
+    replica: &Replica,
+    remote: &dyn Remote,
+    remote_names: &BTreeSet<String>,
+    report: &mut SyncReport,
+) -> Result<(), SyncError> {
+    let damaged: Vec<String> = replica
+        .damaged_names()
+        .into_iter()
+        .filter(|n| remote_names.contains(n))
+        .collect();
+    if damaged.is_empty() {
+        return Ok(());
+    }
+    let refs: Vec<&String> = damaged.iter().collect();
+    for batch in refs.chunks(PULL_BATCH_FILES) {
+        for (name, result) in read_batch(remote, batch)? {
+            let bytes = match result {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    report.skipped.push(StoreWarning {
+                        path: replica.root().join(name),
+                        message: format!(
+                            "damaged in the replica, and the remote's copy could not be read ({}); left in place",
+                            error_chain(&e)
+                        ),
+                    });
+                    continue;
+                }
+            };
+            let actual = names::sha256_hex(&bytes);
+            if StoreName::parse(name).and_then(|n| n.hash()) != Some(actual.as_str()) {
+                report.skipped.push(StoreWarning {
+                    path: replica.root().join(name),
+                    message: format!(
+                        "damaged in the replica, and the remote's copy is damaged too (it hashes to {actual}); left in place"
+                    ),
+                });
+                continue;
+            }
+            match replica.replace_damaged(name, &bytes) {
+                Ok(true) => report.repaired.push(StoreWarning {
+                    path: replica.root().join(name),
+                    message: format!(
+                        "it was damaged (its bytes did not hash to its name); replaced by the verified copy from {}",
+                        remote.describe()
+                    ),
+                }),
+                Ok(false) => {}
+                Err(e) => report.skipped.push(StoreWarning {
+                    path: replica.root().join(name),
+                    message: format!("damaged, and could not be repaired: {}", error_chain(&e)),
+                }),
+            }
+        }
     }
     Ok(())
 }
