@@ -1092,7 +1092,10 @@ impl Session {
     /// arrived. Returns how many files were applied.
     pub fn after_sync(&mut self, report: &bridge_store::SyncReport) -> CliResult<usize> {
         for w in &report.skipped {
-            tracing::warn!("{w}");
+            // Keyed by path like the loader's warnings: a file both refuse
+            // (a local junk file the sync cannot push either) is named once.
+            let key = w.path.display().to_string();
+            self.warn_once(&key, || w.to_string());
         }
         // Warned about, and their documents' caches dropped, by the sync
         // itself (`compact::sync_store`).

@@ -19,5 +19,6 @@ mod harness;
 mod longlived;
 mod runner;
 mod security;
+mod store_files;
 mod url_inputs;
 mod workers;

@@ -1,5 +1,6 @@
 //! `bridge sync`: exchange files with the remote.
 
+use anyhow::Context as _;
 use clap::Args;
 use serde_json::json;
 
@@ -20,10 +21,31 @@ pub struct SyncArgs {
     /// Print the outcome as JSON: {"status": "synced"|"offline", "pulled", "pushed"}
     #[arg(long)]
     pub json: bool,
+    /// First check every file of the local replica against its name (reads
+    /// the whole replica); damaged ones are replaced by the remote's copy
+    #[arg(long)]
+    pub verify: bool,
 }
 
 pub fn run(g: &GlobalArgs, args: SyncArgs) -> CliResult<u8> {
     let mut session = open_session(g)?;
+    if args.verify {
+        // Every sync repairs the files a command found damaged; this also
+        // finds those no command has read since they were damaged.
+        let damaged = session.ws.replica.find_damaged().with_context(|| {
+            format!(
+                "cannot check the local replica in {}",
+                session.ws.replica.root().display()
+            )
+        })?;
+        if !g.quiet && !args.json {
+            eprintln!(
+                "verified the local replica: {} damaged file{}",
+                damaged.len(),
+                if damaged.len() == 1 { "" } else { "s" }
+            );
+        }
+    }
     match sync_remote(&mut session, !g.quiet && !args.json)? {
         SyncOutcome::NoRemote => Err(CliError::hint(
             anyhow::anyhow!("this workspace has no remote to sync with"),

@@ -151,6 +151,11 @@ pub fn sync_with(
                         ReadError::Corrupt { actual, .. } => format!(
                             "corrupt in the replica: its content hashes to {actual}; not pushed, left in place"
                         ),
+                        ReadError::TooLarge { size, limit, .. } => format!(
+                            "{size} bytes, over the limit of {limit} bytes for this kind of store file; not read, not pushed, left in place"
+                        ),
+                        ReadError::Link { .. } => "a symbolic link; bridge never follows links inside a store: not pushed".to_owned(),
+                        ReadError::NotAFile { .. } => "not a regular file; not pushed, left in place".to_owned(),
                         other => error_chain(&other),
                     },
                 });
@@ -214,7 +219,7 @@ fn pull(
                 Err(e) => {
                     report.skipped.push(StoreWarning {
                         path: remote_path(remote, name),
-                        message: error_chain(&e),
+                        message: remote_file_problem(&e),
                     });
                     progress.advance(1);
                 }
@@ -491,6 +496,20 @@ fn is_blob(name: &str) -> bool {
 /// How a remote file is named in a warning.
 fn remote_path(remote: &dyn Remote, name: &str) -> PathBuf {
     PathBuf::from(format!("{}/{name}", remote.describe()))
+}
+
+/// Why a remote file was not copied, in a sentence that does not repeat
+/// its name (the warning names it).
+fn remote_file_problem(e: &RemoteError) -> String {
+    match e {
+        RemoteError::TooLarge { size, limit, .. } => format!(
+            "{size} bytes, over the limit of {limit} bytes for this kind of store file; not read, not copied"
+        ),
+        RemoteError::NotAFile { what, .. } => {
+            format!("{what}; bridge never follows links or reads special files inside a store: not copied")
+        }
+        other => error_chain(other),
+    }
 }
 
 /// An error and its causes on one line.
