@@ -89,7 +89,12 @@ fn damaged_files_are_repaired(label: &str, remote: &str) {
         work.stderr
     );
     let repaired = repaired_lines(&work);
-    assert_eq!(repaired.len(), chunks.len(), "one warning per file: {}", work.stderr);
+    assert_eq!(
+        repaired.len(),
+        chunks.len(),
+        "one warning per file: {}",
+        work.stderr
+    );
     for c in &chunks {
         let name = c.file_name().and_then(|n| n.to_str()).unwrap_or_default();
         assert_eq!(
@@ -101,7 +106,11 @@ fn damaged_files_are_repaired(label: &str, remote: &str) {
     }
     assert_eq!(admin.task("once").status, "done");
     let again = admin.ok(&["sync"]);
-    assert!(repaired_lines(&again).is_empty(), "said once: {}", again.stderr);
+    assert!(
+        repaired_lines(&again).is_empty(),
+        "said once: {}",
+        again.stderr
+    );
 
     // 2. A snapshot: compact, then damage it.
     admin.ok(&["compact"]);
@@ -110,7 +119,11 @@ fn damaged_files_are_repaired(label: &str, remote: &str) {
     damage(&snapshots[0]);
     drop_cache(&admin);
     let work = admin.ok(&["work"]);
-    assert_eq!(runs(&counter), 1, "ran again after its snapshot was damaged");
+    assert_eq!(
+        runs(&counter),
+        1,
+        "ran again after its snapshot was damaged"
+    );
     let repaired = repaired_lines(&work);
     assert_eq!(repaired.len(), 1, "{}", work.stderr);
     assert!(repaired[0].contains("snapshots/"), "{}", repaired[0]);
@@ -132,7 +145,11 @@ fn damaged_files_are_repaired(label: &str, remote: &str) {
     );
     let sync = admin.ok(&["sync"]);
     let by_read = repaired_lines(&sync).len();
-    assert!(by_read >= 1, "the blob `outputs` found damaged: {}", sync.stderr);
+    assert!(
+        by_read >= 1,
+        "the blob `outputs` found damaged: {}",
+        sync.stderr
+    );
     admin.ok(&["outputs", "once", "--to", to_arg]);
     assert_eq!(
         fs::read_to_string(to.join("out.txt")).expect("the output arrived"),
@@ -264,7 +281,9 @@ fn issue12_item16_a_2gb_junk_file_in_a_store_is_never_read() {
     let junk = [
         shared.path().join(format!("blobs/{}.blob", h('a'))),
         shared.path().join(format!("chunks/{doc}/{}.chunk", h('b'))),
-        shared.path().join(format!("snapshots/{doc}/{}.snap", h('c'))),
+        shared
+            .path()
+            .join(format!("snapshots/{doc}/{}.snap", h('c'))),
         admin.store().join(format!("blobs/{}.blob", h('d'))),
         admin.store().join(format!("chunks/{doc}/{}.chunk", h('e'))),
     ];
@@ -274,7 +293,11 @@ fn issue12_item16_a_2gb_junk_file_in_a_store_is_never_read() {
     // 1.5 GiB of address space: far below what reading one of them takes.
     let limit_kib = 1536 * 1024;
     let sync = run_limited(&admin, limit_kib, &["sync"]);
-    assert_eq!(sync.code, 0, "sync within the memory bound: {}", sync.stderr);
+    assert_eq!(
+        sync.code, 0,
+        "sync within the memory bound: {}",
+        sync.stderr
+    );
     for j in &junk {
         let name = j.file_name().and_then(|n| n.to_str()).unwrap_or_default();
         let lines: Vec<&str> = sync.stderr.lines().filter(|l| l.contains(name)).collect();
@@ -291,12 +314,30 @@ fn issue12_item16_a_2gb_junk_file_in_a_store_is_never_read() {
         );
     }
     // Nothing was copied either way.
-    assert!(!admin.store().join(format!("blobs/{}.blob", h('a'))).exists());
-    assert!(!shared.path().join(format!("blobs/{}.blob", h('d'))).exists());
+    assert!(
+        !admin
+            .store()
+            .join(format!("blobs/{}.blob", h('a')))
+            .exists()
+    );
+    assert!(
+        !shared
+            .path()
+            .join(format!("blobs/{}.blob", h('d')))
+            .exists()
+    );
     let status = run_limited(&admin, limit_kib, &["status", "--json"]);
-    assert_eq!(status.code, 0, "status within the memory bound: {}", status.stderr);
+    assert_eq!(
+        status.code, 0,
+        "status within the memory bound: {}",
+        status.stderr
+    );
     let work = run_limited(&admin, limit_kib, &["work"]);
-    assert_eq!(work.code, 0, "work within the memory bound: {}", work.stderr);
+    assert_eq!(
+        work.code, 0,
+        "work within the memory bound: {}",
+        work.stderr
+    );
     assert_eq!(runs(&counter), 1, "the real task still ran");
 }
 
@@ -330,10 +371,17 @@ fn issue12_item8_symlinks_inside_a_store_are_never_followed() {
     // and a link to /dev/zero.
     symlink(&out_blobs, &shared.path().join("blobs"));
     symlink(&out_doc, &shared.path().join("chunks/linkeddoc"));
-    symlink(&secret, &shared.path().join(format!("chunks/roster/{}.chunk", h('1'))));
+    symlink(
+        &secret,
+        &shared
+            .path()
+            .join(format!("chunks/roster/{}.chunk", h('1'))),
+    );
     symlink(
         Path::new("/dev/zero"),
-        &shared.path().join(format!("chunks/roster/{}.chunk", h('2'))),
+        &shared
+            .path()
+            .join(format!("chunks/roster/{}.chunk", h('2'))),
     );
     // In the replica: a document folder and a link to /dev/zero.
     symlink(&out_local_doc, &admin.store().join("chunks/localdoc"));
@@ -357,14 +405,26 @@ fn issue12_item8_symlinks_inside_a_store_are_never_followed() {
             d.display()
         );
     }
-    assert_eq!(fs::read_to_string(&secret).expect("secret"), "not for the store");
+    assert_eq!(
+        fs::read_to_string(&secret).expect("secret"),
+        "not for the store"
+    );
     // The link's target was not copied into the replica.
-    assert!(!admin.store().join(format!("chunks/roster/{}.chunk", h('1'))).exists());
+    assert!(
+        !admin
+            .store()
+            .join(format!("chunks/roster/{}.chunk", h('1')))
+            .exists()
+    );
     let links = [
         shared.path().join("blobs"),
         shared.path().join("chunks/linkeddoc"),
-        shared.path().join(format!("chunks/roster/{}.chunk", h('1'))),
-        shared.path().join(format!("chunks/roster/{}.chunk", h('2'))),
+        shared
+            .path()
+            .join(format!("chunks/roster/{}.chunk", h('1'))),
+        shared
+            .path()
+            .join(format!("chunks/roster/{}.chunk", h('2'))),
         admin.store().join("chunks/localdoc"),
         admin.store().join(format!("blobs/{}.blob", h('3'))),
     ];

@@ -475,7 +475,11 @@ pub(crate) fn open_regular(
 
 /// Reads a whole file checked by [`open_regular`]; never more than `limit`
 /// bytes even if it grows while being read.
-pub(crate) fn read_bounded(path: &Path, root: Option<&Path>, limit: u64) -> Result<Vec<u8>, Refused> {
+pub(crate) fn read_bounded(
+    path: &Path,
+    root: Option<&Path>,
+    limit: u64,
+) -> Result<Vec<u8>, Refused> {
     let (file, size) = open_regular(path, root, limit)?;
     let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
     file.take(limit.saturating_add(1)).read_to_end(&mut bytes)?;
@@ -579,8 +583,13 @@ pub(crate) fn check_no_links(root: &Path, rel_dir: &Path) -> Result<(), Refused>
 pub(crate) fn warn_link_once(path: &Path) {
     static WARNED: std::sync::Mutex<Option<std::collections::BTreeSet<PathBuf>>> =
         std::sync::Mutex::new(None);
-    let mut warned = WARNED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    if warned.get_or_insert_with(Default::default).insert(path.to_owned()) {
+    let mut warned = WARNED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if warned
+        .get_or_insert_with(Default::default)
+        .insert(path.to_owned())
+    {
         tracing::warn!(
             "skipped {}: a symbolic link inside a store; bridge never follows links there (remove it, or replace it by the real folder or file)",
             path.display()

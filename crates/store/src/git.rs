@@ -1661,17 +1661,22 @@ pub(crate) fn parse_batch_check(out: &[u8], n: usize) -> Result<Vec<Option<u64>>
     let text = String::from_utf8_lossy(out);
     let sizes: Vec<Option<u64>> = text
         .lines()
-        .map(|line| match line.split(' ').collect::<Vec<_>>().as_slice() {
-            [_, "missing"] => Ok(None),
-            [_, _, size] => size
-                .parse()
-                .map(Some)
-                .map_err(|_| format!("bad cat-file header {line:?}")),
-            _ => Err(format!("bad cat-file header {line:?}")),
-        })
+        .map(
+            |line| match line.split(' ').collect::<Vec<_>>().as_slice() {
+                [_, "missing"] => Ok(None),
+                [_, _, size] => size
+                    .parse()
+                    .map(Some)
+                    .map_err(|_| format!("bad cat-file header {line:?}")),
+                _ => Err(format!("bad cat-file header {line:?}")),
+            },
+        )
         .collect::<Result<_, _>>()?;
     if sizes.len() != n {
-        return Err(format!("expected {n} cat-file answers, got {}", sizes.len()));
+        return Err(format!(
+            "expected {n} cat-file answers, got {}",
+            sizes.len()
+        ));
     }
     Ok(sizes)
 }

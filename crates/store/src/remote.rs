@@ -104,7 +104,9 @@ pub enum RemoteError {
     },
     /// The file is a symbolic link (or passes through one), or not a
     /// regular file: bridge never follows links inside a store.
-    #[error("{name} on remote {remote} is {what}; bridge never follows links or reads special files inside a store: skipped")]
+    #[error(
+        "{name} on remote {remote} is {what}; bridge never follows links or reads special files inside a store: skipped"
+    )]
     NotAFile {
         /// The remote.
         remote: String,
@@ -421,18 +423,16 @@ impl Remote for DirRemote {
             return Err(self.invalid_name(name));
         };
         let limit = parsed.max_bytes();
-        fsutil::read_bounded(&self.root.join(name), Some(&self.root), limit).map_err(|e| {
-            match e {
-                fsutil::Refused::Io(e) => self.io_error(name, e),
-                fsutil::Refused::Link => self.not_a_file(name, "a symbolic link"),
-                fsutil::Refused::NotRegular => self.not_a_file(name, "not a regular file"),
-                fsutil::Refused::TooLarge { size } => RemoteError::TooLarge {
-                    remote: self.describe(),
-                    name: name.to_owned(),
-                    size,
-                    limit,
-                },
-            }
+        fsutil::read_bounded(&self.root.join(name), Some(&self.root), limit).map_err(|e| match e {
+            fsutil::Refused::Io(e) => self.io_error(name, e),
+            fsutil::Refused::Link => self.not_a_file(name, "a symbolic link"),
+            fsutil::Refused::NotRegular => self.not_a_file(name, "not a regular file"),
+            fsutil::Refused::TooLarge { size } => RemoteError::TooLarge {
+                remote: self.describe(),
+                name: name.to_owned(),
+                size,
+                limit,
+            },
         })
     }
 

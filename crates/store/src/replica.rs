@@ -307,9 +307,11 @@ impl Replica {
 
         let format_path = root.join(FORMAT_NAME);
         let read = |path: &Path| {
-            fsutil::read_optional(path, names::MAX_SMALL_FILE_BYTES).map_err(|source| InitError::Read {
-                path: path.to_owned(),
-                source,
+            fsutil::read_optional(path, names::MAX_SMALL_FILE_BYTES).map_err(|source| {
+                InitError::Read {
+                    path: path.to_owned(),
+                    source,
+                }
             })
         };
         let check_format = |bytes: Option<Vec<u8>>| match bytes {
@@ -875,8 +877,12 @@ impl Replica {
         if fsutil::exists(&marker).unwrap_or(false) {
             return;
         }
-        let result = fsutil::ensure_dir(&self.root.join(DAMAGED_DIR))
-            .and_then(|()| fs::OpenOptions::new().write(true).create(true).open(&marker));
+        let result = fsutil::ensure_dir(&self.root.join(DAMAGED_DIR)).and_then(|()| {
+            fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .open(&marker)
+        });
         if let Err(e) = result {
             tracing::debug!(marker = %marker.display(), error = %e, "could not note a damaged file");
         }
@@ -926,7 +932,11 @@ impl Replica {
                     out.push(name);
                 }
                 Err(e) => {
-                    tracing::warn!("could not check {}: {}", path.display(), e.into_io(&path, parsed.max_bytes()));
+                    tracing::warn!(
+                        "could not check {}: {}",
+                        path.display(),
+                        e.into_io(&path, parsed.max_bytes())
+                    );
                 }
             }
         }

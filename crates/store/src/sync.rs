@@ -506,7 +506,9 @@ fn remote_file_problem(e: &RemoteError) -> String {
             "{size} bytes, over the limit of {limit} bytes for this kind of store file; not read, not copied"
         ),
         RemoteError::NotAFile { what, .. } => {
-            format!("{what}; bridge never follows links or reads special files inside a store: not copied")
+            format!(
+                "{what}; bridge never follows links or reads special files inside a store: not copied"
+            )
         }
         other => error_chain(other),
     }
