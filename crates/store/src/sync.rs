@@ -274,11 +274,13 @@ fn repair(
             let bytes = match result {
                 Ok(bytes) => bytes,
                 Err(e) => {
+                    // Named by the remote copy: the loader already named the
+                    // local file.
                     report.skipped.push(StoreWarning {
-                        path: replica.root().join(name),
+                        path: remote_path(remote, name),
                         message: format!(
-                            "damaged in the replica, and the remote's copy could not be read ({}); left in place",
-                            error_chain(&e)
+                            "could not repair the damaged local copy from it: {}",
+                            remote_file_problem(&e)
                         ),
                     });
                     continue;
@@ -287,9 +289,9 @@ fn repair(
             let actual = names::sha256_hex(&bytes);
             if StoreName::parse(name).and_then(|n| n.hash()) != Some(actual.as_str()) {
                 report.skipped.push(StoreWarning {
-                    path: replica.root().join(name),
+                    path: remote_path(remote, name),
                     message: format!(
-                        "damaged in the replica, and the remote's copy is damaged too (it hashes to {actual}); left in place"
+                        "the local copy is damaged, and this one is damaged too (it hashes to {actual}); neither is used, the local one stays in place"
                     ),
                 });
                 continue;
