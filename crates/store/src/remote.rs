@@ -8,6 +8,10 @@
 //! A remote only speaks store names (`FORMAT`, `workspace`,
 //! `chunks/<doc>/<hash>.chunk`, `blobs/<hash>.blob`); anything else it holds
 //! is invisible. Set-union sync on top of it lives in [`mod@crate::sync`].
+//!
+//! [`DirRemote`] never follows a symbolic link inside the folder (a `blobs`
+//! link would redirect writes out of the store) and reads each file within
+//! its kind's size limit; both are skipped with one warning (issue 12).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;

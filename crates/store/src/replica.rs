@@ -9,7 +9,10 @@
 //! file name. Files are never rewritten; they are deleted only through
 //! [`Replica::remove_store_files`], which compaction, archival and garbage
 //! collection call once they have proved the files redundant. A corrupt file
-//! is reported and left in place for a person to look at.
+//! is reported, noted in `.damaged/`, and left in place until a sync replaces
+//! it by a remote's copy that hashes to its name (the only rewrite of a
+//! store file). Reads are bounded by each kind's size limit and never follow
+//! a symbolic link; writes never go through a linked folder.
 
 use std::collections::BTreeSet;
 use std::fs::{self, File};
@@ -881,6 +884,7 @@ impl Replica {
             fs::OpenOptions::new()
                 .write(true)
                 .create(true)
+                .truncate(false)
                 .open(&marker)
         });
         if let Err(e) = result {

@@ -11,6 +11,14 @@
 //! corrupt file on either side is skipped with a warning, never copied and
 //! never deleted. Because files are immutable and writes create-only, sync
 //! is idempotent and a killed sync is resumed by running it again.
+//!
+//! The one exception: before pulling, the replica's files noted as damaged
+//! (see [`Replica::damaged_names`]; a read that finds bytes not hashing to
+//! their name notes them) are replaced by the remote's copies, if those hash
+//! to their names, and reported in [`SyncReport::repaired`] (issue 12, item
+//! 3). Only noted files are checked, so a sync never re-hashes the whole
+//! replica; [`Replica::find_damaged`] does that on demand (`bridge sync
+//! --verify`).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
