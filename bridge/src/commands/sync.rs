@@ -18,7 +18,7 @@ use crate::workspace::Session;
 /// lost, run it again later.
 #[derive(Debug, Args)]
 pub struct SyncArgs {
-    /// Print the outcome as JSON: {"status": "synced"|"offline", "pulled", "pushed"}
+    /// Print the outcome as JSON: {"status": "synced"|"offline", "pulled", "pushed", "skipped", "repaired"}
     #[arg(long)]
     pub json: bool,
     /// First check every file of the local replica against its name (reads
@@ -55,14 +55,19 @@ pub fn run(g: &GlobalArgs, args: SyncArgs) -> CliResult<u8> {
             auto_compact(&session, false);
             if args.json {
                 print_json(
-                    &json!({"status": "synced", "pulled": r.pulled, "pushed": r.pushed, "skipped": r.skipped.len()}),
+                    &json!({"status": "synced", "pulled": r.pulled, "pushed": r.pushed, "skipped": r.skipped.len(), "repaired": r.repaired.len()}),
                 )?;
             } else if !g.quiet {
                 println!(
-                    "Synced with {}: {} files pulled, {} pushed.",
+                    "Synced with {}: {} files pulled, {} pushed{}.",
                     session.ws.remote_spec().unwrap_or_default(),
                     r.pulled,
-                    r.pushed
+                    r.pushed,
+                    if r.repaired.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", {} damaged local files repaired", r.repaired.len())
+                    }
                 );
             }
             Ok(EXIT_OK)
