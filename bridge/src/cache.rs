@@ -27,6 +27,10 @@ use crate::vault::Vault;
 /// cache was written (or since it was loaded without one).
 pub const REWRITE_AFTER_FILES: usize = 4;
 
+/// The largest cache file read: a document's saved state and its tasks
+/// (well under this for a thousand tasks; a bigger file is junk).
+pub const MAX_CACHE_BYTES: u64 = 1 << 30;
+
 #[derive(Serialize, Deserialize)]
 struct Meta {
     roster: String,
@@ -69,6 +73,13 @@ fn path(dir: &Path, doc: &str) -> PathBuf {
 /// The cached state of `doc`, if there is a usable one.
 pub fn load(vault: &Vault, dir: &Path, doc: &str) -> Option<Cached> {
     let file = path(dir, doc);
+    // A cache holds one document (at most a thousand tasks): anything
+    // larger, or not a regular file, is not one of ours and is not read.
+    let meta = std::fs::symlink_metadata(&file).ok()?;
+    if !meta.file_type().is_file() || meta.len() > MAX_CACHE_BYTES {
+        tracing::debug!(file = %file.display(), size = meta.len(), "cache not used: not a regular file or too large");
+        return None;
+    }
     let sealed = std::fs::read(&file).ok()?;
     let payload = match vault.open_private(doc, &sealed) {
         Ok(p) => p,
@@ -96,6 +107,16 @@ pub fn load(vault: &Vault, dir: &Path, doc: &str) -> Option<Cached> {
             .map(|(path, message)| StoreWarning { path, message })
             .collect(),
     })
+}
+
+/// Removes the cache of `doc` (a file it lists as refused was repaired:
+/// the next load reads the document's files again). Best effort.
+pub fn forget(dir: &Path, doc: &str) {
+    match std::fs::remove_file(path(dir, doc)) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::debug!(doc, "could not remove the document cache: {e}"),
+    }
 }
 
 /// Turns a cached state into a loaded document (parsing the saved state).

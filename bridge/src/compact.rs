@@ -364,10 +364,29 @@ pub fn sync_store(
         prune = skip.clone();
         skip
     })?;
+    report_repairs(replica, &report.repaired);
     if !pull_covered {
         prune_local(replica, &prune);
     }
     Ok(report)
+}
+
+/// Warns once about each damaged file a sync repaired, and drops the
+/// cache of its document: the cache lists the damaged file as refused, and
+/// the next load must read the repaired one.
+pub fn report_repairs(replica: &Replica, repaired: &[bridge_store::StoreWarning]) {
+    let Some(state_dir) = replica.root().parent() else {
+        return;
+    };
+    let cache_dir = crate::cache::dir(state_dir);
+    for w in repaired {
+        tracing::warn!("repaired {}: {}", w.path.display(), w.message);
+        if let Ok(rel) = w.path.strip_prefix(replica.root())
+            && let Some(doc) = rel.iter().nth(1).and_then(|d| d.to_str())
+        {
+            crate::cache::forget(&cache_dir, doc);
+        }
+    }
 }
 
 /// Deletes redundant files from the replica (missing ones are fine).

@@ -494,6 +494,18 @@ fn backoff(base: Duration, tried: u32) -> Duration {
 /// Whether `path` holds content hashing to `sha256`; a file that does not
 /// is removed (and will be downloaded again).
 fn verify_cached(path: &Path, sha256: &str) -> Result<bool, FetchError> {
+    // Not a regular file (a FIFO would block the read below, a link could
+    // point anywhere): replaced by a fresh download.
+    if let Ok(meta) = std::fs::symlink_metadata(path)
+        && !meta.file_type().is_file()
+    {
+        tracing::warn!(
+            "the cached input {} is not a regular file: removed, downloading it again",
+            path.display()
+        );
+        std::fs::remove_file(path).map_err(cache_err("remove the damaged", path))?;
+        return Ok(false);
+    }
     let actual = match sha256_file(path) {
         Ok(h) => h,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),

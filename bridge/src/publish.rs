@@ -246,10 +246,7 @@ impl Publisher {
                 if report.pushed > 0 {
                     self.pushes += 1;
                 }
-                for w in &report.skipped {
-                    tracing::warn!("{w}");
-                }
-                session.refresh()?;
+                session.after_sync(&report)?;
                 Ok(Some(report))
             }
             Err(SyncError::Remote(e)) if e.is_remote_wide() => {

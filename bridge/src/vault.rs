@@ -40,6 +40,12 @@ use sha2::{Digest, Sha256};
 use crate::error::{CliError, CliResult};
 use crate::snapshot;
 
+/// The largest file stored as a blob (a task input or output): the
+/// store's blob limit ([`bridge_store::names::MAX_BLOB_BYTES`]) less room
+/// for encryption (age adds 16 bytes per 64 KiB, plus the signed header).
+pub const MAX_BLOB_PLAIN_BYTES: u64 =
+    bridge_store::names::MAX_BLOB_BYTES - bridge_store::names::MAX_BLOB_BYTES / 1024 - (1 << 20);
+
 /// The reserved document whose chunks are the roster's epochs.
 pub const ROSTER_DOC: &str = "roster";
 
@@ -209,6 +215,17 @@ impl Vault {
     /// Stores a file as an encrypted blob. Returns the sha256 of its content
     /// (what task identities hash) and the blob's store id.
     pub fn put_blob_file(&self, path: &Path) -> anyhow::Result<(String, BlobId)> {
+        // A blob over the store's limit would be refused by every reader
+        // (issue 12, item 16): refused here, where the user can act on it.
+        let size = std::fs::metadata(path)
+            .with_context(|| format!("cannot read {}", path.display()))?
+            .len();
+        if size > MAX_BLOB_PLAIN_BYTES {
+            bail!(
+                "{} is {size} bytes, over the limit of {MAX_BLOB_PLAIN_BYTES} bytes for one file in the store; split or compress it",
+                path.display()
+            );
+        }
         let bytes =
             std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
         self.put_blob_bytes(&bytes)

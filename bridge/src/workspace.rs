@@ -1094,6 +1094,49 @@ impl Session {
         &mut self.view
     }
 
+    /// Takes in what a sync did: warns once about each file it skipped
+    /// and each damaged file it repaired, makes the documents read the
+    /// repaired files again (they were skipped as damaged, and a loaded
+    /// document never reads a skipped file again, since store files do
+    /// not change: a repair is the one exception), then applies what
+    /// arrived. Returns how many files were applied.
+    pub fn after_sync(&mut self, report: &bridge_store::SyncReport) -> CliResult<usize> {
+        for w in &report.skipped {
+            // Keyed by path like the loader's warnings: a file both refuse
+            // (a local junk file the sync cannot push either) is named once.
+            let key = w.path.display().to_string();
+            self.warn_once(&key, || w.to_string());
+        }
+        // Warned about, and their documents' caches dropped, by the sync
+        // itself (`compact::sync_store`).
+        for w in &report.repaired {
+            let Ok(rel) = w.path.strip_prefix(self.ws.replica.root()) else {
+                continue;
+            };
+            let parts: Vec<String> = rel
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect();
+            let [_, doc, file] = parts.as_slice() else {
+                continue;
+            };
+            if doc == ROSTER_DOC {
+                // Read again with the roster's file count check.
+                self.roster_files = 0;
+            }
+            if let Some(open) = doc
+                .parse::<DocId>()
+                .ok()
+                .and_then(|id| self.docs.get_mut(&id))
+            {
+                open.loaded.skipped.remove(file);
+                open.warnings.retain(|o| o.path != w.path);
+                open.cached_files = 0;
+            }
+        }
+        self.refresh()
+    }
+
     /// The store names of the chunk files this process wrote since the last
     /// call (to push them to the remote right away).
     pub fn take_written(&mut self) -> Vec<String> {

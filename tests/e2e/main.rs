@@ -21,5 +21,6 @@ mod membership;
 mod membership_prop;
 mod runner;
 mod security;
+mod store_files;
 mod url_inputs;
 mod workers;

@@ -46,6 +46,7 @@ pub fn open_session_with(g: &GlobalArgs, plan: LoadPlan) -> CliResult<Session> {
             for w in &report.skipped {
                 tracing::warn!("{w}");
             }
+            crate::compact::report_repairs(&ws.replica, &report.repaired);
         }
         Err(e) => {
             tracing::warn!("cannot fetch the store from {spec}: {e}");
@@ -180,10 +181,7 @@ pub fn sync_remote(session: &mut Session, show_progress: bool) -> CliResult<Sync
     }
     match result {
         Ok(report) => {
-            for w in &report.skipped {
-                tracing::warn!("{w}");
-            }
-            session.refresh()?;
+            session.after_sync(&report)?;
             Ok(SyncOutcome::Synced(report))
         }
         Err(SyncError::Remote(RemoteError::Unreachable { remote, source })) => Ok(

@@ -1,5 +1,6 @@
 //! `bridge sync`: exchange files with the remote.
 
+use anyhow::Context as _;
 use clap::Args;
 use serde_json::json;
 
@@ -17,13 +18,34 @@ use crate::workspace::Session;
 /// lost, run it again later.
 #[derive(Debug, Args)]
 pub struct SyncArgs {
-    /// Print the outcome as JSON: {"status": "synced"|"offline", "pulled", "pushed"}
+    /// Print the outcome as JSON: {"status": "synced"|"offline", "pulled", "pushed", "skipped", "repaired"}
     #[arg(long)]
     pub json: bool,
+    /// First check every file of the local replica against its name (reads
+    /// the whole replica); damaged ones are replaced by the remote's copy
+    #[arg(long)]
+    pub verify: bool,
 }
 
 pub fn run(g: &GlobalArgs, args: SyncArgs) -> CliResult<u8> {
     let mut session = open_session(g)?;
+    if args.verify {
+        // Every sync repairs the files a command found damaged; this also
+        // finds those no command has read since they were damaged.
+        let damaged = session.ws.replica.find_damaged().with_context(|| {
+            format!(
+                "cannot check the local replica in {}",
+                session.ws.replica.root().display()
+            )
+        })?;
+        if !g.quiet && !args.json {
+            eprintln!(
+                "verified the local replica: {} damaged file{}",
+                damaged.len(),
+                if damaged.len() == 1 { "" } else { "s" }
+            );
+        }
+    }
     match sync_remote(&mut session, !g.quiet && !args.json)? {
         SyncOutcome::NoRemote => Err(CliError::hint(
             anyhow::anyhow!("this workspace has no remote to sync with"),
@@ -33,14 +55,19 @@ pub fn run(g: &GlobalArgs, args: SyncArgs) -> CliResult<u8> {
             auto_compact(&session, false);
             if args.json {
                 print_json(
-                    &json!({"status": "synced", "pulled": r.pulled, "pushed": r.pushed, "skipped": r.skipped.len()}),
+                    &json!({"status": "synced", "pulled": r.pulled, "pushed": r.pushed, "skipped": r.skipped.len(), "repaired": r.repaired.len()}),
                 )?;
             } else if !g.quiet {
                 println!(
-                    "Synced with {}: {} files pulled, {} pushed.",
+                    "Synced with {}: {} files pulled, {} pushed{}.",
                     session.ws.remote_spec().unwrap_or_default(),
                     r.pulled,
-                    r.pushed
+                    r.pushed,
+                    if r.repaired.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", {} damaged local files repaired", r.repaired.len())
+                    }
                 );
             }
             Ok(EXIT_OK)

@@ -341,10 +341,12 @@ pub(crate) fn copy_hashing(
 /// What a folder entry is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
-    /// A regular file (or a symlink to one).
+    /// A regular file.
     File,
-    /// A folder (or a symlink to one).
+    /// A folder.
     Dir,
+    /// A symbolic link (never followed; warned about once).
+    Link,
     /// Anything else.
     Other,
 }
@@ -352,7 +354,8 @@ pub(crate) enum Kind {
 /// The visible entries of `dir`: names not starting with `.` (temp files,
 /// `.stfolder` and the like are skipped) that are valid UTF-8. `Ok(None)` if
 /// `dir` does not exist. Uses the file type `read_dir` already returns, so no
-/// per-file `stat` on most systems (symlinks are followed).
+/// per-file `stat` on most systems. Symbolic links are not followed: they
+/// come back as [`Kind::Link`], and a warning names each once.
 pub(crate) fn visible_entries(dir: &Path) -> io::Result<Option<Vec<(String, Kind)>>> {
     let read = match fs::read_dir(dir) {
         Ok(read) => read,
@@ -369,17 +372,14 @@ pub(crate) fn visible_entries(dir: &Path) -> io::Result<Option<Vec<(String, Kind
         if name.starts_with('.') {
             continue;
         }
-        let mut file_type = entry.file_type()?;
-        if file_type.is_symlink() {
-            match fs::metadata(entry.path()) {
-                Ok(meta) => file_type = meta.file_type(),
-                Err(e) => {
-                    tracing::debug!(path = %entry.path().display(), error = %e, "ignoring broken symlink");
-                    continue;
-                }
-            }
-        }
-        let kind = if file_type.is_file() {
+        let file_type = entry.file_type()?;
+        let kind = if file_type.is_symlink() {
+            // Never followed (issue 12, item 8): a link in a store could
+            // point anywhere, and a write through a linked folder would
+            // land outside the store.
+            warn_link_once(&entry.path());
+            Kind::Link
+        } else if file_type.is_file() {
             Kind::File
         } else if file_type.is_dir() {
             Kind::Dir
@@ -391,12 +391,209 @@ pub(crate) fn visible_entries(dir: &Path) -> io::Result<Option<Vec<(String, Kind
     Ok(Some(out))
 }
 
-/// Reads a whole file; `Ok(None)` if it does not exist.
-pub(crate) fn read_optional(path: &Path) -> io::Result<Option<Vec<u8>>> {
-    match fs::read(path) {
+/// Reads a whole small file (at most `limit` bytes, a regular file, not a
+/// link); `Ok(None)` if it does not exist.
+pub(crate) fn read_optional(path: &Path, limit: u64) -> io::Result<Option<Vec<u8>>> {
+    match read_bounded(path, None, limit) {
         Ok(bytes) => Ok(Some(bytes)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
+        Err(Refused::Io(e)) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.into_io(path, limit)),
+    }
+}
+
+/// Why a store file was not read (issue 12, items 8 and 16): a store is
+/// written by others, so a file in it may be a link out of it, a FIFO that
+/// blocks every reader, a link to `/dev/zero`, or a sparse file of
+/// gigabytes. Such files are refused before a byte is read.
+#[derive(Debug)]
+pub(crate) enum Refused {
+    /// Opening or reading failed.
+    Io(io::Error),
+    /// The file, or a folder on its way below the store root, is a
+    /// symbolic link: bridge never follows links inside a store.
+    Link,
+    /// Not a regular file (a FIFO, a device, a socket, a folder).
+    NotRegular,
+    /// Larger than the limit for its kind of file.
+    TooLarge {
+        /// Its size in bytes.
+        size: u64,
+    },
+}
+
+impl Refused {
+    /// As an `io::Error` whose message says what was refused, for callers
+    /// whose error type has no room for the distinction.
+    pub(crate) fn into_io(self, path: &Path, limit: u64) -> io::Error {
+        match self {
+            Refused::Io(e) => e,
+            Refused::Link => io::Error::other(format!(
+                "{} is (or passes through) a symbolic link; bridge never follows links inside a store",
+                path.display()
+            )),
+            Refused::NotRegular => io::Error::other(format!(
+                "{} is not a regular file (a FIFO, a device or a folder); refused",
+                path.display()
+            )),
+            Refused::TooLarge { size } => io::Error::other(format!(
+                "{} is {size} bytes, over the limit of {limit} bytes for this kind of file; refused",
+                path.display()
+            )),
+        }
+    }
+}
+
+impl From<io::Error> for Refused {
+    fn from(e: io::Error) -> Self {
+        Refused::Io(e)
+    }
+}
+
+/// Opens `path` for reading as a regular file of at most `limit` bytes and
+/// returns it with its size. With `root`, `path` must lie below it and no
+/// component between them may be a symbolic link (on Linux, `openat2` with
+/// `RESOLVE_NO_SYMLINKS` checks this in the kernel, atomically; elsewhere
+/// each component is checked with `lstat` first, which leaves a window for
+/// a swap between the check and the open). The last component is never
+/// followed (`O_NOFOLLOW`), and the file is opened non-blocking so a FIFO
+/// does not hang the reader before it is refused.
+pub(crate) fn open_regular(
+    path: &Path,
+    root: Option<&Path>,
+    limit: u64,
+) -> Result<(File, u64), Refused> {
+    let file = open_no_follow(path, root)?;
+    let meta = file.metadata()?;
+    if !meta.file_type().is_file() {
+        return Err(Refused::NotRegular);
+    }
+    if meta.len() > limit {
+        return Err(Refused::TooLarge { size: meta.len() });
+    }
+    Ok((file, meta.len()))
+}
+
+/// Reads a whole file checked by [`open_regular`]; never more than `limit`
+/// bytes even if it grows while being read.
+pub(crate) fn read_bounded(
+    path: &Path,
+    root: Option<&Path>,
+    limit: u64,
+) -> Result<Vec<u8>, Refused> {
+    let (file, size) = open_regular(path, root, limit)?;
+    let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    file.take(limit.saturating_add(1)).read_to_end(&mut bytes)?;
+    let read = bytes.len() as u64;
+    if read > limit {
+        return Err(Refused::TooLarge { size: read });
+    }
+    Ok(bytes)
+}
+
+/// The sha256 hex of a file checked by [`open_regular`], read in bounded
+/// memory.
+pub(crate) fn hash_file(path: &Path, root: Option<&Path>, limit: u64) -> Result<String, Refused> {
+    let (file, _) = open_regular(path, root, limit)?;
+    copy_hashing(&mut file.take(limit.saturating_add(1)), &mut io::sink()).map_err(|e| match e {
+        CopyError::Read(e) | CopyError::Write(e) => Refused::Io(e),
+    })
+}
+
+/// Opens `path` read-only without following symbolic links below `root`
+/// (see [`open_regular`]).
+fn open_no_follow(path: &Path, root: Option<&Path>) -> Result<File, Refused> {
+    let rel = match root.map(|r| path.strip_prefix(r)) {
+        Some(Ok(rel)) if !rel.as_os_str().is_empty() => Some(rel),
+        Some(_) => {
+            return Err(Refused::Io(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} is not below the store root", path.display()),
+            )));
+        }
+        None => None,
+    };
+    #[cfg(target_os = "linux")]
+    if let (Some(root), Some(rel)) = (root, rel) {
+        use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
+        let dir = File::open(root)?;
+        let how = OpenHow::new()
+            .flags(OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)
+            .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_BENEATH);
+        match openat2(&dir, rel, how) {
+            Ok(fd) => return Ok(File::from(fd)),
+            Err(nix::errno::Errno::ELOOP) => return Err(Refused::Link),
+            // Kernels before 5.6 (or a seccomp filter) lack openat2: fall
+            // back to the lstat checks below.
+            Err(nix::errno::Errno::ENOSYS | nix::errno::Errno::EPERM) => {}
+            Err(e) => return Err(Refused::Io(io::Error::from(e))),
+        }
+    }
+    if let (Some(root), Some(rel)) = (root, rel) {
+        check_no_links(root, rel.parent().unwrap_or(Path::new("")))?;
+    }
+    open_last_no_follow(path)
+}
+
+/// Opens `path` with `O_NOFOLLOW | O_NONBLOCK`: a final symbolic link is
+/// [`Refused::Link`].
+#[cfg(unix)]
+fn open_last_no_follow(path: &Path) -> Result<File, Refused> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let flags = nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK;
+    match OpenOptions::new()
+        .read(true)
+        .custom_flags(flags.bits())
+        .open(path)
+    {
+        Ok(f) => Ok(f),
+        Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ELOOP as i32) => Err(Refused::Link),
+        Err(e) => Err(Refused::Io(e)),
+    }
+}
+
+#[cfg(not(unix))]
+fn open_last_no_follow(path: &Path) -> Result<File, Refused> {
+    if fs::symlink_metadata(path)?.file_type().is_symlink() {
+        return Err(Refused::Link);
+    }
+    Ok(File::open(path)?)
+}
+
+/// Checks that no existing folder of `rel_dir` below `root` is a symbolic
+/// link (missing ones are fine: they are created as real folders). Writes
+/// call it before placing a file, so that a `blobs` link in a store never
+/// redirects them elsewhere. A swap between this check and the write
+/// remains possible for someone who can write the store folder itself.
+pub(crate) fn check_no_links(root: &Path, rel_dir: &Path) -> Result<(), Refused> {
+    let mut path = root.to_owned();
+    for component in rel_dir.components() {
+        path.push(component);
+        match fs::symlink_metadata(&path) {
+            Ok(meta) if meta.file_type().is_symlink() => return Err(Refused::Link),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Refused::Io(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Warns once per process about a symbolic link found inside a store (a
+/// listing runs many times in one command; the user needs to hear it once).
+pub(crate) fn warn_link_once(path: &Path) {
+    static WARNED: std::sync::Mutex<Option<std::collections::BTreeSet<PathBuf>>> =
+        std::sync::Mutex::new(None);
+    let mut warned = WARNED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if warned
+        .get_or_insert_with(Default::default)
+        .insert(path.to_owned())
+    {
+        tracing::warn!(
+            "skipped {}: a symbolic link inside a store; bridge never follows links there (remove it, or replace it by the real folder or file)",
+            path.display()
+        );
     }
 }
 

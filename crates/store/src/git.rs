@@ -88,6 +88,10 @@ const BACKOFF_BASE_MS: u64 = 50;
 const MAX_TREE_DEPTH: usize = 2;
 /// Longest accepted writer slot.
 pub const MAX_SLOT_LEN: usize = 64;
+/// Largest git tree object read while listing a `git:` remote: a store's
+/// folder of a million files is a tree of ~70 MB, so this holds any real
+/// store and refuses junk before it is read into memory.
+pub const MAX_TREE_BYTES: u64 = 128 << 20;
 /// Committer and author of every commit this remote writes.
 const IDENT_NAME: &str = "bridge";
 /// See [`IDENT_NAME`].
@@ -704,21 +708,44 @@ impl GitRemote {
         if names.is_empty() {
             return Ok(Vec::new());
         }
-        let mut input = String::with_capacity(names.len() * 66);
-        for name in names {
+        // Sizes first (issue 12, item 16): a tree of gigabytes in a hostile
+        // slot is skipped, with a warning, before `cat-file --batch` hands
+        // it over whole; the other slots still list.
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let sizes = self.object_sizes(&refs)?;
+        let mut wanted: Vec<&String> = Vec::with_capacity(names.len());
+        for (name, size) in names.iter().zip(&sizes) {
+            match size {
+                Some(size) if *size > MAX_TREE_BYTES => tracing::warn!(
+                    "skipped tree {name} of remote {}: {size} bytes, over the limit of {MAX_TREE_BYTES} bytes for a store folder; not read",
+                    self.describe()
+                ),
+                _ => wanted.push(name),
+            }
+        }
+        let mut input = String::with_capacity(wanted.len() * 66);
+        for name in &wanted {
             input.push_str(name);
             input.push('\n');
         }
         let args = ["cat-file", "--batch"];
-        let out = self.ok(&args, None, Some(input.as_bytes()))?;
-        let objects = parse_cat_file_batch(&out, names.len())
-            .map_err(|detail| self.bad_output(&args, detail))?;
+        let out = if wanted.is_empty() {
+            Vec::new()
+        } else {
+            self.ok(&args, None, Some(input.as_bytes()))?
+        };
+        let mut objects = parse_cat_file_batch(&out, wanted.len())
+            .map_err(|detail| self.bad_output(&args, detail))?
+            .into_iter();
         let oid_len = self.oid_hex_len()? / 2;
         names
             .iter()
-            .zip(objects)
-            .map(|(name, object)| {
-                let bytes = object.ok_or_else(|| {
+            .zip(&sizes)
+            .map(|(name, size)| {
+                if size.is_some_and(|s| s > MAX_TREE_BYTES) {
+                    return Ok(Arc::new(Vec::new()));
+                }
+                let bytes = objects.next().flatten().ok_or_else(|| {
                     self.bad_output(&args, format!("tree {name} is missing from the git cache"))
                 })?;
                 parse_tree(&bytes, oid_len)
@@ -726,6 +753,19 @@ impl GitRemote {
                     .map_err(|detail| self.bad_output(&args, format!("tree {name}: {detail}")))
             })
             .collect()
+    }
+
+    /// The size of each object (`None`: missing), with one `git cat-file
+    /// --batch-check`, which reads no content.
+    fn object_sizes(&self, ids: &[&str]) -> Result<Vec<Option<u64>>, RemoteError> {
+        let mut input = String::with_capacity(ids.len() * 65);
+        for id in ids {
+            input.push_str(id);
+            input.push('\n');
+        }
+        let args = ["cat-file", "--batch-check"];
+        let out = self.ok(&args, None, Some(input.as_bytes()))?;
+        parse_batch_check(&out, ids.len()).map_err(|detail| self.bad_output(&args, detail))
     }
 
     /// Hex digits of an object id in the cache repository, asked of git
@@ -1110,6 +1150,22 @@ impl Remote for GitRemote {
         }
         if found.is_empty() {
             return Ok(Vec::new());
+        }
+        // Sizes first (issue 12, item 16): a junk object of gigabytes on
+        // the remote is refused before `cat-file --batch` reads it whole.
+        let ids: Vec<&str> = found.iter().map(|(_, id)| id.as_str()).collect();
+        for ((name, _), size) in found.iter().zip(self.object_sizes(&ids)?) {
+            let limit = StoreName::parse(name).map_or(0, |n| n.max_bytes());
+            if let Some(size) = size
+                && size > limit
+            {
+                return Err(RemoteError::TooLarge {
+                    remote: self.describe(),
+                    name: name.clone(),
+                    size,
+                    limit,
+                });
+            }
         }
         let mut input = String::with_capacity(found.len() * 65);
         for (_, id) in &found {
@@ -1626,6 +1682,32 @@ pub(crate) fn parse_oid_lines(out: &[u8], n: usize) -> Result<Vec<String>, Strin
     Ok(ids)
 }
 
+/// `cat-file --batch-check` output for `n` requests: `<oid> SP <type> SP
+/// <size> LF` or `<oid> SP missing LF` → each size, in order.
+pub(crate) fn parse_batch_check(out: &[u8], n: usize) -> Result<Vec<Option<u64>>, String> {
+    let text = String::from_utf8_lossy(out);
+    let sizes: Vec<Option<u64>> = text
+        .lines()
+        .map(
+            |line| match line.split(' ').collect::<Vec<_>>().as_slice() {
+                [_, "missing"] => Ok(None),
+                [_, _, size] => size
+                    .parse()
+                    .map(Some)
+                    .map_err(|_| format!("bad cat-file header {line:?}")),
+                _ => Err(format!("bad cat-file header {line:?}")),
+            },
+        )
+        .collect::<Result<_, _>>()?;
+    if sizes.len() != n {
+        return Err(format!(
+            "expected {n} cat-file answers, got {}",
+            sizes.len()
+        ));
+    }
+    Ok(sizes)
+}
+
 /// `cat-file --batch` output for `n` requests: `<oid> SP <type> SP <size>
 /// LF <content> LF`, or `<oid> SP missing LF` → the content of each, in
 /// order (`None`: missing).
@@ -2002,6 +2084,18 @@ mod tests {
         );
         assert!(parse_cat_file_batch(format!("{a} blob 9\nhello\n").as_bytes(), 1).is_err());
         assert!(parse_cat_file_batch(b"", 1).is_err());
+    }
+
+    #[test]
+    fn batch_check_lines() {
+        let oid = "a".repeat(40);
+        let out = format!("{oid} blob 12\n{oid} missing\n{oid} tree 2147483648\n");
+        assert_eq!(
+            parse_batch_check(out.as_bytes(), 3),
+            Ok(vec![Some(12), None, Some(2_147_483_648)])
+        );
+        assert!(parse_batch_check(out.as_bytes(), 2).is_err());
+        assert!(parse_batch_check(format!("{oid} blob x\n").as_bytes(), 1).is_err());
     }
 
     #[test]

@@ -12,6 +12,27 @@
 //!
 //! Temp files (`.tmp-<hex>`) live next to their destination and every
 //! listing ignores them. Store names are '/'-separated paths from the root.
+//! A replica notes the files it found damaged in `.damaged/` (hidden).
+//!
+//! # Hostile and damaged files (issue 12, items 3, 8, 16)
+//!
+//! A store is written by others and kept on disks that fail, so:
+//!
+//! - every file is read within a size limit for its kind
+//!   ([`names::MAX_CHUNK_BYTES`], [`names::MAX_SNAPSHOT_BYTES`],
+//!   [`names::MAX_BLOB_BYTES`], [`names::MAX_SMALL_FILE_BYTES`]; git trees
+//!   [`git::MAX_TREE_BYTES`]), checked before a byte is read (`fstat`, or
+//!   `git cat-file --batch-check`); a larger file is skipped with one
+//!   warning naming it, its size and the limit, and never deleted;
+//! - symbolic links inside a store (remote folder or replica) are never
+//!   followed: listings skip them with one warning each, reads refuse them
+//!   (`openat2` with `RESOLVE_NO_SYMLINKS` on Linux, `O_NOFOLLOW`
+//!   elsewhere), writes and removals refuse a linked folder on their way;
+//!   FIFOs and devices are refused without blocking;
+//! - a replica file whose bytes do not hash to its name is noted when a
+//!   read finds it, and the next [`sync()`] replaces it by the remote's
+//!   copy if that one hashes to the name (it is then exactly the file that
+//!   was written); a remote copy that does not is never used.
 //!
 //! # Modules and data flow
 //!

@@ -243,10 +243,20 @@ pub fn refresh_doc(
                     }
                 },
             },
-            Err(e @ ReadError::Corrupt { .. }) => {
+            Err(
+                e @ (ReadError::Corrupt { .. }
+                | ReadError::TooLarge { .. }
+                | ReadError::Link { .. }
+                | ReadError::NotAFile { .. }),
+            ) => {
+                let repair = if matches!(e, ReadError::Corrupt { .. }) {
+                    "; the next sync replaces it by a remote's verified copy"
+                } else {
+                    ""
+                };
                 warnings.push(StoreWarning {
                     path,
-                    message: format!("{}; left in place", read_problem(&e)),
+                    message: format!("{}; left in place{repair}", read_problem(&e)),
                 });
                 loaded.skipped.insert(name);
             }
@@ -312,6 +322,13 @@ fn read_problem(e: &ReadError) -> String {
         ReadError::Corrupt {
             expected, actual, ..
         } => format!("corrupt: its content hashes to {actual}, not {expected}"),
+        ReadError::TooLarge { size, limit, .. } => {
+            format!("{size} bytes, over the limit of {limit} bytes for this kind of file; not read")
+        }
+        ReadError::Link { .. } => {
+            "a symbolic link; bridge never follows links inside a store".to_owned()
+        }
+        ReadError::NotAFile { .. } => "not a regular file".to_owned(),
         e => match std::error::Error::source(e) {
             Some(cause) => format!("could not read it: {cause}"),
             None => e.to_string(),

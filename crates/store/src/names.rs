@@ -36,6 +36,21 @@ pub(crate) const BLOB_EXT: &str = ".blob";
 /// Prefix of temporary files; every listing ignores them.
 pub(crate) const TMP_PREFIX: &str = ".tmp-";
 
+/// Largest `FORMAT` or `workspace` file read: each is one short line.
+pub const MAX_SMALL_FILE_BYTES: u64 = 4096;
+/// Largest chunk file read (roster files are chunks too). A chunk is one
+/// writer's changes to one document of at most a thousand tasks: all the
+/// signed chunks of a compacted 1000-task document weigh under 1 MB, so
+/// even a first chunk of large task specs stays far below this.
+pub const MAX_CHUNK_BYTES: u64 = 64 << 20;
+/// Largest snapshot file read, live or archived: every chunk of one
+/// document bundled and compressed (a 1000-task document's is ~100 KB).
+pub const MAX_SNAPSHOT_BYTES: u64 = 256 << 20;
+/// Largest blob file read: a task's input, output or log, encrypted. A
+/// blob is decrypted in memory, so this also bounds what one task output
+/// may weigh; a worker refuses to store a larger output.
+pub const MAX_BLOB_BYTES: u64 = 1 << 30;
+
 /// Longest accepted document id.
 pub const MAX_DOC_ID_LEN: usize = 80;
 /// Longest accepted workspace id.
@@ -168,6 +183,14 @@ impl DocFolder {
     /// Every folder, in loading order.
     pub const ALL: [DocFolder; 3] = [DocFolder::Chunks, DocFolder::Snapshots, DocFolder::Archive];
 
+    /// The largest file of this folder bridge reads.
+    pub fn max_bytes(self) -> u64 {
+        match self {
+            DocFolder::Chunks => MAX_CHUNK_BYTES,
+            DocFolder::Snapshots | DocFolder::Archive => MAX_SNAPSHOT_BYTES,
+        }
+    }
+
     /// The top-level folder name.
     pub fn dir(self) -> &'static str {
         match self {
@@ -253,6 +276,17 @@ impl<'a> StoreName<'a> {
                     .map(|hash| StoreName::Doc { folder, doc, hash })
             }
             _ => None,
+        }
+    }
+
+    /// The largest file of this kind bridge reads (see the `MAX_*_BYTES`
+    /// constants): a larger one is refused before it is read, so a junk
+    /// file in a store cannot exhaust memory.
+    pub(crate) fn max_bytes(&self) -> u64 {
+        match *self {
+            StoreName::Format | StoreName::Workspace => MAX_SMALL_FILE_BYTES,
+            StoreName::Doc { folder, .. } => folder.max_bytes(),
+            StoreName::Blob { .. } => MAX_BLOB_BYTES,
         }
     }
 

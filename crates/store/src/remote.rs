@@ -8,6 +8,10 @@
 //! A remote only speaks store names (`FORMAT`, `workspace`,
 //! `chunks/<doc>/<hash>.chunk`, `blobs/<hash>.blob`); anything else it holds
 //! is invisible. Set-union sync on top of it lives in [`mod@crate::sync`].
+//!
+//! [`DirRemote`] never follows a symbolic link inside the folder (a `blobs`
+//! link would redirect writes out of the store) and reads each file within
+//! its kind's size limit; both are skipped with one warning (issue 12).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -86,6 +90,34 @@ pub enum RemoteError {
         /// The cause.
         #[source]
         source: io::Error,
+    },
+    /// The file is larger than bridge reads for its kind (see the
+    /// `MAX_*_BYTES` constants in [`crate::names`]); it was not read.
+    #[error(
+        "{name} on remote {remote} is {size} bytes, over the limit of {limit} bytes for this kind of store file; not read"
+    )]
+    TooLarge {
+        /// The remote.
+        remote: String,
+        /// The store name.
+        name: String,
+        /// Its size.
+        size: u64,
+        /// The limit for its kind.
+        limit: u64,
+    },
+    /// The file is a symbolic link (or passes through one), or not a
+    /// regular file: bridge never follows links inside a store.
+    #[error(
+        "{name} on remote {remote} is {what}; bridge never follows links or reads special files inside a store: skipped"
+    )]
+    NotAFile {
+        /// The remote.
+        remote: String,
+        /// The store name.
+        name: String,
+        /// What it is.
+        what: &'static str,
     },
     /// The file is not on the remote.
     #[error("{name} is not on remote {remote}")]
@@ -227,6 +259,8 @@ impl RemoteError {
             self,
             RemoteError::Io { .. }
                 | RemoteError::NotFound { .. }
+                | RemoteError::TooLarge { .. }
+                | RemoteError::NotAFile { .. }
                 | RemoteError::InvalidName { .. }
                 | RemoteError::HashMismatch { .. }
         )
@@ -281,6 +315,34 @@ impl DirRemote {
         RemoteError::InvalidName {
             remote: self.describe(),
             name: name.to_owned(),
+        }
+    }
+
+    fn not_a_file(&self, name: &str, what: &'static str) -> RemoteError {
+        if what == "a symbolic link" {
+            fsutil::warn_link_once(&self.root.join(name));
+        }
+        RemoteError::NotAFile {
+            remote: self.describe(),
+            name: name.to_owned(),
+            what,
+        }
+    }
+
+    /// Whether a folder on the way from the root to store file `name` is a
+    /// symbolic link (warned about once): such a file is neither written
+    /// nor removed, as that would happen outside the store.
+    fn through_link(&self, name: &str) -> Result<bool, RemoteError> {
+        let Some(dir) = Path::new(name).parent() else {
+            return Ok(false);
+        };
+        match fsutil::check_no_links(&self.root, dir) {
+            Ok(()) => Ok(false),
+            Err(fsutil::Refused::Link) => {
+                fsutil::warn_link_once(&self.root.join(dir));
+                Ok(true)
+            }
+            Err(e) => Err(self.io_error(name, e.into_io(&self.root.join(dir), 0))),
         }
     }
 
@@ -345,6 +407,8 @@ impl Remote for DirRemote {
                         }
                     }
                 }
+                // Warned about by the listing; never followed.
+                (_, Kind::Link) => {}
                 _ => foreign = true,
             }
         }
@@ -356,11 +420,24 @@ impl Remote for DirRemote {
         Ok(out)
     }
 
+    /// Reads a regular file of at most its kind's size limit, never
+    /// through a symbolic link (issue 12, items 8 and 16).
     fn read(&self, name: &str) -> Result<Vec<u8>, RemoteError> {
-        if StoreName::parse(name).is_none() {
+        let Some(parsed) = StoreName::parse(name) else {
             return Err(self.invalid_name(name));
-        }
-        fs::read(self.root.join(name)).map_err(|e| self.io_error(name, e))
+        };
+        let limit = parsed.max_bytes();
+        fsutil::read_bounded(&self.root.join(name), Some(&self.root), limit).map_err(|e| match e {
+            fsutil::Refused::Io(e) => self.io_error(name, e),
+            fsutil::Refused::Link => self.not_a_file(name, "a symbolic link"),
+            fsutil::Refused::NotRegular => self.not_a_file(name, "not a regular file"),
+            fsutil::Refused::TooLarge { size } => RemoteError::TooLarge {
+                remote: self.describe(),
+                name: name.to_owned(),
+                size,
+                limit,
+            },
+        })
     }
 
     fn put(&self, files: &[(String, Vec<u8>)]) -> Result<(), RemoteError> {
@@ -382,6 +459,9 @@ impl Remote for DirRemote {
                     name: name.clone(),
                 });
             }
+            if self.through_link(name)? {
+                continue;
+            }
             let path = self.root.join(name);
             let (dir, file) = match (path.parent(), path.file_name().and_then(|f| f.to_str())) {
                 (Some(dir), Some(file)) => (dir.to_owned(), file.to_owned()),
@@ -398,6 +478,9 @@ impl Remote for DirRemote {
             match StoreName::parse(name) {
                 Some(StoreName::Doc { .. } | StoreName::Blob { .. }) => {}
                 _ => return Err(self.invalid_name(name)),
+            }
+            if self.through_link(name)? {
+                continue;
             }
             let path = self.root.join(name);
             match fs::remove_file(&path) {

@@ -11,6 +11,14 @@
 //! corrupt file on either side is skipped with a warning, never copied and
 //! never deleted. Because files are immutable and writes create-only, sync
 //! is idempotent and a killed sync is resumed by running it again.
+//!
+//! The one exception: before pulling, the replica's files noted as damaged
+//! (see [`Replica::damaged_names`]; a read that finds bytes not hashing to
+//! their name notes them) are replaced by the remote's copies, if those hash
+//! to their names, and reported in [`SyncReport::repaired`] (issue 12, item
+//! 3). Only noted files are checked, so a sync never re-hashes the whole
+//! replica; [`Replica::find_damaged`] does that on demand (`bridge sync
+//! --verify`).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -38,6 +46,10 @@ pub struct SyncReport {
     pub pushed: usize,
     /// Files skipped (corrupt, unreadable), one warning each.
     pub skipped: Vec<StoreWarning>,
+    /// Files of the replica that were damaged (their bytes did not hash to
+    /// their name) and were replaced by the remote's verified copy: each
+    /// one deserves one warning, and a loader that skipped it reads it again.
+    pub repaired: Vec<StoreWarning>,
 }
 
 /// Why a sync (or a join) failed.
@@ -98,6 +110,8 @@ pub fn sync_with(
     let remote_names = prepare_remote(replica.workspace_id(), remote)?;
     let listed_ms = began.elapsed().as_millis();
     let local_names = replica.list_store_names().map_err(SyncError::LocalList)?;
+    let mut report = SyncReport::default();
+    repair(replica, remote, &remote_names, &mut report)?;
 
     let (snapshots, mut to_pull): (Vec<&String>, Vec<&String>) = remote_names
         .iter()
@@ -109,7 +123,6 @@ pub fn sync_with(
         total: snapshots.len(),
         reported: None,
     };
-    let mut report = SyncReport::default();
     pull(replica, remote, &snapshots, &mut report, &mut progress)?;
 
     let skip = redundant(replica, &remote_names);
@@ -146,6 +159,11 @@ pub fn sync_with(
                         ReadError::Corrupt { actual, .. } => format!(
                             "corrupt in the replica: its content hashes to {actual}; not pushed, left in place"
                         ),
+                        ReadError::TooLarge { size, limit, .. } => format!(
+                            "{size} bytes, over the limit of {limit} bytes for this kind of store file; not read, not pushed, left in place"
+                        ),
+                        ReadError::Link { .. } => "a symbolic link; bridge never follows links inside a store: not pushed".to_owned(),
+                        ReadError::NotAFile { .. } => "not a regular file; not pushed, left in place".to_owned(),
                         other => error_chain(&other),
                     },
                 });
@@ -209,7 +227,7 @@ fn pull(
                 Err(e) => {
                     report.skipped.push(StoreWarning {
                         path: remote_path(remote, name),
-                        message: error_chain(&e),
+                        message: remote_file_problem(&e),
                     });
                     progress.advance(1);
                 }
@@ -224,14 +242,83 @@ fn pull(
                 source,
             })?;
         for ((name, _), result) in files.iter().zip(written) {
-            result.map_err(|source| SyncError::LocalWrite {
-                name: (*name).clone(),
-                source,
-            })?;
-            report.pulled += 1;
+            match result {
+                Ok(_) => report.pulled += 1,
+                // Refused for this file alone (a symbolic link in the
+                // replica where its folder should be): the others go on.
+                Err(e) => report.skipped.push(StoreWarning {
+                    path: replica.root().join(name),
+                    message: format!("not copied from the remote: {}", error_chain(&e)),
+                }),
+            }
             progress.advance(1);
         }
         progress.report();
+    }
+    Ok(())
+}
+
+/// Replaces the replica's files noted as damaged (see
+/// [`Replica::damaged_names`]) by the remote's copies, when those hash to
+/// their names. A remote copy that does not is never used: the damaged file
+/// stays, noted, for another remote or a person.
+fn repair(
+    replica: &Replica,
+    remote: &dyn Remote,
+    remote_names: &BTreeSet<String>,
+    report: &mut SyncReport,
+) -> Result<(), SyncError> {
+    let damaged: Vec<String> = replica
+        .damaged_names()
+        .into_iter()
+        .filter(|n| remote_names.contains(n))
+        .collect();
+    if damaged.is_empty() {
+        return Ok(());
+    }
+    let refs: Vec<&String> = damaged.iter().collect();
+    for batch in refs.chunks(PULL_BATCH_FILES) {
+        for (name, result) in read_batch(remote, batch)? {
+            let bytes = match result {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    // Named by the remote copy: the loader already named the
+                    // local file.
+                    report.skipped.push(StoreWarning {
+                        path: remote_path(remote, name),
+                        message: format!(
+                            "could not repair the damaged local copy from it: {}",
+                            remote_file_problem(&e)
+                        ),
+                    });
+                    continue;
+                }
+            };
+            let actual = names::sha256_hex(&bytes);
+            if StoreName::parse(name).and_then(|n| n.hash()) != Some(actual.as_str()) {
+                report.skipped.push(StoreWarning {
+                    path: remote_path(remote, name),
+                    message: format!(
+                        "the local copy is damaged, and this one is damaged too (it hashes to {actual}); neither is used, the local one stays in place"
+                    ),
+                });
+                continue;
+            }
+            match replica.replace_damaged(name, &bytes) {
+                Ok(true) => report.repaired.push(StoreWarning {
+                    path: replica.root().join(name),
+                    message: format!(
+                        "it was damaged (its bytes did not hash to its name); replaced by the verified copy from {}",
+                        remote.describe()
+                    ),
+                }),
+                Ok(false) => {}
+                Err(e) => report.skipped.push(StoreWarning {
+                    path: replica.root().join(name),
+                    message: format!("damaged, and could not be repaired: {}", error_chain(&e)),
+                }),
+            }
+        }
     }
     Ok(())
 }
@@ -419,6 +506,22 @@ fn is_blob(name: &str) -> bool {
 /// How a remote file is named in a warning.
 fn remote_path(remote: &dyn Remote, name: &str) -> PathBuf {
     PathBuf::from(format!("{}/{name}", remote.describe()))
+}
+
+/// Why a remote file was not copied, in a sentence that does not repeat
+/// its name (the warning names it).
+fn remote_file_problem(e: &RemoteError) -> String {
+    match e {
+        RemoteError::TooLarge { size, limit, .. } => format!(
+            "{size} bytes, over the limit of {limit} bytes for this kind of store file; not read, not copied"
+        ),
+        RemoteError::NotAFile { what, .. } => {
+            format!(
+                "{what}; bridge never follows links or reads special files inside a store: not copied"
+            )
+        }
+        other => error_chain(other),
+    }
 }
 
 /// An error and its causes on one line.

@@ -687,3 +687,37 @@ fn measure_local_bare_repo() {
         t.elapsed()
     );
 }
+
+#[test]
+fn issue12_item16_an_oversized_object_is_refused_before_it_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = bare_repo(&dir.path().join("r.git"));
+    let writer = remote(&url, "w", &dir.path().join("c1"));
+    let limit = bridge_store::names::MAX_CHUNK_BYTES;
+    let big = vec![7u8; usize::try_from(limit + 1).unwrap()];
+    let big_name = format!("chunks/d/{}.chunk", BlobId::of_bytes(&big));
+    let small = chunk("d", "small");
+    let mut files = header("ws");
+    files.push((big_name.clone(), big));
+    files.push(small.clone());
+    writer.put(&files).unwrap();
+
+    let reader = remote(&url, "r", &dir.path().join("c2"));
+    assert!(reader.list().unwrap().contains(&big_name));
+    match reader.read(&big_name) {
+        Err(RemoteError::TooLarge { size, limit: l, .. }) => {
+            assert_eq!((size, l), (limit + 1, limit))
+        }
+        other => panic!("expected TooLarge, got {:?}", other.map(|b| b.len())),
+    }
+    assert_eq!(reader.read(&small.0).unwrap(), small.1);
+    let replica = Replica::init(&dir.path().join("local"), "ws").unwrap();
+    let report = sync(&replica, &reader, &mut |_| {}).unwrap();
+    assert_eq!(report.pulled, 1, "the small chunk arrives");
+    assert_eq!(report.skipped.len(), 1, "{:?}", report.skipped);
+    assert!(
+        report.skipped[0].message.contains(&(limit + 1).to_string()),
+        "{}",
+        report.skipped[0]
+    );
+}

@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod hostile;
 mod load;
 mod replica;
 mod sync;
