@@ -173,9 +173,10 @@ pub async fn work(
     let parallel = opts.parallel.max(1);
     let lease_ms = opts.lease.as_millis() as Millis;
     let vault = session.vault.clone();
-    let work_dir = session.ws.work_dir();
-    std::fs::create_dir_all(&work_dir)
-        .with_context(|| format!("cannot create {}", work_dir.display()))?;
+    // This worker's own folder; folders killed workers left are removed.
+    let work_area = crate::workarea::WorkArea::open(&session.ws.work_dir())?;
+    let work_dir = work_area.dir().to_owned();
+    let supervisor = task_supervisor(&session.ws.root);
     let stop_tasks = CancellationToken::new();
     // Shared by every task, so that tasks needing the same URL input wait
     // for one download.
@@ -324,6 +325,7 @@ pub async fn work(
                 vault: vault.clone(),
                 fetcher: fetcher.clone(),
                 work_dir: work_dir.clone(),
+                supervisor: supervisor.clone(),
                 device: opts.device.clone(),
                 provenance: opts.provenance.clone(),
                 id,
@@ -660,6 +662,8 @@ struct Job {
     vault: Arc<Vault>,
     fetcher: Arc<Fetcher>,
     work_dir: PathBuf,
+    /// How tasks are started and confined (see [`task_supervisor`]).
+    supervisor: Option<bridge_exec::Supervisor>,
     device: String,
     provenance: BTreeMap<String, String>,
     id: TaskId,
@@ -744,6 +748,12 @@ impl Job {
             stderr_path: stderr_path.clone(),
             tail_bytes: TAIL_BYTES,
             kill_grace: KILL_GRACE,
+            // The task may use its own folder, inside the protected
+            // `.bridge/`.
+            supervisor: self.supervisor.clone().map(|mut s| {
+                s.confinement.allow.push(dir.clone());
+                s
+            }),
         };
         let finished = bridge_exec::run(&cmd, stop).await;
         attempt.ended_at = now_ms();
@@ -990,6 +1000,36 @@ fn keep(
         outputs,
         warning,
     })
+}
+
+/// How this worker starts tasks: on Linux, each under a supervisor (this
+/// executable again, see `bridge_exec::supervisor`) that kills every
+/// process the task leaves behind and keeps it out of this device's bridge
+/// configuration folder (the identity) and the workspace's `.bridge/` (the
+/// replica, other tasks' folders) with Landlock (issue 12, items 6 and 24).
+/// Says once when the system cannot confine tasks.
+fn task_supervisor(root: &std::path::Path) -> Option<bridge_exec::Supervisor> {
+    let mut protect = vec![root.join(crate::workspace::STATE_DIR)];
+    if let Ok(config) = crate::keys::config_dir() {
+        protect.push(config);
+    }
+    if !bridge_exec::confinement_available() {
+        tracing::warn!(
+            "this system cannot confine tasks (Linux Landlock is unavailable): tasks can read this device's bridge identity and the workspace's .bridge folder"
+        );
+    }
+    if cfg!(target_os = "linux") {
+        Some(bridge_exec::Supervisor {
+            // The running executable even if its file was replaced since.
+            program: PathBuf::from("/proc/self/exe"),
+            confinement: bridge_exec::Confinement {
+                protect,
+                allow: Vec::new(),
+            },
+        })
+    } else {
+        None
+    }
 }
 
 /// The environment of a task: a few variables of the worker's own (never its

@@ -357,7 +357,7 @@ fn append_github_section(root: &Path, section: &GitHubSection) -> CliResult<()> 
 /// This device's identity, created (and said so) when it has none yet.
 pub fn identity_or_new(g: &GlobalArgs) -> CliResult<Identity> {
     let path = keys::identity_path()?;
-    if std::env::var_os(keys::IDENTITY_ENV).is_none() && !path.exists() {
+    if !crate::secrets::has_identity() && !path.exists() {
         let identity = Identity::generate()
             .map_err(|e| anyhow::anyhow!(e).context("cannot create an identity"))?;
         let path = keys::save_identity(&identity, false)?;
