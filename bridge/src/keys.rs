@@ -75,7 +75,9 @@ pub fn load_identity() -> CliResult<Identity> {
     if let Some(value) = crate::secrets::identity() {
         if value.len() as u64 > IDENTITY_MAX {
             return Err(CliError::hint(
-                anyhow!("{IDENTITY_ENV} is longer than {IDENTITY_MAX} bytes, so it is not a bridge identity"),
+                anyhow!(
+                    "{IDENTITY_ENV} is longer than {IDENTITY_MAX} bytes, so it is not a bridge identity"
+                ),
                 "set it to the whole line printed by `bridge keygen --print` or `bridge members add-runner`",
             ));
         }

@@ -31,7 +31,8 @@ impl WorkArea {
     /// Removes what dead workers left under `root` (`.bridge/work`), then
     /// makes and locks a folder for this worker.
     pub fn open(root: &Path) -> anyhow::Result<WorkArea> {
-        std::fs::create_dir_all(root).with_context(|| format!("cannot create {}", root.display()))?;
+        std::fs::create_dir_all(root)
+            .with_context(|| format!("cannot create {}", root.display()))?;
         let removed = remove_stale(root);
         if removed > 0 {
             tracing::info!(
@@ -162,13 +163,25 @@ mod tests {
         std::fs::write(root.join("abcdef0123-w-1.stdout"), "log").unwrap();
 
         let second = WorkArea::open(&root).unwrap();
-        assert!(live.dir().join("secret.txt").exists(), "a live worker's folder stays");
+        assert!(
+            live.dir().join("secret.txt").exists(),
+            "a live worker's folder stays"
+        );
         assert!(second.dir().exists());
-        for gone in ["w-1-dead", "w-1-dead.lock", "w-2-nolock", "abcdef0123-w-1", "abcdef0123-w-1.stdout"] {
+        for gone in [
+            "w-1-dead",
+            "w-1-dead.lock",
+            "w-2-nolock",
+            "abcdef0123-w-1",
+            "abcdef0123-w-1.stdout",
+        ] {
             assert!(!root.join(gone).exists(), "{gone} should be removed");
         }
         let live_dir = live.dir().to_owned();
         drop(live);
-        assert!(!live_dir.exists(), "a worker removes its own folder when it ends");
+        assert!(
+            !live_dir.exists(),
+            "a worker removes its own folder when it ends"
+        );
     }
 }

@@ -135,7 +135,9 @@ true
         .spawn()
         .expect("cannot start bridge work");
     let worker_pid = worker.id();
-    let out = worker.wait_with_output().expect("cannot wait for bridge work");
+    let out = worker
+        .wait_with_output()
+        .expect("cannot wait for bridge work");
     assert!(
         out.status.success(),
         "bridge work failed: {}",
@@ -164,7 +166,11 @@ true
             );
         }
     }
-    assert_eq!(read("identity").trim(), "denied", "a task read the identity file");
+    assert_eq!(
+        read("identity").trim(),
+        "denied",
+        "a task read the identity file"
+    );
     assert!(!read("identity").contains(&secret));
 }
 
@@ -205,8 +211,16 @@ fn issue12_tasks_cannot_read_the_identity_but_still_work() {
     if running_as_root() {
         chown_tree(&to);
     }
-    run_unprivileged(&d, &[], &["outputs", "steal", "--to", to.to_str().expect("utf-8")]);
-    run_unprivileged(&d, &[], &["outputs", "count", "--to", to.to_str().expect("utf-8")]);
+    run_unprivileged(
+        &d,
+        &[],
+        &["outputs", "steal", "--to", to.to_str().expect("utf-8")],
+    );
+    run_unprivileged(
+        &d,
+        &[],
+        &["outputs", "count", "--to", to.to_str().expect("utf-8")],
+    );
     let stolen = fs::read_to_string(to.join("stolen.txt")).unwrap_or_default();
     assert!(
         !stolen.contains(&identity_secret(&d)),
@@ -215,7 +229,9 @@ fn issue12_tasks_cannot_read_the_identity_but_still_work() {
     assert!(stolen.is_empty(), "a task read from .bridge/: {stolen:?}");
     assert!(!to.join("copy.txt").exists(), "a task copied the identity");
     assert_eq!(
-        fs::read_to_string(to.join("count.txt")).expect("count.txt").trim(),
+        fs::read_to_string(to.join("count.txt"))
+            .expect("count.txt")
+            .trim(),
         "3"
     );
 }
@@ -233,9 +249,17 @@ fn issue12_identity_file_must_be_a_private_regular_file() {
     // Readable by others: refused with the chmod hint.
     fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).expect("chmod");
     let r = d.run(&["whoami"]);
-    assert_ne!(r.code, 0, "a world-readable identity was used: {}", r.stdout);
+    assert_ne!(
+        r.code, 0,
+        "a world-readable identity was used: {}",
+        r.stdout
+    );
     assert!(r.stderr.contains("chmod 600"), "{}", r.stderr);
-    assert!(r.stderr.contains(&path.display().to_string()), "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&path.display().to_string()),
+        "{}",
+        r.stderr
+    );
     fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).expect("chmod");
     d.ok(&["whoami"]);
 
@@ -245,12 +269,20 @@ fn issue12_identity_file_must_be_a_private_regular_file() {
     nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
     let fifo = d.spawn("fifo", &["whoami"]).wait();
     assert_ne!(fifo.code, 0);
-    assert!(fifo.stderr.contains("not a regular file"), "{}", fifo.stderr);
+    assert!(
+        fifo.stderr.contains("not a regular file"),
+        "{}",
+        fifo.stderr
+    );
     fs::remove_file(&path).expect("rm");
     std::os::unix::fs::symlink("/dev/zero", &path).expect("symlink");
     let zero = d.spawn("zero", &["whoami"]).wait();
     assert_ne!(zero.code, 0);
-    assert!(zero.stderr.contains("not a regular file"), "{}", zero.stderr);
+    assert!(
+        zero.stderr.contains("not a regular file"),
+        "{}",
+        zero.stderr
+    );
 
     // A huge (sparse) file is refused by size, without reading it.
     fs::remove_file(&path).expect("rm");
@@ -347,7 +379,10 @@ fn issue12_task_processes_die_with_the_task() {
     assert_no_processes_left(&m, "after it exited");
 
     let m = marker(2);
-    d.write("timeout.yaml", &escaping_task("times-out", &m, "sleep 30", "1s"));
+    d.write(
+        "timeout.yaml",
+        &escaping_task("times-out", &m, "sleep 30", "1s"),
+    );
     d.ok(&["submit", "timeout.yaml"]);
     let r = d.run(&["work", "--offline"]);
     assert_eq!(r.code, 3, "{}", r.stderr);
@@ -368,7 +403,9 @@ fn issue12_task_processes_die_with_the_worker() {
         d.ok(&["submit", "t.yaml"]);
         let worker = d.spawn(how, &["work", "--offline"]);
         // The task's own `sleep {m}1` plus the escaped ones.
-        poll("the task's processes to start", || processes_with(&m).len() >= 3);
+        poll("the task's processes to start", || {
+            processes_with(&m).len() >= 3
+        });
         match how {
             "term" => {
                 worker.terminate();

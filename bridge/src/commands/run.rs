@@ -335,8 +335,8 @@ impl worker::Hooks for RunHooks {
                 escape_data(&name),
                 duration(ms)
             );
-            let token = stop_commands_token(|b| getrandom::fill(b));
-            let _ = write_paused_tails(&mut out, token, &tails, &id.short());
+            let token = stop_commands_token(getrandom::fill);
+            let _ = write_paused_tails(&mut out, token, &tails, id.short());
             let _ = writeln!(out, "::endgroup::");
             if outcome.counts_as_failure() {
                 let _ = writeln!(
@@ -524,12 +524,23 @@ mod stop_commands_tests {
     fn issue12_token_fails_closed_when_the_random_source_fails() {
         let failed = stop_commands_token(|_| Err("entropy source unavailable"));
         let e = failed.expect_err("a failed random source must not yield a token");
-        assert!(format!("{e:#}").contains("entropy source unavailable"), "{e:#}");
+        assert!(
+            format!("{e:#}").contains("entropy source unavailable"),
+            "{e:#}"
+        );
         // The tails of a task are then withheld, never printed unpaused.
-        let tails = ("::add-mask::oops\n".to_owned(), "::error::forged".to_owned());
+        let tails = (
+            "::add-mask::oops\n".to_owned(),
+            "::error::forged".to_owned(),
+        );
         let mut out = Vec::new();
-        write_paused_tails(&mut out, stop_commands_token(|_| Err("no entropy")), &tails, "abc")
-            .expect("writing to a Vec cannot fail");
+        write_paused_tails(
+            &mut out,
+            stop_commands_token(|_| Err("no entropy")),
+            &tails,
+            "abc",
+        )
+        .expect("writing to a Vec cannot fail");
         let text = String::from_utf8(out).expect("UTF-8");
         assert!(!text.contains("::add-mask::"), "{text}");
         assert!(!text.contains("::error::"), "{text}");
@@ -539,8 +550,8 @@ mod stop_commands_tests {
 
     #[test]
     fn issue12_token_is_fresh_and_pauses_the_tails() {
-        let a = stop_commands_token(|b| getrandom::fill(b)).expect("a token");
-        let b = stop_commands_token(|b| getrandom::fill(b)).expect("a token");
+        let a = stop_commands_token(getrandom::fill).expect("a token");
+        let b = stop_commands_token(getrandom::fill).expect("a token");
         assert_eq!(a.len(), 32);
         assert_ne!(a, b);
         let tails = ("hello".to_owned(), String::new());

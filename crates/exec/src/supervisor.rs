@@ -45,8 +45,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use landlock::{
-    ABI, Access, AccessFs, BitFlags, PathBeneath, PathFd, Ruleset, RulesetAttr,
-    RulesetCreatedAttr, RulesetStatus,
+    ABI, Access, AccessFs, BitFlags, PathBeneath, PathFd, Ruleset, RulesetAttr, RulesetCreatedAttr,
+    RulesetStatus,
 };
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -201,7 +201,11 @@ pub(crate) fn read_status(path: &Path) -> Option<TaskStatus> {
         .and_then(|f| f.take(4096).read_to_string(&mut text))
         .is_ok();
     let _ = std::fs::remove_file(path);
-    if read { TaskStatus::decode(&text) } else { None }
+    if read {
+        TaskStatus::decode(&text)
+    } else {
+        None
+    }
 }
 
 /// The supervisor's entry point: `args` are the arguments after
@@ -213,7 +217,9 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
     let plan = match Plan::parse(args) {
         Ok(plan) => plan,
         Err(e) => {
-            eprintln!("bridge task supervisor: {e} (it is started by `bridge work` and `bridge run`, not by hand)");
+            eprintln!(
+                "bridge task supervisor: {e} (it is started by `bridge work` and `bridge run`, not by hand)"
+            );
             return 2;
         }
     };
@@ -259,8 +265,7 @@ fn supervise(plan: &Plan) -> Result<TaskStatus, String> {
     ] {
         mask.add(s);
     }
-    mask.thread_block()
-        .map_err(|e| setup("block signals", e))?;
+    mask.thread_block().map_err(|e| setup("block signals", e))?;
     let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .map_err(|e| setup("listen for signals", e))?;
     prctl::set_child_subreaper(true).map_err(|e| setup("become a subreaper", e))?;
@@ -571,7 +576,13 @@ mod tests {
         let dot = ws.join(".bridge");
         let mine = dot.join("work").join("w1").join("task");
         let other = dot.join("work").join("w1").join("other-task");
-        for d in [&protected, &home.join("docs"), &mine, &other, &dot.join("store")] {
+        for d in [
+            &protected,
+            &home.join("docs"),
+            &mine,
+            &other,
+            &dot.join("store"),
+        ] {
             std::fs::create_dir_all(d).unwrap();
         }
         std::fs::write(protected.join("identity"), "secret").unwrap();
