@@ -347,7 +347,8 @@ fn processes_with(marker: &str) -> Vec<u32> {
 /// A unique `sleep` duration, so that the test finds exactly its own
 /// processes (`sleep 100000.<n>` never ends by itself).
 fn marker(tag: u32) -> String {
-    format!("100000.{}{tag}", std::process::id())
+    // Fixed width, so that no test's marker is a prefix of another's.
+    format!("100000.{}{tag:03}", std::process::id())
 }
 
 /// A task that leaves a `setsid` child and a double-forked daemon behind,
@@ -403,7 +404,7 @@ fn issue12_task_processes_die_with_the_worker() {
         d.ok(&["submit", "t.yaml"]);
         let worker = d.spawn(how, &["work", "--offline"]);
         // The task's own `sleep {m}1` plus the escaped ones.
-        poll("the task's processes to start", || {
+        poll(&format!("the processes of task {name} to start"), || {
             processes_with(&m).len() >= 3
         });
         match how {
