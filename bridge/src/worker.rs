@@ -1019,9 +1019,13 @@ fn task_supervisor(root: &std::path::Path) -> Option<bridge_exec::Supervisor> {
         );
     }
     if cfg!(target_os = "linux") {
+        // The running executable even if its file was replaced since (an
+        // upgrade while a worker runs); its path where /proc is missing.
+        let program = Some(PathBuf::from("/proc/self/exe"))
+            .filter(|p| p.exists())
+            .or_else(|| std::env::current_exe().ok())?;
         Some(bridge_exec::Supervisor {
-            // The running executable even if its file was replaced since.
-            program: PathBuf::from("/proc/self/exe"),
+            program,
             confinement: bridge_exec::Confinement {
                 protect,
                 allow: Vec::new(),
