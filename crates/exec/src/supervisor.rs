@@ -38,7 +38,6 @@
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
-use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -428,8 +427,7 @@ fn parent_of(pid: i32) -> Option<u32> {
 /// A kernel without Landlock is not an error: the worker has said so once.
 fn confine(confinement: &Confinement) -> Result<(), String> {
     let abi = LANDLOCK_ABI;
-    let rules = allow_rules(confinement)
-        .map_err(|e| format!("could not prepare the task's file-system rules: {e}"))?;
+    let rules = allow_rules(confinement);
     let fail = |e: landlock::RulesetError| format!("could not confine the task (Landlock): {e}");
     let mut ruleset = Ruleset::default()
         .handle_access(AccessFs::from_all(abi))
@@ -485,7 +483,7 @@ pub(crate) struct Rule {
 /// entries directly in the folders on the way to a protected one (`$HOME`,
 /// `~/.config`, the workspace folder); existing entries there are fully
 /// usable.
-pub(crate) fn allow_rules(confinement: &Confinement) -> io::Result<Vec<Rule>> {
+pub(crate) fn allow_rules(confinement: &Confinement) -> Vec<Rule> {
     let canonical = |paths: &[PathBuf]| -> BTreeSet<PathBuf> {
         // A protected path that does not exist has nothing to protect.
         paths
@@ -513,13 +511,19 @@ pub(crate) fn allow_rules(confinement: &Confinement) -> io::Result<Vec<Rule>> {
             is_dir: true,
         });
         let inside_protected = protect.iter().any(|p| dir.starts_with(p));
-        for entry in std::fs::read_dir(dir)? {
-            let entry = entry?;
+        // A folder we may cross but not list (`/home` with mode 0711):
+        // its other entries are not ours to grant, and stay closed.
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        for entry in entries.filter_map(Result::ok) {
             let path = entry.path();
             if on_the_way.contains(&path) || protect.contains(&path) {
                 continue;
             }
-            let file_type = entry.file_type()?;
+            let Ok(file_type) = entry.file_type() else {
+                continue;
+            };
             if allow.contains(&path) || (!inside_protected && !file_type.is_symlink()) {
                 rules.push(Rule {
                     path,
@@ -529,7 +533,7 @@ pub(crate) fn allow_rules(confinement: &Confinement) -> io::Result<Vec<Rule>> {
             }
         }
     }
-    Ok(rules)
+    rules
 }
 
 #[cfg(test)]
@@ -591,8 +595,7 @@ mod tests {
         let rules = allow_rules(&Confinement {
             protect: vec![protected.clone(), dot.clone()],
             allow: vec![mine.clone()],
-        })
-        .unwrap();
+        });
         let granted = |p: &Path| {
             rules
                 .iter()
