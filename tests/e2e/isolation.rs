@@ -394,10 +394,12 @@ fn issue12_task_processes_die_with_the_task() {
 /// none of a running task's processes behind.
 #[test]
 fn issue12_task_processes_die_with_the_worker() {
-    let d = Device::new("reaper-stop");
-    d.ok(&["keygen"]);
-    d.ok(&["init"]);
     for (i, how) in ["term", "term-twice", "kill"].into_iter().enumerate() {
+        // A device each: an interrupted task is pending again, and a later
+        // worker could pick it instead of the new one.
+        let d = Device::new(&format!("reaper-{how}"));
+        d.ok(&["keygen"]);
+        d.ok(&["init"]);
         let m = marker(10 + i as u32);
         let name = format!("stopped-{how}");
         d.write("t.yaml", &escaping_task(&name, &m, "sleep 600", "1h"));
