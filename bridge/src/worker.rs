@@ -1002,6 +1002,10 @@ fn keep(
     })
 }
 
+/// Set to `off` to run tasks without Landlock confinement (they are still
+/// supervised: none of their processes outlives them).
+pub const CONFINEMENT_ENV: &str = "BRIDGE_TASK_CONFINEMENT";
+
 /// How this worker starts tasks: on Linux, each under a supervisor (this
 /// executable again, see `bridge_exec::supervisor`) that kills every
 /// process the task leaves behind and keeps it out of this device's bridge
@@ -1013,7 +1017,14 @@ fn task_supervisor(root: &std::path::Path) -> Option<bridge_exec::Supervisor> {
     if let Ok(config) = crate::keys::config_dir() {
         protect.push(config);
     }
-    if !bridge_exec::confinement_available() {
+    // The opt-out for tasks that must create files directly in the folders
+    // on the way to the protected ones (`$HOME`, say): see the README.
+    if std::env::var(CONFINEMENT_ENV).is_ok_and(|v| v == "off") {
+        tracing::warn!(
+            "{CONFINEMENT_ENV}=off: tasks are not confined and can read this device's bridge identity and the workspace's .bridge folder"
+        );
+        protect.clear();
+    } else if !bridge_exec::confinement_available() {
         tracing::warn!(
             "this system cannot confine tasks (Linux Landlock is unavailable): tasks can read this device's bridge identity and the workspace's .bridge folder"
         );

@@ -472,3 +472,69 @@ fn issue12_killed_attempts_leave_no_task_folders() {
     d.ok(&["work", "--offline", "--max-tasks", "0"]);
     assert!(secrets_now().is_empty(), "{:?}", secrets_now());
 }
+
+/// The documented limit of confinement, and its opt-out: a task may not
+/// create an entry directly in a folder on the way to the workspace's
+/// `.bridge/` (here the device's own folder), unless the worker runs with
+/// `BRIDGE_TASK_CONFINEMENT=off`; an existing folder there stays usable.
+#[test]
+fn issue12_confinement_limits_and_its_opt_out() {
+    let d = Device::new("opt-out");
+    d.ok(&["keygen"]);
+    d.ok(&["init"]);
+    let direct = d.root_dir().join("direct.txt");
+    let nested = d.scratch("nested.txt");
+    let script = format!(
+        "touch {} {}; cat {} > stolen.txt; true",
+        direct.display(),
+        nested.display(),
+        d.identity_file().display()
+    );
+    d.ok(&[
+        "submit",
+        "--name",
+        "confined",
+        "--output",
+        "stolen.txt",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    d.ok(&["work", "--offline"]);
+    assert!(
+        !direct.exists(),
+        "a confined task created an entry next to the workspace"
+    );
+    assert!(
+        nested.exists(),
+        "a confined task could not write below an existing folder"
+    );
+    let out = d.scratch("confined-out");
+    d.ok(&["outputs", "confined", "--to", out.to_str().expect("utf-8")]);
+    assert_eq!(
+        fs::read_to_string(out.join("stolen.txt")).unwrap_or_default(),
+        ""
+    );
+
+    fs::remove_file(&nested).expect("rm");
+    d.ok(&[
+        "submit",
+        "--rerun",
+        "--name",
+        "confined",
+        "--output",
+        "stolen.txt",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    let r = d.run_env(
+        &[("BRIDGE_TASK_CONFINEMENT", "off")],
+        &["work", "--offline"],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("not confined"), "{}", r.stderr);
+    assert!(direct.exists() && nested.exists());
+}
