@@ -361,10 +361,8 @@ impl fmt::Display for TokenSource {
 
 /// The token: `GITHUB_TOKEN`, else `gh auth token` when gh is installed.
 pub fn token() -> CliResult<(String, TokenSource)> {
-    if let Ok(t) = std::env::var("GITHUB_TOKEN")
-        && !t.trim().is_empty()
-    {
-        return Ok((t.trim().to_owned(), TokenSource::Env));
+    if let Some(t) = crate::secrets::github_token() {
+        return Ok((t, TokenSource::Env));
     }
     let missing = || {
         CliError::hint(

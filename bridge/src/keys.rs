@@ -46,13 +46,18 @@ pub fn identity_path() -> CliResult<PathBuf> {
     Ok(config_dir()?.join("identity"))
 }
 
+/// The largest identity bridge reads, from the file or `BRIDGE_IDENTITY`
+/// (an identity is one line of about 200 characters).
+pub const IDENTITY_MAX: u64 = 16 * 1024;
+
 /// On GitHub Actions, asks the runner to mask the identity in every log line
 /// before anything else is printed.
 pub fn mask_on_github() {
     if std::env::var("GITHUB_ACTIONS").as_deref() != Ok("true") {
         return;
     }
-    if let Ok(secret) = std::env::var(IDENTITY_ENV) {
+    if let Some(secret) = crate::secrets::identity() {
+        let secret = secret.to_string_lossy();
         let secret = secret.trim();
         if !secret.is_empty() {
             let mut out = std::io::stdout().lock();
@@ -67,8 +72,22 @@ pub fn mask_on_github() {
 
 /// Loads this device's identity: `BRIDGE_IDENTITY`, else the identity file.
 pub fn load_identity() -> CliResult<Identity> {
-    if let Ok(text) = std::env::var(IDENTITY_ENV) {
-        return Identity::parse(&text).map_err(|e| {
+    if let Some(value) = crate::secrets::identity() {
+        if value.len() as u64 > IDENTITY_MAX {
+            return Err(CliError::hint(
+                anyhow!(
+                    "{IDENTITY_ENV} is longer than {IDENTITY_MAX} bytes, so it is not a bridge identity"
+                ),
+                "set it to the whole line printed by `bridge keygen --print` or `bridge members add-runner`",
+            ));
+        }
+        let Some(text) = value.to_str() else {
+            return Err(CliError::hint(
+                anyhow!("{IDENTITY_ENV} is not valid UTF-8, so it is not a bridge identity"),
+                "set it to the whole line printed by `bridge keygen --print` or `bridge members add-runner`",
+            ));
+        };
+        return Identity::parse(text).map_err(|e| {
             CliError::hint(
                 anyhow!("{IDENTITY_ENV} does not hold a bridge identity: {e}"),
                 "set it to the whole line printed by `bridge keygen --print` or `bridge members add-runner`",
@@ -76,23 +95,7 @@ pub fn load_identity() -> CliResult<Identity> {
         });
     }
     let path = identity_path()?;
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(CliError::hint(
-                anyhow!(
-                    "this device has no identity yet ({} does not exist)",
-                    path.display()
-                ),
-                "create one with `bridge keygen`",
-            ));
-        }
-        Err(e) => {
-            return Err(anyhow!(e)
-                .context(format!("cannot read {}", path.display()))
-                .into());
-        }
-    };
+    let text = read_identity_file(&path)?;
     // The file may carry comment lines; the identity is the one other line.
     let line = text
         .lines()
@@ -105,6 +108,68 @@ pub fn load_identity() -> CliResult<Identity> {
             "move it away and create a new one with `bridge keygen` (members must then add the new key)",
         )
     })
+}
+
+/// Reads the identity file: a regular file (not a FIFO, which would hang, nor
+/// a device like `/dev/zero`, which would eat memory), of bounded size, and
+/// readable by this user only, as ssh demands of its keys (issue 12, item
+/// 17). A symbolic link is followed; the checks apply to what it leads to.
+fn read_identity_file(path: &std::path::Path) -> CliResult<String> {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    let (file, meta) = match crate::files::open_regular(path) {
+        Ok(opened) => opened,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(CliError::hint(
+                anyhow!(
+                    "this device has no identity yet ({} does not exist)",
+                    path.display()
+                ),
+                "create one with `bridge keygen`",
+            ));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+            return Err(CliError::hint(
+                anyhow!("cannot use the identity file: {e}"),
+                format!(
+                    "the identity must be a regular file: move {} away and restore your identity there (or create a new one with `bridge keygen`)",
+                    path.display()
+                ),
+            ));
+        }
+        Err(e) => {
+            return Err(anyhow!(e)
+                .context(format!("cannot read {}", path.display()))
+                .into());
+        }
+    };
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(CliError::hint(
+            anyhow!(
+                "the identity file {} is accessible by other users (mode {mode:03o}); bridge refuses to use a key others may have read",
+                path.display()
+            ),
+            format!(
+                "run `chmod 600 {}`; if others may have read it, make a new identity with `bridge keygen --force` and have an admin replace your key",
+                path.display()
+            ),
+        ));
+    }
+    if meta.len() > IDENTITY_MAX {
+        return Err(CliError::hint(
+            anyhow!(
+                "the identity file {} is larger than {IDENTITY_MAX} bytes, so it is not a bridge identity",
+                path.display()
+            ),
+            "move it away and restore your identity there (or create a new one with `bridge keygen`)",
+        ));
+    }
+    let mut text = String::new();
+    file.take(IDENTITY_MAX)
+        .read_to_string(&mut text)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(text)
 }
 
 /// Writes `identity` to the identity file, readable by this user only.
@@ -154,7 +219,7 @@ fn pins_path() -> CliResult<PathBuf> {
 
 fn read_pins() -> CliResult<Pins> {
     let path = pins_path()?;
-    match std::fs::read_to_string(&path) {
+    match crate::files::read_text(&path, crate::files::CONFIG_MAX) {
         Ok(t) => toml::from_str(&t)
             .with_context(|| format!("{} is not valid", path.display()))
             .map_err(Into::into),

@@ -8,15 +8,18 @@ mod commands;
 mod compact;
 mod error;
 mod fetch;
+mod files;
 mod freshness;
 mod github;
 mod keys;
 mod output;
 mod publish;
+mod secrets;
 mod shard;
 mod snapshot;
 mod taskfile;
 mod vault;
+mod workarea;
 mod worker;
 mod workspace;
 
@@ -29,12 +32,33 @@ use crate::commands::Cli;
 use crate::error::EXIT_ERROR;
 
 fn main() -> ExitCode {
-    // First of all: on GitHub Actions, mask the identity before anything
-    // (even a usage error) can print.
+    // A task's supervisor is this executable started again (see
+    // `bridge_exec::supervisor`): it does that and nothing else.
+    #[cfg(target_os = "linux")]
+    {
+        let mut args = std::env::args_os();
+        if args.nth(1).as_deref()
+            == Some(std::ffi::OsStr::new(
+                bridge_exec::supervisor::SUPERVISOR_ARG,
+            ))
+        {
+            let code = bridge_exec::supervisor::main(args);
+            return ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX));
+        }
+    }
+    // Before any thread starts: hide this process from the tasks it runs,
+    // and take the secrets out of the environment (see `secrets`).
+    let hardened = secrets::harden_process();
+    secrets::take_from_env();
+    // Then, on GitHub Actions, mask the identity before anything (even a
+    // usage error) can print.
     keys::mask_on_github();
     install_tls_provider();
     let cli = Cli::parse();
     init_tracing(cli.global.verbose, cli.global.quiet);
+    if let Err(e) = hardened {
+        tracing::warn!("{e}; tasks run by this process may read its memory");
+    }
     match commands::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {

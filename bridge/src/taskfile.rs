@@ -266,7 +266,7 @@ fn duration_s(v: &DurationValue) -> Result<u64, String> {
 
 /// Reads and expands a task file.
 pub fn load(path: &Path) -> anyhow::Result<Vec<PlannedTask>> {
-    let text = std::fs::read_to_string(path)
+    let text = crate::files::read_text(path, crate::files::TASK_FILE_MAX)
         .with_context(|| format!("cannot read the task file {}", path.display()))?;
     let base = path
         .parent()

@@ -173,9 +173,10 @@ pub async fn work(
     let parallel = opts.parallel.max(1);
     let lease_ms = opts.lease.as_millis() as Millis;
     let vault = session.vault.clone();
-    let work_dir = session.ws.work_dir();
-    std::fs::create_dir_all(&work_dir)
-        .with_context(|| format!("cannot create {}", work_dir.display()))?;
+    // This worker's own folder; folders killed workers left are removed.
+    let work_area = crate::workarea::WorkArea::open(&session.ws.work_dir())?;
+    let work_dir = work_area.dir().to_owned();
+    let supervisor = task_supervisor(&session.ws.root);
     let stop_tasks = CancellationToken::new();
     // Shared by every task, so that tasks needing the same URL input wait
     // for one download.
@@ -324,6 +325,7 @@ pub async fn work(
                 vault: vault.clone(),
                 fetcher: fetcher.clone(),
                 work_dir: work_dir.clone(),
+                supervisor: supervisor.clone(),
                 device: opts.device.clone(),
                 provenance: opts.provenance.clone(),
                 id,
@@ -660,6 +662,8 @@ struct Job {
     vault: Arc<Vault>,
     fetcher: Arc<Fetcher>,
     work_dir: PathBuf,
+    /// How tasks are started and confined (see [`task_supervisor`]).
+    supervisor: Option<bridge_exec::Supervisor>,
     device: String,
     provenance: BTreeMap<String, String>,
     id: TaskId,
@@ -744,6 +748,12 @@ impl Job {
             stderr_path: stderr_path.clone(),
             tail_bytes: TAIL_BYTES,
             kill_grace: KILL_GRACE,
+            // The task may use its own folder, inside the protected
+            // `.bridge/`.
+            supervisor: self.supervisor.clone().map(|mut s| {
+                s.confinement.allow.push(dir.clone());
+                s
+            }),
         };
         let finished = bridge_exec::run(&cmd, stop).await;
         attempt.ended_at = now_ms();
@@ -990,6 +1000,51 @@ fn keep(
         outputs,
         warning,
     })
+}
+
+/// Set to `off` to run tasks without Landlock confinement (they are still
+/// supervised: none of their processes outlives them).
+pub const CONFINEMENT_ENV: &str = "BRIDGE_TASK_CONFINEMENT";
+
+/// How this worker starts tasks: on Linux, each under a supervisor (this
+/// executable again, see `bridge_exec::supervisor`) that kills every
+/// process the task leaves behind and keeps it out of this device's bridge
+/// configuration folder (the identity) and the workspace's `.bridge/` (the
+/// replica, other tasks' folders) with Landlock (issue 12, items 6 and 24).
+/// Says once when the system cannot confine tasks.
+fn task_supervisor(root: &std::path::Path) -> Option<bridge_exec::Supervisor> {
+    let mut protect = vec![root.join(crate::workspace::STATE_DIR)];
+    if let Ok(config) = crate::keys::config_dir() {
+        protect.push(config);
+    }
+    // The opt-out for tasks that must create files directly in the folders
+    // on the way to the protected ones (`$HOME`, say): see the README.
+    if std::env::var(CONFINEMENT_ENV).is_ok_and(|v| v == "off") {
+        tracing::warn!(
+            "{CONFINEMENT_ENV}=off: tasks are not confined and can read this device's bridge identity and the workspace's .bridge folder"
+        );
+        protect.clear();
+    } else if !bridge_exec::confinement_available() {
+        tracing::warn!(
+            "this system cannot confine tasks (Linux Landlock is unavailable): tasks can read this device's bridge identity and the workspace's .bridge folder"
+        );
+    }
+    if cfg!(target_os = "linux") {
+        // The running executable even if its file was replaced since (an
+        // upgrade while a worker runs); its path where /proc is missing.
+        let program = Some(PathBuf::from("/proc/self/exe"))
+            .filter(|p| p.exists())
+            .or_else(|| std::env::current_exe().ok())?;
+        Some(bridge_exec::Supervisor {
+            program,
+            confinement: bridge_exec::Confinement {
+                protect,
+                allow: Vec::new(),
+            },
+        })
+    } else {
+        None
+    }
 }
 
 /// The environment of a task: a few variables of the worker's own (never its

@@ -211,7 +211,7 @@ impl Workspace {
     /// Opens the workspace whose `bridge.toml` is in `root`.
     pub fn open(root: &Path) -> CliResult<Workspace> {
         let path = root.join(CONFIG_FILE);
-        let text = std::fs::read_to_string(&path)
+        let text = crate::files::read_text(&path, crate::files::CONFIG_MAX)
             .with_context(|| format!("cannot read {}", path.display()))
             .hint("create a workspace with `bridge init`, or pass --workspace DIR")?;
         let config = Config::parse_str(&text, &path)?;

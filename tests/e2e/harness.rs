@@ -199,6 +199,7 @@ impl Device {
             dir.clone(),
             root.path().join("home"),
             root.path().join("config"),
+            root.path().join("scratch"),
         ] {
             fs::create_dir_all(&d).expect("cannot create a device folder");
         }
@@ -227,9 +228,13 @@ impl Device {
         self.ok(&["join", remote, "--root", &root]);
     }
 
-    /// A folder of the device outside its workspace (for scratch files).
+    /// A path of the device outside its workspace (for scratch files).
+    /// It is in a folder of its own: on Linux a task may not create entries
+    /// directly in the folders on the way to the workspace's `.bridge/` and
+    /// to the configuration folder (Landlock, see `bridge_exec::supervisor`),
+    /// and tests' tasks write scratch files.
     pub fn scratch(&self, rel: &str) -> PathBuf {
-        self.root.path().join(rel)
+        self.root.path().join("scratch").join(rel)
     }
 
     /// A path inside the workspace.

@@ -16,6 +16,7 @@ mod errors;
 mod examples;
 mod github;
 mod harness;
+mod isolation;
 mod longlived;
 mod membership;
 mod membership_prop;

@@ -100,7 +100,9 @@ fn a_url_input_is_downloaded_once_and_used() {
     assert_eq!(d.ok(&["logs", &id, "--stdout"]).stdout, WORDS);
     assert_eq!(server.hits(), 1);
     // Cached by its hash under $HOME/.cache (the device's HOME).
-    let cached = d.scratch(&format!("home/.cache/bridge/inputs/{sha}"));
+    let cached = d
+        .root_dir()
+        .join(format!("home/.cache/bridge/inputs/{sha}"));
     assert_eq!(std::fs::read_to_string(&cached).expect("cached"), WORDS);
 
     // Running it again (another process) uses the cache: no request.
@@ -136,7 +138,7 @@ fn a_wrong_sha256_is_an_error_naming_the_url() {
     );
     assert_eq!(server.hits(), 1, "a mismatch is not retried");
     // Nothing was cached, not even a partial file.
-    let cache = d.scratch("home/.cache/bridge/inputs");
+    let cache = d.root_dir().join("home/.cache/bridge/inputs");
     let left: Vec<_> = std::fs::read_dir(&cache)
         .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
         .unwrap_or_default();

@@ -78,6 +78,8 @@ pub fn open_remote_as(
 ) -> Result<Box<dyn bridge_store::Remote>, bridge_store::RemoteSpecError> {
     let mut opts = bridge_store::RemoteOptions::for_base(root);
     opts.writer_slot = slot.to_owned();
+    // Taken out of the environment at start-up (see `secrets`).
+    opts.github_token = crate::secrets::github_token();
     bridge_store::parse_remote(spec, root, &opts)
 }
 

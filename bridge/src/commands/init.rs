@@ -240,7 +240,7 @@ fn init_github(g: &GlobalArgs, args: &InitArgs, root: &Path, repo: &RepoSlug) ->
 
     // The workflow and bridge.toml, in this checkout or through the API.
     let workflow_path = format!(".github/workflows/{workflow}");
-    let config_text = std::fs::read_to_string(root.join(CONFIG_FILE))
+    let config_text = crate::files::read_text(&root.join(CONFIG_FILE), crate::files::CONFIG_MAX)
         .with_context(|| format!("cannot read {}", root.join(CONFIG_FILE).display()))?;
     let mut notes = Vec::new();
     if args.via_api {
@@ -264,11 +264,18 @@ fn init_github(g: &GlobalArgs, args: &InitArgs, root: &Path, repo: &RepoSlug) ->
         }
     } else {
         let target = root.join(&workflow_path);
-        match std::fs::read_to_string(&target) {
+        match crate::files::read_text(&target, crate::files::CONFIG_MAX) {
             Ok(existing) if existing == WORKFLOW_TEMPLATE => {}
             Ok(_) => notes.push(format!(
                 "{workflow_path} exists and differs from bridge's template: it was left as it is."
             )),
+            // Never write over something that is there but not a readable
+            // workflow (a FIFO would block the write).
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(anyhow::anyhow!(e)
+                    .context(format!("cannot read {}", target.display()))
+                    .into());
+            }
             Err(_) => {
                 if let Some(parent) = target.parent() {
                     std::fs::create_dir_all(parent)
@@ -364,7 +371,7 @@ fn append_github_section(root: &Path, section: &GitHubSection) -> CliResult<()> 
         github: &'a GitHubSection,
     }
     let path = root.join(CONFIG_FILE);
-    let mut text = std::fs::read_to_string(&path)
+    let mut text = crate::files::read_text(&path, crate::files::CONFIG_MAX)
         .with_context(|| format!("cannot read {}", path.display()))?;
     let table = toml::to_string(&Wrapper { github: section }).context("cannot encode [github]")?;
     if !text.ends_with('\n') {
@@ -379,7 +386,7 @@ fn append_github_section(root: &Path, section: &GitHubSection) -> CliResult<()> 
 /// This device's identity, created (and said so) when it has none yet.
 pub fn identity_or_new(g: &GlobalArgs) -> CliResult<Identity> {
     let path = keys::identity_path()?;
-    if std::env::var_os(keys::IDENTITY_ENV).is_none() && !path.exists() {
+    if !crate::secrets::has_identity() && !path.exists() {
         let identity = Identity::generate()
             .map_err(|e| anyhow::anyhow!(e).context("cannot create an identity"))?;
         let path = keys::save_identity(&identity, false)?;

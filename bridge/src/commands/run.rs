@@ -335,17 +335,8 @@ impl worker::Hooks for RunHooks {
                 escape_data(&name),
                 duration(ms)
             );
-            // A task's output must not be able to issue workflow commands
-            // (`::add-mask::`, `::error::`, …): pause them around it.
-            let token = hex::encode(crate::workspace::random_bytes::<8>().unwrap_or([7; 8]));
-            let _ = writeln!(out, "::stop-commands::{token}");
-            if !tails.0.is_empty() {
-                let _ = writeln!(out, "{}", tails.0.trim_end());
-            }
-            if !tails.1.is_empty() {
-                let _ = writeln!(out, "--- stderr ---\n{}", tails.1.trim_end());
-            }
-            let _ = writeln!(out, "::{token}::");
+            let token = stop_commands_token(getrandom::fill);
+            let _ = write_paused_tails(&mut out, token, &tails, id.short());
             let _ = writeln!(out, "::endgroup::");
             if outcome.counts_as_failure() {
                 let _ = writeln!(
@@ -374,6 +365,51 @@ impl worker::Hooks for RunHooks {
     fn idle(&mut self, _session: &mut Session) -> CliResult<()> {
         Ok(())
     }
+}
+
+/// A fresh, unguessable token for `::stop-commands::`, from `fill` (the OS
+/// random source). There is deliberately no fallback: a fixed or guessable
+/// token would let a task's output end the pause and issue workflow commands
+/// (`::add-mask::`, `::error::`, step outputs) itself (issue 12, item 25).
+fn stop_commands_token<E: std::fmt::Display>(
+    fill: impl FnOnce(&mut [u8]) -> Result<(), E>,
+) -> anyhow::Result<String> {
+    let mut bytes = [0u8; 16];
+    fill(&mut bytes).map_err(|e| {
+        anyhow!("cannot pause workflow commands: the OS random number generator failed: {e}")
+    })?;
+    Ok(hex::encode(bytes))
+}
+
+/// Writes a task's output tails between `::stop-commands::TOKEN` and
+/// `::TOKEN::`, so that nothing in them is taken as a workflow command. If no
+/// token could be made, the tails are withheld (fail closed) and the line
+/// says where to read them instead.
+fn write_paused_tails(
+    out: &mut impl std::io::Write,
+    token: anyhow::Result<String>,
+    tails: &(String, String),
+    short_id: &str,
+) -> std::io::Result<()> {
+    let token = match token {
+        Ok(token) => token,
+        Err(e) => {
+            tracing::warn!("{e:#}");
+            return writeln!(
+                out,
+                "(output withheld: {}; read it with `bridge logs {short_id}`)",
+                escape_data(&format!("{e:#}"))
+            );
+        }
+    };
+    writeln!(out, "::stop-commands::{token}")?;
+    if !tails.0.is_empty() {
+        writeln!(out, "{}", tails.0.trim_end())?;
+    }
+    if !tails.1.is_empty() {
+        writeln!(out, "--- stderr ---\n{}", tails.1.trim_end())?;
+    }
+    writeln!(out, "::{token}::")
 }
 
 fn mark(outcome: Outcome) -> &'static str {
@@ -478,4 +514,50 @@ fn settled_docs(session: &Session) -> std::collections::HashSet<String> {
         .map(|(id, _)| id.to_string())
         .filter(|id| !busy.contains(id))
         .collect()
+}
+
+#[cfg(test)]
+mod stop_commands_tests {
+    use super::*;
+
+    #[test]
+    fn issue12_token_fails_closed_when_the_random_source_fails() {
+        let failed = stop_commands_token(|_| Err("entropy source unavailable"));
+        let e = failed.expect_err("a failed random source must not yield a token");
+        assert!(
+            format!("{e:#}").contains("entropy source unavailable"),
+            "{e:#}"
+        );
+        // The tails of a task are then withheld, never printed unpaused.
+        let tails = (
+            "::add-mask::oops\n".to_owned(),
+            "::error::forged".to_owned(),
+        );
+        let mut out = Vec::new();
+        write_paused_tails(
+            &mut out,
+            stop_commands_token(|_| Err("no entropy")),
+            &tails,
+            "abc",
+        )
+        .expect("writing to a Vec cannot fail");
+        let text = String::from_utf8(out).expect("UTF-8");
+        assert!(!text.contains("::add-mask::"), "{text}");
+        assert!(!text.contains("::error::"), "{text}");
+        assert!(!text.contains("::stop-commands::"), "{text}");
+        assert!(text.contains("bridge logs abc"), "{text}");
+    }
+
+    #[test]
+    fn issue12_token_is_fresh_and_pauses_the_tails() {
+        let a = stop_commands_token(getrandom::fill).expect("a token");
+        let b = stop_commands_token(getrandom::fill).expect("a token");
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, b);
+        let tails = ("hello".to_owned(), String::new());
+        let mut out = Vec::new();
+        write_paused_tails(&mut out, Ok(a.clone()), &tails, "abc").expect("Vec");
+        let text = String::from_utf8(out).expect("UTF-8");
+        assert_eq!(text, format!("::stop-commands::{a}\nhello\n::{a}::\n"));
+    }
 }

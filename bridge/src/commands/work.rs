@@ -23,7 +23,8 @@ use crate::workspace::{Session, device_name};
 /// outputs, and records every attempt. Without --follow it exits when nothing
 /// runnable is left. Ctrl-C (or SIGTERM) stops cleanly: running tasks are
 /// stopped and recorded as interrupted, waiting claims are released, and
-/// everything is saved; a second Ctrl-C exits at once.
+/// everything is saved; a second Ctrl-C exits at once (on Linux every
+/// process a task started is still killed).
 ///
 /// With a remote, it syncs before and after (and while idle with --follow);
 /// offline it works on the local replica and says so.
@@ -205,6 +206,10 @@ pub fn watch_signals(token: CancellationToken) {
                 );
                 token.cancel();
             } else {
+                // Safe for the tasks' processes: each task's supervisor
+                // gets its parent-death signal and kills every process of
+                // its task, including those that left the process group
+                // (see `bridge_exec::supervisor`).
                 std::process::exit(i32::from(EXIT_INTERRUPTED));
             }
         }

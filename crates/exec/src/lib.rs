@@ -25,10 +25,18 @@
 //! `run` is meant to be cheap, because a worker may run thousands of trivial
 //! tasks: it starts no threads, never sleeps, and spawns `argv[0]` directly
 //! (no shell) for [`Program::Argv`]. It is Unix-only.
+//!
+//! On Linux, a [`TaskCommand::supervisor`] puts a small per-task process
+//! between the worker and the task (see [`supervisor`]): a subreaper that
+//! kills every process the task left behind, even those that left its
+//! process group (`setsid`, double forks), and that confines the task with
+//! Landlock before it starts. Without one (and on other systems) the task's
+//! process group is all that is stopped.
 
 #![warn(missing_docs)]
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -97,6 +105,55 @@ pub struct TaskCommand {
     /// How long to wait between `SIGTERM` and `SIGKILL` when stopping the
     /// task's process group after a timeout or a cancel.
     pub kill_grace: Duration,
+    /// Run the task under a per-task supervisor (Linux only; ignored
+    /// elsewhere). `None` runs it directly, as a child of the worker.
+    pub supervisor: Option<Supervisor>,
+}
+
+/// How to start a task's supervisor: the executable that hands its
+/// arguments to [`supervisor::main`] when its first argument is
+/// [`supervisor::SUPERVISOR_ARG`] (bridge's own), and how to confine the task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Supervisor {
+    /// The executable, usually `std::env::current_exe()`.
+    pub program: PathBuf,
+    /// The paths the task must not reach.
+    pub confinement: Confinement,
+}
+
+/// How a task is confined (Linux Landlock, applied by the supervisor).
+/// Everything is allowed except the `protect`ed paths, of which only the
+/// `allow`ed folders inside them are open again (the task's own working
+/// folder is inside the workspace's `.bridge/`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Confinement {
+    /// Folders (or files) the task must neither read nor write.
+    pub protect: Vec<PathBuf>,
+    /// Folders inside a protected one that the task may use fully.
+    pub allow: Vec<PathBuf>,
+}
+
+impl Confinement {
+    /// Whether there is nothing to confine.
+    pub fn is_empty(&self) -> bool {
+        self.protect.is_empty()
+    }
+}
+
+#[cfg(target_os = "linux")]
+pub mod supervisor;
+
+/// Whether this system can confine tasks (Linux with Landlock enabled), so
+/// that a worker can say once when it cannot.
+pub fn confinement_available() -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        supervisor::landlock_available()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        false
+    }
 }
 
 /// How a task ended.
@@ -186,7 +243,15 @@ pub async fn run(cmd: &TaskCommand, cancel: CancellationToken) -> Finished {
     };
     // `spawn` only returns a child that has a pid.
     let pgid = child.id().map(|pid| Pid::from_raw(pid as i32));
-    let guard = GroupGuard { pgid };
+    let supervised = logs.status.is_some();
+    let guard = GroupGuard { pgid, supervised };
+    // A supervisor needs a little longer than the grace to kill what is
+    // left and write the task's status.
+    let grace = if supervised {
+        cmd.kill_grace + SUPERVISOR_MARGIN
+    } else {
+        cmd.kill_grace
+    };
 
     let deadline = started + cmd.timeout;
     let stop = tokio::select! {
@@ -208,14 +273,35 @@ pub async fn run(cmd: &TaskCommand, cancel: CancellationToken) -> Finished {
         )),
         Stop::TimedOut => {
             tracing::debug!(?pgid, timeout = ?cmd.timeout, "task timed out, stopping its group");
-            stop_group(&mut child, pgid, cmd.kill_grace).await;
+            stop_group(&mut child, pgid, grace).await;
             Outcome::TimedOut
         }
         Stop::Cancelled => {
             tracing::debug!(?pgid, "task cancelled, stopping its group");
-            stop_group(&mut child, pgid, cmd.kill_grace).await;
+            stop_group(&mut child, pgid, grace).await;
             Outcome::Interrupted
         }
+    };
+    // What a supervisor saw of the task replaces what we saw of the
+    // supervisor (whose own status only says whether it was killed).
+    #[cfg(target_os = "linux")]
+    let outcome = match (&logs.status, &outcome) {
+        (Some(path), Outcome::Exited(_) | Outcome::Signaled(_)) => {
+            match supervisor::read_status(path) {
+                Some(supervisor::TaskStatus::Exited(c)) => Outcome::Exited(c),
+                Some(supervisor::TaskStatus::Signaled(s)) => Outcome::Signaled(s),
+                Some(supervisor::TaskStatus::FailedToStart(m)) => Outcome::FailedToStart(m),
+                None => Outcome::FailedToStart(format!(
+                    "the task supervisor of `{}` ended without reporting the task's status ({outcome:?})",
+                    cmd.program.name()
+                )),
+            }
+        }
+        (Some(path), _) => {
+            let _ = std::fs::remove_file(path);
+            outcome
+        }
+        (None, _) => outcome,
     };
     // Whatever is left of the group (a background grandchild, say) must not
     // outlive the task. The guard sends the final SIGKILL.
@@ -252,6 +338,8 @@ fn finished_without_child(outcome: Outcome, started: Instant) -> Finished {
 struct Logs {
     stdout: LogFile,
     stderr: LogFile,
+    /// Where a supervisor writes the task's status (`None`: unsupervised).
+    status: Option<PathBuf>,
 }
 
 /// One log file we can read the end of.
@@ -317,6 +405,10 @@ impl LogFile {
 /// Builds the command and starts it. The error is a message naming what could
 /// not be started and why.
 fn spawn(cmd: &TaskCommand) -> Result<(Child, Logs), String> {
+    #[cfg(target_os = "linux")]
+    if let Some(supervisor) = &cmd.supervisor {
+        return spawn_supervised(cmd, supervisor);
+    }
     let mut command = match &cmd.program {
         Program::Shell { shell, script } => {
             let mut command = Command::new(shell);
@@ -368,7 +460,90 @@ fn spawn(cmd: &TaskCommand) -> Result<(Child, Logs), String> {
     if child.id().is_none() {
         return Err(format!("could not start `{name}`: it has no process id"));
     }
-    Ok((child, Logs { stdout, stderr }))
+    Ok((
+        child,
+        Logs {
+            stdout,
+            stderr,
+            status: None,
+        },
+    ))
+}
+
+/// How much longer than the task's grace a supervisor gets to stop.
+const SUPERVISOR_MARGIN: Duration = Duration::from_secs(2);
+
+/// Starts the task's supervisor, which starts the task (see [`supervisor`]).
+#[cfg(target_os = "linux")]
+fn spawn_supervised(cmd: &TaskCommand, sup: &Supervisor) -> Result<(Child, Logs), String> {
+    let argv: Vec<OsString> = match &cmd.program {
+        Program::Shell { shell, script } => vec![shell.into(), "-c".into(), script.into()],
+        Program::Argv(argv) => argv.iter().map(OsString::from).collect(),
+    };
+    if argv.is_empty() {
+        return Err("could not start the task: its argv is empty".to_owned());
+    }
+    if !cmd.workdir.is_dir() {
+        return Err(format!(
+            "could not start `{}` in {}: the working folder is missing or not a folder",
+            cmd.program.name(),
+            cmd.workdir.display()
+        ));
+    }
+    let mut status_path = cmd.stdout_path.clone().into_os_string();
+    status_path.push(".status");
+    let status_path = PathBuf::from(status_path);
+    let _ = std::fs::remove_file(&status_path);
+    let plan = supervisor::Plan {
+        parent: std::process::id() as i32,
+        grace: cmd.kill_grace,
+        status_path: status_path.clone(),
+        confinement: sup.confinement.clone(),
+        argv,
+    };
+    let (stdout, stdout_for_child) = LogFile::create(&cmd.stdout_path)?;
+    let (stderr, stderr_for_child) = LogFile::create(&cmd.stderr_path)?;
+    let mut command = Command::new(&sup.program);
+    command
+        .arg(supervisor::SUPERVISOR_ARG)
+        .args(plan.to_args())
+        // The supervisor's environment is the task's: it passes it on.
+        .env_clear()
+        .envs(&cmd.env)
+        .current_dir(&cmd.workdir)
+        .stdin(Stdio::null())
+        .stdout(stdout_for_child)
+        .stderr(stderr_for_child)
+        .process_group(0)
+        // Killing the supervisor would orphan the task's processes: when
+        // `run` is dropped, `GroupGuard` asks it to stop them instead, and
+        // tokio reaps it.
+        .kill_on_drop(false);
+    die_with_parent(&mut command);
+    tracing::debug!(
+        program = ?cmd.program,
+        supervisor = %sup.program.display(),
+        workdir = %cmd.workdir.display(),
+        env = ?cmd.env.keys().collect::<Vec<_>>(),
+        "spawning a supervised task"
+    );
+    let child = command.spawn().map_err(|error| {
+        format!(
+            "could not start the task supervisor {}: {error}",
+            sup.program.display()
+        )
+    })?;
+    if child.id().is_none() {
+        return Err("could not start the task supervisor: it has no process id".to_owned());
+    }
+    Ok((
+        child,
+        Logs {
+            stdout,
+            stderr,
+            status: Some(status_path),
+        },
+    ))
 }
 
 /// Makes the child receive `SIGKILL` when the worker thread that spawned it
@@ -421,10 +596,18 @@ fn signal_group(pgid: Option<Pid>, signal: Signal) {
 /// [`run`], and also if the `run` future is dropped before the task ends.
 struct GroupGuard {
     pgid: Option<Pid>,
+    /// The group is a supervisor's: it is asked to kill the task's
+    /// processes rather than killed (which would orphan them).
+    supervised: bool,
 }
 
 impl Drop for GroupGuard {
     fn drop(&mut self) {
+        #[cfg(target_os = "linux")]
+        if self.supervised {
+            signal_group(self.pgid, supervisor::IMMEDIATE_STOP);
+            return;
+        }
         signal_group(self.pgid, Signal::SIGKILL);
     }
 }

@@ -43,6 +43,7 @@ impl Fixture {
             stderr_path: self.dir.path().join("stderr.log"),
             tail_bytes: 4096,
             kill_grace: Duration::from_secs(5),
+            supervisor: None,
         }
     }
 

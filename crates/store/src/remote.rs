@@ -661,6 +661,12 @@ pub struct RemoteOptions {
     /// The folder under which `git:` remotes keep their private bare
     /// repositories, one per URL (`<cache_dir>/<hash of the URL>.git`).
     pub cache_dir: PathBuf,
+    /// The token a `git:` remote sends to GitHub (see
+    /// [`GitRemote::with_token`]); `None` leaves what [`GitRemote::new`]
+    /// found in `GITHUB_TOKEN`. The CLI takes the token out of its
+    /// environment at start-up, so that no child process inherits it, and
+    /// passes it here.
+    pub github_token: Option<String>,
 }
 
 impl RemoteOptions {
@@ -670,6 +676,7 @@ impl RemoteOptions {
         RemoteOptions {
             writer_slot: "default".to_owned(),
             cache_dir: base.join(".bridge").join("git-cache"),
+            github_token: None,
         }
     }
 }
@@ -718,13 +725,17 @@ pub fn parse_remote(
             let url = git::absolute_local_url(rest.to_owned(), Some(base));
             let key = &names::sha256_hex(url.as_bytes())[..16];
             let cache = opts.cache_dir.join(format!("{key}.git"));
-            let remote =
+            let mut remote =
                 GitRemote::new(url, opts.writer_slot.clone(), cache).map_err(|source| {
                     RemoteSpecError::InvalidSlot {
                         spec: spec.to_owned(),
                         source,
                     }
                 })?;
+            if let Some(token) = &opts.github_token {
+                let auth_host = std::env::var("BRIDGE_GIT_AUTH_HOST").ok();
+                remote = remote.with_token(Some(token), auth_host.as_deref());
+            }
             Ok(Box::new(remote))
         }
         _ => Err(RemoteSpecError::UnknownScheme {

@@ -518,6 +518,7 @@ fn parse_remote_wires_git_urls() {
     let opts = RemoteOptions {
         writer_slot: "laptop".into(),
         cache_dir: dir.path().join("caches"),
+        github_token: None,
     };
     // A relative path is taken from the base folder.
     let r = parse_remote("git:store.git", dir.path(), &opts).unwrap();

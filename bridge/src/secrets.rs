@@ -1,0 +1,101 @@
+//! The secrets bridge takes from its environment, and hardening of its own
+//! process against the tasks it runs (issue 12, items 5 and 6).
+//!
+//! A task runs as the same user as its worker, so without care it can read
+//! the worker's environment from `/proc/<worker pid>/environ` (holding
+//! `BRIDGE_IDENTITY`, `GITHUB_TOKEN`, and whatever else the CI job was
+//! given, like cloud keys) and its memory through `ptrace` or
+//! `/proc/<pid>/mem`. Two measures:
+//!
+//! - [`harden_process`] makes every bridge process non-dumpable
+//!   (`PR_SET_DUMPABLE` 0). The kernel then makes its `/proc/<pid>/`
+//!   files owned by root and refuses `ptrace` by other processes of the
+//!   same user. This is the real protection: `/proc/<pid>/environ` shows the
+//!   *initial* environment block, which removing a variable does not erase.
+//! - [`take_from_env`] moves the secrets bridge itself reads
+//!   ([`SECRET_VARS`]) out of the environment into this module, so that no
+//!   process bridge starts (git, gh, a task's supervisor) inherits them.
+//!   Everything that needs one asks here.
+//!
+//! Tasks' own environments are built from an allow-list (see `worker.rs`),
+//! and on Linux the task supervisor also confines them with Landlock, which
+//! denies them `ptrace`-class access (so `/proc/<pid>/environ`) to any
+//! process outside their sandbox, such as a `git push` the worker runs.
+
+use std::ffi::OsString;
+use std::sync::OnceLock;
+
+/// The variables holding secrets bridge reads: taken out of the
+/// environment at start-up.
+pub const SECRET_VARS: &[&str] = &[crate::keys::IDENTITY_ENV, "GITHUB_TOKEN"];
+
+/// The secrets as they were at start-up.
+#[derive(Default)]
+struct Secrets {
+    identity: Option<OsString>,
+    github_token: Option<OsString>,
+}
+
+static SECRETS: OnceLock<Secrets> = OnceLock::new();
+
+/// Moves [`SECRET_VARS`] from the environment into this module. Call it
+/// first thing in `main`, before any thread starts.
+pub fn take_from_env() {
+    let secrets = Secrets {
+        identity: std::env::var_os(crate::keys::IDENTITY_ENV),
+        github_token: std::env::var_os("GITHUB_TOKEN"),
+    };
+    for var in SECRET_VARS {
+        // SAFETY: `remove_var` is unsound only when another thread reads or
+        // writes the environment at the same time. This runs at the very
+        // start of `main`, before the runtime, the TLS set-up or anything
+        // else has started a thread.
+        #[allow(unsafe_code)]
+        unsafe {
+            std::env::remove_var(var);
+        }
+    }
+    let _ = SECRETS.set(secrets);
+}
+
+/// Reads a secret: the value taken at start-up, or, where
+/// [`take_from_env`] never ran (unit tests), the environment.
+fn get(pick: fn(&Secrets) -> &Option<OsString>, var: &str) -> Option<OsString> {
+    match SECRETS.get() {
+        Some(s) => pick(s).clone(),
+        None => std::env::var_os(var),
+    }
+}
+
+/// `BRIDGE_IDENTITY` as it was at start-up.
+pub fn identity() -> Option<OsString> {
+    get(|s| &s.identity, crate::keys::IDENTITY_ENV)
+}
+
+/// Whether `BRIDGE_IDENTITY` was set.
+pub fn has_identity() -> bool {
+    identity().is_some()
+}
+
+/// `GITHUB_TOKEN` as it was at start-up, if it was valid UTF-8 and not
+/// blank.
+pub fn github_token() -> Option<String> {
+    get(|s| &s.github_token, "GITHUB_TOKEN")
+        .and_then(|t| t.to_str().map(|t| t.trim().to_owned()))
+        .filter(|t| !t.is_empty())
+}
+
+/// Makes this process non-dumpable (see the module docs). Returns the
+/// error to report once logging is set up; bridge goes on without it.
+pub fn harden_process() -> Result<(), String> {
+    #[cfg(target_os = "linux")]
+    {
+        nix::sys::prctl::set_dumpable(false).map_err(|e| {
+            format!("cannot hide this process from its tasks (prctl PR_SET_DUMPABLE): {e}")
+        })
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        Ok(())
+    }
+}
