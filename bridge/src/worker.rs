@@ -187,6 +187,9 @@ pub async fn work(
     let mut queue: VecDeque<String> = VecDeque::new();
     let mut running: JoinSet<Finished> = JoinSet::new();
     let mut names: HashMap<String, String> = HashMap::new();
+    // Which task each running job is, so that a job that panics still ends
+    // its task with an `error` attempt instead of stopping the worker.
+    let mut spawned: HashMap<tokio::task::Id, (TaskId, String, Millis)> = HashMap::new();
     let mut claimed_total = 0usize;
     let mut avg_ms: Option<f64> = None;
     let mut unflushed_attempts = 0usize;
@@ -326,12 +329,13 @@ pub async fn work(
                 work_dir: work_dir.clone(),
                 device: opts.device.clone(),
                 provenance: opts.provenance.clone(),
-                id,
-                key,
+                id: id.clone(),
+                key: key.clone(),
                 spec,
                 need_inputs,
             };
-            running.spawn(job.run(stop_tasks.clone()));
+            let handle = running.spawn(job.run(stop_tasks.clone()));
+            spawned.insert(handle.id(), (id, key, now_ms()));
             report
                 .first_started_ms
                 .get_or_insert_with(|| began.elapsed().as_millis() as u64);
@@ -394,10 +398,26 @@ pub async fn work(
         let push_due = publisher.as_ref().and_then(|p| p.due());
         let mut stop_now = false;
         tokio::select! {
-            Some(joined) = running.join_next(), if !running.is_empty() => {
+            Some(joined) = running.join_next_with_id(), if !running.is_empty() => {
                 let (id, key, attempt) = match joined {
-                    Ok(f) => f,
-                    Err(e) => return Err(anyhow::anyhow!("a task runner crashed: {e}").into()),
+                    Ok((job, f)) => {
+                        spawned.remove(&job);
+                        f
+                    }
+                    // A bug that a stored task can trigger must not stop the
+                    // pool (issue 12, item 10): the task gets an `error`
+                    // attempt, the others go on.
+                    Err(e) => {
+                        let Some((id, key, started_at)) = spawned.remove(&e.id()) else {
+                            return Err(anyhow::anyhow!("a task runner crashed: {e}").into());
+                        };
+                        let reason = panic_message(e);
+                        tracing::error!(task = %id, %reason, "running the task crashed; recorded as an error");
+                        let mut a = blank_attempt(&key, &opts.device, &opts.provenance, started_at);
+                        a.ended_at = now_ms();
+                        a.message = Some(format!("the worker could not run this task: {reason}"));
+                        (id, key, a)
+                    }
                 };
                 let Some(h) = held.remove(&key) else { continue };
                 let ms = attempt.ended_at - attempt.started_at;
@@ -513,13 +533,16 @@ fn fits_before_deadline(
         .facts
         .attempts
         .values()
-        .map(|a| (a.ended_at - a.started_at).max(0) as u64)
+        // Attempts are written by other members: no value may overflow here.
+        .map(|a| a.ended_at.saturating_sub(a.started_at).max(0) as u64)
         .max();
     let expected = match history.or(avg_ms.map(|a| a as u64)) {
-        Some(ms) => Duration::from_millis(ms + ms / 4),
+        Some(ms) => Duration::from_millis(ms.saturating_add(ms / 4)),
         None => Duration::from_secs(task.spec.timeout_s).min(budget / 4),
     };
-    Instant::now() + expected <= deadline
+    Instant::now()
+        .checked_add(expected)
+        .is_some_and(|end| end <= deadline)
 }
 
 /// Orders candidates for a sharded runner: the tasks of its shard (see
@@ -682,26 +705,17 @@ impl Job {
         let stderr_path = self
             .work_dir
             .join(format!("{}-{slug}.stderr", self.id.short()));
-        let mut attempt = Attempt {
-            key: self.key.clone(),
-            device: self.device.clone(),
-            started_at,
-            ended_at: started_at,
-            outcome: Outcome::Error,
-            exit_code: None,
-            signal: None,
-            message: None,
-            stdout_tail: String::new(),
-            stderr_tail: String::new(),
-            stdout_blob: None,
-            stderr_blob: None,
-            outputs: BTreeMap::new(),
-            provenance: {
-                let mut p = provenance(&self.device);
-                p.extend(self.provenance.clone());
-                p
-            },
-        };
+        let mut attempt = blank_attempt(&self.key, &self.device, &self.provenance, started_at);
+        // A stored spec need not have come through `submit`'s checks (a
+        // member can write any document): one that breaks a limit is an
+        // `error` attempt, and nothing of it is run or written to disk.
+        if let Err(e) = self.spec.check().map_err(anyhow::Error::from).and_then(|()| {
+            bridge_exec::check_output_globs(&self.spec.outputs).map_err(anyhow::Error::from)
+        }) {
+            attempt.message = Some(format!("this task cannot be run: {e:#}"));
+            attempt.ended_at = now_ms();
+            return (self.id, self.key, attempt);
+        }
         let prepared = prepare(
             &self.vault,
             &self.fetcher,
@@ -810,6 +824,49 @@ impl Job {
         let _ = std::fs::remove_file(&stderr_path);
         (self.id, self.key, attempt)
     }
+}
+
+/// An attempt that has not run yet: an `error` until something better is
+/// known.
+fn blank_attempt(
+    key: &str,
+    device: &str,
+    extra_provenance: &BTreeMap<String, String>,
+    started_at: Millis,
+) -> Attempt {
+    Attempt {
+        key: key.to_owned(),
+        device: device.to_owned(),
+        started_at,
+        ended_at: started_at,
+        outcome: Outcome::Error,
+        exit_code: None,
+        signal: None,
+        message: None,
+        stdout_tail: String::new(),
+        stderr_tail: String::new(),
+        stdout_blob: None,
+        stderr_blob: None,
+        outputs: BTreeMap::new(),
+        provenance: {
+            let mut p = provenance(device);
+            p.extend(extra_provenance.clone());
+            p
+        },
+    }
+}
+
+/// What a crashed job said, for its attempt's message.
+fn panic_message(e: tokio::task::JoinError) -> String {
+    if !e.is_panic() {
+        return e.to_string();
+    }
+    let payload = e.into_panic();
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
 }
 
 /// The outputs of the canonical results of the tasks `spec` needs, as inputs

@@ -280,12 +280,14 @@ fn pending_work(session: &Session) -> PendingWork {
             .facts
             .attempts
             .values()
-            .map(|a| (a.ended_at - a.started_at).max(0) as u64)
+            .map(|a| a.ended_at.saturating_sub(a.started_at).max(0) as u64)
             .max();
         match longest {
-            Some(ms) => work.seconds += ms.div_ceil(1000).min(t.spec.timeout_s),
+            Some(ms) => {
+                work.seconds = work.seconds.saturating_add(ms.div_ceil(1000).min(t.spec.timeout_s))
+            }
             None => {
-                work.seconds += t.spec.timeout_s;
+                work.seconds = work.seconds.saturating_add(t.spec.timeout_s);
                 work.from_timeout += 1;
             }
         }

@@ -61,7 +61,7 @@ pub fn run(g: &GlobalArgs, args: ShowArgs) -> CliResult<u8> {
     }
     println!(
         "Limits   timeout {}, {} retr{} ({} of {} attempts failed), priority {}",
-        duration(t.spec.timeout_s as i64 * 1000),
+        duration(i64::try_from(t.spec.timeout_s).unwrap_or(i64::MAX).saturating_mul(1000)),
         t.spec.retries,
         if t.spec.retries == 1 { "y" } else { "ies" },
         d.failures.0,
@@ -118,7 +118,7 @@ pub fn run(g: &GlobalArgs, args: ShowArgs) -> CliResult<u8> {
             if a.device.is_empty() { "?" } else { &a.device },
             a.outcome.as_str(),
             code,
-            duration(a.ended_at - a.started_at),
+            duration(a.ended_at.saturating_sub(a.started_at)),
             timestamp(a.ended_at)
         );
         if let Some(m) = &a.message {
