@@ -3,6 +3,12 @@
 //! the worker loop. The task model, the store and process execution live in
 //! the library crates under `crates/`.
 
+// Every write to stdout or stderr goes through `output`'s macros, which
+// never panic on a closed pipe (issue 12, item 18).
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
+#[macro_use]
+mod output;
 mod cache;
 mod commands;
 mod compact;
@@ -10,7 +16,6 @@ mod error;
 mod fetch;
 mod github;
 mod keys;
-mod output;
 mod publish;
 mod shard;
 mod snapshot;
@@ -34,7 +39,16 @@ fn main() -> ExitCode {
     install_tls_provider();
     let cli = Cli::parse();
     init_tracing(cli.global.verbose, cli.global.quiet);
-    match commands::run(cli) {
+    let result = commands::run(cli);
+    // A write error on stdout other than a closed pipe (a full disk behind
+    // `> file`): the output is incomplete, so the command did not succeed.
+    if let Some(e) = output::stdout_error() {
+        errout!("Error: cannot write to standard output: {e}\nHint: check the file or pipe it goes to; the output above is incomplete\n");
+        if matches!(result, Ok(0)) {
+            return ExitCode::from(EXIT_ERROR);
+        }
+    }
+    match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             // A closed pipe (`bridge ls | head`) is not an error.
@@ -44,7 +58,7 @@ fn main() -> ExitCode {
             }) {
                 return ExitCode::from(0);
             }
-            eprint!("{e}");
+            errout!("{e}");
             ExitCode::from(if e.code == 0 { EXIT_ERROR } else { e.code })
         }
     }

@@ -1,19 +1,125 @@
-//! Terminal output: JSON for scripts, aligned tables and human times for people.
+//! Terminal output: JSON for scripts, aligned tables and human times for
+//! people, and the one way every command writes to stdout and stderr.
+//!
+//! # A closed pipe is not a panic (issue 12, item 18)
+//!
+//! Rust ignores `SIGPIPE`, so a write to a pipe whose reader has gone
+//! (`bridge status | head -1`, `bridge sync | true`) fails with `EPIPE`, and
+//! `println!` turns that failure into a panic (exit 101). Every command
+//! writes through [`outln!`], [`out!`], [`errln!`] and [`errout!`] instead
+//! (`println!` and friends are denied by clippy in this crate: `main.rs`): the first
+//! failed write to stdout closes it for the rest of the process and the
+//! command goes on to its end, so a `submit` or a `sync` whose reader left
+//! still stores and pushes what it was asked to. A closed pipe is not an
+//! error (the exit code is the command's own); any other write error (a full
+//! disk behind `> file`) is reported once at the end, with exit code 1.
+//!
+//! Resetting `SIGPIPE` to its default instead would kill bridge in the
+//! middle of a sync or a run (and on any write to a socket or to a git
+//! process that went away), losing work; it would also be inherited by
+//! nothing useful, since `std::process::Command` already restores the
+//! default disposition in every task it starts.
 
+use std::fmt;
 use std::io::Write;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bridge_model::Millis;
 use serde::Serialize;
 
 use crate::error::CliResult;
 
+/// `println!` for bridge: never panics (see the module docs).
+macro_rules! outln {
+    () => {
+        $crate::output::write_stdout(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `print!` for bridge: never panics (see the module docs).
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::output::write_stdout(format_args!($($arg)*))
+    };
+}
+
+/// `eprintln!` for bridge: never panics; a closed stderr is ignored.
+macro_rules! errln {
+    () => {
+        $crate::output::write_stderr(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::write_stderr(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `eprint!` for bridge: never panics; a closed stderr is ignored.
+macro_rules! errout {
+    ($($arg:tt)*) => {
+        $crate::output::write_stderr(format_args!($($arg)*))
+    };
+}
+
+/// Set by the first failed write to stdout: later output is dropped.
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+/// The first write error on stdout that is not a closed pipe.
+static STDOUT_ERROR: OnceLock<String> = OnceLock::new();
+
+/// Writes formatted text to stdout (what [`outln!`] and [`out!`] call).
+pub fn write_stdout(args: fmt::Arguments<'_>) {
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
+    let result = std::io::stdout().lock().write_fmt(args);
+    if let Err(e) = result {
+        stdout_failed(&e);
+    }
+}
+
+/// Writes bytes to stdout, with the same rules as [`write_stdout`].
+pub fn write_stdout_bytes(bytes: &[u8]) {
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(bytes).and_then(|()| out.flush()) {
+        stdout_failed(&e);
+    }
+}
+
+fn stdout_failed(e: &std::io::Error) {
+    STDOUT_CLOSED.store(true, Ordering::Relaxed);
+    if e.kind() != std::io::ErrorKind::BrokenPipe {
+        let _ = STDOUT_ERROR.set(e.to_string());
+    }
+}
+
+/// Flushes stdout and returns the first write error that was not a closed
+/// pipe, for `main` to report.
+pub fn stdout_error() -> Option<&'static str> {
+    if !STDOUT_CLOSED.load(Ordering::Relaxed)
+        && let Err(e) = std::io::stdout().lock().flush()
+    {
+        stdout_failed(&e);
+    }
+    STDOUT_ERROR.get().map(String::as_str)
+}
+
+/// Writes formatted text to stderr (what [`errln!`] and [`errout!`] call);
+/// there is nowhere left to report a failure, so it is ignored.
+pub fn write_stderr(args: fmt::Arguments<'_>) {
+    let _ = std::io::stderr().lock().write_fmt(args);
+}
+
 /// Prints `value` as pretty JSON on stdout.
 pub fn print_json<T: Serialize>(value: &T) -> CliResult<()> {
-    // Serialise first, so a closed pipe surfaces as the io::Error it is
-    // (serde_json's error hides it from the broken-pipe check in main).
     let mut text = serde_json::to_string_pretty(value)?;
     text.push('\n');
-    std::io::stdout().lock().write_all(text.as_bytes())?;
+    write_stdout_bytes(text.as_bytes());
     Ok(())
 }
 
@@ -51,8 +157,8 @@ pub fn print_table(header: &[&str], rows: &[Vec<String>]) -> CliResult<()> {
             widths[i] = widths[i].max(cell.chars().count());
         }
     }
-    let mut out = std::io::stdout().lock();
-    let line = |cells: Vec<&str>, out: &mut dyn Write| -> std::io::Result<()> {
+    let mut text = String::new();
+    let mut line = |cells: Vec<&str>| {
         let mut s = String::new();
         for (i, c) in cells.iter().enumerate() {
             if i + 1 == cells.len() {
@@ -62,12 +168,14 @@ pub fn print_table(header: &[&str], rows: &[Vec<String>]) -> CliResult<()> {
                 s.push_str(&" ".repeat(widths[i] - c.chars().count() + 2));
             }
         }
-        writeln!(out, "{}", s.trim_end())
+        text.push_str(s.trim_end());
+        text.push('\n');
     };
-    line(header.to_vec(), &mut out)?;
+    line(header.to_vec());
     for r in rows {
-        line(r.iter().map(String::as_str).collect(), &mut out)?;
+        line(r.iter().map(String::as_str).collect());
     }
+    write_stdout_bytes(text.as_bytes());
     Ok(())
 }
 

@@ -20,4 +20,5 @@ mod longlived;
 mod runner;
 mod security;
 mod url_inputs;
+mod validation;
 mod workers;

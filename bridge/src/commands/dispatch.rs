@@ -113,7 +113,7 @@ pub fn run(g: &GlobalArgs, args: DispatchArgs) -> CliResult<u8> {
                 if args.json {
                     print_json(&json!({"dispatched": false, "pending_tasks": 0}))?;
                 } else if !g.quiet {
-                    println!(
+                    outln!(
                         "Nothing pending in the pool: no runners started (pass --runners N to start some anyway)."
                     );
                 }
@@ -160,7 +160,7 @@ pub fn run(g: &GlobalArgs, args: DispatchArgs) -> CliResult<u8> {
                     "pass --force to start them anyway, lower --runners or --budget, or raise minutes-budget under [github] in bridge.toml",
                 ));
             }
-            eprintln!("warning: {msg}; going on (--force)");
+            errln!("warning: {msg}; going on (--force)");
         }
     }
 
@@ -207,7 +207,7 @@ pub fn run(g: &GlobalArgs, args: DispatchArgs) -> CliResult<u8> {
         return Ok(EXIT_OK);
     }
     if !g.quiet && !args.json {
-        println!(
+        outln!(
             "Started {workflow} on {git_ref} of {repo}: {runners} runner(s) × {} for {} pending task(s), about {estimate} runner minutes{}.",
             args.budget,
             work.tasks,
@@ -221,15 +221,15 @@ pub fn run(g: &GlobalArgs, args: DispatchArgs) -> CliResult<u8> {
             }
         );
         match run_id {
-            Some(id) => println!("Run {id}: {html_url}"),
-            None => println!(
+            Some(id) => outln!("Run {id}: {html_url}"),
+            None => outln!(
                 "GitHub did not say which run it started, and none showed up yet: see {html_url}"
             ),
         }
     }
     if !args.watch {
         if !g.quiet && !args.json {
-            println!(
+            outln!(
                 "Follow it with `bridge status` (after `bridge sync`), or dispatch with --watch."
             );
         }
@@ -480,7 +480,7 @@ fn watch(
             b.set_position(p.total() - p.left);
             b.set_message(msg.clone());
         } else if !g.quiet && !json && msg != last_line {
-            eprintln!(
+            errln!(
                 "{} {msg}",
                 crate::output::duration(started.elapsed().as_millis() as i64)
             );
@@ -521,9 +521,9 @@ fn watch(
         return Ok(EXIT_OK);
     }
     if drained {
-        println!("The pool is drained: {}.", p.line());
+        outln!("The pool is drained: {}.", p.line());
     } else {
-        println!(
+        outln!(
             "The run ended with {} task(s) left ({}): run `bridge dispatch` again for the rest.",
             p.left,
             p.line()
@@ -555,15 +555,15 @@ fn watch(
             }
         });
     match example {
-        Some(task) => println!(
+        Some(task) => outln!(
             "Outputs are in the store, and this replica has them: `bridge outputs {task} --to results/` copies a task's files; `bridge ls --status done` lists the tasks."
         ),
-        None => println!(
+        None => outln!(
             "Outputs are in the store: `bridge outputs TASK --to DIR` copies a task's files once it is done."
         ),
     }
     if p.failed > 0 {
-        println!(
+        outln!(
             "Failed: `bridge ls --status failed`, then `bridge logs TASK` and `bridge retry TASK`."
         );
     }

@@ -85,13 +85,13 @@ pub fn run(g: &GlobalArgs, args: MembersArgs) -> CliResult<u8> {
             };
             change(&mut vault, |r, id| r.add_member(id, member, now_ms()))?;
             if !g.quiet {
-                println!(
+                outln!(
                     "Added {name} as {} (epoch {}).",
                     role.as_str(),
                     vault.roster().latest().number
                 );
                 let remote = ws.config.store.remote.as_deref().unwrap_or("dir:PATH");
-                println!("On that device: bridge join {remote} --root {root}");
+                outln!("On that device: bridge join {remote} --root {root}");
             }
         }
         MembersCommand::Remove { name } => {
@@ -114,7 +114,7 @@ pub fn run(g: &GlobalArgs, args: MembersArgs) -> CliResult<u8> {
                 r.remove_member(id, &name, accepted, now_ms())
             })?;
             if !g.quiet {
-                println!(
+                outln!(
                     "Removed {name} (epoch {}); {n} of their files stay valid, later ones are refused.",
                     vault.roster().latest().number
                 );
@@ -122,11 +122,11 @@ pub fn run(g: &GlobalArgs, args: MembersArgs) -> CliResult<u8> {
         }
         MembersCommand::AddRunner { name } => {
             let runner = add_runner(&mut vault, &name)?;
-            eprintln!(
+            errln!(
                 "Added runner {name} (role worker). Its secret identity follows, printed once:"
             );
-            eprintln!("store it as the CI secret BRIDGE_IDENTITY now; it is not saved anywhere.");
-            println!("{}", runner.to_secret().expose_secret());
+            errln!("store it as the CI secret BRIDGE_IDENTITY now; it is not saved anywhere.");
+            outln!("{}", runner.to_secret().expose_secret());
         }
     }
     let mut session = Session::with_vault(ws, vault)?;
@@ -275,7 +275,7 @@ fn list(roster: &Roster, json: bool) -> CliResult<()> {
         print_json(&json!({"epoch": latest.number, "members": members, "removed": removed}))?;
         return Ok(());
     }
-    println!(
+    outln!(
         "Roster epoch {} of workspace {}",
         latest.number,
         roster.workspace()
@@ -294,7 +294,7 @@ fn list(roster: &Roster, json: bool) -> CliResult<()> {
         .collect();
     print_table(&["NAME", "ROLE", "MEMBER", "PUBLIC KEY"], &rows)?;
     for r in &latest.removed {
-        println!("removed in epoch {}: {}", r.epoch, r.member);
+        outln!("removed in epoch {}: {}", r.epoch, r.member);
     }
     Ok(())
 }

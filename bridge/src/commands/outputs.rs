@@ -76,10 +76,10 @@ pub fn run(g: &GlobalArgs, args: OutputsArgs) -> CliResult<u8> {
         print_json(&json!({"task": id, "files": copied}))?;
     } else if !g.quiet {
         if copied.is_empty() {
-            println!("Task {} ({}) has no output files.", id.short(), t.spec.name);
+            outln!("Task {} ({}) has no output files.", id.short(), t.spec.name);
         }
         for c in copied {
-            println!("{}", c.display());
+            outln!("{}", c.display());
         }
     }
     Ok(EXIT_OK)

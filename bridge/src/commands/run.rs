@@ -231,7 +231,7 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> CliResult<u8> {
             "seconds": started.elapsed().as_secs_f64(),
         }))?;
     } else if !quiet {
-        eprintln!(
+        errln!(
             "run: {} done, {} failed, {} interrupted, {} left in the pool ({} pushes, {:.1}s)",
             report.done,
             report.failed,
@@ -242,7 +242,7 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> CliResult<u8> {
         );
     }
     if publisher.offline {
-        eprintln!(
+        errln!(
             "warning: the last push did not reach the remote; the results are in the local replica only"
         );
     }
@@ -356,7 +356,7 @@ impl worker::Hooks for RunHooks {
                 );
             }
         } else if !self.quiet {
-            eprintln!(
+            errln!(
                 "{} {} ({}){}",
                 mark(outcome),
                 crate::output::safe(&name),

@@ -127,14 +127,14 @@ pub fn run(g: &GlobalArgs, args: SubmitArgs) -> CliResult<u8> {
         print_json(&result)?;
     } else if !g.quiet {
         match &result.batch {
-            Some(b) => println!(
+            Some(b) => outln!(
                 "Submitted batch {}: {} new task{}{}.",
                 b.short(),
                 result.new,
                 if result.new == 1 { "" } else { "s" },
                 already(&result)
             ),
-            None => println!("Nothing new to submit{}.", already(&result)),
+            None => outln!("Nothing new to submit{}.", already(&result)),
         }
     }
     if !args.offline {

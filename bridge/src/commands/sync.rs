@@ -36,7 +36,7 @@ pub fn run(g: &GlobalArgs, args: SyncArgs) -> CliResult<u8> {
                     &json!({"status": "synced", "pulled": r.pulled, "pushed": r.pushed, "skipped": r.skipped.len()}),
                 )?;
             } else if !g.quiet {
-                println!(
+                outln!(
                     "Synced with {}: {} files pulled, {} pushed.",
                     session.ws.remote_spec().unwrap_or_default(),
                     r.pulled,
@@ -49,7 +49,7 @@ pub fn run(g: &GlobalArgs, args: SyncArgs) -> CliResult<u8> {
             if args.json {
                 print_json(&json!({"status": "offline", "reason": why}))?;
             } else {
-                eprintln!(
+                errln!(
                     "offline: {why}. Nothing is lost: tasks and results stay in the local replica; run `bridge sync` again later."
                 );
             }

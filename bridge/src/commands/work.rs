@@ -106,7 +106,7 @@ pub fn run(g: &GlobalArgs, args: WorkArgs) -> CliResult<u8> {
     }
     super::sync::auto_compact(&session, args.offline);
     if !quiet {
-        eprintln!(
+        errln!(
             "{} done, {} failed{}{}.",
             report.done,
             report.failed,
@@ -200,7 +200,7 @@ pub fn watch_signals(token: CancellationToken) {
                 _ = term.recv() => {}
             }
             if round == 0 {
-                eprintln!(
+                errln!(
                     "stopping: interrupting running tasks and saving (press Ctrl-C again to quit at once)"
                 );
                 token.cancel();
@@ -283,7 +283,7 @@ impl Progress {
                             b.println(line);
                         }
                     }
-                    None if !self.quiet => eprintln!("{line}"),
+                    None if !self.quiet => errln!("{line}"),
                     None => {}
                 }
             }

@@ -411,7 +411,17 @@ pub fn derive_task(
         .values()
         .filter(|a| a.outcome.counts_as_failure())
         .count() as u64;
-    let allowed = (1 + u64::from(task.spec.retries)) * (1 + facts.retries.len() as u64);
+    // A spec that breaks the limits can never run (a worker records an
+    // `error` attempt) and never changes: its own retries cannot help, so
+    // only one attempt per retry grant counts (issue 12, item 10: a stored
+    // `retries: 4294967295` would keep every worker busy failing it). Only
+    // checked once it has failed, which keeps deriving cheap.
+    let retries = if failures > 0 && task.spec.check().is_err() {
+        0
+    } else {
+        task.spec.retries
+    };
+    let allowed = (1 + u64::from(retries)) * (1 + facts.retries.len() as u64);
     let mut d = Derived {
         status: Status::Pending,
         reason: None,
