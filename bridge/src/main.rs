@@ -58,7 +58,7 @@ fn main() -> ExitCode {
             }) {
                 return ExitCode::from(0);
             }
-            errout!("{e}");
+            errout!("{}", output::safe_lines(&e.to_string()));
             ExitCode::from(if e.code == 0 { EXIT_ERROR } else { e.code })
         }
     }

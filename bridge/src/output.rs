@@ -64,6 +64,41 @@ macro_rules! errout {
     };
 }
 
+/// Whether stdout and stderr are terminals, probed once.
+fn is_terminal(stderr: bool) -> bool {
+    use std::io::IsTerminal;
+    static STDOUT: OnceLock<bool> = OnceLock::new();
+    static STDERR: OnceLock<bool> = OnceLock::new();
+    if stderr {
+        *STDERR.get_or_init(|| std::io::stderr().is_terminal())
+    } else {
+        *STDOUT.get_or_init(|| std::io::stdout().is_terminal())
+    }
+}
+
+/// Text bound for a terminal, with every control character but newline and
+/// tab shown as a `\u{..}` escape: the last line of defence (issue 12, item
+/// 21) behind [`safe`], which printers apply to each task-controlled field.
+/// bridge never writes escape sequences of its own through these macros
+/// (progress bars and log colours go their own way), so nothing is lost.
+pub fn terminal_safe(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| c.is_control() && c != '\n' && c != '\t';
+    if !text.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    std::borrow::Cow::Owned(
+        text.chars()
+            .map(|c| {
+                if unsafe_char(c) {
+                    c.escape_unicode().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect(),
+    )
+}
+
 /// Set by the first failed write to stdout: later output is dropped.
 static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
 /// The first write error on stdout that is not a closed pipe.
@@ -74,19 +109,34 @@ pub fn write_stdout(args: fmt::Arguments<'_>) {
     if STDOUT_CLOSED.load(Ordering::Relaxed) {
         return;
     }
-    let result = std::io::stdout().lock().write_fmt(args);
+    let result = if is_terminal(false) {
+        let text = args.to_string();
+        std::io::stdout()
+            .lock()
+            .write_all(terminal_safe(&text).as_bytes())
+    } else {
+        std::io::stdout().lock().write_fmt(args)
+    };
     if let Err(e) = result {
         stdout_failed(&e);
     }
 }
 
-/// Writes bytes to stdout, with the same rules as [`write_stdout`].
+/// Writes bytes to stdout, with the same rules as [`write_stdout`]: as they
+/// are when stdout is a file or a pipe (a task's log stays byte for byte what
+/// it wrote), made [`terminal_safe`] (as UTF-8, lossily) on a terminal.
 pub fn write_stdout_bytes(bytes: &[u8]) {
     if STDOUT_CLOSED.load(Ordering::Relaxed) {
         return;
     }
     let mut out = std::io::stdout().lock();
-    if let Err(e) = out.write_all(bytes).and_then(|()| out.flush()) {
+    let result = if is_terminal(false) {
+        let text = String::from_utf8_lossy(bytes);
+        out.write_all(terminal_safe(&text).as_bytes())
+    } else {
+        out.write_all(bytes)
+    };
+    if let Err(e) = result.and_then(|()| out.flush()) {
         stdout_failed(&e);
     }
 }
@@ -112,7 +162,25 @@ pub fn stdout_error() -> Option<&'static str> {
 /// Writes formatted text to stderr (what [`errln!`] and [`errout!`] call);
 /// there is nowhere left to report a failure, so it is ignored.
 pub fn write_stderr(args: fmt::Arguments<'_>) {
-    let _ = std::io::stderr().lock().write_fmt(args);
+    let mut err = std::io::stderr().lock();
+    let _ = if is_terminal(true) {
+        let text = args.to_string();
+        err.write_all(terminal_safe(&text).as_bytes())
+    } else {
+        err.write_fmt(args)
+    };
+}
+
+/// Writes bytes to stderr like [`write_stdout_bytes`] (a task's log sent to
+/// stderr by `bridge logs`).
+pub fn write_stderr_bytes(bytes: &[u8]) {
+    let mut err = std::io::stderr().lock();
+    let _ = if is_terminal(true) {
+        let text = String::from_utf8_lossy(bytes);
+        err.write_all(terminal_safe(&text).as_bytes())
+    } else {
+        err.write_all(bytes)
+    };
 }
 
 /// Prints `value` as pretty JSON on stdout.
@@ -141,6 +209,16 @@ pub fn safe(text: &str) -> std::borrow::Cow<'_, str> {
             })
             .collect(),
     )
+}
+
+/// Every line of an error message made [`safe`]: error messages quote task
+/// names, paths and messages that other members wrote, and go to stderr even
+/// when it is a file someone will `cat` later.
+pub fn safe_lines(text: &str) -> String {
+    text.split('\n')
+        .map(|l| safe(l).into_owned())
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Prints rows as a table with aligned columns (the last column is not padded).

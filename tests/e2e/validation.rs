@@ -349,3 +349,120 @@ fn issue12_each_refuses_names_that_are_not_utf8() {
     assert_eq!(d.status().count("pending"), 0, "no task was submitted");
     assert!(Path::new(&bad).exists());
 }
+
+/// Runs `bridge ARGS` in `d`'s workspace with stdout a pipe whose reader has
+/// already gone (as after `| head -1` or `| true`): every write fails with
+/// EPIPE.
+fn run_into_closed_pipe(d: &Device, args: &[&str]) -> (i32, String) {
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    let mut cmd = d.command_in(&d.dir, true, args);
+    cmd.stdout(writer).stderr(std::process::Stdio::piped());
+    let out = cmd.output().expect("start bridge");
+    let code = out.status.code().unwrap_or(-1);
+    (code, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+// Issue 12, item 18: `status`, `show`, `whoami`, `outputs`, `sync`,
+// `compact`, `archive` and `gc` panicked (exit 101) when their output was
+// piped into `head` or `true`. Every command is tried with a closed stdout.
+#[test]
+fn issue12_a_closed_stdout_is_never_a_panic() {
+    let shared = temp_dir("val-pipe-pool");
+    let d = Device::new("val-pipe");
+    d.ok(&["init", "--remote", &crate::harness::dir_remote(shared.path())]);
+    d.ok(&[
+        "submit", "--name", "t", "--output", "o.txt", "--", "sh", "-c", "echo hi; echo o > o.txt",
+    ]);
+    d.ok(&["work"]);
+    let to = d.scratch("outputs");
+    let to = to.to_str().expect("utf-8");
+    let demo = d.scratch("demo");
+    let demo = demo.to_str().expect("utf-8");
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["status"],
+        vec!["status", "--json"],
+        vec!["ls"],
+        vec!["ls", "--json"],
+        vec!["show", "t"],
+        vec!["show", "t", "--json"],
+        vec!["logs", "t"],
+        vec!["outputs", "t", "--to", to],
+        vec!["outputs", "t", "--to", to, "--json"],
+        vec!["whoami"],
+        vec!["whoami", "--json"],
+        vec!["members", "ls"],
+        // Fails for want of a [github] section: its error must still come.
+        vec!["usage"],
+        vec!["sync"],
+        vec!["compact"],
+        vec!["archive"],
+        vec!["gc"],
+        vec!["submit", "--name", "u", "--", "echo", "u"],
+        vec!["submit", "--json", "--name", "v", "--", "echo", "v"],
+        vec!["work"],
+        vec!["retry", "t"],
+        vec!["cancel", "t"],
+        vec!["keygen", "--help"],
+        vec!["--help"],
+        vec!["--version"],
+        vec!["demo", "--dir", demo],
+    ];
+    for args in &commands {
+        let (code, stderr) = run_into_closed_pipe(&d, args);
+        assert!(
+            code != 101 && !stderr.contains("panicked"),
+            "`bridge {}` crashed on a closed pipe (exit {code}):\n{stderr}",
+            args.join(" ")
+        );
+        assert!(
+            code == 0 || ["retry", "cancel", "usage"].contains(&args[0]),
+            "`bridge {}` exited with {code} on a closed pipe:\n{stderr}",
+            args.join(" ")
+        );
+    }
+    // The commands still did their work: the two submissions were stored and
+    // run by the `work` whose output went nowhere.
+    assert_eq!(d.task("u").status, "done");
+    assert_eq!(d.task("v").status, "done");
+}
+
+// The other side of item 18: a write error that is not a closed pipe (a
+// full disk) is reported, not swallowed.
+#[test]
+fn issue12_a_full_stdout_is_an_error() {
+    let d = Device::new("val-full");
+    d.ok(&["init"]);
+    let full = fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("open /dev/full");
+    let mut cmd = d.command_in(&d.dir, true, &["whoami"]);
+    cmd.stdout(full).stderr(std::process::Stdio::piped());
+    let out = cmd.output().expect("start bridge");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot write to standard output") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+}
+
+// Bridge ignores SIGPIPE for itself (see above); the tasks it starts must
+// not inherit that, or `yes | head` in a task would never end.
+#[test]
+fn tasks_start_with_the_default_sigpipe() {
+    let d = Device::new("val-sigpipe");
+    d.ok(&["init"]);
+    d.ok(&[
+        "submit", "--offline", "--name", "sig", "--", "grep", "SigIgn", "/proc/self/status",
+    ]);
+    d.ok(&["work"]);
+    let line = d.ok(&["logs", "sig"]).stdout;
+    let mask = line
+        .split_whitespace()
+        .last()
+        .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+        .unwrap_or_else(|| panic!("no SigIgn mask in {line:?}"));
+    assert_eq!(mask & (1 << (13 - 1)), 0, "SIGPIPE is ignored in the task: {line}");
+}

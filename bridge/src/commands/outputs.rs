@@ -11,7 +11,7 @@ use serde_json::json;
 use super::GlobalArgs;
 use super::common::{open_session, resolve_task};
 use crate::error::{CliError, CliResult, EXIT_OK};
-use crate::output::print_json;
+use crate::output::{print_json, safe};
 
 /// Copy the output files of a done task into a folder
 ///
@@ -76,10 +76,15 @@ pub fn run(g: &GlobalArgs, args: OutputsArgs) -> CliResult<u8> {
         print_json(&json!({"task": id, "files": copied}))?;
     } else if !g.quiet {
         if copied.is_empty() {
-            outln!("Task {} ({}) has no output files.", id.short(), t.spec.name);
+            outln!(
+                "Task {} ({}) has no output files.",
+                id.short(),
+                safe(&t.spec.name)
+            );
         }
         for c in copied {
-            outln!("{}", c.display());
+            // The file names are the task's: never raw on a terminal.
+            outln!("{}", safe(&c.display().to_string()));
         }
     }
     Ok(EXIT_OK)

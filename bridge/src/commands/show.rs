@@ -44,7 +44,7 @@ pub fn run(g: &GlobalArgs, args: ShowArgs) -> CliResult<u8> {
         d.status.as_str(),
         d.reason
             .as_ref()
-            .map(|r| format!(" ({r})"))
+            .map(|r| format!(" ({})", safe(r)))
             .unwrap_or_default()
     );
     outln!("Batch    {}", t.home().batch());
@@ -69,7 +69,7 @@ pub fn run(g: &GlobalArgs, args: ShowArgs) -> CliResult<u8> {
         t.spec.priority
     );
     if !t.spec.runs_on.is_empty() {
-        outln!("Runs on  {}", t.spec.runs_on.join(", "));
+        outln!("Runs on  {}", safe(&t.spec.runs_on.join(", ")));
     }
     for need in &t.spec.needs {
         let st = derived.get(need).map_or("unknown", |d| d.status.as_str());
@@ -94,7 +94,7 @@ pub fn run(g: &GlobalArgs, args: ShowArgs) -> CliResult<u8> {
             Some(r) => format!("released {}", ago(r, now)),
             None => format!("lease ends {}", ago(c.lease_until, now)),
         };
-        outln!("Claim    {} made {}, {state}", c.key, ago(c.at, now));
+        outln!("Claim    {} made {}, {state}", safe(&c.key), ago(c.at, now));
     }
     if t.facts.attempts.is_empty() {
         outln!("Attempts none yet");
@@ -114,8 +114,8 @@ pub fn run(g: &GlobalArgs, args: ShowArgs) -> CliResult<u8> {
         };
         outln!(
             "Attempt  {} on {}: {} {} in {}, ended {}{mark}",
-            a.key,
-            if a.device.is_empty() { "?" } else { &a.device },
+            safe(&a.key),
+            if a.device.is_empty() { "?".into() } else { safe(&a.device) },
             a.outcome.as_str(),
             code,
             duration(a.ended_at.saturating_sub(a.started_at)),

@@ -248,7 +248,7 @@ impl Progress {
             }
             Event::Started { name } => {
                 if let Some(b) = &self.bar {
-                    b.set_message(name);
+                    b.set_message(crate::output::safe(&name).into_owned());
                 }
             }
             Event::Finished {
