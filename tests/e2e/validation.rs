@@ -466,3 +466,101 @@ fn tasks_start_with_the_default_sigpipe() {
         .unwrap_or_else(|| panic!("no SigIgn mask in {line:?}"));
     assert_eq!(mask & (1 << (13 - 1)), 0, "SIGPIPE is ignored in the task: {line}");
 }
+
+/// `cmd` run under a pseudo-terminal (util-linux `script`): what a user
+/// would see on screen, bytes as the terminal got them.
+fn on_terminal(cmd: &std::process::Command) -> Vec<u8> {
+    let mut line = vec![cmd.get_program().to_string_lossy().into_owned()];
+    line.extend(cmd.get_args().map(|a| {
+        format!("'{}'", a.to_string_lossy().replace('\'', "'\\''"))
+    }));
+    let mut script = std::process::Command::new("script");
+    script
+        .args(["-qec", &line.join(" "), "/dev/null"])
+        .env_clear()
+        .stdin(std::process::Stdio::null());
+    for (k, v) in cmd.get_envs() {
+        if let Some(v) = v {
+            script.env(k, v);
+        }
+    }
+    if let Some(dir) = cmd.get_current_dir() {
+        script.current_dir(dir);
+    }
+    script.output().expect("run under script").stdout
+}
+
+// Issue 12, item 21: `bridge outputs` printed raw terminal escape codes from
+// task-controlled text (file names, task names, logs).
+#[test]
+fn issue12_task_text_never_reaches_a_terminal_raw() {
+    let d = Device::new("val-escape");
+    d.ok(&["init"]);
+    let evil_name = "evil\u{1b}]0;pwned\u{7}\u{1b}[2J";
+    d.ok(&[
+        "submit",
+        "--offline",
+        "--name",
+        evil_name,
+        "--output",
+        "*.txt",
+        "--",
+        "sh",
+        "-c",
+        "printf '\\033[2Jcleared\\n'; echo x > \"$(printf 'o\\033[31m.txt')\"; printf '\\033[31mfail\\n' >&2; exit 0",
+    ]);
+    d.ok(&["work"]);
+    let id = d.ls()[0].id.clone();
+    let to = d.scratch("got");
+    let to = to.to_str().expect("utf-8");
+    let raw = |bytes: &[u8]| bytes.contains(&0x1b) || bytes.contains(&0x07);
+
+    // Piped: every human-readable command escapes the task's text.
+    for args in [
+        vec!["outputs", id.as_str(), "--to", to],
+        vec!["show", id.as_str()],
+        vec!["ls"],
+        vec!["status"],
+        vec!["work"],
+    ] {
+        let run = d.ok(&args);
+        assert!(
+            !raw(run.stdout.as_bytes()) && !raw(run.stderr.as_bytes()),
+            "`bridge {}` printed raw control characters:\n{:?}\n{:?}",
+            args.join(" "),
+            run.stdout,
+            run.stderr
+        );
+    }
+    let outputs = d.ok(&["outputs", id.as_str(), "--to", to]).stdout;
+    assert!(outputs.contains("o\\u{1b}[31m.txt"), "{outputs}");
+    // Errors quote what they were given: escaped too.
+    let run = d.run(&["logs", "nope\u{1b}[2J"]).expect_code(1);
+    assert!(!raw(run.stderr.as_bytes()) && run.stderr.contains("nope\\u{1b}[2J"), "{:?}", run.stderr);
+
+    // Piped, `logs` is the task's own output, byte for byte.
+    let logs = d.ok(&["logs", id.as_str(), "--stdout"]).stdout;
+    assert_eq!(logs, "\u{1b}[2Jcleared\n");
+
+    // On a terminal, `logs` escapes it (both streams), and so do the others.
+    for args in [
+        vec!["logs", id.as_str()],
+        vec!["outputs", id.as_str(), "--to", to],
+        vec!["show", id.as_str()],
+        vec!["ls"],
+    ] {
+        let screen = on_terminal(&d.command_in(&d.dir, true, &args));
+        let text = String::from_utf8_lossy(&screen);
+        assert!(
+            !raw(&screen),
+            "`bridge {}` sent raw control characters to the terminal: {text:?}",
+            args.join(" ")
+        );
+        if args[0] == "logs" {
+            assert!(
+                text.contains("\\u{1b}[2Jcleared") && text.contains("\\u{1b}[31mfail"),
+                "{text:?}"
+            );
+        }
+    }
+}
