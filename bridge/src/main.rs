@@ -43,7 +43,9 @@ fn main() -> ExitCode {
     // A write error on stdout other than a closed pipe (a full disk behind
     // `> file`): the output is incomplete, so the command did not succeed.
     if let Some(e) = output::stdout_error() {
-        errout!("Error: cannot write to standard output: {e}\nHint: check the file or pipe it goes to; the output above is incomplete\n");
+        errout!(
+            "Error: cannot write to standard output: {e}\nHint: check the file or pipe it goes to; the output above is incomplete\n"
+        );
         if matches!(result, Ok(0)) {
             return ExitCode::from(EXIT_ERROR);
         }

@@ -285,3 +285,24 @@ pub fn timestamp(at: Millis) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(at.max(0) as u64);
     humantime::format_rfc3339_seconds(t).to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Issue 12, item 21: the last line of defence on a terminal keeps lines
+    // and tabs, and shows every other control character.
+    #[test]
+    fn terminal_safe_keeps_lines_and_escapes_the_rest() {
+        assert_eq!(terminal_safe("a\tb\nc\n"), "a\tb\nc\n");
+        assert_eq!(
+            terminal_safe("\u{1b}[2Jx\r\u{7}\u{9b}"),
+            "\\u{1b}[2Jx\\u{d}\\u{7}\\u{9b}"
+        );
+        assert_eq!(safe("a\nb"), "a\\u{a}b");
+        assert_eq!(
+            safe_lines("Error: `a\u{1b}`\nHint: h"),
+            "Error: `a\\u{1b}`\nHint: h"
+        );
+    }
+}

@@ -917,7 +917,9 @@ mod tests {
             "{msg}"
         );
         // Twenty keys overflow a u64: still one clear message.
-        let keys: Vec<String> = (0..20).map(|k| format!("k{k}: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]")).collect();
+        let keys: Vec<String> = (0..20)
+            .map(|k| format!("k{k}: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]"))
+            .collect();
         let text = format!(
             "tasks:\n  - name: boom\n    run: echo\n    matrix: {{ {} }}\n",
             keys.join(", ")
@@ -936,7 +938,10 @@ mod tests {
             .map(|_| ())
             .unwrap_err()
             .to_string();
-        assert!(msg.contains("task `e2`") && msg.contains("(62500 before it)"), "{msg}");
+        assert!(
+            msg.contains("task `e2`") && msg.contains("(62500 before it)"),
+            "{msg}"
+        );
         let msg = parse("tasks:\n  - name: none\n    run: echo\n    matrix: { a: [] }\n")
             .map(|_| ())
             .unwrap_err()
@@ -973,8 +978,14 @@ mod tests {
         std::fs::remove_file(base.join("data/key.csv"))?;
         std::os::unix::fs::symlink(outside.path(), base.join("ssh"))?;
         let msg = find_inputs(base, "ssh/id_rsa").map(|_| ()).unwrap_err();
-        assert!(msg.contains("`ssh/id_rsa`") && msg.contains("outside"), "{msg}");
-        assert!(find_inputs(base, "**/id_rsa").is_err(), "folders behind links are not searched");
+        assert!(
+            msg.contains("`ssh/id_rsa`") && msg.contains("outside"),
+            "{msg}"
+        );
+        assert!(
+            find_inputs(base, "**/id_rsa").is_err(),
+            "folders behind links are not searched"
+        );
         Ok(())
     }
 
@@ -988,7 +999,10 @@ mod tests {
         let bad = std::ffi::OsStr::from_bytes(b"caf\xe9.txt");
         std::fs::write(dir.path().join(bad), "b")?;
         let msg = find_inputs(dir.path(), "*.txt").map(|_| ()).unwrap_err();
-        assert!(msg.contains("caf\u{fffd}.txt") && msg.contains("not UTF-8"), "{msg}");
+        assert!(
+            msg.contains("caf\u{fffd}.txt") && msg.contains("not UTF-8"),
+            "{msg}"
+        );
         Ok(())
     }
 

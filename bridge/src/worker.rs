@@ -709,9 +709,14 @@ impl Job {
         // A stored spec need not have come through `submit`'s checks (a
         // member can write any document): one that breaks a limit is an
         // `error` attempt, and nothing of it is run or written to disk.
-        if let Err(e) = self.spec.check().map_err(anyhow::Error::from).and_then(|()| {
-            bridge_exec::check_output_globs(&self.spec.outputs).map_err(anyhow::Error::from)
-        }) {
+        if let Err(e) = self
+            .spec
+            .check()
+            .map_err(anyhow::Error::from)
+            .and_then(|()| {
+                bridge_exec::check_output_globs(&self.spec.outputs).map_err(anyhow::Error::from)
+            })
+        {
             attempt.message = Some(format!("this task cannot be run: {e:#}"));
             attempt.ended_at = now_ms();
             return (self.id, self.key, attempt);

@@ -149,7 +149,12 @@ fn issue12_poison_tasks_get_an_error_attempt_and_the_others_still_run() {
         let shown = a.show(&s.name);
         assert_eq!(shown["status"], "failed", "{}: {shown}", s.name);
         let attempts = shown["attempts"].as_array().expect("attempts");
-        assert_eq!(attempts.len(), 1, "{}: one attempt, no retries: {shown}", s.name);
+        assert_eq!(
+            attempts.len(),
+            1,
+            "{}: one attempt, no retries: {shown}",
+            s.name
+        );
         assert_eq!(attempts[0]["outcome"], "error", "{shown}");
         let message = attempts[0]["message"].as_str().unwrap_or_default();
         assert!(
@@ -235,11 +240,7 @@ fn issue12_submit_refuses_specs_a_worker_could_not_run() {
         ),
     );
     assert_refused(&d, &["submit", "longenv.yaml"], &["`env.K`", "limit"]);
-    assert_refused(
-        &d,
-        &["submit", "--output", "a[b", "--", "echo"],
-        &["a[b"],
-    );
+    assert_refused(&d, &["submit", "--output", "a[b", "--", "echo"], &["a[b"]);
     assert_refused(
         &d,
         &["submit", "--retries", "4000000000", "--", "echo"],
@@ -264,12 +265,26 @@ fn issue12_submit_refuses_specs_a_worker_could_not_run() {
     d.write("in.txt", "input");
     assert_refused(
         &d,
-        &["submit", "--input", "in.txt", "--timeout", "400d", "--", "cat", "in.txt"],
+        &[
+            "submit",
+            "--input",
+            "in.txt",
+            "--timeout",
+            "400d",
+            "--",
+            "cat",
+            "in.txt",
+        ],
         &["`timeout`"],
     );
     let blobs = d.store().join("blobs");
     let stored = fs::read_dir(&blobs).map(|r| r.count()).unwrap_or(0);
-    assert_eq!(stored, 0, "a refused submission stored blobs in {}", blobs.display());
+    assert_eq!(
+        stored,
+        0,
+        "a refused submission stored blobs in {}",
+        blobs.display()
+    );
 }
 
 // Issue 12, item 7: an input that is a link leaving the task file's folder
@@ -295,7 +310,14 @@ fn issue12_input_links_leaving_the_folder_are_refused_by_name() {
     );
     let ws = d.dir.clone();
     for args in [
-        vec!["submit", "--input", "data/key.txt", "--", "cat", "data/key.txt"],
+        vec![
+            "submit",
+            "--input",
+            "data/key.txt",
+            "--",
+            "cat",
+            "data/key.txt",
+        ],
         vec!["submit", "--input", "data/*", "--", "ls"],
         vec!["submit", "--each", "data/*.txt", "--", "cat", "{}"],
     ] {
@@ -370,9 +392,21 @@ fn run_into_closed_pipe(d: &Device, args: &[&str]) -> (i32, String) {
 fn issue12_a_closed_stdout_is_never_a_panic() {
     let shared = temp_dir("val-pipe-pool");
     let d = Device::new("val-pipe");
-    d.ok(&["init", "--remote", &crate::harness::dir_remote(shared.path())]);
     d.ok(&[
-        "submit", "--name", "t", "--output", "o.txt", "--", "sh", "-c", "echo hi; echo o > o.txt",
+        "init",
+        "--remote",
+        &crate::harness::dir_remote(shared.path()),
+    ]);
+    d.ok(&[
+        "submit",
+        "--name",
+        "t",
+        "--output",
+        "o.txt",
+        "--",
+        "sh",
+        "-c",
+        "echo hi; echo o > o.txt",
     ]);
     d.ok(&["work"]);
     let to = d.scratch("outputs");
@@ -455,7 +489,14 @@ fn tasks_start_with_the_default_sigpipe() {
     let d = Device::new("val-sigpipe");
     d.ok(&["init"]);
     d.ok(&[
-        "submit", "--offline", "--name", "sig", "--", "grep", "SigIgn", "/proc/self/status",
+        "submit",
+        "--offline",
+        "--name",
+        "sig",
+        "--",
+        "grep",
+        "SigIgn",
+        "/proc/self/status",
     ]);
     d.ok(&["work"]);
     let line = d.ok(&["logs", "sig"]).stdout;
@@ -464,16 +505,21 @@ fn tasks_start_with_the_default_sigpipe() {
         .last()
         .and_then(|hex| u64::from_str_radix(hex, 16).ok())
         .unwrap_or_else(|| panic!("no SigIgn mask in {line:?}"));
-    assert_eq!(mask & (1 << (13 - 1)), 0, "SIGPIPE is ignored in the task: {line}");
+    assert_eq!(
+        mask & (1 << (13 - 1)),
+        0,
+        "SIGPIPE is ignored in the task: {line}"
+    );
 }
 
 /// `cmd` run under a pseudo-terminal (util-linux `script`): what a user
 /// would see on screen, bytes as the terminal got them.
 fn on_terminal(cmd: &std::process::Command) -> Vec<u8> {
     let mut line = vec![cmd.get_program().to_string_lossy().into_owned()];
-    line.extend(cmd.get_args().map(|a| {
-        format!("'{}'", a.to_string_lossy().replace('\'', "'\\''"))
-    }));
+    line.extend(
+        cmd.get_args()
+            .map(|a| format!("'{}'", a.to_string_lossy().replace('\'', "'\\''"))),
+    );
     let mut script = std::process::Command::new("script");
     script
         .args(["-qec", &line.join(" "), "/dev/null"])
@@ -536,7 +582,11 @@ fn issue12_task_text_never_reaches_a_terminal_raw() {
     assert!(outputs.contains("o\\u{1b}[31m.txt"), "{outputs}");
     // Errors quote what they were given: escaped too.
     let run = d.run(&["logs", "nope\u{1b}[2J"]).expect_code(1);
-    assert!(!raw(run.stderr.as_bytes()) && run.stderr.contains("nope\\u{1b}[2J"), "{:?}", run.stderr);
+    assert!(
+        !raw(run.stderr.as_bytes()) && run.stderr.contains("nope\\u{1b}[2J"),
+        "{:?}",
+        run.stderr
+    );
 
     // Piped, `logs` is the task's own output, byte for byte.
     let logs = d.ok(&["logs", id.as_str(), "--stdout"]).stdout;
@@ -563,4 +613,50 @@ fn issue12_task_text_never_reaches_a_terminal_raw() {
             );
         }
     }
+}
+
+// Issue 12, item 22: a damaged bridge.toml gave hints that contradicted each
+// other ("fix the file" and "create a new workspace with `bridge init`").
+#[test]
+fn issue12_a_damaged_bridge_toml_gives_one_error_with_its_line_and_field() {
+    let d = Device::new("val-toml");
+    d.ok(&["init"]);
+    let good = fs::read_to_string(d.path("bridge.toml")).expect("bridge.toml");
+    let root_line = good
+        .lines()
+        .position(|l| l.starts_with("root"))
+        .expect("a root line")
+        + 1;
+    let cases = [
+        (
+            good.replacen("root = ", "rot = ", 1),
+            format!("bridge.toml:{root_line}:1: `workspace.rot`: unknown field"),
+        ),
+        (
+            good.replacen("[worker]", "[worker]\nlease = \"forever\"", 1),
+            "`worker.lease`: `forever` is not a duration".to_owned(),
+        ),
+        (good.replacen("[store]", "[store", 1), "`store`:".to_owned()),
+    ];
+    for (text, want) in &cases {
+        fs::write(d.path("bridge.toml"), text).expect("write bridge.toml");
+        for args in [vec!["status"], vec!["work"], vec!["submit", "--", "echo"]] {
+            let run = d.run(&args).expect_code(1);
+            let lines: Vec<&str> = run.stderr.lines().collect();
+            assert_eq!(lines.len(), 2, "one error and one hint: {}", run.stderr);
+            assert!(
+                lines[0].starts_with("Error: ") && lines[0].contains(want.as_str()),
+                "{want}: {}",
+                run.stderr
+            );
+            assert!(
+                lines[1].starts_with("Hint: fix that line of bridge.toml")
+                    && !run.stderr.contains("bridge init"),
+                "{}",
+                run.stderr
+            );
+        }
+    }
+    fs::write(d.path("bridge.toml"), &good).expect("restore bridge.toml");
+    d.ok(&["status"]);
 }

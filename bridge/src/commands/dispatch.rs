@@ -284,7 +284,9 @@ fn pending_work(session: &Session) -> PendingWork {
             .max();
         match longest {
             Some(ms) => {
-                work.seconds = work.seconds.saturating_add(ms.div_ceil(1000).min(t.spec.timeout_s))
+                work.seconds = work
+                    .seconds
+                    .saturating_add(ms.div_ceil(1000).min(t.spec.timeout_s))
             }
             None => {
                 work.seconds = work.seconds.saturating_add(t.spec.timeout_s);

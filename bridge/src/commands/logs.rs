@@ -1,6 +1,5 @@
 //! `bridge logs`: the stdout and stderr of a task's attempt.
 
-
 use anyhow::anyhow;
 use bridge_model::Attempt;
 use bridge_model::view::canonical_result;

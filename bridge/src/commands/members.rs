@@ -122,9 +122,7 @@ pub fn run(g: &GlobalArgs, args: MembersArgs) -> CliResult<u8> {
         }
         MembersCommand::AddRunner { name } => {
             let runner = add_runner(&mut vault, &name)?;
-            errln!(
-                "Added runner {name} (role worker). Its secret identity follows, printed once:"
-            );
+            errln!("Added runner {name} (role worker). Its secret identity follows, printed once:");
             errln!("store it as the CI secret BRIDGE_IDENTITY now; it is not saved anywhere.");
             outln!("{}", runner.to_secret().expose_secret());
         }

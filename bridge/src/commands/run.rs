@@ -399,6 +399,44 @@ fn escape_property(s: &str) -> String {
     escape_data(s).replace(':', "%3A").replace(',', "%2C")
 }
 
+/// Task-controlled text as one Markdown table cell of the job summary: one
+/// line, control characters escaped, and every character Markdown gives a
+/// meaning to (links, images, emphasis, HTML, the cell separator) escaped
+/// with a backslash, so a task's name shows as written and cannot add links
+/// or break the table.
+fn markdown_cell(s: &str) -> String {
+    let one_line = s.replace(['\r', '\n'], " ");
+    let mut out = String::with_capacity(one_line.len());
+    for c in crate::output::safe(&one_line).chars() {
+        if matches!(
+            c,
+            '\\' | '`'
+                | '*'
+                | '_'
+                | '{'
+                | '}'
+                | '['
+                | ']'
+                | '<'
+                | '>'
+                | '('
+                | ')'
+                | '#'
+                | '+'
+                | '-'
+                | '!'
+                | '|'
+                | '~'
+                | '&'
+                | ':'
+        ) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// Step outputs and the job summary.
 fn write_github_files(ledger: &Ledger, left: usize, elapsed: Duration) -> CliResult<()> {
     if let Ok(path) = std::env::var("GITHUB_OUTPUT") {
@@ -432,7 +470,7 @@ fn write_github_files(ledger: &Ledger, left: usize, elapsed: Duration) -> CliRes
             );
             // The summary is capped at 1 MiB per step: list at most 500 tasks.
             for (name, outcome, ms, detail) in ledger.rows.iter().take(500) {
-                let cell = |s: &str| s.replace('|', "\\\\|").replace('\n', " ");
+                let cell = |s: &str| markdown_cell(s);
                 let _ = writeln!(
                     md,
                     "| {} | {} {} | {} | {} |",
@@ -478,4 +516,22 @@ fn settled_docs(session: &Session) -> std::collections::HashSet<String> {
         .map(|(id, _)| id.to_string())
         .filter(|id| !busy.contains(id))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Issue 12, item 21 (a sibling): a task's name in the job summary could
+    // add links or images, or break the table with `|`.
+    #[test]
+    fn summary_cells_are_inert_markdown() {
+        assert_eq!(markdown_cell("a|b"), r"a\|b");
+        assert_eq!(
+            markdown_cell("![x](https://t.example/p.png)"),
+            r"\!\[x\]\(https\://t.example/p.png\)"
+        );
+        assert_eq!(markdown_cell("<img src=x>\nrow"), r"\<img src=x\> row");
+        assert_eq!(markdown_cell("a\u{1b}[2J"), r"a\\u\{1b\}\[2J");
+    }
 }

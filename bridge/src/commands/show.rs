@@ -61,7 +61,11 @@ pub fn run(g: &GlobalArgs, args: ShowArgs) -> CliResult<u8> {
     }
     outln!(
         "Limits   timeout {}, {} retr{} ({} of {} attempts failed), priority {}",
-        duration(i64::try_from(t.spec.timeout_s).unwrap_or(i64::MAX).saturating_mul(1000)),
+        duration(
+            i64::try_from(t.spec.timeout_s)
+                .unwrap_or(i64::MAX)
+                .saturating_mul(1000)
+        ),
         t.spec.retries,
         if t.spec.retries == 1 { "y" } else { "ies" },
         d.failures.0,
@@ -115,7 +119,11 @@ pub fn run(g: &GlobalArgs, args: ShowArgs) -> CliResult<u8> {
         outln!(
             "Attempt  {} on {}: {} {} in {}, ended {}{mark}",
             safe(&a.key),
-            if a.device.is_empty() { "?".into() } else { safe(&a.device) },
+            if a.device.is_empty() {
+                "?".into()
+            } else {
+                safe(&a.device)
+            },
             a.outcome.as_str(),
             code,
             duration(a.ended_at.saturating_sub(a.started_at)),

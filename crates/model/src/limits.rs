@@ -296,7 +296,10 @@ impl TaskSpec {
         }
         count("outputs", self.outputs.len(), MAX_OUTPUTS)?;
         for (i, o) in self.outputs.iter().enumerate() {
-            check_relative_path(|| format!("outputs[{i}]"), o.strip_prefix("./").unwrap_or(o))?;
+            check_relative_path(
+                || format!("outputs[{i}]"),
+                o.strip_prefix("./").unwrap_or(o),
+            )?;
         }
         count("runs-on", self.runs_on.len(), MAX_LABELS)?;
         for (i, l) in self.runs_on.iter().enumerate() {
