@@ -361,7 +361,8 @@ mod tests {
     // crashed every worker that claimed it.
     #[test]
     fn issue12_limits_name_their_field() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut TaskSpec)>)> = vec![
+        type Edit = Box<dyn Fn(&mut TaskSpec)>;
+        let cases: Vec<(&str, Edit)> = vec![
             ("timeout", Box::new(|s| s.timeout_s = u64::MAX)),
             ("timeout", Box::new(|s| s.timeout_s = 0)),
             ("retries", Box::new(|s| s.retries = u32::MAX)),
