@@ -660,3 +660,35 @@ fn issue12_a_damaged_bridge_toml_gives_one_error_with_its_line_and_field() {
     fs::write(d.path("bridge.toml"), &good).expect("restore bridge.toml");
     d.ok(&["status"]);
 }
+
+// A sibling of item 7 for outputs: `bridge outputs --to DIR` does not write
+// through a symbolic link it finds under DIR.
+#[test]
+fn outputs_are_not_written_through_links_in_the_destination() {
+    let d = Device::new("val-out-links");
+    d.ok(&["init"]);
+    d.ok(&[
+        "submit", "--offline", "--name", "t", "--output", "sub/*.txt", "--", "sh", "-c",
+        "mkdir sub && echo mine > sub/a.txt",
+    ]);
+    d.ok(&["work"]);
+    let elsewhere = temp_dir("val-out-elsewhere");
+    let to = d.scratch("to");
+    fs::create_dir_all(&to).expect("mkdir");
+    std::os::unix::fs::symlink(elsewhere.path(), to.join("sub")).expect("symlink");
+    let run = d
+        .run(&["outputs", "t", "--to", to.to_str().expect("utf-8")])
+        .expect_code(1);
+    assert!(
+        run.stderr.contains("is a symbolic link") && run.stderr.contains("sub"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        fs::read_dir(elsewhere.path()).expect("read").next().is_none(),
+        "an output was written through the link"
+    );
+    fs::remove_file(to.join("sub")).expect("remove the link");
+    d.ok(&["outputs", "t", "--to", to.to_str().expect("utf-8")]);
+    assert_eq!(fs::read_to_string(to.join("sub/a.txt")).expect("output"), "mine\n");
+}
