@@ -668,7 +668,15 @@ fn outputs_are_not_written_through_links_in_the_destination() {
     let d = Device::new("val-out-links");
     d.ok(&["init"]);
     d.ok(&[
-        "submit", "--offline", "--name", "t", "--output", "sub/*.txt", "--", "sh", "-c",
+        "submit",
+        "--offline",
+        "--name",
+        "t",
+        "--output",
+        "sub/*.txt",
+        "--",
+        "sh",
+        "-c",
         "mkdir sub && echo mine > sub/a.txt",
     ]);
     d.ok(&["work"]);
@@ -685,10 +693,16 @@ fn outputs_are_not_written_through_links_in_the_destination() {
         run.stderr
     );
     assert!(
-        fs::read_dir(elsewhere.path()).expect("read").next().is_none(),
+        fs::read_dir(elsewhere.path())
+            .expect("read")
+            .next()
+            .is_none(),
         "an output was written through the link"
     );
     fs::remove_file(to.join("sub")).expect("remove the link");
     d.ok(&["outputs", "t", "--to", to.to_str().expect("utf-8")]);
-    assert_eq!(fs::read_to_string(to.join("sub/a.txt")).expect("output"), "mine\n");
+    assert_eq!(
+        fs::read_to_string(to.join("sub/a.txt")).expect("output"),
+        "mine\n"
+    );
 }
