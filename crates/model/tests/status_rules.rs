@@ -1049,3 +1049,33 @@ fn facts_for_an_unknown_task_are_refused() {
     assert!(doc::put_cancel(am, &missing, &alice, T0).is_err());
     assert!(doc::put_retry(am, &missing, &fact_key(&alice, 1), T0).is_err());
 }
+
+// Issue 12 (a sibling of item 10): a chain of needs as long as a submission
+// allows was derived by recursion, one stack frame per link: a long enough
+// chain in a stored batch overflowed the stack of every command that read
+// it. Derived here on a thread with a small stack, to leave no doubt.
+#[test]
+fn a_long_chain_of_needs_derives_without_recursion() {
+    const LINKS: usize = 20_000;
+    let mut specs: Vec<TaskSpec> = Vec::with_capacity(LINKS);
+    for i in 0..LINKS {
+        let mut s = spec(&format!("link {i}"));
+        if let Some(prev) = specs.last() {
+            s.needs = vec![prev.id()];
+        }
+        specs.push(s);
+    }
+    let last = specs.last().expect("a chain").id();
+    let first = specs[0].id();
+    let d = submit(&writer(1), T0, 1, &specs);
+    let v = view(&[&d]);
+    let derived = std::thread::Builder::new()
+        .stack_size(256 * 1024)
+        .spawn(move || v.derive(T0 + 1, Policy::default()))
+        .expect("spawn")
+        .join()
+        .expect("derive ends");
+    assert_eq!(derived.len(), LINKS);
+    assert_eq!(derived[&first].status, Status::Pending);
+    assert_eq!(derived[&last].status, Status::Blocked);
+}
