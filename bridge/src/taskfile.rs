@@ -531,7 +531,9 @@ fn resolve_needs(
         deps.dedup();
         edges.push(deps);
     }
-    // Depth-first topological sort, reporting the first cycle found.
+    // Depth-first topological sort, reporting the first cycle found. The
+    // walk keeps its own stack (a chain of needs may be as long as a
+    // submission allows), which is also the path a cycle is read from.
     #[derive(Clone, Copy, PartialEq)]
     enum Mark {
         New,
@@ -540,44 +542,42 @@ fn resolve_needs(
     }
     let mut marks = vec![Mark::New; expanded.len()];
     let mut order = Vec::with_capacity(expanded.len());
-    fn visit(
-        i: usize,
-        edges: &[Vec<usize>],
-        marks: &mut [Mark],
-        order: &mut Vec<usize>,
-        path: &mut Vec<usize>,
-    ) -> Result<(), Vec<usize>> {
-        match marks[i] {
-            Mark::Done => return Ok(()),
-            Mark::Active => {
-                let start = path.iter().position(|&p| p == i).unwrap_or(0);
-                let mut cycle = path[start..].to_vec();
-                cycle.push(i);
-                return Err(cycle);
+    for start in 0..expanded.len() {
+        if marks[start] != Mark::New {
+            continue;
+        }
+        // (task, index of its next need to visit)
+        let mut stack: Vec<(usize, usize)> = vec![(start, 0)];
+        marks[start] = Mark::Active;
+        while let Some(top) = stack.last_mut() {
+            let i = top.0;
+            if let Some(&d) = edges[i].get(top.1) {
+                top.1 += 1;
+                match marks[d] {
+                    Mark::Done => {}
+                    Mark::New => {
+                        marks[d] = Mark::Active;
+                        stack.push((d, 0));
+                    }
+                    Mark::Active => {
+                        let from = stack.iter().position(|&(p, _)| p == d).unwrap_or(0);
+                        let names: Vec<_> = stack[from..]
+                            .iter()
+                            .map(|&(c, _)| c)
+                            .chain([d])
+                            .map(|c| format!("`{}`", shown(&expanded[c].task.name)))
+                            .collect();
+                        bail!(
+                            "{origin}: the `needs` of these tasks form a cycle: {}",
+                            names.join(" → ")
+                        );
+                    }
+                }
+                continue;
             }
-            Mark::New => {}
-        }
-        marks[i] = Mark::Active;
-        path.push(i);
-        for &d in &edges[i] {
-            visit(d, edges, marks, order, path)?;
-        }
-        path.pop();
-        marks[i] = Mark::Done;
-        order.push(i);
-        Ok(())
-    }
-    for i in 0..expanded.len() {
-        let mut path = Vec::new();
-        if let Err(cycle) = visit(i, &edges, &mut marks, &mut order, &mut path) {
-            let names: Vec<_> = cycle
-                .iter()
-                .map(|&c| format!("`{}`", expanded[c].task.name))
-                .collect();
-            bail!(
-                "{origin}: the `needs` of these tasks form a cycle: {}",
-                names.join(" → ")
-            );
+            stack.pop();
+            marks[i] = Mark::Done;
+            order.push(i);
         }
     }
     let mut position = vec![0usize; expanded.len()];
@@ -1003,6 +1003,30 @@ mod tests {
             msg.contains("caf\u{fffd}.txt") && msg.contains("not UTF-8"),
             "{msg}"
         );
+        Ok(())
+    }
+
+    // A sibling of issue 12, item 10: `needs` were resolved by recursion, one
+    // stack frame per link, so a long chain in a task file overflowed the
+    // stack. Parsed here on a thread with a small stack.
+    #[test]
+    fn a_long_chain_of_needs_resolves_without_recursion() -> anyhow::Result<()> {
+        const LINKS: usize = 20_000;
+        let mut text = String::from("tasks:\n  - name: e0\n    run: echo\n");
+        for i in 1..LINKS {
+            text.push_str(&format!(
+                "  - name: e{i}\n    run: echo {i}\n    needs: [e{}]\n",
+                i - 1
+            ));
+        }
+        let plan = std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(move || parse(&text).map_err(|e| e.to_string()))?
+            .join()
+            .map_err(|_| anyhow!("parsing crashed"))?
+            .map_err(anyhow::Error::msg)?;
+        assert_eq!(plan.len(), LINKS);
+        assert_eq!(plan[LINKS - 1].needs, vec![LINKS - 2]);
         Ok(())
     }
 
