@@ -331,9 +331,7 @@ impl View {
                 top.1 += 1;
                 // A need on the stack is on a cycle: it stays underived
                 // (unknown) for this task, which is then blocked.
-                if !out.contains_key(need)
-                    && self.tasks.contains_key(need)
-                    && on_stack.insert(need)
+                if !out.contains_key(need) && self.tasks.contains_key(need) && on_stack.insert(need)
                 {
                     stack.push((need, 0));
                 }
