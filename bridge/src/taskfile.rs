@@ -48,6 +48,9 @@ pub const DEFAULT_TIMEOUT_S: u64 = 3600;
 /// several submissions.
 pub const MAX_TASKS_PER_SUBMIT: usize = 100_000;
 
+/// The largest task file read, in bytes (64 MiB).
+pub const MAX_TASK_FILE_BYTES: u64 = 64 << 20;
+
 /// One task ready to be turned into a spec.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlannedTask {
@@ -274,9 +277,33 @@ fn duration_s(v: &DurationValue) -> Result<u64, String> {
 }
 
 /// Reads and expands a task file.
+///
+/// Only a regular file of at most [`MAX_TASK_FILE_BYTES`] is read: a FIFO
+/// would hang `submit` and a huge file would be read whole into memory (the
+/// same class as issue 12, items 11 and 17).
 pub fn load(path: &Path) -> anyhow::Result<Vec<PlannedTask>> {
-    let text = std::fs::read_to_string(path)
+    use std::io::Read;
+    // Checked before opening: opening a FIFO blocks until someone writes.
+    let meta = std::fs::metadata(path)
         .with_context(|| format!("cannot read the task file {}", path.display()))?;
+    if !meta.is_file() {
+        bail!("the task file {} is not a regular file", path.display());
+    }
+    let file = std::fs::File::open(path)
+        .with_context(|| format!("cannot read the task file {}", path.display()))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_TASK_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read the task file {}", path.display()))?;
+    if bytes.len() as u64 > MAX_TASK_FILE_BYTES {
+        bail!(
+            "the task file {} is larger than {} MiB; split it into several files",
+            path.display(),
+            MAX_TASK_FILE_BYTES >> 20
+        );
+    }
+    let text = String::from_utf8(bytes)
+        .map_err(|e| anyhow!("the task file {} is not UTF-8 text: {e}", path.display()))?;
     let base = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -1027,6 +1054,22 @@ mod tests {
             .map_err(anyhow::Error::msg)?;
         assert_eq!(plan.len(), LINKS);
         assert_eq!(plan[LINKS - 1].needs, vec![LINKS - 2]);
+        Ok(())
+    }
+
+    #[test]
+    fn task_files_must_be_regular_and_bounded() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let fifo = dir.path().join("fifo.yaml");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status()?;
+        assert!(made.success());
+        let msg = load(&fifo).map(|_| ()).unwrap_err().to_string();
+        assert!(msg.contains("not a regular file"), "{msg}");
+        let big = dir.path().join("big.yaml");
+        let f = std::fs::File::create(&big)?;
+        f.set_len(MAX_TASK_FILE_BYTES + 1)?;
+        let msg = load(&big).map(|_| ()).unwrap_err().to_string();
+        assert!(msg.contains("larger than 64 MiB"), "{msg}");
         Ok(())
     }
 
