@@ -29,6 +29,11 @@ pub const MAX_TASKS_PER_DOC: usize = 1000;
 /// and a task that is already done is a cache hit. Use --rerun to run
 /// identical tasks again.
 ///
+/// Every task is checked before anything is stored: its limits (timeout up to
+/// 30 days, no NUL bytes, bounded names, commands and paths: see the README),
+/// at most 100,000 tasks per submission (a matrix is counted before it is
+/// expanded), and no input that is a link leading out of its folder.
+///
 /// Examples:
 ///   bridge submit tasks.yaml
 ///   bridge submit -- python3 simulate.py --seed 7
