@@ -169,22 +169,50 @@ impl Config {
                 ),
             );
         }
-        for (key, value) in [
-            ("lease", &self.worker.lease),
-            ("clock-skew", &self.worker.clock_skew),
-            ("reload-every", &self.worker.reload_every),
+        // Bounded so that every sum with a clock stays far from overflowing
+        // (a lease of `1000000000y` panicked the worker) and a zero lease
+        // cannot make a worker renew in a busy loop.
+        const DAY: Duration = Duration::from_secs(86_400);
+        for (key, value, min, max) in [
+            ("lease", &self.worker.lease, Duration::from_secs(1), 7 * DAY),
+            (
+                "clock-skew",
+                &self.worker.clock_skew,
+                Duration::ZERO,
+                7 * DAY,
+            ),
+            (
+                "reload-every",
+                &self.worker.reload_every,
+                Duration::ZERO,
+                30 * DAY,
+            ),
         ] {
-            if let Some(v) = value
-                && let Err(e) = humantime::parse_duration(v)
-            {
-                return fail(
-                    "worker",
-                    key,
-                    format!(
-                        "`{}` is not a duration ({e}); write e.g. \"90s\", \"5m\" or \"1h 30m\"",
-                        crate::output::safe(v)
-                    ),
-                );
+            let Some(v) = value else { continue };
+            match humantime::parse_duration(v) {
+                Err(e) => {
+                    return fail(
+                        "worker",
+                        key,
+                        format!(
+                            "`{}` is not a duration ({e}); write e.g. \"90s\", \"5m\" or \"1h 30m\"",
+                            crate::output::safe(v)
+                        ),
+                    );
+                }
+                Ok(d) if d < min || d > max => {
+                    return fail(
+                        "worker",
+                        key,
+                        format!(
+                            "`{}` must be between {} and {}",
+                            crate::output::safe(v),
+                            humantime::format_duration(min),
+                            humantime::format_duration(max)
+                        ),
+                    );
+                }
+                Ok(_) => {}
             }
         }
         Ok(())
@@ -1294,6 +1322,16 @@ mod tests {
                 "lease = \"60s\"",
                 "lease = \"forever\"",
                 "ws/bridge.toml:9:1: `worker.lease`: `forever` is not a duration",
+            ),
+            (
+                "lease = \"60s\"",
+                "lease = \"1000000000y\"",
+                "ws/bridge.toml:9:1: `worker.lease`: `1000000000y` must be between 1s and 7days",
+            ),
+            (
+                "lease = \"60s\"",
+                "lease = \"0s\"",
+                "ws/bridge.toml:9:1: `worker.lease`: `0s` must be between",
             ),
             (
                 "[store]",

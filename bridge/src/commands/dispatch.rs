@@ -78,6 +78,7 @@ pub fn run(g: &GlobalArgs, args: DispatchArgs) -> CliResult<u8> {
     let budget = humantime::parse_duration(&args.budget)
         .with_context(|| format!("--budget {} is not a duration", args.budget))
         .hint("write e.g. 45m or 1h30m")?;
+    let budget = crate::error::check_budget(budget, &args.budget)?;
     let interval = humantime::parse_duration(&args.interval)
         .with_context(|| format!("--interval {} is not a duration", args.interval))
         .hint("write e.g. 10s or 1m")?;

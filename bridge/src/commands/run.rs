@@ -98,6 +98,7 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> CliResult<u8> {
     let budget = humantime::parse_duration(&args.budget)
         .with_context(|| format!("--budget {} is not a duration", args.budget))
         .hint("write e.g. 45m or 1h 30m")?;
+    let budget = crate::error::check_budget(budget, &args.budget)?;
     let shard = args.shard.as_deref().map(parse_shard).transpose()?;
     let github = std::env::var("GITHUB_ACTIONS").as_deref() == Ok("true");
     // A fresh runner on a large pool starts after reading the documents it
