@@ -452,7 +452,7 @@ impl Fetcher {
             indicatif::ProgressStyle::with_template(template)
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
-        bar.set_message(short_url(url));
+        bar.set_message(crate::output::safe(&short_url(url)).into_owned());
         Some(bar)
     }
 }

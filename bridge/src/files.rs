@@ -17,8 +17,6 @@ use std::path::Path;
 
 /// Largest `bridge.toml` or `pins.toml` read.
 pub const CONFIG_MAX: u64 = 1024 * 1024;
-/// Largest task file read.
-pub const TASK_FILE_MAX: u64 = 16 * 1024 * 1024;
 
 /// Opens `path` for reading, refusing anything but a regular file (without
 /// blocking on a FIFO). Returns the file and its size.

@@ -3,6 +3,12 @@
 //! the worker loop. The task model, the store and process execution live in
 //! the library crates under `crates/`.
 
+// Every write to stdout or stderr goes through `output`'s macros, which
+// never panic on a closed pipe (issue 12, item 18).
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
+#[macro_use]
+mod output;
 mod cache;
 mod commands;
 mod compact;
@@ -12,7 +18,6 @@ mod files;
 mod freshness;
 mod github;
 mod keys;
-mod output;
 mod publish;
 mod secrets;
 mod shard;
@@ -59,7 +64,18 @@ fn main() -> ExitCode {
     if let Err(e) = hardened {
         tracing::warn!("{e}; tasks run by this process may read its memory");
     }
-    match commands::run(cli) {
+    let result = commands::run(cli);
+    // A write error on stdout other than a closed pipe (a full disk behind
+    // `> file`): the output is incomplete, so the command did not succeed.
+    if let Some(e) = output::stdout_error() {
+        errout!(
+            "Error: cannot write to standard output: {e}\nHint: check the file or pipe it goes to; the output above is incomplete\n"
+        );
+        if matches!(result, Ok(0)) {
+            return ExitCode::from(EXIT_ERROR);
+        }
+    }
+    match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             // A closed pipe (`bridge ls | head`) is not an error.
@@ -69,7 +85,7 @@ fn main() -> ExitCode {
             }) {
                 return ExitCode::from(0);
             }
-            eprint!("{e}");
+            errout!("{}", output::safe_lines(&e.to_string()));
             ExitCode::from(if e.code == 0 { EXIT_ERROR } else { e.code })
         }
     }

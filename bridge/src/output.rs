@@ -1,19 +1,193 @@
-//! Terminal output: JSON for scripts, aligned tables and human times for people.
+//! Terminal output: JSON for scripts, aligned tables and human times for
+//! people, and the one way every command writes to stdout and stderr.
+//!
+//! # A closed pipe is not a panic (issue 12, item 18)
+//!
+//! Rust ignores `SIGPIPE`, so a write to a pipe whose reader has gone
+//! (`bridge status | head -1`, `bridge sync | true`) fails with `EPIPE`, and
+//! `println!` turns that failure into a panic (exit 101). Every command
+//! writes through [`outln!`], [`out!`], [`errln!`] and [`errout!`] instead
+//! (`println!` and friends are denied by clippy in this crate: `main.rs`): the first
+//! failed write to stdout closes it for the rest of the process and the
+//! command goes on to its end, so a `submit` or a `sync` whose reader left
+//! still stores and pushes what it was asked to. A closed pipe is not an
+//! error (the exit code is the command's own); any other write error (a full
+//! disk behind `> file`) is reported once at the end, with exit code 1.
+//!
+//! Resetting `SIGPIPE` to its default instead would kill bridge in the
+//! middle of a sync or a run (and on any write to a socket or to a git
+//! process that went away), losing work; it would also be inherited by
+//! nothing useful, since `std::process::Command` already restores the
+//! default disposition in every task it starts.
 
+use std::fmt;
 use std::io::Write;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bridge_model::Millis;
 use serde::Serialize;
 
 use crate::error::CliResult;
 
+/// `println!` for bridge: never panics (see the module docs).
+macro_rules! outln {
+    () => {
+        $crate::output::write_stdout(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `print!` for bridge: never panics (see the module docs).
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::output::write_stdout(format_args!($($arg)*))
+    };
+}
+
+/// `eprintln!` for bridge: never panics; a closed stderr is ignored.
+macro_rules! errln {
+    () => {
+        $crate::output::write_stderr(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::write_stderr(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `eprint!` for bridge: never panics; a closed stderr is ignored.
+macro_rules! errout {
+    ($($arg:tt)*) => {
+        $crate::output::write_stderr(format_args!($($arg)*))
+    };
+}
+
+/// Whether stdout and stderr are terminals, probed once.
+fn is_terminal(stderr: bool) -> bool {
+    use std::io::IsTerminal;
+    static STDOUT: OnceLock<bool> = OnceLock::new();
+    static STDERR: OnceLock<bool> = OnceLock::new();
+    if stderr {
+        *STDERR.get_or_init(|| std::io::stderr().is_terminal())
+    } else {
+        *STDOUT.get_or_init(|| std::io::stdout().is_terminal())
+    }
+}
+
+/// Text bound for a terminal, with every control character but newline and
+/// tab shown as a `\u{..}` escape: the last line of defence (issue 12, item
+/// 21) behind [`safe`], which printers apply to each task-controlled field.
+/// bridge never writes escape sequences of its own through these macros
+/// (progress bars and log colours go their own way), so nothing is lost.
+pub fn terminal_safe(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| c.is_control() && c != '\n' && c != '\t';
+    if !text.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    std::borrow::Cow::Owned(
+        text.chars()
+            .map(|c| {
+                if unsafe_char(c) {
+                    c.escape_unicode().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect(),
+    )
+}
+
+/// Set by the first failed write to stdout: later output is dropped.
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+/// The first write error on stdout that is not a closed pipe.
+static STDOUT_ERROR: OnceLock<String> = OnceLock::new();
+
+/// Writes formatted text to stdout (what [`outln!`] and [`out!`] call).
+pub fn write_stdout(args: fmt::Arguments<'_>) {
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
+    let result = if is_terminal(false) {
+        let text = args.to_string();
+        std::io::stdout()
+            .lock()
+            .write_all(terminal_safe(&text).as_bytes())
+    } else {
+        std::io::stdout().lock().write_fmt(args)
+    };
+    if let Err(e) = result {
+        stdout_failed(&e);
+    }
+}
+
+/// Writes bytes to stdout, with the same rules as [`write_stdout`]: as they
+/// are when stdout is a file or a pipe (a task's log stays byte for byte what
+/// it wrote), made [`terminal_safe`] (as UTF-8, lossily) on a terminal.
+pub fn write_stdout_bytes(bytes: &[u8]) {
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut out = std::io::stdout().lock();
+    let result = if is_terminal(false) {
+        let text = String::from_utf8_lossy(bytes);
+        out.write_all(terminal_safe(&text).as_bytes())
+    } else {
+        out.write_all(bytes)
+    };
+    if let Err(e) = result.and_then(|()| out.flush()) {
+        stdout_failed(&e);
+    }
+}
+
+fn stdout_failed(e: &std::io::Error) {
+    STDOUT_CLOSED.store(true, Ordering::Relaxed);
+    if e.kind() != std::io::ErrorKind::BrokenPipe {
+        let _ = STDOUT_ERROR.set(e.to_string());
+    }
+}
+
+/// Flushes stdout and returns the first write error that was not a closed
+/// pipe, for `main` to report.
+pub fn stdout_error() -> Option<&'static str> {
+    if !STDOUT_CLOSED.load(Ordering::Relaxed)
+        && let Err(e) = std::io::stdout().lock().flush()
+    {
+        stdout_failed(&e);
+    }
+    STDOUT_ERROR.get().map(String::as_str)
+}
+
+/// Writes formatted text to stderr (what [`errln!`] and [`errout!`] call);
+/// there is nowhere left to report a failure, so it is ignored.
+pub fn write_stderr(args: fmt::Arguments<'_>) {
+    let mut err = std::io::stderr().lock();
+    let _ = if is_terminal(true) {
+        let text = args.to_string();
+        err.write_all(terminal_safe(&text).as_bytes())
+    } else {
+        err.write_fmt(args)
+    };
+}
+
+/// Writes bytes to stderr like [`write_stdout_bytes`] (a task's log sent to
+/// stderr by `bridge logs`).
+pub fn write_stderr_bytes(bytes: &[u8]) {
+    let mut err = std::io::stderr().lock();
+    let _ = if is_terminal(true) {
+        let text = String::from_utf8_lossy(bytes);
+        err.write_all(terminal_safe(&text).as_bytes())
+    } else {
+        err.write_all(bytes)
+    };
+}
+
 /// Prints `value` as pretty JSON on stdout.
 pub fn print_json<T: Serialize>(value: &T) -> CliResult<()> {
-    // Serialise first, so a closed pipe surfaces as the io::Error it is
-    // (serde_json's error hides it from the broken-pipe check in main).
     let mut text = serde_json::to_string_pretty(value)?;
     text.push('\n');
-    std::io::stdout().lock().write_all(text.as_bytes())?;
+    write_stdout_bytes(text.as_bytes());
     Ok(())
 }
 
@@ -37,6 +211,16 @@ pub fn safe(text: &str) -> std::borrow::Cow<'_, str> {
     )
 }
 
+/// Every line of an error message made [`safe`]: error messages quote task
+/// names, paths and messages that other members wrote, and go to stderr even
+/// when it is a file someone will `cat` later.
+pub fn safe_lines(text: &str) -> String {
+    text.split('\n')
+        .map(|l| safe(l).into_owned())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Prints rows as a table with aligned columns (the last column is not padded).
 pub fn print_table(header: &[&str], rows: &[Vec<String>]) -> CliResult<()> {
     let cols = header.len();
@@ -51,8 +235,8 @@ pub fn print_table(header: &[&str], rows: &[Vec<String>]) -> CliResult<()> {
             widths[i] = widths[i].max(cell.chars().count());
         }
     }
-    let mut out = std::io::stdout().lock();
-    let line = |cells: Vec<&str>, out: &mut dyn Write| -> std::io::Result<()> {
+    let mut text = String::new();
+    let mut line = |cells: Vec<&str>| {
         let mut s = String::new();
         for (i, c) in cells.iter().enumerate() {
             if i + 1 == cells.len() {
@@ -62,12 +246,14 @@ pub fn print_table(header: &[&str], rows: &[Vec<String>]) -> CliResult<()> {
                 s.push_str(&" ".repeat(widths[i] - c.chars().count() + 2));
             }
         }
-        writeln!(out, "{}", s.trim_end())
+        text.push_str(s.trim_end());
+        text.push('\n');
     };
-    line(header.to_vec(), &mut out)?;
+    line(header.to_vec());
     for r in rows {
-        line(r.iter().map(String::as_str).collect(), &mut out)?;
+        line(r.iter().map(String::as_str).collect());
     }
+    write_stdout_bytes(text.as_bytes());
     Ok(())
 }
 
@@ -98,4 +284,25 @@ pub fn ago(at: Millis, now: Millis) -> String {
 pub fn timestamp(at: Millis) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(at.max(0) as u64);
     humantime::format_rfc3339_seconds(t).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Issue 12, item 21: the last line of defence on a terminal keeps lines
+    // and tabs, and shows every other control character.
+    #[test]
+    fn terminal_safe_keeps_lines_and_escapes_the_rest() {
+        assert_eq!(terminal_safe("a\tb\nc\n"), "a\tb\nc\n");
+        assert_eq!(
+            terminal_safe("\u{1b}[2Jx\r\u{7}\u{9b}"),
+            "\\u{1b}[2Jx\\u{d}\\u{7}\\u{9b}"
+        );
+        assert_eq!(safe("a\nb"), "a\\u{a}b");
+        assert_eq!(
+            safe_lines("Error: `a\u{1b}`\nHint: h"),
+            "Error: `a\\u{1b}`\nHint: h"
+        );
+    }
 }

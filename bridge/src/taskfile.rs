@@ -33,11 +33,23 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow, bail};
 use bridge_model::Command;
+use bridge_model::limits::shown;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 /// The default per-attempt timeout.
 pub const DEFAULT_TIMEOUT_S: u64 = 3600;
+
+/// The most tasks one submission may hold (a task file after its matrices
+/// are expanded, or `--each`). The expansion is counted before it is made
+/// (issue 12, item 11: ten keys of ten values asked for 10^10 tasks and
+/// took 23.8 GB before the OOM killer stopped it). 100,000 tasks is a
+/// hundred documents of `MAX_TASKS_PER_DOC`; more is better split in
+/// several submissions.
+pub const MAX_TASKS_PER_SUBMIT: usize = 100_000;
+
+/// The largest task file read, in bytes (64 MiB).
+pub const MAX_TASK_FILE_BYTES: u64 = 64 << 20;
 
 /// One task ready to be turned into a spec.
 #[derive(Debug, Clone, PartialEq)]
@@ -265,9 +277,28 @@ fn duration_s(v: &DurationValue) -> Result<u64, String> {
 }
 
 /// Reads and expands a task file.
+///
+/// Only a regular file of at most [`MAX_TASK_FILE_BYTES`] is read: a FIFO
+/// would hang `submit` and a huge file would be read whole into memory (the
+/// same class as issue 12, items 11 and 17).
 pub fn load(path: &Path) -> anyhow::Result<Vec<PlannedTask>> {
-    let text = crate::files::read_text(path, crate::files::TASK_FILE_MAX)
+    use std::io::Read;
+    // Through the opened file: a FIFO neither blocks nor is read.
+    let (file, _) = crate::files::open_regular(path)
+        .map_err(|e| anyhow!("cannot read the task file {}: {e}", path.display()))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_TASK_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
         .with_context(|| format!("cannot read the task file {}", path.display()))?;
+    if bytes.len() as u64 > MAX_TASK_FILE_BYTES {
+        bail!(
+            "the task file {} is larger than {} MiB; split it into several files",
+            path.display(),
+            MAX_TASK_FILE_BYTES >> 20
+        );
+    }
+    let text = String::from_utf8(bytes)
+        .map_err(|e| anyhow!("the task file {} is not UTF-8 text: {e}", path.display()))?;
     let base = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -349,7 +380,7 @@ fn expand(file: &File, origin: &str, base: &Path) -> anyhow::Result<Vec<PlannedT
                 e.name
             );
         }
-        let fail = |m: String| anyhow!("{at}: task `{}`: {m}", e.name);
+        let fail = |m: String| anyhow!("{at}: task `{}`: {m}", shown(&e.name));
         let timeout_s = match e.timeout.as_ref().or(d.timeout.as_ref()) {
             Some(v) => duration_s(v).map_err(fail)?,
             None => DEFAULT_TIMEOUT_S,
@@ -362,6 +393,33 @@ fn expand(file: &File, origin: &str, base: &Path) -> anyhow::Result<Vec<PlannedT
             .clone()
             .or_else(|| d.shell.clone())
             .unwrap_or_else(|| "sh".to_owned());
+        let size = matrix_size(&e.matrix)
+            .filter(|n| expanded.len().saturating_add(*n) <= MAX_TASKS_PER_SUBMIT)
+            .ok_or_else(|| {
+                let dims: Vec<_> = e
+                    .matrix
+                    .iter()
+                    .map(|(k, v)| format!("{} ({})", shown(k), v.len()))
+                    .collect();
+                fail(format!(
+                    "the matrix {} expands to {} tasks ({} before it); one submission holds at most {MAX_TASKS_PER_SUBMIT}: split the file or shrink the matrix",
+                    dims.join(" × "),
+                    matrix_size(&e.matrix).map_or_else(|| "more than 2^64".to_owned(), |n| n.to_string()),
+                    expanded.len(),
+                ))
+            })?;
+        if size == 0 {
+            let empty: Vec<_> = e
+                .matrix
+                .iter()
+                .filter(|(_, v)| v.is_empty())
+                .map(|(k, _)| format!("`{}`", shown(k)))
+                .collect();
+            return Err(fail(format!(
+                "the matrix key {} has no values, so the task expands to nothing",
+                empty.join(", ")
+            )));
+        }
         for combo in combinations(&e.matrix) {
             let subst = |s: &str| substitute(s, &combo).map_err(&fail);
             let name = if e.name.contains("${{") {
@@ -495,7 +553,9 @@ fn resolve_needs(
         deps.dedup();
         edges.push(deps);
     }
-    // Depth-first topological sort, reporting the first cycle found.
+    // Depth-first topological sort, reporting the first cycle found. The
+    // walk keeps its own stack (a chain of needs may be as long as a
+    // submission allows), which is also the path a cycle is read from.
     #[derive(Clone, Copy, PartialEq)]
     enum Mark {
         New,
@@ -504,44 +564,42 @@ fn resolve_needs(
     }
     let mut marks = vec![Mark::New; expanded.len()];
     let mut order = Vec::with_capacity(expanded.len());
-    fn visit(
-        i: usize,
-        edges: &[Vec<usize>],
-        marks: &mut [Mark],
-        order: &mut Vec<usize>,
-        path: &mut Vec<usize>,
-    ) -> Result<(), Vec<usize>> {
-        match marks[i] {
-            Mark::Done => return Ok(()),
-            Mark::Active => {
-                let start = path.iter().position(|&p| p == i).unwrap_or(0);
-                let mut cycle = path[start..].to_vec();
-                cycle.push(i);
-                return Err(cycle);
+    for start in 0..expanded.len() {
+        if marks[start] != Mark::New {
+            continue;
+        }
+        // (task, index of its next need to visit)
+        let mut stack: Vec<(usize, usize)> = vec![(start, 0)];
+        marks[start] = Mark::Active;
+        while let Some(top) = stack.last_mut() {
+            let i = top.0;
+            if let Some(&d) = edges[i].get(top.1) {
+                top.1 += 1;
+                match marks[d] {
+                    Mark::Done => {}
+                    Mark::New => {
+                        marks[d] = Mark::Active;
+                        stack.push((d, 0));
+                    }
+                    Mark::Active => {
+                        let from = stack.iter().position(|&(p, _)| p == d).unwrap_or(0);
+                        let names: Vec<_> = stack[from..]
+                            .iter()
+                            .map(|&(c, _)| c)
+                            .chain([d])
+                            .map(|c| format!("`{}`", shown(&expanded[c].task.name)))
+                            .collect();
+                        bail!(
+                            "{origin}: the `needs` of these tasks form a cycle: {}",
+                            names.join(" → ")
+                        );
+                    }
+                }
+                continue;
             }
-            Mark::New => {}
-        }
-        marks[i] = Mark::Active;
-        path.push(i);
-        for &d in &edges[i] {
-            visit(d, edges, marks, order, path)?;
-        }
-        path.pop();
-        marks[i] = Mark::Done;
-        order.push(i);
-        Ok(())
-    }
-    for i in 0..expanded.len() {
-        let mut path = Vec::new();
-        if let Err(cycle) = visit(i, &edges, &mut marks, &mut order, &mut path) {
-            let names: Vec<_> = cycle
-                .iter()
-                .map(|&c| format!("`{}`", expanded[c].task.name))
-                .collect();
-            bail!(
-                "{origin}: the `needs` of these tasks form a cycle: {}",
-                names.join(" → ")
-            );
+            stack.pop();
+            marks[i] = Mark::Done;
+            order.push(i);
         }
     }
     let mut position = vec![0usize; expanded.len()];
@@ -557,8 +615,16 @@ fn resolve_needs(
     Ok(out)
 }
 
+/// How many tasks a matrix expands to (1 without a matrix), or `None` when
+/// the product does not fit a `usize`.
+fn matrix_size(matrix: &BTreeMap<String, Vec<Scalar>>) -> Option<usize> {
+    matrix
+        .values()
+        .try_fold(1usize, |n, values| n.checked_mul(values.len()))
+}
+
 /// Every combination of matrix values, keys in order; one empty combination
-/// when there is no matrix.
+/// when there is no matrix. Callers check [`matrix_size`] first.
 fn combinations(matrix: &BTreeMap<String, Vec<Scalar>>) -> Vec<Vec<(String, String)>> {
     let mut combos: Vec<Vec<(String, String)>> = vec![Vec::new()];
     for (k, values) in matrix {
@@ -602,6 +668,15 @@ fn substitute(s: &str, combo: &[(String, String)]) -> Result<String, String> {
 }
 
 /// Finds the files an input pattern names, relative to `base`.
+///
+/// A symbolic link is followed only when its target stays inside `base`
+/// (a `data/latest -> data/v3.csv` link is a common way to name a version);
+/// a link that leaves it (`key -> ~/.ssh/id_rsa`) is refused by name, so a
+/// glob can never upload a file from outside the folder the user chose
+/// (issue 12, item 7). The file stored is the checked target, not the link,
+/// so the link cannot be swapped in between. Folders behind links are not
+/// searched by globs. A match whose name is not UTF-8 is refused by name
+/// (item 19): a task's folder only holds UTF-8 names.
 pub fn find_inputs(base: &Path, pattern: &str) -> Result<Vec<(String, PathBuf)>, String> {
     let rel = Path::new(pattern);
     if rel.is_absolute()
@@ -613,6 +688,9 @@ pub fn find_inputs(base: &Path, pattern: &str) -> Result<Vec<(String, PathBuf)>,
             "input `{pattern}` must be a path inside the task file's folder (no absolute paths, no `..`)"
         ));
     }
+    let root = base
+        .canonicalize()
+        .map_err(|e| format!("cannot read the folder {}: {e}", base.display()))?;
     let is_glob = pattern.contains(['*', '?', '[']);
     if !is_glob {
         let path = base.join(rel);
@@ -622,7 +700,8 @@ pub fn find_inputs(base: &Path, pattern: &str) -> Result<Vec<(String, PathBuf)>,
                 path.display()
             ));
         }
-        return Ok(vec![(normalise(pattern), path)]);
+        let target = inside(&root, &path, pattern)?;
+        return Ok(vec![(normalise(pattern), target)]);
     }
     let glob = globset::GlobBuilder::new(pattern)
         .literal_separator(true)
@@ -632,17 +711,35 @@ pub fn find_inputs(base: &Path, pattern: &str) -> Result<Vec<(String, PathBuf)>,
     let mut found = Vec::new();
     for entry in walkdir::WalkDir::new(base).follow_links(false) {
         let entry = entry.map_err(|e| format!("cannot read {}: {e}", base.display()))?;
-        if !entry.file_type().is_file() {
+        let kind = entry.file_type();
+        if !kind.is_file() && !kind.is_symlink() {
             continue;
         }
         let Ok(rel) = entry.path().strip_prefix(base) else {
             continue;
         };
-        let Some(rel) = rel.to_str() else { continue };
-        let rel = normalise(rel);
-        if glob.is_match(&rel) {
-            found.push((rel, entry.path().to_path_buf()));
+        // Matched on the raw name first, so that a name that is not UTF-8
+        // is refused rather than silently left out.
+        if !glob.is_match(rel) {
+            continue;
         }
+        let Some(rel_str) = rel.to_str() else {
+            return Err(format!(
+                "input `{}` (matched by `{pattern}`) has a name that is not UTF-8; rename it (a task's files must have UTF-8 names)",
+                rel.to_string_lossy().escape_debug()
+            ));
+        };
+        let rel_str = normalise(rel_str);
+        let path = if kind.is_symlink() {
+            // A link to a folder is not an input file.
+            if !entry.path().is_file() {
+                continue;
+            }
+            inside(&root, entry.path(), &rel_str)?
+        } else {
+            entry.path().to_path_buf()
+        };
+        found.push((rel_str, path));
     }
     if found.is_empty() {
         return Err(format!(
@@ -652,6 +749,22 @@ pub fn find_inputs(base: &Path, pattern: &str) -> Result<Vec<(String, PathBuf)>,
     }
     found.sort();
     Ok(found)
+}
+
+/// `path` with every link resolved, if that stays inside `root` (itself
+/// resolved); otherwise an error naming the input and where it leads.
+fn inside(root: &Path, path: &Path, name: &str) -> Result<PathBuf, String> {
+    let target = path
+        .canonicalize()
+        .map_err(|e| format!("cannot resolve input `{name}` ({}): {e}", path.display()))?;
+    if !target.starts_with(root) {
+        return Err(format!(
+            "input `{name}` is a symbolic link (or inside one) that leads outside the task file's folder, to {}; copy the file into {} if it is meant to be sent",
+            target.display(),
+            root.display()
+        ));
+    }
+    Ok(target)
 }
 
 fn normalise(p: &str) -> String {
@@ -804,6 +917,154 @@ mod tests {
         assert_eq!(plan[0].url_inputs.len(), 1, "one content at one path");
         let m = parse(&text(&other)).map(|_| ()).unwrap_err().to_string();
         assert!(m.contains("placed at `x`"), "{m}");
+        Ok(())
+    }
+
+    // Issue 12, item 11: ten keys of ten values made `submit` grow to 23.8 GB.
+    #[test]
+    fn issue12_matrix_explosion_is_refused_before_expanding() {
+        let keys: Vec<String> = (0..10)
+            .map(|k| format!("k{k}: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]"))
+            .collect();
+        let text = format!(
+            "tasks:\n  - name: boom\n    run: echo\n    matrix: {{ {} }}\n",
+            keys.join(", ")
+        );
+        let msg = parse(&text).map(|_| ()).unwrap_err().to_string();
+        assert!(
+            msg.starts_with("tasks.yaml:2:")
+                && msg.contains("task `boom`")
+                && msg.contains("10000000000 tasks")
+                && msg.contains("k0 (10) × k1 (10)"),
+            "{msg}"
+        );
+        // Twenty keys overflow a u64: still one clear message.
+        let keys: Vec<String> = (0..20)
+            .map(|k| format!("k{k}: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]"))
+            .collect();
+        let text = format!(
+            "tasks:\n  - name: boom\n    run: echo\n    matrix: {{ {} }}\n",
+            keys.join(", ")
+        );
+        let msg = parse(&text).map(|_| ()).unwrap_err().to_string();
+        assert!(msg.contains("more than 2^64"), "{msg}");
+        // The limit counts the whole file, not one entry.
+        let entry = |n: usize| {
+            let values: Vec<String> = (0..250).map(|v| v.to_string()).collect();
+            format!(
+                "  - name: e{n}\n    run: echo\n    matrix: {{ a: [{v}], b: [{v}] }}\n",
+                v = values.join(", ")
+            )
+        };
+        let msg = parse(&format!("tasks:\n{}{}", entry(1), entry(2)))
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("task `e2`") && msg.contains("(62500 before it)"),
+            "{msg}"
+        );
+        let msg = parse("tasks:\n  - name: none\n    run: echo\n    matrix: { a: [] }\n")
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("`a` has no values"), "{msg}");
+    }
+
+    // Issue 12, item 7: a glob matching `key -> ~/.ssh/id_rsa` uploaded the
+    // key.
+    #[test]
+    fn issue12_input_links_leaving_the_folder_are_refused() -> anyhow::Result<()> {
+        let outside = tempfile::tempdir()?;
+        std::fs::write(outside.path().join("id_rsa"), "secret")?;
+        let dir = tempfile::tempdir()?;
+        let base = dir.path();
+        std::fs::create_dir(base.join("data"))?;
+        std::fs::write(base.join("data/v3.csv"), "a,b")?;
+        std::os::unix::fs::symlink(base.join("data/v3.csv"), base.join("data/latest.csv"))?;
+        // A link that stays inside is followed, stored under its own name.
+        let found = find_inputs(base, "data/*.csv").map_err(anyhow::Error::msg)?;
+        let names: Vec<_> = found.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["data/latest.csv", "data/v3.csv"]);
+        assert!(found[0].1.ends_with("data/v3.csv"), "the target is stored");
+        // A link that leaves is refused, by glob and by name, and so is a
+        // file reached through a linked folder.
+        std::os::unix::fs::symlink(outside.path().join("id_rsa"), base.join("data/key.csv"))?;
+        for pattern in ["data/*.csv", "data/key.csv", "**/*.csv"] {
+            let msg = find_inputs(base, pattern).map(|_| ()).unwrap_err();
+            assert!(
+                msg.contains("`data/key.csv`") && msg.contains("outside the task file's folder"),
+                "{pattern}: {msg}"
+            );
+        }
+        std::fs::remove_file(base.join("data/key.csv"))?;
+        std::os::unix::fs::symlink(outside.path(), base.join("ssh"))?;
+        let msg = find_inputs(base, "ssh/id_rsa").map(|_| ()).unwrap_err();
+        assert!(
+            msg.contains("`ssh/id_rsa`") && msg.contains("outside"),
+            "{msg}"
+        );
+        assert!(
+            find_inputs(base, "**/id_rsa").is_err(),
+            "folders behind links are not searched"
+        );
+        Ok(())
+    }
+
+    // Issue 12, item 19: `--each` silently dropped files whose names are not
+    // UTF-8.
+    #[test]
+    fn issue12_non_utf8_names_are_refused_by_name() -> anyhow::Result<()> {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir()?;
+        std::fs::write(dir.path().join("good.txt"), "a")?;
+        let bad = std::ffi::OsStr::from_bytes(b"caf\xe9.txt");
+        std::fs::write(dir.path().join(bad), "b")?;
+        let msg = find_inputs(dir.path(), "*.txt").map(|_| ()).unwrap_err();
+        assert!(
+            msg.contains("caf\u{fffd}.txt") && msg.contains("not UTF-8"),
+            "{msg}"
+        );
+        Ok(())
+    }
+
+    // A sibling of issue 12, item 10: `needs` were resolved by recursion, one
+    // stack frame per link, so a long chain in a task file overflowed the
+    // stack. Parsed here on a thread with a small stack.
+    #[test]
+    fn a_long_chain_of_needs_resolves_without_recursion() -> anyhow::Result<()> {
+        const LINKS: usize = 20_000;
+        let mut text = String::from("tasks:\n  - name: e0\n    run: echo\n");
+        for i in 1..LINKS {
+            text.push_str(&format!(
+                "  - name: e{i}\n    run: echo {i}\n    needs: [e{}]\n",
+                i - 1
+            ));
+        }
+        let plan = std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(move || parse(&text).map_err(|e| e.to_string()))?
+            .join()
+            .map_err(|_| anyhow!("parsing crashed"))?
+            .map_err(anyhow::Error::msg)?;
+        assert_eq!(plan.len(), LINKS);
+        assert_eq!(plan[LINKS - 1].needs, vec![LINKS - 2]);
+        Ok(())
+    }
+
+    #[test]
+    fn task_files_must_be_regular_and_bounded() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let fifo = dir.path().join("fifo.yaml");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status()?;
+        assert!(made.success());
+        let msg = load(&fifo).map(|_| ()).unwrap_err().to_string();
+        assert!(msg.contains("not a regular file"), "{msg}");
+        let big = dir.path().join("big.yaml");
+        let f = std::fs::File::create(&big)?;
+        f.set_len(MAX_TASK_FILE_BYTES + 1)?;
+        let msg = load(&big).map(|_| ()).unwrap_err().to_string();
+        assert!(msg.contains("larger than 64 MiB"), "{msg}");
         Ok(())
     }
 

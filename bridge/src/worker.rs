@@ -188,6 +188,9 @@ pub async fn work(
     let mut queue: VecDeque<String> = VecDeque::new();
     let mut running: JoinSet<Finished> = JoinSet::new();
     let mut names: HashMap<String, String> = HashMap::new();
+    // Which task each running job is, so that a job that panics still ends
+    // its task with an `error` attempt instead of stopping the worker.
+    let mut spawned: HashMap<tokio::task::Id, (TaskId, String, Millis)> = HashMap::new();
     let mut claimed_total = 0usize;
     let mut avg_ms: Option<f64> = None;
     let mut unflushed_attempts = 0usize;
@@ -328,12 +331,13 @@ pub async fn work(
                 supervisor: supervisor.clone(),
                 device: opts.device.clone(),
                 provenance: opts.provenance.clone(),
-                id,
-                key,
+                id: id.clone(),
+                key: key.clone(),
                 spec,
                 need_inputs,
             };
-            running.spawn(job.run(stop_tasks.clone()));
+            let handle = running.spawn(job.run(stop_tasks.clone()));
+            spawned.insert(handle.id(), (id, key, now_ms()));
             report
                 .first_started_ms
                 .get_or_insert_with(|| began.elapsed().as_millis() as u64);
@@ -396,10 +400,26 @@ pub async fn work(
         let push_due = publisher.as_ref().and_then(|p| p.due());
         let mut stop_now = false;
         tokio::select! {
-            Some(joined) = running.join_next(), if !running.is_empty() => {
+            Some(joined) = running.join_next_with_id(), if !running.is_empty() => {
                 let (id, key, attempt) = match joined {
-                    Ok(f) => f,
-                    Err(e) => return Err(anyhow::anyhow!("a task runner crashed: {e}").into()),
+                    Ok((job, f)) => {
+                        spawned.remove(&job);
+                        f
+                    }
+                    // A bug that a stored task can trigger must not stop the
+                    // pool (issue 12, item 10): the task gets an `error`
+                    // attempt, the others go on.
+                    Err(e) => {
+                        let Some((id, key, started_at)) = spawned.remove(&e.id()) else {
+                            return Err(anyhow::anyhow!("a task runner crashed: {e}").into());
+                        };
+                        let reason = panic_message(e);
+                        tracing::error!(task = %id, %reason, "running the task crashed; recorded as an error");
+                        let mut a = blank_attempt(&key, &opts.device, &opts.provenance, started_at);
+                        a.ended_at = now_ms();
+                        a.message = Some(format!("the worker could not run this task: {reason}"));
+                        (id, key, a)
+                    }
                 };
                 let Some(h) = held.remove(&key) else { continue };
                 let ms = attempt.ended_at - attempt.started_at;
@@ -515,13 +535,16 @@ fn fits_before_deadline(
         .facts
         .attempts
         .values()
-        .map(|a| (a.ended_at - a.started_at).max(0) as u64)
+        // Attempts are written by other members: no value may overflow here.
+        .map(|a| a.ended_at.saturating_sub(a.started_at).max(0) as u64)
         .max();
     let expected = match history.or(avg_ms.map(|a| a as u64)) {
-        Some(ms) => Duration::from_millis(ms + ms / 4),
+        Some(ms) => Duration::from_millis(ms.saturating_add(ms / 4)),
         None => Duration::from_secs(task.spec.timeout_s).min(budget / 4),
     };
-    Instant::now() + expected <= deadline
+    Instant::now()
+        .checked_add(expected)
+        .is_some_and(|end| end <= deadline)
 }
 
 /// Orders candidates for a sharded runner: the tasks of its shard (see
@@ -686,25 +709,23 @@ impl Job {
         let stderr_path = self
             .work_dir
             .join(format!("{}-{slug}.stderr", self.id.short()));
-        let mut attempt = Attempt {
-            key: self.key.clone(),
-            device: self.device.clone(),
-            started_at,
-            ended_at: started_at,
-            outcome: Outcome::Error,
-            exit_code: None,
-            signal: None,
-            message: None,
-            stdout_tail: String::new(),
-            stderr_tail: String::new(),
-            stdout_blob: None,
-            stderr_blob: None,
-            outputs: BTreeMap::new(),
-            provenance: {
-                let mut p = provenance(&self.device);
-                p.extend(self.provenance.clone());
-                p
-            },
+        let mut attempt = blank_attempt(&self.key, &self.device, &self.provenance, started_at);
+        // A stored spec need not have come through `submit`'s checks (a
+        // member can write any document): one that breaks a limit is an
+        // `error` attempt, and nothing of it is run or written to disk.
+        let mut cmd = match task_command(
+            &self.spec,
+            &self.id,
+            &self.key,
+            &self.device,
+            (&dir, &stdout_path, &stderr_path),
+        ) {
+            Ok(cmd) => cmd,
+            Err(e) => {
+                attempt.message = Some(format!("this task cannot be run: {e:#}"));
+                attempt.ended_at = now_ms();
+                return (self.id, self.key, attempt);
+            }
         };
         let prepared = prepare(
             &self.vault,
@@ -733,28 +754,11 @@ impl Job {
             let _ = std::fs::remove_dir_all(&dir);
             return (self.id, self.key, attempt);
         }
-        let cmd = TaskCommand {
-            program: match &self.spec.command {
-                Command::Shell { shell, script } => Program::Shell {
-                    shell: shell.clone(),
-                    script: script.clone(),
-                },
-                Command::Argv(argv) => Program::Argv(argv.clone()),
-            },
-            env: task_env(&self.spec, &self.id, &self.key, &self.device),
-            workdir: dir.clone(),
-            timeout: Duration::from_secs(self.spec.timeout_s),
-            stdout_path: stdout_path.clone(),
-            stderr_path: stderr_path.clone(),
-            tail_bytes: TAIL_BYTES,
-            kill_grace: KILL_GRACE,
-            // The task may use its own folder, inside the protected
-            // `.bridge/`.
-            supervisor: self.supervisor.clone().map(|mut s| {
-                s.confinement.allow.push(dir.clone());
-                s
-            }),
-        };
+        // The task may use its own folder, inside the protected `.bridge/`.
+        cmd.supervisor = self.supervisor.clone().map(|mut s| {
+            s.confinement.allow.push(dir.clone());
+            s
+        });
         let finished = bridge_exec::run(&cmd, stop).await;
         attempt.ended_at = now_ms();
         attempt.stdout_tail = String::from_utf8_lossy(&finished.stdout_tail).into_owned();
@@ -820,6 +824,82 @@ impl Job {
         let _ = std::fs::remove_file(&stderr_path);
         (self.id, self.key, attempt)
     }
+}
+
+/// The process a stored task runs as, once its spec is checked against
+/// every limit (issue 12, item 10): the one place a spec becomes a command,
+/// so that no stored spec can make the worker panic further on. `paths` are
+/// the working folder and the two log files.
+fn task_command(
+    spec: &TaskSpec,
+    id: &TaskId,
+    key: &str,
+    device: &str,
+    paths: (&Path, &Path, &Path),
+) -> anyhow::Result<TaskCommand> {
+    spec.check()?;
+    bridge_exec::check_output_globs(&spec.outputs)?;
+    let (workdir, stdout_path, stderr_path) = paths;
+    Ok(TaskCommand {
+        program: match &spec.command {
+            Command::Shell { shell, script } => Program::Shell {
+                shell: shell.clone(),
+                script: script.clone(),
+            },
+            Command::Argv(argv) => Program::Argv(argv.clone()),
+        },
+        env: task_env(spec, id, key, device),
+        workdir: workdir.to_path_buf(),
+        timeout: Duration::from_secs(spec.timeout_s),
+        stdout_path: stdout_path.to_path_buf(),
+        stderr_path: stderr_path.to_path_buf(),
+        tail_bytes: TAIL_BYTES,
+        kill_grace: KILL_GRACE,
+        supervisor: None,
+    })
+}
+
+/// An attempt that has not run yet: an `error` until something better is
+/// known.
+fn blank_attempt(
+    key: &str,
+    device: &str,
+    extra_provenance: &BTreeMap<String, String>,
+    started_at: Millis,
+) -> Attempt {
+    Attempt {
+        key: key.to_owned(),
+        device: device.to_owned(),
+        started_at,
+        ended_at: started_at,
+        outcome: Outcome::Error,
+        exit_code: None,
+        signal: None,
+        message: None,
+        stdout_tail: String::new(),
+        stderr_tail: String::new(),
+        stdout_blob: None,
+        stderr_blob: None,
+        outputs: BTreeMap::new(),
+        provenance: {
+            let mut p = provenance(device);
+            p.extend(extra_provenance.clone());
+            p
+        },
+    }
+}
+
+/// What a crashed job said, for its attempt's message.
+fn panic_message(e: tokio::task::JoinError) -> String {
+    if !e.is_panic() {
+        return e.to_string();
+    }
+    let payload = e.into_panic();
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
 }
 
 /// The outputs of the canonical results of the tasks `spec` needs, as inputs
@@ -1075,4 +1155,158 @@ fn provenance(device: &str) -> BTreeMap<String, String> {
         ("arch".to_owned(), std::env::consts::ARCH.to_owned()),
         ("bridge".to_owned(), env!("CARGO_PKG_VERSION").to_owned()),
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use bridge_model::InputRef;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Strings as a member could store them: empty, plain, arbitrary
+    /// Unicode, paths that climb out, NULs, escape codes, and huge ones.
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            // Mostly plain values, so that many specs pass the checks and
+            // are run; every other kind often enough to break one field.
+            24 => "[a-z]{1,8}",
+            1 => Just(String::new()),
+            2 => "[a-z./*]{0,12}",
+            2 => any::<String>(),
+            1 => Just("../../etc/passwd".to_owned()),
+            1 => Just("/etc/passwd".to_owned()),
+            1 => Just("a\0b".to_owned()),
+            1 => Just("\u{1b}[2J".to_owned()),
+            1 => (0usize..200_000).prop_map(|n| "x".repeat(n)),
+        ]
+    }
+
+    /// Commands that are harmless whatever else the spec holds: `true` with
+    /// any arguments, a shell exiting with any code, programs and shells
+    /// that do not exist (no `/`, so nothing outside PATH is started),
+    /// empty argv, NULs and huge scripts.
+    fn command() -> impl Strategy<Value = Command> {
+        prop_oneof![
+            Just(Command::Argv(vec![])),
+            prop::collection::vec(text(), 0..3).prop_map(|args| {
+                let mut argv = vec!["true".to_owned()];
+                argv.extend(args);
+                Command::Argv(argv)
+            }),
+            any::<u8>().prop_map(|code| Command::Shell {
+                shell: "sh".into(),
+                script: format!("exit {code}"),
+            }),
+            text().prop_map(|p| Command::Argv(vec![format!(
+                "no-such-program-{}",
+                p.replace('/', "")
+            )])),
+            text().prop_map(|p| Command::Shell {
+                shell: format!("no-such-shell-{}", p.replace('/', "")),
+                script: "true".into(),
+            }),
+            Just(Command::Argv(vec!["tr\0ue".into()])),
+            (0usize..200_000).prop_map(|n| Command::Shell {
+                shell: "sh".into(),
+                script: format!(": {}", "x".repeat(n)),
+            }),
+        ]
+    }
+
+    fn number() -> impl Strategy<Value = u64> {
+        prop_oneof![6 => 1u64..4, 1 => Just(0), 1 => Just(u64::MAX), 1 => any::<u64>()]
+    }
+
+    fn input() -> impl Strategy<Value = InputRef> {
+        let url = prop_oneof![4 => Just(None), 1 => text().prop_map(Some)];
+        (text(), text(), text(), url).prop_map(|(path, sha256, blob, url)| InputRef {
+            path,
+            sha256,
+            blob,
+            url,
+        })
+    }
+
+    prop_compose! {
+        fn stored_spec()(
+            name in text(),
+            command in command(),
+            env in prop::collection::btree_map(text(), text(), 0..4),
+            inputs in prop::collection::vec(input(), 0..2),
+            outputs in prop::collection::vec(text(), 0..3),
+            timeout_s in number(),
+            retries in prop_oneof![6 => 0u32..3, 1 => any::<u32>()],
+            runs_on in prop::collection::vec(text(), 0..3),
+            priority in prop_oneof![6 => -5i64..5, 1 => any::<i64>(), 1 => Just(i64::MIN)],
+            needs in prop::collection::vec(any::<[u8; 16]>(), 0..3),
+            nonce in prop::option::of(text()),
+        ) -> TaskSpec {
+            TaskSpec {
+                name,
+                command,
+                env,
+                inputs,
+                outputs,
+                timeout_s,
+                retries,
+                runs_on,
+                priority,
+                needs: needs.iter().map(|d| TaskId::from_digest(d)).collect(),
+                nonce,
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        // Issue 12, item 10: arbitrary task specs written into a document
+        // never crash a worker. The spec goes the way a claimed task goes:
+        // checked and turned into a command (or refused, which the worker
+        // records as an `error` attempt), then run for real, its outputs
+        // collected.
+        #[test]
+        fn issue12_no_stored_spec_crashes_the_worker(spec in stored_spec()) {
+            let tmp = tempfile::tempdir().map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let dir = tmp.path().join("task");
+            std::fs::create_dir(&dir).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let (out, err) = (tmp.path().join("out"), tmp.path().join("err"));
+            let id = spec.id();
+            let Ok(cmd) = task_command(&spec, &id, "w.1", "device", (&dir, &out, &err)) else {
+                return Ok(());
+            };
+            // What a worker accepts stays inside the working folder...
+            for i in &spec.inputs {
+                prop_assert!(!i.path.starts_with('/') && !i.path.split('/').any(|c| c == ".."));
+            }
+            prop_assert!(spec.timeout_s >= 1 && spec.timeout_s <= bridge_model::limits::MAX_TIMEOUT_S);
+            // ...and runs to an outcome (exit, or a failure to start).
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let finished = runtime.block_on(bridge_exec::run(&cmd, CancellationToken::new()));
+            prop_assert!(!matches!(finished.outcome, bridge_exec::Outcome::TimedOut));
+            let _ = bridge_exec::collect_outputs(&dir, &spec.outputs);
+        }
+    }
+
+    // The case that crashed every worker: refused, naming the field.
+    #[test]
+    fn issue12_a_timeout_of_u64_max_is_refused_not_run() {
+        let mut spec: TaskSpec = serde_json::from_value(serde_json::json!({
+            "name": "poison",
+            "command": {"shell": {"shell": "sh", "script": "true"}},
+            "timeout_s": u64::MAX,
+        }))
+        .expect("a spec");
+        let p = Path::new("/nonexistent");
+        let e = task_command(&spec, &spec.id(), "w.1", "d", (p, p, p))
+            .map(|_| ())
+            .expect_err("refused");
+        assert!(e.to_string().contains("`timeout`"), "{e}");
+        spec.timeout_s = 5;
+        assert!(task_command(&spec, &spec.id(), "w.1", "d", (p, p, p)).is_ok());
+    }
 }

@@ -134,11 +134,93 @@ impl GitHubSection {
 }
 
 impl Config {
-    /// Parses `bridge.toml` text (`path` is only for messages).
+    /// Parses `bridge.toml` text (`path` is only for messages) and checks
+    /// the values that are not plain strings (the root's member id, the
+    /// durations), so that a damaged file gives one error naming its line and
+    /// field, with one hint (issue 12, item 22), whatever command reads it.
     pub fn parse_str(text: &str, path: &Path) -> CliResult<Config> {
-        toml::from_str(text)
-            .with_context(|| format!("{} is not a valid workspace file", path.display()))
-            .hint("fix the file, or create a new workspace with `bridge init`")
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let (line, column) = e
+                .span()
+                .map_or((1, 1), |span| line_and_column(text, span.start));
+            config_error(path, line, column, field_at(text, line), e.message())
+        })?;
+        config.check(text, path)?;
+        Ok(config)
+    }
+
+    /// The checks `parse_str` makes after the TOML itself is read.
+    fn check(&self, text: &str, path: &Path) -> CliResult<()> {
+        let fail = |section: &str, key: &str, message: String| {
+            let (line, column) = locate(text, section, key).unwrap_or((1, 1));
+            Err(config_error(
+                path,
+                line,
+                column,
+                Some(format!("{section}.{key}")),
+                &message,
+            ))
+        };
+        if self.workspace.id.trim().is_empty() || self.workspace.id.chars().any(char::is_control) {
+            return fail("workspace", "id", "is not a workspace id".into());
+        }
+        if self.workspace.root.parse::<MemberId>().is_err() {
+            return fail(
+                "workspace",
+                "root",
+                format!(
+                    "`{}` is not a member id (the root admin's fingerprint, as `bridge whoami` prints it)",
+                    crate::output::safe(&self.workspace.root)
+                ),
+            );
+        }
+        // Bounded so that every sum with a clock stays far from overflowing
+        // (a lease of `1000000000y` panicked the worker) and a zero lease
+        // cannot make a worker renew in a busy loop.
+        const DAY: Duration = Duration::from_secs(86_400);
+        for (key, value, min, max) in [
+            ("lease", &self.worker.lease, Duration::from_secs(1), 7 * DAY),
+            (
+                "clock-skew",
+                &self.worker.clock_skew,
+                Duration::ZERO,
+                7 * DAY,
+            ),
+            (
+                "reload-every",
+                &self.worker.reload_every,
+                Duration::ZERO,
+                30 * DAY,
+            ),
+        ] {
+            let Some(v) = value else { continue };
+            match humantime::parse_duration(v) {
+                Err(e) => {
+                    return fail(
+                        "worker",
+                        key,
+                        format!(
+                            "`{}` is not a duration ({e}); write e.g. \"90s\", \"5m\" or \"1h 30m\"",
+                            crate::output::safe(v)
+                        ),
+                    );
+                }
+                Ok(d) if d < min || d > max => {
+                    return fail(
+                        "worker",
+                        key,
+                        format!(
+                            "`{}` must be between {} and {}",
+                            crate::output::safe(v),
+                            humantime::format_duration(min),
+                            humantime::format_duration(max)
+                        ),
+                    );
+                }
+                Ok(_) => {}
+            }
+        }
+        Ok(())
     }
 
     /// The lease duration.
@@ -166,6 +248,89 @@ impl Config {
             clock_skew_ms: skew.as_millis() as Millis,
         })
     }
+}
+
+/// One error for a damaged `bridge.toml`: the file, line and column, the
+/// field when one is known, what is wrong, and one hint.
+fn config_error(
+    path: &Path,
+    line: usize,
+    column: usize,
+    field: Option<String>,
+    message: &str,
+) -> CliError {
+    let field = field.map(|f| format!("`{}`: ", crate::output::safe(&f)));
+    CliError::hint(
+        anyhow!(
+            "{}:{line}:{column}: {}{message}",
+            path.display(),
+            field.unwrap_or_default()
+        ),
+        format!(
+            "fix that line of {CONFIG_FILE} (it is shared by every device of the workspace: if it is committed, `git diff {CONFIG_FILE}` shows what changed and `git checkout {CONFIG_FILE}` restores it)"
+        ),
+    )
+}
+
+/// The 1-based line and column of byte `offset` in `text`.
+fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset.min(text.len())).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// The field a line of a TOML file is about: `section.key` for a `key = …`
+/// line (the section being the last `[header]` above it), `section` for a
+/// header line.
+fn field_at(text: &str, line: usize) -> Option<String> {
+    let mut section: Option<String> = None;
+    for (i, l) in text.lines().enumerate().take(line) {
+        let l = l.trim();
+        let here = i + 1 == line;
+        if let Some(header) = l.strip_prefix('[') {
+            let name = header
+                .trim_start_matches('[')
+                .split(']')
+                .next()
+                .unwrap_or(header)
+                .trim()
+                .to_owned();
+            if here {
+                return (!name.is_empty()).then_some(name);
+            }
+            section = Some(name);
+        } else if here {
+            let key = l.split('=').next()?.trim().trim_matches(['"', '\'']);
+            if key.is_empty() || key.starts_with('#') {
+                return section;
+            }
+            return Some(match &section {
+                Some(s) => format!("{s}.{key}"),
+                None => key.to_owned(),
+            });
+        }
+    }
+    section
+}
+
+/// The line and column of `key` in `[section]`, if the file has it.
+fn locate(text: &str, section: &str, key: &str) -> Option<(usize, usize)> {
+    let mut current = String::new();
+    for (i, l) in text.lines().enumerate() {
+        let t = l.trim();
+        if let Some(h) = t.strip_prefix('[') {
+            current = h.split(']').next().unwrap_or(h).trim().to_owned();
+        } else if current == section
+            && t.split('=')
+                .next()
+                .map(|k| k.trim().trim_matches(['"', '\'']))
+                == Some(key)
+        {
+            return Some((i + 1, l.len() - l.trim_start().len() + 1));
+        }
+    }
+    None
 }
 
 fn parse_duration_setting(key: &str, value: Option<&str>, default: &str) -> CliResult<Duration> {
@@ -236,13 +401,15 @@ impl Workspace {
         if replica.workspace_id() != config.workspace.id {
             return Err(CliError::hint(
                 anyhow!(
-                    "the replica in {} belongs to workspace {}, but {} says {}",
+                    "the replica in {} belongs to workspace {}, but `workspace.id` in {} says {}",
                     store.display(),
                     replica.workspace_id(),
                     path.display(),
                     config.workspace.id
                 ),
-                "move .bridge/ away and run the command again to start a fresh replica",
+                format!(
+                    "if `workspace.id` in {CONFIG_FILE} was changed by mistake, restore it (`git checkout {CONFIG_FILE}`); only if this folder really belongs to another workspace now, move .bridge/ away (with any change not synced yet) and run the command again"
+                ),
             ));
         }
         Ok(Workspace {
@@ -1164,5 +1331,93 @@ impl Session {
             open.unflushed.clear();
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "# bridge workspace\n[workspace]\nid = \"ws-771b66c4f14a873a231db9d9\"\nroot = \"mf5a6ee7bbb99c11ec7b743a2\"\n\n[store]\n\n[worker]\nlease = \"60s\"\n";
+
+    /// The error and hint `bridge.toml` text gives.
+    fn refusal(text: &str) -> (String, String) {
+        match Config::parse_str(text, Path::new("ws/bridge.toml")) {
+            Ok(_) => panic!("accepted:\n{text}"),
+            Err(e) => (e.error.to_string(), e.hint.unwrap_or_default()),
+        }
+    }
+
+    // Issue 12, item 22: a damaged bridge.toml gave a multi-line TOML report
+    // and hints that contradicted each other. Now: one error naming the
+    // file, line, column and field; one hint.
+    #[test]
+    fn issue12_damaged_config_names_file_line_and_field() {
+        assert!(Config::parse_str(GOOD, Path::new("bridge.toml")).is_ok());
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "root = ",
+                "rot = ",
+                "ws/bridge.toml:4:1: `workspace.rot`: unknown field `rot`",
+            ),
+            ("[worker]", "[worker", "ws/bridge.toml:8:8: `worker`: "),
+            (
+                "id = \"ws-771b66c4f14a873a231db9d9\"",
+                "id = 5",
+                "ws/bridge.toml:3:6: `workspace.id`: invalid type: integer `5`",
+            ),
+            (
+                "lease = \"60s\"",
+                "lease = 60",
+                "ws/bridge.toml:9:9: `worker.lease`: invalid type",
+            ),
+            (
+                "lease = \"60s\"",
+                "lease = \"forever\"",
+                "ws/bridge.toml:9:1: `worker.lease`: `forever` is not a duration",
+            ),
+            (
+                "lease = \"60s\"",
+                "lease = \"1000000000y\"",
+                "ws/bridge.toml:9:1: `worker.lease`: `1000000000y` must be between 1s and 7days",
+            ),
+            (
+                "lease = \"60s\"",
+                "lease = \"0s\"",
+                "ws/bridge.toml:9:1: `worker.lease`: `0s` must be between",
+            ),
+            (
+                "[store]",
+                "[stor]",
+                "ws/bridge.toml:6:2: `stor`: unknown field `stor`",
+            ),
+            (
+                "mf5a6ee7bbb99c11ec7b743a2",
+                "nope",
+                "ws/bridge.toml:4:1: `workspace.root`: `nope` is not a member id",
+            ),
+            (
+                "\n[store]",
+                "\n[store]\nremote = \"dir:/x\"\nremote = \"dir:/y\"",
+                "ws/bridge.toml:8:1: `store.remote`: duplicate key",
+            ),
+        ];
+        for (from, to, want) in cases {
+            let text = GOOD.replacen(from, to, 1);
+            let (error, hint) = refusal(&text);
+            assert!(error.starts_with(want), "{to}: {error}");
+            assert!(!error.contains('\n'), "one line: {error:?}");
+            assert!(
+                hint.starts_with("fix that line of bridge.toml") && !hint.contains("bridge init"),
+                "{hint}"
+            );
+        }
+        let (error, _) = refusal("");
+        assert!(
+            error.starts_with("ws/bridge.toml:1:1: missing field `workspace`"),
+            "{error}"
+        );
+        let (error, _) = refusal("x");
+        assert!(error.starts_with("ws/bridge.toml:1:"), "{error}");
     }
 }

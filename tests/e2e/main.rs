@@ -24,4 +24,5 @@ mod runner;
 mod security;
 mod store_files;
 mod url_inputs;
+mod validation;
 mod workers;

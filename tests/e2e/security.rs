@@ -35,18 +35,18 @@ const SIG_DOMAIN: &[u8] = b"bridge-envelope-v1\0";
 // Helpers: store files, identities, rosters and forged envelopes.
 // ---------------------------------------------------------------------------
 
-fn sha256_hex(bytes: &[u8]) -> String {
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// 8 bytes that differ on every call (not secret: writer id tails).
-fn unique8() -> [u8; 8] {
+pub(crate) fn unique8() -> [u8; 8] {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let nanos = std::time::SystemTime::now()
@@ -81,7 +81,7 @@ fn pseudo_random(len: usize, seed: &str) -> Vec<u8> {
 
 /// Writes `bytes` as a chunk of `doc` under its sha256 name (what a store
 /// accepts as an intact file); returns its path.
-fn put_chunk(store: &Path, doc: &str, bytes: &[u8]) -> PathBuf {
+pub(crate) fn put_chunk(store: &Path, doc: &str, bytes: &[u8]) -> PathBuf {
     let dir = store.join("chunks").join(doc);
     fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
     let path = dir.join(format!("{}.chunk", sha256_hex(bytes)));
@@ -176,7 +176,7 @@ fn doc_of(d: &Device, task: &str) -> String {
 }
 
 /// `bridge whoami --json` member id.
-fn member_of(d: &Device) -> String {
+pub(crate) fn member_of(d: &Device) -> String {
     d.ok(&["whoami", "--json"]).json()["member"]
         .as_str()
         .expect("whoami prints a member id")
@@ -185,7 +185,7 @@ fn member_of(d: &Device) -> String {
 
 /// The identity in a file as `bridge keygen` writes it (comment lines, then
 /// the secret line).
-fn identity_in(path: &Path) -> Identity {
+pub(crate) fn identity_in(path: &Path) -> Identity {
     let text =
         fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     let line = text
@@ -202,7 +202,7 @@ fn secret_in(path: &Path) -> String {
 }
 
 /// The roster in `store`, as `reader` verifies it from the pinned `root`.
-fn roster_in(store: &Path, reader: &Identity, workspace: &str, root: &str) -> Roster {
+pub(crate) fn roster_in(store: &Path, reader: &Identity, workspace: &str, root: &str) -> Roster {
     let files: Vec<(String, Vec<u8>)> = chunks_of(store, "roster")
         .into_iter()
         .map(|p| {
@@ -228,12 +228,12 @@ fn member_tag(member: &MemberId) -> [u8; 8] {
 }
 
 /// A fresh writer id (Automerge actor) carrying `member`'s tag.
-fn writer_for(member: &MemberId) -> WriterId {
+pub(crate) fn writer_for(member: &MemberId) -> WriterId {
     WriterId::new(now_ms(), member_tag(member), unique8())
 }
 
 /// Chunk framing: u32 big-endian length, then the change, per change.
-fn frame(changes: &[Vec<u8>]) -> Vec<u8> {
+pub(crate) fn frame(changes: &[Vec<u8>]) -> Vec<u8> {
     let mut out = Vec::new();
     for c in changes {
         out.extend_from_slice(&(c.len() as u32).to_be_bytes());
@@ -259,7 +259,7 @@ fn unframe(mut payload: &[u8]) -> Option<Vec<Vec<u8>>> {
 }
 
 /// A chunk header (its sha256 is filled in when the envelope is built).
-fn chunk_header(
+pub(crate) fn chunk_header(
     workspace: &str,
     doc: &str,
     epoch: u64,

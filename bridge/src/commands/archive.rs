@@ -81,19 +81,19 @@ pub fn run(g: &GlobalArgs, args: ArchiveArgs) -> CliResult<u8> {
         }))?;
     } else if !g.quiet {
         if batches.is_empty() {
-            println!(
+            outln!(
                 "Nothing to archive: no batch is finished with no activity for {}.",
                 args.older_than
             );
         } else {
-            println!(
+            outln!(
                 "Archived {} batches ({} documents, {tasks} tasks); `bridge show` still finds them.",
                 batches.len(),
                 docs.len()
             );
         }
         if let Some(why) = &report.offline {
-            eprintln!("offline: {why}; archived in the local replica only");
+            errln!("offline: {why}; archived in the local replica only");
         }
     }
     Ok(EXIT_OK)

@@ -62,7 +62,7 @@ pub fn run(g: &GlobalArgs, args: CancelArgs) -> CliResult<u8> {
     }
     session.flush()?;
     if !g.quiet {
-        println!(
+        outln!(
             "Cancelled {cancelled} task{}.",
             if cancelled == 1 { "" } else { "s" }
         );

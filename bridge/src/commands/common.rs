@@ -203,12 +203,12 @@ pub fn sync_and_report(session: &mut Session, g: &GlobalArgs) -> CliResult<()> {
         SyncOutcome::NoRemote => {}
         SyncOutcome::Synced(r) => {
             if !g.quiet && (r.pulled > 0 || r.pushed > 0) {
-                eprintln!("synced: {} files pulled, {} pushed", r.pulled, r.pushed);
+                errln!("synced: {} files pulled, {} pushed", r.pulled, r.pushed);
             }
         }
         SyncOutcome::Offline(why) => {
             if !g.quiet {
-                eprintln!("offline: {why}; working on the local replica, run `bridge sync` later");
+                errln!("offline: {why}; working on the local replica, run `bridge sync` later");
             }
         }
     }

@@ -74,7 +74,7 @@ pub fn run(g: &GlobalArgs, args: CompactArgs) -> CliResult<u8> {
         return Ok(EXIT_OK);
     }
     if report.documents.is_empty() {
-        println!("Nothing to compact: every document is one snapshot already.");
+        outln!("Nothing to compact: every document is one snapshot already.");
     } else {
         let rows: Vec<Vec<String>> = report
             .documents
@@ -99,7 +99,7 @@ pub fn run(g: &GlobalArgs, args: CompactArgs) -> CliResult<u8> {
             ],
             &rows,
         )?;
-        println!(
+        outln!(
             "Compacted {} documents: {} files became {} snapshots ({before} → {after} bytes).",
             report.documents.len(),
             report.redundant(),
@@ -107,9 +107,9 @@ pub fn run(g: &GlobalArgs, args: CompactArgs) -> CliResult<u8> {
         );
     }
     if let Some(why) = &report.offline {
-        eprintln!("offline: {why}; compacted the local replica only, the remote is unchanged");
+        errln!("offline: {why}; compacted the local replica only, the remote is unchanged");
     } else if remote.is_some() {
-        println!(
+        outln!(
             "Remote: {} files removed{}.",
             report.remote_removed,
             if report.remote_left > 0 {

@@ -73,7 +73,7 @@ pub fn run(_g: &GlobalArgs, args: DemoArgs) -> CliResult<u8> {
     }
     let exe = std::env::current_exe().context("cannot find the bridge binary")?;
     let remote = format!("dir:{}", shared.display());
-    println!("bridge demo in {}\n", root.display());
+    outln!("bridge demo in {}\n", root.display());
 
     step("The laptop creates a workspace whose remote is a shared folder (a USB stick, say):");
     bridge(&exe, &laptop, "laptop", &["init", "--remote", &remote])?;
@@ -132,13 +132,13 @@ pub fn run(_g: &GlobalArgs, args: DemoArgs) -> CliResult<u8> {
     )?;
     let report = std::fs::read_to_string(results.join("report.txt"))
         .with_context(|| format!("cannot read {}", results.join("report.txt").display()))?;
-    println!("{report}");
-    println!("Try it yourself: cd {} && bridge status", desktop.display());
+    outln!("{report}");
+    outln!("Try it yourself: cd {} && bridge status", desktop.display());
     Ok(EXIT_OK)
 }
 
 fn step(text: &str) {
-    println!("\n## {text}");
+    outln!("\n## {text}");
 }
 
 /// The member id and public key of the device living in `dir`.
@@ -173,7 +173,7 @@ fn device_command(exe: &Path, dir: &Path, device: &str) -> Command {
 
 /// Runs `bridge ARGS` as the device living in `dir`, showing the command.
 fn bridge(exe: &Path, dir: &Path, device: &str, args: &[&str]) -> CliResult<()> {
-    println!("[{device}]$ bridge {}", args.join(" "));
+    outln!("[{device}]$ bridge {}", args.join(" "));
     let status = device_command(exe, dir, device)
         .args(args)
         .status()

@@ -78,6 +78,7 @@ pub fn run(g: &GlobalArgs, args: DispatchArgs) -> CliResult<u8> {
     let budget = humantime::parse_duration(&args.budget)
         .with_context(|| format!("--budget {} is not a duration", args.budget))
         .hint("write e.g. 45m or 1h30m")?;
+    let budget = crate::error::check_budget(budget, &args.budget)?;
     let interval = humantime::parse_duration(&args.interval)
         .with_context(|| format!("--interval {} is not a duration", args.interval))
         .hint("write e.g. 10s or 1m")?;
@@ -113,7 +114,7 @@ pub fn run(g: &GlobalArgs, args: DispatchArgs) -> CliResult<u8> {
                 if args.json {
                     print_json(&json!({"dispatched": false, "pending_tasks": 0}))?;
                 } else if !g.quiet {
-                    println!(
+                    outln!(
                         "Nothing pending in the pool: no runners started (pass --runners N to start some anyway)."
                     );
                 }
@@ -160,7 +161,7 @@ pub fn run(g: &GlobalArgs, args: DispatchArgs) -> CliResult<u8> {
                     "pass --force to start them anyway, lower --runners or --budget, or raise minutes-budget under [github] in bridge.toml",
                 ));
             }
-            eprintln!("warning: {msg}; going on (--force)");
+            errln!("warning: {msg}; going on (--force)");
         }
     }
 
@@ -207,7 +208,7 @@ pub fn run(g: &GlobalArgs, args: DispatchArgs) -> CliResult<u8> {
         return Ok(EXIT_OK);
     }
     if !g.quiet && !args.json {
-        println!(
+        outln!(
             "Started {workflow} on {git_ref} of {repo}: {runners} runner(s) × {} for {} pending task(s), about {estimate} runner minutes{}.",
             args.budget,
             work.tasks,
@@ -221,15 +222,15 @@ pub fn run(g: &GlobalArgs, args: DispatchArgs) -> CliResult<u8> {
             }
         );
         match run_id {
-            Some(id) => println!("Run {id}: {html_url}"),
-            None => println!(
+            Some(id) => outln!("Run {id}: {html_url}"),
+            None => outln!(
                 "GitHub did not say which run it started, and none showed up yet: see {html_url}"
             ),
         }
     }
     if !args.watch {
         if !g.quiet && !args.json {
-            println!(
+            outln!(
                 "Follow it with `bridge status` (after `bridge sync`), or dispatch with --watch."
             );
         }
@@ -280,12 +281,16 @@ fn pending_work(session: &Session) -> PendingWork {
             .facts
             .attempts
             .values()
-            .map(|a| (a.ended_at - a.started_at).max(0) as u64)
+            .map(|a| a.ended_at.saturating_sub(a.started_at).max(0) as u64)
             .max();
         match longest {
-            Some(ms) => work.seconds += ms.div_ceil(1000).min(t.spec.timeout_s),
+            Some(ms) => {
+                work.seconds = work
+                    .seconds
+                    .saturating_add(ms.div_ceil(1000).min(t.spec.timeout_s))
+            }
             None => {
-                work.seconds += t.spec.timeout_s;
+                work.seconds = work.seconds.saturating_add(t.spec.timeout_s);
                 work.from_timeout += 1;
             }
         }
@@ -478,7 +483,7 @@ fn watch(
             b.set_position(p.total() - p.left);
             b.set_message(msg.clone());
         } else if !g.quiet && !json && msg != last_line {
-            eprintln!(
+            errln!(
                 "{} {msg}",
                 crate::output::duration(started.elapsed().as_millis() as i64)
             );
@@ -519,9 +524,9 @@ fn watch(
         return Ok(EXIT_OK);
     }
     if drained {
-        println!("The pool is drained: {}.", p.line());
+        outln!("The pool is drained: {}.", p.line());
     } else {
-        println!(
+        outln!(
             "The run ended with {} task(s) left ({}): run `bridge dispatch` again for the rest.",
             p.left,
             p.line()
@@ -553,15 +558,15 @@ fn watch(
             }
         });
     match example {
-        Some(task) => println!(
+        Some(task) => outln!(
             "Outputs are in the store, and this replica has them: `bridge outputs {task} --to results/` copies a task's files; `bridge ls --status done` lists the tasks."
         ),
-        None => println!(
+        None => outln!(
             "Outputs are in the store: `bridge outputs TASK --to DIR` copies a task's files once it is done."
         ),
     }
     if p.failed > 0 {
-        println!(
+        outln!(
             "Failed: `bridge ls --status failed`, then `bridge logs TASK` and `bridge retry TASK`."
         );
     }

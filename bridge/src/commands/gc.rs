@@ -99,12 +99,12 @@ pub fn run(g: &GlobalArgs, args: GcArgs) -> CliResult<u8> {
             "bytes": bytes, "young": young, "remote_removed": remote_removed, "offline": offline,
         }))?;
     } else if !g.quiet {
-        println!(
+        outln!(
             "{removed} unreferenced blobs deleted ({bytes} bytes), {remote_removed} from the remote; {young} unreferenced but younger than {} kept.",
             args.grace
         );
         if let Some(why) = offline {
-            eprintln!("offline: {why}; the remote is unchanged");
+            errln!("offline: {why}; the remote is unchanged");
         }
     }
     Ok(EXIT_OK)

@@ -82,9 +82,9 @@ pub fn run(g: &GlobalArgs, args: InitArgs) -> CliResult<u8> {
     let mut session = Session::with_vault(ws, vault)?;
     if args.remote.is_some() {
         if let SyncOutcome::Offline(why) = sync_remote(&mut session, false)? {
-            eprintln!("offline: {why}; the workspace works locally and syncs once it is reachable");
+            errln!("offline: {why}; the workspace works locally and syncs once it is reachable");
         } else if !g.quiet {
-            println!(
+            outln!(
                 "Shared store: {}",
                 args.remote.as_deref().unwrap_or_default()
             );
@@ -93,7 +93,7 @@ pub fn run(g: &GlobalArgs, args: InitArgs) -> CliResult<u8> {
         sync_and_report(&mut session, g)?;
     }
     if !g.quiet {
-        println!(
+        outln!(
             "Next: `bridge submit tasks.yaml` (or `bridge submit -- CMD ARGS…`), then `bridge work`."
         );
     }
@@ -131,7 +131,7 @@ fn create(
     vault.write_roster_file(&genesis)?;
     crate::freshness::pin(root, &crate::freshness::Anchor::latest(vault.roster()))?;
     if !g.quiet {
-        println!(
+        outln!(
             "Created workspace {} in {}",
             config.workspace.id,
             root.display()
@@ -313,7 +313,7 @@ fn init_github(g: &GlobalArgs, args: &InitArgs, root: &Path, repo: &RepoSlug) ->
             format!("Wrote {workflow_path}; {CONFIG_FILE} has a [github] section.")
         };
         let notes: String = notes.iter().map(|n| format!("Note: {n}\n")).collect();
-        print!(
+        out!(
             "\
 Added the runner identity {name} (role worker) to the members (epoch {epoch}).
 {verb} it as the Actions secret {secret} of {repo}, sealed with the repository's
@@ -336,16 +336,16 @@ Minutes: each runner bills its own minutes (private repositories: the Free plan
   {budget} a month for bridge's runs; `bridge usage` shows what they used.
 "
         );
-        println!();
-        println!("Next:");
+        outln!();
+        outln!("Next:");
         if args.via_api {
-            println!("  git pull                      # the two files are on {git_ref} now");
+            outln!("  git pull                      # the two files are on {git_ref} now");
         } else {
-            println!(
+            outln!(
                 "  git add {CONFIG_FILE} {workflow_path} && git commit -m \"bridge: runner workflow\" && git push"
             );
         }
-        println!("  bridge submit tasks.yaml && bridge dispatch --watch");
+        outln!("  bridge submit tasks.yaml && bridge dispatch --watch");
     }
     Ok(EXIT_OK)
 }
@@ -391,7 +391,7 @@ pub fn identity_or_new(g: &GlobalArgs) -> CliResult<Identity> {
             .map_err(|e| anyhow::anyhow!(e).context("cannot create an identity"))?;
         let path = keys::save_identity(&identity, false)?;
         if !g.quiet {
-            println!(
+            outln!(
                 "Created this device's identity in {} (keep it secret).",
                 path.display()
             );

@@ -113,7 +113,7 @@ pub fn run(g: &GlobalArgs, args: JoinArgs) -> CliResult<u8> {
     workspace::write_config(&root, &config)?;
     let session = Session::with_vault(ws, vault)?;
     if !g.quiet {
-        println!(
+        outln!(
             "Joined workspace {} through {}: {} tasks known.",
             config.workspace.id,
             args.remote,

@@ -34,8 +34,8 @@ pub fn run(g: &GlobalArgs, args: KeygenArgs) -> CliResult<u8> {
     let identity =
         Identity::generate().map_err(|e| anyhow!(e).context("cannot create an identity"))?;
     if args.print {
-        println!("{}", identity.to_secret().expose_secret());
-        eprintln!("public key: {}", identity.public());
+        outln!("{}", identity.to_secret().expose_secret());
+        errln!("public key: {}", identity.public());
         return Ok(EXIT_OK);
     }
     let path = keys::save_identity(&identity, args.force)?;
@@ -44,12 +44,12 @@ pub fn run(g: &GlobalArgs, args: KeygenArgs) -> CliResult<u8> {
             &json!({"member": identity.member_id(), "public_key": identity.public().to_string(), "path": path}),
         )?;
     } else if !g.quiet {
-        println!(
+        outln!(
             "Saved this device's identity in {} (keep it secret).",
             path.display()
         );
-        println!("Public key: {}", identity.public());
-        println!(
+        outln!("Public key: {}", identity.public());
+        outln!(
             "An admin adds this device with: bridge members add NAME {}",
             identity.public()
         );

@@ -1,7 +1,5 @@
 //! `bridge logs`: the stdout and stderr of a task's attempt.
 
-use std::io::Write;
-
 use anyhow::anyhow;
 use bridge_model::Attempt;
 use bridge_model::view::canonical_result;
@@ -61,17 +59,18 @@ pub fn run(g: &GlobalArgs, args: LogsArgs) -> CliResult<u8> {
             }
         },
     };
-    let mut out = std::io::stdout().lock();
+    // The task's own bytes: as they are into a file or a pipe, with control
+    // characters escaped on a terminal (issue 12, item 21: a task's output
+    // must not drive the reader's terminal).
     if !args.stderr {
-        out.write_all(&log(&session, attempt, true))?;
+        crate::output::write_stdout_bytes(&log(&session, attempt, true));
     }
     if !args.stdout {
         let err = log(&session, attempt, false);
         if args.stderr {
-            out.write_all(&err)?;
+            crate::output::write_stdout_bytes(&err);
         } else {
-            out.flush()?;
-            std::io::stderr().lock().write_all(&err)?;
+            crate::output::write_stderr_bytes(&err);
         }
     }
     Ok(EXIT_OK)

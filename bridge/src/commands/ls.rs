@@ -116,7 +116,7 @@ pub fn run(g: &GlobalArgs, args: LsArgs) -> CliResult<u8> {
         return Ok(EXIT_OK);
     }
     if rows.is_empty() {
-        eprintln!("No tasks match.");
+        errln!("No tasks match.");
         return Ok(EXIT_OK);
     }
     let table: Vec<Vec<String>> = rows

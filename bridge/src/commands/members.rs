@@ -116,13 +116,13 @@ pub fn run(g: &GlobalArgs, args: MembersArgs) -> CliResult<u8> {
             };
             let anchor = change(&ws, &mut vault, |r, id| r.add_member(id, member, now_ms()))?;
             if !g.quiet {
-                println!(
+                outln!(
                     "Added {name} as {} (epoch {}).",
                     role.as_str(),
                     anchor.number
                 );
                 let remote = ws.config.store.remote.as_deref().unwrap_or("dir:PATH");
-                println!("On that device: bridge join {remote} --root {root} --roster {anchor}");
+                outln!("On that device: bridge join {remote} --root {root} --roster {anchor}");
                 pinned_note(&anchor);
             }
         }
@@ -132,7 +132,7 @@ pub fn run(g: &GlobalArgs, args: MembersArgs) -> CliResult<u8> {
             vault = sync_before_removal(&ws, vault, offline, &name)?;
             let anchor = retire(&ws, &mut vault, &name, &gone, g.quiet)?;
             if !g.quiet {
-                println!(
+                outln!(
                     "Removed {name} (epoch {}); files they sign from now on are refused.",
                     anchor.number
                 );
@@ -141,11 +141,9 @@ pub fn run(g: &GlobalArgs, args: MembersArgs) -> CliResult<u8> {
         }
         MembersCommand::AddRunner { name } => {
             let (runner, anchor) = add_runner(&ws, &mut vault, &name)?;
-            eprintln!(
-                "Added runner {name} (role worker). Its secret identity follows, printed once:"
-            );
-            eprintln!("store it as the CI secret BRIDGE_IDENTITY now; it is not saved anywhere.");
-            println!("{}", runner.to_secret().expose_secret());
+            errln!("Added runner {name} (role worker). Its secret identity follows, printed once:");
+            errln!("store it as the CI secret BRIDGE_IDENTITY now; it is not saved anywhere.");
+            outln!("{}", runner.to_secret().expose_secret());
             if !g.quiet {
                 pinned_note(&anchor);
             }
@@ -169,7 +167,7 @@ pub fn run(g: &GlobalArgs, args: MembersArgs) -> CliResult<u8> {
 
 /// Tells the admin that bridge.toml changed and why it must be pushed.
 fn pinned_note(anchor: &Anchor) {
-    eprintln!(
+    errln!(
         "{CONFIG_FILE} now pins roster epoch {}: commit and push it, so that runners and new clones \
          refuse a store whose roster was rolled back to before this change.",
         anchor.number
@@ -244,9 +242,11 @@ fn retire(
 ) -> CliResult<Anchor> {
     let found = vault.files_signed_by(gone)?;
     if !quiet {
-        eprintln!(
+        errln!(
             "{name} signed {} chunk files, {} snapshots and {} compacted chunks here: all stay valid.",
-            found.chunk_files, found.snapshot_files, found.bundled_chunks
+            found.chunk_files,
+            found.snapshot_files,
+            found.bundled_chunks
         );
     }
     let accepted = found.keys;
@@ -306,7 +306,7 @@ fn rotate_runner(
     match &target {
         Some((_, repo, _, _)) => {
             if !g.quiet {
-                println!(
+                outln!(
                     "Rotated runner {name}: the new identity is the Actions secret {} of {repo}; \
                      the old one is retired (epoch {}), its results stay.",
                     crate::github::IDENTITY_SECRET,
@@ -315,13 +315,13 @@ fn rotate_runner(
             }
         }
         None => {
-            eprintln!(
+            errln!(
                 "Rotated runner {name}: the old identity is retired (epoch {}), its results stay. \
                  The new secret identity follows, printed once:",
                 anchor.number
             );
-            eprintln!("store it as the CI secret BRIDGE_IDENTITY now; it is not saved anywhere.");
-            println!("{}", runner.to_secret().expose_secret());
+            errln!("store it as the CI secret BRIDGE_IDENTITY now; it is not saved anywhere.");
+            outln!("{}", runner.to_secret().expose_secret());
         }
     }
     if !g.quiet {
@@ -472,7 +472,7 @@ fn list(roster: &Roster, json: bool) -> CliResult<()> {
         print_json(&json!({"epoch": latest.number, "members": members, "removed": removed}))?;
         return Ok(());
     }
-    println!(
+    outln!(
         "Roster epoch {} of workspace {}",
         latest.number,
         roster.workspace()
@@ -491,7 +491,7 @@ fn list(roster: &Roster, json: bool) -> CliResult<()> {
         .collect();
     print_table(&["NAME", "ROLE", "MEMBER", "PUBLIC KEY"], &rows)?;
     for r in &latest.removed {
-        println!("removed in epoch {}: {}", r.epoch, r.member);
+        outln!("removed in epoch {}: {}", r.epoch, r.member);
     }
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! `bridge outputs`: copy a task's output files out of the store.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow};
 use bridge_model::view::canonical_result;
@@ -11,7 +11,7 @@ use serde_json::json;
 use super::GlobalArgs;
 use super::common::{open_session, resolve_task};
 use crate::error::{CliError, CliResult, EXIT_OK};
-use crate::output::print_json;
+use crate::output::{print_json, safe};
 
 /// Copy the output files of a done task into a folder
 ///
@@ -53,6 +53,7 @@ pub fn run(g: &GlobalArgs, args: OutputsArgs) -> CliResult<u8> {
             )
             .into());
         }
+        refuse_links(&args.to, rel)?;
         let dest = args.to.join(rel);
         session
             .vault
@@ -76,11 +77,38 @@ pub fn run(g: &GlobalArgs, args: OutputsArgs) -> CliResult<u8> {
         print_json(&json!({"task": id, "files": copied}))?;
     } else if !g.quiet {
         if copied.is_empty() {
-            println!("Task {} ({}) has no output files.", id.short(), t.spec.name);
+            outln!(
+                "Task {} ({}) has no output files.",
+                id.short(),
+                safe(&t.spec.name)
+            );
         }
         for c in copied {
-            println!("{}", c.display());
+            // The file names are the task's: never raw on a terminal.
+            outln!("{}", safe(&c.display().to_string()));
         }
     }
     Ok(EXIT_OK)
+}
+
+/// Refuses to write output `rel` through a symbolic link under `to` (a
+/// folder or the file itself): an output's name is the task's, and a link
+/// left in the destination would send it elsewhere (issue 12, item 7's
+/// sibling for outputs). `to` itself may be a link: the user named it.
+fn refuse_links(to: &Path, rel: &str) -> CliResult<()> {
+    let mut path = to.to_path_buf();
+    for part in rel.split('/') {
+        path.push(part);
+        let is_link = std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink());
+        if is_link {
+            return Err(CliError::hint(
+                anyhow!(
+                    "{} is a symbolic link: bridge does not write outputs through links",
+                    path.display()
+                ),
+                "remove the link, or copy the outputs to another folder with --to DIR",
+            ));
+        }
+    }
+    Ok(())
 }

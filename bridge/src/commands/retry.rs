@@ -54,7 +54,7 @@ pub fn run(g: &GlobalArgs, args: RetryArgs) -> CliResult<u8> {
     session.view_mut().note_retry(&id, &key, now);
     session.flush()?;
     if !g.quiet {
-        println!("Task {} is pending again.", id.short());
+        outln!("Task {} is pending again.", id.short());
     }
     if !args.offline {
         sync_and_report(&mut session, g)?;

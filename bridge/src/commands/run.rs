@@ -98,6 +98,7 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> CliResult<u8> {
     let budget = humantime::parse_duration(&args.budget)
         .with_context(|| format!("--budget {} is not a duration", args.budget))
         .hint("write e.g. 45m or 1h 30m")?;
+    let budget = crate::error::check_budget(budget, &args.budget)?;
     let shard = args.shard.as_deref().map(parse_shard).transpose()?;
     let github = std::env::var("GITHUB_ACTIONS").as_deref() == Ok("true");
     // A fresh runner on a large pool starts after reading the documents it
@@ -231,7 +232,7 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> CliResult<u8> {
             "seconds": started.elapsed().as_secs_f64(),
         }))?;
     } else if !quiet {
-        eprintln!(
+        errln!(
             "run: {} done, {} failed, {} interrupted, {} left in the pool ({} pushes, {:.1}s)",
             report.done,
             report.failed,
@@ -242,7 +243,7 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> CliResult<u8> {
         );
     }
     if publisher.offline {
-        eprintln!(
+        errln!(
             "warning: the last push did not reach the remote; the results are in the local replica only"
         );
     }
@@ -347,7 +348,7 @@ impl worker::Hooks for RunHooks {
                 );
             }
         } else if !self.quiet {
-            eprintln!(
+            errln!(
                 "{} {} ({}){}",
                 mark(outcome),
                 crate::output::safe(&name),
@@ -435,6 +436,44 @@ fn escape_property(s: &str) -> String {
     escape_data(s).replace(':', "%3A").replace(',', "%2C")
 }
 
+/// Task-controlled text as one Markdown table cell of the job summary: one
+/// line, control characters escaped, and every character Markdown gives a
+/// meaning to (links, images, emphasis, HTML, the cell separator) escaped
+/// with a backslash, so a task's name shows as written and cannot add links
+/// or break the table.
+fn markdown_cell(s: &str) -> String {
+    let one_line = s.replace(['\r', '\n'], " ");
+    let mut out = String::with_capacity(one_line.len());
+    for c in crate::output::safe(&one_line).chars() {
+        if matches!(
+            c,
+            '\\' | '`'
+                | '*'
+                | '_'
+                | '{'
+                | '}'
+                | '['
+                | ']'
+                | '<'
+                | '>'
+                | '('
+                | ')'
+                | '#'
+                | '+'
+                | '-'
+                | '!'
+                | '|'
+                | '~'
+                | '&'
+                | ':'
+        ) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// Step outputs and the job summary.
 fn write_github_files(ledger: &Ledger, left: usize, elapsed: Duration) -> CliResult<()> {
     if let Ok(path) = std::env::var("GITHUB_OUTPUT") {
@@ -468,7 +507,7 @@ fn write_github_files(ledger: &Ledger, left: usize, elapsed: Duration) -> CliRes
             );
             // The summary is capped at 1 MiB per step: list at most 500 tasks.
             for (name, outcome, ms, detail) in ledger.rows.iter().take(500) {
-                let cell = |s: &str| s.replace('|', "\\\\|").replace('\n', " ");
+                let cell = |s: &str| markdown_cell(s);
                 let _ = writeln!(
                     md,
                     "| {} | {} {} | {} | {} |",
@@ -559,5 +598,23 @@ mod stop_commands_tests {
         write_paused_tails(&mut out, Ok(a.clone()), &tails, "abc").expect("Vec");
         let text = String::from_utf8(out).expect("UTF-8");
         assert_eq!(text, format!("::stop-commands::{a}\nhello\n::{a}::\n"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Issue 12, item 21 (a sibling): a task's name in the job summary could
+    // add links or images, or break the table with `|`.
+    #[test]
+    fn summary_cells_are_inert_markdown() {
+        assert_eq!(markdown_cell("a|b"), r"a\|b");
+        assert_eq!(
+            markdown_cell("![x](https://t.example/p.png)"),
+            r"\!\[x\]\(https\://t.example/p.png\)"
+        );
+        assert_eq!(markdown_cell("<img src=x>\nrow"), r"\<img src=x\> row");
+        assert_eq!(markdown_cell("a\u{1b}[2J"), r"a\\u\{1b\}\[2J");
     }
 }

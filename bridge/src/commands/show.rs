@@ -38,30 +38,34 @@ pub fn run(g: &GlobalArgs, args: ShowArgs) -> CliResult<u8> {
         print_json(&task_json(t, d))?;
         return Ok(EXIT_OK);
     }
-    println!("Task     {} ({})", t.id, safe(&t.spec.name));
-    println!(
+    outln!("Task     {} ({})", t.id, safe(&t.spec.name));
+    outln!(
         "Status   {}{}",
         d.status.as_str(),
         d.reason
             .as_ref()
-            .map(|r| format!(" ({r})"))
+            .map(|r| format!(" ({})", safe(r)))
             .unwrap_or_default()
     );
-    println!("Batch    {}", t.home().batch());
-    println!("Command  {}", safe(&t.spec.command.display()));
+    outln!("Batch    {}", t.home().batch());
+    outln!("Command  {}", safe(&t.spec.command.display()));
     if !t.spec.env.is_empty() {
         let env: Vec<_> = t.spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        println!("Env      {}", safe(&env.join(" ")));
+        outln!("Env      {}", safe(&env.join(" ")));
     }
     for i in &t.spec.inputs {
-        println!("Input    {}", safe(&i.path));
+        outln!("Input    {}", safe(&i.path));
     }
     if !t.spec.outputs.is_empty() {
-        println!("Outputs  {}", safe(&t.spec.outputs.join(" ")));
+        outln!("Outputs  {}", safe(&t.spec.outputs.join(" ")));
     }
-    println!(
+    outln!(
         "Limits   timeout {}, {} retr{} ({} of {} attempts failed), priority {}",
-        duration(t.spec.timeout_s as i64 * 1000),
+        duration(
+            i64::try_from(t.spec.timeout_s)
+                .unwrap_or(i64::MAX)
+                .saturating_mul(1000)
+        ),
         t.spec.retries,
         if t.spec.retries == 1 { "y" } else { "ies" },
         d.failures.0,
@@ -69,7 +73,7 @@ pub fn run(g: &GlobalArgs, args: ShowArgs) -> CliResult<u8> {
         t.spec.priority
     );
     if !t.spec.runs_on.is_empty() {
-        println!("Runs on  {}", t.spec.runs_on.join(", "));
+        outln!("Runs on  {}", safe(&t.spec.runs_on.join(", ")));
     }
     for need in &t.spec.needs {
         let st = derived.get(need).map_or("unknown", |d| d.status.as_str());
@@ -77,10 +81,10 @@ pub fn run(g: &GlobalArgs, args: ShowArgs) -> CliResult<u8> {
             .view()
             .get(need)
             .map_or("?", |n| n.spec.name.as_str());
-        println!("Needs    {} {} ({st})", need.short(), safe(name));
+        outln!("Needs    {} {} ({st})", need.short(), safe(name));
     }
     for (writer, at) in &t.facts.cancels {
-        println!(
+        outln!(
             "Cancel   by {} {}",
             writer.get(32..40).unwrap_or(writer),
             ago(*at, now)
@@ -94,10 +98,10 @@ pub fn run(g: &GlobalArgs, args: ShowArgs) -> CliResult<u8> {
             Some(r) => format!("released {}", ago(r, now)),
             None => format!("lease ends {}", ago(c.lease_until, now)),
         };
-        println!("Claim    {} made {}, {state}", c.key, ago(c.at, now));
+        outln!("Claim    {} made {}, {state}", safe(&c.key), ago(c.at, now));
     }
     if t.facts.attempts.is_empty() {
-        println!("Attempts none yet");
+        outln!("Attempts none yet");
     }
     let mut attempts: Vec<_> = t.facts.attempts.values().collect();
     attempts.sort_by_key(|a| (a.ended_at, a.key.clone()));
@@ -112,20 +116,24 @@ pub fn run(g: &GlobalArgs, args: ShowArgs) -> CliResult<u8> {
         } else {
             ""
         };
-        println!(
+        outln!(
             "Attempt  {} on {}: {} {} in {}, ended {}{mark}",
-            a.key,
-            if a.device.is_empty() { "?" } else { &a.device },
+            safe(&a.key),
+            if a.device.is_empty() {
+                "?".into()
+            } else {
+                safe(&a.device)
+            },
             a.outcome.as_str(),
             code,
-            duration(a.ended_at - a.started_at),
+            duration(a.ended_at.saturating_sub(a.started_at)),
             timestamp(a.ended_at)
         );
         if let Some(m) = &a.message {
-            println!("         {}", safe(m));
+            outln!("         {}", safe(m));
         }
         for path in a.outputs.keys() {
-            println!("         output {}", safe(path));
+            outln!("         output {}", safe(path));
         }
     }
     Ok(EXIT_OK)

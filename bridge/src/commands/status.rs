@@ -87,7 +87,7 @@ pub fn run(g: &GlobalArgs, args: StatusArgs) -> CliResult<u8> {
         print_json(&report)?;
         return Ok(EXIT_OK);
     }
-    println!(
+    outln!(
         "Workspace {} ({}), {} tasks",
         report.workspace,
         report.remote.as_deref().unwrap_or("no remote"),
@@ -97,9 +97,9 @@ pub fn run(g: &GlobalArgs, args: StatusArgs) -> CliResult<u8> {
         .iter()
         .map(|s| format!("{} {}", report.counts[s.as_str()], s.as_str()))
         .collect();
-    println!("{}\n", line.join(" · "));
+    outln!("{}\n", line.join(" · "));
     if report.batches.is_empty() {
-        println!("No tasks yet: submit some with `bridge submit`.");
+        outln!("No tasks yet: submit some with `bridge submit`.");
         return Ok(EXIT_OK);
     }
     let mut header = vec!["BATCH", "SUBMITTED", "BY", "TASKS"];

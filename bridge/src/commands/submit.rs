@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow};
 use bridge_model::doc::{self, BatchHeader};
+use bridge_model::limits::shown;
 use bridge_model::{BatchId, Command, DocId, InputRef, Status, TaskId, TaskSpec};
 use clap::Args;
 use serde::Serialize;
@@ -27,6 +28,11 @@ pub const MAX_TASKS_PER_DOC: usize = 1000;
 /// stored once: submitting it again, here or on another device, adds nothing,
 /// and a task that is already done is a cache hit. Use --rerun to run
 /// identical tasks again.
+///
+/// Every task is checked before anything is stored: its limits (timeout up to
+/// 30 days, no NUL bytes, bounded names, commands and paths: see the README),
+/// at most 100,000 tasks per submission (a matrix is counted before it is
+/// expanded), and no input that is a link leading out of its folder.
 ///
 /// Examples:
 ///   bridge submit tasks.yaml
@@ -111,6 +117,9 @@ struct Submitted {
 
 pub fn run(g: &GlobalArgs, args: SubmitArgs) -> CliResult<u8> {
     let plan = plan(&args)?;
+    // Before anything is stored (input blobs included): a task that breaks a
+    // limit is refused with nothing written.
+    check_plan(&plan)?;
     let mut session = open_session(g)?;
     super::members::require_submitter(&session.vault, "submit tasks")?;
     let nonce = if args.rerun {
@@ -124,14 +133,14 @@ pub fn run(g: &GlobalArgs, args: SubmitArgs) -> CliResult<u8> {
         print_json(&result)?;
     } else if !g.quiet {
         match &result.batch {
-            Some(b) => println!(
+            Some(b) => outln!(
                 "Submitted batch {}: {} new task{}{}.",
                 b.short(),
                 result.new,
                 if result.new == 1 { "" } else { "s" },
                 already(&result)
             ),
-            None => println!("Nothing new to submit{}.", already(&result)),
+            None => outln!("Nothing new to submit{}.", already(&result)),
         }
     }
     if !args.offline {
@@ -225,6 +234,16 @@ fn plan(args: &SubmitArgs) -> CliResult<Vec<PlannedTask>> {
         }
         Some(glob) => {
             let files = taskfile::find_inputs(&cwd, glob).map_err(|m| anyhow!(m))?;
+            if files.len() > taskfile::MAX_TASKS_PER_SUBMIT {
+                return Err(CliError::hint(
+                    anyhow!(
+                        "--each {glob} matches {} files; one submission holds at most {} tasks",
+                        files.len(),
+                        taskfile::MAX_TASKS_PER_SUBMIT
+                    ),
+                    "submit the files in parts, e.g. one --each per folder",
+                ));
+            }
             files
                 .into_iter()
                 .map(|(rel, abs)| {
@@ -307,6 +326,64 @@ fn placeholders(arg: &str, rel: &str) -> String {
         .replace("{}", rel)
 }
 
+/// The spec of a planned task, given its stored inputs and its needs' ids.
+fn spec_of(
+    t: &PlannedTask,
+    inputs: Vec<InputRef>,
+    needs: Vec<TaskId>,
+    nonce: Option<String>,
+) -> TaskSpec {
+    TaskSpec {
+        name: t.name.clone(),
+        command: t.command.clone(),
+        env: t.env.clone(),
+        inputs,
+        outputs: t.outputs.clone(),
+        timeout_s: t.timeout_s,
+        retries: t.retries,
+        runs_on: t.runs_on.clone(),
+        priority: t.priority,
+        needs,
+        nonce,
+    }
+}
+
+/// Checks a spec against every limit a worker holds it to, so that no task a
+/// worker would refuse (or choke on) is ever stored (issue 12, items 10 and
+/// 20): the model's limits, and output globs that compile.
+fn check_spec(spec: &TaskSpec) -> CliResult<()> {
+    let hint = "fix the field named above in the task file or on the command line (the README lists the limits)";
+    let context = || format!("task `{}` cannot be submitted", shown(&spec.name));
+    spec.check().with_context(context).hint(hint)?;
+    bridge_exec::check_output_globs(&spec.outputs)
+        .with_context(context)
+        .hint(hint)?;
+    Ok(())
+}
+
+/// Checks every planned task before anything is stored: its inputs as
+/// placeholders (their content is not read yet), its needs as placeholder
+/// ids (they only count).
+fn check_plan(plan: &[PlannedTask]) -> CliResult<()> {
+    let placeholder_sha = "0".repeat(64);
+    let placeholder_need = TaskId::from_digest(&[0; 16]);
+    for t in plan {
+        let mut inputs: Vec<InputRef> = t
+            .inputs
+            .iter()
+            .map(|(rel, _)| InputRef::from_blob(rel.clone(), placeholder_sha.clone(), "0".into()))
+            .collect();
+        inputs.extend(
+            t.url_inputs
+                .iter()
+                .map(|u| InputRef::from_url(u.path.clone(), u.sha256.clone(), u.url.clone())),
+        );
+        let needs = vec![placeholder_need.clone(); t.needs.len()];
+        check_spec(&spec_of(t, inputs, needs, Some("0".repeat(16))))?;
+    }
+    Ok(())
+}
+
 /// Stores input files as blobs and turns the plan into specs (in plan order,
 /// so every `needs` names an earlier task's id).
 fn to_specs(
@@ -336,19 +413,9 @@ fn to_specs(
             inputs.push(input);
         }
         let needs = t.needs.iter().map(|&i| specs[i].id()).collect();
-        specs.push(TaskSpec {
-            name: t.name.clone(),
-            command: t.command.clone(),
-            env: t.env.clone(),
-            inputs,
-            outputs: t.outputs.clone(),
-            timeout_s: t.timeout_s,
-            retries: t.retries,
-            runs_on: t.runs_on.clone(),
-            priority: t.priority,
-            needs,
-            nonce: nonce.clone(),
-        });
+        let spec = spec_of(t, inputs, needs, nonce.clone());
+        check_spec(&spec)?;
+        specs.push(spec);
     }
     Ok(specs)
 }

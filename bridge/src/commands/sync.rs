@@ -39,7 +39,7 @@ pub fn run(g: &GlobalArgs, args: SyncArgs) -> CliResult<u8> {
             )
         })?;
         if !g.quiet && !args.json {
-            eprintln!(
+            errln!(
                 "verified the local replica: {} damaged file{}",
                 damaged.len(),
                 if damaged.len() == 1 { "" } else { "s" }
@@ -58,7 +58,7 @@ pub fn run(g: &GlobalArgs, args: SyncArgs) -> CliResult<u8> {
                     &json!({"status": "synced", "pulled": r.pulled, "pushed": r.pushed, "skipped": r.skipped.len(), "repaired": r.repaired.len()}),
                 )?;
             } else if !g.quiet {
-                println!(
+                outln!(
                     "Synced with {}: {} files pulled, {} pushed{}.",
                     session.ws.remote_spec().unwrap_or_default(),
                     r.pulled,
@@ -76,7 +76,7 @@ pub fn run(g: &GlobalArgs, args: SyncArgs) -> CliResult<u8> {
             if args.json {
                 print_json(&json!({"status": "offline", "reason": why}))?;
             } else {
-                eprintln!(
+                errln!(
                     "offline: {why}. Nothing is lost: tasks and results stay in the local replica; run `bridge sync` again later."
                 );
             }

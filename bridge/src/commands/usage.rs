@@ -60,7 +60,7 @@ pub fn run(g: &GlobalArgs, args: UsageArgs) -> CliResult<u8> {
         }))?;
         return Ok(EXIT_OK);
     }
-    println!(
+    outln!(
         "{repo}, workflow {workflow}, {month}: {} run(s), {minutes} runner minute(s){}",
         runs.len(),
         match (budget, left) {
@@ -71,7 +71,7 @@ pub fn run(g: &GlobalArgs, args: UsageArgs) -> CliResult<u8> {
     if runs.is_empty() {
         return Ok(EXIT_OK);
     }
-    println!();
+    outln!();
     let rows: Vec<Vec<String>> = runs
         .iter()
         .map(|r| {

@@ -26,8 +26,8 @@ pub fn run(_g: &GlobalArgs, args: WhoamiArgs) -> CliResult<u8> {
             &json!({"member": identity.member_id(), "public_key": identity.public().to_string()}),
         )?;
     } else {
-        println!("{}", identity.member_id());
-        println!("{}", identity.public());
+        outln!("{}", identity.member_id());
+        outln!("{}", identity.public());
     }
     Ok(EXIT_OK)
 }

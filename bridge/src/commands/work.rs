@@ -107,7 +107,7 @@ pub fn run(g: &GlobalArgs, args: WorkArgs) -> CliResult<u8> {
     }
     super::sync::auto_compact(&session, args.offline);
     if !quiet {
-        eprintln!(
+        errln!(
             "{} done, {} failed{}{}.",
             report.done,
             report.failed,
@@ -201,7 +201,7 @@ pub fn watch_signals(token: CancellationToken) {
                 _ = term.recv() => {}
             }
             if round == 0 {
-                eprintln!(
+                errln!(
                     "stopping: interrupting running tasks and saving (press Ctrl-C again to quit at once)"
                 );
                 token.cancel();
@@ -253,7 +253,7 @@ impl Progress {
             }
             Event::Started { name } => {
                 if let Some(b) = &self.bar {
-                    b.set_message(name);
+                    b.set_message(crate::output::safe(&name).into_owned());
                 }
             }
             Event::Finished {
@@ -288,7 +288,7 @@ impl Progress {
                             b.println(line);
                         }
                     }
-                    None if !self.quiet => eprintln!("{line}"),
+                    None if !self.quiet => errln!("{line}"),
                     None => {}
                 }
             }

@@ -253,7 +253,11 @@ pub async fn run(cmd: &TaskCommand, cancel: CancellationToken) -> Finished {
         cmd.kill_grace
     };
 
-    let deadline = started + cmd.timeout;
+    // A timeout too large to add to the clock means no timeout (issue 12,
+    // item 10: `u64::MAX` seconds panicked here and crashed the worker).
+    let deadline = started
+        .checked_add(cmd.timeout)
+        .unwrap_or_else(|| started + Duration::from_secs(86_400 * 365 * 30));
     let stop = tokio::select! {
         // An exit that races with the timeout or the cancel counts as an exit.
         biased;
@@ -725,6 +729,13 @@ pub fn collect_outputs(
     }
     outputs.sort_by(|a, b| a.rel_path.cmp(&b.rel_path));
     Ok(outputs)
+}
+
+/// Checks output globs without collecting anything: what `bridge submit`
+/// calls so that a glob a worker could not use is refused before the task
+/// is stored (issue 12, item 20).
+pub fn check_output_globs(globs: &[String]) -> Result<(), OutputError> {
+    build_glob_set(globs).map(|_| ())
 }
 
 /// Compiles the output globs, naming the first bad one.

@@ -8,6 +8,8 @@
 //!   time-ordered Automerge actor ids.
 //! - [`spec`]: [`TaskSpec`], the immutable description of one task, and the
 //!   content hash that gives a task its id.
+//! - [`limits`]: the bounds every field of a spec must keep, checked at
+//!   submit and again by a worker before it runs a stored task.
 //! - [`facts`]: the facts (claims, attempts, cancels, retry grants) that writers
 //!   add; each lives under a key its writer owns, so no value is ever written by
 //!   two writers.
@@ -25,11 +27,13 @@
 pub mod doc;
 pub mod facts;
 pub mod ids;
+pub mod limits;
 pub mod spec;
 pub mod view;
 
 pub use facts::{Attempt, Claim, Outcome};
 pub use ids::{BatchId, DocId, TaskId, WriterId};
+pub use limits::SpecError;
 pub use spec::{Command, InputRef, TaskSpec};
 pub use view::{Policy, Status, View};
 

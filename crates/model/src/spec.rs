@@ -165,7 +165,12 @@ pub fn is_http_url(url: &str) -> bool {
     } else {
         return false;
     };
-    !rest.is_empty() && !rest.starts_with('/') && !url.chars().any(char::is_whitespace)
+    // No whitespace and no control characters: a URL is shown in progress
+    // bars and errors, and must not carry terminal escape codes (issue 12,
+    // item 21).
+    !rest.is_empty()
+        && !rest.starts_with('/')
+        && !url.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
 /// Whether `s` is 64 lowercase hex digits (a SHA-256 as bridge writes it).
@@ -378,6 +383,7 @@ mod tests {
             "https:///x",
             "h/a",
             "http://h/a b",
+            "https://h/\u{1b}[2J",
         ] {
             let i = InputRef::from_url("a".into(), SHA.into(), bad.into());
             assert!(matches!(i.source(), Err(InputError::Url { .. })), "{bad}");

@@ -29,7 +29,7 @@
 //! steal a task that is still being worked. Claimants renew well before the
 //! lease ends (at a third of the lease), so the margin is only for skew.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashSet};
 
 use serde::Serialize;
 
@@ -294,39 +294,60 @@ impl View {
         // Tasks need tasks; walk the graph depth-first so each task is derived
         // after what it needs. Content addressing makes cycles impossible to
         // submit, but a forged document could hold one: a task on a cycle is
-        // blocked.
-        let mut on_stack: HashMap<&TaskId, ()> = HashMap::new();
+        // blocked. The walk keeps its own stack: a chain of needs as long as
+        // a submission allows (100,000 tasks) would overflow the thread's
+        // (issue 12: one bad batch must not crash every command).
+        let mut on_stack: HashSet<&TaskId> = HashSet::new();
         for id in self.tasks.keys() {
-            self.derive_one(id, now, policy, &mut out, &mut on_stack);
+            self.derive_from(id, now, policy, &mut out, &mut on_stack);
         }
         out
     }
 
-    fn derive_one<'a>(
+    /// Derives `root` and everything it needs that is not derived yet,
+    /// needs first.
+    fn derive_from<'a>(
         &'a self,
-        id: &'a TaskId,
+        root: &'a TaskId,
         now: Millis,
         policy: Policy,
         out: &mut BTreeMap<TaskId, Derived>,
-        on_stack: &mut HashMap<&'a TaskId, ()>,
-    ) -> Option<Status> {
-        if let Some(d) = out.get(id) {
-            return Some(d.status);
+        on_stack: &mut HashSet<&'a TaskId>,
+    ) {
+        if out.contains_key(root) || !self.tasks.contains_key(root) {
+            return;
         }
-        let task = self.tasks.get(id)?;
-        if on_stack.insert(id, ()).is_some() {
-            return None;
+        // (task, index of its next need to visit)
+        let mut stack: Vec<(&'a TaskId, usize)> = vec![(root, 0)];
+        on_stack.insert(root);
+        while let Some(top) = stack.last_mut() {
+            let id = top.0;
+            let Some(task) = self.tasks.get(id) else {
+                stack.pop();
+                on_stack.remove(id);
+                continue;
+            };
+            if let Some(need) = task.spec.needs.get(top.1) {
+                top.1 += 1;
+                // A need on the stack is on a cycle: it stays underived
+                // (unknown) for this task, which is then blocked.
+                if !out.contains_key(need) && self.tasks.contains_key(need) && on_stack.insert(need)
+                {
+                    stack.push((need, 0));
+                }
+                continue;
+            }
+            stack.pop();
+            on_stack.remove(id);
+            let needs: Vec<(&TaskId, Option<Status>)> = task
+                .spec
+                .needs
+                .iter()
+                .map(|n| (n, out.get(n).map(|d| d.status)))
+                .collect();
+            let derived = derive_task(task, &needs, now, policy);
+            out.insert(id.clone(), derived);
         }
-        let mut needs = Vec::with_capacity(task.spec.needs.len());
-        for need in &task.spec.needs {
-            let st = self.derive_one(need, now, policy, out, on_stack);
-            needs.push((need, st));
-        }
-        on_stack.remove(id);
-        let derived = derive_task(task, &needs, now, policy);
-        let status = derived.status;
-        out.insert(id.clone(), derived);
-        Some(status)
     }
 
     /// The tasks a worker with `labels` may start now, best first: highest
@@ -411,7 +432,17 @@ pub fn derive_task(
         .values()
         .filter(|a| a.outcome.counts_as_failure())
         .count() as u64;
-    let allowed = (1 + u64::from(task.spec.retries)) * (1 + facts.retries.len() as u64);
+    // A spec that breaks the limits can never run (a worker records an
+    // `error` attempt) and never changes: its own retries cannot help, so
+    // only one attempt per retry grant counts (issue 12, item 10: a stored
+    // `retries: 4294967295` would keep every worker busy failing it). Only
+    // checked once it has failed, which keeps deriving cheap.
+    let retries = if failures > 0 && task.spec.check().is_err() {
+        0
+    } else {
+        task.spec.retries
+    };
+    let allowed = (1 + u64::from(retries)) * (1 + facts.retries.len() as u64);
     let mut d = Derived {
         status: Status::Pending,
         reason: None,

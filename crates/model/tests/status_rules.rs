@@ -1049,3 +1049,101 @@ fn facts_for_an_unknown_task_are_refused() {
     assert!(doc::put_cancel(am, &missing, &alice, T0).is_err());
     assert!(doc::put_retry(am, &missing, &fact_key(&alice, 1), T0).is_err());
 }
+
+// Issue 12 (a sibling of item 10): a chain of needs as long as a submission
+// allows was derived by recursion, one stack frame per link: a long enough
+// chain in a stored batch overflowed the stack of every command that read
+// it. Derived here on a thread with a small stack, to leave no doubt.
+#[test]
+fn a_long_chain_of_needs_derives_without_recursion() {
+    const LINKS: usize = 20_000;
+    let mut specs: Vec<TaskSpec> = Vec::with_capacity(LINKS);
+    for i in 0..LINKS {
+        let mut s = spec(&format!("link {i}"));
+        if let Some(prev) = specs.last() {
+            s.needs = vec![prev.id()];
+        }
+        specs.push(s);
+    }
+    let last = specs.last().expect("a chain").id();
+    let first = specs[0].id();
+    let d = submit(&writer(1), T0, 1, &specs);
+    let v = view(&[&d]);
+    let derived = std::thread::Builder::new()
+        .stack_size(256 * 1024)
+        .spawn(move || v.derive(T0 + 1, Policy::default()))
+        .expect("spawn")
+        .join()
+        .expect("derive ends");
+    assert_eq!(derived.len(), LINKS);
+    assert_eq!(derived[&first].status, Status::Pending);
+    assert_eq!(derived[&last].status, Status::Blocked);
+}
+
+mod stored_specs {
+    //! Issue 12, item 10: arbitrary task specs written into a document (as a
+    //! member who bypasses `submit` can) are read back, derived and ended by
+    //! one `error` attempt without a panic anywhere in the model.
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            8 => "[a-z]{1,8}",
+            1 => Just(String::new()),
+            1 => any::<String>(),
+            1 => Just("../x".to_owned()),
+            1 => Just("a\0b".to_owned()),
+            1 => (0usize..150_000).prop_map(|n| "x".repeat(n)),
+        ]
+    }
+
+    prop_compose! {
+        fn stored_spec()(
+            name in text(),
+            script in text(),
+            env in prop::collection::btree_map(text(), text(), 0..3),
+            outputs in prop::collection::vec(text(), 0..2),
+            timeout_s in prop_oneof![Just(0u64), Just(u64::MAX), 1u64..100, any::<u64>()],
+            retries in prop_oneof![0u32..3, Just(u32::MAX), any::<u32>()],
+            priority in prop_oneof![-3i64..3, Just(i64::MIN), Just(i64::MAX)],
+        ) -> TaskSpec {
+            let mut s = spec(&script);
+            s.name = name;
+            s.env = env;
+            s.outputs = outputs;
+            s.timeout_s = timeout_s;
+            s.retries = retries;
+            s.priority = priority;
+            s
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        #[test]
+        fn any_stored_spec_reads_back_derives_and_ends(spec in stored_spec()) {
+            let id = spec.id();
+            let valid = spec.check().is_ok();
+            let mut d = submit(&writer(1), T0, 1, std::slice::from_ref(&spec));
+            let v = view(&[&d]);
+            let got = v.get(&id).expect("the task reads back");
+            prop_assert_eq!(&got.spec, &spec);
+            prop_assert_eq!(status(&v, &id, T0 + 1), Status::Pending);
+            // What a worker records for a spec it cannot run.
+            d.run(&writer(2), &id, 1, T0 + 2, T0 + 3, Outcome::Error);
+            let after = status(&view(&[&d]), &id, T0 + 4);
+            if !valid {
+                // It can never run, so its own retries do not keep it open.
+                prop_assert_eq!(after, Status::Failed);
+            } else if spec.retries == 0 {
+                prop_assert_eq!(after, Status::Failed);
+            } else {
+                prop_assert_eq!(after, Status::Pending);
+            }
+        }
+    }
+}
