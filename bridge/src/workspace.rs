@@ -67,7 +67,19 @@ pub struct StoreSection {
     /// The remote to sync with, e.g. `dir:/mnt/usb/pool`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote: Option<String>,
+    /// How long a fetch or push may make no progress before the command
+    /// gives up on the remote and goes on offline (e.g. "30s", the
+    /// default). `BRIDGE_STALL_TIMEOUT` overrides it.
+    #[serde(
+        default,
+        rename = "stall-timeout",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub stall_timeout: Option<String>,
 }
+
+/// The environment variable that overrides `[store] stall-timeout`.
+pub const STALL_TIMEOUT_ENV: &str = "BRIDGE_STALL_TIMEOUT";
 
 /// `[worker]`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -134,6 +146,30 @@ impl Config {
         toml::from_str(text)
             .with_context(|| format!("{} is not a valid workspace file", path.display()))
             .hint("fix the file, or create a new workspace with `bridge init`")
+    }
+
+    /// How long a remote may make no progress before a command goes on
+    /// offline: `BRIDGE_STALL_TIMEOUT`, else `[store] stall-timeout`, else
+    /// 30 s (issue 12, item 15: a host that accepts the connection and
+    /// never answers hung commands for minutes).
+    pub fn stall_timeout(&self) -> CliResult<Duration> {
+        let timeout = match std::env::var(STALL_TIMEOUT_ENV) {
+            Ok(v) if !v.trim().is_empty() => humantime::parse_duration(v.trim())
+                .with_context(|| format!("{STALL_TIMEOUT_ENV}={v:?} is not a duration"))
+                .hint("write durations like \"10s\" or \"2m\"")?,
+            _ => parse_duration_setting(
+                "store.stall-timeout",
+                self.store.stall_timeout.as_deref(),
+                "30s",
+            )?,
+        };
+        if timeout < Duration::from_secs(1) {
+            return Err(CliError::hint(
+                anyhow!("the stall timeout must be at least 1s, not {timeout:?}"),
+                "set `stall-timeout` under [store] in bridge.toml (or BRIDGE_STALL_TIMEOUT) to 1s or more",
+            ));
+        }
+        Ok(timeout)
     }
 
     /// The lease duration.
@@ -228,6 +264,9 @@ impl Workspace {
             Replica::init(&store, &config.workspace.id)
                 .with_context(|| format!("cannot create the replica in {}", store.display()))?
         };
+        // Checked here, where the file is read, so that a bad value is an
+        // error naming it (opening a remote only reads it).
+        config.stall_timeout()?;
         if replica.workspace_id() != config.workspace.id {
             return Err(CliError::hint(
                 anyhow!(

@@ -114,7 +114,10 @@ fn create(
             id: workspace::new_workspace_id()?,
             root: identity.member_id().to_string(),
         },
-        store: StoreSection { remote },
+        store: StoreSection {
+            remote,
+            ..StoreSection::default()
+        },
         worker: Default::default(),
         github,
     };

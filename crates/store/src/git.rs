@@ -66,10 +66,10 @@ use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 
@@ -165,7 +165,15 @@ pub struct GitRemote {
     pushed: AtomicU64,
     rejected: AtomicU64,
     retried: AtomicU64,
+    /// How long a network command (fetch, push) may go without a byte of
+    /// output before it is killed (see [`GitRemote::with_stall_timeout`]).
+    stall_timeout: Duration,
 }
+
+/// The default of [`GitRemote::with_stall_timeout`].
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often the stall watchdog looks at a running network command.
+const WATCHDOG_TICK: Duration = Duration::from_millis(50);
 
 impl fmt::Debug for GitRemote {
     // By hand: `config_env` holds the token.
@@ -281,7 +289,20 @@ impl GitRemote {
             pushed: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             retried: AtomicU64::new(0),
+            stall_timeout: DEFAULT_STALL_TIMEOUT,
         })
+    }
+
+    /// Sets how long a fetch or push may make no progress (no byte on its
+    /// output, with `--progress` on) before its whole process group is
+    /// killed and the remote is reported [`RemoteError::Unreachable`] with
+    /// a [`io::ErrorKind::TimedOut`] cause, without retrying: a host that
+    /// accepts connections and never answers must not hang the command
+    /// (issue 12, item 15). Over http(s) git's own low-speed limit is set
+    /// to the same time. At least one second.
+    pub fn with_stall_timeout(mut self, timeout: Duration) -> GitRemote {
+        self.stall_timeout = timeout.max(Duration::from_secs(1));
+        self
     }
 
     /// Replaces the token read from `GITHUB_TOKEN` (`None`: no header).
@@ -362,12 +383,16 @@ impl GitRemote {
             .env("GIT_AUTHOR_EMAIL", IDENT_EMAIL)
             .env("GIT_COMMITTER_NAME", IDENT_NAME)
             .env("GIT_COMMITTER_EMAIL", IDENT_EMAIL);
-        // Abort an HTTP transfer that stalls (< 1 KB/s for a minute) rather
-        // than hang forever; the user's own setting wins.
+        // Abort an HTTP transfer that stalls (< 1 KB/s for the stall
+        // timeout) rather than hang; the user's own limit wins. The watchdog
+        // in `run` covers the other transports (git://, ssh).
         if std::env::var_os("GIT_HTTP_LOW_SPEED_LIMIT").is_none() {
-            cmd.env("GIT_HTTP_LOW_SPEED_LIMIT", "1000")
-                .env("GIT_HTTP_LOW_SPEED_TIME", "60");
+            cmd.env("GIT_HTTP_LOW_SPEED_LIMIT", "1000").env(
+                "GIT_HTTP_LOW_SPEED_TIME",
+                self.stall_timeout.as_secs().max(1).to_string(),
+            );
         }
+
         if let Some(index) = index {
             cmd.env("GIT_INDEX_FILE", index);
         }
@@ -403,7 +428,13 @@ impl GitRemote {
         index: Option<&Path>,
         stdin: Option<&[u8]>,
     ) -> Result<Output, RemoteError> {
+        let network = is_network_command(args);
         let mut cmd = self.command(args, index, stdin.is_some());
+        if network {
+            // Its own process group, so that a stalled network command is
+            // killed with its helpers (git-remote-http, ssh).
+            std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        }
         let env_keys: Vec<String> = cmd
             .get_envs()
             .filter(|(_, v)| v.is_some())
@@ -425,6 +456,9 @@ impl GitRemote {
                 self.git_io(args, source)
             }
         })?;
+        if network && stdin.is_none() {
+            return self.wait_watched(args, child);
+        }
         let pipe = child.stdin.take();
         let (output, written) = std::thread::scope(|scope| {
             let writer = match (stdin, pipe) {
@@ -448,6 +482,95 @@ impl GitRemote {
             Ok(()) => {}
         }
         Ok(output)
+    }
+
+    /// Waits for a network command, reading its output, and kills its
+    /// process group when no byte arrived on stdout or stderr for the stall
+    /// timeout (network commands run with `--progress`, so a transfer that
+    /// moves reports it). Progress lines are dropped from the stderr it
+    /// returns, so classification and messages see only git's words.
+    fn wait_watched(&self, args: &[&str], mut child: Child) -> Result<Output, RemoteError> {
+        let activity = Mutex::new(Instant::now());
+        let touch = || *activity.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+        let idle = || {
+            activity
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .elapsed()
+        };
+        let stdout = child.stdout.take();
+        let stderr = child.stderr.take();
+        let pid = child.id();
+        let (status, stdout, stderr, stalled) = std::thread::scope(|scope| {
+            let read = |pipe: Option<Box<dyn io::Read + Send>>| {
+                let touch = &touch;
+                scope.spawn(move || -> io::Result<Vec<u8>> {
+                    let mut out = Vec::new();
+                    let Some(mut pipe) = pipe else {
+                        return Ok(out);
+                    };
+                    let mut buf = [0u8; 8192];
+                    loop {
+                        match pipe.read(&mut buf) {
+                            Ok(0) => return Ok(out),
+                            Ok(n) => {
+                                touch();
+                                out.extend_from_slice(&buf[..n]);
+                            }
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
+                })
+            };
+            let out = read(stdout.map(|p| Box::new(p) as Box<dyn io::Read + Send>));
+            let err = read(stderr.map(|p| Box::new(p) as Box<dyn io::Read + Send>));
+            let mut stalled = false;
+            let status = loop {
+                match child.try_wait() {
+                    Ok(Some(status)) => break Ok(status),
+                    Ok(None) => {}
+                    Err(e) => break Err(e),
+                }
+                if idle() > self.stall_timeout {
+                    stalled = true;
+                    kill_group(pid);
+                    break child.wait();
+                }
+                std::thread::sleep(WATCHDOG_TICK);
+            };
+            let join = |h: std::thread::ScopedJoinHandle<'_, io::Result<Vec<u8>>>| {
+                h.join()
+                    .unwrap_or_else(|_| Err(io::Error::other("an output reader panicked")))
+            };
+            (status, join(out), join(err), stalled)
+        });
+        if stalled {
+            tracing::debug!(
+                remote = self.describe(),
+                command = %self.show_command(args),
+                "no progress for the stall timeout; killed"
+            );
+            return Err(RemoteError::Unreachable {
+                remote: self.describe(),
+                source: io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "no answer for {} s (the stall timeout) from `{}`",
+                        self.stall_timeout.as_secs(),
+                        self.show_command(&args[..1])
+                    ),
+                ),
+            });
+        }
+        let status = status.map_err(|source| self.git_io(args, source))?;
+        let stdout = stdout.map_err(|source| self.git_io(args, source))?;
+        let stderr = stderr.map_err(|source| self.git_io(args, source))?;
+        Ok(Output {
+            status,
+            stdout,
+            stderr: strip_progress(&stderr),
+        })
     }
 
     /// Runs a local git command that must succeed; returns its stdout.
@@ -563,7 +686,13 @@ impl GitRemote {
 
     /// `git fetch --depth=1` of `refspec`, retrying transient failures.
     fn fetch(&self, refspec: &str, prune: bool) -> Result<Fetched, RemoteError> {
-        let mut args = vec!["fetch", "--depth=1", "--no-tags", "--no-write-fetch-head"];
+        let mut args = vec![
+            "fetch",
+            "--progress",
+            "--depth=1",
+            "--no-tags",
+            "--no-write-fetch-head",
+        ];
         if prune {
             args.push("--prune");
         }
@@ -990,6 +1119,7 @@ impl GitRemote {
         // private cache repository.
         let args = [
             "push",
+            "--progress",
             "--porcelain",
             "--no-verify",
             lease.as_str(),
@@ -1404,6 +1534,10 @@ pub(crate) fn classify(stderr: &str) -> GitFailure {
         "connection timed out",
         "operation timed out",
         "resolving timed out",
+        // git's http low-speed limit (set to the stall timeout): the host
+        // took the connection and does not answer; retrying would multiply
+        // the wait (issue 12, item 15).
+        "operation too slow",
     ]) {
         return GitFailure::Unreachable;
     }
@@ -1443,7 +1577,6 @@ pub(crate) fn classify(stderr: &str) -> GitFailure {
         "connection reset",
         "unexpected disconnect",
         "empty reply from server",
-        "operation too slow",
         "transfer closed",
         "gnutls_handshake",
         "ssl_read",
@@ -1454,6 +1587,64 @@ pub(crate) fn classify(stderr: &str) -> GitFailure {
         return GitFailure::Transient;
     }
     GitFailure::Other
+}
+
+/// Whether `args` make git talk to the remote (and so may hang on it).
+fn is_network_command(args: &[&str]) -> bool {
+    matches!(
+        args.first(),
+        Some(&("fetch" | "push" | "ls-remote" | "clone"))
+    )
+}
+
+/// Kills a process group (a stalled network command and its helpers).
+/// `ESRCH`: it is gone already, which is what was wanted.
+fn kill_group(pid: u32) {
+    let Ok(pid) = i32::try_from(pid) else { return };
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+}
+
+/// git's stderr without its progress reports (`--progress`): each line (or
+/// carriage-return-separated update) that reports counting, compressing,
+/// receiving, writing or resolving objects is dropped.
+pub(crate) fn strip_progress(stderr: &[u8]) -> Vec<u8> {
+    const PROGRESS: &[&str] = &[
+        "enumerating objects",
+        "counting objects",
+        "compressing objects",
+        "writing objects",
+        "receiving objects",
+        "resolving deltas",
+        "unpacking objects",
+        "total ",
+        "delta compression",
+        "checking connectivity",
+        "finding sources",
+        "checking objects",
+    ];
+    let text = String::from_utf8_lossy(stderr);
+    let mut out = String::with_capacity(text.len());
+    for line in text.split('\n') {
+        let kept: Vec<&str> = line
+            .split('\r')
+            .filter(|part| {
+                let lower = part.trim_start().to_ascii_lowercase();
+                let lower = lower
+                    .strip_prefix("remote: ")
+                    .unwrap_or(&lower)
+                    .trim_start();
+                !part.trim().is_empty() && !PROGRESS.iter().any(|p| lower.starts_with(p))
+            })
+            .collect();
+        if !kept.is_empty() {
+            out.push_str(&kept.join(" "));
+            out.push('\n');
+        }
+    }
+    out.into_bytes()
 }
 
 /// The useful lines of git's stderr on one line: without the generic
@@ -1721,6 +1912,22 @@ mod tests {
         for (stderr, expected) in cases {
             assert_eq!(classify(stderr), expected, "{stderr}");
         }
+    }
+
+    #[test]
+    fn progress_lines_are_not_messages() {
+        let stderr = b"remote: Enumerating objects: 3, done.\nremote: Counting objects:  33% (1/3)\rremote: Counting objects: 100% (3/3), done.\nReceiving objects: 100% (3/3), done.\nfatal: unable to access 'http://x/': Failed to connect\n";
+        let out = String::from_utf8(strip_progress(stderr)).unwrap();
+        assert_eq!(
+            out,
+            "fatal: unable to access 'http://x/': Failed to connect\n"
+        );
+        assert_eq!(
+            classify(
+                "error: RPC failed; curl 28 Operation too slow. Less than 1000 bytes/sec transferred the last 2 seconds"
+            ),
+            GitFailure::Unreachable
+        );
     }
 
     #[test]

@@ -578,6 +578,10 @@ pub struct RemoteOptions {
     /// The folder under which `git:` remotes keep their private bare
     /// repositories, one per URL (`<cache_dir>/<hash of the URL>.git`).
     pub cache_dir: PathBuf,
+    /// How long a `git:` fetch or push may make no progress before it is
+    /// stopped and the remote treated as unreachable (see
+    /// [`GitRemote::with_stall_timeout`]).
+    pub stall_timeout: std::time::Duration,
 }
 
 impl RemoteOptions {
@@ -587,6 +591,7 @@ impl RemoteOptions {
         RemoteOptions {
             writer_slot: "default".to_owned(),
             cache_dir: base.join(".bridge").join("git-cache"),
+            stall_timeout: git::DEFAULT_STALL_TIMEOUT,
         }
     }
 }
@@ -642,7 +647,7 @@ pub fn parse_remote(
                         source,
                     }
                 })?;
-            Ok(Box::new(remote))
+            Ok(Box::new(remote.with_stall_timeout(opts.stall_timeout)))
         }
         _ => Err(RemoteSpecError::UnknownScheme {
             spec: spec.to_owned(),
