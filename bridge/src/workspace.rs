@@ -193,8 +193,10 @@ impl Config {
             self.worker.clock_skew.as_deref(),
             "30s",
         )?;
+        let lease = self.lease()?;
         Ok(Policy {
             clock_skew_ms: skew.as_millis() as Millis,
+            lease_ms: lease.as_millis() as Millis,
         })
     }
 }
@@ -341,9 +343,29 @@ pub fn random_bytes<const N: usize>() -> CliResult<[u8; N]> {
 
 /// Now, in milliseconds since the epoch.
 pub fn now_ms() -> Millis {
-    std::time::SystemTime::now()
+    let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as Millis)
+        .map_or(0, |d| d.as_millis() as Millis);
+    now.saturating_add(test_clock_offset())
+}
+
+/// Debug builds only (the end-to-end tests): `BRIDGE_TEST_CLOCK_OFFSET_MS`
+/// moves this process's clock by that many milliseconds, to play a device
+/// whose clock is wrong (issue 12, item 12). Release builds ignore it.
+#[cfg(debug_assertions)]
+fn test_clock_offset() -> Millis {
+    static OFFSET: std::sync::OnceLock<Millis> = std::sync::OnceLock::new();
+    *OFFSET.get_or_init(|| {
+        std::env::var("BRIDGE_TEST_CLOCK_OFFSET_MS")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    })
+}
+
+#[cfg(not(debug_assertions))]
+fn test_clock_offset() -> Millis {
+    0
 }
 
 /// This device's name: `BRIDGE_DEVICE`, else the host name.
@@ -659,6 +681,7 @@ impl Session {
             roster_files: 0,
         };
         s.roster_files = s.count_roster_files();
+        s.view.set_sightings(cache::load_sightings(&s.cache_dir()));
         s.refresh()?;
         Ok(s)
     }
@@ -696,6 +719,11 @@ impl Session {
                 e.error
             ),
         }
+    }
+
+    /// This device's cache folder.
+    fn cache_dir(&self) -> PathBuf {
+        cache::dir(&self.ws.root.join(STATE_DIR))
     }
 
     /// Whether the load plan left live documents unloaded.
@@ -738,6 +766,11 @@ impl Session {
     pub fn refresh(&mut self) -> CliResult<usize> {
         let began = std::time::Instant::now();
         let applied = self.refresh_docs()?;
+        // Leases are bounded on this device's clock from when it first saw
+        // each claim (issue 12, item 12).
+        if self.view.observe_claims(now_ms()) {
+            cache::save_sightings(&self.cache_dir(), self.view.sightings());
+        }
         tracing::debug!(
             applied,
             ms = began.elapsed().as_millis(),
@@ -938,7 +971,9 @@ impl Session {
         // Caches are up to date but for the last few files, which the
         // reload applies (and caches) again.
         self.docs.clear();
+        let seen = self.view.take_sightings();
         self.view = View::new();
+        self.view.set_sightings(seen);
         self.loaded_at = std::time::Instant::now();
         self.refresh()?;
         Ok(())

@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::Duration;
 
+use tempfile::TempDir;
+
 use crate::harness::Device;
 
 /// A server on 127.0.0.1 that accepts connections and never answers (nor
@@ -105,4 +107,85 @@ fn a_silent_remote_does_not_hang_sync_or_work() {
         );
         assert_eq!(d.task("local").status, "done", "{scheme}");
     }
+}
+
+/// A day and an hour, in milliseconds, for `BRIDGE_TEST_CLOCK_OFFSET_MS`
+/// (honoured by debug builds only).
+const DAY_MS: &str = "86400000";
+const HOUR_BEHIND_MS: &str = "-3600000";
+
+/// An admin device (the observer) and a worker device whose clock is
+/// `offset_ms` off, sharing a `dir:` store, with a 3 s lease and a 1 s
+/// skew margin. The task runs for five minutes unless `marker` exists.
+fn skewed_pair(label: &str, offset_ms: &str) -> (Device, Device, std::path::PathBuf, TempDir) {
+    let store = crate::harness::temp_dir(&format!("{label}-store"));
+    let remote = crate::harness::dir_remote(store.path());
+    let admin = Device::new(&format!("{label}-admin"));
+    admin.ok(&["init", "--remote", &remote]);
+    admin.set_lease("3s", "1s");
+    let mut skewed = Device::new(&format!("{label}-skewed"));
+    skewed.join_as(&admin, &remote, "worker");
+    skewed.set_lease("3s", "1s");
+    skewed.set_env("BRIDGE_TEST_CLOCK_OFFSET_MS", offset_ms);
+    let marker = admin.scratch("fast");
+    let script = format!(
+        "if [ -e {m} ]; then echo fast; else sleep 300; fi",
+        m = marker.display()
+    );
+    // The admin watches the pool before the claim appears.
+    admin.ok(&["status"]);
+    admin.ok(&["submit", "--name", "slow", "--", "sh", "-c", &script]);
+    admin.ok(&["sync"]);
+    (admin, skewed, marker, store)
+}
+
+/// Polls (syncing the admin) until its view of `slow` is `status`.
+fn admin_sees(admin: &Device, status: &str) {
+    crate::harness::poll(&format!("the admin to see the task {status}"), || {
+        admin.ok(&["sync"]);
+        admin.task("slow").status == status
+    });
+}
+
+/// Issue 12, item 12: a device whose clock ran a day ahead claimed a task
+/// and was killed; every other device showed it `running` for a day. The
+/// lease is now bounded on the observer's clock: the admin sees the task
+/// pending again a lease and the skew margin after it first saw the claim,
+/// and runs it.
+#[test]
+fn a_claim_from_a_clock_a_day_ahead_does_not_block_the_task_for_a_day() {
+    let (admin, skewed, marker, _store) = skewed_pair("ahead", DAY_MS);
+    skewed.ok(&["sync"]);
+    let worker = skewed.spawn("work", &["work"]);
+    admin_sees(&admin, "running");
+    worker.kill();
+    admin_sees(&admin, "pending");
+    fs::write(&marker, "").expect("cannot write the marker");
+    admin.ok(&["work"]);
+    assert_eq!(admin.task("slow").status, "done");
+}
+
+/// Issue 12, item 12: a device whose clock runs an hour behind holds a
+/// live claim; a device that watched the claim appear must not see it
+/// expired (it would run the task again). Before, `lease_until` an hour in
+/// the past made the task pending at once on the admin.
+#[test]
+fn a_live_claim_from_a_clock_an_hour_behind_is_not_stolen() {
+    let (admin, skewed, _marker, _store) = skewed_pair("behind", HOUR_BEHIND_MS);
+    skewed.ok(&["sync"]);
+    let worker = skewed.spawn("work", &["work"]);
+    admin_sees(&admin, "running");
+    // While the claimant renews (three renewals seen), the task is running
+    // on every look.
+    let mut leases = std::collections::BTreeSet::new();
+    crate::harness::poll("three renewals of the claim", || {
+        admin.ok(&["sync"]);
+        let show = admin.show("slow");
+        assert_eq!(show["status"], "running", "{show}");
+        if let Some(claims) = show["claims"].as_array() {
+            leases.extend(claims.iter().filter_map(|c| c["lease_until"].as_i64()));
+        }
+        leases.len() >= 3
+    });
+    drop(worker);
 }

@@ -31,7 +31,7 @@ pub mod view;
 pub use facts::{Attempt, Claim, Outcome};
 pub use ids::{BatchId, DocId, TaskId, WriterId};
 pub use spec::{Command, InputRef, TaskSpec};
-pub use view::{Policy, Status, View};
+pub use view::{Policy, Sighting, Sightings, Status, View};
 
 /// Milliseconds since the Unix epoch. Every time in a document is one of these.
 pub type Millis = i64;
