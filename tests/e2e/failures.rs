@@ -189,3 +189,111 @@ fn a_live_claim_from_a_clock_an_hour_behind_is_not_stolen() {
     });
     drop(worker);
 }
+
+/// Runs `bridge ARGS` of `d` in a mount namespace of its own where `full`
+/// is a tiny tmpfs with no space and no inode left: a real full disk,
+/// seen only by that process (as root `unshare -m`; otherwise in a user
+/// namespace, `unshare -Urm`, which needs no privilege where user
+/// namespaces are allowed). Returns `None`, with the reason printed, where
+/// neither works.
+fn run_on_full_disk(
+    d: &Device,
+    full: &std::path::Path,
+    args: &[&str],
+) -> Option<crate::harness::Run> {
+    fs::create_dir_all(full).expect("cannot create the folder to fill");
+    let root = nix_is_root();
+    let ns: &[&str] = if root { &["-m"] } else { &["-Urm"] };
+    // Fill the tmpfs: data until ENOSPC, then files until no inode is left.
+    let script = r#"mount -t tmpfs -o size=64k,nr_inodes=16 tmpfs "$1" || exit 99
+dd if=/dev/zero of="$1/fill" bs=4k count=64 2>/dev/null
+i=0; while touch "$1/i$i" 2>/dev/null; do i=$((i+1)); done
+shift; exec "$@""#;
+    let probe = std::process::Command::new("unshare")
+        .args(ns)
+        .args(["--", "sh", "-c", "mount -t tmpfs tmpfs \"$1\"", "sh"])
+        .arg(full)
+        .output();
+    match probe {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => {
+            eprintln!(
+                "skipped: cannot mount a tmpfs in a new mount namespace here ({})",
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
+            return None;
+        }
+        Err(e) => {
+            eprintln!("skipped: cannot run unshare: {e}");
+            return None;
+        }
+    }
+    let inner = d.command_in(&d.dir, true, args);
+    let mut cmd = std::process::Command::new("unshare");
+    cmd.args(ns)
+        .args(["--", "sh", "-c", script, "sh"])
+        .arg(full);
+    cmd.arg(inner.get_program()).args(inner.get_args());
+    cmd.env_clear();
+    for (k, v) in inner.get_envs() {
+        if let Some(v) = v {
+            cmd.env(k, v);
+        }
+    }
+    cmd.current_dir(&d.dir).stdin(std::process::Stdio::null());
+    let out = cmd.output().expect("cannot run unshare");
+    Some(crate::harness::Run {
+        args: args.iter().map(|s| (*s).to_owned()).collect(),
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}
+
+fn nix_is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// Issue 12, item 13: a worker whose disk is full marked every pending
+/// task `failed` for everyone within milliseconds. Its working folder is
+/// now on a full file system: `bridge work` exits with code 5 saying this
+/// machine cannot run tasks, records no attempt, releases its claims, and
+/// the tasks stay pending for a healthy worker, which runs them.
+#[test]
+fn a_full_local_disk_does_not_fail_the_pool() {
+    let d = Device::new("full-disk");
+    d.ok(&["init"]);
+    d.write(
+        "many.yaml",
+        "tasks:\n  - name: t\n    matrix: { n: [1, 2, 3, 4, 5] }\n    run: echo ${{ matrix.n }}\n",
+    );
+    d.ok(&["submit", "many.yaml"]);
+    let work_dir = d.path(".bridge/work");
+    let Some(run) = run_on_full_disk(&d, &work_dir, &["work", "--parallel", "2"]) else {
+        return;
+    };
+    let run = run.expect_code(5);
+    assert!(
+        run.stderr.contains("this machine cannot run tasks")
+            && run.stderr.contains("No space left on device"),
+        "{}",
+        run.stderr
+    );
+    let tasks = d.ls();
+    assert_eq!(tasks.len(), 5);
+    for t in &tasks {
+        assert_eq!((t.status.as_str(), t.attempts), ("pending", 0), "{t:?}");
+    }
+    let show = d.show(&tasks[0].id);
+    assert!(
+        show["claims"]
+            .as_array()
+            .is_some_and(|cs| cs.iter().all(|c| !c["released_at"].is_null())),
+        "every claim is released: {show}"
+    );
+    d.ok(&["work"]);
+    assert_eq!(d.status().count("done"), 5);
+}

@@ -26,7 +26,12 @@ use crate::workspace::{Session, device_name};
 /// everything is saved; a second Ctrl-C exits at once.
 ///
 /// With a remote, it syncs before and after (and while idle with --follow);
-/// offline it works on the local replica and says so.
+/// offline, or when the remote does not answer within `[store]
+/// stall-timeout`, it works on the local replica and says so.
+///
+/// When this machine cannot run tasks (no disk space, no file descriptors,
+/// a working folder it cannot create), it records nothing against them,
+/// releases its claims, stops, and exits with code 5.
 ///
 /// Exit codes: 0 all tasks it ran succeeded, 3 some failed, 130 stopped.
 #[derive(Debug, Args)]
