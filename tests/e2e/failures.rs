@@ -201,14 +201,41 @@ fn run_on_full_disk(
     full: &std::path::Path,
     args: &[&str],
 ) -> Option<crate::harness::Run> {
-    fs::create_dir_all(full).expect("cannot create the folder to fill");
-    let root = nix_is_root();
-    let ns: &[&str] = if root { &["-m"] } else { &["-Urm"] };
     // Fill the tmpfs: data until ENOSPC, then files until no inode is left.
     let script = r#"mount -t tmpfs -o size=64k,nr_inodes=16 tmpfs "$1" || exit 99
 dd if=/dev/zero of="$1/fill" bs=4k count=64 2>/dev/null
 i=0; while touch "$1/i$i" 2>/dev/null; do i=$((i+1)); done
 shift; exec "$@""#;
+    run_in_namespace(d, full, script, args)
+}
+
+/// [`run_on_full_disk`] for a folder whose files must stay visible (a
+/// store): they are copied into the tmpfs, then its data space is filled
+/// (new empty files can still be made, as on a real full disk).
+fn run_with_full_folder(
+    d: &Device,
+    full: &std::path::Path,
+    args: &[&str],
+) -> Option<crate::harness::Run> {
+    let script = r#"copy=$(mktemp -d) && cp -a "$1/." "$copy/" || exit 98
+mount -t tmpfs -o size=8m tmpfs "$1" || exit 99
+cp -a "$copy/." "$1/" || exit 97
+dd if=/dev/zero of="$1/.fill" bs=64k 2>/dev/null
+shift; exec "$@""#;
+    run_in_namespace(d, full, script, args)
+}
+
+/// Runs `bridge ARGS` of `d` after `script` (given the folder as `$1` and
+/// the command after it) in a new mount namespace.
+fn run_in_namespace(
+    d: &Device,
+    full: &std::path::Path,
+    script: &str,
+    args: &[&str],
+) -> Option<crate::harness::Run> {
+    fs::create_dir_all(full).expect("cannot create the folder to fill");
+    let root = nix_is_root();
+    let ns: &[&str] = if root { &["-m"] } else { &["-Urm"] };
     let probe = std::process::Command::new("unshare")
         .args(ns)
         .args(["--", "sh", "-c", "mount -t tmpfs tmpfs \"$1\"", "sh"])
@@ -296,4 +323,42 @@ fn a_full_local_disk_does_not_fail_the_pool() {
     );
     d.ok(&["work"]);
     assert_eq!(d.status().count("done"), 5);
+}
+
+/// Issue 12, item 14: a `dir:` remote with no space left blocked `work`
+/// on the local replica (the sync before it failed). Now the sync says the
+/// remote is full and goes on offline, the tasks run locally, and once the
+/// remote has space again a sync pushes the results.
+#[test]
+fn a_full_remote_does_not_stop_local_work() {
+    let store = crate::harness::temp_dir("full-remote-store");
+    let remote = crate::harness::dir_remote(store.path());
+    let d = Device::new("full-remote");
+    d.ok(&["init", "--remote", &remote]);
+    d.write(
+        "many.yaml",
+        "tasks:\n  - name: t\n    matrix: { n: [1, 2, 3] }\n    run: echo ${{ matrix.n }}\n",
+    );
+    // Submitted offline: the remote lacks the batch, so the first push of
+    // `work` already meets the full disk.
+    d.ok(&["submit", "--offline", "many.yaml"]);
+    let Some(run) = run_with_full_folder(&d, store.path(), &["work"]) else {
+        return;
+    };
+    let run = run.expect_code(0);
+    assert!(
+        run.stderr.contains("is full") && run.stderr.contains("3 done, 0 failed"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(d.status().count("done"), 3);
+    // `sync` on the full remote: offline (exit 4), saying why.
+    let Some(sync) = run_with_full_folder(&d, store.path(), &["sync"]) else {
+        return;
+    };
+    let sync = sync.expect_code(4);
+    assert!(sync.stderr.contains("is full"), "{}", sync.stderr);
+    // Space again: everything goes.
+    let pushed = d.ok(&["sync", "--json"]).json();
+    assert!(pushed["pushed"].as_u64().is_some_and(|n| n > 0), "{pushed}");
 }

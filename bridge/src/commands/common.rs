@@ -217,6 +217,13 @@ pub fn sync_remote(session: &mut Session, show_progress: bool) -> CliResult<Sync
         Err(SyncError::Remote(RemoteError::Unreachable { remote, source })) => Ok(
             SyncOutcome::Offline(format!("{remote} is unreachable ({source})")),
         ),
+        Err(SyncError::Remote(e @ RemoteError::Full { .. })) => {
+            // What was pulled before the push failed is in the replica.
+            session.refresh()?;
+            Ok(SyncOutcome::Offline(format!(
+                "{e} (free space there; what it lacks is pushed by the next sync)"
+            )))
+        }
         Err(e) => Err(CliError::hint(
             anyhow!(e).context(format!("cannot sync with {spec}")),
             "check the [store] remote in bridge.toml",

@@ -610,6 +610,12 @@ impl GitRemote {
                 source: io::Error::other(detail),
             },
             GitFailure::AuthRefused => RemoteError::AuthRefused { remote, detail },
+            // Not retried: it stays full until someone frees space.
+            GitFailure::NoSpace => RemoteError::Full {
+                remote,
+                name: self.show_command(&args[..args.len().min(1)]),
+                source: io::Error::other(detail),
+            },
             GitFailure::NotFound => RemoteError::RepoNotFound { remote, detail },
             GitFailure::NoSuchRef | GitFailure::Locked | GitFailure::Other => RemoteError::Git {
                 remote,
@@ -1492,6 +1498,8 @@ pub(crate) enum GitFailure {
     NoSuchRef,
     /// A lock file in the local cache is taken (a concurrent git process).
     Locked,
+    /// No space left (on the host, or in the local cache repository).
+    NoSpace,
     /// A dropped connection or a server error: worth retrying.
     Transient,
     /// Anything else.
@@ -1564,6 +1572,9 @@ pub(crate) fn classify(stderr: &str) -> GitFailure {
     ]) || (s.contains("repository '") && s.contains("' not found"))
     {
         return GitFailure::NotFound;
+    }
+    if any(&["no space left on device", "disk quota exceeded"]) {
+        return GitFailure::NoSpace;
     }
     if s.contains("couldn't find remote ref") {
         return GitFailure::NoSuchRef;
@@ -1912,6 +1923,16 @@ mod tests {
         for (stderr, expected) in cases {
             assert_eq!(classify(stderr), expected, "{stderr}");
         }
+    }
+
+    #[test]
+    fn a_full_disk_is_told_apart() {
+        assert_eq!(
+            classify(
+                "remote: error: unable to write file objects/ab/cd: No space left on device\nerror: remote unpack failed: unable to create temporary object directory"
+            ),
+            GitFailure::NoSpace
+        );
     }
 
     #[test]

@@ -76,6 +76,19 @@ pub enum RemoteError {
         #[source]
         source: io::Error,
     },
+    /// The remote has no space left (or the user's quota is used up): no
+    /// file can be put until space is freed. The caller goes on offline and
+    /// tries again later; nothing local is lost (issue 12, item 14).
+    #[error("remote {remote} is full: no space left to write {name}")]
+    Full {
+        /// The remote.
+        remote: String,
+        /// The store name being written.
+        name: String,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
     /// One file (or folder) of the remote could not be accessed.
     #[error("could not access {name} on remote {remote}")]
     Io {
@@ -219,6 +232,14 @@ pub enum RemoteError {
     },
 }
 
+/// Whether an I/O error says the file system (or the quota) is full.
+pub(crate) fn is_no_space(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(n) if n == nix::errno::Errno::ENOSPC as i32 || n == nix::errno::Errno::EDQUOT as i32
+    )
+}
+
 impl RemoteError {
     /// True if the error concerns the whole remote (unreachable, refused,
     /// missing, broken git), false if only the one file named in it.
@@ -268,6 +289,13 @@ impl DirRemote {
             return RemoteError::NotFound {
                 remote: self.describe(),
                 name: name.to_owned(),
+            };
+        }
+        if is_no_space(&source) {
+            return RemoteError::Full {
+                remote: self.describe(),
+                name: name.to_owned(),
+                source,
             };
         }
         RemoteError::Io {
