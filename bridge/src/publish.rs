@@ -5,9 +5,12 @@
 //! and can be started ahead, in the background, when it will soon need to
 //! (pushes wait for it: its files would race the sync's).
 //!
-//! When the remote is unreachable the names stay queued: results live in the
-//! local replica and land with the next push that goes through (or the sync
-//! at the end). Nothing is dropped.
+//! When the remote is unreachable, silent past the stall timeout, or full,
+//! the names stay queued: results live in the local replica and land with
+//! the next push that goes through (or the sync at the end). Nothing is
+//! dropped. The first failure is told once; pushes and claim-window syncs
+//! then wait 2 s, doubling up to a minute, before trying the remote again
+//! (issue 12, items 14 and 15).
 
 use std::sync::Arc;
 

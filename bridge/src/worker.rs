@@ -25,7 +25,18 @@
 //!
 //! Every claim this worker holds (running or waiting) is renewed at a third
 //! of the lease, so a worker that dies stops renewing and its tasks are
-//! claimable once the lease and the clock-skew margin have passed.
+//! claimable once the lease and the clock-skew margin have passed (measured
+//! on each observer's own clock from when it first saw the claim or its
+//! last renewal: see `bridge_model::view`).
+//!
+//! # The machine's faults are not the task's
+//!
+//! A task that cannot run because of this machine (no space left, no file
+//! descriptors, no memory, a read-only or uncreatable working folder) gets
+//! no attempt: its claim is released, the worker stops claiming, interrupts
+//! what runs, and fails with exit code 5 ([`LocalFault`]). Recording such
+//! errors as attempts once let one worker with a full disk fail every
+//! pending task of the pool within milliseconds (issue 12, item 13).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};

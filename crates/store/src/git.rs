@@ -54,6 +54,16 @@
 //! the URL. Failures are classified from git's stderr by the pure function
 //! `classify`, tested on real samples.
 //!
+//! A host that accepts the connection and never answers must not hang the
+//! caller (issue 12, item 15): fetches and pushes run with `--progress`, in
+//! a process group of their own, under a watchdog that kills the group when
+//! no byte of output arrived for the stall timeout
+//! ([`GitRemote::with_stall_timeout`], 30 s by default); over http(s) git's
+//! low-speed limit uses the same time. A stall is
+//! [`RemoteError::Unreachable`] with a timed-out cause and is not retried,
+//! so the caller goes on offline after one stall timeout. A host that
+//! reports no space left is [`RemoteError::Full`].
+//!
 //! Creating the cache repository and fetching into it are serialised by an
 //! advisory file lock (`bridge.lock` in the cache): concurrent shallow
 //! fetches otherwise fail on `shallow.lock`, concurrent inits on each
