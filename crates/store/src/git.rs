@@ -59,7 +59,7 @@
 //! a process group of their own, under a watchdog that kills the group when
 //! no byte of output arrived for the stall timeout
 //! ([`GitRemote::with_stall_timeout`], 30 s by default); over http(s) git's
-//! low-speed limit uses the same time. A stall is
+//! low-speed limit (5 s later) backs it up. A stall is
 //! [`RemoteError::Unreachable`] with a timed-out cause and is not retried,
 //! so the caller goes on offline after one stall timeout. A host that
 //! reports no space left is [`RemoteError::Full`].
@@ -309,7 +309,7 @@ impl GitRemote {
     /// a [`io::ErrorKind::TimedOut`] cause, without retrying: a host that
     /// accepts connections and never answers must not hang the command
     /// (issue 12, item 15). Over http(s) git's own low-speed limit is set
-    /// to the same time. At least one second.
+    /// to 5 s more, as a backstop. At least one second.
     pub fn with_stall_timeout(mut self, timeout: Duration) -> GitRemote {
         self.stall_timeout = timeout.max(Duration::from_secs(1));
         self
@@ -393,13 +393,15 @@ impl GitRemote {
             .env("GIT_AUTHOR_EMAIL", IDENT_EMAIL)
             .env("GIT_COMMITTER_NAME", IDENT_NAME)
             .env("GIT_COMMITTER_EMAIL", IDENT_EMAIL);
-        // Abort an HTTP transfer that stalls (< 1 KB/s for the stall
-        // timeout) rather than hang; the user's own limit wins. The watchdog
-        // in `run` covers the other transports (git://, ssh).
+        // Abort an HTTP transfer that crawls (< 1 KB/s) rather than hang;
+        // the user's own limit wins. The watchdog in `run` stops a silent
+        // host first, on every transport; this is the backstop for a
+        // transfer that trickles (progress lines but no real data), a few
+        // seconds later so that the two do not race.
         if std::env::var_os("GIT_HTTP_LOW_SPEED_LIMIT").is_none() {
             cmd.env("GIT_HTTP_LOW_SPEED_LIMIT", "1000").env(
                 "GIT_HTTP_LOW_SPEED_TIME",
-                self.stall_timeout.as_secs().max(1).to_string(),
+                (self.stall_timeout.as_secs().max(1) + 5).to_string(),
             );
         }
 
