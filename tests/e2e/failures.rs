@@ -143,6 +143,29 @@ fn skewed_pair(
     (admin, skewed, marker, store)
 }
 
+/// Checks that the claim on `slow` was made on a clock at least
+/// `offset_ms` ahead of this one (behind, when negative).
+fn assert_claim_offset(admin: &Device, offset_ms: i64) {
+    let show = admin.show("slow");
+    let at = show["claims"][0]["at"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no claim: {show}"));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("a clock after 1970")
+        .as_millis() as i64;
+    let skew = at - now;
+    let ok = if offset_ms >= 0 {
+        skew >= offset_ms
+    } else {
+        skew <= offset_ms
+    };
+    assert!(
+        ok,
+        "the claim was made {skew} ms off this clock, not {offset_ms}: is BRIDGE_TEST_CLOCK_OFFSET_MS honoured (debug build)?"
+    );
+}
+
 /// Polls (syncing the admin) until its view of `slow` is `status`.
 fn admin_sees(admin: &Device, status: &str) {
     crate::harness::poll(&format!("the admin to see the task {status}"), || {
@@ -162,6 +185,9 @@ fn a_claim_from_a_clock_a_day_ahead_does_not_block_the_task_for_a_day() {
     skewed.ok(&["sync"]);
     let worker = skewed.spawn("work", &["work"]);
     admin_sees(&admin, "running");
+    // The claim really carries the skewed clock (the offset is honoured by
+    // debug builds only: a release build would make this test vacuous).
+    assert_claim_offset(&admin, 12 * 3_600_000);
     worker.kill();
     admin_sees(&admin, "pending");
     fs::write(&marker, "").expect("cannot write the marker");
@@ -185,6 +211,7 @@ fn a_live_claim_from_a_clock_an_hour_behind_is_not_stolen() {
     skewed.ok(&["sync"]);
     let worker = skewed.spawn("work", &["work"]);
     admin_sees(&admin, "running");
+    assert_claim_offset(&admin, -30 * 60_000);
     // While the claimant renews (three renewals seen), the task is running
     // on every look.
     let mut leases = std::collections::BTreeSet::new();
