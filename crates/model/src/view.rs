@@ -45,12 +45,13 @@
 //!   first overstates it), and never more than three of this workspace's
 //!   leases ([`Policy::lease_ms`]; a claimant renews at a third of its lease,
 //!   so one with a lease up to three times ours is never cut short);
-//! - a claim this device saw appear while it was watching (it had observed
-//!   the pool before) is live until `seen + L + skew`, whatever either clock
+//! - a claim this device saw appear while it was watching (it had read
+//!   the task's document at an earlier observation) is live until
+//!   `seen + L + skew`, whatever either clock
 //!   says: a claimant an hour behind is not robbed, one a day ahead holds
 //!   its task one lease, not a day;
-//! - a claim first seen at a fresh start (a new CI runner, a new clone) may
-//!   be old, so it is live until `min(lease_until, seen + L) + skew`: a
+//! - a claim first seen at a fresh start (a new CI runner, a new clone, a
+//!   document read for the first time) may be old, so it is live until `min(lease_until, seen + L) + skew`: a
 //!   claim whose claimant died long ago is free at once, and a future clock
 //!   still holds it no longer than `L + skew`.
 //!
@@ -104,8 +105,8 @@ pub struct Sighting {
     /// more when its first sighting was of a renewal.
     pub lease_ms: Millis,
     /// Whether this device was watching when the claim appeared (it had
-    /// observed the pool before), so that `seen_at` is close to when the
-    /// claim was made.
+    /// read the task's document before), so that `seen_at` is close to when
+    /// the claim was made.
     pub watched: bool,
 }
 
@@ -120,20 +121,33 @@ const FORGET_AFTER_MS: Millis = 86_400_000;
 pub struct Sightings {
     /// The sightings.
     pub claims: BTreeMap<String, Sighting>,
-    /// Whether this device has observed the pool before: claims that
-    /// appear from now on are watched.
+    /// Whether this device has observed the pool before.
     pub watching: bool,
+    /// The documents this device had read at an earlier observation. A new
+    /// claim is watched only on a task of one of them: a document read for
+    /// the first time (a runner's deferred load, a batch that arrived with
+    /// its claims) may hold claims made long ago.
+    #[serde(default)]
+    pub docs: std::collections::BTreeSet<String>,
 }
 
 impl Sightings {
     /// Records, at `now` on this device's clock, the claims of `view` not
-    /// seen before and the renewals of those seen, forgets claims that are
-    /// released or fulfilled (and, after a day, those no longer in the
-    /// view), and starts watching. Returns whether anything changed.
+    /// seen before (watched when their task is in a document read at an
+    /// earlier observation) and the renewals of those seen, forgets claims
+    /// that are released or fulfilled (and, after a day, those no longer in
+    /// the view), and remembers the documents read. Returns whether
+    /// anything changed.
     pub fn observe(&mut self, view: &View, now: Millis) -> bool {
         let mut changed = !self.watching;
         let mut present: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
+        let mut docs_now: Vec<String> = Vec::new();
         for task in view.tasks() {
+            let known =
+                self.watching && task.docs.iter().any(|d| self.docs.contains(&d.to_string()));
+            for d in &task.docs {
+                docs_now.push(d.to_string());
+            }
             for c in task.facts.claims.values() {
                 if c.released_at.is_some() || task.facts.attempts.contains_key(&c.key) {
                     changed |= self.claims.remove(&c.key).is_some();
@@ -149,7 +163,7 @@ impl Sightings {
                                 lease_until: c.lease_until,
                                 seen_at: now,
                                 lease_ms: len,
-                                watched: self.watching,
+                                watched: known,
                             },
                         );
                         changed = true;
@@ -173,6 +187,9 @@ impl Sightings {
                     >= now
         });
         changed |= self.claims.len() != before;
+        for d in docs_now {
+            changed |= self.docs.insert(d);
+        }
         self.watching = true;
         changed
     }

@@ -77,6 +77,23 @@ fn view_with(claims: &[Claim]) -> (View, TaskId) {
     (v, id)
 }
 
+/// Sightings of a device that has read the task's document before (and
+/// so watches its claims appear), or not.
+fn sightings(v: &View, id: &TaskId, watching: bool) -> Sightings {
+    let mut seen = Sightings::default();
+    if watching {
+        seen.watching = true;
+        seen.docs.extend(
+            v.get(id)
+                .expect("the task")
+                .docs
+                .iter()
+                .map(|d| d.to_string()),
+        );
+    }
+    seen
+}
+
 fn claim(n: u64, at: Millis, lease_until: Millis) -> Claim {
     Claim {
         key: fact_key(&WriterId::new(T0, [2; 8], [2; 8]), n),
@@ -96,10 +113,8 @@ fn a_claim_from_a_clock_a_day_ahead_expires_a_lease_after_it_was_first_seen() {
     let c = claim(1, T0 + DAY, T0 + DAY + LEASE);
     for watching in [false, true] {
         let (mut v, id) = view_with(std::slice::from_ref(&c));
-        v.set_sightings(Sightings {
-            watching,
-            ..Sightings::default()
-        });
+        let seen = sightings(&v, &id, watching);
+        v.set_sightings(seen);
         // Without a sighting the claimant's clock is believed: a day.
         assert_eq!(status(&v, &id, T0 + HOUR), Status::Running);
         v.observe_claims(T0);
@@ -117,10 +132,8 @@ fn a_watched_claim_from_a_clock_an_hour_behind_is_not_stolen() {
     // The claimant's clock runs an hour behind the observer's.
     let first = claim(1, T0 - HOUR, T0 - HOUR + LEASE);
     let (mut v, id) = view_with(std::slice::from_ref(&first));
-    v.set_sightings(Sightings {
-        watching: true,
-        ..Sightings::default()
-    });
+    let seen = sightings(&v, &id, true);
+    v.set_sightings(seen);
     v.observe_claims(T0);
     assert_eq!(status(&v, &id, T0 + 1), Status::Running);
     assert_eq!(status(&v, &id, T0 + LEASE + SKEW), Status::Running);
@@ -162,6 +175,27 @@ fn a_renewal_seen_first_does_not_stretch_the_lease_past_three_leases() {
 }
 
 #[test]
+fn a_claim_in_a_document_read_for_the_first_time_is_not_watched() {
+    // The device watched the pool, but not this document (a runner's
+    // deferred load): an old claim of a dead claimant is free at once.
+    let c = claim(1, T0 - 2 * HOUR, T0 - 2 * HOUR + LEASE);
+    let (mut v, id) = view_with(std::slice::from_ref(&c));
+    v.set_sightings(Sightings {
+        watching: true,
+        ..Sightings::default()
+    });
+    v.observe_claims(T0);
+    assert!(!v.sightings().claims[&c.key].watched);
+    assert_eq!(status(&v, &id, T0), Status::Pending);
+    // The document is known now: a claim that appears in it later is.
+    assert!(
+        v.sightings()
+            .docs
+            .contains(&v.get(&id).expect("task").docs[0].to_string())
+    );
+}
+
+#[test]
 fn released_claims_are_forgotten() {
     let c = claim(1, T0, T0 + LEASE);
     let (mut v, _) = view_with(std::slice::from_ref(&c));
@@ -197,7 +231,8 @@ proptest! {
         let c = claim(1, made + offset, T0 + offset + LEASE);
         let seen = T0 + seen_late;
         let (mut v, id) = view_with(std::slice::from_ref(&c));
-        v.set_sightings(Sightings { watching, ..Sightings::default() });
+        let watch = sightings(&v, &id, watching);
+        v.set_sightings(watch);
         v.observe_claims(seen);
         let now = seen + after;
         let st = status(&v, &id, now);
