@@ -64,7 +64,7 @@
 //! whether a claim is still live; everything else in the derivation is the
 //! same on every replica.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -140,14 +140,21 @@ impl Sightings {
     /// anything changed.
     pub fn observe(&mut self, view: &View, now: Millis) -> bool {
         let mut changed = !self.watching;
-        let mut present: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
-        let mut docs_now: Vec<String> = Vec::new();
-        for task in view.tasks() {
-            let known =
-                self.watching && task.docs.iter().any(|d| self.docs.contains(&d.to_string()));
-            for d in &task.docs {
-                docs_now.push(d.to_string());
+        let mut present: BTreeSet<&str> = BTreeSet::new();
+        // Documents are few next to tasks: name each once.
+        let view_docs: BTreeSet<&DocId> = view.tasks().flat_map(|t| t.docs.iter()).collect();
+        let mut known_docs: BTreeSet<&DocId> = BTreeSet::new();
+        let mut new_docs: Vec<String> = Vec::new();
+        for d in view_docs {
+            let name = d.to_string();
+            if self.docs.contains(&name) {
+                known_docs.insert(d);
+            } else {
+                new_docs.push(name);
             }
+        }
+        for task in view.tasks() {
+            let known = self.watching && task.docs.iter().any(|d| known_docs.contains(d));
             for c in task.facts.claims.values() {
                 if c.released_at.is_some() || task.facts.attempts.contains_key(&c.key) {
                     changed |= self.claims.remove(&c.key).is_some();
@@ -187,9 +194,8 @@ impl Sightings {
                     >= now
         });
         changed |= self.claims.len() != before;
-        for d in docs_now {
-            changed |= self.docs.insert(d);
-        }
+        changed |= !new_docs.is_empty();
+        self.docs.extend(new_docs);
         self.watching = true;
         changed
     }
