@@ -939,8 +939,31 @@ impl Job {
         let _ = std::fs::remove_dir_all(&dir);
         let _ = std::fs::remove_file(&stdout_path);
         let _ = std::fs::remove_file(&stderr_path);
+        // A command that failed on a disk with no space left has most
+        // likely failed for lack of it (its logs or files could not be
+        // written): the machine's fault, unless the task filled the disk
+        // itself, in which case removing its folder (above) freed space.
+        if attempt.outcome == Outcome::Failed
+            && let Some(fault) = work_dir_full(&self.work_dir)
+        {
+            return (self.id, self.key, attempt, Some(fault));
+        }
         (self.id, self.key, attempt, None)
     }
+}
+
+/// Whether the file system holding `dir` has no space (or no inode) left
+/// for an unprivileged writer.
+fn work_dir_full(dir: &Path) -> Option<LocalFault> {
+    let st = nix::sys::statvfs::statvfs(dir).ok()?;
+    // Some file systems (btrfs) report no inode counts at all.
+    let no_inodes = st.files() > 0 && st.files_available() == 0;
+    (st.blocks_available() == 0 || no_inodes).then(|| {
+        LocalFault(format!(
+            "a task failed with no space left on the file system of {} (No space left on device)",
+            dir.display()
+        ))
+    })
 }
 
 /// The working folder of a task could not be created: this machine's

@@ -362,6 +362,72 @@ fn a_full_local_disk_does_not_fail_the_pool() {
     assert_eq!(d.status().count("done"), 5);
 }
 
+/// Issue 12, item 13, a nearly full disk: the working folders and log
+/// files can be made but nothing can be written into them, so every
+/// command fails. Those failures are the machine's, not the tasks'.
+#[test]
+fn tasks_failing_on_a_full_disk_are_not_charged() {
+    let d = Device::new("nearly-full-disk");
+    d.ok(&["init"]);
+    d.write(
+        "many.yaml",
+        "tasks:\n  - name: t\n    matrix: { n: [1, 2, 3] }\n    run: echo ${{ matrix.n }} > out.txt\n",
+    );
+    d.ok(&["submit", "many.yaml"]);
+    let work_dir = d.path(".bridge/work");
+    // Data space full, inodes left: folders and empty files can be made.
+    let script = r#"mount -t tmpfs -o size=64k tmpfs "$1" || exit 99
+dd if=/dev/zero of="$1/fill" bs=4k 2>/dev/null
+shift; exec "$@""#;
+    let Some(run) = run_in_namespace(&d, &work_dir, script, &["work"]) else {
+        return;
+    };
+    let run = run.expect_code(5);
+    assert!(
+        run.stderr.contains("this machine cannot run tasks"),
+        "{}",
+        run.stderr
+    );
+    // Nothing charged: no attempt counts as a failure (a task stopped
+    // while the worker stopped is recorded as interrupted, as on Ctrl-C).
+    for t in d.ls() {
+        let show = d.show(&t.id);
+        assert_eq!(
+            (show["status"].as_str(), show["failures"].as_u64()),
+            (Some("pending"), Some(0)),
+            "{show}"
+        );
+    }
+    d.ok(&["work"]);
+    assert_eq!(d.status().count("done"), 3);
+}
+
+/// The other side of the same rule: a task that fills the disk itself and
+/// fails is charged as usual (its folder is removed before the disk is
+/// looked at), so it cannot stop every worker of the pool in turn.
+#[test]
+fn a_task_that_fills_the_disk_itself_is_charged() {
+    let d = Device::new("task-fills-disk");
+    d.ok(&["init"]);
+    d.ok(&[
+        "submit",
+        "--name",
+        "hog",
+        "--",
+        "sh",
+        "-c",
+        "dd if=/dev/zero of=big bs=4k 2>/dev/null; exit 1",
+    ]);
+    let work_dir = d.path(".bridge/work");
+    let script = r#"mount -t tmpfs -o size=256k tmpfs "$1" || exit 99
+shift; exec "$@""#;
+    let Some(run) = run_in_namespace(&d, &work_dir, script, &["work"]) else {
+        return;
+    };
+    run.expect_code(3);
+    assert_eq!(d.task("hog").status, "failed");
+}
+
 /// Issue 12, item 14: a `dir:` remote with no space left blocked `work`
 /// on the local replica (the sync before it failed). Now the sync says the
 /// remote is full and goes on offline, the tasks run locally, and once the
