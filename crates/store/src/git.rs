@@ -55,9 +55,9 @@
 //! `classify`, tested on real samples.
 //!
 //! A host that accepts the connection and never answers must not hang the
-//! caller (issue 12, item 15): fetches and pushes run with `--progress`, in
-//! a process group of their own, under a watchdog that kills the group when
-//! no byte of output arrived for the stall timeout
+//! caller (issue 12, item 15): fetches and pushes run with `--progress`
+//! under a watchdog that kills git when no byte of output arrived for the
+//! stall timeout
 //! ([`GitRemote::with_stall_timeout`], 30 s by default); over http(s) git's
 //! low-speed limit (5 s later) backs it up. A stall is
 //! [`RemoteError::Unreachable`] with a timed-out cause and is not retried,
@@ -304,8 +304,8 @@ impl GitRemote {
     }
 
     /// Sets how long a fetch or push may make no progress (no byte on its
-    /// output, with `--progress` on) before its whole process group is
-    /// killed and the remote is reported [`RemoteError::Unreachable`] with
+    /// output, with `--progress` on) before git is killed and the remote is
+    /// reported [`RemoteError::Unreachable`] with
     /// a [`io::ErrorKind::TimedOut`] cause, without retrying: a host that
     /// accepts connections and never answers must not hang the command
     /// (issue 12, item 15). Over http(s) git's own low-speed limit is set
@@ -442,11 +442,6 @@ impl GitRemote {
     ) -> Result<Output, RemoteError> {
         let network = is_network_command(args);
         let mut cmd = self.command(args, index, stdin.is_some());
-        if network {
-            // Its own process group, so that a stalled network command is
-            // killed with its helpers (git-remote-http, ssh).
-            std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        }
         let env_keys: Vec<String> = cmd
             .get_envs()
             .filter(|(_, v)| v.is_some())
@@ -502,61 +497,74 @@ impl GitRemote {
     /// moves reports it). Progress lines are dropped from the stderr it
     /// returns, so classification and messages see only git's words.
     fn wait_watched(&self, args: &[&str], mut child: Child) -> Result<Output, RemoteError> {
-        let activity = Mutex::new(Instant::now());
-        let touch = || *activity.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+        let activity = Arc::new(Mutex::new(Instant::now()));
+        // Owned threads, not scoped: after a stall they are left to end
+        // when the last holder of the pipes (a helper such as
+        // git-remote-http, which outlives git briefly) goes.
+        let read = |pipe: Option<Box<dyn io::Read + Send>>| {
+            let activity = Arc::clone(&activity);
+            std::thread::spawn(move || -> io::Result<Vec<u8>> {
+                let mut out = Vec::new();
+                let Some(mut pipe) = pipe else {
+                    return Ok(out);
+                };
+                let mut buf = [0u8; 8192];
+                loop {
+                    match pipe.read(&mut buf) {
+                        Ok(0) => return Ok(out),
+                        Ok(n) => {
+                            *activity.lock().unwrap_or_else(PoisonError::into_inner) =
+                                Instant::now();
+                            out.extend_from_slice(&buf[..n]);
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            })
+        };
+        let out = read(
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn io::Read + Send>),
+        );
+        let err = read(
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn io::Read + Send>),
+        );
         let idle = || {
             activity
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .elapsed()
         };
-        let stdout = child.stdout.take();
-        let stderr = child.stderr.take();
-        let pid = child.id();
-        let (status, stdout, stderr, stalled) = std::thread::scope(|scope| {
-            let read = |pipe: Option<Box<dyn io::Read + Send>>| {
-                let touch = &touch;
-                scope.spawn(move || -> io::Result<Vec<u8>> {
-                    let mut out = Vec::new();
-                    let Some(mut pipe) = pipe else {
-                        return Ok(out);
-                    };
-                    let mut buf = [0u8; 8192];
-                    loop {
-                        match pipe.read(&mut buf) {
-                            Ok(0) => return Ok(out),
-                            Ok(n) => {
-                                touch();
-                                out.extend_from_slice(&buf[..n]);
-                            }
-                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                            Err(e) => return Err(e),
-                        }
-                    }
-                })
-            };
-            let out = read(stdout.map(|p| Box::new(p) as Box<dyn io::Read + Send>));
-            let err = read(stderr.map(|p| Box::new(p) as Box<dyn io::Read + Send>));
-            let mut stalled = false;
-            let status = loop {
-                match child.try_wait() {
-                    Ok(Some(status)) => break Ok(status),
-                    Ok(None) => {}
-                    Err(e) => break Err(e),
-                }
-                if idle() > self.stall_timeout {
-                    stalled = true;
-                    kill_group(pid);
-                    break child.wait();
-                }
-                std::thread::sleep(WATCHDOG_TICK);
-            };
-            let join = |h: std::thread::ScopedJoinHandle<'_, io::Result<Vec<u8>>>| {
-                h.join()
-                    .unwrap_or_else(|_| Err(io::Error::other("an output reader panicked")))
-            };
-            (status, join(out), join(err), stalled)
-        });
+        let mut stalled = false;
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break Ok(status),
+                Ok(None) => {}
+                Err(e) => break Err(e),
+            }
+            if idle() > self.stall_timeout {
+                stalled = true;
+                // git itself: over git:// it holds the connection; a
+                // helper ends on its own once git is gone (ssh sees its
+                // pipes close, git-remote-http hits the low-speed limit).
+                // git stays in our process group, so that a Ctrl-C at the
+                // terminal still reaches it.
+                let _ = child.kill();
+                let _ = child.wait();
+                break Err(io::Error::from(io::ErrorKind::TimedOut));
+            }
+            std::thread::sleep(WATCHDOG_TICK);
+        };
+        let join = |h: std::thread::JoinHandle<io::Result<Vec<u8>>>| {
+            h.join()
+                .unwrap_or_else(|_| Err(io::Error::other("an output reader panicked")))
+        };
         if stalled {
             tracing::debug!(
                 remote = self.describe(),
@@ -576,8 +584,8 @@ impl GitRemote {
             });
         }
         let status = status.map_err(|source| self.git_io(args, source))?;
-        let stdout = stdout.map_err(|source| self.git_io(args, source))?;
-        let stderr = stderr.map_err(|source| self.git_io(args, source))?;
+        let stdout = join(out).map_err(|source| self.git_io(args, source))?;
+        let stderr = join(err).map_err(|source| self.git_io(args, source))?;
         Ok(Output {
             status,
             stdout,
@@ -1618,16 +1626,6 @@ fn is_network_command(args: &[&str]) -> bool {
         args.first(),
         Some(&("fetch" | "push" | "ls-remote" | "clone"))
     )
-}
-
-/// Kills a process group (a stalled network command and its helpers).
-/// `ESRCH`: it is gone already, which is what was wanted.
-fn kill_group(pid: u32) {
-    let Ok(pid) = i32::try_from(pid) else { return };
-    let _ = nix::sys::signal::killpg(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGKILL,
-    );
 }
 
 /// git's stderr without its progress reports (`--progress`): each line (or
