@@ -153,8 +153,14 @@ impl Config {
     /// 30 s (issue 12, item 15: a host that accepts the connection and
     /// never answers hung commands for minutes).
     pub fn stall_timeout(&self) -> CliResult<Duration> {
-        let timeout = match std::env::var(STALL_TIMEOUT_ENV) {
-            Ok(v) if !v.trim().is_empty() => humantime::parse_duration(v.trim())
+        self.stall_timeout_with(std::env::var(STALL_TIMEOUT_ENV).ok())
+    }
+
+    /// [`stall_timeout`](Self::stall_timeout) with the environment's value
+    /// given.
+    fn stall_timeout_with(&self, env: Option<String>) -> CliResult<Duration> {
+        let timeout = match env {
+            Some(v) if !v.trim().is_empty() => humantime::parse_duration(v.trim())
                 .with_context(|| format!("{STALL_TIMEOUT_ENV}={v:?} is not a duration"))
                 .hint("write durations like \"10s\" or \"2m\"")?,
             _ => parse_duration_setting(
@@ -1185,5 +1191,39 @@ impl Session {
             open.unflushed.clear();
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(store: &str) -> Config {
+        let text = format!("[workspace]\nid = \"w\"\nroot = \"r\"\n\n[store]\n{store}\n");
+        match Config::parse_str(&text, Path::new("bridge.toml")) {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn secs(c: &Config, env: Option<&str>) -> Result<u64, String> {
+        c.stall_timeout_with(env.map(str::to_owned))
+            .map(|d| d.as_secs())
+            .map_err(|e| format!("{}", e.error))
+    }
+
+    #[test]
+    fn the_stall_timeout_comes_from_the_environment_then_the_file() {
+        assert_eq!(secs(&config(""), None), Ok(30));
+        let two = config("stall-timeout = \"2s\"");
+        assert_eq!(secs(&two, None), Ok(2));
+        assert_eq!(secs(&two, Some("1m")), Ok(60));
+        assert_eq!(secs(&two, Some(" ")), Ok(2));
+        let err = secs(&two, Some("soon")).unwrap_err();
+        assert!(err.contains("BRIDGE_STALL_TIMEOUT"), "{err}");
+        let err = secs(&config("stall-timeout = \"500ms\""), None).unwrap_err();
+        assert!(err.contains("at least 1s"), "{err}");
+        let err = secs(&config("stall-timeout = \"later\""), None).unwrap_err();
+        assert!(err.contains("store.stall-timeout"), "{err}");
     }
 }
