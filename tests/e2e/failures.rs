@@ -188,6 +188,8 @@ fn a_claim_from_a_clock_a_day_ahead_does_not_block_the_task_for_a_day() {
     // The claim really carries the skewed clock (the offset is honoured by
     // debug builds only: a release build would make this test vacuous).
     assert_claim_offset(&admin, 12 * 3_600_000);
+    let shown = admin.ok(&["show", "slow"]).stdout;
+    assert!(shown.contains("its writer's clock says"), "{shown}");
     worker.kill();
     admin_sees(&admin, "pending");
     fs::write(&marker, "").expect("cannot write the marker");

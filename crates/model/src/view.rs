@@ -392,6 +392,13 @@ impl View {
         std::mem::take(&mut self.sightings)
     }
 
+    /// When `claim`'s lease ends on this device's clock, before the skew
+    /// margin: its `lease_until`, bounded by this device's sightings (see
+    /// the module docs). For display; the derivation uses the same rule.
+    pub fn lease_end(&self, claim: &Claim, now: Millis, policy: Policy) -> Millis {
+        lease_end(claim, now, policy, &self.sightings)
+    }
+
     /// Records the claims seen now (see [`Sightings::observe`]). Returns
     /// whether the sightings changed.
     pub fn observe_claims(&mut self, now: Millis) -> bool {
