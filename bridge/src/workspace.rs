@@ -774,7 +774,7 @@ impl Session {
         let applied = self.refresh_docs()?;
         // Leases are bounded on this device's clock from when it first saw
         // each claim (issue 12, item 12).
-        if self.view.observe_claims(now_ms()) {
+        if self.view.observe_claims(now_ms(), self.policy) {
             cache::save_sightings(&self.cache_dir(), self.view.sightings());
         }
         tracing::debug!(

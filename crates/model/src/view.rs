@@ -46,7 +46,8 @@
 //!   leases ([`Policy::lease_ms`]; a claimant renews at a third of its lease,
 //!   so one with a lease up to three times ours is never cut short);
 //! - a claim this device saw appear while it was watching (it had read
-//!   the task's document at an earlier observation) is live until
+//!   the task's document at an earlier observation, at most three leases
+//!   before: a worker or a runner that syncs as it goes) is live until
 //!   `seen + L + skew`, whatever either clock
 //!   says: a claimant an hour behind is not robbed, one a day ahead holds
 //!   its task one lease, not a day;
@@ -128,18 +129,32 @@ pub struct Sightings {
     /// the first time (a runner's deferred load, a batch that arrived with
     /// its claims) may hold claims made long ago.
     #[serde(default)]
-    pub docs: std::collections::BTreeSet<String>,
+    pub docs: BTreeSet<String>,
+    /// When this device last observed (its own clock). A device that did
+    /// not look for longer than the watch window (three leases) was not
+    /// watching: the claims it finds may be old.
+    #[serde(default)]
+    pub observed_at: Option<Millis>,
 }
 
 impl Sightings {
     /// Records, at `now` on this device's clock, the claims of `view` not
     /// seen before (watched when their task is in a document read at an
-    /// earlier observation) and the renewals of those seen, forgets claims
+    /// earlier observation, at most three leases ago) and the renewals of those seen, forgets claims
     /// that are released or fulfilled (and, after a day, those no longer in
     /// the view), and remembers the documents read. Returns whether
     /// anything changed.
-    pub fn observe(&mut self, view: &View, now: Millis) -> bool {
-        let mut changed = !self.watching;
+    pub fn observe(&mut self, view: &View, now: Millis, policy: Policy) -> bool {
+        let window = policy.lease_ms.saturating_mul(3);
+        let last = self.observed_at;
+        let watching =
+            self.watching && last.is_some_and(|t| now >= t && now.saturating_sub(t) <= window);
+        // Saved when it moved by a third of the window: a stored time at
+        // most that old keeps the window between two thirds and all of it,
+        // without a write per observation.
+        let mut changed =
+            !self.watching || last.is_none_or(|t| now < t || now.saturating_sub(t) >= window / 3);
+        self.observed_at = Some(now);
         let mut present: BTreeSet<&str> = BTreeSet::new();
         // Documents are few next to tasks: name each once.
         let view_docs: BTreeSet<&DocId> = view.tasks().flat_map(|t| t.docs.iter()).collect();
@@ -154,7 +169,7 @@ impl Sightings {
             }
         }
         for task in view.tasks() {
-            let known = self.watching && task.docs.iter().any(|d| known_docs.contains(d));
+            let known = watching && task.docs.iter().any(|d| known_docs.contains(d));
             for c in task.facts.claims.values() {
                 if c.released_at.is_some() || task.facts.attempts.contains_key(&c.key) {
                     changed |= self.claims.remove(&c.key).is_some();
@@ -401,9 +416,9 @@ impl View {
 
     /// Records the claims seen now (see [`Sightings::observe`]). Returns
     /// whether the sightings changed.
-    pub fn observe_claims(&mut self, now: Millis) -> bool {
+    pub fn observe_claims(&mut self, now: Millis, policy: Policy) -> bool {
         let mut sightings = std::mem::take(&mut self.sightings);
-        let changed = sightings.observe(self, now);
+        let changed = sightings.observe(self, now, policy);
         self.sightings = sightings;
         changed
     }

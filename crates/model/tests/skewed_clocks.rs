@@ -79,10 +79,11 @@ fn view_with(claims: &[Claim]) -> (View, TaskId) {
 
 /// Sightings of a device that has read the task's document before (and
 /// so watches its claims appear), or not.
-fn sightings(v: &View, id: &TaskId, watching: bool) -> Sightings {
+fn sightings(v: &View, id: &TaskId, watching: bool, last_look: Millis) -> Sightings {
     let mut seen = Sightings::default();
     if watching {
         seen.watching = true;
+        seen.observed_at = Some(last_look);
         seen.docs.extend(
             v.get(id)
                 .expect("the task")
@@ -113,11 +114,11 @@ fn a_claim_from_a_clock_a_day_ahead_expires_a_lease_after_it_was_first_seen() {
     let c = claim(1, T0 + DAY, T0 + DAY + LEASE);
     for watching in [false, true] {
         let (mut v, id) = view_with(std::slice::from_ref(&c));
-        let seen = sightings(&v, &id, watching);
+        let seen = sightings(&v, &id, watching, T0 - 1_000);
         v.set_sightings(seen);
         // Without a sighting the claimant's clock is believed: a day.
         assert_eq!(status(&v, &id, T0 + HOUR), Status::Running);
-        v.observe_claims(T0);
+        v.observe_claims(T0, policy());
         assert_eq!(status(&v, &id, T0 + LEASE + SKEW), Status::Running);
         assert_eq!(
             status(&v, &id, T0 + LEASE + SKEW + 1),
@@ -132,16 +133,16 @@ fn a_watched_claim_from_a_clock_an_hour_behind_is_not_stolen() {
     // The claimant's clock runs an hour behind the observer's.
     let first = claim(1, T0 - HOUR, T0 - HOUR + LEASE);
     let (mut v, id) = view_with(std::slice::from_ref(&first));
-    let seen = sightings(&v, &id, true);
+    let seen = sightings(&v, &id, true, T0 - 1_000);
     v.set_sightings(seen);
-    v.observe_claims(T0);
+    v.observe_claims(T0, policy());
     assert_eq!(status(&v, &id, T0 + 1), Status::Running);
     assert_eq!(status(&v, &id, T0 + LEASE + SKEW), Status::Running);
     // A renewal a third of a lease later, seen then: live a lease further.
     let renewed = claim(1, T0 - HOUR, T0 - HOUR + LEASE / 3 + LEASE);
     let (mut v2, _) = view_with(std::slice::from_ref(&renewed));
     v2.set_sightings(v.take_sightings());
-    v2.observe_claims(T0 + LEASE / 3);
+    v2.observe_claims(T0 + LEASE / 3, policy());
     assert_eq!(
         status(&v2, &id, T0 + LEASE / 3 + LEASE + SKEW),
         Status::Running
@@ -158,7 +159,7 @@ fn at_a_fresh_start_an_old_claim_of_a_dead_claimant_is_free_at_once() {
     // device (a new CI runner) must not wait another lease for it.
     let c = claim(1, T0 - 2 * HOUR, T0 - 2 * HOUR + LEASE);
     let (mut v, id) = view_with(std::slice::from_ref(&c));
-    v.observe_claims(T0);
+    v.observe_claims(T0, policy());
     assert!(!v.sightings().claims[&c.key].watched);
     assert_eq!(status(&v, &id, T0), Status::Pending);
 }
@@ -169,7 +170,7 @@ fn a_renewal_seen_first_does_not_stretch_the_lease_past_three_leases() {
     // clock a day ahead: held at most three leases.
     let c = claim(1, T0 + DAY - 5 * HOUR, T0 + DAY + LEASE);
     let (mut v, id) = view_with(std::slice::from_ref(&c));
-    v.observe_claims(T0);
+    v.observe_claims(T0, policy());
     assert_eq!(status(&v, &id, T0 + 3 * LEASE + SKEW), Status::Running);
     assert_eq!(status(&v, &id, T0 + 3 * LEASE + SKEW + 1), Status::Pending);
 }
@@ -184,7 +185,7 @@ fn a_claim_in_a_document_read_for_the_first_time_is_not_watched() {
         watching: true,
         ..Sightings::default()
     });
-    v.observe_claims(T0);
+    v.observe_claims(T0, policy());
     assert!(!v.sightings().claims[&c.key].watched);
     assert_eq!(status(&v, &id, T0), Status::Pending);
     // The document is known now: a claim that appears in it later is.
@@ -196,16 +197,30 @@ fn a_claim_in_a_document_read_for_the_first_time_is_not_watched() {
 }
 
 #[test]
+fn a_device_that_did_not_look_for_long_was_not_watching() {
+    // The device knew the document, but last looked an hour ago: an old
+    // claim of a dead claimant it finds now is free at once.
+    let c = claim(1, T0 - 2 * HOUR, T0 - 2 * HOUR + LEASE);
+    let (mut v, id) = view_with(std::slice::from_ref(&c));
+    let seen = sightings(&v, &id, true, T0 - HOUR);
+    v.set_sightings(seen);
+    v.observe_claims(T0, policy());
+    assert!(!v.sightings().claims[&c.key].watched);
+    assert_eq!(status(&v, &id, T0), Status::Pending);
+    assert_eq!(v.sightings().observed_at, Some(T0));
+}
+
+#[test]
 fn released_claims_are_forgotten() {
     let c = claim(1, T0, T0 + LEASE);
     let (mut v, _) = view_with(std::slice::from_ref(&c));
-    v.observe_claims(T0);
+    v.observe_claims(T0, policy());
     assert_eq!(v.sightings().claims.len(), 1);
     let mut released = c.clone();
     released.released_at = Some(T0 + 5);
     let (mut v2, _) = view_with(&[released]);
     v2.set_sightings(v.take_sightings());
-    assert!(v2.observe_claims(T0 + 10));
+    assert!(v2.observe_claims(T0 + 10, policy()));
     assert!(v2.sightings().claims.is_empty());
 }
 
@@ -231,9 +246,9 @@ proptest! {
         let c = claim(1, made + offset, T0 + offset + LEASE);
         let seen = T0 + seen_late;
         let (mut v, id) = view_with(std::slice::from_ref(&c));
-        let watch = sightings(&v, &id, watching);
+        let watch = sightings(&v, &id, watching, seen - 1_000);
         v.set_sightings(watch);
-        v.observe_claims(seen);
+        v.observe_claims(seen, policy());
         let now = seen + after;
         let st = status(&v, &id, now);
         if after > 3 * LEASE + SKEW {
