@@ -12,6 +12,15 @@
 //! error. Only documents with no unflushed changes are cached, so a cache
 //! never holds a change that is not in a store file.
 
+//!
+//! The cache folder also holds `claims-seen.json`: when this device first
+//! saw each open claim and each renewal, on its own clock
+//! ([`bridge_model::Sightings`]), so that leases are bounded on this
+//! device's clock across commands (issue 12, item 12; see the module docs
+//! of `bridge_model::view`). It is plain JSON (claim keys and times, no
+//! task data); a missing or damaged file only means the claims are seen
+//! afresh, as a new device sees them.
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -190,4 +199,49 @@ struct MetaRef<'a> {
     header: &'a BatchHeader,
     records: &'a [TaskRecord],
     warnings: Vec<(&'a Path, &'a str)>,
+}
+
+/// The file holding this device's sightings of claims.
+const SIGHTINGS_FILE: &str = "claims-seen.json";
+/// A sightings file larger than this is damaged (it holds only open
+/// claims): it is ignored rather than read.
+const SIGHTINGS_MAX_BYTES: u64 = 16 * 1024 * 1024;
+
+/// This device's sightings of claims, from the cache folder `dir`; empty
+/// (a fresh start) when the file is missing, too large or damaged.
+pub fn load_sightings(dir: &Path) -> bridge_model::Sightings {
+    let path = dir.join(SIGHTINGS_FILE);
+    let too_big = std::fs::symlink_metadata(&path)
+        .map(|m| !m.is_file() || m.len() > SIGHTINGS_MAX_BYTES)
+        .unwrap_or(true);
+    if too_big {
+        return bridge_model::Sightings::default();
+    }
+    match std::fs::read(&path).map(|b| serde_json::from_slice(&b)) {
+        Ok(Ok(seen)) => seen,
+        Ok(Err(e)) => {
+            tracing::debug!("ignoring {}: {e}", path.display());
+            bridge_model::Sightings::default()
+        }
+        Err(_) => bridge_model::Sightings::default(),
+    }
+}
+
+/// Writes this device's sightings of claims into the cache folder `dir`
+/// (temp file, then rename). Best effort: a failure only means they are
+/// seen afresh next time.
+pub fn save_sightings(dir: &Path, seen: &bridge_model::Sightings) {
+    let write = || -> anyhow::Result<()> {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let file = dir.join(SIGHTINGS_FILE);
+        let tmp = dir.join(format!(".{SIGHTINGS_FILE}.tmp-{}", std::process::id()));
+        std::fs::write(&tmp, serde_json::to_vec(seen)?)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        std::fs::rename(&tmp, &file)
+            .with_context(|| format!("cannot rename {} to {}", tmp.display(), file.display()))?;
+        Ok(())
+    };
+    if let Err(e) = write() {
+        tracing::debug!("cannot save the sightings of claims: {e:#}");
+    }
 }

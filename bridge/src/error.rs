@@ -11,6 +11,7 @@
 //! | 2 | the command line was not understood (clap) |
 //! | 3 | `bridge work`: at least one task it ran failed |
 //! | 4 | `bridge sync`: the remote is unreachable (offline); nothing was lost |
+//! | 5 | `bridge work` / `bridge run`: this machine cannot run tasks (no disk space, no file descriptors, working folder not writable); nothing was recorded against the tasks |
 //! | 130 | stopped by Ctrl-C or SIGTERM after a clean shutdown |
 
 use std::fmt;
@@ -23,6 +24,8 @@ pub const EXIT_ERROR: u8 = 1;
 pub const EXIT_TASK_FAILED: u8 = 3;
 /// Exit code: the remote could not be reached.
 pub const EXIT_OFFLINE: u8 = 4;
+/// Exit code: the worker's own machine cannot run tasks (issue 12, item 13).
+pub const EXIT_LOCAL_FAULT: u8 = 5;
 /// Exit code: interrupted by a signal, after a clean stop.
 pub const EXIT_INTERRUPTED: u8 = 130;
 

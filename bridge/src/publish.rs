@@ -5,9 +5,12 @@
 //! and can be started ahead, in the background, when it will soon need to
 //! (pushes wait for it: its files would race the sync's).
 //!
-//! When the remote is unreachable the names stay queued: results live in the
-//! local replica and land with the next push that goes through (or the sync
-//! at the end). Nothing is dropped.
+//! When the remote is unreachable, silent past the stall timeout, or full,
+//! the names stay queued: results live in the local replica and land with
+//! the next push that goes through (or the sync at the end). Nothing is
+//! dropped. The first failure is told once; pushes and claim-window syncs
+//! then wait 2 s, doubling up to a minute, before trying the remote again
+//! (issue 12, items 14 and 15).
 
 use std::sync::Arc;
 
@@ -45,6 +48,8 @@ pub struct Publisher {
     pub offline: bool,
     /// When the last push failed.
     failed_at: Option<std::time::Instant>,
+    /// Pushes and syncs that failed in a row (the backoff's exponent).
+    failed_in_row: u32,
     /// When the last background push started.
     started_at: Option<std::time::Instant>,
     /// How long the last background push took.
@@ -58,8 +63,13 @@ pub struct Publisher {
 }
 
 /// How long a publisher whose last push failed waits before the next try
-/// (the claim-window syncs and the final sync try regardless).
+/// (the claim-window syncs and the final sync try regardless); doubled
+/// after each failure in a row, up to [`RETRY_AFTER_MAX`], so that a
+/// remote that stays full or unreachable is not hammered (issue 12, item
+/// 14).
 const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
+/// The longest wait between two pushes to a remote that keeps failing.
+const RETRY_AFTER_MAX: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The least time between two background pushes: results land within about
 /// this long, and a fleet of runners does not spend its CPU on git (measured:
@@ -93,6 +103,7 @@ impl Publisher {
             failures: 0,
             offline: false,
             failed_at: None,
+            failed_in_row: 0,
             started_at: None,
             last_push: std::time::Duration::ZERO,
             synced_at: None,
@@ -161,7 +172,7 @@ impl Publisher {
         if self.offline
             && let Some(t) = self.failed_at
         {
-            wait = wait.max(RETRY_AFTER.saturating_sub(t.elapsed()));
+            wait = wait.max(retry_after(self.failed_in_row).saturating_sub(t.elapsed()));
         }
         Some(tokio::time::Instant::now() + wait)
     }
@@ -219,11 +230,24 @@ impl Publisher {
     }
 
     /// A full set-union sync (after the pushes under way), then applies what
-    /// arrived. Returns `None` when the remote is unreachable.
+    /// arrived. Returns `None` when the remote is unreachable (or full, or
+    /// failed less than its backoff ago: then only the replica is read).
     ///
     /// A sync started with [`start_sync`](Self::start_sync) is finished
     /// instead (what it pulled is applied), however long ago it started.
     pub async fn sync(&mut self, session: &mut Session) -> CliResult<Option<SyncReport>> {
+        // A remote that failed (unreachable, silent, full) is not tried
+        // again before its backoff ends: each try of a silent one costs the
+        // stall timeout, and the claim windows come every few seconds.
+        if self.ahead.is_none()
+            && self.offline
+            && self
+                .failed_at
+                .is_some_and(|t| t.elapsed() < retry_after(self.failed_in_row))
+        {
+            session.refresh()?;
+            return Ok(None);
+        }
         let ahead = match self.ahead.take() {
             Some(ahead) => ahead,
             None => {
@@ -242,6 +266,7 @@ impl Publisher {
             Ok(report) => {
                 self.offline = false;
                 self.failed_at = None;
+                self.failed_in_row = 0;
                 self.synced_at = Some(std::time::Instant::now());
                 if report.pushed > 0 {
                     self.pushes += 1;
@@ -251,9 +276,10 @@ impl Publisher {
             }
             Err(SyncError::Remote(e)) if e.is_remote_wide() => {
                 self.pending.extend(queued);
-                self.offline = true;
-                self.failed_at = Some(std::time::Instant::now());
-                tracing::debug!("sync failed, working offline: {e}");
+                self.went_offline(&e);
+                // What was pulled before the push failed (a full remote
+                // fails on the push) is in the replica.
+                session.refresh()?;
                 Ok(None)
             }
             Err(e) => Err(anyhow::anyhow!(e)
@@ -348,6 +374,25 @@ impl Publisher {
         self.record(result);
     }
 
+    /// Notes a failed exchange with the remote: later pushes back off, and
+    /// the first failure of a row is told once (local work goes on).
+    fn went_offline(&mut self, e: &RemoteError) {
+        if self.failed_in_row == 0 {
+            tracing::warn!(
+                "{}; working on the local replica, pushes wait and retry",
+                error_chain(e)
+            );
+        } else {
+            tracing::debug!(
+                "remote still failing ({} in a row): {e}",
+                self.failed_in_row + 1
+            );
+        }
+        self.offline = true;
+        self.failed_at = Some(std::time::Instant::now());
+        self.failed_in_row = self.failed_in_row.saturating_add(1);
+    }
+
     fn record(&mut self, result: Result<PushResult, tokio::task::JoinError>) {
         if let Some(t) = self.started_at {
             self.last_push = t.elapsed();
@@ -356,14 +401,13 @@ impl Publisher {
             Ok(Ok(())) => {
                 self.pushes += 1;
                 self.offline = false;
+                self.failed_in_row = 0;
             }
             Ok(Err((names, e))) => {
                 self.failures += 1;
-                // Any failure (unreachable, repository gone, token refused)
-                // waits before the next try instead of spinning.
-                self.offline = true;
-                self.failed_at = Some(std::time::Instant::now());
-                tracing::debug!("push failed, will retry: {e}");
+                // Any failure (unreachable, full, repository gone, token
+                // refused) waits before the next try instead of spinning.
+                self.went_offline(&e);
                 // Keep them for the next push; order does not matter for a
                 // set of immutable files.
                 self.pending.extend(names);
@@ -384,4 +428,34 @@ fn read_store_file(replica: &Replica, name: &str) -> Option<Vec<u8>> {
     }
     let hash = name.strip_prefix("blobs/")?.strip_suffix(".blob")?;
     replica.read_blob(&hash.parse().ok()?).ok()
+}
+
+/// How long to wait after `failures` failed exchanges in a row.
+fn retry_after(failures: u32) -> std::time::Duration {
+    let doubled = RETRY_AFTER.saturating_mul(1u32 << failures.saturating_sub(1).min(16));
+    doubled.min(RETRY_AFTER_MAX)
+}
+
+/// An error and its causes on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_up_to_a_minute() {
+        let waits: Vec<u64> = (1..=8).map(|n| retry_after(n).as_secs()).collect();
+        assert_eq!(waits, vec![2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(retry_after(u32::MAX), RETRY_AFTER_MAX);
+    }
 }

@@ -25,7 +25,18 @@
 //!
 //! Every claim this worker holds (running or waiting) is renewed at a third
 //! of the lease, so a worker that dies stops renewing and its tasks are
-//! claimable once the lease and the clock-skew margin have passed.
+//! claimable once the lease and the clock-skew margin have passed (measured
+//! on each observer's own clock from when it first saw the claim or its
+//! last renewal: see `bridge_model::view`).
+//!
+//! # The machine's faults are not the task's
+//!
+//! A task that cannot run because of this machine (no space left, no file
+//! descriptors, no memory, a read-only or uncreatable working folder) gets
+//! no attempt: its claim is released, the worker stops claiming, interrupts
+//! what runs, and fails with exit code 5 ([`LocalFault`]). Recording such
+//! errors as attempts once let one worker with a full disk fail every
+//! pending task of the pool within milliseconds (issue 12, item 13).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -149,7 +160,53 @@ struct Held {
     at: Millis,
 }
 
-type Finished = (TaskId, String, Attempt);
+/// A task that ended: its id, claim key, attempt, and, when this machine
+/// could not run it (see [`LocalFault`]), why: then the attempt is not
+/// recorded.
+type Finished = (TaskId, String, Attempt, Option<LocalFault>);
+
+/// A failure of the worker's own machine, not of the task: no space left,
+/// no file descriptors, no memory, a read-only or missing working folder.
+/// Recording it as the task's attempt would use up the task's retries on
+/// every task the worker claims (issue 12, item 13: a worker with a full
+/// disk marked every pending task `failed` for everyone in milliseconds).
+/// Instead the worker releases its claims, records nothing, stops claiming
+/// and exits with [`EXIT_LOCAL_FAULT`](crate::error::EXIT_LOCAL_FAULT).
+#[derive(Debug, Clone)]
+pub struct LocalFault(pub String);
+
+/// The operating-system errors that are the machine's, not the task's.
+const LOCAL_ERRNOS: &[nix::errno::Errno] = &[
+    nix::errno::Errno::ENOSPC,
+    nix::errno::Errno::EDQUOT,
+    nix::errno::Errno::EMFILE,
+    nix::errno::Errno::ENFILE,
+    nix::errno::Errno::ENOMEM,
+    nix::errno::Errno::EROFS,
+];
+
+/// Whether an `io::Error` is the machine's fault (see [`LocalFault`]).
+fn is_local_io(e: &std::io::Error) -> bool {
+    e.raw_os_error()
+        .is_some_and(|n| LOCAL_ERRNOS.iter().any(|l| *l as i32 == n))
+}
+
+/// The machine's fault in an error chain, if any (see [`LocalFault`]).
+pub fn local_fault(e: &anyhow::Error) -> Option<LocalFault> {
+    e.chain()
+        .filter_map(|c| c.downcast_ref::<std::io::Error>())
+        .find(|io| is_local_io(io))
+        .map(|_| LocalFault(format!("{e:#}")))
+}
+
+/// The machine's fault in a message of the task runner, which carries the
+/// operating system's error as text (`… (os error 28)`).
+fn local_fault_in_message(message: &str) -> Option<LocalFault> {
+    LOCAL_ERRNOS
+        .iter()
+        .any(|l| message.contains(&format!("(os error {})", *l as i32)))
+        .then(|| LocalFault(message.to_owned()))
+}
 
 /// What the caller does at the worker's turning points.
 pub trait Hooks {
@@ -163,12 +220,50 @@ pub trait Hooks {
 /// Runs tasks until none is runnable (or, with `follow`, until `shutdown`,
 /// or until the deadline). With a publisher, every claim window is synced
 /// with the remote (to see other workers' claims) and every flush is pushed.
+///
+/// When this machine cannot run tasks ([`LocalFault`]: no space, no file
+/// descriptors, …) it records nothing against the task, releases its
+/// claims, stops, and fails with exit code
+/// [`EXIT_LOCAL_FAULT`](crate::error::EXIT_LOCAL_FAULT), as it does when
+/// such an error stops it elsewhere (writing the replica).
 pub async fn work(
     session: &mut Session,
     opts: &WorkOptions,
     shutdown: CancellationToken,
     hooks: &mut dyn Hooks,
+    publisher: Option<&mut Publisher>,
+) -> CliResult<WorkReport> {
+    let mut local = None;
+    let result = work_loop(session, opts, shutdown, hooks, publisher, &mut local).await;
+    let fault = match &result {
+        Err(e) => local_fault(&e.error).or(local),
+        Ok(_) => local,
+    };
+    match fault {
+        Some(fault) => Err(local_fault_error(fault)),
+        None => result,
+    }
+}
+
+/// The error a worker stops with when its machine cannot run tasks.
+pub fn local_fault_error(fault: LocalFault) -> crate::error::CliError {
+    crate::error::CliError::hint(
+        anyhow::anyhow!(
+            "this machine cannot run tasks: {}; nothing was recorded against the tasks, and the claims not yet released expire with their lease",
+            fault.0
+        ),
+        "free disk space (or raise the open-file limit, `ulimit -n`), then run the worker again",
+    )
+    .with_code(crate::error::EXIT_LOCAL_FAULT)
+}
+
+async fn work_loop(
+    session: &mut Session,
+    opts: &WorkOptions,
+    shutdown: CancellationToken,
+    hooks: &mut dyn Hooks,
     mut publisher: Option<&mut Publisher>,
+    local: &mut Option<LocalFault>,
 ) -> CliResult<WorkReport> {
     let parallel = opts.parallel.max(1);
     let lease_ms = opts.lease.as_millis() as Millis;
@@ -401,7 +496,7 @@ pub async fn work(
         let mut stop_now = false;
         tokio::select! {
             Some(joined) = running.join_next_with_id(), if !running.is_empty() => {
-                let (id, key, attempt) = match joined {
+                let (id, key, attempt, fault) = match joined {
                     Ok((job, f)) => {
                         spawned.remove(&job);
                         f
@@ -418,37 +513,49 @@ pub async fn work(
                         let mut a = blank_attempt(&key, &opts.device, &opts.provenance, started_at);
                         a.ended_at = now_ms();
                         a.message = Some(format!("the worker could not run this task: {reason}"));
-                        (id, key, a)
+                        (id, key, a, None)
                     }
                 };
-                let Some(h) = held.remove(&key) else { continue };
-                let ms = attempt.ended_at - attempt.started_at;
-                avg_ms = Some(match avg_ms {
-                    None => ms as f64,
-                    Some(a) => 0.8 * a + 0.2 * ms as f64,
-                });
-                match attempt.outcome {
-                    Outcome::Success => report.done += 1,
-                    Outcome::Interrupted => report.interrupted += 1,
-                    _ => report.failed += 1,
+                if let Some(fault) = fault {
+                    // Not the task's failure: nothing recorded, the claim
+                    // released (best effort: the disk may be full; then the
+                    // lease runs out), and no more claims from this machine.
+                    tracing::debug!(task = %id, "this machine cannot run tasks: {}", fault.0);
+                    names.remove(&key);
+                    if let Err(e) = release(session, std::slice::from_ref(&key), &mut held, now_ms()) {
+                        tracing::debug!("cannot release the claim {key}: {}", e.error);
+                    }
+                    local.get_or_insert(fault);
+                    stop_now = !stopping;
+                } else if let Some(h) = held.remove(&key) {
+                    let ms = attempt.ended_at - attempt.started_at;
+                    avg_ms = Some(match avg_ms {
+                        None => ms as f64,
+                        Some(a) => 0.8 * a + 0.2 * ms as f64,
+                    });
+                    match attempt.outcome {
+                        Outcome::Success => report.done += 1,
+                        Outcome::Interrupted => report.interrupted += 1,
+                        _ => report.failed += 1,
+                    }
+                    let detail = detail_of(&attempt);
+                    let outcome = attempt.outcome;
+                    let tails = (attempt.stdout_tail.clone(), attempt.stderr_tail.clone());
+                    session.change(&h.doc, attempt.ended_at, "attempt", |d| doc::put_attempt(d, &id, &attempt))?;
+                    session.view_mut().note_attempt(&id, attempt);
+                    unflushed_attempts += 1;
+                    if flush_at.is_none() {
+                        flush_at = Some(Instant::now() + opts.flush_delay);
+                    }
+                    hooks.event(Event::Finished {
+                        name: names.remove(&key).unwrap_or_default(),
+                        id,
+                        outcome,
+                        detail,
+                        ms,
+                        tails,
+                    });
                 }
-                let detail = detail_of(&attempt);
-                let outcome = attempt.outcome;
-                let tails = (attempt.stdout_tail.clone(), attempt.stderr_tail.clone());
-                session.change(&h.doc, attempt.ended_at, "attempt", |d| doc::put_attempt(d, &id, &attempt))?;
-                session.view_mut().note_attempt(&id, attempt);
-                unflushed_attempts += 1;
-                if flush_at.is_none() {
-                    flush_at = Some(Instant::now() + opts.flush_delay);
-                }
-                hooks.event(Event::Finished {
-                    name: names.remove(&key).unwrap_or_default(),
-                    id,
-                    outcome,
-                    detail,
-                    ms,
-                    tails,
-                });
             }
             _ = tokio::time::sleep_until(flush_deadline), if flush_at.is_some() => {
                 session.flush()?;
@@ -724,7 +831,7 @@ impl Job {
             Err(e) => {
                 attempt.message = Some(format!("this task cannot be run: {e:#}"));
                 attempt.ended_at = now_ms();
-                return (self.id, self.key, attempt);
+                return (self.id, self.key, attempt, None);
             }
         };
         let prepared = prepare(
@@ -742,6 +849,13 @@ impl Job {
                 Outcome::Interrupted,
                 "stopped while fetching the inputs".to_owned(),
             )),
+            // This machine cannot make the working folder (no space, no
+            // descriptors, …): not the task's failure.
+            Err(e) if e.is::<WorkDirError>() || local_fault(&e).is_some() => {
+                let _ = std::fs::remove_dir_all(&dir);
+                let fault = local_fault(&e).unwrap_or_else(|| LocalFault(format!("{e:#}")));
+                return (self.id, self.key, attempt, Some(fault));
+            }
             // An input that cannot be had (missing blob, failed download,
             // wrong hash) is not the command failing: the attempt is an
             // `error`, not `failed`.
@@ -752,7 +866,7 @@ impl Job {
             attempt.message = Some(message);
             attempt.ended_at = now_ms();
             let _ = std::fs::remove_dir_all(&dir);
-            return (self.id, self.key, attempt);
+            return (self.id, self.key, attempt, None);
         }
         // The task may use its own folder, inside the protected `.bridge/`.
         cmd.supervisor = self.supervisor.clone().map(|mut s| {
@@ -776,6 +890,14 @@ impl Job {
             bridge_exec::Outcome::TimedOut => Outcome::TimedOut,
             bridge_exec::Outcome::Interrupted => Outcome::Interrupted,
             bridge_exec::Outcome::FailedToStart(m) => {
+                // Its log files could not be created, or no process could
+                // be made for lack of descriptors or memory.
+                if let Some(fault) = local_fault_in_message(&m) {
+                    let _ = std::fs::remove_dir_all(&dir);
+                    let _ = std::fs::remove_file(&stdout_path);
+                    let _ = std::fs::remove_file(&stderr_path);
+                    return (self.id, self.key, attempt, Some(fault));
+                }
                 attempt.message = Some(m);
                 Outcome::Error
             }
@@ -806,6 +928,15 @@ impl Job {
                         attempt.message.get_or_insert(w);
                     }
                 }
+                Ok(Err(e)) if local_fault(&e).is_some() => {
+                    // The logs or outputs could not be stored for lack of
+                    // space: the task ran, but this machine lost its
+                    // result; another worker runs it again.
+                    let _ = std::fs::remove_dir_all(&dir);
+                    let _ = std::fs::remove_file(&stdout_path);
+                    let _ = std::fs::remove_file(&stderr_path);
+                    return (self.id, self.key, attempt, local_fault(&e));
+                }
                 Ok(Err(e)) => {
                     // A result whose outputs could not be kept is not a result.
                     if attempt.outcome == Outcome::Success {
@@ -822,7 +953,16 @@ impl Job {
         let _ = std::fs::remove_dir_all(&dir);
         let _ = std::fs::remove_file(&stdout_path);
         let _ = std::fs::remove_file(&stderr_path);
-        (self.id, self.key, attempt)
+        // A command that failed on a disk with no space left has most
+        // likely failed for lack of it (its logs or files could not be
+        // written): the machine's fault, unless the task filled the disk
+        // itself, in which case removing its folder (above) freed space.
+        if attempt.outcome == Outcome::Failed
+            && let Some(fault) = work_dir_full(&self.work_dir)
+        {
+            return (self.id, self.key, attempt, Some(fault));
+        }
+        (self.id, self.key, attempt, None)
     }
 }
 
@@ -902,6 +1042,30 @@ fn panic_message(e: tokio::task::JoinError) -> String {
         .unwrap_or_else(|| "a panic without a message".to_owned())
 }
 
+/// Whether the file system holding `dir` has no space (or no inode) left
+/// for an unprivileged writer.
+fn work_dir_full(dir: &Path) -> Option<LocalFault> {
+    let st = nix::sys::statvfs::statvfs(dir).ok()?;
+    // Some file systems (btrfs) report no inode counts at all.
+    let no_inodes = st.files() > 0 && st.files_available() == 0;
+    (st.blocks_available() == 0 || no_inodes).then(|| {
+        LocalFault(format!(
+            "a task failed with no space left on the file system of {} (No space left on device)",
+            dir.display()
+        ))
+    })
+}
+
+/// The working folder of a task could not be created: this machine's
+/// fault whatever the cause (see [`LocalFault`]).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot create the working folder {}", path.display())]
+struct WorkDirError {
+    path: PathBuf,
+    #[source]
+    source: std::io::Error,
+}
+
 /// The outputs of the canonical results of the tasks `spec` needs, as inputs
 /// under `needs/<task name>/` (the name with every character other than
 /// letters, digits, `.`, `_` and `-` replaced by `_`).
@@ -966,7 +1130,10 @@ async fn prepare(
     if spec.inputs.is_empty() && need_inputs.is_empty() {
         tokio::fs::create_dir_all(dir)
             .await
-            .with_context(|| format!("cannot create the working folder {}", dir.display()))?;
+            .map_err(|source| WorkDirError {
+                path: dir.to_path_buf(),
+                source,
+            })?;
         return Ok(Prepared::Ready);
     }
     let mut blobs: Vec<(String, BlobId, String)> = Vec::new();
@@ -990,8 +1157,10 @@ async fn prepare(
     let vault = vault.clone();
     let root = dir.to_path_buf();
     tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-        std::fs::create_dir_all(&root)
-            .with_context(|| format!("cannot create the working folder {}", root.display()))?;
+        std::fs::create_dir_all(&root).map_err(|source| WorkDirError {
+            path: root.clone(),
+            source,
+        })?;
         for (path, blob, sha256) in &blobs {
             vault
                 .copy_blob_to(blob, &root.join(path), Some(sha256))
@@ -1308,5 +1477,30 @@ mod tests {
         assert!(e.to_string().contains("`timeout`"), "{e}");
         spec.timeout_s = 5;
         assert!(task_command(&spec, &spec.id(), "w.1", "d", (p, p, p)).is_ok());
+    }
+}
+
+#[cfg(test)]
+mod local_fault_tests {
+    use super::*;
+
+    #[test]
+    fn the_machines_errors_are_told_from_the_tasks() {
+        for errno in [
+            nix::errno::Errno::ENOSPC,
+            nix::errno::Errno::EMFILE,
+            nix::errno::Errno::ENFILE,
+        ] {
+            let io = std::io::Error::from_raw_os_error(errno as i32);
+            // As the task runner reports it: the OS error as text.
+            let message = format!("could not start `sh`: {io}");
+            assert!(local_fault_in_message(&message).is_some(), "{message}");
+            // As an error chain of our own.
+            let e = anyhow::Error::new(io).context("cannot store the log /x");
+            assert!(local_fault(&e).is_some(), "{e:#}");
+        }
+        let missing = std::io::Error::from_raw_os_error(nix::errno::Errno::ENOENT as i32);
+        assert!(local_fault_in_message(&format!("could not start `nope`: {missing}")).is_none());
+        assert!(local_fault(&anyhow::Error::new(missing)).is_none());
     }
 }

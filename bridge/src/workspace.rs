@@ -72,7 +72,19 @@ pub struct StoreSection {
     /// The remote to sync with, e.g. `dir:/mnt/usb/pool`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote: Option<String>,
+    /// How long a fetch or push may make no progress before the command
+    /// gives up on the remote and goes on offline (e.g. "30s", the
+    /// default). `BRIDGE_STALL_TIMEOUT` overrides it.
+    #[serde(
+        default,
+        rename = "stall-timeout",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub stall_timeout: Option<String>,
 }
+
+/// The environment variable that overrides `[store] stall-timeout`.
+pub const STALL_TIMEOUT_ENV: &str = "BRIDGE_STALL_TIMEOUT";
 
 /// `[worker]`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -223,6 +235,36 @@ impl Config {
         Ok(())
     }
 
+    /// How long a remote may make no progress before a command goes on
+    /// offline: `BRIDGE_STALL_TIMEOUT`, else `[store] stall-timeout`, else
+    /// 30 s (issue 12, item 15: a host that accepts the connection and
+    /// never answers hung commands for minutes).
+    pub fn stall_timeout(&self) -> CliResult<Duration> {
+        self.stall_timeout_with(std::env::var(STALL_TIMEOUT_ENV).ok())
+    }
+
+    /// [`stall_timeout`](Self::stall_timeout) with the environment's value
+    /// given.
+    fn stall_timeout_with(&self, env: Option<String>) -> CliResult<Duration> {
+        let timeout = match env {
+            Some(v) if !v.trim().is_empty() => humantime::parse_duration(v.trim())
+                .with_context(|| format!("{STALL_TIMEOUT_ENV}={v:?} is not a duration"))
+                .hint("write durations like \"10s\" or \"2m\"")?,
+            _ => parse_duration_setting(
+                "store.stall-timeout",
+                self.store.stall_timeout.as_deref(),
+                "30s",
+            )?,
+        };
+        if timeout < Duration::from_secs(1) {
+            return Err(CliError::hint(
+                anyhow!("the stall timeout must be at least 1s, not {timeout:?}"),
+                "set `stall-timeout` under [store] in bridge.toml (or BRIDGE_STALL_TIMEOUT) to 1s or more",
+            ));
+        }
+        Ok(timeout)
+    }
+
     /// The lease duration.
     pub fn lease(&self) -> CliResult<Duration> {
         parse_duration_setting("worker.lease", self.worker.lease.as_deref(), "60s")
@@ -244,8 +286,10 @@ impl Config {
             self.worker.clock_skew.as_deref(),
             "30s",
         )?;
+        let lease = self.lease()?;
         Ok(Policy {
             clock_skew_ms: skew.as_millis() as Millis,
+            lease_ms: lease.as_millis() as Millis,
         })
     }
 }
@@ -398,6 +442,9 @@ impl Workspace {
             Replica::init(&store, &config.workspace.id)
                 .with_context(|| format!("cannot create the replica in {}", store.display()))?
         };
+        // Checked here, where the file is read, so that a bad value is an
+        // error naming it (opening a remote only reads it).
+        config.stall_timeout()?;
         if replica.workspace_id() != config.workspace.id {
             return Err(CliError::hint(
                 anyhow!(
@@ -474,9 +521,29 @@ pub fn random_bytes<const N: usize>() -> CliResult<[u8; N]> {
 
 /// Now, in milliseconds since the epoch.
 pub fn now_ms() -> Millis {
-    std::time::SystemTime::now()
+    let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as Millis)
+        .map_or(0, |d| d.as_millis() as Millis);
+    now.saturating_add(test_clock_offset())
+}
+
+/// Debug builds only (the end-to-end tests): `BRIDGE_TEST_CLOCK_OFFSET_MS`
+/// moves this process's clock by that many milliseconds, to play a device
+/// whose clock is wrong (issue 12, item 12). Release builds ignore it.
+#[cfg(debug_assertions)]
+fn test_clock_offset() -> Millis {
+    static OFFSET: std::sync::OnceLock<Millis> = std::sync::OnceLock::new();
+    *OFFSET.get_or_init(|| {
+        std::env::var("BRIDGE_TEST_CLOCK_OFFSET_MS")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    })
+}
+
+#[cfg(not(debug_assertions))]
+fn test_clock_offset() -> Millis {
+    0
 }
 
 /// This device's name: `BRIDGE_DEVICE`, else the host name.
@@ -793,6 +860,7 @@ impl Session {
             roster_files: 0,
         };
         s.roster_files = s.count_roster_files();
+        s.view.set_sightings(cache::load_sightings(&s.cache_dir()));
         s.refresh()?;
         Ok(s)
     }
@@ -836,6 +904,11 @@ impl Session {
         }
     }
 
+    /// This device's cache folder.
+    fn cache_dir(&self) -> PathBuf {
+        cache::dir(&self.ws.root.join(STATE_DIR))
+    }
+
     /// Whether the load plan left live documents unloaded.
     pub fn has_deferred(&self) -> bool {
         self.deferred
@@ -876,6 +949,11 @@ impl Session {
     pub fn refresh(&mut self) -> CliResult<usize> {
         let began = std::time::Instant::now();
         let applied = self.refresh_docs()?;
+        // Leases are bounded on this device's clock from when it first saw
+        // each claim (issue 12, item 12).
+        if self.view.observe_claims(now_ms(), self.policy) {
+            cache::save_sightings(&self.cache_dir(), self.view.sightings());
+        }
         tracing::debug!(
             applied,
             ms = began.elapsed().as_millis(),
@@ -1076,7 +1154,9 @@ impl Session {
         // Caches are up to date but for the last few files, which the
         // reload applies (and caches) again.
         self.docs.clear();
+        let seen = self.view.take_sightings();
         self.view = View::new();
+        self.view.set_sightings(seen);
         self.loaded_at = std::time::Instant::now();
         self.refresh()?;
         Ok(())
@@ -1419,5 +1499,34 @@ mod tests {
         );
         let (error, _) = refusal("x");
         assert!(error.starts_with("ws/bridge.toml:1:"), "{error}");
+    }
+
+    fn config(store: &str) -> Config {
+        let text = format!("[workspace]\nid = \"w\"\nroot = \"r\"\n\n[store]\n{store}\n");
+        match Config::parse_str(&text, Path::new("bridge.toml")) {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn secs(c: &Config, env: Option<&str>) -> Result<u64, String> {
+        c.stall_timeout_with(env.map(str::to_owned))
+            .map(|d| d.as_secs())
+            .map_err(|e| format!("{}", e.error))
+    }
+
+    #[test]
+    fn the_stall_timeout_comes_from_the_environment_then_the_file() {
+        assert_eq!(secs(&config(""), None), Ok(30));
+        let two = config("stall-timeout = \"2s\"");
+        assert_eq!(secs(&two, None), Ok(2));
+        assert_eq!(secs(&two, Some("1m")), Ok(60));
+        assert_eq!(secs(&two, Some(" ")), Ok(2));
+        let err = secs(&two, Some("soon")).unwrap_err();
+        assert!(err.contains("BRIDGE_STALL_TIMEOUT"), "{err}");
+        let err = secs(&config("stall-timeout = \"500ms\""), None).unwrap_err();
+        assert!(err.contains("at least 1s"), "{err}");
+        let err = secs(&config("stall-timeout = \"later\""), None).unwrap_err();
+        assert!(err.contains("store.stall-timeout"), "{err}");
     }
 }

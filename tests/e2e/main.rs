@@ -14,6 +14,7 @@ mod crash;
 mod devices;
 mod errors;
 mod examples;
+mod failures;
 mod github;
 mod harness;
 mod isolation;

@@ -50,16 +50,16 @@ pub fn run(g: &GlobalArgs, args: ArchiveArgs) -> CliResult<u8> {
         .with_context(|| format!("--older-than {} is not a duration", args.older_than))
         .hint("write e.g. 7d, 12h or 0s (everything finished)")?;
     let mut session = open_session(g)?;
-    if !args.local {
-        sync_and_report(&mut session, g)?;
-    }
+    // A remote that could not be used for the sync (unreachable, silent
+    // past the stall timeout, full) is not tried again.
+    let online = args.local || sync_and_report(&mut session, g)?;
     let cutoff = now_ms().saturating_sub(older_than.as_millis() as Millis);
     let (batches, docs, tasks) = archivable(&session, cutoff);
-    let remote = match session.ws.remote_spec().filter(|_| !args.local) {
+    let remote = match session.ws.remote_spec().filter(|_| !args.local && online) {
         Some(spec) => Some(open_remote(spec, &session.ws.root).map_err(anyhow::Error::from)?),
         None => None,
     };
-    let report = if docs.is_empty() {
+    let mut report = if docs.is_empty() {
         compact::Report::default()
     } else {
         compact::run(
@@ -70,6 +70,9 @@ pub fn run(g: &GlobalArgs, args: ArchiveArgs) -> CliResult<u8> {
             Some(&docs),
         )?
     };
+    if !online && report.offline.is_none() {
+        report.offline = Some("the remote could not be used for the sync".to_owned());
+    }
     if args.json {
         print_json(&json!({
             "batches": batches,

@@ -80,7 +80,28 @@ pub fn open_remote_as(
     opts.writer_slot = slot.to_owned();
     // Taken out of the environment at start-up (see `secrets`).
     opts.github_token = crate::secrets::github_token();
+    opts.stall_timeout = stall_timeout(root);
     bridge_store::parse_remote(spec, root, &opts)
+}
+
+/// The stall timeout of the workspace at `root` (see
+/// [`Config::stall_timeout`](crate::workspace::Config::stall_timeout)).
+/// A workspace checks its value when it opens; here (also before a
+/// workspace exists, at `join`) a missing or bad file means the default
+/// or the environment's value.
+fn stall_timeout(root: &std::path::Path) -> std::time::Duration {
+    let path = root.join(crate::workspace::CONFIG_FILE);
+    let config = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|text| crate::workspace::Config::parse_str(&text, &path).ok());
+    let from_config = config.as_ref().and_then(|c| c.stall_timeout().ok());
+    from_config
+        .or_else(|| {
+            std::env::var(crate::workspace::STALL_TIMEOUT_ENV)
+                .ok()
+                .and_then(|v| humantime::parse_duration(v.trim()).ok())
+        })
+        .unwrap_or(bridge_store::DEFAULT_STALL_TIMEOUT)
 }
 
 /// Finds one task by id, unique id prefix (4+ hex digits) or exact name,
@@ -186,9 +207,23 @@ pub fn sync_remote(session: &mut Session, show_progress: bool) -> CliResult<Sync
             session.after_sync(&report)?;
             Ok(SyncOutcome::Synced(report))
         }
+        Err(SyncError::Remote(RemoteError::Unreachable { remote, source }))
+            if source.kind() == std::io::ErrorKind::TimedOut =>
+        {
+            Ok(SyncOutcome::Offline(format!(
+                "{remote} did not answer ({source}; set `stall-timeout` under [store] in bridge.toml to wait longer)"
+            )))
+        }
         Err(SyncError::Remote(RemoteError::Unreachable { remote, source })) => Ok(
             SyncOutcome::Offline(format!("{remote} is unreachable ({source})")),
         ),
+        Err(SyncError::Remote(e @ RemoteError::Full { .. })) => {
+            // What was pulled before the push failed is in the replica.
+            session.refresh()?;
+            Ok(SyncOutcome::Offline(format!(
+                "{e} (free space there; what it lacks is pushed by the next sync)"
+            )))
+        }
         Err(e) => Err(CliError::hint(
             anyhow!(e).context(format!("cannot sync with {spec}")),
             "check the [store] remote in bridge.toml",
@@ -197,22 +232,24 @@ pub fn sync_remote(session: &mut Session, show_progress: bool) -> CliResult<Sync
 }
 
 /// Syncs if a remote is set and says so on stderr; never fails on an
-/// unreachable remote.
-pub fn sync_and_report(session: &mut Session, g: &GlobalArgs) -> CliResult<()> {
+/// unreachable remote. Returns false when the remote could not be used
+/// (unreachable, silent past the stall timeout, full).
+pub fn sync_and_report(session: &mut Session, g: &GlobalArgs) -> CliResult<bool> {
     match sync_remote(session, !g.quiet)? {
-        SyncOutcome::NoRemote => {}
+        SyncOutcome::NoRemote => Ok(true),
         SyncOutcome::Synced(r) => {
             if !g.quiet && (r.pulled > 0 || r.pushed > 0) {
                 errln!("synced: {} files pulled, {} pushed", r.pulled, r.pushed);
             }
+            Ok(true)
         }
         SyncOutcome::Offline(why) => {
             if !g.quiet {
                 errln!("offline: {why}; working on the local replica, run `bridge sync` later");
             }
+            Ok(false)
         }
     }
-    Ok(())
 }
 
 /// The exit code of a sync that found the remote unreachable.

@@ -43,9 +43,9 @@ pub fn run(g: &GlobalArgs, args: GcArgs) -> CliResult<u8> {
         .with_context(|| format!("--grace {} is not a duration", args.grace))
         .hint("write e.g. 7d or 24h")?;
     let mut session = open_session(g)?;
-    if !args.local {
-        sync_and_report(&mut session, g)?;
-    }
+    // A remote that could not be used for the sync (unreachable, silent
+    // past the stall timeout, full) is not tried again.
+    let online = args.local || sync_and_report(&mut session, g)?;
     session.load_archived()?;
     let referenced = referenced_blobs(&session);
     let replica = &session.ws.replica;
@@ -70,11 +70,11 @@ pub fn run(g: &GlobalArgs, args: GcArgs) -> CliResult<u8> {
         .remove_store_files(&garbage)
         .context("cannot delete unreferenced blobs")?;
     let mut remote_removed = 0;
-    let mut offline = None;
+    let mut offline = (!online).then(|| "the remote could not be used for the sync".to_owned());
     if let Some(spec) = session
         .ws
         .remote_spec()
-        .filter(|_| !args.local && !garbage.is_empty())
+        .filter(|_| !args.local && online && !garbage.is_empty())
     {
         let remote = open_remote(spec, &session.ws.root).map_err(anyhow::Error::from)?;
         match remote.list() {

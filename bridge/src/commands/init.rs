@@ -115,7 +115,10 @@ fn create(
             root: identity.member_id().to_string(),
             roster: None,
         },
-        store: StoreSection { remote },
+        store: StoreSection {
+            remote,
+            ..StoreSection::default()
+        },
         worker: Default::default(),
         github,
     };

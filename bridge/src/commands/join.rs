@@ -85,6 +85,7 @@ pub fn run(g: &GlobalArgs, args: JoinArgs) -> CliResult<u8> {
         },
         store: StoreSection {
             remote: Some(args.remote.clone()),
+            ..StoreSection::default()
         },
         worker: Default::default(),
         github: None,

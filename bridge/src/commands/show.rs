@@ -96,7 +96,20 @@ pub fn run(g: &GlobalArgs, args: ShowArgs) -> CliResult<u8> {
         }
         let state = match c.released_at {
             Some(r) => format!("released {}", ago(r, now)),
-            None => format!("lease ends {}", ago(c.lease_until, now)),
+            None => {
+                // Bounded on this device's clock (issue 12, item 12): a
+                // writer whose clock is wrong does not hold it longer.
+                let end = session.view().lease_end(c, now, session.policy);
+                if end == c.lease_until {
+                    format!("lease ends {}", ago(end, now))
+                } else {
+                    format!(
+                        "lease ends {} here (its writer's clock says {})",
+                        ago(end, now),
+                        ago(c.lease_until, now)
+                    )
+                }
+            }
         };
         outln!("Claim    {} made {}, {state}", safe(&c.key), ago(c.at, now));
     }

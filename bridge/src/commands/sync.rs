@@ -14,8 +14,10 @@ use crate::workspace::Session;
 ///
 /// Copies to the remote every file it lacks and pulls every file this device
 /// lacks (set union: nothing is overwritten or deleted, and running it twice
-/// is harmless). Exits with code 4 when the remote is unreachable: nothing is
-/// lost, run it again later.
+/// is harmless). Exits with code 4 when the remote is unreachable, does not
+/// answer within `[store] stall-timeout` (30s by default; the environment
+/// variable BRIDGE_STALL_TIMEOUT overrides it), or is full: nothing is lost,
+/// run it again later.
 #[derive(Debug, Args)]
 pub struct SyncArgs {
     /// Print the outcome as JSON: {"status": "synced"|"offline", "pulled", "pushed", "skipped", "repaired"}

@@ -27,7 +27,12 @@ use crate::workspace::{Session, device_name};
 /// process a task started is still killed).
 ///
 /// With a remote, it syncs before and after (and while idle with --follow);
-/// offline it works on the local replica and says so.
+/// offline, or when the remote does not answer within `[store]
+/// stall-timeout`, it works on the local replica and says so.
+///
+/// When this machine cannot run tasks (no disk space, no file descriptors,
+/// a working folder it cannot create), it records nothing against them,
+/// releases its claims, stops, and exits with code 5.
 ///
 /// Exit codes: 0 all tasks it ran succeeded, 3 some failed, 130 stopped.
 #[derive(Debug, Args)]
@@ -72,9 +77,10 @@ pub fn run(g: &GlobalArgs, args: WorkArgs) -> CliResult<u8> {
         provenance: Default::default(),
         flush_delay: worker::FLUSH_DELAY,
     };
-    if !args.offline {
-        sync_and_report(&mut session, g)?;
-    }
+    // A remote that could not be used at the start (unreachable, silent
+    // past the stall timeout) is not tried again by this run: the tasks run
+    // on the local replica and the user was told once (issue 12, item 15).
+    let online = args.offline || sync_and_report(&mut session, g)?;
     let runtime = worker_runtime(parallel)?;
     let shutdown = CancellationToken::new();
     let quiet = g.quiet;
@@ -85,7 +91,7 @@ pub fn run(g: &GlobalArgs, args: WorkArgs) -> CliResult<u8> {
             progress: Progress::new(quiet),
             offline,
         };
-        let mut publisher = match (offline, session.ws.remote_spec()) {
+        let mut publisher = match (offline || !online, session.ws.remote_spec()) {
             (false, Some(spec)) => super::common::open_remote(spec, &session.ws.root)
                 .ok()
                 .map(|r| Publisher::new(r, session.ws.replica.clone())),
@@ -102,10 +108,14 @@ pub fn run(g: &GlobalArgs, args: WorkArgs) -> CliResult<u8> {
         hooks.progress.finish();
         r
     })?;
-    if !args.offline {
+    if !args.offline && online {
         sync_and_report(&mut session, g)?;
+    } else if !online && !quiet {
+        errln!(
+            "not synced: the remote could not be used; results are in the local replica, run `bridge sync` later"
+        );
     }
-    super::sync::auto_compact(&session, args.offline);
+    super::sync::auto_compact(&session, args.offline || !online);
     if !quiet {
         errln!(
             "{} done, {} failed{}{}.",

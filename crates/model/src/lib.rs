@@ -35,7 +35,7 @@ pub use facts::{Attempt, Claim, Outcome};
 pub use ids::{BatchId, DocId, TaskId, WriterId};
 pub use limits::SpecError;
 pub use spec::{Command, InputRef, TaskSpec};
-pub use view::{Policy, Status, View};
+pub use view::{Policy, Sighting, Sightings, Status, View};
 
 /// Milliseconds since the Unix epoch. Every time in a document is one of these.
 pub type Millis = i64;

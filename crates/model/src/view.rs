@@ -28,10 +28,46 @@
 //! (default 30 s), so a reader whose clock runs up to that much ahead does not
 //! steal a task that is still being worked. Claimants renew well before the
 //! lease ends (at a third of the lease), so the margin is only for skew.
+//!
+//! # Leases on the observer's clock (issue 12, item 12)
+//!
+//! `lease_until` alone trusts the claimant's clock: a device whose clock ran
+//! a day ahead, killed after claiming, held its tasks `running` for a day
+//! everywhere; a reader whose clock runs an hour ahead of a live claimant
+//! saw its leases as long expired and stole its tasks. So each device also
+//! records, on its own clock, when it first saw each claim and each renewal
+//! ([`Sightings`], kept by the caller and handed to the view as data, so
+//! this module stays pure). With a sighting, a claim's lease is measured
+//! from that moment:
+//!
+//! - its length `L` is `lease_until - at` (both on the claimant's clock, so
+//!   the offset cancels), the smallest seen for the claim (a renewal seen
+//!   first overstates it), and never more than three of this workspace's
+//!   leases ([`Policy::lease_ms`]; a claimant renews at a third of its lease,
+//!   so one with a lease up to three times ours is never cut short);
+//! - a claim this device saw appear while it was watching (it had read
+//!   the task's document at an earlier observation, at most three leases
+//!   before: a worker or a runner that syncs as it goes) is live until
+//!   `seen + L + skew`, whatever either clock
+//!   says: a claimant an hour behind is not robbed, one a day ahead holds
+//!   its task one lease, not a day;
+//! - a claim first seen at a fresh start (a new CI runner, a new clone, a
+//!   document read for the first time) may be old, so it is live until `min(lease_until, seen + L) + skew`: a
+//!   claim whose claimant died long ago is free at once, and a future clock
+//!   still holds it no longer than `L + skew`.
+//!
+//! What remains: a fresh device whose clock runs ahead of a live claimant
+//! by more than the skew margin sees its claims as expired and may run the
+//! task too. That is a duplicate run, never a lost result (the first
+//! success by `(ended_at, key)` is canonical everywhere). Claims without a
+//! sighting (a view that was given none) follow `lease_until + skew` alone.
+//! Because sightings are this device's own, two replicas may disagree about
+//! whether a claim is still live; everything else in the derivation is the
+//! same on every replica.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::Millis;
 use crate::doc::{BatchHeader, TaskRecord};
@@ -44,13 +80,139 @@ use crate::spec::TaskSpec;
 pub struct Policy {
     /// How long past its `lease_until` a claim is still honoured.
     pub clock_skew_ms: Millis,
+    /// The workspace's lease (`[worker] lease`): a claim is never honoured
+    /// longer than three of them after this device first saw its current
+    /// lease (see the module docs).
+    pub lease_ms: Millis,
 }
 
 impl Default for Policy {
     fn default() -> Self {
         Policy {
             clock_skew_ms: 30_000,
+            lease_ms: 60_000,
         }
+    }
+}
+
+/// What this device saw of one claim, on its own clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sighting {
+    /// The claim's `lease_until` when it was last seen to change.
+    pub lease_until: Millis,
+    /// When this device first saw the claim with that `lease_until`.
+    pub seen_at: Millis,
+    /// The smallest `lease_until - at` seen: the claim's lease length, or
+    /// more when its first sighting was of a renewal.
+    pub lease_ms: Millis,
+    /// Whether this device was watching when the claim appeared (it had
+    /// read the task's document before), so that `seen_at` is close to when
+    /// the claim was made.
+    pub watched: bool,
+}
+
+/// Sightings older than this past their bound are forgotten when their
+/// claim is not in the view (it may live in a document not loaded now).
+const FORGET_AFTER_MS: Millis = 86_400_000;
+
+/// This device's sightings of claims, by claim key (claim keys are unique
+/// per writer process and counter, so across tasks too). Kept by the
+/// caller between runs; see the module docs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sightings {
+    /// The sightings.
+    pub claims: BTreeMap<String, Sighting>,
+    /// Whether this device has observed the pool before.
+    pub watching: bool,
+    /// The documents this device had read at an earlier observation. A new
+    /// claim is watched only on a task of one of them: a document read for
+    /// the first time (a runner's deferred load, a batch that arrived with
+    /// its claims) may hold claims made long ago.
+    #[serde(default)]
+    pub docs: BTreeSet<String>,
+    /// When this device last observed (its own clock). A device that did
+    /// not look for longer than the watch window (three leases) was not
+    /// watching: the claims it finds may be old.
+    #[serde(default)]
+    pub observed_at: Option<Millis>,
+}
+
+impl Sightings {
+    /// Records, at `now` on this device's clock, the claims of `view` not
+    /// seen before (watched when their task is in a document read at an
+    /// earlier observation, at most three leases ago) and the renewals of those seen, forgets claims
+    /// that are released or fulfilled (and, after a day, those no longer in
+    /// the view), and remembers the documents read. Returns whether
+    /// anything changed.
+    pub fn observe(&mut self, view: &View, now: Millis, policy: Policy) -> bool {
+        let window = policy.lease_ms.saturating_mul(3);
+        let last = self.observed_at;
+        let watching =
+            self.watching && last.is_some_and(|t| now >= t && now.saturating_sub(t) <= window);
+        // Saved when it moved by a third of the window: a stored time at
+        // most that old keeps the window between two thirds and all of it,
+        // without a write per observation.
+        let mut changed =
+            !self.watching || last.is_none_or(|t| now < t || now.saturating_sub(t) >= window / 3);
+        self.observed_at = Some(now);
+        let mut present: BTreeSet<&str> = BTreeSet::new();
+        // Documents are few next to tasks: name each once.
+        let view_docs: BTreeSet<&DocId> = view.tasks().flat_map(|t| t.docs.iter()).collect();
+        let mut known_docs: BTreeSet<&DocId> = BTreeSet::new();
+        let mut new_docs: Vec<String> = Vec::new();
+        for d in view_docs {
+            let name = d.to_string();
+            if self.docs.contains(&name) {
+                known_docs.insert(d);
+            } else {
+                new_docs.push(name);
+            }
+        }
+        for task in view.tasks() {
+            let known = watching && task.docs.iter().any(|d| known_docs.contains(d));
+            for c in task.facts.claims.values() {
+                if c.released_at.is_some() || task.facts.attempts.contains_key(&c.key) {
+                    changed |= self.claims.remove(&c.key).is_some();
+                    continue;
+                }
+                present.insert(&c.key);
+                let len = c.lease_until.saturating_sub(c.at).max(0);
+                match self.claims.get_mut(&c.key) {
+                    None => {
+                        self.claims.insert(
+                            c.key.clone(),
+                            Sighting {
+                                lease_until: c.lease_until,
+                                seen_at: now,
+                                lease_ms: len,
+                                watched: known,
+                            },
+                        );
+                        changed = true;
+                    }
+                    Some(s) if c.lease_until > s.lease_until => {
+                        s.lease_until = c.lease_until;
+                        s.seen_at = now;
+                        s.lease_ms = s.lease_ms.min(len);
+                        changed = true;
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        let before = self.claims.len();
+        self.claims.retain(|key, s| {
+            present.contains(key.as_str())
+                || s.seen_at
+                    .saturating_add(s.lease_ms)
+                    .saturating_add(FORGET_AFTER_MS)
+                    >= now
+        });
+        changed |= self.claims.len() != before;
+        changed |= !new_docs.is_empty();
+        self.docs.extend(new_docs);
+        self.watching = true;
+        changed
     }
 }
 
@@ -174,6 +336,8 @@ pub struct Derived {
 #[derive(Debug, Clone, Default)]
 pub struct View {
     tasks: BTreeMap<TaskId, TaskView>,
+    /// This device's sightings of claims (see the module docs).
+    sightings: Sightings,
 }
 
 impl View {
@@ -225,6 +389,38 @@ impl View {
                 }
             }
         }
+    }
+
+    /// This device's sightings of claims, which [`View::derive`] and
+    /// [`View::claim_lost`] use to bound leases on this device's clock.
+    pub fn sightings(&self) -> &Sightings {
+        &self.sightings
+    }
+
+    /// Replaces the sightings (loaded from where the caller keeps them).
+    pub fn set_sightings(&mut self, sightings: Sightings) {
+        self.sightings = sightings;
+    }
+
+    /// Takes the sightings out (to keep them across a reload).
+    pub fn take_sightings(&mut self) -> Sightings {
+        std::mem::take(&mut self.sightings)
+    }
+
+    /// When `claim`'s lease ends on this device's clock, before the skew
+    /// margin: its `lease_until`, bounded by this device's sightings (see
+    /// the module docs). For display; the derivation uses the same rule.
+    pub fn lease_end(&self, claim: &Claim, now: Millis, policy: Policy) -> Millis {
+        lease_end(claim, now, policy, &self.sightings)
+    }
+
+    /// Records the claims seen now (see [`Sightings::observe`]). Returns
+    /// whether the sightings changed.
+    pub fn observe_claims(&mut self, now: Millis, policy: Policy) -> bool {
+        let mut sightings = std::mem::take(&mut self.sightings);
+        let changed = sightings.observe(self, now, policy);
+        self.sightings = sightings;
+        changed
     }
 
     /// The task with this id.
@@ -345,7 +541,7 @@ impl View {
                 .iter()
                 .map(|n| (n, out.get(n).map(|d| d.status)))
                 .collect();
-            let derived = derive_task(task, &needs, now, policy);
+            let derived = derive_task_seen(task, &needs, now, policy, &self.sightings);
             out.insert(id.clone(), derived);
         }
     }
@@ -385,7 +581,7 @@ impl View {
         {
             return true;
         }
-        match winning_claim(&t.facts, now, policy) {
+        match winning_claim(&t.facts, now, policy, &self.sightings) {
             Some(w) => w.key != claim_key,
             None => false,
         }
@@ -393,18 +589,49 @@ impl View {
 }
 
 /// The earliest live claim by `(at, key)`.
-fn winning_claim(facts: &Facts, now: Millis, policy: Policy) -> Option<&Claim> {
+fn winning_claim<'a>(
+    facts: &'a Facts,
+    now: Millis,
+    policy: Policy,
+    sightings: &Sightings,
+) -> Option<&'a Claim> {
     facts
         .claims
         .values()
-        .filter(|c| is_live(c, facts, now, policy))
+        .filter(|c| is_live(c, facts, now, policy, sightings))
         .min_by(|a, b| (a.at, &a.key).cmp(&(b.at, &b.key)))
 }
 
-fn is_live(c: &Claim, facts: &Facts, now: Millis, policy: Policy) -> bool {
+fn is_live(c: &Claim, facts: &Facts, now: Millis, policy: Policy, sightings: &Sightings) -> bool {
     c.released_at.is_none()
         && !facts.attempts.contains_key(&c.key)
-        && now <= c.lease_until.saturating_add(policy.clock_skew_ms)
+        && now <= lease_end(c, now, policy, sightings).saturating_add(policy.clock_skew_ms)
+}
+
+/// When `c`'s lease ends on this device's clock, before the skew margin
+/// (see the module docs, "Leases on the observer's clock").
+fn lease_end(c: &Claim, now: Millis, policy: Policy, sightings: &Sightings) -> Millis {
+    let Some(s) = sightings.claims.get(&c.key) else {
+        return c.lease_until;
+    };
+    let claimed = c.lease_until.saturating_sub(c.at).max(0);
+    let len = s
+        .lease_ms
+        .min(claimed)
+        .min(policy.lease_ms.saturating_mul(3))
+        .max(0);
+    // A renewal not observed yet is being seen now.
+    let seen_at = if c.lease_until > s.lease_until {
+        now
+    } else {
+        s.seen_at
+    };
+    let local_end = seen_at.saturating_add(len);
+    if s.watched {
+        local_end
+    } else {
+        local_end.min(c.lease_until)
+    }
 }
 
 /// The canonical result: the first success by `(ended_at, key)`.
@@ -417,12 +644,23 @@ pub fn canonical_result(facts: &Facts) -> Option<&Attempt> {
 }
 
 /// The status of one task given the statuses of what it needs (`None`: not
-/// known on this replica, or on a cycle).
+/// known on this replica, or on a cycle), with no sightings of its claims.
 pub fn derive_task(
     task: &TaskView,
     needs: &[(&TaskId, Option<Status>)],
     now: Millis,
     policy: Policy,
+) -> Derived {
+    derive_task_seen(task, needs, now, policy, &Sightings::default())
+}
+
+/// [`derive_task`] with this device's sightings of claims.
+pub fn derive_task_seen(
+    task: &TaskView,
+    needs: &[(&TaskId, Option<Status>)],
+    now: Millis,
+    policy: Policy,
+    sightings: &Sightings,
 ) -> Derived {
     let facts = &task.facts;
     let success = canonical_result(facts);
@@ -470,7 +708,7 @@ pub fn derive_task(
         d.status = Status::Failed;
         return d;
     }
-    if let Some(c) = winning_claim(facts, now, policy) {
+    if let Some(c) = winning_claim(facts, now, policy, sightings) {
         d.status = Status::Running;
         d.claim = Some(c.key.clone());
         return d;

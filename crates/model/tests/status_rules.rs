@@ -255,7 +255,10 @@ fn an_expired_lease_is_pending_again_after_the_clock_skew_margin() {
     let derived = v.derive(lease_until + SKEW + 1, Policy::default());
     assert_eq!(v.runnable(&derived, &[]), vec![id.clone()]);
     // The margin is the policy's.
-    let strict = Policy { clock_skew_ms: 0 };
+    let strict = Policy {
+        clock_skew_ms: 0,
+        ..Policy::default()
+    };
     assert_eq!(
         derive_with(&v, &id, lease_until, strict).status,
         Status::Running

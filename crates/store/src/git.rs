@@ -54,6 +54,16 @@
 //! the URL. Failures are classified from git's stderr by the pure function
 //! `classify`, tested on real samples.
 //!
+//! A host that accepts the connection and never answers must not hang the
+//! caller (issue 12, item 15): fetches and pushes run with `--progress`
+//! under a watchdog that kills git when no byte of output arrived for the
+//! stall timeout
+//! ([`GitRemote::with_stall_timeout`], 30 s by default); over http(s) git's
+//! low-speed limit (5 s later) backs it up. A stall is
+//! [`RemoteError::Unreachable`] with a timed-out cause and is not retried,
+//! so the caller goes on offline after one stall timeout. A host that
+//! reports no space left is [`RemoteError::Full`].
+//!
 //! Creating the cache repository and fetching into it are serialised by an
 //! advisory file lock (`bridge.lock` in the cache): concurrent shallow
 //! fetches otherwise fail on `shallow.lock`, concurrent inits on each
@@ -66,10 +76,10 @@ use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 
@@ -169,7 +179,15 @@ pub struct GitRemote {
     pushed: AtomicU64,
     rejected: AtomicU64,
     retried: AtomicU64,
+    /// How long a network command (fetch, push) may go without a byte of
+    /// output before it is killed (see [`GitRemote::with_stall_timeout`]).
+    stall_timeout: Duration,
 }
+
+/// The default of [`GitRemote::with_stall_timeout`].
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often the stall watchdog looks at a running network command.
+const WATCHDOG_TICK: Duration = Duration::from_millis(50);
 
 impl fmt::Debug for GitRemote {
     // By hand: `config_env` holds the token.
@@ -285,7 +303,20 @@ impl GitRemote {
             pushed: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             retried: AtomicU64::new(0),
+            stall_timeout: DEFAULT_STALL_TIMEOUT,
         })
+    }
+
+    /// Sets how long a fetch or push may make no progress (no byte on its
+    /// output, with `--progress` on) before git is killed and the remote is
+    /// reported [`RemoteError::Unreachable`] with
+    /// a [`io::ErrorKind::TimedOut`] cause, without retrying: a host that
+    /// accepts connections and never answers must not hang the command
+    /// (issue 12, item 15). Over http(s) git's own low-speed limit is set
+    /// to 5 s more, as a backstop. At least one second.
+    pub fn with_stall_timeout(mut self, timeout: Duration) -> GitRemote {
+        self.stall_timeout = timeout.max(Duration::from_secs(1));
+        self
     }
 
     /// Replaces the token read from `GITHUB_TOKEN` (`None`: no header).
@@ -366,12 +397,18 @@ impl GitRemote {
             .env("GIT_AUTHOR_EMAIL", IDENT_EMAIL)
             .env("GIT_COMMITTER_NAME", IDENT_NAME)
             .env("GIT_COMMITTER_EMAIL", IDENT_EMAIL);
-        // Abort an HTTP transfer that stalls (< 1 KB/s for a minute) rather
-        // than hang forever; the user's own setting wins.
+        // Abort an HTTP transfer that crawls (< 1 KB/s) rather than hang;
+        // the user's own limit wins. The watchdog in `run` stops a silent
+        // host first, on every transport; this is the backstop for a
+        // transfer that trickles (progress lines but no real data), a few
+        // seconds later so that the two do not race.
         if std::env::var_os("GIT_HTTP_LOW_SPEED_LIMIT").is_none() {
-            cmd.env("GIT_HTTP_LOW_SPEED_LIMIT", "1000")
-                .env("GIT_HTTP_LOW_SPEED_TIME", "60");
+            cmd.env("GIT_HTTP_LOW_SPEED_LIMIT", "1000").env(
+                "GIT_HTTP_LOW_SPEED_TIME",
+                (self.stall_timeout.as_secs().max(1) + 5).to_string(),
+            );
         }
+
         if let Some(index) = index {
             cmd.env("GIT_INDEX_FILE", index);
         }
@@ -407,6 +444,7 @@ impl GitRemote {
         index: Option<&Path>,
         stdin: Option<&[u8]>,
     ) -> Result<Output, RemoteError> {
+        let network = is_network_command(args);
         let mut cmd = self.command(args, index, stdin.is_some());
         let env_keys: Vec<String> = cmd
             .get_envs()
@@ -429,6 +467,9 @@ impl GitRemote {
                 self.git_io(args, source)
             }
         })?;
+        if network && stdin.is_none() {
+            return self.wait_watched(args, child);
+        }
         let pipe = child.stdin.take();
         let (output, written) = std::thread::scope(|scope| {
             let writer = match (stdin, pipe) {
@@ -452,6 +493,108 @@ impl GitRemote {
             Ok(()) => {}
         }
         Ok(output)
+    }
+
+    /// Waits for a network command, reading its output, and kills its
+    /// process group when no byte arrived on stdout or stderr for the stall
+    /// timeout (network commands run with `--progress`, so a transfer that
+    /// moves reports it). Progress lines are dropped from the stderr it
+    /// returns, so classification and messages see only git's words.
+    fn wait_watched(&self, args: &[&str], mut child: Child) -> Result<Output, RemoteError> {
+        let activity = Arc::new(Mutex::new(Instant::now()));
+        // Owned threads, not scoped: after a stall they are left to end
+        // when the last holder of the pipes (a helper such as
+        // git-remote-http, which outlives git briefly) goes.
+        let read = |pipe: Option<Box<dyn io::Read + Send>>| {
+            let activity = Arc::clone(&activity);
+            std::thread::spawn(move || -> io::Result<Vec<u8>> {
+                let mut out = Vec::new();
+                let Some(mut pipe) = pipe else {
+                    return Ok(out);
+                };
+                let mut buf = [0u8; 8192];
+                loop {
+                    match pipe.read(&mut buf) {
+                        Ok(0) => return Ok(out),
+                        Ok(n) => {
+                            *activity.lock().unwrap_or_else(PoisonError::into_inner) =
+                                Instant::now();
+                            out.extend_from_slice(&buf[..n]);
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            })
+        };
+        let out = read(
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn io::Read + Send>),
+        );
+        let err = read(
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn io::Read + Send>),
+        );
+        let idle = || {
+            activity
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .elapsed()
+        };
+        let mut stalled = false;
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break Ok(status),
+                Ok(None) => {}
+                Err(e) => break Err(e),
+            }
+            if idle() > self.stall_timeout {
+                stalled = true;
+                // git itself: over git:// it holds the connection; a
+                // helper ends on its own once git is gone (ssh sees its
+                // pipes close, git-remote-http hits the low-speed limit).
+                // git stays in our process group, so that a Ctrl-C at the
+                // terminal still reaches it.
+                let _ = child.kill();
+                let _ = child.wait();
+                break Err(io::Error::from(io::ErrorKind::TimedOut));
+            }
+            std::thread::sleep(WATCHDOG_TICK);
+        };
+        let join = |h: std::thread::JoinHandle<io::Result<Vec<u8>>>| {
+            h.join()
+                .unwrap_or_else(|_| Err(io::Error::other("an output reader panicked")))
+        };
+        if stalled {
+            tracing::debug!(
+                remote = self.describe(),
+                command = %self.show_command(args),
+                "no progress for the stall timeout; killed"
+            );
+            return Err(RemoteError::Unreachable {
+                remote: self.describe(),
+                source: io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "no answer for {} s (the stall timeout) from `{}`",
+                        self.stall_timeout.as_secs(),
+                        self.show_command(&args[..1])
+                    ),
+                ),
+            });
+        }
+        let status = status.map_err(|source| self.git_io(args, source))?;
+        let stdout = join(out).map_err(|source| self.git_io(args, source))?;
+        let stderr = join(err).map_err(|source| self.git_io(args, source))?;
+        Ok(Output {
+            status,
+            stdout,
+            stderr: strip_progress(&stderr),
+        })
     }
 
     /// Runs a local git command that must succeed; returns its stdout.
@@ -491,6 +634,12 @@ impl GitRemote {
                 source: io::Error::other(detail),
             },
             GitFailure::AuthRefused => RemoteError::AuthRefused { remote, detail },
+            // Not retried: it stays full until someone frees space.
+            GitFailure::NoSpace => RemoteError::Full {
+                remote,
+                name: self.show_command(&args[..args.len().min(1)]),
+                source: io::Error::other(detail),
+            },
             GitFailure::NotFound => RemoteError::RepoNotFound { remote, detail },
             GitFailure::NoSuchRef | GitFailure::Locked | GitFailure::Other => RemoteError::Git {
                 remote,
@@ -567,7 +716,13 @@ impl GitRemote {
 
     /// `git fetch --depth=1` of `refspec`, retrying transient failures.
     fn fetch(&self, refspec: &str, prune: bool) -> Result<Fetched, RemoteError> {
-        let mut args = vec!["fetch", "--depth=1", "--no-tags", "--no-write-fetch-head"];
+        let mut args = vec![
+            "fetch",
+            "--progress",
+            "--depth=1",
+            "--no-tags",
+            "--no-write-fetch-head",
+        ];
         if prune {
             args.push("--prune");
         }
@@ -1030,6 +1185,7 @@ impl GitRemote {
         // private cache repository.
         let args = [
             "push",
+            "--progress",
             "--porcelain",
             "--no-verify",
             lease.as_str(),
@@ -1418,6 +1574,8 @@ pub(crate) enum GitFailure {
     NoSuchRef,
     /// A lock file in the local cache is taken (a concurrent git process).
     Locked,
+    /// No space left (on the host, or in the local cache repository).
+    NoSpace,
     /// A dropped connection or a server error: worth retrying.
     Transient,
     /// Anything else.
@@ -1460,6 +1618,10 @@ pub(crate) fn classify(stderr: &str) -> GitFailure {
         "connection timed out",
         "operation timed out",
         "resolving timed out",
+        // git's http low-speed limit (set to the stall timeout): the host
+        // took the connection and does not answer; retrying would multiply
+        // the wait (issue 12, item 15).
+        "operation too slow",
     ]) {
         return GitFailure::Unreachable;
     }
@@ -1487,6 +1649,9 @@ pub(crate) fn classify(stderr: &str) -> GitFailure {
     {
         return GitFailure::NotFound;
     }
+    if any(&["no space left on device", "disk quota exceeded"]) {
+        return GitFailure::NoSpace;
+    }
     if s.contains("couldn't find remote ref") {
         return GitFailure::NoSuchRef;
     }
@@ -1499,7 +1664,6 @@ pub(crate) fn classify(stderr: &str) -> GitFailure {
         "connection reset",
         "unexpected disconnect",
         "empty reply from server",
-        "operation too slow",
         "transfer closed",
         "gnutls_handshake",
         "ssl_read",
@@ -1510,6 +1674,54 @@ pub(crate) fn classify(stderr: &str) -> GitFailure {
         return GitFailure::Transient;
     }
     GitFailure::Other
+}
+
+/// Whether `args` make git talk to the remote (and so may hang on it).
+fn is_network_command(args: &[&str]) -> bool {
+    matches!(
+        args.first(),
+        Some(&("fetch" | "push" | "ls-remote" | "clone"))
+    )
+}
+
+/// git's stderr without its progress reports (`--progress`): each line (or
+/// carriage-return-separated update) that reports counting, compressing,
+/// receiving, writing or resolving objects is dropped.
+pub(crate) fn strip_progress(stderr: &[u8]) -> Vec<u8> {
+    const PROGRESS: &[&str] = &[
+        "enumerating objects",
+        "counting objects",
+        "compressing objects",
+        "writing objects",
+        "receiving objects",
+        "resolving deltas",
+        "unpacking objects",
+        "total ",
+        "delta compression",
+        "checking connectivity",
+        "finding sources",
+        "checking objects",
+    ];
+    let text = String::from_utf8_lossy(stderr);
+    let mut out = String::with_capacity(text.len());
+    for line in text.split('\n') {
+        let kept: Vec<&str> = line
+            .split('\r')
+            .filter(|part| {
+                let lower = part.trim_start().to_ascii_lowercase();
+                let lower = lower
+                    .strip_prefix("remote: ")
+                    .unwrap_or(&lower)
+                    .trim_start();
+                !part.trim().is_empty() && !PROGRESS.iter().any(|p| lower.starts_with(p))
+            })
+            .collect();
+        if !kept.is_empty() {
+            out.push_str(&kept.join(" "));
+            out.push('\n');
+        }
+    }
+    out.into_bytes()
 }
 
 /// The useful lines of git's stderr on one line: without the generic
@@ -1803,6 +2015,32 @@ mod tests {
         for (stderr, expected) in cases {
             assert_eq!(classify(stderr), expected, "{stderr}");
         }
+    }
+
+    #[test]
+    fn a_full_disk_is_told_apart() {
+        assert_eq!(
+            classify(
+                "remote: error: unable to write file objects/ab/cd: No space left on device\nerror: remote unpack failed: unable to create temporary object directory"
+            ),
+            GitFailure::NoSpace
+        );
+    }
+
+    #[test]
+    fn progress_lines_are_not_messages() {
+        let stderr = b"remote: Enumerating objects: 3, done.\nremote: Counting objects:  33% (1/3)\rremote: Counting objects: 100% (3/3), done.\nReceiving objects: 100% (3/3), done.\nfatal: unable to access 'http://x/': Failed to connect\n";
+        let out = String::from_utf8(strip_progress(stderr)).unwrap();
+        assert_eq!(
+            out,
+            "fatal: unable to access 'http://x/': Failed to connect\n"
+        );
+        assert_eq!(
+            classify(
+                "error: RPC failed; curl 28 Operation too slow. Less than 1000 bytes/sec transferred the last 2 seconds"
+            ),
+            GitFailure::Unreachable
+        );
     }
 
     #[test]

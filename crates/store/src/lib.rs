@@ -63,7 +63,7 @@ pub mod remote;
 pub mod replica;
 pub mod sync;
 
-pub use git::{GitRemote, PushStats, SlotError, validate_slot};
+pub use git::{DEFAULT_STALL_TIMEOUT, GitRemote, PushStats, SlotError, validate_slot};
 pub use load::{
     ChunkOpener, LoadedDoc, OpenedEntry, Plain, StoreWarning, has_unseen, load_doc, refresh_doc,
 };

@@ -80,6 +80,19 @@ pub enum RemoteError {
         #[source]
         source: io::Error,
     },
+    /// The remote has no space left (or the user's quota is used up): no
+    /// file can be put until space is freed. The caller goes on offline and
+    /// tries again later; nothing local is lost (issue 12, item 14).
+    #[error("remote {remote} is full: no space left to write {name}")]
+    Full {
+        /// The remote.
+        remote: String,
+        /// The store name being written.
+        name: String,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
     /// One file (or folder) of the remote could not be accessed.
     #[error("could not access {name} on remote {remote}")]
     Io {
@@ -251,6 +264,14 @@ pub enum RemoteError {
     },
 }
 
+/// Whether an I/O error says the file system (or the quota) is full.
+pub(crate) fn is_no_space(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(n) if n == nix::errno::Errno::ENOSPC as i32 || n == nix::errno::Errno::EDQUOT as i32
+    )
+}
+
 impl RemoteError {
     /// True if the error concerns the whole remote (unreachable, refused,
     /// missing, broken git), false if only the one file named in it.
@@ -302,6 +323,13 @@ impl DirRemote {
             return RemoteError::NotFound {
                 remote: self.describe(),
                 name: name.to_owned(),
+            };
+        }
+        if is_no_space(&source) {
+            return RemoteError::Full {
+                remote: self.describe(),
+                name: name.to_owned(),
+                source,
             };
         }
         RemoteError::Io {
@@ -667,6 +695,10 @@ pub struct RemoteOptions {
     /// environment at start-up, so that no child process inherits it, and
     /// passes it here.
     pub github_token: Option<String>,
+    /// How long a `git:` fetch or push may make no progress before it is
+    /// stopped and the remote treated as unreachable (see
+    /// [`GitRemote::with_stall_timeout`]).
+    pub stall_timeout: std::time::Duration,
 }
 
 impl RemoteOptions {
@@ -677,6 +709,7 @@ impl RemoteOptions {
             writer_slot: "default".to_owned(),
             cache_dir: base.join(".bridge").join("git-cache"),
             github_token: None,
+            stall_timeout: git::DEFAULT_STALL_TIMEOUT,
         }
     }
 }
@@ -736,7 +769,7 @@ pub fn parse_remote(
                 let auth_host = std::env::var("BRIDGE_GIT_AUTH_HOST").ok();
                 remote = remote.with_token(Some(token), auth_host.as_deref());
             }
-            Ok(Box::new(remote))
+            Ok(Box::new(remote.with_stall_timeout(opts.stall_timeout)))
         }
         _ => Err(RemoteSpecError::UnknownScheme {
             spec: spec.to_owned(),

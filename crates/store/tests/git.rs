@@ -519,6 +519,7 @@ fn parse_remote_wires_git_urls() {
         writer_slot: "laptop".into(),
         cache_dir: dir.path().join("caches"),
         github_token: None,
+        stall_timeout: bridge_store::DEFAULT_STALL_TIMEOUT,
     };
     // A relative path is taken from the base folder.
     let r = parse_remote("git:store.git", dir.path(), &opts).unwrap();
@@ -721,4 +722,84 @@ fn issue12_item16_an_oversized_object_is_refused_before_it_is_read() {
         "{}",
         report.skipped[0]
     );
+}
+
+/// A server on 127.0.0.1 that accepts connections and never answers (nor
+/// closes them) while it lives: what a hung host looks like to git.
+struct SilentServer {
+    port: u16,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl SilentServer {
+    fn start() -> SilentServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let thread = thread::spawn(move || {
+            let mut held: Vec<TcpStream> = Vec::new();
+            while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((conn, _)) => held.push(conn),
+                    Err(_) => thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        });
+        SilentServer {
+            port,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for SilentServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Issue 12, item 15: a host that accepts the connection and never answers
+/// kept a command for 363 s over http (six tries of git's one-minute low
+/// speed limit) and for ever over git://. With a stall timeout, list and
+/// put fail as `Unreachable` with a timed-out cause, after one try (the
+/// watchdog killed git; it is not retried).
+#[test]
+fn a_silent_host_is_unreachable_after_the_stall_timeout() {
+    let server = SilentServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    for (i, url) in [
+        format!("http://127.0.0.1:{}/store.git", server.port),
+        format!("git://127.0.0.1:{}/store.git", server.port),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let r = remote(&url, "laptop", &dir.path().join(format!("cache{i}")))
+            .with_stall_timeout(Duration::from_secs(1));
+        for result in [r.list().map(|_| ()), r.put(&header("ws"))] {
+            let err = result.expect_err("a silent host cannot answer");
+            match &err {
+                RemoteError::Unreachable { source, .. } => {
+                    assert_eq!(
+                        source.kind(),
+                        std::io::ErrorKind::TimedOut,
+                        "{url}: {err:?}"
+                    )
+                }
+                other => panic!("{url}: expected Unreachable, got {other:?}"),
+            }
+            assert!(
+                std::error::Error::source(&err)
+                    .is_some_and(|s| s.to_string().contains("stall timeout")),
+                "{url}: {err:?}"
+            );
+        }
+    }
 }
