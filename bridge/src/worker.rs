@@ -868,9 +868,31 @@ impl Job {
             let _ = std::fs::remove_dir_all(&dir);
             return (self.id, self.key, attempt, None);
         }
-        // The task may use its own folder, inside the protected `.bridge/`.
+        // The task's own TMPDIR, next to its working folder (so output
+        // globs never see it): under confinement the worker's /tmp may be
+        // on the way to a protected folder, where a task cannot create
+        // files, and tasks should not see each other's temporary files.
+        let tmp = TaskTmp(
+            self.work_dir
+                .join(format!("{}-{slug}.tmp", self.id.short())),
+        );
+        if let Err(e) = std::fs::create_dir(&tmp.0) {
+            let _ = std::fs::remove_dir_all(&dir);
+            let fault = LocalFault(format!(
+                "cannot create the temporary folder {}: {e}",
+                tmp.0.display()
+            ));
+            return (self.id, self.key, attempt, Some(fault));
+        }
+        if let Some(path) = tmp.0.to_str() {
+            cmd.env
+                .entry("TMPDIR".to_owned())
+                .or_insert_with(|| path.to_owned());
+        }
+        // The task may use its own folders, inside the protected `.bridge/`.
         cmd.supervisor = self.supervisor.clone().map(|mut s| {
             s.confinement.allow.push(dir.clone());
+            s.confinement.allow.push(tmp.0.clone());
             s
         });
         let finished = bridge_exec::run(&cmd, stop).await;
@@ -963,6 +985,16 @@ impl Job {
             return (self.id, self.key, attempt, Some(fault));
         }
         (self.id, self.key, attempt, None)
+    }
+}
+
+/// A task's temporary folder (its `TMPDIR`), removed when the attempt
+/// ends, whichever way it ends.
+struct TaskTmp(PathBuf);
+
+impl Drop for TaskTmp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

@@ -1502,7 +1502,9 @@ mod tests {
     }
 
     fn config(store: &str) -> Config {
-        let text = format!("[workspace]\nid = \"w\"\nroot = \"r\"\n\n[store]\n{store}\n");
+        let text = format!(
+            "[workspace]\nid = \"w\"\nroot = \"mf5a6ee7bbb99c11ec7b743a2\"\n\n[store]\n{store}\n"
+        );
         match Config::parse_str(&text, Path::new("bridge.toml")) {
             Ok(c) => c,
             Err(e) => panic!("{e}"),

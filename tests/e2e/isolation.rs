@@ -538,3 +538,56 @@ fn issue12_confinement_limits_and_its_opt_out() {
     assert!(r.stderr.contains("not confined"), "{}", r.stderr);
     assert!(direct.exists() && nested.exists());
 }
+
+/// Each task gets a `TMPDIR` of its own beside its working folder (under
+/// confinement the worker's `/tmp` may be a folder on the way to `.bridge/`,
+/// where a task cannot create files), usable by `mktemp`, unseen by its
+/// output globs and removed when the task ends; a task that sets `TMPDIR`
+/// in its `env` keeps its own.
+#[test]
+fn tasks_get_a_private_tmpdir_that_goes_with_them() {
+    let d = Device::new("tmpdir");
+    d.ok(&["keygen"]);
+    d.ok(&["init"]);
+    d.write(
+        "t.yaml",
+        "tasks:\n\
+         \x20 - name: temp\n\
+         \x20   run: f=$(mktemp) && echo hello > \"$f\" && echo \"$f\" > where.txt && cat \"$f\" >> where.txt\n\
+         \x20   outputs: ['**']\n\
+         \x20 - name: own\n\
+         \x20   env: { TMPDIR: /var/tmp }\n\
+         \x20   run: echo \"$TMPDIR\" > where.txt\n\
+         \x20   outputs: [where.txt]\n",
+    );
+    d.ok(&["submit", "t.yaml"]);
+    d.ok(&["work", "--offline"]);
+    let to = d.scratch("out");
+    d.ok(&["outputs", "temp", "--to", to.to_str().expect("utf-8")]);
+    let kept: Vec<_> = crate::harness::files_under(&to);
+    assert_eq!(
+        kept,
+        vec![to.join("where.txt")],
+        "only the task's own files"
+    );
+    let text = fs::read_to_string(to.join("where.txt")).expect("where.txt");
+    let mut lines = text.lines();
+    let temp = Path::new(lines.next().expect("the temp file's path"));
+    assert_eq!(lines.next(), Some("hello"));
+    let work = d.path(".bridge/work");
+    assert!(
+        temp.starts_with(&work),
+        "{} is not under {}",
+        temp.display(),
+        work.display()
+    );
+    assert!(!temp.exists(), "the temporary file outlived its task");
+    let own = d.scratch("own");
+    d.ok(&["outputs", "own", "--to", own.to_str().expect("utf-8")]);
+    assert_eq!(
+        fs::read_to_string(own.join("where.txt"))
+            .expect("where.txt")
+            .trim(),
+        "/var/tmp"
+    );
+}
