@@ -979,7 +979,9 @@ impl Job {
         // likely failed for lack of it (its logs or files could not be
         // written): the machine's fault, unless the task filled the disk
         // itself, in which case removing its folder (above) freed space.
-        if attempt.outcome == Outcome::Failed
+        // The same for an `error` (the task's supervisor could not even
+        // write down how the task ended).
+        if matches!(attempt.outcome, Outcome::Failed | Outcome::Error)
             && let Some(fault) = work_dir_full(&self.work_dir)
         {
             return (self.id, self.key, attempt, Some(fault));

@@ -241,9 +241,13 @@ fn run_on_full_disk(
     args: &[&str],
 ) -> Option<crate::harness::Run> {
     // Fill the tmpfs: data until ENOSPC, then files until no inode is left.
+    // The filling lies in the folder of a live worker (its lock held on fd
+    // 9, which bridge inherits), so a starting worker's clean-up of dead
+    // workers' folders does not free the space.
     let script = r#"mount -t tmpfs -o size=64k,nr_inodes=16 tmpfs "$1" || exit 99
-dd if=/dev/zero of="$1/fill" bs=4k count=64 2>/dev/null
-i=0; while touch "$1/i$i" 2>/dev/null; do i=$((i+1)); done
+mkdir "$1/w-0-fill" && exec 9>"$1/w-0-fill.lock" && flock -n 9 || exit 98
+dd if=/dev/zero of="$1/w-0-fill/fill" bs=4k count=64 2>/dev/null
+i=0; while touch "$1/w-0-fill/i$i" 2>/dev/null; do i=$((i+1)); done
 shift; exec "$@""#;
     run_in_namespace(d, full, script, args)
 }
@@ -378,8 +382,10 @@ fn tasks_failing_on_a_full_disk_are_not_charged() {
     d.ok(&["submit", "many.yaml"]);
     let work_dir = d.path(".bridge/work");
     // Data space full, inodes left: folders and empty files can be made.
+    // Filled in a live worker's folder, as in [`run_on_full_disk`].
     let script = r#"mount -t tmpfs -o size=64k tmpfs "$1" || exit 99
-dd if=/dev/zero of="$1/fill" bs=4k 2>/dev/null
+mkdir "$1/w-0-fill" && exec 9>"$1/w-0-fill.lock" && flock -n 9 || exit 98
+dd if=/dev/zero of="$1/w-0-fill/fill" bs=4k 2>/dev/null
 shift; exec "$@""#;
     let Some(run) = run_in_namespace(&d, &work_dir, script, &["work"]) else {
         return;

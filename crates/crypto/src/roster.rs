@@ -29,6 +29,10 @@
 //! by [`accepted_key`] (the sha256 of the signed envelope, so a chunk stays
 //! accepted whether it lies loose or inside a snapshot, live or archived);
 //! anything they sign later is refused. A removed key is never re-added.
+//! The list is written once, in the epoch that makes the removal; later
+//! epochs carry the removal with only the list's hash
+//! ([`Removal::accepted_sha256`]), so a removal of a member that wrote many
+//! files does not grow every later epoch (nor every re-sealed copy of them).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -71,8 +75,53 @@ pub struct Removal {
     /// The files the removed member wrote before removal that stay valid:
     /// each as [`accepted_key`] of its signed envelope (or, in rosters made
     /// before that form, its store name); every other file they signed is
-    /// refused.
+    /// refused. Listed only in the epoch that made the removal; later
+    /// epochs carry it empty, with [`Removal::accepted_sha256`].
     pub accepted: BTreeSet<String>,
+    /// In epochs after the removal's own: [`accepted_digest`] of the list
+    /// its epoch holds, in place of the list. `None` in the removal's own
+    /// epoch (and in rosters made before this form, which repeat the list).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepted_sha256: Option<String>,
+}
+
+impl Removal {
+    /// The hash of the accepted list, carried or computed.
+    fn digest(&self) -> String {
+        self.accepted_sha256
+            .clone()
+            .unwrap_or_else(|| accepted_digest(&self.accepted))
+    }
+
+    /// This removal as a later epoch carries it: the list replaced by its
+    /// hash.
+    fn carried(&self) -> Removal {
+        Removal {
+            member: self.member.clone(),
+            epoch: self.epoch,
+            accepted: BTreeSet::new(),
+            accepted_sha256: Some(self.digest()),
+        }
+    }
+
+    /// Whether `self` (in a later epoch) carries `earlier` unchanged.
+    fn carries(&self, earlier: &Removal) -> bool {
+        self.member == earlier.member
+            && self.epoch == earlier.epoch
+            && self.digest() == earlier.digest()
+            && (self.accepted_sha256.is_some() || self.accepted == earlier.accepted)
+    }
+}
+
+/// The hash a later epoch names an accepted list by: hex sha256 of its
+/// entries in order, each followed by a newline.
+pub fn accepted_digest(accepted: &BTreeSet<String>) -> String {
+    let mut h = Sha256::new();
+    for key in accepted {
+        h.update(key.as_bytes());
+        h.update(b"\n");
+    }
+    hex::encode(h.finalize())
 }
 
 /// One version of the member list. Serialized (in this field order) as its
@@ -177,6 +226,22 @@ impl Epoch {
             if !removed.insert(&r.member) || ids.contains(&r.member) || r.epoch > self.number {
                 return Err(EpochError::Shape(
                     "its removals repeat a member, list a current member or name a later epoch",
+                ));
+            }
+            // The list itself lives in the removal's own epoch; a later one
+            // names it by hash only.
+            let carried_ok = match &r.accepted_sha256 {
+                None => true,
+                Some(d) => {
+                    r.epoch < self.number
+                        && r.accepted.is_empty()
+                        && d.len() == 64
+                        && hex::decode(d).is_ok()
+                }
+            };
+            if !carried_ok {
+                return Err(EpochError::Shape(
+                    "a removal names its accepted files by hash in its own epoch, or by a malformed hash",
                 ));
             }
         }
@@ -662,6 +727,7 @@ impl Roster {
             member: gone.id(),
             epoch: latest.number + 1,
             accepted,
+            accepted_sha256: None,
         });
         // A new data key: the removed member cannot read what comes next.
         self.next(admin, members, removed, new_data_key(), now)
@@ -691,9 +757,15 @@ impl Roster {
     ) -> Result<(Roster, Vec<u8>), RosterError> {
         self.require_admin(admin)?;
         let latest = self.latest();
+        let number = latest.number + 1;
+        // Earlier removals are carried by the hash of their list.
+        let removed = removed
+            .into_iter()
+            .map(|r| if r.epoch < number { r.carried() } else { r })
+            .collect();
         let epoch = Epoch {
             workspace: latest.workspace.clone(),
-            number: latest.number + 1,
+            number,
             prev: Some(latest.hash()),
             members,
             removed,
@@ -796,14 +868,19 @@ impl Roster {
                 writer: writer.clone(),
             });
         };
-        if let Some(r) = removal
-            && !r.accepted.contains(file)
-            && !accepted_key().is_some_and(|k| r.accepted.contains(&k))
-        {
-            return Err(EnvelopeError::RemovedWriter {
-                name: member.name.clone(),
-                epoch: r.epoch,
-            });
+        if let Some(r) = removal {
+            // The list is in the removal's own epoch (verified, as every
+            // epoch up to the latest is); later ones carry its hash.
+            let accepted = self
+                .epoch(r.epoch)
+                .and_then(|e| e.removal(writer))
+                .map_or(&r.accepted, |own| &own.accepted);
+            if !accepted.contains(file) && !accepted_key().is_some_and(|k| accepted.contains(&k)) {
+                return Err(EnvelopeError::RemovedWriter {
+                    name: member.name.clone(),
+                    epoch: r.epoch,
+                });
+            }
         }
         Ok(member)
     }
@@ -909,7 +986,12 @@ fn link(prev: Option<&Epoch>, c: &Candidate, root: &MemberId) -> Result<(), Epoc
         .map_err(|_| EpochError::BadSignature)?;
     if epoch.naming_key != prev.naming_key
         || epoch.workspace != prev.workspace
-        || epoch.removed.get(..prev.removed.len()) != Some(&prev.removed[..])
+        || epoch.removed.len() < prev.removed.len()
+        || !epoch
+            .removed
+            .iter()
+            .zip(&prev.removed)
+            .all(|(later, earlier)| later.carries(earlier))
     {
         return Err(EpochError::Rewrites);
     }

@@ -242,7 +242,13 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
     use std::io::Write as _;
     match status_file.write_all(status.encode().as_bytes()) {
         Ok(()) => code,
-        Err(_) => 2,
+        Err(e) => {
+            eprintln!(
+                "bridge task supervisor: cannot write the task's status to {}: {e}",
+                plan.status_path.display()
+            );
+            2
+        }
     }
 }
 

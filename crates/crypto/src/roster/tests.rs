@@ -586,3 +586,106 @@ fn removal_accepts_signed_envelopes_by_hash_wherever_they_lie() {
     assert!(crate::envelope::verify_signed(&r2, other_signed, "chunks/doc/x", EXPECT).is_err());
     assert_ne!(accepted_key(&signed), accepted_key(b"tampered"));
 }
+
+/// A removal's accepted list is written once, in its own epoch: later
+/// epochs (and their re-sealed copies) carry only its hash, so removing a
+/// member that wrote 10,000 files does not grow every later epoch. The
+/// list still decides, on a late joiner too, and no later epoch can change
+/// it.
+#[test]
+fn a_long_accepted_list_is_carried_by_its_hash() {
+    let root = id();
+    let bob = id();
+    let (r0, g) = Roster::genesis(&root, "root", WS, 1).unwrap();
+    let (r1, e1) = r0
+        .add_member(&root, member("bob", &bob, Role::Worker), 2)
+        .unwrap();
+    let kept = chunk(&bob, &r1, 1, b"kept");
+    let other = chunk(&bob, &r1, 1, b"other");
+    let mut accepted: BTreeSet<String> = (0..10_000)
+        .map(|i| accepted_key(format!("file {i}").as_bytes()))
+        .collect();
+    accepted.insert(accepted_key(&open(&root, &kept).unwrap().signed_bytes()));
+    let (r2, e2) = r1.remove_member(&root, "bob", accepted.clone(), 3).unwrap();
+    let removal_size = r2.latest().canonical_bytes().len();
+    assert!(removal_size > 700_000, "{removal_size}");
+
+    let mut roster = r2;
+    let mut sealed = vec![g, e1, e2];
+    let mut late = None;
+    for i in 0..4 {
+        let who = id();
+        let (next, file) = roster
+            .add_member(&root, member(&format!("m{i}"), &who, Role::Submit), 4 + i)
+            .unwrap();
+        let later = next.latest();
+        assert!(
+            later.canonical_bytes().len() < 4_000,
+            "epoch {} carries the list",
+            later.number
+        );
+        assert_eq!(
+            later.removed[0].accepted_sha256.as_deref(),
+            Some(accepted_digest(&accepted).as_str())
+        );
+        sealed.push(file);
+        sealed.extend(next.reseal_history().unwrap());
+        roster = next;
+        late = Some(who);
+    }
+    // A member added last verifies the chain from genesis and applies the
+    // removal's list from its own epoch (the chunks are opened with the
+    // root's key: they were sealed to epoch 1's members).
+    let late = late.unwrap();
+    let named: Vec<(String, Vec<u8>)> = sealed
+        .iter()
+        .enumerate()
+        .map(|(i, b)| (format!("chunks/roster/{i}.chunk"), b.clone()))
+        .collect();
+    let (seen, _) = Roster::verify(&named, &late, WS, root.member_id()).unwrap();
+    assert_eq!(seen.latest().number, roster.latest().number);
+    let (_, by) = open_verified(&root, &seen, &kept, "chunks/doc/a.chunk", EXPECT).unwrap();
+    assert_eq!(by.name, "bob");
+    let err = open_verified(&root, &seen, &other, "chunks/doc/b.chunk", EXPECT).unwrap_err();
+    assert!(
+        matches!(err, EnvelopeError::RemovedWriter { epoch: 2, .. }),
+        "{err}"
+    );
+
+    // A later epoch that changes the carried hash rewrites the removal.
+    let mut forged = successor(&roster, &root, roster.latest().members.clone());
+    forged.removed[0].accepted_sha256 = Some(accepted_digest(&BTreeSet::new()));
+    let mut with_forged = named.clone();
+    with_forged.push((
+        "chunks/roster/forged.chunk".into(),
+        forge_epoch(&root, &forged),
+    ));
+    let (v, warnings) = Roster::verify(&with_forged, &root, WS, root.member_id()).unwrap();
+    assert_eq!(v.latest().number, roster.latest().number);
+    assert!(
+        skipped_reasons(&warnings)
+            .iter()
+            .any(|(f, r)| *f == "chunks/roster/forged.chunk" && matches!(r, EpochError::Rewrites)),
+        "{warnings:?}"
+    );
+    // A removal cannot name its list by hash in its own epoch (its list
+    // would be nowhere).
+    let carol = id();
+    let (r_c, _) = roster
+        .add_member(&root, member("carol", &carol, Role::Submit), 20)
+        .unwrap();
+    let mut own = successor(
+        &r_c,
+        &root,
+        r_c.latest().members[..r_c.latest().members.len() - 1].to_vec(),
+    );
+    own.removed.push(Removal {
+        member: carol.member_id().clone(),
+        epoch: own.number,
+        accepted: BTreeSet::new(),
+        accepted_sha256: Some(accepted_digest(&BTreeSet::new())),
+    });
+    let file = forge_epoch(&root, &own);
+    let e = read_epoch_file(&root, WS, &file).err();
+    assert!(matches!(e, Some(EpochError::Shape(_))), "{e:?}");
+}
