@@ -776,6 +776,14 @@ fn normalise(p: &str) -> String {
 mod tests {
     use super::*;
 
+    /// The error `parse` gives for `yaml` (which must be refused).
+    fn parse_err(yaml: &str) -> String {
+        match parse(yaml) {
+            Ok(_) => panic!("accepted:\n{yaml}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
     fn parse(text: &str) -> anyhow::Result<Vec<PlannedTask>> {
         parse_str(text, "tasks.yaml", Path::new("."))
     }
@@ -811,24 +819,17 @@ mod tests {
 
     #[test]
     fn malformed_yaml_names_the_place() {
-        let msg = parse("tasks:\n  - name: [a\n")
-            .map(|_| ())
-            .unwrap_err()
-            .to_string();
+        let msg = parse_err("tasks:\n  - name: [a\n");
         assert!(msg.starts_with("tasks.yaml:"), "{msg}");
     }
 
     #[test]
     fn unknown_need_and_cycle_are_refused() {
-        let msg = parse("tasks:\n  - name: a\n    run: x\n    needs: [b]\n")
-            .map(|_| ())
-            .unwrap_err()
-            .to_string();
+        let msg = parse_err("tasks:\n  - name: a\n    run: x\n    needs: [b]\n");
         assert!(msg.contains("needs `b`"), "{msg}");
-        let msg = parse("tasks:\n  - name: a\n    run: echo x\n    needs: [b]\n  - name: b\n    run: echo y\n    needs: [a]\n")
-            .map(|_| ())
-            .unwrap_err()
-            .to_string();
+        let msg = parse_err(
+            "tasks:\n  - name: a\n    run: echo x\n    needs: [b]\n  - name: b\n    run: echo y\n    needs: [a]\n",
+        );
         assert!(msg.contains("cycle"), "{msg}");
     }
 
@@ -875,12 +876,9 @@ mod tests {
     #[test]
     fn bad_url_inputs_name_the_line_and_the_task() {
         let msg = |input: &str| {
-            parse(&format!(
+            parse_err(&format!(
                 "tasks:\n  - name: a\n    run: x\n    inputs:\n      - {input}\n"
             ))
-            .map(|_| ())
-            .unwrap_err()
-            .to_string()
         };
         let m = msg("{ url: 'https://h/x.csv', sha256: abc }");
         assert!(
@@ -915,7 +913,7 @@ mod tests {
         };
         let plan = parse(&text(SHA))?;
         assert_eq!(plan[0].url_inputs.len(), 1, "one content at one path");
-        let m = parse(&text(&other)).map(|_| ()).unwrap_err().to_string();
+        let m = parse_err(&text(&other));
         assert!(m.contains("placed at `x`"), "{m}");
         Ok(())
     }
@@ -930,7 +928,7 @@ mod tests {
             "tasks:\n  - name: boom\n    run: echo\n    matrix: {{ {} }}\n",
             keys.join(", ")
         );
-        let msg = parse(&text).map(|_| ()).unwrap_err().to_string();
+        let msg = parse_err(&text);
         assert!(
             msg.starts_with("tasks.yaml:2:")
                 && msg.contains("task `boom`")
@@ -946,7 +944,7 @@ mod tests {
             "tasks:\n  - name: boom\n    run: echo\n    matrix: {{ {} }}\n",
             keys.join(", ")
         );
-        let msg = parse(&text).map(|_| ()).unwrap_err().to_string();
+        let msg = parse_err(&text);
         assert!(msg.contains("more than 2^64"), "{msg}");
         // The limit counts the whole file, not one entry.
         let entry = |n: usize| {
@@ -964,10 +962,7 @@ mod tests {
             msg.contains("task `e2`") && msg.contains("(62500 before it)"),
             "{msg}"
         );
-        let msg = parse("tasks:\n  - name: none\n    run: echo\n    matrix: { a: [] }\n")
-            .map(|_| ())
-            .unwrap_err()
-            .to_string();
+        let msg = parse_err("tasks:\n  - name: none\n    run: echo\n    matrix: { a: [] }\n");
         assert!(msg.contains("`a` has no values"), "{msg}");
     }
 
@@ -1070,10 +1065,7 @@ mod tests {
 
     #[test]
     fn missing_input_is_named() {
-        let msg = parse("tasks:\n  - name: a\n    run: x\n    inputs: [nope.txt]\n")
-            .map(|_| ())
-            .unwrap_err()
-            .to_string();
+        let msg = parse_err("tasks:\n  - name: a\n    run: x\n    inputs: [nope.txt]\n");
         assert!(
             msg.contains("nope.txt") && msg.contains("task `a`"),
             "{msg}"

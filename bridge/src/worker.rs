@@ -1308,8 +1308,13 @@ fn task_supervisor(root: &std::path::Path) -> Option<bridge_exec::Supervisor> {
         );
         protect.clear();
     } else if !bridge_exec::confinement_available() {
+        let why = if cfg!(target_os = "linux") {
+            "this kernel has no Landlock (Linux 5.13 or later, enabled)"
+        } else {
+            "bridge confines tasks only on Linux"
+        };
         tracing::warn!(
-            "this system cannot confine tasks (Linux Landlock is unavailable): tasks can read this device's bridge identity and the workspace's .bridge folder"
+            "tasks are not confined ({why}): they can read this device's bridge identity and the workspace's .bridge folder; run only tasks of members you trust"
         );
     }
     if cfg!(target_os = "linux") {
