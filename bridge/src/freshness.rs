@@ -144,7 +144,7 @@ pub fn check(ws: &Workspace, roster: &Roster) -> CliResult<()> {
             return Ok(());
         }
     };
-    let mut seen = read_seen(&path);
+    let mut seen = read_seen(&path)?;
     let now = Anchor::latest(roster);
     if let Some(before) = seen.get(workspace).and_then(|t| t.parse::<Anchor>().ok()) {
         before.check(roster).map_err(|s| {
@@ -209,17 +209,28 @@ struct Seen {
     workspaces: BTreeMap<String, String>,
 }
 
-fn read_seen(path: &Path) -> BTreeMap<String, String> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => match toml::from_str::<Seen>(&text) {
-            Ok(s) => s.workspaces,
-            Err(e) => {
-                tracing::warn!("ignored {}: it is not valid ({e})", path.display());
-                BTreeMap::new()
-            }
-        },
-        Err(_) => BTreeMap::new(),
-    }
+/// The epochs this device has seen, per workspace. Only a missing file
+/// means "none": a file that cannot be read or parsed is refused, since
+/// going on would accept an older roster and overwrite every workspace's
+/// record (fail closed).
+fn read_seen(path: &Path) -> CliResult<BTreeMap<String, String>> {
+    let hint = format!(
+        "{} records the newest roster each workspace showed this device; restore it, or delete it to trust the current rosters again",
+        path.display()
+    );
+    let text = match crate::files::read_text(path, crate::files::CONFIG_MAX) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(e) => {
+            return Err(CliError::hint(
+                anyhow!("cannot read {}: {e}", path.display()),
+                hint,
+            ));
+        }
+    };
+    toml::from_str::<Seen>(&text)
+        .map(|s| s.workspaces)
+        .map_err(|e| CliError::hint(anyhow!("{} is damaged: {e}", path.display()), hint))
 }
 
 fn write_seen(path: &Path, workspaces: &BTreeMap<String, String>) -> anyhow::Result<()> {
@@ -242,7 +253,7 @@ fn write_seen(path: &Path, workspaces: &BTreeMap<String, String>) -> anyhow::Res
 /// keeping the rest of the file (and its comments) as it is.
 pub fn pin(root: &Path, anchor: &Anchor) -> CliResult<()> {
     let path = root.join(CONFIG_FILE);
-    let text = std::fs::read_to_string(&path)
+    let text = crate::files::read_text(&path, crate::files::CONFIG_MAX)
         .with_context(|| format!("cannot read {}", path.display()))?;
     let new = with_pin(&text, anchor);
     // What is written must still parse as a workspace file.

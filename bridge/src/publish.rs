@@ -63,7 +63,7 @@ pub struct Publisher {
 }
 
 /// How long a publisher whose last push failed waits before the next try
-/// (the claim-window syncs and the final sync try regardless); doubled
+/// (claim-window syncs read only the local replica meanwhile); doubled
 /// after each failure in a row, up to [`RETRY_AFTER_MAX`], so that a
 /// remote that stays full or unreachable is not hammered (issue 12, item
 /// 14).

@@ -31,7 +31,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{anyhow, bail};
 use bridge_model::Command;
 use bridge_model::limits::shown;
 use serde::Deserialize;
@@ -282,23 +282,14 @@ fn duration_s(v: &DurationValue) -> Result<u64, String> {
 /// would hang `submit` and a huge file would be read whole into memory (the
 /// same class as issue 12, items 11 and 17).
 pub fn load(path: &Path) -> anyhow::Result<Vec<PlannedTask>> {
-    use std::io::Read;
-    // Through the opened file: a FIFO neither blocks nor is read.
-    let (file, _) = crate::files::open_regular(path)
-        .map_err(|e| anyhow!("cannot read the task file {}: {e}", path.display()))?;
-    let mut bytes = Vec::new();
-    file.take(MAX_TASK_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .with_context(|| format!("cannot read the task file {}", path.display()))?;
-    if bytes.len() as u64 > MAX_TASK_FILE_BYTES {
-        bail!(
+    let text = crate::files::read_text(path, MAX_TASK_FILE_BYTES).map_err(|e| match e.kind() {
+        std::io::ErrorKind::FileTooLarge => anyhow!(
             "the task file {} is larger than {} MiB; split it into several files",
             path.display(),
             MAX_TASK_FILE_BYTES >> 20
-        );
-    }
-    let text = String::from_utf8(bytes)
-        .map_err(|e| anyhow!("the task file {} is not UTF-8 text: {e}", path.display()))?;
+        ),
+        _ => anyhow!("cannot read the task file {}: {e}", path.display()),
+    })?;
     let base = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -921,14 +912,17 @@ mod tests {
     // Issue 12, item 11: ten keys of ten values made `submit` grow to 23.8 GB.
     #[test]
     fn issue12_matrix_explosion_is_refused_before_expanding() {
-        let keys: Vec<String> = (0..10)
-            .map(|k| format!("k{k}: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]"))
-            .collect();
-        let text = format!(
-            "tasks:\n  - name: boom\n    run: echo\n    matrix: {{ {} }}\n",
-            keys.join(", ")
-        );
-        let msg = parse_err(&text);
+        // A task `boom` whose matrix has `n` keys of ten values each.
+        let boom = |n: usize| {
+            let keys: Vec<String> = (0..n)
+                .map(|k| format!("k{k}: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]"))
+                .collect();
+            format!(
+                "tasks:\n  - name: boom\n    run: echo\n    matrix: {{ {} }}\n",
+                keys.join(", ")
+            )
+        };
+        let msg = parse_err(&boom(10));
         assert!(
             msg.starts_with("tasks.yaml:2:")
                 && msg.contains("task `boom`")
@@ -937,14 +931,7 @@ mod tests {
             "{msg}"
         );
         // Twenty keys overflow a u64: still one clear message.
-        let keys: Vec<String> = (0..20)
-            .map(|k| format!("k{k}: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]"))
-            .collect();
-        let text = format!(
-            "tasks:\n  - name: boom\n    run: echo\n    matrix: {{ {} }}\n",
-            keys.join(", ")
-        );
-        let msg = parse_err(&text);
+        let msg = parse_err(&boom(20));
         assert!(msg.contains("more than 2^64"), "{msg}");
         // The limit counts the whole file, not one entry.
         let entry = |n: usize| {

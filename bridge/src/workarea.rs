@@ -15,6 +15,7 @@
 
 use std::fs::File;
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -40,14 +41,29 @@ impl WorkArea {
                 root.display()
             );
         }
-        let random = crate::workspace::random_bytes::<4>().map_err(|e| e.error)?;
-        let name = format!("w-{}-{}", std::process::id(), hex::encode(random));
-        let lock_path = root.join(format!("{name}.lock"));
-        let file = File::create(&lock_path)
-            .with_context(|| format!("cannot create {}", lock_path.display()))?;
-        let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock)
-            .map_err(|(_, e)| e)
-            .with_context(|| format!("cannot lock {}", lock_path.display()))?;
+        // Another worker starting at the same time may take our new lock
+        // file for a dead worker's between its creation and our lock, and
+        // unlink it: then we would hold a lock on no name, and our folder
+        // would look unlocked. So the lock must still be the file at the
+        // path once it is held; else try again with a new name.
+        let (name, lock_path, lock) = loop {
+            let random = crate::workspace::random_bytes::<4>().map_err(|e| e.error)?;
+            let name = format!("w-{}-{}", std::process::id(), hex::encode(random));
+            let lock_path = root.join(format!("{name}.lock"));
+            let file = File::create(&lock_path)
+                .with_context(|| format!("cannot create {}", lock_path.display()))?;
+            let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock)
+                .map_err(|(_, e)| e)
+                .with_context(|| format!("cannot lock {}", lock_path.display()))?;
+            let held = lock
+                .metadata()
+                .with_context(|| format!("cannot read {}", lock_path.display()))?;
+            let still_ours = std::fs::metadata(&lock_path)
+                .is_ok_and(|now| (now.dev(), now.ino()) == (held.dev(), held.ino()));
+            if still_ours {
+                break (name, lock_path, lock);
+            }
+        };
         // Lock first, folder second: a folder without a lock file is never
         // a live worker's.
         let dir = root.join(&name);

@@ -201,10 +201,16 @@ pub fn local_fault(e: &anyhow::Error) -> Option<LocalFault> {
 
 /// The machine's fault in a message of the task runner, which carries the
 /// operating system's error as text (`… (os error 28)`).
+///
+/// Only the message's end counts: that is where the OS error stands (`could
+/// not start `NAME`: … (os error 28)`), while the rest may hold text the
+/// task's author chose (a program named `x (os error 28)` must not make
+/// every worker that claims it stop as if its disk were full).
 fn local_fault_in_message(message: &str) -> Option<LocalFault> {
+    let end = message.trim_end();
     LOCAL_ERRNOS
         .iter()
-        .any(|l| message.contains(&format!("(os error {})", *l as i32)))
+        .any(|l| end.ends_with(&format!("(os error {})", *l as i32)))
         .then(|| LocalFault(message.to_owned()))
 }
 
@@ -975,10 +981,12 @@ impl Job {
         let _ = std::fs::remove_dir_all(&dir);
         let _ = std::fs::remove_file(&stdout_path);
         let _ = std::fs::remove_file(&stderr_path);
+        drop(tmp);
         // A command that failed on a disk with no space left has most
         // likely failed for lack of it (its logs or files could not be
         // written): the machine's fault, unless the task filled the disk
-        // itself, in which case removing its folder (above) freed space.
+        // itself, in which case removing its folders (above: the working
+        // folder and its TMPDIR) freed space.
         // The same for an `error` (the task's supervisor could not even
         // write down how the task ended).
         if matches!(attempt.outcome, Outcome::Failed | Outcome::Error)
@@ -988,6 +996,16 @@ impl Job {
         }
         (self.id, self.key, attempt, None)
     }
+}
+
+/// Every check a spec must pass to be run: the model's limits and output
+/// globs that compile. `submit` refuses what fails it, and a worker records
+/// an `error` attempt for a stored spec that fails it: one function, so the
+/// two can never disagree.
+pub fn check_runnable(spec: &TaskSpec) -> anyhow::Result<()> {
+    spec.check()?;
+    bridge_exec::check_output_globs(&spec.outputs)?;
+    Ok(())
 }
 
 /// A task's temporary folder (its `TMPDIR`), removed when the attempt
@@ -1011,8 +1029,7 @@ fn task_command(
     device: &str,
     paths: (&Path, &Path, &Path),
 ) -> anyhow::Result<TaskCommand> {
-    spec.check()?;
-    bridge_exec::check_output_globs(&spec.outputs)?;
+    check_runnable(spec)?;
     let (workdir, stdout_path, stderr_path) = paths;
     Ok(TaskCommand {
         program: match &spec.command {
@@ -1540,6 +1557,9 @@ mod local_fault_tests {
         }
         let missing = std::io::Error::from_raw_os_error(nix::errno::Errno::ENOENT as i32);
         assert!(local_fault_in_message(&format!("could not start `nope`: {missing}")).is_none());
+        // A program named like a full disk is still the task's failure.
+        let hostile = format!("could not start `x (os error 28)`: {missing}");
+        assert!(local_fault_in_message(&hostile).is_none(), "{hostile}");
         assert!(local_fault(&anyhow::Error::new(missing)).is_none());
     }
 }

@@ -267,31 +267,24 @@ fn issue12_identity_file_must_be_a_private_regular_file() {
     // promptly (a spawned command polled to exit, never a hang).
     fs::remove_file(&path).expect("rm");
     nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
-    let fifo = d.spawn("fifo", &["whoami"]).wait();
-    assert_ne!(fifo.code, 0);
-    assert!(
-        fifo.stderr.contains("not a regular file"),
-        "{}",
-        fifo.stderr
-    );
+    // `whoami` as a spawned process, polled (bounded) to exit: refused,
+    // saying `why`.
+    let refused = |label: &str, why: &str| {
+        let r = d.spawn(label, &["whoami"]).wait();
+        assert_ne!(r.code, 0, "{label}: {}", r.stdout);
+        assert!(r.stderr.contains(why), "{label}: {}", r.stderr);
+    };
+    refused("fifo", "not a regular file");
     fs::remove_file(&path).expect("rm");
     std::os::unix::fs::symlink("/dev/zero", &path).expect("symlink");
-    let zero = d.spawn("zero", &["whoami"]).wait();
-    assert_ne!(zero.code, 0);
-    assert!(
-        zero.stderr.contains("not a regular file"),
-        "{}",
-        zero.stderr
-    );
+    refused("zero", "not a regular file");
 
     // A huge (sparse) file is refused by size, without reading it.
     fs::remove_file(&path).expect("rm");
     let f = fs::File::create(&path).expect("create");
     f.set_len(4 * 1024 * 1024 * 1024).expect("set_len");
     fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).expect("chmod");
-    let big = d.spawn("big", &["whoami"]).wait();
-    assert_ne!(big.code, 0);
-    assert!(big.stderr.contains("larger than"), "{}", big.stderr);
+    refused("big", "larger than");
 
     // A link to a good, private file is followed.
     fs::remove_file(&path).expect("rm");

@@ -165,6 +165,8 @@ fn rotating_a_runner_keeps_its_results_and_retires_its_old_key() {
         assert_eq!(status_of(&a, &format!("t{i}")), "done");
     }
 
+    // A task the old key can still read (sealed before the rotation).
+    a.ok(&["submit", "--name", "after", "--", "echo", "after"]);
     let rotated = a.ok(&["members", "rotate-runner", "ci-1"]);
     let new_secret = rotated.stdout.trim().to_owned();
     assert!(
@@ -194,9 +196,14 @@ fn rotating_a_runner_keeps_its_results_and_retires_its_old_key() {
     assert_eq!(runner[0]["role"], "worker");
     assert_eq!(members["removed"].as_array().map(Vec::len), Some(1));
 
-    // The old key's work is refused from now on; the new key works.
-    a.ok(&["submit", "--name", "after", "--", "echo", "after"]);
-    r.ok(&["work"]);
+    // The old key's work is refused from now on; the new key works. The
+    // old runner does run `after` (it has not seen its retirement) and
+    // pushes the result, which nobody accepts.
+    let old_run = r.run(&["work"]);
+    assert!(
+        old_run.stderr.contains("after") || old_run.stdout.contains("after"),
+        "the old key did not even try `after`: {old_run:?}"
+    );
     a.ok(&["sync"]);
     assert_eq!(
         status_of(&a, "after"),
@@ -426,4 +433,37 @@ fn a_pin_naming_another_or_a_malformed_epoch_is_refused() {
     fs::write(&path, &good).expect("write bridge.toml");
     a.ok(&["work"]);
     assert_eq!(status_of(&a, "t"), "done");
+}
+
+/// The record of the newest roster this device has seen fails closed: a
+/// damaged or unreadable `roster-seen.toml` (something else on the device
+/// wrote it) refuses the command, naming the file, and is left as it is;
+/// going on would accept an older roster and overwrite every workspace's
+/// record.
+#[test]
+fn a_damaged_record_of_the_rosters_seen_is_refused_not_overwritten() {
+    let a = Device::new("mem-seen");
+    a.ok(&["init"]);
+    a.ok(&["status"]);
+    let seen = a.config_dir().join("roster-seen.toml");
+    assert!(seen.exists(), "the device records the roster it verified");
+    std::fs::write(&seen, "workspaces = [not toml").expect("damage");
+    let run = a.run(&["status"]).expect_code(1);
+    assert!(
+        run.stderr.contains("roster-seen.toml") && run.stderr.contains("damaged"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(&seen).expect("still there"),
+        "workspaces = [not toml"
+    );
+    // A FIFO in its place is refused too, without hanging.
+    std::fs::remove_file(&seen).expect("rm");
+    nix::unistd::mkfifo(&seen, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+    let run = a.spawn("fifo", &["status"]).wait();
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("not a regular file"), "{}", run.stderr);
+    std::fs::remove_file(&seen).expect("rm");
+    a.ok(&["status"]);
 }

@@ -208,7 +208,12 @@ impl Pool {
                 let who = self.any_current(rng);
                 self.log
                     .push(format!("{} works, killed -9", self.label(who)));
+                // At a random moment of its run (up to 1.5 s: loading,
+                // syncing, running, recording), not before it has started.
+                let after = std::time::Duration::from_millis(rng.below(1500) as u64);
+                self.log.push(format!("  (after {after:?})"));
                 let p = self.dev(who).spawn("killed-work", &["work"]);
+                std::thread::sleep(after);
                 p.kill();
             }
             8 => {

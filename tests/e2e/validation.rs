@@ -611,6 +611,14 @@ fn issue12_task_text_never_reaches_a_terminal_raw() {
                 text.contains("\\u{1b}[2Jcleared") && text.contains("\\u{1b}[31mfail"),
                 "{text:?}"
             );
+        } else {
+            // The command really ran on the terminal and showed the task's
+            // text, escaped (an empty screen would pass the check above).
+            assert!(
+                text.contains("\\u{1b}"),
+                "`bridge {}`: {text:?}",
+                args.join(" ")
+            );
         }
     }
 }

@@ -166,25 +166,10 @@ fn init_github(g: &GlobalArgs, args: &InitArgs, root: &Path, repo: &RepoSlug) ->
                 "leave out --remote, or change [store] remote in bridge.toml",
             ));
         }
-        // Only an admin may add the runner: check before touching bridge.toml.
-        members::require_admin(&members::open_vault(&ws)?)?;
-        let ws = match &ws.config.github {
-            Some(section) if section.repository != repo.to_string() => {
-                return Err(CliError::hint(
-                    anyhow!(
-                        "bridge.toml is set up for GitHub repository {} already",
-                        section.repository
-                    ),
-                    "change [github] repository in bridge.toml, or use another folder",
-                ));
-            }
-            Some(_) => ws,
-            None => {
-                append_github_section(root, &github_section(repo, &git_ref))?;
-                Workspace::open(root)?
-            }
-        };
+        // Only an admin may add the runner, and only once: both checked
+        // before bridge.toml is touched.
         let vault = members::open_vault(&ws)?;
+        members::require_admin(&vault)?;
         // A second `init --github` would add another runner and replace the
         // secret, leaving the first runner a member nobody holds the key
         // of; removing that one by hand is how results used to get lost.
@@ -205,6 +190,22 @@ fn init_github(g: &GlobalArgs, args: &InitArgs, root: &Path, repo: &RepoSlug) ->
                 ),
             ));
         }
+        let ws = match &ws.config.github {
+            Some(section) if section.repository != repo.to_string() => {
+                return Err(CliError::hint(
+                    anyhow!(
+                        "bridge.toml is set up for GitHub repository {} already",
+                        section.repository
+                    ),
+                    "change [github] repository in bridge.toml, or use another folder",
+                ));
+            }
+            Some(_) => ws,
+            None => {
+                append_github_section(root, &github_section(repo, &git_ref))?;
+                Workspace::open(root)?
+            }
+        };
         (ws, vault)
     } else {
         let remote = args.remote.clone().unwrap_or_else(|| repo.git_remote());

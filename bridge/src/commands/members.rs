@@ -128,8 +128,12 @@ pub fn run(g: &GlobalArgs, args: MembersArgs) -> CliResult<u8> {
         }
         MembersCommand::Remove { name, offline } => {
             require_admin(&vault)?;
-            let gone = member_named(&vault, &name)?.id();
+            member_named(&vault, &name)?;
             vault = sync_before_removal(&ws, vault, offline, &name)?;
+            // Looked up again after the sync: another admin may have
+            // rotated or re-added the name meanwhile, and the files kept
+            // must be those of the key that is removed.
+            let gone = member_named(&vault, &name)?.id();
             let anchor = retire(&ws, &mut vault, &name, &gone, g.quiet)?;
             if !g.quiet {
                 outln!(
@@ -289,6 +293,14 @@ fn rotate_runner(
         None
     };
     let mut vault = sync_before_removal(ws, vault, offline, name)?;
+    // The key retired is the one the roster holds after the sync.
+    let old = member_named(&vault, name)?.clone();
+    if old.role != Role::Worker {
+        return Err(anyhow!(
+            "{name} is no longer a runner (worker) after the sync: nothing changed"
+        )
+        .into());
+    }
     let runner = new_runner_identity()?;
     if let Some((_, repo, gh, key)) = &target {
         let sealed = crate::github::seal(&key.key, runner.to_secret().expose_secret().as_bytes())
@@ -301,8 +313,24 @@ fn rotate_runner(
         gh.put_secret(crate::github::IDENTITY_SECRET, &key.key_id, &sealed)
             .map_err(|e| crate::github::cli_error(e, gh.token_source))?;
     }
-    retire(ws, &mut vault, name, &old.id(), g.quiet)?;
-    let anchor = add_runner_identity(ws, &mut vault, name, &runner)?;
+    let changed = retire(ws, &mut vault, name, &old.id(), g.quiet)
+        .and_then(|_| add_runner_identity(ws, &mut vault, name, &runner));
+    let anchor = match changed {
+        Ok(anchor) => anchor,
+        Err(e) => {
+            // The repository secret already holds the new key: print it, so
+            // that running the rotation again (or `members add-runner`) can
+            // finish the change without another secret.
+            if target.is_some() {
+                errln!(
+                    "The Actions secret {} already holds the new identity, but the roster change failed;                      the new identity follows, printed once:",
+                    crate::github::IDENTITY_SECRET
+                );
+                outln!("{}", runner.to_secret().expose_secret());
+            }
+            return Err(e);
+        }
+    };
     match &target {
         Some((_, repo, _, _)) => {
             if !g.quiet {

@@ -354,8 +354,7 @@ fn spec_of(
 fn check_spec(spec: &TaskSpec) -> CliResult<()> {
     let hint = "fix the field named above in the task file or on the command line (the README lists the limits)";
     let context = || format!("task `{}` cannot be submitted", shown(&spec.name));
-    spec.check().with_context(context).hint(hint)?;
-    bridge_exec::check_output_globs(&spec.outputs)
+    crate::worker::check_runnable(spec)
         .with_context(context)
         .hint(hint)?;
     Ok(())

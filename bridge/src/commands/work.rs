@@ -34,7 +34,8 @@ use crate::workspace::{Session, device_name};
 /// a working folder it cannot create), it records nothing against them,
 /// releases its claims, stops, and exits with code 5.
 ///
-/// Exit codes: 0 all tasks it ran succeeded, 3 some failed, 130 stopped.
+/// Exit codes: 0 all tasks it ran succeeded, 3 some failed, 5 this machine
+/// cannot run tasks (no disk space, no file descriptors), 130 stopped.
 #[derive(Debug, Args)]
 pub struct WorkArgs {
     /// How many tasks to run at once (default: the number of CPUs)

@@ -428,18 +428,9 @@ fn spawn(cmd: &TaskCommand) -> Result<(Child, Logs), String> {
             command
         }
     };
-    let (stdout, stdout_for_child) = LogFile::create(&cmd.stdout_path)?;
-    let (stderr, stderr_for_child) = LogFile::create(&cmd.stderr_path)?;
-    command
-        .env_clear()
-        .envs(&cmd.env)
-        .current_dir(&cmd.workdir)
-        .stdin(Stdio::null())
-        .stdout(stdout_for_child)
-        .stderr(stderr_for_child)
-        .process_group(0)
-        // Reaps the leader if `run` is dropped; `GroupGuard` kills the rest.
-        .kill_on_drop(true);
+    let (stdout, stderr) = task_io(&mut command, cmd)?;
+    // Reaps the leader if `run` is dropped; `GroupGuard` kills the rest.
+    command.kill_on_drop(true);
     #[cfg(target_os = "linux")]
     die_with_parent(&mut command);
 
@@ -474,6 +465,23 @@ fn spawn(cmd: &TaskCommand) -> Result<(Child, Logs), String> {
     ))
 }
 
+/// What every task process gets, supervised or not: the task's environment
+/// and nothing else, its working folder, no stdin, its two log files and a
+/// process group of its own. Returns our handles on the logs.
+fn task_io(command: &mut Command, cmd: &TaskCommand) -> Result<(LogFile, LogFile), String> {
+    let (stdout, stdout_for_child) = LogFile::create(&cmd.stdout_path)?;
+    let (stderr, stderr_for_child) = LogFile::create(&cmd.stderr_path)?;
+    command
+        .env_clear()
+        .envs(&cmd.env)
+        .current_dir(&cmd.workdir)
+        .stdin(Stdio::null())
+        .stdout(stdout_for_child)
+        .stderr(stderr_for_child)
+        .process_group(0);
+    Ok((stdout, stderr))
+}
+
 /// How much longer than the task's grace a supervisor gets to stop.
 const SUPERVISOR_MARGIN: Duration = Duration::from_secs(2);
 
@@ -505,24 +513,14 @@ fn spawn_supervised(cmd: &TaskCommand, sup: &Supervisor) -> Result<(Child, Logs)
         confinement: sup.confinement.clone(),
         argv,
     };
-    let (stdout, stdout_for_child) = LogFile::create(&cmd.stdout_path)?;
-    let (stderr, stderr_for_child) = LogFile::create(&cmd.stderr_path)?;
     let mut command = Command::new(&sup.program);
-    command
-        .arg(supervisor::SUPERVISOR_ARG)
-        .args(plan.to_args())
-        // The supervisor's environment is the task's: it passes it on.
-        .env_clear()
-        .envs(&cmd.env)
-        .current_dir(&cmd.workdir)
-        .stdin(Stdio::null())
-        .stdout(stdout_for_child)
-        .stderr(stderr_for_child)
-        .process_group(0)
-        // Killing the supervisor would orphan the task's processes: when
-        // `run` is dropped, `GroupGuard` asks it to stop them instead, and
-        // tokio reaps it.
-        .kill_on_drop(false);
+    command.arg(supervisor::SUPERVISOR_ARG).args(plan.to_args());
+    // The supervisor's environment is the task's: it passes it on.
+    let (stdout, stderr) = task_io(&mut command, cmd)?;
+    // Killing the supervisor would orphan the task's processes: when `run`
+    // is dropped, `GroupGuard` asks it to stop them instead, and tokio
+    // reaps it.
+    command.kill_on_drop(false);
     die_with_parent(&mut command);
     tracing::debug!(
         program = ?cmd.program,

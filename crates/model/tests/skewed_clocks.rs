@@ -234,7 +234,8 @@ proptest! {
     #[test]
     fn leases_are_bounded_on_the_observers_clock(
         offset in -2 * DAY..2 * DAY,
-        ran_for in 0..6 * HOUR,
+        // 0 often: the claimant's own live claim must not be robbed.
+        ran_for in prop_oneof![Just(0), 0..6 * HOUR],
         seen_late in 0..HOUR,
         watching in any::<bool>(),
         after in 0..4 * LEASE,
