@@ -680,6 +680,23 @@ pub struct Session {
     /// How many roster files the vault was opened with: when more arrive
     /// (a member added or removed meanwhile), the roster is verified again.
     roster_files: usize,
+    /// When the claim sightings were last saved, and whether some arrived
+    /// since (see [`Session::refresh`]).
+    sightings_saved: Option<std::time::Instant>,
+    sightings_unsaved: bool,
+}
+
+/// How often a busy session saves its claim sightings: they only matter to
+/// the next command, and losing the newest few is safe (those claims count
+/// as first seen then, which bounds them by their own `lease_until`).
+const SIGHTINGS_SAVE_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if self.sightings_unsaved {
+            cache::save_sightings(&self.cache_dir(), self.view.sightings());
+        }
+    }
 }
 
 /// How a session loads the documents it has not loaded yet.
@@ -858,6 +875,8 @@ impl Session {
             open_loaded: 0,
             deferred: false,
             roster_files: 0,
+            sightings_saved: None,
+            sightings_unsaved: false,
         };
         s.roster_files = s.count_roster_files();
         s.view.set_sightings(cache::load_sightings(&s.cache_dir()));
@@ -951,8 +970,17 @@ impl Session {
         let applied = self.refresh_docs()?;
         // Leases are bounded on this device's clock from when it first saw
         // each claim (issue 12, item 12).
-        if self.view.observe_claims(now_ms(), self.policy) {
+        // Saved at most every SIGHTINGS_SAVE_EVERY (a busy pool renews
+        // leases all the time), and when the session ends.
+        self.sightings_unsaved |= self.view.observe_claims(now_ms(), self.policy);
+        if self.sightings_unsaved
+            && self
+                .sightings_saved
+                .is_none_or(|at| at.elapsed() >= SIGHTINGS_SAVE_EVERY)
+        {
             cache::save_sightings(&self.cache_dir(), self.view.sightings());
+            self.sightings_saved = Some(std::time::Instant::now());
+            self.sightings_unsaved = false;
         }
         tracing::debug!(
             applied,

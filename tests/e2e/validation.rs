@@ -277,6 +277,17 @@ fn issue12_submit_refuses_specs_a_worker_could_not_run() {
         ],
         &["`timeout`"],
     );
+    // An input over the store's limit for one file (a sparse file: no
+    // disk), after a good one: refused before the good one is sealed.
+    let huge = fs::File::create(d.path("huge.bin")).expect("create");
+    huge.set_len((1 << 30) + 1).expect("set_len");
+    assert_refused(
+        &d,
+        &[
+            "submit", "--input", "in.txt", "--input", "huge.bin", "--", "cat", "huge.bin",
+        ],
+        &["input `huge.bin`", "over the limit"],
+    );
     let blobs = d.store().join("blobs");
     let stored = fs::read_dir(&blobs).map(|r| r.count()).unwrap_or(0);
     assert_eq!(

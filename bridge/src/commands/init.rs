@@ -170,6 +170,17 @@ fn init_github(g: &GlobalArgs, args: &InitArgs, root: &Path, repo: &RepoSlug) ->
         // before bridge.toml is touched.
         let vault = members::open_vault(&ws)?;
         members::require_admin(&vault)?;
+        if let Some(section) = &ws.config.github
+            && section.repository != repo.to_string()
+        {
+            return Err(CliError::hint(
+                anyhow!(
+                    "bridge.toml is set up for GitHub repository {} already",
+                    section.repository
+                ),
+                "change [github] repository in bridge.toml, or use another folder",
+            ));
+        }
         // A second `init --github` would add another runner and replace the
         // secret, leaving the first runner a member nobody holds the key
         // of; removing that one by hand is how results used to get lost.
@@ -190,21 +201,11 @@ fn init_github(g: &GlobalArgs, args: &InitArgs, root: &Path, repo: &RepoSlug) ->
                 ),
             ));
         }
-        let ws = match &ws.config.github {
-            Some(section) if section.repository != repo.to_string() => {
-                return Err(CliError::hint(
-                    anyhow!(
-                        "bridge.toml is set up for GitHub repository {} already",
-                        section.repository
-                    ),
-                    "change [github] repository in bridge.toml, or use another folder",
-                ));
-            }
-            Some(_) => ws,
-            None => {
-                append_github_section(root, &github_section(repo, &git_ref))?;
-                Workspace::open(root)?
-            }
+        let ws = if ws.config.github.is_some() {
+            ws
+        } else {
+            append_github_section(root, &github_section(repo, &git_ref))?;
+            Workspace::open(root)?
         };
         (ws, vault)
     } else {

@@ -367,6 +367,24 @@ fn check_plan(plan: &[PlannedTask]) -> CliResult<()> {
     let placeholder_sha = "0".repeat(64);
     let placeholder_need = TaskId::from_digest(&[0; 16]);
     for t in plan {
+        // An input the store cannot hold is refused before any other input
+        // is sealed (else those would stay as orphans until `gc`).
+        for (rel, abs) in &t.inputs {
+            let len = std::fs::metadata(abs)
+                .with_context(|| format!("cannot read the input {}", abs.display()))?
+                .len();
+            if len > crate::vault::MAX_BLOB_PLAIN_BYTES {
+                return Err(CliError::hint(
+                    anyhow!(
+                        "input `{}` of task `{}` is {len} bytes, over the limit of {} bytes for one file in the store",
+                        shown(rel),
+                        shown(&t.name),
+                        crate::vault::MAX_BLOB_PLAIN_BYTES
+                    ),
+                    "split or compress it, or give it as a URL input (`{url, sha256}`)",
+                ));
+            }
+        }
         let mut inputs: Vec<InputRef> = t
             .inputs
             .iter()

@@ -554,11 +554,11 @@ impl GitRemote {
             }
             if idle() > self.stall_timeout {
                 stalled = true;
-                // git itself: over git:// it holds the connection; a
-                // helper ends on its own once git is gone (ssh sees its
-                // pipes close, git-remote-http hits the low-speed limit).
-                // git stays in our process group, so that a Ctrl-C at the
-                // terminal still reaches it.
+                // git and its helpers (ssh, git-remote-http), which would
+                // otherwise keep git's output pipes, and so our reader
+                // threads, open. git stays in our process group, so that a
+                // Ctrl-C at the terminal still reaches it.
+                kill_children_of(child.id());
                 let _ = child.kill();
                 let _ = child.wait();
                 break Err(io::Error::from(io::ErrorKind::TimedOut));
@@ -1952,6 +1952,24 @@ pub(crate) fn parse_cat_file_batch(out: &[u8], n: usize) -> Result<Vec<Option<Ve
         }
     }
     Ok(contents)
+}
+
+/// Kills the direct children of `pid` (on Linux, from
+/// `/proc/PID/task/PID/children`; elsewhere nothing: they end when their
+/// pipes close).
+fn kill_children_of(pid: u32) {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) else {
+        return;
+    };
+    for child in text
+        .split_ascii_whitespace()
+        .filter_map(|p| p.parse::<i32>().ok())
+    {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
 }
 
 #[cfg(test)]

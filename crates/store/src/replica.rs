@@ -760,13 +760,14 @@ impl Replica {
                     continue;
                 }
             };
-            if let Err(e) = self.check_write_dir(&dir, "") {
-                out.push(Err(e));
-                continue;
-            }
             let d = match dirs.iter().position(|x| *x == dir) {
                 Some(d) => d,
                 None => {
+                    // Once per folder of the batch (an lstat per component).
+                    if let Err(e) = self.check_write_dir(&dir, "") {
+                        out.push(Err(e));
+                        continue;
+                    }
                     dirs.push(dir);
                     dirs.len() - 1
                 }
