@@ -40,8 +40,15 @@ pub const REWRITE_AFTER_FILES: usize = 4;
 /// (well under this for a thousand tasks; a bigger file is junk).
 pub const MAX_CACHE_BYTES: u64 = 1 << 30;
 
+/// The layout of a cache file's metadata. A cache of another layout is not
+/// used: 2 added each task's creator (issue 13), which an older cache
+/// lacks, and a task read without it would be taken for nobody's.
+const FORMAT: u32 = 2;
+
 #[derive(Serialize, Deserialize)]
 struct Meta {
+    #[serde(default)]
+    format: u32,
     roster: String,
     applied: BTreeSet<String>,
     skipped: BTreeSet<String>,
@@ -100,6 +107,10 @@ pub fn load(vault: &Vault, dir: &Path, doc: &str) -> Option<Cached> {
     let (len, rest) = payload.split_first_chunk::<4>()?;
     let (meta, saved) = rest.split_at_checked(u32::from_be_bytes(*len) as usize)?;
     let meta: Meta = serde_json::from_slice(meta).ok()?;
+    if meta.format != FORMAT {
+        tracing::debug!(doc, format = meta.format, "cache of another layout; not used");
+        return None;
+    }
     if meta.roster != vault.roster_hash() {
         tracing::debug!(doc, "cache made under another roster; not used");
         return None;
@@ -164,6 +175,7 @@ pub fn save(
             .map(|w| (w.path.as_path(), w.message.as_str()))
             .collect();
         let meta = serde_json::to_vec(&MetaRef {
+            format: FORMAT,
             roster: vault.roster_hash(),
             applied: &loaded.applied,
             skipped: &loaded.skipped,
@@ -193,6 +205,7 @@ pub fn save(
 /// [`Meta`] borrowed, for writing.
 #[derive(Serialize)]
 struct MetaRef<'a> {
+    format: u32,
     roster: String,
     applied: &'a BTreeSet<String>,
     skipped: &'a BTreeSet<String>,

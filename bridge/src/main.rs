@@ -19,6 +19,7 @@ mod freshness;
 mod github;
 mod keys;
 mod publish;
+mod run_policy;
 mod secrets;
 mod shard;
 mod snapshot;

@@ -104,6 +104,13 @@ pub struct WorkerSection {
     /// "10m", the default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reload_every: Option<String>,
+    /// Whose tasks this device claims: `"self"`, `"admins"`, `"members"`
+    /// or members' names (see [`crate::run_policy`]). Unset: `["members"]`
+    /// on a runner (worker role), `["self", "admins"]` on a person's device
+    /// (admin or submit role); see [`crate::run_policy::default_entries`]
+    /// for why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_tasks_from: Option<Vec<String>>,
 }
 
 /// `[github]`.
@@ -232,7 +239,23 @@ impl Config {
                 Ok(_) => {}
             }
         }
+        for entry in self.worker.run_tasks_from.iter().flatten() {
+            if let Err(message) = crate::run_policy::RunFrom::parse(entry) {
+                return fail("worker", "run-tasks-from", message);
+            }
+        }
         Ok(())
+    }
+
+    /// `[worker] run-tasks-from`, parsed (checked when the file was read);
+    /// `None` when unset: the default for this device's role.
+    pub fn run_tasks_from(&self) -> Option<Vec<crate::run_policy::RunFrom>> {
+        self.worker.run_tasks_from.as_ref().map(|entries| {
+            entries
+                .iter()
+                .filter_map(|e| crate::run_policy::RunFrom::parse(e).ok())
+                .collect()
+        })
     }
 
     /// How long a remote may make no progress before a command goes on
@@ -1527,6 +1550,35 @@ mod tests {
         );
         let (error, _) = refusal("x");
         assert!(error.starts_with("ws/bridge.toml:1:"), "{error}");
+    }
+
+    // Issue 13, item 2: `[worker] run-tasks-from` is read with the
+    // workspace file, and a wrong entry names its line and says what to
+    // write; an unknown name is not an error here (the roster may not be
+    // synced yet: the worker warns about it).
+    #[test]
+    fn issue13_run_tasks_from_is_checked_with_the_file() {
+        use crate::run_policy::RunFrom;
+        let with = |list: &str| GOOD.replacen("lease = \"60s\"", &format!("lease = \"60s\"\nrun-tasks-from = {list}"), 1);
+        let c = Config::parse_str(&with(r#"["self", "admins", "bob-laptop"]"#), Path::new("bridge.toml"))
+            .unwrap_or_else(|e| panic!("a good list: {}", e.error));
+        assert_eq!(
+            c.run_tasks_from(),
+            Some(vec![RunFrom::Myself, RunFrom::Admins, RunFrom::Named("bob-laptop".into())])
+        );
+        let unset = Config::parse_str(GOOD, Path::new("bridge.toml"))
+            .unwrap_or_else(|e| panic!("{}", e.error));
+        assert_eq!(unset.run_tasks_from(), None);
+        for (list, want) in [
+            (r#"["self", "admin"]"#, "ws/bridge.toml:10:1: `worker.run-tasks-from`: `admin` is not an entry; did you mean \"admins\"?"),
+            (r#"["self,admins"]"#, "ws/bridge.toml:10:1: `worker.run-tasks-from`: `self,admins` holds a comma"),
+            (r#"[""]"#, "ws/bridge.toml:10:1: `worker.run-tasks-from`: an entry is empty"),
+            (r#""members""#, "ws/bridge.toml:10:18: `worker.run-tasks-from`: invalid type: string"),
+        ] {
+            let (error, hint) = refusal(&with(list));
+            assert!(error.starts_with(want), "{list}: {error}");
+            assert!(hint.starts_with("fix that line of bridge.toml"), "{hint}");
+        }
     }
 
     fn config(store: &str) -> Config {

@@ -79,6 +79,13 @@ pub struct TaskRecord {
     /// Whether the task was created by a writer allowed to submit. An
     /// untrusted task is shown but never run.
     pub trusted: bool,
+    /// The member tag ([`WriterId::member_tag_of`]) of the writer that
+    /// created the task in this document: who submitted it here. The store
+    /// binds every actor to the member that signed its changes, so, unlike
+    /// the header's `submitted_by` (a name the submitter chose), nobody can
+    /// claim another member's tasks as theirs or theirs as another's. Each
+    /// device decides from it whose tasks it runs (issue 13, item 2).
+    pub creator: Option<[u8; 8]>,
 }
 
 /// Something wrong inside a document that was skipped while reading it.
@@ -477,6 +484,7 @@ fn read_task(
         spec,
         facts,
         trusted: true,
+        creator: actor_of(obj).and_then(|a| WriterId::member_tag_of(a.to_bytes())),
     })
 }
 

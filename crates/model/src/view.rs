@@ -307,6 +307,11 @@ pub struct TaskView {
     pub trusted: bool,
     /// Whether `origin`, the document the spec was taken from, is trusted.
     pub origin_trusted: bool,
+    /// The member tags of the writers allowed to submit that created it,
+    /// one per trusted document holding it (the same task submitted by two
+    /// members is one task: either one's request vouches for it). A device
+    /// runs it when its policy accepts any of them (issue 13, item 2).
+    pub submitters: BTreeSet<[u8; 8]>,
 }
 
 impl TaskView {
@@ -353,6 +358,11 @@ impl View {
                 Some(t) => {
                     t.facts.union(&r.facts);
                     t.trusted |= r.trusted;
+                    if r.trusted
+                        && let Some(tag) = r.creator
+                    {
+                        t.submitters.insert(tag);
+                    }
                     if !t.docs.contains(doc) {
                         t.docs.push(doc.clone());
                         t.docs.sort();
@@ -373,6 +383,7 @@ impl View {
                     }
                 }
                 None => {
+                    let submitters = r.creator.filter(|_| r.trusted).into_iter().collect();
                     self.tasks.insert(
                         r.id.clone(),
                         TaskView {
@@ -384,6 +395,7 @@ impl View {
                             origin_trusted: r.trusted,
                             facts: r.facts,
                             trusted: r.trusted,
+                            submitters,
                         },
                     );
                 }

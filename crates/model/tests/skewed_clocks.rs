@@ -71,6 +71,7 @@ fn view_with(claims: &[Claim]) -> (View, TaskId) {
         spec: s,
         facts,
         trusted: true,
+        creator: None,
     };
     let mut v = View::new();
     v.add_records(&doc, &header, vec![record]);

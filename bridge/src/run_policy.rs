@@ -1,0 +1,475 @@
+//! Whose tasks this device runs: `[worker] run-tasks-from` in bridge.toml,
+//! or `--run-tasks-from` for one run (issue 13, item 2).
+//!
+//! A task is code that runs on the device that claims it. Every member with
+//! the `admin` or `submit` role may submit tasks; lending a laptop to each of
+//! them is a choice its owner makes, not something joining a pool implies.
+//! So each device lists whose tasks it claims:
+//!
+//! - `self`: this device's own member;
+//! - `admins`: members with the admin role in the roster's latest epoch;
+//! - `members`: every member allowed to submit (admin or submit role);
+//! - a member's name, as in the roster.
+//!
+//! The default depends on this device's own role (see [`default_entries`]).
+//!
+//! A task's submitter is the member that created it in its batch document:
+//! the store binds every Automerge actor to the member that signed its
+//! changes, and the actor carries that member's tag (see
+//! `TaskView::submitters`). The header's `submitted_by` is a name the
+//! submitter wrote and is never used for this.
+//!
+//! Everything that decides whether this device would run a task asks
+//! [`TaskPolicy::refusal`], the one place the decision is made: the worker
+//! loop before claiming, and `ls`, `status` and `show` when they mark tasks
+//! left for other devices. A refused task is not claimed and gets no
+//! attempt: it stays pending for the devices whose policy accepts it.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+
+use bridge_crypto::{MemberId, Role, Roster};
+use bridge_model::view::TaskView;
+
+use crate::vault::member_tag;
+
+/// One entry of `run-tasks-from`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RunFrom {
+    /// `self`: this device's own member.
+    Myself,
+    /// `admins`: members with the admin role in the latest epoch.
+    Admins,
+    /// `members`: every member allowed to submit, in the latest epoch.
+    Members,
+    /// A member's name in the roster.
+    Named(String),
+}
+
+/// Entries that look like a keyword misspelt, with the one meant. They are
+/// refused rather than taken for member names: `admin` meaning "the
+/// admins" must not silently match nobody.
+const NEAR_MISSES: &[(&str, &str)] = &[
+    ("admin", "admins"),
+    ("member", "members"),
+    ("all", "members"),
+    ("everyone", "members"),
+    ("anyone", "members"),
+    ("*", "members"),
+    ("me", "self"),
+    ("myself", "self"),
+];
+
+impl RunFrom {
+    /// Parses one entry. The error says what is wrong and what to write.
+    pub fn parse(entry: &str) -> Result<RunFrom, String> {
+        match entry {
+            "self" => return Ok(RunFrom::Myself),
+            "admins" => return Ok(RunFrom::Admins),
+            "members" => return Ok(RunFrom::Members),
+            _ => {}
+        }
+        let shown = crate::output::safe(entry);
+        if entry.trim().is_empty() {
+            return Err("an entry is empty; write \"self\", \"admins\", \"members\" or a member's name".into());
+        }
+        if entry.trim() != entry || entry.chars().any(char::is_control) {
+            return Err(format!(
+                "`{shown}` has spaces around it or control characters; write the member's name as `bridge members list` shows it"
+            ));
+        }
+        if entry.contains(',') {
+            return Err(format!(
+                "`{shown}` holds a comma; list one entry per string, e.g. [\"self\", \"admins\"]"
+            ));
+        }
+        if let Some((_, meant)) = NEAR_MISSES
+            .iter()
+            .find(|(miss, _)| miss.eq_ignore_ascii_case(entry))
+        {
+            return Err(format!(
+                "`{shown}` is not an entry; did you mean \"{meant}\"? (entries are \"self\", \"admins\", \"members\" or a member's name)"
+            ));
+        }
+        Ok(RunFrom::Named(entry.to_owned()))
+    }
+
+    /// Parses a comma-separated list (`--run-tasks-from self,alice`).
+    pub fn parse_list(list: &str) -> Result<Vec<RunFrom>, String> {
+        if list.trim().is_empty() {
+            return Ok(Vec::new());
+        }
+        list.split(',').map(|e| RunFrom::parse(e.trim())).collect()
+    }
+}
+
+impl fmt::Display for RunFrom {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RunFrom::Myself => f.write_str("self"),
+            RunFrom::Admins => f.write_str("admins"),
+            RunFrom::Members => f.write_str("members"),
+            RunFrom::Named(name) => f.write_str(&crate::output::safe(name)),
+        }
+    }
+}
+
+/// The default `run-tasks-from` of a device whose own role is `role`.
+///
+/// - A runner (`worker` role, a CI runner key): `members`. It exists to
+///   drain the pool, and holds nothing but its own key, which cannot submit
+///   anything; a runner that ran only some members' tasks would leave the
+///   others waiting forever.
+/// - A person's device (`admin` or `submit` role): `self` and `admins`:
+///   your own tasks, and those of the people who run the pool (they can
+///   already change who is in it, so running their tasks gives them nothing
+///   they could not take). Running every member's code on your laptop is a
+///   choice you make by writing `members` or their names.
+pub fn default_entries(role: Option<Role>) -> Vec<RunFrom> {
+    match role {
+        Some(Role::Worker) => vec![RunFrom::Members],
+        _ => vec![RunFrom::Myself, RunFrom::Admins],
+    }
+}
+
+/// Why this device does not run a task: it is left for other devices.
+///
+/// Only the submitter is decided here; the sandbox and data placement parts
+/// of issue 13 add their reasons (a task this device cannot confine, a
+/// requirement it does not meet, a private batch it cannot read) as more
+/// variants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The task's submitter is not among the members `run-tasks-from`
+    /// accepts.
+    Submitter {
+        /// The submitter's name in the roster.
+        name: String,
+    },
+}
+
+impl Refusal {
+    /// A short machine-readable kind, for `--json`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Refusal::Submitter { .. } => "submitter",
+        }
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::Submitter { name } => write!(
+                f,
+                "submitter {} is not in run-tasks-from",
+                crate::output::safe(name)
+            ),
+        }
+    }
+}
+
+/// A member as the policy knows it.
+#[derive(Debug, Clone)]
+struct Known {
+    name: String,
+    accepted: bool,
+}
+
+/// This device's decision on whose tasks it runs, resolved against a
+/// roster: built per claim window (the roster may change while a worker
+/// runs) and by the commands that show tasks.
+#[derive(Debug, Clone)]
+pub struct TaskPolicy {
+    entries: Vec<RunFrom>,
+    defaulted: bool,
+    /// Every member of every epoch, by actor tag: their latest name, and
+    /// whether their tasks are accepted.
+    members: HashMap<[u8; 8], Known>,
+    /// Named entries no member of the latest epoch has.
+    unknown: Vec<String>,
+}
+
+impl TaskPolicy {
+    /// The policy of member `me` under `roster`: `entries`, or (when
+    /// `None`) the default for `me`'s role in the latest epoch.
+    pub fn new(entries: Option<&[RunFrom]>, roster: &Roster, me: &MemberId) -> TaskPolicy {
+        let latest = roster.latest();
+        let defaulted = entries.is_none();
+        let entries = match entries {
+            Some(e) => e.to_vec(),
+            None => default_entries(latest.member(me).map(|m| m.role)),
+        };
+        let mut members: HashMap<[u8; 8], Known> = HashMap::new();
+        // Oldest first, so that a member's latest name wins; a removed
+        // member keeps a name (for messages) and is accepted by nothing but
+        // `self`.
+        for epoch in roster.epochs() {
+            for m in &epoch.members {
+                members.insert(
+                    member_tag(&m.id()),
+                    Known {
+                        name: m.name.clone(),
+                        accepted: false,
+                    },
+                );
+            }
+        }
+        for m in &latest.members {
+            let id = m.id();
+            let accepted = entries.iter().any(|e| match e {
+                RunFrom::Myself => id == *me,
+                RunFrom::Admins => m.role == Role::Admin,
+                RunFrom::Members => m.role.can_submit(),
+                RunFrom::Named(name) => *name == m.name,
+            });
+            if let Some(k) = members.get_mut(&member_tag(&id)) {
+                k.accepted = accepted;
+            }
+        }
+        if entries.contains(&RunFrom::Myself)
+            && let Some(k) = members.get_mut(&member_tag(me))
+        {
+            k.accepted = true;
+        }
+        let unknown = entries
+            .iter()
+            .filter_map(|e| match e {
+                RunFrom::Named(name) if latest.member_by_name(name).is_none() => Some(name.clone()),
+                _ => None,
+            })
+            .collect();
+        TaskPolicy {
+            entries,
+            defaulted,
+            members,
+            unknown,
+        }
+    }
+
+    /// Why this device would not run `task`, or `None` when it would (as
+    /// far as whose task it is goes: status and labels are the caller's).
+    /// A task submitted by several members (the same spec in several
+    /// batches) is run when any of them is accepted: each asked for exactly
+    /// this code.
+    pub fn refusal(&self, task: &TaskView) -> Option<Refusal> {
+        if task.submitters.is_empty() {
+            // No member allowed to submit created it: it is `untrusted` and
+            // never runs, whatever this policy says.
+            return (task.trusted).then(|| Refusal::Submitter {
+                name: "an unknown member".into(),
+            });
+        }
+        if task
+            .submitters
+            .iter()
+            .any(|tag| self.members.get(tag).is_some_and(|k| k.accepted))
+        {
+            return None;
+        }
+        let name = task
+            .submitters
+            .iter()
+            .map(|tag| match self.members.get(tag) {
+                Some(k) => k.name.clone(),
+                None => format!("an unknown member ({})", hex::encode(tag)),
+            })
+            .min()
+            .unwrap_or_default();
+        Some(Refusal::Submitter { name })
+    }
+
+    /// The named entries that no member of the latest epoch has (the roster
+    /// may not be synced yet, or the name is misspelt).
+    pub fn unknown_names(&self) -> &[String] {
+        &self.unknown
+    }
+
+    /// The entries, as written: `self, admins`, with `(default)` when the
+    /// device's role chose them.
+    pub fn describe(&self) -> String {
+        let list: Vec<String> = self.entries.iter().map(ToString::to_string).collect();
+        let list = if list.is_empty() {
+            "nobody".to_owned()
+        } else {
+            list.join(", ")
+        };
+        if self.defaulted {
+            format!("{list} (the default)")
+        } else {
+            list
+        }
+    }
+}
+
+/// The warning for named entries the roster does not know, once per name.
+pub fn warn_unknown_names(policy: &TaskPolicy, warned: &mut BTreeSet<String>) {
+    for name in policy.unknown_names() {
+        if warned.insert(name.clone()) {
+            tracing::warn!(
+                "run-tasks-from names `{}`, but no member of the roster has that name (not synced yet, or misspelt? see `bridge members list`); no task is run for it",
+                crate::output::safe(name)
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bridge_crypto::{Identity, Member};
+    use bridge_model::{DocId, TaskSpec};
+
+    use super::*;
+
+    struct Pool {
+        roster: Roster,
+        ids: HashMap<&'static str, MemberId>,
+    }
+
+    /// alice (admin, the root), carol (admin), bob (submit), dave (submit,
+    /// then removed), ci (worker).
+    fn pool() -> Pool {
+        let alice = Identity::generate().expect("key");
+        let (mut roster, _) = Roster::genesis(&alice, "alice", "ws", 1).expect("genesis");
+        let mut ids = HashMap::from([("alice", alice.member_id().clone())]);
+        for (name, role) in [
+            ("carol", Role::Admin),
+            ("bob", Role::Submit),
+            ("dave", Role::Submit),
+            ("ci", Role::Worker),
+        ] {
+            let key = Identity::generate().expect("key");
+            ids.insert(name, key.member_id().clone());
+            let member = Member {
+                name: name.into(),
+                key: key.public(),
+                role,
+            };
+            roster = roster.add_member(&alice, member, 2).expect("add").0;
+        }
+        roster = roster
+            .remove_member(&alice, "dave", BTreeSet::new(), 3)
+            .expect("remove")
+            .0;
+        Pool { roster, ids }
+    }
+
+    fn task(pool: &Pool, submitters: &[&str]) -> TaskView {
+        let spec: TaskSpec = serde_json::from_value(serde_json::json!({
+            "name": "t",
+            "command": {"shell": {"shell": "sh", "script": "true"}},
+            "timeout_s": 5,
+        }))
+        .expect("spec");
+        let doc = DocId::new(bridge_model::BatchId::new(1, [1; 8]), 0);
+        TaskView {
+            id: spec.id(),
+            spec,
+            docs: vec![doc.clone()],
+            created_at: 1,
+            origin: doc,
+            facts: Default::default(),
+            trusted: !submitters.is_empty(),
+            origin_trusted: !submitters.is_empty(),
+            submitters: submitters
+                .iter()
+                .map(|n| member_tag(&pool.ids[n]))
+                .collect(),
+        }
+    }
+
+    /// Who `entries` (or the default) lets `me` run tasks of.
+    fn accepted(pool: &Pool, entries: Option<&[RunFrom]>, me: &str) -> Vec<&'static str> {
+        let policy = TaskPolicy::new(entries, &pool.roster, &pool.ids[me]);
+        let mut names: Vec<&'static str> = ["alice", "carol", "bob", "dave", "ci"]
+            .into_iter()
+            .filter(|n| policy.refusal(&task(pool, &[n])).is_none())
+            .collect();
+        names.sort_unstable();
+        names
+    }
+
+    #[test]
+    fn issue13_the_default_depends_on_the_devices_role() {
+        let p = pool();
+        // A person's device: itself and the admins.
+        assert_eq!(accepted(&p, None, "bob"), ["alice", "bob", "carol"]);
+        assert_eq!(accepted(&p, None, "alice"), ["alice", "carol"]);
+        // A runner: every member allowed to submit, not the removed one,
+        // not the runner itself.
+        assert_eq!(accepted(&p, None, "ci"), ["alice", "bob", "carol"]);
+        let bobs = TaskPolicy::new(None, &p.roster, &p.ids["alice"])
+            .refusal(&task(&p, &["bob"]));
+        assert_eq!(
+            bobs,
+            Some(Refusal::Submitter {
+                name: "bob".into()
+            })
+        );
+        assert_eq!(
+            bobs.map(|r| r.to_string()).as_deref(),
+            Some("submitter bob is not in run-tasks-from")
+        );
+    }
+
+    #[test]
+    fn issue13_each_entry_accepts_whom_it_names() {
+        let p = pool();
+        use RunFrom::*;
+        assert_eq!(accepted(&p, Some(&[Myself]), "bob"), ["bob"]);
+        assert_eq!(accepted(&p, Some(&[Admins]), "bob"), ["alice", "carol"]);
+        assert_eq!(
+            accepted(&p, Some(&[Members]), "alice"),
+            ["alice", "bob", "carol"]
+        );
+        assert_eq!(
+            accepted(&p, Some(&[Named("bob".into())]), "alice"),
+            ["bob"]
+        );
+        // A removed member's name matches nobody, and is reported.
+        let policy = TaskPolicy::new(Some(&[Named("dave".into())]), &p.roster, &p.ids["alice"]);
+        assert!(policy.refusal(&task(&p, &["dave"])).is_some());
+        assert_eq!(policy.unknown_names(), ["dave".to_owned()]);
+        // Nobody at all: this device runs no task.
+        assert!(accepted(&p, Some(&[]), "alice").is_empty());
+    }
+
+    #[test]
+    fn issue13_a_task_of_several_submitters_runs_when_one_is_accepted() {
+        let p = pool();
+        let policy = TaskPolicy::new(Some(&[RunFrom::Myself]), &p.roster, &p.ids["alice"]);
+        assert_eq!(policy.refusal(&task(&p, &["bob", "alice"])), None);
+        assert_eq!(
+            policy.refusal(&task(&p, &["carol", "bob"])),
+            Some(Refusal::Submitter {
+                name: "bob".into()
+            })
+        );
+        // An untrusted task (no submitter) is not this policy's business.
+        assert_eq!(policy.refusal(&task(&p, &[])), None);
+    }
+
+    #[test]
+    fn issue13_entries_parse_or_say_what_to_write() {
+        assert_eq!(
+            RunFrom::parse_list("self, admins,bob-laptop"),
+            Ok(vec![
+                RunFrom::Myself,
+                RunFrom::Admins,
+                RunFrom::Named("bob-laptop".into())
+            ])
+        );
+        assert_eq!(RunFrom::parse_list(""), Ok(vec![]));
+        for (bad, says) in [
+            ("admin", "did you mean \"admins\""),
+            ("Everyone", "did you mean \"members\""),
+            ("me", "did you mean \"self\""),
+            ("", "an entry is empty"),
+            (" bob", "spaces around it"),
+            ("a,b", "holds a comma"),
+        ] {
+            let e = RunFrom::parse(bad).expect_err(bad);
+            assert!(e.contains(says), "{bad:?}: {e}");
+        }
+    }
+}
