@@ -29,6 +29,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 
 use bridge_crypto::{MemberId, Role, Roster};
+use bridge_model::Status;
 use bridge_model::view::TaskView;
 
 use crate::vault::member_tag;
@@ -155,6 +156,19 @@ impl Refusal {
             Refusal::Submitter { .. } => "submitter",
         }
     }
+
+    /// The refusal as `ls --json`, `show --json` print it:
+    /// `{"reason": "submitter", "submitter": NAME, "message": …}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut v = serde_json::json!({
+            "reason": self.kind(),
+            "message": self.to_string(),
+        });
+        match self {
+            Refusal::Submitter { name } => v["submitter"] = serde_json::json!(name),
+        }
+        v
+    }
 }
 
 impl fmt::Display for Refusal {
@@ -279,6 +293,15 @@ impl TaskPolicy {
         Some(Refusal::Submitter { name })
     }
 
+    /// Why a task shown with `status` is left for other devices: the
+    /// [`refusal`](Self::refusal) of a pending task, `None` for any other
+    /// status (a running or finished task is nobody's to claim).
+    pub fn left_for_others(&self, task: &TaskView, status: Status) -> Option<Refusal> {
+        (status == Status::Pending)
+            .then(|| self.refusal(task))
+            .flatten()
+    }
+
     /// The named entries that no member of the latest epoch has (the roster
     /// may not be synced yet, or the name is misspelt).
     pub fn unknown_names(&self) -> &[String] {
@@ -299,6 +322,24 @@ impl TaskPolicy {
         } else {
             list
         }
+    }
+}
+
+impl crate::workspace::Session {
+    /// This device's [`TaskPolicy`] under the roster it holds now:
+    /// `entries`, or (when `None`) the default for its role.
+    pub fn task_policy(&self, entries: Option<&[RunFrom]>) -> TaskPolicy {
+        TaskPolicy::new(
+            entries,
+            self.vault.roster(),
+            self.vault.identity().member_id(),
+        )
+    }
+
+    /// This device's [`TaskPolicy`] as bridge.toml sets it (what `ls`,
+    /// `status` and `show` mark tasks by).
+    pub fn configured_task_policy(&self) -> TaskPolicy {
+        self.task_policy(self.ws.config.run_tasks_from().as_deref())
     }
 }
 

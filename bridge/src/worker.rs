@@ -38,7 +38,7 @@
 //! errors as attempts once let one worker with a full disk fail every
 //! pending task of the pool within milliseconds (issue 12, item 13).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,6 +59,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::CliResult;
 use crate::fetch::{FetchConfig, Fetcher};
 use crate::publish::Publisher;
+use crate::run_policy::{RunFrom, TaskPolicy};
 use crate::shard::Shards;
 use crate::vault::Vault;
 use crate::workspace::{Session, now_ms};
@@ -116,6 +117,10 @@ pub struct WorkOptions {
     /// How long after a task ends its attempt may wait to be written with
     /// others (see the module docs, Durability).
     pub flush_delay: Duration,
+    /// Whose tasks this worker claims (`--run-tasks-from`, else `[worker]
+    /// run-tasks-from`); `None`: the default for this device's role (see
+    /// [`crate::run_policy`]).
+    pub run_tasks_from: Option<Vec<RunFrom>>,
 }
 
 /// What happened to one task, for progress output.
@@ -137,6 +142,43 @@ pub enum Event {
     Backlog { left: usize },
     /// The worker is idle (with --follow) and will look again.
     Idle,
+    /// Pending tasks are left for other devices because of whose they are
+    /// (sent once per run, the first time the worker finds some).
+    LeftForOthers(LeftForOthers),
+}
+
+/// Pending tasks this worker leaves for other devices: their submitters
+/// are not in its `run-tasks-from` (see [`crate::run_policy`]).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct LeftForOthers {
+    /// How many, at the worker's last look.
+    pub tasks: usize,
+    /// Their submitters' names.
+    pub submitters: BTreeSet<String>,
+    /// The policy that left them, as `TaskPolicy::describe` says it.
+    pub policy: String,
+}
+
+impl LeftForOthers {
+    /// One line for people: how many, whose, and how to change it.
+    pub fn message(&self) -> String {
+        let whose: Vec<String> = self
+            .submitters
+            .iter()
+            .map(|n| crate::output::safe(n).into_owned())
+            .collect();
+        format!(
+            "{} pending task{} {} left for other devices: {} submitter{} ({}) {} not in run-tasks-from ({}); to run them here, add them to `run-tasks-from` under [worker] in bridge.toml, or pass --run-tasks-from",
+            self.tasks,
+            if self.tasks == 1 { "" } else { "s" },
+            if self.tasks == 1 { "is" } else { "are" },
+            if self.tasks == 1 { "its" } else { "their" },
+            if whose.len() == 1 { "" } else { "s" },
+            whose.join(", "),
+            if whose.len() == 1 { "is" } else { "are" },
+            self.policy,
+        )
+    }
 }
 
 /// What a worker did.
@@ -152,6 +194,8 @@ pub struct WorkReport {
     pub lost_claims: usize,
     /// Milliseconds from the start of `work` to the first task started.
     pub first_started_ms: Option<u64>,
+    /// Pending tasks left for other devices at the last look.
+    pub left_for_others: LeftForOthers,
 }
 
 struct Held {
@@ -299,6 +343,8 @@ async fn work_loop(
     let mut renew_at = Instant::now() + opts.lease / 3;
     let mut stopping = false;
     let mut shards = opts.shard.map(|(_, count)| Shards::new(count));
+    let mut warned_names = BTreeSet::new();
+    let mut told_left = false;
 
     loop {
         // 1. Claim more when the queue runs low.
@@ -326,13 +372,26 @@ async fn work_loop(
             }
             let now = now_ms();
             let derived = session.view().derive(now, session.policy);
+            // Built at each look: the roster may have changed meanwhile.
+            let task_policy = session.task_policy(opts.run_tasks_from.as_deref());
+            crate::run_policy::warn_unknown_names(&task_policy, &mut warned_names);
+            let mut left = LeftForOthers {
+                policy: task_policy.describe(),
+                ..LeftForOthers::default()
+            };
             let runnable: Vec<TaskId> = session
                 .view()
                 .runnable(&derived, &opts.labels)
                 .into_iter()
                 .filter(|id| !held.values().any(|h| &h.task == id))
+                .filter(|id| run_here(&task_policy, session.view(), id, &mut left))
                 .filter(|id| fits_before_deadline(session.view(), id, avg_ms, opts.deadline))
                 .collect();
+            if left.tasks > 0 && !told_left {
+                told_left = true;
+                hooks.event(Event::LeftForOthers(left.clone()));
+            }
+            report.left_for_others = left;
             hooks.event(Event::Backlog {
                 left: runnable.len(),
             });
@@ -625,6 +684,23 @@ async fn work_loop(
         }
     }
     Ok(report)
+}
+
+/// Whether this device's policy lets it run task `id` (see
+/// [`crate::run_policy`]); a task it refuses is counted in `left`, left
+/// unclaimed for the devices whose policy accepts it.
+fn run_here(policy: &TaskPolicy, view: &View, id: &TaskId, left: &mut LeftForOthers) -> bool {
+    let Some(task) = view.get(id) else {
+        return false;
+    };
+    match policy.refusal(task) {
+        None => true,
+        Some(crate::run_policy::Refusal::Submitter { name }) => {
+            left.tasks += 1;
+            left.submitters.insert(name);
+            false
+        }
+    }
 }
 
 /// Whether `id`'s expected length fits before the deadline. The estimate is

@@ -12,9 +12,14 @@ use crate::workspace::now_ms;
 
 /// List tasks
 ///
+/// A pending task this device would not run (its submitter is not in
+/// `[worker] run-tasks-from`) is marked "left for other devices", with why.
+///
 /// JSON (--json): an array of {"id", "name", "status", "batch", "attempts",
-/// "failures", "reason", "command"}, one per task; with --full, each task
-/// as `bridge show --json` prints it (spec, claims, every attempt).
+/// "failures", "reason", "command"}, one per task, plus "left_for_others":
+/// {"reason": "submitter", "submitter", "message"} on the tasks this device
+/// leaves for others; with --full, each task as `bridge show --json` prints
+/// it (spec, claims, every attempt).
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct LsArgs {
@@ -45,6 +50,10 @@ struct Row {
     failures: u64,
     reason: Option<String>,
     command: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    left_for_others: Option<serde_json::Value>,
+    #[serde(skip)]
+    left_message: Option<String>,
 }
 
 pub fn run(g: &GlobalArgs, args: LsArgs) -> CliResult<u8> {
@@ -59,6 +68,8 @@ pub fn run(g: &GlobalArgs, args: LsArgs) -> CliResult<u8> {
         })?),
     };
     let derived = session.view().derive(now_ms(), session.policy);
+    let policy = session.configured_task_policy();
+    crate::run_policy::warn_unknown_names(&policy, &mut Default::default());
     let mut rows = Vec::new();
     let mut full = Vec::new();
     for t in session.view().tasks() {
@@ -81,11 +92,12 @@ pub fn run(g: &GlobalArgs, args: LsArgs) -> CliResult<u8> {
         {
             continue;
         }
+        let left = policy.left_for_others(t, d.status);
         if args.full {
             full.push((
                 t.created_at,
                 t.spec.name.clone(),
-                super::show::task_json(t, d),
+                super::show::task_json(t, d, left.as_ref()),
             ));
             continue;
         }
@@ -100,6 +112,8 @@ pub fn run(g: &GlobalArgs, args: LsArgs) -> CliResult<u8> {
                 failures: d.failures.0,
                 reason: d.reason.clone(),
                 command: t.spec.command.display(),
+                left_for_others: left.as_ref().map(|l| l.to_json()),
+                left_message: left.map(|l| l.to_string()),
             },
         ));
     }
@@ -127,9 +141,12 @@ pub fn run(g: &GlobalArgs, args: LsArgs) -> CliResult<u8> {
                 r.status.as_str().to_owned(),
                 r.batch.get(16..26).unwrap_or(&r.batch).to_owned(),
                 r.attempts.to_string(),
-                match &r.reason {
-                    Some(why) => format!("{}  ({why})", r.name),
-                    None => r.name.clone(),
+                match (&r.reason, &r.left_message) {
+                    (Some(why), _) => format!("{}  ({why})", r.name),
+                    (None, Some(left)) => {
+                        format!("{}  (left for other devices: {left})", r.name)
+                    }
+                    (None, None) => r.name.clone(),
                 },
             ]
         })

@@ -38,7 +38,11 @@ use crate::workspace::{LoadPlan, Session, device_name, now_ms};
 /// The identity comes from BRIDGE_IDENTITY (a worker-role key made by
 /// `bridge members add-runner`). With GITHUB_ACTIONS=true it writes a group
 /// per task to the log, an error annotation per failed task, the step
-/// outputs tasks-done, tasks-failed and tasks-left, and a job summary.
+/// outputs tasks-done, tasks-failed, tasks-left and tasks-left-for-others,
+/// and a job summary.
+///
+/// A runner claims only tasks whose submitter `[worker] run-tasks-from`
+/// accepts: by default (a worker-role key) every member allowed to submit.
 ///
 /// Exit codes: 0 the run ended normally (failed tasks are reported, not
 /// fatal), 1 an error, 4 the remote is unreachable, 130 stopped by a signal.
@@ -68,6 +72,8 @@ pub struct RunArgs {
     /// Print a JSON report at the end
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub run_tasks_from: super::work::RunTasksFromArg,
 }
 
 /// Seconds kept at the end of the budget for the final push.
@@ -91,6 +97,9 @@ struct Ledger {
     done: usize,
     failed: usize,
     interrupted: usize,
+    /// Pending tasks left for other devices (their submitters are not in
+    /// run-tasks-from), when the worker first found some.
+    left_for_others: usize,
 }
 
 pub fn run(g: &GlobalArgs, args: RunArgs) -> CliResult<u8> {
@@ -156,6 +165,7 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> CliResult<u8> {
             shard,
             provenance: provenance(),
             flush_delay: RUNNER_FLUSH_DELAY,
+            run_tasks_from: args.run_tasks_from.resolve(&session)?,
         };
         let mut hooks = RunHooks {
             github,
@@ -206,7 +216,8 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> CliResult<u8> {
         }
         Ok((report, hooks.ledger))
     });
-    let (report, ledger) = result?;
+    let (report, mut ledger) = result?;
+    ledger.left_for_others = report.left_for_others.tasks;
     // What is left counts every document.
     session.load_all()?;
     let derived = session.view().derive(now_ms(), session.policy);
@@ -229,6 +240,7 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> CliResult<u8> {
             "push_failures": publisher.failures,
             "rejected_pushes": publisher.remote_stats().map(|s| s.rejected),
             "first_task_started_ms": report.first_started_ms,
+            "left_for_others": super::work::left_json(&report.left_for_others),
             "seconds": started.elapsed().as_secs_f64(),
         }))?;
     } else if !quiet {
@@ -310,6 +322,13 @@ struct RunHooks {
 
 impl worker::Hooks for RunHooks {
     fn event(&mut self, event: Event) {
+        if let Event::LeftForOthers(left) = &event {
+            if !self.quiet {
+                errln!("note: {}", left.message());
+            }
+            self.ledger.left_for_others = left.tasks;
+            return;
+        }
         let Event::Finished {
             name,
             id,
@@ -484,8 +503,8 @@ fn write_github_files(ledger: &Ledger, left: usize, elapsed: Duration) -> CliRes
             .with_context(|| format!("cannot open GITHUB_OUTPUT {path}"))?;
         writeln!(
             f,
-            "tasks-done={}\ntasks-failed={}\ntasks-left={left}",
-            ledger.done, ledger.failed
+            "tasks-done={}\ntasks-failed={}\ntasks-left={left}\ntasks-left-for-others={}",
+            ledger.done, ledger.failed, ledger.left_for_others
         )
         .with_context(|| format!("cannot write GITHUB_OUTPUT {path}"))?;
     }
@@ -500,6 +519,13 @@ fn write_github_files(ledger: &Ledger, left: usize, elapsed: Duration) -> CliRes
             ledger.interrupted,
             duration(elapsed.as_millis() as i64)
         );
+        if ledger.left_for_others > 0 {
+            let _ = writeln!(
+                md,
+                "{} pending tasks were left for other devices: their submitters are not in this runner's `run-tasks-from`.\n",
+                ledger.left_for_others
+            );
+        }
         if !ledger.rows.is_empty() {
             let _ = writeln!(
                 md,

@@ -8,6 +8,7 @@ use super::GlobalArgs;
 use super::common::{open_session, resolve_task};
 use crate::error::{CliResult, EXIT_OK};
 use crate::output::{ago, duration, print_json, safe, timestamp};
+use crate::run_policy::Refusal;
 use crate::workspace::now_ms;
 
 /// Show one task: its command, status, claims and every attempt
@@ -34,8 +35,10 @@ pub fn run(g: &GlobalArgs, args: ShowArgs) -> CliResult<u8> {
         return Ok(EXIT_OK);
     };
     let result = canonical_result(&t.facts).map(|a| a.key.clone());
+    let policy = session.configured_task_policy();
+    let left = policy.left_for_others(t, d.status);
     if args.json {
-        print_json(&task_json(t, d))?;
+        print_json(&task_json(t, d, left.as_ref()))?;
         return Ok(EXIT_OK);
     }
     outln!("Task     {} ({})", t.id, safe(&t.spec.name));
@@ -47,6 +50,12 @@ pub fn run(g: &GlobalArgs, args: ShowArgs) -> CliResult<u8> {
             .map(|r| format!(" ({})", safe(r)))
             .unwrap_or_default()
     );
+    if let Some(why) = &left {
+        outln!(
+            "Here     left for other devices: {why} (this device runs tasks from: {})",
+            policy.describe()
+        );
+    }
     outln!("Batch    {}", t.home().batch());
     outln!("Command  {}", safe(&t.spec.command.display()));
     if !t.spec.env.is_empty() {
@@ -153,15 +162,16 @@ pub fn run(g: &GlobalArgs, args: ShowArgs) -> CliResult<u8> {
 }
 
 /// Everything known about a task, as `show --json` (and `ls --json --full`)
-/// print it.
-pub fn task_json(t: &TaskView, d: &Derived) -> serde_json::Value {
+/// print it; with `left_for_others` when this device leaves it for others
+/// (see [`crate::run_policy`]).
+pub fn task_json(t: &TaskView, d: &Derived, left: Option<&Refusal>) -> serde_json::Value {
     let claims: Vec<_> = t
         .facts
         .claims
         .values()
         .map(|c| json!({"key": c.key, "at": c.at, "lease_until": c.lease_until, "released_at": c.released_at}))
         .collect();
-    json!({
+    let mut v = json!({
         "id": t.id,
         "name": t.spec.name,
         "status": d.status,
@@ -176,5 +186,9 @@ pub fn task_json(t: &TaskView, d: &Derived) -> serde_json::Value {
         "attempts": t.facts.attempts.values().collect::<Vec<_>>(),
         "cancels": t.facts.cancels,
         "retries": t.facts.retries,
-    })
+    });
+    if let Some(why) = left {
+        v["left_for_others"] = why.to_json();
+    }
+    v
 }

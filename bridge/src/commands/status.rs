@@ -1,6 +1,6 @@
 //! `bridge status`: counts of tasks per status, overall and per batch.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use bridge_model::{BatchId, Status};
 use clap::Args;
@@ -17,9 +17,14 @@ use crate::workspace::now_ms;
 /// Works offline on the local replica; run `bridge sync` first to see other
 /// devices' and runners' latest results.
 ///
+/// Pending tasks this device leaves for other devices (their submitters are
+/// not in `[worker] run-tasks-from`) are counted apart: "N pending, of which
+/// M left for other devices".
+///
 /// JSON (--json): {"workspace", "tasks", "counts": {"pending": N, "blocked": N,
-/// "running": N, "done": N, "failed": N, "cancelled": N}, "batches": [{"id",
-/// "created_at", "submitted_by", "tasks", "counts": {…}}]}
+/// "running": N, "done": N, "failed": N, "cancelled": N}, "left_for_others":
+/// {"tasks": M, "submitters": [NAME…], "run_tasks_from"}, "batches": [{"id",
+/// "created_at", "submitted_by", "tasks", "counts": {…}, "left_for_others": M}]}
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct StatusArgs {
@@ -35,6 +40,16 @@ struct BatchCounts {
     submitted_by: String,
     tasks: usize,
     counts: BTreeMap<&'static str, usize>,
+    /// Pending tasks of the batch this device leaves for others.
+    left_for_others: usize,
+}
+
+/// The pending tasks this device leaves for other devices.
+#[derive(Serialize)]
+struct LeftJson {
+    tasks: usize,
+    submitters: BTreeSet<String>,
+    run_tasks_from: String,
 }
 
 #[derive(Serialize)]
@@ -43,6 +58,7 @@ struct StatusJson {
     remote: Option<String>,
     tasks: usize,
     counts: BTreeMap<&'static str, usize>,
+    left_for_others: LeftJson,
     batches: Vec<BatchCounts>,
 }
 
@@ -53,6 +69,13 @@ fn zero_counts() -> BTreeMap<&'static str, usize> {
 pub fn run(g: &GlobalArgs, args: StatusArgs) -> CliResult<u8> {
     let session = open_session(g)?;
     let derived = session.view().derive(now_ms(), session.policy);
+    let policy = session.configured_task_policy();
+    crate::run_policy::warn_unknown_names(&policy, &mut Default::default());
+    let mut left = LeftJson {
+        tasks: 0,
+        submitters: BTreeSet::new(),
+        run_tasks_from: policy.describe(),
+    };
     let mut counts = zero_counts();
     let mut batches: BTreeMap<BatchId, BatchCounts> = BTreeMap::new();
     for (_, h) in session.headers() {
@@ -64,6 +87,7 @@ pub fn run(g: &GlobalArgs, args: StatusArgs) -> CliResult<u8> {
                 submitted_by: h.submitted_by.clone(),
                 tasks: 0,
                 counts: zero_counts(),
+                left_for_others: 0,
             });
     }
     for t in session.view().tasks() {
@@ -71,9 +95,15 @@ pub fn run(g: &GlobalArgs, args: StatusArgs) -> CliResult<u8> {
             continue;
         };
         *counts.entry(d.status.as_str()).or_default() += 1;
+        let refused = policy.left_for_others(t, d.status);
+        if let Some(crate::run_policy::Refusal::Submitter { name }) = &refused {
+            left.tasks += 1;
+            left.submitters.insert(name.clone());
+        }
         if let Some(b) = batches.get_mut(t.home().batch()) {
             b.tasks += 1;
             *b.counts.entry(d.status.as_str()).or_default() += 1;
+            b.left_for_others += usize::from(refused.is_some());
         }
     }
     let report = StatusJson {
@@ -81,6 +111,7 @@ pub fn run(g: &GlobalArgs, args: StatusArgs) -> CliResult<u8> {
         remote: session.ws.remote_spec().map(str::to_owned),
         tasks: session.view().len(),
         counts,
+        left_for_others: left,
         batches: batches.into_values().filter(|b| b.tasks > 0).collect(),
     };
     if args.json {
@@ -97,7 +128,23 @@ pub fn run(g: &GlobalArgs, args: StatusArgs) -> CliResult<u8> {
         .iter()
         .map(|s| format!("{} {}", report.counts[s.as_str()], s.as_str()))
         .collect();
-    outln!("{}\n", line.join(" · "));
+    outln!("{}", line.join(" · "));
+    let left = &report.left_for_others;
+    if left.tasks > 0 {
+        let whose: Vec<String> = left
+            .submitters
+            .iter()
+            .map(|n| crate::output::safe(n).into_owned())
+            .collect();
+        outln!(
+            "{} pending, of which {} left for other devices: submitted by {}, not in run-tasks-from ({})",
+            report.counts[Status::Pending.as_str()],
+            left.tasks,
+            whose.join(", "),
+            left.run_tasks_from
+        );
+    }
+    outln!();
     if report.batches.is_empty() {
         outln!("No tasks yet: submit some with `bridge submit`.");
         return Ok(EXIT_OK);

@@ -10,8 +10,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::GlobalArgs;
 use super::common::{open_session, sync_and_report, sync_remote};
-use crate::error::{CliResult, EXIT_INTERRUPTED, EXIT_OK, EXIT_TASK_FAILED, HintExt};
-use crate::output::duration;
+use crate::error::{CliError, CliResult, EXIT_INTERRUPTED, EXIT_OK, EXIT_TASK_FAILED, HintExt};
+use crate::run_policy::RunFrom;
+use crate::output::{duration, print_json};
 use crate::publish::Publisher;
 use crate::worker::{self, Event, WorkOptions};
 use crate::workspace::{Session, device_name};
@@ -34,9 +35,20 @@ use crate::workspace::{Session, device_name};
 /// a working folder it cannot create), it records nothing against them,
 /// releases its claims, stops, and exits with code 5.
 ///
-/// Exit codes: 0 all tasks it ran succeeded, 3 some failed, 5 this machine
-/// cannot run tasks (no disk space, no file descriptors), 130 stopped.
+/// It claims only tasks whose submitter `[worker] run-tasks-from` in
+/// bridge.toml accepts (default: its own and the admins' on a person's
+/// device, every member's on a runner); the others are left for other
+/// devices, and it says how many and whose.
+///
+/// Exit codes: 0 all tasks it ran succeeded (also when it ran none, e.g.
+/// every pending task was left for other devices), 3 some failed, 5 this
+/// machine cannot run tasks (no disk space, no file descriptors), 130
+/// stopped.
+///
+/// JSON (--json): {"done", "failed", "interrupted", "lost_claims",
+/// "left_for_others": {"tasks", "submitters": [NAME…], "run_tasks_from"}}
 #[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
 pub struct WorkArgs {
     /// How many tasks to run at once (default: the number of CPUs)
     #[arg(long, short = 'j', value_name = "N")]
@@ -56,6 +68,40 @@ pub struct WorkArgs {
     /// Do not sync with the remote
     #[arg(long)]
     pub offline: bool,
+    #[command(flatten)]
+    pub run_tasks_from: RunTasksFromArg,
+    /// Print a JSON report at the end (format above)
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `--run-tasks-from`, shared by `bridge work` and `bridge run`.
+#[derive(Debug, Args)]
+pub struct RunTasksFromArg {
+    /// Whose tasks to claim, for this run only, instead of `[worker]
+    /// run-tasks-from` in bridge.toml: a comma-separated list of `self`
+    /// (this device's own), `admins` (members with the admin role),
+    /// `members` (every member allowed to submit) and members' names, e.g.
+    /// `self,admins,alice-laptop`; an empty list runs nobody's. Tasks of
+    /// others are left for other devices
+    #[arg(long = "run-tasks-from", value_name = "LIST")]
+    pub list: Option<String>,
+}
+
+impl RunTasksFromArg {
+    /// The entries the worker uses: the flag's, else bridge.toml's, else
+    /// `None` (the default for this device's role).
+    pub fn resolve(&self, session: &Session) -> CliResult<Option<Vec<RunFrom>>> {
+        match &self.list {
+            None => Ok(session.ws.config.run_tasks_from()),
+            Some(list) => RunFrom::parse_list(list).map(Some).map_err(|e| {
+                CliError::hint(
+                    anyhow::anyhow!("--run-tasks-from {}: {e}", crate::output::safe(list)),
+                    "write a comma-separated list such as `self,admins` or `members` or `self,alice-laptop`",
+                )
+            }),
+        }
+    }
 }
 
 pub fn run(g: &GlobalArgs, args: WorkArgs) -> CliResult<u8> {
@@ -77,6 +123,7 @@ pub fn run(g: &GlobalArgs, args: WorkArgs) -> CliResult<u8> {
         shard: None,
         provenance: Default::default(),
         flush_delay: worker::FLUSH_DELAY,
+        run_tasks_from: args.run_tasks_from.resolve(&session)?,
     };
     // A remote that could not be used at the start (unreachable, silent
     // past the stall timeout) is not tried again by this run: the tasks run
@@ -117,7 +164,9 @@ pub fn run(g: &GlobalArgs, args: WorkArgs) -> CliResult<u8> {
         );
     }
     super::sync::auto_compact(&session, args.offline || !online);
-    if !quiet {
+    if args.json {
+        print_json(&report_json(&report))?;
+    } else if !quiet {
         errln!(
             "{} done, {} failed{}{}.",
             report.done,
@@ -133,6 +182,10 @@ pub fn run(g: &GlobalArgs, args: WorkArgs) -> CliResult<u8> {
                 String::new()
             },
         );
+        if report.left_for_others.tasks > 0 && report.done + report.failed == 0 {
+            // Nothing ran: say why once more at the end, where a user looks.
+            errln!("{}.", report.left_for_others.message());
+        }
     }
     if shutdown.is_cancelled() {
         Ok(EXIT_INTERRUPTED)
@@ -141,6 +194,26 @@ pub fn run(g: &GlobalArgs, args: WorkArgs) -> CliResult<u8> {
     } else {
         Ok(EXIT_OK)
     }
+}
+
+/// What `bridge work --json` and `bridge run --json` say about the tasks
+/// left for other devices.
+pub fn left_json(left: &worker::LeftForOthers) -> serde_json::Value {
+    serde_json::json!({
+        "tasks": left.tasks,
+        "submitters": left.submitters,
+        "run_tasks_from": left.policy,
+    })
+}
+
+fn report_json(report: &worker::WorkReport) -> serde_json::Value {
+    serde_json::json!({
+        "done": report.done,
+        "failed": report.failed,
+        "interrupted": report.interrupted,
+        "lost_claims": report.lost_claims,
+        "left_for_others": left_json(&report.left_for_others),
+    })
 }
 
 /// Progress output and remote pushes for the worker loop.
@@ -306,6 +379,14 @@ impl Progress {
             Event::Idle => {
                 if let Some(b) = &self.bar {
                     b.set_message("waiting for tasks…");
+                }
+            }
+            Event::LeftForOthers(left) => {
+                let line = format!("note: {}", left.message());
+                match &self.bar {
+                    Some(b) => b.println(line),
+                    None if !self.quiet => errln!("{line}"),
+                    None => {}
                 }
             }
         }
