@@ -32,6 +32,7 @@ use bridge_crypto::{MemberId, Role, Roster};
 use bridge_model::Status;
 use bridge_model::view::TaskView;
 
+use crate::error::{CliError, CliResult};
 use crate::vault::member_tag;
 
 /// One entry of `run-tasks-from`.
@@ -308,21 +309,68 @@ impl TaskPolicy {
         &self.unknown
     }
 
-    /// The entries, as written: `self, admins`, with `(default)` when the
-    /// device's role chose them.
-    pub fn describe(&self) -> String {
-        let list: Vec<String> = self.entries.iter().map(ToString::to_string).collect();
-        let list = if list.is_empty() {
-            "nobody".to_owned()
-        } else {
-            list.join(", ")
-        };
-        if self.defaulted {
-            format!("{list} (the default)")
-        } else {
-            list
+    /// The entries in force, and whether they are the default.
+    pub fn setting(&self) -> Setting {
+        Setting {
+            entries: self.entries.iter().map(ToString::to_string).collect(),
+            default: self.defaulted,
         }
     }
+}
+
+/// The `run-tasks-from` in force, for messages and `--json`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Setting {
+    /// The entries, as written.
+    pub entries: Vec<String>,
+    /// Whether they are the default for this device's role (nothing set).
+    pub default: bool,
+}
+
+impl fmt::Display for Setting {
+    /// As a bridge.toml line would write it: `["self", "admins"] (the
+    /// default)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let list: Vec<String> = self.entries.iter().map(|e| format!("\"{e}\"")).collect();
+        write!(f, "[{}]", list.join(", "))?;
+        if self.default {
+            f.write_str(" (the default)")?;
+        }
+        Ok(())
+    }
+}
+
+/// The environment variable that sets `run-tasks-from` for this device
+/// (over bridge.toml, which every device of a workspace usually shares;
+/// under `--run-tasks-from`): the same comma-separated list as the flag.
+pub const RUN_TASKS_FROM_ENV: &str = "BRIDGE_RUN_TASKS_FROM";
+
+/// The entries in force: `flag`, else `BRIDGE_RUN_TASKS_FROM`, else
+/// bridge.toml's `[worker] run-tasks-from`, else `None` (the default for
+/// this device's role).
+pub fn entries(
+    config: &crate::workspace::Config,
+    flag: Option<&str>,
+) -> CliResult<Option<Vec<RunFrom>>> {
+    entries_with(config, flag, std::env::var(RUN_TASKS_FROM_ENV).ok())
+}
+
+fn entries_with(
+    config: &crate::workspace::Config,
+    flag: Option<&str>,
+    env: Option<String>,
+) -> CliResult<Option<Vec<RunFrom>>> {
+    let (list, from) = match (flag, &env) {
+        (Some(list), _) => (list, "--run-tasks-from "),
+        (None, Some(list)) => (list.as_str(), concat!("BRIDGE_RUN_TASKS_FROM", "=")),
+        (None, None) => return Ok(config.run_tasks_from()),
+    };
+    RunFrom::parse_list(list).map(Some).map_err(|e| {
+        CliError::hint(
+            anyhow::anyhow!("{from}{}: {e}", crate::output::safe(list)),
+            "write a comma-separated list such as `self,admins`, `members` or `self,alice-laptop`",
+        )
+    })
 }
 
 impl crate::workspace::Session {
@@ -336,10 +384,10 @@ impl crate::workspace::Session {
         )
     }
 
-    /// This device's [`TaskPolicy`] as bridge.toml sets it (what `ls`,
-    /// `status` and `show` mark tasks by).
-    pub fn configured_task_policy(&self) -> TaskPolicy {
-        self.task_policy(self.ws.config.run_tasks_from().as_deref())
+    /// This device's [`TaskPolicy`] as its settings make it (what `ls`,
+    /// `status` and `show` mark tasks by), without a flag.
+    pub fn configured_task_policy(&self) -> CliResult<TaskPolicy> {
+        Ok(self.task_policy(entries(&self.ws.config, None)?.as_deref()))
     }
 }
 
@@ -488,6 +536,28 @@ mod tests {
         );
         // An untrusted task (no submitter) is not this policy's business.
         assert_eq!(policy.refusal(&task(&p, &[])), None);
+    }
+
+    #[test]
+    fn issue13_the_flag_wins_over_the_environment_over_bridge_toml() {
+        let text = "[workspace]\nid = \"w\"\nroot = \"mf5a6ee7bbb99c11ec7b743a2\"\n[worker]\nrun-tasks-from = [\"admins\"]\n";
+        let config = crate::workspace::Config::parse_str(text, std::path::Path::new("bridge.toml"))
+            .unwrap_or_else(|e| panic!("{}", e.error));
+        let got = |flag: Option<&str>, env: Option<&str>| {
+            entries_with(&config, flag, env.map(str::to_owned))
+                .unwrap_or_else(|e| panic!("{}", e.error))
+        };
+        assert_eq!(got(None, None), Some(vec![RunFrom::Admins]));
+        assert_eq!(got(None, Some("members")), Some(vec![RunFrom::Members]));
+        assert_eq!(got(Some("self"), Some("members")), Some(vec![RunFrom::Myself]));
+        assert_eq!(got(Some(""), None), Some(vec![]));
+        let e = entries_with(&config, None, Some("all".into())).err().expect("refused");
+        assert!(
+            e.error.to_string().starts_with("BRIDGE_RUN_TASKS_FROM=all: `all` is not an entry"),
+            "{}",
+            e.error
+        );
+        assert!(e.hint.unwrap_or_default().contains("comma-separated"));
     }
 
     #[test]

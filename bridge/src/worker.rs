@@ -155,8 +155,8 @@ pub struct LeftForOthers {
     pub tasks: usize,
     /// Their submitters' names.
     pub submitters: BTreeSet<String>,
-    /// The policy that left them, as `TaskPolicy::describe` says it.
-    pub policy: String,
+    /// The `run-tasks-from` that left them.
+    pub policy: crate::run_policy::Setting,
 }
 
 impl LeftForOthers {
@@ -168,7 +168,7 @@ impl LeftForOthers {
             .map(|n| crate::output::safe(n).into_owned())
             .collect();
         format!(
-            "{} pending task{} {} left for other devices: {} submitter{} ({}) {} not in run-tasks-from ({}); to run them here, add them to `run-tasks-from` under [worker] in bridge.toml, or pass --run-tasks-from",
+            "{} pending task{} {} left for other devices: {} submitter{} ({}) {} not in run-tasks-from = {}; to run {} here, add {} to `run-tasks-from` under [worker] in bridge.toml, or pass --run-tasks-from",
             self.tasks,
             if self.tasks == 1 { "" } else { "s" },
             if self.tasks == 1 { "is" } else { "are" },
@@ -177,6 +177,8 @@ impl LeftForOthers {
             whose.join(", "),
             if whose.len() == 1 { "is" } else { "are" },
             self.policy,
+            if self.tasks == 1 { "it" } else { "them" },
+            if whose.len() == 1 { "its submitter" } else { "their submitters" },
         )
     }
 }
@@ -376,7 +378,7 @@ async fn work_loop(
             let task_policy = session.task_policy(opts.run_tasks_from.as_deref());
             crate::run_policy::warn_unknown_names(&task_policy, &mut warned_names);
             let mut left = LeftForOthers {
-                policy: task_policy.describe(),
+                policy: task_policy.setting(),
                 ..LeftForOthers::default()
             };
             let runnable: Vec<TaskId> = session

@@ -352,9 +352,33 @@ impl Device {
 
     /// Sets `[worker] lease` and `clock-skew` in bridge.toml.
     pub fn set_lease(&self, lease: &str, clock_skew: &str) {
+        self.set_worker_settings(&format!(
+            "lease = \"{lease}\"\nclock-skew = \"{clock_skew}\"\n"
+        ));
+    }
+
+    /// Sets `[worker] run-tasks-from` in this device's bridge.toml: whose
+    /// tasks it claims (issue 13, item 2). Tests whose point is that this
+    /// device runs another member's tasks say so with this, rather than
+    /// relying on the default (its own and the admins' on a person's
+    /// device).
+    pub fn set_run_tasks_from(&self, entries: &[&str]) {
         let path = self.path("bridge.toml");
         let text = fs::read_to_string(&path).expect("cannot read bridge.toml");
-        let settings = format!("lease = \"{lease}\"\nclock-skew = \"{clock_skew}\"\n");
+        let kept: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("run-tasks-from"))
+            .collect();
+        fs::write(&path, kept.join("\n") + "\n").expect("cannot write bridge.toml");
+        let list: Vec<String> = entries.iter().map(|e| format!("{e:?}")).collect();
+        self.set_worker_settings(&format!("run-tasks-from = [{}]\n", list.join(", ")));
+    }
+
+    /// Adds `settings` (whole `key = value` lines) under `[worker]` in
+    /// bridge.toml.
+    pub fn set_worker_settings(&self, settings: &str) {
+        let path = self.path("bridge.toml");
+        let text = fs::read_to_string(&path).expect("cannot read bridge.toml");
         // `bridge init` writes an empty [worker] table; a second one would
         // be a duplicate key.
         let new = match text.find("[worker]\n") {

@@ -21,6 +21,7 @@ mod isolation;
 mod longlived;
 mod membership;
 mod membership_prop;
+mod policy;
 mod runner;
 mod security;
 mod store_files;

@@ -68,7 +68,7 @@ pub fn run(g: &GlobalArgs, args: LsArgs) -> CliResult<u8> {
         })?),
     };
     let derived = session.view().derive(now_ms(), session.policy);
-    let policy = session.configured_task_policy();
+    let policy = session.configured_task_policy()?;
     crate::run_policy::warn_unknown_names(&policy, &mut Default::default());
     let mut rows = Vec::new();
     let mut full = Vec::new();

@@ -35,7 +35,7 @@ pub fn run(g: &GlobalArgs, args: ShowArgs) -> CliResult<u8> {
         return Ok(EXIT_OK);
     };
     let result = canonical_result(&t.facts).map(|a| a.key.clone());
-    let policy = session.configured_task_policy();
+    let policy = session.configured_task_policy()?;
     let left = policy.left_for_others(t, d.status);
     if args.json {
         print_json(&task_json(t, d, left.as_ref()))?;
@@ -52,8 +52,8 @@ pub fn run(g: &GlobalArgs, args: ShowArgs) -> CliResult<u8> {
     );
     if let Some(why) = &left {
         outln!(
-            "Here     left for other devices: {why} (this device runs tasks from: {})",
-            policy.describe()
+            "Here     left for other devices: {why} = {}",
+            policy.setting()
         );
     }
     outln!("Batch    {}", t.home().batch());

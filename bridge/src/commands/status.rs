@@ -23,7 +23,8 @@ use crate::workspace::now_ms;
 ///
 /// JSON (--json): {"workspace", "tasks", "counts": {"pending": N, "blocked": N,
 /// "running": N, "done": N, "failed": N, "cancelled": N}, "left_for_others":
-/// {"tasks": M, "submitters": [NAME…], "run_tasks_from"}, "batches": [{"id",
+/// {"tasks": M, "submitters": [NAME…], "run_tasks_from": {"entries", "default"}},
+/// "batches": [{"id",
 /// "created_at", "submitted_by", "tasks", "counts": {…}, "left_for_others": M}]}
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
@@ -49,7 +50,7 @@ struct BatchCounts {
 struct LeftJson {
     tasks: usize,
     submitters: BTreeSet<String>,
-    run_tasks_from: String,
+    run_tasks_from: crate::run_policy::Setting,
 }
 
 #[derive(Serialize)]
@@ -69,12 +70,12 @@ fn zero_counts() -> BTreeMap<&'static str, usize> {
 pub fn run(g: &GlobalArgs, args: StatusArgs) -> CliResult<u8> {
     let session = open_session(g)?;
     let derived = session.view().derive(now_ms(), session.policy);
-    let policy = session.configured_task_policy();
+    let policy = session.configured_task_policy()?;
     crate::run_policy::warn_unknown_names(&policy, &mut Default::default());
     let mut left = LeftJson {
         tasks: 0,
         submitters: BTreeSet::new(),
-        run_tasks_from: policy.describe(),
+        run_tasks_from: policy.setting(),
     };
     let mut counts = zero_counts();
     let mut batches: BTreeMap<BatchId, BatchCounts> = BTreeMap::new();
@@ -137,7 +138,7 @@ pub fn run(g: &GlobalArgs, args: StatusArgs) -> CliResult<u8> {
             .map(|n| crate::output::safe(n).into_owned())
             .collect();
         outln!(
-            "{} pending, of which {} left for other devices: submitted by {}, not in run-tasks-from ({})",
+            "{} pending, of which {} left for other devices: submitted by {}, not in run-tasks-from = {}",
             report.counts[Status::Pending.as_str()],
             left.tasks,
             whose.join(", "),

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::GlobalArgs;
 use super::common::{open_session, sync_and_report, sync_remote};
-use crate::error::{CliError, CliResult, EXIT_INTERRUPTED, EXIT_OK, EXIT_TASK_FAILED, HintExt};
+use crate::error::{CliResult, EXIT_INTERRUPTED, EXIT_OK, EXIT_TASK_FAILED, HintExt};
 use crate::run_policy::RunFrom;
 use crate::output::{duration, print_json};
 use crate::publish::Publisher;
@@ -46,7 +46,8 @@ use crate::workspace::{Session, device_name};
 /// stopped.
 ///
 /// JSON (--json): {"done", "failed", "interrupted", "lost_claims",
-/// "left_for_others": {"tasks", "submitters": [NAME…], "run_tasks_from"}}
+/// "left_for_others": {"tasks", "submitters": [NAME…], "run_tasks_from":
+/// {"entries": [ENTRY…], "default": BOOL}}}
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct WorkArgs {
@@ -79,28 +80,22 @@ pub struct WorkArgs {
 #[derive(Debug, Args)]
 pub struct RunTasksFromArg {
     /// Whose tasks to claim, for this run only, instead of `[worker]
-    /// run-tasks-from` in bridge.toml: a comma-separated list of `self`
-    /// (this device's own), `admins` (members with the admin role),
-    /// `members` (every member allowed to submit) and members' names, e.g.
-    /// `self,admins,alice-laptop`; an empty list runs nobody's. Tasks of
-    /// others are left for other devices
+    /// run-tasks-from` in bridge.toml (or BRIDGE_RUN_TASKS_FROM): a
+    /// comma-separated list of `self` (this device's own), `admins`
+    /// (members with the admin role), `members` (every member allowed to
+    /// submit) and members' names, e.g. `self,admins,alice-laptop`; an
+    /// empty list runs nobody's. Others' tasks are left for other devices.
+    /// Default: `self,admins` on a person's device, `members` on a runner
     #[arg(long = "run-tasks-from", value_name = "LIST")]
     pub list: Option<String>,
 }
 
 impl RunTasksFromArg {
-    /// The entries the worker uses: the flag's, else bridge.toml's, else
-    /// `None` (the default for this device's role).
+    /// The entries the worker uses: the flag's, else
+    /// `BRIDGE_RUN_TASKS_FROM`, else bridge.toml's, else `None` (the
+    /// default for this device's role).
     pub fn resolve(&self, session: &Session) -> CliResult<Option<Vec<RunFrom>>> {
-        match &self.list {
-            None => Ok(session.ws.config.run_tasks_from()),
-            Some(list) => RunFrom::parse_list(list).map(Some).map_err(|e| {
-                CliError::hint(
-                    anyhow::anyhow!("--run-tasks-from {}: {e}", crate::output::safe(list)),
-                    "write a comma-separated list such as `self,admins` or `members` or `self,alice-laptop`",
-                )
-            }),
-        }
+        crate::run_policy::entries(&session.ws.config, self.list.as_deref())
     }
 }
 
@@ -168,7 +163,7 @@ pub fn run(g: &GlobalArgs, args: WorkArgs) -> CliResult<u8> {
         print_json(&report_json(&report))?;
     } else if !quiet {
         errln!(
-            "{} done, {} failed{}{}.",
+            "{} done, {} failed{}{}{}.",
             report.done,
             report.failed,
             if report.interrupted > 0 {
@@ -181,11 +176,12 @@ pub fn run(g: &GlobalArgs, args: WorkArgs) -> CliResult<u8> {
             } else {
                 String::new()
             },
+            // Why was said when the worker first found them.
+            match report.left_for_others.tasks {
+                0 => String::new(),
+                n => format!(", {n} left for other devices"),
+            },
         );
-        if report.left_for_others.tasks > 0 && report.done + report.failed == 0 {
-            // Nothing ran: say why once more at the end, where a user looks.
-            errln!("{}.", report.left_for_others.message());
-        }
     }
     if shutdown.is_cancelled() {
         Ok(EXIT_INTERRUPTED)
