@@ -384,6 +384,12 @@ impl crate::workspace::Session {
         )
     }
 
+    /// Whether this device's member (validly) submitted `task`.
+    pub fn is_own_task(&self, task: &TaskView) -> bool {
+        task.submitters
+            .contains(&member_tag(self.vault.identity().member_id()))
+    }
+
     /// This device's [`TaskPolicy`] as its settings make it (what `ls`,
     /// `status` and `show` mark tasks by), without a flag.
     pub fn configured_task_policy(&self) -> CliResult<TaskPolicy> {

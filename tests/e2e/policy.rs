@@ -259,3 +259,33 @@ fn issue13_wrong_entries_are_refused_and_unknown_names_warned_about() {
     );
     assert_eq!(admin.show("t")["status"], "pending");
 }
+
+// Sibling: submitting a task that another member already queued used to
+// add nothing ("already submitted"), so it stayed theirs and the
+// submitter's own devices left it for others. Now it becomes theirs too.
+#[test]
+fn issue13_submitting_a_task_another_member_queued_makes_it_yours_too() {
+    let (_dir, _remote, admin, bob) = pool("pol-same");
+    bob.ok(&["submit", "--name", "same", "--", "echo", "same"]);
+    admin.ok(&["sync"]);
+    assert_eq!(
+        row(&admin, "same")["left_for_others"]["submitter"],
+        bob.name
+    );
+    let again = admin
+        .ok(&["submit", "--json", "--name", "same", "--", "echo", "same"])
+        .json();
+    assert_eq!(again["new"], 1, "{again}");
+    // Still one task, now the admin's as well: its own device runs it.
+    assert_eq!(admin.ls().len(), 1);
+    assert!(row(&admin, "same").get("left_for_others").is_none());
+    let report = admin.ok(&["work", "--json"]).json();
+    assert_eq!(report["done"], 1, "{report}");
+    // Submitting one's own waiting task again still adds nothing.
+    bob.ok(&["submit", "--name", "mine", "--", "echo", "mine"]);
+    let known = bob
+        .ok(&["submit", "--json", "--name", "mine", "--", "echo", "mine"])
+        .json();
+    assert_eq!(known["new"], 0, "{known}");
+    assert_eq!(known["known"], 1, "{known}");
+}

@@ -818,6 +818,16 @@ fn a_removed_members_later_chunks_are_refused_and_it_cannot_read_new_ones() {
     let run = a.ok(&["status"]);
     assert_one_warning(&run, &chunk_ref(&late), &["refused", "sec-b", "removed"]);
     assert_eq!(task_names(&a), names(&["b-early"]));
+    // B's earlier task stays valid, but no device runs a removed member's
+    // tasks any more, not even one lent to every member (issue 13, item
+    // 2): `members` means the roster's current members.
+    a.set_run_tasks_from(&["members"]);
+    a.ok(&["work"]);
+    let left = a.show("b-early");
+    assert_eq!(left["status"], "pending", "{left}");
+    assert_eq!(left["left_for_others"]["submitter"], "sec-b", "{left}");
+    // A current member who submits the same task vouches for it: it runs.
+    a.ok(&["submit", "--name", "b-early", "--", "echo", "early"]);
     a.ok(&["work"]);
     assert_eq!(a.task("b-early").status, "done");
 

@@ -27,7 +27,9 @@ pub const MAX_TASKS_PER_DOC: usize = 1000;
 /// The same task (same command, environment, inputs, limits) is only ever
 /// stored once: submitting it again, here or on another device, adds nothing,
 /// and a task that is already done is a cache hit. Use --rerun to run
-/// identical tasks again.
+/// identical tasks again. A waiting task another member submitted is
+/// submitted again as yours too, so that devices that run your tasks (see
+/// `run-tasks-from`) run it.
 ///
 /// Every task is checked before anything is stored: its limits (timeout up to
 /// 30 days, no NUL bytes, bounded names, commands and paths: see the README),
@@ -455,6 +457,20 @@ fn submit_specs(session: &mut Session, specs: Vec<TaskSpec>) -> CliResult<Submit
             Some(Status::Done) => {
                 cached += 1;
                 "cached"
+            }
+            // Waiting, and not (validly) submitted by this member: submit
+            // it again, so that it is this member's task too. Devices run
+            // tasks by whose they are (issue 13, item 2): the same task
+            // queued by another member (or written by a runner key, which
+            // makes it untrusted) would otherwise stay someone else's, and
+            // be left by this member's own devices.
+            Some(Status::Pending | Status::Blocked | Status::Untrusted)
+                if !session
+                    .view()
+                    .get(&id)
+                    .is_some_and(|t| session.is_own_task(t)) =>
+            {
+                "new"
             }
             Some(_) => {
                 known += 1;
