@@ -384,6 +384,25 @@ impl crate::workspace::Session {
         )
     }
 
+    /// The [`TaskPolicy`] of the workspace's runners, as `bridge dispatch`
+    /// counts the work they would take: bridge.toml's `run-tasks-from`
+    /// (which a runner's checkout holds; not this device's environment),
+    /// else a runner's default, for a runner (worker role) of the latest
+    /// epoch. `None` when the workspace has no runner.
+    pub fn runner_task_policy(&self) -> Option<TaskPolicy> {
+        let roster = self.vault.roster();
+        let runner = roster
+            .latest()
+            .members
+            .iter()
+            .find(|m| m.role == Role::Worker)?;
+        Some(TaskPolicy::new(
+            self.ws.config.run_tasks_from().as_deref(),
+            roster,
+            &runner.id(),
+        ))
+    }
+
     /// Whether this device's member (validly) submitted `task`.
     pub fn is_own_task(&self, task: &TaskView) -> bool {
         task.submitters

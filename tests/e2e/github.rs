@@ -407,6 +407,34 @@ fn dispatch_starts_the_runners_the_work_needs_and_returns_the_run() {
     mock.assert_valid();
 }
 
+// Issue 13, item 2: runners leave the tasks whose submitters are not in
+// their `run-tasks-from`; dispatch starts runners only for the others.
+#[test]
+fn issue13_dispatch_counts_only_the_tasks_runners_would_run() {
+    let mock = Mock::start();
+    let (admin, store) = github_workspace("gh-policy", &mock);
+    let bob = Device::new("gh-policy-bob");
+    bob.join_as(&admin, &dir_remote(store.path()), "submit");
+    for i in 0..2 {
+        bob.ok(&["submit", "--", "sh", "-c", &format!("echo bob {i}")]);
+    }
+    admin.ok(&["submit", "--", "sh", "-c", "echo admin"]);
+    // By default a runner runs every member's tasks.
+    let all = admin.ok(&["dispatch", "--json", "--budget", "30m"]).json();
+    assert_eq!(all["pending_tasks"], 3, "{all}");
+    // The workspace's bridge.toml (which runners check out) says admins only.
+    admin.set_run_tasks_from(&["admins"]);
+    let some = admin.ok(&["dispatch", "--json", "--budget", "30m"]).json();
+    assert_eq!(some["pending_tasks"], 1, "{some}");
+    // Nothing a runner would take: no run at all.
+    admin.ok(&["work"]);
+    let before = mock.count(DISPATCH);
+    let none = admin.ok(&["dispatch", "--json"]).json();
+    assert_eq!(none["dispatched"], false, "{none}");
+    assert_eq!(mock.count(DISPATCH), before);
+    mock.assert_valid();
+}
+
 #[test]
 fn dispatch_without_run_details_looks_for_the_run() {
     let mock = Mock::start();

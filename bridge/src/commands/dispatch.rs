@@ -265,15 +265,21 @@ fn parse_inputs(raw: &[String]) -> CliResult<BTreeMap<String, String>> {
 
 /// Counts the work runners may still do, and estimates its seconds: a task
 /// that ran before takes as long as its longest attempt, one that never ran
-/// its timeout.
+/// its timeout. Tasks the runners would leave (their submitter is not in
+/// the runners' `run-tasks-from`, issue 13 item 2) are not counted:
+/// starting runners for them would only spend minutes.
 fn pending_work(session: &Session) -> PendingWork {
     let derived = session.view().derive(now_ms(), session.policy);
+    let runners = session.runner_task_policy();
     let mut work = PendingWork::default();
     for t in session.view().tasks() {
         let Some(d) = derived.get(&t.id) else {
             continue;
         };
         if !matches!(d.status, Status::Pending | Status::Blocked) {
+            continue;
+        }
+        if runners.as_ref().is_some_and(|p| p.refusal(t).is_some()) {
             continue;
         }
         work.tasks += 1;
