@@ -108,7 +108,11 @@ pub fn load(vault: &Vault, dir: &Path, doc: &str) -> Option<Cached> {
     let (meta, saved) = rest.split_at_checked(u32::from_be_bytes(*len) as usize)?;
     let meta: Meta = serde_json::from_slice(meta).ok()?;
     if meta.format != FORMAT {
-        tracing::debug!(doc, format = meta.format, "cache of another layout; not used");
+        tracing::debug!(
+            doc,
+            format = meta.format,
+            "cache of another layout; not used"
+        );
         return None;
     }
     if meta.roster != vault.roster_hash() {

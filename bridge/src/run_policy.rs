@@ -73,7 +73,10 @@ impl RunFrom {
         }
         let shown = crate::output::safe(entry);
         if entry.trim().is_empty() {
-            return Err("an entry is empty; write \"self\", \"admins\", \"members\" or a member's name".into());
+            return Err(
+                "an entry is empty; write \"self\", \"admins\", \"members\" or a member's name"
+                    .into(),
+            );
         }
         if entry.trim() != entry || entry.chars().any(char::is_control) {
             return Err(format!(
@@ -512,14 +515,8 @@ mod tests {
         // A runner: every member allowed to submit, not the removed one,
         // not the runner itself.
         assert_eq!(accepted(&p, None, "ci"), ["alice", "bob", "carol"]);
-        let bobs = TaskPolicy::new(None, &p.roster, &p.ids["alice"])
-            .refusal(&task(&p, &["bob"]));
-        assert_eq!(
-            bobs,
-            Some(Refusal::Submitter {
-                name: "bob".into()
-            })
-        );
+        let bobs = TaskPolicy::new(None, &p.roster, &p.ids["alice"]).refusal(&task(&p, &["bob"]));
+        assert_eq!(bobs, Some(Refusal::Submitter { name: "bob".into() }));
         assert_eq!(
             bobs.map(|r| r.to_string()).as_deref(),
             Some("submitter bob is not in run-tasks-from")
@@ -536,10 +533,7 @@ mod tests {
             accepted(&p, Some(&[Members]), "alice"),
             ["alice", "bob", "carol"]
         );
-        assert_eq!(
-            accepted(&p, Some(&[Named("bob".into())]), "alice"),
-            ["bob"]
-        );
+        assert_eq!(accepted(&p, Some(&[Named("bob".into())]), "alice"), ["bob"]);
         // A removed member's name matches nobody, and is reported.
         let policy = TaskPolicy::new(Some(&[Named("dave".into())]), &p.roster, &p.ids["alice"]);
         assert!(policy.refusal(&task(&p, &["dave"])).is_some());
@@ -555,9 +549,7 @@ mod tests {
         assert_eq!(policy.refusal(&task(&p, &["bob", "alice"])), None);
         assert_eq!(
             policy.refusal(&task(&p, &["carol", "bob"])),
-            Some(Refusal::Submitter {
-                name: "bob".into()
-            })
+            Some(Refusal::Submitter { name: "bob".into() })
         );
         // An untrusted task (no submitter) is not this policy's business.
         assert_eq!(policy.refusal(&task(&p, &[])), None);
@@ -574,11 +566,18 @@ mod tests {
         };
         assert_eq!(got(None, None), Some(vec![RunFrom::Admins]));
         assert_eq!(got(None, Some("members")), Some(vec![RunFrom::Members]));
-        assert_eq!(got(Some("self"), Some("members")), Some(vec![RunFrom::Myself]));
+        assert_eq!(
+            got(Some("self"), Some("members")),
+            Some(vec![RunFrom::Myself])
+        );
         assert_eq!(got(Some(""), None), Some(vec![]));
-        let e = entries_with(&config, None, Some("all".into())).err().expect("refused");
+        let Err(e) = entries_with(&config, None, Some("all".into())) else {
+            panic!("refused")
+        };
         assert!(
-            e.error.to_string().starts_with("BRIDGE_RUN_TASKS_FROM=all: `all` is not an entry"),
+            e.error
+                .to_string()
+                .starts_with("BRIDGE_RUN_TASKS_FROM=all: `all` is not an entry"),
             "{}",
             e.error
         );

@@ -178,7 +178,11 @@ impl LeftForOthers {
             if whose.len() == 1 { "is" } else { "are" },
             self.policy,
             if self.tasks == 1 { "it" } else { "them" },
-            if whose.len() == 1 { "its submitter" } else { "their submitters" },
+            if whose.len() == 1 {
+                "its submitter"
+            } else {
+                "their submitters"
+            },
         )
     }
 }

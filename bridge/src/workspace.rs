@@ -1559,21 +1559,46 @@ mod tests {
     #[test]
     fn issue13_run_tasks_from_is_checked_with_the_file() {
         use crate::run_policy::RunFrom;
-        let with = |list: &str| GOOD.replacen("lease = \"60s\"", &format!("lease = \"60s\"\nrun-tasks-from = {list}"), 1);
-        let c = Config::parse_str(&with(r#"["self", "admins", "bob-laptop"]"#), Path::new("bridge.toml"))
-            .unwrap_or_else(|e| panic!("a good list: {}", e.error));
+        let with = |list: &str| {
+            GOOD.replacen(
+                "lease = \"60s\"",
+                &format!("lease = \"60s\"\nrun-tasks-from = {list}"),
+                1,
+            )
+        };
+        let c = Config::parse_str(
+            &with(r#"["self", "admins", "bob-laptop"]"#),
+            Path::new("bridge.toml"),
+        )
+        .unwrap_or_else(|e| panic!("a good list: {}", e.error));
         assert_eq!(
             c.run_tasks_from(),
-            Some(vec![RunFrom::Myself, RunFrom::Admins, RunFrom::Named("bob-laptop".into())])
+            Some(vec![
+                RunFrom::Myself,
+                RunFrom::Admins,
+                RunFrom::Named("bob-laptop".into())
+            ])
         );
         let unset = Config::parse_str(GOOD, Path::new("bridge.toml"))
             .unwrap_or_else(|e| panic!("{}", e.error));
         assert_eq!(unset.run_tasks_from(), None);
         for (list, want) in [
-            (r#"["self", "admin"]"#, "ws/bridge.toml:10:1: `worker.run-tasks-from`: `admin` is not an entry; did you mean \"admins\"?"),
-            (r#"["self,admins"]"#, "ws/bridge.toml:10:1: `worker.run-tasks-from`: `self,admins` holds a comma"),
-            (r#"[""]"#, "ws/bridge.toml:10:1: `worker.run-tasks-from`: an entry is empty"),
-            (r#""members""#, "ws/bridge.toml:10:18: `worker.run-tasks-from`: invalid type: string"),
+            (
+                r#"["self", "admin"]"#,
+                "ws/bridge.toml:10:1: `worker.run-tasks-from`: `admin` is not an entry; did you mean \"admins\"?",
+            ),
+            (
+                r#"["self,admins"]"#,
+                "ws/bridge.toml:10:1: `worker.run-tasks-from`: `self,admins` holds a comma",
+            ),
+            (
+                r#"[""]"#,
+                "ws/bridge.toml:10:1: `worker.run-tasks-from`: an entry is empty",
+            ),
+            (
+                r#""members""#,
+                "ws/bridge.toml:10:18: `worker.run-tasks-from`: invalid type: string",
+            ),
         ] {
             let (error, hint) = refusal(&with(list));
             assert!(error.starts_with(want), "{list}: {error}");

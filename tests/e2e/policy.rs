@@ -227,7 +227,8 @@ fn issue13_wrong_entries_are_refused_and_unknown_names_warned_about() {
     let bad = admin.run(&["work"]);
     assert_ne!(bad.code, 0, "{bad:?}");
     assert!(
-        bad.stderr.contains("`worker.run-tasks-from`: `admin` is not an entry; did you mean \"admins\"?"),
+        bad.stderr
+            .contains("`worker.run-tasks-from`: `admin` is not an entry; did you mean \"admins\"?"),
         "{}",
         bad.stderr
     );
@@ -239,7 +240,9 @@ fn issue13_wrong_entries_are_refused_and_unknown_names_warned_about() {
     let bad = admin.run(&["work", "--run-tasks-from", "self,everyone"]);
     assert_ne!(bad.code, 0, "{bad:?}");
     assert!(
-        bad.stderr.contains("--run-tasks-from self,everyone: `everyone` is not an entry; did you mean \"members\"?"),
+        bad.stderr.contains(
+            "--run-tasks-from self,everyone: `everyone` is not an entry; did you mean \"members\"?"
+        ),
         "{}",
         bad.stderr
     );
@@ -251,7 +254,9 @@ fn issue13_wrong_entries_are_refused_and_unknown_names_warned_about() {
     assert_eq!(
         warned
             .stderr
-            .matches("run-tasks-from names `carol-laptop`, but no member of the roster has that name")
+            .matches(
+                "run-tasks-from names `carol-laptop`, but no member of the roster has that name"
+            )
             .count(),
         1,
         "{}",

@@ -11,9 +11,9 @@ use tokio_util::sync::CancellationToken;
 use super::GlobalArgs;
 use super::common::{open_session, sync_and_report, sync_remote};
 use crate::error::{CliResult, EXIT_INTERRUPTED, EXIT_OK, EXIT_TASK_FAILED, HintExt};
-use crate::run_policy::RunFrom;
 use crate::output::{duration, print_json};
 use crate::publish::Publisher;
+use crate::run_policy::RunFrom;
 use crate::worker::{self, Event, WorkOptions};
 use crate::workspace::{Session, device_name};
 
