@@ -262,3 +262,86 @@ pub fn save_sightings(dir: &Path, seen: &bridge_model::Sightings) {
         tracing::debug!("cannot save the sightings of claims: {e:#}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bridge_crypto::{Identity, Roster};
+    use bridge_model::{BatchId, TaskSpec};
+
+    use super::*;
+
+    fn vault(dir: &Path) -> Vault {
+        let identity = Identity::generate().expect("a key");
+        let (roster, _) = Roster::genesis(&identity, "me", "ws", 1).expect("a roster");
+        let replica = bridge_store::Replica::init(&dir.join("store"), "ws").expect("a replica");
+        Vault::new(replica, identity, roster)
+    }
+
+    // Issue 13, item 2: caches written before tasks carried their creator
+    // would load every task as nobody's, and every device would leave it
+    // for others. A cache of another layout is not used (a full load reads
+    // the creators again).
+    #[test]
+    fn issue13_a_cache_without_the_tasks_creators_is_not_used() {
+        let tmp = tempfile::tempdir().expect("a temp folder");
+        let vault = vault(tmp.path());
+        let cache = tmp.path().join("cache");
+        let spec: TaskSpec = serde_json::from_value(serde_json::json!({
+            "name": "t",
+            "command": {"shell": {"shell": "sh", "script": "true"}},
+            "timeout_s": 5,
+        }))
+        .expect("a spec");
+        let header = BatchHeader {
+            batch: BatchId::new(1, [1; 8]),
+            part: 0,
+            parts: 1,
+            created_at: 1,
+            submitted_by: "me".into(),
+            device: "d".into(),
+        };
+        let record = TaskRecord {
+            id: spec.id(),
+            spec,
+            facts: Default::default(),
+            trusted: true,
+            creator: Some([7; 8]),
+        };
+        let mut loaded = LoadedDoc {
+            doc: AutoCommit::new(),
+            applied: BTreeSet::new(),
+            skipped: BTreeSet::new(),
+        };
+        save(&vault, &cache, "d1", &mut loaded, &header, &[record], &[]);
+        let cached = load(&vault, &cache, "d1").expect("the current layout is used");
+        assert_eq!(cached.records[0].creator, Some([7; 8]));
+
+        // The same cache as the previous layout wrote it: no `format`.
+        let mut meta = serde_json::to_value(Meta {
+            format: FORMAT,
+            roster: vault.roster_hash(),
+            applied: BTreeSet::new(),
+            skipped: BTreeSet::new(),
+            header,
+            records: cached.records,
+            warnings: Vec::new(),
+        })
+        .expect("json");
+        let object = meta.as_object_mut().expect("an object");
+        object.remove("format");
+        for r in object["records"].as_array_mut().expect("records") {
+            r.as_object_mut().expect("a record").remove("creator");
+        }
+        let meta = serde_json::to_vec(&meta).expect("json");
+        let saved = AutoCommit::new().save();
+        let mut payload = (meta.len() as u32).to_be_bytes().to_vec();
+        payload.extend_from_slice(&meta);
+        payload.extend_from_slice(&saved);
+        let sealed = vault
+            .seal_private("d1", &payload)
+            .map_err(|e| e.error)
+            .expect("sealed");
+        std::fs::write(path(&cache, "d1"), sealed).expect("written");
+        assert!(load(&vault, &cache, "d1").is_none());
+    }
+}
