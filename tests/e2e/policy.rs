@@ -294,3 +294,39 @@ fn issue13_submitting_a_task_another_member_queued_makes_it_yours_too() {
     assert_eq!(known["new"], 0, "{known}");
     assert_eq!(known["known"], 1, "{known}");
 }
+
+// Sibling: a member named like a keyword could never be named in
+// run-tasks-from (`self` means this device): such names are refused.
+#[test]
+fn issue13_members_cannot_be_named_like_run_tasks_from_keywords() {
+    let dir = temp_dir("pol-names");
+    let admin = Device::new("pol-names-admin");
+    admin.ok(&["init", "--remote", &dir_remote(dir.path())]);
+    let other = Device::new("pol-names-other");
+    other.ok(&["keygen"]);
+    let key = other.ok(&["whoami", "--json"]).json()["public_key"]
+        .as_str()
+        .expect("a public key")
+        .to_owned();
+    for name in ["self", "admins", "members", "admin", "a,b"] {
+        let refused = admin.run(&["members", "add", name, &key, "--role", "submit"]);
+        assert_ne!(refused.code, 0, "{refused:?}");
+        assert!(
+            refused
+                .stderr
+                .contains(&format!("cannot add a member named `{name}`")),
+            "{}",
+            refused.stderr
+        );
+        let refused = admin.run(&["members", "add-runner", name]);
+        assert_ne!(refused.code, 0, "{refused:?}");
+    }
+    admin.ok(&[
+        "members",
+        "add",
+        "pol-names-other",
+        &key,
+        "--role",
+        "submit",
+    ]);
+}

@@ -103,6 +103,7 @@ pub fn run(g: &GlobalArgs, args: MembersArgs) -> CliResult<u8> {
             public_key,
             role,
         } => {
+            check_new_name(&name)?;
             let key: PublicKey = public_key.parse().map_err(|e| {
                 CliError::hint(
                     anyhow!("`{public_key}` is not a bridge public key: {e}"),
@@ -144,6 +145,7 @@ pub fn run(g: &GlobalArgs, args: MembersArgs) -> CliResult<u8> {
             }
         }
         MembersCommand::AddRunner { name } => {
+            check_new_name(&name)?;
             let (runner, anchor) = add_runner(&ws, &mut vault, &name)?;
             errln!("Added runner {name} (role worker). Its secret identity follows, printed once:");
             errln!("store it as the CI secret BRIDGE_IDENTITY now; it is not saved anywhere.");
@@ -386,6 +388,26 @@ pub fn add_runner(ws: &Workspace, vault: &mut Vault, name: &str) -> CliResult<(I
     let runner = new_runner_identity()?;
     let anchor = add_runner_identity(ws, vault, name, &runner)?;
     Ok((runner, anchor))
+}
+
+/// Refuses a new member name that `run-tasks-from` could not name: its
+/// keywords (`self`, `admins`, `members`), the near misses it refuses
+/// (`admin`, `all`, …), names with spaces around them or control
+/// characters, and names with commas (issue 13, item 2).
+fn check_new_name(name: &str) -> CliResult<()> {
+    use crate::run_policy::RunFrom;
+    let why = match RunFrom::parse(name) {
+        Ok(RunFrom::Named(_)) => return Ok(()),
+        Ok(_) => format!("`{name}` is a word `run-tasks-from` reserves"),
+        Err(e) => e,
+    };
+    Err(CliError::hint(
+        anyhow!(
+            "cannot add a member named `{}`: {why}",
+            crate::output::safe(name)
+        ),
+        "choose another name (devices name members in `run-tasks-from` under [worker] in bridge.toml), e.g. the device's host name",
+    ))
 }
 
 /// A fresh identity for a runner.
