@@ -701,6 +701,8 @@ fn run_here(policy: &TaskPolicy, view: &View, id: &TaskId, left: &mut LeftForOth
     };
     match policy.refusal(task) {
         None => true,
+        // The other parts of issue 13 add reasons (unsandboxed, an unmet
+        // requirement, a private batch): each is counted here too.
         Some(crate::run_policy::Refusal::Submitter { name }) => {
             left.tasks += 1;
             left.submitters.insert(name);
