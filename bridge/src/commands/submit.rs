@@ -15,7 +15,9 @@ use super::GlobalArgs;
 use super::common::{open_session, sync_and_report};
 use crate::error::{CliError, CliResult, EXIT_OK, HintExt};
 use crate::output::print_json;
+use crate::audience;
 use crate::taskfile::{self, PlannedTask};
+use crate::vault::Placement;
 use crate::workspace::{Session, device_name, now_ms, random_bytes};
 
 /// How many tasks one Automerge document holds at most; a larger batch spans
@@ -92,6 +94,11 @@ pub struct SubmitArgs {
     /// Do not sync with the remote after submitting
     #[arg(long)]
     pub offline: bool,
+    /// Make the batch private to these members (names, comma-separated, or
+    /// `devices` for every member that is not a runner); overrides the task
+    /// file's `audience:`
+    #[arg(long, value_delimiter = ',', value_name = "NAME,…")]
+    pub audience: Vec<String>,
     /// Print the batch and its tasks as JSON
     #[arg(long)]
     pub json: bool,
@@ -108,6 +115,9 @@ struct SubmittedTask {
 #[derive(Serialize)]
 struct Submitted {
     batch: Option<BatchId>,
+    /// The names of the batch's audience, when it is private.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    audience: Vec<String>,
     documents: usize,
     new: usize,
     known: usize,
@@ -116,7 +126,7 @@ struct Submitted {
 }
 
 pub fn run(g: &GlobalArgs, args: SubmitArgs) -> CliResult<u8> {
-    let plan = plan(&args)?;
+    let (plan, file_audience) = plan(&args)?;
     // Before anything is stored (input blobs included): a task that breaks a
     // limit is refused with nothing written.
     check_plan(&plan)?;
@@ -127,18 +137,35 @@ pub fn run(g: &GlobalArgs, args: SubmitArgs) -> CliResult<u8> {
     } else {
         None
     };
-    let specs = to_specs(&session, &plan, nonce)?;
-    let result = submit_specs(&mut session, specs)?;
+    let audience = if args.audience.is_empty() {
+        file_audience
+    } else {
+        args.audience.clone()
+    };
+    let batch = BatchId::new(now_ms(), random_bytes::<8>()?);
+    let mut names = Vec::new();
+    if !audience.is_empty() {
+        names = make_private(&mut session, &batch, &audience, plan.len(), g.quiet || args.json)?;
+    }
+    let placement = Placement::Batch(batch.clone());
+    let specs = to_specs(&session, &plan, nonce, &placement)?;
+    let mut result = submit_specs(&mut session, specs, batch)?;
+    result.audience = names;
     if args.json {
         print_json(&result)?;
     } else if !g.quiet {
         match &result.batch {
             Some(b) => outln!(
-                "Submitted batch {}: {} new task{}{}.",
+                "Submitted batch {}: {} new task{}{}{}.",
                 b.short(),
                 result.new,
                 if result.new == 1 { "" } else { "s" },
-                already(&result)
+                already(&result),
+                if result.audience.is_empty() {
+                    String::new()
+                } else {
+                    format!("; private to {}", result.audience.join(", "))
+                }
             ),
             None => outln!("Nothing new to submit{}.", already(&result)),
         }
@@ -167,8 +194,51 @@ fn already(r: &Submitted) -> String {
     }
 }
 
-/// Builds the plan from the file, or from the command line.
-fn plan(args: &SubmitArgs) -> CliResult<Vec<PlannedTask>> {
+/// Makes `batch` private to `names` (resolved against the roster, this
+/// device always included): a fresh batch key, and its generation-0 grant
+/// written and added to the vault, so that the inputs and documents
+/// written next are sealed to it. Returns the audience's names.
+fn make_private(
+    session: &mut Session,
+    batch: &BatchId,
+    names: &[String],
+    tasks: usize,
+    quiet: bool,
+) -> CliResult<Vec<String>> {
+    let me = session.vault.identity().member_id().clone();
+    let resolved = audience::resolve_names(session.vault.roster(), names, &me)?;
+    let key = bridge_crypto::BatchKey::generate();
+    let documents = tasks.div_ceil(MAX_TASKS_PER_DOC) as u64;
+    let notice = audience::write_first_grant(
+        &session.vault,
+        batch.as_str(),
+        &resolved.keys,
+        &key,
+        tasks as u64,
+        documents,
+    )?;
+    let ids = notice.body.audience.clone();
+    let vault = std::sync::Arc::get_mut(&mut session.vault)
+        .ok_or_else(|| anyhow!("internal: the vault is shared while submitting"))?;
+    vault.add_grant(notice);
+    vault.confirm_submitter(batch.as_str(), me);
+    let shown_names = audience::names(session.vault.roster(), &ids);
+    if resolved.added_self && !quiet {
+        errln!(
+            "note: this device ({}) was added to the audience: a submitter always reads its own batch",
+            session
+                .vault
+                .me()
+                .map(|m| m.name.clone())
+                .unwrap_or_default()
+        );
+    }
+    Ok(shown_names)
+}
+
+/// Builds the plan from the file, or from the command line, and the
+/// file's audience.
+fn plan(args: &SubmitArgs) -> CliResult<(Vec<PlannedTask>, Vec<String>)> {
     if let Some(file) = &args.file {
         if !args.command.is_empty() {
             return Err(CliError::hint(
@@ -176,7 +246,7 @@ fn plan(args: &SubmitArgs) -> CliResult<Vec<PlannedTask>> {
                 "bridge submit tasks.yaml   or   bridge submit -- CMD ARGS…",
             ));
         }
-        return Ok(taskfile::load(file)?);
+        return Ok(taskfile::load_with_audience(file)?);
     }
     if args.command.is_empty() {
         return Err(CliError::hint(
@@ -264,7 +334,7 @@ fn plan(args: &SubmitArgs) -> CliResult<Vec<PlannedTask>> {
         taskfile::check_url_inputs(&t.inputs, &mut t.url_inputs)
             .map_err(|m| anyhow!("task `{}`: {m}", t.name))?;
     }
-    Ok(planned)
+    Ok((planned, Vec::new()))
 }
 
 /// Parses `--input-url URL#sha256=HEX[&path=PATH]`. The fragment, which an
@@ -407,12 +477,13 @@ fn to_specs(
     session: &Session,
     plan: &[PlannedTask],
     nonce: Option<String>,
+    placement: &Placement,
 ) -> CliResult<Vec<TaskSpec>> {
     let mut specs: Vec<TaskSpec> = Vec::with_capacity(plan.len());
     for t in plan {
         let mut inputs = Vec::with_capacity(t.inputs.len());
         for (rel, abs) in &t.inputs {
-            let (sha256, blob) = session.vault.put_blob_file(abs).with_context(|| {
+            let (sha256, blob) = session.vault.put_blob_file(abs, placement).with_context(|| {
                 format!("cannot store input {} of task `{}`", abs.display(), t.name)
             })?;
             inputs.push(InputRef::from_blob(
@@ -439,7 +510,11 @@ fn to_specs(
 
 /// Adds the specs that are new as a batch of one or more documents and
 /// writes them to the replica.
-fn submit_specs(session: &mut Session, specs: Vec<TaskSpec>) -> CliResult<Submitted> {
+fn submit_specs(
+    session: &mut Session,
+    specs: Vec<TaskSpec>,
+    batch: BatchId,
+) -> CliResult<Submitted> {
     let now = now_ms();
     let derived = session.view().derive(now, session.policy);
     let mut seen = HashSet::new();
@@ -473,6 +548,7 @@ fn submit_specs(session: &mut Session, specs: Vec<TaskSpec>) -> CliResult<Submit
     }
     let mut result = Submitted {
         batch: None,
+        audience: Vec::new(),
         documents: 0,
         new: new_specs.len(),
         known,
@@ -482,7 +558,6 @@ fn submit_specs(session: &mut Session, specs: Vec<TaskSpec>) -> CliResult<Submit
     if new_specs.is_empty() {
         return Ok(result);
     }
-    let batch = BatchId::new(now, random_bytes::<8>()?);
     let parts = new_specs.chunks(MAX_TASKS_PER_DOC).count() as u32;
     let device = device_name();
     for (part, chunk) in new_specs.chunks(MAX_TASKS_PER_DOC).enumerate() {

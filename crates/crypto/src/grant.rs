@@ -336,15 +336,16 @@ impl BatchAudience {
 }
 
 /// Applies the chain rules to every grant read (see the module docs).
-/// `submitters` maps a batch id to the member who submitted it, when the
-/// reader knows it: a generation 0 by anyone else is then invalid. Grants
+/// `submitters` maps a batch id to the members who wrote a first change
+/// (a genesis) of its documents, when the reader has seen one: a
+/// generation 0 by anyone else is then invalid. Grants
 /// whose writer may not submit at generation 0, or is not in the previous
 /// generation's audience, are dropped; batches with no valid generation 0
 /// are absent from the result.
 pub fn resolve(
     notices: &[Notice],
     roster: &Roster,
-    submitters: &BTreeMap<String, MemberId>,
+    submitters: &BTreeMap<String, BTreeSet<MemberId>>,
 ) -> BTreeMap<String, BatchAudience> {
     let mut by_batch: BTreeMap<&str, Vec<&Notice>> = BTreeMap::new();
     for n in notices {
@@ -365,7 +366,9 @@ pub fn resolve(
                     .epoch(n.epoch)
                     .and_then(|e| e.member(&n.writer))
                     .is_some_and(|m| m.role.can_submit());
-                may_submit && submitters.get(batch).is_none_or(|s| *s == n.writer)
+                may_submit && submitters
+                        .get(batch)
+                        .is_none_or(|s| s.is_empty() || s.contains(&n.writer))
             } else {
                 generations.get(g - 1).is_some_and(|prev| {
                     prev.iter()
