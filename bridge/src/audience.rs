@@ -191,3 +191,50 @@ pub fn stale_audiences(vault: &Vault) -> Vec<(String, Vec<PublicKey>)> {
     }
     out
 }
+
+/// What a member outside a private batch's audience may know of it: the
+/// grant's notice (issue 13). No task name, command or result.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PrivateSummary {
+    /// The batch id.
+    pub batch: String,
+    /// The names of its audience (newest generation).
+    pub audience: Vec<String>,
+    /// How many tasks it holds.
+    pub tasks: u64,
+    /// How many documents it spans.
+    pub documents: u64,
+    /// When its newest grant was written.
+    pub granted_at: String,
+}
+
+impl PrivateSummary {
+    /// "private to alice-laptop, home-server: 40 tasks".
+    pub fn line(&self) -> String {
+        format!(
+            "private to {}: {} task{}",
+            self.audience.join(", "),
+            self.tasks,
+            if self.tasks == 1 { "" } else { "s" }
+        )
+    }
+}
+
+/// The private batches this device cannot read, from their grants.
+pub fn foreign_summaries(vault: &Vault) -> Vec<PrivateSummary> {
+    vault
+        .private_batches()
+        .into_iter()
+        .filter(|(batch, _)| vault.is_foreign_batch(batch))
+        .filter_map(|(batch, audience)| {
+            let newest = audience.newest()?;
+            Some(PrivateSummary {
+                audience: names(vault.roster(), &newest.body.audience),
+                tasks: newest.body.tasks,
+                documents: newest.body.documents,
+                granted_at: crate::output::timestamp(newest.body.created_at),
+                batch,
+            })
+        })
+        .collect()
+}

@@ -208,15 +208,23 @@ impl Vault {
         out
     }
 
-    /// Whether this device holds the keys of private batch `batch`.
-    pub fn can_read_batch(&self, batch: &str) -> bool {
-        self.readable_batches.contains(batch)
-    }
-
-    /// Whether `batch` is private and this device cannot read it: its files
-    /// are skipped (not refused, not repaired, never deleted).
+    /// Whether `batch` is private and this device is not in it: it holds
+    /// none of its keys, or its newest generation leaves this device out
+    /// (removed from the audience: nothing written since opens here). Its
+    /// files are skipped (not refused, not repaired, never deleted).
     pub fn is_foreign_batch(&self, batch: &str) -> bool {
-        self.notices.contains_key(batch) && !self.readable_batches.contains(batch)
+        if !self.notices.contains_key(batch) {
+            return false;
+        }
+        if !self.readable_batches.contains(batch) {
+            return true;
+        }
+        let me = self.identity.member_id();
+        !self.audience(batch).is_some_and(|a| {
+            a.generations
+                .last()
+                .is_some_and(|newest| newest.iter().any(|n| n.includes(me)))
+        })
     }
 
     /// Whether document `doc` belongs to a batch this device cannot read.
@@ -225,15 +233,22 @@ impl Vault {
             .is_ok_and(|id| self.is_foreign_batch(id.batch().as_str()))
     }
 
-    /// Records a writer of a first change (a genesis) of one of private
-    /// batch `batch`'s documents: only such a writer's generation-0 grant
-    /// counts (a forged grant by another submit member is ignored).
-    pub fn confirm_submitter(&self, batch: &str, member: MemberId) {
-        if !self.notices.contains_key(batch) {
+    /// Records the generation-0 grant that private batch `batch`'s own
+    /// header names (read from its encrypted documents, so only its
+    /// audience knows it): only that grant's writer counts as the batch's
+    /// submitter, and a generation 0 by anyone else (a forgery by another
+    /// submit member) is ignored.
+    pub fn confirm_first_grant(&self, batch: &str, hash: &str) {
+        let Some(writer) = self
+            .notices
+            .get(batch)
+            .and_then(|list| list.iter().find(|n| n.hash == hash && n.body.generation == 0))
+            .map(|n| n.writer.clone())
+        else {
             return;
-        }
+        };
         if let Ok(mut s) = self.submitters.lock() {
-            s.entry(batch.to_owned()).or_default().insert(member);
+            s.entry(batch.to_owned()).or_default().insert(writer);
         }
     }
 
@@ -584,7 +599,6 @@ impl Vault {
         let mut out = Vec::with_capacity(opened.payload.len());
         let mut rest = opened.payload.as_slice();
         let mut new_bindings: Vec<String> = Vec::new();
-        let mut geneses = false;
         let bindings = self
             .bindings
             .lock()
@@ -635,9 +649,6 @@ impl Vault {
                     member.name
                 ));
             }
-            if change.deps().is_empty() && member.role.can_submit() {
-                geneses = true;
-            }
             if !opened.header.actors.contains(&actor) {
                 return Err(format!(
                     "it holds a change by actor {actor}, which its signer {} did not declare",
@@ -661,11 +672,6 @@ impl Vault {
         // Bind the new actors only once the whole chunk is accepted.
         for actor in new_bindings {
             self.bind(&actor, member.id(), member.role);
-        }
-        if geneses
-            && let Ok(id) = opened.header.document.parse::<bridge_model::DocId>()
-        {
-            self.confirm_submitter(id.batch().as_str(), member.id());
         }
         Ok(out)
     }

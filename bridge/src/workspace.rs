@@ -929,11 +929,6 @@ impl Session {
         self.reopen_vault();
     }
 
-    /// How many documents of private batches this device cannot read were
-    /// skipped by the last refresh.
-    pub fn foreign_docs(&self) -> usize {
-        self.foreign_docs
-    }
 
     fn count_roster_files(&self) -> usize {
         self.ws
@@ -1185,6 +1180,12 @@ impl Session {
                 self.reread(&id, save.then_some(&cache_dir));
             }
         }
+        if self.foreign_docs > 0 {
+            tracing::debug!(
+                documents = self.foreign_docs,
+                "skipped the documents of private batches this device is not in the audience of"
+            );
+        }
         Ok(applied)
     }
 
@@ -1344,6 +1345,9 @@ impl Session {
         problems: Vec<doc::Problem>,
     ) -> usize {
         let open_tasks = unfinished(&records);
+        if let Some(grant) = &header.grant {
+            self.vault.confirm_first_grant(header.batch.as_str(), grant);
+        }
         for p in problems {
             let key = format!("{id}/{}", p.task);
             self.warn_once(&key, || {
@@ -1374,6 +1378,9 @@ impl Session {
             .map(|c| vec![c.raw_bytes().to_vec()])
             .unwrap_or_default();
         let (records, _) = doc::read_tasks(&doc, &*self.vault);
+        if let Some(grant) = &header.grant {
+            self.vault.confirm_first_grant(header.batch.as_str(), grant);
+        }
         self.view.add_records(&id, &header, records);
         self.docs.insert(
             id,

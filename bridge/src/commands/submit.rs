@@ -143,13 +143,15 @@ pub fn run(g: &GlobalArgs, args: SubmitArgs) -> CliResult<u8> {
         args.audience.clone()
     };
     let batch = BatchId::new(now_ms(), random_bytes::<8>()?);
-    let mut names = Vec::new();
+    let (mut names, mut grant) = (Vec::new(), None);
     if !audience.is_empty() {
-        names = make_private(&mut session, &batch, &audience, plan.len(), g.quiet || args.json)?;
+        let (n, hash) =
+            make_private(&mut session, &batch, &audience, plan.len(), g.quiet || args.json)?;
+        (names, grant) = (n, Some(hash));
     }
     let placement = Placement::Batch(batch.clone());
     let specs = to_specs(&session, &plan, nonce, &placement)?;
-    let mut result = submit_specs(&mut session, specs, batch)?;
+    let mut result = submit_specs(&mut session, specs, batch, grant)?;
     result.audience = names;
     if args.json {
         print_json(&result)?;
@@ -197,14 +199,15 @@ fn already(r: &Submitted) -> String {
 /// Makes `batch` private to `names` (resolved against the roster, this
 /// device always included): a fresh batch key, and its generation-0 grant
 /// written and added to the vault, so that the inputs and documents
-/// written next are sealed to it. Returns the audience's names.
+/// written next are sealed to it. Returns the audience's names and the
+/// grant's hash (which the batch's header names).
 fn make_private(
     session: &mut Session,
     batch: &BatchId,
     names: &[String],
     tasks: usize,
     quiet: bool,
-) -> CliResult<Vec<String>> {
+) -> CliResult<(Vec<String>, String)> {
     let me = session.vault.identity().member_id().clone();
     let resolved = audience::resolve_names(session.vault.roster(), names, &me)?;
     let key = bridge_crypto::BatchKey::generate();
@@ -218,10 +221,11 @@ fn make_private(
         documents,
     )?;
     let ids = notice.body.audience.clone();
+    let hash = notice.hash.clone();
     let vault = std::sync::Arc::get_mut(&mut session.vault)
         .ok_or_else(|| anyhow!("internal: the vault is shared while submitting"))?;
     vault.add_grant(notice);
-    vault.confirm_submitter(batch.as_str(), me);
+    vault.confirm_first_grant(batch.as_str(), &hash);
     let shown_names = audience::names(session.vault.roster(), &ids);
     if resolved.added_self && !quiet {
         errln!(
@@ -233,7 +237,7 @@ fn make_private(
                 .unwrap_or_default()
         );
     }
-    Ok(shown_names)
+    Ok((shown_names, hash))
 }
 
 /// Builds the plan from the file, or from the command line, and the
@@ -514,6 +518,7 @@ fn submit_specs(
     session: &mut Session,
     specs: Vec<TaskSpec>,
     batch: BatchId,
+    grant: Option<String>,
 ) -> CliResult<Submitted> {
     let now = now_ms();
     let derived = session.view().derive(now, session.policy);
@@ -568,6 +573,7 @@ fn submit_specs(
             created_at: now,
             submitted_by: device.clone(),
             device: device.clone(),
+            grant: grant.clone(),
         };
         let d = doc::create(&session.writer, &header, chunk)
             .with_context(|| format!("cannot create the document for batch {batch}"))?;
