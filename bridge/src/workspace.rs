@@ -906,6 +906,14 @@ impl Session {
         if stale.is_empty() {
             return;
         }
+        let listed = |s: &Session| -> BTreeSet<String> {
+            s.ws.replica
+                .list_chunks(AUDIENCE_DOC)
+                .unwrap_or_default()
+                .into_iter()
+                .collect()
+        };
+        let before = listed(self);
         for (batch, keys) in stale {
             match crate::audience::rotate(&self.vault, &batch, &keys) {
                 Ok(_) => {
@@ -916,16 +924,12 @@ impl Session {
                 Err(e) => tracing::warn!("cannot rotate the key of private batch {batch}: {}", e.error),
             }
         }
-        let written = self
-            .ws
-            .replica
-            .list_chunks(AUDIENCE_DOC)
-            .unwrap_or_default();
-        self.written.extend(
-            written
-                .into_iter()
-                .map(|n| format!("chunks/{AUDIENCE_DOC}/{n}")),
-        );
+        // Pushed with this process's other files.
+        let new: Vec<String> = listed(self)
+            .difference(&before)
+            .map(|n| format!("chunks/{AUDIENCE_DOC}/{n}"))
+            .collect();
+        self.written.extend(new);
         self.reopen_vault();
     }
 
