@@ -726,6 +726,15 @@ impl Vault {
                 let Ok(sealed) = replica.read_chunk(doc, &name) else {
                     continue;
                 };
+                if self.is_foreign_doc(doc) {
+                    // A private batch this device cannot read (issue 13):
+                    // its writer is unknown here, so the file is accepted
+                    // by its store name (a hash of its bytes: no file made
+                    // later can take it).
+                    out.keys.insert(DocFolder::Chunks.store_name(doc, &name));
+                    out.private_files += 1;
+                    continue;
+                }
                 if let Ok(opened) = self.signed_chunk(doc, &name, &sealed)
                     && &opened.header.writer == member
                 {
@@ -742,6 +751,11 @@ impl Vault {
                         continue;
                     };
                     let file = folder.store_name(doc, &name);
+                    if self.is_foreign_doc(doc) {
+                        out.keys.insert(file);
+                        out.private_files += 1;
+                        continue;
+                    }
                     let expect = Expect {
                         domain: Domain::Snapshot,
                         workspace: &self.workspace,
@@ -914,6 +928,9 @@ pub struct SignedFiles {
     pub snapshot_files: usize,
     /// Chunks bundled in snapshots (and not also a chunk file here).
     pub bundled_chunks: usize,
+    /// Files of private batches this device cannot read, whoever signed
+    /// them: accepted by store name (their writer is unknown here).
+    pub private_files: usize,
 }
 
 /// A snapshot entry as read: chunk file name, signed envelope, and its
