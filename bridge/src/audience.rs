@@ -118,8 +118,13 @@ pub fn write_first_grant(
 }
 
 fn write(vault: &Vault, grant: &NewGrant<'_>) -> CliResult<Notice> {
-    let (sealed, _) = bridge_crypto::seal_grant(vault.identity(), vault.roster(), grant)
-        .map_err(|e| anyhow!(e).context(format!("cannot write the audience of batch {}", grant.batch)))?;
+    let (sealed, _) =
+        bridge_crypto::seal_grant(vault.identity(), vault.roster(), grant).map_err(|e| {
+            anyhow!(e).context(format!(
+                "cannot write the audience of batch {}",
+                grant.batch
+            ))
+        })?;
     let file = vault.write_grant_file(&sealed)?;
     let notice = bridge_crypto::open_grant(&vault.read_keys(), vault.roster(), &sealed, &file)
         .map_err(|e| anyhow!(e).context("cannot read back the audience grant just written"))?;
@@ -149,9 +154,9 @@ pub fn rotate(vault: &Vault, batch: &str, audience: &[PublicKey]) -> CliResult<N
             "ask a member of the audience (`bridge audience show BATCH`) to do it",
         ));
     }
-    let mut keys = current.open_keys(vault.identity()).ok_or_else(|| {
-        anyhow!("the keys of batch {batch} do not open with this device's key")
-    })?;
+    let mut keys = current
+        .open_keys(vault.identity())
+        .ok_or_else(|| anyhow!("the keys of batch {batch} do not open with this device's key"))?;
     keys.push(BatchKey::generate());
     let grant = NewGrant {
         batch,
@@ -237,4 +242,84 @@ pub fn foreign_summaries(vault: &Vault) -> Vec<PrivateSummary> {
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bridge_crypto::{Identity, Member};
+
+    fn roster() -> (Roster, Vec<Identity>) {
+        let ids: Vec<Identity> = (0..4).map(|_| Identity::generate().unwrap()).collect();
+        let (r, _) = Roster::genesis(&ids[0], "hub", "ws", 1).unwrap();
+        let mut r = r;
+        for (i, (name, role)) in [
+            ("alice-laptop", Role::Submit),
+            ("home-server", Role::Submit),
+            ("r1", Role::Worker),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let member = Member {
+                name: name.to_owned(),
+                key: ids[i + 1].public(),
+                role,
+            };
+            r = r.add_member(&ids[0], member, 2 + i as i64).unwrap().0;
+        }
+        (r, ids)
+    }
+
+    fn named(roster: &Roster, names: &[&str], me: &Identity) -> Result<Vec<String>, String> {
+        let names: Vec<String> = names.iter().map(|s| (*s).to_owned()).collect();
+        resolve_names(roster, &names, me.member_id())
+            .map(|r| {
+                let ids: Vec<MemberId> = r.keys.iter().map(PublicKey::member_id).collect();
+                let mut out = self::names(roster, &ids);
+                out.sort();
+                out
+            })
+            .map_err(|e| format!("{} / {}", e.error, e.hint.unwrap_or_default()))
+    }
+
+    #[test]
+    fn devices_means_every_member_but_runners_and_the_submitter_is_always_in() {
+        let (r, ids) = roster();
+        assert_eq!(
+            named(&r, &["devices"], &ids[1]).unwrap(),
+            ["alice-laptop", "home-server", "hub"]
+        );
+        assert_eq!(
+            named(&r, &["home-server"], &ids[1]).unwrap(),
+            ["alice-laptop", "home-server"]
+        );
+        let resolved = |names: &[&str]| {
+            let names: Vec<String> = names.iter().map(|s| (*s).to_owned()).collect();
+            match resolve_names(&r, &names, ids[1].member_id()) {
+                Ok(r) => r,
+                Err(e) => panic!("{}", e.error),
+            }
+        };
+        assert!(resolved(&["home-server"]).added_self);
+        assert!(!resolved(&["home-server", "alice-laptop"]).added_self);
+        // A runner can be named explicitly (the user's choice), not by `devices`.
+        assert_eq!(named(&r, &["r1"], &ids[1]).unwrap(), ["alice-laptop", "r1"]);
+    }
+
+    #[test]
+    fn an_unknown_name_is_refused_with_the_members_listed() {
+        let (r, ids) = roster();
+        let err = named(&r, &["home-srever"], &ids[1]).unwrap_err();
+        assert!(err.contains("`home-srever`"), "{err}");
+        for name in [
+            "hub (admin)",
+            "alice-laptop (submit)",
+            "home-server (submit)",
+            "r1 (worker)",
+            "devices",
+        ] {
+            assert!(err.contains(name), "{err}");
+        }
+    }
 }

@@ -1055,12 +1055,18 @@ mod tests {
         let fifo = dir.path().join("fifo.yaml");
         let made = std::process::Command::new("mkfifo").arg(&fifo).status()?;
         assert!(made.success());
-        let msg = load_with_audience(&fifo).map(|_| ()).unwrap_err().to_string();
+        let msg = load_with_audience(&fifo)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
         assert!(msg.contains("not a regular file"), "{msg}");
         let big = dir.path().join("big.yaml");
         let f = std::fs::File::create(&big)?;
         f.set_len(MAX_TASK_FILE_BYTES + 1)?;
-        let msg = load_with_audience(&big).map(|_| ()).unwrap_err().to_string();
+        let msg = load_with_audience(&big)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
         assert!(msg.contains("larger than 64 MiB"), "{msg}");
         Ok(())
     }

@@ -28,13 +28,13 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, anyhow, bail};
 use automerge::ActorId;
+use bridge_crypto::{BatchAudience, Notice};
 use bridge_crypto::{
     Domain, EnvelopeError, Expect, Header, Identity, Member, MemberId, Opened, Role, Roster,
     RosterWarning, accepted_key, open_verified_with, open_with, seal, verify_signed,
 };
-use bridge_crypto::{BatchAudience, Notice};
-use bridge_model::{BatchId, WriterId};
 use bridge_model::doc::Authority;
+use bridge_model::{BatchId, WriterId};
 use bridge_store::{BlobId, ChunkOpener, DocFolder, OpenedEntry, Replica};
 use sha2::{Digest, Sha256};
 
@@ -242,7 +242,10 @@ impl Vault {
         let Some(writer) = self
             .notices
             .get(batch)
-            .and_then(|list| list.iter().find(|n| n.hash == hash && n.body.generation == 0))
+            .and_then(|list| {
+                list.iter()
+                    .find(|n| n.hash == hash && n.body.generation == 0)
+            })
             .map(|n| n.writer.clone())
         else {
             return;

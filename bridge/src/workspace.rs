@@ -921,7 +921,10 @@ impl Session {
                         "rotated the key of private batch {batch}: a member of its audience left the workspace"
                     );
                 }
-                Err(e) => tracing::warn!("cannot rotate the key of private batch {batch}: {}", e.error),
+                Err(e) => tracing::warn!(
+                    "cannot rotate the key of private batch {batch}: {}",
+                    e.error
+                ),
             }
         }
         // Pushed with this process's other files.
@@ -932,7 +935,6 @@ impl Session {
         self.written.extend(new);
         self.reopen_vault();
     }
-
 
     fn count_roster_files(&self) -> usize {
         self.ws

@@ -98,7 +98,12 @@ fn batch_files(store: &Path, batch: &str) -> BTreeSet<PathBuf> {
 
 /// The keys `who` could decrypt with: the roster's data keys, and the batch
 /// keys of every grant in the store whose sealed keys open with its own key.
-fn keys_of(store: &Path, who: &Identity, ws: &str, root: &str) -> (Roster, Vec<age::x25519::Identity>) {
+fn keys_of(
+    store: &Path,
+    who: &Identity,
+    ws: &str,
+    root: &str,
+) -> (Roster, Vec<age::x25519::Identity>) {
     let roster = roster_in(store, who, ws, root);
     let mut keys = roster.data_identities();
     for file in files_under(&store.join("chunks").join("audiences")) {
@@ -260,7 +265,10 @@ fn a_private_batch_is_run_by_its_audience_and_unreadable_to_runners_and_outsider
             .filter_map(|v| v.as_str())
             .collect();
         assert_eq!(names.len(), 2, "{json}");
-        assert!(names.contains(&"alice-laptop") && names.contains(&"home-server"), "{json}");
+        assert!(
+            names.contains(&"alice-laptop") && names.contains(&"home-server"),
+            "{json}"
+        );
         assert_eq!(json["tasks"], 0, "{json}");
         let human = d.ok(&["status"]);
         assert!(
@@ -338,9 +346,19 @@ fn a_private_batch_is_run_by_its_audience_and_unreadable_to_runners_and_outsider
     let runner_id = Identity::parse(&secret).expect("the runner's identity");
     let (_, runner_keys) = keys_of(p.shared.path(), &runner_id, &ws, &root);
     assert_none_opens(&files, &runner_keys, "the runner");
-    let (_, hub_keys) = keys_of(p.shared.path(), &identity_in(&p.hub.identity_file()), &ws, &root);
+    let (_, hub_keys) = keys_of(
+        p.shared.path(),
+        &identity_in(&p.hub.identity_file()),
+        &ws,
+        &root,
+    );
     assert_none_opens(&files, &hub_keys, "the admin outside the audience");
-    let (_, home_keys) = keys_of(p.shared.path(), &identity_in(&p.home.identity_file()), &ws, &root);
+    let (_, home_keys) = keys_of(
+        p.shared.path(),
+        &identity_in(&p.home.identity_file()),
+        &ws,
+        &root,
+    );
     assert_all_open(&files, &home_keys, "home-server");
 }
 
@@ -362,10 +380,18 @@ fn late_files_are_not_for_home(p: &Pool, batch: &str) {
     assert!(work.stderr.contains("1 done"), "{}", work.stderr);
     p.alice.ok(&["sync"]);
     let written = new_files(p, batch, &before);
-    assert!(written.len() >= 3, "a chunk and two blobs expected: {written:?}");
+    assert!(
+        written.len() >= 3,
+        "a chunk and two blobs expected: {written:?}"
+    );
     let home_id = identity_in(&p.home.identity_file());
     // Home-server's keys as it holds them (every grant sealed to it).
-    let roster = roster_in(p.shared.path(), &identity_in(&p.alice.identity_file()), &ws, &root);
+    let roster = roster_in(
+        p.shared.path(),
+        &identity_in(&p.alice.identity_file()),
+        &ws,
+        &root,
+    );
     let mut home_keys = roster.data_identities();
     for file in files_under(&p.shared.path().join("chunks").join("audiences")) {
         let bytes = fs::read(&file).expect("read a grant");
@@ -379,8 +405,17 @@ fn late_files_are_not_for_home(p: &Pool, batch: &str) {
         home_keys.len() > roster.data_identities().len(),
         "home-server held the batch's first key"
     );
-    assert_none_opens(&written, &home_keys, "home-server, removed from the audience");
-    let (_, alice_keys) = keys_of(p.shared.path(), &identity_in(&p.alice.identity_file()), &ws, &root);
+    assert_none_opens(
+        &written,
+        &home_keys,
+        "home-server, removed from the audience",
+    );
+    let (_, alice_keys) = keys_of(
+        p.shared.path(),
+        &identity_in(&p.alice.identity_file()),
+        &ws,
+        &root,
+    );
     assert_all_open(&written, &alice_keys, "alice");
     let logs = p.alice.ok(&["logs", "late"]);
     assert!(logs.stdout.contains("LATE-out-5c2e"), "{}", logs.stdout);
@@ -399,19 +434,28 @@ fn removing_a_member_from_the_audience_rotates_the_key_for_later_files() {
 
     let removed = p.alice.ok(&["audience", "remove", short, "home-server"]);
     assert!(
-        removed.stdout.contains("now private to alice-laptop (key generation 1)"),
+        removed
+            .stdout
+            .contains("now private to alice-laptop (key generation 1)"),
         "{}",
         removed.stdout
     );
     let shown = p.alice.ok(&["audience", "show", short, "--json"]).json();
     assert_eq!(shown["generation"], 1, "{shown}");
-    assert_eq!(shown["audience"], serde_json::json!(["alice-laptop"]), "{shown}");
+    assert_eq!(
+        shown["audience"],
+        serde_json::json!(["alice-laptop"]),
+        "{shown}"
+    );
 
     // Home-server now sees the batch as an outsider does, without warnings.
     p.home.ok(&["sync"]);
     let status = p.home.ok(&["status", "--json"]);
     assert_quiet(&status);
-    assert_eq!(status.json()["private"][0]["audience"], serde_json::json!(["alice-laptop"]));
+    assert_eq!(
+        status.json()["private"][0]["audience"],
+        serde_json::json!(["alice-laptop"])
+    );
     // Home-server may no longer change the audience.
     let refused = p.home.run(&["audience", "add", short, &p.hub.name]);
     assert_ne!(refused.code, 0, "{}", refused.stdout);
@@ -438,7 +482,11 @@ fn removing_an_audience_member_from_the_workspace_rotates_the_audience() {
     assert_quiet(&synced);
     let shown = p.alice.ok(&["audience", "show", short, "--json"]).json();
     assert_eq!(shown["generation"], 1, "{shown}");
-    assert_eq!(shown["audience"], serde_json::json!(["alice-laptop"]), "{shown}");
+    assert_eq!(
+        shown["audience"],
+        serde_json::json!(["alice-laptop"]),
+        "{shown}"
+    );
     // Once only: another command does not rotate again.
     p.alice.ok(&["status"]);
     let shown = p.alice.ok(&["audience", "show", short, "--json"]).json();
@@ -461,9 +509,14 @@ fn a_forged_first_grant_by_another_member_is_ignored_by_the_audience() {
     let real_hash = files_under(&p.shared.path().join("chunks").join("audiences"))
         .iter()
         .map(|f| {
-            open_grant(&roster.data_identities(), &roster, &fs::read(f).expect("read"), "x")
-                .expect("the real grant")
-                .hash
+            open_grant(
+                &roster.data_identities(),
+                &roster,
+                &fs::read(f).expect("read"),
+                "x",
+            )
+            .expect("the real grant")
+            .hash
         })
         .next()
         .expect("one grant");
@@ -509,9 +562,68 @@ fn a_forged_first_grant_by_another_member_is_ignored_by_the_audience() {
     let written = new_files(&p, &batch, &before);
     assert!(written.len() >= 3, "{written:?}");
     let (_, hub_keys) = keys_of(p.shared.path(), &hub_id, &ws, &root);
-    assert!(hub_keys.len() > roster.data_identities().len(), "the hub holds its forged key");
+    assert!(
+        hub_keys.len() > roster.data_identities().len(),
+        "the hub holds its forged key"
+    );
     assert_none_opens(&written, &hub_keys, "the forger");
     p.alice.ok(&["sync"]);
     let logs = p.alice.ok(&["logs", "late"]);
     assert!(logs.stdout.contains("LATE-out-5c2e"), "{}", logs.stdout);
+}
+
+#[test]
+fn submit_audience_flag_resolves_devices_and_refuses_unknown_names() {
+    let p = pool("flag");
+    // An unknown name: refused before anything is stored, members listed.
+    let refused = p
+        .alice
+        .run(&["submit", "--audience", "home-srever", "--", "echo", "x"]);
+    assert_ne!(refused.code, 0);
+    assert!(
+        refused.stderr.contains("home-srever") && refused.stderr.contains("home-server (submit)"),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        files_under(&p.alice.store().join("blobs")).is_empty()
+            && files_under(&p.alice.store().join("chunks").join("audiences")).is_empty(),
+        "nothing stored"
+    );
+    // `devices`: every member that is not a runner. The flag overrides the file.
+    let secret = p
+        .hub
+        .ok(&["members", "add-runner", "r1"])
+        .stdout
+        .trim()
+        .to_owned();
+    p.alice.ok(&["sync"]);
+    p.alice.write(
+        "t.yaml",
+        "audience: [home-server]\ntasks:\n  - name: t\n    run: echo hi\n",
+    );
+    let out = p
+        .alice
+        .ok(&["submit", "t.yaml", "--audience", "devices", "--json"])
+        .json();
+    let mut names: Vec<String> = out["audience"]
+        .as_array()
+        .expect("the audience in the JSON")
+        .iter()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["alice-laptop", p.hub.name.as_str(), "home-server"],
+        "{out}"
+    );
+    let mut r = Device::new("r1");
+    r.set_env("BRIDGE_IDENTITY", &secret);
+    r.ok(&["join", &p.remote, "--root", &member_of(&p.hub)]);
+    let status = r.ok(&["status", "--json"]).json();
+    assert_eq!(status["private"][0]["tasks"], 1, "{status}");
+    p.hub.ok(&["sync"]);
+    let shown = p.hub.ok(&["status", "--json"]).json();
+    assert_eq!(shown["tasks"], 1, "the hub is in `devices`: {shown}");
 }

@@ -122,7 +122,11 @@ pub fn run(g: &GlobalArgs, args: LsArgs) -> CliResult<u8> {
     if rows.is_empty() {
         errln!("No tasks match.");
         for p in &private {
-            outln!("Batch {}: {}.", p.batch.get(16..26).unwrap_or(&p.batch), p.line());
+            outln!(
+                "Batch {}: {}.",
+                p.batch.get(16..26).unwrap_or(&p.batch),
+                p.line()
+            );
         }
         return Ok(EXIT_OK);
     }
@@ -143,7 +147,11 @@ pub fn run(g: &GlobalArgs, args: LsArgs) -> CliResult<u8> {
         .collect();
     print_table(&["ID", "STATUS", "BATCH", "ATTEMPTS", "NAME"], &table)?;
     for p in &private {
-        outln!("Batch {}: {}.", p.batch.get(16..26).unwrap_or(&p.batch), p.line());
+        outln!(
+            "Batch {}: {}.",
+            p.batch.get(16..26).unwrap_or(&p.batch),
+            p.line()
+        );
     }
     Ok(EXIT_OK)
 }

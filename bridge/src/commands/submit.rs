@@ -13,9 +13,9 @@ use serde::Serialize;
 
 use super::GlobalArgs;
 use super::common::{open_session, sync_and_report};
+use crate::audience;
 use crate::error::{CliError, CliResult, EXIT_OK, HintExt};
 use crate::output::print_json;
-use crate::audience;
 use crate::taskfile::{self, PlannedTask};
 use crate::vault::Placement;
 use crate::workspace::{Session, device_name, now_ms, random_bytes};
@@ -145,8 +145,13 @@ pub fn run(g: &GlobalArgs, args: SubmitArgs) -> CliResult<u8> {
     let batch = BatchId::new(now_ms(), random_bytes::<8>()?);
     let (mut names, mut grant) = (Vec::new(), None);
     if !audience.is_empty() {
-        let (n, hash) =
-            make_private(&mut session, &batch, &audience, plan.len(), g.quiet || args.json)?;
+        let (n, hash) = make_private(
+            &mut session,
+            &batch,
+            &audience,
+            plan.len(),
+            g.quiet || args.json,
+        )?;
         (names, grant) = (n, Some(hash));
     }
     let placement = Placement::Batch(batch.clone());
@@ -487,9 +492,13 @@ fn to_specs(
     for t in plan {
         let mut inputs = Vec::with_capacity(t.inputs.len());
         for (rel, abs) in &t.inputs {
-            let (sha256, blob) = session.vault.put_blob_file(abs, placement).with_context(|| {
-                format!("cannot store input {} of task `{}`", abs.display(), t.name)
-            })?;
+            let (sha256, blob) =
+                session
+                    .vault
+                    .put_blob_file(abs, placement)
+                    .with_context(|| {
+                        format!("cannot store input {} of task `{}`", abs.display(), t.name)
+                    })?;
             inputs.push(InputRef::from_blob(
                 rel.clone(),
                 sha256,

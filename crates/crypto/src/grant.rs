@@ -366,7 +366,8 @@ pub fn resolve(
                     .epoch(n.epoch)
                     .and_then(|e| e.member(&n.writer))
                     .is_some_and(|m| m.role.can_submit());
-                may_submit && submitters
+                may_submit
+                    && submitters
                         .get(batch)
                         .is_none_or(|s| s.is_empty() || s.contains(&n.writer))
             } else {

@@ -205,12 +205,18 @@ fn generation_zero_needs_a_submitter_and_matches_the_batch_submitter() {
     assert_eq!(g0.len(), 2);
     assert!(!g0.contains(&w.runner.member_id()));
     // Knowing alice submitted the batch: bob's forgery is ignored.
-    let submitters = BTreeMap::from([(BATCH.to_owned(), BTreeSet::from([w.alice.member_id().clone()]))]);
+    let submitters = BTreeMap::from([(
+        BATCH.to_owned(),
+        BTreeSet::from([w.alice.member_id().clone()]),
+    )]);
     let r = resolve(&all, &w.roster, &submitters);
     assert_eq!(r[BATCH].generations[0].len(), 1);
     assert_eq!(r[BATCH].newest().map(|n| &n.hash), Some(&real.hash));
     // Knowing bob did not submit anything he has a grant for.
-    let submitters = BTreeMap::from([(BATCH.to_owned(), BTreeSet::from([w.root.member_id().clone()]))]);
+    let submitters = BTreeMap::from([(
+        BATCH.to_owned(),
+        BTreeSet::from([w.root.member_id().clone()]),
+    )]);
     assert!(resolve(&all, &w.roster, &submitters).is_empty());
 }
 
