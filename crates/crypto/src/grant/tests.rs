@@ -92,7 +92,7 @@ fn only_the_audience_opens_the_keys_but_every_member_reads_the_notice() {
         &w.roster,
         None,
         &[&w.alice, &w.root],
-        &[key.clone()],
+        std::slice::from_ref(&key),
     );
     assert_eq!(n.body.tasks, 40);
     assert_eq!(n.body.generation, 0);
@@ -130,7 +130,7 @@ fn a_grant_is_refused_when_its_writer_or_body_is_wrong() {
             batch: BATCH,
             prev: None,
             audience: &[stranger.public()],
-            keys: &[key.clone()],
+            keys: std::slice::from_ref(&key),
             tasks: 1,
             documents: 1,
             now: 1,
@@ -229,7 +229,7 @@ fn rotation_chains_generations_and_removed_members_miss_new_keys() {
         &w.roster,
         None,
         &[&w.alice, &w.bob],
-        &[k0.clone()],
+        std::slice::from_ref(&k0),
     );
     // Alice removes bob from the audience: a fresh key; bob cannot open it.
     let k1 = BatchKey::generate();
@@ -304,7 +304,7 @@ fn concurrent_generations_pick_the_lowest_hash_deterministically() {
         &w.roster,
         None,
         &[&w.alice, &w.bob],
-        &[k0.clone()],
+        std::slice::from_ref(&k0),
     );
     let a = grant(
         &w.alice,
