@@ -721,6 +721,23 @@ impl Vault {
         }
         docs.remove(ROSTER_DOC);
         docs.remove(AUDIENCE_DOC);
+        // Their audience grants: without them, a private batch they
+        // submitted or rotated would lose its keys for everyone.
+        for name in replica
+            .list_chunks(AUDIENCE_DOC)
+            .context("cannot list the audience grants")?
+        {
+            let Ok(sealed) = replica.read_chunk(AUDIENCE_DOC, &name) else {
+                continue;
+            };
+            if let Ok(opened) = open_with(&self.data_keys, &sealed)
+                && opened.header.domain == Domain::Grant
+                && &opened.header.writer == member
+            {
+                out.keys.insert(accepted_key(&opened.signed_bytes()));
+                out.grant_files += 1;
+            }
+        }
         for doc in &docs {
             for name in replica
                 .list_chunks(doc)
@@ -931,6 +948,8 @@ pub struct SignedFiles {
     pub snapshot_files: usize,
     /// Chunks bundled in snapshots (and not also a chunk file here).
     pub bundled_chunks: usize,
+    /// Audience grants among them.
+    pub grant_files: usize,
     /// Files of private batches this device cannot read, whoever signed
     /// them: accepted by store name (their writer is unknown here).
     pub private_files: usize,

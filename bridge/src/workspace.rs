@@ -684,6 +684,9 @@ pub struct Session {
     /// (a private batch this device may now read, or a rotation) makes the
     /// vault read the grants again.
     grant_files: usize,
+    /// Whether this process wrote audience grants (a rotation) that no
+    /// sync has pushed yet: see [`Session::take_rotated`].
+    rotated: bool,
     /// Documents of private batches this device cannot read, skipped by
     /// the last refresh (counted, not warned about).
     foreign_docs: usize,
@@ -883,6 +886,7 @@ impl Session {
             deferred: false,
             roster_files: 0,
             grant_files: 0,
+            rotated: false,
             foreign_docs: 0,
             sightings_saved: None,
             sightings_unsaved: false,
@@ -932,6 +936,7 @@ impl Session {
             .difference(&before)
             .map(|n| format!("chunks/{AUDIENCE_DOC}/{n}"))
             .collect();
+        self.rotated |= !new.is_empty();
         self.written.extend(new);
         self.reopen_vault();
     }
@@ -974,6 +979,12 @@ impl Session {
                 e.error
             ),
         }
+    }
+
+    /// Whether a rotation wrote grants since the last call: a sync that
+    /// rotated after pulling (it saw the removal only then) pushes again.
+    pub fn take_rotated(&mut self) -> bool {
+        std::mem::take(&mut self.rotated)
     }
 
     /// This device's cache folder.

@@ -627,3 +627,29 @@ fn submit_audience_flag_resolves_devices_and_refuses_unknown_names() {
     let shown = p.hub.ok(&["status", "--json"]).json();
     assert_eq!(shown["tasks"], 1, "the hub is in `devices`: {shown}");
 }
+
+#[test]
+fn removing_the_submitter_from_the_workspace_keeps_its_private_batch_readable() {
+    let p = pool("submitter");
+    let batch = submit_and_run(&p);
+    let short = &batch[16..26];
+    p.hub.ok(&["members", "remove", "alice-laptop"]);
+    // Home-server still holds the batch's keys (alice's grant stays valid),
+    // and rotates the audience without alice.
+    let synced = p.home.ok(&["sync"]);
+    assert_quiet(&synced);
+    let logs = p.home.ok(&["logs", "MARKER-name-5c2e"]);
+    assert!(logs.stdout.contains("MARKER-out-5c2e"), "{}", logs.stdout);
+    assert_quiet(&logs);
+    let shown = p.home.ok(&["audience", "show", short, "--json"]).json();
+    assert_eq!(shown["generation"], 1, "{shown}");
+    assert_eq!(shown["audience"], serde_json::json!(["home-server"]), "{shown}");
+    // The hub, outside the audience, still sees the notice, quietly.
+    p.hub.ok(&["sync"]);
+    let status = p.hub.ok(&["status", "--json"]);
+    assert_quiet(&status);
+    assert_eq!(
+        status.json()["private"][0]["audience"],
+        serde_json::json!(["home-server"])
+    );
+}
