@@ -18,6 +18,19 @@
 //! `roster` (`chunks/roster/<sha256>.chunk`), so any remote that syncs chunks
 //! syncs it.
 //!
+//! # Private batches (issue 13)
+//!
+//! A batch with an audience has grants in the reserved document
+//! `audiences` (`chunks/audiences/<sha256>.chunk`, see
+//! [`bridge_crypto::grant`]), read when the vault opens. Every file of such
+//! a batch (its documents' chunks and snapshots, and blobs written with
+//! [`Placement::Batch`]) is sealed to the newest valid grant's key instead
+//! of the roster's data key; the vault decrypts with every key it holds.
+//! A device outside the audience holds no key: the session, compaction and
+//! gc skip the batch's files ([`Vault::is_foreign_doc`],
+//! [`Vault::is_foreign_blob`]) rather than refuse or delete them, and show
+//! the batch from its grant's notice only.
+//!
 //! Blob files are named by the sha256 of their ciphertext, so a non-member
 //! learns nothing about which plaintexts are equal; tasks identify inputs by
 //! the sha256 of the plaintext, which only members can read.

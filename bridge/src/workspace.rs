@@ -967,6 +967,17 @@ impl Session {
         match opened {
             Ok((vault, _)) => {
                 vault.bind_own_actor(&self.writer.actor());
+                // The generation-0 grants the loaded batches' headers name
+                // (issue 13): a new vault must know them before it seals
+                // anything, or a forged grant arriving mid-run (which is
+                // itself a reason to reopen) could win the tie-break.
+                for open in self.docs.values() {
+                    if let Some(h) = &open.header
+                        && let Some(grant) = &h.grant
+                    {
+                        vault.confirm_first_grant(h.batch.as_str(), grant);
+                    }
+                }
                 self.vault = Arc::new(vault);
                 for open in self.docs.values_mut() {
                     open.loaded.skipped.clear();

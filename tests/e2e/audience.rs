@@ -643,7 +643,11 @@ fn removing_the_submitter_from_the_workspace_keeps_its_private_batch_readable() 
     assert_quiet(&logs);
     let shown = p.home.ok(&["audience", "show", short, "--json"]).json();
     assert_eq!(shown["generation"], 1, "{shown}");
-    assert_eq!(shown["audience"], serde_json::json!(["home-server"]), "{shown}");
+    assert_eq!(
+        shown["audience"],
+        serde_json::json!(["home-server"]),
+        "{shown}"
+    );
     // The hub, outside the audience, still sees the notice, quietly.
     p.hub.ok(&["sync"]);
     let status = p.hub.ok(&["status", "--json"]);
