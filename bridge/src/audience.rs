@@ -96,7 +96,7 @@ pub fn names(roster: &Roster, audience: &[MemberId]) -> Vec<String> {
 }
 
 /// Writes generation 0 of a new private batch: `key` sealed to `audience`.
-/// Returns the notice (to add to the vault).
+/// Returns the notice (to add to the vault) and the grant's store name.
 pub fn write_first_grant(
     vault: &Vault,
     batch: &str,
@@ -104,7 +104,7 @@ pub fn write_first_grant(
     key: &BatchKey,
     tasks: u64,
     documents: u64,
-) -> CliResult<Notice> {
+) -> CliResult<(Notice, String)> {
     let grant = NewGrant {
         batch,
         prev: None,
@@ -117,7 +117,7 @@ pub fn write_first_grant(
     write(vault, &grant)
 }
 
-fn write(vault: &Vault, grant: &NewGrant<'_>) -> CliResult<Notice> {
+fn write(vault: &Vault, grant: &NewGrant<'_>) -> CliResult<(Notice, String)> {
     let (sealed, _) =
         bridge_crypto::seal_grant(vault.identity(), vault.roster(), grant).map_err(|e| {
             anyhow!(e).context(format!(
@@ -129,7 +129,7 @@ fn write(vault: &Vault, grant: &NewGrant<'_>) -> CliResult<Notice> {
     let notice = bridge_crypto::open_grant(&vault.read_keys(), vault.roster(), &sealed, &file)
         .map_err(|e| anyhow!(e).context("cannot read back the audience grant just written"))?;
     tracing::debug!(%file, generation = notice.body.generation, "audience grant written");
-    Ok(notice)
+    Ok((notice, file))
 }
 
 /// Writes the next generation of private batch `batch` with `audience`
@@ -167,7 +167,7 @@ pub fn rotate(vault: &Vault, batch: &str, audience: &[PublicKey]) -> CliResult<N
         documents: current.body.documents,
         now: now_ms(),
     };
-    write(vault, &grant)
+    write(vault, &grant).map(|(notice, _)| notice)
 }
 
 /// The private batches whose newest audience names a member no longer in

@@ -618,6 +618,20 @@ fn submit_audience_flag_resolves_devices_and_refuses_unknown_names() {
         ["alice-laptop", p.hub.name.as_str(), "home-server"],
         "{out}"
     );
+    // The same task again: nothing new, and no grant announcing a batch
+    // that does not exist.
+    let grants = || files_under(&p.alice.store().join("chunks").join("audiences")).len();
+    let before = grants();
+    let again = p
+        .alice
+        .ok(&["submit", "t.yaml", "--audience", "devices", "--json"])
+        .json();
+    assert!(again["batch"].is_null(), "{again}");
+    assert_eq!(
+        grants(),
+        before,
+        "a grant was left for a batch never created"
+    );
     let mut r = Device::new("r1");
     r.set_env("BRIDGE_IDENTITY", &secret);
     r.ok(&["join", &p.remote, "--root", &member_of(&p.hub)]);

@@ -143,21 +143,32 @@ pub fn run(g: &GlobalArgs, args: SubmitArgs) -> CliResult<u8> {
         args.audience.clone()
     };
     let batch = BatchId::new(now_ms(), random_bytes::<8>()?);
-    let (mut names, mut grant) = (Vec::new(), None);
+    let (mut names, mut grant, mut grant_file) = (Vec::new(), None, None);
     if !audience.is_empty() {
-        let (n, hash) = make_private(
+        let (n, hash, file) = make_private(
             &mut session,
             &batch,
             &audience,
             plan.len(),
             g.quiet || args.json,
         )?;
-        (names, grant) = (n, Some(hash));
+        (names, grant, grant_file) = (n, Some(hash), Some(file));
     }
     let placement = Placement::Batch(batch.clone());
     let specs = to_specs(&session, &plan, nonce, &placement)?;
     let mut result = submit_specs(&mut session, specs, batch, grant)?;
-    result.audience = names;
+    match grant_file {
+        // Every task was known already: no batch, so no grant (it was not
+        // pushed yet; left, it would announce a batch that does not exist).
+        Some(file) if result.batch.is_none() => {
+            session
+                .ws
+                .replica
+                .remove_store_files(&[file])
+                .context("cannot remove the audience grant of a batch that was not created")?;
+        }
+        _ => result.audience = names,
+    }
     if args.json {
         print_json(&result)?;
     } else if !g.quiet {
@@ -204,20 +215,20 @@ fn already(r: &Submitted) -> String {
 /// Makes `batch` private to `names` (resolved against the roster, this
 /// device always included): a fresh batch key, and its generation-0 grant
 /// written and added to the vault, so that the inputs and documents
-/// written next are sealed to it. Returns the audience's names and the
-/// grant's hash (which the batch's header names).
+/// written next are sealed to it. Returns the audience's names, the
+/// grant's hash (which the batch's header names) and its store name.
 fn make_private(
     session: &mut Session,
     batch: &BatchId,
     names: &[String],
     tasks: usize,
     quiet: bool,
-) -> CliResult<(Vec<String>, String)> {
+) -> CliResult<(Vec<String>, String, String)> {
     let me = session.vault.identity().member_id().clone();
     let resolved = audience::resolve_names(session.vault.roster(), names, &me)?;
     let key = bridge_crypto::BatchKey::generate();
     let documents = tasks.div_ceil(MAX_TASKS_PER_DOC) as u64;
-    let notice = audience::write_first_grant(
+    let (notice, file) = audience::write_first_grant(
         &session.vault,
         batch.as_str(),
         &resolved.keys,
@@ -242,7 +253,7 @@ fn make_private(
                 .unwrap_or_default()
         );
     }
-    Ok((shown_names, hash))
+    Ok((shown_names, hash, file))
 }
 
 /// Builds the plan from the file, or from the command line, and the
