@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use bridge_crypto::{EnvelopeError, Identity, NewGrant, Roster, open_grant, open_with, seal_grant};
 
-use crate::harness::{Device, Run, files_under};
+use crate::harness::{Device, Run, files_under, poll};
 use crate::security::{identity_in, member_of, put_chunk, roster_in, sha256_hex};
 
 struct Pool {
@@ -501,50 +501,9 @@ fn a_forged_first_grant_by_another_member_is_ignored_by_the_audience() {
     let short = &batch[16..26];
     let root = member_of(&p.hub);
     let ws = workspace_id(&p.hub);
-    // The hub (an admin: it may submit) writes its own generation 0 for
-    // alice's batch, to itself, with a hash lower than the real one so that
-    // "the lowest hash wins" alone would pick it.
     let hub_id = identity_in(&p.hub.identity_file());
     let roster = roster_in(p.shared.path(), &hub_id, &ws, &root);
-    let real_hash = files_under(&p.shared.path().join("chunks").join("audiences"))
-        .iter()
-        .map(|f| {
-            open_grant(
-                &roster.data_identities(),
-                &roster,
-                &fs::read(f).expect("read"),
-                "x",
-            )
-            .expect("the real grant")
-            .hash
-        })
-        .next()
-        .expect("one grant");
-    let forged = (0..200)
-        .map(|_| {
-            seal_grant(
-                &hub_id,
-                &roster,
-                &NewGrant {
-                    batch: &batch,
-                    prev: None,
-                    audience: &[hub_id.public()],
-                    keys: &[bridge_crypto::BatchKey::generate()],
-                    tasks: 2,
-                    documents: 1,
-                    now: 1,
-                },
-            )
-            .expect("seal a grant")
-        })
-        .find(|(_, hash)| *hash < real_hash)
-        .expect("a forged grant with a lower hash");
-    let path = put_chunk(p.shared.path(), "audiences", &forged.0);
-    assert_eq!(
-        path.file_name().map(|n| n.to_string_lossy().into_owned()),
-        Some(format!("{}.chunk", sha256_hex(&forged.0)))
-    );
-
+    forge_first_grant(&p, &batch);
     // The audience ignores it: same audience, and new results are sealed to
     // the real key, which the hub does not hold.
     p.alice.ok(&["sync"]);
@@ -670,4 +629,96 @@ fn removing_the_submitter_from_the_workspace_keeps_its_private_batch_readable() 
         status.json()["private"][0]["audience"],
         serde_json::json!(["home-server"])
     );
+}
+
+/// The hub (an admin: it may submit) writes its own generation 0 for
+/// alice's `batch`, to itself, with a hash lower than the real one so that
+/// "the lowest hash wins" alone would pick it; stored in the shared store.
+fn forge_first_grant(p: &Pool, batch: &str) {
+    let root = member_of(&p.hub);
+    let ws = workspace_id(&p.hub);
+    let hub_id = identity_in(&p.hub.identity_file());
+    let roster = roster_in(p.shared.path(), &hub_id, &ws, &root);
+    let real_hash = files_under(&p.shared.path().join("chunks").join("audiences"))
+        .iter()
+        .map(|f| {
+            open_grant(
+                &roster.data_identities(),
+                &roster,
+                &fs::read(f).expect("read"),
+                "x",
+            )
+            .expect("the real grant")
+        })
+        .find(|n| n.body.batch == batch && n.body.generation == 0)
+        .expect("the batch's grant")
+        .hash;
+    let forged = (0..200)
+        .map(|_| {
+            seal_grant(
+                &hub_id,
+                &roster,
+                &NewGrant {
+                    batch,
+                    prev: None,
+                    audience: &[hub_id.public()],
+                    keys: &[bridge_crypto::BatchKey::generate()],
+                    tasks: 2,
+                    documents: 1,
+                    now: 1,
+                },
+            )
+            .expect("seal a grant")
+        })
+        .find(|(_, hash)| *hash < real_hash)
+        .expect("a forged grant with a lower hash");
+    let path = put_chunk(p.shared.path(), "audiences", &forged.0);
+    assert_eq!(
+        path.file_name().map(|n| n.to_string_lossy().into_owned()),
+        Some(format!("{}.chunk", sha256_hex(&forged.0)))
+    );
+}
+
+#[test]
+fn a_forged_first_grant_arriving_while_a_worker_runs_does_not_redirect_its_results() {
+    let mut p = pool("forged-follow");
+    let root = member_of(&p.hub);
+    let ws = workspace_id(&p.hub);
+    p.alice.write(
+        "flaky.yaml",
+        "audience: [home-server]\ntasks:\n  - name: flaky\n    run: echo FLAKY-out-$((4+1))c2e; exit 1\n",
+    );
+    p.alice.ok(&["submit", "flaky.yaml"]);
+    let batch = private_batch_of(&p.alice);
+    p.home.set_env("BRIDGE_LOG", "bridge=debug");
+    let worker = p
+        .home
+        .spawn("follow", &["work", "--follow", "--poll", "200ms"]);
+    poll("the worker to run the task once", || {
+        p.alice.ok(&["sync"]);
+        p.alice.task("flaky").status == "failed"
+    });
+    // The forgery arrives while the worker runs: its next idle sync pulls
+    // it, which makes it verify the roster and the grants again.
+    forge_first_grant(&p, &batch);
+    let err = p.home.scratch("follow.stderr");
+    poll("the worker to read the grants again", || {
+        fs::read_to_string(&err)
+            .unwrap_or_default()
+            .contains("verified it again")
+    });
+    let before = batch_files(p.shared.path(), &batch);
+    p.alice.ok(&["retry", "flaky"]);
+    poll("the worker to run the task again", || {
+        p.alice.ok(&["sync"]);
+        p.alice.task("flaky").attempts == 2
+    });
+    worker.terminate();
+    worker.wait();
+    p.home.ok(&["sync"]);
+    let written = new_files(&p, &batch, &before);
+    assert!(written.len() >= 2, "{written:?}");
+    let hub_id = identity_in(&p.hub.identity_file());
+    let (_, hub_keys) = keys_of(p.shared.path(), &hub_id, &ws, &root);
+    assert_none_opens(&written, &hub_keys, "the forger");
 }
