@@ -894,8 +894,10 @@ impl Session {
         s.roster_files = s.count_roster_files();
         s.grant_files = s.vault.grant_files();
         s.view.set_sightings(cache::load_sightings(&s.cache_dir()));
-        s.rotate_stale_audiences();
         s.refresh()?;
+        // After the documents are read: their headers name the batches'
+        // true generation-0 grants, which decide what a rotation extends.
+        s.rotate_stale_audiences();
         Ok(s)
     }
 
