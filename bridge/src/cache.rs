@@ -299,6 +299,7 @@ mod tests {
             created_at: 1,
             submitted_by: "me".into(),
             device: "d".into(),
+            grant: None,
         };
         let record = TaskRecord {
             id: spec.id(),

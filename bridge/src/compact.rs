@@ -39,7 +39,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::CliResult;
 use crate::snapshot::Entry;
-use crate::vault::{ROSTER_DOC, SnapshotIndex, Vault};
+use crate::vault::{SnapshotIndex, Vault, is_reserved_doc};
 
 /// A live document is due for automatic compaction when it has at least
 /// this many chunk files.
@@ -73,11 +73,13 @@ pub struct DocOutcome {
 }
 
 /// The live documents with at least `min_chunks` chunk files (the roster
-/// is never compacted: it is read before any key is known).
-pub fn due_docs(replica: &Replica, min_chunks: usize) -> CliResult<Vec<String>> {
+/// and the audience grants are never compacted: they are read before any
+/// key is known; nor is a private batch this device cannot read, whose
+/// files it could neither bundle nor prove redundant: issue 13).
+pub fn due_docs(vault: &Vault, replica: &Replica, min_chunks: usize) -> CliResult<Vec<String>> {
     let mut due = Vec::new();
     for doc in replica.list_docs().context("cannot list the documents")? {
-        if doc == ROSTER_DOC {
+        if is_reserved_doc(&doc) || vault.is_foreign_doc(&doc) {
             continue;
         }
         let chunks = replica
@@ -263,6 +265,9 @@ pub fn redundant(
         docs.extend(replica.list_docs_in(folder).unwrap_or_default());
     }
     for doc in docs {
+        if is_reserved_doc(&doc) {
+            continue;
+        }
         let local: BTreeSet<String> = replica
             .list_chunks(&doc)
             .unwrap_or_default()
@@ -454,9 +459,12 @@ pub fn run(
     }
     let docs = match only {
         Some(only) => only.iter().cloned().collect(),
-        None => due_docs(replica, 1)?,
+        None => due_docs(vault, replica, 1)?,
     };
     for doc in docs {
+        if is_reserved_doc(&doc) || vault.is_foreign_doc(&doc) {
+            continue;
+        }
         let outcome = compact_doc(vault, replica, &doc, into)?;
         if outcome.written || !outcome.redundant.is_empty() {
             report.documents.push(outcome);
@@ -525,7 +533,7 @@ pub fn auto(
     max_docs: usize,
     pick: &dyn Fn(&str) -> bool,
 ) {
-    let due: BTreeSet<String> = match due_docs(replica, AUTO_CHUNKS_PER_DOC) {
+    let due: BTreeSet<String> = match due_docs(vault, replica, AUTO_CHUNKS_PER_DOC) {
         Ok(due) => due.into_iter().filter(|d| pick(d)).take(max_docs).collect(),
         Err(e) => {
             tracing::debug!("automatic compaction skipped: {e}");

@@ -9,6 +9,7 @@
 
 #[macro_use]
 mod output;
+mod audience;
 mod cache;
 mod commands;
 mod compact;

@@ -5,6 +5,7 @@
 //! job.
 //!
 //! ```yaml
+//! audience: [alice-laptop, home-server]   # optional: a private batch (or [devices])
 //! defaults:              # optional, for every task below
 //!   timeout: 10m         # "90s", "1h 30m", or a number of seconds
 //!   retries: 1
@@ -188,6 +189,9 @@ struct Defaults {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
+    /// Who may read the batch (issue 13): member names, or `devices`.
+    #[serde(default)]
+    audience: Vec<String>,
     #[serde(default)]
     defaults: Defaults,
     tasks: Vec<Spanned<Entry>>,
@@ -281,7 +285,8 @@ fn duration_s(v: &DurationValue) -> Result<u64, String> {
 /// Only a regular file of at most [`MAX_TASK_FILE_BYTES`] is read: a FIFO
 /// would hang `submit` and a huge file would be read whole into memory (the
 /// same class as issue 12, items 11 and 17).
-pub fn load(path: &Path) -> anyhow::Result<Vec<PlannedTask>> {
+/// Returns the tasks and the file's `audience:` (empty when it has none).
+pub fn load_with_audience(path: &Path) -> anyhow::Result<(Vec<PlannedTask>, Vec<String>)> {
     let text = crate::files::read_text(path, MAX_TASK_FILE_BYTES).map_err(|e| match e.kind() {
         std::io::ErrorKind::FileTooLarge => anyhow!(
             "the task file {} is larger than {} MiB; split it into several files",
@@ -294,12 +299,22 @@ pub fn load(path: &Path) -> anyhow::Result<Vec<PlannedTask>> {
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    parse_str(&text, &path.display().to_string(), base)
+    parse_with_audience(&text, &path.display().to_string(), base)
 }
 
 /// Parses task-file text; `origin` names it in errors and `base` is the
 /// folder input paths are relative to.
+#[cfg(test)]
 pub fn parse_str(text: &str, origin: &str, base: &Path) -> anyhow::Result<Vec<PlannedTask>> {
+    parse_with_audience(text, origin, base).map(|(tasks, _)| tasks)
+}
+
+/// [`parse_str`], with the file's `audience:`.
+pub fn parse_with_audience(
+    text: &str,
+    origin: &str,
+    base: &Path,
+) -> anyhow::Result<(Vec<PlannedTask>, Vec<String>)> {
     let file: File = serde_saphyr::from_str(text).map_err(|e| {
         let at = e
             .location()
@@ -310,7 +325,7 @@ pub fn parse_str(text: &str, origin: &str, base: &Path) -> anyhow::Result<Vec<Pl
     if file.tasks.is_empty() {
         bail!("{origin}: `tasks` is empty: there is nothing to submit");
     }
-    expand(&file, origin, base)
+    Ok((expand(&file, origin, base)?, file.audience.clone()))
 }
 
 /// The first line of a YAML error, without the location that `{at}` already
@@ -1040,12 +1055,18 @@ mod tests {
         let fifo = dir.path().join("fifo.yaml");
         let made = std::process::Command::new("mkfifo").arg(&fifo).status()?;
         assert!(made.success());
-        let msg = load(&fifo).map(|_| ()).unwrap_err().to_string();
+        let msg = load_with_audience(&fifo)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
         assert!(msg.contains("not a regular file"), "{msg}");
         let big = dir.path().join("big.yaml");
         let f = std::fs::File::create(&big)?;
         f.set_len(MAX_TASK_FILE_BYTES + 1)?;
-        let msg = load(&big).map(|_| ()).unwrap_err().to_string();
+        let msg = load_with_audience(&big)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
         assert!(msg.contains("larger than 64 MiB"), "{msg}");
         Ok(())
     }

@@ -18,6 +18,19 @@
 //! `roster` (`chunks/roster/<sha256>.chunk`), so any remote that syncs chunks
 //! syncs it.
 //!
+//! # Private batches (issue 13)
+//!
+//! A batch with an audience has grants in the reserved document
+//! `audiences` (`chunks/audiences/<sha256>.chunk`, see
+//! [`bridge_crypto::grant`]), read when the vault opens. Every file of such
+//! a batch (its documents' chunks and snapshots, and blobs written with
+//! [`Placement::Batch`]) is sealed to the newest valid grant's key instead
+//! of the roster's data key; the vault decrypts with every key it holds.
+//! A device outside the audience holds no key: the session, compaction and
+//! gc skip the batch's files ([`Vault::is_foreign_doc`],
+//! [`Vault::is_foreign_blob`]) rather than refuse or delete them, and show
+//! the batch from its grant's notice only.
+//!
 //! Blob files are named by the sha256 of their ciphertext, so a non-member
 //! learns nothing about which plaintexts are equal; tasks identify inputs by
 //! the sha256 of the plaintext, which only members can read.
@@ -28,12 +41,13 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, anyhow, bail};
 use automerge::ActorId;
+use bridge_crypto::{BatchAudience, Notice};
 use bridge_crypto::{
     Domain, EnvelopeError, Expect, Header, Identity, Member, MemberId, Opened, Role, Roster,
     RosterWarning, accepted_key, open_verified_with, open_with, seal, verify_signed,
 };
-use bridge_model::WriterId;
 use bridge_model::doc::Authority;
+use bridge_model::{BatchId, WriterId};
 use bridge_store::{BlobId, ChunkOpener, DocFolder, OpenedEntry, Replica};
 use sha2::{Digest, Sha256};
 
@@ -49,14 +63,48 @@ pub const MAX_BLOB_PLAIN_BYTES: u64 =
 /// The reserved document whose chunks are the roster's epochs.
 pub const ROSTER_DOC: &str = "roster";
 
+/// The reserved document whose chunks are the audience grants of private
+/// batches (issue 13; see [`bridge_crypto::grant`]).
+pub const AUDIENCE_DOC: &str = "audiences";
+
+/// Whether `doc` is a reserved document (not a batch's): loading,
+/// compaction, caching and gc leave these alone.
+pub fn is_reserved_doc(doc: &str) -> bool {
+    doc == ROSTER_DOC || doc == AUDIENCE_DOC
+}
+
+/// Where a blob goes: to the whole pool (sealed to the roster's data key),
+/// or with a batch (sealed to its audience's key when it is private). An
+/// explicit argument of every blob write, so that no caller can forget a
+/// private batch's placement.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// Readable by every member.
+    Pool,
+    /// Belongs to this batch: private to its audience if it has one.
+    Batch(BatchId),
+}
+
 /// Signs, encrypts, decrypts and verifies the files of one workspace.
 pub struct Vault {
     identity: Identity,
     roster: Roster,
     workspace: String,
     replica: Replica,
-    /// Every epoch's data key, which decrypt chunks and blobs.
+    /// Every epoch's data key, which decrypt chunks and blobs, then every
+    /// private batch key this device can open (from the audience grants).
     data_keys: Vec<age::x25519::Identity>,
+    /// Every audience grant that opened and verified, by batch id.
+    notices: HashMap<String, Vec<Notice>>,
+    /// Private batches whose keys this device holds.
+    readable_batches: BTreeSet<String>,
+    /// Who submitted a private batch, as read from its first document by
+    /// this device (an audience member): a generation-0 grant by anyone
+    /// else is ignored.
+    submitters: Mutex<std::collections::BTreeMap<String, BTreeSet<MemberId>>>,
+    /// How many grant files were read (a new one makes the session reopen
+    /// the vault).
+    grant_files: usize,
     /// Automerge actor (hex) → the member that signed it, and their role.
     bindings: Mutex<HashMap<String, (MemberId, Role)>>,
     /// Store names of blobs written since the last `take_written_blobs`.
@@ -94,7 +142,171 @@ impl Vault {
         // Every epoch is kept sealed to the members of its time and re-sealed
         // to later members; the copies not meant for this device are normal.
         warnings.retain(|w| !matches!(w, RosterWarning::NotForUs { .. }));
-        Ok((Vault::new(replica, identity, roster), warnings))
+        let mut vault = Vault::new(replica, identity, roster);
+        vault.load_grants();
+        Ok((vault, warnings))
+    }
+
+    /// Reads every audience grant in the replica: their notices, and the
+    /// batch keys this device can open (added to the keys that decrypt).
+    /// A grant that does not open or verify is skipped with a warning.
+    fn load_grants(&mut self) {
+        let names = self.replica.list_chunks(AUDIENCE_DOC).unwrap_or_default();
+        self.grant_files = names.len();
+        let mut notices: HashMap<String, Vec<Notice>> = HashMap::new();
+        for name in names {
+            let file = DocFolder::Chunks.store_name(AUDIENCE_DOC, &name);
+            let opened = self
+                .replica
+                .read_chunk(AUDIENCE_DOC, &name)
+                .map_err(|e| e.to_string())
+                .and_then(|sealed| {
+                    bridge_crypto::open_grant(&self.data_keys, &self.roster, &sealed, &file)
+                        .map_err(|e| e.to_string())
+                });
+            match opened {
+                Ok(n) => notices.entry(n.body.batch.clone()).or_default().push(n),
+                Err(e) => tracing::warn!("skipped audience grant {file}: {e}; left in place"),
+            }
+        }
+        let mut extra = Vec::new();
+        for (batch, list) in &notices {
+            for n in list {
+                if let Some(keys) = n.open_keys(&self.identity) {
+                    self.readable_batches.insert(batch.clone());
+                    extra.extend(keys.iter().map(|k| k.identity().clone()));
+                }
+            }
+        }
+        self.data_keys.extend(extra);
+        self.notices = notices;
+    }
+
+    /// Every key that decrypts a store file here: the roster's data keys
+    /// and the private batch keys this device holds.
+    pub fn read_keys(&self) -> Vec<age::x25519::Identity> {
+        self.data_keys.clone()
+    }
+
+    /// How many grant files the vault read.
+    pub fn grant_files(&self) -> usize {
+        self.grant_files
+    }
+
+    /// The grant files in the replica now.
+    pub fn count_grant_files(replica: &Replica) -> usize {
+        replica.list_chunks(AUDIENCE_DOC).map_or(0, |l| l.len())
+    }
+
+    /// The valid grants of `batch` (see [`bridge_crypto::resolve`]), if it
+    /// is private; `None` for a batch with no valid grant.
+    pub fn audience(&self, batch: &str) -> Option<BatchAudience> {
+        let list = self.notices.get(batch)?;
+        let submitters = self
+            .submitters
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default();
+        bridge_crypto::resolve(list, &self.roster, &submitters).remove(batch)
+    }
+
+    /// Every private batch with a valid grant, by id.
+    pub fn private_batches(&self) -> std::collections::BTreeMap<String, BatchAudience> {
+        let mut out = std::collections::BTreeMap::new();
+        for batch in self.notices.keys() {
+            if let Some(a) = self.audience(batch) {
+                out.insert(batch.clone(), a);
+            }
+        }
+        out
+    }
+
+    /// Whether `batch` is private and this device is not in it: it holds
+    /// none of its keys, or its newest generation leaves this device out
+    /// (removed from the audience: nothing written since opens here). Its
+    /// files are skipped (not refused, not repaired, never deleted).
+    pub fn is_foreign_batch(&self, batch: &str) -> bool {
+        if !self.notices.contains_key(batch) {
+            return false;
+        }
+        if !self.readable_batches.contains(batch) {
+            return true;
+        }
+        let me = self.identity.member_id();
+        !self.audience(batch).is_some_and(|a| {
+            a.generations
+                .last()
+                .is_some_and(|newest| newest.iter().any(|n| n.includes(me)))
+        })
+    }
+
+    /// Whether document `doc` belongs to a batch this device cannot read.
+    pub fn is_foreign_doc(&self, doc: &str) -> bool {
+        doc.parse::<bridge_model::DocId>()
+            .is_ok_and(|id| self.is_foreign_batch(id.batch().as_str()))
+    }
+
+    /// Records the generation-0 grant that private batch `batch`'s own
+    /// header names (read from its encrypted documents, so only its
+    /// audience knows it): only that grant's writer counts as the batch's
+    /// submitter, and a generation 0 by anyone else (a forgery by another
+    /// submit member) is ignored.
+    pub fn confirm_first_grant(&self, batch: &str, hash: &str) {
+        let Some(writer) = self
+            .notices
+            .get(batch)
+            .and_then(|list| {
+                list.iter()
+                    .find(|n| n.hash == hash && n.body.generation == 0)
+            })
+            .map(|n| n.writer.clone())
+        else {
+            return;
+        };
+        if let Ok(mut s) = self.submitters.lock() {
+            s.entry(batch.to_owned()).or_default().insert(writer);
+        }
+    }
+
+    /// Adds a grant this device just wrote (and stored) to what it reads.
+    pub fn add_grant(&mut self, notice: Notice) {
+        if let Some(keys) = notice.open_keys(&self.identity) {
+            self.readable_batches.insert(notice.body.batch.clone());
+            self.data_keys
+                .extend(keys.iter().map(|k| k.identity().clone()));
+        }
+        self.grant_files += 1;
+        self.notices
+            .entry(notice.body.batch.clone())
+            .or_default()
+            .push(notice);
+    }
+
+    /// Writes a sealed grant into the replica; returns its store name.
+    pub fn write_grant_file(&self, bytes: &[u8]) -> CliResult<String> {
+        let name = self
+            .replica
+            .write_chunk(AUDIENCE_DOC, bytes)
+            .context("cannot save the audience grant")?;
+        Ok(format!("chunks/{AUDIENCE_DOC}/{name}"))
+    }
+
+    /// The recipient a file of `batch` is sealed to: the newest valid
+    /// grant's, for a private batch; `None` for a batch of the pool.
+    fn batch_recipient(&self, batch: &str) -> CliResult<Option<age::x25519::Recipient>> {
+        if !self.notices.contains_key(batch) {
+            return Ok(None);
+        }
+        let Some(newest) = self.audience(batch).and_then(|a| a.newest().cloned()) else {
+            // Grants exist but none is valid here (a forged generation 0
+            // for a batch of the pool, seen by a member who read the
+            // batch): the batch stays the pool's.
+            return Ok(None);
+        };
+        let recipient = newest.body.recipient.parse().map_err(|e: &str| {
+            anyhow!("the audience grant of batch {batch} names a bad recipient: {e}")
+        })?;
+        Ok(Some(recipient))
     }
 
     /// A vault over a roster already in hand (a new workspace).
@@ -105,6 +317,10 @@ impl Vault {
             data_keys: roster.data_identities(),
             roster,
             replica,
+            notices: HashMap::new(),
+            readable_batches: BTreeSet::new(),
+            submitters: Mutex::new(std::collections::BTreeMap::new()),
+            grant_files: 0,
             bindings: Mutex::new(HashMap::new()),
             written_blobs: Mutex::new(Vec::new()),
             snapshot_indexes: Mutex::new(HashMap::new()),
@@ -126,6 +342,8 @@ impl Vault {
     pub fn set_roster(&mut self, roster: Roster) {
         self.data_keys = roster.data_identities();
         self.roster = roster;
+        self.readable_batches.clear();
+        self.load_grants();
     }
 
     /// This device's entry in the latest epoch.
@@ -167,7 +385,7 @@ impl Vault {
         let actor_hex = actor.to_hex_string();
         self.bind(&actor_hex, me.id(), me.role);
         let header = self.header(Domain::Chunk, doc, vec![actor_hex]);
-        self.seal(&header, &payload)
+        self.seal(&header, &payload, &placement_of_doc(doc))
     }
 
     /// The header of a file this device writes now (chunks and blobs; roster
@@ -184,13 +402,22 @@ impl Vault {
         }
     }
 
-    fn seal(&self, header: &Header, payload: &[u8]) -> CliResult<Vec<u8>> {
-        // To the epoch's data key: every member of this epoch or a later one
-        // can read it; a member removed before it cannot.
-        let recipient = self
-            .roster
-            .data_recipient()
-            .ok_or_else(|| anyhow!("the roster's latest epoch has no data key"))?;
+    fn seal(&self, header: &Header, payload: &[u8], placement: &Placement) -> CliResult<Vec<u8>> {
+        let private = match placement {
+            Placement::Pool => None,
+            Placement::Batch(batch) => self.batch_recipient(batch.as_str())?,
+        };
+        // A private batch's file: to its newest grant's key, which only
+        // its audience holds. Otherwise to the epoch's data key: every
+        // member of this epoch or a later one can read it; a member
+        // removed before it cannot.
+        let recipient = match private {
+            Some(r) => r,
+            None => self
+                .roster
+                .data_recipient()
+                .ok_or_else(|| anyhow!("the roster's latest epoch has no data key"))?,
+        };
         seal(&self.identity, &[recipient], header, payload).map_err(|e| {
             anyhow!(e)
                 .context("cannot encrypt a file for the store")
@@ -214,7 +441,11 @@ impl Vault {
 
     /// Stores a file as an encrypted blob. Returns the sha256 of its content
     /// (what task identities hash) and the blob's store id.
-    pub fn put_blob_file(&self, path: &Path) -> anyhow::Result<(String, BlobId)> {
+    pub fn put_blob_file(
+        &self,
+        path: &Path,
+        placement: &Placement,
+    ) -> anyhow::Result<(String, BlobId)> {
         // A blob over the store's limit would be refused by every reader
         // (issue 12, item 16): refused here, where the user can act on it.
         let size = std::fs::metadata(path)
@@ -228,14 +459,18 @@ impl Vault {
         }
         let bytes =
             std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        self.put_blob_bytes(&bytes)
+        self.put_blob_bytes(&bytes, placement)
     }
 
     /// Stores bytes as an encrypted blob (see [`put_blob_file`](Self::put_blob_file)).
-    pub fn put_blob_bytes(&self, bytes: &[u8]) -> anyhow::Result<(String, BlobId)> {
+    pub fn put_blob_bytes(
+        &self,
+        bytes: &[u8],
+        placement: &Placement,
+    ) -> anyhow::Result<(String, BlobId)> {
         self.me().map_err(|e| e.error)?;
         let header = self.header(Domain::Blob, "", Vec::new());
-        let sealed = self.seal(&header, bytes).map_err(|e| e.error)?;
+        let sealed = self.seal(&header, bytes, placement).map_err(|e| e.error)?;
         let id = self
             .replica
             .put_blob_bytes(&sealed)
@@ -275,6 +510,19 @@ impl Vault {
             .ok_or_else(|| anyhow!("{name}: signed by {}, who was never a member", h.writer))?;
         opened.verify(&key).map_err(|e| anyhow!("{name}: {e}"))?;
         Ok(opened.payload)
+    }
+
+    /// Whether blob `id` is sealed to a key this device does not hold (a
+    /// private batch's, of an audience it is not in). A blob that cannot
+    /// be read for another reason (missing, corrupt) is not foreign.
+    pub fn is_foreign_blob(&self, id: &BlobId) -> bool {
+        let Ok(sealed) = self.replica.read_blob(id) else {
+            return false;
+        };
+        matches!(
+            open_with(&self.data_keys, &sealed),
+            Err(EnvelopeError::NotForUs)
+        )
     }
 
     /// Decrypts a blob into `dest` (atomically, creating folders). With
@@ -336,6 +584,14 @@ pub fn member_tag(member: &MemberId) -> [u8; 8] {
     let mut tag = [0u8; 8];
     tag.copy_from_slice(&digest[..8]);
     tag
+}
+
+/// Where the files of document `doc` go: with its batch.
+fn placement_of_doc(doc: &str) -> Placement {
+    match doc.parse::<bridge_model::DocId>() {
+        Ok(id) => Placement::Batch(id.batch().clone()),
+        Err(_) => Placement::Pool,
+    }
 }
 
 fn read_roster_files(replica: &Replica) -> CliResult<Vec<(String, Vec<u8>)>> {
@@ -477,6 +733,24 @@ impl Vault {
             );
         }
         docs.remove(ROSTER_DOC);
+        docs.remove(AUDIENCE_DOC);
+        // Their audience grants: without them, a private batch they
+        // submitted or rotated would lose its keys for everyone.
+        for name in replica
+            .list_chunks(AUDIENCE_DOC)
+            .context("cannot list the audience grants")?
+        {
+            let Ok(sealed) = replica.read_chunk(AUDIENCE_DOC, &name) else {
+                continue;
+            };
+            if let Ok(opened) = open_with(&self.data_keys, &sealed)
+                && opened.header.domain == Domain::Grant
+                && &opened.header.writer == member
+            {
+                out.keys.insert(accepted_key(&opened.signed_bytes()));
+                out.grant_files += 1;
+            }
+        }
         for doc in &docs {
             for name in replica
                 .list_chunks(doc)
@@ -485,6 +759,15 @@ impl Vault {
                 let Ok(sealed) = replica.read_chunk(doc, &name) else {
                     continue;
                 };
+                if self.is_foreign_doc(doc) {
+                    // A private batch this device cannot read (issue 13):
+                    // its writer is unknown here, so the file is accepted
+                    // by its store name (a hash of its bytes: no file made
+                    // later can take it).
+                    out.keys.insert(DocFolder::Chunks.store_name(doc, &name));
+                    out.private_files += 1;
+                    continue;
+                }
                 if let Ok(opened) = self.signed_chunk(doc, &name, &sealed)
                     && &opened.header.writer == member
                 {
@@ -501,6 +784,11 @@ impl Vault {
                         continue;
                     };
                     let file = folder.store_name(doc, &name);
+                    if self.is_foreign_doc(doc) {
+                        out.keys.insert(file);
+                        out.private_files += 1;
+                        continue;
+                    }
                     let expect = Expect {
                         domain: Domain::Snapshot,
                         workspace: &self.workspace,
@@ -541,7 +829,7 @@ impl Vault {
         let payload = snapshot::encode(entries)
             .map_err(|e| anyhow!(e).context(format!("cannot encode a snapshot of {doc}")))?;
         let header = self.header(Domain::Snapshot, doc, Vec::new());
-        self.seal(&header, &payload)
+        self.seal(&header, &payload, &placement_of_doc(doc))
     }
 
     /// Opens a snapshot file: every bundled chunk's name, signed envelope,
@@ -673,6 +961,11 @@ pub struct SignedFiles {
     pub snapshot_files: usize,
     /// Chunks bundled in snapshots (and not also a chunk file here).
     pub bundled_chunks: usize,
+    /// Audience grants among them.
+    pub grant_files: usize,
+    /// Files of private batches this device cannot read, whoever signed
+    /// them: accepted by store name (their writer is unknown here).
+    pub private_files: usize,
 }
 
 /// A snapshot entry as read: chunk file name, signed envelope, and its

@@ -61,7 +61,7 @@ use crate::fetch::{FetchConfig, Fetcher};
 use crate::publish::Publisher;
 use crate::run_policy::{RunFrom, TaskPolicy};
 use crate::shard::Shards;
-use crate::vault::Vault;
+use crate::vault::{Placement, Vault};
 use crate::workspace::{Session, now_ms};
 
 /// How many trailing bytes of each log are kept inline in the attempt.
@@ -501,6 +501,7 @@ async fn work_loop(
                 key: key.clone(),
                 spec,
                 need_inputs,
+                placement: Placement::Batch(h.doc.batch().clone()),
             };
             let handle = running.spawn(job.run(stop_tasks.clone()));
             spawned.insert(handle.id(), (id, key, now_ms()));
@@ -891,6 +892,9 @@ struct Job {
     spec: TaskSpec,
     /// The outputs of the tasks it needs, placed under `needs/<name>/`.
     need_inputs: Vec<InputRef>,
+    /// Where its logs and outputs go: with its batch (private to the
+    /// batch's audience when it has one).
+    placement: Placement,
 }
 
 impl Job {
@@ -1029,8 +1033,11 @@ impl Job {
                 (stdout_path.clone(), stderr_path.clone()),
             );
             let dir2 = dir.clone();
-            let kept =
-                tokio::task::spawn_blocking(move || keep(&vault, &dir2, &spec, lens, &paths)).await;
+            let placement = self.placement.clone();
+            let kept = tokio::task::spawn_blocking(move || {
+                keep(&vault, &dir2, &spec, lens, &paths, &placement)
+            })
+            .await;
             match kept {
                 Ok(Ok(k)) => {
                     attempt.stdout_blob = k.stdout;
@@ -1348,13 +1355,14 @@ fn keep(
     spec: &TaskSpec,
     lens: (u64, u64),
     paths: &(PathBuf, PathBuf),
+    placement: &Placement,
 ) -> anyhow::Result<Kept> {
     let blob = |len: u64, path: &Path| -> anyhow::Result<Option<String>> {
         if len == 0 {
             return Ok(None);
         }
         let (_, id) = vault
-            .put_blob_file(path)
+            .put_blob_file(path, placement)
             .with_context(|| format!("cannot store the log {}", path.display()))?;
         Ok(Some(id.as_str().to_owned()))
     };
@@ -1373,7 +1381,7 @@ fn keep(
         }
         for o in found {
             let (_, id) = vault
-                .put_blob_file(&o.path)
+                .put_blob_file(&o.path, placement)
                 .with_context(|| format!("cannot store the output {}", o.rel_path))?;
             outputs.insert(o.rel_path, id.as_str().to_owned());
         }

@@ -25,7 +25,7 @@ use sha2::Digest as _;
 use crate::cache;
 use crate::error::{CliError, CliResult, HintExt};
 use crate::keys;
-use crate::vault::{ROSTER_DOC, Vault};
+use crate::vault::{AUDIENCE_DOC, ROSTER_DOC, Vault, is_reserved_doc};
 
 /// The name of the workspace file.
 pub const CONFIG_FILE: &str = "bridge.toml";
@@ -703,6 +703,16 @@ pub struct Session {
     /// How many roster files the vault was opened with: when more arrive
     /// (a member added or removed meanwhile), the roster is verified again.
     roster_files: usize,
+    /// How many audience grant files the vault was opened with: a new one
+    /// (a private batch this device may now read, or a rotation) makes the
+    /// vault read the grants again.
+    grant_files: usize,
+    /// Whether this process wrote audience grants (a rotation) that no
+    /// sync has pushed yet: see [`Session::take_rotated`].
+    rotated: bool,
+    /// Documents of private batches this device cannot read, skipped by
+    /// the last refresh (counted, not warned about).
+    foreign_docs: usize,
     /// When the claim sightings were last saved, and whether some arrived
     /// since (see [`Session::refresh`]).
     sightings_saved: Option<std::time::Instant>,
@@ -898,13 +908,62 @@ impl Session {
             open_loaded: 0,
             deferred: false,
             roster_files: 0,
+            grant_files: 0,
+            rotated: false,
+            foreign_docs: 0,
             sightings_saved: None,
             sightings_unsaved: false,
         };
         s.roster_files = s.count_roster_files();
+        s.grant_files = s.vault.grant_files();
         s.view.set_sightings(cache::load_sightings(&s.cache_dir()));
         s.refresh()?;
+        // After the documents are read: their headers name the batches'
+        // true generation-0 grants, which decide what a rotation extends.
+        s.rotate_stale_audiences();
         Ok(s)
+    }
+
+    /// Rotates the key of every private batch whose newest audience names
+    /// a member removed from the roster, when this device is in that
+    /// audience (issue 13): files written afterwards are sealed to a key
+    /// the removed member never receives. Idempotent: once the new grant
+    /// is read, the audience no longer names them. Two devices rotating at
+    /// once converge (the lowest hash wins).
+    fn rotate_stale_audiences(&mut self) {
+        let stale = crate::audience::stale_audiences(&self.vault);
+        if stale.is_empty() {
+            return;
+        }
+        let listed = |s: &Session| -> BTreeSet<String> {
+            s.ws.replica
+                .list_chunks(AUDIENCE_DOC)
+                .unwrap_or_default()
+                .into_iter()
+                .collect()
+        };
+        let before = listed(self);
+        for (batch, keys) in stale {
+            match crate::audience::rotate(&self.vault, &batch, &keys) {
+                Ok(_) => {
+                    tracing::info!(
+                        "rotated the key of private batch {batch}: a member of its audience left the workspace"
+                    );
+                }
+                Err(e) => tracing::warn!(
+                    "cannot rotate the key of private batch {batch}: {}",
+                    e.error
+                ),
+            }
+        }
+        // Pushed with this process's other files.
+        let new: Vec<String> = listed(self)
+            .difference(&before)
+            .map(|n| format!("chunks/{AUDIENCE_DOC}/{n}"))
+            .collect();
+        self.rotated |= !new.is_empty();
+        self.written.extend(new);
+        self.reopen_vault();
     }
 
     fn count_roster_files(&self) -> usize {
@@ -920,6 +979,7 @@ impl Session {
     /// failure the current roster stays, with a warning.
     fn reopen_vault(&mut self) {
         self.roster_files = self.count_roster_files();
+        self.grant_files = Vault::count_grant_files(&self.ws.replica);
         let root = match self.ws.config.workspace.root.parse::<MemberId>() {
             Ok(r) => r,
             Err(_) => return,
@@ -932,6 +992,17 @@ impl Session {
         match opened {
             Ok((vault, _)) => {
                 vault.bind_own_actor(&self.writer.actor());
+                // The generation-0 grants the loaded batches' headers name
+                // (issue 13): a new vault must know them before it seals
+                // anything, or a forged grant arriving mid-run (which is
+                // itself a reason to reopen) could win the tie-break.
+                for open in self.docs.values() {
+                    if let Some(h) = &open.header
+                        && let Some(grant) = &h.grant
+                    {
+                        vault.confirm_first_grant(h.batch.as_str(), grant);
+                    }
+                }
                 self.vault = Arc::new(vault);
                 for open in self.docs.values_mut() {
                     open.loaded.skipped.clear();
@@ -944,6 +1015,12 @@ impl Session {
                 e.error
             ),
         }
+    }
+
+    /// Whether a rotation wrote grants since the last call: a sync that
+    /// rotated after pulling (it saw the removal only then) pushes again.
+    pub fn take_rotated(&mut self) -> bool {
+        std::mem::take(&mut self.rotated)
     }
 
     /// This device's cache folder.
@@ -1016,6 +1093,9 @@ impl Session {
     fn refresh_docs(&mut self) -> CliResult<usize> {
         if self.count_roster_files() != self.roster_files {
             self.reopen_vault();
+            self.rotate_stale_audiences();
+        } else if Vault::count_grant_files(&self.ws.replica) != self.grant_files {
+            self.reopen_vault();
         }
         let replica = self.ws.replica.clone();
         let replica = &replica;
@@ -1051,8 +1131,16 @@ impl Session {
             None => self.load_new_in_parallel(&names, &cache_dir),
         };
         let mut applied = 0;
+        self.foreign_docs = 0;
         for name in names {
-            if name == ROSTER_DOC {
+            if is_reserved_doc(&name) {
+                continue;
+            }
+            // A private batch this device is not in the audience of: its
+            // files do not decrypt here, which is no error (issue 13).
+            // Counted and skipped; read once a grant names this device.
+            if vault.is_foreign_doc(&name) {
+                self.foreign_docs += 1;
                 continue;
             }
             let Ok(id) = name.parse::<DocId>() else {
@@ -1145,6 +1233,12 @@ impl Session {
                 self.reread(&id, save.then_some(&cache_dir));
             }
         }
+        if self.foreign_docs > 0 {
+            tracing::debug!(
+                documents = self.foreign_docs,
+                "skipped the documents of private batches this device is not in the audience of"
+            );
+        }
         Ok(applied)
     }
 
@@ -1157,7 +1251,7 @@ impl Session {
     ) -> std::collections::HashMap<String, CliResult<NewDoc>> {
         let new: Vec<(DocId, &String)> = names
             .iter()
-            .filter(|n| n.as_str() != ROSTER_DOC)
+            .filter(|n| !is_reserved_doc(n) && !self.vault.is_foreign_doc(n))
             .filter_map(|n| n.parse::<DocId>().ok().map(|id| (id, n)))
             .filter(|(id, _)| !self.docs.contains_key(id))
             .collect();
@@ -1241,7 +1335,7 @@ impl Session {
             let Ok(id) = name.parse::<DocId>() else {
                 continue;
             };
-            if self.docs.contains_key(&id) {
+            if self.docs.contains_key(&id) || vault.is_foreign_doc(&name) {
                 continue;
             }
             let (loaded, warnings) = bridge_store::load_doc(&replica, &name, &*vault)
@@ -1304,6 +1398,9 @@ impl Session {
         problems: Vec<doc::Problem>,
     ) -> usize {
         let open_tasks = unfinished(&records);
+        if let Some(grant) = &header.grant {
+            self.vault.confirm_first_grant(header.batch.as_str(), grant);
+        }
         for p in problems {
             let key = format!("{id}/{}", p.task);
             self.warn_once(&key, || {
@@ -1334,6 +1431,9 @@ impl Session {
             .map(|c| vec![c.raw_bytes().to_vec()])
             .unwrap_or_default();
         let (records, _) = doc::read_tasks(&doc, &*self.vault);
+        if let Some(grant) = &header.grant {
+            self.vault.confirm_first_grant(header.batch.as_str(), grant);
+        }
         self.view.add_records(&id, &header, records);
         self.docs.insert(
             id,
@@ -1421,6 +1521,9 @@ impl Session {
             if doc == ROSTER_DOC {
                 // Read again with the roster's file count check.
                 self.roster_files = 0;
+            }
+            if doc == AUDIENCE_DOC {
+                self.grant_files = usize::MAX;
             }
             if let Some(open) = doc
                 .parse::<DocId>()

@@ -8,6 +8,7 @@
 
 mod act;
 mod archive;
+mod audience;
 mod cli;
 mod compaction;
 mod crash;

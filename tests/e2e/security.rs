@@ -342,6 +342,7 @@ fn new_batch_at(writer: &WriterId, task: TaskSpec, created_at: i64) -> (String, 
         created_at: now,
         submitted_by: "someone".to_owned(),
         device: "somewhere".to_owned(),
+        grant: None,
     };
     let mut doc = bridge_model::doc::create(writer, &header, &[task]).expect("create a batch");
     let change = doc

@@ -37,6 +37,7 @@ fn store_batch_as(d: &Device, tasks: &[TaskSpec]) {
         created_at: now,
         submitted_by: d.name.clone(),
         device: d.name.clone(),
+        grant: None,
     };
     let mut doc = bridge_model::doc::create(&writer, &header, tasks).expect("create a batch");
     let change = doc

@@ -205,6 +205,20 @@ pub fn sync_remote(session: &mut Session, show_progress: bool) -> CliResult<Sync
     match result {
         Ok(report) => {
             session.after_sync(&report)?;
+            // What was pulled made this device rotate a private batch's
+            // key (an audience member left the workspace): push the new
+            // grant now, not at the next sync.
+            if session.take_rotated()
+                && let Err(e) = crate::compact::sync_store(
+                    &vault,
+                    &session.ws.replica,
+                    remote.as_ref(),
+                    &mut |_| {},
+                    false,
+                )
+            {
+                tracing::warn!("cannot push the rotated audience grant (the next sync will): {e}");
+            }
             Ok(SyncOutcome::Synced(report))
         }
         Err(SyncError::Remote(RemoteError::Unreachable { remote, source }))

@@ -129,8 +129,19 @@ pub fn run(g: &GlobalArgs, args: LsArgs) -> CliResult<u8> {
         print_json(&rows)?;
         return Ok(EXIT_OK);
     }
+    // Private batches this device cannot read: their grant's notice only
+    // (issue 13). Not in --json, whose rows are tasks: `status --json`
+    // lists them.
+    let private = crate::audience::foreign_summaries(&session.vault);
     if rows.is_empty() {
         errln!("No tasks match.");
+        for p in &private {
+            outln!(
+                "Batch {}: {}.",
+                p.batch.get(16..26).unwrap_or(&p.batch),
+                p.line()
+            );
+        }
         return Ok(EXIT_OK);
     }
     let table: Vec<Vec<String>> = rows
@@ -152,5 +163,12 @@ pub fn run(g: &GlobalArgs, args: LsArgs) -> CliResult<u8> {
         })
         .collect();
     print_table(&["ID", "STATUS", "BATCH", "ATTEMPTS", "NAME"], &table)?;
+    for p in &private {
+        outln!(
+            "Batch {}: {}.",
+            p.batch.get(16..26).unwrap_or(&p.batch),
+            p.line()
+        );
+    }
     Ok(EXIT_OK)
 }

@@ -254,6 +254,18 @@ fn retire(
             found.snapshot_files,
             found.bundled_chunks
         );
+        if found.grant_files > 0 {
+            errln!(
+                "{} audience grants of private batches they wrote stay valid too.",
+                found.grant_files
+            );
+        }
+        if found.private_files > 0 {
+            errln!(
+                "{} files of private batches this device cannot read stay valid too, whoever signed them.",
+                found.private_files
+            );
+        }
     }
     let accepted = found.keys;
     change(ws, vault, |r, id| {

@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::error::CliResult;
 
 mod archive;
+mod audience;
 mod cancel;
 mod common;
 mod compact;
@@ -103,6 +104,7 @@ pub enum Command {
     Keygen(keygen::KeygenArgs),
     Whoami(whoami::WhoamiArgs),
     Members(members::MembersArgs),
+    Audience(audience::AudienceArgs),
 }
 
 /// Runs the command; returns the process exit code.
@@ -112,6 +114,7 @@ pub fn run(cli: Cli) -> CliResult<u8> {
         Command::Init(a) => init::run(g, a),
         Command::Join(a) => join::run(g, a),
         Command::Submit(a) => submit::run(g, a),
+        Command::Audience(a) => audience::run(g, a),
         Command::Status(a) => status::run(g, a),
         Command::Ls(a) => ls::run(g, a),
         Command::Show(a) => show::run(g, a),

@@ -24,8 +24,13 @@ use crate::workspace::now_ms;
 /// JSON (--json): {"workspace", "tasks", "counts": {"pending": N, "blocked": N,
 /// "running": N, "done": N, "failed": N, "cancelled": N}, "left_for_others":
 /// {"tasks": M, "submitters": [NAME…], "run_tasks_from": {"entries", "default"}},
-/// "batches": [{"id",
-/// "created_at", "submitted_by", "tasks", "counts": {…}, "left_for_others": M}]}
+/// "batches": [{"id", "created_at", "submitted_by", "tasks", "counts": {…},
+/// "left_for_others": M, "audience"?: [names]}],
+/// "private"?: [{"batch", "audience": [names], "tasks", "documents",
+/// "granted_at"}]}
+///
+/// "private" lists the private batches this device is not in the audience
+/// of: only what their grant says (no task names, commands or results).
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct StatusArgs {
@@ -43,6 +48,9 @@ struct BatchCounts {
     counts: BTreeMap<&'static str, usize>,
     /// Pending tasks of the batch this device leaves for others.
     left_for_others: usize,
+    /// The audience's names, for a private batch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    audience: Option<Vec<String>>,
 }
 
 /// The pending tasks this device leaves for other devices.
@@ -61,6 +69,8 @@ struct StatusJson {
     counts: BTreeMap<&'static str, usize>,
     left_for_others: LeftJson,
     batches: Vec<BatchCounts>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    private: Vec<crate::audience::PrivateSummary>,
 }
 
 fn zero_counts() -> BTreeMap<&'static str, usize> {
@@ -89,6 +99,10 @@ pub fn run(g: &GlobalArgs, args: StatusArgs) -> CliResult<u8> {
                 tasks: 0,
                 counts: zero_counts(),
                 left_for_others: 0,
+                audience: session.vault.audience(h.batch.as_str()).and_then(|a| {
+                    a.newest()
+                        .map(|n| crate::audience::names(session.vault.roster(), &n.body.audience))
+                }),
             });
     }
     for t in session.view().tasks() {
@@ -114,6 +128,7 @@ pub fn run(g: &GlobalArgs, args: StatusArgs) -> CliResult<u8> {
         counts,
         left_for_others: left,
         batches: batches.into_values().filter(|b| b.tasks > 0).collect(),
+        private: crate::audience::foreign_summaries(&session.vault),
     };
     if args.json {
         print_json(&report)?;
@@ -147,7 +162,10 @@ pub fn run(g: &GlobalArgs, args: StatusArgs) -> CliResult<u8> {
     }
     outln!();
     if report.batches.is_empty() {
-        outln!("No tasks yet: submit some with `bridge submit`.");
+        if report.private.is_empty() {
+            outln!("No tasks yet: submit some with `bridge submit`.");
+        }
+        print_private(&report.private);
         return Ok(EXIT_OK);
     }
     let mut header = vec!["BATCH", "SUBMITTED", "BY", "TASKS"];
@@ -169,5 +187,25 @@ pub fn run(g: &GlobalArgs, args: StatusArgs) -> CliResult<u8> {
     let upper: Vec<String> = header.iter().map(|h| h.to_uppercase()).collect();
     let upper: Vec<&str> = upper.iter().map(String::as_str).collect();
     print_table(&upper, &rows)?;
+    for b in report.batches.iter().filter(|b| b.audience.is_some()) {
+        outln!(
+            "Batch {} is private to {}.",
+            b.id.short(),
+            b.audience.as_deref().unwrap_or_default().join(", ")
+        );
+    }
+    print_private(&report.private);
     Ok(EXIT_OK)
+}
+
+/// The private batches this device cannot read: their grant's notice only.
+fn print_private(private: &[crate::audience::PrivateSummary]) {
+    for p in private {
+        outln!(
+            "Batch {} ({}), {}; not readable on this device.",
+            p.batch.get(16..26).unwrap_or(&p.batch),
+            p.granted_at,
+            p.line()
+        );
+    }
 }

@@ -13,9 +13,11 @@ use serde::Serialize;
 
 use super::GlobalArgs;
 use super::common::{open_session, sync_and_report};
+use crate::audience;
 use crate::error::{CliError, CliResult, EXIT_OK, HintExt};
 use crate::output::print_json;
 use crate::taskfile::{self, PlannedTask};
+use crate::vault::Placement;
 use crate::workspace::{Session, device_name, now_ms, random_bytes};
 
 /// How many tasks one Automerge document holds at most; a larger batch spans
@@ -94,6 +96,11 @@ pub struct SubmitArgs {
     /// Do not sync with the remote after submitting
     #[arg(long)]
     pub offline: bool,
+    /// Make the batch private to these members (names, comma-separated, or
+    /// `devices` for every member that is not a runner); overrides the task
+    /// file's `audience:`
+    #[arg(long, value_delimiter = ',', value_name = "NAME,…")]
+    pub audience: Vec<String>,
     /// Print the batch and its tasks as JSON
     #[arg(long)]
     pub json: bool,
@@ -110,6 +117,9 @@ struct SubmittedTask {
 #[derive(Serialize)]
 struct Submitted {
     batch: Option<BatchId>,
+    /// The names of the batch's audience, when it is private.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    audience: Vec<String>,
     documents: usize,
     new: usize,
     known: usize,
@@ -118,7 +128,7 @@ struct Submitted {
 }
 
 pub fn run(g: &GlobalArgs, args: SubmitArgs) -> CliResult<u8> {
-    let plan = plan(&args)?;
+    let (plan, file_audience) = plan(&args)?;
     // Before anything is stored (input blobs included): a task that breaks a
     // limit is refused with nothing written.
     check_plan(&plan)?;
@@ -129,18 +139,53 @@ pub fn run(g: &GlobalArgs, args: SubmitArgs) -> CliResult<u8> {
     } else {
         None
     };
-    let specs = to_specs(&session, &plan, nonce)?;
-    let result = submit_specs(&mut session, specs)?;
+    let audience = if args.audience.is_empty() {
+        file_audience
+    } else {
+        args.audience.clone()
+    };
+    let batch = BatchId::new(now_ms(), random_bytes::<8>()?);
+    let (mut names, mut grant, mut grant_file) = (Vec::new(), None, None);
+    if !audience.is_empty() {
+        let (n, hash, file) = make_private(
+            &mut session,
+            &batch,
+            &audience,
+            plan.len(),
+            g.quiet || args.json,
+        )?;
+        (names, grant, grant_file) = (n, Some(hash), Some(file));
+    }
+    let placement = Placement::Batch(batch.clone());
+    let specs = to_specs(&session, &plan, nonce, &placement)?;
+    let mut result = submit_specs(&mut session, specs, batch, grant)?;
+    match grant_file {
+        // Every task was known already: no batch, so no grant (it was not
+        // pushed yet; left, it would announce a batch that does not exist).
+        Some(file) if result.batch.is_none() => {
+            session
+                .ws
+                .replica
+                .remove_store_files(&[file])
+                .context("cannot remove the audience grant of a batch that was not created")?;
+        }
+        _ => result.audience = names,
+    }
     if args.json {
         print_json(&result)?;
     } else if !g.quiet {
         match &result.batch {
             Some(b) => outln!(
-                "Submitted batch {}: {} new task{}{}.",
+                "Submitted batch {}: {} new task{}{}{}.",
                 b.short(),
                 result.new,
                 if result.new == 1 { "" } else { "s" },
-                already(&result)
+                already(&result),
+                if result.audience.is_empty() {
+                    String::new()
+                } else {
+                    format!("; private to {}", result.audience.join(", "))
+                }
             ),
             None => outln!("Nothing new to submit{}.", already(&result)),
         }
@@ -169,8 +214,53 @@ fn already(r: &Submitted) -> String {
     }
 }
 
-/// Builds the plan from the file, or from the command line.
-fn plan(args: &SubmitArgs) -> CliResult<Vec<PlannedTask>> {
+/// Makes `batch` private to `names` (resolved against the roster, this
+/// device always included): a fresh batch key, and its generation-0 grant
+/// written and added to the vault, so that the inputs and documents
+/// written next are sealed to it. Returns the audience's names, the
+/// grant's hash (which the batch's header names) and its store name.
+fn make_private(
+    session: &mut Session,
+    batch: &BatchId,
+    names: &[String],
+    tasks: usize,
+    quiet: bool,
+) -> CliResult<(Vec<String>, String, String)> {
+    let me = session.vault.identity().member_id().clone();
+    let resolved = audience::resolve_names(session.vault.roster(), names, &me)?;
+    let key = bridge_crypto::BatchKey::generate();
+    let documents = tasks.div_ceil(MAX_TASKS_PER_DOC) as u64;
+    let (notice, file) = audience::write_first_grant(
+        &session.vault,
+        batch.as_str(),
+        &resolved.keys,
+        &key,
+        tasks as u64,
+        documents,
+    )?;
+    let ids = notice.body.audience.clone();
+    let hash = notice.hash.clone();
+    let vault = std::sync::Arc::get_mut(&mut session.vault)
+        .ok_or_else(|| anyhow!("internal: the vault is shared while submitting"))?;
+    vault.add_grant(notice);
+    vault.confirm_first_grant(batch.as_str(), &hash);
+    let shown_names = audience::names(session.vault.roster(), &ids);
+    if resolved.added_self && !quiet {
+        errln!(
+            "note: this device ({}) was added to the audience: a submitter always reads its own batch",
+            session
+                .vault
+                .me()
+                .map(|m| m.name.clone())
+                .unwrap_or_default()
+        );
+    }
+    Ok((shown_names, hash, file))
+}
+
+/// Builds the plan from the file, or from the command line, and the
+/// file's audience.
+fn plan(args: &SubmitArgs) -> CliResult<(Vec<PlannedTask>, Vec<String>)> {
     if let Some(file) = &args.file {
         if !args.command.is_empty() {
             return Err(CliError::hint(
@@ -178,7 +268,7 @@ fn plan(args: &SubmitArgs) -> CliResult<Vec<PlannedTask>> {
                 "bridge submit tasks.yaml   or   bridge submit -- CMD ARGS…",
             ));
         }
-        return Ok(taskfile::load(file)?);
+        return Ok(taskfile::load_with_audience(file)?);
     }
     if args.command.is_empty() {
         return Err(CliError::hint(
@@ -266,7 +356,7 @@ fn plan(args: &SubmitArgs) -> CliResult<Vec<PlannedTask>> {
         taskfile::check_url_inputs(&t.inputs, &mut t.url_inputs)
             .map_err(|m| anyhow!("task `{}`: {m}", t.name))?;
     }
-    Ok(planned)
+    Ok((planned, Vec::new()))
 }
 
 /// Parses `--input-url URL#sha256=HEX[&path=PATH]`. The fragment, which an
@@ -409,14 +499,19 @@ fn to_specs(
     session: &Session,
     plan: &[PlannedTask],
     nonce: Option<String>,
+    placement: &Placement,
 ) -> CliResult<Vec<TaskSpec>> {
     let mut specs: Vec<TaskSpec> = Vec::with_capacity(plan.len());
     for t in plan {
         let mut inputs = Vec::with_capacity(t.inputs.len());
         for (rel, abs) in &t.inputs {
-            let (sha256, blob) = session.vault.put_blob_file(abs).with_context(|| {
-                format!("cannot store input {} of task `{}`", abs.display(), t.name)
-            })?;
+            let (sha256, blob) =
+                session
+                    .vault
+                    .put_blob_file(abs, placement)
+                    .with_context(|| {
+                        format!("cannot store input {} of task `{}`", abs.display(), t.name)
+                    })?;
             inputs.push(InputRef::from_blob(
                 rel.clone(),
                 sha256,
@@ -441,7 +536,12 @@ fn to_specs(
 
 /// Adds the specs that are new as a batch of one or more documents and
 /// writes them to the replica.
-fn submit_specs(session: &mut Session, specs: Vec<TaskSpec>) -> CliResult<Submitted> {
+fn submit_specs(
+    session: &mut Session,
+    specs: Vec<TaskSpec>,
+    batch: BatchId,
+    grant: Option<String>,
+) -> CliResult<Submitted> {
     let now = now_ms();
     let derived = session.view().derive(now, session.policy);
     let mut seen = HashSet::new();
@@ -489,6 +589,7 @@ fn submit_specs(session: &mut Session, specs: Vec<TaskSpec>) -> CliResult<Submit
     }
     let mut result = Submitted {
         batch: None,
+        audience: Vec::new(),
         documents: 0,
         new: new_specs.len(),
         known,
@@ -498,7 +599,6 @@ fn submit_specs(session: &mut Session, specs: Vec<TaskSpec>) -> CliResult<Submit
     if new_specs.is_empty() {
         return Ok(result);
     }
-    let batch = BatchId::new(now, random_bytes::<8>()?);
     let parts = new_specs.chunks(MAX_TASKS_PER_DOC).count() as u32;
     let device = device_name();
     for (part, chunk) in new_specs.chunks(MAX_TASKS_PER_DOC).enumerate() {
@@ -509,6 +609,7 @@ fn submit_specs(session: &mut Session, specs: Vec<TaskSpec>) -> CliResult<Submit
             created_at: now,
             submitted_by: device.clone(),
             device: device.clone(),
+            grant: grant.clone(),
         };
         let d = doc::create(&session.writer, &header, chunk)
             .with_context(|| format!("cannot create the document for batch {batch}"))?;

@@ -57,6 +57,9 @@ pub enum Domain {
     Snapshot,
     /// A device's own cache of a merged document (never leaves the device).
     Cache,
+    /// A private batch's audience grant (issue 13): who may read the batch,
+    /// and its keys sealed to them. `document` is the batch id.
+    Grant,
 }
 
 impl fmt::Display for Domain {
@@ -67,6 +70,7 @@ impl fmt::Display for Domain {
             Domain::Roster => "roster",
             Domain::Snapshot => "snapshot",
             Domain::Cache => "cache",
+            Domain::Grant => "grant",
         })
     }
 }
@@ -110,10 +114,10 @@ impl Header {
                     return Err(EnvelopeError::Malformed("a chunk header names no document"));
                 }
             }
-            Domain::Snapshot | Domain::Cache => {
+            Domain::Snapshot | Domain::Cache | Domain::Grant => {
                 if self.document.is_empty() || !self.actors.is_empty() {
                     return Err(EnvelopeError::Malformed(
-                        "a snapshot or cache header names no document, or names actors",
+                        "a snapshot, cache or grant header names no document, or names actors",
                     ));
                 }
             }
@@ -379,6 +383,23 @@ pub fn open_with(keys: &[age::x25519::Identity], sealed: &[u8]) -> Result<Opened
         .read_to_end(&mut plaintext)
         .map_err(|e| EnvelopeError::Decrypt(e.to_string()))?;
     parse(plaintext)
+}
+
+/// age-decrypts `sealed` with any of `keys`, without parsing an envelope
+/// (a grant's sealed batch keys).
+pub(crate) fn open_raw(
+    keys: &[age::x25519::Identity],
+    sealed: &[u8],
+) -> Result<Vec<u8>, EnvelopeError> {
+    let decryptor = age::Decryptor::new_buffered(sealed).map_err(decrypt_error)?;
+    let mut stream = decryptor
+        .decrypt(keys.iter().map(|k| k as &dyn age::Identity))
+        .map_err(decrypt_error)?;
+    let mut plaintext = Vec::with_capacity(sealed.len());
+    stream
+        .read_to_end(&mut plaintext)
+        .map_err(|e| EnvelopeError::Decrypt(e.to_string()))?;
+    Ok(plaintext)
 }
 
 fn decrypt_error(e: age::DecryptError) -> EnvelopeError {

@@ -12,6 +12,8 @@
 //! - [`envelope`]: [`seal`] (sign, then encrypt to the members) and [`open`] /
 //!   [`open_verified`] (decrypt, check the hash, check the header against what
 //!   the caller expects and the roster, verify the signature).
+//! - [`grant`]: a private batch's audience grants ([`seal_grant`],
+//!   [`open_grant`], [`resolve`]): the batch keys sealed to its audience.
 //! - [`roster`]: the hash-chained, admin-signed [`Epoch`]s of the member list,
 //!   rebuilt and checked by [`Roster::verify`]; who may write what
 //!   ([`Roster::check_writer`]); keyed blob names ([`Roster::blob_name`]).
@@ -26,12 +28,17 @@
 #![warn(missing_docs)]
 
 pub mod envelope;
+pub mod grant;
 pub mod identity;
 pub mod roster;
 
 pub use envelope::{
     Domain, EnvelopeError, Expect, Header, Opened, open, open_verified, open_verified_with,
     open_with, seal, verify_signed,
+};
+pub use grant::{
+    BatchAudience, BatchKey, GrantBody, GrantError, NewGrant, Notice, open_grant, resolve,
+    seal_grant,
 };
 pub use identity::{
     Identity, KeyError, MemberId, MemberIdError, PublicKey, PublicKeyError, Role, RoleError,

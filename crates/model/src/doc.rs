@@ -65,6 +65,12 @@ pub struct BatchHeader {
     pub submitted_by: String,
     /// The device it was submitted from.
     pub device: String,
+    /// For a private batch (issue 13): the hash of its generation-0
+    /// audience grant, so that its audience ignores any other generation 0
+    /// (a forgery by another member). Written by the submitter in the
+    /// genesis, inside the batch's encrypted documents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant: Option<String>,
 }
 
 /// A task as read from one document: its spec and the facts this document holds.
@@ -113,6 +119,9 @@ pub fn create(
     doc.put(&h, "created_at", header.created_at)?;
     doc.put(&h, "submitted_by", header.submitted_by.as_str())?;
     doc.put(&h, "device", header.device.as_str())?;
+    if let Some(grant) = &header.grant {
+        doc.put(&h, "grant", grant.as_str())?;
+    }
     let map = doc.put_object(ROOT, "tasks", ObjType::Map)?;
     for spec in tasks {
         let task = doc.put_object(&map, spec.id().as_str(), ObjType::Map)?;
@@ -160,6 +169,7 @@ pub fn read_header(doc: &AutoCommit) -> Result<BatchHeader, DocError> {
         created_at: get_int(doc, &h, "created_at").ok_or_else(|| bad("created_at"))?,
         submitted_by: get_str(doc, &h, "submitted_by").unwrap_or_default(),
         device: get_str(doc, &h, "device").unwrap_or_default(),
+        grant: get_str(doc, &h, "grant"),
     })
 }
 

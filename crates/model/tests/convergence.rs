@@ -374,6 +374,7 @@ fn apply(op: &Op, replicas: &mut [Replica], ledger: &mut Ledger, pool: &[TaskSpe
                 created_at: now,
                 submitted_by: rep.writer.short().to_owned(),
                 device: format!("replica {}", r % n),
+                grant: None,
             };
             let am = doc::create(&rep.writer, &header, &specs).expect("create a batch");
             let id = DocId::new(batch, 0);

@@ -61,6 +61,7 @@ fn view_with(claims: &[Claim]) -> (View, TaskId) {
         created_at: T0,
         submitted_by: "m".into(),
         device: "d".into(),
+        grant: None,
     };
     let mut facts = Facts::default();
     for c in claims {

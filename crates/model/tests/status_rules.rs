@@ -60,6 +60,7 @@ fn submit(w: &WriterId, created_at: Millis, rand: u8, specs: &[TaskSpec]) -> Doc
         created_at,
         submitted_by: "alice".into(),
         device: "laptop".into(),
+        grant: None,
     };
     let am = doc::create(w, &header, specs).expect("create the batch document");
     Doc {
