@@ -34,6 +34,9 @@ fn pool(label: &str) -> Pool {
     alice.join_as(&hub, &remote, "submit");
     let home = Device::new("home-server");
     home.join_as(&hub, &remote, "submit");
+    // The home server is lent to the pool: it runs every member's tasks
+    // (a person's device runs only its own and the admins' by default).
+    home.set_run_tasks_from(&["members"]);
     alice.ok(&["sync"]);
     Pool {
         hub,
