@@ -19,6 +19,7 @@ mod freshness;
 mod github;
 mod keys;
 mod publish;
+mod sandbox;
 mod secrets;
 mod shard;
 mod snapshot;

@@ -61,6 +61,7 @@ use crate::fetch::{FetchConfig, Fetcher};
 use crate::publish::Publisher;
 use crate::shard::Shards;
 use crate::vault::Vault;
+use crate::sandbox::{Sandbox, unmet_requirements};
 use crate::workspace::{Session, now_ms};
 
 /// How many trailing bytes of each log are kept inline in the attempt.
@@ -277,7 +278,8 @@ async fn work_loop(
     // This worker's own folder; folders killed workers left are removed.
     let work_area = crate::workarea::WorkArea::open(&session.ws.work_dir())?;
     let work_dir = work_area.dir().to_owned();
-    let supervisor = task_supervisor(&session.ws.root);
+    let (supervisor, sandbox) = task_supervisor(&session.ws)?;
+    let me = crate::vault::member_tag(session.vault.identity().member_id());
     let stop_tasks = CancellationToken::new();
     // Shared by every task, so that tasks needing the same URL input wait
     // for one download.
@@ -331,6 +333,7 @@ async fn work_loop(
                 .runnable(&derived, &opts.labels)
                 .into_iter()
                 .filter(|id| !held.values().any(|h| &h.task == id))
+                .filter(|id| may_claim(session.view(), id, &sandbox, me))
                 .filter(|id| fits_before_deadline(session.view(), id, avg_ms, opts.deadline))
                 .collect();
             hooks.event(Event::Backlog {
@@ -430,6 +433,7 @@ async fn work_loop(
                 fetcher: fetcher.clone(),
                 work_dir: work_dir.clone(),
                 supervisor: supervisor.clone(),
+                sandbox: sandbox.clone(),
                 device: opts.device.clone(),
                 provenance: opts.provenance.clone(),
                 id: id.clone(),
@@ -798,8 +802,10 @@ struct Job {
     vault: Arc<Vault>,
     fetcher: Arc<Fetcher>,
     work_dir: PathBuf,
-    /// How tasks are started and confined (see [`task_supervisor`]).
+    /// How tasks are started (see [`task_supervisor`]).
     supervisor: Option<bridge_exec::Supervisor>,
+    /// What they may see.
+    sandbox: Arc<Sandbox>,
     device: String,
     provenance: BTreeMap<String, String>,
     id: TaskId,
@@ -875,9 +881,9 @@ impl Job {
             return (self.id, self.key, attempt, None);
         }
         // The task's own TMPDIR, next to its working folder (so output
-        // globs never see it): under confinement the worker's /tmp may be
-        // on the way to a protected folder, where a task cannot create
-        // files, and tasks should not see each other's temporary files.
+        // globs never see it): the sandbox closes the worker's /tmp (with
+        // namespaces this folder is mounted over /tmp), and tasks should not
+        // see each other's temporary files.
         let tmp = TaskTmp(
             self.work_dir
                 .join(format!("{}-{slug}.tmp", self.id.short())),
@@ -895,10 +901,10 @@ impl Job {
                 .entry("TMPDIR".to_owned())
                 .or_insert_with(|| path.to_owned());
         }
-        // The task may use its own folders, inside the protected `.bridge/`.
+        // The task's sandbox: the worker's fixed allow-list and its TMPDIR
+        // (its folder and logs are added by `bridge_exec`).
         cmd.supervisor = self.supervisor.clone().map(|mut s| {
-            s.confinement.allow.push(dir.clone());
-            s.confinement.allow.push(tmp.0.clone());
+            s.confinement = self.sandbox.confinement(&self.spec, &tmp.0);
             s
         });
         let finished = bridge_exec::run(&cmd, stop).await;
@@ -1302,54 +1308,53 @@ fn keep(
     })
 }
 
-/// Set to `off` to run tasks without Landlock confinement (they are still
-/// supervised: none of their processes outlives them).
-pub const CONFINEMENT_ENV: &str = "BRIDGE_TASK_CONFINEMENT";
-
 /// How this worker starts tasks: on Linux, each under a supervisor (this
 /// executable again, see `bridge_exec::supervisor`) that kills every
-/// process the task leaves behind and keeps it out of this device's bridge
-/// configuration folder (the identity) and the workspace's `.bridge/` (the
-/// replica, other tasks' folders) with Landlock (issue 12, items 6 and 24).
-/// Says once when the system cannot confine tasks.
-fn task_supervisor(root: &std::path::Path) -> Option<bridge_exec::Supervisor> {
-    let mut protect = vec![root.join(crate::workspace::STATE_DIR)];
-    if let Ok(config) = crate::keys::config_dir() {
-        protect.push(config);
-    }
-    // The opt-out for tasks that must create files directly in the folders
-    // on the way to the protected ones (`$HOME`, say): see the README.
-    if std::env::var(CONFINEMENT_ENV).is_ok_and(|v| v == "off") {
-        tracing::warn!(
-            "{CONFINEMENT_ENV}=off: tasks are not confined and can read this device's bridge identity and the workspace's .bridge folder"
-        );
-        protect.clear();
-    } else if !bridge_exec::confinement_available() {
-        let why = if cfg!(target_os = "linux") {
-            "this kernel has no Landlock (Linux 5.13 or later, enabled)"
-        } else {
-            "bridge confines tasks only on Linux"
-        };
-        tracing::warn!(
-            "tasks are not confined ({why}): they can read this device's bridge identity and the workspace's .bridge folder; run only tasks of members you trust"
-        );
-    }
-    if cfg!(target_os = "linux") {
+/// process the task leaves behind (issue 12), and the sandbox it runs in
+/// (issue 13, see [`crate::sandbox`]), resolved once per worker. Fails when
+/// `[worker] sandbox = "required"` and the system cannot sandbox tasks.
+fn task_supervisor(
+    ws: &crate::workspace::Workspace,
+) -> CliResult<(Option<bridge_exec::Supervisor>, Arc<Sandbox>)> {
+    let program = if cfg!(target_os = "linux") {
         // The running executable even if its file was replaced since (an
         // upgrade while a worker runs); its path where /proc is missing.
-        let program = Some(PathBuf::from("/proc/self/exe"))
+        Some(PathBuf::from("/proc/self/exe"))
             .filter(|p| p.exists())
-            .or_else(|| std::env::current_exe().ok())?;
-        Some(bridge_exec::Supervisor {
-            program,
-            confinement: bridge_exec::Confinement {
-                protect,
-                allow: Vec::new(),
-            },
-        })
+            .or_else(|| std::env::current_exe().ok())
     } else {
         None
+    };
+    // What no read-only grant may open (see `crate::sandbox`).
+    let mut protected = vec![ws.root.join(crate::workspace::STATE_DIR)];
+    if let Ok(config) = crate::keys::config_dir() {
+        protected.push(config);
     }
+    if let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        protected.push(PathBuf::from(home).join(".ssh"));
+    }
+    let sandbox = Sandbox::resolve(
+        ws.config.worker.sandbox.as_deref(),
+        &ws.config.worker.allow_read,
+        &protected,
+        program.as_deref(),
+    )?;
+    let supervisor = program.map(|program| bridge_exec::Supervisor {
+        program,
+        confinement: None,
+    });
+    Ok((supervisor, Arc::new(sandbox)))
+}
+
+/// Whether this worker may claim `task`: a sandbox (or the user's opt-out)
+/// for another member's task, and every requirement of the task met here
+/// (issue 13). The claim policy of `[worker] run-tasks-from` belongs here too.
+fn may_claim(view: &View, task: &TaskId, sandbox: &Sandbox, me: [u8; 8]) -> bool {
+    let Some(t) = view.get(task) else {
+        return false;
+    };
+    (sandbox.may_run_others_tasks() || t.submitted_by.contains(&me))
+        && unmet_requirements(&t.spec, sandbox).is_none()
 }
 
 /// The environment of a task: a few variables of the worker's own (never its
@@ -1479,6 +1484,8 @@ mod tests {
                 priority,
                 needs: needs.iter().map(|d| TaskId::from_digest(d)).collect(),
                 nonce,
+                network: true,
+                allow_read: vec![],
             }
         }
     }

@@ -79,6 +79,12 @@ pub struct TaskRecord {
     /// Whether the task was created by a writer allowed to submit. An
     /// untrusted task is shown but never run.
     pub trusted: bool,
+    /// The member tag (see [`crate::WriterId::member_tag_of`]) of the writer
+    /// that created the task in this document, bound to its member by the
+    /// signed envelope: who submitted it, for a worker that runs only its
+    /// own member's tasks (issue 13).
+    #[serde(default)]
+    pub created_by: Option<[u8; 8]>,
 }
 
 /// Something wrong inside a document that was skipped while reading it.
@@ -267,6 +273,8 @@ fn read_tasks_where(
         match read_task(doc, &task_obj, &key, authority) {
             Ok(mut r) => {
                 r.trusted = trusted;
+                r.created_by = actor_of(&task_obj)
+                    .and_then(|a| crate::WriterId::member_tag_of(a.to_bytes()));
                 records.push(r)
             }
             Err(message) => problems.push(problem(message)),
@@ -477,6 +485,7 @@ fn read_task(
         spec,
         facts,
         trusted: true,
+        created_by: None,
     })
 }
 

@@ -307,6 +307,9 @@ pub struct TaskView {
     pub trusted: bool,
     /// Whether `origin`, the document the spec was taken from, is trusted.
     pub origin_trusted: bool,
+    /// The member tags of the trusted writers that created it, in any
+    /// document (the id is the hash of the spec: each of them submitted it).
+    pub submitted_by: BTreeSet<[u8; 8]>,
 }
 
 impl TaskView {
@@ -353,6 +356,9 @@ impl View {
                 Some(t) => {
                     t.facts.union(&r.facts);
                     t.trusted |= r.trusted;
+                    if r.trusted {
+                        t.submitted_by.extend(r.created_by);
+                    }
                     if !t.docs.contains(doc) {
                         t.docs.push(doc.clone());
                         t.docs.sort();
@@ -384,6 +390,11 @@ impl View {
                             origin_trusted: r.trusted,
                             facts: r.facts,
                             trusted: r.trusted,
+                            submitted_by: r
+                                .created_by
+                                .filter(|_| r.trusted)
+                                .into_iter()
+                                .collect(),
                         },
                     );
                 }

@@ -45,6 +45,8 @@ fn spec() -> TaskSpec {
         priority: 0,
         needs: vec![],
         nonce: None,
+        network: true,
+        allow_read: vec![],
     }
 }
 
@@ -71,6 +73,7 @@ fn view_with(claims: &[Claim]) -> (View, TaskId) {
         spec: s,
         facts,
         trusted: true,
+        created_by: None,
     };
     let mut v = View::new();
     v.add_records(&doc, &header, vec![record]);
