@@ -193,7 +193,21 @@ pub struct Device {
 impl Device {
     /// A new device; its workspace folder exists but is empty.
     pub fn new(name: &str) -> Device {
-        let root = temp_dir(name);
+        Device::with_root(name, temp_dir(name))
+    }
+
+    /// A new device whose folders are below `parent` (a device below
+    /// `/tmp` gets no private `/tmp` in its tasks' namespaces: mounting one
+    /// would hide the workspace).
+    pub fn new_in(name: &str, parent: &Path) -> Device {
+        let root = tempfile::Builder::new()
+            .prefix(&format!("bridge-e2e-{name}-"))
+            .tempdir_in(parent)
+            .expect("cannot create a temporary folder");
+        Device::with_root(name, root)
+    }
+
+    fn with_root(name: &str, root: TempDir) -> Device {
         let dir = root.path().join("ws");
         for d in [
             dir.clone(),
@@ -352,9 +366,15 @@ impl Device {
 
     /// Sets `[worker] lease` and `clock-skew` in bridge.toml.
     pub fn set_lease(&self, lease: &str, clock_skew: &str) {
+        self.set_worker(&format!(
+            "lease = \"{lease}\"\nclock-skew = \"{clock_skew}\"\n"
+        ));
+    }
+
+    /// Adds `settings` (TOML lines) to `[worker]` in bridge.toml.
+    pub fn set_worker(&self, settings: &str) {
         let path = self.path("bridge.toml");
         let text = fs::read_to_string(&path).expect("cannot read bridge.toml");
-        let settings = format!("lease = \"{lease}\"\nclock-skew = \"{clock_skew}\"\n");
         // `bridge init` writes an empty [worker] table; a second one would
         // be a duplicate key.
         let new = match text.find("[worker]\n") {

@@ -22,6 +22,7 @@ mod longlived;
 mod membership;
 mod membership_prop;
 mod runner;
+mod sandbox;
 mod security;
 mod store_files;
 mod url_inputs;
