@@ -618,8 +618,14 @@ mod tests {
             .open(&placed)
             .and_then(|mut f| std::io::Write::write_all(&mut f, b"poisoned"))
             .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(std::fs::read_to_string(&placed).ok().as_deref(), Some("poisoned"));
-        assert_eq!(std::fs::read_to_string(&cached).ok().as_deref(), Some("original"));
+        assert_eq!(
+            std::fs::read_to_string(&placed).ok().as_deref(),
+            Some("poisoned")
+        );
+        assert_eq!(
+            std::fs::read_to_string(&cached).ok().as_deref(),
+            Some("original")
+        );
     }
 
     /// What the test server answers to the n-th request (from 0).

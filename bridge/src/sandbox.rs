@@ -182,7 +182,12 @@ impl Sandbox {
                         "unprivileged user namespaces are not available: tasks are sandboxed with Landlock alone (no private /tmp, /dev/shm shared, other processes visible in /proc but unreadable)"
                     );
                 }
-                Some(fixed_confinement(&allow_read, protected, home.as_deref(), support))
+                Some(fixed_confinement(
+                    &allow_read,
+                    protected,
+                    home.as_deref(),
+                    support,
+                ))
             }
         };
         Ok(Sandbox {
@@ -425,7 +430,10 @@ mod tests {
         for outside in ["~/.ssh", "/data2", "/", "~/.rustup-other"] {
             t.allow_read = vec![outside.into()];
             let why = unmet_requirements(&t, &s);
-            assert!(why.as_deref().is_some_and(|w| w.contains("allow-read")), "{outside}: {why:?}");
+            assert!(
+                why.as_deref().is_some_and(|w| w.contains("allow-read")),
+                "{outside}: {why:?}"
+            );
         }
     }
 

@@ -59,9 +59,9 @@ use tokio_util::sync::CancellationToken;
 use crate::error::CliResult;
 use crate::fetch::{FetchConfig, Fetcher};
 use crate::publish::Publisher;
+use crate::sandbox::{Sandbox, unmet_requirements};
 use crate::shard::Shards;
 use crate::vault::Vault;
-use crate::sandbox::{Sandbox, unmet_requirements};
 use crate::workspace::{Session, now_ms};
 
 /// How many trailing bytes of each log are kept inline in the attempt.

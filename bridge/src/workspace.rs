@@ -203,7 +203,8 @@ impl Config {
             return fail("worker", "sandbox", e);
         }
         for (i, p) in self.worker.allow_read.iter().enumerate() {
-            if let Err(e) = bridge_model::limits::check_allow_read(|| format!("allow-read[{i}]"), p) {
+            if let Err(e) = bridge_model::limits::check_allow_read(|| format!("allow-read[{i}]"), p)
+            {
                 return fail("worker", "allow-read", e.to_string());
             }
         }

@@ -152,7 +152,12 @@ true
         run_unprivileged(
             &d,
             &[],
-            &["outputs", "under-work", "--to", seen.to_str().expect("utf-8")],
+            &[
+                "outputs",
+                "under-work",
+                "--to",
+                seen.to_str().expect("utf-8"),
+            ],
         );
         let read = |suffix: &str| {
             fs::read_to_string(seen.join(format!("seen.{suffix}")))

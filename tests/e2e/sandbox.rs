@@ -24,7 +24,10 @@ const NO_LANDLOCK: (&str, &str) = ("BRIDGE_DEBUG_SANDBOX_NO_LANDLOCK", "1");
 /// The two sandboxes: with namespaces (this machine must allow them: CI
 /// runs as root, for whom they always work), and Landlock alone.
 fn modes() -> [(&'static str, Vec<(&'static str, &'static str)>); 2] {
-    [("namespaces", vec![]), ("landlock-only", vec![NO_NAMESPACES])]
+    [
+        ("namespaces", vec![]),
+        ("landlock-only", vec![NO_NAMESPACES]),
+    ]
 }
 
 fn running_as_root() -> bool {
@@ -126,7 +129,10 @@ fn issue13_a_task_reaches_nothing_outside_its_folder() {
             script.push_str(&format!("{f} '{}'\n", path.display()));
         }
         script.push_str("echo mine > mine.txt && echo own-folder-ok\n");
-        d.write("t.yaml", &task_file(&[("reach", "outputs: [mine.txt]", &script)]));
+        d.write(
+            "t.yaml",
+            &task_file(&[("reach", "outputs: [mine.txt]", &script)]),
+        );
         d.ok(&["submit", "t.yaml"]);
         let r = d.run_env(&env, &["work", "--offline"]);
         assert_eq!(r.code, 0, "{mode}: {}", r.stderr);
@@ -139,7 +145,10 @@ fn issue13_a_task_reaches_nothing_outside_its_folder() {
             .filter(|l| l.starts_with("did "))
             .filter(|l| !(mode == "namespaces" && l.ends_with(&host_tmp.display().to_string())))
             .collect();
-        assert!(escaped.is_empty(), "{mode}: the sandboxed task got out: {escaped:?}");
+        assert!(
+            escaped.is_empty(),
+            "{mode}: the sandboxed task got out: {escaped:?}"
+        );
         for (how, path) in &targets {
             if *how == "write" {
                 assert!(!path.exists(), "{mode}: a task wrote {}", path.display());
@@ -156,7 +165,10 @@ fn issue13_a_task_reaches_nothing_outside_its_folder() {
         let out = stdout_of(&d, &rerun);
         for (how, path) in &targets {
             let line = format!("did {how} {}", path.display());
-            assert!(out.contains(&line), "{mode}: unsandboxed, `{line}` is missing:\n{out}");
+            assert!(
+                out.contains(&line),
+                "{mode}: unsandboxed, `{line}` is missing:\n{out}"
+            );
         }
         let _ = fs::remove_file(&host_tmp);
     }
@@ -207,7 +219,9 @@ fn issue13_a_task_cannot_read_another_tasks_folder() {
         d.ok(&["submit", "b.yaml"]);
         let worker = d.spawn(&format!("work-{mode}"), &["work", "--offline", "-j", "2"]);
         poll("the peeker to finish", || {
-            d.ls().iter().any(|t| t.name == "peeker" && t.status == "done")
+            d.ls()
+                .iter()
+                .any(|t| t.name == "peeker" && t.status == "done")
         });
         // Let the holder go.
         let secrets = crate::harness::files_under(&d.path(".bridge/work"))
@@ -225,7 +239,10 @@ fn issue13_a_task_cannot_read_another_tasks_folder() {
             "{mode}: the peeker did not find the holder's folder: {out}"
         );
         assert!(out.contains("denied"), "{mode}: {out}");
-        assert!(!out.contains("holder-secret"), "{mode}: read another task's file: {out}");
+        assert!(
+            !out.contains("holder-secret"),
+            "{mode}: read another task's file: {out}"
+        );
         assert!(!out.contains("listed-parent"), "{mode}: {out}");
     }
 }
@@ -289,7 +306,10 @@ fn issue13_with_namespaces_a_task_sees_only_its_own_processes() {
     assert!(chain.contains(&worker_pid), "{chain:?}");
     assert!(procs.contains(&worker_pid), "{procs:?}");
     if running_as_root() {
-        assert!(found > 0, "unsandboxed root should read the worker's environment");
+        assert!(
+            found > 0,
+            "unsandboxed root should read the worker's environment"
+        );
     }
 }
 
@@ -337,7 +357,9 @@ fn issue13_normal_tasks_work_sandboxed() {
             format!("echo in-tmp > /tmp/{tmp_name} && cat /tmp/{tmp_name} >> out/words.txt\n")
         } else {
             // Without namespaces there is no private /tmp: TMPDIR is it.
-            format!("echo in-tmp > \"$TMPDIR/{tmp_name}\" && cat \"$TMPDIR/{tmp_name}\" >> out/words.txt\n")
+            format!(
+                "echo in-tmp > \"$TMPDIR/{tmp_name}\" && cat \"$TMPDIR/{tmp_name}\" >> out/words.txt\n"
+            )
         };
         d.write("data/in.txt", "three little words\n");
         d.write(
@@ -416,7 +438,10 @@ fn issue13_allow_read_grants_only_what_the_device_lists() {
     let mut d = device("allow-read");
     install_home_toolchain(&mut d);
     let script = "mytool > got.txt || echo tool-failed > got.txt\ncat ~/notes.txt >> got.txt 2>/dev/null || true";
-    d.write("t.yaml", &task_file(&[("tool", "outputs: [got.txt]", script)]));
+    d.write(
+        "t.yaml",
+        &task_file(&[("tool", "outputs: [got.txt]", script)]),
+    );
     let first = submit_id(&d, &["t.yaml"]);
     d.ok(&["work", "--offline"]);
     let got = |d: &Device, id: &str| {
@@ -424,12 +449,20 @@ fn issue13_allow_read_grants_only_what_the_device_lists() {
         d.ok(&["outputs", id, "--to", to.to_str().expect("utf-8")]);
         fs::read_to_string(to.join("got.txt")).expect("got.txt")
     };
-    assert_eq!(got(&d, &first), "tool-failed\n", "the tool ran but could not read its data");
+    assert_eq!(
+        got(&d, &first),
+        "tool-failed\n",
+        "the tool ran but could not read its data"
+    );
 
     d.set_worker("allow-read = [\"~/.toolchain\"]\n");
     let second = submit_id(&d, &["--rerun", "t.yaml"]);
     d.ok(&["work", "--offline"]);
-    assert_eq!(got(&d, &second), "toolchain-data\n", "no more than the toolchain");
+    assert_eq!(
+        got(&d, &second),
+        "toolchain-data\n",
+        "no more than the toolchain"
+    );
 
     // Task requirements: covered, not covered, and from the command line.
     d.write(
@@ -451,7 +484,11 @@ fn issue13_allow_read_grants_only_what_the_device_lists() {
     ]);
     d.ok(&["work", "--offline"]);
     assert_eq!(d.task("covered").status, "done");
-    assert_eq!(d.task("uncovered").status, "pending", "left for another device");
+    assert_eq!(
+        d.task("uncovered").status,
+        "pending",
+        "left for another device"
+    );
     assert_eq!(d.task("cli-uncovered").status, "pending");
     // A relative path is refused at submit.
     let r = d.run(&["submit", "--allow-read", "data", "--", "true"]);
@@ -480,7 +517,11 @@ fn issue13_policy_without_a_sandbox() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.stderr.contains("not sandboxed"), "{}", r.stderr);
     assert_eq!(a.task("mine").status, "done");
-    assert_eq!(a.task("theirs").status, "pending", "another member's task ran unsandboxed");
+    assert_eq!(
+        a.task("theirs").status,
+        "pending",
+        "another member's task ran unsandboxed"
+    );
 
     a.set_worker("sandbox = \"required\"\n");
     let r = a.run(&["work"]);
@@ -520,7 +561,10 @@ fn issue13_required_runs_with_landlock_and_the_old_switch_still_works() {
     fs::write(home.join("notes.txt"), "notes\n").expect("write");
     let script = format!("cat {}", home.join("notes.txt").display());
     d.ok(&["submit", "--name", "peek", "--", "sh", "-c", &script]);
-    let r = d.run_env(&[("BRIDGE_TASK_CONFINEMENT", "off")], &["work", "--offline"]);
+    let r = d.run_env(
+        &[("BRIDGE_TASK_CONFINEMENT", "off")],
+        &["work", "--offline"],
+    );
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.stderr.contains("deprecated"), "{}", r.stderr);
     assert!(stdout_of(&d, "peek").contains("notes"));

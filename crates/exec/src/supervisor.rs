@@ -67,8 +67,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use landlock::{
-    ABI, Access, AccessFs, AccessNet, CompatLevel, Compatible, PathBeneath, PathFd,
-    Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope,
+    ABI, Access, AccessFs, AccessNet, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset,
+    RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope,
 };
 use nix::errno::Errno;
 use nix::mount::MsFlags;
@@ -131,9 +131,7 @@ pub(crate) fn probe_support(program: &Path) -> SandboxSupport {
 
 /// Whether the kernel supports what `handle` asks for (`HardRequirement`
 /// turns "not supported" into an error).
-fn landlock_has(
-    handle: impl FnOnce(Ruleset) -> Result<Ruleset, landlock::RulesetError>,
-) -> bool {
+fn landlock_has(handle: impl FnOnce(Ruleset) -> Result<Ruleset, landlock::RulesetError>) -> bool {
     handle(Ruleset::default().set_compatibility(CompatLevel::HardRequirement))
         .and_then(|r| r.create())
         .is_ok()
@@ -563,7 +561,6 @@ fn run_task(plan: &Plan, signals: &SignalFd) -> Result<TaskStatus, String> {
         }
     }
 }
-
 
 /// Reaps every child that has exited, recording the task's status.
 fn reap(task: Pid, status: &mut Option<TaskStatus>) {

@@ -273,8 +273,8 @@ fn read_tasks_where(
         match read_task(doc, &task_obj, &key, authority) {
             Ok(mut r) => {
                 r.trusted = trusted;
-                r.created_by = actor_of(&task_obj)
-                    .and_then(|a| crate::WriterId::member_tag_of(a.to_bytes()));
+                r.created_by =
+                    actor_of(&task_obj).and_then(|a| crate::WriterId::member_tag_of(a.to_bytes()));
                 records.push(r)
             }
             Err(message) => problems.push(problem(message)),

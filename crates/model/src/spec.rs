@@ -329,7 +329,10 @@ mod tests {
         let a = spec("echo hi");
         // The id of this spec before issue 13 added the fields.
         let json = serde_json::to_string(&a).unwrap_or_default();
-        assert!(!json.contains("network") && !json.contains("allow_read"), "{json}");
+        assert!(
+            !json.contains("network") && !json.contains("allow_read"),
+            "{json}"
+        );
         let mut b = a.clone();
         b.network = false;
         assert_ne!(a.id(), b.id());

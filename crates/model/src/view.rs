@@ -390,11 +390,7 @@ impl View {
                             origin_trusted: r.trusted,
                             facts: r.facts,
                             trusted: r.trusted,
-                            submitted_by: r
-                                .created_by
-                                .filter(|_| r.trusted)
-                                .into_iter()
-                                .collect(),
+                            submitted_by: r.created_by.filter(|_| r.trusted).into_iter().collect(),
                         },
                     );
                 }
