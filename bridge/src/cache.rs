@@ -40,8 +40,15 @@ pub const REWRITE_AFTER_FILES: usize = 4;
 /// (well under this for a thousand tasks; a bigger file is junk).
 pub const MAX_CACHE_BYTES: u64 = 1 << 30;
 
+/// The shape of the cached task records: a cache of an older shape is not
+/// used (2: records name who created each task, issue 13; a record from
+/// before would read as created by nobody).
+const RECORDS_FORMAT: u32 = 2;
+
 #[derive(Serialize, Deserialize)]
 struct Meta {
+    /// [`RECORDS_FORMAT`]; required, so that older caches do not parse.
+    records_format: u32,
     roster: String,
     applied: BTreeSet<String>,
     skipped: BTreeSet<String>,
@@ -100,6 +107,10 @@ pub fn load(vault: &Vault, dir: &Path, doc: &str) -> Option<Cached> {
     let (len, rest) = payload.split_first_chunk::<4>()?;
     let (meta, saved) = rest.split_at_checked(u32::from_be_bytes(*len) as usize)?;
     let meta: Meta = serde_json::from_slice(meta).ok()?;
+    if meta.records_format != RECORDS_FORMAT {
+        tracing::debug!(doc, "cache of an older format; not used");
+        return None;
+    }
     if meta.roster != vault.roster_hash() {
         tracing::debug!(doc, "cache made under another roster; not used");
         return None;
@@ -164,6 +175,7 @@ pub fn save(
             .map(|w| (w.path.as_path(), w.message.as_str()))
             .collect();
         let meta = serde_json::to_vec(&MetaRef {
+            records_format: RECORDS_FORMAT,
             roster: vault.roster_hash(),
             applied: &loaded.applied,
             skipped: &loaded.skipped,
@@ -193,6 +205,7 @@ pub fn save(
 /// [`Meta`] borrowed, for writing.
 #[derive(Serialize)]
 struct MetaRef<'a> {
+    records_format: u32,
     roster: String,
     applied: &'a BTreeSet<String>,
     skipped: &'a BTreeSet<String>,
@@ -243,5 +256,41 @@ pub fn save_sightings(dir: &Path, seen: &bridge_model::Sightings) {
     };
     if let Err(e) = write() {
         tracing::debug!("cannot save the sightings of claims: {e:#}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 13: a cache written before task records named their creator
+    /// is not used (its records would say nobody created the tasks).
+    #[test]
+    fn issue13_caches_of_the_older_records_format_are_not_used() {
+        let header = BatchHeader {
+            batch: bridge_model::BatchId::new(0, [0; 8]),
+            part: 0,
+            parts: 1,
+            created_at: 0,
+            submitted_by: "m".into(),
+            device: "d".into(),
+        };
+        let (applied, skipped) = (BTreeSet::new(), BTreeSet::new());
+        let current = serde_json::to_value(MetaRef {
+            records_format: RECORDS_FORMAT,
+            roster: "r".into(),
+            applied: &applied,
+            skipped: &skipped,
+            header: &header,
+            records: &[],
+            warnings: vec![],
+        })
+        .unwrap_or_default();
+        assert!(serde_json::from_value::<Meta>(current.clone()).is_ok());
+        let mut older = current;
+        if let Some(fields) = older.as_object_mut() {
+            fields.remove("records_format");
+        }
+        assert!(serde_json::from_value::<Meta>(older).is_err());
     }
 }

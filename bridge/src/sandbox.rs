@@ -123,6 +123,11 @@ pub struct Sandbox {
     home: Option<PathBuf>,
     /// The allow-list every task shares; `None`: tasks are not sandboxed.
     fixed: Option<Confinement>,
+    /// The host's `/tmp`, canonical.
+    host_tmp: PathBuf,
+    /// Whether a path of `fixed` lies below `host_tmp` (found once: a
+    /// private `/tmp` would hide it).
+    fixed_under_tmp: bool,
 }
 
 impl Sandbox {
@@ -190,12 +195,21 @@ impl Sandbox {
                 ))
             }
         };
+        let host_tmp = std::fs::canonicalize("/tmp").unwrap_or_else(|_| PathBuf::from("/tmp"));
+        let fixed_under_tmp = fixed.as_ref().is_some_and(|c| {
+            c.read_write
+                .iter()
+                .chain(&c.read_only)
+                .any(|p| is_below(p, &host_tmp))
+        });
         Ok(Sandbox {
             mode,
             support,
             allow_read,
             home,
             fixed,
+            host_tmp,
+            fixed_under_tmp,
         })
     }
 
@@ -224,19 +238,21 @@ impl Sandbox {
         c.read_write.push(tmp.to_path_buf());
         c.network = spec.network;
         // Mounting the TMPDIR over /tmp would hide whatever the task needs
-        // below /tmp (a workspace there: its own folder and logs): then
-        // /tmp stays the host's, closed by Landlock, as without namespaces.
-        let host_tmp = std::fs::canonicalize("/tmp").unwrap_or_else(|_| PathBuf::from("/tmp"));
-        let under_tmp = |p: &PathBuf| {
-            std::fs::canonicalize(p)
-                .unwrap_or_else(|_| p.clone())
-                .starts_with(&host_tmp)
-        };
-        if c.namespaces && !c.read_write.iter().chain(&c.read_only).any(under_tmp) {
+        // below /tmp (a workspace there: its own folder and logs, siblings
+        // of its TMPDIR): then /tmp stays the host's, closed by Landlock, as
+        // without namespaces.
+        if c.namespaces && !self.fixed_under_tmp && !is_below(tmp, &self.host_tmp) {
             c.private_tmp = Some(tmp.to_path_buf());
         }
         Some(c)
     }
+}
+
+/// Whether `path` (made canonical if it exists) lies at or below `dir`.
+fn is_below(path: &Path, dir: &Path) -> bool {
+    std::fs::canonicalize(path)
+        .unwrap_or_else(|_| path.to_path_buf())
+        .starts_with(dir)
 }
 
 /// The policy from the environment and `[worker] sandbox`.
@@ -402,6 +418,8 @@ mod tests {
             allow_read: allow_read.iter().map(PathBuf::from).collect(),
             home: Some(PathBuf::from("/home/u")),
             fixed: active.then(Confinement::default),
+            host_tmp: PathBuf::from("/tmp"),
+            fixed_under_tmp: false,
         }
     }
 

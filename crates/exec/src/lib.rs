@@ -29,9 +29,11 @@
 //! On Linux, a [`TaskCommand::supervisor`] puts a small per-task process
 //! between the worker and the task (see [`supervisor`]): a subreaper that
 //! kills every process the task left behind, even those that left its
-//! process group (`setsid`, double forks), and that confines the task with
-//! Landlock before it starts. Without one (and on other systems) the task's
-//! process group is all that is stopped.
+//! process group (`setsid`, double forks), and that sandboxes the task
+//! ([`Confinement`]: a Landlock allow-list, and namespaces where the kernel
+//! allows unprivileged ones) before it starts. Without one (and on other
+//! systems) the task's process group is all that is stopped, and nothing
+//! is sandboxed. [`sandbox_support`] says what this system can do.
 
 #![warn(missing_docs)]
 

@@ -258,6 +258,14 @@ const TASK_HASH_DOMAIN: &[u8] = b"bridge-task-v1\0";
 impl TaskSpec {
     /// The content-addressed id of this task.
     pub fn id(&self) -> TaskId {
+        let mut hasher = Sha256::new();
+        hasher.update(TASK_HASH_DOMAIN);
+        hasher.update(self.identity_json());
+        TaskId::from_digest(&hasher.finalize())
+    }
+
+    /// The JSON of the fields that make the task's identity.
+    fn identity_json(&self) -> Vec<u8> {
         let mut inputs: Vec<_> = self
             .inputs
             .iter()
@@ -286,11 +294,8 @@ impl TaskSpec {
             network: self.network,
             allow_read,
         };
-        let mut hasher = Sha256::new();
-        hasher.update(TASK_HASH_DOMAIN);
         // Serialising plain structs, strings and maps to JSON cannot fail.
-        hasher.update(serde_json::to_vec(&identity).unwrap_or_default());
-        TaskId::from_digest(&hasher.finalize())
+        serde_json::to_vec(&identity).unwrap_or_default()
     }
 
     /// Whether a worker with `labels` may run this task.
