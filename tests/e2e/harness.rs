@@ -243,10 +243,9 @@ impl Device {
     }
 
     /// A path of the device outside its workspace (for scratch files).
-    /// It is in a folder of its own: on Linux a task may not create entries
-    /// directly in the folders on the way to the workspace's `.bridge/` and
-    /// to the configuration folder (Landlock, see `bridge_exec::supervisor`),
-    /// and tests' tasks write scratch files.
+    /// A sandboxed task (issue 13) can neither read nor write it: a test
+    /// whose task keeps state there runs its worker with
+    /// `BRIDGE_SANDBOX=off`.
     pub fn scratch(&self, rel: &str) -> PathBuf {
         self.root.path().join("scratch").join(rel)
     }
