@@ -556,6 +556,18 @@ fn issue13_required_runs_with_landlock_and_the_old_switch_still_works() {
         assert_eq!(r.code, 0, "{mode}: {}", r.stderr);
         assert_eq!(d.task("t").status, "done");
     }
+    // bridge.toml's settings are checked when it is read.
+    let d = device("bad-settings");
+    d.set_worker("sandbox = \"sometimes\"\n");
+    let r = d.run(&["work", "--offline"]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("worker.sandbox"), "{}", r.stderr);
+    let d = device("bad-allow-read");
+    d.set_worker("allow-read = [\"relative/path\"]\n");
+    let r = d.run(&["work", "--offline"]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("worker.allow-read"), "{}", r.stderr);
+
     let d = device("old-switch");
     let home = home(&d);
     fs::write(home.join("notes.txt"), "notes\n").expect("write");
