@@ -53,6 +53,10 @@ const DEBUG_NO_LANDLOCK_ENV: &str = "BRIDGE_DEBUG_SANDBOX_NO_LANDLOCK";
 /// Landlock-only sandbox is used.
 const DEBUG_NO_NAMESPACES_ENV: &str = "BRIDGE_DEBUG_SANDBOX_NO_NAMESPACES";
 
+/// Debug builds only (tests): pretend Landlock has no TCP rules (a kernel
+/// before 6.7).
+const DEBUG_NO_LANDLOCK_TCP_ENV: &str = "BRIDGE_DEBUG_SANDBOX_NO_LANDLOCK_TCP";
+
 /// System folders every sandboxed task may read, list and execute in
 /// (those that exist). `/proc` is the namespace's own where namespaces work.
 pub const SYSTEM_READ_ONLY: &[&str] = &[
@@ -287,6 +291,9 @@ fn probe(program: &Path) -> SandboxSupport {
     let mut support = bridge_exec::sandbox_support(program);
     if debug_env(DEBUG_NO_NAMESPACES_ENV) {
         support.namespaces = false;
+    }
+    if debug_env(DEBUG_NO_LANDLOCK_TCP_ENV) {
+        support.landlock_tcp = false;
     }
     tracing::debug!(?support, "sandbox support");
     support

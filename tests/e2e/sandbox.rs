@@ -339,6 +339,29 @@ fn issue13_network_false_cannot_connect() {
         assert!(!stdout_of(&d, "offline").contains("connected"));
     }
     drop(listener);
+
+    // Neither a network namespace nor Landlock's TCP rules (simulated): the
+    // task is left for another device, the others run.
+    let d = device("net-unenforceable");
+    d.write(
+        "t.yaml",
+        &task_file(&[
+            ("online", "", "true"),
+            ("offline", "network: false", "true"),
+        ]),
+    );
+    d.ok(&["submit", "t.yaml"]);
+    let r = d.run_env(
+        &[NO_NAMESPACES, ("BRIDGE_DEBUG_SANDBOX_NO_LANDLOCK_TCP", "1")],
+        &["work", "--offline"],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(d.task("online").status, "done");
+    assert_eq!(
+        d.task("offline").status,
+        "pending",
+        "claimed without a way to cut it off"
+    );
 }
 
 /// Item 5: a normal shell task and a Python task, with an input, outputs,
