@@ -537,7 +537,11 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
     Ok(hex::encode(hasher.finalize()))
 }
 
-/// Hard-links `from` at `to`, or copies it when linking is not possible.
+/// Copies `from` (in the cache) to `to` (in a task's folder). Never a hard
+/// link: the task may write its folder, and through a link it would write
+/// the cache every later task reads, or an input another task is using
+/// (issue 13). `std::fs::copy` uses `copy_file_range`, which clones the
+/// blocks on file systems that can.
 fn place(from: &Path, to: &Path) -> Result<(), FetchError> {
     let err = |source| FetchError::Place {
         from: from.to_path_buf(),
@@ -546,9 +550,6 @@ fn place(from: &Path, to: &Path) -> Result<(), FetchError> {
     };
     if let Some(parent) = to.parent() {
         std::fs::create_dir_all(parent).map_err(err)?;
-    }
-    if std::fs::hard_link(from, to).is_ok() {
-        return Ok(());
     }
     std::fs::copy(from, to).map(|_| ()).map_err(err)
 }
@@ -601,6 +602,31 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
+
+    /// Issue 13: a task that writes its input does not write the cache.
+    #[test]
+    fn issue13_a_placed_input_is_not_the_cached_file() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let cached = dir.path().join("cache").join("abc");
+        std::fs::create_dir_all(dir.path().join("cache")).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&cached, "original").unwrap_or_else(|e| panic!("{e}"));
+        let placed = dir.path().join("task").join("in.txt");
+        place(&cached, &placed).unwrap_or_else(|e| panic!("{e}"));
+        // Written in place, as a task would (not replaced by a new file).
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&placed)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, b"poisoned"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            std::fs::read_to_string(&placed).ok().as_deref(),
+            Some("poisoned")
+        );
+        assert_eq!(
+            std::fs::read_to_string(&cached).ok().as_deref(),
+            Some("original")
+        );
+    }
 
     /// What the test server answers to the n-th request (from 0).
     enum Reply {

@@ -21,6 +21,7 @@ mod github;
 mod keys;
 mod publish;
 mod run_policy;
+mod sandbox;
 mod secrets;
 mod shard;
 mod snapshot;

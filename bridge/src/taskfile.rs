@@ -78,6 +78,11 @@ pub struct PlannedTask {
     pub priority: i64,
     /// Indices (into the plan) of the tasks this one needs; always earlier.
     pub needs: Vec<usize>,
+    /// Whether the task may use the network (`network: false` in a task
+    /// file; issue 13).
+    pub network: bool,
+    /// Paths outside its folder the task reads (`allow-read:`).
+    pub allow_read: Vec<String>,
 }
 
 /// An input the worker downloads, checked by its content hash.
@@ -184,6 +189,8 @@ struct Defaults {
     env: BTreeMap<String, String>,
     runs_on: Option<Vec<String>>,
     priority: Option<i64>,
+    network: Option<bool>,
+    allow_read: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -217,6 +224,8 @@ struct Entry {
     needs: Vec<String>,
     #[serde(default)]
     matrix: BTreeMap<String, Vec<Scalar>>,
+    network: Option<bool>,
+    allow_read: Option<Vec<String>>,
 }
 
 /// One entry of `inputs`: a file or glob, or a download.
@@ -508,6 +517,14 @@ fn expand(file: &File, origin: &str, base: &Path) -> anyhow::Result<Vec<PlannedT
                         .unwrap_or_default(),
                     priority: e.priority.or(d.priority).unwrap_or(0),
                     needs: Vec::new(),
+                    network: e.network.or(d.network).unwrap_or(true),
+                    allow_read: e
+                        .allow_read
+                        .as_ref()
+                        .or(d.allow_read.as_ref())
+                        .map(|paths| paths.iter().map(|p| subst(p)).collect())
+                        .transpose()?
+                        .unwrap_or_default(),
                 },
                 needs_names,
             });

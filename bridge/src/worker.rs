@@ -60,6 +60,7 @@ use crate::error::CliResult;
 use crate::fetch::{FetchConfig, Fetcher};
 use crate::publish::Publisher;
 use crate::run_policy::{RunFrom, TaskPolicy};
+use crate::sandbox::{Sandbox, unmet_requirements};
 use crate::shard::Shards;
 use crate::vault::{Placement, Vault};
 use crate::workspace::{Session, now_ms};
@@ -153,15 +154,38 @@ pub enum Event {
 pub struct LeftForOthers {
     /// How many, at the worker's last look.
     pub tasks: usize,
-    /// Their submitters' names.
+    /// Their submitters' names (of the tasks left because of whose they
+    /// are).
     pub submitters: BTreeSet<String>,
+    /// How many are left because of whose they are.
+    pub by_submitter: usize,
     /// The `run-tasks-from` that left them.
     pub policy: crate::run_policy::Setting,
+    /// The tasks left for another reason (no sandbox here for another
+    /// member's task, a requirement this device does not meet): how many
+    /// for each reason.
+    pub other: BTreeMap<String, usize>,
 }
 
 impl LeftForOthers {
     /// One line for people: how many, whose, and how to change it.
     pub fn message(&self) -> String {
+        let mut parts = Vec::new();
+        if self.by_submitter > 0 {
+            parts.push(self.submitter_message());
+        }
+        for (why, n) in &self.other {
+            parts.push(format!(
+                "{n} pending task{} {} left for other devices: {why}",
+                if *n == 1 { "" } else { "s" },
+                if *n == 1 { "is" } else { "are" },
+            ));
+        }
+        parts.join("; ")
+    }
+
+    fn submitter_message(&self) -> String {
+        let n = self.by_submitter;
         let whose: Vec<String> = self
             .submitters
             .iter()
@@ -169,15 +193,15 @@ impl LeftForOthers {
             .collect();
         format!(
             "{} pending task{} {} left for other devices: {} submitter{} ({}) {} not in run-tasks-from = {}; to run {} here, add {} to `run-tasks-from` under [worker] in bridge.toml, or pass --run-tasks-from",
-            self.tasks,
-            if self.tasks == 1 { "" } else { "s" },
-            if self.tasks == 1 { "is" } else { "are" },
-            if self.tasks == 1 { "its" } else { "their" },
+            n,
+            if n == 1 { "" } else { "s" },
+            if n == 1 { "is" } else { "are" },
+            if n == 1 { "its" } else { "their" },
             if whose.len() == 1 { "" } else { "s" },
             whose.join(", "),
             if whose.len() == 1 { "is" } else { "are" },
             self.policy,
-            if self.tasks == 1 { "it" } else { "them" },
+            if n == 1 { "it" } else { "them" },
             if whose.len() == 1 {
                 "its submitter"
             } else {
@@ -327,7 +351,8 @@ async fn work_loop(
     // This worker's own folder; folders killed workers left are removed.
     let work_area = crate::workarea::WorkArea::open(&session.ws.work_dir())?;
     let work_dir = work_area.dir().to_owned();
-    let supervisor = task_supervisor(&session.ws.root);
+    let (supervisor, sandbox) = task_supervisor(&session.ws)?;
+    let me = crate::vault::member_tag(session.vault.identity().member_id());
     let stop_tasks = CancellationToken::new();
     // Shared by every task, so that tasks needing the same URL input wait
     // for one download.
@@ -390,7 +415,7 @@ async fn work_loop(
                 .runnable(&derived, &opts.labels)
                 .into_iter()
                 .filter(|id| !held.values().any(|h| &h.task == id))
-                .filter(|id| run_here(&task_policy, session.view(), id, &mut left))
+                .filter(|id| run_here(&task_policy, &sandbox, me, session.view(), id, &mut left))
                 .filter(|id| fits_before_deadline(session.view(), id, avg_ms, opts.deadline))
                 .collect();
             if left.tasks > 0 && !told_left {
@@ -495,6 +520,7 @@ async fn work_loop(
                 fetcher: fetcher.clone(),
                 work_dir: work_dir.clone(),
                 supervisor: supervisor.clone(),
+                sandbox: sandbox.clone(),
                 device: opts.device.clone(),
                 provenance: opts.provenance.clone(),
                 id: id.clone(),
@@ -696,17 +722,38 @@ async fn work_loop(
 /// Whether this device's policy lets it run task `id` (see
 /// [`crate::run_policy`]); a task it refuses is counted in `left`, left
 /// unclaimed for the devices whose policy accepts it.
-fn run_here(policy: &TaskPolicy, view: &View, id: &TaskId, left: &mut LeftForOthers) -> bool {
+fn run_here(
+    policy: &TaskPolicy,
+    sandbox: &Sandbox,
+    me: [u8; 8],
+    view: &View,
+    id: &TaskId,
+    left: &mut LeftForOthers,
+) -> bool {
     let Some(task) = view.get(id) else {
         return false;
     };
-    match policy.refusal(task) {
+    if let Some(crate::run_policy::Refusal::Submitter { name }) = policy.refusal(task) {
+        left.tasks += 1;
+        left.by_submitter += 1;
+        left.submitters.insert(name);
+        return false;
+    }
+    // Another member's task runs here only in a sandbox, or where the
+    // user opted out of it; and only if this device meets what it needs.
+    let why = if !sandbox.may_run_others_tasks() && !task.submitters.contains(&me) {
+        Some(
+            "this device cannot sandbox tasks, so it runs only its own member's ([worker] sandbox = \"off\" runs the others' unsandboxed)"
+                .to_owned(),
+        )
+    } else {
+        unmet_requirements(&task.spec, sandbox)
+    };
+    match why {
         None => true,
-        // The other parts of issue 13 add reasons (unsandboxed, an unmet
-        // requirement, a private batch): each is counted here too.
-        Some(crate::run_policy::Refusal::Submitter { name }) => {
+        Some(why) => {
             left.tasks += 1;
-            left.submitters.insert(name);
+            *left.other.entry(why).or_default() += 1;
             false
         }
     }
@@ -883,8 +930,10 @@ struct Job {
     vault: Arc<Vault>,
     fetcher: Arc<Fetcher>,
     work_dir: PathBuf,
-    /// How tasks are started and confined (see [`task_supervisor`]).
+    /// How tasks are started (see [`task_supervisor`]).
     supervisor: Option<bridge_exec::Supervisor>,
+    /// What they may see.
+    sandbox: Arc<Sandbox>,
     device: String,
     provenance: BTreeMap<String, String>,
     id: TaskId,
@@ -963,9 +1012,9 @@ impl Job {
             return (self.id, self.key, attempt, None);
         }
         // The task's own TMPDIR, next to its working folder (so output
-        // globs never see it): under confinement the worker's /tmp may be
-        // on the way to a protected folder, where a task cannot create
-        // files, and tasks should not see each other's temporary files.
+        // globs never see it): the sandbox closes the worker's /tmp (with
+        // namespaces this folder is mounted over /tmp), and tasks should not
+        // see each other's temporary files.
         let tmp = TaskTmp(
             self.work_dir
                 .join(format!("{}-{slug}.tmp", self.id.short())),
@@ -983,10 +1032,10 @@ impl Job {
                 .entry("TMPDIR".to_owned())
                 .or_insert_with(|| path.to_owned());
         }
-        // The task may use its own folders, inside the protected `.bridge/`.
+        // The task's sandbox: the worker's fixed allow-list and its TMPDIR
+        // (its folder and logs are added by `bridge_exec`).
         cmd.supervisor = self.supervisor.clone().map(|mut s| {
-            s.confinement.allow.push(dir.clone());
-            s.confinement.allow.push(tmp.0.clone());
+            s.confinement = self.sandbox.confinement(&self.spec, &tmp.0);
             s
         });
         let finished = bridge_exec::run(&cmd, stop).await;
@@ -1394,54 +1443,42 @@ fn keep(
     })
 }
 
-/// Set to `off` to run tasks without Landlock confinement (they are still
-/// supervised: none of their processes outlives them).
-pub const CONFINEMENT_ENV: &str = "BRIDGE_TASK_CONFINEMENT";
-
 /// How this worker starts tasks: on Linux, each under a supervisor (this
 /// executable again, see `bridge_exec::supervisor`) that kills every
-/// process the task leaves behind and keeps it out of this device's bridge
-/// configuration folder (the identity) and the workspace's `.bridge/` (the
-/// replica, other tasks' folders) with Landlock (issue 12, items 6 and 24).
-/// Says once when the system cannot confine tasks.
-fn task_supervisor(root: &std::path::Path) -> Option<bridge_exec::Supervisor> {
-    let mut protect = vec![root.join(crate::workspace::STATE_DIR)];
-    if let Ok(config) = crate::keys::config_dir() {
-        protect.push(config);
-    }
-    // The opt-out for tasks that must create files directly in the folders
-    // on the way to the protected ones (`$HOME`, say): see the README.
-    if std::env::var(CONFINEMENT_ENV).is_ok_and(|v| v == "off") {
-        tracing::warn!(
-            "{CONFINEMENT_ENV}=off: tasks are not confined and can read this device's bridge identity and the workspace's .bridge folder"
-        );
-        protect.clear();
-    } else if !bridge_exec::confinement_available() {
-        let why = if cfg!(target_os = "linux") {
-            "this kernel has no Landlock (Linux 5.13 or later, enabled)"
-        } else {
-            "bridge confines tasks only on Linux"
-        };
-        tracing::warn!(
-            "tasks are not confined ({why}): they can read this device's bridge identity and the workspace's .bridge folder; run only tasks of members you trust"
-        );
-    }
-    if cfg!(target_os = "linux") {
+/// process the task leaves behind (issue 12), and the sandbox it runs in
+/// (issue 13, see [`crate::sandbox`]), resolved once per worker. Fails when
+/// `[worker] sandbox = "required"` and the system cannot sandbox tasks.
+fn task_supervisor(
+    ws: &crate::workspace::Workspace,
+) -> CliResult<(Option<bridge_exec::Supervisor>, Arc<Sandbox>)> {
+    let program = if cfg!(target_os = "linux") {
         // The running executable even if its file was replaced since (an
         // upgrade while a worker runs); its path where /proc is missing.
-        let program = Some(PathBuf::from("/proc/self/exe"))
+        Some(PathBuf::from("/proc/self/exe"))
             .filter(|p| p.exists())
-            .or_else(|| std::env::current_exe().ok())?;
-        Some(bridge_exec::Supervisor {
-            program,
-            confinement: bridge_exec::Confinement {
-                protect,
-                allow: Vec::new(),
-            },
-        })
+            .or_else(|| std::env::current_exe().ok())
     } else {
         None
+    };
+    // What no read-only grant may open (see `crate::sandbox`).
+    let mut protected = vec![ws.root.join(crate::workspace::STATE_DIR)];
+    if let Ok(config) = crate::keys::config_dir() {
+        protected.push(config);
     }
+    if let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        protected.push(PathBuf::from(home).join(".ssh"));
+    }
+    let sandbox = Sandbox::resolve(
+        ws.config.worker.sandbox.as_deref(),
+        &ws.config.worker.allow_read,
+        &protected,
+        program.as_deref(),
+    )?;
+    let supervisor = program.map(|program| bridge_exec::Supervisor {
+        program,
+        confinement: None,
+    });
+    Ok((supervisor, Arc::new(sandbox)))
 }
 
 /// The environment of a task: a few variables of the worker's own (never its
@@ -1571,6 +1608,8 @@ mod tests {
                 priority,
                 needs: needs.iter().map(|d| TaskId::from_digest(d)).collect(),
                 nonce,
+                network: true,
+                allow_read: vec![],
             }
         }
     }

@@ -111,6 +111,17 @@ pub struct WorkerSection {
     /// for why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_tasks_from: Option<Vec<String>>,
+    /// Whether tasks run in a sandbox (issue 13): "auto" (the default:
+    /// sandboxed where the system can, else only this device's own tasks
+    /// run), "required" (refuse to work without one) or "off" (run every
+    /// task unsandboxed). `BRIDGE_SANDBOX` overrides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<String>,
+    /// Extra paths every sandboxed task may read (a toolchain in the home
+    /// folder, say `~/.rustup`): absolute or `~/...`. A task that declares
+    /// `allow-read` paths is claimed only if these cover them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_read: Vec<String>,
 }
 
 /// `[github]`.
@@ -192,6 +203,17 @@ impl Config {
                     crate::output::safe(&self.workspace.root)
                 ),
             );
+        }
+        if let Some(mode) = &self.worker.sandbox
+            && let Err(e) = mode.parse::<crate::sandbox::SandboxMode>()
+        {
+            return fail("worker", "sandbox", e);
+        }
+        for (i, p) in self.worker.allow_read.iter().enumerate() {
+            if let Err(e) = bridge_model::limits::check_allow_read(|| format!("allow-read[{i}]"), p)
+            {
+                return fail("worker", "allow-read", e.to_string());
+            }
         }
         // Bounded so that every sum with a clock stays far from overflowing
         // (a lease of `1000000000y` panicked the worker) and a zero lease

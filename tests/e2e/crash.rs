@@ -80,25 +80,39 @@ fn killed_worker_loses_nothing_and_its_task_is_rerun_after_the_lease() {
 fn sigterm_interrupts_the_running_task_and_leaves_it_pending() {
     let d = Device::new("stopped");
     d.ok(&["init"]);
-    let pid_file = d.scratch("task.pid");
-    let script = format!("echo $$ > '{}'; exec sleep 30", pid_file.display());
-    d.ok(&["submit", "--name", "long", "--", "sh", "-c", &script]);
+    // The task's process, found on the host by its command line (in its
+    // PID namespace its own pid means nothing here).
+    let marker = format!("30.{}7", std::process::id());
+    d.ok(&[
+        "submit",
+        "--name",
+        "long",
+        "--",
+        "sh",
+        "-c",
+        &format!("exec sleep {marker}"),
+    ]);
 
     let worker = d.spawn("work", &["work", "--parallel", "1"]);
     poll("long running", || d.task("long").status == "running");
-    poll("the task to write its pid", || {
-        std::fs::read_to_string(&pid_file).is_ok_and(|s| s.ends_with('\n'))
+    // The supervisor's command line holds the script too: wait for the
+    // `sleep` itself.
+    poll("the task to start", || {
+        processes_with(&marker).iter().any(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sleep")
+        })
     });
-    let task_pid = std::fs::read_to_string(&pid_file).expect("pid file");
-    let task_pid = task_pid.trim();
+    let task_pids = processes_with(&marker);
     worker.terminate();
     let run = worker.wait();
     assert_eq!(run.code, 130, "{run:?}");
     assert!(run.stderr.contains("1 interrupted"), "{}", run.stderr);
-    assert!(
-        !Path::new(&format!("/proc/{task_pid}")).exists(),
-        "the task process {task_pid} outlived its worker"
-    );
+    for pid in task_pids {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "the task's process {pid} outlived its worker"
+        );
+    }
 
     let show = d.show("long");
     let attempts = show["attempts"].as_array().expect("attempts");
@@ -115,4 +129,19 @@ fn sigterm_interrupts_the_running_task_and_leaves_it_pending() {
         (1, 0, 0),
         "{st:?}"
     );
+}
+
+/// The processes whose command line holds `marker`.
+fn processes_with(marker: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(marker))
+        })
+        .collect()
 }

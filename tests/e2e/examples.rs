@@ -106,6 +106,30 @@ fn assert_png(path: &Path) {
     );
 }
 
+/// Lets `d`'s sandboxed tasks read the Python the tests found on PATH
+/// (issue 13): its installation and site-packages, and a pyenv root whose
+/// shims are on PATH. The system's own folders are readable anyway; a Python
+/// elsewhere (pyenv, a virtualenv, `pip install --user`) is the device's
+/// toolchain to grant in `[worker] allow-read`, as a user does.
+fn grant_python(d: &Device) {
+    let code = "import os, shutil, site, sys\n\
+                paths = [sys.prefix, sys.base_prefix, *site.getsitepackages(), site.getusersitepackages()]\n\
+                exe = shutil.which('python3') or ''\n\
+                if '/.pyenv/' in exe:\n\
+                \x20   paths.append(exe[:exe.index('/.pyenv/') + len('/.pyenv')])\n\
+                print('\\n'.join(p for p in paths if os.path.isabs(p) and os.path.exists(p)))\n";
+    let out = Command::new("python3")
+        .args(["-c", code])
+        .output()
+        .expect("python3 runs (require_python checked it)");
+    let paths: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|p| !["/", "/usr", "/usr/local"].contains(p))
+        .map(|p| format!("{p:?}"))
+        .collect();
+    d.set_worker_settings(&format!("allow-read = [{}]\n", paths.join(", ")));
+}
+
 /// Submits `task_file` (relative to the workspace), works until done,
 /// checks that all `tasks` tasks succeeded, and copies the outputs of
 /// `final_task` to a scratch folder, which it returns.
@@ -137,6 +161,7 @@ fn embeddings_index_answers_questions_with_the_right_fable() {
     );
     let d = Device::new("embeddings");
     d.ok(&["init"]);
+    grant_python(&d);
     let folder = d.path("embeddings");
     copy_tree(&example("embeddings"), &folder, &[]);
 
@@ -261,6 +286,7 @@ fn history_report_counts_what_the_generator_made() {
     let tool_dir = history_tool_dir();
     let mut d = Device::new("history");
     d.ok(&["init"]);
+    grant_python(&d);
     let folder = d.path("history");
     copy_tree(&example("history"), &folder, &["docs"]);
     let path = format!(
@@ -337,6 +363,7 @@ fn montecarlo_report_is_identical_whichever_device_ran_which_block() {
     // One device runs every block.
     let solo = Device::new("mc-solo");
     solo.ok(&["init"]);
+    grant_python(&solo);
     copy_tree(&example("montecarlo"), &solo.path("montecarlo"), &[]);
     run_example(&solo, "montecarlo/tasks.small.yaml", 5, "aggregate");
     let alone = montecarlo_outputs(&solo);
@@ -347,6 +374,7 @@ fn montecarlo_report_is_identical_whichever_device_ran_which_block() {
     let shared = temp_dir("mc-remote");
     let laptop = Device::new("mc-laptop");
     laptop.ok(&["init", "--remote", &dir_remote(shared.path())]);
+    grant_python(&laptop);
     copy_tree(&example("montecarlo"), &laptop.path("montecarlo"), &[]);
     let secret = laptop.ok(&["members", "add-runner", "mc-runner"]);
     laptop.ok(&["submit", "montecarlo/tasks.small.yaml"]);

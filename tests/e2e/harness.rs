@@ -193,7 +193,21 @@ pub struct Device {
 impl Device {
     /// A new device; its workspace folder exists but is empty.
     pub fn new(name: &str) -> Device {
-        let root = temp_dir(name);
+        Device::with_root(name, temp_dir(name))
+    }
+
+    /// A new device whose folders are below `parent` (a device below
+    /// `/tmp` gets no private `/tmp` in its tasks' namespaces: mounting one
+    /// would hide the workspace).
+    pub fn new_in(name: &str, parent: &Path) -> Device {
+        let root = tempfile::Builder::new()
+            .prefix(&format!("bridge-e2e-{name}-"))
+            .tempdir_in(parent)
+            .expect("cannot create a temporary folder");
+        Device::with_root(name, root)
+    }
+
+    fn with_root(name: &str, root: TempDir) -> Device {
         let dir = root.path().join("ws");
         for d in [
             dir.clone(),
@@ -229,10 +243,9 @@ impl Device {
     }
 
     /// A path of the device outside its workspace (for scratch files).
-    /// It is in a folder of its own: on Linux a task may not create entries
-    /// directly in the folders on the way to the workspace's `.bridge/` and
-    /// to the configuration folder (Landlock, see `bridge_exec::supervisor`),
-    /// and tests' tasks write scratch files.
+    /// A sandboxed task (issue 13) can neither read nor write it: a test
+    /// whose task keeps state there runs its worker with
+    /// `BRIDGE_SANDBOX=off`.
     pub fn scratch(&self, rel: &str) -> PathBuf {
         self.root.path().join("scratch").join(rel)
     }

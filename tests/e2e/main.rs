@@ -24,6 +24,7 @@ mod membership;
 mod membership_prop;
 mod policy;
 mod runner;
+mod sandbox;
 mod security;
 mod store_files;
 mod url_inputs;

@@ -90,6 +90,13 @@ pub struct SubmitArgs {
     /// Higher runs first
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub priority: i64,
+    /// Cut the task off the network (run only by a worker that can)
+    #[arg(long, conflicts_with = "file")]
+    pub no_network: bool,
+    /// A path outside its folder the task reads: absolute or ~/... (run
+    /// only by a worker whose `[worker] allow-read` covers it) (repeatable)
+    #[arg(long = "allow-read", value_name = "PATH", conflicts_with = "file")]
+    pub allow_read: Vec<String>,
     /// Run the tasks again even if identical ones are done
     #[arg(long)]
     pub rerun: bool,
@@ -317,6 +324,8 @@ fn plan(args: &SubmitArgs) -> CliResult<(Vec<PlannedTask>, Vec<String>)> {
             runs_on: args.runs_on.clone(),
             priority: args.priority,
             needs: Vec::new(),
+            network: !args.no_network,
+            allow_read: args.allow_read.clone(),
         }
     };
     let mut planned = match &args.each {
@@ -437,6 +446,8 @@ fn spec_of(
         priority: t.priority,
         needs,
         nonce,
+        network: t.network,
+        allow_read: t.allow_read.clone(),
     }
 }
 

@@ -199,6 +199,7 @@ pub fn left_json(left: &worker::LeftForOthers) -> serde_json::Value {
         "tasks": left.tasks,
         "submitters": left.submitters,
         "run_tasks_from": left.policy,
+        "other_reasons": left.other,
     })
 }
 

@@ -29,9 +29,11 @@
 //! On Linux, a [`TaskCommand::supervisor`] puts a small per-task process
 //! between the worker and the task (see [`supervisor`]): a subreaper that
 //! kills every process the task left behind, even those that left its
-//! process group (`setsid`, double forks), and that confines the task with
-//! Landlock before it starts. Without one (and on other systems) the task's
-//! process group is all that is stopped.
+//! process group (`setsid`, double forks), and that sandboxes the task
+//! ([`Confinement`]: a Landlock allow-list, and namespaces where the kernel
+//! allows unprivileged ones) before it starts. Without one (and on other
+//! systems) the task's process group is all that is stopped, and nothing
+//! is sandboxed. [`sandbox_support`] says what this system can do.
 
 #![warn(missing_docs)]
 
@@ -117,42 +119,72 @@ pub struct TaskCommand {
 pub struct Supervisor {
     /// The executable, usually `std::env::current_exe()`.
     pub program: PathBuf,
-    /// The paths the task must not reach.
-    pub confinement: Confinement,
+    /// The sandbox the task runs in; `None`: none (the user opted out, or
+    /// the kernel has no Landlock), the task is only supervised.
+    pub confinement: Option<Confinement>,
 }
 
-/// How a task is confined (Linux Landlock, applied by the supervisor).
-/// Everything is allowed except the `protect`ed paths, of which only the
-/// `allow`ed folders inside them are open again (the task's own working
-/// folder is inside the workspace's `.bridge/`).
+/// The sandbox of a task (issue 13): an allow-list, everything else denied.
+/// Applied by the supervisor with Landlock and, where the kernel allows
+/// unprivileged ones, namespaces (see [`supervisor`]). The task's working
+/// folder and its two log files are added by [`run`]; the caller adds the
+/// task's TMPDIR.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Confinement {
-    /// Folders (or files) the task must neither read nor write.
-    pub protect: Vec<PathBuf>,
-    /// Folders inside a protected one that the task may use fully.
-    pub allow: Vec<PathBuf>,
+    /// Folders and files the task may read, write and execute in.
+    pub read_write: Vec<PathBuf>,
+    /// Folders and files the task may read, list and execute, nothing more.
+    pub read_only: Vec<PathBuf>,
+    /// Whether the task may use the network.
+    pub network: bool,
+    /// Run the task in new user, mount and PID namespaces (and a network
+    /// namespace without `network`): a private `/tmp`, `/dev/shm` and
+    /// `/proc`. Only where [`SandboxSupport::namespaces`] says they work.
+    pub namespaces: bool,
+    /// In namespaces: the folder mounted over `/tmp` (the task's TMPDIR).
+    pub private_tmp: Option<PathBuf>,
 }
 
-impl Confinement {
-    /// Whether there is nothing to confine.
-    pub fn is_empty(&self) -> bool {
-        self.protect.is_empty()
+/// What this machine's kernel can do to sandbox a task, found once per
+/// worker by [`sandbox_support`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SandboxSupport {
+    /// Landlock restricts file access (Linux 5.13+, enabled).
+    pub landlock: bool,
+    /// Landlock restricts TCP `bind` and `connect` (ABI 4, Linux 6.7+).
+    pub landlock_tcp: bool,
+    /// Landlock scopes signals and abstract unix sockets (ABI 6, Linux 6.12+).
+    pub landlock_scopes: bool,
+    /// Unprivileged user, mount, PID and network namespaces work, with the
+    /// mounts a task needs (refused, e.g., by Ubuntu 24.04's AppArmor
+    /// restriction on GitHub-hosted runners).
+    pub namespaces: bool,
+}
+
+impl SandboxSupport {
+    /// Whether a task can be cut off the network: a network namespace, or
+    /// Landlock's TCP rules (UDP is then not covered).
+    pub fn network_isolation(&self) -> bool {
+        self.landlock && (self.namespaces || self.landlock_tcp)
     }
 }
 
 #[cfg(target_os = "linux")]
 pub mod supervisor;
 
-/// Whether this system can confine tasks (Linux with Landlock enabled), so
-/// that a worker can say once when it cannot.
-pub fn confinement_available() -> bool {
+/// What this system can do to sandbox tasks. `supervisor_program` is the
+/// executable that runs [`supervisor::main`]: namespaces are probed in a
+/// process of their own (a multi-threaded worker cannot enter a user
+/// namespace), which costs one short-lived process per worker.
+pub fn sandbox_support(supervisor_program: &Path) -> SandboxSupport {
     #[cfg(target_os = "linux")]
     {
-        supervisor::landlock_available()
+        supervisor::probe_support(supervisor_program)
     }
     #[cfg(not(target_os = "linux"))]
     {
-        false
+        let _ = supervisor_program;
+        SandboxSupport::default()
     }
 }
 
@@ -510,7 +542,16 @@ fn spawn_supervised(cmd: &TaskCommand, sup: &Supervisor) -> Result<(Child, Logs)
         parent: std::process::id() as i32,
         grace: cmd.kill_grace,
         status_path: status_path.clone(),
-        confinement: sup.confinement.clone(),
+        confinement: sup.confinement.clone().map(|mut c| {
+            // The task's own folder, and its logs: `echo >/dev/stdout`
+            // opens the log file itself (through /proc/self/fd).
+            c.read_write.extend([
+                cmd.workdir.clone(),
+                cmd.stdout_path.clone(),
+                cmd.stderr_path.clone(),
+            ]);
+            c
+        }),
         argv,
     };
     let mut command = Command::new(&sup.program);

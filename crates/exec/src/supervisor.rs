@@ -1,6 +1,6 @@
 //! The per-task supervisor (Linux): a small process between the worker and a
 //! task that makes sure none of the task's processes outlives it, and that
-//! confines the task before it starts.
+//! sandboxes the task before it starts (issues 12 and 13).
 //!
 //! Why a separate process: a process group is not enough to find a task's
 //! processes (a child that calls `setsid`, or a daemon that double-forks,
@@ -12,31 +12,54 @@
 //! worker's own executable again with the hidden first argument
 //! [`SUPERVISOR_ARG`]; the executable hands its arguments to [`main`], which
 //!
-//! 1. makes itself a subreaper and non-dumpable, and asks for
-//!    [`IMMEDIATE_STOP`] if the worker dies (`PR_SET_PDEATHSIG`);
-//! 2. applies the [`Confinement`] to itself (Landlock: no access to the
-//!    protected folders, everything else allowed), which the task inherits
-//!    and can never lift;
-//! 3. starts the task in its own process group, with the supervisor's own
+//! 1. makes itself a subreaper, and asks for [`IMMEDIATE_STOP`] if the
+//!    worker dies (`PR_SET_PDEATHSIG`);
+//! 2. with [`Confinement::namespaces`], enters new user (its uid and gid
+//!    mapped to themselves, `setgroups` denied), mount and PID namespaces
+//!    (and a network namespace, loopback only and down, for a task without
+//!    network), then forks a child that is PID 1 of the new PID namespace
+//!    and runs steps 3 to 6, while this process only waits for it and
+//!    forwards signals. The task must not be PID 1 itself: PID 1 ignores
+//!    `SIGTERM` unless it handles it, which would break a graceful stop.
+//!    When PID 1 of a namespace dies, the kernel kills every process left in
+//!    it, so nothing of the task survives its supervisor even if the
+//!    supervisor is killed with `SIGKILL`;
+//! 3. in namespaces, mounts the task's TMPDIR over `/tmp`, a private tmpfs
+//!    on `/dev/shm` and a fresh `/proc` that shows only the namespace's
+//!    processes;
+//! 4. becomes non-dumpable and applies the [`Confinement`] with Landlock:
+//!    an allow-list (the task's folders read-write, system folders
+//!    read-only, nothing else), TCP `bind`/`connect` denied without
+//!    network, and signals and abstract unix sockets scoped to the sandbox
+//!    where the kernel has Landlock ABI 6. The task inherits all of it and
+//!    can never lift it (Landlock also forbids it to mount anything);
+//! 5. starts the task in its own process group, with the supervisor's own
 //!    environment, working folder and standard streams (the worker set them);
-//! 4. waits for it; on `SIGTERM`/`SIGINT`/`SIGHUP` it forwards `SIGTERM` to
+//!    waits for it; on `SIGTERM`/`SIGINT`/`SIGHUP` it forwards `SIGTERM` to
 //!    the task's group and, after the grace period, kills everything; on
 //!    [`IMMEDIATE_STOP`] it kills everything at once;
-//! 5. when the task has exited, kills and reaps every descendant left (loose
+//! 6. when the task has exited, kills and reaps every descendant left (loose
 //!    background processes, `setsid` daemons), writes the task's exit status
-//!    to the status file and exits.
+//!    to the status file (opened before anything else, it lives where the
+//!    task may not go) and exits.
 //!
-//! This is also where a fuller sandbox (issue 13) belongs: it is one process
-//! per task that runs before the task's code, single-threaded and fresh from
-//! `exec`, so it may use ordinary Rust (allocation, the `landlock` crate)
-//! rather than only async-signal-safe calls between `fork` and `exec`.
+//! Without namespaces (the kernel or its policy refuses unprivileged user
+//! namespaces, as Ubuntu 24.04's AppArmor does on GitHub-hosted runners)
+//! steps 2 and 3 are skipped: the task uses its TMPDIR (there is no private
+//! `/tmp`: the host's is closed to it), shares the host's `/dev/shm`, and
+//! sees the host's `/proc`, where Landlock's ptrace rules deny it the
+//! `environ`, `mem` and `fd` of every process outside its sandbox.
 //!
-//! What it cannot do: if the supervisor itself is killed with `SIGKILL`, the
-//! task's orphans go to `init` as before (the worker then still kills the
-//! supervisor's process group). The worker's `SIGKILL` is covered: the kernel
-//! sends the supervisor [`IMMEDIATE_STOP`].
+//! It is one process per task that runs before the task's code,
+//! single-threaded and fresh from `exec`, so it may use ordinary Rust
+//! (allocation, the `landlock` crate) rather than only async-signal-safe
+//! calls between `fork` and `exec`.
+//!
+//! What it cannot do without namespaces: if the supervisor itself is killed
+//! with `SIGKILL`, the task's orphans go to `init` (the worker then still
+//! kills the supervisor's process group). The worker's `SIGKILL` is
+//! covered: the kernel sends the supervisor [`IMMEDIATE_STOP`].
 
-use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::os::fd::AsFd;
 use std::os::unix::process::CommandExt;
@@ -44,40 +67,72 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use landlock::{
-    ABI, Access, AccessFs, BitFlags, PathBeneath, PathFd, Ruleset, RulesetAttr, RulesetCreatedAttr,
-    RulesetStatus,
+    ABI, Access, AccessFs, AccessNet, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset,
+    RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope,
 };
 use nix::errno::Errno;
+use nix::mount::MsFlags;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sched::CloneFlags;
 use nix::sys::signal::{SigSet, Signal, kill, killpg};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
-use crate::Confinement;
+use crate::{Confinement, SandboxSupport};
 
 /// The hidden first argument that turns the worker's executable into a
 /// supervisor (see the [module docs](self)).
 pub const SUPERVISOR_ARG: &str = "__task-supervisor";
+
+/// The argument after [`SUPERVISOR_ARG`] that makes it only try whether
+/// namespaces work (see [`probe_support`]).
+const PROBE_ARG: &str = "--probe-namespaces";
 
 /// The signal that makes a supervisor kill its task's processes at once,
 /// without a grace period: sent by the kernel when the worker dies, and by
 /// the worker when it abandons a task.
 pub const IMMEDIATE_STOP: Signal = Signal::SIGUSR2;
 
-/// The Landlock file-system ABI bridge asks for (best effort: an older
-/// kernel enforces what it can).
-const LANDLOCK_ABI: ABI = ABI::V5;
+/// The Landlock ABI bridge asks for (best effort: an older kernel enforces
+/// what it can). ABI 6 adds scoping of signals and abstract unix sockets;
+/// its file-system rights are ABI 5's.
+const LANDLOCK_ABI: ABI = ABI::V6;
 
-/// Whether this kernel enforces Landlock file-system rules, so that the
-/// worker can say once when it does not.
-pub(crate) fn landlock_available() -> bool {
-    // Creating a ruleset, without restricting anything, is the documented
-    // way to ask; `HardRequirement` turns "not supported" into an error.
-    use landlock::{CompatLevel, Compatible};
-    Ruleset::default()
-        .set_compatibility(CompatLevel::HardRequirement)
-        .handle_access(AccessFs::from_all(ABI::V1))
+/// The Landlock ABI of TCP rules.
+const LANDLOCK_NET_ABI: ABI = ABI::V4;
+
+/// What the kernel can do for a sandbox: Landlock features asked of the
+/// kernel here (creating a ruleset restricts nothing), namespaces in a
+/// process of their own, `program` being this executable (see
+/// [`crate::sandbox_support`]).
+pub(crate) fn probe_support(program: &Path) -> SandboxSupport {
+    let landlock = landlock_has(|r| r.handle_access(AccessFs::from_all(ABI::V1)));
+    let landlock_tcp = landlock_has(|r| r.handle_access(AccessNet::from_all(LANDLOCK_NET_ABI)));
+    let landlock_scopes = landlock_has(|r| {
+        r.handle_access(AccessFs::from_all(ABI::V1))?
+            .scope(Scope::from_all(ABI::V6))
+    });
+    let namespaces = landlock
+        && std::process::Command::new(program)
+            .args([SUPERVISOR_ARG, PROBE_ARG])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+    SandboxSupport {
+        landlock,
+        landlock_tcp,
+        landlock_scopes,
+        namespaces,
+    }
+}
+
+/// Whether the kernel supports what `handle` asks for (`HardRequirement`
+/// turns "not supported" into an error).
+fn landlock_has(handle: impl FnOnce(Ruleset) -> Result<Ruleset, landlock::RulesetError>) -> bool {
+    handle(Ruleset::default().set_compatibility(CompatLevel::HardRequirement))
         .and_then(|r| r.create())
         .is_ok()
 }
@@ -92,7 +147,8 @@ pub(crate) struct Plan {
     pub grace: Duration,
     /// Where the task's exit status is written.
     pub status_path: PathBuf,
-    pub confinement: Confinement,
+    /// The sandbox; `None`: the task is only supervised.
+    pub confinement: Option<Confinement>,
     /// The task's program and its arguments.
     pub argv: Vec<OsString>,
 }
@@ -108,11 +164,23 @@ impl Plan {
             "--status".into(),
             self.status_path.clone().into(),
         ];
-        for p in &self.confinement.protect {
-            args.extend(["--protect".into(), p.clone().into()]);
-        }
-        for p in &self.confinement.allow {
-            args.extend(["--allow".into(), p.clone().into()]);
+        if let Some(c) = &self.confinement {
+            args.push("--sandbox".into());
+            for p in &c.read_write {
+                args.extend(["--rw".into(), p.clone().into()]);
+            }
+            for p in &c.read_only {
+                args.extend(["--ro".into(), p.clone().into()]);
+            }
+            if !c.network {
+                args.push("--no-network".into());
+            }
+            if c.namespaces {
+                args.push("--namespaces".into());
+            }
+            if let Some(tmp) = &c.private_tmp {
+                args.extend(["--tmp".into(), tmp.clone().into()]);
+            }
         }
         args.push("--".into());
         args.extend(self.argv.iter().cloned());
@@ -126,13 +194,34 @@ impl Plan {
             parent: 0,
             grace: Duration::ZERO,
             status_path: PathBuf::new(),
-            confinement: Confinement::default(),
+            confinement: None,
             argv: Vec::new(),
         };
+        fn sandbox(plan: &mut Plan) -> &mut Confinement {
+            plan.confinement.get_or_insert_with(|| Confinement {
+                network: true,
+                ..Confinement::default()
+            })
+        }
         while let Some(flag) = args.next() {
-            if flag == "--" {
-                plan.argv = args.collect();
-                break;
+            match flag.to_str() {
+                Some("--") => {
+                    plan.argv = args.collect();
+                    break;
+                }
+                Some("--sandbox") => {
+                    sandbox(&mut plan);
+                    continue;
+                }
+                Some("--no-network") => {
+                    sandbox(&mut plan).network = false;
+                    continue;
+                }
+                Some("--namespaces") => {
+                    sandbox(&mut plan).namespaces = true;
+                    continue;
+                }
+                _ => {}
             }
             let value = args
                 .next()
@@ -148,8 +237,9 @@ impl Plan {
                 }
                 Some("--grace-ms") => plan.grace = Duration::from_millis(number(&value)?),
                 Some("--status") => plan.status_path = value.into(),
-                Some("--protect") => plan.confinement.protect.push(value.into()),
-                Some("--allow") => plan.confinement.allow.push(value.into()),
+                Some("--rw") => sandbox(&mut plan).read_write.push(value.into()),
+                Some("--ro") => sandbox(&mut plan).read_only.push(value.into()),
+                Some("--tmp") => sandbox(&mut plan).private_tmp = Some(value.into()),
                 _ => return Err(format!("unknown argument {}", flag.to_string_lossy())),
             }
         }
@@ -213,6 +303,10 @@ pub(crate) fn read_status(path: &Path) -> Option<TaskStatus> {
 /// supervisor's own set-up failed (the worker then reports the status file's
 /// message, or a supervisor failure).
 pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
+    let mut args = args.into_iter().peekable();
+    if args.peek().is_some_and(|a| a == PROBE_ARG) {
+        return probe_namespaces();
+    }
     let plan = match Plan::parse(args) {
         Ok(plan) => plan,
         Err(e) => {
@@ -236,7 +330,9 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
         }
     };
     let (status, code) = match supervise(&plan) {
-        Ok(status) => (status, 0),
+        Ok(Supervised::Task(status)) => (status, 0),
+        // The outer supervisor of a namespace: PID 1 wrote the status.
+        Ok(Supervised::Namespace(code)) => return code,
         Err(message) => (TaskStatus::FailedToStart(message), 2),
     };
     use std::io::Write as _;
@@ -252,14 +348,23 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
     }
 }
 
-/// Steps 1 to 5 of the [module docs](self). An error is a message for the
-/// task's attempt (the task did not start).
-fn supervise(plan: &Plan) -> Result<TaskStatus, String> {
-    use nix::sys::prctl;
-    let setup = |what: &str, e: Errno| format!("the task supervisor could not {what}: {e}");
-    // Our own signals arrive through a descriptor, so that waiting for
-    // children, the grace deadline and signals are one loop. The mask is
-    // not inherited by the task: `std::process::Command` resets it.
+/// What [`supervise`] saw.
+enum Supervised {
+    /// How the task ended (this process ran it).
+    Task(TaskStatus),
+    /// The exit code of PID 1 of the task's namespace (which ran it and
+    /// wrote its status).
+    Namespace(i32),
+}
+
+fn setup_error(what: &str, e: impl std::fmt::Display) -> String {
+    format!("the task supervisor could not {what}: {e}")
+}
+
+/// The signals a supervisor handles, delivered through a descriptor so that
+/// waiting for children, the grace deadline and signals are one loop. The
+/// mask is not inherited by the task: `std::process::Command` resets it.
+fn listen_for_signals() -> Result<SignalFd, String> {
     let mut mask = SigSet::empty();
     for s in [
         Signal::SIGCHLD,
@@ -270,21 +375,137 @@ fn supervise(plan: &Plan) -> Result<TaskStatus, String> {
     ] {
         mask.add(s);
     }
-    mask.thread_block().map_err(|e| setup("block signals", e))?;
-    let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
-        .map_err(|e| setup("listen for signals", e))?;
-    prctl::set_child_subreaper(true).map_err(|e| setup("become a subreaper", e))?;
-    // Nothing secret lives here, but a non-dumpable process cannot be read
-    // or traced through /proc by the task it runs.
-    prctl::set_dumpable(false).map_err(|e| setup("become non-dumpable", e))?;
-    prctl::set_pdeathsig(IMMEDIATE_STOP).map_err(|e| setup("watch the worker", e))?;
+    mask.thread_block()
+        .map_err(|e| setup_error("block signals", e))?;
+    SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .map_err(|e| setup_error("listen for signals", e))
+}
+
+/// Steps 1 to 6 of the [module docs](self). An error is a message for the
+/// task's attempt (the task did not start).
+fn supervise(plan: &Plan) -> Result<Supervised, String> {
+    use nix::sys::prctl;
+    let signals = listen_for_signals()?;
+    prctl::set_child_subreaper(true).map_err(|e| setup_error("become a subreaper", e))?;
+    prctl::set_pdeathsig(IMMEDIATE_STOP).map_err(|e| setup_error("watch the worker", e))?;
     if nix::unistd::getppid().as_raw() != plan.parent {
         return Err("the worker stopped before the task started".to_owned());
     }
-    if !plan.confinement.is_empty() {
-        confine(&plan.confinement)?;
+    if let Some(c) = plan.confinement.as_ref().filter(|c| c.namespaces) {
+        enter_namespaces(c)?;
+        // SAFETY: this process is single-threaded (it was just started by
+        // `exec`, and neither std nor anything above starts a thread), so
+        // the child may go on running ordinary Rust after `fork`: the
+        // restriction to async-signal-safe calls exists only because other
+        // threads may hold locks (the allocator's) at the time of the fork.
+        #[allow(unsafe_code)]
+        let forked = unsafe { nix::unistd::fork() };
+        match forked.map_err(|e| setup_error("start PID 1 of the task's namespace", e))? {
+            nix::unistd::ForkResult::Parent { child } => {
+                return Ok(Supervised::Namespace(wait_for_pid1(child, &signals)));
+            }
+            nix::unistd::ForkResult::Child => {
+                // PID 1 now. Its parent is the supervisor, whose death
+                // must stop it too (the worker's is covered by the same
+                // signal reaching the supervisor, which dies of it).
+                prctl::set_pdeathsig(Signal::SIGKILL)
+                    .map_err(|e| setup_error("watch its supervisor", e))?;
+                mount_private_folders(c)?;
+            }
+        }
     }
+    // Nothing secret lives here, but a non-dumpable process cannot be read
+    // or traced through /proc by the task it runs. (After the namespaces:
+    // a non-dumpable process may not write its own uid map.)
+    prctl::set_dumpable(false).map_err(|e| setup_error("become non-dumpable", e))?;
+    if let Some(c) = &plan.confinement {
+        confine(c)?;
+    }
+    run_task(plan, &signals).map(Supervised::Task)
+}
 
+/// Enters new user, mount and PID namespaces (and a network namespace for a
+/// task without network), the user's uid and gid mapped to themselves.
+fn enter_namespaces(c: &Confinement) -> Result<(), String> {
+    let (uid, gid) = (nix::unistd::getuid(), nix::unistd::getgid());
+    let mut flags = CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID;
+    if !c.network {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    nix::sched::unshare(flags).map_err(|e| setup_error("enter new namespaces", e))?;
+    let write = |file: &str, text: String| {
+        std::fs::write(file, text).map_err(|e| setup_error(&format!("write {file}"), e))
+    };
+    // An unprivileged process must give up `setgroups` before it may map
+    // its group.
+    write("/proc/self/setgroups", "deny".to_owned())?;
+    write("/proc/self/uid_map", format!("{uid} {uid} 1"))?;
+    write("/proc/self/gid_map", format!("{gid} {gid} 1"))?;
+    Ok(())
+}
+
+/// Mounts, in the task's own mount namespace (it is PID 1 of its PID
+/// namespace): its TMPDIR over `/tmp`, a tmpfs on `/dev/shm`, a new `/proc`.
+/// Nothing propagates back to the host (the namespace's mounts are made
+/// private first).
+fn mount_private_folders(c: &Confinement) -> Result<(), String> {
+    use nix::mount::mount;
+    let none: Option<&str> = None;
+    let fail = |what: &str, e: Errno| setup_error(&format!("mount {what}"), e);
+    mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)
+        .map_err(|e| fail("the task's mounts privately", e))?;
+    if let Some(tmp) = &c.private_tmp
+        && Path::new("/tmp").is_dir()
+    {
+        mount(Some(tmp.as_path()), "/tmp", none, MsFlags::MS_BIND, none)
+            .map_err(|e| fail(&format!("{} on /tmp", tmp.display()), e))?;
+    }
+    if Path::new("/dev/shm").is_dir() {
+        mount(
+            Some("tmpfs"),
+            "/dev/shm",
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("mode=1777"),
+        )
+        .map_err(|e| fail("a private /dev/shm", e))?;
+    }
+    mount(
+        Some("proc"),
+        "/proc",
+        Some("proc"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        none,
+    )
+    .map_err(|e| fail("a private /proc", e))?;
+    Ok(())
+}
+
+/// The outer supervisor of a namespace: forwards the signals it gets to PID
+/// 1 (which also gets the worker's, sent to the whole process group) and
+/// returns PID 1's exit code once it has ended.
+fn wait_for_pid1(pid1: Pid, signals: &SignalFd) -> i32 {
+    loop {
+        match waitpid(pid1, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, code)) => return code,
+            Ok(WaitStatus::Signaled(..)) => return 2,
+            Err(Errno::EINTR) | Ok(_) => {}
+            Err(_) => return 2,
+        }
+        let mut fds = [PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
+        let _ = poll(&mut fds, PollTimeout::NONE);
+        while let Ok(Some(info)) = signals.read_signal() {
+            if let Ok(s) = Signal::try_from(info.ssi_signo as i32)
+                && s != Signal::SIGCHLD
+            {
+                let _ = kill(pid1, s);
+            }
+        }
+    }
+}
+
+/// Step 5: starts the task and waits for it (see the [module docs](self)).
+fn run_task(plan: &Plan, signals: &SignalFd) -> Result<TaskStatus, String> {
     let (program, args) = plan
         .argv
         .split_first()
@@ -296,7 +517,6 @@ fn supervise(plan: &Plan) -> Result<TaskStatus, String> {
         .spawn()
         .map_err(|e| format!("could not start `{name}`: {e}"))?;
     let task = Pid::from_raw(task.id() as i32);
-
     let mut status = None;
     let mut kill_at: Option<Instant> = None;
     loop {
@@ -429,26 +649,82 @@ fn parent_of(pid: i32) -> Option<u32> {
     after.split_ascii_whitespace().nth(1)?.parse().ok()
 }
 
-/// Applies `confinement` to this process (and so to the task it starts).
-/// A kernel without Landlock is not an error: the worker has said so once.
+/// Tries, in this fresh process, what a namespaced task needs: the
+/// namespaces, then (in PID 1 of the new PID namespace) the mounts. Exit
+/// code 0 when all of it works.
+fn probe_namespaces() -> i32 {
+    let trial = Confinement {
+        network: false,
+        namespaces: true,
+        private_tmp: Some(PathBuf::from("/tmp")),
+        ..Confinement::default()
+    };
+    if enter_namespaces(&trial).is_err() {
+        return 1;
+    }
+    // SAFETY: as in `supervise`: this process is single-threaded, fresh
+    // from `exec`.
+    #[allow(unsafe_code)]
+    let forked = unsafe { nix::unistd::fork() };
+    match forked {
+        Ok(nix::unistd::ForkResult::Child) => {
+            let code = if mount_private_folders(&trial).is_ok() {
+                0
+            } else {
+                1
+            };
+            std::process::exit(code)
+        }
+        Ok(nix::unistd::ForkResult::Parent { child }) => loop {
+            match waitpid(child, None) {
+                Ok(WaitStatus::Exited(_, code)) => return code,
+                Err(Errno::EINTR) => {}
+                Ok(WaitStatus::Signaled(..)) | Err(_) => return 1,
+                Ok(_) => {}
+            }
+        },
+        Err(_) => 1,
+    }
+}
+
+/// Applies `confinement` to this process (and so to the task it starts),
+/// failing rather than running the task with less than it promises.
 fn confine(confinement: &Confinement) -> Result<(), String> {
     let abi = LANDLOCK_ABI;
-    let rules = allow_rules(confinement);
-    let fail = |e: landlock::RulesetError| format!("could not confine the task (Landlock): {e}");
+    let fail = |e: landlock::RulesetError| format!("could not sandbox the task (Landlock): {e}");
+    // Without a network namespace, Landlock's TCP rules are all that cut
+    // the task off: the worker claims such a task only where they exist,
+    // and this makes sure.
+    if !confinement.network
+        && !confinement.namespaces
+        && !landlock_has(|r| r.handle_access(AccessNet::from_all(LANDLOCK_NET_ABI)))
+    {
+        return Err(
+            "could not cut the task off the network: this kernel has neither unprivileged network namespaces nor Landlock TCP rules (Linux 6.7+)"
+                .to_owned(),
+        );
+    }
     let mut ruleset = Ruleset::default()
         .handle_access(AccessFs::from_all(abi))
         .map_err(fail)?
-        .create()
+        .scope(Scope::from_all(abi))
         .map_err(fail)?;
-    for rule in rules {
-        let access = match rule.access {
-            RuleAccess::ListOnly => BitFlags::from(AccessFs::ReadDir),
-            RuleAccess::All if rule.is_dir => AccessFs::from_all(abi),
-            RuleAccess::All => AccessFs::from_file(abi),
-        };
+    if !confinement.network {
+        ruleset = ruleset
+            .handle_access(AccessNet::from_all(LANDLOCK_NET_ABI))
+            .map_err(fail)?;
+    }
+    let mut ruleset = ruleset.create().map_err(fail)?;
+    for rule in rules(confinement) {
         // A path that vanished since it was listed needs no rule.
         let Ok(fd) = PathFd::new(&rule.path) else {
             continue;
+        };
+        let access = match (rule.access, rule.is_dir) {
+            (RuleAccess::ReadOnly, true) => AccessFs::from_read(abi),
+            (RuleAccess::ReadOnly, false) => AccessFs::from_read(abi) & AccessFs::from_file(abi),
+            (RuleAccess::ReadWrite, true) => AccessFs::from_all(abi),
+            (RuleAccess::ReadWrite, false) => AccessFs::from_file(abi),
         };
         ruleset = ruleset
             .add_rule(PathBeneath::new(fd, access))
@@ -456,7 +732,10 @@ fn confine(confinement: &Confinement) -> Result<(), String> {
     }
     let status = ruleset.restrict_self().map_err(fail)?;
     if status.ruleset == RulesetStatus::NotEnforced {
-        tracing::debug!("Landlock is not available: the task is not confined");
+        return Err(
+            "could not sandbox the task: this kernel does not enforce Landlock (the worker expected it to)"
+                .to_owned(),
+        );
     }
     Ok(())
 }
@@ -464,10 +743,10 @@ fn confine(confinement: &Confinement) -> Result<(), String> {
 /// What a [`Rule`] allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum RuleAccess {
-    /// Listing folders only (the folders on the way to a protected one).
-    ListOnly,
+    /// Read, list and execute.
+    ReadOnly,
     /// Everything.
-    All,
+    ReadWrite,
 }
 
 /// One Landlock rule: `access` to `path` and everything below it.
@@ -478,66 +757,37 @@ pub(crate) struct Rule {
     pub is_dir: bool,
 }
 
-/// The allow-list that denies exactly the protected paths: Landlock only
-/// grants, so every folder on the way from `/` to a protected path gets
-/// "list" only, and each of its other entries gets everything. Inside a
-/// protected folder, only the allowed folders are granted again. Symbolic
-/// links get no rule (a rule would apply to their target, which might be
-/// protected); access through them is checked on the target.
-///
-/// A consequence, documented in the README: a task cannot create new
-/// entries directly in the folders on the way to a protected one (`$HOME`,
-/// `~/.config`, the workspace folder); existing entries there are fully
-/// usable.
-pub(crate) fn allow_rules(confinement: &Confinement) -> Vec<Rule> {
-    let canonical = |paths: &[PathBuf]| -> BTreeSet<PathBuf> {
-        // A protected path that does not exist has nothing to protect.
-        paths
-            .iter()
-            .filter_map(|p| std::fs::canonicalize(p).ok())
-            .collect()
-    };
-    let protect = canonical(&confinement.protect);
-    let allow = canonical(&confinement.allow);
-    let mut on_the_way = BTreeSet::new();
-    for p in protect.iter().chain(&allow) {
-        on_the_way.extend(p.ancestors().skip(1).map(Path::to_path_buf));
-    }
-    // A protected path is itself on the way to an allowed one inside it.
-    for p in &protect {
-        if allow.iter().any(|a| a.starts_with(p) && a != p) {
-            on_the_way.insert(p.clone());
-        }
-    }
-    let mut rules = Vec::new();
-    for dir in &on_the_way {
-        rules.push(Rule {
-            path: dir.clone(),
-            access: RuleAccess::ListOnly,
-            is_dir: true,
-        });
-        let inside_protected = protect.iter().any(|p| dir.starts_with(p));
-        // A folder we may cross but not list (`/home` with mode 0711):
-        // its other entries are not ours to grant, and stay closed.
-        let Ok(entries) = std::fs::read_dir(dir) else {
+/// The allow-list of a confinement: one rule per path that exists, by its
+/// canonical path (a rule follows symbolic links to their target anyway, so
+/// the target is what is granted), read-write winning over read-only for a
+/// path listed as both. Everything not below one of these paths is denied.
+pub(crate) fn rules(confinement: &Confinement) -> Vec<Rule> {
+    let mut rules: Vec<Rule> = Vec::new();
+    let listed = confinement
+        .read_write
+        .iter()
+        .map(|p| (p, RuleAccess::ReadWrite))
+        .chain(
+            confinement
+                .read_only
+                .iter()
+                .map(|p| (p, RuleAccess::ReadOnly)),
+        );
+    for (path, access) in listed {
+        let Ok(path) = std::fs::canonicalize(path) else {
             continue;
         };
-        for entry in entries.filter_map(Result::ok) {
-            let path = entry.path();
-            if on_the_way.contains(&path) || protect.contains(&path) {
-                continue;
-            }
-            let Ok(file_type) = entry.file_type() else {
-                continue;
-            };
-            if allow.contains(&path) || (!inside_protected && !file_type.is_symlink()) {
-                rules.push(Rule {
-                    path,
-                    access: RuleAccess::All,
-                    is_dir: file_type.is_dir(),
-                });
-            }
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue;
+        };
+        if rules.iter().any(|r| r.path == path) {
+            continue;
         }
+        rules.push(Rule {
+            path,
+            access,
+            is_dir: meta.is_dir(),
+        });
     }
     rules
 }
@@ -549,16 +799,26 @@ mod tests {
 
     #[test]
     fn plan_round_trips_through_arguments() {
-        let plan = Plan {
+        let mut plan = Plan {
             parent: 42,
             grace: Duration::from_millis(2500),
             status_path: "/w/.bridge/work/x.status".into(),
-            confinement: Confinement {
-                protect: vec!["/home/u/.config/bridge".into(), "/w/.bridge".into()],
-                allow: vec!["/w/.bridge/work/a/t1".into()],
-            },
-            argv: vec!["sh".into(), "-c".into(), "echo --protect".into()],
+            confinement: Some(Confinement {
+                read_write: vec!["/w/.bridge/work/a/t1".into()],
+                read_only: vec!["/usr".into(), "/home/u/.cargo/bin".into()],
+                network: false,
+                namespaces: true,
+                private_tmp: Some("/w/.bridge/work/a/t1.tmp".into()),
+            }),
+            argv: vec!["sh".into(), "-c".into(), "echo --rw".into()],
         };
+        assert_eq!(Plan::parse(plan.to_args()).unwrap(), plan);
+        plan.confinement = Some(Confinement {
+            network: true,
+            ..Confinement::default()
+        });
+        assert_eq!(Plan::parse(plan.to_args()).unwrap(), plan);
+        plan.confinement = None;
         assert_eq!(Plan::parse(plan.to_args()).unwrap(), plan);
         assert!(Plan::parse(Vec::<OsString>::new()).is_err());
     }
@@ -576,50 +836,41 @@ mod tests {
     }
 
     #[test]
-    fn rules_grant_everything_but_the_protected_paths() {
+    fn rules_grant_only_what_is_listed() {
         let tmp = tempfile::tempdir().unwrap();
         let root = std::fs::canonicalize(tmp.path()).unwrap();
-        let home = root.join("home");
-        let config = home.join(".config");
-        let protected = config.join("bridge");
-        let ws = root.join("ws");
-        let dot = ws.join(".bridge");
-        let mine = dot.join("work").join("w1").join("task");
-        let other = dot.join("work").join("w1").join("other-task");
-        for d in [
-            &protected,
-            &home.join("docs"),
-            &mine,
-            &other,
-            &dot.join("store"),
-        ] {
-            std::fs::create_dir_all(d).unwrap();
-        }
-        std::fs::write(protected.join("identity"), "secret").unwrap();
-        std::fs::write(home.join("notes.txt"), "x").unwrap();
-        std::os::unix::fs::symlink(&protected, home.join("link")).unwrap();
-        let rules = allow_rules(&Confinement {
-            protect: vec![protected.clone(), dot.clone()],
-            allow: vec![mine.clone()],
+        let task = root.join("work").join("t1");
+        let toolchain = root.join("home").join(".cargo").join("bin");
+        std::fs::create_dir_all(&task).unwrap();
+        std::fs::create_dir_all(&toolchain).unwrap();
+        std::fs::write(root.join("log"), "").unwrap();
+        std::os::unix::fs::symlink(&toolchain, root.join("link")).unwrap();
+        let rules = rules(&Confinement {
+            read_write: vec![task.clone(), root.join("log"), root.join("missing")],
+            read_only: vec![root.join("link"), task.clone()],
+            network: true,
+            ..Confinement::default()
         });
-        let granted = |p: &Path| {
-            rules
-                .iter()
-                .filter(|r| p.starts_with(&r.path) && r.access == RuleAccess::All)
-                .count()
-        };
-        assert_eq!(granted(&protected.join("identity")), 0, "{rules:#?}");
-        assert_eq!(granted(&dot.join("store")), 0);
-        assert_eq!(granted(&other), 0);
-        assert_eq!(granted(&home.join("link")), 0, "symbolic links get no rule");
-        assert_eq!(granted(&mine.join("out.txt")), 1);
-        assert_eq!(granted(&home.join("docs").join("a")), 1);
-        assert_eq!(granted(&home.join("notes.txt")), 1);
-        assert_eq!(granted(Path::new("/usr/bin/env")), 1);
-        assert!(
-            rules
-                .iter()
-                .any(|r| r.path == home && r.access == RuleAccess::ListOnly)
+        assert_eq!(
+            rules,
+            vec![
+                Rule {
+                    path: task,
+                    access: RuleAccess::ReadWrite,
+                    is_dir: true
+                },
+                Rule {
+                    path: root.join("log"),
+                    access: RuleAccess::ReadWrite,
+                    is_dir: false
+                },
+                // The link's target, read-only.
+                Rule {
+                    path: toolchain,
+                    access: RuleAccess::ReadOnly,
+                    is_dir: true
+                },
+            ]
         );
     }
 }

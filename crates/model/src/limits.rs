@@ -61,6 +61,8 @@ pub const MAX_LABEL_BYTES: usize = 256;
 pub const MAX_NEEDS: usize = 100_000;
 /// The longest nonce (set by `--rerun`), in bytes.
 pub const MAX_NONCE_BYTES: usize = 256;
+/// The most `allow-read` paths one task may declare.
+pub const MAX_ALLOW_READ: usize = 64;
 
 /// Why a [`TaskSpec`] cannot be stored or run. `field` is named as in a task
 /// file (`timeout`, `env.KEY`, `inputs[2].path`, …); long or odd values are
@@ -309,8 +311,39 @@ impl TaskSpec {
         if let Some(n) = &self.nonce {
             text(|| "nonce".into(), n, MAX_NONCE_BYTES)?;
         }
+        count("allow-read", self.allow_read.len(), MAX_ALLOW_READ)?;
+        for (i, p) in self.allow_read.iter().enumerate() {
+            check_allow_read(|| format!("allow-read[{i}]"), p)?;
+        }
         Ok(())
     }
+}
+
+/// Checks one `allow-read` path: absolute or `~/...` (the worker's home),
+/// without `.` or `..` parts, so that what a device grants can be compared
+/// with it by prefix alone.
+pub fn check_allow_read(field: impl Fn() -> String, p: &str) -> Result<(), SpecError> {
+    text(&field, p, MAX_PATH_BYTES)?;
+    let rest = match p.strip_prefix("~/") {
+        Some(rest) => rest,
+        None if p.starts_with('/') => &p[1..],
+        None => {
+            return Err(SpecError::Invalid {
+                field: field(),
+                reason: format!(
+                    "is `{}`: it must be an absolute path or start with `~/`",
+                    shown(p)
+                ),
+            });
+        }
+    };
+    if rest.split('/').any(|c| c == "." || c == "..") {
+        return Err(SpecError::Invalid {
+            field: field(),
+            reason: format!("is `{}`: it must not hold `.` or `..` parts", shown(p)),
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -336,7 +369,24 @@ mod tests {
             priority: 0,
             needs: vec![],
             nonce: None,
+            network: true,
+            allow_read: vec![],
         }
+    }
+
+    #[test]
+    fn allow_read_paths_are_absolute_or_in_home() {
+        let mut s = spec();
+        s.allow_read = vec!["/opt/data".into(), "~/.rustup".into(), "/".into()];
+        assert_eq!(s.check(), Ok(()));
+        for bad in ["data", "~user/x", "/opt/../etc", "~/./x", "", "/a\0b"] {
+            let mut s = spec();
+            s.allow_read = vec![bad.replace("\\0", "\0")];
+            assert!(s.check().is_err(), "{bad:?} was accepted");
+        }
+        let mut s = spec();
+        s.allow_read = vec!["/x".into(); MAX_ALLOW_READ + 1];
+        assert!(matches!(s.check(), Err(SpecError::TooMany { .. })));
     }
 
     fn field_of(e: &SpecError) -> String {

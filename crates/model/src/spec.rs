@@ -212,6 +212,24 @@ pub struct TaskSpec {
     /// Set by `--rerun` so that an identical task is run again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nonce: Option<String>,
+    /// Whether the task may use the network (issue 13). `false` is run only
+    /// by a worker that can cut it off; skipped when `true` (the default),
+    /// so that the ids of earlier tasks do not change.
+    #[serde(default = "network_default", skip_serializing_if = "is_true")]
+    pub network: bool,
+    /// Paths outside its folder the task needs to read (absolute, or
+    /// `~/...` for the worker's home): run only by a worker whose
+    /// `[worker] allow-read` covers them all (issue 13).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_read: Vec<String>,
+}
+
+fn network_default() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 /// The fields that make a task's identity, in a fixed order.
@@ -226,6 +244,11 @@ struct Identity<'a> {
     runs_on: Vec<&'a String>,
     needs: Vec<&'a TaskId>,
     nonce: &'a Option<String>,
+    // Skipped at their defaults, so that earlier tasks keep their ids.
+    #[serde(skip_serializing_if = "is_true")]
+    network: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    allow_read: Vec<&'a String>,
 }
 
 /// Domain separation for the task hash, so it can never equal another hash
@@ -235,6 +258,14 @@ const TASK_HASH_DOMAIN: &[u8] = b"bridge-task-v1\0";
 impl TaskSpec {
     /// The content-addressed id of this task.
     pub fn id(&self) -> TaskId {
+        let mut hasher = Sha256::new();
+        hasher.update(TASK_HASH_DOMAIN);
+        hasher.update(self.identity_json());
+        TaskId::from_digest(&hasher.finalize())
+    }
+
+    /// The JSON of the fields that make the task's identity.
+    fn identity_json(&self) -> Vec<u8> {
         let mut inputs: Vec<_> = self
             .inputs
             .iter()
@@ -247,6 +278,9 @@ impl TaskSpec {
         let mut needs: Vec<_> = self.needs.iter().collect();
         needs.sort();
         needs.dedup();
+        let mut allow_read: Vec<_> = self.allow_read.iter().collect();
+        allow_read.sort();
+        allow_read.dedup();
         let identity = Identity {
             command: &self.command,
             env: &self.env,
@@ -257,12 +291,11 @@ impl TaskSpec {
             runs_on,
             needs,
             nonce: &self.nonce,
+            network: self.network,
+            allow_read,
         };
-        let mut hasher = Sha256::new();
-        hasher.update(TASK_HASH_DOMAIN);
         // Serialising plain structs, strings and maps to JSON cannot fail.
-        hasher.update(serde_json::to_vec(&identity).unwrap_or_default());
-        TaskId::from_digest(&hasher.finalize())
+        serde_json::to_vec(&identity).unwrap_or_default()
     }
 
     /// Whether a worker with `labels` may run this task.
@@ -291,7 +324,28 @@ mod tests {
             priority: 0,
             needs: vec![],
             nonce: None,
+            network: true,
+            allow_read: vec![],
         }
+    }
+
+    #[test]
+    fn issue13_sandbox_fields_are_identity_but_defaults_keep_old_ids() {
+        let a = spec("echo hi");
+        // The id of this spec before issue 13 added the fields.
+        let json = serde_json::to_string(&a).unwrap_or_default();
+        assert!(
+            !json.contains("network") && !json.contains("allow_read"),
+            "{json}"
+        );
+        let mut b = a.clone();
+        b.network = false;
+        assert_ne!(a.id(), b.id());
+        let mut c = a.clone();
+        c.allow_read = vec!["/opt/x".into()];
+        assert_ne!(a.id(), c.id());
+        let back: TaskSpec = serde_json::from_str(&json).unwrap_or_else(|_| b.clone());
+        assert!(back.network);
     }
 
     #[test]

@@ -53,6 +53,8 @@ fn pool() -> Vec<TaskSpec> {
             priority: i64::try_from(i % 2).expect("small"),
             needs: vec![],
             nonce: None,
+            network: true,
+            allow_read: vec![],
         };
         s.needs = match i {
             2 => vec![out[0].id()],

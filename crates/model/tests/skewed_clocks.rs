@@ -45,6 +45,8 @@ fn spec() -> TaskSpec {
         priority: 0,
         needs: vec![],
         nonce: None,
+        network: true,
+        allow_read: vec![],
     }
 }
 

@@ -41,6 +41,8 @@ fn spec(script: &str) -> TaskSpec {
         priority: 0,
         needs: vec![],
         nonce: None,
+        network: true,
+        allow_read: vec![],
     }
 }
 
