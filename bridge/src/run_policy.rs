@@ -1,4 +1,6 @@
-//! Whose tasks this device runs: `[worker] run-tasks-from` in bridge.toml,
+//! Whose tasks this device runs: `[worker] run-tasks-from` in
+//! `.bridge/config.toml` (in bridge.toml for runners: see
+//! [`crate::workspace::DeviceConfig`]),
 //! or `--run-tasks-from` for one run (issue 13, item 2).
 //!
 //! A task is code that runs on the device that claims it. Every member with
@@ -348,25 +350,33 @@ impl fmt::Display for Setting {
 /// under `--run-tasks-from`): the same comma-separated list as the flag.
 pub const RUN_TASKS_FROM_ENV: &str = "BRIDGE_RUN_TASKS_FROM";
 
-/// The entries in force: `flag`, else `BRIDGE_RUN_TASKS_FROM`, else
-/// bridge.toml's `[worker] run-tasks-from`, else `None` (the default for
-/// this device's role).
+/// The entries in force: `flag`, else `BRIDGE_RUN_TASKS_FROM`, else the
+/// workspace's setting for this device (`.bridge/config.toml`, and on a
+/// runner bridge.toml's: see [`crate::workspace::DeviceConfig`]), else
+/// `None` (the default for this device's role).
 pub fn entries(
-    config: &crate::workspace::Config,
+    ws: &crate::workspace::Workspace,
+    runner: bool,
     flag: Option<&str>,
 ) -> CliResult<Option<Vec<RunFrom>>> {
-    entries_with(config, flag, std::env::var(RUN_TASKS_FROM_ENV).ok())
+    let configured = ws.worker_policy(runner).run_tasks_from.map(|entries| {
+        entries
+            .iter()
+            .filter_map(|e| RunFrom::parse(e).ok())
+            .collect()
+    });
+    entries_with(configured, flag, std::env::var(RUN_TASKS_FROM_ENV).ok())
 }
 
 fn entries_with(
-    config: &crate::workspace::Config,
+    configured: Option<Vec<RunFrom>>,
     flag: Option<&str>,
     env: Option<String>,
 ) -> CliResult<Option<Vec<RunFrom>>> {
     let (list, from) = match (flag, &env) {
         (Some(list), _) => (list, "--run-tasks-from "),
         (None, Some(list)) => (list.as_str(), concat!("BRIDGE_RUN_TASKS_FROM", "=")),
-        (None, None) => return Ok(config.run_tasks_from()),
+        (None, None) => return Ok(configured),
     };
     RunFrom::parse_list(list).map(Some).map_err(|e| {
         CliError::hint(
@@ -412,10 +422,17 @@ impl crate::workspace::Session {
             .contains(&member_tag(self.vault.identity().member_id()))
     }
 
+    /// Whether this device is a runner (its member has the worker role).
+    pub fn is_runner(&self) -> bool {
+        self.vault
+            .me()
+            .is_ok_and(|m| m.role == bridge_crypto::Role::Worker)
+    }
+
     /// This device's [`TaskPolicy`] as its settings make it (what `ls`,
     /// `status` and `show` mark tasks by), without a flag.
     pub fn configured_task_policy(&self) -> CliResult<TaskPolicy> {
-        Ok(self.task_policy(entries(&self.ws.config, None)?.as_deref()))
+        Ok(self.task_policy(entries(&self.ws, self.is_runner(), None)?.as_deref()))
     }
 }
 
@@ -561,7 +578,7 @@ mod tests {
         let config = crate::workspace::Config::parse_str(text, std::path::Path::new("bridge.toml"))
             .unwrap_or_else(|e| panic!("{}", e.error));
         let got = |flag: Option<&str>, env: Option<&str>| {
-            entries_with(&config, flag, env.map(str::to_owned))
+            entries_with(config.run_tasks_from(), flag, env.map(str::to_owned))
                 .unwrap_or_else(|e| panic!("{}", e.error))
         };
         assert_eq!(got(None, None), Some(vec![RunFrom::Admins]));
@@ -571,7 +588,7 @@ mod tests {
             Some(vec![RunFrom::Myself])
         );
         assert_eq!(got(Some(""), None), Some(vec![]));
-        let Err(e) = entries_with(&config, None, Some("all".into())) else {
+        let Err(e) = entries_with(config.run_tasks_from(), None, Some("all".into())) else {
             panic!("refused")
         };
         assert!(

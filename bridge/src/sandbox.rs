@@ -24,7 +24,8 @@
 //! The fixed part of that list is built once per worker ([`Sandbox::resolve`]);
 //! each task adds only its own folders ([`Sandbox::confinement`]).
 //!
-//! Policy ([`SandboxMode`], `[worker] sandbox` in bridge.toml, overridden by
+//! Policy ([`SandboxMode`], `[worker] sandbox` in `.bridge/config.toml`
+//! (bridge.toml's on a runner: see [`crate::workspace::DeviceConfig`]), overridden by
 //! `BRIDGE_SANDBOX`): `auto` sandboxes where the system can and otherwise runs
 //! only this device's own tasks; `required` refuses to work without a
 //! sandbox; `off` runs every task unsandboxed, as the user asked.

@@ -192,7 +192,7 @@ impl LeftForOthers {
             .map(|n| crate::output::safe(n).into_owned())
             .collect();
         format!(
-            "{} pending task{} {} left for other devices: {} submitter{} ({}) {} not in run-tasks-from = {}; to run {} here, add {} to `run-tasks-from` under [worker] in bridge.toml, or pass --run-tasks-from",
+            "{} pending task{} {} left for other devices: {} submitter{} ({}) {} not in run-tasks-from = {}; to run {} here, add {} to `run-tasks-from` under [worker] in .bridge/config.toml (bridge.toml's on a runner), or pass --run-tasks-from",
             n,
             if n == 1 { "" } else { "s" },
             if n == 1 { "is" } else { "are" },
@@ -351,7 +351,7 @@ async fn work_loop(
     // This worker's own folder; folders killed workers left are removed.
     let work_area = crate::workarea::WorkArea::open(&session.ws.work_dir())?;
     let work_dir = work_area.dir().to_owned();
-    let (supervisor, sandbox) = task_supervisor(&session.ws)?;
+    let (supervisor, sandbox) = task_supervisor(&session.ws, session.is_runner())?;
     let me = crate::vault::member_tag(session.vault.identity().member_id());
     let stop_tasks = CancellationToken::new();
     // Shared by every task, so that tasks needing the same URL input wait
@@ -1450,6 +1450,7 @@ fn keep(
 /// `[worker] sandbox = "required"` and the system cannot sandbox tasks.
 fn task_supervisor(
     ws: &crate::workspace::Workspace,
+    runner: bool,
 ) -> CliResult<(Option<bridge_exec::Supervisor>, Arc<Sandbox>)> {
     let program = if cfg!(target_os = "linux") {
         // The running executable even if its file was replaced since (an
@@ -1468,9 +1469,19 @@ fn task_supervisor(
     if let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
         protected.push(PathBuf::from(home).join(".ssh"));
     }
+    let policy = ws.worker_policy(runner);
+    if !policy.shared_ignored.is_empty() {
+        tracing::warn!(
+            "{} sets [worker] {}, which applies to runners only: this device takes what it lends from {}/{} (its own settings, never shared)",
+            crate::workspace::CONFIG_FILE,
+            policy.shared_ignored.join(", "),
+            crate::workspace::STATE_DIR,
+            crate::workspace::DEVICE_CONFIG_FILE,
+        );
+    }
     let sandbox = Sandbox::resolve(
-        ws.config.worker.sandbox.as_deref(),
-        &ws.config.worker.allow_read,
+        policy.sandbox.as_deref(),
+        &policy.allow_read,
         &protected,
         program.as_deref(),
     )?;

@@ -124,6 +124,59 @@ pub struct WorkerSection {
     pub allow_read: Vec<String>,
 }
 
+/// `.bridge/config.toml`: this device's own settings for this workspace,
+/// never synced or committed (like a repository's `.git/config`).
+///
+/// Whose code a device runs, and how confined, is its owner's decision:
+/// `bridge.toml` is shared (committed to the repository, copied between
+/// devices), so anyone who can change it could otherwise open every
+/// member's laptop to every member's tasks, or turn its sandbox off. On a
+/// person's device (admin or submit role) these three settings are read
+/// from this file only; in `bridge.toml` they configure the runners
+/// (worker role), whose configuration is the repository anyway. A runner
+/// reads this file too, and it wins there.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceConfig {
+    /// `[worker]`.
+    #[serde(default)]
+    pub worker: DeviceWorker,
+}
+
+/// `[worker]` in [`DeviceConfig`]: the settings of [`WorkerSection`] that
+/// decide what this device lends.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DeviceWorker {
+    /// As [`WorkerSection::run_tasks_from`].
+    #[serde(default)]
+    pub run_tasks_from: Option<Vec<String>>,
+    /// As [`WorkerSection::sandbox`].
+    #[serde(default)]
+    pub sandbox: Option<String>,
+    /// As [`WorkerSection::allow_read`].
+    #[serde(default)]
+    pub allow_read: Option<Vec<String>>,
+}
+
+/// The name of [`DeviceConfig`]'s file, in the workspace's `.bridge/`.
+pub const DEVICE_CONFIG_FILE: &str = "config.toml";
+
+/// The settings that decide what this device lends, as they apply to it
+/// (see [`DeviceConfig`]).
+#[derive(Debug, Clone, Default)]
+pub struct WorkerPolicy {
+    /// `run-tasks-from`, unparsed; `None`: the default for the role.
+    pub run_tasks_from: Option<Vec<String>>,
+    /// `sandbox`; `None`: `auto`.
+    pub sandbox: Option<String>,
+    /// `allow-read`.
+    pub allow_read: Vec<String>,
+    /// The keys `bridge.toml` sets that this device does not take from it
+    /// (a person's device), for one note.
+    pub shared_ignored: Vec<&'static str>,
+}
+
 /// `[github]`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -204,16 +257,12 @@ impl Config {
                 ),
             );
         }
-        if let Some(mode) = &self.worker.sandbox
-            && let Err(e) = mode.parse::<crate::sandbox::SandboxMode>()
-        {
-            return fail("worker", "sandbox", e);
-        }
-        for (i, p) in self.worker.allow_read.iter().enumerate() {
-            if let Err(e) = bridge_model::limits::check_allow_read(|| format!("allow-read[{i}]"), p)
-            {
-                return fail("worker", "allow-read", e.to_string());
-            }
+        if let Err((key, message)) = check_policy_keys(
+            self.worker.run_tasks_from.as_deref(),
+            self.worker.sandbox.as_deref(),
+            &self.worker.allow_read,
+        ) {
+            return fail("worker", key, message);
         }
         // Bounded so that every sum with a clock stays far from overflowing
         // (a lease of `1000000000y` panicked the worker) and a zero lease
@@ -259,11 +308,6 @@ impl Config {
                     );
                 }
                 Ok(_) => {}
-            }
-        }
-        for entry in self.worker.run_tasks_from.iter().flatten() {
-            if let Err(message) = crate::run_policy::RunFrom::parse(entry) {
-                return fail("worker", "run-tasks-from", message);
             }
         }
         Ok(())
@@ -341,6 +385,63 @@ impl Config {
 
 /// One error for a damaged `bridge.toml`: the file, line and column, the
 /// field when one is known, what is wrong, and one hint.
+/// The checks of the settings that decide what a device lends, wherever
+/// they are written: the key and the message of the first that fails.
+fn check_policy_keys(
+    run_tasks_from: Option<&[String]>,
+    sandbox: Option<&str>,
+    allow_read: &[String],
+) -> Result<(), (&'static str, String)> {
+    if let Some(mode) = sandbox
+        && let Err(e) = mode.parse::<crate::sandbox::SandboxMode>()
+    {
+        return Err(("sandbox", e));
+    }
+    for (i, p) in allow_read.iter().enumerate() {
+        if let Err(e) = bridge_model::limits::check_allow_read(|| format!("allow-read[{i}]"), p) {
+            return Err(("allow-read", e.to_string()));
+        }
+    }
+    for entry in run_tasks_from.into_iter().flatten() {
+        if let Err(message) = crate::run_policy::RunFrom::parse(entry) {
+            return Err(("run-tasks-from", message));
+        }
+    }
+    Ok(())
+}
+
+/// Reads `.bridge/config.toml` in `root`, if there is one.
+fn read_device_config(root: &Path) -> CliResult<DeviceConfig> {
+    let path = root.join(STATE_DIR).join(DEVICE_CONFIG_FILE);
+    if std::fs::symlink_metadata(&path).is_err() {
+        return Ok(DeviceConfig::default());
+    }
+    let text = crate::files::read_text(&path, crate::files::CONFIG_MAX)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let device: DeviceConfig = toml::from_str(&text).map_err(|e| {
+        let (line, column) = e
+            .span()
+            .map_or((1, 1), |span| line_and_column(&text, span.start));
+        config_error(&path, line, column, field_at(&text, line), e.message())
+    })?;
+    let w = &device.worker;
+    if let Err((key, message)) = check_policy_keys(
+        w.run_tasks_from.as_deref(),
+        w.sandbox.as_deref(),
+        w.allow_read.as_deref().unwrap_or_default(),
+    ) {
+        let (line, column) = locate(&text, "worker", key).unwrap_or((1, 1));
+        return Err(config_error(
+            &path,
+            line,
+            column,
+            Some(format!("worker.{key}")),
+            &message,
+        ));
+    }
+    Ok(device)
+}
+
 fn config_error(
     path: &Path,
     line: usize,
@@ -438,6 +539,8 @@ pub struct Workspace {
     pub config: Config,
     /// This device's replica.
     pub replica: Replica,
+    /// `.bridge/config.toml`: this device's own settings.
+    pub device: DeviceConfig,
 }
 
 impl Workspace {
@@ -504,11 +607,47 @@ impl Workspace {
                 ),
             ));
         }
+        let device = read_device_config(root)?;
         Ok(Workspace {
             root: root.to_path_buf(),
             config,
             replica,
+            device,
         })
+    }
+
+    /// The settings that decide what this device lends (see
+    /// [`DeviceConfig`]): `.bridge/config.toml`'s, and on a `runner`
+    /// (worker role) `bridge.toml`'s where that file is silent.
+    pub fn worker_policy(&self, runner: bool) -> WorkerPolicy {
+        let own = &self.device.worker;
+        let shared = &self.config.worker;
+        let mut policy = WorkerPolicy {
+            run_tasks_from: own.run_tasks_from.clone(),
+            sandbox: own.sandbox.clone(),
+            allow_read: own.allow_read.clone().unwrap_or_default(),
+            shared_ignored: Vec::new(),
+        };
+        if runner {
+            policy.run_tasks_from = policy
+                .run_tasks_from
+                .or_else(|| shared.run_tasks_from.clone());
+            policy.sandbox = policy.sandbox.or_else(|| shared.sandbox.clone());
+            if own.allow_read.is_none() {
+                policy.allow_read = shared.allow_read.clone();
+            }
+        } else {
+            for (key, set) in [
+                ("run-tasks-from", shared.run_tasks_from.is_some()),
+                ("sandbox", shared.sandbox.is_some()),
+                ("allow-read", !shared.allow_read.is_empty()),
+            ] {
+                if set {
+                    policy.shared_ignored.push(key);
+                }
+            }
+        }
+        policy
     }
 
     /// Where task working folders and logs live while tasks run.

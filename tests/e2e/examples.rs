@@ -127,6 +127,9 @@ fn grant_python(d: &Device) {
         .filter(|p| !["/", "/usr", "/usr/local"].contains(p))
         .map(|p| format!("{p:?}"))
         .collect();
+    // The device's own setting, and bridge.toml's for the runners that
+    // copy it.
+    d.set_device_settings(&format!("allow-read = [{}]\n", paths.join(", ")));
     d.set_worker_settings(&format!("allow-read = [{}]\n", paths.join(", ")));
 }
 

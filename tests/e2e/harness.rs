@@ -376,15 +376,29 @@ impl Device {
     /// relying on the default (its own and the admins' on a person's
     /// device).
     pub fn set_run_tasks_from(&self, entries: &[&str]) {
-        let path = self.path("bridge.toml");
-        let text = fs::read_to_string(&path).expect("cannot read bridge.toml");
-        let kept: Vec<&str> = text
-            .lines()
-            .filter(|l| !l.trim_start().starts_with("run-tasks-from"))
-            .collect();
-        fs::write(&path, kept.join("\n") + "\n").expect("cannot write bridge.toml");
         let list: Vec<String> = entries.iter().map(|e| format!("{e:?}")).collect();
-        self.set_worker_settings(&format!("run-tasks-from = [{}]\n", list.join(", ")));
+        self.set_device_settings(&format!("run-tasks-from = [{}]\n", list.join(", ")));
+    }
+
+    /// Sets `settings` (whole `key = value` lines) under `[worker]` in this
+    /// device's own `.bridge/config.toml` (what it lends: `run-tasks-from`,
+    /// `sandbox`, `allow-read`), replacing earlier lines of the same keys.
+    pub fn set_device_settings(&self, settings: &str) {
+        let path = self.path(".bridge/config.toml");
+        let text = fs::read_to_string(&path).unwrap_or_else(|_| "[worker]\n".to_owned());
+        let keys: Vec<&str> = settings
+            .lines()
+            .filter_map(|l| l.split_once('=').map(|(k, _)| k.trim()))
+            .collect();
+        let mut kept: Vec<&str> = text
+            .lines()
+            .filter(|l| {
+                !l.split_once('=')
+                    .is_some_and(|(k, _)| keys.contains(&k.trim()))
+            })
+            .collect();
+        kept.extend(settings.lines());
+        fs::write(&path, kept.join("\n") + "\n").expect("cannot write .bridge/config.toml");
     }
 
     /// Adds `settings` (whole `key = value` lines) under `[worker]` in

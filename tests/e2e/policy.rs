@@ -1,6 +1,7 @@
 //! Each device chooses whose tasks it runs (issue 13, item 2): `[worker]
-//! run-tasks-from` in bridge.toml, `--run-tasks-from` for one run, and the
-//! default by the device's role. Tasks a device would not run are left
+//! run-tasks-from` in its own `.bridge/config.toml` (bridge.toml's only on a
+//! runner), `--run-tasks-from` for one run, and the default by the device's
+//! role. Tasks a device would not run are left
 //! pending for others (never claimed, never attempted) and shown as such
 //! by `ls`, `status` and `show`.
 
@@ -153,7 +154,7 @@ fn issue13_a_members_name_or_the_flag_lets_their_tasks_run() {
         serde_json::json!({"entries": ["self"], "default": false}),
         "{report}"
     );
-    // The member's name in bridge.toml.
+    // The member's name in the device's settings.
     admin.set_run_tasks_from(&["self", &bob.name]);
     let report = admin.ok(&["work", "--json"]).json();
     assert_eq!(report["done"], 1, "{report}");
@@ -222,7 +223,8 @@ fn issue13_wrong_entries_are_refused_and_unknown_names_warned_about() {
     let (_dir, _remote, admin, bob) = pool("pol-bad");
     bob.ok(&["submit", "--name", "t", "--", "echo", "t"]);
     admin.ok(&["sync"]);
-    // A misspelt keyword in bridge.toml: the file's line, what to write.
+    // A misspelt keyword in the device's settings: the file's line, what
+    // to write.
     admin.set_run_tasks_from(&["self", "admin"]);
     let bad = admin.run(&["work"]);
     assert_ne!(bad.code, 0, "{bad:?}");
@@ -232,7 +234,7 @@ fn issue13_wrong_entries_are_refused_and_unknown_names_warned_about() {
         "{}",
         bad.stderr
     );
-    assert!(bad.stderr.contains("bridge.toml:"), "{}", bad.stderr);
+    assert!(bad.stderr.contains("config.toml:"), "{}", bad.stderr);
     // Every command reading the file says so, not only the worker.
     assert_ne!(admin.run(&["ls"]).code, 0);
     admin.set_run_tasks_from(&["self"]);
@@ -329,4 +331,30 @@ fn issue13_members_cannot_be_named_like_run_tasks_from_keywords() {
         "--role",
         "submit",
     ]);
+}
+
+/// bridge.toml is shared (committed, copied): whoever can change it must not
+/// be able to open a person's device to every member's tasks or turn its
+/// sandbox off. There, its `run-tasks-from`, `sandbox` and `allow-read`
+/// are ignored with a note; the device's own `.bridge/config.toml` decides.
+#[test]
+fn issue13_bridge_toml_cannot_open_a_persons_device() {
+    let (_dir, _remote, admin, bob) = pool("pol-shared");
+    bob.ok(&["submit", "--name", "bobs", "--", "echo", "bobs"]);
+    admin.ok(&["sync"]);
+    admin.set_worker_settings("run-tasks-from = [\"members\"]\nsandbox = \"off\"\n");
+    let work = admin.ok(&["work"]);
+    assert!(
+        work.stderr.contains(
+            "bridge.toml sets [worker] run-tasks-from, sandbox, which applies to runners only"
+        ) && work.stderr.contains(".bridge/config.toml"),
+        "{}",
+        work.stderr
+    );
+    assert!(!work.stderr.contains("sandbox is off"), "{}", work.stderr);
+    assert_eq!(admin.show("bobs")["status"], "pending");
+    // The device's own setting is what lends it.
+    admin.set_run_tasks_from(&["members"]);
+    admin.ok(&["work"]);
+    assert_eq!(admin.show("bobs")["status"], "done");
 }

@@ -478,7 +478,7 @@ fn issue13_allow_read_grants_only_what_the_device_lists() {
         "the tool ran but could not read its data"
     );
 
-    d.set_worker_settings("allow-read = [\"~/.toolchain\"]\n");
+    d.set_device_settings("allow-read = [\"~/.toolchain\"]\n");
     let second = submit_id(&d, &["--rerun", "t.yaml"]);
     d.ok(&["work", "--offline"]);
     assert_eq!(
@@ -521,7 +521,8 @@ fn issue13_allow_read_grants_only_what_the_device_lists() {
 
 /// Item 3: without a sandbox (simulated: no Landlock), `auto` runs only
 /// this device's own tasks and says so; `required` refuses to start, from
-/// bridge.toml or `BRIDGE_SANDBOX`; `off` runs everyone's tasks and warns.
+/// the device's settings or `BRIDGE_SANDBOX`; `off` runs everyone's tasks
+/// and warns.
 #[test]
 fn issue13_policy_without_a_sandbox() {
     let shared = crate::harness::temp_dir("sandbox-policy-remote");
@@ -531,6 +532,8 @@ fn issue13_policy_without_a_sandbox() {
     a.ok(&["init", "--remote", &remote]);
     let b = Device::new("policy-b");
     b.join_as(&a, &remote, "submit");
+    // `a` lends itself to every member: only the sandbox decides here.
+    a.set_run_tasks_from(&["members"]);
     // Different commands: a task's identity is its content, not its name.
     b.ok(&["submit", "--name", "theirs", "--", "echo", "theirs"]);
     a.ok(&["submit", "--name", "mine", "--", "echo", "mine"]);
@@ -546,7 +549,7 @@ fn issue13_policy_without_a_sandbox() {
         "another member's task ran unsandboxed"
     );
 
-    a.set_worker_settings("sandbox = \"required\"\n");
+    a.set_device_settings("sandbox = \"required\"\n");
     let r = a.run(&["work"]);
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("cannot sandbox tasks"), "{}", r.stderr);
@@ -558,7 +561,7 @@ fn issue13_policy_without_a_sandbox() {
     assert!(r.stderr.contains("sandbox is off"), "{}", r.stderr);
     assert_eq!(a.task("theirs").status, "done");
 
-    // The environment overrides bridge.toml the other way too.
+    // The environment overrides the device's settings the other way too.
     a.ok(&["submit", "--name", "mine2", "--", "echo", "mine2"]);
     let r = a.run_env(&[("BRIDGE_SANDBOX", "required")], &["work"]);
     assert_ne!(r.code, 0, "{}", r.stderr);
@@ -573,7 +576,7 @@ fn issue13_policy_without_a_sandbox() {
 fn issue13_required_runs_with_landlock_and_the_old_switch_still_works() {
     for (mode, env) in modes() {
         let d = device(&format!("required-{mode}"));
-        d.set_worker_settings("sandbox = \"required\"\n");
+        d.set_device_settings("sandbox = \"required\"\n");
         d.ok(&["submit", "--name", "t", "--", "true"]);
         let r = d.run_env(&env, &["work", "--offline"]);
         assert_eq!(r.code, 0, "{mode}: {}", r.stderr);

@@ -92,10 +92,11 @@ pub struct RunTasksFromArg {
 
 impl RunTasksFromArg {
     /// The entries the worker uses: the flag's, else
-    /// `BRIDGE_RUN_TASKS_FROM`, else bridge.toml's, else `None` (the
-    /// default for this device's role).
+    /// `BRIDGE_RUN_TASKS_FROM`, else this device's setting (see
+    /// `workspace::DeviceConfig`), else `None` (the default for this
+    /// device's role).
     pub fn resolve(&self, session: &Session) -> CliResult<Option<Vec<RunFrom>>> {
-        crate::run_policy::entries(&session.ws.config, self.list.as_deref())
+        crate::run_policy::entries(&session.ws, session.is_runner(), self.list.as_deref())
     }
 }
 
