@@ -423,7 +423,7 @@ fn issue13_dispatch_counts_only_the_tasks_runners_would_run() {
     let all = admin.ok(&["dispatch", "--json", "--budget", "30m"]).json();
     assert_eq!(all["pending_tasks"], 3, "{all}");
     // The workspace's bridge.toml (which runners check out) says admins only.
-    admin.set_run_tasks_from(&["admins"]);
+    admin.set_worker_settings("run-tasks-from = [\"admins\"]\n");
     let some = admin.ok(&["dispatch", "--json", "--budget", "30m"]).json();
     assert_eq!(some["pending_tasks"], 1, "{some}");
     // Nothing a runner would take: no run at all.
