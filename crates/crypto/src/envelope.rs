@@ -373,20 +373,11 @@ pub fn open(reader: &Identity, sealed: &[u8]) -> Result<Opened, EnvelopeError> {
 
 /// [`open`] with any of `keys` (e.g. the roster's data keys).
 pub fn open_with(keys: &[age::x25519::Identity], sealed: &[u8]) -> Result<Opened, EnvelopeError> {
-    let decryptor = age::Decryptor::new_buffered(sealed).map_err(decrypt_error)?;
-    let mut stream = decryptor
-        .decrypt(keys.iter().map(|k| k as &dyn age::Identity))
-        .map_err(decrypt_error)?;
-    let mut plaintext = Vec::with_capacity(sealed.len());
-    // Tampering with the payload surfaces here, not above.
-    stream
-        .read_to_end(&mut plaintext)
-        .map_err(|e| EnvelopeError::Decrypt(e.to_string()))?;
-    parse(plaintext)
+    parse(open_raw(keys, sealed)?)
 }
 
 /// age-decrypts `sealed` with any of `keys`, without parsing an envelope
-/// (a grant's sealed batch keys).
+/// (what [`open_with`] parses, and a grant's sealed batch keys).
 pub(crate) fn open_raw(
     keys: &[age::x25519::Identity],
     sealed: &[u8],
@@ -396,6 +387,7 @@ pub(crate) fn open_raw(
         .decrypt(keys.iter().map(|k| k as &dyn age::Identity))
         .map_err(decrypt_error)?;
     let mut plaintext = Vec::with_capacity(sealed.len());
+    // Tampering with the payload surfaces here, not above.
     stream
         .read_to_end(&mut plaintext)
         .map_err(|e| EnvelopeError::Decrypt(e.to_string()))?;

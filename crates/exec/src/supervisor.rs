@@ -76,6 +76,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sched::CloneFlags;
 use nix::sys::signal::{SigSet, Signal, kill, killpg};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::stat::SFlag;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
@@ -716,10 +717,6 @@ fn confine(confinement: &Confinement) -> Result<(), String> {
     }
     let mut ruleset = ruleset.create().map_err(fail)?;
     for rule in rules(confinement) {
-        // A path that vanished since it was listed needs no rule.
-        let Ok(fd) = PathFd::new(&rule.path) else {
-            continue;
-        };
         let access = match (rule.access, rule.is_dir) {
             (RuleAccess::ReadOnly, true) => AccessFs::from_read(abi),
             (RuleAccess::ReadOnly, false) => AccessFs::from_read(abi) & AccessFs::from_file(abi),
@@ -727,8 +724,13 @@ fn confine(confinement: &Confinement) -> Result<(), String> {
             (RuleAccess::ReadWrite, false) => AccessFs::from_file(abi),
         };
         ruleset = ruleset
-            .add_rule(PathBeneath::new(fd, access))
-            .map_err(fail)?;
+            .add_rule(PathBeneath::new(rule.fd, access))
+            .map_err(|e| {
+                format!(
+                    "could not sandbox the task (Landlock, at {}): {e}",
+                    rule.path.display()
+                )
+            })?;
     }
     let status = ruleset.restrict_self().map_err(fail)?;
     if status.ruleset == RulesetStatus::NotEnforced {
@@ -749,18 +751,26 @@ pub(crate) enum RuleAccess {
     ReadWrite,
 }
 
-/// One Landlock rule: `access` to `path` and everything below it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One Landlock rule: `access` to what `fd` names and everything below it.
+#[derive(Debug)]
 pub(crate) struct Rule {
+    /// The path as listed (for messages and tests).
     pub path: PathBuf,
+    /// The file or folder, opened with `O_PATH` (following symbolic links:
+    /// a rule applies to the target anyway).
+    pub fd: PathFd,
+    /// Its device and inode, which tell two listed paths to the same place.
+    pub id: (nix::libc::dev_t, nix::libc::ino_t),
     pub access: RuleAccess,
     pub is_dir: bool,
 }
 
-/// The allow-list of a confinement: one rule per path that exists, by its
-/// canonical path (a rule follows symbolic links to their target anyway, so
-/// the target is what is granted), read-write winning over read-only for a
-/// path listed as both. Everything not below one of these paths is denied.
+/// The allow-list of a confinement: one rule per listed path that exists,
+/// read-write winning over read-only for a place listed twice (by any
+/// path: it is the same inode). Each path is opened once and looked at
+/// through its descriptor: no `canonicalize` (a readlink per component of
+/// every path, per task, was most of the sandbox's cost), and nothing can
+/// change between the look and the rule.
 pub(crate) fn rules(confinement: &Confinement) -> Vec<Rule> {
     let mut rules: Vec<Rule> = Vec::new();
     let listed = confinement
@@ -774,19 +784,25 @@ pub(crate) fn rules(confinement: &Confinement) -> Vec<Rule> {
                 .map(|p| (p, RuleAccess::ReadOnly)),
         );
     for (path, access) in listed {
-        let Ok(path) = std::fs::canonicalize(path) else {
+        // A path that vanished since it was listed needs no rule.
+        let Ok(fd) = PathFd::new(path) else {
             continue;
         };
-        let Ok(meta) = std::fs::metadata(&path) else {
+        let Ok(stat) = nix::sys::stat::fstat(fd.as_fd()) else {
             continue;
         };
-        if rules.iter().any(|r| r.path == path) {
+        let id = (stat.st_dev, stat.st_ino);
+        if rules.iter().any(|r| r.id == id) {
             continue;
         }
         rules.push(Rule {
-            path,
+            path: path.clone(),
+            fd,
+            id,
             access,
-            is_dir: meta.is_dir(),
+            // The file type is a field, not a set of flags (a block
+            // device's bits include a folder's).
+            is_dir: stat.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFDIR.bits(),
         });
     }
     rules
@@ -851,26 +867,21 @@ mod tests {
             network: true,
             ..Confinement::default()
         });
+        let seen: Vec<(PathBuf, RuleAccess, bool)> = rules
+            .iter()
+            .map(|r| (r.path.clone(), r.access, r.is_dir))
+            .collect();
         assert_eq!(
-            rules,
+            seen,
             vec![
-                Rule {
-                    path: task,
-                    access: RuleAccess::ReadWrite,
-                    is_dir: true
-                },
-                Rule {
-                    path: root.join("log"),
-                    access: RuleAccess::ReadWrite,
-                    is_dir: false
-                },
-                // The link's target, read-only.
-                Rule {
-                    path: toolchain,
-                    access: RuleAccess::ReadOnly,
-                    is_dir: true
-                },
+                (task.clone(), RuleAccess::ReadWrite, true),
+                (root.join("log"), RuleAccess::ReadWrite, false),
+                // The link, read-only: its rule is on the target.
+                (root.join("link"), RuleAccess::ReadOnly, true),
             ]
         );
+        use std::os::unix::fs::MetadataExt as _;
+        let target = std::fs::metadata(&toolchain).unwrap();
+        assert_eq!(rules[2].id, (target.dev(), target.ino()));
     }
 }
