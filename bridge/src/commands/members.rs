@@ -418,7 +418,7 @@ fn check_new_name(name: &str) -> CliResult<()> {
             "cannot add a member named `{}`: {why}",
             crate::output::safe(name)
         ),
-        "choose another name (devices name members in `run-tasks-from` under [worker] in bridge.toml), e.g. the device's host name",
+        "choose another name (devices name members in `run-tasks-from` under [worker]), e.g. the device's host name",
     ))
 }
 

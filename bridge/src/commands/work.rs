@@ -80,7 +80,8 @@ pub struct WorkArgs {
 #[derive(Debug, Args)]
 pub struct RunTasksFromArg {
     /// Whose tasks to claim, for this run only, instead of `[worker]
-    /// run-tasks-from` in bridge.toml (or BRIDGE_RUN_TASKS_FROM): a
+    /// run-tasks-from` in .bridge/config.toml (bridge.toml's on a runner)
+    /// or BRIDGE_RUN_TASKS_FROM: a
     /// comma-separated list of `self` (this device's own), `admins`
     /// (members with the admin role), `members` (every member allowed to
     /// submit) and members' names, e.g. `self,admins,alice-laptop`; an
