@@ -63,7 +63,10 @@ pub fn resolve_names(roster: &Roster, names: &[String], me: &MemberId) -> CliRes
                     .map(|m| format!("{} ({})", m.name, m.role))
                     .collect();
                 return Err(CliError::hint(
-                    anyhow!("`{name}` in the audience is not a member of this workspace"),
+                    anyhow!(
+                        "`{}` in the audience is not a member of this workspace",
+                        crate::output::safe(name)
+                    ),
                     format!(
                         "the members are: {}; or write `{DEVICES}` for every member that is not a runner",
                         known.join(", ")
