@@ -152,8 +152,6 @@ pub enum Event {
 /// are not in its `run-tasks-from` (see [`crate::run_policy`]).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct LeftForOthers {
-    /// How many, at the worker's last look.
-    pub tasks: usize,
     /// Their submitters' names (of the tasks left because of whose they
     /// are).
     pub submitters: BTreeSet<String>,
@@ -168,6 +166,11 @@ pub struct LeftForOthers {
 }
 
 impl LeftForOthers {
+    /// How many, at the worker's last look.
+    pub fn tasks(&self) -> usize {
+        self.by_submitter + self.other.values().sum::<usize>()
+    }
+
     /// One line for people: how many, whose, and how to change it.
     pub fn message(&self) -> String {
         let mut parts = Vec::new();
@@ -418,7 +421,7 @@ async fn work_loop(
                 .filter(|id| run_here(&task_policy, &sandbox, me, session.view(), id, &mut left))
                 .filter(|id| fits_before_deadline(session.view(), id, avg_ms, opts.deadline))
                 .collect();
-            if left.tasks > 0 && !told_left {
+            if left.tasks() > 0 && !told_left {
                 told_left = true;
                 hooks.event(Event::LeftForOthers(left.clone()));
             }
@@ -734,7 +737,6 @@ fn run_here(
         return false;
     };
     if let Some(crate::run_policy::Refusal::Submitter { name }) = policy.refusal(task) {
-        left.tasks += 1;
         left.by_submitter += 1;
         left.submitters.insert(name);
         return false;
@@ -752,7 +754,6 @@ fn run_here(
     match why {
         None => true,
         Some(why) => {
-            left.tasks += 1;
             *left.other.entry(why).or_default() += 1;
             false
         }

@@ -217,7 +217,7 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> CliResult<u8> {
         Ok((report, hooks.ledger))
     });
     let (report, mut ledger) = result?;
-    ledger.left_for_others = report.left_for_others.tasks;
+    ledger.left_for_others = report.left_for_others.tasks();
     // What is left counts every document.
     session.load_all()?;
     let derived = session.view().derive(now_ms(), session.policy);
@@ -326,7 +326,7 @@ impl worker::Hooks for RunHooks {
             if !self.quiet {
                 errln!("note: {}", left.message());
             }
-            self.ledger.left_for_others = left.tasks;
+            self.ledger.left_for_others = left.tasks();
             return;
         }
         let Event::Finished {

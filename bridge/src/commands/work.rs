@@ -179,7 +179,7 @@ pub fn run(g: &GlobalArgs, args: WorkArgs) -> CliResult<u8> {
                 String::new()
             },
             // Why was said when the worker first found them.
-            match report.left_for_others.tasks {
+            match report.left_for_others.tasks() {
                 0 => String::new(),
                 n => format!(", {n} left for other devices"),
             },
@@ -198,7 +198,7 @@ pub fn run(g: &GlobalArgs, args: WorkArgs) -> CliResult<u8> {
 /// left for other devices.
 pub fn left_json(left: &worker::LeftForOthers) -> serde_json::Value {
     serde_json::json!({
-        "tasks": left.tasks,
+        "tasks": left.tasks(),
         "submitters": left.submitters,
         "run_tasks_from": left.policy,
         "other_reasons": left.other,

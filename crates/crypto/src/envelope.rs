@@ -376,6 +376,18 @@ pub fn open_with(keys: &[age::x25519::Identity], sealed: &[u8]) -> Result<Opened
     parse(open_raw(keys, sealed)?)
 }
 
+/// Whether `sealed` is encrypted to one of `keys`: only its age header is
+/// read and its file key unwrapped; the payload is not decrypted (what
+/// `gc` asks of every unreferenced blob, which may be large).
+pub fn sealed_to_any(keys: &[age::x25519::Identity], sealed: &[u8]) -> Result<bool, EnvelopeError> {
+    let decryptor = age::Decryptor::new_buffered(sealed).map_err(decrypt_error)?;
+    match decryptor.decrypt(keys.iter().map(|k| k as &dyn age::Identity)) {
+        Ok(_) => Ok(true),
+        Err(age::DecryptError::NoMatchingKeys) => Ok(false),
+        Err(other) => Err(decrypt_error(other)),
+    }
+}
+
 /// age-decrypts `sealed` with any of `keys`, without parsing an envelope
 /// (what [`open_with`] parses, and a grant's sealed batch keys).
 pub(crate) fn open_raw(

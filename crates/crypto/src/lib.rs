@@ -34,7 +34,7 @@ pub mod roster;
 
 pub use envelope::{
     Domain, EnvelopeError, Expect, Header, Opened, open, open_verified, open_verified_with,
-    open_with, seal, verify_signed,
+    open_with, seal, sealed_to_any, verify_signed,
 };
 pub use grant::{
     BatchAudience, BatchKey, GrantBody, GrantError, NewGrant, Notice, open_grant, resolve,

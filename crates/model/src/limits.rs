@@ -348,29 +348,14 @@ pub fn check_allow_read(field: impl Fn() -> String, p: &str) -> Result<(), SpecE
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
     use crate::spec::InputRef;
 
     fn spec() -> TaskSpec {
         TaskSpec {
             name: "t".into(),
-            command: Command::Shell {
-                shell: "sh".into(),
-                script: "echo hi".into(),
-            },
-            env: BTreeMap::new(),
-            inputs: vec![],
             outputs: vec!["out/*.txt".into()],
-            timeout_s: 60,
-            retries: 0,
-            runs_on: vec![],
-            priority: 0,
-            needs: vec![],
-            nonce: None,
-            network: true,
-            allow_read: vec![],
+            ..crate::spec::tests::spec("echo hi")
         }
     }
 

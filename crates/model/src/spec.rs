@@ -305,9 +305,10 @@ impl TaskSpec {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
+    /// A spec running `script`, named after it (shared by the crate's tests).
     pub(crate) fn spec(script: &str) -> TaskSpec {
         TaskSpec {
             name: script.to_owned(),

@@ -349,6 +349,17 @@ fn wrong_reader_is_not_for_us() {
         Err(EnvelopeError::NotForUs)
     ));
     open(&w.alice, &sealed).unwrap();
+    // The header alone answers whether a key opens it (gc's question).
+    let alice_key = std::slice::from_ref(w.alice.age());
+    assert!(sealed_to_any(alice_key, &sealed).unwrap());
+    assert!(!sealed_to_any(std::slice::from_ref(outsider.age()), &sealed).unwrap());
+    // Only the header is read: a damaged payload does not change the answer.
+    let mut damaged = sealed.clone();
+    if let Some(last) = damaged.last_mut() {
+        *last ^= 1;
+    }
+    assert!(sealed_to_any(alice_key, &damaged).unwrap());
+    assert!(sealed_to_any(alice_key, b"not an age file").is_err());
 }
 
 #[test]
