@@ -39,10 +39,12 @@ pub struct CliError {
 impl CliError {
     /// An error with a hint.
     pub fn hint(error: impl Into<anyhow::Error>, hint: impl Into<String>) -> CliError {
+        let error = error.into();
+        let code = crate::hints::advise(&error).code.unwrap_or(EXIT_ERROR);
         CliError {
-            error: error.into(),
+            error,
             hint: Some(hint.into()),
-            code: EXIT_ERROR,
+            code,
         }
     }
 
@@ -53,12 +55,16 @@ impl CliError {
     }
 }
 
+/// Every error becomes a `CliError` with the hint and exit code that
+/// [`crate::hints`] gives its causes (none for an error no area knows).
 impl<E: Into<anyhow::Error>> From<E> for CliError {
     fn from(e: E) -> Self {
+        let error = e.into();
+        let advice = crate::hints::advise(&error);
         CliError {
-            error: e.into(),
-            hint: None,
-            code: EXIT_ERROR,
+            error,
+            hint: advice.hint,
+            code: advice.code.unwrap_or(EXIT_ERROR),
         }
     }
 }

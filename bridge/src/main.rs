@@ -18,6 +18,7 @@ mod fetch;
 mod files;
 mod freshness;
 mod github;
+mod hints;
 mod keys;
 mod publish;
 mod run_policy;
