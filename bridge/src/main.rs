@@ -9,28 +9,16 @@
 
 #[macro_use]
 mod output;
-mod audience;
-mod cache;
 mod commands;
-mod compact;
 mod error;
-mod fetch;
-mod files;
-mod freshness;
 mod github;
 mod hints;
-mod keys;
-mod publish;
-mod run_policy;
-mod sandbox;
-mod secrets;
-mod shard;
-mod snapshot;
-mod taskfile;
-mod vault;
-mod workarea;
-mod worker;
-mod workspace;
+
+// The engine's modules, under the names the commands have always used.
+use bridge_engine::{
+    audience, compact, fetch, files, freshness, keys, publish, run_policy, secrets, shard,
+    taskfile, vault, worker, workspace,
+};
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -61,7 +49,7 @@ fn main() -> ExitCode {
     secrets::take_from_env();
     // Then, on GitHub Actions, mask the identity before anything (even a
     // usage error) can print.
-    keys::mask_on_github();
+    mask_identity_on_github();
     install_tls_provider();
     let cli = Cli::parse();
     init_tracing(cli.global.verbose, cli.global.quiet);
@@ -89,6 +77,7 @@ fn main() -> ExitCode {
             }) {
                 return ExitCode::from(0);
             }
+            let e = with_advice(e);
             errout!("{}", output::safe_lines(&e.to_string()));
             ExitCode::from(if e.code == 0 { EXIT_ERROR } else { e.code })
         }
@@ -98,7 +87,43 @@ fn main() -> ExitCode {
 /// Installs one TLS crypto provider (ring) for every HTTPS client
 /// (downloads, the GitHub API). Idempotent: a second call finds it installed.
 pub fn install_tls_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    fetch::install_tls_provider();
+}
+
+/// `error` with the hint and exit code [`hints`] gives its causes, where the
+/// command did not choose them itself.
+fn with_advice(mut error: error::CliError) -> error::CliError {
+    let advice = hints::advise(&error.error);
+    if error.hint.is_none() {
+        error.hint = advice.hint;
+    }
+    if error.code == EXIT_ERROR
+        && let Some(code) = advice.code
+    {
+        error.code = code;
+    }
+    error
+}
+
+/// On GitHub Actions, asks the runner to mask the identity in every log line
+/// before anything else is printed.
+fn mask_identity_on_github() {
+    use std::io::Write;
+    if std::env::var("GITHUB_ACTIONS").as_deref() != Ok("true") {
+        return;
+    }
+    if let Some(secret) = secrets::identity() {
+        let secret = secret.to_string_lossy();
+        let secret = secret.trim();
+        if !secret.is_empty() {
+            let mut out = std::io::stdout().lock();
+            // One mask per line of the value, as the runner masks line by line.
+            for line in secret.lines().filter(|l| !l.trim().is_empty()) {
+                let _ = writeln!(out, "::add-mask::{}", line.trim());
+            }
+            let _ = out.flush();
+        }
+    }
 }
 
 fn init_tracing(verbose: u8, quiet: bool) {

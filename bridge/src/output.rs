@@ -29,6 +29,7 @@ use bridge_model::Millis;
 use serde::Serialize;
 
 use crate::error::CliResult;
+pub use bridge_engine::text::{safe, timestamp};
 
 /// `println!` for bridge: never panics (see the module docs).
 macro_rules! outln {
@@ -191,26 +192,6 @@ pub fn print_json<T: Serialize>(value: &T) -> CliResult<()> {
     Ok(())
 }
 
-/// Text from a task document made safe for a terminal: control characters
-/// (escape sequences, carriage returns, bells) are shown as `\u{..}` escapes,
-/// so a task's name cannot disguise what the screen shows.
-pub fn safe(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text.chars().any(char::is_control) {
-        return std::borrow::Cow::Borrowed(text);
-    }
-    std::borrow::Cow::Owned(
-        text.chars()
-            .map(|c| {
-                if c.is_control() {
-                    c.escape_unicode().to_string()
-                } else {
-                    c.to_string()
-                }
-            })
-            .collect(),
-    )
-}
-
 /// Every line of an error message made [`safe`]: error messages quote task
 /// names, paths and messages that other members wrote, and go to stderr even
 /// when it is a file someone will `cat` later.
@@ -278,12 +259,6 @@ pub fn ago(at: Millis, now: Millis) -> String {
     } else {
         format!("in {}", duration(at - now))
     }
-}
-
-/// An RFC 3339 UTC timestamp.
-pub fn timestamp(at: Millis) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(at.max(0) as u64);
-    humantime::format_rfc3339_seconds(t).to_string()
 }
 
 #[cfg(test)]

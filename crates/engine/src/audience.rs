@@ -65,7 +65,7 @@ pub fn resolve_names(roster: &Roster, names: &[String], me: &MemberId) -> CliRes
                 return Err(CliError::hint(
                     anyhow!(
                         "`{}` in the audience is not a member of this workspace",
-                        crate::output::safe(name)
+                        crate::text::safe(name)
                     ),
                     format!(
                         "the members are: {}; or write `{DEVICES}` for every member that is not a runner",
@@ -240,7 +240,7 @@ pub fn foreign_summaries(vault: &Vault) -> Vec<PrivateSummary> {
                 audience: names(vault.roster(), &newest.body.audience),
                 tasks: newest.body.tasks,
                 documents: newest.body.documents,
-                granted_at: crate::output::timestamp(newest.body.created_at),
+                granted_at: crate::text::timestamp(newest.body.created_at),
                 batch,
             })
         })

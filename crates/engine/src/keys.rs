@@ -50,26 +50,6 @@ pub fn identity_path() -> CliResult<PathBuf> {
 /// (an identity is one line of about 200 characters).
 pub const IDENTITY_MAX: u64 = 16 * 1024;
 
-/// On GitHub Actions, asks the runner to mask the identity in every log line
-/// before anything else is printed.
-pub fn mask_on_github() {
-    if std::env::var("GITHUB_ACTIONS").as_deref() != Ok("true") {
-        return;
-    }
-    if let Some(secret) = crate::secrets::identity() {
-        let secret = secret.to_string_lossy();
-        let secret = secret.trim();
-        if !secret.is_empty() {
-            let mut out = std::io::stdout().lock();
-            // One mask per line of the value, as the runner masks line by line.
-            for line in secret.lines().filter(|l| !l.trim().is_empty()) {
-                let _ = writeln!(out, "::add-mask::{}", line.trim());
-            }
-            let _ = out.flush();
-        }
-    }
-}
-
 /// Loads this device's identity: `BRIDGE_IDENTITY`, else the identity file.
 pub fn load_identity() -> CliResult<Identity> {
     if let Some(value) = crate::secrets::identity() {

@@ -73,7 +73,7 @@ impl RunFrom {
             "members" => return Ok(RunFrom::Members),
             _ => {}
         }
-        let shown = crate::output::safe(entry);
+        let shown = crate::text::safe(entry);
         if entry.trim().is_empty() {
             return Err(
                 "an entry is empty; write \"self\", \"admins\", \"members\" or a member's name"
@@ -116,7 +116,7 @@ impl fmt::Display for RunFrom {
             RunFrom::Myself => f.write_str("self"),
             RunFrom::Admins => f.write_str("admins"),
             RunFrom::Members => f.write_str("members"),
-            RunFrom::Named(name) => f.write_str(&crate::output::safe(name)),
+            RunFrom::Named(name) => f.write_str(&crate::text::safe(name)),
         }
     }
 }
@@ -183,7 +183,7 @@ impl fmt::Display for Refusal {
             Refusal::Submitter { name } => write!(
                 f,
                 "submitter {} is not in run-tasks-from",
-                crate::output::safe(name)
+                crate::text::safe(name)
             ),
         }
     }
@@ -380,7 +380,7 @@ fn entries_with(
     };
     RunFrom::parse_list(list).map(Some).map_err(|e| {
         CliError::hint(
-            anyhow::anyhow!("{from}{}: {e}", crate::output::safe(list)),
+            anyhow::anyhow!("{from}{}: {e}", crate::text::safe(list)),
             "write a comma-separated list such as `self,admins`, `members` or `self,alice-laptop`",
         )
     })
@@ -442,7 +442,7 @@ pub fn warn_unknown_names(policy: &TaskPolicy, warned: &mut BTreeSet<String>) {
         if warned.insert(name.clone()) {
             tracing::warn!(
                 "run-tasks-from names `{}`, but no member of the roster has that name (not synced yet, or misspelt? see `bridge members list`); no task is run for it",
-                crate::output::safe(name)
+                crate::text::safe(name)
             );
         }
     }

@@ -192,7 +192,7 @@ impl LeftForOthers {
         let whose: Vec<String> = self
             .submitters
             .iter()
-            .map(|n| crate::output::safe(n).into_owned())
+            .map(|n| crate::text::safe(n).into_owned())
             .collect();
         format!(
             "{} pending task{} {} left for other devices: {} submitter{} ({}) {} not in run-tasks-from = {}; to run {} here, add {} to `run-tasks-from` under [worker] in .bridge/config.toml (bridge.toml's on a runner), or pass --run-tasks-from",

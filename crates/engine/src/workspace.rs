@@ -253,7 +253,7 @@ impl Config {
                 "root",
                 format!(
                     "`{}` is not a member id (the root admin's fingerprint, as `bridge whoami` prints it)",
-                    crate::output::safe(&self.workspace.root)
+                    crate::text::safe(&self.workspace.root)
                 ),
             );
         }
@@ -291,7 +291,7 @@ impl Config {
                         key,
                         format!(
                             "`{}` is not a duration ({e}); write e.g. \"90s\", \"5m\" or \"1h 30m\"",
-                            crate::output::safe(v)
+                            crate::text::safe(v)
                         ),
                     );
                 }
@@ -301,7 +301,7 @@ impl Config {
                         key,
                         format!(
                             "`{}` must be between {} and {}",
-                            crate::output::safe(v),
+                            crate::text::safe(v),
                             humantime::format_duration(min),
                             humantime::format_duration(max)
                         ),
@@ -449,7 +449,7 @@ fn config_error(
     field: Option<String>,
     message: &str,
 ) -> CliError {
-    let field = field.map(|f| format!("`{}`: ", crate::output::safe(&f)));
+    let field = field.map(|f| format!("`{}`: ", crate::text::safe(&f)));
     CliError::hint(
         anyhow!(
             "{}:{line}:{column}: {}{message}",

@@ -107,7 +107,7 @@ impl std::str::FromStr for SandboxMode {
             "off" => Ok(SandboxMode::Off),
             _ => Err(format!(
                 "`{}` is not a sandbox mode; write \"auto\", \"required\" or \"off\"",
-                crate::output::safe(s)
+                crate::text::safe(s)
             )),
         }
     }
@@ -408,7 +408,7 @@ pub fn unmet_requirements(spec: &TaskSpec, sandbox: &Sandbox) -> Option<String> 
         if !covered {
             return Some(format!(
                 "it reads {} (`allow-read`), which this device's [worker] allow-read does not list",
-                crate::output::safe(p)
+                crate::text::safe(p)
             ));
         }
     }

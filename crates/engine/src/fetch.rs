@@ -47,6 +47,12 @@ pub const DEFAULT_TRIES: u32 = 3;
 /// The first backoff between tries; it doubles each time, jittered.
 pub const DEFAULT_BACKOFF: Duration = Duration::from_secs(1);
 
+/// Installs one TLS crypto provider (ring) for every HTTPS client
+/// (downloads, the GitHub API). Idempotent: a second call finds it installed.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// How a [`Fetcher`] behaves.
 #[derive(Debug, Clone)]
 pub struct FetchConfig {
@@ -315,7 +321,7 @@ impl Fetcher {
     async fn client(&self) -> Result<&reqwest::Client, FetchError> {
         self.client
             .get_or_try_init(|| async {
-                crate::install_tls_provider();
+                crate::fetch::install_tls_provider();
                 reqwest::Client::builder()
                     .connect_timeout(self.config.connect_timeout)
                     .read_timeout(self.config.read_timeout)
@@ -452,7 +458,7 @@ impl Fetcher {
             indicatif::ProgressStyle::with_template(template)
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
-        bar.set_message(crate::output::safe(&short_url(url)).into_owned());
+        bar.set_message(crate::text::safe(&short_url(url)).into_owned());
         Some(bar)
     }
 }

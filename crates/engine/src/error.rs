@@ -1,0 +1,93 @@
+//! The engine's untyped error, left from when the engine was the binary: a
+//! message, its causes, an optional hint and an exit code. Issue 14 replaces
+//! it module by module with typed errors whose hints live in the binary
+//! (`bridge/src/hints`); until then the binary re-exports it as its own.
+//!
+//! # Exit codes
+//!
+//! | code | meaning |
+//! | --- | --- |
+//! | 0 | success |
+//! | 1 | an error (bad input, a store problem, …): the message says which |
+//! | 2 | the command line was not understood (clap) |
+//! | 3 | `bridge work`: at least one task it ran failed |
+//! | 4 | `bridge sync`: the remote is unreachable (offline); nothing was lost |
+//! | 5 | `bridge work` / `bridge run`: this machine cannot run tasks (no disk space, no file descriptors, working folder not writable); nothing was recorded against the tasks |
+//! | 130 | stopped by Ctrl-C or SIGTERM after a clean shutdown |
+
+use std::fmt;
+
+/// Exit code: success.
+pub const EXIT_OK: u8 = 0;
+/// Exit code: an error.
+pub const EXIT_ERROR: u8 = 1;
+/// Exit code: a task failed during `bridge work`.
+pub const EXIT_TASK_FAILED: u8 = 3;
+/// Exit code: the remote could not be reached.
+pub const EXIT_OFFLINE: u8 = 4;
+/// Exit code: the worker's own machine cannot run tasks (issue 12, item 13).
+pub const EXIT_LOCAL_FAULT: u8 = 5;
+/// Exit code: interrupted by a signal, after a clean stop.
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+/// An error shown to the user.
+pub struct CliError {
+    pub error: anyhow::Error,
+    pub hint: Option<String>,
+    pub code: u8,
+}
+
+impl CliError {
+    /// An error with a hint.
+    pub fn hint(error: impl Into<anyhow::Error>, hint: impl Into<String>) -> CliError {
+        CliError {
+            error: error.into(),
+            hint: Some(hint.into()),
+            code: EXIT_ERROR,
+        }
+    }
+
+    /// An error with a specific exit code.
+    pub fn with_code(mut self, code: u8) -> CliError {
+        self.code = code;
+        self
+    }
+}
+
+impl<E: Into<anyhow::Error>> From<E> for CliError {
+    fn from(e: E) -> Self {
+        CliError {
+            error: e.into(),
+            hint: None,
+            code: EXIT_ERROR,
+        }
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "Error: {}", self.error)?;
+        for cause in self.error.chain().skip(1) {
+            writeln!(f, "Caused by: {cause}")?;
+        }
+        if let Some(h) = &self.hint {
+            writeln!(f, "Hint: {h}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Shorthand for command results.
+pub type CliResult<T = ()> = Result<T, CliError>;
+
+/// Adds a hint to an error result.
+pub trait HintExt<T> {
+    /// Attaches `hint` when the result is an error.
+    fn hint(self, hint: impl Into<String>) -> CliResult<T>;
+}
+
+impl<T, E: Into<anyhow::Error>> HintExt<T> for Result<T, E> {
+    fn hint(self, hint: impl Into<String>) -> CliResult<T> {
+        self.map_err(|e| CliError::hint(e, hint))
+    }
+}

@@ -1,0 +1,39 @@
+//! The bridge engine: everything `bridge` does, without the command line.
+//!
+//! A workspace ([`workspace`]) is a folder with `bridge.toml` and a device's
+//! state in `.bridge/`; a session over it loads the task documents through
+//! the [`vault`] (the trust boundary: every document and blob is signed, then
+//! encrypted to the pool's members), keeps a [`cache`] of what it decrypted,
+//! syncs with the store's remote, and writes new facts. The [`worker`] claims
+//! and runs tasks under a [`sandbox`] and a [`run_policy`]; the [`publish`]er
+//! pushes what it wrote; [`compact`]ion folds many small files into
+//! snapshots. [`taskfile`] reads YAML task files, [`fetch`] downloads URL
+//! inputs, [`audience`] keeps private batches' keys, [`keys`] and
+//! [`freshness`] hold the device's identity and what it has seen of the
+//! roster.
+//!
+//! The engine never prints. Its errors are being made typed (issue 14); the
+//! command line (`bridge/`) decides what to tell the user about them.
+
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
+pub mod audience;
+pub mod cache;
+pub mod compact;
+pub mod error;
+pub mod fetch;
+pub mod files;
+pub mod freshness;
+pub mod keys;
+pub mod publish;
+pub mod run_policy;
+pub mod sandbox;
+pub mod secrets;
+pub mod shard;
+pub mod snapshot;
+pub mod taskfile;
+pub mod text;
+pub mod vault;
+pub mod workarea;
+pub mod worker;
+pub mod workspace;
