@@ -19,6 +19,7 @@
 
 pub mod audience;
 pub mod cache;
+pub mod clock;
 pub mod compact;
 pub mod error;
 pub mod fetch;
