@@ -2,7 +2,8 @@
 //! time each) drain 1000 tasks that each sleep 0.2 s from a local bare git
 //! repository, then one runner starts on a store holding 10k finished tasks.
 //!
-//! Run: `cargo bench -p bridge --bench fleet` (about two minutes on 2 cores).
+//! Run: `cargo bench -p bridge --bench fleet` (about two minutes on 2 cores);
+//! BRIDGE_BENCH_BIN times another `bridge` binary with the same code.
 //! BRIDGE_FLEET_TASKS, BRIDGE_FLEET_KS (e.g. "4,16") and
 //! BRIDGE_FLEET_FINISHED (the size of the finished store) change the sizes;
 //! BRIDGE_FLEET_KEEP=1 keeps each fleet's folders (printed) for inspection.
@@ -29,7 +30,7 @@ fn main() {
         .ok()
         .map(|v| v.split(',').filter_map(|k| k.trim().parse().ok()).collect())
         .unwrap_or_else(|| vec![4, 16]);
-    let bridge = PathBuf::from(env!("CARGO_BIN_EXE_bridge"));
+    let bridge = support::bridge_binary();
     println!(
         "fleet: {tasks} tasks of `sleep {SLEEP_S}`, K runners × 1 slot, local bare git repository\n"
     );

@@ -7,7 +7,8 @@
 //! temporary folders is timed apart). BRIDGE_SCALE_TASKS (default 100000),
 //! BRIDGE_SCALE_FINISHED (10000), BRIDGE_SCALE_RUNNERS (8) and
 //! BRIDGE_SCALE_STORES ("dir,git") change the sizes; BRIDGE_SCALE_KEEP=1
-//! keeps the temporary folders and prints where they are. The load average
+//! keeps the temporary folders and prints where they are; BRIDGE_BENCH_BIN
+//! times another `bridge` binary with the same code. The load average
 //! is printed before and after each store: other work on the machine skews
 //! every figure.
 //!
@@ -76,7 +77,7 @@ fn main() {
         })
         .collect();
     let keep = std::env::var("BRIDGE_SCALE_KEEP").is_ok_and(|v| v == "1");
-    let bridge = PathBuf::from(env!("CARGO_BIN_EXE_bridge"));
+    let bridge = support::bridge_binary();
     println!(
         "scale: {tasks} tasks of `true`, {finished} finished by {runners} runners (--parallel 2 each); load average {}\n",
         loadavg()

@@ -11,6 +11,15 @@ pub fn env_or(key: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// The `bridge` binary to time: `BRIDGE_BENCH_BIN` when set (to time another
+/// build, e.g. the previous commit's, with the same benchmark code), else the
+/// one cargo built with this benchmark.
+#[allow(dead_code)] // the `work` benchmark times a peer beside its own build instead
+pub fn bridge_binary() -> std::path::PathBuf {
+    std::env::var_os("BRIDGE_BENCH_BIN")
+        .map_or_else(|| env!("CARGO_BIN_EXE_bridge").into(), Into::into)
+}
+
 /// Ends the benchmark with a message: a benchmark has no one to return an
 /// error to.
 pub fn fail(msg: &str) -> ! {
