@@ -46,6 +46,8 @@
 //! - [`git`]: [`GitRemote`], a store in branches of a git repository (one
 //!   per writer slot), driven through the `git` CLI.
 //! - [`mod@sync`]: [`sync()`] (set union both ways) and [`join`].
+//! - [`backoff`]: [`Backoff`], the exponential backoff of retry loops
+//!   (here and in the crates above).
 //!
 //! The files are stored as given: encryption and signatures (DESIGN.md
 //! "Store layout": `.age` files) wrap the bytes before they reach this
@@ -55,6 +57,7 @@
 
 #![warn(missing_docs)]
 
+pub mod backoff;
 mod fsutil;
 pub mod git;
 pub mod load;
@@ -63,6 +66,7 @@ pub mod remote;
 pub mod replica;
 pub mod sync;
 
+pub use backoff::{Backoff, Jitter};
 pub use git::{DEFAULT_STALL_TIMEOUT, GitRemote, PushStats, SlotError, validate_slot};
 pub use load::{
     ChunkOpener, LoadedDoc, OpenedEntry, Plain, StoreWarning, has_unseen, load_doc, refresh_doc,
