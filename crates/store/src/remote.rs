@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use crate::fsutil::{self, Kind};
-use crate::git::{self, GitRemote, SlotError};
+use crate::git::{self, GitRemote, GitToken, SlotError};
 use crate::names::{
     self, BLOBS_DIR, DocFolder, FORMAT_LINE, FORMAT_NAME, StoreName, WORKSPACE_NAME,
 };
@@ -689,12 +689,12 @@ pub struct RemoteOptions {
     /// The folder under which `git:` remotes keep their private bare
     /// repositories, one per URL (`<cache_dir>/<hash of the URL>.git`).
     pub cache_dir: PathBuf,
-    /// The token a `git:` remote sends to GitHub (see
-    /// [`GitRemote::with_token`]); `None` leaves what [`GitRemote::new`]
-    /// found in `GITHUB_TOKEN`. The CLI takes the token out of its
-    /// environment at start-up, so that no child process inherits it, and
-    /// passes it here.
-    pub github_token: Option<String>,
+    /// The token a `git:` remote sends to GitHub, and the other host it
+    /// may go to (see [`GitRemote::with_token`]); `None`: none. This crate
+    /// reads no credentials from the environment: the CLI takes the token
+    /// out of its environment at start-up, so that no child process
+    /// inherits it, and passes it here.
+    pub github_token: Option<GitToken>,
     /// How long a `git:` fetch or push may make no progress before it is
     /// stopped and the remote treated as unreachable (see
     /// [`GitRemote::with_stall_timeout`]).
@@ -766,8 +766,7 @@ pub fn parse_remote(
                     }
                 })?;
             if let Some(token) = &opts.github_token {
-                let auth_host = std::env::var("BRIDGE_GIT_AUTH_HOST").ok();
-                remote = remote.with_token(Some(token), auth_host.as_deref());
+                remote = remote.with_token(Some(&token.token), token.auth_host.as_deref());
             }
             Ok(Box::new(remote.with_stall_timeout(opts.stall_timeout)))
         }

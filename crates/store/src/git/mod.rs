@@ -152,6 +152,27 @@ pub fn validate_slot(slot: &str) -> Result<(), SlotError> {
     }
 }
 
+/// A token for `git:` remotes over https, and the one host besides
+/// github.com it may be sent to (see [`GitRemote::with_token`]). Its
+/// `Debug` never shows the token.
+#[derive(Clone, PartialEq, Eq)]
+pub struct GitToken {
+    /// The token (a GitHub token: sent as `x-access-token:<token>`).
+    pub token: String,
+    /// A host other than github.com that may receive it (a GitHub
+    /// Enterprise server); `None`: github.com only.
+    pub auth_host: Option<String>,
+}
+
+impl fmt::Debug for GitToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GitToken")
+            .field("token", &"***")
+            .field("auth_host", &self.auth_host)
+            .finish()
+    }
+}
+
 /// Counts of a [`GitRemote`]'s pushes, for tests and measurements.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PushStats {
@@ -265,25 +286,17 @@ impl GitRemote {
     /// A remote for the repository at `url` (anything `git` accepts), writing
     /// branch `refs/heads/bridge/<slot>`, with its private bare repository
     /// at `cache_dir` (created on first use). A relative local path in `url`
-    /// is taken from the current folder. Reads `GITHUB_TOKEN` and
-    /// `BRIDGE_GIT_AUTH_HOST` now (see [`GitRemote::with_token`]).
+    /// is taken from the current folder. No token: the caller hands one in
+    /// with [`GitRemote::with_token`] (this crate reads no credentials from
+    /// the environment).
     pub fn new(url: String, slot: String, cache_dir: PathBuf) -> Result<GitRemote, SlotError> {
         validate_slot(&slot)?;
         let url = absolute_local_url(url, None);
-        let token = std::env::var("GITHUB_TOKEN").ok();
-        let auth_host = std::env::var("BRIDGE_GIT_AUTH_HOST").ok();
-        let count = std::env::var("GIT_CONFIG_COUNT").ok();
-        let config_env = auth_env(
-            &url,
-            token.as_deref(),
-            auth_host.as_deref(),
-            count.as_deref(),
-        );
         Ok(GitRemote {
             url,
             slot,
             git_dir: cache_dir,
-            config_env,
+            config_env: Vec::new(),
             extra_env: Vec::new(),
             state: Mutex::new(State::default()),
             write_lock: Mutex::new(()),
@@ -297,7 +310,7 @@ impl GitRemote {
     /// Sets how long a fetch or push may make no progress (no byte on its
     /// output, with `--progress` on) before git is killed and the remote is
     /// reported [`RemoteError::Unreachable`] with
-    /// a [`io::ErrorKind::TimedOut`] cause, without retrying: a host that
+    /// a [`std::io::ErrorKind::TimedOut`] cause, without retrying: a host that
     /// accepts connections and never answers must not hang the command
     /// (issue 12, item 15). Over http(s) git's own low-speed limit is set
     /// to 5 s more, as a backstop. At least one second.
@@ -306,10 +319,12 @@ impl GitRemote {
         self
     }
 
-    /// Replaces the token read from `GITHUB_TOKEN` (`None`: no header).
-    /// The header is sent only to `https://github.com` or to the host named
-    /// by `auth_host` (`BRIDGE_GIT_AUTH_HOST`), as
-    /// `http.<origin>.extraheader` through `GIT_CONFIG_*` variables.
+    /// Sets the token sent as an auth header (`None`: no header, the
+    /// default). The header is sent only to `https://github.com` or to the
+    /// host named by `auth_host` (the CLI's `BRIDGE_GIT_AUTH_HOST`), as
+    /// `http.<origin>.extraheader` through `GIT_CONFIG_*` variables,
+    /// appended after the `GIT_CONFIG_COUNT` entries the environment git
+    /// inherits already has.
     pub fn with_token(mut self, token: Option<&str>, auth_host: Option<&str>) -> GitRemote {
         let count = std::env::var("GIT_CONFIG_COUNT").ok();
         self.config_env = auth_env(&self.url, token, auth_host, count.as_deref());
@@ -809,5 +824,25 @@ mod tests {
         ] {
             assert!(validate_slot(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_token_comes_only_from_the_caller() {
+        let url = "https://github.com/o/r.git";
+        let remote = GitRemote::new(url.into(), "a".into(), PathBuf::from("/cache")).unwrap();
+        // Whatever the environment holds, `new` sends no header.
+        assert!(remote.config_env.is_empty());
+        assert!(format!("{remote:?}").contains("auth_header: false"));
+        let remote = remote.with_token(Some("ghs_x"), None);
+        assert!(format!("{remote:?}").contains("auth_header: true"));
+        let token = GitToken {
+            token: "ghs_SECRET".into(),
+            auth_host: Some("ghe.example".into()),
+        };
+        let shown = format!("{token:?}");
+        assert!(
+            !shown.contains("SECRET") && shown.contains("ghe.example"),
+            "{shown}"
+        );
     }
 }
