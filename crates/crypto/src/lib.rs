@@ -42,6 +42,7 @@ pub use grant::{
 };
 pub use identity::{
     Identity, KeyError, MemberId, MemberIdError, PublicKey, PublicKeyError, Role, RoleError,
+    member_tag,
 };
 pub use roster::{
     Epoch, EpochError, Member, Removal, Roster, RosterError, RosterWarning, accepted_key,

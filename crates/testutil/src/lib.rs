@@ -7,7 +7,8 @@
 //!   [`remote_contract_tests!`] macro that runs them all against a backend;
 //! - [`git`]: real `git`, run hermetically (no user or system config), and
 //!   bare repositories in temp folders;
-//! - [`files`]: store files (blobs, chunks, the header) by content.
+//! - [`files`]: store files (blobs, chunks, the header) by content;
+//! - [`spec`]: task specs (one builder for every test).
 //!
 //! Helpers panic on failure: they are for tests only.
 
@@ -21,3 +22,4 @@
 pub mod files;
 pub mod git;
 pub mod remote_contract;
+pub mod spec;
