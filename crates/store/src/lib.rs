@@ -56,6 +56,10 @@
 //! `tracing`.
 
 #![warn(missing_docs)]
+// Library code never prints (errors and warnings are values, details go
+// through `tracing`); the ratchet on long functions (clippy.toml).
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+#![warn(clippy::too_many_lines)]
 
 pub mod backoff;
 mod fsutil;

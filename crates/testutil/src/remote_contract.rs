@@ -285,6 +285,12 @@ impl DirStore {
     }
 }
 
+impl Default for DirStore {
+    fn default() -> DirStore {
+        DirStore::new()
+    }
+}
+
 impl Backend for DirStore {
     fn open(&self, _writer: &str) -> Box<dyn Remote> {
         Box::new(DirRemote::new(self.dir.path().join("store")))
@@ -315,6 +321,12 @@ impl GitStore {
     fn cache(&self, writer: &str) -> PathBuf {
         let n = self.handles.fetch_add(1, Ordering::Relaxed);
         self.dir.path().join(format!("cache-{writer}-{n}"))
+    }
+}
+
+impl Default for GitStore {
+    fn default() -> GitStore {
+        GitStore::new()
     }
 }
 
@@ -355,6 +367,12 @@ impl Remote for SharedMem {
     }
     fn remove(&self, names: &[String]) -> Result<usize, RemoteError> {
         self.0.remove(names)
+    }
+}
+
+impl Default for MemStore {
+    fn default() -> MemStore {
+        MemStore::new()
     }
 }
 
