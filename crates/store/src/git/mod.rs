@@ -1,7 +1,9 @@
 //! The `git:` remote: a store kept in branches of any git repository,
 //! driven through the `git` CLI so that authentication is whatever the
 //! user's git already does (credential helpers, SSH, `url.*.insteadOf`), plus
-//! `GITHUB_TOKEN` on runners.
+//! a token the caller hands in ([`GitRemote::with_token`]: the CLI's
+//! `GITHUB_TOKEN` on runners; this crate reads no credentials from the
+//! environment).
 //!
 //! # Layout on the git side
 //!
@@ -49,7 +51,7 @@
 //! Every git command is built by one function ([`GitRemote`]'s `command`)
 //! with a controlled environment (`LC_ALL=C`, no terminal prompts, a fixed
 //! committer, the caller's `GIT_DIR`/`GIT_INDEX_FILE`/... removed) and
-//! logged at debug level without environment values; the `GITHUB_TOKEN`
+//! logged at debug level without environment values; the token's
 //! header travels in `GIT_CONFIG_*` environment variables, never in argv or
 //! the URL. Failures are classified from git's stderr by the pure function
 //! `classify`, tested on real samples.
