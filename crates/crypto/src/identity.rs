@@ -556,4 +556,13 @@ mod tests {
         }
         assert!("Admin".parse::<Role>().is_err());
     }
+
+    #[test]
+    fn the_member_tag_is_fixed_protocol() {
+        // Stored actor ids carry it: it must never change for a member.
+        let member: MemberId = format!("m{}", "0".repeat(24)).parse().unwrap();
+        assert_eq!(hex::encode(member_tag(&member)), "73fda9e0a39b1b87");
+        let other: MemberId = format!("m{}", "1".repeat(24)).parse().unwrap();
+        assert_ne!(member_tag(&member), member_tag(&other));
+    }
 }
