@@ -259,7 +259,7 @@ print("ok")
     }
 }
 
-/// Builds `automerge-history` (crates/history-tool) and returns its folder.
+/// Builds `automerge-history` (examples/history/tool) and returns its folder.
 fn history_tool_dir() -> PathBuf {
     let out = run_ok(
         Command::new(env!("CARGO"))

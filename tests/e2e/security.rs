@@ -15,21 +15,19 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use automerge::AutoCommit;
+use bridge_crypto::envelope::{MAGIC as ENVELOPE_MAGIC, SIG_DOMAIN};
 use bridge_crypto::{
     Domain, Epoch, Expect, ExposeSecret, Header, Identity, Member, MemberId, PublicKey, Role,
-    Roster,
+    Roster, member_tag,
 };
 use bridge_model::doc::BatchHeader;
 use bridge_model::{BatchId, DocId, TaskId, TaskSpec, WriterId};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::harness::{Device, Run, dir_remote, files_under, temp_dir};
+use bridge_testutil::spec::shell_task;
 
-/// The first bytes of an envelope's plaintext (crates/crypto/src/envelope.rs).
-const ENVELOPE_MAGIC: &[u8] = b"BRIDGE-ENVELOPE-1\n";
-/// What an envelope's signature covers, before the header bytes.
-const SIG_DOMAIN: &[u8] = b"bridge-envelope-v1\0";
+use crate::harness::{Device, Run, dir_remote, files_under, temp_dir};
 
 // ---------------------------------------------------------------------------
 // Helpers: store files, identities, rosters and forged envelopes.
@@ -216,17 +214,6 @@ pub(crate) fn roster_in(store: &Path, reader: &Identity, workspace: &str, root: 
         .0
 }
 
-/// The tag a member's actor ids carry (bridge/src/vault.rs `member_tag`).
-fn member_tag(member: &MemberId) -> [u8; 8] {
-    let digest = Sha256::new()
-        .chain_update(b"bridge-actor-v1\0")
-        .chain_update(member.as_str().as_bytes())
-        .finalize();
-    let mut tag = [0u8; 8];
-    tag.copy_from_slice(&digest[..8]);
-    tag
-}
-
 /// A fresh writer id (Automerge actor) carrying `member`'s tag.
 pub(crate) fn writer_for(member: &MemberId) -> WriterId {
     WriterId::new(now_ms(), member_tag(member), unique8())
@@ -311,17 +298,6 @@ fn forge_plaintext(header: &Header, signer: &Identity, payload: &[u8]) -> Vec<u8
 
 fn age_encrypt(recipient: &age::x25519::Recipient, plaintext: &[u8]) -> Vec<u8> {
     age::encrypt(recipient, plaintext).expect("age encrypts")
-}
-
-/// A task spec running `script` with `sh` (built from JSON, so that fields
-/// added to `TaskSpec` later take their defaults).
-fn shell_task(name: &str, script: &str) -> TaskSpec {
-    serde_json::from_value(json!({
-        "name": name,
-        "command": {"shell": {"shell": "sh", "script": script}},
-        "timeout_s": 60,
-    }))
-    .expect("a task spec")
 }
 
 /// A whole new batch document holding one task, created by `writer`: its

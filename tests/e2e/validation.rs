@@ -12,7 +12,9 @@ use std::path::Path;
 use bridge_model::TaskSpec;
 use bridge_model::doc::BatchHeader;
 use bridge_model::{BatchId, DocId};
-use serde_json::{Value, json};
+use serde_json::json;
+
+use bridge_testutil::spec::from_json as spec;
 
 use crate::harness::{Device, temp_dir};
 use crate::security::{
@@ -61,11 +63,6 @@ fn store_batch_as(d: &Device, tasks: &[TaskSpec]) {
     )
     .expect("seal");
     put_chunk(&d.store(), &doc_id, &sealed);
-}
-
-/// A spec from JSON (fields left out take their defaults).
-fn spec(v: Value) -> TaskSpec {
-    serde_json::from_value(v).expect("a task spec")
 }
 
 // Issue 12, item 10: `timeout: 18446744073709551615` was stored, and every

@@ -79,7 +79,10 @@ pub fn open_remote_as(
     let mut opts = bridge_store::RemoteOptions::for_base(root);
     opts.writer_slot = slot.to_owned();
     // Taken out of the environment at start-up (see `secrets`).
-    opts.github_token = crate::secrets::github_token();
+    opts.github_token = crate::secrets::github_token().map(|token| bridge_store::GitToken {
+        token,
+        auth_host: std::env::var("BRIDGE_GIT_AUTH_HOST").ok(),
+    });
     opts.stall_timeout = stall_timeout(root);
     bridge_store::parse_remote(spec, root, &opts)
 }

@@ -31,10 +31,12 @@ use sha2::{Digest, Sha256};
 use crate::identity::{Identity, MemberId, PublicKey};
 use crate::roster::{Member, Roster};
 
-/// The first bytes of every envelope's plaintext.
-const MAGIC: &[u8] = b"BRIDGE-ENVELOPE-1\n";
-/// Domain separation for the header signature.
-const SIG_DOMAIN: &[u8] = b"bridge-envelope-v1\0";
+/// The first bytes of every envelope's plaintext (public for tests that
+/// forge envelopes the way an attacker would).
+pub const MAGIC: &[u8] = b"BRIDGE-ENVELOPE-1\n";
+/// Domain separation for the header signature: what the signature covers
+/// before the header bytes.
+pub const SIG_DOMAIN: &[u8] = b"bridge-envelope-v1\0";
 /// The largest header accepted, in bytes of JSON.
 pub const MAX_HEADER_LEN: usize = 64 * 1024;
 /// Length of an ed25519 signature.

@@ -301,6 +301,20 @@ impl MemberId {
     }
 }
 
+/// The tag a member's Automerge actor ids carry (bytes 8..16): the first 8
+/// bytes of a domain-separated hash of its member id. A chunk whose changes
+/// use an actor without its signer's tag is refused, so no member can write
+/// under another's actor.
+pub fn member_tag(member: &MemberId) -> [u8; 8] {
+    let digest = Sha256::new()
+        .chain_update(b"bridge-actor-v1\0")
+        .chain_update(member.as_str().as_bytes())
+        .finalize();
+    let mut tag = [0u8; 8];
+    tag.copy_from_slice(&digest[..8]);
+    tag
+}
+
 impl fmt::Display for MemberId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -541,5 +555,14 @@ mod tests {
             assert_eq!(json, format!("\"{role}\""));
         }
         assert!("Admin".parse::<Role>().is_err());
+    }
+
+    #[test]
+    fn the_member_tag_is_fixed_protocol() {
+        // Stored actor ids carry it: it must never change for a member.
+        let member: MemberId = format!("m{}", "0".repeat(24)).parse().unwrap();
+        assert_eq!(hex::encode(member_tag(&member)), "73fda9e0a39b1b87");
+        let other: MemberId = format!("m{}", "1".repeat(24)).parse().unwrap();
+        assert_ne!(member_tag(&member), member_tag(&other));
     }
 }

@@ -26,6 +26,10 @@
 //! No key material reaches a `Debug`, `Display` or error message: secret types
 //! implement `Debug` by hand and show only the member id.
 #![warn(missing_docs)]
+// Library code never prints (errors and warnings are values, details go
+// through `tracing`); the ratchet on long functions (clippy.toml).
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+#![warn(clippy::too_many_lines)]
 
 pub mod envelope;
 pub mod grant;
@@ -42,6 +46,7 @@ pub use grant::{
 };
 pub use identity::{
     Identity, KeyError, MemberId, MemberIdError, PublicKey, PublicKeyError, Role, RoleError,
+    member_tag,
 };
 pub use roster::{
     Epoch, EpochError, Member, Removal, Roster, RosterError, RosterWarning, accepted_key,

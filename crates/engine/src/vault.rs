@@ -573,19 +573,8 @@ impl Vault {
     }
 }
 
-/// The tag a member's Automerge actor ids carry (bytes 8..16): the first 8
-/// bytes of a domain-separated hash of its member id. A chunk whose changes
-/// use an actor without its signer's tag is refused, so no member can write
-/// under another's actor.
-pub fn member_tag(member: &MemberId) -> [u8; 8] {
-    let digest = Sha256::new()
-        .chain_update(b"bridge-actor-v1\0")
-        .chain_update(member.as_str().as_bytes())
-        .finalize();
-    let mut tag = [0u8; 8];
-    tag.copy_from_slice(&digest[..8]);
-    tag
-}
+/// The tag of a member's actor ids (protocol code: in the crypto crate).
+pub use bridge_crypto::member_tag;
 
 /// Where the files of document `doc` go: with its batch.
 fn placement_of_doc(doc: &str) -> Placement {

@@ -36,6 +36,10 @@
 //! is sandboxed. [`sandbox_support`] says what this system can do.
 
 #![warn(missing_docs)]
+// Library code never prints (errors and warnings are values, details go
+// through `tracing`); the ratchet on long functions (clippy.toml).
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+#![warn(clippy::too_many_lines)]
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;

@@ -311,9 +311,9 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
     let plan = match Plan::parse(args) {
         Ok(plan) => plan,
         Err(e) => {
-            eprintln!(
-                "bridge task supervisor: {e} (it is started by `bridge work` and `bridge run`, not by hand)"
-            );
+            report(format_args!(
+                "{e} (it is started by `bridge work` and `bridge run`, not by hand)"
+            ));
             return 2;
         }
     };
@@ -323,10 +323,10 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
     let mut status_file = match std::fs::File::create(&plan.status_path) {
         Ok(file) => file,
         Err(e) => {
-            eprintln!(
-                "bridge task supervisor: cannot create {}: {e}",
+            report(format_args!(
+                "cannot create {}: {e}",
                 plan.status_path.display()
-            );
+            ));
             return 2;
         }
     };
@@ -340,13 +340,23 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
     match status_file.write_all(status.encode().as_bytes()) {
         Ok(()) => code,
         Err(e) => {
-            eprintln!(
-                "bridge task supervisor: cannot write the task's status to {}: {e}",
+            report(format_args!(
+                "cannot write the task's status to {}: {e}",
                 plan.status_path.display()
-            );
+            ));
             2
         }
     }
+}
+
+/// Tells why the supervisor could not do its job, on its stderr: the one
+/// place this library prints.
+#[allow(
+    clippy::print_stderr,
+    reason = "the supervisor is its own process's main; a failure before the status file exists can only be told on stderr, which the worker collects"
+)]
+fn report(message: std::fmt::Arguments<'_>) {
+    eprintln!("bridge task supervisor: {message}");
 }
 
 /// What [`supervise`] saw.

@@ -373,6 +373,10 @@ fn owned(
         .map(|(v, id)| (v.into_owned(), id))
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "reads every field of a stored task; to split per fact kind"
+)]
 fn read_task(
     doc: &AutoCommit,
     obj: &ObjId,

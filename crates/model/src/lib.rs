@@ -23,6 +23,10 @@
 //! [`view::View::derive`] gives every task its [`Status`]. Writers call the
 //! `doc::add_*` functions and save the resulting change as a chunk.
 #![warn(missing_docs)]
+// Library code never prints (errors and warnings are values, details go
+// through `tracing`); the ratchet on long functions (clippy.toml).
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+#![warn(clippy::too_many_lines)]
 
 pub mod doc;
 pub mod facts;

@@ -46,6 +46,8 @@
 //! - [`git`]: [`GitRemote`], a store in branches of a git repository (one
 //!   per writer slot), driven through the `git` CLI.
 //! - [`mod@sync`]: [`sync()`] (set union both ways) and [`join`].
+//! - [`backoff`]: [`Backoff`], the exponential backoff of retry loops
+//!   (here and in the crates above).
 //!
 //! The files are stored as given: encryption and signatures (DESIGN.md
 //! "Store layout": `.age` files) wrap the bytes before they reach this
@@ -54,7 +56,12 @@
 //! `tracing`.
 
 #![warn(missing_docs)]
+// Library code never prints (errors and warnings are values, details go
+// through `tracing`); the ratchet on long functions (clippy.toml).
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+#![warn(clippy::too_many_lines)]
 
+pub mod backoff;
 mod fsutil;
 pub mod git;
 pub mod load;
@@ -63,7 +70,8 @@ pub mod remote;
 pub mod replica;
 pub mod sync;
 
-pub use git::{DEFAULT_STALL_TIMEOUT, GitRemote, PushStats, SlotError, validate_slot};
+pub use backoff::{Backoff, Jitter};
+pub use git::{DEFAULT_STALL_TIMEOUT, GitRemote, GitToken, PushStats, SlotError, validate_slot};
 pub use load::{
     ChunkOpener, LoadedDoc, OpenedEntry, Plain, StoreWarning, has_unseen, load_doc, refresh_doc,
 };

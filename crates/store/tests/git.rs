@@ -16,67 +16,11 @@ use std::time::{Duration, Instant};
 use automerge::transaction::Transactable;
 use automerge::{AutoCommit, ROOT, ReadDoc};
 use bridge_store::{
-    BlobId, FORMAT_LINE, GitRemote, Plain, Remote, RemoteError, RemoteOptions, Replica, load_doc,
+    BlobId, FORMAT_LINE, Plain, Remote, RemoteError, RemoteOptions, Replica, load_doc,
     parse_remote, sync,
 };
-
-/// Runs real git hermetically; panics unless it succeeds. Returns stdout.
-fn git(args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(args)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("LC_ALL", "C")
-        .env("GIT_AUTHOR_NAME", "test")
-        .env("GIT_AUTHOR_EMAIL", "test@localhost")
-        .env("GIT_COMMITTER_NAME", "test")
-        .env("GIT_COMMITTER_EMAIL", "test@localhost")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// A new bare repository at `path`; returns its `file://` URL.
-fn bare_repo(path: &Path) -> String {
-    git(&["init", "--bare", "-q", path.to_str().unwrap()]);
-    format!("file://{}", path.display())
-}
-
-/// A hermetic remote for `url`, slot `slot`, cache `cache`.
-fn remote(url: &str, slot: &str, cache: &Path) -> GitRemote {
-    GitRemote::new(url.to_owned(), slot.to_owned(), cache.to_owned())
-        .unwrap()
-        .with_token(None, None)
-        .with_git_env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .with_git_env("GIT_CONFIG_NOSYSTEM", "1")
-}
-
-/// A blob file: its store name and bytes.
-fn blob(content: &str) -> (String, Vec<u8>) {
-    let bytes = content.as_bytes().to_vec();
-    (BlobId::of_bytes(&bytes).store_name(), bytes)
-}
-
-/// A chunk file of document `doc`: its store name and bytes.
-fn chunk(doc: &str, content: &str) -> (String, Vec<u8>) {
-    let bytes = content.as_bytes().to_vec();
-    let hash = BlobId::of_bytes(&bytes).to_string();
-    (format!("chunks/{doc}/{hash}.chunk"), bytes)
-}
-
-/// The store header files of workspace `ws`.
-fn header(ws: &str) -> Vec<(String, Vec<u8>)> {
-    vec![
-        ("workspace".to_owned(), format!("{ws}\n").into_bytes()),
-        ("FORMAT".to_owned(), FORMAT_LINE.as_bytes().to_vec()),
-    ]
-}
+use bridge_testutil::files::{blob, chunk, header, names};
+use bridge_testutil::git::{bare_repo, git, remote};
 
 /// `git ls-remote` of a repository: (ref, oid), sorted.
 fn ls_remote(url: &str) -> Vec<(String, String)> {
@@ -102,10 +46,6 @@ fn tree_paths(repo: &Path, reference: &str) -> BTreeSet<String> {
     .lines()
     .map(str::to_owned)
     .collect()
-}
-
-fn names(files: &[(String, Vec<u8>)]) -> BTreeSet<String> {
-    files.iter().map(|(n, _)| n.clone()).collect()
 }
 
 #[test]

@@ -612,6 +612,7 @@ fn random_mutations_never_panic() {
 
 /// Not a test: the cost of sealing and opening a 300-byte payload to three
 /// recipients. `cargo test -p bridge-crypto --release -- --ignored --nocapture seal_open_cost`
+#[allow(clippy::print_stderr, reason = "a measurement: it reports its figures")]
 #[test]
 #[ignore = "a measurement, not a test"]
 fn seal_open_cost() {

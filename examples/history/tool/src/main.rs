@@ -8,7 +8,7 @@
 //!   (actor, timestamp, ops of every change) into a JSON summary: authors,
 //!   edits per day, size over time.
 //!
-//! Install it with `cargo install --path crates/history-tool` (the tasks of
+//! Install it with `cargo install --path examples/history/tool` (the tasks of
 //! `examples/history` find it on `PATH`).
 
 mod dates;

@@ -1,0 +1,25 @@
+//! Test-only helpers shared by bridge's crates and its end-to-end tests,
+//! so that tests import fixtures instead of copying them (`publish =
+//! false`; never a dependency of the product).
+//!
+//! - [`remote_contract`]: the contract every [`Remote`](bridge_store::Remote)
+//!   backend meets, as one function per point and the
+//!   [`remote_contract_tests!`] macro that runs them all against a backend;
+//! - [`git`]: real `git`, run hermetically (no user or system config), and
+//!   bare repositories in temp folders;
+//! - [`files`]: store files (blobs, chunks, the header) by content;
+//! - [`spec`]: task specs (one builder for every test).
+//!
+//! Helpers panic on failure: they are for tests only.
+
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+#![warn(clippy::too_many_lines)]
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers: a panic is the failure report"
+)]
+
+pub mod files;
+pub mod git;
+pub mod remote_contract;
+pub mod spec;

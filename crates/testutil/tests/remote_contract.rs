@@ -1,0 +1,13 @@
+//! The remote contract suite against every backend of the store.
+
+mod dir {
+    bridge_testutil::remote_contract_tests!(bridge_testutil::remote_contract::DirStore::new);
+}
+
+mod git {
+    bridge_testutil::remote_contract_tests!(bridge_testutil::remote_contract::GitStore::new);
+}
+
+mod mem {
+    bridge_testutil::remote_contract_tests!(bridge_testutil::remote_contract::MemStore::new);
+}
