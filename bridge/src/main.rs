@@ -13,8 +13,8 @@ mod audience;
 mod cache;
 mod commands;
 mod compact;
+mod downloads;
 mod error;
-mod fetch;
 mod files;
 mod freshness;
 mod github;
@@ -62,7 +62,9 @@ fn main() -> ExitCode {
     // Then, on GitHub Actions, mask the identity before anything (even a
     // usage error) can print.
     keys::mask_on_github();
-    install_tls_provider();
+    // One TLS crypto provider (ring) for every HTTPS client: downloads and
+    // the GitHub API.
+    bridge_fetch::install_tls_provider();
     let cli = Cli::parse();
     init_tracing(cli.global.verbose, cli.global.quiet);
     if let Err(e) = hardened {
@@ -93,12 +95,6 @@ fn main() -> ExitCode {
             ExitCode::from(if e.code == 0 { EXIT_ERROR } else { e.code })
         }
     }
-}
-
-/// Installs one TLS crypto provider (ring) for every HTTPS client
-/// (downloads, the GitHub API). Idempotent: a second call finds it installed.
-pub fn install_tls_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 fn init_tracing(verbose: u8, quiet: bool) {
