@@ -1,8 +1,8 @@
 //! The cache on disk: one read-only file per content, named by its SHA-256.
-//! A hit is hashed again before use ([`verify_cached`]); a download goes to
-//! a [`TempFile`] beside the cache entries and is renamed into place only
+//! A hit is hashed again before use (`verify_cached`); a download goes to
+//! a `TempFile` beside the cache entries and is renamed into place only
 //! once its hash matches; a cached file is copied, never linked, into a
-//! task's working folder ([`place`]).
+//! task's working folder (`place`).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
