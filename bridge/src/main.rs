@@ -10,14 +10,15 @@
 #[macro_use]
 mod output;
 mod commands;
+mod downloads;
 mod error;
 mod github;
 mod hints;
 
 // The engine's modules, under the names the commands have always used.
 use bridge_engine::{
-    audience, compact, fetch, files, freshness, keys, publish, run_policy, secrets, shard,
-    taskfile, vault, worker, workspace,
+    audience, compact, files, freshness, keys, publish, run_policy, secrets, shard, taskfile,
+    vault, worker, workspace,
 };
 
 use std::io::IsTerminal;
@@ -50,7 +51,9 @@ fn main() -> ExitCode {
     // Then, on GitHub Actions, mask the identity before anything (even a
     // usage error) can print.
     mask_identity_on_github();
-    install_tls_provider();
+    // One TLS crypto provider (ring) for every HTTPS client: downloads and
+    // the GitHub API.
+    bridge_fetch::install_tls_provider();
     let cli = Cli::parse();
     init_tracing(cli.global.verbose, cli.global.quiet);
     if let Err(e) = hardened {
@@ -82,12 +85,6 @@ fn main() -> ExitCode {
             ExitCode::from(if e.code == 0 { EXIT_ERROR } else { e.code })
         }
     }
-}
-
-/// Installs one TLS crypto provider (ring) for every HTTPS client
-/// (downloads, the GitHub API). Idempotent: a second call finds it installed.
-pub fn install_tls_provider() {
-    fetch::install_tls_provider();
 }
 
 /// `error` with the hint and exit code [`hints`] gives its causes, where the

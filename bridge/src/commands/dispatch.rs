@@ -6,6 +6,7 @@ use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
+use bridge_github::{DispatchDetails, Job, Month, WorkflowRun};
 use bridge_model::{Millis, Status, TaskId};
 use clap::Args;
 use serde_json::json;
@@ -13,7 +14,7 @@ use serde_json::json;
 use super::GlobalArgs;
 use super::common::{SyncOutcome, open_session, sync_remote};
 use crate::error::{CliError, CliResult, EXIT_OFFLINE, EXIT_OK, HintExt};
-use crate::github::{self, DispatchDetails, GitHub, Job, Month, WorkflowRun, cli_error};
+use crate::github::{self, ApiError, Client};
 use crate::output::print_json;
 use crate::workspace::{Session, now_ms};
 
@@ -120,7 +121,7 @@ pub fn run(g: &GlobalArgs, args: DispatchArgs) -> CliResult<u8> {
                 }
                 return Ok(EXIT_OK);
             }
-            github::auto_runners(
+            bridge_github::auto_runners(
                 work.seconds,
                 budget.as_secs(),
                 work.tasks,
@@ -138,16 +139,16 @@ pub fn run(g: &GlobalArgs, args: DispatchArgs) -> CliResult<u8> {
                 )
             })?,
     };
-    let estimate = github::estimate_minutes(work.seconds, runners, budget.as_secs());
+    let estimate = bridge_github::estimate_minutes(work.seconds, runners, budget.as_secs());
 
-    let gh = GitHub::connect(&repo)?;
+    let gh = github::connect(&repo)?;
     let workflow = section.workflow().to_owned();
     let git_ref = section.git_ref().to_owned();
     let month = Month::of(std::time::SystemTime::now());
     if let Some(limit) = section.minutes_budget {
         let used: u64 = gh
-            .month_usage(&workflow, month)
-            .map_err(|e| cli_error(e, gh.token_source))?
+            .month_usage(&workflow, month, now_ms())
+            .map_err(|e| ApiError::new(e, gh.token_source))?
             .iter()
             .map(|r| r.minutes)
             .sum();
@@ -174,7 +175,7 @@ pub fn run(g: &GlobalArgs, args: DispatchArgs) -> CliResult<u8> {
     let dispatched_at = now_ms() - 5_000;
     let details = gh
         .dispatch(&workflow, &git_ref, &inputs)
-        .map_err(|e| cli_error(e, gh.token_source))?;
+        .map_err(|e| ApiError::new(e, gh.token_source))?;
     let (run_id, html_url, run_url) = match details {
         Some(DispatchDetails {
             workflow_run_id,
@@ -306,7 +307,7 @@ fn pending_work(session: &Session) -> PendingWork {
 
 /// After a dispatch that did not return the run (204): looks for it among
 /// the workflow's recent `workflow_dispatch` runs, a few times.
-fn find_run(gh: &GitHub, workflow: &str, since: Millis, interval: Duration) -> Option<WorkflowRun> {
+fn find_run(gh: &Client, workflow: &str, since: Millis, interval: Duration) -> Option<WorkflowRun> {
     let pause = interval.min(Duration::from_secs(2));
     for attempt in 0..5 {
         if attempt > 0 {
@@ -314,7 +315,7 @@ fn find_run(gh: &GitHub, workflow: &str, since: Millis, interval: Duration) -> O
         }
         match gh.list_runs(workflow, Some("workflow_dispatch"), 20, 1) {
             Ok(page) => {
-                if let Some(run) = github::pick_dispatched_run(&page.workflow_runs, since) {
+                if let Some(run) = bridge_github::pick_dispatched_run(&page.workflow_runs, since) {
                     return Some(run.clone());
                 }
             }
@@ -407,7 +408,7 @@ fn job_states(jobs: &[Job]) -> String {
 fn watch(
     g: &GlobalArgs,
     session: &mut Session,
-    gh: &GitHub,
+    gh: &Client,
     run_id: Option<u64>,
     interval: Duration,
     json: bool,
@@ -451,7 +452,7 @@ fn watch(
             match gh.run(id) {
                 Ok(run) => run_state = Some(run),
                 Err(e) if matches!(e.status(), Some(401 | 403 | 404)) => {
-                    return Err(cli_error(e, gh.token_source));
+                    return Err(ApiError::new(e, gh.token_source).into());
                 }
                 Err(e) => tracing::warn!("{e}"),
             }

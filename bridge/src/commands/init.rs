@@ -6,13 +6,14 @@ use std::path::Path;
 
 use anyhow::{Context, anyhow};
 use bridge_crypto::{ExposeSecret, Identity, Roster};
+use bridge_github::{RepoSlug, SecretWrite, TOKEN_PERMISSIONS};
 use clap::Args;
 
 use super::GlobalArgs;
 use super::common::{SyncOutcome, sync_and_report, sync_remote};
 use super::members;
 use crate::error::{CliError, CliResult, EXIT_OK};
-use crate::github::{self, GitHub, RepoSlug, SecretWrite, TOKEN_PERMISSIONS, cli_error};
+use crate::github::{self, ApiError};
 use crate::keys;
 use crate::vault::Vault;
 use crate::workspace::{
@@ -147,8 +148,10 @@ fn create(
 fn init_github(g: &GlobalArgs, args: &InitArgs, root: &Path, repo: &RepoSlug) -> CliResult<u8> {
     // Check the token, the repository and the permission before anything is
     // created here: the public key is needed anyway.
-    let gh = GitHub::connect(repo)?;
-    let key = gh.public_key().map_err(|e| cli_error(e, gh.token_source))?;
+    let gh = github::connect(repo)?;
+    let key = gh
+        .public_key()
+        .map_err(|e| ApiError::new(e, gh.token_source))?;
     let git_ref = args.git_ref.clone().unwrap_or_else(|| "main".to_owned());
 
     // The workspace: made here, or an existing one gaining [github].
@@ -229,8 +232,8 @@ fn init_github(g: &GlobalArgs, args: &InitArgs, root: &Path, repo: &RepoSlug) ->
     members::require_admin(&vault)?;
     let name = members::free_member_name(&vault, RUNNER_NAME);
     let runner: Identity = members::new_runner_identity()?;
-    let sealed =
-        github::seal(&key.key, runner.to_secret().expose_secret().as_bytes()).map_err(|e| {
+    let sealed = bridge_github::seal(&key.key, runner.to_secret().expose_secret().as_bytes())
+        .map_err(|e| {
             CliError::hint(
                 anyhow!(e).context(format!("cannot seal the runner identity for {repo}")),
                 "the answer to GET /repos/{owner}/{repo}/actions/secrets/public-key was not a key",
@@ -238,7 +241,7 @@ fn init_github(g: &GlobalArgs, args: &InitArgs, root: &Path, repo: &RepoSlug) ->
         })?;
     let wrote = gh
         .put_secret(github::IDENTITY_SECRET, &key.key_id, &sealed)
-        .map_err(|e| cli_error(e, gh.token_source))?;
+        .map_err(|e| ApiError::new(e, gh.token_source))?;
     members::add_runner_identity(&ws, &mut vault, &name, &runner)?;
     drop(runner);
     let epoch = vault.roster().latest().number;
@@ -263,9 +266,9 @@ fn init_github(g: &GlobalArgs, args: &InitArgs, root: &Path, repo: &RepoSlug) ->
         ] {
             let sha = gh
                 .file_sha(path, &git_ref)
-                .map_err(|e| cli_error(e, gh.token_source))?;
+                .map_err(|e| ApiError::new(e, gh.token_source))?;
             gh.put_file(path, text.as_bytes(), message, &git_ref, sha.as_deref())
-                .map_err(|e| cli_error(e, gh.token_source))?;
+                .map_err(|e| ApiError::new(e, gh.token_source))?;
         }
     } else {
         let target = root.join(&workflow_path);

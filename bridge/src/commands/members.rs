@@ -10,7 +10,7 @@ use super::GlobalArgs;
 use super::common::{open_remote, sync_and_report};
 use crate::error::{CliError, CliResult, EXIT_OFFLINE, EXIT_OK};
 use crate::freshness::{self, Anchor};
-use crate::github::GitHub;
+use crate::github::ApiError;
 use crate::keys;
 use crate::output::{print_json, print_table};
 use crate::vault::Vault;
@@ -298,10 +298,10 @@ fn rotate_runner(
     // leave the old runner in place.
     let target = if github {
         let (section, repo) = crate::github::configured(&ws.config)?;
-        let gh = GitHub::connect(&repo)?;
+        let gh = crate::github::connect(&repo)?;
         let key = gh
             .public_key()
-            .map_err(|e| crate::github::cli_error(e, gh.token_source))?;
+            .map_err(|e| ApiError::new(e, gh.token_source))?;
         Some((section, repo, gh, key))
     } else {
         None
@@ -317,7 +317,7 @@ fn rotate_runner(
     }
     let runner = new_runner_identity()?;
     if let Some((_, repo, gh, key)) = &target {
-        let sealed = crate::github::seal(&key.key, runner.to_secret().expose_secret().as_bytes())
+        let sealed = bridge_github::seal(&key.key, runner.to_secret().expose_secret().as_bytes())
             .map_err(|e| {
             CliError::hint(
                 anyhow!(e).context(format!("cannot seal the runner identity for {repo}")),
@@ -325,7 +325,7 @@ fn rotate_runner(
             )
         })?;
         gh.put_secret(crate::github::IDENTITY_SECRET, &key.key_id, &sealed)
-            .map_err(|e| crate::github::cli_error(e, gh.token_source))?;
+            .map_err(|e| ApiError::new(e, gh.token_source))?;
     }
     let changed = retire(ws, &mut vault, name, &old.id(), g.quiet)
         .and_then(|_| add_runner_identity(ws, &mut vault, name, &runner));

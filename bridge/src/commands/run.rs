@@ -321,6 +321,10 @@ struct RunHooks {
 }
 
 impl worker::Hooks for RunHooks {
+    fn downloads(&self) -> Option<std::sync::Arc<dyn bridge_fetch::Progress>> {
+        crate::downloads::progress()
+    }
+
     fn event(&mut self, event: Event) {
         if let Event::LeftForOthers(left) = &event {
             if !self.quiet {

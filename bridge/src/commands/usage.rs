@@ -1,12 +1,13 @@
 //! `bridge usage`: the runner minutes bridge's GitHub Actions runs used this
 //! month, against the budget in bridge.toml.
 
+use bridge_github::Month;
 use clap::Args;
 use serde_json::json;
 
 use super::GlobalArgs;
 use crate::error::{CliResult, EXIT_OK};
-use crate::github::{self, GitHub, Month, cli_error};
+use crate::github::{self, ApiError};
 use crate::output::{print_json, print_table};
 use crate::workspace::Workspace;
 
@@ -40,11 +41,11 @@ pub fn run(g: &GlobalArgs, args: UsageArgs) -> CliResult<u8> {
     let month = args
         .month
         .unwrap_or_else(|| Month::of(std::time::SystemTime::now()));
-    let gh = GitHub::connect(&repo)?;
+    let gh = github::connect(&repo)?;
     let workflow = section.workflow();
     let runs = gh
-        .month_usage(workflow, month)
-        .map_err(|e| cli_error(e, gh.token_source))?;
+        .month_usage(workflow, month, crate::workspace::now_ms())
+        .map_err(|e| ApiError::new(e, gh.token_source))?;
     let minutes: u64 = runs.iter().map(|r| r.minutes).sum();
     let budget = section.minutes_budget;
     let left = budget.map(|b| b.saturating_sub(minutes));

@@ -222,6 +222,10 @@ struct WorkHooks {
 }
 
 impl worker::Hooks for WorkHooks {
+    fn downloads(&self) -> Option<std::sync::Arc<dyn bridge_fetch::Progress>> {
+        crate::downloads::progress()
+    }
+
     fn event(&mut self, event: Event) {
         self.progress.event(event);
     }

@@ -7,8 +7,8 @@
 //! syncs with the store's remote, and writes new facts. The [`worker`] claims
 //! and runs tasks under a [`sandbox`] and a [`run_policy`]; the [`publish`]er
 //! pushes what it wrote; [`compact`]ion folds many small files into
-//! snapshots. [`taskfile`] reads YAML task files, [`fetch`] downloads URL
-//! inputs, [`audience`] keeps private batches' keys, [`keys`] and
+//! snapshots. [`taskfile`] reads YAML task files (URL inputs are downloaded
+//! by `bridge-fetch`), [`audience`] keeps private batches' keys, [`keys`] and
 //! [`freshness`] hold the device's identity and what it has seen of the
 //! roster.
 //!
@@ -22,7 +22,6 @@ pub mod cache;
 pub mod clock;
 pub mod compact;
 pub mod error;
-pub mod fetch;
 pub mod files;
 pub mod freshness;
 pub mod keys;

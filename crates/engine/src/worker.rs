@@ -45,6 +45,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bridge_exec::{Program, TaskCommand};
+use bridge_fetch::{FetchConfig, Fetcher};
 use bridge_model::facts::Claim;
 use bridge_model::spec::InputSource;
 use bridge_model::view::canonical_result;
@@ -57,7 +58,6 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::CliResult;
-use crate::fetch::{FetchConfig, Fetcher};
 use crate::publish::Publisher;
 use crate::run_policy::{RunFrom, TaskPolicy};
 use crate::sandbox::{Sandbox, unmet_requirements};
@@ -298,6 +298,11 @@ pub trait Hooks {
     /// A follow-mode worker found nothing to do (without a publisher, a
     /// good moment to look for new work elsewhere).
     fn idle(&mut self, session: &mut Session) -> CliResult<()>;
+    /// Where the progress of URL inputs' downloads goes (the command line
+    /// draws bars on a terminal); none by default.
+    fn downloads(&self) -> Option<Arc<dyn bridge_fetch::Progress>> {
+        None
+    }
 }
 
 /// Runs tasks until none is runnable (or, with `follow`, until `shutdown`,
@@ -359,7 +364,7 @@ async fn work_loop(
     let stop_tasks = CancellationToken::new();
     // Shared by every task, so that tasks needing the same URL input wait
     // for one download.
-    let fetcher = Arc::new(Fetcher::new(FetchConfig::from_env()?));
+    let fetcher = Arc::new(Fetcher::new(FetchConfig::from_env()?).with_progress(hooks.downloads()));
     let began = Instant::now();
 
     let mut report = WorkReport::default();

@@ -1,34 +1,11 @@
-//! Inputs by URL: the worker downloads an input declared as `{url, sha256}`
-//! into a cache shared by every workspace of this user, checks its hash, and
-//! places it in the task's working folder.
-//!
-//! # Cache
-//!
-//! One folder ([`FetchConfig::cache_dir`]) holds one read-only file per
-//! content, named by its SHA-256. A hit is hashed again before use (a task
-//! may have written through a hard link, a disk may rot) and a bad copy is
-//! thrown away and downloaded again. The file is hard-linked into the
-//! working folder, or copied when a link is not possible (another file
-//! system).
-//!
-//! # Downloads
-//!
-//! A miss streams the body into a temporary file in the cache folder while
-//! hashing it (constant memory), and renames it into place only once the
-//! hash matches: a partial or wrong download is never visible under a hash
-//! name, so two bridge processes racing for the same content are harmless
-//! (the last rename wins, with the same bytes). Within one process a lock per
-//! hash makes concurrent tasks that need the same content wait for one
-//! download. Connect errors, timeouts, broken transfers, 429 and 5xx are
-//! retried with jittered exponential backoff; other statuses (4xx) and a hash
-//! mismatch are not.
-//!
-//! The HTTP client (reqwest on rustls) is built on the first download, so a
-//! worker whose tasks have no URL inputs never sets one up.
+//! The [`Fetcher`]: one per worker, shared by its tasks. It checks the
+//! cache, holds one lock per SHA-256 so that a content is downloaded once
+//! per process, downloads with retries (jittered exponential backoff on
+//! connect errors, timeouts, broken transfers, 429 and 5xx; not on other
+//! statuses or a hash mismatch), and places the result in a working folder.
 
 use std::collections::HashMap;
-use std::ffi::OsString;
-use std::io::Read;
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -37,108 +14,9 @@ use bridge_model::spec::{is_http_url, is_sha256_hex};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-/// The connect timeout unless `BRIDGE_FETCH_TIMEOUT` says otherwise.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a download may go without receiving a byte, unless
-/// `BRIDGE_FETCH_TIMEOUT` says otherwise.
-pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
-/// How many times a download is tried in all.
-pub const DEFAULT_TRIES: u32 = 3;
-/// The first backoff between tries; it doubles each time, jittered.
-pub const DEFAULT_BACKOFF: Duration = Duration::from_secs(1);
-
-/// Installs one TLS crypto provider (ring) for every HTTPS client
-/// (downloads, the GitHub API). Idempotent: a second call finds it installed.
-pub fn install_tls_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
-/// How a [`Fetcher`] behaves.
-#[derive(Debug, Clone)]
-pub struct FetchConfig {
-    /// Where downloaded files are kept, one per SHA-256.
-    pub cache_dir: PathBuf,
-    /// The limit on connecting to the server.
-    pub connect_timeout: Duration,
-    /// The limit on waiting for the next bytes of a response.
-    pub read_timeout: Duration,
-    /// How many times a download is tried (at least once).
-    pub tries: u32,
-    /// The first backoff between tries.
-    pub backoff: Duration,
-    /// Draw a progress bar on stderr (else one log line per download).
-    pub progress: bool,
-}
-
-impl FetchConfig {
-    /// The configuration from the environment: `BRIDGE_CACHE_DIR`,
-    /// `XDG_CACHE_HOME`, `HOME`, `BRIDGE_FETCH_TIMEOUT`, and whether stderr
-    /// is a terminal outside GitHub Actions.
-    pub fn from_env() -> anyhow::Result<FetchConfig> {
-        use std::io::IsTerminal;
-        let progress =
-            std::io::stderr().is_terminal() && std::env::var_os("GITHUB_ACTIONS").is_none();
-        FetchConfig::from_vars(|k| std::env::var_os(k), progress)
-    }
-
-    /// The configuration from these variables (see [`FetchConfig::from_env`]).
-    pub fn from_vars(
-        var: impl Fn(&str) -> Option<OsString>,
-        progress: bool,
-    ) -> anyhow::Result<FetchConfig> {
-        let set = |k: &str| var(k).filter(|v| !v.is_empty());
-        let cache_dir = if let Some(dir) = set("BRIDGE_CACHE_DIR") {
-            PathBuf::from(dir)
-        } else if let Some(xdg) = set("XDG_CACHE_HOME") {
-            PathBuf::from(xdg).join("bridge").join("inputs")
-        } else if let Some(home) = set("HOME") {
-            PathBuf::from(home)
-                .join(".cache")
-                .join("bridge")
-                .join("inputs")
-        } else {
-            anyhow::bail!(
-                "cannot choose a cache folder for URL inputs: none of BRIDGE_CACHE_DIR, XDG_CACHE_HOME and HOME is set"
-            );
-        };
-        let (connect_timeout, read_timeout) = match set("BRIDGE_FETCH_TIMEOUT") {
-            None => (DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT),
-            Some(v) => {
-                let text = v.to_string_lossy();
-                parse_timeouts(&text)
-                    .map_err(|m| anyhow::anyhow!("BRIDGE_FETCH_TIMEOUT={text}: {m}"))?
-            }
-        };
-        Ok(FetchConfig {
-            cache_dir,
-            connect_timeout,
-            read_timeout,
-            tries: DEFAULT_TRIES,
-            backoff: DEFAULT_BACKOFF,
-            progress,
-        })
-    }
-}
-
-/// Parses `BRIDGE_FETCH_TIMEOUT`: one duration for both the connect and
-/// the read timeout (`45s`), or `CONNECT,READ` (`10s,2m`).
-pub fn parse_timeouts(text: &str) -> Result<(Duration, Duration), String> {
-    let one = |s: &str| -> Result<Duration, String> {
-        let d = humantime::parse_duration(s.trim())
-            .map_err(|e| format!("`{}` is not a duration ({e})", s.trim()))?;
-        if d.is_zero() {
-            return Err("a timeout must be longer than zero".into());
-        }
-        Ok(d)
-    };
-    match text.split_once(',') {
-        Some((c, r)) => Ok((one(c)?, one(r)?)),
-        None => {
-            let d = one(text)?;
-            Ok((d, d))
-        }
-    }
-}
+use crate::cache::{TempFile, cache_err, place, verify_cached};
+use crate::config::FetchConfig;
+use crate::progress::{HumanBytes, Progress};
 
 /// Why an input could not be fetched.
 #[derive(Debug, thiserror::Error)]
@@ -213,7 +91,7 @@ pub enum FetchError {
     },
     /// A blocking file operation panicked or was cancelled.
     #[error("a file operation of the input cache crashed: {0}")]
-    Crashed(String),
+    Crashed(tokio::task::JoinError),
 }
 
 fn tries_note(tries: u32) -> String {
@@ -242,20 +120,12 @@ impl FetchError {
     }
 }
 
-fn cache_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> FetchError {
-    let path = path.to_path_buf();
-    move |source| FetchError::Cache {
-        action,
-        path,
-        source,
-    }
-}
-
 /// Downloads URL inputs into the cache and places them in working folders.
 /// One per worker, shared by its tasks.
-#[derive(Debug)]
 pub struct Fetcher {
     config: FetchConfig,
+    /// Where downloads report their progress, if anywhere.
+    progress: Option<Arc<dyn Progress>>,
     client: tokio::sync::OnceCell<reqwest::Client>,
     /// One lock per SHA-256 being fetched, so a content is downloaded once.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -266,9 +136,16 @@ impl Fetcher {
     pub fn new(config: FetchConfig) -> Fetcher {
         Fetcher {
             config,
+            progress: None,
             client: tokio::sync::OnceCell::new(),
             locks: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The fetcher, reporting each download's progress to `progress`.
+    pub fn with_progress(mut self, progress: Option<Arc<dyn Progress>>) -> Fetcher {
+        self.progress = progress;
+        self
     }
 
     /// Where the content with this (valid) SHA-256 is cached.
@@ -288,7 +165,7 @@ impl Fetcher {
         let dest = dest.to_path_buf();
         tokio::task::spawn_blocking(move || place(&cached, &dest))
             .await
-            .map_err(|e| FetchError::Crashed(e.to_string()))?
+            .map_err(FetchError::Crashed)?
     }
 
     /// Makes sure the content of `url`, which must hash to `sha256`, is in
@@ -309,7 +186,7 @@ impl Fetcher {
         let (check, want) = (path.clone(), sha256.to_owned());
         let hit = tokio::task::spawn_blocking(move || verify_cached(&check, &want))
             .await
-            .map_err(|e| FetchError::Crashed(e.to_string()))??;
+            .map_err(FetchError::Crashed)??;
         if hit {
             tracing::debug!("{url}: cache hit {}", path.display());
             return Ok(path);
@@ -321,7 +198,7 @@ impl Fetcher {
     async fn client(&self) -> Result<&reqwest::Client, FetchError> {
         self.client
             .get_or_try_init(|| async {
-                crate::fetch::install_tls_provider();
+                crate::install_tls_provider();
                 reqwest::Client::builder()
                     .connect_timeout(self.config.connect_timeout)
                     .read_timeout(self.config.read_timeout)
@@ -383,7 +260,10 @@ impl Fetcher {
                 tries: 1,
             });
         }
-        let bar = self.progress_bar(url, response.content_length());
+        let bar = self
+            .progress
+            .as_ref()
+            .map(|p| p.start(url, response.content_length()));
         let temp = TempFile::new(&self.config.cache_dir, sha256)?;
         let mut file = tokio::fs::OpenOptions::new()
             .write(true)
@@ -400,7 +280,7 @@ impl Fetcher {
                 .map_err(cache_err("write", &temp.path))?;
             size += chunk.len() as u64;
             if let Some(b) = &bar {
-                b.set_position(size);
+                b.advance(size);
             }
         }
         file.flush().await.map_err(cache_err("write", &temp.path))?;
@@ -409,7 +289,7 @@ impl Fetcher {
             .map_err(cache_err("write", &temp.path))?;
         drop(file);
         if let Some(b) = &bar {
-            b.finish_and_clear();
+            b.finish();
         }
         let actual = hex::encode(hasher.finalize());
         if actual != sha256 {
@@ -434,42 +314,20 @@ impl Fetcher {
         temp.persist(dest).await?;
         tracing::info!(
             "downloaded {url} ({}) in {:.1?}",
-            indicatif::HumanBytes(size),
+            HumanBytes(size),
             started.elapsed()
         );
         Ok(())
     }
-
-    fn progress_bar(&self, url: &str, len: Option<u64>) -> Option<indicatif::ProgressBar> {
-        if !self.config.progress {
-            return None;
-        }
-        let (bar, template) = match len {
-            Some(n) => (
-                indicatif::ProgressBar::new(n),
-                "{msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec}",
-            ),
-            None => (
-                indicatif::ProgressBar::new_spinner(),
-                "{msg} {spinner} {bytes} {bytes_per_sec}",
-            ),
-        };
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(template)
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        bar.set_message(crate::text::safe(&short_url(url)).into_owned());
-        Some(bar)
-    }
 }
 
-/// The URL's last path segment, for a progress bar.
-fn short_url(url: &str) -> String {
-    let path = url.split(['?', '#']).next().unwrap_or(url);
-    path.rsplit('/')
-        .find(|s| !s.is_empty())
-        .unwrap_or(path)
-        .to_owned()
+impl fmt::Debug for Fetcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Fetcher")
+            .field("config", &self.config)
+            .field("progress", &self.progress.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// The error and its causes on one line.
@@ -497,144 +355,15 @@ fn backoff(base: Duration, tried: u32) -> Duration {
     full.mul_f64(0.5 + 0.5 * r)
 }
 
-/// Whether `path` holds content hashing to `sha256`; a file that does not
-/// is removed (and will be downloaded again).
-fn verify_cached(path: &Path, sha256: &str) -> Result<bool, FetchError> {
-    // Not a regular file (a FIFO would block the read below, a link could
-    // point anywhere): replaced by a fresh download.
-    if let Ok(meta) = std::fs::symlink_metadata(path)
-        && !meta.file_type().is_file()
-    {
-        tracing::warn!(
-            "the cached input {} is not a regular file: removed, downloading it again",
-            path.display()
-        );
-        std::fs::remove_file(path).map_err(cache_err("remove the damaged", path))?;
-        return Ok(false);
-    }
-    let actual = match sha256_file(path) {
-        Ok(h) => h,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(cache_err("read", path)(e)),
-    };
-    if actual == sha256 {
-        return Ok(true);
-    }
-    tracing::warn!(
-        "the cached input {} hashes to {actual}: removed, downloading it again",
-        path.display()
-    );
-    std::fs::remove_file(path).map_err(cache_err("remove the damaged", path))?;
-    Ok(false)
-}
-
-/// The SHA-256 of a file's content (hex), read in blocks.
-pub fn sha256_file(path: &Path) -> std::io::Result<String> {
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hex::encode(hasher.finalize()))
-}
-
-/// Copies `from` (in the cache) to `to` (in a task's folder). Never a hard
-/// link: the task may write its folder, and through a link it would write
-/// the cache every later task reads, or an input another task is using
-/// (issue 13). `std::fs::copy` uses `copy_file_range`, which clones the
-/// blocks on file systems that can.
-fn place(from: &Path, to: &Path) -> Result<(), FetchError> {
-    let err = |source| FetchError::Place {
-        from: from.to_path_buf(),
-        to: to.to_path_buf(),
-        source,
-    };
-    if let Some(parent) = to.parent() {
-        std::fs::create_dir_all(parent).map_err(err)?;
-    }
-    std::fs::copy(from, to).map(|_| ()).map_err(err)
-}
-
-/// A temporary file in the cache folder, removed when dropped unless
-/// persisted.
-struct TempFile {
-    path: PathBuf,
-    keep: bool,
-}
-
-impl TempFile {
-    fn new(dir: &Path, sha256: &str) -> Result<TempFile, FetchError> {
-        let mut r = [0u8; 6];
-        getrandom::fill(&mut r).map_err(|e| FetchError::Cache {
-            action: "name a temporary file in",
-            path: dir.to_path_buf(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
-        let name = format!(".{sha256}.{}.{}.part", std::process::id(), hex::encode(r));
-        Ok(TempFile {
-            path: dir.join(name),
-            keep: false,
-        })
-    }
-
-    async fn persist(mut self, dest: &Path) -> Result<(), FetchError> {
-        tokio::fs::rename(&self.path, dest)
-            .await
-            .map_err(cache_err("move into the cache", dest))?;
-        self.keep = true;
-        Ok(())
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if !self.keep {
-            let _ = std::fs::remove_file(&self.path);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     //! Every test serves HTTP/1.1 by hand from 127.0.0.1 in a thread.
 
-    use std::io::Write;
+    use std::io::{Read, Write};
     use std::net::{TcpListener, TcpStream};
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
-
-    /// Issue 13: a task that writes its input does not write the cache.
-    #[test]
-    fn issue13_a_placed_input_is_not_the_cached_file() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let cached = dir.path().join("cache").join("abc");
-        std::fs::create_dir_all(dir.path().join("cache")).unwrap_or_else(|e| panic!("{e}"));
-        std::fs::write(&cached, "original").unwrap_or_else(|e| panic!("{e}"));
-        let placed = dir.path().join("task").join("in.txt");
-        place(&cached, &placed).unwrap_or_else(|e| panic!("{e}"));
-        // Written in place, as a task would (not replaced by a new file).
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(&placed)
-            .and_then(|mut f| std::io::Write::write_all(&mut f, b"poisoned"))
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(
-            std::fs::read_to_string(&placed).ok().as_deref(),
-            Some("poisoned")
-        );
-        assert_eq!(
-            std::fs::read_to_string(&cached).ok().as_deref(),
-            Some("original")
-        );
-    }
-
-    /// What the test server answers to the n-th request (from 0).
     enum Reply {
         /// 200 with this body, after a pause.
         Ok(&'static [u8], Duration),
@@ -727,7 +456,6 @@ mod tests {
             read_timeout: Duration::from_secs(5),
             tries: 3,
             backoff: Duration::from_millis(1),
-            progress: false,
         })
     }
 
@@ -977,54 +705,6 @@ mod tests {
     }
 
     #[test]
-    fn timeouts_and_cache_folder_from_the_environment() -> anyhow::Result<()> {
-        let vars = |pairs: &'static [(&'static str, &'static str)]| {
-            move |k: &str| {
-                pairs
-                    .iter()
-                    .find(|(n, _)| *n == k)
-                    .map(|(_, v)| OsString::from(v))
-            }
-        };
-        let c = FetchConfig::from_vars(vars(&[("HOME", "/h")]), false)?;
-        assert_eq!(c.cache_dir, Path::new("/h/.cache/bridge/inputs"));
-        assert_eq!(
-            (c.connect_timeout, c.read_timeout),
-            (DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT)
-        );
-        let c = FetchConfig::from_vars(vars(&[("HOME", "/h"), ("XDG_CACHE_HOME", "/x")]), false)?;
-        assert_eq!(c.cache_dir, Path::new("/x/bridge/inputs"));
-        let c = FetchConfig::from_vars(
-            vars(&[
-                ("HOME", "/h"),
-                ("XDG_CACHE_HOME", "/x"),
-                ("BRIDGE_CACHE_DIR", "/c"),
-                ("BRIDGE_FETCH_TIMEOUT", "10s, 2m"),
-            ]),
-            false,
-        )?;
-        assert_eq!(c.cache_dir, Path::new("/c"));
-        assert_eq!(
-            (c.connect_timeout, c.read_timeout),
-            (Duration::from_secs(10), Duration::from_secs(120))
-        );
-        assert_eq!(
-            parse_timeouts("45s"),
-            Ok((Duration::from_secs(45), Duration::from_secs(45)))
-        );
-        assert!(parse_timeouts("soon").is_err());
-        assert!(parse_timeouts("0s").is_err());
-        let err = FetchConfig::from_vars(
-            vars(&[("HOME", "/h"), ("BRIDGE_FETCH_TIMEOUT", "x")]),
-            false,
-        )
-        .map(|_| ())
-        .expect_err("a bad timeout");
-        assert!(err.to_string().contains("BRIDGE_FETCH_TIMEOUT=x"), "{err}");
-        Ok(())
-    }
-
-    #[test]
     fn backoff_doubles_with_jitter() {
         let base = Duration::from_millis(100);
         for tried in 1..=3 {
@@ -1032,5 +712,157 @@ mod tests {
             let d = backoff(base, tried);
             assert!(d >= full / 2 && d <= full, "{tried}: {d:?}");
         }
+    }
+}
+
+#[cfg(test)]
+mod progress_tests {
+    //! The caller's [`Progress`] sees each transfer start, advance and
+    //! finish, and a cache hit nothing.
+
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::progress::Download;
+
+    #[derive(Default)]
+    struct Recorder {
+        events: Arc<Mutex<Vec<String>>>,
+    }
+
+    struct Recording(Arc<Mutex<Vec<String>>>);
+
+    impl Progress for Recorder {
+        fn start(&self, url: &str, len: Option<u64>) -> Box<dyn Download> {
+            self.events
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(format!(
+                    "start {} {len:?}",
+                    url.rsplit('/').next().unwrap_or(url)
+                ));
+            Box::new(Recording(self.events.clone()))
+        }
+    }
+
+    impl Download for Recording {
+        fn advance(&self, received: u64) {
+            self.0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(format!("at {received}"));
+        }
+
+        fn finish(&self) {
+            self.0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push("finish".to_owned());
+        }
+    }
+
+    /// Serves `body` once per connection, `count` connections.
+    fn serve(body: &'static [u8], count: usize) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let base = format!("http://{}", listener.local_addr().expect("local addr"));
+        std::thread::spawn(move || {
+            for stream in listener.incoming().take(count) {
+                let Ok(mut stream) = stream else { continue };
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = stream
+                    .write_all(
+                        format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            body.len()
+                        )
+                        .as_bytes(),
+                    )
+                    .and_then(|()| stream.write_all(body));
+            }
+        });
+        base
+    }
+
+    fn fetcher(cache: &Path, recorder: &Recorder) -> Fetcher {
+        let progress: Arc<dyn Progress> = Arc::new(Recorder {
+            events: recorder.events.clone(),
+        });
+        Fetcher::new(FetchConfig {
+            cache_dir: cache.to_path_buf(),
+            connect_timeout: Duration::from_secs(5),
+            read_timeout: Duration::from_secs(5),
+            tries: 1,
+            backoff: Duration::from_millis(1),
+        })
+        .with_progress(Some(progress))
+    }
+
+    #[tokio::test]
+    async fn a_download_reports_its_progress_and_a_hit_none() {
+        const BODY: &[u8] = b"0123456789";
+        let base = serve(BODY, 1);
+        let cache = tempfile::tempdir().expect("a temp dir");
+        let recorder = Recorder::default();
+        let f = fetcher(cache.path(), &recorder);
+        let sha = hex::encode(Sha256::digest(BODY));
+        f.fetch(&format!("{base}/in.txt"), &sha)
+            .await
+            .expect("downloaded");
+        let events = recorder
+            .events
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        assert_eq!(
+            events.first().map(String::as_str),
+            Some("start in.txt Some(10)")
+        );
+        assert_eq!(events.last().map(String::as_str), Some("finish"));
+        assert_eq!(
+            events.iter().rev().nth(1).map(String::as_str),
+            Some("at 10")
+        );
+        // A cache hit downloads nothing, so reports nothing.
+        f.fetch(&format!("{base}/in.txt"), &sha)
+            .await
+            .expect("a hit");
+        assert_eq!(
+            recorder
+                .events
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .len(),
+            events.len()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_mismatch_shows_as_a_finished_transfer_and_an_error() {
+        let base = serve(b"not it", 1);
+        let cache = tempfile::tempdir().expect("a temp dir");
+        let recorder = Recorder::default();
+        let sha = hex::encode(Sha256::digest(b"something else"));
+        let err = fetcher(cache.path(), &recorder)
+            .fetch(&format!("{base}/x"), &sha)
+            .await
+            .expect_err("a mismatch");
+        assert!(matches!(err, FetchError::Mismatch { .. }), "{err:?}");
+        let events = recorder
+            .events
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        assert_eq!(events.first().map(String::as_str), Some("start x Some(6)"));
+        // The transfer finished; refusing its content is the error's part.
+        assert_eq!(events, ["start x Some(6)", "at 6", "finish"]);
     }
 }
