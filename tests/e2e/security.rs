@@ -21,6 +21,7 @@ use bridge_crypto::{
 };
 use bridge_model::doc::BatchHeader;
 use bridge_model::{BatchId, DocId, TaskId, TaskSpec, WriterId};
+use bridge_vault::member_tag;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -216,17 +217,6 @@ pub(crate) fn roster_in(store: &Path, reader: &Identity, workspace: &str, root: 
         .0
 }
 
-/// The tag a member's actor ids carry (bridge/src/vault.rs `member_tag`).
-fn member_tag(member: &MemberId) -> [u8; 8] {
-    let digest = Sha256::new()
-        .chain_update(b"bridge-actor-v1\0")
-        .chain_update(member.as_str().as_bytes())
-        .finalize();
-    let mut tag = [0u8; 8];
-    tag.copy_from_slice(&digest[..8]);
-    tag
-}
-
 /// A fresh writer id (Automerge actor) carrying `member`'s tag.
 pub(crate) fn writer_for(member: &MemberId) -> WriterId {
     WriterId::new(now_ms(), member_tag(member), unique8())
@@ -234,12 +224,7 @@ pub(crate) fn writer_for(member: &MemberId) -> WriterId {
 
 /// Chunk framing: u32 big-endian length, then the change, per change.
 pub(crate) fn frame(changes: &[Vec<u8>]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for c in changes {
-        out.extend_from_slice(&(c.len() as u32).to_be_bytes());
-        out.extend_from_slice(c);
-    }
-    out
+    bridge_vault::frame(changes).expect("changes under 4 GiB")
 }
 
 /// The changes of a chunk payload; `None` when the framing is broken.

@@ -1,6 +1,6 @@
 //! Hints and exit codes for the errors of the vault: sealing, opening and refusing documents and blobs.
 
-use bridge_vault::{BlobError, NotAMemberError, OpenError, SealError};
+use bridge_engine::vault::{BlobError, NotAMemberError, OpenError, SealError};
 
 use super::Advice;
 
