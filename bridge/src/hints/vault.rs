@@ -42,7 +42,7 @@ mod tests {
         NotAMemberError {
             member: identity.member_id().clone(),
             workspace: "ws-0".into(),
-            public: identity.public(),
+            public: Box::new(identity.public()),
         }
     }
 

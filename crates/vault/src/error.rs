@@ -197,8 +197,9 @@ pub struct NotAMemberError {
     pub member: MemberId,
     /// The workspace.
     pub workspace: String,
-    /// This device's public key (what an admin adds).
-    pub public: PublicKey,
+    /// This device's public key (what an admin adds); boxed, as keys are
+    /// large and errors travel in every `Result`.
+    pub public: Box<PublicKey>,
 }
 
 /// Why the vault could not be opened ([`Vault::open`](crate::Vault::open)).

@@ -222,7 +222,7 @@ impl Vault {
             .ok_or_else(|| NotAMemberError {
                 member: self.identity.member_id().clone(),
                 workspace: self.workspace.clone(),
-                public: self.identity.public(),
+                public: Box::new(self.identity.public()),
             })
     }
 

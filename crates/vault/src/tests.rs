@@ -209,7 +209,7 @@ fn reseal(pool: &Pool, sealed: &[u8], edit: impl FnOnce(&mut Vec<u8>)) -> Vec<u8
     age::encrypt(&recipient, &plain).expect("encrypts")
 }
 
-fn replace(bytes: &mut Vec<u8>, from: &[u8], to: &[u8]) {
+fn replace(bytes: &mut [u8], from: &[u8], to: &[u8]) {
     assert_eq!(from.len(), to.len());
     let at = bytes
         .windows(from.len())
