@@ -221,12 +221,7 @@ pub(crate) fn writer_for(member: &MemberId) -> WriterId {
 
 /// Chunk framing: u32 big-endian length, then the change, per change.
 pub(crate) fn frame(changes: &[Vec<u8>]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for c in changes {
-        out.extend_from_slice(&(c.len() as u32).to_be_bytes());
-        out.extend_from_slice(c);
-    }
-    out
+    bridge_vault::frame(changes).expect("changes under 4 GiB")
 }
 
 /// The changes of a chunk payload; `None` when the framing is broken.

@@ -30,7 +30,7 @@ pub fn open_session_with(g: &GlobalArgs, plan: LoadPlan) -> CliResult<Session> {
     let first = match Session::open_with(ws, plan.clone()) {
         Ok(s) => match s.vault.me() {
             Ok(_) => return Ok(s),
-            Err(e) => e,
+            Err(e) => e.into(),
         },
         Err(e) => e,
     };

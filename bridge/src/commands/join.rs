@@ -101,12 +101,12 @@ pub fn run(g: &GlobalArgs, args: JoinArgs) -> CliResult<u8> {
         }
         Err(e) => {
             let _ = std::fs::remove_dir_all(&state_dir);
-            return Err(e);
+            return Err(e.into());
         }
     };
     if let Err(e) = crate::freshness::pinned(&ws)
         .and_then(|_| crate::freshness::check(&ws, vault.roster()))
-        .and_then(|()| vault.me().map(|_| ()))
+        .and_then(|()| vault.me().map(|_| ()).map_err(CliError::from))
     {
         let _ = std::fs::remove_dir_all(&state_dir);
         return Err(e);

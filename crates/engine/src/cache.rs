@@ -100,7 +100,7 @@ pub fn load(vault: &Vault, dir: &Path, doc: &str) -> Option<Cached> {
     let payload = match vault.open_private(doc, &sealed) {
         Ok(p) => p,
         Err(why) => {
-            tracing::debug!(file = %file.display(), why, "cache not used");
+            tracing::debug!(file = %file.display(), why = %why, "cache not used");
             return None;
         }
     };
@@ -192,7 +192,7 @@ pub fn save(
         payload.extend_from_slice(&u32::try_from(meta.len())?.to_be_bytes());
         payload.extend_from_slice(&meta);
         payload.extend_from_slice(&saved);
-        let sealed = vault.seal_private(doc, &payload).map_err(|e| e.error)?;
+        let sealed = vault.seal_private(doc, &payload)?;
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let file = path(dir, doc);
         let tmp = dir.join(format!(".{doc}.tmp-{}", std::process::id()));
@@ -338,10 +338,7 @@ mod tests {
         let mut payload = (meta.len() as u32).to_be_bytes().to_vec();
         payload.extend_from_slice(&meta);
         payload.extend_from_slice(&saved);
-        let sealed = vault
-            .seal_private("d1", &payload)
-            .map_err(|e| e.error)
-            .expect("sealed");
+        let sealed = vault.seal_private("d1", &payload).expect("sealed");
         std::fs::write(path(&cache, "d1"), sealed).expect("written");
         assert!(load(&vault, &cache, "d1").is_none());
     }

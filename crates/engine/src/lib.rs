@@ -30,10 +30,14 @@ pub mod run_policy;
 pub mod sandbox;
 pub mod secrets;
 pub mod shard;
-pub mod snapshot;
 pub mod taskfile;
 pub mod text;
-pub mod vault;
 pub mod workarea;
 pub mod worker;
 pub mod workspace;
+
+// The vault is its own crate (the trust boundary, embeddable without the
+// rest of the engine); under its old names so that `crate::vault::…` and
+// `crate::snapshot::…` keep meaning what they did.
+pub use bridge_vault as vault;
+pub use bridge_vault::snapshot;

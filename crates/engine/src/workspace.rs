@@ -1146,10 +1146,12 @@ impl Session {
             Err(_) => return,
         };
         let identity = self.vault.identity().clone();
-        let opened = Vault::open(self.ws.replica.clone(), identity, &root).and_then(|(v, w)| {
-            crate::freshness::check(&self.ws, v.roster())?;
-            Ok((v, w))
-        });
+        let opened = Vault::open(self.ws.replica.clone(), identity, &root)
+            .map_err(CliError::from)
+            .and_then(|(v, w)| {
+                crate::freshness::check(&self.ws, v.roster())?;
+                Ok((v, w))
+            });
         match opened {
             Ok((vault, _)) => {
                 vault.bind_own_actor(&self.writer.actor());

@@ -39,41 +39,69 @@ pub const MAX_PLAIN_LEN: u64 = 2 << 30;
 /// One bundled chunk: its file name and its signed envelope.
 pub type Entry = (String, Vec<u8>);
 
+/// Why a snapshot could not be encoded.
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    /// A count or length over what the format holds.
+    #[error("{0} too large for a snapshot")]
+    TooLarge(&'static str),
+    /// The compressor failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// Why a snapshot's payload is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// Not xz, or a broken xz stream.
+    #[error("the snapshot does not decompress: {0}")]
+    Decompress(std::io::Error),
+    /// Over [`MAX_PLAIN_LEN`] once decompressed.
+    #[error("the snapshot is larger than 2 GiB once decompressed")]
+    TooLarge,
+    /// It does not start with the format's magic line.
+    #[error("the payload is not a bridge snapshot")]
+    NotASnapshot,
+    /// It ends inside an entry.
+    #[error("the snapshot is truncated")]
+    Truncated,
+    /// An entry's name is not `<sha256>.chunk`.
+    #[error("an entry's name is not a chunk file name")]
+    BadEntryName,
+    /// Bytes after the last entry.
+    #[error("the snapshot has trailing bytes")]
+    TrailingBytes,
+}
+
 /// Encodes `entries` (sorted by name by the caller, so that equal content
 /// gives equal bytes).
-pub fn encode(entries: &[Entry]) -> std::io::Result<Vec<u8>> {
+pub fn encode(entries: &[Entry]) -> Result<Vec<u8>, EncodeError> {
     let mut enc = XzEncoder::new(Vec::new(), XZ_PRESET);
     enc.write_all(MAGIC)?;
-    let count = u32::try_from(entries.len()).map_err(|_| too_big("entries"))?;
+    let count = u32::try_from(entries.len()).map_err(|_| EncodeError::TooLarge("entries"))?;
     enc.write_all(&count.to_be_bytes())?;
     for (name, bytes) in entries {
-        let name_len = u16::try_from(name.len()).map_err(|_| too_big("a name"))?;
-        let len = u32::try_from(bytes.len()).map_err(|_| too_big("an entry"))?;
+        let name_len = u16::try_from(name.len()).map_err(|_| EncodeError::TooLarge("a name"))?;
+        let len = u32::try_from(bytes.len()).map_err(|_| EncodeError::TooLarge("an entry"))?;
         enc.write_all(&name_len.to_be_bytes())?;
         enc.write_all(name.as_bytes())?;
         enc.write_all(&len.to_be_bytes())?;
         enc.write_all(bytes)?;
     }
-    enc.finish()
-}
-
-fn too_big(what: &str) -> std::io::Error {
-    std::io::Error::other(format!("{what} too large for a snapshot"))
+    Ok(enc.finish()?)
 }
 
 /// Decodes a payload; an error says what is wrong with it.
-pub fn decode(payload: &[u8]) -> Result<Vec<Entry>, String> {
+pub fn decode(payload: &[u8]) -> Result<Vec<Entry>, DecodeError> {
     let mut plain = Vec::new();
     XzDecoder::new(payload)
         .take(MAX_PLAIN_LEN + 1)
         .read_to_end(&mut plain)
-        .map_err(|e| format!("the snapshot does not decompress: {e}"))?;
+        .map_err(DecodeError::Decompress)?;
     if plain.len() as u64 > MAX_PLAIN_LEN {
-        return Err("the snapshot is larger than 2 GiB once decompressed".into());
+        return Err(DecodeError::TooLarge);
     }
-    let mut rest = plain
-        .strip_prefix(MAGIC)
-        .ok_or("the payload is not a bridge snapshot")?;
+    let mut rest = plain.strip_prefix(MAGIC).ok_or(DecodeError::NotASnapshot)?;
     let count = u32::from_be_bytes(take::<4>(&mut rest)?);
     let mut entries = Vec::new();
     for _ in 0..count {
@@ -82,14 +110,14 @@ pub fn decode(payload: &[u8]) -> Result<Vec<Entry>, String> {
         let name = std::str::from_utf8(name)
             .ok()
             .filter(|n| is_chunk_file_name(n))
-            .ok_or("an entry's name is not a chunk file name")?
+            .ok_or(DecodeError::BadEntryName)?
             .to_owned();
         let len = u32::from_be_bytes(take::<4>(&mut rest)?) as usize;
         let bytes = take_slice(&mut rest, len)?.to_vec();
         entries.push((name, bytes));
     }
     if !rest.is_empty() {
-        return Err("the snapshot has trailing bytes".into());
+        return Err(DecodeError::TrailingBytes);
     }
     Ok(entries)
 }
@@ -99,18 +127,16 @@ fn is_chunk_file_name(name: &str) -> bool {
     bridge_store::DocFolder::Chunks.file_hash(name).is_some()
 }
 
-fn take<const N: usize>(rest: &mut &[u8]) -> Result<[u8; N], String> {
+fn take<const N: usize>(rest: &mut &[u8]) -> Result<[u8; N], DecodeError> {
     let (head, tail) = rest
         .split_first_chunk::<N>()
-        .ok_or("the snapshot is truncated")?;
+        .ok_or(DecodeError::Truncated)?;
     *rest = tail;
     Ok(*head)
 }
 
-fn take_slice<'a>(rest: &mut &'a [u8], n: usize) -> Result<&'a [u8], String> {
-    let (head, tail) = rest
-        .split_at_checked(n)
-        .ok_or("the snapshot is truncated")?;
+fn take_slice<'a>(rest: &mut &'a [u8], n: usize) -> Result<&'a [u8], DecodeError> {
+    let (head, tail) = rest.split_at_checked(n).ok_or(DecodeError::Truncated)?;
     *rest = tail;
     Ok(head)
 }
@@ -136,18 +162,23 @@ mod tests {
     fn bad_payloads_are_errors_not_panics() {
         let good = encode(&[(name(1), b"one".to_vec())]).unwrap();
         assert!(decode(b"").is_err());
-        assert!(decode(b"not xz at all").is_err());
+        assert!(matches!(
+            decode(b"not xz at all"),
+            Err(DecodeError::Decompress(_))
+        ));
         let mut enc = XzEncoder::new(Vec::new(), 1);
         enc.write_all(b"BRIDGE-SNAPSHOT-1\n\0\0\0\x05").unwrap();
-        assert!(
-            decode(&enc.finish().unwrap())
-                .unwrap_err()
-                .contains("truncated")
-        );
+        assert!(matches!(
+            decode(&enc.finish().unwrap()),
+            Err(DecodeError::Truncated)
+        ));
         let mut enc = XzEncoder::new(Vec::new(), 1);
         enc.write_all(b"BRIDGE-SNAPSHOT-1\n\0\0\0\x01\0\x03abc\0\0\0\0")
             .unwrap();
-        assert!(decode(&enc.finish().unwrap()).unwrap_err().contains("name"));
+        assert!(matches!(
+            decode(&enc.finish().unwrap()),
+            Err(DecodeError::BadEntryName)
+        ));
         for cut in 0..good.len() {
             let _ = decode(&good[..cut]);
         }

@@ -1,0 +1,162 @@
+//! Blobs: task inputs, outputs and logs, each sealed like any file and
+//! named by the sha256 of its ciphertext. Where a blob goes is an explicit
+//! [`Placement`]. A blob is read through a verified chunk that names it,
+//! so any member who ever signed is accepted as its writer.
+
+use std::path::Path;
+
+use bridge_crypto::{Domain, open_with};
+use bridge_store::BlobId;
+use sha2::{Digest, Sha256};
+
+use crate::{BlobError, Placement, Refusal, Vault};
+
+/// The largest file stored as a blob (a task input or output): the
+/// store's blob limit ([`bridge_store::names::MAX_BLOB_BYTES`]) less room
+/// for encryption (age adds 16 bytes per 64 KiB, plus the signed header).
+pub const MAX_BLOB_PLAIN_BYTES: u64 =
+    bridge_store::names::MAX_BLOB_BYTES - bridge_store::names::MAX_BLOB_BYTES / 1024 - (1 << 20);
+
+impl Vault {
+    /// Stores a file as an encrypted blob. Returns the sha256 of its content
+    /// (what task identities hash) and the blob's store id.
+    pub fn put_blob_file(
+        &self,
+        path: &Path,
+        placement: &Placement,
+    ) -> Result<(String, BlobId), BlobError> {
+        let read = |source| BlobError::Read {
+            path: path.to_owned(),
+            source,
+        };
+        // A blob over the store's limit would be refused by every reader
+        // (issue 12, item 16): refused here, where the user can act on it.
+        let size = std::fs::metadata(path).map_err(read)?.len();
+        if size > MAX_BLOB_PLAIN_BYTES {
+            return Err(BlobError::TooLarge {
+                path: path.to_owned(),
+                size,
+                limit: MAX_BLOB_PLAIN_BYTES,
+            });
+        }
+        let bytes = std::fs::read(path).map_err(read)?;
+        self.put_blob_bytes(&bytes, placement)
+    }
+
+    /// Stores bytes as an encrypted blob (see [`put_blob_file`](Self::put_blob_file)).
+    pub fn put_blob_bytes(
+        &self,
+        bytes: &[u8],
+        placement: &Placement,
+    ) -> Result<(String, BlobId), BlobError> {
+        self.me().map_err(crate::SealError::from)?;
+        let header = self.header(Domain::Blob, "", Vec::new());
+        let sealed = self.seal(&header, bytes, placement)?;
+        let id = self
+            .replica
+            .put_blob_bytes(&sealed)
+            .map_err(BlobError::Store)?;
+        // Queued for the worker's next push, which sends blobs before the
+        // chunks that name them.
+        if let Ok(mut written) = self.written_blobs.lock() {
+            written.push(id.store_name());
+        }
+        Ok((hex::encode(Sha256::digest(bytes)), id))
+    }
+
+    /// Reads, decrypts and verifies a blob.
+    pub fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>, BlobError> {
+        let sealed = self.replica.read_blob(id)?;
+        let refused = |refusal: Refusal| BlobError::Refused {
+            blob: id.store_name(),
+            refusal,
+        };
+        let opened = open_with(&self.data_keys, &sealed).map_err(|e| refused(e.into()))?;
+        let h = &opened.header;
+        if h.domain != Domain::Blob {
+            return Err(refused(Refusal::NotABlob { found: h.domain }));
+        }
+        if h.workspace != self.workspace {
+            return Err(refused(Refusal::BlobOfAnotherWorkspace {
+                expected: self.workspace.clone(),
+                found: h.workspace.clone(),
+            }));
+        }
+        // A blob is reached through a verified chunk that names its
+        // ciphertext hash, so any member who ever signed is accepted here.
+        let key = self
+            .roster
+            .epochs()
+            .iter()
+            .find_map(|e| e.member(&h.writer))
+            .map(|m| m.key.clone())
+            .ok_or_else(|| {
+                refused(Refusal::NeverAMember {
+                    writer: h.writer.clone(),
+                })
+            })?;
+        opened.verify(&key).map_err(|e| refused(e.into()))?;
+        Ok(opened.payload)
+    }
+
+    /// Whether blob `id` is sealed to a key this device does not hold (a
+    /// private batch's, of an audience it is not in). A blob that cannot
+    /// be read for another reason (missing, corrupt) is not foreign.
+    pub fn is_foreign_blob(&self, id: &BlobId) -> bool {
+        let Ok(sealed) = self.replica.read_blob(id) else {
+            return false;
+        };
+        // The header says; the payload need not be decrypted.
+        matches!(
+            bridge_crypto::sealed_to_any(&self.data_keys, &sealed),
+            Ok(false)
+        )
+    }
+
+    /// Decrypts a blob into `dest` (atomically, creating folders). With
+    /// `sha256`, the content must hash to it (a task input: the task's
+    /// identity names the content, and the blob is only where it is stored).
+    pub fn copy_blob_to(
+        &self,
+        id: &BlobId,
+        dest: &Path,
+        sha256: Option<&str>,
+    ) -> Result<(), BlobError> {
+        let bytes = self.read_blob(id)?;
+        if let Some(expected) = sha256.filter(|s| !s.is_empty()) {
+            let actual = hex::encode(Sha256::digest(&bytes));
+            if actual != expected {
+                return Err(BlobError::ContentMismatch {
+                    blob: id.store_name(),
+                    actual,
+                    expected: expected.to_owned(),
+                });
+            }
+        }
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent).map_err(|source| BlobError::CreateDir {
+                path: parent.to_owned(),
+                source,
+            })?;
+        }
+        let name = dest.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+        let tmp = dest.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+        std::fs::write(&tmp, &bytes).map_err(|source| BlobError::Write {
+            path: tmp.clone(),
+            source,
+        })?;
+        std::fs::rename(&tmp, dest).map_err(|source| BlobError::Write {
+            path: dest.to_owned(),
+            source,
+        })?;
+        Ok(())
+    }
+
+    /// Store names of the blobs written since the last call.
+    pub fn take_written_blobs(&self) -> Vec<String> {
+        self.written_blobs
+            .lock()
+            .map(|mut w| std::mem::take(&mut *w))
+            .unwrap_or_default()
+    }
+}
