@@ -66,6 +66,7 @@ mod fsutil;
 pub mod git;
 pub mod load;
 pub mod names;
+pub mod outbox;
 pub mod remote;
 pub mod replica;
 pub mod sync;
@@ -78,6 +79,7 @@ pub use load::{
 pub use names::{
     BlobId, BlobIdError, DocFolder, DocIdError, FORMAT_LINE, WorkspaceIdError, validate_doc_id,
 };
+pub use outbox::Outbox;
 pub use remote::{
     DirRemote, MemRemote, Remote, RemoteError, RemoteOptions, RemoteSpecError, parse_remote,
 };

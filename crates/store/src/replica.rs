@@ -18,12 +18,14 @@ use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::fsutil::{self, CopyError, Kind, Placed, TempFile};
 use crate::names::{
     self, BLOBS_DIR, BlobId, CHUNKS_DIR, DocFolder, DocIdError, FORMAT_LINE, FORMAT_NAME,
     StoreName, WORKSPACE_NAME, WorkspaceIdError, validate_doc_id,
 };
+use crate::outbox::Outbox;
 use crate::remote::DirRemote;
 
 /// A store folder on this device. Cheap to clone; holds no open files, so
@@ -32,6 +34,8 @@ use crate::remote::DirRemote;
 pub struct Replica {
     root: PathBuf,
     workspace_id: String,
+    /// What this process wrote and has not pushed, shared by every clone.
+    outbox: Arc<Outbox>,
 }
 
 /// Why [`Replica::init`] failed.
@@ -367,6 +371,7 @@ impl Replica {
         Ok(Replica {
             root: root.to_owned(),
             workspace_id: workspace_id.to_owned(),
+            outbox: Arc::default(),
         })
     }
 
@@ -424,12 +429,19 @@ impl Replica {
         Ok(Replica {
             root: root.to_owned(),
             workspace_id,
+            outbox: Arc::default(),
         })
     }
 
     /// The store folder.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The files written through this replica (or a clone) and not pushed
+    /// yet: the publisher drains it.
+    pub fn outbox(&self) -> &Arc<Outbox> {
+        &self.outbox
     }
 
     /// The workspace this store belongs to.
@@ -484,6 +496,7 @@ impl Replica {
             path: dir.join(&name),
             source,
         })?;
+        self.outbox.add(folder.store_name(doc, &name));
         Ok(name)
     }
 
@@ -646,6 +659,7 @@ impl Replica {
         let dest = self.blob_path(&id);
         tmp.persist_new(&dest)
             .map_err(|source| WriteError::Io { path: dest, source })?;
+        self.outbox.add(id.store_name());
         Ok(id)
     }
 
@@ -658,6 +672,7 @@ impl Replica {
             path: self.blob_path(&id),
             source,
         })?;
+        self.outbox.add(id.store_name());
         Ok(id)
     }
 

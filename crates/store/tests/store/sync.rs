@@ -330,3 +330,43 @@ proptest! {
         prop_assert!(temp_files(dir.path()).is_empty());
     }
 }
+
+#[test]
+fn every_write_path_fills_the_shared_outbox_and_a_pull_does_not() {
+    use bridge_store::DocFolder;
+    let dir = tempfile::tempdir().unwrap();
+    let a = Replica::init(&dir.path().join("a"), "ws").unwrap();
+    let clone = a.clone();
+    let chunk = a
+        .write_chunk("batch", &chunk_put(&mut AutoCommit::new(), "k", 1))
+        .unwrap();
+    let snap = clone
+        .write_doc_file(DocFolder::Snapshots, "batch", b"a snapshot")
+        .unwrap();
+    let src = dir.path().join("input");
+    fs::write(&src, b"an input").unwrap();
+    let from_file = clone.put_blob_file(&src).unwrap();
+    let from_bytes = a.put_blob_bytes(b"an output").unwrap();
+    // Blobs first, then document files in the order they were written; every
+    // clone sees the one outbox.
+    assert_eq!(
+        a.outbox().take(),
+        vec![
+            from_file.store_name(),
+            from_bytes.store_name(),
+            format!("chunks/batch/{chunk}"),
+            format!("snapshots/batch/{snap}"),
+        ]
+    );
+    assert!(clone.outbox().is_empty());
+
+    // Files a sync pulls from the remote are not queued to be pushed back.
+    let remote = MemRemote::new();
+    let b = Replica::init(&dir.path().join("b"), "ws").unwrap();
+    b.write_chunk("batch", &chunk_put(&mut AutoCommit::new(), "from-b", 2))
+        .unwrap();
+    b.put_blob_bytes(b"output of b").unwrap();
+    quiet(&b, &remote).unwrap();
+    quiet(&a, &remote).unwrap();
+    assert!(a.outbox().is_empty(), "{:?}", a.outbox().take());
+}
