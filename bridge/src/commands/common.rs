@@ -24,7 +24,7 @@ pub fn open_session(g: &GlobalArgs) -> CliResult<Session> {
 pub fn open_session_with(g: &GlobalArgs, plan: LoadPlan) -> CliResult<Session> {
     let ws = Workspace::find(g.workspace.as_deref())?;
     let Some(spec) = ws.remote_spec().map(str::to_owned) else {
-        return Session::open_with(ws, plan);
+        return Ok(Session::open_with(ws, plan)?);
     };
     let root = ws.root.clone();
     let first = match Session::open_with(ws, plan.clone()) {
@@ -32,7 +32,7 @@ pub fn open_session_with(g: &GlobalArgs, plan: LoadPlan) -> CliResult<Session> {
             Ok(_) => return Ok(s),
             Err(e) => e,
         },
-        Err(e) => e,
+        Err(e) => e.into(),
     };
     let ws = Workspace::open(&root)?;
     let remote = open_remote(&spec, &ws.root).map_err(|e| {
@@ -53,7 +53,7 @@ pub fn open_session_with(g: &GlobalArgs, plan: LoadPlan) -> CliResult<Session> {
             return Err(first);
         }
     }
-    Session::open_with(ws, plan)
+    Ok(Session::open_with(ws, plan)?)
 }
 
 /// Opens a remote for the workspace at `root`. In a `git:` remote this

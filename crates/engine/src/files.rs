@@ -97,3 +97,16 @@ mod tests {
         assert_eq!(read_text(&big, 1024).unwrap(), "small");
     }
 }
+
+/// `error` and its causes on one line, `a: b: c` (what `{:#}` shows of an
+/// `anyhow::Error`), for log lines.
+pub fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
