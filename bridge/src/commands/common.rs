@@ -46,7 +46,7 @@ pub fn open_session_with(g: &GlobalArgs, plan: LoadPlan) -> CliResult<Session> {
             for w in &report.skipped {
                 tracing::warn!("{w}");
             }
-            crate::compact::report_repairs(&ws.replica, &report.repaired);
+            crate::sync::report_repairs(&ws.replica, &report.repaired);
         }
         Err(e) => {
             tracing::warn!("cannot fetch the store from {spec}: {e}");
@@ -187,7 +187,7 @@ pub fn sync_remote(session: &mut Session, show_progress: bool) -> CliResult<Sync
     })?;
     let bar = progress_bar(show_progress);
     let vault = session.vault.clone();
-    let result = crate::compact::sync_store(
+    let result = crate::sync::sync_store(
         &vault,
         &session.ws.replica,
         remote.as_ref(),
@@ -209,7 +209,7 @@ pub fn sync_remote(session: &mut Session, show_progress: bool) -> CliResult<Sync
             // key (an audience member left the workspace): push the new
             // grant now, not at the next sync.
             if session.take_rotated()
-                && let Err(e) = crate::compact::sync_store(
+                && let Err(e) = crate::sync::sync_store(
                     &vault,
                     &session.ws.replica,
                     remote.as_ref(),

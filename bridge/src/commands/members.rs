@@ -210,7 +210,7 @@ fn sync_before_removal(
             "set `remote` under [store] in bridge.toml to dir:PATH or git:URL",
         )
     })?;
-    match crate::compact::sync_store(&vault, &ws.replica, remote.as_ref(), &mut |_| {}, false) {
+    match crate::sync::sync_store(&vault, &ws.replica, remote.as_ref(), &mut |_| {}, false) {
         Ok(report) => {
             for w in &report.skipped {
                 tracing::warn!("{w}");

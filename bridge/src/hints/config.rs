@@ -40,11 +40,14 @@ pub(super) fn advise(cause: &(dyn std::error::Error + 'static)) -> Option<Advice
 
 /// The hint and code an error of a module not typed yet carried.
 fn untyped(e: &Untyped) -> Option<Advice> {
-    let advice = Advice {
-        hint: e.0.hint.clone(),
-        code: (e.0.code != EXIT_ERROR).then_some(e.0.code),
-    };
-    (advice != Advice::default()).then_some(advice)
+    match (&e.0.hint, e.0.code) {
+        (hint, code) if code != EXIT_ERROR => Some(Advice {
+            hint: hint.clone(),
+            ..Advice::code(code)
+        }),
+        (Some(hint), _) => Some(Advice::hint(hint.clone())),
+        (None, _) => None,
+    }
 }
 
 fn config(e: &ConfigError) -> Option<Advice> {

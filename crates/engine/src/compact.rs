@@ -33,13 +33,80 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use anyhow::Context as _;
-use bridge_store::{DocFolder, Remote, Replica, SyncError, SyncProgress, SyncReport};
+use bridge_store::{DocFolder, ListError, Remote, RemoteError, Replica, SyncError, WriteError};
 use sha2::{Digest, Sha256};
 
-use crate::error::CliResult;
 use crate::snapshot::Entry;
+use crate::sync::sync_store;
 use crate::vault::{SnapshotIndex, Vault, is_reserved_doc};
+
+/// Why a compaction stopped. Automatic compaction logs it and goes on.
+#[derive(Debug, thiserror::Error)]
+pub enum CompactError {
+    /// The replica's documents cannot be listed.
+    #[error("cannot list the documents")]
+    ListDocs(#[source] ListError),
+    /// A document's chunks cannot be listed.
+    #[error("cannot list the chunks of {doc}")]
+    ListChunks {
+        /// The document.
+        doc: String,
+        /// Why.
+        #[source]
+        source: ListError,
+    },
+    /// A document's snapshots cannot be listed.
+    #[error("cannot list the snapshots of {doc}")]
+    ListSnapshots {
+        /// The document.
+        doc: String,
+        /// Why.
+        #[source]
+        source: ListError,
+    },
+    /// The files an existing snapshot holds cannot be removed.
+    #[error("cannot remove the files of {doc} its snapshot holds")]
+    RemoveHeld {
+        /// The document.
+        doc: String,
+        /// Why.
+        #[source]
+        source: WriteError,
+    },
+    /// The files the new snapshot holds cannot be removed.
+    #[error("cannot remove the files of {doc} the snapshot holds")]
+    RemoveBundled {
+        /// The document.
+        doc: String,
+        /// Why.
+        #[source]
+        source: WriteError,
+    },
+    /// The vault cannot seal the snapshot.
+    #[error(transparent)]
+    Seal(crate::error::Untyped),
+    /// The snapshot cannot be written.
+    #[error("cannot write a snapshot of {doc}")]
+    WriteSnapshot {
+        /// The document.
+        doc: String,
+        /// Why.
+        #[source]
+        source: WriteError,
+    },
+    /// The sync before compacting failed (not for being offline).
+    #[error("cannot sync before compacting")]
+    SyncBefore(#[source] SyncError),
+    /// The snapshots cannot be pushed.
+    #[error("cannot push the snapshots")]
+    PushSnapshots(#[source] SyncError),
+    /// The remote cannot be listed after the push.
+    #[error("cannot list the remote after pushing the snapshots")]
+    ListRemote(#[source] RemoteError),
+    /// Files cannot be removed from the remote.
+    #[error("cannot remove compacted files from the remote")]
+    RemoveRemote(#[source] RemoteError),
+}
 
 /// A live document is due for automatic compaction when it has at least
 /// this many chunk files.
@@ -76,19 +143,29 @@ pub struct DocOutcome {
 /// and the audience grants are never compacted: they are read before any
 /// key is known; nor is a private batch this device cannot read, whose
 /// files it could neither bundle nor prove redundant: issue 13).
-pub fn due_docs(vault: &Vault, replica: &Replica, min_chunks: usize) -> CliResult<Vec<String>> {
+pub fn due_docs(
+    vault: &Vault,
+    replica: &Replica,
+    min_chunks: usize,
+) -> Result<Vec<String>, CompactError> {
     let mut due = Vec::new();
-    for doc in replica.list_docs().context("cannot list the documents")? {
+    for doc in replica.list_docs().map_err(CompactError::ListDocs)? {
         if is_reserved_doc(&doc) || vault.is_foreign_doc(&doc) {
             continue;
         }
         let chunks = replica
             .list_chunks(&doc)
-            .with_context(|| format!("cannot list the chunks of {doc}"))?
+            .map_err(|source| CompactError::ListChunks {
+                doc: doc.to_owned(),
+                source,
+            })?
             .len();
         let snapshots = replica
             .list_doc_files(DocFolder::Snapshots, &doc)
-            .with_context(|| format!("cannot list the snapshots of {doc}"))?
+            .map_err(|source| CompactError::ListSnapshots {
+                doc: doc.to_owned(),
+                source,
+            })?
             .len();
         if chunks >= min_chunks.max(1) || snapshots > 1 {
             due.push(doc);
@@ -107,7 +184,7 @@ pub fn compact_doc(
     replica: &Replica,
     doc: &str,
     into: DocFolder,
-) -> CliResult<DocOutcome> {
+) -> Result<DocOutcome, CompactError> {
     let mut out = DocOutcome {
         document: doc.to_owned(),
         ..DocOutcome::default()
@@ -123,7 +200,10 @@ pub fn compact_doc(
     for folder in [DocFolder::Snapshots, DocFolder::Archive] {
         for name in replica
             .list_doc_files(folder, doc)
-            .with_context(|| format!("cannot list the snapshots of {doc}"))?
+            .map_err(|source| CompactError::ListSnapshots {
+                doc: doc.to_owned(),
+                source,
+            })?
         {
             let store_name = folder.store_name(doc, &name);
             let Ok(sealed) = replica.read_doc_file(folder, doc, &name) else {
@@ -154,7 +234,10 @@ pub fn compact_doc(
     }
     for name in replica
         .list_chunks(doc)
-        .with_context(|| format!("cannot list the chunks of {doc}"))?
+        .map_err(|source| CompactError::ListChunks {
+            doc: doc.to_owned(),
+            source,
+        })?
     {
         let store_name = DocFolder::Chunks.store_name(doc, &name);
         let Ok(sealed) = replica.read_chunk(doc, &name) else {
@@ -229,14 +312,22 @@ pub fn compact_doc(
         out.snapshot = Some(holder);
         replica
             .remove_store_files(&out.redundant)
-            .with_context(|| format!("cannot remove the files of {doc} its snapshot holds"))?;
+            .map_err(|source| CompactError::RemoveHeld {
+                doc: doc.to_owned(),
+                source,
+            })?;
         return Ok(out);
     }
     let list: Vec<Entry> = entries.into_iter().collect();
-    let sealed = vault.seal_snapshot(doc, &list)?;
+    let sealed = vault
+        .seal_snapshot(doc, &list)
+        .map_err(|e| CompactError::Seal(e.into()))?;
     let name = replica
         .write_doc_file(into, doc, &sealed)
-        .with_context(|| format!("cannot write a snapshot of {doc}"))?;
+        .map_err(|source| CompactError::WriteSnapshot {
+            doc: doc.to_owned(),
+            source,
+        })?;
     let written = into.store_name(doc, &name);
     out.bytes_after += sealed.len() as u64;
     out.redundant = sources.into_iter().filter(|s| *s != written).collect();
@@ -245,7 +336,10 @@ pub fn compact_doc(
     out.chunks = list.len();
     replica
         .remove_store_files(&out.redundant)
-        .with_context(|| format!("cannot remove the files of {doc} the snapshot holds"))?;
+        .map_err(|source| CompactError::RemoveBundled {
+            doc: doc.to_owned(),
+            source,
+        })?;
     Ok(out)
 }
 
@@ -349,59 +443,6 @@ fn rank(folder: DocFolder) -> u8 {
     }
 }
 
-/// A set-union sync that leaves out, and then deletes from the replica,
-/// what this device's snapshots make redundant. With `pull_covered`, the
-/// remote's chunks bundled in a local snapshot are pulled anyway and
-/// nothing is deleted from the replica: a compaction compares them and
-/// deletes them itself, and only then knows to remove them from the remote
-/// (deleted here, a leftover that a lost lease kept on the remote would
-/// never be removed by any later compaction).
-pub fn sync_store(
-    vault: &Vault,
-    replica: &Replica,
-    remote: &dyn Remote,
-    progress: &mut dyn FnMut(SyncProgress),
-    pull_covered: bool,
-) -> Result<SyncReport, SyncError> {
-    let mut prune = BTreeSet::new();
-    let report = bridge_store::sync_with(replica, remote, progress, &mut |r, remote_names| {
-        let skip = redundant(vault, r, (!pull_covered).then_some(remote_names));
-        prune = skip.clone();
-        skip
-    })?;
-    report_repairs(replica, &report.repaired);
-    if !pull_covered {
-        prune_local(replica, &prune);
-    }
-    Ok(report)
-}
-
-/// Warns once about each damaged file a sync repaired, and drops the
-/// cache of its document: the cache lists the damaged file as refused, and
-/// the next load must read the repaired one.
-pub fn report_repairs(replica: &Replica, repaired: &[bridge_store::StoreWarning]) {
-    let Some(state_dir) = replica.root().parent() else {
-        return;
-    };
-    let cache_dir = crate::cache::dir(state_dir);
-    for w in repaired {
-        tracing::warn!("repaired {}: {}", w.path.display(), w.message);
-        if let Ok(rel) = w.path.strip_prefix(replica.root())
-            && let Some(doc) = rel.iter().nth(1).and_then(|d| d.to_str())
-        {
-            crate::cache::forget(&cache_dir, doc);
-        }
-    }
-}
-
-/// Deletes redundant files from the replica (missing ones are fine).
-pub fn prune_local(replica: &Replica, names: &BTreeSet<String>) {
-    let names: Vec<String> = names.iter().cloned().collect();
-    if let Err(e) = replica.remove_store_files(&names) {
-        tracing::warn!("could not remove redundant files from the replica: {e:#}");
-    }
-}
-
 /// What a compaction run did, over every document it handled.
 #[derive(Debug, Default, serde::Serialize)]
 pub struct Report {
@@ -439,7 +480,7 @@ pub fn run(
     remote: Option<&dyn Remote>,
     into: DocFolder,
     only: Option<&BTreeSet<String>>,
-) -> CliResult<Report> {
+) -> Result<Report, CompactError> {
     let mut report = Report::default();
     let mut remote = remote;
     if let Some(r) = remote
@@ -450,11 +491,7 @@ pub fn run(
                 report.offline = Some(format!("{e}"));
                 remote = None;
             }
-            e => {
-                return Err(anyhow::anyhow!(e)
-                    .context("cannot sync before compacting")
-                    .into());
-            }
+            e => return Err(CompactError::SyncBefore(e)),
         }
     }
     let docs = match only {
@@ -483,7 +520,7 @@ fn remove_from_remote(
     replica: &Replica,
     remote: &dyn Remote,
     report: &mut Report,
-) -> CliResult<()> {
+) -> Result<(), CompactError> {
     if report.documents.is_empty() {
         return Ok(());
     }
@@ -495,15 +532,9 @@ fn remove_from_remote(
             report.offline = Some(format!("{e}"));
             return Ok(());
         }
-        Err(e) => {
-            return Err(anyhow::anyhow!(e)
-                .context("cannot push the snapshots")
-                .into());
-        }
+        Err(e) => return Err(CompactError::PushSnapshots(e)),
     }
-    let listed = remote
-        .list()
-        .context("cannot list the remote after pushing the snapshots")?;
+    let listed = remote.list().map_err(CompactError::ListRemote)?;
     let mut names: Vec<String> = Vec::new();
     for d in &report.documents {
         if d.snapshot.as_ref().is_some_and(|s| listed.contains(s)) {
@@ -513,9 +544,7 @@ fn remove_from_remote(
     if names.is_empty() {
         return Ok(());
     }
-    let left = remote
-        .remove(&names)
-        .context("cannot remove compacted files from the remote")?;
+    let left = remote.remove(&names).map_err(CompactError::RemoveRemote)?;
     report.remote_removed = names.len() - left;
     report.remote_left = left;
     Ok(())
@@ -536,7 +565,10 @@ pub fn auto(
     let due: BTreeSet<String> = match due_docs(vault, replica, AUTO_CHUNKS_PER_DOC) {
         Ok(due) => due.into_iter().filter(|d| pick(d)).take(max_docs).collect(),
         Err(e) => {
-            tracing::debug!("automatic compaction skipped: {e}");
+            tracing::debug!(
+                "automatic compaction skipped: {}",
+                crate::files::with_causes(&e)
+            );
             return;
         }
     };
@@ -550,6 +582,9 @@ pub fn auto(
             remote_removed = r.remote_removed,
             "compacted automatically"
         ),
-        Err(e) => tracing::warn!("automatic compaction failed (it will be tried again): {e}"),
+        Err(e) => tracing::warn!(
+            "automatic compaction failed (it will be tried again): {}",
+            crate::files::with_causes(&e)
+        ),
     }
 }
