@@ -588,3 +588,140 @@ pub fn auto(
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The redundancy rules: which files a snapshot makes redundant, and
+    //! what is never deleted.
+
+    use automerge::transaction::Transactable as _;
+    use bridge_crypto::{Identity, Roster};
+    use bridge_model::{BatchId, DocId, WriterId};
+
+    use super::*;
+
+    pub(crate) struct Fixture {
+        _tmp: tempfile::TempDir,
+        pub vault: Vault,
+        pub replica: Replica,
+        pub doc: String,
+        n: u8,
+    }
+
+    impl Fixture {
+        pub(crate) fn new() -> Fixture {
+            let tmp = tempfile::tempdir().expect("a temp folder");
+            let identity = Identity::generate().expect("a key");
+            let (roster, _) = Roster::genesis(&identity, "me", "ws", 1).expect("a roster");
+            let replica = Replica::init(&tmp.path().join("store"), "ws").expect("a replica");
+            let vault = Vault::new(replica.clone(), identity, roster);
+            let doc = DocId::new(BatchId::new(1_000, [7; 8]), 0).to_string();
+            Fixture {
+                _tmp: tmp,
+                vault,
+                replica,
+                doc,
+                n: 0,
+            }
+        }
+
+        /// Writes one signed chunk of the document; returns its file name.
+        pub(crate) fn chunk(&mut self) -> String {
+            self.n += 1;
+            let tag = crate::vault::member_tag(self.vault.identity().member_id());
+            let writer = WriterId::new(1_000, tag, [self.n; 8]);
+            self.vault.bind_own_actor(&writer.actor());
+            let mut d = automerge::AutoCommit::new();
+            d.set_actor(writer.actor());
+            d.put(automerge::ROOT, "n", i64::from(self.n)).expect("a change");
+            d.commit();
+            let change = d
+                .get_last_local_change()
+                .expect("the change")
+                .raw_bytes()
+                .to_vec();
+            let sealed = self
+                .vault
+                .seal_chunk(&self.doc, &writer.actor(), &[change])
+                .unwrap_or_else(|e| panic!("{}", e.error));
+            self.replica
+                .write_chunk(&self.doc, &sealed)
+                .expect("written")
+        }
+
+        fn chunk_file(&self, name: &str) -> String {
+            DocFolder::Chunks.store_name(&self.doc, name)
+        }
+
+        fn compact(&self, into: DocFolder) -> DocOutcome {
+            compact_doc(&self.vault, &self.replica, &self.doc, into).expect("compacted")
+        }
+    }
+
+    #[test]
+    fn a_snapshot_makes_the_chunks_it_bundles_redundant_and_removes_them() {
+        let mut f = Fixture::new();
+        let names: Vec<String> = (0..3).map(|_| f.chunk()).collect();
+        assert!(redundant(&f.vault, &f.replica, None).is_empty());
+        let out = f.compact(DocFolder::Snapshots);
+        assert!(out.written);
+        assert_eq!(out.chunks, 3);
+        let want: BTreeSet<String> = names.iter().map(|n| f.chunk_file(n)).collect();
+        assert_eq!(out.redundant.iter().cloned().collect::<BTreeSet<_>>(), want);
+        assert!(f.replica.list_chunks(&f.doc).expect("listed").is_empty());
+        // Already one snapshot and no chunk: nothing is written again.
+        let again = f.compact(DocFolder::Snapshots);
+        assert!(!again.written && again.redundant.is_empty());
+    }
+
+    #[test]
+    fn a_chunk_written_after_the_snapshot_is_never_redundant() {
+        let mut f = Fixture::new();
+        f.chunk();
+        f.compact(DocFolder::Snapshots);
+        let late = f.chunk();
+        let found = redundant(&f.vault, &f.replica, None);
+        assert!(!found.contains(&f.chunk_file(&late)), "{found:?}");
+        assert!(found.is_empty(), "{found:?}");
+    }
+
+    #[test]
+    fn remote_chunks_are_skipped_only_when_a_local_snapshot_bundles_their_name() {
+        let mut f = Fixture::new();
+        let bundled = f.chunk();
+        f.compact(DocFolder::Snapshots);
+        let unknown = f.chunk_file("0123456789abcdef0123456789abcdef0123456789abcdef01234567");
+        let remote: BTreeSet<String> = [f.chunk_file(&bundled), unknown.clone()].into();
+        let found = redundant(&f.vault, &f.replica, Some(&remote));
+        assert!(found.contains(&f.chunk_file(&bundled)), "{found:?}");
+        assert!(!found.contains(&unknown), "{found:?}");
+    }
+
+    #[test]
+    fn archiving_makes_the_live_snapshot_redundant_and_keeps_the_archived_one() {
+        let mut f = Fixture::new();
+        f.chunk();
+        f.chunk();
+        let live = f.compact(DocFolder::Snapshots).snapshot.expect("a snapshot");
+        let archived = f.compact(DocFolder::Archive);
+        let kept = archived.snapshot.clone().expect("an archived snapshot");
+        assert!(archived.written);
+        assert_eq!(archived.redundant, vec![live]);
+        assert!(kept.starts_with(DocFolder::Archive.dir()));
+        assert!(redundant(&f.vault, &f.replica, None).is_empty());
+    }
+
+    #[test]
+    fn the_roster_and_the_audience_grants_are_never_due() {
+        let mut f = Fixture::new();
+        for _ in 0..3 {
+            f.chunk();
+        }
+        f.replica
+            .write_chunk(crate::vault::ROSTER_DOC, b"not compacted")
+            .expect("written");
+        let due = due_docs(&f.vault, &f.replica, 1).expect("listed");
+        assert_eq!(due, vec![f.doc.clone()]);
+        assert!(due_docs(&f.vault, &f.replica, 4).expect("listed").is_empty());
+    }
+}

@@ -73,3 +73,50 @@ pub fn prune_local(replica: &Replica, names: &BTreeSet<String>) {
     }
 }
 
+
+#[cfg(test)]
+mod tests {
+    use bridge_crypto::{Identity, Roster};
+    use bridge_store::DirRemote;
+
+    use super::*;
+
+    fn device(dir: &std::path::Path) -> (Vault, Replica) {
+        let identity = Identity::generate().expect("a key");
+        let (roster, _) = Roster::genesis(&identity, "me", "ws", 1).expect("a roster");
+        let replica = Replica::init(&dir.join("store"), "ws").expect("a replica");
+        (Vault::new(replica.clone(), identity, roster), replica)
+    }
+
+    fn files(replica: &Replica, doc: &str) -> BTreeSet<String> {
+        replica
+            .list_chunks(doc)
+            .expect("listed")
+            .into_iter()
+            .collect()
+    }
+
+    #[test]
+    fn two_devices_end_with_the_union_of_their_files() {
+        let tmp = tempfile::tempdir().expect("a temp folder");
+        let remote = DirRemote::new(tmp.path().join("remote"));
+        std::fs::create_dir_all(tmp.path().join("remote")).expect("a remote folder");
+        let (va, a) = device(&tmp.path().join("a"));
+        let (vb, b) = device(&tmp.path().join("b"));
+        let doc = "d";
+        let from_a = a.write_chunk(doc, b"written on a").expect("written");
+        let from_b = b.write_chunk(doc, b"written on b").expect("written");
+        let ra = sync_store(&va, &a, &remote, &mut |_| {}, false).expect("a synced");
+        assert_eq!((ra.pulled, ra.pushed), (0, 1));
+        let rb = sync_store(&vb, &b, &remote, &mut |_| {}, false).expect("b synced");
+        assert_eq!((rb.pulled, rb.pushed), (1, 1));
+        let ra = sync_store(&va, &a, &remote, &mut |_| {}, false).expect("a synced");
+        assert_eq!((ra.pulled, ra.pushed), (1, 0));
+        let both: BTreeSet<String> = [from_a, from_b].into();
+        assert_eq!(files(&a, doc), both);
+        assert_eq!(files(&b, doc), both);
+        // Set union: a sync with nothing new moves nothing.
+        let again = sync_store(&va, &a, &remote, &mut |_| {}, false).expect("synced");
+        assert_eq!((again.pulled, again.pushed), (0, 0));
+    }
+}

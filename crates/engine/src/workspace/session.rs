@@ -143,7 +143,8 @@ pub struct Session {
     /// Store names of chunks written since the last [`take_written`](Self::take_written).
     written: Vec<String>,
     /// When the documents were (re)loaded.
-    loaded_at: std::time::Instant,
+    /// On this session's clock (so a test can make a reload fall due).
+    loaded_at: Millis,
     /// How documents not loaded yet are loaded.
     plan: LoadPlan,
     /// Unfinished tasks in the documents loaded since the plan last
@@ -238,13 +239,13 @@ impl Session {
             writer,
             policy,
             vault: Arc::new(vault),
-            clock,
+            clock: clock.clone(),
             docs: BTreeMap::new(),
             view: View::new(),
             seq: 0,
             warned: BTreeSet::new(),
             written: Vec::new(),
-            loaded_at: std::time::Instant::now(),
+            loaded_at: clock.now_ms(),
             plan,
             open_loaded: 0,
             deferred: false,
@@ -648,7 +649,7 @@ impl Session {
         let seen = self.view.take_sightings();
         self.view = View::new();
         self.view.set_sightings(seen);
-        self.loaded_at = std::time::Instant::now();
+        self.loaded_at = self.clock.now_ms();
         self.refresh()?;
         Ok(())
     }
@@ -657,7 +658,8 @@ impl Session {
     /// (default 10 minutes): then a long-lived process compacts its replica
     /// (so the reload reads snapshots) and [`reload`](Self::reload)s.
     pub fn reload_due(&self) -> Result<bool, LoadError> {
-        Ok(self.loaded_at.elapsed() >= self.ws.config.reload_every()?)
+        let every = Millis::try_from(self.ws.config.reload_every()?.as_millis()).unwrap_or(Millis::MAX);
+        Ok(self.clock.now_ms().saturating_sub(self.loaded_at) >= every)
     }
 
     /// Now, as this session's clock says.
@@ -923,3 +925,54 @@ impl Session {
     }
 }
 
+
+#[cfg(test)]
+mod tests {
+    use bridge_crypto::{Identity, Roster};
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::workspace::Config;
+
+    const START: Millis = 1_700_000_000_000;
+
+    fn session(dir: &Path, clock: Arc<ManualClock>) -> Session {
+        let identity = Identity::generate().expect("a key");
+        let (roster, _) = Roster::genesis(&identity, "me", "ws", 1).expect("a roster");
+        let text = format!(
+            "[workspace]\nid = \"ws\"\nroot = \"{}\"\n[worker]\nreload-every = \"10m\"\n",
+            identity.member_id()
+        );
+        let config =
+            Config::parse_str(&text, &dir.join("bridge.toml")).unwrap_or_else(|e| panic!("{e}"));
+        let ws = Workspace::with_config(dir, config).unwrap_or_else(|e| panic!("{e}"));
+        let vault = Vault::new(ws.replica.clone(), identity, roster);
+        Session::with_clock(ws, vault, LoadPlan::All, clock).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn the_session_reads_now_from_its_clock() {
+        let tmp = tempfile::tempdir().expect("a temp folder");
+        let clock = ManualClock::at(START);
+        let s = session(tmp.path(), clock.clone());
+        // The writer id is time-ordered from the session's clock.
+        let started = hex::encode((START as u64).to_be_bytes());
+        assert!(s.writer.as_str().starts_with(&started), "{}", s.writer.as_str());
+        clock.advance(5_000);
+        assert_eq!(s.now_ms(), START + 5_000);
+    }
+
+    #[test]
+    fn a_reload_falls_due_when_the_clock_passes_reload_every() {
+        let tmp = tempfile::tempdir().expect("a temp folder");
+        let clock = ManualClock::at(START);
+        let mut s = session(tmp.path(), clock.clone());
+        assert!(!s.reload_due().expect("a setting"));
+        clock.advance(10 * 60_000 - 1);
+        assert!(!s.reload_due().expect("a setting"));
+        clock.advance(1);
+        assert!(s.reload_due().expect("a setting"));
+        s.reload().unwrap_or_else(|e| panic!("{e}"));
+        assert!(!s.reload_due().expect("a setting"));
+    }
+}
