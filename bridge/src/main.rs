@@ -16,8 +16,8 @@ mod hints;
 
 // The engine's modules, under the names the commands have always used.
 use bridge_engine::{
-    audience, compact, fetch, files, freshness, keys, publish, run_policy, secrets, shard,
-    sync, taskfile, vault, worker, workspace,
+    audience, compact, fetch, files, freshness, keys, publish, run_policy, secrets, shard, sync,
+    taskfile, vault, worker, workspace,
 };
 
 use std::io::IsTerminal;

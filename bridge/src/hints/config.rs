@@ -6,9 +6,7 @@ use bridge_engine::audience::{AudienceError, DEVICES};
 use bridge_engine::error::{EXIT_ERROR, Untyped};
 use bridge_engine::freshness::FreshnessError;
 use bridge_engine::keys::IdentityError;
-use bridge_engine::workspace::{
-    CONFIG_FILE, ConfigError, LoadError, WorkspaceError, WriteError,
-};
+use bridge_engine::workspace::{CONFIG_FILE, ConfigError, LoadError, WorkspaceError, WriteError};
 
 use super::Advice;
 

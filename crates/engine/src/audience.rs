@@ -21,7 +21,10 @@ use crate::vault::Vault;
 #[derive(Debug, thiserror::Error)]
 pub enum AudienceError {
     /// A name in the audience is not a member.
-    #[error("`{}` in the audience is not a member of this workspace", crate::text::safe(name))]
+    #[error(
+        "`{}` in the audience is not a member of this workspace",
+        crate::text::safe(name)
+    )]
     UnknownMember {
         /// The name.
         name: String,
@@ -79,7 +82,11 @@ pub struct Resolved {
 /// Resolves `names` (member names of the roster's latest epoch, or
 /// [`DEVICES`]) to their keys, adding `me`. An unknown name is an error
 /// that lists the members.
-pub fn resolve_names(roster: &Roster, names: &[String], me: &MemberId) -> Result<Resolved, AudienceError> {
+pub fn resolve_names(
+    roster: &Roster,
+    names: &[String],
+    me: &MemberId,
+) -> Result<Resolved, AudienceError> {
     let latest = roster.latest();
     let mut ids: BTreeSet<MemberId> = BTreeSet::new();
     for name in names {
@@ -161,10 +168,12 @@ pub fn write_first_grant(
 }
 
 fn write(vault: &Vault, grant: &NewGrant<'_>) -> Result<(Notice, String), AudienceError> {
-    let (sealed, _) = bridge_crypto::seal_grant(vault.identity(), vault.roster(), grant)
-        .map_err(|source| AudienceError::Seal {
-            batch: grant.batch.to_owned(),
-            source,
+    let (sealed, _) =
+        bridge_crypto::seal_grant(vault.identity(), vault.roster(), grant).map_err(|source| {
+            AudienceError::Seal {
+                batch: grant.batch.to_owned(),
+                source,
+            }
         })?;
     let file = vault
         .write_grant_file(&sealed)
@@ -198,11 +207,12 @@ pub fn rotate(
             batch: batch.to_owned(),
         });
     }
-    let mut keys = current
-        .open_keys(vault.identity())
-        .ok_or_else(|| AudienceError::KeysDoNotOpen {
-            batch: batch.to_owned(),
-        })?;
+    let mut keys =
+        current
+            .open_keys(vault.identity())
+            .ok_or_else(|| AudienceError::KeysDoNotOpen {
+                batch: batch.to_owned(),
+            })?;
     keys.push(BatchKey::generate());
     let grant = NewGrant {
         batch,

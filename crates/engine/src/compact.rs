@@ -198,12 +198,13 @@ pub fn compact_doc(
     // The snapshots in `into`: store name, and each entry's digest.
     let mut in_into: Vec<(String, BTreeMap<String, [u8; 32]>)> = Vec::new();
     for folder in [DocFolder::Snapshots, DocFolder::Archive] {
-        for name in replica
-            .list_doc_files(folder, doc)
-            .map_err(|source| CompactError::ListSnapshots {
-                doc: doc.to_owned(),
-                source,
-            })?
+        for name in
+            replica
+                .list_doc_files(folder, doc)
+                .map_err(|source| CompactError::ListSnapshots {
+                    doc: doc.to_owned(),
+                    source,
+                })?
         {
             let store_name = folder.store_name(doc, &name);
             let Ok(sealed) = replica.read_doc_file(folder, doc, &name) else {
@@ -633,7 +634,8 @@ mod tests {
             self.vault.bind_own_actor(&writer.actor());
             let mut d = automerge::AutoCommit::new();
             d.set_actor(writer.actor());
-            d.put(automerge::ROOT, "n", i64::from(self.n)).expect("a change");
+            d.put(automerge::ROOT, "n", i64::from(self.n))
+                .expect("a change");
             d.commit();
             let change = d
                 .get_last_local_change()
@@ -702,7 +704,10 @@ mod tests {
         let mut f = Fixture::new();
         f.chunk();
         f.chunk();
-        let live = f.compact(DocFolder::Snapshots).snapshot.expect("a snapshot");
+        let live = f
+            .compact(DocFolder::Snapshots)
+            .snapshot
+            .expect("a snapshot");
         let archived = f.compact(DocFolder::Archive);
         let kept = archived.snapshot.clone().expect("an archived snapshot");
         assert!(archived.written);
@@ -722,6 +727,10 @@ mod tests {
             .expect("written");
         let due = due_docs(&f.vault, &f.replica, 1).expect("listed");
         assert_eq!(due, vec![f.doc.clone()]);
-        assert!(due_docs(&f.vault, &f.replica, 4).expect("listed").is_empty());
+        assert!(
+            due_docs(&f.vault, &f.replica, 4)
+                .expect("listed")
+                .is_empty()
+        );
     }
 }

@@ -321,10 +321,7 @@ fn read_seen(path: &Path) -> Result<BTreeMap<String, String>, FreshnessError> {
         })
 }
 
-fn write_seen(
-    path: &Path,
-    workspaces: &BTreeMap<String, String>,
-) -> Result<(), FreshnessError> {
+fn write_seen(path: &Path, workspaces: &BTreeMap<String, String>) -> Result<(), FreshnessError> {
     let dir = path.parent().ok_or_else(|| FreshnessError::NoFolder {
         path: path.to_path_buf(),
     })?;

@@ -73,7 +73,6 @@ pub fn prune_local(replica: &Replica, names: &BTreeSet<String>) {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use bridge_crypto::{Identity, Roster};

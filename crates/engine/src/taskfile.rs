@@ -368,9 +368,7 @@ fn duration_s(v: &DurationValue) -> Result<u64, String> {
 /// would hang `submit` and a huge file would be read whole into memory (the
 /// same class as issue 12, items 11 and 17).
 /// Returns the tasks and the file's `audience:` (empty when it has none).
-pub fn load_with_audience(
-    path: &Path,
-) -> Result<(Vec<PlannedTask>, Vec<String>), TaskFileError> {
+pub fn load_with_audience(path: &Path) -> Result<(Vec<PlannedTask>, Vec<String>), TaskFileError> {
     let text = crate::files::read_text(path, MAX_TASK_FILE_BYTES).map_err(|e| match e.kind() {
         std::io::ErrorKind::FileTooLarge => TaskFileError::TooLarge {
             path: path.to_path_buf(),
@@ -390,11 +388,7 @@ pub fn load_with_audience(
 /// Parses task-file text; `origin` names it in errors and `base` is the
 /// folder input paths are relative to.
 #[cfg(test)]
-pub fn parse_str(
-    text: &str,
-    origin: &str,
-    base: &Path,
-) -> Result<Vec<PlannedTask>, TaskFileError> {
+pub fn parse_str(text: &str, origin: &str, base: &Path) -> Result<Vec<PlannedTask>, TaskFileError> {
     parse_with_audience(text, origin, base).map(|(tasks, _)| tasks)
 }
 
@@ -903,7 +897,10 @@ mod tests {
         let Err(TaskFileError::Invalid { at, task, .. }) = refused else {
             panic!("{refused:?}");
         };
-        assert_eq!((at.origin.as_str(), task.as_deref()), ("tasks.yaml", Some("a")));
+        assert_eq!(
+            (at.origin.as_str(), task.as_deref()),
+            ("tasks.yaml", Some("a"))
+        );
         assert!(at.position.is_some());
         let Err(TaskFileError::Invalid { at, task, .. }) = parse("tasks: []\n") else {
             panic!("accepted");

@@ -487,7 +487,9 @@ mod tests {
     fn refusal(text: &str) -> (String, String) {
         match Config::parse_str(text, Path::new("ws/bridge.toml")) {
             Ok(_) => panic!("accepted:\n{text}"),
-            Err(e @ ConfigError::Invalid { .. }) => (e.to_string(), "fix that line of bridge.toml".into()),
+            Err(e @ ConfigError::Invalid { .. }) => {
+                (e.to_string(), "fix that line of bridge.toml".into())
+            }
             Err(e) => (e.to_string(), String::new()),
         }
     }
@@ -592,8 +594,8 @@ mod tests {
                 RunFrom::Named("bob-laptop".into())
             ])
         );
-        let unset = Config::parse_str(GOOD, Path::new("bridge.toml"))
-            .unwrap_or_else(|e| panic!("{e}"));
+        let unset =
+            Config::parse_str(GOOD, Path::new("bridge.toml")).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(unset.run_tasks_from(), None);
         for (list, want) in [
             (
@@ -651,7 +653,6 @@ mod tests {
     }
 }
 
-
 #[cfg(test)]
 mod error_tests {
     use super::*;
@@ -685,7 +686,10 @@ mod error_tests {
             located(&format!("{BASE}sandbox = \"maybe\"\n")),
             (5, 1, Some("worker.sandbox".into()))
         );
-        assert_eq!(located("[workspace]\nid = \"\"\nroot = \"x\"\n").2, Some("workspace.id".into()));
+        assert_eq!(
+            located("[workspace]\nid = \"\"\nroot = \"x\"\n").2,
+            Some("workspace.id".into())
+        );
     }
 
     #[test]

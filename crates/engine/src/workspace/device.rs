@@ -7,7 +7,9 @@ use std::path::Path;
 use serde::Deserialize;
 
 use super::STATE_DIR;
-use super::config::{ConfigError, check_policy_keys, config_error, field_at, line_and_column, locate};
+use super::config::{
+    ConfigError, check_policy_keys, config_error, field_at, line_and_column, locate,
+};
 
 /// `.bridge/config.toml`: this device's own settings for this workspace,
 /// never synced or committed (like a repository's `.git/config`).
@@ -68,11 +70,12 @@ pub(super) fn read_device_config(root: &Path) -> Result<DeviceConfig, ConfigErro
     if std::fs::symlink_metadata(&path).is_err() {
         return Ok(DeviceConfig::default());
     }
-    let text = crate::files::read_text(&path, crate::files::CONFIG_MAX)
-        .map_err(|source| ConfigError::ReadDevice {
+    let text = crate::files::read_text(&path, crate::files::CONFIG_MAX).map_err(|source| {
+        ConfigError::ReadDevice {
             path: path.clone(),
             source,
-        })?;
+        }
+    })?;
     let device: DeviceConfig = toml::from_str(&text).map_err(|e| {
         let (line, column) = e
             .span()

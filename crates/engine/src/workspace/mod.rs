@@ -23,10 +23,13 @@ pub mod device;
 mod load;
 pub mod session;
 
-pub use config::{Config, ConfigError, GitHubSection, STALL_TIMEOUT_ENV, StoreSection, WorkerSection, WorkspaceSection};
+pub use config::{
+    Config, ConfigError, GitHubSection, STALL_TIMEOUT_ENV, StoreSection, WorkerSection,
+    WorkspaceSection,
+};
+use device::read_device_config;
 pub use device::{DEVICE_CONFIG_FILE, DeviceConfig, DeviceWorker, WorkerPolicy};
 pub use session::{LoadError, LoadPlan, Session, WriteError};
-use device::read_device_config;
 
 /// The name of the workspace file.
 pub const CONFIG_FILE: &str = "bridge.toml";
@@ -268,11 +271,12 @@ pub fn create_state_dir(root: &Path) -> Result<(), WorkspaceError> {
     })?;
     let ignore = dir.join(".gitignore");
     if !ignore.exists() {
-        std::fs::write(&ignore, "# bridge's local replica and scratch space\n*\n")
-            .map_err(|source| WorkspaceError::Write {
+        std::fs::write(&ignore, "# bridge's local replica and scratch space\n*\n").map_err(
+            |source| WorkspaceError::Write {
                 path: ignore.clone(),
                 source,
-            })?;
+            },
+        )?;
     }
     Ok(())
 }

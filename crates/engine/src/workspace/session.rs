@@ -14,9 +14,11 @@ use bridge_store::LoadedDoc;
 use sha2::Digest as _;
 
 use super::load::{NewDoc, OpenDoc, load_new_doc, read_open_doc, unfinished};
-use super::{CONFIG_FILE, ConfigError, RandomError, STATE_DIR, Workspace, open_vault, random_bytes};
-use crate::clock::Clock;
+use super::{
+    CONFIG_FILE, ConfigError, RandomError, STATE_DIR, Workspace, open_vault, random_bytes,
+};
 use crate::cache;
+use crate::clock::Clock;
 use crate::vault::{AUDIENCE_DOC, ROSTER_DOC, Vault, is_reserved_doc};
 
 /// Why the documents of a workspace cannot be loaded (or the vault opened
@@ -83,7 +85,13 @@ pub enum LoadError {
     },
     /// Saving this process's changes before a reload failed.
     #[error(transparent)]
-    Write(#[from] WriteError),
+    Write(Box<WriteError>),
+}
+
+impl From<WriteError> for LoadError {
+    fn from(e: WriteError) -> LoadError {
+        LoadError::Write(Box::new(e))
+    }
 }
 
 impl From<crate::error::Untyped> for LoadError {
@@ -108,7 +116,7 @@ pub enum WriteError {
         id: DocId,
         /// Why.
         #[source]
-        source: doc::DocError,
+        source: Box<doc::DocError>,
     },
     /// The vault cannot seal the changes.
     #[error(transparent)]
@@ -120,7 +128,7 @@ pub enum WriteError {
         id: DocId,
         /// Why.
         #[source]
-        source: bridge_store::WriteError,
+        source: Box<bridge_store::WriteError>,
     },
 }
 
@@ -203,7 +211,6 @@ pub enum LoadPlan {
         seed: String,
     },
 }
-
 
 impl Session {
     /// Loads this device's identity, verifies the roster and loads the
@@ -658,7 +665,8 @@ impl Session {
     /// (default 10 minutes): then a long-lived process compacts its replica
     /// (so the reload reads snapshots) and [`reload`](Self::reload)s.
     pub fn reload_due(&self) -> Result<bool, LoadError> {
-        let every = Millis::try_from(self.ws.config.reload_every()?.as_millis()).unwrap_or(Millis::MAX);
+        let every =
+            Millis::try_from(self.ws.config.reload_every()?.as_millis()).unwrap_or(Millis::MAX);
         Ok(self.clock.now_ms().saturating_sub(self.loaded_at) >= every)
     }
 
@@ -688,10 +696,12 @@ impl Session {
             if self.docs.contains_key(&id) || vault.is_foreign_doc(&name) {
                 continue;
             }
-            let (loaded, warnings) = bridge_store::load_doc(&replica, &name, &*vault)
-                .map_err(|source| LoadError::ReadArchived {
-                    name: name.clone(),
-                    source,
+            let (loaded, warnings) =
+                bridge_store::load_doc(&replica, &name, &*vault).map_err(|source| {
+                    LoadError::ReadArchived {
+                        name: name.clone(),
+                        source,
+                    }
                 })?;
             for w in warnings {
                 let key = w.path.display().to_string();
@@ -828,7 +838,7 @@ impl Session {
                 open.loaded.doc.rollback();
                 return Err(WriteError::Change {
                     id: id.clone(),
-                    source: e,
+                    source: Box::new(e),
                 });
             }
         };
@@ -905,17 +915,17 @@ impl Session {
             if open.unflushed.is_empty() {
                 continue;
             }
-            let sealed =
-                self.vault
-                    .seal_chunk(&id.to_string(), &self.writer.actor(), &open.unflushed)
-                    .map_err(|e| WriteError::Seal(e.into()))?;
+            let sealed = self
+                .vault
+                .seal_chunk(&id.to_string(), &self.writer.actor(), &open.unflushed)
+                .map_err(|e| WriteError::Seal(e.into()))?;
             let name = self
                 .ws
                 .replica
                 .write_chunk(&id.to_string(), &sealed)
                 .map_err(|source| WriteError::Save {
                     id: id.clone(),
-                    source,
+                    source: Box::new(source),
                 })?;
             self.written.push(format!("chunks/{id}/{name}"));
             open.loaded.applied.insert(name);
@@ -924,7 +934,6 @@ impl Session {
         Ok(())
     }
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -957,7 +966,11 @@ mod tests {
         let s = session(tmp.path(), clock.clone());
         // The writer id is time-ordered from the session's clock.
         let started = hex::encode((START as u64).to_be_bytes());
-        assert!(s.writer.as_str().starts_with(&started), "{}", s.writer.as_str());
+        assert!(
+            s.writer.as_str().starts_with(&started),
+            "{}",
+            s.writer.as_str()
+        );
         clock.advance(5_000);
         assert_eq!(s.now_ms(), START + 5_000);
     }
