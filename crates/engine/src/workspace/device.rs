@@ -30,18 +30,18 @@ pub struct DeviceConfig {
     pub worker: DeviceWorker,
 }
 
-/// `[worker]` in [`DeviceConfig`]: the settings of [`WorkerSection`] that
+/// `[worker]` in [`DeviceConfig`]: the settings of [`WorkerSection`](super::WorkerSection) that
 /// decide what this device lends.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct DeviceWorker {
-    /// As [`WorkerSection::run_tasks_from`].
+    /// As [`WorkerSection::run_tasks_from`](super::WorkerSection::run_tasks_from).
     #[serde(default)]
     pub run_tasks_from: Option<Vec<String>>,
-    /// As [`WorkerSection::sandbox`].
+    /// As [`WorkerSection::sandbox`](super::WorkerSection::sandbox).
     #[serde(default)]
     pub sandbox: Option<String>,
-    /// As [`WorkerSection::allow_read`].
+    /// As [`WorkerSection::allow_read`](super::WorkerSection::allow_read).
     #[serde(default)]
     pub allow_read: Option<Vec<String>>,
 }

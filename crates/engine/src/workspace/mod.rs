@@ -1,6 +1,6 @@
 //! The workspace on this device: `bridge.toml` ([`config`]), this device's
 //! own settings ([`device`]), the local replica under `.bridge/store`, and a
-//! [`Session`] ([`session`]) that holds the loaded documents ([`load`]) and
+//! [`Session`] ([`session`]) that holds the loaded documents (`load`) and
 //! the merged [`View`](bridge_model::View) while a command runs.
 //!
 //! Every write goes through [`Session::change`] then [`Session::flush`]: the
