@@ -185,7 +185,7 @@ fn change(
         .iter()
         .filter_map(|id| roster.latest().member(id).map(|m| m.key.clone()))
         .collect();
-    let notice = audience::rotate(&session.vault, &batch, &keys)?;
+    let notice = audience::rotate(&session.vault, &batch, &keys, session.now_ms())?;
     if !g.quiet {
         outln!(
             "Batch {batch} is now private to {} (key generation {}).",

@@ -24,7 +24,7 @@ pub fn open_session(g: &GlobalArgs) -> CliResult<Session> {
 pub fn open_session_with(g: &GlobalArgs, plan: LoadPlan) -> CliResult<Session> {
     let ws = Workspace::find(g.workspace.as_deref())?;
     let Some(spec) = ws.remote_spec().map(str::to_owned) else {
-        return Session::open_with(ws, plan);
+        return Ok(Session::open_with(ws, plan)?);
     };
     let root = ws.root.clone();
     let first = match Session::open_with(ws, plan.clone()) {
@@ -32,7 +32,7 @@ pub fn open_session_with(g: &GlobalArgs, plan: LoadPlan) -> CliResult<Session> {
             Ok(_) => return Ok(s),
             Err(e) => e.into(),
         },
-        Err(e) => e,
+        Err(e) => e.into(),
     };
     let ws = Workspace::open(&root)?;
     let remote = open_remote(&spec, &ws.root).map_err(|e| {
@@ -46,14 +46,14 @@ pub fn open_session_with(g: &GlobalArgs, plan: LoadPlan) -> CliResult<Session> {
             for w in &report.skipped {
                 tracing::warn!("{w}");
             }
-            crate::compact::report_repairs(&ws.replica, &report.repaired);
+            crate::sync::report_repairs(&ws.replica, &report.repaired);
         }
         Err(e) => {
             tracing::warn!("cannot fetch the store from {spec}: {e}");
             return Err(first);
         }
     }
-    Session::open_with(ws, plan)
+    Ok(Session::open_with(ws, plan)?)
 }
 
 /// Opens a remote for the workspace at `root`. In a `git:` remote this
@@ -190,7 +190,7 @@ pub fn sync_remote(session: &mut Session, show_progress: bool) -> CliResult<Sync
     })?;
     let bar = progress_bar(show_progress);
     let vault = session.vault.clone();
-    let result = crate::compact::sync_store(
+    let result = crate::sync::sync_store(
         &vault,
         &session.ws.replica,
         remote.as_ref(),
@@ -212,7 +212,7 @@ pub fn sync_remote(session: &mut Session, show_progress: bool) -> CliResult<Sync
             // key (an audience member left the workspace): push the new
             // grant now, not at the next sync.
             if session.take_rotated()
-                && let Err(e) = crate::compact::sync_store(
+                && let Err(e) = crate::sync::sync_store(
                     &vault,
                     &session.ws.replica,
                     remote.as_ref(),

@@ -406,5 +406,5 @@ pub fn identity_or_new(g: &GlobalArgs) -> CliResult<Identity> {
         }
         return Ok(identity);
     }
-    keys::load_identity()
+    Ok(keys::load_identity()?)
 }

@@ -106,6 +106,7 @@ pub fn run(g: &GlobalArgs, args: JoinArgs) -> CliResult<u8> {
     };
     if let Err(e) = crate::freshness::pinned(&ws)
         .and_then(|_| crate::freshness::check(&ws, vault.roster()))
+        .map_err(CliError::from)
         .and_then(|()| vault.me().map(|_| ()).map_err(CliError::from))
     {
         let _ = std::fs::remove_dir_all(&state_dir);

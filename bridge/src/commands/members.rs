@@ -210,7 +210,7 @@ fn sync_before_removal(
             "set `remote` under [store] in bridge.toml to dir:PATH or git:URL",
         )
     })?;
-    match crate::compact::sync_store(&vault, &ws.replica, remote.as_ref(), &mut |_| {}, false) {
+    match crate::sync::sync_store(&vault, &ws.replica, remote.as_ref(), &mut |_| {}, false) {
         Ok(report) => {
             for w in &report.skipped {
                 tracing::warn!("{w}");
@@ -388,7 +388,7 @@ fn root_of(ws: &Workspace) -> CliResult<bridge_crypto::MemberId> {
 /// Opens `ws`'s vault with this device's identity, verifying the roster
 /// (and its freshness).
 pub fn open_vault(ws: &Workspace) -> CliResult<Vault> {
-    crate::workspace::open_vault(ws)
+    Ok(crate::workspace::open_vault(ws)?)
 }
 
 /// Creates a worker identity for a CI runner, adds it to the roster as

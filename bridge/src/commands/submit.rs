@@ -244,6 +244,7 @@ fn make_private(
         &key,
         tasks as u64,
         documents,
+        session.now_ms(),
     )?;
     let ids = notice.body.audience.clone();
     let hash = notice.hash.clone();

@@ -11,12 +11,60 @@
 
 use std::collections::BTreeSet;
 
-use anyhow::anyhow;
-use bridge_crypto::{BatchKey, MemberId, NewGrant, Notice, PublicKey, Role, Roster};
+use bridge_crypto::{BatchKey, GrantError, MemberId, NewGrant, Notice, PublicKey, Role, Roster};
+use bridge_model::Millis;
 
-use crate::error::{CliError, CliResult};
 use crate::vault::Vault;
-use crate::workspace::now_ms;
+
+/// Why an audience cannot be resolved or written. The hints are the
+/// command line's.
+#[derive(Debug, thiserror::Error)]
+pub enum AudienceError {
+    /// A name in the audience is not a member.
+    #[error(
+        "`{}` in the audience is not a member of this workspace",
+        crate::text::safe(name)
+    )]
+    UnknownMember {
+        /// The name.
+        name: String,
+        /// The members, as `name (role)`, for the hint.
+        known: Vec<String>,
+    },
+    /// The grant cannot be sealed.
+    #[error("cannot write the audience of batch {batch}")]
+    Seal {
+        /// The batch.
+        batch: String,
+        /// Why.
+        #[source]
+        source: GrantError,
+    },
+    /// The grant file cannot be written.
+    #[error(transparent)]
+    Vault(#[from] bridge_vault::SaveError),
+    /// The grant just written does not open.
+    #[error("cannot read back the audience grant just written")]
+    ReadBack(#[source] GrantError),
+    /// The batch has no valid grant.
+    #[error("batch {batch} is not private (it has no valid audience grant)")]
+    NotPrivate {
+        /// The batch.
+        batch: String,
+    },
+    /// This device is not in the batch's audience.
+    #[error("this device is not in the audience of batch {batch}: it cannot change it")]
+    NotInAudience {
+        /// The batch.
+        batch: String,
+    },
+    /// The batch's keys do not open here.
+    #[error("the keys of batch {batch} do not open with this device's key")]
+    KeysDoNotOpen {
+        /// The batch.
+        batch: String,
+    },
+}
 
 /// The audience word for every member that is not a runner (roles admin
 /// and submit).
@@ -34,7 +82,11 @@ pub struct Resolved {
 /// Resolves `names` (member names of the roster's latest epoch, or
 /// [`DEVICES`]) to their keys, adding `me`. An unknown name is an error
 /// that lists the members.
-pub fn resolve_names(roster: &Roster, names: &[String], me: &MemberId) -> CliResult<Resolved> {
+pub fn resolve_names(
+    roster: &Roster,
+    names: &[String],
+    me: &MemberId,
+) -> Result<Resolved, AudienceError> {
     let latest = roster.latest();
     let mut ids: BTreeSet<MemberId> = BTreeSet::new();
     for name in names {
@@ -62,16 +114,10 @@ pub fn resolve_names(roster: &Roster, names: &[String], me: &MemberId) -> CliRes
                     .iter()
                     .map(|m| format!("{} ({})", m.name, m.role))
                     .collect();
-                return Err(CliError::hint(
-                    anyhow!(
-                        "`{}` in the audience is not a member of this workspace",
-                        crate::text::safe(name)
-                    ),
-                    format!(
-                        "the members are: {}; or write `{DEVICES}` for every member that is not a runner",
-                        known.join(", ")
-                    ),
-                ));
+                return Err(AudienceError::UnknownMember {
+                    name: name.to_owned(),
+                    known,
+                });
             }
         }
     }
@@ -107,7 +153,8 @@ pub fn write_first_grant(
     key: &BatchKey,
     tasks: u64,
     documents: u64,
-) -> CliResult<(Notice, String)> {
+    now: Millis,
+) -> Result<(Notice, String), AudienceError> {
     let grant = NewGrant {
         batch,
         prev: None,
@@ -115,22 +162,22 @@ pub fn write_first_grant(
         keys: std::slice::from_ref(key),
         tasks,
         documents,
-        now: now_ms(),
+        now,
     };
     write(vault, &grant)
 }
 
-fn write(vault: &Vault, grant: &NewGrant<'_>) -> CliResult<(Notice, String)> {
+fn write(vault: &Vault, grant: &NewGrant<'_>) -> Result<(Notice, String), AudienceError> {
     let (sealed, _) =
-        bridge_crypto::seal_grant(vault.identity(), vault.roster(), grant).map_err(|e| {
-            anyhow!(e).context(format!(
-                "cannot write the audience of batch {}",
-                grant.batch
-            ))
+        bridge_crypto::seal_grant(vault.identity(), vault.roster(), grant).map_err(|source| {
+            AudienceError::Seal {
+                batch: grant.batch.to_owned(),
+                source,
+            }
         })?;
     let file = vault.write_grant_file(&sealed)?;
     let notice = bridge_crypto::open_grant(&vault.read_keys(), vault.roster(), &sealed, &file)
-        .map_err(|e| anyhow!(e).context("cannot read back the audience grant just written"))?;
+        .map_err(AudienceError::ReadBack)?;
     tracing::debug!(%file, generation = notice.body.generation, "audience grant written");
     Ok((notice, file))
 }
@@ -140,26 +187,30 @@ fn write(vault: &Vault, grant: &NewGrant<'_>) -> CliResult<(Notice, String)> {
 /// secret goes with it, so an added member reads the whole batch and a
 /// removed one nothing written afterwards. This device must hold the
 /// batch's keys and be in the newest generation's audience.
-pub fn rotate(vault: &Vault, batch: &str, audience: &[PublicKey]) -> CliResult<Notice> {
+pub fn rotate(
+    vault: &Vault,
+    batch: &str,
+    audience: &[PublicKey],
+    now: Millis,
+) -> Result<Notice, AudienceError> {
     let current = vault
         .audience(batch)
         .and_then(|a| a.newest().cloned())
-        .ok_or_else(|| {
-            CliError::hint(
-                anyhow!("batch {batch} is not private (it has no valid audience grant)"),
-                "`bridge audience show BATCH` lists a private batch's audience",
-            )
+        .ok_or_else(|| AudienceError::NotPrivate {
+            batch: batch.to_owned(),
         })?;
     let me = vault.identity().member_id();
     if !current.includes(me) {
-        return Err(CliError::hint(
-            anyhow!("this device is not in the audience of batch {batch}: it cannot change it"),
-            "ask a member of the audience (`bridge audience show BATCH`) to do it",
-        ));
+        return Err(AudienceError::NotInAudience {
+            batch: batch.to_owned(),
+        });
     }
-    let mut keys = current
-        .open_keys(vault.identity())
-        .ok_or_else(|| anyhow!("the keys of batch {batch} do not open with this device's key"))?;
+    let mut keys =
+        current
+            .open_keys(vault.identity())
+            .ok_or_else(|| AudienceError::KeysDoNotOpen {
+                batch: batch.to_owned(),
+            })?;
     keys.push(BatchKey::generate());
     let grant = NewGrant {
         batch,
@@ -168,7 +219,7 @@ pub fn rotate(vault: &Vault, batch: &str, audience: &[PublicKey]) -> CliResult<N
         keys: &keys,
         tasks: current.body.tasks,
         documents: current.body.documents,
-        now: now_ms(),
+        now,
     };
     write(vault, &grant).map(|(notice, _)| notice)
 }
@@ -283,7 +334,12 @@ mod tests {
                 out.sort();
                 out
             })
-            .map_err(|e| format!("{} / {}", e.error, e.hint.unwrap_or_default()))
+            .map_err(|e| match &e {
+                AudienceError::UnknownMember { known, .. } => {
+                    format!("{e} / {} / {DEVICES}", known.join(", "))
+                }
+                e => e.to_string(),
+            })
     }
 
     #[test]
@@ -301,7 +357,7 @@ mod tests {
             let names: Vec<String> = names.iter().map(|s| (*s).to_owned()).collect();
             match resolve_names(&r, &names, ids[1].member_id()) {
                 Ok(r) => r,
-                Err(e) => panic!("{}", e.error),
+                Err(e) => panic!("{e}"),
             }
         };
         assert!(resolved(&["home-server"]).added_self);

@@ -24,7 +24,6 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context as _;
 use automerge::AutoCommit;
 use bridge_model::doc::{BatchHeader, TaskRecord};
 use bridge_store::{LoadedDoc, StoreWarning};
@@ -173,7 +172,7 @@ pub fn save(
     records: &[TaskRecord],
     warnings: &[StoreWarning],
 ) {
-    let result = (|| -> anyhow::Result<()> {
+    let result = (|| -> Result<(), CacheError> {
         let warnings: Vec<(&Path, &str)> = warnings
             .iter()
             .map(|w| (w.path.as_path(), w.message.as_str()))
@@ -189,21 +188,56 @@ pub fn save(
         })?;
         let saved = loaded.doc.save();
         let mut payload = Vec::with_capacity(4 + meta.len() + saved.len());
-        payload.extend_from_slice(&u32::try_from(meta.len())?.to_be_bytes());
+        let len = u32::try_from(meta.len()).map_err(|_| CacheError::TooLarge)?;
+        payload.extend_from_slice(&len.to_be_bytes());
         payload.extend_from_slice(&meta);
         payload.extend_from_slice(&saved);
         let sealed = vault.seal_private(doc, &payload)?;
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(io_step("create", dir))?;
         let file = path(dir, doc);
         let tmp = dir.join(format!(".{doc}.tmp-{}", std::process::id()));
-        std::fs::write(&tmp, &sealed).with_context(|| format!("cannot write {}", tmp.display()))?;
-        std::fs::rename(&tmp, &file)
-            .with_context(|| format!("cannot rename {} to {}", tmp.display(), file.display()))?;
+        std::fs::write(&tmp, &sealed).map_err(io_step("write", &tmp))?;
+        std::fs::rename(&tmp, &file).map_err(io_step("rename into place", &file))?;
         Ok(())
     })();
     if let Err(e) = result {
-        tracing::debug!(doc, "could not write the document cache: {e:#}");
+        tracing::debug!(
+            doc,
+            "could not write the document cache: {}",
+            crate::files::with_causes(&e)
+        );
     }
+}
+
+/// Why a cache file was not written (only logged: the cache is an
+/// optimisation).
+#[derive(Debug, thiserror::Error)]
+enum CacheError {
+    /// The metadata does not encode.
+    #[error("cannot encode the cache: {0}")]
+    Encode(#[from] serde_json::Error),
+    /// The metadata is over 4 GiB.
+    #[error("the cache's metadata is over 4 GiB")]
+    TooLarge,
+    /// The vault cannot seal it.
+    #[error(transparent)]
+    Seal(#[from] bridge_vault::SealError),
+    /// A file system step failed.
+    #[error("cannot {what} {}", path.display())]
+    Io {
+        /// "create", "write", "rename".
+        what: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io_step(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> CacheError {
+    let path = path.to_path_buf();
+    move |source| CacheError::Io { what, path, source }
 }
 
 /// [`Meta`] borrowed, for writing.
@@ -248,18 +282,19 @@ pub fn load_sightings(dir: &Path) -> bridge_model::Sightings {
 /// (temp file, then rename). Best effort: a failure only means they are
 /// seen afresh next time.
 pub fn save_sightings(dir: &Path, seen: &bridge_model::Sightings) {
-    let write = || -> anyhow::Result<()> {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let write = || -> Result<(), CacheError> {
+        std::fs::create_dir_all(dir).map_err(io_step("create", dir))?;
         let file = dir.join(SIGHTINGS_FILE);
         let tmp = dir.join(format!(".{SIGHTINGS_FILE}.tmp-{}", std::process::id()));
-        std::fs::write(&tmp, serde_json::to_vec(seen)?)
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
-        std::fs::rename(&tmp, &file)
-            .with_context(|| format!("cannot rename {} to {}", tmp.display(), file.display()))?;
+        std::fs::write(&tmp, serde_json::to_vec(seen)?).map_err(io_step("write", &tmp))?;
+        std::fs::rename(&tmp, &file).map_err(io_step("rename into place", &file))?;
         Ok(())
     };
     if let Err(e) = write() {
-        tracing::debug!("cannot save the sightings of claims: {e:#}");
+        tracing::debug!(
+            "cannot save the sightings of claims: {}",
+            crate::files::with_causes(&e)
+        );
     }
 }
 

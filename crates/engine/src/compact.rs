@@ -33,13 +33,80 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use anyhow::Context as _;
-use bridge_store::{DocFolder, Remote, Replica, SyncError, SyncProgress, SyncReport};
+use bridge_store::{DocFolder, ListError, Remote, RemoteError, Replica, SyncError, WriteError};
 use sha2::{Digest, Sha256};
 
-use crate::error::CliResult;
 use crate::snapshot::Entry;
+use crate::sync::sync_store;
 use crate::vault::{SnapshotIndex, Vault, is_reserved_doc};
+
+/// Why a compaction stopped. Automatic compaction logs it and goes on.
+#[derive(Debug, thiserror::Error)]
+pub enum CompactError {
+    /// The replica's documents cannot be listed.
+    #[error("cannot list the documents")]
+    ListDocs(#[source] ListError),
+    /// A document's chunks cannot be listed.
+    #[error("cannot list the chunks of {doc}")]
+    ListChunks {
+        /// The document.
+        doc: String,
+        /// Why.
+        #[source]
+        source: ListError,
+    },
+    /// A document's snapshots cannot be listed.
+    #[error("cannot list the snapshots of {doc}")]
+    ListSnapshots {
+        /// The document.
+        doc: String,
+        /// Why.
+        #[source]
+        source: ListError,
+    },
+    /// The files an existing snapshot holds cannot be removed.
+    #[error("cannot remove the files of {doc} its snapshot holds")]
+    RemoveHeld {
+        /// The document.
+        doc: String,
+        /// Why.
+        #[source]
+        source: WriteError,
+    },
+    /// The files the new snapshot holds cannot be removed.
+    #[error("cannot remove the files of {doc} the snapshot holds")]
+    RemoveBundled {
+        /// The document.
+        doc: String,
+        /// Why.
+        #[source]
+        source: WriteError,
+    },
+    /// The vault cannot seal the snapshot.
+    #[error(transparent)]
+    Seal(#[from] bridge_vault::SealError),
+    /// The snapshot cannot be written.
+    #[error("cannot write a snapshot of {doc}")]
+    WriteSnapshot {
+        /// The document.
+        doc: String,
+        /// Why.
+        #[source]
+        source: WriteError,
+    },
+    /// The sync before compacting failed (not for being offline).
+    #[error("cannot sync before compacting")]
+    SyncBefore(#[source] SyncError),
+    /// The snapshots cannot be pushed.
+    #[error("cannot push the snapshots")]
+    PushSnapshots(#[source] SyncError),
+    /// The remote cannot be listed after the push.
+    #[error("cannot list the remote after pushing the snapshots")]
+    ListRemote(#[source] RemoteError),
+    /// Files cannot be removed from the remote.
+    #[error("cannot remove compacted files from the remote")]
+    RemoveRemote(#[source] RemoteError),
+}
 
 /// A live document is due for automatic compaction when it has at least
 /// this many chunk files.
@@ -76,19 +143,29 @@ pub struct DocOutcome {
 /// and the audience grants are never compacted: they are read before any
 /// key is known; nor is a private batch this device cannot read, whose
 /// files it could neither bundle nor prove redundant: issue 13).
-pub fn due_docs(vault: &Vault, replica: &Replica, min_chunks: usize) -> CliResult<Vec<String>> {
+pub fn due_docs(
+    vault: &Vault,
+    replica: &Replica,
+    min_chunks: usize,
+) -> Result<Vec<String>, CompactError> {
     let mut due = Vec::new();
-    for doc in replica.list_docs().context("cannot list the documents")? {
+    for doc in replica.list_docs().map_err(CompactError::ListDocs)? {
         if is_reserved_doc(&doc) || vault.is_foreign_doc(&doc) {
             continue;
         }
         let chunks = replica
             .list_chunks(&doc)
-            .with_context(|| format!("cannot list the chunks of {doc}"))?
+            .map_err(|source| CompactError::ListChunks {
+                doc: doc.to_owned(),
+                source,
+            })?
             .len();
         let snapshots = replica
             .list_doc_files(DocFolder::Snapshots, &doc)
-            .with_context(|| format!("cannot list the snapshots of {doc}"))?
+            .map_err(|source| CompactError::ListSnapshots {
+                doc: doc.to_owned(),
+                source,
+            })?
             .len();
         if chunks >= min_chunks.max(1) || snapshots > 1 {
             due.push(doc);
@@ -107,7 +184,7 @@ pub fn compact_doc(
     replica: &Replica,
     doc: &str,
     into: DocFolder,
-) -> CliResult<DocOutcome> {
+) -> Result<DocOutcome, CompactError> {
     let mut out = DocOutcome {
         document: doc.to_owned(),
         ..DocOutcome::default()
@@ -121,9 +198,13 @@ pub fn compact_doc(
     // The snapshots in `into`: store name, and each entry's digest.
     let mut in_into: Vec<(String, BTreeMap<String, [u8; 32]>)> = Vec::new();
     for folder in [DocFolder::Snapshots, DocFolder::Archive] {
-        for name in replica
-            .list_doc_files(folder, doc)
-            .with_context(|| format!("cannot list the snapshots of {doc}"))?
+        for name in
+            replica
+                .list_doc_files(folder, doc)
+                .map_err(|source| CompactError::ListSnapshots {
+                    doc: doc.to_owned(),
+                    source,
+                })?
         {
             let store_name = folder.store_name(doc, &name);
             let Ok(sealed) = replica.read_doc_file(folder, doc, &name) else {
@@ -154,7 +235,10 @@ pub fn compact_doc(
     }
     for name in replica
         .list_chunks(doc)
-        .with_context(|| format!("cannot list the chunks of {doc}"))?
+        .map_err(|source| CompactError::ListChunks {
+            doc: doc.to_owned(),
+            source,
+        })?
     {
         let store_name = DocFolder::Chunks.store_name(doc, &name);
         let Ok(sealed) = replica.read_chunk(doc, &name) else {
@@ -229,14 +313,20 @@ pub fn compact_doc(
         out.snapshot = Some(holder);
         replica
             .remove_store_files(&out.redundant)
-            .with_context(|| format!("cannot remove the files of {doc} its snapshot holds"))?;
+            .map_err(|source| CompactError::RemoveHeld {
+                doc: doc.to_owned(),
+                source,
+            })?;
         return Ok(out);
     }
     let list: Vec<Entry> = entries.into_iter().collect();
     let sealed = vault.seal_snapshot(doc, &list)?;
     let name = replica
         .write_doc_file(into, doc, &sealed)
-        .with_context(|| format!("cannot write a snapshot of {doc}"))?;
+        .map_err(|source| CompactError::WriteSnapshot {
+            doc: doc.to_owned(),
+            source,
+        })?;
     let written = into.store_name(doc, &name);
     out.bytes_after += sealed.len() as u64;
     out.redundant = sources.into_iter().filter(|s| *s != written).collect();
@@ -245,7 +335,10 @@ pub fn compact_doc(
     out.chunks = list.len();
     replica
         .remove_store_files(&out.redundant)
-        .with_context(|| format!("cannot remove the files of {doc} the snapshot holds"))?;
+        .map_err(|source| CompactError::RemoveBundled {
+            doc: doc.to_owned(),
+            source,
+        })?;
     Ok(out)
 }
 
@@ -349,59 +442,6 @@ fn rank(folder: DocFolder) -> u8 {
     }
 }
 
-/// A set-union sync that leaves out, and then deletes from the replica,
-/// what this device's snapshots make redundant. With `pull_covered`, the
-/// remote's chunks bundled in a local snapshot are pulled anyway and
-/// nothing is deleted from the replica: a compaction compares them and
-/// deletes them itself, and only then knows to remove them from the remote
-/// (deleted here, a leftover that a lost lease kept on the remote would
-/// never be removed by any later compaction).
-pub fn sync_store(
-    vault: &Vault,
-    replica: &Replica,
-    remote: &dyn Remote,
-    progress: &mut dyn FnMut(SyncProgress),
-    pull_covered: bool,
-) -> Result<SyncReport, SyncError> {
-    let mut prune = BTreeSet::new();
-    let report = bridge_store::sync_with(replica, remote, progress, &mut |r, remote_names| {
-        let skip = redundant(vault, r, (!pull_covered).then_some(remote_names));
-        prune = skip.clone();
-        skip
-    })?;
-    report_repairs(replica, &report.repaired);
-    if !pull_covered {
-        prune_local(replica, &prune);
-    }
-    Ok(report)
-}
-
-/// Warns once about each damaged file a sync repaired, and drops the
-/// cache of its document: the cache lists the damaged file as refused, and
-/// the next load must read the repaired one.
-pub fn report_repairs(replica: &Replica, repaired: &[bridge_store::StoreWarning]) {
-    let Some(state_dir) = replica.root().parent() else {
-        return;
-    };
-    let cache_dir = crate::cache::dir(state_dir);
-    for w in repaired {
-        tracing::warn!("repaired {}: {}", w.path.display(), w.message);
-        if let Ok(rel) = w.path.strip_prefix(replica.root())
-            && let Some(doc) = rel.iter().nth(1).and_then(|d| d.to_str())
-        {
-            crate::cache::forget(&cache_dir, doc);
-        }
-    }
-}
-
-/// Deletes redundant files from the replica (missing ones are fine).
-pub fn prune_local(replica: &Replica, names: &BTreeSet<String>) {
-    let names: Vec<String> = names.iter().cloned().collect();
-    if let Err(e) = replica.remove_store_files(&names) {
-        tracing::warn!("could not remove redundant files from the replica: {e:#}");
-    }
-}
-
 /// What a compaction run did, over every document it handled.
 #[derive(Debug, Default, serde::Serialize)]
 pub struct Report {
@@ -439,7 +479,7 @@ pub fn run(
     remote: Option<&dyn Remote>,
     into: DocFolder,
     only: Option<&BTreeSet<String>>,
-) -> CliResult<Report> {
+) -> Result<Report, CompactError> {
     let mut report = Report::default();
     let mut remote = remote;
     if let Some(r) = remote
@@ -450,11 +490,7 @@ pub fn run(
                 report.offline = Some(format!("{e}"));
                 remote = None;
             }
-            e => {
-                return Err(anyhow::anyhow!(e)
-                    .context("cannot sync before compacting")
-                    .into());
-            }
+            e => return Err(CompactError::SyncBefore(e)),
         }
     }
     let docs = match only {
@@ -483,7 +519,7 @@ fn remove_from_remote(
     replica: &Replica,
     remote: &dyn Remote,
     report: &mut Report,
-) -> CliResult<()> {
+) -> Result<(), CompactError> {
     if report.documents.is_empty() {
         return Ok(());
     }
@@ -495,15 +531,9 @@ fn remove_from_remote(
             report.offline = Some(format!("{e}"));
             return Ok(());
         }
-        Err(e) => {
-            return Err(anyhow::anyhow!(e)
-                .context("cannot push the snapshots")
-                .into());
-        }
+        Err(e) => return Err(CompactError::PushSnapshots(e)),
     }
-    let listed = remote
-        .list()
-        .context("cannot list the remote after pushing the snapshots")?;
+    let listed = remote.list().map_err(CompactError::ListRemote)?;
     let mut names: Vec<String> = Vec::new();
     for d in &report.documents {
         if d.snapshot.as_ref().is_some_and(|s| listed.contains(s)) {
@@ -513,9 +543,7 @@ fn remove_from_remote(
     if names.is_empty() {
         return Ok(());
     }
-    let left = remote
-        .remove(&names)
-        .context("cannot remove compacted files from the remote")?;
+    let left = remote.remove(&names).map_err(CompactError::RemoveRemote)?;
     report.remote_removed = names.len() - left;
     report.remote_left = left;
     Ok(())
@@ -536,7 +564,10 @@ pub fn auto(
     let due: BTreeSet<String> = match due_docs(vault, replica, AUTO_CHUNKS_PER_DOC) {
         Ok(due) => due.into_iter().filter(|d| pick(d)).take(max_docs).collect(),
         Err(e) => {
-            tracing::debug!("automatic compaction skipped: {e}");
+            tracing::debug!(
+                "automatic compaction skipped: {}",
+                crate::files::with_causes(&e)
+            );
             return;
         }
     };
@@ -550,6 +581,154 @@ pub fn auto(
             remote_removed = r.remote_removed,
             "compacted automatically"
         ),
-        Err(e) => tracing::warn!("automatic compaction failed (it will be tried again): {e}"),
+        Err(e) => tracing::warn!(
+            "automatic compaction failed (it will be tried again): {}",
+            crate::files::with_causes(&e)
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The redundancy rules: which files a snapshot makes redundant, and
+    //! what is never deleted.
+
+    use automerge::transaction::Transactable as _;
+    use bridge_crypto::{Identity, Roster};
+    use bridge_model::{BatchId, DocId, WriterId};
+
+    use super::*;
+
+    pub(crate) struct Fixture {
+        _tmp: tempfile::TempDir,
+        pub vault: Vault,
+        pub replica: Replica,
+        pub doc: String,
+        n: u8,
+    }
+
+    impl Fixture {
+        pub(crate) fn new() -> Fixture {
+            let tmp = tempfile::tempdir().expect("a temp folder");
+            let identity = Identity::generate().expect("a key");
+            let (roster, _) = Roster::genesis(&identity, "me", "ws", 1).expect("a roster");
+            let replica = Replica::init(&tmp.path().join("store"), "ws").expect("a replica");
+            let vault = Vault::new(replica.clone(), identity, roster);
+            let doc = DocId::new(BatchId::new(1_000, [7; 8]), 0).to_string();
+            Fixture {
+                _tmp: tmp,
+                vault,
+                replica,
+                doc,
+                n: 0,
+            }
+        }
+
+        /// Writes one signed chunk of the document; returns its file name.
+        pub(crate) fn chunk(&mut self) -> String {
+            self.n += 1;
+            let tag = crate::vault::member_tag(self.vault.identity().member_id());
+            let writer = WriterId::new(1_000, tag, [self.n; 8]);
+            self.vault.bind_own_actor(&writer.actor());
+            let mut d = automerge::AutoCommit::new();
+            d.set_actor(writer.actor());
+            d.put(automerge::ROOT, "n", i64::from(self.n))
+                .expect("a change");
+            d.commit();
+            let change = d
+                .get_last_local_change()
+                .expect("the change")
+                .raw_bytes()
+                .to_vec();
+            let sealed = self
+                .vault
+                .seal_chunk(&self.doc, &writer.actor(), &[change])
+                .unwrap_or_else(|e| panic!("{e}"));
+            self.replica
+                .write_chunk(&self.doc, &sealed)
+                .expect("written")
+        }
+
+        fn chunk_file(&self, name: &str) -> String {
+            DocFolder::Chunks.store_name(&self.doc, name)
+        }
+
+        fn compact(&self, into: DocFolder) -> DocOutcome {
+            compact_doc(&self.vault, &self.replica, &self.doc, into).expect("compacted")
+        }
+    }
+
+    #[test]
+    fn a_snapshot_makes_the_chunks_it_bundles_redundant_and_removes_them() {
+        let mut f = Fixture::new();
+        let names: Vec<String> = (0..3).map(|_| f.chunk()).collect();
+        assert!(redundant(&f.vault, &f.replica, None).is_empty());
+        let out = f.compact(DocFolder::Snapshots);
+        assert!(out.written);
+        assert_eq!(out.chunks, 3);
+        let want: BTreeSet<String> = names.iter().map(|n| f.chunk_file(n)).collect();
+        assert_eq!(out.redundant.iter().cloned().collect::<BTreeSet<_>>(), want);
+        assert!(f.replica.list_chunks(&f.doc).expect("listed").is_empty());
+        // Already one snapshot and no chunk: nothing is written again.
+        let again = f.compact(DocFolder::Snapshots);
+        assert!(!again.written && again.redundant.is_empty());
+    }
+
+    #[test]
+    fn a_chunk_written_after_the_snapshot_is_never_redundant() {
+        let mut f = Fixture::new();
+        f.chunk();
+        f.compact(DocFolder::Snapshots);
+        let late = f.chunk();
+        let found = redundant(&f.vault, &f.replica, None);
+        assert!(!found.contains(&f.chunk_file(&late)), "{found:?}");
+        assert!(found.is_empty(), "{found:?}");
+    }
+
+    #[test]
+    fn remote_chunks_are_skipped_only_when_a_local_snapshot_bundles_their_name() {
+        let mut f = Fixture::new();
+        let bundled = f.chunk();
+        f.compact(DocFolder::Snapshots);
+        let unknown = f.chunk_file("0123456789abcdef0123456789abcdef0123456789abcdef01234567");
+        let remote: BTreeSet<String> = [f.chunk_file(&bundled), unknown.clone()].into();
+        let found = redundant(&f.vault, &f.replica, Some(&remote));
+        assert!(found.contains(&f.chunk_file(&bundled)), "{found:?}");
+        assert!(!found.contains(&unknown), "{found:?}");
+    }
+
+    #[test]
+    fn archiving_makes_the_live_snapshot_redundant_and_keeps_the_archived_one() {
+        let mut f = Fixture::new();
+        f.chunk();
+        f.chunk();
+        let live = f
+            .compact(DocFolder::Snapshots)
+            .snapshot
+            .expect("a snapshot");
+        let archived = f.compact(DocFolder::Archive);
+        let kept = archived.snapshot.clone().expect("an archived snapshot");
+        assert!(archived.written);
+        assert_eq!(archived.redundant, vec![live]);
+        assert!(kept.starts_with(DocFolder::Archive.dir()));
+        assert!(redundant(&f.vault, &f.replica, None).is_empty());
+    }
+
+    #[test]
+    fn the_roster_and_the_audience_grants_are_never_due() {
+        let mut f = Fixture::new();
+        for _ in 0..3 {
+            f.chunk();
+        }
+        f.replica
+            .write_chunk(crate::vault::ROSTER_DOC, b"not compacted")
+            .expect("written");
+        let due = due_docs(&f.vault, &f.replica, 1).expect("listed");
+        assert_eq!(due, vec![f.doc.clone()]);
+        assert!(
+            due_docs(&f.vault, &f.replica, 4)
+                .expect("listed")
+                .is_empty()
+        );
     }
 }

@@ -91,3 +91,33 @@ impl<T, E: Into<anyhow::Error>> HintExt<T> for Result<T, E> {
         self.map_err(|e| CliError::hint(e, hint))
     }
 }
+
+/// An error of a module not typed yet (the vault's, until it moves to its
+/// own crate), held inside a typed error without losing its hint: the
+/// binary's hints read it back from the variant that holds it. Its Display
+/// is the error's own message, its source the error's causes.
+pub struct Untyped(pub CliError);
+
+impl From<CliError> for Untyped {
+    fn from(e: CliError) -> Untyped {
+        Untyped(e)
+    }
+}
+
+impl fmt::Debug for Untyped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.0.error)
+    }
+}
+
+impl fmt::Display for Untyped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0.error)
+    }
+}
+
+impl std::error::Error for Untyped {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.error.chain().nth(1)
+    }
+}

@@ -64,6 +64,19 @@ pub fn read_text(path: &Path, max: u64) -> io::Result<String> {
     Ok(text)
 }
 
+/// `error` and its causes on one line, `a: b: c` (what `{:#}` shows of an
+/// `anyhow::Error`), for log lines.
+pub fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

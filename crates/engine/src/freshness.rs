@@ -37,13 +37,117 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use anyhow::{Context, anyhow};
 use bridge_crypto::Roster;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{CliError, CliResult};
 use crate::keys;
-use crate::workspace::{CONFIG_FILE, Workspace};
+use crate::workspace::{CONFIG_FILE, ConfigError, Workspace};
+
+/// Why a roster is refused, or the record of what this device has seen
+/// cannot be used. The hints are the command line's.
+#[derive(Debug, thiserror::Error)]
+pub enum FreshnessError {
+    /// `roster` under `[workspace]` is not an anchor.
+    #[error("`roster` under [workspace] in {}: {reason}", path.display())]
+    BadPin {
+        /// `bridge.toml`.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The store's roster ends before the anchor: rolled back, or not
+    /// synced yet.
+    #[error(
+        "the store's member roster ends at epoch {} ({}), older than epoch {} that {whose} ({}): \
+         it was rolled back (someone deleted newer roster files) or is not synced yet; nothing from it is trusted",
+        have.number,
+        short(&have.hash),
+        anchor.number,
+        short(&anchor.hash)
+    )]
+    RolledBack {
+        /// The store's latest epoch.
+        have: Anchor,
+        /// The epoch it must reach.
+        anchor: Anchor,
+        /// Who requires it ("… pins", "this device has seen (…)").
+        whose: String,
+    },
+    /// The store's roster holds another epoch under the anchor's number.
+    #[error(
+        "the store's member roster has another epoch {} ({}) than the one {whose} ({}): \
+         a forked or replaced roster; nothing from it is trusted",
+        anchor.number,
+        short(have),
+        short(&anchor.hash)
+    )]
+    Forked {
+        /// The store's hash of that epoch.
+        have: String,
+        /// The epoch expected.
+        anchor: Anchor,
+        /// Who requires it.
+        whose: String,
+    },
+    /// The record of seen epochs cannot be read.
+    #[error("cannot read {}: {reason}", path.display())]
+    ReadSeen {
+        /// The file.
+        path: PathBuf,
+        /// Why (in the message, not a cause).
+        reason: std::io::Error,
+    },
+    /// The record of seen epochs does not parse.
+    #[error("{} is damaged: {reason}", path.display())]
+    DamagedSeen {
+        /// The file.
+        path: PathBuf,
+        /// Why (in the message, not a cause).
+        reason: toml::de::Error,
+    },
+    /// No configuration folder for the record.
+    #[error(transparent)]
+    Identity(#[from] keys::IdentityError),
+    /// `bridge.toml` cannot be read to pin an epoch.
+    #[error("cannot read {}", path.display())]
+    ReadConfig {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file cannot be written.
+    #[error("cannot write {}", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A folder cannot be created.
+    #[error("cannot create {}", path.display())]
+    CreateDir {
+        /// The folder.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A path has no parent folder.
+    #[error("{} has no folder", path.display())]
+    NoFolder {
+        /// The path.
+        path: PathBuf,
+    },
+    /// The record cannot be encoded.
+    #[error("cannot encode the roster epochs seen")]
+    Encode(#[source] toml::ser::Error),
+    /// The pinned `bridge.toml` would not parse.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
 
 /// One roster epoch, by number and hash: `N:HEX-SHA256`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,25 +212,22 @@ enum Stale {
 }
 
 /// The roster pinned in `ws`'s bridge.toml, if any.
-pub fn pinned(ws: &Workspace) -> CliResult<Option<Anchor>> {
+pub fn pinned(ws: &Workspace) -> Result<Option<Anchor>, FreshnessError> {
     let Some(text) = ws.config.workspace.roster.as_deref() else {
         return Ok(None);
     };
-    text.parse().map(Some).map_err(|e: String| {
-        CliError::hint(
-            anyhow!(
-                "`roster` under [workspace] in {}: {e}",
-                ws.root.join(CONFIG_FILE).display()
-            ),
-            "restore bridge.toml from version control; an admin's `bridge members ls` prints the latest epoch",
-        )
-    })
+    text.parse()
+        .map(Some)
+        .map_err(|reason: String| FreshnessError::BadPin {
+            path: ws.root.join(CONFIG_FILE),
+            reason,
+        })
 }
 
 /// Refuses `roster` if it is older than what bridge.toml pins or this
 /// device has seen (see the module docs); otherwise remembers its latest
 /// epoch as seen.
-pub fn check(ws: &Workspace, roster: &Roster) -> CliResult<()> {
+pub fn check(ws: &Workspace, roster: &Roster) -> Result<(), FreshnessError> {
     let workspace = &ws.config.workspace.id;
     if let Some(pin) = pinned(ws)? {
         pin.check(roster).map_err(|s| {
@@ -140,7 +241,7 @@ pub fn check(ws: &Workspace, roster: &Roster) -> CliResult<()> {
     let path = match seen_path() {
         Ok(p) => p,
         Err(e) => {
-            tracing::debug!("no record of the roster this device has seen: {}", e.error);
+            tracing::debug!("no record of the roster this device has seen: {e}");
             return Ok(());
         }
     };
@@ -160,38 +261,26 @@ pub fn check(ws: &Workspace, roster: &Roster) -> CliResult<()> {
     }
     seen.insert(workspace.clone(), now.to_string());
     if let Err(e) = write_seen(&path, &seen) {
-        tracing::warn!("cannot remember the roster epoch this device verified: {e:#}");
+        tracing::warn!(
+            "cannot remember the roster epoch this device verified: {}",
+            crate::files::with_causes(&e)
+        );
     }
     Ok(())
 }
 
-fn refuse(stale: Stale, anchor: &Anchor, whose: &str) -> CliError {
+fn refuse(stale: Stale, anchor: &Anchor, whose: &str) -> FreshnessError {
     match stale {
-        Stale::Older { have } => CliError::hint(
-            anyhow!(
-                "the store's member roster ends at epoch {} ({}), older than epoch {} that {whose} ({}): \
-                 it was rolled back (someone deleted newer roster files) or is not synced yet; nothing from it is trusted",
-                have.number,
-                short(&have.hash),
-                anchor.number,
-                short(&anchor.hash),
-            ),
-            "run `bridge sync`; if this device's or runner's key was removed or rotated (an old \
-             BRIDGE_IDENTITY), it cannot read the newer roster: use its current identity; otherwise \
-             the store was rolled back: `bridge sync` on an admin's device puts the newer epoch back \
-             (and check who can write to the store)",
-        ),
-        Stale::Other { have } => CliError::hint(
-            anyhow!(
-                "the store's member roster has another epoch {} ({}) than the one {whose} ({}): \
-                 a forked or replaced roster; nothing from it is trusted",
-                anchor.number,
-                short(&have),
-                short(&anchor.hash),
-            ),
-            "if two admins changed the members at the same time, an admin makes one more change \
-             (for example `bridge members add`) and commits bridge.toml; otherwise ask an admin",
-        ),
+        Stale::Older { have } => FreshnessError::RolledBack {
+            have,
+            anchor: anchor.clone(),
+            whose: whose.to_owned(),
+        },
+        Stale::Other { have } => FreshnessError::Forked {
+            have,
+            anchor: anchor.clone(),
+            whose: whose.to_owned(),
+        },
     }
 }
 
@@ -199,7 +288,7 @@ fn short(hash: &str) -> &str {
     hash.get(..12).unwrap_or(hash)
 }
 
-fn seen_path() -> CliResult<PathBuf> {
+fn seen_path() -> Result<PathBuf, FreshnessError> {
     Ok(keys::config_dir()?.join("roster-seen.toml"))
 }
 
@@ -213,54 +302,69 @@ struct Seen {
 /// means "none": a file that cannot be read or parsed is refused, since
 /// going on would accept an older roster and overwrite every workspace's
 /// record (fail closed).
-fn read_seen(path: &Path) -> CliResult<BTreeMap<String, String>> {
-    let hint = format!(
-        "{} records the newest roster each workspace showed this device; restore it, or delete it to trust the current rosters again",
-        path.display()
-    );
+fn read_seen(path: &Path) -> Result<BTreeMap<String, String>, FreshnessError> {
     let text = match crate::files::read_text(path, crate::files::CONFIG_MAX) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
-        Err(e) => {
-            return Err(CliError::hint(
-                anyhow!("cannot read {}: {e}", path.display()),
-                hint,
-            ));
+        Err(reason) => {
+            return Err(FreshnessError::ReadSeen {
+                path: path.to_path_buf(),
+                reason,
+            });
         }
     };
     toml::from_str::<Seen>(&text)
         .map(|s| s.workspaces)
-        .map_err(|e| CliError::hint(anyhow!("{} is damaged: {e}", path.display()), hint))
+        .map_err(|reason| FreshnessError::DamagedSeen {
+            path: path.to_path_buf(),
+            reason,
+        })
 }
 
-fn write_seen(path: &Path, workspaces: &BTreeMap<String, String>) -> anyhow::Result<()> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| anyhow!("{} has no folder", path.display()))?;
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+fn write_seen(path: &Path, workspaces: &BTreeMap<String, String>) -> Result<(), FreshnessError> {
+    let dir = path.parent().ok_or_else(|| FreshnessError::NoFolder {
+        path: path.to_path_buf(),
+    })?;
+    std::fs::create_dir_all(dir).map_err(|source| FreshnessError::CreateDir {
+        path: dir.to_path_buf(),
+        source,
+    })?;
     let text = toml::to_string(&Seen {
         workspaces: workspaces.clone(),
     })
-    .context("cannot encode the roster epochs seen")?;
+    .map_err(FreshnessError::Encode)?;
     // Atomic: two commands finishing together leave one whole file.
     let tmp = dir.join(format!(".roster-seen.tmp-{}", std::process::id()));
-    std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    std::fs::write(&tmp, text).map_err(|source| FreshnessError::Write {
+        path: tmp.clone(),
+        source,
+    })?;
+    std::fs::rename(&tmp, path).map_err(|source| FreshnessError::Write {
+        path: path.to_path_buf(),
+        source,
+    })?;
     Ok(())
 }
 
 /// Writes `anchor` as `roster` under [workspace] in `root`'s bridge.toml,
 /// keeping the rest of the file (and its comments) as it is.
-pub fn pin(root: &Path, anchor: &Anchor) -> CliResult<()> {
+pub fn pin(root: &Path, anchor: &Anchor) -> Result<(), FreshnessError> {
     let path = root.join(CONFIG_FILE);
-    let text = crate::files::read_text(&path, crate::files::CONFIG_MAX)
-        .with_context(|| format!("cannot read {}", path.display()))?;
+    let text = crate::files::read_text(&path, crate::files::CONFIG_MAX).map_err(|source| {
+        FreshnessError::ReadConfig {
+            path: path.clone(),
+            source,
+        }
+    })?;
     let new = with_pin(&text, anchor);
     // What is written must still parse as a workspace file.
     crate::workspace::Config::parse_str(&new, &path)?;
     let tmp = root.join(format!(".{CONFIG_FILE}.tmp-{}", std::process::id()));
-    std::fs::write(&tmp, &new).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+    std::fs::write(&tmp, &new).map_err(|source| FreshnessError::Write {
+        path: tmp.clone(),
+        source,
+    })?;
+    std::fs::rename(&tmp, &path).map_err(|source| FreshnessError::Write { path, source })?;
     Ok(())
 }
 

@@ -15,17 +15,146 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::{Context, anyhow};
-use bridge_crypto::{ExposeSecret, Identity, MemberId};
+use bridge_crypto::{ExposeSecret, Identity, KeyError, MemberId};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{CliError, CliResult};
+/// Why this device's identity or its pins cannot be used. Never holds key
+/// material. The hints are the command line's.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    /// No configuration folder: HOME is not set.
+    #[error("cannot find a configuration folder: HOME is not set")]
+    NoConfigDir,
+    /// `BRIDGE_IDENTITY` is too long to be an identity.
+    #[error("{IDENTITY_ENV} is longer than {IDENTITY_MAX} bytes, so it is not a bridge identity")]
+    EnvTooLong,
+    /// `BRIDGE_IDENTITY` is not UTF-8.
+    #[error("{IDENTITY_ENV} is not valid UTF-8, so it is not a bridge identity")]
+    EnvNotUtf8,
+    /// `BRIDGE_IDENTITY` does not parse.
+    #[error("{IDENTITY_ENV} does not hold a bridge identity: {0}")]
+    EnvInvalid(KeyError),
+    /// The identity file does not parse.
+    #[error("{} does not hold a bridge identity: {reason}", path.display())]
+    FileInvalid {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: KeyError,
+    },
+    /// There is no identity file.
+    #[error("this device has no identity yet ({} does not exist)", path.display())]
+    Missing {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The identity file is not a regular file.
+    #[error("cannot use the identity file: {reason}")]
+    NotRegular {
+        /// The file.
+        path: PathBuf,
+        /// What it is (in the message, not a cause).
+        reason: std::io::Error,
+    },
+    /// The identity file may have been read by others.
+    #[error(
+        "the identity file {} is accessible by other users (mode {mode:03o}); bridge refuses to use a key others may have read",
+        path.display()
+    )]
+    Exposed {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// The identity file is too large to be an identity.
+    #[error("the identity file {} is larger than {IDENTITY_MAX} bytes, so it is not a bridge identity", path.display())]
+    FileTooLarge {
+        /// The file.
+        path: PathBuf,
+    },
+    /// `bridge keygen` without --force over an identity.
+    #[error("{} already exists", path.display())]
+    Exists {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A file cannot be read.
+    #[error("cannot read {}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A folder cannot be created.
+    #[error("cannot create {}", path.display())]
+    CreateDir {
+        /// The folder.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file cannot be created.
+    #[error("cannot create {}", path.display())]
+    Create {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file cannot be written.
+    #[error("cannot write {}", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The new identity file cannot be moved in place.
+    #[error("cannot move the identity into {}", path.display())]
+    Move {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `pins.toml` does not parse.
+    #[error("{} is not valid", path.display())]
+    PinsInvalid {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: toml::de::Error,
+    },
+    /// `pins.toml` cannot be encoded.
+    #[error("cannot encode pins.toml")]
+    EncodePins(#[source] toml::ser::Error),
+    /// `bridge.toml` names another root than the one this device pinned.
+    #[error(
+        "bridge.toml says the roster root of workspace {workspace} is {root}, but this device pinned {pinned}"
+    )]
+    PinMismatch {
+        /// The workspace id.
+        workspace: String,
+        /// The root `bridge.toml` names.
+        root: MemberId,
+        /// The root this device pinned.
+        pinned: String,
+    },
+}
 
 /// The environment variable that may hold the whole identity.
 pub const IDENTITY_ENV: &str = "BRIDGE_IDENTITY";
 
 /// This device's configuration folder.
-pub fn config_dir() -> CliResult<PathBuf> {
+pub fn config_dir() -> Result<PathBuf, IdentityError> {
     if let Some(d) = std::env::var_os("BRIDGE_CONFIG_DIR").filter(|d| !d.is_empty()) {
         return Ok(PathBuf::from(d));
     }
@@ -34,15 +163,12 @@ pub fn config_dir() -> CliResult<PathBuf> {
     }
     match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
         Some(home) => Ok(PathBuf::from(home).join(".config").join("bridge")),
-        None => Err(CliError::hint(
-            anyhow!("cannot find a configuration folder: HOME is not set"),
-            "set BRIDGE_CONFIG_DIR to a folder bridge may write its identity to",
-        )),
+        None => Err(IdentityError::NoConfigDir),
     }
 }
 
 /// The identity file.
-pub fn identity_path() -> CliResult<PathBuf> {
+pub fn identity_path() -> Result<PathBuf, IdentityError> {
     Ok(config_dir()?.join("identity"))
 }
 
@@ -51,28 +177,15 @@ pub fn identity_path() -> CliResult<PathBuf> {
 pub const IDENTITY_MAX: u64 = 16 * 1024;
 
 /// Loads this device's identity: `BRIDGE_IDENTITY`, else the identity file.
-pub fn load_identity() -> CliResult<Identity> {
+pub fn load_identity() -> Result<Identity, IdentityError> {
     if let Some(value) = crate::secrets::identity() {
         if value.len() as u64 > IDENTITY_MAX {
-            return Err(CliError::hint(
-                anyhow!(
-                    "{IDENTITY_ENV} is longer than {IDENTITY_MAX} bytes, so it is not a bridge identity"
-                ),
-                "set it to the whole line printed by `bridge keygen --print` or `bridge members add-runner`",
-            ));
+            return Err(IdentityError::EnvTooLong);
         }
         let Some(text) = value.to_str() else {
-            return Err(CliError::hint(
-                anyhow!("{IDENTITY_ENV} is not valid UTF-8, so it is not a bridge identity"),
-                "set it to the whole line printed by `bridge keygen --print` or `bridge members add-runner`",
-            ));
+            return Err(IdentityError::EnvNotUtf8);
         };
-        return Identity::parse(text).map_err(|e| {
-            CliError::hint(
-                anyhow!("{IDENTITY_ENV} does not hold a bridge identity: {e}"),
-                "set it to the whole line printed by `bridge keygen --print` or `bridge members add-runner`",
-            )
-        });
+        return Identity::parse(text).map_err(IdentityError::EnvInvalid);
     }
     let path = identity_path()?;
     let text = read_identity_file(&path)?;
@@ -82,87 +195,69 @@ pub fn load_identity() -> CliResult<Identity> {
         .map(str::trim)
         .find(|l| !l.is_empty() && !l.starts_with('#'))
         .unwrap_or_default();
-    Identity::parse(line).map_err(|e| {
-        CliError::hint(
-            anyhow!("{} does not hold a bridge identity: {e}", path.display()),
-            "move it away and create a new one with `bridge keygen` (members must then add the new key)",
-        )
-    })
+    Identity::parse(line).map_err(|reason| IdentityError::FileInvalid { path, reason })
 }
 
 /// Reads the identity file: a regular file (not a FIFO, which would hang, nor
 /// a device like `/dev/zero`, which would eat memory), of bounded size, and
 /// readable by this user only, as ssh demands of its keys (issue 12, item
 /// 17). A symbolic link is followed; the checks apply to what it leads to.
-fn read_identity_file(path: &std::path::Path) -> CliResult<String> {
+fn read_identity_file(path: &std::path::Path) -> Result<String, IdentityError> {
     use std::io::Read;
     use std::os::unix::fs::PermissionsExt;
     let (file, meta) = match crate::files::open_regular(path) {
         Ok(opened) => opened,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(CliError::hint(
-                anyhow!(
-                    "this device has no identity yet ({} does not exist)",
-                    path.display()
-                ),
-                "create one with `bridge keygen`",
-            ));
+            return Err(IdentityError::Missing {
+                path: path.to_path_buf(),
+            });
         }
         Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
-            return Err(CliError::hint(
-                anyhow!("cannot use the identity file: {e}"),
-                format!(
-                    "the identity must be a regular file: move {} away and restore your identity there (or create a new one with `bridge keygen`)",
-                    path.display()
-                ),
-            ));
+            return Err(IdentityError::NotRegular {
+                path: path.to_path_buf(),
+                reason: e,
+            });
         }
         Err(e) => {
-            return Err(anyhow!(e)
-                .context(format!("cannot read {}", path.display()))
-                .into());
+            return Err(IdentityError::Read {
+                path: path.to_path_buf(),
+                source: e,
+            });
         }
     };
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
-        return Err(CliError::hint(
-            anyhow!(
-                "the identity file {} is accessible by other users (mode {mode:03o}); bridge refuses to use a key others may have read",
-                path.display()
-            ),
-            format!(
-                "run `chmod 600 {}`; if others may have read it, make a new identity with `bridge keygen --force` and have an admin replace your key",
-                path.display()
-            ),
-        ));
+        return Err(IdentityError::Exposed {
+            path: path.to_path_buf(),
+            mode,
+        });
     }
     if meta.len() > IDENTITY_MAX {
-        return Err(CliError::hint(
-            anyhow!(
-                "the identity file {} is larger than {IDENTITY_MAX} bytes, so it is not a bridge identity",
-                path.display()
-            ),
-            "move it away and restore your identity there (or create a new one with `bridge keygen`)",
-        ));
+        return Err(IdentityError::FileTooLarge {
+            path: path.to_path_buf(),
+        });
     }
     let mut text = String::new();
     file.take(IDENTITY_MAX)
         .read_to_string(&mut text)
-        .with_context(|| format!("cannot read {}", path.display()))?;
+        .map_err(|source| IdentityError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
     Ok(text)
 }
 
 /// Writes `identity` to the identity file, readable by this user only.
-pub fn save_identity(identity: &Identity, overwrite: bool) -> CliResult<PathBuf> {
+pub fn save_identity(identity: &Identity, overwrite: bool) -> Result<PathBuf, IdentityError> {
     use std::os::unix::fs::OpenOptionsExt;
     let path = identity_path()?;
     let dir = config_dir()?;
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::create_dir_all(&dir).map_err(|source| IdentityError::CreateDir {
+        path: dir.clone(),
+        source,
+    })?;
     if path.exists() && !overwrite {
-        return Err(CliError::hint(
-            anyhow!("{} already exists", path.display()),
-            "this device has an identity; `bridge whoami` shows it (--force replaces it, and members must add the new key)",
-        ));
+        return Err(IdentityError::Exists { path });
     }
     let tmp = dir.join(format!(".identity.tmp-{}", std::process::id()));
     let mut file = std::fs::OpenOptions::new()
@@ -171,7 +266,10 @@ pub fn save_identity(identity: &Identity, overwrite: bool) -> CliResult<PathBuf>
         .truncate(true)
         .mode(0o600)
         .open(&tmp)
-        .with_context(|| format!("cannot create {}", tmp.display()))?;
+        .map_err(|source| IdentityError::Create {
+            path: tmp.clone(),
+            source,
+        })?;
     let secret = identity.to_secret();
     file.write_all(
         format!(
@@ -181,9 +279,14 @@ pub fn save_identity(identity: &Identity, overwrite: bool) -> CliResult<PathBuf>
         .as_bytes(),
     )
     .and_then(|()| file.sync_all())
-    .with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, &path)
-        .with_context(|| format!("cannot move the identity into {}", path.display()))?;
+    .map_err(|source| IdentityError::Write {
+        path: tmp.clone(),
+        source,
+    })?;
+    std::fs::rename(&tmp, &path).map_err(|source| IdentityError::Move {
+        path: path.clone(),
+        source,
+    })?;
     Ok(path)
 }
 
@@ -193,45 +296,41 @@ struct Pins {
     workspaces: BTreeMap<String, String>,
 }
 
-fn pins_path() -> CliResult<PathBuf> {
+fn pins_path() -> Result<PathBuf, IdentityError> {
     Ok(config_dir()?.join("pins.toml"))
 }
 
-fn read_pins() -> CliResult<Pins> {
+fn read_pins() -> Result<Pins, IdentityError> {
     let path = pins_path()?;
     match crate::files::read_text(&path, crate::files::CONFIG_MAX) {
-        Ok(t) => toml::from_str(&t)
-            .with_context(|| format!("{} is not valid", path.display()))
-            .map_err(Into::into),
+        Ok(t) => toml::from_str(&t).map_err(|source| IdentityError::PinsInvalid { path, source }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Pins::default()),
-        Err(e) => Err(anyhow!(e)
-            .context(format!("cannot read {}", path.display()))
-            .into()),
+        Err(source) => Err(IdentityError::Read { path, source }),
     }
 }
 
 /// Checks `root` against the root this device pinned for `workspace`, and
 /// pins it when none is (trust on first use, or the root given to `join`).
-pub fn check_pin(workspace: &str, root: &MemberId) -> CliResult<()> {
+pub fn check_pin(workspace: &str, root: &MemberId) -> Result<(), IdentityError> {
     let mut pins = read_pins()?;
     match pins.workspaces.get(workspace) {
         Some(pinned) if pinned == root.as_str() => Ok(()),
-        Some(pinned) => Err(CliError::hint(
-            anyhow!(
-                "bridge.toml says the roster root of workspace {workspace} is {root}, but this device pinned {pinned}"
-            ),
-            "someone changed bridge.toml: restore the root this device trusts, or ask an admin",
-        )),
+        Some(pinned) => Err(IdentityError::PinMismatch {
+            workspace: workspace.to_owned(),
+            root: root.clone(),
+            pinned: pinned.clone(),
+        }),
         None => {
             pins.workspaces
                 .insert(workspace.to_owned(), root.as_str().to_owned());
             let path = pins_path()?;
             let dir = config_dir()?;
-            std::fs::create_dir_all(&dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
-            let text = toml::to_string(&pins).context("cannot encode pins.toml")?;
-            std::fs::write(&path, text)
-                .with_context(|| format!("cannot write {}", path.display()))?;
+            std::fs::create_dir_all(&dir).map_err(|source| IdentityError::CreateDir {
+                path: dir.clone(),
+                source,
+            })?;
+            let text = toml::to_string(&pins).map_err(IdentityError::EncodePins)?;
+            std::fs::write(&path, text).map_err(|source| IdentityError::Write { path, source })?;
             Ok(())
         }
     }

@@ -6,9 +6,10 @@
 //! encrypted to the pool's members), keeps a [`cache`] of what it decrypted,
 //! syncs with the store's remote, and writes new facts. The [`worker`] claims
 //! and runs tasks under a [`sandbox`] and a [`run_policy`]; the [`publish`]er
-//! pushes what it wrote; [`compact`]ion folds many small files into
-//! snapshots. [`taskfile`] reads YAML task files (URL inputs are downloaded
-//! by `bridge-fetch`), [`audience`] keeps private batches' keys, [`keys`] and
+//! pushes what it wrote; [`sync`] exchanges files with the remote, and
+//! [`compact`]ion folds many small files into snapshots. [`taskfile`] reads
+//! YAML task files (URL inputs are downloaded by `bridge-fetch`),
+//! [`audience`] keeps private batches' keys, [`keys`] and
 //! [`freshness`] hold the device's identity and what it has seen of the
 //! roster.
 //!
@@ -30,6 +31,7 @@ pub mod run_policy;
 pub mod sandbox;
 pub mod secrets;
 pub mod shard;
+pub mod sync;
 pub mod taskfile;
 pub mod text;
 pub mod workarea;

@@ -335,7 +335,7 @@ impl Publisher {
         let handle = tokio::task::spawn_blocking(move || {
             let began = std::time::Instant::now();
             let result =
-                crate::compact::sync_store(&vault, &replica, remote.as_ref(), &mut |_| {}, false);
+                crate::sync::sync_store(&vault, &replica, remote.as_ref(), &mut |_| {}, false);
             (result, began.elapsed())
         });
         Ahead {

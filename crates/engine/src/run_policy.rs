@@ -576,7 +576,7 @@ mod tests {
     fn issue13_the_flag_wins_over_the_environment_over_bridge_toml() {
         let text = "[workspace]\nid = \"w\"\nroot = \"mf5a6ee7bbb99c11ec7b743a2\"\n[worker]\nrun-tasks-from = [\"admins\"]\n";
         let config = crate::workspace::Config::parse_str(text, std::path::Path::new("bridge.toml"))
-            .unwrap_or_else(|e| panic!("{}", e.error));
+            .unwrap_or_else(|e| panic!("{e}"));
         let got = |flag: Option<&str>, env: Option<&str>| {
             entries_with(config.run_tasks_from(), flag, env.map(str::to_owned))
                 .unwrap_or_else(|e| panic!("{}", e.error))

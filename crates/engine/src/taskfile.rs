@@ -32,11 +32,84 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, bail};
 use bridge_model::Command;
 use bridge_model::limits::shown;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
+
+/// Where in a task file: the file (as given), and the line and column when
+/// known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    /// The file, as the user named it.
+    pub origin: String,
+    /// 1-based line and column.
+    pub position: Option<(usize, usize)>,
+}
+
+impl Location {
+    fn file(origin: &str) -> Location {
+        Location {
+            origin: origin.to_owned(),
+            position: None,
+        }
+    }
+
+    fn at(origin: &str, line: usize, column: usize) -> Location {
+        Location {
+            origin: origin.to_owned(),
+            position: Some((line, column)),
+        }
+    }
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.position {
+            Some((line, column)) => write!(f, "{}:{line}:{column}", self.origin),
+            None => write!(f, "{}", self.origin),
+        }
+    }
+}
+
+/// Why a task file cannot be read or expanded.
+#[derive(Debug, thiserror::Error)]
+pub enum TaskFileError {
+    /// The file is larger than [`MAX_TASK_FILE_BYTES`].
+    #[error("the task file {} is larger than {} MiB; split it into several files", path.display(), MAX_TASK_FILE_BYTES >> 20)]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file cannot be read.
+    #[error("cannot read the task file {}: {reason}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why (in the message, not a cause).
+        reason: std::io::Error,
+    },
+    /// Something in the file is wrong.
+    #[error("{at}: {}{message}", task.as_deref().map(|t| format!("task `{t}`: ")).unwrap_or_default())]
+    Invalid {
+        /// Where.
+        at: Location,
+        /// The task it is about, when one is.
+        task: Option<String>,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl TaskFileError {
+    fn invalid(at: Location, message: impl Into<String>) -> TaskFileError {
+        TaskFileError::Invalid {
+            at,
+            task: None,
+            message: message.into(),
+        }
+    }
+}
 
 /// The default per-attempt timeout.
 pub const DEFAULT_TIMEOUT_S: u64 = 3600;
@@ -295,14 +368,15 @@ fn duration_s(v: &DurationValue) -> Result<u64, String> {
 /// would hang `submit` and a huge file would be read whole into memory (the
 /// same class as issue 12, items 11 and 17).
 /// Returns the tasks and the file's `audience:` (empty when it has none).
-pub fn load_with_audience(path: &Path) -> anyhow::Result<(Vec<PlannedTask>, Vec<String>)> {
+pub fn load_with_audience(path: &Path) -> Result<(Vec<PlannedTask>, Vec<String>), TaskFileError> {
     let text = crate::files::read_text(path, MAX_TASK_FILE_BYTES).map_err(|e| match e.kind() {
-        std::io::ErrorKind::FileTooLarge => anyhow!(
-            "the task file {} is larger than {} MiB; split it into several files",
-            path.display(),
-            MAX_TASK_FILE_BYTES >> 20
-        ),
-        _ => anyhow!("cannot read the task file {}: {e}", path.display()),
+        std::io::ErrorKind::FileTooLarge => TaskFileError::TooLarge {
+            path: path.to_path_buf(),
+        },
+        _ => TaskFileError::Read {
+            path: path.to_path_buf(),
+            reason: e,
+        },
     })?;
     let base = path
         .parent()
@@ -314,7 +388,7 @@ pub fn load_with_audience(path: &Path) -> anyhow::Result<(Vec<PlannedTask>, Vec<
 /// Parses task-file text; `origin` names it in errors and `base` is the
 /// folder input paths are relative to.
 #[cfg(test)]
-pub fn parse_str(text: &str, origin: &str, base: &Path) -> anyhow::Result<Vec<PlannedTask>> {
+pub fn parse_str(text: &str, origin: &str, base: &Path) -> Result<Vec<PlannedTask>, TaskFileError> {
     parse_with_audience(text, origin, base).map(|(tasks, _)| tasks)
 }
 
@@ -323,16 +397,19 @@ pub fn parse_with_audience(
     text: &str,
     origin: &str,
     base: &Path,
-) -> anyhow::Result<(Vec<PlannedTask>, Vec<String>)> {
+) -> Result<(Vec<PlannedTask>, Vec<String>), TaskFileError> {
     let file: File = serde_saphyr::from_str(text).map_err(|e| {
-        let at = e
-            .location()
-            .map(|l| format!("{origin}:{}:{}", l.line(), l.column()))
-            .unwrap_or_else(|| origin.to_owned());
-        anyhow!("{at}: {}", yaml_message(&e.to_string()))
+        let at = e.location().map_or_else(
+            || Location::file(origin),
+            |l| Location::at(origin, l.line() as usize, l.column() as usize),
+        );
+        TaskFileError::invalid(at, yaml_message(&e.to_string()))
     })?;
     if file.tasks.is_empty() {
-        bail!("{origin}: `tasks` is empty: there is nothing to submit");
+        return Err(TaskFileError::invalid(
+            Location::file(origin),
+            "`tasks` is empty: there is nothing to submit",
+        ));
     }
     Ok((expand(&file, origin, base)?, file.audience.clone()))
 }
@@ -374,28 +451,32 @@ struct Expanded {
     needs_names: Vec<String>,
 }
 
-fn expand(file: &File, origin: &str, base: &Path) -> anyhow::Result<Vec<PlannedTask>> {
+fn expand(file: &File, origin: &str, base: &Path) -> Result<Vec<PlannedTask>, TaskFileError> {
     let d = &file.defaults;
     let mut expanded: Vec<Expanded> = Vec::new();
     let mut entry_names: HashMap<&str, usize> = HashMap::new();
     for (ei, spanned) in file.tasks.iter().enumerate() {
         let e = &spanned.value;
-        let at = format!(
-            "{origin}:{}:{}",
-            spanned.referenced.line(),
-            spanned.referenced.column()
+        let at = Location::at(
+            origin,
+            spanned.referenced.line() as usize,
+            spanned.referenced.column() as usize,
         );
         if e.name.trim().is_empty() {
-            bail!("{at}: a task has an empty `name`");
+            return Err(TaskFileError::invalid(at, "a task has an empty `name`"));
         }
         if let Some(prev) = entry_names.insert(e.name.as_str(), ei) {
             let _ = prev;
-            bail!(
-                "{at}: two tasks are named `{}`; names must be unique",
-                e.name
-            );
+            return Err(TaskFileError::invalid(
+                at,
+                format!("two tasks are named `{}`; names must be unique", e.name),
+            ));
         }
-        let fail = |m: String| anyhow!("{at}: task `{}`: {m}", shown(&e.name));
+        let fail = |m: String| TaskFileError::Invalid {
+            at: at.clone(),
+            task: Some(shown(&e.name).to_string()),
+            message: m,
+        };
         let timeout_s = match e.timeout.as_ref().or(d.timeout.as_ref()) {
             Some(v) => duration_s(v).map_err(fail)?,
             None => DEFAULT_TIMEOUT_S,
@@ -475,12 +556,14 @@ fn expand(file: &File, origin: &str, base: &Path) -> anyhow::Result<Vec<PlannedT
                     }
                     InputEntry::Url(u) => {
                         // Named at the input's own line: a task may have many.
-                        let fail_here = |m: String| {
-                            anyhow!(
-                                "{origin}:{}:{}: task `{name}`: {m}",
-                                input.referenced.line(),
-                                input.referenced.column()
-                            )
+                        let fail_here = |m: String| TaskFileError::Invalid {
+                            at: Location::at(
+                                origin,
+                                input.referenced.line() as usize,
+                                input.referenced.column() as usize,
+                            ),
+                            task: Some(name.to_string()),
+                            message: m,
                         };
                         let path = u.path.as_deref().map(subst).transpose()?;
                         url_inputs.push(
@@ -540,7 +623,7 @@ fn resolve_needs(
     file: &File,
     origin: &str,
     expanded: Vec<Expanded>,
-) -> anyhow::Result<Vec<PlannedTask>> {
+) -> Result<Vec<PlannedTask>, TaskFileError> {
     let mut by_name: HashMap<String, Vec<usize>> = HashMap::new();
     for (i, x) in expanded.iter().enumerate() {
         by_name
@@ -562,13 +645,18 @@ fn resolve_needs(
                     .iter()
                     .map(|t| format!("`{}`", t.value.name))
                     .collect();
-                bail!(
-                    "{origin}:{}:{}: task `{}` needs `{n}`, but no task in this file has that name (names: {})",
-                    sp.referenced.line(),
-                    sp.referenced.column(),
-                    x.task.name,
-                    known.join(", ")
-                );
+                return Err(TaskFileError::invalid(
+                    Location::at(
+                        origin,
+                        sp.referenced.line() as usize,
+                        sp.referenced.column() as usize,
+                    ),
+                    format!(
+                        "task `{}` needs `{n}`, but no task in this file has that name (names: {})",
+                        x.task.name,
+                        known.join(", ")
+                    ),
+                ));
             };
             deps.extend(targets.iter().copied());
         }
@@ -612,10 +700,13 @@ fn resolve_needs(
                             .chain([d])
                             .map(|c| format!("`{}`", shown(&expanded[c].task.name)))
                             .collect();
-                        bail!(
-                            "{origin}: the `needs` of these tasks form a cycle: {}",
-                            names.join(" → ")
-                        );
+                        return Err(TaskFileError::invalid(
+                            Location::file(origin),
+                            format!(
+                                "the `needs` of these tasks form a cycle: {}",
+                                names.join(" → ")
+                            ),
+                        ));
                     }
                 }
                 continue;
@@ -800,6 +891,23 @@ mod tests {
     use super::*;
 
     /// The error `parse` gives for `yaml` (which must be refused).
+    #[test]
+    fn refusals_name_their_line_and_task() {
+        let refused = parse("tasks:\n  - name: a\n    run: []\n");
+        let Err(TaskFileError::Invalid { at, task, .. }) = refused else {
+            panic!("{refused:?}");
+        };
+        assert_eq!(
+            (at.origin.as_str(), task.as_deref()),
+            ("tasks.yaml", Some("a"))
+        );
+        assert!(at.position.is_some());
+        let Err(TaskFileError::Invalid { at, task, .. }) = parse("tasks: []\n") else {
+            panic!("accepted");
+        };
+        assert_eq!((at, task), (Location::file("tasks.yaml"), None));
+    }
+
     fn parse_err(yaml: &str) -> String {
         match parse(yaml) {
             Ok(_) => panic!("accepted:\n{yaml}"),
@@ -807,7 +915,7 @@ mod tests {
         }
     }
 
-    fn parse(text: &str) -> anyhow::Result<Vec<PlannedTask>> {
+    fn parse(text: &str) -> Result<Vec<PlannedTask>, TaskFileError> {
         parse_str(text, "tasks.yaml", Path::new("."))
     }
 
@@ -1059,7 +1167,7 @@ mod tests {
             .stack_size(256 * 1024)
             .spawn(move || parse(&text).map_err(|e| e.to_string()))?
             .join()
-            .map_err(|_| anyhow!("parsing crashed"))?
+            .map_err(|_| anyhow::anyhow!("parsing crashed"))?
             .map_err(anyhow::Error::msg)?;
         assert_eq!(plan.len(), LINKS);
         assert_eq!(plan[LINKS - 1].needs, vec![LINKS - 2]);

@@ -47,7 +47,7 @@ impl WorkArea {
         // would look unlocked. So the lock must still be the file at the
         // path once it is held; else try again with a new name.
         let (name, lock_path, lock) = loop {
-            let random = crate::workspace::random_bytes::<4>().map_err(|e| e.error)?;
+            let random = crate::workspace::random_bytes::<4>()?;
             let name = format!("w-{}-{}", std::process::id(), hex::encode(random));
             let lock_path = root.join(format!("{name}.lock"));
             let file = File::create(&lock_path)

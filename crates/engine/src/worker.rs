@@ -578,7 +578,19 @@ async fn work_loop(
                 session.flush()?;
                 // Nothing runs: a good moment for a long-lived worker to
                 // start again from compact documents.
-                session.reload_if_due()?;
+                if session.reload_due()? {
+                    tracing::debug!("reloading the documents to keep memory flat");
+                    // Compact the local replica first, so the reload reads
+                    // snapshots; the remote gets them with the next sync.
+                    crate::compact::auto(
+                        &session.vault,
+                        &session.ws.replica,
+                        None,
+                        usize::MAX,
+                        &|_| true,
+                    );
+                    session.reload()?;
+                }
                 if publisher.is_none() {
                     hooks.idle(session)?;
                 }

@@ -1,0 +1,217 @@
+//! Loading documents: one document held in memory ([`OpenDoc`]), read
+//! from this device's cache and whatever files arrived since, or from its
+//! files; free of the session so that several load in parallel.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use automerge::AutoCommit;
+use bridge_model::DocId;
+use bridge_model::doc::{self, BatchHeader, TaskRecord};
+use bridge_store::{LoadedDoc, Replica};
+
+use super::LoadError;
+use crate::cache;
+use crate::vault::Vault;
+
+/// One document held in memory.
+pub(super) struct OpenDoc {
+    pub(super) loaded: LoadedDoc,
+    pub(super) header: Option<BatchHeader>,
+    /// Our own changes since the last flush, as raw change bytes.
+    pub(super) unflushed: Vec<Vec<u8>>,
+    /// Whether this process's actor has been set on the document.
+    pub(super) actor_set: bool,
+    /// How many store files the document held when its cache was last
+    /// written or read (0: none).
+    pub(super) cached_files: usize,
+    /// The saved state `loaded.doc` still has to be parsed from (a
+    /// document taken from this device's cache and unchanged since:
+    /// `loaded.doc` is empty until [`OpenDoc::materialize`]).
+    pub(super) lazy: Option<Vec<u8>>,
+    /// The tasks the cache held, until they go into the view.
+    pub(super) cached_records: Option<Vec<TaskRecord>>,
+    /// Warnings about the document's refused files, kept for its cache.
+    pub(super) warnings: Vec<bridge_store::StoreWarning>,
+}
+
+impl OpenDoc {
+    pub(super) fn empty() -> OpenDoc {
+        OpenDoc {
+            loaded: LoadedDoc {
+                doc: AutoCommit::new(),
+                applied: BTreeSet::new(),
+                skipped: BTreeSet::new(),
+            },
+            header: None,
+            unflushed: Vec::new(),
+            actor_set: false,
+            cached_files: 0,
+            lazy: None,
+            cached_records: None,
+            warnings: Vec::new(),
+        }
+    }
+
+    pub(super) fn cached(c: cache::Cached) -> OpenDoc {
+        OpenDoc {
+            cached_files: c.applied.len() + c.skipped.len(),
+            loaded: LoadedDoc {
+                doc: AutoCommit::new(),
+                applied: c.applied,
+                skipped: c.skipped,
+            },
+            header: Some(c.header),
+            lazy: Some(c.saved),
+            cached_records: Some(c.records),
+            warnings: c.warnings,
+            ..OpenDoc::empty()
+        }
+    }
+
+    /// Parses the saved state, if not done yet. A state that does not
+    /// parse is dropped: the document is then read from its files.
+    pub(super) fn materialize(&mut self) {
+        let Some(saved) = self.lazy.take() else {
+            return;
+        };
+        self.cached_records = None;
+        let applied = std::mem::take(&mut self.loaded.applied);
+        let skipped = std::mem::take(&mut self.loaded.skipped);
+        match cache::materialize(&saved, applied, skipped) {
+            Some(loaded) => self.loaded = loaded,
+            None => {
+                self.cached_files = 0;
+                self.header = None;
+            }
+        }
+    }
+}
+
+/// Reads the tasks of a document held in memory (parsing a lazy one) and
+/// caches it when `save_to` is given. `None` while its genesis change has
+/// not arrived. Free of `Session` so that documents load in parallel.
+pub(super) fn read_open_doc(
+    vault: &Vault,
+    id: &DocId,
+    open: &mut OpenDoc,
+    save_to: Option<&Path>,
+) -> Option<(BatchHeader, Vec<TaskRecord>, Vec<doc::Problem>)> {
+    open.materialize();
+    if open.header.is_none() {
+        // Err: the genesis change has not arrived yet; nothing to show.
+        open.header = Some(doc::read_header(&open.loaded.doc).ok()?);
+    }
+    let header = open.header.clone()?;
+    let began = std::time::Instant::now();
+    let (records, problems) = doc::read_tasks(&open.loaded.doc, vault);
+    tracing::debug!(doc = %id, tasks = records.len(), ms = began.elapsed().as_millis(), "tasks read");
+    if let Some(dir) = save_to
+        && open.unflushed.is_empty()
+    {
+        cache::save(
+            vault,
+            dir,
+            &id.to_string(),
+            &mut open.loaded,
+            &header,
+            &records,
+            &open.warnings,
+        );
+        open.cached_files = open.loaded.applied.len() + open.loaded.skipped.len();
+    }
+    Some((header, records, problems))
+}
+
+/// A document not in memory before, loaded (from the cache and whatever
+/// files arrived since, or from its files) and read.
+pub(super) struct NewDoc {
+    pub(super) open: OpenDoc,
+    /// Store files applied.
+    pub(super) applied: usize,
+    /// Warnings about its files (the cached ones included).
+    pub(super) warnings: Vec<bridge_store::StoreWarning>,
+    /// Its tasks, if its header is known.
+    pub(super) read: Option<(BatchHeader, Vec<TaskRecord>, Vec<doc::Problem>)>,
+}
+
+/// Loads document `name` (see [`NewDoc`]). Free of `Session`, so that
+/// several load in parallel.
+pub(super) fn load_new_doc(
+    vault: &Vault,
+    replica: &Replica,
+    cache_dir: &Path,
+    id: &DocId,
+    name: &str,
+) -> Result<NewDoc, LoadError> {
+    let began = std::time::Instant::now();
+    let mut open = match cache::load(vault, cache_dir, name) {
+        Some(c) => OpenDoc::cached(c),
+        None => OpenDoc::empty(),
+    };
+    let from_cache = open.lazy.is_some();
+    let mut warnings = open.warnings.clone();
+    let unseen = !from_cache
+        || bridge_store::has_unseen(replica, name, &open.loaded.applied, &open.loaded.skipped)
+            .map_err(|source| LoadError::ListDoc {
+                name: name.to_owned(),
+                source,
+            })?;
+    if !unseen {
+        // Nothing new since the cache: its tasks as they are.
+        let read = match (open.header.clone(), open.cached_records.take()) {
+            (Some(header), Some(records)) => Some((header, records, Vec::new())),
+            _ => None,
+        };
+        return Ok(NewDoc {
+            open,
+            applied: 0,
+            warnings,
+            read,
+        });
+    }
+    open.materialize();
+    let (applied, fresh) = bridge_store::refresh_doc(replica, name, &mut open.loaded, vault)
+        .map_err(|source| LoadError::ReadDoc {
+            name: name.to_owned(),
+            source,
+        })?;
+    tracing::debug!(
+        doc = name,
+        from_cache,
+        files_applied = applied,
+        ms = began.elapsed().as_millis(),
+        "document loaded"
+    );
+    for w in fresh {
+        if !open.warnings.iter().any(|o| o.path == w.path) {
+            open.warnings.push(w.clone());
+        }
+        warnings.push(w);
+    }
+    // Loaded with files its cache lacked: cache it, so the next start does
+    // not open them again.
+    let read = read_open_doc(vault, id, &mut open, (applied > 0).then_some(cache_dir));
+    Ok(NewDoc {
+        open,
+        applied,
+        warnings,
+        read,
+    })
+}
+
+/// How many tasks of `records` have neither a success nor a cancel: what
+/// a runner's load plan counts.
+pub(super) fn unfinished(records: &[TaskRecord]) -> usize {
+    records
+        .iter()
+        .filter(|r| {
+            r.facts.cancels.is_empty()
+                && !r
+                    .facts
+                    .attempts
+                    .values()
+                    .any(|a| a.outcome == bridge_model::facts::Outcome::Success)
+        })
+        .count()
+}
