@@ -15,7 +15,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::GlobalArgs;
 use super::common::{open_remote_as, open_session_with};
-use crate::error::{CliError, CliResult, EXIT_INTERRUPTED, EXIT_OFFLINE, EXIT_OK, HintExt};
+use crate::error::{
+    CliError, CliResult, EXIT_INTERRUPTED, EXIT_OFFLINE, EXIT_OK, HintExt, Untyped,
+};
 use crate::output::{duration, print_json};
 use crate::publish::Publisher;
 use crate::worker::{self, Event, WorkOptions, safe_name};
@@ -382,7 +384,7 @@ impl worker::Hooks for RunHooks {
         self.ledger.rows.push((name, outcome, ms, detail));
     }
 
-    fn idle(&mut self, _session: &mut Session) -> CliResult<()> {
+    fn idle(&mut self, _session: &mut Session) -> Result<(), Untyped> {
         Ok(())
     }
 }

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::GlobalArgs;
 use super::common::{open_session, sync_and_report, sync_remote};
-use crate::error::{CliResult, EXIT_INTERRUPTED, EXIT_OK, EXIT_TASK_FAILED, HintExt};
+use crate::error::{CliResult, EXIT_INTERRUPTED, EXIT_OK, EXIT_TASK_FAILED, HintExt, Untyped};
 use crate::output::{duration, print_json};
 use crate::publish::Publisher;
 use crate::run_policy::RunFrom;
@@ -97,7 +97,11 @@ impl RunTasksFromArg {
     /// `workspace::DeviceConfig`), else `None` (the default for this
     /// device's role).
     pub fn resolve(&self, session: &Session) -> CliResult<Option<Vec<RunFrom>>> {
-        crate::run_policy::entries(&session.ws, session.is_runner(), self.list.as_deref())
+        Ok(crate::run_policy::entries(
+            &session.ws,
+            session.is_runner(),
+            self.list.as_deref(),
+        )?)
     }
 }
 
@@ -226,7 +230,7 @@ impl worker::Hooks for WorkHooks {
         self.progress.event(event);
     }
 
-    fn idle(&mut self, session: &mut Session) -> CliResult<()> {
+    fn idle(&mut self, session: &mut Session) -> Result<(), Untyped> {
         if !self.offline {
             sync_remote(session, false)?;
         }

@@ -22,10 +22,6 @@ pub struct Advice {
     pub code: Option<u8>,
 }
 
-#[expect(
-    dead_code,
-    reason = "used by the areas' advisors as the engine's errors become typed; remove this once one is"
-)]
 impl Advice {
     /// Advice with a hint and the generic exit code.
     pub fn hint(hint: impl Into<String>) -> Advice {

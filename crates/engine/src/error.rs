@@ -91,3 +91,72 @@ impl<T, E: Into<anyhow::Error>> HintExt<T> for Result<T, E> {
         self.map_err(|e| CliError::hint(e, hint))
     }
 }
+
+/// An error of an engine module that is not typed yet, carried inside a
+/// typed error (the worker's, the publisher's) with its hint and exit code,
+/// so that nothing the user sees today is lost while the modules it comes
+/// from (the session, the vault) are being typed. The binary's hints read
+/// them back (`bridge/src/hints`). Goes away with [`CliError`].
+#[derive(Debug)]
+pub struct Untyped {
+    /// The error and its causes.
+    pub error: anyhow::Error,
+    /// The hint it had, if any.
+    pub hint: Option<String>,
+    /// Its exit code.
+    pub code: u8,
+}
+
+impl Untyped {
+    /// The causes of the error, outermost first (the error itself included),
+    /// each its own type, for downcasting.
+    pub fn chain(&self) -> anyhow::Chain<'_> {
+        self.error.chain()
+    }
+}
+
+impl fmt::Display for Untyped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.error, f)
+    }
+}
+
+impl std::error::Error for Untyped {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.error.source()
+    }
+}
+
+impl From<CliError> for Untyped {
+    fn from(e: CliError) -> Self {
+        Untyped {
+            error: e.error,
+            hint: e.hint,
+            code: e.code,
+        }
+    }
+}
+
+impl From<anyhow::Error> for Untyped {
+    fn from(error: anyhow::Error) -> Self {
+        Untyped {
+            error,
+            hint: None,
+            code: EXIT_ERROR,
+        }
+    }
+}
+
+// The session's errors reach the worker and the publisher as `CliResult`
+// until the session is typed; these keep their hints (see [`Untyped`]).
+impl From<CliError> for crate::worker::WorkerError {
+    fn from(e: CliError) -> Self {
+        crate::worker::WorkerError::Untyped(e.into())
+    }
+}
+
+impl From<CliError> for crate::publish::PublishError {
+    fn from(e: CliError) -> Self {
+        crate::publish::PublishError::Untyped(e.into())
+    }
+}
