@@ -35,9 +35,7 @@ fn worker(e: &WorkerError) -> Option<Advice> {
         }),
         WorkerError::Sandbox(e) => sandbox(e),
         WorkerError::Publish(e) => publish(e),
-        WorkerError::FetchConfig(e) | WorkerError::Hook(e) | WorkerError::Untyped(e) => {
-            untyped(e)
-        }
+        WorkerError::FetchConfig(e) | WorkerError::Hook(e) | WorkerError::Untyped(e) => untyped(e),
         // The causes of the others are not hidden: the chain goes on.
         WorkerError::WorkArea(_) | WorkerError::RunnerCrashed(_) => None,
     }

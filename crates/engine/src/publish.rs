@@ -250,7 +250,10 @@ impl Publisher {
     ///
     /// A sync started with [`start_sync`](Self::start_sync) is finished
     /// instead (what it pulled is applied), however long ago it started.
-    pub async fn sync(&mut self, session: &mut Session) -> Result<Option<SyncReport>, PublishError> {
+    pub async fn sync(
+        &mut self,
+        session: &mut Session,
+    ) -> Result<Option<SyncReport>, PublishError> {
         // A remote that failed (unreachable, silent, full) is not tried
         // again before its backoff ends: each try of a silent one costs the
         // stall timeout, and the claim windows come every few seconds.

@@ -41,9 +41,7 @@ use bridge_model::TaskSpec;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SandboxError {
     /// `[worker] sandbox = "required"` on a system that cannot sandbox.
-    #[error(
-        "this device cannot sandbox tasks ({why_not}), and [worker] sandbox is \"required\""
-    )]
+    #[error("this device cannot sandbox tasks ({why_not}), and [worker] sandbox is \"required\"")]
     Required {
         /// What the system lacks.
         why_not: &'static str,
@@ -282,9 +280,7 @@ fn is_below(path: &Path, dir: &Path) -> bool {
 /// The policy from the environment and `[worker] sandbox`.
 fn mode_from(setting: Option<&str>) -> Result<SandboxMode, SandboxError> {
     if let Ok(v) = std::env::var(SANDBOX_ENV) {
-        return v
-            .parse()
-            .map_err(|reason| SandboxError::BadEnv { reason });
+        return v.parse().map_err(|reason| SandboxError::BadEnv { reason });
     }
     if std::env::var(DEPRECATED_CONFINEMENT_ENV).is_ok_and(|v| v == "off") {
         tracing::warn!("{DEPRECATED_CONFINEMENT_ENV}=off is deprecated: use {SANDBOX_ENV}=off");

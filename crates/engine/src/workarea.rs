@@ -93,12 +93,13 @@ impl WorkArea {
             let name = format!("w-{}-{}", std::process::id(), hex::encode(random));
             let lock_path = root.join(format!("{name}.lock"));
             let file = File::create(&lock_path).map_err(create(&lock_path))?;
-            let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, source)| {
-                WorkAreaError::Lock {
-                    path: lock_path.clone(),
-                    source,
-                }
-            })?;
+            let lock =
+                Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, source)| {
+                    WorkAreaError::Lock {
+                        path: lock_path.clone(),
+                        source,
+                    }
+                })?;
             let held = lock.metadata().map_err(|source| WorkAreaError::Read {
                 path: lock_path.clone(),
                 source,

@@ -98,11 +98,9 @@ impl Claims {
     pub fn lost(&self, session: &Session, keys: &[String], now: Millis) -> Vec<String> {
         keys.iter()
             .filter(|key| {
-                self.held.get(*key).is_some_and(|h| {
-                    session
-                        .view()
-                        .claim_lost(&h.task, key, now, session.policy)
-                })
+                self.held
+                    .get(*key)
+                    .is_some_and(|h| session.view().claim_lost(&h.task, key, now, session.policy))
             })
             .cloned()
             .collect()

@@ -45,9 +45,7 @@ impl WorkerError {
             WorkerError::Sandbox(e) => Some(e),
             WorkerError::WorkArea(e) => Some(e),
             WorkerError::Publish(e) => Some(e),
-            WorkerError::FetchConfig(e) | WorkerError::Hook(e) | WorkerError::Untyped(e) => {
-                Some(e)
-            }
+            WorkerError::FetchConfig(e) | WorkerError::Hook(e) | WorkerError::Untyped(e) => Some(e),
             WorkerError::LocalFault(_) | WorkerError::RunnerCrashed(_) => None,
         }
     }

@@ -79,9 +79,7 @@ pub(crate) fn chain_text(e: &(dyn Error + 'static)) -> String {
 pub fn local_fault(e: &(dyn Error + 'static)) -> Option<LocalFault> {
     let mut local = false;
     for_each_cause(e, &mut |c| {
-        local |= c
-            .downcast_ref::<std::io::Error>()
-            .is_some_and(is_local_io);
+        local |= c.downcast_ref::<std::io::Error>().is_some_and(is_local_io);
     });
     local.then(|| LocalFault(chain_text(e)))
 }
@@ -138,7 +136,10 @@ mod tests {
             // As an error chain of our own.
             let e = Storing(io);
             let fault = local_fault(&e).expect("a local fault");
-            assert!(fault.0.starts_with("cannot store the log /x: "), "{fault:?}");
+            assert!(
+                fault.0.starts_with("cannot store the log /x: "),
+                "{fault:?}"
+            );
         }
         let missing = std::io::Error::from_raw_os_error(nix::errno::Errno::ENOENT as i32);
         assert!(local_fault_in_message(&format!("could not start `nope`: {missing}")).is_none());
@@ -155,7 +156,9 @@ mod tests {
         let e = super::super::WorkerError::Untyped(untyped);
         let fault = local_fault(&e).expect("a local fault");
         assert!(
-            fault.0.starts_with("cannot write the replica: No space left on device"),
+            fault
+                .0
+                .starts_with("cannot write the replica: No space left on device"),
             "{fault:?}"
         );
     }

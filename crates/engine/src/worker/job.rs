@@ -13,9 +13,9 @@ use bridge_exec::{Program, TaskCommand};
 use bridge_model::{Attempt, Command, InputRef, Millis, Outcome, TaskId, TaskSpec};
 use tokio_util::sync::CancellationToken;
 
+use super::LocalFault;
 use super::fault::{chain_text, local_fault, local_fault_in_message, work_dir_full};
 use super::inputs::{InputError, Prepared, prepare};
-use super::LocalFault;
 use crate::clock::Clock;
 use crate::error::Untyped;
 use crate::fetch::Fetcher;
@@ -389,12 +389,13 @@ fn keep(
             ));
         }
         for o in found {
-            let (_, id) = vault
-                .put_blob_file(&o.path, placement)
-                .map_err(|e| KeepError::Output {
-                    path: o.rel_path.clone(),
-                    source: e.into(),
-                })?;
+            let (_, id) =
+                vault
+                    .put_blob_file(&o.path, placement)
+                    .map_err(|e| KeepError::Output {
+                        path: o.rel_path.clone(),
+                        source: e.into(),
+                    })?;
             outputs.insert(o.rel_path, id.as_str().to_owned());
         }
     }

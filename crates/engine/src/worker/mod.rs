@@ -46,8 +46,9 @@
 //! inputs, `fault` tells the machine's faults from the task's, and `error`
 //! says why a worker stopped.
 
-
 mod choose;
+#[cfg(test)]
+mod claiming_tests;
 mod claims;
 mod error;
 mod fault;
@@ -302,9 +303,9 @@ mod tests {
 
     use std::path::Path;
 
-    use bridge_model::{Command, TaskSpec};
     use super::job::task_command;
     use super::*;
+    use bridge_model::{Command, TaskSpec};
 
     /// Strings as a member could store them: empty, plain, arbitrary
     /// Unicode, paths that climb out, NULs, escape codes, and huge ones.
@@ -454,4 +455,3 @@ mod tests {
         assert!(task_command(&spec, &spec.id(), "w.1", "d", (p, p, p)).is_ok());
     }
 }
-

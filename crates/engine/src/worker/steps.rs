@@ -14,9 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::choose::{fits_before_deadline, prefer_shard, run_here, window_size};
 use super::claims::Claims;
 use super::inputs::need_inputs;
-use super::job::{
-    Finished, Job, Runner, blank_attempt, detail_of, panic_message, task_supervisor,
-};
+use super::job::{Finished, Job, Runner, blank_attempt, detail_of, panic_message, task_supervisor};
 use super::{Event, FRESH_SYNC, Hooks, LeftForOthers, LocalFault, WorkOptions, WorkReport};
 use super::{FLUSH_COUNT, LOOKAHEAD_MARGIN, LOOKAHEAD_MIN_MS, STOP_PUSH_LIMIT, WorkerError};
 use crate::clock::Clock;
@@ -110,9 +108,8 @@ impl<'a> Worker<'a> {
         let work_area = WorkArea::open(&session.ws.work_dir())?;
         let (supervisor, sandbox) = task_supervisor(&session.ws, session.is_runner())?;
         let me = crate::vault::member_tag(session.vault.identity().member_id());
-        let fetcher = Fetcher::new(
-            FetchConfig::from_env().map_err(|e| WorkerError::FetchConfig(e.into()))?,
-        );
+        let fetcher =
+            Fetcher::new(FetchConfig::from_env().map_err(|e| WorkerError::FetchConfig(e.into()))?);
         let runner = Runner {
             vault: session.vault.clone(),
             fetcher: Arc::new(fetcher),
@@ -411,7 +408,11 @@ impl<'a> Worker<'a> {
 
     /// Step 3: nothing runs and nothing waits. Reads more documents, stops,
     /// or (with `follow`) waits for the next look.
-    async fn idle(&mut self, nothing_runnable: bool, budget_left: usize) -> Result<Idle, WorkerError> {
+    async fn idle(
+        &mut self,
+        nothing_runnable: bool,
+        budget_left: usize,
+    ) -> Result<Idle, WorkerError> {
         // The load plan left documents unread: read more before concluding
         // there is nothing to do.
         if nothing_runnable && !self.stopping && budget_left > 0 && self.session.has_deferred() {
@@ -577,8 +578,7 @@ impl<'a> Worker<'a> {
     /// Extends the lease of every held claim.
     fn renew(&mut self) -> Result<(), WorkerError> {
         let now = self.now();
-        self.claims
-            .renew(self.session, now, now + self.lease_ms)?;
+        self.claims.renew(self.session, now, now + self.lease_ms)?;
         self.session.flush()?;
         self.renew_at = Instant::now() + self.opts.lease / 3;
         Ok(())
@@ -632,5 +632,170 @@ impl<'a> Worker<'a> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bridge_model::Status;
+
+    use super::*;
+    use crate::clock::{ManualClock, SystemClock};
+    use crate::worker::claiming_tests::{
+        LEASE_MS, Pool, Recorder, options, refresh, runtime, status, submit,
+    };
+
+    #[test]
+    fn a_window_claims_one_task_per_slot_until_tasks_are_timed() {
+        let pool = Pool::new();
+        let mut a = pool.session();
+        let clock = ManualClock::at(SystemClock.now_ms());
+        let ids = submit(&mut a, &["t1", "t2", "t3", "t4", "t5"], clock.now_ms());
+        let opts = options(2);
+        let mut hooks = Recorder::default();
+        runtime().block_on(async {
+            let mut worker = Worker::new(
+                &mut a,
+                &opts,
+                CancellationToken::new(),
+                &mut hooks,
+                None,
+                clock.clone(),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            let window = worker.claim_window(worker.budget_left()).await;
+            assert!(matches!(window, Ok(Window::Claimed)), "{window:?}");
+            assert_eq!((worker.queue.len(), worker.claimed_total), (2, 2));
+            // The best two (same priority and batch: by name) are claimed.
+            let claimed: Vec<&TaskId> = worker
+                .queue
+                .iter()
+                .filter_map(|k| worker.claims.get(k).map(|h| &h.task))
+                .collect();
+            assert_eq!(claimed, vec![&ids[0], &ids[1]]);
+            assert_eq!(
+                status(worker.session, &ids[0], clock.now_ms()),
+                Status::Running
+            );
+            // Timed tasks of 100 ms: about two seconds of work per slot.
+            worker.avg_ms = Some(100.0);
+            let window = worker.claim_window(worker.budget_left()).await;
+            assert!(matches!(window, Ok(Window::Claimed)), "{window:?}");
+            assert_eq!(worker.queue.len(), 5);
+            // Nothing left to claim.
+            let window = worker.claim_window(worker.budget_left()).await;
+            assert!(matches!(window, Ok(Window::Empty)), "{window:?}");
+        });
+        assert!(
+            hooks
+                .events
+                .iter()
+                .any(|e| matches!(e, Event::Backlog { left: 5 }))
+        );
+    }
+
+    #[test]
+    fn max_tasks_bounds_the_claims() {
+        let pool = Pool::new();
+        let mut a = pool.session();
+        let clock = ManualClock::at(SystemClock.now_ms());
+        submit(&mut a, &["t1", "t2", "t3"], clock.now_ms());
+        let mut opts = options(4);
+        opts.max_tasks = Some(1);
+        let mut hooks = Recorder::default();
+        runtime().block_on(async {
+            let mut worker = Worker::new(
+                &mut a,
+                &opts,
+                CancellationToken::new(),
+                &mut hooks,
+                None,
+                clock.clone(),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            let window = worker.claim_window(worker.budget_left()).await;
+            assert!(matches!(window, Ok(Window::Claimed)), "{window:?}");
+            assert_eq!(worker.queue.len(), 1);
+            assert_eq!(worker.budget_left(), 0);
+        });
+    }
+
+    #[test]
+    fn a_claim_lost_before_its_task_starts_is_released_not_run() {
+        let pool = Pool::new();
+        let mut a = pool.session();
+        let clock = ManualClock::at(SystemClock.now_ms());
+        let ids = submit(&mut a, &["t1", "t2"], clock.now_ms());
+        let mut b = pool.session();
+        let opts = options(2);
+        let mut hooks = Recorder::default();
+        runtime().block_on(async {
+            let mut worker = Worker::new(
+                &mut a,
+                &opts,
+                CancellationToken::new(),
+                &mut hooks,
+                None,
+                clock.clone(),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            let window = worker.claim_window(worker.budget_left()).await;
+            assert!(matches!(window, Ok(Window::Claimed)), "{window:?}");
+            // Another process claimed the first task earlier (its clock is
+            // behind): this worker sees it after its window was checked.
+            let mut theirs = Claims::default();
+            theirs
+                .claim(&mut b, &ids[..1], clock.now_ms() - 10, LEASE_MS)
+                .unwrap_or_else(|e| panic!("{e}"));
+            b.flush().unwrap_or_else(|e| panic!("{}", e.error));
+            refresh(worker.session);
+            // Tasks started now end at once, without a process.
+            worker.stop_tasks.cancel();
+            worker.start_tasks().unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(worker.report.lost_claims, 1);
+            assert!(!worker.claims.holds_task(&ids[0]));
+            assert_eq!(worker.running.len(), 1);
+            // The other one ends interrupted, and its attempt is recorded.
+            worker.wait().await.unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(worker.report.interrupted, 1);
+            assert_eq!(worker.unflushed_attempts, 1);
+            assert!(!worker.claims.holds_task(&ids[1]));
+        });
+    }
+
+    #[test]
+    fn renewing_extends_every_held_lease_and_stopping_releases_the_waiting_claims() {
+        let pool = Pool::new();
+        let mut a = pool.session();
+        let clock = ManualClock::at(SystemClock.now_ms());
+        let ids = submit(&mut a, &["t1"], clock.now_ms());
+        let mut b = pool.session();
+        let opts = options(1);
+        let mut hooks = Recorder::default();
+        runtime().block_on(async {
+            let mut worker = Worker::new(
+                &mut a,
+                &opts,
+                CancellationToken::new(),
+                &mut hooks,
+                None,
+                clock.clone(),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            let window = worker.claim_window(worker.budget_left()).await;
+            assert!(matches!(window, Ok(Window::Claimed)), "{window:?}");
+            // Renewed a third of the lease later, the claim outlives its
+            // first lease.
+            clock.advance(LEASE_MS / 3);
+            worker.renew().unwrap_or_else(|e| panic!("{e}"));
+            refresh(&mut b);
+            clock.advance(LEASE_MS);
+            assert_eq!(status(&b, &ids[0], clock.now_ms()), Status::Running);
+            // Stopping gives it back at once.
+            worker.stop().unwrap_or_else(|e| panic!("{e}"));
+            assert!(worker.stopping && worker.queue.is_empty());
+        });
+        refresh(&mut b);
+        assert_eq!(status(&b, &ids[0], clock.now_ms()), Status::Pending);
     }
 }
