@@ -695,6 +695,36 @@ mod tests {
     }
 
     #[test]
+    fn with_a_remote_the_claims_of_a_window_are_synced_to_it() {
+        let pool = Pool::new();
+        let mut a = pool.session();
+        let clock = ManualClock::at(SystemClock.now_ms());
+        submit(&mut a, &["t1", "t2"], clock.now_ms());
+        let opts = options(2);
+        let mut hooks = Recorder::default();
+        let remote = Box::new(bridge_store::remote::MemRemote::new());
+        let mut publisher = Publisher::new(remote, a.ws.replica.clone());
+        runtime().block_on(async {
+            let mut worker = Worker::new(
+                &mut a,
+                &opts,
+                CancellationToken::new(),
+                &mut hooks,
+                Some(&mut publisher),
+                clock.clone(),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            let window = worker.claim_window(worker.budget_left()).await;
+            assert!(matches!(window, Ok(Window::Claimed)), "{window:?}");
+            assert_eq!(worker.queue.len(), 2);
+            assert_eq!(worker.report.lost_claims, 0);
+        });
+        // The sync before claiming pushed the tasks, the one after pushed
+        // the claims.
+        assert_eq!(publisher.pushes, 2);
+    }
+
+    #[test]
     fn max_tasks_bounds_the_claims() {
         let pool = Pool::new();
         let mut a = pool.session();
