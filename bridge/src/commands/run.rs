@@ -386,7 +386,7 @@ impl worker::Hooks for RunHooks {
         self.ledger.rows.push((name, outcome, ms, detail));
     }
 
-    fn idle(&mut self, _session: &mut Session) -> CliResult<()> {
+    fn idle(&mut self, _session: &mut Session) -> Result<(), bridge_engine::worker::HookError> {
         Ok(())
     }
 }

@@ -97,7 +97,11 @@ impl RunTasksFromArg {
     /// `workspace::DeviceConfig`), else `None` (the default for this
     /// device's role).
     pub fn resolve(&self, session: &Session) -> CliResult<Option<Vec<RunFrom>>> {
-        crate::run_policy::entries(&session.ws, session.is_runner(), self.list.as_deref())
+        Ok(crate::run_policy::entries(
+            &session.ws,
+            session.is_runner(),
+            self.list.as_deref(),
+        )?)
     }
 }
 
@@ -230,7 +234,7 @@ impl worker::Hooks for WorkHooks {
         self.progress.event(event);
     }
 
-    fn idle(&mut self, session: &mut Session) -> CliResult<()> {
+    fn idle(&mut self, session: &mut Session) -> Result<(), bridge_engine::worker::HookError> {
         if !self.offline {
             sync_remote(session, false)?;
         }

@@ -32,10 +32,6 @@ impl Advice {
     }
 
     /// Advice with an exit code and no hint.
-    #[expect(
-        dead_code,
-        reason = "used by the areas' advisors as the engine's errors become typed; remove this once one is"
-    )]
     pub fn code(code: u8) -> Advice {
         Advice {
             hint: None,

@@ -22,7 +22,6 @@ pub mod audience;
 pub mod cache;
 pub mod clock;
 pub mod compact;
-pub mod error;
 pub mod files;
 pub mod freshness;
 pub mod keys;

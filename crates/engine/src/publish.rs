@@ -17,8 +17,25 @@ use std::sync::Arc;
 use bridge_store::{Remote, RemoteError, Replica, SyncError, SyncReport};
 use tokio::task::JoinHandle;
 
-use crate::error::CliResult;
 use crate::workspace::Session;
+
+/// Why a sync of the publisher failed (an unreachable or full remote is not
+/// an error: see [`Publisher::sync`]).
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The background task that ran the sync panicked or was cancelled.
+    #[error("the sync task crashed: {0}")]
+    SyncCrashed(tokio::task::JoinError),
+    /// The remote answered, but the sync failed.
+    #[error("cannot sync with the remote")]
+    Sync(#[source] SyncError),
+    /// Reading the documents after a sync failed.
+    #[error(transparent)]
+    Load(#[from] crate::workspace::LoadError),
+    /// Writing to the documents failed.
+    #[error(transparent)]
+    Write(#[from] crate::workspace::WriteError),
+}
 
 type PushResult = Result<(), (Vec<String>, RemoteError)>;
 /// A sync's remote part and how long it took.
@@ -235,7 +252,10 @@ impl Publisher {
     ///
     /// A sync started with [`start_sync`](Self::start_sync) is finished
     /// instead (what it pulled is applied), however long ago it started.
-    pub async fn sync(&mut self, session: &mut Session) -> CliResult<Option<SyncReport>> {
+    pub async fn sync(
+        &mut self,
+        session: &mut Session,
+    ) -> Result<Option<SyncReport>, PublishError> {
         // A remote that failed (unreachable, silent, full) is not tried
         // again before its backoff ends: each try of a silent one costs the
         // stall timeout, and the claim windows come every few seconds.
@@ -260,7 +280,7 @@ impl Publisher {
             Some(done) => done,
             None => ahead.handle.await,
         };
-        let (result, took) = done.map_err(|e| anyhow::anyhow!("the sync task crashed: {e}"))?;
+        let (result, took) = done.map_err(PublishError::SyncCrashed)?;
         self.last_sync = took;
         match result {
             Ok(report) => {
@@ -282,9 +302,7 @@ impl Publisher {
                 session.refresh()?;
                 Ok(None)
             }
-            Err(e) => Err(anyhow::anyhow!(e)
-                .context("cannot sync with the remote")
-                .into()),
+            Err(e) => Err(PublishError::Sync(e)),
         }
     }
 

@@ -34,8 +34,42 @@ use bridge_crypto::{MemberId, Role, Roster};
 use bridge_model::Status;
 use bridge_model::view::TaskView;
 
-use crate::error::{CliError, CliResult};
 use crate::vault::member_tag;
+
+/// Why a `run-tasks-from` list given to this process cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    /// The list (from `--run-tasks-from` or `BRIDGE_RUN_TASKS_FROM`) has an
+    /// entry that is not one.
+    #[error("{}{}: {reason}", origin.prefix(), crate::text::safe(list))]
+    BadList {
+        /// Where the list came from.
+        origin: ListOrigin,
+        /// The list as given.
+        list: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// Where a `run-tasks-from` list was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListOrigin {
+    /// `--run-tasks-from`.
+    Flag,
+    /// `BRIDGE_RUN_TASKS_FROM`.
+    Env,
+}
+
+impl ListOrigin {
+    /// How messages name it, before the list.
+    fn prefix(self) -> &'static str {
+        match self {
+            ListOrigin::Flag => "--run-tasks-from ",
+            ListOrigin::Env => concat!("BRIDGE_RUN_TASKS_FROM", "="),
+        }
+    }
+}
 
 /// One entry of `run-tasks-from`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -358,7 +392,7 @@ pub fn entries(
     ws: &crate::workspace::Workspace,
     runner: bool,
     flag: Option<&str>,
-) -> CliResult<Option<Vec<RunFrom>>> {
+) -> Result<Option<Vec<RunFrom>>, PolicyError> {
     let configured = ws.worker_policy(runner).run_tasks_from.map(|entries| {
         entries
             .iter()
@@ -372,18 +406,19 @@ fn entries_with(
     configured: Option<Vec<RunFrom>>,
     flag: Option<&str>,
     env: Option<String>,
-) -> CliResult<Option<Vec<RunFrom>>> {
-    let (list, from) = match (flag, &env) {
-        (Some(list), _) => (list, "--run-tasks-from "),
-        (None, Some(list)) => (list.as_str(), concat!("BRIDGE_RUN_TASKS_FROM", "=")),
+) -> Result<Option<Vec<RunFrom>>, PolicyError> {
+    let (list, origin) = match (flag, &env) {
+        (Some(list), _) => (list, ListOrigin::Flag),
+        (None, Some(list)) => (list.as_str(), ListOrigin::Env),
         (None, None) => return Ok(configured),
     };
-    RunFrom::parse_list(list).map(Some).map_err(|e| {
-        CliError::hint(
-            anyhow::anyhow!("{from}{}: {e}", crate::text::safe(list)),
-            "write a comma-separated list such as `self,admins`, `members` or `self,alice-laptop`",
-        )
-    })
+    RunFrom::parse_list(list)
+        .map(Some)
+        .map_err(|reason| PolicyError::BadList {
+            origin,
+            list: list.to_owned(),
+            reason,
+        })
 }
 
 impl crate::workspace::Session {
@@ -431,7 +466,7 @@ impl crate::workspace::Session {
 
     /// This device's [`TaskPolicy`] as its settings make it (what `ls`,
     /// `status` and `show` mark tasks by), without a flag.
-    pub fn configured_task_policy(&self) -> CliResult<TaskPolicy> {
+    pub fn configured_task_policy(&self) -> Result<TaskPolicy, PolicyError> {
         Ok(self.task_policy(entries(&self.ws, self.is_runner(), None)?.as_deref()))
     }
 }
@@ -579,7 +614,7 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         let got = |flag: Option<&str>, env: Option<&str>| {
             entries_with(config.run_tasks_from(), flag, env.map(str::to_owned))
-                .unwrap_or_else(|e| panic!("{}", e.error))
+                .unwrap_or_else(|e| panic!("{e}"))
         };
         assert_eq!(got(None, None), Some(vec![RunFrom::Admins]));
         assert_eq!(got(None, Some("members")), Some(vec![RunFrom::Members]));
@@ -592,13 +627,17 @@ mod tests {
             panic!("refused")
         };
         assert!(
-            e.error
-                .to_string()
+            e.to_string()
                 .starts_with("BRIDGE_RUN_TASKS_FROM=all: `all` is not an entry"),
-            "{}",
-            e.error
+            "{e}"
         );
-        assert!(e.hint.unwrap_or_default().contains("comma-separated"));
+        assert!(matches!(
+            e,
+            PolicyError::BadList {
+                origin: ListOrigin::Env,
+                ..
+            }
+        ));
     }
 
     #[test]

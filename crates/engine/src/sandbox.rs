@@ -37,7 +37,29 @@ use std::path::{Path, PathBuf};
 use bridge_exec::{Confinement, SandboxSupport};
 use bridge_model::TaskSpec;
 
-use crate::error::{CliError, CliResult};
+/// Why the worker cannot take tasks under the sandbox settings.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SandboxError {
+    /// `[worker] sandbox = "required"` on a system that cannot sandbox.
+    #[error("this device cannot sandbox tasks ({why_not}), and [worker] sandbox is \"required\"")]
+    Required {
+        /// What the system lacks.
+        why_not: &'static str,
+    },
+    /// `BRIDGE_SANDBOX` holds no mode.
+    #[error("{SANDBOX_ENV}: {reason}")]
+    BadEnv {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// `[worker] sandbox` holds no mode (checked when bridge.toml is read,
+    /// so not seen in practice).
+    #[error("[worker] sandbox: {reason}")]
+    BadSetting {
+        /// What is wrong with it.
+        reason: String,
+    },
+}
 
 /// The environment variable that overrides `[worker] sandbox`.
 pub const SANDBOX_ENV: &str = "BRIDGE_SANDBOX";
@@ -147,7 +169,7 @@ impl Sandbox {
         allow_read: &[String],
         protected: &[PathBuf],
         supervisor: Option<&Path>,
-    ) -> CliResult<Sandbox> {
+    ) -> Result<Sandbox, SandboxError> {
         let mode = mode_from(setting)?;
         let home = std::env::var_os("HOME")
             .filter(|h| !h.is_empty())
@@ -174,12 +196,7 @@ impl Sandbox {
             }
             _ if !support.landlock => {
                 if mode == SandboxMode::Required {
-                    return Err(CliError::hint(
-                        anyhow::anyhow!(
-                            "this device cannot sandbox tasks ({why_not}), and [worker] sandbox is \"required\""
-                        ),
-                        "run the worker on Linux 5.13 or later with Landlock enabled, or set [worker] sandbox = \"auto\" (run only this device's own tasks) or \"off\" (run every member's tasks unsandboxed)",
-                    ));
+                    return Err(SandboxError::Required { why_not });
                 }
                 tracing::warn!(
                     "tasks are not sandboxed ({why_not}): this device runs only its own member's tasks and leaves the others' to other devices ([worker] sandbox = \"off\" runs them unsandboxed)"
@@ -261,14 +278,9 @@ fn is_below(path: &Path, dir: &Path) -> bool {
 }
 
 /// The policy from the environment and `[worker] sandbox`.
-fn mode_from(setting: Option<&str>) -> CliResult<SandboxMode> {
+fn mode_from(setting: Option<&str>) -> Result<SandboxMode, SandboxError> {
     if let Ok(v) = std::env::var(SANDBOX_ENV) {
-        return v.parse().map_err(|e: String| {
-            CliError::hint(
-                anyhow::anyhow!("{SANDBOX_ENV}: {e}"),
-                format!("unset {SANDBOX_ENV} to use [worker] sandbox from bridge.toml"),
-            )
-        });
+        return v.parse().map_err(|reason| SandboxError::BadEnv { reason });
     }
     if std::env::var(DEPRECATED_CONFINEMENT_ENV).is_ok_and(|v| v == "off") {
         tracing::warn!("{DEPRECATED_CONFINEMENT_ENV}=off is deprecated: use {SANDBOX_ENV}=off");
@@ -279,7 +291,7 @@ fn mode_from(setting: Option<&str>) -> CliResult<SandboxMode> {
         // Checked when bridge.toml was read.
         Some(s) => s
             .parse()
-            .map_err(|e: String| CliError::from(anyhow::anyhow!("[worker] sandbox: {e}"))),
+            .map_err(|reason| SandboxError::BadSetting { reason }),
     }
 }
 

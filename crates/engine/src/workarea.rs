@@ -18,8 +18,47 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use nix::fcntl::{Flock, FlockArg};
+
+/// Why a worker's folder could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkAreaError {
+    /// A folder or lock file could not be created.
+    #[error("cannot create {}", path.display())]
+    Create {
+        /// The folder or file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The lock file could not be locked.
+    #[error("cannot lock {}", path.display())]
+    Lock {
+        /// The lock file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: nix::errno::Errno,
+    },
+    /// The locked file could not be read.
+    #[error("cannot read {}", path.display())]
+    Read {
+        /// The lock file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// No random name could be made.
+    #[error(transparent)]
+    Random(#[from] crate::workspace::RandomError),
+}
+
+fn create(path: &Path) -> impl FnOnce(io::Error) -> WorkAreaError {
+    let path = path.to_path_buf();
+    move |source| WorkAreaError::Create { path, source }
+}
 
 /// This worker's own folder, locked for as long as the value lives.
 pub struct WorkArea {
@@ -31,9 +70,8 @@ pub struct WorkArea {
 impl WorkArea {
     /// Removes what dead workers left under `root` (`.bridge/work`), then
     /// makes and locks a folder for this worker.
-    pub fn open(root: &Path) -> anyhow::Result<WorkArea> {
-        std::fs::create_dir_all(root)
-            .with_context(|| format!("cannot create {}", root.display()))?;
+    pub fn open(root: &Path) -> Result<WorkArea, WorkAreaError> {
+        std::fs::create_dir_all(root).map_err(create(root))?;
         let removed = remove_stale(root);
         if removed > 0 {
             tracing::info!(
@@ -47,17 +85,22 @@ impl WorkArea {
         // would look unlocked. So the lock must still be the file at the
         // path once it is held; else try again with a new name.
         let (name, lock_path, lock) = loop {
+            // Without its hint, as before: the folder's error says enough.
             let random = crate::workspace::random_bytes::<4>()?;
             let name = format!("w-{}-{}", std::process::id(), hex::encode(random));
             let lock_path = root.join(format!("{name}.lock"));
-            let file = File::create(&lock_path)
-                .with_context(|| format!("cannot create {}", lock_path.display()))?;
-            let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock)
-                .map_err(|(_, e)| e)
-                .with_context(|| format!("cannot lock {}", lock_path.display()))?;
-            let held = lock
-                .metadata()
-                .with_context(|| format!("cannot read {}", lock_path.display()))?;
+            let file = File::create(&lock_path).map_err(create(&lock_path))?;
+            let lock =
+                Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, source)| {
+                    WorkAreaError::Lock {
+                        path: lock_path.clone(),
+                        source,
+                    }
+                })?;
+            let held = lock.metadata().map_err(|source| WorkAreaError::Read {
+                path: lock_path.clone(),
+                source,
+            })?;
             let still_ours = std::fs::metadata(&lock_path)
                 .is_ok_and(|now| (now.dev(), now.ino()) == (held.dev(), held.ino()));
             if still_ours {
@@ -67,7 +110,7 @@ impl WorkArea {
         // Lock first, folder second: a folder without a lock file is never
         // a live worker's.
         let dir = root.join(&name);
-        std::fs::create_dir(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::create_dir(&dir).map_err(create(&dir))?;
         Ok(WorkArea {
             dir,
             lock_path,

@@ -1,0 +1,156 @@
+//! What a worker claims: the tasks its policy and sandbox let it run
+//! ([`run_here`]), that fit before its deadline ([`fits_before_deadline`]),
+//! of its own shard first ([`prefer_shard`]), so many at a time
+//! ([`window_size`]).
+
+use std::time::Duration;
+
+use bridge_model::{TaskId, View};
+use tokio::time::Instant;
+
+use super::LeftForOthers;
+use crate::run_policy::TaskPolicy;
+use crate::sandbox::{Sandbox, unmet_requirements};
+use crate::shard::Shards;
+
+/// The most tasks claimed in one window.
+pub(super) const MAX_WINDOW: usize = 256;
+/// How much work (per slot) a claim window aims to hold.
+const WINDOW_TARGET_MS: f64 = 2000.0;
+
+/// How many tasks to claim in one window: about two seconds of work per
+/// slot (by `avg_ms`, the average task length so far), between `parallel`
+/// and [`MAX_WINDOW`]; `parallel` for a thief (`stealing`), so the owner of
+/// the shard is not starved; everything for a runner in its own shard
+/// (`sharded`: each window costs a sync with the remote; thieves take from
+/// the far end, and unstarted claims are released at the deadline).
+pub(super) fn window_size(
+    parallel: usize,
+    avg_ms: Option<f64>,
+    stealing: bool,
+    sharded: bool,
+) -> usize {
+    match (avg_ms, stealing) {
+        (_, true) => parallel,
+        (_, false) if sharded => MAX_WINDOW,
+        (None, _) => parallel,
+        (Some(ms), false) => ((parallel as f64 * WINDOW_TARGET_MS / ms.max(1.0)) as usize)
+            .clamp(parallel, MAX_WINDOW),
+    }
+}
+
+/// Whether this device's policy lets it run task `id` (see
+/// [`crate::run_policy`]); a task it refuses is counted in `left`, left
+/// unclaimed for the devices whose policy accepts it.
+pub(super) fn run_here(
+    policy: &TaskPolicy,
+    sandbox: &Sandbox,
+    me: [u8; 8],
+    view: &View,
+    id: &TaskId,
+    left: &mut LeftForOthers,
+) -> bool {
+    let Some(task) = view.get(id) else {
+        return false;
+    };
+    if let Some(crate::run_policy::Refusal::Submitter { name }) = policy.refusal(task) {
+        left.by_submitter += 1;
+        left.submitters.insert(name);
+        return false;
+    }
+    // Another member's task runs here only in a sandbox, or where the
+    // user opted out of it; and only if this device meets what it needs.
+    let why = if !sandbox.may_run_others_tasks() && !task.submitters.contains(&me) {
+        Some(
+            "this device cannot sandbox tasks, so it runs only its own member's ([worker] sandbox = \"off\" runs the others' unsandboxed)"
+                .to_owned(),
+        )
+    } else {
+        unmet_requirements(&task.spec, sandbox)
+    };
+    match why {
+        None => true,
+        Some(why) => {
+            *left.other.entry(why).or_default() += 1;
+            false
+        }
+    }
+}
+
+/// Whether `id`'s expected length fits before the deadline. The estimate is
+/// its longest earlier attempt, else the average of this run's tasks (each
+/// with a quarter more for safety), else its timeout capped at a quarter of
+/// the whole budget: a task nobody has timed yet is tried while a quarter of
+/// the budget remains, and the deadline still stops it for sure.
+pub(super) fn fits_before_deadline(
+    view: &View,
+    id: &TaskId,
+    avg_ms: Option<f64>,
+    deadline: Option<(Instant, Duration)>,
+) -> bool {
+    let Some((deadline, budget)) = deadline else {
+        return true;
+    };
+    let Some(task) = view.get(id) else {
+        return false;
+    };
+    let history = task
+        .facts
+        .attempts
+        .values()
+        // Attempts are written by other members: no value may overflow here.
+        .map(|a| a.ended_at.saturating_sub(a.started_at).max(0) as u64)
+        .max();
+    let expected = match history.or(avg_ms.map(|a| a as u64)) {
+        Some(ms) => Duration::from_millis(ms.saturating_add(ms / 4)),
+        None => Duration::from_secs(task.spec.timeout_s).min(budget / 4),
+    };
+    Instant::now()
+        .checked_add(expected)
+        .is_some_and(|end| end <= deadline)
+}
+
+/// Orders candidates for a sharded runner: the tasks of its shard (see
+/// [`crate::shard`]), or (when there are none) the others, to steal. Returns
+/// the candidates and whether they are stolen.
+pub(super) fn prefer_shard(
+    candidates: Vec<TaskId>,
+    shard: Option<(u32, &mut Shards)>,
+    view: &View,
+) -> (Vec<TaskId>, bool) {
+    let Some((index, shards)) = shard else {
+        return (candidates, false);
+    };
+    shards.prepare(view, &candidates);
+    let (mine, others): (Vec<TaskId>, Vec<TaskId>) = candidates
+        .into_iter()
+        .partition(|id| shards.of(id) == index);
+    if mine.is_empty() {
+        // Steal from the far end of the others' queues: their owners work
+        // from the front, so a thief rarely races them for the same task.
+        let mut others = others;
+        others.reverse();
+        (others, true)
+    } else {
+        (mine, false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_window_holds_about_two_seconds_of_work_per_slot() {
+        // Nothing timed yet: one task per slot.
+        assert_eq!(window_size(4, None, false, false), 4);
+        // 100 ms tasks: 20 per slot.
+        assert_eq!(window_size(4, Some(100.0), false, false), 80);
+        // Long tasks are not hoarded, short ones are capped.
+        assert_eq!(window_size(4, Some(60_000.0), false, false), 4);
+        assert_eq!(window_size(4, Some(0.0), false, false), MAX_WINDOW);
+        // A thief takes little; a runner takes its own shard at once.
+        assert_eq!(window_size(4, Some(100.0), true, true), 4);
+        assert_eq!(window_size(4, None, false, true), MAX_WINDOW);
+    }
+}

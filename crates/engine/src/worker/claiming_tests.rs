@@ -1,0 +1,263 @@
+//! Unit tests of claiming, claim windows, lost claims, leases and
+//! deadlines: real sessions over a workspace in a temporary folder, the
+//! time from a [`ManualClock`], and no process run.
+
+use std::time::Duration;
+
+use bridge_crypto::{Identity, Roster};
+use bridge_model::doc::{self, BatchHeader};
+use bridge_model::{BatchId, Command, DocId, Millis, Status, TaskId, TaskSpec};
+
+use super::choose::fits_before_deadline;
+use super::claims::Claims;
+use super::{Event, Hooks, WorkOptions};
+use crate::clock::{Clock, ManualClock, SystemClock};
+use crate::vault::Vault;
+use crate::workspace::{Session, Workspace};
+
+/// The lease of these tests' workspace, and its clock-skew margin.
+pub(super) const LEASE_MS: Millis = 30_000;
+const SKEW_MS: Millis = 5_000;
+
+/// A workspace in a temporary folder with one member, whose sessions are
+/// two processes of one device (two writers).
+pub(super) struct Pool {
+    _tmp: tempfile::TempDir,
+    root: std::path::PathBuf,
+    identity: Identity,
+}
+
+impl Pool {
+    pub(super) fn new() -> Pool {
+        let tmp = tempfile::tempdir().expect("a temporary folder");
+        let root = tmp.path().to_path_buf();
+        let identity = Identity::generate().expect("an identity");
+        let id = "wunittest";
+        let text = format!(
+            "[workspace]\nid = \"{id}\"\nroot = \"{}\"\n[worker]\nlease = \"30s\"\nclock-skew = \"5s\"\n",
+            identity.member_id()
+        );
+        std::fs::write(root.join(crate::workspace::CONFIG_FILE), text).expect("bridge.toml");
+        let ws = Workspace::open(&root).unwrap_or_else(|e| panic!("{e}"));
+        let (roster, genesis) =
+            Roster::genesis(&identity, "unit", id, SystemClock.now_ms()).expect("a roster");
+        let vault = Vault::new(ws.replica.clone(), identity.clone(), roster);
+        vault
+            .write_roster_file(&genesis)
+            .unwrap_or_else(|e| panic!("{e}"));
+        Pool {
+            _tmp: tmp,
+            root,
+            identity,
+        }
+    }
+
+    /// A new session (a new writer) over the workspace; tasks of other
+    /// members would need a sandbox: these are its own.
+    pub(super) fn session(&self) -> Session {
+        let mut ws = Workspace::open(&self.root).unwrap_or_else(|e| panic!("{e}"));
+        ws.device.worker.sandbox = Some("off".into());
+        let member = self.identity.member_id().clone();
+        let (vault, _) = Vault::open(ws.replica.clone(), self.identity.clone(), &member)
+            .unwrap_or_else(|e| panic!("{e}"));
+        Session::with_vault(ws, vault).unwrap_or_else(|e| panic!("{e}"))
+    }
+}
+
+fn spec(name: &str) -> TaskSpec {
+    TaskSpec {
+        name: name.to_owned(),
+        command: Command::Argv(vec!["true".into()]),
+        env: Default::default(),
+        inputs: vec![],
+        outputs: vec![],
+        timeout_s: 3600,
+        retries: 0,
+        runs_on: vec![],
+        priority: 0,
+        needs: vec![],
+        // The name is not part of a task's identity: the nonce is.
+        nonce: Some(name.to_owned()),
+        network: true,
+        allow_read: vec![],
+    }
+}
+
+/// Submits tasks named `names` in one document, as `bridge submit` does.
+pub(super) fn submit(session: &mut Session, names: &[&str], now: Millis) -> Vec<TaskId> {
+    let specs: Vec<TaskSpec> = names.iter().map(|n| spec(n)).collect();
+    let header = BatchHeader {
+        batch: BatchId::new(now, [7; 8]),
+        part: 0,
+        parts: 1,
+        created_at: now,
+        submitted_by: "unit".into(),
+        device: "unit".into(),
+        grant: None,
+    };
+    let d = doc::create(&session.writer, &header, &specs).expect("a document");
+    session.add_new_doc(DocId::new(header.batch.clone(), 0), header, d);
+    session.flush().unwrap_or_else(|e| panic!("{e}"));
+    specs.iter().map(TaskSpec::id).collect()
+}
+
+pub(super) fn status(session: &Session, id: &TaskId, now: Millis) -> Status {
+    let derived = session.view().derive(now, session.policy);
+    derived.get(id).map(|d| d.status).expect("a known task")
+}
+
+pub(super) fn refresh(session: &mut Session) {
+    session.refresh().unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn a_claim_makes_a_task_running_for_everyone_and_a_release_gives_it_back() {
+    let pool = Pool::new();
+    let mut a = pool.session();
+    let clock = ManualClock::at(SystemClock.now_ms());
+    let ids = submit(&mut a, &["one", "two"], clock.now_ms());
+    let mut claims = Claims::default();
+    let keys = claims
+        .claim(&mut a, &ids[..1], clock.now_ms(), LEASE_MS)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(keys.len(), 1);
+    assert!(claims.holds_task(&ids[0]) && !claims.holds_task(&ids[1]));
+    a.flush().unwrap_or_else(|e| panic!("{e}"));
+    // Another process reads the claim from the replica.
+    let mut b = pool.session();
+    refresh(&mut b);
+    assert_eq!(status(&b, &ids[0], clock.now_ms()), Status::Running);
+    assert_eq!(status(&b, &ids[1], clock.now_ms()), Status::Pending);
+    clock.advance(1_000);
+    claims
+        .release(&mut a, &keys, clock.now_ms())
+        .unwrap_or_else(|e| panic!("{e}"));
+    a.flush().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(claims.len(), 0);
+    refresh(&mut b);
+    assert_eq!(status(&b, &ids[0], clock.now_ms()), Status::Pending);
+}
+
+#[test]
+fn the_earlier_of_two_claims_wins_and_the_later_one_is_lost() {
+    let pool = Pool::new();
+    let (mut a, mut b) = (pool.session(), pool.session());
+    let clock = ManualClock::at(SystemClock.now_ms());
+    let ids = submit(&mut a, &["contested"], clock.now_ms());
+    refresh(&mut b);
+    // Both claim before seeing the other's claim; `a` a millisecond first.
+    let (mut mine, mut theirs) = (Claims::default(), Claims::default());
+    let a_keys = mine
+        .claim(&mut a, &ids, clock.now_ms(), LEASE_MS)
+        .unwrap_or_else(|e| panic!("{e}"));
+    clock.advance(1);
+    let b_keys = theirs
+        .claim(&mut b, &ids, clock.now_ms(), LEASE_MS)
+        .unwrap_or_else(|e| panic!("{e}"));
+    a.flush().unwrap_or_else(|e| panic!("{e}"));
+    b.flush().unwrap_or_else(|e| panic!("{e}"));
+    refresh(&mut a);
+    refresh(&mut b);
+    assert!(mine.lost(&a, &a_keys, clock.now_ms()).is_empty());
+    assert_eq!(theirs.lost(&b, &b_keys, clock.now_ms()), b_keys);
+}
+
+#[test]
+fn a_lease_not_renewed_runs_out_and_a_renewed_one_does_not() {
+    let pool = Pool::new();
+    let (mut a, mut b) = (pool.session(), pool.session());
+    let clock = ManualClock::at(SystemClock.now_ms());
+    let ids = submit(&mut a, &["renewed", "abandoned"], clock.now_ms());
+    let (mut renewed, mut abandoned) = (Claims::default(), Claims::default());
+    renewed
+        .claim(&mut a, &ids[..1], clock.now_ms(), LEASE_MS)
+        .unwrap_or_else(|e| panic!("{e}"));
+    abandoned
+        .claim(&mut a, &ids[1..], clock.now_ms(), LEASE_MS)
+        .unwrap_or_else(|e| panic!("{e}"));
+    a.flush().unwrap_or_else(|e| panic!("{e}"));
+    // A third of the lease later, the worker renews what it still runs.
+    clock.advance(LEASE_MS / 3);
+    let now = clock.now_ms();
+    renewed
+        .renew(&mut a, now, now + LEASE_MS)
+        .unwrap_or_else(|e| panic!("{e}"));
+    a.flush().unwrap_or_else(|e| panic!("{e}"));
+    refresh(&mut b);
+    assert_eq!(status(&b, &ids[1], clock.now_ms()), Status::Running);
+    // Past the first lease and the skew margin: the abandoned claim is
+    // over, the renewed one is not.
+    clock.advance(LEASE_MS - LEASE_MS / 3 + SKEW_MS + 1);
+    assert_eq!(status(&b, &ids[1], clock.now_ms()), Status::Pending);
+    assert_eq!(status(&b, &ids[0], clock.now_ms()), Status::Running);
+}
+
+#[test]
+fn a_task_is_claimed_only_when_it_fits_before_the_deadline() {
+    let pool = Pool::new();
+    let mut a = pool.session();
+    let ids = submit(&mut a, &["hour"], SystemClock.now_ms());
+    let now = tokio::time::Instant::now();
+    let budget = Duration::from_secs(4 * 3600);
+    // Never timed: its timeout (an hour), capped at a quarter of the budget.
+    assert!(!fits_before_deadline(
+        a.view(),
+        &ids[0],
+        None,
+        Some((now + Duration::from_secs(1800), budget))
+    ));
+    assert!(fits_before_deadline(
+        a.view(),
+        &ids[0],
+        None,
+        Some((now + Duration::from_secs(3700), budget))
+    ));
+    // This run's tasks take a second: that, and a quarter more, fits.
+    assert!(fits_before_deadline(
+        a.view(),
+        &ids[0],
+        Some(1000.0),
+        Some((now + Duration::from_secs(10), budget))
+    ));
+    assert!(fits_before_deadline(a.view(), &ids[0], None, None));
+}
+
+/// Hooks that keep the events.
+#[derive(Default)]
+pub(super) struct Recorder {
+    pub(super) events: Vec<Event>,
+}
+
+impl Hooks for Recorder {
+    fn event(&mut self, event: Event) {
+        self.events.push(event);
+    }
+
+    fn idle(&mut self, _session: &mut Session) -> Result<(), super::HookError> {
+        Ok(())
+    }
+}
+
+pub(super) fn options(parallel: usize) -> WorkOptions {
+    WorkOptions {
+        parallel,
+        follow: false,
+        poll: Duration::from_secs(1),
+        labels: vec![],
+        lease: Duration::from_millis(LEASE_MS as u64),
+        max_tasks: None,
+        device: "unit".into(),
+        deadline: None,
+        shard: None,
+        provenance: Default::default(),
+        flush_delay: super::FLUSH_DELAY,
+        run_tasks_from: None,
+    }
+}
+
+pub(super) fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
+}

@@ -1,0 +1,603 @@
+//! Running one claimed task ([`Job::run`]): its command checked and built,
+//! its working folder and inputs prepared, the process run under its
+//! supervisor and sandbox, its logs and outputs stored, and the attempt
+//! that records all this, or the [`LocalFault`] that keeps it from being
+//! recorded.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bridge_exec::{Program, TaskCommand};
+use bridge_model::{Attempt, Command, InputRef, Millis, Outcome, TaskId, TaskSpec};
+use tokio_util::sync::CancellationToken;
+
+use super::LocalFault;
+use super::fault::{chain_text, local_fault, local_fault_in_message, work_dir_full};
+use super::inputs::{InputError, Prepared, prepare};
+use crate::clock::Clock;
+use crate::sandbox::{Sandbox, SandboxError};
+use crate::vault::{Placement, Vault};
+use bridge_fetch::Fetcher;
+
+/// How many trailing bytes of each log are kept inline in the attempt.
+const TAIL_BYTES: usize = 2048;
+/// How long a stopping task gets between SIGTERM and SIGKILL.
+const KILL_GRACE: Duration = Duration::from_secs(2);
+
+/// A task that ended: its id, claim key, attempt, and, when this machine
+/// could not run it (see [`LocalFault`]), why: then the attempt is not
+/// recorded.
+pub(super) struct Finished {
+    pub id: TaskId,
+    pub key: String,
+    pub attempt: Attempt,
+    pub fault: Option<LocalFault>,
+}
+
+/// What every job of one worker shares.
+#[derive(Clone)]
+pub(super) struct Runner {
+    pub vault: Arc<Vault>,
+    /// Shared by every task, so that tasks needing the same URL input wait
+    /// for one download.
+    pub fetcher: Arc<Fetcher>,
+    pub work_dir: PathBuf,
+    /// How tasks are started (see [`task_supervisor`]).
+    pub supervisor: Option<bridge_exec::Supervisor>,
+    /// What they may see.
+    pub sandbox: Arc<Sandbox>,
+    pub device: String,
+    pub provenance: BTreeMap<String, String>,
+    pub clock: Arc<dyn Clock>,
+}
+
+/// One task to run, with everything it needs (owned, so it can run on the
+/// runtime while the loop goes on).
+pub(super) struct Job {
+    pub runner: Runner,
+    pub id: TaskId,
+    pub key: String,
+    pub spec: TaskSpec,
+    /// The outputs of the tasks it needs, placed under `needs/<name>/`.
+    pub need_inputs: Vec<InputRef>,
+    /// Where its logs and outputs go: with its batch (private to the
+    /// batch's audience when it has one).
+    pub placement: Placement,
+}
+
+/// Where one attempt keeps its files, all under the worker's folder: the
+/// key's counter part keeps folders of one process apart; the writer part
+/// keeps processes apart.
+struct Paths {
+    dir: PathBuf,
+    stdout: PathBuf,
+    stderr: PathBuf,
+    tmp: PathBuf,
+}
+
+impl Paths {
+    /// Removes the working folder and the logs.
+    fn remove(&self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::remove_file(&self.stdout);
+        let _ = std::fs::remove_file(&self.stderr);
+    }
+}
+
+impl Job {
+    /// Runs the task until it ends or `stop`; never fails: what goes wrong
+    /// is the attempt's outcome, or the machine's [`LocalFault`].
+    pub async fn run(self, stop: CancellationToken) -> Finished {
+        let started_at = self.runner.clock.now_ms();
+        let paths = self.paths();
+        let mut attempt = blank_attempt(
+            &self.key,
+            &self.runner.device,
+            &self.runner.provenance,
+            started_at,
+        );
+        let fault = self.attempt(&paths, &mut attempt, stop).await;
+        Finished {
+            id: self.id,
+            key: self.key,
+            attempt,
+            fault,
+        }
+    }
+
+    fn paths(&self) -> Paths {
+        let slug = self.key.replace('.', "-");
+        let base = format!("{}-{slug}", self.id.short());
+        let at = |suffix: &str| self.runner.work_dir.join(format!("{base}{suffix}"));
+        Paths {
+            dir: at(""),
+            stdout: at(".stdout"),
+            stderr: at(".stderr"),
+            tmp: at(".tmp"),
+        }
+    }
+
+    /// The attempt's steps, filling `attempt`; `Some` when the machine
+    /// failed, not the task.
+    async fn attempt(
+        &self,
+        paths: &Paths,
+        attempt: &mut Attempt,
+        stop: CancellationToken,
+    ) -> Option<LocalFault> {
+        // A stored spec need not have come through `submit`'s checks (a
+        // member can write any document): one that breaks a limit is an
+        // `error` attempt, and nothing of it is run or written to disk.
+        let mut cmd = match task_command(
+            &self.spec,
+            &self.id,
+            &self.key,
+            &self.runner.device,
+            (&paths.dir, &paths.stdout, &paths.stderr),
+        ) {
+            Ok(cmd) => cmd,
+            Err(e) => {
+                attempt.message = Some(format!("this task cannot be run: {}", chain_text(&e)));
+                attempt.ended_at = self.runner.clock.now_ms();
+                return None;
+            }
+        };
+        match self.prepare(paths, &stop).await {
+            Ok(()) => {}
+            Err(Unprepared::Fault(fault)) => return Some(fault),
+            Err(Unprepared::Ended(outcome, message)) => {
+                attempt.outcome = outcome;
+                attempt.message = Some(message);
+                attempt.ended_at = self.runner.clock.now_ms();
+                let _ = std::fs::remove_dir_all(&paths.dir);
+                return None;
+            }
+        }
+        // The task's own TMPDIR, next to its working folder (so output
+        // globs never see it): the sandbox closes the worker's /tmp (with
+        // namespaces this folder is mounted over /tmp), and tasks should not
+        // see each other's temporary files.
+        let tmp = TaskTmp(paths.tmp.clone());
+        if let Err(e) = std::fs::create_dir(&tmp.0) {
+            let _ = std::fs::remove_dir_all(&paths.dir);
+            return Some(LocalFault(format!(
+                "cannot create the temporary folder {}: {e}",
+                tmp.0.display()
+            )));
+        }
+        if let Some(path) = tmp.0.to_str() {
+            cmd.env
+                .entry("TMPDIR".to_owned())
+                .or_insert_with(|| path.to_owned());
+        }
+        // The task's sandbox: the worker's fixed allow-list and its TMPDIR
+        // (its folder and logs are added by `bridge_exec`).
+        cmd.supervisor = self.runner.supervisor.clone().map(|mut s| {
+            s.confinement = self.runner.sandbox.confinement(&self.spec, &tmp.0);
+            s
+        });
+        let finished = bridge_exec::run(&cmd, stop).await;
+        attempt.ended_at = self.runner.clock.now_ms();
+        if let Some(fault) = record_end(attempt, &finished) {
+            paths.remove();
+            return Some(fault);
+        }
+        if let Some(fault) = self.keep_results(paths, attempt, &finished).await {
+            paths.remove();
+            return Some(fault);
+        }
+        paths.remove();
+        drop(tmp);
+        // A command that failed on a disk with no space left has most
+        // likely failed for lack of it (its logs or files could not be
+        // written): the machine's fault, unless the task filled the disk
+        // itself, in which case removing its folders (above: the working
+        // folder and its TMPDIR) freed space.
+        // The same for an `error` (the task's supervisor could not even
+        // write down how the task ended).
+        if matches!(attempt.outcome, Outcome::Failed | Outcome::Error) {
+            return work_dir_full(&self.runner.work_dir);
+        }
+        None
+    }
+
+    /// Creates the working folder and puts the inputs in it.
+    async fn prepare(&self, paths: &Paths, stop: &CancellationToken) -> Result<(), Unprepared> {
+        let prepared = prepare(
+            &self.runner.vault,
+            &self.runner.fetcher,
+            &paths.dir,
+            &self.spec,
+            &self.need_inputs,
+            stop,
+        )
+        .await;
+        match prepared {
+            Ok(Prepared::Ready) => Ok(()),
+            Ok(Prepared::Stopped) => Err(Unprepared::Ended(
+                Outcome::Interrupted,
+                "stopped while fetching the inputs".to_owned(),
+            )),
+            // This machine cannot make the working folder (no space, no
+            // descriptors, …): not the task's failure.
+            Err(e) if matches!(e, InputError::WorkDir(_)) || local_fault(&e).is_some() => {
+                let _ = std::fs::remove_dir_all(&paths.dir);
+                let fault = local_fault(&e).unwrap_or_else(|| LocalFault(chain_text(&e)));
+                Err(Unprepared::Fault(fault))
+            }
+            // An input that cannot be had (missing blob, failed download,
+            // wrong hash) is not the command failing: the attempt is an
+            // `error`, not `failed`.
+            Err(e) => Err(Unprepared::Ended(Outcome::Error, chain_text(&e))),
+        }
+    }
+
+    /// Stores the logs and the declared outputs, off the async threads, when
+    /// there is something to keep; `Some` when the machine lost the result.
+    async fn keep_results(
+        &self,
+        paths: &Paths,
+        attempt: &mut Attempt,
+        finished: &bridge_exec::Finished,
+    ) -> Option<LocalFault> {
+        let needs_io =
+            finished.stdout_len > 0 || finished.stderr_len > 0 || !self.spec.outputs.is_empty();
+        if !needs_io {
+            return None;
+        }
+        let vault = self.runner.vault.clone();
+        let spec = self.spec.clone();
+        let lens = (finished.stdout_len, finished.stderr_len);
+        let logs = (paths.stdout.clone(), paths.stderr.clone());
+        let dir = paths.dir.clone();
+        let placement = self.placement.clone();
+        let kept =
+            tokio::task::spawn_blocking(move || keep(&vault, &dir, &spec, lens, &logs, &placement))
+                .await;
+        match kept {
+            Ok(Ok(k)) => {
+                attempt.stdout_blob = k.stdout;
+                attempt.stderr_blob = k.stderr;
+                attempt.outputs = k.outputs;
+                if let Some(w) = k.warning {
+                    attempt.message.get_or_insert(w);
+                }
+                None
+            }
+            // The logs or outputs could not be stored for lack of space:
+            // the task ran, but this machine lost its result; another
+            // worker runs it again.
+            Ok(Err(e)) if local_fault(&e).is_some() => local_fault(&e),
+            Ok(Err(e)) => {
+                // A result whose outputs could not be kept is not a result.
+                if attempt.outcome == Outcome::Success {
+                    attempt.outcome = Outcome::Error;
+                }
+                attempt.message = Some(chain_text(&e));
+                None
+            }
+            Err(e) => {
+                attempt.outcome = Outcome::Error;
+                attempt.message = Some(format!("keeping the outputs crashed: {e}"));
+                None
+            }
+        }
+    }
+}
+
+/// Why a task did not get to run.
+enum Unprepared {
+    /// This machine's fault: no attempt.
+    Fault(LocalFault),
+    /// The attempt ends so, without running.
+    Ended(Outcome, String),
+}
+
+/// Records how the process ended in `attempt`: outcome, exit code or
+/// signal, log tails. `Some` when it could not start for lack of
+/// descriptors, memory or space (its log files could not be created, or no
+/// process could be made): the machine's fault.
+fn record_end(attempt: &mut Attempt, finished: &bridge_exec::Finished) -> Option<LocalFault> {
+    attempt.stdout_tail = String::from_utf8_lossy(&finished.stdout_tail).into_owned();
+    attempt.stderr_tail = String::from_utf8_lossy(&finished.stderr_tail).into_owned();
+    attempt.outcome = match &finished.outcome {
+        bridge_exec::Outcome::Exited(0) => Outcome::Success,
+        bridge_exec::Outcome::Exited(c) => {
+            attempt.exit_code = Some(i64::from(*c));
+            Outcome::Failed
+        }
+        bridge_exec::Outcome::Signaled(s) => {
+            attempt.signal = Some(i64::from(*s));
+            Outcome::Failed
+        }
+        bridge_exec::Outcome::TimedOut => Outcome::TimedOut,
+        bridge_exec::Outcome::Interrupted => Outcome::Interrupted,
+        bridge_exec::Outcome::FailedToStart(m) => {
+            if let Some(fault) = local_fault_in_message(m) {
+                return Some(fault);
+            }
+            attempt.message = Some(m.clone());
+            Outcome::Error
+        }
+    };
+    if attempt.outcome == Outcome::Success {
+        attempt.exit_code = Some(0);
+    }
+    None
+}
+
+/// Why a log or an output could not be stored.
+#[derive(Debug, thiserror::Error)]
+enum KeepError {
+    #[error("cannot store the log {}", path.display())]
+    Log {
+        path: PathBuf,
+        #[source]
+        source: bridge_vault::BlobError,
+    },
+    #[error("cannot collect the outputs")]
+    Collect(#[source] bridge_exec::OutputError),
+    #[error("cannot store the output {path}")]
+    Output {
+        path: String,
+        #[source]
+        source: bridge_vault::BlobError,
+    },
+}
+
+struct Kept {
+    stdout: Option<String>,
+    stderr: Option<String>,
+    outputs: BTreeMap<String, String>,
+    warning: Option<String>,
+}
+
+/// Stores the logs and the declared outputs as blobs.
+fn keep(
+    vault: &Vault,
+    dir: &Path,
+    spec: &TaskSpec,
+    lens: (u64, u64),
+    paths: &(PathBuf, PathBuf),
+    placement: &Placement,
+) -> Result<Kept, KeepError> {
+    let blob = |len: u64, path: &Path| -> Result<Option<String>, KeepError> {
+        if len == 0 {
+            return Ok(None);
+        }
+        let (_, id) = vault
+            .put_blob_file(path, placement)
+            .map_err(|e| KeepError::Log {
+                path: path.to_path_buf(),
+                source: e,
+            })?;
+        Ok(Some(id.as_str().to_owned()))
+    };
+    let stdout = blob(lens.0, &paths.0)?;
+    let stderr = blob(lens.1, &paths.1)?;
+    let mut outputs = BTreeMap::new();
+    let mut warning = None;
+    if !spec.outputs.is_empty() {
+        let found = bridge_exec::collect_outputs(dir, &spec.outputs).map_err(KeepError::Collect)?;
+        if found.is_empty() {
+            warning = Some(format!(
+                "no file matched the outputs {}",
+                spec.outputs.join(", ")
+            ));
+        }
+        for o in found {
+            let (_, id) =
+                vault
+                    .put_blob_file(&o.path, placement)
+                    .map_err(|e| KeepError::Output {
+                        path: o.rel_path.clone(),
+                        source: e,
+                    })?;
+            outputs.insert(o.rel_path, id.as_str().to_owned());
+        }
+    }
+    Ok(Kept {
+        stdout,
+        stderr,
+        outputs,
+        warning,
+    })
+}
+
+/// Why a stored spec cannot be run (see [`check_runnable`]).
+#[derive(Debug, thiserror::Error)]
+pub enum RunnableError {
+    /// It breaks one of the model's limits.
+    #[error(transparent)]
+    Spec(#[from] bridge_model::SpecError),
+    /// An output glob does not compile.
+    #[error(transparent)]
+    Outputs(#[from] bridge_exec::OutputError),
+}
+
+/// Every check a spec must pass to be run: the model's limits and output
+/// globs that compile. `submit` refuses what fails it, and a worker records
+/// an `error` attempt for a stored spec that fails it: one function, so the
+/// two can never disagree.
+pub fn check_runnable(spec: &TaskSpec) -> Result<(), RunnableError> {
+    spec.check()?;
+    bridge_exec::check_output_globs(&spec.outputs)?;
+    Ok(())
+}
+
+/// A task's temporary folder (its `TMPDIR`), removed when the attempt
+/// ends, whichever way it ends.
+struct TaskTmp(PathBuf);
+
+impl Drop for TaskTmp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The process a stored task runs as, once its spec is checked against
+/// every limit (issue 12, item 10): the one place a spec becomes a command,
+/// so that no stored spec can make the worker panic further on. `paths` are
+/// the working folder and the two log files.
+pub(super) fn task_command(
+    spec: &TaskSpec,
+    id: &TaskId,
+    key: &str,
+    device: &str,
+    paths: (&Path, &Path, &Path),
+) -> Result<TaskCommand, RunnableError> {
+    check_runnable(spec)?;
+    let (workdir, stdout_path, stderr_path) = paths;
+    Ok(TaskCommand {
+        program: match &spec.command {
+            Command::Shell { shell, script } => Program::Shell {
+                shell: shell.clone(),
+                script: script.clone(),
+            },
+            Command::Argv(argv) => Program::Argv(argv.clone()),
+        },
+        env: task_env(spec, id, key, device),
+        workdir: workdir.to_path_buf(),
+        timeout: Duration::from_secs(spec.timeout_s),
+        stdout_path: stdout_path.to_path_buf(),
+        stderr_path: stderr_path.to_path_buf(),
+        tail_bytes: TAIL_BYTES,
+        kill_grace: KILL_GRACE,
+        supervisor: None,
+    })
+}
+
+/// The environment of a task: a few variables of the worker's own (never its
+/// secrets), bridge's, then the task's.
+fn task_env(spec: &TaskSpec, id: &TaskId, key: &str, device: &str) -> BTreeMap<String, String> {
+    const PASS: &[&str] = &[
+        "PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TERM", "TMPDIR", "TZ",
+        "SHELL",
+    ];
+    let mut env: BTreeMap<String, String> = PASS
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| ((*k).to_owned(), v)))
+        .collect();
+    env.insert("BRIDGE_TASK_ID".into(), id.to_string());
+    env.insert("BRIDGE_TASK_NAME".into(), spec.name.clone());
+    env.insert("BRIDGE_ATTEMPT".into(), key.to_owned());
+    env.insert("BRIDGE_DEVICE".into(), device.to_owned());
+    for (k, v) in &spec.env {
+        env.insert(k.clone(), v.clone());
+    }
+    env
+}
+
+fn provenance(device: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("device".to_owned(), device.to_owned()),
+        ("os".to_owned(), std::env::consts::OS.to_owned()),
+        ("arch".to_owned(), std::env::consts::ARCH.to_owned()),
+        ("bridge".to_owned(), env!("CARGO_PKG_VERSION").to_owned()),
+    ])
+}
+
+/// An attempt that has not run yet: an `error` until something better is
+/// known.
+pub(super) fn blank_attempt(
+    key: &str,
+    device: &str,
+    extra_provenance: &BTreeMap<String, String>,
+    started_at: Millis,
+) -> Attempt {
+    Attempt {
+        key: key.to_owned(),
+        device: device.to_owned(),
+        started_at,
+        ended_at: started_at,
+        outcome: Outcome::Error,
+        exit_code: None,
+        signal: None,
+        message: None,
+        stdout_tail: String::new(),
+        stderr_tail: String::new(),
+        stdout_blob: None,
+        stderr_blob: None,
+        outputs: BTreeMap::new(),
+        provenance: {
+            let mut p = provenance(device);
+            p.extend(extra_provenance.clone());
+            p
+        },
+    }
+}
+
+/// What a crashed job said, for its attempt's message.
+pub(super) fn panic_message(e: tokio::task::JoinError) -> String {
+    if !e.is_panic() {
+        return e.to_string();
+    }
+    let payload = e.into_panic();
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
+}
+
+/// The one-line detail of an attempt, for progress output.
+pub(super) fn detail_of(a: &Attempt) -> String {
+    match (a.outcome, a.exit_code, a.signal, &a.message) {
+        (_, _, _, Some(m)) => m.clone(),
+        (Outcome::Failed, Some(c), _, _) => format!("exit code {c}"),
+        (Outcome::Failed, _, Some(s), _) => format!("killed by signal {s}"),
+        (Outcome::TimedOut, ..) => "timed out".to_owned(),
+        _ => String::new(),
+    }
+}
+
+/// How this worker starts tasks: on Linux, each under a supervisor (this
+/// executable again, see `bridge_exec::supervisor`) that kills every
+/// process the task leaves behind (issue 12), and the sandbox it runs in
+/// (issue 13, see [`crate::sandbox`]), resolved once per worker. Fails when
+/// `[worker] sandbox = "required"` and the system cannot sandbox tasks.
+pub(super) fn task_supervisor(
+    ws: &crate::workspace::Workspace,
+    runner: bool,
+) -> Result<(Option<bridge_exec::Supervisor>, Arc<Sandbox>), SandboxError> {
+    let program = if cfg!(target_os = "linux") {
+        // The running executable even if its file was replaced since (an
+        // upgrade while a worker runs); its path where /proc is missing.
+        Some(PathBuf::from("/proc/self/exe"))
+            .filter(|p| p.exists())
+            .or_else(|| std::env::current_exe().ok())
+    } else {
+        None
+    };
+    // What no read-only grant may open (see `crate::sandbox`).
+    let mut protected = vec![ws.root.join(crate::workspace::STATE_DIR)];
+    if let Ok(config) = crate::keys::config_dir() {
+        protected.push(config);
+    }
+    if let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        protected.push(PathBuf::from(home).join(".ssh"));
+    }
+    let policy = ws.worker_policy(runner);
+    if !policy.shared_ignored.is_empty() {
+        tracing::warn!(
+            "{} sets [worker] {}, which applies to runners only: this device takes what it lends from {}/{} (its own settings, never shared)",
+            crate::workspace::CONFIG_FILE,
+            policy.shared_ignored.join(", "),
+            crate::workspace::STATE_DIR,
+            crate::workspace::DEVICE_CONFIG_FILE,
+        );
+    }
+    let sandbox = Sandbox::resolve(
+        policy.sandbox.as_deref(),
+        &policy.allow_read,
+        &protected,
+        program.as_deref(),
+    )?;
+    let supervisor = program.map(|program| bridge_exec::Supervisor {
+        program,
+        confinement: None,
+    });
+    Ok((supervisor, Arc::new(sandbox)))
+}

@@ -1,0 +1,842 @@
+//! The worker loop as a [`Worker`] with one method per step: claim a
+//! window, start tasks, look ahead, idle or stop, wait for what comes next
+//! (a task ending, a flush, a lease renewal, a stop, a push), and finish.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bridge_model::{Millis, Outcome, TaskId, doc};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::choose::{fits_before_deadline, prefer_shard, run_here, window_size};
+use super::claims::Claims;
+use super::inputs::need_inputs;
+use super::job::{Finished, Job, Runner, blank_attempt, detail_of, panic_message, task_supervisor};
+use super::{Event, FRESH_SYNC, Hooks, LeftForOthers, LocalFault, WorkOptions, WorkReport};
+use super::{FLUSH_COUNT, LOOKAHEAD_MARGIN, LOOKAHEAD_MIN_MS, STOP_PUSH_LIMIT, WorkerError};
+use crate::clock::Clock;
+use crate::publish::Publisher;
+use crate::shard::Shards;
+use crate::vault::Placement;
+use crate::workarea::WorkArea;
+use crate::workspace::Session;
+use bridge_fetch::{FetchConfig, Fetcher};
+
+/// A worker: what it was given, what it shares with its jobs, and the state
+/// of its loop.
+pub struct Worker<'a> {
+    session: &'a mut Session,
+    opts: &'a WorkOptions,
+    hooks: &'a mut dyn Hooks,
+    publisher: Option<&'a mut Publisher>,
+    clock: Arc<dyn Clock>,
+    shutdown: CancellationToken,
+    /// Tasks run at once (at least one).
+    parallel: usize,
+    lease_ms: Millis,
+    /// This worker's own folder, locked while it lives.
+    _work_area: WorkArea,
+    /// What every job shares.
+    runner: Runner,
+    /// This device's member tag (its own tasks need no sandbox).
+    me: [u8; 8],
+    /// Fired to interrupt the running tasks.
+    stop_tasks: CancellationToken,
+    began: Instant,
+
+    report: WorkReport,
+    claims: Claims,
+    /// Claims waiting for a slot, in order.
+    queue: VecDeque<String>,
+    running: JoinSet<Finished>,
+    /// The task name of each running claim, for progress output.
+    names: HashMap<String, String>,
+    /// Which task each running job is, so that a job that panics still ends
+    /// its task with an `error` attempt instead of stopping the worker.
+    spawned: HashMap<tokio::task::Id, (TaskId, String, Millis)>,
+    claimed_total: usize,
+    /// The average task length so far, in milliseconds.
+    avg_ms: Option<f64>,
+    /// Attempts written to the session but not flushed yet…
+    unflushed_attempts: usize,
+    /// …and when they will be.
+    flush_at: Option<Instant>,
+    renew_at: Instant,
+    stopping: bool,
+    shards: Option<Shards>,
+    warned_names: BTreeSet<String>,
+    told_left: bool,
+    /// The first fault of this machine a task ran into.
+    local: Option<LocalFault>,
+}
+
+/// What a claim window found.
+#[derive(Debug, PartialEq, Eq)]
+enum Window {
+    /// Claims were made (perhaps all lost).
+    Claimed,
+    /// Nothing to claim.
+    Empty,
+    /// Documents the load plan left were read: look again.
+    ReadMore,
+}
+
+/// What to do when nothing runs and nothing waits.
+#[derive(Debug, PartialEq, Eq)]
+enum Idle {
+    /// Look again.
+    Again,
+    /// The run is over.
+    Stop,
+}
+
+impl<'a> Worker<'a> {
+    /// A worker over `session`, reading the time from `clock`: opens its
+    /// folder and resolves its sandbox.
+    pub fn new(
+        session: &'a mut Session,
+        opts: &'a WorkOptions,
+        shutdown: CancellationToken,
+        hooks: &'a mut dyn Hooks,
+        publisher: Option<&'a mut Publisher>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Worker<'a>, WorkerError> {
+        // This worker's own folder; folders killed workers left are removed.
+        let work_area = WorkArea::open(&session.ws.work_dir())?;
+        let (supervisor, sandbox) = task_supervisor(&session.ws, session.is_runner())?;
+        let me = crate::vault::member_tag(session.vault.identity().member_id());
+        let fetcher = Fetcher::new(FetchConfig::from_env()?).with_progress(hooks.downloads());
+        let runner = Runner {
+            vault: session.vault.clone(),
+            fetcher: Arc::new(fetcher),
+            work_dir: work_area.dir().to_owned(),
+            supervisor,
+            sandbox,
+            device: opts.device.clone(),
+            provenance: opts.provenance.clone(),
+            clock: clock.clone(),
+        };
+        Ok(Worker {
+            parallel: opts.parallel.max(1),
+            lease_ms: opts.lease.as_millis() as Millis,
+            _work_area: work_area,
+            runner,
+            me,
+            stop_tasks: CancellationToken::new(),
+            began: Instant::now(),
+            report: WorkReport::default(),
+            claims: Claims::default(),
+            queue: VecDeque::new(),
+            running: JoinSet::new(),
+            names: HashMap::new(),
+            spawned: HashMap::new(),
+            claimed_total: 0,
+            avg_ms: None,
+            unflushed_attempts: 0,
+            flush_at: None,
+            renew_at: Instant::now() + opts.lease / 3,
+            stopping: false,
+            shards: opts.shard.map(|(_, count)| Shards::new(count)),
+            warned_names: BTreeSet::new(),
+            told_left: false,
+            local: None,
+            session,
+            opts,
+            hooks,
+            publisher,
+            clock,
+            shutdown,
+        })
+    }
+
+    /// The first fault of this machine a task ran into, if any.
+    pub fn local_fault(&self) -> Option<&LocalFault> {
+        self.local.as_ref()
+    }
+
+    /// Runs the loop until no task is runnable (or, with `follow`, until
+    /// shutdown or the deadline), then releases what it still holds and
+    /// pushes. A fault of this machine stops it without an error here: see
+    /// [`local_fault`](Self::local_fault).
+    pub async fn run(&mut self) -> Result<WorkReport, WorkerError> {
+        loop {
+            let budget_left = self.budget_left();
+            let mut nothing_runnable = false;
+            if !self.stopping && self.queue.len() < self.parallel && budget_left > 0 {
+                match self.claim_window(budget_left).await? {
+                    Window::ReadMore => continue,
+                    Window::Empty => nothing_runnable = true,
+                    Window::Claimed => {}
+                }
+            }
+            self.start_tasks()?;
+            self.look_ahead(budget_left);
+            if self.running.is_empty() && self.queue.is_empty() {
+                match self.idle(nothing_runnable, budget_left).await? {
+                    Idle::Again => continue,
+                    Idle::Stop => break,
+                }
+            }
+            self.wait().await?;
+            self.after_wait().await?;
+        }
+        self.finish().await?;
+        Ok(std::mem::take(&mut self.report))
+    }
+
+    /// How many more tasks this worker may claim.
+    fn budget_left(&self) -> usize {
+        self.opts
+            .max_tasks
+            .map_or(usize::MAX, |m| m.saturating_sub(self.claimed_total))
+    }
+
+    fn now(&self) -> Millis {
+        self.clock.now_ms()
+    }
+
+    /// Writes the waiting attempts to the replica.
+    fn flush_attempts(&mut self) -> Result<(), WorkerError> {
+        self.session.flush()?;
+        self.unflushed_attempts = 0;
+        self.flush_at = None;
+        Ok(())
+    }
+
+    /// Step 1: claims a window of tasks when the queue runs low, checks the
+    /// claims against other workers' and queues those it won.
+    async fn claim_window(&mut self, budget_left: usize) -> Result<Window, WorkerError> {
+        if self.unflushed_attempts > 0 {
+            // Results first: what other workers re-read must include them.
+            self.flush_attempts()?;
+        }
+        self.look().await?;
+        let now = self.now();
+        let (candidates, stealing) = self.candidates(now);
+        // Before stealing from other shards, read the documents the load
+        // plan left: they hold this shard's tasks too.
+        if (stealing || candidates.is_empty()) && self.session.has_deferred() {
+            self.session.load_more()?;
+            return Ok(Window::ReadMore);
+        }
+        let window = window_size(
+            self.parallel,
+            self.avg_ms,
+            stealing,
+            self.opts.shard.is_some(),
+        );
+        let take = window.min(budget_left).min(candidates.len());
+        if take == 0 {
+            return Ok(Window::Empty);
+        }
+        let mine = self
+            .claims
+            .claim(self.session, &candidates[..take], now, self.lease_ms)?;
+        self.claimed_total += mine.len();
+        self.session.flush()?;
+        if self.check_claims(stealing).await? {
+            let now = self.now();
+            let lost = self.claims.lost(self.session, &mine, now);
+            self.report.lost_claims += lost.len();
+            self.claims.release(self.session, &lost, now)?;
+            self.session.flush()?;
+            self.queue
+                .extend(mine.into_iter().filter(|k| !lost.contains(k)));
+        } else {
+            self.queue.extend(mine);
+        }
+        Ok(Window::Claimed)
+    }
+
+    /// Brings the session up to date before claiming.
+    async fn look(&mut self) -> Result<(), WorkerError> {
+        match self.publisher.as_deref_mut() {
+            // A sync that just ended (the run's first, or the last window's)
+            // shows what there is to claim well enough: the sync after
+            // claiming checks the claims.
+            Some(p) if p.syncing() || !p.synced_within(FRESH_SYNC) => {
+                p.sync(self.session).await?;
+            }
+            _ => {
+                self.session.refresh()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The tasks to claim at `now`, in order, and whether they are stolen
+    /// from other shards; tells the hooks what is left and for whom.
+    fn candidates(&mut self, now: Millis) -> (Vec<TaskId>, bool) {
+        let session = &*self.session;
+        let derived = session.view().derive(now, session.policy);
+        // Built at each look: the roster may have changed meanwhile.
+        let task_policy = session.task_policy(self.opts.run_tasks_from.as_deref());
+        crate::run_policy::warn_unknown_names(&task_policy, &mut self.warned_names);
+        let mut left = LeftForOthers {
+            policy: task_policy.setting(),
+            ..LeftForOthers::default()
+        };
+        let runnable: Vec<TaskId> = session
+            .view()
+            .runnable(&derived, &self.opts.labels)
+            .into_iter()
+            .filter(|id| !self.claims.holds_task(id))
+            .filter(|id| {
+                run_here(
+                    &task_policy,
+                    &self.runner.sandbox,
+                    self.me,
+                    session.view(),
+                    id,
+                    &mut left,
+                )
+            })
+            .filter(|id| fits_before_deadline(session.view(), id, self.avg_ms, self.opts.deadline))
+            .collect();
+        if left.tasks() > 0 && !self.told_left {
+            self.told_left = true;
+            self.hooks.event(Event::LeftForOthers(left.clone()));
+        }
+        self.report.left_for_others = left;
+        self.hooks.event(Event::Backlog {
+            left: runnable.len(),
+        });
+        prefer_shard(
+            runnable,
+            self.opts
+                .shard
+                .map(|(index, _)| index)
+                .zip(self.shards.as_mut()),
+            session.view(),
+        )
+    }
+
+    /// After claiming: reads other workers' claims (pushing ours). Returns
+    /// whether anything new arrived, so that the claims must be checked.
+    ///
+    /// A runner's own shard is claimed by no other runner (shards are
+    /// disjoint), only perhaps by a thief, who syncs after claiming and
+    /// yields to an earlier claim: the owner pushes its claims at once and
+    /// starts without waiting for a sync.
+    async fn check_claims(&mut self, stealing: bool) -> Result<bool, WorkerError> {
+        Ok(match self.publisher.as_deref_mut() {
+            Some(p) if self.opts.shard.is_some() && !stealing => {
+                p.publish_now(self.session);
+                false
+            }
+            Some(p) => p.sync(self.session).await?.is_some_and(|r| r.pulled > 0),
+            None => self.session.refresh()? > 0,
+        })
+    }
+
+    /// Step 2: starts queued tasks while slots are free.
+    fn start_tasks(&mut self) -> Result<(), WorkerError> {
+        while self.running.len() < self.parallel && !self.stopping {
+            let Some(key) = self.queue.pop_front() else {
+                break;
+            };
+            let Some(h) = self.claims.get(&key) else {
+                continue;
+            };
+            // Claims that arrived after this one's window was checked (a
+            // later sync) may have won it, or another worker finished it:
+            // check again, just before it would start.
+            if self
+                .session
+                .view()
+                .claim_lost(&h.task, &key, self.now(), self.session.policy)
+            {
+                self.report.lost_claims += 1;
+                let now = self.now();
+                self.claims
+                    .release(self.session, std::slice::from_ref(&key), now)?;
+                continue;
+            }
+            let Some(task) = self.session.view().get(&h.task) else {
+                continue;
+            };
+            let spec = task.spec.clone();
+            let id = h.task.clone();
+            let placement = Placement::Batch(h.doc.batch().clone());
+            let need_inputs = need_inputs(self.session.view(), &spec);
+            self.names.insert(key.clone(), spec.name.clone());
+            self.hooks.event(Event::Started {
+                name: spec.name.clone(),
+            });
+            let job = Job {
+                runner: self.runner.clone(),
+                id: id.clone(),
+                key: key.clone(),
+                spec,
+                need_inputs,
+                placement,
+            };
+            let handle = self.running.spawn(job.run(self.stop_tasks.clone()));
+            self.spawned.insert(handle.id(), (id, key, self.now()));
+            let began = self.began;
+            self.report
+                .first_started_ms
+                .get_or_insert_with(|| began.elapsed().as_millis() as u64);
+        }
+        Ok(())
+    }
+
+    /// Step 2b: when the claimed tasks left would all have started within
+    /// about a sync's time, syncs in the background, so that the next window
+    /// (or finding that nothing is left) does not keep the slots waiting for
+    /// the remote.
+    fn look_ahead(&mut self, budget_left: usize) {
+        if !self.stopping
+            && budget_left > 0
+            && !self.running.is_empty()
+            && let (Some(p), Some(task_ms)) = (self.publisher.as_deref_mut(), self.avg_ms)
+            && !p.syncing()
+            && !p.synced_within(FRESH_SYNC)
+        {
+            let left_ms = self.queue.len() as f64 * task_ms / self.parallel as f64;
+            let sync_ms =
+                (p.last_sync().as_secs_f64() * 1000.0 * LOOKAHEAD_MARGIN).max(LOOKAHEAD_MIN_MS);
+            if left_ms <= sync_ms {
+                p.start_sync(self.session);
+            }
+        }
+    }
+
+    /// Step 3: nothing runs and nothing waits. Reads more documents, stops,
+    /// or (with `follow`) waits for the next look.
+    async fn idle(
+        &mut self,
+        nothing_runnable: bool,
+        budget_left: usize,
+    ) -> Result<Idle, WorkerError> {
+        // The load plan left documents unread: read more before concluding
+        // there is nothing to do.
+        if nothing_runnable && !self.stopping && budget_left > 0 && self.session.has_deferred() {
+            self.session.load_more()?;
+            return Ok(Idle::Again);
+        }
+        if self.stopping || budget_left == 0 || (nothing_runnable && !self.opts.follow) {
+            return Ok(Idle::Stop);
+        }
+        if nothing_runnable {
+            self.session.flush()?;
+            // Nothing runs: a good moment for a long-lived worker to start
+            // again from compact documents.
+            if self.session.reload_due()? {
+                tracing::debug!("reloading the documents to keep memory flat");
+                // Compact the local replica first, so the reload reads
+                // snapshots; the remote gets them with the next sync.
+                crate::compact::auto(
+                    &self.session.vault,
+                    &self.session.ws.replica,
+                    None,
+                    usize::MAX,
+                    &|_| true,
+                );
+                self.session.reload()?;
+            }
+            if self.publisher.is_none() {
+                self.hooks.idle(self.session).map_err(WorkerError::Hook)?;
+            }
+            self.hooks.event(Event::Idle);
+            tokio::select! {
+                _ = tokio::time::sleep(self.opts.poll) => {}
+                _ = self.shutdown.cancelled() => { self.stopping = true; }
+            }
+        }
+        // Otherwise every claim of the window was lost: look again.
+        Ok(Idle::Again)
+    }
+
+    /// Step 4: waits for something to happen (a task ending, the flush
+    /// delay, the lease renewal, a stop, a push ending or falling due) and
+    /// handles it.
+    async fn wait(&mut self) -> Result<(), WorkerError> {
+        let flush_deadline = self
+            .flush_at
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        let stop_at = self
+            .opts
+            .deadline
+            .map_or_else(|| Instant::now() + Duration::from_secs(86_400), |(d, _)| d);
+        let pushing = self.publisher.as_ref().is_some_and(|p| p.busy());
+        let push_due = self.publisher.as_ref().and_then(|p| p.due());
+        let has_deadline = self.opts.deadline.is_some();
+        let stopping = self.stopping;
+        let mut stop_now = false;
+        tokio::select! {
+            Some(joined) = self.running.join_next_with_id(), if !self.running.is_empty() => {
+                stop_now = self.collect(joined)?;
+            }
+            _ = tokio::time::sleep_until(flush_deadline), if self.flush_at.is_some() => {
+                self.flush_attempts()?;
+            }
+            _ = tokio::time::sleep_until(self.renew_at) => self.renew()?,
+            _ = self.shutdown.cancelled(), if !stopping => stop_now = true,
+            _ = tokio::time::sleep_until(stop_at), if has_deadline && !stopping => stop_now = true,
+            _ = async {
+                match self.publisher.as_deref_mut() {
+                    Some(p) => p.in_flight_done().await,
+                    None => std::future::pending().await,
+                }
+            }, if pushing => {}
+            // Queued results waiting for the push interval.
+            _ = tokio::time::sleep_until(push_due.unwrap_or(stop_at)), if push_due.is_some() => {
+                if let Some(p) = self.publisher.as_deref_mut() {
+                    p.push_if_due();
+                }
+            }
+        }
+        if stop_now {
+            self.stop()?;
+        }
+        Ok(())
+    }
+
+    /// A job ended: records its attempt, or (the machine's fault) releases
+    /// its claim. Returns whether the worker must stop.
+    fn collect(
+        &mut self,
+        joined: Result<(tokio::task::Id, Finished), tokio::task::JoinError>,
+    ) -> Result<bool, WorkerError> {
+        let finished = match joined {
+            Ok((job, f)) => {
+                self.spawned.remove(&job);
+                f
+            }
+            // A bug that a stored task can trigger must not stop the pool
+            // (issue 12, item 10): the task gets an `error` attempt, the
+            // others go on.
+            Err(e) => {
+                let Some((id, key, started_at)) = self.spawned.remove(&e.id()) else {
+                    return Err(WorkerError::RunnerCrashed(e));
+                };
+                let reason = panic_message(e);
+                tracing::error!(task = %id, %reason, "running the task crashed; recorded as an error");
+                let mut attempt =
+                    blank_attempt(&key, &self.opts.device, &self.opts.provenance, started_at);
+                attempt.ended_at = self.now();
+                attempt.message = Some(format!("the worker could not run this task: {reason}"));
+                Finished {
+                    id,
+                    key,
+                    attempt,
+                    fault: None,
+                }
+            }
+        };
+        let Finished {
+            id,
+            key,
+            attempt,
+            fault,
+        } = finished;
+        if let Some(fault) = fault {
+            // Not the task's failure: nothing recorded, the claim released
+            // (best effort: the disk may be full; then the lease runs out),
+            // and no more claims from this machine.
+            tracing::debug!(task = %id, "this machine cannot run tasks: {}", fault.0);
+            self.names.remove(&key);
+            let now = self.now();
+            if let Err(e) = self
+                .claims
+                .release(self.session, std::slice::from_ref(&key), now)
+            {
+                tracing::debug!("cannot release the claim {key}: {e}");
+            }
+            self.local.get_or_insert(fault);
+            return Ok(!self.stopping);
+        }
+        let Some(h) = self.claims.remove(&key) else {
+            return Ok(false);
+        };
+        let ms = attempt.ended_at - attempt.started_at;
+        self.avg_ms = Some(match self.avg_ms {
+            None => ms as f64,
+            Some(a) => 0.8 * a + 0.2 * ms as f64,
+        });
+        match attempt.outcome {
+            Outcome::Success => self.report.done += 1,
+            Outcome::Interrupted => self.report.interrupted += 1,
+            _ => self.report.failed += 1,
+        }
+        let detail = detail_of(&attempt);
+        let outcome = attempt.outcome;
+        let tails = (attempt.stdout_tail.clone(), attempt.stderr_tail.clone());
+        self.session
+            .change(&h.doc, attempt.ended_at, "attempt", |d| {
+                doc::put_attempt(d, &id, &attempt)
+            })?;
+        self.session.view_mut().note_attempt(&id, attempt);
+        self.unflushed_attempts += 1;
+        if self.flush_at.is_none() {
+            self.flush_at = Some(Instant::now() + self.opts.flush_delay);
+        }
+        self.hooks.event(Event::Finished {
+            name: self.names.remove(&key).unwrap_or_default(),
+            id,
+            outcome,
+            detail,
+            ms,
+            tails,
+        });
+        Ok(false)
+    }
+
+    /// Extends the lease of every held claim.
+    fn renew(&mut self) -> Result<(), WorkerError> {
+        let now = self.now();
+        self.claims.renew(self.session, now, now + self.lease_ms)?;
+        self.session.flush()?;
+        self.renew_at = Instant::now() + self.opts.lease / 3;
+        Ok(())
+    }
+
+    /// Stops: interrupts running tasks (their attempts are recorded as
+    /// interrupted when they end) and gives up the waiting claims.
+    fn stop(&mut self) -> Result<(), WorkerError> {
+        self.stopping = true;
+        self.stop_tasks.cancel();
+        let waiting: Vec<String> = self.queue.drain(..).collect();
+        let now = self.now();
+        self.claims.release(self.session, &waiting, now)?;
+        self.session.flush()?;
+        Ok(())
+    }
+
+    /// After each wait: flushes a full group of attempts, applies a
+    /// look-ahead sync that ended, and pushes what was flushed.
+    async fn after_wait(&mut self) -> Result<(), WorkerError> {
+        if self.unflushed_attempts >= FLUSH_COUNT {
+            self.flush_attempts()?;
+        }
+        if let Some(p) = self.publisher.as_deref_mut() {
+            // A look-ahead sync that ended: apply what it pulled now, while
+            // tasks run, rather than when the slots are waiting for it.
+            if p.ahead_ready() {
+                p.sync(self.session).await?;
+            }
+            p.publish(self.session);
+        }
+        Ok(())
+    }
+
+    /// The end of the run: releases the claims still waiting, flushes, and
+    /// pushes (for a short while only when stopping).
+    async fn finish(&mut self) -> Result<(), WorkerError> {
+        let waiting: Vec<String> = self.queue.drain(..).collect();
+        let now = self.now();
+        self.claims.release(self.session, &waiting, now)?;
+        self.session.flush()?;
+        if let Some(p) = self.publisher.as_deref_mut() {
+            if self.stopping {
+                // Stopping on a signal or at the deadline: the runner's
+                // grace period is short (GitHub kills 10 s after SIGINT).
+                // What does not make it is in the local replica and goes
+                // with the next sync.
+                let _ = tokio::time::timeout(STOP_PUSH_LIMIT, p.flush(self.session)).await;
+            } else {
+                p.flush(self.session).await;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bridge_model::Status;
+
+    use super::*;
+    use crate::clock::{ManualClock, SystemClock};
+    use crate::worker::claiming_tests::{
+        LEASE_MS, Pool, Recorder, options, refresh, runtime, status, submit,
+    };
+
+    #[test]
+    fn a_window_claims_one_task_per_slot_until_tasks_are_timed() {
+        let pool = Pool::new();
+        let mut a = pool.session();
+        let clock = ManualClock::at(SystemClock.now_ms());
+        let ids = submit(&mut a, &["t1", "t2", "t3", "t4", "t5"], clock.now_ms());
+        let opts = options(2);
+        let mut hooks = Recorder::default();
+        runtime().block_on(async {
+            let mut worker = Worker::new(
+                &mut a,
+                &opts,
+                CancellationToken::new(),
+                &mut hooks,
+                None,
+                clock.clone(),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            let window = worker.claim_window(worker.budget_left()).await;
+            assert!(matches!(window, Ok(Window::Claimed)), "{window:?}");
+            assert_eq!((worker.queue.len(), worker.claimed_total), (2, 2));
+            // The best two (same priority and batch: by name) are claimed.
+            let claimed: Vec<&TaskId> = worker
+                .queue
+                .iter()
+                .filter_map(|k| worker.claims.get(k).map(|h| &h.task))
+                .collect();
+            assert_eq!(claimed, vec![&ids[0], &ids[1]]);
+            assert_eq!(
+                status(worker.session, &ids[0], clock.now_ms()),
+                Status::Running
+            );
+            // Timed tasks of 100 ms: about two seconds of work per slot.
+            worker.avg_ms = Some(100.0);
+            let window = worker.claim_window(worker.budget_left()).await;
+            assert!(matches!(window, Ok(Window::Claimed)), "{window:?}");
+            assert_eq!(worker.queue.len(), 5);
+            // Nothing left to claim.
+            let window = worker.claim_window(worker.budget_left()).await;
+            assert!(matches!(window, Ok(Window::Empty)), "{window:?}");
+        });
+        assert!(
+            hooks
+                .events
+                .iter()
+                .any(|e| matches!(e, Event::Backlog { left: 5 }))
+        );
+    }
+
+    #[test]
+    fn with_a_remote_the_claims_of_a_window_are_synced_to_it() {
+        let pool = Pool::new();
+        let mut a = pool.session();
+        let clock = ManualClock::at(SystemClock.now_ms());
+        submit(&mut a, &["t1", "t2"], clock.now_ms());
+        let opts = options(2);
+        let mut hooks = Recorder::default();
+        let remote = Box::new(bridge_store::remote::MemRemote::new());
+        let mut publisher = Publisher::new(remote, a.ws.replica.clone());
+        runtime().block_on(async {
+            let mut worker = Worker::new(
+                &mut a,
+                &opts,
+                CancellationToken::new(),
+                &mut hooks,
+                Some(&mut publisher),
+                clock.clone(),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            let window = worker.claim_window(worker.budget_left()).await;
+            assert!(matches!(window, Ok(Window::Claimed)), "{window:?}");
+            assert_eq!(worker.queue.len(), 2);
+            assert_eq!(worker.report.lost_claims, 0);
+        });
+        // The sync before claiming pushed the tasks, the one after pushed
+        // the claims.
+        assert_eq!(publisher.pushes, 2);
+    }
+
+    #[test]
+    fn max_tasks_bounds_the_claims() {
+        let pool = Pool::new();
+        let mut a = pool.session();
+        let clock = ManualClock::at(SystemClock.now_ms());
+        submit(&mut a, &["t1", "t2", "t3"], clock.now_ms());
+        let mut opts = options(4);
+        opts.max_tasks = Some(1);
+        let mut hooks = Recorder::default();
+        runtime().block_on(async {
+            let mut worker = Worker::new(
+                &mut a,
+                &opts,
+                CancellationToken::new(),
+                &mut hooks,
+                None,
+                clock.clone(),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            let window = worker.claim_window(worker.budget_left()).await;
+            assert!(matches!(window, Ok(Window::Claimed)), "{window:?}");
+            assert_eq!(worker.queue.len(), 1);
+            assert_eq!(worker.budget_left(), 0);
+        });
+    }
+
+    #[test]
+    fn a_claim_lost_before_its_task_starts_is_released_not_run() {
+        let pool = Pool::new();
+        let mut a = pool.session();
+        let clock = ManualClock::at(SystemClock.now_ms());
+        let ids = submit(&mut a, &["t1", "t2"], clock.now_ms());
+        let mut b = pool.session();
+        let opts = options(2);
+        let mut hooks = Recorder::default();
+        runtime().block_on(async {
+            let mut worker = Worker::new(
+                &mut a,
+                &opts,
+                CancellationToken::new(),
+                &mut hooks,
+                None,
+                clock.clone(),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            let window = worker.claim_window(worker.budget_left()).await;
+            assert!(matches!(window, Ok(Window::Claimed)), "{window:?}");
+            // Another process claimed the first task earlier (its clock is
+            // behind): this worker sees it after its window was checked.
+            let mut theirs = Claims::default();
+            theirs
+                .claim(&mut b, &ids[..1], clock.now_ms() - 10, LEASE_MS)
+                .unwrap_or_else(|e| panic!("{e}"));
+            b.flush().unwrap_or_else(|e| panic!("{e}"));
+            refresh(worker.session);
+            // Tasks started now end at once, without a process.
+            worker.stop_tasks.cancel();
+            worker.start_tasks().unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(worker.report.lost_claims, 1);
+            assert!(!worker.claims.holds_task(&ids[0]));
+            assert_eq!(worker.running.len(), 1);
+            // The other one ends interrupted, and its attempt is recorded.
+            worker.wait().await.unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(worker.report.interrupted, 1);
+            assert_eq!(worker.unflushed_attempts, 1);
+            assert!(!worker.claims.holds_task(&ids[1]));
+        });
+    }
+
+    #[test]
+    fn renewing_extends_every_held_lease_and_stopping_releases_the_waiting_claims() {
+        let pool = Pool::new();
+        let mut a = pool.session();
+        let clock = ManualClock::at(SystemClock.now_ms());
+        let ids = submit(&mut a, &["t1"], clock.now_ms());
+        let mut b = pool.session();
+        let opts = options(1);
+        let mut hooks = Recorder::default();
+        runtime().block_on(async {
+            let mut worker = Worker::new(
+                &mut a,
+                &opts,
+                CancellationToken::new(),
+                &mut hooks,
+                None,
+                clock.clone(),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            let window = worker.claim_window(worker.budget_left()).await;
+            assert!(matches!(window, Ok(Window::Claimed)), "{window:?}");
+            // Renewed a third of the lease later, the claim outlives its
+            // first lease.
+            clock.advance(LEASE_MS / 3);
+            worker.renew().unwrap_or_else(|e| panic!("{e}"));
+            refresh(&mut b);
+            clock.advance(LEASE_MS);
+            assert_eq!(status(&b, &ids[0], clock.now_ms()), Status::Running);
+            // Stopping gives it back at once.
+            worker.stop().unwrap_or_else(|e| panic!("{e}"));
+            assert!(worker.stopping && worker.queue.is_empty());
+        });
+        refresh(&mut b);
+        assert_eq!(status(&b, &ids[0], clock.now_ms()), Status::Pending);
+    }
+}
