@@ -5,8 +5,9 @@
 //! and can be started ahead, in the background, when it will soon need to
 //! (pushes wait for it: its files would race the sync's).
 //!
-//! When the remote is unreachable, silent past the stall timeout, or full,
-//! the names stay queued: results live in the local replica and land with
+//! What to push is the replica's one outbox ([`bridge_store::Outbox`]),
+//! which every write path fills. When the remote is unreachable, silent
+//! past the stall timeout, or full, the names stay queued there: results live in the local replica and land with
 //! the next push that goes through (or the sync at the end). Nothing is
 //! dropped. The first failure is told once; pushes and claim-window syncs
 //! then wait 2 s, doubling up to a minute, before trying the remote again
@@ -54,7 +55,6 @@ struct Ahead {
 pub struct Publisher {
     remote: Arc<dyn Remote>,
     replica: Replica,
-    pending: Vec<String>,
     in_flight: Option<JoinHandle<PushResult>>,
     /// Pushes that went through.
     pub pushes: usize,
@@ -114,7 +114,6 @@ impl Publisher {
         Publisher {
             remote: Arc::from(remote),
             replica,
-            pending: Vec::new(),
             in_flight: None,
             pushes: 0,
             failures: 0,
@@ -129,26 +128,23 @@ impl Publisher {
         }
     }
 
-    /// Queues what `session` wrote since the last call and starts a push if
-    /// none is under way.
-    pub fn publish(&mut self, session: &mut Session) {
-        // Blobs first: a reader that gets a chunk should find its blobs.
-        self.pending.extend(session.vault.take_written_blobs());
-        self.pending.extend(session.take_written());
+    /// Starts pushing what the replica's outbox holds (everything written
+    /// since the last push, blobs first) if no push is under way.
+    pub fn publish(&mut self) {
         self.start_if_idle();
     }
 
-    /// Queues what `session` wrote and pushes it as soon as the push under
-    /// way (if any) ends, whatever the interval: claims, which other
-    /// runners must see before they steal.
-    pub fn publish_now(&mut self, session: &mut Session) {
+    /// Pushes what the outbox holds as soon as the push under way (if any)
+    /// ends, whatever the interval: claims, which other runners must see
+    /// before they steal.
+    pub fn publish_now(&mut self) {
         self.started_at = None;
         self.failed_at = None;
-        self.publish(session);
+        self.publish();
     }
 
     fn start_if_idle(&mut self) {
-        if self.in_flight.is_some() || self.pending.is_empty() || self.ahead_running() {
+        if self.in_flight.is_some() || self.replica.outbox().is_empty() || self.ahead_running() {
             return;
         }
         if self
@@ -158,7 +154,7 @@ impl Publisher {
             return;
         }
         self.started_at = Some(std::time::Instant::now());
-        let names = std::mem::take(&mut self.pending);
+        let names = self.replica.outbox().take();
         let remote = self.remote.clone();
         let replica = self.replica.clone();
         self.in_flight = Some(tokio::task::spawn_blocking(move || {
@@ -178,7 +174,7 @@ impl Publisher {
     /// interval has passed since the last push started (see [`PUSH_SHARE`]),
     /// nor [`RETRY_AFTER`] after a failure.
     pub fn due(&self) -> Option<tokio::time::Instant> {
-        if self.in_flight.is_some() || self.pending.is_empty() || self.ahead_running() {
+        if self.in_flight.is_some() || self.replica.outbox().is_empty() || self.ahead_running() {
             return None;
         }
         let mut wait = std::time::Duration::ZERO;
@@ -228,8 +224,6 @@ impl Publisher {
             tracing::debug!("the sync ahead failed: {e}");
         }
         self.settle().await;
-        self.pending.extend(session.vault.take_written_blobs());
-        self.pending.extend(session.take_written());
         // The last push goes now, whatever the interval.
         self.failed_at = None;
         self.started_at = None;
@@ -280,6 +274,10 @@ impl Publisher {
             Some(done) => done,
             None => ahead.handle.await,
         };
+        // What this sync was to push stays queued unless it went through.
+        if !matches!(done, Ok((Ok(_), _))) {
+            self.replica.outbox().put_back(queued);
+        }
         let (result, took) = done.map_err(PublishError::SyncCrashed)?;
         self.last_sync = took;
         match result {
@@ -295,7 +293,6 @@ impl Publisher {
                 Ok(Some(report))
             }
             Err(SyncError::Remote(e)) if e.is_remote_wide() => {
-                self.pending.extend(queued);
                 self.went_offline(&e);
                 // What was pulled before the push failed (a full remote
                 // fails on the push) is in the replica.
@@ -344,9 +341,7 @@ impl Publisher {
     /// lacks (the queue is kept only in case it fails) and pulls what the
     /// replica lacks.
     fn spawn_sync(&mut self, session: &mut Session) -> Ahead {
-        let mut queued = std::mem::take(&mut self.pending);
-        queued.extend(session.vault.take_written_blobs());
-        queued.extend(session.take_written());
+        let queued = self.replica.outbox().take();
         let remote = self.remote.clone();
         let replica = self.replica.clone();
         let vault = session.vault.clone();
@@ -365,7 +360,7 @@ impl Publisher {
 
     /// Whether files wait to be pushed (queued, or failed to go).
     pub fn has_pending(&self) -> bool {
-        !self.pending.is_empty() || self.in_flight.is_some() || self.ahead.is_some()
+        !self.replica.outbox().is_empty() || self.in_flight.is_some() || self.ahead.is_some()
     }
 
     /// Whether the last sync ended less than `age` ago.
@@ -426,9 +421,8 @@ impl Publisher {
                 // Any failure (unreachable, full, repository gone, token
                 // refused) waits before the next try instead of spinning.
                 self.went_offline(&e);
-                // Keep them for the next push; order does not matter for a
-                // set of immutable files.
-                self.pending.extend(names);
+                // Keep them for the next push, ahead of newer files.
+                self.replica.outbox().put_back(names);
             }
             Err(e) => tracing::warn!("the push task crashed: {e}"),
         }
@@ -440,12 +434,9 @@ impl Publisher {
 
 /// The bytes of a store file in the replica, by store name.
 fn read_store_file(replica: &Replica, name: &str) -> Option<Vec<u8>> {
-    if let Some(rest) = name.strip_prefix("chunks/") {
-        let (doc, file) = rest.split_once('/')?;
-        return replica.read_chunk(doc, file).ok();
-    }
-    let hash = name.strip_prefix("blobs/")?.strip_suffix(".blob")?;
-    replica.read_blob(&hash.parse().ok()?).ok()
+    // Any store file (chunk, snapshot, blob): the replica read as a folder
+    // remote checks the name.
+    replica.as_remote().read(name).ok()
 }
 
 /// How long to wait after `failures` failed exchanges in a row.
@@ -475,5 +466,75 @@ mod tests {
         let waits: Vec<u64> = (1..=8).map(|n| retry_after(n).as_secs()).collect();
         assert_eq!(waits, vec![2, 4, 8, 16, 32, 60, 60, 60]);
         assert_eq!(retry_after(u32::MAX), RETRY_AFTER_MAX);
+    }
+
+    fn replica(dir: &std::path::Path) -> Replica {
+        Replica::init(&dir.join("store"), "ws").unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn a_push_drains_the_outbox_blobs_and_documents_alike() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let replica = replica(dir.path());
+        let blob = replica
+            .put_blob_bytes(b"an output")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let chunk = replica
+            .write_chunk("d1", b"a chunk")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let snap = replica
+            .write_doc_file(bridge_store::DocFolder::Snapshots, "d1", b"a snapshot")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let remote = bridge_store::remote::MemRemote::new();
+        let mut publisher = Publisher::new(Box::new(remote), replica.clone());
+        assert!(publisher.has_pending());
+        runtime().block_on(async {
+            publisher.publish_now();
+            publisher.settle().await;
+        });
+        assert!(!publisher.has_pending());
+        assert!(replica.outbox().is_empty());
+        assert_eq!(publisher.pushes, 1);
+        let names = publisher.remote().list().unwrap_or_else(|e| panic!("{e}"));
+        for name in [
+            blob.store_name(),
+            format!("chunks/d1/{chunk}"),
+            format!("snapshots/d1/{snap}"),
+        ] {
+            assert!(names.contains(&name), "{name} was not pushed: {names:?}");
+        }
+    }
+
+    #[test]
+    fn what_a_failed_push_took_goes_back_to_the_outbox() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let replica = replica(dir.path());
+        let chunk = replica
+            .write_chunk("d1", b"a chunk")
+            .unwrap_or_else(|e| panic!("{e}"));
+        // A folder remote whose folder is not there.
+        let remote = bridge_store::DirRemote::new(dir.path().join("unplugged"));
+        let mut publisher = Publisher::new(Box::new(remote), replica.clone());
+        runtime().block_on(async {
+            publisher.publish_now();
+            publisher.settle().await;
+        });
+        assert_eq!((publisher.pushes, publisher.failures), (0, 1));
+        assert!(publisher.offline);
+        // Written while the remote was away: queued behind the failed one.
+        let later = replica
+            .put_blob_bytes(b"later")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            replica.outbox().take(),
+            vec![later.store_name(), format!("chunks/d1/{chunk}")]
+        );
     }
 }

@@ -100,7 +100,28 @@ pub fn sync(
 /// snapshots that a snapshot provably contains). Those are neither pulled
 /// nor pushed, so a device that missed a compaction does not bring back
 /// what it removed.
+///
+/// A sync sends everything the replica's [outbox](crate::Outbox) holds (and
+/// more): a sync that succeeds empties it of what was queued when it began;
+/// one that fails leaves it queued.
 pub fn sync_with(
+    replica: &Replica,
+    remote: &dyn Remote,
+    progress: &mut dyn FnMut(SyncProgress),
+    redundant: &mut dyn FnMut(&Replica, &BTreeSet<String>) -> BTreeSet<String>,
+) -> Result<SyncReport, SyncError> {
+    // Taken before the replica is listed, so each of these is pushed below
+    // unless the remote has it or it is redundant.
+    let queued = replica.outbox().take();
+    let result = exchange(replica, remote, progress, redundant);
+    if result.is_err() {
+        replica.outbox().put_back(queued);
+    }
+    result
+}
+
+/// [`sync_with`]'s exchange of files.
+fn exchange(
     replica: &Replica,
     remote: &dyn Remote,
     progress: &mut dyn FnMut(SyncProgress),

@@ -56,11 +56,7 @@ impl Vault {
             .replica
             .put_blob_bytes(&sealed)
             .map_err(BlobError::Store)?;
-        // Queued for the worker's next push, which sends blobs before the
-        // chunks that name them.
-        if let Ok(mut written) = self.written_blobs.lock() {
-            written.push(id.store_name());
-        }
+        // The replica's outbox queues it for the next push, blobs first.
         Ok((hex::encode(Sha256::digest(bytes)), id))
     }
 
@@ -150,13 +146,5 @@ impl Vault {
             source,
         })?;
         Ok(())
-    }
-
-    /// Store names of the blobs written since the last call.
-    pub fn take_written_blobs(&self) -> Vec<String> {
-        self.written_blobs
-            .lock()
-            .map(|mut w| std::mem::take(&mut *w))
-            .unwrap_or_default()
     }
 }

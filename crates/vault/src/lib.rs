@@ -129,8 +129,6 @@ pub struct Vault {
     grant_files: usize,
     /// Automerge actor (hex) → the member that signed it, and their role.
     bindings: Mutex<HashMap<String, (MemberId, Role)>>,
-    /// Store names of blobs written since the last `take_written_blobs`.
-    written_blobs: Mutex<Vec<String>>,
     /// Verified snapshots opened by this process, by store name.
     snapshot_indexes: Mutex<HashMap<String, Arc<SnapshotIndex>>>,
     /// Digests of local chunk files' signed envelopes, by store name.
@@ -183,7 +181,6 @@ impl Vault {
             submitters: Mutex::new(BTreeMap::new()),
             grant_files: 0,
             bindings: Mutex::new(HashMap::new()),
-            written_blobs: Mutex::new(Vec::new()),
             snapshot_indexes: Mutex::new(HashMap::new()),
             chunk_digests: Mutex::new(HashMap::new()),
         }

@@ -324,7 +324,7 @@ impl<'a> Worker<'a> {
     async fn check_claims(&mut self, stealing: bool) -> Result<bool, WorkerError> {
         Ok(match self.publisher.as_deref_mut() {
             Some(p) if self.opts.shard.is_some() && !stealing => {
-                p.publish_now(self.session);
+                p.publish_now();
                 false
             }
             Some(p) => p.sync(self.session).await?.is_some_and(|r| r.pulled > 0),
@@ -619,7 +619,7 @@ impl<'a> Worker<'a> {
             if p.ahead_ready() {
                 p.sync(self.session).await?;
             }
-            p.publish(self.session);
+            p.publish();
         }
         Ok(())
     }

@@ -142,8 +142,6 @@ pub struct Session {
     view: View,
     seq: u64,
     warned: BTreeSet<String>,
-    /// Store names of chunks written since the last [`take_written`](Self::take_written).
-    written: Vec<String>,
     /// When the documents were (re)loaded.
     /// On this session's clock (so a test can make a reload fall due).
     loaded_at: Millis,
@@ -245,7 +243,6 @@ impl Session {
             view: View::new(),
             seq: 0,
             warned: BTreeSet::new(),
-            written: Vec::new(),
             loaded_at: clock.now_ms(),
             plan,
             open_loaded: 0,
@@ -296,13 +293,9 @@ impl Session {
                 Err(e) => tracing::warn!("cannot rotate the key of private batch {batch}: {e}"),
             }
         }
-        // Pushed with this process's other files.
-        let new: Vec<String> = listed(self)
-            .difference(&before)
-            .map(|n| format!("chunks/{AUDIENCE_DOC}/{n}"))
-            .collect();
-        self.rotated |= !new.is_empty();
-        self.written.extend(new);
+        // The replica's outbox has the new grants: they are pushed with this
+        // process's other files.
+        self.rotated |= listed(self).difference(&before).next().is_some();
         self.reopen_vault();
     }
 
@@ -896,12 +889,6 @@ impl Session {
         self.refresh()
     }
 
-    /// The store names of the chunk files this process wrote since the last
-    /// call (to push them to the remote right away).
-    pub fn take_written(&mut self) -> Vec<String> {
-        std::mem::take(&mut self.written)
-    }
-
     /// Writes every document's unflushed changes as one chunk file each
     /// (atomic and durable: temp file, fsync, link).
     pub fn flush(&mut self) -> Result<(), WriteError> {
@@ -920,7 +907,6 @@ impl Session {
                     id: id.clone(),
                     source: Box::new(source),
                 })?;
-            self.written.push(format!("chunks/{id}/{name}"));
             open.loaded.applied.insert(name);
             open.unflushed.clear();
         }

@@ -370,3 +370,20 @@ fn every_write_path_fills_the_shared_outbox_and_a_pull_does_not() {
     quiet(&a, &remote).unwrap();
     assert!(a.outbox().is_empty(), "{:?}", a.outbox().take());
 }
+
+#[test]
+fn a_sync_empties_the_outbox_and_a_failed_one_keeps_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Replica::init(&dir.path().join("a"), "ws").unwrap();
+    let chunk = a
+        .write_chunk("batch", &chunk_put(&mut AutoCommit::new(), "k", 1))
+        .unwrap();
+    let queued = format!("chunks/batch/{chunk}");
+    // A remote that is not there: the sync fails, the file stays queued.
+    let gone = DirRemote::new(dir.path().join("no-such-folder"));
+    assert!(quiet(&a, &gone).is_err());
+    assert_eq!(a.outbox().take(), vec![queued.clone()]);
+    a.outbox().add(queued);
+    quiet(&a, &MemRemote::new()).unwrap();
+    assert!(a.outbox().is_empty());
+}
