@@ -6,6 +6,7 @@
 // Every write to stdout or stderr goes through `output`'s macros, which
 // never panic on a closed pipe (issue 12, item 18).
 #![deny(clippy::print_stdout, clippy::print_stderr)]
+#![warn(clippy::too_many_lines)]
 
 #[macro_use]
 mod output;

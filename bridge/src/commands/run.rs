@@ -102,6 +102,10 @@ struct Ledger {
     left_for_others: usize,
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "a command's steps in order; the ratchet (clippy.toml) stops it growing"
+)]
 pub fn run(g: &GlobalArgs, args: RunArgs) -> CliResult<u8> {
     let started = std::time::Instant::now();
     let budget = humantime::parse_duration(&args.budget)

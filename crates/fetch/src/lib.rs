@@ -41,6 +41,7 @@
 //! damaged cache entry at warn).
 
 #![deny(clippy::print_stdout, clippy::print_stderr)]
+#![warn(clippy::too_many_lines)]
 #![warn(missing_docs)]
 
 pub mod cache;

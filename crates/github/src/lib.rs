@@ -35,6 +35,7 @@
 //! - [`slug`]: names checked before any request (repository, workflow file).
 
 #![deny(clippy::print_stdout, clippy::print_stderr)]
+#![warn(clippy::too_many_lines)]
 #![warn(missing_docs)]
 
 pub mod client;

@@ -58,6 +58,7 @@
 //! happened, with the facts (file, member, actor) as fields.
 
 #![deny(clippy::print_stdout, clippy::print_stderr)]
+#![warn(clippy::too_many_lines)]
 
 mod blobs;
 mod check;
