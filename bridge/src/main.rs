@@ -1,7 +1,11 @@
 //! `bridge`: turn CI runners and your own devices into one local-first task
-//! pool. This crate is the glue: the command line, the terminal output and
-//! the worker loop. The task model, the store and process execution live in
-//! the library crates under `crates/`.
+//! pool. This crate is the command line only: arguments, terminal output and
+//! progress, signals, GitHub Actions log conventions, and what to tell the
+//! user about each error ([`hints`]). Everything it does is the engine's
+//! (`bridge-engine`, over `bridge-vault`, `bridge-store`, `bridge-model`,
+//! `bridge-crypto`, `bridge-exec` and `bridge-fetch`) or the GitHub API
+//! client's (`bridge-github`); the workspace README draws how they depend on
+//! each other.
 
 // Every write to stdout or stderr goes through `output`'s macros, which
 // never panic on a closed pipe (issue 12, item 18).

@@ -597,14 +597,14 @@ fn a_runner_keeps_its_results_when_the_remote_goes_away() {
 }
 
 /// BUG: a runner whose background push is under way when the repository
-/// disappears never ends. `Publisher::record` (bridge/src/publish.rs)
+/// disappears never ends. `Publisher::record` (crates/engine/src/publish.rs)
 /// restarts a failed push at once unless the error is
 /// `RemoteError::Unreachable`; a missing repository is `RepoNotFound` (as are
 /// an unexported or deleted one; `AuthRefused` and `Git` errors behave the
 /// same), so every failure starts the next push and `Publisher::settle`
 /// (`while self.in_flight.is_some()`) never returns. `settle` runs first in
 /// `Publisher::sync`, which the worker calls at every claim window
-/// (bridge/src/worker.rs, step 1), so the runner spins on `git push`, starts
+/// (crates/engine/src/worker/steps.rs), so the runner spins on `git push`, starts
 /// no other task, and ignores the deadline and the first SIGTERM (neither is
 /// looked at inside `settle`). With `--parallel 1` and one-second tasks the
 /// results only travel with the claim-window syncs and no push is under way,

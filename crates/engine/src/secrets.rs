@@ -17,7 +17,7 @@
 //!   process bridge starts (git, gh, a task's supervisor) inherits them.
 //!   Everything that needs one asks here.
 //!
-//! Tasks' own environments are built from an allow-list (see `worker.rs`),
+//! Tasks' own environments are built from an allow-list (see `worker/job.rs`),
 //! and on Linux the task supervisor also confines them with Landlock, which
 //! denies them `ptrace`-class access (so `/proc/<pid>/environ`) to any
 //! process outside their sandbox, such as a `git push` the worker runs.
