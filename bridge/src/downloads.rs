@@ -4,14 +4,13 @@
 //! (where a bar would fill the log); else nothing, and each finished
 //! download is one log line of the fetcher's.
 
-use std::io::IsTerminal;
 use std::sync::Arc;
 
 use bridge_fetch::{Download, Progress};
 
 /// The progress to report downloads to: bars on a terminal, else none.
 pub fn progress() -> Option<Arc<dyn Progress>> {
-    let bars = std::io::stderr().is_terminal() && std::env::var_os("GITHUB_ACTIONS").is_none();
+    let bars = crate::output::surroundings().live_stderr;
     bars.then(|| Arc::new(Bars) as Arc<dyn Progress>)
 }
 

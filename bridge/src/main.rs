@@ -111,7 +111,7 @@ fn with_advice(mut error: error::CliError) -> error::CliError {
 /// before anything else is printed.
 fn mask_identity_on_github() {
     use std::io::Write;
-    if std::env::var("GITHUB_ACTIONS").as_deref() != Ok("true") {
+    if !output::surroundings().github_actions {
         return;
     }
     if let Some(secret) = secrets::identity() {

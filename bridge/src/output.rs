@@ -192,6 +192,40 @@ pub fn print_json<T: Serialize>(value: &T) -> CliResult<()> {
     Ok(())
 }
 
+/// Where this process's output goes, probed once for every command.
+#[derive(Debug, Clone, Copy)]
+pub struct Surroundings {
+    /// Running as a step of GitHub Actions (`GITHUB_ACTIONS=true`): the log
+    /// takes workflow commands (`::add-mask::`, `::group::`).
+    pub github_actions: bool,
+    /// Standard error is a terminal someone watches (not a CI log, which a
+    /// redrawn progress bar would fill with lines).
+    pub live_stderr: bool,
+}
+
+impl Surroundings {
+    /// From the value of `GITHUB_ACTIONS` and whether stderr is a terminal.
+    fn from(github_actions: Option<&str>, stderr_is_terminal: bool) -> Surroundings {
+        let github_actions = github_actions == Some("true");
+        Surroundings {
+            github_actions,
+            live_stderr: stderr_is_terminal && !github_actions,
+        }
+    }
+}
+
+/// This process's [`Surroundings`].
+pub fn surroundings() -> Surroundings {
+    static PROBED: OnceLock<Surroundings> = OnceLock::new();
+    *PROBED.get_or_init(|| {
+        use std::io::IsTerminal;
+        Surroundings::from(
+            std::env::var("GITHUB_ACTIONS").ok().as_deref(),
+            std::io::stderr().is_terminal(),
+        )
+    })
+}
+
 /// Every line of an error message made [`safe`]: error messages quote task
 /// names, paths and messages that other members wrote, and go to stderr even
 /// when it is a file someone will `cat` later.
@@ -264,6 +298,19 @@ pub fn ago(at: Millis, now: Millis) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_watched_terminal_outside_github_actions_is_live() {
+        let on = |gh, tty| {
+            let s = Surroundings::from(gh, tty);
+            (s.github_actions, s.live_stderr)
+        };
+        assert_eq!(on(None, true), (false, true));
+        assert_eq!(on(None, false), (false, false));
+        assert_eq!(on(Some("true"), true), (true, false));
+        // GitHub sets "true"; any other value is not GitHub Actions.
+        assert_eq!(on(Some("false"), true), (false, true));
+    }
 
     // Issue 12, item 21: the last line of defence on a terminal keeps lines
     // and tabs, and shows every other control character.

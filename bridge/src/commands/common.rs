@@ -1,8 +1,6 @@
 //! Helpers shared by several subcommands: opening the session, finding a
 //! task from what the user typed, and syncing with the remote.
 
-use std::io::IsTerminal;
-
 use anyhow::anyhow;
 use bridge_model::view::TaskView;
 use bridge_model::{BatchId, TaskId};
@@ -273,7 +271,7 @@ pub fn sync_and_report(session: &mut Session, g: &GlobalArgs) -> CliResult<bool>
 pub const OFFLINE: u8 = EXIT_OFFLINE;
 
 fn progress_bar(show: bool) -> Option<indicatif::ProgressBar> {
-    if !show || !std::io::stderr().is_terminal() || std::env::var_os("GITHUB_ACTIONS").is_some() {
+    if !show || !crate::output::surroundings().live_stderr {
         return None;
     }
     let bar = indicatif::ProgressBar::new(0);

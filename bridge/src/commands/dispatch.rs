@@ -2,7 +2,6 @@
 //! optionally watch the pool drain.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
@@ -433,7 +432,7 @@ fn watch(
         .filter(|(_, d)| !d.status.is_final())
         .map(|(id, _)| id.clone())
         .collect();
-    let tty = std::io::stderr().is_terminal() && std::env::var_os("GITHUB_ACTIONS").is_none();
+    let tty = crate::output::surroundings().live_stderr;
     let bar = (tty && !g.quiet && !json).then(|| {
         let bar = indicatif::ProgressBar::new(0);
         bar.set_style(

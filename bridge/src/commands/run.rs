@@ -113,7 +113,7 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> CliResult<u8> {
         .hint("write e.g. 45m or 1h 30m")?;
     let budget = crate::error::check_budget(budget, &args.budget)?;
     let shard = args.shard.as_deref().map(parse_shard).transpose()?;
-    let github = std::env::var("GITHUB_ACTIONS").as_deref() == Ok("true");
+    let github = crate::output::surroundings().github_actions;
     // A fresh runner on a large pool starts after reading the documents it
     // needs for its first claims, not all of them (the slot orders them).
     let plan = LoadPlan::UntilOpen {

@@ -1,6 +1,5 @@
 //! `bridge work`: run runnable tasks on this device.
 
-use std::io::IsTerminal;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -316,7 +315,7 @@ struct Progress {
 
 impl Progress {
     fn new(quiet: bool) -> Progress {
-        let tty = std::io::stderr().is_terminal() && std::env::var_os("GITHUB_ACTIONS").is_none();
+        let tty = crate::output::surroundings().live_stderr;
         let bar = (tty && !quiet).then(|| {
             let b = indicatif::ProgressBar::new(0);
             b.set_style(
