@@ -27,13 +27,17 @@ pub mod freshness;
 pub mod keys;
 pub mod publish;
 pub mod run_policy;
+#[cfg(feature = "worker")]
 pub mod sandbox;
+pub mod sandbox_mode;
 pub mod secrets;
 pub mod shard;
 pub mod sync;
 pub mod taskfile;
 pub mod text;
+#[cfg(feature = "worker")]
 pub mod workarea;
+#[cfg(feature = "worker")]
 pub mod worker;
 pub mod workspace;
 
