@@ -456,4 +456,14 @@ mod tests {
         let twice = with_pin(&once, &b);
         assert_eq!(twice, once.replace(&a.to_string(), &b.to_string()));
     }
+
+    #[test]
+    fn a_bad_anchor_names_the_text() {
+        let e = "7:xyz".parse::<Anchor>().unwrap_err();
+        assert_eq!(e.given, "7:xyz");
+        assert_eq!(
+            e.to_string(),
+            "`7:xyz` is not EPOCH:HASH (a number, a colon, 64 hex digits)"
+        );
+    }
 }

@@ -697,4 +697,34 @@ mod tests {
             assert!(e.contains(says), "{bad:?}: {e}");
         }
     }
+
+    #[test]
+    fn entry_errors_carry_the_entry_and_the_keyword_meant() {
+        assert_eq!(
+            RunFrom::parse("Admin"),
+            Err(RunFromError::NearMiss {
+                entry: "Admin".into(),
+                meant: "admins"
+            })
+        );
+        assert_eq!(RunFrom::parse("  "), Err(RunFromError::Empty));
+        assert_eq!(
+            RunFrom::parse_list("self,bob\x07"),
+            Err(RunFromError::Untrimmed {
+                entry: "bob\x07".into()
+            })
+        );
+        // Shown safely: a control character cannot reach the terminal.
+        assert_eq!(
+            RunFrom::parse("a,\x1b").map_err(|e| e.to_string()),
+            Err("`a,\\u{1b}` has spaces around it or control characters; write the member's name as `bridge members list` shows it".into())
+        );
+        assert_eq!(
+            RunFrom::parse("a,b").map_err(|e| e.to_string()),
+            Err(
+                "`a,b` holds a comma; list one entry per string, e.g. [\"self\", \"admins\"]"
+                    .into()
+            )
+        );
+    }
 }

@@ -105,3 +105,21 @@ pub fn harden_process() -> Result<(), HardenError> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hardening_error_says_what_failed() {
+        let e = HardenError::NotDumpable(nix::errno::Errno::EPERM);
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "cannot hide this process from its tasks (prctl PR_SET_DUMPABLE): {}",
+                nix::errno::Errno::EPERM
+            )
+        );
+        assert!(std::error::Error::source(&e).is_some());
+    }
+}

@@ -1422,4 +1422,115 @@ mod tests {
             "{msg}"
         );
     }
+
+    #[test]
+    fn url_input_errors_carry_the_url_and_keep_their_messages() {
+        let hash = "a".repeat(64);
+        assert_eq!(
+            url_input("ftp://h/f", &hash, None),
+            Err(UrlInputError::NotHttp {
+                url: "ftp://h/f".into()
+            })
+        );
+        let e = url_input(" https://h/f ", "XYZ", None).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "input https://h/f: sha256 `xyz` is not a SHA-256 (64 hex digits; `sha256sum FILE` prints it)"
+        );
+        let e = url_input("https://h/", &hash, None).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "input https://h/: the URL does not end in a file name; give a `path`"
+        );
+        let e = url_input("https://h/f", &hash, Some("../f")).unwrap_err();
+        assert_eq!(
+            e,
+            UrlInputError::BadPath {
+                url: "https://h/f".into(),
+                path: UnsafePath {
+                    path: "../f".into()
+                }
+            }
+        );
+        assert_eq!(
+            e.to_string(),
+            "input https://h/f: path `../f` must be a relative path inside the task's folder (no absolute paths, no `..`)"
+        );
+        let at = |url: &str| url_input(url, &hash, Some("x")).expect("a valid input");
+        let mut two = vec![at("https://a/x"), at("https://b/x")];
+        two[1].sha256 = "b".repeat(64);
+        let e = check_url_inputs(&[], &mut two).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "two URL inputs are placed at `x` (https://a/x and https://b/x)"
+        );
+        let mut one = vec![at("https://a/x")];
+        let e = check_url_inputs(&[("x".into(), PathBuf::from("/d/x"))], &mut one).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the URL input https://a/x and an input file are both placed at `x`"
+        );
+    }
+
+    #[test]
+    fn substitution_and_duration_errors_keep_their_messages() {
+        let combo = [("n".to_owned(), "1".to_owned())];
+        assert_eq!(substitute("a ${{ matrix.n }}", &combo), Ok("a 1".into()));
+        let text = |s: &str| substitute(s, &combo).unwrap_err().to_string();
+        assert_eq!(
+            text("${{ matrix.n"),
+            "`${{` without a closing `}}` in `${{ matrix.n`"
+        );
+        assert_eq!(
+            text("${{ env.n }}"),
+            "`${{ env.n }}`: only `matrix.KEY` can be substituted"
+        );
+        assert_eq!(
+            substitute("${{ matrix.m }}", &combo),
+            Err(SubstituteError::NoKey {
+                expr: "matrix.m".into(),
+                key: "m".into()
+            })
+        );
+        let e = duration_s(&DurationValue::Text("soon".into())).unwrap_err();
+        assert_eq!(e.text, "soon");
+        assert!(
+            e.to_string().starts_with("`soon` is not a duration (")
+                && e.to_string()
+                    .ends_with("); write e.g. \"90s\", \"10m\" or \"1h\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn input_errors_name_the_pattern() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let base = dir.path();
+        assert!(matches!(
+            find_inputs(base, "../x"),
+            Err(InputError::Outside { pattern }) if pattern == "../x"
+        ));
+        let e = find_inputs(base, "a.csv").unwrap_err();
+        assert!(matches!(&e, InputError::Missing { pattern, .. } if pattern == "a.csv"));
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "input file `a.csv` does not exist (looked for {})",
+                base.join("a.csv").display()
+            )
+        );
+        let e = find_inputs(base, "*.csv").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "input glob `*.csv` matches no file under {}",
+                base.display()
+            )
+        );
+        assert!(matches!(
+            find_inputs(base, "[a.csv"),
+            Err(InputError::BadGlob { .. })
+        ));
+        Ok(())
+    }
 }
