@@ -411,7 +411,7 @@ fn check_new_name(name: &str) -> CliResult<()> {
     let why = match RunFrom::parse(name) {
         Ok(RunFrom::Named(_)) => return Ok(()),
         Ok(_) => format!("`{name}` is a word `run-tasks-from` reserves"),
-        Err(e) => e,
+        Err(e) => e.to_string(),
     };
     Err(CliError::hint(
         anyhow!(

@@ -389,7 +389,7 @@ fn parse_input_url(arg: &str) -> Result<taskfile::UrlInput, String> {
     }
     let sha256 =
         sha256.ok_or_else(|| format!("--input-url {arg}: the URL has no `#sha256=HEX`"))?;
-    taskfile::url_input(url, sha256, path)
+    taskfile::url_input(url, sha256, path).map_err(|e| e.to_string())
 }
 
 /// A lone argument with spaces is a shell script (as GNU parallel treats

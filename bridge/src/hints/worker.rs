@@ -110,7 +110,10 @@ mod tests {
         let e = anyhow::Error::new(PolicyError::BadList {
             origin: ListOrigin::Flag,
             list: "all".into(),
-            reason: "`all` is not an entry".into(),
+            reason: bridge_engine::run_policy::RunFromError::NearMiss {
+                entry: "all".into(),
+                meant: "members",
+            },
         });
         let advice = super::super::advise(&e);
         assert!(advice.hint.unwrap_or_default().contains("comma-separated"));

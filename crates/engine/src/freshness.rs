@@ -53,7 +53,7 @@ pub enum FreshnessError {
         /// `bridge.toml`.
         path: PathBuf,
         /// Why.
-        reason: String,
+        reason: BadAnchor,
     },
     /// The store's roster ends before the anchor: rolled back, or not
     /// synced yet.
@@ -186,11 +186,21 @@ impl fmt::Display for Anchor {
     }
 }
 
-impl FromStr for Anchor {
-    type Err = String;
+/// Text that is not an [`Anchor`] (`EPOCH:HASH`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{given}` is not EPOCH:HASH (a number, a colon, 64 hex digits)")]
+pub struct BadAnchor {
+    /// The text as given.
+    pub given: String,
+}
 
-    fn from_str(s: &str) -> Result<Anchor, String> {
-        let bad = || format!("`{s}` is not EPOCH:HASH (a number, a colon, 64 hex digits)");
+impl FromStr for Anchor {
+    type Err = BadAnchor;
+
+    fn from_str(s: &str) -> Result<Anchor, BadAnchor> {
+        let bad = || BadAnchor {
+            given: s.to_owned(),
+        };
         let (n, h) = s.split_once(':').ok_or_else(bad)?;
         let number = n.parse().map_err(|_| bad())?;
         if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -218,7 +228,7 @@ pub fn pinned(ws: &Workspace) -> Result<Option<Anchor>, FreshnessError> {
     };
     text.parse()
         .map(Some)
-        .map_err(|reason: String| FreshnessError::BadPin {
+        .map_err(|reason| FreshnessError::BadPin {
             path: ws.root.join(CONFIG_FILE),
             reason,
         })
@@ -445,5 +455,15 @@ mod tests {
         let b: Anchor = format!("4:{}", "1".repeat(64)).parse().unwrap();
         let twice = with_pin(&once, &b);
         assert_eq!(twice, once.replace(&a.to_string(), &b.to_string()));
+    }
+
+    #[test]
+    fn a_bad_anchor_names_the_text() {
+        let e = "7:xyz".parse::<Anchor>().unwrap_err();
+        assert_eq!(e.given, "7:xyz");
+        assert_eq!(
+            e.to_string(),
+            "`7:xyz` is not EPOCH:HASH (a number, a colon, 64 hex digits)"
+        );
     }
 }

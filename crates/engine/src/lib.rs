@@ -13,6 +13,21 @@
 //! [`freshness`] hold the device's identity and what it has seen of the
 //! roster.
 //!
+//! # Features
+//!
+//! - `worker` (default): the [`worker`], [`sandbox`] and [`workarea`]
+//!   modules, which run tasks as processes (through `bridge-exec`:
+//!   Landlock, namespaces, a supervisor) and download URL inputs (through
+//!   `bridge-fetch`, an HTTP client). URL inputs have no feature of their own:
+//!   a worker that cannot download would have to refuse such tasks when it
+//!   chooses what to claim, a policy of its own rather than a build option. A read-only viewer, or a program
+//!   that only submits tasks, depends on `bridge-engine` with
+//!   `default-features = false` and compiles neither processes nor HTTP;
+//!   everything else is there, and the settings the worker reads
+//!   (`[worker] sandbox`: [`sandbox_mode`], `run-tasks-from`: [`run_policy`])
+//!   are validated the same way with or without it. Writing a task file's
+//!   URL inputs ([`taskfile`]) needs no download either.
+//!
 //! The engine never prints. Its errors are being made typed (issue 14); the
 //! command line (`bridge/`) decides what to tell the user about them.
 
@@ -27,13 +42,17 @@ pub mod freshness;
 pub mod keys;
 pub mod publish;
 pub mod run_policy;
+#[cfg(feature = "worker")]
 pub mod sandbox;
+pub mod sandbox_mode;
 pub mod secrets;
 pub mod shard;
 pub mod sync;
 pub mod taskfile;
 pub mod text;
+#[cfg(feature = "worker")]
 pub mod workarea;
+#[cfg(feature = "worker")]
 pub mod worker;
 pub mod workspace;
 

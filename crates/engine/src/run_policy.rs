@@ -48,7 +48,7 @@ pub enum PolicyError {
         /// The list as given.
         list: String,
         /// What is wrong with it.
-        reason: String,
+        reason: RunFromError,
     },
 }
 
@@ -100,48 +100,82 @@ const NEAR_MISSES: &[(&str, &str)] = &[
 
 impl RunFrom {
     /// Parses one entry. The error says what is wrong and what to write.
-    pub fn parse(entry: &str) -> Result<RunFrom, String> {
+    pub fn parse(entry: &str) -> Result<RunFrom, RunFromError> {
         match entry {
             "self" => return Ok(RunFrom::Myself),
             "admins" => return Ok(RunFrom::Admins),
             "members" => return Ok(RunFrom::Members),
             _ => {}
         }
-        let shown = crate::text::safe(entry);
         if entry.trim().is_empty() {
-            return Err(
-                "an entry is empty; write \"self\", \"admins\", \"members\" or a member's name"
-                    .into(),
-            );
+            return Err(RunFromError::Empty);
         }
         if entry.trim() != entry || entry.chars().any(char::is_control) {
-            return Err(format!(
-                "`{shown}` has spaces around it or control characters; write the member's name as `bridge members list` shows it"
-            ));
+            return Err(RunFromError::Untrimmed {
+                entry: entry.to_owned(),
+            });
         }
         if entry.contains(',') {
-            return Err(format!(
-                "`{shown}` holds a comma; list one entry per string, e.g. [\"self\", \"admins\"]"
-            ));
+            return Err(RunFromError::Comma {
+                entry: entry.to_owned(),
+            });
         }
         if let Some((_, meant)) = NEAR_MISSES
             .iter()
             .find(|(miss, _)| miss.eq_ignore_ascii_case(entry))
         {
-            return Err(format!(
-                "`{shown}` is not an entry; did you mean \"{meant}\"? (entries are \"self\", \"admins\", \"members\" or a member's name)"
-            ));
+            return Err(RunFromError::NearMiss {
+                entry: entry.to_owned(),
+                meant,
+            });
         }
         Ok(RunFrom::Named(entry.to_owned()))
     }
 
     /// Parses a comma-separated list (`--run-tasks-from self,alice`).
-    pub fn parse_list(list: &str) -> Result<Vec<RunFrom>, String> {
+    pub fn parse_list(list: &str) -> Result<Vec<RunFrom>, RunFromError> {
         if list.trim().is_empty() {
             return Ok(Vec::new());
         }
         list.split(',').map(|e| RunFrom::parse(e.trim())).collect()
     }
+}
+
+/// Why a `run-tasks-from` entry is not one; the message says what to write.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RunFromError {
+    /// A blank entry.
+    #[error("an entry is empty; write \"self\", \"admins\", \"members\" or a member's name")]
+    Empty,
+    /// Spaces around the entry, or control characters in it.
+    #[error(
+        "`{}` has spaces around it or control characters; write the member's name as `bridge members list` shows it",
+        crate::text::safe(.entry)
+    )]
+    Untrimmed {
+        /// The entry as written.
+        entry: String,
+    },
+    /// Several entries in one string.
+    #[error(
+        "`{}` holds a comma; list one entry per string, e.g. [\"self\", \"admins\"]",
+        crate::text::safe(.entry)
+    )]
+    Comma {
+        /// The entry as written.
+        entry: String,
+    },
+    /// A near miss of a keyword (`admin`, `all`, `me`, …).
+    #[error(
+        "`{}` is not an entry; did you mean \"{meant}\"? (entries are \"self\", \"admins\", \"members\" or a member's name)",
+        crate::text::safe(.entry)
+    )]
+    NearMiss {
+        /// The entry as written.
+        entry: String,
+        /// The keyword it is close to.
+        meant: &'static str,
+    },
 }
 
 impl fmt::Display for RunFrom {
@@ -659,8 +693,38 @@ mod tests {
             (" bob", "spaces around it"),
             ("a,b", "holds a comma"),
         ] {
-            let e = RunFrom::parse(bad).expect_err(bad);
+            let e = RunFrom::parse(bad).expect_err(bad).to_string();
             assert!(e.contains(says), "{bad:?}: {e}");
         }
+    }
+
+    #[test]
+    fn entry_errors_carry_the_entry_and_the_keyword_meant() {
+        assert_eq!(
+            RunFrom::parse("Admin"),
+            Err(RunFromError::NearMiss {
+                entry: "Admin".into(),
+                meant: "admins"
+            })
+        );
+        assert_eq!(RunFrom::parse("  "), Err(RunFromError::Empty));
+        assert_eq!(
+            RunFrom::parse_list("self,bob\x07"),
+            Err(RunFromError::Untrimmed {
+                entry: "bob\x07".into()
+            })
+        );
+        // Shown safely: a control character cannot reach the terminal.
+        assert_eq!(
+            RunFrom::parse("a,\x1b").map_err(|e| e.to_string()),
+            Err("`a,\\u{1b}` has spaces around it or control characters; write the member's name as `bridge members list` shows it".into())
+        );
+        assert_eq!(
+            RunFrom::parse("a,b").map_err(|e| e.to_string()),
+            Err(
+                "`a,b` holds a comma; list one entry per string, e.g. [\"self\", \"admins\"]"
+                    .into()
+            )
+        );
     }
 }

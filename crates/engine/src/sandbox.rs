@@ -37,6 +37,9 @@ use std::path::{Path, PathBuf};
 use bridge_exec::{Confinement, SandboxSupport};
 use bridge_model::TaskSpec;
 
+// Pure, and read by the settings whether or not the worker is compiled.
+pub use crate::sandbox_mode::{SandboxMode, UnknownSandboxMode};
+
 /// Why the worker cannot take tasks under the sandbox settings.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SandboxError {
@@ -50,14 +53,14 @@ pub enum SandboxError {
     #[error("{SANDBOX_ENV}: {reason}")]
     BadEnv {
         /// What is wrong with it.
-        reason: String,
+        reason: UnknownSandboxMode,
     },
     /// `[worker] sandbox` holds no mode (checked when bridge.toml is read,
     /// so not seen in practice).
     #[error("[worker] sandbox: {reason}")]
     BadSetting {
         /// What is wrong with it.
-        reason: String,
+        reason: UnknownSandboxMode,
     },
 }
 
@@ -107,33 +110,6 @@ const DEVICES: &[&str] = &[
     "/dev/urandom",
     "/dev/tty",
 ];
-
-/// `[worker] sandbox`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum SandboxMode {
-    /// Sandbox when possible; otherwise run only this device's own tasks.
-    #[default]
-    Auto,
-    /// Refuse to work without a sandbox.
-    Required,
-    /// Run every task unsandboxed (the user opted in).
-    Off,
-}
-
-impl std::str::FromStr for SandboxMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "auto" => Ok(SandboxMode::Auto),
-            "required" => Ok(SandboxMode::Required),
-            "off" => Ok(SandboxMode::Off),
-            _ => Err(format!(
-                "`{}` is not a sandbox mode; write \"auto\", \"required\" or \"off\"",
-                crate::text::safe(s)
-            )),
-        }
-    }
-}
 
 /// This worker's sandbox: the policy, what the system supports, and the
 /// fixed part of every task's allow-list.

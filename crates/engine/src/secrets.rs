@@ -85,17 +85,41 @@ pub fn github_token() -> Option<String> {
         .filter(|t| !t.is_empty())
 }
 
+/// Why this process could not be hidden from its tasks.
+#[derive(Debug, thiserror::Error)]
+pub enum HardenError {
+    /// `prctl(PR_SET_DUMPABLE, 0)` failed.
+    #[error("cannot hide this process from its tasks (prctl PR_SET_DUMPABLE): {0}")]
+    NotDumpable(#[source] nix::errno::Errno),
+}
+
 /// Makes this process non-dumpable (see the module docs). Returns the
 /// error to report once logging is set up; bridge goes on without it.
-pub fn harden_process() -> Result<(), String> {
+pub fn harden_process() -> Result<(), HardenError> {
     #[cfg(target_os = "linux")]
     {
-        nix::sys::prctl::set_dumpable(false).map_err(|e| {
-            format!("cannot hide this process from its tasks (prctl PR_SET_DUMPABLE): {e}")
-        })
+        nix::sys::prctl::set_dumpable(false).map_err(HardenError::NotDumpable)
     }
     #[cfg(not(target_os = "linux"))]
     {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hardening_error_says_what_failed() {
+        let e = HardenError::NotDumpable(nix::errno::Errno::EPERM);
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "cannot hide this process from its tasks (prctl PR_SET_DUMPABLE): {}",
+                nix::errno::Errno::EPERM
+            )
+        );
+        assert!(std::error::Error::source(&e).is_some());
     }
 }

@@ -169,28 +169,96 @@ pub struct UrlInput {
     pub sha256: String,
 }
 
+/// Why a URL input is refused: by itself ([`url_input`]) or beside the
+/// task's other inputs ([`check_url_inputs`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlInputError {
+    /// Not an http(s) URL.
+    #[error("input URL `{url}` is not an http:// or https:// URL")]
+    NotHttp {
+        /// The URL as given (trimmed).
+        url: String,
+    },
+    /// The hash is not 64 hex digits.
+    #[error(
+        "input {url}: sha256 `{sha256}` is not a SHA-256 (64 hex digits; `sha256sum FILE` prints it)"
+    )]
+    BadSha256 {
+        /// The URL.
+        url: String,
+        /// The hash as given (trimmed, lowercase).
+        sha256: String,
+    },
+    /// No `path` and no file name at the end of the URL to take it from.
+    #[error("input {url}: the URL does not end in a file name; give a `path`")]
+    NoFileName {
+        /// The URL.
+        url: String,
+    },
+    /// The path would leave the task's folder.
+    #[error("input {url}: {path}")]
+    BadPath {
+        /// The URL.
+        url: String,
+        /// What is wrong with its path.
+        path: UnsafePath,
+    },
+    /// Two URL inputs (with different content) at one path.
+    #[error("two URL inputs are placed at `{path}` ({first} and {second})")]
+    SamePath {
+        /// The path.
+        path: String,
+        /// One URL.
+        first: String,
+        /// The other.
+        second: String,
+    },
+    /// A URL input and an input file at one path.
+    #[error("the URL input {url} and an input file are both placed at `{path}`")]
+    FileThere {
+        /// The URL.
+        url: String,
+        /// The path.
+        path: String,
+    },
+}
+
+/// A path that is not a relative path inside the task's folder.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "path `{path}` must be a relative path inside the task's folder (no absolute paths, no `..`)"
+)]
+pub struct UnsafePath {
+    /// The path as given.
+    pub path: String,
+}
+
 /// Checks a URL input: an http(s) URL, a SHA-256 (any case), and a safe
 /// relative path, by default the URL's last path segment.
-pub fn url_input(url: &str, sha256: &str, path: Option<&str>) -> Result<UrlInput, String> {
+pub fn url_input(url: &str, sha256: &str, path: Option<&str>) -> Result<UrlInput, UrlInputError> {
     let url = url.trim();
     if !bridge_model::spec::is_http_url(url) {
-        return Err(format!(
-            "input URL `{url}` is not an http:// or https:// URL"
-        ));
+        return Err(UrlInputError::NotHttp {
+            url: url.to_owned(),
+        });
     }
     let sha256 = sha256.trim().to_ascii_lowercase();
     if !bridge_model::spec::is_sha256_hex(&sha256) {
-        return Err(format!(
-            "input {url}: sha256 `{sha256}` is not a SHA-256 (64 hex digits; `sha256sum FILE` prints it)"
-        ));
+        return Err(UrlInputError::BadSha256 {
+            url: url.to_owned(),
+            sha256,
+        });
     }
     let path = match path {
         Some(p) => p.to_owned(),
-        None => last_segment(url).ok_or_else(|| {
-            format!("input {url}: the URL does not end in a file name; give a `path`")
+        None => last_segment(url).ok_or_else(|| UrlInputError::NoFileName {
+            url: url.to_owned(),
         })?,
     };
-    let path = safe_relative(&path).map_err(|m| format!("input {url}: {m}"))?;
+    let path = safe_relative(&path).map_err(|path| UrlInputError::BadPath {
+        url: url.to_owned(),
+        path,
+    })?;
     Ok(UrlInput {
         path,
         url: url.to_owned(),
@@ -211,15 +279,13 @@ fn last_segment(url: &str) -> Option<String> {
 
 /// `p` normalised (`./` dropped) if it is a relative path that stays inside
 /// the working folder.
-fn safe_relative(p: &str) -> Result<String, String> {
+fn safe_relative(p: &str) -> Result<String, UnsafePath> {
     let n = normalise(p);
     let bad = n.is_empty()
         || n.starts_with('/')
         || n.split('/').any(|c| c.is_empty() || c == "." || c == "..");
     if bad {
-        return Err(format!(
-            "path `{p}` must be a relative path inside the task's folder (no absolute paths, no `..`)"
-        ));
+        return Err(UnsafePath { path: p.to_owned() });
     }
     Ok(n)
 }
@@ -229,24 +295,25 @@ fn safe_relative(p: &str) -> Result<String, String> {
 pub fn check_url_inputs(
     files: &[(String, PathBuf)],
     urls: &mut Vec<UrlInput>,
-) -> Result<(), String> {
+) -> Result<(), UrlInputError> {
     urls.sort();
     // The same content at the same path from two mirrors is one input.
     urls.dedup_by(|b, a| a.path == b.path && a.sha256 == b.sha256);
     for pair in urls.windows(2) {
         if pair[0].path == pair[1].path {
-            return Err(format!(
-                "two URL inputs are placed at `{}` ({} and {})",
-                pair[0].path, pair[0].url, pair[1].url
-            ));
+            return Err(UrlInputError::SamePath {
+                path: pair[0].path.clone(),
+                first: pair[0].url.clone(),
+                second: pair[1].url.clone(),
+            });
         }
     }
     for u in urls.iter() {
         if files.iter().any(|(p, _)| *p == u.path) {
-            return Err(format!(
-                "the URL input {} and an input file are both placed at `{}`",
-                u.url, u.path
-            ));
+            return Err(UrlInputError::FileThere {
+                url: u.url.clone(),
+                path: u.path.clone(),
+            });
         }
     }
     Ok(())
@@ -351,13 +418,24 @@ impl Scalar {
     }
 }
 
-fn duration_s(v: &DurationValue) -> Result<u64, String> {
+/// A `timeout` that is not a duration.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("`{text}` is not a duration ({reason}); write e.g. \"90s\", \"10m\" or \"1h\"")]
+pub struct BadDuration {
+    /// The text as written.
+    pub text: String,
+    /// What the parser said (in the message, not a cause).
+    pub reason: humantime::DurationError,
+}
+
+fn duration_s(v: &DurationValue) -> Result<u64, BadDuration> {
     match v {
         DurationValue::Seconds(s) => Ok(*s),
         DurationValue::Text(t) => humantime::parse_duration(t)
             .map(|d| d.as_secs().max(1))
-            .map_err(|e| {
-                format!("`{t}` is not a duration ({e}); write e.g. \"90s\", \"10m\" or \"1h\"")
+            .map_err(|reason| BadDuration {
+                text: t.clone(),
+                reason,
             }),
     }
 }
@@ -478,7 +556,7 @@ fn expand(file: &File, origin: &str, base: &Path) -> Result<Vec<PlannedTask>, Ta
             message: m,
         };
         let timeout_s = match e.timeout.as_ref().or(d.timeout.as_ref()) {
-            Some(v) => duration_s(v).map_err(fail)?,
+            Some(v) => duration_s(v).map_err(|e| fail(e.to_string()))?,
             None => DEFAULT_TIMEOUT_S,
         };
         if timeout_s == 0 {
@@ -517,7 +595,7 @@ fn expand(file: &File, origin: &str, base: &Path) -> Result<Vec<PlannedTask>, Ta
             )));
         }
         for combo in combinations(&e.matrix) {
-            let subst = |s: &str| substitute(s, &combo).map_err(&fail);
+            let subst = |s: &str| substitute(s, &combo).map_err(|e| fail(e.to_string()));
             let name = if e.name.contains("${{") {
                 subst(&e.name)?
             } else if combo.is_empty() {
@@ -552,7 +630,8 @@ fn expand(file: &File, origin: &str, base: &Path) -> Result<Vec<PlannedTask>, Ta
                 match &input.value {
                     InputEntry::Pattern(pattern) => {
                         let pattern = subst(pattern)?;
-                        inputs.extend(find_inputs(base, &pattern).map_err(&fail)?);
+                        inputs
+                            .extend(find_inputs(base, &pattern).map_err(|e| fail(e.to_string()))?);
                     }
                     InputEntry::Url(u) => {
                         // Named at the input's own line: a task may have many.
@@ -568,14 +647,14 @@ fn expand(file: &File, origin: &str, base: &Path) -> Result<Vec<PlannedTask>, Ta
                         let path = u.path.as_deref().map(subst).transpose()?;
                         url_inputs.push(
                             url_input(&subst(&u.url)?, &subst(&u.sha256)?, path.as_deref())
-                                .map_err(fail_here)?,
+                                .map_err(|e| fail_here(e.to_string()))?,
                         );
                     }
                 }
             }
             inputs.sort();
             inputs.dedup();
-            check_url_inputs(&inputs, &mut url_inputs).map_err(&fail)?;
+            check_url_inputs(&inputs, &mut url_inputs).map_err(|e| fail(e.to_string()))?;
             let outputs = e
                 .outputs
                 .iter()
@@ -755,8 +834,33 @@ fn combinations(matrix: &BTreeMap<String, Vec<Scalar>>) -> Vec<Vec<(String, Stri
     combos
 }
 
+/// Why a `${{ … }}` cannot be substituted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubstituteError {
+    /// `${{` with no `}}` after it.
+    #[error("`${{{{` without a closing `}}}}` in `{text}`")]
+    Unclosed {
+        /// The whole text.
+        text: String,
+    },
+    /// Something other than `matrix.KEY` inside.
+    #[error("`${{{{ {expr} }}}}`: only `matrix.KEY` can be substituted")]
+    NotMatrix {
+        /// What is inside (trimmed).
+        expr: String,
+    },
+    /// A key the matrix does not have.
+    #[error("`${{{{ {expr} }}}}`: the matrix has no key `{key}`")]
+    NoKey {
+        /// What is inside (trimmed).
+        expr: String,
+        /// The key.
+        key: String,
+    },
+}
+
 /// Replaces `${{ matrix.KEY }}` with the combination's values.
-fn substitute(s: &str, combo: &[(String, String)]) -> Result<String, String> {
+fn substitute(s: &str, combo: &[(String, String)]) -> Result<String, SubstituteError> {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     while let Some(start) = rest.find("${{") {
@@ -764,21 +868,115 @@ fn substitute(s: &str, combo: &[(String, String)]) -> Result<String, String> {
         let after = &rest[start + 3..];
         let end = after
             .find("}}")
-            .ok_or_else(|| format!("`${{{{` without a closing `}}}}` in `{s}`"))?;
+            .ok_or_else(|| SubstituteError::Unclosed { text: s.to_owned() })?;
         let expr = after[..end].trim();
         let key = expr
             .strip_prefix("matrix.")
-            .ok_or_else(|| format!("`${{{{ {expr} }}}}`: only `matrix.KEY` can be substituted"))?;
+            .ok_or_else(|| SubstituteError::NotMatrix {
+                expr: expr.to_owned(),
+            })?;
         let value = combo
             .iter()
             .find(|(k, _)| k == key)
             .map(|(_, v)| v)
-            .ok_or_else(|| format!("`${{{{ {expr} }}}}`: the matrix has no key `{key}`"))?;
+            .ok_or_else(|| SubstituteError::NoKey {
+                expr: expr.to_owned(),
+                key: key.to_owned(),
+            })?;
         out.push_str(value);
         rest = &after[end + 2..];
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// Why an input pattern (a task file's `inputs`, `--input`, `--each`)
+/// names no file that may be sent.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    /// An absolute path or one with `..`.
+    #[error(
+        "input `{pattern}` must be a path inside the task file's folder (no absolute paths, no `..`)"
+    )]
+    Outside {
+        /// The pattern as given.
+        pattern: String,
+    },
+    /// The folder the pattern is relative to cannot be resolved.
+    #[error("cannot read the folder {}: {reason}", base.display())]
+    Folder {
+        /// The folder.
+        base: PathBuf,
+        /// Why (in the message, not a cause).
+        reason: std::io::Error,
+    },
+    /// A plain path with no file there.
+    #[error("input file `{pattern}` does not exist (looked for {})", path.display())]
+    Missing {
+        /// The path as given.
+        pattern: String,
+        /// Where it was looked for.
+        path: PathBuf,
+    },
+    /// Not a glob.
+    #[error("input `{pattern}` is not a valid glob: {reason}")]
+    BadGlob {
+        /// The pattern.
+        pattern: String,
+        /// What the glob parser said (in the message, not a cause).
+        reason: globset::Error,
+    },
+    /// The folder cannot be walked.
+    #[error("cannot read {}: {reason}", base.display())]
+    Walk {
+        /// The folder.
+        base: PathBuf,
+        /// Why (in the message, not a cause).
+        reason: walkdir::Error,
+    },
+    /// A match whose name is not UTF-8.
+    #[error(
+        "input `{}` (matched by `{pattern}`) has a name that is not UTF-8; rename it (a task's files must have UTF-8 names)",
+        name.to_string_lossy().escape_debug()
+    )]
+    NotUtf8 {
+        /// The match, relative to the folder.
+        name: PathBuf,
+        /// The pattern.
+        pattern: String,
+    },
+    /// A glob that matches nothing.
+    #[error("input glob `{pattern}` matches no file under {}", base.display())]
+    NoMatch {
+        /// The glob.
+        pattern: String,
+        /// The folder.
+        base: PathBuf,
+    },
+    /// A match whose links cannot be resolved.
+    #[error("cannot resolve input `{name}` ({}): {reason}", path.display())]
+    Unresolvable {
+        /// The input's name.
+        name: String,
+        /// Its path.
+        path: PathBuf,
+        /// Why (in the message, not a cause).
+        reason: std::io::Error,
+    },
+    /// A link (or a file inside a linked folder) that leads outside.
+    #[error(
+        "input `{name}` is a symbolic link (or inside one) that leads outside the task file's folder, to {}; copy the file into {} if it is meant to be sent",
+        target.display(),
+        root.display()
+    )]
+    LinkOutside {
+        /// The input's name.
+        name: String,
+        /// Where it leads.
+        target: PathBuf,
+        /// The folder (resolved).
+        root: PathBuf,
+    },
 }
 
 /// Finds the files an input pattern names, relative to `base`.
@@ -791,28 +989,29 @@ fn substitute(s: &str, combo: &[(String, String)]) -> Result<String, String> {
 /// so the link cannot be swapped in between. Folders behind links are not
 /// searched by globs. A match whose name is not UTF-8 is refused by name
 /// (item 19): a task's folder only holds UTF-8 names.
-pub fn find_inputs(base: &Path, pattern: &str) -> Result<Vec<(String, PathBuf)>, String> {
+pub fn find_inputs(base: &Path, pattern: &str) -> Result<Vec<(String, PathBuf)>, InputError> {
     let rel = Path::new(pattern);
     if rel.is_absolute()
         || rel
             .components()
             .any(|c| matches!(c, std::path::Component::ParentDir))
     {
-        return Err(format!(
-            "input `{pattern}` must be a path inside the task file's folder (no absolute paths, no `..`)"
-        ));
+        return Err(InputError::Outside {
+            pattern: pattern.to_owned(),
+        });
     }
-    let root = base
-        .canonicalize()
-        .map_err(|e| format!("cannot read the folder {}: {e}", base.display()))?;
+    let root = base.canonicalize().map_err(|reason| InputError::Folder {
+        base: base.to_path_buf(),
+        reason,
+    })?;
     let is_glob = pattern.contains(['*', '?', '[']);
     if !is_glob {
         let path = base.join(rel);
         if !path.is_file() {
-            return Err(format!(
-                "input file `{pattern}` does not exist (looked for {})",
-                path.display()
-            ));
+            return Err(InputError::Missing {
+                pattern: pattern.to_owned(),
+                path,
+            });
         }
         let target = inside(&root, &path, pattern)?;
         return Ok(vec![(normalise(pattern), target)]);
@@ -820,11 +1019,17 @@ pub fn find_inputs(base: &Path, pattern: &str) -> Result<Vec<(String, PathBuf)>,
     let glob = globset::GlobBuilder::new(pattern)
         .literal_separator(true)
         .build()
-        .map_err(|e| format!("input `{pattern}` is not a valid glob: {e}"))?
+        .map_err(|reason| InputError::BadGlob {
+            pattern: pattern.to_owned(),
+            reason,
+        })?
         .compile_matcher();
     let mut found = Vec::new();
     for entry in walkdir::WalkDir::new(base).follow_links(false) {
-        let entry = entry.map_err(|e| format!("cannot read {}: {e}", base.display()))?;
+        let entry = entry.map_err(|reason| InputError::Walk {
+            base: base.to_path_buf(),
+            reason,
+        })?;
         let kind = entry.file_type();
         if !kind.is_file() && !kind.is_symlink() {
             continue;
@@ -838,10 +1043,10 @@ pub fn find_inputs(base: &Path, pattern: &str) -> Result<Vec<(String, PathBuf)>,
             continue;
         }
         let Some(rel_str) = rel.to_str() else {
-            return Err(format!(
-                "input `{}` (matched by `{pattern}`) has a name that is not UTF-8; rename it (a task's files must have UTF-8 names)",
-                rel.to_string_lossy().escape_debug()
-            ));
+            return Err(InputError::NotUtf8 {
+                name: rel.to_path_buf(),
+                pattern: pattern.to_owned(),
+            });
         };
         let rel_str = normalise(rel_str);
         let path = if kind.is_symlink() {
@@ -856,10 +1061,10 @@ pub fn find_inputs(base: &Path, pattern: &str) -> Result<Vec<(String, PathBuf)>,
         found.push((rel_str, path));
     }
     if found.is_empty() {
-        return Err(format!(
-            "input glob `{pattern}` matches no file under {}",
-            base.display()
-        ));
+        return Err(InputError::NoMatch {
+            pattern: pattern.to_owned(),
+            base: base.to_path_buf(),
+        });
     }
     found.sort();
     Ok(found)
@@ -867,16 +1072,20 @@ pub fn find_inputs(base: &Path, pattern: &str) -> Result<Vec<(String, PathBuf)>,
 
 /// `path` with every link resolved, if that stays inside `root` (itself
 /// resolved); otherwise an error naming the input and where it leads.
-fn inside(root: &Path, path: &Path, name: &str) -> Result<PathBuf, String> {
+fn inside(root: &Path, path: &Path, name: &str) -> Result<PathBuf, InputError> {
     let target = path
         .canonicalize()
-        .map_err(|e| format!("cannot resolve input `{name}` ({}): {e}", path.display()))?;
+        .map_err(|reason| InputError::Unresolvable {
+            name: name.to_owned(),
+            path: path.to_path_buf(),
+            reason,
+        })?;
     if !target.starts_with(root) {
-        return Err(format!(
-            "input `{name}` is a symbolic link (or inside one) that leads outside the task file's folder, to {}; copy the file into {} if it is meant to be sent",
-            target.display(),
-            root.display()
-        ));
+        return Err(InputError::LinkOutside {
+            name: name.to_owned(),
+            target,
+            root: root.to_path_buf(),
+        });
     }
     Ok(target)
 }
@@ -1113,7 +1322,10 @@ mod tests {
         // file reached through a linked folder.
         std::os::unix::fs::symlink(outside.path().join("id_rsa"), base.join("data/key.csv"))?;
         for pattern in ["data/*.csv", "data/key.csv", "**/*.csv"] {
-            let msg = find_inputs(base, pattern).map(|_| ()).unwrap_err();
+            let msg = find_inputs(base, pattern)
+                .map(|_| ())
+                .unwrap_err()
+                .to_string();
             assert!(
                 msg.contains("`data/key.csv`") && msg.contains("outside the task file's folder"),
                 "{pattern}: {msg}"
@@ -1121,7 +1333,10 @@ mod tests {
         }
         std::fs::remove_file(base.join("data/key.csv"))?;
         std::os::unix::fs::symlink(outside.path(), base.join("ssh"))?;
-        let msg = find_inputs(base, "ssh/id_rsa").map(|_| ()).unwrap_err();
+        let msg = find_inputs(base, "ssh/id_rsa")
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
         assert!(
             msg.contains("`ssh/id_rsa`") && msg.contains("outside"),
             "{msg}"
@@ -1142,7 +1357,10 @@ mod tests {
         std::fs::write(dir.path().join("good.txt"), "a")?;
         let bad = std::ffi::OsStr::from_bytes(b"caf\xe9.txt");
         std::fs::write(dir.path().join(bad), "b")?;
-        let msg = find_inputs(dir.path(), "*.txt").map(|_| ()).unwrap_err();
+        let msg = find_inputs(dir.path(), "*.txt")
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
         assert!(
             msg.contains("caf\u{fffd}.txt") && msg.contains("not UTF-8"),
             "{msg}"
@@ -1203,5 +1421,116 @@ mod tests {
             msg.contains("nope.txt") && msg.contains("task `a`"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn url_input_errors_carry_the_url_and_keep_their_messages() {
+        let hash = "a".repeat(64);
+        assert_eq!(
+            url_input("ftp://h/f", &hash, None),
+            Err(UrlInputError::NotHttp {
+                url: "ftp://h/f".into()
+            })
+        );
+        let e = url_input(" https://h/f ", "XYZ", None).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "input https://h/f: sha256 `xyz` is not a SHA-256 (64 hex digits; `sha256sum FILE` prints it)"
+        );
+        let e = url_input("https://h/", &hash, None).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "input https://h/: the URL does not end in a file name; give a `path`"
+        );
+        let e = url_input("https://h/f", &hash, Some("../f")).unwrap_err();
+        assert_eq!(
+            e,
+            UrlInputError::BadPath {
+                url: "https://h/f".into(),
+                path: UnsafePath {
+                    path: "../f".into()
+                }
+            }
+        );
+        assert_eq!(
+            e.to_string(),
+            "input https://h/f: path `../f` must be a relative path inside the task's folder (no absolute paths, no `..`)"
+        );
+        let at = |url: &str| url_input(url, &hash, Some("x")).expect("a valid input");
+        let mut two = vec![at("https://a/x"), at("https://b/x")];
+        two[1].sha256 = "b".repeat(64);
+        let e = check_url_inputs(&[], &mut two).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "two URL inputs are placed at `x` (https://a/x and https://b/x)"
+        );
+        let mut one = vec![at("https://a/x")];
+        let e = check_url_inputs(&[("x".into(), PathBuf::from("/d/x"))], &mut one).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the URL input https://a/x and an input file are both placed at `x`"
+        );
+    }
+
+    #[test]
+    fn substitution_and_duration_errors_keep_their_messages() {
+        let combo = [("n".to_owned(), "1".to_owned())];
+        assert_eq!(substitute("a ${{ matrix.n }}", &combo), Ok("a 1".into()));
+        let text = |s: &str| substitute(s, &combo).unwrap_err().to_string();
+        assert_eq!(
+            text("${{ matrix.n"),
+            "`${{` without a closing `}}` in `${{ matrix.n`"
+        );
+        assert_eq!(
+            text("${{ env.n }}"),
+            "`${{ env.n }}`: only `matrix.KEY` can be substituted"
+        );
+        assert_eq!(
+            substitute("${{ matrix.m }}", &combo),
+            Err(SubstituteError::NoKey {
+                expr: "matrix.m".into(),
+                key: "m".into()
+            })
+        );
+        let e = duration_s(&DurationValue::Text("soon".into())).unwrap_err();
+        assert_eq!(e.text, "soon");
+        assert!(
+            e.to_string().starts_with("`soon` is not a duration (")
+                && e.to_string()
+                    .ends_with("); write e.g. \"90s\", \"10m\" or \"1h\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn input_errors_name_the_pattern() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let base = dir.path();
+        assert!(matches!(
+            find_inputs(base, "../x"),
+            Err(InputError::Outside { pattern }) if pattern == "../x"
+        ));
+        let e = find_inputs(base, "a.csv").unwrap_err();
+        assert!(matches!(&e, InputError::Missing { pattern, .. } if pattern == "a.csv"));
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "input file `a.csv` does not exist (looked for {})",
+                base.join("a.csv").display()
+            )
+        );
+        let e = find_inputs(base, "*.csv").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "input glob `*.csv` matches no file under {}",
+                base.display()
+            )
+        );
+        assert!(matches!(
+            find_inputs(base, "[a.csv"),
+            Err(InputError::BadGlob { .. })
+        ));
+        Ok(())
     }
 }

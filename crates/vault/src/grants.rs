@@ -10,6 +10,18 @@ use bridge_store::{DocFolder, Replica};
 
 use crate::{AUDIENCE_DOC, SaveError, SealError, Vault};
 
+/// Why an audience grant was skipped (a warning, not an error: the others
+/// still count).
+#[derive(Debug, thiserror::Error)]
+enum SkippedGrant {
+    /// Its file cannot be read.
+    #[error(transparent)]
+    Read(bridge_store::ReadError),
+    /// It does not open or verify.
+    #[error(transparent)]
+    Open(bridge_crypto::GrantError),
+}
+
 impl Vault {
     /// Reads every audience grant in the replica: their notices, and the
     /// batch keys this device can open (added to the keys that decrypt).
@@ -23,10 +35,10 @@ impl Vault {
             let opened = self
                 .replica
                 .read_chunk(AUDIENCE_DOC, &name)
-                .map_err(|e| e.to_string())
+                .map_err(SkippedGrant::Read)
                 .and_then(|sealed| {
                     bridge_crypto::open_grant(&self.data_keys, &self.roster, &sealed, &file)
-                        .map_err(|e| e.to_string())
+                        .map_err(SkippedGrant::Open)
                 });
             match opened {
                 Ok(n) => notices.entry(n.body.batch.clone()).or_default().push(n),

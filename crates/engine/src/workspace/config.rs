@@ -369,9 +369,9 @@ pub(super) fn check_policy_keys(
     allow_read: &[String],
 ) -> Result<(), (&'static str, String)> {
     if let Some(mode) = sandbox
-        && let Err(e) = mode.parse::<crate::sandbox::SandboxMode>()
+        && let Err(e) = mode.parse::<crate::sandbox_mode::SandboxMode>()
     {
-        return Err(("sandbox", e));
+        return Err(("sandbox", e.to_string()));
     }
     for (i, p) in allow_read.iter().enumerate() {
         if let Err(e) = bridge_model::limits::check_allow_read(|| format!("allow-read[{i}]"), p) {
@@ -379,8 +379,8 @@ pub(super) fn check_policy_keys(
         }
     }
     for entry in run_tasks_from.into_iter().flatten() {
-        if let Err(message) = crate::run_policy::RunFrom::parse(entry) {
-            return Err(("run-tasks-from", message));
+        if let Err(e) = crate::run_policy::RunFrom::parse(entry) {
+            return Err(("run-tasks-from", e.to_string()));
         }
     }
     Ok(())
