@@ -32,6 +32,7 @@
 //! command line (`bridge/`) decides what to tell the user about them.
 
 #![deny(clippy::print_stdout, clippy::print_stderr)]
+#![warn(clippy::too_many_lines)]
 
 pub mod audience;
 pub mod cache;

@@ -204,6 +204,10 @@ pub enum LoadPlan {
     },
 }
 
+/// What [`Session::refresh_open_doc`] applied: changes to read again in
+/// full, warnings, whether to rewrite the cache, changes read in part.
+type Refreshed = (usize, Vec<bridge_store::StoreWarning>, bool, usize);
+
 impl Session {
     /// Loads this device's identity, verifies the roster and loads the
     /// documents of the replica as `plan` says.
@@ -434,30 +438,8 @@ impl Session {
         let replica = self.ws.replica.clone();
         let replica = &replica;
         let vault = self.vault.clone();
-        let names = replica.list_docs().map_err(|source| LoadError::ListDocs {
-            path: replica.root().to_path_buf(),
-            source,
-        })?;
+        let (names, target) = self.docs_in_plan_order()?;
         let cache_dir = cache::dir(&self.ws.root.join(STATE_DIR));
-        let mut names = names;
-        let target = match &self.plan {
-            LoadPlan::All => None,
-            LoadPlan::UntilOpen { open_tasks, seed } => {
-                // Newest batch first (batch ids start with their creation
-                // time): what someone just submitted, and not the finished
-                // history; within a batch, an order of this runner's own.
-                names.sort_by_cached_key(|n| {
-                    let batch = n.split('.').next().unwrap_or(n).to_owned();
-                    let hash = sha2::Sha256::new()
-                        .chain_update(seed.as_bytes())
-                        .chain_update(b"\0")
-                        .chain_update(n.as_bytes())
-                        .finalize();
-                    (std::cmp::Reverse(batch), hash)
-                });
-                Some(*open_tasks)
-            }
-        };
         self.deferred = false;
         // Loading every document: the new ones load in parallel (decrypting,
         // verifying, parsing and reading are independent per document).
@@ -491,56 +473,12 @@ impl Session {
                 self.deferred = true;
                 continue;
             }
-            let (n, warnings, save, read_in_part) = match self.docs.get_mut(&id) {
-                Some(open) => {
-                    if open.lazy.is_some() {
-                        let unseen = bridge_store::has_unseen(
-                            replica,
-                            &name,
-                            &open.loaded.applied,
-                            &open.loaded.skipped,
-                        )
-                        .map_err(|source| LoadError::ListDoc {
-                            name: name.clone(),
-                            source,
-                        })?;
-                        if !unseen {
-                            continue;
-                        }
-                        open.materialize();
-                    }
-                    // Log what the new files change, to read only the tasks
-                    // they touch rather than the whole document.
-                    open.loaded.doc.update_diff_cursor();
-                    let applied_here =
-                        bridge_store::refresh_doc(replica, &name, &mut open.loaded, &*vault)
-                            .map_err(|source| LoadError::ReadDoc {
-                                name: name.clone(),
-                                source,
-                            });
-                    let touched = match &applied_here {
-                        Ok((n, _)) if *n > 0 => {
-                            doc::touched_tasks(&open.loaded.doc.diff_incremental())
-                        }
-                        _ => None,
-                    };
-                    open.loaded.doc.reset_diff_cursor();
-                    let (n, w) = applied_here?;
-                    let files = open.loaded.applied.len() + open.loaded.skipped.len();
-                    let save = files >= open.cached_files + cache::REWRITE_AFTER_FILES;
-                    // The cache is left as it is then: a running process
-                    // reads it only on its next load, which applies what
-                    // came since (and caches the document again).
-                    if n > 0
-                        && let Some(keys) = touched
-                    {
-                        self.reread_tasks(&id, &keys);
-                        (0, w, false, n)
-                    } else {
-                        (n, w, save, 0)
-                    }
-                }
-                None => {
+            let (n, warnings, save, read_in_part) = match self.docs.contains_key(&id) {
+                true => match self.refresh_open_doc(&id, &name, replica, &vault)? {
+                    Some(refreshed) => refreshed,
+                    None => continue,
+                },
+                false => {
                     let loaded = match prefetched.remove(&name) {
                         Some(result) => result,
                         None => load_new_doc(&vault, replica, &cache_dir, &id, &name),
@@ -581,6 +519,92 @@ impl Session {
             );
         }
         Ok(applied)
+    }
+
+    /// The documents of the replica, in the order the load plan reads them,
+    /// and how many open tasks the plan stops at (`None`: all of them).
+    fn docs_in_plan_order(&self) -> Result<(Vec<String>, Option<usize>), LoadError> {
+        let replica = &self.ws.replica;
+        let mut names = replica.list_docs().map_err(|source| LoadError::ListDocs {
+            path: replica.root().to_path_buf(),
+            source,
+        })?;
+        let target = match &self.plan {
+            LoadPlan::All => None,
+            LoadPlan::UntilOpen { open_tasks, seed } => {
+                // Newest batch first (batch ids start with their creation
+                // time): what someone just submitted, and not the finished
+                // history; within a batch, an order of this runner's own.
+                names.sort_by_cached_key(|n| {
+                    let batch = n.split('.').next().unwrap_or(n).to_owned();
+                    let hash = sha2::Sha256::new()
+                        .chain_update(seed.as_bytes())
+                        .chain_update(b"\0")
+                        .chain_update(n.as_bytes())
+                        .finalize();
+                    (std::cmp::Reverse(batch), hash)
+                });
+                Some(*open_tasks)
+            }
+        };
+        Ok((names, target))
+    }
+
+    /// Applies the new files of document `id`, already in memory: `None`
+    /// when there are none; else the changes applied (to read again in
+    /// full), the warnings, whether to rewrite its cache, and the changes
+    /// read in part (only the tasks they touch).
+    fn refresh_open_doc(
+        &mut self,
+        id: &DocId,
+        name: &str,
+        replica: &bridge_store::Replica,
+        vault: &Vault,
+    ) -> Result<Option<Refreshed>, LoadError> {
+        let Some(open) = self.docs.get_mut(id) else {
+            return Ok(None);
+        };
+        if open.lazy.is_some() {
+            let unseen =
+                bridge_store::has_unseen(replica, name, &open.loaded.applied, &open.loaded.skipped)
+                    .map_err(|source| LoadError::ListDoc {
+                        name: name.to_owned(),
+                        source,
+                    })?;
+            if !unseen {
+                return Ok(None);
+            }
+            open.materialize();
+        }
+        // Log what the new files change, to read only the tasks
+        // they touch rather than the whole document.
+        open.loaded.doc.update_diff_cursor();
+        let applied_here = bridge_store::refresh_doc(replica, name, &mut open.loaded, vault)
+            .map_err(|source| LoadError::ReadDoc {
+                name: name.to_owned(),
+                source,
+            });
+        let touched = match &applied_here {
+            Ok((n, _)) if *n > 0 => doc::touched_tasks(&open.loaded.doc.diff_incremental()),
+            _ => None,
+        };
+        open.loaded.doc.reset_diff_cursor();
+        let (n, w) = applied_here?;
+        let files = open.loaded.applied.len() + open.loaded.skipped.len();
+        let save = files >= open.cached_files + cache::REWRITE_AFTER_FILES;
+        // The cache is left as it is then: a running process
+        // reads it only on its next load, which applies what
+        // came since (and caches the document again).
+        Ok(Some(
+            if n > 0
+                && let Some(keys) = touched
+            {
+                self.reread_tasks(id, &keys);
+                (0, w, false, n)
+            } else {
+                (n, w, save, 0)
+            },
+        ))
     }
 
     /// Loads the documents among `names` that are not in memory yet, on
