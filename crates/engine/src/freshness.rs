@@ -356,7 +356,7 @@ fn write_seen(path: &Path, workspaces: &BTreeMap<String, String>) -> Result<(), 
     Ok(())
 }
 
-/// Writes `anchor` as `roster` under [workspace] in `root`'s bridge.toml,
+/// Writes `anchor` as `roster` under `[workspace]` in `root`'s bridge.toml,
 /// keeping the rest of the file (and its comments) as it is.
 pub fn pin(root: &Path, anchor: &Anchor) -> Result<(), FreshnessError> {
     let path = root.join(CONFIG_FILE);

@@ -61,7 +61,8 @@ pub struct Publisher {
     /// Pushes that failed (their files were queued again).
     pub failures: usize,
     /// Whether the last exchange with the remote failed (unreachable, gone,
-    /// refused): pushes then wait [`RETRY_AFTER`] before trying again.
+    /// refused): pushes then wait (2 s, doubling up to a minute) before
+    /// trying again.
     pub offline: bool,
     /// When the last push failed.
     failed_at: Option<std::time::Instant>,
@@ -171,8 +172,8 @@ impl Publisher {
 
     /// When the queued files may be pushed (`None`: nothing queued, or a push
     /// is under way and will start the next itself). Not before the push
-    /// interval has passed since the last push started (see [`PUSH_SHARE`]),
-    /// nor [`RETRY_AFTER`] after a failure.
+    /// interval has passed since the last push started (see `PUSH_SHARE`),
+    /// nor `RETRY_AFTER` after a failure.
     pub fn due(&self) -> Option<tokio::time::Instant> {
         if self.in_flight.is_some() || self.replica.outbox().is_empty() || self.ahead_running() {
             return None;

@@ -470,7 +470,8 @@ pub fn parse_str(text: &str, origin: &str, base: &Path) -> Result<Vec<PlannedTas
     parse_with_audience(text, origin, base).map(|(tasks, _)| tasks)
 }
 
-/// [`parse_str`], with the file's `audience:`.
+/// Parses task-file text (`origin` names it in errors, `base` is the folder
+/// input paths are relative to), with the file's `audience:`.
 pub fn parse_with_audience(
     text: &str,
     origin: &str,
