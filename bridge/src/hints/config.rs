@@ -110,9 +110,7 @@ fn identity(e: &IdentityError) -> Option<Advice> {
         )),
         IdentityError::Read { .. }
         | IdentityError::CreateDir { .. }
-        | IdentityError::Create { .. }
         | IdentityError::Write { .. }
-        | IdentityError::Move { .. }
         | IdentityError::PinsInvalid { .. }
         | IdentityError::EncodePins(_) => None,
     }

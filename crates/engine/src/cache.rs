@@ -195,9 +195,8 @@ pub fn save(
         let sealed = vault.seal_private(doc, &payload)?;
         std::fs::create_dir_all(dir).map_err(io_step("create", dir))?;
         let file = path(dir, doc);
-        let tmp = dir.join(format!(".{doc}.tmp-{}", std::process::id()));
-        std::fs::write(&tmp, &sealed).map_err(io_step("write", &tmp))?;
-        std::fs::rename(&tmp, &file).map_err(io_step("rename into place", &file))?;
+        bridge_store::replace_file(&file, &sealed, 0o666, false)
+            .map_err(io_step("write", &file))?;
         Ok(())
     })();
     if let Err(e) = result {
@@ -285,9 +284,8 @@ pub fn save_sightings(dir: &Path, seen: &bridge_model::Sightings) {
     let write = || -> Result<(), CacheError> {
         std::fs::create_dir_all(dir).map_err(io_step("create", dir))?;
         let file = dir.join(SIGHTINGS_FILE);
-        let tmp = dir.join(format!(".{SIGHTINGS_FILE}.tmp-{}", std::process::id()));
-        std::fs::write(&tmp, serde_json::to_vec(seen)?).map_err(io_step("write", &tmp))?;
-        std::fs::rename(&tmp, &file).map_err(io_step("rename into place", &file))?;
+        bridge_store::replace_file(&file, &serde_json::to_vec(seen)?, 0o666, false)
+            .map_err(io_step("write", &file))?;
         Ok(())
     };
     if let Err(e) = write() {

@@ -344,16 +344,12 @@ fn write_seen(path: &Path, workspaces: &BTreeMap<String, String>) -> Result<(), 
     })
     .map_err(FreshnessError::Encode)?;
     // Atomic: two commands finishing together leave one whole file.
-    let tmp = dir.join(format!(".roster-seen.tmp-{}", std::process::id()));
-    std::fs::write(&tmp, text).map_err(|source| FreshnessError::Write {
-        path: tmp.clone(),
-        source,
-    })?;
-    std::fs::rename(&tmp, path).map_err(|source| FreshnessError::Write {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    Ok(())
+    bridge_store::replace_file(path, text.as_bytes(), 0o666, false).map_err(|source| {
+        FreshnessError::Write {
+            path: path.to_path_buf(),
+            source,
+        }
+    })
 }
 
 /// Writes `anchor` as `roster` under `[workspace]` in `root`'s bridge.toml,
@@ -369,13 +365,8 @@ pub fn pin(root: &Path, anchor: &Anchor) -> Result<(), FreshnessError> {
     let new = with_pin(&text, anchor);
     // What is written must still parse as a workspace file.
     crate::workspace::Config::parse_str(&new, &path)?;
-    let tmp = root.join(format!(".{CONFIG_FILE}.tmp-{}", std::process::id()));
-    std::fs::write(&tmp, &new).map_err(|source| FreshnessError::Write {
-        path: tmp.clone(),
-        source,
-    })?;
-    std::fs::rename(&tmp, &path).map_err(|source| FreshnessError::Write { path, source })?;
-    Ok(())
+    bridge_store::replace_file(&path, new.as_bytes(), 0o666, false)
+        .map_err(|source| FreshnessError::Write { path, source })
 }
 
 /// `text` (a bridge.toml) with `roster = "ANCHOR"` in its [workspace]

@@ -12,7 +12,6 @@
 //! never what it held.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::PathBuf;
 
 use bridge_crypto::{ExposeSecret, Identity, KeyError, MemberId};
@@ -97,27 +96,9 @@ pub enum IdentityError {
         #[source]
         source: std::io::Error,
     },
-    /// A file cannot be created.
-    #[error("cannot create {}", path.display())]
-    Create {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
     /// A file cannot be written.
     #[error("cannot write {}", path.display())]
     Write {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The new identity file cannot be moved in place.
-    #[error("cannot move the identity into {}", path.display())]
-    Move {
         /// The file.
         path: PathBuf,
         /// Why.
@@ -249,7 +230,6 @@ fn read_identity_file(path: &std::path::Path) -> Result<String, IdentityError> {
 
 /// Writes `identity` to the identity file, readable by this user only.
 pub fn save_identity(identity: &Identity, overwrite: bool) -> Result<PathBuf, IdentityError> {
-    use std::os::unix::fs::OpenOptionsExt;
     let path = identity_path()?;
     let dir = config_dir()?;
     std::fs::create_dir_all(&dir).map_err(|source| IdentityError::CreateDir {
@@ -259,33 +239,18 @@ pub fn save_identity(identity: &Identity, overwrite: bool) -> Result<PathBuf, Id
     if path.exists() && !overwrite {
         return Err(IdentityError::Exists { path });
     }
-    let tmp = dir.join(format!(".identity.tmp-{}", std::process::id()));
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|source| IdentityError::Create {
-            path: tmp.clone(),
-            source,
-        })?;
     let secret = identity.to_secret();
-    file.write_all(
-        format!(
-            "# bridge identity: keep it secret\n{}\n",
-            secret.expose_secret()
-        )
-        .as_bytes(),
-    )
-    .and_then(|()| file.sync_all())
-    .map_err(|source| IdentityError::Write {
-        path: tmp.clone(),
-        source,
-    })?;
-    std::fs::rename(&tmp, &path).map_err(|source| IdentityError::Move {
-        path: path.clone(),
-        source,
+    let text = format!(
+        "# bridge identity: keep it secret\n{}\n",
+        secret.expose_secret()
+    );
+    // Readable by this user only from its first byte, and durable before
+    // anything says it exists.
+    bridge_store::replace_file(&path, text.as_bytes(), 0o600, true).map_err(|source| {
+        IdentityError::Write {
+            path: path.clone(),
+            source,
+        }
     })?;
     Ok(path)
 }

@@ -683,3 +683,74 @@ mod tests {
         assert_eq!(out, data);
     }
 }
+
+/// Replaces the file `path` with `bytes` in one step, for the files beside
+/// a store (settings, caches, copies handed to a task): written to a fresh
+/// temporary file in the same folder (removed again if anything fails),
+/// flushed to disk when `durable`, then renamed over `path`, so a reader
+/// sees the old file or the new one, never a part. `mode` is the new file's
+/// permissions as for `open(2)` (the umask applies): `0o666` for an
+/// ordinary file, `0o600` for a secret.
+pub fn replace_file(path: &Path, bytes: &[u8], mode: u32, durable: bool) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".bridge-").suffix(".tmp");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(fs::Permissions::from_mode(mode));
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+    let mut tmp = builder.tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    if durable {
+        tmp.as_file().sync_all()?;
+    }
+    tmp.persist(path).map_err(|e| e.error)?;
+    if durable {
+        sync_parent(path)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod replace_tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn a_replaced_file_is_whole_with_its_mode_and_no_temp_file_is_left() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("identity");
+        replace_file(&path, b"first", 0o600, true).unwrap_or_else(|e| panic!("{e}"));
+        replace_file(&path, b"second", 0o600, false).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(fs::read(&path).unwrap_or_default(), b"second");
+        let mode = fs::metadata(&path).map(|m| m.permissions().mode() & 0o777);
+        assert_eq!(mode.ok(), Some(0o600));
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("identity")]);
+    }
+
+    #[test]
+    fn a_failed_replace_leaves_the_old_file_and_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("target");
+        // A folder where the file should go: the rename fails.
+        fs::create_dir(&path).unwrap_or_else(|e| panic!("{e}"));
+        fs::write(path.join("inside"), b"kept").unwrap_or_else(|e| panic!("{e}"));
+        assert!(replace_file(&path, b"new", 0o666, false).is_err());
+        assert_eq!(fs::read(path.join("inside")).unwrap_or_default(), b"kept");
+        let count = fs::read_dir(dir.path()).map(|d| d.count()).unwrap_or(0);
+        assert_eq!(count, 1, "a temporary file was left behind");
+    }
+}

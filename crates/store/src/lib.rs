@@ -72,6 +72,7 @@ pub mod replica;
 pub mod sync;
 
 pub use backoff::{Backoff, Jitter};
+pub use fsutil::replace_file;
 pub use git::{DEFAULT_STALL_TIMEOUT, GitRemote, GitToken, PushStats, SlotError, validate_slot};
 pub use load::{
     ChunkOpener, LoadedDoc, OpenedEntry, Plain, StoreWarning, has_unseen, load_doc, refresh_doc,

@@ -135,16 +135,9 @@ impl Vault {
                 source,
             })?;
         }
-        let name = dest.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-        let tmp = dest.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-        std::fs::write(&tmp, &bytes).map_err(|source| BlobError::Write {
-            path: tmp.clone(),
-            source,
-        })?;
-        std::fs::rename(&tmp, dest).map_err(|source| BlobError::Write {
+        bridge_store::replace_file(dest, &bytes, 0o666, false).map_err(|source| BlobError::Write {
             path: dest.to_owned(),
             source,
-        })?;
-        Ok(())
+        })
     }
 }
