@@ -20,16 +20,25 @@
 //!   Landlock, namespaces, a supervisor) and download URL inputs (through
 //!   `bridge-fetch`, an HTTP client). URL inputs have no feature of their own:
 //!   a worker that cannot download would have to refuse such tasks when it
-//!   chooses what to claim, a policy of its own rather than a build option. A read-only viewer, or a program
-//!   that only submits tasks, depends on `bridge-engine` with
+//!   chooses what to claim, a policy of its own rather than a build option.
+//!   A read-only viewer, or a program that only submits tasks, depends on
+//!   `bridge-engine` with
 //!   `default-features = false` and compiles neither processes nor HTTP;
 //!   everything else is there, and the settings the worker reads
 //!   (`[worker] sandbox`: [`sandbox_mode`], `run-tasks-from`: [`run_policy`])
 //!   are validated the same way with or without it. Writing a task file's
 //!   URL inputs ([`taskfile`]) needs no download either.
 //!
-//! The engine never prints. Its errors are being made typed (issue 14); the
-//! command line (`bridge/`) decides what to tell the user about them.
+//! # Errors, time and output
+//!
+//! The engine never prints, composes no hint and picks no exit code. Its
+//! errors are typed, one enum per concern (`workspace::ConfigError`,
+//! `workspace::LoadError`, `worker::WorkerError`, the vault's `Refusal`, …)
+//! with the facts a caller needs; the command line (`bridge/src/hints`)
+//! decides what to tell the user. "Now" is read through a [`clock::Clock`],
+//! so claims, leases and deadlines are unit-tested with a clock moved by
+//! hand. What to push is the replica's outbox, which every write fills and
+//! the [`publish`]er drains.
 
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 #![warn(clippy::too_many_lines)]
