@@ -57,3 +57,25 @@ pub fn advise(error: &anyhow::Error) -> Advice {
         .find_map(|cause| ADVISORS.iter().find_map(|advisor| advisor(cause)))
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use bridge_engine::worker::{LocalFault, WorkerError};
+
+    use super::*;
+
+    #[test]
+    fn an_error_no_area_knows_gets_no_advice() {
+        assert_eq!(advise(&anyhow::anyhow!("something")), Advice::default());
+    }
+
+    #[test]
+    fn a_known_cause_is_found_under_the_contexts_commands_add() {
+        let e = anyhow::Error::new(WorkerError::LocalFault(LocalFault("disk full".into())))
+            .context("cannot run the tasks")
+            .context("bridge work");
+        let advice = advise(&e);
+        assert_eq!(advice.code, Some(crate::error::EXIT_LOCAL_FAULT));
+        assert!(advice.hint.is_some());
+    }
+}
