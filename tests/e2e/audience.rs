@@ -480,9 +480,13 @@ fn removing_an_audience_member_from_the_workspace_rotates_the_audience() {
     let short = &batch[16..26];
     // The hub (not in the audience) removes home-server from the workspace.
     p.hub.ok(&["members", "remove", "home-server"]);
-    // Alice's next command sees it and writes generation 1 without them.
+    let grants = |store: &Path| files_under(&store.join("chunks").join("audiences")).len();
+    let on_remote = grants(p.shared.path());
+    // Alice's next command sees it and writes generation 1 without them,
+    // and pushes it before it ends (not at the next sync).
     let synced = p.alice.ok(&["sync"]);
     assert_quiet(&synced);
+    assert_eq!(grants(p.shared.path()), on_remote + 1);
     let shown = p.alice.ok(&["audience", "show", short, "--json"]).json();
     assert_eq!(shown["generation"], 1, "{shown}");
     assert_eq!(

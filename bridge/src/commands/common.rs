@@ -208,15 +208,10 @@ pub fn sync_remote(session: &mut Session, show_progress: bool) -> CliResult<Sync
             session.after_sync(&report)?;
             // What was pulled made this device rotate a private batch's
             // key (an audience member left the workspace): push the new
-            // grant now, not at the next sync.
+            // grant now, not at the next sync, and only it (the outbox
+            // holds what was written since the sync began).
             if session.take_rotated()
-                && let Err(e) = crate::sync::sync_store(
-                    &vault,
-                    &session.ws.replica,
-                    remote.as_ref(),
-                    &mut |_| {},
-                    false,
-                )
+                && let Err(e) = bridge_store::push_queued(&session.ws.replica, remote.as_ref())
             {
                 tracing::warn!("cannot push the rotated audience grant (the next sync will): {e}");
             }

@@ -120,6 +120,32 @@ pub fn sync_with(
     result
 }
 
+/// Pushes what the replica's [outbox](crate::Outbox) holds, and nothing
+/// else: no listing of either side, no pull. For a file or two written
+/// right after a sync (a rotated grant), where a second sync would list
+/// the whole remote again. Returns how many files went; on failure they
+/// stay queued (the next sync sends them anyway).
+pub fn push_queued(replica: &Replica, remote: &dyn Remote) -> Result<usize, SyncError> {
+    let queued = replica.outbox().take();
+    let local = replica.as_remote();
+    let mut files = Vec::with_capacity(queued.len());
+    for name in &queued {
+        // Removed since it was written (compacted away): nothing to push.
+        if let Ok(bytes) = local.read(name) {
+            files.push((name.clone(), bytes));
+        }
+    }
+    let mut pushed = 0;
+    for batch in files.chunks(PUSH_BATCH_FILES) {
+        if let Err(e) = remote.put(batch) {
+            replica.outbox().put_back(queued);
+            return Err(SyncError::Remote(e));
+        }
+        pushed += batch.len();
+    }
+    Ok(pushed)
+}
+
 /// [`sync_with`]'s exchange of files.
 fn exchange(
     replica: &Replica,

@@ -387,3 +387,25 @@ fn a_sync_empties_the_outbox_and_a_failed_one_keeps_it() {
     quiet(&a, &MemRemote::new()).unwrap();
     assert!(a.outbox().is_empty());
 }
+
+#[test]
+fn push_queued_sends_only_the_outbox_and_keeps_it_when_it_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Replica::init(&dir.path().join("a"), "ws").unwrap();
+    let remote = MemRemote::new();
+    quiet(&a, &remote).unwrap();
+    let old = a.put_blob_bytes(b"pushed by the sync").unwrap();
+    quiet(&a, &remote).unwrap();
+    let chunk = a
+        .write_chunk("batch", &chunk_put(&mut AutoCommit::new(), "k", 1))
+        .unwrap();
+    let queued = format!("chunks/batch/{chunk}");
+    remote.set_reachable(false);
+    assert!(bridge_store::push_queued(&a, &remote).is_err());
+    assert_eq!(a.outbox().len(), 1);
+    remote.set_reachable(true);
+    assert_eq!(bridge_store::push_queued(&a, &remote).unwrap(), 1);
+    assert!(a.outbox().is_empty());
+    let names = remote.list().unwrap();
+    assert!(names.contains(&queued) && names.contains(&old.store_name()));
+}
