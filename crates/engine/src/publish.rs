@@ -7,11 +7,11 @@
 //!
 //! What to push is the replica's one outbox ([`bridge_store::Outbox`]),
 //! which every write path fills. When the remote is unreachable, silent
-//! past the stall timeout, or full, the names stay queued there: results live in the local replica and land with
-//! the next push that goes through (or the sync at the end). Nothing is
-//! dropped. The first failure is told once; pushes and claim-window syncs
-//! then wait 2 s, doubling up to a minute, before trying the remote again
-//! (issue 12, items 14 and 15).
+//! past the stall timeout, or full, the names stay queued there: results
+//! live in the local replica and land with the next push that goes through
+//! (or the sync at the end). Nothing is dropped. The first failure is told
+//! once; pushes and claim-window syncs then wait 2 s, doubling up to a
+//! minute, before trying the remote again (issue 12, items 14 and 15).
 
 use std::sync::Arc;
 
