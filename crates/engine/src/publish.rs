@@ -159,14 +159,9 @@ impl Publisher {
         let remote = self.remote.clone();
         let replica = self.replica.clone();
         self.in_flight = Some(tokio::task::spawn_blocking(move || {
-            let mut files = Vec::with_capacity(names.len());
-            for name in &names {
-                match read_store_file(&replica, name) {
-                    Some(bytes) => files.push((name.clone(), bytes)),
-                    None => tracing::debug!("not pushing {name}: it is not in the replica"),
-                }
-            }
-            remote.put(&files).map_err(|e| (names, e))
+            bridge_store::push_names(&replica, remote.as_ref(), &names)
+                .map(|_| ())
+                .map_err(|e| (names, e))
         }));
     }
 
@@ -431,13 +426,6 @@ impl Publisher {
             self.start_if_idle();
         }
     }
-}
-
-/// The bytes of a store file in the replica, by store name.
-fn read_store_file(replica: &Replica, name: &str) -> Option<Vec<u8>> {
-    // Any store file (chunk, snapshot, blob): the replica read as a folder
-    // remote checks the name.
-    replica.as_remote().read(name).ok()
 }
 
 /// How long to wait after `failures` failed exchanges in a row.

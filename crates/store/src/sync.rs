@@ -127,23 +127,33 @@ pub fn sync_with(
 /// stay queued (the next sync sends them anyway).
 pub fn push_queued(replica: &Replica, remote: &dyn Remote) -> Result<usize, SyncError> {
     let queued = replica.outbox().take();
+    push_names(replica, remote, &queued).map_err(|e| {
+        replica.outbox().put_back(queued);
+        SyncError::Remote(e)
+    })
+}
+
+/// Pushes the replica's files `names` (store names) in one
+/// [`put`](Remote::put), so that a git remote makes one commit and one push
+/// of them all. A name no longer in the replica (compacted away since it
+/// was queued) is left out. Returns how many files went.
+pub fn push_names(
+    replica: &Replica,
+    remote: &dyn Remote,
+    names: &[String],
+) -> Result<usize, RemoteError> {
     let local = replica.as_remote();
-    let mut files = Vec::with_capacity(queued.len());
-    for name in &queued {
-        // Removed since it was written (compacted away): nothing to push.
-        if let Ok(bytes) = local.read(name) {
-            files.push((name.clone(), bytes));
+    let mut files = Vec::with_capacity(names.len());
+    for name in names {
+        match local.read(name) {
+            Ok(bytes) => files.push((name.clone(), bytes)),
+            Err(e) => tracing::debug!("not pushing {name}: {e}"),
         }
     }
-    let mut pushed = 0;
-    for batch in files.chunks(PUSH_BATCH_FILES) {
-        if let Err(e) = remote.put(batch) {
-            replica.outbox().put_back(queued);
-            return Err(SyncError::Remote(e));
-        }
-        pushed += batch.len();
+    if !files.is_empty() {
+        remote.put(&files)?;
     }
-    Ok(pushed)
+    Ok(files.len())
 }
 
 /// [`sync_with`]'s exchange of files.

@@ -656,6 +656,25 @@ mod tests {
         LEASE_MS, Pool, Recorder, options, refresh, runtime, status, submit,
     };
 
+    /// A worker over `session` reading `clock`, never stopped from outside.
+    fn worker<'a>(
+        session: &'a mut Session,
+        opts: &'a WorkOptions,
+        hooks: &'a mut Recorder,
+        publisher: Option<&'a mut Publisher>,
+        clock: &Arc<ManualClock>,
+    ) -> Worker<'a> {
+        Worker::new(
+            session,
+            opts,
+            CancellationToken::new(),
+            hooks,
+            publisher,
+            clock.clone(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
     #[test]
     fn a_window_claims_one_task_per_slot_until_tasks_are_timed() {
         let pool = Pool::new();
@@ -665,15 +684,7 @@ mod tests {
         let opts = options(2);
         let mut hooks = Recorder::default();
         runtime().block_on(async {
-            let mut worker = Worker::new(
-                &mut a,
-                &opts,
-                CancellationToken::new(),
-                &mut hooks,
-                None,
-                clock.clone(),
-            )
-            .unwrap_or_else(|e| panic!("{e}"));
+            let mut worker = worker(&mut a, &opts, &mut hooks, None, &clock);
             let window = worker.claim_window(worker.budget_left()).await;
             assert!(matches!(window, Ok(Window::Claimed)), "{window:?}");
             assert_eq!((worker.queue.len(), worker.claimed_total), (2, 2));
@@ -716,15 +727,7 @@ mod tests {
         let remote = Box::new(bridge_store::remote::MemRemote::new());
         let mut publisher = Publisher::new(remote, a.ws.replica.clone());
         runtime().block_on(async {
-            let mut worker = Worker::new(
-                &mut a,
-                &opts,
-                CancellationToken::new(),
-                &mut hooks,
-                Some(&mut publisher),
-                clock.clone(),
-            )
-            .unwrap_or_else(|e| panic!("{e}"));
+            let mut worker = worker(&mut a, &opts, &mut hooks, Some(&mut publisher), &clock);
             let window = worker.claim_window(worker.budget_left()).await;
             assert!(matches!(window, Ok(Window::Claimed)), "{window:?}");
             assert_eq!(worker.queue.len(), 2);
@@ -745,15 +748,7 @@ mod tests {
         opts.max_tasks = Some(1);
         let mut hooks = Recorder::default();
         runtime().block_on(async {
-            let mut worker = Worker::new(
-                &mut a,
-                &opts,
-                CancellationToken::new(),
-                &mut hooks,
-                None,
-                clock.clone(),
-            )
-            .unwrap_or_else(|e| panic!("{e}"));
+            let mut worker = worker(&mut a, &opts, &mut hooks, None, &clock);
             let window = worker.claim_window(worker.budget_left()).await;
             assert!(matches!(window, Ok(Window::Claimed)), "{window:?}");
             assert_eq!(worker.queue.len(), 1);
@@ -771,15 +766,7 @@ mod tests {
         let opts = options(2);
         let mut hooks = Recorder::default();
         runtime().block_on(async {
-            let mut worker = Worker::new(
-                &mut a,
-                &opts,
-                CancellationToken::new(),
-                &mut hooks,
-                None,
-                clock.clone(),
-            )
-            .unwrap_or_else(|e| panic!("{e}"));
+            let mut worker = worker(&mut a, &opts, &mut hooks, None, &clock);
             let window = worker.claim_window(worker.budget_left()).await;
             assert!(matches!(window, Ok(Window::Claimed)), "{window:?}");
             // Another process claimed the first task earlier (its clock is
@@ -814,15 +801,7 @@ mod tests {
         let opts = options(1);
         let mut hooks = Recorder::default();
         runtime().block_on(async {
-            let mut worker = Worker::new(
-                &mut a,
-                &opts,
-                CancellationToken::new(),
-                &mut hooks,
-                None,
-                clock.clone(),
-            )
-            .unwrap_or_else(|e| panic!("{e}"));
+            let mut worker = worker(&mut a, &opts, &mut hooks, None, &clock);
             let window = worker.claim_window(worker.budget_left()).await;
             assert!(matches!(window, Ok(Window::Claimed)), "{window:?}");
             // Renewed a third of the lease later, the claim outlives its

@@ -409,3 +409,22 @@ fn push_queued_sends_only_the_outbox_and_keeps_it_when_it_fails() {
     let names = remote.list().unwrap();
     assert!(names.contains(&queued) && names.contains(&old.store_name()));
 }
+
+#[test]
+fn a_queued_file_compacted_away_before_its_push_is_left_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Replica::init(&dir.path().join("a"), "ws").unwrap();
+    let remote = MemRemote::new();
+    quiet(&a, &remote).unwrap();
+    let gone = a
+        .write_chunk("batch", &chunk_put(&mut AutoCommit::new(), "k", 1))
+        .unwrap();
+    let kept = a.put_blob_bytes(b"kept").unwrap();
+    a.remove_store_files(&[format!("chunks/batch/{gone}")])
+        .unwrap();
+    assert_eq!(bridge_store::push_queued(&a, &remote).unwrap(), 1);
+    let names = remote.list().unwrap();
+    assert!(names.contains(&kept.store_name()));
+    assert!(!names.contains(&format!("chunks/batch/{gone}")));
+    assert!(a.outbox().is_empty());
+}
