@@ -7,6 +7,8 @@
 //!   [`remote_contract_tests!`] macro that runs them all against a backend;
 //! - [`git`]: real `git`, run hermetically (no user or system config), and
 //!   bare repositories in temp folders;
+//! - [`github_git`]: a GitHub-shaped git server (smart HTTP over https on
+//!   127.0.0.1, token, GitHub's limits and counts) for tests and benchmarks;
 //! - [`files`]: store files (blobs, chunks, the header) by content;
 //! - [`spec`]: task specs (one builder for every test).
 //!
@@ -21,5 +23,6 @@
 
 pub mod files;
 pub mod git;
+pub mod github_git;
 pub mod remote_contract;
 pub mod spec;
