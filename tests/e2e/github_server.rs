@@ -32,7 +32,11 @@ fn a_pool_on_the_github_shaped_server_stays_within_the_recommendations() {
     admin.write("tasks.yaml", &format!("tasks:\n{tasks}"));
     let sub = admin.ok(&["submit", "--json", "tasks.yaml"]).json();
     assert_eq!(sub["new"], N, "{sub}");
-    let secret = admin.ok(&["members", "add-runner", "ci"]).stdout.trim().to_owned();
+    let secret = admin
+        .ok(&["members", "add-runner", "ci"])
+        .stdout
+        .trim()
+        .to_owned();
 
     let mut runner = device("ghs-runner", &server);
     fs::copy(admin.path("bridge.toml"), runner.path("bridge.toml"))
@@ -41,16 +45,26 @@ fn a_pool_on_the_github_shaped_server_stays_within_the_recommendations() {
     let run = runner
         .ok(&["run", "--budget", "5m", "--parallel", "2", "--json"])
         .json();
-    assert_eq!((run["done"].as_u64(), run["left"].as_u64()), (Some(N as u64), Some(0)), "{run}");
+    assert_eq!(
+        (run["done"].as_u64(), run["left"].as_u64()),
+        (Some(N as u64), Some(0)),
+        "{run}"
+    );
     admin.ok(&["sync"]);
     assert_eq!(admin.status().count("done"), N as u64);
 
     let report = server.report();
     eprintln!("{report}");
     let repo = report.repo("octo/pool").expect("the repository was used");
-    assert!(repo.pushes.len() >= 3, "init, submit and results pushed: {report}");
+    assert!(
+        repo.pushes.len() >= 3,
+        "init, submit and results pushed: {report}"
+    );
     assert!(repo.reads >= 1, "{report}");
-    assert_eq!(repo.unauthorized, 0, "every request carried the token: {report}");
+    assert_eq!(
+        repo.unauthorized, 0,
+        "every request carried the token: {report}"
+    );
     assert!(repo.refs >= 1, "{report}");
     if let Err(violations) = report.check(&Recommendations::github()) {
         panic!("{violations}\n{report}");

@@ -138,6 +138,48 @@ fn clone_push_fetch_with_the_token_and_a_report_of_them() {
 }
 
 #[test]
+fn a_clone_of_many_branches_sends_a_gzipped_request_that_http_backend_inflates() {
+    let server = GitHubGit::start();
+    let url = server.create_repo("octo/pool");
+    let work = work_tree(&server, &[("a", b"a".to_vec())]);
+    // Each branch its own commit: one `want` line each, well over the
+    // 1 KB past which git gzips a fetch request.
+    let mut refspecs = Vec::new();
+    for i in 0..60 {
+        commit(
+            &server,
+            work.path(),
+            &[("a", format!("{i}").into_bytes())],
+            &format!("c{i}"),
+        );
+        let branch = format!("b{i:02}");
+        git_ok(&server, work.path(), &["branch", &branch]);
+        refspecs.push(branch);
+    }
+    let mut args = vec!["push", "-q", url.as_str(), "main"];
+    args.extend(refspecs.iter().map(String::as_str));
+    git_ok(&server, work.path(), &args);
+    let clone = tempfile::tempdir().unwrap();
+    git_ok(
+        &server,
+        clone.path(),
+        &["clone", "-q", "--mirror", &url, "c"],
+    );
+    let refs = git_ok(
+        &server,
+        &clone.path().join("c"),
+        &["for-each-ref", "--format=%(refname)"],
+    );
+    assert_eq!(refs.lines().count(), 61);
+
+    let report = server.report();
+    let repo = report.repo("octo/pool").unwrap();
+    assert!(repo.gzipped_requests >= 1, "{report}");
+    assert_eq!((repo.refs, repo.pushes.len()), (61, 1));
+    assert_eq!(repo.pushes[0].refs, 61);
+}
+
+#[test]
 fn refuses_git_without_the_right_token() {
     let server = GitHubGit::start();
     let url = server.create_repo("octo/pool");
@@ -324,6 +366,7 @@ fn a_pack_over_the_push_limit_is_refused_and_a_chunked_push_within_it_goes_throu
     let report = server.report();
     let repo = report.repo("octo/pool").unwrap();
     assert_eq!(repo.pushes.len(), 2, "{report}");
+    assert_eq!(repo.chunked_requests, 2, "{report}");
     assert!(repo.pushes[0].bytes > 200 * 1024);
     assert_eq!(repo.pushes[0].refused, None);
     assert_eq!(

@@ -268,11 +268,18 @@ async fn run_backend(
         command.env("CONTENT_TYPE", v);
     }
     // A chunked body has no length: http-backend then reads to EOF.
-    if let Some(v) = header("content-length") {
-        command.env("CONTENT_LENGTH", v);
+    match header("content-length") {
+        Some(v) => {
+            command.env("CONTENT_LENGTH", v);
+        }
+        None if parts.method == hyper::Method::POST => state.log(&repo, |log| log.chunked += 1),
+        None => {}
     }
     // http-backend inflates a gzip'd body itself.
     if let Some(v) = header("content-encoding") {
+        if v.contains("gzip") {
+            state.log(&repo, |log| log.gzipped += 1);
+        }
         command.env("HTTP_CONTENT_ENCODING", v);
     }
     if let Some(v) = header("git-protocol") {

@@ -39,6 +39,10 @@ pub(super) struct Log {
     pub(super) upload_pack_posts: usize,
     /// Requests refused for want of the right token.
     pub(super) unauthorized: usize,
+    /// Requests whose body came gzip'd (`Content-Encoding: gzip`).
+    pub(super) gzipped: usize,
+    /// POSTs whose body came chunked (no `Content-Length`).
+    pub(super) chunked: usize,
 }
 
 /// The widest tree reachable from any ref.
@@ -70,6 +74,10 @@ pub struct RepoReport {
     /// POSTs to upload-pack, noted beside the reads.
     pub upload_pack_posts: usize,
     pub unauthorized: usize,
+    /// Requests with a gzip'd body (git compresses large fetch requests).
+    pub gzipped_requests: usize,
+    /// POSTs with a chunked body (git sends large pushes so).
+    pub chunked_requests: usize,
     /// Pushes in the busiest 60 s window (the peak minute).
     pub peak_pushes_per_minute: usize,
     /// Pushes in the busiest 5-minute window.
@@ -108,6 +116,8 @@ impl RepoReport {
             reads: log.reads.len(),
             upload_pack_posts: log.upload_pack_posts,
             unauthorized: log.unauthorized,
+            gzipped_requests: log.gzipped,
+            chunked_requests: log.chunked,
             peak_pushes_per_minute: peak_minute,
             peak_pushes_per_5_minutes: peak_5,
             peak_5_minutes_at: peak_5_at,
@@ -568,6 +578,8 @@ mod tests {
             reads: log.reads.len(),
             upload_pack_posts: 0,
             unauthorized: 0,
+            gzipped_requests: 0,
+            chunked_requests: 0,
             peak_pushes_per_minute: peak_minute,
             peak_pushes_per_5_minutes: peak_5,
             peak_5_minutes_at: peak_5_at,
