@@ -208,6 +208,73 @@ async fn run_backend(
     query: String,
 ) -> Response<Body> {
     let (parts, body) = req.into_parts();
+    let refusal_file = state
+        .refusals
+        .join(state.next_push.fetch_add(1, Ordering::Relaxed).to_string());
+    let mut command = backend_command(&state, &parts, &repo, kind, &query, &refusal_file);
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            return simple(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("git http-backend: {e}\n"),
+            );
+        }
+    };
+    let (Some(stdin), Some(mut stdout), Some(mut stderr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        return simple(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "git http-backend: no pipes\n",
+        );
+    };
+    let body_bytes = tokio::spawn(copy_body(body, stdin));
+    let stderr_text = tokio::spawn(async move {
+        let mut text = Vec::new();
+        let _ = stderr.read_to_end(&mut text).await;
+        text
+    });
+    let Some((status, headers, first)) = read_cgi_head(&mut stdout).await else {
+        let _ = child.wait().await;
+        let err = stderr_text.await.unwrap_or_default();
+        return simple(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("git http-backend: {}\n", String::from_utf8_lossy(&err)),
+        );
+    };
+    let (tx, rx) = mpsc::channel::<Bytes>(16);
+    tokio::spawn(async move {
+        // Keep a copy of a push's answer: git's report of what it did.
+        let copy = forward(&mut stdout, first, tx, kind == Kind::ReceivePack).await;
+        let _ = child.wait().await;
+        let _ = stderr_text.await;
+        let bytes = body_bytes.await.unwrap_or(0);
+        // git sends a bare flush packet ("0000") first to probe the
+        // credentials before a body too large to resend; not a push.
+        if let Some(copy) = copy.filter(|_| bytes > 4) {
+            log_push(&state, &repo, at, bytes, &copy, &refusal_file);
+        }
+    });
+    let mut response = Response::builder().status(status);
+    for (name, value) in headers {
+        response = response.header(name, value);
+    }
+    response
+        .body(ChannelBody { rx }.boxed())
+        .unwrap_or_else(|_| simple(StatusCode::INTERNAL_SERVER_ERROR, "bad CGI header\n"))
+}
+
+/// The `git http-backend` command for a request: the CGI variables, the
+/// server's limits as git config and as the hook's `GHGIT_*` variables.
+fn backend_command(
+    state: &State,
+    parts: &hyper::http::request::Parts,
+    repo: &str,
+    kind: Kind,
+    query: &str,
+    refusal_file: &std::path::Path,
+) -> tokio::process::Command {
     let header = |name: &str| {
         parts
             .headers
@@ -215,9 +282,6 @@ async fn run_backend(
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
     };
-    let refusal_file = state
-        .refusals
-        .join(state.next_push.fetch_add(1, Ordering::Relaxed).to_string());
     let mut command = tokio::process::Command::new("git");
     command
         .arg("http-backend")
@@ -248,7 +312,7 @@ async fn run_backend(
         .env("SERVER_PROTOCOL", "HTTP/1.1")
         .env("REQUEST_METHOD", parts.method.as_str())
         .env("PATH_INFO", format!("/{repo}{}", suffix(kind)))
-        .env("QUERY_STRING", &query)
+        .env("QUERY_STRING", query)
         .env("REMOTE_ADDR", "127.0.0.1")
         .env("REMOTE_USER", "x-access-token")
         .env(
@@ -259,7 +323,7 @@ async fn run_backend(
             "GHGIT_MAX_REFS",
             state.config.max_refs_per_push.unwrap_or(0).to_string(),
         )
-        .env("GHGIT_REFUSAL", &refusal_file)
+        .env("GHGIT_REFUSAL", refusal_file)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -272,65 +336,40 @@ async fn run_backend(
         Some(v) => {
             command.env("CONTENT_LENGTH", v);
         }
-        None if parts.method == hyper::Method::POST => state.log(&repo, |log| log.chunked += 1),
+        None if parts.method == hyper::Method::POST => state.log(repo, |log| log.chunked += 1),
         None => {}
     }
     // http-backend inflates a gzip'd body itself.
     if let Some(v) = header("content-encoding") {
         if v.contains("gzip") {
-            state.log(&repo, |log| log.gzipped += 1);
+            state.log(repo, |log| log.gzipped += 1);
         }
         command.env("HTTP_CONTENT_ENCODING", v);
     }
     if let Some(v) = header("git-protocol") {
         command.env("GIT_PROTOCOL", v);
     }
-    let mut child = match command.spawn() {
-        Ok(child) => child,
-        Err(e) => {
-            return simple(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                &format!("git http-backend: {e}\n"),
-            );
-        }
-    };
-    let (Some(stdin), Some(mut stdout), Some(mut stderr)) =
-        (child.stdin.take(), child.stdout.take(), child.stderr.take())
-    else {
-        return simple(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "git http-backend: no pipes\n",
-        );
-    };
-    let body_bytes = tokio::spawn(copy_body(body, stdin));
-    let stderr_text = tokio::spawn(async move {
-        let mut text = Vec::new();
-        let _ = stderr.read_to_end(&mut text).await;
-        text
-    });
+    command
+}
 
-    // The CGI header block, then the body.
+/// Reads http-backend's CGI header block: the status, the headers, and
+/// whatever of the body came with them. `None` if git wrote no header.
+async fn read_cgi_head(
+    stdout: &mut tokio::process::ChildStdout,
+) -> Option<(StatusCode, Vec<(String, String)>, Bytes)> {
     let mut buffer = Vec::new();
-    let header_end = loop {
+    let (head_len, body_start) = loop {
         if let Some(end) = find_header_end(&buffer) {
-            break Some(end);
+            break end;
         }
         let mut chunk = vec![0; 64 * 1024];
         match stdout.read(&mut chunk).await {
-            Ok(0) | Err(_) => break None,
+            Ok(0) | Err(_) => return None,
             Ok(n) => buffer.extend_from_slice(&chunk[..n]),
         }
     };
-    let Some((head_len, body_start)) = header_end else {
-        let _ = child.wait().await;
-        let err = stderr_text.await.unwrap_or_default();
-        return simple(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            &format!("git http-backend: {}\n", String::from_utf8_lossy(&err)),
-        );
-    };
-    let mut response = Response::builder();
     let mut status = StatusCode::OK;
+    let mut headers = Vec::new();
     for line in String::from_utf8_lossy(&buffer[..head_len]).lines() {
         let Some((name, value)) = line.split_once(':') else {
             continue;
@@ -344,61 +383,69 @@ async fn run_backend(
                 .and_then(|c| StatusCode::from_u16(c).ok())
                 .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         } else {
-            response = response.header(name.trim(), value);
+            headers.push((name.trim().to_owned(), value.to_owned()));
         }
     }
-    let first = Bytes::copy_from_slice(&buffer[body_start..]);
-    let (tx, rx) = mpsc::channel::<Bytes>(16);
-    let object_limit = state.config.max_object_bytes;
-    let push_limit = state.config.max_push_bytes;
-    tokio::spawn(async move {
-        // Keep a copy of a push's answer: git's report of what it did.
-        let mut copy = (kind == Kind::ReceivePack).then(|| first.to_vec());
-        let mut client_gone = tx.send(first).await.is_err();
-        let mut chunk = vec![0; 64 * 1024];
-        loop {
-            match stdout.read(&mut chunk).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if let Some(copy) = copy.as_mut()
-                        && copy.len() < 1 << 20
-                    {
-                        copy.extend_from_slice(&chunk[..n]);
-                    }
-                    if !client_gone {
-                        client_gone = tx.send(Bytes::copy_from_slice(&chunk[..n])).await.is_err();
-                    }
+    Some((
+        status,
+        headers,
+        Bytes::copy_from_slice(&buffer[body_start..]),
+    ))
+}
+
+/// Sends `first` and the rest of git's output to the client; returns a
+/// copy of it (its first MiB) if `keep`. Reads to the end even if the
+/// client went away, so git is never blocked on a full pipe.
+async fn forward(
+    stdout: &mut tokio::process::ChildStdout,
+    first: Bytes,
+    tx: mpsc::Sender<Bytes>,
+    keep: bool,
+) -> Option<Vec<u8>> {
+    let mut copy = keep.then(|| first.to_vec());
+    let mut client_gone = tx.send(first).await.is_err();
+    let mut chunk = vec![0; 64 * 1024];
+    loop {
+        match stdout.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if let Some(copy) = copy.as_mut()
+                    && copy.len() < 1 << 20
+                {
+                    copy.extend_from_slice(&chunk[..n]);
+                }
+                if !client_gone {
+                    client_gone = tx.send(Bytes::copy_from_slice(&chunk[..n])).await.is_err();
                 }
             }
         }
-        drop(tx);
-        let _ = child.wait().await;
-        let _ = stderr_text.await;
-        let bytes = body_bytes.await.unwrap_or(0);
-        // git sends a bare flush packet ("0000") first to probe the
-        // credentials before a body too large to resend; not a push.
-        if let Some(copy) = copy.filter(|_| bytes > 4) {
-            let status = ReportStatus::parse(&copy);
-            let hook = std::fs::read_to_string(&refusal_file).unwrap_or_default();
-            let _ = std::fs::remove_file(&refusal_file);
-            let refused =
-                Refusal::parse(&hook, object_limit).or_else(|| status.refusal(push_limit));
-            let refs = status.refs;
-            state.log(&repo, |log| {
-                log.pushes.push(Push {
-                    at,
-                    bytes,
-                    refs,
-                    refused,
-                })
-            });
-        }
+    }
+    copy
+}
+
+/// Logs a push from git's answer and the hook's refusal file.
+fn log_push(
+    state: &State,
+    repo: &str,
+    at: Duration,
+    bytes: u64,
+    answer: &[u8],
+    refusal_file: &std::path::Path,
+) {
+    let status = ReportStatus::parse(answer);
+    let hook = std::fs::read_to_string(refusal_file).unwrap_or_default();
+    let _ = std::fs::remove_file(refusal_file);
+    let refused = Refusal::parse(&hook, state.config.max_object_bytes)
+        .or_else(|| status.refusal(state.config.max_push_bytes));
+    let refs = status.refs;
+    state.log(repo, |log| {
+        log.pushes.push(Push {
+            at,
+            bytes,
+            refs,
+            refused,
+        })
     });
-    let body = ChannelBody { rx }.boxed();
-    response
-        .status(status)
-        .body(body)
-        .unwrap_or_else(|_| simple(StatusCode::INTERNAL_SERVER_ERROR, "bad CGI header\n"))
 }
 
 fn suffix(kind: Kind) -> &'static str {

@@ -284,7 +284,14 @@ fn walk_repos(root: &Path) -> Vec<String> {
 impl Drop for GitHubGit {
     fn drop(&mut self) {
         if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_timeout(Duration::from_secs(5));
+            // Waiting (for the git children to be killed before the folder
+            // goes) is not allowed inside an async context: there, stop in
+            // the background.
+            if tokio::runtime::Handle::try_current().is_ok() {
+                runtime.shutdown_background();
+            } else {
+                runtime.shutdown_timeout(Duration::from_secs(5));
+            }
         }
     }
 }
