@@ -401,3 +401,22 @@ fn the_optional_rate_limit_refuses_pushes_past_it() {
         Some(Refusal::RateLimited { limit: 1 })
     );
 }
+
+#[test]
+fn the_report_lists_every_repository_created_even_untouched() {
+    let server = GitHubGit::start();
+    server.create_repo("octo/a");
+    assert_eq!(
+        server.create_repo("solo"),
+        format!("https://127.0.0.1:{}/solo.git", server.port())
+    );
+    let report = server.report();
+    assert_eq!(
+        report.repos.keys().map(String::as_str).collect::<Vec<_>>(),
+        vec!["octo/a.git", "solo.git"]
+    );
+    let solo = report.repo("solo").unwrap();
+    assert_eq!((solo.pushes.len(), solo.reads, solo.refs), (0, 0, 0));
+    assert_eq!(solo.widest_tree, None);
+    assert_eq!(report.check(&Recommendations::github()), Ok(()));
+}

@@ -33,6 +33,20 @@
 //! clients trust its certificate through `GIT_SSL_CAINFO`
 //! ([`GitHubGit::ca_path`]); bridge sends its token to it when
 //! `BRIDGE_GIT_AUTH_HOST=127.0.0.1` (see [`GitHubGit::bridge_env`]).
+//!
+//! ```
+//! use bridge_testutil::github_git::{GitHubGit, Recommendations};
+//!
+//! let server = GitHubGit::start();
+//! let url = server.create_repo("octo/pool");
+//! assert!(url.starts_with("https://127.0.0.1:"));
+//! // … run `bridge init --remote git:{url}` and a fleet with
+//! // `server.bridge_env()` in their environment, then:
+//! let report = server.report();
+//! if let Err(violations) = report.check(&Recommendations::github()) {
+//!     panic!("{violations}\n{report}");
+//! }
+//! ```
 
 mod hook;
 mod http;
@@ -266,16 +280,21 @@ impl GitHubGit {
 fn walk_repos(root: &Path) -> Vec<String> {
     let mut found = Vec::new();
     for owner in std::fs::read_dir(root).into_iter().flatten().flatten() {
+        let owner_name = owner.file_name().to_string_lossy().into_owned();
+        if owner_name.ends_with(".git") {
+            // `name.git` without an owner: a repository itself.
+            found.push(owner_name);
+            continue;
+        }
         for repo in std::fs::read_dir(owner.path())
             .into_iter()
             .flatten()
             .flatten()
         {
-            found.push(format!(
-                "{}/{}",
-                owner.file_name().to_string_lossy(),
-                repo.file_name().to_string_lossy()
-            ));
+            let name = repo.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".git") {
+                found.push(format!("{owner_name}/{name}"));
+            }
         }
     }
     found
