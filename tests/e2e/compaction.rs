@@ -17,77 +17,14 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tempfile::TempDir;
 
+use bridge_testutil::git::Bare;
+
 use crate::harness::{
-    Device, Run, Spawned, Task, dir_remote, files_under, git_in, str_field, sync_until_equal,
-    temp_dir,
+    Device, Run, Spawned, Task, dir_remote, files_under, str_field, sync_until_equal, temp_dir,
 };
 
 // ---------------------------------------------------------------------------
 // Helpers
-
-/// `git ARGS`, hermetic; panics unless it succeeds.
-fn git(args: &[&str]) -> String {
-    git_in(None, args)
-}
-
-/// A bare git repository holding a store: its branches and their files.
-struct Bare(PathBuf);
-
-impl Bare {
-    fn git(&self, args: &[&str]) -> String {
-        let mut all = vec!["--git-dir", self.0.to_str().expect("utf-8 path")];
-        all.extend_from_slice(args);
-        git(&all)
-    }
-
-    /// The store's branches (`refs/heads/bridge/<slot>`).
-    fn branches(&self) -> Vec<String> {
-        self.git(&["for-each-ref", "--format=%(refname)", "refs/heads/"])
-            .lines()
-            .map(str::to_owned)
-            .collect()
-    }
-
-    /// The files of each branch (`git ls-tree -r`).
-    fn files(&self) -> BTreeMap<String, BTreeSet<String>> {
-        self.branches()
-            .into_iter()
-            .map(|b| {
-                let files = self
-                    .git(&["ls-tree", "-r", "--name-only", &b])
-                    .lines()
-                    .map(str::to_owned)
-                    .collect();
-                (b, files)
-            })
-            .collect()
-    }
-
-    /// Every file any branch holds.
-    fn all_files(&self) -> BTreeSet<String> {
-        self.files().into_values().flatten().collect()
-    }
-
-    /// The commits of a branch's history.
-    fn commits(&self, branch: &str) -> usize {
-        self.git(&["rev-list", "--count", branch])
-            .trim()
-            .parse()
-            .expect("a commit count")
-    }
-
-    fn tip(&self, branch: &str) -> String {
-        self.git(&["rev-parse", branch]).trim().to_owned()
-    }
-
-    /// The parentless commits a branch's history starts from.
-    fn roots(&self, branch: &str) -> Vec<String> {
-        self.git(&["rev-list", "--max-parents=0", branch])
-            .lines()
-            .map(str::to_owned)
-            .collect()
-    }
-}
 
 /// A pool on a bare git repository, created by an admin device.
 struct GitPool {
@@ -100,14 +37,13 @@ struct GitPool {
 impl GitPool {
     fn new(label: &str) -> GitPool {
         let tmp = temp_dir(&format!("{label}-pool"));
-        let bare = tmp.path().join("store.git");
-        git(&["init", "--bare", "-q", bare.to_str().expect("utf-8 path")]);
-        let remote = format!("git:{}", bare.display());
+        let bare = Bare::init(&tmp.path().join("store.git"));
+        let remote = format!("git:{}", bare.path().display());
         let admin = Device::new(&format!("{label}-admin"));
         admin.ok(&["init", "--remote", &remote]);
         GitPool {
             tmp,
-            bare: Bare(bare),
+            bare,
             remote,
             admin,
         }

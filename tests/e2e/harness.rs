@@ -564,32 +564,3 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     out.sort();
     out
 }
-
-/// `git ARGS` with no user or system configuration, not prompting; in
-/// `cwd` when given.
-pub fn git_cmd(cwd: Option<&Path>, args: &[&str]) -> Command {
-    let mut c = Command::new("git");
-    c.env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .stdin(Stdio::null())
-        .args(args);
-    if let Some(cwd) = cwd {
-        c.current_dir(cwd);
-    }
-    c
-}
-
-/// Runs [`git_cmd`]; panics unless it succeeds. Returns its stdout.
-pub fn git_in(cwd: Option<&Path>, args: &[&str]) -> String {
-    let out = git_cmd(cwd, args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run git: {e}"));
-    assert!(
-        out.status.success(),
-        "`git {}` failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}

@@ -4,20 +4,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::harness::{Device, Run, Spawned, Task, git_cmd, git_in, poll, str_field, temp_dir};
+use bridge_testutil::git::{Bare, Daemon, git};
 
-/// `git ARGS`, hermetic; panics unless it succeeds.
-fn git(args: &[&str]) -> String {
-    git_in(None, args)
-}
+use crate::harness::{Device, Run, Spawned, Task, str_field, temp_dir};
 
 /// Calls `check` until it returns true, 100 ms apart, for at most `limit`
 /// (a bound against hangs, not a timing assertion).
@@ -74,8 +69,7 @@ impl Pool {
     /// A pool whose remote is `git:` + `url(bare repository)`.
     fn with_url(label: &str, url: impl FnOnce(&Path) -> String) -> Pool {
         let tmp = temp_dir(&format!("{label}-pool"));
-        let bare = tmp.path().join("store.git");
-        git(&["init", "--bare", "-q", &bare.display().to_string()]);
+        let bare = Bare::init(&tmp.path().join("store.git")).0;
         let remote = format!("git:{}", url(&bare));
         Pool::on(tmp, bare, remote, label)
     }
@@ -125,16 +119,7 @@ impl Pool {
 
     /// The store's branches in the bare repository.
     fn refs(&self) -> BTreeSet<String> {
-        git(&[
-            "--git-dir",
-            &self.bare.display().to_string(),
-            "for-each-ref",
-            "--format=%(refname)",
-            "refs/heads/",
-        ])
-        .lines()
-        .map(str::to_owned)
-        .collect()
+        Bare(self.bare.clone()).branches().into_iter().collect()
     }
 
     /// The admin's status after a sync.
@@ -671,7 +656,7 @@ fn a_runner_keeps_its_results_when_the_git_daemon_dies() {
     let tmp = temp_dir("dies-pool");
     let bare = served_bare_repo(tmp.path());
     let daemon = Daemon::start(tmp.path());
-    let port = daemon.port;
+    let port = daemon.port();
     let remote = format!("git:{}", daemon.url("store.git"));
     let pool = Pool::on(tmp, bare, remote, "dies");
     let sub = pool.submit_yaml(&matrix_yaml("s", N, "sleep 1", ""));
@@ -814,78 +799,7 @@ fn nothing_runnable_exits_at_once() {
 
 /// A bare `store.git` in `dir` that `git daemon` accepts pushes to.
 fn served_bare_repo(dir: &Path) -> PathBuf {
-    let bare = dir.join("store.git");
-    git(&["init", "--bare", "-q", &bare.display().to_string()]);
-    git(&[
-        "--git-dir",
-        &bare.display().to_string(),
-        "config",
-        "daemon.receivepack",
-        "true",
-    ]);
-    bare
-}
-
-/// A `git daemon` serving one folder on 127.0.0.1; killed when dropped.
-struct Daemon {
-    child: Child,
-    port: u16,
-}
-
-impl Daemon {
-    fn start(base: &Path) -> Daemon {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("no free port")
-            .port();
-        Daemon::on_port(base, port)
-    }
-
-    fn on_port(base: &Path, port: u16) -> Daemon {
-        let exec_path = git(&["--exec-path"]);
-        let child = Command::new(Path::new(exec_path.trim()).join("git-daemon"))
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .args([
-                "--reuseaddr".to_owned(),
-                format!("--base-path={}", base.display()),
-                "--export-all".to_owned(),
-                "--enable=receive-pack".to_owned(),
-                format!("--port={port}"),
-                "--listen=127.0.0.1".to_owned(),
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("cannot start git daemon");
-        let d = Daemon { child, port };
-        let url = d.url("store.git");
-        poll("git daemon to answer", || {
-            git_cmd(None, &["ls-remote", &url])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        });
-        d
-    }
-
-    fn url(&self, repo: &str) -> String {
-        format!("git://127.0.0.1:{}/{repo}", self.port)
-    }
-
-    fn stop(mut self) {
-        self.child.kill().expect("cannot kill git daemon");
-        self.child.wait().expect("cannot reap git daemon");
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    Bare::served(&dir.join("store.git")).0
 }
 
 #[test]

@@ -5,10 +5,13 @@
 //! - [`remote_contract`]: the contract every [`Remote`](bridge_store::Remote)
 //!   backend meets, as one function per point and the
 //!   [`remote_contract_tests!`] macro that runs them all against a backend;
-//! - [`git`]: real `git`, run hermetically (no user or system config), and
-//!   bare repositories in temp folders;
+//! - [`git`]: real `git`, run hermetically (no user or system config),
+//!   bare repositories and their branches, a `git daemon` on 127.0.0.1;
 //! - [`files`]: store files (blobs, chunks, the header) by content;
-//! - [`spec`]: task specs (one builder for every test).
+//! - [`spec`]: task specs (one builder for every test);
+//! - `forge` (feature `forge`): store files built by hand, as an attacker
+//!   would, with the crypto crate's envelope layout and the vault's
+//!   framing.
 //!
 //! Helpers panic on failure: they are for tests only.
 
@@ -20,6 +23,8 @@
 )]
 
 pub mod files;
+#[cfg(feature = "forge")]
+pub mod forge;
 pub mod git;
 pub mod remote_contract;
 pub mod spec;
