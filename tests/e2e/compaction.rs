@@ -11,64 +11,18 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tempfile::TempDir;
-
-use bridge_testutil::git::Bare;
 
 use crate::harness::{
-    Device, Run, Spawned, Task, dir_remote, files_under, str_field, sync_until_equal, temp_dir,
+    Device, GitPool, Run, Spawned, Task, dir_remote, files_under, str_field, sync_until_equal,
+    temp_dir, wait_exit,
 };
 
 // ---------------------------------------------------------------------------
 // Helpers
-
-/// A pool on a bare git repository, created by an admin device.
-struct GitPool {
-    tmp: TempDir,
-    bare: Bare,
-    remote: String,
-    admin: Device,
-}
-
-impl GitPool {
-    fn new(label: &str) -> GitPool {
-        let tmp = temp_dir(&format!("{label}-pool"));
-        let bare = Bare::init(&tmp.path().join("store.git"));
-        let remote = format!("git:{}", bare.path().display());
-        let admin = Device::new(&format!("{label}-admin"));
-        admin.ok(&["init", "--remote", &remote]);
-        GitPool {
-            tmp,
-            bare,
-            remote,
-            admin,
-        }
-    }
-
-    /// A file path shared by the test's processes.
-    fn shared(&self, rel: &str) -> PathBuf {
-        self.tmp.path().join(rel)
-    }
-
-    /// A runner machine: the admin's bridge.toml and a runner identity.
-    fn runner(&self, name: &str, secret: &str) -> Device {
-        let mut r = Device::new(name);
-        fs::copy(self.admin.path("bridge.toml"), r.path("bridge.toml"))
-            .expect("cannot copy bridge.toml");
-        r.set_env("BRIDGE_IDENTITY", secret);
-        r
-    }
-
-    /// `bridge members add-runner NAME`: its secret identity.
-    fn add_runner(&self, name: &str) -> String {
-        let out = self.admin.ok(&["members", "add-runner", name]);
-        out.stdout.trim().to_owned()
-    }
-}
 
 /// Store names (`chunks/<doc>/<file>`, …) of the files under `root`, a
 /// replica or a folder remote.
@@ -220,20 +174,6 @@ fn compact(d: &Device, args: &[&str]) -> Compaction {
     let mut all = vec!["compact", "--json"];
     all.extend_from_slice(args);
     Compaction::parse(d.ok(&all).json())
-}
-
-/// Waits (at most `limit`, a bound against hangs) for a background
-/// `bridge` to exit by itself.
-fn wait_exit(mut p: Spawned, limit: Duration) -> Run {
-    let start = Instant::now();
-    while p.is_running() {
-        assert!(
-            start.elapsed() < limit,
-            "a worker still runs after {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    p.wait()
 }
 
 /// `n` tasks numbered from 0: each writes its number to `out.txt` and
