@@ -8,6 +8,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use bridge_testutil::git::bare_repo;
+
 use crate::harness::{Device, Run, dir_remote, files_under, temp_dir};
 
 /// The task: appends a line to `counter` (outside every store) each time
@@ -192,13 +194,7 @@ fn issue12_item3_damaged_replica_files_are_repaired_from_a_dir_remote() {
 fn issue12_item3_damaged_replica_files_are_repaired_from_a_git_remote() {
     let tmp = temp_dir("repair-git");
     let bare = tmp.path().join("store.git");
-    let out = Command::new("git")
-        .args(["init", "--bare", "-q"])
-        .arg(&bare)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .output()
-        .expect("git runs");
-    assert!(out.status.success(), "git init --bare");
+    bare_repo(&bare);
     damaged_files_are_repaired("repair-git", &format!("git:{}", bare.display()));
 }
 

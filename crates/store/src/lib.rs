@@ -75,7 +75,8 @@ pub use backoff::{Backoff, Jitter};
 pub use fsutil::replace_file;
 pub use git::{DEFAULT_STALL_TIMEOUT, GitRemote, GitToken, PushStats, SlotError, validate_slot};
 pub use load::{
-    ChunkOpener, LoadedDoc, OpenedEntry, Plain, StoreWarning, has_unseen, load_doc, refresh_doc,
+    ChunkOpener, LoadedDoc, OpenedEntry, Plain, PlainRefusal, StoreWarning, has_unseen, load_doc,
+    refresh_doc,
 };
 pub use names::{
     BlobId, BlobIdError, DocFolder, DocIdError, FORMAT_LINE, WorkspaceIdError, validate_doc_id,

@@ -8,7 +8,6 @@
 use std::collections::BTreeSet;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -20,7 +19,7 @@ use bridge_store::{
     parse_remote, sync,
 };
 use bridge_testutil::files::{blob, chunk, header, names};
-use bridge_testutil::git::{bare_repo, git, remote};
+use bridge_testutil::git::{Bare, Daemon, bare_repo, git, remote};
 
 /// `git ls-remote` of a repository: (ref, oid), sorted.
 fn ls_remote(url: &str) -> Vec<(String, String)> {
@@ -35,17 +34,7 @@ fn ls_remote(url: &str) -> Vec<(String, String)> {
 
 /// The paths in the tree of `reference` in the bare repository `repo`.
 fn tree_paths(repo: &Path, reference: &str) -> BTreeSet<String> {
-    git(&[
-        "--git-dir",
-        repo.to_str().unwrap(),
-        "ls-tree",
-        "-r",
-        "--name-only",
-        reference,
-    ])
-    .lines()
-    .map(str::to_owned)
-    .collect()
+    Bare(repo.to_owned()).tree(reference)
 }
 
 #[test]
@@ -365,13 +354,11 @@ fn remove_takes_files_off_every_slot_with_parentless_commits() {
     // Gone from b's slot too, and both branches lost their history.
     assert!(!tree_paths(&repo, "refs/heads/bridge/b").contains(&shared.0));
     for slot in ["a", "b"] {
-        let out = std::process::Command::new("git")
-            .args(["--git-dir"])
-            .arg(&repo)
-            .args(["rev-list", "--count", &format!("refs/heads/bridge/{slot}")])
-            .output()
-            .unwrap();
-        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1", "{slot}");
+        assert_eq!(
+            Bare(repo.clone()).commits(&format!("refs/heads/bridge/{slot}")),
+            1,
+            "{slot}"
+        );
     }
     let listed = b.list().unwrap();
     assert!(!listed.contains(&x.0) && !listed.contains(&shared.0));
@@ -482,71 +469,13 @@ fn parse_remote_wires_git_urls() {
     assert!(caches[0].join("HEAD").is_file());
 }
 
-/// A `git daemon` on 127.0.0.1, killed on drop.
-struct Daemon {
-    child: Child,
-    port: u16,
-}
-
-impl Daemon {
-    fn start(base: &Path) -> Daemon {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        // `git daemon` would run `git-daemon` as a child that outlives a
-        // kill of `git`: start the real program.
-        let exec_path = git(&["--exec-path"]);
-        let program = Path::new(exec_path.trim()).join("git-daemon");
-        let child = Command::new(program)
-            .args([
-                "--reuseaddr",
-                &format!("--base-path={}", base.display()),
-                "--export-all",
-                "--enable=receive-pack",
-                &format!("--port={port}"),
-                "--listen=127.0.0.1",
-            ])
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let daemon = Daemon { child, port };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "git daemon did not start");
-            thread::sleep(Duration::from_millis(20));
-        }
-        daemon
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn works_over_git_daemon() {
     let dir = tempfile::tempdir().unwrap();
     let served = dir.path().join("served");
-    let repo = served.join("store.git");
-    bare_repo(&repo);
-    git(&[
-        "--git-dir",
-        repo.to_str().unwrap(),
-        "config",
-        "daemon.receivepack",
-        "true",
-    ]);
+    Bare::served(&served.join("store.git"));
     let daemon = Daemon::start(&served);
-    let url = format!("git://127.0.0.1:{}/store.git", daemon.port);
+    let url = daemon.url("store.git");
 
     let work = dir.path().join("work");
     std::fs::create_dir(&work).unwrap();
@@ -556,7 +485,7 @@ fn works_over_git_daemon() {
         refs,
         ["refs/heads/bridge/device-a", "refs/heads/bridge/device-b"]
     );
-    let missing = format!("git://127.0.0.1:{}/nope.git", daemon.port);
+    let missing = daemon.url("nope.git");
     let err = remote(&missing, "a", &dir.path().join("cache-m"))
         .list()
         .unwrap_err();

@@ -80,7 +80,7 @@ use bridge_store::Replica;
 pub use blobs::MAX_BLOB_PLAIN_BYTES;
 pub use error::{BlobError, NotAMemberError, OpenError, Refusal, SaveError, ScanError, SealError};
 pub use removal::SignedFiles;
-pub use seal::frame;
+pub use seal::{frame, unframe};
 pub use snapshots::SnapshotIndex;
 
 /// The reserved document whose chunks are the roster's epochs.
