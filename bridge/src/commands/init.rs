@@ -406,7 +406,7 @@ fn append_github_section(root: &Path, section: &GitHubSection) -> CliResult<()> 
 /// This device's identity, created (and said so) when it has none yet.
 pub fn identity_or_new(g: &GlobalArgs) -> CliResult<Identity> {
     let path = keys::identity_path(&g.settings.engine)?;
-    if !g.settings.engine.identity.is_some() && !path.exists() {
+    if g.settings.engine.identity.is_none() && !path.exists() {
         let identity = Identity::generate()
             .map_err(|e| anyhow::anyhow!(e).context("cannot create an identity"))?;
         let path = keys::save_identity(&g.settings.engine, &identity, false)?;

@@ -481,7 +481,7 @@ fn write_github_files(
         let mut f = std::fs::OpenOptions::new()
             .append(true)
             .create(true)
-            .open(&path)
+            .open(path)
             .with_context(|| format!("cannot open GITHUB_OUTPUT {path}"))?;
         writeln!(
             f,
@@ -533,7 +533,7 @@ fn write_github_files(
         let mut f = std::fs::OpenOptions::new()
             .append(true)
             .create(true)
-            .open(&path)
+            .open(path)
             .with_context(|| format!("cannot open GITHUB_STEP_SUMMARY {path}"))?;
         f.write_all(md.as_bytes())
             .with_context(|| format!("cannot write GITHUB_STEP_SUMMARY {path}"))?;

@@ -180,7 +180,7 @@ impl Settings {
     /// The settings from these variables (`var` gives a variable's value,
     /// `None` when unset). Never fails: see the module docs.
     pub fn from_vars(var: impl Fn(&str) -> Option<OsString>) -> Settings {
-        // Where today's code read `std::env::var`, a value that is not UTF-8
+        // Where the engine used to read a variable as text, a value that is not UTF-8
         // counts as unset; where it read `var_os`, as given.
         let text = |name: &str| var(name).and_then(|v| v.into_string().ok());
         let set = |name: &str| var(name).filter(|v| !v.is_empty());

@@ -1,8 +1,8 @@
 //! How a [`Fetcher`](crate::Fetcher) behaves: where the cache is, how long
 //! it waits, how often it tries. [`FetchConfig::from_vars`] resolves it from
-//! the conventional variables, given by a function (the program's settings,
-//! resolved once, or `|k| std::env::var_os(k)`), so that the choice is
-//! tested without touching the process's environment.
+//! the conventional variables, given by a function (the engine resolves it
+//! with the rest of its settings, once), so that the choice is tested
+//! without touching the process's environment.
 
 use std::ffi::OsString;
 use std::path::PathBuf;

@@ -68,10 +68,11 @@ impl Pool {
 /// The settings of a device living in `root`: no environment read, the
 /// home and the configuration folder in the temporary folder.
 fn settings(root: &std::path::Path) -> std::sync::Arc<crate::settings::Settings> {
-    let mut s = crate::settings::Settings::default();
-    s.home = Some(root.join("home"));
-    s.config_dir = Some(root.join("config"));
-    std::sync::Arc::new(s)
+    std::sync::Arc::new(crate::settings::Settings {
+        home: Some(root.join("home")),
+        config_dir: Some(root.join("config")),
+        ..Default::default()
+    })
 }
 
 fn spec(name: &str) -> TaskSpec {
