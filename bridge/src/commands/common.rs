@@ -9,6 +9,7 @@ use bridge_store::{RemoteError, SyncError, SyncReport};
 use super::GlobalArgs;
 use crate::error::{CliError, CliResult, EXIT_OFFLINE};
 use crate::workspace::{LoadPlan, Session, Workspace};
+use bridge_engine::settings::Settings;
 
 /// Finds the workspace and loads its documents. When the local replica
 /// cannot show this device a roster it belongs to (a fresh clone of a
@@ -20,7 +21,7 @@ pub fn open_session(g: &GlobalArgs) -> CliResult<Session> {
 
 /// [`open_session`], loading the documents as `plan` says.
 pub fn open_session_with(g: &GlobalArgs, plan: LoadPlan) -> CliResult<Session> {
-    let ws = Workspace::find(g.workspace.as_deref())?;
+    let ws = Workspace::find(g.workspace.as_deref(), g.engine())?;
     let Some(spec) = ws.remote_spec().map(str::to_owned) else {
         return Ok(Session::open_with(ws, plan)?);
     };
@@ -32,8 +33,8 @@ pub fn open_session_with(g: &GlobalArgs, plan: LoadPlan) -> CliResult<Session> {
         },
         Err(e) => e.into(),
     };
-    let ws = Workspace::open(&root)?;
-    let remote = open_remote(&spec, &ws.root).map_err(|e| {
+    let ws = Workspace::open(&root, g.engine())?;
+    let remote = open_remote(&ws.settings, &spec, &ws.root).map_err(|e| {
         CliError::hint(
             anyhow!(e),
             "set `remote` under [store] in bridge.toml to dir:PATH or git:URL",
@@ -58,18 +59,21 @@ pub fn open_session_with(g: &GlobalArgs, plan: LoadPlan) -> CliResult<Session> {
 /// device writes its own ref, named after the device (`BRIDGE_DEVICE` or the
 /// host name).
 pub fn open_remote(
+    settings: &Settings,
     spec: &str,
     root: &std::path::Path,
 ) -> Result<Box<dyn bridge_store::Remote>, bridge_store::RemoteSpecError> {
     open_remote_as(
+        settings,
         spec,
         root,
-        &crate::worker::safe_name(&crate::workspace::device_name()),
+        &crate::worker::safe_name(&settings.device_name()),
     )
 }
 
 /// [`open_remote`] writing the ref of `slot` (a runner shard).
 pub fn open_remote_as(
+    settings: &Settings,
     spec: &str,
     root: &std::path::Path,
     slot: &str,
@@ -77,11 +81,8 @@ pub fn open_remote_as(
     let mut opts = bridge_store::RemoteOptions::for_base(root);
     opts.writer_slot = slot.to_owned();
     // Taken out of the environment at start-up (see `secrets`).
-    opts.github_token = crate::secrets::github_token().map(|token| bridge_store::GitToken {
-        token,
-        auth_host: std::env::var("BRIDGE_GIT_AUTH_HOST").ok(),
-    });
-    opts.stall_timeout = stall_timeout(root);
+    opts.github_token = settings.git_token();
+    opts.stall_timeout = stall_timeout(settings, root);
     bridge_store::parse_remote(spec, root, &opts)
 }
 
@@ -90,18 +91,14 @@ pub fn open_remote_as(
 /// A workspace checks its value when it opens; here (also before a
 /// workspace exists, at `join`) a missing or bad file means the default
 /// or the environment's value.
-fn stall_timeout(root: &std::path::Path) -> std::time::Duration {
+fn stall_timeout(settings: &Settings, root: &std::path::Path) -> std::time::Duration {
     let path = root.join(crate::workspace::CONFIG_FILE);
     let config = std::fs::read_to_string(&path)
         .ok()
         .and_then(|text| crate::workspace::Config::parse_str(&text, &path).ok());
-    let from_config = config.as_ref().and_then(|c| c.stall_timeout().ok());
+    let from_config = config.as_ref().and_then(|c| c.stall_timeout(settings).ok());
     from_config
-        .or_else(|| {
-            std::env::var(crate::workspace::STALL_TIMEOUT_ENV)
-                .ok()
-                .and_then(|v| humantime::parse_duration(v.trim()).ok())
-        })
+        .or_else(|| settings.stall_timeout.clone().and_then(Result::ok))
         .unwrap_or(bridge_store::DEFAULT_STALL_TIMEOUT)
 }
 
@@ -180,7 +177,7 @@ pub fn sync_remote(session: &mut Session, show_progress: bool) -> CliResult<Sync
     let Some(spec) = session.ws.remote_spec().map(str::to_owned) else {
         return Ok(SyncOutcome::NoRemote);
     };
-    let remote = open_remote(&spec, &session.ws.root).map_err(|e| {
+    let remote = open_remote(&session.ws.settings, &spec, &session.ws.root).map_err(|e| {
         CliError::hint(
             anyhow!(e),
             "set `remote` under [store] in bridge.toml to `dir:PATH`",

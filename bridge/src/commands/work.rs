@@ -14,7 +14,7 @@ use crate::output::{duration, print_json};
 use crate::publish::Publisher;
 use crate::run_policy::RunFrom;
 use crate::worker::{self, Event, WorkOptions};
-use crate::workspace::{Session, device_name};
+use crate::workspace::Session;
 
 /// Run runnable tasks on this device
 ///
@@ -118,7 +118,7 @@ pub fn run(g: &GlobalArgs, args: WorkArgs) -> CliResult<u8> {
         labels,
         lease: session.ws.config.lease()?,
         max_tasks: args.max_tasks,
-        device: device_name(),
+        device: g.settings.engine.device_name(),
         deadline: None,
         shard: None,
         provenance: Default::default(),
@@ -140,9 +140,11 @@ pub fn run(g: &GlobalArgs, args: WorkArgs) -> CliResult<u8> {
             offline,
         };
         let mut publisher = match (offline || !online, session.ws.remote_spec()) {
-            (false, Some(spec)) => super::common::open_remote(spec, &session.ws.root)
-                .ok()
-                .map(|r| Publisher::new(r, session.ws.replica.clone())),
+            (false, Some(spec)) => {
+                super::common::open_remote(&session.ws.settings, spec, &session.ws.root)
+                    .ok()
+                    .map(|r| Publisher::new(r, session.ws.replica.clone()))
+            }
             _ => None,
         };
         let r = worker::work(

@@ -51,6 +51,9 @@ pub(super) struct Runner {
     pub device: String,
     pub provenance: BTreeMap<String, String>,
     pub clock: Arc<dyn Clock>,
+    /// The worker's variables its tasks inherit
+    /// ([`Settings::task_env`](crate::settings::Settings::task_env)).
+    pub inherited_env: Arc<BTreeMap<String, String>>,
 }
 
 /// One task to run, with everything it needs (owned, so it can run on the
@@ -134,7 +137,7 @@ impl Job {
             &self.spec,
             &self.id,
             &self.key,
-            &self.runner.device,
+            (&self.runner.device, &self.runner.inherited_env),
             (&paths.dir, &paths.stdout, &paths.stderr),
         ) {
             Ok(cmd) => cmd,
@@ -439,15 +442,17 @@ impl Drop for TaskTmp {
 
 /// The process a stored task runs as, once its spec is checked against
 /// every limit (issue 12, item 10): the one place a spec becomes a command,
-/// so that no stored spec can make the worker panic further on. `paths` are
+/// so that no stored spec can make the worker panic further on. `worker` is
+/// this device's name and the variables a task inherits from it; `paths` are
 /// the working folder and the two log files.
 pub(super) fn task_command(
     spec: &TaskSpec,
     id: &TaskId,
     key: &str,
-    device: &str,
+    worker: (&str, &BTreeMap<String, String>),
     paths: (&Path, &Path, &Path),
 ) -> Result<TaskCommand, RunnableError> {
+    let (device, inherited) = worker;
     check_runnable(spec)?;
     let (workdir, stdout_path, stderr_path) = paths;
     Ok(TaskCommand {
@@ -458,7 +463,7 @@ pub(super) fn task_command(
             },
             Command::Argv(argv) => Program::Argv(argv.clone()),
         },
-        env: task_env(spec, id, key, device),
+        env: task_env(spec, id, key, device, inherited),
         workdir: workdir.to_path_buf(),
         timeout: Duration::from_secs(spec.timeout_s),
         stdout_path: stdout_path.to_path_buf(),
@@ -469,17 +474,17 @@ pub(super) fn task_command(
     })
 }
 
-/// The environment of a task: a few variables of the worker's own (never its
-/// secrets), bridge's, then the task's.
-fn task_env(spec: &TaskSpec, id: &TaskId, key: &str, device: &str) -> BTreeMap<String, String> {
-    const PASS: &[&str] = &[
-        "PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TERM", "TMPDIR", "TZ",
-        "SHELL",
-    ];
-    let mut env: BTreeMap<String, String> = PASS
-        .iter()
-        .filter_map(|k| std::env::var(k).ok().map(|v| ((*k).to_owned(), v)))
-        .collect();
+/// The environment of a task: a few variables of the worker's own
+/// (`inherited`, from an allow-list: never its secrets), bridge's, then the
+/// task's.
+fn task_env(
+    spec: &TaskSpec,
+    id: &TaskId,
+    key: &str,
+    device: &str,
+    inherited: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let mut env = inherited.clone();
     env.insert("BRIDGE_TASK_ID".into(), id.to_string());
     env.insert("BRIDGE_TASK_NAME".into(), spec.name.clone());
     env.insert("BRIDGE_ATTEMPT".into(), key.to_owned());
@@ -573,11 +578,11 @@ pub(super) fn task_supervisor(
     };
     // What no read-only grant may open (see `crate::sandbox`).
     let mut protected = vec![ws.root.join(crate::workspace::STATE_DIR)];
-    if let Ok(config) = crate::keys::config_dir() {
+    if let Ok(config) = crate::keys::config_dir(&ws.settings) {
         protected.push(config);
     }
-    if let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
-        protected.push(PathBuf::from(home).join(".ssh"));
+    if let Some(home) = &ws.settings.home {
+        protected.push(home.join(".ssh"));
     }
     let policy = ws.worker_policy(runner);
     if !policy.shared_ignored.is_empty() {
@@ -590,6 +595,7 @@ pub(super) fn task_supervisor(
         );
     }
     let sandbox = Sandbox::resolve(
+        &ws.settings,
         policy.sandbox.as_deref(),
         &policy.allow_read,
         &protected,

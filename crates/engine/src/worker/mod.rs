@@ -426,7 +426,7 @@ mod tests {
             std::fs::create_dir(&dir).map_err(|e| TestCaseError::fail(e.to_string()))?;
             let (out, err) = (tmp.path().join("out"), tmp.path().join("err"));
             let id = spec.id();
-            let Ok(cmd) = task_command(&spec, &id, "w.1", "device", (&dir, &out, &err)) else {
+            let Ok(cmd) = task_command(&spec, &id, "w.1", ("device", &BTreeMap::new()), (&dir, &out, &err)) else {
                 return Ok(());
             };
             // What a worker accepts stays inside the working folder...
@@ -455,11 +455,11 @@ mod tests {
         }))
         .expect("a spec");
         let p = Path::new("/nonexistent");
-        let e = task_command(&spec, &spec.id(), "w.1", "d", (p, p, p))
+        let e = task_command(&spec, &spec.id(), "w.1", ("d", &BTreeMap::new()), (p, p, p))
             .map(|_| ())
             .expect_err("refused");
         assert!(e.to_string().contains("`timeout`"), "{e}");
         spec.timeout_s = 5;
-        assert!(task_command(&spec, &spec.id(), "w.1", "d", (p, p, p)).is_ok());
+        assert!(task_command(&spec, &spec.id(), "w.1", ("d", &BTreeMap::new()), (p, p, p)).is_ok());
     }
 }

@@ -10,6 +10,7 @@ use bridge_model::{Millis, Policy};
 use serde::{Deserialize, Serialize};
 
 use super::CONFIG_FILE;
+use crate::settings::{BadValue, Settings};
 
 /// A setting of `bridge.toml` (or of `.bridge/config.toml`) that cannot be
 /// used. The hints are the command line's (`bridge/src/hints/config.rs`).
@@ -310,17 +311,25 @@ impl Config {
     /// offline: `BRIDGE_STALL_TIMEOUT`, else `[store] stall-timeout`, else
     /// 30 s (issue 12, item 15: a host that accepts the connection and
     /// never answers hung commands for minutes).
-    pub fn stall_timeout(&self) -> Result<Duration, ConfigError> {
-        self.stall_timeout_with(std::env::var(STALL_TIMEOUT_ENV).ok())
+    pub fn stall_timeout(&self, settings: &Settings) -> Result<Duration, ConfigError> {
+        self.stall_timeout_with(settings.stall_timeout.clone())
     }
 
     /// [`stall_timeout`](Self::stall_timeout) with the environment's value
-    /// given.
-    fn stall_timeout_with(&self, env: Option<String>) -> Result<Duration, ConfigError> {
+    /// (as [`Settings::stall_timeout`] holds it) given.
+    fn stall_timeout_with(
+        &self,
+        env: Option<Result<Duration, BadValue<humantime::DurationError>>>,
+    ) -> Result<Duration, ConfigError> {
         let timeout = match env {
-            Some(v) if !v.trim().is_empty() => humantime::parse_duration(v.trim())
-                .map_err(|source| ConfigError::StallTimeoutEnv { value: v, source })?,
-            _ => parse_duration_setting(
+            Some(Ok(timeout)) => timeout,
+            Some(Err(bad)) => {
+                return Err(ConfigError::StallTimeoutEnv {
+                    value: bad.value,
+                    source: bad.reason,
+                });
+            }
+            None => parse_duration_setting(
                 "store.stall-timeout",
                 self.store.stall_timeout.as_deref(),
                 "30s",
@@ -631,8 +640,20 @@ mod tests {
         }
     }
 
-    fn secs(c: &Config, env: Option<&str>) -> Result<u64, String> {
-        c.stall_timeout_with(env.map(str::to_owned))
+    /// `BRIDGE_STALL_TIMEOUT` as the settings resolve it.
+    pub(super) fn env(
+        value: Option<&str>,
+    ) -> Option<Result<Duration, BadValue<humantime::DurationError>>> {
+        crate::settings::Settings::from_vars(|k| {
+            value
+                .filter(|_| k == STALL_TIMEOUT_ENV)
+                .map(std::ffi::OsString::from)
+        })
+        .stall_timeout
+    }
+
+    fn secs(c: &Config, value: Option<&str>) -> Result<u64, String> {
+        c.stall_timeout_with(env(value))
             .map(|d| d.as_secs())
             .map_err(|e| e.to_string())
     }
@@ -699,11 +720,11 @@ mod error_tests {
             panic!("a good file");
         };
         assert!(matches!(
-            config.stall_timeout_with(Some("never".into())),
+            config.stall_timeout_with(tests::env(Some("never"))),
             Err(ConfigError::StallTimeoutEnv { .. })
         ));
         assert!(matches!(
-            config.stall_timeout_with(Some("10ms".into())),
+            config.stall_timeout_with(tests::env(Some("10ms"))),
             Err(ConfigError::StallTimeoutTooShort { .. })
         ));
         let mut bad = config.clone();

@@ -959,7 +959,8 @@ mod tests {
         );
         let config =
             Config::parse_str(&text, &dir.join("bridge.toml")).unwrap_or_else(|e| panic!("{e}"));
-        let ws = Workspace::with_config(dir, config).unwrap_or_else(|e| panic!("{e}"));
+        let ws = Workspace::with_config(dir, config, Default::default())
+            .unwrap_or_else(|e| panic!("{e}"));
         let vault = Vault::new(ws.replica.clone(), identity, roster);
         Session::with_clock(ws, vault, LoadPlan::All, clock).unwrap_or_else(|e| panic!("{e}"))
     }
