@@ -30,7 +30,7 @@ fn git(args: &[&str]) -> String {
     git_in(None, args)
 }
 
-/// A bare git repository holding a store: its branches and their files.
+/// A bare git repository holding a store: its slot refs and their files.
 struct Bare(PathBuf);
 
 impl Bare {
@@ -40,9 +40,9 @@ impl Bare {
         git(&all)
     }
 
-    /// The store's branches (`refs/heads/bridge/<slot>`).
+    /// The store's slot refs (`refs/bridge/<slot>`).
     fn branches(&self) -> Vec<String> {
-        self.git(&["for-each-ref", "--format=%(refname)", "refs/heads/"])
+        self.git(&["for-each-ref", "--format=%(refname)", "refs/bridge/"])
             .lines()
             .map(str::to_owned)
             .collect()
@@ -56,7 +56,7 @@ impl Bare {
                 let files = self
                     .git(&["ls-tree", "-r", "--name-only", &b])
                     .lines()
-                    .map(str::to_owned)
+                    .map(store_name_of_path)
                     .collect();
                 (b, files)
             })
@@ -86,6 +86,19 @@ impl Bare {
             .lines()
             .map(str::to_owned)
             .collect()
+    }
+}
+
+/// The store name of a file at `path` in a slot's tree: hashed files lie
+/// in a fan-out folder named by their hash's first two digits
+/// (`blobs/ab/ab….blob` is `blobs/ab….blob`).
+fn store_name_of_path(path: &str) -> String {
+    let parts: Vec<&str> = path.split('/').collect();
+    match parts.as_slice() {
+        [dirs @ .., fan, file] if fan.len() == 2 && file.starts_with(fan) => {
+            format!("{}/{file}", dirs.join("/"))
+        }
+        _ => path.to_owned(),
     }
 }
 
@@ -1159,7 +1172,7 @@ fn a_compacted_git_store_is_read_by_a_fresh_runner_and_written_by_an_old_one() {
     }
 
     // The first runner's branch was rewritten under it; it works on.
-    let branch = "refs/heads/bridge/ci-0";
+    let branch = "refs/bridge/ci-0";
     let rewritten = pool.bare.tip(branch);
     pool.admin.write("two.yaml", &yaml("u", 6));
     pool.admin.ok(&["submit", "two.yaml"]);

@@ -118,6 +118,7 @@ impl<'a> Worker<'a> {
             device: opts.device.clone(),
             provenance: opts.provenance.clone(),
             clock: clock.clone(),
+            max_output: opts.max_object.map(bridge_vault::max_plain_for_sealed),
         };
         Ok(Worker {
             parallel: opts.parallel.max(1),
