@@ -122,7 +122,7 @@ fn pinned_action_commit(workflow: &str) -> String {
     sha
 }
 
-/// The store's branches in the bare repository.
+/// The store's slot refs in the bare repository.
 fn refs(bare: &Path) -> BTreeSet<String> {
     Bare(bare.to_owned()).branches().into_iter().collect()
 }
@@ -306,10 +306,8 @@ fn three_runner_shards_drain_a_git_pool_under_act() {
         .unwrap_or_else(|e| panic!("cannot start {}: {e}", act.display()));
     let mut run = Act { child, log };
 
-    // Each shard writes its own branch, bridge/<member>-<shard>.
-    let wanted: BTreeSet<String> = (0..SHARDS)
-        .map(|i| format!("refs/heads/bridge/ci-{i}"))
-        .collect();
+    // Each shard writes its own ref, refs/bridge/<member>-<shard>.
+    let wanted: BTreeSet<String> = (0..SHARDS).map(|i| format!("refs/bridge/ci-{i}")).collect();
     let start = Instant::now();
     while !wanted.is_subset(&refs(&bare)) {
         assert!(

@@ -1035,7 +1035,7 @@ fn a_compacted_git_store_is_read_by_a_fresh_runner_and_written_by_an_old_one() {
     }
 
     // The first runner's branch was rewritten under it; it works on.
-    let branch = "refs/heads/bridge/ci-0";
+    let branch = "refs/bridge/ci-0";
     let rewritten = pool.bare.tip(branch);
     pool.admin.write("two.yaml", &yaml("u", 6));
     pool.admin.ok(&["submit", "two.yaml"]);

@@ -207,11 +207,9 @@ fn eight_runners_drain_a_git_pool() {
     );
     assert!(checked.len() >= N / OUTPUT_SAMPLE);
 
-    // One branch per runner shard, plus the admin's.
-    let mut expected: BTreeSet<String> = (0..K)
-        .map(|i| format!("refs/heads/bridge/ci-{i}"))
-        .collect();
-    expected.insert("refs/heads/bridge/drain-admin".to_owned());
+    // One ref per runner shard, plus the admin's.
+    let mut expected: BTreeSet<String> = (0..K).map(|i| format!("refs/bridge/ci-{i}")).collect();
+    expected.insert("refs/bridge/drain-admin".to_owned());
     assert_eq!(pool.refs(), expected);
 }
 
@@ -457,7 +455,7 @@ fn a_runner_keeps_its_results_when_the_remote_goes_away() {
         "ls-tree",
         "-r",
         "--name-only",
-        "refs/heads/bridge/ci",
+        "refs/bridge/ci",
     ]);
     assert!(ls_tree.contains("chunks/"), "{ls_tree}");
     let moved = pool.shared("moved.git");
@@ -740,10 +738,7 @@ fn runners_over_git_daemon() {
     assert_eq!((st.tasks, st.count("done")), (N as u64, N as u64), "{st:?}");
     let refs = pool.refs();
     for slot in ["ci-0", "ci-1", "daemon-admin"] {
-        assert!(
-            refs.contains(&format!("refs/heads/bridge/{slot}")),
-            "{refs:?}"
-        );
+        assert!(refs.contains(&format!("refs/bridge/{slot}")), "{refs:?}");
     }
     daemon.stop();
 }

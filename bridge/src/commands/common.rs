@@ -83,7 +83,27 @@ pub fn open_remote_as(
     // Taken out of the environment at start-up (see `secrets`).
     opts.github_token = settings.git_token();
     opts.stall_timeout = stall_timeout(settings, root);
+    opts.git_limits.max_object =
+        config_at(root).map_or(bridge_store::git::DEFAULT_MAX_OBJECT, |c| c.max_object());
     bridge_store::parse_remote(spec, root, &opts)
+}
+
+/// The workspace's bridge.toml at `root`, if it can be read and parsed.
+fn config_at(root: &std::path::Path) -> Option<crate::workspace::Config> {
+    let path = root.join(crate::workspace::CONFIG_FILE);
+    let text = std::fs::read_to_string(&path).ok()?;
+    crate::workspace::Config::parse_str(&text, &path).ok()
+}
+
+/// The largest output a worker of this session stores: `[store]
+/// max-object` when the remote is a `git:` one (issue 15: GitHub refuses
+/// files over 100 MiB), else no limit but the store's.
+pub fn max_object(session: &Session) -> Option<u64> {
+    session
+        .ws
+        .remote_spec()
+        .filter(|spec| spec.starts_with("git:"))
+        .map(|_| session.ws.config.max_object())
 }
 
 /// The stall timeout of the workspace at `root` (see
@@ -92,10 +112,7 @@ pub fn open_remote_as(
 /// workspace exists, at `join`) a missing or bad file means the default
 /// or the environment's value.
 fn stall_timeout(settings: &Settings, root: &std::path::Path) -> std::time::Duration {
-    let path = root.join(crate::workspace::CONFIG_FILE);
-    let config = std::fs::read_to_string(&path)
-        .ok()
-        .and_then(|text| crate::workspace::Config::parse_str(&text, &path).ok());
+    let config = config_at(root);
     let from_config = config.as_ref().and_then(|c| c.stall_timeout(settings).ok());
     from_config
         .or_else(|| settings.stall_timeout.clone().and_then(Result::ok))

@@ -169,6 +169,7 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> CliResult<u8> {
             provenance: g.settings.ci_provenance.clone(),
             flush_delay: RUNNER_FLUSH_DELAY,
             run_tasks_from: args.run_tasks_from.resolve(&session)?,
+            max_object: super::common::max_object(&session),
         };
         let mut hooks = RunHooks {
             github,

@@ -124,6 +124,7 @@ pub fn run(g: &GlobalArgs, args: WorkArgs) -> CliResult<u8> {
         provenance: Default::default(),
         flush_delay: worker::FLUSH_DELAY,
         run_tasks_from: args.run_tasks_from.resolve(&session)?,
+        max_object: super::common::max_object(&session),
     };
     // A remote that could not be used at the start (unreachable, silent
     // past the stall timeout) is not tried again by this run: the tasks run

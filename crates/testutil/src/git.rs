@@ -97,16 +97,26 @@ impl Bare {
         git(&all)
     }
 
-    /// The store's branches (`refs/heads/bridge/<slot>`), sorted.
+    /// The store's slot refs (`refs/bridge/<slot>`), sorted.
     pub fn branches(&self) -> Vec<String> {
-        self.git(&["for-each-ref", "--format=%(refname)", "refs/heads/"])
+        self.git(&["for-each-ref", "--format=%(refname)", "refs/bridge/"])
             .lines()
             .map(str::to_owned)
             .collect()
     }
 
-    /// The files of branch (or any commit-ish) `reference`.
+    /// The store names of the files of ref (or any commit-ish)
+    /// `reference`: its paths without the fan-out folder of hashed files
+    /// (`blobs/ab/ab….blob` is `blobs/ab….blob`).
     pub fn tree(&self, reference: &str) -> BTreeSet<String> {
+        self.raw_tree(reference)
+            .iter()
+            .map(|p| store_name_of_path(p))
+            .collect()
+    }
+
+    /// The paths in the tree of `reference`, as git has them.
+    pub fn raw_tree(&self, reference: &str) -> BTreeSet<String> {
         self.git(&["ls-tree", "-r", "--name-only", reference])
             .lines()
             .map(str::to_owned)
@@ -148,6 +158,18 @@ impl Bare {
             .lines()
             .map(str::to_owned)
             .collect()
+    }
+}
+
+/// The store name of a path in a store ref's tree: the path without the
+/// two-hex-digit fan-out folder of a hashed file.
+pub fn store_name_of_path(path: &str) -> String {
+    let parts: Vec<&str> = path.split('/').collect();
+    match parts.as_slice() {
+        [dirs @ .., fan, file] if fan.len() == 2 && file.starts_with(fan) => {
+            format!("{}/{file}", dirs.join("/"))
+        }
+        _ => path.to_owned(),
     }
 }
 
@@ -247,15 +269,15 @@ mod tests {
                 "push",
                 "-q",
                 bare.path().to_str().unwrap(),
-                "HEAD:refs/heads/bridge/a",
+                "HEAD:refs/bridge/a",
             ],
         );
-        assert_eq!(bare.branches(), ["refs/heads/bridge/a"]);
+        assert_eq!(bare.branches(), ["refs/bridge/a"]);
         assert_eq!(bare.all_files(), BTreeSet::from(["FORMAT".to_owned()]));
-        assert_eq!(bare.commits("refs/heads/bridge/a"), 1);
+        assert_eq!(bare.commits("refs/bridge/a"), 1);
         assert_eq!(
-            bare.roots("refs/heads/bridge/a"),
-            [bare.tip("refs/heads/bridge/a")]
+            bare.roots("refs/bridge/a"),
+            [bare.tip("refs/bridge/a")]
         );
     }
 }

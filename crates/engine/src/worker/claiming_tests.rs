@@ -263,6 +263,7 @@ pub(super) fn options(parallel: usize) -> WorkOptions {
         provenance: Default::default(),
         flush_delay: super::FLUSH_DELAY,
         run_tasks_from: None,
+        max_object: None,
     }
 }
 

@@ -54,6 +54,9 @@ pub(super) struct Runner {
     /// The worker's variables its tasks inherit
     /// ([`Settings::task_env`](crate::settings::Settings::task_env)).
     pub inherited_env: Arc<BTreeMap<String, String>>,
+    /// The largest output file stored, in plain bytes: what seals within
+    /// the remote's largest object ([`super::WorkOptions::max_object`]).
+    pub max_output: Option<u64>,
 }
 
 /// One task to run, with everything it needs (owned, so it can run on the
@@ -256,15 +259,24 @@ impl Job {
         let logs = (paths.stdout.clone(), paths.stderr.clone());
         let dir = paths.dir.clone();
         let placement = self.placement.clone();
-        let kept =
-            tokio::task::spawn_blocking(move || keep(&vault, &dir, &spec, lens, &logs, &placement))
-                .await;
+        let max_output = self.runner.max_output;
+        let kept = tokio::task::spawn_blocking(move || {
+            keep(&vault, &dir, &spec, lens, &logs, &placement, max_output)
+        })
+        .await;
         match kept {
             Ok(Ok(k)) => {
                 attempt.stdout_blob = k.stdout;
                 attempt.stderr_blob = k.stderr;
                 attempt.outputs = k.outputs;
-                if let Some(w) = k.warning {
+                if let Some(refused) = k.refused {
+                    // The remote cannot take the file: the attempt failed,
+                    // with what was kept recorded as usual.
+                    if attempt.outcome == Outcome::Success {
+                        attempt.outcome = Outcome::Error;
+                    }
+                    attempt.message = Some(refused.to_string());
+                } else if let Some(w) = k.warning {
                     attempt.message.get_or_insert(w);
                 }
                 None
@@ -350,11 +362,30 @@ enum KeepError {
     },
 }
 
+/// An output the remote cannot take in one file (issue 15): not stored.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "output {path} of task {task} is {size} bytes, over the {limit} bytes a file may have on this remote (`max-object` under [store] in bridge.toml); it was not stored: write it in parts of at most {limit} bytes (an object-store remote for large files is planned)"
+)]
+struct OutputTooLarge {
+    /// The task's name.
+    task: String,
+    /// The output, relative to the task's folder.
+    path: String,
+    /// Its size.
+    size: u64,
+    /// The largest output that fits.
+    limit: u64,
+}
+
 struct Kept {
     stdout: Option<String>,
     stderr: Option<String>,
     outputs: BTreeMap<String, String>,
     warning: Option<String>,
+    /// The first output too large for the remote, if any (the others are
+    /// kept).
+    refused: Option<OutputTooLarge>,
 }
 
 /// Stores the logs and the declared outputs as blobs.
@@ -365,6 +396,7 @@ fn keep(
     lens: (u64, u64),
     paths: &(PathBuf, PathBuf),
     placement: &Placement,
+    max_output: Option<u64>,
 ) -> Result<Kept, KeepError> {
     let blob = |len: u64, path: &Path| -> Result<Option<String>, KeepError> {
         if len == 0 {
@@ -382,6 +414,7 @@ fn keep(
     let stderr = blob(lens.1, &paths.1)?;
     let mut outputs = BTreeMap::new();
     let mut warning = None;
+    let mut refused = None;
     if !spec.outputs.is_empty() {
         let found = bridge_exec::collect_outputs(dir, &spec.outputs).map_err(KeepError::Collect)?;
         if found.is_empty() {
@@ -391,6 +424,27 @@ fn keep(
             ));
         }
         for o in found {
+            // Checked before sealing: a blob the remote refuses would stop
+            // every later push of this device.
+            if let Some(limit) = max_output {
+                let size = std::fs::metadata(&o.path).map_or(0, |m| m.len());
+                if size > limit {
+                    tracing::warn!(
+                        task = spec.name,
+                        output = o.rel_path,
+                        size,
+                        limit,
+                        "output too large for the remote; not stored"
+                    );
+                    refused.get_or_insert(OutputTooLarge {
+                        task: spec.name.clone(),
+                        path: o.rel_path.clone(),
+                        size,
+                        limit,
+                    });
+                    continue;
+                }
+            }
             let (_, id) =
                 vault
                     .put_blob_file(&o.path, placement)
@@ -406,6 +460,7 @@ fn keep(
         stderr,
         outputs,
         warning,
+        refused,
     })
 }
 
@@ -606,4 +661,76 @@ pub(super) fn task_supervisor(
         confinement: None,
     });
     Ok((supervisor, Arc::new(sandbox)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Issue 15: an output over the remote's largest file is not stored;
+    // the attempt fails naming the task, the file, its size and what to do,
+    // and its logs and other outputs are kept as for any failed attempt.
+    #[test]
+    fn an_output_over_the_remotes_limit_is_refused_and_the_rest_kept() {
+        let pool = super::super::claiming_tests::Pool::new();
+        let session = pool.session();
+        let dir = tempfile::tempdir().expect("a folder");
+        let work = dir.path().join("work");
+        std::fs::create_dir_all(&work).expect("work folder");
+        std::fs::write(work.join("small.txt"), b"fits").expect("small");
+        std::fs::write(work.join("big.bin"), vec![7u8; 2000]).expect("big");
+        let logs = (dir.path().join("out.log"), dir.path().join("err.log"));
+        std::fs::write(&logs.0, b"hello\n").expect("log");
+        std::fs::write(&logs.1, b"").expect("log");
+        let spec = TaskSpec {
+            name: "render[n=1]".into(),
+            command: bridge_model::Command::Argv(vec!["true".into()]),
+            env: Default::default(),
+            inputs: vec![],
+            outputs: vec!["*.txt".into(), "*.bin".into()],
+            timeout_s: 60,
+            retries: 0,
+            runs_on: vec![],
+            priority: 0,
+            needs: vec![],
+            nonce: None,
+            network: true,
+            allow_read: vec![],
+        };
+        let kept = keep(
+            &session.vault,
+            &work,
+            &spec,
+            (6, 0),
+            &logs,
+            &Placement::Pool,
+            Some(1000),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(kept.stdout.is_some(), "the log is kept");
+        assert_eq!(
+            kept.outputs.keys().collect::<Vec<_>>(),
+            ["small.txt"],
+            "the other output is kept"
+        );
+        let refused = kept.refused.expect("refused");
+        assert_eq!(
+            refused.to_string(),
+            "output big.bin of task render[n=1] is 2000 bytes, over the 1000 bytes a file may have on this remote (`max-object` under [store] in bridge.toml); it was not stored: write it in parts of at most 1000 bytes (an object-store remote for large files is planned)"
+        );
+
+        // Without a limit (a folder remote) both are stored.
+        let kept = keep(
+            &session.vault,
+            &work,
+            &spec,
+            (6, 0),
+            &logs,
+            &Placement::Pool,
+            None,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(kept.outputs.len(), 2);
+        assert!(kept.refused.is_none());
+    }
 }

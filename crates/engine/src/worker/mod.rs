@@ -124,6 +124,11 @@ pub struct WorkOptions {
     /// run-tasks-from`); `None`: the default for this device's role (see
     /// [`crate::run_policy`]).
     pub run_tasks_from: Option<Vec<RunFrom>>,
+    /// The largest store file the remote takes (a `git:` remote's `[store]
+    /// max-object`, issue 15); `None`: no limit but the store's own. An
+    /// output whose sealed blob would be larger is not stored: the attempt
+    /// fails saying so, with its logs and other outputs kept.
+    pub max_object: Option<u64>,
 }
 
 /// What happened to one task, for progress output.

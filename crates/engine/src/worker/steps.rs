@@ -120,6 +120,7 @@ impl<'a> Worker<'a> {
             provenance: opts.provenance.clone(),
             clock: clock.clone(),
             inherited_env: Arc::new(session.ws.settings.task_env.clone()),
+            max_output: opts.max_object.map(bridge_vault::max_plain_for_sealed),
         };
         Ok(Worker {
             parallel: opts.parallel.max(1),

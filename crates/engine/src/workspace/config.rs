@@ -117,6 +117,66 @@ pub struct StoreSection {
         skip_serializing_if = "Option::is_none"
     )]
     pub stall_timeout: Option<String>,
+    /// The largest file a `git:` remote is given, in bytes: a number, or
+    /// one with a unit (`"100MB"`, `"1MiB"`). 100 MB by default, under
+    /// GitHub's refusal of files over 100 MiB (issue 15); a worker fails an
+    /// attempt whose output is larger. See [`Config::max_object`].
+    #[serde(
+        default,
+        rename = "max-object",
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_byte_size"
+    )]
+    pub max_object: Option<u64>,
+}
+
+/// `[store] max-object` as written: a number of bytes or a string with a
+/// unit, checked where the file is parsed so that an error names its line.
+fn de_byte_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Bytes(u64),
+        Text(String),
+    }
+    let bytes = match Raw::deserialize(d)? {
+        Raw::Bytes(n) => n,
+        Raw::Text(text) => parse_byte_size(&text).map_err(serde::de::Error::custom)?,
+    };
+    if bytes == 0 {
+        return Err(serde::de::Error::custom("must be at least 1 byte"));
+    }
+    Ok(Some(bytes))
+}
+
+/// `"100MB"` → 100,000,000: digits, then an optional unit (B, KB, MB, GB
+/// in powers of 1000; KiB, MiB, GiB in powers of 1024; case ignored).
+pub fn parse_byte_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (write e.g. 100MB or 1048576)"))?;
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?} (B, KB, MB, GB, KiB, MiB or GiB)"
+            ));
+        }
+    };
+    number
+        .checked_mul(scale)
+        .ok_or_else(|| format!("{text:?} is too large"))
 }
 
 /// The environment variable that overrides `[store] stall-timeout`.
@@ -341,6 +401,14 @@ impl Config {
         Ok(timeout)
     }
 
+    /// The largest file a `git:` remote is given (`[store] max-object`,
+    /// else [`bridge_store::git::DEFAULT_MAX_OBJECT`], 100 MB).
+    pub fn max_object(&self) -> u64 {
+        self.store
+            .max_object
+            .unwrap_or(bridge_store::git::DEFAULT_MAX_OBJECT)
+    }
+
     /// The lease duration.
     pub fn lease(&self) -> Result<Duration, ConfigError> {
         parse_duration_setting("worker.lease", self.worker.lease.as_deref(), "60s")
@@ -500,6 +568,34 @@ mod tests {
                 (e.to_string(), "fix that line of bridge.toml".into())
             }
             Err(e) => (e.to_string(), String::new()),
+        }
+    }
+
+    #[test]
+    fn issue15_max_object_takes_bytes_or_a_unit_and_defaults_to_100mb() {
+        let with = |line: &str| GOOD.replace("[store]\n", &format!("[store]\n{line}\n"));
+        let config = Config::parse_str(GOOD, Path::new("bridge.toml")).unwrap();
+        assert_eq!(config.max_object(), 100_000_000);
+        for (line, bytes) in [
+            ("max-object = 1048576", 1 << 20),
+            ("max-object = \"1MB\"", 1_000_000),
+            ("max-object = \"1 MiB\"", 1 << 20),
+            ("max-object = \"2gb\"", 2_000_000_000),
+            ("max-object = \"512\"", 512),
+        ] {
+            let config = Config::parse_str(&with(line), Path::new("bridge.toml")).unwrap();
+            assert_eq!(config.max_object(), bytes, "{line}");
+        }
+        for (line, message) in [
+            ("max-object = \"1 TB\"", "unknown unit \"tb\""),
+            ("max-object = \"lots\"", "is not a size"),
+            ("max-object = 0", "at least 1 byte"),
+            ("max-object = \"99999999999GB\"", "too large"),
+        ] {
+            let (error, hint) = refusal(&with(line));
+            assert!(error.contains("`store.max-object`"), "{error}");
+            assert!(error.contains(message), "{line}: {error}");
+            assert_eq!(hint, "fix that line of bridge.toml");
         }
     }
 
