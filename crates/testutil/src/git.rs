@@ -275,9 +275,6 @@ mod tests {
         assert_eq!(bare.branches(), ["refs/bridge/a"]);
         assert_eq!(bare.all_files(), BTreeSet::from(["FORMAT".to_owned()]));
         assert_eq!(bare.commits("refs/bridge/a"), 1);
-        assert_eq!(
-            bare.roots("refs/bridge/a"),
-            [bare.tip("refs/bridge/a")]
-        );
+        assert_eq!(bare.roots("refs/bridge/a"), [bare.tip("refs/bridge/a")]);
     }
 }
