@@ -5,10 +5,10 @@ use clap::Args;
 use serde_json::json;
 
 use super::GlobalArgs;
-use super::common::{OFFLINE, SyncOutcome, open_session, sync_remote};
+use super::common::{OFFLINE, SyncOutcome, open_session_with, sync_remote};
 use crate::error::{CliError, CliResult, EXIT_OK};
 use crate::output::print_json;
-use crate::workspace::Session;
+use crate::workspace::{LoadPlan, Session};
 
 /// Exchange tasks and results with the remote
 ///
@@ -30,7 +30,11 @@ pub struct SyncArgs {
 }
 
 pub fn run(g: &GlobalArgs, args: SyncArgs) -> CliResult<u8> {
-    let mut session = open_session(g)?;
+    // A sync moves files: it reads the documents it touched (checking and
+    // caching what arrived) and those of private batches (a removed audience
+    // member makes this device rotate their keys, which needs their headers),
+    // not every document of the pool before it starts.
+    let mut session = open_session_with(g, LoadPlan::touched())?;
     if args.verify {
         // Every sync repairs the files a command found damaged; this also
         // finds those no command has read since they were damaged.

@@ -132,6 +132,12 @@ pub fn load(vault: &Vault, dir: &Path, doc: &str) -> Option<Cached> {
     })
 }
 
+/// Whether `doc` has a cache file (usable or not: [`load`] decides): a
+/// document without one has not been checked and read on this device yet.
+pub fn exists(dir: &Path, doc: &str) -> bool {
+    std::fs::symlink_metadata(path(dir, doc)).is_ok_and(|m| m.file_type().is_file())
+}
+
 /// Removes the cache of `doc` (a file it lists as refused was repaired:
 /// the next load reads the document's files again). Best effort.
 pub fn forget(dir: &Path, doc: &str) {

@@ -42,6 +42,9 @@ pub struct SyncProgress {
 pub struct SyncReport {
     /// Files copied from the remote into the replica.
     pub pulled: usize,
+    /// The documents (by name) those files belong to: what a reader of the
+    /// replica has to read again.
+    pub touched_docs: std::collections::BTreeSet<String>,
     /// Files copied from the replica to the remote.
     pub pushed: usize,
     /// Files skipped (corrupt, unreadable), one warning each.
@@ -300,7 +303,12 @@ fn pull(
             })?;
         for ((name, _), result) in files.iter().zip(written) {
             match result {
-                Ok(_) => report.pulled += 1,
+                Ok(_) => {
+                    report.pulled += 1;
+                    if let Some(StoreName::Doc { doc, .. }) = StoreName::parse(name) {
+                        report.touched_docs.insert(doc.to_owned());
+                    }
+                }
                 // Refused for this file alone (a symbolic link in the
                 // replica where its folder should be): the others go on.
                 Err(e) => report.skipped.push(StoreWarning {

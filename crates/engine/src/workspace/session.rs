@@ -202,6 +202,29 @@ pub enum LoadPlan {
         /// Orders the documents.
         seed: String,
     },
+    /// What `bridge sync` needs and no more: the documents of the private
+    /// batches this device is in the audience of (their headers name the
+    /// generation-0 grants a key rotation extends), those this device has
+    /// no cache of (never checked here: a damaged file found now is
+    /// repaired by the sync), and those a sync touched (named here as they
+    /// arrive: see [`Session::after_sync`]), so that what came is checked
+    /// and cached once. Documents already cached are not read at all; the
+    /// next command that shows or runs tasks reads them. A sync records no
+    /// claim as seen.
+    Touched(BTreeSet<String>),
+}
+
+impl LoadPlan {
+    /// The plan of `bridge sync`: nothing touched yet.
+    pub fn touched() -> LoadPlan {
+        LoadPlan::Touched(BTreeSet::new())
+    }
+
+    /// Whether this plan reads the documents of the pool's tasks (and so
+    /// may record the claims it sees).
+    fn reads_tasks(&self) -> bool {
+        !matches!(self, LoadPlan::Touched(_))
+    }
 }
 
 /// What [`Session::refresh_open_doc`] applied: changes to read again in
@@ -408,6 +431,11 @@ impl Session {
     pub fn refresh(&mut self) -> Result<usize, LoadError> {
         let began = std::time::Instant::now();
         let applied = self.refresh_docs()?;
+        if !self.plan.reads_tasks() {
+            // Observing a view that lacks most claims would move this
+            // device's watch forward as if it had looked at them.
+            return Ok(applied);
+        }
         // Leases are bounded on this device's clock from when it first saw
         // each claim (issue 12, item 12).
         // Saved at most every SIGHTINGS_SAVE_EVERY (a busy pool renews
@@ -533,6 +561,17 @@ impl Session {
         })?;
         let target = match &self.plan {
             LoadPlan::All => None,
+            LoadPlan::Touched(touched) => {
+                let private = self.vault.private_batches();
+                let cache_dir = self.cache_dir();
+                names.retain(|n| {
+                    touched.contains(n)
+                        || !cache::exists(&cache_dir, n)
+                        || n.parse::<DocId>()
+                            .is_ok_and(|id| private.contains_key(id.batch().as_str()))
+                });
+                None
+            }
             LoadPlan::UntilOpen { open_tasks, seed } => {
                 // Newest batch first (batch ids start with their creation
                 // time): what someone just submitted, and not the finished
@@ -876,6 +915,9 @@ impl Session {
     /// not change: a repair is the one exception), then applies what
     /// arrived. Returns how many files were applied.
     pub fn after_sync(&mut self, report: &bridge_store::SyncReport) -> Result<usize, LoadError> {
+        if let LoadPlan::Touched(touched) = &mut self.plan {
+            touched.extend(report.touched_docs.iter().cloned());
+        }
         for w in &report.skipped {
             // Keyed by path like the loader's warnings: a file both refuse
             // (a local junk file the sync cannot push either) is named once.
@@ -895,6 +937,9 @@ impl Session {
             let [_, doc, file] = parts.as_slice() else {
                 continue;
             };
+            if let LoadPlan::Touched(touched) = &mut self.plan {
+                touched.insert(doc.clone());
+            }
             if doc == ROSTER_DOC {
                 // Read again with the roster's file count check.
                 self.roster_files = 0;
@@ -951,8 +996,21 @@ mod tests {
     const START: Millis = 1_700_000_000_000;
 
     fn session(dir: &Path, clock: Arc<ManualClock>) -> Session {
-        let identity = Identity::generate().expect("a key");
-        let (roster, _) = Roster::genesis(&identity, "me", "ws", 1).expect("a roster");
+        session_with(
+            dir,
+            clock,
+            &Identity::generate().expect("a key"),
+            LoadPlan::All,
+        )
+    }
+
+    fn session_with(
+        dir: &Path,
+        clock: Arc<ManualClock>,
+        identity: &Identity,
+        plan: LoadPlan,
+    ) -> Session {
+        let (roster, genesis) = Roster::genesis(identity, "me", "ws", 1).expect("a roster");
         let text = format!(
             "[workspace]\nid = \"ws\"\nroot = \"{}\"\n[worker]\nreload-every = \"10m\"\n",
             identity.member_id()
@@ -961,8 +1019,98 @@ mod tests {
             Config::parse_str(&text, &dir.join("bridge.toml")).unwrap_or_else(|e| panic!("{e}"));
         let ws = Workspace::with_config(dir, config, Default::default())
             .unwrap_or_else(|e| panic!("{e}"));
-        let vault = Vault::new(ws.replica.clone(), identity, roster);
-        Session::with_clock(ws, vault, LoadPlan::All, clock).unwrap_or_else(|e| panic!("{e}"))
+        if ws
+            .replica
+            .list_chunks(ROSTER_DOC)
+            .unwrap_or_default()
+            .is_empty()
+        {
+            Vault::new(ws.replica.clone(), identity.clone(), roster)
+                .write_roster_file(&genesis)
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let (vault, _) = Vault::open(ws.replica.clone(), identity.clone(), identity.member_id())
+            .unwrap_or_else(|e| panic!("{e}"));
+        Session::with_clock(ws, vault, plan, clock).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// One public batch of one task, submitted and flushed by `s`.
+    fn submit_one(s: &mut Session, now: Millis) -> DocId {
+        let header = BatchHeader {
+            batch: bridge_model::BatchId::new(now, [3; 8]),
+            part: 0,
+            parts: 1,
+            created_at: now,
+            submitted_by: "me".into(),
+            device: "unit".into(),
+            grant: None,
+        };
+        let spec = bridge_model::TaskSpec {
+            name: "one".into(),
+            command: bridge_model::Command::Argv(vec!["true".into()]),
+            env: Default::default(),
+            inputs: vec![],
+            outputs: vec![],
+            timeout_s: 60,
+            retries: 0,
+            runs_on: vec![],
+            priority: 0,
+            needs: vec![],
+            nonce: Some("one".into()),
+            network: true,
+            allow_read: vec![],
+        };
+        let d = bridge_model::doc::create(&s.writer, &header, &[spec]).expect("a document");
+        let id = DocId::new(header.batch.clone(), 0);
+        s.add_new_doc(id.clone(), header, d);
+        s.flush().unwrap_or_else(|e| panic!("{e}"));
+        id
+    }
+
+    #[test]
+    fn a_sync_reads_only_the_documents_it_touched_and_records_no_sighting() {
+        let tmp = tempfile::tempdir().expect("a temp folder");
+        let clock = ManualClock::at(START);
+        let identity = Identity::generate().expect("a key");
+        let mut a = session_with(tmp.path(), clock.clone(), &identity, LoadPlan::All);
+        let doc = submit_one(&mut a, START);
+        drop(a);
+        // Read (and cached) once on this device, as any command does.
+        drop(session_with(
+            tmp.path(),
+            clock.clone(),
+            &identity,
+            LoadPlan::All,
+        ));
+        let cache_dir = cache::dir(&tmp.path().join(STATE_DIR));
+        let before = cache::load_sightings(&cache_dir);
+        clock.advance(60_000);
+        // What `bridge sync` opens: the vault, and no task.
+        let mut s = session_with(tmp.path(), clock.clone(), &identity, LoadPlan::touched());
+        assert_eq!(s.view().len(), 0);
+        assert_eq!(s.refresh().expect("refreshed"), 0);
+        // A sync that pulled nothing of it reads nothing…
+        s.after_sync(&bridge_store::SyncReport::default())
+            .expect("applied");
+        assert_eq!(s.view().len(), 0);
+        // …one that brought a file of it reads it.
+        let report = bridge_store::SyncReport {
+            pulled: 1,
+            touched_docs: [doc.to_string()].into(),
+            ..Default::default()
+        };
+        s.after_sync(&report).expect("applied");
+        assert_eq!(s.view().len(), 1);
+        drop(s);
+        assert_eq!(cache::load_sightings(&cache_dir), before);
+        // The next command that shows tasks reads it.
+        let all = session_with(tmp.path(), clock.clone(), &identity, LoadPlan::All);
+        assert_eq!(all.view().len(), 1);
+        drop(all);
+        // A document never read here (no cache) is read, and so checked.
+        cache::forget(&cache_dir, &doc.to_string());
+        let s = session_with(tmp.path(), clock, &identity, LoadPlan::touched());
+        assert_eq!(s.view().len(), 1);
     }
 
     #[test]
