@@ -10,6 +10,7 @@ use bridge_model::{Millis, Policy};
 use serde::{Deserialize, Serialize};
 
 use super::CONFIG_FILE;
+use crate::budget::Budget;
 
 /// A setting of `bridge.toml` (or of `.bridge/config.toml`) that cannot be
 /// used. The hints are the command line's (`bridge/src/hints/config.rs`).
@@ -53,6 +54,15 @@ pub enum ConfigError {
     StallTimeoutTooShort {
         /// The timeout given.
         timeout: Duration,
+    },
+    /// `[store] pushes-per-minute` or `reads-per-second` is negative or
+    /// not a number.
+    #[error("`{key} = {value}` in {CONFIG_FILE} is not a rate: write a number, 0 for no limit")]
+    Rate {
+        /// `section.key`.
+        key: &'static str,
+        /// The value.
+        value: f64,
     },
     /// A duration setting (with its default applied) is not a duration.
     #[error("`{key} = \"{value}\"` in {CONFIG_FILE} is not a duration")]
@@ -116,6 +126,25 @@ pub struct StoreSection {
         skip_serializing_if = "Option::is_none"
     )]
     pub stall_timeout: Option<String>,
+    /// Pushes per minute to the remote's repository, for every runner and
+    /// device together (see [`crate::budget`]): 6 for a `git:` remote by
+    /// default (GitHub's recommendation for one repository); 0 for no
+    /// limit. A folder remote has no limit unless one is set.
+    #[serde(
+        default,
+        rename = "pushes-per-minute",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub pushes_per_minute: Option<f64>,
+    /// Git reads per second from the remote's repository, for everyone
+    /// together: 15 for a `git:` remote by default (GitHub's
+    /// recommendation); 0 for no limit.
+    #[serde(
+        default,
+        rename = "reads-per-second",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub reads_per_second: Option<f64>,
 }
 
 /// The environment variable that overrides `[store] stall-timeout`.
@@ -330,6 +359,35 @@ impl Config {
             return Err(ConfigError::StallTimeoutTooShort { timeout });
         }
         Ok(timeout)
+    }
+
+    /// The push and read budget of the repository behind `remote` (a
+    /// remote spec): the `[store]` settings, else GitHub's recommendations
+    /// for a `git:` remote; `None` when there is no limit (0, or a folder
+    /// remote with nothing set). Both limits come together: a budget
+    /// with only one set takes the default (or no limit) for the other.
+    pub fn budget(&self, remote: &str) -> Result<Option<Budget>, ConfigError> {
+        let git = remote.starts_with("git:");
+        let rate = |key: &'static str, value: Option<f64>, default: f64| match value {
+            Some(v) if !v.is_finite() || v < 0.0 => Err(ConfigError::Rate { key, value: v }),
+            Some(v) if v == 0.0 => Ok(f64::INFINITY),
+            Some(v) => Ok(v),
+            None if git => Ok(default),
+            None => Ok(f64::INFINITY),
+        };
+        let budget = Budget {
+            pushes_per_minute: rate(
+                "store.pushes-per-minute",
+                self.store.pushes_per_minute,
+                Budget::GITHUB.pushes_per_minute,
+            )?,
+            reads_per_second: rate(
+                "store.reads-per-second",
+                self.store.reads_per_second,
+                Budget::GITHUB.reads_per_second,
+            )?,
+        };
+        Ok(budget.pushes_per_minute.is_finite().then_some(budget))
     }
 
     /// The lease duration.
