@@ -33,7 +33,8 @@
 //!    "before" may already be partly compacted: `sync` and runners compact
 //!    documents past 32 chunk files by themselves. A folder store is measured as the sum of its files'
 //!    sizes; a git store as the sum of the sizes of the distinct blobs in the
-//!    trees of `refs/heads/bridge/*` (`git ls-tree -r -l`, the same store
+//!    trees of `refs/bridge/*` (and of a store made before issue 15,
+//!    `refs/heads/bridge/*`) (`git ls-tree -r -l`, the same store
 //!    files as a folder holds), with the repository's bytes on disk (every
 //!    commit pushed so far) beside it. Without a `compact` subcommand the
 //!    "after" figures are skipped with a note.
@@ -520,13 +521,15 @@ fn dir_sizes(store: &Path) -> Sizes {
     s
 }
 
-/// Sums the distinct blobs in the trees of `refs/heads/bridge/*`.
+/// Sums the distinct blobs in the trees of `refs/bridge/*` and of the
+/// branches of stores made before issue 15, `refs/heads/bridge/*`.
 fn git_sizes(store: &Path) -> Sizes {
     let refs = git(
         store,
         &[
             "for-each-ref",
             "--format=%(objectname)",
+            "refs/bridge/",
             "refs/heads/bridge/",
         ],
     );

@@ -25,11 +25,10 @@ use std::fmt;
 use std::ops::Deref;
 
 use anyhow::anyhow;
-use bridge_github::{
-    API_ENV, EXTRA_HEADERS_ENV, Endpoint, GitHub, GitHubError, RepoSlug, TOKEN_PERMISSIONS,
-};
+use bridge_github::{Endpoint, GitHub, GitHubError, RepoSlug, TOKEN_PERMISSIONS};
 
 use crate::error::{CliError, CliResult};
+use crate::settings::Settings;
 use crate::workspace::{Config, GitHubSection};
 
 /// The repository secret that holds the runner identity (the workflow
@@ -88,9 +87,9 @@ impl fmt::Display for TokenSource {
 }
 
 /// The token: `GITHUB_TOKEN`, else `gh auth token` when gh is installed.
-pub fn token() -> CliResult<(String, TokenSource)> {
-    if let Some(t) = crate::secrets::github_token() {
-        return Ok((t, TokenSource::Env));
+pub fn token(settings: &Settings) -> CliResult<(String, TokenSource)> {
+    if let Some(t) = &settings.engine.github_token {
+        return Ok((t.clone(), TokenSource::Env));
     }
     let missing = || {
         CliError::hint(
@@ -119,11 +118,11 @@ pub fn token() -> CliResult<(String, TokenSource)> {
 }
 
 /// The API's address and extra headers from `BRIDGE_GITHUB_API` and
-/// `BRIDGE_GITHUB_EXTRA_HEADERS`.
-pub fn endpoint_from_env() -> Result<Endpoint, bridge_github::ConnectError> {
+/// `BRIDGE_GITHUB_EXTRA_HEADERS` (as the settings hold them).
+pub fn endpoint(settings: &Settings) -> Result<Endpoint, bridge_github::ConnectError> {
     Endpoint::new(
-        std::env::var(API_ENV).ok().as_deref(),
-        std::env::var(EXTRA_HEADERS_ENV).ok().as_deref(),
+        settings.github_api.as_deref(),
+        settings.github_extra_headers.as_deref(),
     )
 }
 
@@ -144,9 +143,9 @@ impl Deref for Client {
 }
 
 /// A client for `repo` with the token from the environment.
-pub fn connect(repo: &RepoSlug) -> CliResult<Client> {
-    let (token, token_source) = token()?;
-    let api = GitHub::connect(repo, token, endpoint_from_env()?)?;
+pub fn connect(settings: &Settings, repo: &RepoSlug) -> CliResult<Client> {
+    let (token, token_source) = token(settings)?;
+    let api = GitHub::connect(repo, token, endpoint(settings)?)?;
     Ok(Client { api, token_source })
 }
 

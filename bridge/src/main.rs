@@ -19,6 +19,7 @@ mod downloads;
 mod error;
 mod github;
 mod hints;
+mod settings;
 
 // The engine's modules, under the names the commands have always used.
 use bridge_engine::{
@@ -50,16 +51,21 @@ fn main() -> ExitCode {
         }
     }
     // Before any thread starts: hide this process from the tasks it runs,
-    // and take the secrets out of the environment (see `secrets`).
+    // resolve the settings from the environment (the one place it is read),
+    // and take the secrets out of it (see `secrets`).
     let hardened = secrets::harden_process();
-    secrets::take_from_env();
+    let settings = settings::Settings::from_env();
+    secrets::remove_from_env();
+    output::probe_surroundings(settings.github_actions);
+    bridge_engine::clock::set_test_offset(settings.engine.test_hooks.clock_offset_ms);
     // Then, on GitHub Actions, mask the identity before anything (even a
     // usage error) can print.
-    mask_identity_on_github();
+    mask_identity_on_github(&settings);
     // One TLS crypto provider (ring) for every HTTPS client: downloads and
     // the GitHub API.
     bridge_fetch::install_tls_provider();
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    cli.global.settings = settings;
     init_tracing(cli.global.verbose, cli.global.quiet);
     if let Err(e) = hardened {
         tracing::warn!("{e}; tasks run by this process may read its memory");
@@ -109,12 +115,12 @@ fn with_advice(mut error: error::CliError) -> error::CliError {
 
 /// On GitHub Actions, asks the runner to mask the identity in every log line
 /// before anything else is printed.
-fn mask_identity_on_github() {
+fn mask_identity_on_github(settings: &settings::Settings) {
     use std::io::Write;
-    if !output::surroundings().github_actions {
+    if !settings.github_actions {
         return;
     }
-    if let Some(secret) = secrets::identity() {
+    if let Some(secret) = &settings.engine.identity {
         let secret = secret.to_string_lossy();
         let secret = secret.trim();
         if !secret.is_empty() {

@@ -204,9 +204,8 @@ pub struct Surroundings {
 }
 
 impl Surroundings {
-    /// From the value of `GITHUB_ACTIONS` and whether stderr is a terminal.
-    fn from(github_actions: Option<&str>, stderr_is_terminal: bool) -> Surroundings {
-        let github_actions = github_actions == Some("true");
+    /// From whether this is GitHub Actions and whether stderr is a terminal.
+    fn from(github_actions: bool, stderr_is_terminal: bool) -> Surroundings {
         Surroundings {
             github_actions,
             live_stderr: stderr_is_terminal && !github_actions,
@@ -214,15 +213,24 @@ impl Surroundings {
     }
 }
 
-/// This process's [`Surroundings`].
+static PROBED: OnceLock<Surroundings> = OnceLock::new();
+
+/// Probes this process's [`Surroundings`] once, in `main`, with
+/// `github_actions` from the [settings](crate::settings::Settings).
+pub fn probe_surroundings(github_actions: bool) {
+    use std::io::IsTerminal;
+    let _ = PROBED.set(Surroundings::from(
+        github_actions,
+        std::io::stderr().is_terminal(),
+    ));
+}
+
+/// This process's [`Surroundings`] (outside GitHub Actions if
+/// [`probe_surroundings`] never ran: unit tests).
 pub fn surroundings() -> Surroundings {
-    static PROBED: OnceLock<Surroundings> = OnceLock::new();
     *PROBED.get_or_init(|| {
         use std::io::IsTerminal;
-        Surroundings::from(
-            std::env::var("GITHUB_ACTIONS").ok().as_deref(),
-            std::io::stderr().is_terminal(),
-        )
+        Surroundings::from(false, std::io::stderr().is_terminal())
     })
 }
 
@@ -305,11 +313,10 @@ mod tests {
             let s = Surroundings::from(gh, tty);
             (s.github_actions, s.live_stderr)
         };
-        assert_eq!(on(None, true), (false, true));
-        assert_eq!(on(None, false), (false, false));
-        assert_eq!(on(Some("true"), true), (true, false));
-        // GitHub sets "true"; any other value is not GitHub Actions.
-        assert_eq!(on(Some("false"), true), (false, true));
+        assert_eq!(on(false, true), (false, true));
+        assert_eq!(on(false, false), (false, false));
+        assert_eq!(on(true, true), (true, false));
+        assert_eq!(on(true, false), (true, false));
     }
 
     // Issue 12, item 21: the last line of defence on a terminal keeps lines

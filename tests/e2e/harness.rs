@@ -1,12 +1,13 @@
 //! The test harness: hermetic devices that run the real `bridge` binary.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
+use bridge_testutil::git::Bare;
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -565,31 +566,98 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// `git ARGS` with no user or system configuration, not prompting; in
-/// `cwd` when given.
-pub fn git_cmd(cwd: Option<&Path>, args: &[&str]) -> Command {
-    let mut c = Command::new("git");
-    c.env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .stdin(Stdio::null())
-        .args(args);
-    if let Some(cwd) = cwd {
-        c.current_dir(cwd);
+/// Waits (at most `limit`: a bound against hangs, not a timing assertion)
+/// for a background `bridge` to exit by itself.
+pub fn wait_exit(mut p: Spawned, limit: Duration) -> Run {
+    let start = std::time::Instant::now();
+    while p.is_running() {
+        assert!(
+            start.elapsed() < limit,
+            "`bridge` still runs after {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
-    c
+    p.wait()
 }
 
-/// Runs [`git_cmd`]; panics unless it succeeds. Returns its stdout.
-pub fn git_in(cwd: Option<&Path>, args: &[&str]) -> String {
-    let out = git_cmd(cwd, args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run git: {e}"));
-    assert!(
-        out.status.success(),
-        "`git {}` failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+/// A pool on a bare git repository: the remote, and an admin device that
+/// created the workspace on it (the compaction and runner tests share it).
+pub struct GitPool {
+    /// Holds the bare repository (and anything else shared).
+    pub tmp: TempDir,
+    /// The bare repository.
+    pub bare: Bare,
+    /// The remote spec, `git:…`.
+    pub remote: String,
+    pub admin: Device,
+}
+
+impl GitPool {
+    /// A pool whose remote is the bare repository's plain path.
+    pub fn new(label: &str) -> GitPool {
+        GitPool::with_url(label, |bare| bare.display().to_string())
+    }
+
+    /// A pool whose remote is `git:` + `url(bare repository)`.
+    pub fn with_url(label: &str, url: impl FnOnce(&Path) -> String) -> GitPool {
+        let tmp = temp_dir(&format!("{label}-pool"));
+        let bare = Bare::init(&tmp.path().join("store.git"));
+        let remote = format!("git:{}", url(bare.path()));
+        GitPool::on(tmp, bare, remote, label)
+    }
+
+    /// A pool on `bare` (in `tmp`) through `remote`.
+    pub fn on(tmp: TempDir, bare: Bare, remote: String, label: &str) -> GitPool {
+        let admin = Device::new(&format!("{label}-admin"));
+        admin.ok(&["init", "--remote", &remote]);
+        GitPool {
+            tmp,
+            bare,
+            remote,
+            admin,
+        }
+    }
+
+    /// A file path shared by the test's processes (outside any workspace).
+    pub fn shared(&self, rel: &str) -> PathBuf {
+        self.tmp.path().join(rel)
+    }
+
+    /// Submits a YAML task file at the admin; returns `submit --json`.
+    pub fn submit_yaml(&self, yaml: &str) -> Value {
+        self.admin.write("tasks.yaml", yaml);
+        self.admin.ok(&["submit", "--json", "tasks.yaml"]).json()
+    }
+
+    /// `bridge members add-runner NAME`: the runner's secret identity.
+    pub fn add_runner(&self, name: &str) -> String {
+        let out = self.admin.ok(&["members", "add-runner", name]);
+        let secret = out.stdout.trim().to_owned();
+        assert!(
+            !secret.is_empty() && !secret.contains('\n'),
+            "add-runner prints one secret line: {out:?}"
+        );
+        secret
+    }
+
+    /// A runner machine: a checkout holding the admin's bridge.toml, with
+    /// `BRIDGE_IDENTITY` set to `secret`.
+    pub fn runner(&self, name: &str, secret: &str) -> Device {
+        let mut r = Device::new(name);
+        fs::copy(self.admin.path("bridge.toml"), r.path("bridge.toml"))
+            .expect("cannot copy bridge.toml");
+        r.set_env("BRIDGE_IDENTITY", secret);
+        r
+    }
+
+    /// The store's branches in the bare repository.
+    pub fn refs(&self) -> BTreeSet<String> {
+        self.bare.branches().into_iter().collect()
+    }
+
+    /// The admin's status after a sync.
+    pub fn synced_status(&self) -> StatusReport {
+        self.admin.ok(&["sync"]);
+        self.admin.status()
+    }
 }

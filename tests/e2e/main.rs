@@ -17,6 +17,7 @@ mod errors;
 mod examples;
 mod failures;
 mod github;
+mod github_server;
 mod harness;
 mod isolation;
 mod longlived;

@@ -4,20 +4,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-use tempfile::TempDir;
+use bridge_testutil::git::{Bare, Daemon, git};
 
-use crate::harness::{Device, Run, Spawned, Task, git_cmd, git_in, poll, str_field, temp_dir};
-
-/// `git ARGS`, hermetic; panics unless it succeeds.
-fn git(args: &[&str]) -> String {
-    git_in(None, args)
-}
+use crate::harness::{Device, GitPool, Spawned, Task, str_field, temp_dir, wait_exit};
 
 /// Calls `check` until it returns true, 100 ms apart, for at most `limit`
 /// (a bound against hangs, not a timing assertion).
@@ -45,103 +37,6 @@ fn sleeping(marker: &str) -> bool {
                 && std::fs::read(format!("/proc/{pid}/cmdline"))
                     .is_ok_and(|c| String::from_utf8_lossy(&c).contains(marker))
         })
-}
-
-/// Waits (at most `limit`) for a background `bridge` to exit by itself.
-fn wait_exit(mut p: Spawned, limit: Duration) -> Run {
-    poll_for("a runner to exit", limit, || !p.is_running());
-    p.wait()
-}
-
-/// A pool: a bare git repository as the remote and an admin device that
-/// created the workspace on it.
-struct Pool {
-    /// Holds the bare repository (and anything else shared).
-    tmp: TempDir,
-    /// The bare repository.
-    bare: PathBuf,
-    /// The remote spec, `git:…`.
-    remote: String,
-    admin: Device,
-}
-
-impl Pool {
-    /// A pool whose remote is the bare repository's plain path.
-    fn new(label: &str) -> Pool {
-        Pool::with_url(label, |bare| bare.display().to_string())
-    }
-
-    /// A pool whose remote is `git:` + `url(bare repository)`.
-    fn with_url(label: &str, url: impl FnOnce(&Path) -> String) -> Pool {
-        let tmp = temp_dir(&format!("{label}-pool"));
-        let bare = tmp.path().join("store.git");
-        git(&["init", "--bare", "-q", &bare.display().to_string()]);
-        let remote = format!("git:{}", url(&bare));
-        Pool::on(tmp, bare, remote, label)
-    }
-
-    fn on(tmp: TempDir, bare: PathBuf, remote: String, label: &str) -> Pool {
-        let admin = Device::new(&format!("{label}-admin"));
-        admin.ok(&["init", "--remote", &remote]);
-        Pool {
-            tmp,
-            bare,
-            remote,
-            admin,
-        }
-    }
-
-    /// A file path shared by the test's processes (outside any workspace).
-    fn shared(&self, rel: &str) -> PathBuf {
-        self.tmp.path().join(rel)
-    }
-
-    /// Submits a YAML task file at the admin; returns `submit --json`.
-    fn submit_yaml(&self, yaml: &str) -> Value {
-        self.admin.write("tasks.yaml", yaml);
-        self.admin.ok(&["submit", "--json", "tasks.yaml"]).json()
-    }
-
-    /// `bridge members add-runner NAME`: the runner's secret identity.
-    fn add_runner(&self, name: &str) -> String {
-        let out = self.admin.ok(&["members", "add-runner", name]);
-        let secret = out.stdout.trim().to_owned();
-        assert!(
-            !secret.is_empty() && !secret.contains('\n'),
-            "add-runner prints one secret line: {out:?}"
-        );
-        secret
-    }
-
-    /// A runner machine: a checkout holding the admin's bridge.toml, with
-    /// `BRIDGE_IDENTITY` set to `secret`.
-    fn runner(&self, name: &str, secret: &str) -> Device {
-        let mut r = Device::new(name);
-        fs::copy(self.admin.path("bridge.toml"), r.path("bridge.toml"))
-            .expect("cannot copy bridge.toml");
-        r.set_env("BRIDGE_IDENTITY", secret);
-        r
-    }
-
-    /// The store's branches in the bare repository.
-    fn refs(&self) -> BTreeSet<String> {
-        git(&[
-            "--git-dir",
-            &self.bare.display().to_string(),
-            "for-each-ref",
-            "--format=%(refname)",
-            "refs/heads/",
-        ])
-        .lines()
-        .map(str::to_owned)
-        .collect()
-    }
-
-    /// The admin's status after a sync.
-    fn synced_status(&self) -> crate::harness::StatusReport {
-        self.admin.ok(&["sync"]);
-        self.admin.status()
-    }
 }
 
 /// `bridge run` arguments.
@@ -206,7 +101,7 @@ const OUTPUT_SAMPLE: usize = 4;
 fn eight_runners_drain_a_git_pool() {
     const N: usize = 400;
     const K: usize = 8;
-    let pool = Pool::new("drain");
+    let pool = GitPool::new("drain");
     let sub = pool.submit_yaml(&matrix_yaml(
         "t",
         N,
@@ -312,18 +207,16 @@ fn eight_runners_drain_a_git_pool() {
     );
     assert!(checked.len() >= N / OUTPUT_SAMPLE);
 
-    // One branch per runner shard, plus the admin's.
-    let mut expected: BTreeSet<String> = (0..K)
-        .map(|i| format!("refs/heads/bridge/ci-{i}"))
-        .collect();
-    expected.insert("refs/heads/bridge/drain-admin".to_owned());
+    // One ref per runner shard, plus the admin's.
+    let mut expected: BTreeSet<String> = (0..K).map(|i| format!("refs/bridge/ci-{i}")).collect();
+    expected.insert("refs/bridge/drain-admin".to_owned());
     assert_eq!(pool.refs(), expected);
 }
 
 #[test]
 fn a_killed_runner_loses_nothing_and_another_finishes_its_tasks() {
     const N: usize = 8;
-    let pool = Pool::new("kill");
+    let pool = GitPool::new("kill");
     pool.admin.set_lease("2s", "1s");
     let sub = pool.submit_yaml(&matrix_yaml("s", N, "sleep 2", ""));
     assert_eq!(sub["new"], N, "{sub}");
@@ -423,7 +316,7 @@ fn a_killed_runner_loses_nothing_and_another_finishes_its_tasks() {
 
 #[test]
 fn sigterm_interrupts_the_running_task_and_pushes_the_attempt() {
-    let pool = Pool::new("term");
+    let pool = GitPool::new("term");
     // The task's `sleep`, found on the host by its command line (a task
     // can write nothing outside its folder, issue 13).
     let marker = format!("60.{}3", std::process::id());
@@ -463,7 +356,7 @@ fn sigterm_interrupts_the_running_task_and_pushes_the_attempt() {
 #[test]
 fn an_offline_laptop_converges_with_runners_and_the_admin() {
     const N: usize = 8;
-    let pool = Pool::new("laptop");
+    let pool = GitPool::new("laptop");
     let release = pool.shared("release");
     // The runners' tasks wait for a file, so the runners are surely still
     // at work while the laptop syncs.
@@ -544,7 +437,7 @@ fn an_offline_laptop_converges_with_runners_and_the_admin() {
 #[test]
 fn a_runner_keeps_its_results_when_the_remote_goes_away() {
     const N: usize = 6;
-    let pool = Pool::new("gone");
+    let pool = GitPool::new("gone");
     let sub = pool.submit_yaml(&matrix_yaml("s", N, "sleep 1", ""));
     assert_eq!(sub["new"], N, "{sub}");
     let secret = pool.add_runner("ci");
@@ -558,15 +451,15 @@ fn a_runner_keeps_its_results_when_the_remote_goes_away() {
     );
     let ls_tree = git(&[
         "--git-dir",
-        &pool.bare.display().to_string(),
+        &pool.bare.path().display().to_string(),
         "ls-tree",
         "-r",
         "--name-only",
-        "refs/heads/bridge/ci",
+        "refs/bridge/ci",
     ]);
     assert!(ls_tree.contains("chunks/"), "{ls_tree}");
     let moved = pool.shared("moved.git");
-    fs::rename(&pool.bare, &moved).expect("cannot move the bare repository away");
+    fs::rename(pool.bare.path(), &moved).expect("cannot move the bare repository away");
 
     let run = wait_exit(proc, Duration::from_secs(120));
     let run = run.expect_code(0);
@@ -584,7 +477,7 @@ fn a_runner_keeps_its_results_when_the_remote_goes_away() {
     let mine = r.status();
     assert_eq!(mine.count("done"), N as u64, "{mine:?}");
 
-    fs::rename(&moved, &pool.bare).expect("cannot move the bare repository back");
+    fs::rename(&moved, pool.bare.path()).expect("cannot move the bare repository back");
     r.ok(&["sync"]);
     let st = pool.synced_status();
     assert_eq!((st.tasks, st.count("done")), (N as u64, N as u64), "{st:?}");
@@ -612,7 +505,7 @@ fn a_runner_keeps_its_results_when_the_remote_goes_away() {
 #[test]
 fn a_runner_with_a_push_under_way_survives_the_repository_going_away() {
     const N: usize = 12;
-    let pool = Pool::new("vanish");
+    let pool = GitPool::new("vanish");
     let sub = pool.submit_yaml(&matrix_yaml("s", N, "sleep 1", ""));
     assert_eq!(sub["new"], N, "{sub}");
     let secret = pool.add_runner("ci");
@@ -624,7 +517,7 @@ fn a_runner_with_a_push_under_way_survives_the_repository_going_away() {
         || pool.synced_status().count("done") >= 1,
     );
     let moved = pool.shared("moved.git");
-    fs::rename(&pool.bare, &moved).expect("cannot move the bare repository away");
+    fs::rename(pool.bare.path(), &moved).expect("cannot move the bare repository away");
 
     // About 6 s of work is left; give it far more.
     let limit = Duration::from_secs(25);
@@ -660,7 +553,7 @@ fn a_runner_with_a_push_under_way_survives_the_repository_going_away() {
     assert_eq!(report["done"], N, "{report}");
     assert_eq!(report["left"], 0, "{report}");
     assert_eq!(r.status().count("done"), N as u64);
-    fs::rename(&moved, &pool.bare).expect("cannot move the bare repository back");
+    fs::rename(&moved, pool.bare.path()).expect("cannot move the bare repository back");
     r.ok(&["sync"]);
     assert_eq!(pool.synced_status().count("done"), N as u64);
 }
@@ -671,9 +564,9 @@ fn a_runner_keeps_its_results_when_the_git_daemon_dies() {
     let tmp = temp_dir("dies-pool");
     let bare = served_bare_repo(tmp.path());
     let daemon = Daemon::start(tmp.path());
-    let port = daemon.port;
+    let port = daemon.port();
     let remote = format!("git:{}", daemon.url("store.git"));
-    let pool = Pool::on(tmp, bare, remote, "dies");
+    let pool = GitPool::on(tmp, bare, remote, "dies");
     let sub = pool.submit_yaml(&matrix_yaml("s", N, "sleep 1", ""));
     assert_eq!(sub["new"], N, "{sub}");
     let secret = pool.add_runner("ci");
@@ -709,7 +602,7 @@ fn a_runner_keeps_its_results_when_the_git_daemon_dies() {
 #[test]
 fn github_conventions() {
     // The remote as a file:// URL this time.
-    let pool = Pool::with_url("gh", |bare| format!("file://{}", bare.display()));
+    let pool = GitPool::with_url("gh", |bare| format!("file://{}", bare.display()));
     let sub = pool.submit_yaml(
         "tasks:\n  - name: ok\n    run: echo hello\n  - name: bad\n    run: echo oops >&2; exit 3\n",
     );
@@ -794,7 +687,7 @@ fn github_conventions() {
 
 #[test]
 fn nothing_runnable_exits_at_once() {
-    let pool = Pool::new("idle");
+    let pool = GitPool::new("idle");
     let sub = pool.submit_yaml(&matrix_yaml("e", 2, "echo \"$N\"", ""));
     assert_eq!(sub["new"], 2, "{sub}");
     pool.admin.ok(&["work"]);
@@ -813,79 +706,8 @@ fn nothing_runnable_exits_at_once() {
 }
 
 /// A bare `store.git` in `dir` that `git daemon` accepts pushes to.
-fn served_bare_repo(dir: &Path) -> PathBuf {
-    let bare = dir.join("store.git");
-    git(&["init", "--bare", "-q", &bare.display().to_string()]);
-    git(&[
-        "--git-dir",
-        &bare.display().to_string(),
-        "config",
-        "daemon.receivepack",
-        "true",
-    ]);
-    bare
-}
-
-/// A `git daemon` serving one folder on 127.0.0.1; killed when dropped.
-struct Daemon {
-    child: Child,
-    port: u16,
-}
-
-impl Daemon {
-    fn start(base: &Path) -> Daemon {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("no free port")
-            .port();
-        Daemon::on_port(base, port)
-    }
-
-    fn on_port(base: &Path, port: u16) -> Daemon {
-        let exec_path = git(&["--exec-path"]);
-        let child = Command::new(Path::new(exec_path.trim()).join("git-daemon"))
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .args([
-                "--reuseaddr".to_owned(),
-                format!("--base-path={}", base.display()),
-                "--export-all".to_owned(),
-                "--enable=receive-pack".to_owned(),
-                format!("--port={port}"),
-                "--listen=127.0.0.1".to_owned(),
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("cannot start git daemon");
-        let d = Daemon { child, port };
-        let url = d.url("store.git");
-        poll("git daemon to answer", || {
-            git_cmd(None, &["ls-remote", &url])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        });
-        d
-    }
-
-    fn url(&self, repo: &str) -> String {
-        format!("git://127.0.0.1:{}/{repo}", self.port)
-    }
-
-    fn stop(mut self) {
-        self.child.kill().expect("cannot kill git daemon");
-        self.child.wait().expect("cannot reap git daemon");
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn served_bare_repo(dir: &Path) -> Bare {
+    Bare::served(&dir.join("store.git"))
 }
 
 #[test]
@@ -895,7 +717,7 @@ fn runners_over_git_daemon() {
     let bare = served_bare_repo(tmp.path());
     let daemon = Daemon::start(tmp.path());
     let remote = format!("git:{}", daemon.url("store.git"));
-    let pool = Pool::on(tmp, bare, remote, "daemon");
+    let pool = GitPool::on(tmp, bare, remote, "daemon");
     let sub = pool.submit_yaml(&matrix_yaml("d", N, "echo \"$N\"", ""));
     assert_eq!(sub["new"], N, "{sub}");
     let secret = pool.add_runner("ci");
@@ -916,10 +738,7 @@ fn runners_over_git_daemon() {
     assert_eq!((st.tasks, st.count("done")), (N as u64, N as u64), "{st:?}");
     let refs = pool.refs();
     for slot in ["ci-0", "ci-1", "daemon-admin"] {
-        assert!(
-            refs.contains(&format!("refs/heads/bridge/{slot}")),
-            "{refs:?}"
-        );
+        assert!(refs.contains(&format!("refs/bridge/{slot}")), "{refs:?}");
     }
     daemon.stop();
 }

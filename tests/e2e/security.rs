@@ -12,19 +12,21 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use automerge::AutoCommit;
-use bridge_crypto::envelope::{MAGIC as ENVELOPE_MAGIC, SIG_DOMAIN};
+use bridge_crypto::envelope::MAGIC as ENVELOPE_MAGIC;
 use bridge_crypto::{
     Domain, Epoch, Expect, ExposeSecret, Header, Identity, Member, MemberId, PublicKey, Role,
     Roster, member_tag,
 };
-use bridge_model::doc::BatchHeader;
-use bridge_model::{BatchId, DocId, TaskId, TaskSpec, WriterId};
+use bridge_model::{TaskId, TaskSpec, WriterId};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
+use bridge_testutil::forge::{
+    age_encrypt, chunk_header, forge_plaintext, frame, header_json, new_batch, new_batch_at,
+    now_ms, put_chunk, raw_plaintext, sha256_hex, signature, unframe, writer_for,
+};
 use bridge_testutil::spec::shell_task;
 
 use crate::harness::{Device, Run, dir_remote, files_under, temp_dir};
@@ -32,33 +34,6 @@ use crate::harness::{Device, Run, dir_remote, files_under, temp_dir};
 // ---------------------------------------------------------------------------
 // Helpers: store files, identities, rosters and forged envelopes.
 // ---------------------------------------------------------------------------
-
-pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
-/// 8 bytes that differ on every call (not secret: writer id tails).
-pub(crate) fn unique8() -> [u8; 8] {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let digest = Sha256::new()
-        .chain_update(nanos.to_be_bytes())
-        .chain_update(std::process::id().to_be_bytes())
-        .chain_update(n.to_be_bytes())
-        .finalize();
-    let mut out = [0u8; 8];
-    out.copy_from_slice(&digest[..8]);
-    out
-}
 
 /// `len` bytes that look random, the same for the same `seed`.
 fn pseudo_random(len: usize, seed: &str) -> Vec<u8> {
@@ -75,16 +50,6 @@ fn pseudo_random(len: usize, seed: &str) -> Vec<u8> {
     }
     out.truncate(len);
     out
-}
-
-/// Writes `bytes` as a chunk of `doc` under its sha256 name (what a store
-/// accepts as an intact file); returns its path.
-pub(crate) fn put_chunk(store: &Path, doc: &str, bytes: &[u8]) -> PathBuf {
-    let dir = store.join("chunks").join(doc);
-    fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
-    let path = dir.join(format!("{}.chunk", sha256_hex(bytes)));
-    fs::write(&path, bytes).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
-    path
 }
 
 /// The chunk files of `doc` in `store`.
@@ -212,116 +177,6 @@ pub(crate) fn roster_in(store: &Path, reader: &Identity, workspace: &str, root: 
     Roster::verify(&files, reader, workspace, &root)
         .unwrap_or_else(|e| panic!("cannot verify the roster: {e}"))
         .0
-}
-
-/// A fresh writer id (Automerge actor) carrying `member`'s tag.
-pub(crate) fn writer_for(member: &MemberId) -> WriterId {
-    WriterId::new(now_ms(), member_tag(member), unique8())
-}
-
-/// Chunk framing: u32 big-endian length, then the change, per change.
-pub(crate) fn frame(changes: &[Vec<u8>]) -> Vec<u8> {
-    bridge_vault::frame(changes).expect("changes under 4 GiB")
-}
-
-/// The changes of a chunk payload; `None` when the framing is broken.
-fn unframe(mut payload: &[u8]) -> Option<Vec<Vec<u8>>> {
-    let mut out = Vec::new();
-    while !payload.is_empty() {
-        let (len, rest) = payload.split_first_chunk::<4>()?;
-        let len = u32::from_be_bytes(*len) as usize;
-        if rest.len() < len {
-            return None;
-        }
-        let (change, rest) = rest.split_at(len);
-        out.push(change.to_vec());
-        payload = rest;
-    }
-    Some(out)
-}
-
-/// A chunk header (its sha256 is filled in when the envelope is built).
-pub(crate) fn chunk_header(
-    workspace: &str,
-    doc: &str,
-    epoch: u64,
-    writer: &MemberId,
-    actors: Vec<String>,
-) -> Header {
-    Header {
-        domain: Domain::Chunk,
-        workspace: workspace.to_owned(),
-        document: doc.to_owned(),
-        epoch,
-        writer: writer.clone(),
-        actors,
-        sha256: String::new(),
-    }
-}
-
-/// The header's JSON as an envelope holds it, its sha256 filled in from
-/// `payload` when empty.
-fn header_json(header: &Header, payload: &[u8]) -> Vec<u8> {
-    let mut h = header.clone();
-    if h.sha256.is_empty() {
-        h.sha256 = sha256_hex(payload);
-    }
-    serde_json::to_vec(&h).expect("a header serializes")
-}
-
-/// `signer`'s envelope signature over these header bytes.
-fn signature(signer: &Identity, header_json: &[u8]) -> [u8; 64] {
-    signer.sign(&[SIG_DOMAIN, header_json].concat())
-}
-
-/// An envelope plaintext from its parts, as given.
-fn raw_plaintext(header_json: &[u8], signature: &[u8], payload: &[u8]) -> Vec<u8> {
-    let mut out = ENVELOPE_MAGIC.to_vec();
-    out.extend_from_slice(&(header_json.len() as u32).to_be_bytes());
-    out.extend_from_slice(header_json);
-    out.extend_from_slice(signature);
-    out.extend_from_slice(payload);
-    out
-}
-
-/// An envelope plaintext signed by `signer`, whoever `header` names as its
-/// writer (`bridge_crypto::seal` refuses that; an attacker does not ask).
-fn forge_plaintext(header: &Header, signer: &Identity, payload: &[u8]) -> Vec<u8> {
-    let json = header_json(header, payload);
-    raw_plaintext(&json, &signature(signer, &json), payload)
-}
-
-fn age_encrypt(recipient: &age::x25519::Recipient, plaintext: &[u8]) -> Vec<u8> {
-    age::encrypt(recipient, plaintext).expect("age encrypts")
-}
-
-/// A whole new batch document holding one task, created by `writer`: its
-/// document id and its genesis change.
-fn new_batch(writer: &WriterId, task: TaskSpec) -> (String, Vec<u8>) {
-    new_batch_at(writer, task, now_ms())
-}
-
-/// [`new_batch`] with the batch's creation time given (it is whatever its
-/// writer says).
-fn new_batch_at(writer: &WriterId, task: TaskSpec, created_at: i64) -> (String, Vec<u8>) {
-    let now = created_at;
-    let batch = BatchId::new(now, unique8());
-    let header = BatchHeader {
-        batch: batch.clone(),
-        part: 0,
-        parts: 1,
-        created_at: now,
-        submitted_by: "someone".to_owned(),
-        device: "somewhere".to_owned(),
-        grant: None,
-    };
-    let mut doc = bridge_model::doc::create(writer, &header, &[task]).expect("create a batch");
-    let change = doc
-        .get_last_local_change()
-        .expect("the genesis change")
-        .raw_bytes()
-        .to_vec();
-    (DocId::new(batch, 0).to_string(), change)
 }
 
 /// What a leaked runner key can do although `bridge submit` refuses it (a

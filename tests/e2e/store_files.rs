@@ -3,10 +3,14 @@
 //! remote's verified copy (and a done task is not run again); a symbolic
 //! link inside a store is never followed (nothing is written or read
 //! outside it); a 2 GB junk file in a store is never read into memory.
+//! Issue 15: an output over a git remote's `max-object` is refused by the
+//! worker, on a store kept in `refs/bridge/*` with fanned-out folders.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use bridge_testutil::git::bare_repo;
 
 use crate::harness::{Device, Run, dir_remote, files_under, temp_dir};
 
@@ -192,13 +196,7 @@ fn issue12_item3_damaged_replica_files_are_repaired_from_a_dir_remote() {
 fn issue12_item3_damaged_replica_files_are_repaired_from_a_git_remote() {
     let tmp = temp_dir("repair-git");
     let bare = tmp.path().join("store.git");
-    let out = Command::new("git")
-        .args(["init", "--bare", "-q"])
-        .arg(&bare)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .output()
-        .expect("git runs");
-    assert!(out.status.success(), "git init --bare");
+    bare_repo(&bare);
     damaged_files_are_repaired("repair-git", &format!("git:{}", bare.display()));
 }
 
@@ -459,4 +457,89 @@ fn issue12_item8_symlinks_inside_a_store_are_never_followed() {
             );
         }
     }
+}
+
+/// Issue 15, items 3 and 4, on a git remote: the store lives in
+/// `refs/bridge/*` (no branch), its blobs in fan-out folders, and an output
+/// over `[store] max-object` (1 MB here; GitHub's 100 MB by default) is not
+/// stored: the attempt fails saying which task, which file, how large and
+/// what to do, while its log and other output reach the remote, and the
+/// next push goes through.
+#[test]
+fn issue15_an_output_over_max_object_fails_its_attempt_and_the_rest_is_pushed() {
+    let tmp = temp_dir("maxobj");
+    let bare = tmp.path().join("store.git");
+    crate::harness::git_in(
+        None,
+        &["init", "--bare", "-q", bare.to_str().expect("utf-8")],
+    );
+    let d = counting_device("maxobj");
+    d.ok(&["init", "--remote", &format!("git:{}", bare.display())]);
+    let config = fs::read_to_string(d.path("bridge.toml")).expect("bridge.toml");
+    assert!(config.contains("[store]\n"), "{config}");
+    d.write(
+        "bridge.toml",
+        &config.replace("[store]\n", "[store]\nmax-object = \"1MB\"\n"),
+    );
+    d.write(
+        "big.yaml",
+        "tasks:\n  - name: big\n    run: head -c 2000000 /dev/zero > big.bin; echo small > small.txt; echo made\n    outputs: [big.bin, small.txt]\n",
+    );
+    d.ok(&["submit", "big.yaml"]);
+    d.run(&["work"]);
+    d.ok(&["sync"]);
+    let task = d.task("big");
+    let shown = d.show(&task.id);
+    let attempt = &shown["attempts"][0];
+    assert_eq!(attempt["outcome"], "error", "{shown}");
+    let message = attempt["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("output big.bin of task big is 2000000 bytes")
+            && message.contains("write it in parts"),
+        "{message}"
+    );
+    assert!(
+        attempt["outputs"].get("small.txt").is_some()
+            && attempt["outputs"].get("big.bin").is_none(),
+        "{shown}"
+    );
+    // On the remote: one ref, not a branch; no file over 1 MB; blobs in
+    // fan-out folders.
+    let refs = crate::harness::git_in(
+        None,
+        &[
+            "--git-dir",
+            bare.to_str().expect("utf-8"),
+            "for-each-ref",
+            "--format=%(refname)",
+        ],
+    );
+    assert!(
+        refs.lines().all(|r| r.starts_with("refs/bridge/")) && !refs.is_empty(),
+        "{refs}"
+    );
+    let tree = crate::harness::git_in(
+        None,
+        &[
+            "--git-dir",
+            bare.to_str().expect("utf-8"),
+            "ls-tree",
+            "-r",
+            "-l",
+            refs.lines().next().expect("a ref"),
+        ],
+    );
+    for line in tree.lines() {
+        let (meta, path) = line.split_once('\t').expect("an entry");
+        let size: u64 = meta
+            .split_whitespace()
+            .nth(3)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        assert!(size <= 1_000_000, "{path}: {size} bytes");
+        if path.starts_with("blobs/") {
+            assert_eq!(path.split('/').count(), 3, "{path} not fanned out");
+        }
+    }
+    assert!(tree.contains("blobs/"), "{tree}");
 }

@@ -10,16 +10,15 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use bridge_model::TaskSpec;
-use bridge_model::doc::BatchHeader;
-use bridge_model::{BatchId, DocId};
 use serde_json::json;
 
+use bridge_testutil::forge::{
+    batch_header, chunk_header, frame, genesis, now_ms, put_chunk, writer_for,
+};
 use bridge_testutil::spec::from_json as spec;
 
 use crate::harness::{Device, temp_dir};
-use crate::security::{
-    chunk_header, frame, identity_in, member_of, now_ms, put_chunk, roster_in, unique8, writer_for,
-};
+use crate::security::{identity_in, member_of, roster_in};
 
 /// Writes one batch document holding `tasks` into `d`'s own replica, signed
 /// and sealed by `d`'s identity exactly as `bridge submit` would, but without
@@ -31,23 +30,8 @@ fn store_batch_as(d: &Device, tasks: &[TaskSpec]) {
     let roster = roster_in(&d.store(), &me, &workspace, &root);
     let data = roster.data_recipient().expect("a data key");
     let writer = writer_for(me.member_id());
-    let now = now_ms();
-    let header = BatchHeader {
-        batch: BatchId::new(now, unique8()),
-        part: 0,
-        parts: 1,
-        created_at: now,
-        submitted_by: d.name.clone(),
-        device: d.name.clone(),
-        grant: None,
-    };
-    let mut doc = bridge_model::doc::create(&writer, &header, tasks).expect("create a batch");
-    let change = doc
-        .get_last_local_change()
-        .expect("the genesis change")
-        .raw_bytes()
-        .to_vec();
-    let doc_id = DocId::new(header.batch, 0).to_string();
+    let header = batch_header(now_ms(), &d.name, &d.name);
+    let (doc_id, change) = genesis(&writer, &header, tasks);
     let chunk_header = chunk_header(
         &workspace,
         &doc_id,

@@ -56,7 +56,10 @@ pub fn run(g: &GlobalArgs, args: ArchiveArgs) -> CliResult<u8> {
     let cutoff = now_ms().saturating_sub(older_than.as_millis() as Millis);
     let (batches, docs, tasks) = archivable(&session, cutoff);
     let remote = match session.ws.remote_spec().filter(|_| !args.local && online) {
-        Some(spec) => Some(open_remote(spec, &session.ws.root).map_err(anyhow::Error::from)?),
+        Some(spec) => Some(
+            open_remote(&session.ws.settings, spec, &session.ws.root)
+                .map_err(anyhow::Error::from)?,
+        ),
         None => None,
     };
     let mut report = if docs.is_empty() {

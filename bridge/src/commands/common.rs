@@ -9,6 +9,7 @@ use bridge_store::{RemoteError, SyncError, SyncReport};
 use super::GlobalArgs;
 use crate::error::{CliError, CliResult, EXIT_OFFLINE};
 use crate::workspace::{LoadPlan, Session, Workspace};
+use bridge_engine::settings::Settings;
 
 /// Finds the workspace and loads its documents. When the local replica
 /// cannot show this device a roster it belongs to (a fresh clone of a
@@ -20,7 +21,7 @@ pub fn open_session(g: &GlobalArgs) -> CliResult<Session> {
 
 /// [`open_session`], loading the documents as `plan` says.
 pub fn open_session_with(g: &GlobalArgs, plan: LoadPlan) -> CliResult<Session> {
-    let ws = Workspace::find(g.workspace.as_deref())?;
+    let ws = Workspace::find(g.workspace.as_deref(), g.engine())?;
     let Some(spec) = ws.remote_spec().map(str::to_owned) else {
         return Ok(Session::open_with(ws, plan)?);
     };
@@ -32,8 +33,8 @@ pub fn open_session_with(g: &GlobalArgs, plan: LoadPlan) -> CliResult<Session> {
         },
         Err(e) => e.into(),
     };
-    let ws = Workspace::open(&root)?;
-    let remote = open_remote(&spec, &ws.root).map_err(|e| {
+    let ws = Workspace::open(&root, g.engine())?;
+    let remote = open_remote(&ws.settings, &spec, &ws.root).map_err(|e| {
         CliError::hint(
             anyhow!(e),
             "set `remote` under [store] in bridge.toml to dir:PATH or git:URL",
@@ -58,18 +59,21 @@ pub fn open_session_with(g: &GlobalArgs, plan: LoadPlan) -> CliResult<Session> {
 /// device writes its own ref, named after the device (`BRIDGE_DEVICE` or the
 /// host name).
 pub fn open_remote(
+    settings: &Settings,
     spec: &str,
     root: &std::path::Path,
 ) -> Result<Box<dyn bridge_store::Remote>, bridge_store::RemoteSpecError> {
     open_remote_as(
+        settings,
         spec,
         root,
-        &crate::worker::safe_name(&crate::workspace::device_name()),
+        &crate::worker::safe_name(&settings.device_name()),
     )
 }
 
 /// [`open_remote`] writing the ref of `slot` (a runner shard).
 pub fn open_remote_as(
+    settings: &Settings,
     spec: &str,
     root: &std::path::Path,
     slot: &str,
@@ -77,12 +81,29 @@ pub fn open_remote_as(
     let mut opts = bridge_store::RemoteOptions::for_base(root);
     opts.writer_slot = slot.to_owned();
     // Taken out of the environment at start-up (see `secrets`).
-    opts.github_token = crate::secrets::github_token().map(|token| bridge_store::GitToken {
-        token,
-        auth_host: std::env::var("BRIDGE_GIT_AUTH_HOST").ok(),
-    });
-    opts.stall_timeout = stall_timeout(root);
+    opts.github_token = settings.git_token();
+    opts.stall_timeout = stall_timeout(settings, root);
+    opts.git_limits.max_object =
+        config_at(root).map_or(bridge_store::git::DEFAULT_MAX_OBJECT, |c| c.max_object());
     bridge_store::parse_remote(spec, root, &opts)
+}
+
+/// The workspace's bridge.toml at `root`, if it can be read and parsed.
+fn config_at(root: &std::path::Path) -> Option<crate::workspace::Config> {
+    let path = root.join(crate::workspace::CONFIG_FILE);
+    let text = std::fs::read_to_string(&path).ok()?;
+    crate::workspace::Config::parse_str(&text, &path).ok()
+}
+
+/// The largest output a worker of this session stores: `[store]
+/// max-object` when the remote is a `git:` one (issue 15: GitHub refuses
+/// files over 100 MiB), else no limit but the store's.
+pub fn max_object(session: &Session) -> Option<u64> {
+    session
+        .ws
+        .remote_spec()
+        .filter(|spec| spec.starts_with("git:"))
+        .map(|_| session.ws.config.max_object())
 }
 
 /// The stall timeout of the workspace at `root` (see
@@ -90,18 +111,11 @@ pub fn open_remote_as(
 /// A workspace checks its value when it opens; here (also before a
 /// workspace exists, at `join`) a missing or bad file means the default
 /// or the environment's value.
-fn stall_timeout(root: &std::path::Path) -> std::time::Duration {
-    let path = root.join(crate::workspace::CONFIG_FILE);
-    let config = std::fs::read_to_string(&path)
-        .ok()
-        .and_then(|text| crate::workspace::Config::parse_str(&text, &path).ok());
-    let from_config = config.as_ref().and_then(|c| c.stall_timeout().ok());
+fn stall_timeout(settings: &Settings, root: &std::path::Path) -> std::time::Duration {
+    let config = config_at(root);
+    let from_config = config.as_ref().and_then(|c| c.stall_timeout(settings).ok());
     from_config
-        .or_else(|| {
-            std::env::var(crate::workspace::STALL_TIMEOUT_ENV)
-                .ok()
-                .and_then(|v| humantime::parse_duration(v.trim()).ok())
-        })
+        .or_else(|| settings.stall_timeout.clone().and_then(Result::ok))
         .unwrap_or(bridge_store::DEFAULT_STALL_TIMEOUT)
 }
 
@@ -180,7 +194,7 @@ pub fn sync_remote(session: &mut Session, show_progress: bool) -> CliResult<Sync
     let Some(spec) = session.ws.remote_spec().map(str::to_owned) else {
         return Ok(SyncOutcome::NoRemote);
     };
-    let remote = open_remote(&spec, &session.ws.root).map_err(|e| {
+    let remote = open_remote(&session.ws.settings, &spec, &session.ws.root).map_err(|e| {
         CliError::hint(
             anyhow!(e),
             "set `remote` under [store] in bridge.toml to `dir:PATH`",

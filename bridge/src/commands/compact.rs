@@ -42,10 +42,10 @@ pub struct CompactArgs {
 }
 
 pub fn run(g: &GlobalArgs, args: CompactArgs) -> CliResult<u8> {
-    let ws = Workspace::find(g.workspace.as_deref())?;
+    let ws = Workspace::find(g.workspace.as_deref(), g.engine())?;
     let vault = open_vault(&ws)?;
     let remote = match ws.remote_spec().filter(|_| !args.local) {
-        Some(spec) => Some(open_remote(spec, &ws.root).map_err(anyhow::Error::from)?),
+        Some(spec) => Some(open_remote(&ws.settings, spec, &ws.root).map_err(anyhow::Error::from)?),
         None => None,
     };
     let report = compact::run(

@@ -144,7 +144,7 @@ pub fn run(g: &GlobalArgs, args: DispatchArgs) -> CliResult<u8> {
     };
     let estimate = bridge_github::estimate_minutes(work.seconds, runners, budget.as_secs());
 
-    let gh = github::connect(&repo)?;
+    let gh = github::connect(&g.settings, &repo)?;
     let workflow = section.workflow().to_owned();
     let git_ref = section.git_ref().to_owned();
     let month = Month::of(std::time::SystemTime::now());

@@ -87,7 +87,8 @@ pub fn run(g: &GlobalArgs, args: GcArgs) -> CliResult<u8> {
         .remote_spec()
         .filter(|_| !args.local && online && !garbage.is_empty())
     {
-        let remote = open_remote(spec, &session.ws.root).map_err(anyhow::Error::from)?;
+        let remote = open_remote(&session.ws.settings, spec, &session.ws.root)
+            .map_err(anyhow::Error::from)?;
         match remote.list() {
             Ok(listed) => {
                 let there: Vec<String> = garbage

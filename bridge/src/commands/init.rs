@@ -18,7 +18,7 @@ use crate::keys;
 use crate::vault::Vault;
 use crate::workspace::{
     self, CONFIG_FILE, Config, GitHubSection, Session, StoreSection, Workspace, WorkspaceSection,
-    device_name, now_ms,
+    now_ms,
 };
 
 /// The workflow template `--github` writes (workflows/bridge.yml).
@@ -73,7 +73,7 @@ pub fn run(g: &GlobalArgs, args: InitArgs) -> CliResult<u8> {
     };
     std::fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
     if let Some(spec) = &args.remote {
-        super::common::open_remote(spec, &root)
+        super::common::open_remote(&g.settings.engine, spec, &root)
             .map_err(|e| CliError::hint(anyhow::anyhow!(e), "a remote looks like dir:PATH"))?;
     }
     if let Some(repo) = args.github.clone() {
@@ -124,13 +124,21 @@ fn create(
         github,
     };
     workspace::write_config(root, &config)?;
-    keys::check_pin(&config.workspace.id, identity.member_id())?;
-    let ws = Workspace::open(root)?;
+    keys::check_pin(
+        &g.settings.engine,
+        &config.workspace.id,
+        identity.member_id(),
+    )?;
+    let ws = Workspace::open(root, g.engine())?;
     // The roster starts with this device as its only admin; its key is the
     // root every member pins.
-    let (roster, genesis) =
-        Roster::genesis(&identity, &device_name(), &config.workspace.id, now_ms())
-            .map_err(|e| anyhow::anyhow!(e).context("cannot create the member roster"))?;
+    let (roster, genesis) = Roster::genesis(
+        &identity,
+        &g.settings.engine.device_name(),
+        &config.workspace.id,
+        now_ms(),
+    )
+    .map_err(|e| anyhow::anyhow!(e).context("cannot create the member roster"))?;
     let vault = Vault::new(ws.replica.clone(), identity, roster);
     vault.write_roster_file(&genesis)?;
     crate::freshness::pin(root, &crate::freshness::Anchor::latest(vault.roster()))?;
@@ -152,7 +160,7 @@ fn create(
 fn init_github(g: &GlobalArgs, args: &InitArgs, root: &Path, repo: &RepoSlug) -> CliResult<u8> {
     // Check the token, the repository and the permission before anything is
     // created here: the public key is needed anyway.
-    let gh = github::connect(repo)?;
+    let gh = github::connect(&g.settings, repo)?;
     let key = gh
         .public_key()
         .map_err(|e| ApiError::new(e, gh.token_source))?;
@@ -160,7 +168,7 @@ fn init_github(g: &GlobalArgs, args: &InitArgs, root: &Path, repo: &RepoSlug) ->
 
     // The workspace: made here, or an existing one gaining [github].
     let (ws, mut vault) = if root.join(CONFIG_FILE).is_file() {
-        let ws = Workspace::open(root)?;
+        let ws = Workspace::open(root, g.engine())?;
         if let Some(spec) = &args.remote
             && ws.remote_spec() != Some(spec.as_str())
         {
@@ -212,7 +220,7 @@ fn init_github(g: &GlobalArgs, args: &InitArgs, root: &Path, repo: &RepoSlug) ->
             ws
         } else {
             append_github_section(root, &github_section(repo, &git_ref))?;
-            Workspace::open(root)?
+            Workspace::open(root, g.engine())?
         };
         (ws, vault)
     } else {
@@ -397,11 +405,11 @@ fn append_github_section(root: &Path, section: &GitHubSection) -> CliResult<()> 
 
 /// This device's identity, created (and said so) when it has none yet.
 pub fn identity_or_new(g: &GlobalArgs) -> CliResult<Identity> {
-    let path = keys::identity_path()?;
-    if !crate::secrets::has_identity() && !path.exists() {
+    let path = keys::identity_path(&g.settings.engine)?;
+    if g.settings.engine.identity.is_none() && !path.exists() {
         let identity = Identity::generate()
             .map_err(|e| anyhow::anyhow!(e).context("cannot create an identity"))?;
-        let path = keys::save_identity(&identity, false)?;
+        let path = keys::save_identity(&g.settings.engine, &identity, false)?;
         if !g.quiet {
             outln!(
                 "Created this device's identity in {} (keep it secret).",
@@ -410,5 +418,5 @@ pub fn identity_or_new(g: &GlobalArgs) -> CliResult<Identity> {
         }
         return Ok(identity);
     }
-    Ok(keys::load_identity()?)
+    Ok(keys::load_identity(&g.settings.engine)?)
 }

@@ -49,7 +49,7 @@ pub fn run(g: &GlobalArgs, args: JoinArgs) -> CliResult<u8> {
         )
     })?;
     let identity = super::init::identity_or_new(g)?;
-    let remote = super::common::open_remote(&args.remote, &root)
+    let remote = super::common::open_remote(&g.settings.engine, &args.remote, &root)
         .map_err(|e| CliError::hint(anyhow!(e), "a remote looks like dir:PATH"))?;
     let state_dir = root.join(STATE_DIR);
     let created_state = !state_dir.exists();
@@ -90,8 +90,8 @@ pub fn run(g: &GlobalArgs, args: JoinArgs) -> CliResult<u8> {
         worker: Default::default(),
         github: None,
     };
-    keys::check_pin(&config.workspace.id, &root_id)?;
-    let ws = Workspace::with_config(&root, config.clone())?;
+    keys::check_pin(&g.settings.engine, &config.workspace.id, &root_id)?;
+    let ws = Workspace::with_config(&root, config.clone(), g.engine())?;
     let vault = match Vault::open(ws.replica.clone(), identity, &root_id) {
         Ok((v, warnings)) => {
             for w in warnings {

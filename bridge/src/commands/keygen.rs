@@ -38,7 +38,7 @@ pub fn run(g: &GlobalArgs, args: KeygenArgs) -> CliResult<u8> {
         errln!("public key: {}", identity.public());
         return Ok(EXIT_OK);
     }
-    let path = keys::save_identity(&identity, args.force)?;
+    let path = keys::save_identity(&g.settings.engine, &identity, args.force)?;
     if args.json {
         print_json(
             &json!({"member": identity.member_id(), "public_key": identity.public().to_string(), "path": path}),

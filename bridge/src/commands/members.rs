@@ -90,7 +90,7 @@ pub enum MembersCommand {
 }
 
 pub fn run(g: &GlobalArgs, args: MembersArgs) -> CliResult<u8> {
-    let ws = Workspace::find(g.workspace.as_deref())?;
+    let ws = Workspace::find(g.workspace.as_deref(), g.engine())?;
     let root = root_of(&ws)?;
     let mut vault = open_vault(&ws)?;
     match args.command {
@@ -204,7 +204,7 @@ fn sync_before_removal(
     let Some(spec) = ws.remote_spec().filter(|_| !offline) else {
         return Ok(vault);
     };
-    let remote = open_remote(spec, &ws.root).map_err(|e| {
+    let remote = open_remote(&ws.settings, spec, &ws.root).map_err(|e| {
         CliError::hint(
             anyhow!(e),
             "set `remote` under [store] in bridge.toml to dir:PATH or git:URL",
@@ -298,7 +298,7 @@ fn rotate_runner(
     // leave the old runner in place.
     let target = if github {
         let (section, repo) = crate::github::configured(&ws.config)?;
-        let gh = crate::github::connect(&repo)?;
+        let gh = crate::github::connect(&g.settings, &repo)?;
         let key = gh
             .public_key()
             .map_err(|e| ApiError::new(e, gh.token_source))?;
@@ -381,7 +381,7 @@ fn root_of(ws: &Workspace) -> CliResult<bridge_crypto::MemberId> {
         .root
         .parse()
         .map_err(|_| anyhow!("`root` in bridge.toml is not a member id"))?;
-    keys::check_pin(&ws.config.workspace.id, &root)?;
+    keys::check_pin(&ws.settings, &ws.config.workspace.id, &root)?;
     Ok(root)
 }
 

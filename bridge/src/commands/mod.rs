@@ -78,6 +78,17 @@ pub struct GlobalArgs {
     /// Print only errors
     #[arg(long, short, global = true)]
     pub quiet: bool,
+    /// The settings from the environment, resolved once in `main` (see
+    /// [`crate::settings`]); not a flag.
+    #[arg(skip)]
+    pub settings: crate::settings::Settings,
+}
+
+impl GlobalArgs {
+    /// The engine's settings, for a workspace to open.
+    pub fn engine(&self) -> std::sync::Arc<bridge_engine::settings::Settings> {
+        self.settings.engine.clone()
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -2,7 +2,6 @@
 //! store, runs a bounded batch of tasks, pushes each result as it lands, and
 //! exits; on GitHub Actions it speaks the runner's conventions.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::time::Duration;
@@ -20,7 +19,7 @@ use crate::error::{CliError, CliResult, EXIT_INTERRUPTED, EXIT_OFFLINE, EXIT_OK,
 use crate::output::{duration, print_json};
 use crate::publish::Publisher;
 use crate::worker::{self, Event, WorkOptions, safe_name};
-use crate::workspace::{LoadPlan, Session, device_name, now_ms};
+use crate::workspace::{LoadPlan, Session, now_ms};
 
 /// Run a bounded batch of tasks on a CI runner, pushing each result, then exit
 ///
@@ -137,7 +136,7 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> CliResult<u8> {
         Some((i, _)) => safe_name(&format!("{me}-{i}")),
         None => safe_name(&me),
     });
-    let remote = open_remote_as(&spec, &session.ws.root, &slot)
+    let remote = open_remote_as(&session.ws.settings, &spec, &session.ws.root, &slot)
         .map_err(|e| CliError::hint(anyhow!(e), "a remote looks like git:URL or dir:PATH"))?;
     let mut publisher = Publisher::new(remote, session.ws.replica.clone());
     // The repository's push and read budget, this runner's share of it
@@ -181,12 +180,13 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> CliResult<u8> {
             labels,
             lease,
             max_tasks: args.max_tasks,
-            device: device_name(),
+            device: g.settings.engine.device_name(),
             deadline: Some((deadline, budget)),
             shard,
-            provenance: provenance(),
+            provenance: g.settings.ci_provenance.clone(),
             flush_delay: RUNNER_FLUSH_DELAY,
             run_tasks_from: args.run_tasks_from.resolve(&session)?,
+            max_object: super::common::max_object(&session),
         };
         let mut hooks = RunHooks {
             github,
@@ -259,7 +259,7 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> CliResult<u8> {
             pushes: publisher.pushes,
             fetches: publisher.fetches,
         };
-        write_github_files(&ledger, left, started.elapsed(), remote_use)?;
+        write_github_files(&g.settings, &ledger, left, started.elapsed(), remote_use)?;
     }
     if args.json {
         print_json(&json!({
@@ -312,36 +312,6 @@ fn parse_shard(s: &str) -> CliResult<(u32, u32)> {
         return Err(bad());
     }
     Ok((i, k))
-}
-
-/// Where an attempt ran, from the CI environment.
-fn provenance() -> BTreeMap<String, String> {
-    let mut p = BTreeMap::new();
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    for (key, var) in [
-        ("ci_run_id", "GITHUB_RUN_ID"),
-        ("ci_run_attempt", "GITHUB_RUN_ATTEMPT"),
-        ("ci_job", "GITHUB_JOB"),
-        ("commit", "GITHUB_SHA"),
-        ("runner_os", "RUNNER_OS"),
-        ("runner_arch", "RUNNER_ARCH"),
-        ("runner_name", "RUNNER_NAME"),
-    ] {
-        if let Some(v) = env(var) {
-            p.insert(key.to_owned(), v);
-        }
-    }
-    if let (Some(server), Some(repo), Some(run)) = (
-        env("GITHUB_SERVER_URL"),
-        env("GITHUB_REPOSITORY"),
-        env("GITHUB_RUN_ID"),
-    ) {
-        p.insert(
-            "ci_run_url".to_owned(),
-            format!("{server}/{repo}/actions/runs/{run}"),
-        );
-    }
-    p
 }
 
 struct RunHooks {
@@ -537,16 +507,17 @@ struct RemoteUse {
 }
 
 fn write_github_files(
+    settings: &crate::settings::Settings,
     ledger: &Ledger,
     left: usize,
     elapsed: Duration,
     remote_use: RemoteUse,
 ) -> CliResult<()> {
-    if let Ok(path) = std::env::var("GITHUB_OUTPUT") {
+    if let Some(path) = &settings.github_output {
         let mut f = std::fs::OpenOptions::new()
             .append(true)
             .create(true)
-            .open(&path)
+            .open(path)
             .with_context(|| format!("cannot open GITHUB_OUTPUT {path}"))?;
         writeln!(
             f,
@@ -555,7 +526,7 @@ fn write_github_files(
         )
         .with_context(|| format!("cannot write GITHUB_OUTPUT {path}"))?;
     }
-    if let Ok(path) = std::env::var("GITHUB_STEP_SUMMARY") {
+    if let Some(path) = &settings.github_step_summary {
         let mut md = String::new();
         let _ = writeln!(md, "### bridge run\n");
         let _ = writeln!(
@@ -600,7 +571,7 @@ fn write_github_files(
         let mut f = std::fs::OpenOptions::new()
             .append(true)
             .create(true)
-            .open(&path)
+            .open(path)
             .with_context(|| format!("cannot open GITHUB_STEP_SUMMARY {path}"))?;
         f.write_all(md.as_bytes())
             .with_context(|| format!("cannot write GITHUB_STEP_SUMMARY {path}"))?;

@@ -18,7 +18,7 @@ use crate::error::{CliError, CliResult, EXIT_OK, HintExt};
 use crate::output::print_json;
 use crate::taskfile::{self, PlannedTask};
 use crate::vault::Placement;
-use crate::workspace::{Session, device_name, now_ms, random_bytes};
+use crate::workspace::{Session, now_ms, random_bytes};
 
 /// How many tasks one Automerge document holds at most; a larger batch spans
 /// several documents, so loading and editing stay fast.
@@ -612,7 +612,7 @@ fn submit_specs(
         return Ok(result);
     }
     let parts = new_specs.chunks(MAX_TASKS_PER_DOC).count() as u32;
-    let device = device_name();
+    let device = session.ws.settings.device_name();
     for (part, chunk) in new_specs.chunks(MAX_TASKS_PER_DOC).enumerate() {
         let header = BatchHeader {
             batch: batch.clone(),

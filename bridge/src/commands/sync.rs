@@ -91,7 +91,9 @@ pub fn run(g: &GlobalArgs, args: SyncArgs) -> CliResult<u8> {
 /// compact --help`), with the remote unless `offline`.
 pub fn auto_compact(session: &Session, offline: bool) {
     let remote = match session.ws.remote_spec() {
-        Some(spec) if !offline => super::common::open_remote(spec, &session.ws.root).ok(),
+        Some(spec) if !offline => {
+            super::common::open_remote(&session.ws.settings, spec, &session.ws.root).ok()
+        }
         _ => None,
     };
     crate::compact::auto(

@@ -36,12 +36,12 @@ pub struct UsageArgs {
 }
 
 pub fn run(g: &GlobalArgs, args: UsageArgs) -> CliResult<u8> {
-    let ws = Workspace::find(g.workspace.as_deref())?;
+    let ws = Workspace::find(g.workspace.as_deref(), g.engine())?;
     let (section, repo) = github::configured(&ws.config)?;
     let month = args
         .month
         .unwrap_or_else(|| Month::of(std::time::SystemTime::now()));
-    let gh = github::connect(&repo)?;
+    let gh = github::connect(&g.settings, &repo)?;
     let workflow = section.workflow();
     let runs = gh
         .month_usage(workflow, month, crate::workspace::now_ms())

@@ -19,8 +19,8 @@ pub struct WhoamiArgs {
     pub json: bool,
 }
 
-pub fn run(_g: &GlobalArgs, args: WhoamiArgs) -> CliResult<u8> {
-    let identity = keys::load_identity()?;
+pub fn run(g: &GlobalArgs, args: WhoamiArgs) -> CliResult<u8> {
+    let identity = keys::load_identity(&g.settings.engine)?;
     if args.json {
         print_json(
             &json!({"member": identity.member_id(), "public_key": identity.public().to_string()}),

@@ -14,7 +14,7 @@ use crate::output::{duration, print_json};
 use crate::publish::Publisher;
 use crate::run_policy::RunFrom;
 use crate::worker::{self, Event, WorkOptions};
-use crate::workspace::{Session, device_name};
+use crate::workspace::Session;
 
 /// Run runnable tasks on this device
 ///
@@ -118,12 +118,13 @@ pub fn run(g: &GlobalArgs, args: WorkArgs) -> CliResult<u8> {
         labels,
         lease: session.ws.config.lease()?,
         max_tasks: args.max_tasks,
-        device: device_name(),
+        device: g.settings.engine.device_name(),
         deadline: None,
         shard: None,
         provenance: Default::default(),
         flush_delay: worker::FLUSH_DELAY,
         run_tasks_from: args.run_tasks_from.resolve(&session)?,
+        max_object: super::common::max_object(&session),
     };
     // A remote that could not be used at the start (unreachable, silent
     // past the stall timeout) is not tried again by this run: the tasks run
@@ -140,9 +141,11 @@ pub fn run(g: &GlobalArgs, args: WorkArgs) -> CliResult<u8> {
             offline,
         };
         let mut publisher = match (offline || !online, session.ws.remote_spec()) {
-            (false, Some(spec)) => super::common::open_remote(spec, &session.ws.root)
-                .ok()
-                .map(|r| Publisher::new(r, session.ws.replica.clone())),
+            (false, Some(spec)) => {
+                super::common::open_remote(&session.ws.settings, spec, &session.ws.root)
+                    .ok()
+                    .map(|r| Publisher::new(r, session.ws.replica.clone()))
+            }
             _ => None,
         };
         let r = worker::work(

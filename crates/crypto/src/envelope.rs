@@ -256,17 +256,27 @@ impl Opened {
     }
 
     pub(crate) fn plaintext(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(
-            MAGIC.len() + 4 + self.header_bytes.len() + SIG_LEN + self.payload.len(),
-        );
-        out.extend_from_slice(MAGIC);
         // The length was checked against MAX_HEADER_LEN when this was built.
-        out.extend_from_slice(&(self.header_bytes.len() as u32).to_be_bytes());
-        out.extend_from_slice(&self.header_bytes);
-        out.extend_from_slice(&self.signature);
-        out.extend_from_slice(&self.payload);
-        out
+        plaintext_of(&self.header_bytes, &self.signature, &self.payload)
     }
+}
+
+/// An envelope's plaintext from its parts, taken as given (nothing is
+/// checked): [`MAGIC`], the header's length (u32 big-endian), the header's
+/// JSON bytes, the signature, the payload. [`Opened::signed_bytes`] is this
+/// for a file it opened; tests build malformed or forged envelopes with it
+/// instead of copying the layout. A header over 4 GiB (never valid: see
+/// [`MAX_HEADER_LEN`]) is given the length `u32::MAX`.
+pub fn plaintext_of(header_bytes: &[u8], signature: &[u8], payload: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(header_bytes.len()).unwrap_or(u32::MAX);
+    let mut out =
+        Vec::with_capacity(MAGIC.len() + 4 + header_bytes.len() + signature.len() + payload.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(header_bytes);
+    out.extend_from_slice(signature);
+    out.extend_from_slice(payload);
+    out
 }
 
 impl fmt::Debug for Opened {
@@ -289,7 +299,9 @@ pub struct Expect<'a> {
     pub document: Option<&'a str>,
 }
 
-fn signed_message(header_bytes: &[u8]) -> Vec<u8> {
+/// What a writer signs: [`SIG_DOMAIN`], then the header's JSON bytes
+/// exactly as the envelope holds them.
+pub fn signed_message(header_bytes: &[u8]) -> Vec<u8> {
     let mut msg = Vec::with_capacity(SIG_DOMAIN.len() + header_bytes.len());
     msg.extend_from_slice(SIG_DOMAIN);
     msg.extend_from_slice(header_bytes);

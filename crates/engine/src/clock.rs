@@ -18,8 +18,8 @@ pub trait Clock: Send + Sync + fmt::Debug {
     fn now_ms(&self) -> Millis;
 }
 
-/// The wall clock (moved by `BRIDGE_TEST_CLOCK_OFFSET_MS` in debug builds,
-/// for the end-to-end tests' devices with skewed clocks).
+/// The wall clock (moved by [`set_test_offset`] in debug builds, for the
+/// end-to-end tests' devices with skewed clocks).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;
 
@@ -27,6 +27,31 @@ impl Clock for SystemClock {
     fn now_ms(&self) -> Millis {
         crate::workspace::now_ms()
     }
+}
+
+/// Debug builds only: moves this process's wall clock (and so every
+/// [`SystemClock`] and [`crate::workspace::now_ms`]) by `offset` ms, once,
+/// from the [`TestHooks`](crate::settings::TestHooks) the program resolved.
+/// A process-wide hook rather than a field of each clock: the end-to-end
+/// tests play a whole device whose clock is wrong. Release builds ignore it.
+pub fn set_test_offset(offset: Millis) {
+    #[cfg(debug_assertions)]
+    {
+        let _ = TEST_OFFSET.set(offset);
+    }
+    #[cfg(not(debug_assertions))]
+    {
+        let _ = offset;
+    }
+}
+
+#[cfg(debug_assertions)]
+static TEST_OFFSET: std::sync::OnceLock<Millis> = std::sync::OnceLock::new();
+
+/// The offset [`set_test_offset`] installed (0 if none).
+#[cfg(debug_assertions)]
+pub(crate) fn test_offset() -> Millis {
+    TEST_OFFSET.get().copied().unwrap_or(0)
 }
 
 /// A clock that moves only when told to.

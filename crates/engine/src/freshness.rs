@@ -248,7 +248,7 @@ pub fn check(ws: &Workspace, roster: &Roster) -> Result<(), FreshnessError> {
             )
         })?;
     }
-    let path = match seen_path() {
+    let path = match seen_path(&ws.settings) {
         Ok(p) => p,
         Err(e) => {
             tracing::debug!("no record of the roster this device has seen: {e}");
@@ -298,8 +298,8 @@ fn short(hash: &str) -> &str {
     hash.get(..12).unwrap_or(hash)
 }
 
-fn seen_path() -> Result<PathBuf, FreshnessError> {
-    Ok(keys::config_dir()?.join("roster-seen.toml"))
+fn seen_path(settings: &crate::settings::Settings) -> Result<PathBuf, FreshnessError> {
+    Ok(keys::config_dir(settings)?.join("roster-seen.toml"))
 }
 
 #[derive(Default, Serialize, Deserialize)]

@@ -4,7 +4,7 @@
 //! `<config>/identity` with mode 0600, or comes whole from the
 //! `BRIDGE_IDENTITY` environment variable (CI runners). `<config>` is
 //! `$BRIDGE_CONFIG_DIR`, else `$XDG_CONFIG_HOME/bridge`, else
-//! `~/.config/bridge`. `<config>/pins.toml` records, per workspace id, the
+//! `~/.config/bridge`, as resolved in [`Settings`]. `<config>/pins.toml` records, per workspace id, the
 //! fingerprint of the roster's root key this device trusts: a `bridge.toml`
 //! that later names another root is refused.
 //!
@@ -16,6 +16,8 @@ use std::path::PathBuf;
 
 use bridge_crypto::{ExposeSecret, Identity, KeyError, MemberId};
 use serde::{Deserialize, Serialize};
+
+use crate::settings::Settings;
 
 /// Why this device's identity or its pins cannot be used. Never holds key
 /// material. The hints are the command line's.
@@ -134,23 +136,15 @@ pub enum IdentityError {
 /// The environment variable that may hold the whole identity.
 pub const IDENTITY_ENV: &str = "BRIDGE_IDENTITY";
 
-/// This device's configuration folder.
-pub fn config_dir() -> Result<PathBuf, IdentityError> {
-    if let Some(d) = std::env::var_os("BRIDGE_CONFIG_DIR").filter(|d| !d.is_empty()) {
-        return Ok(PathBuf::from(d));
-    }
-    if let Some(d) = std::env::var_os("XDG_CONFIG_HOME").filter(|d| !d.is_empty()) {
-        return Ok(PathBuf::from(d).join("bridge"));
-    }
-    match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
-        Some(home) => Ok(PathBuf::from(home).join(".config").join("bridge")),
-        None => Err(IdentityError::NoConfigDir),
-    }
+/// This device's configuration folder (see
+/// [`Settings::config_dir`](crate::settings::Settings::config_dir)).
+pub fn config_dir(settings: &Settings) -> Result<PathBuf, IdentityError> {
+    settings.config_dir()
 }
 
 /// The identity file.
-pub fn identity_path() -> Result<PathBuf, IdentityError> {
-    Ok(config_dir()?.join("identity"))
+pub fn identity_path(settings: &Settings) -> Result<PathBuf, IdentityError> {
+    Ok(config_dir(settings)?.join("identity"))
 }
 
 /// The largest identity bridge reads, from the file or `BRIDGE_IDENTITY`
@@ -158,8 +152,8 @@ pub fn identity_path() -> Result<PathBuf, IdentityError> {
 pub const IDENTITY_MAX: u64 = 16 * 1024;
 
 /// Loads this device's identity: `BRIDGE_IDENTITY`, else the identity file.
-pub fn load_identity() -> Result<Identity, IdentityError> {
-    if let Some(value) = crate::secrets::identity() {
+pub fn load_identity(settings: &Settings) -> Result<Identity, IdentityError> {
+    if let Some(value) = &settings.identity {
         if value.len() as u64 > IDENTITY_MAX {
             return Err(IdentityError::EnvTooLong);
         }
@@ -168,7 +162,7 @@ pub fn load_identity() -> Result<Identity, IdentityError> {
         };
         return Identity::parse(text).map_err(IdentityError::EnvInvalid);
     }
-    let path = identity_path()?;
+    let path = identity_path(settings)?;
     let text = read_identity_file(&path)?;
     // The file may carry comment lines; the identity is the one other line.
     let line = text
@@ -229,9 +223,13 @@ fn read_identity_file(path: &std::path::Path) -> Result<String, IdentityError> {
 }
 
 /// Writes `identity` to the identity file, readable by this user only.
-pub fn save_identity(identity: &Identity, overwrite: bool) -> Result<PathBuf, IdentityError> {
-    let path = identity_path()?;
-    let dir = config_dir()?;
+pub fn save_identity(
+    settings: &Settings,
+    identity: &Identity,
+    overwrite: bool,
+) -> Result<PathBuf, IdentityError> {
+    let path = identity_path(settings)?;
+    let dir = config_dir(settings)?;
     std::fs::create_dir_all(&dir).map_err(|source| IdentityError::CreateDir {
         path: dir.clone(),
         source,
@@ -261,12 +259,12 @@ struct Pins {
     workspaces: BTreeMap<String, String>,
 }
 
-fn pins_path() -> Result<PathBuf, IdentityError> {
-    Ok(config_dir()?.join("pins.toml"))
+fn pins_path(settings: &Settings) -> Result<PathBuf, IdentityError> {
+    Ok(config_dir(settings)?.join("pins.toml"))
 }
 
-fn read_pins() -> Result<Pins, IdentityError> {
-    let path = pins_path()?;
+fn read_pins(settings: &Settings) -> Result<Pins, IdentityError> {
+    let path = pins_path(settings)?;
     match crate::files::read_text(&path, crate::files::CONFIG_MAX) {
         Ok(t) => toml::from_str(&t).map_err(|source| IdentityError::PinsInvalid { path, source }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Pins::default()),
@@ -276,8 +274,12 @@ fn read_pins() -> Result<Pins, IdentityError> {
 
 /// Checks `root` against the root this device pinned for `workspace`, and
 /// pins it when none is (trust on first use, or the root given to `join`).
-pub fn check_pin(workspace: &str, root: &MemberId) -> Result<(), IdentityError> {
-    let mut pins = read_pins()?;
+pub fn check_pin(
+    settings: &Settings,
+    workspace: &str,
+    root: &MemberId,
+) -> Result<(), IdentityError> {
+    let mut pins = read_pins(settings)?;
     match pins.workspaces.get(workspace) {
         Some(pinned) if pinned == root.as_str() => Ok(()),
         Some(pinned) => Err(IdentityError::PinMismatch {
@@ -288,8 +290,8 @@ pub fn check_pin(workspace: &str, root: &MemberId) -> Result<(), IdentityError> 
         None => {
             pins.workspaces
                 .insert(workspace.to_owned(), root.as_str().to_owned());
-            let path = pins_path()?;
-            let dir = config_dir()?;
+            let path = pins_path(settings)?;
+            let dir = config_dir(settings)?;
             std::fs::create_dir_all(&dir).map_err(|source| IdentityError::CreateDir {
                 path: dir.clone(),
                 source,

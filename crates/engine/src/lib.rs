@@ -11,7 +11,10 @@
 //! YAML task files (URL inputs are downloaded by `bridge-fetch`),
 //! [`audience`] keeps private batches' keys, [`keys`] and
 //! [`freshness`] hold the device's identity and what it has seen of the
-//! roster.
+//! roster. [`settings`] is what the engine takes from its surroundings (the
+//! configuration folder, the device name, the secrets, the overrides of
+//! `bridge.toml`), resolved once by the program and carried by the
+//! workspace: no other module reads the process environment.
 //!
 //! # Features
 //!
@@ -57,6 +60,7 @@ pub mod run_policy;
 pub mod sandbox;
 pub mod sandbox_mode;
 pub mod secrets;
+pub mod settings;
 pub mod shard;
 pub mod sync;
 pub mod taskfile;

@@ -433,7 +433,7 @@ pub fn entries(
             .filter_map(|e| RunFrom::parse(e).ok())
             .collect()
     });
-    entries_with(configured, flag, std::env::var(RUN_TASKS_FROM_ENV).ok())
+    entries_with(configured, flag, ws.settings.run_tasks_from.clone())
 }
 
 fn entries_with(

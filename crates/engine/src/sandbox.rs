@@ -37,6 +37,8 @@ use std::path::{Path, PathBuf};
 use bridge_exec::{Confinement, SandboxSupport};
 use bridge_model::TaskSpec;
 
+use crate::settings::{SandboxOverride, Settings, TestHooks};
+
 // Pure, and read by the settings whether or not the worker is compiled.
 pub use crate::sandbox_mode::{SandboxMode, UnknownSandboxMode};
 
@@ -64,24 +66,9 @@ pub enum SandboxError {
     },
 }
 
-/// The environment variable that overrides `[worker] sandbox`.
-pub const SANDBOX_ENV: &str = "BRIDGE_SANDBOX";
-
-/// Issue 12's switch, kept as a deprecated alias: `off` means
-/// `BRIDGE_SANDBOX=off`.
-pub const DEPRECATED_CONFINEMENT_ENV: &str = "BRIDGE_TASK_CONFINEMENT";
-
-/// Debug builds only (tests): pretend the kernel has no Landlock at all.
-const DEBUG_NO_LANDLOCK_ENV: &str = "BRIDGE_DEBUG_SANDBOX_NO_LANDLOCK";
-
-/// Debug builds only (tests): pretend unprivileged user namespaces are
-/// refused, as on GitHub-hosted Ubuntu 24.04 runners, so that the
-/// Landlock-only sandbox is used.
-const DEBUG_NO_NAMESPACES_ENV: &str = "BRIDGE_DEBUG_SANDBOX_NO_NAMESPACES";
-
-/// Debug builds only (tests): pretend Landlock has no TCP rules (a kernel
-/// before 6.7).
-const DEBUG_NO_LANDLOCK_TCP_ENV: &str = "BRIDGE_DEBUG_SANDBOX_NO_LANDLOCK_TCP";
+// Where the settings are resolved (see `crate::settings`), under the
+// names they always had here.
+pub use crate::settings::{DEPRECATED_CONFINEMENT_ENV, SANDBOX_ENV};
 
 /// System folders every sandboxed task may read, list and execute in
 /// (those that exist). `/proc` is the namespace's own where namespaces work.
@@ -135,27 +122,27 @@ pub struct Sandbox {
 
 impl Sandbox {
     /// Resolves the policy (`BRIDGE_SANDBOX`, then the deprecated
-    /// `BRIDGE_TASK_CONFINEMENT=off`, then `[worker] sandbox`), probes the
+    /// `BRIDGE_TASK_CONFINEMENT=off`, as `settings` hold them, then
+    /// `[worker] sandbox`), probes the
     /// system with `supervisor` (the executable that runs tasks' supervisors;
     /// `None`: no supervisor on this system), builds the fixed allow-list,
     /// and says once, as a warning, what tasks will not get. Fails with
     /// `required` and no sandbox.
     pub fn resolve(
+        settings: &Settings,
         setting: Option<&str>,
         allow_read: &[String],
         protected: &[PathBuf],
         supervisor: Option<&Path>,
     ) -> Result<Sandbox, SandboxError> {
-        let mode = mode_from(setting)?;
-        let home = std::env::var_os("HOME")
-            .filter(|h| !h.is_empty())
-            .map(PathBuf::from);
+        let mode = mode_from(settings.sandbox.as_ref(), setting)?;
+        let home = settings.home.clone();
         let allow_read: Vec<PathBuf> = allow_read
             .iter()
             .filter_map(|p| expand_home(p, home.as_deref()))
             .collect();
         let support = match supervisor {
-            Some(program) if mode != SandboxMode::Off => probe(program),
+            Some(program) if mode != SandboxMode::Off => probe(program, settings.test_hooks),
             _ => SandboxSupport::default(),
         };
         let why_not = if !cfg!(target_os = "linux") {
@@ -188,7 +175,7 @@ impl Sandbox {
                 Some(fixed_confinement(
                     &allow_read,
                     protected,
-                    home.as_deref(),
+                    (home.as_deref(), &settings.path),
                     support,
                 ))
             }
@@ -253,14 +240,22 @@ fn is_below(path: &Path, dir: &Path) -> bool {
         .starts_with(dir)
 }
 
-/// The policy from the environment and `[worker] sandbox`.
-fn mode_from(setting: Option<&str>) -> Result<SandboxMode, SandboxError> {
-    if let Ok(v) = std::env::var(SANDBOX_ENV) {
-        return v.parse().map_err(|reason| SandboxError::BadEnv { reason });
-    }
-    if std::env::var(DEPRECATED_CONFINEMENT_ENV).is_ok_and(|v| v == "off") {
-        tracing::warn!("{DEPRECATED_CONFINEMENT_ENV}=off is deprecated: use {SANDBOX_ENV}=off");
-        return Ok(SandboxMode::Off);
+/// The policy from the environment's override and `[worker] sandbox`.
+fn mode_from(
+    over: Option<&SandboxOverride>,
+    setting: Option<&str>,
+) -> Result<SandboxMode, SandboxError> {
+    match over {
+        Some(SandboxOverride::Env(mode)) => {
+            return mode
+                .clone()
+                .map_err(|reason| SandboxError::BadEnv { reason });
+        }
+        Some(SandboxOverride::DeprecatedOff) => {
+            tracing::warn!("{DEPRECATED_CONFINEMENT_ENV}=off is deprecated: use {SANDBOX_ENV}=off");
+            return Ok(SandboxMode::Off);
+        }
+        None => {}
     }
     match setting {
         None => Ok(SandboxMode::Auto),
@@ -272,16 +267,18 @@ fn mode_from(setting: Option<&str>) -> Result<SandboxMode, SandboxError> {
 }
 
 /// What the system supports, with the debug-only simulations of less.
-fn probe(program: &Path) -> SandboxSupport {
-    let debug_env = |name: &str| cfg!(debug_assertions) && std::env::var_os(name).is_some();
-    if debug_env(DEBUG_NO_LANDLOCK_ENV) {
+fn probe(program: &Path, hooks: TestHooks) -> SandboxSupport {
+    // The hooks are never set in release builds (see `TestHooks`); checked
+    // here too so that no embedder can switch the sandbox down there.
+    let debug = |hook: bool| cfg!(debug_assertions) && hook;
+    if debug(hooks.no_landlock) {
         return SandboxSupport::default();
     }
     let mut support = bridge_exec::sandbox_support(program);
-    if debug_env(DEBUG_NO_NAMESPACES_ENV) {
+    if debug(hooks.no_namespaces) {
         support.namespaces = false;
     }
-    if debug_env(DEBUG_NO_LANDLOCK_TCP_ENV) {
+    if debug(hooks.no_landlock_tcp) {
         support.landlock_tcp = false;
     }
     tracing::debug!(?support, "sandbox support");
@@ -320,7 +317,7 @@ fn refused_grant(path: &Path, protected: &[PathBuf], home: Option<&Path>) -> Opt
 fn fixed_confinement(
     allow_read: &[PathBuf],
     protected: &[PathBuf],
-    home: Option<&Path>,
+    (home, path): (Option<&Path>, &[PathBuf]),
     support: SandboxSupport,
 ) -> Confinement {
     let mut read_only: Vec<PathBuf> = Vec::new();
@@ -344,10 +341,8 @@ fn fixed_confinement(
     for target in etc_link_targets() {
         grant(target, "the target of a link in /etc");
     }
-    if let Some(path) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&path).filter(|d| d.is_absolute()) {
-            grant(dir, "on PATH");
-        }
+    for dir in path.iter().filter(|d| d.is_absolute()) {
+        grant(dir.clone(), "on PATH");
     }
     for p in allow_read {
         grant(p.clone(), "[worker] allow-read");
@@ -496,13 +491,50 @@ mod tests {
         let fixed = fixed_confinement(
             &[home.clone(), cargo.clone()],
             &protected,
-            Some(&home),
+            (Some(&home), &[]),
             SandboxSupport::default(),
         );
         assert!(fixed.read_only.contains(&cargo));
         assert!(!fixed.read_only.contains(&home));
         assert!(fixed.read_only.contains(&PathBuf::from("/usr")));
         assert!(fixed.read_write.contains(&PathBuf::from("/dev/null")));
+    }
+
+    #[test]
+    fn the_absolute_folders_on_path_are_readable() {
+        let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let bin = tmp.path().join("bin");
+        std::fs::create_dir_all(&bin).unwrap_or_else(|e| panic!("{e}"));
+        let path = [PathBuf::from("bin"), bin.clone()];
+        let fixed = fixed_confinement(&[], &[], (None, &path), SandboxSupport::default());
+        assert!(fixed.read_only.contains(&bin));
+        assert!(!fixed.read_only.contains(&PathBuf::from("bin")));
+    }
+
+    #[test]
+    fn the_environment_overrides_the_setting() {
+        use crate::settings::SandboxOverride as O;
+        assert_eq!(mode_from(None, None), Ok(SandboxMode::Auto));
+        assert_eq!(mode_from(None, Some("required")), Ok(SandboxMode::Required));
+        assert_eq!(
+            mode_from(Some(&O::Env(Ok(SandboxMode::Off))), Some("required")),
+            Ok(SandboxMode::Off)
+        );
+        assert_eq!(
+            mode_from(Some(&O::DeprecatedOff), Some("required")),
+            Ok(SandboxMode::Off)
+        );
+        let bad = "sometimes".parse::<SandboxMode>().map(|_| ());
+        let Err(reason) = bad else {
+            panic!("`sometimes` is no mode")
+        };
+        let e = mode_from(Some(&O::Env(Err(reason))), None).map(|_| ());
+        assert!(matches!(e, Err(SandboxError::BadEnv { .. })), "{e:?}");
+        assert!(
+            e.map_err(|e| e.to_string())
+                .unwrap_err()
+                .starts_with("BRIDGE_SANDBOX: ")
+        );
     }
 
     #[test]

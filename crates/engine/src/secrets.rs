@@ -12,39 +12,26 @@
 //!   files owned by root and refuses `ptrace` by other processes of the
 //!   same user. This is the real protection: `/proc/<pid>/environ` shows the
 //!   *initial* environment block, which removing a variable does not erase.
-//! - [`take_from_env`] moves the secrets bridge itself reads
-//!   ([`SECRET_VARS`]) out of the environment into this module, so that no
-//!   process bridge starts (git, gh, a task's supervisor) inherits them.
-//!   Everything that needs one asks here.
+//! - [`remove_from_env`] takes the secrets bridge itself reads
+//!   ([`SECRET_VARS`]) out of the environment once
+//!   [`Settings`](crate::settings::Settings) holds them, so that no process
+//!   bridge starts (git, gh, a task's supervisor) inherits them. Everything
+//!   that needs one reads the settings.
 //!
 //! Tasks' own environments are built from an allow-list (see `worker/job.rs`),
 //! and on Linux the task supervisor also confines them with Landlock, which
 //! denies them `ptrace`-class access (so `/proc/<pid>/environ`) to any
 //! process outside their sandbox, such as a `git push` the worker runs.
 
-use std::ffi::OsString;
-use std::sync::OnceLock;
-
 /// The variables holding secrets bridge reads: taken out of the
 /// environment at start-up.
-pub const SECRET_VARS: &[&str] = &[crate::keys::IDENTITY_ENV, "GITHUB_TOKEN"];
+pub const SECRET_VARS: &[&str] = &[crate::keys::IDENTITY_ENV, crate::settings::GITHUB_TOKEN_ENV];
 
-/// The secrets as they were at start-up.
-#[derive(Default)]
-struct Secrets {
-    identity: Option<OsString>,
-    github_token: Option<OsString>,
-}
-
-static SECRETS: OnceLock<Secrets> = OnceLock::new();
-
-/// Moves [`SECRET_VARS`] from the environment into this module. Call it
-/// first thing in `main`, before any thread starts.
-pub fn take_from_env() {
-    let secrets = Secrets {
-        identity: std::env::var_os(crate::keys::IDENTITY_ENV),
-        github_token: std::env::var_os("GITHUB_TOKEN"),
-    };
+/// Removes [`SECRET_VARS`] from the environment. Call it first thing in
+/// `main`, before any thread starts, right after
+/// [`Settings::from_env`](crate::settings::Settings::from_env) has read them:
+/// from then on they live in the settings only.
+pub fn remove_from_env() {
     for var in SECRET_VARS {
         // SAFETY: `remove_var` is unsound only when another thread reads or
         // writes the environment at the same time. This runs at the very
@@ -55,34 +42,6 @@ pub fn take_from_env() {
             std::env::remove_var(var);
         }
     }
-    let _ = SECRETS.set(secrets);
-}
-
-/// Reads a secret: the value taken at start-up, or, where
-/// [`take_from_env`] never ran (unit tests), the environment.
-fn get(pick: fn(&Secrets) -> &Option<OsString>, var: &str) -> Option<OsString> {
-    match SECRETS.get() {
-        Some(s) => pick(s).clone(),
-        None => std::env::var_os(var),
-    }
-}
-
-/// `BRIDGE_IDENTITY` as it was at start-up.
-pub fn identity() -> Option<OsString> {
-    get(|s| &s.identity, crate::keys::IDENTITY_ENV)
-}
-
-/// Whether `BRIDGE_IDENTITY` was set.
-pub fn has_identity() -> bool {
-    identity().is_some()
-}
-
-/// `GITHUB_TOKEN` as it was at start-up, if it was valid UTF-8 and not
-/// blank.
-pub fn github_token() -> Option<String> {
-    get(|s| &s.github_token, "GITHUB_TOKEN")
-        .and_then(|t| t.to_str().map(|t| t.trim().to_owned()))
-        .filter(|t| !t.is_empty())
 }
 
 /// Why this process could not be hidden from its tasks.

@@ -1,8 +1,8 @@
 //! How a [`Fetcher`](crate::Fetcher) behaves: where the cache is, how long
-//! it waits, how often it tries. [`FetchConfig::from_env`] reads the
-//! conventional variables; [`FetchConfig::from_vars`] takes them from a
-//! function, so that the choice is tested without touching the process's
-//! environment.
+//! it waits, how often it tries. [`FetchConfig::from_vars`] resolves it from
+//! the conventional variables, given by a function (the engine resolves it
+//! with the rest of its settings, once), so that the choice is tested
+//! without touching the process's environment.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -34,7 +34,7 @@ pub struct FetchConfig {
 }
 
 /// A configuration that could not be read from the environment.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ConfigError {
     /// None of the variables that place the cache is set.
     #[error(
@@ -68,13 +68,10 @@ pub enum TimeoutError {
 }
 
 impl FetchConfig {
-    /// The configuration from the environment: `BRIDGE_CACHE_DIR`,
-    /// `XDG_CACHE_HOME`, `HOME` and `BRIDGE_FETCH_TIMEOUT`.
-    pub fn from_env() -> Result<FetchConfig, ConfigError> {
-        FetchConfig::from_vars(|k| std::env::var_os(k))
-    }
-
-    /// The configuration from these variables (see [`FetchConfig::from_env`]).
+    /// The configuration from these variables (`var` gives a variable's
+    /// value): `BRIDGE_CACHE_DIR`, else `XDG_CACHE_HOME/bridge/inputs`, else
+    /// `HOME/.cache/bridge/inputs` (empty means unset), and
+    /// `BRIDGE_FETCH_TIMEOUT` (see [`parse_timeouts`]).
     pub fn from_vars(var: impl Fn(&str) -> Option<OsString>) -> Result<FetchConfig, ConfigError> {
         let set = |k: &str| var(k).filter(|v| !v.is_empty());
         let cache_dir = if let Some(dir) = set("BRIDGE_CACHE_DIR") {

@@ -43,8 +43,8 @@
 //!   Automerge document, skipping bad files with a [`StoreWarning`].
 //! - [`remote`]: the [`Remote`] trait, [`DirRemote`], [`MemRemote`],
 //!   [`parse_remote`] and its [`RemoteOptions`].
-//! - [`git`]: [`GitRemote`], a store in branches of a git repository (one
-//!   per writer slot), driven through the `git` CLI.
+//! - [`git`]: [`GitRemote`], a store in refs of a git repository (one
+//!   per writer slot, `refs/bridge/<slot>`), driven through the `git` CLI.
 //! - [`mod@sync`]: [`sync()`] (set union both ways) and [`join`].
 //! - [`backoff`]: [`Backoff`], the exponential backoff of retry loops
 //!   (here and in the crates above).
@@ -73,9 +73,12 @@ pub mod sync;
 
 pub use backoff::{Backoff, Jitter};
 pub use fsutil::replace_file;
-pub use git::{DEFAULT_STALL_TIMEOUT, GitRemote, GitToken, PushStats, SlotError, validate_slot};
+pub use git::{
+    DEFAULT_STALL_TIMEOUT, GitLimits, GitRemote, GitToken, PushStats, SlotError, validate_slot,
+};
 pub use load::{
-    ChunkOpener, LoadedDoc, OpenedEntry, Plain, StoreWarning, has_unseen, load_doc, refresh_doc,
+    ChunkOpener, LoadedDoc, OpenedEntry, Plain, PlainRefusal, StoreWarning, has_unseen, load_doc,
+    refresh_doc,
 };
 pub use names::{
     BlobId, BlobIdError, DocFolder, DocIdError, FORMAT_LINE, WorkspaceIdError, validate_doc_id,

@@ -42,9 +42,14 @@ use crate::replica::{ListError, ReadError, Replica};
 /// this: decrypt, verify the signature and the writer, and only then hand
 /// the changes to Automerge. [`Plain`] passes the bytes through.
 pub trait ChunkOpener {
-    /// Opens chunk `name` of document `doc`; an error is one sentence saying
-    /// why the file is refused.
-    fn open(&self, doc: &str, name: &str, bytes: Vec<u8>) -> Result<Vec<u8>, String>;
+    /// Why a file (or a chunk a snapshot bundles) is refused: the
+    /// implementation's own typed error, so that its callers and tests can
+    /// match the reason. Loading records its message as a [`StoreWarning`]
+    /// against the file, whatever the reason.
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Opens chunk `name` of document `doc`.
+    fn open(&self, doc: &str, name: &str, bytes: Vec<u8>) -> Result<Vec<u8>, Self::Error>;
 
     /// Whether what [`open`](Self::open) returns is already checked change
     /// by change (each parsed, its checksum verified), so that loading
@@ -66,23 +71,41 @@ pub trait ChunkOpener {
         name: &str,
         bytes: Vec<u8>,
         known: &BTreeSet<String>,
-    ) -> Result<Vec<OpenedEntry>, String> {
-        let _ = (doc, folder, name, bytes, known);
-        Err("this store cannot read snapshots".to_owned())
-    }
+    ) -> Result<Vec<OpenedEntry<Self::Error>>, Self::Error>;
 }
 
 /// A chunk inside a snapshot: its file name, and its Automerge bytes or
 /// why it is refused.
-pub type OpenedEntry = (String, Result<Vec<u8>, String>);
+pub type OpenedEntry<E> = (String, Result<Vec<u8>, E>);
 
 /// A [`ChunkOpener`] for stores whose chunks are plain Automerge bytes.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Plain;
 
+/// Why [`Plain`] refuses a file.
+#[derive(Debug, thiserror::Error)]
+pub enum PlainRefusal {
+    /// Snapshots bundle sealed chunks: a plain store has none it can read.
+    #[error("this store cannot read snapshots")]
+    NoSnapshots,
+}
+
 impl ChunkOpener for Plain {
-    fn open(&self, _doc: &str, _name: &str, bytes: Vec<u8>) -> Result<Vec<u8>, String> {
+    type Error = PlainRefusal;
+
+    fn open(&self, _doc: &str, _name: &str, bytes: Vec<u8>) -> Result<Vec<u8>, PlainRefusal> {
         Ok(bytes)
+    }
+
+    fn open_snapshot(
+        &self,
+        _doc: &str,
+        _folder: DocFolder,
+        _name: &str,
+        _bytes: Vec<u8>,
+        _known: &BTreeSet<String>,
+    ) -> Result<Vec<OpenedEntry<PlainRefusal>>, PlainRefusal> {
+        Err(PlainRefusal::NoSnapshots)
     }
 }
 
@@ -118,10 +141,10 @@ impl fmt::Display for StoreWarning {
 ///
 /// Unreadable chunks are skipped with one warning each; only a failure to
 /// list the document's folder is an error.
-pub fn load_doc(
+pub fn load_doc<O: ChunkOpener + ?Sized>(
     replica: &Replica,
     doc_id: &str,
-    opener: &dyn ChunkOpener,
+    opener: &O,
 ) -> Result<(LoadedDoc, Vec<StoreWarning>), ListError> {
     let mut loaded = LoadedDoc {
         doc: AutoCommit::new(),
@@ -158,11 +181,11 @@ pub fn has_unseen(
     clippy::too_many_lines,
     reason = "listing, reading, verifying and applying in one pass; to split by step"
 )]
-pub fn refresh_doc(
+pub fn refresh_doc<O: ChunkOpener + ?Sized>(
     replica: &Replica,
     doc_id: &str,
     loaded: &mut LoadedDoc,
-    opener: &dyn ChunkOpener,
+    opener: &O,
 ) -> Result<(usize, Vec<StoreWarning>), ListError> {
     let mut warnings = Vec::new();
     let mut good: Vec<(String, Vec<u8>)> = Vec::new();
@@ -174,8 +197,12 @@ pub fn refresh_doc(
                 continue;
             }
             let path = replica.doc_file_path(folder, doc_id, &name);
+            // Why a file is refused is only reported (a warning against the
+            // file): its message is all loading keeps.
             let entries = match replica.read_doc_file(folder, doc_id, &name) {
-                Ok(bytes) => opener.open_snapshot(doc_id, folder, &name, bytes, &loaded.applied),
+                Ok(bytes) => opener
+                    .open_snapshot(doc_id, folder, &name, bytes, &loaded.applied)
+                    .map_err(|refusal| refusal.to_string()),
                 Err(ReadError::Missing { .. }) => continue,
                 Err(e) => Err(read_problem(&e)),
             };
@@ -188,11 +215,14 @@ pub fn refresh_doc(
                         {
                             continue;
                         }
-                        let checked = result.and_then(|bytes| {
-                            check_unless(opener.checks_changes(), &bytes)
-                                .map(|()| bytes)
-                                .map_err(|e| format!("not a valid Automerge chunk: {e}"))
-                        });
+                        let checked =
+                            result
+                                .map_err(|refusal| refusal.to_string())
+                                .and_then(|bytes| {
+                                    check_unless(opener.checks_changes(), &bytes)
+                                        .map(|()| bytes)
+                                        .map_err(|e| format!("not a valid Automerge chunk: {e}"))
+                                });
                         match checked {
                             Ok(bytes) => {
                                 queued.insert(entry.clone());

@@ -62,7 +62,7 @@ pub trait Remote: Send + Sync {
     /// (compaction, archival and garbage collection only; the caller has
     /// proved them redundant). Missing ones are fine. Returns how many of
     /// `names` the remote still holds because a writer moved meanwhile (a
-    /// git branch pushed during the removal); a later call removes them.
+    /// git ref pushed during the removal); a later call removes them.
     fn remove(&self, names: &[String]) -> Result<usize, RemoteError>;
 }
 
@@ -117,6 +117,23 @@ pub enum RemoteError {
         /// Its size.
         size: u64,
         /// The limit for its kind.
+        limit: u64,
+    },
+    /// A file given to `put` is larger than the remote takes in one object
+    /// (a `git:` remote's [`GitLimits::max_object`](crate::git::GitLimits),
+    /// 100 MB by default: GitHub refuses larger files). Nothing was
+    /// written.
+    #[error(
+        "{name} is {size} bytes, over the limit of {limit} bytes for one file on remote {remote}; nothing was pushed"
+    )]
+    ObjectTooLarge {
+        /// The remote.
+        remote: String,
+        /// The store name.
+        name: String,
+        /// Its size.
+        size: u64,
+        /// The remote's limit.
         limit: u64,
     },
     /// The file is a symbolic link (or passes through one), or not a
@@ -233,7 +250,7 @@ pub enum RemoteError {
     PushRejected {
         /// The remote.
         remote: String,
-        /// The branch pushed.
+        /// The ref pushed.
         reference: String,
         /// Why.
         reason: String,
@@ -281,6 +298,7 @@ impl RemoteError {
             RemoteError::Io { .. }
                 | RemoteError::NotFound { .. }
                 | RemoteError::TooLarge { .. }
+                | RemoteError::ObjectTooLarge { .. }
                 | RemoteError::NotAFile { .. }
                 | RemoteError::InvalidName { .. }
                 | RemoteError::HashMismatch { .. }
@@ -689,8 +707,8 @@ const SUPPORTED: &str = "dir:PATH, git:URL";
 /// What a remote needs beyond its spec.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteOptions {
-    /// This writer's slot in a `git:` remote (its branch is
-    /// `refs/heads/bridge/<slot>`): a member, device or runner-shard name,
+    /// This writer's slot in a `git:` remote (its ref is
+    /// `refs/bridge/<slot>`): a member, device or runner-shard name,
     /// `[A-Za-z0-9._-]{1,64}` (see [`validate_slot`](crate::git::validate_slot)).
     pub writer_slot: String,
     /// The folder under which `git:` remotes keep their private bare
@@ -706,6 +724,10 @@ pub struct RemoteOptions {
     /// stopped and the remote treated as unreachable (see
     /// [`GitRemote::with_stall_timeout`]).
     pub stall_timeout: std::time::Duration,
+    /// What a `git:` remote's pushes stay within: the largest file, the
+    /// bytes of one push, the refs one push updates (see
+    /// [`GitRemote::with_limits`]).
+    pub git_limits: git::GitLimits,
 }
 
 impl RemoteOptions {
@@ -717,6 +739,7 @@ impl RemoteOptions {
             cache_dir: base.join(".bridge").join("git-cache"),
             github_token: None,
             stall_timeout: git::DEFAULT_STALL_TIMEOUT,
+            git_limits: git::GitLimits::default(),
         }
     }
 }
@@ -728,7 +751,7 @@ impl RemoteOptions {
 /// - `git:URL` is a git repository: anything `git` accepts
 ///   (`https://github.com/o/r.git`, `git@host:o/r.git`, `file:///srv/r.git`,
 ///   `git://host/r`, a path, relative ones resolved against `base`). It
-///   writes branch `refs/heads/bridge/<opts.writer_slot>` and keeps its
+///   writes ref `refs/bridge/<opts.writer_slot>` and keeps its
 ///   private bare repository in `opts.cache_dir`, in a folder named after a
 ///   hash of the URL (so two remotes never share one).
 pub fn parse_remote(
@@ -775,7 +798,11 @@ pub fn parse_remote(
             if let Some(token) = &opts.github_token {
                 remote = remote.with_token(Some(&token.token), token.auth_host.as_deref());
             }
-            Ok(Box::new(remote.with_stall_timeout(opts.stall_timeout)))
+            Ok(Box::new(
+                remote
+                    .with_stall_timeout(opts.stall_timeout)
+                    .with_limits(opts.git_limits),
+            ))
         }
         _ => Err(RemoteSpecError::UnknownScheme {
             spec: spec.to_owned(),

@@ -8,7 +8,6 @@
 use std::collections::BTreeSet;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -20,7 +19,7 @@ use bridge_store::{
     parse_remote, sync,
 };
 use bridge_testutil::files::{blob, chunk, header, names};
-use bridge_testutil::git::{bare_repo, git, remote};
+use bridge_testutil::git::{Bare, Daemon, bare_repo, git, remote};
 
 /// `git ls-remote` of a repository: (ref, oid), sorted.
 fn ls_remote(url: &str) -> Vec<(String, String)> {
@@ -33,19 +32,16 @@ fn ls_remote(url: &str) -> Vec<(String, String)> {
     refs
 }
 
-/// The paths in the tree of `reference` in the bare repository `repo`.
+/// The store names of the files in the tree of `reference` in the bare
+/// repository `repo`: its paths, without the fan-out folder of hashed
+/// files (`blobs/ab/ab….blob` is `blobs/ab….blob`).
 fn tree_paths(repo: &Path, reference: &str) -> BTreeSet<String> {
-    git(&[
-        "--git-dir",
-        repo.to_str().unwrap(),
-        "ls-tree",
-        "-r",
-        "--name-only",
-        reference,
-    ])
-    .lines()
-    .map(str::to_owned)
-    .collect()
+    Bare(repo.to_owned()).tree(reference)
+}
+
+/// The paths in the tree of `reference` in the bare repository `repo`.
+fn raw_tree_paths(repo: &Path, reference: &str) -> BTreeSet<String> {
+    Bare(repo.to_owned()).raw_tree(reference)
 }
 
 #[test]
@@ -136,14 +132,14 @@ fn one_branch_per_slot_each_with_format_and_workspace() {
     b.put(&[blob("from b")]).unwrap();
 
     let refs: Vec<String> = ls_remote(&url).into_iter().map(|(r, _)| r).collect();
-    assert_eq!(refs, ["refs/heads/bridge/a", "refs/heads/bridge/b"]);
-    let in_b = tree_paths(&repo, "refs/heads/bridge/b");
+    assert_eq!(refs, ["refs/bridge/a", "refs/bridge/b"]);
+    let in_b = tree_paths(&repo, "refs/bridge/b");
     let expected: BTreeSet<String> = ["FORMAT".to_owned(), "workspace".into(), blob("from b").0]
         .into_iter()
         .collect();
     assert_eq!(in_b, expected);
     assert_eq!(
-        tree_paths(&repo, "refs/heads/bridge/a"),
+        tree_paths(&repo, "refs/bridge/a"),
         ["FORMAT".to_owned(), "workspace".into(), blob("from a").0]
             .into_iter()
             .collect()
@@ -158,7 +154,7 @@ fn one_branch_per_slot_each_with_format_and_workspace() {
         "log",
         "-1",
         "--format=%an <%ae>",
-        "refs/heads/bridge/b",
+        "refs/bridge/b",
     ]);
     assert_eq!(author.trim(), "bridge <bridge@localhost>");
 }
@@ -224,10 +220,7 @@ fn two_replicas_converge_through_a_git_repo() {
     let url = bare_repo(&dir.path().join("store.git"));
     converge_through(&url, dir.path());
     let refs: Vec<String> = ls_remote(&url).into_iter().map(|(r, _)| r).collect();
-    assert_eq!(
-        refs,
-        ["refs/heads/bridge/device-a", "refs/heads/bridge/device-b"]
-    );
+    assert_eq!(refs, ["refs/bridge/device-a", "refs/bridge/device-b"]);
 }
 
 #[test]
@@ -319,7 +312,7 @@ fn a_stale_tip_is_rebuilt_never_overwritten() {
     second.put(&[blob("from second")]).unwrap();
     let stats = second.push_stats();
     assert_eq!((stats.pushed, stats.rejected), (1, 1), "{stats:?}");
-    let paths = tree_paths(&repo, "refs/heads/bridge/laptop");
+    let paths = tree_paths(&repo, "refs/bridge/laptop");
     for content in ["base", "from first", "from second"] {
         assert!(paths.contains(&blob(content).0), "{content}");
     }
@@ -329,10 +322,10 @@ fn a_stale_tip_is_rebuilt_never_overwritten() {
         repo.to_str().unwrap(),
         "update-ref",
         "-d",
-        "refs/heads/bridge/laptop",
+        "refs/bridge/laptop",
     ]);
     first.put(&[blob("after deletion")]).unwrap();
-    let paths = tree_paths(&repo, "refs/heads/bridge/laptop");
+    let paths = tree_paths(&repo, "refs/bridge/laptop");
     assert_eq!(
         paths,
         [blob("after deletion").0]
@@ -359,19 +352,17 @@ fn remove_takes_files_off_every_slot_with_parentless_commits() {
         .remove(&[x.0.clone(), blob("never there").0, shared.0.clone()])
         .unwrap();
     assert_eq!(left, 0);
-    let in_a = tree_paths(&repo, "refs/heads/bridge/a");
+    let in_a = tree_paths(&repo, "refs/bridge/a");
     assert!(!in_a.contains(&x.0) && !in_a.contains(&shared.0));
     assert!(in_a.contains(&y.0) && in_a.contains("FORMAT"));
     // Gone from b's slot too, and both branches lost their history.
-    assert!(!tree_paths(&repo, "refs/heads/bridge/b").contains(&shared.0));
+    assert!(!tree_paths(&repo, "refs/bridge/b").contains(&shared.0));
     for slot in ["a", "b"] {
-        let out = std::process::Command::new("git")
-            .args(["--git-dir"])
-            .arg(&repo)
-            .args(["rev-list", "--count", &format!("refs/heads/bridge/{slot}")])
-            .output()
-            .unwrap();
-        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1", "{slot}");
+        assert_eq!(
+            Bare(repo.clone()).commits(&format!("refs/bridge/{slot}")),
+            1,
+            "{slot}"
+        );
     }
     let listed = b.list().unwrap();
     assert!(!listed.contains(&x.0) && !listed.contains(&shared.0));
@@ -460,6 +451,7 @@ fn parse_remote_wires_git_urls() {
         cache_dir: dir.path().join("caches"),
         github_token: None,
         stall_timeout: bridge_store::DEFAULT_STALL_TIMEOUT,
+        git_limits: bridge_store::GitLimits::default(),
     };
     // A relative path is taken from the base folder.
     let r = parse_remote("git:store.git", dir.path(), &opts).unwrap();
@@ -471,7 +463,7 @@ fn parse_remote_wires_git_urls() {
     assert_eq!(r.list().unwrap().len(), 2);
     assert_eq!(
         ls_remote(dir.path().join("store.git").to_str().unwrap())[0].0,
-        "refs/heads/bridge/laptop"
+        "refs/bridge/laptop"
     );
     // The private repository lives under the cache folder, one per URL.
     let caches: Vec<PathBuf> = std::fs::read_dir(&opts.cache_dir)
@@ -482,81 +474,20 @@ fn parse_remote_wires_git_urls() {
     assert!(caches[0].join("HEAD").is_file());
 }
 
-/// A `git daemon` on 127.0.0.1, killed on drop.
-struct Daemon {
-    child: Child,
-    port: u16,
-}
-
-impl Daemon {
-    fn start(base: &Path) -> Daemon {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        // `git daemon` would run `git-daemon` as a child that outlives a
-        // kill of `git`: start the real program.
-        let exec_path = git(&["--exec-path"]);
-        let program = Path::new(exec_path.trim()).join("git-daemon");
-        let child = Command::new(program)
-            .args([
-                "--reuseaddr",
-                &format!("--base-path={}", base.display()),
-                "--export-all",
-                "--enable=receive-pack",
-                &format!("--port={port}"),
-                "--listen=127.0.0.1",
-            ])
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let daemon = Daemon { child, port };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "git daemon did not start");
-            thread::sleep(Duration::from_millis(20));
-        }
-        daemon
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn works_over_git_daemon() {
     let dir = tempfile::tempdir().unwrap();
     let served = dir.path().join("served");
-    let repo = served.join("store.git");
-    bare_repo(&repo);
-    git(&[
-        "--git-dir",
-        repo.to_str().unwrap(),
-        "config",
-        "daemon.receivepack",
-        "true",
-    ]);
+    Bare::served(&served.join("store.git"));
     let daemon = Daemon::start(&served);
-    let url = format!("git://127.0.0.1:{}/store.git", daemon.port);
+    let url = daemon.url("store.git");
 
     let work = dir.path().join("work");
     std::fs::create_dir(&work).unwrap();
     converge_through(&url, &work);
     let refs: Vec<String> = ls_remote(&url).into_iter().map(|(r, _)| r).collect();
-    assert_eq!(
-        refs,
-        ["refs/heads/bridge/device-a", "refs/heads/bridge/device-b"]
-    );
-    let missing = format!("git://127.0.0.1:{}/nope.git", daemon.port);
+    assert_eq!(refs, ["refs/bridge/device-a", "refs/bridge/device-b"]);
+    let missing = daemon.url("nope.git");
     let err = remote(&missing, "a", &dir.path().join("cache-m"))
         .list()
         .unwrap_err();
@@ -742,4 +673,311 @@ fn a_silent_host_is_unreachable_after_the_stall_timeout() {
             );
         }
     }
+}
+
+// ---- issue 15: the ref namespace, the fan-out and GitHub's limits --------
+
+/// A non-bare repository at `work` whose commit holds `files` at their
+/// (flat) store names, pushed to `url` as `reference`: a store as bridge
+/// wrote it before issue 15.
+fn push_flat(work: &Path, url: &str, reference: &str, files: &[(String, Vec<u8>)]) {
+    let w = work.to_str().unwrap();
+    git(&["init", "-q", w]);
+    for (name, bytes) in files {
+        let path = work.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    }
+    git(&["-C", w, "add", "-A"]);
+    git(&["-C", w, "commit", "-q", "-m", "old store"]);
+    git(&["-C", w, "push", "-q", url, &format!("HEAD:{reference}")]);
+}
+
+/// The number of entries of the widest tree under `reference`.
+fn widest_tree(repo: &Path, reference: &str) -> usize {
+    let out = git(&[
+        "--git-dir",
+        repo.to_str().unwrap(),
+        "ls-tree",
+        "-r",
+        "-t",
+        "--name-only",
+        reference,
+    ]);
+    let mut per_folder: std::collections::BTreeMap<&str, usize> = Default::default();
+    for path in out.lines() {
+        let folder = path.rsplit_once('/').map_or("", |(dir, _)| dir);
+        *per_folder.entry(folder).or_default() += 1;
+    }
+    per_folder.values().copied().max().unwrap_or(0)
+}
+
+/// A blob of `len` bytes that differ from those of other lengths.
+fn big_blob(len: usize, seed: u8) -> (String, Vec<u8>) {
+    let bytes: Vec<u8> = (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect();
+    (BlobId::of_bytes(&bytes).store_name(), bytes)
+}
+
+#[test]
+fn issue15_the_store_is_not_in_branches_and_a_clone_fetches_none_of_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("store.git");
+    let url = bare_repo(&repo);
+    // The project's own branch, as on GitHub.
+    push_flat(
+        &dir.path().join("project"),
+        &url,
+        "refs/heads/main",
+        &[("README".to_owned(), b"project\n".to_vec())],
+    );
+    let writer = remote(&url, "laptop", &dir.path().join("cache"));
+    writer
+        .put(&[header("ws"), vec![blob("x"), chunk("d", "y")]].concat())
+        .unwrap();
+    let refs: Vec<String> = ls_remote(&url).into_iter().map(|(r, _)| r).collect();
+    assert!(refs.contains(&"refs/bridge/laptop".to_owned()), "{refs:?}");
+    assert!(!refs.iter().any(|r| r.starts_with("refs/heads/bridge")));
+    // The default refspec (a clone, actions/checkout) takes branches and
+    // tags: none of the store.
+    let clone = dir.path().join("clone");
+    git(&["clone", "-q", &url, clone.to_str().unwrap()]);
+    let cloned = git(&["-C", clone.to_str().unwrap(), "for-each-ref"]);
+    assert!(!cloned.is_empty() && !cloned.contains("bridge"), "{cloned}");
+    let log = git(&["-C", clone.to_str().unwrap(), "log", "--all", "--format=%s"]);
+    assert_eq!(log.trim(), "old store");
+}
+
+#[test]
+fn issue15_a_store_on_legacy_branches_is_read_and_its_writers_move_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("store.git");
+    let url = bare_repo(&repo);
+    let (old_a, old_b, shared) = (blob("old a"), blob("old b"), blob("old shared"));
+    let doc = chunk("batch-1", "old chunk");
+    let in_a = [
+        header("ws"),
+        vec![old_a.clone(), shared.clone(), doc.clone()],
+    ]
+    .concat();
+    let in_b = [header("ws"), vec![old_b.clone(), shared.clone()]].concat();
+    push_flat(&dir.path().join("wa"), &url, "refs/heads/bridge/a", &in_a);
+    push_flat(&dir.path().join("wb"), &url, "refs/heads/bridge/b", &in_b);
+
+    // Read as before: the union of both branches, flat folders and all.
+    let reader = remote(&url, "reader", &dir.path().join("cache-r"));
+    let all: BTreeSet<String> = names(&in_a).union(&names(&in_b)).cloned().collect();
+    assert_eq!(reader.list().unwrap(), all);
+    for (name, bytes) in in_a.iter().chain(&in_b) {
+        assert_eq!(&reader.read(name).unwrap(), bytes, "{name}");
+    }
+
+    // Slot a's writer continues under refs/bridge/a, from all its files,
+    // fanned out; the old branch is left as it was.
+    let before = ls_remote(&url);
+    let writer = remote(&url, "a", &dir.path().join("cache-a"));
+    let new_a = blob("new a");
+    writer.put(std::slice::from_ref(&new_a)).unwrap();
+    let after = ls_remote(&url);
+    let oid = |refs: &[(String, String)], r: &str| {
+        refs.iter().find(|(n, _)| n == r).map(|(_, o)| o.clone())
+    };
+    assert_eq!(
+        oid(&after, "refs/heads/bridge/a"),
+        oid(&before, "refs/heads/bridge/a")
+    );
+    let mut expected = names(&in_a);
+    expected.insert(new_a.0.clone());
+    assert_eq!(tree_paths(&repo, "refs/bridge/a"), expected);
+    let raw = raw_tree_paths(&repo, "refs/bridge/a");
+    assert!(
+        !raw.contains(&new_a.0) && !raw.contains(&old_a.0),
+        "{raw:?}"
+    );
+    assert!(raw.contains(&format!(
+        "blobs/{}/{}",
+        &old_a.0[6..8],
+        old_a.0.trim_start_matches("blobs/")
+    )));
+    let mut all = all;
+    all.insert(new_a.0.clone());
+    assert_eq!(reader.list().unwrap(), all);
+
+    // Compaction: a's branch (every kept file is under refs/bridge/a) is
+    // deleted; b's (its writer never moved) is rewritten in place.
+    let admin = remote(&url, "admin", &dir.path().join("cache-admin"));
+    let left = admin.remove(&[old_a.0.clone(), shared.0.clone()]).unwrap();
+    assert_eq!(left, 0);
+    let refs: Vec<String> = ls_remote(&url).into_iter().map(|(r, _)| r).collect();
+    assert_eq!(
+        refs,
+        ["refs/bridge/a", "refs/heads/bridge/b"],
+        "a's old branch deleted"
+    );
+    let mut kept_b = names(&in_b);
+    kept_b.remove(&shared.0);
+    assert_eq!(tree_paths(&repo, "refs/heads/bridge/b"), kept_b);
+    let fresh = remote(&url, "fresh", &dir.path().join("cache-f"));
+    let listed = fresh.list().unwrap();
+    for name in [&new_a.0, &doc.0, &old_b.0, &"FORMAT".to_owned()] {
+        assert!(listed.contains(name), "{name} lost");
+    }
+    assert!(!listed.contains(&old_a.0) && !listed.contains(&shared.0));
+}
+
+#[test]
+fn issue15_no_tree_of_a_store_of_3100_blobs_has_over_3000_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("store.git");
+    let url = bare_repo(&repo);
+    let writer = remote(&url, "a", &dir.path().join("cache-a"));
+    let mut files = header("ws");
+    files.extend((0..3100).map(|i| blob(&format!("blob {i}"))));
+    files.extend((0..50).map(|i| chunk("batch-1", &format!("chunk {i}"))));
+    writer.put(&files).unwrap();
+    let widest = widest_tree(&repo, "refs/bridge/a");
+    // 3100 blobs over 256 folders: ~12 each; `blobs/` itself at most 256.
+    assert!(widest <= 256, "widest tree: {widest} entries");
+    assert!(raw_tree_paths(&repo, "refs/bridge/a").len() > 3100);
+    let reader = remote(&url, "r", &dir.path().join("cache-r"));
+    assert_eq!(reader.list().unwrap(), names(&files));
+    let some: Vec<String> = files.iter().step_by(97).map(|(n, _)| n.clone()).collect();
+    assert_eq!(reader.read_many(&some).unwrap().len(), some.len());
+}
+
+#[test]
+fn issue15_a_file_over_max_object_is_refused_and_nothing_is_pushed() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = bare_repo(&dir.path().join("store.git"));
+    let writer =
+        remote(&url, "a", &dir.path().join("cache")).with_limits(bridge_store::GitLimits {
+            max_object: 1 << 20,
+            ..Default::default()
+        });
+    let big = big_blob((1 << 20) + 1, 1);
+    let small = big_blob(1 << 20, 2);
+    let e = writer
+        .put(&[header("ws"), vec![small.clone(), big.clone()]].concat())
+        .unwrap_err();
+    match &e {
+        RemoteError::ObjectTooLarge {
+            name, size, limit, ..
+        } => {
+            assert_eq!((name, *size, *limit), (&big.0, (1 << 20) + 1, 1 << 20));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(e.to_string().contains(&big.0), "{e}");
+    assert!(ls_remote(&url).is_empty());
+    // At the limit is fine.
+    writer.put(&[header("ws"), vec![small]].concat()).unwrap();
+}
+
+#[test]
+fn issue15_a_put_over_max_push_is_split_into_several_pushes() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("store.git");
+    let url = bare_repo(&repo);
+    let limits = bridge_store::GitLimits {
+        max_push: 1 << 20,
+        ..Default::default()
+    };
+    let writer = remote(&url, "a", &dir.path().join("cache")).with_limits(limits);
+    let files = [
+        header("ws"),
+        (1..=3).map(|i| big_blob(600 << 10, i)).collect(),
+    ]
+    .concat();
+    writer.put(&files).unwrap();
+    // header + one blob, then one blob per push: no push over 1 MB of files.
+    assert_eq!(writer.push_stats().pushed, 3);
+    let commits = git(&[
+        "--git-dir",
+        repo.to_str().unwrap(),
+        "rev-list",
+        "--count",
+        "refs/bridge/a",
+    ]);
+    assert_eq!(commits.trim(), "3");
+    let reader = remote(&url, "r", &dir.path().join("cache-r"));
+    let wanted: Vec<String> = files.iter().map(|(n, _)| n.clone()).collect();
+    assert_eq!(reader.read_many(&wanted).unwrap(), files);
+}
+
+/// Installs `hook` (a shell script) as the bare repository's `name` hook.
+fn install_hook(repo: &Path, name: &str, script: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let path = repo.join("hooks").join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{script}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn issue15_remove_updates_at_most_refs_per_push_and_each_push_stands_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("store.git");
+    let url = bare_repo(&repo);
+    let (shared, shared2) = (blob("shared"), blob("shared 2"));
+    let mut own = Vec::new();
+    for i in 0..7 {
+        let w = remote(
+            &url,
+            &format!("s{i}"),
+            &dir.path().join(format!("cache-{i}")),
+        );
+        let mine = blob(&format!("own {i}"));
+        w.put(
+            &[
+                header("ws"),
+                vec![mine.clone(), shared.clone(), shared2.clone()],
+            ]
+            .concat(),
+        )
+        .unwrap();
+        own.push(mine);
+    }
+    // Every push from now on logs how many refs it updates.
+    let log = dir.path().join("refs-per-push.log");
+    install_hook(
+        &repo,
+        "pre-receive",
+        &format!("wc -l >> '{}'", log.display()),
+    );
+    let limits = bridge_store::GitLimits {
+        refs_per_push: 3,
+        ..Default::default()
+    };
+    let admin = remote(&url, "admin", &dir.path().join("cache-admin")).with_limits(limits);
+    assert_eq!(admin.remove(std::slice::from_ref(&shared.0)).unwrap(), 0);
+    let counts: Vec<usize> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
+    assert_eq!(counts, [3, 3, 1]);
+    assert_eq!(admin.push_stats().pushed, 3);
+
+    // The host refuses one ref of the second push: the call fails, and
+    // every file is still held by some ref (the removed one, by the refs
+    // not rewritten yet).
+    install_hook(
+        &repo,
+        "update",
+        "[ \"$1\" = refs/bridge/s4 ] && exit 1; exit 0",
+    );
+    let e = admin.remove(std::slice::from_ref(&shared2.0)).unwrap_err();
+    assert!(
+        matches!(&e, RemoteError::PushRejected { reference, .. } if reference == "refs/bridge/s4"),
+        "{e:?}"
+    );
+    let fresh = remote(&url, "fresh", &dir.path().join("cache-f"));
+    let listed = fresh.list().unwrap();
+    for (name, _) in own.iter().chain(&header("ws")) {
+        assert!(listed.contains(name), "{name} lost");
+    }
+    assert!(listed.contains(&shared2.0));
+    assert!(!listed.contains(&shared.0));
+    assert!(!tree_paths(&repo, "refs/bridge/s0").contains(&shared2.0));
+    assert!(tree_paths(&repo, "refs/bridge/s6").contains(&shared2.0));
 }

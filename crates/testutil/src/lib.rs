@@ -5,10 +5,15 @@
 //! - [`remote_contract`]: the contract every [`Remote`](bridge_store::Remote)
 //!   backend meets, as one function per point and the
 //!   [`remote_contract_tests!`] macro that runs them all against a backend;
-//! - [`git`]: real `git`, run hermetically (no user or system config), and
-//!   bare repositories in temp folders;
+//! - [`git`]: real `git`, run hermetically (no user or system config),
+//!   bare repositories and their branches, a `git daemon` on 127.0.0.1;
+//! - [`github_git`]: a GitHub-shaped git server (smart HTTP over https on
+//!   127.0.0.1, token, GitHub's limits and counts) for tests and benchmarks;
 //! - [`files`]: store files (blobs, chunks, the header) by content;
-//! - [`spec`]: task specs (one builder for every test).
+//! - [`spec`]: task specs (one builder for every test);
+//! - `forge` (feature `forge`): store files built by hand, as an attacker
+//!   would, with the crypto crate's envelope layout and the vault's
+//!   framing.
 //!
 //! Helpers panic on failure: they are for tests only.
 
@@ -20,6 +25,9 @@
 )]
 
 pub mod files;
+#[cfg(feature = "forge")]
+pub mod forge;
 pub mod git;
+pub mod github_git;
 pub mod remote_contract;
 pub mod spec;

@@ -17,6 +17,15 @@ use crate::{BlobError, Placement, Refusal, Vault};
 pub const MAX_BLOB_PLAIN_BYTES: u64 =
     bridge_store::names::MAX_BLOB_BYTES - bridge_store::names::MAX_BLOB_BYTES / 1024 - (1 << 20);
 
+/// The largest plain file whose sealed blob stays within `sealed_limit`
+/// bytes (a remote's largest object, issue 15): the same room for
+/// encryption as [`MAX_BLOB_PLAIN_BYTES`] (1/1024 of the size, and 1 MiB
+/// for the signed header, or an eighth of a small limit).
+pub fn max_plain_for_sealed(sealed_limit: u64) -> u64 {
+    let header = (1u64 << 20).min(sealed_limit / 8);
+    sealed_limit - sealed_limit / 1024 - header
+}
+
 impl Vault {
     /// Stores a file as an encrypted blob. Returns the sha256 of its content
     /// (what task identities hash) and the blob's store id.
@@ -139,5 +148,21 @@ impl Vault {
             path: dest.to_owned(),
             source,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_for_encryption_below_a_remotes_object_limit() {
+        let max = bridge_store::names::MAX_BLOB_BYTES;
+        assert_eq!(max_plain_for_sealed(max), MAX_BLOB_PLAIN_BYTES);
+        // GitHub's 100 MB: about 98.8 MB of plain output.
+        assert_eq!(max_plain_for_sealed(100_000_000), 98_853_768);
+        // A small configured limit keeps an eighth for the header.
+        assert_eq!(max_plain_for_sealed(1_000_000), 874_024);
+        assert_eq!(max_plain_for_sealed(0), 0);
     }
 }

@@ -13,7 +13,7 @@ use bridge_model::WriterId;
 use bridge_model::doc::Authority;
 use bridge_store::{ChunkOpener, DocFolder, OpenedEntry};
 
-use crate::{Refusal, Vault, member_tag};
+use crate::{Refusal, Vault, member_tag, unframe};
 
 impl Vault {
     /// Checks the changes of a verified chunk envelope and returns them as
@@ -24,7 +24,6 @@ impl Vault {
         member: &Member,
     ) -> Result<Vec<u8>, Refusal> {
         let mut out = Vec::with_capacity(opened.payload.len());
-        let mut rest = opened.payload.as_slice();
         let mut new_bindings: Vec<String> = Vec::new();
         // A poisoned lock only means another thread panicked while binding:
         // the map itself is always whole.
@@ -32,15 +31,8 @@ impl Vault {
             .bindings
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        while !rest.is_empty() {
-            let (len, tail) = rest
-                .split_first_chunk::<4>()
-                .ok_or(Refusal::TruncatedFraming)?;
-            let len = u32::from_be_bytes(*len) as usize;
-            if tail.len() < len {
-                return Err(Refusal::TruncatedFraming);
-            }
-            let (frame, tail) = tail.split_at(len);
+        for frame in unframe(&opened.payload) {
+            let frame = frame?;
             let change = automerge::Change::try_from(frame).map_err(Refusal::NotAChange)?;
             // `try_from` does not check the checksum (bytes 4..8: the
             // first four of the change hash); a load would refuse it, and
@@ -94,7 +86,6 @@ impl Vault {
                 None => new_bindings.push(actor),
             }
             out.extend_from_slice(frame);
-            rest = tail;
         }
         drop(bindings);
         // Bind the new actors only once the whole chunk is accepted.
@@ -169,16 +160,17 @@ impl Vault {
     }
 }
 
-// The store's loader takes refusals as sentences: it records them as
-// warnings against the file, whatever the reason.
+// The store's loader gets the typed refusal: it reports it as a warning
+// against the file; the vault's callers and tests match the variant.
 impl ChunkOpener for Vault {
+    type Error = Refusal;
+
     fn checks_changes(&self) -> bool {
         true
     }
 
-    fn open(&self, doc: &str, name: &str, bytes: Vec<u8>) -> Result<Vec<u8>, String> {
+    fn open(&self, doc: &str, name: &str, bytes: Vec<u8>) -> Result<Vec<u8>, Refusal> {
         self.open_chunk(doc, name, &bytes)
-            .map_err(|refusal| refusal.to_string())
     }
 
     fn open_snapshot(
@@ -188,14 +180,12 @@ impl ChunkOpener for Vault {
         name: &str,
         bytes: Vec<u8>,
         known: &BTreeSet<String>,
-    ) -> Result<Vec<OpenedEntry>, String> {
-        let entries = self
-            .open_snapshot_entries(doc, folder, name, &bytes, known)
-            .map_err(|refusal| refusal.to_string())?;
+    ) -> Result<Vec<OpenedEntry<Refusal>>, Refusal> {
+        let entries = self.open_snapshot_entries(doc, folder, name, &bytes, known)?;
         self.remember_snapshot(folder.store_name(doc, name), &entries);
         Ok(entries
             .into_iter()
-            .map(|(entry, _, result)| (entry, result.map_err(|refusal| refusal.to_string())))
+            .map(|(entry, _, result)| (entry, result))
             .collect())
     }
 }

@@ -18,78 +18,18 @@ use bridge_store::{ListError, ReadError, WriteError};
 
 use crate::snapshot;
 
-/// Why the vault refuses a file. The first variants are the envelope's
-/// checks ([`bridge_crypto::open_verified`]: same messages as
-/// [`EnvelopeError`]); the others are the vault's own, on a chunk's
-/// changes, a blob, this device's cache and a snapshot's payload.
+/// Why the vault refuses a file. [`Envelope`](Refusal::Envelope) is the
+/// envelope's checks ([`bridge_crypto::open_verified`]), kept as the crypto
+/// crate's own [`EnvelopeError`] (same words, one variant per check); the
+/// others are the vault's own, on a chunk's changes, a blob, this device's
+/// cache and a snapshot's payload.
 #[derive(Debug, thiserror::Error)]
 pub enum Refusal {
-    /// The file is not encrypted to any key this device holds.
-    #[error("the file is not encrypted to this member's key")]
-    NotForUs,
-    /// The file does not decrypt: corrupt, truncated or tampered with.
-    #[error("the file could not be decrypted (corrupt or truncated): {0}")]
-    Undecryptable(String),
-    /// The decrypted plaintext is not a well-formed envelope.
-    #[error("the envelope is malformed: {0}")]
-    Malformed(&'static str),
-    /// The payload's sha256 differs from the one in the signed header.
-    #[error("the payload does not match the hash in its signed header")]
-    HashMismatch,
-    /// The signature does not verify with the key of the writer the header
-    /// names (a forged author, or a tampered header).
-    #[error("the writer's signature on the file does not verify")]
-    BadSignature,
-    /// The file is of another kind than expected.
-    #[error("expected a {expected} file, found a {found} file")]
-    WrongKind {
-        /// The kind the reader asked for.
-        expected: Domain,
-        /// The kind the header names.
-        found: Domain,
-    },
-    /// The file belongs to another workspace (a replay).
-    #[error("the file belongs to workspace {found:?}, not to {expected:?}")]
-    WrongWorkspace {
-        /// This workspace.
-        expected: String,
-        /// The workspace the header names.
-        found: String,
-    },
-    /// The file belongs to another document (a replay).
-    #[error("the file belongs to document {found:?}, not to {expected:?}")]
-    WrongDocument {
-        /// The document being read.
-        expected: String,
-        /// The document the header names.
-        found: String,
-    },
-    /// The writer is not a member of the roster epoch the file names.
-    #[error("the file is signed by {writer}, who is not a member of the roster epoch it names")]
-    NotAMember {
-        /// The writer the header names.
-        writer: MemberId,
-    },
-    /// The file names a roster epoch this device has not verified.
-    #[error("the file names roster epoch {epoch}, which is not in the verified roster")]
-    UnknownEpoch {
-        /// The epoch the header names.
-        epoch: u64,
-    },
-    /// The writer was removed, and the file is not among theirs that the
-    /// removal accepted.
-    #[error(
-        "the file is signed by {name}, removed in epoch {epoch}, and is not among their files accepted at removal"
-    )]
-    RemovedMember {
-        /// The removed member's name.
-        name: String,
-        /// The epoch that removed them.
-        epoch: u64,
-    },
-    /// Any other error of the envelope (none is expected when opening).
+    /// The envelope is refused: not for this device, undecryptable,
+    /// malformed, a bad signature, a replay from another workspace or
+    /// document, a writer who is not (or no longer) a member.
     #[error(transparent)]
-    Envelope(EnvelopeError),
+    Envelope(#[from] EnvelopeError),
 
     /// A chunk's payload does not split into length-prefixed changes.
     #[error("the chunk's framing is truncated")]
@@ -162,31 +102,6 @@ pub enum Refusal {
     /// A verified snapshot's payload does not decode.
     #[error(transparent)]
     Snapshot(#[from] snapshot::DecodeError),
-}
-
-impl From<EnvelopeError> for Refusal {
-    fn from(e: EnvelopeError) -> Refusal {
-        match e {
-            EnvelopeError::NotForUs => Refusal::NotForUs,
-            EnvelopeError::Decrypt(why) => Refusal::Undecryptable(why),
-            EnvelopeError::Malformed(why) => Refusal::Malformed(why),
-            EnvelopeError::HashMismatch => Refusal::HashMismatch,
-            EnvelopeError::BadSignature => Refusal::BadSignature,
-            EnvelopeError::WrongDomain { expected, found } => {
-                Refusal::WrongKind { expected, found }
-            }
-            EnvelopeError::WrongWorkspace { expected, found } => {
-                Refusal::WrongWorkspace { expected, found }
-            }
-            EnvelopeError::WrongDocument { expected, found } => {
-                Refusal::WrongDocument { expected, found }
-            }
-            EnvelopeError::UnknownWriter { writer } => Refusal::NotAMember { writer },
-            EnvelopeError::UnknownEpoch { epoch } => Refusal::UnknownEpoch { epoch },
-            EnvelopeError::RemovedWriter { name, epoch } => Refusal::RemovedMember { name, epoch },
-            other @ EnvelopeError::Encrypt(_) => Refusal::Envelope(other),
-        }
-    }
 }
 
 /// This device is not in the roster's latest epoch.

@@ -77,10 +77,10 @@ use bridge_crypto::{Identity, Member, MemberId, Notice, Role, Roster, RosterWarn
 use bridge_model::BatchId;
 use bridge_store::Replica;
 
-pub use blobs::MAX_BLOB_PLAIN_BYTES;
+pub use blobs::{MAX_BLOB_PLAIN_BYTES, max_plain_for_sealed};
 pub use error::{BlobError, NotAMemberError, OpenError, Refusal, SaveError, ScanError, SealError};
 pub use removal::SignedFiles;
-pub use seal::frame;
+pub use seal::{frame, unframe};
 pub use snapshots::SnapshotIndex;
 
 /// The reserved document whose chunks are the roster's epochs.

@@ -5,7 +5,9 @@
 use automerge::ActorId;
 use bridge_crypto::{Domain, Header, seal};
 
-use crate::{Placement, ROSTER_DOC, SaveError, SealError, Vault, placement_of_doc, snapshot};
+use crate::{
+    Placement, ROSTER_DOC, Refusal, SaveError, SealError, Vault, placement_of_doc, snapshot,
+};
 
 /// A chunk's payload: each change as a u32 big-endian length, then its
 /// bytes (what [`Vault::seal_chunk`] signs and the vault checks when it
@@ -18,6 +20,26 @@ pub fn frame(changes: &[Vec<u8>]) -> Result<Vec<u8>, SealError> {
         payload.extend_from_slice(c);
     }
     Ok(payload)
+}
+
+/// The changes of a chunk payload, in order: [`frame`] undone. An item is
+/// [`Refusal::TruncatedFraming`] where a length runs past the end (and the
+/// last one then). Lazy, so that a chunk is refused for its first bad
+/// change, wherever the framing breaks.
+pub fn unframe(payload: &[u8]) -> impl Iterator<Item = Result<&[u8], Refusal>> {
+    let mut rest = Some(payload);
+    std::iter::from_fn(move || {
+        let bytes = rest.take().filter(|b| !b.is_empty())?;
+        let Some((len, tail)) = bytes.split_first_chunk::<4>() else {
+            return Some(Err(Refusal::TruncatedFraming));
+        };
+        let len = u32::from_be_bytes(*len) as usize;
+        let Some((change, tail)) = tail.split_at_checked(len) else {
+            return Some(Err(Refusal::TruncatedFraming));
+        };
+        rest = Some(tail);
+        Some(Ok(change))
+    })
 }
 
 impl Vault {

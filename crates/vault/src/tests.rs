@@ -117,7 +117,7 @@ fn a_chunk_sealed_by_a_member_opens_for_another_member() {
     assert_eq!(opened, c);
     // Through the store's loader too.
     let loaded = ChunkOpener::open(&pool.vault(&pool.admin), DOC, &name, sealed);
-    assert_eq!(loaded, Ok(c));
+    assert_eq!(loaded.expect("opens"), c);
 }
 
 #[test]
@@ -143,7 +143,7 @@ fn a_chunk_by_a_non_member_is_refused() {
     let name = store(&pool, DOC, &sealed);
     let refusal = refusal_of(&pool.vault(&pool.admin), DOC, &name, &sealed);
     assert!(
-        matches!(&refusal, Refusal::NotAMember { writer } if writer == pool.stranger.member_id()),
+        matches!(&refusal, Refusal::Envelope(EnvelopeError::UnknownWriter { writer }) if writer == pool.stranger.member_id()),
         "{refusal:?}"
     );
 }
@@ -170,7 +170,10 @@ fn a_chunk_sealed_to_a_strangers_own_key_is_not_for_us() {
     let (sealed, _) = chunk_by(&mallory, 1);
     let name = store(&pool, DOC, &sealed);
     let refusal = refusal_of(&pool.vault(&pool.admin), DOC, &name, &sealed);
-    assert!(matches!(refusal, Refusal::NotForUs), "{refusal:?}");
+    assert!(
+        matches!(refusal, Refusal::Envelope(EnvelopeError::NotForUs)),
+        "{refusal:?}"
+    );
 }
 
 #[test]
@@ -194,7 +197,7 @@ fn a_removed_members_chunk_is_refused_unless_its_removal_accepted_it() {
     );
     let refusal = refusal_of(&admin, DOC, &late_name, &late);
     assert!(
-        matches!(&refusal, Refusal::RemovedMember { name, epoch: 2 } if name == "bob"),
+        matches!(&refusal, Refusal::Envelope(EnvelopeError::RemovedWriter { name, epoch: 2 }) if name == "bob"),
         "{refusal:?}"
     );
 }
@@ -232,7 +235,10 @@ fn a_chunk_whose_author_field_is_forged_fails_its_signature() {
     });
     let name = store(&pool, DOC, &forged);
     let refusal = refusal_of(&pool.vault(&pool.admin), DOC, &name, &forged);
-    assert!(matches!(refusal, Refusal::BadSignature), "{refusal:?}");
+    assert!(
+        matches!(refusal, Refusal::Envelope(EnvelopeError::BadSignature)),
+        "{refusal:?}"
+    );
 }
 
 #[test]
@@ -243,7 +249,10 @@ fn a_tampered_ciphertext_does_not_decrypt() {
     sealed[last] ^= 1;
     let name = store(&pool, DOC, &sealed);
     let refusal = refusal_of(&pool.vault(&pool.admin), DOC, &name, &sealed);
-    assert!(matches!(refusal, Refusal::Undecryptable(_)), "{refusal:?}");
+    assert!(
+        matches!(refusal, Refusal::Envelope(EnvelopeError::Decrypt(_))),
+        "{refusal:?}"
+    );
 }
 
 #[test]
@@ -257,7 +266,7 @@ fn a_chunk_from_another_workspace_or_document_is_refused() {
     let name = store(&pool, DOC, &sealed);
     let refusal = refusal_of(&pool.vault(&pool.admin), DOC, &name, &sealed);
     assert!(
-        matches!(&refusal, Refusal::WrongWorkspace { expected, found } if expected == WS && found == "ws-other"),
+        matches!(&refusal, Refusal::Envelope(EnvelopeError::WrongWorkspace { expected, found }) if expected == WS && found == "ws-other"),
         "{refusal:?}"
     );
     // A genuine chunk of DOC replayed into another document.
@@ -265,7 +274,7 @@ fn a_chunk_from_another_workspace_or_document_is_refused() {
     let name = store(&pool, "d2", &sealed);
     let refusal = refusal_of(&pool.vault(&pool.admin), "d2", &name, &sealed);
     assert!(
-        matches!(&refusal, Refusal::WrongDocument { expected, found } if expected == "d2" && found == DOC),
+        matches!(&refusal, Refusal::Envelope(EnvelopeError::WrongDocument { expected, found }) if expected == "d2" && found == DOC),
         "{refusal:?}"
     );
 }
@@ -356,7 +365,10 @@ fn a_snapshot_round_trips_and_its_entries_are_checked_one_by_one() {
         &BTreeSet::new(),
     )
     .expect("opens");
-    assert_eq!(opened, vec![(name.clone(), Ok(c))]);
+    assert!(
+        matches!(&opened[..], [(n, Ok(bytes))] if *n == name && *bytes == c),
+        "{opened:?}"
+    );
     let index = bob
         .snapshot_index(DocFolder::Snapshots, DOC, &snap_name)
         .expect("an index");
@@ -364,7 +376,10 @@ fn a_snapshot_round_trips_and_its_entries_are_checked_one_by_one() {
     // The same file read as another document's snapshot is a replay.
     let refused = bob.snapshot_entries("d2", DocFolder::Snapshots, &snap_name, &snap);
     assert!(
-        matches!(refused, Err(Refusal::WrongDocument { .. })),
+        matches!(
+            refused,
+            Err(Refusal::Envelope(EnvelopeError::WrongDocument { .. }))
+        ),
         "{refused:?}"
     );
 }
@@ -397,7 +412,7 @@ fn a_snapshot_entry_by_a_removed_member_is_refused_alone() {
         )
         .expect("the snapshot itself verifies");
     assert!(
-        matches!(&entries[..], [(n, _, Err(Refusal::RemovedMember { .. }))] if *n == name),
+        matches!(&entries[..], [(n, _, Err(Refusal::Envelope(EnvelopeError::RemovedWriter { .. })))] if *n == name),
         "{entries:?}"
     );
 }
@@ -492,7 +507,10 @@ fn the_cache_opens_only_for_its_device_and_document() {
     let e = admin.open_private("d2", &sealed);
     assert!(matches!(e, Err(Refusal::NotOurCache)), "{e:?}");
     let e = pool.vault(&pool.bob).open_private(DOC, &sealed);
-    assert!(matches!(e, Err(Refusal::NotForUs)), "{e:?}");
+    assert!(
+        matches!(e, Err(Refusal::Envelope(EnvelopeError::NotForUs))),
+        "{e:?}"
+    );
 }
 
 #[test]
@@ -568,4 +586,32 @@ fn sealing_a_header_another_member_names_is_refused_by_the_envelope() {
     header.writer = pool.admin.member_id().clone();
     let recipient = pool.roster.data_recipient().expect("a data key");
     assert!(seal(&pool.bob, &[recipient], &header, b"").is_err());
+}
+
+#[test]
+fn unframe_undoes_frame_and_refuses_a_cut_frame_where_it_is_cut() {
+    let changes = vec![b"one".to_vec(), Vec::new(), b"three".to_vec()];
+    let payload = frame(&changes).expect("small changes");
+    let back: Vec<Vec<u8>> = unframe(&payload)
+        .map(|c| c.map(<[u8]>::to_vec))
+        .collect::<Result<_, _>>()
+        .expect("well framed");
+    assert_eq!(back, changes);
+    assert_eq!(unframe(&[]).count(), 0, "an empty payload holds no change");
+
+    // Cut inside the last change: the first two come out, then the refusal.
+    let cut = &payload[..payload.len() - 2];
+    let items: Vec<_> = unframe(cut).collect();
+    assert_eq!(items.len(), 3);
+    assert!(matches!(items[0], Ok(b"one")), "{items:?}");
+    assert!(
+        matches!(items[2], Err(Refusal::TruncatedFraming)),
+        "{items:?}"
+    );
+    // Cut inside a length.
+    let cut = &payload[..2];
+    assert!(matches!(
+        unframe(cut).collect::<Vec<_>>()[..],
+        [Err(Refusal::TruncatedFraming)]
+    ));
 }

@@ -699,3 +699,21 @@ fn a_signed_envelope_verifies_without_its_encryption_and_not_once_altered() {
         Err(EnvelopeError::WrongDocument { .. })
     ));
 }
+
+#[test]
+fn an_envelope_rebuilt_from_its_parts_is_the_one_signed() {
+    let w = world();
+    let header = chunk_header(&w.bob, 2, "doc-1");
+    let sealed = seal(&w.bob, &w.roster.latest().recipients(), &header, b"changes").unwrap();
+    let opened = open(&w.alice, &sealed).unwrap();
+    let header_bytes = serde_json::to_vec(&opened.header).unwrap();
+    let signature = w.bob.sign(&signed_message(&header_bytes));
+    assert_eq!(
+        plaintext_of(&header_bytes, &signature, b"changes"),
+        opened.signed_bytes()
+    );
+    assert!(
+        signed_message(&header_bytes).starts_with(SIG_DOMAIN),
+        "the signature is domain-separated"
+    );
+}

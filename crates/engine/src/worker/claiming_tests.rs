@@ -38,7 +38,7 @@ impl Pool {
             identity.member_id()
         );
         std::fs::write(root.join(crate::workspace::CONFIG_FILE), text).expect("bridge.toml");
-        let ws = Workspace::open(&root).unwrap_or_else(|e| panic!("{e}"));
+        let ws = Workspace::open(&root, settings(&root)).unwrap_or_else(|e| panic!("{e}"));
         let (roster, genesis) =
             Roster::genesis(&identity, "unit", id, SystemClock.now_ms()).expect("a roster");
         let vault = Vault::new(ws.replica.clone(), identity.clone(), roster);
@@ -55,13 +55,24 @@ impl Pool {
     /// A new session (a new writer) over the workspace; tasks of other
     /// members would need a sandbox: these are its own.
     pub(super) fn session(&self) -> Session {
-        let mut ws = Workspace::open(&self.root).unwrap_or_else(|e| panic!("{e}"));
+        let mut ws =
+            Workspace::open(&self.root, settings(&self.root)).unwrap_or_else(|e| panic!("{e}"));
         ws.device.worker.sandbox = Some("off".into());
         let member = self.identity.member_id().clone();
         let (vault, _) = Vault::open(ws.replica.clone(), self.identity.clone(), &member)
             .unwrap_or_else(|e| panic!("{e}"));
         Session::with_vault(ws, vault).unwrap_or_else(|e| panic!("{e}"))
     }
+}
+
+/// The settings of a device living in `root`: no environment read, the
+/// home and the configuration folder in the temporary folder.
+fn settings(root: &std::path::Path) -> std::sync::Arc<crate::settings::Settings> {
+    std::sync::Arc::new(crate::settings::Settings {
+        home: Some(root.join("home")),
+        config_dir: Some(root.join("config")),
+        ..Default::default()
+    })
 }
 
 fn spec(name: &str) -> TaskSpec {
@@ -252,6 +263,7 @@ pub(super) fn options(parallel: usize) -> WorkOptions {
         provenance: Default::default(),
         flush_delay: super::FLUSH_DELAY,
         run_tasks_from: None,
+        max_object: None,
     }
 }
 

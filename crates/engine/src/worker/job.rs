@@ -51,6 +51,12 @@ pub(super) struct Runner {
     pub device: String,
     pub provenance: BTreeMap<String, String>,
     pub clock: Arc<dyn Clock>,
+    /// The worker's variables its tasks inherit
+    /// ([`Settings::task_env`](crate::settings::Settings::task_env)).
+    pub inherited_env: Arc<BTreeMap<String, String>>,
+    /// The largest output file stored, in plain bytes: what seals within
+    /// the remote's largest object ([`super::WorkOptions::max_object`]).
+    pub max_output: Option<u64>,
 }
 
 /// One task to run, with everything it needs (owned, so it can run on the
@@ -134,7 +140,7 @@ impl Job {
             &self.spec,
             &self.id,
             &self.key,
-            &self.runner.device,
+            (&self.runner.device, &self.runner.inherited_env),
             (&paths.dir, &paths.stdout, &paths.stderr),
         ) {
             Ok(cmd) => cmd,
@@ -253,15 +259,24 @@ impl Job {
         let logs = (paths.stdout.clone(), paths.stderr.clone());
         let dir = paths.dir.clone();
         let placement = self.placement.clone();
-        let kept =
-            tokio::task::spawn_blocking(move || keep(&vault, &dir, &spec, lens, &logs, &placement))
-                .await;
+        let max_output = self.runner.max_output;
+        let kept = tokio::task::spawn_blocking(move || {
+            keep(&vault, &dir, &spec, lens, &logs, &placement, max_output)
+        })
+        .await;
         match kept {
             Ok(Ok(k)) => {
                 attempt.stdout_blob = k.stdout;
                 attempt.stderr_blob = k.stderr;
                 attempt.outputs = k.outputs;
-                if let Some(w) = k.warning {
+                if let Some(refused) = k.refused {
+                    // The remote cannot take the file: the attempt failed,
+                    // with what was kept recorded as usual.
+                    if attempt.outcome == Outcome::Success {
+                        attempt.outcome = Outcome::Error;
+                    }
+                    attempt.message = Some(refused.to_string());
+                } else if let Some(w) = k.warning {
                     attempt.message.get_or_insert(w);
                 }
                 None
@@ -347,11 +362,30 @@ enum KeepError {
     },
 }
 
+/// An output the remote cannot take in one file (issue 15): not stored.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "output {path} of task {task} is {size} bytes, over the {limit} bytes a file may have on this remote (`max-object` under [store] in bridge.toml); it was not stored: write it in parts of at most {limit} bytes (an object-store remote for large files is planned)"
+)]
+struct OutputTooLarge {
+    /// The task's name.
+    task: String,
+    /// The output, relative to the task's folder.
+    path: String,
+    /// Its size.
+    size: u64,
+    /// The largest output that fits.
+    limit: u64,
+}
+
 struct Kept {
     stdout: Option<String>,
     stderr: Option<String>,
     outputs: BTreeMap<String, String>,
     warning: Option<String>,
+    /// The first output too large for the remote, if any (the others are
+    /// kept).
+    refused: Option<OutputTooLarge>,
 }
 
 /// Stores the logs and the declared outputs as blobs.
@@ -362,6 +396,7 @@ fn keep(
     lens: (u64, u64),
     paths: &(PathBuf, PathBuf),
     placement: &Placement,
+    max_output: Option<u64>,
 ) -> Result<Kept, KeepError> {
     let blob = |len: u64, path: &Path| -> Result<Option<String>, KeepError> {
         if len == 0 {
@@ -379,6 +414,7 @@ fn keep(
     let stderr = blob(lens.1, &paths.1)?;
     let mut outputs = BTreeMap::new();
     let mut warning = None;
+    let mut refused = None;
     if !spec.outputs.is_empty() {
         let found = bridge_exec::collect_outputs(dir, &spec.outputs).map_err(KeepError::Collect)?;
         if found.is_empty() {
@@ -388,6 +424,27 @@ fn keep(
             ));
         }
         for o in found {
+            // Checked before sealing: a blob the remote refuses would stop
+            // every later push of this device.
+            if let Some(limit) = max_output {
+                let size = std::fs::metadata(&o.path).map_or(0, |m| m.len());
+                if size > limit {
+                    tracing::warn!(
+                        task = spec.name,
+                        output = o.rel_path,
+                        size,
+                        limit,
+                        "output too large for the remote; not stored"
+                    );
+                    refused.get_or_insert(OutputTooLarge {
+                        task: spec.name.clone(),
+                        path: o.rel_path.clone(),
+                        size,
+                        limit,
+                    });
+                    continue;
+                }
+            }
             let (_, id) =
                 vault
                     .put_blob_file(&o.path, placement)
@@ -403,6 +460,7 @@ fn keep(
         stderr,
         outputs,
         warning,
+        refused,
     })
 }
 
@@ -439,15 +497,17 @@ impl Drop for TaskTmp {
 
 /// The process a stored task runs as, once its spec is checked against
 /// every limit (issue 12, item 10): the one place a spec becomes a command,
-/// so that no stored spec can make the worker panic further on. `paths` are
+/// so that no stored spec can make the worker panic further on. `worker` is
+/// this device's name and the variables a task inherits from it; `paths` are
 /// the working folder and the two log files.
 pub(super) fn task_command(
     spec: &TaskSpec,
     id: &TaskId,
     key: &str,
-    device: &str,
+    worker: (&str, &BTreeMap<String, String>),
     paths: (&Path, &Path, &Path),
 ) -> Result<TaskCommand, RunnableError> {
+    let (device, inherited) = worker;
     check_runnable(spec)?;
     let (workdir, stdout_path, stderr_path) = paths;
     Ok(TaskCommand {
@@ -458,7 +518,7 @@ pub(super) fn task_command(
             },
             Command::Argv(argv) => Program::Argv(argv.clone()),
         },
-        env: task_env(spec, id, key, device),
+        env: task_env(spec, id, key, device, inherited),
         workdir: workdir.to_path_buf(),
         timeout: Duration::from_secs(spec.timeout_s),
         stdout_path: stdout_path.to_path_buf(),
@@ -469,17 +529,17 @@ pub(super) fn task_command(
     })
 }
 
-/// The environment of a task: a few variables of the worker's own (never its
-/// secrets), bridge's, then the task's.
-fn task_env(spec: &TaskSpec, id: &TaskId, key: &str, device: &str) -> BTreeMap<String, String> {
-    const PASS: &[&str] = &[
-        "PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TERM", "TMPDIR", "TZ",
-        "SHELL",
-    ];
-    let mut env: BTreeMap<String, String> = PASS
-        .iter()
-        .filter_map(|k| std::env::var(k).ok().map(|v| ((*k).to_owned(), v)))
-        .collect();
+/// The environment of a task: a few variables of the worker's own
+/// (`inherited`, from an allow-list: never its secrets), bridge's, then the
+/// task's.
+fn task_env(
+    spec: &TaskSpec,
+    id: &TaskId,
+    key: &str,
+    device: &str,
+    inherited: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let mut env = inherited.clone();
     env.insert("BRIDGE_TASK_ID".into(), id.to_string());
     env.insert("BRIDGE_TASK_NAME".into(), spec.name.clone());
     env.insert("BRIDGE_ATTEMPT".into(), key.to_owned());
@@ -573,11 +633,11 @@ pub(super) fn task_supervisor(
     };
     // What no read-only grant may open (see `crate::sandbox`).
     let mut protected = vec![ws.root.join(crate::workspace::STATE_DIR)];
-    if let Ok(config) = crate::keys::config_dir() {
+    if let Ok(config) = crate::keys::config_dir(&ws.settings) {
         protected.push(config);
     }
-    if let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
-        protected.push(PathBuf::from(home).join(".ssh"));
+    if let Some(home) = &ws.settings.home {
+        protected.push(home.join(".ssh"));
     }
     let policy = ws.worker_policy(runner);
     if !policy.shared_ignored.is_empty() {
@@ -590,6 +650,7 @@ pub(super) fn task_supervisor(
         );
     }
     let sandbox = Sandbox::resolve(
+        &ws.settings,
         policy.sandbox.as_deref(),
         &policy.allow_read,
         &protected,
@@ -600,4 +661,76 @@ pub(super) fn task_supervisor(
         confinement: None,
     });
     Ok((supervisor, Arc::new(sandbox)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Issue 15: an output over the remote's largest file is not stored;
+    // the attempt fails naming the task, the file, its size and what to do,
+    // and its logs and other outputs are kept as for any failed attempt.
+    #[test]
+    fn an_output_over_the_remotes_limit_is_refused_and_the_rest_kept() {
+        let pool = super::super::claiming_tests::Pool::new();
+        let session = pool.session();
+        let dir = tempfile::tempdir().expect("a folder");
+        let work = dir.path().join("work");
+        std::fs::create_dir_all(&work).expect("work folder");
+        std::fs::write(work.join("small.txt"), b"fits").expect("small");
+        std::fs::write(work.join("big.bin"), vec![7u8; 2000]).expect("big");
+        let logs = (dir.path().join("out.log"), dir.path().join("err.log"));
+        std::fs::write(&logs.0, b"hello\n").expect("log");
+        std::fs::write(&logs.1, b"").expect("log");
+        let spec = TaskSpec {
+            name: "render[n=1]".into(),
+            command: bridge_model::Command::Argv(vec!["true".into()]),
+            env: Default::default(),
+            inputs: vec![],
+            outputs: vec!["*.txt".into(), "*.bin".into()],
+            timeout_s: 60,
+            retries: 0,
+            runs_on: vec![],
+            priority: 0,
+            needs: vec![],
+            nonce: None,
+            network: true,
+            allow_read: vec![],
+        };
+        let kept = keep(
+            &session.vault,
+            &work,
+            &spec,
+            (6, 0),
+            &logs,
+            &Placement::Pool,
+            Some(1000),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(kept.stdout.is_some(), "the log is kept");
+        assert_eq!(
+            kept.outputs.keys().collect::<Vec<_>>(),
+            ["small.txt"],
+            "the other output is kept"
+        );
+        let refused = kept.refused.expect("refused");
+        assert_eq!(
+            refused.to_string(),
+            "output big.bin of task render[n=1] is 2000 bytes, over the 1000 bytes a file may have on this remote (`max-object` under [store] in bridge.toml); it was not stored: write it in parts of at most 1000 bytes (an object-store remote for large files is planned)"
+        );
+
+        // Without a limit (a folder remote) both are stored.
+        let kept = keep(
+            &session.vault,
+            &work,
+            &spec,
+            (6, 0),
+            &logs,
+            &Placement::Pool,
+            None,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(kept.outputs.len(), 2);
+        assert!(kept.refused.is_none());
+    }
 }

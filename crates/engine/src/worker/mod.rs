@@ -124,6 +124,11 @@ pub struct WorkOptions {
     /// run-tasks-from`); `None`: the default for this device's role (see
     /// [`crate::run_policy`]).
     pub run_tasks_from: Option<Vec<RunFrom>>,
+    /// The largest store file the remote takes (a `git:` remote's `[store]
+    /// max-object`, issue 15); `None`: no limit but the store's own. An
+    /// output whose sealed blob would be larger is not stored: the attempt
+    /// fails saying so, with its logs and other outputs kept.
+    pub max_object: Option<u64>,
 }
 
 /// What happened to one task, for progress output.
@@ -426,7 +431,7 @@ mod tests {
             std::fs::create_dir(&dir).map_err(|e| TestCaseError::fail(e.to_string()))?;
             let (out, err) = (tmp.path().join("out"), tmp.path().join("err"));
             let id = spec.id();
-            let Ok(cmd) = task_command(&spec, &id, "w.1", "device", (&dir, &out, &err)) else {
+            let Ok(cmd) = task_command(&spec, &id, "w.1", ("device", &BTreeMap::new()), (&dir, &out, &err)) else {
                 return Ok(());
             };
             // What a worker accepts stays inside the working folder...
@@ -455,11 +460,11 @@ mod tests {
         }))
         .expect("a spec");
         let p = Path::new("/nonexistent");
-        let e = task_command(&spec, &spec.id(), "w.1", "d", (p, p, p))
+        let e = task_command(&spec, &spec.id(), "w.1", ("d", &BTreeMap::new()), (p, p, p))
             .map(|_| ())
             .expect_err("refused");
         assert!(e.to_string().contains("`timeout`"), "{e}");
         spec.timeout_s = 5;
-        assert!(task_command(&spec, &spec.id(), "w.1", "d", (p, p, p)).is_ok());
+        assert!(task_command(&spec, &spec.id(), "w.1", ("d", &BTreeMap::new()), (p, p, p)).is_ok());
     }
 }

@@ -23,7 +23,7 @@ use crate::shard::Shards;
 use crate::vault::Placement;
 use crate::workarea::WorkArea;
 use crate::workspace::Session;
-use bridge_fetch::{FetchConfig, Fetcher};
+use bridge_fetch::Fetcher;
 
 /// A worker: what it was given, what it shares with its jobs, and the state
 /// of its loop.
@@ -125,7 +125,8 @@ impl<'a> Worker<'a> {
         let work_area = WorkArea::open(&session.ws.work_dir())?;
         let (supervisor, sandbox) = task_supervisor(&session.ws, session.is_runner())?;
         let me = crate::vault::member_tag(session.vault.identity().member_id());
-        let fetcher = Fetcher::new(FetchConfig::from_env()?).with_progress(hooks.downloads());
+        let fetcher =
+            Fetcher::new(session.ws.settings.fetch_config()?).with_progress(hooks.downloads());
         let runner = Runner {
             vault: session.vault.clone(),
             fetcher: Arc::new(fetcher),
@@ -135,6 +136,8 @@ impl<'a> Worker<'a> {
             device: opts.device.clone(),
             provenance: opts.provenance.clone(),
             clock: clock.clone(),
+            inherited_env: Arc::new(session.ws.settings.task_env.clone()),
+            max_output: opts.max_object.map(bridge_vault::max_plain_for_sealed),
         };
         Ok(Worker {
             parallel: opts.parallel.max(1),

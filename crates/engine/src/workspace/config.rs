@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::CONFIG_FILE;
 use crate::budget::Budget;
+use crate::settings::{BadValue, Settings};
 
 /// A setting of `bridge.toml` (or of `.bridge/config.toml`) that cannot be
 /// used. The hints are the command line's (`bridge/src/hints/config.rs`).
@@ -145,6 +146,66 @@ pub struct StoreSection {
         skip_serializing_if = "Option::is_none"
     )]
     pub reads_per_second: Option<f64>,
+    /// The largest file a `git:` remote is given, in bytes: a number, or
+    /// one with a unit (`"100MB"`, `"1MiB"`). 100 MB by default, under
+    /// GitHub's refusal of files over 100 MiB (issue 15); a worker fails an
+    /// attempt whose output is larger. See [`Config::max_object`].
+    #[serde(
+        default,
+        rename = "max-object",
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_byte_size"
+    )]
+    pub max_object: Option<u64>,
+}
+
+/// `[store] max-object` as written: a number of bytes or a string with a
+/// unit, checked where the file is parsed so that an error names its line.
+fn de_byte_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Bytes(u64),
+        Text(String),
+    }
+    let bytes = match Raw::deserialize(d)? {
+        Raw::Bytes(n) => n,
+        Raw::Text(text) => parse_byte_size(&text).map_err(serde::de::Error::custom)?,
+    };
+    if bytes == 0 {
+        return Err(serde::de::Error::custom("must be at least 1 byte"));
+    }
+    Ok(Some(bytes))
+}
+
+/// `"100MB"` → 100,000,000: digits, then an optional unit (B, KB, MB, GB
+/// in powers of 1000; KiB, MiB, GiB in powers of 1024; case ignored).
+pub fn parse_byte_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (write e.g. 100MB or 1048576)"))?;
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?} (B, KB, MB, GB, KiB, MiB or GiB)"
+            ));
+        }
+    };
+    number
+        .checked_mul(scale)
+        .ok_or_else(|| format!("{text:?} is too large"))
 }
 
 /// The environment variable that overrides `[store] stall-timeout`.
@@ -339,17 +400,25 @@ impl Config {
     /// offline: `BRIDGE_STALL_TIMEOUT`, else `[store] stall-timeout`, else
     /// 30 s (issue 12, item 15: a host that accepts the connection and
     /// never answers hung commands for minutes).
-    pub fn stall_timeout(&self) -> Result<Duration, ConfigError> {
-        self.stall_timeout_with(std::env::var(STALL_TIMEOUT_ENV).ok())
+    pub fn stall_timeout(&self, settings: &Settings) -> Result<Duration, ConfigError> {
+        self.stall_timeout_with(settings.stall_timeout.clone())
     }
 
     /// [`stall_timeout`](Self::stall_timeout) with the environment's value
-    /// given.
-    fn stall_timeout_with(&self, env: Option<String>) -> Result<Duration, ConfigError> {
+    /// (as [`Settings::stall_timeout`] holds it) given.
+    fn stall_timeout_with(
+        &self,
+        env: Option<Result<Duration, BadValue<humantime::DurationError>>>,
+    ) -> Result<Duration, ConfigError> {
         let timeout = match env {
-            Some(v) if !v.trim().is_empty() => humantime::parse_duration(v.trim())
-                .map_err(|source| ConfigError::StallTimeoutEnv { value: v, source })?,
-            _ => parse_duration_setting(
+            Some(Ok(timeout)) => timeout,
+            Some(Err(bad)) => {
+                return Err(ConfigError::StallTimeoutEnv {
+                    value: bad.value,
+                    source: bad.reason,
+                });
+            }
+            None => parse_duration_setting(
                 "store.stall-timeout",
                 self.store.stall_timeout.as_deref(),
                 "30s",
@@ -388,6 +457,14 @@ impl Config {
             )?,
         };
         Ok(budget.pushes_per_minute.is_finite().then_some(budget))
+    }
+
+    /// The largest file a `git:` remote is given (`[store] max-object`,
+    /// else [`bridge_store::git::DEFAULT_MAX_OBJECT`], 100 MB).
+    pub fn max_object(&self) -> u64 {
+        self.store
+            .max_object
+            .unwrap_or(bridge_store::git::DEFAULT_MAX_OBJECT)
     }
 
     /// The lease duration.
@@ -552,6 +629,34 @@ mod tests {
         }
     }
 
+    #[test]
+    fn issue15_max_object_takes_bytes_or_a_unit_and_defaults_to_100mb() {
+        let with = |line: &str| GOOD.replace("[store]\n", &format!("[store]\n{line}\n"));
+        let config = Config::parse_str(GOOD, Path::new("bridge.toml")).unwrap();
+        assert_eq!(config.max_object(), 100_000_000);
+        for (line, bytes) in [
+            ("max-object = 1048576", 1 << 20),
+            ("max-object = \"1MB\"", 1_000_000),
+            ("max-object = \"1 MiB\"", 1 << 20),
+            ("max-object = \"2gb\"", 2_000_000_000),
+            ("max-object = \"512\"", 512),
+        ] {
+            let config = Config::parse_str(&with(line), Path::new("bridge.toml")).unwrap();
+            assert_eq!(config.max_object(), bytes, "{line}");
+        }
+        for (line, message) in [
+            ("max-object = \"1 TB\"", "unknown unit \"tb\""),
+            ("max-object = \"lots\"", "is not a size"),
+            ("max-object = 0", "at least 1 byte"),
+            ("max-object = \"99999999999GB\"", "too large"),
+        ] {
+            let (error, hint) = refusal(&with(line));
+            assert!(error.contains("`store.max-object`"), "{error}");
+            assert!(error.contains(message), "{line}: {error}");
+            assert_eq!(hint, "fix that line of bridge.toml");
+        }
+    }
+
     // Issue 12, item 22: a damaged bridge.toml gave a multi-line TOML report
     // and hints that contradicted each other. Now: one error naming the
     // file, line, column and field; one hint.
@@ -689,8 +794,20 @@ mod tests {
         }
     }
 
-    fn secs(c: &Config, env: Option<&str>) -> Result<u64, String> {
-        c.stall_timeout_with(env.map(str::to_owned))
+    /// `BRIDGE_STALL_TIMEOUT` as the settings resolve it.
+    pub(super) fn env(
+        value: Option<&str>,
+    ) -> Option<Result<Duration, BadValue<humantime::DurationError>>> {
+        crate::settings::Settings::from_vars(|k| {
+            value
+                .filter(|_| k == STALL_TIMEOUT_ENV)
+                .map(std::ffi::OsString::from)
+        })
+        .stall_timeout
+    }
+
+    fn secs(c: &Config, value: Option<&str>) -> Result<u64, String> {
+        c.stall_timeout_with(env(value))
             .map(|d| d.as_secs())
             .map_err(|e| e.to_string())
     }
@@ -757,11 +874,11 @@ mod error_tests {
             panic!("a good file");
         };
         assert!(matches!(
-            config.stall_timeout_with(Some("never".into())),
+            config.stall_timeout_with(tests::env(Some("never"))),
             Err(ConfigError::StallTimeoutEnv { .. })
         ));
         assert!(matches!(
-            config.stall_timeout_with(Some("10ms".into())),
+            config.stall_timeout_with(tests::env(Some("10ms"))),
             Err(ConfigError::StallTimeoutTooShort { .. })
         ));
         let mut bad = config.clone();

@@ -10,12 +10,14 @@
 //! encryption layer wraps exactly here.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bridge_crypto::MemberId;
 use bridge_model::Millis;
 use bridge_store::Replica;
 
 use crate::keys;
+use crate::settings::Settings;
 use crate::vault::Vault;
 
 pub mod config;
@@ -143,12 +145,16 @@ pub struct Workspace {
     pub replica: Replica,
     /// `.bridge/config.toml`: this device's own settings.
     pub device: DeviceConfig,
+    /// The settings from this device's surroundings (resolved once by the
+    /// program: see [`crate::settings`]), for everything that works in
+    /// this workspace.
+    pub settings: Arc<Settings>,
 }
 
 impl Workspace {
     /// Finds the workspace: `dir` if given, else the nearest folder at or
     /// above the current one that holds `bridge.toml`.
-    pub fn find(dir: Option<&Path>) -> Result<Workspace, WorkspaceError> {
+    pub fn find(dir: Option<&Path>, settings: Arc<Settings>) -> Result<Workspace, WorkspaceError> {
         let root = match dir {
             Some(d) => d.to_path_buf(),
             None => {
@@ -159,11 +165,11 @@ impl Workspace {
                     .ok_or_else(|| WorkspaceError::NotFound { cwd: cwd.clone() })?
             }
         };
-        Workspace::open(&root)
+        Workspace::open(&root, settings)
     }
 
     /// Opens the workspace whose `bridge.toml` is in `root`.
-    pub fn open(root: &Path) -> Result<Workspace, WorkspaceError> {
+    pub fn open(root: &Path, settings: Arc<Settings>) -> Result<Workspace, WorkspaceError> {
         let path = root.join(CONFIG_FILE);
         let text = crate::files::read_text(&path, crate::files::CONFIG_MAX).map_err(|source| {
             WorkspaceError::ReadConfig {
@@ -172,12 +178,16 @@ impl Workspace {
             }
         })?;
         let config = Config::parse_str(&text, &path)?;
-        Workspace::with_config(root, config)
+        Workspace::with_config(root, config, settings)
     }
 
     /// A workspace whose configuration is in hand (not yet, or not only, in
     /// `bridge.toml`); creates the local replica on first use.
-    pub fn with_config(root: &Path, config: Config) -> Result<Workspace, WorkspaceError> {
+    pub fn with_config(
+        root: &Path,
+        config: Config,
+        settings: Arc<Settings>,
+    ) -> Result<Workspace, WorkspaceError> {
         let path = root.join(CONFIG_FILE);
         let store = root.join(STATE_DIR).join("store");
         let replica = if store.exists() {
@@ -198,7 +208,7 @@ impl Workspace {
         };
         // Checked here, where the file is read, so that a bad value is an
         // error naming it (opening a remote only reads it).
-        config.stall_timeout()?;
+        config.stall_timeout(&settings)?;
         if replica.workspace_id() != config.workspace.id {
             return Err(WorkspaceError::OtherWorkspace {
                 store,
@@ -213,6 +223,7 @@ impl Workspace {
             config,
             replica,
             device,
+            settings,
         })
     }
 
@@ -315,18 +326,13 @@ pub fn now_ms() -> Millis {
     now.saturating_add(test_clock_offset())
 }
 
-/// Debug builds only (the end-to-end tests): `BRIDGE_TEST_CLOCK_OFFSET_MS`
-/// moves this process's clock by that many milliseconds, to play a device
-/// whose clock is wrong (issue 12, item 12). Release builds ignore it.
+/// Debug builds only (the end-to-end tests): the offset
+/// [`crate::clock::set_test_offset`] installed (`BRIDGE_TEST_CLOCK_OFFSET_MS`),
+/// to play a device whose clock is wrong (issue 12, item 12). Release builds
+/// have none.
 #[cfg(debug_assertions)]
 fn test_clock_offset() -> Millis {
-    static OFFSET: std::sync::OnceLock<Millis> = std::sync::OnceLock::new();
-    *OFFSET.get_or_init(|| {
-        std::env::var("BRIDGE_TEST_CLOCK_OFFSET_MS")
-            .ok()
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0)
-    })
+    crate::clock::test_offset()
 }
 
 #[cfg(not(debug_assertions))]
@@ -334,30 +340,17 @@ fn test_clock_offset() -> Millis {
     0
 }
 
-/// This device's name: `BRIDGE_DEVICE`, else the host name.
-pub fn device_name() -> String {
-    if let Ok(d) = std::env::var("BRIDGE_DEVICE")
-        && !d.is_empty()
-    {
-        return d;
-    }
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "device".to_owned())
-}
-
 /// Loads this device's identity and verifies the workspace's roster,
 /// without loading any document.
 pub fn open_vault(ws: &Workspace) -> Result<Vault, LoadError> {
-    let identity = keys::load_identity()?;
+    let identity = keys::load_identity(&ws.settings)?;
     let root: MemberId = ws
         .config
         .workspace
         .root
         .parse()
         .map_err(|_| LoadError::BadRoot)?;
-    keys::check_pin(&ws.config.workspace.id, &root)?;
+    keys::check_pin(&ws.settings, &ws.config.workspace.id, &root)?;
     let (vault, warnings) = Vault::open(ws.replica.clone(), identity, &root)?;
     for w in warnings {
         tracing::warn!("{w}");

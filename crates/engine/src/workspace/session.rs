@@ -322,10 +322,12 @@ impl Session {
             Err(_) => return,
         };
         let identity = self.vault.identity().clone();
+        // The same checks as the first load, with its typed errors: only
+        // logged here, since the current roster stays.
         let opened = Vault::open(self.ws.replica.clone(), identity, &root)
-            .map_err(|e| e.to_string())
+            .map_err(LoadError::from)
             .and_then(|(v, w)| {
-                crate::freshness::check(&self.ws, v.roster()).map_err(|e| e.to_string())?;
+                crate::freshness::check(&self.ws, v.roster())?;
                 Ok((v, w))
             });
         match opened {
@@ -957,7 +959,8 @@ mod tests {
         );
         let config =
             Config::parse_str(&text, &dir.join("bridge.toml")).unwrap_or_else(|e| panic!("{e}"));
-        let ws = Workspace::with_config(dir, config).unwrap_or_else(|e| panic!("{e}"));
+        let ws = Workspace::with_config(dir, config, Default::default())
+            .unwrap_or_else(|e| panic!("{e}"));
         let vault = Vault::new(ws.replica.clone(), identity, roster);
         Session::with_clock(ws, vault, LoadPlan::All, clock).unwrap_or_else(|e| panic!("{e}"))
     }

@@ -383,7 +383,7 @@ mod tests {
         let args = [
             "fetch",
             remote.url(),
-            "+refs/heads/bridge/*:refs/remotes/bridge/*",
+            "+refs/bridge/*:refs/remotes/bridge/*",
         ];
         let cmd = remote.command(&args, None, false);
         for arg in cmd.get_args() {

@@ -1,4 +1,4 @@
-//! The `git:` remote: a store kept in branches of any git repository,
+//! The `git:` remote: a store kept in refs of any git repository,
 //! driven through the `git` CLI so that authentication is whatever the
 //! user's git already does (credential helpers, SSH, `url.*.insteadOf`), plus
 //! a token the caller hands in ([`GitRemote::with_token`]: the CLI's
@@ -7,23 +7,50 @@
 //!
 //! # Layout on the git side
 //!
-//! One branch per writer slot (a member, a device or a runner shard):
-//! `refs/heads/bridge/<slot>`. Its tree holds store files at their store
-//! names (`FORMAT`, `workspace`, `chunks/<doc>/<hash>.chunk`,
-//! `blobs/<hash>.blob`); anything else in it is ignored. Only the writer of a
-//! slot pushes its branch, so writers never contend with each other (DESIGN.md
+//! One ref per writer slot (a member, a device or a runner shard):
+//! `refs/bridge/<slot>`. Not a branch (issue 15): a push to it fires no
+//! `on: push` workflow, GitHub shows no "Compare & pull request" banner for
+//! it and branch rulesets do not apply, and a clone (`actions/checkout`
+//! included) does not fetch it, since the default refspec takes
+//! `refs/heads/*` and tags only. GitHub accepts and keeps such refs (git-bug
+//! keeps its data in `refs/bugs/*` the same way), without showing them.
+//! Its tree holds store files at their store names (`FORMAT`, `workspace`),
+//! hashed ones one folder down by their hash's first two hex digits
+//! (`blobs/ab/<hash>.blob`, `chunks/<doc>/ab/<hash>.chunk`; see `tree`), so
+//! that no folder passes GitHub's recommended 3,000 entries below ~700,000
+//! files of one kind; anything else in it is ignored. Only the writer of a
+//! slot pushes its ref, so writers never contend with each other (DESIGN.md
 //! "Remotes": 50 writers on one branch needed 1,207 rejected pushes, with a
 //! ref each none). Every slot's tree also carries `FORMAT` and `workspace`:
 //! the first writer puts them, later slots copy them into their first commit,
 //! so that any one slot describes the store on its own.
+//!
+//! Stores made before issue 15 keep their slots on branches,
+//! `refs/heads/bridge/<slot>`, with flat folders. They are **still read**,
+//! not migrated by a sync: every fetch takes both namespaces in one
+//! `git fetch`, and listings are the union. A writer whose slot exists only
+//! as such a branch continues under `refs/bridge/<slot>`, whose first
+//! commit starts from every file of the branch; the branch is left as it
+//! is. Compaction ([`Remote::remove`]) rewrites legacy branches like any
+//! slot, except that it deletes one whose slot's new ref already holds
+//! every file it keeps: so a legacy branch disappears once its writer has
+//! moved and a compaction touches it, and never while it holds a file
+//! found nowhere else.
+//!
+//! GitHub's other limits are kept by [`GitLimits`]: no file over
+//! `max_object` is put (100 MB, [`RemoteError::ObjectTooLarge`]), a put of
+//! more than `max_push` bytes (1 GB, half of GitHub's 2 GB per push) is
+//! split into several pushes, and `remove` updates at most `refs_per_push`
+//! refs per push (5, GitHub's default push policy).
 //!
 //! # Data flow
 //!
 //! Everything goes through a private bare repository (`cache_dir`), never
 //! the user's checkout:
 //!
-//! - [`Remote::list`] fetches the whole namespace shallowly
-//!   (`git fetch --depth=1 --prune <url> +refs/heads/bridge/*:refs/remotes/bridge/*`),
+//! - [`Remote::list`] fetches both namespaces shallowly in one fetch
+//!   (`git fetch --depth=1 --prune <url> +refs/bridge/*:refs/remotes/bridge/*
+//!   +refs/heads/bridge/*:refs/remotes/bridge-heads/*`),
 //!   then lists the tree of every changed ref and returns the union. The
 //!   trees are read level by level with `git cat-file --batch` (the root
 //!   trees, then each depth's new subtrees), and the subtrees read last time
@@ -42,11 +69,14 @@
 //!   same way; a refused or unresolvable host is [`RemoteError::Unreachable`]
 //!   at once, so callers go offline quickly.
 //! - [`Remote::remove`] (compaction, archival, garbage collection) rewrites
-//!   every branch holding the files as one parentless commit of what
-//!   remains, pushed with a lease on the tip just fetched; a branch whose
-//!   writer pushed meanwhile keeps its files until next time. Parentless,
-//!   so that the old history becomes unreachable and the host's own garbage
-//!   collection reclaims it: the repository does not grow with its history.
+//!   every ref holding the files as one parentless commit of what
+//!   remains, pushed with a lease on the tip just fetched, at most
+//!   `refs_per_push` refs per push; a ref whose writer pushed meanwhile
+//!   keeps its files until next time. Parentless, so that the old history
+//!   becomes unreachable and the host's own garbage collection reclaims it:
+//!   the repository does not grow with its history. Each rewrite holds every
+//!   file of its ref but the removed ones, so any prefix of the pushes
+//!   leaves the store whole.
 //!
 //! Every git command is built by one function ([`GitRemote`]'s `command`)
 //! with a controlled environment (`LC_ALL=C`, no terminal prompts, a fixed
@@ -82,7 +112,8 @@
 //!   and a one-line summary;
 //! - `parse`: parsers of git's plumbing output (`for-each-ref`,
 //!   `push --porcelain`, `cat-file --batch`, `fast-import` marks);
-//! - `tree`: git tree objects, and listing a commit's store files from them;
+//! - `tree`: where a store file lies in a tree (the fan-out), git tree
+//!   objects, and listing a commit's store files from them;
 //! - `write`: building commits with `fast-import` and pushing them;
 //! - `url`: local paths, redacted URLs and the token's auth header.
 
@@ -112,10 +143,25 @@ use tree::TreeEntry;
 pub(crate) use url::absolute_local_url;
 use url::{auth_env, redact_url};
 
-/// The prefix of the branches holding the store, one per writer slot.
-pub const REF_PREFIX: &str = "refs/heads/bridge/";
-/// Where fetched slot branches land in the private cache repository.
+/// The prefix of the refs holding the store, one per writer slot: outside
+/// `refs/heads/`, so they are not branches (see the module docs).
+pub const REF_PREFIX: &str = "refs/bridge/";
+/// Where stores made before issue 15 keep their slots: branches. Still
+/// read; a slot's writer continues under [`REF_PREFIX`].
+pub const LEGACY_REF_PREFIX: &str = "refs/heads/bridge/";
+/// Where fetched slot refs land in the private cache repository.
 const TRACKING_PREFIX: &str = "refs/remotes/bridge/";
+/// Where fetched legacy slot branches land in the private cache repository.
+const LEGACY_TRACKING_PREFIX: &str = "refs/remotes/bridge-heads/";
+/// The default of [`GitLimits::max_object`]: GitHub refuses a file over
+/// 100 MiB; this stays just under it.
+pub const DEFAULT_MAX_OBJECT: u64 = 100_000_000;
+/// The default of [`GitLimits::max_push`]: GitHub refuses a push over
+/// 2 GB; half of it leaves room for trees, commits and pack overhead.
+pub const DEFAULT_MAX_PUSH: u64 = 1_000_000_000;
+/// The default of [`GitLimits::refs_per_push`]: GitHub's default push
+/// policy allows 5 branch or tag updates per push.
+pub const DEFAULT_REFS_PER_PUSH: usize = 5;
 /// Tries of a push (or a fetch) before giving up.
 const MAX_ATTEMPTS: u32 = 6;
 /// The delay between tries: 50 ms doubling on each retry, ±50 % jitter so
@@ -180,14 +226,39 @@ impl fmt::Debug for GitToken {
 pub struct PushStats {
     /// Pushes that landed.
     pub pushed: u64,
-    /// Pushes rejected because the slot's branch had moved (another process
+    /// Pushes rejected because the slot's ref had moved (another process
     /// of the same slot), each followed by a rebuild.
     pub rejected: u64,
     /// Pushes retried after a transient failure (network, lock).
     pub retried: u64,
 }
 
-/// A store in branches of a git repository, one branch per writer slot.
+/// What a [`GitRemote`] keeps each push within (issue 15): the host's
+/// limits on one object, on one push and on the refs one push updates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GitLimits {
+    /// The largest store file [`Remote::put`] writes, in bytes; a larger one
+    /// is refused with [`RemoteError::ObjectTooLarge`] and nothing is
+    /// pushed. The CLI's `[store] max-object`.
+    pub max_object: u64,
+    /// The most bytes of new files one push carries: a larger `put` is
+    /// split into several commits, each pushed on its own.
+    pub max_push: u64,
+    /// The most refs one push updates ([`Remote::remove`] rewrites many).
+    pub refs_per_push: usize,
+}
+
+impl Default for GitLimits {
+    fn default() -> GitLimits {
+        GitLimits {
+            max_object: DEFAULT_MAX_OBJECT,
+            max_push: DEFAULT_MAX_PUSH,
+            refs_per_push: DEFAULT_REFS_PER_PUSH,
+        }
+    }
+}
+
+/// A store in refs of a git repository, one ref per writer slot.
 /// See the [module docs](self).
 pub struct GitRemote {
     /// The URL as git takes it (a relative local path made absolute).
@@ -210,6 +281,8 @@ pub struct GitRemote {
     /// How long a network command (fetch, push) may go without a byte of
     /// output before it is killed (see [`GitRemote::with_stall_timeout`]).
     stall_timeout: Duration,
+    /// The host's limits (see [`GitRemote::with_limits`]).
+    limits: GitLimits,
 }
 
 /// The default of [`GitRemote::with_stall_timeout`].
@@ -234,11 +307,12 @@ struct State {
     repo_ready: bool,
     /// True once a full fetch has run.
     fetched: bool,
-    /// The commit this slot's branch is believed to point to on the remote
+    /// The commit this slot's ref is believed to point to on the remote
     /// (`None`: absent). Set by fetches and by our own pushes; a wrong guess
     /// only costs a rejected push.
     tip: Option<String>,
-    /// The store files of each fetched slot.
+    /// The store files of each fetched slot, by the ref holding it on the
+    /// remote (`refs/bridge/<slot>` or a legacy `refs/heads/bridge/<slot>`).
     trees: BTreeMap<String, Arc<Tree>>,
     /// The entries of the trees read by the last listing, by tree id: the
     /// next listing reads only the trees that changed.
@@ -270,23 +344,31 @@ enum Change<'a> {
 /// How a push went, when it did not fail for good.
 enum PushOutcome {
     Pushed,
-    /// The lease failed: the branch moved. Rebuild and retry.
+    /// The lease failed: the ref moved. Rebuild and retry.
     Stale(String),
     /// A transient failure: retry as is.
     Transient(RemoteError),
+}
+
+/// One ref a push updates: to `new` (`None`: delete it), with a lease on
+/// `lease` (`None`: the ref must not exist).
+struct RefUpdate {
+    dst: String,
+    new: Option<String>,
+    lease: Option<String>,
 }
 
 /// What a fetch found.
 #[derive(Debug, PartialEq, Eq)]
 enum Fetched {
     Done,
-    /// The one branch asked for does not exist.
+    /// The one ref asked for does not exist.
     NoSuchRef,
 }
 
 impl GitRemote {
     /// A remote for the repository at `url` (anything `git` accepts), writing
-    /// branch `refs/heads/bridge/<slot>`, with its private bare repository
+    /// ref `refs/bridge/<slot>`, with its private bare repository
     /// at `cache_dir` (created on first use). A relative local path in `url`
     /// is taken from the current folder. No token: the caller hands one in
     /// with [`GitRemote::with_token`] (this crate reads no credentials from
@@ -306,7 +388,25 @@ impl GitRemote {
             rejected: AtomicU64::new(0),
             retried: AtomicU64::new(0),
             stall_timeout: DEFAULT_STALL_TIMEOUT,
+            limits: GitLimits::default(),
         })
+    }
+
+    /// Sets the limits pushes stay within ([`GitLimits::default`]: GitHub's).
+    /// Zero values are raised to the smallest that works (one byte, one
+    /// ref).
+    pub fn with_limits(mut self, limits: GitLimits) -> GitRemote {
+        self.limits = GitLimits {
+            max_object: limits.max_object.max(1),
+            max_push: limits.max_push.max(1),
+            refs_per_push: limits.refs_per_push.max(1),
+        };
+        self
+    }
+
+    /// The limits pushes stay within.
+    pub fn limits(&self) -> GitLimits {
+        self.limits
     }
 
     /// Sets how long a fetch or push may make no progress (no byte on its
@@ -354,9 +454,15 @@ impl GitRemote {
         &self.slot
     }
 
-    /// This writer's branch, `refs/heads/bridge/<slot>`.
+    /// This writer's ref, `refs/bridge/<slot>`.
     pub fn ref_name(&self) -> String {
         format!("{REF_PREFIX}{}", self.slot)
+    }
+
+    /// This writer's branch in a store made before issue 15,
+    /// `refs/heads/bridge/<slot>`: read, never written but by `remove`.
+    fn legacy_ref_name(&self) -> String {
+        format!("{LEGACY_REF_PREFIX}{}", self.slot)
     }
 
     /// The private bare repository.
@@ -424,8 +530,8 @@ impl GitRemote {
         }
     }
 
-    /// `git fetch --depth=1` of `refspec`, retrying transient failures.
-    fn fetch(&self, refspec: &str, prune: bool) -> Result<Fetched, RemoteError> {
+    /// `git fetch --depth=1` of `refspecs`, retrying transient failures.
+    fn fetch(&self, refspecs: &[&str], prune: bool) -> Result<Fetched, RemoteError> {
         let mut args = vec![
             "fetch",
             "--progress",
@@ -436,7 +542,8 @@ impl GitRemote {
         if prune {
             args.push("--prune");
         }
-        args.extend([self.url.as_str(), refspec]);
+        args.push(self.url.as_str());
+        args.extend_from_slice(refspecs);
         let mut attempt = 0;
         loop {
             let output = self.run(&args, None, None)?;
@@ -468,18 +575,21 @@ impl GitRemote {
         }
     }
 
-    /// Fetches every slot and lists each changed one.
+    /// Fetches every slot, in both namespaces with one fetch, and lists
+    /// each changed one.
     fn refresh(&self) -> Result<(), RemoteError> {
         self.ensure_repo()?;
         let refspec = format!("+{REF_PREFIX}*:{TRACKING_PREFIX}*");
+        let legacy = format!("+{LEGACY_REF_PREFIX}*:{LEGACY_TRACKING_PREFIX}*");
         {
             let _lock = self.cache_lock()?;
-            self.fetch(&refspec, true)?;
+            self.fetch(&[&refspec, &legacy], true)?;
         }
         let args = [
             "for-each-ref",
             "--format=%(objectname) %(refname)",
             TRACKING_PREFIX,
+            LEGACY_TRACKING_PREFIX,
         ];
         let refs = parse_refs(&self.ok(&args, None, None)?);
         let mut trees: BTreeMap<String, Arc<Tree>> = BTreeMap::new();
@@ -503,7 +613,7 @@ impl GitRemote {
             trees.insert(slot, Arc::new(Tree { commit, files }));
         }
         let mut state = self.state();
-        state.tip = trees.get(&self.slot).map(|t| t.commit.clone());
+        state.tip = trees.get(&self.ref_name()).map(|t| t.commit.clone());
         state.trees = trees;
         state.fetched = true;
         Ok(())
@@ -537,12 +647,12 @@ impl GitRemote {
         Ok(len)
     }
 
-    /// Fetches this slot's branch only and takes its tip.
+    /// Fetches this slot's ref only and takes its tip.
     fn refresh_own_tip(&self) -> Result<(), RemoteError> {
         let tracking = format!("{TRACKING_PREFIX}{}", self.slot);
         let refspec = format!("+{}:{tracking}", self.ref_name());
         let _lock = self.cache_lock()?;
-        let tip = match self.fetch(&refspec, false)? {
+        let tip = match self.fetch(&[&refspec], false)? {
             Fetched::Done => {
                 let spec = format!("{tracking}^{{commit}}");
                 let out = self.ok(&["rev-parse", "--verify", "-q", &spec], None, None)?;
@@ -563,7 +673,7 @@ impl GitRemote {
     /// first), and the names not found.
     fn lookup(&self, names: &[String]) -> (Vec<(String, String)>, Vec<String>) {
         let state = self.state();
-        let own = state.trees.get(&self.slot);
+        let own = state.trees.get(&self.ref_name());
         let mut found = Vec::new();
         let mut missing = Vec::new();
         for name in names {
@@ -595,7 +705,7 @@ impl Remote for GitRemote {
         Some(GitRemote::push_stats(self))
     }
 
-    /// Fetches every slot's branch and returns the union of their store
+    /// Fetches every slot's ref (both namespaces) and returns the union of their store
     /// files.
     fn list(&self) -> Result<BTreeSet<String>, RemoteError> {
         self.refresh()?;
@@ -684,7 +794,7 @@ impl Remote for GitRemote {
         Ok(files)
     }
 
-    /// Adds the files this slot's branch lacks in one commit and pushes it.
+    /// Adds the files this slot's ref lacks in one commit and pushes it.
     fn put(&self, files: &[(String, Vec<u8>)]) -> Result<(), RemoteError> {
         for (name, bytes) in files {
             let parsed = StoreName::parse(name).ok_or_else(|| self.invalid_name(name))?;
@@ -697,19 +807,38 @@ impl Remote for GitRemote {
                 });
             }
         }
-        if files.is_empty() {
-            return Ok(());
+        if let Some((name, bytes)) = files
+            .iter()
+            .find(|(_, b)| b.len() as u64 > self.limits.max_object)
+        {
+            return Err(RemoteError::ObjectTooLarge {
+                remote: self.describe(),
+                name: name.clone(),
+                size: bytes.len() as u64,
+                limit: self.limits.max_object,
+            });
         }
-        self.commit_and_push(Change::Add(files))
+        // A push carries at most `max_push` bytes of new files: more are
+        // split into several commits, each pushed on its own, each a
+        // complete state of the slot.
+        for group in push_groups(files, self.limits.max_push) {
+            self.commit_and_push(Change::Add(group))?;
+        }
+        Ok(())
     }
 
-    /// Removes files from every slot's branch that holds them (compaction,
-    /// archival and garbage collection). Each branch is rewritten as one
+    /// Removes files from every slot's ref that holds them (compaction,
+    /// archival and garbage collection). Each ref is rewritten as one
     /// parentless commit of what remains, so the history that held the
     /// removed files becomes garbage on the host, and pushed with a lease on
     /// the tip just fetched: a slot whose writer pushed meanwhile is left as
     /// it is (its files go next time; that writer rebuilds on the rewritten
-    /// tip, see `commit_and_push`). Returns how many names are still held.
+    /// tip, see `commit_and_push`). At most `refs_per_push` refs go in one
+    /// push; each rewrite keeps every file of its ref but the removed ones,
+    /// so a failure between pushes leaves every kept file reachable. A
+    /// legacy branch (`refs/heads/bridge/<slot>`) whose slot's new ref holds
+    /// every file it keeps is deleted instead of rewritten. Returns how many
+    /// names are still held.
     fn remove(&self, names: &[String]) -> Result<usize, RemoteError> {
         for name in names {
             match StoreName::parse(name) {
@@ -731,67 +860,37 @@ impl Remote for GitRemote {
             .trees
             .iter()
             .filter(|(_, t)| t.files.keys().any(|n| gone.contains(n.as_str())))
-            .map(|(slot, t)| (slot.clone(), Arc::clone(t)))
+            .map(|(key, t)| (key.clone(), Arc::clone(t)))
             .collect();
-        for (slot, tree) in holders {
-            let mut tree = tree;
-            let mut attempt = 0;
-            loop {
-                let keep: BTreeMap<String, String> = tree
-                    .files
-                    .iter()
-                    .filter(|(n, _)| !gone.contains(n.as_str()))
-                    .map(|(n, id)| (n.clone(), id.clone()))
-                    .collect();
-                let by_id: Vec<(String, String)> =
-                    keep.iter().map(|(n, id)| (n.clone(), id.clone())).collect();
-                let (commit, _) = self.fast_commit(None, &[], &by_id, "bridge: compact")?;
-                let dst = format!("{REF_PREFIX}{slot}");
-                match self.push_to(dst, &commit, Some(&tree.commit))? {
-                    PushOutcome::Pushed => {
-                        self.pushed.fetch_add(1, Ordering::Relaxed);
-                        let mut state = self.state();
-                        if slot == self.slot {
-                            state.tip = Some(commit.clone());
-                        }
-                        state.trees.insert(
-                            slot.clone(),
-                            Arc::new(Tree {
-                                commit,
-                                files: keep,
-                            }),
-                        );
-                        break;
-                    }
-                    PushOutcome::Stale(reason)
-                        if slot == self.slot && attempt + 1 < MAX_ATTEMPTS =>
-                    {
-                        // Another process of this slot pushed: remove from
-                        // its new tip.
-                        tracing::debug!(
-                            slot,
-                            reason,
-                            "own branch moved during a removal; retrying"
-                        );
-                        attempt += 1;
-                        std::thread::sleep(BACKOFF.delay(attempt));
-                        self.refresh()?;
-                        match self.state().trees.get(&slot) {
-                            Some(t) => tree = Arc::clone(t),
-                            None => break,
-                        }
+        let mut retry_own = None;
+        for group in holders.chunks(self.limits.refs_per_push) {
+            let mut plans = Vec::with_capacity(group.len());
+            for (key, tree) in group {
+                plans.push(self.removal_plan(key, tree, &gone)?);
+            }
+            let updates: Vec<RefUpdate> = plans.iter().map(RemovalPlan::update).collect();
+            let outcomes = self.push_refs(&updates)?;
+            self.pushed.fetch_add(1, Ordering::Relaxed);
+            for (plan, outcome) in plans.into_iter().zip(outcomes) {
+                match outcome {
+                    PushOutcome::Pushed => self.removed(plan),
+                    PushOutcome::Stale(reason) if plan.key == self.ref_name() => {
+                        tracing::debug!(reason, "own ref moved during a removal; retrying");
+                        retry_own = Some(plan.key);
                     }
                     PushOutcome::Stale(reason) => {
                         tracing::debug!(
-                            slot,
+                            reference = plan.key,
                             reason,
-                            "branch moved during a removal; left for next time"
+                            "ref moved during a removal; left for next time"
                         );
-                        break;
                     }
                     PushOutcome::Transient(error) => return Err(error),
                 }
             }
+        }
+        if let Some(key) = retry_own {
+            self.remove_from_own(&key, &gone)?;
         }
         let state = self.state();
         Ok(gone
@@ -799,6 +898,142 @@ impl Remote for GitRemote {
             .filter(|n| state.trees.values().any(|t| t.files.contains_key(**n)))
             .count())
     }
+}
+
+/// How `remove` changes one ref: rewritten to `commit` holding `keep`, or
+/// deleted (`commit` `None`), with a lease on `base`.
+struct RemovalPlan {
+    key: String,
+    base: String,
+    commit: Option<String>,
+    keep: BTreeMap<String, String>,
+}
+
+impl RemovalPlan {
+    fn update(&self) -> RefUpdate {
+        RefUpdate {
+            dst: self.key.clone(),
+            new: self.commit.clone(),
+            lease: Some(self.base.clone()),
+        }
+    }
+}
+
+impl GitRemote {
+    /// The rewrite of ref `key` (listed as `tree`) without the files `gone`.
+    fn removal_plan(
+        &self,
+        key: &str,
+        tree: &Tree,
+        gone: &BTreeSet<&str>,
+    ) -> Result<RemovalPlan, RemoteError> {
+        let keep: BTreeMap<String, String> = tree
+            .files
+            .iter()
+            .filter(|(n, _)| !gone.contains(n.as_str()))
+            .map(|(n, id)| (n.clone(), id.clone()))
+            .collect();
+        // A legacy branch whose writer moved to the new namespace with every
+        // file it keeps (its first write there copied them) is deleted: the
+        // files stay reachable under the new ref, and the branch is gone from
+        // the repository's branches for good.
+        if let Some(slot) = key.strip_prefix(LEGACY_REF_PREFIX) {
+            let moved = self
+                .state()
+                .trees
+                .get(&format!("{REF_PREFIX}{slot}"))
+                .is_some_and(|new| keep.keys().all(|n| new.files.contains_key(n)));
+            if moved {
+                return Ok(RemovalPlan {
+                    key: key.to_owned(),
+                    base: tree.commit.clone(),
+                    commit: None,
+                    keep: BTreeMap::new(),
+                });
+            }
+        }
+        let by_id: Vec<(String, String)> =
+            keep.iter().map(|(n, id)| (n.clone(), id.clone())).collect();
+        let (commit, _) = self.fast_commit(None, &[], &by_id, "bridge: compact")?;
+        Ok(RemovalPlan {
+            key: key.to_owned(),
+            base: tree.commit.clone(),
+            commit: Some(commit),
+            keep,
+        })
+    }
+
+    /// Records a removal that landed.
+    fn removed(&self, plan: RemovalPlan) {
+        let mut state = self.state();
+        match plan.commit {
+            Some(commit) => {
+                if plan.key == self.ref_name() {
+                    state.tip = Some(commit.clone());
+                }
+                state.trees.insert(
+                    plan.key,
+                    Arc::new(Tree {
+                        commit,
+                        files: plan.keep,
+                    }),
+                );
+            }
+            None => {
+                state.trees.remove(&plan.key);
+            }
+        }
+    }
+
+    /// Removes `gone` from this slot's own ref after another process of the
+    /// slot pushed during the removal: from its new tip, with backoff.
+    fn remove_from_own(&self, key: &str, gone: &BTreeSet<&str>) -> Result<(), RemoteError> {
+        for attempt in 1..MAX_ATTEMPTS {
+            std::thread::sleep(BACKOFF.delay(attempt));
+            self.refresh()?;
+            let Some(tree) = self.state().trees.get(key).cloned() else {
+                return Ok(());
+            };
+            if !tree.files.keys().any(|n| gone.contains(n.as_str())) {
+                return Ok(());
+            }
+            let plan = self.removal_plan(key, &tree, gone)?;
+            let outcome = self.push_refs(&[plan.update()])?.pop();
+            match outcome {
+                Some(PushOutcome::Pushed) | None => {
+                    self.pushed.fetch_add(1, Ordering::Relaxed);
+                    self.removed(plan);
+                    return Ok(());
+                }
+                Some(PushOutcome::Stale(reason)) => {
+                    tracing::debug!(reason, attempt, "own ref moved during a removal; retrying");
+                }
+                Some(PushOutcome::Transient(error)) => return Err(error),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `files` in groups of at most `max_bytes` each (a larger file alone), in
+/// order, so that one push never carries much more than `max_bytes`.
+fn push_groups(files: &[(String, Vec<u8>)], max_bytes: u64) -> Vec<&[(String, Vec<u8>)]> {
+    let mut groups = Vec::new();
+    let mut start = 0;
+    let mut size = 0u64;
+    for (i, (_, bytes)) in files.iter().enumerate() {
+        let len = bytes.len() as u64;
+        if i > start && size + len > max_bytes {
+            groups.push(&files[start..i]);
+            start = i;
+            size = 0;
+        }
+        size += len;
+    }
+    if start < files.len() {
+        groups.push(&files[start..]);
+    }
+    groups
 }
 
 #[cfg(test)]
@@ -826,6 +1061,47 @@ mod tests {
         ] {
             assert!(validate_slot(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn puts_are_split_into_pushes_of_at_most_max_push_bytes() {
+        let file = |n: usize| (format!("f{n}"), vec![0u8; n]);
+        let files = vec![file(4), file(5), file(1), file(12), file(3)];
+        let sizes = |groups: Vec<&[(String, Vec<u8>)]>| -> Vec<Vec<usize>> {
+            groups
+                .iter()
+                .map(|g| g.iter().map(|(_, b)| b.len()).collect())
+                .collect()
+        };
+        // A file larger than the limit goes alone; order is kept.
+        assert_eq!(
+            sizes(push_groups(&files, 10)),
+            vec![vec![4, 5, 1], vec![12], vec![3]]
+        );
+        assert_eq!(sizes(push_groups(&files, 100)), vec![vec![4, 5, 1, 12, 3]]);
+        assert_eq!(sizes(push_groups(&files, 1)).len(), 5);
+        assert!(push_groups(&[], 10).is_empty());
+    }
+
+    #[test]
+    fn limits_are_at_least_one() {
+        let remote = GitRemote::new("/r.git".into(), "a".into(), PathBuf::from("/cache"))
+            .unwrap()
+            .with_limits(GitLimits {
+                max_object: 0,
+                max_push: 0,
+                refs_per_push: 0,
+            });
+        assert_eq!(
+            remote.limits(),
+            GitLimits {
+                max_object: 1,
+                max_push: 1,
+                refs_per_push: 1
+            }
+        );
+        assert_eq!(GitLimits::default().refs_per_push, 5);
+        assert_eq!(remote.ref_name(), "refs/bridge/a");
     }
 
     #[test]

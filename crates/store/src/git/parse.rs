@@ -2,7 +2,7 @@
 //! `fast-import`'s marks and `cat-file --batch(-check)`. Pure functions;
 //! a malformed answer is an `Err` with what was wrong, never a panic.
 
-use super::TRACKING_PREFIX;
+use super::{LEGACY_REF_PREFIX, LEGACY_TRACKING_PREFIX, REF_PREFIX, TRACKING_PREFIX};
 
 /// The flag and summary of `git push --porcelain`'s line for `dst`
 /// (`<flag>\t<src>:<dst>\t<summary>`).
@@ -26,15 +26,23 @@ pub(super) fn is_oid(s: &str) -> bool {
     (s.len() == 40 || s.len() == 64) && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
-/// `for-each-ref --format='%(objectname) %(refname)'` under
-/// `refs/remotes/bridge/` → (slot, commit).
+/// `for-each-ref --format='%(objectname) %(refname)'` under the tracking
+/// prefixes → (the slot's ref on the remote, commit): `refs/remotes/bridge/a`
+/// tracks `refs/bridge/a`, `refs/remotes/bridge-heads/a` the legacy branch
+/// `refs/heads/bridge/a`.
 pub(crate) fn parse_refs(out: &[u8]) -> Vec<(String, String)> {
     String::from_utf8_lossy(out)
         .lines()
         .filter_map(|line| {
             let (oid, name) = line.split_once(' ')?;
-            let slot = name.strip_prefix(TRACKING_PREFIX)?;
-            (is_oid(oid) && !slot.is_empty()).then(|| (slot.to_owned(), oid.to_owned()))
+            let (prefix, slot) = match name.strip_prefix(TRACKING_PREFIX) {
+                Some(slot) => (REF_PREFIX, slot),
+                None => (
+                    LEGACY_REF_PREFIX,
+                    name.strip_prefix(LEGACY_TRACKING_PREFIX)?,
+                ),
+            };
+            (is_oid(oid) && !slot.is_empty()).then(|| (format!("{prefix}{slot}"), oid.to_owned()))
         })
         .collect()
 }
@@ -145,10 +153,15 @@ mod tests {
     #[test]
     fn output_parsers() {
         let a = "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391";
-        let refs = format!("{a} refs/remotes/bridge/laptop\n{a} refs/remotes/other/x\n");
+        let refs = format!(
+            "{a} refs/remotes/bridge/laptop\n{a} refs/remotes/other/x\n{a} refs/remotes/bridge-heads/old\n"
+        );
         assert_eq!(
             parse_refs(refs.as_bytes()),
-            vec![("laptop".to_owned(), a.to_owned())]
+            vec![
+                ("refs/bridge/laptop".to_owned(), a.to_owned()),
+                ("refs/heads/bridge/old".to_owned(), a.to_owned())
+            ]
         );
 
         assert_eq!(

@@ -1,8 +1,20 @@
-//! git tree objects: parsing a raw tree ([`parse_tree`]), flattening
-//! the trees of a commit into its store files ([`flatten_tree`]), and
-//! reading them from the cache repository level by level, within
-//! [`MAX_TREE_BYTES`](super::MAX_TREE_BYTES).
+//! git tree objects: where a store file goes in a slot's tree
+//! ([`git_path`], the fan-out by hash prefix) and back ([`store_name_of`]),
+//! parsing a raw tree ([`parse_tree`]), flattening the trees of a commit
+//! into its store files ([`flatten_tree`]), and reading them from the cache
+//! repository level by level, within [`MAX_TREE_BYTES`](super::MAX_TREE_BYTES).
+//!
+//! A hashed store file (a blob, a chunk, a snapshot) lies one folder below
+//! its store name's, in a folder named after the first two hex digits of
+//! its hash: `blobs/<hash>.blob` is at `blobs/ab/<hash>.blob`,
+//! `chunks/<doc>/<hash>.chunk` at `chunks/<doc>/ab/<hash>.chunk`. GitHub
+//! recommends at most 3,000 entries per folder; 256 folders of evenly
+//! spread hashes hold about 700,000 files before the fullest passes 3,000
+//! (a million would need a second level). Only the git tree path changes:
+//! store names, the other remotes and the replica are as before, and the
+//! flat layout of older stores is still read.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -11,8 +23,40 @@ use super::{GitRemote, MAX_TREE_BYTES};
 use crate::names::StoreName;
 use crate::remote::{Remote as _, RemoteError};
 
-/// How deep below a root tree a store file's folder can be.
-const MAX_TREE_DEPTH: usize = 2;
+/// How deep below a root tree a store file's folder can be
+/// (`chunks/<doc>/<fan-out>/`).
+pub(super) const MAX_TREE_DEPTH: usize = 3;
+
+/// Hex digits of a hash naming a file's fan-out folder.
+const FAN_OUT_DIGITS: usize = 2;
+
+/// Where the store file `name` goes in a slot's tree: hashed files one
+/// folder down, in the folder named by their hash's first two digits;
+/// `FORMAT` and `workspace` at their names.
+pub(crate) fn git_path(name: &str) -> Cow<'_, str> {
+    let hash = StoreName::parse(name).and_then(|n| n.hash());
+    match (
+        hash.and_then(|h| h.get(..FAN_OUT_DIGITS)),
+        name.rsplit_once('/'),
+    ) {
+        (Some(fan), Some((dir, file))) => Cow::Owned(format!("{dir}/{fan}/{file}")),
+        _ => Cow::Borrowed(name),
+    }
+}
+
+/// The store name of the file at `path` in a slot's tree, fanned out
+/// ([`git_path`]) or flat (stores written before the fan-out); `None` for
+/// anything else, including a file in the wrong fan-out folder.
+pub(crate) fn store_name_of(path: &str) -> Option<String> {
+    if StoreName::parse(path).is_some() {
+        return Some(path.to_owned());
+    }
+    let (dir_fan, file) = path.rsplit_once('/')?;
+    let (dir, fan) = dir_fan.rsplit_once('/')?;
+    let name = format!("{dir}/{file}");
+    let fits = StoreName::parse(&name)?.hash()?.get(..FAN_OUT_DIGITS) == Some(fan);
+    fits.then_some(name)
+}
 
 /// One entry of a git tree object.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,8 +125,8 @@ pub(super) fn flatten_tree(
         let path = format!("{prefix}{}", entry.name);
         match entry.kind {
             EntryKind::File => {
-                if StoreName::parse(&path).is_some() {
-                    files.insert(path, entry.oid.clone());
+                if let Some(name) = store_name_of(&path) {
+                    files.insert(name, entry.oid.clone());
                 }
             }
             EntryKind::Tree if depth < MAX_TREE_DEPTH => {
@@ -112,8 +156,8 @@ impl GitRemote {
         let roots = self.read_trees(&roots)?;
         let mut seen: HashMap<String, Arc<Vec<TreeEntry>>> = HashMap::new();
         let mut frontier: Vec<Arc<Vec<TreeEntry>>> = roots.clone();
-        // Store names are at most three deep (`chunks/<doc>/<file>`): only
-        // subtrees at depth 1 and 2 can hold any.
+        // Store files are at most four deep (`chunks/<doc>/<fan>/<file>`):
+        // only subtrees at depth 1 to 3 can hold any.
         for _depth in 1..=MAX_TREE_DEPTH {
             let mut next = Vec::new();
             let mut missing: Vec<String> = Vec::new();
@@ -225,6 +269,41 @@ mod tests {
     use super::*;
 
     #[test]
+    fn hashed_files_are_fanned_out_by_hash_prefix_and_read_back_either_way() {
+        let h = crate::names::sha256_hex(b"x");
+        let fan = &h[..2];
+        let blob = format!("blobs/{h}.blob");
+        let chunk = format!("chunks/batch-1/{h}.chunk");
+        let snap = format!("archive/batch-1/{h}.snap");
+        assert_eq!(git_path(&blob), format!("blobs/{fan}/{h}.blob"));
+        assert_eq!(git_path(&chunk), format!("chunks/batch-1/{fan}/{h}.chunk"));
+        assert_eq!(git_path(&snap), format!("archive/batch-1/{fan}/{h}.snap"));
+        assert_eq!(git_path("FORMAT"), "FORMAT");
+        assert_eq!(git_path("workspace"), "workspace");
+        for name in [&blob, &chunk, &snap] {
+            // Fanned out (this layout) and flat (older stores) alike.
+            assert_eq!(
+                store_name_of(&git_path(name)).as_deref(),
+                Some(name.as_str())
+            );
+            assert_eq!(store_name_of(name).as_deref(), Some(name.as_str()));
+        }
+        assert_eq!(store_name_of("FORMAT").as_deref(), Some("FORMAT"));
+        // A file in the wrong fan-out folder, or a folder that is no
+        // fan-out, is no store file.
+        let wrong = if fan == "00" { "01" } else { "00" };
+        assert_eq!(store_name_of(&format!("blobs/{wrong}/{h}.blob")), None);
+        assert_eq!(store_name_of(&format!("blobs/x/y/{h}.blob")), None);
+        assert_eq!(store_name_of(&format!("blobs/{fan}/junk")), None);
+        assert_eq!(store_name_of("README"), None);
+        // A document named like a fan-out folder is still a document.
+        assert_eq!(
+            store_name_of(&format!("chunks/{fan}/{h}.chunk")),
+            Some(format!("chunks/{fan}/{h}.chunk"))
+        );
+    }
+
+    #[test]
     fn tree_objects() {
         let h = crate::names::sha256_hex(b"x");
         // A raw tree: a file, a store blob, a folder, a symlink, a submodule.
@@ -277,6 +356,31 @@ mod tests {
             vec![
                 ("FORMAT".to_owned(), "2".to_owned()),
                 (format!("blobs/{h}.blob"), "1".to_owned()),
+            ]
+        );
+
+        // The fanned-out layout, four deep for a chunk.
+        let fan = h[..2].to_owned();
+        let mut trees = HashMap::new();
+        trees.insert("c".to_owned(), Arc::new(vec![entry("doc", "d", Tree)]));
+        trees.insert("d".to_owned(), Arc::new(vec![entry(&fan, "f", Tree)]));
+        trees.insert(
+            "f".to_owned(),
+            Arc::new(vec![entry(&format!("{h}.chunk"), "4", File)]),
+        );
+        trees.insert("b".to_owned(), Arc::new(vec![entry(&fan, "g", Tree)]));
+        trees.insert(
+            "g".to_owned(),
+            Arc::new(vec![entry(&format!("{h}.blob"), "5", File)]),
+        );
+        let root = vec![entry("blobs", "b", Tree), entry("chunks", "c", Tree)];
+        let mut files = BTreeMap::new();
+        flatten_tree(&root, "", 0, &trees, &mut files);
+        assert_eq!(
+            files.into_iter().collect::<Vec<_>>(),
+            vec![
+                (format!("blobs/{h}.blob"), "5".to_owned()),
+                (format!("chunks/doc/{h}.chunk"), "4".to_owned()),
             ]
         );
     }

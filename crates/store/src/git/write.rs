@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::classify::{classify, is_stale_rejection};
 use super::command::{IDENT_EMAIL, IDENT_NAME};
 use super::parse::{parse_oid_lines, parse_push_porcelain};
-use super::{BACKOFF, Change, GitRemote, MAX_ATTEMPTS, NamedBytes, PushOutcome, Tree};
+use super::tree::git_path;
+use super::{BACKOFF, Change, GitRemote, MAX_ATTEMPTS, NamedBytes, PushOutcome, RefUpdate, Tree};
 use crate::names::{FORMAT_NAME, StoreName, WORKSPACE_NAME};
 use crate::remote::{Remote as _, RemoteError};
 
@@ -36,7 +37,7 @@ impl GitRemote {
                     self.pushed.fetch_add(1, Ordering::Relaxed);
                     let mut state = self.state();
                     state.tip = Some(tree.commit.clone());
-                    state.trees.insert(self.slot.clone(), Arc::new(tree));
+                    state.trees.insert(self.ref_name(), Arc::new(tree));
                     return Ok(());
                 }
                 PushOutcome::Stale(reason) => {
@@ -79,9 +80,16 @@ impl GitRemote {
         base: Option<&str>,
         blob_ids: &mut HashMap<String, String>,
     ) -> Result<Option<Tree>, RemoteError> {
-        let mut files = match base {
-            Some(commit) => self.files_of(commit)?,
-            None => BTreeMap::new(),
+        // A slot whose writer used a legacy branch (a store made before
+        // issue 15) continues under the new ref: its first commit there
+        // starts from every file of the branch, so the new ref alone holds
+        // the slot; the branch stays as it is (still read).
+        let (mut files, carried) = match base {
+            Some(commit) => (self.files_of(commit)?, BTreeMap::new()),
+            None => {
+                let legacy = self.legacy_files();
+                (legacy.clone(), legacy)
+            }
         };
         let Change::Add(added) = change;
         let mut new: Vec<&(String, Vec<u8>)> = Vec::new();
@@ -102,6 +110,7 @@ impl GitRemote {
             .iter()
             .filter_map(|(name, _)| Some((name.clone(), blob_ids.get(name)?.clone())))
             .collect();
+        by_id.extend(carried);
         // Every slot carries FORMAT and workspace: copy them from another
         // slot into this one's first commit.
         for special in [FORMAT_NAME, WORKSPACE_NAME] {
@@ -188,10 +197,12 @@ impl GitRemote {
             input.extend_from_slice(format!("from {base}\n").as_bytes());
         }
         for (i, (name, _)) in inline.iter().enumerate() {
-            input.extend_from_slice(format!("M 100644 :{} {name}\n", i + 1).as_bytes());
+            let path = git_path(name);
+            input.extend_from_slice(format!("M 100644 :{} {path}\n", i + 1).as_bytes());
         }
         for (name, id) in by_id {
-            input.extend_from_slice(format!("M 100644 {id} {name}\n").as_bytes());
+            let path = git_path(name);
+            input.extend_from_slice(format!("M 100644 {id} {path}\n").as_bytes());
         }
         input.push(b'\n');
         for i in 1..=mark {
@@ -206,17 +217,28 @@ impl GitRemote {
         Ok((commit, ids))
     }
 
-    /// The blob of `name` in another slot's tree, if one holds it.
+    /// The blob of `name` in another ref's tree, if one holds it.
     pub(super) fn other_slot_blob(&self, name: &str) -> Option<String> {
         let state = self.state();
+        let own = self.ref_name();
         state
             .trees
             .iter()
-            .filter(|(slot, _)| **slot != self.slot)
+            .filter(|(key, _)| **key != own)
             .find_map(|(_, tree)| tree.files.get(name).cloned())
     }
 
-    /// Pushes `commit` to this slot's branch with a lease on `base`.
+    /// The store files of this slot's legacy branch in the last listing
+    /// (empty without one).
+    pub(super) fn legacy_files(&self) -> BTreeMap<String, String> {
+        self.state()
+            .trees
+            .get(&self.legacy_ref_name())
+            .map(|t| t.files.clone())
+            .unwrap_or_default()
+    }
+
+    /// Pushes `commit` to this slot's ref with a lease on `base`.
     pub(super) fn push(
         &self,
         commit: &str,
@@ -225,51 +247,82 @@ impl GitRemote {
         self.push_to(self.ref_name(), commit, base)
     }
 
-    /// Pushes `commit` to branch `dst` with a lease on `base`.
+    /// Pushes `commit` to ref `dst` with a lease on `base`.
     pub(super) fn push_to(
         &self,
         dst: String,
         commit: &str,
         base: Option<&str>,
     ) -> Result<PushOutcome, RemoteError> {
-        let lease = format!("--force-with-lease={dst}:{}", base.unwrap_or(""));
-        let refspec = format!("{commit}:{dst}");
+        let update = RefUpdate {
+            dst,
+            new: Some(commit.to_owned()),
+            lease: base.map(str::to_owned),
+        };
+        let mut outcomes = self.push_refs(std::slice::from_ref(&update))?;
+        Ok(outcomes.pop().unwrap_or(PushOutcome::Pushed))
+    }
+
+    /// Updates (or deletes) every ref of `updates` with one `git push`,
+    /// each with a lease on the tip it was built on. Not atomic: each ref
+    /// lands or fails on its own, so each update must be correct alone.
+    /// Returns one outcome per update, in order; a rejection other than a
+    /// lost lease fails the whole call.
+    pub(super) fn push_refs(&self, updates: &[RefUpdate]) -> Result<Vec<PushOutcome>, RemoteError> {
+        let mut leases = Vec::with_capacity(updates.len());
+        let mut refspecs = Vec::with_capacity(updates.len());
+        for u in updates {
+            leases.push(format!(
+                "--force-with-lease={}:{}",
+                u.dst,
+                u.lease.as_deref().unwrap_or("")
+            ));
+            refspecs.push(format!("{}:{}", u.new.as_deref().unwrap_or(""), u.dst));
+        }
         // --no-verify: a global pre-push hook has no business with our
         // private cache repository.
-        let args = [
-            "push",
-            "--progress",
-            "--porcelain",
-            "--no-verify",
-            lease.as_str(),
-            self.url.as_str(),
-            refspec.as_str(),
-        ];
+        let mut args = vec!["push", "--progress", "--porcelain", "--no-verify"];
+        args.extend(leases.iter().map(String::as_str));
+        args.push(self.url.as_str());
+        args.extend(refspecs.iter().map(String::as_str));
         let output = self.run(&args, None, None)?;
         let stdout = String::from_utf8_lossy(&output.stdout);
-        match parse_push_porcelain(&stdout, &dst) {
-            Some((flag, _)) if flag != '!' && output.status.success() => Ok(PushOutcome::Pushed),
-            Some(('!', summary)) => {
-                if is_stale_rejection(&summary) {
-                    Ok(PushOutcome::Stale(summary))
-                } else {
-                    Err(RemoteError::PushRejected {
-                        remote: self.describe(),
-                        reference: dst,
-                        reason: summary,
-                    })
+        let lines: Vec<Option<(char, String)>> = updates
+            .iter()
+            .map(|u| parse_push_porcelain(&stdout, &u.dst))
+            .collect();
+        // git exits non-zero when any ref was rejected: the others' lines
+        // still say how they went.
+        let explained =
+            output.status.success() || lines.iter().any(|l| matches!(l, Some(('!', _))));
+        let mut outcomes = Vec::with_capacity(updates.len());
+        for (u, line) in updates.iter().zip(lines) {
+            let outcome = match line {
+                Some((flag, _)) if flag != '!' && explained => PushOutcome::Pushed,
+                Some(('!', summary)) => {
+                    if is_stale_rejection(&summary) {
+                        PushOutcome::Stale(summary)
+                    } else {
+                        return Err(RemoteError::PushRejected {
+                            remote: self.describe(),
+                            reference: u.dst.clone(),
+                            reason: summary,
+                        });
+                    }
                 }
-            }
-            _ if output.status.success() => Ok(PushOutcome::Pushed),
-            _ => {
-                let class = classify(&String::from_utf8_lossy(&output.stderr));
-                let error = self.failure(&args, &output, class);
-                if class.is_retryable() {
-                    Ok(PushOutcome::Transient(error))
-                } else {
-                    Err(error)
+                _ if output.status.success() => PushOutcome::Pushed,
+                _ => {
+                    let class = classify(&String::from_utf8_lossy(&output.stderr));
+                    let error = self.failure(&args, &output, class);
+                    if class.is_retryable() {
+                        PushOutcome::Transient(error)
+                    } else {
+                        return Err(error);
+                    }
                 }
-            }
+            };
+            outcomes.push(outcome);
         }
+        Ok(outcomes)
     }
 }
