@@ -469,7 +469,7 @@ fn issue12_item8_symlinks_inside_a_store_are_never_followed() {
 fn issue15_an_output_over_max_object_fails_its_attempt_and_the_rest_is_pushed() {
     let tmp = temp_dir("maxobj");
     let bare = tmp.path().join("store.git");
-    crate::harness::git_in(
+    bridge_testutil::git::git_in(
         None,
         &["init", "--bare", "-q", bare.to_str().expect("utf-8")],
     );
@@ -505,7 +505,7 @@ fn issue15_an_output_over_max_object_fails_its_attempt_and_the_rest_is_pushed() 
     );
     // On the remote: one ref, not a branch; no file over 1 MB; blobs in
     // fan-out folders.
-    let refs = crate::harness::git_in(
+    let refs = bridge_testutil::git::git_in(
         None,
         &[
             "--git-dir",
@@ -518,7 +518,7 @@ fn issue15_an_output_over_max_object_fails_its_attempt_and_the_rest_is_pushed() 
         refs.lines().all(|r| r.starts_with("refs/bridge/")) && !refs.is_empty(),
         "{refs}"
     );
-    let tree = crate::harness::git_in(
+    let tree = bridge_testutil::git::git_in(
         None,
         &[
             "--git-dir",
