@@ -174,6 +174,7 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> CliResult<u8> {
                 .saturating_sub(started.elapsed());
         let labels = super::work::worker_labels(&session, &args.labels, &["runner"]);
         let opts = WorkOptions {
+            steal_grace: session.ws.config.steal_grace()?,
             parallel,
             follow: false,
             poll: Duration::from_secs(5),

@@ -251,6 +251,7 @@ impl Hooks for Recorder {
 
 pub(super) fn options(parallel: usize) -> WorkOptions {
     WorkOptions {
+        steal_grace: None,
         parallel,
         follow: false,
         poll: Duration::from_secs(1),

@@ -76,6 +76,8 @@ pub struct Worker<'a> {
     steal_after: Option<Instant>,
     /// Whether other shards' tasks wait for that moment.
     waiting_to_steal: bool,
+    /// Whether the results of its own shard were pushed when it was done.
+    shard_done_pushed: bool,
 }
 
 /// The grace a runner under a push budget gives the others after its own
@@ -165,6 +167,7 @@ impl<'a> Worker<'a> {
             local: None,
             steal_after: None,
             waiting_to_steal: false,
+            shard_done_pushed: false,
             session,
             opts,
             hooks,
@@ -364,7 +367,9 @@ impl<'a> Worker<'a> {
             self.steal_after = None;
         } else if self.steal_after.is_none() {
             let own = self.began.elapsed();
-            let grace = (own / STEAL_GRACE_SHARE).clamp(STEAL_GRACE_MIN, STEAL_GRACE_MAX);
+            let grace = self.opts.steal_grace.unwrap_or_else(|| {
+                (own / STEAL_GRACE_SHARE).clamp(STEAL_GRACE_MIN, STEAL_GRACE_MAX)
+            });
             self.steal_after = Some(Instant::now() + grace);
             tracing::debug!(
                 grace_ms = grace.as_millis() as u64,
@@ -489,6 +494,16 @@ impl<'a> Worker<'a> {
             && budget_left > 0
             && let Some(at) = self.steal_after
         {
+            if !self.shard_done_pushed {
+                // Its own shard is done: its results go now, whatever the
+                // pacer says. They are what tells the other runners this
+                // shard has a runner, before any of them takes it over.
+                self.shard_done_pushed = true;
+                self.flush_attempts()?;
+                if let Some(p) = self.publisher.as_deref_mut() {
+                    p.flush(self.session).await;
+                }
+            }
             self.hooks.event(Event::Idle);
             let until = at.min(Instant::now() + STEAL_LOOK_EVERY);
             tokio::select! {

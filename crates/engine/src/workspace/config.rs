@@ -128,9 +128,10 @@ pub struct StoreSection {
     )]
     pub stall_timeout: Option<String>,
     /// Pushes per minute to the remote's repository, for every runner and
-    /// device together (see [`crate::budget`]): 6 for a `git:` remote by
-    /// default (GitHub's recommendation for one repository); 0 for no
-    /// limit. A folder remote has no limit unless one is set.
+    /// device together (see [`crate::budget`]): 6 by default for a `git:`
+    /// remote on a host (GitHub's recommendation for one repository); 0 for
+    /// no limit. A folder, or a repository on this machine's disk, has no
+    /// limit unless one is set.
     #[serde(
         default,
         rename = "pushes-per-minute",
@@ -138,7 +139,7 @@ pub struct StoreSection {
     )]
     pub pushes_per_minute: Option<f64>,
     /// Git reads per second from the remote's repository, for everyone
-    /// together: 15 for a `git:` remote by default (GitHub's
+    /// together: 15 by default for a `git:` remote on a host (GitHub's
     /// recommendation); 0 for no limit.
     #[serde(
         default,
@@ -229,6 +230,12 @@ pub struct WorkerSection {
     /// "10m", the default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reload_every: Option<String>,
+    /// Under a push budget: how long a runner whose shard is done waits
+    /// for the other runners' results before it takes over the shards that
+    /// show no sign of a runner (e.g. "2m"); unset, a quarter of the time
+    /// its own shard took, between 5 s and 5 min.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steal_grace: Option<String>,
     /// Whose tasks this device claims: `"self"`, `"admins"`, `"members"`
     /// or members' names (see [`crate::run_policy`]). Unset: `["members"]`
     /// on a runner (worker role), `["self", "admins"]` on a person's device
@@ -432,14 +439,17 @@ impl Config {
 
     /// The push and read budget of the repository behind `remote` (a
     /// remote spec): the `[store]` settings, else GitHub's recommendations
-    /// for a `git:` remote; `None` when there is no limit (0, or a folder
-    /// remote with nothing set). Both limits come together: a budget
-    /// with only one set takes the default (or no limit) for the other.
+    /// for a `git:` remote on a host (a URL, not a repository on this
+    /// machine's disk); `None` when there is no limit (0, or a folder or
+    /// local repository with nothing set). A budget with only one limit set
+    /// takes the default (or no limit) for the other.
     pub fn budget(&self, remote: &str) -> Result<Option<Budget>, ConfigError> {
-        let git = remote.starts_with("git:");
+        let git = remote
+            .strip_prefix("git:")
+            .is_some_and(bridge_store::git::is_hosted);
         let rate = |key: &'static str, value: Option<f64>, default: f64| match value {
             Some(v) if !v.is_finite() || v < 0.0 => Err(ConfigError::Rate { key, value: v }),
-            Some(v) if v == 0.0 => Ok(f64::INFINITY),
+            Some(0.0) => Ok(f64::INFINITY),
             Some(v) => Ok(v),
             None if git => Ok(default),
             None => Ok(f64::INFINITY),
@@ -465,6 +475,14 @@ impl Config {
         self.store
             .max_object
             .unwrap_or(bridge_store::git::DEFAULT_MAX_OBJECT)
+    }
+
+    /// `[worker] steal-grace`, if set.
+    pub fn steal_grace(&self) -> Result<Option<Duration>, ConfigError> {
+        match self.worker.steal_grace.as_deref() {
+            None => Ok(None),
+            Some(v) => parse_duration_setting("worker.steal-grace", Some(v), "0s").map(Some),
+        }
     }
 
     /// The lease duration.
@@ -627,6 +645,47 @@ mod tests {
             }
             Err(e) => (e.to_string(), String::new()),
         }
+    }
+
+    #[test]
+    fn issue15_a_hosted_git_remote_has_githubs_budget_unless_set() {
+        let with = |line: &str| {
+            let text = GOOD.replace("[store]\n", &format!("[store]\n{line}\n"));
+            Config::parse_str(&text, Path::new("bridge.toml")).unwrap()
+        };
+        let plain = with("");
+        for hosted in [
+            "git:https://github.com/o/r.git",
+            "git:git@github.com:o/r.git",
+            "git:git://127.0.0.1:9418/r.git",
+        ] {
+            assert_eq!(
+                plain.budget(hosted).unwrap(),
+                Some(Budget::GITHUB),
+                "{hosted}"
+            );
+        }
+        // A repository on this machine's disk, or a folder: no host, no limit.
+        for local in [
+            "git:/srv/r.git",
+            "git:../r.git",
+            "git:file:///srv/r.git",
+            "dir:/mnt/p",
+        ] {
+            assert_eq!(plain.budget(local).unwrap(), None, "{local}");
+        }
+        // Set: it holds everywhere; 0 is no limit.
+        let set = with("pushes-per-minute = 2\nreads-per-second = 5");
+        let budget = Budget {
+            pushes_per_minute: 2.0,
+            reads_per_second: 5.0,
+        };
+        assert_eq!(set.budget("dir:/mnt/p").unwrap(), Some(budget));
+        let off = with("pushes-per-minute = 0");
+        assert_eq!(off.budget("git:https://github.com/o/r.git").unwrap(), None);
+        let bad = with("pushes-per-minute = -1");
+        let e = bad.budget("git:https://github.com/o/r.git").unwrap_err();
+        assert!(e.to_string().contains("pushes-per-minute = -1"), "{e}");
     }
 
     #[test]
