@@ -23,8 +23,8 @@ mod settings;
 
 // The engine's modules, under the names the commands have always used.
 use bridge_engine::{
-    audience, compact, files, freshness, keys, publish, run_policy, secrets, shard, sync, taskfile,
-    vault, worker, workspace,
+    audience, budget, compact, files, freshness, keys, publish, run_policy, secrets, shard, sync,
+    taskfile, vault, worker, workspace,
 };
 
 use std::io::IsTerminal;

@@ -89,3 +89,69 @@ fn without_the_token_the_server_refuses_bridge() {
     assert!(repo.unauthorized >= 1, "{report}");
     assert!(repo.pushes.is_empty(), "{report}");
 }
+
+/// Issue 15, item 2: under a push budget, each runner of a fleet pushes its
+/// results once, at its end (a push in the middle of a run waits for its
+/// share of the repository's budget; claims on its own shard are never
+/// pushed), reads the remote instead, and reports both. The budget here is
+/// so small that no share comes due during the test: the counts are exact,
+/// whatever the machine's speed.
+#[test]
+fn under_a_push_budget_each_runner_pushes_once_and_says_what_it_did() {
+    const N: usize = 9;
+    const K: usize = 3;
+    let server = GitHubGit::start();
+    let url = server.create_repo("octo/budget");
+    let admin = device("ghb-admin", &server);
+    admin.ok(&["init", "--remote", &format!("git:{url}")]);
+    // One push every 50 minutes for each of three runners; a runner whose
+    // shard is done waits a minute for the others before it takes over a
+    // shard that shows no runner (all three start together here).
+    admin.set_store_settings("pushes-per-minute = 0.08\n");
+    admin.set_worker_settings("steal-grace = \"60s\"\n");
+    let tasks: String = (0..N)
+        .map(|i| format!("  - name: t{i}\n    run: echo out {i}\n"))
+        .collect();
+    admin.write("tasks.yaml", &format!("tasks:\n{tasks}"));
+    admin.ok(&["submit", "tasks.yaml"]);
+    let secret = admin
+        .ok(&["members", "add-runner", "ci"])
+        .stdout
+        .trim()
+        .to_owned();
+    let before = server.report();
+    let pushes_before = before.repo("octo/budget").map_or(0, |r| r.pushes.len());
+
+    let runners: Vec<_> = (0..K)
+        .map(|shard| {
+            let mut runner = device(&format!("ghb-runner-{shard}"), &server);
+            fs::copy(admin.path("bridge.toml"), runner.path("bridge.toml"))
+                .expect("cannot copy bridge.toml");
+            runner.set_env("BRIDGE_IDENTITY", &secret);
+            let shard_arg = format!("{shard}/{K}");
+            let args = ["run", "--budget", "5m", "--shard", &shard_arg, "--json"];
+            let process = runner.spawn("run", &args);
+            (runner, process)
+        })
+        .collect();
+    let mut done = 0;
+    for (_runner, process) in runners {
+        let run = process.wait().expect_code(0).json();
+        // One push (the last) and at least one read; nothing left undone
+        // of its own shard.
+        assert_eq!(run["pushes"], 1, "{run}");
+        assert!(run["fetches"].as_u64().is_some_and(|f| f >= 1), "{run}");
+        done += run["done"].as_u64().expect("a count");
+    }
+    assert_eq!(done, N as u64);
+    admin.ok(&["sync"]);
+    assert_eq!(admin.status().count("done"), N as u64);
+
+    let report = server.report();
+    let repo = report.repo("octo/budget").expect("the repository was used");
+    // The runners' pushes, as the server counted them: one each.
+    assert_eq!(repo.pushes.len() - pushes_before, K, "{report}");
+    if let Err(violations) = report.check(&Recommendations::github()) {
+        panic!("{violations}\n{report}");
+    }
+}

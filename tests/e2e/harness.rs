@@ -402,19 +402,30 @@ impl Device {
         fs::write(&path, kept.join("\n") + "\n").expect("cannot write .bridge/config.toml");
     }
 
+    /// Adds `settings` (whole `key = value` lines) under `[store]` in
+    /// bridge.toml.
+    pub fn set_store_settings(&self, settings: &str) {
+        self.set_table_settings("[store]", settings);
+    }
+
     /// Adds `settings` (whole `key = value` lines) under `[worker]` in
     /// bridge.toml.
     pub fn set_worker_settings(&self, settings: &str) {
+        self.set_table_settings("[worker]", settings);
+    }
+
+    fn set_table_settings(&self, table: &str, settings: &str) {
         let path = self.path("bridge.toml");
         let text = fs::read_to_string(&path).expect("cannot read bridge.toml");
-        // `bridge init` writes an empty [worker] table; a second one would
-        // be a duplicate key.
-        let new = match text.find("[worker]\n") {
+        // `bridge init` writes the tables; a second one would be a
+        // duplicate key.
+        let header = format!("{table}\n");
+        let new = match text.find(&header) {
             Some(at) => {
-                let end = at + "[worker]\n".len();
+                let end = at + header.len();
                 format!("{}{settings}{}", &text[..end], &text[end..])
             }
-            None => format!("{text}\n[worker]\n{settings}"),
+            None => format!("{text}\n{header}{settings}"),
         };
         fs::write(&path, new).expect("cannot write bridge.toml");
     }

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::GlobalArgs;
 use super::common::{open_remote_as, open_session_with};
+use crate::budget::{Pacer, Share};
 use crate::error::{CliError, CliResult, EXIT_INTERRUPTED, EXIT_OFFLINE, EXIT_OK, HintExt};
 use crate::output::{duration, print_json};
 use crate::publish::Publisher;
@@ -138,6 +139,22 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> CliResult<u8> {
     let remote = open_remote_as(&session.ws.settings, &spec, &session.ws.root, &slot)
         .map_err(|e| CliError::hint(anyhow!(e), "a remote looks like git:URL or dir:PATH"))?;
     let mut publisher = Publisher::new(remote, session.ws.replica.clone());
+    // The repository's push and read budget, this runner's share of it
+    // (see crate::budget): a lease must outlast the time between two of its
+    // pushes, or its claims would look lost between them.
+    let mut lease = session.ws.config.lease()?;
+    if let Some(budget) = session.ws.config.budget(&spec)? {
+        let shards = shard.map_or(1, |(_, count)| count);
+        let share = Share::runner(budget, shards, getrandom::u64().unwrap_or(0));
+        lease = lease.max(share.push_every * 3);
+        tracing::debug!(
+            push_every_s = share.push_every.as_secs_f64(),
+            read_every_s = share.read_every.as_secs_f64(),
+            phase_s = share.phase.as_secs_f64(),
+            "pacing pushes and reads to this runner's share of the repository's budget"
+        );
+        publisher = publisher.with_pacer(Pacer::new(share, tokio::time::Instant::now()));
+    }
     let parallel = super::work::parallel_or_cpus(args.parallel);
     let runtime = super::work::worker_runtime(parallel)?;
     let shutdown = CancellationToken::new();
@@ -157,11 +174,12 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> CliResult<u8> {
                 .saturating_sub(started.elapsed());
         let labels = super::work::worker_labels(&session, &args.labels, &["runner"]);
         let opts = WorkOptions {
+            steal_grace: session.ws.config.steal_grace()?,
             parallel,
             follow: false,
             poll: Duration::from_secs(5),
             labels,
-            lease: session.ws.config.lease()?,
+            lease,
             max_tasks: args.max_tasks,
             device: g.settings.engine.device_name(),
             deadline: Some((deadline, budget)),
@@ -195,14 +213,17 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> CliResult<u8> {
             // The worker's last look was a sync, and it pushed since: a
             // fleet ending together need not sync once more each.
             if !publisher.synced_within(worker::FRESH_SYNC) || publisher.has_pending() {
-                publisher.sync(&mut session).await?;
+                publisher.sync_last(&mut session).await?;
             }
             // Compact only when cheap: a few documents, with budget to spare,
             // and only those whose tasks are all over. Compaction rewrites
             // the branches of the runners still working on a document (their
             // next push is then rejected and rebuilt): the last one to touch
             // it, or the next sync, compacts it.
+            // Under a push budget, only when this runner's share has a push
+            // to spare: compaction pushes a rewrite of the branches.
             if !publisher.offline
+                && publisher.may_push()
                 && budget.saturating_sub(started.elapsed()) > RUNNER_COMPACT_MARGIN
             {
                 let (index, count) = shard.unwrap_or((0, 1));
@@ -235,12 +256,17 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> CliResult<u8> {
         })
         .count();
     if github {
-        write_github_files(&g.settings, &ledger, left, started.elapsed())?;
+        let remote_use = RemoteUse {
+            pushes: publisher.pushes,
+            fetches: publisher.fetches,
+        };
+        write_github_files(&g.settings, &ledger, left, started.elapsed(), remote_use)?;
     }
     if args.json {
         print_json(&json!({
             "done": report.done, "failed": report.failed, "interrupted": report.interrupted,
             "lost_claims": report.lost_claims, "left": left, "pushes": publisher.pushes,
+            "fetches": publisher.fetches,
             "push_failures": publisher.failures,
             "rejected_pushes": publisher.remote_stats().map(|s| s.rejected),
             "first_task_started_ms": report.first_started_ms,
@@ -249,12 +275,13 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> CliResult<u8> {
         }))?;
     } else if !quiet {
         errln!(
-            "run: {} done, {} failed, {} interrupted, {} left in the pool ({} pushes, {:.1}s)",
+            "run: {} done, {} failed, {} interrupted, {} left in the pool ({} pushes, {} fetches, {:.1}s)",
             report.done,
             report.failed,
             report.interrupted,
             left,
             publisher.pushes,
+            publisher.fetches,
             started.elapsed().as_secs_f64()
         );
     }
@@ -472,11 +499,20 @@ fn markdown_cell(s: &str) -> String {
 }
 
 /// Step outputs and the job summary.
+/// What a run asked of the remote's repository, for the job summary (its
+/// host limits pushes and reads per repository: see crate::budget).
+#[derive(Debug, Clone, Copy)]
+struct RemoteUse {
+    pushes: usize,
+    fetches: usize,
+}
+
 fn write_github_files(
     settings: &crate::settings::Settings,
     ledger: &Ledger,
     left: usize,
     elapsed: Duration,
+    remote_use: RemoteUse,
 ) -> CliResult<()> {
     if let Some(path) = &settings.github_output {
         let mut f = std::fs::OpenOptions::new()
@@ -496,11 +532,13 @@ fn write_github_files(
         let _ = writeln!(md, "### bridge run\n");
         let _ = writeln!(
             md,
-            "{} done · {} failed · {} interrupted · **{left} left in the pool** · {}\n",
+            "{} done · {} failed · {} interrupted · **{left} left in the pool** · {} · {} pushes and {} fetches of the remote\n",
             ledger.done,
             ledger.failed,
             ledger.interrupted,
-            duration(elapsed.as_millis() as i64)
+            duration(elapsed.as_millis() as i64),
+            remote_use.pushes,
+            remote_use.fetches,
         );
         if ledger.left_for_others > 0 {
             let _ = writeln!(

@@ -112,6 +112,7 @@ pub fn run(g: &GlobalArgs, args: WorkArgs) -> CliResult<u8> {
         .hint("write e.g. 5s or 1m")?;
     let labels = worker_labels(&session, &args.labels, &[]);
     let opts = WorkOptions {
+        steal_grace: None,
         parallel,
         follow: args.follow,
         poll,

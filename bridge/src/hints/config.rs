@@ -49,6 +49,9 @@ fn config(e: &ConfigError) -> Option<Advice> {
         ConfigError::Duration { .. } => Some(Advice::hint(
             "write durations like \"90s\", \"5m\" or \"1h 30m\"",
         )),
+        ConfigError::Rate { .. } => Some(Advice::hint(
+            "set it under [store] in bridge.toml to a positive number (GitHub recommends at most 6 pushes a minute and 15 reads a second per repository), or 0 for no limit",
+        )),
         ConfigError::ReadDevice { .. } => None,
     }
 }

@@ -47,6 +47,7 @@
 #![warn(clippy::too_many_lines)]
 
 pub mod audience;
+pub mod budget;
 pub mod cache;
 pub mod clock;
 pub mod compact;

@@ -5,6 +5,12 @@
 //! and can be started ahead, in the background, when it will soon need to
 //! (pushes wait for it: its files would race the sync's).
 //!
+//! With a push budget ([`crate::budget`], a `git:` remote by default) the
+//! background pushes wait for the writer's [`Pacer`]: a push in the middle
+//! of a run goes only when its share allows, the syncs in between only
+//! pull (and read at most once per read interval), and the last push
+//! ([`Publisher::flush`], [`Publisher::sync_last`]) always goes.
+//!
 //! What to push is the replica's one outbox ([`bridge_store::Outbox`]),
 //! which every write path fills. When the remote is unreachable, silent
 //! past the stall timeout, or full, the names stay queued there: results
@@ -18,6 +24,7 @@ use std::sync::Arc;
 use bridge_store::{Remote, RemoteError, Replica, SyncError, SyncReport};
 use tokio::task::JoinHandle;
 
+use crate::budget::Pacer;
 use crate::workspace::Session;
 
 /// Why a sync of the publisher failed (an unreachable or full remote is not
@@ -49,6 +56,8 @@ struct Ahead {
     done: Option<Result<SyncDone, tokio::task::JoinError>>,
     /// The names it took from the queue (queued again if it fails).
     queued: Vec<String>,
+    /// Whether it pushes (else it only pulls: the pacer forbade a push).
+    pushes: bool,
 }
 
 /// Pushes a worker's files to its remote.
@@ -78,6 +87,11 @@ pub struct Publisher {
     ahead: Option<Ahead>,
     /// How long the last sync's remote part took.
     last_sync: std::time::Duration,
+    /// Paces pushes and reads to this writer's share of the repository's
+    /// budget; `None`: no budget.
+    pacer: Option<Pacer>,
+    /// Reads of the remote (syncs and pulls), for reports.
+    pub fetches: usize,
 }
 
 /// How long a publisher whose last push failed waits before the next try
@@ -126,7 +140,28 @@ impl Publisher {
             synced_at: None,
             ahead: None,
             last_sync: std::time::Duration::ZERO,
+            pacer: None,
+            fetches: 0,
         }
+    }
+
+    /// Paces this publisher's pushes and reads with `pacer`.
+    pub fn with_pacer(mut self, pacer: Pacer) -> Publisher {
+        self.pacer = Some(pacer);
+        self
+    }
+
+    /// Its pacer, when the repository has a budget.
+    pub fn pacer(&self) -> Option<&Pacer> {
+        self.pacer.as_ref()
+    }
+
+    /// Whether a push in the middle of a run may go now (always, without
+    /// a budget).
+    pub fn may_push(&self) -> bool {
+        self.pacer
+            .as_ref()
+            .is_none_or(|p| p.may_push(tokio::time::Instant::now()))
     }
 
     /// Starts pushing what the replica's outbox holds (everything written
@@ -153,6 +188,18 @@ impl Publisher {
             .is_some_and(|at| at > tokio::time::Instant::now())
         {
             return;
+        }
+        self.start_push();
+    }
+
+    /// Starts pushing the outbox now, whatever the interval and the pacer
+    /// (the caller checked them, or this is the last push).
+    fn start_push(&mut self) {
+        if self.in_flight.is_some() || self.replica.outbox().is_empty() {
+            return;
+        }
+        if let Some(p) = self.pacer.as_mut() {
+            p.spend(tokio::time::Instant::now());
         }
         self.started_at = Some(std::time::Instant::now());
         let names = self.replica.outbox().take();
@@ -183,7 +230,9 @@ impl Publisher {
         {
             wait = wait.max(retry_after(self.failed_in_row).saturating_sub(t.elapsed()));
         }
-        Some(tokio::time::Instant::now() + wait)
+        let now = tokio::time::Instant::now();
+        let paced = self.pacer.as_ref().map_or(now, |p| p.next_push_at(now));
+        Some((now + wait).max(paced))
     }
 
     /// Starts the queued push if it is due (for a timer in the worker loop).
@@ -220,11 +269,24 @@ impl Publisher {
             tracing::debug!("the sync ahead failed: {e}");
         }
         self.settle().await;
-        // The last push goes now, whatever the interval.
+        // The last push goes now, whatever the interval and the pacer.
         self.failed_at = None;
         self.started_at = None;
-        self.start_if_idle();
+        self.start_push();
         self.settle().await;
+    }
+
+    /// The run's last sync: pulls, and pushes whatever the pacer says
+    /// (results must land before a runner's disk dies with it).
+    pub async fn sync_last(
+        &mut self,
+        session: &mut Session,
+    ) -> Result<Option<SyncReport>, PublishError> {
+        if self.ahead.is_none() {
+            self.settle().await;
+            self.ahead = Some(self.spawn_exchange(session, true));
+        }
+        self.sync(session).await
     }
 
     /// Waits until nothing is under way. Terminates: a failed push is not
@@ -262,10 +324,11 @@ impl Publisher {
             Some(ahead) => ahead,
             None => {
                 self.settle().await;
+                self.wait_to_read().await;
                 self.spawn_sync(session)
             }
         };
-        let queued = ahead.queued;
+        let (queued, pushes) = (ahead.queued, ahead.pushes);
         let done = match ahead.done {
             Some(done) => done,
             None => ahead.handle.await,
@@ -282,7 +345,7 @@ impl Publisher {
                 self.failed_at = None;
                 self.failed_in_row = 0;
                 self.synced_at = Some(std::time::Instant::now());
-                if report.pushed > 0 {
+                if pushes && report.pushed > 0 {
                     self.pushes += 1;
                 }
                 session.after_sync(&report)?;
@@ -306,6 +369,11 @@ impl Publisher {
     /// more while its last ones run. Returns whether it started.
     pub fn start_sync(&mut self, session: &mut Session) -> bool {
         if self.ahead.is_some() || self.in_flight.is_some() || self.offline {
+            return false;
+        }
+        if let Some(p) = &self.pacer
+            && !p.may_read(tokio::time::Instant::now())
+        {
             return false;
         }
         self.ahead = Some(self.spawn_sync(session));
@@ -333,24 +401,57 @@ impl Publisher {
         self.ahead.as_ref().is_some_and(|a| a.done.is_some())
     }
 
-    /// Starts the remote part of a sync: it pushes everything the remote
-    /// lacks (the queue is kept only in case it fails) and pulls what the
-    /// replica lacks.
+    /// Waits until the pacer lets this writer read the remote again (an
+    /// interval of a second or so: reads are the plentiful half of the
+    /// budget).
+    async fn wait_to_read(&self) {
+        if let Some(at) = self.pacer.as_ref().and_then(Pacer::next_read_at) {
+            tokio::time::sleep_until(at).await;
+        }
+    }
+
+    /// Starts the remote part of a sync, pushing only when the pacer allows
+    /// it (else it only pulls).
     fn spawn_sync(&mut self, session: &mut Session) -> Ahead {
-        let queued = self.replica.outbox().take();
+        let push = self.may_push() && !self.replica.outbox().is_empty();
+        self.spawn_exchange(session, push || self.pacer.is_none())
+    }
+
+    /// Starts the remote part of a sync: with `push`, it pushes everything
+    /// the remote lacks (the queue is kept only in case it fails) and pulls
+    /// what the replica lacks; without, it only pulls.
+    fn spawn_exchange(&mut self, session: &mut Session, push: bool) -> Ahead {
+        let now = tokio::time::Instant::now();
+        let sends = push && !self.replica.outbox().is_empty();
+        if let Some(p) = self.pacer.as_mut() {
+            p.read(now);
+            if sends {
+                p.spend(now);
+            }
+        }
+        self.fetches += 1;
+        let queued = if push {
+            self.replica.outbox().take()
+        } else {
+            Vec::new()
+        };
         let remote = self.remote.clone();
         let replica = self.replica.clone();
         let vault = session.vault.clone();
         let handle = tokio::task::spawn_blocking(move || {
             let began = std::time::Instant::now();
-            let result =
-                crate::sync::sync_store(&vault, &replica, remote.as_ref(), &mut |_| {}, false);
+            let result = if push {
+                crate::sync::sync_store(&vault, &replica, remote.as_ref(), &mut |_| {}, false)
+            } else {
+                crate::sync::pull_store(&vault, &replica, remote.as_ref(), &mut |_| {})
+            };
             (result, began.elapsed())
         });
         Ahead {
             handle,
             done: None,
             queued,
+            pushes: push,
         }
     }
 

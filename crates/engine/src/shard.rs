@@ -39,6 +39,11 @@ impl Shards {
         }
     }
 
+    /// How many shards.
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
     /// Makes sure every task among `ids` has its shard (assigning the whole
     /// documents they live in).
     pub fn prepare<'a>(&mut self, view: &View, ids: impl IntoIterator<Item = &'a TaskId>) {
@@ -115,6 +120,13 @@ pub fn shard_of_name(name: &str, count: u32) -> u32 {
     (0..count.max(1))
         .max_by_key(|s| rendezvous(name, *s))
         .unwrap_or(0)
+}
+
+/// Of the shards `among`, the one `name` weighs most (rendezvous hashing):
+/// thieves splitting a quiet shard's tasks each take those they top, so two
+/// of them never take the same task while they agree on who is done.
+pub fn top_of(name: &str, among: impl IntoIterator<Item = u32>) -> Option<u32> {
+    among.into_iter().max_by_key(|s| rendezvous(name, *s))
 }
 
 /// The rendezvous weight of `name` for `shard`.

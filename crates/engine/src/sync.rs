@@ -31,12 +31,41 @@ pub fn sync_store(
     progress: &mut dyn FnMut(SyncProgress),
     pull_covered: bool,
 ) -> Result<SyncReport, SyncError> {
+    exchange_store(vault, replica, remote, progress, pull_covered, true)
+}
+
+/// [`sync_store`] without its push: pulls what the replica lacks (minus
+/// what is redundant here) and sends nothing, for a writer whose pushes
+/// are paced by the repository's budget ([`crate::budget`]) and must see
+/// the others' files meanwhile.
+pub fn pull_store(
+    vault: &Vault,
+    replica: &Replica,
+    remote: &dyn Remote,
+    progress: &mut dyn FnMut(SyncProgress),
+) -> Result<SyncReport, SyncError> {
+    exchange_store(vault, replica, remote, progress, false, false)
+}
+
+fn exchange_store(
+    vault: &Vault,
+    replica: &Replica,
+    remote: &dyn Remote,
+    progress: &mut dyn FnMut(SyncProgress),
+    pull_covered: bool,
+    push: bool,
+) -> Result<SyncReport, SyncError> {
     let mut prune = BTreeSet::new();
-    let report = bridge_store::sync_with(replica, remote, progress, &mut |r, remote_names| {
+    let mut redundant_here = |r: &Replica, remote_names: &BTreeSet<String>| {
         let skip = redundant(vault, r, (!pull_covered).then_some(remote_names));
         prune = skip.clone();
         skip
-    })?;
+    };
+    let report = if push {
+        bridge_store::sync_with(replica, remote, progress, &mut redundant_here)?
+    } else {
+        bridge_store::pull_with(replica, remote, progress, &mut redundant_here)?
+    };
     report_repairs(replica, &report.repaired);
     if !pull_covered {
         prune_local(replica, &prune);
@@ -117,5 +146,26 @@ mod tests {
         // Set union: a sync with nothing new moves nothing.
         let again = sync_store(&va, &a, &remote, &mut |_| {}, false).expect("synced");
         assert_eq!((again.pulled, again.pushed), (0, 0));
+    }
+
+    #[test]
+    fn a_pull_takes_the_remotes_files_and_sends_nothing() {
+        let tmp = tempfile::tempdir().expect("a temp folder");
+        let remote = DirRemote::new(tmp.path().join("remote"));
+        std::fs::create_dir_all(tmp.path().join("remote")).expect("a remote folder");
+        let (va, a) = device(&tmp.path().join("a"));
+        let (vb, b) = device(&tmp.path().join("b"));
+        let doc = "d";
+        let from_a = a.write_chunk(doc, b"written on a").expect("written");
+        sync_store(&va, &a, &remote, &mut |_| {}, false).expect("a synced");
+        let from_b = b.write_chunk(doc, b"written on b").expect("written");
+        let r = pull_store(&vb, &b, &remote, &mut |_| {}).expect("b pulled");
+        assert_eq!((r.pulled, r.pushed), (1, 0));
+        assert_eq!(files(&b, doc), [from_a.clone(), from_b.clone()].into());
+        // What b wrote is still queued for its next push, and not on the remote.
+        assert!(!b.outbox().is_empty());
+        let ra = pull_store(&va, &a, &remote, &mut |_| {}).expect("a pulled");
+        assert_eq!((ra.pulled, ra.pushed), (0, 0));
+        assert_eq!(files(&a, doc), [from_a].into());
     }
 }

@@ -89,6 +89,6 @@ pub use remote::{
 };
 pub use replica::{InitError, ListError, OpenError, ReadError, Replica, WriteError};
 pub use sync::{
-    SyncError, SyncProgress, SyncReport, join, join_with_progress, push_names, push_queued,
-    remote_workspace, sync, sync_with,
+    SyncError, SyncProgress, SyncReport, join, join_with_progress, pull_with, push_names,
+    push_queued, remote_workspace, sync, sync_with,
 };

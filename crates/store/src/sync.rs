@@ -116,11 +116,33 @@ pub fn sync_with(
     // Taken before the replica is listed, so each of these is pushed below
     // unless the remote has it or it is redundant.
     let queued = replica.outbox().take();
-    let result = exchange(replica, remote, progress, redundant);
+    let result = exchange(replica, remote, progress, redundant, Direction::Both);
     if result.is_err() {
         replica.outbox().put_back(queued);
     }
     result
+}
+
+/// [`sync_with`]'s pull alone: copies into the replica what it lacks
+/// (repairing damaged files as a sync does) and pushes nothing, so that a
+/// writer pacing its pushes (a host's push budget) still sees the others'
+/// files between two pushes. The outbox is left as it is.
+pub fn pull_with(
+    replica: &Replica,
+    remote: &dyn Remote,
+    progress: &mut dyn FnMut(SyncProgress),
+    redundant: &mut dyn FnMut(&Replica, &BTreeSet<String>) -> BTreeSet<String>,
+) -> Result<SyncReport, SyncError> {
+    exchange(replica, remote, progress, redundant, Direction::Pull)
+}
+
+/// What an exchange moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    /// Both ways (a sync).
+    Both,
+    /// From the remote only.
+    Pull,
 }
 
 /// Pushes what the replica's [outbox](crate::Outbox) holds, and nothing
@@ -165,6 +187,7 @@ fn exchange(
     remote: &dyn Remote,
     progress: &mut dyn FnMut(SyncProgress),
     redundant: &mut dyn FnMut(&Replica, &BTreeSet<String>) -> BTreeSet<String>,
+    direction: Direction,
 ) -> Result<SyncReport, SyncError> {
     let began = std::time::Instant::now();
     let remote_names = prepare_remote(replica.workspace_id(), remote)?;
@@ -190,7 +213,9 @@ fn exchange(
     to_pull.retain(|n| !skip.contains(*n));
     let mut to_push: Vec<&String> = local_names
         .iter()
-        .filter(|n| !remote_names.contains(*n) && !skip.contains(*n))
+        .filter(|n| {
+            direction == Direction::Both && !remote_names.contains(*n) && !skip.contains(*n)
+        })
         .collect();
     to_pull.sort_by_key(|n| (!is_blob(n), *n));
     to_push.sort_by_key(|n| (!is_blob(n), *n));

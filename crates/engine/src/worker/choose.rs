@@ -3,9 +3,11 @@
 //! of its own shard first ([`prefer_shard`]), so many at a time
 //! ([`window_size`]).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use bridge_model::{TaskId, View};
+use bridge_model::view::Derived;
+use bridge_model::{Status, TaskId, View};
 use tokio::time::Instant;
 
 use super::LeftForOthers;
@@ -110,13 +112,34 @@ pub(super) fn fits_before_deadline(
         .is_some_and(|end| end <= deadline)
 }
 
+/// How a sharded runner whose own shard ran dry takes other shards' tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Steal {
+    /// From the far end of any shard's queue: without a push budget, the
+    /// owners push their claims at once and a thief yields to an earlier
+    /// claim, so it rarely races an owner.
+    FarEnd,
+    /// Under a push budget, where an owner's claims and results reach the
+    /// remote only every few minutes: nothing yet (the grace after its own
+    /// shard ran dry, for the other runners' results to land).
+    Wait,
+    /// Under a push budget, after the grace: only the tasks of *quiet*
+    /// shards (no live claim, so no runner seen working on them: its runner
+    /// never started, or died), split among the shards that are done, each
+    /// task to the done shard it weighs most ([`crate::shard::top_of`]).
+    /// Thieves then never race each other, and push nothing to claim.
+    QuietSplit,
+}
+
 /// Orders candidates for a sharded runner: the tasks of its shard (see
-/// [`crate::shard`]), or (when there are none) the others, to steal. Returns
-/// the candidates and whether they are stolen.
+/// [`crate::shard`]), or (when there are none) others, to steal as `steal`
+/// says. Returns the candidates and whether they are stolen.
 pub(super) fn prefer_shard(
     candidates: Vec<TaskId>,
     shard: Option<(u32, &mut Shards)>,
     view: &View,
+    derived: &BTreeMap<TaskId, Derived>,
+    steal: Steal,
 ) -> (Vec<TaskId>, bool) {
     let Some((index, shards)) = shard else {
         return (candidates, false);
@@ -125,15 +148,58 @@ pub(super) fn prefer_shard(
     let (mine, others): (Vec<TaskId>, Vec<TaskId>) = candidates
         .into_iter()
         .partition(|id| shards.of(id) == index);
-    if mine.is_empty() {
-        // Steal from the far end of the others' queues: their owners work
-        // from the front, so a thief rarely races them for the same task.
-        let mut others = others;
-        others.reverse();
-        (others, true)
-    } else {
-        (mine, false)
+    if !mine.is_empty() {
+        return (mine, false);
     }
+    match steal {
+        Steal::FarEnd => {
+            // Steal from the far end of the others' queues: their owners
+            // work from the front, so a thief rarely races them.
+            let mut others = others;
+            others.reverse();
+            (others, true)
+        }
+        Steal::Wait => (Vec::new(), true),
+        Steal::QuietSplit => (quiet_split(others, index, shards, view, derived), true),
+    }
+}
+
+/// The tasks among `others` that runner `index` takes under
+/// [`Steal::QuietSplit`].
+fn quiet_split(
+    others: Vec<TaskId>,
+    index: u32,
+    shards: &mut Shards,
+    view: &View,
+    derived: &BTreeMap<TaskId, Derived>,
+) -> Vec<TaskId> {
+    let all: Vec<&TaskId> = view.tasks().map(|t| &t.id).collect();
+    shards.prepare(view, all.iter().copied());
+    let mut busy = BTreeSet::new();
+    let mut open = BTreeSet::new();
+    for (id, d) in derived {
+        let s = shards.of(id);
+        match d.status {
+            Status::Running => {
+                busy.insert(s);
+                open.insert(s);
+            }
+            Status::Pending | Status::Blocked => {
+                open.insert(s);
+            }
+            _ => {}
+        }
+    }
+    let done: Vec<u32> = (0..shards.count())
+        .filter(|s| *s == index || !open.contains(s))
+        .collect();
+    others
+        .into_iter()
+        .filter(|id| {
+            !busy.contains(&shards.of(id))
+                && crate::shard::top_of(id.as_str(), done.iter().copied()) == Some(index)
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -251,6 +251,7 @@ impl Hooks for Recorder {
 
 pub(super) fn options(parallel: usize) -> WorkOptions {
     WorkOptions {
+        steal_grace: None,
         parallel,
         follow: false,
         poll: Duration::from_secs(1),
@@ -272,4 +273,73 @@ pub(super) fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("a runtime")
+}
+
+/// Under a push budget, a runner whose shard ran dry takes only the tasks
+/// of quiet shards (no live claim seen), and only those it weighs most among
+/// the shards that are done: two thieves never take the same task, and
+/// together they take all of the quiet shard.
+#[test]
+fn thieves_under_a_budget_split_a_quiet_shard_and_leave_a_busy_one() {
+    use super::choose::{Steal, prefer_shard};
+    use crate::shard::Shards;
+    use bridge_model::view::Derived;
+
+    let pool = Pool::new();
+    let mut a = pool.session();
+    let now = SystemClock.now_ms();
+    let names: Vec<String> = (0..60).map(|i| format!("t{i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let ids = submit(&mut a, &refs, now);
+    let mut shards = Shards::new(4);
+    shards.prepare(a.view(), &ids);
+    let of =
+        |s: u32| -> Vec<TaskId> { ids.iter().filter(|i| shards.of(i) == s).cloned().collect() };
+    let (s0, s1, s2, s3) = (of(0), of(1), of(2), of(3));
+    assert!(!s2.is_empty() && !s3.is_empty());
+    // Shards 0 and 1 are done, shard 2's runner never started (quiet),
+    // shard 3's runner is working (one live claim seen).
+    let derived_as = |status: Status| Derived {
+        status,
+        reason: None,
+        result: None,
+        claim: None,
+        failures: (0, 1),
+    };
+    let mut derived = std::collections::BTreeMap::new();
+    for id in s0.iter().chain(&s1) {
+        derived.insert(id.clone(), derived_as(Status::Done));
+    }
+    for id in s2.iter().chain(&s3) {
+        derived.insert(id.clone(), derived_as(Status::Pending));
+    }
+    derived.insert(s3[0].clone(), derived_as(Status::Running));
+    let runnable: Vec<TaskId> = s2.iter().chain(&s3[1..]).cloned().collect();
+    let take = |me: u32, steal: Steal| {
+        let mut shards = Shards::new(4);
+        prefer_shard(
+            runnable.clone(),
+            Some((me, &mut shards)),
+            a.view(),
+            &derived,
+            steal,
+        )
+    };
+    // During the grace: nothing.
+    assert_eq!(take(0, Steal::Wait), (vec![], true));
+    let (by0, stolen) = take(0, Steal::QuietSplit);
+    assert!(stolen);
+    let (by1, _) = take(1, Steal::QuietSplit);
+    let by0: std::collections::BTreeSet<TaskId> = by0.into_iter().collect();
+    let by1: std::collections::BTreeSet<TaskId> = by1.into_iter().collect();
+    assert!(by0.is_disjoint(&by1), "no task taken twice");
+    let quiet: std::collections::BTreeSet<TaskId> = s2.iter().cloned().collect();
+    assert_eq!(
+        &by0 | &by1,
+        quiet,
+        "the quiet shard, all of it, nothing of the busy one"
+    );
+    // Without a budget, a thief takes from the far end of any shard.
+    let (far, _) = take(0, Steal::FarEnd);
+    assert_eq!(far.len(), runnable.len());
 }

@@ -120,6 +120,11 @@ pub struct WorkOptions {
     /// How long after a task ends its attempt may wait to be written with
     /// others (see the module docs, Durability).
     pub flush_delay: Duration,
+    /// Under a push budget, how long after its own shard is done this
+    /// runner waits before taking over quiet shards (`[worker]
+    /// steal-grace`); `None`: a quarter of the time its shard took, between
+    /// 5 s and 5 min.
+    pub steal_grace: Option<Duration>,
     /// Whose tasks this worker claims (`--run-tasks-from`, else `[worker]
     /// run-tasks-from`); `None`: the default for this device's role (see
     /// [`crate::run_policy`]).

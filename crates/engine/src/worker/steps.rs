@@ -11,7 +11,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::choose::{fits_before_deadline, prefer_shard, run_here, window_size};
+use super::choose::{Steal, fits_before_deadline, prefer_shard, run_here, window_size};
 use super::claims::Claims;
 use super::inputs::need_inputs;
 use super::job::{Finished, Job, Runner, blank_attempt, detail_of, panic_message, task_supervisor};
@@ -71,7 +71,26 @@ pub struct Worker<'a> {
     told_left: bool,
     /// The first fault of this machine a task ran into.
     local: Option<LocalFault>,
+    /// Under a push budget, when this runner may steal from quiet shards
+    /// (set when its own shard ran dry: see [`Steal::Wait`]).
+    steal_after: Option<Instant>,
+    /// Whether other shards' tasks wait for that moment.
+    waiting_to_steal: bool,
+    /// Whether the results of its own shard were pushed when it was done.
+    shard_done_pushed: bool,
 }
+
+/// The grace a runner under a push budget gives the others after its own
+/// shard ran dry, as a share of the time its shard took: the other runners
+/// of a fleet started together finish about then, and their results land
+/// with their last push.
+const STEAL_GRACE_SHARE: u32 = 4;
+/// The least such grace…
+const STEAL_GRACE_MIN: Duration = Duration::from_secs(5);
+/// …and the most.
+const STEAL_GRACE_MAX: Duration = Duration::from_secs(300);
+/// How often a runner waiting to steal looks at the remote again.
+const STEAL_LOOK_EVERY: Duration = Duration::from_secs(2);
 
 /// What a claim window found.
 #[derive(Debug, PartialEq, Eq)]
@@ -146,6 +165,9 @@ impl<'a> Worker<'a> {
             warned_names: BTreeSet::new(),
             told_left: false,
             local: None,
+            steal_after: None,
+            waiting_to_steal: false,
+            shard_done_pushed: false,
             session,
             opts,
             hooks,
@@ -307,14 +329,54 @@ impl<'a> Worker<'a> {
         self.hooks.event(Event::Backlog {
             left: runnable.len(),
         });
-        prefer_shard(
+        let any = !runnable.is_empty();
+        let steal = self.steal_rule();
+        let (chosen, stealing) = prefer_shard(
             runnable,
             self.opts
                 .shard
                 .map(|(index, _)| index)
                 .zip(self.shards.as_mut()),
             session.view(),
-        )
+            &derived,
+            steal,
+        );
+        if steal != Steal::FarEnd {
+            self.note_dry(stealing, any && steal == Steal::Wait);
+        }
+        (chosen, stealing)
+    }
+
+    /// How this runner steals now: see [`Steal`].
+    fn steal_rule(&self) -> Steal {
+        let paced = self
+            .publisher
+            .as_deref()
+            .is_some_and(|p| p.pacer().is_some());
+        match self.steal_after {
+            _ if !paced => Steal::FarEnd,
+            Some(at) if Instant::now() >= at => Steal::QuietSplit,
+            _ => Steal::Wait,
+        }
+    }
+
+    /// Under a push budget: notes when this runner's own shard ran dry
+    /// (`stealing`), and whether other shards' tasks wait for its grace.
+    fn note_dry(&mut self, stealing: bool, others_wait: bool) {
+        if !stealing {
+            self.steal_after = None;
+        } else if self.steal_after.is_none() {
+            let own = self.began.elapsed();
+            let grace = self.opts.steal_grace.unwrap_or_else(|| {
+                (own / STEAL_GRACE_SHARE).clamp(STEAL_GRACE_MIN, STEAL_GRACE_MAX)
+            });
+            self.steal_after = Some(Instant::now() + grace);
+            tracing::debug!(
+                grace_ms = grace.as_millis() as u64,
+                "own shard ran dry; stealing from quiet shards after the grace"
+            );
+        }
+        self.waiting_to_steal = stealing && others_wait;
     }
 
     /// After claiming: reads other workers' claims (pushing ours). Returns
@@ -326,6 +388,9 @@ impl<'a> Worker<'a> {
     /// starts without waiting for a sync.
     async fn check_claims(&mut self, stealing: bool) -> Result<bool, WorkerError> {
         Ok(match self.publisher.as_deref_mut() {
+            // Under a push budget they wait for the next paced push: nobody
+            // else takes them (a thief takes only from quiet shards).
+            Some(p) if self.opts.shard.is_some() && !stealing && p.pacer().is_some() => false,
             Some(p) if self.opts.shard.is_some() && !stealing => {
                 p.publish_now();
                 false
@@ -419,6 +484,32 @@ impl<'a> Worker<'a> {
         // there is nothing to do.
         if nothing_runnable && !self.stopping && budget_left > 0 && self.session.has_deferred() {
             self.session.load_more()?;
+            return Ok(Idle::Again);
+        }
+        // Under a push budget, other shards' tasks wait for the grace
+        // before this runner may steal them: look again meanwhile.
+        if nothing_runnable
+            && self.waiting_to_steal
+            && !self.stopping
+            && budget_left > 0
+            && let Some(at) = self.steal_after
+        {
+            if !self.shard_done_pushed {
+                // Its own shard is done: its results go now, whatever the
+                // pacer says. They are what tells the other runners this
+                // shard has a runner, before any of them takes it over.
+                self.shard_done_pushed = true;
+                self.flush_attempts()?;
+                if let Some(p) = self.publisher.as_deref_mut() {
+                    p.flush(self.session).await;
+                }
+            }
+            self.hooks.event(Event::Idle);
+            let until = at.min(Instant::now() + STEAL_LOOK_EVERY);
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => {}
+                _ = self.shutdown.cancelled() => { self.stopping = true; }
+            }
             return Ok(Idle::Again);
         }
         if self.stopping || budget_left == 0 || (nothing_runnable && !self.opts.follow) {
@@ -739,6 +830,45 @@ mod tests {
         // The sync before claiming pushed the tasks, the one after pushed
         // the claims.
         assert_eq!(publisher.pushes, 2);
+    }
+
+    #[test]
+    fn under_a_push_budget_own_claims_wait_and_the_last_push_lands_everything() {
+        use crate::budget::{Pacer, Share};
+        let pool = Pool::new();
+        let mut a = pool.session();
+        let clock = ManualClock::at(SystemClock.now_ms());
+        submit(&mut a, &["t1", "t2"], clock.now_ms());
+        let mut opts = options(2);
+        opts.shard = Some((0, 1));
+        let mut hooks = Recorder::default();
+        let share = Share {
+            push_every: Duration::from_secs(3600),
+            read_every: Duration::ZERO,
+            phase: Duration::ZERO,
+        };
+        let remote = Box::new(bridge_store::remote::MemRemote::new());
+        let mut publisher = Publisher::new(remote, a.ws.replica.clone())
+            .with_pacer(Pacer::new(share, Instant::now()));
+        let on_remote = |p: &Publisher| p.remote().list().map(|l| l.len()).unwrap_or(0);
+        runtime().block_on(async {
+            let mut worker = worker(&mut a, &opts, &mut hooks, Some(&mut publisher), &clock);
+            let window = worker.claim_window(worker.budget_left()).await;
+            assert!(matches!(window, Ok(Window::Claimed)), "{window:?}");
+            assert_eq!(worker.queue.len(), 2);
+        });
+        // The look before claiming read the remote and pushed nothing (the
+        // one token held is kept for the last push), nor were the claims.
+        assert_eq!((publisher.pushes, publisher.fetches), (0, 1));
+        assert!(publisher.has_pending());
+        let before = on_remote(&publisher);
+        runtime().block_on(publisher.flush(&mut a));
+        assert_eq!(publisher.pushes, 1);
+        assert!(!publisher.has_pending());
+        assert!(
+            on_remote(&publisher) > before,
+            "the tasks and claims landed"
+        );
     }
 
     #[test]

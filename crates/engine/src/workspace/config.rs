@@ -10,6 +10,7 @@ use bridge_model::{Millis, Policy};
 use serde::{Deserialize, Serialize};
 
 use super::CONFIG_FILE;
+use crate::budget::Budget;
 use crate::settings::{BadValue, Settings};
 
 /// A setting of `bridge.toml` (or of `.bridge/config.toml`) that cannot be
@@ -54,6 +55,15 @@ pub enum ConfigError {
     StallTimeoutTooShort {
         /// The timeout given.
         timeout: Duration,
+    },
+    /// `[store] pushes-per-minute` or `reads-per-second` is negative or
+    /// not a number.
+    #[error("`{key} = {value}` in {CONFIG_FILE} is not a rate: write a number, 0 for no limit")]
+    Rate {
+        /// `section.key`.
+        key: &'static str,
+        /// The value.
+        value: f64,
     },
     /// A duration setting (with its default applied) is not a duration.
     #[error("`{key} = \"{value}\"` in {CONFIG_FILE} is not a duration")]
@@ -117,6 +127,26 @@ pub struct StoreSection {
         skip_serializing_if = "Option::is_none"
     )]
     pub stall_timeout: Option<String>,
+    /// Pushes per minute to the remote's repository, for every runner and
+    /// device together (see [`crate::budget`]): 6 by default for a `git:`
+    /// remote on a host (GitHub's recommendation for one repository); 0 for
+    /// no limit. A folder, or a repository on this machine's disk, has no
+    /// limit unless one is set.
+    #[serde(
+        default,
+        rename = "pushes-per-minute",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub pushes_per_minute: Option<f64>,
+    /// Git reads per second from the remote's repository, for everyone
+    /// together: 15 by default for a `git:` remote on a host (GitHub's
+    /// recommendation); 0 for no limit.
+    #[serde(
+        default,
+        rename = "reads-per-second",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub reads_per_second: Option<f64>,
     /// The largest file a `git:` remote is given, in bytes: a number, or
     /// one with a unit (`"100MB"`, `"1MiB"`). 100 MB by default, under
     /// GitHub's refusal of files over 100 MiB (issue 15); a worker fails an
@@ -200,6 +230,12 @@ pub struct WorkerSection {
     /// "10m", the default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reload_every: Option<String>,
+    /// Under a push budget: how long a runner whose shard is done waits
+    /// for the other runners' results before it takes over the shards that
+    /// show no sign of a runner (e.g. "2m"); unset, a quarter of the time
+    /// its own shard took, between 5 s and 5 min.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steal_grace: Option<String>,
     /// Whose tasks this device claims: `"self"`, `"admins"`, `"members"`
     /// or members' names (see [`crate::run_policy`]). Unset: `["members"]`
     /// on a runner (worker role), `["self", "admins"]` on a person's device
@@ -401,12 +437,52 @@ impl Config {
         Ok(timeout)
     }
 
+    /// The push and read budget of the repository behind `remote` (a
+    /// remote spec): the `[store]` settings, else GitHub's recommendations
+    /// for a `git:` remote on a host (a URL, not a repository on this
+    /// machine's disk); `None` when there is no limit (0, or a folder or
+    /// local repository with nothing set). A budget with only one limit set
+    /// takes the default (or no limit) for the other.
+    pub fn budget(&self, remote: &str) -> Result<Option<Budget>, ConfigError> {
+        let git = remote
+            .strip_prefix("git:")
+            .is_some_and(bridge_store::git::is_hosted);
+        let rate = |key: &'static str, value: Option<f64>, default: f64| match value {
+            Some(v) if !v.is_finite() || v < 0.0 => Err(ConfigError::Rate { key, value: v }),
+            Some(0.0) => Ok(f64::INFINITY),
+            Some(v) => Ok(v),
+            None if git => Ok(default),
+            None => Ok(f64::INFINITY),
+        };
+        let budget = Budget {
+            pushes_per_minute: rate(
+                "store.pushes-per-minute",
+                self.store.pushes_per_minute,
+                Budget::GITHUB.pushes_per_minute,
+            )?,
+            reads_per_second: rate(
+                "store.reads-per-second",
+                self.store.reads_per_second,
+                Budget::GITHUB.reads_per_second,
+            )?,
+        };
+        Ok(budget.pushes_per_minute.is_finite().then_some(budget))
+    }
+
     /// The largest file a `git:` remote is given (`[store] max-object`,
     /// else [`bridge_store::git::DEFAULT_MAX_OBJECT`], 100 MB).
     pub fn max_object(&self) -> u64 {
         self.store
             .max_object
             .unwrap_or(bridge_store::git::DEFAULT_MAX_OBJECT)
+    }
+
+    /// `[worker] steal-grace`, if set.
+    pub fn steal_grace(&self) -> Result<Option<Duration>, ConfigError> {
+        match self.worker.steal_grace.as_deref() {
+            None => Ok(None),
+            Some(v) => parse_duration_setting("worker.steal-grace", Some(v), "0s").map(Some),
+        }
     }
 
     /// The lease duration.
@@ -569,6 +645,47 @@ mod tests {
             }
             Err(e) => (e.to_string(), String::new()),
         }
+    }
+
+    #[test]
+    fn issue15_a_hosted_git_remote_has_githubs_budget_unless_set() {
+        let with = |line: &str| {
+            let text = GOOD.replace("[store]\n", &format!("[store]\n{line}\n"));
+            Config::parse_str(&text, Path::new("bridge.toml")).unwrap()
+        };
+        let plain = with("");
+        for hosted in [
+            "git:https://github.com/o/r.git",
+            "git:git@github.com:o/r.git",
+            "git:git://127.0.0.1:9418/r.git",
+        ] {
+            assert_eq!(
+                plain.budget(hosted).unwrap(),
+                Some(Budget::GITHUB),
+                "{hosted}"
+            );
+        }
+        // A repository on this machine's disk, or a folder: no host, no limit.
+        for local in [
+            "git:/srv/r.git",
+            "git:../r.git",
+            "git:file:///srv/r.git",
+            "dir:/mnt/p",
+        ] {
+            assert_eq!(plain.budget(local).unwrap(), None, "{local}");
+        }
+        // Set: it holds everywhere; 0 is no limit.
+        let set = with("pushes-per-minute = 2\nreads-per-second = 5");
+        let budget = Budget {
+            pushes_per_minute: 2.0,
+            reads_per_second: 5.0,
+        };
+        assert_eq!(set.budget("dir:/mnt/p").unwrap(), Some(budget));
+        let off = with("pushes-per-minute = 0");
+        assert_eq!(off.budget("git:https://github.com/o/r.git").unwrap(), None);
+        let bad = with("pushes-per-minute = -1");
+        let e = bad.budget("git:https://github.com/o/r.git").unwrap_err();
+        assert!(e.to_string().contains("pushes-per-minute = -1"), "{e}");
     }
 
     #[test]

@@ -141,6 +141,7 @@ use classify::{GitFailure, classify, summarize};
 use parse::{parse_cat_file_batch, parse_refs};
 use tree::TreeEntry;
 pub(crate) use url::absolute_local_url;
+pub use url::is_hosted;
 use url::{auth_env, redact_url};
 
 /// The prefix of the refs holding the store, one per writer slot: outside

@@ -20,6 +20,12 @@ pub(crate) fn is_local_path(url: &str) -> bool {
     }
 }
 
+/// True if `url` reaches a git host (a server with its own limits), not a
+/// repository on this machine's disk (a local path or `file://`).
+pub fn is_hosted(url: &str) -> bool {
+    !is_local_path(url) && !url.starts_with("file://")
+}
+
 /// Makes a relative local path absolute (against `base`, or the current
 /// folder), since git runs in the cache folder. Other URLs are unchanged.
 pub(crate) fn absolute_local_url(url: String, base: Option<&Path>) -> String {
