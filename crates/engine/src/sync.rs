@@ -124,13 +124,17 @@ mod tests {
             .collect()
     }
 
+    /// A folder remote and two devices, in `tmp`.
+    fn two_devices(tmp: &std::path::Path) -> (DirRemote, (Vault, Replica), (Vault, Replica)) {
+        std::fs::create_dir_all(tmp.join("remote")).expect("a remote folder");
+        let remote = DirRemote::new(tmp.join("remote"));
+        (remote, device(&tmp.join("a")), device(&tmp.join("b")))
+    }
+
     #[test]
     fn two_devices_end_with_the_union_of_their_files() {
         let tmp = tempfile::tempdir().expect("a temp folder");
-        let remote = DirRemote::new(tmp.path().join("remote"));
-        std::fs::create_dir_all(tmp.path().join("remote")).expect("a remote folder");
-        let (va, a) = device(&tmp.path().join("a"));
-        let (vb, b) = device(&tmp.path().join("b"));
+        let (remote, (va, a), (vb, b)) = two_devices(tmp.path());
         let doc = "d";
         let from_a = a.write_chunk(doc, b"written on a").expect("written");
         let from_b = b.write_chunk(doc, b"written on b").expect("written");
@@ -151,10 +155,7 @@ mod tests {
     #[test]
     fn a_pull_takes_the_remotes_files_and_sends_nothing() {
         let tmp = tempfile::tempdir().expect("a temp folder");
-        let remote = DirRemote::new(tmp.path().join("remote"));
-        std::fs::create_dir_all(tmp.path().join("remote")).expect("a remote folder");
-        let (va, a) = device(&tmp.path().join("a"));
-        let (vb, b) = device(&tmp.path().join("b"));
+        let (remote, (va, a), (vb, b)) = two_devices(tmp.path());
         let doc = "d";
         let from_a = a.write_chunk(doc, b"written on a").expect("written");
         sync_store(&va, &a, &remote, &mut |_| {}, false).expect("a synced");
