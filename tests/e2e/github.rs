@@ -205,6 +205,8 @@ const PUBLIC_KEY: &str = "GET /repos/octo-org/pool/actions/secrets/public-key";
 const PUT_SECRET: &str = "PUT /repos/octo-org/pool/actions/secrets/BRIDGE_IDENTITY";
 const DISPATCH: &str = "POST /repos/octo-org/pool/actions/workflows/bridge.yml/dispatches";
 const LIST_RUNS: &str = "GET /repos/octo-org/pool/actions/workflows/bridge.yml/runs";
+const GET_WORKFLOW: &str = "GET /repos/octo-org/pool/actions/workflows/bridge.yml";
+const ENABLE: &str = "PUT /repos/octo-org/pool/actions/workflows/bridge.yml/enable";
 
 /// A workspace set up by `init --github` whose store is a local folder.
 fn github_workspace(name: &str, mock: &Mock) -> (Device, TempDir) {
@@ -629,6 +631,87 @@ fn a_dispatch_github_refuses_shows_githubs_message() {
         "{}",
         mock.log_text()
     );
+}
+
+// Issue 15, item 5: GitHub disables a public repository's scheduled
+// workflows after 60 days without activity; dispatch must not depend on it.
+#[test]
+fn issue15_dispatch_enables_a_workflow_github_disabled_for_inactivity() {
+    let mock = Mock::start();
+    let (mut d, _store) = github_workspace("gh-inactive", &mock);
+    d.ok(&["submit", "--", "true"]);
+    // An active workflow: read, not enabled.
+    let active = d.ok(&["dispatch", "--json"]);
+    assert_eq!(active.json()["workflow_reenabled"], false);
+    assert!(
+        !active.stderr.contains("enabled it again"),
+        "{}",
+        active.stderr
+    );
+    assert_eq!(mock.count(GET_WORKFLOW), 1);
+    assert_eq!(mock.count(ENABLE), 0);
+    d.set_env(
+        "BRIDGE_GITHUB_EXTRA_HEADERS",
+        "actions/get-workflow Prefer: example=disabled_inactivity",
+    );
+    let run = d.ok(&["dispatch", "--json"]);
+    mock.assert_valid();
+    assert_eq!(run.json()["workflow_reenabled"], true, "{}", run.stdout);
+    assert_eq!(run.json()["run_id"], 1, "{}", run.stdout);
+    // One line on stderr says what bridge did to the repository.
+    let said: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains("enabled it again"))
+        .collect();
+    assert_eq!(
+        said,
+        vec![
+            "GitHub had disabled workflow bridge.yml of octo-org/pool after 60 days without repository activity; enabled it again."
+        ],
+        "{}",
+        run.stderr
+    );
+    // Read, enabled, then dispatched: in that order.
+    let requests = mock.requests();
+    let at = |r: &str| requests.iter().rposition(|x| x == r);
+    let (get, enable, dispatch) = (at(GET_WORKFLOW), at(ENABLE), at(DISPATCH));
+    assert!(
+        get.is_some() && get < enable && enable < dispatch,
+        "{requests:?}"
+    );
+    assert_eq!(mock.count(ENABLE), 1);
+    assert_eq!(mock.count(DISPATCH), 2);
+}
+
+#[test]
+fn issue15_dispatch_refuses_a_workflow_a_person_disabled() {
+    let mock = Mock::start();
+    let (mut d, _store) = github_workspace("gh-manual", &mock);
+    d.ok(&["submit", "--", "true"]);
+    d.set_env(
+        "BRIDGE_GITHUB_EXTRA_HEADERS",
+        "actions/get-workflow Prefer: example=disabled_manually",
+    );
+    let run = d.run(&["dispatch"]).expect_code(1);
+    mock.assert_valid();
+    assert!(
+        run.stderr.contains(
+            "workflow bridge.yml of octo-org/pool was disabled by a person (state disabled_manually): not dispatching"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("Hint: enable it if runners should start again: `gh workflow enable bridge.yml --repo octo-org/pool`"),
+        "{}",
+        run.stderr
+    );
+    // Nothing enabled, nothing dispatched.
+    assert_eq!(mock.count(GET_WORKFLOW), 1);
+    assert_eq!(mock.count(ENABLE), 0);
+    assert_eq!(mock.count(DISPATCH), 0);
 }
 
 #[test]

@@ -6,9 +6,10 @@
 //
 // Usage: node make-spec.mjs [OUT]   (run `npm ci` in this folder first)
 //
-// The operations are kept exactly as GitHub describes them, with one
-// addition: GitHub answers 401 "Bad credentials" on every endpoint and 422
-// on a dispatch it cannot start (no workflow_dispatch trigger, unknown ref,
+// The operations are kept exactly as GitHub describes them, with two
+// additions: examples of disabled workflows (below), and the error answers
+// GitHub gives but does not describe. GitHub answers 401 "Bad credentials"
+// on every endpoint and 422 on a dispatch it cannot start (no workflow_dispatch trigger, unknown ref,
 // unexpected inputs), which the description leaves implicit. The script adds
 // those responses where they are missing (GitHub's own error schemas, with
 // the bodies GitHub sends as examples), so the tests can ask the mock for
@@ -24,6 +25,8 @@ const out = process.argv[2] ?? join(here, "api.subset.json");
 
 /** Every operation bridge makes: [method, path]. Keep in sync with bridge/src/github.rs. */
 const OPERATIONS = [
+  ["get", "/repos/{owner}/{repo}/actions/workflows/{workflow_id}"],
+  ["put", "/repos/{owner}/{repo}/actions/workflows/{workflow_id}/enable"],
   ["post", "/repos/{owner}/{repo}/actions/workflows/{workflow_id}/dispatches"],
   ["get", "/repos/{owner}/{repo}/actions/workflows/{workflow_id}/runs"],
   ["get", "/repos/{owner}/{repo}/actions/runs/{run_id}"],
@@ -124,6 +127,16 @@ for (const media of Object.values(secretPut.responses["201"]?.content ?? {})) {
   for (const example of Object.values(media.examples ?? {})) {
     if (example.value === null) example.value = {};
   }
+}
+
+// "Get a workflow" has one example, an active workflow. Tests ask for a
+// disabled one with `Prefer: example=disabled_inactivity` (or
+// disabled_manually): the same example with GitHub's other states.
+const getWorkflow = paths["/repos/{owner}/{repo}/actions/workflows/{workflow_id}"].get;
+const workflowExamples = getWorkflow.responses["200"].content["application/json"].examples;
+const activeWorkflow = spec.components.examples.workflow.value;
+for (const state of ["disabled_inactivity", "disabled_manually"]) {
+  workflowExamples[state] = { value: { ...activeWorkflow, state } };
 }
 
 const subset = {

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
-use bridge_github::{DispatchDetails, Job, Month, WorkflowRun};
+use bridge_github::{DispatchDetails, DispatchPlan, Job, Month, WorkflowRun};
 use bridge_model::{Millis, Status, TaskId};
 use clap::Args;
 use serde_json::json;
@@ -34,6 +34,11 @@ use crate::workspace::{Session, now_ms};
 ///
 /// --watch then shows tasks done / failed / left and the runners' states
 /// until the pool drains, and says how to get the outputs.
+///
+/// A workflow GitHub disabled for inactivity (a public repository's
+/// scheduled workflows stop after 60 days without activity) is enabled
+/// again first, and said so; one a person disabled is left alone: dispatch
+/// refuses and says how to enable it.
 ///
 /// The token comes from GITHUB_TOKEN, else `gh auth token`; it needs
 /// Actions: read and write on the repository.
@@ -169,6 +174,12 @@ pub fn run(g: &GlobalArgs, args: DispatchArgs) -> CliResult<u8> {
         }
     }
 
+    // GitHub disables a public repository's scheduled workflows after 60
+    // days without activity, and a disabled workflow cannot be dispatched
+    // either: dispatch must never depend on that, so it enables a workflow
+    // GitHub disabled, but never one a person disabled.
+    let reenabled = ensure_enabled(&gh, &workflow, g.quiet)?;
+
     let mut inputs = BTreeMap::new();
     inputs.insert("runners".to_owned(), runners.to_string());
     inputs.insert("budget".to_owned(), args.budget.replace(' ', ""));
@@ -208,6 +219,7 @@ pub fn run(g: &GlobalArgs, args: DispatchArgs) -> CliResult<u8> {
             "budget": args.budget,
             "pending_tasks": work.tasks,
             "estimated_minutes": estimate,
+            "workflow_reenabled": reenabled,
         }))?;
         return Ok(EXIT_OK);
     }
@@ -241,6 +253,28 @@ pub fn run(g: &GlobalArgs, args: DispatchArgs) -> CliResult<u8> {
         return Ok(EXIT_OK);
     }
     watch(g, &mut session, &gh, run_id, interval, args.json)
+}
+
+/// Reads the workflow's state before a dispatch: enables it again when
+/// GitHub disabled it for inactivity (and says so in one line on stderr),
+/// refuses when a person disabled it, it is a fork's, or it was deleted.
+/// Whether it enabled the workflow.
+fn ensure_enabled(gh: &Client, workflow: &str, quiet: bool) -> CliResult<bool> {
+    let api = |e| ApiError::new(e, gh.token_source);
+    let state = gh.workflow(workflow).map_err(api)?.state;
+    let repo = gh.repo().to_string();
+    match bridge_github::plan_dispatch(&repo, workflow, &state)? {
+        DispatchPlan::Dispatch => Ok(false),
+        DispatchPlan::EnableThenDispatch => {
+            gh.enable_workflow(workflow).map_err(api)?;
+            if !quiet {
+                errln!(
+                    "GitHub had disabled workflow {workflow} of {repo} after 60 days without repository activity; enabled it again."
+                );
+            }
+            Ok(true)
+        }
+    }
 }
 
 /// `--input KEY=VALUE` pairs.

@@ -6,7 +6,9 @@
 //! from (carried beside the error by [`ApiError`], since the library does
 //! not know it).
 
-use bridge_github::{API_ENV, ConnectError, GitHubError, Operation, TOKEN_PERMISSIONS};
+use bridge_github::{
+    API_ENV, ConnectError, GitHubError, NotDispatchable, Operation, TOKEN_PERMISSIONS,
+};
 
 use super::Advice;
 use crate::github::{ApiError, TokenSource};
@@ -18,6 +20,9 @@ pub(super) fn advise(cause: &(dyn std::error::Error + 'static)) -> Option<Advice
     }
     if let Some(e) = cause.downcast_ref::<GitHubError>() {
         return Some(Advice::hint(github_hint(e, None)));
+    }
+    if let Some(e) = cause.downcast_ref::<NotDispatchable>() {
+        return Some(Advice::hint(not_dispatchable_hint(e)));
     }
     if let Some(e) = cause.downcast_ref::<ConnectError>() {
         return connect_hint(e).map(Advice::hint);
@@ -50,7 +55,11 @@ fn github_hint(e: &GitHubError, token_source: Option<TokenSource>) -> String {
                 "check that {repo} exists and that the token may see it, with {perm} (a fine-grained token lists the repositories it reaches)"
             ),
         },
-        GitHubError::Unprocessable { .. } => match call.op {
+        GitHubError::Unprocessable { message, .. } => match call.op {
+            // Disabled between bridge's look at it and the dispatch.
+            Operation::Dispatch if message.contains("disabled workflow") => format!(
+                "the workflow is disabled: enable it with `gh workflow enable --repo {repo}` or the Actions tab's \"Enable workflow\", then run `bridge dispatch` again"
+            ),
             Operation::Dispatch => "the workflow must be on that branch with a `workflow_dispatch` trigger that declares every input sent (runners, budget, and each --input); fix [github] workflow/ref in bridge.toml or push the workflow".to_owned(),
             Operation::PutContent => "the branch must exist, and a file that exists is replaced only with its current blob sha (run the command again)".to_owned(),
             _ => "GitHub's message above says what it refused".to_owned(),
@@ -63,6 +72,22 @@ fn github_hint(e: &GitHubError, token_source: Option<TokenSource>) -> String {
         ),
         GitHubError::Decode { .. } => format!(
             "is {API_ENV} pointing at a GitHub API? (GitHub Enterprise Server: https://HOST/api/v3)"
+        ),
+    }
+}
+
+/// The hint for a workflow bridge will not dispatch: how a person enables
+/// it (bridge does not undo a person's decision).
+fn not_dispatchable_hint(e: &NotDispatchable) -> String {
+    match e {
+        NotDispatchable::DisabledManually { repo, workflow } => format!(
+            "enable it if runners should start again: `gh workflow enable {workflow} --repo {repo}`, or the workflow's \"Enable workflow\" button in the Actions tab of {repo}"
+        ),
+        NotDispatchable::DisabledFork { repo, .. } => format!(
+            "enable workflows for the fork in the Actions tab of {repo} (\"I understand my workflows, go ahead and enable them\")"
+        ),
+        NotDispatchable::Deleted { repo, .. } => format!(
+            "push the workflow file again (`bridge init --github {repo}` writes it), or fix [github] workflow in bridge.toml"
         ),
     }
 }
@@ -139,6 +164,47 @@ mod tests {
         assert!(hint(Operation::PutContent, 422).contains("current blob sha"));
         assert!(hint(Operation::PutSecret, 422).contains("says what it refused"));
         assert!(hint(Operation::GetRun, 503).contains("githubstatus.com"));
+    }
+
+    #[test]
+    fn a_disabled_workflow_says_how_a_person_enables_it() {
+        let e = NotDispatchable::DisabledManually {
+            repo: "o/r".to_owned(),
+            workflow: "bridge.yml".to_owned(),
+        };
+        let hint = hint_of(e.into()).unwrap_or_default();
+        assert!(
+            hint.contains("`gh workflow enable bridge.yml --repo o/r`")
+                && hint.contains("Actions tab of o/r"),
+            "{hint}"
+        );
+        let deleted = NotDispatchable::Deleted {
+            repo: "o/r".to_owned(),
+            workflow: "bridge.yml".to_owned(),
+        };
+        assert!(
+            hint_of(deleted.into())
+                .unwrap_or_default()
+                .contains("bridge init --github o/r")
+        );
+        // GitHub's answer when the workflow was disabled after bridge read
+        // it; other refused dispatches keep their hint.
+        let raced = GitHubError::Unprocessable {
+            call: Call {
+                op: Operation::Dispatch,
+                repo: "o/r".to_owned(),
+                what: "start workflow bridge.yml on main".to_owned(),
+            },
+            message: "Cannot trigger a 'workflow_dispatch' on a disabled workflow".to_owned(),
+        };
+        assert!(hint_of(raced.into()).unwrap_or_default().starts_with(
+            "the workflow is disabled: enable it with `gh workflow enable --repo o/r`"
+        ));
+        assert!(
+            hint_of(error(Operation::Dispatch, 422).into())
+                .unwrap_or_default()
+                .starts_with("the workflow must be on that branch")
+        );
     }
 
     #[test]

@@ -36,6 +36,10 @@ pub const TOKEN_PERMISSIONS: &str =
 pub enum Operation {
     /// `POST /repos/{o}/{r}/actions/workflows/{workflow}/dispatches`
     Dispatch,
+    /// `GET /repos/{o}/{r}/actions/workflows/{workflow}`
+    GetWorkflow,
+    /// `PUT /repos/{o}/{r}/actions/workflows/{workflow}/enable`
+    EnableWorkflow,
     /// `GET /repos/{o}/{r}/actions/workflows/{workflow}/runs`
     ListRuns,
     /// `GET /repos/{o}/{r}/actions/runs/{id}`
@@ -59,6 +63,8 @@ impl Operation {
     pub fn id(self) -> &'static str {
         match self {
             Operation::Dispatch => "actions/create-workflow-dispatch",
+            Operation::GetWorkflow => "actions/get-workflow",
+            Operation::EnableWorkflow => "actions/enable-workflow",
             Operation::ListRuns => "actions/list-workflow-runs",
             Operation::GetRun => "actions/get-workflow-run",
             Operation::ListJobs => "actions/list-jobs-for-workflow-run",
@@ -73,8 +79,9 @@ impl Operation {
     /// The fine-grained token permission the operation needs.
     pub fn permission(self) -> &'static str {
         match self {
-            Operation::Dispatch => "Actions: read and write",
-            Operation::ListRuns
+            Operation::Dispatch | Operation::EnableWorkflow => "Actions: read and write",
+            Operation::GetWorkflow
+            | Operation::ListRuns
             | Operation::GetRun
             | Operation::ListJobs
             | Operation::RunTiming => "Actions: read",

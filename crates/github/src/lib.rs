@@ -1,5 +1,6 @@
 //! The GitHub REST API, as bridge uses it: start the runner workflow
-//! (`workflow_dispatch`), follow its run and jobs, read the runs' timing for
+//! (`workflow_dispatch`, enabling it first when GitHub disabled it for
+//! inactivity), follow its run and jobs, read the runs' timing for
 //! the minutes budget, store the runner identity as a repository secret
 //! (sealed to the repository's public key), and commit files through the
 //! contents API.
@@ -28,6 +29,8 @@
 //! - [`client`]: the connection ([`Endpoint`], [`GitHub`]), sending one
 //!   request and classifying its answer ([`GitHubError`]);
 //! - [`runs`]: dispatching the workflow and following its runs and jobs;
+//! - [`workflows`]: the workflow's state (disabled for inactivity, by a
+//!   person, …) and enabling it again before a dispatch;
 //! - [`usage`]: runner minutes (timing, billing, months) and sizing a
 //!   dispatch;
 //! - [`secrets`]: sealing a secret to the repository's key and storing it;
@@ -44,6 +47,7 @@ pub mod runs;
 pub mod secrets;
 pub mod slug;
 pub mod usage;
+pub mod workflows;
 
 pub use client::{
     API_ENV, Call, ConnectError, DEFAULT_API, EXTRA_HEADERS_ENV, Endpoint, ExtraHeaderError,
@@ -56,6 +60,7 @@ pub use usage::{
     Billable, JobRun, MinutesSource, Month, MonthError, RunTiming, RunUsage, auto_runners,
     billable_minutes, estimate_minutes, jobs_minutes,
 };
+pub use workflows::{DispatchPlan, NotDispatchable, Workflow, WorkflowState, plan_dispatch};
 
 /// Milliseconds since the Unix epoch (the same as `bridge_model::Millis`,
 /// not imported so that the API client does not build the document model).
