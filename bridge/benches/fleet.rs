@@ -8,6 +8,16 @@
 //! BRIDGE_FLEET_FINISHED (the size of the finished store) change the sizes;
 //! BRIDGE_FLEET_KEEP=1 keeps each fleet's folders (printed) for inspection.
 //!
+//! Issue 15: BRIDGE_FLEET_SERVER=github runs the fleet against the
+//! GitHub-shaped git server of the tests (`bridge_testutil::github_git`, on
+//! 127.0.0.1, https with a token), where the remote gets the default push
+//! budget (6 pushes a minute for the whole repository), and prints the
+//! server's counts: pushes in the busiest minute and 5-minute window, reads
+//! in the busiest second, the widest tree, and whether the fleet stayed
+//! within GitHub's recommendations. BRIDGE_FLEET_MISSING=N leaves the first
+//! N shards' runners out (matrix jobs GitHub never started);
+//! BRIDGE_FLEET_SLEEP_MS sets the task length (200 ms by default).
+//!
 //! It prints makespan / ideal (total work / total slots), duplicate
 //! executions, pushes and rejected pushes per runner, and the time from a
 //! runner's process start to its first task started. Targets: makespan ≤ 1.2×
@@ -19,9 +29,9 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
-use support::{bridge_command, env_or, fail, matrix_yaml, stdout_or_fail};
 
-const SLEEP_S: f64 = 0.2;
+use bridge_testutil::github_git::{GitHubGit, Recommendations};
+use support::{bridge_command, env_or, fail, matrix_yaml, stdout_or_fail};
 
 fn main() {
     let tasks: usize = env_or("BRIDGE_FLEET_TASKS", 1000);
@@ -31,8 +41,18 @@ fn main() {
         .map(|v| v.split(',').filter_map(|k| k.trim().parse().ok()).collect())
         .unwrap_or_else(|| vec![4, 16]);
     let bridge = support::bridge_binary();
+    let sleep_s = env_or("BRIDGE_FLEET_SLEEP_MS", 200) as f64 / 1000.0;
+    let missing = env_or("BRIDGE_FLEET_MISSING", 0);
+    let server = std::env::var("BRIDGE_FLEET_SERVER")
+        .is_ok_and(|v| v == "github")
+        .then(GitHubGit::start);
     println!(
-        "fleet: {tasks} tasks of `sleep {SLEEP_S}`, K runners × 1 slot, local bare git repository\n"
+        "fleet: {tasks} tasks of `sleep {sleep_s}`, K runners × 1 slot ({missing} missing), {}\n",
+        if server.is_some() {
+            "GitHub-shaped git server, default push budget"
+        } else {
+            "local bare git repository"
+        }
     );
     println!(
         "{:>3} {:>10} {:>9} {:>7} {:>10} {:>14} {:>16}",
@@ -40,28 +60,36 @@ fn main() {
     );
     for k in ks {
         let tmp = tempfile::tempdir().unwrap_or_else(|e| fail(&format!("temp dir: {e}")));
-        let fleet = Fleet::new(&bridge, tmp.path());
+        let repo = format!("o/fleet-{k}");
+        let fleet = Fleet::new(
+            &bridge,
+            tmp.path(),
+            server.as_ref().map(|s| (s, repo.as_str())),
+        );
         if std::env::var_os("BRIDGE_FLEET_KEEP").is_some() {
             eprintln!("K = {k}: keeping {}", tmp.path().display());
         }
         let yaml = matrix_yaml(
             "t",
             tasks,
-            &format!("[\"sleep\", \"{SLEEP_S}\"]"),
+            &format!("[\"sleep\", \"{sleep_s}\"]"),
             &["timeout: 1m"],
         );
         fleet.submit(&yaml);
         let started = Instant::now();
-        let children: Vec<Child> = (0..k).map(|i| fleet.runner(i, k)).collect();
+        let children: Vec<Child> = (missing.min(k - 1)..k)
+            .map(|i| fleet.runner(i, k))
+            .collect();
+        let present = children.len();
         let reports: Vec<serde_json::Value> = children.into_iter().map(wait_json).collect();
         let makespan = started.elapsed().as_secs_f64();
-        let ideal = tasks as f64 * SLEEP_S / k as f64;
+        let ideal = tasks as f64 * sleep_s / present as f64;
         let successes = fleet.successes();
         let pushes: f64 = reports
             .iter()
             .map(|r| r["pushes"].as_f64().unwrap_or(0.0))
             .sum::<f64>()
-            / k as f64;
+            / present as f64;
         let rejected: u64 = reports
             .iter()
             .map(|r| r["rejected_pushes"].as_u64().unwrap_or(0))
@@ -92,14 +120,37 @@ fn main() {
             spread("first_task_started_ms"),
             spread("seconds"),
         );
+        if let Some(server) = &server {
+            let report = server.report();
+            if let Some(r) = report.repo(&repo) {
+                println!(
+                    "    server: {} pushes ({} refused), busiest minute {}, busiest 5 minutes {}, reads {} (busiest second {}), widest tree {}",
+                    r.pushes.len(),
+                    r.refused().count(),
+                    r.peak_pushes_per_minute,
+                    r.peak_pushes_per_5_minutes,
+                    r.reads,
+                    r.peak_reads_per_second,
+                    r.widest_tree.as_ref().map_or(0, |t| t.entries),
+                );
+            }
+            match report.check(&Recommendations::github()) {
+                Ok(()) => println!("    within GitHub's recommendations"),
+                Err(v) => println!("    NOT within GitHub's recommendations:\n{v}"),
+            }
+        }
         if std::env::var_os("BRIDGE_FLEET_KEEP").is_some() {
             let _ = tmp.keep();
         }
     }
+    if server.is_some() {
+        // The finished-store start-up below is about the local store.
+        return;
+    }
 
     // Start-up on a store holding many finished tasks.
     let tmp = tempfile::tempdir().unwrap_or_else(|e| fail(&format!("temp dir: {e}")));
-    let fleet = Fleet::new(&bridge, tmp.path());
+    let fleet = Fleet::new(&bridge, tmp.path(), None);
     let yaml = matrix_yaml("done", finished, "[\"true\"]", &[]);
     fleet.submit(&yaml);
     let t = Instant::now();
@@ -118,37 +169,45 @@ fn main() {
     );
 }
 
-/// A bare repository, an admin workspace that submits, and runner folders.
+/// A bare repository (local, or `repo` on the GitHub-shaped server), an
+/// admin workspace that submits, and runner folders.
 struct Fleet<'a> {
     bridge: &'a Path,
     root: PathBuf,
     secret: String,
+    /// What every process is given to reach the server (token, CA).
+    env: Vec<(String, String)>,
 }
 
 impl<'a> Fleet<'a> {
-    fn new(bridge: &'a Path, root: &Path) -> Fleet<'a> {
-        let store = root.join("store.git");
-        let ok = Command::new("git")
-            .args(["init", "-q", "--bare"])
-            .arg(&store)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            fail("git init --bare failed");
-        }
+    fn new(bridge: &'a Path, root: &Path, server: Option<(&GitHubGit, &str)>) -> Fleet<'a> {
+        let (remote, env) = match server {
+            Some((server, repo)) => (
+                format!("git:{}", server.create_repo(repo)),
+                server.bridge_env(),
+            ),
+            None => {
+                let store = root.join("store.git");
+                let ok = Command::new("git")
+                    .args(["init", "-q", "--bare"])
+                    .arg(&store)
+                    .status()
+                    .is_ok_and(|s| s.success());
+                if !ok {
+                    fail("git init --bare failed");
+                }
+                (format!("git:{}", store.display()), Vec::new())
+            }
+        };
         std::fs::create_dir_all(root.join("admin"))
             .unwrap_or_else(|e| fail(&format!("mkdir: {e}")));
         let mut f = Fleet {
             bridge,
             root: root.to_path_buf(),
             secret: String::new(),
+            env,
         };
-        f.admin(&[
-            "init",
-            "-q",
-            "--remote",
-            &format!("git:{}", store.display()),
-        ]);
+        f.admin(&["init", "-q", "--remote", &remote]);
         f.secret = f
             .admin(&["members", "add-runner", "fleet", "-q"])
             .trim()
@@ -157,7 +216,9 @@ impl<'a> Fleet<'a> {
     }
 
     fn command(&self, dir: &Path, config: &Path) -> Command {
-        bridge_command(self.bridge, dir, config)
+        let mut cmd = bridge_command(self.bridge, dir, config);
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
+        cmd
     }
 
     fn admin(&self, args: &[&str]) -> String {

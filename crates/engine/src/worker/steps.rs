@@ -247,10 +247,14 @@ impl<'a> Worker<'a> {
             self.session.load_more()?;
             return Ok(Window::ReadMore);
         }
+        // Under a push budget a thief takes only its own split of the quiet
+        // shards, which no other runner takes: it claims them as it claims
+        // its own shard (a whole window, no sync to check the claims).
+        let contested = stealing && self.steal_rule() != Steal::QuietSplit;
         let window = window_size(
             self.parallel,
             self.avg_ms,
-            stealing,
+            contested,
             self.opts.shard.is_some(),
         );
         let take = window.min(budget_left).min(candidates.len());
@@ -262,7 +266,7 @@ impl<'a> Worker<'a> {
             .claim(self.session, &candidates[..take], now, self.lease_ms)?;
         self.claimed_total += mine.len();
         self.session.flush()?;
-        if self.check_claims(stealing).await? {
+        if self.check_claims(contested).await? {
             let now = self.now();
             let lost = self.claims.lost(self.session, &mine, now);
             self.report.lost_claims += lost.len();
