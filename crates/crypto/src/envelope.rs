@@ -157,7 +157,7 @@ pub enum EnvelopeError {
     NotForUs,
     /// age could not decrypt the file: it is corrupt or truncated.
     #[error("the file could not be decrypted (corrupt or truncated): {0}")]
-    Decrypt(String),
+    Decrypt(Box<AgeFailure>),
     /// The decrypted plaintext is not a well-formed envelope.
     #[error("the envelope is malformed: {0}")]
     Malformed(&'static str),
@@ -216,7 +216,24 @@ pub enum EnvelopeError {
     },
     /// age could not encrypt (for example: no recipients).
     #[error("the file could not be encrypted: {0}")]
-    Encrypt(String),
+    Encrypt(Box<AgeFailure>),
+}
+
+/// What age said when it could not encrypt or decrypt (shown within the
+/// [`EnvelopeError`]'s own sentence, so not as a separate cause; boxed
+/// there, since age's errors are large and refusals travel far).
+#[derive(Debug, thiserror::Error)]
+pub enum AgeFailure {
+    /// Decrypting failed (a corrupt or truncated file).
+    #[error("{0}")]
+    Decrypt(age::DecryptError),
+    /// Encrypting failed (for example: no recipients).
+    #[error("{0}")]
+    Encrypt(age::EncryptError),
+    /// Reading or writing the age stream failed (a payload tampered with
+    /// surfaces here).
+    #[error("{0}")]
+    Stream(std::io::Error),
 }
 
 /// A decrypted envelope whose header has been parsed and whose payload matches
@@ -350,18 +367,18 @@ pub(crate) fn encrypt(
 ) -> Result<Vec<u8>, EnvelopeError> {
     let encryptor =
         age::Encryptor::with_recipients(recipients.iter().map(|r| r as &dyn age::Recipient))
-            .map_err(|e| EnvelopeError::Encrypt(e.to_string()))?;
+            .map_err(|e| EnvelopeError::Encrypt(Box::new(AgeFailure::Encrypt(e))))?;
     let mut out = Vec::with_capacity(plaintext.len() + 100 + 100 * recipients.len());
     let mut writer = encryptor
         .wrap_output(&mut out)
-        .map_err(|e| EnvelopeError::Encrypt(e.to_string()))?;
+        .map_err(|e| EnvelopeError::Encrypt(Box::new(AgeFailure::Stream(e))))?;
     writer
         .write_all(plaintext)
-        .map_err(|e| EnvelopeError::Encrypt(e.to_string()))?;
+        .map_err(|e| EnvelopeError::Encrypt(Box::new(AgeFailure::Stream(e))))?;
     // Without finish() the last STREAM chunk is never written.
     writer
         .finish()
-        .map_err(|e| EnvelopeError::Encrypt(e.to_string()))?;
+        .map_err(|e| EnvelopeError::Encrypt(Box::new(AgeFailure::Stream(e))))?;
     Ok(out)
 }
 
@@ -416,14 +433,14 @@ pub(crate) fn open_raw(
     // Tampering with the payload surfaces here, not above.
     stream
         .read_to_end(&mut plaintext)
-        .map_err(|e| EnvelopeError::Decrypt(e.to_string()))?;
+        .map_err(|e| EnvelopeError::Decrypt(Box::new(AgeFailure::Stream(e))))?;
     Ok(plaintext)
 }
 
 fn decrypt_error(e: age::DecryptError) -> EnvelopeError {
     match e {
         age::DecryptError::NoMatchingKeys => EnvelopeError::NotForUs,
-        other => EnvelopeError::Decrypt(other.to_string()),
+        other => EnvelopeError::Decrypt(Box::new(AgeFailure::Decrypt(other))),
     }
 }
 

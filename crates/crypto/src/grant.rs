@@ -105,12 +105,21 @@ pub enum GrantError {
     /// The grant names another batch than its envelope, or another workspace.
     #[error("the grant's body does not match its signed header")]
     Mismatch,
-    /// The audience is empty, too large, or names a non-member.
-    #[error("invalid audience: {0}")]
-    Audience(String),
+    /// The audience is empty or too large.
+    #[error("invalid audience: an audience holds 1 to {max} members")]
+    AudienceSize {
+        /// The most members an audience holds.
+        max: usize,
+    },
+    /// The audience names someone not in the roster's latest epoch.
+    #[error("invalid audience: {member} is not a member of the roster's latest epoch")]
+    NotAMember {
+        /// Who.
+        member: MemberId,
+    },
     /// age could not seal the keys to the audience.
     #[error("the batch keys could not be sealed to the audience: {0}")]
-    Seal(String),
+    Seal(EnvelopeError),
 }
 
 /// A batch key: the secret of one generation.
@@ -176,17 +185,14 @@ pub fn seal_grant(
         ));
     }
     if grant.audience.is_empty() || grant.audience.len() > MAX_AUDIENCE {
-        return Err(GrantError::Audience(format!(
-            "an audience holds 1 to {MAX_AUDIENCE} members"
-        )));
+        return Err(GrantError::AudienceSize { max: MAX_AUDIENCE });
     }
     let latest = roster.latest();
     for key in grant.audience {
         if latest.member(&key.member_id()).is_none() {
-            return Err(GrantError::Audience(format!(
-                "{} is not a member of the roster's latest epoch",
-                key.member_id()
-            )));
+            return Err(GrantError::NotAMember {
+                member: key.member_id(),
+            });
         }
     }
     let secrets: Vec<String> = grant
@@ -202,8 +208,7 @@ pub fn seal_grant(
         .iter()
         .map(|k| k.recipient().clone())
         .collect();
-    let sealed_keys =
-        envelope::encrypt(&recipients, &plain).map_err(|e| GrantError::Seal(e.to_string()))?;
+    let sealed_keys = envelope::encrypt(&recipients, &plain).map_err(GrantError::Seal)?;
     let mut audience: Vec<MemberId> = grant.audience.iter().map(PublicKey::member_id).collect();
     audience.sort();
     audience.dedup();

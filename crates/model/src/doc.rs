@@ -44,7 +44,7 @@ pub enum DocError {
     /// The document has no header yet (its genesis change has not arrived) or
     /// a header of another schema.
     #[error("not a bridge batch document ({0})")]
-    NotABatch(String),
+    NotABatch(NotABatch),
     /// The task is not in this document.
     #[error("task {0} is not in this document")]
     NoSuchTask(TaskId),
@@ -146,15 +146,32 @@ pub fn commit(doc: &mut AutoCommit, now: Millis, message: &str) -> Option<autome
     )
 }
 
+/// Why a document is not a batch document.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotABatch {
+    /// It has no schema (its genesis change has not arrived).
+    #[error("no schema")]
+    NoSchema,
+    /// It has another schema.
+    #[error("schema `{0}`")]
+    OtherSchema(String),
+    /// It has no header.
+    #[error("no header")]
+    NoHeader,
+    /// A field of its header is missing or not of its type.
+    #[error("header field `{0}` is missing")]
+    MissingField(&'static str),
+}
+
 /// Reads the header; `None` until the genesis change has been applied.
 pub fn read_header(doc: &AutoCommit) -> Result<BatchHeader, DocError> {
     match get_str(doc, &ROOT, "schema") {
         Some(s) if s == SCHEMA => {}
-        Some(other) => return Err(DocError::NotABatch(format!("schema `{other}`"))),
-        None => return Err(DocError::NotABatch("no schema".into())),
+        Some(other) => return Err(DocError::NotABatch(NotABatch::OtherSchema(other))),
+        None => return Err(DocError::NotABatch(NotABatch::NoSchema)),
     }
-    let h = get_map(doc, &ROOT, "batch").ok_or(DocError::NotABatch("no header".into()))?;
-    let bad = |what: &str| DocError::NotABatch(format!("header field `{what}` is missing"));
+    let h = get_map(doc, &ROOT, "batch").ok_or(DocError::NotABatch(NotABatch::NoHeader))?;
+    let bad = |what: &'static str| DocError::NotABatch(NotABatch::MissingField(what));
     let batch = get_str(doc, &h, "id")
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| bad("id"))?;

@@ -546,7 +546,9 @@ fn envelope_refusals_keep_the_envelopes_words() {
     let writer = Identity::generate().expect("a key").member_id().clone();
     let all = [
         EnvelopeError::NotForUs,
-        EnvelopeError::Decrypt("x".into()),
+        EnvelopeError::Decrypt(Box::new(bridge_crypto::envelope::AgeFailure::Stream(
+            std::io::Error::other("x"),
+        ))),
         EnvelopeError::Malformed("x"),
         EnvelopeError::HashMismatch,
         EnvelopeError::BadSignature,
@@ -568,7 +570,9 @@ fn envelope_refusals_keep_the_envelopes_words() {
             name: "bob".into(),
             epoch: 3,
         },
-        EnvelopeError::Encrypt("x".into()),
+        EnvelopeError::Encrypt(Box::new(bridge_crypto::envelope::AgeFailure::Stream(
+            std::io::Error::other("x"),
+        ))),
     ];
     for e in all {
         let text = e.to_string();

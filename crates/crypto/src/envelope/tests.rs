@@ -527,7 +527,9 @@ fn error_messages_are_one_sentence_without_keys() {
     let naming_key = w.roster.latest().naming_key.clone();
     let errors = [
         EnvelopeError::NotForUs,
-        EnvelopeError::Decrypt("Header is invalid".into()),
+        EnvelopeError::Decrypt(Box::new(AgeFailure::Stream(std::io::Error::other(
+            "Header is invalid",
+        )))),
         EnvelopeError::Malformed("the envelope is truncated"),
         EnvelopeError::HashMismatch,
         EnvelopeError::BadSignature,
@@ -551,7 +553,9 @@ fn error_messages_are_one_sentence_without_keys() {
             name: "bob".into(),
             epoch: 3,
         },
-        EnvelopeError::Encrypt("Missing recipients.".into()),
+        EnvelopeError::Encrypt(Box::new(AgeFailure::Stream(std::io::Error::other(
+            "Missing recipients.",
+        )))),
     ];
     for e in &errors {
         let shown = format!("{e} / {e:?} / {:?} / {:?}", w.roster, w.alice);

@@ -137,7 +137,10 @@ fn a_grant_is_refused_when_its_writer_or_body_is_wrong() {
         },
     )
     .unwrap_err();
-    assert!(matches!(err, GrantError::Audience(_)), "{err}");
+    assert!(
+        matches!(&err, GrantError::NotAMember { member } if member == stranger.member_id()),
+        "{err}"
+    );
     // Wrong number of keys for the generation.
     let err = seal_grant(
         &w.alice,
