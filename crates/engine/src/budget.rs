@@ -13,8 +13,10 @@
 //!   so it pushes at most once every `60 s × K / (B − 1)`; with B = 6 and
 //!   K = 16, once every 192 s. It starts at a random phase, so that K
 //!   runners started together do not push together.
-//! - A device without a shard pushes at most once a minute in the
-//!   background (`bridge sync` by hand is the person's call, not paced).
+//! - The minute's push kept for devices is their share: [`Share::device`]
+//!   is once a minute. `bridge run` paces itself; `bridge work` with a
+//!   remote and `bridge sync` by hand are not paced yet (a person's call,
+//!   and rare next to a fleet's pushes).
 //! - Reads (a fetch of the store's refs) are paced the same way: a runner
 //!   reads at most once every `K / R` seconds (R = 15: about once a second
 //!   for K = 16).
