@@ -405,7 +405,7 @@ impl Publisher {
     /// interval of a second or so: reads are the plentiful half of the
     /// budget).
     async fn wait_to_read(&self) {
-        if let Some(at) = self.pacer.as_ref().and_then(Pacer::next_read_at) {
+        if let Some(at) = self.pacer.as_ref().map(Pacer::next_read_at) {
             tokio::time::sleep_until(at).await;
         }
     }
