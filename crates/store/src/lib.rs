@@ -85,7 +85,8 @@ pub use names::{
 };
 pub use outbox::Outbox;
 pub use remote::{
-    DirRemote, MemRemote, Remote, RemoteError, RemoteOptions, RemoteSpecError, parse_remote,
+    DirRemote, MemRemote, PutBatch, Remote, RemoteError, RemoteOptions, RemoteSpecError,
+    parse_remote,
 };
 pub use replica::{InitError, ListError, OpenError, ReadError, Replica, WriteError};
 pub use sync::{

@@ -40,6 +40,13 @@ pub trait Remote: Send + Sync {
     fn push_stats(&self) -> Option<crate::git::PushStats> {
         None
     }
+    /// How many files, and about how many bytes, a sync hands to one
+    /// [`put`](Self::put). The default keeps memory small and progress
+    /// smooth; a remote whose every put is a push to a host that counts
+    /// pushes (git) takes much more at once.
+    fn put_batch(&self) -> PutBatch {
+        PutBatch::DEFAULT
+    }
     /// The bytes of several files, in the order asked. Files not on the
     /// remote are left out; any other failure fails the call. Backends
     /// with a per-call cost (git) read them all at once; the default reads
@@ -64,6 +71,23 @@ pub trait Remote: Send + Sync {
     /// `names` the remote still holds because a writer moved meanwhile (a
     /// git ref pushed during the removal); a later call removes them.
     fn remove(&self, names: &[String]) -> Result<usize, RemoteError>;
+}
+
+/// The size of the batches a sync puts (see [`Remote::put_batch`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PutBatch {
+    /// At most this many files…
+    pub files: usize,
+    /// …or about this many bytes (a batch ends at the first file past it).
+    pub bytes: usize,
+}
+
+impl PutBatch {
+    /// 256 files or 32 MiB.
+    pub const DEFAULT: PutBatch = PutBatch {
+        files: 256,
+        bytes: 32 * 1024 * 1024,
+    };
 }
 
 /// Why a remote operation failed.

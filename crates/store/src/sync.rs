@@ -80,10 +80,6 @@ pub enum SyncError {
 
 /// Pulls are read in batches of this many files (one `read_many` each).
 const PULL_BATCH_FILES: usize = 256;
-/// Pushes are sent in batches of at most this many files…
-const PUSH_BATCH_FILES: usize = 256;
-/// …or about this many bytes.
-const PUSH_BATCH_BYTES: usize = 32 * 1024 * 1024;
 
 /// Makes the replica and the remote hold the union of their chunks and
 /// blobs. An empty remote folder becomes a store of this workspace.
@@ -226,6 +222,7 @@ fn exchange(
 
     let mut batch: Vec<(String, Vec<u8>)> = Vec::new();
     let mut batch_bytes = 0;
+    let limit = remote.put_batch();
     let mut to_push = to_push.into_iter().peekable();
     while let Some(name) = to_push.next() {
         match replica.read_store_file(name) {
@@ -256,7 +253,7 @@ fn exchange(
             }
         }
         let last = to_push.peek().is_none();
-        if last || batch.len() >= PUSH_BATCH_FILES || batch_bytes >= PUSH_BATCH_BYTES {
+        if last || batch.len() >= limit.files || batch_bytes >= limit.bytes {
             if !batch.is_empty() {
                 remote.put(&batch)?;
                 report.pushed += batch.len();

@@ -981,3 +981,32 @@ fn issue15_remove_updates_at_most_refs_per_push_and_each_push_stands_alone() {
     assert!(!tree_paths(&repo, "refs/bridge/s0").contains(&shared2.0));
     assert!(tree_paths(&repo, "refs/bridge/s6").contains(&shared2.0));
 }
+
+/// Issue 15: a host counts pushes (GitHub recommends 6 a minute per
+/// repository), and every put to a git remote is a push. A sync of a large
+/// submission (here 1,000 blobs, four times a default put batch) goes in
+/// one push, not one per 256 files.
+#[test]
+fn a_sync_of_many_files_is_one_push() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = bare_repo(&dir.path().join("store.git"));
+    let replica = Replica::init(&dir.path().join("replica"), "ws").unwrap();
+    let writer = remote(&url, "laptop", &dir.path().join("cache"));
+    // The first sync makes the empty repository a store.
+    sync(&replica, &writer, &mut |_| {}).unwrap();
+    let before = writer.push_stats().pushed;
+    for i in 0..1000 {
+        replica
+            .put_blob_bytes(format!("input {i}").as_bytes())
+            .unwrap();
+    }
+    let report = sync(&replica, &writer, &mut |_| {}).unwrap();
+    assert_eq!(report.pushed, 1000);
+    assert_eq!(writer.push_stats().pushed - before, 1);
+    // The bytes a put takes are still bounded, for a folder remote too.
+    assert!(writer.put_batch().bytes < 1 << 30);
+    assert_eq!(
+        bridge_store::DirRemote::new(dir.path().join("dir")).put_batch(),
+        bridge_store::PutBatch::DEFAULT
+    );
+}

@@ -160,6 +160,9 @@ pub const DEFAULT_MAX_OBJECT: u64 = 100_000_000;
 /// The default of [`GitLimits::max_push`]: GitHub refuses a push over
 /// 2 GB; half of it leaves room for trees, commits and pack overhead.
 pub const DEFAULT_MAX_PUSH: u64 = 1_000_000_000;
+/// The bytes a sync hands to one put (one push) of a git remote: a large
+/// submission in one push, with what a sync holds in memory bounded.
+const GIT_PUT_BATCH_BYTES: usize = 256 * 1024 * 1024;
 /// The default of [`GitLimits::refs_per_push`]: GitHub's default push
 /// policy allows 5 branch or tag updates per push.
 pub const DEFAULT_REFS_PER_PUSH: usize = 5;
@@ -704,6 +707,18 @@ impl Remote for GitRemote {
 
     fn push_stats(&self) -> Option<PushStats> {
         Some(GitRemote::push_stats(self))
+    }
+
+    /// Every put is a push, and a host counts pushes (GitHub recommends 6
+    /// a minute per repository): a sync of a large submission (100k blobs)
+    /// goes in one push, not one per 256 files. The bytes stay bounded by
+    /// what a sync holds in memory at once; a put still splits at
+    /// `max_push`.
+    fn put_batch(&self) -> crate::remote::PutBatch {
+        crate::remote::PutBatch {
+            files: usize::MAX,
+            bytes: GIT_PUT_BATCH_BYTES,
+        }
     }
 
     /// Fetches every slot's ref (both namespaces) and returns the union of their store
