@@ -155,3 +155,40 @@ fn under_a_push_budget_each_runner_pushes_once_and_says_what_it_did() {
         panic!("{violations}\n{report}");
     }
 }
+
+/// Issue 15, item 2: a device's `bridge work` with a hosted remote keeps to
+/// the share kept for devices (a push a minute): its claims and results do
+/// not go every few seconds, they go with the sync at its end. Unpaced, a
+/// run of a few seconds pushes its claims and results several times.
+#[test]
+fn a_device_working_against_a_hosted_remote_pushes_at_its_end() {
+    const N: usize = 12;
+    let server = GitHubGit::start();
+    let url = server.create_repo("octo/device");
+    let admin = device("ghd-admin", &server);
+    admin.ok(&["init", "--remote", &format!("git:{url}")]);
+    let tasks: String = (0..N)
+        .map(|i| format!("  - name: t{i}\n    run: sleep 0.3; echo {i}\n"))
+        .collect();
+    admin.write("tasks.yaml", &format!("tasks:\n{tasks}"));
+    admin.ok(&["submit", "tasks.yaml"]);
+    let pushes = || {
+        server
+            .report()
+            .repo("octo/device")
+            .map_or(0, |r| r.pushes.len())
+    };
+    let before = pushes();
+    let work = admin.ok(&["work", "--parallel", "2", "--json"]).json();
+    assert_eq!(work["done"], N as u64, "{work}");
+    // The work's own claims and results wait for the device's first token
+    // (a minute away); the sync at its end pushes everything at once.
+    assert_eq!(pushes() - before, 1, "{}", server.report());
+    // Everything landed: a sync now has nothing to push.
+    admin.ok(&["sync"]);
+    assert_eq!(pushes() - before, 1, "{}", server.report());
+    let report = server.report();
+    if let Err(violations) = report.check(&Recommendations::github()) {
+        panic!("{violations}\n{report}");
+    }
+}

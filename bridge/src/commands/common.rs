@@ -21,14 +21,25 @@ pub fn open_session(g: &GlobalArgs) -> CliResult<Session> {
 
 /// [`open_session`], loading the documents as `plan` says.
 pub fn open_session_with(g: &GlobalArgs, plan: LoadPlan) -> CliResult<Session> {
+    open_session_fetching(g, plan, || {}).map(|(session, _)| session)
+}
+
+/// [`open_session_with`], calling `before_fetch` just before it pulls the
+/// store from the remote (a runner waits for its turn to read), and saying
+/// whether it did: then the session is as fresh as a sync.
+pub fn open_session_fetching(
+    g: &GlobalArgs,
+    plan: LoadPlan,
+    before_fetch: impl FnOnce(),
+) -> CliResult<(Session, bool)> {
     let ws = Workspace::find(g.workspace.as_deref(), g.engine())?;
     let Some(spec) = ws.remote_spec().map(str::to_owned) else {
-        return Ok(Session::open_with(ws, plan)?);
+        return Ok((Session::open_with(ws, plan)?, false));
     };
     let root = ws.root.clone();
     let first = match Session::open_with(ws, plan.clone()) {
         Ok(s) => match s.vault.me() {
-            Ok(_) => return Ok(s),
+            Ok(_) => return Ok((s, false)),
             Err(e) => e.into(),
         },
         Err(e) => e.into(),
@@ -40,6 +51,7 @@ pub fn open_session_with(g: &GlobalArgs, plan: LoadPlan) -> CliResult<Session> {
             "set `remote` under [store] in bridge.toml to dir:PATH or git:URL",
         )
     })?;
+    before_fetch();
     match bridge_store::sync(&ws.replica, remote.as_ref(), &mut |_| {}) {
         Ok(report) => {
             for w in &report.skipped {
@@ -52,7 +64,7 @@ pub fn open_session_with(g: &GlobalArgs, plan: LoadPlan) -> CliResult<Session> {
             return Err(first);
         }
     }
-    Ok(Session::open_with(ws, plan)?)
+    Ok((Session::open_with(ws, plan)?, true))
 }
 
 /// Opens a remote for the workspace at `root`. In a `git:` remote this

@@ -13,13 +13,13 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::GlobalArgs;
-use super::common::{open_remote_as, open_session_with};
+use super::common::{open_remote_as, open_session_fetching};
 use crate::budget::{Pacer, Share};
 use crate::error::{CliError, CliResult, EXIT_INTERRUPTED, EXIT_OFFLINE, EXIT_OK, HintExt};
 use crate::output::{duration, print_json};
 use crate::publish::Publisher;
 use crate::worker::{self, Event, WorkOptions, safe_name};
-use crate::workspace::{LoadPlan, Session, now_ms};
+use crate::workspace::{LoadPlan, Session, Workspace, now_ms};
 
 /// Run a bounded batch of tasks on a CI runner, pushing each result, then exit
 ///
@@ -90,6 +90,25 @@ const RUNNER_COMPACT_MARGIN: Duration = Duration::from_secs(60);
 /// one per push.
 const RUNNER_FLUSH_DELAY: Duration = Duration::from_secs(2);
 
+/// This runner's pacer when its remote has a push budget (see
+/// crate::budget), made before anything reads the remote.
+fn runner_pacer(
+    g: &GlobalArgs,
+    remote: Option<&str>,
+    shard: Option<(u32, u32)>,
+) -> CliResult<Option<Pacer>> {
+    let ws = Workspace::find(g.workspace.as_deref(), g.engine())?;
+    let Some(spec) = remote.or(ws.remote_spec()) else {
+        return Ok(None);
+    };
+    let Some(budget) = ws.config.budget(spec)? else {
+        return Ok(None);
+    };
+    let shards = shard.map_or(1, |(_, count)| count);
+    let share = Share::runner(budget, shards, getrandom::u64().unwrap_or(0));
+    Ok(Some(Pacer::new(share, tokio::time::Instant::now())))
+}
+
 /// What the run did, for outputs and the summary.
 #[derive(Default)]
 struct Ledger {
@@ -120,7 +139,18 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> CliResult<u8> {
         open_tasks: RUNNER_FIRST_LOAD,
         seed: args.slot.clone().unwrap_or_else(|| format!("{shard:?}")),
     };
-    let mut session = open_session_with(g, plan)?;
+    let mut pacer = runner_pacer(g, args.remote.as_deref(), shard)?;
+    let read_turn = pacer.as_ref().map(Pacer::next_read_at);
+    // A fresh checkout reads the store first: at its turn, or K runners
+    // started together would all read at once (see crate::budget).
+    let (mut session, fetched) = open_session_fetching(g, plan, || {
+        if let Some(at) = read_turn {
+            std::thread::sleep(at.saturating_duration_since(tokio::time::Instant::now()));
+        }
+    })?;
+    if fetched && let Some(p) = pacer.as_mut() {
+        p.read(tokio::time::Instant::now());
+    }
     let spec = args
         .remote
         .clone()
@@ -143,17 +173,22 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> CliResult<u8> {
     // (see crate::budget): a lease must outlast the time between two of its
     // pushes, or its claims would look lost between them.
     let mut lease = session.ws.config.lease()?;
-    if let Some(budget) = session.ws.config.budget(&spec)? {
-        let shards = shard.map_or(1, |(_, count)| count);
-        let share = Share::runner(budget, shards, getrandom::u64().unwrap_or(0));
+    if let Some(pacer) = pacer {
+        let share = pacer.share();
         lease = lease.max(share.push_every * 3);
         tracing::debug!(
             push_every_s = share.push_every.as_secs_f64(),
             read_every_s = share.read_every.as_secs_f64(),
             phase_s = share.phase.as_secs_f64(),
+            thieves = share.thieves,
             "pacing pushes and reads to this runner's share of the repository's budget"
         );
-        publisher = publisher.with_pacer(Pacer::new(share, tokio::time::Instant::now()));
+        publisher = publisher.with_pacer(pacer);
+    }
+    // The store was just pulled from this same remote: that was the sync.
+    let synced = fetched && session.ws.remote_spec() == Some(spec.as_str());
+    if synced {
+        publisher.note_synced();
     }
     let parallel = super::work::parallel_or_cpus(args.parallel);
     let runtime = super::work::worker_runtime(parallel)?;
@@ -161,7 +196,7 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> CliResult<u8> {
     let quiet = g.quiet;
     let result: CliResult<(worker::WorkReport, Ledger)> = runtime.block_on(async {
         super::work::watch_signals(shutdown.clone());
-        if publisher.sync(&mut session).await?.is_none() {
+        if !synced && publisher.sync(&mut session).await?.is_none() {
             return Err(CliError::hint(
                 anyhow!("the remote {spec} is unreachable"),
                 "check the URL and the runner's network; nothing was claimed",

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::GlobalArgs;
 use super::common::{open_session, sync_and_report, sync_remote};
+use crate::budget::{Pacer, Share};
 use crate::error::{CliResult, EXIT_INTERRUPTED, EXIT_OK, EXIT_TASK_FAILED, HintExt};
 use crate::output::{duration, print_json};
 use crate::publish::Publisher;
@@ -104,6 +105,26 @@ impl RunTasksFromArg {
     }
 }
 
+/// The repository's budget (see crate::budget): a device takes the share
+/// kept for devices, and its lease must outlast the time between two of its
+/// pushes, or its claims would look lost between them.
+fn device_pacing(session: &Session) -> CliResult<(Option<Share>, Duration)> {
+    let share = match session.ws.remote_spec() {
+        Some(spec) => session.ws.config.budget(spec)?.map(Share::device),
+        None => None,
+    };
+    let lease = session.ws.config.lease()?;
+    Ok((share, share.map_or(lease, |s| lease.max(s.push_every * 3))))
+}
+
+/// `publisher`, paced to `share` when there is one.
+fn paced(publisher: Publisher, share: Option<Share>) -> Publisher {
+    match share {
+        Some(share) => publisher.with_pacer(Pacer::new(share, tokio::time::Instant::now())),
+        None => publisher,
+    }
+}
+
 pub fn run(g: &GlobalArgs, args: WorkArgs) -> CliResult<u8> {
     let mut session = open_session(g)?;
     let parallel = parallel_or_cpus(args.parallel);
@@ -111,13 +132,14 @@ pub fn run(g: &GlobalArgs, args: WorkArgs) -> CliResult<u8> {
         .with_context(|| format!("--poll {} is not a duration", args.poll))
         .hint("write e.g. 5s or 1m")?;
     let labels = worker_labels(&session, &args.labels, &[]);
+    let (pacer, lease) = device_pacing(&session)?;
     let opts = WorkOptions {
         steal_grace: None,
         parallel,
         follow: args.follow,
         poll,
         labels,
-        lease: session.ws.config.lease()?,
+        lease,
         max_tasks: args.max_tasks,
         device: g.settings.engine.device_name(),
         deadline: None,
@@ -145,7 +167,7 @@ pub fn run(g: &GlobalArgs, args: WorkArgs) -> CliResult<u8> {
             (false, Some(spec)) => {
                 super::common::open_remote(&session.ws.settings, spec, &session.ws.root)
                     .ok()
-                    .map(|r| Publisher::new(r, session.ws.replica.clone()))
+                    .map(|r| paced(Publisher::new(r, session.ws.replica.clone()), pacer))
             }
             _ => None,
         };

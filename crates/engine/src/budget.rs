@@ -14,12 +14,19 @@
 //!   K = 16, once every 192 s. It starts at a random phase, so that K
 //!   runners started together do not push together.
 //! - The minute's push kept for devices is their share: [`Share::device`]
-//!   is once a minute. `bridge run` paces itself; `bridge work` with a
-//!   remote and `bridge sync` by hand are not paced yet (a person's call,
-//!   and rare next to a fleet's pushes).
-//! - Reads (a fetch of the store's refs) are paced the same way: a runner
-//!   reads at most once every `K / R` seconds (R = 15: about once a second
-//!   for K = 16).
+//!   is once a minute, which `bridge work` with a remote keeps to (its
+//!   claims and results go once a minute, everything at its end). A
+//!   `bridge sync` typed by hand is one exchange a person asked for and is
+//!   not delayed.
+//! - Reads (a fetch of the store's refs) are paced the same way, with room
+//!   to spare: K runners' reads are not in step, so in a given second more
+//!   of them fall than on average. A runner reads at most once every
+//!   `K / (R × 2/3)` seconds (R = 15: every 1.6 s for K = 16).
+//! - Taking over a shard whose runner never came costs each thief one push
+//!   more than its own (its shard's results, then the stolen tasks'). A
+//!   fleet on a short run pushes once per runner, K in all, so it can pay
+//!   for `5 min × (B − 1) − K` thieves (at least one) within the 5-minute
+//!   window: 9 for K = 16, every runner for K ≤ 12 ([`Share::thieves`]).
 //!
 //! A writer's pushes come from a token bucket ([`Pacer`]): one token per
 //! share interval from its phase on, at most two held. A push in the
@@ -65,10 +72,24 @@ pub struct Share {
     pub read_every: Duration,
     /// When, after it starts, its first push token comes.
     pub phase: Duration,
+    /// How many runners of its fleet may take over the shards that show no
+    /// runner (each pushes once more than its share): see
+    /// [`Share::runner`]. None for a device.
+    pub thieves: u32,
 }
 
 /// The pushes per minute kept for devices when a fleet shares a budget.
 const DEVICE_PUSHES_PER_MINUTE: f64 = 1.0;
+
+/// The share of the read budget runners aim at: their reads are not in
+/// step, so some seconds see more than the average (16 runners at the full
+/// 15 a second made 16 in their busiest second).
+const READ_HEADROOM: f64 = 2.0 / 3.0;
+
+/// The window over which a short run's pushes are counted: GitHub's
+/// recommendation is per minute, a fleet's run ends in a burst of last
+/// pushes, so the budget holds over five minutes.
+const PUSH_WINDOW_MINUTES: f64 = 5.0;
 
 impl Share {
     /// The share of the runner of one shard of `shards`, with its phase
@@ -83,12 +104,17 @@ impl Share {
             budget.pushes_per_minute * k / (k + 1.0)
         };
         let push_every = seconds(60.0 * k / fleet.max(f64::MIN_POSITIVE));
-        let read_every = seconds(k / budget.reads_per_second.max(f64::MIN_POSITIVE));
+        let reads = (budget.reads_per_second * READ_HEADROOM).max(f64::MIN_POSITIVE);
+        let read_every = seconds(k / reads);
         let phase = push_every.mul_f64((seed % 10_000) as f64 / 10_000.0);
+        // The window's pushes left once every runner has pushed once.
+        let spare = (fleet * PUSH_WINDOW_MINUTES - k).floor();
+        let thieves = spare.clamp(1.0, k) as u32;
         Share {
             push_every,
             read_every,
             phase,
+            thieves,
         }
     }
 
@@ -100,6 +126,7 @@ impl Share {
             push_every: seconds(60.0 / per_minute.max(f64::MIN_POSITIVE)),
             read_every: seconds(1.0_f64.max(1.0 / budget.reads_per_second.max(f64::MIN_POSITIVE))),
             phase: Duration::ZERO,
+            thieves: 0,
         }
     }
 }
@@ -229,11 +256,23 @@ mod tests {
         let s = Share::runner(Budget::GITHUB, 6, 5_000);
         assert_eq!(s.push_every, secs(72));
         assert_eq!(s.phase, secs(36));
-        // Reads: 15 a second for 16 runners.
-        let s = Share::runner(Budget::GITHUB, 15, 0);
+        // Reads: two thirds of 15 a second (10) for 10 runners.
+        let s = Share::runner(Budget::GITHUB, 10, 0);
         assert_eq!(s.read_every, secs(1));
         // A device pushes once a minute.
         assert_eq!(Share::device(Budget::GITHUB).push_every, secs(60));
+    }
+
+    #[test]
+    fn a_fleet_pays_for_as_many_thieves_as_its_window_has_pushes_left() {
+        // 25 pushes in 5 minutes for the fleet: 16 last pushes leave 9.
+        assert_eq!(Share::runner(Budget::GITHUB, 16, 0).thieves, 9);
+        // A small fleet: every runner.
+        assert_eq!(Share::runner(Budget::GITHUB, 6, 0).thieves, 6);
+        assert_eq!(Share::runner(Budget::GITHUB, 12, 0).thieves, 12);
+        // A fleet too large for the budget still has one.
+        assert_eq!(Share::runner(Budget::GITHUB, 40, 0).thieves, 1);
+        assert_eq!(Share::device(Budget::GITHUB).thieves, 0);
     }
 
     #[test]
@@ -254,6 +293,7 @@ mod tests {
             push_every: secs(60),
             read_every: secs(1),
             phase: secs(10),
+            thieves: 1,
         };
         let mut p = Pacer::new(share, t0);
         // One token at the phase: kept for the last push.
@@ -274,6 +314,7 @@ mod tests {
             push_every: secs(60),
             read_every: secs(1),
             phase: Duration::ZERO,
+            thieves: 1,
         };
         let mut p = Pacer::new(share, t0);
         // An hour of nothing to push: two tokens held, not sixty.
@@ -292,6 +333,7 @@ mod tests {
             push_every: secs(192),
             read_every: secs(1),
             phase: secs(50),
+            thieves: 1,
         };
         let mut p = Pacer::new(share, t0);
         let mut pushes = 0;
@@ -311,7 +353,7 @@ mod tests {
     #[test]
     fn reads_keep_their_interval() {
         let t0 = Instant::now();
-        let mut p = Pacer::new(Share::runner(Budget::GITHUB, 15, 0), t0);
+        let mut p = Pacer::new(Share::runner(Budget::GITHUB, 10, 0), t0);
         assert!(p.may_read(t0));
         p.read(t0);
         assert!(!p.may_read(t0 + Duration::from_millis(999)));
@@ -322,14 +364,14 @@ mod tests {
     #[test]
     fn runners_started_together_spread_their_first_reads() {
         let t0 = Instant::now();
-        // 15 runners: a read a second each at most. Their phases spread the
+        // 10 runners: a read a second each at most. Their phases spread the
         // first reads over that second, as they spread the first pushes.
-        let firsts: Vec<Instant> = (0..15u64)
-            .map(|i| Pacer::new(Share::runner(Budget::GITHUB, 15, i * 666), t0).next_read_at())
+        let firsts: Vec<Instant> = (0..10u64)
+            .map(|i| Pacer::new(Share::runner(Budget::GITHUB, 10, i * 999), t0).next_read_at())
             .collect();
         assert!(firsts.iter().all(|&at| at >= t0 && at < t0 + secs(1)));
         let distinct: std::collections::BTreeSet<Instant> = firsts.iter().copied().collect();
-        assert_eq!(distinct.len(), 15, "no two read at once");
+        assert_eq!(distinct.len(), 10, "no two read at once");
         // Without a phase (a device), at once.
         assert!(Pacer::new(Share::device(Budget::GITHUB), t0).may_read(t0));
     }

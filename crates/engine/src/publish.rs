@@ -460,6 +460,14 @@ impl Publisher {
         !self.replica.outbox().is_empty() || self.in_flight.is_some() || self.ahead.is_some()
     }
 
+    /// Notes a sync made by other means just now (a fresh checkout pulled
+    /// the store from this remote before the publisher existed): it counts
+    /// as this publisher's fetch.
+    pub fn note_synced(&mut self) {
+        self.synced_at = Some(std::time::Instant::now());
+        self.fetches += 1;
+    }
+
     /// Whether the last sync ended less than `age` ago.
     pub fn synced_within(&self, age: std::time::Duration) -> bool {
         self.synced_at.is_some_and(|t| t.elapsed() < age)

@@ -129,6 +129,18 @@ pub fn top_of(name: &str, among: impl IntoIterator<Item = u32>) -> Option<u32> {
     among.into_iter().max_by_key(|s| rendezvous(name, *s))
 }
 
+/// The `n` shards among `among` that weigh most for `name` (rendezvous
+/// hashing), in no particular order: adding or removing one shard of
+/// `among` changes at most one of them.
+pub fn top_n(name: &str, among: impl IntoIterator<Item = u32>, n: usize) -> Vec<u32> {
+    let mut weighed: Vec<(u64, u32)> = among
+        .into_iter()
+        .map(|s| (rendezvous(name, s), s))
+        .collect();
+    weighed.sort_unstable_by(|a, b| b.cmp(a));
+    weighed.into_iter().take(n).map(|(_, s)| s).collect()
+}
+
 /// The rendezvous weight of `name` for `shard`.
 fn rendezvous(name: &str, shard: u32) -> u64 {
     use sha2::{Digest, Sha256};
@@ -192,5 +204,18 @@ mod tests {
             preferred > 350,
             "{preferred} of 500 where rendezvous puts them"
         );
+    }
+
+    #[test]
+    fn the_top_few_change_by_at_most_one_when_a_shard_comes_or_goes() {
+        let all: Vec<u32> = (0..16).collect();
+        let top = top_n("k", all.iter().copied(), 9);
+        assert_eq!(top.len(), 9);
+        for gone in 0..16 {
+            let fewer = top_n("k", all.iter().copied().filter(|s| *s != gone), 9);
+            let changed = fewer.iter().filter(|s| !top.contains(s)).count();
+            assert!(changed <= 1, "without {gone}: {top:?} → {fewer:?}");
+        }
+        assert_eq!(top_n("k", [3, 1], 9).len(), 2, "fewer than asked: all");
     }
 }

@@ -125,10 +125,12 @@ pub(super) enum Steal {
     Wait,
     /// Under a push budget, after the grace: only the tasks of *quiet*
     /// shards (no live claim, so no runner seen working on them: its runner
-    /// never started, or died), split among the shards that are done, each
-    /// task to the done shard it weighs most ([`crate::shard::top_of`]).
-    /// Thieves then never race each other, and push nothing to claim.
-    QuietSplit,
+    /// never started, or died), split among at most `thieves` of the shards
+    /// that are done, each task to the one it weighs most
+    /// ([`crate::shard::top_of`]). Thieves then never race each other and
+    /// push nothing to claim; each pushes once more than its own share, so
+    /// the budget pays for only so many ([`crate::budget::Share::thieves`]).
+    QuietSplit { thieves: u32 },
 }
 
 /// Orders candidates for a sharded runner: the tasks of its shard (see
@@ -160,15 +162,24 @@ pub(super) fn prefer_shard(
             (others, true)
         }
         Steal::Wait => (Vec::new(), true),
-        Steal::QuietSplit => (quiet_split(others, index, shards, view, derived), true),
+        Steal::QuietSplit { thieves } => (
+            quiet_split(others, index, thieves, shards, view, derived),
+            true,
+        ),
     }
 }
 
+/// What the thieves among the done shards are chosen by (rendezvous
+/// hashing): the same few whatever the run, so that two runners who see
+/// one more or one fewer shard done still agree on all but one thief.
+const THIEVES_KEY: &str = "bridge: thieves";
+
 /// The tasks among `others` that runner `index` takes under
-/// [`Steal::QuietSplit`].
+/// [`Steal::QuietSplit`], one of at most `thieves`.
 fn quiet_split(
     others: Vec<TaskId>,
     index: u32,
+    thieves: u32,
     shards: &mut Shards,
     view: &View,
     derived: &BTreeMap<TaskId, Derived>,
@@ -193,11 +204,12 @@ fn quiet_split(
     let done: Vec<u32> = (0..shards.count())
         .filter(|s| *s == index || !open.contains(s))
         .collect();
+    let thieves = crate::shard::top_n(THIEVES_KEY, done, thieves as usize);
     others
         .into_iter()
         .filter(|id| {
             !busy.contains(&shards.of(id))
-                && crate::shard::top_of(id.as_str(), done.iter().copied()) == Some(index)
+                && crate::shard::top_of(id.as_str(), thieves.iter().copied()) == Some(index)
         })
         .collect()
 }

@@ -327,9 +327,10 @@ fn thieves_under_a_budget_split_a_quiet_shard_and_leave_a_busy_one() {
     };
     // During the grace: nothing.
     assert_eq!(take(0, Steal::Wait), (vec![], true));
-    let (by0, stolen) = take(0, Steal::QuietSplit);
+    let all = Steal::QuietSplit { thieves: 4 };
+    let (by0, stolen) = take(0, all);
     assert!(stolen);
-    let (by1, _) = take(1, Steal::QuietSplit);
+    let (by1, _) = take(1, all);
     let by0: std::collections::BTreeSet<TaskId> = by0.into_iter().collect();
     let by1: std::collections::BTreeSet<TaskId> = by1.into_iter().collect();
     assert!(by0.is_disjoint(&by1), "no task taken twice");
@@ -339,6 +340,14 @@ fn thieves_under_a_budget_split_a_quiet_shard_and_leave_a_busy_one() {
         quiet,
         "the quiet shard, all of it, nothing of the busy one"
     );
+    // A budget that pays for one thief: one of the two done shards takes
+    // the whole quiet shard, the other nothing.
+    let one = Steal::QuietSplit { thieves: 1 };
+    let (lone0, _) = take(0, one);
+    let (lone1, _) = take(1, one);
+    let mut lone: Vec<usize> = vec![lone0.len(), lone1.len()];
+    lone.sort_unstable();
+    assert_eq!(lone, vec![0, quiet.len()], "one thief takes it all");
     // Without a budget, a thief takes from the far end of any shard.
     let (far, _) = take(0, Steal::FarEnd);
     assert_eq!(far.len(), runnable.len());

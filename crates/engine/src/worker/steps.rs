@@ -250,7 +250,7 @@ impl<'a> Worker<'a> {
         // Under a push budget a thief takes only its own split of the quiet
         // shards, which no other runner takes: it claims them as it claims
         // its own shard (a whole window, no sync to check the claims).
-        let contested = stealing && self.steal_rule() != Steal::QuietSplit;
+        let contested = stealing && !matches!(self.steal_rule(), Steal::QuietSplit { .. });
         let window = window_size(
             self.parallel,
             self.avg_ms,
@@ -353,13 +353,13 @@ impl<'a> Worker<'a> {
 
     /// How this runner steals now: see [`Steal`].
     fn steal_rule(&self) -> Steal {
-        let paced = self
-            .publisher
-            .as_deref()
-            .is_some_and(|p| p.pacer().is_some());
+        let Some(pacer) = self.publisher.as_deref().and_then(|p| p.pacer()) else {
+            return Steal::FarEnd;
+        };
         match self.steal_after {
-            _ if !paced => Steal::FarEnd,
-            Some(at) if Instant::now() >= at => Steal::QuietSplit,
+            Some(at) if Instant::now() >= at => Steal::QuietSplit {
+                thieves: pacer.share().thieves,
+            },
             _ => Steal::Wait,
         }
     }
@@ -849,6 +849,7 @@ mod tests {
         let share = Share {
             push_every: Duration::from_secs(3600),
             read_every: Duration::ZERO,
+            thieves: 1,
             phase: Duration::ZERO,
         };
         let remote = Box::new(bridge_store::remote::MemRemote::new());
