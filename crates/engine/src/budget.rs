@@ -21,7 +21,12 @@
 //! - Reads (a fetch of the store's refs) are paced the same way, with room
 //!   to spare: K runners' reads are not in step, so in a given second more
 //!   of them fall than on average. A runner reads at most once every
-//!   `K / (R × 2/3)` seconds (R = 15: every 1.6 s for K = 16).
+//!   `K / (R × 2/3)` seconds (R = 15: every 1.6 s for K = 16), and at most
+//!   `⌊R / K⌋` times in any second, so that up to R runners never read more
+//!   than R times in one second whatever their phases (0.8 s apart, eight
+//!   runners could read twice each in one second: 16; they made 16 in a
+//!   test). With more runners than R, a second holds at most one read of
+//!   each, and their random phases spread them.
 //! - Taking over a shard whose runner never came costs each thief one push
 //!   more than its own (its shard's results, then the stolen tasks'). A
 //!   fleet on a short run pushes once per runner, K in all, so it can pay
@@ -105,7 +110,7 @@ impl Share {
         };
         let push_every = seconds(60.0 * k / fleet.max(f64::MIN_POSITIVE));
         let reads = (budget.reads_per_second * READ_HEADROOM).max(f64::MIN_POSITIVE);
-        let read_every = seconds(k / reads);
+        let read_every = seconds(k / reads).max(within_any_second(k, budget.reads_per_second));
         let phase = push_every.mul_f64((seed % 10_000) as f64 / 10_000.0);
         // The window's pushes left once every runner has pushed once.
         let spare = (fleet * PUSH_WINDOW_MINUTES - k).floor();
@@ -128,6 +133,21 @@ impl Share {
             phase: Duration::ZERO,
             thieves: 0,
         }
+    }
+}
+
+/// The least time between two reads of one of `k` runners so that the
+/// fleet reads at most `reads_per_second` times in *any* one-second window
+/// (the host counts per second): `⌊R / K⌋` reads a second each, an interval
+/// rounded up to the millisecond (so that `⌊R / K⌋` intervals never fit in
+/// a second). Zero when there are more runners than R: each reads less
+/// than once a second anyway (see [`Share::runner`]).
+fn within_any_second(k: f64, reads_per_second: f64) -> Duration {
+    let each = (reads_per_second / k).floor();
+    if each >= 1.0 {
+        Duration::from_millis((1000.0 / each).ceil() as u64)
+    } else {
+        Duration::ZERO
     }
 }
 
@@ -348,6 +368,51 @@ mod tests {
         p.spend(t0 + secs(200));
         // The last push leaves it in debt: the next comes two intervals on.
         assert!(!p.may_push(t0 + secs(50 + 2 * 192 - 1)));
+    }
+
+    #[test]
+    fn a_fleet_reads_at_most_its_budget_in_any_second() {
+        // Each runner reads as often as its share lets it, from its phase;
+        // the busiest one-second window of the fleet's reads stays within
+        // R for every fleet size up to R, whatever the phases.
+        // Phases: the same for all (runners whose seeds agree), close
+        // together, spread.
+        let patterns: [fn(u64) -> u64; 3] = [|_| 0, |i| i * 13, |i| i * 7_919 % 10_000];
+        for (k, phase_of) in (1..=15u32).flat_map(|k| patterns.map(|p| (k, p))) {
+            let mut reads: Vec<Duration> = Vec::new();
+            for i in 0..u64::from(k) {
+                let share = Share::runner(Budget::GITHUB, k, phase_of(i));
+                let t0 = Instant::now();
+                let mut p = Pacer::new(share, t0);
+                let mut at = p.next_read_at();
+                while at < t0 + secs(10) {
+                    p.read(at);
+                    reads.push(at - t0);
+                    at = p.next_read_at();
+                }
+            }
+            reads.sort();
+            let busiest = reads
+                .iter()
+                .enumerate()
+                .map(|(j, &t)| reads[j..].iter().take_while(|&&u| u < t + secs(1)).count())
+                .max()
+                .unwrap_or(0);
+            assert!(busiest <= 15, "{k} runners: {busiest} reads in a second");
+        }
+        // Eight runners: once a second each, not every 0.8 s (two reads of
+        // each in one second: 16).
+        assert_eq!(Share::runner(Budget::GITHUB, 8, 0).read_every, secs(1));
+        assert_eq!(Share::runner(Budget::GITHUB, 9, 0).read_every, secs(1));
+        // Elsewhere the headroom is the longer interval.
+        assert_eq!(
+            Share::runner(Budget::GITHUB, 4, 0).read_every,
+            Duration::from_millis(400)
+        );
+        assert_eq!(
+            Share::runner(Budget::GITHUB, 16, 0).read_every,
+            Duration::from_millis(1600)
+        );
     }
 
     #[test]
