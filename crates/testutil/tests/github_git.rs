@@ -420,3 +420,42 @@ fn the_report_lists_every_repository_created_even_untouched() {
     assert_eq!(solo.widest_tree, None);
     assert_eq!(report.check(&Recommendations::github()), Ok(()));
 }
+
+#[test]
+fn a_stopped_server_refuses_connections_and_serves_the_same_repositories_again() {
+    let mut server = GitHubGit::start();
+    let url = server.create_repo("octo/down");
+    let work = work_tree(&server, &[("a", b"1".to_vec())]);
+    git_ok(&server, work.path(), &["push", "-q", &url, "main"]);
+
+    server.stop();
+    assert!(!server.is_serving());
+    let down = git_at(
+        &server,
+        work.path(),
+        Some(&server.auth_header()),
+        &["ls-remote", &url],
+    );
+    assert!(!down.status.success());
+    // Nothing listens: the connection itself fails, as with a host that is
+    // down (not an HTTP error from a server that is up).
+    let text = stderr(&down);
+    assert!(
+        text.contains("Failed to connect") || text.contains("Connection refused"),
+        "{text}"
+    );
+
+    server.restart();
+    assert!(server.is_serving());
+    commit(&server, work.path(), &[("b", b"2".to_vec())], "second");
+    git_ok(&server, work.path(), &["push", "-q", &url, "main"]);
+    let refs = git_ok(&server, work.path(), &["ls-remote", &url]);
+    assert!(refs.contains("refs/heads/main"), "{refs}");
+    // Counting went on across the outage: both pushes, one per serving.
+    let report = server.report();
+    assert_eq!(
+        report.repo("octo/down").unwrap().pushes.len(),
+        2,
+        "{report}"
+    );
+}

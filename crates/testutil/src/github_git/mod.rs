@@ -60,6 +60,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use hyper_util::rt::TokioIo;
 use tempfile::TempDir;
+use tokio_rustls::rustls;
 
 pub use hook::Refusal;
 pub use report::{
@@ -101,6 +102,7 @@ pub struct GitHubGit {
     state: Arc<http::State>,
     port: u16,
     ca_path: PathBuf,
+    tls: Arc<rustls::ServerConfig>,
     // Dropped first: the runtime ends the server's tasks and their git
     // children before the folder goes.
     runtime: Option<tokio::runtime::Runtime>,
@@ -138,47 +140,45 @@ impl GitHubGit {
         let tls = tls::server_config(&ca_path);
         let state = Arc::new(http::State::new(config, repos, hooks, refusals));
 
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("github-git")
-            .enable_all()
-            .build()
-            .unwrap();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        listener.set_nonblocking(true).unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-        let serve_state = Arc::clone(&state);
-        runtime.spawn(async move {
-            let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
-                return;
-            };
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let acceptor = acceptor.clone();
-                let state = Arc::clone(&serve_state);
-                tokio::spawn(async move {
-                    let Ok(stream) = acceptor.accept(stream).await else {
-                        return;
-                    };
-                    let service = hyper::service::service_fn(move |req| {
-                        http::handle(Arc::clone(&state), req)
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
+        let runtime = serve(listener, &tls, &state);
         GitHubGit {
             state,
             port,
             ca_path,
+            tls,
             runtime: Some(runtime),
             root,
         }
+    }
+
+    /// Stops serving, as a host that went down: the port refuses
+    /// connections and requests under way are cut; the repositories and
+    /// the counts stay. [`restart`](Self::restart) serves them again.
+    pub fn stop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            shut_down(runtime);
+        }
+    }
+
+    /// Serves again on the same port after [`stop`](Self::stop) (the same
+    /// URLs, repositories, token and certificate; counting goes on);
+    /// nothing when it serves already.
+    pub fn restart(&mut self) {
+        if self.runtime.is_some() {
+            return;
+        }
+        // std sets SO_REUSEADDR on Unix: the connections of the stopped
+        // server left in TIME_WAIT do not hold the port.
+        let listener = std::net::TcpListener::bind(("127.0.0.1", self.port))
+            .unwrap_or_else(|e| panic!("cannot listen on port {} again: {e}", self.port));
+        self.runtime = Some(serve(listener, &self.tls, &self.state));
+    }
+
+    /// Whether it serves (not [`stop`](Self::stop)ped).
+    pub fn is_serving(&self) -> bool {
+        self.runtime.is_some()
     }
 
     /// The port it listens on (127.0.0.1).
@@ -302,15 +302,60 @@ fn walk_repos(root: &Path) -> Vec<String> {
 
 impl Drop for GitHubGit {
     fn drop(&mut self) {
-        if let Some(runtime) = self.runtime.take() {
-            // Waiting (for the git children to be killed before the folder
-            // goes) is not allowed inside an async context: there, stop in
-            // the background.
-            if tokio::runtime::Handle::try_current().is_ok() {
-                runtime.shutdown_background();
-            } else {
-                runtime.shutdown_timeout(Duration::from_secs(5));
-            }
+        self.stop();
+    }
+}
+
+/// A runtime serving `state` over TLS on `listener` until it is shut down
+/// (which drops the listener and every connection's task).
+fn serve(
+    listener: std::net::TcpListener,
+    tls: &Arc<rustls::ServerConfig>,
+    state: &Arc<http::State>,
+) -> tokio::runtime::Runtime {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("github-git")
+        .enable_all()
+        .build()
+        .unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(tls));
+    let serve_state = Arc::clone(state);
+    runtime.spawn(async move {
+        let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+            return;
+        };
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let acceptor = acceptor.clone();
+            let state = Arc::clone(&serve_state);
+            tokio::spawn(async move {
+                let Ok(stream) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let service =
+                    hyper::service::service_fn(move |req| http::handle(Arc::clone(&state), req));
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
         }
+    });
+    runtime
+}
+
+/// Ends a server's runtime: its tasks, and with them the listener, the
+/// connections and their git children (`kill_on_drop`).
+fn shut_down(runtime: tokio::runtime::Runtime) {
+    // Waiting (for the git children to be killed before the folder goes)
+    // is not allowed inside an async context: there, stop in the
+    // background.
+    if tokio::runtime::Handle::try_current().is_ok() {
+        runtime.shutdown_background();
+    } else {
+        runtime.shutdown_timeout(Duration::from_secs(5));
     }
 }
