@@ -8,6 +8,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use bridge_testutil::git::Bare;
+use bridge_testutil::github_git::{GitHubGit, Recommendations, Report};
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -591,22 +592,61 @@ pub fn wait_exit(mut p: Spawned, limit: Duration) -> Run {
     p.wait()
 }
 
+/// Where a [`GitPool`]'s repository is served from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Host {
+    /// A bare repository on this machine's disk, by its path: no push
+    /// budget unless set.
+    Local,
+    /// The GitHub-shaped server of bridge-testutil (https, a token,
+    /// GitHub's limits counted): a hosted remote, so bridge applies the
+    /// default push budget (README, "Within GitHub's limits").
+    GitHub,
+}
+
+impl Host {
+    /// A short tag, different for each host: for markers that tell the
+    /// processes of the two variants of a test apart (the tests of one
+    /// binary share its process id).
+    pub fn tag(self) -> u32 {
+        match self {
+            Host::Local => 1,
+            Host::GitHub => 2,
+        }
+    }
+}
+
 /// A pool on a bare git repository: the remote, and an admin device that
 /// created the workspace on it (the compaction and runner tests share it).
 pub struct GitPool {
     /// Holds the bare repository (and anything else shared).
     pub tmp: TempDir,
-    /// The bare repository.
+    /// The bare repository (on the GitHub-shaped server: the one it
+    /// serves, on disk).
     pub bare: Bare,
     /// The remote spec, `git:…`.
     pub remote: String,
     pub admin: Device,
+    /// The GitHub-shaped server serving `bare`, alive as long as the pool
+    /// (see [`GitPool::server`]).
+    server: Option<GitHubGit>,
+    /// What every device of the pool needs in its environment to reach the
+    /// remote (the server's token, auth host and certificate).
+    env: Vec<(String, String)>,
 }
 
 impl GitPool {
     /// A pool whose remote is the bare repository's plain path.
     pub fn new(label: &str) -> GitPool {
         GitPool::with_url(label, |bare| bare.display().to_string())
+    }
+
+    /// A pool on `host`.
+    pub fn on_host(host: Host, label: &str) -> GitPool {
+        match host {
+            Host::Local => GitPool::new(label),
+            Host::GitHub => GitPool::github(label),
+        }
     }
 
     /// A pool whose remote is `git:` + `url(bare repository)`.
@@ -619,14 +659,56 @@ impl GitPool {
 
     /// A pool on `bare` (in `tmp`) through `remote`.
     pub fn on(tmp: TempDir, bare: Bare, remote: String, label: &str) -> GitPool {
-        let admin = Device::new(&format!("{label}-admin"));
+        GitPool::init(tmp, bare, remote, label, None)
+    }
+
+    /// A pool on a repository `octo/LABEL` of a GitHub-shaped server started
+    /// for it (https on 127.0.0.1, a token): every device of the pool gets
+    /// the server's [`GitHubGit::bridge_env`].
+    pub fn github(label: &str) -> GitPool {
+        let tmp = temp_dir(&format!("{label}-pool"));
+        let server = GitHubGit::start();
+        let name = format!("octo/{label}");
+        let remote = format!("git:{}", server.create_repo(&name));
+        let bare = Bare(server.repo_dir(&name));
+        GitPool::init(tmp, bare, remote, label, Some(server))
+    }
+
+    fn init(
+        tmp: TempDir,
+        bare: Bare,
+        remote: String,
+        label: &str,
+        server: Option<GitHubGit>,
+    ) -> GitPool {
+        let env = server
+            .as_ref()
+            .map(GitHubGit::bridge_env)
+            .unwrap_or_default();
+        let admin = device_with_env(&format!("{label}-admin"), &env);
         admin.ok(&["init", "--remote", &remote]);
         GitPool {
             tmp,
             bare,
             remote,
             admin,
+            server,
+            env,
         }
+    }
+
+    /// The host the pool's repository is on.
+    pub fn host(&self) -> Host {
+        if self.server.is_some() {
+            Host::GitHub
+        } else {
+            Host::Local
+        }
+    }
+
+    /// A new (empty) device that can reach the pool's remote.
+    pub fn device(&self, name: &str) -> Device {
+        device_with_env(name, &self.env)
     }
 
     /// A file path shared by the test's processes (outside any workspace).
@@ -654,7 +736,7 @@ impl GitPool {
     /// A runner machine: a checkout holding the admin's bridge.toml, with
     /// `BRIDGE_IDENTITY` set to `secret`.
     pub fn runner(&self, name: &str, secret: &str) -> Device {
-        let mut r = Device::new(name);
+        let mut r = self.device(name);
         fs::copy(self.admin.path("bridge.toml"), r.path("bridge.toml"))
             .expect("cannot copy bridge.toml");
         r.set_env("BRIDGE_IDENTITY", secret);
@@ -671,4 +753,56 @@ impl GitPool {
         self.admin.ok(&["sync"]);
         self.admin.status()
     }
+
+    /// How long a test waits between two looks at the remote (an admin's
+    /// `sync` each). On the GitHub-shaped server a person does not sync ten
+    /// times a second: once a second keeps the admin's reads, with the
+    /// runners', within GitHub's 15 a second.
+    pub fn poll_every(&self) -> Duration {
+        match self.host() {
+            Host::Local => Duration::from_millis(100),
+            Host::GitHub => Duration::from_secs(1),
+        }
+    }
+
+    /// The GitHub-shaped server (panics on a local pool).
+    pub fn server(&mut self) -> &mut GitHubGit {
+        self.server
+            .as_mut()
+            .expect("a pool on the GitHub-shaped server")
+    }
+
+    /// What the GitHub-shaped server saw of the pool's repository, if the
+    /// pool is on one.
+    pub fn report(&self) -> Option<Report> {
+        self.server.as_ref().map(GitHubGit::report)
+    }
+
+    /// On the GitHub-shaped server: panics unless everything the pool did
+    /// stayed within GitHub's recommendations, but with at most
+    /// `pushes_per_minute` pushes a minute (over every 5-minute window):
+    /// GitHub's 6 unless the test set a faster budget on purpose. Prints the
+    /// report either way. Nothing on a local pool.
+    pub fn check_within_github(&self, pushes_per_minute: usize) {
+        let Some(report) = self.report() else {
+            return;
+        };
+        eprintln!("{report}");
+        let limits = Recommendations {
+            pushes_per_minute,
+            ..Recommendations::github()
+        };
+        if let Err(violations) = report.check(&limits) {
+            panic!("{violations}\n{report}");
+        }
+    }
+}
+
+/// A new device with `env` in the environment of all its commands.
+fn device_with_env(name: &str, env: &[(String, String)]) -> Device {
+    let mut d = Device::new(name);
+    for (key, value) in env {
+        d.set_env(key, value);
+    }
+    d
 }

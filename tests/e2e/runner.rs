@@ -1,6 +1,15 @@
 //! The runner mode (`bridge run`) against a `git:` remote: CI runners that
 //! share one worker identity drain a pool kept in a bare git repository,
 //! die, are stopped, lose the remote, and speak GitHub's conventions.
+//!
+//! The fleet's ordeals (a fleet draining a pool, SIGKILL, SIGTERM, the
+//! offline laptop, the remote going away, the server dying) run twice:
+//! on a local bare repository (no push budget), and, in [`on_github`], on
+//! the GitHub-shaped server of bridge-testutil, a hosted remote where
+//! bridge keeps to GitHub's push budget (README, "Within GitHub's
+//! limits"). Each body takes the [`Host`]; where the budget changes what
+//! can be seen (claims on a runner's own shard are not pushed, results land
+//! once per push interval), the body says what it checks instead and why.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -9,19 +18,45 @@ use std::time::{Duration, Instant};
 
 use bridge_testutil::git::{Bare, Daemon, git};
 
-use crate::harness::{Device, GitPool, Spawned, Task, str_field, temp_dir, wait_exit};
+use crate::harness::{Device, GitPool, Host, Spawned, Task, str_field, temp_dir, wait_exit};
 
-/// Calls `check` until it returns true, 100 ms apart, for at most `limit`
+/// Calls `check` until it returns true, `every` apart, for at most `limit`
 /// (a bound against hangs, not a timing assertion).
-fn poll_for(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+fn poll_for(what: &str, limit: Duration, every: Duration, mut check: impl FnMut() -> bool) {
     let start = Instant::now();
     while start.elapsed() < limit {
         if check() {
             return;
         }
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(every);
     }
     panic!("gave up waiting {limit:?} for: {what}");
+}
+
+/// A faster push budget than GitHub's, for the tests whose point is the
+/// remote going away (or a runner dying) *after* a result landed in the
+/// middle of a run: at the default budget a runner pushes in the middle of
+/// a run only after two of its push intervals (24 s and more for one or two
+/// runners), so a run of a few seconds pushes once, at its end, and there
+/// is no "middle" to see. 60 pushes a minute leaves about a second between
+/// two pushes of a runner (never 0, which is no limit at all). Tests that
+/// set it check the pushes against it rather than against GitHub's 6 a
+/// minute ([`GitPool::check_within_github`]).
+const FAST_PUSHES_PER_MINUTE: usize = 60;
+
+/// Sets [`FAST_PUSHES_PER_MINUTE`] on a pool on the GitHub-shaped server
+/// (before its runners copy bridge.toml); returns the push rate to check
+/// the server's report against: GitHub's 6 a minute on a local pool (not
+/// checked there) and when not set.
+fn fast_budget_on_github(pool: &GitPool) -> usize {
+    match pool.host() {
+        Host::Local => 6,
+        Host::GitHub => {
+            pool.admin
+                .set_store_settings(&format!("pushes-per-minute = {FAST_PUSHES_PER_MINUTE}\n"));
+            FAST_PUSHES_PER_MINUTE
+        }
+    }
 }
 
 /// Whether a `sleep` whose command line holds `marker` runs (on the host).
@@ -99,16 +134,34 @@ const OUTPUT_SAMPLE: usize = 4;
 
 #[test]
 fn eight_runners_drain_a_git_pool() {
-    const N: usize = 400;
+    eight_runners_drain(Host::Local, 400);
+}
+
+/// `K` runners drain `n` tasks, all present: nothing fails, every success
+/// a runner reported is in the store, few duplicates, right outputs, one
+/// ref per shard.
+fn eight_runners_drain(host: Host, n: usize) {
     const K: usize = 8;
-    let pool = GitPool::new("drain");
+    let pool = GitPool::on_host(host, "drain");
+    if host == Host::GitHub {
+        // Under a push budget a runner whose shard is done waits a grace
+        // (default: a quarter of the time its shard took, at least 5 s)
+        // for the others' results to land with their one push, then takes
+        // over the shards that show no runner; and a shard's claims are not
+        // pushed, so a live runner that has not pushed yet shows none. The
+        // default grace fits runners started together; eight `bridge`
+        // processes sharing two cores with the rest of the suite start
+        // seconds apart. With every runner present a longer grace costs
+        // nothing: a runner stops as soon as the others' results land.
+        pool.admin.set_worker_settings("steal-grace = \"60s\"\n");
+    }
     let sub = pool.submit_yaml(&matrix_yaml(
         "t",
-        N,
+        n,
         "echo \"$N\" > out.txt",
         "    outputs: [out.txt]\n",
     ));
-    assert_eq!(sub["new"], N, "{sub}");
+    assert_eq!(sub["new"], n, "{sub}");
     let secret = pool.add_runner("ci");
 
     let started = Instant::now();
@@ -138,12 +191,12 @@ fn eight_runners_drain_a_git_pool() {
         reported_done += report["done"].as_u64().expect("done");
     }
     eprintln!(
-        "{K} runners drained {N} tasks in {:.1}s",
+        "{K} runners drained {n} tasks in {:.1}s",
         started.elapsed().as_secs_f64()
     );
 
     let st = pool.synced_status();
-    assert_eq!((st.tasks, st.count("done")), (N as u64, N as u64), "{st:?}");
+    assert_eq!((st.tasks, st.count("done")), (n as u64, n as u64), "{st:?}");
 
     // Successes per task: one attempt of a done task is its success; look
     // closer only where there are more.
@@ -160,11 +213,11 @@ fn eight_runners_drain_a_git_pool() {
         assert!(ok >= 1, "{t:?}: {all:?}");
         successes += ok;
     }
-    let duplicates = successes - N as u64;
-    eprintln!("{K} runners ran {N} tasks with {duplicates} duplicate runs");
+    let duplicates = successes - n as u64;
+    eprintln!("{K} runners ran {n} tasks with {duplicates} duplicate runs");
     assert!(
-        duplicates * 20 < N as u64,
-        "{duplicates} duplicate runs of {N} tasks"
+        duplicates * 20 < n as u64,
+        "{duplicates} duplicate runs of {n} tasks"
     );
     assert_eq!(
         reported_done, successes,
@@ -181,7 +234,7 @@ fn eight_runners_drain_a_git_pool() {
             t.attempts > 1
                 || matrix_value(&t.name)
                     .parse::<usize>()
-                    .is_ok_and(|n| n % OUTPUT_SAMPLE == 0)
+                    .is_ok_and(|v| v % OUTPUT_SAMPLE == 0)
         })
         .collect();
     let outs = pool.admin.scratch("outputs");
@@ -205,28 +258,53 @@ fn eight_runners_drain_a_git_pool() {
         checked.len(),
         check_started.elapsed().as_secs_f64()
     );
-    assert!(checked.len() >= N / OUTPUT_SAMPLE);
+    assert!(checked.len() >= n / OUTPUT_SAMPLE);
 
     // One ref per runner shard, plus the admin's.
     let mut expected: BTreeSet<String> = (0..K).map(|i| format!("refs/bridge/ci-{i}")).collect();
     expected.insert("refs/bridge/drain-admin".to_owned());
     assert_eq!(pool.refs(), expected);
+    pool.check_within_github(6);
 }
 
 #[test]
 fn a_killed_runner_loses_nothing_and_another_finishes_its_tasks() {
+    a_killed_runner_loses_nothing(Host::Local);
+}
+
+/// SIGKILL: a runner dies after a push; what it pushed stays, its claims
+/// run out, and a second runner does the rest (each task once).
+///
+/// Under a push budget (the GitHub-shaped server) the same holds, and the
+/// second runner gets the dead runner's tasks the way the README says: the
+/// first runner's claims reach the remote only with a push of its results
+/// (they are not pushed on their own), its lease is three of its push
+/// intervals, and the second runner, its own shard done, waits
+/// `steal-grace` and then takes over the shard that shows no runner (no
+/// live claim, tasks pending).
+fn a_killed_runner_loses_nothing(host: Host) {
     const N: usize = 8;
-    let pool = GitPool::new("kill");
+    let pool = GitPool::on_host(host, "kill");
     pool.admin.set_lease("2s", "1s");
+    let pushes_per_minute = fast_budget_on_github(&pool);
     let sub = pool.submit_yaml(&matrix_yaml("s", N, "sleep 2", ""));
     assert_eq!(sub["new"], N, "{sub}");
     let secret = pool.add_runner("ci");
 
     let a = pool.runner("kill-a", &secret);
-    let proc_a = a.spawn("run", &strs(&run_args(Some("0/2"), 2, true)));
+    // On GitHub its results land once per push interval (about 2 s here),
+    // a few seconds after they are made: one task at a time gives 8 s of
+    // work, so that a push of a result and of the claims of the others
+    // comes while it still holds them.
+    let a_parallel = match host {
+        Host::Local => 2,
+        Host::GitHub => 1,
+    };
+    let proc_a = a.spawn("run", &strs(&run_args(Some("0/2"), a_parallel, true)));
     poll_for(
         "a first result at the admin while the runner holds more",
         Duration::from_secs(60),
+        pool.poll_every(),
         || {
             let st = pool.synced_status();
             st.count("done") >= 1 && st.count("running") >= 1
@@ -240,6 +318,7 @@ fn a_killed_runner_loses_nothing_and_another_finishes_its_tasks() {
     poll_for(
         "the dead runner's claims to expire",
         Duration::from_secs(30),
+        pool.poll_every(),
         || pool.synced_status().count("running") == 0,
     );
     let before = pool.admin.ls();
@@ -312,14 +391,24 @@ fn a_killed_runner_loses_nothing_and_another_finishes_its_tasks() {
             held.contains(&t.id)
         );
     }
+    pool.check_within_github(pushes_per_minute);
 }
 
 #[test]
 fn sigterm_interrupts_the_running_task_and_pushes_the_attempt() {
-    let pool = GitPool::new("term");
+    sigterm_interrupts_and_pushes(Host::Local);
+}
+
+/// SIGTERM: the running task is interrupted and its attempt pushed at
+/// once, exit code 130. Under a push budget too: the last push of a run
+/// goes whatever the pacer says.
+fn sigterm_interrupts_and_pushes(host: Host) {
+    let pool = GitPool::on_host(host, "term");
     // The task's `sleep`, found on the host by its command line (a task
-    // can write nothing outside its folder, issue 13).
-    let marker = format!("60.{}3", std::process::id());
+    // can write nothing outside its folder, issue 13); the host's tag tells
+    // it from the other variant's, which may run at the same time in this
+    // process.
+    let marker = format!("60.{}{}3", std::process::id(), host.tag());
     let sub = pool.submit_yaml(&format!(
         "tasks:\n  - name: long\n    run: exec sleep {marker}\n"
     ));
@@ -327,9 +416,12 @@ fn sigterm_interrupts_the_running_task_and_pushes_the_attempt() {
     let secret = pool.add_runner("ci");
     let r = pool.runner("term-r", &secret);
     let proc = r.spawn("run", &strs(&run_args(None, 1, true)));
-    poll_for("the task to start", Duration::from_secs(60), || {
-        sleeping(&marker)
-    });
+    poll_for(
+        "the task to start",
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        || sleeping(&marker),
+    );
 
     let signalled = Instant::now();
     proc.terminate();
@@ -351,23 +443,32 @@ fn sigterm_interrupts_the_running_task_and_pushes_the_attempt() {
         "the interrupted attempt was pushed"
     );
     assert_eq!(pool.admin.task("long").status, "pending");
+    pool.check_within_github(6);
 }
 
 #[test]
 fn an_offline_laptop_converges_with_runners_and_the_admin() {
+    an_offline_laptop_converges(Host::Local);
+}
+
+/// A laptop submits and works offline, comes back while two runners work,
+/// and everyone ends with the same store.
+fn an_offline_laptop_converges(host: Host) {
     const N: usize = 8;
-    let pool = GitPool::new("laptop");
+    let pool = GitPool::on_host(host, "laptop");
     let release = pool.shared("release");
     // The runners' tasks wait for a file, so the runners are surely still
-    // at work while the laptop syncs.
+    // at work while the laptop syncs. Their `sleep` (about 0.1 s) carries
+    // a marker, to be found on the host.
+    let waiting = format!("0.1{}{}", std::process::id(), host.tag());
     let gate = format!(
-        "i=0; while [ ! -e {} ]; do i=$((i+1)); [ $i -gt 600 ] && exit 1; sleep 0.1; done; echo \"$N\"",
+        "i=0; while [ ! -e {} ]; do i=$((i+1)); [ $i -gt 600 ] && exit 1; sleep {waiting}; done; echo \"$N\"",
         release.display()
     );
     let sub = pool.submit_yaml(&matrix_yaml("g", N, &gate, "    runs-on: [runner]\n"));
     assert_eq!(sub["new"], N, "{sub}");
 
-    let laptop = Device::new("laptop");
+    let laptop = pool.device("laptop");
     laptop.join_as(&pool.admin, &pool.remote, "submit");
     assert_eq!(laptop.status().tasks, N as u64);
 
@@ -401,11 +502,25 @@ fn an_offline_laptop_converges_with_runners_and_the_admin() {
     );
 
     // It comes back while the runners are at work.
-    poll_for(
-        "the runners to pick tasks up",
-        Duration::from_secs(60),
-        || pool.synced_status().count("running") > 0,
-    );
+    match host {
+        Host::Local => poll_for(
+            "the runners to pick tasks up",
+            Duration::from_secs(60),
+            pool.poll_every(),
+            || pool.synced_status().count("running") > 0,
+        ),
+        // Under a push budget a runner does not push the claims on its own
+        // shard (shards are disjoint), and its first push in the middle of
+        // a run comes after two push intervals (24 s for two runners at
+        // GitHub's 6 a minute): the admin cannot see them at work yet. The
+        // host can.
+        Host::GitHub => poll_for(
+            "the runners to start their tasks",
+            Duration::from_secs(60),
+            Duration::from_millis(100),
+            || sleeping(&waiting),
+        ),
+    }
     assert!(procs.iter_mut().all(Spawned::is_running));
     laptop.ok(&["sync"]);
     pool.admin.ok(&["sync"]);
@@ -432,14 +547,30 @@ fn an_offline_laptop_converges_with_runners_and_the_admin() {
     assert_eq!(la, ll);
     assert_eq!(la, lf);
     assert_eq!(pool.admin.ls(), fresh.ls(), "the same attempts everywhere");
+    pool.check_within_github(6);
 }
 
 #[test]
 fn a_runner_keeps_its_results_when_the_remote_goes_away() {
-    const N: usize = 6;
-    let pool = GitPool::new("gone");
-    let sub = pool.submit_yaml(&matrix_yaml("s", N, "sleep 1", ""));
-    assert_eq!(sub["new"], N, "{sub}");
+    a_runner_keeps_its_results_without_its_remote(Host::Local);
+}
+
+/// The repository disappears in the middle of a run (on the GitHub-shaped
+/// server: `repository not found`, as for a deleted repository): the runner
+/// finishes, keeps its results, says they did not reach the remote, and a
+/// later sync lands them.
+fn a_runner_keeps_its_results_without_its_remote(host: Host) {
+    // On GitHub the first result reaches the admin a few seconds into the
+    // run (a push interval, an admin sync a second): more work, so that
+    // the repository still goes away in the middle of the run.
+    let n: usize = match host {
+        Host::Local => 6,
+        Host::GitHub => 10,
+    };
+    let pool = GitPool::on_host(host, "gone");
+    let pushes_per_minute = fast_budget_on_github(&pool);
+    let sub = pool.submit_yaml(&matrix_yaml("s", n, "sleep 1", ""));
+    assert_eq!(sub["new"], n, "{sub}");
     let secret = pool.add_runner("ci");
     let r = pool.runner("gone-r", &secret);
     let proc = r.spawn("run", &strs(&run_args(None, 1, true)));
@@ -447,6 +578,7 @@ fn a_runner_keeps_its_results_when_the_remote_goes_away() {
     poll_for(
         "a first result at the admin",
         Duration::from_secs(60),
+        pool.poll_every(),
         || pool.synced_status().count("done") >= 1,
     );
     let ls_tree = git(&[
@@ -465,7 +597,7 @@ fn a_runner_keeps_its_results_when_the_remote_goes_away() {
     let run = run.expect_code(0);
     let report = run.json();
     eprintln!("runner without its remote: {report}");
-    assert_eq!(report["done"], N, "{report}");
+    assert_eq!(report["done"], n, "{report}");
     assert_eq!(report["failed"], 0, "{report}");
     assert_eq!(report["left"], 0, "{report}");
     assert!(report["pushes"].is_u64(), "{report}");
@@ -475,18 +607,19 @@ fn a_runner_keeps_its_results_when_the_remote_goes_away() {
         run.stderr
     );
     let mine = r.status();
-    assert_eq!(mine.count("done"), N as u64, "{mine:?}");
+    assert_eq!(mine.count("done"), n as u64, "{mine:?}");
 
     fs::rename(&moved, pool.bare.path()).expect("cannot move the bare repository back");
     r.ok(&["sync"]);
     let st = pool.synced_status();
-    assert_eq!((st.tasks, st.count("done")), (N as u64, N as u64), "{st:?}");
+    assert_eq!((st.tasks, st.count("done")), (n as u64, n as u64), "{st:?}");
     for t in pool.admin.ls() {
         assert_eq!(
             attempts(&pool.admin, &t.id),
             [("success".to_owned(), "gone-r".to_owned())]
         );
     }
+    pool.check_within_github(pushes_per_minute);
 }
 
 /// BUG: a runner whose background push is under way when the repository
@@ -504,8 +637,17 @@ fn a_runner_keeps_its_results_when_the_remote_goes_away() {
 /// which is why the test above passes.
 #[test]
 fn a_runner_with_a_push_under_way_survives_the_repository_going_away() {
+    a_push_under_way_survives_the_repository_going_away(Host::Local);
+}
+
+/// The repository disappears while a background push is under way; the
+/// runner still ends (see the bug above), with its results kept.
+fn a_push_under_way_survives_the_repository_going_away(host: Host) {
     const N: usize = 12;
-    let pool = GitPool::new("vanish");
+    let pool = GitPool::on_host(host, "vanish");
+    // Pushes in the middle of the run, about a second apart, so that one is
+    // under way when the repository goes.
+    let pushes_per_minute = fast_budget_on_github(&pool);
     let sub = pool.submit_yaml(&matrix_yaml("s", N, "sleep 1", ""));
     assert_eq!(sub["new"], N, "{sub}");
     let secret = pool.add_runner("ci");
@@ -514,6 +656,7 @@ fn a_runner_with_a_push_under_way_survives_the_repository_going_away() {
     poll_for(
         "a first result at the admin",
         Duration::from_secs(60),
+        pool.poll_every(),
         || pool.synced_status().count("done") >= 1,
     );
     let moved = pool.shared("moved.git");
@@ -556,36 +699,74 @@ fn a_runner_with_a_push_under_way_survives_the_repository_going_away() {
     fs::rename(&moved, pool.bare.path()).expect("cannot move the bare repository back");
     r.ok(&["sync"]);
     assert_eq!(pool.synced_status().count("done"), N as u64);
+    pool.check_within_github(pushes_per_minute);
 }
 
 #[test]
 fn a_runner_keeps_its_results_when_the_git_daemon_dies() {
-    const N: usize = 12;
-    let tmp = temp_dir("dies-pool");
-    let bare = served_bare_repo(tmp.path());
-    let daemon = Daemon::start(tmp.path());
-    let port = daemon.port();
-    let remote = format!("git:{}", daemon.url("store.git"));
-    let pool = GitPool::on(tmp, bare, remote, "dies");
-    // The daemon dies after a result landed mid-run: results pushed as they
-    // land, not paced by a host's push budget (see crate::budget).
-    pool.admin.set_store_settings("pushes-per-minute = 0\n");
-    let sub = pool.submit_yaml(&matrix_yaml("s", N, "sleep 1", ""));
-    assert_eq!(sub["new"], N, "{sub}");
+    results_outlive_the_server(Host::Local);
+}
+
+/// The server dies in the middle of a run (a `git daemon` killed, the
+/// GitHub-shaped server stopped: connections refused): the runner finishes
+/// offline, keeps its results, says they did not reach the remote, and a
+/// sync once a server is back on the same port lands them.
+fn results_outlive_the_server(host: Host) {
+    // On GitHub the first result reaches the admin a few seconds into the
+    // run (a push interval, an admin sync a second): more work, so that
+    // the server still dies in the middle of the run.
+    let n: usize = match host {
+        Host::Local => 12,
+        Host::GitHub => 20,
+    };
+    let (mut pool, daemon) = match host {
+        Host::Local => {
+            let tmp = temp_dir("dies-pool");
+            let bare = served_bare_repo(tmp.path());
+            let daemon = Daemon::start(tmp.path());
+            let remote = format!("git:{}", daemon.url("store.git"));
+            (GitPool::on(tmp, bare, remote, "dies"), Some(daemon))
+        }
+        Host::GitHub => (GitPool::github("dies"), None),
+    };
+    // The server dies after a result landed mid-run: results pushed as
+    // they land, not paced by a host's push budget (see crate::budget); on
+    // the GitHub-shaped server with a budget still (see
+    // FAST_PUSHES_PER_MINUTE).
+    let pushes_per_minute = match host {
+        Host::Local => {
+            pool.admin.set_store_settings("pushes-per-minute = 0\n");
+            6
+        }
+        Host::GitHub => fast_budget_on_github(&pool),
+    };
+    let sub = pool.submit_yaml(&matrix_yaml("s", n, "sleep 1", ""));
+    assert_eq!(sub["new"], n, "{sub}");
     let secret = pool.add_runner("ci");
     let r = pool.runner("dies-r", &secret);
     let proc = r.spawn("run", &strs(&run_args(None, 2, true)));
     poll_for(
         "a first result at the admin",
         Duration::from_secs(60),
+        pool.poll_every(),
         || pool.synced_status().count("done") >= 1,
     );
-    daemon.stop();
+    let port = match daemon {
+        Some(daemon) => {
+            let port = daemon.port();
+            daemon.stop();
+            Some(port)
+        }
+        None => {
+            pool.server().stop();
+            None
+        }
+    };
 
     let run = wait_exit(proc, Duration::from_secs(60)).expect_code(0);
     let report = run.json();
-    eprintln!("runner without its daemon: {report}");
-    assert_eq!(report["done"], N, "{report}");
+    eprintln!("runner without its server: {report}");
+    assert_eq!(report["done"], n, "{report}");
     assert_eq!(report["failed"], 0, "{report}");
     assert_eq!(report["left"], 0, "{report}");
     assert!(
@@ -593,13 +774,22 @@ fn a_runner_keeps_its_results_when_the_git_daemon_dies() {
         "{}",
         run.stderr
     );
-    assert_eq!(r.status().count("done"), N as u64);
+    assert_eq!(r.status().count("done"), n as u64);
 
-    let daemon = Daemon::on_port(pool.tmp.path(), port);
+    let daemon = match port {
+        Some(port) => Some(Daemon::on_port(pool.tmp.path(), port)),
+        None => {
+            pool.server().restart();
+            None
+        }
+    };
     r.ok(&["sync"]);
     let st = pool.synced_status();
-    assert_eq!((st.tasks, st.count("done")), (N as u64, N as u64), "{st:?}");
-    daemon.stop();
+    assert_eq!((st.tasks, st.count("done")), (n as u64, n as u64), "{st:?}");
+    if let Some(daemon) = daemon {
+        daemon.stop();
+    }
+    pool.check_within_github(pushes_per_minute);
 }
 
 #[test]
@@ -744,4 +934,48 @@ fn runners_over_git_daemon() {
         assert!(refs.contains(&format!("refs/bridge/{slot}")), "{refs:?}");
     }
     daemon.stop();
+}
+
+/// The same ordeals on the GitHub-shaped server, with bridge's push budget
+/// on; each test ends by checking what the server counted against GitHub's
+/// recommendations.
+mod on_github {
+    use super::*;
+
+    #[test]
+    fn eight_runners_drain_a_git_pool() {
+        // Fewer tasks than on a local repository: the server's https and
+        // `git http-backend` share the machine's cores with the runners.
+        eight_runners_drain(Host::GitHub, 160);
+    }
+
+    #[test]
+    fn a_killed_runner_loses_nothing_and_another_finishes_its_tasks() {
+        a_killed_runner_loses_nothing(Host::GitHub);
+    }
+
+    #[test]
+    fn sigterm_interrupts_the_running_task_and_pushes_the_attempt() {
+        sigterm_interrupts_and_pushes(Host::GitHub);
+    }
+
+    #[test]
+    fn an_offline_laptop_converges_with_runners_and_the_admin() {
+        an_offline_laptop_converges(Host::GitHub);
+    }
+
+    #[test]
+    fn a_runner_keeps_its_results_when_the_remote_goes_away() {
+        a_runner_keeps_its_results_without_its_remote(Host::GitHub);
+    }
+
+    #[test]
+    fn a_runner_with_a_push_under_way_survives_the_repository_going_away() {
+        a_push_under_way_survives_the_repository_going_away(Host::GitHub);
+    }
+
+    #[test]
+    fn a_runner_keeps_its_results_when_the_server_dies() {
+        results_outlive_the_server(Host::GitHub);
+    }
 }
