@@ -169,6 +169,124 @@ pub(super) fn prefer_shard(
     }
 }
 
+/// The shards with a live claim seen (`busy`) and those with tasks left
+/// (`open`, the busy ones included).
+struct ShardStates {
+    busy: BTreeSet<u32>,
+    open: BTreeSet<u32>,
+}
+
+fn shard_states(
+    shards: &mut Shards,
+    view: &View,
+    derived: &BTreeMap<TaskId, Derived>,
+) -> ShardStates {
+    let all: Vec<&TaskId> = view.tasks().map(|t| &t.id).collect();
+    shards.prepare(view, all.iter().copied());
+    let mut states = ShardStates {
+        busy: BTreeSet::new(),
+        open: BTreeSet::new(),
+    };
+    for (id, d) in derived {
+        let s = shards.of(id);
+        match d.status {
+            Status::Running => {
+                states.busy.insert(s);
+                states.open.insert(s);
+            }
+            Status::Pending | Status::Blocked => {
+                states.open.insert(s);
+            }
+            _ => {}
+        }
+    }
+    states
+}
+
+/// How many shards have no task left, as this runner sees them.
+pub(super) fn shards_done(
+    shards: &mut Shards,
+    view: &View,
+    derived: &BTreeMap<TaskId, Derived>,
+) -> usize {
+    let open = shard_states(shards, view, derived).open.len();
+    (shards.count() as usize).saturating_sub(open)
+}
+
+/// When a runner under a push budget whose own shard ran dry may take over
+/// the quiet shards ([`Steal::Wait`] until then).
+///
+/// The other runners' results land with their last push, when their shards
+/// are done, and nothing else tells a live runner from a missing one. So a
+/// thief waits until the others have had time to finish: at most a share of
+/// the time its own shard took (shards hold about the same work), and less
+/// once the fleet has settled: at least half of the shards done and none
+/// more seen finishing for a while (an eighth of that time). Runners that
+/// started together finish within seconds of one another; one that is
+/// still silent by then most likely never came.
+#[derive(Debug, Clone)]
+pub(super) struct Grace {
+    /// The latest it ends.
+    until: Instant,
+    /// How long no more shards may be seen finishing before it ends early
+    /// (none: a grace set by hand is kept whole).
+    settle: Option<Duration>,
+    /// Shards seen done, and since when that count holds.
+    done: usize,
+    since: Instant,
+}
+
+impl Grace {
+    /// The grace of a runner whose own shard, which took `own`, ran dry at
+    /// `now`: `fixed` when set (`[worker] steal-grace`).
+    pub(super) fn new(now: Instant, own: Duration, fixed: Option<Duration>) -> Grace {
+        let (wait, settle) = match fixed {
+            Some(wait) => (wait, None),
+            None => (
+                (own / GRACE_SHARE).clamp(GRACE_MIN, GRACE_MAX),
+                Some((own / SETTLE_SHARE).clamp(GRACE_MIN, GRACE_MAX)),
+            ),
+        };
+        Grace {
+            until: now + wait,
+            settle,
+            done: 0,
+            since: now,
+        }
+    }
+
+    /// Notes that `done` shards are seen done at `now`.
+    pub(super) fn observe(&mut self, done: usize, now: Instant) {
+        if done != self.done {
+            self.done = done;
+            self.since = now;
+        }
+    }
+
+    /// Whether it is over at `now`, for a fleet of `shards`.
+    pub(super) fn over(&self, now: Instant, shards: u32) -> bool {
+        if now >= self.until {
+            return true;
+        }
+        self.settle
+            .is_some_and(|settle| self.done * 2 >= shards as usize && now >= self.since + settle)
+    }
+
+    /// When it ends at the latest.
+    pub(super) fn until(&self) -> Instant {
+        self.until
+    }
+}
+
+/// The grace is at most this share of the time the runner's own shard took…
+const GRACE_SHARE: u32 = 4;
+/// …and ends once no shard was seen finishing for this share of it.
+const SETTLE_SHARE: u32 = 8;
+/// The least grace, and the least settling time.
+const GRACE_MIN: Duration = Duration::from_secs(5);
+/// The most.
+const GRACE_MAX: Duration = Duration::from_secs(300);
+
 /// What the thieves among the done shards are chosen by (rendezvous
 /// hashing): the same few whatever the run, so that two runners who see
 /// one more or one fewer shard done still agree on all but one thief.
@@ -184,23 +302,7 @@ fn quiet_split(
     view: &View,
     derived: &BTreeMap<TaskId, Derived>,
 ) -> Vec<TaskId> {
-    let all: Vec<&TaskId> = view.tasks().map(|t| &t.id).collect();
-    shards.prepare(view, all.iter().copied());
-    let mut busy = BTreeSet::new();
-    let mut open = BTreeSet::new();
-    for (id, d) in derived {
-        let s = shards.of(id);
-        match d.status {
-            Status::Running => {
-                busy.insert(s);
-                open.insert(s);
-            }
-            Status::Pending | Status::Blocked => {
-                open.insert(s);
-            }
-            _ => {}
-        }
-    }
+    let ShardStates { busy, open } = shard_states(shards, view, derived);
     let done: Vec<u32> = (0..shards.count())
         .filter(|s| *s == index || !open.contains(s))
         .collect();
@@ -217,6 +319,37 @@ fn quiet_split(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_grace_ends_early_once_the_fleet_has_settled() {
+        let t0 = Instant::now();
+        let secs = Duration::from_secs;
+        // Its own shard took 80 s: 20 s at most, 10 s of no news.
+        let mut g = Grace::new(t0, secs(80), None);
+        assert_eq!(g.until(), t0 + secs(20));
+        // 16 shards; 7 done seen: not half, so it waits.
+        g.observe(7, t0 + secs(1));
+        assert!(!g.over(t0 + secs(15), 16));
+        // 15 done: half at least; 10 s without another ends it.
+        g.observe(15, t0 + secs(3));
+        assert!(!g.over(t0 + secs(12), 16));
+        assert!(g.over(t0 + secs(13), 16));
+        // Another one seen done starts the 10 s again…
+        g.observe(16, t0 + secs(12));
+        assert!(!g.over(t0 + secs(19), 16));
+        // …within the 20 s at most.
+        assert!(g.over(t0 + secs(20), 16));
+        // A grace set by hand is kept whole.
+        let mut fixed = Grace::new(t0, secs(80), Some(secs(60)));
+        fixed.observe(16, t0);
+        assert!(!fixed.over(t0 + secs(59), 16));
+        assert!(fixed.over(t0 + secs(60), 16));
+        // A short shard: 5 s at least, either way.
+        let mut short = Grace::new(t0, secs(4), None);
+        short.observe(2, t0);
+        assert!(!short.over(t0 + secs(4), 2));
+        assert!(short.over(t0 + secs(5), 2));
+    }
 
     #[test]
     fn a_window_holds_about_two_seconds_of_work_per_slot() {

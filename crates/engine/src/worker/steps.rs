@@ -11,7 +11,9 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::choose::{Steal, fits_before_deadline, prefer_shard, run_here, window_size};
+use super::choose::{
+    Grace, Steal, fits_before_deadline, prefer_shard, run_here, shards_done, window_size,
+};
 use super::claims::Claims;
 use super::inputs::need_inputs;
 use super::job::{Finished, Job, Runner, blank_attempt, detail_of, panic_message, task_supervisor};
@@ -73,22 +75,13 @@ pub struct Worker<'a> {
     local: Option<LocalFault>,
     /// Under a push budget, when this runner may steal from quiet shards
     /// (set when its own shard ran dry: see [`Steal::Wait`]).
-    steal_after: Option<Instant>,
+    grace: Option<Grace>,
     /// Whether other shards' tasks wait for that moment.
     waiting_to_steal: bool,
     /// Whether the results of its own shard were pushed when it was done.
     shard_done_pushed: bool,
 }
 
-/// The grace a runner under a push budget gives the others after its own
-/// shard ran dry, as a share of the time its shard took: the other runners
-/// of a fleet started together finish about then, and their results land
-/// with their last push.
-const STEAL_GRACE_SHARE: u32 = 4;
-/// The least such grace…
-const STEAL_GRACE_MIN: Duration = Duration::from_secs(5);
-/// …and the most.
-const STEAL_GRACE_MAX: Duration = Duration::from_secs(300);
 /// How often a runner waiting to steal looks at the remote again.
 const STEAL_LOOK_EVERY: Duration = Duration::from_secs(2);
 
@@ -165,7 +158,7 @@ impl<'a> Worker<'a> {
             warned_names: BTreeSet::new(),
             told_left: false,
             local: None,
-            steal_after: None,
+            grace: None,
             waiting_to_steal: false,
             shard_done_pushed: false,
             session,
@@ -334,6 +327,12 @@ impl<'a> Worker<'a> {
             left: runnable.len(),
         });
         let any = !runnable.is_empty();
+        if let (Some(grace), Some(shards)) = (self.grace.as_mut(), self.shards.as_mut()) {
+            grace.observe(
+                shards_done(shards, session.view(), &derived),
+                Instant::now(),
+            );
+        }
         let steal = self.steal_rule();
         let (chosen, stealing) = prefer_shard(
             runnable,
@@ -356,8 +355,9 @@ impl<'a> Worker<'a> {
         let Some(pacer) = self.publisher.as_deref().and_then(|p| p.pacer()) else {
             return Steal::FarEnd;
         };
-        match self.steal_after {
-            Some(at) if Instant::now() >= at => Steal::QuietSplit {
+        let shards = self.opts.shard.map_or(1, |(_, count)| count);
+        match &self.grace {
+            Some(g) if g.over(Instant::now(), shards) => Steal::QuietSplit {
                 thieves: pacer.share().thieves,
             },
             _ => Steal::Wait,
@@ -368,17 +368,15 @@ impl<'a> Worker<'a> {
     /// (`stealing`), and whether other shards' tasks wait for its grace.
     fn note_dry(&mut self, stealing: bool, others_wait: bool) {
         if !stealing {
-            self.steal_after = None;
-        } else if self.steal_after.is_none() {
-            let own = self.began.elapsed();
-            let grace = self.opts.steal_grace.unwrap_or_else(|| {
-                (own / STEAL_GRACE_SHARE).clamp(STEAL_GRACE_MIN, STEAL_GRACE_MAX)
-            });
-            self.steal_after = Some(Instant::now() + grace);
+            self.grace = None;
+        } else if self.grace.is_none() {
+            let now = Instant::now();
+            let grace = Grace::new(now, self.began.elapsed(), self.opts.steal_grace);
             tracing::debug!(
-                grace_ms = grace.as_millis() as u64,
+                grace_ms = grace.until().duration_since(now).as_millis() as u64,
                 "own shard ran dry; stealing from quiet shards after the grace"
             );
+            self.grace = Some(grace);
         }
         self.waiting_to_steal = stealing && others_wait;
     }
@@ -496,7 +494,7 @@ impl<'a> Worker<'a> {
             && self.waiting_to_steal
             && !self.stopping
             && budget_left > 0
-            && let Some(at) = self.steal_after
+            && let Some(at) = self.grace.as_ref().map(Grace::until)
         {
             if !self.shard_done_pushed {
                 // Its own shard is done: its results go now, whatever the
