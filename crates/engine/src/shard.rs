@@ -70,8 +70,9 @@ impl Shards {
                 members.entry(task.home()).or_default().push(&task.id);
             }
         }
+        let all: Vec<u32> = (0..self.count).collect();
         for (doc, ids) in members {
-            for (id, shard) in assign(ids, self.count) {
+            for (id, shard) in assign(ids, &all) {
                 self.of.insert(id.clone(), shard);
             }
             self.done.insert(doc.clone());
@@ -88,26 +89,30 @@ impl Shards {
     }
 }
 
-/// Assigns one document's tasks to `count` shards: in id order, each to its
-/// highest-weighted shard below ⌈n / count⌉ tasks.
-fn assign(mut ids: Vec<&TaskId>, count: u32) -> Vec<(&TaskId, u32)> {
+/// Assigns tasks to the shards `among` (not empty): in id order, each to
+/// its highest-weighted shard below ⌈n / shards⌉ tasks. One document's
+/// tasks over every shard; a quiet shard's tasks over its thieves.
+pub fn assign<'a>(mut ids: Vec<&'a TaskId>, among: &[u32]) -> Vec<(&'a TaskId, u32)> {
     ids.sort_unstable();
     ids.dedup();
-    let room = ids.len().div_ceil(count as usize);
-    let mut load = vec![0usize; count as usize];
+    if among.is_empty() {
+        return Vec::new();
+    }
+    let room = ids.len().div_ceil(among.len());
+    let mut load: HashMap<u32, usize> = HashMap::new();
     let mut out = Vec::with_capacity(ids.len());
-    let mut order: Vec<(u64, u32)> = Vec::with_capacity(count as usize);
+    let mut order: Vec<(u64, u32)> = Vec::with_capacity(among.len());
     for id in ids {
         order.clear();
-        order.extend((0..count).map(|s| (rendezvous(id.as_str(), s), s)));
+        order.extend(among.iter().map(|&s| (rendezvous(id.as_str(), s), s)));
         order.sort_unstable_by(|a, b| b.cmp(a));
-        // `room × count ≥ n`, so some shard always has room.
+        // `room × shards ≥ n`, so some shard always has room.
         let shard = order
             .iter()
             .map(|(_, s)| *s)
-            .find(|s| load[*s as usize] < room)
+            .find(|s| load.get(s).copied().unwrap_or(0) < room)
             .unwrap_or(order[0].1);
-        load[shard as usize] += 1;
+        *load.entry(shard).or_default() += 1;
         out.push((id, shard));
     }
     out
@@ -172,7 +177,8 @@ mod tests {
         let tasks = ids(1000);
         for count in [1u32, 4, 16, 33] {
             let mut load = vec![0usize; count as usize];
-            for (_, s) in assign(tasks.iter().collect(), count) {
+            let all: Vec<u32> = (0..count).collect();
+            for (_, s) in assign(tasks.iter().collect(), &all) {
                 load[s as usize] += 1;
             }
             let share = 1000usize.div_ceil(count as usize);
@@ -190,9 +196,10 @@ mod tests {
     #[test]
     fn the_assignment_is_the_same_in_any_order_and_mostly_rendezvous() {
         let tasks = ids(500);
+        let eight: Vec<u32> = (0..8).collect();
         let forward: BTreeMap<&TaskId, u32> =
-            assign(tasks.iter().collect(), 8).into_iter().collect();
-        let backward: BTreeMap<&TaskId, u32> = assign(tasks.iter().rev().collect(), 8)
+            assign(tasks.iter().collect(), &eight).into_iter().collect();
+        let backward: BTreeMap<&TaskId, u32> = assign(tasks.iter().rev().collect(), &eight)
             .into_iter()
             .collect();
         assert_eq!(forward, backward);

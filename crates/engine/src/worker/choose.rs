@@ -309,13 +309,29 @@ fn quiet_split(
         .filter(|s| *s == index || !open.contains(s))
         .collect();
     let thieves = crate::shard::top_n(THIEVES_KEY, done, thieves as usize);
-    others
+    if !thieves.contains(&index) {
+        return Vec::new();
+    }
+    // Every task of the quiet shards, done or not, is dealt among the
+    // thieves (bounded loads: none gets more than its share, so the last
+    // thief does not finish well after the others): the set stays the same
+    // while they work, so a thief that looks again after some of its tasks
+    // ended still takes only its own.
+    let quiet: BTreeSet<u32> = others
+        .iter()
+        .map(|id| shards.of(id))
+        .filter(|s| !busy.contains(s))
+        .collect();
+    let dealt: Vec<&TaskId> = derived
+        .keys()
+        .filter(|id| quiet.contains(&shards.of(id)))
+        .collect();
+    let mine: BTreeSet<&TaskId> = crate::shard::assign(dealt, &thieves)
         .into_iter()
-        .filter(|id| {
-            !busy.contains(&shards.of(id))
-                && crate::shard::top_of(id.as_str(), thieves.iter().copied()) == Some(index)
-        })
-        .collect()
+        .filter(|(_, thief)| *thief == index)
+        .map(|(id, _)| id)
+        .collect();
+    others.into_iter().filter(|id| mine.contains(id)).collect()
 }
 
 #[cfg(test)]

@@ -340,6 +340,29 @@ fn thieves_under_a_budget_split_a_quiet_shard_and_leave_a_busy_one() {
         quiet,
         "the quiet shard, all of it, nothing of the busy one"
     );
+    // Dealt with bounded loads: neither thief has more than its share.
+    assert!(
+        by0.len().abs_diff(by1.len()) <= 1,
+        "{} / {}",
+        by0.len(),
+        by1.len()
+    );
+    // A thief that looks again after some of its tasks ended still takes
+    // only its own: the deal does not move with what is done.
+    let mut later = derived.clone();
+    let ended: Vec<TaskId> = by0.iter().take(by0.len() / 2).cloned().collect();
+    for id in &ended {
+        later.insert(id.clone(), derived_as(Status::Done));
+    }
+    let left: Vec<TaskId> = runnable
+        .iter()
+        .filter(|id| !ended.contains(id))
+        .cloned()
+        .collect();
+    let (again0, _) = prefer_shard(left, Some((0, &mut Shards::new(4))), a.view(), &later, all);
+    let again0: std::collections::BTreeSet<TaskId> = again0.into_iter().collect();
+    assert!(again0.is_subset(&by0), "it takes nothing of the other's");
+    assert_eq!(again0.len(), by0.len() - ended.len());
     // A budget that pays for one thief: one of the two done shards takes
     // the whole quiet shard, the other nothing.
     let one = Steal::QuietSplit { thieves: 1 };
