@@ -136,12 +136,16 @@ pub(super) enum Steal {
 /// Orders candidates for a sharded runner: the tasks of its shard (see
 /// [`crate::shard`]), or (when there are none) others, to steal as `steal`
 /// says. Returns the candidates and whether they are stolen.
+///
+/// `held` tells this runner's own live claims (by key) from the others':
+/// its own do not make a shard look busy.
 pub(super) fn prefer_shard(
     candidates: Vec<TaskId>,
     shard: Option<(u32, &mut Shards)>,
     view: &View,
     derived: &BTreeMap<TaskId, Derived>,
     steal: Steal,
+    held: &dyn Fn(&str) -> bool,
 ) -> (Vec<TaskId>, bool) {
     let Some((index, shards)) = shard else {
         return (candidates, false);
@@ -163,14 +167,14 @@ pub(super) fn prefer_shard(
         }
         Steal::Wait => (Vec::new(), true),
         Steal::QuietSplit { thieves } => (
-            quiet_split(others, index, thieves, shards, view, derived),
+            quiet_split(others, index, thieves, shards, view, derived, held),
             true,
         ),
     }
 }
 
-/// The shards with a live claim seen (`busy`) and those with tasks left
-/// (`open`, the busy ones included).
+/// The shards with a live claim seen that is not `held` here (`busy`) and
+/// those with tasks left (`open`, the busy ones included).
 struct ShardStates {
     busy: BTreeSet<u32>,
     open: BTreeSet<u32>,
@@ -180,6 +184,7 @@ fn shard_states(
     shards: &mut Shards,
     view: &View,
     derived: &BTreeMap<TaskId, Derived>,
+    held: &dyn Fn(&str) -> bool,
 ) -> ShardStates {
     let all: Vec<&TaskId> = view.tasks().map(|t| &t.id).collect();
     shards.prepare(view, all.iter().copied());
@@ -191,7 +196,9 @@ fn shard_states(
         let s = shards.of(id);
         match d.status {
             Status::Running => {
-                states.busy.insert(s);
+                if !d.claim.as_deref().is_some_and(held) {
+                    states.busy.insert(s);
+                }
                 states.open.insert(s);
             }
             Status::Pending | Status::Blocked => {
@@ -209,7 +216,7 @@ pub(super) fn shards_done(
     view: &View,
     derived: &BTreeMap<TaskId, Derived>,
 ) -> usize {
-    let open = shard_states(shards, view, derived).open.len();
+    let open = shard_states(shards, view, derived, &|_| false).open.len();
     (shards.count() as usize).saturating_sub(open)
 }
 
@@ -303,8 +310,9 @@ fn quiet_split(
     shards: &mut Shards,
     view: &View,
     derived: &BTreeMap<TaskId, Derived>,
+    held: &dyn Fn(&str) -> bool,
 ) -> Vec<TaskId> {
-    let ShardStates { busy, open } = shard_states(shards, view, derived);
+    let ShardStates { busy, open } = shard_states(shards, view, derived, held);
     let done: Vec<u32> = (0..shards.count())
         .filter(|s| *s == index || !open.contains(s))
         .collect();
@@ -315,12 +323,13 @@ fn quiet_split(
     // Every task of the quiet shards, done or not, is dealt among the
     // thieves (bounded loads: none gets more than its share, so the last
     // thief does not finish well after the others): the set stays the same
-    // while they work, so a thief that looks again after some of its tasks
-    // ended still takes only its own.
-    let quiet: BTreeSet<u32> = others
+    // while they work (their own claims do not make a shard busy, their
+    // results land at their end), so a thief that looks again after some
+    // of its tasks ended still takes only its own.
+    let quiet: BTreeSet<u32> = open
         .iter()
-        .map(|id| shards.of(id))
-        .filter(|s| !busy.contains(s))
+        .copied()
+        .filter(|s| *s != index && !busy.contains(s))
         .collect();
     let dealt: Vec<&TaskId> = derived
         .keys()

@@ -323,6 +323,7 @@ fn thieves_under_a_budget_split_a_quiet_shard_and_leave_a_busy_one() {
             a.view(),
             &derived,
             steal,
+            &|_| false,
         )
     };
     // During the grace: nothing.
@@ -347,22 +348,38 @@ fn thieves_under_a_budget_split_a_quiet_shard_and_leave_a_busy_one() {
         by0.len(),
         by1.len()
     );
-    // A thief that looks again after some of its tasks ended still takes
-    // only its own: the deal does not move with what is done.
+    // A thief that looks again while some of its tasks run (its own live
+    // claims) and some ended still takes only its own: the deal does not
+    // move with what it did, and its own claims do not make the quiet shard
+    // look busy.
     let mut later = derived.clone();
-    let ended: Vec<TaskId> = by0.iter().take(by0.len() / 2).cloned().collect();
+    let third = by0.len() / 3;
+    let ended: Vec<TaskId> = by0.iter().take(third).cloned().collect();
+    let running: Vec<TaskId> = by0.iter().skip(third).take(third).cloned().collect();
     for id in &ended {
         later.insert(id.clone(), derived_as(Status::Done));
     }
+    for id in &running {
+        let mut d = derived_as(Status::Running);
+        d.claim = Some(format!("mine:{id}"));
+        later.insert(id.clone(), d);
+    }
     let left: Vec<TaskId> = runnable
         .iter()
-        .filter(|id| !ended.contains(id))
+        .filter(|id| !ended.contains(id) && !running.contains(id))
         .cloned()
         .collect();
-    let (again0, _) = prefer_shard(left, Some((0, &mut Shards::new(4))), a.view(), &later, all);
+    let (again0, _) = prefer_shard(
+        left,
+        Some((0, &mut Shards::new(4))),
+        a.view(),
+        &later,
+        all,
+        &|key| key.starts_with("mine:"),
+    );
     let again0: std::collections::BTreeSet<TaskId> = again0.into_iter().collect();
     assert!(again0.is_subset(&by0), "it takes nothing of the other's");
-    assert_eq!(again0.len(), by0.len() - ended.len());
+    assert_eq!(again0.len(), by0.len() - 2 * third);
     // A budget that pays for one thief: one of the two done shards takes
     // the whole quiet shard, the other nothing.
     let one = Steal::QuietSplit { thieves: 1 };

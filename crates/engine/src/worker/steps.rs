@@ -343,6 +343,7 @@ impl<'a> Worker<'a> {
             session.view(),
             &derived,
             steal,
+            &|key| self.claims.get(key).is_some(),
         );
         if steal != Steal::FarEnd {
             self.note_dry(stealing, any && steal == Steal::Wait);
