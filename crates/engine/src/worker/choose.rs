@@ -283,6 +283,15 @@ impl Grace {
     pub(super) fn until(&self) -> Instant {
         self.until
     }
+
+    /// When to look again after `now`: when it ends at the latest, or
+    /// sooner when the fleet would have settled by then.
+    pub(super) fn next_check(&self, now: Instant) -> Instant {
+        match self.settle.map(|settle| self.since + settle) {
+            Some(settled) if settled > now => settled.min(self.until),
+            _ => self.until,
+        }
+    }
 }
 
 /// The grace is at most this share of the time the runner's own shard took…
@@ -366,6 +375,12 @@ mod tests {
         assert!(!g.over(t0 + secs(29), 16));
         // …within the 30 s at most.
         assert!(g.over(t0 + secs(30), 16));
+        // It wakes when the fleet would have settled, not later.
+        assert_eq!(g.next_check(t0 + secs(23)), t0 + secs(30));
+        let mut h = Grace::new(t0, secs(120), None);
+        h.observe(9, t0 + secs(4));
+        assert_eq!(h.next_check(t0 + secs(5)), t0 + secs(14));
+        assert_eq!(h.next_check(t0 + secs(15)), t0 + secs(30));
         // A grace set by hand is kept whole.
         let mut fixed = Grace::new(t0, secs(80), Some(secs(60)));
         fixed.observe(16, t0);

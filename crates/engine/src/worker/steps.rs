@@ -495,7 +495,7 @@ impl<'a> Worker<'a> {
             && self.waiting_to_steal
             && !self.stopping
             && budget_left > 0
-            && let Some(at) = self.grace.as_ref().map(Grace::until)
+            && let Some(at) = self.grace.as_ref().map(|g| g.next_check(Instant::now()))
         {
             if !self.shard_done_pushed {
                 // Its own shard is done: its results go now, whatever the
