@@ -89,10 +89,9 @@ impl Shards {
     }
 }
 
-/// Assigns tasks to the shards `among` (not empty): in id order, each to
-/// its highest-weighted shard below ⌈n / shards⌉ tasks. One document's
-/// tasks over every shard; a quiet shard's tasks over its thieves.
-pub fn assign<'a>(mut ids: Vec<&'a TaskId>, among: &[u32]) -> Vec<(&'a TaskId, u32)> {
+/// Assigns one document's tasks to the shards `among`: in id order, each
+/// to its highest-weighted shard below ⌈n / shards⌉ tasks.
+fn assign<'a>(mut ids: Vec<&'a TaskId>, among: &[u32]) -> Vec<(&'a TaskId, u32)> {
     ids.sort_unstable();
     ids.dedup();
     if among.is_empty() {

@@ -329,27 +329,18 @@ fn quiet_split(
     if !thieves.contains(&index) {
         return Vec::new();
     }
-    // Every task of the quiet shards, done or not, is dealt among the
-    // thieves (bounded loads: none gets more than its share, so the last
-    // thief does not finish well after the others): the set stays the same
-    // while they work (their own claims do not make a shard busy, their
-    // results land at their end), so a thief that looks again after some
-    // of its tasks ended still takes only its own.
-    let quiet: BTreeSet<u32> = open
-        .iter()
-        .copied()
-        .filter(|s| *s != index && !busy.contains(s))
-        .collect();
-    let dealt: Vec<&TaskId> = derived
-        .keys()
-        .filter(|id| quiet.contains(&shards.of(id)))
-        .collect();
-    let mine: BTreeSet<&TaskId> = crate::shard::assign(dealt, &thieves)
+    // Each task of a quiet shard goes to the thief it weighs most: two
+    // thieves whose views differ by a shard done or not still agree on
+    // most tasks (dealing them with bounded loads evened the thieves'
+    // shares, but a deal moves as a whole when the set dealt differs:
+    // 4 % duplicates with 16 runners on two cores).
+    others
         .into_iter()
-        .filter(|(_, thief)| *thief == index)
-        .map(|(id, _)| id)
-        .collect();
-    others.into_iter().filter(|id| mine.contains(id)).collect()
+        .filter(|id| {
+            !busy.contains(&shards.of(id))
+                && crate::shard::top_of(id.as_str(), thieves.iter().copied()) == Some(index)
+        })
+        .collect()
 }
 
 #[cfg(test)]
