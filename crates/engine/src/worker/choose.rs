@@ -270,8 +270,16 @@ impl Grace {
         }
     }
 
-    /// Whether it is over at `now`, for a fleet of `shards`.
+    /// Whether it is over at `now`, for a fleet of `shards`. Never while a
+    /// shard was seen finishing less than [`GRACE_MIN`] ago: the thieves
+    /// split the quiet shards by the shards they see done, so they must
+    /// all have read the same last pushes (16 runners starved on two cores
+    /// stole at their cap while the last shards were landing, and ran 5 %
+    /// of the tasks twice).
     pub(super) fn over(&self, now: Instant, shards: u32) -> bool {
+        if now < self.since + GRACE_MIN {
+            return false;
+        }
         if now >= self.until {
             return true;
         }
@@ -287,10 +295,14 @@ impl Grace {
     /// When to look again after `now`: when it ends at the latest, or
     /// sooner when the fleet would have settled by then.
     pub(super) fn next_check(&self, now: Instant) -> Instant {
-        match self.settle.map(|settle| self.since + settle) {
-            Some(settled) if settled > now => settled.min(self.until),
-            _ => self.until,
-        }
+        let latest = self.until.max(self.since + GRACE_MIN);
+        let settled = self.settle.map(|settle| self.since + settle);
+        [Some(latest), settled]
+            .into_iter()
+            .flatten()
+            .filter(|at| *at > now)
+            .min()
+            .unwrap_or(now + GRACE_MIN)
     }
 }
 
@@ -372,6 +384,13 @@ mod tests {
         h.observe(9, t0 + secs(4));
         assert_eq!(h.next_check(t0 + secs(5)), t0 + secs(14));
         assert_eq!(h.next_check(t0 + secs(15)), t0 + secs(30));
+        // A shard seen finishing just before the cap delays it: every
+        // thief must have read that push.
+        let mut late = Grace::new(t0, secs(120), None);
+        late.observe(3, t0 + secs(28));
+        assert!(!late.over(t0 + secs(30), 16));
+        assert_eq!(late.next_check(t0 + secs(30)), t0 + secs(33));
+        assert!(late.over(t0 + secs(33), 16));
         // A grace set by hand is kept whole.
         let mut fixed = Grace::new(t0, secs(80), Some(secs(60)));
         fixed.observe(16, t0);
