@@ -184,7 +184,13 @@ fn run_case(case: &Case) {
         eprintln!("K = {}: keeping {}", case.k, tmp.path().display());
     }
     let sleep_s = case.sleep_ms as f64 / 1000.0;
-    fleet.submit_split(case.tasks, case.docs, case.inputs, sleep_s);
+    fleet.submit_split(
+        case.tasks,
+        case.docs,
+        case.inputs,
+        &format!("[\"sleep\", \"{sleep_s}\"]"),
+        "    timeout: 1m\n    env: { I: \"${{ matrix.i }}\" }\n",
+    );
     let started = Instant::now();
     let children: Vec<Child> = (case.missing.min(case.k - 1)..case.k)
         .map(|i| fleet.runner(i, case.k, case.slots))
@@ -291,7 +297,7 @@ fn big_store(n: usize, servers: &[bool]) {
         let tmp = tempfile::tempdir().unwrap_or_else(|e| fail(&format!("temp dir: {e}")));
         let repo = "o/big";
         let fleet = Fleet::new(&bridge, tmp.path(), server.as_ref().map(|s| (s, repo)));
-        let (submit_s, push_s) = fleet.submit_timed(n, 100);
+        let (submit_s, push_s) = fleet.submit_split(n, 100, true, "[\"true\"]", "");
         let (pushes, widest, within) = match &server {
             Some(server) => {
                 let report = server.report();
@@ -410,70 +416,39 @@ impl<'a> Fleet<'a> {
             .unwrap_or_else(|e| fail(&format!("spawn bridge run: {e}")))
     }
 
-    /// Submits `tasks` tasks that sleep `sleep_s`, in `docs` documents
-    /// (task files), each with an input file of its own when `inputs`.
-    fn submit_split(&self, tasks: usize, docs: usize, inputs: bool, sleep_s: f64) {
+    /// Submits `tasks` instances of a matrix task running `run` (a YAML
+    /// flow list) with `extra` lines, split over `docs` documents (task
+    /// files), each with an input file of its own when `inputs`: offline,
+    /// then one sync, so the whole submission is one push. Returns the
+    /// submit's and the sync's times.
+    fn submit_split(
+        &self,
+        tasks: usize,
+        docs: usize,
+        inputs: bool,
+        run: &str,
+        extra: &str,
+    ) -> (f64, f64) {
         let admin = self.root.join("admin");
-        let docs = docs.max(1);
-        let per = tasks.div_ceil(docs);
+        let per = tasks.div_ceil(docs.max(1));
         if inputs {
             self.write_inputs(tasks);
         }
         let mut files = Vec::new();
-        for d in 0..docs {
+        for d in 0..docs.max(1) {
             let range = (d * per)..((d + 1) * per).min(tasks);
             if range.is_empty() {
                 continue;
             }
             let values: Vec<String> = range.map(|i| i.to_string()).collect();
             let mut yaml = format!(
-                "tasks:\n  - name: t{d}\n    matrix:\n      i: [{}]\n    run: [\"sleep\", \"{sleep_s}\"]\n    timeout: 1m\n    env: {{ I: \"${{{{ matrix.i }}}}\" }}\n",
+                "tasks:\n  - name: t{d}\n    matrix:\n      i: [{}]\n    run: {run}\n{extra}",
                 values.join(", ")
             );
             if inputs {
                 yaml.push_str("    inputs: [\"in/${{ matrix.i }}.txt\"]\n");
             }
             let name = format!("tasks-{d}.yaml");
-            std::fs::write(admin.join(&name), yaml)
-                .unwrap_or_else(|e| fail(&format!("write {name}: {e}")));
-            files.push(name);
-        }
-        // Offline, then one sync: one push for the whole submission.
-        for file in &files {
-            self.admin(&["submit", "-q", "--offline", file]);
-        }
-        self.admin(&["sync", "-q"]);
-    }
-
-    /// One small input file per task, `in/<i>.txt`, each different.
-    fn write_inputs(&self, tasks: usize) {
-        let dir = self.root.join("admin").join("in");
-        std::fs::create_dir_all(&dir).unwrap_or_else(|e| fail(&format!("mkdir in: {e}")));
-        for i in 0..tasks {
-            std::fs::write(dir.join(format!("{i}.txt")), format!("input {i}\n"))
-                .unwrap_or_else(|e| fail(&format!("write input {i}: {e}")));
-        }
-    }
-
-    /// Submits `tasks` tasks of `true` with an input each in `docs`
-    /// documents, offline, then syncs: the two times.
-    fn submit_timed(&self, tasks: usize, docs: usize) -> (f64, f64) {
-        self.write_inputs(tasks);
-        let admin = self.root.join("admin");
-        let per = tasks.div_ceil(docs);
-        let mut files = Vec::new();
-        for d in 0..docs {
-            let values: Vec<String> = ((d * per)..((d + 1) * per).min(tasks))
-                .map(|i| i.to_string())
-                .collect();
-            if values.is_empty() {
-                continue;
-            }
-            let yaml = format!(
-                "tasks:\n  - name: b{d}\n    matrix:\n      i: [{}]\n    run: [\"true\"]\n    inputs: [\"in/${{{{ matrix.i }}}}.txt\"]\n",
-                values.join(", ")
-            );
-            let name = format!("big-{d}.yaml");
             std::fs::write(admin.join(&name), yaml)
                 .unwrap_or_else(|e| fail(&format!("write {name}: {e}")));
             files.push(name);
@@ -486,6 +461,16 @@ impl<'a> Fleet<'a> {
         let t = Instant::now();
         self.admin(&["sync", "-q"]);
         (submit, t.elapsed().as_secs_f64())
+    }
+
+    /// One small input file per task, `in/<i>.txt`, each different.
+    fn write_inputs(&self, tasks: usize) {
+        let dir = self.root.join("admin").join("in");
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| fail(&format!("mkdir in: {e}")));
+        for i in 0..tasks {
+            std::fs::write(dir.join(format!("{i}.txt")), format!("input {i}\n"))
+                .unwrap_or_else(|e| fail(&format!("write input {i}: {e}")));
+        }
     }
 
     /// Successful attempts over all tasks, after the admin syncs.

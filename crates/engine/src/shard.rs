@@ -70,9 +70,8 @@ impl Shards {
                 members.entry(task.home()).or_default().push(&task.id);
             }
         }
-        let all: Vec<u32> = (0..self.count).collect();
         for (doc, ids) in members {
-            for (id, shard) in assign(ids, &all) {
+            for (id, shard) in assign(ids, self.count) {
                 self.of.insert(id.clone(), shard);
             }
             self.done.insert(doc.clone());
@@ -89,29 +88,26 @@ impl Shards {
     }
 }
 
-/// Assigns one document's tasks to the shards `among`: in id order, each
-/// to its highest-weighted shard below ⌈n / shards⌉ tasks.
-fn assign<'a>(mut ids: Vec<&'a TaskId>, among: &[u32]) -> Vec<(&'a TaskId, u32)> {
+/// Assigns one document's tasks to `count` shards: in id order, each to its
+/// highest-weighted shard below ⌈n / count⌉ tasks.
+fn assign(mut ids: Vec<&TaskId>, count: u32) -> Vec<(&TaskId, u32)> {
     ids.sort_unstable();
     ids.dedup();
-    if among.is_empty() {
-        return Vec::new();
-    }
-    let room = ids.len().div_ceil(among.len());
-    let mut load: HashMap<u32, usize> = HashMap::new();
+    let room = ids.len().div_ceil(count as usize);
+    let mut load = vec![0usize; count as usize];
     let mut out = Vec::with_capacity(ids.len());
-    let mut order: Vec<(u64, u32)> = Vec::with_capacity(among.len());
+    let mut order: Vec<(u64, u32)> = Vec::with_capacity(count as usize);
     for id in ids {
         order.clear();
-        order.extend(among.iter().map(|&s| (rendezvous(id.as_str(), s), s)));
+        order.extend((0..count).map(|s| (rendezvous(id.as_str(), s), s)));
         order.sort_unstable_by(|a, b| b.cmp(a));
-        // `room × shards ≥ n`, so some shard always has room.
+        // `room × count ≥ n`, so some shard always has room.
         let shard = order
             .iter()
             .map(|(_, s)| *s)
-            .find(|s| load.get(s).copied().unwrap_or(0) < room)
+            .find(|s| load[*s as usize] < room)
             .unwrap_or(order[0].1);
-        *load.entry(shard).or_default() += 1;
+        load[shard as usize] += 1;
         out.push((id, shard));
     }
     out
@@ -176,8 +172,7 @@ mod tests {
         let tasks = ids(1000);
         for count in [1u32, 4, 16, 33] {
             let mut load = vec![0usize; count as usize];
-            let all: Vec<u32> = (0..count).collect();
-            for (_, s) in assign(tasks.iter().collect(), &all) {
+            for (_, s) in assign(tasks.iter().collect(), count) {
                 load[s as usize] += 1;
             }
             let share = 1000usize.div_ceil(count as usize);
@@ -195,10 +190,9 @@ mod tests {
     #[test]
     fn the_assignment_is_the_same_in_any_order_and_mostly_rendezvous() {
         let tasks = ids(500);
-        let eight: Vec<u32> = (0..8).collect();
         let forward: BTreeMap<&TaskId, u32> =
-            assign(tasks.iter().collect(), &eight).into_iter().collect();
-        let backward: BTreeMap<&TaskId, u32> = assign(tasks.iter().rev().collect(), &eight)
+            assign(tasks.iter().collect(), 8).into_iter().collect();
+        let backward: BTreeMap<&TaskId, u32> = assign(tasks.iter().rev().collect(), 8)
             .into_iter()
             .collect();
         assert_eq!(forward, backward);

@@ -94,8 +94,9 @@ fn spec(name: &str) -> TaskSpec {
     }
 }
 
-/// Submits tasks named `names` in one document, as `bridge submit` does.
-pub(super) fn submit(session: &mut Session, names: &[&str], now: Millis) -> Vec<TaskId> {
+/// Submits tasks named `names` in one document, as `bridge submit` does
+/// (the session's tests use it too).
+pub(crate) fn submit(session: &mut Session, names: &[&str], now: Millis) -> Vec<TaskId> {
     let specs: Vec<TaskSpec> = names.iter().map(|n| spec(n)).collect();
     let header = BatchHeader {
         batch: BatchId::new(now, [7; 8]),

@@ -48,7 +48,7 @@
 
 mod choose;
 #[cfg(test)]
-mod claiming_tests;
+pub(crate) mod claiming_tests;
 mod claims;
 mod error;
 mod fault;

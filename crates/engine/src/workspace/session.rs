@@ -1036,35 +1036,11 @@ mod tests {
 
     /// One public batch of one task, submitted and flushed by `s`.
     fn submit_one(s: &mut Session, now: Millis) -> DocId {
-        let header = BatchHeader {
-            batch: bridge_model::BatchId::new(now, [3; 8]),
-            part: 0,
-            parts: 1,
-            created_at: now,
-            submitted_by: "me".into(),
-            device: "unit".into(),
-            grant: None,
-        };
-        let spec = bridge_model::TaskSpec {
-            name: "one".into(),
-            command: bridge_model::Command::Argv(vec!["true".into()]),
-            env: Default::default(),
-            inputs: vec![],
-            outputs: vec![],
-            timeout_s: 60,
-            retries: 0,
-            runs_on: vec![],
-            priority: 0,
-            needs: vec![],
-            nonce: Some("one".into()),
-            network: true,
-            allow_read: vec![],
-        };
-        let d = bridge_model::doc::create(&s.writer, &header, &[spec]).expect("a document");
-        let id = DocId::new(header.batch.clone(), 0);
-        s.add_new_doc(id.clone(), header, d);
-        s.flush().unwrap_or_else(|e| panic!("{e}"));
-        id
+        let ids = crate::worker::claiming_tests::submit(s, &["one"], now);
+        s.view()
+            .get(&ids[0])
+            .map(|t| t.home().clone())
+            .expect("the task just submitted")
     }
 
     #[test]
