@@ -30,8 +30,10 @@
 //! - Taking over a shard whose runner never came costs each thief one push
 //!   more than its own (its shard's results, then the stolen tasks'). A
 //!   fleet on a short run pushes once per runner, K in all, so it can pay
-//!   for `5 min × (B − 1) − K` thieves (at least one) within the 5-minute
-//!   window: 9 for K = 16, every runner for K ≤ 12 ([`Share::thieves`]).
+//!   for `5 min × (B − 1) − K` thieves within the 5-minute window (9 for
+//!   K = 16, every runner for K ≤ 12: [`Share::thieves`]), and one more
+//!   for each runner that never came, whose push is not made: 10 for K = 16
+//!   with one missing, 11 with two.
 //!
 //! A writer's pushes come from a token bucket ([`Pacer`]): one token per
 //! share interval from its phase on, at most two held. A push in the
@@ -78,8 +80,10 @@ pub struct Share {
     /// When, after it starts, its first push token comes.
     pub phase: Duration,
     /// How many runners of its fleet may take over the shards that show no
-    /// runner (each pushes once more than its share): see
-    /// [`Share::runner`]. None for a device.
+    /// runner (each pushes once more than its share) when every runner
+    /// came, up to K: see [`Share::runner`]. Each shard without a runner
+    /// pays for one more (its runner's push is not made). None for a
+    /// device.
     pub thieves: u32,
 }
 
@@ -114,7 +118,7 @@ impl Share {
         let phase = push_every.mul_f64((seed % 10_000) as f64 / 10_000.0);
         // The window's pushes left once every runner has pushed once.
         let spare = (fleet * PUSH_WINDOW_MINUTES - k).floor();
-        let thieves = spare.clamp(1.0, k) as u32;
+        let thieves = spare.clamp(0.0, k) as u32;
         Share {
             push_every,
             read_every,
@@ -290,8 +294,9 @@ mod tests {
         // A small fleet: every runner.
         assert_eq!(Share::runner(Budget::GITHUB, 6, 0).thieves, 6);
         assert_eq!(Share::runner(Budget::GITHUB, 12, 0).thieves, 12);
-        // A fleet too large for the budget still has one.
-        assert_eq!(Share::runner(Budget::GITHUB, 40, 0).thieves, 1);
+        // A fleet too large for the budget has none to spare (a runner
+        // that never came pays for one: see the quiet split).
+        assert_eq!(Share::runner(Budget::GITHUB, 40, 0).thieves, 0);
         assert_eq!(Share::device(Budget::GITHUB).thieves, 0);
     }
 

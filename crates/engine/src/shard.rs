@@ -90,18 +90,31 @@ impl Shards {
 
 /// Assigns one document's tasks to `count` shards: in id order, each to its
 /// highest-weighted shard below ⌈n / count⌉ tasks.
-fn assign(mut ids: Vec<&TaskId>, count: u32) -> Vec<(&TaskId, u32)> {
+fn assign(ids: Vec<&TaskId>, count: u32) -> Vec<(&TaskId, u32)> {
+    let among: Vec<u32> = (0..count).collect();
+    deal(ids, &among)
+}
+
+/// Deals `ids` among the shards `among` with bounded loads: in id order,
+/// each to its highest-weighted shard of `among` below ⌈n / |among|⌉ tasks.
+/// The same set dealt among the same shards gives the same deal, whoever
+/// computes it. (One document's tasks over every shard; a quiet shard's
+/// tasks over its thieves.)
+pub fn deal<'a>(mut ids: Vec<&'a TaskId>, among: &[u32]) -> Vec<(&'a TaskId, u32)> {
     ids.sort_unstable();
     ids.dedup();
-    let room = ids.len().div_ceil(count as usize);
-    let mut load = vec![0usize; count as usize];
+    let Some(&highest) = among.iter().max() else {
+        return Vec::new();
+    };
+    let room = ids.len().div_ceil(among.len());
+    let mut load = vec![0usize; highest as usize + 1];
     let mut out = Vec::with_capacity(ids.len());
-    let mut order: Vec<(u64, u32)> = Vec::with_capacity(count as usize);
+    let mut order: Vec<(u64, u32)> = Vec::with_capacity(among.len());
     for id in ids {
         order.clear();
-        order.extend((0..count).map(|s| (rendezvous(id.as_str(), s), s)));
+        order.extend(among.iter().map(|s| (rendezvous(id.as_str(), *s), *s)));
         order.sort_unstable_by(|a, b| b.cmp(a));
-        // `room × count ≥ n`, so some shard always has room.
+        // `room × |among| ≥ n`, so some shard always has room.
         let shard = order
             .iter()
             .map(|(_, s)| *s)
@@ -120,13 +133,6 @@ pub fn shard_of_name(name: &str, count: u32) -> u32 {
     (0..count.max(1))
         .max_by_key(|s| rendezvous(name, *s))
         .unwrap_or(0)
-}
-
-/// Of the shards `among`, the one `name` weighs most (rendezvous hashing):
-/// thieves splitting a quiet shard's tasks each take those they top, so two
-/// of them never take the same task while they agree on who is done.
-pub fn top_of(name: &str, among: impl IntoIterator<Item = u32>) -> Option<u32> {
-    among.into_iter().max_by_key(|s| rendezvous(name, *s))
 }
 
 /// The `n` shards among `among` that weigh most for `name` (rendezvous
@@ -217,5 +223,33 @@ mod tests {
             assert!(changed <= 1, "without {gone}: {top:?} → {fewer:?}");
         }
         assert_eq!(top_n("k", [3, 1], 9).len(), 2, "fewer than asked: all");
+    }
+
+    #[test]
+    fn a_quiet_shard_is_dealt_evenly_among_any_thieves() {
+        // 62 tasks (a shard of 1000 over 16) among 9 thieves out of 16
+        // shards: 6 or 7 each, whatever the order the tasks come in.
+        let tasks = ids(62);
+        let thieves = [1u32, 3, 4, 7, 8, 10, 12, 14, 15];
+        let dealt: BTreeMap<&TaskId, u32> =
+            deal(tasks.iter().collect(), &thieves).into_iter().collect();
+        let again: BTreeMap<&TaskId, u32> = deal(tasks.iter().rev().collect(), &thieves)
+            .into_iter()
+            .collect();
+        assert_eq!(dealt, again);
+        assert_eq!(dealt.len(), 62);
+        for t in thieves {
+            let n = dealt.values().filter(|s| **s == t).count();
+            assert!((6..=7).contains(&n), "thief {t}: {n}");
+        }
+        assert!(deal(tasks.iter().collect(), &[]).is_empty());
+        // Each task to the thief it weighs most is uneven on them.
+        let mut plain = BTreeMap::<u32, usize>::new();
+        for id in &tasks {
+            let top = top_n(id.as_str(), thieves, 1)[0];
+            *plain.entry(top).or_default() += 1;
+        }
+        let (min, max) = (plain.values().min(), plain.values().max());
+        assert_eq!((min, max), (Some(&4), Some(&11)), "{plain:?}");
     }
 }

@@ -126,8 +126,9 @@ pub(super) enum Steal {
     /// Under a push budget, after the grace: only the tasks of *quiet*
     /// shards (no live claim, so no runner seen working on them: its runner
     /// never started, or died), split among at most `thieves` of the shards
-    /// that are done, each task to the one it weighs most
-    /// ([`crate::shard::top_of`]). Thieves then never race each other and
+    /// that are done, one more for each quiet shard (its runner's push is
+    /// not made), each quiet shard dealt among them with bounded loads
+    /// ([`crate::shard::deal`]). Thieves then never race each other and
     /// push nothing to claim; each pushes once more than its own share, so
     /// the budget pays for only so many ([`crate::budget::Share::thieves`]).
     QuietSplit { thieves: u32 },
@@ -334,25 +335,44 @@ fn quiet_split(
     held: &dyn Fn(&str) -> bool,
 ) -> Vec<TaskId> {
     let ShardStates { busy, open } = shard_states(shards, view, derived, held);
+    let quiet: BTreeSet<u32> = open
+        .iter()
+        .copied()
+        .filter(|s| *s != index && !busy.contains(s))
+        .collect();
     let done: Vec<u32> = (0..shards.count())
         .filter(|s| *s == index || !open.contains(s))
         .collect();
-    let thieves = crate::shard::top_n(THIEVES_KEY, done, thieves as usize);
+    // Each quiet shard's runner never pushed: its push pays for a thief.
+    let paid = thieves as usize + quiet.len();
+    let thieves = crate::shard::top_n(THIEVES_KEY, done, paid);
     if !thieves.contains(&index) {
         return Vec::new();
     }
-    // Each task of a quiet shard goes to the thief it weighs most: two
-    // thieves whose views differ by a shard done or not still agree on
-    // most tasks (dealing them with bounded loads evened the thieves'
-    // shares, but a deal moves as a whole when the set dealt differs:
-    // 4 % duplicates with 16 runners on two cores).
-    others
-        .into_iter()
-        .filter(|id| {
-            !busy.contains(&shards.of(id))
-                && crate::shard::top_of(id.as_str(), thieves.iter().copied()) == Some(index)
-        })
-        .collect()
+    // Each quiet shard's tasks, done or not, are dealt among the thieves
+    // with bounded loads (none gets more than its share, so the last thief
+    // does not finish well after the others: each task to the thief it
+    // weighs most dealt 62 tasks to 9 thieves at 4 to 11 each). The deal
+    // is per shard, over every task of it, so it is the same for every
+    // thief that sees the shard quiet, whatever it sees of the other
+    // shards, and it holds while they work (their own claims do not make
+    // the shard busy, their results land at their end). Dealt as one set,
+    // the quiet shards' deal moved as a whole when two thieves' views
+    // differed by one of them (4 % duplicates with 16 runners on two cores).
+    let mut by_shard: BTreeMap<u32, Vec<&TaskId>> = BTreeMap::new();
+    for id in derived.keys() {
+        let s = shards.of(id);
+        if quiet.contains(&s) {
+            by_shard.entry(s).or_default().push(id);
+        }
+    }
+    let mine: BTreeSet<&TaskId> = by_shard
+        .into_values()
+        .flat_map(|ids| crate::shard::deal(ids, &thieves))
+        .filter(|(_, thief)| *thief == index)
+        .map(|(id, _)| id)
+        .collect();
+    others.into_iter().filter(|id| mine.contains(id)).collect()
 }
 
 #[cfg(test)]

@@ -342,6 +342,23 @@ fn thieves_under_a_budget_split_a_quiet_shard_and_leave_a_busy_one() {
         quiet,
         "the quiet shard, all of it, nothing of the busy one"
     );
+    // A thief that sees shard 3 quiet too (its live claim not read yet)
+    // still takes the same tasks of shard 2: each quiet shard is dealt on
+    // its own.
+    let mut unseen = derived.clone();
+    unseen.insert(s3[0].clone(), derived_as(Status::Pending));
+    let all_runnable: Vec<TaskId> = s2.iter().chain(&s3).cloned().collect();
+    let (wider1, _) = prefer_shard(
+        all_runnable,
+        Some((1, &mut Shards::new(4))),
+        a.view(),
+        &unseen,
+        all,
+        &|_| false,
+    );
+    let wider1: std::collections::BTreeSet<TaskId> = wider1.into_iter().collect();
+    assert_eq!(&wider1 & &quiet, by1, "the same share of shard 2");
+    assert!(wider1.len() > by1.len(), "and a share of shard 3");
     // A thief that looks again while some of its tasks run (its own live
     // claims) and some ended still takes only its own, and its own claims
     // do not make the quiet shard look busy.
@@ -373,9 +390,10 @@ fn thieves_under_a_budget_split_a_quiet_shard_and_leave_a_busy_one() {
     let again0: std::collections::BTreeSet<TaskId> = again0.into_iter().collect();
     assert!(again0.is_subset(&by0), "it takes nothing of the other's");
     assert_eq!(again0.len(), by0.len() - 2 * third);
-    // A budget that pays for one thief: one of the two done shards takes
-    // the whole quiet shard, the other nothing.
-    let one = Steal::QuietSplit { thieves: 1 };
+    // A budget with no push to spare: the quiet shard's runner's unmade
+    // push pays for one thief, one of the two done shards, which takes the
+    // whole quiet shard; the other takes nothing.
+    let one = Steal::QuietSplit { thieves: 0 };
     let (lone0, _) = take(0, one);
     let (lone1, _) = take(1, one);
     let mut lone: Vec<usize> = vec![lone0.len(), lone1.len()];
