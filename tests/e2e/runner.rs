@@ -825,10 +825,17 @@ fn github_conventions() {
 
     let first = run.stdout.lines().next().unwrap_or_default();
     assert_eq!(first, format!("::add-mask::{secret}"));
-    assert_eq!(run.stdout.matches("::group::").count(), 2, "{}", run.stdout);
+    // The header's group (issue 16), then one group per task.
+    assert_eq!(run.stdout.matches("::group::").count(), 3, "{}", run.stdout);
+    assert_eq!(
+        run.stdout.matches("::group::bridge ").count(),
+        1,
+        "{}",
+        run.stdout
+    );
     assert_eq!(
         run.stdout.matches("::endgroup::").count(),
-        2,
+        3,
         "{}",
         run.stdout
     );
