@@ -866,7 +866,7 @@ fn github_conventions() {
     assert!(lines.iter().any(|l| l.starts_with("tasks-left=")), "{out}");
 
     let md = fs::read_to_string(&summary).expect("no GITHUB_STEP_SUMMARY file");
-    assert!(md.contains("| task | outcome |"), "{md}");
+    assert!(md.contains("| task | id | outcome |"), "{md}");
     assert!(md.lines().any(|l| l.starts_with("| ok | ")), "{md}");
     assert!(md.lines().any(|l| l.starts_with("| bad | ")), "{md}");
 

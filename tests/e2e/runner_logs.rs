@@ -376,6 +376,14 @@ fn issue16_fatal_missing_identity() {
     let gh = GitHubFiles::of(&r);
     let run = gh.run(&r, &["run", "--budget", "5m"]).expect_code(1);
     check_fatal(&run, &gh, "identity");
+    // A runner is told about its secret, not `bridge keygen`.
+    assert!(
+        annotations(&run)[0].contains(
+            "BRIDGE_IDENTITY: set it to the secret `bridge members add-runner NAME` printed"
+        ),
+        "{}",
+        run.stdout
+    );
 }
 
 #[test]

@@ -205,7 +205,8 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> CliResult<u8> {
         remote_use: RemoteUse::default(),
         left: None,
     };
-    match run_batch(g, args, &mut log, started) {
+    let result = run_batch(g, args, &mut log, started).map_err(runner_advice);
+    match result {
         Err(e) if log.github => {
             let e = e.with_advice();
             log.fatal(&g.settings, &e, started.elapsed());
@@ -213,6 +214,31 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> CliResult<u8> {
         }
         result => result,
     }
+}
+
+/// A runner's own hint where the generic one is meant for a person's
+/// device: a runner without an identity needs BRIDGE_IDENTITY (its CI
+/// secret), not `bridge keygen`.
+fn runner_advice(mut e: CliError) -> CliError {
+    use crate::keys::IdentityError;
+    use crate::workspace::LoadError;
+    // Directly, or as the session's load error (which shows it as its own).
+    let missing = e.error.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<IdentityError>(),
+            Some(IdentityError::Missing { .. })
+        ) || matches!(
+            c.downcast_ref::<LoadError>(),
+            Some(LoadError::Identity(IdentityError::Missing { .. }))
+        )
+    });
+    if e.hint.is_none() && missing {
+        e.hint = Some(
+            "a runner's identity comes from BRIDGE_IDENTITY: set it to the secret `bridge members add-runner NAME` printed (in a workflow, the action's `identity: ${{ secrets.BRIDGE_IDENTITY }}`)"
+                .to_owned(),
+        );
+    }
+    e
 }
 
 #[expect(

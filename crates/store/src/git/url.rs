@@ -42,13 +42,14 @@ pub(crate) fn absolute_local_url(url: String, base: Option<&Path>) -> String {
     joined.display().to_string()
 }
 
-/// A remote spec (`git:URL`, `dir:PATH`) as it may be shown in a log: a
-/// `git:` URL's `user:password@` replaced by `***@` (a runner's log on
-/// GitHub Actions is readable by everyone who can read the repository).
+/// A remote spec (`git:URL`, `dir:PATH`, or a URL given without `git:` by
+/// mistake) as it may be shown in a log: a URL's `user:password@` replaced
+/// by `***@` (a runner's log on GitHub Actions is readable by everyone who
+/// can read the repository).
 pub fn redact_spec(spec: &str) -> String {
     match spec.strip_prefix("git:") {
         Some(url) => format!("git:{}", redact_url(url)),
-        None => spec.to_owned(),
+        None => redact_url(spec),
     }
 }
 
@@ -147,6 +148,10 @@ mod tests {
             "git:https://***@github.com/o/r.git"
         );
         assert_eq!(redact_spec("dir:/mnt/a@b"), "dir:/mnt/a@b");
+        assert_eq!(
+            redact_spec("https://u:tok@github.com/o/r.git"),
+            "https://***@github.com/o/r.git"
+        );
     }
 
     #[test]
