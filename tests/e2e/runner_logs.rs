@@ -446,3 +446,93 @@ fn issue16_fatal_no_workspace_in_the_folder() {
     let run = gh.run(&r, &["run", "--budget", "5m"]).expect_code(1);
     check_fatal(&run, &gh, "bridge.toml");
 }
+
+#[test]
+fn issue16_start_lines_say_which_tasks_were_taken_over_from_another_shard() {
+    let (_store, pool) = dir_pool("steal");
+    let sub = pool.submit_yaml(
+        "tasks:\n  - name: t\n    matrix: { n: [0, 1, 2, 3] }\n    run: echo ${{ matrix.n }}\n",
+    );
+    assert_eq!(sub["new"], 4, "{sub}");
+    let secret = pool.add_runner("ci");
+    let r = pool.runner("steal-r", &secret);
+    // Runner 0 of 2, alone: its shard's two tasks, then shard 1's (a
+    // folder has no push budget: it takes them as soon as its own are
+    // done).
+    let run = r.ok(&["run", "--budget", "2m", "--parallel", "1", "--shard", "0/2"]);
+    let err = &run.stderr;
+    assert!(
+        err.contains("tasks:    4 runnable here (2 in shard 0/2), 4 pending"),
+        "{err}"
+    );
+    let starts: Vec<&str> = err.lines().filter(|l| l.starts_with("▶ ")).collect();
+    assert_eq!(starts.len(), 4, "{err}");
+    let own = starts
+        .iter()
+        .filter(|l| l.ends_with(" · shard 0/2"))
+        .count();
+    let taken = starts
+        .iter()
+        .filter(|l| l.contains(" · taken over from shard 1/2 "))
+        .count();
+    assert_eq!((own, taken), (2, 2), "{err}");
+    // Its own shard's first.
+    assert!(starts[0].ends_with(" · shard 0/2"), "{err}");
+    assert!(starts[1].ends_with(" · shard 0/2"), "{err}");
+}
+
+#[test]
+fn issue16_a_retried_task_starts_as_attempt_two() {
+    let pool = GitPool::new("again");
+    pool.submit_yaml("tasks:\n  - name: flaky\n    run: exit 1\n");
+    let secret = pool.add_runner("ci");
+    let r = pool.runner("again-r", &secret);
+    let id = short_id(&pool, "flaky");
+    let first = r.ok(&["run", "--budget", "2m"]);
+    assert!(
+        first.stderr.contains(&format!("▶ flaky ({id}) attempt 1")),
+        "{}",
+        first.stderr
+    );
+    pool.admin.ok(&["sync"]);
+    pool.admin.ok(&["retry", &id]);
+    let second = r.ok(&["run", "--budget", "2m"]);
+    assert!(
+        second.stderr.contains(&format!("▶ flaky ({id}) attempt 2")),
+        "{}",
+        second.stderr
+    );
+}
+
+#[test]
+fn issue16_the_header_shows_the_runners_share_of_a_git_hosts_budget() {
+    let pool = GitPool::github("share");
+    let secret = pool.add_runner("ci");
+    let r = pool.runner("share-r", &secret);
+    let gh = GitHubFiles::of(&r);
+    let run = gh
+        .run(&r, &["run", "--budget", "2m", "--shard", "1/4"])
+        .expect_code(0);
+    let (title, lines) = group(&run.stdout, "bridge ");
+    assert!(
+        title.contains("shard 1/4 · 0 runnable (0 in its shard)"),
+        "{title}"
+    );
+    let pushes = lines
+        .iter()
+        .find(|l| l.starts_with("pushes:"))
+        .unwrap_or_else(|| panic!("no pushes line: {lines:#?}"));
+    // 4 runners share the 5 pushes a minute left after the devices' one.
+    assert!(
+        pushes.starts_with(
+            "pushes:   at most one every 48.0s, a read every 0.4s: this runner's share of the repository's 6 pushes a minute and 15 reads a second"
+        ),
+        "{pushes}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| *l == format!("store:    {}", pool.remote)),
+        "{lines:#?}"
+    );
+}
