@@ -759,4 +759,41 @@ mod tests {
         assert!(md.contains("Exit code 1."), "{md}");
         assert!(md.contains("tasks left unknown"), "{md}");
     }
+
+    #[test]
+    fn issue16_an_error_after_tasks_ran_still_reports_them() {
+        let mut ledger = Ledger::default();
+        ledger.record(row("ok", "aaaaaaaaaa", Outcome::Success));
+        ledger.record(row("bad", "bbbbbbbbbb", Outcome::Failed));
+        let fatal = Fatal {
+            message: "cannot push to the remote".to_owned(),
+            hint: None,
+            code: 4,
+        };
+        let report = Report {
+            ledger: &ledger,
+            left: None,
+            elapsed: Duration::from_secs(1),
+            remote_use: RemoteUse::default(),
+            shard: Some((0, 2)),
+            fatal: Some(&fatal),
+        };
+        let md = summary(&report);
+        assert!(
+            md.starts_with("### bridge run (shard 0/2): stopped by an error\n"),
+            "{md}"
+        );
+        assert!(!md.contains("What to do"), "{md}");
+        assert!(md.contains("Exit code 4."), "{md}");
+        assert!(md.contains("1 done · 1 failed"), "{md}");
+        assert!(
+            md.contains("- `bbbbbbbbbb` bad (failed): exit code 2"),
+            "{md}"
+        );
+        assert!(md.contains("\nbridge logs bbbbbbbbbb "), "{md}");
+        assert_eq!(
+            outputs(&report),
+            "tasks-done=1\ntasks-failed=1\ntasks-left=\ntasks-left-for-others=0\nerror=cannot push to the remote\n"
+        );
+    }
 }
