@@ -52,6 +52,23 @@ impl CliError {
         self.code = code;
         self
     }
+
+    /// This error with the hint and exit code [`crate::hints`] gives its
+    /// causes, where the command did not choose them itself (as it is
+    /// shown; `bridge run` also writes it to GitHub's annotation and job
+    /// summary).
+    pub fn with_advice(mut self) -> CliError {
+        let advice = crate::hints::advise(&self.error);
+        if self.hint.is_none() {
+            self.hint = advice.hint;
+        }
+        if self.code == EXIT_ERROR
+            && let Some(code) = advice.code
+        {
+            self.code = code;
+        }
+        self
+    }
 }
 
 impl<E: Into<anyhow::Error>> From<E> for CliError {

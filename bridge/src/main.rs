@@ -91,26 +91,11 @@ fn main() -> ExitCode {
             }) {
                 return ExitCode::from(0);
             }
-            let e = with_advice(e);
+            let e = e.with_advice();
             errout!("{}", output::safe_lines(&e.to_string()));
             ExitCode::from(if e.code == 0 { EXIT_ERROR } else { e.code })
         }
     }
-}
-
-/// `error` with the hint and exit code [`hints`] gives its causes, where the
-/// command did not choose them itself.
-fn with_advice(mut error: error::CliError) -> error::CliError {
-    let advice = hints::advise(&error.error);
-    if error.hint.is_none() {
-        error.hint = advice.hint;
-    }
-    if error.code == EXIT_ERROR
-        && let Some(code) = advice.code
-    {
-        error.code = code;
-    }
-    error
 }
 
 /// On GitHub Actions, asks the runner to mask the identity in every log line

@@ -334,9 +334,23 @@ fn three_runner_shards_drain_a_git_pool_under_act() {
 
     // The identity never reached the log (the action masks it first).
     assert!(!log.contains(secret), "the identity appears in act's log");
-    // Every shard ran `bridge run` through the action and set its outputs.
+    // Every shard ran `bridge run` through the action and set its outputs,
+    // after its header and a line as each task started (issue 16).
     for i in 0..SHARDS {
         let job = format!("[bridge/drain {i}/{SHARDS}");
+        for wanted in [
+            // (how many are runnable depends on when the others claimed)
+            format!("| shard:    {i}/{SHARDS} "),
+            "| tasks:    ".to_owned(),
+            "| ▶ t[n=".to_owned(),
+        ] {
+            assert!(
+                log.lines()
+                    .any(|l| l.starts_with(&job) && l.contains(&wanted)),
+                "shard {i} printed no `{wanted}`:\n{}",
+                run.tail()
+            );
+        }
         assert!(
             log.lines()
                 .any(|l| l.starts_with(&job) && l.contains("::set-output:: tasks-done=")),

@@ -25,6 +25,7 @@ mod membership;
 mod membership_prop;
 mod policy;
 mod runner;
+mod runner_logs;
 mod sandbox;
 mod security;
 mod store_files;

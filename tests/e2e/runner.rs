@@ -825,10 +825,17 @@ fn github_conventions() {
 
     let first = run.stdout.lines().next().unwrap_or_default();
     assert_eq!(first, format!("::add-mask::{secret}"));
-    assert_eq!(run.stdout.matches("::group::").count(), 2, "{}", run.stdout);
+    // The header's group (issue 16), then one group per task.
+    assert_eq!(run.stdout.matches("::group::").count(), 3, "{}", run.stdout);
+    assert_eq!(
+        run.stdout.matches("::group::bridge ").count(),
+        1,
+        "{}",
+        run.stdout
+    );
     assert_eq!(
         run.stdout.matches("::endgroup::").count(),
-        2,
+        3,
         "{}",
         run.stdout
     );
@@ -859,7 +866,7 @@ fn github_conventions() {
     assert!(lines.iter().any(|l| l.starts_with("tasks-left=")), "{out}");
 
     let md = fs::read_to_string(&summary).expect("no GITHUB_STEP_SUMMARY file");
-    assert!(md.contains("| task | outcome |"), "{md}");
+    assert!(md.contains("| task | id | outcome |"), "{md}");
     assert!(md.lines().any(|l| l.starts_with("| ok | ")), "{md}");
     assert!(md.lines().any(|l| l.starts_with("| bad | ")), "{md}");
 

@@ -24,6 +24,7 @@ mod members;
 mod outputs;
 mod retry;
 mod run;
+mod run_log;
 mod show;
 mod status;
 mod submit;

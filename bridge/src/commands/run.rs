@@ -2,7 +2,6 @@
 //! store, runs a bounded batch of tasks, pushes each result as it lands, and
 //! exits; on GitHub Actions it speaks the runner's conventions.
 
-use std::fmt::Write as _;
 use std::io::Write as _;
 use std::time::Duration;
 
@@ -14,7 +13,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::GlobalArgs;
 use super::common::{open_remote_as, open_session_fetching};
-use crate::budget::{Pacer, Share};
+use super::run_log::{
+    Annotations, Fatal, Header, Ledger, RemoteUse, Report, Row, TaskCounts, escape_data, mark,
+};
+use crate::budget::{Budget, Pacer, Share};
 use crate::error::{CliError, CliResult, EXIT_INTERRUPTED, EXIT_OFFLINE, EXIT_OK, HintExt};
 use crate::output::{duration, print_json};
 use crate::publish::Publisher;
@@ -36,10 +38,15 @@ use crate::workspace::{LoadPlan, Session, Workspace, now_ms};
 /// runnable again), waiting claims are released, and everything is pushed.
 ///
 /// The identity comes from BRIDGE_IDENTITY (a worker-role key made by
-/// `bridge members add-runner`). With GITHUB_ACTIONS=true it writes a group
-/// per task to the log, an error annotation per failed task, the step
-/// outputs tasks-done, tasks-failed, tasks-left and tasks-left-for-others,
-/// and a job summary.
+/// `bridge members add-runner`). It starts with a header (version, store,
+/// shard, budget, parallelism, the tasks it sees) and prints a line as each
+/// task starts and ends (on stderr; -q: none). With GITHUB_ACTIONS=true the
+/// header is a collapsible group, each task's end a group with its output,
+/// each failed task an error annotation (at most 9; one more counts the
+/// rest), and it writes the step outputs tasks-done, tasks-failed,
+/// tasks-left, tasks-left-for-others and error, and a job summary naming
+/// the failed tasks and the commands to run next: also when an error stops
+/// the run (one annotation with the error and what to do).
 ///
 /// A runner claims only tasks whose submitter `[worker] run-tasks-from`
 /// accepts: by default (a worker-role key) every member allowed to submit.
@@ -77,7 +84,7 @@ pub struct RunArgs {
 }
 
 /// Seconds kept at the end of the budget for the final push.
-const PUSH_MARGIN: Duration = Duration::from_secs(15);
+pub(super) const PUSH_MARGIN: Duration = Duration::from_secs(15);
 /// Unfinished tasks a runner loads before it starts (more documents are
 /// loaded when these run out).
 const RUNNER_FIRST_LOAD: usize = 1000;
@@ -91,12 +98,12 @@ const RUNNER_COMPACT_MARGIN: Duration = Duration::from_secs(60);
 const RUNNER_FLUSH_DELAY: Duration = Duration::from_secs(2);
 
 /// This runner's pacer when its remote has a push budget (see
-/// crate::budget), made before anything reads the remote.
+/// crate::budget), made before anything reads the remote, with that budget.
 fn runner_pacer(
     g: &GlobalArgs,
     remote: Option<&str>,
     shard: Option<(u32, u32)>,
-) -> CliResult<Option<Pacer>> {
+) -> CliResult<Option<(Pacer, Budget)>> {
     let ws = Workspace::find(g.workspace.as_deref(), g.engine())?;
     let Some(spec) = remote.or(ws.remote_spec()) else {
         return Ok(None);
@@ -106,40 +113,158 @@ fn runner_pacer(
     };
     let shards = shard.map_or(1, |(_, count)| count);
     let share = Share::runner(budget, shards, getrandom::u64().unwrap_or(0));
-    Ok(Some(Pacer::new(share, tokio::time::Instant::now())))
+    Ok(Some((
+        Pacer::new(share, tokio::time::Instant::now()),
+        budget,
+    )))
 }
 
-/// What the run did, for outputs and the summary.
-#[derive(Default)]
-struct Ledger {
-    rows: Vec<(String, Outcome, i64, String)>,
-    done: usize,
-    failed: usize,
-    interrupted: usize,
-    /// Pending tasks left for other devices (their submitters are not in
-    /// run-tasks-from), when the worker first found some.
-    left_for_others: usize,
+/// What a run has said and done so far: kept outside the run's steps so
+/// that an error stopping it still reports what was done, on GitHub
+/// Actions with an annotation, the step outputs and the job summary.
+struct RunLog {
+    github: bool,
+    quiet: bool,
+    shard: Option<(u32, u32)>,
+    ledger: Ledger,
+    annotations: Annotations,
+    remote_use: RemoteUse,
+    /// Tasks left in the pool, once counted at the end.
+    left: Option<usize>,
+}
+
+impl RunLog {
+    /// The report of the outputs and the summary.
+    fn report<'a>(&'a self, elapsed: Duration, fatal: Option<&'a Fatal>) -> Report<'a> {
+        Report {
+            ledger: &self.ledger,
+            left: self.left,
+            elapsed,
+            remote_use: self.remote_use,
+            shard: self.shard,
+            fatal,
+        }
+    }
+
+    /// Prints the header: a group on GitHub Actions, else on stderr
+    /// unless quiet.
+    fn header(&self, header: &Header<'_>) {
+        if self.github {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "::group::{}", escape_data(&header.title()));
+            for line in header.lines() {
+                let _ = writeln!(out, "{line}");
+            }
+            let _ = writeln!(out, "::endgroup::");
+            let _ = out.flush();
+        } else if !self.quiet {
+            for line in header.lines() {
+                errln!("{line}");
+            }
+        }
+    }
+
+    /// On GitHub Actions, after an error stopped the run: one annotation
+    /// (the message and the hint), the step outputs and the job summary,
+    /// with whatever was done before. Failing to write them is logged, not
+    /// shown instead of the error itself.
+    fn fatal(&self, settings: &crate::settings::Settings, e: &CliError, elapsed: Duration) {
+        let message = format!("{:#}", e.error);
+        let fatal = Fatal {
+            message,
+            hint: e.hint.clone(),
+            code: e.code,
+        };
+        {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(
+                out,
+                "{}",
+                self.annotations
+                    .fatal(&fatal.message, fatal.hint.as_deref())
+            );
+            let _ = out.flush();
+        }
+        if let Err(e) = write_github_files(settings, &self.report(elapsed, Some(&fatal))) {
+            tracing::warn!("{}", e.error);
+        }
+    }
+}
+
+/// Run a batch, and on GitHub Actions report an error that stops it as the
+/// runner's conventions want (see [`RunLog::fatal`]). Exit codes are the
+/// error's own.
+pub fn run(g: &GlobalArgs, args: RunArgs) -> CliResult<u8> {
+    let started = std::time::Instant::now();
+    let mut log = RunLog {
+        github: crate::output::surroundings().github_actions,
+        quiet: g.quiet,
+        shard: None,
+        ledger: Ledger::default(),
+        annotations: Annotations::default(),
+        remote_use: RemoteUse::default(),
+        left: None,
+    };
+    let result = run_batch(g, args, &mut log, started).map_err(runner_advice);
+    match result {
+        Err(e) if log.github => {
+            let e = e.with_advice();
+            log.fatal(&g.settings, &e, started.elapsed());
+            Err(e)
+        }
+        result => result,
+    }
+}
+
+/// A runner's own hint where the generic one is meant for a person's
+/// device: a runner without an identity needs BRIDGE_IDENTITY (its CI
+/// secret), not `bridge keygen`.
+fn runner_advice(mut e: CliError) -> CliError {
+    use crate::keys::IdentityError;
+    use crate::workspace::LoadError;
+    // Directly, or as the session's load error (which shows it as its own).
+    let missing = e.error.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<IdentityError>(),
+            Some(IdentityError::Missing { .. })
+        ) || matches!(
+            c.downcast_ref::<LoadError>(),
+            Some(LoadError::Identity(IdentityError::Missing { .. }))
+        )
+    });
+    if e.hint.is_none() && missing {
+        e.hint = Some(
+            "a runner's identity comes from BRIDGE_IDENTITY: set it to the secret `bridge members add-runner NAME` printed (in a workflow, the action's `identity: ${{ secrets.BRIDGE_IDENTITY }}`)"
+                .to_owned(),
+        );
+    }
+    e
 }
 
 #[expect(
     clippy::too_many_lines,
     reason = "a command's steps in order; the ratchet (clippy.toml) stops it growing"
 )]
-pub fn run(g: &GlobalArgs, args: RunArgs) -> CliResult<u8> {
-    let started = std::time::Instant::now();
+fn run_batch(
+    g: &GlobalArgs,
+    args: RunArgs,
+    log: &mut RunLog,
+    started: std::time::Instant,
+) -> CliResult<u8> {
     let budget = humantime::parse_duration(&args.budget)
         .with_context(|| format!("--budget {} is not a duration", args.budget))
         .hint("write e.g. 45m or 1h 30m")?;
     let budget = crate::error::check_budget(budget, &args.budget)?;
     let shard = args.shard.as_deref().map(parse_shard).transpose()?;
-    let github = crate::output::surroundings().github_actions;
+    log.shard = shard;
+    let github = log.github;
     // A fresh runner on a large pool starts after reading the documents it
     // needs for its first claims, not all of them (the slot orders them).
     let plan = LoadPlan::UntilOpen {
         open_tasks: RUNNER_FIRST_LOAD,
         seed: args.slot.clone().unwrap_or_else(|| format!("{shard:?}")),
     };
-    let mut pacer = runner_pacer(g, args.remote.as_deref(), shard)?;
+    let (mut pacer, push_budget) = runner_pacer(g, args.remote.as_deref(), shard)?.unzip();
     let read_turn = pacer.as_ref().map(Pacer::next_read_at);
     // A fresh checkout reads the store first: at its turn, or K runners
     // started together would all read at once (see crate::budget).
@@ -168,11 +293,13 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> CliResult<u8> {
     });
     let remote = open_remote_as(&session.ws.settings, &spec, &session.ws.root, &slot)
         .map_err(|e| CliError::hint(anyhow!(e), "a remote looks like git:URL or dir:PATH"))?;
+    let store = remote.describe();
     let mut publisher = Publisher::new(remote, session.ws.replica.clone());
     // The repository's push and read budget, this runner's share of it
     // (see crate::budget): a lease must outlast the time between two of its
     // pushes, or its claims would look lost between them.
     let mut lease = session.ws.config.lease()?;
+    let push_budget = push_budget.zip(pacer.as_ref().map(Pacer::share));
     if let Some(pacer) = pacer {
         let share = pacer.share();
         lease = lease.max(share.push_every * 3);
@@ -194,11 +321,11 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> CliResult<u8> {
     let runtime = super::work::worker_runtime(parallel)?;
     let shutdown = CancellationToken::new();
     let quiet = g.quiet;
-    let result: CliResult<(worker::WorkReport, Ledger)> = runtime.block_on(async {
+    let result: CliResult<worker::WorkReport> = runtime.block_on(async {
         super::work::watch_signals(shutdown.clone());
         if !synced && publisher.sync(&mut session).await?.is_none() {
             return Err(CliError::hint(
-                anyhow!("the remote {spec} is unreachable"),
+                anyhow!("the remote {store} is unreachable"),
                 "check the URL and the runner's network; nothing was claimed",
             )
             .with_code(EXIT_OFFLINE));
@@ -208,6 +335,17 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> CliResult<u8> {
                 .saturating_sub(PUSH_MARGIN)
                 .saturating_sub(started.elapsed());
         let labels = super::work::worker_labels(&session, &args.labels, &["runner"]);
+        log.header(&Header {
+            version: env!("CARGO_PKG_VERSION"),
+            runner: &me,
+            slot: &slot,
+            store: &store,
+            shard,
+            budget,
+            push_budget,
+            parallel,
+            tasks: task_counts(&session, &labels, shard),
+        });
         let opts = WorkOptions {
             steal_grace: session.ws.config.steal_grace()?,
             parallel,
@@ -227,7 +365,8 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> CliResult<u8> {
         let mut hooks = RunHooks {
             github,
             quiet,
-            ledger: Ledger::default(),
+            shard,
+            log: &mut *log,
         };
         let work_began = started.elapsed();
         let mut report = worker::work(
@@ -274,10 +413,14 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> CliResult<u8> {
                 );
             }
         }
-        Ok((report, hooks.ledger))
+        Ok(report)
     });
-    let (report, mut ledger) = result?;
-    ledger.left_for_others = report.left_for_others.tasks();
+    log.remote_use = RemoteUse {
+        pushes: publisher.pushes,
+        fetches: publisher.fetches,
+    };
+    let report = result?;
+    log.ledger.left_for_others = report.left_for_others.tasks();
     // What is left counts every document.
     session.load_all()?;
     let derived = session.view().derive(now_ms(), session.policy);
@@ -290,12 +433,14 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> CliResult<u8> {
             )
         })
         .count();
+    log.left = Some(left);
     if github {
-        let remote_use = RemoteUse {
-            pushes: publisher.pushes,
-            fetches: publisher.fetches,
-        };
-        write_github_files(&g.settings, &ledger, left, started.elapsed(), remote_use)?;
+        if let Some(closing) = log.annotations.closing() {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{closing}");
+            let _ = out.flush();
+        }
+        write_github_files(&g.settings, &log.report(started.elapsed(), None))?;
     }
     if args.json {
         print_json(&json!({
@@ -350,43 +495,81 @@ fn parse_shard(s: &str) -> CliResult<(u32, u32)> {
     Ok((i, k))
 }
 
-struct RunHooks {
+struct RunHooks<'a> {
     github: bool,
     quiet: bool,
-    ledger: Ledger,
+    shard: Option<(u32, u32)>,
+    log: &'a mut RunLog,
 }
 
-impl worker::Hooks for RunHooks {
+impl worker::Hooks for RunHooks<'_> {
     fn downloads(&self) -> Option<std::sync::Arc<dyn bridge_fetch::Progress>> {
         crate::downloads::progress()
     }
 
     fn event(&mut self, event: Event) {
-        if let Event::LeftForOthers(left) = &event {
-            if !self.quiet {
-                errln!("note: {}", left.message());
+        match event {
+            Event::LeftForOthers(left) => {
+                if !self.quiet {
+                    errln!("note: {}", left.message());
+                }
+                self.log.ledger.left_for_others = left.tasks();
             }
-            self.ledger.left_for_others = left.tasks();
-            return;
+            Event::Started {
+                name,
+                id,
+                attempt,
+                shard,
+            } => {
+                // A line as each task starts, so that a long task shows in
+                // the log while it runs, not only in its group at the end.
+                let line = super::run_log::start_line(
+                    &name,
+                    id.short(),
+                    attempt,
+                    shard,
+                    self.shard,
+                    self.github,
+                );
+                if self.github {
+                    let mut out = std::io::stdout().lock();
+                    let _ = writeln!(out, "{line}");
+                    let _ = out.flush();
+                } else if !self.quiet {
+                    errln!("{line}");
+                }
+            }
+            Event::Finished {
+                name,
+                id,
+                outcome,
+                detail,
+                ms,
+                tails,
+            } => self.finished(name, &id, outcome, detail, ms, &tails),
+            Event::Backlog { .. } | Event::Idle => {}
         }
-        let Event::Finished {
-            name,
-            id,
-            outcome,
-            detail,
-            ms,
-            tails,
-        } = event
-        else {
-            return;
-        };
-        match outcome {
-            Outcome::Success => self.ledger.done += 1,
-            Outcome::Interrupted => self.ledger.interrupted += 1,
-            _ => self.ledger.failed += 1,
-        }
-        let mut out = std::io::stdout().lock();
+    }
+
+    fn idle(&mut self, _session: &mut Session) -> Result<(), bridge_engine::worker::HookError> {
+        Ok(())
+    }
+}
+
+impl RunHooks<'_> {
+    /// A task's end: a group with its output tails and an annotation if it
+    /// failed (on GitHub Actions), else one line.
+    fn finished(
+        &mut self,
+        name: String,
+        id: &bridge_model::TaskId,
+        outcome: Outcome,
+        detail: String,
+        ms: i64,
+        tails: &(String, String),
+    ) {
         if self.github {
+            let mut out = std::io::stdout().lock();
             // One collapsible group per task, then an annotation for failures.
             let _ = writeln!(
                 out,
@@ -396,16 +579,17 @@ impl worker::Hooks for RunHooks {
                 duration(ms)
             );
             let token = stop_commands_token(getrandom::fill);
-            let _ = write_paused_tails(&mut out, token, &tails, id.short());
+            let _ = write_paused_tails(&mut out, token, tails, id.short());
             let _ = writeln!(out, "::endgroup::");
-            if outcome.counts_as_failure() {
-                let _ = writeln!(
-                    out,
-                    "::error title={}::{}",
-                    escape_property(&format!("task {name} {}", outcome.as_str())),
-                    escape_data(&format!("{detail} — bridge logs {}", id.short()))
-                );
+            if outcome.counts_as_failure()
+                && let Some(annotation) =
+                    self.log
+                        .annotations
+                        .task_failed(&name, outcome, &detail, id.short())
+            {
+                let _ = writeln!(out, "{annotation}");
             }
+            let _ = out.flush();
         } else if !self.quiet {
             errln!(
                 "{} {} ({}){}",
@@ -419,12 +603,40 @@ impl worker::Hooks for RunHooks {
                 }
             );
         }
-        self.ledger.rows.push((name, outcome, ms, detail));
+        self.log.ledger.record(Row {
+            name,
+            short_id: id.short().to_owned(),
+            outcome,
+            ms,
+            detail,
+        });
     }
+}
 
-    fn idle(&mut self, _session: &mut Session) -> Result<(), bridge_engine::worker::HookError> {
-        Ok(())
+/// What the header says of the tasks: those the runner sees now (the
+/// documents read so far), and how many of the runnable are in its shard.
+fn task_counts(session: &Session, labels: &[String], shard: Option<(u32, u32)>) -> TaskCounts {
+    let derived = session.view().derive(now_ms(), session.policy);
+    let mut counts = TaskCounts {
+        partial: session.has_deferred(),
+        ..TaskCounts::default()
+    };
+    for d in derived.values() {
+        match d.status {
+            Status::Pending => counts.pending += 1,
+            Status::Running => counts.running += 1,
+            Status::Blocked => counts.blocked += 1,
+            _ => {}
+        }
     }
+    let runnable = session.view().runnable(&derived, labels);
+    counts.runnable = runnable.len();
+    counts.in_shard = shard.map(|(index, count)| {
+        let mut shards = crate::shard::Shards::new(count);
+        shards.prepare(session.view(), &runnable);
+        runnable.iter().filter(|id| shards.of(id) == index).count()
+    });
+    counts
 }
 
 /// A fresh, unguessable token for `::stop-commands::`, from `fill` (the OS
@@ -472,144 +684,24 @@ fn write_paused_tails(
     writeln!(out, "::{token}::")
 }
 
-fn mark(outcome: Outcome) -> &'static str {
-    match outcome {
-        Outcome::Success => "✓",
-        Outcome::Interrupted => "⏸",
-        _ => "✗",
-    }
-}
-
-/// Escapes a workflow command's message (and any other control character,
-/// which could fake a workflow command or disguise the log).
-fn escape_data(s: &str) -> String {
-    let escaped = s
-        .replace('%', "%25")
-        .replace('\r', "%0D")
-        .replace('\n', "%0A");
-    crate::output::safe(&escaped).into_owned()
-}
-
-/// Escapes a workflow command's property value.
-fn escape_property(s: &str) -> String {
-    escape_data(s).replace(':', "%3A").replace(',', "%2C")
-}
-
-/// Task-controlled text as one Markdown table cell of the job summary: one
-/// line, control characters escaped, and every character Markdown gives a
-/// meaning to (links, images, emphasis, HTML, the cell separator) escaped
-/// with a backslash, so a task's name shows as written and cannot add links
-/// or break the table.
-fn markdown_cell(s: &str) -> String {
-    let one_line = s.replace(['\r', '\n'], " ");
-    let mut out = String::with_capacity(one_line.len());
-    for c in crate::output::safe(&one_line).chars() {
-        if matches!(
-            c,
-            '\\' | '`'
-                | '*'
-                | '_'
-                | '{'
-                | '}'
-                | '['
-                | ']'
-                | '<'
-                | '>'
-                | '('
-                | ')'
-                | '#'
-                | '+'
-                | '-'
-                | '!'
-                | '|'
-                | '~'
-                | '&'
-                | ':'
-        ) {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// Step outputs and the job summary.
-/// What a run asked of the remote's repository, for the job summary (its
-/// host limits pushes and reads per repository: see crate::budget).
-#[derive(Debug, Clone, Copy)]
-struct RemoteUse {
-    pushes: usize,
-    fetches: usize,
-}
-
-fn write_github_files(
-    settings: &crate::settings::Settings,
-    ledger: &Ledger,
-    left: usize,
-    elapsed: Duration,
-    remote_use: RemoteUse,
-) -> CliResult<()> {
+/// Writes the step outputs and the job summary (see [`super::run_log`]).
+fn write_github_files(settings: &crate::settings::Settings, report: &Report<'_>) -> CliResult<()> {
     if let Some(path) = &settings.github_output {
         let mut f = std::fs::OpenOptions::new()
             .append(true)
             .create(true)
             .open(path)
             .with_context(|| format!("cannot open GITHUB_OUTPUT {path}"))?;
-        writeln!(
-            f,
-            "tasks-done={}\ntasks-failed={}\ntasks-left={left}\ntasks-left-for-others={}",
-            ledger.done, ledger.failed, ledger.left_for_others
-        )
-        .with_context(|| format!("cannot write GITHUB_OUTPUT {path}"))?;
+        f.write_all(super::run_log::outputs(report).as_bytes())
+            .with_context(|| format!("cannot write GITHUB_OUTPUT {path}"))?;
     }
     if let Some(path) = &settings.github_step_summary {
-        let mut md = String::new();
-        let _ = writeln!(md, "### bridge run\n");
-        let _ = writeln!(
-            md,
-            "{} done · {} failed · {} interrupted · **{left} left in the pool** · {} · {} pushes and {} fetches of the remote\n",
-            ledger.done,
-            ledger.failed,
-            ledger.interrupted,
-            duration(elapsed.as_millis() as i64),
-            remote_use.pushes,
-            remote_use.fetches,
-        );
-        if ledger.left_for_others > 0 {
-            let _ = writeln!(
-                md,
-                "{} pending tasks were left for other devices: their submitters are not in this runner's `run-tasks-from`.\n",
-                ledger.left_for_others
-            );
-        }
-        if !ledger.rows.is_empty() {
-            let _ = writeln!(
-                md,
-                "| task | outcome | duration | detail |\n| --- | --- | --- | --- |"
-            );
-            // The summary is capped at 1 MiB per step: list at most 500 tasks.
-            for (name, outcome, ms, detail) in ledger.rows.iter().take(500) {
-                let cell = |s: &str| markdown_cell(s);
-                let _ = writeln!(
-                    md,
-                    "| {} | {} {} | {} | {} |",
-                    cell(name),
-                    mark(*outcome),
-                    outcome.as_str(),
-                    duration(*ms),
-                    cell(detail)
-                );
-            }
-            if ledger.rows.len() > 500 {
-                let _ = writeln!(md, "\n… and {} more.", ledger.rows.len() - 500);
-            }
-        }
         let mut f = std::fs::OpenOptions::new()
             .append(true)
             .create(true)
             .open(path)
             .with_context(|| format!("cannot open GITHUB_STEP_SUMMARY {path}"))?;
-        f.write_all(md.as_bytes())
+        f.write_all(super::run_log::summary(report).as_bytes())
             .with_context(|| format!("cannot write GITHUB_STEP_SUMMARY {path}"))?;
     }
     Ok(())
@@ -680,23 +772,5 @@ mod stop_commands_tests {
         write_paused_tails(&mut out, Ok(a.clone()), &tails, "abc").expect("Vec");
         let text = String::from_utf8(out).expect("UTF-8");
         assert_eq!(text, format!("::stop-commands::{a}\nhello\n::{a}::\n"));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    // Issue 12, item 21 (a sibling): a task's name in the job summary could
-    // add links or images, or break the table with `|`.
-    #[test]
-    fn summary_cells_are_inert_markdown() {
-        assert_eq!(markdown_cell("a|b"), r"a\|b");
-        assert_eq!(
-            markdown_cell("![x](https://t.example/p.png)"),
-            r"\!\[x\]\(https\://t.example/p.png\)"
-        );
-        assert_eq!(markdown_cell("<img src=x>\nrow"), r"\<img src=x\> row");
-        assert_eq!(markdown_cell("a\u{1b}[2J"), r"a\\u\{1b\}\[2J");
     }
 }

@@ -367,7 +367,7 @@ impl Progress {
                     b.set_length(self.done + left as u64);
                 }
             }
-            Event::Started { name } => {
+            Event::Started { name, .. } => {
                 if let Some(b) = &self.bar {
                     b.set_message(crate::output::safe(&name).into_owned());
                 }

@@ -74,7 +74,8 @@ pub mod sync;
 pub use backoff::{Backoff, Jitter};
 pub use fsutil::replace_file;
 pub use git::{
-    DEFAULT_STALL_TIMEOUT, GitLimits, GitRemote, GitToken, PushStats, SlotError, validate_slot,
+    DEFAULT_STALL_TIMEOUT, GitLimits, GitRemote, GitToken, PushStats, SlotError, redact_spec,
+    validate_slot,
 };
 pub use load::{
     ChunkOpener, LoadedDoc, OpenedEntry, Plain, PlainRefusal, StoreWarning, has_unseen, load_doc,

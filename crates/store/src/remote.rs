@@ -785,14 +785,14 @@ pub fn parse_remote(
 ) -> Result<Box<dyn Remote>, RemoteSpecError> {
     let Some((scheme, rest)) = spec.split_once(':') else {
         return Err(RemoteSpecError::NoScheme {
-            spec: spec.to_owned(),
+            spec: git::redact_spec(spec),
         });
     };
     match scheme {
         "dir" => {
             if rest.is_empty() {
                 return Err(RemoteSpecError::EmptyPath {
-                    spec: spec.to_owned(),
+                    spec: git::redact_spec(spec),
                 });
             }
             let path = Path::new(rest);
@@ -806,7 +806,7 @@ pub fn parse_remote(
         "git" => {
             if rest.is_empty() {
                 return Err(RemoteSpecError::EmptyUrl {
-                    spec: spec.to_owned(),
+                    spec: git::redact_spec(spec),
                 });
             }
             let url = git::absolute_local_url(rest.to_owned(), Some(base));
@@ -815,7 +815,7 @@ pub fn parse_remote(
             let mut remote =
                 GitRemote::new(url, opts.writer_slot.clone(), cache).map_err(|source| {
                     RemoteSpecError::InvalidSlot {
-                        spec: spec.to_owned(),
+                        spec: git::redact_spec(spec),
                         source,
                     }
                 })?;
@@ -829,7 +829,7 @@ pub fn parse_remote(
             ))
         }
         _ => Err(RemoteSpecError::UnknownScheme {
-            spec: spec.to_owned(),
+            spec: git::redact_spec(spec),
             scheme: scheme.to_owned(),
         }),
     }
@@ -839,6 +839,20 @@ pub fn parse_remote(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn remote_spec_errors_redact_credentials() {
+        // Issue 16: a URL given without `git:`, with a token in it, is
+        // shown in a runner's log and its annotation.
+        let base = Path::new("/base");
+        let opts = RemoteOptions::for_base(base);
+        let e = parse_remote("https://x:hunter2@github.com/o/r.git", base, &opts)
+            .err()
+            .unwrap();
+        let shown = e.to_string();
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("https://***@github.com/o/r.git"), "{shown}");
+    }
 
     #[test]
     fn parse_remote_specs() {

@@ -140,7 +140,17 @@ pub struct WorkOptions {
 #[derive(Debug, Clone)]
 pub enum Event {
     /// The task started.
-    Started { name: String },
+    Started {
+        name: String,
+        id: TaskId,
+        /// Which attempt this is: 1 + the attempts recorded before it (by
+        /// any worker), so a person reading a runner's log sees a retry.
+        attempt: usize,
+        /// The task's shard, when this worker has one (`--shard`): another
+        /// shard's task was taken over from a runner that is missing or
+        /// slower.
+        shard: Option<u32>,
+    },
     /// The task ended.
     Finished {
         name: String,

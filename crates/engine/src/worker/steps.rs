@@ -434,8 +434,13 @@ impl<'a> Worker<'a> {
             let placement = Placement::Batch(h.doc.batch().clone());
             let need_inputs = need_inputs(self.session.view(), &spec);
             self.names.insert(key.clone(), spec.name.clone());
+            let attempt = task.facts.attempts.len() + 1;
+            let shard = self.shards.as_ref().map(|s| s.of(&h.task));
             self.hooks.event(Event::Started {
                 name: spec.name.clone(),
+                id: h.task.clone(),
+                attempt,
+                shard,
             });
             let job = Job {
                 runner: self.runner.clone(),

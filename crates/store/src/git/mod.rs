@@ -141,8 +141,8 @@ use classify::{GitFailure, classify, summarize};
 use parse::{parse_cat_file_batch, parse_refs};
 use tree::TreeEntry;
 pub(crate) use url::absolute_local_url;
-pub use url::is_hosted;
 use url::{auth_env, redact_url};
+pub use url::{is_hosted, redact_spec};
 
 /// The prefix of the refs holding the store, one per writer slot: outside
 /// `refs/heads/`, so they are not branches (see the module docs).

@@ -42,6 +42,17 @@ pub(crate) fn absolute_local_url(url: String, base: Option<&Path>) -> String {
     joined.display().to_string()
 }
 
+/// A remote spec (`git:URL`, `dir:PATH`, or a URL given without `git:` by
+/// mistake) as it may be shown in a log: a URL's `user:password@` replaced
+/// by `***@` (a runner's log on GitHub Actions is readable by everyone who
+/// can read the repository).
+pub fn redact_spec(spec: &str) -> String {
+    match spec.strip_prefix("git:") {
+        Some(url) => format!("git:{}", redact_url(url)),
+        None => redact_url(spec),
+    }
+}
+
 /// `url` with any `user:password@` replaced by `***@`, for messages.
 pub(crate) fn redact_url(url: &str) -> String {
     if let Some((scheme, rest)) = url.split_once("://") {
@@ -132,6 +143,15 @@ mod tests {
             "git@github.com:o/r.git"
         );
         assert_eq!(redact_url("https://h/a@b"), "https://h/a@b");
+        assert_eq!(
+            redact_spec("git:https://u:tok@github.com/o/r.git"),
+            "git:https://***@github.com/o/r.git"
+        );
+        assert_eq!(redact_spec("dir:/mnt/a@b"), "dir:/mnt/a@b");
+        assert_eq!(
+            redact_spec("https://u:tok@github.com/o/r.git"),
+            "https://***@github.com/o/r.git"
+        );
     }
 
     #[test]
