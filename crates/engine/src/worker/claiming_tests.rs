@@ -276,93 +276,116 @@ pub(super) fn runtime() -> tokio::runtime::Runtime {
         .expect("a runtime")
 }
 
-/// Under a push budget, a runner whose shard ran dry takes only the tasks
-/// of quiet shards (no live claim seen), and only those it weighs most among
-/// the shards that are done: two thieves never take the same task, and
-/// together they take all of the quiet shard.
-#[test]
-fn thieves_under_a_budget_split_a_quiet_shard_and_leave_a_busy_one() {
-    use super::choose::{Steal, prefer_shard};
-    use crate::shard::Shards;
-    use bridge_model::view::Derived;
+/// Four shards of 60 tasks: shards 0 and 1 done, shard 2's runner never
+/// started (quiet), shard 3's runner working (one live claim seen).
+struct QuietFleet {
+    shards: [Vec<TaskId>; 4],
+    derived: std::collections::BTreeMap<TaskId, bridge_model::view::Derived>,
+}
 
-    let pool = Pool::new();
-    let mut a = pool.session();
-    let now = SystemClock.now_ms();
-    let names: Vec<String> = (0..60).map(|i| format!("t{i}")).collect();
-    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let ids = submit(&mut a, &refs, now);
-    let mut shards = Shards::new(4);
-    shards.prepare(a.view(), &ids);
-    let of =
-        |s: u32| -> Vec<TaskId> { ids.iter().filter(|i| shards.of(i) == s).cloned().collect() };
-    let (s0, s1, s2, s3) = (of(0), of(1), of(2), of(3));
-    assert!(!s2.is_empty() && !s3.is_empty());
-    // Shards 0 and 1 are done, shard 2's runner never started (quiet),
-    // shard 3's runner is working (one live claim seen).
-    let derived_as = |status: Status| Derived {
+fn derived_as(status: Status) -> bridge_model::view::Derived {
+    bridge_model::view::Derived {
         status,
         reason: None,
         result: None,
         claim: None,
         failures: (0, 1),
-    };
-    let mut derived = std::collections::BTreeMap::new();
-    for id in s0.iter().chain(&s1) {
-        derived.insert(id.clone(), derived_as(Status::Done));
     }
-    for id in s2.iter().chain(&s3) {
-        derived.insert(id.clone(), derived_as(Status::Pending));
+}
+
+impl QuietFleet {
+    fn new(session: &mut Session) -> QuietFleet {
+        let names: Vec<String> = (0..60).map(|i| format!("t{i}")).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let ids = submit(session, &refs, SystemClock.now_ms());
+        let mut of = crate::shard::Shards::new(4);
+        of.prepare(session.view(), &ids);
+        let shards: [Vec<TaskId>; 4] = std::array::from_fn(|s| {
+            ids.iter()
+                .filter(|i| of.of(i) == s as u32)
+                .cloned()
+                .collect()
+        });
+        assert!(!shards[2].is_empty() && !shards[3].is_empty());
+        let mut derived = std::collections::BTreeMap::new();
+        for (s, status) in [
+            (0, Status::Done),
+            (1, Status::Done),
+            (2, Status::Pending),
+            (3, Status::Pending),
+        ] {
+            for id in &shards[s] {
+                derived.insert(id.clone(), derived_as(status));
+            }
+        }
+        derived.insert(shards[3][0].clone(), derived_as(Status::Running));
+        QuietFleet { shards, derived }
     }
-    derived.insert(s3[0].clone(), derived_as(Status::Running));
-    let runnable: Vec<TaskId> = s2.iter().chain(&s3[1..]).cloned().collect();
-    let take = |me: u32, steal: Steal| {
-        let mut shards = Shards::new(4);
-        prefer_shard(
-            runnable.clone(),
+
+    /// The tasks not done: shard 2's and shard 3's but its running one.
+    fn runnable(&self) -> Vec<TaskId> {
+        self.shards[2]
+            .iter()
+            .chain(&self.shards[3][1..])
+            .cloned()
+            .collect()
+    }
+
+    /// What runner `me` takes of `runnable` under `steal`, as it sees
+    /// `derived`, holding the claims `held` tells; and whether it steals.
+    fn take(
+        session: &Session,
+        me: u32,
+        runnable: &[TaskId],
+        derived: &std::collections::BTreeMap<TaskId, bridge_model::view::Derived>,
+        steal: super::choose::Steal,
+        held: &dyn Fn(&str) -> bool,
+    ) -> (std::collections::BTreeSet<TaskId>, bool) {
+        let mut shards = crate::shard::Shards::new(4);
+        let (ids, stolen) = super::choose::prefer_shard(
+            runnable.to_vec(),
             Some((me, &mut shards)),
-            a.view(),
-            &derived,
+            session.view(),
+            derived,
             steal,
-            &|_| false,
-        )
-    };
+            held,
+        );
+        (ids.into_iter().collect(), stolen)
+    }
+}
+
+/// Under a push budget, a runner whose shard ran dry takes only the tasks
+/// of quiet shards (no live claim seen), and only those dealt to it among
+/// the shards that are done: two thieves never take the same task, and
+/// together they take all of the quiet shard.
+#[test]
+fn thieves_under_a_budget_split_a_quiet_shard_and_leave_a_busy_one() {
+    use super::choose::Steal;
+
+    let pool = Pool::new();
+    let mut a = pool.session();
+    let fleet = QuietFleet::new(&mut a);
+    let runnable = fleet.runnable();
+    let none = |_: &str| false;
+    let take =
+        |me: u32, steal: Steal| QuietFleet::take(&a, me, &runnable, &fleet.derived, steal, &none);
     // During the grace: nothing.
-    assert_eq!(take(0, Steal::Wait), (vec![], true));
+    assert_eq!(take(0, Steal::Wait), (Default::default(), true));
     let all = Steal::QuietSplit { thieves: 4 };
     let (by0, stolen) = take(0, all);
     assert!(stolen);
     let (by1, _) = take(1, all);
-    let by0: std::collections::BTreeSet<TaskId> = by0.into_iter().collect();
-    let by1: std::collections::BTreeSet<TaskId> = by1.into_iter().collect();
     assert!(by0.is_disjoint(&by1), "no task taken twice");
-    let quiet: std::collections::BTreeSet<TaskId> = s2.iter().cloned().collect();
+    let quiet: std::collections::BTreeSet<TaskId> = fleet.shards[2].iter().cloned().collect();
     assert_eq!(
         &by0 | &by1,
         quiet,
         "the quiet shard, all of it, nothing of the busy one"
     );
-    // A thief that sees shard 3 quiet too (its live claim not read yet)
-    // still takes the same tasks of shard 2: each quiet shard is dealt on
-    // its own.
-    let mut unseen = derived.clone();
-    unseen.insert(s3[0].clone(), derived_as(Status::Pending));
-    let all_runnable: Vec<TaskId> = s2.iter().chain(&s3).cloned().collect();
-    let (wider1, _) = prefer_shard(
-        all_runnable,
-        Some((1, &mut Shards::new(4))),
-        a.view(),
-        &unseen,
-        all,
-        &|_| false,
-    );
-    let wider1: std::collections::BTreeSet<TaskId> = wider1.into_iter().collect();
-    assert_eq!(&wider1 & &quiet, by1, "the same share of shard 2");
-    assert!(wider1.len() > by1.len(), "and a share of shard 3");
     // A thief that looks again while some of its tasks run (its own live
     // claims) and some ended still takes only its own, and its own claims
     // do not make the quiet shard look busy.
-    let mut later = derived.clone();
+    let mut later = fleet.derived.clone();
     let third = by0.len() / 3;
     let ended: Vec<TaskId> = by0.iter().take(third).cloned().collect();
     let running: Vec<TaskId> = by0.iter().skip(third).take(third).cloned().collect();
@@ -379,27 +402,43 @@ fn thieves_under_a_budget_split_a_quiet_shard_and_leave_a_busy_one() {
         .filter(|id| !ended.contains(id) && !running.contains(id))
         .cloned()
         .collect();
-    let (again0, _) = prefer_shard(
-        left,
-        Some((0, &mut Shards::new(4))),
-        a.view(),
-        &later,
-        all,
-        &|key| key.starts_with("mine:"),
-    );
-    let again0: std::collections::BTreeSet<TaskId> = again0.into_iter().collect();
+    let (again0, _) = QuietFleet::take(&a, 0, &left, &later, all, &|key| key.starts_with("mine:"));
     assert!(again0.is_subset(&by0), "it takes nothing of the other's");
     assert_eq!(again0.len(), by0.len() - 2 * third);
     // A budget with no push to spare: the quiet shard's runner's unmade
     // push pays for one thief, one of the two done shards, which takes the
     // whole quiet shard; the other takes nothing.
     let one = Steal::QuietSplit { thieves: 0 };
-    let (lone0, _) = take(0, one);
-    let (lone1, _) = take(1, one);
-    let mut lone: Vec<usize> = vec![lone0.len(), lone1.len()];
+    let mut lone: Vec<usize> = vec![take(0, one).0.len(), take(1, one).0.len()];
     lone.sort_unstable();
     assert_eq!(lone, vec![0, quiet.len()], "one thief takes it all");
     // Without a budget, a thief takes from the far end of any shard.
     let (far, _) = take(0, Steal::FarEnd);
     assert_eq!(far.len(), runnable.len());
+}
+
+/// Each quiet shard is dealt among the thieves on its own: a thief that
+/// also sees another shard quiet (its runner's claim not read yet) still
+/// takes the same tasks of the first, so the two never run one twice.
+#[test]
+fn each_quiet_shard_is_dealt_on_its_own() {
+    use super::choose::Steal;
+
+    let pool = Pool::new();
+    let mut a = pool.session();
+    let fleet = QuietFleet::new(&mut a);
+    let all = Steal::QuietSplit { thieves: 4 };
+    let none = |_: &str| false;
+    let (by1, _) = QuietFleet::take(&a, 1, &fleet.runnable(), &fleet.derived, all, &none);
+    let mut unseen = fleet.derived.clone();
+    unseen.insert(fleet.shards[3][0].clone(), derived_as(Status::Pending));
+    let every: Vec<TaskId> = fleet.shards[2]
+        .iter()
+        .chain(&fleet.shards[3])
+        .cloned()
+        .collect();
+    let (wider1, _) = QuietFleet::take(&a, 1, &every, &unseen, all, &none);
+    let quiet: std::collections::BTreeSet<TaskId> = fleet.shards[2].iter().cloned().collect();
+    assert_eq!(&wider1 & &quiet, by1, "the same share of shard 2");
+    assert!(wider1.len() > by1.len(), "and a share of shard 3");
 }
