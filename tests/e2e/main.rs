@@ -28,6 +28,7 @@ mod runner;
 mod runner_logs;
 mod sandbox;
 mod security;
+mod skipped;
 mod store_files;
 mod url_inputs;
 mod validation;

@@ -1,7 +1,7 @@
 //! `bridge cancel`: add cancel facts to tasks.
 
 use anyhow::anyhow;
-use bridge_model::{TaskId, doc};
+use bridge_model::{Status, TaskId, doc};
 use clap::Args;
 
 use super::GlobalArgs;
@@ -47,7 +47,12 @@ pub fn run(g: &GlobalArgs, args: CancelArgs) -> CliResult<u8> {
     };
     let mut cancelled = 0;
     for id in ids {
-        if derived.get(&id).is_some_and(|d| d.status.is_final()) {
+        // A skipped task is cancelled too: retrying what it needs would
+        // otherwise run it.
+        if derived
+            .get(&id)
+            .is_some_and(|d| d.status.is_final() && d.status != Status::Skipped)
+        {
             continue;
         }
         let Some(home) = session.view().get(&id).map(|t| t.home().clone()) else {

@@ -371,12 +371,14 @@ struct Progress {
     done: u64,
     failed: u64,
     cancelled: u64,
+    /// Not work left: a task they need failed for good (or was cancelled).
+    skipped: u64,
     left: u64,
 }
 
 impl Progress {
     fn total(&self) -> u64 {
-        self.done + self.failed + self.cancelled + self.left
+        self.done + self.failed + self.cancelled + self.skipped + self.left
     }
 
     fn line(&self) -> String {
@@ -384,6 +386,9 @@ impl Progress {
             "{} done · {} failed · {} left",
             self.done, self.failed, self.left
         );
+        if self.skipped > 0 {
+            s.push_str(&format!(" · {} skipped", self.skipped));
+        }
         if self.cancelled > 0 {
             s.push_str(&format!(" · {} cancelled", self.cancelled));
         }
@@ -414,6 +419,7 @@ fn progress(
             Status::Done => p.done += 1,
             Status::Failed => p.failed += 1,
             Status::Cancelled | Status::Untrusted => p.cancelled += 1,
+            Status::Skipped => p.skipped += 1,
             Status::Pending | Status::Blocked | Status::Running => p.left += 1,
         }
     }
@@ -563,7 +569,7 @@ fn watch(
             "html_url": run_state.as_ref().map(|r| r.html_url.clone()),
             "run_status": run_state.as_ref().and_then(|r| r.status.clone()),
             "run_conclusion": run_state.as_ref().and_then(|r| r.conclusion.clone()),
-            "done": p.done, "failed": p.failed, "cancelled": p.cancelled, "left": p.left,
+            "done": p.done, "failed": p.failed, "cancelled": p.cancelled, "skipped": p.skipped, "left": p.left,
             "drained": drained,
         }))?;
         return Ok(EXIT_OK);
@@ -616,6 +622,12 @@ fn watch(
     if p.failed > 0 {
         outln!(
             "Failed: `bridge ls --status failed`, then `bridge logs TASK` and `bridge retry TASK`."
+        );
+    }
+    if p.skipped > 0 {
+        outln!(
+            "Skipped: {} task(s) need a task that failed or was cancelled; `bridge ls --status skipped` says which, and retrying that task runs them.",
+            p.skipped
         );
     }
     Ok(EXIT_OK)

@@ -22,7 +22,8 @@ use crate::workspace::now_ms;
 /// M left for other devices".
 ///
 /// JSON (--json): {"workspace", "tasks", "counts": {"pending": N, "blocked": N,
-/// "running": N, "done": N, "failed": N, "cancelled": N}, "left_for_others":
+/// "skipped": N, "running": N, "done": N, "failed": N, "cancelled": N,
+/// "untrusted": N}, "left_for_others":
 /// {"tasks": M, "submitters": [NAME…], "run_tasks_from": {"entries", "default"}},
 /// "batches": [{"id", "created_at", "submitted_by", "tasks", "counts": {…},
 /// "left_for_others": M, "audience"?: [names]}],

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use bridge_model::Outcome;
+use bridge_model::{Outcome, Status};
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
@@ -15,7 +15,7 @@ use crate::output::{duration, print_json};
 use crate::publish::Publisher;
 use crate::run_policy::RunFrom;
 use crate::worker::{self, Event, WorkOptions};
-use crate::workspace::Session;
+use crate::workspace::{Session, now_ms};
 
 /// Run runnable tasks on this device
 ///
@@ -190,11 +190,38 @@ pub fn run(g: &GlobalArgs, args: WorkArgs) -> CliResult<u8> {
         );
     }
     super::sync::auto_compact(&session, args.offline || !online);
-    if args.json {
-        print_json(&report_json(&report))?;
+    report_end(&session, &report, args.json, quiet)?;
+    if shutdown.is_cancelled() {
+        Ok(EXIT_INTERRUPTED)
+    } else if report.failed > 0 {
+        Ok(EXIT_TASK_FAILED)
+    } else {
+        Ok(EXIT_OK)
+    }
+}
+
+/// `work`'s closing line (or its `--json` report), with the tasks skipped
+/// because a task they need failed or was cancelled: not work left, but a
+/// person waiting for them must hear why.
+fn report_end(
+    session: &Session,
+    report: &worker::WorkReport,
+    json: bool,
+    quiet: bool,
+) -> CliResult<()> {
+    let skipped = session
+        .view()
+        .derive(now_ms(), session.policy)
+        .values()
+        .filter(|d| d.status == Status::Skipped)
+        .count();
+    if json {
+        let mut json = report_json(report);
+        json["skipped"] = skipped.into();
+        print_json(&json)?;
     } else if !quiet {
         errln!(
-            "{} done, {} failed{}{}{}.",
+            "{} done, {} failed{}{}{}{}.",
             report.done,
             report.failed,
             if report.interrupted > 0 {
@@ -212,15 +239,15 @@ pub fn run(g: &GlobalArgs, args: WorkArgs) -> CliResult<u8> {
                 0 => String::new(),
                 n => format!(", {n} left for other devices"),
             },
+            match skipped {
+                0 => String::new(),
+                n => format!(
+                    ", {n} skipped (a task they need failed or was cancelled: `bridge ls --status skipped` says which; retrying it runs them)"
+                ),
+            },
         );
     }
-    if shutdown.is_cancelled() {
-        Ok(EXIT_INTERRUPTED)
-    } else if report.failed > 0 {
-        Ok(EXIT_TASK_FAILED)
-    } else {
-        Ok(EXIT_OK)
-    }
+    Ok(())
 }
 
 /// What `bridge work --json` and `bridge run --json` say about the tasks

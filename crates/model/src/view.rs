@@ -18,8 +18,15 @@
 //!    not interrupted ones) reach `(1 + retries) × (1 + retry grants)`.
 //! 4. **running**: a claim is live: not released, not fulfilled by an
 //!    attempt, and `now <= lease_until + clock_skew`.
-//! 5. **blocked**: a task it `needs` is not done (or is not known here yet).
-//! 6. **pending**: otherwise; runnable by any worker whose labels match.
+//! 5. **skipped**: a task it `needs` will not run without someone's say:
+//!    it failed for good, was cancelled, is untrusted, or is skipped itself
+//!    (GitHub's word for a job whose needed job failed). Not work left: no
+//!    runner is started for it and a drained pool does not wait for it;
+//!    retrying the failed task (or submitting the untrusted one as a
+//!    member) revives it, as the status is derived.
+//! 6. **blocked**: a task it `needs` is not done yet (or is not known here
+//!    yet).
+//! 7. **pending**: otherwise; runnable by any worker whose labels match.
 //!
 //! # Clock skew
 //!
@@ -224,6 +231,9 @@ pub enum Status {
     Pending,
     /// Waiting for tasks it needs.
     Blocked,
+    /// A task it needs will not run (failed for good, cancelled, untrusted
+    /// or skipped): it will not run either, unless that task is retried.
+    Skipped,
     /// A worker holds a live claim on it.
     Running,
     /// An attempt succeeded.
@@ -238,9 +248,10 @@ pub enum Status {
 
 impl Status {
     /// Every status, in display order.
-    pub const ALL: [Status; 7] = [
+    pub const ALL: [Status; 8] = [
         Status::Pending,
         Status::Blocked,
+        Status::Skipped,
         Status::Running,
         Status::Done,
         Status::Failed,
@@ -253,6 +264,7 @@ impl Status {
         match self {
             Status::Pending => "pending",
             Status::Blocked => "blocked",
+            Status::Skipped => "skipped",
             Status::Running => "running",
             Status::Done => "done",
             Status::Failed => "failed",
@@ -261,11 +273,12 @@ impl Status {
         }
     }
 
-    /// Whether no more work will happen on the task (without a retry).
+    /// Whether no more work will happen on the task (without a retry, of
+    /// it or, for a skipped task, of what it needs).
     pub fn is_final(self) -> bool {
         matches!(
             self,
-            Status::Done | Status::Failed | Status::Cancelled | Status::Untrusted
+            Status::Done | Status::Failed | Status::Cancelled | Status::Untrusted | Status::Skipped
         )
     }
 }
@@ -723,6 +736,20 @@ pub fn derive_task_seen(
     if let Some(c) = winning_claim(facts, now, policy, sightings) {
         d.status = Status::Running;
         d.claim = Some(c.key.clone());
+        return d;
+    }
+    let stopped: Vec<String> = needs
+        .iter()
+        .filter_map(|(id, st)| match st {
+            Some(
+                st @ (Status::Failed | Status::Cancelled | Status::Untrusted | Status::Skipped),
+            ) => Some(format!("{} is {}", id.short(), st.as_str())),
+            _ => None,
+        })
+        .collect();
+    if !stopped.is_empty() {
+        d.status = Status::Skipped;
+        d.reason = Some(format!("needs {}", stopped.join(", ")));
         return d;
     }
     let waiting: Vec<String> = needs

@@ -576,11 +576,12 @@ fn needs_block_until_the_need_is_done() {
     let derived = v.derive(T0 + 1, Policy::default());
     assert_eq!(v.runnable(&derived, &[]), vec![ib.clone()]);
 
-    // Running, then failed: still blocked, and the reason follows.
+    // Running: still blocked, and the reason follows.
     d.claim(&worker, &ib, 1, T0 + 2, T0 + 60_000);
     let got = derive(&view(&[&d]), &it, T0 + 3);
     assert_eq!(got.status, Status::Blocked);
     assert!(got.reason.expect("reason").contains("running"));
+    // Failed for good: skipped (not work left), and it says why.
     d.attempt(
         &worker,
         &ib,
@@ -590,11 +591,17 @@ fn needs_block_until_the_need_is_done() {
         Outcome::Failed,
     );
     let got = derive(&view(&[&d]), &it, T0 + 5);
-    assert_eq!(got.status, Status::Blocked);
-    assert!(got.reason.expect("reason").contains("failed"));
+    assert_eq!(got.status, Status::Skipped);
+    assert!(got.status.is_final());
+    let reason = got.reason.expect("a skipped task says why");
+    assert!(
+        reason.contains(&format!("{} is failed", ib.short())),
+        "{reason}"
+    );
 
-    // Retried and done: the dependent task becomes pending.
+    // Retried: blocked again while the need runs, then pending once done.
     d.retry(&submitter, &ib, 1, T0 + 6);
+    assert_eq!(derive(&view(&[&d]), &it, T0 + 6).status, Status::Blocked);
     d.run(&worker, &ib, 2, T0 + 7, T0 + 8, Outcome::Success);
     let v = view(&[&d]);
     assert_eq!(status(&v, &ib, T0 + 9), Status::Done);
@@ -1202,4 +1209,41 @@ fn issue13_a_tasks_submitters_are_the_trusted_writers_that_created_it() {
     assert_eq!(tags(&alone), vec![[2; 8]]);
     assert_eq!(tags(&forged), Vec::<[u8; 8]>::new());
     assert!(!v.get(&forged.id()).expect("task").trusted);
+}
+
+#[test]
+fn a_task_whose_need_will_not_run_is_skipped_and_so_are_its_own_dependents() {
+    let (submitter, worker) = (writer(1), writer(2));
+    let build = spec("build");
+    let mut test = spec("test");
+    test.needs = vec![build.id()];
+    let mut report = spec("report");
+    report.needs = vec![test.id()];
+    let other = spec("other");
+    let mut uses_other = spec("uses other");
+    uses_other.needs = vec![other.id()];
+    let (ib, it, ir, io, iu) = (
+        build.id(),
+        test.id(),
+        report.id(),
+        other.id(),
+        uses_other.id(),
+    );
+    let mut d = submit(&submitter, T0, 1, &[build, test, report, other, uses_other]);
+    d.run(&worker, &ib, 1, T0 + 1, T0 + 2, Outcome::Failed);
+    d.cancel(&submitter, &io, T0 + 3);
+    let v = view(&[&d]);
+    let derived = v.derive(T0 + 4, Policy::default());
+    // Through a chain of needs: the skipped task's dependent is skipped.
+    assert_eq!(derived[&it].status, Status::Skipped);
+    assert_eq!(derived[&ir].status, Status::Skipped);
+    let reason = derived[&ir].reason.clone().expect("a reason");
+    assert!(
+        reason.contains(&format!("{} is skipped", it.short())),
+        "{reason}"
+    );
+    // A cancelled need skips its dependent too.
+    assert_eq!(derived[&iu].status, Status::Skipped);
+    // None of them is runnable.
+    assert!(v.runnable(&derived, &[]).is_empty());
 }
