@@ -9,6 +9,7 @@
 mod act;
 mod archive;
 mod audience;
+mod batch_actions;
 mod cli;
 mod compaction;
 mod crash;

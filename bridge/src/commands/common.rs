@@ -8,7 +8,7 @@ use bridge_store::{RemoteError, SyncError, SyncReport};
 
 use super::GlobalArgs;
 use crate::error::{CliError, CliResult, EXIT_OFFLINE};
-use crate::workspace::{LoadPlan, Session, Workspace};
+use crate::workspace::{LoadPlan, Session, Workspace, now_ms};
 use bridge_engine::settings::Settings;
 
 /// Finds the workspace and loads its documents. When the local replica
@@ -171,6 +171,112 @@ fn matching_tasks(session: &Session, arg: &str) -> Vec<(TaskId, String)> {
         .into_iter()
         .map(|t| (t.id.clone(), t.spec.name.clone()))
         .collect()
+}
+
+/// What a command's target names: one task, the expansions of a matrix
+/// entry (`count` for `count[book=alice]`, …), or the tasks of a batch.
+pub enum Target {
+    Task(TaskId),
+    Entry { name: String, tasks: Vec<TaskId> },
+    Batch { batch: BatchId, tasks: Vec<TaskId> },
+}
+
+impl Target {
+    /// The tasks it names, in the view's order.
+    pub fn tasks(&self) -> Vec<TaskId> {
+        match self {
+            Target::Task(id) => vec![id.clone()],
+            Target::Entry { tasks, .. } | Target::Batch { tasks, .. } => tasks.clone(),
+        }
+    }
+}
+
+/// Finds what `arg` names: a task (as [`resolve_task`]), else a matrix
+/// entry's expansions (tasks named `arg[…]`), else a batch (id or unique
+/// prefix, 4+ characters); the task's error otherwise.
+pub fn resolve_target(session: &mut Session, arg: &str) -> CliResult<Target> {
+    let task_err = match resolve_task(session, arg) {
+        Ok(id) => return Ok(Target::Task(id)),
+        Err(e) => e,
+    };
+    // A name that matched several tasks is ambiguous, not an entry.
+    if !matching_tasks(session, arg).is_empty() {
+        return Err(task_err);
+    }
+    let entry = format!("{arg}[");
+    let mut named: Vec<(&str, &TaskId)> = session
+        .view()
+        .tasks()
+        .filter(|t| t.spec.name.starts_with(&entry) && t.spec.name.ends_with(']'))
+        .map(|t| (t.spec.name.as_str(), &t.id))
+        .collect();
+    named.sort();
+    let tasks: Vec<TaskId> = named.into_iter().map(|(_, id)| id.clone()).collect();
+    if !tasks.is_empty() {
+        return Ok(Target::Entry {
+            name: arg.to_owned(),
+            tasks,
+        });
+    }
+    if let Some(batch) = resolve_batch(session, arg) {
+        let tasks = session
+            .view()
+            .tasks()
+            .filter(|t| t.docs.iter().any(|doc| doc.batch() == &batch))
+            .map(|t| t.id.clone())
+            .collect();
+        return Ok(Target::Batch { batch, tasks });
+    }
+    Err(task_err)
+}
+
+/// For a command about one task (`show`, `logs`): the task `arg` names,
+/// or `None` after listing the tasks of the matrix entry or batch it names
+/// instead, with how to pick one (`command` is the command's name).
+pub fn one_task_or_list(
+    session: &mut Session,
+    arg: &str,
+    command: &str,
+) -> CliResult<Option<TaskId>> {
+    let target = resolve_target(session, arg)?;
+    let (what, ids) = match &target {
+        Target::Task(id) => return Ok(Some(id.clone())),
+        Target::Entry { name, tasks } => (format!("`{name}` is a matrix entry"), tasks),
+        Target::Batch { batch, tasks } => (format!("`{arg}` is batch {}", batch.short()), tasks),
+    };
+    let example = ids
+        .first()
+        .and_then(|id| session.view().get(id))
+        .map(|t| t.spec.name.clone())
+        .unwrap_or_default();
+    errln!(
+        "{what} of {} task{}; `bridge {command} '{}'` shows one:",
+        ids.len(),
+        if ids.len() == 1 { "" } else { "s" },
+        crate::output::safe(&example)
+    );
+    list_tasks(session, ids)?;
+    Ok(None)
+}
+
+/// Lists the tasks of a matrix entry or a batch: short id, status, name.
+pub fn list_tasks(session: &Session, ids: &[TaskId]) -> CliResult<()> {
+    let derived = session.view().derive(now_ms(), session.policy);
+    let rows: Vec<Vec<String>> = ids
+        .iter()
+        .filter_map(|id| session.view().get(id))
+        .map(|t| {
+            vec![
+                t.id.short().to_owned(),
+                derived
+                    .get(&t.id)
+                    .map_or("unknown", |d| d.status.as_str())
+                    .to_owned(),
+                t.spec.name.clone(),
+            ]
+        })
+        .collect();
+    crate::output::print_table(&["ID", "STATUS", "NAME"], &rows)
 }
 
 /// Finds a batch by id or unique prefix of its id or short id.

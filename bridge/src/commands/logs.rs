@@ -7,7 +7,7 @@ use bridge_store::BlobId;
 use clap::Args;
 
 use super::GlobalArgs;
-use super::common::{open_session, resolve_task};
+use super::common::{one_task_or_list, open_session};
 use crate::error::{CliError, CliResult, EXIT_OK};
 use crate::workspace::Session;
 
@@ -15,10 +15,11 @@ use crate::workspace::Session;
 ///
 /// Shows the attempt that produced the result, or else the latest attempt.
 /// The whole log is printed when its blob is in the local replica; otherwise
-/// the tail kept in the task document.
+/// the tail kept in the task document. A matrix entry's name (`count` for
+/// `count[book=alice]`, …) or a batch lists its tasks instead.
 #[derive(Debug, Args)]
 pub struct LogsArgs {
-    /// The task (id, id prefix or name)
+    /// The task (id, id prefix or name), or a matrix entry or batch to list
     pub task: String,
     /// Only stdout
     #[arg(long, conflicts_with = "stderr")]
@@ -33,7 +34,9 @@ pub struct LogsArgs {
 
 pub fn run(g: &GlobalArgs, args: LogsArgs) -> CliResult<u8> {
     let mut session = open_session(g)?;
-    let id = resolve_task(&mut session, &args.task)?;
+    let Some(id) = one_task_or_list(&mut session, &args.task, "logs")? else {
+        return Ok(EXIT_OK);
+    };
     let Some(t) = session.view().get(&id) else {
         return Ok(EXIT_OK);
     };

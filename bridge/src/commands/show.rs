@@ -5,7 +5,7 @@ use clap::Args;
 use serde_json::json;
 
 use super::GlobalArgs;
-use super::common::{open_session, resolve_task};
+use super::common::{Target, one_task_or_list, open_session, resolve_target};
 use crate::error::{CliResult, EXIT_OK};
 use crate::output::{ago, duration, print_json, safe, timestamp};
 use crate::run_policy::Refusal;
@@ -14,9 +14,11 @@ use crate::workspace::now_ms;
 /// Show one task: its command, status, claims and every attempt
 ///
 /// TASK is a task id, a unique prefix of one (4+ digits), or a task name.
+/// A matrix entry's name (`count` for `count[book=alice]`, …) or a batch
+/// lists its tasks instead (with --json: each of them, as an array).
 #[derive(Debug, Args)]
 pub struct ShowArgs {
-    /// The task (id, id prefix or name)
+    /// The task (id, id prefix or name), a matrix entry or a batch
     pub task: String,
     /// Print JSON for scripts
     #[arg(long)]
@@ -29,7 +31,17 @@ pub struct ShowArgs {
 )]
 pub fn run(g: &GlobalArgs, args: ShowArgs) -> CliResult<u8> {
     let mut session = open_session(g)?;
-    let id = resolve_task(&mut session, &args.task)?;
+    if args.json {
+        // A matrix entry or a batch: each of its tasks, as a JSON array.
+        if let Target::Entry { tasks, .. } | Target::Batch { tasks, .. } =
+            resolve_target(&mut session, &args.task)?
+        {
+            return print_many_json(&session, &tasks);
+        }
+    }
+    let Some(id) = one_task_or_list(&mut session, &args.task, "show")? else {
+        return Ok(EXIT_OK);
+    };
     let now = now_ms();
     let derived = session.view().derive(now, session.policy);
     let Some(t) = session.view().get(&id) else {
@@ -195,4 +207,20 @@ pub fn task_json(t: &TaskView, d: &Derived, left: Option<&Refusal>) -> serde_jso
         v["left_for_others"] = why.to_json();
     }
     v
+}
+
+/// `show --json` for several tasks: an array of what it prints for one.
+fn print_many_json(
+    session: &crate::workspace::Session,
+    ids: &[bridge_model::TaskId],
+) -> CliResult<u8> {
+    let derived = session.view().derive(now_ms(), session.policy);
+    let policy = session.configured_task_policy()?;
+    let all: Vec<serde_json::Value> = ids
+        .iter()
+        .filter_map(|id| Some((session.view().get(id)?, derived.get(id)?)))
+        .map(|(t, d)| task_json(t, d, policy.left_for_others(t, d.status).as_ref()))
+        .collect();
+    print_json(&all)?;
+    Ok(EXIT_OK)
 }
