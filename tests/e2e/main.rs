@@ -21,6 +21,7 @@ mod github;
 mod github_server;
 mod harness;
 mod isolation;
+mod live_output;
 mod longlived;
 mod membership;
 mod membership_prop;

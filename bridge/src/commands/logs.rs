@@ -1,15 +1,19 @@
 //! `bridge logs`: the stdout and stderr of a task's attempt.
 
-use anyhow::anyhow;
-use bridge_model::Attempt;
+use std::io::{Read as _, Seek as _, SeekFrom};
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow};
 use bridge_model::view::canonical_result;
+use bridge_model::{Attempt, Status, TaskId};
 use bridge_store::BlobId;
 use clap::Args;
 
 use super::GlobalArgs;
 use super::common::{one_task_or_list, open_session};
-use crate::error::{CliError, CliResult, EXIT_OK};
-use crate::workspace::Session;
+use crate::error::{CliError, CliResult, EXIT_OK, HintExt as _};
+use crate::workspace::{Session, now_ms};
 
 /// Print the output of a task's attempt
 ///
@@ -30,6 +34,14 @@ pub struct LogsArgs {
     /// Another attempt, by its key (see `bridge show`)
     #[arg(long, value_name = "KEY")]
     pub attempt: Option<String>,
+    /// Follow a running task: its output as it is written when it runs on
+    /// this device; when it runs elsewhere, its log once that device
+    /// pushes its result (syncing every --interval)
+    #[arg(long, short = 'f', conflicts_with = "attempt")]
+    pub follow: bool,
+    /// With --follow, how often to sync for a task running elsewhere
+    #[arg(long, value_name = "DURATION", default_value = "5s")]
+    pub interval: String,
 }
 
 pub fn run(g: &GlobalArgs, args: LogsArgs) -> CliResult<u8> {
@@ -37,6 +49,22 @@ pub fn run(g: &GlobalArgs, args: LogsArgs) -> CliResult<u8> {
     let Some(id) = one_task_or_list(&mut session, &args.task, "logs")? else {
         return Ok(EXIT_OK);
     };
+    if args.follow {
+        let derived = session.view().derive(now_ms(), session.policy);
+        if let Some(key) = derived
+            .get(&id)
+            .filter(|d| d.status == Status::Running)
+            .and_then(|d| d.claim.clone())
+        {
+            let interval = humantime::parse_duration(&args.interval)
+                .with_context(|| format!("--interval {} is not a duration", args.interval))
+                .hint("write e.g. 5s or 1m")?;
+            match follow(g, session, &id, &key, &args, interval)? {
+                Some(after) => session = after,
+                None => return Ok(EXIT_OK),
+            }
+        }
+    }
     let Some(t) = session.view().get(&id) else {
         return Ok(EXIT_OK);
     };
@@ -92,4 +120,134 @@ fn log(session: &Session, a: &Attempt, stdout: bool) -> Vec<u8> {
         }
     }
     tail.as_bytes().to_vec()
+}
+
+/// How often a task running here is read while followed.
+const READ_EVERY: Duration = Duration::from_millis(200);
+
+/// Follows task `id`, running under claim `key`, until it ends: prints its
+/// output as it is written when it runs on this device, else waits
+/// (syncing) for the device running it to push its result. Returns the
+/// session as it is afterwards, for the caller to print the attempt that
+/// came (none when it printed everything itself).
+fn follow(
+    g: &GlobalArgs,
+    session: Session,
+    id: &TaskId,
+    key: &str,
+    args: &LogsArgs,
+    interval: Duration,
+) -> CliResult<Option<Session>> {
+    let work_area = session.ws.work_dir();
+    let Some((stdout, stderr)) = bridge_engine::worker::running_log_files(&work_area, id, key)
+    else {
+        errln!(
+            "task {} is running on another device ({}): following what it pushes, syncing every {}; its output arrives with its result",
+            id.short(),
+            key.split('.').next().unwrap_or(key),
+            humantime::format_duration(interval)
+        );
+        return wait_elsewhere(g, session, id, key, interval).map(Some);
+    };
+    let mut printed = (0u64, 0u64);
+    // Until the worker keeps the logs and removes the files.
+    while stdout.is_file() {
+        if !args.stderr {
+            printed.0 += copy_new(&stdout, printed.0, true);
+        }
+        if !args.stdout {
+            printed.1 += copy_new(&stderr, printed.1, args.stderr);
+        }
+        std::thread::sleep(READ_EVERY);
+    }
+    drop(session);
+    // The attempt lands in the replica with the worker's next group
+    // commit: read the rest of the logs from it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let session = open_session(g)?;
+        let attempt = session
+            .view()
+            .get(id)
+            .and_then(|t| t.facts.attempts.get(key).cloned());
+        if let Some(a) = attempt {
+            if !args.stderr {
+                let out = log(&session, &a, true);
+                crate::output::write_stdout_bytes(
+                    out.get(printed.0 as usize..).unwrap_or_default(),
+                );
+            }
+            if !args.stdout {
+                let err = log(&session, &a, false);
+                let rest = err.get(printed.1 as usize..).unwrap_or_default();
+                if args.stderr {
+                    crate::output::write_stdout_bytes(rest);
+                } else {
+                    crate::output::write_stderr_bytes(rest);
+                }
+            }
+            return Ok(None);
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(CliError::hint(
+                anyhow!(
+                    "task {} stopped running here but recorded no attempt",
+                    id.short()
+                ),
+                "its worker may have been killed; `bridge show` says where it stands",
+            ));
+        }
+        std::thread::sleep(READ_EVERY);
+    }
+}
+
+/// Copies the bytes of `path` from `from` on to stdout (or stderr unless
+/// `to_stdout`); how many.
+fn copy_new(path: &Path, from: u64, to_stdout: bool) -> u64 {
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return 0;
+    };
+    let mut new = Vec::new();
+    if file.seek(SeekFrom::Start(from)).is_err() || file.read_to_end(&mut new).is_err() {
+        return 0;
+    }
+    if to_stdout {
+        crate::output::write_stdout_bytes(&new);
+    } else {
+        crate::output::write_stderr_bytes(&new);
+    }
+    new.len() as u64
+}
+
+/// Syncs every `interval` until the attempt under `key` arrives (or the
+/// task stops running: its claim expired or was released).
+fn wait_elsewhere(
+    g: &GlobalArgs,
+    mut session: Session,
+    id: &TaskId,
+    key: &str,
+    interval: Duration,
+) -> CliResult<Session> {
+    loop {
+        let arrived = session
+            .view()
+            .get(id)
+            .is_some_and(|t| t.facts.attempts.contains_key(key));
+        let derived = session.view().derive(now_ms(), session.policy);
+        let running = derived
+            .get(id)
+            .is_some_and(|d| d.status == Status::Running && d.claim.as_deref() == Some(key));
+        if arrived || !running {
+            return Ok(session);
+        }
+        std::thread::sleep(interval);
+        super::common::sync_remote(&mut session, false)?;
+        session = reopen(g, session)?;
+    }
+}
+
+/// The workspace read again (what a sync brought).
+fn reopen(g: &GlobalArgs, session: Session) -> CliResult<Session> {
+    drop(session);
+    open_session(g)
 }

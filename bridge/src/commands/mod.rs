@@ -29,6 +29,7 @@ mod show;
 mod status;
 mod submit;
 mod sync;
+mod task_output;
 mod usage;
 mod whoami;
 mod work;

@@ -367,6 +367,9 @@ fn run_batch(
             quiet,
             shard,
             log: &mut *log,
+            output: (!github && !quiet && !args.json).then(|| {
+                super::task_output::TaskOutput::new(super::task_output::Mode::Grouped, None)
+            }),
         };
         let work_began = started.elapsed();
         let mut report = worker::work(
@@ -500,11 +503,18 @@ struct RunHooks<'a> {
     quiet: bool,
     shard: Option<(u32, u32)>,
     log: &'a mut RunLog,
+    /// Outside GitHub Actions, each task's own output when it ends, as
+    /// `bridge work` prints it (on GitHub its tails go in its group).
+    output: Option<super::task_output::TaskOutput>,
 }
 
 impl worker::Hooks for RunHooks<'_> {
     fn downloads(&self) -> Option<std::sync::Arc<dyn bridge_fetch::Progress>> {
         crate::downloads::progress()
+    }
+
+    fn wants_logs(&self) -> bool {
+        self.output.is_some()
     }
 
     fn event(&mut self, event: Event) {
@@ -520,6 +530,7 @@ impl worker::Hooks for RunHooks<'_> {
                 id,
                 attempt,
                 shard,
+                ..
             } => {
                 // A line as each task starts, so that a long task shows in
                 // the log while it runs, not only in its group at the end.
@@ -546,7 +557,13 @@ impl worker::Hooks for RunHooks<'_> {
                 detail,
                 ms,
                 tails,
-            } => self.finished(name, &id, outcome, detail, ms, &tails),
+                logs,
+            } => {
+                if let Some(output) = &self.output {
+                    output.finished(&id, &name, logs.as_ref());
+                }
+                self.finished(name, &id, outcome, detail, ms, &tails);
+            }
             Event::Backlog { .. } | Event::Idle => {}
         }
     }

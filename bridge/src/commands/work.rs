@@ -35,6 +35,11 @@ use crate::workspace::{Session, now_ms};
 /// a working folder it cannot create), it records nothing against them,
 /// releases its claims, stops, and exits with code 5.
 ///
+/// Each task's own output is printed when it ends, every line tagged with
+/// the task's name and a tab (as `parallel --tag`): its stdout on stdout,
+/// its stderr on stderr, never mixed with another task's; --line-buffer
+/// prints lines as they are written; -q and --json print none.
+///
 /// It claims only tasks whose submitter `[worker] run-tasks-from` in
 /// bridge.toml accepts (default: its own and the admins' on a person's
 /// device, every member's on a runner); the others are left for other
@@ -74,6 +79,11 @@ pub struct WorkArgs {
     /// Print a JSON report at the end (format above)
     #[arg(long)]
     pub json: bool,
+    /// Print each line of a task's output as it is written (tagged with the
+    /// task's name, like `parallel --line-buffer --tag`), not each task's
+    /// whole output when it ends
+    #[arg(long)]
+    pub line_buffer: bool,
 }
 
 /// `--run-tasks-from`, shared by `bridge work` and `bridge run`.
@@ -160,7 +170,7 @@ pub fn run(g: &GlobalArgs, args: WorkArgs) -> CliResult<u8> {
     let report = runtime.block_on(async {
         watch_signals(shutdown.clone());
         let mut hooks = WorkHooks {
-            progress: Progress::new(quiet),
+            progress: Progress::new(quiet, output_mode(quiet, args.json, args.line_buffer)),
             offline,
         };
         let mut publisher = match (offline || !online, session.ws.remote_spec()) {
@@ -282,6 +292,10 @@ impl worker::Hooks for WorkHooks {
         crate::downloads::progress()
     }
 
+    fn wants_logs(&self) -> bool {
+        self.progress.output.wants_logs()
+    }
+
     fn event(&mut self, event: Event) {
         self.progress.event(event);
     }
@@ -291,6 +305,25 @@ impl worker::Hooks for WorkHooks {
             sync_remote(session, false)?;
         }
         Ok(())
+    }
+}
+
+/// The progress bar's total: what ended, what runs and what is left to
+/// claim. Counting only what ended and what is left made it jump (0/11,
+/// 2/8, 11/10): running tasks are in neither.
+fn bar_total(done: u64, running: u64, left: u64) -> u64 {
+    done + running + left
+}
+
+/// How `work` shows its tasks' own output: not with -q or --json (stdout
+/// holds the report), line by line with --line-buffer, else each task's
+/// whole output when it ends.
+fn output_mode(quiet: bool, json: bool, line_buffer: bool) -> super::task_output::Mode {
+    use super::task_output::Mode;
+    match (quiet || json, line_buffer) {
+        (true, _) => Mode::Off,
+        (false, true) => Mode::Lines,
+        (false, false) => Mode::Grouped,
     }
 }
 
@@ -363,17 +396,21 @@ pub fn watch_signals(token: CancellationToken) {
 struct Progress {
     bar: Option<indicatif::ProgressBar>,
     quiet: bool,
+    /// Tasks ended, and tasks started and not ended yet.
     done: u64,
+    running: u64,
+    /// The tasks' own output.
+    output: super::task_output::TaskOutput,
 }
 
 impl Progress {
-    fn new(quiet: bool) -> Progress {
+    fn new(quiet: bool, mode: super::task_output::Mode) -> Progress {
         let tty = crate::output::surroundings().live_stderr;
         let bar = (tty && !quiet).then(|| {
             let b = indicatif::ProgressBar::new(0);
             b.set_style(
                 indicatif::ProgressStyle::with_template(
-                    "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {wide_msg}",
+                    "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {per_sec} eta {eta} {wide_msg}",
                 )
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
             );
@@ -381,20 +418,31 @@ impl Progress {
             b
         });
         Progress {
+            output: super::task_output::TaskOutput::new(mode, bar.clone()),
             bar,
             quiet,
             done: 0,
+            running: 0,
+        }
+    }
+
+    fn set_total(&self, left: u64) {
+        if let Some(b) = &self.bar {
+            b.set_length(bar_total(self.done, self.running, left));
         }
     }
 
     fn event(&mut self, e: Event) {
         match e {
-            Event::Backlog { left } => {
-                if let Some(b) = &self.bar {
-                    b.set_length(self.done + left as u64);
-                }
-            }
-            Event::Started { name, .. } => {
+            Event::Backlog { left } => self.set_total(left as u64),
+            Event::Started {
+                name,
+                id,
+                log_files,
+                ..
+            } => {
+                self.running += 1;
+                self.output.started(&id, &name, log_files);
                 if let Some(b) = &self.bar {
                     b.set_message(crate::output::safe(&name).into_owned());
                 }
@@ -405,9 +453,12 @@ impl Progress {
                 outcome,
                 detail,
                 ms,
+                logs,
                 ..
             } => {
                 self.done += 1;
+                self.running = self.running.saturating_sub(1);
+                self.output.finished(&id, &name, logs.as_ref());
                 let name = crate::output::safe(&name).into_owned();
                 let detail = crate::output::safe(&detail).into_owned();
                 let line = match outcome {
@@ -455,5 +506,27 @@ impl Progress {
         if let Some(b) = &self.bar {
             b.finish_and_clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bar_total_holds_while_tasks_run() {
+        // 11 runnable, 2 slots: the total stays 11 as tasks start and end.
+        let mut seen = Vec::new();
+        let (mut done, mut running, mut left) = (0, 0, 11);
+        seen.push(bar_total(done, running, left));
+        for _ in 0..11 {
+            left -= 1;
+            running += 1;
+            seen.push(bar_total(done, running, left));
+            running -= 1;
+            done += 1;
+            seen.push(bar_total(done, running, left));
+        }
+        assert!(seen.iter().all(|t| *t == 11), "{seen:?}");
     }
 }

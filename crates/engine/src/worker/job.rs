@@ -73,6 +73,29 @@ pub(super) struct Job {
     pub placement: Placement,
 }
 
+/// The path of one of an attempt's files under `work_dir` (`suffix`: ""
+/// for its working folder, ".stdout", ".stderr", ".tmp").
+pub(crate) fn attempt_path(work_dir: &Path, id: &TaskId, key: &str, suffix: &str) -> PathBuf {
+    let slug = key.replace('.', "-");
+    work_dir.join(format!("{}-{slug}{suffix}", id.short()))
+}
+
+/// The stdout and stderr files of a running attempt of task `id` under
+/// claim `key`, written by any worker of this workspace (`work_area`: the
+/// workspace's work folder, holding one folder per worker process), while
+/// it runs: `bridge logs -f` follows them.
+pub fn running_log_files(work_area: &Path, id: &TaskId, key: &str) -> Option<(PathBuf, PathBuf)> {
+    let workers = std::fs::read_dir(work_area).ok()?;
+    workers
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("w-") && e.path().is_dir())
+        .map(|e| {
+            let at = |suffix| attempt_path(&e.path(), id, key, suffix);
+            (at(".stdout"), at(".stderr"))
+        })
+        .find(|(stdout, _)| stdout.is_file())
+}
+
 /// Where one attempt keeps its files, all under the worker's folder: the
 /// key's counter part keeps folders of one process apart; the writer part
 /// keeps processes apart.
@@ -114,9 +137,7 @@ impl Job {
     }
 
     fn paths(&self) -> Paths {
-        let slug = self.key.replace('.', "-");
-        let base = format!("{}-{slug}", self.id.short());
-        let at = |suffix: &str| self.runner.work_dir.join(format!("{base}{suffix}"));
+        let at = |suffix: &str| attempt_path(&self.runner.work_dir, &self.id, &self.key, suffix);
         Paths {
             dir: at(""),
             stdout: at(".stdout"),

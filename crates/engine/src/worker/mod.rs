@@ -67,7 +67,7 @@ use tokio_util::sync::CancellationToken;
 pub use error::WorkerError;
 pub use fault::{LocalFault, local_fault};
 pub use inputs::{InputError, WorkDirError, safe_name};
-pub use job::{RunnableError, check_runnable};
+pub use job::{RunnableError, check_runnable, running_log_files};
 pub use steps::Worker;
 
 use crate::clock::Clock;
@@ -150,6 +150,10 @@ pub enum Event {
         /// shard's task was taken over from a runner that is missing or
         /// slower.
         shard: Option<u32>,
+        /// The files its stdout and stderr are written to while it runs
+        /// (removed once they are kept): a follower may read them as they
+        /// grow (`bridge work --line-buffer`).
+        log_files: (std::path::PathBuf, std::path::PathBuf),
     },
     /// The task ended.
     Finished {
@@ -160,6 +164,9 @@ pub enum Event {
         ms: Millis,
         /// The last bytes of its stdout and stderr.
         tails: (String, String),
+        /// Its whole stdout and stderr, when the hooks asked for them
+        /// ([`Hooks::wants_logs`]).
+        logs: Option<(Vec<u8>, Vec<u8>)>,
     },
     /// New runnable tasks were found: how many are known to be left.
     Backlog { left: usize },
@@ -260,6 +267,12 @@ pub trait Hooks {
     /// A follow-mode worker found nothing to do (without a publisher, a
     /// good moment to look for new work elsewhere).
     fn idle(&mut self, session: &mut Session) -> Result<(), HookError>;
+    /// Whether [`Event::Finished`] should carry the task's whole stdout
+    /// and stderr (read back from the replica, where they were just
+    /// kept): for showing them, as `bridge work` does.
+    fn wants_logs(&self) -> bool {
+        false
+    }
     /// Where the progress of URL inputs' downloads goes (the command line
     /// draws bars on a terminal); none by default.
     fn downloads(&self) -> Option<Arc<dyn bridge_fetch::Progress>> {

@@ -436,11 +436,15 @@ impl<'a> Worker<'a> {
             self.names.insert(key.clone(), spec.name.clone());
             let attempt = task.facts.attempts.len() + 1;
             let shard = self.shards.as_ref().map(|s| s.of(&h.task));
+            let log_at =
+                |suffix| super::job::attempt_path(&self.runner.work_dir, &id, &key, suffix);
+            let log_files = (log_at(".stdout"), log_at(".stderr"));
             self.hooks.event(Event::Started {
                 name: spec.name.clone(),
                 id: h.task.clone(),
                 attempt,
                 shard,
+                log_files,
             });
             let job = Job {
                 runner: self.runner.clone(),
@@ -668,6 +672,10 @@ impl<'a> Worker<'a> {
         let detail = detail_of(&attempt);
         let outcome = attempt.outcome;
         let tails = (attempt.stdout_tail.clone(), attempt.stderr_tail.clone());
+        let logs = self
+            .hooks
+            .wants_logs()
+            .then(|| whole_logs(self.session, &attempt));
         self.session
             .change(&h.doc, attempt.ended_at, "attempt", |d| {
                 doc::put_attempt(d, &id, &attempt)
@@ -684,6 +692,7 @@ impl<'a> Worker<'a> {
             detail,
             ms,
             tails,
+            logs,
         });
         Ok(false)
     }
@@ -746,6 +755,22 @@ impl<'a> Worker<'a> {
         }
         Ok(())
     }
+}
+
+/// An attempt's whole stdout and stderr, read back from the replica where
+/// they were just kept (the tail kept in the attempt when a log has no
+/// blob, being short, or cannot be read).
+fn whole_logs(session: &Session, attempt: &bridge_model::Attempt) -> (Vec<u8>, Vec<u8>) {
+    let read = |blob: &Option<String>, tail: &str| {
+        blob.as_deref()
+            .and_then(|b| b.parse::<bridge_store::BlobId>().ok())
+            .and_then(|b| session.vault.read_blob(&b).ok())
+            .unwrap_or_else(|| tail.as_bytes().to_vec())
+    };
+    (
+        read(&attempt.stdout_blob, &attempt.stdout_tail),
+        read(&attempt.stderr_blob, &attempt.stderr_tail),
+    )
 }
 
 #[cfg(test)]
