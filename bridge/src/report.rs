@@ -238,6 +238,8 @@ pub fn timeline(spans: &[(&str, Millis, Millis)], width: f64) -> Timeline {
 /// test checks) and filters the task tables by the text typed in the box.
 const SCRIPT: &str = "\
 document.documentElement.dataset.report = 'ready';
+// A log tail's last lines matter most: show them first.
+for (const pre of document.querySelectorAll('pre')) pre.scrollTop = pre.scrollHeight;
 const box = document.getElementById('filter');
 box.addEventListener('input', () => {
   const q = box.value.toLowerCase();
@@ -427,17 +429,8 @@ fn timeline_section(h: &mut String, pool: &Pool) {
     );
     for (i, r) in tl.rows.iter().enumerate() {
         let y = ROW_H * i as f64;
-        let label = if r.lane == 0 {
-            r.device.clone()
-        } else {
-            format!("{} #{}", r.device, r.lane + 1)
-        };
-        // Cut to fit the label column; the whole name is the tooltip.
-        let short: String = if label.chars().count() > LABEL_CHARS {
-            label.chars().take(LABEL_CHARS - 1).chain(['…']).collect()
-        } else {
-            label.clone()
-        };
+        let label = row_label(r);
+        let short = row_label_cut(r, LABEL_CHARS);
         let _ = writeln!(
             h,
             "<text x=\"0\" y=\"{:.1}\"><title>{}</title>{}</text><line class=\"axis\" x1=\"{LABEL_W}\" \
@@ -486,6 +479,28 @@ fn timeline_section(h: &mut String, pool: &Pool) {
         );
     }
     h.push_str("</svg>\n");
+}
+
+/// A row's label: the device, and the lane from the second on (`laptop #2`).
+fn row_label(r: &Row) -> String {
+    row_label_cut(r, usize::MAX)
+}
+
+/// [`row_label`] in at most `max` characters: a long device name is cut
+/// (ending in `…`), the lane never.
+fn row_label_cut(r: &Row, max: usize) -> String {
+    let lane = if r.lane == 0 {
+        String::new()
+    } else {
+        format!(" #{}", r.lane + 1)
+    };
+    let room = max.saturating_sub(lane.chars().count()).max(1);
+    let device: String = if r.device.chars().count() > room {
+        r.device.chars().take(room - 1).chain(['…']).collect()
+    } else {
+        r.device.clone()
+    };
+    device + &lane
 }
 
 /// The most tasks the durations chart shows (the longest ones).
@@ -741,6 +756,19 @@ mod tests {
         let b = tl.bars.iter().find(|b| b.attempt == 1).unwrap();
         assert_eq!((b.x, b.width), (50.0, MIN_BAR));
         assert!(timeline(&[], 100.0).bars.is_empty());
+    }
+
+    #[test]
+    fn a_long_device_name_is_cut_but_its_lane_kept() {
+        let row = |device: &str, lane| Row {
+            device: device.into(),
+            lane,
+        };
+        assert_eq!(row_label_cut(&row("laptop", 0), 10), "laptop");
+        assert_eq!(row_label_cut(&row("laptop", 1), 10), "laptop #2");
+        assert_eq!(row_label_cut(&row("workstation", 0), 8), "worksta…");
+        assert_eq!(row_label_cut(&row("workstation", 2), 8), "work… #3");
+        assert_eq!(row_label(&row("workstation", 2)), "workstation #3");
     }
 
     #[test]
