@@ -19,6 +19,7 @@ mod downloads;
 mod error;
 mod github;
 mod hints;
+mod report;
 mod settings;
 
 // The engine's modules, under the names the commands have always used.

@@ -19,6 +19,7 @@ fn every_subcommand_has_help_that_says_what_it_does() {
         ("show", &["Show one task", "attempt"]),
         ("logs", &["output of a task", "--stderr"]),
         ("outputs", &["output files", "--to"]),
+        ("report", &["self-contained HTML page", "--to", "--batch"]),
         ("cancel", &["Cancel", "batch"]),
         ("retry", &["failed task", "pending"]),
         ("work", &["Run runnable tasks", "--parallel", "130"]),

@@ -26,6 +26,7 @@ mod longlived;
 mod membership;
 mod membership_prop;
 mod policy;
+mod report;
 mod runner;
 mod runner_logs;
 mod sandbox;

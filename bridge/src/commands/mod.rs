@@ -22,6 +22,7 @@ mod logs;
 mod ls;
 mod members;
 mod outputs;
+mod report;
 mod retry;
 mod run;
 mod run_log;
@@ -44,6 +45,7 @@ Start here:
   bridge submit tasks.yaml                    submit the tasks of a file
   bridge work --parallel 4                    run runnable tasks on this device
   bridge status                               see where things stand
+  bridge report                               write an HTML page of the pool
   bridge sync                                 exchange tasks and results with the remote
   bridge init --github OWNER/REPO             let that repository's Actions runners drain the pool
   bridge dispatch --watch                     start runners for the pending work and follow them
@@ -103,6 +105,7 @@ pub enum Command {
     Show(show::ShowArgs),
     Logs(logs::LogsArgs),
     Outputs(outputs::OutputsArgs),
+    Report(report::ReportArgs),
     Cancel(cancel::CancelArgs),
     Retry(retry::RetryArgs),
     Work(work::WorkArgs),
@@ -133,6 +136,7 @@ pub fn run(cli: Cli) -> CliResult<u8> {
         Command::Show(a) => show::run(g, a),
         Command::Logs(a) => logs::run(g, a),
         Command::Outputs(a) => outputs::run(g, a),
+        Command::Report(a) => report::run(g, a),
         Command::Cancel(a) => cancel::run(g, a),
         Command::Retry(a) => retry::run(g, a),
         Command::Work(a) => work::run(g, a),
