@@ -361,6 +361,7 @@ fn run_batch(
             flush_delay: RUNNER_FLUSH_DELAY,
             run_tasks_from: args.run_tasks_from.resolve(&session)?,
             max_object: super::common::max_object(&session),
+            only: None,
         };
         let mut hooks = RunHooks {
             github,

@@ -8,7 +8,7 @@ use clap::Args;
 use tokio_util::sync::CancellationToken;
 
 use super::GlobalArgs;
-use super::common::{open_session, sync_and_report, sync_remote};
+use super::common::{open_session, resolve_task, sync_and_report, sync_remote};
 use crate::budget::{Pacer, Share};
 use crate::error::{CliResult, EXIT_INTERRUPTED, EXIT_OK, EXIT_TASK_FAILED, HintExt};
 use crate::output::{duration, print_json};
@@ -79,6 +79,9 @@ pub struct WorkArgs {
     /// Print a JSON report at the end (format above)
     #[arg(long)]
     pub json: bool,
+    /// Run only this task (id, id prefix or name), if it is runnable
+    #[arg(long, value_name = "TASK")]
+    pub task: Option<String>,
     /// Print each line of a task's output as it is written (tagged with the
     /// task's name, like `parallel --line-buffer --tag`), not each task's
     /// whole output when it ends
@@ -158,6 +161,10 @@ pub fn run(g: &GlobalArgs, args: WorkArgs) -> CliResult<u8> {
         flush_delay: worker::FLUSH_DELAY,
         run_tasks_from: args.run_tasks_from.resolve(&session)?,
         max_object: super::common::max_object(&session),
+        only: match &args.task {
+            Some(t) => Some([resolve_task(&mut session, t)?].into()),
+            None => None,
+        },
     };
     // A remote that could not be used at the start (unreachable, silent
     // past the stall timeout) is not tried again by this run: the tasks run

@@ -266,6 +266,7 @@ pub(super) fn options(parallel: usize) -> WorkOptions {
         flush_delay: super::FLUSH_DELAY,
         run_tasks_from: None,
         max_object: None,
+        only: None,
     }
 }
 

@@ -134,6 +134,9 @@ pub struct WorkOptions {
     /// output whose sealed blob would be larger is not stored: the attempt
     /// fails saying so, with its logs and other outputs kept.
     pub max_object: Option<u64>,
+    /// Run only these tasks (`bridge work --task`, `bridge exec`); `None`:
+    /// any runnable task.
+    pub only: Option<BTreeSet<TaskId>>,
 }
 
 /// What happened to one task, for progress output.

@@ -306,6 +306,7 @@ impl<'a> Worker<'a> {
             .runnable(&derived, &self.opts.labels)
             .into_iter()
             .filter(|id| !self.claims.holds_task(id))
+            .filter(|id| self.opts.only.as_ref().is_none_or(|only| only.contains(id)))
             .filter(|id| {
                 run_here(
                     &task_policy,
