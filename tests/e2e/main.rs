@@ -24,6 +24,7 @@ mod isolation;
 mod longlived;
 mod membership;
 mod membership_prop;
+mod parallel_input;
 mod policy;
 mod runner;
 mod runner_logs;

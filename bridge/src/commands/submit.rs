@@ -357,47 +357,19 @@ fn plan(args: &SubmitArgs) -> CliResult<(Vec<PlannedTask>, Vec<String>)> {
             allow_read: args.allow_read.clone(),
         }
     };
-    let mut planned = match &args.each {
-        None if args.args_file.is_some() => {
-            let tasks = arg_tasks(args)?;
-            tasks
-                .into_iter()
-                // Never `command_of`: a line with spaces must not become a
-                // shell script.
-                .map(|(argv, name)| make(Command::Argv(argv), name, None))
-                .collect()
-        }
+    let mut planned: Vec<PlannedTask> = match &args.each {
+        None if args.args_file.is_some() => arg_tasks(args)?
+            .into_iter()
+            .map(|(command, name)| make(command, name, None))
+            .collect(),
         None => {
             let name = args.name.clone().unwrap_or_else(|| args.command.join(" "));
             vec![make(command_of(args.command.clone()), name, None)]
         }
-        Some(glob) => {
-            let files = taskfile::find_inputs(&cwd, glob).map_err(|m| anyhow!(m))?;
-            if files.len() > taskfile::MAX_TASKS_PER_SUBMIT {
-                return Err(CliError::hint(
-                    anyhow!(
-                        "--each {glob} matches {} files; one submission holds at most {} tasks",
-                        files.len(),
-                        taskfile::MAX_TASKS_PER_SUBMIT
-                    ),
-                    "submit the files in parts, e.g. one --each per folder",
-                ));
-            }
-            files
-                .into_iter()
-                .map(|(rel, abs)| {
-                    let argv: Vec<String> =
-                        args.command.iter().map(|a| placeholders(a, &rel)).collect();
-                    let name = match &args.name {
-                        Some(n) => placeholders(n, &rel),
-                        None => {
-                            format!("{} {rel}", args.command.first().map_or("", String::as_str))
-                        }
-                    };
-                    make(command_of(argv), name, Some((rel, abs)))
-                })
-                .collect()
-        }
+        Some(glob) => each_tasks(args, &cwd, glob)?
+            .into_iter()
+            .map(|(command, name, file)| make(command, name, Some(file)))
+            .collect(),
     };
     for t in &mut planned {
         taskfile::check_url_inputs(&t.inputs, &mut t.url_inputs)
@@ -406,9 +378,39 @@ fn plan(args: &SubmitArgs) -> CliResult<(Vec<PlannedTask>, Vec<String>)> {
     Ok((planned, Vec::new()))
 }
 
-/// The argv and name of each task of `--args FILE|-`: one per non-empty
+/// A task of `--each`: its command, its name and its file (its path in
+/// the task's folder, and here).
+type EachTask = (Command, String, (String, PathBuf));
+
+/// The command, name and file of each task of `--each GLOB`.
+fn each_tasks(args: &SubmitArgs, cwd: &Path, glob: &str) -> CliResult<Vec<EachTask>> {
+    let files = taskfile::find_inputs(cwd, glob).map_err(|m| anyhow!(m))?;
+    if files.len() > taskfile::MAX_TASKS_PER_SUBMIT {
+        return Err(CliError::hint(
+            anyhow!(
+                "--each {glob} matches {} files; one submission holds at most {} tasks",
+                files.len(),
+                taskfile::MAX_TASKS_PER_SUBMIT
+            ),
+            "submit the files in parts, e.g. one --each per folder",
+        ));
+    }
+    Ok(files
+        .into_iter()
+        .map(|(rel, abs)| {
+            let argv: Vec<String> = args.command.iter().map(|a| placeholders(a, &rel)).collect();
+            let name = match &args.name {
+                Some(n) => placeholders(n, &rel),
+                None => format!("{} {rel}", args.command.first().map_or("", String::as_str)),
+            };
+            (command_of(argv), name, (rel, abs))
+        })
+        .collect())
+}
+
+/// The command and name of each task of `--args FILE|-`: one per non-empty
 /// line (see [`arglines`]).
-fn arg_tasks(args: &SubmitArgs) -> CliResult<Vec<(Vec<String>, String)>> {
+fn arg_tasks(args: &SubmitArgs) -> CliResult<Vec<(Command, String)>> {
     let source = args.args_file.as_deref().unwrap_or("-");
     if let [one] = args.command.as_slice()
         && one.contains(char::is_whitespace)
@@ -480,7 +482,9 @@ fn arg_tasks(args: &SubmitArgs) -> CliResult<Vec<(Vec<String>, String)>> {
             Some(n) => format!("{n}[line {}]", line.number),
             None => default_name(first, line.line),
         };
-        tasks.push((argv, name));
+        // Never `command_of`: a line with spaces must not become a shell
+        // script.
+        tasks.push((Command::Argv(argv), name));
     }
     Ok(tasks)
 }
