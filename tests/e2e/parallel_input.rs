@@ -72,6 +72,72 @@ fn args_file_makes_one_task_per_line_with_its_columns() {
     assert_eq!(stdout_of(&d, "echo one two"), "one two\n");
 }
 
+/// `--input {}`, as parallel's `--transferfile {}`: each line names its
+/// own input file, which the task gets in its folder.
+#[test]
+fn each_line_may_name_its_own_input() {
+    let d = Device::new("laptop");
+    d.ok(&["init"]);
+    d.write("data/a.txt", "aaa");
+    d.write("data/b b.txt", "bbbbb");
+    d.write("shared.txt", "s");
+    d.write("files.txt", "data/a.txt\ndata/b b.txt\n");
+    let dry = d
+        .ok(&[
+            "submit",
+            "--dry-run",
+            "--json",
+            "--args",
+            "files.txt",
+            "--input",
+            "{}",
+            "--input",
+            "shared.txt",
+            "--",
+            "wc",
+            "-c",
+            "{}",
+        ])
+        .json();
+    assert_eq!(
+        dry[0]["inputs"],
+        serde_json::json!(["data/a.txt", "shared.txt"])
+    );
+    assert_eq!(
+        dry[1]["inputs"],
+        serde_json::json!(["data/b b.txt", "shared.txt"])
+    );
+    d.ok(&[
+        "submit",
+        "-q",
+        "--args",
+        "files.txt",
+        "--input",
+        "{}",
+        "--",
+        "wc",
+        "-c",
+        "{}",
+    ]);
+    d.ok(&["work"]);
+    assert_eq!(stdout_of(&d, "wc data/a.txt"), "3 data/a.txt\n");
+    assert_eq!(stdout_of(&d, "wc data/b b.txt"), "5 data/b b.txt\n");
+
+    // A line naming a file that is not there: refused, naming the line.
+    d.write("more.txt", "data/a.txt\n\ndata/gone.txt\n");
+    let run = d
+        .run(&[
+            "submit", "--args", "more.txt", "--input", "{}", "--", "wc", "-c", "{}",
+        ])
+        .expect_code(1);
+    assert!(
+        run.stderr.contains("line 3 of more.txt") && run.stderr.contains("gone.txt"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(d.status().tasks, 2);
+}
+
 #[test]
 fn args_from_stdin_with_a_colsep_and_a_name_prefix() {
     let d = Device::new("laptop");

@@ -25,7 +25,7 @@ use crate::workspace::{Session, now_ms, random_bytes};
 /// several documents, so loading and editing stay fast.
 pub const MAX_TASKS_PER_DOC: usize = 1000;
 
-/// Submit tasks: from a YAML file, one command, or one command per file
+/// Submit tasks: from a YAML file, one command, or one command per file or per line
 ///
 /// The same task (same command, environment, inputs, limits) is only ever
 /// stored once: submitting it again, here or on another device, adds nothing,
@@ -63,7 +63,7 @@ pub struct SubmitArgs {
     /// A YAML task file (see the README for its fields)
     #[arg(value_name = "FILE.yaml", conflicts_with = "each")]
     pub file: Option<PathBuf>,
-    /// The command of a single task (or of each task with --each)
+    /// The command of a single task (or of each task with --each or --args)
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
     /// Submit one task per file matching this glob (relative to the current folder)
@@ -87,7 +87,8 @@ pub struct SubmitArgs {
     /// Retries after a failed attempt
     #[arg(long, default_value_t = 0)]
     pub retries: u32,
-    /// An input file, copied into the task's folder (repeatable)
+    /// An input file, copied into the task's folder (repeatable); with
+    /// --args it may hold placeholders (`--input {}`): each line's own
     #[arg(long = "input", value_name = "PATH")]
     pub inputs: Vec<String>,
     /// An input the worker downloads and checks by its SHA-256, placed at
@@ -327,6 +328,10 @@ fn plan(args: &SubmitArgs) -> CliResult<(Vec<PlannedTask>, Vec<String>)> {
     let cwd = std::env::current_dir().context("cannot read the current folder")?;
     let mut base_inputs = Vec::new();
     for i in &args.inputs {
+        if args.args_file.is_some() && arglines::has_placeholder(i) {
+            // Per line: see `arg_tasks`.
+            continue;
+        }
         base_inputs.extend(taskfile::find_inputs(&cwd, i).map_err(|m| anyhow!(m))?);
     }
     let url_inputs = args
@@ -336,7 +341,7 @@ fn plan(args: &SubmitArgs) -> CliResult<(Vec<PlannedTask>, Vec<String>)> {
         .collect::<Result<Vec<_>, _>>()
         .map_err(|m| anyhow!(m))
         .hint("write --input-url 'https://host/file.csv#sha256=HEX' (sha256sum prints HEX), with &path=data/file.csv to choose its path")?;
-    let make = |command: Command, name: String, extra: Option<(String, PathBuf)>| {
+    let make = |command: Command, name: String, extra: Vec<(String, PathBuf)>| {
         let mut inputs = base_inputs.clone();
         inputs.extend(extra);
         inputs.sort();
@@ -358,17 +363,17 @@ fn plan(args: &SubmitArgs) -> CliResult<(Vec<PlannedTask>, Vec<String>)> {
         }
     };
     let mut planned: Vec<PlannedTask> = match &args.each {
-        None if args.args_file.is_some() => arg_tasks(args)?
+        None if args.args_file.is_some() => arg_tasks(args, &cwd)?
             .into_iter()
-            .map(|(command, name)| make(command, name, None))
+            .map(|(command, name, inputs)| make(command, name, inputs))
             .collect(),
         None => {
             let name = args.name.clone().unwrap_or_else(|| args.command.join(" "));
-            vec![make(command_of(args.command.clone()), name, None)]
+            vec![make(command_of(args.command.clone()), name, Vec::new())]
         }
         Some(glob) => each_tasks(args, &cwd, glob)?
             .into_iter()
-            .map(|(command, name, file)| make(command, name, Some(file)))
+            .map(|(command, name, file)| make(command, name, vec![file]))
             .collect(),
     };
     for t in &mut planned {
@@ -408,9 +413,13 @@ fn each_tasks(args: &SubmitArgs, cwd: &Path, glob: &str) -> CliResult<Vec<EachTa
         .collect())
 }
 
-/// The command and name of each task of `--args FILE|-`: one per non-empty
-/// line (see [`arglines`]).
-fn arg_tasks(args: &SubmitArgs) -> CliResult<Vec<(Command, String)>> {
+/// A task of `--args`: its command, its name and the inputs its line names.
+type ArgTask = (Command, String, Vec<(String, PathBuf)>);
+
+/// The command, name and inputs of each task of `--args FILE|-`: one per
+/// non-empty line (see [`arglines`]). An `--input` with a placeholder
+/// (`--input {}`, as parallel's `--transferfile {}`) is each line's own.
+fn arg_tasks(args: &SubmitArgs, cwd: &Path) -> CliResult<Vec<ArgTask>> {
     let source = args.args_file.as_deref().unwrap_or("-");
     if let [one] = args.command.as_slice()
         && one.contains(char::is_whitespace)
@@ -482,9 +491,17 @@ fn arg_tasks(args: &SubmitArgs) -> CliResult<Vec<(Command, String)>> {
             Some(n) => format!("{n}[line {}]", line.number),
             None => default_name(first, line.line),
         };
+        let mut inputs = Vec::new();
+        for pattern in args.inputs.iter().filter(|i| arglines::has_placeholder(i)) {
+            let pattern = sub(pattern).map_err(|m| anyhow!(m))?;
+            let found = taskfile::find_inputs(cwd, &pattern)
+                .map_err(|m| anyhow!("line {} of {shown_source}: {m}", line.number))
+                .hint("each line's --input names a file (or glob) below the current folder")?;
+            inputs.extend(found);
+        }
         // Never `command_of`: a line with spaces must not become a shell
         // script.
-        tasks.push((Command::Argv(argv), name));
+        tasks.push((Command::Argv(argv), name, inputs));
     }
     Ok(tasks)
 }
