@@ -66,10 +66,15 @@ fn args_file_makes_one_task_per_line_with_its_columns() {
     );
 
     // Without a placeholder the line is the last argument, as in parallel.
-    d.write("words.txt", "one two\nthree\n");
+    // A line is data, never shell: `$(…)` and backquotes stay as written.
+    d.write("words.txt", "one two\n$(echo pwned) `echo pwned`\n");
     d.ok(&["submit", "-q", "--args", "words.txt", "--", "echo"]);
     d.ok(&["work"]);
     assert_eq!(stdout_of(&d, "echo one two"), "one two\n");
+    assert_eq!(
+        stdout_of(&d, "echo $(echo pwned) `echo pwned`"),
+        "$(echo pwned) `echo pwned`\n"
+    );
 }
 
 /// `--input {}`, as parallel's `--transferfile {}`: each line names its
@@ -436,7 +441,7 @@ fn joblog_and_tsv_parse_back() {
     d.ok(&["init"]);
     d.write(
         "tasks.yaml",
-        "tasks:\n  - name: \"odd\\tname\\nwith \\\\ in it\"\n    run: [echo, \"a\\tb\"]\n  - name: flaky\n    run: exit 3\n    retries: 1\n  - name: later\n    needs: [flaky]\n    run: echo never\n",
+        "tasks:\n  - name: \"odd\\tname\\nwith \\\\ in it\"\n    run: [echo, \"a\\tb\"]\n  - name: flaky\n    run: exit 3\n    retries: 1\n  - name: later\n    needs: [flaky]\n    run: echo never\n  - name: killed\n    run: kill -9 $$\n",
     );
     d.ok(&["submit", "-q", "tasks.yaml"]);
     d.run(&["work"]).expect_code(3);
@@ -464,7 +469,12 @@ fn joblog_and_tsv_parse_back() {
         ],
     );
     // One row per attempt: the retried task has two, the skipped none.
-    assert_eq!(log.len(), 3, "{log:?}");
+    assert_eq!(log.len(), 4, "{log:?}");
+    let killed = log
+        .iter()
+        .find(|r| r[8] == "kill -9 $$")
+        .unwrap_or_else(|| panic!("no row for the killed task: {log:?}"));
+    assert_eq!((killed[6].as_str(), killed[7].as_str()), ("-1", "9"));
     let flaky: Vec<&Vec<String>> = log.iter().filter(|r| r[8] == "exit 3").collect();
     assert_eq!(flaky.len(), 2, "{log:?}");
     assert_eq!(flaky[0][0], flaky[1][0], "a task's attempts share its Seq");
@@ -506,7 +516,7 @@ fn joblog_and_tsv_parse_back() {
             "command",
         ],
     );
-    assert_eq!(tsv.len(), 3, "one row per task: {tsv:?}");
+    assert_eq!(tsv.len(), 4, "one row per task: {tsv:?}");
     let row = |name: &str| {
         tsv.iter()
             .find(|r| r[1] == name)
@@ -522,6 +532,8 @@ fn joblog_and_tsv_parse_back() {
     assert!(odd[5].parse::<f64>().is_ok(), "{odd:?}");
     let flaky = row("flaky");
     assert_eq!((flaky[2].as_str(), flaky[6].as_str()), ("failed", "3"));
+    let killed = row("killed");
+    assert_eq!((killed[2].as_str(), killed[6].as_str()), ("failed", ""));
     let later = row("later");
     assert_eq!(later[0], id_of("later"));
     assert_eq!(
