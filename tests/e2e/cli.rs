@@ -12,10 +12,21 @@ fn every_subcommand_has_help_that_says_what_it_does() {
         ("join", &["Join an existing shared store", "REMOTE"]),
         (
             "submit",
-            &["Submit tasks", "--each", "--rerun", "--offline"],
+            &[
+                "Submit tasks",
+                "--each",
+                "--args",
+                "--colsep",
+                "--dry-run",
+                "--rerun",
+                "--offline",
+            ],
         ),
         ("status", &["pending", "running", "--json"]),
-        ("ls", &["List tasks", "--status", "--json"]),
+        (
+            "ls",
+            &["List tasks", "--status", "--json", "--joblog", "--format"],
+        ),
         ("show", &["Show one task", "attempt"]),
         ("logs", &["output of a task", "--stderr"]),
         ("outputs", &["output files", "--to"]),

@@ -310,6 +310,37 @@ impl Device {
         )
     }
 
+    /// Runs `bridge ARGS` in the workspace with `input` on its stdin.
+    pub fn run_stdin(&self, args: &[&str], input: &[u8]) -> Run {
+        let mut cmd = self.command_in(&self.dir, true, args);
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {BRIDGE}: {e}"));
+        let mut stdin = child.stdin.take().expect("a piped stdin");
+        let input = input.to_vec();
+        // Written from a thread: a child that prints before reading all of
+        // its input would otherwise fill its pipes and wait for us forever.
+        let writer = std::thread::spawn(move || {
+            use std::io::Write;
+            // The child may exit before reading everything (an error): not
+            // this helper's failure.
+            let _ = stdin.write_all(&input);
+        });
+        let out = child
+            .wait_with_output()
+            .unwrap_or_else(|e| panic!("cannot wait for {BRIDGE}: {e}"));
+        writer.join().expect("the stdin writer");
+        Run::new(
+            args.iter().map(|s| (*s).to_owned()).collect(),
+            out.status,
+            out.stdout,
+            out.stderr,
+        )
+    }
+
     /// Runs `bridge ARGS` and panics unless it exits with 0.
     pub fn ok(&self, args: &[&str]) -> Run {
         self.run(args).expect_code(0)

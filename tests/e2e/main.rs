@@ -25,6 +25,7 @@ mod live_output;
 mod longlived;
 mod membership;
 mod membership_prop;
+mod parallel_input;
 mod policy;
 mod report;
 mod runner;

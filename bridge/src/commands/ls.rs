@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use super::GlobalArgs;
 use super::common::{open_session, resolve_batch};
+use super::joblog;
 use crate::error::{CliError, CliResult, EXIT_OK};
 use crate::output::{print_json, print_table};
 use crate::workspace::now_ms;
@@ -20,6 +21,19 @@ use crate::workspace::now_ms;
 /// {"reason": "submitter", "submitter", "message"} on the tasks this device
 /// leaves for others; with --full, each task as `bridge show --json` prints
 /// it (spec, claims, every attempt).
+///
+/// --joblog prints GNU parallel's --joblog: a header, then one tab-separated
+/// row per finished attempt (a retried task has several): Seq (the task's
+/// place in this list), Host (the device or runner), Starttime (epoch
+/// seconds), JobRuntime (seconds), Send and Receive (0), Exitval (-1 when
+/// the command did not exit), Signal and Command.
+///
+/// --format tsv prints a header and one tab-separated row per task: id,
+/// name, status, host, start (RFC 3339), runtime (seconds), exit_code and
+/// command, of its result (or its latest attempt; empty when it has none).
+///
+/// In both, a tab, line break or backslash in a field is written `\t`,
+/// `\n`, `\r` or `\\`, so a row is always one line.
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct LsArgs {
@@ -38,6 +52,19 @@ pub struct LsArgs {
     /// With --json: every task in full (an export of the live tasks)
     #[arg(long, requires = "json")]
     pub full: bool,
+    /// Print GNU parallel's joblog: one row per attempt (format above)
+    #[arg(long, conflicts_with_all = ["json", "format"])]
+    pub joblog: bool,
+    /// Print a table (the default) or tab-separated values, one row per task
+    #[arg(long, value_enum, default_value = "table", conflicts_with = "json")]
+    pub format: Format,
+}
+
+/// `ls --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Tsv,
 }
 
 #[derive(Serialize)]
@@ -76,6 +103,9 @@ pub fn run(g: &GlobalArgs, args: LsArgs) -> CliResult<u8> {
     crate::run_policy::warn_unknown_names(&policy, &mut Default::default());
     let mut rows = Vec::new();
     let mut full = Vec::new();
+    // --joblog and --format tsv: the tasks themselves, for their attempts.
+    let tabular = args.joblog || args.format == Format::Tsv;
+    let mut picked = Vec::new();
     for t in session.view().tasks() {
         let Some(d) = derived.get(&t.id) else {
             continue;
@@ -94,6 +124,10 @@ pub fn run(g: &GlobalArgs, args: LsArgs) -> CliResult<u8> {
             .as_ref()
             .is_some_and(|n| !t.spec.name.contains(n.as_str()))
         {
+            continue;
+        }
+        if tabular {
+            picked.push((t, d.status));
             continue;
         }
         let left = policy.left_for_others(t, d.status);
@@ -120,6 +154,22 @@ pub fn run(g: &GlobalArgs, args: LsArgs) -> CliResult<u8> {
                 left_message: left.map(|l| l.to_string()),
             },
         ));
+    }
+    if tabular {
+        picked.sort_by(|a, b| {
+            (a.0.created_at, &a.0.spec.name, &a.0.id).cmp(&(
+                b.0.created_at,
+                &b.0.spec.name,
+                &b.0.id,
+            ))
+        });
+        if args.joblog {
+            let tasks: Vec<_> = picked.iter().map(|(t, _)| *t).collect();
+            joblog::print(&joblog::joblog(&tasks));
+        } else {
+            joblog::print(&joblog::tsv(&picked));
+        }
+        return Ok(EXIT_OK);
     }
     if args.full {
         full.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));

@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::error::CliResult;
 
 mod archive;
+mod arglines;
 mod audience;
 mod cancel;
 mod common;
@@ -16,6 +17,7 @@ mod demo;
 mod dispatch;
 mod gc;
 mod init;
+mod joblog;
 mod join;
 mod keygen;
 mod logs;

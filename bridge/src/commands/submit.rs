@@ -12,6 +12,7 @@ use clap::Args;
 use serde::Serialize;
 
 use super::GlobalArgs;
+use super::arglines;
 use super::common::{open_session, sync_and_report};
 use crate::audience;
 use crate::error::{CliError, CliResult, EXIT_OK, HintExt};
@@ -24,7 +25,7 @@ use crate::workspace::{Session, now_ms, random_bytes};
 /// several documents, so loading and editing stay fast.
 pub const MAX_TASKS_PER_DOC: usize = 1000;
 
-/// Submit tasks: from a YAML file, one command, or one command per file
+/// Submit tasks: from a YAML file, one command, or one command per file or per line
 ///
 /// The same task (same command, environment, inputs, limits) is only ever
 /// stored once: submitting it again, here or on another device, adds nothing,
@@ -42,23 +43,42 @@ pub const MAX_TASKS_PER_DOC: usize = 1000;
 ///   bridge submit tasks.yaml
 ///   bridge submit -- python3 simulate.py --seed 7
 ///   bridge submit --each 'docs/*.md' --output '*.json' -- python3 embed.py {}
+///   bridge submit --args seeds.txt -- python3 simulate.py --seed {}
+///   cut -f1,3 runs.tsv | bridge submit --args - -- ./fit {1} --rate={2}
 ///   bridge submit --input-url 'https://example.org/big.csv#sha256=HEX' -- wc -l big.csv
+///   bridge submit --dry-run tasks.yaml
 ///
 /// In --each commands, {} is the file, {/} its name, {.} the file without its
 /// extension, {/.} the name without extension and {//} its folder.
+///
+/// With --args, as GNU parallel's `:::: FILE`: one task per non-empty line,
+/// {} is the line, {1}, {2}, … its columns (split on tabs, or on --colsep),
+/// {#} the task's number, and {.} {/} {/.} {//} as above. A placeholder is
+/// replaced inside the word that holds it, never through a shell: each word
+/// stays one argument. A command without placeholders gets the line (with
+/// --colsep: its columns) appended as its last argument(s).
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct SubmitArgs {
     /// A YAML task file (see the README for its fields)
     #[arg(value_name = "FILE.yaml", conflicts_with = "each")]
     pub file: Option<PathBuf>,
-    /// The command of a single task (or of each task with --each)
+    /// The command of a single task (or of each task with --each or --args)
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
     /// Submit one task per file matching this glob (relative to the current folder)
     #[arg(long, value_name = "GLOB")]
     pub each: Option<String>,
-    /// The task's name (default: the command)
+    /// Submit one task per line of this file (- for stdin), as GNU
+    /// parallel's `:::: FILE`; see {} and {1} above
+    #[arg(long = "args", value_name = "FILE|-", conflicts_with_all = ["file", "each"])]
+    pub args_file: Option<String>,
+    /// With --args: split lines into columns on this regular expression (as
+    /// GNU parallel's --colsep) instead of on tabs, e.g. ',' or ' +' or '\|'
+    #[arg(long, value_name = "REGEX", requires = "args_file")]
+    pub colsep: Option<String>,
+    /// The task's name (default: the command); with --each or --args it may
+    /// hold placeholders, else each task is named NAME[line N] (--args)
     #[arg(long)]
     pub name: Option<String>,
     /// Time limit of one attempt, e.g. 90s, 10m, 2h
@@ -67,7 +87,8 @@ pub struct SubmitArgs {
     /// Retries after a failed attempt
     #[arg(long, default_value_t = 0)]
     pub retries: u32,
-    /// An input file, copied into the task's folder (repeatable)
+    /// An input file, copied into the task's folder (repeatable); with
+    /// --args it may hold placeholders (`--input {}`): each line's own
     #[arg(long = "input", value_name = "PATH")]
     pub inputs: Vec<String>,
     /// An input the worker downloads and checks by its SHA-256, placed at
@@ -108,7 +129,11 @@ pub struct SubmitArgs {
     /// file's `audience:`
     #[arg(long, value_delimiter = ',', value_name = "NAME,…")]
     pub audience: Vec<String>,
-    /// Print the batch and its tasks as JSON
+    /// Print the tasks that would be submitted (name, command, inputs) and
+    /// store nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the batch and its tasks as JSON (with --dry-run: the tasks)
     #[arg(long)]
     pub json: bool,
 }
@@ -139,6 +164,10 @@ pub fn run(g: &GlobalArgs, args: SubmitArgs) -> CliResult<u8> {
     // Before anything is stored (input blobs included): a task that breaks a
     // limit is refused with nothing written.
     check_plan(&plan)?;
+    if args.dry_run {
+        // Before the workspace is opened: a dry run touches no store.
+        return dry_run::print(&plan, args.json);
+    }
     let mut session = open_session(g)?;
     super::members::require_submitter(&session.vault, "submit tasks")?;
     let nonce = if args.rerun {
@@ -281,7 +310,7 @@ fn plan(args: &SubmitArgs) -> CliResult<(Vec<PlannedTask>, Vec<String>)> {
     if args.command.is_empty() {
         return Err(CliError::hint(
             anyhow!("nothing to submit"),
-            "bridge submit tasks.yaml, bridge submit -- CMD ARGS…, or bridge submit --each 'GLOB' -- CMD {}",
+            "bridge submit tasks.yaml, bridge submit -- CMD ARGS…, bridge submit --each 'GLOB' -- CMD {}, or bridge submit --args FILE -- CMD {}",
         ));
     }
     let timeout_s = humantime::parse_duration(&args.timeout)
@@ -299,6 +328,10 @@ fn plan(args: &SubmitArgs) -> CliResult<(Vec<PlannedTask>, Vec<String>)> {
     let cwd = std::env::current_dir().context("cannot read the current folder")?;
     let mut base_inputs = Vec::new();
     for i in &args.inputs {
+        if args.args_file.is_some() && arglines::has_placeholder(i) {
+            // Per line: see `arg_tasks`.
+            continue;
+        }
         base_inputs.extend(taskfile::find_inputs(&cwd, i).map_err(|m| anyhow!(m))?);
     }
     let url_inputs = args
@@ -308,14 +341,14 @@ fn plan(args: &SubmitArgs) -> CliResult<(Vec<PlannedTask>, Vec<String>)> {
         .collect::<Result<Vec<_>, _>>()
         .map_err(|m| anyhow!(m))
         .hint("write --input-url 'https://host/file.csv#sha256=HEX' (sha256sum prints HEX), with &path=data/file.csv to choose its path")?;
-    let make = |argv: Vec<String>, name: String, extra: Option<(String, PathBuf)>| {
+    let make = |command: Command, name: String, extra: Vec<(String, PathBuf)>| {
         let mut inputs = base_inputs.clone();
         inputs.extend(extra);
         inputs.sort();
         inputs.dedup();
         PlannedTask {
             name,
-            command: command_of(argv),
+            command,
             env: env.clone(),
             inputs,
             url_inputs: url_inputs.clone(),
@@ -329,44 +362,164 @@ fn plan(args: &SubmitArgs) -> CliResult<(Vec<PlannedTask>, Vec<String>)> {
             allow_read: args.allow_read.clone(),
         }
     };
-    let mut planned = match &args.each {
+    let mut planned: Vec<PlannedTask> = match &args.each {
+        None if args.args_file.is_some() => arg_tasks(args, &cwd)?
+            .into_iter()
+            .map(|(command, name, inputs)| make(command, name, inputs))
+            .collect(),
         None => {
             let name = args.name.clone().unwrap_or_else(|| args.command.join(" "));
-            vec![make(args.command.clone(), name, None)]
+            vec![make(command_of(args.command.clone()), name, Vec::new())]
         }
-        Some(glob) => {
-            let files = taskfile::find_inputs(&cwd, glob).map_err(|m| anyhow!(m))?;
-            if files.len() > taskfile::MAX_TASKS_PER_SUBMIT {
-                return Err(CliError::hint(
-                    anyhow!(
-                        "--each {glob} matches {} files; one submission holds at most {} tasks",
-                        files.len(),
-                        taskfile::MAX_TASKS_PER_SUBMIT
-                    ),
-                    "submit the files in parts, e.g. one --each per folder",
-                ));
-            }
-            files
-                .into_iter()
-                .map(|(rel, abs)| {
-                    let argv: Vec<String> =
-                        args.command.iter().map(|a| placeholders(a, &rel)).collect();
-                    let name = match &args.name {
-                        Some(n) => placeholders(n, &rel),
-                        None => {
-                            format!("{} {rel}", args.command.first().map_or("", String::as_str))
-                        }
-                    };
-                    make(argv, name, Some((rel, abs)))
-                })
-                .collect()
-        }
+        Some(glob) => each_tasks(args, &cwd, glob)?
+            .into_iter()
+            .map(|(command, name, file)| make(command, name, vec![file]))
+            .collect(),
     };
     for t in &mut planned {
         taskfile::check_url_inputs(&t.inputs, &mut t.url_inputs)
             .map_err(|m| anyhow!("task `{}`: {m}", t.name))?;
     }
     Ok((planned, Vec::new()))
+}
+
+/// A task of `--each`: its command, its name and its file (its path in
+/// the task's folder, and here).
+type EachTask = (Command, String, (String, PathBuf));
+
+/// The command, name and file of each task of `--each GLOB`.
+fn each_tasks(args: &SubmitArgs, cwd: &Path, glob: &str) -> CliResult<Vec<EachTask>> {
+    let files = taskfile::find_inputs(cwd, glob).map_err(|m| anyhow!(m))?;
+    if files.len() > taskfile::MAX_TASKS_PER_SUBMIT {
+        return Err(CliError::hint(
+            anyhow!(
+                "--each {glob} matches {} files; one submission holds at most {} tasks",
+                files.len(),
+                taskfile::MAX_TASKS_PER_SUBMIT
+            ),
+            "submit the files in parts, e.g. one --each per folder",
+        ));
+    }
+    Ok(files
+        .into_iter()
+        .map(|(rel, abs)| {
+            let argv: Vec<String> = args.command.iter().map(|a| placeholders(a, &rel)).collect();
+            let name = match &args.name {
+                Some(n) => placeholders(n, &rel),
+                None => format!("{} {rel}", args.command.first().map_or("", String::as_str)),
+            };
+            (command_of(argv), name, (rel, abs))
+        })
+        .collect())
+}
+
+/// A task of `--args`: its command, its name and the inputs its line names.
+type ArgTask = (Command, String, Vec<(String, PathBuf)>);
+
+/// The command, name and inputs of each task of `--args FILE|-`: one per
+/// non-empty line (see [`arglines`]). An `--input` with a placeholder
+/// (`--input {}`, as parallel's `--transferfile {}`) is each line's own.
+fn arg_tasks(args: &SubmitArgs, cwd: &Path) -> CliResult<Vec<ArgTask>> {
+    let source = args.args_file.as_deref().unwrap_or("-");
+    if let [one] = args.command.as_slice()
+        && one.contains(char::is_whitespace)
+    {
+        // `-- 'echo {}'` would splice each line into a shell script.
+        return Err(CliError::hint(
+            anyhow!(
+                "with --args, the command `{one}` must be given as separate words, not as one shell script"
+            ),
+            "write `-- echo {}` (each word one argument), or `-- sh -c 'echo \"$1\"' sh {}` to use a shell",
+        ));
+    }
+    let (shown_source, bytes) = if source == "-" {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut buf)
+            .context("cannot read the argument lines from stdin (--args -)")?;
+        ("stdin".to_owned(), buf)
+    } else {
+        let bytes = std::fs::read(source)
+            .with_context(|| format!("cannot read --args {source}"))
+            .hint("give a file with one argument line per task, or - to read them from stdin")?;
+        (source.to_owned(), bytes)
+    };
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let line = e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+        anyhow!("line {line} of {shown_source} is not UTF-8 text")
+    })?;
+    let colsep = arglines::Colsep::parse(args.colsep.as_deref()).map_err(|m| anyhow!(m))?;
+    let lines = arglines::lines(&text, &colsep);
+    if lines.is_empty() {
+        return Err(CliError::hint(
+            anyhow!("--args {source}: {shown_source} has no argument lines (every line is empty)"),
+            "put one task's argument(s) per line",
+        ));
+    }
+    if lines.len() > taskfile::MAX_TASKS_PER_SUBMIT {
+        return Err(CliError::hint(
+            anyhow!(
+                "--args {source} has {} lines; one submission holds at most {} tasks",
+                lines.len(),
+                taskfile::MAX_TASKS_PER_SUBMIT
+            ),
+            "split the file (e.g. with `split -l`) and submit each part",
+        ));
+    }
+    let templated = args.command.iter().any(|w| arglines::has_placeholder(w));
+    let first = args.command.first().map_or("", String::as_str);
+    let mut tasks = Vec::with_capacity(lines.len());
+    for line in &lines {
+        let sub = |w: &str| arglines::substitute(w, line, &shown_source);
+        let mut argv = args
+            .command
+            .iter()
+            .map(|w| sub(w))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|m| anyhow!(m))
+            .hint("a line lacks a column the command names: fix the line, or --colsep if the columns are not tab-separated")?;
+        if !templated {
+            // As GNU parallel: no replacement string, the arguments go last.
+            if args.colsep.is_some() {
+                argv.extend(line.columns.iter().map(|c| (*c).to_owned()));
+            } else {
+                argv.push(line.line.to_owned());
+            }
+        }
+        let name = match &args.name {
+            Some(n) if arglines::has_placeholder(n) => sub(n).map_err(|m| anyhow!(m))?,
+            Some(n) => format!("{n}[line {}]", line.number),
+            None => default_name(first, line.line),
+        };
+        let mut inputs = Vec::new();
+        for pattern in args.inputs.iter().filter(|i| arglines::has_placeholder(i)) {
+            let pattern = sub(pattern).map_err(|m| anyhow!(m))?;
+            let found = taskfile::find_inputs(cwd, &pattern)
+                .map_err(|m| anyhow!("line {} of {shown_source}: {m}", line.number))
+                .hint("each line's --input names a file (or glob) below the current folder")?;
+            inputs.extend(found);
+        }
+        // Never `command_of`: a line with spaces must not become a shell
+        // script.
+        tasks.push((Command::Argv(argv), name, inputs));
+    }
+    Ok(tasks)
+}
+
+/// `CMD LINE`, cut short: a name is for people (and bounded), the line
+/// itself is in the command.
+fn default_name(first: &str, line: &str) -> String {
+    const MAX: usize = 200;
+    // A tab between columns reads as a space in a name.
+    let name = format!("{first} {}", line.replace('\t', " "));
+    if name.len() <= MAX {
+        return name;
+    }
+    let mut end = MAX;
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &name[..end])
 }
 
 /// Parses `--input-url URL#sha256=HEX[&path=PATH]`. The fragment, which an
@@ -405,7 +558,7 @@ fn command_of(argv: Vec<String>) -> Command {
 }
 
 /// GNU parallel's replacement strings for one file.
-fn placeholders(arg: &str, rel: &str) -> String {
+pub(super) fn placeholders(arg: &str, rel: &str) -> String {
     let path = Path::new(rel);
     let name = path.file_name().and_then(|s| s.to_str()).unwrap_or(rel);
     let dir = path
@@ -631,6 +784,94 @@ fn submit_specs(
     result.batch = Some(batch);
     result.documents = parts as usize;
     Ok(result)
+}
+
+/// `--dry-run`: the plan, printed, nothing stored.
+mod dry_run {
+    use std::borrow::Cow;
+
+    use bridge_model::Command;
+    use serde::Serialize;
+
+    use crate::error::{CliResult, EXIT_OK};
+    use crate::output::{print_json, safe};
+
+    use super::super::joblog::quoted;
+    use crate::taskfile::PlannedTask;
+
+    #[derive(Serialize)]
+    struct Url<'a> {
+        path: &'a str,
+        url: &'a str,
+        sha256: &'a str,
+    }
+
+    #[derive(Serialize)]
+    struct Planned<'a> {
+        name: &'a str,
+        /// The argv a worker starts (a shell script as `[shell, "-c", script]`).
+        command: Vec<&'a str>,
+        inputs: Vec<&'a str>,
+        url_inputs: Vec<Url<'a>>,
+        outputs: &'a [String],
+        /// The names of the tasks it needs.
+        needs: Vec<&'a str>,
+    }
+
+    fn argv(c: &Command) -> Vec<&str> {
+        match c {
+            Command::Argv(argv) => argv.iter().map(String::as_str).collect(),
+            Command::Shell { shell, script } => vec![shell, "-c", script],
+        }
+    }
+
+    pub(super) fn print(plan: &[PlannedTask], json: bool) -> CliResult<u8> {
+        let tasks: Vec<Planned<'_>> = plan
+            .iter()
+            .map(|t| Planned {
+                name: &t.name,
+                command: argv(&t.command),
+                inputs: t.inputs.iter().map(|(rel, _)| rel.as_str()).collect(),
+                url_inputs: t
+                    .url_inputs
+                    .iter()
+                    .map(|u| Url {
+                        path: &u.path,
+                        url: &u.url,
+                        sha256: &u.sha256,
+                    })
+                    .collect(),
+                outputs: &t.outputs,
+                needs: t.needs.iter().map(|&i| plan[i].name.as_str()).collect(),
+            })
+            .collect();
+        if json {
+            print_json(&tasks)?;
+            return Ok(EXIT_OK);
+        }
+        outln!(
+            "Dry run: would submit {} task{} (nothing is stored):",
+            tasks.len(),
+            if tasks.len() == 1 { "" } else { "s" }
+        );
+        for t in &tasks {
+            outln!("{}", safe(t.name));
+            let words: Vec<Cow<'_, str>> = t.command.iter().map(|w| quoted(w)).collect();
+            outln!("    command  {}", safe(&words.join(" ")));
+            let mut inputs: Vec<&str> = t.inputs.clone();
+            inputs.extend(t.url_inputs.iter().map(|u| u.path));
+            if !inputs.is_empty() {
+                outln!("    inputs   {}", safe(&inputs.join(" ")));
+            }
+            if !t.outputs.is_empty() {
+                outln!("    outputs  {}", safe(&t.outputs.join(" ")));
+            }
+            if !t.needs.is_empty() {
+                outln!("    needs    {}", safe(&t.needs.join(", ")));
+            }
+        }
+        Ok(EXIT_OK)
+    }
 }
 
 #[cfg(test)]
