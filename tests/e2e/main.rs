@@ -16,6 +16,7 @@ mod crash;
 mod devices;
 mod errors;
 mod examples;
+mod exec;
 mod failures;
 mod github;
 mod github_server;

@@ -15,6 +15,7 @@ mod common;
 mod compact;
 mod demo;
 mod dispatch;
+mod exec;
 mod gc;
 mod init;
 mod joblog;
@@ -46,6 +47,7 @@ Start here:
   bridge init --remote dir:/mnt/shared/pool   create a workspace (the remote is optional)
   bridge submit tasks.yaml                    submit the tasks of a file
   bridge work --parallel 4                    run runnable tasks on this device
+  bridge exec -- CMD ARGS                     run one command through the pool, as if here
   bridge status                               see where things stand
   bridge report                               write an HTML page of the pool
   bridge sync                                 exchange tasks and results with the remote
@@ -102,6 +104,7 @@ pub enum Command {
     Init(init::InitArgs),
     Join(join::JoinArgs),
     Submit(submit::SubmitArgs),
+    Exec(exec::ExecArgs),
     Status(status::StatusArgs),
     Ls(ls::LsArgs),
     Show(show::ShowArgs),
@@ -132,6 +135,7 @@ pub fn run(cli: Cli) -> CliResult<u8> {
         Command::Init(a) => init::run(g, a),
         Command::Join(a) => join::run(g, a),
         Command::Submit(a) => submit::run(g, a),
+        Command::Exec(a) => exec::run(g, a),
         Command::Audience(a) => audience::run(g, a),
         Command::Status(a) => status::run(g, a),
         Command::Ls(a) => ls::run(g, a),

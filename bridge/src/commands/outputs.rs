@@ -28,6 +28,9 @@ use crate::workspace::Session;
 /// with the short id added when two tasks share a name), as
 /// `gh run download` does; tasks not done yet are listed and skipped.
 ///
+/// Outputs keep no file modes: a file that starts as a program does (an
+/// ELF header or `#!`) is made executable.
+///
 /// JSON (--json): one task: {"task", "files"}; several: {"tasks": [{"task",
 /// "name", "dir", "files"}], "not_done": [ID…]}.
 #[derive(Debug, Args)]
@@ -203,9 +206,31 @@ fn copy_outputs(session: &Session, t: &TaskView, to: &Path) -> CliResult<Vec<Pat
                     "run `bridge sync` to fetch the output files from the remote",
                 )
             })?;
+        mark_executable(&dest);
         copied.push(dest);
     }
     Ok(copied)
+}
+
+/// Gives `path` the execute bits (where it has read bits) when it starts
+/// as a program does (an ELF header or `#!`): a task's outputs keep no file
+/// modes, and a linked program or a script must run where it lands
+/// (`make CC='bridge exec -- cc'`).
+fn mark_executable(path: &Path) {
+    use std::io::Read as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut head = [0u8; 4];
+    let starts = std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok();
+    if !starts || !(head == *b"\x7fELF" || head.starts_with(b"#!")) {
+        return;
+    }
+    if let Ok(meta) = std::fs::metadata(path) {
+        let mode = meta.permissions().mode();
+        let exec = (mode & 0o444) >> 2;
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode | exec));
+    }
 }
 
 /// Refuses to write output `rel` through a symbolic link under `to` (a
