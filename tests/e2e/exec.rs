@@ -10,7 +10,7 @@ use crate::harness::{BRIDGE, Device};
 
 /// `make` with `CC` set to `bridge exec -- cc`, in the device's workspace.
 fn make(d: &Device) -> std::process::Output {
-    let mut cmd = d.command_in(&d.dir, false, &[]);
+    let cmd = d.command_in(&d.dir, false, &[]);
     let env: Vec<(String, String)> = cmd
         .get_envs()
         .filter_map(|(k, v)| Some((k.to_str()?.to_owned(), v?.to_str()?.to_owned())))
