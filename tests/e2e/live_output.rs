@@ -146,3 +146,39 @@ fn logs_follow_streams_a_task_running_here_to_its_end() {
     assert!(follow.wait().expect("logs -f ends").success());
     worker.wait().expect_code(0);
 }
+
+#[test]
+fn logs_follow_waits_for_a_task_running_on_another_device_to_push() {
+    let shared = crate::harness::temp_dir("follow-remote");
+    let remote = crate::harness::dir_remote(shared.path());
+    let laptop = Device::new("laptop");
+    let desktop = Device::new("desktop");
+    laptop.ok(&["init", "--remote", &remote]);
+    desktop.join_as(&laptop, &remote, "submit");
+    laptop.write("waiter.yaml", WAITER);
+    laptop.ok(&["submit", "-q", "waiter.yaml"]);
+    // Followed before anyone runs it: it waits for a worker, then for the
+    // desktop's push.
+    let (mut follow, mut out) =
+        spawn_reading(&laptop, &["logs", "-f", "--interval", "200ms", "waiter"]);
+    let worker = desktop.spawn("work", &["work", "-q", "--run-tasks-from", "members"]);
+    // The laptop says so once the desktop's claim reached it (the task
+    // cannot end before `go` exists).
+    let mut err = BufReader::new(follow.stderr.take().expect("a piped stderr"));
+    let mut said = String::new();
+    while !said.contains("running on another device") {
+        let mut line = String::new();
+        let n = err.read_line(&mut line).expect("read logs -f's stderr");
+        assert!(
+            n > 0,
+            "logs -f ended without saying where the task runs: {said}"
+        );
+        said.push_str(&line);
+    }
+    std::fs::write(waiter_folder(&desktop).join("go"), "").expect("cannot write go");
+    worker.wait().expect_code(0);
+    let mut all = String::new();
+    std::io::Read::read_to_string(&mut out, &mut all).expect("the log");
+    assert_eq!(all, "ready\nfinished");
+    assert!(follow.wait().expect("logs -f ends").success());
+}

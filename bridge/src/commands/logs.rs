@@ -50,15 +50,16 @@ pub fn run(g: &GlobalArgs, args: LogsArgs) -> CliResult<u8> {
         return Ok(EXIT_OK);
     };
     if args.follow {
+        let interval = humantime::parse_duration(&args.interval)
+            .with_context(|| format!("--interval {} is not a duration", args.interval))
+            .hint("write e.g. 5s or 1m")?;
+        session = wait_until_started(g, session, &id, interval)?;
         let derived = session.view().derive(now_ms(), session.policy);
         if let Some(key) = derived
             .get(&id)
             .filter(|d| d.status == Status::Running)
             .and_then(|d| d.claim.clone())
         {
-            let interval = humantime::parse_duration(&args.interval)
-                .with_context(|| format!("--interval {} is not a duration", args.interval))
-                .hint("write e.g. 5s or 1m")?;
             match follow(g, session, &id, &key, &args, interval)? {
                 Some(after) => session = after,
                 None => return Ok(EXIT_OK),
@@ -217,6 +218,37 @@ fn copy_new(path: &Path, from: u64, to_stdout: bool) -> u64 {
         crate::output::write_stderr_bytes(&new);
     }
     new.len() as u64
+}
+
+/// Waits while task `id` is pending or blocked, syncing every `interval`
+/// (a task followed before any worker took it).
+fn wait_until_started(
+    g: &GlobalArgs,
+    mut session: Session,
+    id: &TaskId,
+    interval: Duration,
+) -> CliResult<Session> {
+    let mut said = false;
+    loop {
+        let derived = session.view().derive(now_ms(), session.policy);
+        let waiting = derived
+            .get(id)
+            .is_some_and(|d| matches!(d.status, Status::Pending | Status::Blocked));
+        if !waiting {
+            return Ok(session);
+        }
+        if !said {
+            errln!(
+                "task {} has not started: waiting for a worker to take it (syncing every {})",
+                id.short(),
+                humantime::format_duration(interval)
+            );
+            said = true;
+        }
+        std::thread::sleep(interval);
+        super::common::sync_remote(&mut session, false)?;
+        session = reopen(g, session)?;
+    }
 }
 
 /// Syncs every `interval` until the attempt under `key` arrives (or the
