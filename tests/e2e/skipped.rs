@@ -71,3 +71,43 @@ fn a_task_whose_need_failed_is_skipped_until_the_need_is_retried() {
     d.ok(&["cancel", "report"]);
     assert_eq!(d.task("report").status, "cancelled");
 }
+
+/// `work --halt`, as `parallel --halt`: after the failures it names, no new
+/// task starts (`soon`), or the running ones stop too (`now`).
+#[test]
+fn work_halts_after_a_failure_soon_or_now() {
+    let d = Device::new("laptop");
+    d.ok(&["init"]);
+    d.write(
+        "tasks.yaml",
+        "tasks:\n  - name: bad\n    priority: 10\n    run: exit 1\n  - name: a\n    run: echo a\n  - name: b\n    run: echo b\n",
+    );
+    d.ok(&["submit", "-q", "tasks.yaml"]);
+    let soon = d
+        .run(&["work", "--parallel", "1", "--halt", "soon,fail=1"])
+        .expect_code(3);
+    assert!(soon.stderr.contains("halted"), "{}", soon.stderr);
+    assert_eq!(d.task("bad").status, "failed");
+    for name in ["a", "b"] {
+        assert_eq!(d.task(name).status, "pending", "{name} did not start");
+    }
+    let json = d.ok(&["work", "--json", "--halt", "soon,fail=1"]).json();
+    assert_eq!(
+        (json["done"].as_u64(), json["halted"].as_bool()),
+        (Some(2), Some(false))
+    );
+
+    // now: a long task running beside the failing one is stopped, and
+    // runnable again (an interrupted attempt is not a failure).
+    d.write(
+        "more.yaml",
+        "tasks:\n  - name: long\n    priority: 10\n    run: sleep 60\n  - name: worse\n    priority: 5\n    run: exit 2\n",
+    );
+    d.ok(&["submit", "-q", "more.yaml"]);
+    d.run(&["work", "--parallel", "2", "--halt", "now,fail=1"])
+        .expect_code(3);
+    assert_eq!(d.task("worse").status, "failed");
+    assert_eq!(d.task("long").status, "pending");
+    // A rule parallel has but bridge does not is refused at once.
+    d.run(&["work", "--halt", "now,fail=10%"]).expect_code(2);
+}

@@ -362,6 +362,7 @@ fn run_batch(
             run_tasks_from: args.run_tasks_from.resolve(&session)?,
             max_object: super::common::max_object(&session),
             only: None,
+            halt: None,
         };
         let mut hooks = RunHooks {
             github,

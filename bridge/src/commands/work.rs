@@ -79,6 +79,11 @@ pub struct WorkArgs {
     /// Print a JSON report at the end (format above)
     #[arg(long)]
     pub json: bool,
+    /// Stop after failures, as `parallel --halt`: `soon,fail=N` (no new
+    /// task after N failed attempts; running ones end) or `now,fail=N`
+    /// (running ones are stopped too, and run again later)
+    #[arg(long, value_name = "WHEN,fail=N", value_parser = parse_halt)]
+    pub halt: Option<worker::Halt>,
     /// Run only this task (id, id prefix or name), if it is runnable
     #[arg(long, value_name = "TASK")]
     pub task: Option<String>,
@@ -161,6 +166,7 @@ pub fn run(g: &GlobalArgs, args: WorkArgs) -> CliResult<u8> {
         flush_delay: worker::FLUSH_DELAY,
         run_tasks_from: args.run_tasks_from.resolve(&session)?,
         max_object: super::common::max_object(&session),
+        halt: args.halt,
         only: match &args.task {
             Some(t) => Some([resolve_task(&mut session, t)?].into()),
             None => None,
@@ -235,8 +241,14 @@ fn report_end(
     if json {
         let mut json = report_json(report);
         json["skipped"] = skipped.into();
+        json["halted"] = report.halted.into();
         print_json(&json)?;
     } else if !quiet {
+        if report.halted {
+            errln!(
+                "halted: --halt's failures were reached; the tasks not started are left pending"
+            );
+        }
         errln!(
             "{} done, {} failed{}{}{}{}.",
             report.done,
@@ -313,6 +325,23 @@ impl worker::Hooks for WorkHooks {
         }
         Ok(())
     }
+}
+
+/// `--halt`: `soon,fail=N` or `now,fail=N` (N ≥ 1).
+fn parse_halt(s: &str) -> Result<worker::Halt, String> {
+    let usage = "write soon,fail=N or now,fail=N, e.g. soon,fail=1";
+    let (when, rule) = s.split_once(',').ok_or_else(|| usage.to_owned())?;
+    let now = match when {
+        "soon" => false,
+        "now" => true,
+        _ => return Err(format!("`{when}` is neither soon nor now: {usage}")),
+    };
+    let failures = rule
+        .strip_prefix("fail=")
+        .and_then(|n| n.parse::<usize>().ok())
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("`{rule}` is not fail=N with N at least 1: {usage}"))?;
+    Ok(worker::Halt { now, failures })
 }
 
 /// The progress bar's total: what ended, what runs and what is left to
@@ -519,6 +548,33 @@ impl Progress {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn halt_reads_as_parallel_writes_it() {
+        assert_eq!(
+            parse_halt("soon,fail=1"),
+            Ok(worker::Halt {
+                now: false,
+                failures: 1
+            })
+        );
+        assert_eq!(
+            parse_halt("now,fail=3"),
+            Ok(worker::Halt {
+                now: true,
+                failures: 3
+            })
+        );
+        for bad in [
+            "soon",
+            "later,fail=1",
+            "now,fail=0",
+            "now,fail=10%",
+            "soon,done=1",
+        ] {
+            assert!(parse_halt(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn the_bar_total_holds_while_tasks_run() {

@@ -267,6 +267,7 @@ pub(super) fn options(parallel: usize) -> WorkOptions {
         run_tasks_from: None,
         max_object: None,
         only: None,
+        halt: None,
     }
 }
 

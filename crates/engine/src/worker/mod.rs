@@ -137,6 +137,18 @@ pub struct WorkOptions {
     /// Run only these tasks (`bridge work --task`, `bridge exec`); `None`:
     /// any runnable task.
     pub only: Option<BTreeSet<TaskId>>,
+    /// Stop after so many failed attempts, as `parallel --halt`.
+    pub halt: Option<Halt>,
+}
+
+/// When a worker stops because tasks fail (`bridge work --halt`, as GNU
+/// parallel's `--halt soon,fail=N` and `now,fail=N`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Halt {
+    /// Stop the running tasks too (`now`), or let them end (`soon`).
+    pub now: bool,
+    /// After this many failed attempts (at least one).
+    pub failures: usize,
 }
 
 /// What happened to one task, for progress output.
@@ -261,6 +273,8 @@ pub struct WorkReport {
     pub first_started_ms: Option<u64>,
     /// Pending tasks left for other devices at the last look.
     pub left_for_others: LeftForOthers,
+    /// Whether it stopped early by its [`Halt`] rule.
+    pub halted: bool,
 }
 
 /// What the caller does at the worker's turning points.

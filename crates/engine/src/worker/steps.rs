@@ -207,9 +207,32 @@ impl<'a> Worker<'a> {
 
     /// How many more tasks this worker may claim.
     fn budget_left(&self) -> usize {
+        if self.report.halted {
+            return 0;
+        }
         self.opts
             .max_tasks
             .map_or(usize::MAX, |m| m.saturating_sub(self.claimed_total))
+    }
+
+    /// After a failed attempt: once the [`Halt`](super::Halt) rule's
+    /// failures are reached, no more claims, the waiting ones released;
+    /// returns whether the running tasks must stop too (`now`).
+    fn halt_after_failure(&mut self) -> Result<bool, WorkerError> {
+        let Some(halt) = self.opts.halt else {
+            return Ok(false);
+        };
+        if self.report.halted || self.report.failed < halt.failures.max(1) {
+            return Ok(false);
+        }
+        self.report.halted = true;
+        if halt.now {
+            return Ok(true);
+        }
+        let waiting: Vec<String> = self.queue.drain(..).collect();
+        let now = self.now();
+        self.claims.release(self.session, &waiting, now)?;
+        Ok(false)
     }
 
     fn now(&self) -> Millis {
@@ -665,10 +688,14 @@ impl<'a> Worker<'a> {
             None => ms as f64,
             Some(a) => 0.8 * a + 0.2 * ms as f64,
         });
+        let mut halt_now = false;
         match attempt.outcome {
             Outcome::Success => self.report.done += 1,
             Outcome::Interrupted => self.report.interrupted += 1,
-            _ => self.report.failed += 1,
+            _ => {
+                self.report.failed += 1;
+                halt_now = self.halt_after_failure()?;
+            }
         }
         let detail = detail_of(&attempt);
         let outcome = attempt.outcome;
@@ -695,7 +722,7 @@ impl<'a> Worker<'a> {
             tails,
             logs,
         });
-        Ok(false)
+        Ok(halt_now && !self.stopping)
     }
 
     /// Extends the lease of every held claim.
