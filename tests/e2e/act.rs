@@ -396,10 +396,6 @@ fn the_action_refuses_what_it_cannot_verify() {
             "          identity: placeholder-identity\n          version: 9.9.9\n",
         ),
         job(
-            "placeholder",
-            "          identity: placeholder-identity\n          version: 0.1.0\n",
-        ),
-        job(
             "bad-use",
             "          identity: placeholder-identity\n          use: docker\n",
         ),
@@ -440,11 +436,7 @@ fn the_action_refuses_what_it_cannot_verify() {
     );
     assert!(!out.status.success(), "every job should fail:\n{log}");
     for (job, says) in [
-        (
-            "unknown-version",
-            "this action pins no checksums for bridge 9.9.9",
-        ),
-        ("placeholder", "holds a placeholder, not a checksum"),
+        ("unknown-version", "bridge 9.9.9 is not released"),
         ("bad-use", "use must be release, path or source"),
         ("no-identity", "the identity input is empty"),
     ] {
@@ -468,4 +460,443 @@ fn the_action_refuses_what_it_cannot_verify() {
     }
     // No download was tried: the pinned checksum is looked up first.
     assert!(!log.contains("cannot download"), "{log}");
+}
+
+/// The Rust target of this machine's `bridge` archive (the only one that
+/// can be built here): the action's `target` input names it.
+fn host_target() -> String {
+    assert_eq!(std::env::consts::OS, "linux", "the act tests run on Linux");
+    format!("{}-unknown-linux-gnu", std::env::consts::ARCH)
+}
+
+/// Runs a script of `.ci/` with `args`, panicking with its stderr if it
+/// fails; returns its stdout.
+fn ci_script(name: &str, args: &[&str], env: &[(&str, &Path)]) -> String {
+    let script = repo_root().join(".ci").join(name);
+    let out = Command::new(&script)
+        .args(args)
+        .envs(env.iter().copied())
+        .current_dir(repo_root())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    assert!(
+        out.status.success(),
+        ".ci/{name} {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The host target's release archive, copied into `dir`: the one `.ci/run`
+/// built with `.ci/release-archive` (BRIDGE_TEST_RELEASE_DIR, required under
+/// CI), else packed here by the same script from the binary under test.
+fn release_archive(dir: &Path) -> PathBuf {
+    let name = format!("bridge-{}.tar.gz", host_target());
+    fs::create_dir_all(dir).expect("cannot create a folder");
+    match std::env::var_os("BRIDGE_TEST_RELEASE_DIR").filter(|d| !d.is_empty()) {
+        Some(built) => {
+            let from = Path::new(&built).join(&name);
+            fs::copy(&from, dir.join(&name)).unwrap_or_else(|e| {
+                panic!(
+                    "{}: {e} (.ci/run builds it with .ci/release-archive)",
+                    from.display()
+                )
+            });
+        }
+        None => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "BRIDGE_TEST_RELEASE_DIR is not set: .ci/run builds the host's release archive"
+            );
+            let dir_arg = dir.display().to_string();
+            ci_script(
+                "release-archive",
+                &[&host_target(), &dir_arg],
+                &[("BRIDGE_ARCHIVE_BIN", Path::new(BRIDGE))],
+            );
+            fs::remove_file(dir.join(format!("{name}.sha256"))).expect("the .sha256 line");
+        }
+    }
+    dir.join(name)
+}
+
+/// The lines of `log` of the act job `workflow/job` (act pads job names:
+/// `[workflow/name   ]`).
+fn job_lines<'a>(log: &'a str, workflow: &str, job: &str) -> Vec<&'a str> {
+    let prefix = format!("[{workflow}/{job}");
+    log.lines()
+        .filter(|l| {
+            l.strip_prefix(&prefix)
+                .is_some_and(|rest| rest.starts_with([' ', ']']))
+        })
+        .collect()
+}
+
+/// The release install path end to end: the host's archive, made by
+/// `.ci/release-archive`, served over https on 127.0.0.1 as a release page;
+/// the action's checksums file for the version written from it by
+/// `.ci/release-checksums`, as the release workflow does. One job downloads,
+/// verifies and runs `bridge run`, which drains the pool; a second installs
+/// from the tool cache without a download. The action refuses, with an
+/// error annotation and a summary line each: a tampered archive, a target
+/// the checksums file has no line for, a version without checksums, and an
+/// iproute2-like `bridge` on PATH with `use: path`.
+#[test]
+fn the_action_installs_a_verified_release_and_refuses_the_rest() {
+    const TASKS: usize = 3;
+    let Some(act) = act_or_skip() else {
+        return;
+    };
+    let version = env!("CARGO_PKG_VERSION");
+    let target = host_target();
+    let tmp = temp_dir("act-release");
+
+    // The release page (`<release-url>/v<version>/<archive>`), and a mirror
+    // serving the same name with one byte changed.
+    let www = tmp.path().join("www");
+    let good = release_archive(&www.join("good").join(format!("v{version}")));
+    let name = good.file_name().expect("a file name").to_owned();
+    let tampered = www.join("tampered").join(format!("v{version}"));
+    fs::create_dir_all(&tampered).expect("cannot create a folder");
+    let mut bytes = fs::read(&good).expect("the archive");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    fs::write(tampered.join(&name), bytes).expect("the tampered archive");
+    let server = bridge_testutil::https_files::HttpsFiles::start(&www);
+
+    // The pool: a bare git repository, a laptop that submits, a runner
+    // identity.
+    let bare = tmp.path().join("store.git");
+    fs::create_dir_all(&bare).expect("cannot create a folder");
+    git_in(Some(&bare), &["init", "--bare", "-q"]);
+    let laptop = Device::new("act-release-laptop");
+    laptop.ok(&[
+        "init",
+        "--remote",
+        &format!("git:file://{}", bare.display()),
+    ]);
+    let values: Vec<String> = (0..TASKS).map(|k| k.to_string()).collect();
+    laptop.write(
+        "tasks.yaml",
+        &format!(
+            "tasks:\n  - name: t\n    matrix: {{ n: [{}] }}\n    runs-on: [runner]\n    outputs: [out.txt]\n    run: echo \"value ${{{{ matrix.n }}}}\" > out.txt\n",
+            values.join(", ")
+        ),
+    );
+    laptop.ok(&["submit", "tasks.yaml"]);
+    let secret = laptop.ok(&["members", "add-runner", "ci"]).stdout;
+    let secret = secret.trim().to_owned();
+
+    // The user's repository: bridge.toml, the action (this checkout's, with
+    // the checksums file the release workflow would have committed).
+    let repo = tmp.path().join("repo");
+    copy_dir(&repo_root().join("action"), &repo.join("action"));
+    let sums = ci_script(
+        "release-checksums",
+        &[
+            version,
+            &good.parent().expect("a folder").display().to_string(),
+            &target,
+        ],
+        &[],
+    );
+    fs::create_dir_all(repo.join("action/checksums")).expect("cannot create a folder");
+    fs::write(
+        repo.join(format!("action/checksums/{version}.sha256")),
+        &sums,
+    )
+    .expect("the checksums file");
+    fs::copy(laptop.path("bridge.toml"), repo.join("bridge.toml")).expect("bridge.toml");
+    let url = server.url();
+    let job = |name: &str, needs: &str, with: &str, after: &str| {
+        format!(
+            "  {name}:\n    runs-on: ubuntu-latest\n{needs}    steps:\n      - uses: actions/checkout@11bd71901bbe5b1630ceea73d27597364c9af683 # v4.2.2\n        with:\n          persist-credentials: false\n      - uses: ./action\n        with:\n          identity: ${{{{ secrets.BRIDGE_IDENTITY }}}}\n          budget: 5m\n          parallel: \"1\"\n{with}{after}"
+        )
+    };
+    let release = format!("          target: {target}\n          version: {version}\n");
+    // A later step's `bridge` is the installed one, not the fake on PATH.
+    let after = "      - run: echo \"later step, $(bridge --version)\"\n        shell: bash\n";
+    let workflow = [
+        "name: release\non: workflow_dispatch\npermissions: {}\njobs:\n".to_owned(),
+        job(
+            "download",
+            "",
+            &format!("{release}          release-url: {url}/good\n"),
+            after,
+        ),
+        job(
+            "cached",
+            "    needs: download\n",
+            &format!("{release}          release-url: {url}/good\n"),
+            after,
+        ),
+        job(
+            "tampered",
+            "",
+            &format!("{release}          release-url: {url}/tampered\n"),
+            "",
+        ),
+        job(
+            "no-line",
+            "",
+            &format!(
+                "          target: aarch64-unknown-linux-musl\n          version: {version}\n          release-url: {url}/good\n"
+            ),
+            "",
+        ),
+        job(
+            "not-released",
+            "",
+            &format!("          target: {target}\n          version: 9.9.9\n          release-url: {url}/good\n"),
+            "",
+        ),
+        job("not-ours", "", "          use: path\n", ""),
+    ]
+    .concat();
+    fs::create_dir_all(repo.join(".github/workflows")).expect("cannot create a folder");
+    fs::write(repo.join(".github/workflows/release.yml"), workflow).expect("the workflow");
+    commit_all(&repo, "release install");
+
+    // iproute2's bridge, first on PATH as /usr/sbin/bridge is on GitHub's
+    // Ubuntu runners: `--version` fails, `-V` names iproute2.
+    let fake = tmp.path().join("fake-bin");
+    fs::create_dir_all(&fake).expect("cannot create a folder");
+    fs::OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .mode(0o755)
+        .open(fake.join("bridge"))
+        .and_then(|mut f| {
+            f.write_all(
+                b"#!/bin/sh\ncase \"$1\" in\n  -V) echo 'bridge utility, iproute2-6.1.0'; exit 0 ;;\n  *) echo \"Option \\\"${1#-}\\\" is unknown, try \\\"bridge help\\\".\" >&2; exit 255 ;;\nesac\n",
+            )
+        })
+        .expect("cannot write the fake bridge");
+    let secrets = tmp.path().join("secrets");
+    fs::OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .mode(0o600)
+        .open(&secrets)
+        .and_then(|mut f| writeln!(f, "BRIDGE_IDENTITY={secret}"))
+        .expect("cannot write the secrets file");
+    let home = tmp.path().join("home");
+    fs::create_dir_all(&home).expect("cannot create a folder");
+    let path = std::env::join_paths(
+        std::iter::once(fake.clone()).chain(
+            std::env::var_os("PATH")
+                .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+                .unwrap_or_default(),
+        ),
+    )
+    .expect("PATH");
+    let out = Command::new(&act)
+        .env_clear()
+        .env("PATH", &path)
+        .env("HOME", &home)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        // curl trusts the server's test authority, and https stays required.
+        .env("CURL_CA_BUNDLE", server.ca_path())
+        .env("RUNNER_TOOL_CACHE", tmp.path().join("tool-cache"))
+        .current_dir(&repo)
+        .stdin(Stdio::null())
+        .args([
+            "workflow_dispatch",
+            "-W",
+            ".github/workflows/release.yml",
+            "--secret-file",
+            &secrets.display().to_string(),
+            "-P",
+            "ubuntu-latest=-self-hosted",
+            "--action-cache-path",
+            &tmp.path().join("act-cache").display().to_string(),
+            "--no-cache-server",
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", act.display()));
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "the refusals should fail:\n{log}");
+    assert!(!log.contains(&secret), "the identity appears in act's log");
+
+    // The download job and the cached job installed, ran and succeeded.
+    let archive_path = format!("/good/v{version}/{}", name.to_string_lossy());
+    let downloaded = job_lines(&log, "release", "download");
+    let cached = job_lines(&log, "release", "cached");
+    for (job, lines, how) in [
+        (
+            "download",
+            &downloaded,
+            format!("bridge: downloaded {url}{archive_path}"),
+        ),
+        (
+            "cached",
+            &cached,
+            format!("bridge: {} from the tool cache", name.to_string_lossy()),
+        ),
+    ] {
+        assert!(
+            lines.iter().any(|l| l.contains(&how)),
+            "job {job} did not say `{how}`:\n{log}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains(&format!("later step, bridge {version}"))),
+            "job {job}: a later step's `bridge` is not the installed one:\n{log}"
+        );
+        assert!(
+            lines.iter().any(|l| l.contains("Job succeeded")),
+            "job {job} did not succeed:\n{log}"
+        );
+    }
+    // One download in all: the second job's install came from the cache,
+    // and the tampered archive was fetched once and refused.
+    assert_eq!(server.gets(&archive_path), 1, "{log}");
+    assert_eq!(
+        server.gets(&format!("/tampered/v{version}/{}", name.to_string_lossy())),
+        1
+    );
+
+    // The refusals: an error annotation and the reason in the job summary.
+    for (job, says) in [
+        ("tampered", "does not match the pinned checksum".to_owned()),
+        (
+            "no-line",
+            "has no line for bridge-aarch64-unknown-linux-musl.tar.gz".to_owned(),
+        ),
+        ("not-released", "bridge 9.9.9 is not released".to_owned()),
+        ("not-ours", "is not bridge-pool's bridge".to_owned()),
+    ] {
+        let lines = job_lines(&log, "release", job);
+        // The annotation is the step's only line of output. act sometimes
+        // drops a step's last output when the step exits at once (it never
+        // drops the summary, a file): then no line at all separates the
+        // step's start from its failure, and only the summary can say.
+        let step = lines
+            .iter()
+            .skip_while(|l| !l.contains("Run Main Install bridge"))
+            .skip(1)
+            .take_while(|l| !l.contains("Failure - Main Install bridge"))
+            .count();
+        assert!(
+            step == 0
+                || lines
+                    .iter()
+                    .any(|l| l.contains("::error title=bridge install::") && l.contains(&says)),
+            "job {job} made no error annotation saying `{says}`:\n{log}"
+        );
+        assert!(
+            lines.iter().any(
+                |l| l.contains("Summary - **bridge could not be installed:**") && l.contains(&says)
+            ),
+            "job {job} did not say `{says}` in its summary:\n{log}"
+        );
+        assert!(
+            lines.iter().any(|l| l.contains("Job failed")),
+            "job {job} did not fail:\n{log}"
+        );
+    }
+    // The fake's answer is named, as one line.
+    assert!(
+        job_lines(&log, "release", "not-ours")
+            .iter()
+            .any(|l| l.contains("Option \"-version\" is unknown")),
+        "{log}"
+    );
+
+    // The laptop syncs and sees every task done by the runner.
+    laptop.ok(&["sync"]);
+    let st = laptop.status();
+    assert_eq!(
+        (st.tasks, st.count("done")),
+        (TASKS as u64, TASKS as u64),
+        "{st:?}\n{log}"
+    );
+}
+
+/// `.ci/release-checksums` writes the action's checksums file only from a
+/// complete, untouched set of archives: a target without its archive, or
+/// an archive whose bytes differ from what its build hashed, stops the
+/// release with nothing printed; a good set gives one 64-hex line per
+/// archive.
+#[test]
+fn release_checksums_come_only_from_complete_untouched_archives() {
+    let tmp = temp_dir("release-checksums");
+    let dist = tmp.path().join("dist");
+    fs::create_dir_all(&dist).expect("cannot create a folder");
+    for t in ["x86_64-unknown-linux-musl", "aarch64-apple-darwin"] {
+        let archive = dist.join(format!("bridge-{t}.tar.gz"));
+        fs::write(&archive, format!("archive of {t}")).expect("an archive");
+        let out = Command::new("sha256sum")
+            .arg(archive.file_name().expect("a name"))
+            .current_dir(&dist)
+            .output()
+            .expect("sha256sum");
+        fs::write(dist.join(format!("bridge-{t}.tar.gz.sha256")), out.stdout).expect("the line");
+    }
+    let script = repo_root().join(".ci/release-checksums");
+    let run = |args: &[&str]| {
+        Command::new(&script)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()))
+    };
+    let dir = dist.display().to_string();
+
+    let ok = run(&[
+        "1.2.3",
+        &dir,
+        "x86_64-unknown-linux-musl",
+        "aarch64-apple-darwin",
+    ]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let text = String::from_utf8_lossy(&ok.stdout);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    for line in lines {
+        let (sum, file) = line.split_once("  ").expect("`SUM  FILE`");
+        assert!(
+            sum.len() == 64 && sum.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{line}"
+        );
+        assert!(
+            file.starts_with("bridge-") && file.ends_with(".tar.gz"),
+            "{line}"
+        );
+    }
+
+    let missing = run(&["1.2.3", &dir, "aarch64-unknown-linux-musl"]);
+    assert!(!missing.status.success());
+    assert!(missing.stdout.is_empty());
+    assert!(
+        String::from_utf8_lossy(&missing.stderr)
+            .contains("no archive for aarch64-unknown-linux-musl"),
+        "{}",
+        String::from_utf8_lossy(&missing.stderr)
+    );
+
+    fs::write(dist.join("bridge-aarch64-apple-darwin.tar.gz"), "swapped").expect("swap");
+    let altered = run(&["1.2.3", &dir]);
+    assert!(!altered.status.success());
+    assert!(altered.stdout.is_empty());
+    assert!(
+        String::from_utf8_lossy(&altered.stderr).contains("but its build wrote"),
+        "{}",
+        String::from_utf8_lossy(&altered.stderr)
+    );
+
+    let bad_version = run(&["latest", &dir]);
+    assert!(!bad_version.status.success());
+    assert!(bad_version.stdout.is_empty());
 }
