@@ -900,3 +900,94 @@ fn release_checksums_come_only_from_complete_untouched_archives() {
     assert!(!bad_version.status.success());
     assert!(bad_version.stdout.is_empty());
 }
+
+/// The actions/cache key of `use: source` (action/source-key): the same
+/// tree gives the same key wherever it lies, a changed source file a new
+/// one, and what a build leaves (target/) none. act cannot run
+/// actions/cache here (it is fetched from GitHub, and this machine has no
+/// network), so the cache round-trip itself is not run under act; the key
+/// is what decides whether a later run rebuilds.
+#[test]
+fn the_source_cache_key_follows_the_source_tree_only() {
+    let tmp = temp_dir("source-key");
+    let key_of = |dir: &Path| {
+        let script = repo_root().join("action/source-key");
+        let out = Command::new(&script)
+            .arg(dir)
+            .env_remove("RUNNER_OS")
+            .env_remove("RUNNER_ARCH")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+        assert!(
+            out.status.success(),
+            "source-key {}: {}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let tree = |dir: &Path| {
+        fs::create_dir_all(dir.join("bridge/src")).expect("cannot create a folder");
+        fs::write(dir.join("Cargo.toml"), "[workspace]\n").expect("a file");
+        fs::write(dir.join("Cargo.lock"), "# lock\n").expect("a file");
+        fs::write(dir.join("bridge/src/main.rs"), "fn main() {}\n").expect("a file");
+    };
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("elsewhere/b"));
+    tree(&a);
+    tree(&b);
+    let key = key_of(&a);
+    let prefix = format!(
+        "bridge-source-{}-{}-",
+        String::from_utf8_lossy(
+            &Command::new("uname")
+                .arg("-s")
+                .output()
+                .expect("uname")
+                .stdout
+        )
+        .trim(),
+        String::from_utf8_lossy(
+            &Command::new("uname")
+                .arg("-m")
+                .output()
+                .expect("uname")
+                .stdout
+        )
+        .trim()
+    );
+    let hash = key
+        .strip_prefix(&prefix)
+        .unwrap_or_else(|| panic!("{key} does not start with {prefix}"));
+    assert!(
+        hash.len() == 64 && hash.bytes().all(|c| c.is_ascii_hexdigit()),
+        "{key}"
+    );
+    assert_eq!(key_of(&b), key, "the same tree elsewhere");
+
+    // A build's output and git's folder do not change it.
+    fs::create_dir_all(b.join("target/dist")).expect("cannot create a folder");
+    fs::write(b.join("target/dist/bridge"), "binary").expect("a file");
+    fs::create_dir_all(b.join(".git")).expect("cannot create a folder");
+    fs::write(b.join(".git/HEAD"), "ref: refs/heads/main\n").expect("a file");
+    assert_eq!(key_of(&b), key);
+
+    // A source change, a new file or a moved one does.
+    fs::write(b.join("bridge/src/main.rs"), "fn main() { }\n").expect("a file");
+    let changed = key_of(&b);
+    assert_ne!(changed, key);
+    fs::write(b.join("bridge/src/lib.rs"), "").expect("a file");
+    assert_ne!(key_of(&b), changed);
+    fs::rename(a.join("Cargo.lock"), a.join("bridge/Cargo.lock")).expect("a move");
+    assert_ne!(key_of(&a), key);
+
+    // Not a source tree: refused.
+    let empty = tmp.path().join("empty");
+    fs::create_dir_all(&empty).expect("cannot create a folder");
+    let out = Command::new(repo_root().join("action/source-key"))
+        .arg(&empty)
+        .output()
+        .expect("source-key");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("holds no Cargo.toml"));
+}
