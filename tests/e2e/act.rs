@@ -122,6 +122,46 @@ fn pinned_action_commit(workflow: &str) -> String {
     sha
 }
 
+/// The commit the action pins actions/cache at (its `use: source` step).
+fn pinned_cache_commit() -> String {
+    let action = fs::read_to_string(repo_root().join("action/action.yml")).expect("action.yml");
+    let line = action
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("uses: actions/cache@"))
+        .unwrap_or_else(|| panic!("action.yml has no `uses: actions/cache@` line"));
+    line.chars().take_while(char::is_ascii_hexdigit).collect()
+}
+
+/// A stand-in for actions/cache at its pinned commit, in `dir`, for act's
+/// `--local-repository` (act fetches every action a composite action names,
+/// even a skipped one, and this machine has no network): a node action
+/// with actions/cache's inputs, output and phases. Its main step restores
+/// `path` from `<BRIDGE_TEST_CACHE_STORE>/<key>` when that exists
+/// (`cache-hit`), its post step saves `path` there at the end of the job
+/// when it was missed, as actions/cache does with GitHub's cache service.
+/// Returns the `--local-repository` argument.
+fn fake_actions_cache(dir: &Path) -> String {
+    fs::create_dir_all(dir).expect("cannot create a folder");
+    let files = [
+        (
+            "action.yml",
+            "name: cache (test stand-in)\ndescription: restores and saves a folder by key in BRIDGE_TEST_CACHE_STORE\ninputs:\n  path:\n    description: the folder\n    required: true\n  key:\n    description: the key\n    required: true\noutputs:\n  cache-hit:\n    description: whether the key was found\nruns:\n  using: node20\n  main: restore.js\n  post: save.js\n",
+        ),
+        (
+            "restore.js",
+            "const fs = require('fs'), path = require('path');\nconst key = process.env.INPUT_KEY, dir = process.env.INPUT_PATH;\nconst stored = path.join(process.env.BRIDGE_TEST_CACHE_STORE, key);\nconst hit = fs.existsSync(stored);\nif (hit) fs.cpSync(stored, dir, { recursive: true });\nfs.appendFileSync(process.env.GITHUB_OUTPUT, `cache-hit=${hit}\\n`);\nconsole.log(`test cache: ${hit ? 'restored' : 'missed'} ${key}`);\n",
+        ),
+        (
+            "save.js",
+            "const fs = require('fs'), path = require('path');\nconst key = process.env.INPUT_KEY, dir = process.env.INPUT_PATH;\nconst stored = path.join(process.env.BRIDGE_TEST_CACHE_STORE, key);\nif (!fs.existsSync(stored) && fs.existsSync(dir)) {\n  fs.cpSync(dir, stored, { recursive: true });\n  console.log(`test cache: saved ${key}`);\n}\n",
+        ),
+    ];
+    for (name, text) in files {
+        fs::write(dir.join(name), text).expect("a file of the stand-in");
+    }
+    format!("actions/cache@{}={}", pinned_cache_commit(), dir.display())
+}
+
 /// The store's slot refs in the bare repository.
 fn refs(bare: &Path) -> BTreeSet<String> {
     Bare(bare.to_owned()).branches().into_iter().collect()
@@ -298,6 +338,8 @@ fn three_runner_shards_drain_a_git_pool_under_act() {
             "--local-repository",
             &local_repo,
             "--no-cache-server",
+            "--local-repository",
+            &fake_actions_cache(&tmp.path().join("fake-actions-cache")),
             // Every shard at once: the gate waits for all of them.
             "--concurrent-jobs",
             &shards,
@@ -426,6 +468,8 @@ fn the_action_refuses_what_it_cannot_verify() {
             "--action-cache-path",
             &tmp.path().join("act-cache").display().to_string(),
             "--no-cache-server",
+            "--local-repository",
+            &fake_actions_cache(&tmp.path().join("fake-actions-cache")),
         ])
         .output()
         .unwrap_or_else(|e| panic!("cannot start {}: {e}", act.display()));
@@ -713,6 +757,8 @@ fn the_action_installs_a_verified_release_and_refuses_the_rest() {
             "--action-cache-path",
             &tmp.path().join("act-cache").display().to_string(),
             "--no-cache-server",
+            "--local-repository",
+            &fake_actions_cache(&tmp.path().join("fake-actions-cache")),
         ])
         .output()
         .unwrap_or_else(|e| panic!("cannot start {}: {e}", act.display()));
