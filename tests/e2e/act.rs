@@ -949,10 +949,10 @@ fn release_checksums_come_only_from_complete_untouched_archives() {
 
 /// The actions/cache key of `use: source` (action/source-key): the same
 /// tree gives the same key wherever it lies, a changed source file a new
-/// one, and what a build leaves (target/) none. act cannot run
-/// actions/cache here (it is fetched from GitHub, and this machine has no
-/// network), so the cache round-trip itself is not run under act; the key
-/// is what decides whether a later run rebuilds.
+/// one, and what a build leaves (target/) none. The key decides whether a
+/// later run rebuilds; the round trip runs under act against a stand-in of
+/// actions/cache (`use_source_builds_once_and_later_runs_restore_the_binary`),
+/// since the real one needs GitHub's cache service.
 #[test]
 fn the_source_cache_key_follows_the_source_tree_only() {
     let tmp = temp_dir("source-key");
@@ -1036,4 +1036,166 @@ fn the_source_cache_key_follows_the_source_tree_only() {
         .expect("source-key");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("holds no Cargo.toml"));
+}
+
+/// `use: source` under act, as far as act allows: the action's cache step
+/// runs against the stand-in of actions/cache (see [`fake_actions_cache`]),
+/// which keeps the same contract (restore by key in the main step, save in
+/// the post step). The source is a small package named like ours whose
+/// `bridge` prints a version line as ours does, so the build takes seconds.
+/// The first job builds and saves; the second, with the same source,
+/// restores the binary and builds nothing; a job with a changed source
+/// builds again under a new key.
+#[test]
+fn use_source_builds_once_and_later_runs_restore_the_binary() {
+    let Some(act) = act_or_skip() else {
+        return;
+    };
+    let tmp = temp_dir("act-source");
+    let repo = tmp.path().join("repo");
+    copy_dir(&repo_root().join("action"), &repo.join("action"));
+    let source = |dir: &Path, says: &str| {
+        fs::create_dir_all(dir.join("src")).expect("cannot create a folder");
+        fs::write(
+            dir.join("Cargo.toml"),
+            "[package]\nname = \"bridge-pool\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[[bin]]\nname = \"bridge\"\npath = \"src/main.rs\"\n\n[profile.dist]\ninherits = \"release\"\n",
+        )
+        .expect("Cargo.toml");
+        fs::write(
+            dir.join("Cargo.lock"),
+            "version = 4\n\n[[package]]\nname = \"bridge-pool\"\nversion = \"0.1.0\"\n",
+        )
+        .expect("Cargo.lock");
+        fs::write(
+            dir.join("src/main.rs"),
+            format!("fn main() {{ if std::env::args().nth(1).as_deref() == Some(\"--version\") {{ println!(\"bridge 0.1.0\"); }} else {{ println!(\"{says}\"); }} }}\n"),
+        )
+        .expect("main.rs");
+    };
+    source(&repo.join("src-a"), "run from a");
+    source(&repo.join("src-b"), "run from b");
+    let job = |name: &str, needs: &str, dir: &str| {
+        format!(
+            "  {name}:\n    runs-on: ubuntu-latest\n{needs}    steps:\n      - uses: actions/checkout@11bd71901bbe5b1630ceea73d27597364c9af683 # v4.2.2\n        with:\n          persist-credentials: false\n      - uses: ./action\n        with:\n          identity: placeholder-identity\n          use: source\n          source-dir: {dir}\n"
+        )
+    };
+    let workflow = [
+        "name: source\non: workflow_dispatch\npermissions: {}\njobs:\n".to_owned(),
+        job("first", "", "src-a"),
+        job("again", "    needs: first\n", "src-a"),
+        job("changed", "    needs: again\n", "src-b"),
+    ]
+    .concat();
+    fs::create_dir_all(repo.join(".github/workflows")).expect("cannot create a folder");
+    fs::write(repo.join(".github/workflows/source.yml"), workflow).expect("the workflow");
+    commit_all(&repo, "source");
+    let home = tmp.path().join("home");
+    fs::create_dir_all(&home).expect("cannot create a folder");
+    let store = tmp.path().join("cache-store");
+    fs::create_dir_all(&store).expect("cannot create a folder");
+    let mut cmd = Command::new(&act);
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", &home)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("BRIDGE_TEST_CACHE_STORE", &store)
+        .env("CARGO_TARGET_DIR", tmp.path().join("cargo-target"))
+        .env("CARGO_TERM_COLOR", "never");
+    // cargo (through rustup) finds its toolchain from these, not HOME.
+    for (var, default) in [
+        (
+            "RUSTUP_HOME",
+            std::env::var_os("HOME").map(|h| Path::new(&h).join(".rustup")),
+        ),
+        (
+            "CARGO_HOME",
+            std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")),
+        ),
+        ("RUSTUP_TOOLCHAIN", None),
+    ] {
+        if let Some(value) = std::env::var_os(var).or(default.map(PathBuf::into_os_string)) {
+            cmd.env(var, value);
+        }
+    }
+    let out = cmd
+        .current_dir(&repo)
+        .stdin(Stdio::null())
+        .args([
+            "workflow_dispatch",
+            "-W",
+            ".github/workflows/source.yml",
+            "-P",
+            "ubuntu-latest=-self-hosted",
+            "--action-cache-path",
+            &tmp.path().join("act-cache").display().to_string(),
+            "--no-cache-server",
+            "--local-repository",
+            &fake_actions_cache(&tmp.path().join("fake-actions-cache")),
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", act.display()));
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "act failed:\n{log}");
+    let key_of = |job: &str| -> String {
+        let lines = job_lines(&log, "source", job);
+        let line = lines
+            .iter()
+            .find_map(|l| l.split("test cache: ").nth(1))
+            .unwrap_or_else(|| panic!("job {job} used no cache:\n{log}"));
+        line.split_whitespace()
+            .nth(1)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let built = |job: &str| {
+        job_lines(&log, "source", job)
+            .iter()
+            .any(|l| l.contains("Compiling bridge-pool"))
+    };
+    // The first job builds, keeps the binary, and the post step saves it.
+    assert!(built("first"), "{log}");
+    let first = job_lines(&log, "source", "first");
+    assert!(
+        first
+            .iter()
+            .any(|l| l.contains("test cache: missed bridge-source-")),
+        "{log}"
+    );
+    assert!(
+        first
+            .iter()
+            .any(|l| l.contains("test cache: saved bridge-source-")),
+        "{log}"
+    );
+    assert!(first.iter().any(|l| l.contains("run from a")), "{log}");
+    // The same source again: restored, nothing compiled.
+    assert!(!built("again"), "{log}");
+    let again = job_lines(&log, "source", "again");
+    assert!(
+        again
+            .iter()
+            .any(|l| l.contains("test cache: restored bridge-source-")),
+        "{log}"
+    );
+    assert!(
+        again
+            .iter()
+            .any(|l| l.contains("restored from the Actions cache")),
+        "{log}"
+    );
+    assert!(again.iter().any(|l| l.contains("run from a")), "{log}");
+    assert_eq!(key_of("again"), key_of("first"));
+    // A changed source: a new key, built again.
+    assert_ne!(key_of("changed"), key_of("first"));
+    assert!(built("changed"), "{log}");
+    assert!(
+        job_lines(&log, "source", "changed")
+            .iter()
+            .any(|l| l.contains("run from b")),
+        "{log}"
+    );
 }
