@@ -597,11 +597,14 @@ fn the_action_installs_a_verified_release_and_refuses_the_rest() {
     let tmp = temp_dir("act-release");
 
     // The release page (`<release-url>/v<version>/<archive>`), and a mirror
-    // serving the same name with one byte changed.
+    // serving the same name with one byte changed. The tampered release has
+    // a version of its own (with the same checksums), so that its job never
+    // finds the good archive in the tool cache the jobs share.
     let www = tmp.path().join("www");
     let good = release_archive(&www.join("good").join(format!("v{version}")));
     let name = good.file_name().expect("a file name").to_owned();
-    let tampered = www.join("tampered").join(format!("v{version}"));
+    let tampered_version = "0.0.9";
+    let tampered = www.join("tampered").join(format!("v{tampered_version}"));
     fs::create_dir_all(&tampered).expect("cannot create a folder");
     let mut bytes = fs::read(&good).expect("the archive");
     let middle = bytes.len() / 2;
@@ -646,6 +649,20 @@ fn the_action_installs_a_verified_release_and_refuses_the_rest() {
         &[],
     );
     fs::create_dir_all(repo.join("action/checksums")).expect("cannot create a folder");
+    let tampered_sums = ci_script(
+        "release-checksums",
+        &[
+            tampered_version,
+            &good.parent().expect("a folder").display().to_string(),
+            &target,
+        ],
+        &[],
+    );
+    fs::write(
+        repo.join(format!("action/checksums/{tampered_version}.sha256")),
+        &tampered_sums,
+    )
+    .expect("the checksums file");
     fs::write(
         repo.join(format!("action/checksums/{version}.sha256")),
         &sums,
@@ -678,7 +695,9 @@ fn the_action_installs_a_verified_release_and_refuses_the_rest() {
         job(
             "tampered",
             "",
-            &format!("{release}          release-url: {url}/tampered\n"),
+            &format!(
+                "          target: {target}\n          version: {tampered_version}\n          release-url: {url}/tampered\n"
+            ),
             "",
         ),
         job(
@@ -805,7 +824,10 @@ fn the_action_installs_a_verified_release_and_refuses_the_rest() {
     // and the tampered archive was fetched once and refused.
     assert_eq!(server.gets(&archive_path), 1, "{log}");
     assert_eq!(
-        server.gets(&format!("/tampered/v{version}/{}", name.to_string_lossy())),
+        server.gets(&format!(
+            "/tampered/v{tampered_version}/{}",
+            name.to_string_lossy()
+        )),
         1
     );
 
