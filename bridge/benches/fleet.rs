@@ -2,7 +2,7 @@
 //! time each) drain 1000 tasks that each sleep 0.2 s from a local bare git
 //! repository, then one runner starts on a store holding 10k finished tasks.
 //!
-//! Run: `cargo bench -p bridge --bench fleet` (about two minutes on 2 cores);
+//! Run: `cargo bench -p bridge-pool --bench fleet` (about two minutes on 2 cores);
 //! BRIDGE_BENCH_BIN times another `bridge` binary with the same code.
 //! BRIDGE_FLEET_TASKS, BRIDGE_FLEET_KS (e.g. "4,16") and
 //! BRIDGE_FLEET_FINISHED (the size of the finished store) change the sizes;

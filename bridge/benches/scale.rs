@@ -2,7 +2,7 @@
 //! history, on a `dir:` folder store and on a local bare git repository
 //! (`git:file://…`), one store kind after the other.
 //!
-//! Run: `cargo bench -p bridge --bench scale` (12 to 17 minutes on 2 shared
+//! Run: `cargo bench -p bridge-pool --bench scale` (12 to 17 minutes on 2 shared
 //! cores at the default sizes, most of it the runners' history; removing the
 //! temporary folders is timed apart). BRIDGE_SCALE_TASKS (default 100000),
 //! BRIDGE_SCALE_FINISHED (10000), BRIDGE_SCALE_RUNNERS (8) and

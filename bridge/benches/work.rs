@@ -1,7 +1,7 @@
 //! Benchmark: 2000 trivial tasks (`true`) with `bridge work --parallel 2`,
 //! side by side with `xargs -P2` and GNU parallel `-j2`, in the same run.
 //!
-//! Run: `cargo bench -p bridge --bench work` (GNU parallel: `apt-get install
+//! Run: `cargo bench -p bridge-pool --bench work` (GNU parallel: `apt-get install
 //! parallel`; it is skipped with a note when missing). Set BRIDGE_BENCH_TASKS
 //! to change the task count and BRIDGE_BENCH_ROUNDS the rounds (median kept).
 //! Set BRIDGE_BENCH_PEER to another `bridge` binary (e.g. a build without

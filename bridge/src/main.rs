@@ -14,6 +14,7 @@
 
 #[macro_use]
 mod output;
+mod action_pin;
 mod commands;
 mod downloads;
 mod error;

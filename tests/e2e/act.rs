@@ -122,6 +122,46 @@ fn pinned_action_commit(workflow: &str) -> String {
     sha
 }
 
+/// The commit the action pins actions/cache at (its `use: source` step).
+fn pinned_cache_commit() -> String {
+    let action = fs::read_to_string(repo_root().join("action/action.yml")).expect("action.yml");
+    let line = action
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("uses: actions/cache@"))
+        .unwrap_or_else(|| panic!("action.yml has no `uses: actions/cache@` line"));
+    line.chars().take_while(char::is_ascii_hexdigit).collect()
+}
+
+/// A stand-in for actions/cache at its pinned commit, in `dir`, for act's
+/// `--local-repository` (act fetches every action a composite action names,
+/// even a skipped one, and this machine has no network): a node action
+/// with actions/cache's inputs, output and phases. Its main step restores
+/// `path` from `<BRIDGE_TEST_CACHE_STORE>/<key>` when that exists
+/// (`cache-hit`), its post step saves `path` there at the end of the job
+/// when it was missed, as actions/cache does with GitHub's cache service.
+/// Returns the `--local-repository` argument.
+fn fake_actions_cache(dir: &Path) -> String {
+    fs::create_dir_all(dir).expect("cannot create a folder");
+    let files = [
+        (
+            "action.yml",
+            "name: cache (test stand-in)\ndescription: restores and saves a folder by key in BRIDGE_TEST_CACHE_STORE\ninputs:\n  path:\n    description: the folder\n    required: true\n  key:\n    description: the key\n    required: true\noutputs:\n  cache-hit:\n    description: whether the key was found\nruns:\n  using: node20\n  main: restore.js\n  post: save.js\n",
+        ),
+        (
+            "restore.js",
+            "const fs = require('fs'), path = require('path');\nconst key = process.env.INPUT_KEY, dir = process.env.INPUT_PATH;\nconst stored = path.join(process.env.BRIDGE_TEST_CACHE_STORE, key);\nconst hit = fs.existsSync(stored);\nif (hit) fs.cpSync(stored, dir, { recursive: true });\nfs.appendFileSync(process.env.GITHUB_OUTPUT, `cache-hit=${hit}\\n`);\nconsole.log(`test cache: ${hit ? 'restored' : 'missed'} ${key}`);\n",
+        ),
+        (
+            "save.js",
+            "const fs = require('fs'), path = require('path');\nconst key = process.env.INPUT_KEY, dir = process.env.INPUT_PATH;\nconst stored = path.join(process.env.BRIDGE_TEST_CACHE_STORE, key);\nif (!fs.existsSync(stored) && fs.existsSync(dir)) {\n  fs.cpSync(dir, stored, { recursive: true });\n  console.log(`test cache: saved ${key}`);\n}\n",
+        ),
+    ];
+    for (name, text) in files {
+        fs::write(dir.join(name), text).expect("a file of the stand-in");
+    }
+    format!("actions/cache@{}={}", pinned_cache_commit(), dir.display())
+}
+
 /// The store's slot refs in the bare repository.
 fn refs(bare: &Path) -> BTreeSet<String> {
     Bare(bare.to_owned()).branches().into_iter().collect()
@@ -298,6 +338,8 @@ fn three_runner_shards_drain_a_git_pool_under_act() {
             "--local-repository",
             &local_repo,
             "--no-cache-server",
+            "--local-repository",
+            &fake_actions_cache(&tmp.path().join("fake-actions-cache")),
             // Every shard at once: the gate waits for all of them.
             "--concurrent-jobs",
             &shards,
@@ -410,10 +452,6 @@ fn the_action_refuses_what_it_cannot_verify() {
             "          identity: placeholder-identity\n          version: 9.9.9\n",
         ),
         job(
-            "placeholder",
-            "          identity: placeholder-identity\n          version: 0.1.0\n",
-        ),
-        job(
             "bad-use",
             "          identity: placeholder-identity\n          use: docker\n",
         ),
@@ -444,6 +482,8 @@ fn the_action_refuses_what_it_cannot_verify() {
             "--action-cache-path",
             &tmp.path().join("act-cache").display().to_string(),
             "--no-cache-server",
+            "--local-repository",
+            &fake_actions_cache(&tmp.path().join("fake-actions-cache")),
         ])
         .output()
         .unwrap_or_else(|e| panic!("cannot start {}: {e}", act.display()));
@@ -454,11 +494,7 @@ fn the_action_refuses_what_it_cannot_verify() {
     );
     assert!(!out.status.success(), "every job should fail:\n{log}");
     for (job, says) in [
-        (
-            "unknown-version",
-            "this action pins no checksums for bridge 9.9.9",
-        ),
-        ("placeholder", "holds a placeholder, not a checksum"),
+        ("unknown-version", "bridge 9.9.9 is not released"),
         ("bad-use", "use must be release, path or source"),
         ("no-identity", "the identity input is empty"),
     ] {
@@ -482,4 +518,720 @@ fn the_action_refuses_what_it_cannot_verify() {
     }
     // No download was tried: the pinned checksum is looked up first.
     assert!(!log.contains("cannot download"), "{log}");
+}
+
+/// The Rust target of this machine's `bridge` archive (the only one that
+/// can be built here): the action's `target` input names it.
+fn host_target() -> String {
+    assert_eq!(std::env::consts::OS, "linux", "the act tests run on Linux");
+    format!("{}-unknown-linux-gnu", std::env::consts::ARCH)
+}
+
+/// Runs a script of `.ci/` with `args`, panicking with its stderr if it
+/// fails; returns its stdout.
+fn ci_script(name: &str, args: &[&str], env: &[(&str, &Path)]) -> String {
+    let script = repo_root().join(".ci").join(name);
+    let out = Command::new(&script)
+        .args(args)
+        .envs(env.iter().copied())
+        .current_dir(repo_root())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    assert!(
+        out.status.success(),
+        ".ci/{name} {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The host target's release archive, copied into `dir`: the one `.ci/run`
+/// built with `.ci/release-archive` (BRIDGE_TEST_RELEASE_DIR, required under
+/// CI), else packed here by the same script from the binary under test.
+fn release_archive(dir: &Path) -> PathBuf {
+    let name = format!("bridge-{}.tar.gz", host_target());
+    fs::create_dir_all(dir).expect("cannot create a folder");
+    match std::env::var_os("BRIDGE_TEST_RELEASE_DIR").filter(|d| !d.is_empty()) {
+        Some(built) => {
+            let from = Path::new(&built).join(&name);
+            fs::copy(&from, dir.join(&name)).unwrap_or_else(|e| {
+                panic!(
+                    "{}: {e} (.ci/run builds it with .ci/release-archive)",
+                    from.display()
+                )
+            });
+        }
+        None => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "BRIDGE_TEST_RELEASE_DIR is not set: .ci/run builds the host's release archive"
+            );
+            let dir_arg = dir.display().to_string();
+            ci_script(
+                "release-archive",
+                &[&host_target(), &dir_arg],
+                &[("BRIDGE_ARCHIVE_BIN", Path::new(BRIDGE))],
+            );
+            fs::remove_file(dir.join(format!("{name}.sha256"))).expect("the .sha256 line");
+        }
+    }
+    dir.join(name)
+}
+
+/// The lines of `log` of the act job `workflow/job` (act pads job names:
+/// `[workflow/name   ]`).
+fn job_lines<'a>(log: &'a str, workflow: &str, job: &str) -> Vec<&'a str> {
+    let prefix = format!("[{workflow}/{job}");
+    log.lines()
+        .filter(|l| {
+            l.strip_prefix(&prefix)
+                .is_some_and(|rest| rest.starts_with([' ', ']']))
+        })
+        .collect()
+}
+
+/// The release install path end to end: the host's archive, made by
+/// `.ci/release-archive`, served over https on 127.0.0.1 as a release page;
+/// the action's checksums file for the version written from it by
+/// `.ci/release-checksums`, as the release workflow does. One job downloads,
+/// verifies and runs `bridge run`, which drains the pool; a second installs
+/// from the tool cache without a download. The action refuses, with an
+/// error annotation and a summary line each: a tampered archive, a target
+/// the checksums file has no line for, a version without checksums, and an
+/// iproute2-like `bridge` on PATH with `use: path`.
+#[test]
+fn the_action_installs_a_verified_release_and_refuses_the_rest() {
+    const TASKS: usize = 3;
+    let Some(act) = act_or_skip() else {
+        return;
+    };
+    let version = env!("CARGO_PKG_VERSION");
+    let target = host_target();
+    let tmp = temp_dir("act-release");
+
+    // The release page (`<release-url>/v<version>/<archive>`), and a mirror
+    // serving the same name with one byte changed. The tampered release has
+    // a version of its own (with the same checksums), so that its job never
+    // finds the good archive in the tool cache the jobs share.
+    let www = tmp.path().join("www");
+    let good = release_archive(&www.join("good").join(format!("v{version}")));
+    let name = good.file_name().expect("a file name").to_owned();
+    let tampered_version = "0.0.9";
+    let tampered = www.join("tampered").join(format!("v{tampered_version}"));
+    fs::create_dir_all(&tampered).expect("cannot create a folder");
+    let mut bytes = fs::read(&good).expect("the archive");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    fs::write(tampered.join(&name), bytes).expect("the tampered archive");
+    let server = bridge_testutil::https_files::HttpsFiles::start(&www);
+
+    // The pool: a bare git repository, a laptop that submits, a runner
+    // identity.
+    let bare = tmp.path().join("store.git");
+    fs::create_dir_all(&bare).expect("cannot create a folder");
+    git_in(Some(&bare), &["init", "--bare", "-q"]);
+    let laptop = Device::new("act-release-laptop");
+    laptop.ok(&[
+        "init",
+        "--remote",
+        &format!("git:file://{}", bare.display()),
+    ]);
+    let values: Vec<String> = (0..TASKS).map(|k| k.to_string()).collect();
+    laptop.write(
+        "tasks.yaml",
+        &format!(
+            "tasks:\n  - name: t\n    matrix: {{ n: [{}] }}\n    runs-on: [runner]\n    outputs: [out.txt]\n    run: echo \"value ${{{{ matrix.n }}}}\" > out.txt\n",
+            values.join(", ")
+        ),
+    );
+    laptop.ok(&["submit", "tasks.yaml"]);
+    let secret = laptop.ok(&["members", "add-runner", "ci"]).stdout;
+    let secret = secret.trim().to_owned();
+
+    // The user's repository: bridge.toml, the action (this checkout's, with
+    // the checksums file the release workflow would have committed).
+    let repo = tmp.path().join("repo");
+    copy_dir(&repo_root().join("action"), &repo.join("action"));
+    let sums = ci_script(
+        "release-checksums",
+        &[
+            version,
+            &good.parent().expect("a folder").display().to_string(),
+            &target,
+        ],
+        &[],
+    );
+    fs::create_dir_all(repo.join("action/checksums")).expect("cannot create a folder");
+    let tampered_sums = ci_script(
+        "release-checksums",
+        &[
+            tampered_version,
+            &good.parent().expect("a folder").display().to_string(),
+            &target,
+        ],
+        &[],
+    );
+    fs::write(
+        repo.join(format!("action/checksums/{tampered_version}.sha256")),
+        &tampered_sums,
+    )
+    .expect("the checksums file");
+    fs::write(
+        repo.join(format!("action/checksums/{version}.sha256")),
+        &sums,
+    )
+    .expect("the checksums file");
+    fs::copy(laptop.path("bridge.toml"), repo.join("bridge.toml")).expect("bridge.toml");
+    let url = server.url();
+    let job = |name: &str, needs: &str, with: &str, after: &str| {
+        format!(
+            "  {name}:\n    runs-on: ubuntu-latest\n{needs}    steps:\n      - uses: actions/checkout@11bd71901bbe5b1630ceea73d27597364c9af683 # v4.2.2\n        with:\n          persist-credentials: false\n      - uses: ./action\n        with:\n          identity: ${{{{ secrets.BRIDGE_IDENTITY }}}}\n          budget: 5m\n          parallel: \"1\"\n{with}{after}"
+        )
+    };
+    let release = format!("          target: {target}\n          version: {version}\n");
+    // A later step's `bridge` is the installed one, not the fake on PATH.
+    let after = "      - run: echo \"later step, $(bridge --version)\"\n        shell: bash\n";
+    let workflow = [
+        "name: release\non: workflow_dispatch\npermissions: {}\njobs:\n".to_owned(),
+        job(
+            "download",
+            "",
+            &format!("{release}          release-url: {url}/good\n"),
+            after,
+        ),
+        job(
+            "cached",
+            "    needs: download\n",
+            &format!("{release}          release-url: {url}/good\n"),
+            after,
+        ),
+        job(
+            "tampered",
+            "",
+            &format!(
+                "          target: {target}\n          version: {tampered_version}\n          release-url: {url}/tampered\n"
+            ),
+            "",
+        ),
+        job(
+            "no-line",
+            "",
+            &format!(
+                "          target: aarch64-unknown-linux-musl\n          version: {version}\n          release-url: {url}/good\n"
+            ),
+            "",
+        ),
+        job(
+            "not-released",
+            "",
+            &format!("          target: {target}\n          version: 9.9.9\n          release-url: {url}/good\n"),
+            "",
+        ),
+        job("not-ours", "", "          use: path\n", ""),
+    ]
+    .concat();
+    fs::create_dir_all(repo.join(".github/workflows")).expect("cannot create a folder");
+    fs::write(repo.join(".github/workflows/release.yml"), workflow).expect("the workflow");
+    commit_all(&repo, "release install");
+
+    // iproute2's bridge, first on PATH as /usr/sbin/bridge is on GitHub's
+    // Ubuntu runners: `--version` fails, `-V` names iproute2.
+    let fake = tmp.path().join("fake-bin");
+    fs::create_dir_all(&fake).expect("cannot create a folder");
+    fs::OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .mode(0o755)
+        .open(fake.join("bridge"))
+        .and_then(|mut f| {
+            f.write_all(
+                b"#!/bin/sh\ncase \"$1\" in\n  -V) echo 'bridge utility, iproute2-6.1.0'; exit 0 ;;\n  *) echo \"Option \\\"${1#-}\\\" is unknown, try \\\"bridge help\\\".\" >&2; exit 255 ;;\nesac\n",
+            )
+        })
+        .expect("cannot write the fake bridge");
+    let secrets = tmp.path().join("secrets");
+    fs::OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .mode(0o600)
+        .open(&secrets)
+        .and_then(|mut f| writeln!(f, "BRIDGE_IDENTITY={secret}"))
+        .expect("cannot write the secrets file");
+    let home = tmp.path().join("home");
+    fs::create_dir_all(&home).expect("cannot create a folder");
+    let path = std::env::join_paths(
+        std::iter::once(fake.clone()).chain(
+            std::env::var_os("PATH")
+                .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+                .unwrap_or_default(),
+        ),
+    )
+    .expect("PATH");
+    let out = Command::new(&act)
+        .env_clear()
+        .env("PATH", &path)
+        .env("HOME", &home)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        // curl trusts the server's test authority, and https stays required.
+        .env("CURL_CA_BUNDLE", server.ca_path())
+        .env("RUNNER_TOOL_CACHE", tmp.path().join("tool-cache"))
+        .current_dir(&repo)
+        .stdin(Stdio::null())
+        .args([
+            "workflow_dispatch",
+            "-W",
+            ".github/workflows/release.yml",
+            "--secret-file",
+            &secrets.display().to_string(),
+            "-P",
+            "ubuntu-latest=-self-hosted",
+            "--action-cache-path",
+            &tmp.path().join("act-cache").display().to_string(),
+            "--no-cache-server",
+            "--local-repository",
+            &fake_actions_cache(&tmp.path().join("fake-actions-cache")),
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", act.display()));
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "the refusals should fail:\n{log}");
+    assert!(!log.contains(&secret), "the identity appears in act's log");
+
+    // The download job and the cached job installed, ran and succeeded.
+    let archive_path = format!("/good/v{version}/{}", name.to_string_lossy());
+    let downloaded = job_lines(&log, "release", "download");
+    let cached = job_lines(&log, "release", "cached");
+    for (job, lines, how) in [
+        (
+            "download",
+            &downloaded,
+            format!("bridge: downloaded {url}{archive_path}"),
+        ),
+        (
+            "cached",
+            &cached,
+            format!("bridge: {} from the tool cache", name.to_string_lossy()),
+        ),
+    ] {
+        assert!(
+            lines.iter().any(|l| l.contains(&how)),
+            "job {job} did not say `{how}`:\n{log}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains(&format!("later step, bridge {version}"))),
+            "job {job}: a later step's `bridge` is not the installed one:\n{log}"
+        );
+        assert!(
+            lines.iter().any(|l| l.contains("Job succeeded")),
+            "job {job} did not succeed:\n{log}"
+        );
+    }
+    // One download in all: the second job's install came from the cache,
+    // and the tampered archive was fetched once and refused.
+    assert_eq!(server.gets(&archive_path), 1, "{log}");
+    assert_eq!(
+        server.gets(&format!(
+            "/tampered/v{tampered_version}/{}",
+            name.to_string_lossy()
+        )),
+        1
+    );
+
+    // The refusals: an error annotation and the reason in the job summary.
+    for (job, says) in [
+        ("tampered", "does not match the pinned checksum".to_owned()),
+        (
+            "no-line",
+            "has no line for bridge-aarch64-unknown-linux-musl.tar.gz".to_owned(),
+        ),
+        ("not-released", "bridge 9.9.9 is not released".to_owned()),
+        ("not-ours", "is not bridge-pool's bridge".to_owned()),
+    ] {
+        let lines = job_lines(&log, "release", job);
+        // The annotation is the step's only line of output. act sometimes
+        // drops a step's last output when the step exits at once (it never
+        // drops the summary, a file): then no line at all separates the
+        // step's start from its failure, and only the summary can say.
+        let step = lines
+            .iter()
+            .skip_while(|l| !l.contains("Run Main Install bridge"))
+            .skip(1)
+            .take_while(|l| !l.contains("Failure - Main Install bridge"))
+            .count();
+        assert!(
+            step == 0
+                || lines
+                    .iter()
+                    .any(|l| l.contains("::error title=bridge install::") && l.contains(&says)),
+            "job {job} made no error annotation saying `{says}`:\n{log}"
+        );
+        assert!(
+            lines.iter().any(
+                |l| l.contains("Summary - **bridge could not be installed:**") && l.contains(&says)
+            ),
+            "job {job} did not say `{says}` in its summary:\n{log}"
+        );
+        assert!(
+            lines.iter().any(|l| l.contains("Job failed")),
+            "job {job} did not fail:\n{log}"
+        );
+    }
+    // The fake's answer is named, as one line.
+    assert!(
+        job_lines(&log, "release", "not-ours")
+            .iter()
+            .any(|l| l.contains("Option \"-version\" is unknown")),
+        "{log}"
+    );
+
+    // The laptop syncs and sees every task done by the runner.
+    laptop.ok(&["sync"]);
+    let st = laptop.status();
+    assert_eq!(
+        (st.tasks, st.count("done")),
+        (TASKS as u64, TASKS as u64),
+        "{st:?}\n{log}"
+    );
+}
+
+/// `.ci/release-checksums` writes the action's checksums file only from a
+/// complete, untouched set of archives: a target without its archive, or
+/// an archive whose bytes differ from what its build hashed, stops the
+/// release with nothing printed; a good set gives one 64-hex line per
+/// archive.
+#[test]
+fn release_checksums_come_only_from_complete_untouched_archives() {
+    let tmp = temp_dir("release-checksums");
+    let dist = tmp.path().join("dist");
+    fs::create_dir_all(&dist).expect("cannot create a folder");
+    for t in ["x86_64-unknown-linux-musl", "aarch64-apple-darwin"] {
+        let archive = dist.join(format!("bridge-{t}.tar.gz"));
+        fs::write(&archive, format!("archive of {t}")).expect("an archive");
+        let out = Command::new("sha256sum")
+            .arg(archive.file_name().expect("a name"))
+            .current_dir(&dist)
+            .output()
+            .expect("sha256sum");
+        fs::write(dist.join(format!("bridge-{t}.tar.gz.sha256")), out.stdout).expect("the line");
+    }
+    let script = repo_root().join(".ci/release-checksums");
+    let run = |args: &[&str]| {
+        Command::new(&script)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()))
+    };
+    let dir = dist.display().to_string();
+
+    let ok = run(&[
+        "1.2.3",
+        &dir,
+        "x86_64-unknown-linux-musl",
+        "aarch64-apple-darwin",
+    ]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let text = String::from_utf8_lossy(&ok.stdout);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    for line in lines {
+        let (sum, file) = line.split_once("  ").expect("`SUM  FILE`");
+        assert!(
+            sum.len() == 64 && sum.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{line}"
+        );
+        assert!(
+            file.starts_with("bridge-") && file.ends_with(".tar.gz"),
+            "{line}"
+        );
+    }
+
+    let missing = run(&["1.2.3", &dir, "aarch64-unknown-linux-musl"]);
+    assert!(!missing.status.success());
+    assert!(missing.stdout.is_empty());
+    assert!(
+        String::from_utf8_lossy(&missing.stderr)
+            .contains("no archive for aarch64-unknown-linux-musl"),
+        "{}",
+        String::from_utf8_lossy(&missing.stderr)
+    );
+
+    fs::write(dist.join("bridge-aarch64-apple-darwin.tar.gz"), "swapped").expect("swap");
+    let altered = run(&["1.2.3", &dir]);
+    assert!(!altered.status.success());
+    assert!(altered.stdout.is_empty());
+    assert!(
+        String::from_utf8_lossy(&altered.stderr).contains("but its build wrote"),
+        "{}",
+        String::from_utf8_lossy(&altered.stderr)
+    );
+
+    let bad_version = run(&["latest", &dir]);
+    assert!(!bad_version.status.success());
+    assert!(bad_version.stdout.is_empty());
+}
+
+/// The actions/cache key of `use: source` (action/source-key): the same
+/// tree gives the same key wherever it lies, a changed source file a new
+/// one, and what a build leaves (target/) none. The key decides whether a
+/// later run rebuilds; the round trip runs under act against a stand-in of
+/// actions/cache (`use_source_builds_once_and_later_runs_restore_the_binary`),
+/// since the real one needs GitHub's cache service.
+#[test]
+fn the_source_cache_key_follows_the_source_tree_only() {
+    let tmp = temp_dir("source-key");
+    let key_of = |dir: &Path| {
+        let script = repo_root().join("action/source-key");
+        let out = Command::new(&script)
+            .arg(dir)
+            .env_remove("RUNNER_OS")
+            .env_remove("RUNNER_ARCH")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+        assert!(
+            out.status.success(),
+            "source-key {}: {}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let tree = |dir: &Path| {
+        fs::create_dir_all(dir.join("bridge/src")).expect("cannot create a folder");
+        fs::write(dir.join("Cargo.toml"), "[workspace]\n").expect("a file");
+        fs::write(dir.join("Cargo.lock"), "# lock\n").expect("a file");
+        fs::write(dir.join("bridge/src/main.rs"), "fn main() {}\n").expect("a file");
+    };
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("elsewhere/b"));
+    tree(&a);
+    tree(&b);
+    let key = key_of(&a);
+    let prefix = format!(
+        "bridge-source-{}-{}-",
+        String::from_utf8_lossy(
+            &Command::new("uname")
+                .arg("-s")
+                .output()
+                .expect("uname")
+                .stdout
+        )
+        .trim(),
+        String::from_utf8_lossy(
+            &Command::new("uname")
+                .arg("-m")
+                .output()
+                .expect("uname")
+                .stdout
+        )
+        .trim()
+    );
+    let hash = key
+        .strip_prefix(&prefix)
+        .unwrap_or_else(|| panic!("{key} does not start with {prefix}"));
+    assert!(
+        hash.len() == 64 && hash.bytes().all(|c| c.is_ascii_hexdigit()),
+        "{key}"
+    );
+    assert_eq!(key_of(&b), key, "the same tree elsewhere");
+
+    // A build's output and git's folder do not change it.
+    fs::create_dir_all(b.join("target/dist")).expect("cannot create a folder");
+    fs::write(b.join("target/dist/bridge"), "binary").expect("a file");
+    fs::create_dir_all(b.join(".git")).expect("cannot create a folder");
+    fs::write(b.join(".git/HEAD"), "ref: refs/heads/main\n").expect("a file");
+    assert_eq!(key_of(&b), key);
+
+    // A source change, a new file or a moved one does.
+    fs::write(b.join("bridge/src/main.rs"), "fn main() { }\n").expect("a file");
+    let changed = key_of(&b);
+    assert_ne!(changed, key);
+    fs::write(b.join("bridge/src/lib.rs"), "").expect("a file");
+    assert_ne!(key_of(&b), changed);
+    fs::rename(a.join("Cargo.lock"), a.join("bridge/Cargo.lock")).expect("a move");
+    assert_ne!(key_of(&a), key);
+
+    // Not a source tree: refused.
+    let empty = tmp.path().join("empty");
+    fs::create_dir_all(&empty).expect("cannot create a folder");
+    let out = Command::new(repo_root().join("action/source-key"))
+        .arg(&empty)
+        .output()
+        .expect("source-key");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("holds no Cargo.toml"));
+}
+
+/// `use: source` under act, as far as act allows: the action's cache step
+/// runs against the stand-in of actions/cache (see [`fake_actions_cache`]),
+/// which keeps the same contract (restore by key in the main step, save in
+/// the post step). The source is a small package named like ours whose
+/// `bridge` prints a version line as ours does, so the build takes seconds.
+/// The first job builds and saves; the second, with the same source,
+/// restores the binary and builds nothing; a job with a changed source
+/// builds again under a new key.
+#[test]
+fn use_source_builds_once_and_later_runs_restore_the_binary() {
+    let Some(act) = act_or_skip() else {
+        return;
+    };
+    let tmp = temp_dir("act-source");
+    let repo = tmp.path().join("repo");
+    copy_dir(&repo_root().join("action"), &repo.join("action"));
+    let source = |dir: &Path, says: &str| {
+        fs::create_dir_all(dir.join("src")).expect("cannot create a folder");
+        fs::write(
+            dir.join("Cargo.toml"),
+            "[package]\nname = \"bridge-pool\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[[bin]]\nname = \"bridge\"\npath = \"src/main.rs\"\n\n[profile.dist]\ninherits = \"release\"\n",
+        )
+        .expect("Cargo.toml");
+        fs::write(
+            dir.join("Cargo.lock"),
+            "version = 4\n\n[[package]]\nname = \"bridge-pool\"\nversion = \"0.1.0\"\n",
+        )
+        .expect("Cargo.lock");
+        fs::write(
+            dir.join("src/main.rs"),
+            format!("fn main() {{ if std::env::args().nth(1).as_deref() == Some(\"--version\") {{ println!(\"bridge 0.1.0\"); }} else {{ println!(\"{says}\"); }} }}\n"),
+        )
+        .expect("main.rs");
+    };
+    source(&repo.join("src-a"), "run from a");
+    source(&repo.join("src-b"), "run from b");
+    let job = |name: &str, needs: &str, dir: &str| {
+        format!(
+            "  {name}:\n    runs-on: ubuntu-latest\n{needs}    steps:\n      - uses: actions/checkout@11bd71901bbe5b1630ceea73d27597364c9af683 # v4.2.2\n        with:\n          persist-credentials: false\n      - uses: ./action\n        with:\n          identity: placeholder-identity\n          use: source\n          source-dir: {dir}\n"
+        )
+    };
+    let workflow = [
+        "name: source\non: workflow_dispatch\npermissions: {}\njobs:\n".to_owned(),
+        job("first", "", "src-a"),
+        job("again", "    needs: first\n", "src-a"),
+        job("changed", "    needs: again\n", "src-b"),
+    ]
+    .concat();
+    fs::create_dir_all(repo.join(".github/workflows")).expect("cannot create a folder");
+    fs::write(repo.join(".github/workflows/source.yml"), workflow).expect("the workflow");
+    commit_all(&repo, "source");
+    let home = tmp.path().join("home");
+    fs::create_dir_all(&home).expect("cannot create a folder");
+    let store = tmp.path().join("cache-store");
+    fs::create_dir_all(&store).expect("cannot create a folder");
+    let mut cmd = Command::new(&act);
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", &home)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("BRIDGE_TEST_CACHE_STORE", &store)
+        .env("CARGO_TARGET_DIR", tmp.path().join("cargo-target"))
+        .env("CARGO_TERM_COLOR", "never");
+    // cargo (through rustup) finds its toolchain from these, not HOME.
+    for (var, default) in [
+        (
+            "RUSTUP_HOME",
+            std::env::var_os("HOME").map(|h| Path::new(&h).join(".rustup")),
+        ),
+        (
+            "CARGO_HOME",
+            std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")),
+        ),
+        ("RUSTUP_TOOLCHAIN", None),
+    ] {
+        if let Some(value) = std::env::var_os(var).or(default.map(PathBuf::into_os_string)) {
+            cmd.env(var, value);
+        }
+    }
+    let out = cmd
+        .current_dir(&repo)
+        .stdin(Stdio::null())
+        .args([
+            "workflow_dispatch",
+            "-W",
+            ".github/workflows/source.yml",
+            "-P",
+            "ubuntu-latest=-self-hosted",
+            "--action-cache-path",
+            &tmp.path().join("act-cache").display().to_string(),
+            "--no-cache-server",
+            "--local-repository",
+            &fake_actions_cache(&tmp.path().join("fake-actions-cache")),
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", act.display()));
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "act failed:\n{log}");
+    let key_of = |job: &str| -> String {
+        let lines = job_lines(&log, "source", job);
+        let line = lines
+            .iter()
+            .find_map(|l| l.split("test cache: ").nth(1))
+            .unwrap_or_else(|| panic!("job {job} used no cache:\n{log}"));
+        line.split_whitespace()
+            .nth(1)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let built = |job: &str| {
+        job_lines(&log, "source", job)
+            .iter()
+            .any(|l| l.contains("Compiling bridge-pool"))
+    };
+    // The first job builds, keeps the binary, and the post step saves it.
+    assert!(built("first"), "{log}");
+    let first = job_lines(&log, "source", "first");
+    assert!(
+        first
+            .iter()
+            .any(|l| l.contains("test cache: missed bridge-source-")),
+        "{log}"
+    );
+    assert!(
+        first
+            .iter()
+            .any(|l| l.contains("test cache: saved bridge-source-")),
+        "{log}"
+    );
+    assert!(first.iter().any(|l| l.contains("run from a")), "{log}");
+    // The same source again: restored, nothing compiled.
+    assert!(!built("again"), "{log}");
+    let again = job_lines(&log, "source", "again");
+    assert!(
+        again
+            .iter()
+            .any(|l| l.contains("test cache: restored bridge-source-")),
+        "{log}"
+    );
+    assert!(
+        again
+            .iter()
+            .any(|l| l.contains("restored from the Actions cache")),
+        "{log}"
+    );
+    assert!(again.iter().any(|l| l.contains("run from a")), "{log}");
+    assert_eq!(key_of("again"), key_of("first"));
+    // A changed source: a new key, built again.
+    assert_ne!(key_of("changed"), key_of("first"));
+    assert!(built("changed"), "{log}");
+    assert!(
+        job_lines(&log, "source", "changed")
+            .iter()
+            .any(|l| l.contains("run from b")),
+        "{log}"
+    );
 }

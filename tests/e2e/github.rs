@@ -207,6 +207,34 @@ const DISPATCH: &str = "POST /repos/octo-org/pool/actions/workflows/bridge.yml/d
 const LIST_RUNS: &str = "GET /repos/octo-org/pool/actions/workflows/bridge.yml/runs";
 const GET_WORKFLOW: &str = "GET /repos/octo-org/pool/actions/workflows/bridge.yml";
 const ENABLE: &str = "PUT /repos/octo-org/pool/actions/workflows/bridge.yml/enable";
+/// `init --github` reads the release of this binary's version in bridge's
+/// own repository, then the commit its tag names (or, without a release,
+/// the default branch's), to pin the action.
+const RELEASE: &str = concat!(
+    "GET /repos/bridge-pool/bridge/releases/tags/v",
+    env!("CARGO_PKG_VERSION")
+);
+const RELEASE_COMMIT: &str = concat!(
+    "GET /repos/bridge-pool/bridge/commits/v",
+    env!("CARGO_PKG_VERSION")
+);
+const HEAD_COMMIT: &str = "GET /repos/bridge-pool/bridge/commits/HEAD";
+
+/// The commit and the comment of the `bridge-pool/bridge/action@` pin in a
+/// workflow; the commit is 40 hex digits and not the template's zeros.
+fn pinned_action(workflow: &str) -> (String, String) {
+    let line = workflow
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("uses: bridge-pool/bridge/action@"))
+        .unwrap_or_else(|| panic!("no bridge action in:\n{workflow}"));
+    let (sha, comment) = line.split_once(" # ").unwrap_or((line, ""));
+    assert!(
+        sha.len() == 40 && sha.bytes().all(|b| b.is_ascii_hexdigit()),
+        "not a commit sha: {line}"
+    );
+    assert_ne!(sha, "0".repeat(40), "the placeholder pin was written");
+    (sha.to_owned(), comment.to_owned())
+}
 
 /// A workspace set up by `init --github` whose store is a local folder.
 fn github_workspace(name: &str, mock: &Mock) -> (Device, TempDir) {
@@ -241,6 +269,8 @@ fn init_github_via_api_stores_the_sealed_secret_and_commits_the_files() {
         mock.requests(),
         vec![
             PUBLIC_KEY.to_owned(),
+            RELEASE.to_owned(),
+            RELEASE_COMMIT.to_owned(),
             PUT_SECRET.to_owned(),
             format!("GET {}", contents(".github%2Fworkflows%2Fbridge.yml")),
             format!("PUT {}", contents(".github%2Fworkflows%2Fbridge.yml")),
@@ -260,6 +290,9 @@ fn init_github_via_api_stores_the_sealed_secret_and_commits_the_files() {
         "runs-on",
         "bridge dispatch",
         "git pull",
+        "Action: bridge-pool/bridge/action@",
+        "use: release",
+        "no Rust toolchain",
     ] {
         assert!(
             run.stdout.contains(words),
@@ -288,16 +321,115 @@ fn init_github_via_api_stores_the_sealed_secret_and_commits_the_files() {
 }
 
 #[test]
+fn init_github_before_a_release_pins_a_real_commit_with_use_source() {
+    let mock = Mock::start();
+    let mut d = device("gh-init-source", &mock);
+    // bridge-pool/bridge has no release of this version (GitHub: 404).
+    d.set_env(
+        "BRIDGE_GITHUB_EXTRA_HEADERS",
+        "repos/get-release-by-tag Prefer: code=404",
+    );
+    let store = temp_dir("gh-store");
+    let run = d.ok(&[
+        "init",
+        "--github",
+        REPO,
+        "--remote",
+        &dir_remote(store.path()),
+    ]);
+    mock.assert_valid();
+    assert_eq!(
+        mock.requests(),
+        vec![PUBLIC_KEY, RELEASE, HEAD_COMMIT, PUT_SECRET],
+        "{}",
+        mock.log_text()
+    );
+    let written = fs::read_to_string(d.path(".github/workflows/bridge.yml")).expect("the workflow");
+    let (sha, comment) = pinned_action(&written);
+    let tag = format!("v{}", env!("CARGO_PKG_VERSION"));
+    assert_eq!(comment, format!("default branch, no release {tag} yet"));
+    assert!(
+        written.contains("use: ${{ vars.BRIDGE_USE || 'source' }}"),
+        "{written}"
+    );
+    assert!(!written.contains("|| 'release'"), "{written}");
+    // It says which mode, why, and what a release changes.
+    for words in [
+        format!("bridge-pool/bridge/action@{sha} (the default branch), use: source"),
+        format!("has no release {tag}"),
+        "later runs restore it from the Actions cache".to_owned(),
+        format!("Once {tag} is released"),
+        "download a verified".to_owned(),
+    ] {
+        assert!(
+            run.stdout.contains(&words),
+            "no `{words}` in:\n{}",
+            run.stdout
+        );
+    }
+}
+
+#[test]
+fn init_github_stops_before_anything_when_it_cannot_pin_the_action() {
+    let mock = Mock::start();
+    let mut d = device("gh-init-nopin", &mock);
+    d.set_env(
+        "BRIDGE_GITHUB_EXTRA_HEADERS",
+        "repos/get-release-by-tag Prefer: code=401",
+    );
+    let store = temp_dir("gh-store");
+    let run = d.run(&[
+        "init",
+        "--github",
+        REPO,
+        "--remote",
+        &dir_remote(store.path()),
+    ]);
+    assert_ne!(run.code, 0, "{}", run.stdout);
+    assert!(
+        run.stderr
+            .contains("cannot tell which commit of bridge-pool/bridge's action"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("HTTP 401"), "{}", run.stderr);
+    // Nothing was created: no secret, no workspace, no workflow.
+    assert_eq!(mock.requests(), vec![PUBLIC_KEY, RELEASE]);
+    assert!(!d.path("bridge.toml").exists());
+    assert!(!d.path(".github/workflows/bridge.yml").exists());
+}
+
+#[test]
 fn init_github_in_a_checkout_writes_the_workflow_and_can_run_again() {
     let mock = Mock::start();
     let (d, _store) = github_workspace("gh-init", &mock);
     mock.assert_valid();
-    assert_eq!(mock.requests(), vec![PUBLIC_KEY, PUT_SECRET]);
+    assert_eq!(
+        mock.requests(),
+        vec![PUBLIC_KEY, RELEASE, RELEASE_COMMIT, PUT_SECRET]
+    );
     let template =
         fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../workflows/bridge.yml"))
             .expect("the workflow template");
     let written = fs::read_to_string(d.path(".github/workflows/bridge.yml")).expect("the workflow");
-    assert_eq!(written, template);
+    // The template, but for the action's pin: the release's commit, with
+    // its tag, and `use: release`.
+    let pin = pinned_action(&written);
+    assert_eq!(
+        pin.1,
+        format!("v{}", env!("CARGO_PKG_VERSION")),
+        "{written}"
+    );
+    assert!(written.contains("use: ${{ vars.BRIDGE_USE || 'release' }}"));
+    let code = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| {
+                !l.trim_start().starts_with('#') && !l.contains("bridge-pool/bridge/action@")
+            })
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(code(&written), code(&template));
     // Again in the same workspace: refused before anything changes (a
     // second runner identity would leave the first one a member nobody
     // holds the key of), pointing at rotate-runner.

@@ -1557,7 +1557,7 @@ fn build_fixture(file: &str, test: &Identity, other: &Identity) -> Vec<u8> {
 
 /// Rewrites the corpus (and its README). Run it by hand after changing the
 /// envelope format:
-/// `cargo test -p bridge --test e2e -- --ignored regenerate_fixtures`.
+/// `cargo test -p bridge-pool --test e2e -- --ignored regenerate_fixtures`.
 #[test]
 #[ignore = "rewrites tests/fixtures/envelopes"]
 fn regenerate_fixtures() {
@@ -1585,7 +1585,7 @@ fn regenerate_fixtures() {
          identity in `TEST-IDENTITY`, for workspace `ws-f1f1f1f1f1f1f1f1f1f1f1f1`,\n\
          document `0000019000000000f1f1f1f1f1f1f1f1.0000`, roster epoch 0.\n\
          `tests/e2e/security.rs` checks them (`envelope_fixtures_*`) and rebuilds\n\
-         them with `cargo test -p bridge --test e2e -- --ignored regenerate_fixtures`.\n\n",
+         them with `cargo test -p bridge-pool --test e2e -- --ignored regenerate_fixtures`.\n\n",
     );
     for f in FIXTURES {
         let bytes = build_fixture(f.file, &test, &other);

@@ -36,6 +36,8 @@ const OPERATIONS = [
   ["put", "/repos/{owner}/{repo}/actions/secrets/{secret_name}"],
   ["get", "/repos/{owner}/{repo}/contents/{path}"],
   ["put", "/repos/{owner}/{repo}/contents/{path}"],
+  ["get", "/repos/{owner}/{repo}/releases/tags/{tag}"],
+  ["get", "/repos/{owner}/{repo}/commits/{ref}"],
 ];
 
 /** An error response with GitHub's schema for it and the body GitHub sends. */

@@ -45,6 +45,12 @@ const RUNNER_NAME: &str = "github-actions";
 /// with --via-api. A folder that is a workspace already keeps its members
 /// and gains the [github] section.
 ///
+/// The workflow pins bridge's action (bridge-pool/bridge/action) at the
+/// commit of the release of this bridge's version, read through the API;
+/// while that version is not released, at the commit of bridge's default
+/// branch with `use: source` (runners build bridge once, then restore it
+/// from the Actions cache). It says which, and what a release changes.
+///
 /// The token (GITHUB_TOKEN, else `gh auth token`) needs, on that repository,
 /// Actions: read and write, Secrets: read and write and Contents: read and
 /// write: a fine-grained personal access token. A workflow's own
@@ -165,6 +171,10 @@ fn init_github(g: &GlobalArgs, args: &InitArgs, root: &Path, repo: &RepoSlug) ->
         .public_key()
         .map_err(|e| ApiError::new(e, gh.token_source))?;
     let git_ref = args.git_ref.clone().unwrap_or_else(|| "main".to_owned());
+    // The commit of bridge's action the workflow pins (a release's, or the
+    // default branch's with use: source), also before anything is created.
+    let pin = crate::action_pin::resolve(&g.settings)?;
+    let workflow_text = crate::action_pin::render(WORKFLOW_TEMPLATE, &pin)?;
 
     // The workspace: made here, or an existing one gaining [github].
     let (ws, mut vault) = if root.join(CONFIG_FILE).is_file() {
@@ -267,7 +277,7 @@ fn init_github(g: &GlobalArgs, args: &InitArgs, root: &Path, repo: &RepoSlug) ->
         for (path, text, message) in [
             (
                 workflow_path.as_str(),
-                WORKFLOW_TEMPLATE,
+                workflow_text.as_str(),
                 "bridge: the workflow that drains the task pool",
             ),
             (
@@ -285,9 +295,10 @@ fn init_github(g: &GlobalArgs, args: &InitArgs, root: &Path, repo: &RepoSlug) ->
     } else {
         let target = root.join(&workflow_path);
         match crate::files::read_text(&target, crate::files::CONFIG_MAX) {
-            Ok(existing) if existing == WORKFLOW_TEMPLATE => {}
+            Ok(existing) if existing == workflow_text => {}
             Ok(_) => notes.push(format!(
-                "{workflow_path} exists and differs from bridge's template: it was left as it is."
+                "{workflow_path} exists and differs from bridge's template: it was left as it is \
+                 (its bridge action pin included)."
             )),
             // Never write over something that is there but not a readable
             // workflow (a FIFO would block the write).
@@ -301,7 +312,7 @@ fn init_github(g: &GlobalArgs, args: &InitArgs, root: &Path, repo: &RepoSlug) ->
                     std::fs::create_dir_all(parent)
                         .with_context(|| format!("cannot create {}", parent.display()))?;
                 }
-                std::fs::write(&target, WORKFLOW_TEMPLATE)
+                std::fs::write(&target, &workflow_text)
                     .with_context(|| format!("cannot write {}", target.display()))?;
             }
         }
@@ -333,6 +344,7 @@ fn init_github(g: &GlobalArgs, args: &InitArgs, root: &Path, repo: &RepoSlug) ->
             format!("Wrote {workflow_path}; {CONFIG_FILE} has a [github] section.")
         };
         let notes: String = notes.iter().map(|n| format!("Note: {n}\n")).collect();
+        let action = crate::action_pin::explain(&pin);
         out!(
             "\
 Added the runner identity {name} (role worker) to the members (epoch {epoch}).
@@ -340,6 +352,8 @@ Added the runner identity {name} (role worker) to the members (epoch {epoch}).
 public key; it is not saved anywhere else.
 {files}
 {notes}
+{action}
+
 Token: a fine-grained personal access token for {repo} with
   {TOKEN_PERMISSIONS}.
   A workflow's own GITHUB_TOKEN cannot manage secrets.

@@ -56,6 +56,10 @@ pub enum Operation {
     GetContent,
     /// `PUT /repos/{o}/{r}/contents/{path}`
     PutContent,
+    /// `GET /repos/{o}/{r}/releases/tags/{tag}`
+    GetReleaseByTag,
+    /// `GET /repos/{o}/{r}/commits/{ref}`
+    GetCommit,
 }
 
 impl Operation {
@@ -73,6 +77,8 @@ impl Operation {
             Operation::PutSecret => "actions/create-or-update-repo-secret",
             Operation::GetContent => "repos/get-content",
             Operation::PutContent => "repos/create-or-update-file-contents",
+            Operation::GetReleaseByTag => "repos/get-release-by-tag",
+            Operation::GetCommit => "repos/get-commit",
         }
     }
 
@@ -87,6 +93,8 @@ impl Operation {
             | Operation::RunTiming => "Actions: read",
             Operation::PublicKey | Operation::PutSecret => "Secrets: read and write",
             Operation::GetContent | Operation::PutContent => "Contents: read and write",
+            // Of a public repository (bridge's own): any token may read it.
+            Operation::GetReleaseByTag | Operation::GetCommit => "Contents: read",
         }
     }
 }

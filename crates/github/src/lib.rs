@@ -3,7 +3,8 @@
 //! inactivity), follow its run and jobs, read the runs' timing for
 //! the minutes budget, store the runner identity as a repository secret
 //! (sealed to the repository's public key), and commit files through the
-//! contents API.
+//! contents API; read the release and commit the workflow pins the
+//! action at.
 //!
 //! This crate knows nothing of bridge.toml, of where the token comes from,
 //! or of what to tell the user: it takes a repository, a token and an
@@ -35,6 +36,7 @@
 //!   dispatch;
 //! - [`secrets`]: sealing a secret to the repository's key and storing it;
 //! - [`contents`]: reading and committing files;
+//! - [`releases`]: a tag's release and a ref's commit (the action's pin);
 //! - [`slug`]: names checked before any request (repository, workflow file).
 
 #![deny(clippy::print_stdout, clippy::print_stderr)]
@@ -43,6 +45,7 @@
 
 pub mod client;
 pub mod contents;
+pub mod releases;
 pub mod runs;
 pub mod secrets;
 pub mod slug;
@@ -53,6 +56,7 @@ pub use client::{
     API_ENV, Call, ConnectError, DEFAULT_API, EXTRA_HEADERS_ENV, Endpoint, ExtraHeaderError,
     GitHub, GitHubError, Operation, TOKEN_PERMISSIONS,
 };
+pub use releases::Release;
 pub use runs::{DispatchDetails, Job, RunsPage, WorkflowRun, parse_time, pick_dispatched_run};
 pub use secrets::{RepoPublicKey, SealError, SecretWrite, seal};
 pub use slug::{RepoSlug, RepoSlugError, WorkflowNameError, check_workflow};

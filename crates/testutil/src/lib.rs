@@ -9,6 +9,8 @@
 //!   bare repositories and their branches, a `git daemon` on 127.0.0.1;
 //! - [`github_git`]: a GitHub-shaped git server (smart HTTP over https on
 //!   127.0.0.1, token, GitHub's limits and counts) for tests and benchmarks;
+//! - [`https_files`]: a folder served over https on 127.0.0.1 with the same
+//!   test authority, counting downloads (a release mirror for the action);
 //! - [`files`]: store files (blobs, chunks, the header) by content;
 //! - [`spec`]: task specs (one builder for every test);
 //! - `forge` (feature `forge`): store files built by hand, as an attacker
@@ -29,5 +31,6 @@ pub mod files;
 pub mod forge;
 pub mod git;
 pub mod github_git;
+pub mod https_files;
 pub mod remote_contract;
 pub mod spec;

@@ -51,7 +51,7 @@
 mod hook;
 mod http;
 mod report;
-mod tls;
+pub(crate) mod tls;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

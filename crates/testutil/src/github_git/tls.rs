@@ -13,7 +13,7 @@ use tokio_rustls::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
 /// Makes the authority and the server certificate, writes the authority's
 /// PEM to `ca_path`, and returns the rustls server configuration.
-pub(super) fn server_config(ca_path: &Path) -> Arc<rustls::ServerConfig> {
+pub(crate) fn server_config(ca_path: &Path) -> Arc<rustls::ServerConfig> {
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params
