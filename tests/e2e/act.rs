@@ -71,6 +71,49 @@ fn find_act() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// `act` on `workflow` of `repo` without Docker (the host as
+/// `ubuntu-latest`): a clean environment (`path` as PATH, a HOME under
+/// `tmp`, none of this machine's git configuration), actions cached under
+/// `tmp`, no cache server. Callers add their inputs, secrets, variables,
+/// environment and `--local-repository` stand-ins.
+fn act_command(
+    act: &Path,
+    repo: &Path,
+    tmp: &Path,
+    workflow: &str,
+    path: &std::ffi::OsStr,
+) -> Command {
+    let home = tmp.join("home");
+    fs::create_dir_all(&home).expect("cannot create a folder");
+    let mut cmd = Command::new(act);
+    cmd.env_clear()
+        .env("PATH", path)
+        .env("HOME", &home)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .current_dir(repo)
+        .stdin(Stdio::null())
+        .args(["workflow_dispatch", "-W", workflow])
+        .args(["-P", "ubuntu-latest=-self-hosted", "--no-cache-server"])
+        .arg("--action-cache-path")
+        .arg(tmp.join("act-cache"));
+    cmd
+}
+
+/// Runs `cmd` (an [`act_command`]) to its end: whether it succeeded, and
+/// everything it printed.
+fn act_output(mut cmd: Command) -> (bool, String) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot start act: {e}"));
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), log)
+}
+
 /// A new repository at `repo` whose one commit, `message`, holds every
 /// file there.
 fn commit_all(repo: &Path, message: &str) {
@@ -291,8 +334,6 @@ fn three_runner_shards_drain_a_git_pool_under_act() {
         .and_then(|mut f| writeln!(f, "BRIDGE_IDENTITY={secret}"))
         .expect("cannot write the secrets file");
 
-    let home = tmp.path().join("home");
-    fs::create_dir_all(&home).expect("cannot create a folder");
     let bin_dir = Path::new(BRIDGE).parent().expect("the binary's folder");
     let path = std::env::join_paths(
         std::iter::once(bin_dir.to_path_buf()).chain(
@@ -305,22 +346,18 @@ fn three_runner_shards_drain_a_git_pool_under_act() {
     let log = tmp.path().join("act.log");
     let log_file = fs::File::create(&log).expect("cannot create the log");
     let local_repo = format!("bridge-pool/bridge@{pin}={}", action_repo.display());
-    let cache = tmp.path().join("act-cache");
     let shards = SHARDS.to_string();
-    let child = Command::new(&act)
-        .env_clear()
-        .env("PATH", &path)
-        .env("HOME", &home)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .current_dir(&repo)
-        .stdin(Stdio::null())
+    let mut cmd = act_command(
+        &act,
+        &repo,
+        tmp.path(),
+        ".github/workflows/bridge.yml",
+        &path,
+    );
+    let child = cmd
         .stdout(log_file.try_clone().expect("log"))
         .stderr(log_file)
         .args([
-            "workflow_dispatch",
-            "-W",
-            ".github/workflows/bridge.yml",
             "--input",
             &format!("runners={shards}"),
             "--input",
@@ -331,13 +368,8 @@ fn three_runner_shards_drain_a_git_pool_under_act() {
             "BRIDGE_USE=path",
             "--var",
             "BRIDGE_PARALLEL=1",
-            "-P",
-            "ubuntu-latest=-self-hosted",
-            "--action-cache-path",
-            &cache.display().to_string(),
             "--local-repository",
             &local_repo,
-            "--no-cache-server",
             "--local-repository",
             &fake_actions_cache(&tmp.path().join("fake-actions-cache")),
             // Every shard at once: the gate waits for all of them.
@@ -464,35 +496,17 @@ fn the_action_refuses_what_it_cannot_verify() {
     fs::create_dir_all(repo.join(".github/workflows")).expect("cannot create a folder");
     fs::write(repo.join(".github/workflows/refusals.yml"), workflow).expect("the workflow");
     commit_all(&repo, "refusals");
-    let home = tmp.path().join("home");
-    fs::create_dir_all(&home).expect("cannot create a folder");
-    let out = Command::new(&act)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", &home)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .current_dir(&repo)
-        .stdin(Stdio::null())
-        .args([
-            "workflow_dispatch",
-            "-W",
-            ".github/workflows/refusals.yml",
-            "-P",
-            "ubuntu-latest=-self-hosted",
-            "--action-cache-path",
-            &tmp.path().join("act-cache").display().to_string(),
-            "--no-cache-server",
-            "--local-repository",
-            &fake_actions_cache(&tmp.path().join("fake-actions-cache")),
-        ])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", act.display()));
-    let log = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let mut cmd = act_command(
+        &act,
+        &repo,
+        tmp.path(),
+        ".github/workflows/refusals.yml",
+        &std::env::var_os("PATH").unwrap_or_default(),
     );
-    assert!(!out.status.success(), "every job should fail:\n{log}");
+    cmd.arg("--local-repository")
+        .arg(fake_actions_cache(&tmp.path().join("fake-actions-cache")));
+    let (ok, log) = act_output(cmd);
+    assert!(!ok, "every job should fail:\n{log}");
     for (job, says) in [
         ("unknown-version", "bridge 9.9.9 is not released"),
         ("bad-use", "use must be release, path or source"),
@@ -758,8 +772,6 @@ fn the_action_installs_a_verified_release_and_refuses_the_rest() {
         .open(&secrets)
         .and_then(|mut f| writeln!(f, "BRIDGE_IDENTITY={secret}"))
         .expect("cannot write the secrets file");
-    let home = tmp.path().join("home");
-    fs::create_dir_all(&home).expect("cannot create a folder");
     let path = std::env::join_paths(
         std::iter::once(fake.clone()).chain(
             std::env::var_os("PATH")
@@ -768,39 +780,22 @@ fn the_action_installs_a_verified_release_and_refuses_the_rest() {
         ),
     )
     .expect("PATH");
-    let out = Command::new(&act)
-        .env_clear()
-        .env("PATH", &path)
-        .env("HOME", &home)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        // curl trusts the server's test authority, and https stays required.
-        .env("CURL_CA_BUNDLE", server.ca_path())
-        .env("RUNNER_TOOL_CACHE", tmp.path().join("tool-cache"))
-        .current_dir(&repo)
-        .stdin(Stdio::null())
-        .args([
-            "workflow_dispatch",
-            "-W",
-            ".github/workflows/release.yml",
-            "--secret-file",
-            &secrets.display().to_string(),
-            "-P",
-            "ubuntu-latest=-self-hosted",
-            "--action-cache-path",
-            &tmp.path().join("act-cache").display().to_string(),
-            "--no-cache-server",
-            "--local-repository",
-            &fake_actions_cache(&tmp.path().join("fake-actions-cache")),
-        ])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", act.display()));
-    let log = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let mut cmd = act_command(
+        &act,
+        &repo,
+        tmp.path(),
+        ".github/workflows/release.yml",
+        &path,
     );
-    assert!(!out.status.success(), "the refusals should fail:\n{log}");
+    // curl trusts the server's test authority, and https stays required.
+    cmd.env("CURL_CA_BUNDLE", server.ca_path())
+        .env("RUNNER_TOOL_CACHE", tmp.path().join("tool-cache"))
+        .arg("--secret-file")
+        .arg(&secrets)
+        .arg("--local-repository")
+        .arg(fake_actions_cache(&tmp.path().join("fake-actions-cache")));
+    let (ok, log) = act_output(cmd);
+    assert!(!ok, "the refusals should fail:\n{log}");
     assert!(!log.contains(&secret), "the identity appears in act's log");
 
     // The download job and the cached job installed, ran and succeeded.
@@ -1125,16 +1120,16 @@ fn use_source_builds_once_and_later_runs_restore_the_binary() {
     fs::create_dir_all(repo.join(".github/workflows")).expect("cannot create a folder");
     fs::write(repo.join(".github/workflows/source.yml"), workflow).expect("the workflow");
     commit_all(&repo, "source");
-    let home = tmp.path().join("home");
-    fs::create_dir_all(&home).expect("cannot create a folder");
     let store = tmp.path().join("cache-store");
     fs::create_dir_all(&store).expect("cannot create a folder");
-    let mut cmd = Command::new(&act);
-    cmd.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", &home)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("BRIDGE_TEST_CACHE_STORE", &store)
+    let mut cmd = act_command(
+        &act,
+        &repo,
+        tmp.path(),
+        ".github/workflows/source.yml",
+        &std::env::var_os("PATH").unwrap_or_default(),
+    );
+    cmd.env("BRIDGE_TEST_CACHE_STORE", &store)
         .env("CARGO_TARGET_DIR", tmp.path().join("cargo-target"))
         .env("CARGO_TERM_COLOR", "never");
     // cargo (through rustup) finds its toolchain from these, not HOME.
@@ -1153,29 +1148,10 @@ fn use_source_builds_once_and_later_runs_restore_the_binary() {
             cmd.env(var, value);
         }
     }
-    let out = cmd
-        .current_dir(&repo)
-        .stdin(Stdio::null())
-        .args([
-            "workflow_dispatch",
-            "-W",
-            ".github/workflows/source.yml",
-            "-P",
-            "ubuntu-latest=-self-hosted",
-            "--action-cache-path",
-            &tmp.path().join("act-cache").display().to_string(),
-            "--no-cache-server",
-            "--local-repository",
-            &fake_actions_cache(&tmp.path().join("fake-actions-cache")),
-        ])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", act.display()));
-    let log = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "act failed:\n{log}");
+    cmd.arg("--local-repository")
+        .arg(fake_actions_cache(&tmp.path().join("fake-actions-cache")));
+    let (ok, log) = act_output(cmd);
+    assert!(ok, "act failed:\n{log}");
     let key_of = |job: &str| -> String {
         let lines = job_lines(&log, "source", job);
         let line = lines
