@@ -1168,46 +1168,42 @@ fn use_source_builds_once_and_later_runs_restore_the_binary() {
             .iter()
             .any(|l| l.contains("Compiling bridge-pool"))
     };
+    // Whether job `job`'s log has a line holding each of `texts`.
+    let says = |job: &str, texts: &[&str]| {
+        let lines = job_lines(&log, "source", job);
+        texts
+            .iter()
+            .all(|text| lines.iter().any(|l| l.contains(text)))
+    };
     // The first job builds, keeps the binary, and the post step saves it.
     assert!(built("first"), "{log}");
-    let first = job_lines(&log, "source", "first");
     assert!(
-        first
-            .iter()
-            .any(|l| l.contains("test cache: missed bridge-source-")),
+        says(
+            "first",
+            &[
+                "test cache: missed bridge-source-",
+                "test cache: saved bridge-source-",
+                "run from a",
+            ]
+        ),
         "{log}"
     );
-    assert!(
-        first
-            .iter()
-            .any(|l| l.contains("test cache: saved bridge-source-")),
-        "{log}"
-    );
-    assert!(first.iter().any(|l| l.contains("run from a")), "{log}");
     // The same source again: restored, nothing compiled.
     assert!(!built("again"), "{log}");
-    let again = job_lines(&log, "source", "again");
     assert!(
-        again
-            .iter()
-            .any(|l| l.contains("test cache: restored bridge-source-")),
+        says(
+            "again",
+            &[
+                "test cache: restored bridge-source-",
+                "restored from the Actions cache",
+                "run from a",
+            ]
+        ),
         "{log}"
     );
-    assert!(
-        again
-            .iter()
-            .any(|l| l.contains("restored from the Actions cache")),
-        "{log}"
-    );
-    assert!(again.iter().any(|l| l.contains("run from a")), "{log}");
     assert_eq!(key_of("again"), key_of("first"));
     // A changed source: a new key, built again.
     assert_ne!(key_of("changed"), key_of("first"));
     assert!(built("changed"), "{log}");
-    assert!(
-        job_lines(&log, "source", "changed")
-            .iter()
-            .any(|l| l.contains("run from b")),
-        "{log}"
-    );
+    assert!(says("changed", &["run from b"]), "{log}");
 }
