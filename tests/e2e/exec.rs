@@ -105,3 +105,18 @@ fn ctrl_c_cancels_the_task() {
     assert_eq!(tasks.len(), 1);
     assert_eq!(tasks[0].status, "cancelled", "{tasks:?}");
 }
+
+#[test]
+fn exec_refuses_to_wait_for_runners_offline() {
+    let d = Device::new("laptop");
+    d.ok(&["init"]);
+    let run = d
+        .run(&["exec", "--on", "runners", "--offline", "--", "true"])
+        .expect_code(1);
+    assert!(
+        run.stderr.contains("no runner could ever see the task"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(d.ls().len(), 0, "nothing was submitted");
+}

@@ -182,3 +182,27 @@ fn logs_follow_waits_for_a_task_running_on_another_device_to_push() {
     assert_eq!(all, "ready\nfinished");
     assert!(follow.wait().expect("logs -f ends").success());
 }
+
+#[test]
+fn logs_follow_ends_when_the_worker_running_the_task_is_killed() {
+    let d = Device::new("laptop");
+    d.ok(&["init"]);
+    d.write("waiter.yaml", WAITER);
+    d.ok(&["submit", "-q", "waiter.yaml"]);
+    let worker = d.spawn("work", &["work", "-q"]);
+    crate::harness::poll("the waiter running", || {
+        d.task("waiter").status == "running"
+    });
+    let (mut follow, mut out) = spawn_reading(&d, &["logs", "-f", "waiter"]);
+    assert_eq!(next_line(&mut out), "ready\n");
+    // SIGKILL: the worker keeps nothing and removes nothing; `logs -f`
+    // must not wait for files nobody writes any more.
+    worker.kill();
+    let status = follow.wait().expect("logs -f ends");
+    assert_eq!(status.code(), Some(1));
+    let mut err = String::new();
+    if let Some(mut e) = follow.stderr.take() {
+        std::io::Read::read_to_string(&mut e, &mut err).expect("stderr");
+    }
+    assert!(err.contains("recorded no attempt"), "{err}");
+}

@@ -230,16 +230,17 @@ pub fn resolve_target(session: &mut Session, arg: &str) -> CliResult<Target> {
     Err(task_err)
 }
 
-/// For a command about one task (`show`, `logs`): the task `arg` names,
-/// or `None` after listing the tasks of the matrix entry or batch it names
-/// instead, with how to pick one (`command` is the command's name).
+/// For a command about one task (`show`, `logs`): the task `target` (what
+/// `arg` names) is, or `None` after listing the tasks of the matrix entry
+/// or batch it is instead, with how to pick one (`command` is the
+/// command's name).
 pub fn one_task_or_list(
-    session: &mut Session,
+    session: &Session,
+    target: &Target,
     arg: &str,
     command: &str,
 ) -> CliResult<Option<TaskId>> {
-    let target = resolve_target(session, arg)?;
-    let (what, ids) = match &target {
+    let (what, ids) = match target {
         Target::Task(id) => return Ok(Some(id.clone())),
         Target::Entry { name, tasks } => (format!("`{name}` is a matrix entry"), tasks),
         Target::Batch { batch, tasks } => (format!("`{arg}` is batch {}", batch.short()), tasks),

@@ -79,6 +79,12 @@ pub fn run(g: &GlobalArgs, args: ExecArgs) -> CliResult<u8> {
     let wait = humantime::parse_duration(&args.wait)
         .with_context(|| format!("--wait {} is not a duration", args.wait))
         .hint("write e.g. 30s or 2m")?;
+    if args.on == On::Runners && args.offline {
+        return Err(CliError::hint(
+            anyhow!("--on runners and --offline: no runner could ever see the task"),
+            "drop --offline, or run it here with --on devices",
+        ));
+    }
     let me = Me::new(g)?;
     let (inputs, outputs) = files_of(&args);
     let mut submit: Vec<String> = vec!["submit".into(), "--json".into()];

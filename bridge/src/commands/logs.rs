@@ -11,7 +11,7 @@ use bridge_store::BlobId;
 use clap::Args;
 
 use super::GlobalArgs;
-use super::common::{one_task_or_list, open_session};
+use super::common::{one_task_or_list, open_session, resolve_target};
 use crate::error::{CliError, CliResult, EXIT_OK, HintExt as _};
 use crate::workspace::{Session, now_ms};
 
@@ -46,7 +46,8 @@ pub struct LogsArgs {
 
 pub fn run(g: &GlobalArgs, args: LogsArgs) -> CliResult<u8> {
     let mut session = open_session(g)?;
-    let Some(id) = one_task_or_list(&mut session, &args.task, "logs")? else {
+    let target = resolve_target(&mut session, &args.task)?;
+    let Some(id) = one_task_or_list(&session, &target, &args.task, "logs")? else {
         return Ok(EXIT_OK);
     };
     if args.follow {
@@ -151,8 +152,10 @@ fn follow(
         return wait_elsewhere(g, session, id, key, interval).map(Some);
     };
     let mut printed = (0u64, 0u64);
-    // Until the worker keeps the logs and removes the files.
-    while stdout.is_file() {
+    let worker = worker_pid(&stdout);
+    // Until the worker keeps the logs and removes the files (or dies:
+    // killed, it leaves them behind until the next worker clears them).
+    while stdout.is_file() && worker.is_none_or(is_alive) {
         if !args.stderr {
             printed.0 += copy_new(&stdout, printed.0, true);
         }
@@ -189,7 +192,7 @@ fn follow(
             }
             return Ok(None);
         }
-        if std::time::Instant::now() > deadline {
+        if std::time::Instant::now() > deadline || worker.is_some_and(|pid| !is_alive(pid)) {
             return Err(CliError::hint(
                 anyhow!(
                     "task {} stopped running here but recorded no attempt",
@@ -200,6 +203,22 @@ fn follow(
         }
         std::thread::sleep(READ_EVERY);
     }
+}
+
+/// The process id of the worker writing `log` (its folder is
+/// `w-<pid>-<random>`, see `bridge_engine::workarea`).
+fn worker_pid(log: &Path) -> Option<i32> {
+    let folder = log.parent()?.file_name()?.to_str()?;
+    folder.strip_prefix("w-")?.split('-').next()?.parse().ok()
+}
+
+/// Whether process `pid` still runs (signal 0: a check, nothing sent).
+fn is_alive(pid: i32) -> bool {
+    use nix::errno::Errno;
+    !matches!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+        Err(Errno::ESRCH)
+    )
 }
 
 /// Copies the bytes of `path` from `from` on to stdout (or stderr unless

@@ -31,15 +31,14 @@ pub struct ShowArgs {
 )]
 pub fn run(g: &GlobalArgs, args: ShowArgs) -> CliResult<u8> {
     let mut session = open_session(g)?;
-    if args.json {
+    let target = resolve_target(&mut session, &args.task)?;
+    if args.json
+        && let Target::Entry { tasks, .. } | Target::Batch { tasks, .. } = &target
+    {
         // A matrix entry or a batch: each of its tasks, as a JSON array.
-        if let Target::Entry { tasks, .. } | Target::Batch { tasks, .. } =
-            resolve_target(&mut session, &args.task)?
-        {
-            return print_many_json(&session, &tasks);
-        }
+        return print_many_json(&session, tasks);
     }
-    let Some(id) = one_task_or_list(&mut session, &args.task, "show")? else {
+    let Some(id) = one_task_or_list(&session, &target, &args.task, "show")? else {
         return Ok(EXIT_OK);
     };
     let now = now_ms();

@@ -22,7 +22,7 @@ use crate::vault::{Placement, Vault};
 use bridge_fetch::Fetcher;
 
 /// How many trailing bytes of each log are kept inline in the attempt.
-const TAIL_BYTES: usize = 2048;
+pub(super) const TAIL_BYTES: usize = 2048;
 /// How long a stopping task gets between SIGTERM and SIGKILL.
 const KILL_GRACE: Duration = Duration::from_secs(2);
 

@@ -785,11 +785,15 @@ impl<'a> Worker<'a> {
     }
 }
 
-/// An attempt's whole stdout and stderr, read back from the replica where
-/// they were just kept (the tail kept in the attempt when a log has no
-/// blob, being short, or cannot be read).
+/// An attempt's whole stdout and stderr: the tail kept in the attempt when
+/// it is the whole log (shorter than a tail, and valid text: most tasks'
+/// logs, read with no I/O on the worker's loop), else read back from the
+/// replica where it was just kept (the tail if that fails).
 fn whole_logs(session: &Session, attempt: &bridge_model::Attempt) -> (Vec<u8>, Vec<u8>) {
     let read = |blob: &Option<String>, tail: &str| {
+        if tail.len() < super::job::TAIL_BYTES && !tail.contains(char::REPLACEMENT_CHARACTER) {
+            return tail.as_bytes().to_vec();
+        }
         blob.as_deref()
             .and_then(|b| b.parse::<bridge_store::BlobId>().ok())
             .and_then(|b| session.vault.read_blob(&b).ok())
