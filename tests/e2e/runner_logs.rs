@@ -536,3 +536,40 @@ fn issue16_the_header_shows_the_runners_share_of_a_git_hosts_budget() {
         "{lines:#?}"
     );
 }
+
+/// Issue 16, item 6: with --fail-on task-failure a failed task fails the
+/// run (exit 3) once the results are pushed and the step outputs and job
+/// summary are written, so GitHub marks the job red and mails; with the
+/// default (never) the same failure is reported and the run exits 0.
+#[test]
+fn issue16_fail_on_task_failure_exits_3_after_reporting_and_never_exits_0() {
+    let pool = GitPool::new("failon");
+    pool.submit_yaml("tasks:\n  - name: bad\n    run: exit 2\n  - name: good\n    run: echo ok\n");
+    let secret = pool.add_runner("ci");
+    let r = pool.runner("failon-r", &secret);
+    let gh = GitHubFiles::of(&r);
+    let run = gh
+        .run(&r, &["run", "--budget", "2m", "--fail-on", "task-failure"])
+        .expect_code(3);
+    assert_eq!(gh.output("tasks-done"), "1");
+    assert_eq!(gh.output("tasks-failed"), "1");
+    assert_eq!(annotations(&run).len(), 1, "{}", run.stdout);
+    assert_eq!(gh.output("error"), "");
+    assert!(gh.summary().contains("bad"), "{}", gh.summary());
+    // The results reached the store before the exit.
+    pool.admin.ok(&["sync"]);
+    assert_eq!(pool.admin.task("bad").status, "failed");
+    assert_eq!(pool.admin.task("good").status, "done");
+
+    // The default: reported, not fatal. A run where nothing failed exits 0
+    // under either policy.
+    pool.submit_yaml("tasks:\n  - name: bad-again\n    run: exit 1\n");
+    let run = r.run(&["run", "--budget", "2m"]).expect_code(0);
+    assert!(run.stderr.contains("1 failed"), "{}", run.stderr);
+    pool.submit_yaml("tasks:\n  - name: fine\n    run: echo fine\n");
+    r.run(&["run", "--budget", "2m", "--fail-on", "task-failure"])
+        .expect_code(0);
+    // A policy that is not one is refused by the command line.
+    let bad = r.run(&["run", "--fail-on", "sometimes"]).expect_code(2);
+    assert!(bad.stderr.contains("task-failure"), "{}", bad.stderr);
+}

@@ -17,7 +17,9 @@ use super::run_log::{
     Annotations, Fatal, Header, Ledger, RemoteUse, Report, Row, TaskCounts, escape_data, mark,
 };
 use crate::budget::{Budget, Pacer, Share};
-use crate::error::{CliError, CliResult, EXIT_INTERRUPTED, EXIT_OFFLINE, EXIT_OK, HintExt};
+use crate::error::{
+    CliError, CliResult, EXIT_INTERRUPTED, EXIT_OFFLINE, EXIT_OK, EXIT_TASK_FAILED, HintExt,
+};
 use crate::output::{duration, print_json};
 use crate::publish::Publisher;
 use crate::worker::{self, Event, WorkOptions, safe_name};
@@ -51,8 +53,15 @@ use crate::workspace::{LoadPlan, Session, Workspace, now_ms};
 /// A runner claims only tasks whose submitter `[worker] run-tasks-from`
 /// accepts: by default (a worker-role key) every member allowed to submit.
 ///
-/// Exit codes: 0 the run ended normally (failed tasks are reported, not
-/// fatal), 1 an error, 4 the remote is unreachable, 130 stopped by a signal.
+/// --fail-on says whether a failed task fails the run: `never` (the
+/// default: failed tasks are reported, the exit code stays 0) or
+/// `task-failure` (exit 3 when a task this runner ran failed, after every
+/// result is pushed and the step outputs and job summary are written, so
+/// that GitHub marks the job red and mails whoever started the run).
+///
+/// Exit codes: 0 the run ended normally, 1 an error, 3 a task failed (with
+/// --fail-on task-failure), 4 the remote is unreachable, 130 stopped by a
+/// signal.
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Wall-clock budget of this run, e.g. 45m (the last seconds are kept for pushing)
@@ -76,11 +85,35 @@ pub struct RunArgs {
     /// A label of this runner, matched against tasks' runs-on (repeatable)
     #[arg(long = "label", value_name = "LABEL")]
     pub labels: Vec<String>,
+    /// Whether a failed task fails the run (exit 3): task-failure, or never
+    #[arg(long, value_name = "POLICY", value_enum, default_value = "never")]
+    pub fail_on: FailOn,
     /// Print a JSON report at the end
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
     pub run_tasks_from: super::work::RunTasksFromArg,
+}
+
+/// Whether a failed task fails the run (issue 16, item 6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FailOn {
+    /// Exit 3 when a task this runner ran failed.
+    TaskFailure,
+    /// Exit 0 whatever the tasks did (they are reported).
+    Never,
+}
+
+/// The exit code of a run that ended normally: a signal wins, then the
+/// --fail-on policy.
+fn run_exit_code(interrupted: bool, fail_on: FailOn, failed: usize) -> u8 {
+    if interrupted {
+        EXIT_INTERRUPTED
+    } else if fail_on == FailOn::TaskFailure && failed > 0 {
+        EXIT_TASK_FAILED
+    } else {
+        EXIT_OK
+    }
 }
 
 /// Seconds kept at the end of the budget for the final push.
@@ -475,11 +508,11 @@ fn run_batch(
             "warning: the last push did not reach the remote; the results are in the local replica only"
         );
     }
-    Ok(if shutdown.is_cancelled() {
-        EXIT_INTERRUPTED
-    } else {
-        EXIT_OK
-    })
+    Ok(run_exit_code(
+        shutdown.is_cancelled(),
+        args.fail_on,
+        report.failed,
+    ))
 }
 
 fn parse_shard(s: &str) -> CliResult<(u32, u32)> {
