@@ -10,9 +10,10 @@
 //! | 0 | success |
 //! | 1 | an error (bad input, a store problem, …): the message says which |
 //! | 2 | the command line was not understood (clap) |
-//! | 3 | `bridge work`: at least one task it ran failed |
+//! | 3 | `bridge work`, `bridge run --fail-on task-failure`: at least one task it ran failed; `bridge watch`, `dispatch --watch`: a watched task failed |
 //! | 4 | `bridge sync`: the remote is unreachable (offline); nothing was lost |
 //! | 5 | `bridge work` / `bridge run`: this machine cannot run tasks (no disk space, no file descriptors, working folder not writable); nothing was recorded against the tasks |
+//! | 6 | `bridge watch`, `dispatch --watch`: the run ended with tasks left, or failed or was cancelled |
 //! | 130 | stopped by Ctrl-C or SIGTERM after a clean shutdown |
 
 use std::fmt;
@@ -21,12 +22,16 @@ use std::fmt;
 pub const EXIT_OK: u8 = 0;
 /// Exit code: an error.
 pub const EXIT_ERROR: u8 = 1;
-/// Exit code: a task failed during `bridge work`.
+/// Exit code: a task failed during `bridge work` (or `bridge run --fail-on
+/// task-failure`, or a watched run).
 pub const EXIT_TASK_FAILED: u8 = 3;
 /// Exit code: the remote could not be reached.
 pub const EXIT_OFFLINE: u8 = 4;
 /// Exit code: the worker's own machine cannot run tasks (issue 12, item 13).
 pub const EXIT_LOCAL_FAULT: u8 = 5;
+/// Exit code: a watched run ended with tasks left, or failed (issue 16,
+/// item 6).
+pub const EXIT_RUN_UNFINISHED: u8 = 6;
 /// Exit code: interrupted by a signal, after a clean stop.
 pub const EXIT_INTERRUPTED: u8 = 130;
 

@@ -201,6 +201,9 @@ fn device(name: &str, mock: &Mock) -> Device {
 }
 
 const REPO: &str = "octo-org/pool";
+/// `init --github` reads the repository (its default branch) after the
+/// secrets' key.
+const GET_REPO: &str = "GET /repos/octo-org/pool";
 const PUBLIC_KEY: &str = "GET /repos/octo-org/pool/actions/secrets/public-key";
 const PUT_SECRET: &str = "PUT /repos/octo-org/pool/actions/secrets/BRIDGE_IDENTITY";
 const DISPATCH: &str = "POST /repos/octo-org/pool/actions/workflows/bridge.yml/dispatches";
@@ -269,6 +272,7 @@ fn init_github_via_api_stores_the_sealed_secret_and_commits_the_files() {
         mock.requests(),
         vec![
             PUBLIC_KEY.to_owned(),
+            GET_REPO.to_owned(),
             RELEASE.to_owned(),
             RELEASE_COMMIT.to_owned(),
             PUT_SECRET.to_owned(),
@@ -340,7 +344,7 @@ fn init_github_before_a_release_pins_a_real_commit_with_use_source() {
     mock.assert_valid();
     assert_eq!(
         mock.requests(),
-        vec![PUBLIC_KEY, RELEASE, HEAD_COMMIT, PUT_SECRET],
+        vec![PUBLIC_KEY, GET_REPO, RELEASE, HEAD_COMMIT, PUT_SECRET],
         "{}",
         mock.log_text()
     );
@@ -394,7 +398,7 @@ fn init_github_stops_before_anything_when_it_cannot_pin_the_action() {
     );
     assert!(run.stderr.contains("HTTP 401"), "{}", run.stderr);
     // Nothing was created: no secret, no workspace, no workflow.
-    assert_eq!(mock.requests(), vec![PUBLIC_KEY, RELEASE]);
+    assert_eq!(mock.requests(), vec![PUBLIC_KEY, GET_REPO, RELEASE]);
     assert!(!d.path("bridge.toml").exists());
     assert!(!d.path(".github/workflows/bridge.yml").exists());
 }
@@ -406,7 +410,7 @@ fn init_github_in_a_checkout_writes_the_workflow_and_can_run_again() {
     mock.assert_valid();
     assert_eq!(
         mock.requests(),
-        vec![PUBLIC_KEY, RELEASE, RELEASE_COMMIT, PUT_SECRET]
+        vec![PUBLIC_KEY, GET_REPO, RELEASE, RELEASE_COMMIT, PUT_SECRET]
     );
     let template =
         fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../workflows/bridge.yml"))
@@ -629,22 +633,36 @@ fn dispatch_refuses_to_pass_the_minutes_budget_without_force() {
     mock.assert_valid();
 }
 
+// Issue 16, item 7: the minutes come from the jobs API, each job rounded
+// up to the whole minute, whatever the retiring timing endpoint says (here
+// zero billable time, as some accounts get: the budget counted nothing).
 #[test]
-fn usage_adds_up_the_minutes_of_the_months_runs() {
+fn issue16_usage_adds_up_the_jobs_minutes_when_the_timing_endpoint_says_zero() {
     let mock = Mock::start();
-    let (d, _store) = github_workspace("gh-usage", &mock);
-    // GitHub's example run is from January 2020, with 13 billable minutes
-    // (each job rounded up).
+    let (mut d, _store) = github_workspace("gh-usage", &mock);
+    d.set_env(
+        "BRIDGE_GITHUB_EXTRA_HEADERS",
+        "actions/get-workflow-run-usage Prefer: example=zero",
+    );
+    // GitHub's example run is from January 2020; its one job ran from
+    // 17:42:40 to 17:44:39, 1 min 59 s: 2 minutes as GitHub bills.
     let out = d.ok(&["usage", "--month", "2020-01", "--json"]).json();
     mock.assert_valid();
-    assert_eq!(out["minutes"], 13, "{out}");
+    assert_eq!(out["minutes"], 2, "{out}");
     assert_eq!(out["budget"], 2000, "{out}");
-    assert_eq!(out["left"], 1987, "{out}");
-    assert_eq!(out["runs"][0]["source"], "billable", "{out}");
+    assert_eq!(out["left"], 1998, "{out}");
+    assert_eq!(out["runs"][0]["jobs"], 1, "{out}");
+    assert_eq!(out["runs"][0]["minutes"], 2, "{out}");
     assert_eq!(
-        mock.count("GET /repos/octo-org/pool/actions/runs/30433642/timing"),
+        mock.count("GET /repos/octo-org/pool/actions/runs/30433642/jobs"),
         1,
         "{}",
+        mock.log_text()
+    );
+    assert_eq!(
+        mock.count("GET /repos/octo-org/pool/actions/runs/30433642/timing"),
+        0,
+        "the timing endpoint is not read: {}",
         mock.log_text()
     );
     // This month has no runs of the mock's.
@@ -905,6 +923,11 @@ fn the_github_commands_explain_themselves() {
                 "--via-api",
                 "BRIDGE_IDENTITY",
                 "Secrets: read and write",
+                "Workflows: read and write",
+                "Metadata: read",
+                "GH_TOKEN",
+                "remote `origin`",
+                "default branch",
             ],
         ),
         (
@@ -918,7 +941,21 @@ fn the_github_commands_explain_themselves() {
                 "max-runners",
             ],
         ),
-        (&["usage", "--help"], &["--month", "billable", "--json"]),
+        (
+            &["usage", "--help"],
+            &["--month", "jobs API", "rounded up", "--json"],
+        ),
+        (
+            &["watch", "--help"],
+            &[
+                "RUN",
+                "newest run",
+                "exit-status",
+                "exit_reason",
+                "6 the run ended",
+            ],
+        ),
+        (&["run", "--help"], &["--fail-on", "task-failure", "never"]),
     ];
     for (args, words) in cases {
         let run = d.run(args).expect_code(0);
@@ -932,7 +969,7 @@ fn the_github_commands_explain_themselves() {
         }
     }
     let top = d.run(&["--help"]).expect_code(0);
-    for cmd in ["dispatch", "usage"] {
+    for cmd in ["dispatch", "usage", "watch"] {
         assert!(top.stdout.contains(&format!("  {cmd} ")), "{}", top.stdout);
     }
     // Without [github] in bridge.toml, the commands say how to add it.
@@ -943,4 +980,342 @@ fn the_github_commands_explain_themselves() {
         "{}",
         run.stderr
     );
+}
+
+/// Sets `[github] minutes-budget` of `d`'s bridge.toml.
+fn set_minutes_budget(d: &Device, minutes: u64) {
+    let path = d.path("bridge.toml");
+    let toml = fs::read_to_string(&path).expect("bridge.toml");
+    fs::write(
+        &path,
+        toml.replace(
+            "minutes-budget = 2000",
+            &format!("minutes-budget = {minutes}"),
+        ),
+    )
+    .expect("bridge.toml");
+}
+
+// Issue 16, item 6: a second dispatch while runners of an earlier run are
+// queued or running is refused, naming the runs, the way to follow them and
+// --force; --force starts more anyway. Issue 16, item 7: the budget guard
+// counts those runs' job minutes.
+#[test]
+fn issue16_a_second_dispatch_waits_for_the_runners_at_work_unless_forced() {
+    let mock = Mock::start();
+    let (mut d, _store) = github_workspace("gh-second", &mock);
+    set_minutes_budget(&d, 40);
+    d.ok(&["submit", "--", "true"]);
+    // One run in progress and one queued, both created minutes ago.
+    d.set_env(
+        "BRIDGE_GITHUB_EXTRA_HEADERS",
+        "actions/list-workflow-runs Prefer: example=active",
+    );
+    let refused = d.run(&["dispatch"]).expect_code(1);
+    mock.assert_valid();
+    for words in [
+        "not dispatching: 2 run(s) of workflow bridge.yml still queued or running",
+        "30433651 (queued, https://github.com/octo-org/octo-repo/actions/runs/30433651)",
+        "30433650 (in_progress,",
+        "Hint: their runners drain the same pool: follow them with `bridge watch 30433651`",
+        "--force",
+    ] {
+        assert!(
+            refused.stderr.contains(words),
+            "no `{words}` in:\n{}",
+            refused.stderr
+        );
+    }
+    assert_eq!(mock.count(DISPATCH), 0);
+    let forced = d.ok(&["dispatch", "--force", "--json"]);
+    assert!(
+        forced
+            .stderr
+            .contains("still queued or running: 30433651 (queued,")
+            && forced
+                .stderr
+                .contains("starting more runners anyway (--force)"),
+        "{}",
+        forced.stderr
+    );
+    // Those two runs' jobs (2 minutes each, rounded up) count against the
+    // budget: 4 used, plus the estimate (46), passes 40.
+    assert!(
+        forced
+            .stderr
+            .contains("bridge's runs used 4 of the 40 minutes budgeted"),
+        "{}",
+        forced.stderr
+    );
+    assert_eq!(forced.json()["run_id"], 1, "{}", forced.stdout);
+    assert_eq!(mock.count(DISPATCH), 1);
+    // The mock's usual run is from 2020, queued: GitHub cancels a run after
+    // 35 days, so it is a stale record, not runners at work.
+    d.set_env("BRIDGE_GITHUB_EXTRA_HEADERS", "");
+    d.ok(&["dispatch", "--budget", "10m"]);
+    assert_eq!(mock.count(DISPATCH), 2);
+    mock.assert_valid();
+}
+
+// Issue 16, item 6: `dispatch --watch` exits 3 when a watched task failed,
+// and says so in JSON.
+#[test]
+fn issue16_dispatch_watch_exits_3_when_a_task_failed() {
+    let mock = Mock::start();
+    let (d, _store) = github_workspace("gh-watch-fail", &mock);
+    d.ok(&["submit", "--name", "bad", "--", "sh", "-c", "exit 1"]);
+    d.ok(&["submit", "--name", "good", "--", "true"]);
+    let watch = d.spawn(
+        "watch",
+        &["dispatch", "--watch", "--interval", "300ms", "--json"],
+    );
+    poll("the dispatch", || mock.count(DISPATCH) == 1);
+    // A worker here stands in for the runners.
+    d.run(&["work", "-j", "2"]).expect_code(3);
+    let mut watch = watch;
+    poll("the watch to end", || !watch.is_running());
+    let out = watch.wait().expect_code(3).json();
+    assert_eq!(out["exit_reason"], "tasks_failed", "{out}");
+    assert_eq!(
+        (
+            out["done"].as_u64(),
+            out["failed"].as_u64(),
+            out["left"].as_u64()
+        ),
+        (Some(1), Some(1), Some(0)),
+        "{out}"
+    );
+    mock.assert_valid();
+}
+
+/// A runner device of `admin`'s pool (its bridge.toml, a runner identity).
+fn runner_of(admin: &Device, name: &str) -> Device {
+    let secret = admin
+        .ok(&["members", "add-runner", name])
+        .stdout
+        .trim()
+        .to_owned();
+    let mut runner = Device::new(name);
+    fs::copy(admin.path("bridge.toml"), runner.path("bridge.toml"))
+        .expect("cannot copy bridge.toml");
+    runner.set_env("BRIDGE_IDENTITY", &secret);
+    runner
+}
+
+// Issue 16, item 6: `bridge watch [RUN]` attaches to a run again, and
+// counts the tasks that run's runners finished before; its exit code says
+// how the run ended, as `gh run watch --exit-status` does.
+#[test]
+fn issue16_watch_attaches_to_a_run_and_its_exit_code_says_how_it_ended() {
+    let mock = Mock::start();
+    let (mut d, _store) = github_workspace("gh-reattach", &mock);
+    d.ok(&["submit", "--name", "bad", "--", "sh", "-c", "exit 1"]);
+    d.ok(&["submit", "--name", "good", "--", "true"]);
+    // A runner of run 30433642 (GitHub's example run) drains the pool
+    // before anyone watches: its attempts record the run's id.
+    let runner = runner_of(&d, "gh-reattach-ci");
+    runner
+        .run_env(&[("GITHUB_RUN_ID", "30433642")], &["run", "--budget", "2m"])
+        .expect_code(0);
+    // This replica learns the tasks are final: only the runner's attempts
+    // say they are that run's work.
+    d.ok(&["sync"]);
+    d.set_env(
+        "BRIDGE_GITHUB_EXTRA_HEADERS",
+        "actions/get-workflow-run Prefer: example=failure",
+    );
+    // RUN left out: the workflow's newest run, 30433642. The run ended
+    // (failed, as a runner with fail-on: task-failure makes it), and the
+    // task its runner failed is counted: exit 3.
+    let out = d
+        .run(&["watch", "--json", "--interval", "100ms"])
+        .expect_code(3)
+        .json();
+    mock.assert_valid();
+    assert_eq!(out["run_id"], 30433642, "{out}");
+    assert_eq!(out["exit_reason"], "tasks_failed", "{out}");
+    assert_eq!(
+        (out["done"].as_u64(), out["failed"].as_u64()),
+        (Some(1), Some(1)),
+        "{out}"
+    );
+    assert!(
+        mock.count("GET /repos/octo-org/pool/actions/runs/30433642") >= 1,
+        "{}",
+        mock.log_text()
+    );
+    // Another run did none of these tasks: nothing of its own failed, but
+    // the run did: exit 6, and people are told.
+    let other = d.run(&["watch", "7", "--interval", "100ms"]).expect_code(6);
+    assert!(
+        other
+            .stdout
+            .contains("The run itself failed or was cancelled"),
+        "{}",
+        other.stdout
+    );
+    // Work left when the run ended: exit 6, tasks_left.
+    d.ok(&["submit", "--name", "later", "--", "sh", "-c", "echo later"]);
+    let left = d
+        .run(&["watch", "7", "--json", "--interval", "100ms"])
+        .expect_code(6)
+        .json();
+    assert_eq!(left["exit_reason"], "tasks_left", "{left}");
+    assert_eq!(left["left"], 1, "{left}");
+    // A run that succeeded, with the pool drained: exit 0.
+    d.ok(&["work"]);
+    d.set_env(
+        "BRIDGE_GITHUB_EXTRA_HEADERS",
+        "actions/get-workflow-run Prefer: example=success",
+    );
+    let ok = d
+        .run(&["watch", "7", "--json", "--interval", "100ms"])
+        .expect_code(0)
+        .json();
+    assert_eq!(ok["exit_reason"], "drained", "{ok}");
+    // A run GitHub does not know: an error naming it.
+    let missing = d
+        .run_env(
+            &[(
+                "BRIDGE_GITHUB_EXTRA_HEADERS",
+                "actions/get-workflow-run Prefer: code=404",
+            )],
+            &["watch", "8", "--interval", "100ms"],
+        )
+        .expect_code(1);
+    assert!(
+        missing.stderr.contains("workflow run 8"),
+        "{}",
+        missing.stderr
+    );
+    mock.assert_valid();
+}
+
+// Issue 16, item 8: GH_TOKEN comes first, as in gh; a refused one is named.
+#[test]
+fn issue16_gh_token_is_used_before_github_token() {
+    let mock = Mock::start();
+    let (mut d, _store) = github_workspace("gh-ghtoken", &mock);
+    d.set_env("GH_TOKEN", "github_pat_from_gh_token");
+    d.set_env("BRIDGE_GITHUB_EXTRA_HEADERS", "Prefer: code=401");
+    let run = d.run(&["usage"]).expect_code(1);
+    assert!(
+        run.stderr
+            .contains("Hint: set GH_TOKEN to a valid token for octo-org/pool"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("the refused token came from GH_TOKEN"),
+        "{}",
+        run.stderr
+    );
+    // Without GH_TOKEN, GITHUB_TOKEN.
+    d.set_env("GH_TOKEN", "");
+    let run = d.run(&["usage"]).expect_code(1);
+    assert!(
+        run.stderr
+            .contains("the refused token came from GITHUB_TOKEN"),
+        "{}",
+        run.stderr
+    );
+    // GH_TOKEN alone is enough.
+    let mut only = Device::new("gh-ghtoken-only");
+    only.set_env("BRIDGE_GITHUB_API", &mock.url());
+    only.set_env("GH_TOKEN", "github_pat_test_only");
+    let store = temp_dir("gh-store");
+    only.ok(&[
+        "init",
+        "--github",
+        REPO,
+        "--remote",
+        &dir_remote(store.path()),
+    ]);
+}
+
+// Issue 16, item 8: `init --github` with no repository takes the one of the
+// folder's git remote origin (https or ssh), reads the default branch from
+// the API instead of assuming `main`, and commands find the repository the
+// same way when bridge.toml has no [github].
+#[test]
+fn issue16_init_github_infers_the_repository_and_reads_the_default_branch() {
+    let mock = Mock::start();
+    let d = device("gh-infer", &mock);
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(d.path("."))
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .output()
+            .expect("git");
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    git(&["init", "-q"]);
+    git(&[
+        "remote",
+        "add",
+        "origin",
+        "git@github.com:octo-org/pool.git",
+    ]);
+    let store = temp_dir("gh-store");
+    let run = d.ok(&["init", "--github", "--remote", &dir_remote(store.path())]);
+    mock.assert_valid();
+    assert!(
+        run.stderr
+            .contains("GitHub repository octo-org/pool (the git remote origin of this folder)"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(mock.count(PUT_SECRET), 1, "{}", mock.log_text());
+    let toml = fs::read_to_string(d.path("bridge.toml")).expect("bridge.toml");
+    assert!(toml.contains("repository = \"octo-org/pool\""), "{toml}");
+    // GitHub's example repository's default branch is `master`.
+    assert!(toml.contains("ref = \"master\""), "{toml}");
+
+    // Without [github], commands use the remote's repository; dispatch
+    // reads the default branch (no ref written anywhere).
+    let toml = toml
+        .split("[github]")
+        .next()
+        .expect("the part before [github]")
+        .to_owned();
+    fs::write(d.path("bridge.toml"), toml).expect("bridge.toml");
+    d.ok(&["submit", "--", "true"]);
+    let before = mock.count(GET_REPO);
+    let out = d.ok(&["dispatch", "--json"]).json();
+    assert_eq!(out["repository"], "octo-org/pool", "{out}");
+    assert_eq!(out["ref"], "master", "{out}");
+    assert_eq!(mock.count(GET_REPO), before + 1);
+    // An https remote on another host needs that host's API.
+    git(&[
+        "remote",
+        "set-url",
+        "origin",
+        "https://ghe.example.com/octo-org/pool.git",
+    ]);
+    let ghe = d
+        .run_env(&[("BRIDGE_GITHUB_API", "")], &["usage"])
+        .expect_code(1);
+    assert!(
+        ghe.stderr.contains("is on ghe.example.com, not github.com")
+            && ghe
+                .stderr
+                .contains("BRIDGE_GITHUB_API=https://ghe.example.com/api/v3"),
+        "{}",
+        ghe.stderr
+    );
+    // A folder with no remote: how to name the repository.
+    git(&["remote", "remove", "origin"]);
+    let none = d.run(&["usage"]).expect_code(1);
+    assert!(
+        none.stderr.contains("has no GitHub remote `origin`"),
+        "{}",
+        none.stderr
+    );
+    mock.assert_valid();
 }

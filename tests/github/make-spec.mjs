@@ -7,9 +7,10 @@
 // Usage: node make-spec.mjs [OUT]   (run `npm ci` in this folder first)
 //
 // The operations are kept exactly as GitHub describes them, with two
-// additions: examples of disabled workflows (below), and the error answers
+// additions: examples tests ask for by name (disabled workflows, runs still
+// at work, runs that ended, zero timing: below), and the error answers
 // GitHub gives but does not describe. GitHub answers 401 "Bad credentials"
-// on every endpoint and 422 on a dispatch it cannot start (no workflow_dispatch trigger, unknown ref,
+// on every endpoint, 404 for a workflow run it does not know, and 422 on a dispatch it cannot start (no workflow_dispatch trigger, unknown ref,
 // unexpected inputs), which the description leaves implicit. The script adds
 // those responses where they are missing (GitHub's own error schemas, with
 // the bodies GitHub sends as examples), so the tests can ask the mock for
@@ -25,6 +26,7 @@ const out = process.argv[2] ?? join(here, "api.subset.json");
 
 /** Every operation bridge makes: [method, path]. Keep in sync with bridge/src/github.rs. */
 const OPERATIONS = [
+  ["get", "/repos/{owner}/{repo}"],
   ["get", "/repos/{owner}/{repo}/actions/workflows/{workflow_id}"],
   ["put", "/repos/{owner}/{repo}/actions/workflows/{workflow_id}/enable"],
   ["post", "/repos/{owner}/{repo}/actions/workflows/{workflow_id}/dispatches"],
@@ -66,6 +68,13 @@ for (const [method, path] of OPERATIONS) {
     documentation_url: "https://docs.github.com/rest",
     status: "401",
   });
+  if (path.endsWith("/actions/runs/{run_id}")) {
+    copy.responses["404"] ??= errorResponse("Resource not found", "basic-error", {
+      message: "Not Found",
+      documentation_url: "https://docs.github.com/rest/actions/workflow-runs#get-a-workflow-run",
+      status: "404",
+    });
+  }
   if (path.endsWith("/dispatches")) {
     copy.responses["422"] ??= errorResponse("Unprocessable", "validation-error-simple", {
       message: "Workflow does not have 'workflow_dispatch' trigger",
@@ -122,6 +131,15 @@ if (examples["job-paginated"]) {
     job.created_at ??= job.started_at;
   }
 }
+// The example repository (and its `source` and `parent`) lacks `language`,
+// which the schema requires (it may be null).
+if (examples["full-repository-default-response"]) {
+  examples["full-repository-default-response"] = structuredClone(examples["full-repository-default-response"]);
+  const repo = examples["full-repository-default-response"].value;
+  for (const r of [repo, repo.source, repo.parent]) {
+    if (r && typeof r === "object") r.language ??= null;
+  }
+}
 // "Create or update a repository secret" documents its 201 body as an empty
 // object, with the example `null`.
 const secretPut = paths["/repos/{owner}/{repo}/actions/secrets/{secret_name}"].put;
@@ -140,6 +158,44 @@ const activeWorkflow = spec.components.examples.workflow.value;
 for (const state of ["disabled_inactivity", "disabled_manually"]) {
   workflowExamples[state] = { value: { ...activeWorkflow, state } };
 }
+
+// "List workflow runs" has one example, a queued run from 2020 (a stale
+// record: GitHub cancels a run after 35 days). Tests ask for runners still
+// at work with `Prefer: example=active`: one run in progress and one
+// queued, created when this file is made (so, minutes before the test).
+const listRuns = paths["/repos/{owner}/{repo}/actions/workflows/{workflow_id}/runs"].get;
+const runsExamples = listRuns.responses["200"].content["application/json"].examples;
+const exampleRun = spec.components.examples["workflow-run"].value;
+const now = new Date().toISOString().replace(/\.\d+Z$/, "Z");
+runsExamples.active = {
+  value: {
+    total_count: 2,
+    workflow_runs: [
+      { ...exampleRun, id: 30433651, status: "queued", conclusion: null, event: "workflow_dispatch", created_at: now, updated_at: now, html_url: "https://github.com/octo-org/octo-repo/actions/runs/30433651" },
+      { ...exampleRun, id: 30433650, status: "in_progress", conclusion: null, event: "workflow_dispatch", created_at: now, updated_at: now, html_url: "https://github.com/octo-org/octo-repo/actions/runs/30433650" },
+    ],
+  },
+};
+
+// "Get a workflow run" has one example, a queued run. Tests ask for a run
+// that ended with `Prefer: example=failure` (or success).
+const getRun = paths["/repos/{owner}/{repo}/actions/runs/{run_id}"].get;
+const runExamples = getRun.responses["200"].content["application/json"].examples;
+for (const conclusion of ["failure", "success"]) {
+  runExamples[conclusion] = { value: { ...exampleRun, status: "completed", conclusion } };
+}
+
+// "Get workflow run usage" (the timing endpoint, which bridge no longer
+// reads): `Prefer: example=zero` is the answer some accounts get, zero
+// billable time for a run whose jobs ran for minutes.
+const timing = paths["/repos/{owner}/{repo}/actions/runs/{run_id}/timing"].get;
+const timingExamples = timing.responses["200"].content["application/json"].examples;
+timingExamples.zero = {
+  value: {
+    billable: { UBUNTU: { total_ms: 0, jobs: 1, job_runs: [{ job_id: 399444496, duration_ms: 0 }] } },
+    run_duration_ms: 0,
+  },
+};
 
 const subset = {
   openapi: spec.openapi,

@@ -12,7 +12,9 @@ use serde_json::json;
 
 use super::GlobalArgs;
 use super::common::{SyncOutcome, open_session, sync_remote};
-use crate::error::{CliError, CliResult, EXIT_OFFLINE, EXIT_OK, HintExt};
+use crate::error::{
+    CliError, CliResult, EXIT_OFFLINE, EXIT_OK, EXIT_RUN_UNFINISHED, EXIT_TASK_FAILED, HintExt,
+};
 use crate::github::{self, ApiError, Client};
 use crate::output::print_json;
 use crate::workspace::{Session, now_ms};
@@ -32,16 +34,27 @@ use crate::workspace::{Session, now_ms};
 /// this month's minutes (`bridge usage`) plus the estimate would pass
 /// [github] minutes-budget, unless --force.
 ///
+/// It refuses, too, while runners of an earlier run of the workflow are
+/// still queued or running (they drain the same pool: more would mostly
+/// bill minutes), naming those runs, unless --force; `bridge watch RUN`
+/// follows one.
+///
 /// --watch then shows tasks done / failed / left and the runners' states
-/// until the pool drains, and says how to get the outputs.
+/// until the pool drains, and says how to get the outputs. Its exit code
+/// says how it ended (as `gh run watch --exit-status`): 0 the pool drained
+/// and no watched task failed, 3 a watched task failed, 6 the run ended
+/// with tasks left, or failed or was cancelled; `bridge watch` attaches to
+/// a run again later.
 ///
 /// A workflow GitHub disabled for inactivity (a public repository's
 /// scheduled workflows stop after 60 days without activity) is enabled
 /// again first, and said so; one a person disabled is left alone: dispatch
 /// refuses and says how to enable it.
 ///
-/// The token comes from GITHUB_TOKEN, else `gh auth token`; it needs
-/// Actions: read and write on the repository.
+/// The workflow runs on [github] ref in bridge.toml, else the repository's
+/// default branch (read from the API). The token comes from GH_TOKEN, else
+/// GITHUB_TOKEN, else `gh auth token`; it needs Actions: read and write and
+/// Metadata: read on the repository.
 #[derive(Debug, Args)]
 pub struct DispatchArgs {
     /// How many runners: a number, or auto (sized from the pending work)
@@ -53,7 +66,8 @@ pub struct DispatchArgs {
     /// Another input of the workflow, e.g. runs-on=self-hosted (repeatable)
     #[arg(long = "input", value_name = "KEY=VALUE")]
     pub inputs: Vec<String>,
-    /// Start the runners even past the month's minutes budget
+    /// Start the runners even past the month's minutes budget, or while
+    /// runners of an earlier run are still queued or running
     #[arg(long)]
     pub force: bool,
     /// Show progress until the pool drains
@@ -63,7 +77,8 @@ pub struct DispatchArgs {
     #[arg(long, value_name = "DURATION", default_value = "10s")]
     pub interval: String,
     /// Print {"dispatched", "run_id", "run_url", "html_url", "runners", "budget",
-    /// "pending_tasks", "estimated_minutes", …} as JSON
+    /// "pending_tasks", "estimated_minutes", …} as JSON (with --watch:
+    /// {"run_id", "done", "failed", "left", …, "exit_reason"})
     #[arg(long)]
     pub json: bool,
 }
@@ -93,7 +108,7 @@ pub fn run(g: &GlobalArgs, args: DispatchArgs) -> CliResult<u8> {
         .hint("write e.g. 10s or 1m")?;
     let extra_inputs = parse_inputs(&args.inputs)?;
     let mut session = open_session(g)?;
-    let (section, repo) = github::configured(&session.ws.config)?;
+    let (section, repo) = github::configured(&session.ws, &g.settings)?;
 
     // Runners see only what the store has: sync first, and refuse when the
     // store is out of reach (they would find nothing of what is here).
@@ -151,7 +166,8 @@ pub fn run(g: &GlobalArgs, args: DispatchArgs) -> CliResult<u8> {
 
     let gh = github::connect(&g.settings, &repo)?;
     let workflow = section.workflow().to_owned();
-    let git_ref = section.git_ref().to_owned();
+    let git_ref = github::git_ref(&section, &gh)?;
+    refuse_while_runners_run(&gh, &workflow, args.force)?;
     let month = Month::of(std::time::SystemTime::now());
     if let Some(limit) = section.minutes_budget {
         let used: u64 = gh
@@ -447,12 +463,85 @@ fn job_states(jobs: &[Job]) -> String {
         .join(", ")
 }
 
-/// `--watch`: polls the run, its jobs and the store until the pool drains.
+/// How a watch ended (issue 16, item 6): its exit code and, in JSON, its
+/// `exit_reason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WatchEnd {
+    /// The pool drained, no watched task failed, and the run did not fail.
+    Drained,
+    /// A watched task failed (exit 3).
+    TasksFailed,
+    /// The run ended with watched tasks left (exit 6).
+    TasksLeft,
+    /// The pool drained without a failed task, but the run failed or was
+    /// cancelled (exit 6).
+    RunFailed,
+}
+
+impl WatchEnd {
+    /// Tasks left first (work not done), then failed tasks, then the run's
+    /// own failure (with `fail-on: task-failure` a failed task fails the
+    /// run too: that is a task failure, not another cause).
+    fn of(p: &Progress, run: Option<&WorkflowRun>) -> WatchEnd {
+        if p.left > 0 {
+            WatchEnd::TasksLeft
+        } else if p.failed > 0 {
+            WatchEnd::TasksFailed
+        } else if run.is_some_and(WorkflowRun::failed) {
+            WatchEnd::RunFailed
+        } else {
+            WatchEnd::Drained
+        }
+    }
+
+    fn reason(self) -> &'static str {
+        match self {
+            WatchEnd::Drained => "drained",
+            WatchEnd::TasksFailed => "tasks_failed",
+            WatchEnd::TasksLeft => "tasks_left",
+            WatchEnd::RunFailed => "run_failed",
+        }
+    }
+
+    fn code(self) -> u8 {
+        match self {
+            WatchEnd::Drained => EXIT_OK,
+            WatchEnd::TasksFailed => EXIT_TASK_FAILED,
+            WatchEnd::TasksLeft | WatchEnd::RunFailed => EXIT_RUN_UNFINISHED,
+        }
+    }
+}
+
+/// The tasks a watch follows: those not final when it begins, and those a
+/// runner of `run_id` attempted already (when attaching to a run again,
+/// the tasks it finished are its work too).
+fn watched_at_start(session: &Session, run_id: Option<u64>) -> BTreeSet<TaskId> {
+    let derived = session.view().derive(now_ms(), session.policy);
+    let run = run_id.map(|id| id.to_string());
+    session
+        .view()
+        .tasks()
+        .filter(|t| {
+            derived.get(&t.id).is_some_and(|d| !d.status.is_final())
+                || run.as_ref().is_some_and(|run| {
+                    t.facts
+                        .attempts
+                        .values()
+                        .any(|a| a.provenance.get("ci_run_id") == Some(run))
+                })
+        })
+        .map(|t| t.id.clone())
+        .collect()
+}
+
+/// `--watch` and `bridge watch`: polls the run, its jobs and the store
+/// until the pool drains or the run ends; the exit code says how
+/// ([`WatchEnd`]).
 #[expect(
     clippy::too_many_lines,
     reason = "a command's steps in order; the ratchet (clippy.toml) stops it growing"
 )]
-fn watch(
+pub(super) fn watch(
     g: &GlobalArgs,
     session: &mut Session,
     gh: &Client,
@@ -461,17 +550,10 @@ fn watch(
     json: bool,
 ) -> CliResult<u8> {
     let started = Instant::now();
-    let mut known = BTreeSet::new();
-    // Tasks already final when watching begins are not this run's work.
-    let derived = session.view().derive(now_ms(), session.policy);
-    for t in session.view().tasks() {
-        known.insert(t.id.clone());
-    }
-    let mut watched: BTreeSet<TaskId> = derived
-        .iter()
-        .filter(|(_, d)| !d.status.is_final())
-        .map(|(id, _)| id.clone())
-        .collect();
+    // Tasks already final when watching begins are not this run's work
+    // (unless a runner of this run did them).
+    let mut known: BTreeSet<TaskId> = session.view().tasks().map(|t| t.id.clone()).collect();
+    let mut watched = watched_at_start(session, run_id);
     let tty = crate::output::surroundings().live_stderr;
     let bar = (tty && !g.quiet && !json).then(|| {
         let bar = indicatif::ProgressBar::new(0);
@@ -562,6 +644,7 @@ fn watch(
         b.finish_and_clear();
     }
     let (p, drained) = outcome;
+    let end = WatchEnd::of(&p, run_state.as_ref());
     if json {
         print_json(&json!({
             "dispatched": true,
@@ -571,12 +654,22 @@ fn watch(
             "run_conclusion": run_state.as_ref().and_then(|r| r.conclusion.clone()),
             "done": p.done, "failed": p.failed, "cancelled": p.cancelled, "skipped": p.skipped, "left": p.left,
             "drained": drained,
+            "exit_reason": end.reason(),
         }))?;
-        return Ok(EXIT_OK);
+    } else if !g.quiet {
+        say_how_it_ended(session, &watched, &p, drained, end);
     }
-    if g.quiet {
-        return Ok(EXIT_OK);
-    }
+    Ok(end.code())
+}
+
+/// The closing lines of a watch: how it ended and where the outputs are.
+fn say_how_it_ended(
+    session: &Session,
+    watched: &BTreeSet<TaskId>,
+    p: &Progress,
+    drained: bool,
+    end: WatchEnd,
+) {
     if drained {
         outln!("The pool is drained: {}.", p.line());
     } else {
@@ -584,6 +677,11 @@ fn watch(
             "The run ended with {} task(s) left ({}): run `bridge dispatch` again for the rest.",
             p.left,
             p.line()
+        );
+    }
+    if end == WatchEnd::RunFailed {
+        outln!(
+            "The run itself failed or was cancelled, though no watched task failed: its page says which job and why."
         );
     }
     // Where the outputs are: name a done task as the example.
@@ -630,5 +728,43 @@ fn watch(
             p.skipped
         );
     }
-    Ok(EXIT_OK)
+}
+
+/// Refuses a dispatch while runners of an earlier run of `workflow` are
+/// queued or running, naming the runs (issue 16, item 6); with `force`,
+/// says so and goes on.
+fn refuse_while_runners_run(gh: &Client, workflow: &str, force: bool) -> CliResult<()> {
+    let active = gh
+        .active_runs(workflow, now_ms())
+        .map_err(|e| ApiError::new(e, gh.token_source))?;
+    let Some(newest) = active.first() else {
+        return Ok(());
+    };
+    let list = active
+        .iter()
+        .map(|r| {
+            format!(
+                "{} ({}, {})",
+                r.id,
+                r.status.as_deref().unwrap_or("unknown"),
+                r.html_url
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let msg = format!(
+        "{} run(s) of workflow {workflow} still queued or running: {list}",
+        active.len()
+    );
+    if force {
+        errln!("warning: {msg}; starting more runners anyway (--force)");
+        return Ok(());
+    }
+    Err(CliError::hint(
+        anyhow!("not dispatching: {msg}"),
+        format!(
+            "their runners drain the same pool: follow them with `bridge watch {}`, or pass --force to start more runners anyway",
+            newest.id
+        ),
+    ))
 }

@@ -51,18 +51,32 @@ const RUNNER_NAME: &str = "github-actions";
 /// branch with `use: source` (runners build bridge once, then restore it
 /// from the Actions cache). It says which, and what a release changes.
 ///
-/// The token (GITHUB_TOKEN, else `gh auth token`) needs, on that repository,
-/// Actions: read and write, Secrets: read and write and Contents: read and
-/// write: a fine-grained personal access token. A workflow's own
-/// GITHUB_TOKEN cannot manage secrets.
+/// --github without OWNER/REPO takes the repository of this folder's git
+/// remote `origin` (https or ssh URL; another host than github.com needs
+/// BRIDGE_GITHUB_API), as gh does. The workflow runs on --ref, else the
+/// repository's default branch, read from the API (it is written to
+/// bridge.toml as [github] ref).
+///
+/// The token (GH_TOKEN, else GITHUB_TOKEN, else `gh auth token`) is a
+/// fine-grained personal access token for that repository with:
+///   Metadata: read              read the repository and its default branch
+///   Secrets: read and write     store the runner identity (BRIDGE_IDENTITY)
+///   Actions: read and write     dispatch runs, follow them, add up minutes
+///   Contents: read and write    the store's refs; with --via-api the files
+///   Workflows: read and write   with --via-api, commit the workflow file
+/// init checks Metadata and Secrets before it creates anything (a refusal
+/// names the missing permission); the others are checked when first used.
+/// A workflow's own GITHUB_TOKEN cannot manage secrets.
 #[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
 pub struct InitArgs {
     /// The shared store to sync with, e.g. dir:/mnt/usb/pool
     #[arg(long, value_name = "REMOTE")]
     pub remote: Option<String>,
-    /// Set up GitHub Actions runners of this repository (see above)
-    #[arg(long, value_name = "OWNER/REPO")]
-    pub github: Option<RepoSlug>,
+    /// Set up GitHub Actions runners of this repository (default: the one of
+    /// this folder's git remote origin; see above)
+    #[arg(long, value_name = "OWNER/REPO", num_args = 0..=1, default_missing_value = "")]
+    pub github: Option<String>,
     /// With --github: commit bridge.toml and the workflow through the GitHub
     /// API instead of writing the workflow into this checkout
     #[arg(long, requires = "github")]
@@ -82,7 +96,8 @@ pub fn run(g: &GlobalArgs, args: InitArgs) -> CliResult<u8> {
         super::common::open_remote(&g.settings.engine, spec, &root)
             .map_err(|e| CliError::hint(anyhow::anyhow!(e), "a remote looks like dir:PATH"))?;
     }
-    if let Some(repo) = args.github.clone() {
+    if let Some(given) = args.github.clone() {
+        let repo = github_repo(g, &root, &given)?;
         return init_github(g, &args, &root, &repo);
     }
     let (ws, vault) = create(g, &root, args.remote.clone(), None)?;
@@ -105,6 +120,32 @@ pub fn run(g: &GlobalArgs, args: InitArgs) -> CliResult<u8> {
         );
     }
     Ok(EXIT_OK)
+}
+
+/// The repository `--github` names, or, when it names none, the one of the
+/// git remote origin of `root`.
+fn github_repo(g: &GlobalArgs, root: &Path, given: &str) -> CliResult<RepoSlug> {
+    if !given.trim().is_empty() {
+        return given.parse::<RepoSlug>().map_err(|e| {
+            CliError::hint(
+                anyhow!(e).context(format!("--github {given}")),
+                "write the repository as OWNER/REPO, e.g. --github octo-org/pool",
+            )
+        });
+    }
+    let repo = github::origin_repo(root, &g.settings)?.ok_or_else(|| {
+        CliError::hint(
+            anyhow!(
+                "--github names no repository, and {} has no GitHub remote origin",
+                root.display()
+            ),
+            "name it: `bridge init --github OWNER/REPO`",
+        )
+    })?;
+    if !g.quiet {
+        errln!("GitHub repository {repo} (the git remote origin of this folder).");
+    }
+    Ok(repo)
 }
 
 /// Creates the workspace in `root`: bridge.toml, the replica, and a roster
@@ -170,7 +211,16 @@ fn init_github(g: &GlobalArgs, args: &InitArgs, root: &Path, repo: &RepoSlug) ->
     let key = gh
         .public_key()
         .map_err(|e| ApiError::new(e, gh.token_source))?;
-    let git_ref = args.git_ref.clone().unwrap_or_else(|| "main".to_owned());
+    // The repository itself (Metadata: read): its default branch, unless
+    // --ref or bridge.toml names the branch; never an assumed `main`.
+    let default_branch = gh
+        .repository()
+        .map_err(|e| ApiError::new(e, gh.token_source))?
+        .default_branch;
+    let git_ref = args
+        .git_ref
+        .clone()
+        .unwrap_or_else(|| default_branch.clone());
     // The commit of bridge's action the workflow pins (a release's, or the
     // default branch's with use: source), also before anything is created.
     let pin = crate::action_pin::resolve(&g.settings)?;
@@ -247,7 +297,8 @@ fn init_github(g: &GlobalArgs, args: &InitArgs, root: &Path, repo: &RepoSlug) ->
     let git_ref = args
         .git_ref
         .clone()
-        .unwrap_or_else(|| section.git_ref().to_owned());
+        .or_else(|| section.git_ref.clone())
+        .unwrap_or(default_branch);
 
     // The runner identity: sealed and stored first, then added to the
     // roster, so that a refused secret leaves no orphan member behind.

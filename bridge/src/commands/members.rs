@@ -297,7 +297,7 @@ fn rotate_runner(
     // Check the repository before anything changes: a refused secret must
     // leave the old runner in place.
     let target = if github {
-        let (section, repo) = crate::github::configured(&ws.config)?;
+        let (section, repo) = crate::github::configured(ws, &g.settings)?;
         let gh = crate::github::connect(&g.settings, &repo)?;
         let key = gh
             .public_key()

@@ -35,6 +35,7 @@ mod submit;
 mod sync;
 mod task_output;
 mod usage;
+mod watch;
 mod whoami;
 mod work;
 
@@ -54,8 +55,9 @@ Start here:
   bridge init --github OWNER/REPO             let that repository's Actions runners drain the pool
   bridge dispatch --watch                     start runners for the pending work and follow them
 
-Exit codes: 0 ok, 1 error, 2 bad command line, 3 a task failed (work),
-4 remote unreachable (sync), 130 stopped by Ctrl-C/SIGTERM.
+Exit codes: 0 ok, 1 error, 2 bad command line, 3 a task failed (work, watch),
+4 remote unreachable (sync), 6 a watched run ended with tasks left or failed,
+130 stopped by Ctrl-C/SIGTERM.
 Set BRIDGE_LOG=debug for detailed logs.";
 
 /// Turn CI runners and your own devices into one local-first task pool
@@ -116,6 +118,7 @@ pub enum Command {
     Work(work::WorkArgs),
     Run(run::RunArgs),
     Dispatch(dispatch::DispatchArgs),
+    Watch(watch::WatchArgs),
     Usage(usage::UsageArgs),
     Sync(sync::SyncArgs),
     Compact(compact::CompactArgs),
@@ -148,6 +151,7 @@ pub fn run(cli: Cli) -> CliResult<u8> {
         Command::Work(a) => work::run(g, a),
         Command::Run(a) => run::run(g, a),
         Command::Dispatch(a) => dispatch::run(g, a),
+        Command::Watch(a) => watch::run(g, a),
         Command::Usage(a) => usage::run(g, a),
         Command::Sync(a) => sync::run(g, a),
         Command::Compact(a) => compact::run(g, a),

@@ -14,16 +14,20 @@ use crate::workspace::Workspace;
 /// Show the runner minutes bridge's GitHub Actions runs used this month
 ///
 /// Lists the runs of the [github] workflow created in the month (UTC) and
-/// reads each one's timing: the billable time GitHub reports (each job
-/// rounded up to a minute, as GitHub bills), else, where GitHub reports none
-/// (public repositories, self-hosted runners), the jobs' own start and end.
-/// macOS and Windows runners count 10× and 2× against a plan's included
-/// minutes; the figures here are not multiplied. `bridge dispatch` refuses to
-/// go past [github] minutes-budget without --force.
+/// adds up their jobs' minutes from the jobs API: each job of every attempt
+/// from its start to its end (a running one: to now), rounded up to the
+/// whole minute, as GitHub bills. The run-timing endpoint is not read:
+/// GitHub is retiring it, and it answers zero for some accounts. macOS and
+/// Windows runners count 10× and 2× against a plan's included minutes, and
+/// self-hosted runners and public repositories' standard runners are free;
+/// the figures here are neither multiplied nor left out. `bridge dispatch`
+/// refuses to go past [github] minutes-budget without --force.
+///
+/// The token needs Actions: read.
 ///
 /// JSON (--json): {"repository", "workflow", "month", "minutes", "budget",
 /// "left", "runs": [{"id", "created_at", "status", "conclusion", "minutes",
-/// "source": "billable"|"jobs"|"run_duration", "html_url"}]}
+/// "jobs", "html_url"}]}
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct UsageArgs {
@@ -37,7 +41,7 @@ pub struct UsageArgs {
 
 pub fn run(g: &GlobalArgs, args: UsageArgs) -> CliResult<u8> {
     let ws = Workspace::find(g.workspace.as_deref(), g.engine())?;
-    let (section, repo) = github::configured(&ws.config)?;
+    let (section, repo) = github::configured(&ws, &g.settings)?;
     let month = args
         .month
         .unwrap_or_else(|| Month::of(std::time::SystemTime::now()));
@@ -84,16 +88,13 @@ pub fn run(g: &GlobalArgs, args: UsageArgs) -> CliResult<u8> {
                     .or_else(|| r.status.clone())
                     .unwrap_or_default(),
                 r.minutes.to_string(),
-                serde_json::to_value(r.source)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default(),
+                r.jobs.to_string(),
                 r.html_url.clone(),
             ]
         })
         .collect();
     print_table(
-        &["RUN", "CREATED", "STATUS", "MINUTES", "FROM", "URL"],
+        &["RUN", "CREATED", "STATUS", "MINUTES", "JOBS", "URL"],
         &rows,
     )?;
     Ok(EXIT_OK)

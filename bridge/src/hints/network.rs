@@ -33,12 +33,19 @@ pub(super) fn advise(cause: &(dyn std::error::Error + 'static)) -> Option<Advice
 /// The hint for a failed call: what to fix, by status and operation.
 fn github_hint(e: &GitHubError, token_source: Option<TokenSource>) -> String {
     let call = e.call();
-    let perm = call.op.permission();
+    // Committing a file under .github/workflows/ needs the Workflows
+    // permission besides Contents (GitHub refuses it with 403 otherwise).
+    let perm = if call.op == Operation::PutContent && call.what.contains(".github/workflows/") {
+        "Contents: read and write and Workflows: read and write"
+    } else {
+        call.op.permission()
+    };
     let repo = &call.repo;
     match e {
         GitHubError::Unauthorized { .. } => match token_source {
             Some(source) => format!(
-                "set GITHUB_TOKEN to a valid token for {repo}: a fine-grained personal access token with {TOKEN_PERMISSIONS} (this call needs {perm}); the refused token came from {source}"
+                "set {} to a valid token for {repo}: a fine-grained personal access token with {TOKEN_PERMISSIONS} (this call needs {perm}); the refused token came from {source}",
+                source.variable()
             ),
             None => format!(
                 "set GITHUB_TOKEN to a valid token for {repo}: a fine-grained personal access token with {TOKEN_PERMISSIONS} (this call needs {perm})"
@@ -156,7 +163,8 @@ mod tests {
     #[test]
     fn hints_follow_the_operation() {
         let hint = |op, status| {
-            hint_of(ApiError::new(error(op, status), TokenSource::Env).into()).unwrap_or_default()
+            hint_of(ApiError::new(error(op, status), TokenSource::Env("GITHUB_TOKEN")).into())
+                .unwrap_or_default()
         };
         assert!(hint(Operation::Dispatch, 404).contains("`bridge init --github o/r` writes it"));
         assert!(hint(Operation::GetRun, 404).contains("with Actions: read"));
@@ -164,6 +172,45 @@ mod tests {
         assert!(hint(Operation::PutContent, 422).contains("current blob sha"));
         assert!(hint(Operation::PutSecret, 422).contains("says what it refused"));
         assert!(hint(Operation::GetRun, 503).contains("githubstatus.com"));
+        assert!(hint(Operation::GetRepo, 404).contains("with Metadata: read"));
+    }
+
+    #[test]
+    fn a_refused_workflow_commit_names_the_workflows_permission() {
+        let call = Call {
+            op: Operation::PutContent,
+            repo: "o/r".to_owned(),
+            what: "commit .github/workflows/bridge.yml to main".to_owned(),
+        };
+        let e = GitHubError::Forbidden {
+            call: call.clone(),
+            message: "Resource not accessible by personal access token".to_owned(),
+        };
+        let hint = hint_of(e.into()).unwrap_or_default();
+        assert!(hint.contains("Workflows: read and write"), "{hint}");
+        let other = GitHubError::Forbidden {
+            call: Call {
+                what: "commit bridge.toml to main".to_owned(),
+                ..call
+            },
+            message: "m".to_owned(),
+        };
+        let hint = hint_of(other.into()).unwrap_or_default();
+        assert!(!hint.contains("Workflows"), "{hint}");
+    }
+
+    #[test]
+    fn a_refused_gh_token_says_to_set_gh_token() {
+        let e = ApiError::new(
+            error(Operation::Dispatch, 401),
+            TokenSource::Env("GH_TOKEN"),
+        );
+        let hint = hint_of(e.into()).unwrap_or_default();
+        assert!(hint.starts_with("set GH_TOKEN to a valid token"), "{hint}");
+        assert!(
+            hint.ends_with("the refused token came from GH_TOKEN"),
+            "{hint}"
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //!
 //! A task runs as the same user as its worker, so without care it can read
 //! the worker's environment from `/proc/<worker pid>/environ` (holding
-//! `BRIDGE_IDENTITY`, `GITHUB_TOKEN`, and whatever else the CI job was
+//! `BRIDGE_IDENTITY`, `GITHUB_TOKEN` or `GH_TOKEN`, and whatever else the CI job was
 //! given, like cloud keys) and its memory through `ptrace` or
 //! `/proc/<pid>/mem`. Two measures:
 //!
@@ -25,7 +25,11 @@
 
 /// The variables holding secrets bridge reads: taken out of the
 /// environment at start-up.
-pub const SECRET_VARS: &[&str] = &[crate::keys::IDENTITY_ENV, crate::settings::GITHUB_TOKEN_ENV];
+pub const SECRET_VARS: &[&str] = &[
+    crate::keys::IDENTITY_ENV,
+    crate::settings::GITHUB_TOKEN_ENV,
+    crate::settings::GH_TOKEN_ENV,
+];
 
 /// Removes [`SECRET_VARS`] from the environment. Call it first thing in
 /// `main`, before any thread starts, right after

@@ -34,6 +34,9 @@ pub const CONFIG_DIR_ENV: &str = "BRIDGE_CONFIG_DIR";
 pub const DEVICE_ENV: &str = "BRIDGE_DEVICE";
 /// `GITHUB_TOKEN`: the token for the GitHub API and `git:` remotes on GitHub.
 pub const GITHUB_TOKEN_ENV: &str = "GITHUB_TOKEN";
+/// `GH_TOKEN`: the gh CLI's token variable, read before `GITHUB_TOKEN` as
+/// gh does (issue 16, item 8).
+pub const GH_TOKEN_ENV: &str = "GH_TOKEN";
 /// `BRIDGE_GIT_AUTH_HOST`: the host `git:` remotes send the token to
 /// (GitHub Enterprise Server), instead of github.com.
 pub const GIT_AUTH_HOST_ENV: &str = "BRIDGE_GIT_AUTH_HOST";
@@ -80,9 +83,11 @@ pub struct Settings {
     /// The whole identity (`BRIDGE_IDENTITY`, CI runners), as given: it is
     /// checked where it is loaded, so that its errors never quote it.
     pub identity: Option<OsString>,
-    /// The GitHub token (`GITHUB_TOKEN`), trimmed; `None` when unset, blank
-    /// or not UTF-8.
+    /// The GitHub token, trimmed: `GH_TOKEN`, else `GITHUB_TOKEN` (gh's
+    /// order); `None` when both are unset, blank or not UTF-8.
     pub github_token: Option<String>,
+    /// The variable [`Settings::github_token`] came from, for messages.
+    pub github_token_var: Option<&'static str>,
     /// The host `git:` remotes send the token to (`BRIDGE_GIT_AUTH_HOST`);
     /// `None`: github.com.
     pub git_auth_host: Option<String>,
@@ -157,6 +162,7 @@ impl fmt::Debug for Settings {
                 "github_token",
                 &self.github_token.as_ref().map(|_| "<secret>"),
             )
+            .field("github_token_var", &self.github_token_var)
             .field("git_auth_host", &self.git_auth_host)
             .field("stall_timeout", &self.stall_timeout)
             .field("run_tasks_from", &self.run_tasks_from)
@@ -205,6 +211,13 @@ impl Settings {
             }
             None => None,
         };
+        let token = |name: &'static str| {
+            var(name)
+                .and_then(|t| t.to_str().map(|t| t.trim().to_owned()))
+                .filter(|t| !t.is_empty())
+                .map(|t| (t, name))
+        };
+        let github_token = token(GH_TOKEN_ENV).or_else(|| token(GITHUB_TOKEN_ENV));
         let task_env = TASK_PASSTHROUGH_VARS
             .iter()
             .filter_map(|k| text(k).map(|v| ((*k).to_owned(), v)))
@@ -214,9 +227,8 @@ impl Settings {
             home,
             device: text(DEVICE_ENV).filter(|d| !d.is_empty()),
             identity: var(IDENTITY_ENV),
-            github_token: var(GITHUB_TOKEN_ENV)
-                .and_then(|t| t.to_str().map(|t| t.trim().to_owned()))
-                .filter(|t| !t.is_empty()),
+            github_token: github_token.as_ref().map(|(t, _)| t.clone()),
+            github_token_var: github_token.map(|(_, name)| name),
             git_auth_host: text(GIT_AUTH_HOST_ENV),
             stall_timeout,
             run_tasks_from: text(crate::run_policy::RUN_TASKS_FROM_ENV),
@@ -341,6 +353,23 @@ mod tests {
         );
         let s = Settings::from_vars(vars(&[("HOME", "")]));
         assert!(s.home.is_none() && s.config_dir.is_none());
+    }
+
+    #[test]
+    fn gh_token_comes_before_github_token_as_in_gh() {
+        let both = Settings::from_vars(vars(&[
+            (GITHUB_TOKEN_ENV, "from-github"),
+            (GH_TOKEN_ENV, " from-gh "),
+        ]));
+        assert_eq!(both.github_token.as_deref(), Some("from-gh"));
+        assert_eq!(both.github_token_var, Some(GH_TOKEN_ENV));
+        // A blank GH_TOKEN counts as unset.
+        let blank = Settings::from_vars(vars(&[(GITHUB_TOKEN_ENV, "x"), (GH_TOKEN_ENV, " ")]));
+        assert_eq!(blank.github_token.as_deref(), Some("x"));
+        assert_eq!(blank.github_token_var, Some(GITHUB_TOKEN_ENV));
+        let none = Settings::from_vars(vars(&[]));
+        assert_eq!((none.github_token, none.github_token_var), (None, None));
+        assert!(!format!("{both:?}").contains("from-gh"));
     }
 
     #[test]

@@ -27,13 +27,18 @@ pub const API_ENV: &str = "BRIDGE_GITHUB_API";
 pub const EXTRA_HEADERS_ENV: &str = "BRIDGE_GITHUB_EXTRA_HEADERS";
 
 /// The token permissions bridge needs, for messages (a fine-grained
-/// personal access token limited to the repository).
-pub const TOKEN_PERMISSIONS: &str =
-    "Actions: read and write, Secrets: read and write, Contents: read and write";
+/// personal access token limited to the repository): Actions to dispatch
+/// and follow runs, Secrets to store the runner identity, Contents for the
+/// store's refs and committed files, Workflows to commit the workflow file
+/// (`init --github --via-api`), Metadata to read the repository (every
+/// fine-grained token has it).
+pub const TOKEN_PERMISSIONS: &str = "Actions: read and write, Secrets: read and write, Contents: read and write, Workflows: read and write, Metadata: read";
 
 /// The operations bridge makes, named by GitHub's operation ids.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Operation {
+    /// `GET /repos/{o}/{r}`
+    GetRepo,
     /// `POST /repos/{o}/{r}/actions/workflows/{workflow}/dispatches`
     Dispatch,
     /// `GET /repos/{o}/{r}/actions/workflows/{workflow}`
@@ -46,8 +51,6 @@ pub enum Operation {
     GetRun,
     /// `GET /repos/{o}/{r}/actions/runs/{id}/jobs`
     ListJobs,
-    /// `GET /repos/{o}/{r}/actions/runs/{id}/timing`
-    RunTiming,
     /// `GET /repos/{o}/{r}/actions/secrets/public-key`
     PublicKey,
     /// `PUT /repos/{o}/{r}/actions/secrets/{name}`
@@ -66,13 +69,13 @@ impl Operation {
     /// GitHub's operation id (as in its OpenAPI description).
     pub fn id(self) -> &'static str {
         match self {
+            Operation::GetRepo => "repos/get",
             Operation::Dispatch => "actions/create-workflow-dispatch",
             Operation::GetWorkflow => "actions/get-workflow",
             Operation::EnableWorkflow => "actions/enable-workflow",
             Operation::ListRuns => "actions/list-workflow-runs",
             Operation::GetRun => "actions/get-workflow-run",
             Operation::ListJobs => "actions/list-jobs-for-workflow-run",
-            Operation::RunTiming => "actions/get-workflow-run-usage",
             Operation::PublicKey => "actions/get-repo-public-key",
             Operation::PutSecret => "actions/create-or-update-repo-secret",
             Operation::GetContent => "repos/get-content",
@@ -89,10 +92,10 @@ impl Operation {
             Operation::GetWorkflow
             | Operation::ListRuns
             | Operation::GetRun
-            | Operation::ListJobs
-            | Operation::RunTiming => "Actions: read",
+            | Operation::ListJobs => "Actions: read",
             Operation::PublicKey | Operation::PutSecret => "Secrets: read and write",
             Operation::GetContent | Operation::PutContent => "Contents: read and write",
+            Operation::GetRepo => "Metadata: read",
             // Of a public repository (bridge's own): any token may read it.
             Operation::GetReleaseByTag | Operation::GetCommit => "Contents: read",
         }

@@ -1,6 +1,6 @@
 //! The GitHub REST API, as bridge uses it: start the runner workflow
 //! (`workflow_dispatch`, enabling it first when GitHub disabled it for
-//! inactivity), follow its run and jobs, read the runs' timing for
+//! inactivity), follow its run and jobs, add up the jobs' minutes for
 //! the minutes budget, store the runner identity as a repository secret
 //! (sealed to the repository's public key), and commit files through the
 //! contents API; read the release and commit the workflow pins the
@@ -32,11 +32,12 @@
 //! - [`runs`]: dispatching the workflow and following its runs and jobs;
 //! - [`workflows`]: the workflow's state (disabled for inactivity, by a
 //!   person, …) and enabling it again before a dispatch;
-//! - [`usage`]: runner minutes (timing, billing, months) and sizing a
+//! - [`usage`]: runner minutes (jobs, months) and sizing a
 //!   dispatch;
 //! - [`secrets`]: sealing a secret to the repository's key and storing it;
 //! - [`contents`]: reading and committing files;
 //! - [`releases`]: a tag's release and a ref's commit (the action's pin);
+//! - [`repository`]: the repository's default branch;
 //! - [`slug`]: names checked before any request (repository, workflow file).
 
 #![deny(clippy::print_stdout, clippy::print_stderr)]
@@ -46,6 +47,7 @@
 pub mod client;
 pub mod contents;
 pub mod releases;
+pub mod repository;
 pub mod runs;
 pub mod secrets;
 pub mod slug;
@@ -57,13 +59,13 @@ pub use client::{
     GitHub, GitHubError, Operation, TOKEN_PERMISSIONS,
 };
 pub use releases::Release;
-pub use runs::{DispatchDetails, Job, RunsPage, WorkflowRun, parse_time, pick_dispatched_run};
+pub use repository::Repository;
+pub use runs::{
+    DispatchDetails, Job, RUN_LIFETIME_MS, RunsPage, WorkflowRun, parse_time, pick_dispatched_run,
+};
 pub use secrets::{RepoPublicKey, SealError, SecretWrite, seal};
 pub use slug::{RepoSlug, RepoSlugError, WorkflowNameError, check_workflow};
-pub use usage::{
-    Billable, JobRun, MinutesSource, Month, MonthError, RunTiming, RunUsage, auto_runners,
-    billable_minutes, estimate_minutes, jobs_minutes,
-};
+pub use usage::{Month, MonthError, RunUsage, auto_runners, estimate_minutes, jobs_minutes};
 pub use workflows::{DispatchPlan, NotDispatchable, Workflow, WorkflowState, plan_dispatch};
 
 /// Milliseconds since the Unix epoch (the same as `bridge_model::Millis`,

@@ -101,6 +101,36 @@ pub fn pick_dispatched_run(runs: &[WorkflowRun], since: Millis) -> Option<&Workf
         .map(|(_, r)| r)
 }
 
+/// How long a workflow run may last: GitHub cancels a run after 35 days,
+/// so a run still listed as queued or in progress that was created earlier
+/// is a stale record, not runners at work.
+pub const RUN_LIFETIME_MS: Millis = 35 * 86_400_000;
+
+/// The statuses of a run whose jobs may still start or run.
+const ACTIVE_STATUSES: &[&str] = &["queued", "in_progress", "waiting", "requested", "pending"];
+
+impl WorkflowRun {
+    /// Whether the run may still start or run jobs at `now`: an active
+    /// status, and created less than [`RUN_LIFETIME_MS`] before.
+    pub fn is_active(&self, now: Millis) -> bool {
+        self.status
+            .as_deref()
+            .is_some_and(|s| ACTIVE_STATUSES.contains(&s))
+            && parse_time(&self.created_at).is_some_and(|t| now - t < RUN_LIFETIME_MS)
+    }
+
+    /// Whether the run ended without success: completed with a conclusion
+    /// other than success, skipped or neutral (failure, cancelled,
+    /// timed_out, startup_failure, …).
+    pub fn failed(&self) -> bool {
+        self.is_completed()
+            && !matches!(
+                self.conclusion.as_deref(),
+                Some("success" | "skipped" | "neutral")
+            )
+    }
+}
+
 impl GitHub {
     /// Starts `workflow` on `git_ref` with `inputs`, asking for the run id.
     /// `None`: GitHub started it without saying which run it is (older
@@ -145,14 +175,39 @@ impl GitHub {
         per_page: u32,
         page: u32,
     ) -> Result<RunsPage, GitHubError> {
-        let call = self.call(
-            Operation::ListRuns,
-            format!("list the runs of workflow {workflow}"),
-        );
         let mut query = format!("per_page={per_page}&page={page}&exclude_pull_requests=true");
         if let Some(e) = event {
             query.push_str(&format!("&event={}", encode(e)));
         }
+        self.list_runs_where(workflow, &query)
+    }
+
+    /// The runs of `workflow` that may still start or run jobs at `now`
+    /// (see [`WorkflowRun::is_active`]), newest first: those GitHub lists
+    /// as queued or in progress.
+    pub fn active_runs(
+        &self,
+        workflow: &str,
+        now: Millis,
+    ) -> Result<Vec<WorkflowRun>, GitHubError> {
+        let mut runs: Vec<WorkflowRun> = Vec::new();
+        for status in ["in_progress", "queued"] {
+            let query = format!("per_page=100&page=1&exclude_pull_requests=true&status={status}");
+            for run in self.list_runs_where(workflow, &query)?.workflow_runs {
+                if run.is_active(now) && !runs.iter().any(|r| r.id == run.id) {
+                    runs.push(run);
+                }
+            }
+        }
+        runs.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+        Ok(runs)
+    }
+
+    fn list_runs_where(&self, workflow: &str, query: &str) -> Result<RunsPage, GitHubError> {
+        let call = self.call(
+            Operation::ListRuns,
+            format!("list the runs of workflow {workflow}"),
+        );
         let answer = self.send(
             &call,
             Method::GET,
@@ -180,17 +235,27 @@ impl GitHub {
 
     /// Every job of the latest attempt of a run (a matrix holds at most 256).
     pub fn jobs(&self, run_id: u64) -> Result<Vec<Job>, GitHubError> {
+        self.jobs_of(run_id, "latest")
+    }
+
+    /// Every job of every attempt of a run (each attempt's jobs bill their
+    /// minutes), at most 1,000.
+    pub fn jobs_of_every_attempt(&self, run_id: u64) -> Result<Vec<Job>, GitHubError> {
+        self.jobs_of(run_id, "all")
+    }
+
+    fn jobs_of(&self, run_id: u64, filter: &str) -> Result<Vec<Job>, GitHubError> {
         let call = self.call(
             Operation::ListJobs,
             format!("list the jobs of workflow run {run_id}"),
         );
         let mut jobs = Vec::new();
-        for page in 1..=3 {
+        for page in 1..=10 {
             let answer = self.send(
                 &call,
                 Method::GET,
                 &format!(
-                    "{}/actions/runs/{run_id}/jobs?filter=latest&per_page=100&page={page}",
+                    "{}/actions/runs/{run_id}/jobs?filter={filter}&per_page=100&page={page}",
                     self.repo_path()
                 ),
                 None::<&()>,
@@ -251,5 +316,31 @@ mod tests {
         )
         .unwrap();
         assert!(pick_dispatched_run(&runs, 0).is_none());
+    }
+
+    #[test]
+    fn active_and_failed_runs() {
+        let page: RunsPage = serde_json::from_str(RUNS).unwrap();
+        let now = parse_time("2026-11-22T11:00:00Z").unwrap();
+        let active: Vec<u64> = page
+            .workflow_runs
+            .iter()
+            .filter(|r| r.is_active(now))
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(active, vec![30433644, 30433643]);
+        // 35 days later GitHub has cancelled them: stale records.
+        let later = now + RUN_LIFETIME_MS;
+        assert!(!page.workflow_runs.iter().any(|r| r.is_active(later)));
+        assert!(!page.workflow_runs[0].failed());
+        assert!(!page.workflow_runs[2].failed());
+        let runs: Vec<WorkflowRun> = serde_json::from_str(
+            r#"[{"id": 1, "status": "completed", "conclusion": "cancelled", "created_at": "x"},
+                {"id": 2, "status": "completed", "conclusion": "timed_out", "created_at": "x"},
+                {"id": 3, "status": "completed", "conclusion": "skipped", "created_at": "x"}]"#,
+        )
+        .unwrap();
+        let failed: Vec<bool> = runs.iter().map(WorkflowRun::failed).collect();
+        assert_eq!(failed, vec![true, true, false]);
     }
 }

@@ -1,53 +1,21 @@
-//! Runner minutes: a run's timing and jobs, what they bill, a month's runs
-//! with their minutes, and sizing a dispatch from the pending work.
+//! Runner minutes: a month's runs with the minutes their jobs used, and
+//! sizing a dispatch from the pending work.
 //!
-//! GitHub is closing parts of the timing endpoint down (billable times
-//! first), so every source has a fallback: billable times, else the jobs'
-//! start and end, else the run's wall-clock time.
+//! The minutes come from the jobs API (issue 16, item 7): each job's start
+//! and end, rounded up to the whole minute, as GitHub bills. The run-timing
+//! endpoint (`…/runs/{id}/timing`) is not read: GitHub is retiring it, and
+//! it already answers zero billable time for some accounts, which made the
+//! minutes budget count nothing.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 use std::time::SystemTime;
 
-use http::Method;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::Millis;
-use crate::client::{GitHub, GitHubError, Operation};
+use crate::client::{GitHub, GitHubError};
 use crate::runs::{Job, parse_time};
-
-/// `GET …/runs/{id}/timing`. GitHub is closing parts of this endpoint down
-/// (billable times first): every field may be missing.
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct RunTiming {
-    /// Billable time per runner OS (`UBUNTU`, `MACOS`, `WINDOWS`); empty for
-    /// public repositories and self-hosted runners.
-    #[serde(default)]
-    pub billable: Option<BTreeMap<String, Billable>>,
-    /// The run's wall-clock time.
-    #[serde(default)]
-    pub run_duration_ms: Option<u64>,
-}
-
-/// Billable time of one OS.
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct Billable {
-    /// All jobs' time, not rounded.
-    #[serde(default)]
-    pub total_ms: u64,
-    /// Each job's time.
-    #[serde(default)]
-    pub job_runs: Option<Vec<JobRun>>,
-}
-
-/// One job's billable time.
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct JobRun {
-    /// Its time, not rounded.
-    #[serde(default)]
-    pub duration_ms: u64,
-}
 
 /// A calendar month (UTC).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,39 +88,9 @@ impl FromStr for Month {
     }
 }
 
-/// Where a run's minutes were read from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MinutesSource {
-    /// The timing API's billable times (each job rounded up to a minute,
-    /// as GitHub bills).
-    Billable,
-    /// The jobs' start and end times (public repositories and self-hosted
-    /// runners have no billable time).
-    Jobs,
-    /// The run's wall-clock time (the timing API's `run_duration_ms`).
-    RunDuration,
-}
-
 /// Whole minutes, rounded up.
 fn ceil_minutes(ms: u64) -> u64 {
     ms.div_ceil(60_000)
-}
-
-/// A run's runner minutes from its billable times, when GitHub reports any.
-pub fn billable_minutes(timing: &RunTiming) -> Option<u64> {
-    let billable = timing.billable.as_ref().filter(|b| !b.is_empty())?;
-    Some(
-        billable
-            .values()
-            .map(|os| match &os.job_runs {
-                Some(runs) if !runs.is_empty() => {
-                    runs.iter().map(|j| ceil_minutes(j.duration_ms)).sum()
-                }
-                _ => ceil_minutes(os.total_ms),
-            })
-            .sum(),
-    )
 }
 
 /// A run's runner minutes from its jobs (each rounded up; a job still
@@ -182,10 +120,10 @@ pub struct RunUsage {
     pub status: Option<String>,
     /// Its conclusion.
     pub conclusion: Option<String>,
-    /// Runner minutes.
+    /// Runner minutes: its jobs' (of every attempt), each rounded up.
     pub minutes: u64,
-    /// Where the minutes were read from.
-    pub source: MinutesSource,
+    /// How many jobs those are.
+    pub jobs: usize,
     /// The run's page.
     pub html_url: String,
 }
@@ -214,23 +152,8 @@ pub fn estimate_minutes(pending_seconds: u64, runners: u32, budget_seconds: u64)
 }
 
 impl GitHub {
-    /// A run's timing.
-    pub fn timing(&self, run_id: u64) -> Result<RunTiming, GitHubError> {
-        let call = self.call(
-            Operation::RunTiming,
-            format!("read the timing of workflow run {run_id}"),
-        );
-        let answer = self.send(
-            &call,
-            Method::GET,
-            &format!("{}/actions/runs/{run_id}/timing", self.repo_path()),
-            None::<&()>,
-        )?;
-        Self::decode(&call, &answer.body)
-    }
-
     /// The runs of `workflow` created in `month`, with each one's runner
-    /// minutes (a job still running counts until `now`).
+    /// minutes from its jobs (a job still running counts until `now`).
     pub fn month_usage(
         &self,
         workflow: &str,
@@ -262,34 +185,14 @@ impl GitHub {
         }
         let mut out = Vec::with_capacity(runs.len());
         for run in runs {
-            let timing = match self.timing(run.id) {
-                Ok(t) => t,
-                // The endpoint is being closed down: a run without timing
-                // falls back to its jobs.
-                Err(e) if matches!(e.status(), Some(404 | 410)) => RunTiming::default(),
-                Err(e) => return Err(e),
-            };
-            let (minutes, source) = match billable_minutes(&timing) {
-                Some(m) => (m, MinutesSource::Billable),
-                None => match self.jobs(run.id) {
-                    Ok(jobs) => (jobs_minutes(&jobs, now), MinutesSource::Jobs),
-                    Err(e) if timing.run_duration_ms.is_some() => {
-                        tracing::debug!("{e}");
-                        (
-                            ceil_minutes(timing.run_duration_ms.unwrap_or(0)),
-                            MinutesSource::RunDuration,
-                        )
-                    }
-                    Err(e) => return Err(e),
-                },
-            };
+            let jobs = self.jobs_of_every_attempt(run.id)?;
             out.push(RunUsage {
                 id: run.id,
                 created_at: run.created_at,
                 status: run.status,
                 conclusion: run.conclusion,
-                minutes,
-                source,
+                minutes: jobs_minutes(&jobs, now),
+                jobs: jobs.len(),
                 html_url: run.html_url,
             });
         }
@@ -350,36 +253,18 @@ mod tests {
     }
 
     #[test]
-    fn minutes_from_timing_and_jobs() {
-        // GitHub's example: Ubuntu 1 job of 3 min, macOS 4 jobs of 1 min,
-        // Windows 2 jobs of 2.5 min (rounded up to 3 each).
-        let timing: RunTiming = serde_json::from_str(
-            r#"{"billable":{"UBUNTU":{"total_ms":180000,"jobs":1,"job_runs":[{"job_id":1,"duration_ms":180000}]},
-            "MACOS":{"total_ms":240000,"jobs":4,"job_runs":[{"job_id":2,"duration_ms":60000},{"job_id":3,"duration_ms":60000},{"job_id":4,"duration_ms":60000},{"job_id":5,"duration_ms":60000}]},
-            "WINDOWS":{"total_ms":300000,"jobs":2,"job_runs":[{"job_id":6,"duration_ms":150000},{"job_id":7,"duration_ms":150000}]}},
-            "run_duration_ms":500000}"#,
-        )
-        .unwrap();
-        assert_eq!(billable_minutes(&timing), Some(13));
-        // Without job runs: the OS total, rounded up.
-        let timing: RunTiming =
-            serde_json::from_str(r#"{"billable":{"UBUNTU":{"total_ms":61000,"jobs":2}}}"#).unwrap();
-        assert_eq!(billable_minutes(&timing), Some(2));
-        // Public repositories: no billable time; an absent field likewise.
-        for text in [
-            r#"{"billable":{},"run_duration_ms":5}"#,
-            r#"{"run_duration_ms":5}"#,
-        ] {
-            let timing: RunTiming = serde_json::from_str(text).unwrap();
-            assert_eq!(billable_minutes(&timing), None);
-        }
+    fn minutes_from_jobs() {
         let jobs: Vec<Job> = serde_json::from_str(
             r#"[{"id":1,"started_at":"2026-11-22T10:00:00Z","completed_at":"2026-11-22T10:02:01Z"},
                 {"id":2,"started_at":"2026-11-22T10:00:00Z","completed_at":null},
-                {"id":3,"started_at":null}]"#,
+                {"id":3,"started_at":null},
+                {"id":4,"started_at":"2026-11-22T10:00:00Z","completed_at":"2026-11-22T10:01:00Z"},
+                {"id":5,"started_at":"2026-11-22T10:00:00Z","completed_at":"2026-11-22T10:00:00Z"}]"#,
         )
         .unwrap();
         let now = parse_time("2026-11-22T10:00:30Z").unwrap();
-        assert_eq!(jobs_minutes(&jobs, now), 3 + 1);
+        // 2m01s -> 3; running 30 s -> 1; never started -> 0; exactly a
+        // minute -> 1; a job that took no time bills nothing.
+        assert_eq!(jobs_minutes(&jobs, now), 3 + 1 + 1);
     }
 }
