@@ -12,6 +12,7 @@ mod audience;
 mod batch_actions;
 mod cli;
 mod compaction;
+mod conventions;
 mod crash;
 mod devices;
 mod errors;
