@@ -20,6 +20,7 @@ mod downloads;
 mod error;
 mod github;
 mod hints;
+mod notify;
 mod report;
 mod settings;
 

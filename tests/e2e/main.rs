@@ -27,6 +27,7 @@ mod live_output;
 mod longlived;
 mod membership;
 mod membership_prop;
+mod notify;
 mod parallel_input;
 mod policy;
 mod report;

@@ -62,6 +62,16 @@ pub struct DispatchArgs {
     /// With --watch, how often to look
     #[arg(long, value_name = "DURATION", default_value = "10s")]
     pub interval: String,
+    /// With --watch, run this shell command (sh -c) when watching ends;
+    /// its environment says how: BRIDGE_EVENT=watch-done, BRIDGE_STATUS
+    /// (done, failed or incomplete), BRIDGE_DONE, BRIDGE_FAILED,
+    /// BRIDGE_LEFT, BRIDGE_RUN_ID, BRIDGE_RUN_URL
+    #[arg(long, value_name = "CMD", requires = "watch")]
+    pub then: Option<String>,
+    /// With --watch, show a desktop notification when watching ends (and
+    /// for each batch that finishes meanwhile)
+    #[arg(long, requires = "watch")]
+    pub notify: bool,
     /// Print {"dispatched", "run_id", "run_url", "html_url", "runners", "budget",
     /// "pending_tasks", "estimated_minutes", …} as JSON
     #[arg(long)]
@@ -252,7 +262,15 @@ pub fn run(g: &GlobalArgs, args: DispatchArgs) -> CliResult<u8> {
         }
         return Ok(EXIT_OK);
     }
-    watch(g, &mut session, &gh, run_id, interval, args.json)
+    let notifier = crate::notify::Notifier::new(&session.ws, args.then.clone(), args.notify);
+    watch(
+        g,
+        &mut session,
+        &gh,
+        (run_id, &notifier),
+        interval,
+        args.json,
+    )
 }
 
 /// Reads the workflow's state before a dispatch: enables it again when
@@ -447,6 +465,33 @@ fn job_states(jobs: &[Job]) -> String {
         .join(", ")
 }
 
+/// `--then` and `--notify` when watching ends (issue 17, item 7).
+fn announce_end(
+    notifier: &crate::notify::Notifier,
+    p: &Progress,
+    drained: bool,
+    run_id: Option<u64>,
+    run: Option<&WorkflowRun>,
+) {
+    let status = match (drained, p.failed + p.skipped) {
+        (true, 0) => "done",
+        (true, _) => "failed",
+        (false, _) => "incomplete",
+    };
+    crate::notify::on_watch_done(
+        notifier,
+        &crate::notify::WatchDone {
+            what: "dispatch".to_owned(),
+            status: status.to_owned(),
+            run_id,
+            run_url: run.map(|r| r.html_url.clone()),
+            done: p.done,
+            failed: p.failed,
+            left: p.left,
+        },
+    );
+}
+
 /// `--watch`: polls the run, its jobs and the store until the pool drains.
 #[expect(
     clippy::too_many_lines,
@@ -456,7 +501,7 @@ fn watch(
     g: &GlobalArgs,
     session: &mut Session,
     gh: &Client,
-    run_id: Option<u64>,
+    (run_id, notifier): (Option<u64>, &crate::notify::Notifier),
     interval: Duration,
     json: bool,
 ) -> CliResult<u8> {
@@ -512,6 +557,7 @@ fn watch(
             SyncOutcome::Offline(why) => Some(why),
             _ => None,
         };
+        crate::notify::check(session, notifier);
         let p = progress(session, &mut watched, &mut known);
         let run_text = run_state.as_ref().map_or_else(
             || "run: unknown".to_owned(),
@@ -562,6 +608,7 @@ fn watch(
         b.finish_and_clear();
     }
     let (p, drained) = outcome;
+    announce_end(notifier, &p, drained, run_id, run_state.as_ref());
     if json {
         print_json(&json!({
             "dispatched": true,
