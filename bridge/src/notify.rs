@@ -33,8 +33,10 @@
 //! record up to date even without a hook, so that `--notify` next week does
 //! not announce this week; `sync` reads the whole pool (which it otherwise
 //! does not) only when a hook or `--notify` is set. The record is exactly
-//! what is final in a whole view: a partial view (a runner's) would forget
-//! batches and announce them twice, so `bridge run` does not look.
+//! what is final in a whole view: a partial view (a runner's, which reads
+//! documents as it needs them) would forget batches and announce them
+//! twice, so `bridge run` looks only at its end, after reading them all,
+//! and not on GitHub Actions.
 //!
 //! # Trust
 //!

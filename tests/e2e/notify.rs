@@ -180,3 +180,19 @@ fn notify_shows_a_desktop_notification() {
     );
     assert_eq!(args[3], "1 done", "{args:?}");
 }
+
+#[test]
+fn a_runner_outside_github_actions_announces_what_ended() {
+    let store = temp_dir("notify-run-store");
+    let d = Device::new("notify-run");
+    d.ok(&["init", "--remote", &dir_remote(store.path())]);
+    let log = d.scratch("hooks.log");
+    set_hooks(&d, &log);
+    // The first look (nothing ended yet) makes the record.
+    d.ok(&["work"]);
+    d.ok(&["submit", "--", "echo", "by a runner"]);
+    d.ok(&["run", "--budget", "1m"]);
+    let got = lines(&log);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].starts_with("batch-done|done|1|1|0|"), "{got:?}");
+}

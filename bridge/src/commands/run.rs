@@ -440,6 +440,12 @@ fn run_batch(
         })
         .count();
     log.left = Some(left);
+    // A runner of a person's own (not GitHub Actions) announces what ended,
+    // as `work` does; the view is whole now (issue 17, item 7).
+    if !github {
+        let notifier = crate::notify::Notifier::new(&session.ws, None, false);
+        crate::notify::check(&session, &notifier);
+    }
     if github {
         if let Some(closing) = log.annotations.closing() {
             let mut out = std::io::stdout().lock();
