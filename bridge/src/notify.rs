@@ -316,10 +316,18 @@ fn run_hook(n: &Notifier, command: &str, origin: &str, event: &Event) {
     };
     match wait_bounded(child, HOOK_TIMEOUT) {
         Ok(status) if status.success() => {}
-        Ok(status) => tracing::warn!(
-            "the {origin} hook `{command}` exited with {status} ({} event); check the command in your configuration",
-            event.kind
-        ),
+        Ok(status) => {
+            use std::os::unix::process::ExitStatusExt as _;
+            let how = match (status.code(), status.signal()) {
+                (Some(code), _) => format!("exited with code {code}"),
+                (None, Some(signal)) => format!("was killed by signal {signal}"),
+                (None, None) => format!("ended with {status}"),
+            };
+            tracing::warn!(
+                "the {origin} hook `{command}` {how} (a {} event); its output, if any, is above: fix the command in your configuration",
+                event.kind
+            );
+        }
         Err(why) => tracing::warn!("the {origin} hook `{command}` {why}"),
     }
 }

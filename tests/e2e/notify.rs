@@ -196,3 +196,38 @@ fn a_runner_outside_github_actions_announces_what_ended() {
     assert_eq!(got.len(), 1, "{got:?}");
     assert!(got[0].starts_with("batch-done|done|1|1|0|"), "{got:?}");
 }
+
+#[test]
+fn the_devices_own_hook_wins_and_a_failing_hook_is_a_warning() {
+    let d = Device::new("notify-own");
+    d.ok(&["init"]);
+    let shared = d.scratch("shared.log");
+    set_hooks(&d, &shared);
+    // This device's own file replaces bridge.toml's on-batch-done (and
+    // keeps its on-task-failed): a hook that fails.
+    let own = d.scratch("own.log");
+    fs::write(
+        d.path(".bridge/config.toml"),
+        format!(
+            "[notify]\non-batch-done = '''echo \"$BRIDGE_STATUS\" >> '{}'; exit 7'''\n",
+            own.display()
+        ),
+    )
+    .expect("cannot write .bridge/config.toml");
+    d.ok(&["work"]);
+    d.ok(&["submit", "--", "true"]);
+    let run = d.ok(&["work"]);
+    assert_eq!(
+        fs::read_to_string(&own).expect("the own hook ran"),
+        "done\n"
+    );
+    assert!(lines(&shared).is_empty(), "{:?}", lines(&shared));
+    assert!(
+        run.stderr.contains("the [notify] on-batch-done hook `echo")
+            && run
+                .stderr
+                .contains("exited with code 7 (a batch-done event)"),
+        "{}",
+        run.stderr
+    );
+}
