@@ -157,6 +157,12 @@ fn no_color_means_no_escape_sequence_on_a_terminal() {
         !plain.contains('\u{1b}'),
         "NO_COLOR=1 still wrote an escape sequence:\n{plain:?}"
     );
+    // clap's help and usage errors follow the same convention.
+    let help = on_a_terminal(&d, &[("NO_COLOR", "1")], &["--help"]);
+    assert!(
+        help.contains("Usage") && !help.contains('\u{1b}'),
+        "{help:?}"
+    );
 }
 
 #[test]
