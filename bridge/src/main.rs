@@ -20,6 +20,7 @@ mod downloads;
 mod error;
 mod github;
 mod hints;
+mod notify;
 mod report;
 mod settings;
 
@@ -68,7 +69,11 @@ fn main() -> ExitCode {
     bridge_fetch::install_tls_provider();
     let mut cli = Cli::parse();
     cli.global.settings = settings;
-    init_tracing(cli.global.verbose, cli.global.quiet);
+    init_tracing(
+        cli.global.verbose,
+        cli.global.quiet,
+        cli.global.settings.no_color,
+    );
     if let Err(e) = hardened {
         tracing::warn!("{e}; tasks run by this process may read its memory");
     }
@@ -121,21 +126,32 @@ fn mask_identity_on_github(settings: &settings::Settings) {
     }
 }
 
-fn init_tracing(verbose: u8, quiet: bool) {
-    use tracing_subscriber::EnvFilter;
-    let default = match (quiet, verbose) {
+/// The log filter unless `BRIDGE_LOG` sets one: warnings by default, INFO
+/// with -v, DEBUG with -vv. INFO is for -v only, in every crate: the old
+/// default's `bridge=info` also matched `bridge_store`, `bridge_engine`, …
+/// (a target matches by prefix), so their INFO lines showed by default
+/// (issue 17, item 8).
+fn default_log_filter(verbose: u8, quiet: bool) -> &'static str {
+    match (quiet, verbose) {
         // octocrab logs each failed request at error level; bridge reports
         // it itself, with the call and a hint.
         (true, _) => "error,automerge=off,octocrab=off",
-        (false, 0) => "warn,bridge=info,automerge=off,octocrab=off",
+        (false, 0) => "warn,automerge=off,octocrab=off",
         (false, 1) => "info,automerge=off,octocrab=off",
         (false, _) => "debug",
-    };
+    }
+}
+
+fn init_tracing(verbose: u8, quiet: bool, no_color: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = default_log_filter(verbose, quiet);
     let filter = EnvFilter::try_from_env("BRIDGE_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+        // The level's colour is the only ANSI bridge writes itself:
+        // never with NO_COLOR (https://no-color.org), nor off a terminal.
+        .with_ansi(std::io::stderr().is_terminal() && !no_color)
         .without_time()
         .with_target(false)
         .init();

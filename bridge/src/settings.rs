@@ -44,6 +44,9 @@ pub struct Settings {
     /// Where an attempt of `bridge run` ran, from the runner's variables
     /// (the run, its job, the commit, the runner, the run's address).
     pub ci_provenance: BTreeMap<String, String>,
+    /// `NO_COLOR` is set and not empty (<https://no-color.org>): no ANSI
+    /// colour anywhere, not even on a terminal (issue 17, item 8).
+    pub no_color: bool,
 }
 
 impl Settings {
@@ -67,6 +70,9 @@ impl Settings {
             github_api: text(API_ENV),
             github_extra_headers: text(EXTRA_HEADERS_ENV),
             ci_provenance: ci_provenance(|name| text(name).filter(|v| !v.is_empty())),
+            // no-color.org: "when present and not an empty string",
+            // whatever its value (so `NO_COLOR=0` also turns colour off).
+            no_color: var("NO_COLOR").is_some_and(|v| !v.is_empty()),
         }
     }
 }
@@ -110,6 +116,14 @@ mod tests {
         assert!(Settings::from_vars(vars(&[("GITHUB_ACTIONS", "true")])).github_actions);
         assert!(!Settings::from_vars(vars(&[("GITHUB_ACTIONS", "false")])).github_actions);
         assert!(!Settings::from_vars(vars(&[])).github_actions);
+    }
+
+    #[test]
+    fn no_color_is_any_value_but_the_empty_one() {
+        assert!(Settings::from_vars(vars(&[("NO_COLOR", "1")])).no_color);
+        assert!(Settings::from_vars(vars(&[("NO_COLOR", "0")])).no_color);
+        assert!(!Settings::from_vars(vars(&[("NO_COLOR", "")])).no_color);
+        assert!(!Settings::from_vars(vars(&[])).no_color);
     }
 
     #[test]

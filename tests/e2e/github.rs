@@ -878,7 +878,23 @@ fn dispatch_watch_follows_the_pool_until_it_drains() {
         "echo one > out.txt",
     ]);
     d.ok(&["submit", "--", "true"]);
-    let watch = d.spawn("watch", &["dispatch", "--watch", "--interval", "300ms"]);
+    // --then (issue 17, item 7): a command when watching ends, told how.
+    let then = d.scratch("then.log");
+    let then_cmd = format!(
+        "printf '%s|%s|%s|%s|%s\\n' \"$BRIDGE_EVENT\" \"$BRIDGE_STATUS\" \"$BRIDGE_DONE\" \"$BRIDGE_LEFT\" \"$BRIDGE_RUN_ID\" >> '{}'",
+        then.display()
+    );
+    let watch = d.spawn(
+        "watch",
+        &[
+            "dispatch",
+            "--watch",
+            "--interval",
+            "300ms",
+            "--then",
+            &then_cmd,
+        ],
+    );
     poll("the dispatch", || mock.count(DISPATCH) == 1);
     // A worker here stands in for the runners.
     d.ok(&["work", "-j", "2"]);
@@ -892,6 +908,10 @@ fn dispatch_watch_follows_the_pool_until_it_drains() {
         run.stdout
     );
     assert!(run.stdout.contains("bridge outputs"), "{}", run.stdout);
+    assert_eq!(
+        std::fs::read_to_string(&then).expect("--then ran"),
+        "watch-done|done|2|0|1\n"
+    );
     // It followed the run and its jobs.
     assert!(
         mock.count("GET /repos/octo-org/pool/actions/runs/1") >= 1,

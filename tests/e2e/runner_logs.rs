@@ -421,7 +421,7 @@ fn issue16_fatal_bad_shard() {
     let run = gh
         .run(&r, &["run", "--budget", "5m", "--shard", "3/2"])
         .expect_code(1);
-    check_fatal(&run, &gh, "--shard 3/2 is not INDEX/COUNT");
+    check_fatal(&run, &gh, "--shard 3/2: shard indices start at 0");
 }
 
 #[test]

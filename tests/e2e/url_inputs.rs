@@ -90,7 +90,9 @@ fn a_url_input_is_downloaded_once_and_used() {
     let sha = sha256_hex(WORDS);
     let (id, _) = submit(&d, "tasks.yaml", &task_file(&server.url("words.txt"), &sha));
 
-    let work = d.ok(&["work", "-j", "1"]);
+    // One INFO line per download, shown with -v (issue 17, item 8: INFO
+    // is not shown by default).
+    let work = d.ok(&["work", "-j", "1", "-v"]);
     assert!(
         work.stderr.contains("downloaded ") && work.stderr.contains(&server.url("words.txt")),
         "one log line per download:\n{}",

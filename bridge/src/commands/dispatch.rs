@@ -76,6 +76,16 @@ pub struct DispatchArgs {
     /// With --watch, how often to look
     #[arg(long, value_name = "DURATION", default_value = "10s")]
     pub interval: String,
+    /// With --watch, run this shell command (sh -c) when watching ends;
+    /// its environment says how: BRIDGE_EVENT=watch-done, BRIDGE_STATUS
+    /// (done, failed or incomplete), BRIDGE_DONE, BRIDGE_FAILED,
+    /// BRIDGE_LEFT, BRIDGE_RUN_ID, BRIDGE_RUN_URL
+    #[arg(long, value_name = "CMD", requires = "watch")]
+    pub then: Option<String>,
+    /// With --watch, show a desktop notification when watching ends (and
+    /// for each batch that finishes meanwhile)
+    #[arg(long, requires = "watch")]
+    pub notify: bool,
     /// Print {"dispatched", "run_id", "run_url", "html_url", "runners", "budget",
     /// "pending_tasks", "estimated_minutes", …} as JSON (with --watch:
     /// {"run_id", "done", "failed", "left", …, "exit_reason"})
@@ -268,7 +278,15 @@ pub fn run(g: &GlobalArgs, args: DispatchArgs) -> CliResult<u8> {
         }
         return Ok(EXIT_OK);
     }
-    watch(g, &mut session, &gh, run_id, interval, args.json)
+    let notifier = crate::notify::Notifier::new(&session.ws, args.then.clone(), args.notify);
+    watch(
+        g,
+        &mut session,
+        &gh,
+        (run_id, &notifier),
+        interval,
+        args.json,
+    )
 }
 
 /// Reads the workflow's state before a dispatch: enables it again when
@@ -534,6 +552,33 @@ fn watched_at_start(session: &Session, run_id: Option<u64>) -> BTreeSet<TaskId> 
         .collect()
 }
 
+/// `--then` and `--notify` when watching ends (issue 17, item 7).
+fn announce_end(
+    notifier: &crate::notify::Notifier,
+    p: &Progress,
+    drained: bool,
+    run_id: Option<u64>,
+    run: Option<&WorkflowRun>,
+) {
+    let status = match (drained, p.failed + p.skipped) {
+        (true, 0) => "done",
+        (true, _) => "failed",
+        (false, _) => "incomplete",
+    };
+    crate::notify::on_watch_done(
+        notifier,
+        &crate::notify::WatchDone {
+            what: "dispatch".to_owned(),
+            status: status.to_owned(),
+            run_id,
+            run_url: run.map(|r| r.html_url.clone()),
+            done: p.done,
+            failed: p.failed,
+            left: p.left,
+        },
+    );
+}
+
 /// `--watch` and `bridge watch`: polls the run, its jobs and the store
 /// until the pool drains or the run ends; the exit code says how
 /// ([`WatchEnd`]).
@@ -545,7 +590,7 @@ pub(super) fn watch(
     g: &GlobalArgs,
     session: &mut Session,
     gh: &Client,
-    run_id: Option<u64>,
+    (run_id, notifier): (Option<u64>, &crate::notify::Notifier),
     interval: Duration,
     json: bool,
 ) -> CliResult<u8> {
@@ -594,6 +639,7 @@ pub(super) fn watch(
             SyncOutcome::Offline(why) => Some(why),
             _ => None,
         };
+        crate::notify::check(session, notifier);
         let p = progress(session, &mut watched, &mut known);
         let run_text = run_state.as_ref().map_or_else(
             || "run: unknown".to_owned(),
@@ -645,6 +691,7 @@ pub(super) fn watch(
     }
     let (p, drained) = outcome;
     let end = WatchEnd::of(&p, run_state.as_ref());
+    announce_end(notifier, &p, drained, run_id, run_state.as_ref());
     if json {
         print_json(&json!({
             "dispatched": true,

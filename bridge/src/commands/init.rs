@@ -169,6 +169,7 @@ fn create(
         },
         worker: Default::default(),
         github,
+        notify: Default::default(),
     };
     workspace::write_config(root, &config)?;
     keys::check_pin(

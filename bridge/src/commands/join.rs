@@ -89,6 +89,7 @@ pub fn run(g: &GlobalArgs, args: JoinArgs) -> CliResult<u8> {
         },
         worker: Default::default(),
         github: None,
+        notify: Default::default(),
     };
     keys::check_pin(&g.settings.engine, &config.workspace.id, &root_id)?;
     let ws = Workspace::with_config(&root, config.clone(), g.engine())?;

@@ -13,6 +13,7 @@ mod audience;
 mod cancel;
 mod common;
 mod compact;
+mod completions;
 mod demo;
 mod dispatch;
 mod exec;
@@ -23,6 +24,7 @@ mod join;
 mod keygen;
 mod logs;
 mod ls;
+mod man;
 mod members;
 mod outputs;
 mod report;
@@ -129,6 +131,8 @@ pub enum Command {
     Whoami(whoami::WhoamiArgs),
     Members(members::MembersArgs),
     Audience(audience::AudienceArgs),
+    Completions(completions::CompletionsArgs),
+    Man(man::ManArgs),
 }
 
 /// Runs the command; returns the process exit code.
@@ -161,5 +165,7 @@ pub fn run(cli: Cli) -> CliResult<u8> {
         Command::Keygen(a) => keygen::run(g, a),
         Command::Whoami(a) => whoami::run(g, a),
         Command::Members(a) => members::run(g, a),
+        Command::Completions(a) => completions::run(g, a),
+        Command::Man(a) => man::run(g, a),
     }
 }

@@ -73,7 +73,8 @@ pub struct RunArgs {
     /// Tasks run at once (default: the number of CPUs)
     #[arg(long, short = 'j', value_name = "P")]
     pub parallel: Option<usize>,
-    /// This runner's shard, as INDEX/COUNT from 0 (e.g. 2/8)
+    /// This runner's shard, as INDEX/COUNT with INDEX from 0 to COUNT-1
+    /// (e.g. 2/8), like GitHub's matrix index `strategy.job-index`
     #[arg(long, value_name = "I/K", env = "BRIDGE_SHARD")]
     pub shard: Option<String>,
     /// The remote to drain (default: [store] remote in bridge.toml)
@@ -472,6 +473,12 @@ fn run_batch(
         })
         .count();
     log.left = Some(left);
+    // A runner of a person's own (not GitHub Actions) announces what ended,
+    // as `work` does; the view is whole now (issue 17, item 7).
+    if !github {
+        let notifier = crate::notify::Notifier::new(&session.ws, None, false);
+        crate::notify::check(&session, &notifier);
+    }
     if github {
         if let Some(closing) = log.annotations.closing() {
             let mut out = std::io::stdout().lock();
@@ -515,11 +522,17 @@ fn run_batch(
     ))
 }
 
+/// `--shard I/K`, counted from 0 (issue 17, item 8: decided, not 1-based
+/// as nextest, Jest and Playwright count): the index is GitHub's own matrix
+/// index (`strategy.job-index`, the workflows' `seq 0 …`) and it names the
+/// runner's ref in the store (`<member>-<I>`), so counting from 1 would
+/// leave every existing store's refs behind. `K/K`, the one 1-based form
+/// that is not also a 0-based one, is refused with the translation.
 fn parse_shard(s: &str) -> CliResult<(u32, u32)> {
     let bad = || {
         CliError::hint(
             anyhow!("--shard {s} is not INDEX/COUNT"),
-            "write e.g. --shard 0/4 (indices start at 0)",
+            "write e.g. --shard 0/4 (indices start at 0: the 4 runners are 0/4, 1/4, 2/4 and 3/4)",
         )
     };
     let (i, k) = s.split_once('/').ok_or_else(bad)?;
@@ -527,8 +540,24 @@ fn parse_shard(s: &str) -> CliResult<(u32, u32)> {
         i.trim().parse().map_err(|_| bad())?,
         k.trim().parse().map_err(|_| bad())?,
     );
-    if k == 0 || i >= k {
+    if k == 0 {
         return Err(bad());
+    }
+    if i >= k {
+        return Err(CliError::hint(
+            anyhow!(
+                "--shard {s}: shard indices start at 0, so {k} runners are 0/{k} to {last}/{k}",
+                last = k - 1
+            ),
+            if i == k {
+                format!(
+                    "counting from 1 as nextest or Jest do? bridge counts from 0 like GitHub's `strategy.job-index`: write --shard {}/{k} (subtract 1)",
+                    i - 1
+                )
+            } else {
+                format!("write an index below {k}")
+            },
+        ));
     }
     Ok((i, k))
 }

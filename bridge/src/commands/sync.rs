@@ -18,6 +18,10 @@ use crate::workspace::{LoadPlan, Session};
 /// answer within `[store] stall-timeout` (30s by default; the environment
 /// variable BRIDGE_STALL_TIMEOUT overrides it), or is full: nothing is lost,
 /// run it again later.
+///
+/// With `[notify]` hooks in bridge.toml (or --notify), it then announces the
+/// batches that finished and the tasks that failed for good since this
+/// device last looked, each once (see `[notify]` in the README).
 #[derive(Debug, Args)]
 pub struct SyncArgs {
     /// Print the outcome as JSON: {"status": "synced"|"offline", "pulled", "pushed", "skipped", "repaired"}
@@ -27,6 +31,10 @@ pub struct SyncArgs {
     /// the whole replica); damaged ones are replaced by the remote's copy
     #[arg(long)]
     pub verify: bool,
+    /// Also show a desktop notification (notify-send, or osascript on
+    /// macOS) for each batch that finished and task that failed for good
+    #[arg(long)]
+    pub notify: bool,
 }
 
 pub fn run(g: &GlobalArgs, args: SyncArgs) -> CliResult<u8> {
@@ -52,7 +60,21 @@ pub fn run(g: &GlobalArgs, args: SyncArgs) -> CliResult<u8> {
             );
         }
     }
-    match sync_remote(&mut session, !g.quiet && !args.json)? {
+    // Announcing what ended needs the whole pool, which a plain sync does
+    // not read: only when something is to be announced (issue 17, item 7).
+    let notifier = crate::notify::Notifier::new(&session.ws, None, args.notify);
+    if notifier.is_active() {
+        // From now on every document, and now those this plan skipped
+        // (cached ones are not "deferred": `load_all` alone leaves them).
+        session.load_all()?;
+        session.refresh()?;
+        crate::notify::check(&session, &notifier);
+    }
+    let outcome = sync_remote(&mut session, !g.quiet && !args.json)?;
+    if notifier.is_active() {
+        crate::notify::check(&session, &notifier);
+    }
+    match outcome {
         SyncOutcome::NoRemote => Err(CliError::hint(
             anyhow::anyhow!("this workspace has no remote to sync with"),
             "add `remote = \"dir:PATH\"` under [store] in bridge.toml",

@@ -38,6 +38,16 @@ pub struct WatchArgs {
     /// How often to look
     #[arg(long, value_name = "DURATION", default_value = "10s")]
     pub interval: String,
+    /// Run this shell command (sh -c) when watching ends; its environment
+    /// says how: BRIDGE_EVENT=watch-done, BRIDGE_STATUS (done, failed or
+    /// incomplete), BRIDGE_DONE, BRIDGE_FAILED, BRIDGE_LEFT, BRIDGE_RUN_ID,
+    /// BRIDGE_RUN_URL
+    #[arg(long, value_name = "CMD")]
+    pub then: Option<String>,
+    /// Show a desktop notification when watching ends (and for each batch
+    /// that finishes meanwhile)
+    #[arg(long)]
+    pub notify: bool,
     /// Print the outcome as JSON for scripts (format above)
     #[arg(long)]
     pub json: bool,
@@ -60,7 +70,15 @@ pub fn run(g: &GlobalArgs, args: WatchArgs) -> CliResult<u8> {
             section.workflow()
         );
     }
-    dispatch::watch(g, &mut session, &gh, Some(run_id), interval, args.json)
+    let notifier = crate::notify::Notifier::new(&session.ws, args.then.clone(), args.notify);
+    dispatch::watch(
+        g,
+        &mut session,
+        &gh,
+        (Some(run_id), &notifier),
+        interval,
+        args.json,
+    )
 }
 
 /// The newest run of `workflow`, or an error saying how to start one.

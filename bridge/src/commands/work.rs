@@ -92,6 +92,11 @@ pub struct WorkArgs {
     /// whole output when it ends
     #[arg(long)]
     pub line_buffer: bool,
+    /// Also show a desktop notification (notify-send, or osascript on
+    /// macOS) when a batch finishes or a task fails for good; `[notify]`
+    /// in bridge.toml runs commands of yours then
+    #[arg(long)]
+    pub notify: bool,
 }
 
 /// `--run-tasks-from`, shared by `bridge work` and `bridge run`.
@@ -176,6 +181,10 @@ pub fn run(g: &GlobalArgs, args: WorkArgs) -> CliResult<u8> {
     // past the stall timeout) is not tried again by this run: the tasks run
     // on the local replica and the user was told once (issue 12, item 15).
     let online = args.offline || sync_and_report(&mut session, g)?;
+    // What ended before this run (and was not announced yet) is announced
+    // now; what ends while it runs, when it is seen (issue 17, item 7).
+    let notifier = crate::notify::Notifier::new(&session.ws, None, args.notify);
+    crate::notify::check(&session, &notifier);
     let runtime = worker_runtime(parallel)?;
     let shutdown = CancellationToken::new();
     let quiet = g.quiet;
@@ -185,6 +194,7 @@ pub fn run(g: &GlobalArgs, args: WorkArgs) -> CliResult<u8> {
         let mut hooks = WorkHooks {
             progress: Progress::new(quiet, output_mode(quiet, args.json, args.line_buffer)),
             offline,
+            notifier: &notifier,
         };
         let mut publisher = match (offline || !online, session.ws.remote_spec()) {
             (false, Some(spec)) => {
@@ -213,6 +223,7 @@ pub fn run(g: &GlobalArgs, args: WorkArgs) -> CliResult<u8> {
         );
     }
     super::sync::auto_compact(&session, args.offline || !online);
+    crate::notify::check(&session, &notifier);
     report_end(&session, &report, args.json, quiet)?;
     if shutdown.is_cancelled() {
         Ok(EXIT_INTERRUPTED)
@@ -301,12 +312,14 @@ fn report_json(report: &worker::WorkReport) -> serde_json::Value {
 }
 
 /// Progress output and remote pushes for the worker loop.
-struct WorkHooks {
+struct WorkHooks<'a> {
     progress: Progress,
     offline: bool,
+    /// Announces what ended, each time the worker is idle (`--follow`).
+    notifier: &'a crate::notify::Notifier,
 }
 
-impl worker::Hooks for WorkHooks {
+impl worker::Hooks for WorkHooks<'_> {
     fn downloads(&self) -> Option<std::sync::Arc<dyn bridge_fetch::Progress>> {
         crate::downloads::progress()
     }
@@ -323,6 +336,9 @@ impl worker::Hooks for WorkHooks {
         if !self.offline {
             sync_remote(session, false)?;
         }
+        // A hook may take its time: the runtime's other threads go on
+        // meanwhile (tasks' output, claims' renewal).
+        tokio::task::block_in_place(|| crate::notify::check(session, self.notifier));
         Ok(())
     }
 }

@@ -94,6 +94,47 @@ pub struct Config {
     /// (`bridge init --github`, `bridge dispatch`, `bridge usage`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub github: Option<GitHubSection>,
+    /// Commands to run when a batch finishes or a task fails for good
+    /// (issue 17, item 7); `.bridge/config.toml`'s win key by key.
+    #[serde(default, skip_serializing_if = "NotifySection::is_empty")]
+    pub notify: NotifySection,
+}
+
+/// `[notify]`: shell commands (run with `sh -c`) this device runs when it
+/// sees a batch finish or a task fail for good. They come only from this
+/// device's own files (`bridge.toml`, `.bridge/config.toml`), never from
+/// the store: what a task says reaches them as environment variables.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct NotifySection {
+    /// Run once per batch when its last task becomes final (done, failed,
+    /// cancelled or skipped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_batch_done: Option<String>,
+    /// Run once per task when it fails for good (no attempt left).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_task_failed: Option<String>,
+}
+
+impl NotifySection {
+    /// Whether no hook is set.
+    pub fn is_empty(&self) -> bool {
+        self.on_batch_done.is_none() && self.on_task_failed.is_none()
+    }
+
+    /// `self`'s hooks, with `over`'s where it sets them.
+    pub fn overridden_by(&self, over: &NotifySection) -> NotifySection {
+        NotifySection {
+            on_batch_done: over
+                .on_batch_done
+                .clone()
+                .or_else(|| self.on_batch_done.clone()),
+            on_task_failed: over
+                .on_task_failed
+                .clone()
+                .or_else(|| self.on_task_failed.clone()),
+        }
+    }
 }
 
 /// `[workspace]`.
@@ -949,5 +990,35 @@ mod error_tests {
                 ..
             })
         ));
+    }
+
+    // Issue 17, item 7: `[notify]` hooks are read, a device's own win key
+    // by key, and a misspelt key is refused with its line.
+    #[test]
+    fn notify_hooks_parse_and_the_devices_own_win() {
+        const GOOD: &str = "[workspace]\nid = \"w\"\nroot = \"mf5a6ee7bbb99c11ec7b743a2\"\n";
+        let text = format!(
+            "{GOOD}\n[notify]\non-batch-done = \"echo done\"\non-task-failed = \"echo failed\"\n"
+        );
+        let c = Config::parse_str(&text, Path::new("bridge.toml")).unwrap();
+        assert_eq!(c.notify.on_batch_done.as_deref(), Some("echo done"));
+        let own = NotifySection {
+            on_batch_done: Some("mine".into()),
+            on_task_failed: None,
+        };
+        let merged = c.notify.overridden_by(&own);
+        assert_eq!(merged.on_batch_done.as_deref(), Some("mine"));
+        assert_eq!(merged.on_task_failed.as_deref(), Some("echo failed"));
+        let bad = format!("{GOOD}\n[notify]\non-batch-end = \"x\"\n");
+        let e = Config::parse_str(&bad, Path::new("bridge.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("bridge.toml:6:") && e.contains("on-batch-end"),
+            "{e}"
+        );
+        // Unset, the table is not written back.
+        let plain = Config::parse_str(GOOD, Path::new("bridge.toml")).unwrap();
+        assert!(!toml::to_string(&plain).unwrap().contains("notify"));
     }
 }

@@ -28,6 +28,10 @@ pub struct DeviceConfig {
     /// `[worker]`.
     #[serde(default)]
     pub worker: DeviceWorker,
+    /// `[notify]`: this device's own hooks, which win over `bridge.toml`'s
+    /// (a person's ntfy topic or mail address is theirs, not the team's).
+    #[serde(default)]
+    pub notify: super::config::NotifySection,
 }
 
 /// `[worker]` in [`DeviceConfig`]: the settings of [`WorkerSection`](super::WorkerSection) that

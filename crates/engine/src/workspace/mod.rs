@@ -26,8 +26,8 @@ mod load;
 pub mod session;
 
 pub use config::{
-    Config, ConfigError, GitHubSection, STALL_TIMEOUT_ENV, StoreSection, WorkerSection,
-    WorkspaceSection,
+    Config, ConfigError, GitHubSection, NotifySection, STALL_TIMEOUT_ENV, StoreSection,
+    WorkerSection, WorkspaceSection,
 };
 use device::read_device_config;
 pub use device::{DEVICE_CONFIG_FILE, DeviceConfig, DeviceWorker, WorkerPolicy};
@@ -259,6 +259,12 @@ impl Workspace {
             }
         }
         policy
+    }
+
+    /// The `[notify]` hooks as they apply to this device: `bridge.toml`'s,
+    /// with `.bridge/config.toml`'s where it sets them.
+    pub fn notify_hooks(&self) -> NotifySection {
+        self.config.notify.overridden_by(&self.device.notify)
     }
 
     /// Where task working folders and logs live while tasks run.
