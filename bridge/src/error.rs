@@ -11,7 +11,7 @@
 //! | 1 | an error (bad input, a store problem, …): the message says which |
 //! | 2 | the command line was not understood (clap) |
 //! | 3 | `bridge work`: at least one task it ran failed |
-//! | 4 | `bridge sync`: the remote is unreachable (offline); nothing was lost |
+//! | 4 | `bridge sync`, `dispatch`, `join`, `run`, `members remove`: the remote is unreachable (offline); nothing was lost (`submit`, `cancel`, `retry` and `work` go on offline and exit 0) |
 //! | 5 | `bridge work` / `bridge run`: this machine cannot run tasks (no disk space, no file descriptors, working folder not writable); nothing was recorded against the tasks |
 //! | 6 | the remote is misconfigured (a repository that does not exist or refuses the credentials, a folder that is not this workspace's store or never existed, a bad spec); what the command wrote is kept locally |
 //! | 130 | stopped by Ctrl-C or SIGTERM after a clean shutdown |

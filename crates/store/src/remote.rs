@@ -865,6 +865,40 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_dir_spec_names_its_folder_from_the_base() {
+        let base = Path::new("/ws");
+        assert_eq!(
+            dir_remote_path("dir:/mnt/pool", base),
+            Some(PathBuf::from("/mnt/pool"))
+        );
+        assert_eq!(
+            dir_remote_path("dir:pool", base),
+            Some(PathBuf::from("/ws/pool"))
+        );
+        assert_eq!(dir_remote_path("dir:", base), None);
+        assert_eq!(dir_remote_path("git:/r.git", base), None);
+    }
+
+    #[test]
+    fn only_answers_that_waiting_does_not_fix_are_misconfigured() {
+        let remote = "git:/r.git".to_owned();
+        let missing = RemoteError::RepoNotFound {
+            remote: remote.clone(),
+            detail: "not found".into(),
+        };
+        let refused = RemoteError::AuthRefused {
+            remote: remote.clone(),
+            detail: "403".into(),
+        };
+        let down = RemoteError::Unreachable {
+            remote,
+            source: io::Error::other("connection refused"),
+        };
+        assert!(missing.is_misconfigured() && refused.is_misconfigured());
+        assert!(!down.is_misconfigured());
+    }
+
+    #[test]
     fn remote_spec_errors_redact_credentials() {
         // Issue 16: a URL given without `git:`, with a token in it, is
         // shown in a runner's log and its annotation.
