@@ -11,9 +11,10 @@
 //! | 1 | an error (bad input, a store problem, …): the message says which |
 //! | 2 | the command line was not understood (clap) |
 //! | 3 | `bridge work`, `bridge run --fail-on task-failure`: at least one task it ran failed; `bridge watch`, `dispatch --watch`: a watched task failed |
-//! | 4 | `bridge sync`: the remote is unreachable (offline); nothing was lost |
+//! | 4 | `bridge sync`, `dispatch`, `join`, `run`, `members remove`: the remote is unreachable (offline); nothing was lost (`submit`, `cancel`, `retry` and `work` go on offline and exit 0) |
 //! | 5 | `bridge work` / `bridge run`: this machine cannot run tasks (no disk space, no file descriptors, working folder not writable); nothing was recorded against the tasks |
 //! | 6 | `bridge watch`, `dispatch --watch`: the run ended with tasks left, or failed or was cancelled |
+//! | 7 | the remote is misconfigured (a repository that does not exist or refuses the credentials, a folder that is not this workspace's store or never existed, a bad spec); what the command wrote is kept locally |
 //! | 130 | stopped by Ctrl-C or SIGTERM after a clean shutdown |
 
 use std::fmt;
@@ -27,6 +28,9 @@ pub const EXIT_ERROR: u8 = 1;
 pub const EXIT_TASK_FAILED: u8 = 3;
 /// Exit code: the remote could not be reached.
 pub const EXIT_OFFLINE: u8 = 4;
+/// Exit code: the remote is set up wrong; waiting does not fix it (issue
+/// 17, item 9).
+pub const EXIT_MISCONFIGURED: u8 = 7;
 /// Exit code: the worker's own machine cannot run tasks (issue 12, item 13).
 pub const EXIT_LOCAL_FAULT: u8 = 5;
 /// Exit code: a watched run ended with tasks left, or failed (issue 16,

@@ -148,8 +148,11 @@ fn skewed_pair(
 fn assert_claim_offset(admin: &Device, offset_ms: i64) {
     let show = admin.show("slow");
     let at = show["claims"][0]["at"]
-        .as_i64()
-        .unwrap_or_else(|| panic!("no claim: {show}"));
+        .as_str()
+        .and_then(|t| humantime::parse_rfc3339(t).ok())
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .unwrap_or_else(|| panic!("no claim: {show}"))
+        .as_millis() as i64;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("a clock after 1970")
@@ -222,7 +225,11 @@ fn a_live_claim_from_a_clock_an_hour_behind_is_not_stolen() {
         let show = admin.show("slow");
         assert_eq!(show["status"], "running", "{show}");
         if let Some(claims) = show["claims"].as_array() {
-            leases.extend(claims.iter().filter_map(|c| c["lease_until"].as_i64()));
+            leases.extend(
+                claims
+                    .iter()
+                    .filter_map(|c| c["lease_until"].as_str().map(str::to_owned)),
+            );
         }
         leases.len() >= 3
     });

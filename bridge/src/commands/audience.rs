@@ -77,14 +77,14 @@ pub fn run(g: &GlobalArgs, args: AudienceArgs) -> CliResult<u8> {
     }
 }
 
-/// The private batch `arg` names (full id, or a prefix of the id or of its
-/// short form).
+/// The private batch `arg` names (full id, or a prefix of it such as the
+/// short id `status` prints).
 fn find_batch(session: &Session, arg: &str) -> CliResult<String> {
     let found: Vec<String> = session
         .vault
         .private_batches()
         .into_keys()
-        .filter(|b| b.starts_with(arg) || b.get(16..).is_some_and(|s| s.starts_with(arg)))
+        .filter(|b| b.starts_with(arg))
         .collect();
     match found.as_slice() {
         [one] if arg.len() >= 4 => Ok(one.clone()),

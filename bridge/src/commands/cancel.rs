@@ -3,10 +3,12 @@
 use anyhow::anyhow;
 use bridge_model::{Status, TaskId, doc};
 use clap::Args;
+use serde_json::json;
 
 use super::GlobalArgs;
-use super::common::{open_session, resolve_batch, resolve_task, sync_and_report};
+use super::common::{open_session, resolve_batch, resolve_task, sync_after_write};
 use crate::error::{CliError, CliResult, EXIT_OK};
+use crate::output::print_json;
 use crate::workspace::now_ms;
 
 /// Cancel a task, or every unfinished task of a batch
@@ -21,6 +23,11 @@ pub struct CancelArgs {
     /// Do not sync with the remote afterwards
     #[arg(long)]
     pub offline: bool,
+    /// Print JSON: {"cancelled": [task ids], "synced"}; "synced" is false when
+    /// the remote could not be used (offline) or --offline was given, true
+    /// otherwise (also when the workspace has no remote)
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub fn run(g: &GlobalArgs, args: CancelArgs) -> CliResult<u8> {
@@ -45,7 +52,7 @@ pub fn run(g: &GlobalArgs, args: CancelArgs) -> CliResult<u8> {
             }
         },
     };
-    let mut cancelled = 0;
+    let mut cancelled = Vec::new();
     for id in ids {
         // A skipped task is cancelled too: retrying what it needs would
         // otherwise run it.
@@ -63,17 +70,19 @@ pub fn run(g: &GlobalArgs, args: CancelArgs) -> CliResult<u8> {
             doc::put_cancel(d, &id, &writer, now)
         })?;
         session.view_mut().note_cancel(&id, writer.as_str(), now);
-        cancelled += 1;
+        cancelled.push(id);
     }
     session.flush()?;
-    if !g.quiet {
+    if !g.quiet && !args.json {
         outln!(
-            "Cancelled {cancelled} task{}.",
-            if cancelled == 1 { "" } else { "s" }
+            "Cancelled {} task{}.",
+            cancelled.len(),
+            if cancelled.len() == 1 { "" } else { "s" }
         );
     }
-    if !args.offline {
-        sync_and_report(&mut session, g)?;
+    let synced = !args.offline && sync_after_write(&mut session, g, "the cancel")?;
+    if args.json {
+        print_json(&json!({"cancelled": cancelled, "synced": synced}))?;
     }
     Ok(EXIT_OK)
 }

@@ -7,7 +7,7 @@ use bridge_model::{BatchId, TaskId};
 use bridge_store::{RemoteError, SyncError, SyncReport};
 
 use super::GlobalArgs;
-use crate::error::{CliError, CliResult, EXIT_OFFLINE};
+use crate::error::{CliError, CliResult, EXIT_MISCONFIGURED, EXIT_OFFLINE};
 use crate::workspace::{LoadPlan, Session, Workspace, now_ms};
 use bridge_engine::settings::Settings;
 
@@ -280,12 +280,13 @@ pub fn list_tasks(session: &Session, ids: &[TaskId]) -> CliResult<()> {
     crate::output::print_table(&["ID", "STATUS", "NAME"], &rows)
 }
 
-/// Finds a batch by id or unique prefix of its id or short id.
+/// Finds a batch by id or unique prefix of its id (the short id `ls` and
+/// `status` print is one).
 pub fn resolve_batch(session: &Session, arg: &str) -> Option<BatchId> {
     let mut found: Vec<BatchId> = session
         .headers()
         .map(|(_, h)| h.batch.clone())
-        .filter(|b| b.as_str().starts_with(arg) || b.short().starts_with(arg))
+        .filter(|b| b.as_str().starts_with(arg))
         .collect();
     found.sort();
     found.dedup();
@@ -314,9 +315,9 @@ pub fn sync_remote(session: &mut Session, show_progress: bool) -> CliResult<Sync
         return Ok(SyncOutcome::NoRemote);
     };
     let remote = open_remote(&session.ws.settings, &spec, &session.ws.root).map_err(|e| {
-        CliError::hint(
+        misconfigured(
             anyhow!(e),
-            "set `remote` under [store] in bridge.toml to `dir:PATH`",
+            "set `remote` under [store] in bridge.toml to dir:PATH or git:URL",
         )
     })?;
     let bar = progress_bar(show_progress);
@@ -338,6 +339,7 @@ pub fn sync_remote(session: &mut Session, show_progress: bool) -> CliResult<Sync
     }
     match result {
         Ok(report) => {
+            mark_reached(&session.ws.root, &spec);
             session.after_sync(&report)?;
             // What was pulled made this device rotate a private batch's
             // key (an audience member left the workspace): push the new
@@ -350,6 +352,20 @@ pub fn sync_remote(session: &mut Session, show_progress: bool) -> CliResult<Sync
             }
             Ok(SyncOutcome::Synced(report))
         }
+        Err(SyncError::Remote(e @ RemoteError::Unreachable { .. }))
+            if never_reached_folder(&session.ws.root, &spec) =>
+        {
+            Err(misconfigured(
+                anyhow!(e).context(format!(
+                    "the folder of remote {spec} does not exist, and this workspace never synced with it"
+                )),
+                "create it (`mkdir`) or mount the drive that holds it, or fix `remote` under [store] in bridge.toml",
+            ))
+        }
+        Err(SyncError::Remote(e)) if e.is_misconfigured() => Err(misconfigured(
+            anyhow!(e).context(format!("cannot sync with {spec}")),
+            "fix `remote` under [store] in bridge.toml, or the access it needs",
+        )),
         Err(SyncError::Remote(RemoteError::Unreachable { remote, source }))
             if source.kind() == std::io::ErrorKind::TimedOut =>
         {
@@ -369,9 +385,95 @@ pub fn sync_remote(session: &mut Session, show_progress: bool) -> CliResult<Sync
         }
         Err(e) => Err(CliError::hint(
             anyhow!(e).context(format!("cannot sync with {spec}")),
-            "check the [store] remote in bridge.toml",
+            format!("check the [store] remote in bridge.toml; {KEPT}"),
         )),
     }
+}
+
+/// What every failed sync adds: nothing written here is lost.
+const KEPT: &str = "everything written on this device is kept in its replica, and `bridge sync` sends it once the remote works";
+
+/// A remote that is set up wrong (issue 17, item 9): the spec cannot be
+/// read, the repository does not exist or refuses the credentials, the
+/// folder is not this workspace's store or never existed. Unlike an
+/// unreachable remote this is an error, with its own exit code, since
+/// waiting does not fix it.
+fn misconfigured(error: anyhow::Error, hint: &str) -> CliError {
+    CliError::hint(error, format!("{hint}; {KEPT}")).with_code(EXIT_MISCONFIGURED)
+}
+
+/// The file in the state folder that holds the remote this workspace last
+/// synced with: a `dir:` folder it names and that has gone missing is a
+/// drive not mounted (offline), one it does not name never existed
+/// (misconfigured).
+const REACHED_FILE: &str = "remote-reached";
+
+/// Records that a sync with `spec` went through. Best effort: without the
+/// record a missing folder is only reported as misconfigured.
+pub fn mark_reached(root: &std::path::Path, spec: &str) {
+    let path = root.join(crate::workspace::STATE_DIR).join(REACHED_FILE);
+    if std::fs::read_to_string(&path).is_ok_and(|s| s.trim_end() == spec) {
+        return;
+    }
+    if let Err(e) = std::fs::write(&path, format!("{spec}\n")) {
+        tracing::debug!("cannot write {}: {e}", path.display());
+    }
+}
+
+/// Whether `spec` is a `dir:` remote whose folder does not exist and that
+/// this workspace never synced with.
+fn never_reached_folder(root: &std::path::Path, spec: &str) -> bool {
+    let Some(folder) = bridge_store::dir_remote_path(spec, root) else {
+        return false;
+    };
+    if folder.exists() {
+        return false;
+    }
+    let path = root.join(crate::workspace::STATE_DIR).join(REACHED_FILE);
+    !std::fs::read_to_string(path).is_ok_and(|s| s.trim_end() == spec)
+}
+
+/// Creates the folder of a new `dir:` store (`bridge init --remote
+/// dir:PATH`, issue 17, item 9), but only in a folder that exists: a
+/// missing parent may be a drive that is not mounted, and the store would
+/// land on the mount point's own disk.
+pub fn create_store_folder(folder: &std::path::Path) -> CliResult<()> {
+    if folder.is_dir() {
+        return Ok(());
+    }
+    let parent = folder.parent().filter(|p| !p.as_os_str().is_empty());
+    if parent.is_some_and(|p| !p.is_dir()) {
+        return Err(CliError::hint(
+            anyhow!(
+                "cannot create the store folder {}: its parent folder does not exist",
+                folder.display()
+            ),
+            "create the parent (`mkdir -p`) or mount the drive, then run `bridge init` again",
+        )
+        .with_code(EXIT_MISCONFIGURED));
+    }
+    std::fs::create_dir(folder).map_err(|e| {
+        CliError::hint(
+            anyhow!(e).context(format!(
+                "cannot create the store folder {}",
+                folder.display()
+            )),
+            "pick a folder you may write to",
+        )
+        .with_code(EXIT_MISCONFIGURED)
+    })
+}
+
+/// [`sync_and_report`] after this command wrote `what` (`batch 019a…`, `the
+/// cancel`): when the remote cannot take it, the error says that it is
+/// stored here all the same.
+pub fn sync_after_write(session: &mut Session, g: &GlobalArgs, what: &str) -> CliResult<bool> {
+    sync_and_report(session, g).map_err(|mut e| {
+        e.error = e.error.context(format!(
+            "{what} is stored on this device but was not sent to the remote"
+        ));
+        e
+    })
 }
 
 /// Syncs if a remote is set and says so on stderr; never fails on an
@@ -388,7 +490,9 @@ pub fn sync_and_report(session: &mut Session, g: &GlobalArgs) -> CliResult<bool>
         }
         SyncOutcome::Offline(why) => {
             if !g.quiet {
-                errln!("offline: {why}; working on the local replica, run `bridge sync` later");
+                errln!(
+                    "offline: {why}; saved on this device (its replica), `bridge sync` sends it once the remote is reachable"
+                );
             }
             Ok(false)
         }

@@ -213,12 +213,13 @@ fn finish(me: &Me, id: &str) -> CliResult<u8> {
         }
         return Ok(0);
     }
-    // The attempt that decided it: the latest.
+    // The attempt that decided it: the latest (RFC 3339 times in UTC
+    // sort as text).
     let code = task["attempts"]
         .as_array()
         .and_then(|a| {
             a.iter()
-                .max_by_key(|a| a["ended_at"].as_i64().unwrap_or(0))
+                .max_by_key(|a| a["ended_at"].as_str().unwrap_or_default().to_owned())
                 .and_then(|a| a["exit_code"].as_i64())
         })
         .and_then(|c| u8::try_from(c).ok())

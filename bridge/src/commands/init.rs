@@ -15,6 +15,7 @@ use super::members;
 use crate::error::{CliError, CliResult, EXIT_OK};
 use crate::github::{self, ApiError};
 use crate::keys;
+use crate::output::print_json;
 use crate::vault::Vault;
 use crate::workspace::{
     self, CONFIG_FILE, Config, GitHubSection, Session, StoreSection, Workspace, WorkspaceSection,
@@ -84,6 +85,10 @@ pub struct InitArgs {
     /// With --github: the branch the workflow runs on (and --via-api commits to)
     #[arg(long = "ref", value_name = "BRANCH", requires = "github")]
     pub git_ref: Option<String>,
+    /// Print JSON: {"workspace", "root", "member", "remote", "synced"}
+    /// ("synced" is false when the remote was not reached); not with --github
+    #[arg(long, conflicts_with = "github")]
+    pub json: bool,
 }
 
 pub fn run(g: &GlobalArgs, args: InitArgs) -> CliResult<u8> {
@@ -95,6 +100,9 @@ pub fn run(g: &GlobalArgs, args: InitArgs) -> CliResult<u8> {
     if let Some(spec) = &args.remote {
         super::common::open_remote(&g.settings.engine, spec, &root)
             .map_err(|e| CliError::hint(anyhow::anyhow!(e), "a remote looks like dir:PATH"))?;
+        if let Some(folder) = bridge_store::dir_remote_path(spec, &root) {
+            super::common::create_store_folder(&folder)?;
+        }
     }
     if let Some(given) = args.github.clone() {
         let repo = github_repo(g, &root, &given)?;
@@ -102,19 +110,30 @@ pub fn run(g: &GlobalArgs, args: InitArgs) -> CliResult<u8> {
     }
     let (ws, vault) = create(g, &root, args.remote.clone(), None)?;
     let mut session = Session::with_vault(ws, vault)?;
+    let quiet = g.quiet || args.json;
+    let mut synced = false;
     if args.remote.is_some() {
         if let SyncOutcome::Offline(why) = sync_remote(&mut session, false)? {
             errln!("offline: {why}; the workspace works locally and syncs once it is reachable");
-        } else if !g.quiet {
-            outln!(
-                "Shared store: {}",
-                args.remote.as_deref().unwrap_or_default()
-            );
+        } else {
+            synced = true;
+            if !quiet {
+                outln!(
+                    "Shared store: {}",
+                    args.remote.as_deref().unwrap_or_default()
+                );
+            }
         }
     } else {
         sync_and_report(&mut session, g)?;
     }
-    if !g.quiet {
+    if args.json {
+        print_json(&serde_json::json!({
+            "workspace": session.ws.config.workspace.id, "root": root,
+            "member": session.vault.identity().member_id(), "remote": args.remote,
+            "synced": synced,
+        }))?;
+    } else if !g.quiet {
         outln!(
             "Next: `bridge submit tasks.yaml` (or `bridge submit -- CMD ARGS…`), then `bridge work`."
         );
@@ -191,7 +210,7 @@ fn create(
     vault.write_roster_file(&genesis)?;
     crate::freshness::pin(root, &crate::freshness::Anchor::latest(vault.roster()))?;
     if !g.quiet {
-        outln!(
+        errln!(
             "Created workspace {} in {}",
             config.workspace.id,
             root.display()
@@ -476,8 +495,9 @@ pub fn identity_or_new(g: &GlobalArgs) -> CliResult<Identity> {
         let identity = Identity::generate()
             .map_err(|e| anyhow::anyhow!(e).context("cannot create an identity"))?;
         let path = keys::save_identity(&g.settings.engine, &identity, false)?;
+        // On stderr: stdout is for what a script reads (`--json`).
         if !g.quiet {
-            outln!(
+            errln!(
                 "Created this device's identity in {} (keep it secret).",
                 path.display()
             );

@@ -4,21 +4,24 @@ use anyhow::{Context, anyhow};
 use clap::Args;
 
 use super::GlobalArgs;
-use crate::error::{CliError, CliResult, EXIT_OFFLINE, EXIT_OK};
+use crate::error::{CliError, CliResult, EXIT_MISCONFIGURED, EXIT_OFFLINE, EXIT_OK};
 use crate::keys;
 use crate::vault::Vault;
 use crate::workspace::{
     self, Config, STATE_DIR, Session, StoreSection, Workspace, WorkspaceSection,
 };
 use bridge_crypto::MemberId;
+use bridge_store::{RemoteError, SyncError};
 
 /// Join an existing shared store from this device
 ///
 /// Reads the store's workspace id, writes bridge.toml here with the store as
 /// its remote, and pulls every task and result into a new local replica.
 ///
-/// An admin must have added this device first: run `bridge whoami` here,
-/// then `bridge members add NAME PUBKEY` on an admin's device and sync there.
+/// An admin must have added this device first: run `bridge keygen` here
+/// (`bridge whoami` if this device has an identity already) and give the
+/// public key it prints to an admin, who runs `bridge members add NAME
+/// PUBKEY` and syncs.
 /// --root pins the key the roster must be rooted in; a store that shows
 /// another root is refused.
 #[derive(Debug, Args)]
@@ -34,6 +37,9 @@ pub struct JoinArgs {
     /// rolled back and is refused
     #[arg(long, value_name = "EPOCH:HASH")]
     pub roster: Option<String>,
+    /// Print JSON: {"workspace", "root", "remote", "member", "tasks"}
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub fn run(g: &GlobalArgs, args: JoinArgs) -> CliResult<u8> {
@@ -61,22 +67,7 @@ pub fn run(g: &GlobalArgs, args: JoinArgs) -> CliResult<u8> {
         // the next `bridge join`.
         let _ = std::fs::remove_dir_all(&state_dir);
     }
-    let replica = match joined {
-        Ok(r) => r,
-        Err(bridge_store::SyncError::Remote(e @ bridge_store::RemoteError::Unreachable { .. })) => {
-            return Err(CliError::hint(
-                anyhow!(e),
-                "mount or create the store folder, then run `bridge join` again",
-            )
-            .with_code(EXIT_OFFLINE));
-        }
-        Err(e) => {
-            return Err(CliError::hint(
-                anyhow!(e).context(format!("cannot join {}", args.remote)),
-                "point at a folder made by `bridge init --remote dir:PATH` on another device",
-            ));
-        }
-    };
+    let replica = joined.map_err(|e| join_error(&args.remote, &root, e))?;
     let config = Config {
         workspace: WorkspaceSection {
             id: replica.workspace_id().to_owned(),
@@ -114,8 +105,14 @@ pub fn run(g: &GlobalArgs, args: JoinArgs) -> CliResult<u8> {
         return Err(e);
     }
     workspace::write_config(&root, &config)?;
+    super::common::mark_reached(&root, &args.remote);
     let session = Session::with_vault(ws, vault)?;
-    if !g.quiet {
+    if args.json {
+        crate::output::print_json(&serde_json::json!({
+            "workspace": config.workspace.id, "root": root, "remote": args.remote,
+            "member": session.vault.identity().member_id(), "tasks": session.view().len(),
+        }))?;
+    } else if !g.quiet {
         outln!(
             "Joined workspace {} through {}: {} tasks known.",
             config.workspace.id,
@@ -124,4 +121,37 @@ pub fn run(g: &GlobalArgs, args: JoinArgs) -> CliResult<u8> {
         );
     }
     Ok(EXIT_OK)
+}
+
+/// The error of a `join` whose first sync failed: offline (exit 4) when the
+/// remote is unreachable, misconfigured (exit 7) when it is set up wrong or
+/// names a folder that is not there (issue 17, item 9).
+fn join_error(remote: &str, root: &std::path::Path, e: SyncError) -> CliError {
+    match e {
+        // A folder that is not there: a typo, or a drive not mounted yet
+        // (misconfigured, as for a workspace that never synced with it).
+        SyncError::Remote(e @ RemoteError::Unreachable { .. })
+            if bridge_store::dir_remote_path(remote, root).is_some_and(|p| !p.exists()) =>
+        {
+            CliError::hint(
+                anyhow!(e),
+                "check the path, or mount the drive that holds the store, then run `bridge join` again",
+            )
+            .with_code(EXIT_MISCONFIGURED)
+        }
+        SyncError::Remote(e @ RemoteError::Unreachable { .. }) => CliError::hint(
+            anyhow!(e),
+            "run `bridge join` again once the store is reachable (check the network)",
+        )
+        .with_code(EXIT_OFFLINE),
+        SyncError::Remote(e) if e.is_misconfigured() => CliError::hint(
+            anyhow!(e).context(format!("cannot join {remote}")),
+            "check the remote (the store `bridge init --remote` made on another device) and access to it",
+        )
+        .with_code(EXIT_MISCONFIGURED),
+        e => CliError::hint(
+            anyhow!(e).context(format!("cannot join {remote}")),
+            "point at a folder made by `bridge init --remote dir:PATH` on another device",
+        ),
+    }
 }

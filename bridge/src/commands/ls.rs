@@ -192,7 +192,9 @@ pub fn run(g: &GlobalArgs, args: LsArgs) -> CliResult<u8> {
         for p in &private {
             outln!(
                 "Batch {}: {}.",
-                p.batch.get(16..26).unwrap_or(&p.batch),
+                p.batch
+                    .get(..bridge_model::BatchId::SHORT_LEN)
+                    .unwrap_or(&p.batch),
                 p.line()
             );
         }
@@ -204,7 +206,10 @@ pub fn run(g: &GlobalArgs, args: LsArgs) -> CliResult<u8> {
             vec![
                 r.id.get(..10).unwrap_or(&r.id).to_owned(),
                 r.status.as_str().to_owned(),
-                r.batch.get(16..26).unwrap_or(&r.batch).to_owned(),
+                r.batch
+                    .get(..bridge_model::BatchId::SHORT_LEN)
+                    .unwrap_or(&r.batch)
+                    .to_owned(),
                 r.attempts.to_string(),
                 match (&r.reason, &r.left_message) {
                     (Some(why), _) => format!("{}  ({why})", r.name),
@@ -220,7 +225,9 @@ pub fn run(g: &GlobalArgs, args: LsArgs) -> CliResult<u8> {
     for p in &private {
         outln!(
             "Batch {}: {}.",
-            p.batch.get(16..26).unwrap_or(&p.batch),
+            p.batch
+                .get(..bridge_model::BatchId::SHORT_LEN)
+                .unwrap_or(&p.batch),
             p.line()
         );
     }

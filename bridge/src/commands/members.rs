@@ -68,6 +68,10 @@ pub enum MembersCommand {
     AddRunner {
         /// A name for the runner (unique)
         name: String,
+        /// Print JSON: {"name", "role", "member", "public_key", "identity"
+        /// (the secret, printed once), "roster": "EPOCH:HASH"}
+        #[arg(long)]
+        json: bool,
     },
     /// Replace a runner's identity (leaked, or routine rotation): issue a
     /// new worker identity under the same name, retire the old one, keep
@@ -144,7 +148,17 @@ pub fn run(g: &GlobalArgs, args: MembersArgs) -> CliResult<u8> {
                 pinned_note(&anchor);
             }
         }
-        MembersCommand::AddRunner { name } => {
+        MembersCommand::AddRunner { name, json: true } => {
+            check_new_name(&name)?;
+            let (runner, anchor) = add_runner(&ws, &mut vault, &name)?;
+            print_json(&json!({
+                "name": name, "role": "worker", "member": runner.member_id(),
+                "public_key": runner.public().to_string(),
+                "identity": runner.to_secret().expose_secret(),
+                "roster": anchor.to_string(),
+            }))?;
+        }
+        MembersCommand::AddRunner { name, json: false } => {
             check_new_name(&name)?;
             let (runner, anchor) = add_runner(&ws, &mut vault, &name)?;
             errln!("Added runner {name} (role worker). Its secret identity follows, printed once:");

@@ -58,7 +58,8 @@ Start here:
   bridge dispatch --watch                     start runners for the pending work and follow them
 
 Exit codes: 0 ok, 1 error, 2 bad command line, 3 a task failed (work, watch),
-4 remote unreachable (sync), 6 a watched run ended with tasks left or failed,
+4 remote unreachable (sync), 5 this machine cannot run tasks, 6 a watched run
+ended with tasks left or failed, 7 remote misconfigured (local writes kept),
 130 stopped by Ctrl-C/SIGTERM.
 Set BRIDGE_LOG=debug for detailed logs.";
 

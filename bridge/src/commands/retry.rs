@@ -5,8 +5,9 @@ use bridge_model::{Status, TaskId, doc};
 use clap::Args;
 
 use super::GlobalArgs;
-use super::common::{Target, open_session, resolve_target, sync_and_report};
+use super::common::{Target, open_session, resolve_target, sync_after_write};
 use crate::error::{CliError, CliResult, EXIT_OK};
+use crate::output::print_json;
 use crate::workspace::{Session, now_ms};
 
 /// Run failed tasks again
@@ -31,6 +32,11 @@ pub struct RetryArgs {
     /// Do not sync with the remote afterwards
     #[arg(long)]
     pub offline: bool,
+    /// Print JSON: {"retried": [task ids], "synced"}; "synced" is false when
+    /// the remote could not be used (offline) or --offline was given, true
+    /// otherwise (also when the workspace has no remote)
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub fn run(g: &GlobalArgs, args: RetryArgs) -> CliResult<u8> {
@@ -63,14 +69,15 @@ pub fn run(g: &GlobalArgs, args: RetryArgs) -> CliResult<u8> {
         session.view_mut().note_retry(id, &key, now);
     }
     session.flush()?;
-    if !g.quiet {
+    if !g.quiet && !args.json {
         match ids.as_slice() {
             [one] => outln!("Task {} is pending again.", one.short()),
             many => outln!("{} failed tasks are pending again.", many.len()),
         }
     }
-    if !args.offline {
-        sync_and_report(&mut session, g)?;
+    let synced = !args.offline && sync_after_write(&mut session, g, "the retry")?;
+    if args.json {
+        print_json(&serde_json::json!({"retried": ids, "synced": synced}))?;
     }
     Ok(EXIT_OK)
 }

@@ -20,7 +20,9 @@ use crate::workspace::now_ms;
 pub struct ShowArgs {
     /// The task (id, id prefix or name), a matrix entry or a batch
     pub task: String,
-    /// Print JSON for scripts
+    /// Print JSON: {"id", "name", "status", "reason", "batch", "spec",
+    /// "claims", "attempts", "cancels", "retries", …}; every time is RFC 3339
+    /// in UTC with milliseconds (`2026-12-06T14:22:08.123Z`)
     #[arg(long)]
     pub json: bool,
 }
@@ -72,7 +74,7 @@ pub fn run(g: &GlobalArgs, args: ShowArgs) -> CliResult<u8> {
         );
     }
     outln!("Batch    {}", t.home().batch());
-    outln!("Command  {}", safe(&t.spec.command.display()));
+    print_lines("Command  ", &t.spec.command.display());
     if !t.spec.env.is_empty() {
         let env: Vec<_> = t.spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
         outln!("Env      {}", safe(&env.join(" ")));
@@ -184,8 +186,18 @@ pub fn task_json(t: &TaskView, d: &Derived, left: Option<&Refusal>) -> serde_jso
         .facts
         .claims
         .values()
-        .map(|c| json!({"key": c.key, "at": c.at, "lease_until": c.lease_until, "released_at": c.released_at}))
+        .map(|c| {
+            json!({"key": c.key, "at": iso(c.at), "lease_until": iso(c.lease_until),
+                "released_at": c.released_at.map(iso)})
+        })
         .collect();
+    let attempts: Vec<serde_json::Value> = t.facts.attempts.values().map(attempt_json).collect();
+    let at_times = |facts: &std::collections::BTreeMap<String, i64>| -> serde_json::Value {
+        facts
+            .iter()
+            .map(|(k, at)| (k.clone(), serde_json::Value::from(iso(*at))))
+            .collect()
+    };
     let mut v = json!({
         "id": t.id,
         "name": t.spec.name,
@@ -198,13 +210,43 @@ pub fn task_json(t: &TaskView, d: &Derived, left: Option<&Refusal>) -> serde_jso
         "allowed_attempts": d.failures.1,
         "result": canonical_result(&t.facts).map(|a| a.key.clone()),
         "claims": claims,
-        "attempts": t.facts.attempts.values().collect::<Vec<_>>(),
-        "cancels": t.facts.cancels,
-        "retries": t.facts.retries,
+        "attempts": attempts,
+        "cancels": at_times(&t.facts.cancels),
+        "retries": at_times(&t.facts.retries),
     });
     if let Some(why) = left {
         v["left_for_others"] = why.to_json();
     }
+    v
+}
+
+/// Prints `text` after `label`, a multi-line script one line under the
+/// other, aligned after the label (issue 17, item 8: it was one line of
+/// `\u{a}`); each line escaped as [`safe`] does.
+pub fn print_lines(label: &str, text: &str) {
+    let indent = " ".repeat(label.chars().count());
+    let text = text.trim_matches('\n');
+    for (i, line) in text.lines().enumerate() {
+        let lead = if i == 0 { label } else { indent.as_str() };
+        outln!("{lead}{}", safe(line.trim_end()));
+    }
+}
+
+/// A time in JSON output: RFC 3339 in UTC with milliseconds
+/// (`2026-12-06T14:22:08.123Z`), as every `--json` prints times (issue 17,
+/// item 8: these were epoch milliseconds while `status` printed RFC 3339).
+/// Strings of this form sort in time order.
+pub fn iso(at: bridge_model::Millis) -> String {
+    let ms = u64::try_from(at).unwrap_or(0);
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// One attempt as JSON: its stored fields, with times as [`iso`].
+fn attempt_json(a: &bridge_model::Attempt) -> serde_json::Value {
+    let mut v = serde_json::to_value(a).unwrap_or_default();
+    v["started_at"] = iso(a.started_at).into();
+    v["ended_at"] = iso(a.ended_at).into();
     v
 }
 

@@ -208,7 +208,9 @@ fn print_private(private: &[crate::audience::PrivateSummary]) {
     for p in private {
         outln!(
             "Batch {} ({}), {}; not readable on this device.",
-            p.batch.get(16..26).unwrap_or(&p.batch),
+            p.batch
+                .get(..bridge_model::BatchId::SHORT_LEN)
+                .unwrap_or(&p.batch),
             p.granted_at,
             p.line()
         );

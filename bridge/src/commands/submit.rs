@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use super::GlobalArgs;
 use super::arglines;
-use super::common::{open_session, sync_and_report};
+use super::common::{open_session, sync_after_write};
 use crate::audience;
 use crate::error::{CliError, CliResult, EXIT_OK, HintExt};
 use crate::output::print_json;
@@ -180,7 +180,7 @@ pub fn run(g: &GlobalArgs, args: SubmitArgs) -> CliResult<u8> {
     } else {
         args.audience.clone()
     };
-    let batch = BatchId::new(now_ms(), random_bytes::<8>()?);
+    let batch = BatchId::new(now_ms(), random_bytes::<10>()?);
     let (mut names, mut grant, mut grant_file) = (Vec::new(), None, None);
     if !audience.is_empty() {
         let (n, hash, file) = make_private(
@@ -227,7 +227,11 @@ pub fn run(g: &GlobalArgs, args: SubmitArgs) -> CliResult<u8> {
         }
     }
     if !args.offline {
-        sync_and_report(&mut session, g)?;
+        let what = match &result.batch {
+            Some(b) => format!("batch {}", b.short()),
+            None => "the submission".to_owned(),
+        };
+        sync_after_write(&mut session, g, &what)?;
     }
     Ok(EXIT_OK)
 }
@@ -368,7 +372,11 @@ fn plan(args: &SubmitArgs) -> CliResult<(Vec<PlannedTask>, Vec<String>)> {
             .map(|(command, name, inputs)| make(command, name, inputs))
             .collect(),
         None => {
-            let name = args.name.clone().unwrap_or_else(|| args.command.join(" "));
+            // A multi-line `sh -c` script names the task by its first line.
+            let name = args
+                .name
+                .clone()
+                .unwrap_or_else(|| bridge_model::first_line(&args.command.join(" ")));
             vec![make(command_of(args.command.clone()), name, Vec::new())]
         }
         Some(glob) => each_tasks(args, &cwd, glob)?
@@ -857,7 +865,7 @@ mod dry_run {
         for t in &tasks {
             outln!("{}", safe(t.name));
             let words: Vec<Cow<'_, str>> = t.command.iter().map(|w| quoted(w)).collect();
-            outln!("    command  {}", safe(&words.join(" ")));
+            crate::commands::show::print_lines("    command  ", &words.join(" "));
             let mut inputs: Vec<&str> = t.inputs.clone();
             inputs.extend(t.url_inputs.iter().map(|u| u.path));
             if !inputs.is_empty() {

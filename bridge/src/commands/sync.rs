@@ -17,7 +17,10 @@ use crate::workspace::{LoadPlan, Session};
 /// is harmless). Exits with code 4 when the remote is unreachable, does not
 /// answer within `[store] stall-timeout` (30s by default; the environment
 /// variable BRIDGE_STALL_TIMEOUT overrides it), or is full: nothing is lost,
-/// run it again later.
+/// run it again later. Exits with code 7 when the remote is misconfigured
+/// (a repository that does not exist or refuses the credentials, a folder
+/// that is not this workspace's store, or that never existed): fix
+/// `[store] remote` or the access; nothing is lost either.
 ///
 /// With `[notify]` hooks in bridge.toml (or --notify), it then announces the
 /// batches that finished and the tasks that failed for good since this

@@ -11,7 +11,9 @@ use crate::output::print_json;
 /// Print this device's member id and public key
 ///
 /// The public key is what an admin passes to `bridge members add`. Nothing
-/// secret is printed.
+/// secret is printed. It creates nothing: on a device without an identity it
+/// fails and says to run `bridge keygen` (which creates one and prints the
+/// same key).
 #[derive(Debug, Args)]
 pub struct WhoamiArgs {
     /// Print JSON: {"member", "public_key"}

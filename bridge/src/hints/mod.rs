@@ -10,6 +10,7 @@
 
 mod config;
 mod network;
+mod store;
 mod vault;
 mod worker;
 
@@ -48,6 +49,7 @@ const ADVISORS: &[Advisor] = &[
     vault::advise,
     worker::advise,
     network::advise,
+    store::advise,
 ];
 
 /// The advice for `error`: that of its outermost cause some area knows.

@@ -332,7 +332,7 @@ mod tests {
         }))
         .expect("a spec");
         let header = BatchHeader {
-            batch: BatchId::new(1, [1; 8]),
+            batch: BatchId::new(1, [1; 10]),
             part: 0,
             parts: 1,
             created_at: 1,

@@ -618,7 +618,7 @@ mod tests {
             let (roster, _) = Roster::genesis(&identity, "me", "ws", 1).expect("a roster");
             let replica = Replica::init(&tmp.path().join("store"), "ws").expect("a replica");
             let vault = Vault::new(replica.clone(), identity, roster);
-            let doc = DocId::new(BatchId::new(1_000, [7; 8]), 0).to_string();
+            let doc = DocId::new(BatchId::new(1_000, [7; 10]), 0).to_string();
             Fixture {
                 _tmp: tmp,
                 vault,

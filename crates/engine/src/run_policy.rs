@@ -564,7 +564,7 @@ mod tests {
             "timeout_s": 5,
         }))
         .expect("spec");
-        let doc = DocId::new(bridge_model::BatchId::new(1, [1; 8]), 0);
+        let doc = DocId::new(bridge_model::BatchId::new(1, [1; 10]), 0);
         TaskView {
             id: spec.id(),
             spec,

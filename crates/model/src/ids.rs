@@ -94,16 +94,21 @@ impl fmt::Display for TaskId {
     }
 }
 
-/// The id of a batch (one submission): 16 hex digits of milliseconds then 16
-/// random hex digits, so batches sort by creation time.
+/// The id of a batch (one submission): 12 hex digits of milliseconds then 20
+/// random hex digits, so batches sort by creation time and the short form
+/// (the first 12 digits) is a prefix of the id (issue 17, item 8). Ids
+/// made before issue 17 have 16 digits of milliseconds (`00000…`) then 16
+/// random ones; they still parse and sort before the new ones.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct BatchId(String);
 
 impl BatchId {
     /// A new batch id created at `now` with the given random bytes.
-    pub fn new(now: Millis, random: [u8; 8]) -> BatchId {
-        BatchId(format!("{:016x}{}", now.max(0), hex::encode(random)))
+    pub fn new(now: Millis, random: [u8; 10]) -> BatchId {
+        // 48 bits of milliseconds last until the year 10889.
+        let ms = now.clamp(0, 0xffff_ffff_ffff);
+        BatchId(format!("{ms:012x}{}", hex::encode(random)))
     }
 
     /// The id as text.
@@ -111,11 +116,15 @@ impl BatchId {
         &self.0
     }
 
-    /// The short form shown to people: the random half, which tells batches
-    /// of the same day apart.
+    /// The short form shown to people: the first 12 digits (the creation
+    /// millisecond), a prefix of the id that every command taking a batch
+    /// accepts, like a short git hash.
     pub fn short(&self) -> &str {
-        &self.0[16..26]
+        &self.0[..Self::SHORT_LEN]
     }
+
+    /// The length of [`short`](Self::short).
+    pub const SHORT_LEN: usize = 12;
 }
 
 impl FromStr for BatchId {
@@ -320,7 +329,9 @@ mod tests {
 
     #[test]
     fn ids_round_trip_through_text() {
-        let batch = BatchId::new(1_763_000_000_000, [7; 8]);
+        let batch = BatchId::new(1_763_000_000_000, [7; 10]);
+        assert!(batch.as_str().starts_with(batch.short()));
+        assert!(batch < BatchId::new(1_763_000_000_001, [0; 10]));
         let doc = DocId::new(batch.clone(), 3);
         assert_eq!(doc.to_string().parse::<DocId>(), Ok(doc.clone()));
         assert_eq!(batch.as_str().parse::<BatchId>(), Ok(batch));

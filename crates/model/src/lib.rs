@@ -38,7 +38,7 @@ pub mod view;
 pub use facts::{Attempt, Claim, Outcome};
 pub use ids::{BatchId, DocId, TaskId, WriterId};
 pub use limits::SpecError;
-pub use spec::{Command, InputRef, TaskSpec};
+pub use spec::{Command, InputRef, TaskSpec, first_line};
 pub use view::{Policy, Sighting, Sightings, Status, View};
 
 /// Milliseconds since the Unix epoch. Every time in a document is one of these.

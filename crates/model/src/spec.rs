@@ -36,6 +36,28 @@ impl Command {
             Command::Argv(argv) => argv.join(" "),
         }
     }
+
+    /// The command's first line, with ` …` when more lines follow: for the
+    /// one-line places that show a command (issue 17, item 8: a `run: |`
+    /// script was shown as one line full of `\u{a}`).
+    pub fn summary(&self) -> String {
+        first_line(&self.display())
+    }
+}
+
+/// The first non-blank line of `text` (trimmed at the end), with ` …` when
+/// other non-blank lines follow.
+pub fn first_line(text: &str) -> String {
+    let mut lines = text
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| !l.trim().is_empty());
+    let first = lines.next().unwrap_or_default();
+    if lines.next().is_some() {
+        format!("{first} …")
+    } else {
+        first.to_owned()
+    }
 }
 
 /// An input file materialised at `path` (relative, `/`-separated) in the
@@ -307,6 +329,20 @@ impl TaskSpec {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn a_multi_line_script_is_summed_up_by_its_first_line() {
+        let script = Command::Shell {
+            shell: "bash".into(),
+            script: "\nset -e\necho one\n".into(),
+        };
+        assert_eq!(script.summary(), "set -e …");
+        assert_eq!(
+            Command::Argv(vec!["echo".into(), "a".into()]).summary(),
+            "echo a"
+        );
+        assert_eq!(first_line("one line\n"), "one line");
+    }
 
     /// A spec running `script`, named after it (shared by the crate's tests).
     pub(crate) fn spec(script: &str) -> TaskSpec {

@@ -368,7 +368,9 @@ fn apply(op: &Op, replicas: &mut [Replica], ledger: &mut Ledger, pool: &[TaskSpe
             picked.sort_unstable();
             picked.dedup();
             let specs: Vec<TaskSpec> = picked.iter().map(|&i| pool[i].clone()).collect();
-            let batch = BatchId::new(now, *random);
+            let mut ten = [0u8; 10];
+            ten[..8].copy_from_slice(random);
+            let batch = BatchId::new(now, ten);
             let header = BatchHeader {
                 batch: batch.clone(),
                 part: 0,

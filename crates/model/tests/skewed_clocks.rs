@@ -54,7 +54,7 @@ fn spec() -> TaskSpec {
 fn view_with(claims: &[Claim]) -> (View, TaskId) {
     let s = spec();
     let id = s.id();
-    let batch = BatchId::new(T0, [1; 8]);
+    let batch = BatchId::new(T0, [1; 10]);
     let doc = DocId::new(batch.clone(), 0);
     let header = BatchHeader {
         batch,

@@ -54,7 +54,7 @@ struct Doc {
 
 /// Submits `specs` as a new one-part batch created at `created_at` by `w`.
 fn submit(w: &WriterId, created_at: Millis, rand: u8, specs: &[TaskSpec]) -> Doc {
-    let batch = BatchId::new(created_at, [rand; 8]);
+    let batch = BatchId::new(created_at, [rand; 10]);
     let header = BatchHeader {
         batch: batch.clone(),
         part: 0,

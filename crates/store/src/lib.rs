@@ -87,7 +87,7 @@ pub use names::{
 pub use outbox::Outbox;
 pub use remote::{
     DirRemote, MemRemote, PutBatch, Remote, RemoteError, RemoteOptions, RemoteSpecError,
-    parse_remote,
+    dir_remote_path, parse_remote,
 };
 pub use replica::{InitError, ListError, OpenError, ReadError, Replica, WriteError};
 pub use sync::{

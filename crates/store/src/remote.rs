@@ -314,6 +314,26 @@ pub(crate) fn is_no_space(e: &io::Error) -> bool {
 }
 
 impl RemoteError {
+    /// True if the remote answered (or the spec was read) and the answer
+    /// says it is set up wrong: the repository does not exist or refuses
+    /// our credentials, git is missing, the folder is not a store, is
+    /// another workspace's or another format. Trying again later does not
+    /// help; a person must fix the remote or its access (issue 17, item 9).
+    /// [`RemoteError::Unreachable`] and [`RemoteError::Full`] are not: they
+    /// pass.
+    pub fn is_misconfigured(&self) -> bool {
+        matches!(
+            self,
+            RemoteError::RepoNotFound { .. }
+                | RemoteError::AuthRefused { .. }
+                | RemoteError::GitMissing { .. }
+                | RemoteError::NotAStore { .. }
+                | RemoteError::WrongWorkspace { .. }
+                | RemoteError::BadWorkspaceFile { .. }
+                | RemoteError::UnknownFormat { .. }
+        )
+    }
+
     /// True if the error concerns the whole remote (unreachable, refused,
     /// missing, broken git), false if only the one file named in it.
     pub fn is_remote_wide(&self) -> bool {
@@ -768,6 +788,18 @@ impl RemoteOptions {
     }
 }
 
+/// The folder a `dir:` spec names (a relative path is taken from `base`,
+/// as [`parse_remote`] does); `None` for another scheme or an empty path.
+pub fn dir_remote_path(spec: &str, base: &Path) -> Option<PathBuf> {
+    let rest = spec.strip_prefix("dir:").filter(|r| !r.is_empty())?;
+    let path = Path::new(rest);
+    Some(if path.is_absolute() {
+        path.to_owned()
+    } else {
+        base.join(path)
+    })
+}
+
 /// Parses a remote spec.
 ///
 /// - `dir:PATH` is a folder; a relative `PATH` is resolved against `base`
@@ -789,20 +821,12 @@ pub fn parse_remote(
         });
     };
     match scheme {
-        "dir" => {
-            if rest.is_empty() {
-                return Err(RemoteSpecError::EmptyPath {
-                    spec: git::redact_spec(spec),
-                });
-            }
-            let path = Path::new(rest);
-            let root = if path.is_absolute() {
-                path.to_owned()
-            } else {
-                base.join(path)
-            };
-            Ok(Box::new(DirRemote::new(root)))
-        }
+        "dir" => match dir_remote_path(spec, base) {
+            Some(root) => Ok(Box::new(DirRemote::new(root))),
+            None => Err(RemoteSpecError::EmptyPath {
+                spec: git::redact_spec(spec),
+            }),
+        },
         "git" => {
             if rest.is_empty() {
                 return Err(RemoteSpecError::EmptyUrl {
@@ -839,6 +863,40 @@ pub fn parse_remote(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dir_spec_names_its_folder_from_the_base() {
+        let base = Path::new("/ws");
+        assert_eq!(
+            dir_remote_path("dir:/mnt/pool", base),
+            Some(PathBuf::from("/mnt/pool"))
+        );
+        assert_eq!(
+            dir_remote_path("dir:pool", base),
+            Some(PathBuf::from("/ws/pool"))
+        );
+        assert_eq!(dir_remote_path("dir:", base), None);
+        assert_eq!(dir_remote_path("git:/r.git", base), None);
+    }
+
+    #[test]
+    fn only_answers_that_waiting_does_not_fix_are_misconfigured() {
+        let remote = "git:/r.git".to_owned();
+        let missing = RemoteError::RepoNotFound {
+            remote: remote.clone(),
+            detail: "not found".into(),
+        };
+        let refused = RemoteError::AuthRefused {
+            remote: remote.clone(),
+            detail: "403".into(),
+        };
+        let down = RemoteError::Unreachable {
+            remote,
+            source: io::Error::other("connection refused"),
+        };
+        assert!(missing.is_misconfigured() && refused.is_misconfigured());
+        assert!(!down.is_misconfigured());
+    }
 
     #[test]
     fn remote_spec_errors_redact_credentials() {

@@ -32,6 +32,14 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// 10 bytes that differ on every call (not secret: batch id tails).
+pub fn unique10() -> [u8; 10] {
+    let mut ten = [0u8; 10];
+    ten[..8].copy_from_slice(&unique8());
+    ten[8..].copy_from_slice(&unique8()[..2]);
+    ten
+}
+
 /// 8 bytes that differ on every call (not secret: writer id tails).
 pub fn unique8() -> [u8; 8] {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -146,7 +154,7 @@ pub fn new_batch_at(writer: &WriterId, task: TaskSpec, created_at: i64) -> (Stri
 /// fresh batch id of that time) by `submitted_by` on `device`.
 pub fn batch_header(created_at: i64, submitted_by: &str, device: &str) -> BatchHeader {
     BatchHeader {
-        batch: BatchId::new(created_at, unique8()),
+        batch: BatchId::new(created_at, unique10()),
         part: 0,
         parts: 1,
         created_at,

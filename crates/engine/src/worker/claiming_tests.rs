@@ -99,7 +99,7 @@ fn spec(name: &str) -> TaskSpec {
 pub(crate) fn submit(session: &mut Session, names: &[&str], now: Millis) -> Vec<TaskId> {
     let specs: Vec<TaskSpec> = names.iter().map(|n| spec(n)).collect();
     let header = BatchHeader {
-        batch: BatchId::new(now, [7; 8]),
+        batch: BatchId::new(now, [7; 10]),
         part: 0,
         parts: 1,
         created_at: now,

@@ -139,7 +139,7 @@ mod tests {
     fn a_full_disk_is_seen_through_the_errors_that_wrap_it() {
         let io = std::io::Error::from_raw_os_error(nix::errno::Errno::ENOSPC as i32);
         let write = crate::workspace::WriteError::Save {
-            id: bridge_model::DocId::new(bridge_model::BatchId::new(0, [0; 8]), 1),
+            id: bridge_model::DocId::new(bridge_model::BatchId::new(0, [0; 10]), 1),
             source: Box::new(bridge_store::WriteError::Io {
                 path: "/store/chunks/d1/x.chunk".into(),
                 source: io,
