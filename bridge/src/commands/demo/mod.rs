@@ -56,7 +56,8 @@ const FILES: &[(&str, &str)] = &[
 /// Actions' environment, so their logs, annotations and job summaries are
 /// GitHub's) drain it; the runner of shard 1/2 gets SIGTERM while a task
 /// runs, as a cancelled job does. The other runner takes over what it left
-/// if it is still running, else a re-run of the cancelled job finishes it.
+/// if it sees it back in the store before its own work is done, else a
+/// re-run of the cancelled job finishes it.
 /// The laptop syncs and shows every result. Takes about 10 seconds.
 ///
 /// `bridge demo devices`: two devices ("laptop" and "desktop") share tasks

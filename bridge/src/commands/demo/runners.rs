@@ -8,10 +8,12 @@
 //!
 //! Who finishes the cancelled runner's work depends on timing, and the demo
 //! says which happened: the runner of shard 0/2 takes over the interrupted
-//! tasks when they are back in the store before it runs out of work (its
-//! log says "taken over from shard 1/2"); whatever is left once both have
-//! exited is finished by a re-run of the cancelled job (GitHub's "Re-run
-//! failed jobs"), which the demo then starts.
+//! tasks when it reads the store after they are back and before its own
+//! work is done (its log says "taken over from shard 1/2"); a runner reads
+//! the store a few seconds apart, so it often ends first. Whatever is left
+//! once both have exited is finished by a re-run of the cancelled job
+//! (GitHub's "Re-run failed jobs"), which the demo then starts. The
+//! end-to-end test has seen both.
 //!
 //! The runners' stdout carries GitHub's workflow commands; the demo shows
 //! it as GitHub's log page would ([`super::render`]), each line tagged with
@@ -365,14 +367,22 @@ fn finish_the_cancelled_work(
         );
         return Ok(());
     }
+    // The cancelled job pushed its tasks back within a second; runner 0
+    // did not read the store again before its own shard was done (a
+    // runner syncs a few seconds apart), so it saw them still held.
     outln!(
-        "{left} task{} left: runner-0 had run out of work before the cancelled job pushed \
-         {} back.",
+        "{left} task{} left: runner-0 ended without taking over {}: the last time it \
+         read the store, the cancelled job still held {}.",
         if left == 1 { " is" } else { "s are" },
         if drained.interrupted.is_some() {
-            "its interrupted task"
+            "the interrupted tasks"
         } else {
-            "its tasks"
+            "the cancelled job's tasks"
+        },
+        if drained.interrupted.is_some() {
+            "them"
+        } else {
+            "its shard"
         }
     );
     step(
