@@ -188,7 +188,7 @@ fn fake_actions_cache(dir: &Path) -> String {
     let files = [
         (
             "action.yml",
-            "name: cache (test stand-in)\ndescription: restores and saves a folder by key in BRIDGE_TEST_CACHE_STORE\ninputs:\n  path:\n    description: the folder\n    required: true\n  key:\n    description: the key\n    required: true\noutputs:\n  cache-hit:\n    description: whether the key was found\nruns:\n  using: node20\n  main: restore.js\n  post: save.js\n",
+            "name: cache (test stand-in)\ndescription: restores and saves a folder by key in BRIDGE_TEST_CACHE_STORE\ninputs:\n  path:\n    description: the folder\n    required: true\n  key:\n    description: the key\n    required: true\noutputs:\n  cache-hit:\n    description: whether the key was found\nruns:\n  using: node24\n  main: restore.js\n  post: save.js\n",
         ),
         (
             "restore.js",
@@ -474,7 +474,7 @@ fn the_action_refuses_what_it_cannot_verify() {
     // One job per refusal; each uses the action from the repository itself.
     let job = |name: &str, with: &str| {
         format!(
-            "  {name}:\n    runs-on: ubuntu-latest\n    steps:\n      - uses: actions/checkout@11bd71901bbe5b1630ceea73d27597364c9af683 # v4.2.2\n        with:\n          persist-credentials: false\n      - uses: ./action\n        with:\n{with}"
+            "  {name}:\n    runs-on: ubuntu-latest\n    steps:\n      - uses: actions/checkout@3d3c42e5aac5ba805825da76410c181273ba90b1 # v7.0.1\n        with:\n          persist-credentials: false\n      - uses: ./action\n        with:\n{with}"
         )
     };
     let workflow = [
@@ -700,7 +700,7 @@ fn the_action_installs_a_verified_release_and_refuses_the_rest() {
     let url = server.url();
     let job = |name: &str, needs: &str, with: &str, after: &str| {
         format!(
-            "  {name}:\n    runs-on: ubuntu-latest\n{needs}    steps:\n      - uses: actions/checkout@11bd71901bbe5b1630ceea73d27597364c9af683 # v4.2.2\n        with:\n          persist-credentials: false\n      - uses: ./action\n        with:\n          identity: ${{{{ secrets.BRIDGE_IDENTITY }}}}\n          budget: 5m\n          parallel: \"1\"\n{with}{after}"
+            "  {name}:\n    runs-on: ubuntu-latest\n{needs}    steps:\n      - uses: actions/checkout@3d3c42e5aac5ba805825da76410c181273ba90b1 # v7.0.1\n        with:\n          persist-credentials: false\n      - uses: ./action\n        with:\n          identity: ${{{{ secrets.BRIDGE_IDENTITY }}}}\n          budget: 5m\n          parallel: \"1\"\n{with}{after}"
         )
     };
     let release = format!("          target: {target}\n          version: {version}\n");
@@ -1107,7 +1107,7 @@ fn use_source_builds_once_and_later_runs_restore_the_binary() {
     source(&repo.join("src-b"), "run from b");
     let job = |name: &str, needs: &str, dir: &str| {
         format!(
-            "  {name}:\n    runs-on: ubuntu-latest\n{needs}    steps:\n      - uses: actions/checkout@11bd71901bbe5b1630ceea73d27597364c9af683 # v4.2.2\n        with:\n          persist-credentials: false\n      - uses: ./action\n        with:\n          identity: placeholder-identity\n          use: source\n          source-dir: {dir}\n"
+            "  {name}:\n    runs-on: ubuntu-latest\n{needs}    steps:\n      - uses: actions/checkout@3d3c42e5aac5ba805825da76410c181273ba90b1 # v7.0.1\n        with:\n          persist-credentials: false\n      - uses: ./action\n        with:\n          identity: placeholder-identity\n          use: source\n          source-dir: {dir}\n"
         )
     };
     let workflow = [

@@ -349,7 +349,15 @@ fn record_end(attempt: &mut Attempt, finished: &bridge_exec::Finished) -> Option
             Outcome::Failed
         }
         bridge_exec::Outcome::TimedOut => Outcome::TimedOut,
-        bridge_exec::Outcome::Interrupted => Outcome::Interrupted,
+        bridge_exec::Outcome::Interrupted => {
+            // Said here so that the attempt's detail is why it ended, not
+            // that the outputs it had no time to write are missing.
+            attempt.message = Some(
+                "stopped while it ran: its worker was stopped (Ctrl-C, SIGTERM or the end of its budget); the task runs again"
+                    .to_owned(),
+            );
+            Outcome::Interrupted
+        }
         bridge_exec::Outcome::FailedToStart(m) => {
             if let Some(fault) = local_fault_in_message(m) {
                 return Some(fault);
