@@ -192,9 +192,7 @@ pub fn run(g: &GlobalArgs, args: LsArgs) -> CliResult<u8> {
         for p in &private {
             outln!(
                 "Batch {}: {}.",
-                p.batch
-                    .get(..bridge_model::BatchId::SHORT_LEN)
-                    .unwrap_or(&p.batch),
+                bridge_model::BatchId::short_of(&p.batch),
                 p.line()
             );
         }
@@ -206,10 +204,7 @@ pub fn run(g: &GlobalArgs, args: LsArgs) -> CliResult<u8> {
             vec![
                 r.id.get(..10).unwrap_or(&r.id).to_owned(),
                 r.status.as_str().to_owned(),
-                r.batch
-                    .get(..bridge_model::BatchId::SHORT_LEN)
-                    .unwrap_or(&r.batch)
-                    .to_owned(),
+                bridge_model::BatchId::short_of(&r.batch).to_owned(),
                 r.attempts.to_string(),
                 match (&r.reason, &r.left_message) {
                     (Some(why), _) => format!("{}  ({why})", r.name),
@@ -225,9 +220,7 @@ pub fn run(g: &GlobalArgs, args: LsArgs) -> CliResult<u8> {
     for p in &private {
         outln!(
             "Batch {}: {}.",
-            p.batch
-                .get(..bridge_model::BatchId::SHORT_LEN)
-                .unwrap_or(&p.batch),
+            bridge_model::BatchId::short_of(&p.batch),
             p.line()
         );
     }

@@ -208,9 +208,7 @@ fn print_private(private: &[crate::audience::PrivateSummary]) {
     for p in private {
         outln!(
             "Batch {} ({}), {}; not readable on this device.",
-            p.batch
-                .get(..bridge_model::BatchId::SHORT_LEN)
-                .unwrap_or(&p.batch),
+            bridge_model::BatchId::short_of(&p.batch),
             p.granted_at,
             p.line()
         );

@@ -120,11 +120,27 @@ impl BatchId {
     /// millisecond), a prefix of the id that every command taking a batch
     /// accepts, like a short git hash.
     pub fn short(&self) -> &str {
-        &self.0[..Self::SHORT_LEN]
+        Self::short_of(&self.0)
+    }
+
+    /// [`short`](Self::short) of an id held as text (a row of `ls --json`,
+    /// a grant's notice); text shorter than that is returned whole.
+    pub fn short_of(id: &str) -> &str {
+        // An id made before issue 17 starts with 16 digits of milliseconds
+        // (`0000…`): its first 12 are the same for every batch of a minute,
+        // so it shows 8 more of its digits (4 of them random).
+        let len = if id.starts_with("0000") {
+            Self::LEGACY_SHORT_LEN
+        } else {
+            Self::SHORT_LEN
+        };
+        id.get(..len).unwrap_or(id)
     }
 
     /// The length of [`short`](Self::short).
     pub const SHORT_LEN: usize = 12;
+    /// The length of [`short`](Self::short) of an id made before issue 17.
+    const LEGACY_SHORT_LEN: usize = 20;
 }
 
 impl FromStr for BatchId {
@@ -332,6 +348,10 @@ mod tests {
         let batch = BatchId::new(1_763_000_000_000, [7; 10]);
         assert!(batch.as_str().starts_with(batch.short()));
         assert!(batch < BatchId::new(1_763_000_000_001, [0; 10]));
+        // An id of the earlier form (16 digits of milliseconds) is shown
+        // with 4 of its random digits: its first 12 are a minute's.
+        let legacy: BatchId = "0000019a7b2c3d4e0123456789abcdef".parse().unwrap();
+        assert_eq!(legacy.short(), "0000019a7b2c3d4e0123");
         let doc = DocId::new(batch.clone(), 3);
         assert_eq!(doc.to_string().parse::<DocId>(), Ok(doc.clone()));
         assert_eq!(batch.as_str().parse::<BatchId>(), Ok(batch));
