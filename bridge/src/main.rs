@@ -52,6 +52,13 @@ fn main() -> ExitCode {
             let code = bridge_exec::supervisor::main(args);
             return ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX));
         }
+        // A worker's task spawner (see `bridge_exec::spawner`), the same.
+        if std::env::args_os().nth(1).as_deref()
+            == Some(std::ffi::OsStr::new(bridge_exec::spawner::SPAWNER_ARG))
+        {
+            let code = bridge_exec::spawner::main();
+            return ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX));
+        }
     }
     // Before any thread starts: hide this process from the tasks it runs,
     // resolve the settings from the environment (the one place it is read),

@@ -38,6 +38,7 @@ mod sandbox;
 mod script_conventions;
 mod security;
 mod skipped;
+mod spawner;
 mod store_files;
 mod url_inputs;
 mod validation;

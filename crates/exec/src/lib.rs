@@ -174,6 +174,8 @@ impl SandboxSupport {
 }
 
 #[cfg(target_os = "linux")]
+pub mod spawner;
+#[cfg(target_os = "linux")]
 pub mod supervisor;
 
 /// What this system can do to sandbox tasks. `supervisor_program` is the
@@ -243,8 +245,53 @@ pub struct Finished {
 enum Stop {
     Exited(ExitStatus),
     WaitFailed(io::Error),
+    /// The spawner that started the task's supervisor died (see
+    /// [`spawner`]): nothing will tell how the task ended.
+    Lost,
     TimedOut,
     Cancelled,
+}
+
+/// The process [`run`] started: the task itself or its supervisor, a child
+/// of the worker, or a supervisor forked by this worker's spawner.
+enum Running {
+    Child(Child),
+    #[cfg(target_os = "linux")]
+    Spawned(spawner::Task),
+}
+
+/// How waiting for a [`Running`] ended.
+enum Waited {
+    Exited(ExitStatus),
+    Failed(io::Error),
+    /// The spawner died (see [`Stop::Lost`]).
+    Lost,
+}
+
+impl Running {
+    /// Its pid, which is also its process group's id.
+    fn pgid(&self) -> Option<Pid> {
+        match self {
+            Running::Child(child) => child.id().map(|pid| Pid::from_raw(pid as i32)),
+            #[cfg(target_os = "linux")]
+            Running::Spawned(task) => Some(task.pid()),
+        }
+    }
+
+    /// Waits for it to end (cancel-safe).
+    async fn wait(&mut self) -> Waited {
+        match self {
+            Running::Child(child) => match child.wait().await {
+                Ok(status) => Waited::Exited(status),
+                Err(error) => Waited::Failed(error),
+            },
+            #[cfg(target_os = "linux")]
+            Running::Spawned(task) => match task.wait().await {
+                spawner::Waited::Exited(status) => Waited::Exited(status),
+                spawner::Waited::Lost => Waited::Lost,
+            },
+        }
+    }
 }
 
 /// Runs one task to completion and reports how it ended.
@@ -270,7 +317,7 @@ pub async fn run(cmd: &TaskCommand, cancel: CancellationToken) -> Finished {
     if cancel.is_cancelled() {
         return finished_without_child(Outcome::Interrupted, started);
     }
-    let (mut child, logs) = match spawn(cmd) {
+    let (mut child, logs) = match spawn(cmd).await {
         Ok(spawned) => spawned,
         Err(message) => {
             tracing::debug!(%message, "task failed to start");
@@ -278,7 +325,7 @@ pub async fn run(cmd: &TaskCommand, cancel: CancellationToken) -> Finished {
         }
     };
     // `spawn` only returns a child that has a pid.
-    let pgid = child.id().map(|pid| Pid::from_raw(pid as i32));
+    let pgid = child.pgid();
     let supervised = logs.status.is_some();
     let guard = GroupGuard { pgid, supervised };
     // A supervisor needs a little longer than the grace to kill what is
@@ -297,9 +344,10 @@ pub async fn run(cmd: &TaskCommand, cancel: CancellationToken) -> Finished {
     let stop = tokio::select! {
         // An exit that races with the timeout or the cancel counts as an exit.
         biased;
-        status = child.wait() => match status {
-            Ok(status) => Stop::Exited(status),
-            Err(error) => Stop::WaitFailed(error),
+        waited = child.wait() => match waited {
+            Waited::Exited(status) => Stop::Exited(status),
+            Waited::Failed(error) => Stop::WaitFailed(error),
+            Waited::Lost => Stop::Lost,
         },
         () = tokio::time::sleep_until(deadline) => Stop::TimedOut,
         () = cancel.cancelled() => Stop::Cancelled,
@@ -311,6 +359,16 @@ pub async fn run(cmd: &TaskCommand, cancel: CancellationToken) -> Finished {
             "could not wait for `{}`: {error}",
             cmd.program.name()
         )),
+        // The supervisor got IMMEDIATE_STOP with its spawner's death; the
+        // guard stops its group anyway. The task did not end by itself: it
+        // runs again, as after a stopped worker.
+        Stop::Lost => {
+            tracing::warn!(
+                ?pgid,
+                "the task spawner stopped while a task ran; the task runs again"
+            );
+            Outcome::Interrupted
+        }
         Stop::TimedOut => {
             tracing::debug!(?pgid, timeout = ?cmd.timeout, "task timed out, stopping its group");
             stop_group(&mut child, pgid, grace).await;
@@ -389,9 +447,8 @@ struct LogFile {
 }
 
 impl LogFile {
-    /// Creates or truncates the log at `path`, returning our handle and the
-    /// child's.
-    fn create(path: &Path) -> Result<(LogFile, Stdio), String> {
+    /// Creates or truncates the log at `path`.
+    fn create(path: &Path) -> Result<LogFile, String> {
         // Read and write: we read the tail back through our own handle.
         let file = File::options()
             .read(true)
@@ -400,14 +457,21 @@ impl LogFile {
             .truncate(true)
             .open(path)
             .map_err(|error| format!("could not create log file {}: {error}", path.display()))?;
-        let for_child = file
-            .try_clone()
-            .map_err(|error| format!("could not duplicate log file {}: {error}", path.display()))?;
-        let log = LogFile {
+        Ok(LogFile {
             path: path.to_owned(),
             file,
-        };
-        Ok((log, Stdio::from(for_child)))
+        })
+    }
+
+    /// A handle on the log for a child we start.
+    fn for_child(&self) -> Result<Stdio, String> {
+        let copy = self.file.try_clone().map_err(|error| {
+            format!(
+                "could not duplicate log file {}: {error}",
+                self.path.display()
+            )
+        })?;
+        Ok(Stdio::from(copy))
     }
 
     /// The last `max` bytes of the log and its full length. A read error is
@@ -444,10 +508,10 @@ impl LogFile {
 
 /// Builds the command and starts it. The error is a message naming what could
 /// not be started and why.
-fn spawn(cmd: &TaskCommand) -> Result<(Child, Logs), String> {
+async fn spawn(cmd: &TaskCommand) -> Result<(Running, Logs), String> {
     #[cfg(target_os = "linux")]
     if let Some(supervisor) = &cmd.supervisor {
-        return spawn_supervised(cmd, supervisor);
+        return spawn_supervised(cmd, supervisor).await;
     }
     let mut command = match &cmd.program {
         Program::Shell { shell, script } => {
@@ -464,7 +528,9 @@ fn spawn(cmd: &TaskCommand) -> Result<(Child, Logs), String> {
             command
         }
     };
-    let (stdout, stderr) = task_io(&mut command, cmd)?;
+    let stdout = LogFile::create(&cmd.stdout_path)?;
+    let stderr = LogFile::create(&cmd.stderr_path)?;
+    task_io(&mut command, cmd, stdout.for_child()?, stderr.for_child()?);
     // Reaps the leader if `run` is dropped; `GroupGuard` kills the rest.
     command.kill_on_drop(true);
     #[cfg(target_os = "linux")]
@@ -492,7 +558,7 @@ fn spawn(cmd: &TaskCommand) -> Result<(Child, Logs), String> {
         return Err(format!("could not start `{name}`: it has no process id"));
     }
     Ok((
-        child,
+        Running::Child(child),
         Logs {
             stdout,
             stderr,
@@ -501,29 +567,28 @@ fn spawn(cmd: &TaskCommand) -> Result<(Child, Logs), String> {
     ))
 }
 
-/// What every task process gets, supervised or not: the task's environment
-/// and nothing else, its working folder, no stdin, its two log files and a
-/// process group of its own. Returns our handles on the logs.
-fn task_io(command: &mut Command, cmd: &TaskCommand) -> Result<(LogFile, LogFile), String> {
-    let (stdout, stdout_for_child) = LogFile::create(&cmd.stdout_path)?;
-    let (stderr, stderr_for_child) = LogFile::create(&cmd.stderr_path)?;
+/// What every task process started by the worker gets, supervised or not:
+/// the task's environment and nothing else, its working folder, no stdin,
+/// its two log files and a process group of its own.
+fn task_io(command: &mut Command, cmd: &TaskCommand, stdout: Stdio, stderr: Stdio) {
     command
         .env_clear()
         .envs(&cmd.env)
         .current_dir(&cmd.workdir)
         .stdin(Stdio::null())
-        .stdout(stdout_for_child)
-        .stderr(stderr_for_child)
+        .stdout(stdout)
+        .stderr(stderr)
         .process_group(0);
-    Ok((stdout, stderr))
 }
 
 /// How much longer than the task's grace a supervisor gets to stop.
 const SUPERVISOR_MARGIN: Duration = Duration::from_secs(2);
 
-/// Starts the task's supervisor, which starts the task (see [`supervisor`]).
+/// Starts the task's supervisor, which starts the task (see [`supervisor`]):
+/// forked by this worker's spawner (see [`spawner`]), or, where there is
+/// none, the supervisor's executable started as a child of the worker.
 #[cfg(target_os = "linux")]
-fn spawn_supervised(cmd: &TaskCommand, sup: &Supervisor) -> Result<(Child, Logs), String> {
+async fn spawn_supervised(cmd: &TaskCommand, sup: &Supervisor) -> Result<(Running, Logs), String> {
     let argv: Vec<OsString> = match &cmd.program {
         Program::Shell { shell, script } => vec![shell.into(), "-c".into(), script.into()],
         Program::Argv(argv) => argv.iter().map(OsString::from).collect(),
@@ -557,16 +622,10 @@ fn spawn_supervised(cmd: &TaskCommand, sup: &Supervisor) -> Result<(Child, Logs)
             c
         }),
         argv,
+        env: None,
     };
-    let mut command = Command::new(&sup.program);
-    command.arg(supervisor::SUPERVISOR_ARG).args(plan.to_args());
-    // The supervisor's environment is the task's: it passes it on.
-    let (stdout, stderr) = task_io(&mut command, cmd)?;
-    // Killing the supervisor would orphan the task's processes: when `run`
-    // is dropped, `GroupGuard` asks it to stop them instead, and tokio
-    // reaps it.
-    command.kill_on_drop(false);
-    die_with_parent(&mut command);
+    let stdout = LogFile::create(&cmd.stdout_path)?;
+    let stderr = LogFile::create(&cmd.stderr_path)?;
     tracing::debug!(
         program = ?cmd.program,
         supervisor = %sup.program.display(),
@@ -574,6 +633,47 @@ fn spawn_supervised(cmd: &TaskCommand, sup: &Supervisor) -> Result<(Child, Logs)
         env = ?cmd.env.keys().collect::<Vec<_>>(),
         "spawning a supervised task"
     );
+    let request = spawner::Request {
+        workdir: &cmd.workdir,
+        env: &cmd.env,
+        plan: &plan,
+        stdout: &stdout.file,
+        stderr: &stderr.file,
+    };
+    let running = match spawner::start(&sup.program, &request).await {
+        spawner::Start::Started(task) => Running::Spawned(task),
+        spawner::Start::Failed(message) => return Err(message),
+        spawner::Start::Unavailable => exec_supervisor(cmd, sup, &plan, &stdout, &stderr)?,
+    };
+    Ok((
+        running,
+        Logs {
+            stdout,
+            stderr,
+            status: Some(status_path),
+        },
+    ))
+}
+
+/// Starts the supervisor's executable as a child of the worker, in place of
+/// the spawner.
+#[cfg(target_os = "linux")]
+fn exec_supervisor(
+    cmd: &TaskCommand,
+    sup: &Supervisor,
+    plan: &supervisor::Plan,
+    stdout: &LogFile,
+    stderr: &LogFile,
+) -> Result<Running, String> {
+    let mut command = Command::new(&sup.program);
+    command.arg(supervisor::SUPERVISOR_ARG).args(plan.to_args());
+    // The supervisor's environment is the task's: it passes it on.
+    task_io(&mut command, cmd, stdout.for_child()?, stderr.for_child()?);
+    // Killing the supervisor would orphan the task's processes: when `run`
+    // is dropped, `GroupGuard` asks it to stop them instead, and tokio
+    // reaps it.
+    command.kill_on_drop(false);
+    die_with_parent(&mut command);
     let child = command.spawn().map_err(|error| {
         format!(
             "could not start the task supervisor {}: {error}",
@@ -583,48 +683,49 @@ fn spawn_supervised(cmd: &TaskCommand, sup: &Supervisor) -> Result<(Child, Logs)
     if child.id().is_none() {
         return Err("could not start the task supervisor: it has no process id".to_owned());
     }
-    Ok((
-        child,
-        Logs {
-            stdout,
-            stderr,
-            status: Some(status_path),
-        },
-    ))
+    Ok(Running::Child(child))
 }
 
 /// Makes the child receive `SIGKILL` when the worker thread that spawned it
 /// dies, so that a worker killed with `SIGKILL` does not leave tasks behind.
 #[cfg(target_os = "linux")]
 fn die_with_parent(command: &mut Command) {
-    let parent = Pid::from_raw(std::process::id() as i32);
-    // SAFETY: the closure runs in the child between fork and exec, where only
-    // async-signal-safe calls are allowed. It makes exactly two raw syscalls,
-    // prctl(PR_SET_PDEATHSIG) and getppid, allocates nothing and takes no
-    // locks (`Error::from_raw_os_error` does not allocate).
+    let hook = die_with_parent_hook();
+    // SAFETY: see `die_with_parent_hook`.
     #[allow(unsafe_code)]
     unsafe {
-        command.pre_exec(move || {
-            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
-                .map_err(|errno| io::Error::from_raw_os_error(errno as i32))?;
-            // The worker may have died before the prctl took effect; then we
-            // have already been re-parented and must not start at all.
-            if nix::unistd::getppid() != parent {
-                return Err(io::Error::from_raw_os_error(Errno::ESRCH as i32));
-            }
-            Ok(())
-        });
+        command.pre_exec(hook);
+    }
+}
+
+/// The `pre_exec` hook of [`die_with_parent`] (and of the spawner's start).
+/// It runs in the child between fork and exec, where only
+/// async-signal-safe calls are allowed: it makes exactly two raw syscalls,
+/// prctl(PR_SET_PDEATHSIG) and getppid, allocates nothing and takes no
+/// locks (`Error::from_raw_os_error` does not allocate).
+#[cfg(target_os = "linux")]
+pub(crate) fn die_with_parent_hook() -> impl FnMut() -> io::Result<()> + Send + Sync + 'static {
+    let parent = Pid::from_raw(std::process::id() as i32);
+    move || {
+        nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+            .map_err(|errno| io::Error::from_raw_os_error(errno as i32))?;
+        // The worker may have died before the prctl took effect; then we
+        // have already been re-parented and must not start at all.
+        if nix::unistd::getppid() != parent {
+            return Err(io::Error::from_raw_os_error(Errno::ESRCH as i32));
+        }
+        Ok(())
     }
 }
 
 /// Stops a task's group: `SIGTERM` to all of it, then, if the leader has not
 /// exited within `grace`, `SIGKILL`, and waits for the leader.
-async fn stop_group(child: &mut Child, pgid: Option<Pid>, grace: Duration) {
+async fn stop_group(child: &mut Running, pgid: Option<Pid>, grace: Duration) {
     signal_group(pgid, Signal::SIGTERM);
     let exited = tokio::time::timeout(grace, child.wait()).await;
     if exited.is_err() {
         signal_group(pgid, Signal::SIGKILL);
-        if let Err(error) = child.wait().await {
+        if let Waited::Failed(error) = child.wait().await {
             tracing::warn!(?pgid, %error, "could not wait for a killed task");
         }
     }

@@ -152,6 +152,10 @@ pub(crate) struct Plan {
     pub confinement: Option<Confinement>,
     /// The task's program and its arguments.
     pub argv: Vec<OsString>,
+    /// The task's whole environment, when this process's own is not it (a
+    /// supervisor forked by the spawner, see [`crate::spawner`]); `None`:
+    /// the task inherits this process's. Never passed as arguments.
+    pub env: Option<Vec<(OsString, OsString)>>,
 }
 
 impl Plan {
@@ -197,6 +201,7 @@ impl Plan {
             status_path: PathBuf::new(),
             confinement: None,
             argv: Vec::new(),
+            env: None,
         };
         fn sandbox(plan: &mut Plan) -> &mut Confinement {
             plan.confinement.get_or_insert_with(|| Confinement {
@@ -317,6 +322,14 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
             return 2;
         }
     };
+    run_plan(&plan, None)
+}
+
+/// Supervises the task of `plan` in this process: what [`main`] does once
+/// it has parsed its arguments, and what a supervisor forked by the
+/// spawner does (see [`crate::spawner`]), which first changes to the
+/// task's `workdir`. Returns the process exit code.
+pub(crate) fn run_plan(plan: &Plan, workdir: Option<&Path>) -> i32 {
     // Opened before the supervisor confines itself: the status file lives
     // in the worker's folder, which the task (and so the confined
     // supervisor) may not open.
@@ -330,7 +343,21 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
             return 2;
         }
     };
-    let (status, code) = match supervise(&plan) {
+    let supervised = match workdir.map(nix::unistd::chdir) {
+        Some(Err(e)) => Err(format!(
+            "could not start `{}` in {}: the working folder is missing or not a folder ({e})",
+            plan.argv
+                .first()
+                .map(|a| a.to_string_lossy())
+                .unwrap_or_default(),
+            workdir
+                .map(Path::display)
+                .map(|d| d.to_string())
+                .unwrap_or_default()
+        )),
+        _ => supervise(plan),
+    };
+    let (status, code) = match supervised {
         Ok(Supervised::Task(status)) => (status, 0),
         // The outer supervisor of a namespace: PID 1 wrote the status.
         Ok(Supervised::Namespace(code)) => return code,
@@ -522,9 +549,12 @@ fn run_task(plan: &Plan, signals: &SignalFd) -> Result<TaskStatus, String> {
         .split_first()
         .ok_or_else(|| "could not start the task: its argv is empty".to_owned())?;
     let name = program.to_string_lossy().into_owned();
-    let task = std::process::Command::new(program)
-        .args(args)
-        .process_group(0)
+    let mut command = std::process::Command::new(program);
+    command.args(args).process_group(0);
+    if let Some(env) = &plan.env {
+        command.env_clear().envs(env.iter().map(|(k, v)| (k, v)));
+    }
+    let task = command
         .spawn()
         .map_err(|e| format!("could not start `{name}`: {e}"))?;
     let task = Pid::from_raw(task.id() as i32);
@@ -837,6 +867,7 @@ mod tests {
                 private_tmp: Some("/w/.bridge/work/a/t1.tmp".into()),
             }),
             argv: vec!["sh".into(), "-c".into(), "echo --rw".into()],
+            env: None,
         };
         assert_eq!(Plan::parse(plan.to_args()).unwrap(), plan);
         plan.confinement = Some(Confinement {

@@ -1,0 +1,767 @@
+//! The task spawner (Linux): one small process per worker that forks every
+//! task's supervisor, so that starting a task costs neither a `fork` of the
+//! worker nor an `exec` of the whole `bridge` executable (issue 18, item 1).
+//!
+//! Why: a `fork` copies the page tables of the forking process, which grow
+//! with its memory; the worker is a multi-threaded tokio process of tens of
+//! megabytes, and `PR_SET_PDEATHSIG` needs a `pre_exec` hook, which rules
+//! out `posix_spawn`/`vfork`. Then the supervisor was `bridge` executed
+//! again (a dynamic link, relocations and the start-up of a 100 MB
+//! executable) for each task. The spawner is `bridge` executed once, with
+//! the hidden first argument [`SPAWNER_ARG`]: single-threaded, a few
+//! megabytes, it forks cheaply, and its child runs the supervisor's code
+//! ([`supervisor::run_plan`]) directly, as a freshly executed supervisor
+//! would.
+//!
+//! The protocol, over `SOCK_SEQPACKET` unix sockets (one message is one
+//! request or one reply, never split or merged):
+//!
+//! - the worker starts the spawner from a thread of its own that lives as
+//!   long as the spawner (`PR_SET_PDEATHSIG` is tied to the thread that
+//!   forked), its control socket as standard input; the spawner says
+//!   [`READY`];
+//! - for each task, the worker sends on the control socket the task's
+//!   working folder, environment and [`Plan`](supervisor::Plan), with three
+//!   descriptors (`SCM_RIGHTS`): the task's stdout and stderr logs and one
+//!   end of a socket pair of the task's own, on which the spawner answers
+//!   `S` and the supervisor's pid (or `F` and why it could not fork), and
+//!   later `E` and its exit code or `K` and the signal that killed it;
+//! - the spawner reaps its children (`SIGCHLD` through a signal
+//!   descriptor) and so is the only one that may wait for them; the worker
+//!   waits on the task's socket.
+//!
+//! The death chain: the spawner gets `SIGKILL` when the worker dies
+//! (`PR_SET_PDEATHSIG`, checked against a race with `getppid`), and each
+//! supervisor gets [`IMMEDIATE_STOP`](supervisor::IMMEDIATE_STOP) when the
+//! spawner dies, so a worker killed with `SIGKILL` still stops every task.
+//! If the spawner dies alone, each task's socket reaches its end without an
+//! exit: the worker stops what is left of the task and reports it
+//! interrupted ([`Waited::Lost`]), and the next task starts a new spawner.
+//! Where the spawner cannot be started or cannot take a request (a message
+//! too large for a socket, say), [`start`] says [`Start::Unavailable`] and
+//! the caller executes a supervisor as before.
+
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::{self, IoSlice, IoSliceMut};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd as _, OwnedFd, RawFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, PoisonError};
+
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::socket::{
+    AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, recv,
+    recvmsg, send, sendmsg, socketpair,
+};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+use tokio::io::unix::AsyncFd;
+
+use crate::supervisor::{self, Plan};
+
+/// The hidden first argument that turns the worker's executable into its
+/// task spawner (see the [module docs](self)).
+pub const SPAWNER_ARG: &str = "__task-spawner";
+
+/// What the spawner says on its control socket once it serves requests.
+const READY: &[u8] = b"R";
+
+/// The largest request the spawner reads: a task's script, arguments and
+/// environment. A larger one is not sent (the task then starts the old way).
+const MAX_REQUEST: usize = 256 * 1024;
+
+/// The worker's connection to its spawner.
+#[derive(Clone)]
+struct Conn {
+    ctrl: std::sync::Arc<OwnedFd>,
+    pid: u32,
+}
+
+/// This worker's spawner, started by the first task that needs it.
+static SPAWNER: Mutex<Option<Conn>> = Mutex::new(None);
+
+/// Set when a spawner could not be started: this process then executes a
+/// supervisor per task, as before, rather than trying again for each.
+static UNAVAILABLE: AtomicBool = AtomicBool::new(false);
+
+/// What a task needs besides its [`Plan`].
+pub(crate) struct Request<'a> {
+    pub workdir: &'a Path,
+    pub env: &'a std::collections::BTreeMap<String, String>,
+    pub plan: &'a Plan,
+    pub stdout: &'a File,
+    pub stderr: &'a File,
+}
+
+/// What [`start`] did.
+pub(crate) enum Start {
+    /// The supervisor runs.
+    Started(Task),
+    /// The spawner could not fork it: the message says why.
+    Failed(String),
+    /// No spawner could take the request: execute a supervisor instead.
+    Unavailable,
+}
+
+/// A running supervisor started by the spawner.
+pub(crate) struct Task {
+    pid: Pid,
+    reply: AsyncFd<OwnedFd>,
+}
+
+/// How waiting for a supervisor ended.
+pub(crate) enum Waited {
+    /// It ended so (its exit code or the signal that killed it).
+    Exited(ExitStatus),
+    /// The spawner died: nothing will say how the supervisor ended.
+    Lost,
+}
+
+impl Task {
+    /// The supervisor's pid, which is also its process group's id.
+    pub(crate) fn pid(&self) -> Pid {
+        self.pid
+    }
+
+    /// Waits for the supervisor to end. Cancel-safe: dropping the future
+    /// loses nothing.
+    pub(crate) async fn wait(&mut self) -> Waited {
+        loop {
+            match read_reply(&self.reply).await {
+                Some(Reply::Exited(code)) => {
+                    return Waited::Exited(ExitStatus::from_raw((code & 0xff) << 8));
+                }
+                Some(Reply::Killed(signal)) => return Waited::Exited(ExitStatus::from_raw(signal)),
+                // Another `S`/`F` cannot come; skip rather than spin.
+                Some(Reply::Started(_) | Reply::Failed(_)) => {}
+                None => return Waited::Lost,
+            }
+        }
+    }
+}
+
+/// Starts the supervisor of a task through this worker's spawner, starting
+/// the spawner first if there is none (`program`: this executable).
+pub(crate) async fn start(program: &Path, request: &Request<'_>) -> Start {
+    let body = encode(request);
+    if body.len() > MAX_REQUEST {
+        return Start::Unavailable;
+    }
+    // A spawner that died since the last task is replaced once.
+    for _ in 0..2 {
+        let Some(conn) = connection(program) else {
+            return Start::Unavailable;
+        };
+        match send_request(&conn, &body, request).await {
+            Ok(reply) => return started(reply, &conn).await,
+            Err(Errno::EPIPE | Errno::ECONNRESET | Errno::ENOTCONN | Errno::ECONNREFUSED) => {
+                forget(conn.pid);
+            }
+            Err(error) => {
+                tracing::debug!(%error, "could not send a task to the spawner");
+                return Start::Unavailable;
+            }
+        }
+    }
+    Start::Unavailable
+}
+
+/// Sends one request; returns our end of the task's socket.
+async fn send_request(conn: &Conn, body: &[u8], request: &Request<'_>) -> Result<OwnedFd, Errno> {
+    let (ours, theirs) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+    )?;
+    let fds = [
+        request.stdout.as_raw_fd(),
+        request.stderr.as_raw_fd(),
+        theirs.as_raw_fd(),
+    ];
+    let flags = MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT;
+    loop {
+        let sent = sendmsg::<()>(
+            conn.ctrl.as_raw_fd(),
+            &[IoSlice::new(body)],
+            &[ControlMessage::ScmRights(&fds)],
+            flags,
+            None,
+        );
+        match sent {
+            Ok(_) => return Ok(ours),
+            Err(Errno::EINTR) => {}
+            // The spawner is behind: wait until the socket takes more,
+            // through a registration of its own (the connection outlives
+            // any one runtime).
+            Err(Errno::EAGAIN) => {
+                let dup = conn.ctrl.try_clone().map_err(|_| Errno::EMFILE)?;
+                let ready = register(dup).map_err(|_| Errno::EAGAIN)?;
+                let _ = ready.writable().await.map_err(|_| Errno::EAGAIN)?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Reads the spawner's first answer about a task.
+async fn started(ours: OwnedFd, conn: &Conn) -> Start {
+    let Ok(reply) = register(ours) else {
+        return Start::Unavailable;
+    };
+    match read_reply(&reply).await {
+        Some(Reply::Started(pid)) => Start::Started(Task {
+            pid: Pid::from_raw(pid),
+            reply,
+        }),
+        Some(Reply::Failed(message)) => Start::Failed(message),
+        // The spawner died with the request: start the task the old way.
+        Some(Reply::Exited(_) | Reply::Killed(_)) | None => {
+            forget(conn.pid);
+            Start::Unavailable
+        }
+    }
+}
+
+/// Registers a socket with the runtime's reactor.
+fn register(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
+    // SAFETY: an `OwnedFd` is open for as long as it lives, and the
+    // `AsyncFd` owns it: its descriptor cannot be closed or replaced
+    // before the registration ends (nothing here calls `get_mut`).
+    #[allow(unsafe_code)]
+    unsafe { AsyncFd::register(fd) }.map_err(|e| e.into_parts().1)
+}
+
+/// One message from the spawner about a task.
+enum Reply {
+    Started(i32),
+    Failed(String),
+    Exited(i32),
+    Killed(i32),
+}
+
+impl Reply {
+    fn encode(&self) -> Vec<u8> {
+        let (kind, number) = match self {
+            Reply::Started(n) => (b'S', *n),
+            Reply::Exited(n) => (b'E', *n),
+            Reply::Killed(n) => (b'K', *n),
+            Reply::Failed(m) => return [b"F", m.as_bytes()].concat(),
+        };
+        let mut out = vec![kind];
+        out.extend_from_slice(&number.to_le_bytes());
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Reply> {
+        let (&kind, rest) = bytes.split_first()?;
+        if kind == b'F' {
+            return Some(Reply::Failed(String::from_utf8_lossy(rest).into_owned()));
+        }
+        let number = i32::from_le_bytes(rest.try_into().ok()?);
+        match kind {
+            b'S' => Some(Reply::Started(number)),
+            b'E' => Some(Reply::Exited(number)),
+            b'K' => Some(Reply::Killed(number)),
+            _ => None,
+        }
+    }
+}
+
+/// The next message on a task's socket; `None` at its end (the spawner
+/// closed it without a word: it died) or on an error.
+async fn read_reply(socket: &AsyncFd<OwnedFd>) -> Option<Reply> {
+    let mut buf = [0u8; 4096];
+    loop {
+        let mut ready = socket.readable().await.ok()?;
+        let read = ready.try_io(|fd| {
+            recv(fd.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT).map_err(io::Error::from)
+        });
+        match read {
+            Ok(Ok(0)) => return None,
+            Ok(Ok(n)) => return Reply::decode(&buf[..n]),
+            Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+            Ok(Err(_)) => return None,
+            // Not readable after all: wait again.
+            Err(_would_block) => {}
+        }
+    }
+}
+
+/// This worker's spawner, started now if there is none.
+fn connection(program: &Path) -> Option<Conn> {
+    if UNAVAILABLE.load(Ordering::Relaxed) {
+        return None;
+    }
+    let mut spawner = SPAWNER.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(conn) = &*spawner {
+        return Some(conn.clone());
+    }
+    match launch(program) {
+        Ok(conn) => {
+            tracing::debug!(pid = conn.pid, "task spawner started");
+            *spawner = Some(conn.clone());
+            Some(conn)
+        }
+        Err(error) => {
+            tracing::warn!(
+                "could not start the task spawner ({error}): each task's supervisor is started as its own program, which is slower"
+            );
+            UNAVAILABLE.store(true, Ordering::Relaxed);
+            None
+        }
+    }
+}
+
+/// Forgets the spawner `pid` (it died), so that the next task starts
+/// another.
+fn forget(pid: u32) {
+    let mut spawner = SPAWNER.lock().unwrap_or_else(PoisonError::into_inner);
+    if spawner.as_ref().is_some_and(|c| c.pid == pid) {
+        *spawner = None;
+    }
+}
+
+/// Starts a spawner from a thread of its own, which then waits for it (and
+/// so keeps `PR_SET_PDEATHSIG` armed: it fires when the forking thread
+/// ends), and waits until it is ready.
+fn launch(program: &Path) -> Result<Conn, String> {
+    let (ours, theirs) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|e| format!("socketpair: {e}"))?;
+    let mut command = std::process::Command::new(program);
+    command
+        .arg(SPAWNER_ARG)
+        .env_clear()
+        .stdin(Stdio::from(theirs))
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    let hook = crate::die_with_parent_hook();
+    // SAFETY: see `die_with_parent_hook`: the hook is async-signal-safe.
+    #[allow(unsafe_code)]
+    unsafe {
+        command.pre_exec(hook);
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("bridge-task-spawner".to_owned())
+        .spawn(move || {
+            let spawned = command.spawn();
+            // Our copy of the spawner's end: its end must close with it.
+            drop(command);
+            match spawned {
+                Ok(mut child) => {
+                    let pid = child.id();
+                    let _ = tx.send(Ok(pid));
+                    let _ = child.wait();
+                    forget(pid);
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e.to_string()));
+                }
+            }
+        })
+        .map_err(|e| format!("could not start a thread: {e}"))?;
+    let pid = rx
+        .recv()
+        .map_err(|_| "its thread ended".to_owned())?
+        .map_err(|e| format!("{}: {e}", program.display()))?;
+    let mut hello = [0u8; 8];
+    match recv(ours.as_raw_fd(), &mut hello, MsgFlags::empty()) {
+        Ok(n) if &hello[..n] == READY => Ok(Conn {
+            ctrl: std::sync::Arc::new(ours),
+            pid,
+        }),
+        Ok(_) => Err(format!("{} did not start as a spawner", program.display())),
+        Err(e) => Err(format!("{}: {e}", program.display())),
+    }
+}
+
+/// A request's bytes: the working folder, the environment and the plan's
+/// arguments, each a little-endian `u32` length and its bytes.
+fn encode(request: &Request<'_>) -> Vec<u8> {
+    let mut fields: Vec<OsString> = vec![
+        request.workdir.as_os_str().to_owned(),
+        request.env.len().to_string().into(),
+    ];
+    fields.extend(request.env.iter().map(|(k, v)| format!("{k}={v}").into()));
+    fields.extend(request.plan.to_args());
+    let mut out = Vec::new();
+    for field in &fields {
+        let bytes = field.as_bytes();
+        out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+        out.extend_from_slice(bytes);
+    }
+    out
+}
+
+/// Reads what [`encode`] wrote: the working folder and the plan, its
+/// environment filled in.
+fn decode(mut bytes: &[u8]) -> Option<(PathBuf, Plan)> {
+    let mut fields = Vec::new();
+    while !bytes.is_empty() {
+        let (len, rest) = bytes.split_first_chunk::<4>()?;
+        let len = u32::from_le_bytes(*len) as usize;
+        let (field, rest) = rest.split_at_checked(len)?;
+        fields.push(OsString::from_vec(field.to_vec()));
+        bytes = rest;
+    }
+    let mut fields = fields.into_iter();
+    let workdir = PathBuf::from(fields.next()?);
+    let count: usize = fields.next()?.to_str()?.parse().ok()?;
+    let mut env = Vec::with_capacity(count);
+    for _ in 0..count {
+        let entry = fields.next()?;
+        let (k, v) = entry
+            .as_bytes()
+            .split_at(entry.as_bytes().iter().position(|&b| b == b'=')?);
+        env.push((
+            OsStr::from_bytes(k).to_owned(),
+            OsStr::from_bytes(&v[1..]).to_owned(),
+        ));
+    }
+    let mut plan = Plan::parse(fields).ok()?;
+    plan.env = Some(env);
+    Some((workdir, plan))
+}
+
+/// The spawner's entry point, when this executable's first argument is
+/// [`SPAWNER_ARG`]: serves the worker that started it (its standard input
+/// is the control socket) until the worker closes it. Returns the process
+/// exit code.
+pub fn main() -> i32 {
+    match Spawner::new() {
+        Ok(mut spawner) => spawner.serve(),
+        Err(message) => {
+            report(&message);
+            2
+        }
+    }
+}
+
+/// Tells why the spawner stopped: the one place it prints (the worker's
+/// stderr, which it inherits).
+#[allow(
+    clippy::print_stderr,
+    reason = "the spawner is its own process's main; it has no other place to tell why it stops"
+)]
+fn report(message: &str) {
+    eprintln!(
+        "bridge task spawner: {message} (it is started by `bridge work` and `bridge run`, not by hand)"
+    );
+}
+
+/// The spawner's state.
+struct Spawner {
+    ctrl: OwnedFd,
+    signals: SignalFd,
+    /// Each running supervisor's socket to the worker.
+    children: HashMap<Pid, OwnedFd>,
+    buf: Vec<u8>,
+}
+
+impl Spawner {
+    /// Takes the control socket off standard input (which becomes
+    /// `/dev/null`, every supervisor's and task's stdin), hides this process
+    /// from the tasks, listens for `SIGCHLD` and says it is ready.
+    fn new() -> Result<Spawner, String> {
+        close_inherited_on_exec();
+        let ctrl = std::io::stdin()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| format!("cannot take its socket: {e}"))?;
+        let null = File::open("/dev/null").map_err(|e| format!("cannot open /dev/null: {e}"))?;
+        nix::unistd::dup2_stdin(&null).map_err(|e| format!("cannot replace its stdin: {e}"))?;
+        nix::sys::prctl::set_dumpable(false)
+            .map_err(|e| format!("cannot become non-dumpable: {e}"))?;
+        let mut mask = SigSet::empty();
+        mask.add(Signal::SIGCHLD);
+        mask.thread_block()
+            .map_err(|e| format!("cannot block SIGCHLD: {e}"))?;
+        let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+            .map_err(|e| format!("cannot listen for SIGCHLD: {e}"))?;
+        send(ctrl.as_raw_fd(), READY, MsgFlags::MSG_NOSIGNAL)
+            .map_err(|e| format!("cannot talk to the worker: {e}"))?;
+        Ok(Spawner {
+            ctrl,
+            signals,
+            children: HashMap::new(),
+            buf: vec![0; MAX_REQUEST],
+        })
+    }
+
+    /// Serves requests and reaps supervisors until the worker closes the
+    /// control socket.
+    fn serve(&mut self) -> i32 {
+        loop {
+            let mut fds = [
+                PollFd::new(self.ctrl.as_fd(), PollFlags::POLLIN),
+                PollFd::new(self.signals.as_fd(), PollFlags::POLLIN),
+            ];
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) | Err(Errno::EINTR) => {}
+                Err(e) => {
+                    report(&format!("cannot wait: {e}"));
+                    return 2;
+                }
+            }
+            let request = fds[0].any().unwrap_or(false);
+            let child = fds[1].any().unwrap_or(false);
+            if child {
+                while let Ok(Some(_)) = self.signals.read_signal() {}
+                self.reap();
+            }
+            if request && !self.take_request() {
+                // The worker is gone (or its socket broke): the supervisors
+                // get IMMEDIATE_STOP when this process ends.
+                return 0;
+            }
+        }
+    }
+
+    /// Reads one request and forks its supervisor. `false` at the end of
+    /// the control socket.
+    fn take_request(&mut self) -> bool {
+        let mut cmsg = nix::cmsg_space!([RawFd; 3]);
+        let mut iov = [IoSliceMut::new(&mut self.buf)];
+        let received = recvmsg::<()>(
+            self.ctrl.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT,
+        );
+        let (len, truncated, fds) = match received {
+            Ok(msg) => {
+                let mut fds: Vec<OwnedFd> = Vec::new();
+                if let Ok(cmsgs) = msg.cmsgs() {
+                    for c in cmsgs {
+                        if let ControlMessageOwned::ScmRights(raw) = c {
+                            // SAFETY: the kernel just made these descriptors
+                            // for us (SCM_RIGHTS): nothing else owns them.
+                            #[allow(unsafe_code)]
+                            fds.extend(
+                                raw.into_iter()
+                                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                            );
+                        }
+                    }
+                }
+                (msg.bytes, msg.flags.contains(MsgFlags::MSG_TRUNC), fds)
+            }
+            Err(Errno::EINTR | Errno::EAGAIN) => return true,
+            Err(_) => return false,
+        };
+        if len == 0 && fds.is_empty() {
+            return false;
+        }
+        let Ok([stdout, stderr, reply]) = <[OwnedFd; 3]>::try_from(fds) else {
+            // Not a request of ours; its descriptors close here.
+            return true;
+        };
+        let decoded = if truncated {
+            None
+        } else {
+            decode(&self.buf[..len])
+        };
+        let Some((workdir, mut plan)) = decoded else {
+            answer(
+                &reply,
+                &Reply::Failed("the task spawner could not read the task's request".to_owned()),
+            );
+            return true;
+        };
+        plan.parent = std::process::id() as i32;
+        self.fork_supervisor(&workdir, &plan, stdout, stderr, reply);
+        true
+    }
+
+    /// Forks the supervisor of one task and tells the worker its pid.
+    fn fork_supervisor(
+        &mut self,
+        workdir: &Path,
+        plan: &Plan,
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+        reply: OwnedFd,
+    ) {
+        // SAFETY: this process is single-threaded (executed for this, and
+        // nothing here starts a thread), so the child may run ordinary Rust
+        // after `fork`, as an executed supervisor would.
+        #[allow(unsafe_code)]
+        let forked = unsafe { nix::unistd::fork() };
+        match forked {
+            Ok(nix::unistd::ForkResult::Child) => {
+                let code = self.become_supervisor(workdir, plan, &stdout, &stderr, reply);
+                std::process::exit(code)
+            }
+            Ok(nix::unistd::ForkResult::Parent { child }) => {
+                answer(&reply, &Reply::Started(child.as_raw()));
+                self.children.insert(child, reply);
+            }
+            Err(e) => answer(
+                &reply,
+                &Reply::Failed(format!(
+                    "could not start the task's supervisor: {}",
+                    io::Error::from(e)
+                )),
+            ),
+        }
+    }
+
+    /// In the forked child: closes what is the spawner's, takes the task's
+    /// logs as stdout and stderr, a process group of its own, and runs the
+    /// supervisor.
+    fn become_supervisor(
+        &mut self,
+        workdir: &Path,
+        plan: &Plan,
+        stdout: &OwnedFd,
+        stderr: &OwnedFd,
+        reply: OwnedFd,
+    ) -> i32 {
+        drop(reply);
+        // The spawner's descriptors: the supervisor must not hold the
+        // worker's sockets open (their end tells the worker that the
+        // spawner died). They are close-on-exec, so no task sees them.
+        let _ = nix::unistd::close(self.ctrl.as_raw_fd());
+        let _ = nix::unistd::close(self.signals.as_raw_fd());
+        for fd in self.children.values() {
+            let _ = nix::unistd::close(fd.as_raw_fd());
+        }
+        let _ = SigSet::empty().thread_set_mask();
+        let setup = nix::unistd::dup2_stdout(stdout)
+            .and_then(|()| nix::unistd::dup2_stderr(stderr))
+            .and_then(|()| nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0)))
+            // Dumpable again until the supervisor has written its uid map
+            // (see `supervisor::supervise`).
+            .and_then(|()| nix::sys::prctl::set_dumpable(true));
+        if let Err(e) = setup {
+            report(&format!("cannot set up a task's supervisor: {e}"));
+            return 2;
+        }
+        let _ = nix::unistd::close(stdout.as_raw_fd());
+        let _ = nix::unistd::close(stderr.as_raw_fd());
+        supervisor::run_plan(plan, Some(workdir))
+    }
+
+    /// Reaps every supervisor that has ended and tells the worker how.
+    fn reap(&mut self) {
+        loop {
+            let (pid, reply) = match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => (pid, Reply::Exited(code)),
+                Ok(WaitStatus::Signaled(pid, signal, _)) => (pid, Reply::Killed(signal as i32)),
+                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return,
+                Ok(_) | Err(Errno::EINTR) => continue,
+                Err(_) => return,
+            };
+            if let Some(socket) = self.children.remove(&pid) {
+                answer(&socket, &reply);
+            }
+        }
+    }
+}
+
+/// Marks every descriptor above the standard three close-on-exec: a
+/// descriptor the worker's own parent leaked to it (a pipe of a shell or a
+/// CI runner) must not reach the tasks. Best effort (Linux 5.11+).
+fn close_inherited_on_exec() {
+    // SAFETY: a raw syscall that only changes descriptor flags; no memory
+    // is passed.
+    #[allow(unsafe_code)]
+    let _ = unsafe {
+        nix::libc::syscall(
+            nix::libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            nix::libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+}
+
+/// Sends a reply on a task's socket. A worker that gave up on the task
+/// (closed its end) needs none.
+fn answer(socket: &OwnedFd, reply: &Reply) {
+    let _ = send(
+        socket.as_raw_fd(),
+        &reply.encode(),
+        MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
+    );
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip() {
+        let plan = Plan {
+            parent: 1,
+            grace: std::time::Duration::from_millis(300),
+            status_path: "/w/x.status".into(),
+            confinement: None,
+            argv: vec!["sh".into(), "-c".into(), "echo a=b".into()],
+            env: None,
+        };
+        let env = [
+            ("PATH".to_owned(), "/bin".to_owned()),
+            ("X".to_owned(), "1=2".to_owned()),
+        ]
+        .into_iter()
+        .collect();
+        let (stdout, stderr) = (
+            File::open("/dev/null").unwrap(),
+            File::open("/dev/null").unwrap(),
+        );
+        let request = Request {
+            workdir: Path::new("/w/t 1"),
+            env: &env,
+            plan: &plan,
+            stdout: &stdout,
+            stderr: &stderr,
+        };
+        let (workdir, decoded) = decode(&encode(&request)).unwrap();
+        assert_eq!(workdir, Path::new("/w/t 1"));
+        assert_eq!(
+            decoded.env,
+            Some(vec![
+                ("PATH".into(), "/bin".into()),
+                ("X".into(), "1=2".into())
+            ])
+        );
+        assert_eq!(
+            Plan {
+                env: None,
+                ..decoded
+            },
+            plan
+        );
+        assert!(decode(&[1, 0, 0]).is_none());
+    }
+
+    #[test]
+    fn replies_round_trip() {
+        for reply in [
+            Reply::Started(42),
+            Reply::Exited(3),
+            Reply::Killed(9),
+            Reply::Failed("no".into()),
+        ] {
+            let again = Reply::decode(&reply.encode()).unwrap();
+            assert_eq!(again.encode(), reply.encode());
+        }
+        assert!(Reply::decode(b"S12").is_none());
+    }
+}
