@@ -85,6 +85,9 @@ fn main() -> ExitCode {
         tracing::warn!("{e}; tasks run by this process may read its memory");
     }
     let result = commands::run(cli);
+    // The tasks' spawner (if `work` or `run` started one) ends with us.
+    #[cfg(target_os = "linux")]
+    bridge_exec::spawner::shutdown();
     // A write error on stdout other than a closed pipe (a full disk behind
     // `> file`): the output is incomplete, so the command did not succeed.
     if let Some(e) = output::stdout_error() {

@@ -88,6 +88,12 @@ struct Conn {
 /// This worker's spawner, started by the first task that needs it.
 static SPAWNER: Mutex<Option<Conn>> = Mutex::new(None);
 
+/// Told by the thread that waits for the spawner once it has reaped it.
+static REAPED: Mutex<Option<std::sync::mpsc::Receiver<()>>> = Mutex::new(None);
+
+/// How long [`shutdown`] waits for the spawner to end.
+const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Set when a spawner could not be started: this process then executes a
 /// supervisor per task, as before, rather than trying again for each.
 static UNAVAILABLE: AtomicBool = AtomicBool::new(false);
@@ -321,6 +327,24 @@ fn connection(program: &Path) -> Option<Conn> {
     }
 }
 
+/// Ends this process's spawner, if it has one, and waits (briefly) until
+/// it is reaped: called when the worker's command is done, so that no
+/// process of the worker's outlives it and the spawner's time (and its
+/// supervisors') is counted in the worker's. No task may be running.
+pub fn shutdown() {
+    let conn = SPAWNER
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take();
+    let Some(conn) = conn else { return };
+    // The end of the control socket: the spawner exits.
+    drop(conn);
+    let reaped = REAPED.lock().unwrap_or_else(PoisonError::into_inner).take();
+    if let Some(reaped) = reaped {
+        let _ = reaped.recv_timeout(SHUTDOWN_WAIT);
+    }
+}
+
 /// Forgets the spawner `pid` (it died), so that the next task starts
 /// another.
 fn forget(pid: u32) {
@@ -355,6 +379,7 @@ fn launch(program: &Path) -> Result<Conn, String> {
         command.pre_exec(hook);
     }
     let (tx, rx) = std::sync::mpsc::channel();
+    let (reaped_tx, reaped_rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("bridge-task-spawner".to_owned())
         .spawn(move || {
@@ -367,6 +392,7 @@ fn launch(program: &Path) -> Result<Conn, String> {
                     let _ = tx.send(Ok(pid));
                     let _ = child.wait();
                     forget(pid);
+                    let _ = reaped_tx.send(());
                 }
                 Err(e) => {
                     let _ = tx.send(Err(e.to_string()));
@@ -380,10 +406,13 @@ fn launch(program: &Path) -> Result<Conn, String> {
         .map_err(|e| format!("{}: {e}", program.display()))?;
     let mut hello = [0u8; 8];
     match recv(ours.as_raw_fd(), &mut hello, MsgFlags::empty()) {
-        Ok(n) if &hello[..n] == READY => Ok(Conn {
-            ctrl: std::sync::Arc::new(ours),
-            pid,
-        }),
+        Ok(n) if &hello[..n] == READY => {
+            *REAPED.lock().unwrap_or_else(PoisonError::into_inner) = Some(reaped_rx);
+            Ok(Conn {
+                ctrl: std::sync::Arc::new(ours),
+                pid,
+            })
+        }
         Ok(_) => Err(format!("{} did not start as a spawner", program.display())),
         Err(e) => Err(format!("{}: {e}", program.display())),
     }
