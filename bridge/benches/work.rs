@@ -87,12 +87,12 @@ fn main() {
         );
     }
     println!(
-        "bridge / xargs    = {:.2}  (target ≤ 3)",
+        "bridge / xargs    = {:.2}  (target ≤ 2)",
         b.as_secs_f64() / xargs.as_secs_f64()
     );
     if let Some(p) = parallel {
         println!(
-            "bridge / parallel = {:.2}  (target < 1)",
+            "bridge / parallel = {:.2}  (target ≤ 0.5)",
             b.as_secs_f64() / p.as_secs_f64()
         );
     }
