@@ -31,7 +31,10 @@
 //! kills every process the task left behind, even those that left its
 //! process group (`setsid`, double forks), and that sandboxes the task
 //! ([`Confinement`]: a Landlock allow-list, and namespaces where the kernel
-//! allows unprivileged ones) before it starts. Without one (and on other
+//! allows unprivileged ones) before it starts. The worker's [`spawner`], a
+//! small process started once, forks these supervisors, so that a task
+//! costs neither a fork of the worker nor an exec of its executable.
+//! Without one (and on other
 //! systems) the task's process group is all that is stopped, and nothing
 //! is sandboxed. [`sandbox_support`] says what this system can do.
 

@@ -10,7 +10,7 @@
 //! executable) for each task. The spawner is `bridge` executed once, with
 //! the hidden first argument [`SPAWNER_ARG`]: single-threaded, a few
 //! megabytes, it forks cheaply, and its child runs the supervisor's code
-//! ([`supervisor::run_plan`]) directly, as a freshly executed supervisor
+//! (`supervisor::run_plan`) directly, as a freshly executed supervisor
 //! would.
 //!
 //! The protocol, over `SOCK_SEQPACKET` unix sockets (one message is one
@@ -19,9 +19,9 @@
 //! - the worker starts the spawner from a thread of its own that lives as
 //!   long as the spawner (`PR_SET_PDEATHSIG` is tied to the thread that
 //!   forked), its control socket as standard input; the spawner says
-//!   [`READY`];
+//!   `R`;
 //! - for each task, the worker sends on the control socket the task's
-//!   working folder, environment and [`Plan`](supervisor::Plan), with three
+//!   working folder, environment and supervisor plan, with three
 //!   descriptors (`SCM_RIGHTS`): the task's stdout and stderr logs and one
 //!   end of a socket pair of the task's own, on which the spawner answers
 //!   `S` and the supervisor's pid (or `F` and why it could not fork), and
@@ -36,9 +36,9 @@
 //! spawner dies, so a worker killed with `SIGKILL` still stops every task.
 //! If the spawner dies alone, each task's socket reaches its end without an
 //! exit: the worker stops what is left of the task and reports it
-//! interrupted ([`Waited::Lost`]), and the next task starts a new spawner.
+//! interrupted (`Waited::Lost`), and the next task starts a new spawner.
 //! Where the spawner cannot be started or cannot take a request (a message
-//! too large for a socket, say), [`start`] says [`Start::Unavailable`] and
+//! too large for a socket, say), `start` says `Start::Unavailable` and
 //! the caller executes a supervisor as before.
 
 use std::collections::HashMap;

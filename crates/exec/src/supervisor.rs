@@ -8,12 +8,15 @@
 //! subreaper* (`PR_SET_CHILD_SUBREAPER`) inherits every orphaned descendant
 //! instead of `init`, so it can find and kill all of them. The worker itself
 //! cannot be that subreaper: it runs many tasks at once and could not tell
-//! whose orphan is whose. So [`run`](crate::run) starts, for each task, the
-//! worker's own executable again with the hidden first argument
-//! [`SUPERVISOR_ARG`]; the executable hands its arguments to [`main`], which
+//! whose orphan is whose. So [`run`](crate::run) gives each task a
+//! supervisor process of its own: forked by the worker's spawner (see
+//! [`crate::spawner`]), which runs `run_plan` in the child, or, where
+//! there is no spawner, the worker's own executable started again with the
+//! hidden first argument [`SUPERVISOR_ARG`], which hands its arguments to
+//! [`main`]. The supervisor
 //!
-//! 1. makes itself a subreaper, and asks for [`IMMEDIATE_STOP`] if the
-//!    worker dies (`PR_SET_PDEATHSIG`);
+//! 1. makes itself a subreaper, and asks for [`IMMEDIATE_STOP`] if its
+//!    parent (the spawner, or the worker) dies (`PR_SET_PDEATHSIG`);
 //! 2. with [`Confinement::namespaces`], enters new user (its uid and gid
 //!    mapped to themselves, `setgroups` denied), mount and PID namespaces
 //!    (and a network namespace, loopback only and down, for a task without
@@ -51,9 +54,9 @@
 //! `environ`, `mem` and `fd` of every process outside its sandbox.
 //!
 //! It is one process per task that runs before the task's code,
-//! single-threaded and fresh from `exec`, so it may use ordinary Rust
-//! (allocation, the `landlock` crate) rather than only async-signal-safe
-//! calls between `fork` and `exec`.
+//! single-threaded, fresh from `exec` or forked from the single-threaded
+//! spawner, so it may use ordinary Rust (allocation, the `landlock` crate)
+//! rather than only async-signal-safe calls between `fork` and `exec`.
 //!
 //! What it cannot do without namespaces: if the supervisor itself is killed
 //! with `SIGKILL`, the task's orphans go to `init` (the worker then still
