@@ -187,3 +187,33 @@ fn issue18_a_killed_worker_leaves_no_spawner_and_no_task() {
         !cmdline(spawner[0]).contains("__task-spawner")
     });
 }
+
+/// A task too large for one message to the spawner (its environment here)
+/// starts the way it did before the spawner: its supervisor is the worker's
+/// executable started again, a child of the worker; it runs all the same.
+#[test]
+fn issue18_a_task_too_large_for_the_spawner_starts_without_it() {
+    let mut d = Device::new("spawner-fallback");
+    d.ok(&["keygen"]);
+    d.ok(&["init"]);
+    d.set_env("BRIDGE_SANDBOX", "off");
+    let big = "x".repeat(100_000);
+    d.write(
+        "t.yaml",
+        &format!(
+            "tasks:\n  - name: big\n    env: {{ A: {big}, B: {big}, C: {big} }}\n    run: 'read -r _ _ _ sp _ < /proc/$PPID/stat; echo \"parent=$(tr \"\\0\" \" \" < /proc/$sp/cmdline)\"; echo \"size=${{#A}}${{#C}}\"'\n"
+        ),
+    );
+    d.ok(&["submit", "t.yaml"]);
+    d.ok(&["work", "--offline"]);
+    let log = d.ok(&["logs", "big"]).stdout;
+    assert!(log.contains("size=100000100000"), "{log}");
+    let parent = log
+        .lines()
+        .find_map(|l| l.strip_prefix("parent="))
+        .unwrap_or_else(|| panic!("no parent in {log}"));
+    assert!(
+        parent.contains(" work ") && !parent.contains("__task-spawner"),
+        "{log}"
+    );
+}
