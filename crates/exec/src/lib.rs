@@ -268,6 +268,7 @@ enum Waited {
     Exited(ExitStatus),
     Failed(io::Error),
     /// The spawner died (see [`Stop::Lost`]).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     Lost,
 }
 
