@@ -366,7 +366,7 @@ fn issue12_config_and_task_files_that_are_fifos_are_refused() {
 }
 
 /// The processes whose command line holds `marker`.
-fn processes_with(marker: &str) -> Vec<u32> {
+pub(crate) fn processes_with(marker: &str) -> Vec<u32> {
     let Ok(entries) = fs::read_dir("/proc") else {
         return Vec::new();
     };

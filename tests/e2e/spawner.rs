@@ -9,6 +9,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use crate::harness::{Device, poll};
+use crate::isolation::processes_with;
 
 /// The parent pid in `/proc/PID/stat` (the field after the parenthesised
 /// command name).
@@ -36,18 +37,6 @@ fn children_with(parent: u32, marker: &str) -> Vec<u32> {
         .filter_map(Result::ok)
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| parent_of(*pid) == Some(parent) && cmdline(*pid).contains(marker))
-        .collect()
-}
-
-/// The processes whose command line holds `marker`.
-fn processes_with(marker: &str) -> Vec<u32> {
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| cmdline(*pid).contains(marker))
         .collect()
 }
 
