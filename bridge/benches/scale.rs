@@ -46,6 +46,11 @@
 //!    from the timestamp the task wrote. Target ≤ 1 s.
 //!
 //! A summary table with every figure and its target ends the run.
+//!
+//! `BRIDGE_SCALE_CURVE=1k,10k,100k[,1m]` runs the phases on a folder store
+//! at each size instead (a tenth of the tasks, at most 10k, finished) and
+//! prints how each figure grows (issue 18, item 4). At 1M every runner
+//! holds the whole pool (about 3 GB): run it with BRIDGE_SCALE_RUNNERS=2.
 
 mod support;
 
@@ -63,6 +68,9 @@ const RATIO_TARGET: f64 = 2.0;
 const FIRST_TASK_TARGET_MS: f64 = 1000.0;
 
 fn main() {
+    if let Ok(sizes) = std::env::var("BRIDGE_SCALE_CURVE") {
+        return curve(&sizes);
+    }
     let tasks: usize = env_or("BRIDGE_SCALE_TASKS", 100_000);
     let finished: usize = env_or("BRIDGE_SCALE_FINISHED", 10_000).min(tasks);
     let runners: usize = env_or("BRIDGE_SCALE_RUNNERS", 8).max(1);
@@ -113,6 +121,102 @@ fn main() {
         }
     }
     summary(&results);
+    println!(
+        "\ntotal {:.1}s ({:.1} min)",
+        all.elapsed().as_secs_f64(),
+        all.elapsed().as_secs_f64() / 60.0
+    );
+}
+
+/// `BRIDGE_SCALE_CURVE=1k,10k,100k[,1m]` (issue 18, item 4): the same
+/// phases on a `dir:` store at each size, a tenth of the tasks (at most
+/// 10k) finished by the runners, then one line per size: how submit,
+/// `status` and the store grow, and each figure's growth over the size
+/// before it, against the growth of the task count.
+fn curve(sizes: &str) {
+    let counts: Vec<usize> = sizes
+        .split(',')
+        .map(|s| {
+            let s = s.trim().to_ascii_lowercase();
+            let (digits, factor) = match s.strip_suffix('m') {
+                Some(d) => (d.to_owned(), 1_000_000),
+                None => match s.strip_suffix('k') {
+                    Some(d) => (d.to_owned(), 1_000),
+                    None => (s.clone(), 1),
+                },
+            };
+            digits
+                .parse::<usize>()
+                .map(|n| n * factor)
+                .unwrap_or_else(|_| {
+                    fail(&format!(
+                        "BRIDGE_SCALE_CURVE: `{s}` is not a task count (e.g. 1k,10k,100k,1m)"
+                    ))
+                })
+        })
+        .collect();
+    let runners: usize = env_or("BRIDGE_SCALE_RUNNERS", 8).max(1);
+    let bridge = support::bridge_binary();
+    println!(
+        "cost curve on a dir: store, sizes {counts:?}; load average {}\n",
+        loadavg()
+    );
+    let all = Instant::now();
+    let mut rows: Vec<(usize, Results)> = Vec::new();
+    for &tasks in &counts {
+        let finished = (tasks / 10).clamp(1, 10_000);
+        let tmp = tempfile::tempdir().unwrap_or_else(|e| fail(&format!("temp dir: {e}")));
+        let t = Instant::now();
+        let mut r = scale(&bridge, tmp.path(), Kind::Dir, tasks, finished, runners);
+        r.total_s = t.elapsed().as_secs_f64();
+        println!(
+            "[{tasks}] whole run {:.1}s; load average {}\n",
+            r.total_s,
+            loadavg()
+        );
+        rows.push((tasks, r));
+    }
+    println!(
+        "{:>9} {:>10} {:>10} {:>10} {:>10} {:>12} {:>12}",
+        "tasks", "submit", "status", "status", "status", "store", "store"
+    );
+    println!(
+        "{:>9} {:>10} {:>10} {:>10} {:>10} {:>12} {:>12}",
+        "", "+ sync", "cold", "warm", "peak RSS", "before", "compacted"
+    );
+    let mut before: Option<&(usize, Results)> = None;
+    for row in &rows {
+        let (tasks, r) = row;
+        let store = r.before.docs + r.before.blobs;
+        let compacted = r.after.map(|a| a.docs + a.blobs);
+        println!(
+            "{tasks:>9} {:>9.2}s {:>9.2}s {:>9.2}s {:>10} {:>12} {:>12}",
+            r.submit_s + r.submit_sync_s,
+            r.status_cold_s,
+            r.status_warm_s,
+            mb(r.status_rss_kib),
+            bytes(store),
+            compacted.map_or_else(|| "-".to_owned(), bytes),
+        );
+        if let Some((prev_tasks, p)) = before {
+            let g = |now: f64, then: f64| if then > 0.0 { now / then } else { f64::NAN };
+            println!(
+                "{:>9} {:>9.1}× {:>9.1}× {:>9.1}× {:>9.1}× {:>11.1}× {:>11}",
+                format!("×{:.0}", *tasks as f64 / *prev_tasks as f64),
+                g(r.submit_s + r.submit_sync_s, p.submit_s + p.submit_sync_s),
+                g(r.status_cold_s, p.status_cold_s),
+                g(r.status_warm_s, p.status_warm_s),
+                g(r.status_rss_kib as f64, p.status_rss_kib as f64),
+                g(store as f64, (p.before.docs + p.before.blobs) as f64),
+                match (compacted, p.after) {
+                    (Some(c), Some(pa)) =>
+                        format!("{:.1}×", g(c as f64, (pa.docs + pa.blobs) as f64)),
+                    _ => "-".to_owned(),
+                },
+            );
+        }
+        before = Some(row);
+    }
     println!(
         "\ntotal {:.1}s ({:.1} min)",
         all.elapsed().as_secs_f64(),
@@ -193,16 +297,40 @@ fn scale(
     let pool = Pool::new(bridge, root, kind, runners);
     println!("[{tag}] remote {}", pool.remote);
 
-    // 1. Submit.
-    let yaml = matrix_yaml("t", tasks, "[\"true\"]", &[]);
-    let file = root.join("admin").join("tasks.yaml");
-    std::fs::write(&file, yaml).unwrap_or_else(|e| fail(&format!("write {}: {e}", file.display())));
-    let t = Instant::now();
-    let submitted = pool.admin(&["submit", "--offline", "--json", "tasks.yaml"]);
-    r.submit_s = t.elapsed().as_secs_f64();
-    let submitted: serde_json::Value =
-        serde_json::from_str(&submitted).unwrap_or_else(|e| fail(&format!("submit --json: {e}")));
-    r.documents = submitted["documents"].as_u64().unwrap_or(0) as usize;
+    // 1. Submit: one matrix, or past PART tasks one file of at most PART
+    // each (one submission holds at most 100k tasks).
+    const PART: usize = 100_000;
+    let parts = tasks.div_ceil(PART).max(1);
+    for part in 0..parts {
+        let count = if parts == 1 {
+            tasks
+        } else {
+            PART.min(tasks - part * PART)
+        };
+        let name = if parts == 1 {
+            "t".to_owned()
+        } else {
+            format!("t{part}")
+        };
+        // Each part's tasks differ from the others' by an argument that
+        // `true` ignores (the same command and matrix would be the same
+        // tasks, stored once).
+        let run = if parts == 1 {
+            "[\"true\"]".to_owned()
+        } else {
+            format!("[\"true\", \"part-{part}\"]")
+        };
+        let yaml = matrix_yaml(&name, count, &run, &[]);
+        let file = root.join("admin").join("tasks.yaml");
+        std::fs::write(&file, yaml)
+            .unwrap_or_else(|e| fail(&format!("write {}: {e}", file.display())));
+        let t = Instant::now();
+        let submitted = pool.admin(&["submit", "--offline", "--json", "tasks.yaml"]);
+        r.submit_s += t.elapsed().as_secs_f64();
+        let submitted: serde_json::Value = serde_json::from_str(&submitted)
+            .unwrap_or_else(|e| fail(&format!("submit --json: {e}")));
+        r.documents += submitted["documents"].as_u64().unwrap_or(0) as usize;
+    }
     let t = Instant::now();
     pool.admin(&["sync", "-q"]);
     r.submit_sync_s = t.elapsed().as_secs_f64();
