@@ -1154,6 +1154,8 @@ fn issue16_watch_attaches_to_a_run_and_its_exit_code_says_how_it_ended() {
     mock.assert_valid();
     assert_eq!(out["run_id"], 30433642, "{out}");
     assert_eq!(out["exit_reason"], "tasks_failed", "{out}");
+    // Attaching dispatches nothing, and does not say it did.
+    assert!(out.get("dispatched").is_none(), "{out}");
     assert_eq!(
         (out["done"].as_u64(), out["failed"].as_u64()),
         (Some(1), Some(1)),

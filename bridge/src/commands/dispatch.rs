@@ -694,7 +694,6 @@ pub(super) fn watch(
     announce_end(notifier, &p, drained, run_id, run_state.as_ref());
     if json {
         print_json(&json!({
-            "dispatched": true,
             "run_id": run_id,
             "html_url": run_state.as_ref().map(|r| r.html_url.clone()),
             "run_status": run_state.as_ref().and_then(|r| r.status.clone()),
