@@ -30,6 +30,24 @@ tasks:
     run: echo ready; echo starting >&2; while [ ! -e go ]; do sleep 0.05; done; printf finished
 ";
 
+/// A workspace on one device with [`WAITER`] submitted.
+fn laptop_with_waiter() -> Device {
+    let d = Device::new("laptop");
+    d.ok(&["init"]);
+    d.write("waiter.yaml", WAITER);
+    d.ok(&["submit", "-q", "waiter.yaml"]);
+    d
+}
+
+/// `bridge work -q` on `d`, once the waiter it runs shows as running.
+fn work_until_the_waiter_runs(d: &Device) -> crate::harness::Spawned {
+    let worker = d.spawn("work", &["work", "-q"]);
+    crate::harness::poll("the waiter running", || {
+        d.task("waiter").status == "running"
+    });
+    worker
+}
+
 #[test]
 fn work_prints_each_tasks_output_whole_and_tagged() {
     let d = Device::new("laptop");
@@ -110,10 +128,7 @@ fn next_line(out: &mut BufReader<ChildStdout>) -> String {
 
 #[test]
 fn work_line_buffer_shows_a_line_while_the_task_still_runs() {
-    let d = Device::new("laptop");
-    d.ok(&["init"]);
-    d.write("waiter.yaml", WAITER);
-    d.ok(&["submit", "-q", "waiter.yaml"]);
+    let d = laptop_with_waiter();
     let (mut child, mut out) = spawn_reading(&d, &["work", "--line-buffer"]);
     // The task cannot end before `go` exists: this line came while it ran.
     assert_eq!(next_line(&mut out), "waiter\tready\n");
@@ -126,16 +141,10 @@ fn work_line_buffer_shows_a_line_while_the_task_still_runs() {
 
 #[test]
 fn logs_follow_streams_a_task_running_here_to_its_end() {
-    let d = Device::new("laptop");
-    d.ok(&["init"]);
-    d.write("waiter.yaml", WAITER);
-    d.ok(&["submit", "-q", "waiter.yaml"]);
-    let worker = d.spawn("work", &["work", "-q"]);
+    let d = laptop_with_waiter();
     // Follow once it runs: the claim is in the replica with its first
     // group commit.
-    crate::harness::poll("the waiter running", || {
-        d.task("waiter").status == "running"
-    });
+    let worker = work_until_the_waiter_runs(&d);
     let (mut follow, mut out) = spawn_reading(&d, &["logs", "-f", "waiter"]);
     assert_eq!(next_line(&mut out), "ready\n");
     std::fs::write(waiter_folder(&d).join("go"), "").expect("cannot write go");
@@ -185,14 +194,10 @@ fn logs_follow_waits_for_a_task_running_on_another_device_to_push() {
 
 #[test]
 fn logs_follow_ends_when_the_worker_running_the_task_is_killed() {
-    let d = Device::new("laptop");
-    d.ok(&["init"]);
-    d.write("waiter.yaml", WAITER);
-    d.ok(&["submit", "-q", "waiter.yaml"]);
-    let worker = d.spawn("work", &["work", "-q"]);
-    crate::harness::poll("the waiter running", || {
-        d.task("waiter").status == "running"
-    });
+    let d = laptop_with_waiter();
+    // Follow once it runs: the claim is in the replica with its first
+    // group commit.
+    let worker = work_until_the_waiter_runs(&d);
     let (mut follow, mut out) = spawn_reading(&d, &["logs", "-f", "waiter"]);
     assert_eq!(next_line(&mut out), "ready\n");
     // SIGKILL: the worker keeps nothing and removes nothing; `logs -f`
