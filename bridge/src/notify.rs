@@ -48,7 +48,6 @@
 //! inherit them.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write as _;
 use std::os::fd::AsFd as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -584,11 +583,10 @@ fn update_state(
         batches.into_iter().cloned().collect(),
         failed.into_iter().cloned().collect(),
     );
-    let tmp = path.with_extension("json.tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(&serde_json::to_vec(&record).map_err(std::io::Error::other)?)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
+    let bytes = serde_json::to_vec(&record).map_err(std::io::Error::other)?;
+    // Durable: written before anything fires, so that a crash after it
+    // announces nothing twice.
+    bridge_store::replace_file(path, &bytes, 0o666, true)?;
     drop(lock);
     Ok((batches, failed))
 }
