@@ -415,7 +415,10 @@ pub fn mark_reached(root: &std::path::Path, spec: &str) {
     if std::fs::read_to_string(&path).is_ok_and(|s| s.trim_end() == spec) {
         return;
     }
-    if let Err(e) = std::fs::write(&path, format!("{spec}\n")) {
+    // In one step: a torn record would make an unplugged drive look like
+    // a folder that never existed.
+    if let Err(e) = bridge_store::replace_file(&path, format!("{spec}\n").as_bytes(), 0o666, false)
+    {
         tracing::debug!("cannot write {}: {e}", path.display());
     }
 }
