@@ -1,7 +1,7 @@
 //! `bridge submit`: turn a task file, a command, or a command per file into
 //! a batch of tasks in the local replica (then sync when a remote is set).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow};
@@ -675,21 +675,28 @@ fn to_specs(
     placement: &Placement,
 ) -> CliResult<Vec<TaskSpec>> {
     let mut specs: Vec<TaskSpec> = Vec::with_capacity(plan.len());
+    // A file many tasks share (a model, a script) is read and sealed once:
+    // sealing is convergent, so it would be one blob anyway (issue 18).
+    let mut stored: HashMap<&Path, (String, String)> = HashMap::new();
     for t in plan {
         let mut inputs = Vec::with_capacity(t.inputs.len());
         for (rel, abs) in &t.inputs {
-            let (sha256, blob) =
-                session
-                    .vault
-                    .put_blob_file(abs, placement)
-                    .with_context(|| {
-                        format!("cannot store input {} of task `{}`", abs.display(), t.name)
-                    })?;
-            inputs.push(InputRef::from_blob(
-                rel.clone(),
-                sha256,
-                blob.as_str().to_owned(),
-            ));
+            let (sha256, blob) = match stored.get(abs.as_path()) {
+                Some(known) => known.clone(),
+                None => {
+                    let (sha256, blob) =
+                        session
+                            .vault
+                            .put_blob_file(abs, placement)
+                            .with_context(|| {
+                                format!("cannot store input {} of task `{}`", abs.display(), t.name)
+                            })?;
+                    let known = (sha256, blob.as_str().to_owned());
+                    stored.insert(abs, known.clone());
+                    known
+                }
+            };
+            inputs.push(InputRef::from_blob(rel.clone(), sha256, blob));
         }
         for u in &t.url_inputs {
             let input = InputRef::from_url(u.path.clone(), u.sha256.clone(), u.url.clone());

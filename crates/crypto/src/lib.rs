@@ -1,7 +1,9 @@
 //! Keys, the signed roster and the sign-then-encrypt envelope of bridge.
 //!
-//! The store is untrusted: every file in it is age-encrypted to the current
-//! members of the workspace and signed by its writer. This crate owns the
+//! The store is untrusted: every file in it is encrypted to the current
+//! members of the workspace. Documents and the roster are age-encrypted and
+//! signed by their writer; blobs are sealed under a key only members derive
+//! and named by a signed document. This crate owns the
 //! cryptography of that rule and nothing else: bytes in, bytes out, no file
 //! I/O, no printing, the clock passed in.
 //!
@@ -12,11 +14,14 @@
 //! - [`envelope`]: [`seal`] (sign, then encrypt to the members) and [`open`] /
 //!   [`open_verified`] (decrypt, check the hash, check the header against what
 //!   the caller expects and the roster, verify the signature).
+//! - [`convergent`]: blobs sealed so that equal content under one roster
+//!   epoch gives equal bytes ([`BlobKey`]): stored once, unreadable and
+//!   unguessable outside the members.
 //! - [`grant`]: a private batch's audience grants ([`seal_grant`],
 //!   [`open_grant`], [`resolve`]): the batch keys sealed to its audience.
 //! - [`roster`]: the hash-chained, admin-signed [`Epoch`]s of the member list,
 //!   rebuilt and checked by [`Roster::verify`]; who may write what
-//!   ([`Roster::check_writer`]); keyed blob names ([`Roster::blob_name`]).
+//!   ([`Roster::check_writer`]).
 //!
 //! Data flows like this: a reader first runs [`Roster::verify`] over the
 //! roster files (pinned root id in hand), then hands every other file to
@@ -31,11 +36,13 @@
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 #![warn(clippy::too_many_lines)]
 
+pub mod convergent;
 pub mod envelope;
 pub mod grant;
 pub mod identity;
 pub mod roster;
 
+pub use convergent::{BlobKey, ConvergentError, open_convergent};
 pub use envelope::{
     Domain, EnvelopeError, Expect, Header, Opened, open, open_verified, open_verified_with,
     open_with, seal, sealed_to_any, verify_signed,

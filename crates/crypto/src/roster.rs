@@ -37,7 +37,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
@@ -140,7 +139,10 @@ pub struct Epoch {
     /// Every removal so far (cumulative).
     pub removed: Vec<Removal>,
     /// Hex of 32 random bytes generated at genesis and carried unchanged: the
-    /// key of [`Roster::blob_name`]. Secret to the members.
+    /// workspace's naming key. Secret to the members. Not used to name
+    /// blobs: those are sealed convergently under a key derived from the
+    /// epoch's data key ([`crate::convergent`]), which a removal replaces
+    /// and this key, carried unchanged, would not.
     pub naming_key: String,
     /// The epoch's data key (`AGE-SECRET-KEY-1…`): chunks and blobs written
     /// under this epoch are encrypted to its public half, so every member of
@@ -811,21 +813,6 @@ impl Roster {
     /// The naming key (see [`Epoch::naming_key`]).
     pub fn naming_key(&self) -> [u8; 32] {
         *self.naming_key
-    }
-
-    /// The store name of a blob with this content hash: hex
-    /// HMAC-SHA256(naming key, content sha256). Members dedupe equal content;
-    /// a non-member cannot tell whether two blobs are equal, or guess contents.
-    pub fn blob_name(&self, content_sha256: &[u8; 32]) -> String {
-        // HMAC zero-pads keys shorter than the block (RFC 2104), so padding the
-        // 32-byte key to SHA-256's 64-byte block gives the same MAC and lets us
-        // use the infallible constructor.
-        let mut key = Zeroizing::new([0u8; 64]);
-        key[..32].copy_from_slice(&self.naming_key[..]);
-        let key = hmac::digest::Key::<Hmac<Sha256>>::from_slice(&key[..]);
-        let mut mac = <Hmac<Sha256> as hmac::digest::KeyInit>::new(key);
-        mac.update(content_sha256);
-        hex::encode(mac.finalize().into_bytes())
     }
 
     /// Whether `writer` may have signed the file `file` (store name) under

@@ -1,7 +1,9 @@
-//! Blobs: task inputs, outputs and logs, each sealed like any file and
-//! named by the sha256 of its ciphertext. Where a blob goes is an explicit
-//! [`Placement`]. A blob is read through a verified chunk that names it,
-//! so any member who ever signed is accepted as its writer.
+//! Blobs: task inputs, outputs and logs, named by the sha256 of their
+//! ciphertext. Where a blob goes is an explicit [`Placement`]: the pool's
+//! are sealed convergently under the latest epoch's blob key (equal content,
+//! one file: issue 18, item 2), a private batch's are signed age envelopes
+//! to its audience's key. A blob is read through a verified chunk that
+//! names it; an age blob is accepted from any member who ever signed.
 
 use std::path::Path;
 
@@ -59,14 +61,30 @@ impl Vault {
         placement: &Placement,
     ) -> Result<(String, BlobId), BlobError> {
         self.me().map_err(crate::SealError::from)?;
-        let header = self.header(Domain::Blob, "", Vec::new());
-        let sealed = self.seal(&header, bytes, placement)?;
+        let sealed = if self.is_private(placement)? {
+            let header = self.header(Domain::Blob, "", Vec::new());
+            self.seal(&header, bytes, placement)?
+        } else {
+            self.blob_keys
+                .last()
+                .ok_or(crate::SealError::NoDataKey)?
+                .seal(&self.workspace, bytes)
+                .map_err(crate::SealError::EncryptBlob)?
+        };
         let id = self
             .replica
             .put_blob_bytes(&sealed)
             .map_err(BlobError::Store)?;
         // The replica's outbox queues it for the next push, blobs first.
         Ok((hex::encode(Sha256::digest(bytes)), id))
+    }
+
+    /// Whether a blob of `placement` goes to a private batch's audience.
+    fn is_private(&self, placement: &Placement) -> Result<bool, crate::SealError> {
+        Ok(match placement {
+            Placement::Pool => false,
+            Placement::Batch(batch) => self.batch_recipient(batch.as_str())?.is_some(),
+        })
     }
 
     /// Reads, decrypts and verifies a blob.
@@ -76,6 +94,10 @@ impl Vault {
             blob: id.store_name(),
             refusal,
         };
+        if bridge_crypto::convergent::is_convergent(&sealed) {
+            return bridge_crypto::open_convergent(&self.blob_keys, &self.workspace, &sealed)
+                .map_err(|e| refused(e.into()));
+        }
         let opened = open_with(&self.data_keys, &sealed).map_err(|e| refused(e.into()))?;
         let h = &opened.header;
         if h.domain != Domain::Blob {
@@ -111,6 +133,9 @@ impl Vault {
         let Ok(sealed) = self.replica.read_blob(id) else {
             return false;
         };
+        if let Some(epoch) = bridge_crypto::convergent::epoch_of(&sealed) {
+            return !self.blob_keys.iter().any(|k| k.epoch() == epoch);
+        }
         // The header says; the payload need not be decrypted.
         matches!(
             bridge_crypto::sealed_to_any(&self.data_keys, &sealed),

@@ -88,6 +88,10 @@ pub enum Refusal {
         /// The workspace the header names.
         found: String,
     },
+    /// A convergent blob does not open (no key of its epoch, corrupt, of
+    /// another workspace, or not its content's one sealing).
+    #[error(transparent)]
+    Convergent(#[from] bridge_crypto::ConvergentError),
     /// A blob is signed by someone who was never a member.
     #[error("signed by {writer}, who was never a member")]
     NeverAMember {
@@ -166,6 +170,9 @@ pub enum SealError {
     /// Encryption failed.
     #[error("cannot encrypt a file for the store")]
     Encrypt(#[source] EnvelopeError),
+    /// Sealing a blob convergently failed.
+    #[error("cannot encrypt a blob for the store")]
+    EncryptBlob(#[source] bridge_crypto::ConvergentError),
     /// Encrypting this device's cache failed.
     #[error("cannot encrypt the local cache")]
     EncryptCache(#[source] EnvelopeError),

@@ -1,6 +1,7 @@
-//! The trust boundary of bridge: the encryption layer over the replica: every chunk and blob is signed by
-//! its writer and age-encrypted to the workspace's current members before it
-//! is written, and decrypted and verified before anything parses it.
+//! The trust boundary of bridge: the encryption layer over the replica: every
+//! chunk is signed by its writer and age-encrypted to the workspace's current
+//! members before it is written, every blob sealed under a key only members
+//! derive, and each is decrypted and verified before anything parses it.
 //!
 //! # What is checked when a file is read
 //!
@@ -31,9 +32,14 @@
 //! [`Vault::is_foreign_blob`]) rather than refuse or delete them, and show
 //! the batch from its grant's notice only.
 //!
-//! Blob files are named by the sha256 of their ciphertext, so a non-member
-//! learns nothing about which plaintexts are equal; tasks identify inputs by
-//! the sha256 of the plaintext, which only members can read.
+//! Blob files are named by the sha256 of their ciphertext. A blob of the
+//! pool is sealed convergently ([`bridge_crypto::convergent`], issue 18):
+//! equal content under one roster epoch gives one file, however many tasks
+//! or members store it; the host sees that a file is shared, not what it
+//! holds, and cannot confirm a guess. A private batch's blobs stay age
+//! envelopes to its audience's key (members outside the audience must not
+//! confirm their content either). Tasks identify inputs by the sha256 of
+//! the plaintext, which only members can read.
 //!
 //! # Layout
 //!
@@ -117,6 +123,8 @@ pub struct Vault {
     /// Every epoch's data key, which decrypt chunks and blobs, then every
     /// private batch key this device can open (from the audience grants).
     data_keys: Vec<age::x25519::Identity>,
+    /// Every epoch's convergent blob key, in epoch order (the latest last).
+    blob_keys: Vec<bridge_crypto::BlobKey>,
     /// Every audience grant that opened and verified, by batch id.
     notices: HashMap<String, Vec<Notice>>,
     /// Private batches whose keys this device holds.
@@ -175,6 +183,7 @@ impl Vault {
             workspace: replica.workspace_id().to_owned(),
             identity,
             data_keys: roster.data_identities(),
+            blob_keys: blob_keys(&roster),
             roster,
             replica,
             notices: HashMap::new(),
@@ -206,6 +215,7 @@ impl Vault {
     /// Replaces the roster after a change this device made.
     pub fn set_roster(&mut self, roster: Roster) {
         self.data_keys = roster.data_identities();
+        self.blob_keys = blob_keys(&roster);
         self.roster = roster;
         self.readable_batches.clear();
         self.load_grants();
@@ -246,6 +256,14 @@ impl Vault {
 
 /// The tag of a member's actor ids (protocol code: in the crypto crate).
 pub use bridge_crypto::member_tag;
+
+fn blob_keys(roster: &Roster) -> Vec<bridge_crypto::BlobKey> {
+    roster
+        .epochs()
+        .iter()
+        .map(bridge_crypto::BlobKey::of_epoch)
+        .collect()
+}
 
 /// Where the files of document `doc` go: with its batch.
 fn placement_of_doc(doc: &str) -> Placement {

@@ -444,6 +444,85 @@ fn blobs_round_trip_and_are_checked() {
 }
 
 #[test]
+fn pool_blobs_are_stored_once_whoever_writes_them_until_a_removal_rekeys() {
+    let pool = Pool::new();
+    let (sha_b, by_bob) = pool
+        .vault(&pool.bob)
+        .put_blob_bytes(b"same content", &Placement::Pool)
+        .expect("stored");
+    let admin = pool.vault(&pool.admin);
+    let (sha_a, by_admin) = admin
+        .put_blob_bytes(b"same content", &Placement::Pool)
+        .expect("stored");
+    assert_eq!((sha_a, &by_admin), (sha_b, &by_bob));
+    assert_eq!(
+        pool.replica.list_blobs().expect("listed"),
+        std::slice::from_ref(&by_bob)
+    );
+    // The file is not the content, and not what another workspace's
+    // roster would make of it.
+    let sealed = pool.replica.read_blob(&by_bob).expect("read");
+    assert!(!sealed.windows(4).any(|w| w == b"same"));
+
+    // Bob removed: the epoch's data key changes, so the same content is a
+    // new file that bob, holding only the old keys, cannot read.
+    let roster = pool.without_bob(BTreeSet::new());
+    let admin = Vault::new(pool.replica.clone(), pool.admin.clone(), roster);
+    let (_, after) = admin
+        .put_blob_bytes(b"same content", &Placement::Pool)
+        .expect("stored");
+    assert_ne!(after, by_bob);
+    assert_eq!(
+        admin.read_blob(&by_bob).expect("old epoch"),
+        b"same content"
+    );
+    assert_eq!(admin.read_blob(&after).expect("new epoch"), b"same content");
+    let bob = pool.vault(&pool.bob);
+    let e = bob.read_blob(&after);
+    assert!(
+        matches!(
+            e.as_ref().map_err(BlobError::refusal),
+            Err(Some(Refusal::Convergent(
+                bridge_crypto::ConvergentError::NoKey { epoch: 2 }
+            )))
+        ),
+        "{e:?}"
+    );
+    assert!(bob.is_foreign_blob(&after));
+    assert!(!admin.is_foreign_blob(&after));
+}
+
+#[test]
+fn a_convergent_blob_of_another_workspace_or_altered_is_refused() {
+    let pool = Pool::new();
+    let admin = pool.vault(&pool.admin);
+    let tmp = tempfile::tempdir().expect("a temp folder");
+    let other = Replica::init(&tmp.path().join("store"), "ws-other").expect("a replica");
+    let elsewhere = Vault::new(other.clone(), pool.bob.clone(), pool.roster.clone());
+    let (_, id) = elsewhere
+        .put_blob_bytes(b"x", &Placement::Pool)
+        .expect("sealed");
+    let sealed = other.read_blob(&id).expect("read");
+    let id = pool.replica.put_blob_bytes(&sealed).expect("stored");
+    let mut altered = sealed.clone();
+    let last = altered.len() - 1;
+    altered[last] ^= 1;
+    let altered = pool.replica.put_blob_bytes(&altered).expect("stored");
+    for id in [id, altered] {
+        let e = admin.read_blob(&id);
+        assert!(
+            matches!(
+                e.as_ref().map_err(BlobError::refusal),
+                Err(Some(Refusal::Convergent(
+                    bridge_crypto::ConvergentError::Decrypt
+                )))
+            ),
+            "{e:?}"
+        );
+    }
+}
+
+#[test]
 fn a_blob_from_another_workspace_or_by_a_stranger_is_refused() {
     let pool = Pool::new();
     let admin = pool.vault(&pool.admin);

@@ -489,34 +489,6 @@ fn a_fork_resolves_to_the_lowest_hash_on_every_replica() {
 }
 
 #[test]
-fn blob_names_are_keyed_per_workspace() {
-    let root = id();
-    let (a, e0) = Roster::genesis(&root, "root", "ws-a", 1).unwrap();
-    let (b, _) = Roster::genesis(&root, "root", "ws-b", 1).unwrap();
-    let (a_again, _) =
-        Roster::verify(&files(&[("e0", &e0)]), &root, "ws-a", root.member_id()).unwrap();
-    let h1: [u8; 32] = Sha256::digest(b"content one").into();
-    let h2: [u8; 32] = Sha256::digest(b"content two").into();
-
-    assert_eq!(a.blob_name(&h1), a.blob_name(&h1));
-    assert_eq!(a.blob_name(&h1), a_again.blob_name(&h1));
-    assert_ne!(a.blob_name(&h1), a.blob_name(&h2));
-    assert_ne!(a.blob_name(&h1), b.blob_name(&h1));
-    assert_ne!(a.blob_name(&h1), hex::encode(h1));
-    assert_eq!(a.blob_name(&h1).len(), 64);
-
-    // Equal to a plain HMAC-SHA256 with the 32-byte key.
-    let mut mac = Hmac::<Sha256>::new_from_slice(&a.naming_key()).unwrap();
-    mac.update(&h1);
-    assert_eq!(a.blob_name(&h1), hex::encode(mac.finalize().into_bytes()));
-    // The naming key survives epochs unchanged.
-    let (a1, _) = a
-        .add_member(&root, member("w", &id(), Role::Worker), 2)
-        .unwrap();
-    assert_eq!(a1.blob_name(&h1), a.blob_name(&h1));
-}
-
-#[test]
 fn debug_and_warnings_hide_the_naming_key() {
     let root = id();
     let (r, _) = Roster::genesis(&root, "root", WS, 1).unwrap();
