@@ -190,7 +190,9 @@ fn gc_deletes_only_unreferenced_blobs_past_the_grace_period() {
         .into_iter()
         .filter(|n| n.starts_with("blobs/"))
         .collect();
-    assert!(before.len() >= 3, "{before:#?}");
+    // The input and the orphan: the tasks' logs are short enough for their
+    // attempts to hold them whole (issue 18), so they are no blobs.
+    assert_eq!(before.len(), 2, "{before:#?}");
 
     // Within the grace period it stays.
     let young = d.ok(&["gc", "--json"]).json();

@@ -296,7 +296,9 @@ fn a_private_batch_is_run_by_its_audience_and_unreadable_to_runners_and_outsider
     let before = batch_files(p.shared.path(), &batch);
     p.hub.ok(&["compact"]);
     let gc = p.hub.ok(&["gc", "--grace", "0s", "--json"]).json();
-    assert!(gc["private"].as_u64().unwrap_or(0) >= 3, "{gc}");
+    // The input and the output (the logs are short: their attempts hold
+    // them, issue 18).
+    assert!(gc["private"].as_u64().unwrap_or(0) >= 2, "{gc}");
     assert_eq!(gc["removed"], 0, "{gc}");
     p.hub.ok(&["sync"]);
     let after = batch_files(p.shared.path(), &batch);

@@ -40,6 +40,7 @@ mod security;
 mod skipped;
 mod spawner;
 mod store_files;
+mod store_size;
 mod url_inputs;
 mod validation;
 mod workers;

@@ -90,10 +90,13 @@ pub struct Attempt {
     /// The last bytes of stderr, inline.
     #[serde(default)]
     pub stderr_tail: String,
-    /// The whole stdout, as a blob, when it was not empty.
+    /// The whole stdout, as a blob, when the tail does not hold all of it
+    /// (longer than a tail, or not valid text; before issue 18, whenever it
+    /// was not empty).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stdout_blob: Option<String>,
-    /// The whole stderr, as a blob, when it was not empty.
+    /// The whole stderr, as a blob, when the tail does not hold all of it
+    /// (as [`Attempt::stdout_blob`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stderr_blob: Option<String>,
     /// Collected outputs: relative path to blob.
