@@ -63,6 +63,7 @@ pub fn run(g: &GlobalArgs, args: CompactArgs) -> CliResult<u8> {
             "files_removed": report.redundant(),
             "remote_removed": report.remote_removed,
             "remote_left": report.remote_left,
+            "packs_merged": report.packs_merged,
             "offline": report.offline,
             "bytes_before": before,
             "bytes_after": after,
@@ -121,6 +122,12 @@ pub fn run(g: &GlobalArgs, args: CompactArgs) -> CliResult<u8> {
                 String::new()
             }
         );
+        if report.packs_merged > 0 {
+            outln!(
+                "Remote: {} packs of small blobs merged into larger ones.",
+                report.packs_merged
+            );
+        }
     }
     Ok(EXIT_OK)
 }

@@ -8,6 +8,7 @@
 //! workspace                           the workspace id, one line
 //! chunks/<doc-id>/<sha256hex>.chunk   an Automerge change chunk
 //! blobs/<sha256hex>.blob              a blob (task inputs, outputs, logs)
+//! packs/<sha256hex>.pack              small blobs bundled (remotes only)
 //! ```
 //!
 //! Temp files (`.tmp-<hex>`) live next to their destination and every
@@ -45,6 +46,8 @@
 //!   [`parse_remote`] and its [`RemoteOptions`].
 //! - [`git`]: [`GitRemote`], a store in refs of a git repository (one
 //!   per writer slot, `refs/bridge/<slot>`), driven through the `git` CLI.
+//! - [`packs`]: [`Packed`](packs::Packed), the wrapper every remote is
+//!   opened through, which keeps small blobs in packs (issue 18).
 //! - [`mod@sync`]: [`sync()`] (set union both ways) and [`join`].
 //! - [`backoff`]: [`Backoff`], the exponential backoff of retry loops
 //!   (here and in the crates above).
@@ -67,6 +70,7 @@ pub mod git;
 pub mod load;
 pub mod names;
 pub mod outbox;
+pub mod packs;
 pub mod remote;
 pub mod replica;
 pub mod sync;

@@ -27,12 +27,17 @@ pub(crate) const SNAPSHOTS_DIR: &str = "snapshots";
 pub(crate) const ARCHIVE_DIR: &str = "archive";
 /// The folder holding blobs.
 pub(crate) const BLOBS_DIR: &str = "blobs";
+/// The folder holding packs of small blobs (on remotes only; see
+/// [`crate::packs`]).
+pub(crate) const PACKS_DIR: &str = "packs";
 /// File name extension of a chunk.
 pub(crate) const CHUNK_EXT: &str = ".chunk";
 /// File name extension of a snapshot (live or archived).
 pub(crate) const SNAPSHOT_EXT: &str = ".snap";
 /// File name extension of a blob.
 pub(crate) const BLOB_EXT: &str = ".blob";
+/// File name extension of a pack.
+pub(crate) const PACK_EXT: &str = ".pack";
 /// Prefix of temporary files; every listing ignores them.
 pub(crate) const TMP_PREFIX: &str = ".tmp-";
 
@@ -50,6 +55,9 @@ pub const MAX_SNAPSHOT_BYTES: u64 = 256 << 20;
 /// blob is decrypted in memory, so this also bounds what one task output
 /// may weigh; a worker refuses to store a larger output.
 pub const MAX_BLOB_BYTES: u64 = 1 << 30;
+/// Largest pack file read: small blobs bundled (see [`crate::packs`];
+/// bridge writes packs of about 8 MiB).
+pub const MAX_PACK_BYTES: u64 = 256 << 20;
 
 /// Longest accepted document id.
 pub const MAX_DOC_ID_LEN: usize = 80;
@@ -234,6 +242,11 @@ pub(crate) fn blob_file_hash(name: &str) -> Option<&str> {
     name.strip_suffix(BLOB_EXT).filter(|h| is_hash_hex(h))
 }
 
+/// The hash in a pack file name `<hash>.pack`, if it is one.
+pub(crate) fn pack_file_hash(name: &str) -> Option<&str> {
+    name.strip_suffix(PACK_EXT).filter(|h| is_hash_hex(h))
+}
+
 /// A parsed store name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum StoreName<'a> {
@@ -250,6 +263,8 @@ pub(crate) enum StoreName<'a> {
     },
     /// `blobs/<hash>.blob`
     Blob { hash: &'a str },
+    /// `packs/<hash>.pack`: small blobs bundled (remotes only)
+    Pack { hash: &'a str },
 }
 
 impl<'a> StoreName<'a> {
@@ -267,6 +282,9 @@ impl<'a> StoreName<'a> {
             (WORKSPACE_NAME, None, None) => Some(StoreName::Workspace),
             (BLOBS_DIR, Some(file), None) => {
                 blob_file_hash(file).map(|hash| StoreName::Blob { hash })
+            }
+            (PACKS_DIR, Some(file), None) => {
+                pack_file_hash(file).map(|hash| StoreName::Pack { hash })
             }
             (dir, Some(doc), Some(file)) => {
                 let folder = DocFolder::from_dir(dir)?;
@@ -287,13 +305,16 @@ impl<'a> StoreName<'a> {
             StoreName::Format | StoreName::Workspace => MAX_SMALL_FILE_BYTES,
             StoreName::Doc { folder, .. } => folder.max_bytes(),
             StoreName::Blob { .. } => MAX_BLOB_BYTES,
+            StoreName::Pack { .. } => MAX_PACK_BYTES,
         }
     }
 
     /// The sha256 the content must have, for content-addressed names.
     pub(crate) fn hash(&self) -> Option<&'a str> {
         match *self {
-            StoreName::Doc { hash, .. } | StoreName::Blob { hash } => Some(hash),
+            StoreName::Doc { hash, .. } | StoreName::Blob { hash } | StoreName::Pack { hash } => {
+                Some(hash)
+            }
             StoreName::Format | StoreName::Workspace => None,
         }
     }

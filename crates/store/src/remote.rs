@@ -23,7 +23,7 @@ use std::sync::{Mutex, PoisonError};
 use crate::fsutil::{self, Kind};
 use crate::git::{self, GitRemote, GitToken, SlotError};
 use crate::names::{
-    self, BLOBS_DIR, DocFolder, FORMAT_LINE, FORMAT_NAME, StoreName, WORKSPACE_NAME,
+    self, BLOBS_DIR, DocFolder, FORMAT_LINE, FORMAT_NAME, PACKS_DIR, StoreName, WORKSPACE_NAME,
 };
 
 /// A place holding the files of a store. Calls are blocking.
@@ -71,6 +71,43 @@ pub trait Remote: Send + Sync {
     /// `names` the remote still holds because a writer moved meanwhile (a
     /// git ref pushed during the removal); a later call removes them.
     fn remove(&self, names: &[String]) -> Result<usize, RemoteError>;
+    /// Merges the small packs of a remote that keeps blobs in packs
+    /// ([`Packed`](crate::packs::Packed)); compaction calls it. Returns how
+    /// many packs were merged away; the default has none.
+    fn repack(&self) -> Result<usize, RemoteError> {
+        Ok(0)
+    }
+}
+
+/// A shared remote is a remote (tests keep a handle on what they wrap).
+impl<R: Remote + ?Sized> Remote for std::sync::Arc<R> {
+    fn describe(&self) -> String {
+        (**self).describe()
+    }
+    fn list(&self) -> Result<BTreeSet<String>, RemoteError> {
+        (**self).list()
+    }
+    fn read(&self, name: &str) -> Result<Vec<u8>, RemoteError> {
+        (**self).read(name)
+    }
+    fn push_stats(&self) -> Option<crate::git::PushStats> {
+        (**self).push_stats()
+    }
+    fn put_batch(&self) -> PutBatch {
+        (**self).put_batch()
+    }
+    fn read_many(&self, names: &[String]) -> Result<Vec<(String, Vec<u8>)>, RemoteError> {
+        (**self).read_many(names)
+    }
+    fn put(&self, files: &[(String, Vec<u8>)]) -> Result<(), RemoteError> {
+        (**self).put(files)
+    }
+    fn remove(&self, names: &[String]) -> Result<usize, RemoteError> {
+        (**self).remove(names)
+    }
+    fn repack(&self) -> Result<usize, RemoteError> {
+        (**self).repack()
+    }
 }
 
 /// The size of the batches a sync puts (see [`Remote::put_batch`]).
@@ -497,6 +534,13 @@ impl Remote for DirRemote {
                         }
                     }
                 }
+                (PACKS_DIR, Kind::Dir) => {
+                    for (file, kind) in self.entries(PACKS_DIR)? {
+                        if kind == Kind::File && names::pack_file_hash(&file).is_some() {
+                            out.insert(format!("{PACKS_DIR}/{file}"));
+                        }
+                    }
+                }
                 // Warned about by the listing; never followed.
                 (_, Kind::Link) => {}
                 _ => foreign = true,
@@ -566,7 +610,7 @@ impl Remote for DirRemote {
         let mut dirs = BTreeSet::new();
         for name in names {
             match StoreName::parse(name) {
-                Some(StoreName::Doc { .. } | StoreName::Blob { .. }) => {}
+                Some(StoreName::Doc { .. } | StoreName::Blob { .. } | StoreName::Pack { .. }) => {}
                 _ => return Err(self.invalid_name(name)),
             }
             if self.through_link(name)? {
@@ -690,7 +734,7 @@ impl Remote for MemRemote {
         let mut map = self.files();
         for name in names {
             match StoreName::parse(name) {
-                Some(StoreName::Doc { .. } | StoreName::Blob { .. }) => {
+                Some(StoreName::Doc { .. } | StoreName::Blob { .. } | StoreName::Pack { .. }) => {
                     map.remove(name);
                 }
                 _ => {
@@ -755,8 +799,10 @@ pub struct RemoteOptions {
     /// `refs/bridge/<slot>`): a member, device or runner-shard name,
     /// `[A-Za-z0-9._-]{1,64}` (see [`validate_slot`](crate::git::validate_slot)).
     pub writer_slot: String,
-    /// The folder under which `git:` remotes keep their private bare
-    /// repositories, one per URL (`<cache_dir>/<hash of the URL>.git`).
+    /// The folder under which remotes keep local caches: `git:` remotes
+    /// their private bare repositories, one per URL (`<cache_dir>/<hash of
+    /// the URL>.git`), every remote the indexes of the packs it read
+    /// (`<cache_dir>/pack-indexes/`, see [`crate::packs`]).
     pub cache_dir: PathBuf,
     /// The token a `git:` remote sends to GitHub, and the other host it
     /// may go to (see [`GitRemote::with_token`]); `None`: none. This crate
@@ -800,6 +846,14 @@ pub fn dir_remote_path(spec: &str, base: &Path) -> Option<PathBuf> {
     })
 }
 
+/// `remote` with its small blobs kept in packs (issue 18, item 2).
+fn packed(remote: impl Remote + 'static, opts: &RemoteOptions) -> Box<dyn Remote> {
+    Box::new(crate::packs::Packed::new(
+        Box::new(remote),
+        Some(opts.cache_dir.join("pack-indexes")),
+    ))
+}
+
 /// Parses a remote spec.
 ///
 /// - `dir:PATH` is a folder; a relative `PATH` is resolved against `base`
@@ -822,7 +876,7 @@ pub fn parse_remote(
     };
     match scheme {
         "dir" => match dir_remote_path(spec, base) {
-            Some(root) => Ok(Box::new(DirRemote::new(root))),
+            Some(root) => Ok(packed(DirRemote::new(root), opts)),
             None => Err(RemoteSpecError::EmptyPath {
                 spec: git::redact_spec(spec),
             }),
@@ -846,10 +900,11 @@ pub fn parse_remote(
             if let Some(token) = &opts.github_token {
                 remote = remote.with_token(Some(&token.token), token.auth_host.as_deref());
             }
-            Ok(Box::new(
+            Ok(packed(
                 remote
                     .with_stall_timeout(opts.stall_timeout)
                     .with_limits(opts.git_limits),
+                opts,
             ))
         }
         _ => Err(RemoteSpecError::UnknownScheme {

@@ -346,30 +346,6 @@ impl MemStore {
     }
 }
 
-/// A handle on a shared [`MemRemote`].
-struct SharedMem(Arc<MemRemote>);
-
-impl Remote for SharedMem {
-    fn describe(&self) -> String {
-        self.0.describe()
-    }
-    fn list(&self) -> Result<BTreeSet<String>, RemoteError> {
-        self.0.list()
-    }
-    fn read(&self, name: &str) -> Result<Vec<u8>, RemoteError> {
-        self.0.read(name)
-    }
-    fn read_many(&self, names: &[String]) -> Result<Vec<StoreFile>, RemoteError> {
-        self.0.read_many(names)
-    }
-    fn put(&self, files: &[StoreFile]) -> Result<(), RemoteError> {
-        self.0.put(files)
-    }
-    fn remove(&self, names: &[String]) -> Result<usize, RemoteError> {
-        self.0.remove(names)
-    }
-}
-
 impl Default for MemStore {
     fn default() -> MemStore {
         MemStore::new()
@@ -378,6 +354,17 @@ impl Default for MemStore {
 
 impl Backend for MemStore {
     fn open(&self, _writer: &str) -> Box<dyn Remote> {
-        Box::new(SharedMem(Arc::clone(&self.0)))
+        Box::new(Arc::clone(&self.0))
+    }
+}
+
+/// Another backend with its small blobs kept in packs
+/// ([`Packed`](bridge_store::packs::Packed)), as bridge opens every remote:
+/// the contract holds through the packing too.
+pub struct PackedStore<B>(pub B);
+
+impl<B: Backend> Backend for PackedStore<B> {
+    fn open(&self, writer: &str) -> Box<dyn Remote> {
+        Box::new(bridge_store::packs::Packed::new(self.0.open(writer), None))
     }
 }

@@ -11,3 +11,15 @@ mod git {
 mod mem {
     bridge_testutil::remote_contract_tests!(bridge_testutil::remote_contract::MemStore::new);
 }
+
+mod packed_dir {
+    bridge_testutil::remote_contract_tests!(|| bridge_testutil::remote_contract::PackedStore(
+        bridge_testutil::remote_contract::DirStore::new()
+    ));
+}
+
+mod packed_git {
+    bridge_testutil::remote_contract_tests!(|| bridge_testutil::remote_contract::PackedStore(
+        bridge_testutil::remote_contract::GitStore::new()
+    ));
+}

@@ -858,7 +858,7 @@ impl Remote for GitRemote {
     fn remove(&self, names: &[String]) -> Result<usize, RemoteError> {
         for name in names {
             match StoreName::parse(name) {
-                Some(StoreName::Doc { .. } | StoreName::Blob { .. }) => {}
+                Some(StoreName::Doc { .. } | StoreName::Blob { .. } | StoreName::Pack { .. }) => {}
                 _ => return Err(self.invalid_name(name)),
             }
         }
