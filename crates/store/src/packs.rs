@@ -41,7 +41,8 @@ pub const PACK_MAGIC: &[u8] = b"BRIDGE-PACK-1\n";
 /// Blobs of at most this many bytes (sealed) go into packs; larger ones
 /// stay files of their own, where one read fetches one blob.
 pub const PACKED_BLOB_MAX: usize = 256 * 1024;
-/// A put's small blobs past this many bytes start another pack.
+/// A put's small blobs past this many bytes start another pack (less on
+/// a remote whose largest object is smaller: [`Packed::with_max_object`]).
 pub const PACK_TARGET_BYTES: usize = 8 << 20;
 /// Compaction merges the packs below half of [`PACK_TARGET_BYTES`] once
 /// there are more than this many.
@@ -71,6 +72,9 @@ struct Index {
 /// A [`Remote`] whose small blobs are kept in packs (see the module doc).
 pub struct Packed {
     inner: Box<dyn Remote>,
+    /// The largest pack written, and the largest blob packed.
+    target: usize,
+    packed_max: usize,
     /// Where pack indexes are kept between processes (`None`: memory only).
     index_dir: Option<PathBuf>,
     state: Mutex<State>,
@@ -92,9 +96,22 @@ impl Packed {
     pub fn new(inner: Box<dyn Remote>, index_dir: Option<PathBuf>) -> Packed {
         Packed {
             inner,
+            target: PACK_TARGET_BYTES,
+            packed_max: PACKED_BLOB_MAX,
             index_dir,
             state: Mutex::new(State::default()),
         }
+    }
+
+    /// Keeps every pack within `max_object` bytes (a git host's largest
+    /// object, `[store] max-object`): packs of at most half of it, of blobs
+    /// of at most a quarter of that.
+    #[must_use]
+    pub fn with_max_object(mut self, max_object: u64) -> Packed {
+        let half = usize::try_from(max_object / 2).unwrap_or(usize::MAX);
+        self.target = self.target.min(half);
+        self.packed_max = self.packed_max.min(self.target / 4);
+        self
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -262,7 +279,7 @@ impl Packed {
             readable.push(pack);
         }
         let blobs: Vec<(String, Vec<u8>)> = survivors.into_iter().collect();
-        let new_packs = build_packs(&blobs);
+        let new_packs = build_packs(&blobs, self.target);
         if !new_packs.is_empty() {
             self.inner.put(&new_packs)?;
             for (pack, bytes) in &new_packs {
@@ -352,12 +369,12 @@ impl Remote for Packed {
         }
         let (small, other): (Vec<&StoreFile>, Vec<&StoreFile>) = files
             .iter()
-            .partition(|(name, bytes)| is_blob(name) && bytes.len() <= PACKED_BLOB_MAX);
+            .partition(|(name, bytes)| is_blob(name) && bytes.len() <= self.packed_max);
         if small.len() < 2 {
             return self.inner.put(files);
         }
         let small: Vec<(String, Vec<u8>)> = small.into_iter().cloned().collect();
-        let packs = build_packs(&small);
+        let packs = build_packs(&small, self.target);
         let mut all: Vec<(String, Vec<u8>)> = other.into_iter().cloned().collect();
         all.extend(packs.iter().cloned());
         self.inner.put(&all)?;
@@ -402,7 +419,7 @@ impl Remote for Packed {
         let small: Vec<String> = self
             .indexes(&packs)?
             .into_iter()
-            .filter(|(_, index)| index.bytes < PACK_TARGET_BYTES / 2)
+            .filter(|(_, index)| index.bytes < self.target / 2)
             .map(|(pack, _)| pack)
             .collect();
         if small.len() <= MERGE_PACKS_OVER {
@@ -423,7 +440,7 @@ impl Remote for Packed {
             merged.push(pack);
         }
         let blobs: Vec<(String, Vec<u8>)> = blobs.into_iter().collect();
-        let new_packs = build_packs(&blobs);
+        let new_packs = build_packs(&blobs, self.target);
         self.inner.put(&new_packs)?;
         merged.retain(|p| !new_packs.iter().any(|(n, _)| n == p));
         self.inner.remove(&merged)?;
@@ -453,9 +470,9 @@ fn blob_name(hash: &str) -> String {
     format!("{BLOBS_DIR}/{hash}{BLOB_EXT}")
 }
 
-/// Packs `blobs` (store names and bytes), in hash order, each pack up to
-/// about [`PACK_TARGET_BYTES`]. The same blobs always give the same packs.
-fn build_packs(blobs: &[(String, Vec<u8>)]) -> Vec<(String, Vec<u8>)> {
+/// Packs `blobs` (store names and bytes), in hash order, each pack's
+/// blobs up to `target` bytes. The same blobs always give the same packs.
+fn build_packs(blobs: &[StoreFile], target: usize) -> Vec<StoreFile> {
     let mut sorted: Vec<(&str, &[u8])> = blobs
         .iter()
         .filter_map(|(name, bytes)| {
@@ -469,7 +486,7 @@ fn build_packs(blobs: &[(String, Vec<u8>)]) -> Vec<(String, Vec<u8>)> {
     let mut group: Vec<(&str, &[u8])> = Vec::new();
     let mut size = 0;
     for (hash, bytes) in sorted {
-        if !group.is_empty() && size + bytes.len() > PACK_TARGET_BYTES {
+        if !group.is_empty() && size + bytes.len() > target {
             packs.push(encode(&group));
             group.clear();
             size = 0;
@@ -624,7 +641,7 @@ mod tests {
     fn a_tampered_pack_lists_nothing_and_a_bad_entry_is_left_out() {
         let mem = Arc::new(MemRemote::new());
         let files: Vec<_> = (0..3u32).map(|i| blob(&[i as u8; 10])).collect();
-        let (name, mut bytes) = build_packs(&files).remove(0);
+        let (name, mut bytes) = build_packs(&files, PACK_TARGET_BYTES).remove(0);
         // Under its own name, a changed byte: the pack is not used.
         let mut changed = bytes.clone();
         let last = changed.len() - 1;
@@ -674,6 +691,25 @@ mod tests {
             assert_eq!(&fresh.read(name).unwrap(), bytes);
         }
         assert_eq!(packed.repack().unwrap(), 0, "nothing left to merge");
+    }
+
+    #[test]
+    fn packs_stay_within_a_small_object_limit() {
+        let mem = Arc::new(MemRemote::new());
+        let packed = Packed::new(Box::new(mem.clone()), None).with_max_object(4000);
+        let files: Vec<_> = (0..20u32).map(|i| blob(&[i as u8; 300])).collect();
+        let big = blob(&[9u8; 600]);
+        let mut all = files.clone();
+        all.push(big.clone());
+        packed.put(&all).unwrap();
+        let inner = mem.list().unwrap();
+        assert!(inner.contains(&big.0), "over a quarter of a pack: loose");
+        let packs: Vec<_> = inner.iter().filter(|n| is_pack(n)).collect();
+        assert!(packs.len() >= 3, "{packs:?}");
+        for p in packs {
+            assert!(mem.read(p).unwrap().len() <= 4000);
+        }
+        assert_eq!(packed.list().unwrap().len(), 21);
     }
 
     #[test]

@@ -846,12 +846,10 @@ pub fn dir_remote_path(spec: &str, base: &Path) -> Option<PathBuf> {
     })
 }
 
-/// `remote` with its small blobs kept in packs (issue 18, item 2).
-fn packed(remote: impl Remote + 'static, opts: &RemoteOptions) -> Box<dyn Remote> {
-    Box::new(crate::packs::Packed::new(
-        Box::new(remote),
-        Some(opts.cache_dir.join("pack-indexes")),
-    ))
+/// Where a remote keeps the indexes of the packs it read (every remote is
+/// opened with its small blobs in packs: issue 18, item 2).
+fn pack_indexes(opts: &RemoteOptions) -> PathBuf {
+    opts.cache_dir.join("pack-indexes")
 }
 
 /// Parses a remote spec.
@@ -876,7 +874,10 @@ pub fn parse_remote(
     };
     match scheme {
         "dir" => match dir_remote_path(spec, base) {
-            Some(root) => Ok(packed(DirRemote::new(root), opts)),
+            Some(root) => Ok(Box::new(crate::packs::Packed::new(
+                Box::new(DirRemote::new(root)),
+                Some(pack_indexes(opts)),
+            ))),
             None => Err(RemoteSpecError::EmptyPath {
                 spec: git::redact_spec(spec),
             }),
@@ -900,12 +901,15 @@ pub fn parse_remote(
             if let Some(token) = &opts.github_token {
                 remote = remote.with_token(Some(&token.token), token.auth_host.as_deref());
             }
-            Ok(packed(
-                remote
-                    .with_stall_timeout(opts.stall_timeout)
-                    .with_limits(opts.git_limits),
-                opts,
-            ))
+            let packed = crate::packs::Packed::new(
+                Box::new(
+                    remote
+                        .with_stall_timeout(opts.stall_timeout)
+                        .with_limits(opts.git_limits),
+                ),
+                Some(pack_indexes(opts)),
+            );
+            Ok(Box::new(packed.with_max_object(opts.git_limits.max_object)))
         }
         _ => Err(RemoteSpecError::UnknownScheme {
             spec: git::redact_spec(spec),
