@@ -17,7 +17,7 @@
 //! Each is submitted, worked (`work --parallel 2`) and synced; then the
 //! remote folder is measured: files, bytes (the sum of their sizes), bytes
 //! on disk (allocated blocks: a small file costs a whole block), of which
-//! blobs; and the gzipped (flate2, default level) `bridge ls --json --full`
+//! blobs (loose, and packs of small ones); and the gzipped (flate2, default level) `bridge ls --json --full`
 //! of the final state, the same facts as JSON. Then `bridge compact` and a
 //! sync, and the folder is measured again. Targets (TASKS = 20,000,
 //! `shared-input`): ≤ 20 MB on disk, and ≤ 2× the gzipped JSON.
@@ -168,7 +168,7 @@ fn sizes(store: &Path) -> Sizes {
         if entry
             .path()
             .strip_prefix(store)
-            .is_ok_and(|p| p.starts_with("blobs"))
+            .is_ok_and(|p| p.starts_with("blobs") || p.starts_with("packs"))
         {
             s.blob_on_disk += on_disk;
         }
