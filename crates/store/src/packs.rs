@@ -140,7 +140,7 @@ impl Packed {
                 None => to_read.push(pack),
             }
         }
-        for (pack, bytes) in self.inner.read_many(&to_read)? {
+        for (pack, bytes) in self.read_each(&to_read)? {
             match index_of_verified(&pack, &bytes) {
                 Ok(index) => {
                     self.save_index(&pack, &index);
@@ -154,6 +154,26 @@ impl Packed {
             state.indexes.insert(pack.clone(), index.clone());
         }
         Ok(known)
+    }
+
+    /// Reads `packs` in one call; when that fails for one file (too large,
+    /// not a file: a hostile or damaged store), one by one, skipping the
+    /// files that fail with a warning, so that a bad pack costs its own
+    /// blobs and not every sync.
+    fn read_each(&self, packs: &[String]) -> Result<Vec<StoreFile>, RemoteError> {
+        match self.inner.read_many(packs) {
+            Err(e) if !e.is_remote_wide() => Ok(packs
+                .iter()
+                .filter_map(|pack| match self.inner.read(pack) {
+                    Ok(bytes) => Some((pack.clone(), bytes)),
+                    Err(e) => {
+                        tracing::warn!(pack, "pack skipped: {e}");
+                        None
+                    }
+                })
+                .collect()),
+            other => other,
+        }
     }
 
     fn index_path(&self, pack: &str) -> Option<PathBuf> {
@@ -231,7 +251,7 @@ impl Packed {
         }
         let packs: Vec<String> = by_pack.keys().cloned().collect();
         let mut found = Vec::new();
-        for (pack, bytes) in self.inner.read_many(&packs)? {
+        for (pack, bytes) in self.read_each(&packs)? {
             let index = self.state().indexes.get(&pack).cloned();
             let Some(index) = index else { continue };
             for name in by_pack.get(&pack).into_iter().flatten() {
@@ -261,7 +281,7 @@ impl Packed {
         let packs: Vec<String> = packs.into_iter().collect();
         let mut survivors: BTreeMap<String, Vec<u8>> = BTreeMap::new();
         let mut readable = Vec::new();
-        for (pack, bytes) in self.inner.read_many(&packs)? {
+        for (pack, bytes) in self.read_each(&packs)? {
             let index = match index_of_verified(&pack, &bytes) {
                 Ok(index) => index,
                 Err(why) => {
@@ -427,7 +447,7 @@ impl Remote for Packed {
         }
         let mut blobs: BTreeMap<String, Vec<u8>> = BTreeMap::new();
         let mut merged = Vec::new();
-        for (pack, bytes) in self.inner.read_many(&small)? {
+        for (pack, bytes) in self.read_each(&small)? {
             let Ok(index) = index_of_verified(&pack, &bytes) else {
                 continue;
             };
@@ -667,6 +687,27 @@ mod tests {
             2,
             "{listed:?}"
         );
+    }
+
+    #[test]
+    fn a_pack_too_large_to_read_costs_its_own_blobs_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let packed = Packed::new(Box::new(crate::DirRemote::new(dir.path().to_owned())), None);
+        let files: Vec<_> = (0..3u32).map(|i| blob(&[i as u8; 10])).collect();
+        packed.put(&files).unwrap();
+        std::fs::create_dir_all(dir.path().join(PACKS_DIR)).unwrap();
+        let huge = std::fs::File::create(
+            dir.path()
+                .join(format!("{PACKS_DIR}/{}{PACK_EXT}", "a".repeat(64))),
+        )
+        .unwrap();
+        huge.set_len(names::MAX_PACK_BYTES + 1).unwrap();
+        let fresh = Packed::new(Box::new(crate::DirRemote::new(dir.path().to_owned())), None);
+        let listed = fresh.list().unwrap();
+        for (name, bytes) in &files {
+            assert!(listed.contains(name));
+            assert_eq!(&fresh.read(name).unwrap(), bytes);
+        }
     }
 
     #[test]
