@@ -13,10 +13,10 @@
 
 use std::collections::BTreeMap;
 
+use bridge_model::TaskId;
 use bridge_model::doc::TaskRecord;
 use bridge_model::facts::{Attempt, Claim, Facts, Outcome};
 use bridge_model::spec::{Command, InputRef, TaskSpec};
-use bridge_model::TaskId;
 use serde::{Deserialize, Serialize};
 
 /// `records`, encoded.
@@ -27,8 +27,36 @@ pub fn encode(records: &[TaskRecord]) -> Result<Vec<u8>, postcard::Error> {
 
 /// Tasks that [`encode`] wrote.
 pub fn decode(bytes: &[u8]) -> Result<Vec<TaskRecord>, postcard::Error> {
-    let mirrors: Vec<RecordIn> = postcard::from_bytes(bytes)?;
-    Ok(mirrors.into_iter().map(RecordIn::into_record).collect())
+    let Records(records) = postcard::from_bytes(bytes)?;
+    Ok(records)
+}
+
+/// The tasks, each converted as it is decoded: no second vector of a
+/// thousand mirrors per document.
+struct Records(Vec<TaskRecord>);
+
+impl<'de> Deserialize<'de> for Records {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Records, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Records;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a sequence of tasks")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Records, A::Error> {
+                // Capped: a damaged length must not reserve gigabytes.
+                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 16));
+                while let Some(r) = seq.next_element::<RecordIn>()? {
+                    out.push(r.into_record());
+                }
+                Ok(Records(out))
+            }
+        }
+        d.deserialize_seq(Visit)
+    }
 }
 
 /// A task id as its 16 bytes.

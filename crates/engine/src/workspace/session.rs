@@ -795,7 +795,8 @@ impl Session {
         let Some(open) = self.docs.get_mut(id) else {
             return 0;
         };
-        let Some((header, records, problems)) = read_open_doc(&self.vault, id, open, save_to, false)
+        let Some((header, records, problems)) =
+            read_open_doc(&self.vault, id, open, save_to, false)
         else {
             return 0;
         };
