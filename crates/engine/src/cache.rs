@@ -3,13 +3,14 @@
 //! since, instead of decrypting, verifying and replaying every chunk.
 //!
 //! A cache file holds the document's tasks as read from it (in a binary
-//! encoding: [`records`]), the names of the store files it already holds
-//! (applied or refused), and the hash of its state file
+//! encoding: the `records` module), the names of the store files it
+//! already holds (applied or refused), and the hash of its state file
 //! (`.bridge/cache/<doc>.state`): an Automerge `save()` of the document as
 //! this device had verified it, sealed the same way. The state is read
 //! only when the document changes (issue 18, item 3: a warm start of a
-//! large pool decrypted and held every document's state to use none). When no new file arrived,
-//! a start uses the tasks as they are and parses nothing else. It is sealed to this device alone (signed by it,
+//! large pool decrypted and held every document's state to use none).
+//! When no new file arrived, a start uses the tasks as they are and reads
+//! nothing else. Both files are sealed to this device alone (signed by it,
 //! encrypted to its own key) and bound to the roster's latest epoch: under
 //! another roster the trust decisions may differ, so it is not used. A
 //! missing, stale or damaged cache only costs a full load; it is never an
