@@ -274,7 +274,7 @@ impl<'a> Maps<'a> {
     /// The entries of map `obj`, in key order.
     fn entries<'m>(&'m self, doc: &'a AutoCommit, obj: &ObjId) -> Entries<'a, 'm> {
         match self {
-            Maps::Seek => Entries::Seek(doc.map_range(obj, ..)),
+            Maps::Seek => Entries::Seek(Box::new(doc.map_range(obj, ..))),
             Maps::Indexed(index) => {
                 Entries::Indexed(index.get(obj).map_or([].iter(), |e| e.iter()))
             }
@@ -284,7 +284,8 @@ impl<'a> Maps<'a> {
 
 /// The entries of one map ([`Maps::entries`]).
 enum Entries<'a, 'm> {
-    Seek(automerge::iter::MapRange<'a>),
+    // Boxed: a range is a kilobyte of cursors, a slice iterator two words.
+    Seek(Box<automerge::iter::MapRange<'a>>),
     Indexed(std::slice::Iter<'m, MapRangeItem<'a>>),
 }
 
