@@ -24,6 +24,7 @@ mod github_server;
 mod harness;
 mod isolation;
 mod live_output;
+mod load;
 mod longlived;
 mod membership;
 mod membership_prop;

@@ -2,10 +2,15 @@
 //! so that loading a workspace applies only the store files that arrived
 //! since, instead of decrypting, verifying and replaying every chunk.
 //!
-//! A cache file holds an Automerge `save()` of the document as this device
-//! had verified it, its tasks as read from it, and the names of the store
-//! files it already holds (applied or refused). When no new file arrived,
-//! a start uses the tasks as they are and parses nothing else. It is sealed to this device alone (signed by it,
+//! A cache file holds the document's tasks as read from it (in a binary
+//! encoding: the `records` module), the names of the store files it
+//! already holds (applied or refused), and the hash of its state file
+//! (`.bridge/cache/<doc>.state`): an Automerge `save()` of the document as
+//! this device had verified it, sealed the same way. The state is read
+//! only when the document changes (issue 18, item 3: a warm start of a
+//! large pool decrypted and held every document's state to use none).
+//! When no new file arrived, a start uses the tasks as they are and reads
+//! nothing else. Both files are sealed to this device alone (signed by it,
 //! encrypted to its own key) and bound to the roster's latest epoch: under
 //! another roster the trust decisions may differ, so it is not used. A
 //! missing, stale or damaged cache only costs a full load; it is never an
@@ -28,6 +33,7 @@ use automerge::AutoCommit;
 use bridge_model::doc::{BatchHeader, TaskRecord};
 use bridge_store::{LoadedDoc, StoreWarning};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
 
 use crate::vault::Vault;
 
@@ -39,10 +45,19 @@ pub const REWRITE_AFTER_FILES: usize = 4;
 /// (well under this for a thousand tasks; a bigger file is junk).
 pub const MAX_CACHE_BYTES: u64 = 1 << 30;
 
-/// The layout of a cache file's metadata. A cache of another layout is not
-/// used: 2 added each task's creator (issue 13), which an older cache
-/// lacks, and a task read without it would be taken for nobody's.
-const FORMAT: u32 = 2;
+mod records;
+
+/// The layout of a cache file. A cache of another layout is not used
+/// (it is rebuilt from the store files): 2 added each task's creator
+/// (issue 13), which an older cache lacks, and a task read without it
+/// would be taken for nobody's; 3 moved the tasks out of the JSON
+/// metadata into their binary encoding (issue 18, item 3).
+///
+/// The payload (sealed to this device): a u32 big-endian length, the
+/// metadata as JSON ([`Meta`], `format` first read), a u32 big-endian
+/// length, then the tasks ([`records`]). The saved state is a file of its
+/// own, named in the metadata by its hash.
+const FORMAT: u32 = 3;
 
 #[derive(Serialize, Deserialize)]
 struct Meta {
@@ -52,14 +67,58 @@ struct Meta {
     applied: BTreeSet<String>,
     skipped: BTreeSet<String>,
     header: BatchHeader,
-    records: Vec<TaskRecord>,
     #[serde(default)]
     warnings: Vec<(PathBuf, String)>,
+    /// The SHA-256 (hex) of the saved state in the state file.
+    #[serde(default)]
+    state: String,
+}
+
+/// A cached document's saved state, left in its file until the document
+/// changes: [`SavedState::read`].
+#[derive(Debug, Clone)]
+pub struct SavedState {
+    file: PathBuf,
+    doc: String,
+    sha256: String,
+}
+
+impl SavedState {
+    /// The saved state, if its file is still the one the cache file
+    /// named (another process may have cached the document again since:
+    /// then `None`, and the caller reads the document from its store
+    /// files).
+    pub fn read(&self, vault: &Vault) -> Option<Vec<u8>> {
+        let meta = std::fs::symlink_metadata(&self.file).ok()?;
+        if !meta.file_type().is_file() || meta.len() > MAX_CACHE_BYTES {
+            return None;
+        }
+        let sealed = std::fs::read(&self.file).ok()?;
+        let saved = match vault.open_private(&state_label(&self.doc), &sealed) {
+            Ok(p) => p,
+            Err(why) => {
+                tracing::debug!(file = %self.file.display(), why = %why, "saved state not used");
+                return None;
+            }
+        };
+        if hex::encode(Sha256::digest(&saved)) != self.sha256 {
+            tracing::debug!(file = %self.file.display(), "saved state of another cache; not used");
+            return None;
+        }
+        Some(saved)
+    }
+}
+
+/// What the state file of `doc` is sealed as (not the cache file's name,
+/// so that neither passes for the other).
+fn state_label(doc: &str) -> String {
+    format!("{doc}.state")
 }
 
 /// A document as cached: the store files it holds, its header and tasks as
-/// read, and its saved Automerge state (loaded only when the document
-/// changes: a warm start that finds nothing new never parses it).
+/// read, and where its saved Automerge state is (read and parsed only when
+/// the document changes: a warm start that finds nothing new never reads
+/// it).
 pub struct Cached {
     /// Store files applied.
     pub applied: BTreeSet<String>,
@@ -69,8 +128,8 @@ pub struct Cached {
     pub header: BatchHeader,
     /// Its tasks as last read.
     pub records: Vec<TaskRecord>,
-    /// `AutoCommit::save()` of the document.
-    pub saved: Vec<u8>,
+    /// `AutoCommit::save()` of the document, in its own file.
+    pub saved: SavedState,
     /// The warnings about its refused files, shown again on every load
     /// (the files stay in the store).
     pub warnings: Vec<StoreWarning>,
@@ -83,6 +142,10 @@ pub fn dir(state_dir: &Path) -> PathBuf {
 
 fn path(dir: &Path, doc: &str) -> PathBuf {
     dir.join(format!("{doc}.cache"))
+}
+
+fn state_path(dir: &Path, doc: &str) -> PathBuf {
+    dir.join(state_label(doc))
 }
 
 /// The cached state of `doc`, if there is a usable one.
@@ -104,7 +167,7 @@ pub fn load(vault: &Vault, dir: &Path, doc: &str) -> Option<Cached> {
         }
     };
     let (len, rest) = payload.split_first_chunk::<4>()?;
-    let (meta, saved) = rest.split_at_checked(u32::from_be_bytes(*len) as usize)?;
+    let (meta, rest) = rest.split_at_checked(u32::from_be_bytes(*len) as usize)?;
     let meta: Meta = serde_json::from_slice(meta).ok()?;
     if meta.format != FORMAT {
         tracing::debug!(
@@ -118,12 +181,25 @@ pub fn load(vault: &Vault, dir: &Path, doc: &str) -> Option<Cached> {
         tracing::debug!(doc, "cache made under another roster; not used");
         return None;
     }
+    let (len, rest) = rest.split_first_chunk::<4>()?;
+    let tasks = rest.get(..u32::from_be_bytes(*len) as usize)?;
+    let records = match records::decode(tasks) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(doc, error = %e, "cached tasks do not decode; not used");
+            return None;
+        }
+    };
     Some(Cached {
         applied: meta.applied,
         skipped: meta.skipped,
         header: meta.header,
-        records: meta.records,
-        saved: saved.to_vec(),
+        records,
+        saved: SavedState {
+            file: state_path(dir, doc),
+            doc: doc.to_owned(),
+            sha256: meta.state,
+        },
         warnings: meta
             .warnings
             .into_iter()
@@ -141,10 +217,12 @@ pub fn exists(dir: &Path, doc: &str) -> bool {
 /// Removes the cache of `doc` (a file it lists as refused was repaired:
 /// the next load reads the document's files again). Best effort.
 pub fn forget(dir: &Path, doc: &str) {
-    match std::fs::remove_file(path(dir, doc)) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => tracing::debug!(doc, "could not remove the document cache: {e}"),
+    for file in [path(dir, doc), state_path(dir, doc)] {
+        match std::fs::remove_file(&file) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::debug!(doc, "could not remove {}: {e}", file.display()),
+        }
     }
 }
 
@@ -169,6 +247,8 @@ pub fn materialize(
 
 /// Writes the cache of `doc` (atomically: temp file, then rename). A
 /// failure is logged, never returned: the cache is an optimisation.
+/// Returns where the document's saved state is once it is cached (the
+/// caller may drop the parsed document and keep that instead).
 pub fn save(
     vault: &Vault,
     dir: &Path,
@@ -177,8 +257,19 @@ pub fn save(
     header: &BatchHeader,
     records: &[TaskRecord],
     warnings: &[StoreWarning],
-) {
-    let result = (|| -> Result<(), CacheError> {
+) -> Option<SavedState> {
+    let result = (|| -> Result<SavedState, CacheError> {
+        std::fs::create_dir_all(dir).map_err(io_step("create", dir))?;
+        // The state first: a cache file never names a state not written.
+        let saved = loaded.doc.save();
+        let state = SavedState {
+            file: state_path(dir, doc),
+            doc: doc.to_owned(),
+            sha256: hex::encode(Sha256::digest(&saved)),
+        };
+        let sealed = vault.seal_private(&state_label(doc), &saved)?;
+        bridge_store::replace_file(&state.file, &sealed, 0o666, false)
+            .map_err(io_step("write", &state.file))?;
         let warnings: Vec<(&Path, &str)> = warnings
             .iter()
             .map(|w| (w.path.as_path(), w.message.as_str()))
@@ -189,28 +280,32 @@ pub fn save(
             applied: &loaded.applied,
             skipped: &loaded.skipped,
             header,
-            records,
             warnings,
+            state: &state.sha256,
         })?;
-        let saved = loaded.doc.save();
-        let mut payload = Vec::with_capacity(4 + meta.len() + saved.len());
-        let len = u32::try_from(meta.len()).map_err(|_| CacheError::TooLarge)?;
-        payload.extend_from_slice(&len.to_be_bytes());
-        payload.extend_from_slice(&meta);
-        payload.extend_from_slice(&saved);
+        let tasks = records::encode(records)?;
+        let mut payload = Vec::with_capacity(8 + meta.len() + tasks.len());
+        for part in [&meta, &tasks] {
+            let len = u32::try_from(part.len()).map_err(|_| CacheError::TooLarge)?;
+            payload.extend_from_slice(&len.to_be_bytes());
+            payload.extend_from_slice(part);
+        }
         let sealed = vault.seal_private(doc, &payload)?;
-        std::fs::create_dir_all(dir).map_err(io_step("create", dir))?;
         let file = path(dir, doc);
         bridge_store::replace_file(&file, &sealed, 0o666, false)
             .map_err(io_step("write", &file))?;
-        Ok(())
+        Ok(state)
     })();
-    if let Err(e) = result {
-        tracing::debug!(
-            doc,
-            "could not write the document cache: {}",
-            crate::files::with_causes(&e)
-        );
+    match result {
+        Ok(saved) => Some(saved),
+        Err(e) => {
+            tracing::debug!(
+                doc,
+                "could not write the document cache: {}",
+                crate::files::with_causes(&e)
+            );
+            None
+        }
     }
 }
 
@@ -221,8 +316,11 @@ enum CacheError {
     /// The metadata does not encode.
     #[error("cannot encode the cache: {0}")]
     Encode(#[from] serde_json::Error),
-    /// The metadata is over 4 GiB.
-    #[error("the cache's metadata is over 4 GiB")]
+    /// The tasks do not encode.
+    #[error("cannot encode the cached tasks: {0}")]
+    EncodeTasks(#[from] postcard::Error),
+    /// The metadata or the tasks are over 4 GiB.
+    #[error("the cache's metadata or tasks are over 4 GiB")]
     TooLarge,
     /// The vault cannot seal it.
     #[error(transparent)]
@@ -253,8 +351,8 @@ struct MetaRef<'a> {
     applied: &'a BTreeSet<String>,
     skipped: &'a BTreeSet<String>,
     header: &'a BatchHeader,
-    records: &'a [TaskRecord],
     warnings: Vec<(&'a Path, &'a str)>,
+    state: &'a str,
 }
 
 /// The file holding this device's sightings of claims.
@@ -356,29 +454,41 @@ mod tests {
         let cached = load(&vault, &cache, "d1").expect("the current layout is used");
         assert_eq!(cached.records[0].creator, Some([7; 8]));
 
-        // The same cache as the previous layout wrote it: no `format`.
-        let mut meta = serde_json::to_value(Meta {
-            format: FORMAT,
-            roster: vault.roster_hash(),
-            applied: BTreeSet::new(),
-            skipped: BTreeSet::new(),
-            header,
-            records: cached.records,
-            warnings: Vec::new(),
-        })
-        .expect("json");
-        let object = meta.as_object_mut().expect("an object");
-        object.remove("format");
-        for r in object["records"].as_array_mut().expect("records") {
-            r.as_object_mut().expect("a record").remove("creator");
-        }
-        let meta = serde_json::to_vec(&meta).expect("json");
-        let saved = AutoCommit::new().save();
-        let mut payload = (meta.len() as u32).to_be_bytes().to_vec();
-        payload.extend_from_slice(&meta);
-        payload.extend_from_slice(&saved);
-        let sealed = vault.seal_private("d1", &payload).expect("sealed");
-        std::fs::write(path(&cache, "d1"), sealed).expect("written");
+        // The same cache as layouts 1 and 2 wrote it: the tasks inside
+        // the JSON metadata, and in layout 1 no `format` and no creators.
+        let legacy = |format: Option<u32>| {
+            let mut meta = serde_json::json!({
+                "roster": vault.roster_hash(),
+                "applied": [],
+                "skipped": [],
+                "header": header,
+                "records": cached.records,
+                "warnings": [],
+            });
+            let object = meta.as_object_mut().expect("an object");
+            match format {
+                Some(f) => {
+                    object.insert("format".into(), f.into());
+                }
+                None => {
+                    for r in object["records"].as_array_mut().expect("records") {
+                        r.as_object_mut().expect("a record").remove("creator");
+                    }
+                }
+            }
+            let meta = serde_json::to_vec(&meta).expect("json");
+            let saved = AutoCommit::new().save();
+            let mut payload = (meta.len() as u32).to_be_bytes().to_vec();
+            payload.extend_from_slice(&meta);
+            payload.extend_from_slice(&saved);
+            let sealed = vault.seal_private("d1", &payload).expect("sealed");
+            std::fs::write(path(&cache, "d1"), sealed).expect("written");
+        };
+        legacy(None);
+        assert!(load(&vault, &cache, "d1").is_none());
+        // Issue 18, item 3: layout 2 (tasks as JSON) is not misread as
+        // layout 3 (tasks in their binary encoding after the metadata).
+        legacy(Some(2));
         assert!(load(&vault, &cache, "d1").is_none());
     }
 }

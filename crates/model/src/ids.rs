@@ -37,41 +37,69 @@ fn is_lower_hex(s: &str) -> bool {
 
 /// The id of a task: the first 128 bits of the SHA-256 of its canonical spec,
 /// as 32 lowercase hex digits. The same task submitted twice is one task.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+///
+/// Held inline as its 32 ASCII digits, not as a `String` (issue 18, item
+/// 3): a workspace holds every task's id as a map key, often several
+/// times (the view, the derivation, the task's needs), and a key of fixed
+/// size costs no allocation, clones by copying and compares without
+/// chasing a pointer. Bytes order as the text does.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct TaskId(String);
+pub struct TaskId(HexId);
 
 impl TaskId {
     /// Length of a task id in hex digits.
     pub const LEN: usize = 32;
 
-    /// Builds a task id from a digest (only the first 16 bytes are used).
+    /// Builds a task id from a digest (only the first 16 bytes are used;
+    /// a shorter digest is padded with zeros).
     pub fn from_digest(digest: &[u8]) -> TaskId {
-        TaskId(hex::encode(&digest[..16.min(digest.len())]))
+        let mut bytes = [0u8; 16];
+        let n = digest.len().min(16);
+        bytes[..n].copy_from_slice(&digest[..n]);
+        TaskId(HexId::encode(&bytes))
     }
 
     /// The id as text.
     pub fn as_str(&self) -> &str {
-        &self.0
+        self.0.as_str()
     }
 
     /// The short form shown to people (like a short git hash).
     pub fn short(&self) -> &str {
-        &self.0[..10]
+        &self.as_str()[..10]
+    }
+}
+
+impl PartialOrd for TaskId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for TaskId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.cmp(&other.0)
+    }
+}
+
+impl fmt::Debug for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("TaskId").field(&self.as_str()).finish()
     }
 }
 
 impl FromStr for TaskId {
     type Err = IdError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.len() != Self::LEN || !is_lower_hex(s) {
-            return Err(IdError {
+        match HexId::parse(s) {
+            Some(id) => Ok(TaskId(id)),
+            None => Err(IdError {
                 kind: "task id",
                 value: s.to_owned(),
                 reason: "expected 32 lowercase hex digits",
-            });
+            }),
         }
-        Ok(TaskId(s.to_owned()))
     }
 }
 
@@ -84,13 +112,67 @@ impl TryFrom<String> for TaskId {
 
 impl From<TaskId> for String {
     fn from(id: TaskId) -> String {
-        id.0
+        id.as_str().to_owned()
     }
 }
 
 impl fmt::Display for TaskId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
+    }
+}
+
+/// 32 lowercase hex digits held inline (task and batch ids). Compared as
+/// two big-endian 128-bit words: the same order as the text's bytes, in
+/// two integer comparisons.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct HexId([u8; 32]);
+
+impl HexId {
+    const DIGITS: &'static [u8; 16] = b"0123456789abcdef";
+
+    /// `s` if it is 32 lowercase hex digits.
+    fn parse(s: &str) -> Option<HexId> {
+        let bytes: [u8; 32] = s.as_bytes().try_into().ok()?;
+        is_lower_hex(s).then_some(HexId(bytes))
+    }
+
+    /// The hex digits of 16 bytes.
+    fn encode(bytes: &[u8; 16]) -> HexId {
+        let mut out = [0u8; 32];
+        for (i, b) in bytes.iter().enumerate() {
+            out[2 * i] = Self::DIGITS[usize::from(b >> 4)];
+            out[2 * i + 1] = Self::DIGITS[usize::from(b & 0x0f)];
+        }
+        HexId(out)
+    }
+
+    fn as_str(&self) -> &str {
+        // Only ever built from lowercase hex digits (ASCII), so this
+        // cannot fail; an empty string rather than a panic all the same.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    fn words(&self) -> (u128, u128) {
+        let (hi, lo) = self.0.split_at(16);
+        let word = |half: &[u8]| {
+            let mut w = [0u8; 16];
+            w.copy_from_slice(half);
+            u128::from_be_bytes(w)
+        };
+        (word(hi), word(lo))
+    }
+}
+
+impl PartialOrd for HexId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for HexId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.words().cmp(&other.words())
     }
 }
 
@@ -99,28 +181,34 @@ impl fmt::Display for TaskId {
 /// (the first 12 digits) is a prefix of the id (issue 17, item 8). Ids
 /// made before issue 17 have 16 digits of milliseconds (`00000…`) then 16
 /// random ones; they still parse and sort before the new ones.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+///
+/// Held inline like a [`TaskId`] (every task's document id names its
+/// batch).
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct BatchId(String);
+pub struct BatchId(HexId);
 
 impl BatchId {
     /// A new batch id created at `now` with the given random bytes.
     pub fn new(now: Millis, random: [u8; 10]) -> BatchId {
         // 48 bits of milliseconds last until the year 10889.
-        let ms = now.clamp(0, 0xffff_ffff_ffff);
-        BatchId(format!("{ms:012x}{}", hex::encode(random)))
+        let ms = now.clamp(0, 0xffff_ffff_ffff) as u64;
+        let mut bytes = [0u8; 16];
+        bytes[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
+        bytes[6..].copy_from_slice(&random);
+        BatchId(HexId::encode(&bytes))
     }
 
     /// The id as text.
     pub fn as_str(&self) -> &str {
-        &self.0
+        self.0.as_str()
     }
 
     /// The short form shown to people: the first 12 digits (the creation
     /// millisecond), a prefix of the id that every command taking a batch
     /// accepts, like a short git hash.
     pub fn short(&self) -> &str {
-        Self::short_of(&self.0)
+        Self::short_of(self.as_str())
     }
 
     /// [`short`](Self::short) of an id held as text (a row of `ls --json`,
@@ -146,14 +234,14 @@ impl BatchId {
 impl FromStr for BatchId {
     type Err = IdError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.len() != 32 || !is_lower_hex(s) {
-            return Err(IdError {
+        match HexId::parse(s) {
+            Some(id) => Ok(BatchId(id)),
+            None => Err(IdError {
                 kind: "batch id",
                 value: s.to_owned(),
                 reason: "expected 32 lowercase hex digits",
-            });
+            }),
         }
-        Ok(BatchId(s.to_owned()))
     }
 }
 
@@ -166,13 +254,19 @@ impl TryFrom<String> for BatchId {
 
 impl From<BatchId> for String {
     fn from(id: BatchId) -> String {
-        id.0
+        id.as_str().to_owned()
     }
 }
 
 impl fmt::Display for BatchId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for BatchId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("BatchId").field(&self.as_str()).finish()
     }
 }
 
@@ -341,6 +435,44 @@ mod tests {
             WriterId::member_tag_of(a.actor().to_bytes()),
             Some([0xff; 8])
         );
+    }
+
+    // Issue 18, item 3: ids held inline sort, print and parse as their
+    // text did.
+    #[test]
+    fn inline_ids_order_as_their_text() {
+        let texts = [
+            "00000000000000000000000000000000",
+            "0000000000000000000000000000000f",
+            "000000000000000a0000000000000000",
+            "0f000000000000000000000000000000",
+            "a0000000000000000000000000000000",
+            "ffffffffffffffffffffffffffffffff",
+        ];
+        let ids: Vec<TaskId> = texts.iter().map(|t| t.parse().unwrap()).collect();
+        for (a, ta) in ids.iter().zip(texts) {
+            assert_eq!(a.as_str(), ta);
+            assert_eq!(a.to_string(), ta);
+            assert_eq!(format!("{a:?}"), format!("TaskId({ta:?})"));
+            for (b, tb) in ids.iter().zip(texts) {
+                assert_eq!(a.cmp(b), ta.cmp(tb));
+            }
+        }
+        let digest = [0xab; 32];
+        assert_eq!(TaskId::from_digest(&digest).as_str(), "ab".repeat(16));
+        assert_eq!(
+            BatchId::new(0x0123_4567_89ab, [0xcd; 10]).as_str(),
+            format!("0123456789ab{}", "cd".repeat(10))
+        );
+        assert!(
+            "ABCDEF00000000000000000000000000"
+                .parse::<TaskId>()
+                .is_err()
+        );
+        assert!("0123".parse::<BatchId>().is_err());
+        let json = serde_json::to_string(&ids[1]).unwrap();
+        assert_eq!(json, format!("{:?}", texts[1]));
+        assert_eq!(serde_json::from_str::<TaskId>(&json).unwrap(), ids[1]);
     }
 
     #[test]

@@ -176,6 +176,10 @@ impl Sightings {
             }
         }
         for task in view.tasks() {
+            // Most tasks of a large pool have no claim: nothing to see.
+            if task.facts.claims.is_empty() {
+                continue;
+            }
             let known = watching && task.docs.iter().any(|d| known_docs.contains(d));
             for c in task.facts.claims.values() {
                 if c.released_at.is_some() || task.facts.attempts.contains_key(&c.key) {

@@ -25,10 +25,11 @@ pub(super) struct OpenDoc {
     /// How many store files the document held when its cache was last
     /// written or read (0: none).
     pub(super) cached_files: usize,
-    /// The saved state `loaded.doc` still has to be parsed from (a
-    /// document taken from this device's cache and unchanged since:
-    /// `loaded.doc` is empty until [`OpenDoc::materialize`]).
-    pub(super) lazy: Option<Vec<u8>>,
+    /// The saved state `loaded.doc` still has to be read and parsed from
+    /// (a document taken from this device's cache, or cached and dropped
+    /// since, and unchanged: `loaded.doc` is empty until
+    /// [`OpenDoc::materialize`]).
+    pub(super) lazy: Option<cache::SavedState>,
     /// The tasks the cache held, until they go into the view.
     pub(super) cached_records: Option<Vec<TaskRecord>>,
     /// Warnings about the document's refused files, kept for its cache.
@@ -69,35 +70,73 @@ impl OpenDoc {
         }
     }
 
-    /// Parses the saved state, if not done yet. A state that does not
-    /// parse is dropped: the document is then read from its files.
-    pub(super) fn materialize(&mut self) {
-        let Some(saved) = self.lazy.take() else {
-            return;
+    /// Drops the parsed document for its saved state `saved` (just
+    /// cached, so the same), to be read and parsed again only if a change
+    /// or a new file needs it: a command that reads the whole pool would
+    /// otherwise hold every document's Automerge state besides its tasks,
+    /// most of a cold `bridge status`'s peak memory (issue 18, item 3).
+    fn release(&mut self, saved: cache::SavedState) {
+        self.loaded.doc = AutoCommit::new();
+        self.lazy = Some(saved);
+        // The parsed document carried this process's actor: the one
+        // parsed again must be given it again.
+        self.actor_set = false;
+    }
+
+    /// Reads and parses the saved state, if not done yet. A state that is
+    /// gone or does not parse is dropped: the document is then read from
+    /// its files, and this returns false (the document is empty until
+    /// then).
+    pub(super) fn materialize(&mut self, vault: &Vault) -> bool {
+        let Some(state) = self.lazy.take() else {
+            return true;
         };
         self.cached_records = None;
         let applied = std::mem::take(&mut self.loaded.applied);
         let skipped = std::mem::take(&mut self.loaded.skipped);
-        match cache::materialize(&saved, applied, skipped) {
-            Some(loaded) => self.loaded = loaded,
+        match state
+            .read(vault)
+            .and_then(|saved| cache::materialize(&saved, applied, skipped))
+        {
+            Some(loaded) => {
+                self.loaded = loaded;
+                true
+            }
             None => {
                 self.cached_files = 0;
                 self.header = None;
+                false
             }
+        }
+    }
+
+    /// [`materialize`](Self::materialize), and when the saved state was
+    /// dropped, the document read from its store files at once (before a
+    /// change is made to it).
+    pub(super) fn materialize_or_read(&mut self, vault: &Vault, replica: &Replica, name: &str) {
+        if self.materialize(vault) {
+            return;
+        }
+        match bridge_store::refresh_doc(replica, name, &mut self.loaded, vault) {
+            Ok(_) => self.header = doc::read_header(&self.loaded.doc).ok(),
+            Err(e) => tracing::warn!("cannot read document {name} again: {e}"),
         }
     }
 }
 
 /// Reads the tasks of a document held in memory (parsing a lazy one) and
-/// caches it when `save_to` is given. `None` while its genesis change has
-/// not arrived. Free of `Session` so that documents load in parallel.
+/// caches it when `save_to` is given; once cached, `release` drops the
+/// parsed document for its saved state ([`OpenDoc::release`]). `None`
+/// while its genesis change has not arrived. Free of `Session` so that
+/// documents load in parallel.
 pub(super) fn read_open_doc(
     vault: &Vault,
     id: &DocId,
     open: &mut OpenDoc,
     save_to: Option<&Path>,
+    release: bool,
 ) -> Option<(BatchHeader, Vec<TaskRecord>, Vec<doc::Problem>)> {
-    open.materialize();
+    open.materialize(vault);
     if open.header.is_none() {
         // Err: the genesis change has not arrived yet; nothing to show.
         open.header = Some(doc::read_header(&open.loaded.doc).ok()?);
@@ -109,7 +148,7 @@ pub(super) fn read_open_doc(
     if let Some(dir) = save_to
         && open.unflushed.is_empty()
     {
-        cache::save(
+        let saved = cache::save(
             vault,
             dir,
             &id.to_string(),
@@ -119,6 +158,9 @@ pub(super) fn read_open_doc(
             &open.warnings,
         );
         open.cached_files = open.loaded.applied.len() + open.loaded.skipped.len();
+        if release && let Some(saved) = saved {
+            open.release(saved);
+        }
     }
     Some((header, records, problems))
 }
@@ -170,7 +212,7 @@ pub(super) fn load_new_doc(
             read,
         });
     }
-    open.materialize();
+    open.materialize(vault);
     let (applied, fresh) = bridge_store::refresh_doc(replica, name, &mut open.loaded, vault)
         .map_err(|source| LoadError::ReadDoc {
             name: name.to_owned(),
@@ -191,7 +233,15 @@ pub(super) fn load_new_doc(
     }
     // Loaded with files its cache lacked: cache it, so the next start does
     // not open them again.
-    let read = read_open_doc(vault, id, &mut open, (applied > 0).then_some(cache_dir));
+    // Only a document loaded afresh is released: one a long-lived process
+    // keeps changing stays parsed.
+    let read = read_open_doc(
+        vault,
+        id,
+        &mut open,
+        (applied > 0).then_some(cache_dir),
+        true,
+    );
     Ok(NewDoc {
         open,
         applied,

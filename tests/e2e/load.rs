@@ -1,0 +1,122 @@
+//! Issue 18, item 3: load and start-up. A workspace's commands read the
+//! pool from this device's document cache (the tasks in a binary
+//! encoding) once a first command has read the store files; a command that
+//! reads the store files drops each document's parsed state once it is
+//! cached and parses it again only to change it. Neither may change what
+//! a command shows or writes: a warm start shows every field a cold one
+//! does, and a change made right after a cold start reaches the store
+//! under this device's own writer, so every device accepts it.
+
+use std::fs;
+
+use crate::harness::Device;
+
+const TASKS: &str = "\
+tasks:
+  - name: build
+    run: echo built > out.txt; echo to-stderr >&2
+    outputs: [out.txt]
+    env: { MODE: fast }
+    priority: 3
+  - name: test
+    needs: [build]
+    run: echo tested
+  - name: flaky
+    run: exit 3
+    retries: 1
+  - name: after-flaky
+    needs: [flaky]
+    run: echo never
+  - name: dropped
+    run: echo dropped
+  - name: left
+    runs-on: [gpu]
+    run: echo left
+";
+
+/// Everything a command shows about the pool, as JSON.
+fn everything(d: &Device) -> (String, String, String) {
+    let status = d.ok(&["status", "--json"]).stdout;
+    let ls = d.ok(&["ls", "--json", "--full"]).stdout;
+    let show = d.ok(&["show", "build", "--json"]).stdout;
+    (status, ls, show)
+}
+
+fn drop_cache(d: &Device) {
+    let _ = fs::remove_dir_all(d.path(".bridge/cache"));
+}
+
+/// The document cache files of the device.
+fn cache_files(d: &Device) -> usize {
+    fs::read_dir(d.path(".bridge/cache")).map_or(0, |dir| {
+        dir.filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".cache"))
+            .count()
+    })
+}
+
+#[test]
+fn issue18_a_warm_start_shows_every_field_a_cold_one_does() {
+    let d = Device::new("laptop");
+    d.ok(&["init"]);
+    d.write("tasks.yaml", TASKS);
+    d.ok(&["submit", "-q", "tasks.yaml"]);
+    d.ok(&["cancel", "dropped"]);
+    // build and test done, flaky failed twice, after-flaky skipped, left
+    // pending (no gpu here), dropped cancelled.
+    d.run(&["work", "--parallel", "2"]).expect_code(3);
+
+    drop_cache(&d);
+    let cold = everything(&d);
+    assert!(cache_files(&d) > 0, "a cold start caches the documents");
+    let warm = everything(&d);
+    assert_eq!(cold.0, warm.0, "status --json");
+    assert_eq!(cold.1, warm.1, "ls --json --full");
+    assert_eq!(cold.2, warm.2, "show --json");
+    // The fields a lossy cache would drop are there to compare.
+    for field in ["out.txt", "to-stderr", "MODE", "fast", "gpu", "exit_code"] {
+        assert!(warm.1.contains(field), "{field} in ls --full: {}", warm.1);
+    }
+    let counts = d.status().counts;
+    for (status, n) in [
+        ("done", 2),
+        ("failed", 1),
+        ("skipped", 1),
+        ("cancelled", 1),
+        ("pending", 1),
+    ] {
+        assert_eq!(counts.get(status), Some(&n), "{status}: {counts:?}");
+    }
+}
+
+#[test]
+fn issue18_changes_made_right_after_a_cold_start_are_accepted() {
+    let d = Device::new("laptop");
+    d.ok(&["init"]);
+    d.write("tasks.yaml", TASKS);
+    d.ok(&["submit", "-q", "tasks.yaml"]);
+
+    // Each command starts cold: it reads the store files, caches and
+    // drops each document, then parses it again to write its change.
+    drop_cache(&d);
+    d.ok(&["cancel", "dropped"]);
+    drop_cache(&d);
+    d.run(&["work", "--parallel", "2"]).expect_code(3);
+    drop_cache(&d);
+    d.ok(&["retry", "flaky"]);
+
+    // Read afresh from the store files: every change is there, none
+    // refused (a change under another writer than this device's would be
+    // refused as another member's, with a warning).
+    drop_cache(&d);
+    let ls = d.ok(&["ls", "--json"]);
+    assert!(
+        !ls.stderr.contains("refused") && !ls.stderr.contains("skipped"),
+        "{}",
+        ls.stderr
+    );
+    assert_eq!(d.task("dropped").status, "cancelled");
+    assert_eq!(d.task("build").status, "done");
+    assert_eq!(d.task("test").status, "done");
+    assert_eq!(d.task("flaky").status, "pending", "retried");
+}
