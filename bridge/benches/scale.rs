@@ -55,12 +55,12 @@
 mod support;
 
 use std::collections::HashSet;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use support::{bridge_command, env_or, fail, matrix_yaml, stdout_or_fail};
+use support::{bridge_command, env_or, fail, gzip_len, matrix_yaml, stdout_or_fail};
 
 const STATUS_TARGET_S: f64 = 2.0;
 const RSS_TARGET_MB: f64 = 500.0;
@@ -399,7 +399,7 @@ fn scale(
     r.before = pool.sizes();
     let ls = pool.admin(&["ls", "--json", "--full"]);
     r.json_bytes = ls.len();
-    r.gz_bytes = gzip_len(ls.as_bytes());
+    r.gz_bytes = gzip_len(ls.as_bytes()) as usize;
     println!(
         "[{tag}] 4. store before compaction: documents {} in {} files, blobs {} in {} files{}; ls --json --full {} → gzip {}",
         bytes(r.before.docs),
@@ -730,15 +730,6 @@ fn compact_summary(stdout: &[u8]) -> String {
             .join(" "),
         _ => String::from_utf8_lossy(stdout).trim().to_owned(),
     }
-}
-
-fn gzip_len(data: &[u8]) -> usize {
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(data)
-        .unwrap_or_else(|e| fail(&format!("gzip: {e}")));
-    gz.finish()
-        .unwrap_or_else(|e| fail(&format!("gzip: {e}")))
-        .len()
 }
 
 /// A child whose stdout and stderr are being collected.

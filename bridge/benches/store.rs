@@ -24,10 +24,9 @@
 
 mod support;
 
-use std::io::Write;
 use std::path::Path;
 
-use support::{bridge_command, env_or, fail, matrix_yaml, stdout_or_fail};
+use support::{bridge_command, env_or, fail, gzip_len, matrix_yaml, stdout_or_fail};
 
 fn main() {
     let tasks = env_or("BRIDGE_BENCH_TASKS", 20_000);
@@ -174,15 +173,6 @@ fn sizes(store: &Path) -> Sizes {
         }
     }
     s
-}
-
-fn gzip_len(data: &[u8]) -> u64 {
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(data)
-        .unwrap_or_else(|e| fail(&format!("gzip: {e}")));
-    gz.finish()
-        .unwrap_or_else(|e| fail(&format!("gzip: {e}")))
-        .len() as u64
 }
 
 fn mb(bytes: u64) -> String {

@@ -76,3 +76,16 @@ pub fn stdout_or_fail(cmd: &mut Command, what: &str) -> String {
     }
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// The size of `data` gzipped (flate2, default level): the baseline the
+/// store's size is held against.
+#[allow(dead_code)] // the `work` and `fleet` benchmarks have no use for it
+pub fn gzip_len(data: &[u8]) -> u64 {
+    use std::io::Write as _;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(data)
+        .unwrap_or_else(|e| fail(&format!("gzip: {e}")));
+    gz.finish()
+        .unwrap_or_else(|e| fail(&format!("gzip: {e}")))
+        .len() as u64
+}
