@@ -52,6 +52,8 @@ const ENTRY_HEADER: usize = 32 + 8;
 
 /// A store file: its name and bytes.
 type StoreFile = (String, Vec<u8>);
+/// A pack read: its store name and bytes, shared with the recent ones.
+type PackBytes = (String, Arc<Vec<u8>>);
 
 /// One blob in a pack.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,8 +68,36 @@ struct Entry {
 #[derive(Debug)]
 struct Index {
     entries: Vec<Entry>,
+    /// Each entry's place in `entries`, by hash.
+    positions: HashMap<String, usize>,
     bytes: usize,
 }
+
+impl Index {
+    fn new(entries: Vec<Entry>, bytes: usize) -> Index {
+        let positions = entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.hash.clone(), i))
+            .collect();
+        Index {
+            entries,
+            positions,
+            bytes,
+        }
+    }
+
+    /// The entry of the blob of store name `name`, if the pack holds it.
+    fn entry_of(&self, name: &str) -> Option<&Entry> {
+        let hash = StoreName::parse(name)?.hash()?;
+        self.positions.get(hash).map(|&i| &self.entries[i])
+    }
+}
+
+/// How many bytes of packs a handle keeps after reading them: a sync pulls
+/// a pack's blobs in batches of a few hundred, each of which would read the
+/// whole pack again.
+const RECENT_PACK_BYTES: usize = 64 << 20;
 
 /// A [`Remote`] whose small blobs are kept in packs (see the module doc).
 pub struct Packed {
@@ -89,6 +119,9 @@ struct State {
     located: HashMap<String, BTreeSet<String>>,
     /// Whether `located` comes from a listing (else from puts only).
     listed: bool,
+    /// The packs read last, newest at the end, at most
+    /// [`RECENT_PACK_BYTES`] in all.
+    recent: Vec<PackBytes>,
 }
 
 impl Packed {
@@ -196,7 +229,7 @@ impl Packed {
             let len = parts.next()?.parse().ok()?;
             entries.push(Entry { hash, offset, len });
         }
-        Some(Index { entries, bytes })
+        Some(Index::new(entries, bytes))
     }
 
     fn save_index(&self, pack: &str, index: &Index) {
@@ -251,24 +284,51 @@ impl Packed {
         }
         let packs: Vec<String> = by_pack.keys().cloned().collect();
         let mut found = Vec::new();
-        for (pack, bytes) in self.read_each(&packs)? {
+        for (pack, bytes) in self.pack_bytes(&packs)? {
             let index = self.state().indexes.get(&pack).cloned();
-            let Some(index) = index else { continue };
-            for name in by_pack.get(&pack).into_iter().flatten() {
-                let entry = index.entries.iter().find(|e| blob_name(&e.hash) == **name);
-                if let Some(bytes) = entry.and_then(|e| bytes.get(e.offset..e.offset + e.len)) {
-                    found.push(((*name).clone(), bytes.to_vec()));
+            for name in by_pack.remove(&pack).into_iter().flatten() {
+                let content = index
+                    .as_ref()
+                    .and_then(|i| i.entry_of(name))
+                    .and_then(|e| bytes.get(e.offset..e.offset + e.len));
+                match content {
+                    Some(content) => found.push((name.clone(), content.to_vec())),
+                    None => loose.push(name.clone()),
                 }
             }
         }
-        // A blob its pack no longer gives (the pack went since the listing)
+        // A blob whose pack no longer reads (it went since the listing)
         // may be loose: asked for as such.
-        for name in by_pack.values().flatten() {
-            if !found.iter().any(|(n, _)| n == *name) {
-                loose.push((*name).clone());
+        loose.extend(by_pack.into_values().flatten().cloned());
+        Ok((found, loose))
+    }
+
+    /// The bytes of `packs`: those read lately from memory, the others
+    /// from the remote (then kept, within [`RECENT_PACK_BYTES`]).
+    fn pack_bytes(&self, packs: &[String]) -> Result<Vec<PackBytes>, RemoteError> {
+        let mut out = Vec::new();
+        let mut missing = Vec::new();
+        {
+            let state = self.state();
+            for pack in packs {
+                match state.recent.iter().find(|(n, _)| n == pack) {
+                    Some((_, bytes)) => out.push((pack.clone(), bytes.clone())),
+                    None => missing.push(pack.clone()),
+                }
             }
         }
-        Ok((found, loose))
+        let read = self.read_each(&missing)?;
+        let mut state = self.state();
+        for (pack, bytes) in read {
+            let bytes = Arc::new(bytes);
+            state.recent.push((pack.clone(), bytes.clone()));
+            out.push((pack, bytes));
+        }
+        let mut total: usize = state.recent.iter().map(|(_, b)| b.len()).sum();
+        while total > RECENT_PACK_BYTES && state.recent.len() > 1 {
+            total -= state.recent.remove(0).1.len();
+        }
+        Ok(out)
     }
 
     /// Rewrites the packs holding some of `names` without them, and puts
@@ -343,12 +403,9 @@ impl Remote for Packed {
     }
 
     fn read(&self, name: &str) -> Result<Vec<u8>, RemoteError> {
-        let (mut found, loose) = self.read_packed(&[name.to_owned()])?;
-        if let Some((_, bytes)) = found.pop() {
-            return Ok(bytes);
-        }
-        match loose.first() {
-            Some(name) => self.inner.read(name),
+        let (mut found, _) = self.read_packed(&[name.to_owned()])?;
+        match found.pop() {
+            Some((_, bytes)) => Ok(bytes),
             None => self.inner.read(name),
         }
     }
@@ -387,15 +444,33 @@ impl Remote for Packed {
                 });
             }
         }
-        let (small, other): (Vec<&StoreFile>, Vec<&StoreFile>) = files
+        // A small blob a pack already holds (equal content stored by
+        // another device: blobs are convergent) is not packed again; the
+        // inner remote keeps an existing loose file by itself.
+        let kept: Vec<&StoreFile> = {
+            let state = self.state();
+            files
+                .iter()
+                .filter(|(name, _)| state.located.get(name).is_none_or(BTreeSet::is_empty))
+                .collect()
+        };
+        let (small, other): (Vec<&StoreFile>, Vec<&StoreFile>) = kept
             .iter()
             .partition(|(name, bytes)| is_blob(name) && bytes.len() <= self.packed_max);
         if small.len() < 2 {
-            return self.inner.put(files);
+            if kept.len() == files.len() {
+                return self.inner.put(files);
+            }
+            let kept: Vec<StoreFile> = kept.into_iter().cloned().collect();
+            return if kept.is_empty() {
+                Ok(())
+            } else {
+                self.inner.put(&kept)
+            };
         }
-        let small: Vec<(String, Vec<u8>)> = small.into_iter().cloned().collect();
+        let small: Vec<StoreFile> = small.into_iter().cloned().collect();
         let packs = build_packs(&small, self.target);
-        let mut all: Vec<(String, Vec<u8>)> = other.into_iter().cloned().collect();
+        let mut all: Vec<StoreFile> = other.into_iter().cloned().collect();
         all.extend(packs.iter().cloned());
         self.inner.put(&all)?;
         for (pack, bytes) in &packs {
@@ -525,9 +600,7 @@ fn encode(entries: &[(&str, &[u8])]) -> (String, Vec<u8>) {
     let body: usize = entries.iter().map(|(_, b)| b.len()).sum();
     let mut out = Vec::with_capacity(PACK_MAGIC.len() + 4 + entries.len() * ENTRY_HEADER + body);
     out.extend_from_slice(PACK_MAGIC);
-    // At most PACK_TARGET_BYTES of blobs of at least one byte each… or
-    // empty ones: a count that does not fit is not possible below 4 GiB
-    // entries, far past any put.
+    // A put never carries 4 billion blobs (every one has a 64-byte name).
     out.extend_from_slice(
         &u32::try_from(entries.len())
             .unwrap_or(u32::MAX)
@@ -581,10 +654,7 @@ fn index_of_verified(name: &str, bytes: &[u8]) -> Result<Index, &'static str> {
         }
         offset = end;
     }
-    Ok(Index {
-        entries,
-        bytes: bytes.len(),
-    })
+    Ok(Index::new(entries, bytes.len()))
 }
 
 #[cfg(test)]
@@ -636,6 +706,98 @@ mod tests {
         let again = Packed::new(Box::new(mem), None);
         assert_eq!(again.read(&files[7].0).unwrap(), files[7].1);
         assert_eq!(again.list().unwrap(), listed);
+    }
+
+    /// A remote that counts the reads of pack files.
+    struct Counting {
+        inner: Arc<MemRemote>,
+        pack_reads: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Remote for Counting {
+        fn describe(&self) -> String {
+            self.inner.describe()
+        }
+        fn list(&self) -> Result<BTreeSet<String>, RemoteError> {
+            self.inner.list()
+        }
+        fn read(&self, name: &str) -> Result<Vec<u8>, RemoteError> {
+            if is_pack(name) {
+                self.pack_reads
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            self.inner.read(name)
+        }
+        fn put(&self, files: &[StoreFile]) -> Result<(), RemoteError> {
+            self.inner.put(files)
+        }
+        fn remove(&self, names: &[String]) -> Result<usize, RemoteError> {
+            self.inner.remove(names)
+        }
+    }
+
+    #[test]
+    fn a_pack_read_in_batches_is_fetched_once() {
+        let (mem, packed) = mem();
+        let files: Vec<_> = (0..600u32)
+            .map(|i| blob(format!("b{i}").as_bytes()))
+            .collect();
+        packed.put(&files).unwrap();
+        let counting = Arc::new(Counting {
+            inner: mem,
+            pack_reads: std::sync::atomic::AtomicUsize::new(0),
+        });
+        let fresh = Packed::new(Box::new(counting.clone()), None);
+        let names: Vec<String> = fresh.list().unwrap().into_iter().collect();
+        let reads_to_list = counting
+            .pack_reads
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(reads_to_list, 1);
+        let mut got = 0;
+        for batch in names.chunks(256) {
+            got += fresh.read_many(batch).unwrap().len();
+        }
+        assert_eq!(got, 600);
+        assert_eq!(
+            counting
+                .pack_reads
+                .load(std::sync::atomic::Ordering::Relaxed),
+            reads_to_list + 1,
+            "three batches, one read of the pack"
+        );
+    }
+
+    #[test]
+    fn a_blob_already_in_a_pack_is_not_packed_again() {
+        let (mem, packed) = mem();
+        let files: Vec<_> = (0..4u32).map(|i| blob(&[i as u8; 10])).collect();
+        packed.put(&files).unwrap();
+        // Another device (a fresh handle that listed) stores two of the same
+        // and two new ones.
+        let other = Packed::new(Box::new(mem.clone()), None);
+        other.list().unwrap();
+        let mut again = files[..2].to_vec();
+        again.push(blob(b"new one"));
+        again.push(blob(b"new two"));
+        other.put(&again).unwrap();
+        let packs: Vec<_> = mem
+            .list()
+            .unwrap()
+            .into_iter()
+            .filter(|n| is_pack(n))
+            .collect();
+        assert_eq!(packs.len(), 2);
+        let second: Vec<_> = packs
+            .iter()
+            .map(|p| {
+                index_of_verified(p, &mem.read(p).unwrap())
+                    .unwrap()
+                    .entries
+                    .len()
+            })
+            .collect();
+        assert!(second.contains(&2) && second.contains(&4), "{second:?}");
+        assert_eq!(Packed::new(Box::new(mem), None).list().unwrap().len(), 6);
     }
 
     #[test]
