@@ -24,7 +24,7 @@
 //! 3. `bridge status --json` in the admin workspace, twice (cold: without
 //!    its document cache, then warm, with it): wall time and the child's peak RSS
 //!    (`wait4`'s `ru_maxrss`; MB here are MiB). Targets ≤ 2 s and ≤ 500 MB.
-//! 4. Store size, documents (every file but `blobs/`: chunks, snapshots,
+//! 4. Store size, documents (every file but `blobs/` and `packs/`: chunks, snapshots,
 //!    `FORMAT`, `workspace`) and blobs, before and after `bridge compact`
 //!    (then `bridge sync`), against the gzipped (flate2, default level)
 //!    output of `bridge ls --json --full` (every task as `bridge show
@@ -60,7 +60,9 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use support::{bridge_command, env_or, fail, gzip_len, matrix_yaml, stdout_or_fail};
+use support::{
+    bridge_command, env_or, fail, gzip_len, matrix_yaml, stdout_or_fail, store_file_sizes,
+};
 
 const STATUS_TARGET_S: f64 = 2.0;
 const RSS_TARGET_MB: f64 = 500.0;
@@ -627,24 +629,11 @@ impl<'a> Pool<'a> {
     }
 }
 
-/// Sums the files of a folder store.
+/// Sums the files of a folder store (packs of small blobs count as blobs).
 fn dir_sizes(store: &Path) -> Sizes {
     let mut s = Sizes::default();
-    for entry in walkdir::WalkDir::new(store) {
-        let entry = entry.unwrap_or_else(|e| fail(&format!("walk {}: {e}", store.display())));
-        if !entry.file_type().is_file() || entry.file_name().to_string_lossy().starts_with(".tmp-")
-        {
-            continue;
-        }
-        let len = entry
-            .metadata()
-            .unwrap_or_else(|e| fail(&format!("stat {}: {e}", entry.path().display())))
-            .len();
-        let blob = entry
-            .path()
-            .strip_prefix(store)
-            .is_ok_and(|p| p.starts_with("blobs"));
-        s.add(blob, len);
+    for f in store_file_sizes(store) {
+        s.add(f.blob, f.len);
     }
     s
 }
@@ -681,7 +670,10 @@ fn git_sizes(store: &Path) -> Sizes {
             let len: u64 = size
                 .parse()
                 .unwrap_or_else(|e| fail(&format!("git ls-tree size `{size}`: {e}")));
-            s.add(path.starts_with("blobs/"), len);
+            s.add(
+                path.starts_with("blobs/") || path.starts_with("packs/"),
+                len,
+            );
         }
     }
     let mut on_disk = 0;

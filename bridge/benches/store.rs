@@ -26,7 +26,9 @@ mod support;
 
 use std::path::Path;
 
-use support::{bridge_command, env_or, fail, gzip_len, matrix_yaml, stdout_or_fail};
+use support::{
+    bridge_command, env_or, fail, gzip_len, matrix_yaml, stdout_or_fail, store_file_sizes,
+};
 
 fn main() {
     let tasks = env_or("BRIDGE_BENCH_TASKS", 20_000);
@@ -149,27 +151,13 @@ fn write(path: &Path, bytes: &[u8]) {
 
 /// Sums a folder store's files (temporary files aside).
 fn sizes(store: &Path) -> Sizes {
-    use std::os::unix::fs::MetadataExt;
     let mut s = Sizes::default();
-    for entry in walkdir::WalkDir::new(store) {
-        let entry = entry.unwrap_or_else(|e| fail(&format!("walk {}: {e}", store.display())));
-        if !entry.file_type().is_file() || entry.file_name().to_string_lossy().starts_with(".tmp-")
-        {
-            continue;
-        }
-        let meta = entry
-            .metadata()
-            .unwrap_or_else(|e| fail(&format!("stat {}: {e}", entry.path().display())));
-        let on_disk = meta.blocks() * 512;
+    for f in store_file_sizes(store) {
         s.files += 1;
-        s.bytes += meta.len();
-        s.on_disk += on_disk;
-        if entry
-            .path()
-            .strip_prefix(store)
-            .is_ok_and(|p| p.starts_with("blobs") || p.starts_with("packs"))
-        {
-            s.blob_on_disk += on_disk;
+        s.bytes += f.len;
+        s.on_disk += f.on_disk;
+        if f.blob {
+            s.blob_on_disk += f.on_disk;
         }
     }
     s

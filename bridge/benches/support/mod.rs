@@ -89,3 +89,41 @@ pub fn gzip_len(data: &[u8]) -> u64 {
         .unwrap_or_else(|e| fail(&format!("gzip: {e}")))
         .len() as u64
 }
+
+/// One file of a folder store, for the size benchmarks.
+#[allow(dead_code)] // the `work` and `fleet` benchmarks have no use for it
+pub struct StoreFileSize {
+    /// Its length in bytes.
+    pub len: u64,
+    /// The bytes the file system allocated for it (whole blocks).
+    pub on_disk: u64,
+    /// A blob, loose (`blobs/`) or packed (`packs/`), not a document file.
+    pub blob: bool,
+}
+
+/// Every file of a folder store (temporary files aside), with its sizes.
+#[allow(dead_code)] // the `work` and `fleet` benchmarks have no use for it
+pub fn store_file_sizes(store: &Path) -> Vec<StoreFileSize> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    for entry in walkdir::WalkDir::new(store) {
+        let entry = entry.unwrap_or_else(|e| fail(&format!("walk {}: {e}", store.display())));
+        if !entry.file_type().is_file() || entry.file_name().to_string_lossy().starts_with(".tmp-")
+        {
+            continue;
+        }
+        let meta = entry
+            .metadata()
+            .unwrap_or_else(|e| fail(&format!("stat {}: {e}", entry.path().display())));
+        let blob = entry
+            .path()
+            .strip_prefix(store)
+            .is_ok_and(|p| p.starts_with("blobs") || p.starts_with("packs"));
+        out.push(StoreFileSize {
+            len: meta.len(),
+            on_disk: meta.blocks() * 512,
+            blob,
+        });
+    }
+    out
+}
