@@ -206,3 +206,103 @@ fn issue18_a_task_too_large_for_the_spawner_starts_without_it() {
         "{log}"
     );
 }
+
+/// A program named without a folder is looked up in the task's own PATH
+/// and started as named (its `argv[0]` is the name the task wrote), as
+/// `execvp` would: a folder and a file without an execute bit that carry
+/// its name are passed over, a script without `#!` runs through the shell,
+/// and a program on no folder of PATH fails, naming it. (The worker finds the
+/// file itself so that it can start it with `posix_spawn`.)
+#[test]
+fn issue18_a_program_is_found_on_the_tasks_path_and_started_as_named() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut d = Device::new("spawner-path");
+    d.ok(&["keygen"]);
+    d.ok(&["init"]);
+    // Off: the folders on PATH are outside what a sandboxed task may run.
+    d.set_env("BRIDGE_SANDBOX", "off");
+    let root = d.root_dir().to_owned();
+    let (folder, plain, script) = (root.join("a"), root.join("b"), root.join("c"));
+    for dir in [&folder, &plain, &script] {
+        fs::create_dir_all(dir).expect("create a folder for PATH");
+    }
+    fs::create_dir(folder.join("tool")).expect("a folder named like the program");
+    fs::write(plain.join("tool"), "echo wrong tool\n").expect("write a plain file");
+    let tool = script.join("tool");
+    fs::write(&tool, "echo \"name=$0 args=$*\"\n").expect("write the script");
+    fs::set_permissions(&tool, fs::Permissions::from_mode(0o755)).expect("make it executable");
+    let path = format!(
+        "{}:{}:{}:/usr/bin:/bin",
+        folder.display(),
+        plain.display(),
+        script.display()
+    );
+    d.write(
+        "t.yaml",
+        &format!(
+            "tasks:\n  - name: found\n    env: {{ PATH: \"{path}\" }}\n    run: [tool, one, two]\n  - name: builtin\n    env: {{ PATH: \"{path}\" }}\n    run: [sh, -c, 'echo \"shell=$0\"']\n  - name: missing\n    env: {{ PATH: \"{path}\" }}\n    run: [no-such-tool-anywhere]\n"
+        ),
+    );
+    d.ok(&["submit", "t.yaml"]);
+    d.run(&["work", "--offline", "-j2"]);
+    // A script without `#!` gets the file found as `$0`, as from `execvp`
+    // (the shell is given its path); a program gets its name as written.
+    let found = d.ok(&["logs", "found"]).stdout;
+    let expected = format!("name={} args=one two", tool.display());
+    assert!(found.contains(&expected), "{found}");
+    let builtin = d.ok(&["logs", "builtin"]).stdout;
+    assert!(builtin.contains("shell=sh"), "{builtin}");
+    let missing = d.show("missing");
+    let attempt = &missing["attempts"][0];
+    assert_ne!(attempt["outcome"], "success", "{missing}");
+    assert!(
+        attempt["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no-such-tool-anywhere")),
+        "{missing}"
+    );
+}
+
+/// `--parallel` bounds the tasks whose processes run at once, now that a
+/// task's slot is given back when its process ends rather than once its
+/// results are stored: every task writes a line when it starts and one
+/// when it ends to one file, and no prefix of that file has more than two
+/// tasks started and not ended.
+#[test]
+fn issue18_parallel_bounds_the_running_tasks_while_results_are_stored() {
+    let mut d = Device::new("spawner-slots");
+    d.ok(&["keygen"]);
+    d.ok(&["init"]);
+    // Off: the tasks write to one file outside their folders.
+    d.set_env("BRIDGE_SANDBOX", "off");
+    let trace = d.root_dir().join("trace");
+    let tasks = 30;
+    let mut yaml = String::from("tasks:\n");
+    for i in 0..tasks {
+        // Each log is over the attempt's tail, so each is stored as a blob
+        // after the task ends, while the next task runs.
+        yaml.push_str(&format!(
+            "  - name: t{i}\n    run: 'echo start {i} >> {t}; head -c 200000 /dev/zero | tr \"\\0\" x; echo end {i} >> {t}'\n",
+            t = trace.display()
+        ));
+    }
+    d.write("t.yaml", &yaml);
+    d.ok(&["submit", "t.yaml"]);
+    d.ok(&["work", "--offline", "-j2"]);
+    let lines = fs::read_to_string(&trace).expect("read the trace");
+    let (mut running, mut most, mut ended) = (0i32, 0i32, 0);
+    for line in lines.lines() {
+        match line.split_once(' ').map_or(line, |(what, _)| what) {
+            "start" => running += 1,
+            "end" => {
+                running -= 1;
+                ended += 1;
+            }
+            other => panic!("unexpected line {other:?} in {lines}"),
+        }
+        most = most.max(running);
+    }
+    assert_eq!(ended, tasks, "{lines}");
+    assert!(most <= 2, "{most} tasks ran at once with -j2:\n{lines}");
+    assert_eq!(d.status().counts.get("done"), Some(&(tasks as u64)));
+}

@@ -63,7 +63,7 @@
 //! kills the supervisor's process group). The worker's `SIGKILL` is
 //! covered: the kernel sends the supervisor [`IMMEDIATE_STOP`].
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::os::fd::AsFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -552,14 +552,36 @@ fn run_task(plan: &Plan, signals: &SignalFd) -> Result<TaskStatus, String> {
         .split_first()
         .ok_or_else(|| "could not start the task: its argv is empty".to_owned())?;
     let name = program.to_string_lossy().into_owned();
-    let mut command = std::process::Command::new(program);
-    command.args(args).process_group(0);
-    if let Some(env) = &plan.env {
-        command.env_clear().envs(env.iter().map(|(k, v)| (k, v)));
-    }
-    let task = command
-        .spawn()
-        .map_err(|e| format!("could not start `{name}`: {e}"))?;
+    let env_path = match &plan.env {
+        Some(env) => env
+            .iter()
+            .find(|(k, _)| k.as_os_str() == "PATH")
+            .map(|(_, v)| v.clone()),
+        None => std::env::var_os("PATH"),
+    };
+    let command = |file: &OsStr| {
+        let mut command = std::process::Command::new(file);
+        command.arg0(program).args(args).process_group(0);
+        if let Some(env) = &plan.env {
+            command.env_clear().envs(env.iter().map(|(k, v)| (k, v)));
+        }
+        command
+    };
+    // A program named by a path is started with `posix_spawn` (no copy of
+    // this process's page tables, no `execve` tried and failed in each
+    // folder of PATH before the right one); std can do that only when it
+    // need not search a PATH of the task's own. Where that fails, `execvp`
+    // has the last word as before: it runs a file without `#!` through the
+    // shell (ENOEXEC) and goes on to the next folder past one the sandbox
+    // does not let the task execute from (EACCES), and its error names the
+    // program as the task wrote it.
+    let spawned = match find_in_path(program, env_path.as_deref()) {
+        Some(found) => command(found.as_os_str())
+            .spawn()
+            .or_else(|_| command(program).spawn()),
+        None => command(program).spawn(),
+    };
+    let task = spawned.map_err(|e| format!("could not start `{name}`: {e}"))?;
     let task = Pid::from_raw(task.id() as i32);
     let mut status = None;
     let mut kill_at: Option<Instant> = None;
@@ -604,6 +626,26 @@ fn run_task(plan: &Plan, signals: &SignalFd) -> Result<TaskStatus, String> {
             }
         }
     }
+}
+
+/// Where `execvp` would find `program` in `path` (the task's PATH): the
+/// first regular file with an execute bit in the folders listed. `None`
+/// for a program that is already a path, or one not found (then `execvp`
+/// itself says why).
+fn find_in_path(program: &OsStr, path: Option<&OsStr>) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStrExt as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    if program.is_empty() || program.as_bytes().contains(&b'/') {
+        return None;
+    }
+    let path = path?;
+    path.as_bytes().split(|b| *b == b':').find_map(|dir| {
+        // An empty entry is the current folder, as for `execvp`.
+        let dir = if dir.is_empty() { b".".as_slice() } else { dir };
+        let candidate = Path::new(OsStr::from_bytes(dir)).join(program);
+        let meta = std::fs::metadata(&candidate).ok()?;
+        (meta.is_file() && meta.permissions().mode() & 0o111 != 0).then_some(candidate)
+    })
 }
 
 /// Reaps every child that has exited, recording the task's status.
@@ -893,6 +935,32 @@ mod tests {
             assert_eq!(TaskStatus::decode(&s.encode()), Some(s));
         }
         assert_eq!(TaskStatus::decode("garbage"), None);
+    }
+
+    #[test]
+    fn a_program_is_looked_up_in_path_as_execvp_would() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, c) = (
+            dir.path().join("a"),
+            dir.path().join("b"),
+            dir.path().join("c"),
+        );
+        for d in [&a, &b, &c] {
+            std::fs::create_dir(d).unwrap();
+        }
+        std::fs::create_dir(a.join("tool")).unwrap();
+        std::fs::write(b.join("tool"), "").unwrap();
+        std::fs::write(c.join("tool"), "").unwrap();
+        std::fs::set_permissions(c.join("tool"), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let path = OsString::from(format!("{}::{}:{}", a.display(), b.display(), c.display()));
+        let find = |program: &str| find_in_path(OsStr::new(program), Some(&path));
+        assert_eq!(find("tool"), Some(c.join("tool")));
+        assert_eq!(find("missing"), None);
+        // Already a path, or nothing to look for: `execvp` decides.
+        assert_eq!(find("./tool"), None);
+        assert_eq!(find(""), None);
+        assert_eq!(find_in_path(OsStr::new("tool"), None), None);
     }
 
     #[test]
