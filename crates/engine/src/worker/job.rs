@@ -36,6 +36,48 @@ pub(super) struct Finished {
     pub fault: Option<LocalFault>,
 }
 
+/// The worker's task slots: how many jobs hold one, and a signal when one
+/// is given back. A job holds its slot from its start until its process
+/// has ended, not while it stores the results and removes its folder, so
+/// that the next task starts meanwhile (`--parallel` bounds the tasks that
+/// run at once, not the bookkeeping around them).
+#[derive(Default)]
+pub(super) struct Slots {
+    busy: std::sync::atomic::AtomicUsize,
+    freed: tokio::sync::Notify,
+}
+
+impl Slots {
+    /// Takes a slot (the caller checked one is free).
+    pub fn take(self: &Arc<Self>) -> Slot {
+        self.busy.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Slot(self.clone())
+    }
+
+    /// How many slots are taken.
+    pub fn busy(&self) -> usize {
+        self.busy.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Resolves once a slot is given back (at once if one was given back
+    /// since the last call).
+    pub async fn freed(&self) {
+        self.freed.notified().await;
+    }
+}
+
+/// A taken slot, given back when dropped.
+pub(super) struct Slot(Arc<Slots>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0
+            .busy
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        self.0.freed.notify_one();
+    }
+}
+
 /// What every job of one worker shares.
 #[derive(Clone)]
 pub(super) struct Runner {
@@ -118,7 +160,7 @@ impl Paths {
 impl Job {
     /// Runs the task until it ends or `stop`; never fails: what goes wrong
     /// is the attempt's outcome, or the machine's [`LocalFault`].
-    pub async fn run(self, stop: CancellationToken) -> Finished {
+    pub async fn run(self, stop: CancellationToken, slot: Slot) -> Finished {
         let started_at = self.runner.clock.now_ms();
         let paths = self.paths();
         let mut attempt = blank_attempt(
@@ -127,7 +169,7 @@ impl Job {
             &self.runner.provenance,
             started_at,
         );
-        let fault = self.attempt(&paths, &mut attempt, stop).await;
+        let fault = self.attempt(&paths, &mut attempt, stop, slot).await;
         Finished {
             id: self.id,
             key: self.key,
@@ -153,6 +195,7 @@ impl Job {
         paths: &Paths,
         attempt: &mut Attempt,
         stop: CancellationToken,
+        slot: Slot,
     ) -> Option<LocalFault> {
         // A stored spec need not have come through `submit`'s checks (a
         // member can write any document): one that breaks a limit is an
@@ -207,6 +250,7 @@ impl Job {
         });
         let finished = bridge_exec::run(&cmd, stop).await;
         attempt.ended_at = self.runner.clock.now_ms();
+        drop(slot);
         if let Some(fault) = record_end(attempt, &finished) {
             paths.remove();
             return Some(fault);

@@ -16,7 +16,9 @@ use super::choose::{
 };
 use super::claims::Claims;
 use super::inputs::need_inputs;
-use super::job::{Finished, Job, Runner, blank_attempt, detail_of, panic_message, task_supervisor};
+use super::job::{
+    Finished, Job, Runner, Slots, blank_attempt, detail_of, panic_message, task_supervisor,
+};
 use super::{Event, FRESH_SYNC, Hooks, LeftForOthers, LocalFault, WorkOptions, WorkReport};
 use super::{FLUSH_COUNT, LOOKAHEAD_MARGIN, LOOKAHEAD_MIN_MS, STOP_PUSH_LIMIT, WorkerError};
 use crate::clock::Clock;
@@ -54,6 +56,8 @@ pub struct Worker<'a> {
     /// Claims waiting for a slot, in order.
     queue: VecDeque<String>,
     running: JoinSet<Finished>,
+    /// The slots the running jobs hold while their tasks run.
+    slots: Arc<Slots>,
     /// The task name of each running claim, for progress output.
     names: HashMap<String, String>,
     /// Which task each running job is, so that a job that panics still ends
@@ -81,6 +85,10 @@ pub struct Worker<'a> {
     /// Whether the results of its own shard were pushed when it was done.
     shard_done_pushed: bool,
 }
+
+/// How many jobs a slot may have at once: one whose task runs, the others
+/// storing the results of tasks that ended.
+const JOBS_PER_SLOT: usize = 2;
 
 /// How often a runner waiting to steal looks at the remote again.
 const STEAL_LOOK_EVERY: Duration = Duration::from_secs(2);
@@ -146,6 +154,7 @@ impl<'a> Worker<'a> {
             claims: Claims::default(),
             queue: VecDeque::new(),
             running: JoinSet::new(),
+            slots: Arc::default(),
             names: HashMap::new(),
             spawned: HashMap::new(),
             claimed_total: 0,
@@ -427,9 +436,13 @@ impl<'a> Worker<'a> {
         })
     }
 
-    /// Step 2: starts queued tasks while slots are free.
+    /// Step 2: starts queued tasks while slots are free (and no more than
+    /// [`JOBS_PER_SLOT`] jobs a slot are still storing what ended).
     fn start_tasks(&mut self) -> Result<(), WorkerError> {
-        while self.running.len() < self.parallel && !self.stopping {
+        while self.slots.busy() < self.parallel
+            && self.running.len() < self.parallel * JOBS_PER_SLOT
+            && !self.stopping
+        {
             let Some(key) = self.queue.pop_front() else {
                 break;
             };
@@ -478,7 +491,8 @@ impl<'a> Worker<'a> {
                 need_inputs,
                 placement,
             };
-            let handle = self.running.spawn(job.run(self.stop_tasks.clone()));
+            let slot = self.slots.take();
+            let handle = self.running.spawn(job.run(self.stop_tasks.clone(), slot));
             self.spawned.insert(handle.id(), (id, key, self.now()));
             let began = self.began;
             self.report
@@ -596,11 +610,19 @@ impl<'a> Worker<'a> {
         let push_due = self.publisher.as_ref().and_then(|p| p.due());
         let has_deadline = self.opts.deadline.is_some();
         let stopping = self.stopping;
+        // A task's process ends while its job still stores its results:
+        // the next one may start then. (A slot given back earlier, whose
+        // notice is still pending, costs one more turn of the loop.)
+        let may_start = !stopping
+            && !self.queue.is_empty()
+            && self.running.len() < self.parallel * JOBS_PER_SLOT;
+        let slots = self.slots.clone();
         let mut stop_now = false;
         tokio::select! {
             Some(joined) = self.running.join_next_with_id(), if !self.running.is_empty() => {
                 stop_now = self.collect(joined)?;
             }
+            () = slots.freed(), if may_start => {}
             _ = tokio::time::sleep_until(flush_deadline), if self.flush_at.is_some() => {
                 self.flush_attempts()?;
             }
