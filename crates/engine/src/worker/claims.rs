@@ -69,11 +69,16 @@ impl Claims {
         }
         let mut keys = Vec::with_capacity(ids.len());
         for (doc_id, tasks) in by_doc {
+            let facts: Vec<Claim> = tasks
+                .iter()
+                .map(|(_, key)| claim_fact(key, now, now + lease_ms, None))
+                .collect();
             session.change(&doc_id, now, "claim", |d| {
-                for (id, key) in &tasks {
-                    doc::put_claim(d, id, &claim_fact(key, now, now + lease_ms, None))?;
-                }
-                Ok(())
+                doc::put_claims(
+                    d,
+                    tasks.iter().map(|(id, _)| id).zip(&facts),
+                    doc::ClaimWrite::New,
+                )
             })?;
             for (id, key) in tasks {
                 session
@@ -139,11 +144,16 @@ impl Claims {
             by_doc.entry(&h.doc).or_default().push((k, h));
         }
         for (doc_id, claims) in by_doc {
+            let facts: Vec<Claim> = claims
+                .iter()
+                .map(|(key, h)| claim_fact(key, h.at, lease_until, None))
+                .collect();
             session.change(doc_id, now, "renew", |d| {
-                for (key, h) in &claims {
-                    doc::put_claim(d, &h.task, &claim_fact(key, h.at, lease_until, None))?;
-                }
-                Ok(())
+                doc::put_claims(
+                    d,
+                    claims.iter().map(|(_, h)| &h.task).zip(&facts),
+                    doc::ClaimWrite::NewOrRenewed,
+                )
             })?;
             for (key, h) in claims {
                 session
