@@ -65,7 +65,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use tokio::io::unix::AsyncFd;
 
-use crate::supervisor::{self, Plan};
+use crate::supervisor::{self, Origin, Plan};
 
 /// The hidden first argument that turns the worker's executable into its
 /// task spawner (see the [module docs](self)).
@@ -499,6 +499,93 @@ struct Spawner {
     /// Each running supervisor's socket to the worker.
     children: HashMap<Pid, OwnedFd>,
     buf: Vec<u8>,
+    /// What a task in namespaces is cloned with, where the kernel gives it:
+    /// a pidfd of this process and a stack (see [`Origin::Cloned`]).
+    cloning: Option<(OwnedFd, Stack)>,
+}
+
+/// The stack a cloned supervisor starts on: an anonymous mapping with a
+/// guard page below it, reused for every clone (each child has its own copy
+/// of it, as of all this process's memory).
+struct Stack {
+    base: std::ptr::NonNull<std::ffi::c_void>,
+    len: usize,
+}
+
+impl Stack {
+    /// A supervisor's code is shallow; pages are only backed once touched.
+    const LEN: usize = 8 << 20;
+    const GUARD: usize = 4096;
+
+    fn new() -> Option<Stack> {
+        use nix::libc;
+        // SAFETY: a fresh private anonymous mapping (no address asked
+        // for), owned by the returned value and unmapped in its `drop`.
+        #[allow(unsafe_code)]
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                Self::LEN,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return None;
+        }
+        let stack = Stack {
+            base: std::ptr::NonNull::new(base)?,
+            len: Self::LEN,
+        };
+        // SAFETY: the lowest page of the mapping just made; nothing points
+        // into it.
+        #[allow(unsafe_code)]
+        let guarded = unsafe { libc::mprotect(base, Self::GUARD, libc::PROT_NONE) };
+        (guarded == 0).then_some(stack)
+    }
+
+    /// The usable part, above the guard page.
+    fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: `len - GUARD` bytes above the guard page of a mapping this
+        // value owns, borrowed mutably from it.
+        #[allow(unsafe_code)]
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                self.base.as_ptr().cast::<u8>().add(Self::GUARD),
+                self.len - Self::GUARD,
+            )
+        }
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, no longer borrowed.
+        #[allow(unsafe_code)]
+        let _ = unsafe { nix::libc::munmap(self.base.as_ptr(), self.len) };
+    }
+}
+
+/// A pidfd of this process (Linux 5.3+), which a cloned supervisor polls
+/// to learn whether the spawner died before it could ask to be told.
+fn own_pidfd() -> Option<OwnedFd> {
+    // SAFETY: a raw syscall that takes a pid and flags and returns a new
+    // descriptor (or -1), which we then own.
+    #[allow(unsafe_code)]
+    let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, nix::libc::getpid(), 0u32) };
+    let fd = RawFd::try_from(fd).ok().filter(|fd| *fd >= 0)?;
+    // SAFETY: just returned by the kernel; nothing else owns it.
+    #[allow(unsafe_code)]
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // Close-on-exec: no task may hold it.
+    nix::fcntl::fcntl(
+        &fd,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )
+    .ok()?;
+    Some(fd)
 }
 
 impl Spawner {
@@ -528,6 +615,7 @@ impl Spawner {
             signals,
             children: HashMap::new(),
             buf: vec![0; MAX_REQUEST],
+            cloning: own_pidfd().zip(Stack::new()),
         })
     }
 
@@ -616,7 +704,9 @@ impl Spawner {
         true
     }
 
-    /// Forks the supervisor of one task and tells the worker its pid.
+    /// Starts the supervisor of one task and tells the worker its pid: a
+    /// task in namespaces gets one cloned into them where it can (see
+    /// [`Origin::Cloned`]), any other a forked one.
     fn fork_supervisor(
         &mut self,
         workdir: &Path,
@@ -625,17 +715,64 @@ impl Spawner {
         stderr: OwnedFd,
         reply: OwnedFd,
     ) {
-        // SAFETY: this process is single-threaded (executed for this, and
-        // nothing here starts a thread), so the child may run ordinary Rust
-        // after `fork`, as an executed supervisor would.
-        #[allow(unsafe_code)]
-        let forked = unsafe { nix::unistd::fork() };
-        match forked {
-            Ok(nix::unistd::ForkResult::Child) => {
-                let code = self.become_supervisor(workdir, plan, &stdout, &stderr, reply);
-                std::process::exit(code)
+        // The spawner's descriptors: the supervisor must not hold the
+        // worker's sockets open (their end tells the worker that the
+        // spawner died). They are close-on-exec, so no task sees them.
+        let mut inherited = vec![
+            self.ctrl.as_raw_fd(),
+            self.signals.as_raw_fd(),
+            reply.as_raw_fd(),
+        ];
+        inherited.extend(self.children.values().map(AsRawFd::as_raw_fd));
+        let ends = (&stdout, &stderr);
+        let namespaces = plan.confinement.as_ref().filter(|c| c.namespaces);
+        let cloned = match (namespaces, self.cloning.as_mut()) {
+            (Some(c), Some((pidfd, stack))) => {
+                let origin = Origin::Cloned {
+                    spawner: pidfd.as_raw_fd(),
+                    uid: nix::unistd::getuid(),
+                    gid: nix::unistd::getgid(),
+                };
+                let child = Box::new(|| {
+                    std::process::exit(become_supervisor(&inherited, workdir, plan, ends, origin))
+                });
+                // SAFETY: as for `fork` below (this process is
+                // single-threaded), and the child runs on a stack of its own
+                // (a copy of `stack`, which outlives the call).
+                #[allow(unsafe_code)]
+                let cloned = unsafe {
+                    nix::sched::clone(
+                        child,
+                        stack.as_mut_slice(),
+                        supervisor::namespace_flags(c),
+                        Some(Signal::SIGCHLD as i32),
+                    )
+                };
+                // Where cloning into namespaces is refused, the forked
+                // supervisor enters them itself (and says why it cannot).
+                cloned.ok()
             }
-            Ok(nix::unistd::ForkResult::Parent { child }) => {
+            _ => None,
+        };
+        let started =
+            match cloned {
+                Some(child) => Ok(child),
+                // SAFETY: this process is single-threaded (executed for this,
+                // and nothing here starts a thread), so the child may run
+                // ordinary Rust after `fork`, as an executed supervisor would.
+                #[allow(unsafe_code)]
+                None => {
+                    match unsafe { nix::unistd::fork() } {
+                        Ok(nix::unistd::ForkResult::Child) => std::process::exit(
+                            become_supervisor(&inherited, workdir, plan, ends, Origin::Started),
+                        ),
+                        Ok(nix::unistd::ForkResult::Parent { child }) => Ok(child),
+                        Err(e) => Err(e),
+                    }
+                }
+            };
+        match started {
+            Ok(child) => {
                 answer(&reply, &Reply::Started(child.as_raw()));
                 self.children.insert(child, reply);
             }
@@ -647,42 +784,6 @@ impl Spawner {
                 )),
             ),
         }
-    }
-
-    /// In the forked child: closes what is the spawner's, takes the task's
-    /// logs as stdout and stderr, a process group of its own, and runs the
-    /// supervisor.
-    fn become_supervisor(
-        &mut self,
-        workdir: &Path,
-        plan: &Plan,
-        stdout: &OwnedFd,
-        stderr: &OwnedFd,
-        reply: OwnedFd,
-    ) -> i32 {
-        drop(reply);
-        // The spawner's descriptors: the supervisor must not hold the
-        // worker's sockets open (their end tells the worker that the
-        // spawner died). They are close-on-exec, so no task sees them.
-        let _ = nix::unistd::close(self.ctrl.as_raw_fd());
-        let _ = nix::unistd::close(self.signals.as_raw_fd());
-        for fd in self.children.values() {
-            let _ = nix::unistd::close(fd.as_raw_fd());
-        }
-        let _ = SigSet::empty().thread_set_mask();
-        let setup = nix::unistd::dup2_stdout(stdout)
-            .and_then(|()| nix::unistd::dup2_stderr(stderr))
-            .and_then(|()| nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0)))
-            // Dumpable again until the supervisor has written its uid map
-            // (see `supervisor::supervise`).
-            .and_then(|()| nix::sys::prctl::set_dumpable(true));
-        if let Err(e) = setup {
-            report(&format!("cannot set up a task's supervisor: {e}"));
-            return 2;
-        }
-        let _ = nix::unistd::close(stdout.as_raw_fd());
-        let _ = nix::unistd::close(stderr.as_raw_fd());
-        supervisor::run_plan(plan, Some(workdir))
     }
 
     /// Reaps every supervisor that has ended and tells the worker how.
@@ -700,6 +801,35 @@ impl Spawner {
             }
         }
     }
+}
+
+/// In the child (forked or cloned): closes the spawner's descriptors
+/// (`inherited`), takes the task's logs as stdout and stderr, a process
+/// group of its own, and runs the supervisor.
+fn become_supervisor(
+    inherited: &[RawFd],
+    workdir: &Path,
+    plan: &Plan,
+    (stdout, stderr): (&OwnedFd, &OwnedFd),
+    origin: Origin,
+) -> i32 {
+    for fd in inherited {
+        let _ = nix::unistd::close(*fd);
+    }
+    let _ = SigSet::empty().thread_set_mask();
+    let setup = nix::unistd::dup2_stdout(stdout)
+        .and_then(|()| nix::unistd::dup2_stderr(stderr))
+        .and_then(|()| nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0)))
+        // Dumpable again until the supervisor has written its uid map
+        // (see `supervisor::supervise`).
+        .and_then(|()| nix::sys::prctl::set_dumpable(true));
+    if let Err(e) = setup {
+        report(&format!("cannot set up a task's supervisor: {e}"));
+        return 2;
+    }
+    let _ = nix::unistd::close(stdout.as_raw_fd());
+    let _ = nix::unistd::close(stderr.as_raw_fd());
+    supervisor::run_plan(plan, Some(workdir), origin)
 }
 
 /// Marks every descriptor above the standard three close-on-exec: a

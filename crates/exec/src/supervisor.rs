@@ -22,7 +22,10 @@
 //!    (and a network namespace, loopback only and down, for a task without
 //!    network), then forks a child that is PID 1 of the new PID namespace
 //!    and runs steps 3 to 6, while this process only waits for it and
-//!    forwards signals. The task must not be PID 1 itself: PID 1 ignores
+//!    forwards signals. (The spawner saves that extra process where it can:
+//!    it clones the supervisor straight into the new namespaces, where it
+//!    is PID 1 and only maps its ids: [`Origin::Cloned`].) The task must
+//!    not be PID 1 itself: PID 1 ignores
 //!    `SIGTERM` unless it handles it, which would break a graceful stop.
 //!    When PID 1 of a namespace dies, the kernel kills every process left in
 //!    it, so nothing of the task survives its supervisor even if the
@@ -325,14 +328,34 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
             return 2;
         }
     };
-    run_plan(&plan, None)
+    run_plan(&plan, None, Origin::Started)
+}
+
+/// How this supervisor process came to be (see the [module docs](self),
+/// step 2).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Origin {
+    /// Executed, or forked by the spawner: it enters the task's namespaces
+    /// itself and forks their PID 1.
+    Started,
+    /// Cloned by the spawner straight into the task's new namespaces: it is
+    /// their PID 1 and has only to map its ids (`uid` and `gid`, the user's
+    /// outside). One process a task fewer: its `fork`, page faults and exit
+    /// were a third of what the sandbox cost a short task (issue 18, item
+    /// 1). `spawner` is a pidfd of the spawner, its parent, which is
+    /// outside the new PID namespace (`getppid` says 0 there).
+    Cloned {
+        spawner: std::os::fd::RawFd,
+        uid: nix::unistd::Uid,
+        gid: nix::unistd::Gid,
+    },
 }
 
 /// Supervises the task of `plan` in this process: what [`main`] does once
 /// it has parsed its arguments, and what a supervisor forked by the
 /// spawner does (see [`crate::spawner`]), which first changes to the
 /// task's `workdir`. Returns the process exit code.
-pub(crate) fn run_plan(plan: &Plan, workdir: Option<&Path>) -> i32 {
+pub(crate) fn run_plan(plan: &Plan, workdir: Option<&Path>, origin: Origin) -> i32 {
     // Opened before the supervisor confines itself: the status file lives
     // in the worker's folder, which the task (and so the confined
     // supervisor) may not open.
@@ -358,7 +381,7 @@ pub(crate) fn run_plan(plan: &Plan, workdir: Option<&Path>) -> i32 {
                 .map(|d| d.to_string())
                 .unwrap_or_default()
         )),
-        _ => supervise(plan),
+        _ => supervise(plan, origin),
     };
     let (status, code) = match supervised {
         Ok(Supervised::Task(status)) => (status, 0),
@@ -424,15 +447,23 @@ fn listen_for_signals() -> Result<SignalFd, String> {
 
 /// Steps 1 to 6 of the [module docs](self). An error is a message for the
 /// task's attempt (the task did not start).
-fn supervise(plan: &Plan) -> Result<Supervised, String> {
+fn supervise(plan: &Plan, origin: Origin) -> Result<Supervised, String> {
     use nix::sys::prctl;
     let signals = listen_for_signals()?;
     prctl::set_child_subreaper(true).map_err(|e| setup_error("become a subreaper", e))?;
     prctl::set_pdeathsig(IMMEDIATE_STOP).map_err(|e| setup_error("watch the worker", e))?;
-    if nix::unistd::getppid().as_raw() != plan.parent {
+    let parent_gone = match origin {
+        Origin::Started => nix::unistd::getppid().as_raw() != plan.parent,
+        Origin::Cloned { spawner, .. } => has_ended(spawner),
+    };
+    if parent_gone {
         return Err("the worker stopped before the task started".to_owned());
     }
-    if let Some(c) = plan.confinement.as_ref().filter(|c| c.namespaces) {
+    let namespaces = plan.confinement.as_ref().filter(|c| c.namespaces);
+    if let (Some(c), Origin::Cloned { uid, gid, .. }) = (namespaces, origin) {
+        map_ids(uid, gid)?;
+        mount_private_folders(c)?;
+    } else if let Some(c) = namespaces {
         enter_namespaces(c)?;
         // SAFETY: this process is single-threaded (it was just started by
         // `exec`, and neither std nor anything above starts a thread), so
@@ -469,11 +500,33 @@ fn supervise(plan: &Plan) -> Result<Supervised, String> {
 /// task without network), the user's uid and gid mapped to themselves.
 fn enter_namespaces(c: &Confinement) -> Result<(), String> {
     let (uid, gid) = (nix::unistd::getuid(), nix::unistd::getgid());
+    nix::sched::unshare(namespace_flags(c)).map_err(|e| setup_error("enter new namespaces", e))?;
+    map_ids(uid, gid)
+}
+
+/// The namespaces of a task under `c`: user, mount and PID, and network
+/// for a task without network.
+pub(crate) fn namespace_flags(c: &Confinement) -> CloneFlags {
     let mut flags = CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID;
     if !c.network {
         flags |= CloneFlags::CLONE_NEWNET;
     }
-    nix::sched::unshare(flags).map_err(|e| setup_error("enter new namespaces", e))?;
+    flags
+}
+
+/// Whether the process of `pidfd` has ended (it is readable then).
+fn has_ended(pidfd: std::os::fd::RawFd) -> bool {
+    // SAFETY: the spawner's pidfd, inherited and open for this process's
+    // whole life (it is only closed on exec).
+    #[allow(unsafe_code)]
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(pidfd) };
+    let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+    poll(&mut fds, PollTimeout::ZERO).is_ok_and(|n| n > 0)
+}
+
+/// Maps `uid` and `gid` (the user's, outside) to themselves in the user
+/// namespace this process has just entered.
+fn map_ids(uid: nix::unistd::Uid, gid: nix::unistd::Gid) -> Result<(), String> {
     let write = |file: &str, text: String| {
         std::fs::write(file, text).map_err(|e| setup_error(&format!("write {file}"), e))
     };
