@@ -95,8 +95,18 @@ pub fn open_remote_as(
     // Taken out of the environment at start-up (see `secrets`).
     opts.github_token = settings.git_token();
     opts.stall_timeout = stall_timeout(settings, root);
-    opts.git_limits.max_object =
-        config_at(root).map_or(bridge_store::git::DEFAULT_MAX_OBJECT, |c| c.max_object());
+    let config = config_at(root);
+    opts.git_limits.max_object = config
+        .as_ref()
+        .map_or(bridge_store::git::DEFAULT_MAX_OBJECT, |c| c.max_object());
+    // `s3:` remotes: the environment's AWS_* (taken at start-up), the
+    // profile files under HOME, then `[store.s3]` (a workspace checks it
+    // when it opens; a bad value here keeps the defaults).
+    opts.s3.env = settings.s3_env.clone();
+    opts.s3.home = settings.home.clone();
+    if let Some(config) = &config {
+        let _ = config.apply_s3(&mut opts.s3);
+    }
     bridge_store::parse_remote(spec, root, &opts)
 }
 
