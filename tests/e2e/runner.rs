@@ -790,10 +790,7 @@ fn results_outlive_the_server(host: Host) {
         Some(port) => Some(Daemon::on_port(pool.tmp.path(), port)),
         None if host == Host::S3 => {
             let stopped = pool.s3_server();
-            s3_again = Some(S3Server::on_port(
-                &stopped.data().to_owned(),
-                stopped.port(),
-            ));
+            s3_again = Some(S3Server::on_port(stopped.data(), stopped.port()));
             None
         }
         None => {

@@ -358,7 +358,7 @@ impl Remote for S3Remote {
             futures::stream::iter(asked)
                 .map(|(name, key, limit)| {
                     let (store, remote) = (Arc::clone(&store), remote.clone());
-                    async move { read_one(&*store, &remote, name, key, limit).await }
+                    async move { read_one(&store, &remote, name, key, limit).await }
                 })
                 .buffered(CONCURRENCY)
                 .try_collect::<Vec<_>>()
