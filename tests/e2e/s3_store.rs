@@ -88,3 +88,51 @@ fn an_s3_pool_lives_through_members_work_compaction_archive_and_gc() {
             .contains("a plaintext input")
     );
 }
+
+#[test]
+fn s3_settings_come_from_bridge_toml_and_refused_credentials_are_misconfigured() {
+    let server = bridge_testutil::s3::S3Server::start();
+    server.create_bucket("bridge");
+    let mut d = crate::harness::Device::new("s3conf");
+    // Keys from the environment; where the store is from bridge.toml.
+    for (key, value) in server.env() {
+        if key != "AWS_ENDPOINT_URL" {
+            d.set_env(&key, &value);
+        }
+    }
+    d.ok(&["init"]);
+    d.set_store_settings("remote = \"s3://bridge/conf\"\n");
+    let path = d.path("bridge.toml");
+    let mut toml = fs::read_to_string(&path).expect("read bridge.toml");
+    toml.push_str(&format!(
+        "\n[store.s3]\nendpoint = \"{}\"\npath-style = true\nmax-retries = 1\nretry-timeout = \"10s\"\n",
+        server.endpoint()
+    ));
+    fs::write(&path, toml).expect("write bridge.toml");
+    d.ok(&["submit", "--name", "hi", "--", "echo", "hi"]);
+    d.ok(&["sync"]);
+    assert!(server.data().join("bridge/conf/FORMAT").is_file());
+
+    // A wrong secret: refused, misconfigured (exit code 7), never shown.
+    let refused = d
+        .run_env(&[("AWS_SECRET_ACCESS_KEY", "wrong-secret-4711")], &["sync"])
+        .expect_code(7);
+    let shown = format!("{}{}", refused.stdout, refused.stderr);
+    assert!(shown.contains("s3://bridge/conf"), "{shown}");
+    assert!(shown.contains("refused access"), "{shown}");
+    assert!(shown.contains("Hint:"), "{shown}");
+    assert!(!shown.contains("wrong-secret-4711"), "{shown}");
+    assert!(!shown.contains(bridge_testutil::s3::SECRET_KEY), "{shown}");
+
+    // A bad setting is an error naming it.
+    let mut toml = fs::read_to_string(&path).expect("read bridge.toml");
+    toml = toml.replace("retry-timeout = \"10s\"", "retry-timeout = \"soon\"");
+    fs::write(&path, toml).expect("write bridge.toml");
+    let bad = d.run(&["sync"]);
+    assert_ne!(bad.code, 0);
+    assert!(
+        bad.stderr.contains("store.s3.retry-timeout"),
+        "{}",
+        bad.stderr
+    );
+}

@@ -338,6 +338,21 @@ mod tests {
     }
 
     #[test]
+    fn the_aws_variables_are_kept_for_s3_remotes_and_never_shown() {
+        let s = Settings::from_vars(vars(&[
+            ("AWS_ACCESS_KEY_ID", "AKIA1"),
+            ("AWS_SECRET_ACCESS_KEY", "hunter2"),
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:9000"),
+            ("AWS_SOMETHING_ELSE", "x"),
+        ]));
+        assert_eq!(s.s3_env["AWS_SECRET_ACCESS_KEY"], "hunter2");
+        assert_eq!(s.s3_env["AWS_ENDPOINT_URL"], "http://127.0.0.1:9000");
+        assert!(!s.s3_env.contains_key("AWS_SOMETHING_ELSE"));
+        let shown = format!("{s:?}");
+        assert!(shown.contains("AWS_SECRET_ACCESS_KEY") && !shown.contains("hunter2"));
+    }
+
+    #[test]
     fn the_config_folder_by_precedence_and_empty_means_unset() {
         let s = Settings::from_vars(vars(&[("HOME", "/h")]));
         assert_eq!(

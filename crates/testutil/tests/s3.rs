@@ -58,3 +58,32 @@ fn a_prefix_holding_other_objects_is_not_a_store() {
     // Another prefix of the same bucket is free.
     assert!(server.remote("s3://bridge/pool").list().unwrap().is_empty());
 }
+
+#[test]
+fn a_server_that_accepts_and_never_answers_is_unreachable_after_the_stall_timeout() {
+    // A host that takes the connection and then says nothing (issue 12,
+    // item 15, for git): the stall timeout ends each try, the retries run
+    // out, and the remote is offline rather than hung.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming().take(16) {
+            held.push(conn);
+        }
+        // Holds them until the test process ends.
+        std::thread::park();
+    });
+    let mut opts = bridge_store::s3::S3Options {
+        endpoint: Some(format!("http://127.0.0.1:{port}")),
+        max_retries: 1,
+        retry_timeout: std::time::Duration::from_secs(30),
+        stall_timeout: std::time::Duration::from_secs(1),
+        ..Default::default()
+    };
+    opts.env.insert("AWS_ACCESS_KEY_ID".into(), "k".into());
+    opts.env.insert("AWS_SECRET_ACCESS_KEY".into(), "s".into());
+    let remote = S3Remote::new(S3Spec::parse("s3://bridge/p").unwrap(), &opts).unwrap();
+    let e = remote.list().unwrap_err();
+    assert!(matches!(e, RemoteError::Unreachable { .. }), "{e:?}");
+}
