@@ -48,7 +48,7 @@ pub fn open_session_fetching(
     let remote = open_remote(&ws.settings, &spec, &ws.root).map_err(|e| {
         CliError::hint(
             anyhow!(e),
-            "set `remote` under [store] in bridge.toml to dir:PATH or git:URL",
+            "set `remote` under [store] in bridge.toml to dir:PATH, git:URL or s3://BUCKET/PREFIX",
         )
     })?;
     before_fetch();
@@ -327,7 +327,7 @@ pub fn sync_remote(session: &mut Session, show_progress: bool) -> CliResult<Sync
     let remote = open_remote(&session.ws.settings, &spec, &session.ws.root).map_err(|e| {
         misconfigured(
             anyhow!(e),
-            "set `remote` under [store] in bridge.toml to dir:PATH or git:URL",
+            "set `remote` under [store] in bridge.toml to dir:PATH, git:URL or s3://BUCKET/PREFIX",
         )
     })?;
     let bar = progress_bar(show_progress);
