@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use bridge_testutil::git::Bare;
 use bridge_testutil::github_git::{GitHubGit, Recommendations, Report};
+use bridge_testutil::s3::S3Server;
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -633,6 +634,9 @@ pub enum Host {
     /// GitHub's limits counted): a hosted remote, so bridge applies the
     /// default push budget (README, "Within GitHub's limits").
     GitHub,
+    /// Not git: an `s3:` remote on a real S3 server on 127.0.0.1
+    /// (bridge-testutil's `S3Server`, issue 19); no refs, no push budget.
+    S3,
 }
 
 impl Host {
@@ -643,6 +647,7 @@ impl Host {
         match self {
             Host::Local => 1,
             Host::GitHub => 2,
+            Host::S3 => 3,
         }
     }
 }
@@ -661,8 +666,12 @@ pub struct GitPool {
     /// The GitHub-shaped server serving `bare`, alive as long as the pool
     /// (see [`GitPool::server`]).
     server: Option<GitHubGit>,
+    /// The S3 server of an `s3:` pool (then `bare` is a stand-in that is
+    /// never created).
+    s3: Option<S3Server>,
     /// What every device of the pool needs in its environment to reach the
-    /// remote (the server's token, auth host and certificate).
+    /// remote (the server's token, auth host and certificate; an S3
+    /// server's key pair and endpoint).
     env: Vec<(String, String)>,
 }
 
@@ -677,7 +686,35 @@ impl GitPool {
         match host {
             Host::Local => GitPool::new(label),
             Host::GitHub => GitPool::github(label),
+            Host::S3 => GitPool::s3(label),
         }
+    }
+
+    /// A pool on `s3://bridge/LABEL` of an S3 server started for it: every
+    /// device of the pool gets the server's key pair and endpoint.
+    pub fn s3(label: &str) -> GitPool {
+        let tmp = temp_dir(&format!("{label}-pool"));
+        let server = S3Server::start();
+        server.create_bucket("bridge");
+        let bare = Bare(tmp.path().join("no-git-here.git"));
+        let env = server.env();
+        let admin = device_with_env(&format!("{label}-admin"), &env);
+        let remote = format!("s3://bridge/{label}");
+        admin.ok(&["init", "--remote", &remote]);
+        GitPool {
+            tmp,
+            bare,
+            remote,
+            admin,
+            server: None,
+            s3: Some(server),
+            env,
+        }
+    }
+
+    /// The S3 server (panics unless the pool is on one).
+    pub fn s3_server(&mut self) -> &mut S3Server {
+        self.s3.as_mut().expect("a pool on an S3 server")
     }
 
     /// A pool whose remote is `git:` + `url(bare repository)`.
@@ -724,6 +761,7 @@ impl GitPool {
             remote,
             admin,
             server,
+            s3: None,
             env,
         }
     }
@@ -732,6 +770,8 @@ impl GitPool {
     pub fn host(&self) -> Host {
         if self.server.is_some() {
             Host::GitHub
+        } else if self.s3.is_some() {
+            Host::S3
         } else {
             Host::Local
         }
@@ -791,7 +831,7 @@ impl GitPool {
     /// runners', within GitHub's 15 a second.
     pub fn poll_every(&self) -> Duration {
         match self.host() {
-            Host::Local => Duration::from_millis(100),
+            Host::Local | Host::S3 => Duration::from_millis(100),
             Host::GitHub => Duration::from_secs(1),
         }
     }

@@ -35,6 +35,7 @@ mod policy;
 mod report;
 mod runner;
 mod runner_logs;
+mod s3_store;
 mod sandbox;
 mod script_conventions;
 mod security;

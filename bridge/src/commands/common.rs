@@ -48,7 +48,7 @@ pub fn open_session_fetching(
     let remote = open_remote(&ws.settings, &spec, &ws.root).map_err(|e| {
         CliError::hint(
             anyhow!(e),
-            "set `remote` under [store] in bridge.toml to dir:PATH or git:URL",
+            "set `remote` under [store] in bridge.toml to dir:PATH, git:URL or s3://BUCKET/PREFIX",
         )
     })?;
     before_fetch();
@@ -95,8 +95,18 @@ pub fn open_remote_as(
     // Taken out of the environment at start-up (see `secrets`).
     opts.github_token = settings.git_token();
     opts.stall_timeout = stall_timeout(settings, root);
-    opts.git_limits.max_object =
-        config_at(root).map_or(bridge_store::git::DEFAULT_MAX_OBJECT, |c| c.max_object());
+    let config = config_at(root);
+    opts.git_limits.max_object = config
+        .as_ref()
+        .map_or(bridge_store::git::DEFAULT_MAX_OBJECT, |c| c.max_object());
+    // `s3:` remotes: the environment's AWS_* (taken at start-up), the
+    // profile files under HOME, then `[store.s3]` (a workspace checks it
+    // when it opens; a bad value here keeps the defaults).
+    opts.s3.env = settings.s3_env.clone();
+    opts.s3.home = settings.home.clone();
+    if let Some(config) = &config {
+        let _ = config.apply_s3(&mut opts.s3);
+    }
     bridge_store::parse_remote(spec, root, &opts)
 }
 
@@ -317,7 +327,7 @@ pub fn sync_remote(session: &mut Session, show_progress: bool) -> CliResult<Sync
     let remote = open_remote(&session.ws.settings, &spec, &session.ws.root).map_err(|e| {
         misconfigured(
             anyhow!(e),
-            "set `remote` under [store] in bridge.toml to dir:PATH or git:URL",
+            "set `remote` under [store] in bridge.toml to dir:PATH, git:URL or s3://BUCKET/PREFIX",
         )
     })?;
     let bar = progress_bar(show_progress);

@@ -71,7 +71,8 @@ const RUNNER_NAME: &str = "github-actions";
 #[derive(Debug, Args)]
 #[command(verbatim_doc_comment)]
 pub struct InitArgs {
-    /// The shared store to sync with, e.g. dir:/mnt/usb/pool
+    /// The shared store to sync with: dir:/mnt/usb/pool, git:URL or
+    /// s3://BUCKET/PREFIX (credentials from AWS_* or the AWS profile)
     #[arg(long, value_name = "REMOTE")]
     pub remote: Option<String>,
     /// Set up GitHub Actions runners of this repository (default: the one of
@@ -98,8 +99,12 @@ pub fn run(g: &GlobalArgs, args: InitArgs) -> CliResult<u8> {
     };
     std::fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
     if let Some(spec) = &args.remote {
-        super::common::open_remote(&g.settings.engine, spec, &root)
-            .map_err(|e| CliError::hint(anyhow::anyhow!(e), "a remote looks like dir:PATH"))?;
+        super::common::open_remote(&g.settings.engine, spec, &root).map_err(|e| {
+            CliError::hint(
+                anyhow::anyhow!(e),
+                "a remote looks like dir:PATH, git:URL or s3://BUCKET/PREFIX",
+            )
+        })?;
         if let Some(folder) = bridge_store::dir_remote_path(spec, &root) {
             super::common::create_store_folder(&folder)?;
         }

@@ -26,7 +26,7 @@ use bridge_store::{RemoteError, SyncError};
 /// another root is refused.
 #[derive(Debug, Args)]
 pub struct JoinArgs {
-    /// The shared store, e.g. dir:/mnt/usb/pool
+    /// The shared store, e.g. dir:/mnt/usb/pool, git:URL or s3://BUCKET/PREFIX
     #[arg(value_name = "REMOTE")]
     pub remote: String,
     /// The workspace's root key fingerprint (printed by `bridge members add`)
@@ -55,8 +55,13 @@ pub fn run(g: &GlobalArgs, args: JoinArgs) -> CliResult<u8> {
         )
     })?;
     let identity = super::init::identity_or_new(g)?;
-    let remote = super::common::open_remote(&g.settings.engine, &args.remote, &root)
-        .map_err(|e| CliError::hint(anyhow!(e), "a remote looks like dir:PATH"))?;
+    let remote =
+        super::common::open_remote(&g.settings.engine, &args.remote, &root).map_err(|e| {
+            CliError::hint(
+                anyhow!(e),
+                "a remote looks like dir:PATH, git:URL or s3://BUCKET/PREFIX",
+            )
+        })?;
     let state_dir = root.join(STATE_DIR);
     let created_state = !state_dir.exists();
     workspace::create_state_dir(&root)?;

@@ -221,7 +221,7 @@ fn sync_before_removal(
     let remote = open_remote(&ws.settings, spec, &ws.root).map_err(|e| {
         CliError::hint(
             anyhow!(e),
-            "set `remote` under [store] in bridge.toml to dir:PATH or git:URL",
+            "set `remote` under [store] in bridge.toml to dir:PATH, git:URL or s3://BUCKET/PREFIX",
         )
     })?;
     match crate::sync::sync_store(&vault, &ws.replica, remote.as_ref(), &mut |_| {}, false) {

@@ -27,7 +27,7 @@ use crate::workspace::{LoadPlan, Session, Workspace, now_ms};
 
 /// Run a bounded batch of tasks on a CI runner, pushing each result, then exit
 ///
-/// Syncs the store (a `git:` or `dir:` remote), claims runnable tasks (first
+/// Syncs the store (a `git:`, `s3:` or `dir:` remote), claims runnable tasks (first
 /// those of this runner's --shard: K runners each get an equal share of
 /// every batch, by hashing; others only when it has none), runs them P at a
 /// time, pushes results as they land (a few seconds apart), renews the leases
@@ -325,8 +325,13 @@ fn run_batch(
         Some((i, _)) => safe_name(&format!("{me}-{i}")),
         None => safe_name(&me),
     });
-    let remote = open_remote_as(&session.ws.settings, &spec, &session.ws.root, &slot)
-        .map_err(|e| CliError::hint(anyhow!(e), "a remote looks like git:URL or dir:PATH"))?;
+    let remote =
+        open_remote_as(&session.ws.settings, &spec, &session.ws.root, &slot).map_err(|e| {
+            CliError::hint(
+                anyhow!(e),
+                "a remote looks like git:URL, s3://BUCKET/PREFIX or dir:PATH",
+            )
+        })?;
     let store = remote.describe();
     let mut publisher = Publisher::new(remote, session.ws.replica.clone());
     // The repository's push and read budget, this runner's share of it

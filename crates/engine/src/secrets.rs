@@ -3,7 +3,7 @@
 //!
 //! A task runs as the same user as its worker, so without care it can read
 //! the worker's environment from `/proc/<worker pid>/environ` (holding
-//! `BRIDGE_IDENTITY`, `GITHUB_TOKEN` or `GH_TOKEN`, and whatever else the CI job was
+//! `BRIDGE_IDENTITY`, `GITHUB_TOKEN` or `GH_TOKEN`, `AWS_SECRET_ACCESS_KEY`, and whatever else the CI job was
 //! given, like cloud keys) and its memory through `ptrace` or
 //! `/proc/<pid>/mem`. Two measures:
 //!
@@ -29,6 +29,9 @@ pub const SECRET_VARS: &[&str] = &[
     crate::keys::IDENTITY_ENV,
     crate::settings::GITHUB_TOKEN_ENV,
     crate::settings::GH_TOKEN_ENV,
+    // An `s3:` remote's secret key and session token (issue 19).
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
 ];
 
 /// Removes [`SECRET_VARS`] from the environment. Call it first thing in

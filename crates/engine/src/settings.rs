@@ -88,6 +88,9 @@ pub struct Settings {
     pub github_token: Option<String>,
     /// The variable [`Settings::github_token`] came from, for messages.
     pub github_token_var: Option<&'static str>,
+    /// The `AWS_*` variables an `s3:` remote reads (credentials, region,
+    /// endpoint, profile: [`bridge_store::s3::ENV_VARS`]), those set.
+    pub s3_env: BTreeMap<String, String>,
     /// The host `git:` remotes send the token to (`BRIDGE_GIT_AUTH_HOST`);
     /// `None`: github.com.
     pub git_auth_host: Option<String>,
@@ -163,6 +166,8 @@ impl fmt::Debug for Settings {
                 &self.github_token.as_ref().map(|_| "<secret>"),
             )
             .field("github_token_var", &self.github_token_var)
+            // Names only: the values hold the secret key.
+            .field("s3_env", &self.s3_env.keys().collect::<Vec<_>>())
             .field("git_auth_host", &self.git_auth_host)
             .field("stall_timeout", &self.stall_timeout)
             .field("run_tasks_from", &self.run_tasks_from)
@@ -222,8 +227,13 @@ impl Settings {
             .iter()
             .filter_map(|k| text(k).map(|v| ((*k).to_owned(), v)))
             .collect();
+        let s3_env = bridge_store::s3::ENV_VARS
+            .iter()
+            .filter_map(|k| text(k).map(|v| ((*k).to_owned(), v)))
+            .collect();
         Settings {
             config_dir,
+            s3_env,
             home,
             device: text(DEVICE_ENV).filter(|d| !d.is_empty()),
             identity: var(IDENTITY_ENV),
@@ -325,6 +335,21 @@ mod tests {
         assert!(s.run_tasks_from.is_none() && s.sandbox.is_none());
         assert!(s.path.is_empty() && s.task_env.is_empty());
         assert_eq!(s.test_hooks, TestHooks::default());
+    }
+
+    #[test]
+    fn the_aws_variables_are_kept_for_s3_remotes_and_never_shown() {
+        let s = Settings::from_vars(vars(&[
+            ("AWS_ACCESS_KEY_ID", "AKIA1"),
+            ("AWS_SECRET_ACCESS_KEY", "hunter2"),
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:9000"),
+            ("AWS_SOMETHING_ELSE", "x"),
+        ]));
+        assert_eq!(s.s3_env["AWS_SECRET_ACCESS_KEY"], "hunter2");
+        assert_eq!(s.s3_env["AWS_ENDPOINT_URL"], "http://127.0.0.1:9000");
+        assert!(!s.s3_env.contains_key("AWS_SOMETHING_ELSE"));
+        let shown = format!("{s:?}");
+        assert!(shown.contains("AWS_SECRET_ACCESS_KEY") && !shown.contains("hunter2"));
     }
 
     #[test]

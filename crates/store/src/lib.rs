@@ -46,6 +46,8 @@
 //!   [`parse_remote`] and its [`RemoteOptions`].
 //! - [`git`]: [`GitRemote`], a store in refs of a git repository (one
 //!   per writer slot, `refs/bridge/<slot>`), driven through the `git` CLI.
+//! - [`s3`]: the `s3:` remote, a store under a prefix of an S3 bucket
+//!   (its client with the `s3` feature).
 //! - [`packs`]: [`Packed`](packs::Packed), the wrapper every remote is
 //!   opened through, which keeps small blobs in packs (issue 18).
 //! - [`mod@sync`]: [`sync()`] (set union both ways) and [`join`].
@@ -73,6 +75,7 @@ pub mod outbox;
 pub mod packs;
 pub mod remote;
 pub mod replica;
+pub mod s3;
 pub mod sync;
 
 pub use backoff::{Backoff, Jitter};

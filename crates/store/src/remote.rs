@@ -3,7 +3,8 @@
 //! [`MemRemote`] (for tests of this and other crates) and [`parse_remote`],
 //! which turns a spec such as `dir:/mnt/usb/pool` or
 //! `git:https://github.com/o/r.git` into a remote. The git backend,
-//! [`GitRemote`], lives in [`mod@crate::git`].
+//! [`GitRemote`], lives in [`mod@crate::git`], the S3 one in
+//! [`crate::s3`].
 //!
 //! A remote only speaks store names (`FORMAT`, `workspace`,
 //! `chunks/<doc>/<hash>.chunk`, `blobs/<hash>.blob`); anything else it holds
@@ -294,6 +295,38 @@ pub enum RemoteError {
         /// What git said.
         detail: String,
     },
+    /// An `s3:` remote refused our credentials, or they may not do what
+    /// bridge asks (list, get, put, delete under the prefix).
+    #[error(
+        "remote {remote} refused access: {detail}; check the credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or web identity) and that they may list, get, put and delete under the prefix"
+    )]
+    AccessDenied {
+        /// The remote.
+        remote: String,
+        /// What the server said.
+        detail: String,
+    },
+    /// An `s3:` remote's bucket does not exist (at this endpoint and
+    /// region).
+    #[error(
+        "remote {remote}: the bucket does not exist ({detail}); create it, or check the bucket name, the endpoint (AWS_ENDPOINT_URL or [store.s3] endpoint) and the region"
+    )]
+    BucketNotFound {
+        /// The remote.
+        remote: String,
+        /// What the server said.
+        detail: String,
+    },
+    /// An `s3:` remote's client cannot be set up as configured (a
+    /// malformed endpoint, half a key pair), or this build has no `s3:`
+    /// support.
+    #[error("cannot use remote {remote}: {detail}")]
+    Setup {
+        /// The remote.
+        remote: String,
+        /// What is wrong.
+        detail: String,
+    },
     /// The repository does not exist (hosts also answer so to credentials
     /// that may not see it).
     #[error(
@@ -363,6 +396,9 @@ impl RemoteError {
             self,
             RemoteError::RepoNotFound { .. }
                 | RemoteError::AuthRefused { .. }
+                | RemoteError::AccessDenied { .. }
+                | RemoteError::BucketNotFound { .. }
+                | RemoteError::Setup { .. }
                 | RemoteError::GitMissing { .. }
                 | RemoteError::NotAStore { .. }
                 | RemoteError::WrongWorkspace { .. }
@@ -779,6 +815,15 @@ pub enum RemoteSpecError {
         #[source]
         source: SlotError,
     },
+    /// An `s3:` spec that is not `s3://BUCKET` or `s3://BUCKET/PREFIX`.
+    #[error("remote {spec:?} is not a valid s3: remote")]
+    BadS3Spec {
+        /// The spec (never with credentials: see [`crate::s3::S3Spec::parse`]).
+        spec: String,
+        /// What is wrong.
+        #[source]
+        source: crate::s3::S3SpecError,
+    },
     /// A scheme this version does not know.
     #[error("unknown remote scheme {scheme:?} in {spec:?}; supported: {SUPPORTED}")]
     UnknownScheme {
@@ -790,7 +835,7 @@ pub enum RemoteSpecError {
 }
 
 /// The remote specs this version understands, for messages.
-const SUPPORTED: &str = "dir:PATH, git:URL";
+const SUPPORTED: &str = "dir:PATH, git:URL, s3://BUCKET/PREFIX";
 
 /// What a remote needs beyond its spec.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -818,6 +863,10 @@ pub struct RemoteOptions {
     /// bytes of one push, the refs one push updates (see
     /// [`GitRemote::with_limits`]).
     pub git_limits: git::GitLimits,
+    /// What an `s3:` remote takes from its surroundings: the `AWS_*`
+    /// variables, `[store.s3]`, its retries (its stall timeout is
+    /// [`stall_timeout`](Self::stall_timeout)).
+    pub s3: crate::s3::S3Options,
 }
 
 impl RemoteOptions {
@@ -830,6 +879,7 @@ impl RemoteOptions {
             github_token: None,
             stall_timeout: git::DEFAULT_STALL_TIMEOUT,
             git_limits: git::GitLimits::default(),
+            s3: crate::s3::S3Options::default(),
         }
     }
 }
@@ -852,6 +902,67 @@ fn pack_indexes(opts: &RemoteOptions) -> PathBuf {
     opts.cache_dir.join("pack-indexes")
 }
 
+/// The remote of an `s3:` spec; when its client cannot be set up (or
+/// this build has none), a remote whose every call says why, so that the
+/// error reaches the user as the remote's, with its hint.
+fn s3_remote(spec: crate::s3::S3Spec, opts: &RemoteOptions) -> Box<dyn Remote> {
+    #[cfg(feature = "s3")]
+    {
+        let mut s3 = opts.s3.clone();
+        s3.stall_timeout = opts.stall_timeout;
+        match crate::s3::S3Remote::new(spec.clone(), &s3) {
+            Ok(remote) => Box::new(remote),
+            Err(e) => Box::new(BrokenRemote {
+                remote: spec.describe(),
+                detail: e.detail,
+            }),
+        }
+    }
+    #[cfg(not(feature = "s3"))]
+    {
+        let _ = opts;
+        Box::new(BrokenRemote {
+            remote: spec.describe(),
+            detail: "this build of bridge has no s3: support (built without the `s3` feature)"
+                .to_owned(),
+        })
+    }
+}
+
+/// A remote that cannot be used: every call fails with
+/// [`RemoteError::Setup`].
+struct BrokenRemote {
+    remote: String,
+    detail: String,
+}
+
+impl BrokenRemote {
+    fn error(&self) -> RemoteError {
+        RemoteError::Setup {
+            remote: self.remote.clone(),
+            detail: self.detail.clone(),
+        }
+    }
+}
+
+impl Remote for BrokenRemote {
+    fn describe(&self) -> String {
+        self.remote.clone()
+    }
+    fn list(&self) -> Result<BTreeSet<String>, RemoteError> {
+        Err(self.error())
+    }
+    fn read(&self, _name: &str) -> Result<Vec<u8>, RemoteError> {
+        Err(self.error())
+    }
+    fn put(&self, _files: &[(String, Vec<u8>)]) -> Result<(), RemoteError> {
+        Err(self.error())
+    }
+    fn remove(&self, _names: &[String]) -> Result<usize, RemoteError> {
+        Err(self.error())
+    }
+}
+
 /// Parses a remote spec.
 ///
 /// - `dir:PATH` is a folder; a relative `PATH` is resolved against `base`
@@ -862,6 +973,9 @@ fn pack_indexes(opts: &RemoteOptions) -> PathBuf {
 ///   writes ref `refs/bridge/<opts.writer_slot>` and keeps its
 ///   private bare repository in `opts.cache_dir`, in a folder named after a
 ///   hash of the URL (so two remotes never share one).
+/// - `s3://BUCKET/PREFIX` (or `s3://BUCKET`) is a prefix of an S3 bucket
+///   (see [`crate::s3`]); `opts.s3` says where and with which
+///   credentials.
 pub fn parse_remote(
     spec: &str,
     base: &Path,
@@ -910,6 +1024,17 @@ pub fn parse_remote(
                 Some(pack_indexes(opts)),
             );
             Ok(Box::new(packed.with_max_object(opts.git_limits.max_object)))
+        }
+        "s3" => {
+            let parsed =
+                crate::s3::S3Spec::parse(spec).map_err(|source| RemoteSpecError::BadS3Spec {
+                    spec: "s3:…".to_owned(),
+                    source,
+                })?;
+            Ok(Box::new(crate::packs::Packed::new(
+                s3_remote(parsed, opts),
+                Some(pack_indexes(opts)),
+            )))
         }
         _ => Err(RemoteSpecError::UnknownScheme {
             spec: git::redact_spec(spec),
@@ -1007,6 +1132,10 @@ mod tests {
             RemoteSpecError::InvalidSlot { .. }
         ));
         let err = parse_remote("s3:bucket", base, &opts).err().unwrap();
+        assert!(matches!(err, RemoteSpecError::BadS3Spec { .. }));
+        let r = parse_remote("s3://bucket/team/pool", base, &opts).unwrap();
+        assert_eq!(r.describe(), "s3://bucket/team/pool");
+        let err = parse_remote("ftp:bucket", base, &opts).err().unwrap();
         assert!(matches!(err, RemoteSpecError::UnknownScheme { .. }));
         assert!(err.to_string().contains("dir:PATH, git:URL"), "{err}");
         assert!(matches!(

@@ -452,6 +452,7 @@ fn parse_remote_wires_git_urls() {
         github_token: None,
         stall_timeout: bridge_store::DEFAULT_STALL_TIMEOUT,
         git_limits: bridge_store::GitLimits::default(),
+        s3: bridge_store::s3::S3Options::default(),
     };
     // A relative path is taken from the base folder.
     let r = parse_remote("git:store.git", dir.path(), &opts).unwrap();

@@ -11,6 +11,7 @@
 //!   127.0.0.1, token, GitHub's limits and counts) for tests and benchmarks;
 //! - [`https_files`]: a folder served over https on 127.0.0.1 with the same
 //!   test authority, counting downloads (a release mirror for the action);
+//! - [`s3`]: a real S3 server (`s3s-fs`) on 127.0.0.1, for `s3:` remotes;
 //! - [`files`]: store files (blobs, chunks, the header) by content;
 //! - [`spec`]: task specs (one builder for every test);
 //! - `forge` (feature `forge`): store files built by hand, as an attacker
@@ -33,4 +34,5 @@ pub mod git;
 pub mod github_git;
 pub mod https_files;
 pub mod remote_contract;
+pub mod s3;
 pub mod spec;

@@ -368,3 +368,31 @@ impl<B: Backend> Backend for PackedStore<B> {
         Box::new(bridge_store::packs::Packed::new(self.0.open(writer), None))
     }
 }
+
+/// An `s3:` store ([`S3Remote`](bridge_store::s3::S3Remote)): a prefix of
+/// a bucket of a real S3 server on 127.0.0.1 ([`crate::s3::S3Server`]),
+/// each handle with its own client, as two devices would have.
+pub struct S3Store {
+    server: crate::s3::S3Server,
+}
+
+impl S3Store {
+    /// A new server with an empty bucket.
+    pub fn new() -> S3Store {
+        let server = crate::s3::S3Server::start();
+        server.create_bucket("bridge");
+        S3Store { server }
+    }
+}
+
+impl Default for S3Store {
+    fn default() -> S3Store {
+        S3Store::new()
+    }
+}
+
+impl Backend for S3Store {
+    fn open(&self, _writer: &str) -> Box<dyn Remote> {
+        Box::new(self.server.remote("s3://bridge/team/pool"))
+    }
+}

@@ -23,3 +23,13 @@ mod packed_git {
         bridge_testutil::remote_contract::GitStore::new()
     ));
 }
+
+mod s3 {
+    bridge_testutil::remote_contract_tests!(bridge_testutil::remote_contract::S3Store::new);
+}
+
+mod packed_s3 {
+    bridge_testutil::remote_contract_tests!(|| bridge_testutil::remote_contract::PackedStore(
+        bridge_testutil::remote_contract::S3Store::new()
+    ));
+}

@@ -199,6 +199,48 @@ pub struct StoreSection {
         deserialize_with = "de_byte_size"
     )]
     pub max_object: Option<u64>,
+    /// `[store.s3]`: where an `s3:` remote is and how hard it is tried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Section>,
+}
+
+/// `[store.s3]`: the settings of an `s3:` remote that are not secrets
+/// (credentials come from the environment or the AWS profile files, never
+/// from bridge.toml). The environment (`AWS_ENDPOINT_URL`, `AWS_REGION`)
+/// wins over them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Section {
+    /// The endpoint of an S3-compatible store, e.g.
+    /// `https://ACCOUNT.r2.cloudflarestorage.com`; none: AWS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// The region (`auto` for R2); none: the profile's, else `us-east-1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Path-style requests (`ENDPOINT/BUCKET/KEY`); none: path-style with
+    /// an endpoint, virtual-hosted on AWS.
+    #[serde(
+        default,
+        rename = "path-style",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub path_style: Option<bool>,
+    /// How many times a failed request is retried (4 by default).
+    #[serde(
+        default,
+        rename = "max-retries",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_retries: Option<usize>,
+    /// How long after its first attempt a request is retried at most
+    /// (`"60s"` by default).
+    #[serde(
+        default,
+        rename = "retry-timeout",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub retry_timeout: Option<String>,
 }
 
 /// `[store] max-object` as written: a number of bytes or a string with a
@@ -476,6 +518,25 @@ impl Config {
             return Err(ConfigError::StallTimeoutTooShort { timeout });
         }
         Ok(timeout)
+    }
+
+    /// `[store.s3]` applied to `opts` (see [`S3Section`]); an unset key
+    /// keeps the value `opts` has. Fails on a retry timeout that is not a
+    /// duration.
+    pub fn apply_s3(&self, opts: &mut bridge_store::s3::S3Options) -> Result<(), ConfigError> {
+        let Some(s3) = &self.store.s3 else {
+            return Ok(());
+        };
+        opts.endpoint = s3.endpoint.clone().or(opts.endpoint.take());
+        opts.region = s3.region.clone().or(opts.region.take());
+        opts.path_style = s3.path_style.or(opts.path_style);
+        if let Some(n) = s3.max_retries {
+            opts.max_retries = n;
+        }
+        if let Some(t) = s3.retry_timeout.as_deref() {
+            opts.retry_timeout = parse_duration_setting("store.s3.retry-timeout", Some(t), "60s")?;
+        }
+        Ok(())
     }
 
     /// The push and read budget of the repository behind `remote` (a

@@ -209,6 +209,7 @@ impl Workspace {
         // Checked here, where the file is read, so that a bad value is an
         // error naming it (opening a remote only reads it).
         config.stall_timeout(&settings)?;
+        config.apply_s3(&mut bridge_store::s3::S3Options::default())?;
         if replica.workspace_id() != config.workspace.id {
             return Err(WorkspaceError::OtherWorkspace {
                 store,
