@@ -611,8 +611,8 @@ pub enum ClaimWrite {
 
 /// [`put_claim`] for many claims in one change: the tasks' map is looked
 /// up once, and for [`ClaimWrite::New`] no claim is looked for first. A
-/// window's claims were a tenth of a worker's time on short tasks, most of
-/// it in these look-ups (issue 18, item 1).
+/// window's claims were about a tenth of a worker's own CPU time on short
+/// tasks, half of it in these look-ups (issue 18, item 1).
 pub fn put_claims<'a>(
     doc: &mut AutoCommit,
     claims: impl IntoIterator<Item = (&'a TaskId, &'a Claim)>,
