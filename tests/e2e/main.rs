@@ -23,6 +23,7 @@ mod github;
 mod github_server;
 mod harness;
 mod isolation;
+mod kubernetes;
 mod live_output;
 mod load;
 mod longlived;
