@@ -44,6 +44,9 @@ pub struct Settings {
     pub engine: Arc<bridge_engine::settings::Settings>,
     /// Running as a step of GitHub Actions (`GITHUB_ACTIONS=true`).
     pub github_actions: bool,
+    /// Running as a job of GitLab CI (`GITLAB_CI=true`): the log takes
+    /// collapsible sections (issue 19, item 4).
+    pub gitlab_ci: bool,
     /// `GITHUB_OUTPUT`: the file of the step's outputs.
     pub github_output: Option<String>,
     /// `GITHUB_STEP_SUMMARY`: the file of the job's summary.
@@ -76,6 +79,7 @@ impl Settings {
         Settings {
             engine: Arc::new(engine),
             github_actions: text("GITHUB_ACTIONS").as_deref() == Some("true"),
+            gitlab_ci: text("GITLAB_CI").as_deref() == Some("true"),
             github_output: text("GITHUB_OUTPUT"),
             github_step_summary: text("GITHUB_STEP_SUMMARY"),
             github_api: text(API_ENV),
@@ -193,8 +197,10 @@ mod tests {
                 ),
             ])
         );
+        assert!(on.gitlab_ci);
         // Not on GitLab CI: the same names mean nothing.
-        assert!(Settings::from_vars(vars(&gitlab)).ci_provenance.is_empty());
+        let off = Settings::from_vars(vars(&gitlab));
+        assert!(off.ci_provenance.is_empty() && !off.gitlab_ci);
     }
 
     #[test]

@@ -155,7 +155,7 @@ fn laptop_with_gated_tasks(tmp: &Path, tasks: usize, gate: &Path) -> (Device, Pa
     laptop.write(
         "tasks.yaml",
         &format!(
-            "tasks:\n  - name: t\n    matrix: {{ n: [{}] }}\n    runs-on: [runner]\n    outputs: [out.txt]\n    run: |\n      i=0; while [ ! -e {} ]; do i=$((i+1)); [ $i -gt 1200 ] && exit 1; sleep 0.1; done\n      echo \"value ${{{{ matrix.n }}}}\" > out.txt\n",
+            "tasks:\n  - name: t\n    matrix: {{ n: [{}] }}\n    runs-on: [runner]\n    outputs: [out.txt]\n    run: |\n      i=0; while [ ! -e {} ]; do i=$((i+1)); [ $i -gt 1200 ] && exit 1; sleep 0.1; done\n      echo \"value ${{{{ matrix.n }}}}\" > out.txt\n      echo \"said ${{{{ matrix.n }}}}\"\n",
             values.join(", "),
             gate.display()
         ),
@@ -325,6 +325,11 @@ fn three_parallel_jobs_drain_a_git_pool_under_gitlab_ci_local() {
             format!("shard:    {}/{SHARDS} ", k - 1),
             "bridge_install took".to_owned(),
             "bridge_run took".to_owned(),
+            // bridge's own sections (GITLAB_CI=true): the header, and one
+            // per task holding its output.
+            "bridge_header took".to_owned(),
+            "bridge_task_".to_owned(),
+            "said ".to_owned(),
             "▶ t[n=".to_owned(),
         ] {
             assert!(
