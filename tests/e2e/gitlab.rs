@@ -195,23 +195,54 @@ fn project(repo: &Path, laptop: &Device) {
     );
 }
 
+/// Writes the project's `.gitlab-ci-local-variables.yml` (mode 0600, not
+/// committed: no job's copy of the project holds it), the CI/CD variables
+/// of the next pipeline. GitLab sets GITLAB_CI=true in every job;
+/// gitlab-ci-local does not, so it is added.
+fn set_variables(repo: &Path, vars: &[(&str, &str)]) {
+    let file = repo.join(".gitlab-ci-local-variables.yml");
+    let _ = fs::remove_file(&file);
+    let mut text = "GITLAB_CI: \"true\"\n".to_owned();
+    for (name, value) in vars {
+        text.push_str(&format!("{name}: {}\n", Value::from(*value)));
+    }
+    fs::OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .mode(0o600)
+        .open(&file)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .expect("cannot write the variables file");
+}
+
 /// Starts the pipeline of `repo` with `gitlab-ci-local`: every job on the
 /// host (shell executor), each in a build folder of its own, in a clean
-/// environment with the bridge under test first on PATH, the variables of
-/// the project's `.gitlab-ci-local-variables.yml`.
-fn start_pipeline(tool: &Path, repo: &Path, tmp: &Path) -> Pipeline {
+/// environment (plus `env`) with the bridge under test first on PATH when
+/// `bridge_on_path`, the variables [`set_variables`] wrote; its log is
+/// `<tmp>/<name>.log`.
+fn start_pipeline(
+    tool: &Path,
+    repo: &Path,
+    tmp: &Path,
+    name: &str,
+    bridge_on_path: bool,
+    env: &[(&str, &Path)],
+) -> Pipeline {
     let home = tmp.join("home");
     fs::create_dir_all(&home).expect("cannot create a folder");
     let bin_dir = Path::new(BRIDGE).parent().expect("the binary's folder");
     let path = std::env::join_paths(
-        std::iter::once(bin_dir.to_path_buf()).chain(
-            std::env::var_os("PATH")
-                .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-                .unwrap_or_default(),
-        ),
+        bridge_on_path
+            .then(|| bin_dir.to_path_buf())
+            .into_iter()
+            .chain(
+                std::env::var_os("PATH")
+                    .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+                    .unwrap_or_default(),
+            ),
     )
     .expect("PATH");
-    let log = tmp.join("gitlab-ci-local.log");
+    let log = tmp.join(format!("{name}.log"));
     let log_file = fs::File::create(&log).expect("cannot create the log");
     let child = Command::new(tool)
         .env_clear()
@@ -219,6 +250,7 @@ fn start_pipeline(tool: &Path, repo: &Path, tmp: &Path) -> Pipeline {
         .env("HOME", &home)
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
         .env("GIT_CONFIG_NOSYSTEM", "1")
+        .envs(env.iter().copied())
         .current_dir(repo)
         .stdin(Stdio::null())
         .stdout(log_file.try_clone().expect("log"))
@@ -268,23 +300,17 @@ fn three_parallel_jobs_drain_a_git_pool_under_gitlab_ci_local() {
     let repo = tmp.path().join("repo");
     project(&repo, &laptop);
 
-    // The identity through gitlab-ci-local's variables file (mode 0600,
-    // not committed: no job's copy of the project holds it), not argv.
-    // GitLab sets GITLAB_CI=true in every job; gitlab-ci-local does not.
-    let variables = repo.join(".gitlab-ci-local-variables.yml");
-    fs::OpenOptions::new()
-        .create_new(true)
-        .write(true)
-        .mode(0o600)
-        .open(&variables)
-        .and_then(|mut f| {
-            writeln!(
-                f,
-                "GITLAB_CI: \"true\"\nBRIDGE_IDENTITY: \"{secret}\"\nBRIDGE_USE: path\nBRIDGE_PARALLEL: \"1\"\nBRIDGE_BUDGET: 5m"
-            )
-        })
-        .expect("cannot write the variables file");
-    let mut run = start_pipeline(&tool, &repo, tmp.path());
+    // The identity through gitlab-ci-local's variables file, not argv.
+    set_variables(
+        &repo,
+        &[
+            ("BRIDGE_IDENTITY", &secret),
+            ("BRIDGE_USE", "path"),
+            ("BRIDGE_PARALLEL", "1"),
+            ("BRIDGE_BUDGET", "5m"),
+        ],
+    );
+    let mut run = start_pipeline(&tool, &repo, tmp.path(), "pipeline", true, &[]);
 
     // GitLab's CI_NODE_INDEX 1..3 is bridge's shard 0..2: each job writes
     // refs/bridge/ci-<index - 1>.
@@ -379,5 +405,141 @@ fn three_parallel_jobs_drain_a_git_pool_under_gitlab_ci_local() {
                     .is_some_and(|job| job.starts_with("bridge-drain"))),
             "{name}: {shown}"
         );
+    }
+}
+
+/// The SHA-256 of `file`, in hex (as `sha256sum` prints it).
+fn sha256_of(file: &Path) -> String {
+    let out = Command::new("sha256sum")
+        .arg(file)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run sha256sum: {e}"));
+    assert!(out.status.success(), "sha256sum {}", file.display());
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The template's default install, `BRIDGE_USE=release`, end to end: the
+/// host's release archive (the one `.ci/run` builds with
+/// `.ci/release-archive`) served over https on 127.0.0.1 as a release page
+/// (curl trusts the test authority through `CURL_CA_BUNDLE`, so the
+/// template's `--proto '=https'` stays), no `bridge` on PATH. Each of the
+/// three jobs downloads it, checks it against `BRIDGE_SHA256` and drains
+/// the pool. Then the template refuses, each job failing with the reason:
+/// an archive whose SHA-256 is not `BRIDGE_SHA256`, an empty
+/// `BRIDGE_SHA256`, a `BRIDGE_USE` it does not know and a budget that does
+/// not fit the job's timeout.
+#[test]
+fn the_template_installs_a_verified_release_and_refuses_the_rest() {
+    const TASKS: usize = 3;
+    let Some(tool) = gitlab_ci_local_or_skip() else {
+        return;
+    };
+    let version = env!("CARGO_PKG_VERSION");
+    let target = crate::act::host_target();
+    let tmp = temp_dir("gitlab-release");
+    let www = tmp.path().join("www");
+    let archive = crate::act::release_archive(&www.join(format!("v{version}")));
+    let sha = sha256_of(&archive);
+    let server = bridge_testutil::https_files::HttpsFiles::start(&www);
+
+    // The gate is open from the start: nothing here needs every job.
+    let gate = tmp.path().join("gate");
+    fs::write(&gate, "").expect("the gate");
+    let (laptop, _bare, secret) = laptop_with_gated_tasks(tmp.path(), TASKS, &gate);
+    let repo = tmp.path().join("repo");
+    project(&repo, &laptop);
+    let url = server.url();
+    let release = |sha: &str, use_: &str, budget: &str| {
+        set_variables(
+            &repo,
+            &[
+                ("BRIDGE_IDENTITY", &secret),
+                ("BRIDGE_USE", use_),
+                ("BRIDGE_VERSION", version),
+                ("BRIDGE_SHA256", sha),
+                ("BRIDGE_TARGET", &target),
+                ("BRIDGE_RELEASE_URL", &url),
+                ("BRIDGE_BUDGET", budget),
+            ],
+        );
+    };
+    let ca = server.ca_path().to_path_buf();
+    let pipeline = |name: &str| {
+        let mut run = start_pipeline(
+            &tool,
+            &repo,
+            tmp.path(),
+            name,
+            false,
+            &[("CURL_CA_BUNDLE", &ca)],
+        );
+        let code = run.wait(Duration::from_secs(300));
+        (code, run.log())
+    };
+
+    release(&sha, "release", "5m");
+    let (code, log) = pipeline("release");
+    assert_eq!(code, 0, "{log}");
+    let archive_name = format!("bridge-{target}.tar.gz");
+    assert_eq!(
+        server.gets(&format!("/v{version}/{archive_name}")),
+        3,
+        "one download per job"
+    );
+    assert!(
+        log.contains(&format!("/bridge-{target}/bridge: bridge {version}")),
+        "{log}"
+    );
+    laptop.ok(&["sync"]);
+    let st = laptop.status();
+    assert_eq!((st.tasks, st.count("done")), (TASKS as u64, TASKS as u64));
+
+    // Each refusal fails every job, saying why, before bridge runs.
+    let zeros = "0".repeat(64);
+    for (name, sha, use_, budget, says) in [
+        (
+            "tampered",
+            zeros.as_str(),
+            "release",
+            "5m",
+            "does not match BRIDGE_SHA256",
+        ),
+        (
+            "no-sha",
+            "",
+            "release",
+            "5m",
+            "BRIDGE_SHA256 must be the SHA-256",
+        ),
+        (
+            "bad-use",
+            sha.as_str(),
+            "docker",
+            "5m",
+            "BRIDGE_USE must be release or path",
+        ),
+        (
+            "over-budget",
+            sha.as_str(),
+            "release",
+            "2h",
+            "BRIDGE_BUDGET (2h) must be from 1m to 50m",
+        ),
+    ] {
+        release(sha, use_, budget);
+        let (code, log) = pipeline(name);
+        assert_ne!(code, 0, "{name}: the pipeline passed:\n{log}");
+        for k in 1..=3 {
+            let job = format!("bridge-drain: [{k}/3]");
+            assert!(
+                log.lines().any(|l| l.starts_with(&job) && l.contains(says)),
+                "{name}: job {job} did not say `{says}`:\n{log}"
+            );
+        }
+        assert!(!log.contains("bridge_run_started"), "{name}: {log}");
     }
 }
