@@ -297,6 +297,16 @@ fn three_parallel_jobs_drain_a_git_pool_under_gitlab_ci_local() {
     // jobs has claimed a task (pushed to its own ref): no job drains alone.
     let gate = tmp.path().join("gate");
     let (laptop, bare, secret) = laptop_with_gated_tasks(tmp.path(), TASKS, &gate);
+    // GitLab masks a variable only if its value is one line of at least 8
+    // characters from its set (the Base64 alphabets and `@:.~`): the
+    // identity must be one it can mask.
+    assert!(
+        secret.len() >= 8
+            && secret
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_+=/@:.~-".contains(c)),
+        "GitLab cannot mask the identity: {secret}"
+    );
     let repo = tmp.path().join("repo");
     project(&repo, &laptop);
 
