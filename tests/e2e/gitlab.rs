@@ -2,7 +2,9 @@
 //! `gitlab-ci-local` (npm) with its shell executor on this machine, against
 //! a bare git repository as the store: a laptop submits tasks, the job's
 //! `parallel: 3` copies drain them as shards, the laptop syncs and sees every
-//! result (issue 19, item 4). It is `act.rs`'s test for GitLab.
+//! result (issue 19, item 4). It is `act.rs`'s test for GitLab. A second
+//! test runs the template's default install (a release archive over https
+//! on 127.0.0.1, checked against `BRIDGE_SHA256`) and its refusals.
 //!
 //! The user's repository holds bridge.toml and the template byte for byte
 //! as `.gitlab-ci.yml`. The CI/CD variable `BRIDGE_USE=path` makes the
