@@ -2,7 +2,7 @@
 //! `main` (ripgrep's `HiArgs` is the model): the engine's
 //! [`bridge_engine::settings::Settings`] and the conventions of the command
 //! line and of GitHub Actions on top (`GITHUB_ACTIONS`, the step's output
-//! files, the runner's facts for provenance, the GitHub API's address and
+//! files, the runner's facts for provenance, also GitLab CI's, the GitHub API's address and
 //! headers).
 //!
 //! They reach the commands in [`GlobalArgs`](crate::commands::GlobalArgs),
@@ -26,6 +26,17 @@ const PROVENANCE_VARS: &[(&str, &str)] = &[
     ("runner_name", "RUNNER_NAME"),
 ];
 
+/// The same facts on GitLab CI (`GITLAB_CI=true`; issue 19, item 4): the
+/// pipeline, the job (`drain 2/3` for a `parallel:` job), the commit, the
+/// runner, and the job's page as the run's address.
+const GITLAB_PROVENANCE_VARS: &[(&str, &str)] = &[
+    ("ci_run_id", "CI_PIPELINE_ID"),
+    ("ci_job", "CI_JOB_NAME"),
+    ("commit", "CI_COMMIT_SHA"),
+    ("runner_name", "CI_RUNNER_DESCRIPTION"),
+    ("ci_run_url", "CI_JOB_URL"),
+];
+
 /// The command line's settings (see the module docs).
 #[derive(Debug, Clone, Default)]
 pub struct Settings {
@@ -33,6 +44,9 @@ pub struct Settings {
     pub engine: Arc<bridge_engine::settings::Settings>,
     /// Running as a step of GitHub Actions (`GITHUB_ACTIONS=true`).
     pub github_actions: bool,
+    /// Running as a job of GitLab CI (`GITLAB_CI=true`): the log takes
+    /// collapsible sections (issue 19, item 4).
+    pub gitlab_ci: bool,
     /// `GITHUB_OUTPUT`: the file of the step's outputs.
     pub github_output: Option<String>,
     /// `GITHUB_STEP_SUMMARY`: the file of the job's summary.
@@ -65,6 +79,7 @@ impl Settings {
         Settings {
             engine: Arc::new(engine),
             github_actions: text("GITHUB_ACTIONS").as_deref() == Some("true"),
+            gitlab_ci: text("GITLAB_CI").as_deref() == Some("true"),
             github_output: text("GITHUB_OUTPUT"),
             github_step_summary: text("GITHUB_STEP_SUMMARY"),
             github_api: text(API_ENV),
@@ -95,6 +110,13 @@ fn ci_provenance(env: impl Fn(&str) -> Option<String>) -> BTreeMap<String, Strin
             "ci_run_url".to_owned(),
             format!("{server}/{repo}/actions/runs/{run}"),
         );
+    }
+    if env("GITLAB_CI").as_deref() == Some("true") {
+        for (key, var) in GITLAB_PROVENANCE_VARS {
+            if let Some(v) = env(var) {
+                p.entry((*key).to_owned()).or_insert(v);
+            }
+        }
     }
     p
 }
@@ -152,6 +174,33 @@ mod tests {
         assert_eq!(s.github_step_summary, None);
         assert_eq!(s.github_api.as_deref(), Some("https://ghe.example/api/v3"));
         assert_eq!(s.github_extra_headers, None);
+    }
+
+    #[test]
+    fn gitlab_ci_jobs_record_their_pipeline_and_job() {
+        let gitlab = [
+            ("CI_PIPELINE_ID", "41"),
+            ("CI_JOB_NAME", "drain 2/3"),
+            ("CI_COMMIT_SHA", "abc"),
+            ("CI_JOB_URL", "https://gitlab.example/g/p/-/jobs/9"),
+        ];
+        let on = Settings::from_vars(vars(&[&[("GITLAB_CI", "true")], &gitlab[..]].concat()));
+        assert_eq!(
+            on.ci_provenance,
+            BTreeMap::from([
+                ("ci_run_id".to_owned(), "41".to_owned()),
+                ("ci_job".to_owned(), "drain 2/3".to_owned()),
+                ("commit".to_owned(), "abc".to_owned()),
+                (
+                    "ci_run_url".to_owned(),
+                    "https://gitlab.example/g/p/-/jobs/9".to_owned()
+                ),
+            ])
+        );
+        assert!(on.gitlab_ci);
+        // Not on GitLab CI: the same names mean nothing.
+        let off = Settings::from_vars(vars(&gitlab));
+        assert!(off.ci_provenance.is_empty() && !off.gitlab_ci);
     }
 
     #[test]

@@ -536,7 +536,7 @@ fn the_action_refuses_what_it_cannot_verify() {
 
 /// The Rust target of this machine's `bridge` archive (the only one that
 /// can be built here): the action's `target` input names it.
-fn host_target() -> String {
+pub(crate) fn host_target() -> String {
     assert_eq!(std::env::consts::OS, "linux", "the act tests run on Linux");
     format!("{}-unknown-linux-gnu", std::env::consts::ARCH)
 }
@@ -563,7 +563,7 @@ fn ci_script(name: &str, args: &[&str], env: &[(&str, &Path)]) -> String {
 /// The host target's release archive, copied into `dir`: the one `.ci/run`
 /// built with `.ci/release-archive` (BRIDGE_TEST_RELEASE_DIR, required under
 /// CI), else packed here by the same script from the binary under test.
-fn release_archive(dir: &Path) -> PathBuf {
+pub(crate) fn release_archive(dir: &Path) -> PathBuf {
     let name = format!("bridge-{}.tar.gz", host_target());
     fs::create_dir_all(dir).expect("cannot create a folder");
     match std::env::var_os("BRIDGE_TEST_RELEASE_DIR").filter(|d| !d.is_empty()) {

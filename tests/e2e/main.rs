@@ -21,6 +21,7 @@ mod exec;
 mod failures;
 mod github;
 mod github_server;
+mod gitlab;
 mod harness;
 mod isolation;
 mod kubernetes;

@@ -14,7 +14,8 @@ use tokio_util::sync::CancellationToken;
 use super::GlobalArgs;
 use super::common::{open_remote_as, open_session_fetching};
 use super::run_log::{
-    Annotations, Fatal, Header, Ledger, RemoteUse, Report, Row, TaskCounts, escape_data, mark,
+    Annotations, Fatal, Header, Ledger, RemoteUse, Report, Row, TaskCounts, escape_data,
+    gitlab_section_end, gitlab_section_start, mark,
 };
 use crate::budget::{Budget, Pacer, Share};
 use crate::error::{
@@ -49,6 +50,8 @@ use crate::workspace::{LoadPlan, Session, Workspace, now_ms};
 /// tasks-left, tasks-left-for-others and error, and a job summary naming
 /// the failed tasks and the commands to run next: also when an error stops
 /// the run (one annotation with the error and what to do).
+/// With GITLAB_CI=true the header and each task's end line (holding its
+/// output) are collapsed sections of GitLab's job log.
 ///
 /// A runner claims only tasks whose submitter `[worker] run-tasks-from`
 /// accepts: by default (a worker-role key) every member allowed to submit.
@@ -158,6 +161,9 @@ fn runner_pacer(
 /// Actions with an annotation, the step outputs and the job summary.
 struct RunLog {
     github: bool,
+    /// On GitLab CI (and not GitHub Actions): the header and each task's
+    /// output in collapsible sections (issue 19, item 4).
+    gitlab: bool,
     quiet: bool,
     shard: Option<(u32, u32)>,
     ledger: Ledger,
@@ -192,8 +198,17 @@ impl RunLog {
             let _ = writeln!(out, "::endgroup::");
             let _ = out.flush();
         } else if !self.quiet {
+            if self.gitlab {
+                errln!(
+                    "{}",
+                    gitlab_section_start("bridge_header", &header.title(), true, unix_s())
+                );
+            }
             for line in header.lines() {
                 errln!("{line}");
+            }
+            if self.gitlab {
+                errln!("{}", gitlab_section_end("bridge_header", unix_s()));
             }
         }
     }
@@ -232,6 +247,7 @@ pub fn run(g: &GlobalArgs, args: RunArgs) -> CliResult<u8> {
     let started = std::time::Instant::now();
     let mut log = RunLog {
         github: crate::output::surroundings().github_actions,
+        gitlab: g.settings.gitlab_ci && !crate::output::surroundings().github_actions,
         quiet: g.quiet,
         shard: None,
         ledger: Ledger::default(),
@@ -628,8 +644,23 @@ impl worker::Hooks for RunHooks<'_> {
                 tails,
                 logs,
             } => {
+                // On GitLab CI the task's end line is the title of a
+                // collapsed section holding its output.
+                let section = (self.log.gitlab && !self.quiet).then(|| {
+                    let title = end_line(&name, outcome, ms, &detail);
+                    let section = format!("bridge_task_{}", id.short());
+                    errln!("{}", gitlab_section_start(&section, &title, true, unix_s()));
+                    section
+                });
                 if let Some(output) = &self.output {
                     output.finished(&id, &name, logs.as_ref());
+                } else if section.is_some() {
+                    // With --json no task output is printed: the section
+                    // holds the tails, as GitHub's group does.
+                    gitlab_tails(&tails);
+                }
+                if let Some(section) = &section {
+                    errln!("{}", gitlab_section_end(section, unix_s()));
                 }
                 self.finished(name, &id, outcome, detail, ms, &tails);
             }
@@ -640,6 +671,42 @@ impl worker::Hooks for RunHooks<'_> {
     fn idle(&mut self, _session: &mut Session) -> Result<(), bridge_engine::worker::HookError> {
         Ok(())
     }
+}
+
+/// A task's end as one line: its mark, name, time and what went wrong.
+fn end_line(name: &str, outcome: Outcome, ms: i64, detail: &str) -> String {
+    format!(
+        "{} {} ({}){}",
+        mark(outcome),
+        crate::output::safe(name),
+        duration(ms),
+        if detail.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", crate::output::safe(detail))
+        }
+    )
+}
+
+/// A task's output tails (stdout, then stderr), safe to show, on stderr.
+fn gitlab_tails(tails: &(String, String)) {
+    if !tails.0.is_empty() {
+        errln!("{}", crate::output::safe_lines(tails.0.trim_end()));
+    }
+    if !tails.1.is_empty() {
+        errln!(
+            "--- stderr ---\n{}",
+            crate::output::safe_lines(tails.1.trim_end())
+        );
+    }
+}
+
+/// Seconds since the Unix epoch, for GitLab's section markers (0 if the
+/// clock is before 1970).
+fn unix_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 impl RunHooks<'_> {
@@ -676,18 +743,8 @@ impl RunHooks<'_> {
                 let _ = writeln!(out, "{annotation}");
             }
             let _ = out.flush();
-        } else if !self.quiet {
-            errln!(
-                "{} {} ({}){}",
-                mark(outcome),
-                crate::output::safe(&name),
-                duration(ms),
-                if detail.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {}", crate::output::safe(&detail))
-                }
-            );
+        } else if !self.quiet && !self.log.gitlab {
+            errln!("{}", end_line(&name, outcome, ms, &detail));
         }
         self.log.ledger.record(Row {
             name,

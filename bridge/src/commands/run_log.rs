@@ -9,7 +9,8 @@
 //! details and error messages are hostile text: in a workflow command they
 //! go through [`escape_data`] / [`escape_property`], in the job summary
 //! through [`markdown_cell`], in a step output they are made one line, and
-//! elsewhere through `output::safe`.
+//! elsewhere through `output::safe`. On GitLab CI the header and each
+//! task's output are collapsible sections ([`gitlab_section_start`]).
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -533,9 +534,64 @@ pub fn markdown_cell(s: &str) -> String {
     out
 }
 
+/// A GitLab CI collapsible section (issue 19, item 4): the marker that
+/// opens section `name` (letters, digits, `_`, `.`, `-`: anything else
+/// becomes `_`) under `title` at `unix_s`. GitLab folds the lines up to
+/// [`gitlab_section_end`] under the title and shows the time between the
+/// two stamps (docs: "Custom collapsible sections"). The title is
+/// task-controlled text made one safe line, so it cannot end the marker or
+/// forge another.
+pub fn gitlab_section_start(name: &str, title: &str, collapsed: bool, unix_s: u64) -> String {
+    format!(
+        "\x1b[0Ksection_start:{unix_s}:{}[collapsed={collapsed}]\r\x1b[0K{}",
+        section_name(name),
+        crate::output::safe(title)
+    )
+}
+
+/// The marker that closes section `name` at `unix_s` (see
+/// [`gitlab_section_start`]).
+pub fn gitlab_section_end(name: &str, unix_s: u64) -> String {
+    format!(
+        "\x1b[0Ksection_end:{unix_s}:{}\r\x1b[0K",
+        section_name(name)
+    )
+}
+
+/// `name` with only the characters a section name may hold.
+fn section_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gitlab_sections_are_markers_with_a_safe_title() {
+        let start = gitlab_section_start("bridge_task_ab12", "✓ t[n=1] (3ms)", true, 7);
+        assert_eq!(
+            start,
+            "\x1b[0Ksection_start:7:bridge_task_ab12[collapsed=true]\r\x1b[0K✓ t[n=1] (3ms)"
+        );
+        assert_eq!(
+            gitlab_section_end("bridge_task_ab12", 9),
+            "\x1b[0Ksection_end:9:bridge_task_ab12\r\x1b[0K"
+        );
+        // A hostile task name cannot end the title or forge a marker.
+        let start = gitlab_section_start("x y:z", "t\r\x1b[0Ksection_end:7:x\nfake", false, 7);
+        assert_eq!(start.matches('\r').count(), 1, "{start:?}");
+        assert!(!start.contains('\n'), "{start:?}");
+        assert!(start.contains(":x_y_z[collapsed=false]"), "{start:?}");
+    }
 
     // Issue 12, item 21 (a sibling): a task's name in the job summary could
     // add links or images, or break the table with `|`.
