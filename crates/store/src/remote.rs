@@ -27,6 +27,21 @@ use crate::names::{
     self, BLOBS_DIR, DocFolder, FORMAT_LINE, FORMAT_NAME, PACKS_DIR, StoreName, WORKSPACE_NAME,
 };
 
+/// [`Remote::read`] for a backend whose reads are batched (git, s3): the
+/// one file through [`Remote::read_many`], `NotFound` when it is not there.
+pub(crate) fn read_through_many<R: Remote + ?Sized>(
+    remote: &R,
+    name: &str,
+) -> Result<Vec<u8>, RemoteError> {
+    match remote.read_many(&[name.to_owned()])?.pop() {
+        Some((_, bytes)) => Ok(bytes),
+        None => Err(RemoteError::NotFound {
+            remote: remote.describe(),
+            name: name.to_owned(),
+        }),
+    }
+}
+
 /// A place holding the files of a store. Calls are blocking.
 pub trait Remote: Send + Sync {
     /// A short description for messages, e.g. `dir:/mnt/usb/pool`.

@@ -734,14 +734,7 @@ impl Remote for GitRemote {
     }
 
     fn read(&self, name: &str) -> Result<Vec<u8>, RemoteError> {
-        let mut files = self.read_many(&[name.to_owned()])?;
-        match files.pop() {
-            Some((_, bytes)) => Ok(bytes),
-            None => Err(RemoteError::NotFound {
-                remote: self.describe(),
-                name: name.to_owned(),
-            }),
-        }
+        crate::remote::read_through_many(self, name)
     }
 
     /// Reads every name with one `git cat-file --batch`, from the listing of

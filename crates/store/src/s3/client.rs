@@ -336,14 +336,7 @@ impl Remote for S3Remote {
     /// Reads an object within its kind's size limit, checked on the
     /// response's length before the body is read.
     fn read(&self, name: &str) -> Result<Vec<u8>, RemoteError> {
-        let mut files = self.read_many(std::slice::from_ref(&name.to_owned()))?;
-        match files.pop() {
-            Some((_, bytes)) => Ok(bytes),
-            None => Err(RemoteError::NotFound {
-                remote: self.describe(),
-                name: name.to_owned(),
-            }),
-        }
+        crate::remote::read_through_many(self, name)
     }
 
     fn read_many(&self, names: &[String]) -> Result<Vec<(String, Vec<u8>)>, RemoteError> {
