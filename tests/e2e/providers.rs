@@ -4,19 +4,22 @@
 //! run as the kubelet would) drain one pool at once through an `s3:` store
 //! on a real S3 server on 127.0.0.1, and the laptop sees every result once.
 //!
-//! Each provider runs its template unchanged, with its own shard count
+//! Each provider runs its template with its own shard count
 //! (GitHub 2, GitLab 3, Kubernetes 4 as the manifest says): shards are only
 //! a preference, and stealing covers the tasks of shards nobody runs. The
 //! endpoint is in bridge.toml's `[store.s3]`; the keys reach each runner the
 //! way its provider passes secrets: GitHub secrets `AWS_ACCESS_KEY_ID` /
 //! `AWS_SECRET_ACCESS_KEY` (through act's secrets file), GitLab CI/CD
 //! variables (gitlab-ci-local's variables file), the Kubernetes Secret's
-//! optional keys. Every task waits for a gate, and a runner claims every
-//! unclaimed task of its own shard at once, so the providers start one after
-//! the other (the pod, then the GitLab jobs with `BRIDGE_MAX_TASKS=2`, then
-//! the GitHub shards), each once the ones before run a task; the gate opens
-//! when all six run one, so each runner runs at least one task. Without
-//! `act` or `gitlab-ci-local` the test says so and passes, except under CI.
+//! optional keys. The templates are used byte for byte.
+//!
+//! Every task waits for a gate, and a runner claims every unclaimed task of
+//! its own shard at once, so they start one after the other: the laptop's
+//! `bridge work --max-tasks 1`, the pod, the GitLab jobs with
+//! `BRIDGE_MAX_TASKS=2`, then the GitHub shards, each once the ones before
+//! run a task; the gate opens when all seven run one, so each of them runs
+//! at least one task. Without `act` or `gitlab-ci-local` the test says so
+//! and passes, except under CI.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -58,7 +61,7 @@ fn laptop(server: &S3Server, gate: &Path) -> (Device, String) {
     laptop.write(
         "tasks.yaml",
         &format!(
-            "tasks:\n  - name: t\n    matrix: {{ n: [{}] }}\n    runs-on: [runner]\n    outputs: [out.txt]\n    run: |\n      i=0; while [ ! -e {} ]; do i=$((i+1)); [ $i -gt 2400 ] && exit 1; sleep 0.1; done\n      echo \"value ${{{{ matrix.n }}}}\" > out.txt\n",
+            "tasks:\n  - name: t\n    matrix: {{ n: [{}] }}\n    outputs: [out.txt]\n    run: |\n      echo \"started ${{{{ matrix.n }}}}\"\n      i=0; while [ ! -e {} ]; do i=$((i+1)); [ $i -gt 2400 ] && exit 1; sleep 0.1; done\n      echo \"value ${{{{ matrix.n }}}}\" > out.txt\n",
             values.join(", "),
             gate.display()
         ),
@@ -216,11 +219,25 @@ fn a_laptop_and_github_gitlab_and_kubernetes_runners_drain_one_s3_pool() {
     let (laptop, secret) = laptop(&server, &gate);
     let pod_text = |log: &Path| fs::read_to_string(log).unwrap_or_default();
 
+    // First the laptop itself works: one task (a task's output lines are
+    // printed as they come, tagged with its name).
+    let mut work = laptop.spawn(
+        "work",
+        &["work", "-j", "1", "--max-tasks", "1", "--line-buffer"],
+    );
+    let work_out = laptop.scratch("work.stdout");
+    wait_for(
+        "the laptop started a task",
+        || pod_text(&work_out).contains("started "),
+        || work.is_running(),
+        || pod_text(&work_out),
+    );
+
     // A runner claims every unclaimed task of its own shard at once, and
     // every task waits for the gate: so that each runner gets some, they
     // start one provider after the other, each once the previous ones run
     // a task, and the GitLab jobs take at most two tasks each.
-    // First the pod (shard 0/4, the CPUs at once).
+    // Then the pod (shard 0/4, the CPUs at once).
     let (mut pod, pod_log) = start_pod(tmp.path(), &laptop, &secret);
     wait_for(
         "the pod started a task",
@@ -299,6 +316,8 @@ fn a_laptop_and_github_gitlab_and_kubernetes_runners_drain_one_s3_pool() {
         assert!(!log.contains(&secret), "the identity appears in a log");
         assert!(!log.contains(SECRET_KEY), "the S3 secret appears in a log");
     }
+    let worked = work.wait();
+    assert_eq!(worked.code, 0, "{}{}", worked.stdout, worked.stderr);
     laptop_sees_every_result_once(&laptop, tmp.path());
 }
 
