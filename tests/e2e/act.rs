@@ -30,7 +30,7 @@ use crate::harness::{BRIDGE, Device, str_field, temp_dir};
 
 /// [`find_act`], or `None` with a note that the test is skipped (never on
 /// CI, where `act` is installed).
-fn act_or_skip() -> Option<PathBuf> {
+pub(crate) fn act_or_skip() -> Option<PathBuf> {
     let act = find_act();
     if act.is_none() {
         assert!(
@@ -76,7 +76,7 @@ fn find_act() -> Option<PathBuf> {
 /// `tmp`, none of this machine's git configuration), actions cached under
 /// `tmp`, no cache server. Callers add their inputs, secrets, variables,
 /// environment and `--local-repository` stand-ins.
-fn act_command(
+pub(crate) fn act_command(
     act: &Path,
     repo: &Path,
     tmp: &Path,
@@ -116,7 +116,7 @@ fn act_output(mut cmd: Command) -> (bool, String) {
 
 /// A new repository at `repo` whose one commit, `message`, holds every
 /// file there.
-fn commit_all(repo: &Path, message: &str) {
+pub(crate) fn commit_all(repo: &Path, message: &str) {
     git_in(Some(repo), &["init", "-q"]);
     git_in(Some(repo), &["add", "-A"]);
     git_in(
@@ -135,7 +135,7 @@ fn commit_all(repo: &Path, message: &str) {
 }
 
 /// Copies the folder `from` to `to`, recursively.
-fn copy_dir(from: &Path, to: &Path) {
+pub(crate) fn copy_dir(from: &Path, to: &Path) {
     fs::create_dir_all(to).expect("cannot create a folder");
     for entry in fs::read_dir(from).unwrap_or_else(|e| panic!("{}: {e}", from.display())) {
         let entry = entry.expect("dir entry");
@@ -150,7 +150,7 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 /// The commit a workflow pins `bridge-pool/bridge/action` at.
-fn pinned_action_commit(workflow: &str) -> String {
+pub(crate) fn pinned_action_commit(workflow: &str) -> String {
     let uses = "uses: bridge-pool/bridge/action@";
     let line = workflow
         .lines()
@@ -183,7 +183,7 @@ fn pinned_cache_commit() -> String {
 /// (`cache-hit`), its post step saves `path` there at the end of the job
 /// when it was missed, as actions/cache does with GitHub's cache service.
 /// Returns the `--local-repository` argument.
-fn fake_actions_cache(dir: &Path) -> String {
+pub(crate) fn fake_actions_cache(dir: &Path) -> String {
     fs::create_dir_all(dir).expect("cannot create a folder");
     let files = [
         (
@@ -212,25 +212,25 @@ fn refs(bare: &Path) -> BTreeSet<String> {
 
 /// A running `act`, killed if dropped (a failed assertion must not leave
 /// runners behind).
-struct Act {
-    child: Child,
-    log: PathBuf,
+pub(crate) struct Act {
+    pub(crate) child: Child,
+    pub(crate) log: PathBuf,
 }
 
 impl Act {
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// The end of the log, for failure messages.
-    fn tail(&self) -> String {
+    pub(crate) fn tail(&self) -> String {
         let log = self.log();
         let lines: Vec<&str> = log.lines().collect();
         lines[lines.len().saturating_sub(80)..].join("\n")
     }
 
     /// Waits (at most `limit`, a bound against hangs) for act to exit.
-    fn wait(&mut self, limit: Duration) -> i32 {
+    pub(crate) fn wait(&mut self, limit: Duration) -> i32 {
         let start = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().expect("cannot wait for act") {
@@ -245,7 +245,7 @@ impl Act {
         }
     }
 
-    fn running(&mut self) -> bool {
+    pub(crate) fn running(&mut self) -> bool {
         self.child
             .try_wait()
             .expect("cannot wait for act")

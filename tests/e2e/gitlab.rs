@@ -68,7 +68,7 @@ fn find_gitlab_ci_local() -> Option<PathBuf> {
 
 /// [`find_gitlab_ci_local`] when rsync is there too, or `None` with a note
 /// that the test is skipped (never on CI, where `.ci/run` installs both).
-fn gitlab_ci_local_or_skip() -> Option<PathBuf> {
+pub(crate) fn gitlab_ci_local_or_skip() -> Option<PathBuf> {
     let tool = find_gitlab_ci_local().filter(|_| on_path("rsync").is_some());
     if tool.is_none() {
         assert!(
@@ -89,24 +89,24 @@ fn refs(bare: &Path) -> BTreeSet<String> {
 
 /// A running `gitlab-ci-local`, killed if dropped (a failed assertion must
 /// not leave jobs behind).
-struct Pipeline {
+pub(crate) struct Pipeline {
     child: Child,
     log: PathBuf,
 }
 
 impl Pipeline {
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// The end of the log, for failure messages.
-    fn tail(&self) -> String {
+    pub(crate) fn tail(&self) -> String {
         let log = self.log();
         let lines: Vec<&str> = log.lines().collect();
         lines[lines.len().saturating_sub(80)..].join("\n")
     }
 
-    fn running(&mut self) -> bool {
+    pub(crate) fn running(&mut self) -> bool {
         self.child
             .try_wait()
             .expect("cannot wait for gitlab-ci-local")
@@ -115,7 +115,7 @@ impl Pipeline {
 
     /// Waits (at most `limit`, a bound against hangs) for the pipeline to
     /// end.
-    fn wait(&mut self, limit: Duration) -> i32 {
+    pub(crate) fn wait(&mut self, limit: Duration) -> i32 {
         let start = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().expect("cannot wait") {
@@ -172,7 +172,7 @@ fn laptop_with_gated_tasks(tmp: &Path, tasks: usize, gate: &Path) -> (Device, Pa
 
 /// The user's project at `repo`: bridge.toml and the template, unchanged,
 /// as `.gitlab-ci.yml`, committed.
-fn project(repo: &Path, laptop: &Device) {
+pub(crate) fn project(repo: &Path, laptop: &Device) {
     fs::create_dir_all(repo).expect("cannot create a folder");
     fs::copy(laptop.path("bridge.toml"), repo.join("bridge.toml")).expect("bridge.toml");
     fs::copy(
@@ -201,7 +201,7 @@ fn project(repo: &Path, laptop: &Device) {
 /// committed: no job's copy of the project holds it), the CI/CD variables
 /// of the next pipeline. GitLab sets GITLAB_CI=true in every job;
 /// gitlab-ci-local does not, so it is added.
-fn set_variables(repo: &Path, vars: &[(&str, &str)]) {
+pub(crate) fn set_variables(repo: &Path, vars: &[(&str, &str)]) {
     let file = repo.join(".gitlab-ci-local-variables.yml");
     let _ = fs::remove_file(&file);
     let mut text = "GITLAB_CI: \"true\"\n".to_owned();
@@ -222,7 +222,7 @@ fn set_variables(repo: &Path, vars: &[(&str, &str)]) {
 /// environment (plus `env`) with the bridge under test first on PATH when
 /// `bridge_on_path`, the variables [`set_variables`] wrote; its log is
 /// `<tmp>/<name>.log`.
-fn start_pipeline(
+pub(crate) fn start_pipeline(
     tool: &Path,
     repo: &Path,
     tmp: &Path,

@@ -25,13 +25,13 @@ use serde_json::Value;
 use crate::harness::{BRIDGE, Device, temp_dir};
 
 /// The template's documents, parsed.
-fn manifest() -> Vec<Value> {
+pub(crate) fn manifest() -> Vec<Value> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../workflows/kubernetes.yml");
     let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_saphyr::from_multiple(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-fn kind<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
+pub(crate) fn kind<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
     docs.iter()
         .find(|d| d["kind"] == kind)
         .unwrap_or_else(|| panic!("no {kind} in the template"))
@@ -97,7 +97,7 @@ fn the_job_shards_by_completion_index_within_its_deadline() {
 /// One pod of the Job at `index`, as the kubelet starts it: the volumes'
 /// mount paths mapped to folders under `dir` (the ConfigMap's holding
 /// `bridge_toml`), the Secret's keys from `secret`.
-fn pod(
+pub(crate) fn pod(
     job: &Value,
     index: u64,
     dir: &Path,

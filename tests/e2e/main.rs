@@ -34,6 +34,7 @@ mod notify;
 mod offline_remote;
 mod parallel_input;
 mod policy;
+mod providers;
 mod report;
 mod runner;
 mod runner_logs;
