@@ -21,12 +21,12 @@ use std::fs;
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bridge_testutil::git::{Bare, git_in};
 
-use crate::harness::{BRIDGE, Device, str_field, temp_dir};
+use crate::harness::{BRIDGE, Device, LoggedChild, str_field, temp_dir};
 
 /// [`find_act`], or `None` with a note that the test is skipped (never on
 /// CI, where `act` is installed).
@@ -206,61 +206,12 @@ pub(crate) fn fake_actions_cache(dir: &Path) -> String {
 }
 
 /// The store's slot refs in the bare repository.
-fn refs(bare: &Path) -> BTreeSet<String> {
+pub(crate) fn refs(bare: &Path) -> BTreeSet<String> {
     Bare(bare.to_owned()).branches().into_iter().collect()
 }
 
-/// A running `act`, killed if dropped (a failed assertion must not leave
-/// runners behind).
-pub(crate) struct Act {
-    pub(crate) child: Child,
-    pub(crate) log: PathBuf,
-}
-
-impl Act {
-    pub(crate) fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// The end of the log, for failure messages.
-    pub(crate) fn tail(&self) -> String {
-        let log = self.log();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(80)..].join("\n")
-    }
-
-    /// Waits (at most `limit`, a bound against hangs) for act to exit.
-    pub(crate) fn wait(&mut self, limit: Duration) -> i32 {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("cannot wait for act") {
-                return status.code().unwrap_or(-1);
-            }
-            assert!(
-                start.elapsed() < limit,
-                "act still runs after {limit:?}:\n{}",
-                self.tail()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    pub(crate) fn running(&mut self) -> bool {
-        self.child
-            .try_wait()
-            .expect("cannot wait for act")
-            .is_none()
-    }
-}
-
-impl Drop for Act {
-    fn drop(&mut self) {
-        if self.running() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
+/// A running `act`.
+pub(crate) type Act = LoggedChild;
 
 #[test]
 fn the_projects_workflows_are_the_templates() {
@@ -378,7 +329,11 @@ fn three_runner_shards_drain_a_git_pool_under_act() {
         ])
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {}: {e}", act.display()));
-    let mut run = Act { child, log };
+    let mut run = Act {
+        name: "act",
+        child,
+        log,
+    };
 
     // Each shard writes its own ref, refs/bridge/<member>-<shard>.
     let wanted: BTreeSet<String> = (0..SHARDS).map(|i| format!("refs/bridge/ci-{i}")).collect();

@@ -23,13 +23,14 @@ use std::fs;
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bridge_testutil::git::{Bare, git_in};
+use bridge_testutil::git::git_in;
 use serde_json::Value;
 
-use crate::harness::{BRIDGE, Device, str_field, temp_dir};
+use crate::act::refs;
+use crate::harness::{BRIDGE, Device, LoggedChild, str_field, temp_dir};
 
 /// The repository root (the workspace holding `bridge/`).
 fn repo_root() -> PathBuf {
@@ -82,63 +83,8 @@ pub(crate) fn gitlab_ci_local_or_skip() -> Option<PathBuf> {
     tool
 }
 
-/// The store's slot refs in the bare repository.
-fn refs(bare: &Path) -> BTreeSet<String> {
-    Bare(bare.to_owned()).branches().into_iter().collect()
-}
-
-/// A running `gitlab-ci-local`, killed if dropped (a failed assertion must
-/// not leave jobs behind).
-pub(crate) struct Pipeline {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Pipeline {
-    pub(crate) fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// The end of the log, for failure messages.
-    pub(crate) fn tail(&self) -> String {
-        let log = self.log();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(80)..].join("\n")
-    }
-
-    pub(crate) fn running(&mut self) -> bool {
-        self.child
-            .try_wait()
-            .expect("cannot wait for gitlab-ci-local")
-            .is_none()
-    }
-
-    /// Waits (at most `limit`, a bound against hangs) for the pipeline to
-    /// end.
-    pub(crate) fn wait(&mut self, limit: Duration) -> i32 {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("cannot wait") {
-                return status.code().unwrap_or(-1);
-            }
-            assert!(
-                start.elapsed() < limit,
-                "gitlab-ci-local still runs after {limit:?}:\n{}",
-                self.tail()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-}
-
-impl Drop for Pipeline {
-    fn drop(&mut self) {
-        if self.running() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
+/// A running `gitlab-ci-local`.
+pub(crate) type Pipeline = LoggedChild;
 
 /// The laptop's workspace on a new bare repository under `tmp`, with
 /// `tasks` tasks that each wait for the file `gate`; returns the laptop,
@@ -260,7 +206,11 @@ pub(crate) fn start_pipeline(
         .args(["--force-shell-executor", "--shell-isolation", "--no-color"])
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {}: {e}", tool.display()));
-    Pipeline { child, log }
+    Pipeline {
+        name: "gitlab-ci-local",
+        child,
+        log,
+    }
 }
 
 /// The JSON reports the jobs left as artifacts (`bridge-run-<I>.json`), by

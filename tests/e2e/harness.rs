@@ -877,3 +877,64 @@ fn device_with_env(name: &str, env: &[(String, String)]) -> Device {
     }
     d
 }
+
+/// A tool run by a test (`act`, `gitlab-ci-local`) writing everything it
+/// prints to `log`; killed if dropped, so that a failed assertion leaves no
+/// runners behind.
+pub struct LoggedChild {
+    /// The tool's name, for messages.
+    pub name: &'static str,
+    pub child: std::process::Child,
+    pub log: PathBuf,
+}
+
+impl LoggedChild {
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The end of the log, for failure messages.
+    pub fn tail(&self) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(80)..].join("\n")
+    }
+
+    pub fn running(&mut self) -> bool {
+        self.child
+            .try_wait()
+            .unwrap_or_else(|e| panic!("cannot wait for {}: {e}", self.name))
+            .is_none()
+    }
+
+    /// Waits (at most `limit`, a bound against hangs) for the tool to exit;
+    /// its exit code (-1 for a signal).
+    pub fn wait(&mut self, limit: std::time::Duration) -> i32 {
+        let start = std::time::Instant::now();
+        loop {
+            let status = self
+                .child
+                .try_wait()
+                .unwrap_or_else(|e| panic!("cannot wait for {}: {e}", self.name));
+            if let Some(status) = status {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(
+                start.elapsed() < limit,
+                "{} still runs after {limit:?}:\n{}",
+                self.name,
+                self.tail()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for LoggedChild {
+    fn drop(&mut self) {
+        if self.running() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

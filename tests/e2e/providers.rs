@@ -156,7 +156,11 @@ fn start_github(act: &Path, tmp: &Path, laptop: &Device, secret: &str) -> Act {
         .args(["--concurrent-jobs", &shards])
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {}: {e}", act.display()));
-    Act { child, log }
+    Act {
+        name: "act",
+        child,
+        log,
+    }
 }
 
 /// A pod of the Kubernetes Job at index 0, its output in `<tmp>/pod-0.log`;
