@@ -938,3 +938,45 @@ impl Drop for LoggedChild {
         }
     }
 }
+
+/// The laptop's view of a drained pool: every one of its `count` tasks done,
+/// and `bridge outputs --all` (into `to`) holding one result each; returns
+/// each result's `out.txt`, trimmed, sorted by the number in its second
+/// word (`value N …`). How often a task ran is not looked at: runners that
+/// steal the same last tasks of a pool of short tasks may each run one
+/// before they see the others' results (the first success is the result).
+pub fn results_once(laptop: &Device, to: &Path, count: usize) -> Vec<String> {
+    let tasks = laptop.ls();
+    assert_eq!(tasks.len(), count);
+    for task in &tasks {
+        assert_eq!(task.status, "done", "{}", task.name);
+    }
+    let out = laptop
+        .ok(&[
+            "outputs",
+            "--all",
+            "--json",
+            "--to",
+            &to.display().to_string(),
+        ])
+        .json();
+    let results = out["tasks"].as_array().expect("tasks");
+    assert_eq!(results.len(), count, "{out}");
+    let mut values: Vec<String> = results
+        .iter()
+        .map(|r| {
+            let dir = r["dir"].as_str().expect("a task's folder");
+            let text =
+                std::fs::read_to_string(Path::new(dir).join("out.txt")).expect("its out.txt");
+            text.trim().to_owned()
+        })
+        .collect();
+    let number = |v: &String| {
+        v.split_whitespace()
+            .nth(1)
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or(usize::MAX)
+    };
+    values.sort_by_key(number);
+    values
+}

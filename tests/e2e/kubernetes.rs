@@ -22,7 +22,7 @@ use std::process::{Command, Stdio};
 use bridge_testutil::git::git_in;
 use serde_json::Value;
 
-use crate::harness::{BRIDGE, Device, temp_dir};
+use crate::harness::{BRIDGE, Device, results_once, temp_dir};
 
 /// The template's documents, parsed.
 pub(crate) fn manifest() -> Vec<Value> {
@@ -247,32 +247,9 @@ fn every_index_of_the_job_drains_a_git_pool_as_a_ci_runner_would() {
     }
 
     laptop.ok(&["sync"]);
-    let tasks = laptop.ls();
-    assert_eq!(tasks.len(), TASKS);
-    // Every result once in the laptop's view. (How often a task ran is not
-    // asserted: runners that steal the same last tasks of a pool of short
-    // tasks may each run one before they see the others' results.)
-    for task in &tasks {
-        assert_eq!(task.status, "done", "{}", task.name);
-    }
-    let to = tmp.path().join("results");
-    let out = laptop
-        .ok(&[
-            "outputs",
-            "--all",
-            "--json",
-            "--to",
-            &to.display().to_string(),
-        ])
-        .json();
-    let results = out["tasks"].as_array().expect("tasks");
-    assert_eq!(results.len(), TASKS, "{out}");
-    let mut values: Vec<String> = results
+    // Every result once in the laptop's view.
+    let values: Vec<String> = results_once(&laptop, &tmp.path().join("results"), TASKS)
         .iter()
-        .map(|r| {
-            let dir = r["dir"].as_str().expect("a task's folder");
-            fs::read_to_string(Path::new(dir).join("out.txt")).expect("its out.txt")
-        })
         .map(|text| {
             text.split_whitespace()
                 .nth(1)
@@ -280,7 +257,6 @@ fn every_index_of_the_job_drains_a_git_pool_as_a_ci_runner_would() {
                 .to_owned()
         })
         .collect();
-    values.sort_by_key(|v| v.parse::<usize>().unwrap_or(usize::MAX));
     assert_eq!(
         values,
         (0..TASKS).map(|k| k.to_string()).collect::<Vec<_>>()

@@ -34,7 +34,7 @@ use crate::act::{
     Act, act_command, act_or_skip, commit_all, copy_dir, fake_actions_cache, pinned_action_commit,
 };
 use crate::gitlab::{gitlab_ci_local_or_skip, project, set_variables, start_pipeline};
-use crate::harness::{BRIDGE, Device, temp_dir};
+use crate::harness::{BRIDGE, Device, results_once, temp_dir};
 use crate::kubernetes::{kind, manifest, pod};
 
 // Enough that each runner's shard still holds an unclaimed task when it
@@ -333,33 +333,7 @@ fn a_laptop_and_github_gitlab_and_kubernetes_runners_drain_one_s3_pool() {
 /// the same last tasks may each run one; the first success is the result.)
 fn laptop_sees_every_result_once(laptop: &Device, tmp: &Path) {
     laptop.ok(&["sync"]);
-    let tasks = laptop.ls();
-    assert_eq!(tasks.len(), TASKS);
-    for task in &tasks {
-        assert_eq!(task.status, "done", "{}", task.name);
-    }
-    let to = tmp.join("results");
-    let out = laptop
-        .ok(&[
-            "outputs",
-            "--all",
-            "--json",
-            "--to",
-            &to.display().to_string(),
-        ])
-        .json();
-    let results = out["tasks"].as_array().expect("tasks");
-    assert_eq!(results.len(), TASKS, "{out}");
-    let mut values: Vec<String> = results
-        .iter()
-        .map(|r| {
-            let dir = r["dir"].as_str().expect("a task's folder");
-            let text = fs::read_to_string(Path::new(dir).join("out.txt")).expect("its out.txt");
-            text.trim().to_owned()
-        })
-        .collect();
-    values.sort();
-    let mut wanted: Vec<String> = (0..TASKS).map(|k| format!("value {k}")).collect();
-    wanted.sort();
+    let values = results_once(laptop, &tmp.join("results"), TASKS);
+    let wanted: Vec<String> = (0..TASKS).map(|k| format!("value {k}")).collect();
     assert_eq!(values, wanted);
 }
