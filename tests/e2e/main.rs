@@ -23,6 +23,7 @@ mod github;
 mod github_server;
 mod gitlab;
 mod harness;
+mod hybrid_store;
 mod isolation;
 mod kubernetes;
 mod live_output;

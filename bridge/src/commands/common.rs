@@ -83,10 +83,25 @@ pub fn open_remote(
     )
 }
 
-/// [`open_remote`] writing the ref of `slot` (a runner shard).
+/// [`open_remote`] writing the ref of `slot` (a runner shard). Its blobs
+/// go to the workspace's `[store] blobs` when that is set.
 pub fn open_remote_as(
     settings: &Settings,
     spec: &str,
+    root: &std::path::Path,
+    slot: &str,
+) -> Result<Box<dyn bridge_store::Remote>, bridge_store::RemoteSpecError> {
+    let blobs = config_at(root).and_then(|c| c.store.blobs);
+    open_store(settings, spec, blobs.as_deref(), root, slot)
+}
+
+/// The remote of `spec` with its blobs in `blobs` (issue 19, item 2), as
+/// this device opens it: before a workspace's bridge.toml says so (`init`,
+/// `join`), or after.
+pub fn open_store(
+    settings: &Settings,
+    spec: &str,
+    blobs: Option<&str>,
     root: &std::path::Path,
     slot: &str,
 ) -> Result<Box<dyn bridge_store::Remote>, bridge_store::RemoteSpecError> {
@@ -107,7 +122,19 @@ pub fn open_remote_as(
     if let Some(config) = &config {
         let _ = config.apply_s3(&mut opts.s3);
     }
-    bridge_store::parse_remote(spec, root, &opts)
+    bridge_store::parse_store(spec, blobs, root, &opts)
+}
+
+/// Checks a `--blobs` argument as `[store] blobs` is checked (exit 7: a
+/// bad spec is a misconfigured store).
+pub fn check_blobs_arg(has_remote: bool, blobs: &str) -> CliResult<()> {
+    crate::workspace::config::check_blobs(has_remote, blobs).map_err(|message| {
+        CliError::hint(
+            anyhow!("--blobs {message}"),
+            "blobs go to an object store (s3://BUCKET/PREFIX) or a folder (dir:PATH), beside --remote",
+        )
+        .with_code(EXIT_MISCONFIGURED)
+    })
 }
 
 /// The workspace's bridge.toml at `root`, if it can be read and parsed.
@@ -118,13 +145,15 @@ fn config_at(root: &std::path::Path) -> Option<crate::workspace::Config> {
 }
 
 /// The largest output a worker of this session stores: `[store]
-/// max-object` when the remote is a `git:` one (issue 15: GitHub refuses
-/// files over 100 MiB), else no limit but the store's.
+/// max-object` when the remote is a `git:` one keeping its own blobs
+/// (issue 15: GitHub refuses files over 100 MiB), else no limit but the
+/// store's: outputs go to a folder, an object store, or the blob store of
+/// `[store] blobs` (issue 19, item 2).
 pub fn max_object(session: &Session) -> Option<u64> {
     session
         .ws
         .remote_spec()
-        .filter(|spec| spec.starts_with("git:"))
+        .filter(|spec| spec.starts_with("git:") && session.ws.config.blobs().is_none())
         .map(|_| session.ws.config.max_object())
 }
 
@@ -374,7 +403,7 @@ pub fn sync_remote(session: &mut Session, show_progress: bool) -> CliResult<Sync
         }
         Err(SyncError::Remote(e)) if e.is_misconfigured() => Err(misconfigured(
             anyhow!(e).context(format!("cannot sync with {spec}")),
-            "fix `remote` under [store] in bridge.toml, or the access it needs",
+            "fix `remote` (or `blobs`, if set) under [store] in bridge.toml, or the access it needs",
         )),
         Err(SyncError::Remote(RemoteError::Unreachable { remote, source }))
             if source.kind() == std::io::ErrorKind::TimedOut =>

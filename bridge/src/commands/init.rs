@@ -75,6 +75,12 @@ pub struct InitArgs {
     /// s3://BUCKET/PREFIX (credentials from AWS_* or the AWS profile)
     #[arg(long, value_name = "REMOTE")]
     pub remote: Option<String>,
+    /// Keep blobs (task inputs, outputs, logs) in this object store or
+    /// folder, s3://BUCKET/PREFIX or dir:PATH, and only the documents in the
+    /// remote: a git repository then never holds a large file (written to
+    /// bridge.toml as [store] blobs)
+    #[arg(long, value_name = "STORE")]
+    pub blobs: Option<String>,
     /// Set up GitHub Actions runners of this repository (default: the one of
     /// this folder's git remote origin; see above)
     #[arg(long, value_name = "OWNER/REPO", num_args = 0..=1, default_missing_value = "")]
@@ -98,22 +104,40 @@ pub fn run(g: &GlobalArgs, args: InitArgs) -> CliResult<u8> {
         None => std::env::current_dir().context("cannot read the current folder")?,
     };
     std::fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
+    if let Some(blobs) = &args.blobs {
+        // --github makes the repository the remote.
+        super::common::check_blobs_arg(args.remote.is_some() || args.github.is_some(), blobs)?;
+    }
     if let Some(spec) = &args.remote {
-        super::common::open_remote(&g.settings.engine, spec, &root).map_err(|e| {
+        super::common::open_store(
+            &g.settings.engine,
+            spec,
+            args.blobs.as_deref(),
+            &root,
+            "default",
+        )
+        .map_err(|e| {
             CliError::hint(
                 anyhow::anyhow!(e),
                 "a remote looks like dir:PATH, git:URL or s3://BUCKET/PREFIX",
             )
         })?;
-        if let Some(folder) = bridge_store::dir_remote_path(spec, &root) {
-            super::common::create_store_folder(&folder)?;
+        for store in std::iter::once(spec).chain(&args.blobs) {
+            if let Some(folder) = bridge_store::dir_remote_path(store, &root) {
+                super::common::create_store_folder(&folder)?;
+            }
         }
     }
     if let Some(given) = args.github.clone() {
         let repo = github_repo(g, &root, &given)?;
         return init_github(g, &args, &root, &repo);
     }
-    let (ws, vault) = create(g, &root, args.remote.clone(), None)?;
+    let store = StoreSection {
+        remote: args.remote.clone(),
+        blobs: args.blobs.clone(),
+        ..StoreSection::default()
+    };
+    let (ws, vault) = create(g, &root, store, None)?;
     let mut session = Session::with_vault(ws, vault)?;
     let quiet = g.quiet || args.json;
     let mut synced = false;
@@ -177,7 +201,7 @@ fn github_repo(g: &GlobalArgs, root: &Path, given: &str) -> CliResult<RepoSlug> 
 fn create(
     g: &GlobalArgs,
     root: &Path,
-    remote: Option<String>,
+    store: StoreSection,
     github: Option<GitHubSection>,
 ) -> CliResult<(Workspace, Vault)> {
     let identity = identity_or_new(g)?;
@@ -187,10 +211,7 @@ fn create(
             root: identity.member_id().to_string(),
             roster: None,
         },
-        store: StoreSection {
-            remote,
-            ..StoreSection::default()
-        },
+        store,
         worker: Default::default(),
         github,
         notify: Default::default(),
@@ -266,6 +287,20 @@ fn init_github(g: &GlobalArgs, args: &InitArgs, root: &Path, repo: &RepoSlug) ->
                 "leave out --remote, or change [store] remote in bridge.toml",
             ));
         }
+        if let Some(blobs) = &args.blobs
+            && ws.config.blobs() != Some(blobs.as_str())
+        {
+            return Err(CliError::hint(
+                anyhow!(
+                    "{} is a workspace already, whose blobs are kept {}",
+                    root.display(),
+                    ws.config
+                        .blobs()
+                        .map_or("with its documents".to_owned(), |b| format!("in {b}"))
+                ),
+                "leave out --blobs, or change [store] blobs in bridge.toml",
+            ));
+        }
         // Only an admin may add the runner, and only once: both checked
         // before bridge.toml is touched.
         let vault = members::open_vault(&ws)?;
@@ -310,7 +345,12 @@ fn init_github(g: &GlobalArgs, args: &InitArgs, root: &Path, repo: &RepoSlug) ->
         (ws, vault)
     } else {
         let remote = args.remote.clone().unwrap_or_else(|| repo.git_remote());
-        create(g, root, Some(remote), Some(github_section(repo, &git_ref)))?
+        let store = StoreSection {
+            remote: Some(remote),
+            blobs: args.blobs.clone(),
+            ..StoreSection::default()
+        };
+        create(g, root, store, Some(github_section(repo, &git_ref)))?
     };
     let section = ws
         .config

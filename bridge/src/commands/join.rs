@@ -37,6 +37,11 @@ pub struct JoinArgs {
     /// rolled back and is refused
     #[arg(long, value_name = "EPOCH:HASH")]
     pub roster: Option<String>,
+    /// Where the workspace keeps its blobs, when apart from the remote's
+    /// documents: its [store] blobs (s3://BUCKET/PREFIX or dir:PATH), as
+    /// `bridge members add` prints it
+    #[arg(long, value_name = "STORE")]
+    pub blobs: Option<String>,
     /// Print JSON: {"workspace", "root", "remote", "member", "tasks"}
     #[arg(long)]
     pub json: bool,
@@ -54,14 +59,24 @@ pub fn run(g: &GlobalArgs, args: JoinArgs) -> CliResult<u8> {
             "copy the `--root m…` printed by `bridge members add` on the admin's device",
         )
     })?;
+    if let Some(blobs) = &args.blobs {
+        super::common::check_blobs_arg(true, blobs)?;
+    }
     let identity = super::init::identity_or_new(g)?;
-    let remote =
-        super::common::open_remote(&g.settings.engine, &args.remote, &root).map_err(|e| {
-            CliError::hint(
-                anyhow!(e),
-                "a remote looks like dir:PATH, git:URL or s3://BUCKET/PREFIX",
-            )
-        })?;
+    let slot = crate::worker::safe_name(&g.settings.engine.device_name());
+    let remote = super::common::open_store(
+        &g.settings.engine,
+        &args.remote,
+        args.blobs.as_deref(),
+        &root,
+        &slot,
+    )
+    .map_err(|e| {
+        CliError::hint(
+            anyhow!(e),
+            "a remote looks like dir:PATH, git:URL or s3://BUCKET/PREFIX",
+        )
+    })?;
     let state_dir = root.join(STATE_DIR);
     let created_state = !state_dir.exists();
     workspace::create_state_dir(&root)?;
@@ -81,6 +96,7 @@ pub fn run(g: &GlobalArgs, args: JoinArgs) -> CliResult<u8> {
         },
         store: StoreSection {
             remote: Some(args.remote.clone()),
+            blobs: args.blobs.clone(),
             ..StoreSection::default()
         },
         worker: Default::default(),

@@ -127,7 +127,14 @@ pub fn run(g: &GlobalArgs, args: MembersArgs) -> CliResult<u8> {
                     anchor.number
                 );
                 let remote = ws.config.store.remote.as_deref().unwrap_or("dir:PATH");
-                outln!("On that device: bridge join {remote} --root {root} --roster {anchor}");
+                let blobs = ws
+                    .config
+                    .blobs()
+                    .map(|b| format!(" --blobs {b}"))
+                    .unwrap_or_default();
+                outln!(
+                    "On that device: bridge join {remote}{blobs} --root {root} --roster {anchor}"
+                );
                 pinned_note(&anchor);
             }
         }

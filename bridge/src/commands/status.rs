@@ -66,6 +66,9 @@ struct LeftJson {
 struct StatusJson {
     workspace: String,
     remote: Option<String>,
+    /// `[store] blobs`, when blobs are kept apart from the remote.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    blobs: Option<String>,
     tasks: usize,
     counts: BTreeMap<&'static str, usize>,
     left_for_others: LeftJson,
@@ -129,6 +132,7 @@ pub fn run(g: &GlobalArgs, args: StatusArgs) -> CliResult<u8> {
     let report = StatusJson {
         workspace: session.ws.config.workspace.id.clone(),
         remote: session.ws.remote_spec().map(str::to_owned),
+        blobs: session.ws.config.blobs().map(str::to_owned),
         tasks: session.view().len(),
         counts,
         left_for_others: left,
@@ -143,10 +147,14 @@ pub fn run(g: &GlobalArgs, args: StatusArgs) -> CliResult<u8> {
         print_json(&report)?;
         return Ok(EXIT_OK);
     }
+    let store = match (&report.remote, &report.blobs) {
+        (Some(remote), Some(blobs)) => format!("{remote}, blobs in {blobs}"),
+        (Some(remote), None) => remote.clone(),
+        (None, _) => "no remote".to_owned(),
+    };
     outln!(
-        "Workspace {} ({}), {} tasks",
+        "Workspace {} ({store}), {} tasks",
         report.workspace,
-        report.remote.as_deref().unwrap_or("no remote"),
         report.tasks
     );
     let line: Vec<String> = Status::ALL

@@ -14,7 +14,7 @@ pub(super) fn advise(cause: &(dyn std::error::Error + 'static)) -> Option<Advice
     let e = cause.downcast_ref::<RemoteError>()?;
     e.is_misconfigured().then(|| Advice {
         hint: Some(
-            "fix `remote` under [store] in bridge.toml, or the access it needs; what this device wrote is kept in its replica, and `bridge sync` sends it once the remote works"
+            "fix `remote` (or `blobs`, if set) under [store] in bridge.toml, or the access it needs; what this device wrote is kept in its replica, and `bridge sync` sends it once the remote works"
                 .to_owned(),
         ),
         code: Some(EXIT_MISCONFIGURED),

@@ -50,6 +50,8 @@
 //!   (its client with the `s3` feature).
 //! - [`packs`]: [`Packed`](packs::Packed), the wrapper every remote is
 //!   opened through, which keeps small blobs in packs (issue 18).
+//! - [`hybrid`]: [`Hybrid`](hybrid::Hybrid), documents in one remote and
+//!   blobs in another (`[store] blobs`), and [`parse_store`] that opens it.
 //! - [`mod@sync`]: [`sync()`] (set union both ways) and [`join`].
 //! - [`backoff`]: [`Backoff`], the exponential backoff of retry loops
 //!   (here and in the crates above).
@@ -69,6 +71,7 @@
 pub mod backoff;
 mod fsutil;
 pub mod git;
+pub mod hybrid;
 pub mod load;
 pub mod names;
 pub mod outbox;
@@ -84,6 +87,7 @@ pub use git::{
     DEFAULT_STALL_TIMEOUT, GitLimits, GitRemote, GitToken, PushStats, SlotError, redact_spec,
     validate_slot,
 };
+pub use hybrid::{Hybrid, parse_store};
 pub use load::{
     ChunkOpener, LoadedDoc, OpenedEntry, Plain, PlainRefusal, StoreWarning, has_unseen, load_doc,
     refresh_doc,

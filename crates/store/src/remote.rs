@@ -839,6 +839,15 @@ pub enum RemoteSpecError {
         #[source]
         source: crate::s3::S3SpecError,
     },
+    /// A `git:` blob store (`[store] blobs`): blobs are kept apart from
+    /// the documents to stay out of a repository's limits.
+    #[error(
+        "blob store {spec:?} is a git repository; blobs = takes an object store (s3://BUCKET/PREFIX) or a folder (dir:PATH), kept apart from the repository's limits"
+    )]
+    BlobsInGit {
+        /// The spec.
+        spec: String,
+    },
     /// A scheme this version does not know.
     #[error("unknown remote scheme {scheme:?} in {spec:?}; supported: {SUPPORTED}")]
     UnknownScheme {

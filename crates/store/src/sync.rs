@@ -523,7 +523,7 @@ fn read_remote_workspace(remote: &dyn Remote) -> Result<String, RemoteError> {
 
 /// Checks the remote belongs to `workspace` (initialising an empty one) and
 /// returns its listing.
-fn prepare_remote(
+pub(crate) fn prepare_remote(
     workspace: &str,
     remote: &dyn Remote,
 ) -> Result<std::collections::BTreeSet<String>, RemoteError> {

@@ -396,3 +396,17 @@ impl Backend for S3Store {
         Box::new(self.server.remote("s3://bridge/team/pool"))
     }
 }
+
+/// A hybrid store ([`Hybrid`](bridge_store::Hybrid), `[store] blobs`):
+/// documents in the first backend, blobs in the second, each handle with
+/// its own handles on both.
+pub struct HybridStore<D, B>(pub D, pub B);
+
+impl<D: Backend, B: Backend> Backend for HybridStore<D, B> {
+    fn open(&self, writer: &str) -> Box<dyn Remote> {
+        Box::new(bridge_store::Hybrid::new(
+            self.0.open(writer),
+            self.1.open(writer),
+        ))
+    }
+}

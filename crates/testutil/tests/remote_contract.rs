@@ -33,3 +33,19 @@ mod packed_s3 {
         bridge_testutil::remote_contract::S3Store::new()
     ));
 }
+
+mod hybrid_dir {
+    bridge_testutil::remote_contract_tests!(|| bridge_testutil::remote_contract::HybridStore(
+        bridge_testutil::remote_contract::DirStore::new(),
+        bridge_testutil::remote_contract::DirStore::new()
+    ));
+}
+
+/// As bridge opens `git:` with `blobs = "s3://…"`: both packed.
+mod hybrid_git_s3 {
+    use bridge_testutil::remote_contract::{GitStore, HybridStore, PackedStore, S3Store};
+    bridge_testutil::remote_contract_tests!(|| HybridStore(
+        PackedStore(GitStore::new()),
+        PackedStore(S3Store::new())
+    ));
+}

@@ -455,7 +455,7 @@ enum KeepError {
 /// An output the remote cannot take in one file (issue 15): not stored.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "output {path} of task {task} is {size} bytes, over the {limit} bytes a file may have on this remote (`max-object` under [store] in bridge.toml); it was not stored: write it in parts of at most {limit} bytes (an object-store remote for large files is planned)"
+    "output {path} of task {task} is {size} bytes, over the {limit} bytes a file may have on this remote (`max-object` under [store] in bridge.toml); it was not stored: write it in parts of at most {limit} bytes, or keep blobs in an object store (`blobs = \"s3://BUCKET/PREFIX\"` under [store])"
 )]
 struct OutputTooLarge {
     /// The task's name.
@@ -806,7 +806,7 @@ mod tests {
         let refused = kept.refused.expect("refused");
         assert_eq!(
             refused.to_string(),
-            "output big.bin of task render[n=1] is 2000 bytes, over the 1000 bytes a file may have on this remote (`max-object` under [store] in bridge.toml); it was not stored: write it in parts of at most 1000 bytes (an object-store remote for large files is planned)"
+            "output big.bin of task render[n=1] is 2000 bytes, over the 1000 bytes a file may have on this remote (`max-object` under [store] in bridge.toml); it was not stored: write it in parts of at most 1000 bytes, or keep blobs in an object store (`blobs = \"s3://BUCKET/PREFIX\"` under [store])"
         );
 
         // Without a limit (a folder remote) both are stored.

@@ -199,6 +199,14 @@ pub struct StoreSection {
         deserialize_with = "de_byte_size"
     )]
     pub max_object: Option<u64>,
+    /// Where blobs (task inputs, outputs, logs) are kept when not with the
+    /// documents (issue 19, item 2): an object store (`s3://BUCKET/PREFIX`)
+    /// or a folder (`dir:PATH`), beside a `git:` remote whose repository
+    /// then holds only the small documents. Outputs are then limited by the
+    /// store's blob limit (1 GiB), not by `max-object`. Every member and
+    /// runner of the workspace needs the same setting (and access to it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blobs: Option<String>,
     /// `[store.s3]`: where an `s3:` remote is and how hard it is tried.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub s3: Option<S3Section>,
@@ -241,6 +249,25 @@ pub struct S3Section {
         skip_serializing_if = "Option::is_none"
     )]
     pub retry_timeout: Option<String>,
+}
+
+/// `[store] blobs`: a folder or an object store, beside a remote.
+pub fn check_blobs(has_remote: bool, blobs: &str) -> Result<(), String> {
+    let shown = bridge_store::redact_spec(&crate::text::safe(blobs));
+    if !has_remote {
+        return Err(format!(
+            "`{shown}` is set but [store] remote is not: blobs are kept apart from a remote's documents; set remote too, or remove blobs"
+        ));
+    }
+    match blobs.split_once(':') {
+        Some(("s3" | "dir", rest)) if !rest.is_empty() => Ok(()),
+        Some(("git", _)) => Err(format!(
+            "`{shown}` is a git repository: blobs are kept apart from the repository's limits, in an object store (s3://BUCKET/PREFIX) or a folder (dir:PATH)"
+        )),
+        _ => Err(format!(
+            "`{shown}` is not a blob store: write s3://BUCKET/PREFIX or dir:PATH"
+        )),
+    }
 }
 
 /// `[store] max-object` as written: a number of bytes or a string with a
@@ -419,6 +446,11 @@ impl Config {
                 ),
             );
         }
+        if let Some(blobs) = &self.store.blobs
+            && let Err(message) = check_blobs(self.store.remote.is_some(), blobs)
+        {
+            return fail("store", "blobs", message);
+        }
         if let Err((key, message)) = check_policy_keys(
             self.worker.run_tasks_from.as_deref(),
             self.worker.sandbox.as_deref(),
@@ -569,6 +601,11 @@ impl Config {
             )?,
         };
         Ok(budget.pushes_per_minute.is_finite().then_some(budget))
+    }
+
+    /// `[store] blobs`, if set.
+    pub fn blobs(&self) -> Option<&str> {
+        self.store.blobs.as_deref()
     }
 
     /// The largest file a `git:` remote is given (`[store] max-object`,
@@ -971,6 +1008,41 @@ mod tests {
         c.stall_timeout_with(env(value))
             .map(|d| d.as_secs())
             .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn issue19_blobs_is_an_object_store_or_a_folder_beside_a_remote() {
+        let c = config("remote = \"git:/srv/r.git\"\nblobs = \"s3://bucket/pool\"");
+        assert_eq!(c.blobs(), Some("s3://bucket/pool"));
+        assert_eq!(
+            config("remote = \"dir:/p\"\nblobs = \"dir:/b\"").blobs(),
+            Some("dir:/b")
+        );
+        assert_eq!(config("").blobs(), None);
+        for (store, said) in [
+            ("blobs = \"s3://b/p\"", "remote is not"),
+            (
+                "remote = \"dir:/p\"\nblobs = \"git:/b.git\"",
+                "is a git repository",
+            ),
+            (
+                "remote = \"dir:/p\"\nblobs = \"ftp://b\"",
+                "s3://BUCKET/PREFIX or dir:PATH",
+            ),
+            ("remote = \"dir:/p\"\nblobs = \"s3:\"", "not a blob store"),
+        ] {
+            let text = format!(
+                "[workspace]\nid = \"w\"\nroot = \"mf5a6ee7bbb99c11ec7b743a2\"\n\n[store]\n{store}\n"
+            );
+            let err = Config::parse_str(&text, Path::new("bridge.toml"))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(
+                err.contains("store.blobs") && err.contains(said),
+                "{store}: {err}"
+            );
+        }
     }
 
     #[test]
