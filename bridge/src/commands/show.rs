@@ -192,7 +192,7 @@ pub fn task_json(t: &TaskView, d: &Derived, left: Option<&Refusal>) -> serde_jso
         })
         .collect();
     let attempts: Vec<serde_json::Value> = t.facts.attempts.values().map(attempt_json).collect();
-    let at_times = |facts: &std::collections::BTreeMap<String, i64>| -> serde_json::Value {
+    let at_times = |facts: &bridge_model::SmallMap<String, i64>| -> serde_json::Value {
         facts
             .iter()
             .map(|(k, at)| (k.clone(), serde_json::Value::from(iso(*at))))

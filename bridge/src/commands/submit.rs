@@ -599,7 +599,7 @@ fn spec_of(
     TaskSpec {
         name: t.name.clone(),
         command: t.command.clone(),
-        env: t.env.clone(),
+        env: t.env.clone().into_iter().collect(),
         inputs,
         outputs: t.outputs.clone(),
         timeout_s: t.timeout_s,

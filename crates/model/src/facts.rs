@@ -3,12 +3,10 @@
 //! writer id for a cancel), so no value is ever written by two writers, and
 //! merging replicas in any order yields the same set of facts.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
-use crate::Millis;
 use crate::ids::WriterId;
+use crate::{Millis, SmallMap};
 
 /// A worker's claim on a task: "I am running this until `lease_until`".
 ///
@@ -101,24 +99,24 @@ pub struct Attempt {
     pub stderr_blob: Option<String>,
     /// Collected outputs: relative path to blob.
     #[serde(default)]
-    pub outputs: BTreeMap<String, String>,
+    pub outputs: SmallMap<String, String>,
     /// Where it ran: host, OS, bridge version, CI run, ….
     #[serde(default)]
-    pub provenance: BTreeMap<String, String>,
+    pub provenance: SmallMap<String, String>,
 }
 
 /// All facts known about one task.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Facts {
     /// Claims by key.
-    pub claims: BTreeMap<String, Claim>,
+    pub claims: SmallMap<String, Claim>,
     /// Attempts by key.
-    pub attempts: BTreeMap<String, Attempt>,
+    pub attempts: SmallMap<String, Attempt>,
     /// Cancel facts: writer id to the time of the cancel.
-    pub cancels: BTreeMap<String, Millis>,
+    pub cancels: SmallMap<String, Millis>,
     /// Retry grants: key to the time of the grant. Each grant allows another
     /// full round of `1 + retries` attempts.
-    pub retries: BTreeMap<String, Millis>,
+    pub retries: SmallMap<String, Millis>,
 }
 
 impl Facts {

@@ -6,6 +6,7 @@
 //!
 //! - [`ids`]: identifiers ([`TaskId`], [`BatchId`], [`DocId`], [`WriterId`]) and
 //!   time-ordered Automerge actor ids.
+//! - [`small_map`]: [`SmallMap`], the map of the model's few-entry fields.
 //! - [`spec`]: [`TaskSpec`], the immutable description of one task, and the
 //!   content hash that gives a task its id.
 //! - [`limits`]: the bounds every field of a spec must keep, checked at
@@ -32,12 +33,14 @@ pub mod doc;
 pub mod facts;
 pub mod ids;
 pub mod limits;
+pub mod small_map;
 pub mod spec;
 pub mod view;
 
 pub use facts::{Attempt, Claim, Outcome};
 pub use ids::{BatchId, DocId, TaskId, WriterId};
 pub use limits::SpecError;
+pub use small_map::SmallMap;
 pub use spec::{Command, InputRef, TaskSpec, first_line};
 pub use view::{Policy, Sighting, Sightings, Status, View};
 

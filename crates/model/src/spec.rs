@@ -6,11 +6,10 @@
 //! and the priority are left out: they are labels, so the same work submitted
 //! under two names from two offline devices is still one task.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::SmallMap;
 use crate::ids::TaskId;
 
 /// How a task's command is started.
@@ -210,7 +209,7 @@ pub struct TaskSpec {
     pub command: Command,
     /// Extra environment variables for the command.
     #[serde(default)]
-    pub env: BTreeMap<String, String>,
+    pub env: SmallMap<String, String>,
     /// Files materialised in the working folder before the command starts.
     #[serde(default)]
     pub inputs: Vec<InputRef>,
@@ -258,7 +257,7 @@ fn is_true(b: &bool) -> bool {
 #[derive(Serialize)]
 struct Identity<'a> {
     command: &'a Command,
-    env: &'a BTreeMap<String, String>,
+    env: &'a SmallMap<String, String>,
     inputs: Vec<(&'a str, &'a str)>,
     outputs: &'a [String],
     timeout_s: u64,
@@ -352,7 +351,7 @@ pub(crate) mod tests {
                 shell: "sh".into(),
                 script: script.into(),
             },
-            env: BTreeMap::new(),
+            env: SmallMap::new(),
             inputs: vec![],
             outputs: vec![],
             timeout_s: 60,

@@ -44,7 +44,7 @@ fn pool() -> Vec<TaskSpec> {
                 shell: "sh".into(),
                 script: format!("./step {i}"),
             },
-            env: BTreeMap::new(),
+            env: Default::default(),
             inputs: vec![],
             outputs: vec![],
             timeout_s: 60,
@@ -436,8 +436,8 @@ fn apply(op: &Op, replicas: &mut [Replica], ledger: &mut Ledger, pool: &[TaskSpe
                         stderr_tail: String::new(),
                         stdout_blob: None,
                         stderr_blob: None,
-                        outputs: BTreeMap::new(),
-                        provenance: BTreeMap::new(),
+                        outputs: Default::default(),
+                        provenance: Default::default(),
                     };
                     let am = rep.home(&view, &task);
                     doc::put_attempt(am, &task, &attempt).expect("put the attempt");

@@ -5,8 +5,6 @@
 //! facts (the claimant's clock) and observed with `View::observe_claims`
 //! at times on the observer's clock.
 
-use std::collections::BTreeMap;
-
 use bridge_model::doc::{BatchHeader, TaskRecord};
 use bridge_model::facts::{Facts, fact_key};
 use bridge_model::{
@@ -36,7 +34,7 @@ fn spec() -> TaskSpec {
             shell: "sh".into(),
             script: "true".into(),
         },
-        env: BTreeMap::new(),
+        env: Default::default(),
         inputs: vec![],
         outputs: vec![],
         timeout_s: 60,

@@ -32,7 +32,7 @@ fn spec(script: &str) -> TaskSpec {
             shell: "sh".into(),
             script: script.into(),
         },
-        env: BTreeMap::new(),
+        env: Default::default(),
         inputs: vec![],
         outputs: vec![],
         timeout_s: 60,
@@ -135,8 +135,8 @@ impl Doc {
             stderr_tail: String::new(),
             stdout_blob: None,
             stderr_blob: None,
-            outputs: BTreeMap::new(),
-            provenance: BTreeMap::new(),
+            outputs: Default::default(),
+            provenance: Default::default(),
         };
         let am = self.as_writer(w);
         doc::put_attempt(am, task, &attempt).expect("put the attempt");
@@ -536,7 +536,7 @@ fn a_second_cancel_by_the_same_writer_keeps_the_first_time() {
     let fresh = view(&[&d]);
     for v in [&fresh, &long_lived] {
         let t = v.get(&id).expect("task");
-        assert_eq!(t.facts.cancels[member.as_str()], T0 + 100);
+        assert_eq!(t.facts.cancels[&member.as_str().to_owned()], T0 + 100);
         assert_eq!(status(v, &id, T0 + 400), Status::Cancelled);
     }
 }
@@ -1033,8 +1033,8 @@ fn a_forged_attempt_under_another_key_is_ignored() {
         stderr_tail: String::new(),
         stdout_blob: None,
         stderr_blob: None,
-        outputs: BTreeMap::new(),
-        provenance: BTreeMap::new(),
+        outputs: Default::default(),
+        provenance: Default::default(),
     };
     am.put(
         &attempts,
@@ -1130,7 +1130,7 @@ mod stored_specs {
         ) -> TaskSpec {
             let mut s = spec(&script);
             s.name = name;
-            s.env = env;
+            s.env = env.into_iter().collect();
             s.outputs = outputs;
             s.timeout_s = timeout_s;
             s.retries = retries;

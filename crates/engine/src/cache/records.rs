@@ -11,12 +11,10 @@
 //! added here too (and the cache's `FORMAT` raised). Ids are written as
 //! their 16 bytes.
 
-use std::collections::BTreeMap;
-
-use bridge_model::TaskId;
 use bridge_model::doc::TaskRecord;
 use bridge_model::facts::{Attempt, Claim, Facts, Outcome};
 use bridge_model::spec::{Command, InputRef, TaskSpec};
+use bridge_model::{SmallMap, TaskId};
 use serde::{Deserialize, Serialize};
 
 /// `records`, encoded.
@@ -131,7 +129,7 @@ impl RecordIn {
 struct SpecOut<'a> {
     name: &'a str,
     command: &'a Command,
-    env: &'a BTreeMap<String, String>,
+    env: &'a SmallMap<String, String>,
     inputs: Vec<InputOut<'a>>,
     outputs: &'a [String],
     timeout_s: u64,
@@ -148,7 +146,7 @@ struct SpecOut<'a> {
 struct SpecIn {
     name: String,
     command: Command,
-    env: BTreeMap<String, String>,
+    env: SmallMap<String, String>,
     inputs: Vec<InputIn>,
     outputs: Vec<String>,
     timeout_s: u64,
@@ -283,18 +281,18 @@ impl InputIn {
 
 #[derive(Serialize)]
 struct FactsOut<'a> {
-    claims: &'a BTreeMap<String, Claim>,
+    claims: &'a SmallMap<String, Claim>,
     attempts: Vec<(&'a str, AttemptOut<'a>)>,
-    cancels: &'a BTreeMap<String, i64>,
-    retries: &'a BTreeMap<String, i64>,
+    cancels: &'a SmallMap<String, i64>,
+    retries: &'a SmallMap<String, i64>,
 }
 
 #[derive(Deserialize)]
 struct FactsIn {
-    claims: BTreeMap<String, Claim>,
+    claims: SmallMap<String, Claim>,
     attempts: Vec<(String, AttemptIn)>,
-    cancels: BTreeMap<String, i64>,
-    retries: BTreeMap<String, i64>,
+    cancels: SmallMap<String, i64>,
+    retries: SmallMap<String, i64>,
 }
 
 impl<'a> From<&'a Facts> for FactsOut<'a> {
@@ -352,8 +350,8 @@ struct AttemptOut<'a> {
     stderr_tail: &'a str,
     stdout_blob: &'a Option<String>,
     stderr_blob: &'a Option<String>,
-    outputs: &'a BTreeMap<String, String>,
-    provenance: &'a BTreeMap<String, String>,
+    outputs: &'a SmallMap<String, String>,
+    provenance: &'a SmallMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -370,8 +368,8 @@ struct AttemptIn {
     stderr_tail: String,
     stdout_blob: Option<String>,
     stderr_blob: Option<String>,
-    outputs: BTreeMap<String, String>,
-    provenance: BTreeMap<String, String>,
+    outputs: SmallMap<String, String>,
+    provenance: SmallMap<String, String>,
 }
 
 impl<'a> From<&'a Attempt> for AttemptOut<'a> {
@@ -486,8 +484,8 @@ mod tests {
             stderr_tail: "err\n".into(),
             stdout_blob: Some("blobs/o".into()),
             stderr_blob: Some("blobs/e".into()),
-            outputs: [("out".to_owned(), "blobs/x".to_owned())].into(),
-            provenance: [("host".to_owned(), "h".to_owned())].into(),
+            outputs: SmallMap::from_iter([("out".to_owned(), "blobs/x".to_owned())]),
+            provenance: SmallMap::from_iter([("host".to_owned(), "h".to_owned())]),
         };
         let claim = Claim {
             key: "w.1".into(),
@@ -499,10 +497,10 @@ mod tests {
             id: spec.id(),
             spec,
             facts: Facts {
-                claims: [("w.1".to_owned(), claim)].into(),
-                attempts: [("w.1".to_owned(), attempt)].into(),
-                cancels: [("w".to_owned(), 40)].into(),
-                retries: [("w.2".to_owned(), 50)].into(),
+                claims: SmallMap::from_iter([("w.1".to_owned(), claim)]),
+                attempts: SmallMap::from_iter([("w.1".to_owned(), attempt)]),
+                cancels: SmallMap::from_iter([("w".to_owned(), 40)]),
+                retries: SmallMap::from_iter([("w.2".to_owned(), 50)]),
             },
             trusted: false,
             creator: Some([9; 8]),

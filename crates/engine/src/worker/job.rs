@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bridge_exec::{Program, TaskCommand};
-use bridge_model::{Attempt, Command, InputRef, Millis, Outcome, TaskId, TaskSpec};
+use bridge_model::{Attempt, Command, InputRef, Millis, Outcome, SmallMap, TaskId, TaskSpec};
 use tokio_util::sync::CancellationToken;
 
 use super::LocalFault;
@@ -471,7 +471,7 @@ struct OutputTooLarge {
 struct Kept {
     stdout: Option<String>,
     stderr: Option<String>,
-    outputs: BTreeMap<String, String>,
+    outputs: SmallMap<String, String>,
     warning: Option<String>,
     /// The first output too large for the remote, if any (the others are
     /// kept).
@@ -502,7 +502,7 @@ fn keep(
     };
     let stdout = blob(lens.0, &paths.0)?;
     let stderr = blob(lens.1, &paths.1)?;
-    let mut outputs = BTreeMap::new();
+    let mut outputs = SmallMap::new();
     let mut warning = None;
     let mut refused = None;
     if !spec.outputs.is_empty() {
@@ -640,8 +640,8 @@ fn task_env(
     env
 }
 
-fn provenance(device: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([
+fn provenance(device: &str) -> SmallMap<String, String> {
+    SmallMap::from_iter([
         ("device".to_owned(), device.to_owned()),
         ("os".to_owned(), std::env::consts::OS.to_owned()),
         ("arch".to_owned(), std::env::consts::ARCH.to_owned()),
@@ -670,10 +670,12 @@ pub(super) fn blank_attempt(
         stderr_tail: String::new(),
         stdout_blob: None,
         stderr_blob: None,
-        outputs: BTreeMap::new(),
+        outputs: Default::default(),
         provenance: {
             let mut p = provenance(device);
-            p.extend(extra_provenance.clone());
+            for (k, v) in extra_provenance {
+                p.insert(k.clone(), v.clone());
+            }
             p
         },
     }

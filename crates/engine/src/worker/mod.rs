@@ -446,7 +446,7 @@ mod tests {
             TaskSpec {
                 name,
                 command,
-                env,
+                env: env.into_iter().collect(),
                 inputs,
                 outputs,
                 timeout_s,

@@ -120,7 +120,7 @@ pub struct S3Options {
 impl Default for S3Options {
     fn default() -> S3Options {
         S3Options {
-            env: BTreeMap::new(),
+            env: Default::default(),
             home: None,
             endpoint: None,
             region: None,
