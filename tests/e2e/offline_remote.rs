@@ -37,7 +37,9 @@ fn a_git_repository_that_does_not_exist_is_misconfigured_and_the_batch_is_kept()
                 .stderr
                 .contains("is stored on this device but was not sent to the remote")
             && sub.stderr.contains("repository not found")
-            && sub.stderr.contains("Hint: fix `remote` (or `blobs`, if set) under [store]"),
+            && sub
+                .stderr
+                .contains("Hint: fix `remote` (or `blobs`, if set) under [store]"),
         "{}",
         sub.stderr
     );

@@ -157,13 +157,17 @@ impl Replica {
     }
 
     /// This replica's view, its documents added in sorted order or, given a
-    /// random source, in a random one. Every document must read cleanly.
+    /// random source, in a random one, one by one or all at once (as a
+    /// fresh load does: `View::add_documents`). Every document must read
+    /// cleanly.
     fn view(&self, rng: Option<&mut Rng>) -> View {
         let mut ids: Vec<&DocId> = self.docs.keys().collect();
+        let mut at_once = false;
         if let Some(rng) = rng {
             rng.shuffle(&mut ids);
+            at_once = rng.below(2) == 0;
         }
-        let mut v = View::new();
+        let mut docs = Vec::new();
         for id in ids {
             let am = &self.docs[id];
             let header = doc::read_header(am)
@@ -172,7 +176,15 @@ impl Replica {
             assert_eq!(header.part, id.part());
             let (records, problems) = doc::read_tasks(am, &doc::TrustAll);
             assert!(problems.is_empty(), "problems in {id}: {problems:?}");
-            v.add_records(id, &header, records);
+            docs.push((id.clone(), header, records));
+        }
+        let mut v = View::new();
+        if at_once {
+            v.add_documents(docs);
+        } else {
+            for (id, header, records) in docs {
+                v.add_records(&id, &header, records);
+            }
         }
         v
     }

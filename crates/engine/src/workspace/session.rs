@@ -481,20 +481,46 @@ impl Session {
         } else if Vault::count_grant_files(&self.ws.replica) != self.grant_files {
             self.reopen_vault();
         }
-        let replica = self.ws.replica.clone();
-        let replica = &replica;
-        let vault = self.vault.clone();
         let (names, target) = self.docs_in_plan_order()?;
         let cache_dir = cache::dir(&self.ws.root.join(STATE_DIR));
         self.deferred = false;
         // Loading every document: the new ones load in parallel (decrypting,
         // verifying, parsing and reading are independent per document).
-        let mut prefetched = match target {
+        let prefetched = match target {
             Some(_) => std::collections::HashMap::new(),
             None => self.load_new_in_parallel(&names, &cache_dir),
         };
-        let mut applied = 0;
         self.foreign_docs = 0;
+        // The tasks of the documents read for the first time go into the
+        // view together (see `View::add_documents`), also when one fails.
+        let mut fresh = Vec::new();
+        let result = self.refresh_each(names, target, prefetched, &cache_dir, &mut fresh);
+        self.view.add_documents(fresh);
+        let applied = result?;
+        if self.foreign_docs > 0 {
+            tracing::debug!(
+                documents = self.foreign_docs,
+                "skipped the documents of private batches this device is not in the audience of"
+            );
+        }
+        Ok(applied)
+    }
+
+    /// [`refresh_docs`](Self::refresh_docs)'s pass over the documents: the
+    /// open ones refreshed in place, the new ones loaded (or taken from
+    /// `prefetched`) and their tasks left in `fresh` for the view.
+    fn refresh_each(
+        &mut self,
+        names: Vec<String>,
+        target: Option<usize>,
+        mut prefetched: std::collections::HashMap<String, Result<NewDoc, LoadError>>,
+        cache_dir: &std::path::Path,
+        fresh: &mut Vec<(DocId, BatchHeader, Vec<TaskRecord>)>,
+    ) -> Result<usize, LoadError> {
+        let replica = self.ws.replica.clone();
+        let replica = &replica;
+        let vault = self.vault.clone();
+        let mut applied = 0;
         for name in names {
             if is_reserved_doc(&name) {
                 continue;
@@ -527,7 +553,7 @@ impl Session {
                 false => {
                     let loaded = match prefetched.remove(&name) {
                         Some(result) => result,
-                        None => load_new_doc(&vault, replica, &cache_dir, &id, &name),
+                        None => load_new_doc(&vault, replica, cache_dir, &id, &name),
                     }?;
                     for w in &loaded.warnings {
                         let key = w.path.display().to_string();
@@ -535,7 +561,8 @@ impl Session {
                     }
                     self.docs.insert(id.clone(), loaded.open);
                     if let Some((header, records, problems)) = loaded.read {
-                        self.open_loaded += self.add_read(&id, &header, records, problems);
+                        self.open_loaded += self.note_read(&id, &header, &records, problems);
+                        fresh.push((id, header, records));
                     }
                     applied += loaded.applied;
                     continue;
@@ -555,14 +582,8 @@ impl Session {
             applied += read_in_part;
             if n > 0 {
                 applied += n;
-                self.reread(&id, save.then_some(&cache_dir));
+                self.reread(&id, save.then_some(cache_dir));
             }
-        }
-        if self.foreign_docs > 0 {
-            tracing::debug!(
-                documents = self.foreign_docs,
-                "skipped the documents of private batches this device is not in the audience of"
-            );
         }
         Ok(applied)
     }
@@ -832,7 +853,22 @@ impl Session {
         records: Vec<TaskRecord>,
         problems: Vec<doc::Problem>,
     ) -> usize {
-        let open_tasks = unfinished(&records);
+        let open_tasks = self.note_read(id, header, &records, problems);
+        self.view.add_records(id, header, records);
+        open_tasks
+    }
+
+    /// What [`add_read`](Self::add_read) does besides adding the tasks to
+    /// the view: confirms the grant, warns about the problems, and returns
+    /// how many of the tasks are unfinished.
+    fn note_read(
+        &mut self,
+        id: &DocId,
+        header: &BatchHeader,
+        records: &[TaskRecord],
+        problems: Vec<doc::Problem>,
+    ) -> usize {
+        let open_tasks = unfinished(records);
         if let Some(grant) = &header.grant {
             self.vault.confirm_first_grant(header.batch.as_str(), grant);
         }
@@ -842,7 +878,6 @@ impl Session {
                 format!("skipped task {} in document {id}: {}", p.task, p.message)
             });
         }
-        self.view.add_records(id, header, records);
         open_tasks
     }
 
