@@ -228,16 +228,22 @@ impl Device {
         }
     }
 
+    /// Makes this device's identity (`keygen`) and returns its public key,
+    /// as `whoami` prints it.
+    pub fn new_public_key(&self) -> String {
+        self.ok(&["keygen"]);
+        self.ok(&["whoami", "--json"]).json()["public_key"]
+            .as_str()
+            .expect("whoami prints a public key")
+            .to_owned()
+    }
+
     /// Joins `admin`'s workspace through `remote` the way a person does: this
     /// device makes its identity, the admin adds its public key with `role`
     /// (and syncs), then this device joins pinning the admin's root key.
     pub fn join_as(&self, admin: &Device, remote: &str, role: &str) {
-        self.ok(&["keygen"]);
-        let me = self.ok(&["whoami", "--json"]).json();
-        let key = me["public_key"]
-            .as_str()
-            .expect("whoami prints a public key");
-        admin.ok(&["members", "add", &self.name, key, "--role", role]);
+        let key = self.new_public_key();
+        admin.ok(&["members", "add", &self.name, &key, "--role", role]);
         let root = admin.ok(&["whoami", "--json"]).json()["member"]
             .as_str()
             .expect("whoami prints a member id")
@@ -587,6 +593,16 @@ impl Device {
     pub fn root_dir(&self) -> &Path {
         self.root.path()
     }
+}
+
+/// The files under `prefix` (an S3 server's folder for a bucket prefix),
+/// as store names: what the bucket holds there.
+pub fn objects_under(prefix: &Path) -> Vec<String> {
+    files_under(prefix)
+        .into_iter()
+        .filter_map(|p| p.strip_prefix(prefix).ok().map(|r| r.display().to_string()))
+        .filter(|n| !n.starts_with('.'))
+        .collect()
 }
 
 /// Every file under `dir`, recursively (sorted).

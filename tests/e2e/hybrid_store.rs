@@ -8,12 +8,12 @@
 //! set it up wrong are refused with a message naming the setting.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use bridge_testutil::git::Bare;
 use bridge_testutil::s3::S3Server;
 
-use crate::harness::{Device, files_under, temp_dir};
+use crate::harness::{Device, objects_under, temp_dir};
 
 /// A task whose output is `bytes` random bytes (incompressible, so the
 /// sealed blob is as large) and whose log says `said`.
@@ -39,16 +39,6 @@ fn git_files(bare: &Bare) -> Vec<(String, u64)> {
         }
     }
     files
-}
-
-/// The objects under a prefix of the S3 server's data folder, as store
-/// names.
-fn objects(prefix: &Path) -> Vec<String> {
-    files_under(prefix)
-        .into_iter()
-        .filter_map(|p| p.strip_prefix(prefix).ok().map(|r| r.display().to_string()))
-        .filter(|n| !n.starts_with('.'))
-        .collect()
 }
 
 /// A device that can reach the S3 server.
@@ -119,11 +109,7 @@ fn issue19_a_hybrid_pool_keeps_documents_in_git_and_every_blob_in_the_object_sto
     // A member joins with the line `members add` prints, which names the
     // blob store.
     let member = device("hybrid-member", &pool.server);
-    member.ok(&["keygen"]);
-    let key = member.ok(&["whoami", "--json"]).json()["public_key"]
-        .as_str()
-        .expect("a public key")
-        .to_owned();
+    let key = member.new_public_key();
     let added = admin.ok(&["members", "add", "alice", &key, "--role", "submit"]);
     let join_line = added
         .stdout
@@ -196,7 +182,7 @@ fn issue19_a_hybrid_pool_keeps_documents_in_git_and_every_blob_in_the_object_sto
     }
     // The bucket: a store of the same workspace holding the blobs (the
     // output among them), ciphertext only.
-    let in_s3 = objects(&pool.prefix);
+    let in_s3 = objects_under(&pool.prefix);
     assert!(in_s3.iter().any(|n| n == "FORMAT"), "{in_s3:#?}");
     let workspace = fs::read_to_string(pool.prefix.join("workspace")).expect("workspace");
     assert_eq!(workspace.trim(), status["workspace"].as_str().expect("id"));
@@ -298,16 +284,12 @@ fn issue19_a_pool_that_kept_blobs_in_git_moves_to_a_blob_store_and_loses_nothing
         .count();
     assert_eq!(blobs_in_git_after, blobs_in_git_before);
     assert!(
-        objects(&pool.prefix)
+        objects_under(&pool.prefix)
             .iter()
             .any(|n| n.starts_with("blobs/"))
     );
     let late = device("moving-late", &pool.server);
-    late.ok(&["keygen"]);
-    let key = late.ok(&["whoami", "--json"]).json()["public_key"]
-        .as_str()
-        .expect("a public key")
-        .to_owned();
+    let key = late.new_public_key();
     admin.ok(&["members", "add", "late", &key, "--role", "submit"]);
     let root = admin.ok(&["whoami", "--json"]).json()["member"]
         .as_str()
@@ -372,7 +354,7 @@ fn issue19_a_blob_store_set_up_wrong_is_refused_naming_the_setting() {
     other.ok(&["init", "--remote", &other_remote, "--blobs", &pool.blobs]);
     other.ok(&["submit", "--name", "o", "--", "echo", "other"]);
     other.ok(&["sync"]);
-    let before = objects(&pool.prefix);
+    let before = objects_under(&pool.prefix);
     let config = fs::read_to_string(d.path("bridge.toml")).expect("bridge.toml");
     d.write(
         "bridge.toml",
@@ -395,5 +377,5 @@ fn issue19_a_blob_store_set_up_wrong_is_refused_naming_the_setting() {
     assert!(refused.stderr.contains("`blobs`"), "{}", refused.stderr);
     d.run(&["sync"]).expect_code(7);
     assert_eq!(d.ls().len(), 1);
-    assert_eq!(objects(&pool.prefix), before);
+    assert_eq!(objects_under(&pool.prefix), before);
 }

@@ -5,20 +5,11 @@
 //! a file under its data folder, so the test sees what the bucket holds.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use sha2::{Digest, Sha256};
 
-use crate::harness::{GitPool, files_under};
-
-/// The objects under the pool's prefix, as store names.
-fn objects(prefix: &Path) -> Vec<String> {
-    files_under(prefix)
-        .into_iter()
-        .filter_map(|p| p.strip_prefix(prefix).ok().map(|r| r.display().to_string()))
-        .filter(|n| !n.starts_with('.'))
-        .collect()
-}
+use crate::harness::{GitPool, objects_under};
 
 #[test]
 fn an_s3_pool_lives_through_members_work_compaction_archive_and_gc() {
@@ -40,7 +31,7 @@ fn an_s3_pool_lives_through_members_work_compaction_archive_and_gc() {
     assert!(admin.ok(&["logs", "hi"]).stdout.contains("hello from s3"));
 
     // Ciphertext only: no object holds the input or the output in clear.
-    let stored = objects(&prefix);
+    let stored = objects_under(&prefix);
     assert!(stored.iter().any(|n| n == "FORMAT"), "{stored:#?}");
     for name in &stored {
         let bytes = fs::read(prefix.join(name)).expect("read an object");
@@ -57,7 +48,7 @@ fn an_s3_pool_lives_through_members_work_compaction_archive_and_gc() {
         compacted["remote_removed"].as_u64().unwrap_or(0) > 0,
         "{compacted}"
     );
-    let after = objects(&prefix);
+    let after = objects_under(&prefix);
     assert!(
         after.iter().any(|n| n.starts_with("snapshots/")),
         "{after:#?}"
