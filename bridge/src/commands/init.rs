@@ -114,7 +114,7 @@ pub fn run(g: &GlobalArgs, args: InitArgs) -> CliResult<u8> {
             spec,
             args.blobs.as_deref(),
             &root,
-            "default",
+            &crate::worker::safe_name(&g.settings.engine.device_name()),
         )
         .map_err(|e| {
             CliError::hint(
