@@ -22,11 +22,13 @@ use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bridge_testutil::git::{Bare, git_in};
+use bridge_testutil::git::git_in;
 
-use crate::harness::{BRIDGE, Device, LoggedChild, str_field, temp_dir};
+use crate::harness::{
+    BRIDGE, LoggedChild, laptop_on_bare_repo, refs, runner_tasks_yaml, str_field, temp_dir,
+};
 
 /// [`find_act`], or `None` with a note that the test is skipped (never on
 /// CI, where `act` is installed).
@@ -205,11 +207,6 @@ pub(crate) fn fake_actions_cache(dir: &Path) -> String {
     format!("actions/cache@{}={}", pinned_cache_commit(), dir.display())
 }
 
-/// The store's slot refs in the bare repository.
-pub(crate) fn refs(bare: &Path) -> BTreeSet<String> {
-    Bare(bare.to_owned()).branches().into_iter().collect()
-}
-
 /// A running `act`.
 pub(crate) type Act = LoggedChild;
 
@@ -235,32 +232,18 @@ fn three_runner_shards_drain_a_git_pool_under_act() {
     };
     let root = repo_root();
     let tmp = temp_dir("act");
-    let bare = tmp.path().join("store.git");
-    fs::create_dir_all(&bare).expect("cannot create a folder");
-    git_in(Some(&bare), &["init", "--bare", "-q"]);
-    let remote = format!("git:file://{}", bare.display());
 
     // The laptop: creates the workspace on the bare repository and submits.
     // Every task waits for the gate, which opens only once each of the three
     // shards has claimed a task (and pushed the claim to its own branch), so
     // no shard can drain the pool alone.
-    let laptop = Device::new("act-laptop");
-    laptop.ok(&["init", "--remote", &remote]);
+    let (bare, laptop) = laptop_on_bare_repo(tmp.path(), "act-laptop");
     let gate = tmp.path().join("gate");
-    let values: Vec<String> = (0..TASKS).map(|k| k.to_string()).collect();
-    laptop.write(
-        "tasks.yaml",
-        &format!(
-            "tasks:\n  - name: t\n    matrix: {{ n: [{}] }}\n    runs-on: [runner]\n    outputs: [out.txt]\n    run: |\n      i=0; while [ ! -e {} ]; do i=$((i+1)); [ $i -gt 1200 ] && exit 1; sleep 0.1; done\n      echo \"value ${{{{ matrix.n }}}}\" > out.txt\n",
-            values.join(", "),
-            gate.display()
-        ),
-    );
+    laptop.write("tasks.yaml", &runner_tasks_yaml(TASKS, Some(&gate), &[]));
     let sub = laptop.ok(&["submit", "--json", "tasks.yaml"]).json();
     assert_eq!(sub["new"], TASKS, "{sub}");
-    let secret = laptop.ok(&["members", "add-runner", "ci"]).stdout;
-    let secret = secret.trim();
-    assert!(!secret.is_empty() && !secret.contains('\n'));
+    let secret = laptop.add_runner("ci");
+    let secret = secret.as_str();
 
     // The user's repository: bridge.toml and the workflow template.
     let repo = tmp.path().join("repo");
@@ -337,22 +320,7 @@ fn three_runner_shards_drain_a_git_pool_under_act() {
 
     // Each shard writes its own ref, refs/bridge/<member>-<shard>.
     let wanted: BTreeSet<String> = (0..SHARDS).map(|i| format!("refs/bridge/ci-{i}")).collect();
-    let start = Instant::now();
-    while !wanted.is_subset(&refs(&bare)) {
-        assert!(
-            run.running(),
-            "act exited before every shard claimed a task; branches: {:?}\n{}",
-            refs(&bare),
-            run.tail()
-        );
-        assert!(
-            start.elapsed() < Duration::from_secs(180),
-            "not every shard claimed a task within 3 minutes; branches: {:?}\n{}",
-            refs(&bare),
-            run.tail()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    run.wait_for_refs(&bare, &wanted);
     fs::write(&gate, "").expect("cannot open the gate");
     let code = run.wait(Duration::from_secs(300));
     let log = run.log();
@@ -597,26 +565,10 @@ fn the_action_installs_a_verified_release_and_refuses_the_rest() {
 
     // The pool: a bare git repository, a laptop that submits, a runner
     // identity.
-    let bare = tmp.path().join("store.git");
-    fs::create_dir_all(&bare).expect("cannot create a folder");
-    git_in(Some(&bare), &["init", "--bare", "-q"]);
-    let laptop = Device::new("act-release-laptop");
-    laptop.ok(&[
-        "init",
-        "--remote",
-        &format!("git:file://{}", bare.display()),
-    ]);
-    let values: Vec<String> = (0..TASKS).map(|k| k.to_string()).collect();
-    laptop.write(
-        "tasks.yaml",
-        &format!(
-            "tasks:\n  - name: t\n    matrix: {{ n: [{}] }}\n    runs-on: [runner]\n    outputs: [out.txt]\n    run: echo \"value ${{{{ matrix.n }}}}\" > out.txt\n",
-            values.join(", ")
-        ),
-    );
+    let (_, laptop) = laptop_on_bare_repo(tmp.path(), "act-release-laptop");
+    laptop.write("tasks.yaml", &runner_tasks_yaml(TASKS, None, &[]));
     laptop.ok(&["submit", "tasks.yaml"]);
-    let secret = laptop.ok(&["members", "add-runner", "ci"]).stdout;
-    let secret = secret.trim().to_owned();
+    let secret = laptop.add_runner("ci");
 
     // The user's repository: bridge.toml, the action (this checkout's, with
     // the checksums file the release workflow would have committed).

@@ -500,3 +500,73 @@ fn a_full_remote_does_not_stop_local_work() {
     let pushed = d.ok(&["sync", "--json"]).json();
     assert!(pushed["pushed"].as_u64().is_some_and(|n| n > 0), "{pushed}");
 }
+
+/// Issue 19, item 2, with a full blob store: a pool keeping its documents
+/// in git and its blobs in a folder (`[store] blobs`) whose disk is full.
+/// `work` finishes locally; its attempts do not reach the repository
+/// either (a document naming a blob that is not stored would give other
+/// devices results they cannot fetch); once there is space, one `sync`
+/// sends it all and another device reads the outputs.
+#[test]
+fn issue19_a_full_blob_store_holds_back_the_documents_until_there_is_space() {
+    let tmp = crate::harness::temp_dir("full-blobs");
+    let (bare, d) = crate::harness::laptop_on_bare_repo(tmp.path(), "full-blobs");
+    let blobs = tmp.path().join("blobs");
+    let blobs_spec = crate::harness::dir_remote(&blobs);
+    fs::create_dir(&blobs).expect("the blob store's folder");
+    d.set_store_settings(&format!("blobs = \"{blobs_spec}\"\n"));
+    // A first blob, so that the blob store is a store before it fills up.
+    d.write("in.txt", "an input\n");
+    d.ok(&[
+        "submit", "--name", "first", "--input", "in.txt", "--", "cat", "in.txt",
+    ]);
+    d.ok(&["sync"]);
+    assert!(blobs.join("FORMAT").is_file());
+    let reader = Device::new("full-blobs-reader");
+    reader.join_as(&d, &format!("git:file://{}", bare.display()), "submit");
+    let config = fs::read_to_string(reader.path("bridge.toml")).expect("bridge.toml");
+    reader.write(
+        "bridge.toml",
+        &config.replacen(
+            "[store]\n",
+            &format!("[store]\nblobs = \"{blobs_spec}\"\n"),
+            1,
+        ),
+    );
+    d.write(
+        "outs.yaml",
+        "tasks:\n  - name: t\n    matrix: { n: [1, 2, 3] }\n    outputs: [out.bin]\n    run: head -c 20000 /dev/urandom > out.bin; echo ${{ matrix.n }}\n",
+    );
+    d.ok(&["submit", "--offline", "outs.yaml"]);
+    let Some(run) = run_with_full_folder(&d, &blobs, &["work"]) else {
+        return;
+    };
+    let run = run.expect_code(0);
+    assert!(
+        run.stderr.contains("is full") && run.stderr.contains("4 done, 0 failed"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(d.status().count("done"), 4);
+    // The tasks and their claims reached the repository (they name no
+    // blob), no attempt did: each names an output the blob store lacks.
+    reader.ok(&["sync"]);
+    let seen = reader.ls();
+    assert_eq!(seen.len(), 4, "{seen:?}");
+    assert!(seen.iter().all(|t| t.attempts == 0), "{seen:?}");
+    // Space again: everything goes, and the outputs can be read.
+    d.ok(&["sync"]);
+    reader.ok(&["sync"]);
+    assert_eq!(reader.status().count("done"), 4);
+    let t = reader
+        .ls()
+        .into_iter()
+        .find(|t| t.name == "t[n=2]")
+        .expect("task t[n=2]");
+    let out = reader.path("out");
+    reader.ok(&["outputs", &t.id, "--to", out.to_str().expect("utf-8")]);
+    assert_eq!(
+        fs::metadata(out.join("out.bin")).expect("out.bin").len(),
+        20000
+    );
+}

@@ -24,13 +24,14 @@ use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bridge_testutil::git::git_in;
 use serde_json::Value;
 
-use crate::act::refs;
-use crate::harness::{BRIDGE, Device, LoggedChild, str_field, temp_dir};
+use crate::harness::{
+    BRIDGE, Device, LoggedChild, laptop_on_bare_repo, refs, runner_tasks_yaml, str_field, temp_dir,
+};
 
 /// The repository root (the workspace holding `bridge/`).
 fn repo_root() -> PathBuf {
@@ -90,29 +91,14 @@ pub(crate) type Pipeline = LoggedChild;
 /// `tasks` tasks that each wait for the file `gate`; returns the laptop,
 /// the bare repository and the runner identity `ci`.
 fn laptop_with_gated_tasks(tmp: &Path, tasks: usize, gate: &Path) -> (Device, PathBuf, String) {
-    let bare = tmp.join("store.git");
-    fs::create_dir_all(&bare).expect("cannot create a folder");
-    git_in(Some(&bare), &["init", "--bare", "-q"]);
-    let laptop = Device::new("gitlab-laptop");
-    laptop.ok(&[
-        "init",
-        "--remote",
-        &format!("git:file://{}", bare.display()),
-    ]);
-    let values: Vec<String> = (0..tasks).map(|k| k.to_string()).collect();
+    let (bare, laptop) = laptop_on_bare_repo(tmp, "gitlab-laptop");
     laptop.write(
         "tasks.yaml",
-        &format!(
-            "tasks:\n  - name: t\n    matrix: {{ n: [{}] }}\n    runs-on: [runner]\n    outputs: [out.txt]\n    run: |\n      i=0; while [ ! -e {} ]; do i=$((i+1)); [ $i -gt 1200 ] && exit 1; sleep 0.1; done\n      echo \"value ${{{{ matrix.n }}}}\" > out.txt\n      echo \"said ${{{{ matrix.n }}}}\"\n",
-            values.join(", "),
-            gate.display()
-        ),
+        &runner_tasks_yaml(tasks, Some(gate), &["echo \"said ${{ matrix.n }}\""]),
     );
     let sub = laptop.ok(&["submit", "--json", "tasks.yaml"]).json();
     assert_eq!(sub["new"], tasks, "{sub}");
-    let secret = laptop.ok(&["members", "add-runner", "ci"]).stdout;
-    let secret = secret.trim().to_owned();
-    assert!(!secret.is_empty() && !secret.contains('\n'));
+    let secret = laptop.add_runner("ci");
     (laptop, bare, secret)
 }
 
@@ -277,22 +263,7 @@ fn three_parallel_jobs_drain_a_git_pool_under_gitlab_ci_local() {
     // GitLab's CI_NODE_INDEX 1..3 is bridge's shard 0..2: each job writes
     // refs/bridge/ci-<index - 1>.
     let wanted: BTreeSet<String> = (0..SHARDS).map(|i| format!("refs/bridge/ci-{i}")).collect();
-    let start = Instant::now();
-    while !wanted.is_subset(&refs(&bare)) {
-        assert!(
-            run.running(),
-            "the pipeline ended before every job claimed a task; refs: {:?}\n{}",
-            refs(&bare),
-            run.tail()
-        );
-        assert!(
-            start.elapsed() < Duration::from_secs(180),
-            "not every job claimed a task within 3 minutes; refs: {:?}\n{}",
-            refs(&bare),
-            run.tail()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    run.wait_for_refs(&bare, &wanted);
     fs::write(&gate, "").expect("cannot open the gate");
     let code = run.wait(Duration::from_secs(300));
     let log = run.log();

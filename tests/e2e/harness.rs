@@ -228,6 +228,18 @@ impl Device {
         }
     }
 
+    /// `bridge members add-runner NAME` on this (admin) device: the
+    /// runner's secret identity, one line.
+    pub fn add_runner(&self, name: &str) -> String {
+        let out = self.ok(&["members", "add-runner", name]);
+        let secret = out.stdout.trim().to_owned();
+        assert!(
+            !secret.is_empty() && !secret.contains('\n'),
+            "add-runner prints one secret line: {out:?}"
+        );
+        secret
+    }
+
     /// Makes this device's identity (`keygen`) and returns its public key,
     /// as `whoami` prints it.
     pub fn new_public_key(&self) -> String {
@@ -811,13 +823,7 @@ impl GitPool {
 
     /// `bridge members add-runner NAME`: the runner's secret identity.
     pub fn add_runner(&self, name: &str) -> String {
-        let out = self.admin.ok(&["members", "add-runner", name]);
-        let secret = out.stdout.trim().to_owned();
-        assert!(
-            !secret.is_empty() && !secret.contains('\n'),
-            "add-runner prints one secret line: {out:?}"
-        );
-        secret
+        self.admin.add_runner(name)
     }
 
     /// A runner machine: a checkout holding the admin's bridge.toml, with
@@ -894,6 +900,51 @@ fn device_with_env(name: &str, env: &[(String, String)]) -> Device {
     d
 }
 
+/// The store's slot refs in the bare repository `bare`.
+pub fn refs(bare: &Path) -> BTreeSet<String> {
+    bridge_testutil::git::Bare(bare.to_owned())
+        .branches()
+        .into_iter()
+        .collect()
+}
+
+/// A new bare repository `store.git` in `tmp` and a laptop named `name`
+/// whose workspace stores its tasks there (`git:file://…`).
+pub fn laptop_on_bare_repo(tmp: &Path, name: &str) -> (PathBuf, Device) {
+    let bare = tmp.join("store.git");
+    bridge_testutil::git::Bare::init(&bare);
+    let laptop = Device::new(name);
+    laptop.ok(&[
+        "init",
+        "--remote",
+        &format!("git:file://{}", bare.display()),
+    ]);
+    (bare, laptop)
+}
+
+/// A task file of `n` tasks `t[n=K]` (K from 0) for runners labelled
+/// `runner`, keeping `out.txt`: each waits (at most two minutes) for the
+/// file `gate`, when given, then writes `value K` to `out.txt`, then runs
+/// the lines `then` (where `${{ matrix.n }}` is K).
+pub fn runner_tasks_yaml(n: usize, gate: Option<&Path>, then: &[&str]) -> String {
+    let values: Vec<String> = (0..n).map(|k| k.to_string()).collect();
+    let mut run = String::new();
+    if let Some(gate) = gate {
+        run.push_str(&format!(
+            "      i=0; while [ ! -e {} ]; do i=$((i+1)); [ $i -gt 1200 ] && exit 1; sleep 0.1; done\n",
+            gate.display()
+        ));
+    }
+    run.push_str("      echo \"value ${{ matrix.n }}\" > out.txt\n");
+    for line in then {
+        run.push_str(&format!("      {line}\n"));
+    }
+    format!(
+        "tasks:\n  - name: t\n    matrix: {{ n: [{}] }}\n    runs-on: [runner]\n    outputs: [out.txt]\n    run: |\n{run}",
+        values.join(", ")
+    )
+}
+
 /// A tool run by a test (`act`, `gitlab-ci-local`) writing everything it
 /// prints to `log`; killed if dropped, so that a failed assertion leaves no
 /// runners behind.
@@ -914,6 +965,30 @@ impl LoggedChild {
         let log = self.log();
         let lines: Vec<&str> = log.lines().collect();
         lines[lines.len().saturating_sub(80)..].join("\n")
+    }
+
+    /// Waits until the store's refs in `bare` include `wanted` (each
+    /// runner has claimed a task), failing if the tool exits first or after
+    /// 3 minutes (a bound against hangs).
+    pub fn wait_for_refs(&mut self, bare: &Path, wanted: &BTreeSet<String>) {
+        let start = std::time::Instant::now();
+        while !wanted.is_subset(&refs(bare)) {
+            assert!(
+                self.running(),
+                "{} exited before every runner claimed a task; refs: {:?}\n{}",
+                self.name,
+                refs(bare),
+                self.tail()
+            );
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(180),
+                "not every runner of {} claimed a task within 3 minutes; refs: {:?}\n{}",
+                self.name,
+                refs(bare),
+                self.tail()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
     }
 
     pub fn running(&mut self) -> bool {

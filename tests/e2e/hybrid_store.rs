@@ -136,11 +136,7 @@ fn issue19_a_hybrid_pool_keeps_documents_in_git_and_every_blob_in_the_object_sto
     );
     member.ok(&["submit", "tasks.yaml"]);
     member.ok(&["sync"]);
-    let secret = admin
-        .ok(&["members", "add-runner", "ci"])
-        .stdout
-        .trim()
-        .to_owned();
+    let secret = admin.add_runner("ci");
     let mut runner = device("hybrid-runner", &pool.server);
     fs::copy(admin.path("bridge.toml"), runner.path("bridge.toml")).expect("copy bridge.toml");
     runner.set_env("BRIDGE_IDENTITY", &secret);
@@ -378,4 +374,43 @@ fn issue19_a_blob_store_set_up_wrong_is_refused_naming_the_setting() {
     d.run(&["sync"]).expect_code(7);
     assert_eq!(d.ls().len(), 1);
     assert_eq!(objects_under(&pool.prefix), before);
+}
+
+/// A `dir:` blob store is told apart as a `dir:` remote is (issue 17, item
+/// 9): a folder this workspace never reached is misconfigured (exit 7,
+/// named, with the hint to create it), one it reached that is gone now is
+/// a drive not mounted (offline, exit 4), and nothing is lost either way.
+#[test]
+fn issue19_a_blob_folder_never_reached_is_misconfigured_and_one_gone_is_offline() {
+    let tmp = temp_dir("blob-folder");
+    let (_, d) = crate::harness::laptop_on_bare_repo(tmp.path(), "blob-folder");
+    let blobs = tmp.path().join("blobs");
+    add_store_lines(&d, &format!("blobs = \"dir:{}\"\n", blobs.display()));
+    d.write("in.txt", "an input\n");
+    let never = d
+        .run(&[
+            "submit", "--name", "a", "--input", "in.txt", "--", "cat", "in.txt",
+        ])
+        .expect_code(7);
+    assert!(
+        never
+            .stderr
+            .contains(&format!("the folder of store dir:{}", blobs.display()))
+            && never.stderr.contains("`blobs`"),
+        "{}",
+        never.stderr
+    );
+    fs::create_dir(&blobs).expect("mkdir the blob store");
+    d.ok(&["sync"]);
+    assert!(blobs.join("FORMAT").is_file());
+    // The drive is unplugged: offline, the work kept.
+    fs::rename(&blobs, tmp.path().join("unplugged")).expect("unplug");
+    d.write("in2.txt", "another input\n");
+    d.ok(&[
+        "submit", "--name", "b", "--input", "in2.txt", "--", "cat", "in2.txt",
+    ]);
+    d.run(&["sync"]).expect_code(4);
+    fs::rename(tmp.path().join("unplugged"), &blobs).expect("plug in");
+    d.ok(&["sync"]);
+    assert_eq!(d.ls().len(), 2);
 }

@@ -19,10 +19,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use bridge_testutil::git::git_in;
 use serde_json::Value;
 
-use crate::harness::{BRIDGE, Device, results_once, temp_dir};
+use crate::harness::{BRIDGE, laptop_on_bare_repo, results_once, temp_dir};
 
 /// The template's documents, parsed.
 pub(crate) fn manifest() -> Vec<Value> {
@@ -195,16 +194,7 @@ fn every_index_of_the_job_drains_a_git_pool_as_a_ci_runner_would() {
     let job = &kind(&docs, "Job")["spec"];
     let completions = job["completions"].as_u64().expect("completions");
     let tmp = temp_dir("k8s");
-    let bare = tmp.path().join("store.git");
-    fs::create_dir_all(&bare).expect("a folder");
-    git_in(Some(&bare), &["init", "--bare", "-q"]);
-
-    let laptop = Device::new("k8s-laptop");
-    laptop.ok(&[
-        "init",
-        "--remote",
-        &format!("git:file://{}", bare.display()),
-    ]);
+    let (_, laptop) = laptop_on_bare_repo(tmp.path(), "k8s-laptop");
     let values: Vec<String> = (0..TASKS).map(|k| k.to_string()).collect();
     laptop.write(
         "tasks.yaml",
@@ -215,7 +205,7 @@ fn every_index_of_the_job_drains_a_git_pool_as_a_ci_runner_would() {
     );
     let sub = laptop.ok(&["submit", "--json", "tasks.yaml"]).json();
     assert_eq!(sub["new"], TASKS, "{sub}");
-    let identity = laptop.ok(&["members", "add-runner", "k8s"]).stdout;
+    let identity = laptop.add_runner("k8s");
     // Taken after the runner is added: it pins the roster's epoch.
     let bridge_toml = laptop.path("bridge.toml");
     let secret = BTreeMap::from([("identity", identity.trim())]);

@@ -71,9 +71,7 @@ fn laptop(server: &S3Server, gate: &Path) -> (Device, String) {
     );
     let sub = laptop.ok(&["submit", "--json", "tasks.yaml"]).json();
     assert_eq!(sub["new"], TASKS, "{sub}");
-    let secret = laptop.ok(&["members", "add-runner", "ci"]).stdout;
-    let secret = secret.trim().to_owned();
-    assert!(!secret.is_empty() && !secret.contains('\n'));
+    let secret = laptop.add_runner("ci");
     laptop.ok(&["sync"]);
     assert!(server.data().join("bridge/pool/FORMAT").is_file());
     (laptop, secret)

@@ -353,6 +353,12 @@ pub fn sync_remote(session: &mut Session, show_progress: bool) -> CliResult<Sync
     let Some(spec) = session.ws.remote_spec().map(str::to_owned) else {
         return Ok(SyncOutcome::NoRemote);
     };
+    // The remote, and its blob store when apart (both `dir:` folders are
+    // told apart the same way: never reached, or gone).
+    let blobs = session.ws.config.blobs().map(str::to_owned);
+    let stores: Vec<&str> = std::iter::once(spec.as_str())
+        .chain(blobs.as_deref())
+        .collect();
     let remote = open_remote(&session.ws.settings, &spec, &session.ws.root).map_err(|e| {
         misconfigured(
             anyhow!(e),
@@ -378,7 +384,7 @@ pub fn sync_remote(session: &mut Session, show_progress: bool) -> CliResult<Sync
     }
     match result {
         Ok(report) => {
-            mark_reached(&session.ws.root, &spec);
+            mark_reached(&session.ws.root, &stores);
             session.after_sync(&report)?;
             // What was pulled made this device rotate a private batch's
             // key (an audience member left the workspace): push the new
@@ -392,13 +398,13 @@ pub fn sync_remote(session: &mut Session, show_progress: bool) -> CliResult<Sync
             Ok(SyncOutcome::Synced(report))
         }
         Err(SyncError::Remote(e @ RemoteError::Unreachable { .. }))
-            if never_reached_folder(&session.ws.root, &spec) =>
+            if let Some(missing) = never_reached_folder(&session.ws.root, &stores) =>
         {
             Err(misconfigured(
                 anyhow!(e).context(format!(
-                    "the folder of remote {spec} does not exist, and this workspace never synced with it"
+                    "the folder of store {missing} does not exist, and this workspace never synced with it"
                 )),
-                "create it (`mkdir`) or mount the drive that holds it, or fix `remote` under [store] in bridge.toml",
+                "create it (`mkdir`) or mount the drive that holds it, or fix `remote` (or `blobs`) under [store] in bridge.toml",
             ))
         }
         Err(SyncError::Remote(e)) if e.is_misconfigured() => Err(misconfigured(
@@ -441,38 +447,37 @@ fn misconfigured(error: anyhow::Error, hint: &str) -> CliError {
     CliError::hint(error, format!("{hint}; {KEPT}")).with_code(EXIT_MISCONFIGURED)
 }
 
-/// The file in the state folder that holds the remote this workspace last
-/// synced with: a `dir:` folder it names and that has gone missing is a
-/// drive not mounted (offline), one it does not name never existed
-/// (misconfigured).
+/// The file in the state folder that holds the stores this workspace last
+/// synced with, one spec a line (the remote, and its blob store when
+/// `[store] blobs` is set): a `dir:` folder it names and that has gone
+/// missing is a drive not mounted (offline), one it does not name never
+/// existed (misconfigured).
 const REACHED_FILE: &str = "remote-reached";
 
-/// Records that a sync with `spec` went through. Best effort: without the
-/// record a missing folder is only reported as misconfigured.
-pub fn mark_reached(root: &std::path::Path, spec: &str) {
+/// Records that a sync with the stores `specs` went through. Best effort:
+/// without the record a missing folder is only reported as misconfigured.
+pub fn mark_reached(root: &std::path::Path, specs: &[&str]) {
     let path = root.join(crate::workspace::STATE_DIR).join(REACHED_FILE);
-    if std::fs::read_to_string(&path).is_ok_and(|s| s.trim_end() == spec) {
+    let record: String = specs.iter().map(|s| format!("{s}\n")).collect();
+    if std::fs::read_to_string(&path).is_ok_and(|s| s == record) {
         return;
     }
     // In one step: a torn record would make an unplugged drive look like
     // a folder that never existed.
-    if let Err(e) = bridge_store::replace_file(&path, format!("{spec}\n").as_bytes(), 0o666, false)
-    {
+    if let Err(e) = bridge_store::replace_file(&path, record.as_bytes(), 0o666, false) {
         tracing::debug!("cannot write {}: {e}", path.display());
     }
 }
 
-/// Whether `spec` is a `dir:` remote whose folder does not exist and that
-/// this workspace never synced with.
-fn never_reached_folder(root: &std::path::Path, spec: &str) -> bool {
-    let Some(folder) = bridge_store::dir_remote_path(spec, root) else {
-        return false;
-    };
-    if folder.exists() {
-        return false;
-    }
+/// The `dir:` store among `specs` whose folder does not exist and that this
+/// workspace never synced with, if any.
+fn never_reached_folder<'a>(root: &std::path::Path, specs: &[&'a str]) -> Option<&'a str> {
     let path = root.join(crate::workspace::STATE_DIR).join(REACHED_FILE);
-    !std::fs::read_to_string(path).is_ok_and(|s| s.trim_end() == spec)
+    let reached = std::fs::read_to_string(path).unwrap_or_default();
+    specs.iter().copied().find(|spec| {
+        bridge_store::dir_remote_path(spec, root).is_some_and(|folder| !folder.exists())
+            && !reached.lines().any(|line| line == *spec)
+    })
 }
 
 /// Creates the folder of a new `dir:` store (`bridge init --remote

@@ -87,7 +87,10 @@ pub fn run(g: &GlobalArgs, args: JoinArgs) -> CliResult<u8> {
         // the next `bridge join`.
         let _ = std::fs::remove_dir_all(&state_dir);
     }
-    let replica = joined.map_err(|e| join_error(&args.remote, &root, e))?;
+    let stores: Vec<&str> = std::iter::once(args.remote.as_str())
+        .chain(args.blobs.as_deref())
+        .collect();
+    let replica = joined.map_err(|e| join_error(&stores, &root, e))?;
     let config = Config {
         workspace: WorkspaceSection {
             id: replica.workspace_id().to_owned(),
@@ -126,7 +129,7 @@ pub fn run(g: &GlobalArgs, args: JoinArgs) -> CliResult<u8> {
         return Err(e);
     }
     workspace::write_config(&root, &config)?;
-    super::common::mark_reached(&root, &args.remote);
+    super::common::mark_reached(&root, &stores);
     let session = Session::with_vault(ws, vault)?;
     if args.json {
         crate::output::print_json(&serde_json::json!({
@@ -147,12 +150,16 @@ pub fn run(g: &GlobalArgs, args: JoinArgs) -> CliResult<u8> {
 /// The error of a `join` whose first sync failed: offline (exit 4) when the
 /// remote is unreachable, misconfigured (exit 7) when it is set up wrong or
 /// names a folder that is not there (issue 17, item 9).
-fn join_error(remote: &str, root: &std::path::Path, e: SyncError) -> CliError {
+fn join_error(stores: &[&str], root: &std::path::Path, e: SyncError) -> CliError {
+    let remote = stores.first().copied().unwrap_or_default();
     match e {
-        // A folder that is not there: a typo, or a drive not mounted yet
-        // (misconfigured, as for a workspace that never synced with it).
+        // A folder that is not there (the remote's, or its blob store's): a
+        // typo, or a drive not mounted yet (misconfigured, as for a
+        // workspace that never synced with it).
         SyncError::Remote(e @ RemoteError::Unreachable { .. })
-            if bridge_store::dir_remote_path(remote, root).is_some_and(|p| !p.exists()) =>
+            if stores.iter().any(|store| {
+                bridge_store::dir_remote_path(store, root).is_some_and(|p| !p.exists())
+            }) =>
         {
             CliError::hint(
                 anyhow!(e),

@@ -53,16 +53,6 @@ impl Hybrid {
         }
     }
 
-    /// The documents' remote.
-    pub fn docs(&self) -> &dyn Remote {
-        self.docs.as_ref()
-    }
-
-    /// The blob store.
-    pub fn blobs(&self) -> &dyn Remote {
-        self.blobs.as_ref()
-    }
-
     /// Checks the blob store belongs to the documents' workspace (making an
     /// empty one a store of it) unless that was done; returns its listing
     /// when it had to list it.
