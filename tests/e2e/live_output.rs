@@ -97,9 +97,10 @@ fn waiter_folder(d: &Device) -> PathBuf {
             .flatten()
             .flatten()
         {
-            // Its working folder, not its TMPDIR (`….tmp`).
+            // Its working folder, not its TMPDIR (`….tmp`) nor a spare
+            // kept for the next task (`.spare-…`).
             let name = entry.file_name().to_string_lossy().into_owned();
-            if entry.path().is_dir() && !name.ends_with(".tmp") {
+            if entry.path().is_dir() && !name.ends_with(".tmp") && !name.starts_with('.') {
                 return entry.path();
             }
         }

@@ -177,6 +177,8 @@ impl SandboxSupport {
 }
 
 #[cfg(target_os = "linux")]
+mod opened;
+#[cfg(target_os = "linux")]
 pub mod spawner;
 #[cfg(target_os = "linux")]
 pub mod supervisor;
@@ -247,6 +249,9 @@ pub struct Finished {
 /// Why the task stopped waiting on its child.
 enum Stop {
     Exited(ExitStatus),
+    /// The task's supervisor said how the task ended.
+    #[cfg(target_os = "linux")]
+    Reported(supervisor::TaskStatus),
     WaitFailed(io::Error),
     /// The spawner that started the task's supervisor died (see
     /// [`spawner`]): nothing will tell how the task ended.
@@ -266,6 +271,9 @@ enum Running {
 /// How waiting for a [`Running`] ended.
 enum Waited {
     Exited(ExitStatus),
+    /// A supervisor of the spawner said how the task ended.
+    #[cfg(target_os = "linux")]
+    Reported(supervisor::TaskStatus),
     Failed(io::Error),
     /// The spawner died (see [`Stop::Lost`]).
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
@@ -291,6 +299,7 @@ impl Running {
             },
             #[cfg(target_os = "linux")]
             Running::Spawned(task) => match task.wait().await {
+                spawner::Waited::Reported(status) => Waited::Reported(status),
                 spawner::Waited::Exited(status) => Waited::Exited(status),
                 spawner::Waited::Lost => Waited::Lost,
             },
@@ -330,7 +339,7 @@ pub async fn run(cmd: &TaskCommand, cancel: CancellationToken) -> Finished {
     };
     // `spawn` only returns a child that has a pid.
     let pgid = child.pgid();
-    let supervised = logs.status.is_some();
+    let supervised = !matches!(logs.status, TaskStatusFrom::Exit);
     let guard = GroupGuard { pgid, supervised };
     // A supervisor needs a little longer than the grace to kill what is
     // left and write the task's status.
@@ -350,6 +359,8 @@ pub async fn run(cmd: &TaskCommand, cancel: CancellationToken) -> Finished {
         biased;
         waited = child.wait() => match waited {
             Waited::Exited(status) => Stop::Exited(status),
+            #[cfg(target_os = "linux")]
+            Waited::Reported(status) => Stop::Reported(status),
             Waited::Failed(error) => Stop::WaitFailed(error),
             Waited::Lost => Stop::Lost,
         },
@@ -357,8 +368,12 @@ pub async fn run(cmd: &TaskCommand, cancel: CancellationToken) -> Finished {
         () = cancel.cancelled() => Stop::Cancelled,
     };
 
+    // The supervisor (or the task) ended by itself.
+    let stop_was_exit = matches!(stop, Stop::Exited(_));
     let outcome = match stop {
         Stop::Exited(status) => outcome_of(status),
+        #[cfg(target_os = "linux")]
+        Stop::Reported(status) => status.into(),
         Stop::WaitFailed(error) => Outcome::FailedToStart(format!(
             "could not wait for `{}`: {error}",
             cmd.program.name()
@@ -387,23 +402,17 @@ pub async fn run(cmd: &TaskCommand, cancel: CancellationToken) -> Finished {
     // What a supervisor saw of the task replaces what we saw of the
     // supervisor (whose own status only says whether it was killed).
     #[cfg(target_os = "linux")]
-    let outcome = match (&logs.status, &outcome) {
-        (Some(path), Outcome::Exited(_) | Outcome::Signaled(_)) => {
-            match supervisor::read_status(path) {
-                Some(supervisor::TaskStatus::Exited(c)) => Outcome::Exited(c),
-                Some(supervisor::TaskStatus::Signaled(s)) => Outcome::Signaled(s),
-                Some(supervisor::TaskStatus::FailedToStart(m)) => Outcome::FailedToStart(m),
-                None => Outcome::FailedToStart(format!(
-                    "the task supervisor of `{}` ended without reporting the task's status ({outcome:?})",
-                    cmd.program.name()
-                )),
-            }
-        }
-        (Some(path), _) => {
+    let outcome = match (&logs.status, stop_was_exit, outcome) {
+        (TaskStatusFrom::File(path), true, outcome) => match supervisor::read_status(path) {
+            Some(status) => status.into(),
+            None => unreported(cmd, &outcome),
+        },
+        (TaskStatusFrom::File(path), false, outcome) => {
             let _ = std::fs::remove_file(path);
             outcome
         }
-        (None, _) => outcome,
+        (TaskStatusFrom::Report, true, outcome) => unreported(cmd, &outcome),
+        (_, _, outcome) => outcome,
     };
     // Whatever is left of the group (a background grandchild, say) must not
     // outlive the task. The guard sends the final SIGKILL.
@@ -435,13 +444,46 @@ fn finished_without_child(outcome: Outcome, started: Instant) -> Finished {
     }
 }
 
+/// The outcome of a task whose supervisor ended without saying how the
+/// task ended (`seen`: what we saw of the supervisor).
+#[cfg(target_os = "linux")]
+fn unreported(cmd: &TaskCommand, seen: &Outcome) -> Outcome {
+    Outcome::FailedToStart(format!(
+        "the task supervisor of `{}` ended without reporting the task's status ({seen:?})",
+        cmd.program.name()
+    ))
+}
+
+#[cfg(target_os = "linux")]
+impl From<supervisor::TaskStatus> for Outcome {
+    fn from(status: supervisor::TaskStatus) -> Outcome {
+        match status {
+            supervisor::TaskStatus::Exited(c) => Outcome::Exited(c),
+            supervisor::TaskStatus::Signaled(s) => Outcome::Signaled(s),
+            supervisor::TaskStatus::FailedToStart(m) => Outcome::FailedToStart(m),
+        }
+    }
+}
+
+/// Where [`run`] learns how the task ended.
+enum TaskStatusFrom {
+    /// From the exit of the process it started: the task itself.
+    Exit,
+    /// From the status file its executed supervisor writes.
+    #[cfg(target_os = "linux")]
+    File(PathBuf),
+    /// From the report of its supervisor, forked by the spawner: an exit
+    /// without one means the supervisor failed.
+    #[cfg(target_os = "linux")]
+    Report,
+}
+
 /// Our own handles on the two log files, kept to read the tails back after
 /// the child exits (the child gets duplicates).
 struct Logs {
     stdout: LogFile,
     stderr: LogFile,
-    /// Where a supervisor writes the task's status (`None`: unsupervised).
-    status: Option<PathBuf>,
+    status: TaskStatusFrom,
 }
 
 /// One log file we can read the end of.
@@ -566,7 +608,7 @@ async fn spawn(cmd: &TaskCommand) -> Result<(Running, Logs), String> {
         Logs {
             stdout,
             stderr,
-            status: None,
+            status: TaskStatusFrom::Exit,
         },
     ))
 }
@@ -610,7 +652,6 @@ async fn spawn_supervised(cmd: &TaskCommand, sup: &Supervisor) -> Result<(Runnin
     let mut status_path = cmd.stdout_path.clone().into_os_string();
     status_path.push(".status");
     let status_path = PathBuf::from(status_path);
-    let _ = std::fs::remove_file(&status_path);
     let plan = supervisor::Plan {
         parent: std::process::id() as i32,
         grace: cmd.kill_grace,
@@ -644,17 +685,21 @@ async fn spawn_supervised(cmd: &TaskCommand, sup: &Supervisor) -> Result<(Runnin
         stdout: &stdout.file,
         stderr: &stderr.file,
     };
-    let running = match spawner::start(&sup.program, &request).await {
-        spawner::Start::Started(task) => Running::Spawned(task),
+    let (running, status) = match spawner::start(&sup.program, &request).await {
+        spawner::Start::Started(task) => (Running::Spawned(task), TaskStatusFrom::Report),
         spawner::Start::Failed(message) => return Err(message),
-        spawner::Start::Unavailable => exec_supervisor(cmd, sup, &plan, &stdout, &stderr)?,
+        spawner::Start::Unavailable => {
+            let _ = std::fs::remove_file(&status_path);
+            let running = exec_supervisor(cmd, sup, &plan, &stdout, &stderr)?;
+            (running, TaskStatusFrom::File(status_path))
+        }
     };
     Ok((
         running,
         Logs {
             stdout,
             stderr,
-            status: Some(status_path),
+            status,
         },
     ))
 }

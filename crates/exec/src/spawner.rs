@@ -26,6 +26,11 @@
 //!   end of a socket pair of the task's own, on which the spawner answers
 //!   `S` and the supervisor's pid (or `F` and why it could not fork), and
 //!   later `E` and its exit code or `K` and the signal that killed it;
+//! - the supervisor inherits the spawner's end of that socket and, once
+//!   the task and everything it left are reaped, says `T` and how the task
+//!   ended (`supervisor::Report::Socket`): the worker takes the task as ended then,
+//!   without waiting for the supervisor's exit and the spawner's `E`, and
+//!   no status file is written or read;
 //! - the spawner reaps its children (`SIGCHLD` through a signal
 //!   descriptor) and so is the only one that may wait for them; the worker
 //!   waits on the task's socket.
@@ -65,7 +70,8 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use tokio::io::unix::AsyncFd;
 
-use crate::supervisor::{self, Origin, Plan};
+use crate::opened::OpenedPaths;
+use crate::supervisor::{self, Origin, Plan, Report, TaskStatus};
 
 /// The hidden first argument that turns the worker's executable into its
 /// task spawner (see the [module docs](self)).
@@ -125,7 +131,11 @@ pub(crate) struct Task {
 
 /// How waiting for a supervisor ended.
 pub(crate) enum Waited {
-    /// It ended so (its exit code or the signal that killed it).
+    /// It told how the task ended (it is exiting; see
+    /// [`Report::Socket`]).
+    Reported(TaskStatus),
+    /// It ended so (its exit code or the signal that killed it) without
+    /// telling how the task ended.
     Exited(ExitStatus),
     /// The spawner died: nothing will say how the supervisor ended.
     Lost,
@@ -137,11 +147,12 @@ impl Task {
         self.pid
     }
 
-    /// Waits for the supervisor to end. Cancel-safe: dropping the future
-    /// loses nothing.
+    /// Waits until the supervisor says how the task ended, or ends without
+    /// saying. Cancel-safe: dropping the future loses nothing.
     pub(crate) async fn wait(&mut self) -> Waited {
         loop {
             match read_reply(&self.reply).await {
+                Some(Reply::Reported(status)) => return Waited::Reported(status),
                 Some(Reply::Exited(code)) => {
                     return Waited::Exited(ExitStatus::from_raw((code & 0xff) << 8));
                 }
@@ -230,7 +241,7 @@ async fn started(ours: OwnedFd, conn: &Conn) -> Start {
         }),
         Some(Reply::Failed(message)) => Start::Failed(message),
         // The spawner died with the request: start the task the old way.
-        Some(Reply::Exited(_) | Reply::Killed(_)) | None => {
+        Some(Reply::Exited(_) | Reply::Killed(_) | Reply::Reported(_)) | None => {
             forget(conn.pid);
             Start::Unavailable
         }
@@ -246,12 +257,14 @@ fn register(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
     unsafe { AsyncFd::register(fd) }.map_err(|e| e.into_parts().1)
 }
 
-/// One message from the spawner about a task.
+/// One message about a task: from the spawner, or the supervisor's report
+/// (see [`Report::Socket`]).
 enum Reply {
     Started(i32),
     Failed(String),
     Exited(i32),
     Killed(i32),
+    Reported(TaskStatus),
 }
 
 impl Reply {
@@ -261,6 +274,11 @@ impl Reply {
             Reply::Exited(n) => (b'E', *n),
             Reply::Killed(n) => (b'K', *n),
             Reply::Failed(m) => return [b"F", m.as_bytes()].concat(),
+            // Written by the supervisor itself (`supervisor::run_plan`);
+            // encoded here for tests.
+            Reply::Reported(status) => {
+                return [&[supervisor::REPORT_KIND], status.encode().as_bytes()].concat();
+            }
         };
         let mut out = vec![kind];
         out.extend_from_slice(&number.to_le_bytes());
@@ -271,6 +289,9 @@ impl Reply {
         let (&kind, rest) = bytes.split_first()?;
         if kind == b'F' {
             return Some(Reply::Failed(String::from_utf8_lossy(rest).into_owned()));
+        }
+        if kind == supervisor::REPORT_KIND {
+            return supervisor::decode_report(rest).map(Reply::Reported);
         }
         let number = i32::from_le_bytes(rest.try_into().ok()?);
         match kind {
@@ -285,7 +306,8 @@ impl Reply {
 /// The next message on a task's socket; `None` at its end (the spawner
 /// closed it without a word: it died) or on an error.
 async fn read_reply(socket: &AsyncFd<OwnedFd>) -> Option<Reply> {
-    let mut buf = [0u8; 4096];
+    // A report's message fits (see `supervisor::MAX_REPORT`).
+    let mut buf = [0u8; 16 * 1024];
     loop {
         let mut ready = socket.readable().await.ok()?;
         let read = ready.try_io(|fd| {
@@ -502,6 +524,8 @@ struct Spawner {
     /// What a task in namespaces is cloned with, where the kernel gives it:
     /// a pidfd of this process and a stack (see [`Origin::Cloned`]).
     cloning: Option<(OwnedFd, Stack)>,
+    /// The allow-listed paths every sandbox shares, opened once.
+    kept: OpenedPaths,
 }
 
 /// The stack a cloned supervisor starts on: an anonymous mapping with a
@@ -616,6 +640,7 @@ impl Spawner {
             children: HashMap::new(),
             buf: vec![0; MAX_REQUEST],
             cloning: own_pidfd().zip(Stack::new()),
+            kept: OpenedPaths::none(),
         })
     }
 
@@ -717,14 +742,15 @@ impl Spawner {
     ) {
         // The spawner's descriptors: the supervisor must not hold the
         // worker's sockets open (their end tells the worker that the
-        // spawner died). They are close-on-exec, so no task sees them.
-        let mut inherited = vec![
-            self.ctrl.as_raw_fd(),
-            self.signals.as_raw_fd(),
-            reply.as_raw_fd(),
-        ];
+        // spawner died), except its own task's, on which it reports. They
+        // are close-on-exec, so no task sees them.
+        let mut inherited = vec![self.ctrl.as_raw_fd(), self.signals.as_raw_fd()];
         inherited.extend(self.children.values().map(AsRawFd::as_raw_fd));
-        let ends = (&stdout, &stderr);
+        let ends = (&stdout, &stderr, &reply);
+        if let Some(c) = &plan.confinement {
+            self.kept.prepare(c, workdir.parent());
+        }
+        let kept = &self.kept;
         let namespaces = plan.confinement.as_ref().filter(|c| c.namespaces);
         let cloned = match (namespaces, self.cloning.as_mut()) {
             (Some(c), Some((pidfd, stack))) => {
@@ -734,7 +760,13 @@ impl Spawner {
                     gid: nix::unistd::getgid(),
                 };
                 let child = Box::new(|| {
-                    std::process::exit(become_supervisor(&inherited, workdir, plan, ends, origin))
+                    exit_now(become_supervisor(
+                        &inherited,
+                        (workdir, kept),
+                        plan,
+                        ends,
+                        origin,
+                    ))
                 });
                 // SAFETY: as for `fork` below (this process is
                 // single-threaded), and the child runs on a stack of its own
@@ -754,23 +786,24 @@ impl Spawner {
             }
             _ => None,
         };
-        let started =
-            match cloned {
-                Some(child) => Ok(child),
-                // SAFETY: this process is single-threaded (executed for this,
-                // and nothing here starts a thread), so the child may run
-                // ordinary Rust after `fork`, as an executed supervisor would.
-                #[allow(unsafe_code)]
-                None => {
-                    match unsafe { nix::unistd::fork() } {
-                        Ok(nix::unistd::ForkResult::Child) => std::process::exit(
-                            become_supervisor(&inherited, workdir, plan, ends, Origin::Started),
-                        ),
-                        Ok(nix::unistd::ForkResult::Parent { child }) => Ok(child),
-                        Err(e) => Err(e),
-                    }
-                }
-            };
+        let started = match cloned {
+            Some(child) => Ok(child),
+            // SAFETY: this process is single-threaded (executed for this,
+            // and nothing here starts a thread), so the child may run
+            // ordinary Rust after `fork`, as an executed supervisor would.
+            #[allow(unsafe_code)]
+            None => match unsafe { nix::unistd::fork() } {
+                Ok(nix::unistd::ForkResult::Child) => exit_now(become_supervisor(
+                    &inherited,
+                    (workdir, kept),
+                    plan,
+                    ends,
+                    Origin::Started,
+                )),
+                Ok(nix::unistd::ForkResult::Parent { child }) => Ok(child),
+                Err(e) => Err(e),
+            },
+        };
         match started {
             Ok(child) => {
                 answer(&reply, &Reply::Started(child.as_raw()));
@@ -805,12 +838,13 @@ impl Spawner {
 
 /// In the child (forked or cloned): closes the spawner's descriptors
 /// (`inherited`), takes the task's logs as stdout and stderr, a process
-/// group of its own, and runs the supervisor.
+/// group of its own, and runs the supervisor, which reports on the task's
+/// socket (`reply`).
 fn become_supervisor(
     inherited: &[RawFd],
-    workdir: &Path,
+    (workdir, kept): (&Path, &OpenedPaths),
     plan: &Plan,
-    (stdout, stderr): (&OwnedFd, &OwnedFd),
+    (stdout, stderr, reply): (&OwnedFd, &OwnedFd, &OwnedFd),
     origin: Origin,
 ) -> i32 {
     for fd in inherited {
@@ -829,7 +863,27 @@ fn become_supervisor(
     }
     let _ = nix::unistd::close(stdout.as_raw_fd());
     let _ = nix::unistd::close(stderr.as_raw_fd());
-    supervisor::run_plan(plan, Some(workdir), origin)
+    supervisor::run_plan(
+        plan,
+        (Some(workdir), kept),
+        origin,
+        Report::Socket(reply.as_raw_fd()),
+    )
+}
+
+/// Ends a supervisor (a forked or cloned child of the spawner) with `code`,
+/// without running the exit handlers and destructors of the spawner's
+/// program that `std::process::exit` runs: nothing of them is the
+/// supervisor's, and each wrote to pages the child shares with the
+/// spawner, which the kernel then had to copy (a tenth of a short task's
+/// page faults). The supervisor writes nothing buffered.
+fn exit_now(code: i32) -> ! {
+    // SAFETY: `_exit` only ends the process; it is async-signal-safe and
+    // may be called at any point after `fork`.
+    #[allow(unsafe_code)]
+    unsafe {
+        nix::libc::_exit(code)
+    }
 }
 
 /// Marks every descriptor above the standard three close-on-exec: a
@@ -917,6 +971,8 @@ mod tests {
             Reply::Exited(3),
             Reply::Killed(9),
             Reply::Failed("no".into()),
+            Reply::Reported(TaskStatus::Exited(3)),
+            Reply::Reported(TaskStatus::FailedToStart("could not start `x`".into())),
         ] {
             let again = Reply::decode(&reply.encode()).unwrap();
             assert_eq!(again.encode(), reply.encode());

@@ -45,9 +45,10 @@
 //!    the task's group and, after the grace period, kills everything; on
 //!    [`IMMEDIATE_STOP`] it kills everything at once;
 //! 6. when the task has exited, kills and reaps every descendant left (loose
-//!    background processes, `setsid` daemons), writes the task's exit status
-//!    to the status file (opened before anything else, it lives where the
-//!    task may not go) and exits.
+//!    background processes, `setsid` daemons), tells how the task ended
+//!    (`Report`: on the task's socket to the worker when the spawner
+//!    forked it, else in the status file, opened before anything else,
+//!    where the task may not go) and exits.
 //!
 //! Without namespaces (the kernel or its policy refuses unprivileged user
 //! namespaces, as Ubuntu 24.04's AppArmor does on GitHub-hosted runners)
@@ -73,8 +74,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use landlock::{
-    ABI, Access, AccessFs, AccessNet, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset,
-    RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope,
+    ABI, Access, AccessFs, AccessNet, CompatLevel, Compatible, PathBeneath, Ruleset, RulesetAttr,
+    RulesetCreatedAttr, RulesetStatus, Scope,
 };
 use nix::errno::Errno;
 use nix::mount::MsFlags;
@@ -82,10 +83,10 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sched::CloneFlags;
 use nix::sys::signal::{SigSet, Signal, kill, killpg};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use nix::sys::stat::SFlag;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
+use crate::opened::{OpenedPath, OpenedPaths};
 use crate::{Confinement, SandboxSupport};
 
 /// The hidden first argument that turns the worker's executable into a
@@ -272,7 +273,7 @@ pub(crate) enum TaskStatus {
 }
 
 impl TaskStatus {
-    fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         match self {
             TaskStatus::Exited(c) => format!("exited {c}"),
             TaskStatus::Signaled(s) => format!("signaled {s}"),
@@ -328,7 +329,12 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
             return 2;
         }
     };
-    run_plan(&plan, None, Origin::Started)
+    run_plan(
+        &plan,
+        (None, &OpenedPaths::none()),
+        Origin::Started,
+        Report::File,
+    )
 }
 
 /// How this supervisor process came to be (see the [module docs](self),
@@ -351,23 +357,56 @@ pub(crate) enum Origin {
     },
 }
 
+/// Where a supervisor tells how its task ended.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Report {
+    /// In the plan's status file, which the worker reads once this process
+    /// has exited (an executed supervisor).
+    File,
+    /// On the task's socket to the worker (a supervisor of the spawner,
+    /// which inherits the spawner's end of it): a message of its own, sent
+    /// as soon as the task and everything it left are reaped, so the worker
+    /// need not wait for this process to exit nor read a file (issue 18,
+    /// item 1). A supervisor stopped by [`IMMEDIATE_STOP`], or whose parent
+    /// died before the task started, sends nothing: the socket's end then
+    /// tells the worker the task was lost, not that it failed.
+    Socket(std::os::fd::RawFd),
+}
+
+/// The first byte of a [`Report::Socket`] message (the spawner's own
+/// replies use other letters).
+pub(crate) const REPORT_KIND: u8 = b'T';
+
+/// The longest message a report carries: a status, or why the task could
+/// not start (cut at a character boundary).
+const MAX_REPORT: usize = 8 * 1024;
+
 /// Supervises the task of `plan` in this process: what [`main`] does once
 /// it has parsed its arguments, and what a supervisor forked by the
 /// spawner does (see [`crate::spawner`]), which first changes to the
-/// task's `workdir`. Returns the process exit code.
-pub(crate) fn run_plan(plan: &Plan, workdir: Option<&Path>, origin: Origin) -> i32 {
+/// task's `workdir` and hands over the allow-listed paths it keeps open
+/// (`kept`, see [`crate::opened`]). Returns the process exit code.
+pub(crate) fn run_plan(
+    plan: &Plan,
+    (workdir, kept): (Option<&Path>, &OpenedPaths),
+    origin: Origin,
+    report: Report,
+) -> i32 {
     // Opened before the supervisor confines itself: the status file lives
     // in the worker's folder, which the task (and so the confined
     // supervisor) may not open.
-    let mut status_file = match std::fs::File::create(&plan.status_path) {
-        Ok(file) => file,
-        Err(e) => {
-            report(format_args!(
-                "cannot create {}: {e}",
-                plan.status_path.display()
-            ));
-            return 2;
-        }
+    let mut status_file = match report {
+        Report::Socket(_) => None,
+        Report::File => match std::fs::File::create(&plan.status_path) {
+            Ok(file) => Some(file),
+            Err(e) => {
+                self::report(format_args!(
+                    "cannot create {}: {e}",
+                    plan.status_path.display()
+                ));
+                return 2;
+            }
+        },
     };
     let supervised = match workdir.map(nix::unistd::chdir) {
         Some(Err(e)) => Err(format!(
@@ -381,25 +420,61 @@ pub(crate) fn run_plan(plan: &Plan, workdir: Option<&Path>, origin: Origin) -> i
                 .map(|d| d.to_string())
                 .unwrap_or_default()
         )),
-        _ => supervise(plan, origin),
+        _ => supervise(plan, origin, kept),
     };
     let (status, code) = match supervised {
         Ok(Supervised::Task(status)) => (status, 0),
+        // Nobody waits for this status on a socket (see `Report::Socket`).
+        Ok(Supervised::Abandoned(_)) if matches!(report, Report::Socket(_)) => return 0,
+        Ok(Supervised::Abandoned(status)) => (status, 0),
         // The outer supervisor of a namespace: PID 1 wrote the status.
         Ok(Supervised::Namespace(code)) => return code,
         Err(message) => (TaskStatus::FailedToStart(message), 2),
     };
+    if let Report::Socket(socket) = report {
+        return match send_report(socket, &status) {
+            Ok(()) => code,
+            Err(e) => {
+                self::report(format_args!(
+                    "cannot tell the worker how the task ended: {e}"
+                ));
+                2
+            }
+        };
+    }
     use std::io::Write as _;
-    match status_file.write_all(status.encode().as_bytes()) {
-        Ok(()) => code,
-        Err(e) => {
-            report(format_args!(
+    let written = status_file
+        .as_mut()
+        .map(|file| file.write_all(status.encode().as_bytes()));
+    match written {
+        Some(Err(e)) => {
+            self::report(format_args!(
                 "cannot write the task's status to {}: {e}",
                 plan.status_path.display()
             ));
             2
         }
+        _ => code,
     }
+}
+
+/// Sends `status` on the task's socket as one message (see
+/// [`Report::Socket`]).
+fn send_report(socket: std::os::fd::RawFd, status: &TaskStatus) -> Result<(), Errno> {
+    let text = status.encode();
+    let mut end = text.len().min(MAX_REPORT);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut message = Vec::with_capacity(end + 1);
+    message.push(REPORT_KIND);
+    message.extend_from_slice(&text.as_bytes()[..end]);
+    nix::sys::socket::send(socket, &message, nix::sys::socket::MsgFlags::MSG_NOSIGNAL).map(|_| ())
+}
+
+/// Reads a message [`send_report`] wrote (its kind byte removed).
+pub(crate) fn decode_report(bytes: &[u8]) -> Option<TaskStatus> {
+    TaskStatus::decode(std::str::from_utf8(bytes).ok()?)
 }
 
 /// Tells why the supervisor could not do its job, on its stderr: the one
@@ -416,6 +491,10 @@ fn report(message: std::fmt::Arguments<'_>) {
 enum Supervised {
     /// How the task ended (this process ran it).
     Task(TaskStatus),
+    /// How the task ended, or why it did not start, when this process was
+    /// told to stop at once ([`IMMEDIATE_STOP`]) or its parent had died:
+    /// nobody may be waiting for it (see [`Report::Socket`]).
+    Abandoned(TaskStatus),
     /// The exit code of PID 1 of the task's namespace (which ran it and
     /// wrote its status).
     Namespace(i32),
@@ -447,7 +526,7 @@ fn listen_for_signals() -> Result<SignalFd, String> {
 
 /// Steps 1 to 6 of the [module docs](self). An error is a message for the
 /// task's attempt (the task did not start).
-fn supervise(plan: &Plan, origin: Origin) -> Result<Supervised, String> {
+fn supervise(plan: &Plan, origin: Origin, kept: &OpenedPaths) -> Result<Supervised, String> {
     use nix::sys::prctl;
     let signals = listen_for_signals()?;
     prctl::set_child_subreaper(true).map_err(|e| setup_error("become a subreaper", e))?;
@@ -457,7 +536,9 @@ fn supervise(plan: &Plan, origin: Origin) -> Result<Supervised, String> {
         Origin::Cloned { spawner, .. } => has_ended(spawner),
     };
     if parent_gone {
-        return Err("the worker stopped before the task started".to_owned());
+        return Ok(Supervised::Abandoned(TaskStatus::FailedToStart(
+            "the worker stopped before the task started".to_owned(),
+        )));
     }
     let namespaces = plan.confinement.as_ref().filter(|c| c.namespaces);
     if let (Some(c), Origin::Cloned { uid, gid, .. }) = (namespaces, origin) {
@@ -491,9 +572,15 @@ fn supervise(plan: &Plan, origin: Origin) -> Result<Supervised, String> {
     // a non-dumpable process may not write its own uid map.)
     prctl::set_dumpable(false).map_err(|e| setup_error("become non-dumpable", e))?;
     if let Some(c) = &plan.confinement {
-        confine(c)?;
+        confine(c, kept)?;
     }
-    run_task(plan, &signals).map(Supervised::Task)
+    run_task(plan, &signals).map(|(status, abandoned)| {
+        if abandoned {
+            Supervised::Abandoned(status)
+        } else {
+            Supervised::Task(status)
+        }
+    })
 }
 
 /// Enters new user, mount and PID namespaces (and a network namespace for a
@@ -599,7 +686,8 @@ fn wait_for_pid1(pid1: Pid, signals: &SignalFd) -> i32 {
 }
 
 /// Step 5: starts the task and waits for it (see the [module docs](self)).
-fn run_task(plan: &Plan, signals: &SignalFd) -> Result<TaskStatus, String> {
+/// Also says whether it was stopped by [`IMMEDIATE_STOP`].
+fn run_task(plan: &Plan, signals: &SignalFd) -> Result<(TaskStatus, bool), String> {
     let (program, args) = plan
         .argv
         .split_first()
@@ -638,17 +726,19 @@ fn run_task(plan: &Plan, signals: &SignalFd) -> Result<TaskStatus, String> {
     let task = Pid::from_raw(task.id() as i32);
     let mut status = None;
     let mut kill_at: Option<Instant> = None;
+    let mut abandoned = false;
     loop {
         reap(task, &mut status);
         if let Some(status) = status {
             kill_descendants(task, &mut None);
-            return Ok(status);
+            return Ok((status, abandoned));
         }
         let now = Instant::now();
         if kill_at.is_some_and(|at| at <= now) {
             kill_descendants(task, &mut status);
             // The task was among them: `status` says how it ended.
-            return Ok(status.unwrap_or(TaskStatus::Signaled(Signal::SIGKILL as i32)));
+            let status = status.unwrap_or(TaskStatus::Signaled(Signal::SIGKILL as i32));
+            return Ok((status, abandoned));
         }
         let timeout = match kill_at {
             None => PollTimeout::NONE,
@@ -666,7 +756,10 @@ fn run_task(plan: &Plan, signals: &SignalFd) -> Result<TaskStatus, String> {
         while let Ok(Some(info)) = signals.read_signal() {
             match Signal::try_from(info.ssi_signo as i32) {
                 Ok(Signal::SIGCHLD) => {}
-                Ok(s) if s == IMMEDIATE_STOP => kill_at = Some(Instant::now()),
+                Ok(s) if s == IMMEDIATE_STOP => {
+                    kill_at = Some(Instant::now());
+                    abandoned = true;
+                }
                 Ok(_) => {
                     // A graceful stop: the task's group gets SIGTERM, and
                     // everything is killed after the grace period.
@@ -828,7 +921,7 @@ fn probe_namespaces() -> i32 {
 
 /// Applies `confinement` to this process (and so to the task it starts),
 /// failing rather than running the task with less than it promises.
-fn confine(confinement: &Confinement) -> Result<(), String> {
+fn confine(confinement: &Confinement, kept: &OpenedPaths) -> Result<(), String> {
     let abi = LANDLOCK_ABI;
     let fail = |e: landlock::RulesetError| format!("could not sandbox the task (Landlock): {e}");
     // Without a network namespace, Landlock's TCP rules are all that cut
@@ -854,15 +947,15 @@ fn confine(confinement: &Confinement) -> Result<(), String> {
             .map_err(fail)?;
     }
     let mut ruleset = ruleset.create().map_err(fail)?;
-    for rule in rules(confinement) {
-        let access = match (rule.access, rule.is_dir) {
+    for rule in rules(confinement, kept) {
+        let access = match (rule.access, rule.opened.is_dir) {
             (RuleAccess::ReadOnly, true) => AccessFs::from_read(abi),
             (RuleAccess::ReadOnly, false) => AccessFs::from_read(abi) & AccessFs::from_file(abi),
             (RuleAccess::ReadWrite, true) => AccessFs::from_all(abi),
             (RuleAccess::ReadWrite, false) => AccessFs::from_file(abi),
         };
         ruleset = ruleset
-            .add_rule(PathBeneath::new(rule.fd, access))
+            .add_rule(PathBeneath::new(rule.opened.fd.as_fd(), access))
             .map_err(|e| {
                 format!(
                     "could not sandbox the task (Landlock, at {}): {e}",
@@ -889,28 +982,43 @@ pub(crate) enum RuleAccess {
     ReadWrite,
 }
 
-/// One Landlock rule: `access` to what `fd` names and everything below it.
+/// One Landlock rule: `access` to what `opened` names and everything below
+/// it.
 #[derive(Debug)]
-pub(crate) struct Rule {
+pub(crate) struct Rule<'a> {
     /// The path as listed (for messages and tests).
     pub path: PathBuf,
-    /// The file or folder, opened with `O_PATH` (following symbolic links:
-    /// a rule applies to the target anyway).
-    pub fd: PathFd,
-    /// Its device and inode, which tell two listed paths to the same place.
-    pub id: (nix::libc::dev_t, nix::libc::ino_t),
+    pub opened: Held<'a>,
     pub access: RuleAccess,
-    pub is_dir: bool,
+}
+
+/// A rule's path, opened for this task or kept by the spawner.
+#[derive(Debug)]
+pub(crate) enum Held<'a> {
+    Own(OpenedPath),
+    Kept(&'a OpenedPath),
+}
+
+impl std::ops::Deref for Held<'_> {
+    type Target = OpenedPath;
+
+    fn deref(&self) -> &OpenedPath {
+        match self {
+            Held::Own(opened) => opened,
+            Held::Kept(opened) => opened,
+        }
+    }
 }
 
 /// The allow-list of a confinement: one rule per listed path that exists,
 /// read-write winning over read-only for a place listed twice (by any
-/// path: it is the same inode). Each path is opened once and looked at
-/// through its descriptor: no `canonicalize` (a readlink per component of
-/// every path, per task, was most of the sandbox's cost), and nothing can
-/// change between the look and the rule.
-pub(crate) fn rules(confinement: &Confinement) -> Vec<Rule> {
-    let mut rules: Vec<Rule> = Vec::new();
+/// path: it is the same inode). Each path is opened once (or was, by the
+/// spawner, for every task: `kept`) and looked at through its descriptor:
+/// no `canonicalize` (a readlink per component of every path, per task,
+/// was most of the sandbox's cost), and nothing can change between the
+/// look and the rule.
+pub(crate) fn rules<'a>(confinement: &Confinement, kept: &'a OpenedPaths) -> Vec<Rule<'a>> {
+    let mut rules: Vec<Rule<'a>> = Vec::new();
     let listed = confinement
         .read_write
         .iter()
@@ -922,25 +1030,21 @@ pub(crate) fn rules(confinement: &Confinement) -> Vec<Rule> {
                 .map(|p| (p, RuleAccess::ReadOnly)),
         );
     for (path, access) in listed {
-        // A path that vanished since it was listed needs no rule.
-        let Ok(fd) = PathFd::new(path) else {
-            continue;
+        let opened = match kept.get(path) {
+            Some(opened) => Held::Kept(opened),
+            // A path that vanished since it was listed needs no rule.
+            None => match OpenedPath::open(path) {
+                Some(opened) => Held::Own(opened),
+                None => continue,
+            },
         };
-        let Ok(stat) = nix::sys::stat::fstat(fd.as_fd()) else {
-            continue;
-        };
-        let id = (stat.st_dev, stat.st_ino);
-        if rules.iter().any(|r| r.id == id) {
+        if rules.iter().any(|r| r.opened.id == opened.id) {
             continue;
         }
         rules.push(Rule {
             path: path.clone(),
-            fd,
-            id,
+            opened,
             access,
-            // The file type is a field, not a set of flags (a block
-            // device's bits include a folder's).
-            is_dir: stat.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFDIR.bits(),
         });
     }
     rules
@@ -1026,15 +1130,19 @@ mod tests {
         std::fs::create_dir_all(&toolchain).unwrap();
         std::fs::write(root.join("log"), "").unwrap();
         std::os::unix::fs::symlink(&toolchain, root.join("link")).unwrap();
-        let rules = rules(&Confinement {
-            read_write: vec![task.clone(), root.join("log"), root.join("missing")],
-            read_only: vec![root.join("link"), task.clone()],
-            network: true,
-            ..Confinement::default()
-        });
+        let none = OpenedPaths::none();
+        let rules = rules(
+            &Confinement {
+                read_write: vec![task.clone(), root.join("log"), root.join("missing")],
+                read_only: vec![root.join("link"), task.clone()],
+                network: true,
+                ..Confinement::default()
+            },
+            &none,
+        );
         let seen: Vec<(PathBuf, RuleAccess, bool)> = rules
             .iter()
-            .map(|r| (r.path.clone(), r.access, r.is_dir))
+            .map(|r| (r.path.clone(), r.access, r.opened.is_dir))
             .collect();
         assert_eq!(
             seen,
@@ -1047,6 +1155,6 @@ mod tests {
         );
         use std::os::unix::fs::MetadataExt as _;
         let target = std::fs::metadata(&toolchain).unwrap();
-        assert_eq!(rules[2].id, (target.dev(), target.ino()));
+        assert_eq!(rules[2].opened.id, (target.dev(), target.ino()));
     }
 }

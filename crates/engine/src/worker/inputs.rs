@@ -94,12 +94,12 @@ pub(super) async fn prepare(
     stop: &CancellationToken,
 ) -> Result<Prepared, InputError> {
     if spec.inputs.is_empty() && need_inputs.is_empty() {
-        tokio::fs::create_dir_all(dir)
-            .await
-            .map_err(|source| WorkDirError {
-                path: dir.to_path_buf(),
-                source,
-            })?;
+        // One quick call (the folder is most often there already: see
+        // `super::spares`), not worth a blocking thread's round trip.
+        std::fs::create_dir_all(dir).map_err(|source| WorkDirError {
+            path: dir.to_path_buf(),
+            source,
+        })?;
         return Ok(Prepared::Ready);
     }
     let mut blobs: Vec<(String, BlobId, String)> = Vec::new();

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::LocalFault;
 use super::fault::{chain_text, local_fault, local_fault_in_message, work_dir_full};
 use super::inputs::{InputError, Prepared, prepare};
+use super::spares::{AttemptFiles, Spares};
 use crate::clock::Clock;
 use crate::sandbox::{Sandbox, SandboxError};
 use crate::vault::{Placement, Vault};
@@ -99,6 +100,8 @@ pub(super) struct Runner {
     /// The largest output file stored, in plain bytes: what seals within
     /// the remote's largest object ([`super::WorkOptions::max_object`]).
     pub max_output: Option<u64>,
+    /// Attempt files kept for the next task.
+    pub spares: Arc<Spares>,
 }
 
 /// One task to run, with everything it needs (owned, so it can run on the
@@ -138,25 +141,6 @@ pub fn running_log_files(work_area: &Path, id: &TaskId, key: &str) -> Option<(Pa
         .find(|(stdout, _)| stdout.is_file())
 }
 
-/// Where one attempt keeps its files, all under the worker's folder: the
-/// key's counter part keeps folders of one process apart; the writer part
-/// keeps processes apart.
-struct Paths {
-    dir: PathBuf,
-    stdout: PathBuf,
-    stderr: PathBuf,
-    tmp: PathBuf,
-}
-
-impl Paths {
-    /// Removes the working folder and the logs.
-    fn remove(&self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-        let _ = std::fs::remove_file(&self.stdout);
-        let _ = std::fs::remove_file(&self.stderr);
-    }
-}
-
 impl Job {
     /// Runs the task until it ends or `stop`; never fails: what goes wrong
     /// is the attempt's outcome, or the machine's [`LocalFault`].
@@ -178,21 +162,18 @@ impl Job {
         }
     }
 
-    fn paths(&self) -> Paths {
-        let at = |suffix: &str| attempt_path(&self.runner.work_dir, &self.id, &self.key, suffix);
-        Paths {
-            dir: at(""),
-            stdout: at(".stdout"),
-            stderr: at(".stderr"),
-            tmp: at(".tmp"),
-        }
+    /// Where the attempt keeps its files, all under the worker's folder:
+    /// the key's counter part keeps folders of one process apart; the
+    /// writer part keeps processes apart.
+    fn paths(&self) -> AttemptFiles {
+        AttemptFiles::named(attempt_path(&self.runner.work_dir, &self.id, &self.key, ""))
     }
 
     /// The attempt's steps, filling `attempt`; `Some` when the machine
     /// failed, not the task.
     async fn attempt(
         &self,
-        paths: &Paths,
+        paths: &AttemptFiles,
         attempt: &mut Attempt,
         stop: CancellationToken,
         slot: Slot,
@@ -214,6 +195,14 @@ impl Job {
                 return None;
             }
         };
+        // The attempt's files, empty, from the last task's where they
+        // were kept (see `spares`); its folder and TMPDIR are made below
+        // where they were not.
+        let reused = self.runner.spares.take(paths);
+        let guard = FilesGuard {
+            files: paths,
+            spares: &self.runner.spares,
+        };
         match self.prepare(paths, &stop).await {
             Ok(()) => {}
             Err(Unprepared::Fault(fault)) => return Some(fault),
@@ -221,7 +210,7 @@ impl Job {
                 attempt.outcome = outcome;
                 attempt.message = Some(message);
                 attempt.ended_at = self.runner.clock.now_ms();
-                let _ = std::fs::remove_dir_all(&paths.dir);
+                guard.give_back();
                 return None;
             }
         }
@@ -229,15 +218,13 @@ impl Job {
         // globs never see it): the sandbox closes the worker's /tmp (with
         // namespaces this folder is mounted over /tmp), and tasks should not
         // see each other's temporary files.
-        let tmp = TaskTmp(paths.tmp.clone());
-        if let Err(e) = std::fs::create_dir(&tmp.0) {
-            let _ = std::fs::remove_dir_all(&paths.dir);
+        if !reused && let Err(e) = std::fs::create_dir(&paths.tmp) {
             return Some(LocalFault(format!(
                 "cannot create the temporary folder {}: {e}",
-                tmp.0.display()
+                paths.tmp.display()
             )));
         }
-        if let Some(path) = tmp.0.to_str() {
+        if let Some(path) = paths.tmp.to_str() {
             cmd.env
                 .entry("TMPDIR".to_owned())
                 .or_insert_with(|| path.to_owned());
@@ -245,26 +232,24 @@ impl Job {
         // The task's sandbox: the worker's fixed allow-list and its TMPDIR
         // (its folder and logs are added by `bridge_exec`).
         cmd.supervisor = self.runner.supervisor.clone().map(|mut s| {
-            s.confinement = self.runner.sandbox.confinement(&self.spec, &tmp.0);
+            s.confinement = self.runner.sandbox.confinement(&self.spec, &paths.tmp);
             s
         });
         let finished = bridge_exec::run(&cmd, stop).await;
         attempt.ended_at = self.runner.clock.now_ms();
         drop(slot);
-        if let Some(fault) = record_end(attempt, &finished) {
-            paths.remove();
-            return Some(fault);
+        let fault = match record_end(attempt, &finished) {
+            Some(fault) => Some(fault),
+            None => self.keep_results(paths, attempt, &finished).await,
+        };
+        guard.give_back();
+        if fault.is_some() {
+            return fault;
         }
-        if let Some(fault) = self.keep_results(paths, attempt, &finished).await {
-            paths.remove();
-            return Some(fault);
-        }
-        paths.remove();
-        drop(tmp);
         // A command that failed on a disk with no space left has most
         // likely failed for lack of it (its logs or files could not be
         // written): the machine's fault, unless the task filled the disk
-        // itself, in which case removing its folders (above: the working
+        // itself, in which case emptying its folders (above: the working
         // folder and its TMPDIR) freed space.
         // The same for an `error` (the task's supervisor could not even
         // write down how the task ended).
@@ -275,7 +260,11 @@ impl Job {
     }
 
     /// Creates the working folder and puts the inputs in it.
-    async fn prepare(&self, paths: &Paths, stop: &CancellationToken) -> Result<(), Unprepared> {
+    async fn prepare(
+        &self,
+        paths: &AttemptFiles,
+        stop: &CancellationToken,
+    ) -> Result<(), Unprepared> {
         let prepared = prepare(
             &self.runner.vault,
             &self.runner.fetcher,
@@ -294,7 +283,6 @@ impl Job {
             // This machine cannot make the working folder (no space, no
             // descriptors, …): not the task's failure.
             Err(e) if matches!(e, InputError::WorkDir(_)) || local_fault(&e).is_some() => {
-                let _ = std::fs::remove_dir_all(&paths.dir);
                 let fault = local_fault(&e).unwrap_or_else(|| LocalFault(chain_text(&e)));
                 Err(Unprepared::Fault(fault))
             }
@@ -309,7 +297,7 @@ impl Job {
     /// there is something to keep; `Some` when the machine lost the result.
     async fn keep_results(
         &self,
-        paths: &Paths,
+        paths: &AttemptFiles,
         attempt: &mut Attempt,
         finished: &bridge_exec::Finished,
     ) -> Option<LocalFault> {
@@ -577,11 +565,26 @@ pub fn check_runnable(spec: &TaskSpec) -> Result<(), RunnableError> {
 
 /// A task's temporary folder (its `TMPDIR`), removed when the attempt
 /// ends, whichever way it ends.
-struct TaskTmp(PathBuf);
+/// Removes an attempt's files when dropped: when it ends before its task
+/// ran, and when the job is dropped while its task runs (the worker
+/// stops). An attempt that ran gives its files back to the spares instead.
+struct FilesGuard<'a> {
+    files: &'a AttemptFiles,
+    spares: &'a Spares,
+}
 
-impl Drop for TaskTmp {
+impl FilesGuard<'_> {
+    /// The files, emptied, kept for the next task (or removed).
+    fn give_back(self) {
+        self.spares.give_back(self.files);
+        // Given back: not removed.
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for FilesGuard<'_> {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        self.files.remove();
     }
 }
 

@@ -54,6 +54,7 @@ mod error;
 mod fault;
 mod inputs;
 mod job;
+mod spares;
 mod steps;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -141,6 +141,7 @@ impl<'a> Worker<'a> {
             clock: clock.clone(),
             inherited_env: Arc::new(session.ws.settings.task_env.clone()),
             max_output: opts.max_object.map(bridge_vault::max_plain_for_sealed),
+            spares: Arc::new(super::spares::Spares::new(work_area.dir())),
         };
         Ok(Worker {
             parallel: opts.parallel.max(1),
