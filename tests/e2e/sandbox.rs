@@ -607,3 +607,62 @@ fn issue13_required_runs_with_landlock_and_the_old_switch_still_works() {
     assert!(r.stderr.contains("deprecated"), "{}", r.stderr);
     assert!(stdout_of(&d, "peek").contains("notes"));
 }
+
+/// The spawner keeps the allow-listed paths every task shares open for all
+/// its tasks (issue 18, item 1). A folder of the allow-list replaced while
+/// the worker runs (a toolchain reinstalled) is readable by the tasks that
+/// start a second later: the kept descriptor of the old folder is checked
+/// against the path and opened again.
+#[test]
+fn issue18_an_allow_listed_folder_replaced_while_a_worker_runs_is_readable_again() {
+    let d = device_outside_tmp("kept-paths");
+    let tools = d.scratch("tools");
+    fs::create_dir_all(&tools).expect("a tools folder");
+    fs::write(tools.join("version"), "v1\n").expect("a tool");
+    let grant = format!("allow-read = [{:?}]\n", tools.display().to_string());
+    d.set_device_settings(&grant);
+    let env = format!("env: {{ TOOLS: {:?} }}", tools.display().to_string());
+    d.write(
+        "t.yaml",
+        &task_file(&[
+            (
+                "first",
+                &env,
+                "cat \"$TOOLS/version\"\ntouch started\nwhile [ ! -e release ]; do sleep 0.05; done",
+            ),
+            (
+                "second",
+                &format!("priority: -1\n{env}"),
+                "cat \"$TOOLS/version\"",
+            ),
+            (
+                "outside",
+                "priority: -2",
+                &format!("cat {:?} || echo denied", d.path("bridge.toml").display().to_string()),
+            ),
+        ]),
+    );
+    d.ok(&["submit", "t.yaml"]);
+    let worker = d.spawn("work", &["work", "--offline", "-j1"]);
+    let started = || {
+        crate::harness::files_under(&d.path(".bridge/work"))
+            .into_iter()
+            .find(|p| p.ends_with("started"))
+    };
+    poll("the first task to read its tool", || started().is_some());
+    fs::remove_dir_all(&tools).expect("remove the tools");
+    fs::create_dir(&tools).expect("make the tools again");
+    fs::write(tools.join("version"), "v2\n").expect("a new tool");
+    // Past the spawner's check of what it keeps (once a second).
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    let release = started()
+        .expect("the first task's folder")
+        .with_file_name("release");
+    fs::write(release, "").expect("release the first task");
+    let r = worker.wait();
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(stdout_of(&d, "first").trim(), "v1");
+    assert_eq!(stdout_of(&d, "second").trim(), "v2", "{}", r.stderr);
+    // The sandbox was on: what is not on the list stays closed.
+    assert_eq!(stdout_of(&d, "outside").trim(), "denied");
+}

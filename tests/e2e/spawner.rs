@@ -306,3 +306,105 @@ fn issue18_parallel_bounds_the_running_tasks_while_results_are_stored() {
     assert!(most <= 2, "{most} tasks ran at once with -j2:\n{lines}");
     assert_eq!(d.status().counts.get("done"), Some(&(tasks as u64)));
 }
+
+/// An attempt's working folder, TMPDIR and logs are emptied when its task
+/// ends and kept, under new names, for the next task (no file made per
+/// task): the next task finds them empty, the first one's logs were stored
+/// before they were emptied, and no plaintext of either is left once the
+/// worker has stopped.
+#[test]
+fn issue18_an_attempts_files_are_emptied_and_kept_for_the_next_task() {
+    let d = Device::new("spares");
+    d.ok(&["keygen"]);
+    d.ok(&["init"]);
+    // `first` runs first (higher priority): secrets in its folder (a hidden
+    // file, a sub-folder), its TMPDIR and a log longer than an attempt's
+    // tail (so it is stored as a blob, read from the log file).
+    let first = "mkdir -p sub/deeper && echo SECRET-A > sub/deeper/s && echo SECRET-A > .hidden \
+        && echo SECRET-A > \"$TMPDIR/t\" && head -c 5000 /dev/zero | tr '\\0' x \
+        && echo && pwd && echo \"$TMPDIR\" && stat -c %i . && echo SECRET-A";
+    let second = "pwd; echo \"$TMPDIR\"; echo \"folder=$(ls -A | wc -l)\"; \
+        echo \"tmp=$(ls -A \"$TMPDIR\" | wc -l)\"; echo \"log=$(stat -L -c %s /proc/self/fd/1)\"; \
+        stat -c %i .";
+    d.write(
+        "t.yaml",
+        &format!(
+            "tasks:\n  - name: first\n    run: '{}'\n  - name: second\n    priority: -1\n    run: '{}'\n",
+            first.replace('\'', "''"),
+            second.replace('\'', "''")
+        ),
+    );
+    d.ok(&["submit", "t.yaml"]);
+    let r = d.ok(&["work", "--offline", "-j1"]);
+    assert_eq!(d.status().count("done"), 2, "{}", r.stderr);
+    let first_log = d.ok(&["logs", "first"]).stdout;
+    assert!(
+        first_log.contains(&"x".repeat(5000)) && first_log.contains("SECRET-A"),
+        "the first task's whole log was kept: {first_log}"
+    );
+    let second_log = d.ok(&["logs", "second"]).stdout;
+    let lines: Vec<&str> = second_log.lines().collect();
+    let first_lines: Vec<&str> = first_log.lines().collect();
+    assert_eq!(
+        &lines[2..5],
+        ["folder=0", "tmp=0", "log=0"],
+        "the second task's folder, TMPDIR and log start empty: {second_log}"
+    );
+    let first_tail = &first_lines[first_lines.len() - 4..];
+    // Each attempt has its own names (`bridge logs -f` finds a running
+    // task's logs by them), on the same folder: it was kept, not made anew.
+    assert_ne!(lines[0], first_tail[0], "{second_log}");
+    assert_ne!(lines[1], first_tail[1], "{second_log}");
+    assert_eq!(lines[5], first_tail[2], "the folder was made anew");
+    let left: Vec<_> = crate::harness::files_under(&d.path(".bridge/work"))
+        .into_iter()
+        .filter(|p| fs::read(p).is_ok_and(|b| String::from_utf8_lossy(&b).contains("SECRET-A")))
+        .collect();
+    assert!(left.is_empty(), "plaintext left behind: {left:?}");
+}
+
+/// A task that puts links in place of its TMPDIR and inside its working
+/// folder (it can without the sandbox) does not make the worker empty or
+/// remove what the links point to; its files are not kept for the next
+/// task, which gets a real, empty TMPDIR of its own.
+#[test]
+fn issue18_links_a_task_leaves_are_removed_not_followed() {
+    let mut d = Device::new("spares-links");
+    d.ok(&["keygen"]);
+    d.ok(&["init"]);
+    d.set_env("BRIDGE_SANDBOX", "off");
+    let outside = d.scratch("outside");
+    fs::create_dir_all(outside.join("inner")).expect("a folder outside");
+    fs::write(outside.join("keep"), "keep").expect("a file outside");
+    fs::write(outside.join("inner/keep"), "keep").expect("a file outside");
+    let swap = "ln -s \"$OUTSIDE\" here && ln -s \"$OUTSIDE/inner\" inner \
+        && rm -rf \"$TMPDIR\" && ln -s \"$OUTSIDE\" \"$TMPDIR\"";
+    let next = "test -d \"$TMPDIR\" && test ! -L \"$TMPDIR\" && echo \"tmp=$(ls -A \"$TMPDIR\" | wc -l)\" \
+        && echo \"folder=$(ls -A | wc -l)\"";
+    d.write(
+        "t.yaml",
+        &format!(
+            "tasks:\n  - name: swap\n    env: {{ OUTSIDE: '{}' }}\n    run: '{swap}'\n  - name: next\n    priority: -1\n    run: '{next}'\n",
+            outside.display()
+        ),
+    );
+    d.ok(&["submit", "t.yaml"]);
+    let r = d.ok(&["work", "--offline", "-j1"]);
+    assert_eq!(d.status().count("done"), 2, "{}", r.stderr);
+    assert_eq!(
+        fs::read_to_string(outside.join("keep")).ok().as_deref(),
+        Some("keep")
+    );
+    assert_eq!(
+        fs::read_to_string(outside.join("inner/keep"))
+            .ok()
+            .as_deref(),
+        Some("keep")
+    );
+    let log = d.ok(&["logs", "next"]).stdout;
+    assert_eq!(
+        log.lines().collect::<Vec<_>>(),
+        ["tmp=0", "folder=0"],
+        "{log}"
+    );
+}

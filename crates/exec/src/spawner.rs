@@ -127,6 +127,9 @@ pub(crate) enum Start {
 pub(crate) struct Task {
     pid: Pid,
     reply: AsyncFd<OwnedFd>,
+    /// Its report, when it came before the spawner's `S` (a short task's
+    /// supervisor may report before its parent has said it started it).
+    early: Option<TaskStatus>,
 }
 
 /// How waiting for a supervisor ended.
@@ -150,6 +153,9 @@ impl Task {
     /// Waits until the supervisor says how the task ended, or ends without
     /// saying. Cancel-safe: dropping the future loses nothing.
     pub(crate) async fn wait(&mut self) -> Waited {
+        if let Some(status) = self.early.take() {
+            return Waited::Reported(status);
+        }
         loop {
             match read_reply(&self.reply).await {
                 Some(Reply::Reported(status)) => return Waited::Reported(status),
@@ -229,21 +235,31 @@ async fn send_request(conn: &Conn, body: &[u8], request: &Request<'_>) -> Result
     }
 }
 
-/// Reads the spawner's first answer about a task.
+/// Reads the spawner's first answer about a task (and the supervisor's
+/// report, where it came first: the supervisor runs as soon as it is
+/// forked, and a short task may end before its parent says `S`).
 async fn started(ours: OwnedFd, conn: &Conn) -> Start {
     let Ok(reply) = register(ours) else {
         return Start::Unavailable;
     };
-    match read_reply(&reply).await {
-        Some(Reply::Started(pid)) => Start::Started(Task {
-            pid: Pid::from_raw(pid),
-            reply,
-        }),
-        Some(Reply::Failed(message)) => Start::Failed(message),
-        // The spawner died with the request: start the task the old way.
-        Some(Reply::Exited(_) | Reply::Killed(_) | Reply::Reported(_)) | None => {
-            forget(conn.pid);
-            Start::Unavailable
+    let mut early = None;
+    loop {
+        match read_reply(&reply).await {
+            Some(Reply::Started(pid)) => {
+                return Start::Started(Task {
+                    pid: Pid::from_raw(pid),
+                    reply,
+                    early,
+                });
+            }
+            Some(Reply::Reported(status)) if early.is_none() => early = Some(status),
+            Some(Reply::Failed(message)) => return Start::Failed(message),
+            // The spawner died with the request: start the task the old
+            // way. (Nothing else comes before `S`.)
+            Some(Reply::Exited(_) | Reply::Killed(_) | Reply::Reported(_)) | None => {
+                forget(conn.pid);
+                return Start::Unavailable;
+            }
         }
     }
 }
@@ -962,6 +978,39 @@ mod tests {
             plan
         );
         assert!(decode(&[1, 0, 0]).is_none());
+    }
+
+    /// A supervisor's report may reach the worker before the spawner's
+    /// `S` (the child ran the whole task before its parent sent it): the
+    /// task started, and has ended so; the spawner is not taken for dead.
+    #[tokio::test]
+    async fn a_report_before_the_spawners_start_is_kept() {
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        )
+        .unwrap();
+        for reply in [
+            Reply::Reported(TaskStatus::Exited(3)),
+            Reply::Started(4242),
+            Reply::Exited(0),
+        ] {
+            answer(&theirs, &reply);
+        }
+        let conn = Conn {
+            ctrl: std::sync::Arc::new(File::open("/dev/null").unwrap().into()),
+            pid: u32::MAX,
+        };
+        let Start::Started(mut task) = started(ours, &conn).await else {
+            panic!("the task was not taken as started");
+        };
+        assert_eq!(task.pid(), Pid::from_raw(4242));
+        assert!(matches!(
+            task.wait().await,
+            Waited::Reported(TaskStatus::Exited(3))
+        ));
     }
 
     #[test]
