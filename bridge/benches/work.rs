@@ -128,6 +128,25 @@ fn bridge_round(bridge: &str, dir: &Path, tasks: usize) -> (Duration, Duration) 
     if done != tasks {
         fail(&format!("only {done} of {tasks} tasks are done: {status}"));
     }
+    // Each ran once: an attempt interrupted and run again (a spawner taken
+    // for dead, say) is work the figure would hide.
+    let out = Command::new(bridge)
+        .args(["ls", "--json"])
+        .current_dir(dir)
+        .env("BRIDGE_CONFIG_DIR", dir.join(".config"))
+        .env_remove("BRIDGE_IDENTITY")
+        .output()
+        .unwrap_or_else(|e| fail(&format!("cannot run bridge ls: {e}")));
+    let listed: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| fail(&format!("bad ls JSON: {e}")));
+    let attempts: u64 = listed.as_array().map_or(0, |ts| {
+        ts.iter().filter_map(|t| t["attempts"].as_u64()).sum()
+    });
+    if attempts != tasks as u64 {
+        fail(&format!(
+            "{attempts} attempts for {tasks} tasks: some ran twice"
+        ));
+    }
     (submit, work)
 }
 

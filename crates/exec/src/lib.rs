@@ -51,6 +51,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
@@ -290,6 +291,16 @@ impl Running {
         }
     }
 
+    /// Tells a supervisor set up ahead to start the task.
+    fn go(&self) {
+        #[cfg(target_os = "linux")]
+        if let Running::Spawned(task) = self
+            && !task.go()
+        {
+            tracing::debug!(pid = ?task.pid(), "the task's supervisor ended before it could start the task");
+        }
+    }
+
     /// Waits for it to end (cancel-safe).
     async fn wait(&mut self) -> Waited {
         match self {
@@ -326,12 +337,29 @@ impl Running {
 /// Never panics: every failure to start is reported as
 /// [`Outcome::FailedToStart`].
 pub async fn run(cmd: &TaskCommand, cancel: CancellationToken) -> Finished {
-    let started = Instant::now();
+    run_when(cmd, cancel, std::future::ready(())).await
+}
+
+/// [`run`], with the task's process started only once `gate` resolves (a
+/// worker's slot is free). A task whose supervisor the spawner forks gets
+/// it at once: it sets up the sandbox and waits, so the task starts as
+/// soon as the gate opens, without a fork, namespaces or Landlock rules
+/// in between (issue 18, item 1); others start after the gate. The
+/// timeout and [`Finished::duration`] count from the gate; `cancel` before
+/// it: [`Outcome::Interrupted`], nothing of the task having run.
+pub async fn run_when(
+    cmd: &TaskCommand,
+    cancel: CancellationToken,
+    gate: impl Future<Output = ()> + Send,
+) -> Finished {
+    let mut started = Instant::now();
     if cancel.is_cancelled() {
         return finished_without_child(Outcome::Interrupted, started);
     }
-    let (mut child, logs) = match spawn(cmd).await {
-        Ok(spawned) => spawned,
+    let mut gate = std::pin::pin!(gate);
+    let (mut child, logs, gated) = match spawn(cmd, gate.as_mut(), &cancel).await {
+        Ok(Some(spawned)) => spawned,
+        Ok(None) => return finished_without_child(Outcome::Interrupted, started),
         Err(message) => {
             tracing::debug!(%message, "task failed to start");
             return finished_without_child(Outcome::FailedToStart(message), started);
@@ -341,6 +369,20 @@ pub async fn run(cmd: &TaskCommand, cancel: CancellationToken) -> Finished {
     let pgid = child.pgid();
     let supervised = !matches!(logs.status, TaskStatusFrom::Exit);
     let guard = GroupGuard { pgid, supervised };
+    // A supervisor set up ahead: it starts the task at the gate, unless it
+    // ended first (it could not set up the sandbox: its report says why).
+    let mut early = None;
+    if gated {
+        tokio::select! {
+            biased;
+            () = cancel.cancelled() => early = Some(Stop::Cancelled),
+            waited = child.wait() => early = Some(stop_of(waited)),
+            () = gate.as_mut() => {
+                child.go();
+                started = Instant::now();
+            }
+        }
+    }
     // A supervisor needs a little longer than the grace to kill what is
     // left and write the task's status.
     let grace = if supervised {
@@ -354,18 +396,15 @@ pub async fn run(cmd: &TaskCommand, cancel: CancellationToken) -> Finished {
     let deadline = started
         .checked_add(cmd.timeout)
         .unwrap_or_else(|| started + Duration::from_secs(86_400 * 365 * 30));
-    let stop = tokio::select! {
-        // An exit that races with the timeout or the cancel counts as an exit.
-        biased;
-        waited = child.wait() => match waited {
-            Waited::Exited(status) => Stop::Exited(status),
-            #[cfg(target_os = "linux")]
-            Waited::Reported(status) => Stop::Reported(status),
-            Waited::Failed(error) => Stop::WaitFailed(error),
-            Waited::Lost => Stop::Lost,
+    let stop = match early {
+        Some(stop) => stop,
+        None => tokio::select! {
+            // An exit that races with the timeout or the cancel counts as an exit.
+            biased;
+            waited = child.wait() => stop_of(waited),
+            () = tokio::time::sleep_until(deadline) => Stop::TimedOut,
+            () = cancel.cancelled() => Stop::Cancelled,
         },
-        () = tokio::time::sleep_until(deadline) => Stop::TimedOut,
-        () = cancel.cancelled() => Stop::Cancelled,
     };
 
     // The supervisor (or the task) ended by itself.
@@ -430,6 +469,29 @@ pub async fn run(cmd: &TaskCommand, cancel: CancellationToken) -> Finished {
     };
     tracing::debug!(outcome = ?finished.outcome, duration = ?finished.duration, "task finished");
     finished
+}
+
+/// Why waiting ended, from what ended it.
+fn stop_of(waited: Waited) -> Stop {
+    match waited {
+        Waited::Exited(status) => Stop::Exited(status),
+        #[cfg(target_os = "linux")]
+        Waited::Reported(status) => Stop::Reported(status),
+        Waited::Failed(error) => Stop::WaitFailed(error),
+        Waited::Lost => Stop::Lost,
+    }
+}
+
+/// Waits for `gate` unless `cancel` fires first (`false` then).
+async fn pass(
+    gate: Pin<&mut (impl Future<Output = ()> + ?Sized)>,
+    cancel: &CancellationToken,
+) -> bool {
+    tokio::select! {
+        biased;
+        () = cancel.cancelled() => false,
+        () = gate => true,
+    }
 }
 
 /// A `Finished` for a task that never ran: empty logs.
@@ -552,12 +614,25 @@ impl LogFile {
     }
 }
 
-/// Builds the command and starts it. The error is a message naming what could
-/// not be started and why.
-async fn spawn(cmd: &TaskCommand) -> Result<(Running, Logs), String> {
+/// What [`spawn`] started, and whether it waits for the word to start the
+/// task (`Running::go`).
+type Spawned = (Running, Logs, bool);
+
+/// Builds the command and starts it, after `gate` unless a supervisor of
+/// the spawner can wait for it (see [`run_when`]); `None` when `cancel`
+/// fired at the gate. The error is a message naming what could not be
+/// started and why.
+async fn spawn(
+    cmd: &TaskCommand,
+    gate: Pin<&mut impl Future<Output = ()>>,
+    cancel: &CancellationToken,
+) -> Result<Option<Spawned>, String> {
     #[cfg(target_os = "linux")]
     if let Some(supervisor) = &cmd.supervisor {
-        return spawn_supervised(cmd, supervisor).await;
+        return spawn_supervised(cmd, supervisor, (gate, cancel)).await;
+    }
+    if !pass(gate, cancel).await {
+        return Ok(None);
     }
     let mut command = match &cmd.program {
         Program::Shell { shell, script } => {
@@ -603,14 +678,15 @@ async fn spawn(cmd: &TaskCommand) -> Result<(Running, Logs), String> {
     if child.id().is_none() {
         return Err(format!("could not start `{name}`: it has no process id"));
     }
-    Ok((
+    Ok(Some((
         Running::Child(child),
         Logs {
             stdout,
             stderr,
             status: TaskStatusFrom::Exit,
         },
-    ))
+        false,
+    )))
 }
 
 /// What every task process started by the worker gets, supervised or not:
@@ -634,7 +710,11 @@ const SUPERVISOR_MARGIN: Duration = Duration::from_secs(2);
 /// forked by this worker's spawner (see [`spawner`]), or, where there is
 /// none, the supervisor's executable started as a child of the worker.
 #[cfg(target_os = "linux")]
-async fn spawn_supervised(cmd: &TaskCommand, sup: &Supervisor) -> Result<(Running, Logs), String> {
+async fn spawn_supervised(
+    cmd: &TaskCommand,
+    sup: &Supervisor,
+    (gate, cancel): (Pin<&mut impl Future<Output = ()>>, &CancellationToken),
+) -> Result<Option<Spawned>, String> {
     let argv: Vec<OsString> = match &cmd.program {
         Program::Shell { shell, script } => vec![shell.into(), "-c".into(), script.into()],
         Program::Argv(argv) => argv.iter().map(OsString::from).collect(),
@@ -668,6 +748,7 @@ async fn spawn_supervised(cmd: &TaskCommand, sup: &Supervisor) -> Result<(Runnin
         }),
         argv,
         env: None,
+        gated: true,
     };
     let stdout = LogFile::create(&cmd.stdout_path)?;
     let stderr = LogFile::create(&cmd.stderr_path)?;
@@ -685,23 +766,32 @@ async fn spawn_supervised(cmd: &TaskCommand, sup: &Supervisor) -> Result<(Runnin
         stdout: &stdout.file,
         stderr: &stderr.file,
     };
-    let (running, status) = match spawner::start(&sup.program, &request).await {
-        spawner::Start::Started(task) => (Running::Spawned(task), TaskStatusFrom::Report),
+    let (running, status, gated) = match spawner::start(&sup.program, &request).await {
+        spawner::Start::Started(task) => (Running::Spawned(task), TaskStatusFrom::Report, true),
         spawner::Start::Failed(message) => return Err(message),
         spawner::Start::Unavailable => {
+            // An executed supervisor starts its task at once.
+            if !pass(gate, cancel).await {
+                return Ok(None);
+            }
+            let plan = supervisor::Plan {
+                gated: false,
+                ..plan
+            };
             let _ = std::fs::remove_file(&status_path);
             let running = exec_supervisor(cmd, sup, &plan, &stdout, &stderr)?;
-            (running, TaskStatusFrom::File(status_path))
+            (running, TaskStatusFrom::File(status_path), false)
         }
     };
-    Ok((
+    Ok(Some((
         running,
         Logs {
             stdout,
             stderr,
             status,
         },
-    ))
+        gated,
+    )))
 }
 
 /// Starts the supervisor's executable as a child of the worker, in place of

@@ -150,6 +150,17 @@ impl Task {
         self.pid
     }
 
+    /// Tells a gated supervisor (see `supervisor::Plan::gated`) to start
+    /// the task; `false` when it cannot be told (it ended).
+    pub(crate) fn go(&self) -> bool {
+        send(
+            self.reply.get_ref().as_raw_fd(),
+            &[supervisor::GO],
+            MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
+        )
+        .is_ok()
+    }
+
     /// Waits until the supervisor says how the task ended, or ends without
     /// saying. Cancel-safe: dropping the future loses nothing.
     pub(crate) async fn wait(&mut self) -> Waited {
@@ -943,6 +954,7 @@ mod tests {
             confinement: None,
             argv: vec!["sh".into(), "-c".into(), "echo a=b".into()],
             env: None,
+            gated: false,
         };
         let env = [
             ("PATH".to_owned(), "/bin".to_owned()),

@@ -163,6 +163,10 @@ pub(crate) struct Plan {
     /// supervisor forked by the spawner, see [`crate::spawner`]); `None`:
     /// the task inherits this process's. Never passed as arguments.
     pub env: Option<Vec<(OsString, OsString)>>,
+    /// Set up the task's sandbox, then wait for the worker's word
+    /// ([`GO`]) on the task's socket before starting it (a supervisor of
+    /// the spawner only: see [`Report::Socket`]).
+    pub gated: bool,
 }
 
 impl Plan {
@@ -176,6 +180,9 @@ impl Plan {
             "--status".into(),
             self.status_path.clone().into(),
         ];
+        if self.gated {
+            args.push("--gated".into());
+        }
         if let Some(c) = &self.confinement {
             args.push("--sandbox".into());
             for p in &c.read_write {
@@ -209,6 +216,7 @@ impl Plan {
             confinement: None,
             argv: Vec::new(),
             env: None,
+            gated: false,
         };
         fn sandbox(plan: &mut Plan) -> &mut Confinement {
             plan.confinement.get_or_insert_with(|| Confinement {
@@ -232,6 +240,10 @@ impl Plan {
                 }
                 Some("--namespaces") => {
                     sandbox(&mut plan).namespaces = true;
+                    continue;
+                }
+                Some("--gated") => {
+                    plan.gated = true;
                     continue;
                 }
                 _ => {}
@@ -420,7 +432,13 @@ pub(crate) fn run_plan(
                 .map(|d| d.to_string())
                 .unwrap_or_default()
         )),
-        _ => supervise(plan, origin, kept),
+        _ => {
+            let gate = match report {
+                Report::Socket(socket) if plan.gated => Some(socket),
+                _ => None,
+            };
+            supervise(plan, origin, (kept, gate))
+        }
     };
     let (status, code) = match supervised {
         Ok(Supervised::Task(status)) => (status, 0),
@@ -526,7 +544,11 @@ fn listen_for_signals() -> Result<SignalFd, String> {
 
 /// Steps 1 to 6 of the [module docs](self). An error is a message for the
 /// task's attempt (the task did not start).
-fn supervise(plan: &Plan, origin: Origin, kept: &OpenedPaths) -> Result<Supervised, String> {
+fn supervise(
+    plan: &Plan,
+    origin: Origin,
+    (kept, gate): (&OpenedPaths, Option<std::os::fd::RawFd>),
+) -> Result<Supervised, String> {
     use nix::sys::prctl;
     let signals = listen_for_signals()?;
     prctl::set_child_subreaper(true).map_err(|e| setup_error("become a subreaper", e))?;
@@ -574,6 +596,13 @@ fn supervise(plan: &Plan, origin: Origin, kept: &OpenedPaths) -> Result<Supervis
     if let Some(c) = &plan.confinement {
         confine(c, kept)?;
     }
+    if let Some(socket) = gate
+        && !wait_for_go(socket, &signals)
+    {
+        return Ok(Supervised::Abandoned(TaskStatus::FailedToStart(
+            "the worker stopped before the task started".to_owned(),
+        )));
+    }
     run_task(plan, &signals).map(|(status, abandoned)| {
         if abandoned {
             Supervised::Abandoned(status)
@@ -581,6 +610,42 @@ fn supervise(plan: &Plan, origin: Origin, kept: &OpenedPaths) -> Result<Supervis
             Supervised::Task(status)
         }
     })
+}
+
+/// The worker's word to start a gated task (see [`Plan::gated`]), on the
+/// task's socket.
+pub(crate) const GO: u8 = b'G';
+
+/// Waits, sandboxed and ready, for the worker's [`GO`] on `socket`: `false`
+/// when the worker gave up on the task instead (the socket's end, or a
+/// signal to stop).
+fn wait_for_go(socket: std::os::fd::RawFd, signals: &SignalFd) -> bool {
+    // SAFETY: the task's socket, inherited from the spawner and open for
+    // this process's whole life.
+    #[allow(unsafe_code)]
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(socket) };
+    loop {
+        let mut fds = [
+            PollFd::new(fd, PollFlags::POLLIN),
+            PollFd::new(signals.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(_) => return false,
+        }
+        while let Ok(Some(info)) = signals.read_signal() {
+            if Signal::try_from(info.ssi_signo as i32).is_ok_and(|s| s != Signal::SIGCHLD) {
+                return false;
+            }
+        }
+        let mut word = [0u8; 16];
+        match nix::sys::socket::recv(socket, &mut word, nix::sys::socket::MsgFlags::MSG_DONTWAIT) {
+            Ok(0) => return false,
+            Ok(_) => return word[0] == GO,
+            Err(Errno::EAGAIN | Errno::EINTR) => {}
+            Err(_) => return false,
+        }
+    }
 }
 
 /// Enters new user, mount and PID namespaces (and a network namespace for a
@@ -1070,6 +1135,7 @@ mod tests {
             }),
             argv: vec!["sh".into(), "-c".into(), "echo --rw".into()],
             env: None,
+            gated: true,
         };
         assert_eq!(Plan::parse(plan.to_args()).unwrap(), plan);
         plan.confinement = Some(Confinement {

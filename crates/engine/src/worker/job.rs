@@ -27,57 +27,97 @@ pub(super) const TAIL_BYTES: usize = 2048;
 /// How long a stopping task gets between SIGTERM and SIGKILL.
 const KILL_GRACE: Duration = Duration::from_secs(2);
 
-/// A task that ended: its id, claim key, attempt, and, when this machine
-/// could not run it (see [`LocalFault`]), why: then the attempt is not
-/// recorded.
+/// A task that ended: its id, claim key, attempt, and why the attempt is
+/// not to be recorded, when it is not.
 pub(super) struct Finished {
     pub id: TaskId,
     pub key: String,
     pub attempt: Attempt,
-    pub fault: Option<LocalFault>,
+    pub unrecorded: Option<NotRecorded>,
 }
 
-/// The worker's task slots: how many jobs hold one, and a signal when one
-/// is given back. A job holds its slot from its start until its process
-/// has ended, not while it stores the results and removes its folder, so
-/// that the next task starts meanwhile (`--parallel` bounds the tasks that
-/// run at once, not the bookkeeping around them).
-#[derive(Default)]
+/// Why a job's attempt is not recorded (its claim is released).
+pub(super) enum NotRecorded {
+    /// This machine could not run the task (see [`LocalFault`]).
+    Fault(LocalFault),
+    /// The worker stopped before the task had a slot: nothing of it ran.
+    NotStarted,
+}
+
+/// The worker's task slots. A job starts with a [`Ticket`] and no slot:
+/// it prepares its task (folder, inputs, and a supervisor that sets up the
+/// sandbox and waits), then takes a slot, which the task's process holds
+/// until it has ended, not while its results are stored, so the next task
+/// starts at once (`--parallel` bounds the tasks that run at once, not the
+/// preparation and bookkeeping around them; issue 18, item 1).
 pub(super) struct Slots {
-    busy: std::sync::atomic::AtomicUsize,
-    freed: tokio::sync::Notify,
+    free: Arc<tokio::sync::Semaphore>,
+    /// Jobs started that hold no slot yet.
+    waiting: std::sync::atomic::AtomicUsize,
+    /// Told when a waiting job takes a slot (another may get ready then).
+    taken: tokio::sync::Notify,
 }
 
 impl Slots {
-    /// Takes a slot (the caller checked one is free).
-    pub fn take(self: &Arc<Self>) -> Slot {
-        self.busy.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        Slot(self.clone())
+    /// `parallel` slots, all free.
+    pub fn new(parallel: usize) -> Slots {
+        Slots {
+            free: Arc::new(tokio::sync::Semaphore::new(parallel)),
+            waiting: std::sync::atomic::AtomicUsize::new(0),
+            taken: tokio::sync::Notify::new(),
+        }
     }
 
-    /// How many slots are taken.
-    pub fn busy(&self) -> usize {
-        self.busy.load(std::sync::atomic::Ordering::SeqCst)
+    /// A new job's right to a slot.
+    pub fn ticket(self: &Arc<Self>) -> Ticket {
+        self.waiting
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ticket(Some(self.clone()))
     }
 
-    /// Resolves once a slot is given back (at once if one was given back
+    /// How many jobs wait for a slot (or get ready to).
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Resolves once a waiting job has taken a slot (at once if one has
     /// since the last call).
-    pub async fn freed(&self) {
-        self.freed.notified().await;
+    pub async fn taken(&self) {
+        self.taken.notified().await;
     }
 }
 
-/// A taken slot, given back when dropped.
-pub(super) struct Slot(Arc<Slots>);
+/// A job's right to a slot, until it takes one (or gives up).
+pub(super) struct Ticket(Option<Arc<Slots>>);
 
-impl Drop for Slot {
+impl Ticket {
+    /// Waits for a free slot and takes it.
+    async fn take(mut self) -> Slot {
+        let slots = self.0.take();
+        let permit = match &slots {
+            Some(s) => s.free.clone().acquire_owned().await.ok(),
+            None => None,
+        };
+        if let Some(s) = &slots {
+            s.waiting.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            s.taken.notify_one();
+        }
+        Slot(permit)
+    }
+}
+
+impl Drop for Ticket {
     fn drop(&mut self) {
-        self.0
-            .busy
-            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-        self.0.freed.notify_one();
+        if let Some(s) = self.0.take() {
+            s.waiting.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            s.taken.notify_one();
+        }
     }
 }
+
+/// A taken slot, given back when dropped. (`None`: the semaphore closed,
+/// which it never is.)
+pub(super) struct Slot(#[allow(dead_code)] Option<tokio::sync::OwnedSemaphorePermit>);
 
 /// What every job of one worker shares.
 #[derive(Clone)]
@@ -144,7 +184,7 @@ pub fn running_log_files(work_area: &Path, id: &TaskId, key: &str) -> Option<(Pa
 impl Job {
     /// Runs the task until it ends or `stop`; never fails: what goes wrong
     /// is the attempt's outcome, or the machine's [`LocalFault`].
-    pub async fn run(self, stop: CancellationToken, slot: Slot) -> Finished {
+    pub async fn run(self, stop: CancellationToken, ticket: Ticket) -> Finished {
         let started_at = self.runner.clock.now_ms();
         let paths = self.paths();
         let mut attempt = blank_attempt(
@@ -153,12 +193,12 @@ impl Job {
             &self.runner.provenance,
             started_at,
         );
-        let fault = self.attempt(&paths, &mut attempt, stop, slot).await;
+        let unrecorded = self.attempt(&paths, &mut attempt, stop, ticket).await;
         Finished {
             id: self.id,
             key: self.key,
             attempt,
-            fault,
+            unrecorded,
         }
     }
 
@@ -169,15 +209,16 @@ impl Job {
         AttemptFiles::named(attempt_path(&self.runner.work_dir, &self.id, &self.key, ""))
     }
 
-    /// The attempt's steps, filling `attempt`; `Some` when the machine
-    /// failed, not the task.
+    /// The attempt's steps, filling `attempt`; `Some` when it is not to be
+    /// recorded: the machine failed, not the task, or the task never had a
+    /// slot.
     async fn attempt(
         &self,
         paths: &AttemptFiles,
         attempt: &mut Attempt,
         stop: CancellationToken,
-        slot: Slot,
-    ) -> Option<LocalFault> {
+        ticket: Ticket,
+    ) -> Option<NotRecorded> {
         // A stored spec need not have come through `submit`'s checks (a
         // member can write any document): one that breaks a limit is an
         // `error` attempt, and nothing of it is run or written to disk.
@@ -205,7 +246,7 @@ impl Job {
         };
         match self.prepare(paths, &stop).await {
             Ok(()) => {}
-            Err(Unprepared::Fault(fault)) => return Some(fault),
+            Err(Unprepared::Fault(fault)) => return Some(NotRecorded::Fault(fault)),
             Err(Unprepared::Ended(outcome, message)) => {
                 attempt.outcome = outcome;
                 attempt.message = Some(message);
@@ -219,10 +260,10 @@ impl Job {
         // namespaces this folder is mounted over /tmp), and tasks should not
         // see each other's temporary files.
         if !reused && let Err(e) = std::fs::create_dir(&paths.tmp) {
-            return Some(LocalFault(format!(
+            return Some(NotRecorded::Fault(LocalFault(format!(
                 "cannot create the temporary folder {}: {e}",
                 paths.tmp.display()
-            )));
+            ))));
         }
         if let Some(path) = paths.tmp.to_str() {
             cmd.env
@@ -235,16 +276,42 @@ impl Job {
             s.confinement = self.runner.sandbox.confinement(&self.spec, &paths.tmp);
             s
         });
-        let finished = bridge_exec::run(&cmd, stop).await;
+        // The slot, once the task has one: its process starts then, and the
+        // attempt's time counts from then.
+        let slot = std::sync::Mutex::new(None);
+        let gate = async {
+            let taken = ticket.take().await;
+            let at = self.runner.clock.now_ms();
+            *slot
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((taken, at));
+        };
+        let finished = bridge_exec::run_when(&cmd, stop, gate).await;
         attempt.ended_at = self.runner.clock.now_ms();
-        drop(slot);
+        let slot = slot
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match slot {
+            Some((slot, started_at)) => {
+                attempt.started_at = started_at;
+                drop(slot);
+            }
+            // Stopped before it had a slot: nothing of it ran.
+            None if finished.outcome == bridge_exec::Outcome::Interrupted => {
+                guard.give_back();
+                return Some(NotRecorded::NotStarted);
+            }
+            // Its supervisor could not get ready (the sandbox could not be
+            // set up): an attempt, as a task that fails to start is.
+            None => {}
+        }
         let fault = match record_end(attempt, &finished) {
             Some(fault) => Some(fault),
             None => self.keep_results(paths, attempt, &finished).await,
         };
         guard.give_back();
-        if fault.is_some() {
-            return fault;
+        if let Some(fault) = fault {
+            return Some(NotRecorded::Fault(fault));
         }
         // A command that failed on a disk with no space left has most
         // likely failed for lack of it (its logs or files could not be
@@ -254,7 +321,7 @@ impl Job {
         // The same for an `error` (the task's supervisor could not even
         // write down how the task ended).
         if matches!(attempt.outcome, Outcome::Failed | Outcome::Error) {
-            return work_dir_full(&self.runner.work_dir);
+            return work_dir_full(&self.runner.work_dir).map(NotRecorded::Fault);
         }
         None
     }

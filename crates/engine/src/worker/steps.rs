@@ -17,7 +17,8 @@ use super::choose::{
 use super::claims::Claims;
 use super::inputs::need_inputs;
 use super::job::{
-    Finished, Job, Runner, Slots, blank_attempt, detail_of, panic_message, task_supervisor,
+    Finished, Job, NotRecorded, Runner, Slots, blank_attempt, detail_of, panic_message,
+    task_supervisor,
 };
 use super::{Event, FRESH_SYNC, Hooks, LeftForOthers, LocalFault, WorkOptions, WorkReport};
 use super::{FLUSH_COUNT, LOOKAHEAD_MARGIN, LOOKAHEAD_MIN_MS, STOP_PUSH_LIMIT, WorkerError};
@@ -86,9 +87,9 @@ pub struct Worker<'a> {
     shard_done_pushed: bool,
 }
 
-/// How many jobs a slot may have at once: one whose task runs, the others
-/// storing the results of tasks that ended.
-const JOBS_PER_SLOT: usize = 2;
+/// How many jobs a slot may have at once: one whose task runs, one getting
+/// ready to run next, the others storing the results of tasks that ended.
+const JOBS_PER_SLOT: usize = 3;
 
 /// How often a runner waiting to steal looks at the remote again.
 const STEAL_LOOK_EVERY: Duration = Duration::from_secs(2);
@@ -155,7 +156,7 @@ impl<'a> Worker<'a> {
             claims: Claims::default(),
             queue: VecDeque::new(),
             running: JoinSet::new(),
-            slots: Arc::default(),
+            slots: Arc::new(Slots::new(opts.parallel.max(1))),
             names: HashMap::new(),
             spawned: HashMap::new(),
             claimed_total: 0,
@@ -437,10 +438,11 @@ impl<'a> Worker<'a> {
         })
     }
 
-    /// Step 2: starts queued tasks while slots are free (and no more than
-    /// [`JOBS_PER_SLOT`] jobs a slot are still storing what ended).
+    /// Step 2: starts queued tasks while fewer than `parallel` jobs wait
+    /// for a slot (each gets its task ready, then waits), and no more than
+    /// [`JOBS_PER_SLOT`] jobs a slot run, wait or store what ended.
     fn start_tasks(&mut self) -> Result<(), WorkerError> {
-        while self.slots.busy() < self.parallel
+        while self.slots.waiting() < self.parallel
             && self.running.len() < self.parallel * JOBS_PER_SLOT
             && !self.stopping
         {
@@ -492,8 +494,8 @@ impl<'a> Worker<'a> {
                 need_inputs,
                 placement,
             };
-            let slot = self.slots.take();
-            let handle = self.running.spawn(job.run(self.stop_tasks.clone(), slot));
+            let ticket = self.slots.ticket();
+            let handle = self.running.spawn(job.run(self.stop_tasks.clone(), ticket));
             self.spawned.insert(handle.id(), (id, key, self.now()));
             let began = self.began;
             self.report
@@ -611,9 +613,10 @@ impl<'a> Worker<'a> {
         let push_due = self.publisher.as_ref().and_then(|p| p.due());
         let has_deadline = self.opts.deadline.is_some();
         let stopping = self.stopping;
-        // A task's process ends while its job still stores its results:
-        // the next one may start then. (A slot given back earlier, whose
-        // notice is still pending, costs one more turn of the loop.)
+        // A waiting job takes a slot as a task's process ends (its job
+        // still stores the results): the next job may get ready then. (A
+        // notice still pending from earlier costs one more turn of the
+        // loop.)
         let may_start = !stopping
             && !self.queue.is_empty()
             && self.running.len() < self.parallel * JOBS_PER_SLOT;
@@ -623,7 +626,7 @@ impl<'a> Worker<'a> {
             Some(joined) = self.running.join_next_with_id(), if !self.running.is_empty() => {
                 stop_now = self.collect(joined)?;
             }
-            () = slots.freed(), if may_start => {}
+            () = slots.taken(), if may_start => {}
             _ = tokio::time::sleep_until(flush_deadline), if self.flush_at.is_some() => {
                 self.flush_attempts()?;
             }
@@ -677,7 +680,7 @@ impl<'a> Worker<'a> {
                     id,
                     key,
                     attempt,
-                    fault: None,
+                    unrecorded: None,
                 }
             }
         };
@@ -685,9 +688,18 @@ impl<'a> Worker<'a> {
             id,
             key,
             attempt,
-            fault,
+            unrecorded,
         } = finished;
-        if let Some(fault) = fault {
+        if let Some(NotRecorded::NotStarted) = unrecorded {
+            // The worker stopped before this task had a slot: it goes back
+            // to the pool as a waiting claim does.
+            self.names.remove(&key);
+            let now = self.now();
+            self.claims
+                .release(self.session, std::slice::from_ref(&key), now)?;
+            return Ok(false);
+        }
+        if let Some(NotRecorded::Fault(fault)) = unrecorded {
             // Not the task's failure: nothing recorded, the claim released
             // (best effort: the disk may be full; then the lease runs out),
             // and no more claims from this machine.
@@ -1005,11 +1017,18 @@ mod tests {
             assert_eq!(worker.report.lost_claims, 1);
             assert!(!worker.claims.holds_task(&ids[0]));
             assert_eq!(worker.running.len(), 1);
-            // The other one ends interrupted, and its attempt is recorded.
+            // The other one was stopped before it had a slot: nothing of
+            // it ran, so no attempt; its claim is released.
             worker.wait().await.unwrap_or_else(|e| panic!("{e}"));
-            assert_eq!(worker.report.interrupted, 1);
-            assert_eq!(worker.unflushed_attempts, 1);
+            assert_eq!(worker.report.interrupted, 0);
+            assert_eq!(worker.unflushed_attempts, 0);
             assert!(!worker.claims.holds_task(&ids[1]));
+            let released = worker
+                .session
+                .view()
+                .get(&ids[1])
+                .is_some_and(|t| t.facts.claims.values().all(|c| c.released_at.is_some()));
+            assert!(released, "the claim is released");
         });
     }
 
