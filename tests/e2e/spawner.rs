@@ -308,54 +308,60 @@ fn issue18_parallel_bounds_the_running_tasks_while_results_are_stored() {
 }
 
 /// An attempt's working folder, TMPDIR and logs are emptied when its task
-/// ends and kept, under new names, for the next task (no file made per
-/// task): the next task finds them empty, the first one's logs were stored
-/// before they were emptied, and no plaintext of either is left once the
-/// worker has stopped.
+/// ends and kept, under new names, for a later task (no file made per
+/// task): the later tasks find them empty, the first one's logs were
+/// stored before they were emptied, no more folders are made than jobs
+/// are alive at once (one running, one ready, one storing its results,
+/// with `-j1`), and no plaintext is left once the worker has stopped.
 #[test]
 fn issue18_an_attempts_files_are_emptied_and_kept_for_the_next_task() {
     let d = Device::new("spares");
     d.ok(&["keygen"]);
     d.ok(&["init"]);
-    // `first` runs first (higher priority): secrets in its folder (a hidden
-    // file, a sub-folder), its TMPDIR and a log longer than an attempt's
-    // tail (so it is stored as a blob, read from the log file).
+    // `first` runs first (highest priority): secrets in its folder (a
+    // hidden file, a sub-folder), its TMPDIR and a log longer than an
+    // attempt's tail (so it is stored as a blob, read from the log file).
     let first = "mkdir -p sub/deeper && echo SECRET-A > sub/deeper/s && echo SECRET-A > .hidden \
         && echo SECRET-A > \"$TMPDIR/t\" && head -c 5000 /dev/zero | tr '\\0' x \
-        && echo && pwd && echo \"$TMPDIR\" && stat -c %i . && echo SECRET-A";
-    let second = "pwd; echo \"$TMPDIR\"; echo \"folder=$(ls -A | wc -l)\"; \
-        echo \"tmp=$(ls -A \"$TMPDIR\" | wc -l)\"; echo \"log=$(stat -L -c %s /proc/self/fd/1)\"; \
-        stat -c %i .";
+        && echo && echo \"inode=$(stat -c %i .)\" && echo SECRET-A";
+    let later = "echo \"folder=$(ls -A | wc -l) tmp=$(ls -A \"$TMPDIR\" | wc -l) \
+        log=$(stat -L -c %s /proc/self/fd/1)\"; echo \"inode=$(stat -c %i .)\"";
     d.write(
         "t.yaml",
         &format!(
-            "tasks:\n  - name: first\n    run: '{}'\n  - name: second\n    priority: -1\n    run: '{}'\n",
+            "tasks:\n  - name: first\n    priority: 1\n    run: '{}'\n  - name: later\n    matrix: {{ n: [1, 2, 3, 4, 5, 6, 7] }}\n    env: {{ N: \"${{{{ matrix.n }}}}\" }}\n    run: '{}'\n",
             first.replace('\'', "''"),
-            second.replace('\'', "''")
+            later.replace('\'', "''")
         ),
     );
     d.ok(&["submit", "t.yaml"]);
     let r = d.ok(&["work", "--offline", "-j1"]);
-    assert_eq!(d.status().count("done"), 2, "{}", r.stderr);
+    assert_eq!(d.status().count("done"), 8, "{}", r.stderr);
     let first_log = d.ok(&["logs", "first"]).stdout;
     assert!(
         first_log.contains(&"x".repeat(5000)) && first_log.contains("SECRET-A"),
         "the first task's whole log was kept: {first_log}"
     );
-    let second_log = d.ok(&["logs", "second"]).stdout;
-    let lines: Vec<&str> = second_log.lines().collect();
-    let first_lines: Vec<&str> = first_log.lines().collect();
-    assert_eq!(
-        &lines[2..5],
-        ["folder=0", "tmp=0", "log=0"],
-        "the second task's folder, TMPDIR and log start empty: {second_log}"
+    let inode = |log: &str| {
+        log.lines()
+            .find_map(|l| l.strip_prefix("inode="))
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("no inode in {log}"))
+    };
+    let mut inodes = std::collections::BTreeSet::from([inode(&first_log)]);
+    for n in 1..=7 {
+        let log = d.ok(&["logs", &format!("later[n={n}]")]).stdout;
+        assert!(
+            log.starts_with("folder=0 tmp=0 log=0\n"),
+            "later[n={n}]'s folder, TMPDIR and log start empty: {log}"
+        );
+        inodes.insert(inode(&log));
+    }
+    assert!(
+        inodes.len() <= 3,
+        "8 tasks one at a time made {} folders: {inodes:?}",
+        inodes.len()
     );
-    let first_tail = &first_lines[first_lines.len() - 4..];
-    // Each attempt has its own names (`bridge logs -f` finds a running
-    // task's logs by them), on the same folder: it was kept, not made anew.
-    assert_ne!(lines[0], first_tail[0], "{second_log}");
-    assert_ne!(lines[1], first_tail[1], "{second_log}");
-    assert_eq!(lines[5], first_tail[2], "the folder was made anew");
     let left: Vec<_> = crate::harness::files_under(&d.path(".bridge/work"))
         .into_iter()
         .filter(|p| fs::read(p).is_ok_and(|b| String::from_utf8_lossy(&b).contains("SECRET-A")))

@@ -56,6 +56,9 @@ pub(super) struct Slots {
     waiting: std::sync::atomic::AtomicUsize,
     /// Told when a waiting job takes a slot (another may get ready then).
     taken: tokio::sync::Notify,
+    /// The claims whose tasks took a slot since the loop last looked (it
+    /// announces them: a task has started when it has a slot).
+    started: std::sync::Mutex<Vec<String>>,
 }
 
 impl Slots {
@@ -65,6 +68,7 @@ impl Slots {
             free: Arc::new(tokio::sync::Semaphore::new(parallel)),
             waiting: std::sync::atomic::AtomicUsize::new(0),
             taken: tokio::sync::Notify::new(),
+            started: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -85,14 +89,24 @@ impl Slots {
     pub async fn taken(&self) {
         self.taken.notified().await;
     }
+
+    /// The claims whose tasks took a slot since the last call.
+    pub fn started(&self) -> Vec<String> {
+        std::mem::take(
+            &mut *self
+                .started
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
 }
 
 /// A job's right to a slot, until it takes one (or gives up).
 pub(super) struct Ticket(Option<Arc<Slots>>);
 
 impl Ticket {
-    /// Waits for a free slot and takes it.
-    async fn take(mut self) -> Slot {
+    /// Waits for a free slot and takes it for the task of claim `key`.
+    async fn take(mut self, key: &str) -> Slot {
         let slots = self.0.take();
         let permit = match &slots {
             Some(s) => s.free.clone().acquire_owned().await.ok(),
@@ -100,6 +114,10 @@ impl Ticket {
         };
         if let Some(s) = &slots {
             s.waiting.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            s.started
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(key.to_owned());
             s.taken.notify_one();
         }
         Slot(permit)
@@ -280,7 +298,7 @@ impl Job {
         // attempt's time counts from then.
         let slot = std::sync::Mutex::new(None);
         let gate = async {
-            let taken = ticket.take().await;
+            let taken = ticket.take(&self.key).await;
             let at = self.runner.clock.now_ms();
             *slot
                 .lock()

@@ -61,6 +61,8 @@ pub struct Worker<'a> {
     slots: Arc<Slots>,
     /// The task name of each running claim, for progress output.
     names: HashMap<String, String>,
+    /// The start of each job's task, announced once it has a slot.
+    unannounced: HashMap<String, Event>,
     /// Which task each running job is, so that a job that panics still ends
     /// its task with an `error` attempt instead of stopping the worker.
     spawned: HashMap<tokio::task::Id, (TaskId, String, Millis)>,
@@ -158,6 +160,7 @@ impl<'a> Worker<'a> {
             running: JoinSet::new(),
             slots: Arc::new(Slots::new(opts.parallel.max(1))),
             names: HashMap::new(),
+            unannounced: HashMap::new(),
             spawned: HashMap::new(),
             claimed_total: 0,
             avg_ms: None,
@@ -442,6 +445,7 @@ impl<'a> Worker<'a> {
     /// for a slot (each gets its task ready, then waits), and no more than
     /// [`JOBS_PER_SLOT`] jobs a slot run, wait or store what ended.
     fn start_tasks(&mut self) -> Result<(), WorkerError> {
+        self.announce(self.slots.started());
         while self.slots.waiting() < self.parallel
             && self.running.len() < self.parallel * JOBS_PER_SLOT
             && !self.stopping
@@ -479,13 +483,14 @@ impl<'a> Worker<'a> {
             let log_at =
                 |suffix| super::job::attempt_path(&self.runner.work_dir, &id, &key, suffix);
             let log_files = (log_at(".stdout"), log_at(".stderr"));
-            self.hooks.event(Event::Started {
+            let started = Event::Started {
                 name: spec.name.clone(),
                 id: h.task.clone(),
                 attempt,
                 shard,
                 log_files,
-            });
+            };
+            self.unannounced.insert(key.clone(), started);
             let job = Job {
                 runner: self.runner.clone(),
                 id: id.clone(),
@@ -613,20 +618,17 @@ impl<'a> Worker<'a> {
         let push_due = self.publisher.as_ref().and_then(|p| p.due());
         let has_deadline = self.opts.deadline.is_some();
         let stopping = self.stopping;
-        // A waiting job takes a slot as a task's process ends (its job
-        // still stores the results): the next job may get ready then. (A
-        // notice still pending from earlier costs one more turn of the
-        // loop.)
-        let may_start = !stopping
-            && !self.queue.is_empty()
-            && self.running.len() < self.parallel * JOBS_PER_SLOT;
         let slots = self.slots.clone();
         let mut stop_now = false;
         tokio::select! {
             Some(joined) = self.running.join_next_with_id(), if !self.running.is_empty() => {
                 stop_now = self.collect(joined)?;
             }
-            () = slots.taken(), if may_start => {}
+            // A waiting job took a slot as a task's process ended (its job
+            // still stores the results): its task is announced, and the
+            // next job may get ready. (A notice still pending from earlier
+            // costs one more turn of the loop.)
+            () = slots.taken() => {}
             _ = tokio::time::sleep_until(flush_deadline), if self.flush_at.is_some() => {
                 self.flush_attempts()?;
             }
@@ -690,6 +692,10 @@ impl<'a> Worker<'a> {
             attempt,
             unrecorded,
         } = finished;
+        self.announce(self.slots.started());
+        // A task that ended before it had a slot (it could not get ready)
+        // is announced with its end; one that never started is not.
+        let unannounced = self.unannounced.remove(&key);
         if let Some(NotRecorded::NotStarted) = unrecorded {
             // The worker stopped before this task had a slot: it goes back
             // to the pool as a waiting claim does.
@@ -748,6 +754,9 @@ impl<'a> Worker<'a> {
         if self.flush_at.is_none() {
             self.flush_at = Some(Instant::now() + self.opts.flush_delay);
         }
+        if let Some(started) = unannounced {
+            self.hooks.event(started);
+        }
         self.hooks.event(Event::Finished {
             name: self.names.remove(&key).unwrap_or_default(),
             id,
@@ -758,6 +767,15 @@ impl<'a> Worker<'a> {
             logs,
         });
         Ok(halt_now && !self.stopping)
+    }
+
+    /// Tells the hooks that the tasks of `keys` started.
+    fn announce(&mut self, keys: Vec<String>) {
+        for key in keys {
+            if let Some(started) = self.unannounced.remove(&key) {
+                self.hooks.event(started);
+            }
+        }
     }
 
     /// Extends the lease of every held claim.
