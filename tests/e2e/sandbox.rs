@@ -610,9 +610,9 @@ fn issue13_required_runs_with_landlock_and_the_old_switch_still_works() {
 
 /// The spawner keeps the allow-listed paths every task shares open for all
 /// its tasks (issue 18, item 1). A folder of the allow-list replaced while
-/// the worker runs (a toolchain reinstalled) is readable by the tasks that
-/// start a second later: the kept descriptor of the old folder is checked
-/// against the path and opened again.
+/// the worker runs (a toolchain reinstalled) is readable by the next task,
+/// though it was made ready before: the kept descriptor of the old folder
+/// is checked against the path when the task starts, and opened again.
 #[test]
 fn issue18_an_allow_listed_folder_replaced_while_a_worker_runs_is_readable_again() {
     let d = device_outside_tmp("kept-paths");
@@ -653,8 +653,9 @@ fn issue18_an_allow_listed_folder_replaced_while_a_worker_runs_is_readable_again
     fs::remove_dir_all(&tools).expect("remove the tools");
     fs::create_dir(&tools).expect("make the tools again");
     fs::write(tools.join("version"), "v2\n").expect("a new tool");
-    // Past the spawner's check of what it keeps (once a second).
-    std::thread::sleep(std::time::Duration::from_millis(1200));
+    // The next task is ready meanwhile (its supervisor forked, with the
+    // spawner's descriptor of the old folder): its rules are made when it
+    // starts, from what the path names then.
     let release = started()
         .expect("the first task's folder")
         .with_file_name("release");

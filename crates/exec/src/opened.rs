@@ -14,9 +14,12 @@
 //! a private mount of (`/proc`, `/tmp`, `/dev/shm`): a descriptor opened
 //! outside the task's mount namespace names the host's mount there, not
 //! the task's. A kept path whose file or folder was replaced (removed and
-//! made again) would grant access to the old one only, so the spawner
-//! checks every kept path against what it names now at most once a second
-//! ([`OpenedPaths::RECHECK`]) and forgets those that changed.
+//! made again) would grant access to the old one only, so each supervisor
+//! checks the kept descriptors it uses against what their paths name when
+//! it builds the task's rules (a `stat` each, where an open, a `stat` and
+//! a close were), and opens a changed path again; and the spawner checks
+//! every kept path at most once a second ([`OpenedPaths::RECHECK`]) and
+//! forgets those that changed, so the next tasks need not.
 
 use std::collections::HashMap;
 use std::os::fd::AsFd;

@@ -593,15 +593,18 @@ fn supervise(
     // or traced through /proc by the task it runs. (After the namespaces:
     // a non-dumpable process may not write its own uid map.)
     prctl::set_dumpable(false).map_err(|e| setup_error("become non-dumpable", e))?;
-    if let Some(c) = &plan.confinement {
-        confine(c, kept)?;
-    }
+    // Ready: the task's namespaces and mounts are made. The allow-list is
+    // built once the task may start, so that it names what its paths name
+    // then (a folder replaced while this supervisor waited is seen).
     if let Some(socket) = gate
         && !wait_for_go(socket, &signals)
     {
         return Ok(Supervised::Abandoned(TaskStatus::FailedToStart(
             "the worker stopped before the task started".to_owned(),
         )));
+    }
+    if let Some(c) = &plan.confinement {
+        confine(c, kept)?;
     }
     run_task(plan, &signals).map(|(status, abandoned)| {
         if abandoned {
@@ -1078,7 +1081,8 @@ impl std::ops::Deref for Held<'_> {
 /// The allow-list of a confinement: one rule per listed path that exists,
 /// read-write winning over read-only for a place listed twice (by any
 /// path: it is the same inode). Each path is opened once (or was, by the
-/// spawner, for every task: `kept`) and looked at through its descriptor:
+/// spawner, for every task: `kept`, used while its path still names the
+/// same file) and looked at through its descriptor:
 /// no `canonicalize` (a readlink per component of every path, per task,
 /// was most of the sandbox's cost), and nothing can change between the
 /// look and the rule.
@@ -1095,7 +1099,12 @@ pub(crate) fn rules<'a>(confinement: &Confinement, kept: &'a OpenedPaths) -> Vec
                 .map(|p| (p, RuleAccess::ReadOnly)),
         );
     for (path, access) in listed {
-        let opened = match kept.get(path) {
+        // A kept descriptor still names what the path names (one stat, not
+        // an open), or the path is opened again.
+        let current = |o: &OpenedPath| {
+            nix::sys::stat::stat(path.as_path()).is_ok_and(|s| (s.st_dev, s.st_ino) == o.id)
+        };
+        let opened = match kept.get(path).filter(|o| current(o)) {
             Some(opened) => Held::Kept(opened),
             // A path that vanished since it was listed needs no rule.
             None => match OpenedPath::open(path) {

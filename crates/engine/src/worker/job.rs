@@ -34,6 +34,9 @@ pub(super) struct Finished {
     pub key: String,
     pub attempt: Attempt,
     pub unrecorded: Option<NotRecorded>,
+    /// The task's slot, when it is given back only once the attempt is
+    /// recorded ([`Runner::hold_slots`]).
+    pub slot: Option<Slot>,
 }
 
 /// Why a job's attempt is not recorded (its claim is released).
@@ -82,6 +85,11 @@ impl Slots {
     /// How many jobs wait for a slot (or get ready to).
     pub fn waiting(&self) -> usize {
         self.waiting.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// How many slots are free.
+    pub fn free(&self) -> usize {
+        self.free.available_permits()
     }
 
     /// Resolves once a waiting job has taken a slot (at once if one has
@@ -160,6 +168,10 @@ pub(super) struct Runner {
     pub max_output: Option<u64>,
     /// Attempt files kept for the next task.
     pub spares: Arc<Spares>,
+    /// Whether a slot goes back to the loop with the attempt, rather than
+    /// when the task's process ends: under `--halt`, no task may start
+    /// before the loop has seen whether the last one's failure halts it.
+    pub hold_slots: bool,
 }
 
 /// One task to run, with everything it needs (owned, so it can run on the
@@ -211,12 +223,16 @@ impl Job {
             &self.runner.provenance,
             started_at,
         );
-        let unrecorded = self.attempt(&paths, &mut attempt, stop, ticket).await;
+        let mut held = None;
+        let unrecorded = self
+            .attempt(&paths, &mut attempt, (stop, ticket), &mut held)
+            .await;
         Finished {
             id: self.id,
             key: self.key,
             attempt,
             unrecorded,
+            slot: held,
         }
     }
 
@@ -234,8 +250,8 @@ impl Job {
         &self,
         paths: &AttemptFiles,
         attempt: &mut Attempt,
-        stop: CancellationToken,
-        ticket: Ticket,
+        (stop, ticket): (CancellationToken, Ticket),
+        held: &mut Option<Slot>,
     ) -> Option<NotRecorded> {
         // A stored spec need not have come through `submit`'s checks (a
         // member can write any document): one that breaks a limit is an
@@ -312,7 +328,9 @@ impl Job {
         match slot {
             Some((slot, started_at)) => {
                 attempt.started_at = started_at;
-                drop(slot);
+                if self.runner.hold_slots {
+                    *held = Some(slot);
+                }
             }
             // Stopped before it had a slot: nothing of it ran.
             None if finished.outcome == bridge_exec::Outcome::Interrupted => {

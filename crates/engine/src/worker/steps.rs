@@ -145,6 +145,7 @@ impl<'a> Worker<'a> {
             inherited_env: Arc::new(session.ws.settings.task_env.clone()),
             max_output: opts.max_object.map(bridge_vault::max_plain_for_sealed),
             spares: Arc::new(super::spares::Spares::new(work_area.dir())),
+            hold_slots: opts.halt.is_some(),
         };
         Ok(Worker {
             parallel: opts.parallel.max(1),
@@ -446,7 +447,14 @@ impl<'a> Worker<'a> {
     /// [`JOBS_PER_SLOT`] jobs a slot run, wait or store what ended.
     fn start_tasks(&mut self) -> Result<(), WorkerError> {
         self.announce(self.slots.started());
-        while self.slots.waiting() < self.parallel
+        // Under `--halt`, a job starts only for a free slot (none waits
+        // ready: it would start before the loop saw a failure).
+        let ready_ahead = if self.runner.hold_slots {
+            self.slots.free()
+        } else {
+            self.parallel
+        };
+        while self.slots.waiting() < ready_ahead
             && self.running.len() < self.parallel * JOBS_PER_SLOT
             && !self.stopping
         {
@@ -683,6 +691,7 @@ impl<'a> Worker<'a> {
                     key,
                     attempt,
                     unrecorded: None,
+                    slot: None,
                 }
             }
         };
@@ -691,6 +700,7 @@ impl<'a> Worker<'a> {
             key,
             attempt,
             unrecorded,
+            slot: _given_back_on_return,
         } = finished;
         self.announce(self.slots.started());
         // A task that ended before it had a slot (it could not get ready)
