@@ -414,3 +414,52 @@ fn issue18_links_a_task_leaves_are_removed_not_followed() {
         "{log}"
     );
 }
+
+/// A job gets its task ready before it has a slot: with `-j1`, the next
+/// task's supervisor waits beside the running one, its task not started.
+/// A worker stopped then (SIGTERM) interrupts the running task (an
+/// attempt) and gives the ready one's claim back without an attempt:
+/// nothing of it ran; no process of either is left.
+#[test]
+fn issue18_a_task_made_ready_ahead_is_not_run_nor_charged_when_the_worker_stops() {
+    let d = Device::new("ready-ahead");
+    d.ok(&["keygen"]);
+    d.ok(&["init"]);
+    let (long, next) = (marker(7), marker(8));
+    d.write(
+        "t.yaml",
+        &format!(
+            "tasks:\n  - name: long\n    priority: 1\n    run: sleep {long}\n  - name: next\n    run: sleep {next}\n"
+        ),
+    );
+    d.ok(&["submit", "t.yaml"]);
+    let worker = d.spawn("work", &["work", "--offline", "-j1"]);
+    poll("the first task to start", || {
+        !processes_with(&long).is_empty()
+    });
+    let spawner = children_with(worker.pid(), "__task-spawner");
+    assert_eq!(spawner.len(), 1, "one spawner below the worker");
+    poll("the next task's supervisor to be ready", || {
+        children_with(spawner[0], "__task-spawner").len() == 2
+    });
+    assert!(processes_with(&next).is_empty(), "the next task started");
+    worker.terminate();
+    let r = worker.wait();
+    assert!(processes_with(&long).is_empty() && processes_with(&next).is_empty());
+    assert!(
+        !cmdline(spawner[0]).contains("__task-spawner"),
+        "the spawner outlived its worker"
+    );
+    let long_attempts = d.show("long")["attempts"].clone();
+    let attempts = long_attempts.as_array().expect("attempts");
+    assert_eq!(attempts.len(), 1, "{}", r.stderr);
+    assert_eq!(attempts[0]["outcome"], "interrupted");
+    let show = d.show("next");
+    assert_eq!(show["attempts"].as_array().map(Vec::len), Some(0), "{show}");
+    let claims = show["claims"].as_array().expect("claims");
+    assert!(
+        !claims.is_empty() && claims.iter().all(|c| !c["released_at"].is_null()),
+        "its claim was given back: {show}"
+    );
+    assert_eq!(d.task("next").status, "pending");
+}
