@@ -115,30 +115,14 @@ fn bridge_round(bridge: &str, dir: &Path, tasks: usize) -> (Duration, Duration) 
     let start = Instant::now();
     run(bridge, dir, &["work", "--offline", "-q", "--parallel", "2"]);
     let work = start.elapsed();
-    let out = Command::new(bridge)
-        .args(["status", "--json"])
-        .current_dir(dir)
-        .env("BRIDGE_CONFIG_DIR", dir.join(".config"))
-        .env_remove("BRIDGE_IDENTITY")
-        .output()
-        .unwrap_or_else(|e| fail(&format!("cannot run bridge status: {e}")));
-    let status: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| fail(&format!("bad status JSON: {e}")));
+    let status = json_of(bridge, dir, &["status", "--json"]);
     let done = status["counts"]["done"].as_u64().unwrap_or(0) as usize;
     if done != tasks {
         fail(&format!("only {done} of {tasks} tasks are done: {status}"));
     }
     // Each ran once: an attempt interrupted and run again (a spawner taken
     // for dead, say) is work the figure would hide.
-    let out = Command::new(bridge)
-        .args(["ls", "--json"])
-        .current_dir(dir)
-        .env("BRIDGE_CONFIG_DIR", dir.join(".config"))
-        .env_remove("BRIDGE_IDENTITY")
-        .output()
-        .unwrap_or_else(|e| fail(&format!("cannot run bridge ls: {e}")));
-    let listed: serde_json::Value =
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| fail(&format!("bad ls JSON: {e}")));
+    let listed = json_of(bridge, dir, &["ls", "--json"]);
     let attempts: u64 = listed.as_array().map_or(0, |ts| {
         ts.iter().filter_map(|t| t["attempts"].as_u64()).sum()
     });
@@ -148,6 +132,19 @@ fn bridge_round(bridge: &str, dir: &Path, tasks: usize) -> (Duration, Duration) 
         ));
     }
     (submit, work)
+}
+
+/// What `bridge ARGS` (a `--json` command) prints, parsed.
+fn json_of(bridge: &str, dir: &Path, args: &[&str]) -> serde_json::Value {
+    let out = Command::new(bridge)
+        .args(args)
+        .current_dir(dir)
+        .env("BRIDGE_CONFIG_DIR", dir.join(".config"))
+        .env_remove("BRIDGE_IDENTITY")
+        .output()
+        .unwrap_or_else(|e| fail(&format!("cannot run bridge {}: {e}", args.join(" "))));
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| fail(&format!("bad JSON from bridge {}: {e}", args.join(" "))))
 }
 
 fn run(bridge: &str, dir: &Path, args: &[&str]) {

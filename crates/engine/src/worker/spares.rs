@@ -103,19 +103,7 @@ impl Spares {
         else {
             return false;
         };
-        let spare = self.spare(n);
-        let moved = spare
-            .all()
-            .into_iter()
-            .zip(files.all())
-            .try_for_each(|(from, to)| std::fs::rename(from, to));
-        if moved.is_err() {
-            // Half moved: neither set is whole.
-            spare.remove();
-            files.remove();
-            return false;
-        }
-        true
+        move_all(&self.spare(n), files)
     }
 
     /// After an attempt: empties its files and keeps them as a spare set,
@@ -126,15 +114,7 @@ impl Spares {
             return;
         }
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let spare = self.spare(n);
-        let moved = files
-            .all()
-            .into_iter()
-            .zip(spare.all())
-            .try_for_each(|(from, to)| std::fs::rename(from, to));
-        if moved.is_err() {
-            files.remove();
-            spare.remove();
+        if !move_all(files, &self.spare(n)) {
             return;
         }
         self.free
@@ -142,6 +122,21 @@ impl Spares {
             .unwrap_or_else(PoisonError::into_inner)
             .push(n);
     }
+}
+
+/// Renames the four files of `from` to `to`'s names; `false`, with both
+/// sets removed, when one could not be (half moved, neither set is whole).
+fn move_all(from: &AttemptFiles, to: &AttemptFiles) -> bool {
+    let moved = from
+        .all()
+        .into_iter()
+        .zip(to.all())
+        .try_for_each(|(a, b)| std::fs::rename(a, b));
+    if moved.is_err() {
+        from.remove();
+        to.remove();
+    }
+    moved.is_ok()
 }
 
 /// Empties an attempt's folders and logs; an error when one is missing or
