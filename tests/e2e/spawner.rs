@@ -40,6 +40,14 @@ fn children_with(parent: u32, marker: &str) -> Vec<u32> {
         .collect()
 }
 
+/// A device with its own identity and a new workspace.
+fn workspace(name: &str) -> Device {
+    let d = Device::new(name);
+    d.ok(&["keygen"]);
+    d.ok(&["init"]);
+    d
+}
+
 /// A `sleep` duration no other test uses, to find this test's task.
 fn marker(tag: u32) -> String {
     format!("200000.{}{tag:03}", std::process::id())
@@ -53,9 +61,7 @@ fn marker(tag: u32) -> String {
 /// (fd 7 here, as a shell or a CI runner may leak).
 #[test]
 fn issue18_tasks_start_through_one_spawner_with_only_their_standard_streams() {
-    let mut d = Device::new("spawner-tree");
-    d.ok(&["keygen"]);
-    d.ok(&["init"]);
+    let mut d = workspace("spawner-tree");
     // Off: a sandboxed task may not look at processes outside it.
     d.set_env("BRIDGE_SANDBOX", "off");
     let tasks = 24;
@@ -119,9 +125,7 @@ fn issue18_tasks_start_through_one_spawner_with_only_their_standard_streams() {
 /// again through a new spawner, which goes with its worker.
 #[test]
 fn issue18_a_killed_spawner_interrupts_its_task_and_a_new_one_takes_over() {
-    let d = Device::new("spawner-killed");
-    d.ok(&["keygen"]);
-    d.ok(&["init"]);
+    let d = workspace("spawner-killed");
     let m = marker(1);
     d.write(
         "t.yaml",
@@ -155,9 +159,7 @@ fn issue18_a_killed_spawner_interrupts_its_task_and_a_new_one_takes_over() {
 /// A worker killed with SIGKILL takes its spawner and its task with it.
 #[test]
 fn issue18_a_killed_worker_leaves_no_spawner_and_no_task() {
-    let d = Device::new("spawner-worker-killed");
-    d.ok(&["keygen"]);
-    d.ok(&["init"]);
+    let d = workspace("spawner-worker-killed");
     let m = marker(2);
     d.write(
         "t.yaml",
@@ -182,9 +184,7 @@ fn issue18_a_killed_worker_leaves_no_spawner_and_no_task() {
 /// executable started again, a child of the worker; it runs all the same.
 #[test]
 fn issue18_a_task_too_large_for_the_spawner_starts_without_it() {
-    let mut d = Device::new("spawner-fallback");
-    d.ok(&["keygen"]);
-    d.ok(&["init"]);
+    let mut d = workspace("spawner-fallback");
     d.set_env("BRIDGE_SANDBOX", "off");
     let big = "x".repeat(100_000);
     d.write(
@@ -216,9 +216,7 @@ fn issue18_a_task_too_large_for_the_spawner_starts_without_it() {
 #[test]
 fn issue18_a_program_is_found_on_the_tasks_path_and_started_as_named() {
     use std::os::unix::fs::PermissionsExt;
-    let mut d = Device::new("spawner-path");
-    d.ok(&["keygen"]);
-    d.ok(&["init"]);
+    let mut d = workspace("spawner-path");
     // Off: the folders on PATH are outside what a sandboxed task may run.
     d.set_env("BRIDGE_SANDBOX", "off");
     let root = d.root_dir().to_owned();
@@ -270,9 +268,7 @@ fn issue18_a_program_is_found_on_the_tasks_path_and_started_as_named() {
 /// tasks started and not ended.
 #[test]
 fn issue18_parallel_bounds_the_running_tasks_while_results_are_stored() {
-    let mut d = Device::new("spawner-slots");
-    d.ok(&["keygen"]);
-    d.ok(&["init"]);
+    let mut d = workspace("spawner-slots");
     // Off: the tasks write to one file outside their folders.
     d.set_env("BRIDGE_SANDBOX", "off");
     let trace = d.root_dir().join("trace");
@@ -315,9 +311,7 @@ fn issue18_parallel_bounds_the_running_tasks_while_results_are_stored() {
 /// with `-j1`), and no plaintext is left once the worker has stopped.
 #[test]
 fn issue18_an_attempts_files_are_emptied_and_kept_for_the_next_task() {
-    let d = Device::new("spares");
-    d.ok(&["keygen"]);
-    d.ok(&["init"]);
+    let d = workspace("spares");
     // `first` runs first (highest priority): secrets in its folder (a
     // hidden file, a sub-folder), its TMPDIR and a log longer than an
     // attempt's tail (so it is stored as a blob, read from the log file).
@@ -375,9 +369,7 @@ fn issue18_an_attempts_files_are_emptied_and_kept_for_the_next_task() {
 /// task, which gets a real, empty TMPDIR of its own.
 #[test]
 fn issue18_links_a_task_leaves_are_removed_not_followed() {
-    let mut d = Device::new("spares-links");
-    d.ok(&["keygen"]);
-    d.ok(&["init"]);
+    let mut d = workspace("spares-links");
     d.set_env("BRIDGE_SANDBOX", "off");
     let outside = d.scratch("outside");
     fs::create_dir_all(outside.join("inner")).expect("a folder outside");
@@ -422,9 +414,7 @@ fn issue18_links_a_task_leaves_are_removed_not_followed() {
 /// nothing of it ran; no process of either is left.
 #[test]
 fn issue18_a_task_made_ready_ahead_is_not_run_nor_charged_when_the_worker_stops() {
-    let d = Device::new("ready-ahead");
-    d.ok(&["keygen"]);
-    d.ok(&["init"]);
+    let d = workspace("ready-ahead");
     let (long, next) = (marker(7), marker(8));
     d.write(
         "t.yaml",

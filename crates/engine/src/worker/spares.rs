@@ -19,6 +19,12 @@
 //! task replaced by a link, one that cannot be emptied) is removed as
 //! before, and the next attempt makes its own. Spares go with the worker's
 //! folder (see [`crate::workarea`]).
+//!
+//! Only supervised tasks' files are kept: a supervisor kills every process
+//! its task left before the task counts as ended. Unsupervised (systems
+//! other than Linux), a process that left the task's group could still
+//! write into a folder handed to the next task: there each attempt's files
+//! are removed, as before.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -28,6 +34,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// The spare sets of one worker's folder.
 pub(super) struct Spares {
     dir: PathBuf,
+    /// Whether sets are kept at all (the tasks are supervised).
+    keep: bool,
     free: Mutex<Vec<u64>>,
     next: AtomicU64,
 }
@@ -79,10 +87,12 @@ impl AttemptFiles {
 }
 
 impl Spares {
-    /// The spares of the worker folder `dir` (none yet).
-    pub fn new(dir: &Path) -> Spares {
+    /// The spares of the worker folder `dir` (none yet); `keep`: whether
+    /// its tasks are supervised, so that their files may be kept.
+    pub fn new(dir: &Path, keep: bool) -> Spares {
         Spares {
             dir: dir.to_path_buf(),
+            keep,
             free: Mutex::new(Vec::new()),
             next: AtomicU64::new(0),
         }
@@ -109,7 +119,7 @@ impl Spares {
     /// After an attempt: empties its files and keeps them as a spare set,
     /// or removes them where they cannot be kept.
     pub fn give_back(&self, files: &AttemptFiles) {
-        if empty(files).is_err() {
+        if !self.keep || empty(files).is_err() {
             files.remove();
             return;
         }
@@ -201,7 +211,7 @@ mod tests {
     #[test]
     fn an_attempts_files_are_emptied_kept_and_reused_by_the_next() {
         let root = tempfile::tempdir().unwrap();
-        let spares = Spares::new(root.path());
+        let spares = Spares::new(root.path(), true);
         let first = AttemptFiles::named(root.path().join("a-1"));
         assert!(!spares.take(&first), "no spare yet");
         make(&first);
@@ -240,5 +250,16 @@ mod tests {
         spares.give_back(&second);
         assert_eq!(names(root.path()), ["outside"]);
         assert!(outside.join("keep").exists());
+    }
+
+    #[test]
+    fn unsupervised_tasks_files_are_removed_not_kept() {
+        let root = tempfile::tempdir().unwrap();
+        let spares = Spares::new(root.path(), false);
+        let files = AttemptFiles::named(root.path().join("a-1"));
+        make(&files);
+        spares.give_back(&files);
+        assert!(names(root.path()).is_empty());
+        assert!(!spares.take(&AttemptFiles::named(root.path().join("b-1"))));
     }
 }

@@ -133,6 +133,7 @@ impl<'a> Worker<'a> {
         let me = crate::vault::member_tag(session.vault.identity().member_id());
         let fetcher =
             Fetcher::new(session.ws.settings.fetch_config()?).with_progress(hooks.downloads());
+        let supervised = supervisor.is_some();
         let runner = Runner {
             vault: session.vault.clone(),
             fetcher: Arc::new(fetcher),
@@ -144,7 +145,7 @@ impl<'a> Worker<'a> {
             clock: clock.clone(),
             inherited_env: Arc::new(session.ws.settings.task_env.clone()),
             max_output: opts.max_object.map(bridge_vault::max_plain_for_sealed),
-            spares: Arc::new(super::spares::Spares::new(work_area.dir())),
+            spares: Arc::new(super::spares::Spares::new(work_area.dir(), supervised)),
             hold_slots: opts.halt.is_some(),
         };
         Ok(Worker {
