@@ -26,11 +26,16 @@
 //!   end of a socket pair of the task's own, on which the spawner answers
 //!   `S` and the supervisor's pid (or `F` and why it could not fork), and
 //!   later `E` and its exit code or `K` and the signal that killed it;
-//! - the supervisor inherits the spawner's end of that socket and, once
-//!   the task and everything it left are reaped, says `T` and how the task
-//!   ended (`supervisor::Report::Socket`): the worker takes the task as ended then,
-//!   without waiting for the supervisor's exit and the spawner's `E`, and
-//!   no status file is written or read;
+//! - the supervisor inherits the spawner's end of that socket. A gated
+//!   one (`supervisor::Plan::gated`) makes the task's namespaces and
+//!   mounts and waits for the worker's `G` on it (the worker's slot is
+//!   free), then builds the Landlock rules and starts the task; the
+//!   socket's end instead means the worker gave the task up;
+//! - once the task and everything it left are reaped, the supervisor says
+//!   `T` and how the task ended (`supervisor::Report::Socket`): the worker
+//!   takes the task as ended then, without waiting for the supervisor's
+//!   exit and the spawner's `E`, and no status file is written or read.
+//!   A short task's `T` may come before the spawner's `S`;
 //! - the spawner reaps its children (`SIGCHLD` through a signal
 //!   descriptor) and so is the only one that may wait for them; the worker
 //!   waits on the task's socket.
