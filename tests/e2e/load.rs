@@ -46,13 +46,18 @@ fn drop_cache(d: &Device) {
     let _ = fs::remove_dir_all(d.path(".bridge/cache"));
 }
 
-/// The document cache files of the device.
-fn cache_files(d: &Device) -> usize {
+/// The device's document cache files whose names end with `suffix`.
+fn files_ending(d: &Device, suffix: &str) -> usize {
     fs::read_dir(d.path(".bridge/cache")).map_or(0, |dir| {
         dir.filter_map(Result::ok)
-            .filter(|e| e.file_name().to_string_lossy().ends_with(".cache"))
+            .filter(|e| e.file_name().to_string_lossy().ends_with(suffix))
             .count()
     })
+}
+
+/// The document cache files of the device.
+fn cache_files(d: &Device) -> usize {
+    files_ending(d, ".cache")
 }
 
 #[test]
@@ -119,4 +124,46 @@ fn issue18_changes_made_right_after_a_cold_start_are_accepted() {
     assert_eq!(d.task("build").status, "done");
     assert_eq!(d.task("test").status, "done");
     assert_eq!(d.task("flaky").status, "pending", "retried");
+}
+
+#[test]
+fn issue18_a_cold_start_saves_no_state_and_a_change_after_it_reads_the_files() {
+    let d = Device::new("laptop");
+    d.ok(&["init"]);
+    d.write("tasks.yaml", TASKS);
+    d.ok(&["submit", "-q", "tasks.yaml"]);
+
+    // A cold start caches the tasks, not the documents' Automerge states
+    // (the part of a cold start that only a later change would use).
+    drop_cache(&d);
+    let cold = everything(&d);
+    assert!(cache_files(&d) > 0, "a cold start caches the documents");
+    assert_eq!(files_ending(&d, ".state"), 0, "no state saved");
+
+    // A change to a document cached without its state reads it from its
+    // store files; the next start that finds the new file caches the
+    // document with its state, to apply later files to.
+    d.ok(&["cancel", "dropped"]);
+    assert_eq!(files_ending(&d, ".state"), 0);
+    assert_eq!(d.task("dropped").status, "cancelled");
+    assert_eq!(
+        files_ending(&d, ".state"),
+        1,
+        "the changed document's state"
+    );
+    d.run(&["work", "--parallel", "2"]).expect_code(3);
+
+    // What the warm starts show is what the store files say.
+    let warm = everything(&d);
+    drop_cache(&d);
+    let again = everything(&d);
+    assert_eq!(warm, again);
+    assert_ne!(cold.0, warm.0, "the change and the work are seen");
+    let ls = d.ok(&["ls", "--json"]);
+    assert!(
+        !ls.stderr.contains("refused") && !ls.stderr.contains("skipped"),
+        "{}",
+        ls.stderr
+    );
+    assert_eq!(d.task("build").status, "done");
 }

@@ -56,7 +56,8 @@ mod records;
 /// The payload (sealed to this device): a u32 big-endian length, the
 /// metadata as JSON ([`Meta`], `format` first read), a u32 big-endian
 /// length, then the tasks ([`records`]). The saved state is a file of its
-/// own, named in the metadata by its hash.
+/// own, named in the metadata by its hash; an empty hash: none was saved
+/// (see [`Reload`]).
 const FORMAT: u32 = 3;
 
 #[derive(Serialize, Deserialize)]
@@ -69,9 +70,26 @@ struct Meta {
     header: BatchHeader,
     #[serde(default)]
     warnings: Vec<(PathBuf, String)>,
-    /// The SHA-256 (hex) of the saved state in the state file.
+    /// The SHA-256 (hex) of the saved state in the state file; empty when
+    /// none was saved.
     #[serde(default)]
     state: String,
+}
+
+/// How a cached document is parsed again when it has to change: from its
+/// saved state, or, when none was saved, from its store files.
+///
+/// A document read afresh from its store files (a new device's first
+/// command) is cached without its state: saving and sealing it was an
+/// eighth of a cold `bridge status` (issue 18, item 3), and the state only
+/// spares a later change to that document the same read from its files,
+/// after which the document is cached with its state.
+#[derive(Debug, Clone)]
+pub enum Reload {
+    /// The saved state in its file.
+    State(SavedState),
+    /// No state was saved: the document's store files.
+    Files,
 }
 
 /// A cached document's saved state, left in its file until the document
@@ -128,8 +146,8 @@ pub struct Cached {
     pub header: BatchHeader,
     /// Its tasks as last read.
     pub records: Vec<TaskRecord>,
-    /// `AutoCommit::save()` of the document, in its own file.
-    pub saved: SavedState,
+    /// How the document is parsed again when it changes.
+    pub reload: Reload,
     /// The warnings about its refused files, shown again on every load
     /// (the files stay in the store).
     pub warnings: Vec<StoreWarning>,
@@ -195,10 +213,14 @@ pub fn load(vault: &Vault, dir: &Path, doc: &str) -> Option<Cached> {
         skipped: meta.skipped,
         header: meta.header,
         records,
-        saved: SavedState {
-            file: state_path(dir, doc),
-            doc: doc.to_owned(),
-            sha256: meta.state,
+        reload: if meta.state.is_empty() {
+            Reload::Files
+        } else {
+            Reload::State(SavedState {
+                file: state_path(dir, doc),
+                doc: doc.to_owned(),
+                sha256: meta.state,
+            })
         },
         warnings: meta
             .warnings
@@ -245,10 +267,15 @@ pub fn materialize(
     }
 }
 
-/// Writes the cache of `doc` (atomically: temp file, then rename). A
+/// Writes the cache of `doc` (atomically: temp file, then rename), with
+/// the document's saved state when `with_state` (see [`Reload`]). A
 /// failure is logged, never returned: the cache is an optimisation.
-/// Returns where the document's saved state is once it is cached (the
-/// caller may drop the parsed document and keep that instead).
+/// Returns how the document is parsed again once it is cached (the caller
+/// may drop the parsed document and keep that instead).
+#[expect(
+    clippy::too_many_arguments,
+    reason = "what a cache file holds, each part from the caller"
+)]
 pub fn save(
     vault: &Vault,
     dir: &Path,
@@ -257,19 +284,36 @@ pub fn save(
     header: &BatchHeader,
     records: &[TaskRecord],
     warnings: &[StoreWarning],
-) -> Option<SavedState> {
-    let result = (|| -> Result<SavedState, CacheError> {
+    with_state: bool,
+) -> Option<Reload> {
+    let result = (|| -> Result<Reload, CacheError> {
         std::fs::create_dir_all(dir).map_err(io_step("create", dir))?;
+        let file = state_path(dir, doc);
         // The state first: a cache file never names a state not written.
-        let saved = loaded.doc.save();
-        let state = SavedState {
-            file: state_path(dir, doc),
-            doc: doc.to_owned(),
-            sha256: hex::encode(Sha256::digest(&saved)),
+        let reload = if with_state {
+            let saved = loaded.doc.save();
+            let state = SavedState {
+                file,
+                doc: doc.to_owned(),
+                sha256: hex::encode(Sha256::digest(&saved)),
+            };
+            let sealed = vault.seal_private(&state_label(doc), &saved)?;
+            bridge_store::replace_file(&state.file, &sealed, 0o666, false)
+                .map_err(io_step("write", &state.file))?;
+            Reload::State(state)
+        } else {
+            // An earlier state would no longer match the cache: not kept.
+            match std::fs::remove_file(&file) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_step("remove", &file)(e)),
+            }
+            Reload::Files
         };
-        let sealed = vault.seal_private(&state_label(doc), &saved)?;
-        bridge_store::replace_file(&state.file, &sealed, 0o666, false)
-            .map_err(io_step("write", &state.file))?;
+        let state = match &reload {
+            Reload::State(s) => s.sha256.as_str(),
+            Reload::Files => "",
+        };
         let warnings: Vec<(&Path, &str)> = warnings
             .iter()
             .map(|w| (w.path.as_path(), w.message.as_str()))
@@ -281,7 +325,7 @@ pub fn save(
             skipped: &loaded.skipped,
             header,
             warnings,
-            state: &state.sha256,
+            state,
         })?;
         let tasks = records::encode(records)?;
         let mut payload = Vec::with_capacity(8 + meta.len() + tasks.len());
@@ -294,10 +338,10 @@ pub fn save(
         let file = path(dir, doc);
         bridge_store::replace_file(&file, &sealed, 0o666, false)
             .map_err(io_step("write", &file))?;
-        Ok(state)
+        Ok(reload)
     })();
     match result {
-        Ok(saved) => Some(saved),
+        Ok(reload) => Some(reload),
         Err(e) => {
             tracing::debug!(
                 doc,
@@ -418,6 +462,64 @@ mod tests {
     // would load every task as nobody's, and every device would leave it
     // for others. A cache of another layout is not used (a full load reads
     // the creators again).
+    fn header() -> BatchHeader {
+        BatchHeader {
+            batch: BatchId::new(1, [1; 10]),
+            part: 0,
+            parts: 1,
+            created_at: 1,
+            submitted_by: "me".into(),
+            device: "d".into(),
+            grant: None,
+        }
+    }
+
+    fn empty_doc() -> LoadedDoc {
+        LoadedDoc {
+            doc: AutoCommit::new(),
+            applied: BTreeSet::new(),
+            skipped: BTreeSet::new(),
+        }
+    }
+
+    // Issue 18, item 3: a document read from its store files alone is
+    // cached without its state; an earlier state is not left behind to be
+    // taken for the document's (its hash would not match anyway).
+    #[test]
+    fn issue18_a_cache_saved_without_its_state_reloads_from_the_files() {
+        let tmp = tempfile::tempdir().expect("a temp folder");
+        let vault = vault(tmp.path());
+        let cache = tmp.path().join("cache");
+        let mut loaded = empty_doc();
+        let saved = save(&vault, &cache, "d1", &mut loaded, &header(), &[], &[], true);
+        assert!(matches!(saved, Some(Reload::State(_))));
+        assert!(state_path(&cache, "d1").is_file());
+        let cached = load(&vault, &cache, "d1").expect("cached");
+        let Reload::State(state) = cached.reload else {
+            panic!("the cache names its state")
+        };
+        assert!(state.read(&vault).is_some());
+
+        let saved = save(
+            &vault,
+            &cache,
+            "d1",
+            &mut loaded,
+            &header(),
+            &[],
+            &[],
+            false,
+        );
+        assert!(matches!(saved, Some(Reload::Files)));
+        assert!(
+            !state_path(&cache, "d1").exists(),
+            "the earlier state removed"
+        );
+        let cached = load(&vault, &cache, "d1").expect("cached without a state");
+        assert!(matches!(cached.reload, Reload::Files));
+        assert_eq!(cached.header, header());
+    }
+
     #[test]
     fn issue13_a_cache_without_the_tasks_creators_is_not_used() {
         let tmp = tempfile::tempdir().expect("a temp folder");
@@ -450,7 +552,16 @@ mod tests {
             applied: BTreeSet::new(),
             skipped: BTreeSet::new(),
         };
-        save(&vault, &cache, "d1", &mut loaded, &header, &[record], &[]);
+        save(
+            &vault,
+            &cache,
+            "d1",
+            &mut loaded,
+            &header,
+            &[record],
+            &[],
+            true,
+        );
         let cached = load(&vault, &cache, "d1").expect("the current layout is used");
         assert_eq!(cached.records[0].creator, Some([7; 8]));
 

@@ -25,11 +25,11 @@ pub(super) struct OpenDoc {
     /// How many store files the document held when its cache was last
     /// written or read (0: none).
     pub(super) cached_files: usize,
-    /// The saved state `loaded.doc` still has to be read and parsed from
-    /// (a document taken from this device's cache, or cached and dropped
+    /// Where `loaded.doc` still has to be read and parsed from (a
+    /// document taken from this device's cache, or cached and dropped
     /// since, and unchanged: `loaded.doc` is empty until
     /// [`OpenDoc::materialize`]).
-    pub(super) lazy: Option<cache::SavedState>,
+    pub(super) lazy: Option<cache::Reload>,
     /// The tasks the cache held, until they go into the view.
     pub(super) cached_records: Option<Vec<TaskRecord>>,
     /// Warnings about the document's refused files, kept for its cache.
@@ -63,39 +63,43 @@ impl OpenDoc {
                 skipped: c.skipped,
             },
             header: Some(c.header),
-            lazy: Some(c.saved),
+            lazy: Some(c.reload),
             cached_records: Some(c.records),
             warnings: c.warnings,
             ..OpenDoc::empty()
         }
     }
 
-    /// Drops the parsed document for its saved state `saved` (just
-    /// cached, so the same), to be read and parsed again only if a change
-    /// or a new file needs it: a command that reads the whole pool would
-    /// otherwise hold every document's Automerge state besides its tasks,
-    /// most of a cold `bridge status`'s peak memory (issue 18, item 3).
-    fn release(&mut self, saved: cache::SavedState) {
+    /// Drops the parsed document, to be read and parsed again (as
+    /// `reload` says: just cached, so the same) only if a change or a new
+    /// file needs it: a command that reads the whole pool would otherwise
+    /// hold every document's Automerge state besides its tasks, most of a
+    /// cold `bridge status`'s peak memory (issue 18, item 3).
+    fn release(&mut self, reload: cache::Reload) {
         self.loaded.doc = AutoCommit::new();
-        self.lazy = Some(saved);
+        self.lazy = Some(reload);
         // The parsed document carried this process's actor: the one
         // parsed again must be given it again.
         self.actor_set = false;
     }
 
-    /// Reads and parses the saved state, if not done yet. A state that is
-    /// gone or does not parse is dropped: the document is then read from
-    /// its files, and this returns false (the document is empty until
+    /// Reads and parses the saved state, if not done yet. Without one, or
+    /// with one that is gone or does not parse, the document is to be read
+    /// from its files, and this returns false (the document is empty until
     /// then).
     pub(super) fn materialize(&mut self, vault: &Vault) -> bool {
-        let Some(state) = self.lazy.take() else {
+        let Some(reload) = self.lazy.take() else {
             return true;
         };
         self.cached_records = None;
         let applied = std::mem::take(&mut self.loaded.applied);
         let skipped = std::mem::take(&mut self.loaded.skipped);
+        let state = match reload {
+            cache::Reload::State(state) => Some(state),
+            cache::Reload::Files => None,
+        };
         match state
-            .read(vault)
+            .and_then(|state| state.read(vault))
             .and_then(|saved| cache::materialize(&saved, applied, skipped))
         {
             Some(loaded) => {
@@ -124,9 +128,21 @@ impl OpenDoc {
     }
 }
 
+/// How [`read_open_doc`] leaves a document it caches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum AfterCache {
+    /// Parsed, its state saved with the cache: a document this process
+    /// keeps changing.
+    Keep,
+    /// Dropped for its saved state ([`OpenDoc::release`]).
+    Release,
+    /// Dropped, its state not saved: parsed again from its store files if
+    /// it changes ([`cache::Reload::Files`]).
+    ReleaseUnsaved,
+}
+
 /// Reads the tasks of a document held in memory (parsing a lazy one) and
-/// caches it when `save_to` is given; once cached, `release` drops the
-/// parsed document for its saved state ([`OpenDoc::release`]). `None`
+/// caches it when `save_to` is given, leaving it as `after` says. `None`
 /// while its genesis change has not arrived. Free of `Session` so that
 /// documents load in parallel.
 pub(super) fn read_open_doc(
@@ -134,7 +150,7 @@ pub(super) fn read_open_doc(
     id: &DocId,
     open: &mut OpenDoc,
     save_to: Option<&Path>,
-    release: bool,
+    after: AfterCache,
 ) -> Option<(BatchHeader, Vec<TaskRecord>, Vec<doc::Problem>)> {
     open.materialize(vault);
     if open.header.is_none() {
@@ -156,10 +172,13 @@ pub(super) fn read_open_doc(
             &header,
             &records,
             &open.warnings,
+            after != AfterCache::ReleaseUnsaved,
         );
         open.cached_files = open.loaded.applied.len() + open.loaded.skipped.len();
-        if release && let Some(saved) = saved {
-            open.release(saved);
+        if after != AfterCache::Keep
+            && let Some(reload) = saved
+        {
+            open.release(reload);
         }
     }
     Some((header, records, problems))
@@ -240,7 +259,15 @@ pub(super) fn load_new_doc(
         id,
         &mut open,
         (applied > 0).then_some(cache_dir),
-        true,
+        // Read for the first time on this device, the document is cached
+        // without its state (see `cache::Reload`); one that changed since
+        // it was cached, with it, so that its next changes are applied to
+        // the state rather than read from all its files again.
+        if from_cache {
+            AfterCache::Release
+        } else {
+            AfterCache::ReleaseUnsaved
+        },
     );
     Ok(NewDoc {
         open,

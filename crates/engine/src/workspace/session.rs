@@ -13,7 +13,7 @@ use bridge_model::{DocId, Millis, Policy, View, WriterId};
 use bridge_store::LoadedDoc;
 use sha2::Digest as _;
 
-use super::load::{NewDoc, OpenDoc, load_new_doc, read_open_doc, unfinished};
+use super::load::{AfterCache, NewDoc, OpenDoc, load_new_doc, read_open_doc, unfinished};
 use super::{
     CONFIG_FILE, ConfigError, RandomError, STATE_DIR, Workspace, open_vault, random_bytes,
 };
@@ -820,7 +820,7 @@ impl Session {
             return 0;
         };
         let Some((header, records, problems)) =
-            read_open_doc(&self.vault, id, open, save_to, false)
+            read_open_doc(&self.vault, id, open, save_to, AfterCache::Keep)
         else {
             return 0;
         };
