@@ -89,8 +89,8 @@ pub use git::{
 };
 pub use hybrid::{Hybrid, parse_store};
 pub use load::{
-    ChunkOpener, LoadedDoc, OpenedEntry, Plain, PlainRefusal, StoreWarning, has_unseen, load_doc,
-    refresh_doc,
+    Changes, ChunkOpener, LoadedDoc, OpenedEntry, Plain, PlainRefusal, StoreWarning, has_unseen,
+    load_doc, refresh_doc,
 };
 pub use names::{
     BlobId, BlobIdError, DocFolder, DocIdError, FORMAT_LINE, WorkspaceIdError, validate_doc_id,

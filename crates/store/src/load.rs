@@ -9,38 +9,38 @@
 //!
 //! Data flow: list `chunks/<doc>/`, read each chunk not yet applied, check its
 //! sha256 against its name, open it with the caller's [`ChunkOpener`]
-//! (decrypt and verify, before any parsing), check that Automerge can parse it, then apply all
-//! the good ones in ONE `load_incremental` call (one call per chunk is
-//! quadratic in automerge 0.12). If that call fails, the chunks are applied
-//! one at a time and each one Automerge rejects is skipped, so one bad chunk
-//! never stops the others. Every skipped file becomes a [`StoreWarning`];
-//! nothing is deleted.
+//! (decrypt and verify, before any parsing), then apply all the good ones
+//! in ONE batch (one call per chunk is quadratic in automerge 0.12). If that
+//! batch fails, the chunks are applied one at a time and each one Automerge
+//! rejects is skipped, so one bad chunk never stops the others. Every
+//! skipped file becomes a [`StoreWarning`]; nothing is deleted.
 //!
-//! Why the parse check before the batch: `load_incremental` does not fail on
-//! unparsable bytes in the middle of its input. It silently drops everything
-//! from the bad chunk on (automerge 0.12 `load_incremental_log_patches`: a
-//! `Partial` load is only logged, and into an empty document it uses
-//! `OnPartialLoad::Ignore`). Concatenating a garbage chunk would hide every
-//! chunk after it, so each chunk is first parsed on its own with
-//! `OnPartialLoad::Error`. An incremental chunk's changes depend on changes
-//! outside it, so they are queued, not applied; still, this parse is about
-//! a quarter of a cold load, so an opener that already parses every change
-//! and verifies its checksum (the encryption layer does, before it hands
-//! anything over) skips it: [`ChunkOpener::checks_changes`].
+//! An opener hands over either the changes it parsed itself ([`Changes::Parsed`]:
+//! the encryption layer parses every change, verifies its checksum and
+//! checks its actor before anything is applied), applied as they are, or
+//! Automerge bytes ([`Changes::Bytes`]), each chunk first parsed on its own
+//! with `OnPartialLoad::Error` and then loaded with `load_incremental`. Why
+//! that check: `load_incremental` does not fail on unparsable bytes in the
+//! middle of its input. It silently drops everything from the bad chunk on
+//! (automerge 0.12 `load_incremental_log_patches`: a `Partial` load is only
+//! logged, and into an empty document it uses `OnPartialLoad::Ignore`), so
+//! a garbage chunk would hide every chunk after it. Changes parsed once are
+//! not parsed again: a second parse was a sixteenth of a cold load (issue
+//! 18, item 3).
 
 use std::collections::BTreeSet;
 use std::fmt;
 use std::path::PathBuf;
 
-use automerge::{AutoCommit, Automerge, AutomergeError, LoadOptions, OnPartialLoad};
+use automerge::{AutoCommit, Automerge, AutomergeError, Change, LoadOptions, OnPartialLoad};
 
 use crate::names::DocFolder;
 use crate::replica::{ListError, ReadError, Replica};
 
 /// Turns a chunk file's bytes (already checked against its name) into the
-/// Automerge bytes to apply, or refuses it. The encryption layer implements
-/// this: decrypt, verify the signature and the writer, and only then hand
-/// the changes to Automerge. [`Plain`] passes the bytes through.
+/// changes to apply, or refuses it. The encryption layer implements this:
+/// decrypt, verify the signature and the writer, and only then parse and
+/// hand the changes to Automerge. [`Plain`] passes the bytes through.
 pub trait ChunkOpener {
     /// Why a file (or a chunk a snapshot bundles) is refused: the
     /// implementation's own typed error, so that its callers and tests can
@@ -49,19 +49,11 @@ pub trait ChunkOpener {
     type Error: std::error::Error + Send + Sync + 'static;
 
     /// Opens chunk `name` of document `doc`.
-    fn open(&self, doc: &str, name: &str, bytes: Vec<u8>) -> Result<Vec<u8>, Self::Error>;
-
-    /// Whether what [`open`](Self::open) returns is already checked change
-    /// by change (each parsed, its checksum verified), so that loading
-    /// need not parse every chunk on its own first. About a quarter of a
-    /// cold load otherwise.
-    fn checks_changes(&self) -> bool {
-        false
-    }
+    fn open(&self, doc: &str, name: &str, bytes: Vec<u8>) -> Result<Changes, Self::Error>;
 
     /// Opens snapshot file `name` of document `doc` (in `folder`): the
     /// chunks it bundles, each as its chunk file name and either the
-    /// Automerge bytes to apply or why that chunk is refused. Chunks named
+    /// changes to apply or why that chunk is refused. Chunks named
     /// in `known` are already applied: they may be left out. An error
     /// refuses the whole file.
     fn open_snapshot(
@@ -74,9 +66,20 @@ pub trait ChunkOpener {
     ) -> Result<Vec<OpenedEntry<Self::Error>>, Self::Error>;
 }
 
-/// A chunk inside a snapshot: its file name, and its Automerge bytes or
-/// why it is refused.
-pub type OpenedEntry<E> = (String, Result<Vec<u8>, E>);
+/// A chunk inside a snapshot: its file name, and its changes or why it is
+/// refused.
+pub type OpenedEntry<E> = (String, Result<Changes, E>);
+
+/// The changes of an opened chunk, as its [`ChunkOpener`] hands them over.
+#[derive(Debug, Clone)]
+pub enum Changes {
+    /// Automerge bytes, not parsed yet: loading checks that they parse on
+    /// their own before applying them.
+    Bytes(Vec<u8>),
+    /// Changes the opener parsed, each one's checksum verified: applied as
+    /// they are.
+    Parsed(Vec<Change>),
+}
 
 /// A [`ChunkOpener`] for stores whose chunks are plain Automerge bytes.
 #[derive(Debug, Clone, Copy, Default)]
@@ -93,8 +96,8 @@ pub enum PlainRefusal {
 impl ChunkOpener for Plain {
     type Error = PlainRefusal;
 
-    fn open(&self, _doc: &str, _name: &str, bytes: Vec<u8>) -> Result<Vec<u8>, PlainRefusal> {
-        Ok(bytes)
+    fn open(&self, _doc: &str, _name: &str, bytes: Vec<u8>) -> Result<Changes, PlainRefusal> {
+        Ok(Changes::Bytes(bytes))
     }
 
     fn open_snapshot(
@@ -188,7 +191,7 @@ pub fn refresh_doc<O: ChunkOpener + ?Sized>(
     opener: &O,
 ) -> Result<(usize, Vec<StoreWarning>), ListError> {
     let mut warnings = Vec::new();
-    let mut good: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut good: Vec<(String, Changes)> = Vec::new();
     let mut queued: BTreeSet<String> = BTreeSet::new();
     // Snapshots first: the chunks they bundle need not be read again.
     for folder in [DocFolder::Snapshots, DocFolder::Archive] {
@@ -218,15 +221,15 @@ pub fn refresh_doc<O: ChunkOpener + ?Sized>(
                         let checked =
                             result
                                 .map_err(|refusal| refusal.to_string())
-                                .and_then(|bytes| {
-                                    check_unless(opener.checks_changes(), &bytes)
-                                        .map(|()| bytes)
+                                .and_then(|changes| {
+                                    check_parsable(&changes)
+                                        .map(|()| changes)
                                         .map_err(|e| format!("not a valid Automerge chunk: {e}"))
                                 });
                         match checked {
-                            Ok(bytes) => {
+                            Ok(changes) => {
                                 queued.insert(entry.clone());
-                                good.push((entry, bytes));
+                                good.push((entry, changes));
                             }
                             Err(why) => {
                                 warnings.push(StoreWarning {
@@ -266,8 +269,8 @@ pub fn refresh_doc<O: ChunkOpener + ?Sized>(
                     });
                     loaded.skipped.insert(name);
                 }
-                Ok(bytes) => match check_unless(opener.checks_changes(), &bytes) {
-                    Ok(()) => good.push((name, bytes)),
+                Ok(changes) => match check_parsable(&changes) {
+                    Ok(()) => good.push((name, changes)),
                     Err(e) => {
                         warnings.push(StoreWarning {
                             path,
@@ -311,9 +314,8 @@ pub fn refresh_doc<O: ChunkOpener + ?Sized>(
         return Ok((0, warnings));
     }
 
-    let concat: Vec<u8> = good.iter().flat_map(|(_, b)| b.iter().copied()).collect();
-    let applied = match loaded.doc.load_incremental(&concat) {
-        Ok(_) => {
+    let applied = match apply_batch(&mut loaded.doc, good.iter().map(|(_, c)| c)) {
+        Ok(()) => {
             let n = good.len();
             loaded
                 .applied
@@ -326,9 +328,9 @@ pub fn refresh_doc<O: ChunkOpener + ?Sized>(
             // a non-empty one it may have applied some changes, which
             // Automerge then ignores as duplicates below.
             let mut n = 0;
-            for (name, bytes) in good {
-                match loaded.doc.load_incremental(&bytes) {
-                    Ok(_) => {
+            for (name, changes) in good {
+                match apply_batch(&mut loaded.doc, std::iter::once(&changes)) {
+                    Ok(()) => {
                         loaded.applied.insert(name);
                         n += 1;
                     }
@@ -370,9 +372,39 @@ fn read_problem(e: &ReadError) -> String {
     }
 }
 
-/// [`check_chunk`], unless the opener checked the changes already.
-fn check_unless(checked: bool, bytes: &[u8]) -> Result<(), AutomergeError> {
-    if checked { Ok(()) } else { check_chunk(bytes) }
+/// Applies the changes of `chunks` to `doc`: the parsed ones in one batch,
+/// then the bytes in one `load_incremental`.
+fn apply_batch<'a>(
+    doc: &mut AutoCommit,
+    chunks: impl Iterator<Item = &'a Changes> + Clone,
+) -> Result<(), AutomergeError> {
+    let parsed = chunks.clone().flat_map(|changes| match changes {
+        Changes::Parsed(changes) => changes.as_slice(),
+        Changes::Bytes(_) => &[],
+    });
+    // Cloned, not moved: a failed batch is applied again chunk by chunk.
+    if parsed.clone().next().is_some() {
+        doc.apply_changes(parsed.cloned())?;
+    }
+    let bytes: Vec<u8> = chunks
+        .flat_map(|changes| match changes {
+            Changes::Bytes(bytes) => bytes.as_slice(),
+            Changes::Parsed(_) => &[],
+        })
+        .copied()
+        .collect();
+    if !bytes.is_empty() {
+        doc.load_incremental(&bytes)?;
+    }
+    Ok(())
+}
+
+/// [`check_chunk`] for bytes; parsed changes were checked by their opener.
+fn check_parsable(changes: &Changes) -> Result<(), AutomergeError> {
+    match changes {
+        Changes::Bytes(bytes) => check_chunk(bytes),
+        Changes::Parsed(_) => Ok(()),
+    }
 }
 
 /// Checks that `bytes` parse as Automerge chunks on their own. Missing

@@ -11,19 +11,19 @@ use automerge::ActorId;
 use bridge_crypto::{Domain, Expect, Member, Opened, Role, open_verified_with};
 use bridge_model::WriterId;
 use bridge_model::doc::Authority;
-use bridge_store::{ChunkOpener, DocFolder, OpenedEntry};
+use bridge_store::{Changes, ChunkOpener, DocFolder, OpenedEntry};
 
 use crate::{Refusal, Vault, member_tag, unframe};
 
 impl Vault {
-    /// Checks the changes of a verified chunk envelope and returns them as
-    /// Automerge bytes (the framing removed).
+    /// Checks the changes of a verified chunk envelope and returns them,
+    /// parsed (so that loading need not parse them again).
     pub(crate) fn accept_changes(
         &self,
         opened: &Opened,
         member: &Member,
-    ) -> Result<Vec<u8>, Refusal> {
-        let mut out = Vec::with_capacity(opened.payload.len());
+    ) -> Result<Vec<automerge::Change>, Refusal> {
+        let mut out = Vec::new();
         let mut new_bindings: Vec<String> = Vec::new();
         // A poisoned lock only means another thread panicked while binding:
         // the map itself is always whole.
@@ -37,8 +37,8 @@ impl Vault {
             // `try_from` does not check the checksum (bytes 4..8: the
             // first four of the change hash); a load would refuse it, and
             // a refused chunk in the middle of a batched load silently
-            // hides the rest. Checked here, the store need not parse every
-            // chunk twice (see `ChunkOpener::checks_changes`).
+            // hides the rest. Checked here, the store applies the parsed
+            // changes as they are (`bridge_store::Changes::Parsed`).
             if frame.get(4..8) != Some(&change.hash().0[..4]) {
                 return Err(Refusal::BadChecksum);
             }
@@ -85,7 +85,7 @@ impl Vault {
                 Some(_) => {}
                 None => new_bindings.push(actor),
             }
-            out.extend_from_slice(frame);
+            out.push(change);
         }
         drop(bindings);
         // Bind the new actors only once the whole chunk is accepted.
@@ -118,8 +118,13 @@ impl Vault {
     }
 
     /// Decrypts and checks chunk file `name` of `doc` whole: its envelope,
-    /// then every change. Returns its Automerge bytes.
-    pub fn open_chunk(&self, doc: &str, name: &str, sealed: &[u8]) -> Result<Vec<u8>, Refusal> {
+    /// then every change. Returns its changes.
+    pub fn open_chunk(
+        &self,
+        doc: &str,
+        name: &str,
+        sealed: &[u8],
+    ) -> Result<Vec<automerge::Change>, Refusal> {
         let file = DocFolder::Chunks.store_name(doc, name);
         let (opened, member) = open_verified_with(
             &self.data_keys,
@@ -165,12 +170,8 @@ impl Vault {
 impl ChunkOpener for Vault {
     type Error = Refusal;
 
-    fn checks_changes(&self) -> bool {
-        true
-    }
-
-    fn open(&self, doc: &str, name: &str, bytes: Vec<u8>) -> Result<Vec<u8>, Refusal> {
-        self.open_chunk(doc, name, &bytes)
+    fn open(&self, doc: &str, name: &str, bytes: Vec<u8>) -> Result<Changes, Refusal> {
+        self.open_chunk(doc, name, &bytes).map(Changes::Parsed)
     }
 
     fn open_snapshot(
@@ -185,7 +186,7 @@ impl ChunkOpener for Vault {
         self.remember_snapshot(folder.store_name(doc, name), &entries);
         Ok(entries
             .into_iter()
-            .map(|(entry, _, result)| (entry, result))
+            .map(|(entry, _, result)| (entry, result.map(Changes::Parsed)))
             .collect())
     }
 }

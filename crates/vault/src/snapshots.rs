@@ -14,8 +14,8 @@ use sha2::{Digest, Sha256};
 use crate::{Refusal, Vault, snapshot};
 
 /// A snapshot entry as read: chunk file name, signed envelope, and its
-/// Automerge bytes or why it is refused.
-pub(crate) type CheckedEntry = (String, Vec<u8>, Result<Vec<u8>, Refusal>);
+/// changes or why it is refused.
+pub(crate) type CheckedEntry = (String, Vec<u8>, Result<Vec<automerge::Change>, Refusal>);
 
 /// What a verified snapshot bundles: chunk file name → sha256 of its signed
 /// envelope.
@@ -23,7 +23,7 @@ pub type SnapshotIndex = BTreeMap<String, [u8; 32]>;
 
 impl Vault {
     /// Opens a snapshot file: every bundled chunk's name, signed envelope,
-    /// and Automerge bytes or why it is refused.
+    /// and changes or why it is refused.
     pub(crate) fn open_snapshot_entries(
         &self,
         doc: &str,

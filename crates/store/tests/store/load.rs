@@ -2,8 +2,12 @@
 
 use std::fs;
 
-use automerge::{ActorId, AutoCommit};
-use bridge_store::{Plain, Replica, load_doc, refresh_doc};
+use std::collections::BTreeSet;
+
+use automerge::{ActorId, AutoCommit, Change};
+use bridge_store::{
+    Changes, ChunkOpener, DocFolder, OpenedEntry, Plain, Replica, load_doc, refresh_doc,
+};
 
 use crate::{chunk_put, get_i64, independent_chunk};
 
@@ -13,8 +17,38 @@ fn replica() -> (tempfile::TempDir, Replica) {
     (dir, replica)
 }
 
+/// An opener that parses each chunk (one change each) itself and hands
+/// the changes over parsed, as the encryption layer does.
+struct Parsing;
+
+impl ChunkOpener for Parsing {
+    type Error = std::io::Error;
+
+    fn open(&self, _doc: &str, _name: &str, bytes: Vec<u8>) -> Result<Changes, std::io::Error> {
+        Change::try_from(&bytes[..])
+            .map(|change| Changes::Parsed(vec![change]))
+            .map_err(std::io::Error::other)
+    }
+
+    fn open_snapshot(
+        &self,
+        _doc: &str,
+        _folder: DocFolder,
+        _name: &str,
+        _bytes: Vec<u8>,
+        _known: &BTreeSet<String>,
+    ) -> Result<Vec<OpenedEntry<std::io::Error>>, std::io::Error> {
+        Err(std::io::Error::other("no snapshots here"))
+    }
+}
+
 #[test]
 fn load_doc_applies_a_history_of_chunks() {
+    load_doc_applies_a_history_of_chunks_with(&Plain);
+    load_doc_applies_a_history_of_chunks_with(&Parsing);
+}
+
+fn load_doc_applies_a_history_of_chunks_with(opener: &impl ChunkOpener) {
     let (_dir, replica) = replica();
     let mut doc = AutoCommit::new();
     for i in 0..20 {
@@ -22,7 +56,7 @@ fn load_doc_applies_a_history_of_chunks() {
             .write_chunk("batch", &chunk_put(&mut doc, &format!("k{}", i % 7), i))
             .unwrap();
     }
-    let (loaded, warnings) = load_doc(&replica, "batch", &Plain).unwrap();
+    let (loaded, warnings) = load_doc(&replica, "batch", opener).unwrap();
     assert!(warnings.is_empty(), "{warnings:?}");
     assert_eq!(loaded.applied.len(), 20);
     assert_eq!(get_i64(&loaded.doc, "k0"), Some(14));
@@ -31,7 +65,7 @@ fn load_doc_applies_a_history_of_chunks() {
     assert_eq!(loaded_doc.get_heads(), doc.get_heads());
 
     // A document with no chunks loads empty.
-    let (empty, warnings) = load_doc(&replica, "other", &Plain).unwrap();
+    let (empty, warnings) = load_doc(&replica, "other", opener).unwrap();
     assert!(warnings.is_empty());
     assert!(empty.applied.is_empty());
 }
@@ -126,6 +160,12 @@ fn garbage_with_a_valid_hash_is_skipped() {
 
 #[test]
 fn a_chunk_automerge_refuses_is_skipped_by_the_fallback() {
+    a_chunk_automerge_refuses_is_skipped_by_the_fallback_with(&Plain);
+    // Changes handed over parsed go through the same fallback.
+    a_chunk_automerge_refuses_is_skipped_by_the_fallback_with(&Parsing);
+}
+
+fn a_chunk_automerge_refuses_is_skipped_by_the_fallback_with(opener: &impl ChunkOpener) {
     // Two different changes with the same actor and sequence number parse
     // fine one by one, but cannot both be applied (DuplicateSeqNumber): the
     // batch load fails and the one-by-one fallback skips one of them.
@@ -143,7 +183,7 @@ fn a_chunk_automerge_refuses_is_skipped_by_the_fallback() {
         .write_chunk("d", &independent_chunk("other", 9))
         .unwrap();
 
-    let (loaded, warnings) = load_doc(&replica, "d", &Plain).unwrap();
+    let (loaded, warnings) = load_doc(&replica, "d", opener).unwrap();
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(
         warnings[0].message.contains("Automerge refused"),
