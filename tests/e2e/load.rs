@@ -9,7 +9,7 @@
 
 use std::fs;
 
-use crate::harness::Device;
+use crate::harness::{Device, poll};
 
 const TASKS: &str = "\
 tasks:
@@ -166,4 +166,30 @@ fn issue18_a_cold_start_saves_no_state_and_a_change_after_it_reads_the_files() {
         ls.stderr
     );
     assert_eq!(d.task("build").status, "done");
+}
+
+#[test]
+fn issue18_a_worker_reads_a_document_cached_without_its_state_when_a_file_arrives() {
+    let d = Device::new("laptop");
+    d.ok(&["init"]);
+    d.write("flaky.yaml", "tasks:\n  - name: flaky\n    run: exit 3\n");
+    d.ok(&["submit", "-q", "flaky.yaml"]);
+    d.run(&["work"]).expect_code(3);
+    // Cached by a cold start, without its state.
+    drop_cache(&d);
+    d.ok(&["status"]);
+    assert_eq!(files_ending(&d, ".state"), 0);
+
+    // A worker holds the document as cached; a retry from another process
+    // arrives as a new file, which it applies by reading the document
+    // from all its files.
+    let worker = d.spawn("follow", &["work", "--follow", "--poll", "200ms"]);
+    d.ok(&["retry", "flaky"]);
+    poll("the worker to run the retried task", || {
+        d.task("flaky").attempts == 2
+    });
+    worker.terminate();
+    let run = worker.wait();
+    assert!(!run.stderr.contains("cannot read"), "{}", run.stderr);
+    assert_eq!(d.task("flaky").status, "failed");
 }

@@ -642,6 +642,9 @@ impl Session {
         let Some(open) = self.docs.get_mut(id) else {
             return Ok(None);
         };
+        // Whether the document is read whole from its files: then every
+        // task is read again, and what the files change is not logged.
+        let mut whole = false;
         if open.lazy.is_some() {
             let unseen =
                 bridge_store::has_unseen(replica, name, &open.loaded.applied, &open.loaded.skipped)
@@ -652,21 +655,27 @@ impl Session {
             if !unseen {
                 return Ok(None);
             }
-            open.materialize(vault);
+            whole = !open.materialize(vault);
         }
         // Log what the new files change, to read only the tasks
         // they touch rather than the whole document.
-        open.loaded.doc.update_diff_cursor();
+        if !whole {
+            open.loaded.doc.update_diff_cursor();
+        }
         let applied_here = bridge_store::refresh_doc(replica, name, &mut open.loaded, vault)
             .map_err(|source| LoadError::ReadDoc {
                 name: name.to_owned(),
                 source,
             });
         let touched = match &applied_here {
-            Ok((n, _)) if *n > 0 => doc::touched_tasks(&open.loaded.doc.diff_incremental()),
+            Ok((n, _)) if *n > 0 && !whole => {
+                doc::touched_tasks(&open.loaded.doc.diff_incremental())
+            }
             _ => None,
         };
-        open.loaded.doc.reset_diff_cursor();
+        if !whole {
+            open.loaded.doc.reset_diff_cursor();
+        }
         let (n, w) = applied_here?;
         let files = open.loaded.applied.len() + open.loaded.skipped.len();
         let save = files >= open.cached_files + cache::REWRITE_AFTER_FILES;
