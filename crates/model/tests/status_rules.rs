@@ -1202,14 +1202,7 @@ fn issue13_a_tasks_submitters_are_the_trusted_writers_that_created_it() {
         }
         v.add_records(&d.id, &header, records);
     }
-    let tags = |s: &TaskSpec| -> Vec<[u8; 8]> {
-        v.get(&s.id())
-            .expect("task")
-            .submitters
-            .iter()
-            .copied()
-            .collect()
-    };
+    let tags = |s: &TaskSpec| -> Vec<[u8; 8]> { v.get(&s.id()).expect("task").submitters.clone() };
     assert_eq!(tags(&shared), vec![[1; 8], [2; 8]]);
     assert_eq!(tags(&alone), vec![[2; 8]]);
     assert_eq!(tags(&forged), Vec::<[u8; 8]>::new());
