@@ -565,6 +565,12 @@ mod tests {
         }))
         .expect("spec");
         let doc = DocId::new(bridge_model::BatchId::new(1, [1; 10]), 0);
+        let mut tags: Vec<[u8; 8]> = submitters
+            .iter()
+            .map(|n| member_tag(&pool.ids[n]))
+            .collect();
+        tags.sort_unstable();
+        tags.dedup();
         TaskView {
             id: spec.id(),
             spec,
@@ -574,10 +580,7 @@ mod tests {
             facts: Default::default(),
             trusted: !submitters.is_empty(),
             origin_trusted: !submitters.is_empty(),
-            submitters: submitters
-                .iter()
-                .map(|n| member_tag(&pool.ids[n]))
-                .collect(),
+            submitters: tags,
         }
     }
 
