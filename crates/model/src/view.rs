@@ -571,7 +571,19 @@ impl View {
 
     /// Derives the status of every task.
     pub fn derive(&self, now: Millis, policy: Policy) -> BTreeMap<TaskId, Derived> {
-        let mut out: BTreeMap<TaskId, Derived> = BTreeMap::new();
+        // Most tasks need none: derived first, in id order, and the map
+        // built from them in one pass (a task's derivation that needs
+        // nothing depends on nothing else). 100k inserts one by one, with
+        // the walk's look-ups, were a third of deriving.
+        let mut out: BTreeMap<TaskId, Derived> = self
+            .tasks
+            .iter()
+            .filter(|(_, task)| task.spec.needs.is_empty())
+            .map(|(id, task)| {
+                let derived = derive_task_seen(task, &[], now, policy, &self.sightings);
+                (id.clone(), derived)
+            })
+            .collect();
         // Tasks need tasks; walk the graph depth-first so each task is derived
         // after what it needs. Content addressing makes cycles impossible to
         // submit, but a forged document could hold one: a task on a cycle is
@@ -580,16 +592,9 @@ impl View {
         // (issue 12: one bad batch must not crash every command).
         let mut on_stack: HashSet<&TaskId> = HashSet::new();
         for (id, task) in &self.tasks {
-            if task.spec.needs.is_empty() {
-                // Most tasks need none: derived at once, without the walk's
-                // stack and look-ups (a fifth of deriving 100k tasks).
-                if !out.contains_key(id) {
-                    let derived = derive_task_seen(task, &[], now, policy, &self.sightings);
-                    out.insert(id.clone(), derived);
-                }
-                continue;
+            if !task.spec.needs.is_empty() {
+                self.derive_from(id, now, policy, &mut out, &mut on_stack);
             }
-            self.derive_from(id, now, policy, &mut out, &mut on_stack);
         }
         out
     }
