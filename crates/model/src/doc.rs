@@ -355,6 +355,7 @@ fn read_tasks_where(
     let Some(map) = preferred_map(doc, &ROOT, "tasks", authority) else {
         return (records, problems);
     };
+    let mut last_creator: Option<(ActorId, bool, String)> = None;
     for item in doc.map_range(&map, ..) {
         if !wanted(item.key.as_ref()) {
             continue;
@@ -379,8 +380,17 @@ fn read_tasks_where(
             };
             item.id()
         };
-        let trusted = actor_of(&task_obj).is_some_and(|a| authority.can_submit(a));
-        match read_task(doc, maps, &task_obj, &key, authority) {
+        // A document's tasks are mostly created by one actor: whether it
+        // may submit and its hex are found once per actor in a row (a
+        // look-up under the vault's lock and a string per task otherwise).
+        let creator = actor_of(&task_obj);
+        if creator != last_creator.as_ref().map(|(actor, _, _)| actor) {
+            last_creator = creator.map(|a| (a.clone(), authority.can_submit(a), a.to_hex_string()));
+        }
+        let (trusted, creator_hex) = last_creator
+            .as_ref()
+            .map_or((false, ""), |(_, trusted, hex)| (*trusted, hex.as_str()));
+        match read_task(doc, maps, &task_obj, &key, creator_hex, authority) {
             Ok(mut r) => {
                 r.trusted = trusted;
                 records.push(r)
@@ -477,21 +487,21 @@ fn owned(
     clippy::too_many_lines,
     reason = "reads every field of a stored task; to split per fact kind"
 )]
+/// Reads task `key` from its map `obj`, created by the actor whose hex is
+/// `creator` (empty for none).
 fn read_task<'a>(
     doc: &'a AutoCommit,
     maps: &Maps<'a>,
     obj: &ObjId,
     key: &str,
+    creator: &str,
     authority: &dyn Authority,
 ) -> Result<TaskRecord, String> {
     let id: TaskId = key.parse().map_err(|e| format!("{e}"))?;
     // The spec and the fact containers count only as written by the writer
     // that created the task: another writer's concurrent value is ignored.
-    let creator = actor_of(obj)
-        .map(ActorId::to_hex_string)
-        .unwrap_or_default();
     const FIELDS: [&str; 5] = ["spec", "claims", "attempts", "cancels", "retries"];
-    let fields = owned_fields(doc, maps, obj, &FIELDS, &creator);
+    let fields = owned_fields(doc, maps, obj, &FIELDS, creator);
     let owned_map = |name: &str| {
         let i = FIELDS.iter().position(|f| *f == name)?;
         match &fields[i] {
