@@ -46,6 +46,27 @@ fn drop_cache(d: &Device) {
     let _ = fs::remove_dir_all(d.path(".bridge/cache"));
 }
 
+/// A device that has submitted `TASKS`.
+fn submitted() -> Device {
+    let d = Device::new("laptop");
+    d.ok(&["init"]);
+    d.write("tasks.yaml", TASKS);
+    d.ok(&["submit", "-q", "tasks.yaml"]);
+    d
+}
+
+/// Checks that listing the pool refuses and skips no store file (a change
+/// under another writer than this device's would be refused as another
+/// member's, with a warning).
+fn assert_nothing_refused(d: &Device) {
+    let ls = d.ok(&["ls", "--json"]);
+    assert!(
+        !ls.stderr.contains("refused") && !ls.stderr.contains("skipped"),
+        "{}",
+        ls.stderr
+    );
+}
+
 /// The device's document cache files whose names end with `suffix`.
 fn files_ending(d: &Device, suffix: &str) -> usize {
     fs::read_dir(d.path(".bridge/cache")).map_or(0, |dir| {
@@ -62,10 +83,7 @@ fn cache_files(d: &Device) -> usize {
 
 #[test]
 fn issue18_a_warm_start_shows_every_field_a_cold_one_does() {
-    let d = Device::new("laptop");
-    d.ok(&["init"]);
-    d.write("tasks.yaml", TASKS);
-    d.ok(&["submit", "-q", "tasks.yaml"]);
+    let d = submitted();
     d.ok(&["cancel", "dropped"]);
     // build and test done, flaky failed twice, after-flaky skipped, left
     // pending (no gpu here), dropped cancelled.
@@ -96,10 +114,7 @@ fn issue18_a_warm_start_shows_every_field_a_cold_one_does() {
 
 #[test]
 fn issue18_changes_made_right_after_a_cold_start_are_accepted() {
-    let d = Device::new("laptop");
-    d.ok(&["init"]);
-    d.write("tasks.yaml", TASKS);
-    d.ok(&["submit", "-q", "tasks.yaml"]);
+    let d = submitted();
 
     // Each command starts cold: it reads the store files, caches and
     // drops each document, then parses it again to write its change.
@@ -111,15 +126,9 @@ fn issue18_changes_made_right_after_a_cold_start_are_accepted() {
     d.ok(&["retry", "flaky"]);
 
     // Read afresh from the store files: every change is there, none
-    // refused (a change under another writer than this device's would be
-    // refused as another member's, with a warning).
+    // refused.
     drop_cache(&d);
-    let ls = d.ok(&["ls", "--json"]);
-    assert!(
-        !ls.stderr.contains("refused") && !ls.stderr.contains("skipped"),
-        "{}",
-        ls.stderr
-    );
+    assert_nothing_refused(&d);
     assert_eq!(d.task("dropped").status, "cancelled");
     assert_eq!(d.task("build").status, "done");
     assert_eq!(d.task("test").status, "done");
@@ -128,10 +137,7 @@ fn issue18_changes_made_right_after_a_cold_start_are_accepted() {
 
 #[test]
 fn issue18_a_cold_start_saves_no_state_and_a_change_after_it_reads_the_files() {
-    let d = Device::new("laptop");
-    d.ok(&["init"]);
-    d.write("tasks.yaml", TASKS);
-    d.ok(&["submit", "-q", "tasks.yaml"]);
+    let d = submitted();
 
     // A cold start caches the tasks, not the documents' Automerge states
     // (the part of a cold start that only a later change would use).
@@ -159,12 +165,7 @@ fn issue18_a_cold_start_saves_no_state_and_a_change_after_it_reads_the_files() {
     let again = everything(&d);
     assert_eq!(warm, again);
     assert_ne!(cold.0, warm.0, "the change and the work are seen");
-    let ls = d.ok(&["ls", "--json"]);
-    assert!(
-        !ls.stderr.contains("refused") && !ls.stderr.contains("skipped"),
-        "{}",
-        ls.stderr
-    );
+    assert_nothing_refused(&d);
     assert_eq!(d.task("build").status, "done");
 }
 

@@ -458,10 +458,6 @@ mod tests {
         Vault::new(replica, identity, roster)
     }
 
-    // Issue 13, item 2: caches written before tasks carried their creator
-    // would load every task as nobody's, and every device would leave it
-    // for others. A cache of another layout is not used (a full load reads
-    // the creators again).
     fn header() -> BatchHeader {
         BatchHeader {
             batch: BatchId::new(1, [1; 10]),
@@ -520,6 +516,10 @@ mod tests {
         assert_eq!(cached.header, header());
     }
 
+    // Issue 13, item 2: caches written before tasks carried their creator
+    // would load every task as nobody's, and every device would leave it
+    // for others. A cache of another layout is not used (a full load reads
+    // the creators again).
     #[test]
     fn issue13_a_cache_without_the_tasks_creators_is_not_used() {
         let tmp = tempfile::tempdir().expect("a temp folder");
@@ -531,15 +531,7 @@ mod tests {
             "timeout_s": 5,
         }))
         .expect("a spec");
-        let header = BatchHeader {
-            batch: BatchId::new(1, [1; 10]),
-            part: 0,
-            parts: 1,
-            created_at: 1,
-            submitted_by: "me".into(),
-            device: "d".into(),
-            grant: None,
-        };
+        let header = header();
         let record = TaskRecord {
             id: spec.id(),
             spec,
@@ -547,11 +539,7 @@ mod tests {
             trusted: true,
             creator: Some([7; 8]),
         };
-        let mut loaded = LoadedDoc {
-            doc: AutoCommit::new(),
-            applied: BTreeSet::new(),
-            skipped: BTreeSet::new(),
-        };
+        let mut loaded = empty_doc();
         save(
             &vault,
             &cache,
