@@ -483,12 +483,12 @@ fn owned(
         .map(|(v, id)| (v.into_owned(), id))
 }
 
+/// Reads task `key` from its map `obj`, created by the actor whose hex is
+/// `creator` (empty for none).
 #[expect(
     clippy::too_many_lines,
     reason = "reads every field of a stored task; to split per fact kind"
 )]
-/// Reads task `key` from its map `obj`, created by the actor whose hex is
-/// `creator` (empty for none).
 fn read_task<'a>(
     doc: &'a AutoCommit,
     maps: &Maps<'a>,
