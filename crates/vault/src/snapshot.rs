@@ -223,6 +223,46 @@ mod tests {
         assert_eq!(decode(&new).unwrap(), entries);
     }
 
+    /// The CRC-32 (IEEE) an xz block header ends with.
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for b in bytes {
+            crc ^= u32::from(*b);
+            for _ in 0..8 {
+                crc = (crc >> 1) ^ (0xEDB8_8320 & (crc & 1).wrapping_neg());
+            }
+        }
+        !crc
+    }
+
+    // A member's snapshot may declare any dictionary size in its block
+    // header; the decompressor would allocate it before reading a byte of
+    // data (4 GiB, on every device that loads the document). Over the
+    // bound, the snapshot is refused instead.
+    #[test]
+    fn a_snapshot_declaring_a_huge_dictionary_is_refused() {
+        let mut bytes = encode(&[(name(1), b"one".to_vec())]).unwrap();
+        // After the 12-byte stream header: the block header's size, its
+        // flags (no sizes here), then the LZMA2 filter: id 0x21, one byte
+        // of properties, the dictionary size.
+        let start = 12;
+        let size = (usize::from(bytes[start]) + 1) * 4;
+        assert_eq!(bytes[start + 1] & 0xc0, 0, "no optional sizes");
+        assert_eq!(&bytes[start + 2..start + 4], &[0x21, 0x01], "LZMA2");
+        // 32: 256 MiB, twice the bound.
+        bytes[start + 4] = 32;
+        let crc = crc32(&bytes[start..start + size - 4]);
+        bytes[start + size - 4..start + size].copy_from_slice(&crc.to_le_bytes());
+        let err = decode(&bytes).expect_err("over the memory bound");
+        assert!(matches!(err, DecodeError::Decompress(_)), "{err}");
+        // The same header with a dictionary under the bound still reads:
+        // only the size was refused.
+        bytes[start + 4] = 20;
+        let crc = crc32(&bytes[start..start + size - 4]);
+        bytes[start + size - 4..start + size].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(decode(&bytes).unwrap(), vec![(name(1), b"one".to_vec())]);
+    }
+
     #[test]
     fn bad_payloads_are_errors_not_panics() {
         let good = encode(&[(name(1), b"one".to_vec())]).unwrap();
