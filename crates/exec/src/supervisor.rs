@@ -796,9 +796,14 @@ fn run_task(plan: &Plan, signals: &SignalFd) -> Result<(TaskStatus, bool), Strin
     let mut kill_at: Option<Instant> = None;
     let mut abandoned = false;
     loop {
-        reap(task, &mut status);
+        let left = reap(task, &mut status);
         if let Some(status) = status {
-            kill_descendants(task, &mut None);
+            // With no child left there is nothing to kill: every process
+            // the task left behind would be our child (we are its
+            // subreaper), so the scan of /proc can be skipped.
+            if left == Children::Left {
+                kill_descendants(task, &mut None);
+            }
             return Ok((status, abandoned));
         }
         let now = Instant::now();
@@ -862,17 +867,31 @@ fn find_in_path(program: &OsStr, path: Option<&OsStr>) -> Option<PathBuf> {
     })
 }
 
-/// Reaps every child that has exited, recording the task's status.
-fn reap(task: Pid, status: &mut Option<TaskStatus>) {
+/// Whether a supervisor has children after [`reap`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Children {
+    /// Some may still run (or could not be waited for).
+    Left,
+    /// None at all (`ECHILD`).
+    None,
+}
+
+/// Reaps every child that has exited, recording the task's status; says
+/// whether any child is left.
+fn reap(task: Pid, status: &mut Option<TaskStatus>) -> Children {
     loop {
         match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::StillAlive) => return,
+            Ok(WaitStatus::StillAlive) => return Children::Left,
             Ok(reaped) => record(task, reaped, status),
             // ECHILD: no child at all, so the task is gone too; it cannot
             // have been reaped without `record` seeing it.
+            Err(Errno::ECHILD) => {
+                status.get_or_insert(TaskStatus::Signaled(Signal::SIGKILL as i32));
+                return Children::None;
+            }
             Err(_) => {
                 status.get_or_insert(TaskStatus::Signaled(Signal::SIGKILL as i32));
-                return;
+                return Children::Left;
             }
         }
     }
