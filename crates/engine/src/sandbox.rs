@@ -118,6 +118,10 @@ pub struct Sandbox {
     /// Whether a path of `fixed` lies below `host_tmp` (found once: a
     /// private `/tmp` would hide it).
     fixed_under_tmp: bool,
+    /// The folder of the last TMPDIR asked about and whether it lies below
+    /// `host_tmp`: every task's TMPDIR is in its worker's folder, which is
+    /// made canonical once rather than per task.
+    tmp_parent: std::sync::OnceLock<(PathBuf, bool)>,
 }
 
 impl Sandbox {
@@ -195,6 +199,7 @@ impl Sandbox {
             fixed,
             host_tmp,
             fixed_under_tmp,
+            tmp_parent: std::sync::OnceLock::new(),
         })
     }
 
@@ -226,10 +231,27 @@ impl Sandbox {
         // below /tmp (a workspace there: its own folder and logs, siblings
         // of its TMPDIR): then /tmp stays the host's, closed by Landlock, as
         // without namespaces.
-        if c.namespaces && !self.fixed_under_tmp && !is_below(tmp, &self.host_tmp) {
+        if c.namespaces && !self.fixed_under_tmp && !self.tmp_is_below_host_tmp(tmp) {
             c.private_tmp = Some(tmp.to_path_buf());
         }
         Some(c)
+    }
+
+    /// Whether a task's TMPDIR lies at or below the host's `/tmp`. Its
+    /// folder (the worker's) is made canonical the first time; the TMPDIR
+    /// itself is a folder the worker made there, not a link.
+    fn tmp_is_below_host_tmp(&self, tmp: &Path) -> bool {
+        let (Some(parent), Some(_)) = (tmp.parent(), tmp.file_name()) else {
+            return is_below(tmp, &self.host_tmp);
+        };
+        let (folder, below) = self
+            .tmp_parent
+            .get_or_init(|| (parent.to_path_buf(), is_below(parent, &self.host_tmp)));
+        if folder == parent {
+            *below
+        } else {
+            is_below(tmp, &self.host_tmp)
+        }
     }
 }
 
@@ -411,6 +433,7 @@ mod tests {
             fixed: active.then(Confinement::default),
             host_tmp: PathBuf::from("/tmp"),
             fixed_under_tmp: false,
+            tmp_parent: std::sync::OnceLock::new(),
         }
     }
 
@@ -467,6 +490,41 @@ mod tests {
         assert_eq!(unmet_requirements(&t, &sandbox(&[], ns, true)), None);
         // Sandbox off: nothing cuts the network.
         assert!(unmet_requirements(&t, &sandbox(&[], ns, false)).is_some());
+    }
+
+    /// A TMPDIR below the host's /tmp is not mounted over /tmp (the mount
+    /// would hide it). The worker's folder, which holds every TMPDIR, is
+    /// made canonical once (issue 18, item 1); a TMPDIR elsewhere is looked
+    /// at on its own, a link to below /tmp counting as below.
+    #[test]
+    fn a_tmpdir_below_the_hosts_tmp_is_not_mounted_over_it() {
+        let root = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let root = std::fs::canonicalize(root.path()).unwrap_or_else(|e| panic!("{e}"));
+        let (host_tmp, outside) = (root.join("tmp"), root.join("work"));
+        let (inner, outer) = (host_tmp.join("w-1"), outside.join("w-1"));
+        for d in [&inner, &outer] {
+            std::fs::create_dir_all(d.join("a.tmp")).unwrap_or_else(|e| panic!("{e}"));
+        }
+        std::os::unix::fs::symlink(&inner, outside.join("w-link"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let with_ns = SandboxSupport {
+            landlock: true,
+            namespaces: true,
+            ..SandboxSupport::default()
+        };
+        let mut s = sandbox(&[], with_ns, true);
+        s.fixed = Some(Confinement {
+            namespaces: true,
+            ..Confinement::default()
+        });
+        s.host_tmp = host_tmp;
+        let private = |tmp: PathBuf| s.confinement(&spec(), &tmp).and_then(|c| c.private_tmp);
+        for _ in 0..2 {
+            assert_eq!(private(outer.join("a.tmp")), Some(outer.join("a.tmp")));
+        }
+        assert_eq!(private(inner.join("a.tmp")), None);
+        assert_eq!(private(outside.join("w-link").join("a.tmp")), None);
+        assert_eq!(private(outer.join("a.tmp")), Some(outer.join("a.tmp")));
     }
 
     #[test]
