@@ -8,14 +8,14 @@ use clap::Args;
 use tokio_util::sync::CancellationToken;
 
 use super::GlobalArgs;
-use super::common::{open_session, resolve_task, sync_and_report, sync_remote};
+use super::common::{open_session_with, resolve_task, sync_and_report, sync_remote};
 use crate::budget::{Pacer, Share};
 use crate::error::{CliResult, EXIT_INTERRUPTED, EXIT_OK, EXIT_TASK_FAILED, HintExt};
 use crate::output::{duration, print_json};
 use crate::publish::Publisher;
 use crate::run_policy::RunFrom;
 use crate::worker::{self, Event, WorkOptions};
-use crate::workspace::{Session, now_ms};
+use crate::workspace::{LoadPlan, Session, now_ms};
 
 /// Run runnable tasks on this device
 ///
@@ -149,7 +149,7 @@ fn paced(publisher: Publisher, share: Option<Share>) -> Publisher {
 }
 
 pub fn run(g: &GlobalArgs, args: WorkArgs) -> CliResult<u8> {
-    let mut session = open_session(g)?;
+    let mut session = open_session_with(g, LoadPlan::Work)?;
     let parallel = parallel_or_cpus(args.parallel);
     let poll = humantime::parse_duration(&args.poll)
         .with_context(|| format!("--poll {} is not a duration", args.poll))

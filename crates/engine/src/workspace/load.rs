@@ -152,6 +152,20 @@ pub(super) fn read_open_doc(
     save_to: Option<&Path>,
     after: AfterCache,
 ) -> Option<(BatchHeader, Vec<TaskRecord>, Vec<doc::Problem>)> {
+    read_open_doc_keeping(vault, id, open, save_to, after, false)
+}
+
+/// [`read_open_doc`]; `keep_unfinished`: a document that holds unfinished
+/// tasks stays parsed whatever `after` says (this process is about to
+/// change it: see [`LoadPlan::Work`](super::LoadPlan::Work)).
+fn read_open_doc_keeping(
+    vault: &Vault,
+    id: &DocId,
+    open: &mut OpenDoc,
+    save_to: Option<&Path>,
+    after: AfterCache,
+    keep_unfinished: bool,
+) -> Option<(BatchHeader, Vec<TaskRecord>, Vec<doc::Problem>)> {
     open.materialize(vault);
     if open.header.is_none() {
         // Err: the genesis change has not arrived yet; nothing to show.
@@ -175,7 +189,9 @@ pub(super) fn read_open_doc(
             after != AfterCache::ReleaseUnsaved,
         );
         open.cached_files = open.loaded.applied.len() + open.loaded.skipped.len();
+        let kept = keep_unfinished && unfinished(&records) > 0;
         if after != AfterCache::Keep
+            && !kept
             && let Some(reload) = saved
         {
             open.release(reload);
@@ -198,12 +214,13 @@ pub(super) struct NewDoc {
 
 /// Loads document `name` (see [`NewDoc`]). Free of `Session`, so that
 /// several load in parallel.
+/// `keep_unfinished`: see [`read_open_doc_keeping`].
 pub(super) fn load_new_doc(
     vault: &Vault,
     replica: &Replica,
     cache_dir: &Path,
-    id: &DocId,
-    name: &str,
+    (id, name): (&DocId, &str),
+    keep_unfinished: bool,
 ) -> Result<NewDoc, LoadError> {
     let began = std::time::Instant::now();
     let mut open = match cache::load(vault, cache_dir, name) {
@@ -254,7 +271,7 @@ pub(super) fn load_new_doc(
     // not open them again.
     // Only a document loaded afresh is released: one a long-lived process
     // keeps changing stays parsed.
-    let read = read_open_doc(
+    let read = read_open_doc_keeping(
         vault,
         id,
         &mut open,
@@ -268,6 +285,7 @@ pub(super) fn load_new_doc(
         } else {
             AfterCache::ReleaseUnsaved
         },
+        keep_unfinished,
     );
     Ok(NewDoc {
         open,

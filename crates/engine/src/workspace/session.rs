@@ -147,6 +147,10 @@ pub struct Session {
     loaded_at: Millis,
     /// How documents not loaded yet are loaded.
     plan: LoadPlan,
+    /// Whether a document read for the first time stays parsed when it
+    /// holds unfinished tasks (a process that works on them: see
+    /// [`LoadPlan::Work`]).
+    keep_unfinished: bool,
     /// Unfinished tasks in the documents loaded since the plan last
     /// stopped loading.
     open_loaded: usize,
@@ -189,6 +193,11 @@ impl Drop for Session {
 pub enum LoadPlan {
     /// Every live document: commands that show or change the whole pool.
     All,
+    /// Every live document, as [`All`](Self::All), for a process that
+    /// works on their tasks (`bridge work`): a document with unfinished
+    /// tasks stays parsed after it is first read, rather than dropped and
+    /// parsed again from its files or saved state at its first claim.
+    Work,
     /// A runner: the newest batch's documents first, in an order of its
     /// own within a batch (hashed with `seed`, so that runners start on
     /// different documents), stopping once those loaded hold `open_tasks`
@@ -224,6 +233,12 @@ impl LoadPlan {
     /// may record the claims it sees).
     fn reads_tasks(&self) -> bool {
         !matches!(self, LoadPlan::Touched(_))
+    }
+
+    /// Whether this plan is a worker's (see [`LoadPlan::Work`]): a
+    /// runner's is too.
+    fn works(&self) -> bool {
+        matches!(self, LoadPlan::Work | LoadPlan::UntilOpen { .. })
     }
 }
 
@@ -271,6 +286,7 @@ impl Session {
             seq: 0,
             warned: BTreeSet::new(),
             loaded_at: clock.now_ms(),
+            keep_unfinished: plan.works(),
             plan,
             open_loaded: 0,
             deferred: false,
@@ -553,7 +569,13 @@ impl Session {
                 false => {
                     let loaded = match prefetched.remove(&name) {
                         Some(result) => result,
-                        None => load_new_doc(&vault, replica, cache_dir, &id, &name),
+                        None => load_new_doc(
+                            &vault,
+                            replica,
+                            cache_dir,
+                            (&id, &name),
+                            self.keep_unfinished,
+                        ),
                     }?;
                     for w in &loaded.warnings {
                         let key = w.path.display().to_string();
@@ -597,7 +619,7 @@ impl Session {
             source,
         })?;
         let target = match &self.plan {
-            LoadPlan::All => None,
+            LoadPlan::All | LoadPlan::Work => None,
             LoadPlan::Touched(touched) => {
                 let private = self.vault.private_batches();
                 let cache_dir = self.cache_dir();
@@ -715,6 +737,7 @@ impl Session {
         }
         let next = std::sync::atomic::AtomicUsize::new(0);
         let (vault, replica) = (&*self.vault, &self.ws.replica);
+        let keep = self.keep_unfinished;
         let work = || {
             let mut out = Vec::new();
             loop {
@@ -722,7 +745,7 @@ impl Session {
                 let Some((id, name)) = new.get(i) else {
                     break;
                 };
-                let result = load_new_doc(vault, replica, cache_dir, id, name);
+                let result = load_new_doc(vault, replica, cache_dir, (id, name), keep);
                 out.push(((*name).clone(), result));
             }
             out
@@ -967,6 +990,12 @@ impl Session {
         Ok(out)
     }
 
+    /// How many changes to document `id` wait for the next flush.
+    #[cfg(test)]
+    pub(crate) fn unflushed_changes(&self, id: &DocId) -> usize {
+        self.docs.get(id).map_or(0, |open| open.unflushed.len())
+    }
+
     /// The view, for noting facts this process just wrote.
     pub fn view_mut(&mut self) -> &mut View {
         &mut self.view
@@ -1151,6 +1180,49 @@ mod tests {
         cache::forget(&cache_dir, &doc.to_string());
         let s = session_with(tmp.path(), clock, &identity, LoadPlan::touched());
         assert_eq!(s.view().len(), 1);
+    }
+
+    /// A worker's session (issue 18, item 1) keeps a document with
+    /// unfinished tasks parsed after reading it for the first time: its
+    /// first claim then changes it as it is, where any other command's
+    /// session drops it and would read its files again.
+    #[test]
+    fn issue18_a_workers_session_keeps_a_document_with_unfinished_tasks_parsed() {
+        let tmp = tempfile::tempdir().expect("a temp folder");
+        let clock = ManualClock::at(START);
+        let identity = Identity::generate().expect("a key");
+        let mut a = session_with(tmp.path(), clock.clone(), &identity, LoadPlan::All);
+        let doc = submit_one(&mut a, START);
+        drop(a);
+        let cache_dir = cache::dir(&tmp.path().join(STATE_DIR));
+        let parsed = |plan: LoadPlan| {
+            // Read for the first time on this device: no cache.
+            cache::forget(&cache_dir, &doc.to_string());
+            let s = session_with(tmp.path(), clock.clone(), &identity, plan);
+            assert_eq!(s.view().len(), 1);
+            s.docs.get(&doc).map(|open| open.lazy.is_none())
+        };
+        assert_eq!(parsed(LoadPlan::All), Some(false), "dropped after reading");
+        assert_eq!(parsed(LoadPlan::Work), Some(true), "kept parsed");
+        // Once its task is done there is nothing to keep it for.
+        let mut w = session_with(tmp.path(), clock.clone(), &identity, LoadPlan::Work);
+        let task = w
+            .view()
+            .tasks()
+            .next()
+            .map(|t| t.id.clone())
+            .expect("a task");
+        let attempt: bridge_model::Attempt = serde_json::from_value(serde_json::json!({
+            "key": w.next_key(), "started_at": START, "ended_at": START, "outcome": "success",
+        }))
+        .expect("an attempt");
+        w.change(&doc, START, "attempt", |d| {
+            doc::put_attempt(d, &task, &attempt)
+        })
+        .expect("an attempt");
+        w.flush().expect("flushed");
+        drop(w);
+        assert_eq!(parsed(LoadPlan::Work), Some(false));
     }
 
     #[test]
