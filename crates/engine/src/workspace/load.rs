@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use automerge::AutoCommit;
 use bridge_model::DocId;
@@ -152,19 +153,20 @@ pub(super) fn read_open_doc(
     save_to: Option<&Path>,
     after: AfterCache,
 ) -> Option<(BatchHeader, Vec<TaskRecord>, Vec<doc::Problem>)> {
-    read_open_doc_keeping(vault, id, open, save_to, after, false)
+    read_open_doc_keeping(vault, id, open, save_to, after, None)
 }
 
 /// [`read_open_doc`]; `keep_unfinished`: a document that holds unfinished
-/// tasks stays parsed whatever `after` says (this process is about to
-/// change it: see [`LoadPlan::Work`](super::LoadPlan::Work)).
+/// tasks stays parsed whatever `after` says while this budget of unfinished
+/// tasks lasts (this process is about to change it: see
+/// [`LoadPlan::Work`](super::LoadPlan::Work)); it is taken from.
 fn read_open_doc_keeping(
     vault: &Vault,
     id: &DocId,
     open: &mut OpenDoc,
     save_to: Option<&Path>,
     after: AfterCache,
-    keep_unfinished: bool,
+    keep_unfinished: Option<&AtomicUsize>,
 ) -> Option<(BatchHeader, Vec<TaskRecord>, Vec<doc::Problem>)> {
     open.materialize(vault);
     if open.header.is_none() {
@@ -189,7 +191,7 @@ fn read_open_doc_keeping(
             after != AfterCache::ReleaseUnsaved,
         );
         open.cached_files = open.loaded.applied.len() + open.loaded.skipped.len();
-        let kept = keep_unfinished && unfinished(&records) > 0;
+        let kept = keep_unfinished.is_some_and(|left| take_from(left, unfinished(&records)));
         if after != AfterCache::Keep
             && !kept
             && let Some(reload) = saved
@@ -198,6 +200,17 @@ fn read_open_doc_keeping(
         }
     }
     Some((header, records, problems))
+}
+
+/// Takes `n` (at least one) from the budget `left` while it is not spent:
+/// whether it could.
+fn take_from(left: &AtomicUsize, n: usize) -> bool {
+    n > 0
+        && left
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| {
+                (l > 0).then(|| l.saturating_sub(n))
+            })
+            .is_ok()
 }
 
 /// A document not in memory before, loaded (from the cache and whatever
@@ -220,7 +233,7 @@ pub(super) fn load_new_doc(
     replica: &Replica,
     cache_dir: &Path,
     (id, name): (&DocId, &str),
-    keep_unfinished: bool,
+    keep_unfinished: Option<&AtomicUsize>,
 ) -> Result<NewDoc, LoadError> {
     let began = std::time::Instant::now();
     let mut open = match cache::load(vault, cache_dir, name) {
@@ -309,4 +322,22 @@ pub(super) fn unfinished(records: &[TaskRecord]) -> usize {
                     .any(|a| a.outcome == bridge_model::facts::Outcome::Success)
         })
         .count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The budget of tasks a worker keeps parsed: documents are kept while
+    /// it is not spent (the last one may pass it), and one with no
+    /// unfinished task takes nothing and is not kept.
+    #[test]
+    fn documents_are_kept_parsed_while_the_budget_lasts() {
+        let left = AtomicUsize::new(1024);
+        assert!(!take_from(&left, 0));
+        assert!(take_from(&left, 1000));
+        assert!(take_from(&left, 1000), "24 left: the second is kept");
+        assert_eq!(left.load(Ordering::Relaxed), 0);
+        assert!(!take_from(&left, 1));
+    }
 }

@@ -147,10 +147,10 @@ pub struct Session {
     loaded_at: Millis,
     /// How documents not loaded yet are loaded.
     plan: LoadPlan,
-    /// Whether a document read for the first time stays parsed when it
-    /// holds unfinished tasks (a process that works on them: see
-    /// [`LoadPlan::Work`]).
-    keep_unfinished: bool,
+    /// How many more unfinished tasks the documents read for the first
+    /// time may hold and stay parsed (a process that works on them: see
+    /// [`LoadPlan::Work`]; none for other plans).
+    keep_unfinished: std::sync::atomic::AtomicUsize,
     /// Unfinished tasks in the documents loaded since the plan last
     /// stopped loading.
     open_loaded: usize,
@@ -188,15 +188,22 @@ impl Drop for Session {
     }
 }
 
+/// How many unfinished tasks the documents a worker keeps parsed after
+/// reading them may hold (see [`LoadPlan::Work`]): about four claim
+/// windows of short tasks.
+pub const KEEP_PARSED_TASKS: usize = 1024;
+
 /// How a session loads the documents it has not loaded yet.
 #[derive(Debug, Clone)]
 pub enum LoadPlan {
     /// Every live document: commands that show or change the whole pool.
     All,
     /// Every live document, as [`All`](Self::All), for a process that
-    /// works on their tasks (`bridge work`): a document with unfinished
-    /// tasks stays parsed after it is first read, rather than dropped and
-    /// parsed again from its files or saved state at its first claim.
+    /// works on their tasks (`bridge work`): the first documents read with
+    /// unfinished tasks, up to [`KEEP_PARSED_TASKS`] of them, stay parsed,
+    /// rather than dropped and parsed again from their files or saved
+    /// state at the first claim. (Not all of them: on a large pool that
+    /// would hold every document in memory.)
     Work,
     /// A runner: the newest batch's documents first, in an order of its
     /// own within a batch (hashed with `seed`, so that runners start on
@@ -286,7 +293,11 @@ impl Session {
             seq: 0,
             warned: BTreeSet::new(),
             loaded_at: clock.now_ms(),
-            keep_unfinished: plan.works(),
+            keep_unfinished: std::sync::atomic::AtomicUsize::new(if plan.works() {
+                KEEP_PARSED_TASKS
+            } else {
+                0
+            }),
             plan,
             open_loaded: 0,
             deferred: false,
@@ -574,7 +585,7 @@ impl Session {
                             replica,
                             cache_dir,
                             (&id, &name),
-                            self.keep_unfinished,
+                            Some(&self.keep_unfinished),
                         ),
                     }?;
                     for w in &loaded.warnings {
@@ -737,7 +748,7 @@ impl Session {
         }
         let next = std::sync::atomic::AtomicUsize::new(0);
         let (vault, replica) = (&*self.vault, &self.ws.replica);
-        let keep = self.keep_unfinished;
+        let keep = Some(&self.keep_unfinished);
         let work = || {
             let mut out = Vec::new();
             loop {
