@@ -71,12 +71,13 @@ pub struct Worker<'a> {
     avg_ms: Option<f64>,
     /// Attempts ended but not flushed yet…
     unflushed_attempts: usize,
-    /// …those of them not yet written to their documents (in the view
-    /// already): written together, one change per document, when they are
-    /// flushed or before the documents are read again.
-    unwritten: Vec<(DocId, TaskId, bridge_model::Attempt)>,
     /// …and when they will be.
     flush_at: Option<Instant>,
+    /// The attempts ended and not yet written to their documents (in the
+    /// view already): written together, one change per document, when
+    /// they are flushed, before the documents take in a sync, and when the
+    /// worker is dropped.
+    unwritten: Vec<(DocId, TaskId, bridge_model::Attempt)>,
     renew_at: Instant,
     stopping: bool,
     shards: Option<Shards>,
@@ -171,8 +172,8 @@ impl<'a> Worker<'a> {
             claimed_total: 0,
             avg_ms: None,
             unflushed_attempts: 0,
-            unwritten: Vec::new(),
             flush_at: None,
+            unwritten: Vec::new(),
             renew_at: Instant::now() + opts.lease / 3,
             stopping: false,
             shards: opts.shard.map(|(_, count)| Shards::new(count)),
@@ -904,6 +905,17 @@ impl<'a> Worker<'a> {
     }
 }
 
+impl Drop for Worker<'_> {
+    /// A worker that ends early (an error, its future dropped) leaves its
+    /// session's documents holding every attempt its view shows, for
+    /// whatever flushes the session next.
+    fn drop(&mut self) {
+        if let Err(e) = self.write_attempts() {
+            tracing::warn!("{e}");
+        }
+    }
+}
+
 /// An attempt's whole stdout and stderr: the tail kept in the attempt when
 /// it is the whole log (shorter than a tail, and valid text: most tasks'
 /// logs, read with no I/O on the worker's loop), else read back from the
@@ -1142,13 +1154,14 @@ mod tests {
     /// and are written to their document together, as one change, when
     /// they are flushed (issue 18, item 1: a change and its commit for each
     /// attempt was a fifth of the worker loop's time on short tasks). One
-    /// that cannot be written does not take the others with it.
+    /// that cannot be written does not take the others with it; a worker
+    /// dropped early writes those it holds.
     #[test]
     fn issue18_the_attempts_of_a_flush_are_one_change_of_their_document() {
         let pool = Pool::new();
         let mut a = pool.session();
         let clock = ManualClock::at(SystemClock.now_ms());
-        let ids = submit(&mut a, &["t1", "t2", "t3"], clock.now_ms());
+        let ids = submit(&mut a, &["t1", "t2", "t3", "t4"], clock.now_ms());
         let doc = a
             .view()
             .get(&ids[0])
@@ -1163,7 +1176,7 @@ mod tests {
             let window = worker.claim_window(worker.budget_left()).await;
             assert!(matches!(window, Ok(Window::Claimed)), "{window:?}");
             let keys: Vec<String> = worker.queue.drain(..).collect();
-            assert_eq!(keys.len(), 3);
+            assert_eq!(keys.len(), 4);
             assert_eq!(worker.session.unflushed_changes(&doc), 0);
             for key in &keys[..2] {
                 let finished = succeeded(&worker, key, clock.now_ms());
@@ -1192,7 +1205,13 @@ mod tests {
                 .unwritten
                 .push((doc.clone(), last.id.clone(), last.attempt));
             assert!(worker.flush_attempts().is_err());
+            // One ended when the worker stops early (dropped): its document
+            // holds it for whatever flushes the session next.
+            let finished = succeeded(&worker, &keys[3], clock.now_ms());
+            let job = tokio::spawn(async {}).id();
+            assert!(matches!(worker.collect(Ok((job, finished))), Ok(false)));
         });
+        a.flush().unwrap_or_else(|e| panic!("{e}"));
         refresh(&mut b);
         for id in &ids {
             assert_eq!(status(&b, id, clock.now_ms()), Status::Done, "{id}");
