@@ -118,9 +118,9 @@ pub struct Sandbox {
     /// Whether a path of `fixed` lies below `host_tmp` (found once: a
     /// private `/tmp` would hide it).
     fixed_under_tmp: bool,
-    /// The folder of the last TMPDIR asked about and whether it lies below
-    /// `host_tmp`: every task's TMPDIR is in its worker's folder, which is
-    /// made canonical once rather than per task.
+    /// The folder of the first TMPDIR asked about and whether it lies
+    /// below `host_tmp`: every task's TMPDIR is in its worker's folder,
+    /// which is made canonical once rather than per task.
     tmp_parent: std::sync::OnceLock<(PathBuf, bool)>,
 }
 

@@ -226,8 +226,8 @@ pub(super) struct NewDoc {
 }
 
 /// Loads document `name` (see [`NewDoc`]). Free of `Session`, so that
-/// several load in parallel.
-/// `keep_unfinished`: see [`read_open_doc_keeping`].
+/// several load in parallel. `keep_unfinished`: see
+/// [`read_open_doc_keeping`].
 pub(super) fn load_new_doc(
     vault: &Vault,
     replica: &Replica,

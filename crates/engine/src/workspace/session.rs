@@ -1147,14 +1147,20 @@ mod tests {
             .expect("the task just submitted")
     }
 
+    /// A workspace where `identity` submitted one task (its session
+    /// dropped), and the task's document.
+    fn one_submitted(clock: &Arc<ManualClock>, identity: &Identity) -> (tempfile::TempDir, DocId) {
+        let tmp = tempfile::tempdir().expect("a temp folder");
+        let mut a = session_with(tmp.path(), clock.clone(), identity, LoadPlan::All);
+        let doc = submit_one(&mut a, START);
+        (tmp, doc)
+    }
+
     #[test]
     fn a_sync_reads_only_the_documents_it_touched_and_records_no_sighting() {
-        let tmp = tempfile::tempdir().expect("a temp folder");
         let clock = ManualClock::at(START);
         let identity = Identity::generate().expect("a key");
-        let mut a = session_with(tmp.path(), clock.clone(), &identity, LoadPlan::All);
-        let doc = submit_one(&mut a, START);
-        drop(a);
+        let (tmp, doc) = one_submitted(&clock, &identity);
         // Read (and cached) once on this device, as any command does.
         drop(session_with(
             tmp.path(),
@@ -1199,12 +1205,9 @@ mod tests {
     /// session drops it and would read its files again.
     #[test]
     fn issue18_a_workers_session_keeps_a_document_with_unfinished_tasks_parsed() {
-        let tmp = tempfile::tempdir().expect("a temp folder");
         let clock = ManualClock::at(START);
         let identity = Identity::generate().expect("a key");
-        let mut a = session_with(tmp.path(), clock.clone(), &identity, LoadPlan::All);
-        let doc = submit_one(&mut a, START);
-        drop(a);
+        let (tmp, doc) = one_submitted(&clock, &identity);
         let cache_dir = cache::dir(&tmp.path().join(STATE_DIR));
         let parsed = |plan: LoadPlan| {
             // Read for the first time on this device: no cache.
