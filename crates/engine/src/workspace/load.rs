@@ -143,24 +143,13 @@ pub(super) enum AfterCache {
 }
 
 /// Reads the tasks of a document held in memory (parsing a lazy one) and
-/// caches it when `save_to` is given, leaving it as `after` says. `None`
-/// while its genesis change has not arrived. Free of `Session` so that
-/// documents load in parallel.
+/// caches it when `save_to` is given, leaving it as `after` says, except
+/// that a document holding unfinished tasks stays parsed while the budget
+/// `keep_unfinished` of such tasks lasts (it is taken from: this process is
+/// about to change the document, see [`LoadPlan::Work`](super::LoadPlan::Work)).
+/// `None` while its genesis change has not arrived. Free of `Session` so
+/// that documents load in parallel.
 pub(super) fn read_open_doc(
-    vault: &Vault,
-    id: &DocId,
-    open: &mut OpenDoc,
-    save_to: Option<&Path>,
-    after: AfterCache,
-) -> Option<(BatchHeader, Vec<TaskRecord>, Vec<doc::Problem>)> {
-    read_open_doc_keeping(vault, id, open, save_to, after, None)
-}
-
-/// [`read_open_doc`]; `keep_unfinished`: a document that holds unfinished
-/// tasks stays parsed whatever `after` says while this budget of unfinished
-/// tasks lasts (this process is about to change it: see
-/// [`LoadPlan::Work`](super::LoadPlan::Work)); it is taken from.
-fn read_open_doc_keeping(
     vault: &Vault,
     id: &DocId,
     open: &mut OpenDoc,
@@ -226,8 +215,7 @@ pub(super) struct NewDoc {
 }
 
 /// Loads document `name` (see [`NewDoc`]). Free of `Session`, so that
-/// several load in parallel. `keep_unfinished`: see
-/// [`read_open_doc_keeping`].
+/// several load in parallel. `keep_unfinished`: see [`read_open_doc`].
 pub(super) fn load_new_doc(
     vault: &Vault,
     replica: &Replica,
@@ -284,7 +272,7 @@ pub(super) fn load_new_doc(
     // not open them again.
     // Only a document loaded afresh is released: one a long-lived process
     // keeps changing stays parsed.
-    let read = read_open_doc_keeping(
+    let read = read_open_doc(
         vault,
         id,
         &mut open,

@@ -863,7 +863,7 @@ impl Session {
             return 0;
         };
         let Some((header, records, problems)) =
-            read_open_doc(&self.vault, id, open, save_to, AfterCache::Keep)
+            read_open_doc(&self.vault, id, open, save_to, AfterCache::Keep, None)
         else {
             return 0;
         };
