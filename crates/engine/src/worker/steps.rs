@@ -910,6 +910,11 @@ impl Drop for Worker<'_> {
     /// session's documents holding every attempt its view shows, for
     /// whatever flushes the session next.
     fn drop(&mut self) {
+        // Not while unwinding from a panic: one more in Automerge would
+        // abort the process.
+        if std::thread::panicking() {
+            return;
+        }
         if let Err(e) = self.write_attempts() {
             tracing::warn!("{e}");
         }
