@@ -267,9 +267,11 @@ fn run_with_full_folder(
     full: &std::path::Path,
     args: &[&str],
 ) -> Option<crate::harness::Run> {
-    let script = r#"copy=$(mktemp -d) && cp -a "$1/." "$copy/" || exit 98
+    // The copy sits beside the folder, in the test's own temporary folder,
+    // and is removed once restored: nothing is left in the host's /tmp.
+    let script = r#"copy=$(mktemp -d "$1.copy.XXXXXX") && cp -a "$1/." "$copy/" || exit 98
 mount -t tmpfs -o size=8m tmpfs "$1" || exit 99
-cp -a "$copy/." "$1/" || exit 97
+cp -a "$copy/." "$1/" && rm -rf "$copy" || exit 97
 dd if=/dev/zero of="$1/.fill" bs=64k 2>/dev/null
 shift; exec "$@""#;
     run_in_namespace(d, full, script, args)

@@ -360,8 +360,8 @@ fn sha256_of(file: &Path) -> String {
 /// `.ci/release-archive`) served over https on 127.0.0.1 as a release page
 /// (curl trusts the test authority through `CURL_CA_BUNDLE`, so the
 /// template's `--proto '=https'` stays), no `bridge` on PATH. Each of the
-/// three jobs downloads it, checks it against `BRIDGE_SHA256` and drains
-/// the pool. Then the template refuses, each job failing with the reason:
+/// three jobs downloads it, checks it against `BRIDGE_SHA256`, drains
+/// the pool and removes the download from its `TMPDIR`. Then the template refuses, each job failing with the reason:
 /// an archive whose SHA-256 is not `BRIDGE_SHA256`, an empty
 /// `BRIDGE_SHA256`, a `BRIDGE_USE` it does not know and a budget that does
 /// not fit the job's timeout.
@@ -401,6 +401,10 @@ fn the_template_installs_a_verified_release_and_refuses_the_rest() {
         );
     };
     let ca = server.ca_path().to_path_buf();
+    // The jobs' temporary folder: a shell runner's outlives its jobs, so
+    // the download must not be left there.
+    let job_tmp = tmp.path().join("job-tmp");
+    fs::create_dir_all(&job_tmp).expect("cannot create a folder");
     let pipeline = |name: &str| {
         let mut run = start_pipeline(
             &tool,
@@ -408,10 +412,19 @@ fn the_template_installs_a_verified_release_and_refuses_the_rest() {
             tmp.path(),
             name,
             false,
-            &[("CURL_CA_BUNDLE", &ca)],
+            &[("CURL_CA_BUNDLE", &ca), ("TMPDIR", &job_tmp)],
         );
         let code = run.wait(Duration::from_secs(300));
-        (code, run.log())
+        let log = run.log();
+        let left: Vec<_> = fs::read_dir(&job_tmp)
+            .expect("the jobs' temporary folder")
+            .map(|e| e.expect("an entry").file_name())
+            .collect();
+        assert!(
+            left.is_empty(),
+            "{name}: the jobs left {left:?} in TMPDIR:\n{log}"
+        );
+        (code, log)
     };
 
     release(&sha, "release", "5m");
