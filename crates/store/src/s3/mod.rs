@@ -227,6 +227,7 @@ impl S3Spec {
 
 /// The `[section]` of an INI file (the AWS shared files' format): its
 /// `key = value` lines, keys lowercased. Pure, for tests.
+#[cfg(any(feature = "s3", test))]
 pub(crate) fn ini_section(text: &str, section: &str) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     let mut inside = false;
@@ -250,6 +251,7 @@ pub(crate) fn ini_section(text: &str, section: &str) -> BTreeMap<String, String>
 /// `default`), as `object_store` config keys: keys and token from the
 /// credentials file, region and endpoint from the config file. Missing
 /// files give nothing.
+#[cfg(any(feature = "s3", test))]
 pub(crate) fn profile_settings(opts: &S3Options) -> BTreeMap<&'static str, String> {
     let var = |name: &str| opts.env.get(name).filter(|v| !v.is_empty()).cloned();
     let file = |var_name: &str, default: &str| {
@@ -290,6 +292,7 @@ pub(crate) fn profile_settings(opts: &S3Options) -> BTreeMap<&'static str, Strin
 
 /// Whether the environment names credentials of its own (then the
 /// shared credentials file is not read, as the AWS SDKs do).
+#[cfg(any(feature = "s3", test))]
 pub(crate) fn env_has_credentials(env: &BTreeMap<String, String>) -> bool {
     [
         "AWS_ACCESS_KEY_ID",
